@@ -1,0 +1,1 @@
+"""Child-side containment layers. `contain.py` applies them in order."""

@@ -1,0 +1,38 @@
+"""What every containment layer receives: the resolved policy and the run's facts.
+
+One object, built by the monitor before it forks the sandboxee, so that the
+same sequence runs whether the sandboxee was started by exec of the bootstrap
+or forked from the warm fork server.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sandbox.policy.model import Policy
+
+
+@dataclass
+class RunPaths:
+    """Host paths of one run. All exist before the sandboxee starts."""
+    rundir: str      # private per-run directory on the host (removed afterwards)
+    workdir: str     # the program's working directory (`${WORKDIR}`)
+    output: str      # where the action may write results (`${OUTPUT}`)
+    tmp: str         # host directory backing the private /tmp when there is no mount namespace
+
+
+@dataclass
+class ContainContext:
+    policy: Policy                       # resolved: no ${VARIABLES} left
+    paths: RunPaths
+    ipc_fd: int                          # the sandboxee's end of the IPC socket
+    monitor_fd: int                      # socket to the monitor (listener fd, setup report)
+    keep_fds: tuple[int, ...] = ()       # descriptors to keep besides stdio, ipc and monitor
+    hostname: str = "sandbox"
+    outer_uid: int = 0
+    outer_gid: int = 0
+    namespaces: bool = True              # False only under best_effort without user namespaces
+    audit_files: str = "none"            # none | denied | all (from policy.audit.files)
+    active: list[str] = field(default_factory=list)   # layers applied, in order
+    skipped: dict[str, str] = field(default_factory=dict)  # layer -> why (best_effort only)
+    listener_fd: int | None = None       # seccomp notification fd, set by the seccomp layer
+    cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup

@@ -1,0 +1,66 @@
+"""Namespaces: user, PID, mount, IPC, UTS, network, cgroup.
+
+Split in two because Python 3.11 has no `clone()`: `enter` runs in the stub
+process (the monitor's child) and unshares every namespace at once, mapping
+the caller's uid and gid to themselves inside the new user namespace; the
+stub's next fork is PID 1 of the new PID namespace, and that process runs
+`apply` as the first step of the containment sequence (hostname, mount
+propagation). The caller is mapped to itself (root stays root, uid 1000 stays
+1000), as bubblewrap does, so files the sandboxee creates in `${OUTPUT}` belong
+to the caller. Capabilities inside the user namespace are dropped later by the
+privileges layer.
+"""
+from __future__ import annotations
+
+import os
+
+from sandbox.errors import SetupError
+from sandbox.isolation import libc
+from sandbox.isolation.context import ContainContext
+
+ALL = (libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS | libc.CLONE_NEWIPC
+       | libc.CLONE_NEWUTS | libc.CLONE_NEWCGROUP)
+
+
+def flags_for(ctx: ContainContext) -> int:
+    flags = ALL
+    if ctx.policy.network.mode != "host":
+        flags |= libc.CLONE_NEWNET
+    return flags
+
+
+def enter(ctx: ContainContext) -> None:
+    """In the stub: unshare everything and map uid/gid. Raises SetupError."""
+    try:
+        libc.unshare(flags_for(ctx))
+    except OSError as exc:
+        raise SetupError("user_namespace",
+                         f"cannot create namespaces ({exc.strerror}); user namespaces may be "
+                         "disabled (see `sandbox doctor`), or set best_effort = true") from None
+    try:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{ctx.outer_uid} {ctx.outer_uid} 1\n")
+        _write("/proc/self/gid_map", f"{ctx.outer_gid} {ctx.outer_gid} 1\n")
+    except OSError as exc:
+        raise SetupError("user_namespace", f"cannot write the uid/gid map: {exc}") from None
+
+
+def apply(ctx: ContainContext) -> None:
+    """In PID 1: finish the namespace layer (hostname; no mount propagation out)."""
+    if os.getpid() != 1:
+        raise SetupError("pid_namespace", f"sandboxee is PID {os.getpid()}, expected 1")
+    try:
+        libc.sethostname(ctx.hostname)
+        # Nothing mounted in here may propagate back to the host.
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    except OSError as exc:
+        raise SetupError("namespaces", str(exc)) from None
+    ctx.active.append("namespaces")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

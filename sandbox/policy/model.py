@@ -1,0 +1,128 @@
+"""The policy as typed, immutable data.
+
+A `Policy` is what the TOML loader produces and what every layer consumes:
+the engine decides file operations from `filesystem`, the mount and Landlock
+layers are compiled from the same `filesystem`, the seccomp layer from
+`syscalls`, and so on. Paths may hold variables (``${OUTPUT}``) until
+`sandbox.policy.variables.resolve` turns the policy into a concrete one for a
+run; the kernel layers only ever see resolved policies.
+
+Policies cross process boundaries (launcher -> monitor -> sandboxee) as plain
+dicts, via `to_dict` / `from_dict`, so they never need pickling.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+NETWORK_MODES = ("none", "loopback", "host")
+SYSCALL_PROFILES = ("default", "strict")
+VIOLATION_ACTIONS = ("errno", "kill")
+AUDIT_FILES = ("none", "denied", "all")
+OPERATIONS = ("read", "write", "create", "delete", "exec")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FilesystemPolicy:
+    """Paths or globs. A directory grants its subtree; `deny` beats every allow.
+
+    `write` implies read, create and delete inside; `exec` implies read.
+    """
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    exec: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    tmp_size: int = 64 * MiB
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    mode: str = "none"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits. `None` means "no limit of this kind" (core size is always 0).
+
+    cpu and wall are seconds; memory and file_size are bytes.
+    """
+    cpu: float | None = None
+    wall: float | None = None
+    memory: int | None = None
+    file_size: int | None = None
+    processes: int | None = None
+    open_files: int | None = None
+
+
+@dataclass(frozen=True)
+class SyscallPolicy:
+    profile: str = "default"
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    on_violation: str = "errno"
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    files: str = "none"
+
+
+@dataclass(frozen=True)
+class EnvPolicy:
+    keep: tuple[str, ...] = ()
+    set: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "unnamed"
+    description: str = ""
+    best_effort: bool = False
+    filesystem: FilesystemPolicy = field(default_factory=FilesystemPolicy)
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    limits: Limits = field(default_factory=Limits)
+    syscalls: SyscallPolicy = field(default_factory=SyscallPolicy)
+    audit: AuditPolicy = field(default_factory=AuditPolicy)
+    env: EnvPolicy = field(default_factory=EnvPolicy)
+    # Where it came from (file path or built-in name); informational only.
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        def conv(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [conv(x) for x in v]
+            if isinstance(v, Mapping):
+                return {k: conv(x) for k, x in v.items()}
+            return v
+        return {k: conv(v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
+        """Inverse of `to_dict`. Trusts its input: use the loader for user files."""
+        def sub(kind: type, d: Mapping[str, Any] | None) -> Any:
+            d = dict(d or {})
+            for f in dataclasses.fields(kind):
+                if isinstance(d.get(f.name), list):
+                    d[f.name] = tuple(d[f.name])
+            return kind(**d)
+        top = dict(data)
+        return cls(
+            name=top.get("name", "unnamed"),
+            description=top.get("description", ""),
+            best_effort=bool(top.get("best_effort", False)),
+            filesystem=sub(FilesystemPolicy, top.get("filesystem")),
+            network=sub(NetworkPolicy, top.get("network")),
+            limits=sub(Limits, top.get("limits")),
+            syscalls=sub(SyscallPolicy, top.get("syscalls")),
+            audit=sub(AuditPolicy, top.get("audit")),
+            env=EnvPolicy(keep=tuple((top.get("env") or {}).get("keep", ())),
+                          set=dict((top.get("env") or {}).get("set", {}))),
+            source=top.get("source"),
+        )
+
+    def replace(self, **changes: Any) -> "Policy":
+        return dataclasses.replace(self, **changes)

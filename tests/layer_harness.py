@@ -1,0 +1,80 @@
+"""Run a function inside the containment sequence, without the launcher.
+
+For unit tests of single layers: forks a stub that enters the namespaces,
+forks PID 1, applies the sequence up to `until`, runs `fn()` and sends its
+JSON-serialisable return value (or the error) back through a pipe. Works as
+root and as an unprivileged user.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback
+from typing import Any, Callable
+
+from sandbox.isolation import namespaces
+from sandbox.isolation.contain import contain
+from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.policy.model import Policy
+
+
+def make_paths(base: str) -> RunPaths:
+    paths = RunPaths(rundir=base, workdir=os.path.join(base, "work"),
+                     output=os.path.join(base, "output"), tmp=os.path.join(base, "tmp"))
+    for p in (paths.workdir, paths.output, paths.tmp):
+        os.makedirs(p, exist_ok=True)
+    return paths
+
+
+def run_layers(policy: Policy, fn: Callable[[], Any], *, base: str,
+               until: str | None = None, use_namespaces: bool = True) -> dict[str, Any]:
+    """Returns {"ok": True, "value": ..., "active": [...]} or {"ok": False, "error": ...}."""
+    rfd, wfd = os.pipe()
+    mon_parent, mon_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ipc_parent, ipc_child = socket.socketpair()
+    ctx = ContainContext(policy=policy, paths=make_paths(base), ipc_fd=ipc_child.fileno(),
+                         monitor_fd=mon_child.fileno(), keep_fds=(wfd,),
+                         outer_uid=os.getuid(), outer_gid=os.getgid(),
+                         namespaces=use_namespaces)
+    stub = os.fork()
+    if stub == 0:
+        code = 70
+        try:
+            os.close(rfd)
+            if use_namespaces:
+                namespaces.enter(ctx)
+            pid1 = os.fork()
+            if pid1 == 0:
+                out: dict[str, Any]
+                try:
+                    contain(ctx, until=until)
+                    out = {"ok": True, "value": fn(), "active": ctx.active,
+                           "skipped": ctx.skipped}
+                except BaseException as exc:  # reported to the test, not swallowed
+                    out = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                           "traceback": traceback.format_exc()}
+                os.write(wfd, json.dumps(out).encode())
+                os._exit(0)
+            _, status = os.waitpid(pid1, 0)
+            code = os.waitstatus_to_exitcode(status) & 0xFF
+        except BaseException:
+            os.write(wfd, json.dumps({"ok": False, "error": traceback.format_exc()}).encode())
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    mon_child.close()
+    ipc_child.close()
+    chunks = []
+    while True:
+        b = os.read(rfd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(rfd)
+    os.waitpid(stub, 0)
+    mon_parent.close()
+    ipc_parent.close()
+    if not chunks:
+        return {"ok": False, "error": "sandboxee died without a report"}
+    return json.loads(b"".join(chunks))
