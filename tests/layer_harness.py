@@ -17,6 +17,7 @@ from sandbox.isolation import namespaces
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan
 
 
 def make_paths(base: str) -> RunPaths:
@@ -28,12 +29,13 @@ def make_paths(base: str) -> RunPaths:
 
 
 def run_layers(policy: Policy, fn: Callable[[], Any], *, base: str,
-               until: str | None = None, use_namespaces: bool = True) -> dict[str, Any]:
+               until: str | None = None, use_namespaces: bool = True,
+               fs_plan: FsPlan | None = None) -> dict[str, Any]:
     """Returns {"ok": True, "value": ..., "active": [...]} or {"ok": False, "error": ...}."""
     rfd, wfd = os.pipe()
     mon_parent, mon_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ipc_parent, ipc_child = socket.socketpair()
-    ctx = ContainContext(policy=policy, paths=make_paths(base), ipc_fd=ipc_child.fileno(),
+    ctx = ContainContext(policy=policy, paths=make_paths(base), fs_plan=fs_plan or FsPlan(), ipc_fd=ipc_child.fileno(),
                          monitor_fd=mon_child.fileno(), keep_fds=(wfd,),
                          outer_uid=os.getuid(), outer_gid=os.getgid(),
                          namespaces=use_namespaces)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan
 
 
 @dataclass
@@ -24,6 +25,7 @@ class RunPaths:
 class ContainContext:
     policy: Policy                       # resolved: no ${VARIABLES} left
     paths: RunPaths
+    fs_plan: FsPlan                      # what the mount and Landlock layers enforce
     ipc_fd: int                          # the sandboxee's end of the IPC socket
     monitor_fd: int                      # socket to the monitor (listener fd, setup report)
     keep_fds: tuple[int, ...] = ()       # descriptors to keep besides stdio, ipc and monitor

@@ -1,0 +1,1 @@
+"""The `sandbox` command line. Each subcommand lives in its own module."""

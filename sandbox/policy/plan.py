@@ -1,0 +1,39 @@
+"""The filesystem plan: the policy's `[filesystem]` rules made concrete for one run.
+
+Built on the launcher side by `sandbox.policy.engine.build_plan` from a
+*resolved* policy (variables substituted, globs expanded against the host),
+then handed to the sandboxee. Both kernel layers consume this one plan: the
+mount layer binds each rule's path into the new root (read-only unless
+`write`) and masks each `masks` entry; the Landlock layer grants each rule's
+rights beneath its path. So the view and the Landlock domain cannot disagree
+with each other, nor with `decide`, which reads the same rules.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class FsRule:
+    path: str            # absolute, normalised host path; the same path inside the sandbox
+    read: bool = True
+    write: bool = False  # implies create and delete beneath it
+    exec: bool = False
+    rule: str = ""       # the policy rule that granted it, e.g. "filesystem.write: ${OUTPUT}"
+
+
+@dataclass(frozen=True)
+class FsPlan:
+    rules: tuple[FsRule, ...] = ()   # parents before children
+    masks: tuple[str, ...] = ()      # existing denied paths, hidden in the view
+    tmp_size: int = 64 * 1024 * 1024
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rules": [asdict(r) for r in self.rules], "masks": list(self.masks),
+                "tmp_size": self.tmp_size}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FsPlan":
+        return cls(rules=tuple(FsRule(**r) for r in d.get("rules", ())),
+                   masks=tuple(d.get("masks", ())), tmp_size=int(d.get("tmp_size", 64 << 20)))
