@@ -1,0 +1,594 @@
+"""cgroup limits (memory, processes) applied to a sandbox from outside.
+
+Why from outside: a process must not be trusted to cage itself, and a cgroup
+catches every descendant, including `setsid()` + double-fork escapees, so
+the monitor can both limit and kill the whole tree.
+
+Flow (see docs/cgroups.md): the monitor calls `create(run_id, limits)` before
+it forks the stub; the stub's first act, still in the host's namespaces, is
+`run_cgroup.join(os.getpid())` (or `join(0)`, "myself"), so no process of the
+sandbox ever exists outside the cgroup and no synchronisation is needed.
+After the run the monitor reads `oom_killed()`, `pids_limit_hit()`,
+`max_memory()`, then `kill_all()` and `remove()`.
+
+Where: below the caller's *own* cgroup of each controller (never the
+hierarchy root, which would escape the limits the caller itself is under).
+cgroup v2 is preferred for a controller when the caller's v2 cgroup is
+writable and the controller is delegated (or can be enabled); otherwise the
+v1 hierarchy of that controller; otherwise nothing, with a human reason, and
+the rlimits layer is all that limits the run. "Not available" never raises.
+
+Names are `sandbox-<ownerpid>-<owner start time>-<run_id>`, so
+`cleanup_stale()` can tell a cgroup left by a crashed owner (pid gone, or
+reused by another process with another start time) from one in use.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.errors import SetupError
+from sandbox.policy.model import Limits
+
+LIMITED = ("memory", "pids")        # controllers that carry a policy limit
+HELPERS = ("freezer",)              # v1 only: stops forks while kill_all() works
+PREFIX = "sandbox-"
+_RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+_OWNED = re.compile(r"^sandbox-(\d+)-(\d+)-(.+)$")
+
+
+# --------------------------------------------------------------------- probe
+@dataclass(frozen=True)
+class ControllerSupport:
+    """Whether one controller can hold a sandbox, where, and if not, why."""
+    controller: str
+    version: str | None = None      # "v1" | "v2" when usable
+    base: str | None = None         # directory that will hold the sandbox-* cgroups
+    reason: str = ""                # why unusable ("" when usable)
+    needs_enable: bool = False      # v2: must be added to base's cgroup.subtree_control
+
+    @property
+    def usable(self) -> bool:
+        return self.version is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"usable": self.usable, "version": self.version, "base": self.base,
+                "reason": self.reason, "needs_enable": self.needs_enable}
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """What `probe()` found: the mounts, the caller's cgroups, each controller's verdict."""
+    uid: int
+    v1_mounts: dict[str, str] = field(default_factory=dict)   # controller -> mount point
+    v2_mount: str | None = None
+    v2_base: str | None = None                                 # the caller's own v2 cgroup dir
+    v2_controllers: tuple[str, ...] = ()                       # its cgroup.controllers
+    controllers: dict[str, ControllerSupport] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return any(self.controllers[c].usable for c in LIMITED if c in self.controllers)
+
+    @property
+    def reason(self) -> str:
+        """Why limited controllers are unusable ("" when all are usable)."""
+        return "; ".join(self.controllers[c].reason for c in LIMITED
+                         if c in self.controllers and not self.controllers[c].usable)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uid": self.uid, "usable": self.usable, "reason": self.reason,
+                "v1_mounts": dict(self.v1_mounts), "v2_mount": self.v2_mount,
+                "v2_base": self.v2_base, "v2_controllers": list(self.v2_controllers),
+                "controllers": {k: v.to_dict() for k, v in self.controllers.items()}}
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, text: str) -> None:
+    # O_WRONLY without O_CREAT: a missing control file is an error, never a new file.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        stat = _read(f"/proc/{pid}/stat")
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2:].split()[19])
+
+
+def owner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{_start_time(pid) or 0}"
+
+
+def _errname(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+def _parse_mounts(mountinfo: str) -> tuple[dict[str, tuple[str, str]], tuple[str, str] | None]:
+    """v1: controller -> (mount point, mount root); v2: (mount point, mount root)."""
+    v1: dict[str, tuple[str, str]] = {}
+    v2: tuple[str, str] | None = None
+    for line in mountinfo.splitlines():
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        f, p = pre.split(), post.split()
+        if len(f) < 5 or len(p) < 3:
+            continue
+        root, point = f[3].replace("\\040", " "), f[4].replace("\\040", " ")
+        if p[0] == "cgroup2" and v2 is None:
+            v2 = (point, root)
+        elif p[0] == "cgroup":
+            for opt in p[2].split(","):
+                if opt in LIMITED + HELPERS and opt not in v1:
+                    v1[opt] = (point, root)
+    return v1, v2
+
+
+def _parse_own(proc_cgroup: str) -> tuple[dict[str, str], str | None]:
+    """/proc/self/cgroup -> (v1 controller -> path, v2 path)."""
+    v1: dict[str, str] = {}
+    v2: str | None = None
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+        else:
+            for c in ctrls.split(","):
+                v1[c] = path
+    return v1, v2
+
+
+def _join_under(point: str, root: str, own: str) -> str | None:
+    """The directory of cgroup `own` in a mount of hierarchy subtree `root`."""
+    if root != "/" and own != root and not own.startswith(root.rstrip("/") + "/"):
+        return None
+    rel = own[len(root):] if root != "/" else own
+    return os.path.join(point, rel.lstrip("/")).rstrip("/") or point
+
+
+def _try_mkdir(base: str) -> OSError | None:
+    """Really make and remove a probe cgroup: the only honest writability test."""
+    probe_dir = os.path.join(base, f"{PREFIX}{owner_token()}-probe{time.monotonic_ns() % 10**9}")
+    try:
+        os.mkdir(probe_dir)
+    except OSError as exc:
+        return exc
+    try:
+        os.rmdir(probe_dir)
+    except OSError:
+        pass  # cleanup_stale() removes it once we are gone
+    return None
+
+
+def _mine() -> set[int]:
+    """This process and its descendants (the ones we may move between cgroups)."""
+    me = os.getpid()
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = _read(f"/proc/{name}/stat")
+            except OSError:
+                continue
+            kids.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(int(name))
+    out, stack = {me}, [me]
+    while stack:
+        for k in kids.get(stack.pop(), ()):
+            out.add(k)
+            stack.append(k)
+    return out
+
+
+def _procs(path: str) -> set[int]:
+    try:
+        return {int(x) for x in _read(os.path.join(path, "cgroup.procs")).split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def _probe_v2(base: str, own: str, ctrl: str, available: tuple[str, ...],
+              uid: int) -> ControllerSupport:
+    where = f"cgroup v2 {ctrl}: {base}"
+    if ctrl not in available:
+        return ControllerSupport(ctrl, reason=f"{where}: controller not delegated "
+                                 "(absent from cgroup.controllers)")
+    err = _try_mkdir(base)
+    if err is not None:
+        return ControllerSupport(ctrl, reason=f"{where}: not writable ({_errname(err)}) as uid {uid}")
+    if not os.access(os.path.join(base, "cgroup.procs"), os.W_OK):
+        return ControllerSupport(ctrl, reason=f"{where}/cgroup.procs: not writable as uid {uid}")
+    try:
+        enabled = _read(os.path.join(base, "cgroup.subtree_control")).split()
+    except OSError as exc:
+        return ControllerSupport(ctrl, reason=f"{where}: cannot read cgroup.subtree_control "
+                                 f"({_errname(exc)})")
+    if ctrl in enabled:
+        return ControllerSupport(ctrl, "v2", base)
+    if not os.access(os.path.join(base, "cgroup.subtree_control"), os.W_OK):
+        return ControllerSupport(ctrl, reason=f"{where}: not enabled in cgroup.subtree_control, "
+                                 f"which is not writable as uid {uid}")
+    others = _procs(base) - _mine()
+    if own != "/" and others:
+        return ControllerSupport(ctrl, reason=(
+            f"{where}: not enabled for children, and enabling it needs the cgroup free of "
+            f"other processes (it holds pid {min(others)}); run inside a delegated scope, "
+            "e.g. systemd-run --user --scope -p Delegate=yes"))
+    return ControllerSupport(ctrl, "v2", base, needs_enable=True)
+
+
+def _probe_v1(mounts: dict[str, tuple[str, str]], own: dict[str, str], ctrl: str,
+              uid: int) -> ControllerSupport:
+    if ctrl not in mounts:
+        return ControllerSupport(ctrl, reason=f"cgroup v1 {ctrl}: hierarchy not mounted")
+    if ctrl not in own:
+        return ControllerSupport(ctrl, reason=f"cgroup v1 {ctrl}: not in /proc/self/cgroup")
+    point, root = mounts[ctrl]
+    base = _join_under(point, root, own[ctrl])
+    if base is None or not os.path.isdir(base):
+        return ControllerSupport(ctrl, reason=f"cgroup v1 {ctrl}: own cgroup {own[ctrl]} "
+                                 f"not visible under {point}")
+    err = _try_mkdir(base)
+    if err is not None:
+        return ControllerSupport(ctrl, reason=f"cgroup v1 {ctrl}: {base}: not writable "
+                                 f"({_errname(err)}) as uid {uid}")
+    return ControllerSupport(ctrl, "v1", base)
+
+
+def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> CgroupSupport:
+    """Which cgroup version serves each controller here, for this user. Never raises
+    for a missing feature; makes and removes one empty probe cgroup per base."""
+    uid = os.geteuid()
+    try:
+        proc_cgroup = _read("/proc/self/cgroup") if proc_cgroup is None else proc_cgroup
+        mountinfo = _read("/proc/self/mountinfo") if mountinfo is None else mountinfo
+    except OSError as exc:
+        why = f"cannot read /proc ({_errname(exc)})"
+        return CgroupSupport(uid, controllers={c: ControllerSupport(c, reason=why)
+                                               for c in LIMITED + HELPERS})
+    v1_mounts, v2_mount = _parse_mounts(mountinfo)
+    own_v1, own_v2 = _parse_own(proc_cgroup)
+    v2_base, v2_ctrls = None, ()
+    if v2_mount is not None and own_v2 is not None:
+        v2_base = _join_under(v2_mount[0], v2_mount[1], own_v2)
+        if v2_base is not None:
+            try:
+                v2_ctrls = tuple(_read(os.path.join(v2_base, "cgroup.controllers")).split())
+            except OSError:
+                v2_ctrls = ()
+    out: dict[str, ControllerSupport] = {}
+    for ctrl in LIMITED + HELPERS:
+        reasons = []
+        if ctrl in LIMITED and v2_base is not None:
+            got = _probe_v2(v2_base, own_v2 or "/", ctrl, v2_ctrls, uid)
+            if got.usable:
+                out[ctrl] = got
+                continue
+            reasons.append(got.reason)
+        got = _probe_v1(v1_mounts, own_v1, ctrl, uid)
+        if not got.usable and reasons and ctrl not in v1_mounts:
+            got = ControllerSupport(ctrl, reason=reasons[0])   # v2 said more than "no v1"
+        elif not got.usable and reasons:
+            got = ControllerSupport(ctrl, reason=f"{reasons[0]}; {got.reason}")
+        out[ctrl] = got
+    return CgroupSupport(uid, {k: v[0] for k, v in v1_mounts.items()},
+                         v2_mount[0] if v2_mount else None, v2_base, v2_ctrls, out)
+
+
+# ------------------------------------------------------------------- the run
+class RunCgroup:
+    """One sandbox's cgroups (one directory per v1 controller, one shared v2 directory)."""
+
+    def __init__(self, name: str, dirs: dict[str, tuple[str, str]], reason: str = "") -> None:
+        self.name = name
+        self.dirs = dirs                       # controller -> (version, directory)
+        self.reason = reason                   # what could not be applied, if anything
+        self._stats: dict[str, Any] | None = None
+
+    @property
+    def applied(self) -> dict[str, str]:
+        """controller -> "v1" | "v2", e.g. {"memory": "v1", "pids": "v1", "freezer": "v1"}."""
+        return {c: v for c, (v, _) in self.dirs.items()}
+
+    @property
+    def paths(self) -> list[str]:
+        seen: list[str] = []
+        for _, d in self.dirs.values():
+            if d not in seen:
+                seen.append(d)
+        return seen
+
+    def _file(self, ctrl: str, v1name: str, v2name: str) -> str | None:
+        if ctrl not in self.dirs:
+            return None
+        version, d = self.dirs[ctrl]
+        return os.path.join(d, v1name if version == "v1" else v2name)
+
+    def join(self, pid: int) -> None:
+        """Move `pid` (0 = the calling process) into every cgroup of the run.
+        Do it before that process forks: existing children are not moved."""
+        for d in self.paths:
+            try:
+                _write(os.path.join(d, "cgroup.procs"), str(pid))
+            except OSError as exc:
+                raise SetupError("cgroups", f"cannot move pid {pid or os.getpid()} into {d}: "
+                                 f"{exc.strerror}") from None
+
+    def procs(self) -> set[int]:
+        out: set[int] = set()
+        for d in self.paths:
+            out |= _procs(d)
+        return out
+
+    def _counter(self, path: str | None, key: str) -> int | None:
+        if path is None:
+            return None
+        try:
+            for line in _read(path).splitlines():
+                k, _, v = line.partition(" ")
+                if k == key:
+                    return int(v)
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """The run's verdicts, read live (or as snapshotted by `remove()`)."""
+        if self._stats is not None:
+            return dict(self._stats)
+        oom = self._counter(self._file("memory", "memory.oom_control", "memory.events"), "oom_kill")
+        hit = self._counter(self._file("pids", "pids.events", "pids.events"), "max")
+        peak: int | None = None
+        path = self._file("memory", "memory.max_usage_in_bytes", "memory.peak")
+        if path is not None:
+            try:
+                peak = int(_read(path).split()[0])
+            except (OSError, ValueError, IndexError):
+                peak = None
+        return {"oom_killed": bool(oom), "pids_limit_hit": bool(hit), "max_memory": peak}
+
+    def oom_killed(self) -> bool:
+        return bool(self.stats()["oom_killed"])
+
+    def pids_limit_hit(self) -> bool:
+        return bool(self.stats()["pids_limit_hit"])
+
+    def max_memory(self) -> int | None:
+        value = self.stats()["max_memory"]
+        return None if value is None else int(value)
+
+    def kill_all(self, timeout: float = 5.0) -> bool:
+        """SIGKILL every process of the run, forks racing included. True when empty."""
+        deadline = time.monotonic() + timeout
+        v2 = [d for v, d in self.dirs.values() if v == "v2"]
+        if v2:
+            try:
+                _write(os.path.join(v2[0], "cgroup.kill"), "1")
+            except OSError:
+                pass  # kernel < 5.14: the signal loop below does it
+        freezer = self.dirs.get("freezer", (None, None))[1]
+        while True:
+            frozen = freezer is not None and _set_freezer(freezer, "FROZEN", deadline)
+            pids = self.procs()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if frozen:
+                _set_freezer(freezer, "THAWED", deadline)
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return not self.procs()
+            time.sleep(0.005)
+
+    def remove(self, timeout: float = 2.0) -> bool:
+        """Snapshot the stats, then rmdir every directory (retrying while tasks drain,
+        killing what is left). True when all are gone."""
+        if self._stats is None:
+            self._stats = self.stats()
+        deadline = time.monotonic() + timeout
+        left = self.paths
+        killed = False
+        while left:
+            rest = []
+            for d in left:
+                try:
+                    os.rmdir(d)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    rest.append(d)
+            left = rest
+            if not left or time.monotonic() > deadline:
+                break
+            if not killed and self.procs():
+                killed = True
+                self.kill_all(timeout=max(0.1, deadline - time.monotonic()))
+            time.sleep(0.01)
+        return not left
+
+
+def _set_freezer(path: str, state: str, deadline: float) -> bool:
+    try:
+        _write(os.path.join(path, "freezer.state"), state)
+        while _read(os.path.join(path, "freezer.state")).strip() != state:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+    except OSError:
+        return False
+
+
+def _v2_enable(base: str, ctrls: list[str]) -> None:
+    """Add `ctrls` to base's cgroup.subtree_control. A non-root cgroup that holds
+    processes cannot (EBUSY): when they are all ours, move them into a leaf
+    `sandbox-<owner>-launcher` first. Raises OSError with a reason."""
+    text = " ".join(f"+{c}" for c in ctrls)
+    control = os.path.join(base, "cgroup.subtree_control")
+    try:
+        _write(control, text)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+    procs = _procs(base)
+    if procs - _mine():
+        raise OSError(errno.EBUSY, f"{base} holds processes that are not ours")
+    leaf = os.path.join(base, f"{PREFIX}{owner_token()}-launcher")
+    os.makedirs(leaf, exist_ok=True)
+    for pid in procs:
+        try:
+            _write(os.path.join(leaf, "cgroup.procs"), str(pid))
+        except ProcessLookupError:
+            pass
+    _write(control, text)
+
+
+def create_or_reason(run_id: str, limits: Limits, *, support: CgroupSupport | None = None,
+                     pids_overhead: int = 0) -> tuple[RunCgroup | None, str]:
+    """Make `sandbox-<owner>-<run_id>` under the own cgroup of each usable controller and
+    write the limits. `pids_overhead` is added to `limits.processes` for the monitor's
+    own helpers (the stub) that join the cgroup. Returns (None, reason) when nothing
+    is usable; the RunCgroup's `.reason` names controllers that could not be used."""
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r}: want 1-80 characters of [A-Za-z0-9_.-]")
+    sup = support or probe()
+    if not sup.usable:
+        return None, sup.reason or "no cgroup controller is usable"
+    name = f"{PREFIX}{owner_token()}-{run_id}"
+    reasons = [sup.controllers[c].reason for c in LIMITED if not sup.controllers[c].usable]
+    chosen = {c: s for c, s in sup.controllers.items() if s.usable}
+    enable = [c for c, s in chosen.items() if s.version == "v2" and s.needs_enable]
+    if enable:
+        base = chosen[enable[0]].base
+        try:
+            _v2_enable(str(base), enable)
+        except OSError as exc:
+            for c in enable:
+                reasons.append(f"cgroup v2 {c}: cannot enable in {base}/cgroup.subtree_control"
+                               f" ({exc.strerror or exc})")
+                del chosen[c]
+    dirs: dict[str, tuple[str, str]] = {}
+    made: list[str] = []
+    for ctrl, s in chosen.items():
+        d = os.path.join(str(s.base), name)
+        if d not in made:
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                _rmdirs(made)
+                raise FileExistsError(errno.EEXIST, f"cgroup {d} already exists "
+                                      "(run id reused by this owner)") from None
+            except OSError as exc:
+                reasons.append(f"cgroup {s.version} {ctrl}: {d}: {_errname(exc)}")
+                continue
+            made.append(d)
+        try:
+            _write_limits(ctrl, s.version or "", d, limits, pids_overhead)
+        except OSError as exc:
+            reasons.append(f"cgroup {s.version} {ctrl}: cannot write the limit in {d} "
+                           f"({exc.strerror or exc})")
+            continue
+        dirs[ctrl] = (s.version or "", d)
+    unused = [d for d in made if d not in {p for _, p in dirs.values()}]
+    _rmdirs(unused)
+    if not any(c in dirs for c in LIMITED):
+        _rmdirs([p for _, p in dirs.values()])
+        return None, "; ".join(reasons) or "no cgroup controller is usable"
+    return RunCgroup(name, dirs, "; ".join(r for r in reasons if r)), ""
+
+
+def create(run_id: str, limits: Limits, *, support: CgroupSupport | None = None,
+           pids_overhead: int = 0) -> RunCgroup | None:
+    """`create_or_reason` without the reason (use `probe().reason` to explain a None)."""
+    return create_or_reason(run_id, limits, support=support, pids_overhead=pids_overhead)[0]
+
+
+def _write_limits(ctrl: str, version: str, d: str, limits: Limits, overhead: int) -> None:
+    if ctrl == "memory" and limits.memory is not None:
+        mem = str(int(limits.memory))
+        if version == "v1":
+            _write(os.path.join(d, "memory.limit_in_bytes"), mem)
+            # memory+swap at the same figure: the limit cannot be dodged by swapping.
+            if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
+                _write(os.path.join(d, "memory.memsw.limit_in_bytes"), mem)
+            else:
+                _best_effort(os.path.join(d, "memory.swappiness"), "0")
+        else:
+            _write(os.path.join(d, "memory.max"), mem)
+            if os.path.exists(os.path.join(d, "memory.swap.max")):
+                _write(os.path.join(d, "memory.swap.max"), "0")
+    elif ctrl == "pids" and limits.processes is not None:
+        _write(os.path.join(d, "pids.max"), str(int(limits.processes) + overhead))
+
+
+def _best_effort(path: str, text: str) -> None:
+    try:
+        _write(path, text)
+    except OSError:
+        pass
+
+
+def _rmdirs(paths: list[str]) -> None:
+    for d in paths:
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------- stale cleanup
+def _owner_alive(pid: int, start: int) -> bool:
+    now = _start_time(pid)
+    return now is not None and (start == 0 or now == start)
+
+
+def cleanup_stale(support: CgroupSupport | None = None) -> list[str]:
+    """Remove `sandbox-*` cgroups whose owner is gone (killing their tasks first), and
+    empty `sandbox-*` ones of unknown format. A live owner's cgroups, even empty ones
+    it just made, are left alone. Returns the removed paths; never raises."""
+    sup = support or probe()
+    bases = {s.base for s in sup.controllers.values() if s.usable and s.base}
+    if sup.v2_base:
+        bases.add(sup.v2_base)
+    removed: list[str] = []
+    for base in sorted(str(b) for b in bases):
+        try:
+            names = [n for n in os.listdir(base) if n.startswith(PREFIX)]
+        except OSError:
+            continue
+        for n in names:
+            path = os.path.join(base, n)
+            m = _OWNED.match(n)
+            if m and _owner_alive(int(m.group(1)), int(m.group(2))):
+                continue
+            if m and not m.group(3).startswith("launcher"):
+                version = "v2" if base == sup.v2_base else "v1"
+                RunCgroup(n, {"_": (version, path)}).kill_all(timeout=1.0)
+            try:
+                os.rmdir(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed

@@ -1,0 +1,260 @@
+"""cgroup limits applied from outside: real cgroups as root, an honest report otherwise.
+
+Which case applies is computed twice: by `probe()` and, independently here,
+from /proc/self/cgroup, /proc/self/mountinfo and access(2); the two must
+agree, so a probe that lies fails the suite instead of steering it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+
+from sandbox.monitor import cgroups
+from sandbox.policy.model import Limits
+
+pytestmark = pytest.mark.isolation
+MiB = 1 << 20
+
+
+def _independent_bases() -> dict[str, str | None]:
+    """controller -> writable directory under our own cgroup, or None (own computation)."""
+    mounts: dict[str, str] = {}
+    v2_mount = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields, post = line.split(" - ")
+            fstype, _, opts = post.split()[:3]
+            point = fields.split()[4]
+            if fstype == "cgroup2":
+                v2_mount = point
+            elif fstype == "cgroup":
+                for o in opts.split(","):
+                    mounts.setdefault(o, point)
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            for c in (ctrls.split(",") if ctrls else ["<v2>"]):
+                own[c] = path
+    out: dict[str, str | None] = {}
+    for c in ("memory", "pids"):
+        out[c] = None
+        if v2_mount and "<v2>" in own:
+            d = v2_mount + own["<v2>"].rstrip("/")
+            try:
+                with open(os.path.join(d, "cgroup.controllers")) as f:
+                    delegated = c in f.read().split()
+            except OSError:
+                delegated = False
+            if delegated and os.access(d, os.W_OK):
+                out[c] = d
+                continue
+        if c in mounts and c in own:
+            d = mounts[c] + own[c].rstrip("/")
+            if os.access(d, os.W_OK):
+                out[c] = d
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected() -> dict[str, str | None]:
+    return _independent_bases()
+
+
+@pytest.fixture(scope="module")
+def support() -> cgroups.CgroupSupport:
+    return cgroups.probe()
+
+
+def test_probe_agrees_with_independent_check(support, expected):
+    for c in ("memory", "pids"):
+        s = support.controllers[c]
+        assert s.usable == (expected[c] is not None), (c, s, expected)
+        if s.usable:
+            assert s.base == expected[c]
+            assert s.reason == ""
+        else:
+            assert "not writable" in s.reason or "not delegated" in s.reason
+    if os.geteuid() != 0 and not any(expected.values()):
+        assert not support.usable
+        assert f"as uid {os.geteuid()}" in support.reason
+        assert "not writable (EACCES)" in support.reason
+
+
+def _fork(fn) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            code = fn()
+        except BaseException:
+            code = 70
+        os._exit(code)
+    return pid
+
+
+def test_memory_limit_oom_kills(support, expected):
+    made, reason = cgroups.create_or_reason("t-oom", Limits(memory=64 * MiB), support=support)
+    if expected["memory"] is None:
+        assert made is None
+        assert "memory" in reason and "not writable" in reason
+        return
+    assert made is not None and made.applied["memory"] in ("v1", "v2")
+    try:
+        r, w = os.pipe()
+
+        def hog() -> int:
+            made.join(0)
+            os.write(w, b"joined")
+            data = b"\x01" * (256 * MiB)   # touches every page
+            return 0 if data else 1
+
+        pid = _fork(hog)
+        os.close(w)
+        assert os.read(r, 16) == b"joined"
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert made.oom_killed() is True
+        peak = made.max_memory()
+        assert peak is not None and 32 * MiB < peak <= 64 * MiB
+        assert made.pids_limit_hit() is False
+    finally:
+        assert made.remove()
+    assert not any(os.path.exists(p) for p in made.paths)
+    assert made.oom_killed() is True   # snapshot survives removal
+
+
+def test_memory_within_limit_not_oom(support, expected):
+    if expected["memory"] is None:
+        assert cgroups.create("t-fine", Limits(memory=64 * MiB), support=support) is None
+        return
+    made = cgroups.create("t-fine", Limits(memory=64 * MiB), support=support)
+    assert made is not None
+    try:
+        pid = _fork(lambda: (made.join(0), len(b"\x01" * (8 * MiB)))[1] and 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert made.oom_killed() is False
+    finally:
+        assert made.remove()
+
+
+def test_pids_limit_and_kill_all(support, expected):
+    made, reason = cgroups.create_or_reason("t-pids", Limits(processes=5), support=support)
+    if expected["pids"] is None:
+        assert made is None
+        assert "pids" in reason and "not writable" in reason
+        return
+    assert made is not None and "pids" in made.applied
+    r, w = os.pipe()
+    block_r, block_w = os.pipe()
+
+    def forker() -> int:
+        made.join(0)
+        ok = 0
+        while True:
+            try:
+                kid = os.fork()
+            except OSError as exc:
+                os.write(w, f"{ok} {exc.errno}".encode())
+                break
+            if kid == 0:
+                os.setsid()          # escape the process group: only the cgroup still holds it
+                os.read(block_r, 1)  # blocks until killed
+                os._exit(0)
+            ok += 1
+            if ok > 50:
+                os.write(w, b"50 0")
+                break
+        os.read(block_r, 1)
+        return 0
+
+    pid = _fork(forker)
+    os.close(w)
+    forked, err = (int(x) for x in os.read(r, 64).split())
+    try:
+        assert err == errno.EAGAIN
+        assert forked == 4                      # the forker itself is the fifth task
+        assert made.pids_limit_hit() is True
+        assert len(made.procs()) == 5
+        assert made.kill_all() is True
+        assert made.procs() == set()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        assert made.remove()
+    assert not any(os.path.exists(p) for p in made.paths)
+
+
+def test_cleanup_stale(support, expected):
+    if not support.usable:
+        assert cgroups.cleanup_stale(support) == []
+        return
+    dead = _fork(lambda: 0)
+    os.waitpid(dead, 0)
+    base = next(expected[c] for c in ("pids", "memory") if expected[c])
+    stale = os.path.join(base, f"sandbox-{dead}-1-planted")
+    live = os.path.join(base, f"sandbox-{cgroups.owner_token()}-planted-live")
+    os.mkdir(stale)
+    os.mkdir(live)
+    r, w = os.pipe()
+
+    def squatter() -> int:
+        with open(os.path.join(stale, "cgroup.procs"), "w") as f:
+            f.write("0")
+        os.write(w, b"in")
+        os.read(r, 1)
+        return 0
+
+    pid = _fork(squatter)
+    try:
+        assert os.read(r, 2) == b"in"
+        removed = cgroups.cleanup_stale(support)
+        assert stale in removed and not os.path.exists(stale)
+        assert live not in removed and os.path.isdir(live)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        for d in (stale, live):
+            if os.path.isdir(d):
+                os.rmdir(d)
+
+
+def test_bad_run_id_is_a_bug():
+    with pytest.raises(ValueError):
+        cgroups.create("../escape", Limits(memory=MiB))
+
+
+FAKE_MOUNTS = ("30 23 0:26 / {root} rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n")
+
+
+def _fake_v2(tmp_path, subtree: str, procs: str) -> tuple[str, str]:
+    own = tmp_path / "user.slice" / "app.scope"
+    own.mkdir(parents=True)
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").write_text(subtree)
+    (own / "cgroup.procs").write_text(procs)
+    return FAKE_MOUNTS.format(root=tmp_path), "0::/user.slice/app.scope\n"
+
+
+def test_probe_prefers_delegated_v2(tmp_path):
+    mountinfo, proc = _fake_v2(tmp_path, "memory pids\n", "")
+    sup = cgroups.probe(proc_cgroup=proc, mountinfo=mountinfo)
+    for c in ("memory", "pids"):
+        assert sup.controllers[c].version == "v2"
+        assert sup.controllers[c].base == str(tmp_path / "user.slice" / "app.scope")
+        assert not sup.controllers[c].needs_enable
+    assert list((tmp_path / "user.slice" / "app.scope").glob("sandbox-*")) == []
+
+
+def test_probe_v2_enableable_only_without_foreign_processes(tmp_path):
+    mountinfo, proc = _fake_v2(tmp_path, "", f"{os.getpid()}\n")
+    sup = cgroups.probe(proc_cgroup=proc, mountinfo=mountinfo)
+    assert sup.controllers["memory"].needs_enable and sup.controllers["memory"].version == "v2"
+    (tmp_path / "user.slice" / "app.scope" / "cgroup.procs").write_text("1\n")
+    sup = cgroups.probe(proc_cgroup=proc, mountinfo=mountinfo)
+    assert not sup.controllers["memory"].usable
+    assert "Delegate=yes" in sup.controllers["memory"].reason
