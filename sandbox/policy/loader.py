@@ -1,0 +1,294 @@
+"""Load policy files: TOML -> validated, merged `Policy` (variables unresolved).
+
+Strictness is the point: an unknown key, a wrong type, a bad size, a relative
+path, an unknown syscall or `extends` target is an error naming the file, the
+key path and (found by scanning the text, see `locate`) the line. A typo such
+as `[limit]` or `memroy = "1G"` must never load as a policy without that limit.
+All errors of one file are collected; the first is raised with the full list
+in its `errors` attribute (the CLI prints them all).
+
+`extends` composes policies: the listed policies are merged in order, then
+the file itself on top. Scalars: later wins. Lists (filesystem.*,
+syscalls.allow/deny, env.keep): union, order kept, so a `deny` of a parent is
+never lost. `env.set`: merged, later wins. `name`, `description` and `extends`
+are the file's own. A syscall denied anywhere in the chain is removed from
+`allow` (deny wins).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from typing import Any
+
+from sandbox.errors import PolicyError
+from sandbox.policy import units
+from sandbox.policy.locate import Locator
+from sandbox.policy.model import (AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
+                                  Policy, SyscallPolicy)
+from sandbox.policy.search import available_policies, find_policy, is_name
+from sandbox.policy.spec import TABLES, TOP, UNLIMITED, Kind
+from sandbox.policy.variables import check_path_syntax
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOML_POS = re.compile(r"\(at line (\d+), column \d+\)")
+
+Raw = dict[str, Any]
+
+
+class _Checker:
+    """Validates one file's TOML dict into a normalised dict of the keys present."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file, self.locator = file, Locator(text)
+        self.errors: list[PolicyError] = []
+
+    def err(self, key: str, message: str, value: object = None) -> None:
+        self.errors.append(PolicyError(message, file=self.file, key=key,
+                                       line=self.locator.line_of(key, value)))
+
+    def check(self, data: Raw) -> Raw:
+        out: Raw = {}
+        for key, value in data.items():
+            if key in TOP:
+                v = self.value(key, TOP[key], value)
+                if v is not None:
+                    out[key] = v
+            elif key in TABLES:
+                if not isinstance(value, dict):
+                    self.err(key, f"must be a table ([{key}]), got {_tname(value)}")
+                    continue
+                table: Raw = {}
+                for sub, subval in value.items():
+                    kind = TABLES[key].get(sub)
+                    if kind is None:
+                        self.err(f"{key}.{sub}", "unknown key (known: " + ", ".join(TABLES[key]) + ")")
+                        continue
+                    v = self.value(f"{key}.{sub}", kind, subval)
+                    if v is not None:
+                        table[sub] = v
+                out[key] = table
+            else:
+                self.err(key, "unknown key (known: " + ", ".join([*TOP, *TABLES]) + ")")
+        sc = out.get("syscalls", {})
+        for both in [n for n in sc.get("allow", ()) if n in sc.get("deny", ())]:
+            self.err("syscalls.allow", f"{both!r} is in both allow and deny", both)
+        return out
+
+    def value(self, key: str, kind: Kind, value: object) -> Any:
+        """The normalised value, or None after recording an error."""
+        k = kind.name
+        if k == "string":
+            if isinstance(value, str):
+                return value
+            return self.err(key, f"must be a string, got {_tname(value)}")
+        if k == "bool":
+            if isinstance(value, bool):
+                return value
+            return self.err(key, f"must be true or false, got {_tname(value)}")
+        if k == "enum":
+            if isinstance(value, str) and value in kind.choices:
+                return value
+            return self.err(key, f"must be one of {', '.join(kind.choices)}; got {value!r}")
+        if k in ("limit_size", "limit_duration", "limit_count", "size"):
+            if value == UNLIMITED and k.startswith("limit_"):
+                return UNLIMITED
+            try:
+                if k in ("size", "limit_size"):
+                    return units.parse_size(value)
+                if k == "limit_duration":
+                    return units.parse_duration(value)
+                return _count(value)
+            except ValueError as exc:
+                return self.err(key, str(exc))
+        if k == "env_table":
+            if not isinstance(value, dict):
+                return self.err(key, f"must be a table of strings, got {_tname(value)}")
+            ok = True
+            for name, v in value.items():
+                if not _ENV_NAME.match(name):
+                    ok = bool(self.err(f"{key}.{name}", "not a valid environment variable name"))
+                elif not isinstance(v, str):
+                    ok = bool(self.err(f"{key}.{name}", f"must be a string, got {_tname(v)}"))
+            return dict(value) if ok else None
+        # the list kinds
+        if not isinstance(value, list):
+            return self.err(key, f"must be an array of strings, got {_tname(value)}")
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str):
+                self.err(key, f"every element must be a string, got {_tname(item)}", item)
+                continue
+            problem = self.element_problem(k, item)
+            if problem:
+                self.err(key, f"{item!r}: {problem}", item)
+            elif item not in out:
+                out.append(item)
+        return out
+
+    @staticmethod
+    def element_problem(kind: str, item: str) -> str | None:
+        if kind == "path_list":
+            return check_path_syntax(item)
+        if kind == "syscall_list":
+            from sandbox.isolation.syscall_names import is_known_syscall
+            return None if is_known_syscall(item) else "unknown syscall on this machine"
+        if kind == "envname_list":
+            return None if _ENV_NAME.match(item) else "not a valid environment variable name"
+        if kind == "name_list":
+            return None if item.strip() else "empty policy reference"
+        return None
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a positive integer, got {_tname(value)}")
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _tname(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _merge(base: Raw, over: Raw) -> Raw:
+    """`over` on top of `base` (both normalised dicts), by each key's merge rule."""
+    out: Raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()
+                if TOP.get(k, Kind("")).merge != "own"}
+    for key, value in over.items():
+        if key in TOP:
+            out[key] = value
+            continue
+        table = out.setdefault(key, {})
+        for sub, v in value.items():
+            merge = TABLES[key][sub].merge
+            if merge == "union" and sub in table:
+                table[sub] = table[sub] + [x for x in v if x not in table[sub]]
+            elif merge == "table" and sub in table:
+                table[sub] = {**table[sub], **v}
+            else:
+                table[sub] = v
+    return out
+
+
+class _Loader:
+    def __init__(self, search_path: list[str] | None) -> None:
+        self.search_path = search_path
+        self.chain: list[str] = []          # real paths being loaded (cycle detection)
+
+    def locate_ref(self, ref: str, base_dir: str | None, requester: str | None,
+                   file: str, key_line: int | None) -> str:
+        if is_name(ref):
+            found = find_policy(ref, self.search_path, skip=requester)
+            if found is None:
+                known = ", ".join(sorted(available_policies(self.search_path))) or "none"
+                raise PolicyError(f"unknown policy {ref!r} (on the search path: {known})",
+                                  file=file, key="extends", line=key_line)
+            return found
+        path = os.path.expanduser(ref)
+        if not os.path.isabs(path):
+            path = os.path.join(base_dir or os.getcwd(), path)
+        if not os.path.isfile(path):
+            raise PolicyError(f"policy file {ref!r} not found ({path})", file=file, key="extends",
+                              line=key_line)
+        return path
+
+    def load_file(self, path: str) -> Raw:
+        real = os.path.realpath(path)
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"cannot read policy: {exc}", file=path) from None
+        return self.load_text(text, path, os.path.dirname(os.path.abspath(path)), real)
+
+    def load_text(self, text: str, file: str, base_dir: str | None, real: str | None) -> Raw:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = _TOML_POS.search(str(exc))
+            msg = _TOML_POS.sub("", str(exc)).strip()
+            raise PolicyError(f"invalid TOML: {msg}", file=file,
+                              line=int(m.group(1)) if m else None) from None
+        checker = _Checker(file, text)
+        own = checker.check(data)
+        if checker.errors:
+            first = checker.errors[0]
+            first.errors = checker.errors          # type: ignore[attr-defined]
+            raise first
+        merged: Raw = {}
+        if real is not None:
+            self.chain.append(real)
+        try:
+            for ref in own.get("extends", ()):
+                line = checker.locator.line_of("extends", ref)
+                target = self.locate_ref(ref, base_dir, real, file, line)
+                treal = os.path.realpath(target)
+                if treal in self.chain:
+                    cycle = " -> ".join(os.path.basename(p)
+                                        for p in [*self.chain[self.chain.index(treal):], treal])
+                    raise PolicyError(f"extends cycle: {cycle}", file=file, key="extends", line=line)
+                merged = _merge(merged, self.load_file(target))
+        finally:
+            if real is not None:
+                self.chain.pop()
+        merged = _merge(merged, own)
+        return merged
+
+
+def _build(raw: Raw, file: str) -> Policy:
+    """A Policy from a merged, normalised dict."""
+    def lim(table: str, key: str) -> Any:
+        v = raw.get(table, {}).get(key)
+        return None if v == UNLIMITED else v
+
+    fs, sc, env = raw.get("filesystem", {}), raw.get("syscalls", {}), raw.get("env", {})
+    deny_sc = tuple(sc.get("deny", ()))
+    default_fs = FilesystemPolicy()
+    default_name = os.path.splitext(os.path.basename(file))[0] if not file.startswith("<") else "unnamed"
+    return Policy(
+        name=raw.get("name", default_name),
+        description=raw.get("description", ""),
+        best_effort=raw.get("best_effort", False),
+        filesystem=FilesystemPolicy(read=tuple(fs.get("read", ())), write=tuple(fs.get("write", ())),
+                                    exec=tuple(fs.get("exec", ())), deny=tuple(fs.get("deny", ())),
+                                    tmp_size=fs.get("tmp_size", default_fs.tmp_size)),
+        network=NetworkPolicy(**raw.get("network", {})),
+        limits=Limits(**{k: lim("limits", k) for k in TABLES["limits"]}),
+        syscalls=SyscallPolicy(profile=sc.get("profile", "default"),
+                               allow=tuple(n for n in sc.get("allow", ()) if n not in deny_sc),
+                               deny=deny_sc, on_violation=sc.get("on_violation", "errno")),
+        audit=AuditPolicy(**raw.get("audit", {})),
+        env=EnvPolicy(keep=tuple(env.get("keep", ())), set=dict(env.get("set", {}))),
+        source=file,
+    )
+
+
+def parse_policy(text: str, *, file: str = "<string>", base_dir: str | None = None,
+                 search_path: list[str] | None = None) -> Policy:
+    """A Policy from TOML text. `base_dir` anchors relative `extends` paths (default: cwd)."""
+    loader = _Loader(search_path)
+    return _build(loader.load_text(text, file, base_dir, None), file)
+
+
+def load_policy(name_or_path: str, *, search_path: list[str] | None = None) -> Policy:
+    """A Policy from a built-in/user policy name (`strict`) or a file path.
+
+    Names have no `/` and no `.toml`; they are looked up on the search path
+    (see `sandbox.policy.search`). Variables stay unresolved: call
+    `sandbox.policy.resolve` for a run.
+    """
+    loader = _Loader(search_path)
+    if is_name(name_or_path):
+        path = find_policy(name_or_path, search_path)
+        if path is None:
+            known = ", ".join(sorted(available_policies(search_path))) or "none"
+            raise PolicyError(f"unknown policy {name_or_path!r}: not a file path and not on the "
+                              f"search path (known: {known})")
+    else:
+        path = os.path.expanduser(name_or_path)
+        if not os.path.isfile(path):
+            raise PolicyError(f"policy file not found: {name_or_path}")
+    return _build(loader.load_file(path), path)

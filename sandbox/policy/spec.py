@@ -1,0 +1,64 @@
+"""The policy file format as data: every table, key and value kind.
+
+One table drives the loader's validation, `sandbox policy show`, and the test
+that checks docs/policy.schema.json against what the loader really accepts,
+so the three cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sandbox.policy.model import AUDIT_FILES, NETWORK_MODES, SYSCALL_PROFILES, VIOLATION_ACTIONS
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one key's value is checked. `name` is one of:
+
+    string, bool, name_list (extends), path_list, size, duration, count,
+    limit_size, limit_duration (a size/duration or "unlimited"), enum,
+    syscall_list, envname_list, env_table.
+    """
+    name: str
+    choices: tuple[str, ...] = ()
+    merge: str = "override"   # override | union | table | own (not inherited through extends)
+
+
+TOP = {
+    "name": Kind("string", merge="own"),
+    "description": Kind("string", merge="own"),
+    "best_effort": Kind("bool"),
+    "extends": Kind("name_list", merge="own"),
+}
+
+TABLES: dict[str, dict[str, Kind]] = {
+    "filesystem": {
+        "read": Kind("path_list", merge="union"),
+        "write": Kind("path_list", merge="union"),
+        "exec": Kind("path_list", merge="union"),
+        "deny": Kind("path_list", merge="union"),
+        "tmp_size": Kind("size"),
+    },
+    "network": {"mode": Kind("enum", NETWORK_MODES)},
+    "limits": {
+        "cpu": Kind("limit_duration"),
+        "wall": Kind("limit_duration"),
+        "memory": Kind("limit_size"),
+        "file_size": Kind("limit_size"),
+        "processes": Kind("limit_count"),
+        "open_files": Kind("limit_count"),
+    },
+    "syscalls": {
+        "profile": Kind("enum", SYSCALL_PROFILES),
+        "allow": Kind("syscall_list", merge="union"),
+        "deny": Kind("syscall_list", merge="union"),
+        "on_violation": Kind("enum", VIOLATION_ACTIONS),
+    },
+    "audit": {"files": Kind("enum", AUDIT_FILES)},
+    "env": {
+        "keep": Kind("envname_list", merge="union"),
+        "set": Kind("env_table", merge="table"),
+    },
+}
+
+UNLIMITED = "unlimited"

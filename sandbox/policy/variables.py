@@ -1,0 +1,154 @@
+"""Path variables: `${WORKDIR}`, `${OUTPUT}`, `${HOME}`, `${PYTHON}`.
+
+A policy file names places that differ per run (the work and output
+directories) or per machine (where Python lives). The loader keeps them as
+written so one parsed policy serves many runs; `resolve` substitutes them
+right before a run, producing the concrete policy every kernel layer and the
+engine consume.
+
+`${PYTHON}` expands to SEVERAL paths: everything an interpreter of *this*
+launcher needs to start (prefixes, stdlib, site-packages, the directory of
+the executable and its real location, since a venv's `python` is a symlink
+into /usr/bin), plus the directory of this `sandbox` package itself, so that
+the in-sandbox bootstrap can import it even from an editable install.
+A path using it yields one entry per value.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import sys
+import sysconfig
+from typing import Iterable, Mapping, Sequence
+
+from sandbox.errors import PolicyError
+from sandbox.policy.model import FilesystemPolicy, Policy
+
+KNOWN_VARIABLES = ("WORKDIR", "OUTPUT", "HOME", "PYTHON")
+
+# `${NAME}`; NAME is anything up to the closing brace so that typos are reported, not kept literally.
+VAR_RE = re.compile(r"\$\{([^}]*)\}")
+
+Variables = Mapping[str, "str | Sequence[str]"]
+
+
+def variables_in(path: str) -> list[str]:
+    """The variable names a path uses, in order."""
+    return VAR_RE.findall(path)
+
+
+def check_path_syntax(path: str) -> str | None:
+    """Why `path` is not an acceptable policy path, or None when it is.
+
+    Acceptable: absolute (starts with "/") or starting with a known variable,
+    every `${...}` a known variable, no NUL byte, no unterminated `${`.
+    """
+    if not path:
+        return "empty path"
+    if "\0" in path:
+        return "path contains a NUL byte"
+    for name in variables_in(path):
+        if name not in KNOWN_VARIABLES:
+            return (f"unknown variable ${{{name}}} (known: "
+                    + ", ".join(f"${{{v}}}" for v in KNOWN_VARIABLES) + ")")
+    if "${" in VAR_RE.sub("", path):
+        return "unterminated ${ in path"
+    if not (path.startswith("/") or (path.startswith("${") and VAR_RE.match(path))):
+        return "relative path: policy paths must be absolute or start with a variable such as ${WORKDIR}"
+    return None
+
+
+def python_paths() -> list[str]:
+    """Every directory a Python interpreter of this launcher reads to start.
+
+    Deduplicated, order kept; both the path as configured and its real path
+    are listed when they differ (a venv's bin/python -> /usr/bin/python3).
+    """
+    found: list[str] = []
+    candidates: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    paths = sysconfig.get_paths()
+    candidates += [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    if sys.executable:
+        candidates.append(os.path.dirname(sys.executable))
+        candidates.append(os.path.dirname(os.path.realpath(sys.executable)))
+    # This package itself (an editable install lives outside every prefix).
+    candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for c in candidates:
+        if not c:
+            continue
+        for p in (os.path.normpath(os.path.abspath(c)), os.path.realpath(c)):
+            if p not in found:
+                found.append(p)
+    return found
+
+
+def default_variables(workdir: str, output: str, home: str | None = None) -> dict[str, str | list[str]]:
+    """The variables of a run: absolute WORKDIR/OUTPUT/HOME and the PYTHON paths."""
+    if home is None:
+        home = os.environ.get("HOME") or os.path.expanduser("~")
+    return {"WORKDIR": os.path.abspath(workdir), "OUTPUT": os.path.abspath(output),
+            "HOME": os.path.abspath(home), "PYTHON": python_paths()}
+
+
+def expand(path: str, variables: Variables, *, key: str = "", file: str | None = None) -> list[str]:
+    """All concrete paths `path` stands for, normalised. Raises PolicyError when a
+    variable is missing from `variables` or the result is not absolute."""
+    names = variables_in(path)
+    if not names:
+        values: list[str] = [path]
+    else:
+        choices: list[list[str]] = []
+        for name in names:
+            if name not in variables:
+                raise PolicyError(f"variable ${{{name}}} has no value for this run", file=file, key=key)
+            v = variables[name]
+            vals = [v] if isinstance(v, str) else list(v)
+            if not vals:
+                raise PolicyError(f"variable ${{{name}}} expands to nothing", file=file, key=key)
+            choices.append(vals)
+        values = []
+        for combo in itertools.product(*choices):
+            it = iter(combo)
+            values.append(VAR_RE.sub(lambda _m: next(it), path))
+    out: list[str] = []
+    for v in values:
+        if not v.startswith("/"):
+            raise PolicyError(f"{path!r} expands to the relative path {v!r}", file=file, key=key)
+        n = os.path.normpath(v)
+        if n.startswith("//"):
+            n = "/" + n.lstrip("/")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def _expand_all(paths: Iterable[str], variables: Variables, key: str, file: str | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for p in paths:
+        for e in expand(p, variables, key=key, file=file):
+            if e not in out:
+                out.append(e)
+    return tuple(out)
+
+
+def resolve(policy: Policy, variables: Variables) -> Policy:
+    """The policy with every variable substituted: what a run enforces.
+
+    Idempotent on an already-resolved policy (it has no variables left).
+    """
+    fs = policy.filesystem
+    src = policy.source
+    new_fs = FilesystemPolicy(
+        read=_expand_all(fs.read, variables, "filesystem.read", src),
+        write=_expand_all(fs.write, variables, "filesystem.write", src),
+        exec=_expand_all(fs.exec, variables, "filesystem.exec", src),
+        deny=_expand_all(fs.deny, variables, "filesystem.deny", src),
+        tmp_size=fs.tmp_size,
+    )
+    return policy.replace(filesystem=new_fs)
+
+
+def is_resolved(policy: Policy) -> bool:
+    fs = policy.filesystem
+    return not any("${" in p for p in (*fs.read, *fs.write, *fs.exec, *fs.deny))
