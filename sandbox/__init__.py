@@ -1,0 +1,55 @@
+"""sandbox: run untrusted actions and programs under Linux OS isolation.
+
+The whole public API (imported lazily, so `sandbox exec` stays fast to start):
+
+    Launcher(policy=None, budget=None, capture_output=False)
+        .spawn(workflow_or_command, policy=..., store=..., timeout=...) -> RunResult
+        .on(message_type, handler) -> handler_id;  .off(handler_id)
+    RunResult                       status, reason, exit_code, store, logs, error, ...
+    Workflow, Stage, ActionRef, load_workflow
+    action                          decorator registering an action by name
+    ActionContext, Store            what an action receives
+    Runner                          run a workflow in-process, with middleware
+    Policy, load_policy, decide     policies and the file-operation engine
+    SandboxError, InputError, PolicyError, WorkflowError, SetupError, ProtocolError
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Launcher": "sandbox.launcher.launcher",
+    "RunResult": "sandbox.launcher.result",
+    "Budget": "sandbox.launcher.session",
+    "Workflow": "sandbox.workflow",
+    "Stage": "sandbox.workflow",
+    "ActionRef": "sandbox.workflow",
+    "load_workflow": "sandbox.workflow",
+    "action": "sandbox.workflow",
+    "ActionContext": "sandbox.workflow",
+    "Store": "sandbox.workflow",
+    "Runner": "sandbox.workflow",
+    "Policy": "sandbox.policy",
+    "load_policy": "sandbox.policy",
+    "decide": "sandbox.policy",
+    "SandboxError": "sandbox.errors",
+    "InputError": "sandbox.errors",
+    "PolicyError": "sandbox.errors",
+    "WorkflowError": "sandbox.errors",
+    "SetupError": "sandbox.errors",
+    "ProtocolError": "sandbox.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,53 @@
+"""`sandbox exec -- PROGRAM [ARGS...]`: run a program under containment."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sandbox.cli import common
+
+HELP = """\
+Run PROGRAM in a fresh sandbox. Its stdout and stderr pass through untouched;
+sandbox itself prints nothing on stdout, and only a one-line reason on stderr
+when the run did not end normally. The exit code is the program's, 128+N when
+it was killed by signal N, 124 on timeout, 125 when the sandbox could not be
+set up (nothing ran), 2 for bad input.
+
+The working directory is the current one (${WORKDIR}); the policy decides
+whether the program may read it.
+
+examples:
+  sandbox exec -- /bin/echo hi
+  sandbox exec --policy strict --timeout 5 -- python3 -c 'import os; print(os.getpid())'
+  sandbox exec --result run.json -- sh -c 'exit 7'; echo $?     # 7
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("exec", help="run a program under containment",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_run_options(p)
+    p.add_argument("--workdir", metavar="DIR", help="working directory (default: the current one)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sandbox.errors import InputError
+    from sandbox.launcher.launcher import Launcher
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
+    common.policy_path_hint(args.policy)
+    result = Launcher().spawn(argv, policy=args.policy, timeout=args.timeout,
+                              workdir=args.workdir or os.getcwd(), output_dir=args.output,
+                              env=common.parse_env(args.env))
+    common.write_result(args.result, result)
+    common.write_audit_log(args.audit_log, result)
+    if result.status not in ("ok", "error") or (result.status == "error"
+                                                and result.exit_code is None):
+        print(common.describe_failure(result), file=sys.stderr)
+    return common.exit_code_for(result)

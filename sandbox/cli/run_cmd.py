@@ -1,0 +1,61 @@
+"""`sandbox run WORKFLOW.json`: run a workflow definition in a sandbox."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sandbox.cli import common
+
+HELP = """\
+Run a workflow (stages of actions, see docs/workflows.md) in a fresh sandbox
+and print a short summary, or the whole RunResult with --json. The policy is
+--policy, else the one the workflow names, else 'default'. Exit code: 0 when
+the run's status is ok, 1 otherwise, 2 for bad input (nothing runs).
+
+examples:
+  sandbox run docs/examples/hello.json
+  sandbox run docs/examples/spawn_process.json --policy strict --json
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a workflow definition (JSON) in a sandbox",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("workflow", metavar="WORKFLOW.json")
+    common.add_run_options(p)
+    p.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    p.set_defaults(func=run)
+
+
+def summary(result) -> str:
+    lines = [f"run {result.run_id}: {result.status}"
+             + (f" ({result.reason})" if result.reason else "")
+             + f" in {result.wall_time:.3f}s"]
+    if result.bailed:
+        lines.append(f"  bailed: {result.bail_reason}")
+    lines.append(f"  store: {len(result.store)} keys ({len(result.changed_keys)} changed)")
+    lines.append(f"  logs: {len(result.logs)}; messages: {sum(result.messages.values())}")
+    if result.error:
+        lines.append(f"  error: {result.error.get('type')}: {result.error.get('message')}"
+                     f" (stage {result.error.get('stage')}, action {result.error.get('action')})")
+    lines.append(f"  layers: {', '.join(result.layers) or 'none'}")
+    lines.append(f"  output: {result.output_dir}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.workflow import load_workflow
+    workflow = load_workflow(args.workflow)
+    common.policy_path_hint(args.policy)
+    result = Launcher().spawn(workflow, policy=args.policy, timeout=args.timeout,
+                              output_dir=args.output, env=common.parse_env(args.env))
+    common.write_result(args.result, result)
+    common.write_audit_log(args.audit_log, result)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(summary(result))
+    return 0 if result.ok else 1

@@ -1,0 +1,107 @@
+"""Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+
+One frame is one JSON object ``{"type": str, "payload": <any JSON>}`` plus
+optional fields (``"mac"`` for authenticated runs). Length-prefixing (rather
+than newline-delimited JSON) lets the reader reject an oversized frame from
+its header alone, before buffering it, so a hostile child cannot make the
+launcher allocate without bound. Numbers keep their JSON types: Python's json
+module gives ints for integers and floats for the rest, so an int stays an
+int across every hop (GoStage turns them all into float64). NaN and
+Infinity are not JSON and are refused on both ends.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.errors import ProtocolError
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+@dataclass
+class Message:
+    type: str
+    payload: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. "mac"; unknown fields kept
+    size: int = 0  # bytes on the wire, header included (0 when not read from a wire)
+
+    def to_obj(self) -> dict[str, Any]:
+        obj = {"type": self.type, "payload": self.payload}
+        obj.update(self.extra)
+        return obj
+
+
+def encode(type_: str, payload: Any = None, *, max_frame: int = DEFAULT_MAX_FRAME,
+           **extra: Any) -> bytes:
+    """One frame. Raises ProtocolError for non-JSON values or an oversized frame."""
+    obj = {"type": type_, "payload": payload, **extra}
+    try:
+        body = _encoder.encode(obj).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"message {type_!r} is not JSON-serialisable: {exc}") from None
+    if len(body) > max_frame:
+        raise ProtocolError(f"message {type_!r} is {len(body)} bytes, over the "
+                            f"{max_frame}-byte frame limit")
+    return HEADER.pack(len(body)) + body
+
+
+def decode_payload(body: bytes) -> Message:
+    """Parse one frame body (without header) into a Message."""
+    try:
+        obj = _decoder.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not obj["type"]:
+        raise ProtocolError("frame is not a JSON object with a non-empty string 'type'")
+    type_ = obj.pop("type")
+    payload = obj.pop("payload", None)
+    return Message(type_, payload, obj, len(body) + HEADER.size)
+
+
+class FrameDecoder:
+    """Incremental decoder: feed bytes as they arrive, get whole Messages out.
+
+    Buffers at most one frame (`max_frame` bytes); a header announcing more
+    raises ProtocolError at once.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out: list[Message] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= HEADER.size:
+            (n,) = HEADER.unpack_from(buf, pos)
+            if n > self.max_frame:
+                raise ProtocolError(f"frame of {n} bytes announced, over the "
+                                    f"{self.max_frame}-byte limit")
+            if len(buf) - pos - HEADER.size < n:
+                break
+            start = pos + HEADER.size
+            out.append(decode_payload(bytes(buf[start:start + n])))
+            pos = start + n
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered (non-zero at EOF = truncated)."""
+        return len(self._buf)

@@ -1,0 +1,1 @@
+"""The launcher: the caller's side (API, IPC reader, result assembly)."""

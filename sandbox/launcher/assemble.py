@@ -1,0 +1,107 @@
+"""From what the monitor and the IPC reader saw to one RunResult status.
+
+The order of the checks is the order of precedence: a setup error means
+nothing ran; a violation or a timeout explains any exit status that follows
+it; a limit explains a kill; only then does the exit code speak.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from sandbox.launcher import result as R
+from sandbox.launcher.session import SessionState
+from sandbox.policy.model import Policy
+
+_SIGNAL_LIMITS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
+
+
+def _decode_status(raw: int) -> tuple[int | None, int | None]:
+    if raw is None or raw < 0:
+        return None, None
+    if os.WIFSIGNALED(raw):
+        return None, os.WTERMSIG(raw)
+    if os.WIFEXITED(raw):
+        return os.WEXITSTATUS(raw), None
+    return None, None
+
+
+def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R.RunResult:
+    rep: dict[str, Any] = st.monitor_report or {}
+    res.exit_code, res.signal = _decode_status(rep.get("status", -1))
+    res.cpu_time = float(rep.get("cpu_time", 0.0))
+    res.max_rss = int(rep.get("max_rss", 0))
+    res.layers = list(rep.get("layers", []))
+    res.skipped_layers = dict(rep.get("skipped", {}))
+    res.limits_applied = dict(rep.get("limits_applied", {}))
+    for key in ("cpu", "open_files", "file_size"):
+        if getattr(policy.limits, key) is not None:
+            res.limits_applied.setdefault(key, "rlimit")
+    if policy.limits.memory is not None:
+        res.limits_applied.setdefault("memory", "rlimit")
+    if policy.limits.processes is not None:
+        res.limits_applied.setdefault("processes", "rlimit")
+    if policy.limits.wall is not None:
+        res.limits_applied.setdefault("wall", "monitor")
+    res.logs, res.error = st.logs, st.error
+    res.handler_errors = st.handler_errors
+    res.messages = dict(st.counts)
+    if st.child_result:
+        res.bailed = bool(st.child_result.get("bailed"))
+        res.bail_reason = st.child_result.get("bail_reason")
+    if st.stdout is not None:
+        res.stdout = st.stdout.decode(errors="replace")
+    if st.stderr is not None:
+        res.stderr = st.stderr.decode(errors="replace")
+    if rep.get("audit"):
+        res.audit = rep["audit"]
+        res.denied = rep.get("denied", [])
+    res.status, res.reason = _status(res, st, rep, policy, mode)
+    return res
+
+
+def _status(res: R.RunResult, st: SessionState, rep: dict[str, Any], policy: Policy,
+            mode: str) -> tuple[str, str]:
+    if rep.get("setup_error"):
+        se = rep["setup_error"]
+        return R.SETUP_ERROR, se["message"] if se["layer"] in se["message"] else \
+            f"{se['layer']}: {se['message']}"
+    if rep.get("monitor_lost") or rep.get("monitor_killed"):
+        return R.ERROR, "the monitor process ended unexpectedly"
+    if st.violation is not None:
+        res.violation = st.violation
+        return R.VIOLATION, f"IPC protocol violation: {st.violation['reason']}"
+    if rep.get("violation"):
+        res.violation = rep["violation"]
+        return R.VIOLATION, f"seccomp: forbidden syscall {rep['violation'].get('syscall')}"
+    if rep.get("timed_out"):
+        return R.TIMEOUT, f"wall-clock limit of {policy.limits.wall:g}s reached; tree killed"
+    if rep.get("cancelled"):
+        return R.ERROR, "cancelled"
+    if rep.get("oom_killed"):
+        return R.LIMIT_EXCEEDED, "memory"
+    if res.signal is not None:
+        if res.signal in _SIGNAL_LIMITS:
+            return R.LIMIT_EXCEEDED, _SIGNAL_LIMITS[res.signal]
+        if res.signal == signal.SIGSYS:
+            return R.VIOLATION, "killed by SIGSYS (seccomp)"
+        if res.signal == signal.SIGKILL and policy.limits.cpu is not None \
+                and res.cpu_time >= policy.limits.cpu:
+            return R.LIMIT_EXCEEDED, "cpu"
+        return R.SIGNALED, f"killed by signal {res.signal} ({signal.Signals(res.signal).name})"
+    if rep.get("exec_error"):
+        return R.ERROR, f"cannot execute: {rep['exec_error']}"
+    if res.error and res.error.get("type") == "MemoryError":
+        return R.LIMIT_EXCEEDED, "memory"
+    if rep.get("pids_limit_hit") and res.exit_code != 0:
+        return R.LIMIT_EXCEEDED, "processes"
+    if mode == "workflow":
+        if st.child_result is None:
+            return R.ERROR, f"the child ended without a result (exit code {res.exit_code})"
+        if st.child_result.get("status") != "ok" or res.error:
+            err = res.error or {}
+            return R.ERROR, f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
+    if res.exit_code:
+        return R.ERROR, f"exit code {res.exit_code}"
+    return R.OK, ""

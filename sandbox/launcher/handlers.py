@@ -1,0 +1,66 @@
+"""Message handlers: per type or wildcard, with ids, scoped to a launcher or one run.
+
+A handler that raises is recorded in the RunResult (`handler_errors`) and the
+run goes on: a bug in the caller's callback must not kill a sandbox or stop
+the IPC reader.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import traceback
+from typing import Any, Callable
+
+from sandbox.ipc.frames import Message
+
+Handler = Callable[[Message, "RunInfo"], Any]
+WILDCARD = "*"
+
+
+class RunInfo:
+    """What a handler may want to know about the run the message came from."""
+
+    def __init__(self, run_id: str, depth: int = 0) -> None:
+        self.run_id = run_id
+        self.depth = depth
+
+
+class HandlerSet:
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, dict[int, Handler]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, type_: str, handler: Handler) -> int:
+        hid = next(self._ids)
+        with self._lock:
+            self._by_type.setdefault(type_, {})[hid] = handler
+        return hid
+
+    def remove(self, handler_id: int) -> bool:
+        with self._lock:
+            for handlers in self._by_type.values():
+                if handlers.pop(handler_id, None) is not None:
+                    return True
+        return False
+
+    def matching(self, type_: str) -> list[tuple[int, Handler]]:
+        with self._lock:
+            return [*self._by_type.get(type_, {}).items(),
+                    *self._by_type.get(WILDCARD, {}).items()]
+
+    def __len__(self) -> int:
+        return sum(len(h) for h in self._by_type.values())
+
+
+def dispatch(sets: list[HandlerSet], msg: Message, info: RunInfo,
+             errors: list[dict[str, Any]]) -> None:
+    for hs in sets:
+        for hid, handler in hs.matching(msg.type):
+            try:
+                handler(msg, info)
+            except Exception as exc:
+                errors.append({"handler_id": hid, "message_type": msg.type,
+                               "type": type(exc).__name__, "message": str(exc),
+                               "traceback": traceback.format_exc()})

@@ -1,0 +1,118 @@
+"""Turning a spawn request into a run: policy, directories, environment, spec.
+
+Everything here happens in the launcher before any process starts, so a bad
+policy or workflow fails with an `InputError` and nothing runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+import sandbox
+from sandbox.errors import InputError
+from sandbox.isolation.context import RunPaths
+from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan, FsRule
+
+DEFAULT_POLICY = "default"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+RUNTIME_DIR = os.path.dirname(os.path.abspath(sandbox.__file__))
+
+
+def state_dir() -> str:
+    """Where outputs of runs and the audit database live (overridable: $SANDBOX_HOME)."""
+    env = os.environ.get("SANDBOX_HOME")
+    if env:
+        return env
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                            ".local", "state")
+    return os.path.join(base, "sandbox")
+
+
+def load(policy: Policy | str | None, fallback: str | None = None) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    from sandbox.policy import load_policy
+    return load_policy(policy or fallback or DEFAULT_POLICY)
+
+
+def tighten_wall(policy: Policy, timeout: float | None) -> Policy:
+    """`timeout` can only shorten the policy's wall-clock limit, never extend it."""
+    if timeout is None:
+        return policy
+    if timeout <= 0:
+        raise InputError(f"timeout must be positive, got {timeout}")
+    wall = policy.limits.wall
+    new = timeout if wall is None else min(wall, timeout)
+    return policy.replace(limits=replace(policy.limits, wall=new))
+
+
+@dataclass
+class Prepared:
+    run_id: str
+    policy: Policy          # resolved
+    plan: FsPlan
+    paths: RunPaths
+    env: dict[str, str]
+    own_output: bool        # the launcher made the output dir (kept: it is the run's product)
+
+
+def make_paths(run_id: str, workdir: str | None, output_dir: str | None) -> tuple[RunPaths, bool]:
+    rundir = tempfile.mkdtemp(prefix=f"sandbox-{run_id[:12]}-")
+    own_output = output_dir is None
+    if output_dir is None:
+        output_dir = os.path.join(state_dir(), "runs", run_id, "output")
+    os.makedirs(output_dir, exist_ok=True)
+    if workdir is None:
+        workdir = os.path.join(rundir, "work")
+        os.mkdir(workdir)
+    tmp = os.path.join(rundir, "tmp")
+    os.mkdir(tmp, 0o700)
+    return RunPaths(rundir=rundir, workdir=os.path.abspath(workdir),
+                    output=os.path.abspath(output_dir), tmp=tmp), own_output
+
+
+def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
+              extra: Mapping[str, str] | None, ipc_fd: int) -> dict[str, str]:
+    """An environment scrubbed to an allowlist: nothing of the caller's leaks by default."""
+    env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": "C.UTF-8",
+           "TMPDIR": "/tmp" if namespaces else paths.tmp}
+    for name in policy.env.keep:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(policy.env.set)
+    env.update(extra or {})
+    env.update({"SANDBOX_IPC_FD": str(ipc_fd), "SANDBOX_RUN_ID": run_id,
+                "SANDBOX_OUTPUT": paths.output})
+    return env
+
+
+def runtime_rules(mode: str) -> tuple[FsRule, ...]:
+    """The sandbox's own runtime, readable so a workflow's late imports work."""
+    if mode != "workflow":
+        return ()
+    return (FsRule(path=RUNTIME_DIR, read=True, rule="sandbox runtime"),)
+
+
+def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
+            output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int) -> Prepared:
+    from sandbox.policy import build_plan, default_variables, resolve
+    paths, own_output = make_paths(run_id, workdir, output_dir)
+    try:
+        resolved = resolve(policy, default_variables(paths.workdir, paths.output))
+        plan = build_plan(resolved)
+    except BaseException:
+        shutil.rmtree(paths.rundir, ignore_errors=True)
+        raise
+    plan = replace(plan, rules=tuple(plan.rules) + runtime_rules(mode))
+    return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
+                    env=build_env(resolved, paths, run_id, True, env, ipc_fd),
+                    own_output=own_output)
+
+
+def monitor_command() -> list[str]:
+    return [sys.executable, "-I", "-m", "sandbox.monitor.main"]

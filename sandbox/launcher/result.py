@@ -1,0 +1,63 @@
+"""RunResult: everything a caller learns about one sandboxed run.
+
+Modelled on Sandbox2's Result (status + reason + detail) and isolate's meta
+file (times, memory, exit code or signal). Always JSON-serialisable via
+`to_dict()`; the schema is documented in docs/run-result.md.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# status values
+OK = "ok"                      # finished; exit code 0 (program) or workflow completed/bailed
+ERROR = "error"                # non-zero exit, an action raised, or the child broke off
+TIMEOUT = "timeout"            # wall-clock limit hit; the whole tree was killed
+LIMIT_EXCEEDED = "limit_exceeded"  # cpu, memory, processes or file size (see `reason`)
+SIGNALED = "signaled"          # killed by a signal it did not ask for
+VIOLATION = "violation"        # seccomp violation (kill mode) or an IPC protocol violation
+SETUP_ERROR = "setup_error"    # a containment layer could not be applied; nothing ran
+STATUSES = (OK, ERROR, TIMEOUT, LIMIT_EXCEEDED, SIGNALED, VIOLATION, SETUP_ERROR)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str = ERROR
+    reason: str = ""                      # human-readable why, for every non-ok status
+    exit_code: int | None = None
+    signal: int | None = None
+    wall_time: float = 0.0                # seconds, launcher-measured
+    cpu_time: float = 0.0                 # seconds, user+system of the whole tree
+    max_rss: int = 0                      # bytes, the largest process of the tree
+    store: dict[str, Any] = field(default_factory=dict)
+    changed_keys: list[str] = field(default_factory=list)
+    deleted_keys: list[str] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None   # {type, message, traceback, stage, action}
+    bailed: bool = False
+    bail_reason: str | None = None
+    violation: dict[str, Any] | None = None   # {kind, syscall, ...} or {kind: "ipc", ...}
+    layers: list[str] = field(default_factory=list)          # applied, in order
+    skipped_layers: dict[str, str] = field(default_factory=dict)  # best_effort only
+    limits_applied: dict[str, str] = field(default_factory=dict)  # e.g. memory -> cgroup-v1
+    policy: str | None = None
+    output_dir: str | None = None
+    stdout: str | None = None             # only when captured
+    stderr: str | None = None
+    handler_errors: list[dict[str, Any]] = field(default_factory=list)
+    messages: dict[str, int] = field(default_factory=dict)   # count per message type
+    audit: dict[str, Any] | None = None   # summary, when auditing
+    denied: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)

@@ -1,0 +1,226 @@
+"""One run seen from the launcher: read IPC, apply store updates, call handlers.
+
+A `select` loop over the sandboxee's IPC socket, the monitor's control
+socket and (when captured) the child's stdout/stderr pipes. The launcher's
+memory stays bounded whatever the child does: a frame is refused from its
+header when it announces more than `max_frame` bytes, and a run may send at
+most `max_messages` messages and `max_bytes` bytes in all. Breaking either
+rule, or sending something that is not a frame, is a protocol violation: the
+launcher asks the monitor to kill the sandbox and the run ends as
+`violation` with the reason.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sandbox.errors import ProtocolError
+from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message, encode
+from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
+
+CAPTURE_LIMIT = 16 << 20  # bytes kept per captured stream
+
+
+@dataclass
+class Budget:
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_messages: int = 100_000
+    max_bytes: int = 256 << 20
+
+
+@dataclass
+class SessionState:
+    store: dict[str, Any]
+    changed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    child_result: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    messages: int = 0
+    bytes: int = 0
+    violation: dict[str, Any] | None = None
+    handler_errors: list[dict[str, Any]] = field(default_factory=list)
+    monitor_report: dict[str, Any] | None = None
+    stdout: bytearray | None = None
+    stderr: bytearray | None = None
+
+
+class Session:
+    def __init__(self, *, run_id: str, proc: subprocess.Popen, ipc: socket.socket,
+                 ctl: socket.socket, store: dict[str, Any], budget: Budget,
+                 handler_sets: list[HandlerSet], wall: float | None,
+                 inbound: Callable[[Message], Message | None] | None = None,
+                 on_message: Callable[[Message], None] | None = None) -> None:
+        self.run_id, self.proc, self.ipc, self.ctl = run_id, proc, ipc, ctl
+        self.budget = budget
+        self.handler_sets = handler_sets
+        self.inbound = inbound
+        self.on_message = on_message
+        self.state = SessionState(store=store)
+        self.info = RunInfo(run_id)
+        self.ipc_decoder = FrameDecoder(budget.max_frame)
+        self.ctl_decoder = FrameDecoder(1 << 24)
+        # Backstop only: the monitor enforces the wall limit; this catches a wedged monitor.
+        self.backstop = None if wall is None else time.monotonic() + wall + 10.0
+        self._cancelled = False
+
+    # -- control -------------------------------------------------------------
+    def send_ctl(self, type_: str, payload: Any = None) -> None:
+        try:
+            self.ctl.sendall(encode(type_, payload))
+        except OSError:
+            pass
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self.send_ctl("cancel", {"reason": reason})
+
+    # -- loop ----------------------------------------------------------------
+    def run(self) -> SessionState:
+        sel = selectors.DefaultSelector()
+        sel.register(self.ipc, selectors.EVENT_READ, "ipc")
+        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        for name in ("stdout", "stderr"):
+            pipe = getattr(self.proc, name)
+            if pipe is not None:
+                setattr(self.state, name, bytearray())
+                sel.register(pipe, selectors.EVENT_READ, name)
+        ipc_open = True
+        while sel.get_map():
+            timeout = None
+            if self.backstop is not None:
+                timeout = max(0.0, self.backstop - time.monotonic())
+            if self.state.monitor_report is not None and ipc_open:
+                timeout = 0.5  # sandbox gone: drain what is left, do not wait for stragglers
+            events = sel.select(timeout)
+            if not events:
+                if self.state.monitor_report is None:
+                    self.proc.kill()  # monitor wedged: PDEATHSIG takes the sandbox down with it
+                    self.state.monitor_report = {"status": -1, "monitor_killed": True}
+                for key in list(sel.get_map().values()):
+                    sel.unregister(key.fileobj)
+                break
+            for key, _ in events:
+                if key.data == "ipc":
+                    if not self._read_ipc():
+                        sel.unregister(self.ipc)
+                        ipc_open = False
+                elif key.data == "ctl":
+                    if not self._read_ctl():
+                        sel.unregister(self.ctl)
+                else:
+                    if not self._read_pipe(key.fileobj, key.data):
+                        sel.unregister(key.fileobj)
+        sel.close()
+        return self.state
+
+    def _read_pipe(self, pipe: Any, name: str) -> bool:
+        data = os.read(pipe.fileno(), 65536)
+        if not data:
+            return False
+        buf: bytearray = getattr(self.state, name)
+        room = CAPTURE_LIMIT - len(buf)
+        if room > 0:
+            buf += data[:room]
+        return True
+
+    def _read_ctl(self) -> bool:
+        try:
+            data = self.ctl.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            if self.state.monitor_report is None:
+                self.state.monitor_report = {"status": -1, "monitor_lost": True}
+            return False
+        for msg in self.ctl_decoder.feed(data):
+            if msg.type == "exit":
+                self.state.monitor_report = msg.payload
+        return True
+
+    def _read_ipc(self) -> bool:
+        try:
+            data = self.ipc.recv(262144)
+        except OSError:
+            data = b""
+        if not data:
+            if self.ipc_decoder.pending and self.state.violation is None:
+                self._violate("stream ended inside a frame")
+            return False
+        if self.state.violation is not None:
+            return True  # discard: the sandbox is being killed
+        try:
+            messages = self.ipc_decoder.feed(data)
+        except ProtocolError as exc:
+            self._violate(str(exc))
+            return True
+        for msg in messages:
+            self.state.messages += 1
+            self.state.bytes += msg.size
+            if (self.state.messages > self.budget.max_messages
+                    or self.state.bytes > self.budget.max_bytes):
+                self._violate(f"message budget exceeded ({self.budget.max_messages} messages "
+                              f"or {self.budget.max_bytes} bytes per run)")
+                return True
+            self._handle(msg)
+        return True
+
+    def _violate(self, reason: str) -> None:
+        self.state.violation = {"kind": "ipc", "reason": reason}
+        self.cancel("ipc violation")
+
+    # -- messages ------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        if self.inbound is not None:
+            try:
+                transformed = self.inbound(msg)
+            except Exception as exc:
+                self.state.handler_errors.append({"message_type": msg.type, "stage": "inbound",
+                                                  "type": type(exc).__name__,
+                                                  "message": str(exc), "rejected": True})
+                return
+            if transformed is None:
+                return
+            msg = transformed
+        st = self.state
+        st.counts[msg.type] = st.counts.get(msg.type, 0) + 1
+        p = msg.payload
+        try:
+            if msg.type == "store_put":
+                st.store[p["key"]] = p["value"]
+                st.changed.add(p["key"])
+                st.deleted.discard(p["key"])
+            elif msg.type == "store_delete":
+                st.store.pop(p["key"], None)
+                st.deleted.add(p["key"])
+                st.changed.discard(p["key"])
+            elif msg.type == "log":
+                st.logs.append(p)
+            elif msg.type == "error":
+                st.error = p
+            elif msg.type == "final_store":
+                st.final = p
+            elif msg.type == "result":
+                st.child_result = p
+        except (TypeError, KeyError) as exc:
+            self._violate(f"malformed {msg.type!r} message: {exc!r}")
+            return
+        if self.on_message is not None:
+            self.on_message(msg)
+        dispatch(self.handler_sets, msg, self.info, st.handler_errors)
+
+
+def kill_quietly(proc: subprocess.Popen) -> None:
+    try:
+        proc.send_signal(signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,70 @@
+"""The monitor process: one per sandbox, outside every restriction it imposes.
+
+Started by the launcher (exec of ``python -I -m sandbox.monitor.main``, or a
+fork of the warm fork server), it receives the run's spec on its control
+socket, then:
+
+1. ties its life to the launcher (PDEATHSIG) and becomes a child subreaper;
+2. creates the run's cgroup, if the policy limits memory or processes and a
+   writable hierarchy exists;
+3. forks the stub, which enters the namespaces and forks PID 1 (the
+   sandboxee), which applies the containment sequence;
+4. supervises: wall-clock limit, cancellation from the launcher, the seccomp
+   listener (violations; file audit), PID 1's exit;
+5. reports one ``exit`` message to the launcher and cleans up.
+
+Its stdout and stderr are the sandboxee's, so it never writes to them.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import prctl
+
+from sandbox.ipc.channel import Channel
+from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan
+# Imported here, before any fork, so PID 1 never reads them from inside its view.
+from sandbox.sandboxee import entry, stub, worker  # noqa: F401
+
+
+def build_context(spec: dict) -> ContainContext:
+    return ContainContext(
+        policy=Policy.from_dict(spec["policy"]),
+        paths=RunPaths(**spec["paths"]),
+        fs_plan=FsPlan.from_dict(spec["fs_plan"]),
+        ipc_fd=spec["ipc_fd"],
+        monitor_fd=-1,
+        outer_uid=os.getuid(),
+        outer_gid=os.getgid(),
+        namespaces=spec.get("namespaces", True),
+        audit_files=spec["policy"]["audit"]["files"],
+    )
+
+
+def serve(ctl: Channel, launcher_pid: int) -> int:
+    from sandbox.monitor.supervisor import Supervisor
+    msg = ctl.recv()
+    if msg is None or msg.type != "spec":
+        return 2
+    spec = msg.payload
+    sup = Supervisor(spec, build_context(spec), ctl)
+    ctl.send("exit", sup.run())
+    return 0
+
+
+def main() -> int:
+    prctl.set_pdeathsig(signal.SIGKILL)
+    launcher_pid = int(os.environ.get("SANDBOX_LAUNCHER_PID", "0"))
+    if launcher_pid and os.getppid() != launcher_pid:
+        return 3  # the launcher died before we could tie our life to it
+    prctl.set_child_subreaper(1)
+    ctl = Channel(int(os.environ["SANDBOX_MONITOR_FD"]))
+    return serve(ctl, launcher_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

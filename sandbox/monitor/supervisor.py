@@ -1,0 +1,199 @@
+"""Supervision of one sandbox: fork it, watch it, enforce wall time, report.
+
+A single-threaded `select` loop over three sources: the stub's status pipe,
+the sandboxee's setup socket (ready / setup_error / exec_error / the seccomp
+listener), and the launcher's control channel (cancel). The wall-clock limit
+is the loop's deadline. On timeout or cancel, PID 1 gets SIGKILL, which the
+kernel turns into SIGKILL for every process of its PID namespace; without a
+PID namespace the subreaper walk in `tree.py` finds double-forked escapees.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import time
+from typing import Any
+
+from sandbox.ipc.channel import Channel
+from sandbox.isolation.context import ContainContext
+from sandbox.monitor import tree
+from sandbox.sandboxee import entry, stub
+
+
+class Supervisor:
+    def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel) -> None:
+        self.spec, self.ctx, self.ctl = spec, ctx, ctl
+        self.report: dict[str, Any] = {
+            "status": None, "timed_out": False, "cancelled": False, "setup_error": None,
+            "exec_error": None, "layers": [], "skipped": {}, "violation": None,
+            "limits_applied": {}, "oom_killed": False, "pids_limit_hit": False,
+        }
+        self.pid1: int | None = None
+        self.cgroup = None
+        self.listener = None
+
+    # -- setup -------------------------------------------------------------
+    def _make_cgroup(self) -> None:
+        lim = self.ctx.policy.limits
+        if lim.memory is None and lim.processes is None:
+            return
+        try:
+            from sandbox.monitor import cgroups
+        except ImportError:
+            return
+        cg = cgroups.create(self.spec["run_id"], lim)
+        if cg is not None:
+            self.cgroup = cg
+            self.report["limits_applied"].update(
+                {k: f"cgroup-{v}" for k, v in cg.applied.items()})
+            self.ctx.cgroup_memory = "memory" in cg.applied
+
+    def _start(self) -> tuple[int, int, socket.socket]:
+        setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        rfd, wfd = os.pipe()
+        self.ctx.monitor_fd = setup_child.fileno()
+        join = self.cgroup.join if self.cgroup is not None else None
+        pid = os.fork()
+        if pid == 0:
+            setup_parent.close()
+            os.close(rfd)
+            self.ctl.close()
+            stub.run(self.ctx, wfd, lambda: entry.main(self.ctx, self.spec), join)
+        os.close(wfd)
+        setup_child.close()
+        os.close(self.ctx.ipc_fd)  # only the sandbox may hold it: its end of stream = the end
+        return pid, rfd, setup_parent
+
+    # -- loop --------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self._make_cgroup()
+        stub_pid, status_fd, setup = self._start()
+        wall = self.ctx.policy.limits.wall
+        deadline = t0 + wall if wall else None
+        status_buf = b""
+        sources = {status_fd: "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
+        while "status" in sources.values() or self.report["status"] is None:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select(list(sources), [], [], timeout)
+            if not ready:
+                self.report["timed_out"] = True
+                self._kill()
+                deadline = None
+                continue
+            for fd in ready:
+                kind = sources[fd]
+                if kind == "status":
+                    data = os.read(fd, 4096)
+                    if not data:
+                        del sources[fd]
+                        if self.report["status"] is None:
+                            self.report["status"] = -1
+                        continue
+                    status_buf += data
+                    status_buf = self._status_lines(status_buf)
+                elif kind == "setup":
+                    if not self._setup_message(setup):
+                        del sources[fd]
+                elif kind == "ctl":
+                    msg = self._ctl_message()
+                    if msg is None:
+                        del sources[fd]
+                        self._kill()
+                    elif msg == "cancel":
+                        self.report["cancelled"] = True
+                        self._kill()
+            if self.report["status"] is not None and "status" not in sources.values():
+                break
+        os.waitpid(stub_pid, 0)
+        tree.kill_descendants(os.getpid())
+        self._finish(t0)
+        return self.report
+
+    def _status_lines(self, buf: bytes) -> bytes:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            word, _, rest = line.decode().partition(" ")
+            if word == "pid":
+                self.pid1 = int(rest)
+            elif word == "exit":
+                self.report["status"] = int(rest)
+            elif word == "setup":
+                layer, _, message = rest.partition(" ")
+                self.report["setup_error"] = {"layer": layer, "message": message}
+                self.report["status"] = -1
+        return buf
+
+    def _setup_message(self, sock: socket.socket) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+        except OSError:
+            return False
+        if not data:
+            return False
+        msg = json.loads(data)
+        kind = msg.get("type")
+        if kind == "ready":
+            self.report["layers"] = msg["active"]
+            self.report["skipped"] = msg["skipped"]
+        elif kind == "setup_error":
+            self.report["setup_error"] = {"layer": msg["layer"], "message": msg["message"]}
+        elif kind == "exec_error":
+            self.report["exec_error"] = msg["message"]
+        elif kind == "listener" and fds:
+            self._start_listener(fds[0])
+        for extra in fds[1:]:
+            os.close(extra)
+        return True
+
+    def _start_listener(self, fd: int) -> None:
+        """Seccomp notifications: violations (kill mode) and file audit."""
+        try:
+            from sandbox.monitor.notify_loop import start
+        except ImportError:
+            os.close(fd)
+            return
+        self.listener = start(fd, self)
+
+    def _ctl_message(self) -> str | None:
+        try:
+            msg = self.ctl.recv()
+        except OSError:
+            return None
+        return None if msg is None else msg.type
+
+    def on_violation(self, violation: dict[str, Any]) -> None:
+        """Called by the notification loop: record the first violation, end the sandbox."""
+        if self.report["violation"] is None:
+            self.report["violation"] = violation
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.pid1 is not None:
+            try:
+                os.kill(self.pid1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        if not self.ctx.namespaces:
+            tree.kill_descendants(os.getpid())
+
+    def _finish(self, t0: float) -> None:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.report["wall_time"] = time.monotonic() - t0
+        self.report["cpu_time"] = ru.ru_utime + ru.ru_stime
+        self.report["max_rss"] = ru.ru_maxrss * 1024
+        if self.listener is not None:
+            self.report.update(self.listener.finish())
+        if self.cgroup is not None:
+            self.report["oom_killed"] = bool(self.cgroup.oom_killed())
+            self.report["pids_limit_hit"] = bool(self.cgroup.pids_limit_hit())
+            peak = self.cgroup.max_memory()
+            if peak:
+                self.report["max_rss"] = max(self.report["max_rss"], peak)
+            self.cgroup.remove()

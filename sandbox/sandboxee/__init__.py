@@ -1,0 +1,1 @@
+"""The sandboxee: PID 1 of its namespaces, under every restriction."""

@@ -1,0 +1,73 @@
+"""The workflow side of PID 1: run the workflow with a store and logger that speak IPC.
+
+The same in-process `Runner` as `sandbox.workflow` runs the definition; only
+its sinks differ: every store change becomes a live ``store_put`` /
+``store_delete`` message, every log record a ``log`` message, and
+`ctx.send(type, payload)` a custom message. At the end come ``final_store``
+(the store plus which keys changed) and ``result``. The workflow definition
+arrived as the first frame (``start``) on the same descriptor, never through
+argv, the environment or stdout.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from sandbox.errors import SandboxError
+from sandbox.ipc.channel import Channel
+from sandbox.workflow import Runner, Workflow
+
+RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store", "result",
+                      "start", "spawn_request", "spawn_result"})
+
+
+def run(ipc_fd: int) -> int:
+    chan = Channel(ipc_fd)
+    try:
+        start = chan.recv()
+        if start is None or start.type != "start" or not isinstance(start.payload, dict):
+            raise SandboxError("the first IPC frame must be 'start' with the workflow")
+        body: dict[str, Any] = start.payload
+        for module in body.get("imports", ()):
+            importlib.import_module(module)
+        workflow = Workflow.from_dict(body["workflow"], source="<ipc start>")
+    except Exception as exc:  # reported to the parent as an error, never printed
+        _send_error(chan, exc, stage=None, action=None)
+        chan.send("result", {"status": "error"})
+        return 1
+
+    def on_change(op: str, key: str, value: Any) -> None:
+        if op == "put":
+            chan.send("store_put", {"key": key, "value": value})
+        else:
+            chan.send("store_delete", {"key": key})
+
+    def log_sink(level: str, message: str, extra: dict[str, Any]) -> None:
+        chan.send("log", {"level": level, "message": message, **extra})
+
+    def send(type_: str, payload: Any = None) -> None:
+        if type_ in RESERVED:
+            raise ValueError(f"message type {type_!r} is reserved by the protocol")
+        chan.send(type_, payload)
+
+    outcome = Runner().run(workflow, store=body.get("store"), on_change=on_change,
+                           log_sink=log_sink, send=send, run_id=body.get("run_id"),
+                           output_dir=body.get("output_dir"), item=body.get("item"),
+                           index=body.get("index"))
+    if outcome.error:
+        chan.send("error", outcome.error)
+    chan.send("final_store", {"store": outcome.store, "changed": sorted(outcome.changed),
+                              "deleted": sorted(outcome.deleted)})
+    chan.send("result", {"status": outcome.status, "bailed": outcome.bailed,
+                         "bail_reason": outcome.bail_reason})
+    sys.stdout.flush()
+    return 0 if outcome.status == "ok" else 1
+
+
+def _send_error(chan: Channel, exc: BaseException, *, stage: str | None,
+                action: str | None) -> None:
+    import traceback
+    chan.send("error", {"type": type(exc).__name__, "message": str(exc),
+                        "traceback": "".join(traceback.format_exception(exc)),
+                        "stage": stage, "action": action})
