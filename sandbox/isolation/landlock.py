@@ -1,7 +1,185 @@
-"""Placeholder: being written. Raises so nothing runs silently without it."""
+"""The Landlock layer: the same FsPlan, enforced a second time by the kernel's LSM.
+
+Why both this and the mount view: the view makes everything outside the plan
+absent, and masks hide denied paths inside allowed trees (Landlock cannot say
+"deny inside allow": its rules only ever add rights beneath a directory, so
+masks come from the mount layer alone). Landlock adds a guarantee that does
+not depend on the view being right: nothing outside the plan's rules can be
+read, written or executed even if a mount were missing or a path reached the
+process some other way (an inherited descriptor's directory, a bind mistake),
+and it keeps working without namespaces (``best_effort``), where it is the
+only filesystem guard.
+
+What is handled (the best the kernel offers; the ABI used is recorded in
+``ctx.active`` as ``landlock:abiN``; a right the ABI lacks is simply not
+handled):
+
+- filesystem: every access right the ABI knows (ABI 1 rights, REFER from ABI 2,
+  TRUNCATE from ABI 3, IOCTL_DEV from ABI 5).
+- TCP (ABI 4): for network ``none``, bind and connect are handled with no rule,
+  so every TCP bind/connect fails with EACCES even if an interface existed.
+  For ``loopback`` they are not handled: Landlock restricts ports, not
+  addresses, and the new network namespace already holds nothing but ``lo``,
+  so any port on loopback is allowed. ``host`` is the policy's explicit choice.
+- scopes (ABI 6): abstract UNIX sockets and signals, so the sandboxee can
+  neither connect to an abstract socket made outside its domain nor signal a
+  process outside it (the monitor may still signal in).
+
+Rules (added after ``pivot_root``, so paths are those of the view):
+
+- each FsRule: read -> READ_FILE|READ_DIR; exec -> + EXECUTE; write -> + every
+  create/remove right, WRITE_FILE, TRUNCATE and REFER. A rule on a file gets
+  only the file rights (the kernel refuses directory rights on a file). A
+  rule whose path does not exist grants nothing and is skipped.
+- always: the private ``/tmp`` and ``/dev/shm`` read+write; ``/dev`` read,
+  WRITE_FILE and IOCTL_DEV (null, tty, ...); ``/proc`` read.
+- without the mount view (no ``mounts`` in ``ctx.active``): the run's
+  ``paths.tmp`` stands for ``/tmp``, and the individual ``/dev`` nodes are
+  granted instead of ``/dev``.
+
+``landlock_restrict_self`` needs no_new_privs, set by the privileges layer.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from functools import lru_cache
+
 from sandbox.errors import SetupError
 from sandbox.isolation.context import ContainContext
 
+SYS_create_ruleset, SYS_add_rule, SYS_restrict_self = 444, 445, 446
+CREATE_RULESET_VERSION = 1 << 0
+RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
+
+EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK = 1 << 8, 1 << 9, 1 << 10, 1 << 11
+MAKE_SYM, REFER, TRUNCATE, IOCTL_DEV = 1 << 12, 1 << 13, 1 << 14, 1 << 15
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+FS_ABI1 = (1 << 13) - 1                    # EXECUTE .. MAKE_SYM
+FS_BY_ABI = {1: FS_ABI1, 2: FS_ABI1 | REFER, 3: FS_ABI1 | REFER | TRUNCATE,
+             4: FS_ABI1 | REFER | TRUNCATE}
+FS_LATEST = FS_ABI1 | REFER | TRUNCATE | IOCTL_DEV   # ABI 5 and later
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
+
+READ = READ_FILE | READ_DIR
+WRITE = (READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG
+         | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM | TRUNCATE | REFER)
+DEV = READ | WRITE_FILE | IOCTL_DEV
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _sys(number: int, *args: object) -> int:
+    ret = _libc.syscall(ctypes.c_long(number), *args)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+@lru_cache(maxsize=1)
+def abi_version() -> int:
+    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
+    try:
+        return _sys(SYS_create_ruleset, None, ctypes.c_size_t(0),
+                    ctypes.c_uint32(CREATE_RULESET_VERSION))
+    except OSError:
+        return 0
+
+
+def handled(abi: int, network_mode: str) -> tuple[int, int, int]:
+    """(fs, net, scoped) masks for this ABI: the best it offers."""
+    fs = FS_BY_ABI.get(abi, FS_LATEST) if abi > 0 else 0
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and network_mode == "none" else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    return fs, net, scoped
+
+
+def rights_for(read: bool, write: bool, exec_: bool) -> int:
+    r = READ if (read or write or exec_) else 0
+    if exec_:
+        r |= EXECUTE
+    if write:
+        r |= WRITE
+    return r
+
+
+def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
+    """(path, rights) pairs: the plan's rules plus the fixed scratch and device ones."""
+    rules = [(r.path, rights_for(r.read, r.write, r.exec)) for r in ctx.fs_plan.rules]
+    tmp_exec = any(r.path == "/tmp" and r.exec for r in ctx.fs_plan.rules)
+    scratch = WRITE | (EXECUTE if tmp_exec else 0)
+    if "mounts" in ctx.active:
+        rules += [("/tmp", scratch), ("/dev", DEV), ("/dev/shm", WRITE), ("/proc", READ)]
+    else:
+        rules += [(ctx.paths.tmp, scratch), ("/proc", READ)]
+        rules += [("/dev/" + n, DEV) for n in DEV_NODES]
+    return rules
+
+
+def _add_path_rules(ruleset: int, rules: list[tuple[str, int]], fs: int) -> None:
+    attr = PathBeneathAttr()
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # a grant of something absent grants nothing
+        except OSError as exc:
+            raise SetupError("landlock", f"open {path}: {exc.strerror} "
+                                         f"({errno.errorcode.get(exc.errno or 0)})") from None
+        try:
+            allowed = rights & fs
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                allowed &= FILE_RIGHTS
+            if not allowed:
+                continue
+            attr.allowed_access, attr.parent_fd = allowed, fd
+            _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH),
+                 ctypes.byref(attr), ctypes.c_uint32(0))
+        except OSError as exc:
+            raise SetupError("landlock", f"rule for {path}: {exc.strerror} "
+                                         f"({errno.errorcode.get(exc.errno or 0)})") from None
+        finally:
+            os.close(fd)
+
 
 def apply(ctx: ContainContext) -> None:
-    raise SetupError("landlock", "not implemented yet")
+    abi = abi_version()
+    if abi < 1:
+        raise SetupError("landlock", "kernel has no Landlock (see sandbox doctor)")
+    fs, net, scoped = handled(abi, ctx.policy.network.mode)
+    attr = RulesetAttr(fs, net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    try:
+        ruleset = _sys(SYS_create_ruleset, ctypes.byref(attr), ctypes.c_size_t(size),
+                       ctypes.c_uint32(0))
+    except OSError as exc:
+        raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
+    try:
+        _add_path_rules(ruleset, plan_rules(ctx), fs)
+        try:
+            _sys(SYS_restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
+        except OSError as exc:
+            hint = " (no_new_privs not set?)" if exc.errno == errno.EPERM else ""
+            raise SetupError("landlock", f"landlock_restrict_self: {exc.strerror}{hint}") from None
+    finally:
+        os.close(ruleset)
+    ctx.active.append(f"landlock:abi{abi}")

@@ -1,7 +1,361 @@
-"""Placeholder: being written. Raises so nothing runs silently without it."""
+"""The mount layer: a fresh root built from binds, never a shadowed host root.
+
+Runs in PID 1 of the new user+PID+mount namespaces, after the namespace layer
+made `/` recursively private, for root and for unprivileged callers alike.
+Everything not named by the `FsPlan` simply does not exist in the view: a
+denial by absence, which no path trick (``..``, symlinks, hard links) can get
+around, unlike a view made by hiding parts of the host root.
+
+The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
+
+1. ``<rundir>/root`` is created on the host (the rundir is private to the run
+   and writable by the caller) and a small tmpfs is mounted there as the new
+   root (nosuid, nodev, noexec).
+2. In path order, parents before children (so a tree that lives under host
+   ``/tmp``, such as a pytest ``tmp_path`` or a venv, is bound *on top of* the
+   private ``/tmp``):
+   - ``/tmp``: a fresh tmpfs, mode 1777, ``size = fs_plan.tmp_size``; noexec
+     unless the plan has an exec rule for exactly ``/tmp``.  A rule for exactly
+     ``/tmp``, ``/proc`` or ``/dev`` never binds the host directory: those three
+     are always the sandbox's own.
+   - ``/proc``: a new procfs for the new PID namespace, read-only (so neither
+     sysctls nor ``/proc/sysrq-trigger`` can be written even when the caller is
+     real root mapped to uid 0), nosuid, nodev, noexec.
+   - ``/dev``: a tiny tmpfs holding bind mounts of the host nodes null, zero,
+     full, random, urandom and tty (mknod is impossible unprivileged), a private
+     ``/dev/shm`` tmpfs, and the symlinks fd, stdin, stdout, stderr.
+   - each `FsRule`: its host path is resolved (``realpath``); the mountpoint is
+     made in the view (a directory or an empty file, like the source), the
+     source is bound recursively (MS_BIND|MS_REC), then the whole bound subtree
+     gets nosuid, nodev (except under ``/dev``), noexec unless ``exec``, and
+     read-only unless ``write``, with one ``mount_setattr(AT_RECURSIVE)``.
+     Symlinks on the way to a rule (Debian's ``/lib -> usr/lib``) are recreated
+     in the view with the same text, so both spellings work.  Rules that
+     resolve to the same host path are merged (rights OR-ed).  A rule whose path
+     does not exist on the host grants nothing and is skipped.
+3. masks, after every bind: a masked directory gets an empty read-only tmpfs
+   of mode 0, a masked file a read-only bind of an empty mode-0 file.  Masks
+   that are not inside the view are skipped (there is nothing to hide).
+4. the root tmpfs and the ``/dev`` tmpfs are made read-only, so nothing can be
+   created at the top level of the view or in ``/dev`` (``/tmp`` and
+   ``/dev/shm`` are the writable scratch places).
+5. ``pivot_root(".", ".")`` from inside the new root, then the old root (now
+   stacked on top) is detached with ``umount2(MNT_DETACH)``: no put-old
+   directory is ever created.  Finally ``chdir`` to ``paths.workdir`` when it
+   is in the view, else ``/``.
+
+Kernels without ``mount_setattr`` (before 5.12) fall back to
+``MS_REMOUNT|MS_BIND`` on the top mount of each bind, OR-ing in the flags the
+source mount already has (read with ``statvfs``): an unprivileged user may not
+clear a locked flag, so omitting one would fail with EPERM.  That fallback
+cannot reach submounts of a bound tree.
+
+Every failure raises ``SetupError("mounts", ...)`` naming the path and errno.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
 from sandbox.errors import SetupError
+from sandbox.isolation import libc
 from sandbox.isolation.context import ContainContext
+from sandbox.policy.plan import FsPlan
+
+SYS_mount_setattr = 442
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_RECURSIVE = 0x8000
+ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
+
+# statvfs f_flag bits -> MS_* flags that must survive a remount (locked flags).
+_ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, libc.MS_NOEXEC),
+             (1024, 1024), (2048, 2048))  # noatime, nodiratime
+_ST_RELATIME, _MS_RELATIME, _MS_STRICTATIME, _ST_NOATIME = 4096, 1 << 21, 1 << 24, 1024
+
+SPECIAL = ("/tmp", "/proc", "/dev")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+SHM_MAX = 16 * 1024 * 1024
+_MAX_LINKS = 40
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_have_setattr = True  # cleared on ENOSYS; tests clear it to exercise the fallback
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the view, in the order `apply` performs it."""
+    kind: str            # tmp | proc | dev | bind | link | mask
+    path: str            # the path inside the view (no symlinks in it)
+    source: str = ""     # bind: host path; link: the symlink's text
+    is_dir: bool = True
+    attrs: int = 0       # bind: MOUNT_ATTR_* to set on the bound subtree
+    exec: bool = False   # tmp: allow exec
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(p for p in path.split("/") if p)
+
+
+def _under(path: str, top: str) -> bool:
+    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def links_on_the_way(path: str) -> list[tuple[str, str]]:
+    """The symlinks met while resolving `path`, as (symlink-free location, link text)."""
+    out: list[tuple[str, str]] = []
+    parts, cur, i, hops = list(_parts(path)), "/", 0, 0
+    while i < len(parts):
+        nxt = os.path.join(cur, parts[i])
+        if os.path.islink(nxt):
+            hops += 1
+            if hops > _MAX_LINKS:
+                break
+            text = os.readlink(nxt)
+            out.append((nxt, text))
+            parts = list(_parts(os.path.normpath(os.path.join(cur, text)))) + parts[i + 1:]
+            cur, i = "/", 0
+        else:
+            cur, i = nxt, i + 1
+    return out
+
+
+def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool]]:
+    """Rights as a union over enclosing rules (as Landlock and the engine see them).
+
+    A rule inside another bind already appears in the view (same host tree);
+    it needs a bind of its own only when its effective rights differ from the
+    nearest enclosing bind's. A special mount (/tmp, /proc, /dev) between the
+    two cuts the chain: what is bound beneath it starts afresh.
+    """
+    out: dict[str, tuple[bool, bool]] = {}
+    eff: dict[str, tuple[bool, bool]] = {}
+    for real in sorted(merged, key=_parts):
+        cut = next((s for s in SPECIAL if _under(real, s)), None)
+        write, exe = merged[real]
+        nearest = None
+        for anc in eff:   # already sorted: later ancestors are nearer
+            if anc != real and _under(real, anc) and (cut is None or _under(anc, cut)):
+                write, exe = write or eff[anc][0], exe or eff[anc][1]
+                nearest = anc
+        eff[real] = (write, exe)
+        if nearest is None or eff[nearest] != (write, exe):
+            out[real] = (write, exe)
+    return out
+
+
+def mount_table(plan: FsPlan) -> list[Step]:
+    """The view as an ordered list of steps: pure, testable without namespaces."""
+    merged: dict[str, list[bool]] = {}   # real path -> [write, exec]
+    links: dict[str, str] = {}
+    tmp_exec = False
+    for rule in plan.rules:
+        if rule.path in SPECIAL:
+            tmp_exec |= rule.path == "/tmp" and rule.exec
+            continue
+        real = os.path.realpath(rule.path)
+        if not os.path.exists(real) or real in SPECIAL:
+            continue
+        if real != os.path.normpath(rule.path):
+            links.update(links_on_the_way(rule.path))
+        cur = merged.setdefault(real, [False, False])
+        cur[0] |= rule.write
+        cur[1] |= rule.exec
+    keyed: list[tuple[tuple[str, ...], int, Step]] = [
+        (_parts("/tmp"), 1, Step("tmp", "/tmp", exec=tmp_exec)),
+        (_parts("/proc"), 1, Step("proc", "/proc")),
+        (_parts("/dev"), 1, Step("dev", "/dev")),
+    ]
+    for real, (write, exe) in _effective(merged).items():
+        attrs = ATTR_NOSUID
+        attrs |= 0 if _under(real, "/dev") else ATTR_NODEV
+        attrs |= 0 if exe else ATTR_NOEXEC
+        attrs |= 0 if write else ATTR_RDONLY
+        keyed.append((_parts(real), 0, Step("bind", real, real, os.path.isdir(real), attrs)))
+    for where, text in links.items():
+        keyed.append((_parts(where), 2, Step("link", where, text, False)))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    steps = [k[2] for k in keyed]
+    for mask in plan.masks:
+        real = os.path.realpath(mask)
+        if os.path.lexists(real):
+            steps.append(Step("mask", real, is_dir=os.path.isdir(real)))
+    return steps
+
+
+def _fail(what: str, path: str, exc: OSError) -> SetupError:
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return SetupError("mounts", f"{what} {path}: {os.strerror(exc.errno or 0)} ({code})")
+
+
+def _setattr(target: str, attrs: int, recursive: bool) -> None:
+    """Add `attrs` to the mount at `target` (and its submounts when recursive)."""
+    global _have_setattr
+    if _have_setattr:
+        attr = _MountAttr(attrs, 0, 0, 0)
+        flags = AT_SYMLINK_NOFOLLOW | (AT_RECURSIVE if recursive else 0)
+        ret = _libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(-100),
+                            target.encode(), ctypes.c_uint(flags), ctypes.byref(attr),
+                            ctypes.c_size_t(ctypes.sizeof(attr)))
+        if ret == 0:
+            return
+        err = ctypes.get_errno()
+        if err != errno.ENOSYS:
+            raise OSError(err, os.strerror(err))
+        _have_setattr = False
+    _remount(target, attrs)
+
+
+def _remount(target: str, attrs: int) -> None:
+    """Fallback: MS_REMOUNT|MS_BIND keeping the (possibly locked) flags the mount has."""
+    flags = libc.MS_REMOUNT | libc.MS_BIND
+    flags |= (libc.MS_RDONLY if attrs & ATTR_RDONLY else 0)
+    flags |= (libc.MS_NOSUID if attrs & ATTR_NOSUID else 0)
+    flags |= (libc.MS_NODEV if attrs & ATTR_NODEV else 0)
+    flags |= (libc.MS_NOEXEC if attrs & ATTR_NOEXEC else 0)
+    have = os.statvfs(target).f_flag
+    for st_bit, ms_bit in _ST_TO_MS:
+        if have & st_bit:
+            flags |= ms_bit
+    if have & _ST_RELATIME:
+        flags |= _MS_RELATIME
+    elif not have & _ST_NOATIME:
+        flags |= _MS_STRICTATIME
+    libc.mount(None, target, None, flags)
+
+
+def _make_parents(path: str) -> None:
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+
+
+def _make_mountpoint(target: str, is_dir: bool) -> None:
+    """A directory or an empty file to mount on, unless the view already has one."""
+    if os.path.lexists(target):
+        return
+    _make_parents(target)
+    if is_dir:
+        os.mkdir(target, 0o755)
+    else:
+        os.mknod(target, stat.S_IFREG | 0o600)
+
+
+def _mount_dev(root: str, shm_size: int) -> None:
+    dev = root + "/dev"
+    _make_mountpoint(dev, True)
+    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+               "mode=0755,size=64k,nr_inodes=64")
+    for node in DEV_NODES:
+        host = "/dev/" + node
+        if not os.path.exists(host):
+            continue
+        target = f"{dev}/{node}"
+        os.mknod(target, stat.S_IFREG | 0o600)
+        libc.mount(host, target, None, libc.MS_BIND)
+        # Read-only: writes to a device still work, chmod/chown of the host node do not.
+        _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, False)
+    os.mkdir(dev + "/shm", 0o755)
+    libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+               f"mode=1777,size={shm_size}")
+    for name, text in DEV_LINKS:
+        os.symlink(text, f"{dev}/{name}")
+
+
+def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str]) -> None:
+    target = root + step.path
+    if step.kind == "tmp":
+        _make_mountpoint(target, True)
+        flags = libc.MS_NOSUID | libc.MS_NODEV | (0 if step.exec else libc.MS_NOEXEC)
+        libc.mount("tmpfs", target, "tmpfs", flags, f"mode=1777,size={max(plan.tmp_size, 4096)}")
+    elif step.kind == "proc":
+        _make_mountpoint(target, True)
+        libc.mount("proc", target, "proc",
+                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+    elif step.kind == "dev":
+        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)))
+    elif step.kind == "bind":
+        _make_mountpoint(target, step.is_dir)
+        libc.mount(step.source, target, None, libc.MS_BIND | libc.MS_REC)
+        if _under(root, step.source) and root != step.source:
+            # The recursive bind copied the view under construction into itself: cut it off.
+            libc.umount2(root + root, libc.MNT_DETACH)
+        _setattr(target, step.attrs, True)
+    elif step.kind == "link":
+        if not os.path.lexists(target):
+            _make_parents(target)
+            os.symlink(step.source, target)
+    elif step.kind == "mask":
+        if not os.path.lexists(target):
+            return
+        ro = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
+        if step.is_dir:
+            libc.mount("tmpfs", target, "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
+        else:
+            if not mask_file:
+                mask_file.append(root + "/.sandbox-mask")
+                os.mknod(mask_file[0], stat.S_IFREG)
+            libc.mount(mask_file[0], target, None, libc.MS_BIND)
+            _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+
+
+def build_view(ctx: ContainContext) -> str:
+    """Steps 1-4: build the new root under the rundir; returns its host path."""
+    root = os.path.join(os.path.realpath(ctx.paths.rundir), "root")
+    try:
+        if not os.path.isdir(root):
+            os.mkdir(root, 0o700)
+        libc.mount("tmpfs", root, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                   "mode=0755,size=1m")
+    except OSError as exc:
+        raise _fail("new root tmpfs at", root, exc) from None
+    plan = ctx.fs_plan
+    mask_file: list[str] = []
+    try:
+        steps = mount_table(plan)
+    except OSError as exc:
+        raise _fail("resolving", exc.filename or "a plan path", exc) from None
+    for step in steps:
+        try:
+            _run_step(step, root, plan, mask_file)
+        except OSError as exc:
+            raise _fail(f"{step.kind}", step.path, exc) from None
+    try:
+        if mask_file:
+            os.unlink(mask_file[0])
+        _setattr(root + "/dev", ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+        _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+    except OSError as exc:
+        raise _fail("read-only remount of", root, exc) from None
+    return root
+
+
+def enter_view(root: str, workdir: str) -> None:
+    """Step 5: pivot_root into `root`, drop the old root, chdir."""
+    try:
+        os.chdir(root)
+        libc.pivot_root(".", ".")
+        libc.umount2(".", libc.MNT_DETACH)
+        os.chdir("/")
+    except OSError as exc:
+        raise _fail("pivot_root into", root, exc) from None
+    try:
+        os.chdir(workdir)
+    except OSError:
+        pass  # not in the view: stay at /
 
 
 def apply(ctx: ContainContext) -> None:
-    raise SetupError("mounts", "not implemented yet")
+    root = build_view(ctx)
+    enter_view(root, ctx.paths.workdir)
+    ctx.active.append("mounts")
