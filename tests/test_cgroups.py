@@ -201,12 +201,13 @@ def test_cleanup_stale(support, expected):
     os.mkdir(stale)
     os.mkdir(live)
     r, w = os.pipe()
+    hold_r, _hold_w = os.pipe()
 
     def squatter() -> int:
         with open(os.path.join(stale, "cgroup.procs"), "w") as f:
             f.write("0")
         os.write(w, b"in")
-        os.read(r, 1)
+        os.read(hold_r, 1)   # blocks until killed
         return 0
 
     pid = _fork(squatter)
