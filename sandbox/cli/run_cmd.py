@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from sandbox.cli import common
@@ -12,6 +13,10 @@ Run a workflow (stages of actions, see docs/workflows.md) in a fresh sandbox
 and print a short summary, or the whole RunResult with --json. The policy is
 --policy, else the one the workflow names, else 'default'. Exit code: 0 when
 the run's status is ok, 1 otherwise, 2 for bad input (nothing runs).
+
+Action modules named in the workflow's "imports" (or as module:function) are
+imported in the sandbox from the current directory and the workflow file's
+directory, which the child may therefore read (not write).
 
 examples:
   sandbox run docs/examples/hello.json
@@ -49,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.workflow import load_workflow
     workflow = load_workflow(args.workflow)
     common.policy_path_hint(args.policy)
+    code_paths = [os.getcwd()]
+    wf_dir = os.path.dirname(os.path.abspath(args.workflow))
+    if wf_dir != code_paths[0]:
+        code_paths.append(wf_dir)
     result = Launcher().spawn(workflow, policy=args.policy, timeout=args.timeout,
-                              output_dir=args.output, env=common.parse_env(args.env))
+                              output_dir=args.output, env=common.parse_env(args.env),
+                              code_paths=code_paths)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
     if args.json:

@@ -69,10 +69,11 @@ class Launcher:
               env: Mapping[str, str] | None = None,
               handlers: Mapping[str, Handler] | None = None,
               capture_output: bool | None = None, item: Any = None,
-              index: int | None = None) -> RunResult:
+              index: int | None = None, code_paths: Sequence[str] = ()) -> RunResult:
         """Run `target` sandboxed and return its RunResult.
 
-        `store`, if given, is updated in place with only the keys the child
+        `code_paths` are directories the child may read and import action
+        modules from (put on its sys.path). `store`, if given, is updated in place with only the keys the child
         changed or deleted (GoStage's sync-back, with JSON types kept).
         Raises InputError for a bad target or policy; every failure of the
         run itself is reported in the RunResult instead.
@@ -85,7 +86,7 @@ class Launcher:
         ctl_parent, ctl_child = socket.socketpair()
         try:
             prep = P.prepare(run_id, pol, mode=mode, workdir=workdir, output_dir=output_dir,
-                             env=env, ipc_fd=ipc_child.fileno())
+                             env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths)
         except BaseException:
             for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
                 s.close()
@@ -114,7 +115,7 @@ class Launcher:
         try:
             session.send_ctl("spec", self._spec(prep, mode, body, ipc_child))
             if mode == "workflow":
-                self._send_start(ipc_parent, prep, body, initial, item, index)
+                self._send_start(ipc_parent, prep, body, initial, item, index, code_paths)
             state = session.run()
         finally:
             kill_quietly(proc) if proc.poll() is None and session.state.monitor_report is None \
@@ -147,8 +148,10 @@ class Launcher:
                 "ipc_fd": int(prep.env["SANDBOX_IPC_FD"])}
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
-                    initial: dict[str, Any], item: Any, index: int | None) -> None:
-        payload = {"workflow": wf.to_dict(), "store": initial, "run_id": prep.run_id,
+                    initial: dict[str, Any], item: Any, index: int | None,
+                    code_paths: Sequence[str]) -> None:
+        payload = {"sys_path": [os.path.abspath(p) for p in code_paths],
+                   "workflow": wf.to_dict(), "store": initial, "run_id": prep.run_id,
                    "output_dir": prep.paths.output, "imports": list(getattr(wf, "imports", ())),
                    "item": item, "index": index}
         ipc.sendall(encode("start", payload, max_frame=self.budget.max_frame))

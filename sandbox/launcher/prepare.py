@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import sandbox
 from sandbox.errors import InputError
@@ -91,15 +91,22 @@ def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
     return env
 
 
-def runtime_rules(mode: str) -> tuple[FsRule, ...]:
-    """The sandbox's own runtime, readable so a workflow's late imports work."""
+def runtime_rules(mode: str, code_paths: Sequence[str]) -> tuple[FsRule, ...]:
+    """Read-only rules for code the child must import: the sandbox runtime and the
+    caller's action code (`code_paths`, also put on the child's sys.path)."""
     if mode != "workflow":
         return ()
-    return (FsRule(path=RUNTIME_DIR, read=True, rule="sandbox runtime"),)
+    rules = [FsRule(path=RUNTIME_DIR, read=True, rule="sandbox runtime")]
+    for path in code_paths:
+        if not os.path.isdir(path):
+            raise InputError(f"code path {path!r} is not a directory")
+        rules.append(FsRule(path=os.path.abspath(path), read=True, rule=f"action code: {path}"))
+    return tuple(rules)
 
 
 def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
-            output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int) -> Prepared:
+            output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int,
+            code_paths: Sequence[str] = ()) -> Prepared:
     from sandbox.policy import build_plan, default_variables, resolve
     paths, own_output = make_paths(run_id, workdir, output_dir)
     try:
@@ -108,7 +115,12 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     except BaseException:
         shutil.rmtree(paths.rundir, ignore_errors=True)
         raise
-    plan = replace(plan, rules=tuple(plan.rules) + runtime_rules(mode))
+    try:
+        extra = runtime_rules(mode, code_paths)
+    except BaseException:
+        shutil.rmtree(paths.rundir, ignore_errors=True)
+        raise
+    plan = replace(plan, rules=tuple(plan.rules) + extra)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
                     env=build_env(resolved, paths, run_id, True, env, ipc_fd),
                     own_output=own_output)

@@ -51,6 +51,7 @@ class RunResult:
     audit: dict[str, Any] | None = None   # summary, when auditing
     denied: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
 
     @property
     def ok(self) -> bool:

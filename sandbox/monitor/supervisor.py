@@ -188,6 +188,8 @@ class Supervisor:
         self.report["wall_time"] = time.monotonic() - t0
         self.report["cpu_time"] = ru.ru_utime + ru.ru_stime
         self.report["max_rss"] = ru.ru_maxrss * 1024
+        self.report["pids"] = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
+                               "sandboxee": self.pid1 or 0}
         if self.listener is not None:
             self.report.update(self.listener.finish())
         if self.cgroup is not None:

@@ -29,6 +29,7 @@ def run(ipc_fd: int) -> int:
         if start is None or start.type != "start" or not isinstance(start.payload, dict):
             raise SandboxError("the first IPC frame must be 'start' with the workflow")
         body: dict[str, Any] = start.payload
+        sys.path[:0] = body.get("sys_path", [])
         for module in body.get("imports", ()):
             importlib.import_module(module)
         workflow = Workflow.from_dict(body["workflow"], source="<ipc start>")

@@ -1,0 +1,1 @@
+"""Runnable demos ported from GoStage's spawn examples (`sandbox demo`)."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything sandbox needs on Debian 12, into ./.venv.
+#
+# System packages: Debian's Python 3.11 with venv and headers, gcc and libcap-dev
+# (python-prctl compiles against libcap), libseccomp2 (pyseccomp loads it with
+# ctypes), iproute2, and the peers used as cross-checks by `sandbox bench`
+# (bubblewrap, firejail; optional, installed when available).
+# The venv is built from /usr/bin/python3 on purpose: an interpreter under a
+# root-only directory (pyenv in /root) cannot run as the unprivileged users the
+# isolation tests also run as.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends \
+        python3 python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 procps >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends bubblewrap firejail >/dev/null \
+        || echo "install.sh: bubblewrap/firejail not installed; sandbox bench will skip them" >&2
+fi
+
+PY=${SANDBOX_PYTHON:-/usr/bin/python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "install.sh: installed; try: .venv/bin/sandbox doctor"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run the whole test suite as the current user; as root, run it again as an
+# unprivileged user, because most users are not root and a layer that
+# silently needs root is a bug.
+#
+#   scripts/test.sh              # everything (slow stress tests included)
+#   scripts/test.sh -m 'not slow'
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+echo "== pytest as $(id -un) (uid $(id -u))"
+.venv/bin/python -m pytest -q "$@"
+
+if [ "$(id -u)" -eq 0 ]; then
+    USER_NAME=${SANDBOX_TEST_USER:-sbxtest}
+    id "$USER_NAME" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$USER_NAME"
+    # The checkout may sit in a directory the user cannot enter (a root-only
+    # home): give it a world-readable copy with its own venv.
+    COPY=$(mktemp -d /var/tmp/sandbox-test.XXXXXX)
+    tar -C "$ROOT" --exclude=.venv --exclude=.git --exclude='__pycache__' -cf - . | tar -C "$COPY" -xf -
+    /usr/bin/python3 -m venv "$COPY/.venv"
+    "$COPY/.venv/bin/python" -m pip install -q -e "$COPY[test]" 2>&1 | grep -v '^WARNING' || true
+    chmod -R a+rX "$COPY"
+    echo "== pytest as $USER_NAME (uid $(id -u "$USER_NAME"))"
+    status=0
+    (cd "$COPY" && setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups \
+        env -i HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" PATH=/usr/local/bin:/usr/bin:/bin \
+        LANG=C.UTF-8 "$COPY/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@") || status=$?
+    rm -rf "$COPY"
+    exit $status
+fi
