@@ -103,6 +103,10 @@ def test_memory_limit_oom_kills(support, expected):
         assert "memory" in reason and "not writable" in reason
         return
     assert made is not None and made.applied["memory"] in ("v1", "v2")
+    assert "pids" not in made.applied   # no process limit: joined for accounting only
+    with open(os.path.join(made.dirs["memory"][1], "memory.limit_in_bytes"
+                           if made.applied["memory"] == "v1" else "memory.max")) as f:
+        assert int(f.read()) == 64 * MiB
     try:
         r, w = os.pipe()
 
@@ -115,6 +119,7 @@ def test_memory_limit_oom_kills(support, expected):
         pid = _fork(hog)
         os.close(w)
         assert os.read(r, 16) == b"joined"
+        os.close(r)
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         assert made.oom_killed() is True
@@ -148,7 +153,9 @@ def test_pids_limit_and_kill_all(support, expected):
         assert made is None
         assert "pids" in reason and "not writable" in reason
         return
-    assert made is not None and "pids" in made.applied
+    assert made is not None and "pids" in made.applied and "memory" not in made.applied
+    with open(os.path.join(made.dirs["pids"][1], "pids.max")) as f:
+        assert f.read().strip() == "5"
     r, w = os.pipe()
     block_r, block_w = os.pipe()
 
@@ -186,6 +193,8 @@ def test_pids_limit_and_kill_all(support, expected):
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     finally:
         assert made.remove()
+        for fd in (r, block_r, block_w):
+            os.close(fd)
     assert not any(os.path.exists(p) for p in made.paths)
 
 
@@ -219,6 +228,8 @@ def test_cleanup_stale(support, expected):
         _, status = os.waitpid(pid, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     finally:
+        for fd in (r, w, hold_r, _hold_w):
+            os.close(fd)
         for d in (stale, live):
             if os.path.isdir(d):
                 os.rmdir(d)
@@ -259,3 +270,45 @@ def test_probe_v2_enableable_only_without_foreign_processes(tmp_path):
     sup = cgroups.probe(proc_cgroup=proc, mountinfo=mountinfo)
     assert not sup.controllers["memory"].usable
     assert "Delegate=yes" in sup.controllers["memory"].reason
+
+
+def test_v2_join_and_kill_all_via_cgroup_kill(support, tmp_path):
+    """The v2 path of join/kill_all/remove on a real cgroup2 directory (here the
+    controller-less unified hierarchy is enough: cgroup.procs and cgroup.kill are core)."""
+    base = support.v2_base
+    assert base is not None, "this machine mounts cgroup2 (cgroup v2 or hybrid)"
+    d = os.path.join(base, f"sandbox-{cgroups.owner_token()}-t-v2kill")
+    if not os.access(base, os.W_OK):
+        with pytest.raises(PermissionError):
+            os.mkdir(d)
+        return
+    os.mkdir(d)
+    run = cgroups.RunCgroup(os.path.basename(d), {"pids": ("v2", d)})
+    r, w = os.pipe()
+    hold_r, hold_w = os.pipe()
+
+    def family() -> int:
+        run.join(0)
+        for _ in range(3):
+            if os.fork() == 0:
+                if os.fork() == 0:      # double fork + setsid: an escapee
+                    os.setsid()
+                    os.read(hold_r, 1)
+                os._exit(0)
+        os.write(w, b"ok")
+        os.read(hold_r, 1)
+        return 0
+
+    pid = _fork(family)
+    try:
+        assert os.read(r, 2) == b"ok"
+        assert len(run.procs()) >= 4
+        assert run.kill_all() is True
+        assert run.procs() == set()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    finally:
+        assert run.remove()
+        for fd in (r, w, hold_r, hold_w):
+            os.close(fd)
+    assert not os.path.exists(d)

@@ -297,15 +297,24 @@ def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> Cg
 class RunCgroup:
     """One sandbox's cgroups (one directory per v1 controller, one shared v2 directory)."""
 
-    def __init__(self, name: str, dirs: dict[str, tuple[str, str]], reason: str = "") -> None:
+    def __init__(self, name: str, dirs: dict[str, tuple[str, str]], reason: str = "",
+                 limited: tuple[str, ...] = ()) -> None:
         self.name = name
         self.dirs = dirs                       # controller -> (version, directory)
         self.reason = reason                   # what could not be applied, if anything
+        self.limited = limited                 # controllers in which a limit was written
         self._stats: dict[str, Any] | None = None
 
     @property
     def applied(self) -> dict[str, str]:
-        """controller -> "v1" | "v2", e.g. {"memory": "v1", "pids": "v1", "freezer": "v1"}."""
+        """Limits enforced by a cgroup: controller -> "v1" | "v2", e.g.
+        {"memory": "v1", "pids": "v1"}. A controller joined only for accounting
+        (no limit of its kind in the policy) or as a helper (freezer) is not listed."""
+        return {c: self.dirs[c][0] for c in self.limited if c in self.dirs}
+
+    @property
+    def joined(self) -> dict[str, str]:
+        """Every controller the run is placed in (accounting and helpers included)."""
         return {c: v for c, (v, _) in self.dirs.items()}
 
     @property
@@ -516,7 +525,9 @@ def create_or_reason(run_id: str, limits: Limits, *, support: CgroupSupport | No
     if not any(c in dirs for c in LIMITED):
         _rmdirs([p for _, p in dirs.values()])
         return None, "; ".join(reasons) or "no cgroup controller is usable"
-    return RunCgroup(name, dirs, "; ".join(r for r in reasons if r)), ""
+    limited = tuple(c for c in LIMITED if c in dirs and
+                    (limits.memory if c == "memory" else limits.processes) is not None)
+    return RunCgroup(name, dirs, "; ".join(r for r in reasons if r), limited), ""
 
 
 def create(run_id: str, limits: Limits, *, support: CgroupSupport | None = None,
