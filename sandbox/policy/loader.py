@@ -65,6 +65,11 @@ class _Checker:
                         self.err(f"{key}.{sub}", "unknown key (known: " + ", ".join(TABLES[key]) + ")")
                         continue
                     v = self.value(f"{key}.{sub}", kind, subval)
+                    if v is not None and key == "filesystem" and sub in ("read", "write", "exec"):
+                        for item in v:
+                            problem = _sandbox_area_problem(item)
+                            if problem:
+                                self.err(f"{key}.{sub}", f"{item!r}: {problem}", item)
                     if v is not None:
                         table[sub] = v
                 out[key] = table
@@ -138,6 +143,20 @@ class _Checker:
         if kind == "name_list":
             return None if item.strip() else "empty policy reference"
         return None
+
+
+def _sandbox_area_problem(path: str) -> str | None:
+    """Allow rules cannot name what the sandbox itself provides (it would not mean the host's)."""
+    p = path.rstrip("/") or "/"
+    if p == "/proc" or p.startswith("/proc/"):
+        return "the sandbox has its own /proc (readable); host /proc paths cannot be granted"
+    if p == "/tmp":
+        return ("/tmp is the sandbox's private /tmp (always readable and writable, empty at start); "
+                "the host's /tmp cannot be granted as a whole")
+    if p == "/dev":
+        return ("the sandbox has its own minimal /dev; grant single host devices "
+                "(e.g. /dev/dri) instead of the whole host /dev")
+    return None
 
 
 def _count(value: object) -> int:

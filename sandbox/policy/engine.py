@@ -1,0 +1,267 @@
+"""The decision engine: may this sandbox do OPERATION on PATH?
+
+`decide` is a pure function of a *resolved* policy and a path: no system
+call, no filesystem access, so the monitor can call it on the audit hot path
+and tests can reason about it exactly. Everything that needs the host (glob
+expansion, dropping paths that do not exist) lives in `build_plan`
+(`sandbox.policy.planner`), the one place that touches the filesystem.
+
+Semantics, in order (see docs/policy-reference.md for the long form):
+
+1. The path is normalised lexically (`os.path.normpath`: `a/./b` -> `a/b`,
+   `a/x/../b` -> `a/b`). The kernel resolves `..` *after* following
+   symlinks, so a caller that cares passes a canonical path, or injects
+   `resolve_link` (path -> canonical path, e.g. `os.path.realpath`), which
+   the engine applies before normalising. The CLI does; the engine does not.
+2. `filesystem.deny` wins over everything (a rule covers the path it names and
+   its whole subtree; globs as in `sandbox.policy.globs`).
+3. Sandbox-provided areas: `/proc` is the sandbox's own (read, metadata);
+   `/dev` holds only null, zero, full, random, urandom, tty (read, write,
+   metadata) and can be listed; `/tmp` is private (read, write, create,
+   delete, metadata; no exec). In these areas a policy rule applies only when
+   its path lies strictly inside them (a host path bound over the private
+   area, e.g. `${OUTPUT}` = /tmp/run1/out), and then it alone decides.
+4. Otherwise any allow rule covering the path that grants the operation wins
+   (`read` -> read, metadata; `exec` -> read, exec, metadata; `write` ->
+   read, write, create, delete, metadata). The deepest literal rule is
+   reported, else the first matching glob rule.
+5. `metadata` (stat, access, readlink) is also allowed on every parent
+   directory of an allow rule: those directories exist in the sandbox's view.
+6. Else denied: `default: not granted`.
+
+Paths that do not exist yet are decided like any other: by the nearest rule
+covering them (creating a file under a `write` rule is allowed).
+"""
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+from sandbox.errors import PolicyError
+from sandbox.policy import globs
+from sandbox.policy.model import Policy
+from sandbox.policy.variables import is_resolved
+
+OPERATIONS = ("read", "write", "create", "delete", "exec", "metadata")
+
+# What each kind of allow rule grants.
+GRANTS = {
+    "read": frozenset({"read", "metadata"}),
+    "exec": frozenset({"read", "exec", "metadata"}),
+    "write": frozenset({"read", "write", "create", "delete", "metadata"}),
+}
+# Which rule kind to report first when several grant the operation on one path.
+_PREFERENCE = {"read": ("read", "exec", "write"), "metadata": ("read", "exec", "write"),
+               "exec": ("exec",), "write": ("write",), "create": ("write",), "delete": ("write",)}
+
+SANDBOX_AREAS = ("/tmp", "/proc", "/dev")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+_TMP_OPS = frozenset({"read", "write", "create", "delete", "metadata"})
+_DEV_NODE_OPS = frozenset({"read", "write", "metadata"})
+_READ_OPS = frozenset({"read", "metadata"})
+
+_OPS = frozenset(OPERATIONS)
+_CACHE_MAX = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    rule: str       # the deciding rule, e.g. "filesystem.deny: /etc/shadow*" or "default: not granted"
+    reason: str     # one human sentence
+    path: str = ""  # the path decided (normalised, after resolve_link)
+
+
+def normalize(path: str) -> str:
+    """Lexical normalisation; keeps a single leading slash."""
+    p = os.path.normpath(path)
+    return "/" + p.lstrip("/") if p.startswith("//") else p
+
+
+def area_of(path: str) -> str | None:
+    """"/tmp", "/proc" or "/dev" when `path` is one of them or inside; else None."""
+    for a in SANDBOX_AREAS:
+        if path == a or path.startswith(a + "/"):
+            return a
+    return None
+
+
+def _ancestors(path: str) -> list[str]:
+    """path, its parent, ..., "/"."""
+    out = [path]
+    while path != "/":
+        path = path.rsplit("/", 1)[0] or "/"
+        out.append(path)
+    return out
+
+
+class Engine:
+    """A resolved policy's filesystem rules, compiled once for fast decisions."""
+
+    def __init__(self, policy: Policy) -> None:
+        if not is_resolved(policy):
+            raise PolicyError("the engine needs a resolved policy (call sandbox.policy.resolve first)",
+                              file=policy.source)
+        self.policy = policy
+        fs = policy.filesystem
+        self.deny_literal: dict[str, str] = {}
+        self.deny_globs: list[tuple[object, str]] = []
+        for pat in fs.deny:
+            text = f"filesystem.deny: {pat}"
+            if globs.is_glob(pat):
+                self.deny_globs.append((globs.compile_rule(pat).fullmatch, text))
+            else:
+                self.deny_literal.setdefault(normalize(pat), text)
+        # path -> kind -> rule text
+        self.allow_literal: dict[str, dict[str, str]] = {}
+        self.allow_globs: list[tuple[object, str, str]] = []   # (fullmatch, kind, text)
+        self.parents: dict[str, str] = {}
+        for kind in ("read", "write", "exec"):
+            for pat in getattr(fs, kind):
+                text = f"filesystem.{kind}: {pat}"
+                if globs.is_glob(pat):
+                    self.allow_globs.append((globs.compile_rule(pat).fullmatch, kind, text))
+                    anchor = globs.static_prefix(pat)
+                    chain = _ancestors(anchor)
+                else:
+                    p = normalize(pat)
+                    self.allow_literal.setdefault(p, {}).setdefault(kind, text)
+                    chain = _ancestors(p)[1:]
+                for a in chain:
+                    self.parents.setdefault(a, text)
+        self._cache: dict[tuple[str, str], Verdict] = {}
+
+    # -- the decision -------------------------------------------------------------------------
+    def decide(self, operation: str, path: str, *,
+               resolve_link: Callable[[str], str] | None = None) -> Verdict:
+        if operation not in _OPS:
+            raise ValueError(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")
+        if resolve_link is not None:
+            path = resolve_link(path)
+        key = (operation, path)
+        v = self._cache.get(key)
+        if v is None:
+            v = self._decide(operation, path)
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = v
+        return v
+
+    def _decide(self, op: str, raw: str) -> Verdict:
+        if not raw.startswith("/"):
+            return Verdict(False, "default: not an absolute path",
+                           f"{raw!r} is not absolute; the engine decides absolute paths only", raw)
+        p = normalize(raw)
+        chain = _ancestors(p)
+        for a in chain:
+            text = self.deny_literal.get(a)
+            if text is not None:
+                return Verdict(False, text, f"{op} of {p} is denied by {text} (deny beats every allow)", p)
+        for match, text in self.deny_globs:
+            if match(p):
+                return Verdict(False, text, f"{op} of {p} is denied by {text} (deny beats every allow)", p)
+
+        area = area_of(p)
+        if area is not None:
+            return self._decide_area(op, p, chain, area)
+        found = self._allow(op, p, chain, None)
+        if found is not None and found[0]:
+            return Verdict(True, found[1], f"{op} of {p} is granted by {found[1]}", p)
+        if op == "metadata" and p in self.parents:
+            rule = f"sandbox: parent of {self.parents[p]}"
+            return Verdict(True, rule, f"{p} is a parent directory of a granted path, so it exists "
+                                       f"in the sandbox's view and may be looked at", p)
+        return self._not_granted(op, p, found)
+
+    def _decide_area(self, op: str, p: str, chain: list[str], area: str) -> Verdict:
+        if area != "/proc":
+            found = self._allow(op, p, chain, area)
+            if found is not None:   # a host path bound over the sandbox area decides alone
+                if found[0]:
+                    return Verdict(True, found[1], f"{op} of {p} is granted by {found[1]}", p)
+                return self._not_granted(op, p, found)
+        if area == "/tmp":
+            if op in _TMP_OPS:
+                return Verdict(True, "private /tmp", f"{p} is in the sandbox's private /tmp", p)
+            return Verdict(False, "private /tmp",
+                           f"{op} of {p} is denied: the private /tmp is not executable", p)
+        if area == "/proc":
+            if op in _READ_OPS:
+                return Verdict(True, "sandbox: /proc", f"{p} is in the sandbox's own /proc", p)
+            return Verdict(False, "sandbox: /proc", f"{op} of {p} is denied: the sandbox's /proc is "
+                                                    f"read-only to it", p)
+        name = p[5:]
+        if p == "/dev" and op in _READ_OPS:
+            return Verdict(True, "sandbox: /dev", "the sandbox's /dev may be listed", p)
+        if name in DEV_NODES:
+            if op in _DEV_NODE_OPS:
+                return Verdict(True, f"sandbox: {p}", f"{p} is a device node every sandbox has", p)
+            return Verdict(False, f"sandbox: {p}", f"{op} of the device node {p} is not allowed", p)
+        if op == "metadata" and p in self.parents:
+            rule = f"sandbox: parent of {self.parents[p]}"
+            return Verdict(True, rule, f"{p} is a parent directory of a granted path", p)
+        return Verdict(False, "default: not granted",
+                       f"{p} is not one of the device nodes the sandbox provides "
+                       f"({', '.join(DEV_NODES)}) and no rule grants it", p)
+
+    def _allow(self, op: str, p: str, chain: list[str],
+               area: str | None) -> tuple[bool, str] | None:
+        """(granted, rule text) of the best rule covering `p`; (False, text of a covering
+        rule that grants something else) when none grants `op`; None when no rule covers.
+        Inside a sandbox area only rules rooted strictly inside it count."""
+        covering: str | None = None
+        inside = area + "/" if area else None
+        for a in chain:
+            if inside is not None and not a.startswith(inside):
+                break
+            kinds = self.allow_literal.get(a)
+            if kinds:
+                for kind in _PREFERENCE[op]:
+                    if kind in kinds:
+                        return True, kinds[kind]
+                if covering is None:
+                    covering = next(iter(kinds.values()))
+        for match, kind, text in self.allow_globs:
+            m = match(p)
+            if m is None or (inside is not None and not m.group("root").startswith(inside)):
+                continue
+            if op in GRANTS[kind]:
+                return True, text
+            if covering is None:
+                covering = text
+        return None if covering is None else (False, covering)
+
+    @staticmethod
+    def _not_granted(op: str, p: str, found: tuple[bool, str] | None) -> Verdict:
+        if found is not None:
+            return Verdict(False, "default: not granted",
+                           f"no rule grants {op} of {p} ({found[1]} covers it but does not grant {op})", p)
+        return Verdict(False, "default: not granted", f"no rule grants {op} of {p}", p)
+
+
+_engines: dict[int, tuple["weakref.ref[Policy]", Engine]] = {}
+
+
+def engine_for(policy: Policy) -> Engine:
+    """The cached Engine of `policy` (by identity; dropped when the policy is collected)."""
+    key = id(policy)
+    hit = _engines.get(key)
+    if hit is not None and hit[0]() is policy:
+        return hit[1]
+    eng = Engine(policy)
+    _engines[key] = (weakref.ref(policy, lambda _r, k=key: _engines.pop(k, None)), eng)
+    return eng
+
+
+def decide(policy: Policy, operation: str, path: str, *,
+           resolve_link: Callable[[str], str] | None = None) -> Verdict:
+    """Verdict for `operation` on `path` under the resolved `policy` (pure; see module doc)."""
+    return engine_for(policy).decide(operation, path, resolve_link=resolve_link)
+
+
+def build_plan(policy: Policy, **kwargs: object):  # type: ignore[no-untyped-def]
+    """See `sandbox.policy.planner.build_plan` (re-exported here, where plan.py points)."""
+    from sandbox.policy.planner import build_plan as _build_plan
+    return _build_plan(policy, **kwargs)  # type: ignore[arg-type]

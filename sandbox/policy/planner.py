@@ -1,0 +1,164 @@
+"""`build_plan`: a resolved policy's filesystem rules made concrete on this host.
+
+This is the ONE place of the policy package that touches the filesystem: it
+expands globs by listing directories, and drops rule paths that do not exist
+(they cannot be bound into the view). Everything else is delegated to the
+engine, so the plan and `decide` cannot disagree:
+
+- each concrete rule path gets exactly the rights `decide` gives it (read,
+  write, exec), which folds in rights inherited from enclosing rules: with
+  `write = ["/data"]` and `read = ["/data/ro"]`, /data/ro is writable through
+  /data, so its bind must be writable too;
+- rule paths that are denied (a deny on them or an ancestor) are dropped;
+- a rule that adds nothing to the nearest enclosing rule is dropped;
+- `masks` are the existing denied paths inside some kept rule: the mount
+  layer hides them, as Landlock cannot carve a hole in a granted tree;
+- /tmp, /proc and /dev themselves are never rules (the sandbox provides
+  them); host paths strictly inside /tmp or /dev are (bound over them).
+
+Denied paths that do not exist when the plan is built (or only match a glob
+later) cannot be masked; inside a writable tree the kernel then cannot stop
+their creation, and only the audit (which calls `decide`) reports them.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from sandbox.errors import PolicyError
+from sandbox.policy import globs
+from sandbox.policy.engine import Engine, area_of, engine_for, normalize
+from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan, FsRule
+
+MAX_GLOB_ENTRIES = 200_000       # directory entries one glob may visit before it is refused
+_NO_WALK = ("/proc", "/sys", "/dev")   # `**` never descends into these
+
+
+class _Budget:
+    def __init__(self, pattern: str, key: str, limit: int) -> None:
+        self.pattern, self.key, self.left = pattern, key, limit
+
+    def spend(self, n: int = 1) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise PolicyError(f"glob {self.pattern!r} visits more than {MAX_GLOB_ENTRIES} "
+                              "directory entries on this host; narrow it", key=self.key)
+
+
+def _listdir(path: str, budget: _Budget) -> list[str]:
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    budget.spend(len(names))
+    return sorted(names)
+
+
+def _descendant_dirs(base: str, budget: _Budget) -> list[str]:
+    """base and every directory below it, not following symlinks."""
+    out, stack = [], [base]
+    while stack:
+        d = stack.pop()
+        out.append(d)
+        if d in _NO_WALK:
+            continue
+        for name in reversed(_listdir(d, budget)):
+            child = os.path.join(d, name)
+            if os.path.isdir(child) and not os.path.islink(child):
+                stack.append(child)
+    return out
+
+
+def expand_glob(pattern: str, *, key: str = "filesystem",
+                limit: int = MAX_GLOB_ENTRIES) -> list[str]:
+    """Existing host paths the glob names (not their subtrees), sorted."""
+    budget = _Budget(pattern, key, limit)
+    parts = pattern.strip("/").split("/")
+    if any("**" in s and s != "**" for s in parts):
+        # `**` inside a segment crosses `/`: walk everything below the literal prefix.
+        exact = globs.compile_exact(pattern).fullmatch
+        start = globs.static_prefix(pattern)
+        found = []
+        for d in _descendant_dirs(start, budget):
+            for name in _listdir(d, budget):
+                child = os.path.join(d, name)
+                if exact(child):
+                    found.append(child)
+        return sorted(set(found))
+    bases = ["/"]
+    for i, seg in enumerate(parts):
+        last = i == len(parts) - 1
+        nxt: list[str] = []
+        for base in bases:
+            if seg == "**":
+                if last:      # "/a/**": what is inside /a
+                    nxt += [os.path.join(base, n) for n in _listdir(base, budget)]
+                else:
+                    nxt += _descendant_dirs(base, budget)
+            elif globs.is_glob(seg):
+                rx = re.compile(globs.translate(seg), re.DOTALL)
+                nxt += [os.path.join(base, n) for n in _listdir(base, budget) if rx.fullmatch(n)]
+            else:
+                child = os.path.join(base, seg)
+                if os.path.lexists(child):
+                    nxt.append(child)
+        bases = list(dict.fromkeys(nxt))
+    return sorted({normalize(b) for b in bases})
+
+
+def _concrete(patterns: tuple[str, ...], key: str, limit: int) -> list[str]:
+    out: list[str] = []
+    for pat in patterns:
+        paths = expand_glob(pat, key=key, limit=limit) if globs.is_glob(pat) else [normalize(pat)]
+        out += [p for p in paths if os.path.exists(p)]
+    return list(dict.fromkeys(out))
+
+
+def _sort_key(path: str) -> list[str]:
+    return [s for s in path.split("/") if s]
+
+
+def _inside(path: str, parent: str) -> bool:
+    return parent == "/" or path == parent or path.startswith(parent + "/")
+
+
+def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES) -> FsPlan:
+    """The FsPlan of a resolved policy on this host (see the module doc)."""
+    engine: Engine = engine_for(policy)
+    fs = policy.filesystem
+    candidates: list[str] = []
+    for kind in ("read", "write", "exec"):
+        candidates += _concrete(getattr(fs, kind), f"filesystem.{kind}", glob_limit)
+    rights: dict[str, tuple[bool, bool, bool, str]] = {}
+    for p in dict.fromkeys(candidates):
+        area = area_of(p)
+        if p in ("/tmp", "/proc", "/dev") or area == "/proc":
+            continue
+        r = engine.decide("read", p)
+        w = engine.decide("write", p)
+        x = engine.decide("exec", p)
+        granted = [v for v in (r, w, x) if v.allowed and v.rule.startswith("filesystem.")]
+        if not granted:
+            continue     # denied, or only reachable through a sandbox area
+        text = "; ".join(dict.fromkeys(v.rule for v in granted))
+        rights[p] = (r.allowed, w.allowed, x.allowed, text)
+
+    kept: list[FsRule] = []
+    for p in sorted(rights, key=_sort_key):
+        read, write, exe, text = rights[p]
+        parent = next((k for k in reversed(kept) if _inside(p, k.path)), None)
+        same_area = parent is not None and area_of(p) == area_of(parent.path) and (
+            area_of(p) is None or parent.path != area_of(p))
+        if parent is not None and same_area and (parent.read, parent.write, parent.exec) == (read, write, exe) \
+                and not os.path.islink(p):
+            continue     # adds nothing to the enclosing bind
+        kept.append(FsRule(path=p, read=read, write=write, exec=exe, rule=text))
+
+    masks: list[str] = []
+    for d in sorted(_concrete(fs.deny, "filesystem.deny", glob_limit), key=_sort_key):
+        if any(_inside(d, m) for m in masks):
+            continue
+        if any(_inside(d, r.path) and d != r.path for r in kept) and area_of(d) != "/proc":
+            masks.append(d)
+    return FsPlan(rules=tuple(kept), masks=tuple(masks), tmp_size=fs.tmp_size)

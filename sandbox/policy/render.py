@@ -1,0 +1,71 @@
+"""Policies back to text: TOML for `sandbox policy show`, a one-line summary for `check`.
+
+The TOML written here loads back (through `parse_policy`) to the same policy,
+so `sandbox policy show X > y.toml` is a way to flatten an `extends` chain.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sandbox.policy.model import Policy
+from sandbox.policy.spec import TABLES
+from sandbox.policy.units import format_duration, format_size
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)     # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return "[]"
+        return "[\n" + "".join(f"    {_toml_value(x)},\n" for x in v) + "]"
+    if isinstance(v, dict):
+        if not v:
+            return "{}"
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def limit_text(key: str, value: Any) -> str:
+    if value is None:
+        return "unlimited"
+    if key in ("cpu", "wall"):
+        return format_duration(float(value))
+    if key in ("memory", "file_size"):
+        return format_size(int(value))
+    return str(value)
+
+
+def to_toml(policy: Policy) -> str:
+    d = policy.to_dict()
+    lines = [f"name = {_toml_value(d['name'])}"]
+    if d["description"]:
+        lines.append(f"description = {_toml_value(d['description'])}")
+    lines.append(f"best_effort = {_toml_value(d['best_effort'])}")
+    for table, keys in TABLES.items():
+        lines += ["", f"[{table}]"]
+        for key in keys:
+            v = d[table].get(key)
+            if table == "limits":
+                lines.append(f"{key} = {_toml_value(limit_text(key, v))}")
+            elif key == "tmp_size":
+                lines.append(f"{key} = {_toml_value(format_size(v))}")
+            else:
+                lines.append(f"{key} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def summary(policy: Policy) -> str:
+    fs = policy.filesystem
+    n = len(fs.read) + len(fs.write) + len(fs.exec) + len(fs.deny)
+    lim = " ".join(f"{k}={limit_text(k, getattr(policy.limits, k))}"
+                   for k in TABLES["limits"] if getattr(policy.limits, k) is not None)
+    return (f"{policy.name}: {n} filesystem rules ({len(fs.read)} read, {len(fs.write)} write, "
+            f"{len(fs.exec)} exec, {len(fs.deny)} deny), network {policy.network.mode}, "
+            f"syscalls {policy.syscalls.profile}/{policy.syscalls.on_violation}, "
+            f"limits {lim or 'none'}" + (", best_effort" if policy.best_effort else ""))
