@@ -46,10 +46,17 @@ def _independent_bases() -> dict[str, str | None]:
             d = v2_mount + own["<v2>"].rstrip("/")
             try:
                 with open(os.path.join(d, "cgroup.controllers")) as f:
-                    delegated = c in f.read().split()
+                    offered = c in f.read().split()
+                with open(os.path.join(d, "cgroup.subtree_control")) as f:
+                    enabled = c in f.read().split()
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    alone = set(f.read().split()) <= {str(os.getpid())}
             except OSError:
-                delegated = False
-            if delegated and os.access(d, os.W_OK):
+                offered = enabled = alone = False
+            # usable: enabled for children, or enable-able because only we live here
+            enableable = (alone or own["<v2>"] == "/") and os.access(
+                os.path.join(d, "cgroup.subtree_control"), os.W_OK)
+            if offered and (enabled or enableable) and os.access(d, os.W_OK):
                 out[c] = d
                 continue
         if c in mounts and c in own:

@@ -213,7 +213,8 @@ def _probe_v2(base: str, own: str, ctrl: str, available: tuple[str, ...],
                                  "(absent from cgroup.controllers)")
     err = _try_mkdir(base)
     if err is not None:
-        return ControllerSupport(ctrl, reason=f"{where}: not writable ({_errname(err)}) as uid {uid}")
+        return ControllerSupport(ctrl, reason=f"{where}: not writable ({_errname(err)}) "
+                                 f"as uid {uid}")
     if not os.access(os.path.join(base, "cgroup.procs"), os.W_OK):
         return ControllerSupport(ctrl, reason=f"{where}/cgroup.procs: not writable as uid {uid}")
     try:
@@ -266,7 +267,8 @@ def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> Cg
                                                for c in LIMITED + HELPERS})
     v1_mounts, v2_mount = _parse_mounts(mountinfo)
     own_v1, own_v2 = _parse_own(proc_cgroup)
-    v2_base, v2_ctrls = None, ()
+    v2_base: str | None = None
+    v2_ctrls: tuple[str, ...] = ()
     if v2_mount is not None and own_v2 is not None:
         v2_base = _join_under(v2_mount[0], v2_mount[1], own_v2)
         if v2_base is not None:
@@ -393,7 +395,7 @@ class RunCgroup:
                 _write(os.path.join(v2[0], "cgroup.kill"), "1")
             except OSError:
                 pass  # kernel < 5.14: the signal loop below does it
-        freezer = self.dirs.get("freezer", (None, None))[1]
+        freezer = self.dirs["freezer"][1] if "freezer" in self.dirs else None
         while True:
             frozen = freezer is not None and _set_freezer(freezer, "FROZEN", deadline)
             pids = self.procs()
@@ -402,7 +404,7 @@ class RunCgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            if frozen:
+            if frozen and freezer is not None:
                 _set_freezer(freezer, "THAWED", deadline)
             if not pids:
                 return True
