@@ -286,3 +286,29 @@ def test_failure_is_a_setup_error_naming_path_and_errno(tmp_path):
     assert not r["ok"]
     assert r["error"].startswith("SetupError: mounts:")
     assert str(tmp_path / "root") in r["error"] and "EEXIST" in r["error"]
+
+
+@pytest.mark.isolation
+def test_rule_beneath_dev_is_bound_and_dev_stays_read_only(tree):
+    assert os.path.exists("/dev/ptmx")
+
+    def fn():
+        return {"chr": stat.S_ISCHR(os.stat("/dev/ptmx").st_mode),
+                "create": err(lambda: open("/dev/evil", "w")),
+                "shm": err(lambda: open("/dev/shm/x", "w").close())}
+    assert view(tree, fn, FsRule("/dev/ptmx")) == {"chr": True, "create": "EROFS", "shm": "ok"}
+
+
+@pytest.mark.isolation
+def test_prepared_table_is_used_only_for_its_plan(tree, monkeypatch):
+    ro = str(tree / "ro")
+    monkeypatch.setattr(mounts, "_prepared", None)
+    mounts.prepare(FsPlan(rules=(FsRule(ro),)))
+
+    def no_table(plan):
+        raise OSError(errno.EIO, "table computed in the sandboxee", "plan")
+    monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits both
+    assert view(tree, lambda: sorted(os.listdir(ro)), FsRule(ro)) == sorted(os.listdir(ro))
+    r = run_layers(Policy(), lambda: None, base=str(tree), until="mounts",
+                   fs_plan=FsPlan(rules=(FsRule(str(tree / "rw")),)))
+    assert not r["ok"] and "resolving plan" in r["error"] and "EIO" in r["error"]

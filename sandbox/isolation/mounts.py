@@ -142,7 +142,7 @@ def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool]]:
     eff: dict[str, tuple[bool, bool]] = {}
     for real in sorted(merged, key=_parts):
         cut = next((s for s in SPECIAL if _under(real, s)), None)
-        write, exe = merged[real]
+        write, exe = merged[real][0], merged[real][1]
         nearest = None
         for anc in eff:   # already sorted: later ancestors are nearer
             if anc != real and _under(real, anc) and (cut is None or _under(anc, cut)):
@@ -154,21 +154,44 @@ def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool]]:
     return out
 
 
+def resolve(path: str) -> tuple[str, bool] | None:
+    """(real path, is a directory), or None when `path` does not exist.
+
+    The kernel resolves it (open O_PATH, then read the descriptor's magic link):
+    four system calls instead of one lstat per component plus Python's
+    `realpath` bookkeeping, which dominated the cost of `mount_table`.
+    """
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:   # no /proc: resolve in Python
+            real = os.path.realpath(path)
+    finally:
+        os.close(fd)
+    return real, is_dir
+
+
 def mount_table(plan: FsPlan) -> list[Step]:
-    """The view as an ordered list of steps: pure, testable without namespaces."""
-    merged: dict[str, list[bool]] = {}   # real path -> [write, exec]
+    """The view as an ordered list of steps, computed from the plan and the host."""
+    merged: dict[str, list[bool]] = {}   # real path -> [write, exec, is_dir]
     links: dict[str, str] = {}
     tmp_exec = False
     for rule in plan.rules:
         if rule.path in SPECIAL:
             tmp_exec |= rule.path == "/tmp" and rule.exec
             continue
-        real = os.path.realpath(rule.path)
-        if not os.path.exists(real) or real in SPECIAL:
+        found = resolve(rule.path)
+        if found is None or found[0] in SPECIAL:
             continue
+        real = found[0]
         if real != os.path.normpath(rule.path):
             links.update(links_on_the_way(rule.path))
-        cur = merged.setdefault(real, [False, False])
+        cur = merged.setdefault(real, [False, False, found[1]])
         cur[0] |= rule.write
         cur[1] |= rule.exec
     keyed: list[tuple[tuple[str, ...], int, Step]] = [
@@ -181,15 +204,15 @@ def mount_table(plan: FsPlan) -> list[Step]:
         attrs |= 0 if _under(real, "/dev") else ATTR_NODEV
         attrs |= 0 if exe else ATTR_NOEXEC
         attrs |= 0 if write else ATTR_RDONLY
-        keyed.append((_parts(real), 0, Step("bind", real, real, os.path.isdir(real), attrs)))
+        keyed.append((_parts(real), 0, Step("bind", real, real, merged[real][2], attrs)))
     for where, text in links.items():
         keyed.append((_parts(where), 2, Step("link", where, text, False)))
     keyed.sort(key=lambda k: (k[0], k[1]))
     steps = [k[2] for k in keyed]
     for mask in plan.masks:
-        real = os.path.realpath(mask)
-        if os.path.lexists(real):
-            steps.append(Step("mask", real, is_dir=os.path.isdir(real)))
+        found = resolve(mask)
+        if found is not None:
+            steps.append(Step("mask", found[0], is_dir=found[1]))
     return steps
 
 
@@ -199,7 +222,7 @@ def _fail(what: str, path: str, exc: OSError) -> SetupError:
 
 
 def _setattr(target: str, attrs: int, recursive: bool) -> None:
-    """Add `attrs` to the mount at `target` (and its submounts when recursive)."""
+    """Add `attrs` to the mount at `target` (and to its submounts when recursive)."""
     global _have_setattr
     if _have_setattr:
         attr = _MountAttr(attrs, 0, 0, 0)
@@ -213,7 +236,19 @@ def _setattr(target: str, attrs: int, recursive: bool) -> None:
         if err != errno.ENOSYS:
             raise OSError(err, os.strerror(err))
         _have_setattr = False
-    _remount(target, attrs)
+    for mnt in (_submounts(target) if recursive else [target]):
+        _remount(mnt, attrs)
+
+
+def _submounts(target: str) -> list[str]:
+    """`target` and every mount beneath it, parents first (fallback path only)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            where = line.split()[4].encode().decode("unicode_escape")
+            if _under(where, target):
+                out.append(where)
+    return sorted(out, key=_parts)
 
 
 def _remount(target: str, attrs: int) -> None:
@@ -251,28 +286,40 @@ def _make_mountpoint(target: str, is_dir: bool) -> None:
         os.mknod(target, stat.S_IFREG | 0o600)
 
 
-def _mount_dev(root: str, shm_size: int) -> None:
+def _mount_dev(root: str, shm_size: int, under_dev: list[Step]) -> None:
+    """/dev: node binds, links, then one recursive read-only, then /dev/shm.
+
+    Mountpoints of plan rules beneath /dev are made here, before /dev turns
+    read-only. Node binds are read-only too: writing a device still works, but
+    a caller that is real root could otherwise chmod the host's nodes.
+    """
     dev = root + "/dev"
     _make_mountpoint(dev, True)
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                "mode=0755,size=64k,nr_inodes=64")
     for node in DEV_NODES:
-        host = "/dev/" + node
-        if not os.path.exists(host):
-            continue
         target = f"{dev}/{node}"
         os.mknod(target, stat.S_IFREG | 0o600)
-        libc.mount(host, target, None, libc.MS_BIND)
-        # Read-only: writes to a device still work, chmod/chown of the host node do not.
-        _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, False)
+        try:
+            libc.mount("/dev/" + node, target, None, libc.MS_BIND)
+        except FileNotFoundError:
+            os.unlink(target)   # the host lacks it (tty in some containers)
     os.mkdir(dev + "/shm", 0o755)
-    libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-               f"mode=1777,size={shm_size}")
     for name, text in DEV_LINKS:
         os.symlink(text, f"{dev}/{name}")
+    for step in under_dev:
+        if step.kind == "bind":
+            _make_mountpoint(root + step.path, step.is_dir)
+        elif step.kind == "link" and not os.path.lexists(root + step.path):
+            _make_parents(root + step.path)
+            os.symlink(step.source, root + step.path)
+    _setattr(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
+    libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+               f"mode=1777,size={shm_size}")
 
 
-def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str]) -> None:
+def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
+              under_dev: list[Step]) -> None:
     target = root + step.path
     if step.kind == "tmp":
         _make_mountpoint(target, True)
@@ -283,7 +330,7 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str]) -> None
         libc.mount("proc", target, "proc",
                    libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     elif step.kind == "dev":
-        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)))
+        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev)
     elif step.kind == "bind":
         _make_mountpoint(target, step.is_dir)
         libc.mount(step.source, target, None, libc.MS_BIND | libc.MS_REC)
@@ -309,6 +356,20 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str]) -> None
             _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
 
 
+_prepared: tuple[FsPlan, list[Step]] | None = None
+
+
+def prepare(plan: FsPlan) -> None:
+    """Compute the table ahead of the fork (e.g. in a warm fork server).
+
+    In a freshly forked process every Python object touched costs a page
+    copy, so the ~0.1 ms the table takes in a warm process becomes ~0.5 ms
+    in the sandboxee. `apply` uses a prepared table when the plan is equal.
+    """
+    global _prepared
+    _prepared = (plan, mount_table(plan))
+
+
 def build_view(ctx: ContainContext) -> str:
     """Steps 1-4: build the new root under the rundir; returns its host path."""
     root = os.path.join(os.path.realpath(ctx.paths.rundir), "root")
@@ -322,18 +383,18 @@ def build_view(ctx: ContainContext) -> str:
     plan = ctx.fs_plan
     mask_file: list[str] = []
     try:
-        steps = mount_table(plan)
+        steps = _prepared[1] if _prepared and _prepared[0] == plan else mount_table(plan)
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
+    under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
     for step in steps:
         try:
-            _run_step(step, root, plan, mask_file)
+            _run_step(step, root, plan, mask_file, under_dev)
         except OSError as exc:
             raise _fail(f"{step.kind}", step.path, exc) from None
     try:
         if mask_file:
             os.unlink(mask_file[0])
-        _setattr(root + "/dev", ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
         _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
