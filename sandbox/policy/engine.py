@@ -104,7 +104,9 @@ class Engine:
         if not is_resolved(policy):
             raise PolicyError("the engine needs a resolved policy (call sandbox.policy.resolve first)",
                               file=policy.source)
-        self.policy = policy
+        # No reference to `policy` itself: the module cache maps policies to engines
+        # weakly, and an engine holding its policy would keep both alive forever.
+        self.name, self.source = policy.name, policy.source
         fs = policy.filesystem
         self.deny_literal: dict[str, str] = {}
         self.deny_globs: list[tuple[object, str]] = []
