@@ -19,7 +19,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)     # a JSON string is a valid TOML basic string
+        # A JSON string is a valid TOML basic string, as long as no \uD800-style
+        # surrogate escapes appear (TOML forbids them): keep non-ASCII as is.
+        return json.dumps(v, ensure_ascii=False)
     if isinstance(v, (list, tuple)):
         if not v:
             return "[]"
@@ -27,7 +29,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, dict):
         if not v:
             return "{}"
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(type(v))
 
 
@@ -52,7 +54,8 @@ def to_toml(policy: Policy) -> str:
         for key in keys:
             v = d[table].get(key)
             if table == "limits":
-                lines.append(f"{key} = {_toml_value(limit_text(key, v))}")
+                text = v if key in ("processes", "open_files") and v is not None else limit_text(key, v)
+                lines.append(f"{key} = {_toml_value(text)}")
             elif key == "tmp_size":
                 lines.append(f"{key} = {_toml_value(format_size(v))}")
             else:
