@@ -271,12 +271,18 @@ def test_remount_fallback_keeps_locked_flags(tree, monkeypatch):
     monkeypatch.setattr(mounts, "_have_setattr", False)   # inherited by the forked sandboxee
     ro = str(tree / "ro")
 
+    sub = next(line.split()[4] for line in open("/proc/self/mountinfo")
+               if line.split()[4].startswith("/sys/"))
+
     def fn():
         return {"write": err(lambda: open(ro + "/g", "w")), "flags": os.statvfs(ro).f_flag,
-                "dev_null": err(lambda: open("/dev/null", "w").write("x"))}
-    out = view(tree, fn, FsRule(ro), masks=(ro + "/f",))
+                "dev_null": err(lambda: open("/dev/null", "w").write("x")),
+                "dev_create": err(lambda: open("/dev/evil", "w")),
+                "sub_ro": os.statvfs(sub).f_flag & os.ST_RDONLY}
+    out = view(tree, fn, FsRule(ro), FsRule("/sys"), masks=(ro + "/f",))
     assert out["write"] == "EROFS" and out["flags"] & os.ST_NOEXEC
-    assert out["dev_null"] == "ok"
+    assert out["dev_null"] == "ok" and out["dev_create"] == "EROFS"
+    assert out["sub_ro"] == os.ST_RDONLY   # submounts too, via /proc/self/mountinfo
 
 
 @pytest.mark.isolation
@@ -312,3 +318,11 @@ def test_prepared_table_is_used_only_for_its_plan(tree, monkeypatch):
     r = run_layers(Policy(), lambda: None, base=str(tree), until="mounts",
                    fs_plan=FsPlan(rules=(FsRule(str(tree / "rw")),)))
     assert not r["ok"] and "resolving plan" in r["error"] and "EIO" in r["error"]
+
+
+@pytest.mark.isolation
+def test_granting_the_rundir_does_not_expose_the_view_under_construction(tree):
+    def fn():
+        return {"root": os.listdir(str(tree / "root")), "ro": open(str(tree / "ro" / "f")).read()}
+    out = view(tree, fn, FsRule(str(tree)))
+    assert out == {"root": [], "ro": "readable"}

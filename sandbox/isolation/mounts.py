@@ -22,8 +22,11 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      sysctls nor ``/proc/sysrq-trigger`` can be written even when the caller is
      real root mapped to uid 0), nosuid, nodev, noexec.
    - ``/dev``: a tiny tmpfs holding bind mounts of the host nodes null, zero,
-     full, random, urandom and tty (mknod is impossible unprivileged), a private
-     ``/dev/shm`` tmpfs, and the symlinks fd, stdin, stdout, stderr.
+     full, random, urandom and tty (mknod is impossible unprivileged), the
+     symlinks fd, stdin, stdout, stderr, and the mountpoints of any plan rules
+     beneath ``/dev``; then one recursive read-only (nosuid, noexec) for the
+     whole of it, then a private ``/dev/shm`` tmpfs (nosuid, nodev, noexec,
+     at most 16 MiB).
    - each `FsRule`: its host path is resolved (``realpath``); the mountpoint is
      made in the view (a directory or an empty file, like the source), the
      source is bound recursively (MS_BIND|MS_REC), then the whole bound subtree
@@ -36,19 +39,25 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
 3. masks, after every bind: a masked directory gets an empty read-only tmpfs
    of mode 0, a masked file a read-only bind of an empty mode-0 file.  Masks
    that are not inside the view are skipped (there is nothing to hide).
-4. the root tmpfs and the ``/dev`` tmpfs are made read-only, so nothing can be
-   created at the top level of the view or in ``/dev`` (``/tmp`` and
-   ``/dev/shm`` are the writable scratch places).
+4. the root tmpfs is made read-only, so nothing can be created at the top
+   level of the view (``/tmp`` and ``/dev/shm`` are the writable scratch
+   places). If a rule granted an ancestor of the rundir, the copy of the view
+   under construction that its recursive bind brought along was detached
+   right after that bind.
 5. ``pivot_root(".", ".")`` from inside the new root, then the old root (now
    stacked on top) is detached with ``umount2(MNT_DETACH)``: no put-old
    directory is ever created.  Finally ``chdir`` to ``paths.workdir`` when it
    is in the view, else ``/``.
 
 Kernels without ``mount_setattr`` (before 5.12) fall back to
-``MS_REMOUNT|MS_BIND`` on the top mount of each bind, OR-ing in the flags the
-source mount already has (read with ``statvfs``): an unprivileged user may not
-clear a locked flag, so omitting one would fail with EPERM.  That fallback
-cannot reach submounts of a bound tree.
+``MS_REMOUNT|MS_BIND`` on each mount of the bound tree (found in
+``/proc/self/mountinfo``), OR-ing in the flags each already has (read with
+``statvfs``): an unprivileged user may not clear a locked flag (nodev, nosuid,
+noexec, read-only, atime), so omitting one would fail with EPERM.
+
+Cost: about 1 ms per sandbox for a typical plan, most of it the mount system
+calls themselves and page copies in the freshly forked process; `prepare`
+lets a warm fork server compute the table before forking.
 
 Every failure raises ``SetupError("mounts", ...)`` naming the path and errno.
 """
