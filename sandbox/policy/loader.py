@@ -147,7 +147,8 @@ class _Checker:
 
 def _sandbox_area_problem(path: str) -> str | None:
     """Allow rules cannot name what the sandbox itself provides (it would not mean the host's)."""
-    p = path.rstrip("/") or "/"
+    p = os.path.normpath(path)
+    p = "/" + p.lstrip("/") if p.startswith("//") else p
     if p == "/proc" or p.startswith("/proc/"):
         return "the sandbox has its own /proc (readable); host /proc paths cannot be granted"
     if p == "/tmp":
