@@ -1,7 +1,196 @@
-"""Placeholder: being written. Raises so nothing runs silently without it."""
+"""The seccomp layer: compile once, install raw, last in the containment sequence.
+
+`compile_program` turns the policy's `[syscalls]` (profile, allow, deny,
+on_violation) plus the set of syscalls the monitor wants to be told about into
+a classic-BPF program (bytes of `struct sock_filter`). Programs are cached per
+(policy syscalls, notify set), so a warm fork server compiles each policy once
+and its forked sandboxees only install it.
+
+`apply` installs the program with the raw `seccomp(SECCOMP_SET_MODE_FILTER)`
+syscall. When a listener is wanted (a file audit, or `on_violation = "kill"`)
+it passes SECCOMP_FILTER_FLAG_NEW_LISTENER and leaves the returned descriptor
+in `ctx.listener_fd`. **The sandboxee entry code must hand that descriptor to
+the monitor (SCM_RIGHTS) and close it before making any notified syscall**:
+a task waiting on a notification that only its own listener could answer
+waits forever.
+
+Flags:
+- TSYNC: the sandboxee is single-threaded here (it was just forked), so
+  TSYNC changes nothing in the normal case; it is passed anyway so that a
+  thread started by some earlier layer or library could never run unfiltered.
+  With a listener, TSYNC needs TSYNC_ESRCH (the return value is the fd).
+- WAIT_KILLABLE_RECV (5.19+): once the monitor has received a notification,
+  only fatal signals interrupt the waiting syscall. Without it, a signal
+  (Go's SIGURG preemption, timers) makes the kernel drop the notification and
+  the syscall restart, so the monitor sees it twice. Dropped when unsupported.
+- never SPEC_ALLOW (keep the speculative-store-bypass mitigation) and never
+  LOG (no kernel log noise; the monitor reports violations itself).
+
+What a denied syscall gets (`on_violation`):
+- ``errno``: EPERM (clone3 always gets ENOSYS so that libc falls back to clone).
+- ``kill``: SECCOMP_RET_USER_NOTIF to the listener; the monitor names the call
+  with `sandbox.monitor.seccomp_notify.violation_of` and kills the sandbox.
+  Compiled without a listener (`kill_via_notify=False`) it is
+  SECCOMP_RET_KILL_PROCESS, which the monitor sees only as SIGSYS.
+Foreign architectures (i386 `int 0x80`, x32) are always KILL_PROCESS.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+
 from sandbox.errors import SetupError
+from sandbox.isolation import libc
+from sandbox.isolation import seccomp_bpf as bpf
+from sandbox.isolation import syscall_profiles as sp
 from sandbox.isolation.context import ContainContext
+from sandbox.policy.model import SyscallPolicy
+
+# linux/seccomp.h
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_GET_ACTION_AVAIL = 2
+SECCOMP_GET_NOTIF_SIZES = 3
+FLAG_TSYNC = 1 << 0
+FLAG_LOG = 1 << 1
+FLAG_SPEC_ALLOW = 1 << 2
+FLAG_NEW_LISTENER = 1 << 3
+FLAG_TSYNC_ESRCH = 1 << 4
+FLAG_WAIT_KILLABLE_RECV = 1 << 5
+
+# Syscalls that name a path to open, create, change or execute: what a file
+# audit wants to see. The audit engine may pass its own set to compile_program.
+FILE_SYSCALLS: frozenset[str] = frozenset({
+    "open", "openat", "openat2", "creat", "truncate", "execve", "execveat",
+    "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
+    "link", "linkat", "symlink", "symlinkat", "mknod", "mknodat",
+    "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
+    "utime", "utimes", "utimensat", "futimesat",
+})
+
+
+def notify_set_for(audit_files: str) -> frozenset[str]:
+    """The syscalls to route to the monitor for `policy.audit.files`."""
+    if audit_files == "none":
+        return frozenset()
+    if audit_files in ("denied", "all"):
+        return FILE_SYSCALLS
+    raise ValueError(f"unknown audit.files value {audit_files!r}")
+
+
+def _action_map(on_violation: str, kill_via_notify: bool):
+    if on_violation == "errno":
+        deny = bpf.ret_errno(errno.EPERM)
+    elif on_violation == "kill":
+        deny = bpf.RET_USER_NOTIF if kill_via_notify else bpf.RET_KILL_PROCESS
+    else:
+        raise ValueError(f"unknown on_violation {on_violation!r}")
+    table = {sp.ALLOW: bpf.RET_ALLOW, sp.NOTIFY: bpf.RET_USER_NOTIF, sp.DENY: deny,
+             sp.ENOSYS: bpf.ret_errno(errno.ENOSYS)}
+    return table.__getitem__
+
+
+def table_for(syscalls: SyscallPolicy, notify: frozenset[str] | set[str] = frozenset()
+              ) -> sp.Table:
+    """The resolved table; the monitor evaluates the same one to name violations."""
+    return sp.resolve(syscalls.profile, tuple(sorted(set(syscalls.allow))),
+                      tuple(sorted(set(syscalls.deny))), frozenset(notify))
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(syscalls: SyscallPolicy, notify: frozenset[str], kill_via_notify: bool) -> bytes:
+    table = table_for(syscalls, notify)
+    return bpf.compile_table(table, _action_map(syscalls.on_violation, kill_via_notify))
+
+
+def compile_program(syscalls: SyscallPolicy, *, notify: frozenset[str] | set[str] = frozenset(),
+                    kill_via_notify: bool = False) -> bytes:
+    """The classic-BPF program for `syscalls` (cached). Raises ValueError on bad names."""
+    canon = SyscallPolicy(profile=syscalls.profile, allow=tuple(sorted(set(syscalls.allow))),
+                          deny=tuple(sorted(set(syscalls.deny))),
+                          on_violation=syscalls.on_violation)
+    return _compile(canon, frozenset(notify), bool(kill_via_notify))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1  # no /proc: the sandboxee was just forked and is single-threaded
+
+
+def install(program: bytes, *, listener: bool = False, tsync: bool = True,
+            wait_killable: bool = True) -> int | None:
+    """seccomp(SECCOMP_SET_MODE_FILTER) with `program`; returns the listener fd if asked.
+
+    Needs no_new_privs (or CAP_SYS_ADMIN). Raises OSError with the kernel's errno.
+    """
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    base = FLAG_NEW_LISTENER if listener else 0
+    attempts = []
+    for killable in ((True, False) if (listener and wait_killable) else (False,)):
+        for sync in ((True, False) if tsync else (False,)):
+            flags = base
+            if killable:
+                flags |= FLAG_WAIT_KILLABLE_RECV
+            if sync:
+                flags |= FLAG_TSYNC | (FLAG_TSYNC_ESRCH if listener else 0)
+            attempts.append((flags, sync))
+    last: OSError | None = None
+    for flags, sync in attempts:
+        if not sync and tsync and _thread_count() > 1:
+            continue  # never install on one thread of several
+        try:
+            ret = libc.syscall(libc.SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags,
+                               ctypes.byref(prog))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            last = exc
+            continue
+        return ret if listener else None
+    raise last or OSError(errno.EINVAL, "seccomp: no accepted flag combination")
+
+
+def actions_available() -> set[str]:
+    """The actions this kernel supports (from /proc/sys/kernel/seccomp/actions_avail)."""
+    try:
+        with open("/proc/sys/kernel/seccomp/actions_avail") as f:
+            return set(f.read().split())
+    except OSError:
+        return set()
+
+
+def _ensure_no_new_privs() -> None:
+    import prctl
+    if not prctl.get_no_new_privs():
+        # The privileges layer sets it; if it was skipped (best_effort), setting it
+        # here only makes the sandboxee weaker at gaining privileges, never stronger.
+        prctl.set_no_new_privs(1)
 
 
 def apply(ctx: ContainContext) -> None:
-    raise SetupError("seccomp", "not implemented yet")
+    syscalls = ctx.policy.syscalls
+    try:
+        notify = notify_set_for(ctx.audit_files)
+        kill_via_notify = syscalls.on_violation == "kill"
+        program = compile_program(syscalls, notify=notify, kill_via_notify=kill_via_notify)
+    except ValueError as exc:
+        raise SetupError("seccomp", str(exc)) from None
+    want_listener = bool(notify) or kill_via_notify
+    try:
+        _ensure_no_new_privs()
+        fd = install(program, listener=want_listener)
+    except OSError as exc:
+        hint = ""
+        if want_listener and "user_notif" not in actions_available():
+            hint = " (this kernel has no seccomp user notification)"
+        raise SetupError("seccomp", f"cannot install the filter: {exc.strerror}{hint}") from None
+    ctx.listener_fd = fd
+    ctx.active.append(f"seccomp:{syscalls.profile}")

@@ -1,0 +1,1 @@
+"""Small probes the seccomp tests run inside sandboxees (pure Python, no compiler needed)."""
