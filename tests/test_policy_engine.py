@@ -169,7 +169,12 @@ def test_proc_and_dev():
         assert not decide(P, "delete", f"/dev/{node}").allowed
     assert decide(P, "read", "/dev").allowed
     assert not decide(P, "read", "/dev/sda").allowed
-    assert not decide(P, "read", "/dev/shm/x").allowed
+    assert decide(P, "create", "/dev/shm/x").rule == "private /dev/shm"
+    assert not decide(P, "exec", "/dev/shm/x").allowed
+    assert decide(P, "write", "/dev/stdout").rule == "sandbox: /dev/stdout"
+    assert decide(P, "write", "/dev/fd/1").rule == "sandbox: /dev/fd"
+    assert not decide(P, "create", "/dev/fd/9").allowed
+    assert not decide(P, "read", "/dev/fdx").allowed
     # a rule may add a host device strictly inside /dev
     p = policy('[filesystem]\nread = ["/dev/dri"]\n')
     assert decide(p, "read", "/dev/dri/card0").rule == "filesystem.read: /dev/dri"

@@ -16,9 +16,10 @@ Semantics, in order (see docs/policy-reference.md for the long form):
 2. `filesystem.deny` wins over everything (a rule covers the path it names and
    its whole subtree; globs as in `sandbox.policy.globs`).
 3. Sandbox-provided areas: `/proc` is the sandbox's own (read, metadata);
-   `/dev` holds only null, zero, full, random, urandom, tty (read, write,
-   metadata) and can be listed; `/tmp` is private (read, write, create,
-   delete, metadata; no exec). In these areas a policy rule applies only when
+   `/dev` holds only null, zero, full, random, urandom, tty and the links
+   fd, stdin, stdout, stderr (read, write, metadata) and can be listed;
+   `/tmp` and `/dev/shm` are private (read, write, create, delete,
+   metadata; no exec). In these areas a policy rule applies only when
    its path lies strictly inside them (a host path bound over the private
    area, e.g. `${OUTPUT}` = /tmp/run1/out), and then it alone decides.
 4. Otherwise any allow rule covering the path that grants the operation wins
@@ -58,6 +59,7 @@ _PREFERENCE = {"read": ("read", "exec", "write"), "metadata": ("read", "exec", "
 
 SANDBOX_AREAS = ("/tmp", "/proc", "/dev")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = ("fd", "stdin", "stdout", "stderr")   # links to the process's own descriptors
 _TMP_OPS = frozenset({"read", "write", "create", "delete", "metadata"})
 _DEV_NODE_OPS = frozenset({"read", "write", "metadata"})
 _READ_OPS = frozenset({"read", "metadata"})
@@ -197,6 +199,17 @@ class Engine:
         name = p[5:]
         if p == "/dev" and op in _READ_OPS:
             return Verdict(True, "sandbox: /dev", "the sandbox's /dev may be listed", p)
+        if name == "shm" or name.startswith("shm/"):
+            if op in _TMP_OPS:
+                return Verdict(True, "private /dev/shm", f"{p} is in the sandbox's private /dev/shm", p)
+            return Verdict(False, "private /dev/shm",
+                           f"{op} of {p} is denied: the private /dev/shm is not executable", p)
+        link = name.split("/", 1)[0]
+        if link in DEV_LINKS:
+            if op in _DEV_NODE_OPS:
+                return Verdict(True, f"sandbox: /dev/{link}",
+                               f"{p} refers to one of the process's own descriptors", p)
+            return Verdict(False, f"sandbox: /dev/{link}", f"{op} of {p} is not allowed", p)
         if name in DEV_NODES:
             if op in _DEV_NODE_OPS:
                 return Verdict(True, f"sandbox: {p}", f"{p} is a device node every sandbox has", p)
