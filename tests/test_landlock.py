@@ -287,3 +287,22 @@ def test_binds_under_tmp_rely_on_the_mount_flags(tmp_path):
                    fs_plan=FsPlan(rules=(FsRule(ro),)))
     assert r["ok"], r.get("error")
     assert r["value"] == {"write": "EROFS", "flags": os.ST_RDONLY}
+
+
+@pytest.mark.isolation
+@needs_landlock
+def test_without_namespaces_landlock_alone_guards_host_paths(tree):
+    """best_effort without user namespaces: no view, Landlock on host paths."""
+    data, other = str(tree / "data"), str(tree / "other")
+
+    def fn():
+        return {"data": open(data + "/f").read(), "other": err(lambda: open(other + "/f")),
+                "tmp": err(lambda: open(str(tree / "tmp" / "x"), "w").close()),
+                "host_tmp": err(lambda: open(f"/tmp/sbx-{uuid.uuid4().hex}", "w")),
+                "null": err(lambda: open("/dev/null", "w").write("x"))}
+    r = run_layers(Policy(best_effort=True), fn, base=str(tree), until="landlock",
+                   use_namespaces=False, fs_plan=FsPlan(rules=(FsRule(data),)))
+    assert r["ok"], r.get("error")
+    assert r["active"][-1] == f"landlock:abi{ABI}" and "mounts" not in r["active"]
+    assert r["value"] == {"data": "data", "other": "EACCES", "tmp": "ok", "host_tmp": "EACCES",
+                          "null": "ok"}
