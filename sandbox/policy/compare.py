@@ -1,0 +1,130 @@
+"""Is one policy at most as permissive as another? (`is_narrower_or_equal`)
+
+Used wherever a policy may be *tightened but never loosened*: a `before_spawn`
+hook rewriting a run's policy, and a nested spawn asking for a policy for its
+sub-workflow (which must be narrower than or equal to its parent's). The
+answer is conservative: when in doubt, "not narrower", with the reason.
+
+Compare two policies in the same form: both raw (variables such as
+``${OUTPUT}`` kept, compared as literal text) or both resolved. A raw path
+and a resolved path naming the same place are *not* recognised as equal.
+
+Rules, each must hold for `a` to be narrower than or equal to `b`:
+
+- filesystem: every path of ``a.read``/``a.write``/``a.exec`` is covered by
+  rules of `b` granting at least the same rights (``exec`` = read+exec,
+  ``write`` = read+write+create+delete; a rule covers its subtree; a glob of
+  `a` is covered by the identical glob in `b` or by a rule of `b` covering
+  the glob's literal prefix); every ``b.deny`` is covered by a deny of `a`
+  (deny superset); ``tmp_size`` not larger; ``best_effort`` only if `b` has it.
+- network: none < loopback < host.
+- limits: each ``a`` limit <= ``b``'s; ``None`` means unlimited, so `a` may
+  be limited where `b` is not, never the reverse.
+- syscalls: profile strict <= default; ``a.allow`` a subset of ``b.allow``;
+  ``a.deny`` a superset of ``b.deny``; ``on_violation`` kill is tighter than
+  errno (a = errno only if b = errno).
+- audit: not weaker: none < denied < all (more auditing is "narrower").
+- env: ``a.env.keep`` a subset of ``b.env.keep`` (host variables passed in);
+  ``env.set`` is free (values written in the policy itself, no host secret).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from sandbox.policy import globs
+from sandbox.policy.engine import normalize
+from sandbox.policy.model import Policy
+
+NETWORK_ORDER = {"none": 0, "loopback": 1, "host": 2}
+PROFILE_ORDER = {"strict": 0, "default": 1}
+VIOLATION_ORDER = {"kill": 0, "errno": 1}
+AUDIT_ORDER = {"all": 0, "denied": 1, "none": 2}   # more auditing = narrower
+RIGHTS = {"read": frozenset({"read"}), "exec": frozenset({"read", "exec"}),
+          "write": frozenset({"read", "write", "create", "delete"})}
+LIMIT_KEYS = ("cpu", "wall", "memory", "file_size", "processes", "open_files")
+
+
+def _norm(path: str) -> str:
+    return normalize(path) if path.startswith("/") else path.rstrip("/") or path
+
+
+def _covers(rule: str, path: str) -> bool:
+    """Does the rule `rule` (literal or glob) cover `path` (literal or glob)?"""
+    rule, path = _norm(rule), _norm(path)
+    if rule == path:
+        return True
+    if rule == "/":
+        return path.startswith("/")
+    if globs.is_glob(path):
+        path = globs.static_prefix(path)      # the glob lives somewhere under this prefix
+        if path == "/" and rule != "/":
+            return False
+    if globs.is_glob(rule):
+        return globs.compile_rule(rule).fullmatch(path) is not None
+    return path == rule or path.startswith(rule + "/")
+
+
+def _rights_at(policy: Policy, path: str) -> set[str]:
+    fs = policy.filesystem
+    got: set[str] = set()
+    for kind in ("read", "exec", "write"):
+        if any(_covers(rule, path) for rule in getattr(fs, kind)):
+            got |= RIGHTS[kind]
+    return got
+
+
+def _order(name: str, order: dict[str, int], va: object, vb: object, why: list[str]) -> None:
+    if va not in order or vb not in order:
+        why.append(f"{name}: unknown value {va!r} or {vb!r}")
+    elif order[va] > order[vb]:          # type: ignore[index]
+        why.append(f"{name}: {va!r} is looser than {vb!r}")
+
+
+def _subset(name: str, a: Iterable[str], b: Iterable[str], why: list[str]) -> None:
+    extra = sorted(set(a) - set(b))
+    if extra:
+        why.append(f"{name}: adds {', '.join(extra)}")
+
+
+def differences(a: Policy, b: Policy) -> list[str]:
+    """Every way in which `a` is looser than `b` (empty: a is narrower or equal)."""
+    why: list[str] = []
+    fa, fb = a.filesystem, b.filesystem
+    for kind in ("read", "exec", "write"):
+        for path in getattr(fa, kind):
+            missing = RIGHTS[kind] - _rights_at(b, path)
+            if missing:
+                why.append(f"filesystem.{kind}: {path} needs {'+'.join(sorted(missing))}, "
+                           "which the other policy does not grant there")
+    for path in fb.deny:
+        if not any(_covers(d, path) for d in fa.deny):
+            why.append(f"filesystem.deny: drops {path}")
+    if fa.tmp_size > fb.tmp_size:
+        why.append(f"filesystem.tmp_size: {fa.tmp_size} > {fb.tmp_size}")
+    if a.best_effort and not b.best_effort:
+        why.append("best_effort: may skip layers the other policy requires")
+    _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)
+    for key in LIMIT_KEYS:
+        la, lb = getattr(a.limits, key), getattr(b.limits, key)
+        if lb is None:
+            continue
+        if la is None:
+            why.append(f"limits.{key}: unlimited, the other policy has {lb}")
+        elif not isinstance(la, (int, float)) or isinstance(la, bool) or la > lb:
+            why.append(f"limits.{key}: {la!r} > {lb!r}")
+    sa, sb = a.syscalls, b.syscalls
+    _order("syscalls.profile", PROFILE_ORDER, sa.profile, sb.profile, why)
+    _subset("syscalls.allow", sa.allow, sb.allow, why)
+    dropped = sorted(set(sb.deny) - set(sa.deny))
+    if dropped:
+        why.append(f"syscalls.deny: drops {', '.join(dropped)}")
+    _order("syscalls.on_violation", VIOLATION_ORDER, sa.on_violation, sb.on_violation, why)
+    _order("audit.files", AUDIT_ORDER, a.audit.files, b.audit.files, why)
+    _subset("env.keep", a.env.keep, b.env.keep, why)
+    return why
+
+
+def is_narrower_or_equal(a: Policy, b: Policy) -> tuple[bool, str]:
+    """(True, "") when `a` grants nothing `b` does not; else (False, every reason, "; "-joined)."""
+    why = differences(a, b)
+    return (not why, "; ".join(why))
