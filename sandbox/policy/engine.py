@@ -36,6 +36,7 @@ covering them (creating a file under a `write` rule is allowed).
 from __future__ import annotations
 
 import os
+import re
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -90,6 +91,11 @@ def area_of(path: str) -> str | None:
     return None
 
 
+def _under(prefix: str) -> str:
+    """The string every path strictly below `prefix` starts with ("/" for the root)."""
+    return "/" if prefix == "/" else prefix + "/"
+
+
 def _ancestors(path: str) -> list[str]:
     """path, its parent, ..., "/"."""
     out = [path]
@@ -111,23 +117,26 @@ class Engine:
         self.name, self.source = policy.name, policy.source
         fs = policy.filesystem
         self.deny_literal: dict[str, str] = {}
-        self.deny_globs: list[tuple[object, str]] = []
+        # Globs are (literal prefix + "/", fullmatch, ...): the cheap prefix test skips
+        # most regex matches on the hot path.
+        self.deny_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str]] = []
         for pat in fs.deny:
             text = f"filesystem.deny: {pat}"
             if globs.is_glob(pat):
-                self.deny_globs.append((globs.compile_rule(pat).fullmatch, text))
+                self.deny_globs.append((_under(globs.static_prefix(pat)),
+                                        globs.compile_rule(pat).fullmatch, text))
             else:
                 self.deny_literal.setdefault(normalize(pat), text)
         # path -> kind -> rule text
         self.allow_literal: dict[str, dict[str, str]] = {}
-        self.allow_globs: list[tuple[object, str, str]] = []   # (fullmatch, kind, text)
+        self.allow_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str, str]] = []
         self.parents: dict[str, str] = {}
         for kind in ("read", "write", "exec"):
             for pat in getattr(fs, kind):
                 text = f"filesystem.{kind}: {pat}"
                 if globs.is_glob(pat):
-                    self.allow_globs.append((globs.compile_rule(pat).fullmatch, kind, text))
                     anchor = globs.static_prefix(pat)
+                    self.allow_globs.append((_under(anchor), globs.compile_rule(pat).fullmatch, kind, text))
                     chain = _ancestors(anchor)
                 else:
                     p = normalize(pat)
@@ -163,8 +172,8 @@ class Engine:
             text = self.deny_literal.get(a)
             if text is not None:
                 return Verdict(False, text, f"{op} of {p} is denied by {text} (deny beats every allow)", p)
-        for match, text in self.deny_globs:
-            if match(p):
+        for prefix, match, text in self.deny_globs:
+            if p.startswith(prefix) and match(p):
                 return Verdict(False, text, f"{op} of {p} is denied by {text} (deny beats every allow)", p)
 
         area = area_of(p)
@@ -238,7 +247,9 @@ class Engine:
                         return True, kinds[kind]
                 if covering is None:
                     covering = next(iter(kinds.values()))
-        for match, kind, text in self.allow_globs:
+        for prefix, match, kind, text in self.allow_globs:
+            if not p.startswith(prefix):
+                continue
             m = match(p)
             if m is None or (inside is not None and not m.group("root").startswith(inside)):
                 continue
