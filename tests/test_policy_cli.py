@@ -130,3 +130,20 @@ def test_show_raw_json_and_plan(tmp_path):
 
 def test_policy_without_action_is_usage_error():
     assert run().returncode == 2
+
+
+def test_extra_policy_actions_plug_in(monkeypatch):
+    """A module sandbox/cli/policy_<name>_cmd.py adds `sandbox policy <name>`."""
+    import types
+
+    from sandbox.cli import main as cli_main
+
+    fake = types.ModuleType("sandbox.cli.policy_suggest_cmd")
+
+    def register(actions):
+        p = actions.add_parser("suggest")
+        p.set_defaults(func=lambda args: 42)
+
+    fake.register = register
+    monkeypatch.setitem(sys.modules, "sandbox.cli.policy_suggest_cmd", fake)
+    assert cli_main.main(["policy", "suggest"]) == 42

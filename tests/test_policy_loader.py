@@ -141,6 +141,8 @@ def test_file_name_is_default_name(tmp_path):
     ('network = "none"\n', "network", 1, "table"),
     ('extends = "base"\n', "extends", 1, "array"),
     ('limits.memory = "x"\n', "limits.memory", 1, "bad size"),
+    ('name = "n"\nlimits = { wall = "1s", memory = "x" }\n', "limits.memory", 2, "bad size"),
+    ('[filesystem]\n"read" = ["rel"]\n', "filesystem.read", 2, "relative"),
 ])
 def test_validation_errors_are_located(text, key, line, words):
     err = error_of(text)
