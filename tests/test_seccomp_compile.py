@@ -160,6 +160,9 @@ def test_programs_are_cached_per_policy_and_notify_set():
     assert a is b
     c = seccomp.compile_program(SyscallPolicy(allow=("bpf", "ptrace")))
     assert c is not a and c != a
+    kill = SyscallPolicy(on_violation="kill")
+    assert seccomp.warm(kill, "all") is seccomp.compile_program(
+        kill, notify=seccomp.FILE_SYSCALLS, kill_via_notify=True)
 
 
 def test_unknown_names():
