@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import struct
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class Sizes(NamedTuple):
     data: int
 
 
+@functools.lru_cache(maxsize=1)
 def notif_sizes() -> Sizes:
     """The kernel's struct sizes (SECCOMP_GET_NOTIF_SIZES); buffers are sized from them."""
     raw = (ctypes.c_uint16 * 3)()
