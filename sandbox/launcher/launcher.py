@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any, Mapping, Sequence
@@ -24,6 +25,10 @@ from sandbox.launcher.assemble import assemble
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult
 from sandbox.launcher.session import Budget, Session, kill_quietly
+from sandbox.middleware.base import SpawnInfo
+from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
+from sandbox.middleware.run import RunPlumbing
+from sandbox.nested import DEFAULT_MAX_DEPTH, Lineage
 from sandbox.policy.model import Policy
 
 
@@ -44,15 +49,40 @@ def _as_target(target: Any) -> tuple[str, Any]:
                      "or a command as a non-empty list of strings")
 
 
+_stale_cleaned = False
+
+
+def _clean_stale_cgroups() -> None:
+    """Once per process: remove cgroups left by a launcher that crashed."""
+    global _stale_cleaned
+    if _stale_cleaned:
+        return
+    _stale_cleaned = True
+    try:
+        from sandbox.monitor import cgroups
+        cgroups.cleanup_stale()
+    except Exception:  # never let housekeeping stop a run
+        pass
+
+
 class Launcher:
-    """Spawns sandboxes. Handlers registered here apply to every run."""
+    """Spawns sandboxes. Handlers, hooks and middleware registered here apply to every run.
+
+    `max_depth` bounds nested spawns (an action's ``ctx.spawn``): the caller's
+    run is depth 0 (see `sandbox.nested`).
+    """
 
     def __init__(self, *, policy: Policy | str | None = None,
-                 budget: Budget | None = None, capture_output: bool = False) -> None:
+                 budget: Budget | None = None, capture_output: bool = False,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.default_policy = policy
         self.budget = budget or Budget()
         self.capture_output = capture_output
         self.handlers = HandlerSet()
+        self.hooks = Hooks()
+        self.middleware: list[Any] = []
+        self.max_depth = max_depth
+        _clean_stale_cgroups()
 
     # -- handlers ------------------------------------------------------------
     def on(self, message_type: str, handler: Handler) -> int:
@@ -62,6 +92,35 @@ class Launcher:
     def off(self, handler_id: int) -> bool:
         return self.handlers.remove(handler_id)
 
+    # -- middleware and lifecycle hooks (sandbox.middleware) -------------------
+    def use(self, middleware: Any) -> Any:
+        """Add IPC middleware for every run: an instance, or a per-run factory
+        called with a SpawnInfo (e.g. the classes Metrics, HmacAuth). First
+        registered = outermost. Idempotent by identity."""
+        if not any(m is middleware for m in self.middleware):
+            self.middleware.append(middleware)
+        return middleware
+
+    def unuse(self, middleware: Any) -> bool:
+        before = len(self.middleware)
+        self.middleware = [m for m in self.middleware if m is not middleware]
+        return len(self.middleware) != before
+
+    def before_spawn(self, fn: Any) -> Any:
+        """fn(SpawnRequest): may rewrite req.target and tighten (never loosen) req.policy."""
+        return self.hooks.add("before_spawn", fn)
+
+    def after_spawn(self, fn: Any) -> Any:
+        """fn(RunResult, SpawnInfo), called after every spawn, whatever happened."""
+        return self.hooks.add("after_spawn", fn)
+
+    def on_child_message(self, fn: Any) -> Any:
+        """fn(Message, RunInfo) for every message of every run (nested ones too)."""
+        return self.hooks.add("on_child_message", fn)
+
+    def remove_hook(self, fn: Any) -> bool:
+        return self.hooks.remove(fn)
+
     # -- spawning ------------------------------------------------------------
     def spawn(self, target: Any, *, policy: Policy | str | None = None,
               store: dict[str, Any] | None = None, timeout: float | None = None,
@@ -69,19 +128,58 @@ class Launcher:
               env: Mapping[str, str] | None = None,
               handlers: Mapping[str, Handler] | None = None,
               capture_output: bool | None = None, item: Any = None,
-              index: int | None = None, code_paths: Sequence[str] = ()) -> RunResult:
+              index: int | None = None, code_paths: Sequence[str] = (),
+              middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
+              grace: float = 2.0, lineage: Lineage | None = None) -> RunResult:
         """Run `target` sandboxed and return its RunResult.
 
         `code_paths` are directories the child may read and import action
         modules from (put on its sys.path). `store`, if given, is updated in place with only the keys the child
         changed or deleted (GoStage's sync-back, with JSON types kept).
+        `middleware` is added after the launcher's for this run only. Setting
+        `cancel` (from any thread) kills the sandbox: the monitor gets `grace`
+        seconds, then is killed itself; the run ends as "error", "cancelled".
+        `lineage` is for the nested-spawn service; callers leave it None.
         Raises InputError for a bad target or policy; every failure of the
-        run itself is reported in the RunResult instead.
+        run itself is reported in the RunResult instead. after_spawn hooks
+        see the RunResult in every case (a setup_error one when this raises).
         """
+        lineage = lineage or Lineage()
+        info = SpawnInfo(run_id=uuid.uuid4().hex, depth=lineage.depth,
+                         parent_run_id=lineage.parent_run_id, item=item, index=index)
+        results: list[RunResult] = []
+        try:
+            results.append(self._spawn(
+                info, lineage, target, policy=policy, store=store, timeout=timeout,
+                workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
+                capture_output=capture_output, code_paths=code_paths, middleware=middleware,
+                cancel=cancel, grace=grace))
+            return results[0]
+        except BaseException as exc:
+            results.append(RunResult(run_id=info.run_id, status=SETUP_ERROR,
+                                     reason=f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            self.hooks.after(results[-1], info)
+
+    def _spawn(self, info: SpawnInfo, lineage: Lineage, target: Any, *,
+               policy: Policy | str | None, store: dict[str, Any] | None,
+               timeout: float | None, workdir: str | None, output_dir: str | None,
+               env: Mapping[str, str] | None, handlers: Mapping[str, Handler] | None,
+               capture_output: bool | None, code_paths: Sequence[str],
+               middleware: Sequence[Any], cancel: threading.Event | None,
+               grace: float) -> RunResult:
+        item, index = info.item, info.index
         mode, body = _as_target(target)
         wf_policy = getattr(body, "policy", None) if mode == "workflow" else None
         pol = P.tighten_wall(P.load(policy or wf_policy, self.default_policy), timeout)
-        run_id = uuid.uuid4().hex
+        try:
+            req = self.hooks.before(SpawnRequest(body, mode, pol, info))
+        except HookRefused as exc:
+            return RunResult(run_id=info.run_id, status=SETUP_ERROR, reason=str(exc),
+                             policy=pol.name)
+        (mode, body), pol = _as_target(req.target), req.policy
+        run_id = info.run_id
         ipc_parent, ipc_child = socket.socketpair()
         ctl_parent, ctl_child = socket.socketpair()
         try:
@@ -108,16 +206,24 @@ class Launcher:
         run_handlers = HandlerSet()
         for type_, fn in (handlers or {}).items():
             run_handlers.add(type_, fn)
+        plumbing = RunPlumbing(self, info, middleware=middleware, lineage=lineage, policy=pol,
+                               code_paths=code_paths)
         session = Session(run_id=run_id, proc=proc, ipc=ipc_parent, ctl=ctl_parent,
                           store=copy.deepcopy(initial), budget=self.budget,
-                          handler_sets=[self.handlers, run_handlers],
-                          wall=prep.policy.limits.wall)
+                          handler_sets=[self.handlers, *lineage.handler_sets, run_handlers],
+                          wall=prep.policy.limits.wall,
+                          inbound=plumbing.inbound if len(plumbing.chain) else None,
+                          on_message=plumbing.on_message, depth=lineage.depth,
+                          cancel=cancel, grace=grace)
+        plumbing.attach(session, ipc_parent, run_handlers)
         try:
             session.send_ctl("spec", self._spec(prep, mode, body, ipc_child))
             if mode == "workflow":
-                self._send_start(ipc_parent, prep, body, initial, item, index, code_paths)
+                self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,
+                                 plumbing.child_specs)
             state = session.run()
         finally:
+            plumbing.close(grace)
             kill_quietly(proc) if proc.poll() is None and session.state.monitor_report is None \
                 else None
             proc.wait()
@@ -127,6 +233,7 @@ class Launcher:
         result.wall_time = time.monotonic() - t0
         assemble(result, state, prep.policy, mode)
         self._merge_store(result, state, initial, store)
+        plumbing.finish(result)
         return result
 
     # -- pieces ----------------------------------------------------------------
@@ -149,11 +256,11 @@ class Launcher:
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,
-                    code_paths: Sequence[str]) -> None:
+                    code_paths: Sequence[str], middleware: list[Any]) -> None:
         payload = {"sys_path": [os.path.abspath(p) for p in code_paths],
                    "workflow": wf.to_dict(), "store": initial, "run_id": prep.run_id,
                    "output_dir": prep.paths.output, "imports": list(getattr(wf, "imports", ())),
-                   "item": item, "index": index}
+                   "item": item, "index": index, "middleware": middleware}
         ipc.sendall(encode("start", payload, max_frame=self.budget.max_frame))
 
     @staticmethod

@@ -50,7 +50,9 @@ class RunResult:
     messages: dict[str, int] = field(default_factory=dict)   # count per message type
     audit: dict[str, Any] | None = None   # summary, when auditing
     denied: list[dict[str, Any]] = field(default_factory=list)
-    metrics: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None   # set by middleware (e.g. Metrics, HmacAuth)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # frames inbound middleware refused
+    nested: list[dict[str, Any]] = field(default_factory=list)    # spawns served for this run's actions
     pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
 
     @property

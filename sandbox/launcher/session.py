@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -48,6 +49,7 @@ class SessionState:
     bytes: int = 0
     violation: dict[str, Any] | None = None
     handler_errors: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)   # refused by inbound middleware
     monitor_report: dict[str, Any] | None = None
     stdout: bytearray | None = None
     stderr: bytearray | None = None
@@ -58,14 +60,20 @@ class Session:
                  ctl: socket.socket, store: dict[str, Any], budget: Budget,
                  handler_sets: list[HandlerSet], wall: float | None,
                  inbound: Callable[[Message], Message | None] | None = None,
-                 on_message: Callable[[Message], None] | None = None) -> None:
+                 on_message: Callable[[Message], None] | None = None, depth: int = 0,
+                 cancel: threading.Event | None = None, grace: float = 2.0) -> None:
         self.run_id, self.proc, self.ipc, self.ctl = run_id, proc, ipc, ctl
         self.budget = budget
         self.handler_sets = handler_sets
         self.inbound = inbound
         self.on_message = on_message
         self.state = SessionState(store=store)
-        self.info = RunInfo(run_id)
+        self.info = RunInfo(run_id, depth)
+        # Cancellation from another thread (parallel runs, nested runs of a finished
+        # parent): polled by the loop; the monitor gets `grace` seconds to kill the
+        # sandbox before the monitor itself is killed (PDEATHSIG takes the rest).
+        self.cancel_token, self.grace = cancel, grace
+        self._grace_deadline: float | None = None
         self.ipc_decoder = FrameDecoder(budget.max_frame)
         self.ctl_decoder = FrameDecoder(1 << 24)
         # Backstop only: the monitor enforces the wall limit; this catches a wedged monitor.
@@ -84,6 +92,21 @@ class Session:
             self._cancelled = True
             self.send_ctl("cancel", {"reason": reason})
 
+    def _check_cancel(self) -> bool:
+        """Act on the cancel token; True when the monitor was just killed after the grace."""
+        if not self.cancel_token.is_set():  # type: ignore[union-attr]
+            return False
+        now = time.monotonic()
+        if self._grace_deadline is None:
+            self._grace_deadline = now + self.grace
+            self.cancel("cancelled")
+        elif now >= self._grace_deadline:
+            self.proc.kill()  # the monitor did not act in time; PDEATHSIG takes the sandbox
+            self.state.monitor_report = {"status": -1, "cancelled": True,
+                                         "killed_after_grace": True}
+            return True
+        return False
+
     # -- loop ----------------------------------------------------------------
     def run(self) -> SessionState:
         sel = selectors.DefaultSelector()
@@ -101,7 +124,14 @@ class Session:
                 timeout = max(0.0, self.backstop - time.monotonic())
             if self.state.monitor_report is not None and ipc_open:
                 timeout = 0.5  # sandbox gone: drain what is left, do not wait for stragglers
+            if self.cancel_token is not None and self.state.monitor_report is None:
+                timeout = 0.05 if timeout is None else min(timeout, 0.05)
+                if self._check_cancel():
+                    continue
             events = sel.select(timeout)
+            if not events and self.cancel_token is not None and self.state.monitor_report is None \
+                    and (self.backstop is None or time.monotonic() < self.backstop):
+                continue  # only a poll tick of the cancel token
             if not events:
                 if self.state.monitor_report is None:
                     self.proc.kill()  # monitor wedged: PDEATHSIG takes the sandbox down with it
@@ -183,10 +213,12 @@ class Session:
         if self.inbound is not None:
             try:
                 transformed = self.inbound(msg)
-            except Exception as exc:
-                self.state.handler_errors.append({"message_type": msg.type, "stage": "inbound",
-                                                  "type": type(exc).__name__,
-                                                  "message": str(exc), "rejected": True})
+            except ProtocolError as exc:   # a middleware says the child broke the protocol
+                self._violate(f"{msg.type!r} frame: {exc}")
+                return
+            except Exception as exc:       # rejected: reported, the reader goes on
+                self.state.rejected.append({"message_type": msg.type, "stage": "inbound",
+                                            "type": type(exc).__name__, "message": str(exc)})
                 return
             if transformed is None:
                 return

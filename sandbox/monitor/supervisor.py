@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from sandbox.ipc.channel import Channel
+from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import tree
 from sandbox.sandboxee import entry, stub
@@ -45,7 +46,7 @@ class Supervisor:
             from sandbox.monitor import cgroups
         except ImportError:
             return
-        cg = cgroups.create(self.spec["run_id"], lim)
+        cg = cgroups.create(self.spec["run_id"], lim, pids_overhead=1)  # + the stub
         if cg is not None:
             self.cgroup = cg
             self.report["limits_applied"].update(
@@ -57,6 +58,10 @@ class Supervisor:
         rfd, wfd = os.pipe()
         self.ctx.monitor_fd = setup_child.fileno()
         join = self.cgroup.join if self.cgroup is not None else None
+        try:  # the mount table costs a page copy per object touched after the fork
+            mounts.prepare(self.ctx.fs_plan)
+        except Exception:
+            pass  # apply() computes it itself and reports any real problem
         pid = os.fork()
         if pid == 0:
             setup_parent.close()
@@ -178,9 +183,11 @@ class Supervisor:
                 os.kill(self.pid1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
         if not self.ctx.namespaces:
+            # No PID namespace to take everything down with PID 1: the cgroup
+            # (if any) and the subreaper walk find the rest.
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
             tree.kill_descendants(os.getpid())
 
     def _finish(self, t0: float) -> None:

@@ -65,6 +65,11 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         path = argv[0]
         if "/" not in path:
             path = shutil.which(path, path=os.environ.get("PATH", "")) or path
+        # Python ignores SIGPIPE and SIGXFSZ; an ignored disposition survives
+        # exec, and a program must start with the defaults (as subprocess's
+        # restore_signals does), or `yes | head` never ends.
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         try:
             os.execve(path, argv, os.environ)
         except OSError as exc:

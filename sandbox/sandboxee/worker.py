@@ -45,7 +45,7 @@ def run(ipc_fd: int) -> int:
             chan.send("store_delete", {"key": key})
 
     def log_sink(level: str, message: str, extra: dict[str, Any]) -> None:
-        chan.send("log", {"level": level, "message": message, **extra})
+        chan.send("log", {**extra, "level": level, "message": message})
 
     def send(type_: str, payload: Any = None) -> None:
         if type_ in RESERVED:

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests run as root and, in CI, again as an unprivileged user."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+@pytest.fixture
+def launcher():
+    from sandbox.launcher.launcher import Launcher
+    return Launcher(capture_output=True)
+
+
+@pytest.fixture
+def py() -> str:
+    """The interpreter the launcher runs on; the built-in policies grant it via ${PYTHON}."""
+    return sys.executable
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (to prove nothing was left behind)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found

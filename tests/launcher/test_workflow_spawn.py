@@ -1,0 +1,107 @@
+"""Workflows in a child process: store sync, types, logs, handlers, errors."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbox.launcher.launcher import Launcher
+from sandbox.workflow import Workflow
+
+pytestmark = pytest.mark.isolation
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def wf(*actions, store=None, **extra):
+    return Workflow.from_dict({"name": "t", "imports": ["wf_actions"], "store": store or {},
+                               "stages": [{"id": "s1", "actions": list(actions)}], **extra})
+
+
+@pytest.fixture
+def spawn():
+    launcher = Launcher(capture_output=True)
+
+    def run(workflow, **kw):
+        kw.setdefault("code_paths", [HERE])
+        return launcher.spawn(workflow, **kw)
+    run.launcher = launcher
+    return run
+
+
+def test_types_survive_the_round_trip(spawn):
+    value = {"i": 1, "f": 1.5, "b": True, "s": "x", "n": None, "l": [1, [2.0, {"k": False}]],
+             "big": 2**62}
+    r = spawn(wf({"name": "echo_value", "params": {"value": value}}))
+    assert r.status == "ok", (r.reason, r.error)
+    got = r.store["echoed"]
+    assert got == value
+    assert type(got["i"]) is int and type(got["f"]) is float and type(got["big"]) is int
+    assert type(got["l"][1][0]) is float
+
+
+def test_only_changed_keys_merge_into_the_callers_store(spawn):
+    mine = {"keep": "parent", "change": 1, "gone": True}
+    r = spawn(wf("change_some"), store=mine)
+    assert r.status == "ok", (r.reason, r.error)
+    assert mine == {"keep": "parent", "change": 2, "new": [1, 2]}
+    assert r.changed_keys == ["change", "new"] and r.deleted_keys == ["gone"]
+
+
+def test_store_updates_arrive_live(spawn):
+    seen = []
+    r = spawn(wf("change_some"), store={"change": 1, "gone": 1},
+              handlers={"store_put": lambda m, info: seen.append(m.payload["key"])})
+    assert r.status == "ok" and seen == ["change", "new"]
+
+
+def test_logs_and_custom_messages_reach_handlers(spawn):
+    got = []
+    spawn.launcher.on("*", lambda m, info: got.append(m.type))
+    r = spawn(wf("chatty"))
+    assert r.status == "ok", (r.reason, r.error)
+    assert [log["message"] for log in r.logs] == ["one", "two"]
+    assert r.messages["custom.event"] == 2
+    assert got.count("custom.event") == 2 and "result" in got
+    assert r.stdout == "" and r.stderr == ""
+
+
+def test_a_handler_that_raises_is_reported_and_the_run_goes_on(spawn):
+    def bad(msg, info):
+        raise RuntimeError("handler bug")
+    r = spawn(wf("chatty"), handlers={"custom.event": bad})
+    assert r.status == "ok"
+    assert len(r.handler_errors) == 2 and r.handler_errors[0]["message"] == "handler bug"
+
+
+def test_handler_removed_by_id_is_not_called(spawn):
+    calls = []
+    hid = spawn.launcher.on("custom.event", lambda m, i: calls.append(1))
+    assert spawn.launcher.off(hid)
+    spawn(wf("chatty"))
+    assert calls == []
+
+
+def test_an_action_that_raises_gives_type_message_traceback(spawn):
+    r = spawn(wf("boom"))
+    assert r.status == "error"
+    assert r.error["type"] == "ValueError" and r.error["message"] == "boom!"
+    assert "Traceback" in r.error["traceback"] and r.error["action"] == "boom"
+
+
+def test_unknown_action_is_reported(spawn):
+    r = spawn(wf("no_such_action"))
+    assert r.status == "error" and "no_such_action" in r.reason
+
+
+def test_memory_error_is_limit_exceeded(spawn, tmp_path):
+    pol = tmp_path / "mem.toml"
+    pol.write_text('extends = ["default"]\n[limits]\nmemory = "256MiB"\n')
+    r = spawn(wf("eat_memory"), policy=str(pol))
+    assert (r.status, r.reason) == ("limit_exceeded", "memory"), (r.status, r.reason, r.error)
+
+
+def test_result_is_json_serialisable(spawn):
+    import json
+    r = spawn(wf("chatty"))
+    assert json.loads(r.to_json())["run_id"] == r.run_id
