@@ -1,0 +1,69 @@
+"""Metrics: messages and bytes per type and direction, and the spawn's duration.
+
+A launcher-side middleware; register the class (a per-run factory):
+``launcher.use(Metrics)``. At the end of the run it sets
+``RunResult.metrics``:
+
+    {"messages": {"in": {type: n}, "out": {type: n}},
+     "bytes":    {"in": {type: n}, "out": {type: n}},
+     "spawn_duration": seconds from spawn() to the end of the run,
+     "first_message_after": seconds to the first inbound message or None}
+
+It counts what reaches its position in the chain (THE order rule, see
+`sandbox.middleware.base`): registered first, it sees inbound messages last,
+after inner middleware have unwrapped (or dropped) them, so types are the
+decoded ones. Bytes are the frame's size on the wire, header included
+(outbound: the encoded size of the message as it is at this position).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sandbox.ipc.frames import Message, encode
+from sandbox.middleware.base import IpcMiddleware, SpawnInfo
+
+
+class Metrics(IpcMiddleware):
+    name = "metrics"
+
+    def __init__(self, info: SpawnInfo | None = None) -> None:
+        self.info = info
+        self.t0 = time.monotonic()
+        self.first: float | None = None
+        self.messages: dict[str, dict[str, int]] = {"in": {}, "out": {}}
+        self.bytes: dict[str, dict[str, int]] = {"in": {}, "out": {}}
+        self._lock = threading.Lock()
+
+    def _count(self, direction: str, msg: Message, size: int) -> None:
+        with self._lock:
+            m, b = self.messages[direction], self.bytes[direction]
+            m[msg.type] = m.get(msg.type, 0) + 1
+            b[msg.type] = b.get(msg.type, 0) + size
+
+    def inbound(self, msg: Message) -> Message | None:
+        if self.first is None:
+            self.first = time.monotonic() - self.t0
+        self._count("in", msg, msg.size)
+        return msg
+
+    def outbound(self, msg: Message) -> Message | None:
+        try:
+            size = len(encode(msg.type, msg.payload, max_frame=1 << 62, **msg.extra))
+        except Exception:
+            size = 0
+        self._count("out", msg, size)
+        return msg
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"messages": {d: dict(v) for d, v in self.messages.items()},
+                    "bytes": {d: dict(v) for d, v in self.bytes.items()},
+                    "spawn_duration": time.monotonic() - self.t0,
+                    "first_message_after": self.first}
+
+    def finish(self, result: Any) -> None:
+        metrics = dict(result.metrics or {})
+        metrics.update(self.snapshot())
+        result.metrics = metrics

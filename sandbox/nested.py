@@ -1,0 +1,234 @@
+"""Nested spawns: the launcher runs a sub-workflow on behalf of a sandboxed action.
+
+The sandboxed child cannot create sandboxes (seccomp forbids unshare and
+mount), so ``ctx.spawn(workflow, policy=None)`` in an action sends
+``spawn_request {request_id, workflow, policy}`` and blocks until
+``spawn_result {request_id, result}`` comes back. The launcher handles the
+request here, in a thread (the session loop keeps reading the parent's
+messages meanwhile), by calling the same `Launcher.spawn`:
+
+- depth: counted by the launcher (`Lineage`), never read from the child;
+  a request that would exceed ``Launcher.max_depth`` (default 5; the
+  caller's run is depth 0) is refused without spawning;
+- policy: ``None`` means the workflow's own ``policy`` field or else the
+  parent's policy; a name (no ``/``: a file path from a child is refused) or
+  a policy dict (validated by the policy loader). It must be
+  `is_narrower_or_equal` to the parent's (raw) policy, else refused;
+- at most `MAX_IN_FLIGHT` requests of one run are served at a time;
+- messages of a nested run go to the launcher's handlers and hooks and to
+  every ancestor run's own handlers, with ``RunInfo.depth`` set: that is how
+  a grandchild's ``store_put`` is observable at the top. Stores do not merge
+  implicitly: the requesting action gets the sub-run's final store in the
+  result and puts what it wants into its own store;
+- when the parent run ends, nested runs still going are cancelled.
+
+A refused request gets a result with ``status = "error"`` and the reason;
+the action's ``ctx.spawn`` returns it (it does not raise).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from sandbox.errors import SandboxError
+from sandbox.ipc.frames import encode
+from sandbox.policy.compare import is_narrower_or_equal
+from sandbox.policy.model import Policy
+
+DEFAULT_MAX_DEPTH = 5
+MAX_IN_FLIGHT = 8
+RESULT_KEYS = ("run_id", "status", "reason", "exit_code", "store", "changed_keys",
+               "deleted_keys", "bailed", "bail_reason", "error", "messages", "logs")
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run sits in a tree of nested spawns (kept by the launcher)."""
+    depth: int = 0
+    parent_run_id: str | None = None
+    handler_sets: tuple[Any, ...] = ()    # run-scoped HandlerSets of the ancestors
+
+
+def requested_policy(req: Any, parent: Policy) -> Policy:
+    """The Policy a child asked for (raises SandboxError/ValueError when unacceptable)."""
+    from sandbox.policy import load_policy, parse_policy
+    from sandbox.policy.search import is_name
+    if req is None:
+        return parent
+    if isinstance(req, str):
+        if not is_name(req):
+            raise SandboxError(f"policy {req!r}: a nested spawn may name a policy, not a file")
+        return load_policy(req)
+    if isinstance(req, dict):
+        from sandbox.policy.render import to_toml
+        try:
+            flat = Policy.from_dict(req)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SandboxError(f"policy dict: {exc}") from None
+        return parse_policy(to_toml(flat), file="<nested spawn request>", search_path=[])
+    raise SandboxError(f"policy must be null, a name or a dict, not {type(req).__name__}")
+
+
+def refused(reason: str, depth: int) -> dict[str, Any]:
+    return {"run_id": None, "status": "error", "reason": reason, "depth": depth,
+            "store": {}, "changed_keys": [], "deleted_keys": [], "bailed": False,
+            "bail_reason": None, "error": None, "exit_code": None, "messages": {}, "logs": []}
+
+
+def summarize(result: Any, depth: int, max_frame: int) -> dict[str, Any]:
+    out = {k: getattr(result, k) for k in RESULT_KEYS}
+    out["depth"] = depth
+    for drop in ((), ("logs",), ("logs", "error", "messages")):
+        trimmed = {k: v for k, v in out.items() if k not in drop}
+        try:
+            encode("spawn_result", {"request_id": "x" * 64, "result": trimmed},
+                   max_frame=max_frame - 512)
+            return trimmed
+        except Exception:
+            continue
+    return refused(f"the nested run's result ({result.status}) is too large for one frame",
+                   depth) | {"run_id": result.run_id}
+
+
+class NestedService:
+    """Serves the spawn requests of one run. `send(type, payload)` writes to its child."""
+
+    def __init__(self, launcher: Any, *, run_id: str, lineage: Lineage, policy: Policy,
+                 send: Callable[[str, Any], None], code_paths: Sequence[str] = (),
+                 middleware: Sequence[Any] = (), max_frame: int = 1 << 20) -> None:
+        self.launcher, self.run_id, self.lineage, self.policy = launcher, run_id, lineage, policy
+        self.send, self.code_paths, self.middleware = send, list(code_paths), list(middleware)
+        self.max_frame = max_frame
+        self.cancel = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.runs: list[dict[str, Any]] = []      # summaries, for the parent's RunResult
+        self._lock = threading.Lock()
+
+    def submit(self, payload: Any) -> None:
+        """Handle one ``spawn_request`` (called from the session loop: never blocks)."""
+        rid = payload.get("request_id") if isinstance(payload, dict) else None
+        if not isinstance(rid, str) or not rid or len(rid) > 128:
+            return  # nobody to answer; the message itself is still counted and dispatched
+        depth = self.lineage.depth + 1
+        with self._lock:
+            live = [t for t in self.threads if t.is_alive()]
+            busy = len(live) >= MAX_IN_FLIGHT
+            self.threads = live
+        if busy:
+            self._reply(rid, refused(f"more than {MAX_IN_FLIGHT} nested spawns in flight", depth))
+            return
+        t = threading.Thread(target=self._serve, args=(rid, payload, depth), daemon=True,
+                             name=f"nested-{self.run_id[:8]}-{rid[:8]}")
+        with self._lock:
+            self.threads.append(t)
+        t.start()
+
+    def _serve(self, rid: str, payload: dict[str, Any], depth: int) -> None:
+        try:
+            result = self._spawn(payload, depth)
+        except Exception as exc:  # a bug here must still answer the waiting child
+            result = refused(f"nested spawn failed: {type(exc).__name__}: {exc}", depth)
+        with self._lock:
+            self.runs.append({"request_id": rid, "run_id": result.get("run_id"), "depth": depth,
+                              "status": result["status"], "reason": result.get("reason", "")})
+        self._reply(rid, result)
+
+    def _spawn(self, payload: dict[str, Any], depth: int) -> dict[str, Any]:
+        max_depth = getattr(self.launcher, "max_depth", DEFAULT_MAX_DEPTH)
+        if depth > max_depth:
+            return refused(f"nesting depth limit reached: depth {depth} > max_depth {max_depth}",
+                           depth)
+        workflow = payload.get("workflow")
+        if not isinstance(workflow, dict):
+            return refused("spawn_request: 'workflow' must be a workflow object", depth)
+        try:
+            policy = requested_policy(payload.get("policy") or workflow.get("policy"),
+                                      self.policy)
+        except Exception as exc:
+            return refused(f"policy refused: {exc}", depth)
+        ok, why = is_narrower_or_equal(policy, self.policy)
+        if not ok:
+            return refused(f"policy {policy.name!r} is not narrower than or equal to the "
+                           f"parent's {self.policy.name!r}: {why}", depth)
+        if self.cancel.is_set():
+            return refused("cancelled", depth)
+        lineage = Lineage(depth=depth, parent_run_id=self.run_id,
+                          handler_sets=self.lineage.handler_sets + self._own_handlers)
+        try:
+            result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
+                                         middleware=self.middleware, cancel=self.cancel,
+                                         lineage=lineage)
+        except SandboxError as exc:     # a bad workflow: InputError, WorkflowError, ...
+            return refused(f"{type(exc).__name__}: {exc}", depth)
+        return summarize(result, depth, self.max_frame)
+
+    _own_handlers: tuple[Any, ...] = ()
+
+    def set_own_handlers(self, handler_sets: Sequence[Any]) -> None:
+        """The parent run's own run-scoped handlers, inherited by its nested runs."""
+        self._own_handlers = tuple(handler_sets)
+
+    def _reply(self, rid: str, result: dict[str, Any]) -> None:
+        try:
+            self.send("spawn_result", {"request_id": rid, "result": result})
+        except Exception:
+            pass  # the child is gone (or its socket closed): nobody waits any more
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel nested runs still going and wait (bounded) for their threads."""
+        self.cancel.set()
+        with self._lock:
+            threads = list(self.threads)
+        for t in threads:
+            t.join(timeout)
+
+
+class ChildSpawner:
+    """The child's half: ``ctx.spawn`` sends ``spawn_request`` and waits for its result.
+
+    Several threads of one action may spawn at once: one of the waiting
+    threads at a time reads the channel and hands each ``spawn_result`` to
+    the thread that asked for it. The launcher sends nothing else to the
+    child after `start`, so any other frame while waiting, or the end of the
+    stream, raises `ProtocolError` in the waiting action.
+    """
+
+    def __init__(self, chan: Any) -> None:
+        self.chan = chan
+        self.cond = threading.Condition()
+        self.results: dict[str, Any] = {}
+        self.reading = False
+
+    def spawn(self, workflow: dict[str, Any], policy: Any = None) -> dict[str, Any]:
+        import uuid
+        rid = uuid.uuid4().hex
+        self.chan.send("spawn_request", {"request_id": rid, "workflow": workflow,
+                                         "policy": policy})
+        return self._wait(rid)
+
+    def _wait(self, rid: str) -> dict[str, Any]:
+        from sandbox.errors import ProtocolError
+        with self.cond:
+            while rid not in self.results and self.reading:
+                self.cond.wait()
+            if rid in self.results:
+                return self.results.pop(rid)
+            self.reading = True
+        try:
+            while True:
+                msg = self.chan.recv()
+                if msg is None:
+                    raise ProtocolError("the launcher closed the channel during a nested spawn")
+                if msg.type != "spawn_result" or not isinstance(msg.payload, dict):
+                    raise ProtocolError(f"unexpected {msg.type!r} frame while waiting for "
+                                        "a spawn_result")
+                with self.cond:
+                    self.results[str(msg.payload.get("request_id"))] = msg.payload.get("result")
+                    self.cond.notify_all()
+                    if rid in self.results:
+                        return self.results.pop(rid)
+        finally:
+            with self.cond:
+                self.reading = False
+                self.cond.notify_all()
