@@ -227,6 +227,9 @@ class Launcher:
             kill_quietly(proc) if proc.poll() is None and session.state.monitor_report is None \
                 else None
             proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
             ipc_parent.close()
             ctl_parent.close()
             shutil.rmtree(prep.paths.rundir, ignore_errors=True)
