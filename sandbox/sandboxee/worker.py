@@ -33,6 +33,7 @@ def run(ipc_fd: int) -> int:
         for module in body.get("imports", ()):
             importlib.import_module(module)
         workflow = Workflow.from_dict(body["workflow"], source="<ipc start>")
+        _install_middleware(chan, body.get("middleware") or [])
     except Exception as exc:  # reported to the parent as an error, never printed
         _send_error(chan, exc, stage=None, action=None)
         chan.send("result", {"status": "error"})
@@ -52,10 +53,11 @@ def run(ipc_fd: int) -> int:
             raise ValueError(f"message type {type_!r} is reserved by the protocol")
         chan.send(type_, payload)
 
+    from sandbox.nested import ChildSpawner
     outcome = Runner().run(workflow, store=body.get("store"), on_change=on_change,
                            log_sink=log_sink, send=send, run_id=body.get("run_id"),
                            output_dir=body.get("output_dir"), item=body.get("item"),
-                           index=body.get("index"))
+                           index=body.get("index"), spawn=ChildSpawner(chan).spawn)
     if outcome.error:
         chan.send("error", outcome.error)
     chan.send("final_store", {"store": outcome.store, "changed": sorted(outcome.changed),
@@ -64,6 +66,14 @@ def run(ipc_fd: int) -> int:
                          "bail_reason": outcome.bail_reason})
     sys.stdout.flush()
     return 0 if outcome.status == "ok" else 1
+
+
+def _install_middleware(chan: Channel, specs: list[Any]) -> None:
+    """The child's half of the IPC middleware, built from the `start` frame's specs."""
+    if specs:
+        from sandbox.middleware.base import build_chain
+        chain = build_chain(specs)
+        chan.outbound, chan.inbound = chain.outbound, chain.inbound
 
 
 def _send_error(chan: Channel, exc: BaseException, *, stage: str | None,

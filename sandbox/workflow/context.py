@@ -20,6 +20,7 @@ from sandbox.workflow.jsonvalue import check_json, copy_json, json_problem
 OnChange = Callable[[str, str, Any], None]       # (op "put"|"delete", key, value)
 LogSink = Callable[[str, str, dict], None]       # (level name, message, extra)
 Send = Callable[[str, Any], None]                # (message type, JSON payload)
+SpawnFn = Callable[[dict, Any], dict]            # (workflow dict, policy) -> result dict
 
 _MISSING = object()
 
@@ -219,9 +220,10 @@ class ActionContext:
                  workflow: str, stage: str | None = None, action: str | None = None,
                  params: Mapping[str, Any] | None = None, run_id: str = "",
                  output_dir: str | Path | None = None, item: Any = None,
-                 index: int | None = None) -> None:
+                 index: int | None = None, spawn: SpawnFn | None = None) -> None:
         self.store = store
         self.send_sink = send
+        self.spawn_sink = spawn
         self.workflow, self.stage, self.action = workflow, stage, action
         self.params: Mapping[str, Any] = MappingProxyType(copy_json(dict(params or {})))
         self.run_id = run_id
@@ -237,6 +239,24 @@ class ActionContext:
             raise TypeError(f"message type must be a non-empty str, got {type!r}")
         check_json(payload, "payload")
         self.send_sink(type, copy_json(payload))
+
+    def spawn(self, workflow: Any, policy: Any = None) -> dict[str, Any]:
+        """Run `workflow` (a dict or Workflow) in a new sandbox; block; return its result.
+
+        The result is a dict (status, reason, store, changed_keys, error, ...;
+        see sandbox.nested). Nothing merges into this run's store by itself:
+        put what you need from ``result["store"]``. `policy` (None, a policy
+        name or a policy dict) may only be narrower than this run's. Only
+        available in a launcher-spawned child: RuntimeError otherwise.
+        """
+        if self.spawn_sink is None:
+            raise RuntimeError("ctx.spawn needs a launcher: run this workflow with "
+                               "Launcher.spawn, not the in-process Runner")
+        if hasattr(workflow, "to_dict"):
+            workflow = workflow.to_dict()
+        check_json(workflow, "workflow")
+        check_json(policy, "policy")
+        return self.spawn_sink(copy_json(workflow), copy_json(policy))
 
     def bail(self, reason: str = "") -> None:
         """End the whole workflow now, successfully (Outcome.bailed, bail_reason)."""

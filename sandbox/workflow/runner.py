@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sandbox.workflow.context import ActionContext, Bail, LogSink, OnChange, Send, Store
+from sandbox.workflow.context import ActionContext, Bail, LogSink, OnChange, Send, SpawnFn, Store
 from sandbox.workflow.model import ActionRef, Stage, Workflow
 from sandbox.workflow.registry import ActionFn, Registry, default_registry, import_modules
 
@@ -107,7 +107,7 @@ class Runner:
             store: Store | Mapping[str, Any] | None = None, on_change: OnChange | None = None,
             log_sink: LogSink | None = None, send: Send | None = None, run_id: str | None = None,
             output_dir: str | Path | None = None, item: Any = None,
-            index: int | None = None) -> Outcome:
+            index: int | None = None, spawn: SpawnFn | None = None) -> Outcome:
         """Run `workflow` and report how it ended; action errors never escape.
 
         `store` is either a ready Store (which then carries its own
@@ -124,7 +124,7 @@ class Runner:
         else:
             store = Store(store or {}, on_change=on_change)
         return _Run(self, workflow, store, log_sink, send, run_id or uuid.uuid4().hex,
-                    output_dir, item, index).execute()
+                    output_dir, item, index, spawn).execute()
 
 
 class _Run:
@@ -132,8 +132,10 @@ class _Run:
 
     def __init__(self, runner: Runner, workflow: Workflow, store: Store,
                  log_sink: LogSink | None, send: Send | None, run_id: str,
-                 output_dir: str | Path | None, item: Any, index: int | None) -> None:
+                 output_dir: str | Path | None, item: Any, index: int | None,
+                 spawn: SpawnFn | None = None) -> None:
         self.wf, self.store, self.run_id = workflow, store, run_id
+        self.spawn = spawn  # ctx.spawn: injected by the sandboxed worker (nested spawns)
         self.registry = runner.registry
         self.mw = {level: tuple(mws) for level, mws in runner._middleware.items()}
         self.output_dir, self.item, self.index = output_dir, item, index
@@ -161,7 +163,7 @@ class _Run:
             store=self.store, log_sink=self.log_sink, send=self.send, workflow=self.wf.id,
             stage=stage.id if stage else None, action=ref.name if ref else None,
             params=ref.params if ref else None, run_id=self.run_id,
-            output_dir=self.output_dir, item=self.item, index=self.index)
+            output_dir=self.output_dir, item=self.item, index=self.index, spawn=self.spawn)
 
     # -- execution
     def execute(self) -> Outcome:
