@@ -9,7 +9,7 @@ In GoStage the child's parent PID equals the parent's PID. Here the child is
 PID 1 of its own PID namespace, so it sees its parent as 0 (outside the
 namespace); the matching-parent check is done from the host side instead:
 the monitor that forked the sandbox reports its own parent, which must be
-this launcher.
+this launcher or the launcher's fork server.
 """
 from __future__ import annotations
 
@@ -62,6 +62,25 @@ def write_report(ctx: ActionContext) -> None:
     ctx.logger.info("report written", extra={"path": str(path)})
 
 
+def _descends(pids: dict[str, int], launcher: int) -> bool:
+    """The monitor is this launcher's child, or the child of its fork server."""
+    parent = pids.get("monitor_parent")
+    if parent == launcher:
+        return True
+    from sandbox.launcher import monitors
+    server = monitors.shared_fork_server().pid
+    return parent is not None and parent == server and _ppid(server) == launcher
+
+
+def _ppid(pid: int | None) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_demo(out=print) -> bool:
     """Spawn, verify, print the summary. Returns True when every check passed."""
     from sandbox.launcher.launcher import Launcher
@@ -78,9 +97,10 @@ def run_demo(out=print) -> bool:
          f"child {s.get('child_pid')} (PID 1 of its namespace), parent {me}"),
         ("child's parent is outside its PID namespace", s.get("child_ppid") == 0,
          f"getppid() in the child = {s.get('child_ppid')}"),
-        ("the sandbox's monitor is this launcher's child",
-         result.pids.get("monitor_parent") == me,
-         f"monitor {result.pids.get('monitor')} has parent {result.pids.get('monitor_parent')}"),
+        ("the sandbox descends from this launcher", _descends(result.pids, me),
+         f"monitor {result.pids.get('monitor')} has parent {result.pids.get('monitor_parent')}"
+         f"{' (the fork server)' if result.pids.get('monitor_parent') != me else ''},"
+         f" whose parent is {me}"),
         ("child has its own hostname", s.get("child_hostname") == "sandbox"
          and socket.gethostname() != "sandbox", f"{s.get('child_hostname')!r}"),
         ("items processed, ints kept", s.get("processed") == [10, 20, 30, 40, 50]

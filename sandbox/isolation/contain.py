@@ -12,6 +12,7 @@ RunResult lists it: never silently weaker.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from sandbox.errors import SetupError
@@ -38,6 +39,7 @@ NEEDS_NAMESPACES = frozenset({"namespaces", "mounts", "network"})
 def contain(ctx: ContainContext, *, until: str | None = None) -> ContainContext:
     """Apply every layer in order (or up to and including `until`, for tests)."""
     for name, layer in SEQUENCE:
+        t0 = time.perf_counter()
         if name in NEEDS_NAMESPACES and not ctx.namespaces:
             ctx.skipped[name] = "no user namespace (best_effort)"
         else:
@@ -47,6 +49,7 @@ def contain(ctx: ContainContext, *, until: str | None = None) -> ContainContext:
                 if not ctx.policy.best_effort:
                     raise
                 ctx.skipped[exc.layer] = str(exc)
+        ctx.timings[name] = time.perf_counter() - t0
         if name == until:
             break
     return ctx

@@ -37,4 +37,5 @@ class ContainContext:
     active: list[str] = field(default_factory=list)   # layers applied, in order
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> why (best_effort only)
     listener_fd: int | None = None       # seccomp notification fd, set by the seccomp layer
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per layer
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup

@@ -45,6 +45,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R
     if policy.limits.wall is not None:
         res.limits_applied.setdefault("wall", "monitor")
     res.pids = dict(rep.get("pids", {}))
+    res.timings = dict(rep.get("timings", {}))
     res.logs, res.error = st.logs, st.error
     res.handler_errors = st.handler_errors
     res.messages = dict(st.counts)

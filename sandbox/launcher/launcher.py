@@ -8,6 +8,7 @@ thread-safe: run several at once from threads (see `sandbox.parallel`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from sandbox.errors import InputError
 from sandbox.ipc.frames import encode
+from sandbox.launcher import monitors
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.launcher.handlers import Handler, HandlerSet
@@ -74,8 +76,14 @@ class Launcher:
 
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
-                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int = DEFAULT_MAX_DEPTH, fork_server: bool = True,
+                 max_concurrent: int = 64) -> None:
+        """`fork_server=False` starts each monitor by exec instead of forking it
+        from the warm fork server (slower; useful to rule the server out).
+        At most `max_concurrent` sandboxes run at once; further spawns wait."""
         self.default_policy = policy
+        self.fork_server = fork_server
+        self._slots = threading.BoundedSemaphore(max_concurrent)
         self.budget = budget or Budget()
         self.capture_output = capture_output
         self.handlers = HandlerSet()
@@ -126,7 +134,7 @@ class Launcher:
               store: dict[str, Any] | None = None, timeout: float | None = None,
               workdir: str | None = None, output_dir: str | None = None,
               env: Mapping[str, str] | None = None,
-              handlers: Mapping[str, Handler] | None = None,
+              handlers: Mapping[str, Handler] | HandlerSet | None = None,
               capture_output: bool | None = None, item: Any = None,
               index: int | None = None, code_paths: Sequence[str] = (),
               middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
@@ -148,12 +156,15 @@ class Launcher:
         info = SpawnInfo(run_id=uuid.uuid4().hex, depth=lineage.depth,
                          parent_run_id=lineage.parent_run_id, item=item, index=index)
         results: list[RunResult] = []
+        # Nested spawns skip the limit: their parents hold slots while waiting for them.
+        slot = self._slots if lineage.depth == 0 else contextlib.nullcontext()
         try:
-            results.append(self._spawn(
-                info, lineage, target, policy=policy, store=store, timeout=timeout,
-                workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
-                capture_output=capture_output, code_paths=code_paths, middleware=middleware,
-                cancel=cancel, grace=grace))
+            with slot:
+                results.append(self._spawn(
+                    info, lineage, target, policy=policy, store=store, timeout=timeout,
+                    workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
+                    capture_output=capture_output, code_paths=code_paths,
+                    middleware=middleware, cancel=cancel, grace=grace))
             return results[0]
         except BaseException as exc:
             results.append(RunResult(run_id=info.run_id, status=SETUP_ERROR,
@@ -203,8 +214,9 @@ class Launcher:
         finally:
             ipc_child.close()
             ctl_child.close()
-        run_handlers = HandlerSet()
-        for type_, fn in (handlers or {}).items():
+        # a HandlerSet gives the caller ids to remove run-scoped handlers by, even mid-run
+        run_handlers = handlers if isinstance(handlers, HandlerSet) else HandlerSet()
+        for type_, fn in ({} if isinstance(handlers, HandlerSet) else handlers or {}).items():
             run_handlers.add(type_, fn)
         plumbing = RunPlumbing(self, info, middleware=middleware, lineage=lineage, policy=pol,
                                code_paths=code_paths)
@@ -241,13 +253,9 @@ class Launcher:
 
     # -- pieces ----------------------------------------------------------------
     def _start_monitor(self, prep: P.Prepared, ipc_child: socket.socket,
-                       ctl_child: socket.socket, capture: bool) -> subprocess.Popen:
-        env = {"SANDBOX_MONITOR_FD": str(ctl_child.fileno()),
-               "SANDBOX_LAUNCHER_PID": str(os.getpid())}
-        pipe = subprocess.PIPE if capture else None
-        return subprocess.Popen(P.monitor_command(), env=env, stdin=subprocess.DEVNULL,
-                                stdout=pipe, stderr=pipe,
-                                pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
+                       ctl_child: socket.socket, capture: bool) -> Any:
+        server = monitors.shared_fork_server() if self.fork_server else None
+        return monitors.start_monitor(server, ipc_child, ctl_child, capture)
 
     def _spec(self, prep: P.Prepared, mode: str, body: Any,
               ipc_child: socket.socket) -> dict[str, Any]:

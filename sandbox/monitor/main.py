@@ -45,25 +45,35 @@ def build_context(spec: dict) -> ContainContext:
     )
 
 
-def serve(ctl: Channel, launcher_pid: int) -> int:
+def serve(ctl: Channel, ipc_fd: int | None = None) -> int:
     from sandbox.monitor.supervisor import Supervisor
     msg = ctl.recv()
     if msg is None or msg.type != "spec":
         return 2
     spec = msg.payload
+    if ipc_fd is not None:  # forked by the fork server: the descriptor arrived with a new number
+        spec["ipc_fd"] = ipc_fd
+        spec["env"]["SANDBOX_IPC_FD"] = str(ipc_fd)
     sup = Supervisor(spec, build_context(spec), ctl)
     ctl.send("exit", sup.run())
     return 0
 
 
-def main() -> int:
+def run_monitor(ctl_fd: int, *, ipc_fd: int | None = None, launcher_pid: int = 0) -> int:
+    """The monitor's life, whether exec'd by the launcher or forked by the fork server."""
+    parent = os.getppid()
     prctl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent or (launcher_pid and parent == 1):
+        return 3  # our parent died before we could tie our life to it
+    prctl.set_child_subreaper(1)
+    return serve(Channel(ctl_fd), ipc_fd)
+
+
+def main() -> int:
     launcher_pid = int(os.environ.get("SANDBOX_LAUNCHER_PID", "0"))
     if launcher_pid and os.getppid() != launcher_pid:
-        return 3  # the launcher died before we could tie our life to it
-    prctl.set_child_subreaper(1)
-    ctl = Channel(int(os.environ["SANDBOX_MONITOR_FD"]))
-    return serve(ctl, launcher_pid)
+        return 3
+    return run_monitor(int(os.environ["SANDBOX_MONITOR_FD"]), launcher_pid=launcher_pid)
 
 
 if __name__ == "__main__":

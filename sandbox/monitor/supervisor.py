@@ -34,6 +34,8 @@ class Supervisor:
             "limits_applied": {}, "oom_killed": False, "pids_limit_hit": False,
         }
         self.pid1: int | None = None
+        self.t0 = time.monotonic()
+        self.timings: dict[str, float] = {}
         self.cgroup = None
         self.listener = None
 
@@ -75,9 +77,11 @@ class Supervisor:
 
     # -- loop --------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        t0 = time.monotonic()
+        t0 = self.t0
         self._make_cgroup()
+        self._mark("cgroup_ready")
         stub_pid, status_fd, setup = self._start()
+        self._mark("stub_forked")
         wall = self.ctx.policy.limits.wall
         deadline = t0 + wall if wall else None
         status_buf = b""
@@ -119,14 +123,20 @@ class Supervisor:
         self._finish(t0)
         return self.report
 
+    def _mark(self, phase: str) -> None:
+        """Seconds since the monitor got its spec: the setup-latency breakdown."""
+        self.timings.setdefault(phase, time.monotonic() - self.t0)
+
     def _status_lines(self, buf: bytes) -> bytes:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             word, _, rest = line.decode().partition(" ")
             if word == "pid":
                 self.pid1 = int(rest)
+                self._mark("pid1_forked")
             elif word == "exit":
                 self.report["status"] = int(rest)
+                self._mark("exited")
             elif word == "setup":
                 layer, _, message = rest.partition(" ")
                 self.report["setup_error"] = {"layer": layer, "message": message}
@@ -145,6 +155,9 @@ class Supervisor:
         if kind == "ready":
             self.report["layers"] = msg["active"]
             self.report["skipped"] = msg["skipped"]
+            self._mark("sandboxee_ready")
+            for layer, secs in msg.get("timings", {}).items():
+                self.timings[f"layer.{layer}"] = secs
         elif kind == "setup_error":
             self.report["setup_error"] = {"layer": msg["layer"], "message": msg["message"]}
         elif kind == "exec_error":
@@ -193,6 +206,8 @@ class Supervisor:
     def _finish(self, t0: float) -> None:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.report["wall_time"] = time.monotonic() - t0
+        self._mark("finished")
+        self.report["timings"] = {k: round(v * 1000, 3) for k, v in self.timings.items()}
         self.report["cpu_time"] = ru.ru_utime + ru.ru_stime
         self.report["max_rss"] = ru.ru_maxrss * 1024
         self.report["pids"] = {"monitor": os.getpid(), "monitor_parent": os.getppid(),

@@ -50,7 +50,8 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         if ctx.listener_fd is not None:
             _report(mon, {"type": "listener"}, [ctx.listener_fd])
             os.close(ctx.listener_fd)
-        _report(mon, {"type": "ready", "active": ctx.active, "skipped": ctx.skipped})
+        _report(mon, {"type": "ready", "active": ctx.active, "skipped": ctx.skipped,
+                      "timings": ctx.timings})
     except SetupError as exc:
         _report(mon, {"type": "setup_error", "layer": exc.layer, "message": str(exc)})
         os._exit(EXIT_SETUP)

@@ -1,0 +1,178 @@
+"""Starting a run's monitor: forked by the warm fork server (default), or exec'd.
+
+Both give a handle with the same small interface the session needs
+(`stdout`, `stderr`, `poll`, `kill`, `wait`). A forked monitor is not the
+launcher's child, so it is watched through a pidfd that the fork server
+opened right after the fork (race-free: the pid cannot be reused before the
+fork server, its parent, lets the kernel reap it).
+
+The launcher is multi-threaded (parallel spawns); it never forks itself.
+`subprocess` exec's at once after its fork, and the fork server is a
+separate, single-threaded process, so no fork happens in a process with
+threads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from typing import IO, Any
+
+from sandbox.launcher import prepare as P
+
+
+class ForkedMonitor:
+    def __init__(self, pid: int, pidfd: int, stdout: IO[bytes] | None,
+                 stderr: IO[bytes] | None) -> None:
+        self.pid, self.pidfd = pid, pidfd
+        self.stdout, self.stderr = stdout, stderr
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.pidfd >= 0:
+            ready, _, _ = select.select([self.pidfd], [], [], 0)
+            if ready:
+                self.returncode = 0  # exit details come from the monitor's own report
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.pidfd >= 0 and self.returncode is None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def send_signal(self, sig: int) -> None:
+        if self.pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.pidfd >= 0:
+            ready, _, _ = select.select([self.pidfd], [], [], timeout)
+            if not ready:
+                raise subprocess.TimeoutExpired("monitor", timeout or 0)
+            os.close(self.pidfd)
+            self.pidfd = -1
+            self.returncode = 0
+        return self.returncode or 0
+
+
+class ForkServerClient:
+    """One fork server per launcher, started on first use, restarted if it dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    def _start(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"SANDBOX_FORKSERVER_FD": str(theirs.fileno()),
+               "SANDBOX_LAUNCHER_PID": str(os.getpid())}
+        self._proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.forkserver"],
+                                      env=env, stdin=subprocess.DEVNULL,
+                                      pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self._sock = mine
+
+    def _request(self, fds: list[int]) -> tuple[int, int]:
+        assert self._sock is not None
+        socket.send_fds(self._sock, [b'{"op": "spawn"}'], fds)
+        data, got, _, _ = socket.recv_fds(self._sock, 4096, 1)
+        if not data:
+            raise ConnectionError("the fork server closed its socket")
+        reply = json.loads(data)
+        if "error" in reply or not got:
+            for fd in got:
+                os.close(fd)
+            raise OSError(f"fork server: {reply.get('error', 'no pidfd')}")
+        return reply["pid"], got[0]
+
+    def spawn(self, fds: list[int]) -> tuple[int, int]:
+        """Fork a monitor with these descriptors; retries once on a fresh server."""
+        with self._lock:
+            for attempt in (1, 2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self.close_locked()
+                    self._start()
+                try:
+                    return self._request(fds)
+                except (ConnectionError, BrokenPipeError, ConnectionResetError):
+                    self.close_locked()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def close_locked(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+def start_monitor(server: ForkServerClient | None, ipc_child: socket.socket,
+                  ctl_child: socket.socket, capture: bool) -> Any:
+    """Start the run's monitor, via the fork server when given, else by exec."""
+    if server is None:
+        env = {"SANDBOX_MONITOR_FD": str(ctl_child.fileno()),
+               "SANDBOX_LAUNCHER_PID": str(os.getpid())}
+        pipe = subprocess.PIPE if capture else None
+        return subprocess.Popen(P.monitor_command(), env=env, stdin=subprocess.DEVNULL,
+                                stdout=pipe, stderr=pipe,
+                                pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
+    opened: list[int] = []
+    out_r = err_r = None
+    try:
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        opened.append(devnull)
+        if capture:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            opened += [out_w, err_w]
+        else:
+            out_w, err_w = 1, 2
+        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), devnull,
+                                   out_w, err_w])
+    except BaseException:
+        for fd in (out_r, err_r):
+            if fd is not None:
+                os.close(fd)
+        raise
+    finally:
+        for fd in opened:
+            os.close(fd)
+    stdout = os.fdopen(out_r, "rb", buffering=0) if out_r is not None else None
+    stderr = os.fdopen(err_r, "rb", buffering=0) if err_r is not None else None
+    return ForkedMonitor(pid, pidfd, stdout, stderr)
+
+
+_shared: ForkServerClient | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_fork_server() -> ForkServerClient:
+    """The process's fork server, shared by every Launcher (started on first use)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ForkServerClient()
+        return _shared
