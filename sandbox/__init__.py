@@ -5,6 +5,9 @@ The whole public API (imported lazily, so `sandbox exec` stays fast to start):
     Launcher(policy=None, budget=None, capture_output=False)
         .spawn(workflow_or_command, policy=..., store=..., timeout=...) -> RunResult
         .on(message_type, handler) -> handler_id;  .off(handler_id)
+        .use(middleware); .before_spawn(fn); .after_spawn(fn); .on_child_message(fn)
+    run_parallel(launcher, workflow, items, concurrency=4, fail_fast=True) -> [RunResult]
+    Metrics, HmacAuth, redaction, transform   built-in IPC middleware (sandbox.middleware)
     RunResult                       status, reason, exit_code, store, logs, error, ...
     Workflow, Stage, ActionRef, load_workflow
     action                          decorator registering an action by name
@@ -22,6 +25,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Launcher": "sandbox.launcher.launcher",
+    "run_parallel": "sandbox.parallel",
+    "Metrics": "sandbox.middleware", "HmacAuth": "sandbox.middleware",
+    "redaction": "sandbox.middleware", "transform": "sandbox.middleware",
+    "SpawnRequest": "sandbox.middleware", "SpawnInfo": "sandbox.middleware",
     "RunResult": "sandbox.launcher.result",
     "Budget": "sandbox.launcher.session",
     "Workflow": "sandbox.workflow",
