@@ -148,7 +148,8 @@ def test_notify_set_routes_allowed_calls_only():
     assert bpf.run(prog, NR("unlink")) == EPERM                     # denied stays denied
     assert bpf.run(prog, NR("read")) == bpf.RET_ALLOW
     assert seccomp.notify_set_for("none") == frozenset()
-    assert seccomp.notify_set_for("all") == seccomp.FILE_SYSCALLS
+    assert seccomp.notify_set_for("denied") == seccomp.FILE_SYSCALLS
+    assert seccomp.notify_set_for("all") == seccomp.FILE_SYSCALLS | seccomp.STAT_SYSCALLS
     with pytest.raises(ValueError):
         seccomp.notify_set_for("everything")
 
@@ -161,8 +162,9 @@ def test_programs_are_cached_per_policy_and_notify_set():
     c = seccomp.compile_program(SyscallPolicy(allow=("bpf", "ptrace")))
     assert c is not a and c != a
     kill = SyscallPolicy(on_violation="kill")
-    assert seccomp.warm(kill, "all") is seccomp.compile_program(
-        kill, notify=seccomp.FILE_SYSCALLS, kill_via_notify=True)
+    assert seccomp.warm(kill, "denied") is seccomp.compile_program(
+        seccomp.audited_syscalls(kill, "denied"), notify=seccomp.FILE_SYSCALLS,
+        kill_via_notify=True)
 
 
 def test_unknown_names():

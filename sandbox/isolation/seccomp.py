@@ -70,13 +70,37 @@ FILE_SYSCALLS: frozenset[str] = frozenset({
 })
 
 
+# With `[audit] files = "all"` the monitor also sees lookups that only look:
+# stat, access and readlink (in "denied" mode they would cost a round trip each
+# for little: the kernel layers refuse them the same way, silently).
+STAT_SYSCALLS: frozenset[str] = frozenset({
+    "stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
+    "readlink", "readlinkat",
+})
+# Denied whenever files are audited: io_uring performs opens and reads that never
+# pass through the filter, so they would escape the monitor (see docs/audit.md).
+AUDIT_DENY: tuple[str, ...] = ("io_uring_setup", "io_uring_enter", "io_uring_register")
+
+
 def notify_set_for(audit_files: str) -> frozenset[str]:
     """The syscalls to route to the monitor for `policy.audit.files`."""
     if audit_files == "none":
         return frozenset()
-    if audit_files in ("denied", "all"):
+    if audit_files == "denied":
         return FILE_SYSCALLS
+    if audit_files == "all":
+        return FILE_SYSCALLS | STAT_SYSCALLS
     raise ValueError(f"unknown audit.files value {audit_files!r}")
+
+
+def audited_syscalls(syscalls: SyscallPolicy, audit_files: str) -> SyscallPolicy:
+    """`syscalls` with io_uring denied when files are audited (what `warm` compiles and the
+    monitor evaluates)."""
+    if audit_files == "none" or set(AUDIT_DENY) <= set(syscalls.deny):
+        return syscalls
+    return SyscallPolicy(profile=syscalls.profile, allow=syscalls.allow,
+                         deny=tuple(sorted(set(syscalls.deny) | set(AUDIT_DENY))),
+                         on_violation=syscalls.on_violation)
 
 
 def _action_map(on_violation: str, kill_via_notify: bool):
@@ -181,7 +205,8 @@ def warm(syscalls: SyscallPolicy, audit_files: str = "none") -> bytes:
     The first compile of a profile costs milliseconds (name resolution); a
     cached one about 15 us. Raises ValueError for bad names or values.
     """
-    return compile_program(syscalls, notify=notify_set_for(audit_files),
+    return compile_program(audited_syscalls(syscalls, audit_files),
+                           notify=notify_set_for(audit_files),
                            kill_via_notify=syscalls.on_violation == "kill")
 
 
