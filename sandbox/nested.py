@@ -14,7 +14,8 @@ messages meanwhile), by calling the same `Launcher.spawn`:
   parent's policy; a name (no ``/``: a file path from a child is refused) or
   a policy dict (validated by the policy loader). It must be
   `is_narrower_or_equal` to the parent's (raw) policy, else refused;
-- at most `MAX_IN_FLIGHT` requests of one run are served at a time;
+- at most `MAX_IN_FLIGHT` requests of one run are served at a time, and
+  `MAX_PER_RUN` in all (a child looping on ctx.spawn is cut off);
 - messages of a nested run go to the launcher's handlers and hooks and to
   every ancestor run's own handlers, with ``RunInfo.depth`` set: that is how
   a grandchild's ``store_put`` is observable at the top. Stores do not merge
@@ -38,6 +39,7 @@ from sandbox.policy.model import Policy
 
 DEFAULT_MAX_DEPTH = 5
 MAX_IN_FLIGHT = 8
+MAX_PER_RUN = 256
 RESULT_KEYS = ("run_id", "status", "reason", "exit_code", "store", "changed_keys",
                "deleted_keys", "bailed", "bail_reason", "error", "messages", "logs")
 
@@ -103,6 +105,7 @@ class NestedService:
         self.cancel = threading.Event()
         self.threads: list[threading.Thread] = []
         self.runs: list[dict[str, Any]] = []      # summaries, for the parent's RunResult
+        self.requests = 0
         self._lock = threading.Lock()
 
     def submit(self, payload: Any) -> None:
@@ -115,8 +118,12 @@ class NestedService:
             live = [t for t in self.threads if t.is_alive()]
             busy = len(live) >= MAX_IN_FLIGHT
             self.threads = live
-        if busy:
-            self._reply(rid, refused(f"more than {MAX_IN_FLIGHT} nested spawns in flight", depth))
+            self.requests += 1
+            spent = self.requests > MAX_PER_RUN
+        if busy or spent:
+            why = (f"more than {MAX_PER_RUN} nested spawns for one run" if spent
+                   else f"more than {MAX_IN_FLIGHT} nested spawns in flight")
+            self._reply(rid, refused(why, depth))
             return
         t = threading.Thread(target=self._serve, args=(rid, payload, depth), daemon=True,
                              name=f"nested-{self.run_id[:8]}-{rid[:8]}")

@@ -110,3 +110,31 @@ def test_a_bailed_item_is_not_a_failure():
             "stages": [{"id": "s", "actions": ["mw.bail", "mw.item"]}]}
     results = run_parallel(launcher, bail, [1, 2, 3], concurrency=2, code_paths=[CODE])
     assert all(r.status == "ok" and r.bailed for r in results)
+
+
+def test_a_monitor_that_ignores_cancel_is_killed_after_the_grace():
+    import socket
+
+    from sandbox.launcher.session import Budget, Session
+
+    class DeafMonitor:          # never acts on "cancel", never reports
+        stdout = stderr = None
+        killed = 0
+
+        def kill(self):
+            self.killed += 1
+
+    ipc, ipc_peer = socket.socketpair()
+    ctl, ctl_peer = socket.socketpair()
+    token = threading.Event()
+    proc = DeafMonitor()
+    s = Session(run_id="r", proc=proc, ipc=ipc, ctl=ctl, store={}, budget=Budget(),
+                handler_sets=[], wall=None, cancel=token, grace=0.0)
+    assert s._check_cancel() is False and proc.killed == 0      # not cancelled yet
+    token.set()
+    assert s._check_cancel() is False                            # cancel sent, grace starts
+    assert ctl_peer.recv(4096).find(b'"cancel"') > 0
+    assert s._check_cancel() is True and proc.killed == 1        # grace (0 s) is over
+    assert s.state.monitor_report["cancelled"] is True
+    for sock in (ipc, ipc_peer, ctl, ctl_peer):
+        sock.close()

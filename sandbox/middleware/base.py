@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -51,6 +52,7 @@ class SpawnInfo:
     parent_run_id: str | None = None
     item: Any = None
     index: int | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)  # when spawn() was called
 
 
 class IpcMiddleware:

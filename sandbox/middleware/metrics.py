@@ -6,7 +6,7 @@ A launcher-side middleware; register the class (a per-run factory):
 
     {"messages": {"in": {type: n}, "out": {type: n}},
      "bytes":    {"in": {type: n}, "out": {type: n}},
-     "spawn_duration": seconds from spawn() to the end of the run,
+     "spawn_duration": seconds from the spawn() call to the end of the run,
      "first_message_after": seconds to the first inbound message or None}
 
 It counts what reaches its position in the chain (THE order rule, see
@@ -30,7 +30,7 @@ class Metrics(IpcMiddleware):
 
     def __init__(self, info: SpawnInfo | None = None) -> None:
         self.info = info
-        self.t0 = time.monotonic()
+        self.t0 = info.started if info is not None else time.monotonic()
         self.first: float | None = None
         self.messages: dict[str, dict[str, int]] = {"in": {}, "out": {}}
         self.bytes: dict[str, dict[str, int]] = {"in": {}, "out": {}}
