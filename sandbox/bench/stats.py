@@ -1,0 +1,52 @@
+"""Small statistics for benchmarks: medians and p95 over repeated timings."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Sample:
+    name: str
+    times: list[float]  # seconds
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.times)
+        return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "runs": len(self.times),
+                "median_ms": round(self.median * 1000, 3), "p95_ms": round(self.p95 * 1000, 3)}
+
+
+def measure(name: str, fn: Callable[[], object], runs: int, warmup: int = 3) -> Sample:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Sample(name, times)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, Sample]:
+    """Measure several contenders round-robin, so drift in the machine's load
+    hits all of them alike (a fair side-by-side in one run)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: Sample(name, []) for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].times.append(time.perf_counter() - t0)
+    return out

@@ -1,0 +1,76 @@
+"""The warm fork server: default path, restart after death, exec fallback, concurrency."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from sandbox.launcher import monitors
+from sandbox.launcher.launcher import Launcher
+
+pytestmark = pytest.mark.isolation
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_runs_go_through_the_fork_server_by_default():
+    r = Launcher().spawn(["true"])
+    server = monitors.shared_fork_server().pid
+    assert r.status == "ok" and server is not None
+    assert r.pids["monitor_parent"] == server
+
+
+def test_a_dead_fork_server_is_restarted_and_the_run_succeeds():
+    launcher = Launcher()
+    assert launcher.spawn(["true"]).status == "ok"
+    old = monitors.shared_fork_server().pid
+    os.kill(old, signal.SIGKILL)
+    for _ in range(100):  # until the kernel has reaped it for our Popen
+        if monitors.shared_fork_server()._proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    r = launcher.spawn(["true"])
+    assert r.status == "ok", r.reason
+    assert monitors.shared_fork_server().pid not in (None, old)
+
+
+def test_exec_path_without_the_fork_server_still_works():
+    r = Launcher(fork_server=False, capture_output=True).spawn(["/bin/echo", "x"])
+    assert (r.status, r.stdout) == ("ok", "x\n")
+    assert r.pids["monitor_parent"] == os.getpid()
+
+
+def test_template_stays_small():
+    Launcher().spawn(["true"])
+    # fork cost grows with the template's resident memory: it holds only the runtime
+    assert _rss_kib(monitors.shared_fork_server().pid) < 64 * 1024
+
+
+def test_many_sandboxes_at_once_from_threads():
+    launcher = Launcher(capture_output=True, max_concurrent=4)
+    results, errors = [], []
+
+    def worker(n):
+        try:
+            for i in range(3):
+                results.append(launcher.spawn(["sh", "-c", f"echo {n}-{i}"]))
+        except Exception as exc:  # reported below, never lost
+            errors.append(exc)
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.stdout for r in results) == sorted(f"{n}-{i}\n" for n in range(8)
+                                                       for i in range(3))
+    assert all(r.status == "ok" for r in results)
