@@ -44,9 +44,30 @@ def test_a_dead_fork_server_is_restarted_and_the_run_succeeds():
 
 
 def test_exec_path_without_the_fork_server_still_works():
-    r = Launcher(fork_server=False, capture_output=True).spawn(["/bin/echo", "x"])
+    r = Launcher(start="exec", capture_output=True).spawn(["/bin/echo", "x"])
     assert (r.status, r.stdout) == ("ok", "x\n")
     assert r.pids["monitor_parent"] == os.getpid()
+
+
+def test_direct_fork_from_a_single_threaded_caller(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "one.py"
+    script.write_text("import os\nfrom sandbox.launcher.launcher import Launcher\n"
+                      "r = Launcher(start='fork', capture_output=True).spawn(['/bin/echo', 'y'])\n"
+                      "print(r.status, r.stdout.strip(), r.pids['monitor_parent'] == os.getpid())\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.stdout == "ok y True\n", out.stderr
+
+
+def test_direct_fork_is_refused_from_a_threaded_caller():
+    t = threading.Thread(target=time.sleep, args=(0.5,))
+    t.start()
+    try:
+        with pytest.raises(RuntimeError, match="single-threaded"):
+            Launcher(start="fork").spawn(["true"])
+    finally:
+        t.join()
 
 
 def test_template_stays_small():

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     wf_dir = os.path.dirname(os.path.abspath(args.workflow))
     if wf_dir != code_paths[0]:
         code_paths.append(wf_dir)
-    result = Launcher().spawn(workflow, policy=args.policy, timeout=args.timeout,
+    result = Launcher(start="fork").spawn(workflow, policy=args.policy, timeout=args.timeout,
                               output_dir=args.output, env=common.parse_env(args.env),
                               code_paths=code_paths)
     common.write_result(args.result, result)

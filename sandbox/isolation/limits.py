@@ -17,7 +17,7 @@ from sandbox.isolation.context import ContainContext
 
 
 def rlimits_for(ctx: ContainContext) -> dict[int, int]:
-    """The (soft = hard) limits to set, by resource constant."""
+    """The limits to set, by resource constant (soft = hard, except CPU: see apply)."""
     lim = ctx.policy.limits
     out: dict[int, int] = {resource.RLIMIT_CORE: 0}
     if lim.cpu is not None:
@@ -37,8 +37,12 @@ def apply(ctx: ContainContext) -> None:
     for res, value in rlimits_for(ctx).items():
         soft, hard = resource.getrlimit(res)
         new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        # CPU: SIGXCPU at the limit, SIGKILL a second later for a program that
+        # ignores it. With soft = hard both race, and SIGKILL hides the cause.
+        new_hard = new + 1 if res == resource.RLIMIT_CPU and (
+            hard == resource.RLIM_INFINITY or new + 1 <= hard) else new
         try:
-            resource.setrlimit(res, (new, new))
+            resource.setrlimit(res, (new, new_hard))
         except (ValueError, OSError) as exc:
             raise SetupError("limits", f"setrlimit({res}, {new}): {exc}") from None
     ctx.active.append("limits")

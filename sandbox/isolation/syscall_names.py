@@ -1,20 +1,22 @@
-"""Syscall names known to this machine's libseccomp, for policy validation."""
+"""Syscall names known on x86_64, for policy validation and filter compilation.
+
+Backed by the static table in `syscall_table.py` (libseccomp's names plus the
+newer calls it lacks), so neither the policy loader nor the sandboxee has to
+import the libseccomp binding at start-up.
+"""
 from __future__ import annotations
 
-import functools
+from sandbox.isolation.syscall_table import BY_NUMBER, X86_64
 
 
-@functools.lru_cache(maxsize=None)
 def syscall_number(name: str) -> int | None:
-    """The native number of `name`, or None when libseccomp does not know it."""
-    import pyseccomp
-    try:
-        nr = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE if hasattr(pyseccomp.Arch, "NATIVE")
-                                       else pyseccomp.system_arch(), name)
-    except (ValueError, OSError, TypeError):
-        return None
-    return nr if isinstance(nr, int) and nr >= 0 else None
+    """The x86_64 number of `name`, or None when unknown."""
+    return X86_64.get(name)
+
+
+def syscall_name(nr: int) -> str | None:
+    return BY_NUMBER.get(nr)
 
 
 def is_known_syscall(name: str) -> bool:
-    return syscall_number(name) is not None
+    return name in X86_64

@@ -237,26 +237,16 @@ def profile(name: str) -> Profile:
     raise ValueError(f"unknown syscall profile {name!r} (known: {', '.join(PROFILES)})")
 
 
-@functools.lru_cache(maxsize=None)
 def syscall_number(name: str) -> int | None:
     """x86_64 number of `name` (libseccomp's table plus `EXTRA_X86_64`), or None."""
-    if name in EXTRA_X86_64:
-        return EXTRA_X86_64[name]
-    from sandbox.isolation.syscall_names import syscall_number as _libseccomp_number
-    return _libseccomp_number(name)
+    from sandbox.isolation.syscall_table import X86_64
+    return X86_64.get(name)
 
 
-@functools.lru_cache(maxsize=None)
 def syscall_name(nr: int) -> str:
     """Name of x86_64 syscall `nr` (``"syscall_<nr>"`` when unknown)."""
-    for name, n in EXTRA_X86_64.items():
-        if n == nr:
-            return name
-    try:
-        import pyseccomp
-        return pyseccomp.resolve_syscall(pyseccomp.Arch.X86_64, nr).decode()
-    except (ValueError, OSError):
-        return f"syscall_{nr}"
+    from sandbox.isolation.syscall_table import BY_NUMBER
+    return BY_NUMBER.get(nr, f"syscall_{nr}")
 
 
 def is_known_syscall(name: str) -> bool:

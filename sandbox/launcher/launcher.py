@@ -76,13 +76,18 @@ class Launcher:
 
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
-                 max_depth: int = DEFAULT_MAX_DEPTH, fork_server: bool = True,
+                 max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
                  max_concurrent: int = 64) -> None:
-        """`fork_server=False` starts each monitor by exec instead of forking it
-        from the warm fork server (slower; useful to rule the server out).
-        At most `max_concurrent` sandboxes run at once; further spawns wait."""
+        """`start` is how each run's monitor begins: "forkserver" (default: forked
+        from a warm template shared by the process), "fork" (forked from this
+        process; only for single-threaded, short-lived callers such as the CLI,
+        where starting a fork server would cost more than it saves), or "exec"
+        (a fresh interpreter per run; slowest). At most `max_concurrent`
+        sandboxes run at once; further spawns wait."""
+        if start not in monitors.START_MODES:
+            raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
         self.default_policy = policy
-        self.fork_server = fork_server
+        self.start = start
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.budget = budget or Budget()
         self.capture_output = capture_output
@@ -254,8 +259,7 @@ class Launcher:
     # -- pieces ----------------------------------------------------------------
     def _start_monitor(self, prep: P.Prepared, ipc_child: socket.socket,
                        ctl_child: socket.socket, capture: bool) -> Any:
-        server = monitors.shared_fork_server() if self.fork_server else None
-        return monitors.start_monitor(server, ipc_child, ctl_child, capture)
+        return monitors.start_monitor(self.start, ipc_child, ctl_child, capture)
 
     def _spec(self, prep: P.Prepared, mode: str, body: Any,
               ipc_child: socket.socket) -> dict[str, Any]:

@@ -28,8 +28,8 @@ from sandbox.launcher import prepare as P
 
 class ForkedMonitor:
     def __init__(self, pid: int, pidfd: int, stdout: IO[bytes] | None,
-                 stderr: IO[bytes] | None) -> None:
-        self.pid, self.pidfd = pid, pidfd
+                 stderr: IO[bytes] | None, *, reap: bool = False) -> None:
+        self.pid, self.pidfd, self.reap = pid, pidfd, reap
         self.stdout, self.stderr = stdout, stderr
         self.returncode: int | None = None
 
@@ -62,6 +62,8 @@ class ForkedMonitor:
             os.close(self.pidfd)
             self.pidfd = -1
             self.returncode = 0
+            if self.reap:  # our own child (direct fork): reap it
+                os.waitpid(self.pid, 0)
         return self.returncode or 0
 
 
@@ -129,41 +131,69 @@ class ForkServerClient:
         return self._proc.pid if self._proc is not None else None
 
 
-def start_monitor(server: ForkServerClient | None, ipc_child: socket.socket,
-                  ctl_child: socket.socket, capture: bool) -> Any:
-    """Start the run's monitor, via the fork server when given, else by exec."""
-    if server is None:
+START_MODES = ("forkserver", "fork", "exec")
+
+
+def _stdio(capture: bool) -> tuple[list[int], int | None, int | None, list[int]]:
+    """(fds stdin/stdout/stderr for the monitor, read ends, fds to close after)."""
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if not capture:
+        return [devnull, 1, 2], None, None, [devnull]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    return [devnull, out_w, err_w], out_r, err_r, [devnull, out_w, err_w]
+
+
+def _fork_direct(ipc_fd: int, ctl_fd: int, stdio: list[int]) -> tuple[int, int]:
+    """Fork the monitor from this (single-threaded) process: no second interpreter."""
+    if threading.active_count() > 1:
+        raise RuntimeError("start='fork' needs a single-threaded launcher process; "
+                           "use the fork server (the default) from threaded code")
+    from sandbox.monitor import main as monitor_main
+    launcher_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            for src, dst in zip(stdio, (0, 1, 2)):
+                os.dup2(src, dst)
+            from sandbox.isolation.privileges import close_fds
+            close_fds({ipc_fd, ctl_fd})
+            os.set_inheritable(ipc_fd, True)
+            code = monitor_main.run_monitor(ctl_fd, ipc_fd=ipc_fd, launcher_pid=launcher_pid)
+        finally:
+            os._exit(code)
+    return pid, os.pidfd_open(pid)
+
+
+def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
+                  capture: bool) -> Any:
+    """Start the run's monitor: forked by the fork server, forked directly, or exec'd."""
+    if mode == "exec":
         env = {"SANDBOX_MONITOR_FD": str(ctl_child.fileno()),
                "SANDBOX_LAUNCHER_PID": str(os.getpid())}
         pipe = subprocess.PIPE if capture else None
         return subprocess.Popen(P.monitor_command(), env=env, stdin=subprocess.DEVNULL,
                                 stdout=pipe, stderr=pipe,
                                 pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
-    opened: list[int] = []
-    out_r = err_r = None
+    stdio, out_r, err_r, to_close = _stdio(capture)
     try:
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        opened.append(devnull)
-        if capture:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            opened += [out_w, err_w]
+        if mode == "fork":
+            pid, pidfd = _fork_direct(ipc_child.fileno(), ctl_child.fileno(), stdio)
         else:
-            out_w, err_w = 1, 2
-        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), devnull,
-                                   out_w, err_w])
+            pid, pidfd = shared_fork_server().spawn(
+                [ipc_child.fileno(), ctl_child.fileno(), *stdio])
     except BaseException:
         for fd in (out_r, err_r):
             if fd is not None:
                 os.close(fd)
         raise
     finally:
-        for fd in opened:
+        for fd in to_close:
             os.close(fd)
     stdout = os.fdopen(out_r, "rb", buffering=0) if out_r is not None else None
     stderr = os.fdopen(err_r, "rb", buffering=0) if err_r is not None else None
-    return ForkedMonitor(pid, pidfd, stdout, stderr)
-
+    return ForkedMonitor(pid, pidfd, stdout, stderr, reap=(mode == "fork"))
 
 _shared: ForkServerClient | None = None
 _shared_lock = threading.Lock()

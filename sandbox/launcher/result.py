@@ -53,8 +53,8 @@ class RunResult:
     metrics: dict[str, Any] | None = None   # set by middleware (e.g. Metrics, HmacAuth)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # frames inbound middleware refused
     nested: list[dict[str, Any]] = field(default_factory=list)    # spawns served for this run's actions
-    pids: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (see docs/benchmarks.md)   # host pids: monitor, its parent, sandboxee
+    pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
+    timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
 
     @property
     def ok(self) -> bool:
