@@ -1,0 +1,104 @@
+"""Verdicts for the audit: the policy engine plus the rules the launcher adds to the plan.
+
+The launcher adds read-only FsRules to the run's plan that are not in the
+policy (the sandbox runtime, the caller's action code: `prepare.runtime_rules`).
+The kernel layers grant them, so the audit must too, or every import of an
+action would be recorded as denied. Policy denies still win over them (the
+planner never binds a denied path; Landlock grants only the rule's subtree).
+
+Also computes the *guarded* trees: places where a deny rule names paths the
+kernel layers cannot hide, because they did not exist when the view was built
+(a glob, or a literal path that was absent) and lie in a writable tree. There
+the monitor itself enforces (sandbox.monitor.broker).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from sandbox.policy import globs
+from sandbox.policy.engine import GRANTS, Engine, Verdict, normalize
+from sandbox.policy.model import Policy
+from sandbox.policy.plan import FsPlan
+
+WRITABLE_AREAS = ("/tmp", "/dev/shm")   # the sandbox's own writable areas
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or prefix == "/" or path.startswith(prefix + "/")
+
+
+class AuditEngine:
+    """`decide(op, path) -> Verdict`, cached per (op, path)."""
+
+    def __init__(self, policy: Policy, plan: FsPlan) -> None:
+        self.engine = Engine(policy)
+        self.extra: list[tuple[str, frozenset[str], str]] = []
+        self.extra_parents: dict[str, str] = {}
+        for r in plan.rules:
+            if r.rule.startswith("filesystem."):
+                continue
+            kind = "write" if r.write else "exec" if r.exec else "read"
+            self.extra.append((normalize(r.path), GRANTS[kind], r.rule))
+            p = normalize(r.path)
+            while p != "/":
+                p = os.path.dirname(p)
+                self.extra_parents.setdefault(p, r.rule)
+        self._cache: dict[tuple[str, str], Verdict] = {}
+
+    def decide(self, op: str, path: str) -> Verdict:
+        key = (op, path)
+        v = self._cache.get(key)
+        if v is None:
+            v = self._decide(op, path)
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[key] = v
+        return v
+
+    def _decide(self, op: str, path: str) -> Verdict:
+        v = self.engine.decide(op, path)
+        if v.allowed or not v.rule.startswith("default:") or not self.extra:
+            return v
+        p = v.path or path
+        for prefix, grants, text in self.extra:
+            if _under(p, prefix) and op in grants:
+                return Verdict(True, text, f"{op} of {p} is granted by the launcher ({text})", p)
+        if op == "metadata" and p in self.extra_parents:
+            text = f"sandbox: parent of {self.extra_parents[p]}"
+            return Verdict(True, text, f"{p} is a parent directory of a granted path", p)
+        return v
+
+
+def guarded_prefixes(policy: Policy, plan: FsPlan) -> tuple[str, ...]:
+    """Trees where the monitor must enforce deny rules itself (see module doc).
+
+    A deny pattern whose literal prefix lies in a writable tree guards that
+    prefix; a writable tree inside a deny pattern's literal prefix is guarded
+    whole. Literal deny paths that exist are masked by the mount layer and are
+    left to it (a mask cannot be removed, renamed over or unlinked: EBUSY).
+    """
+    writable = [normalize(r.path) for r in plan.rules if r.write] + list(WRITABLE_AREAS)
+    masks = set(plan.masks)
+    out: set[str] = set()
+    for pat in policy.filesystem.deny:
+        if globs.is_glob(pat):
+            prefix = normalize(globs.static_prefix(pat) or "/")
+        else:
+            prefix = normalize(pat)
+            if prefix in masks or os.path.lexists(prefix):
+                continue
+        for w in writable:
+            if _under(prefix, w):
+                out.add(prefix)
+            elif _under(w, prefix):
+                out.add(w)
+    return tuple(sorted(_minimal(out)))
+
+
+def _minimal(paths: Iterable[str]) -> list[str]:
+    keep: list[str] = []
+    for p in sorted(paths, key=len):
+        if not any(_under(p, k) for k in keep):
+            keep.append(p)
+    return keep

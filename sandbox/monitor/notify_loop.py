@@ -1,0 +1,267 @@
+"""The monitor's seccomp notification loop: file audit records and violations.
+
+`start(fd, supervisor)` is called by the Supervisor when the sandboxee hands
+over its listener; it returns an `AuditLoop` whose `finish()` (called after
+the sandbox is gone) returns ``{"audit": summary, "denied": [...]}`` for the
+exit report.
+
+One daemon thread blocks in SECCOMP_IOCTL_NOTIF_RECV (the GIL is released),
+so the Supervisor's select loop is untouched. For each notification:
+
+1. Not an audited syscall (or one the policy denies, with on_violation =
+   "kill"): a violation -> EPERM, `supervisor.on_violation`, which kills.
+2. Read the path argument(s) from the caller's memory, make them absolute
+   (cwd or dirfd), canonical inside the sandbox's root, and ask the engine.
+3. Record (seq, time, pid, operation, syscall, path, flags, verdict, rule)
+   into the writer's deque (SQLite in batches, another thread).
+4. Answer. CONTINUE: the kernel layers (mount view + Landlock, compiled from
+   the same policy) decide; the record is advisory, because the path we read
+   may be changed by another thread before the kernel reads it
+   (seccomp_unotify(2) NOTES). Never is anything allowed *because* of it.
+   Exceptions, both safe against that race:
+   - a verdict from a ``filesystem.deny`` rule is answered EACCES by the
+     monitor (a deny rule may name paths the layers could not hide);
+   - when the policy has such deny rules inside writable trees ("guarded"
+     trees, `sandbox.audit.verdicts.guarded_prefixes`), every open and every
+     name-changing call is *performed by the monitor* on the path it read
+     (its own copy, resolved race-free with openat2 in the sandbox's root)
+     and the result injected (SECCOMP_IOCTL_NOTIF_ADDFD) — see broker.py.
+
+SYNC_WAKE_UP is set on the listener (by value) so the round trip stays on one
+CPU. Nothing is logged per call; failures are counted in the summary.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from sandbox.audit.summary import Tally
+from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
+from sandbox.isolation import seccomp
+from sandbox.isolation import syscall_profiles as sp
+from sandbox.monitor import audit_syscalls as S
+from sandbox.monitor.audit_paths import PathError, Paths
+from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener
+
+_EACCES = errno.EACCES
+
+
+class AuditLoop:
+    def __init__(self, fd: int, supervisor: Any) -> None:
+        self.sup = supervisor
+        spec, ctx = supervisor.spec, supervisor.ctx
+        policy = ctx.policy
+        self.run_id: str = spec["run_id"]
+        self.files: str = ctx.audit_files
+        self.audit = self.files != "none"
+        self.record_all = self.files == "all"
+        self.listener = Listener(fd)
+        self.sync_wakeup = True
+        try:
+            self.listener.set_sync_wakeup()
+        except OSError:
+            self.sync_wakeup = False
+        syscalls = seccomp.audited_syscalls(policy.syscalls, self.files)
+        notify = seccomp.notify_set_for(self.files)
+        self.table = seccomp.table_for(syscalls, notify)
+        self.kill_mode = policy.syscalls.on_violation == "kill"
+        self.specs: dict[int, tuple[str, S.Spec]] = {}
+        for name in notify:
+            nr = sp.syscall_number(name)
+            if nr is not None and name in S.SPECS:
+                self.specs[nr] = (name, S.SPECS[name])
+        # audited syscalls whose table rule is not plain NOTIFY (a deny list entry)
+        self.guarded_nrs = {nr for nr in self.specs
+                            if not (self.table.by_nr.get(nr) is not None
+                                    and self.table.by_nr[nr].unconditional
+                                    and self.table.by_nr[nr].otherwise == sp.NOTIFY)}
+        self.tally = Tally(self.files)
+        self.paths = Paths()
+        self.seq = 0
+        self.writer = None
+        self.db_path: str | None = None
+        self.db_error: str | None = None
+        self.engine: AuditEngine | None = None
+        self.broker = None
+        if self.audit:
+            self.engine = AuditEngine(policy, ctx.fs_plan)
+            guarded = guarded_prefixes(policy, ctx.fs_plan)
+            if guarded:
+                from sandbox.monitor.broker import Broker
+                self.broker = Broker(self, guarded)
+            self._open_store(spec, policy)
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
+        self._thread.start()
+
+    # -- store -------------------------------------------------------------------------------
+    def _open_store(self, spec: dict[str, Any], policy: Any) -> None:
+        from sandbox.audit import store
+        try:
+            self.db_path = spec.get("audit_db") or store.default_path()
+            conn = store.connect(self.db_path)
+            argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
+            store.begin_run(conn, self.run_id, policy=policy.name, files=self.files,
+                            mode=spec.get("mode", ""), argv=argv)
+            self.writer = store.Writer(conn)
+        except Exception as exc:   # no store: the summary still counts, and says why
+            self.db_error = f"{type(exc).__name__}: {exc}"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _serve(self) -> None:
+        recv = self.listener.recv
+        cont = self.listener.respond_continue
+        specs = self.specs
+        tally = self.tally
+        while not self._stop:
+            try:
+                n = recv()
+            except OSError:
+                break
+            if n is None:
+                continue
+            entry = specs.get(n.nr)
+            if entry is None or n.arch != AUDIT_ARCH_X86_64 or (
+                    n.nr in self.guarded_nrs and self.table.decide(n.nr, n.args) != sp.NOTIFY):
+                self._violation(n)
+                continue
+            tally.checked += 1
+            try:
+                answered = self._handle(n, entry[0], entry[1])
+            except PathError as exc:
+                answered = False
+                tally.error(f"{entry[0]}: {exc}")
+            except Exception as exc:   # never leave the caller hanging
+                answered = False
+                tally.error(f"{entry[0]}: {type(exc).__name__}: {exc}")
+            if not answered:
+                try:
+                    cont(n.id)
+                except OSError:
+                    pass
+
+    def _violation(self, n: Any) -> None:
+        from sandbox.monitor.seccomp_notify import violation_of
+        v = violation_of(n, self.table)
+        try:
+            if v is None:   # notified but not audited here: let the layers decide
+                self.listener.respond_continue(n.id)
+                return
+            self.listener.respond_error(n.id, errno.EPERM)
+        except OSError:
+            pass
+        self.sup.on_violation({"kind": "seccomp", "syscall": v.syscall, "nr": v.nr,
+                               "args": list(v.args), "pid": v.pid})
+
+    def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
+        """Record the call; True when it was answered here (denied or brokered)."""
+        pid, args = n.pid, n.args
+        paths = self.paths
+        if paths.root_fd is None:
+            paths.set_root(pid)
+        kind = spec.kind
+        if kind == "openat2":
+            flags = self._openat2_flags(pid, args[2], args[3])
+        elif kind == "creat":
+            flags = S.O_CREAT | S.O_WRONLY | S.O_TRUNC
+        elif spec.flags_arg is not None:
+            flags = args[spec.flags_arg] & 0xFFFFFFFF
+        else:
+            flags = 0
+        if name in S.INVALIDATES:
+            paths.invalidate()
+        if self.broker is not None and self.broker.handles(kind):
+            return self.broker.handle(n, name, spec, flags)
+        results = []
+        for dirfd_arg, path_arg, op, follow in spec.slots:
+            raw = paths.read(pid, args[path_arg])
+            if not raw and kind in ("stat", "path", "exec", "link") and flags & S.AT_EMPTY_PATH:
+                if kind == "stat":
+                    return False       # fstat(2) by another name: not a path lookup
+            path = paths.absolute(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
+            path = paths.canonical(path, S.follows(follow, flags))
+            if op is None:
+                op = S.open_operation(flags)
+            results.append((op, path, self.engine.decide(op, path)))
+        flag_text = self._flag_text(name, kind, flags, pid, args)
+        deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
+        for op, path, v in results:
+            self.record(pid, op, name, path, flag_text, v.allowed, v.rule,
+                        "monitor" if deny else "kernel", "EACCES" if deny else None)
+        if deny:
+            self.tally.monitor_denied += 1
+            self.listener.respond_error(n.id, _EACCES)
+            return True
+        return False
+
+    def _flag_text(self, name: str, kind: str, flags: int, pid: int, args: Any) -> str | None:
+        if kind in ("open", "openat2", "creat"):
+            return S.format_open(flags)
+        if kind == "symlink":
+            try:
+                return "target=" + self.paths.read(pid, args[0])
+            except PathError:
+                return "target=?"
+        if flags:
+            return S.format_bits(flags, "rename" if kind == "rename" else "at")
+        return None
+
+    def _openat2_flags(self, pid: int, how: int, size: int) -> int:
+        """open_how.flags (advisory, like every argument read from memory)."""
+        if not how or size < 8:
+            return 0
+        fd = self.paths._mem_fd(pid)
+        data = os.pread(fd, 8, how)
+        return int.from_bytes(data, "little") if len(data) == 8 else 0
+
+    def record(self, pid: int, op: str, name: str, path: str, flags: str | None,
+               allowed: bool, rule: str, enforced: str = "kernel",
+               result: str | None = None) -> None:
+        self.seq += 1
+        seq = self.seq
+        self.tally.add(seq, pid, op, name, path, allowed, rule)
+        if allowed and not self.record_all:
+            return
+        self.tally.recorded += 1
+        if self.writer is not None:
+            self.writer.put((self.run_id, seq, time.time(), pid, op, name, path, flags,
+                             1 if allowed else 0, rule, enforced, result))
+
+    # -- the end -----------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """Called once the sandbox is gone: flush the store, return the report's keys."""
+        self._stop = True
+        self._thread.join(0.2)   # blocked in RECV for good once every task is gone
+        if not self.audit:
+            return {}
+        extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
+                                 "sync_wakeup": self.sync_wakeup,
+                                 "guarded": list(self.broker.guarded) if self.broker else []}
+        dropped = 0
+        if self.writer is not None:
+            self.writer.close()
+            dropped = self.writer.dropped
+            if self.writer.error:
+                extra["db_error"] = self.writer.error
+        elif self.db_error:
+            extra["db_error"] = self.db_error
+            dropped = self.tally.recorded
+        summary = self.tally.summary(dropped=dropped, **extra)
+        if self.writer is not None:
+            from sandbox.audit import store
+            try:
+                store.end_run(self.writer.conn, self.run_id, records=self.writer.written,
+                              dropped=dropped, summary=json.dumps(summary))
+                self.writer.conn.close()
+            except Exception as exc:
+                summary["db_error"] = f"{type(exc).__name__}: {exc}"
+        self.paths.close_mem()
+        return {"audit": summary, "denied": list(self.tally.denied)}
+
+
+def start(fd: int, supervisor: Any) -> AuditLoop:
+    return AuditLoop(fd, supervisor)
