@@ -55,6 +55,12 @@ class ForkedMonitor:
                 pass
 
     def wait(self, timeout: float | None = None) -> int:
+        if self.pidfd >= 0 and not self.reap:
+            # The fork server reaps it; the monitor reported already, and may
+            # still be removing its cgroup: no need to wait for that.
+            os.close(self.pidfd)
+            self.pidfd = -1
+            self.returncode = 0
         if self.pidfd >= 0:
             ready, _, _ = select.select([self.pidfd], [], [], timeout)
             if not ready:

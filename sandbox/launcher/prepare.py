@@ -36,8 +36,8 @@ def state_dir() -> str:
 def load(policy: Policy | str | None, fallback: str | None = None) -> Policy:
     if isinstance(policy, Policy):
         return policy
-    from sandbox.policy import load_policy
-    return load_policy(policy or fallback or DEFAULT_POLICY)
+    from sandbox.policy.loader import load_policy_cached
+    return load_policy_cached(policy or fallback or DEFAULT_POLICY)
 
 
 def tighten_wall(policy: Policy, timeout: float | None) -> Policy:

@@ -55,7 +55,16 @@ def serve(ctl: Channel, ipc_fd: int | None = None) -> int:
         spec["ipc_fd"] = ipc_fd
         spec["env"]["SANDBOX_IPC_FD"] = str(ipc_fd)
     sup = Supervisor(spec, build_context(spec), ctl)
-    ctl.send("exit", sup.run())
+    report = sup.run()
+    # The sandbox is gone: let go of its stdout/stderr so a caller capturing
+    # them sees end of stream now, then report, then clean up unhurried.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    ctl.send("exit", report)
+    ctl.close()
+    sup.cleanup()
     return 0
 
 

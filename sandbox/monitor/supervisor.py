@@ -119,9 +119,15 @@ class Supervisor:
             if self.report["status"] is not None and "status" not in sources.values():
                 break
         os.waitpid(stub_pid, 0)
-        tree.kill_descendants(os.getpid())
+        if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
+            tree.kill_descendants(os.getpid())
         self._finish(t0)
         return self.report
+
+    def cleanup(self) -> None:
+        """After the report went out: what the caller need not wait for."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def _mark(self, phase: str) -> None:
         """Seconds since the monitor got its spec: the setup-latency breakdown."""
@@ -220,4 +226,3 @@ class Supervisor:
             peak = self.cgroup.max_memory()
             if peak:
                 self.report["max_rss"] = max(self.report["max_rss"], peak)
-            self.cgroup.remove()

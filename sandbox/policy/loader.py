@@ -26,7 +26,7 @@ from sandbox.policy import units
 from sandbox.policy.locate import Locator
 from sandbox.policy.model import (AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
                                   Policy, SyscallPolicy)
-from sandbox.policy.search import available_policies, find_policy, is_name
+from sandbox.policy.search import default_search_path, available_policies, find_policy, is_name
 from sandbox.policy.spec import TABLES, TOP, UNLIMITED, Kind
 from sandbox.policy.variables import check_path_syntax
 
@@ -197,6 +197,7 @@ class _Loader:
     def __init__(self, search_path: list[str] | None) -> None:
         self.search_path = search_path
         self.chain: list[str] = []          # real paths being loaded (cycle detection)
+        self.files: list[tuple[str, int, int, int]] = []  # (real path, mtime_ns, size, inode)
 
     def locate_ref(self, ref: str, base_dir: str | None, requester: str | None,
                    file: str, key_line: int | None) -> str:
@@ -219,6 +220,8 @@ class _Loader:
         real = os.path.realpath(path)
         try:
             with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                self.files.append((real, st.st_mtime_ns, st.st_size, st.st_ino))
                 text = f.read().decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"cannot read policy: {exc}", file=path) from None
@@ -293,6 +296,59 @@ def parse_policy(text: str, *, file: str = "<string>", base_dir: str | None = No
     return _build(loader.load_text(text, file, base_dir, None), file)
 
 
+_CACHE: dict[tuple[str, tuple[str, ...] | None], tuple[Policy, tuple]] = {}
+
+
+def _fingerprint(files: list[tuple[str, int, int, int]],
+                 search_path: list[str] | None) -> tuple:
+    """What a cached policy depends on: its files, and the search path's directories
+    (a new file there could shadow a name that `extends` resolves)."""
+    dirs = []
+    for d in (search_path if search_path is not None else default_search_path()):
+        try:
+            st = os.stat(d)
+            dirs.append((d, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            dirs.append((d, None, None))
+    return tuple(files), tuple(dirs)
+
+
+def _current(files: tuple, dirs: tuple) -> bool:
+    for path, mtime, size, ino in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != (mtime, size, ino):
+            return False
+    for d, mtime, ino in dirs:
+        try:
+            st = os.stat(d)
+            if (st.st_mtime_ns, st.st_ino) != (mtime, ino):
+                return False
+        except OSError:
+            if mtime is not None:
+                return False
+    return True
+
+
+def load_policy_cached(name_or_path: str, *, search_path: list[str] | None = None) -> Policy:
+    """`load_policy`, memoised while every file it read (and the search path's
+    directories) is unchanged: a launcher loads the same policy for every run."""
+    key_path = name_or_path if is_name(name_or_path) else os.path.realpath(
+        os.path.expanduser(name_or_path))
+    key = (key_path, tuple(search_path) if search_path is not None else None)
+    hit = _CACHE.get(key)
+    if hit is not None and _current(*hit[1]):
+        return hit[0]
+    loader = _Loader(search_path)
+    policy = _load(loader, name_or_path, search_path)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    _CACHE[key] = (policy, _fingerprint(loader.files, search_path))
+    return policy
+
+
 def load_policy(name_or_path: str, *, search_path: list[str] | None = None) -> Policy:
     """A Policy from a built-in/user policy name (`strict`) or a file path.
 
@@ -300,7 +356,10 @@ def load_policy(name_or_path: str, *, search_path: list[str] | None = None) -> P
     (see `sandbox.policy.search`). Variables stay unresolved: call
     `sandbox.policy.resolve` for a run.
     """
-    loader = _Loader(search_path)
+    return _load(_Loader(search_path), name_or_path, search_path)
+
+
+def _load(loader: "_Loader", name_or_path: str, search_path: list[str] | None) -> Policy:
     if is_name(name_or_path):
         path = find_policy(name_or_path, search_path)
         if path is None:

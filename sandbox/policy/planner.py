@@ -46,13 +46,27 @@ class _Budget:
                               "directory entries on this host; narrow it", key=self.key)
 
 
+_LISTINGS: dict[str, tuple[int, int, list[str]]] = {}
+
+
 def _listdir(path: str, budget: _Budget) -> list[str]:
+    """Sorted entries of `path`, cached while the directory's mtime and inode are
+    unchanged (adding, removing or renaming an entry changes the mtime), so a
+    launcher expanding the same globs for every run lists each directory once."""
     try:
-        names = os.listdir(path)
+        st = os.stat(path)
+        hit = _LISTINGS.get(path)
+        if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_ino:
+            names = hit[2]
+        else:
+            names = sorted(os.listdir(path))
+            if len(_LISTINGS) > 4096:
+                _LISTINGS.clear()
+            _LISTINGS[path] = (st.st_mtime_ns, st.st_ino, names)
     except OSError:
         return []
     budget.spend(len(names))
-    return sorted(names)
+    return names
 
 
 def _descendant_dirs(base: str, budget: _Budget) -> list[str]:

@@ -16,6 +16,7 @@ A path using it yields one entry per value.
 from __future__ import annotations
 
 import itertools
+import functools
 import os
 import re
 import sys
@@ -60,6 +61,11 @@ def check_path_syntax(path: str) -> str | None:
 
 
 def python_paths() -> list[str]:
+    return list(_python_paths())
+
+
+@functools.lru_cache(maxsize=1)
+def _python_paths() -> tuple[str, ...]:
     """Every directory a Python interpreter of this launcher reads to start.
 
     Deduplicated, order kept; both the path as configured and its real path
@@ -80,7 +86,7 @@ def python_paths() -> list[str]:
         for p in (os.path.normpath(os.path.abspath(c)), os.path.realpath(c)):
             if p not in found:
                 found.append(p)
-    return found
+    return tuple(found)
 
 
 def default_variables(workdir: str, output: str, home: str | None = None) -> dict[str, str | list[str]]:
