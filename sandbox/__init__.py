@@ -2,7 +2,8 @@
 
 The whole public API (imported lazily, so `sandbox exec` stays fast to start):
 
-    Launcher(policy=None, budget=None, capture_output=False)
+    Launcher(policy=None, budget=None, capture_output=False, start="forkserver",
+             max_concurrent=64)
         .spawn(workflow_or_command, policy=..., store=..., timeout=...) -> RunResult
         .on(message_type, handler) -> handler_id;  .off(handler_id)
         .use(middleware); .before_spawn(fn); .after_spawn(fn); .on_child_message(fn)
