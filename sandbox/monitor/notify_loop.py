@@ -174,7 +174,7 @@ class AuditLoop:
             flags = 0
         if name in S.INVALIDATES:
             paths.invalidate()
-        if self.broker is not None and self.broker.handles(kind):
+        if self.broker is not None and self.broker.handles(name):
             return self.broker.handle(n, name, spec, flags)
         results = []
         for dirfd_arg, path_arg, op, follow in spec.slots:
