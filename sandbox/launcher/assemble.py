@@ -78,11 +78,15 @@ def _status(res: R.RunResult, st: SessionState, rep: dict[str, Any], policy: Pol
         res.violation = rep["violation"]
         return R.VIOLATION, f"seccomp: forbidden syscall {rep['violation'].get('syscall')}"
     if rep.get("timed_out"):
+        if rep.get("pids_limit_hit"):
+            return R.LIMIT_EXCEEDED, "processes"  # e.g. a fork bomb, ended by the wall clock
         return R.TIMEOUT, f"wall-clock limit of {policy.limits.wall:g}s reached; tree killed"
     if rep.get("cancelled"):
         return R.ERROR, "cancelled"
     if rep.get("oom_killed"):
         return R.LIMIT_EXCEEDED, "memory"
+    if rep.get("pids_limit_hit") and (res.exit_code != 0 or res.signal is not None):
+        return R.LIMIT_EXCEEDED, "processes"
     if res.signal is not None:
         if res.signal in _SIGNAL_LIMITS:
             return R.LIMIT_EXCEEDED, _SIGNAL_LIMITS[res.signal]
@@ -96,8 +100,6 @@ def _status(res: R.RunResult, st: SessionState, rep: dict[str, Any], policy: Pol
         return R.ERROR, f"cannot execute: {rep['exec_error']}"
     if res.error and res.error.get("type") == "MemoryError":
         return R.LIMIT_EXCEEDED, "memory"
-    if rep.get("pids_limit_hit") and res.exit_code != 0:
-        return R.LIMIT_EXCEEDED, "processes"
     if mode == "workflow":
         if st.child_result is None:
             return R.ERROR, f"the child ended without a result (exit code {res.exit_code})"

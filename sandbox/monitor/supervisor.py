@@ -25,6 +25,9 @@ from sandbox.monitor import tree
 from sandbox.sandboxee import entry, stub
 
 
+SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits processes
+
+
 class Supervisor:
     def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel) -> None:
         self.spec, self.ctx, self.ctl = spec, ctx, ctl
@@ -86,9 +89,15 @@ class Supervisor:
         deadline = t0 + wall if wall else None
         status_buf = b""
         sources = {status_fd: "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
+        sample = self._needs_task_sampling()
         while "status" in sources.values() or self.report["status"] is None:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if sample:
+                timeout = SAMPLE_EVERY if timeout is None else min(timeout, SAMPLE_EVERY)
+                self._sample_tasks()
             ready, _, _ = select.select(list(sources), [], [], timeout)
+            if not ready and (deadline is None or time.monotonic() < deadline):
+                continue  # a sampling tick
             if not ready:
                 self.report["timed_out"] = True
                 self._kill()
@@ -128,6 +137,22 @@ class Supervisor:
         """After the report went out: what the caller need not wait for."""
         if self.cgroup is not None:
             self.cgroup.remove()
+
+    def _needs_task_sampling(self) -> bool:
+        """Without a pids cgroup, RLIMIT_NPROC stops a fork bomb but says nothing;
+        sampling the sandbox's task count is how the result can still name the cause."""
+        lim = self.ctx.policy.limits.processes
+        return lim is not None and "pids" not in self.report["limits_applied"]
+
+    def _sample_tasks(self) -> None:
+        if self.pid1 is None:
+            return
+        # RLIMIT_NPROC counts every task of the uid in the user namespace: the
+        # stub, which entered it, is one of them.
+        n = tree.count_tasks(self.pid1) + (1 if self.ctx.namespaces else 0)
+        self.report["max_tasks"] = max(self.report.get("max_tasks", 0), n)
+        if n >= (self.ctx.policy.limits.processes or 0):
+            self.report["pids_limit_hit"] = True
 
     def _mark(self, phase: str) -> None:
         """Seconds since the monitor got its spec: the setup-latency breakdown."""
@@ -222,7 +247,8 @@ class Supervisor:
             self.report.update(self.listener.finish())
         if self.cgroup is not None:
             self.report["oom_killed"] = bool(self.cgroup.oom_killed())
-            self.report["pids_limit_hit"] = bool(self.cgroup.pids_limit_hit())
+            self.report["pids_limit_hit"] = (self.report["pids_limit_hit"]
+                                             or bool(self.cgroup.pids_limit_hit()))
             peak = self.cgroup.max_memory()
             if peak:
                 self.report["max_rss"] = max(self.report["max_rss"], peak)

@@ -65,3 +65,26 @@ def reap_all() -> None:
             return
         if pid == 0:
             return
+
+
+def count_tasks(root: int) -> int:
+    """Tasks (threads included) of `root` and its descendants, as RLIMIT_NPROC
+    counts them. Walks /proc/<pid>/task/<tid>/children: no scan of all of /proc."""
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        total += len(tids)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    stack.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError):
+                pass
+    return total
