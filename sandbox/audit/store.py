@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS runs (
     files      TEXT,            -- the [audit] files mode: denied | all
     mode       TEXT,            -- exec | workflow
     argv       TEXT,            -- JSON, exec mode only
+    paths      TEXT,            -- JSON: the run's workdir and output (for policy suggest)
     records    INTEGER DEFAULT 0,
     dropped    INTEGER DEFAULT 0,
     summary    TEXT             -- JSON, written when the run ends
@@ -86,9 +87,10 @@ def connect(path: str | None = None, *, create: bool = True) -> sqlite3.Connecti
 
 
 def begin_run(conn: sqlite3.Connection, run_id: str, *, policy: str, files: str, mode: str,
-              argv: str | None) -> None:
-    conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, argv) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (run_id, time.time(), policy, files, mode, argv))
+              argv: str | None, paths: str | None = None) -> None:
+    conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, argv, paths) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (run_id, time.time(), policy, files, mode, argv, paths))
 
 
 def end_run(conn: sqlite3.Connection, run_id: str, *, records: int, dropped: int,

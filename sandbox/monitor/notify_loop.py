@@ -106,7 +106,9 @@ class AuditLoop:
             conn = store.connect(self.db_path)
             argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
             store.begin_run(conn, self.run_id, policy=policy.name, files=self.files,
-                            mode=spec.get("mode", ""), argv=argv)
+                            mode=spec.get("mode", ""), argv=argv,
+                            paths=json.dumps({k: spec.get("paths", {}).get(k)
+                                              for k in ("workdir", "output")}))
             self.writer = store.Writer(conn)
         except Exception as exc:   # no store: the summary still counts, and says why
             self.db_error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,105 @@
+"""Learned policies and the audit CLI."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import replace
+
+import pytest
+
+from sandbox.audit.suggest import collapse, needed
+from sandbox.cli.main import main as cli
+from sandbox.policy import load_policy
+from sandbox.policy.model import AuditPolicy
+
+
+def test_collapse_deepest_first_never_system_dirs():
+    v = {"OUTPUT": "/srv/run/out"}
+    files = [f"/usr/lib/x/{i}.py" for i in range(3)] + ["/usr/lib/y/a.py", "/etc/hosts"]
+    assert collapse(files, 3, v) == ["/etc/hosts", "/usr/lib/x", "/usr/lib/y/a.py"]
+    assert collapse([f"/usr/lib/{c}" for c in "abcdef"], 3, v) == \
+        [f"/usr/lib/{c}" for c in "abcdef"]                      # never /usr/lib
+    assert collapse(["/data/a/1", "/data/a/2", "/data/b/1"], 3, v) == \
+        ["/data/a/1", "/data/a/2", "/data/b/1"]                  # 2 < 3 under /data/a
+    assert collapse(["/srv/run/out/1", "/srv/run/x", "/srv/run/y"], 3, v) == \
+        ["/srv/run/out/1", "/srv/run/x", "/srv/run/y"]           # not above ${OUTPUT}
+
+
+def test_needed_ignores_denied_metadata_and_sandbox_areas():
+    recs = [{"verdict": "allowed", "operation": "read", "path": "/d/a"},
+            {"verdict": "denied", "operation": "read", "path": "/etc/shadow"},
+            {"verdict": "allowed", "operation": "metadata", "path": "/x"},
+            {"verdict": "allowed", "operation": "read", "path": "/proc/self/status",
+             "rule": "sandbox: /proc"},
+            {"verdict": "allowed", "operation": "create", "path": "/o/new"},
+            {"verdict": "allowed", "operation": "read", "path": "/o/new"}]
+    assert needed(recs) == {"read": {"/d/a"}, "exec": set(), "write": {"/o"}}
+
+
+PROGRAM = r"""
+import os, sys
+extra, out = sys.argv[1], sys.argv[2]
+total = sum(len(open(os.path.join(extra, n)).read()) for n in sorted(os.listdir(extra)))
+open(os.path.join(out, "result.txt"), "w").write(str(total))
+print(total)
+"""
+
+
+@pytest.mark.isolation
+def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py, monkeypatch):
+    from sandbox.launcher.launcher import Launcher
+    db = str(tmp_path / "audit.sqlite")
+    monkeypatch.setenv("SANDBOX_AUDIT_DB", db)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for i in range(4):
+        (extra / f"f{i}.txt").write_text("x" * (i + 1))
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    learn = load_policy("default").replace(audit=AuditPolicy(files="all"))
+    learn = learn.replace(filesystem=replace(learn.filesystem,
+                                             read=learn.filesystem.read + (str(extra),)))
+    la = Launcher(capture_output=True)
+    argv = [py, "-I", "-c", PROGRAM, str(extra), str(out)]
+    r = la.spawn(argv, policy=learn, workdir=str(work), output_dir=str(out))
+    assert r.status == "ok" and r.stdout == "10\n", r.stderr
+    toml_path = tmp_path / "suggested.toml"
+    assert cli(["policy", "suggest", r.run_id[:12], "-o", str(toml_path)]) == 0
+    text = toml_path.read_text()
+    assert 'extends = ["base"]' in text and json.dumps(str(extra)) in text
+    assert '"${OUTPUT}"' in text and "/usr" not in text
+    ok = la.spawn(argv, policy=str(toml_path), workdir=str(work), output_dir=str(out))
+    assert ok.status == "ok" and ok.stdout == "10\n", (ok.reason, ok.stderr)
+    for needed_rule in (json.dumps(str(extra)), '"${OUTPUT}"'):
+        less = tmp_path / "less.toml"
+        less.write_text(re.sub(r"\n\s*" + re.escape(needed_rule) + ",", "", text))
+        assert needed_rule not in less.read_text()
+        bad = la.spawn(argv, policy=str(less), workdir=str(work), output_dir=str(out))
+        assert bad.status == "error" and re.search(r"(PermissionError|FileNotFoundError)", bad.stderr), needed_rule
+
+
+@pytest.mark.isolation
+def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
+    from sandbox.launcher.launcher import Launcher
+    monkeypatch.setenv("SANDBOX_AUDIT_DB", str(tmp_path / "audit.sqlite"))
+    pol = load_policy("default").replace(audit=AuditPolicy(files="all"))
+    code = "open('/etc/hostname').read()\ntry: open('/etc/shadow')\nexcept OSError: pass"
+    r = Launcher(capture_output=True).spawn([py, "-I", "-c", code], policy=pol)
+    capsys.readouterr()
+    assert cli(["audit", "list"]) == 0
+    assert r.run_id in capsys.readouterr().out
+    assert cli(["audit", "show", r.run_id[:8], "--denied"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "DENY" in lines[0] and "/etc/shadow" in lines[0] \
+        and "filesystem.deny: /etc/shadow*" in lines[0]
+    assert cli(["audit", "show", r.run_id, "--json"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(recs) == r.audit["records"]
+    assert cli(["audit", "summary", r.run_id, "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["by_verdict"]["denied"] == 1 and s["top_denied"][0]["path"] == "/etc/shadow"
+    assert cli(["audit", "show", "no-such-run"]) == 2
+    jl = tmp_path / "x.jsonl"
+    assert cli(["exec", "--policy", "default", "--audit-log", str(jl), "--", "/bin/true"]) in (0,)
+    assert jl.exists()
