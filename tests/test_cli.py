@@ -84,3 +84,11 @@ def test_help_teaches():
     assert p.returncode == 0 and "examples:" in p.stdout
     p = sandbox("exec", "--help")
     assert p.returncode == 0 and "exit code" in p.stdout
+
+
+def test_unknown_action_is_exit_2_and_nothing_runs(tmp_path):
+    wf = tmp_path / "wf.json"
+    wf.write_text('{"stages": [{"actions": ["no_such_action"]}]}')
+    p = sandbox("run", str(wf))
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
+    assert "wf.json" in p.stderr and "unknown action 'no_such_action'" in p.stderr

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     wf_dir = os.path.dirname(os.path.abspath(args.workflow))
     if wf_dir != code_paths[0]:
         code_paths.append(wf_dir)
+    from sandbox.workflow.static_check import check_actions
+    check_actions(workflow, code_paths, where=args.workflow)
     result = Launcher(start="fork").spawn(workflow, policy=args.policy, timeout=args.timeout,
                               output_dir=args.output, env=common.parse_env(args.env),
                               code_paths=code_paths)

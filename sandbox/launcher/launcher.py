@@ -67,12 +67,19 @@ def _clean_stale_cgroups() -> None:
         pass
 
 
+def _audit_db_default() -> str:
+    from sandbox.audit.store import default_path
+    return default_path()
+
+
 class Launcher:
     """Spawns sandboxes. Handlers, hooks and middleware registered here apply to every run.
 
     `max_depth` bounds nested spawns (an action's ``ctx.spawn``): the caller's
     run is depth 0 (see `sandbox.nested`).
     """
+
+    audit_db: str | None = None   # the audit SQLite file (default: sandbox.audit.default_db_path())
 
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
@@ -195,6 +202,9 @@ class Launcher:
             return RunResult(run_id=info.run_id, status=SETUP_ERROR, reason=str(exc),
                              policy=pol.name)
         (mode, body), pol = _as_target(req.target), req.policy
+        if mode == "workflow":  # unknown actions are input errors: nothing runs
+            from sandbox.workflow.static_check import check_actions
+            check_actions(body, code_paths, where=f"workflow {body.name!r}")
         run_id = info.run_id
         ipc_parent, ipc_child = socket.socketpair()
         ctl_parent, ctl_child = socket.socketpair()
@@ -267,7 +277,8 @@ class Launcher:
                 "argv": body if mode == "exec" else None,
                 "env": prep.env, "policy": prep.policy.to_dict(),
                 "fs_plan": prep.plan.to_dict(), "paths": vars(prep.paths),
-                "ipc_fd": int(prep.env["SANDBOX_IPC_FD"])}
+                "ipc_fd": int(prep.env["SANDBOX_IPC_FD"]),
+                "audit_db": self.audit_db or _audit_db_default()}
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,

@@ -89,9 +89,24 @@ def test_an_action_that_raises_gives_type_message_traceback(spawn):
     assert "Traceback" in r.error["traceback"] and r.error["action"] == "boom"
 
 
-def test_unknown_action_is_reported(spawn):
-    r = spawn(wf("no_such_action"))
-    assert r.status == "error" and "no_such_action" in r.reason
+def test_unknown_action_is_an_input_error_and_nothing_runs(spawn):
+    from sandbox.errors import WorkflowError
+    with pytest.raises(WorkflowError, match="unknown action 'no_such_action'.*echo_value"):
+        spawn(wf("no_such_action"))
+    with pytest.raises(WorkflowError, match="defines no 'nope'"):
+        spawn(wf("wf_actions:nope"))
+    with pytest.raises(WorkflowError, match="module 'no_such_mod' not found"):
+        spawn(wf("no_such_mod:f"))
+
+
+def test_static_check_never_imports_the_action_module(tmp_path):
+    from sandbox.workflow.static_check import check_actions
+    (tmp_path / "evil_mod.py").write_text(
+        "open(__file__ + '.imported', 'w').close()\n"
+        "from sandbox.workflow import action\n@action('evil')\ndef evil(ctx): pass\n")
+    check_actions(Workflow.from_dict({"imports": ["evil_mod"],
+                                      "stages": [{"actions": ["evil"]}]}), [str(tmp_path)])
+    assert not (tmp_path / "evil_mod.py.imported").exists()
 
 
 def test_memory_error_is_limit_exceeded(spawn, tmp_path):
