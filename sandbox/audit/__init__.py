@@ -59,7 +59,7 @@ def export_jsonl(run_id: str, path: str, *, db: str | None = None) -> int:
 
 def summary(run_id: str, *, db: str | None = None, top: int = 10) -> dict[str, Any]:
     from sandbox.audit import store
-    from sandbox.audit.summary import from_db
+    from sandbox.audit.tally import from_db
     conn = _conn(db)
     try:
         return from_db(conn, store.find_run(conn, run_id), top=top)

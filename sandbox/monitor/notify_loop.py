@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any
 
-from sandbox.audit.summary import Tally
+from sandbox.audit.tally import Tally
 from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
