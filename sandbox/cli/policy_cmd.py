@@ -117,9 +117,12 @@ def check(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     from sandbox.policy import decide
+    from sandbox.policy.canonical import kernel_path
     policy = resolved_policy(args)
     given = os.path.abspath(args.path)
-    canonical = os.path.realpath(given)
+    # Not realpath(abspath(...)): `..` must apply after symlinks, unlink does not
+    # follow the last one, and a directory missing from the sandbox's view stops the walk.
+    canonical = kernel_path(args.path, args.operation, policy=policy)
     verdict = decide(policy, args.operation, canonical)
     if args.json:
         print(json.dumps({"policy": policy.name, "operation": args.operation, "path": args.path,

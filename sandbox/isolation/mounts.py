@@ -218,9 +218,13 @@ def mount_table(plan: FsPlan) -> list[Step]:
         keyed.append((_parts(where), 2, Step("link", where, text, False)))
     keyed.sort(key=lambda k: (k[0], k[1]))
     steps = [k[2] for k in keyed]
+    masked: set[str] = set()
     for mask in plan.masks:
         found = resolve(mask)
-        if found is not None:
+        # Masks naming the same file (a symlink and its target) are applied once: a
+        # second bind of the mask file would stack on the first for nothing.
+        if found is not None and found[0] not in masked:
+            masked.add(found[0])
             steps.append(Step("mask", found[0], is_dir=found[1]))
     return steps
 

@@ -138,18 +138,48 @@ def _expand_all(paths: Iterable[str], variables: Variables, key: str, file: str 
     return tuple(out)
 
 
+def with_real_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """`paths` plus, after each one spelled through a symlink, its real spelling.
+
+    The mount layer binds (and masks) a rule at its real path, so the kernel
+    grants or hides the target of a symlinked rule (`read = ["/var/run"]`
+    grants /run); the audit then sees the real path the kernel opened, and
+    `explain` canonicalises too. Without the real spelling the engine would
+    call those accesses "not granted" (or miss a deny). For a glob, its
+    literal prefix is canonicalised. Real paths inside /proc are not added
+    (`/proc/self` would name the launcher; the sandbox has its own /proc).
+    """
+    from sandbox.policy import globs
+    out = list(paths)
+    for p in paths:
+        prefix = globs.static_prefix(p) if globs.is_glob(p) else p
+        real = os.path.realpath(prefix)
+        if real == prefix or real == "/proc" or real.startswith("/proc/"):
+            continue
+        alias = real + p[len(prefix):] if prefix != "/" else p
+        if alias not in out:
+            out.append(alias)
+    return tuple(out)
+
+
 def resolve(policy: Policy, variables: Variables) -> Policy:
     """The policy with every variable substituted: what a run enforces.
 
+    Rule paths spelled through a symlink also get their real spelling (see
+    `with_real_paths`; this reads symlinks on the host, nothing else).
     Idempotent on an already-resolved policy (it has no variables left).
     """
     fs = policy.filesystem
     src = policy.source
+
+    def concrete(paths: tuple[str, ...], key: str) -> tuple[str, ...]:
+        return with_real_paths(_expand_all(paths, variables, key, src))
+
     new_fs = FilesystemPolicy(
-        read=_expand_all(fs.read, variables, "filesystem.read", src),
-        write=_expand_all(fs.write, variables, "filesystem.write", src),
-        exec=_expand_all(fs.exec, variables, "filesystem.exec", src),
-        deny=_expand_all(fs.deny, variables, "filesystem.deny", src),
+        read=concrete(fs.read, "filesystem.read"),
+        write=concrete(fs.write, "filesystem.write"),
+        exec=concrete(fs.exec, "filesystem.exec"),
+        deny=concrete(fs.deny, "filesystem.deny"),
         tmp_size=fs.tmp_size,
     )
     return policy.replace(filesystem=new_fs)
