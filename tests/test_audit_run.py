@@ -147,7 +147,9 @@ def test_race_control_without_the_monitor_the_layers_alone_let_it_through(
     # The same deny rule, no audit: only the mount view and Landlock, which could
     # not know a file that appeared later. This is what the broker closes.
     out = tmp_path / "out"
-    _, seen = _race(audit_launcher, tmp_path, py, policy("none", (f"{out}/*.pem",)), 400)
+    # Unaudited opens take microseconds: enough iterations to span many of the
+    # interpreter's 5 ms thread switches, or the flipping thread never runs.
+    _, seen = _race(audit_launcher, tmp_path, py, policy("none", (f"{out}/*.pem",)), 40000)
     assert seen["SECRET"] > 0, seen
 
 

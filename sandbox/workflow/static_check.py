@@ -25,13 +25,36 @@ from sandbox.workflow.registry import Registry, default_registry
 _UNREADABLE = object()
 
 
+def _top_level_dirs(top: str) -> list[str]:
+    """Where installed finders (an editable install's, say) put package `top`.
+
+    Asks each meta-path finder for the top-level name only: `find_spec` locates
+    without executing, whereas importing `a.b` would run `a/__init__.py`.
+    """
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(top, None)
+        except Exception:
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            return [os.path.dirname(p) for p in spec.submodule_search_locations]
+        if spec.origin and spec.origin.endswith(".py"):
+            return [os.path.dirname(spec.origin)]
+    return []
+
+
 def find_source(module: str, path: Sequence[str]) -> str | None | object:
     """The .py file of `module` on `path`; None if absent; _UNREADABLE if present
     in a form that cannot be parsed (extension, built-in)."""
     if module in sys.builtin_module_names:
         return _UNREADABLE
     parts = module.split(".")
-    for base in path:
+    for base in [*path, *_top_level_dirs(parts[0])]:
         if not base or not os.path.isdir(base):
             continue
         stem = os.path.join(base, *parts)
