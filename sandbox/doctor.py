@@ -21,6 +21,7 @@ import shutil
 import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
+from sandbox.isolation import namespaces
 
 REQUIRED = ("user_namespaces", "seccomp", "landlock")
 
@@ -93,12 +94,6 @@ def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
     return bool(out["ok"]), str(out["detail"])
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _read_first(path: str) -> str | None:
@@ -131,9 +126,7 @@ def probe_user_namespaces() -> Check:
     def child() -> str:
         libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS
                      | libc.CLONE_NEWNET)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+        namespaces.map_self(uid, gid)
         return f"unshare(user, pid, mount, net) and uid/gid map work as uid {uid}"
 
     ok, detail = _in_child(child)
@@ -250,6 +243,27 @@ def probe_tool(name: str, label: str) -> Check:
     return Check(name, label, path is not None, path or "not installed")
 
 
+def probe_cgroup_attach() -> Check:
+    """A performance row, not a requirement: how costly joining a cgroup is here.
+
+    Moving a process into a cgroup takes the kernel's threadgroup lock for
+    writing, which waits for an RCU grace period (measured here: 5-20 ms per
+    sandbox) unless the cgroup2 mount has `favordynmods`, a system-wide
+    switch that makes it ~0.2 ms (also for v1 hierarchies). sandbox never
+    changes it for you."""
+    with open("/proc/mounts") as f:
+        cg2 = [line.split() for line in f if " cgroup2 " in line]
+    if not cg2:
+        return Check("cgroup_attach", "cgroup attach (speed)", None, "no cgroup2 mount")
+    where, options = cg2[0][1], cg2[0][3].split(",")
+    if "favordynmods" in options:
+        return Check("cgroup_attach", "cgroup attach (speed)", True,
+                     f"fast: {where} has favordynmods")
+    return Check("cgroup_attach", "cgroup attach (speed)", False,
+                 f"slow (an RCU grace period per sandbox): to speed up, as root, "
+                 f"`mount -o remount,favordynmods {where}` (system-wide; docs/benchmarks.md)")
+
+
 PROBES: list[tuple[str, Callable[[], Check | list[Check]]]] = [
     ("kernel", probe_kernel),
     ("user_namespaces", probe_user_namespaces),
@@ -258,6 +272,7 @@ PROBES: list[tuple[str, Callable[[], Check | list[Check]]]] = [
     ("landlock", probe_landlock),
     ("no_new_privs", probe_no_new_privs),
     ("cgroups", probe_cgroups),
+    ("cgroup_attach", probe_cgroup_attach),
     ("bwrap", lambda: probe_tool("bwrap", "bubblewrap")),
     ("firejail", lambda: probe_tool("firejail", "firejail")),
 ]

@@ -75,3 +75,16 @@ def syscall(number: int, *args: int | bytes | ctypes._SimpleCData) -> int:
     """Raw syscall; integer args are passed as C longs."""
     conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
     return _check(_libc.syscall(ctypes.c_long(number), *conv), f"syscall {number}")
+
+
+def write_file(path: str, text: str) -> None:
+    """Write a kernel control file (uid_map, cgroup.procs, ...) in one write(2).
+
+    O_WRONLY without O_CREAT: a missing control file is an error, never a new
+    file; one write, because many control files accept exactly one.
+    """
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

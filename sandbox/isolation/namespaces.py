@@ -17,6 +17,7 @@ import os
 from sandbox.errors import SetupError
 from sandbox.isolation import libc
 from sandbox.isolation.context import ContainContext
+from sandbox.isolation.libc import write_file as _write
 
 ALL = (libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS | libc.CLONE_NEWIPC
        | libc.CLONE_NEWUTS | libc.CLONE_NEWCGROUP)
@@ -38,11 +39,20 @@ def enter(ctx: ContainContext) -> None:
                          f"cannot create namespaces ({exc.strerror}); user namespaces may be "
                          "disabled (see `sandbox doctor`), or set best_effort = true") from None
     try:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{ctx.outer_uid} {ctx.outer_uid} 1\n")
-        _write("/proc/self/gid_map", f"{ctx.outer_gid} {ctx.outer_gid} 1\n")
+        map_self(ctx.outer_uid, ctx.outer_gid)
     except OSError as exc:
         raise SetupError("user_namespace", f"cannot write the uid/gid map: {exc}") from None
+
+
+def map_self(uid: int, gid: int) -> None:
+    """Map uid and gid to themselves in the user namespace just entered.
+
+    setgroups must be denied first, or an unprivileged process may not write
+    its gid_map (a user namespace could otherwise drop supplementary groups
+    that guard files: CVE-2014-8989)."""
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
 
 
 def apply(ctx: ContainContext) -> None:
@@ -58,9 +68,3 @@ def apply(ctx: ContainContext) -> None:
     ctx.active.append("namespaces")
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from sandbox.isolation.libc import write_file as _write
 
 LIMITED = ("memory", "pids")        # controllers that carry a policy limit
 HELPERS = ("freezer",)              # v1 only: stops forks while kill_all() works
@@ -70,13 +71,6 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _write(path: str, text: str) -> None:
-    # O_WRONLY without O_CREAT: a missing control file is an error, never a new file.
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _start_time(pid: int) -> int | None:
