@@ -31,6 +31,9 @@ import sys
 # The runtime, imported before any fork.
 from sandbox.monitor import main as monitor_main
 from sandbox.monitor import supervisor  # noqa: F401
+# The audit side of the monitor, so a run with [audit] pays no import for it.
+from sandbox.audit import store as _audit_store  # noqa: F401
+from sandbox.monitor import broker, notify_loop  # noqa: F401
 
 MAX_FDS = 8
 

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Iterator
+from typing import Callable, Any, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -110,8 +110,16 @@ class Writer:
     silently: `dropped` is reported in the run summary and the runs table.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection | Callable[[], sqlite3.Connection]) -> None:
+        """`conn`, or a callable that opens it: then the opening (file, schema,
+        the run's row: several milliseconds with an fsync) happens on the
+        writer's thread, off the path of the sandbox's first notified syscall,
+        while records already queue up."""
+        self._opener = conn if callable(conn) else None
+        self.conn: sqlite3.Connection | None = None if callable(conn) else conn
+        self._opened = threading.Event()
+        if self.conn is not None:
+            self._opened.set()
         self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self.written = 0
         self.dropped = 0
@@ -142,6 +150,12 @@ class Writer:
 
     def _drain(self) -> None:
         q = self.queue
+        if self.conn is None:
+            if self._opened.is_set():  # the store could not be opened: count, do not keep
+                self.dropped += len(q)
+                q.clear()
+                self._room.set()
+            return
         while q:
             batch = []
             pop = q.popleft
@@ -160,6 +174,13 @@ class Writer:
                 self._room.set()
 
     def _run(self) -> None:
+        if self._opener is not None:
+            try:
+                self.conn = self._opener()
+            except Exception as exc:  # reported in the summary; records are counted as dropped
+                self.error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._opened.set()
         while not self._stop:
             self._wake.wait(FLUSH_SECONDS)
             self._wake.clear()
@@ -172,6 +193,10 @@ class Writer:
         self._wake.set()
         self._thread.join()
         self._drain()
+
+    def wait_open(self) -> sqlite3.Connection | None:
+        self._opened.wait()
+        return self.conn
 
 
 def with_tx(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:

@@ -51,7 +51,13 @@ _EACCES = errno.EACCES
 
 
 class AuditLoop:
-    def __init__(self, fd: int, supervisor: Any) -> None:
+    """Built in two steps so the costly part overlaps the sandbox's own set-up:
+    the monitor constructs it right after forking the stub (policy engine,
+    syscall tables, broker), while the stub and PID 1 build the namespaces and
+    layers on the other core; `attach` takes the listener when it arrives and
+    starts the threads."""
+
+    def __init__(self, supervisor: Any) -> None:
         self.sup = supervisor
         spec, ctx = supervisor.spec, supervisor.ctx
         policy = ctx.policy
@@ -59,12 +65,8 @@ class AuditLoop:
         self.files: str = ctx.audit_files
         self.audit = self.files != "none"
         self.record_all = self.files == "all"
-        self.listener = Listener(fd)
-        self.sync_wakeup = True
-        try:
-            self.listener.set_sync_wakeup()
-        except OSError:
-            self.sync_wakeup = False
+        self.listener: Listener | None = None
+        self.sync_wakeup = False
         syscalls = seccomp.audited_syscalls(policy.syscalls, self.files)
         notify = seccomp.notify_set_for(self.files)
         self.table = seccomp.table_for(syscalls, notify)
@@ -93,25 +95,37 @@ class AuditLoop:
             if guarded:
                 from sandbox.monitor.broker import Broker
                 self.broker = Broker(self, guarded)
-            self._open_store(spec, policy)
+        self._spec = spec
         self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def attach(self, fd: int) -> "AuditLoop":
+        """Take the listener descriptor; start the store writer and the loop."""
+        self.listener = Listener(fd)
+        self.sync_wakeup = True
+        try:
+            self.listener.set_sync_wakeup()
+        except OSError:
+            self.sync_wakeup = False
+        if self.audit:
+            self._open_store(self._spec, self.sup.ctx.policy)
         self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
         self._thread.start()
+        return self
 
     # -- store -------------------------------------------------------------------------------
     def _open_store(self, spec: dict[str, Any], policy: Any) -> None:
         from sandbox.audit import store
-        try:
-            self.db_path = spec.get("audit_db") or store.default_path()
+        self.db_path = spec.get("audit_db") or store.default_path()
+        argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
+        paths = json.dumps({k: spec.get("paths", {}).get(k) for k in ("workdir", "output")})
+
+        def opener():  # runs on the writer's thread (see store.Writer)
             conn = store.connect(self.db_path)
-            argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
             store.begin_run(conn, self.run_id, policy=policy.name, files=self.files,
-                            mode=spec.get("mode", ""), argv=argv,
-                            paths=json.dumps({k: spec.get("paths", {}).get(k)
-                                              for k in ("workdir", "output")}))
-            self.writer = store.Writer(conn)
-        except Exception as exc:   # no store: the summary still counts, and says why
-            self.db_error = f"{type(exc).__name__}: {exc}"
+                            mode=spec.get("mode", ""), argv=argv, paths=paths)
+            return conn
+        self.writer = store.Writer(opener)
 
     # -- the loop ----------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -237,7 +251,8 @@ class AuditLoop:
     def finish(self) -> dict[str, Any]:
         """Called once the sandbox is gone: flush the store, return the report's keys."""
         self._stop = True
-        self._thread.join(0.2)   # blocked in RECV for good once every task is gone
+        if self._thread is not None:
+            self._thread.join(0.2)   # blocked in RECV for good once every task is gone
         if not self.audit:
             return {}
         extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
@@ -265,5 +280,9 @@ class AuditLoop:
         return {"audit": summary, "denied": list(self.tally.denied)}
 
 
+def prepare(supervisor: Any) -> AuditLoop:
+    return AuditLoop(supervisor)
+
+
 def start(fd: int, supervisor: Any) -> AuditLoop:
-    return AuditLoop(fd, supervisor)
+    return AuditLoop(supervisor).attach(fd)

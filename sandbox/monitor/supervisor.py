@@ -85,6 +85,7 @@ class Supervisor:
         self._mark("cgroup_ready")
         stub_pid, status_fd, setup = self._start()
         self._mark("stub_forked")
+        self._prepare_listener()  # overlaps the stub's and PID 1's set-up
         wall = self.ctx.policy.limits.wall
         deadline = t0 + wall if wall else None
         status_buf = b""
@@ -194,19 +195,25 @@ class Supervisor:
         elif kind == "exec_error":
             self.report["exec_error"] = msg["message"]
         elif kind == "listener" and fds:
+            self._mark("listener_received")
             self._start_listener(fds[0])
+            self._mark("listener_started")
         for extra in fds[1:]:
             os.close(extra)
         return True
 
+    def _prepare_listener(self) -> None:
+        """Build the notification loop now if this run will hand us a listener."""
+        self._pending_loop = None
+        if self.ctx.audit_files != "none" or self.ctx.policy.syscalls.on_violation == "kill":
+            from sandbox.monitor import notify_loop
+            self._pending_loop = notify_loop.prepare(self)
+
     def _start_listener(self, fd: int) -> None:
         """Seccomp notifications: violations (kill mode) and file audit."""
-        try:
-            from sandbox.monitor.notify_loop import start
-        except ImportError:
-            os.close(fd)
-            return
-        self.listener = start(fd, self)
+        from sandbox.monitor import notify_loop
+        loop = getattr(self, "_pending_loop", None) or notify_loop.prepare(self)
+        self.listener = loop.attach(fd)
 
     def _ctl_message(self) -> str | None:
         try:
