@@ -35,7 +35,9 @@ Rules (added after ``pivot_root``, so paths are those of the view):
   WRITE_FILE and IOCTL_DEV (null, tty, ...); ``/proc`` read.
 - without the mount view (no ``mounts`` in ``ctx.active``): the run's
   ``paths.tmp`` stands for ``/tmp``, and the individual ``/dev`` nodes are
-  granted instead of ``/dev``.
+  granted instead of ``/dev``; and since no mask hides the denied paths
+  inside granted trees, those rules are granted child by child around the
+  masks (`around_masks`), so a deny still holds.
 
 ``landlock_restrict_self`` needs no_new_privs, set by the privileges layer.
 """
@@ -122,6 +124,41 @@ def rights_for(read: bool, write: bool, exec_: bool) -> int:
     return r
 
 
+def around_masks(rules: list[tuple[str, int]], masks: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Without the mount view, the masks (deny inside allow) must hold through Landlock
+    alone, which cannot carve a hole in a granted tree: a rule with masks beneath it
+    is granted child by child instead, down the directories that lead to a mask,
+    leaving out the masks. Fail closed: those directories themselves get no right
+    (they cannot be listed, nor written directly), symlinks among the children are
+    not granted (a rule on one would grant its target), and entries created later
+    are not covered."""
+    real_masks = {os.path.realpath(m) for m in masks}
+    out: list[tuple[str, int]] = []
+    for path, rights in rules:
+        real = os.path.realpath(path)
+        below = [m for m in real_masks if m.startswith(real.rstrip("/") + "/")]
+        out += _children_except(real, below, rights) if below else [(path, rights)]
+    return out
+
+
+def _children_except(directory: str, masks: list[str], rights: int) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return out
+    for name in names:
+        child = os.path.join(directory, name)
+        if child in masks or os.path.islink(child):
+            continue
+        below = [m for m in masks if m.startswith(child + "/")]
+        if not below:
+            out.append((child, rights))
+        elif os.path.isdir(child):
+            out += _children_except(child, below, rights)
+    return out
+
+
 def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
     """(path, rights) pairs: the plan's rules plus the fixed scratch and device ones."""
     rules = [(r.path, rights_for(r.read, r.write, r.exec)) for r in ctx.fs_plan.rules]
@@ -130,6 +167,7 @@ def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
     if "mounts" in ctx.active:
         rules += [("/tmp", scratch), ("/dev", DEV), ("/dev/shm", WRITE), ("/proc", READ)]
     else:
+        rules = around_masks(rules, ctx.fs_plan.masks)
         rules += [(ctx.paths.tmp, scratch), ("/proc", READ)]
         rules += [("/dev/" + n, DEV) for n in DEV_NODES]
     return rules

@@ -1,0 +1,169 @@
+"""Fail closed: a layer the machine cannot give ends the run as setup_error, naming it;
+with `best_effort = true` the run goes on and the RunResult says what was skipped.
+
+A missing layer is simulated honestly, in the process that forks the monitor:
+`Launcher(start="fork")` forks the monitor (and through it the stub and the
+sandboxee) from the launcher process, so a patched `landlock.abi_version`
+(a kernel without Landlock reports 0) or `libc.unshare` (EPERM, as with user
+namespaces disabled) is what the containment code really calls. The launcher
+runs in a fresh interpreter (`python -c RUNNER`): start="fork" refuses a
+process with threads, and a pytest process may have some left by other tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.isolation
+
+RUNNER = r"""
+import errno, json, sys
+from sandbox.isolation import landlock, libc
+missing, policy, workdir, output, code = sys.argv[1].split(","), *sys.argv[2:6]
+if "landlock" in missing:
+    landlock.abi_version = lambda: 0          # what a kernel without Landlock reports
+if "userns" in missing:
+    def unshare(flags):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    libc.unshare = unshare                    # what disabled user namespaces give
+from sandbox.launcher.launcher import Launcher
+program = [sys.executable, "-I", "-c", code]
+r = Launcher(start="fork", capture_output=True).spawn(program, policy=policy, workdir=workdir,
+                                                      output_dir=output)
+print(json.dumps({"status": r.status, "reason": r.reason, "layers": r.layers,
+                  "skipped": r.skipped_layers, "stdout": r.stdout, "stderr": r.stderr}))
+"""
+
+
+def has(layers: list[str], name: str) -> bool:
+    """Layers are reported as "name" or "name:detail" (landlock:abi7, seccomp:default)."""
+    return any(x == name or x.startswith(name + ":") for x in layers)
+
+
+MARK_RAN = "import os; open(os.environ['SANDBOX_OUTPUT'] + '/ran', 'w').write('yes'); print('ran')"
+
+
+def _policy(tmp_path, best_effort: bool, filesystem: str) -> str:
+    path = tmp_path / f"policy-{best_effort}.toml"
+    path.write_text(f'name = "fc"\nextends = ["base"]\nbest_effort = {str(best_effort).lower()}\n'
+                    f'[filesystem]\nwrite = ["${{OUTPUT}}"]\n{filesystem}')
+    return str(path)
+
+
+def run(tmp_path, missing: str, best_effort: bool, filesystem: str = "",
+        code: str = MARK_RAN, label: str = "") -> dict:
+    out = tmp_path / f"out-{missing or 'none'}-{best_effort}{label}"
+    work = tmp_path / "work"
+    out.mkdir()
+    work.mkdir(exist_ok=True)
+    p = subprocess.run([sys.executable, "-I", "-c", RUNNER, missing,
+                        _policy(tmp_path, best_effort, filesystem), str(work), str(out), code],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res["ran"] = (out / "ran").exists()
+    return res
+
+
+def test_control_nothing_missing_runs_with_every_layer(tmp_path):
+    r = run(tmp_path, "", best_effort=False)
+    assert r["status"] == "ok" and r["ran"], r
+    assert r["skipped"] == {}
+    for layer in ("namespaces", "mounts", "network", "limits", "privileges", "landlock", "seccomp"):
+        assert has(r["layers"], layer), r["layers"]
+
+
+def test_no_landlock_is_a_setup_error_naming_landlock(tmp_path):
+    r = run(tmp_path, "landlock", best_effort=False)
+    assert r["status"] == "setup_error", r
+    assert r["reason"].startswith("landlock"), r["reason"]
+    assert "no Landlock" in r["reason"]
+    assert not r["ran"] and not r["stdout"]        # nothing of the program ran
+
+
+def test_no_user_namespaces_is_a_setup_error_naming_the_namespace_layer(tmp_path):
+    r = run(tmp_path, "userns", best_effort=False)
+    assert r["status"] == "setup_error", r
+    assert r["reason"].startswith("user_namespace"), r["reason"]
+    assert "Operation not permitted" in r["reason"]
+    assert not r["ran"] and not r["stdout"]
+
+
+def test_no_landlock_with_best_effort_runs_and_lists_it_skipped(tmp_path):
+    r = run(tmp_path, "landlock", best_effort=True)
+    assert r["status"] == "ok" and r["ran"], r
+    assert set(r["skipped"]) == {"landlock"}
+    assert "no Landlock" in r["skipped"]["landlock"]
+    assert not has(r["layers"], "landlock")
+    assert has(r["layers"], "mounts") and has(r["layers"], "seccomp")
+
+
+def test_no_user_namespaces_with_best_effort_runs_and_lists_what_was_skipped(tmp_path):
+    r = run(tmp_path, "userns", best_effort=True)
+    assert r["status"] == "ok" and r["ran"], r
+    # the namespace layer itself, and the layers that need it
+    assert {"user_namespace", "namespaces", "mounts", "network"} <= set(r["skipped"]), r["skipped"]
+    for layer in ("namespaces", "mounts", "network"):
+        assert not has(r["layers"], layer)
+    # Landlock is then the filesystem guard, and it applied
+    assert has(r["layers"], "landlock"), r["layers"]
+    assert has(r["layers"], "seccomp")
+
+
+def test_without_the_mount_view_denies_inside_granted_trees_still_hold(tmp_path):
+    """No namespaces means no mount masks; Landlock alone must keep deny-inside-allow
+    (it grants such a tree child by child around the denied paths)."""
+    tree = tmp_path / "tree"
+    (tree / "sub" / "private").mkdir(parents=True)
+    for rel in ("ok.txt", "secret.txt", "sub/fine.txt", "sub/k.pem", "sub/private/x.txt"):
+        (tree / rel).write_text(rel)
+    fs = (f'read = ["{tree}"]\n'
+          f'deny = ["{tree}/secret.txt", "{tree}/**/*.pem", "{tree}/sub/private"]\n')
+    code = ("import json, os, errno\nout = {}\n"
+            f"for rel in ('ok.txt', 'secret.txt', 'sub/fine.txt', 'sub/k.pem', 'sub/private/x.txt'):\n"
+            f"    try:\n        out[rel] = open('{tree}/' + rel).read()\n"
+            "    except OSError as e:\n        out[rel] = errno.errorcode[e.errno]\n"
+            "print(json.dumps(out))")
+    r = run(tmp_path, "userns", best_effort=True, filesystem=fs, code=code)
+    assert r["status"] == "ok", r
+    assert not has(r["layers"], "mounts") and has(r["layers"], "landlock")
+    got = json.loads(r["stdout"])
+    assert got == {"ok.txt": "ok.txt", "secret.txt": "EACCES", "sub/fine.txt": "sub/fine.txt",
+                   "sub/k.pem": "EACCES", "sub/private/x.txt": "EACCES"}, got
+    # and the root caller's /etc/shadow (base denies it inside the readable /etc)
+    r = run(tmp_path, "userns", best_effort=True, label="-shadow",
+            code="import errno\ntry:\n    open('/etc/shadow').read(1); print('READ')\n"
+                 "except OSError as e:\n    print(errno.errorcode[e.errno])")
+    assert r["stdout"].strip() == "EACCES", r
+
+
+def test_both_missing_with_best_effort_runs_with_what_is_left(tmp_path):
+    r = run(tmp_path, "landlock,userns", best_effort=True)
+    assert r["status"] == "ok" and r["ran"], r
+    assert {"user_namespace", "namespaces", "mounts", "network", "landlock"} <= set(r["skipped"])
+    for layer in ("landlock", "mounts", "namespaces", "network"):
+        assert not has(r["layers"], layer)
+    assert has(r["layers"], "seccomp") and has(r["layers"], "privileges")
+    assert has(r["layers"], "limits")
+
+
+def test_both_missing_without_best_effort_fails_at_the_first_one(tmp_path):
+    r = run(tmp_path, "landlock,userns", best_effort=False)
+    assert r["status"] == "setup_error" and r["reason"].startswith("user_namespace"), r
+    assert not r["ran"]
+
+
+def test_doctor_json_says_this_machine_has_everything():
+    """Every feature is present here, so `sandbox doctor --json` exits 0 (the verdict
+    with a missing feature is tests/test_doctor.py::test_missing_required_feature_exits_1)."""
+    p = subprocess.run([sys.executable, "-m", "sandbox", "doctor", "--json"], capture_output=True,
+                       text=True, timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    facts = json.loads(p.stdout)
+    assert facts["enforceable"] is True and facts["missing"] == []
+    from sandbox.isolation.landlock import abi_version
+    assert facts["checks"]["landlock"]["ok"] is True and abi_version() >= 1
