@@ -31,24 +31,35 @@ class HandlerSet:
     def __init__(self) -> None:
         self._by_type: dict[str, dict[int, Handler]] = {}
         self._lock = threading.Lock()
+        # type -> handlers for it and the wildcard, rebuilt on change: the IPC
+        # reader looks this up for every message, so it must not take the lock.
+        self._cache: dict[str, tuple[tuple[int, Handler], ...]] = {}
 
     def add(self, type_: str, handler: Handler) -> int:
         hid = next(self._ids)
         with self._lock:
             self._by_type.setdefault(type_, {})[hid] = handler
+            self._cache = {}
         return hid
 
     def remove(self, handler_id: int) -> bool:
         with self._lock:
             for handlers in self._by_type.values():
                 if handlers.pop(handler_id, None) is not None:
+                    self._cache = {}
                     return True
         return False
 
-    def matching(self, type_: str) -> list[tuple[int, Handler]]:
-        with self._lock:
-            return [*self._by_type.get(type_, {}).items(),
-                    *self._by_type.get(WILDCARD, {}).items()]
+    def matching(self, type_: str) -> tuple[tuple[int, Handler], ...]:
+        cache = self._cache  # one read: a concurrent add swaps in a new dict
+        hit = cache.get(type_)
+        if hit is None:
+            with self._lock:
+                hit = (*self._by_type.get(type_, {}).items(),
+                       *self._by_type.get(WILDCARD, {}).items())
+                if cache is self._cache:
+                    cache[type_] = hit
+        return hit
 
     def __len__(self) -> int:
         return sum(len(h) for h in self._by_type.values())
