@@ -138,7 +138,23 @@ def _expand_all(paths: Iterable[str], variables: Variables, key: str, file: str 
     return tuple(out)
 
 
-def with_real_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+def _real(path: str) -> str:
+    """os.path.realpath, but let the kernel walk an existing path (open O_PATH, read
+    the descriptor's link): a few system calls instead of an lstat per component,
+    which made `resolve` ten times slower for a typical policy."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+    finally:
+        os.close(fd)
+
+
+def with_real_paths(paths: tuple[str, ...], memo: dict[str, str] | None = None) -> tuple[str, ...]:
     """`paths` plus, after each one spelled through a symlink, its real spelling.
 
     The mount layer binds (and masks) a rule at its real path, so the kernel
@@ -153,7 +169,11 @@ def with_real_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
     out = list(paths)
     for p in paths:
         prefix = globs.static_prefix(p) if globs.is_glob(p) else p
-        real = os.path.realpath(prefix)
+        real = memo.get(prefix) if memo is not None else None
+        if real is None:
+            real = _real(prefix)
+            if memo is not None:
+                memo[prefix] = real
         if real == prefix or real == "/proc" or real.startswith("/proc/"):
             continue
         alias = real + p[len(prefix):] if prefix != "/" else p
@@ -171,9 +191,10 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
     """
     fs = policy.filesystem
     src = policy.source
+    memo: dict[str, str] = {}   # read and exec lists share most paths
 
     def concrete(paths: tuple[str, ...], key: str) -> tuple[str, ...]:
-        return with_real_paths(_expand_all(paths, variables, key, src))
+        return with_real_paths(_expand_all(paths, variables, key, src), memo)
 
     new_fs = FilesystemPolicy(
         read=concrete(fs.read, "filesystem.read"),
