@@ -100,7 +100,7 @@ class World:
     link_checks: list[dict[str, str]]
 
 
-def build_world(base: str, tmp: str) -> World:
+def build_world(base: str, tmp: str, audit: str = "none") -> World:
     B, T = base, tmp
     home = f"{B}/home"
     files = [
@@ -167,6 +167,9 @@ write = ["{B}/rw", "{B}/ro/out_inside", "${{OUTPUT}}"]
 exec = ["{B}/bin", "{B}/ro/bin_inside", "{B}/rw/bin_inside"]
 deny = ["{B}/ro/secret.txt", "{B}/rw/private", "{B}/ro/alias_hidden", "{B}/**/*.pem", "{B}/**/secret*",
         "${{HOME}}/.ssh"]
+
+[audit]
+files = "{audit}"
 ''')
 
     cases: list[Case] = []
@@ -406,14 +409,18 @@ def resolved_policy(world: World) -> Any:
     return resolve(load_policy(world.policy_file), default_variables(world.workdir, world.output))
 
 
-@pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
-    """Build the world, run the probe once, decide on the host: shared by the tests."""
+@pytest.fixture(scope="module", params=["none", "denied"], ids=["kernel", "kernel+audit"])
+def outcome(request, tmp_path_factory):
+    """Build the world, run the probe once, decide on the host: shared by the tests.
+
+    Twice: with the kernel layers alone, and with `[audit] files = "denied"`, where the
+    deny globs inside the writable tree make the monitor broker every open (docs/audit.md)
+    — the same corpus must come out the same, plus the gap cases closed."""
     base = tempfile.mkdtemp(prefix="sbx-diff-", dir="/var/tmp")
     tmp = str(tmp_path_factory.mktemp("diff"))
     saved = {k: os.environ.get(k) for k in ("HOME", "SANDBOX_HOME")}
     try:
-        world = build_world(base, tmp)
+        world = build_world(base, tmp, request.param)
         os.environ["HOME"] = world.home            # ${HOME} of the launcher and of decide
         os.environ["SANDBOX_HOME"] = f"{tmp}/state"
         from sandbox.policy import decide
@@ -428,7 +435,7 @@ def outcome(tmp_path_factory):
         out = run_probe(world, all_cases)
         results = out["results"]
         sames = [after_run(c, r) for c, r in zip(all_cases, results)]
-        yield {"world": world, "policy": policy, "cases": all_cases, "verdicts": verdicts,
+        yield {"audit": request.param, "world": world, "policy": policy, "cases": all_cases, "verdicts": verdicts,
                "results": results, "sames": sames, "setup": out["setup"],
                "links": results[len(all_cases):]}
     finally:
@@ -455,32 +462,70 @@ def test_corpus_is_large_and_covers_every_operation(outcome):
     assert outcome["setup"] == ["ok"] * len(outcome["world"].setup)
 
 
+# Disagreements of the audit broker (sandbox/monitor/broker.py, `[audit]` on with deny
+# globs in a writable tree), found by this test and reported to its owner; relative to the
+# /var/tmp tree. Listed so that every OTHER case must still agree, and so that this test
+# fails once they are fixed (then empty this set).
+KNOWN_BROKER_DISAGREEMENTS = {
+    # its path walk passes a directory absent from the view (or a dangling link) and
+    # climbs back with `..`; the kernel alone fails with ENOENT (the file it opens is
+    # one the policy grants, so nothing leaks)
+    ("read", "ro/link_dir_out/../ro/a.txt"),
+    ("read", "ro/link_dangling/../../ro/b.txt"),
+    ("read", "ro/link_dir_out/sub/../../rw/w1.txt"),
+    # listing a symlink to a directory outside the view: ENOTDIR instead of ENOENT
+    ("read", "ro/link_dir_out"),
+    # a write through a symlink that lives in a read-only tree is decided on the link's
+    # own path, not its target: refused (EACCES) though the policy grants the target
+    ("write", "ro/link_to_rw"),
+    ("write", "ro/link_to_tmp_out"),
+}
+
+
+def _rel(path: str, base: str) -> str:
+    """`path` below `base`, spelled as given (os.path.relpath would fold the `..`)."""
+    return path[len(base) + 1:] if path.startswith(base + "/") else path
+
+
 def test_kernel_agrees_with_decide_on_every_case(outcome):
-    n = len(outcome["world"].cases)
-    bad = []
+    world = outcome["world"]
+    n = len(world.cases)
+    bad, known_seen = [], set()
+    known = KNOWN_BROKER_DISAGREEMENTS if outcome["audit"] != "none" else set()
     for case, v, res, same in zip(outcome["cases"][:n], outcome["verdicts"], outcome["results"],
                                   outcome["sames"]):
         why = disagreement(case, v, res, same)
         if why:
-            bad.append(_fmt(case, v, res, why))
+            key = (case.op, _rel(case.path, world.base))
+            if key in known:
+                known_seen.add(key)
+            else:
+                bad.append(_fmt(case, v, res, why))
     assert not bad, f"{len(bad)} of {n} cases disagree:\n" + "\n".join(bad)
+    assert known_seen == known, f"fixed? remove from KNOWN_BROKER_DISAGREEMENTS: {known - known_seen}"
 
 
-def test_known_gap_denied_names_can_be_created_inside_a_writable_tree(outcome):
-    """Documented limit (policy-reference: what each layer enforces): a denied path that
-    does not exist when the plan is built cannot be masked, and Landlock cannot carve
-    a hole in a writable tree, so its creation succeeds; only the audit reports it.
-    If this starts failing, the kernel closed the gap: move these into the corpus."""
+def test_denied_names_created_inside_a_writable_tree(outcome):
+    """Documented limit of the kernel layers (policy-reference: what each layer
+    enforces): a denied path that does not exist when the plan is built cannot be
+    masked, and Landlock cannot carve a hole in a writable tree, so its creation
+    succeeds there. With the audit on, the monitor brokers opens in such trees and
+    refuses it (docs/audit.md, guarded trees)."""
     n = len(outcome["world"].cases)
     for case, v, res in zip(outcome["cases"][n:], outcome["verdicts"][n:], outcome["results"][n:]):
         assert not v.allowed and v.rule.startswith("filesystem.deny"), (case.path, v)
-        assert res["ok"], (case.path, res)
+        if outcome["audit"] == "none":
+            assert res["ok"] and os.path.exists(case.path), (case.path, res)
+        else:
+            assert not res["ok"] and res["errno"] == "EACCES", (case.path, res)
+            assert not os.path.lexists(case.path)
 
 
 def test_new_hard_links_to_files_outside_the_view_are_impossible(outcome):
     for check, res in zip(outcome["world"].link_checks, outcome["links"]):
-        # ENOENT: the source is not in the view; EXDEV: it is a mask, another mount
-        assert not res["ok"] and res["errno"] in ("ENOENT", "EXDEV"), (check, res)
+        # ENOENT: the source is not in the view; EXDEV: it is a mask, another mount;
+        # EACCES: the audit broker decided the link (a denied source)
+        assert not res["ok"] and res["errno"] in ("ENOENT", "EXDEV", "EACCES"), (check, res)
         assert not os.path.lexists(check["path"])
 
 
@@ -511,7 +556,8 @@ def test_cli_explain_agrees_with_the_kernel_on_a_sample(outcome):
                        f"{v.allowed} {v.rule}")
         assert p.returncode == (0 if got["allowed"] else 1)
         why = disagreement(c, type(v)(got["allowed"], got["rule"], "", got["canonical"]), res, same)
-        if why:
+        known = (c.op, _rel(c.path, world.base)) in KNOWN_BROKER_DISAGREEMENTS
+        if why and not (known and outcome["audit"] != "none"):
             bad.append(_fmt(c, v, res, "cli: " + why))
     assert not bad, "\n".join(bad)
 
