@@ -23,7 +23,14 @@ RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store"
 
 
 def run(ipc_fd: int) -> int:
-    chan = Channel(ipc_fd)
+    chan = Channel(ipc_fd, coalesce=True)
+    try:
+        return _run(chan)
+    finally:
+        chan.close()  # everything queued reaches the launcher before PID 1 exits
+
+
+def _run(chan: Channel) -> int:
     try:
         start = chan.recv()
         if start is None or start.type != "start" or not isinstance(start.payload, dict):
