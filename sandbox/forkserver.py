@@ -39,7 +39,13 @@ MAX_FDS = 8
 
 
 def _warm() -> None:
-    """Compile the seccomp programs of the built-in policies, so runs only look them up."""
+    """Compile the seccomp programs of the built-in policies, so runs only look them up;
+    probe cgroups once, so runs do not each make and remove a probe cgroup."""
+    try:
+        from sandbox.monitor import cgroups
+        cgroups.probe_cached()
+    except Exception:
+        pass
     try:
         from sandbox.isolation import seccomp
         from sandbox.policy import load_policy

@@ -264,3 +264,18 @@ def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> Cg
         out[ctrl] = got
     return CgroupSupport(uid, {k: v[0] for k, v in v1_mounts.items()},
                          v2_mount[0] if v2_mount else None, v2_base, v2_ctrls, out)
+
+
+_cached: tuple[int, CgroupSupport] | None = None
+
+
+def probe_cached() -> CgroupSupport:
+    """`probe()` once per process (and per euid): a probe makes and removes a cgroup
+    in every hierarchy, milliseconds that would otherwise be paid by every run. The
+    fork server probes before it forks monitors, so they inherit the answer; should
+    the machine change under a long-lived launcher, creating the run's cgroup fails
+    and says why, and the run reports that instead of a limit it did not get."""
+    global _cached
+    if _cached is None or _cached[0] != os.geteuid():
+        _cached = (os.geteuid(), probe())
+    return _cached[1]

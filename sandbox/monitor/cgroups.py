@@ -34,7 +34,7 @@ from typing import Any
 from sandbox.errors import SetupError
 from sandbox.monitor.cgroup_probe import (  # noqa: F401 - probe API re-exported here
     HELPERS, LIMITED, PREFIX, CgroupSupport, ControllerSupport, _errname, _mine, _procs,
-    _read, _start_time, _write, owner_token, probe)
+    _read, _start_time, _write, owner_token, probe, probe_cached)
 from sandbox.policy.model import Limits
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")

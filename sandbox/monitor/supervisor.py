@@ -51,7 +51,8 @@ class Supervisor:
             from sandbox.monitor import cgroups
         except ImportError:
             return
-        cg = cgroups.create(self.spec["run_id"], lim, pids_overhead=1)  # + the stub
+        cg = cgroups.create(self.spec["run_id"], lim, support=cgroups.probe_cached(),
+                            pids_overhead=1)  # + the stub
         if cg is not None:
             self.cgroup = cg
             self.report["limits_applied"].update(
