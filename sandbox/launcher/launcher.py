@@ -35,6 +35,8 @@ from sandbox.policy.model import Policy
 
 
 def _as_target(target: Any) -> tuple[str, Any]:
+    if isinstance(target, (list, tuple)) and target and all(isinstance(a, str) for a in target):
+        return "exec", list(target)  # before importing the workflow package: the CLI's fast path
     from sandbox.workflow import Workflow, load_workflow
     if isinstance(target, Workflow):
         return "workflow", target
