@@ -59,6 +59,9 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
                                       / cli["bwrap"].median, 3.0,
                                       higher_is_better=False, unit="x"))
 
+    imp = S.cli_import(max(5, runs // 3))
+    out["cli_import"] = {k: v.to_dict() for k, v in imp.items()}
+
     conc = max(2, os.cpu_count() or 2) * 2
     total = 100 if quick else 400
     log(f"throughput ({total} no-op actions, {conc} at a time) ...")
@@ -111,6 +114,9 @@ def render(res: dict) -> str:
         lines.append(f"  {k:<24} {v:>8.2f}")
     lines.append("sandbox exec from the shell (median / p95, ms):")
     for s in res["cli_exec"].values():
+        lines.append(f"  {s['name']:<34} {s['median_ms']:>8.2f} {s['p95_ms']:>8.2f}")
+    lines.append("CLI start-up (median / p95, ms):")
+    for s in res["cli_import"].values():
         lines.append(f"  {s['name']:<34} {s['median_ms']:>8.2f} {s['p95_ms']:>8.2f}")
     lines.append(f"throughput: {res['throughput_per_s']} no-op actions/s")
     lines.append(f"IPC: {res['ipc_messages_per_s']} messages/s")

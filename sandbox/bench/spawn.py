@@ -73,6 +73,18 @@ def cli_exec(runs: int) -> dict[str, Sample]:
     return interleaved(fns, runs, warmup=2)
 
 
+def cli_import(runs: int) -> dict[str, Sample]:
+    """What `sandbox exec` pays before it runs anything: the interpreter, then the
+    imports on the exec path (the CLI and the launcher)."""
+    py = sys.executable
+    return interleaved({
+        "python -I -c pass": lambda: _run([py, "-I", "-c", "pass"]),
+        "+ import the exec path": lambda: _run(
+            [py, "-I", "-c", "import sandbox.cli.main as m; m.build_parser(); "
+                             "import sandbox.launcher.launcher"]),
+    }, runs, warmup=2)
+
+
 def throughput(total: int, concurrency: int, policy: str = "strict") -> float:
     """Sandboxed no-op actions per second, `concurrency` at a time."""
     from sandbox.launcher.launcher import Launcher

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from typing import Any, Mapping, Sequence
 
 from sandbox.errors import InputError
@@ -167,7 +166,7 @@ class Launcher:
         see the RunResult in every case (a setup_error one when this raises).
         """
         lineage = lineage or Lineage()
-        info = SpawnInfo(run_id=uuid.uuid4().hex, depth=lineage.depth,
+        info = SpawnInfo(run_id=os.urandom(16).hex(), depth=lineage.depth,
                          parent_run_id=lineage.parent_run_id, item=item, index=index)
         results: list[RunResult] = []
         # Nested spawns skip the limit: their parents hold slots while waiting for them.

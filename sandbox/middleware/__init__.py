@@ -10,13 +10,24 @@
 Order rule: first registered = outermost (outbound mw1..mwN, inbound mwN..mw1).
 See docs/middleware.md.
 """
-from sandbox.middleware.auth import AuthError, HmacAuth
-from sandbox.middleware.base import (Chain, FunctionMiddleware, IpcMiddleware, SpawnInfo,
-                                     build_chain, child, transform)
-from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
-from sandbox.middleware.metrics import Metrics
-from sandbox.middleware.redact import Redactor, redaction
+import importlib
+from typing import Any
 
-__all__ = ["AuthError", "Chain", "FunctionMiddleware", "HmacAuth", "HookRefused", "Hooks",
-           "IpcMiddleware", "Metrics", "Redactor", "SpawnInfo", "SpawnRequest", "build_chain",
-           "child", "redaction", "transform"]
+_WHERE = {
+    "AuthError": "auth", "HmacAuth": "auth",
+    "Chain": "base", "FunctionMiddleware": "base", "IpcMiddleware": "base", "SpawnInfo": "base",
+    "build_chain": "base", "child": "base", "transform": "base",
+    "HookRefused": "hooks", "Hooks": "hooks", "SpawnRequest": "hooks",
+    "Metrics": "metrics", "Redactor": "redact", "redaction": "redact",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy: the launcher imports only what a run uses (hmac and hashlib, for
+    one, only when HmacAuth is asked for)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'sandbox.middleware' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sandbox.middleware.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
