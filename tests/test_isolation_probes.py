@@ -94,12 +94,17 @@ def test_none_network_has_no_usable_interface(host_listener):
     assert p["loopback_echo"].startswith("errno")   # lo is down: not even to itself
 
 
-def test_fork_bomb_hits_the_process_limit_and_the_launcher_survives(tmp_path):
+def run_bomb(tmp_path, limits: str, code: str):
+    """`code` under strict with extra [limits] lines; the launcher must survive it."""
     pol = tmp_path / "bomb.toml"
-    pol.write_text('extends = ["strict"]\n[limits]\nprocesses = 16\nwall = "4s"\n')
+    pol.write_text(f'extends = ["strict"]\n[limits]\n{limits}\n')
+    return Launcher(capture_output=True).spawn([sys.executable, "-I", "-c", code],
+                                               policy=str(pol))
+
+
+def test_fork_bomb_hits_the_process_limit_and_the_launcher_survives(tmp_path):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    r = Launcher(capture_output=True).spawn([sys.executable, "-I", "-c", bomb],
-                                            policy=str(pol))
+    r = run_bomb(tmp_path, 'processes = 16\nwall = "4s"', bomb)
     assert (r.status, r.reason) == ("limit_exceeded", "processes"), (r.status, r.reason)
     assert r.limits_applied["processes"] in ("rlimit", "cgroup-v1", "cgroup-v2")
     if os.geteuid() != 0:
@@ -117,11 +122,8 @@ def _cgroup_memory_usable() -> bool:
 
 
 def test_memory_bomb_ends_as_limit_exceeded(tmp_path):
-    pol = tmp_path / "mem.toml"
-    pol.write_text('extends = ["strict"]\n[limits]\nmemory = "128MiB"\n')
     bomb = "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n"
-    r = Launcher(capture_output=True).spawn([sys.executable, "-I", "-c", bomb],
-                                            policy=str(pol))
+    r = run_bomb(tmp_path, 'memory = "128MiB"', bomb)
     if _cgroup_memory_usable():
         assert r.limits_applied["memory"].startswith("cgroup")
         assert (r.status, r.reason) == ("limit_exceeded", "memory"), (r.status, r.reason)

@@ -8,10 +8,10 @@ and exits 2; nothing runs.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from sandbox.cli.plugins import optional_module
 from sandbox.errors import InputError
 
 # Order is the order shown by --help.
@@ -38,13 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"sandbox.cli.{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sandbox.cli.{name}_cmd":
-                raise
-            continue  # not built yet
-        module.register(sub)
+        module = optional_module(f"sandbox.cli.{name}_cmd")
+        if module is not None:
+            module.register(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from sandbox.cli.plugins import optional_module
 from sandbox.errors import PolicyError
 
 EXTRA_ACTIONS = ("suggest",)
@@ -64,13 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=show)
 
     for name in EXTRA_ACTIONS:
-        try:
-            module = importlib.import_module(f"sandbox.cli.policy_{name}_cmd")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sandbox.cli.policy_{name}_cmd":
-                raise
-            continue
-        module.register(actions)
+        module = optional_module(f"sandbox.cli.policy_{name}_cmd")
+        if module is not None:
+            module.register(actions)
 
 
 def _add_variable_options(p: argparse.ArgumentParser) -> None:
