@@ -8,7 +8,6 @@ so adding `policy suggest` does not need to edit this file's logic.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
