@@ -28,6 +28,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# compat: a path entry instead of an import hook; the hook costs 10-15 ms per interpreter start
-.venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+.venv/bin/python -m pip install -q -e '.[test]'
 echo "install.sh: installed; try: .venv/bin/sandbox doctor"

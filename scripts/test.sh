@@ -20,7 +20,7 @@ if [ "$(id -u)" -eq 0 ]; then
     COPY=$(mktemp -d /var/tmp/sandbox-test.XXXXXX)
     tar -C "$ROOT" --exclude=.venv --exclude=.git --exclude='__pycache__' -cf - . | tar -C "$COPY" -xf -
     /usr/bin/python3 -m venv "$COPY/.venv"
-    "$COPY/.venv/bin/python" -m pip install -q -e "$COPY[test]" --config-settings editable_mode=compat 2>&1 | grep -v '^WARNING' || true
+    "$COPY/.venv/bin/python" -m pip install -q -e "$COPY[test]" 2>&1 | grep -v '^WARNING' || true
     chmod -R a+rX "$COPY"
     echo "== pytest as $USER_NAME (uid $(id -u "$USER_NAME"))"
     status=0

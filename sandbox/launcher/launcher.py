@@ -193,6 +193,7 @@ class Launcher:
                capture_output: bool | None, code_paths: Sequence[str],
                middleware: Sequence[Any], cancel: threading.Event | None,
                grace: float) -> RunResult:
+        t_start = time.monotonic()  # the setup-latency breakdown counts from here
         item, index = info.item, info.index
         mode, body = _as_target(target)
         wf_policy = getattr(body, "policy", None) if mode == "workflow" else None
@@ -222,8 +223,10 @@ class Launcher:
             initial = {**copy.deepcopy(body.store), **initial}
         result = RunResult(run_id=run_id, policy=prep.policy.name, output_dir=prep.paths.output)
         t0 = time.monotonic()
+        clock = {"t0": t_start, "launcher.prepared": t0 - t_start}
         try:
             proc = self._start_monitor(prep, ipc_child, ctl_child, capture)
+            clock["launcher.monitor_started"] = time.monotonic() - t_start
         except OSError as exc:
             result.status, result.reason = SETUP_ERROR, f"cannot start the monitor: {exc}"
             return result
@@ -245,7 +248,8 @@ class Launcher:
                           cancel=cancel, grace=grace)
         plumbing.attach(session, ipc_parent, run_handlers)
         try:
-            session.send_ctl("spec", self._spec(prep, mode, body, ipc_child))
+            session.send_ctl("spec", {**self._spec(prep, mode, body, ipc_child),
+                                      "clock": clock})
             if mode == "workflow":
                 self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,
                                  plumbing.child_specs)
@@ -263,6 +267,8 @@ class Launcher:
             shutil.rmtree(prep.paths.rundir, ignore_errors=True)
         result.wall_time = time.monotonic() - t0
         assemble(result, state, prep.policy, mode)
+        if result.timings:
+            result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
         self._merge_store(result, state, initial, store)
         plumbing.finish(result)
         return result

@@ -37,8 +37,12 @@ class Supervisor:
             "limits_applied": {}, "oom_killed": False, "pids_limit_hit": False,
         }
         self.pid1: int | None = None
-        self.t0 = time.monotonic()
-        self.timings: dict[str, float] = {}
+        # Times count from the launcher's call when it sent its clock (CLOCK_MONOTONIC
+        # is one clock for every process of the machine), else from the spec's arrival.
+        clock = spec.get("clock") or {}
+        self.t0 = clock.get("t0", time.monotonic())
+        self.timings: dict[str, float] = {k: v for k, v in clock.items() if k != "t0"}
+        self._mark("spec_received")
         self.cgroup = None
         self.listener = None
 
@@ -245,13 +249,12 @@ class Supervisor:
     def _finish(self, t0: float) -> None:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.report["wall_time"] = time.monotonic() - t0
-        self._mark("finished")
-        self.report["timings"] = {k: round(v * 1000, 3) for k, v in self.timings.items()}
         self.report["cpu_time"] = ru.ru_utime + ru.ru_stime
         self.report["max_rss"] = ru.ru_maxrss * 1024
         self.report["pids"] = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
                                "sandboxee": self.pid1 or 0}
         if self.listener is not None:
+            self._mark("audit_finishing")
             self.report.update(self.listener.finish())
         if self.cgroup is not None:
             self.report["oom_killed"] = bool(self.cgroup.oom_killed())
@@ -260,3 +263,5 @@ class Supervisor:
             peak = self.cgroup.max_memory()
             if peak:
                 self.report["max_rss"] = max(self.report["max_rss"], peak)
+        self._mark("finished")
+        self.report["timings"] = {k: round(v * 1000, 3) for k, v in self.timings.items()}

@@ -16,6 +16,7 @@ from typing import Any
 
 from sandbox.errors import SandboxError
 from sandbox.ipc.channel import Channel
+from sandbox.nested import ChildSpawner  # imported before containment, not under it
 from sandbox.workflow import Runner, Workflow
 
 RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store", "result",
@@ -31,6 +32,9 @@ def run(ipc_fd: int) -> int:
 
 
 def _run(chan: Channel) -> int:
+    # The runtime and the action code are read-only in the view: trying to cache
+    # bytecode there would only produce denied writes (and audit records of them).
+    sys.dont_write_bytecode = True
     try:
         start = chan.recv()
         if start is None or start.type != "start" or not isinstance(start.payload, dict):
@@ -60,7 +64,6 @@ def _run(chan: Channel) -> int:
             raise ValueError(f"message type {type_!r} is reserved by the protocol")
         chan.send(type_, payload)
 
-    from sandbox.nested import ChildSpawner
     outcome = Runner().run(workflow, store=body.get("store"), on_change=on_change,
                            log_sink=log_sink, send=send, run_id=body.get("run_id"),
                            output_dir=body.get("output_dir"), item=body.get("item"),
