@@ -463,23 +463,11 @@ def test_corpus_is_large_and_covers_every_operation(outcome):
 
 
 # Disagreements of the audit broker (sandbox/monitor/broker.py, `[audit]` on with deny
-# globs in a writable tree), found by this test and reported to its owner; relative to the
-# /var/tmp tree. Listed so that every OTHER case must still agree, and so that this test
-# fails once they are fixed (then empty this set).
-KNOWN_BROKER_DISAGREEMENTS = {
-    # its path walk passes a directory absent from the view (or a dangling link) and
-    # climbs back with `..`; the kernel alone fails with ENOENT (the file it opens is
-    # one the policy grants, so nothing leaks)
-    ("read", "ro/link_dir_out/../ro/a.txt"),
-    ("read", "ro/link_dangling/../../ro/b.txt"),
-    ("read", "ro/link_dir_out/sub/../../rw/w1.txt"),
-    # listing a symlink to a directory outside the view: ENOTDIR instead of ENOENT
-    ("read", "ro/link_dir_out"),
-    # a write through a symlink that lives in a read-only tree is decided on the link's
-    # own path, not its target: refused (EACCES) though the policy grants the target
-    ("write", "ro/link_to_rw"),
-    ("write", "ro/link_to_tmp_out"),
-}
+# globs in a writable tree) with the kernel, relative to the /var/tmp tree, as
+# (operation, path). Any entry must come with the reason it cannot be fixed; the test
+# fails when a listed case agrees (then remove it). None left: the broker resolves paths
+# like the kernel (sandbox/monitor/root_walk.py).
+KNOWN_BROKER_DISAGREEMENTS: set[tuple[str, str]] = set()
 
 
 def _rel(path: str, base: str) -> str:

@@ -11,12 +11,16 @@ truncate) is brokered, whatever path was read:
 
 1. the path is copied once out of the sandbox's memory; from then on only our
    copy is used (the race is gone: what we decide is what we do);
-2. the parent directory is resolved to a canonical path inside the sandbox's
-   root and opened with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS) from
-   ``/proc/<pid>/root``, so the descriptor is exactly that directory;
-3. the engine decides on parent + final name; denied -> EACCES;
+2. it is resolved the way the kernel would, inside the sandbox's root
+   (sandbox/monitor/root_walk.py): every directory held as an O_PATH
+   descriptor, links read and followed by us (at most 40), ``..`` applied to
+   the directory actually reached, a component missing from the view ENOENT;
+3. the engine decides on the resolved directory + final name; denied -> EACCES
+   (or the kernel's errno where it would fail first: ENOENT, EEXIST, ELOOP);
 4. the call is made relative to that descriptor, never following a link in
-   the final name (a link is read and resolved again, at most 40 hops);
+   the final name (O_NOFOLLOW): a final name that is a link is read, and its
+   target resolved and decided again (open, truncate, linkat with
+   AT_SYMLINK_FOLLOW; unlink, rename and link act on the link itself);
 5. an opened descriptor is installed in the caller (SECCOMP_IOCTL_NOTIF_ADDFD
    with ADDFD_FLAG_SEND: the syscall returns its number); other calls return
    0 or the errno the monitor got.
@@ -25,7 +29,9 @@ Going through the sandbox's root, the call sees the sandbox's mount view
 (read-only binds stay read-only, masks stay masks); Landlock does not apply to
 the monitor, which is why step 3 decides everything the Landlock domain would.
 Files are created with the caller's umask, owned by the monitor's uid (the
-uid the sandbox's is mapped to).
+uid the sandbox's is mapped to). ``/proc`` (and ``/dev/stdin``, ``stdout``,
+``stderr``, ``fd``) are handled lexically: ``self`` names the caller, and no
+path may go *through* a magic link (cwd, root, exe, fd/N, map_files/X).
 
 Not brokered (recorded and answered as usual): stat/access/readlink (metadata
 of a denied name may be seen), chmod/chown/utime (metadata changes), exec
@@ -36,37 +42,29 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import posixpath
+import stat
 from typing import Any
 
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD
+from sandbox.monitor.root_walk import (RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
+                                       RESOLVE_NO_SYMLINKS, InProc, Located, drop_dac_caps,
+                                       follow, join, link_target, locate, openat2, refusal,
+                                       split)
 from sandbox.monitor.seccomp_notify import SECCOMP_ADDFD_FLAG_SEND
 
-SYS_openat2, SYS_renameat2 = 437, 316
-RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT = 0x02, 0x04, 0x10
-_MAX_HOPS = 40
+SYS_renameat2 = 316
 BROKERED = frozenset({"open", "openat", "openat2", "creat", "truncate", "unlink", "unlinkat",
                       "rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "rename", "renameat",
                       "renameat2", "link", "linkat", "symlink", "symlinkat"})
 _MAGIC = frozenset({"cwd", "root", "exe", "fd", "map_files"})
+_DEV_STD = ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd")
+_MAGIC_RULE = "sandbox: through a magic link"
+Record = tuple[str, str, bool, str]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    how = _OpenHow(flags, mode, resolve)
-    ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd),
-                        ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                        ctypes.c_size_t(ctypes.sizeof(how)))
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    return ret
 
 
 def renameat2(sfd: int, src: str, dfd: int, dst: str, flags: int) -> None:
@@ -76,6 +74,27 @@ def renameat2(sfd: int, src: str, dfd: int, dst: str, flags: int) -> None:
     if ret < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e), src)
+
+
+def _lexical_special(path: str) -> str | None:
+    """/proc/... or /dev/{stdin,stdout,stderr,fd}... spelled without `..`: handled
+    lexically (their links are magic), as the record's path."""
+    if not path.startswith(("/proc", "/dev/")):
+        return None
+    comps, name, _ = split(path)
+    if ".." in comps or name is None and path.rstrip("/").endswith(".."):
+        return None
+    n = posixpath.normpath(path)
+    if n == "/proc" or n.startswith("/proc/"):
+        return n
+    for d in _DEV_STD:
+        if n == d or n.startswith(d + "/"):
+            return n
+    return None
+
+
+def _err(code: int, what: str | None = None) -> OSError:
+    return OSError(code, os.strerror(code), what)
 
 
 class Denied(Exception):
@@ -89,6 +108,10 @@ class Broker:
         self.loop = loop
         self.guarded = guarded
         self._nspid: dict[int, tuple[int, int]] = {}
+        self._thread_ready = False
+        self.dac_dropped = False
+        # walks through links, remembered until the sandbox changes a name (root_walk.locate)
+        self._memo: dict[str, tuple[str, int]] = {}
 
     @staticmethod
     def handles(name: str) -> bool:
@@ -119,41 +142,33 @@ class Broker:
             self._nspid[pid] = hit
         return hit
 
-    def _parent(self, parent: str) -> tuple[int, str]:
-        """(O_PATH descriptor of `parent` inside the sandbox's root, its canonical path)."""
-        paths = self.loop.paths
-        for attempt in (0, 1):
-            cparent = paths.canonical(parent, True)
-            try:
-                fd = openat2(paths.root_fd, cparent.lstrip("/") or ".",
-                             os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
-                             RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
-                return fd, cparent
-            except OSError as exc:
-                if exc.errno != errno.ELOOP or attempt:
-                    raise
-                paths.invalidate()   # a link appeared where the cache had none
-        raise AssertionError("unreachable")
-
-    def _split(self, pid: int, dirfd: int | None, raw: str) -> tuple[str, str]:
-        path = self.loop.paths.absolute(pid, dirfd, raw).rstrip("/") or "/"
-        parent, _, last = path.rpartition("/")
-        return parent or "/", last
-
     def _decide(self, op: str, path: str) -> Any:
         v = self.loop.engine.decide(op, path)
         if not v.allowed:
             raise Denied(errno.EACCES, op, path, v.rule)
         return v
 
+    def _note(self, exc: OSError, op: str, path: str) -> OSError:
+        """Give a failed call a record of what it was about (our copy, lexically) when
+        it failed before a decision (a walk that stopped: ENOENT, ENOTDIR, ELOOP)."""
+        if getattr(exc, "records", None) is None:
+            p = posixpath.normpath(path) if path.startswith("/") else path
+            v = self.loop.engine.decide(op, p) if p.startswith("/") else None
+            exc.records = [(op, p, bool(v and v.allowed),   # type: ignore[attr-defined]
+                            v.rule if v else "default: not an absolute path")]
+        return exc
+
     # -- entry point -------------------------------------------------------------------------
     def handle(self, n: Any, name: str, spec: S.Spec, flags: int) -> bool:
         loop = self.loop
         if loop.paths.root_fd is None:
             return False        # cannot broker without the root: the layers decide
+        if not self._thread_ready:      # the serving thread checks files as the caller
+            self.dac_dropped = drop_dac_caps()
+            self._thread_ready = True
         pid, args = n.pid, n.args
         lst = loop.listener
-        records: list[tuple[str, str, bool, str]] = []
+        records: list[Record] = []
         result = "ok"
         try:
             if spec.kind in ("open", "openat2", "creat"):
@@ -169,13 +184,14 @@ class Broker:
                 lst.respond_value(n.id, 0)
         except Denied as d:
             records += getattr(d, "previous", [])
-            records.append((d.op, d.path, False, d.rule or "sandbox: through a magic link"))
+            records.append((d.op, d.path, False, d.rule or _MAGIC_RULE))
             result = errno.errorcode.get(d.err, str(d.err))
             if d.rule:
                 loop.tally.monitor_denied += 1
             self._answer_error(n.id, d.err)
         except OSError as exc:
             result = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            records += getattr(exc, "records", None) or []
             if not records:
                 records.append(self._fallback_record(pid, args, spec, flags))
             self._answer_error(n.id, exc.errno or errno.EIO)
@@ -191,8 +207,8 @@ class Broker:
         except OSError:
             pass
 
-    def _fallback_record(self, pid: int, args: Any, spec: S.Spec, flags: int
-                         ) -> tuple[str, str, bool, str]:
+    def _fallback_record(self, pid: int, args: Any, spec: S.Spec, flags: int) -> Record:
+        """The record of a call that failed before its path was even copied."""
         dirfd_arg, path_arg, op, _ = spec.slots[0]
         try:
             raw = self.loop.paths.read(pid, args[path_arg])
@@ -204,8 +220,7 @@ class Broker:
         return (op, path, bool(v and v.allowed), v.rule if v else "default: not an absolute path")
 
     # -- open --------------------------------------------------------------------------------
-    def _open(self, n: Any, name: str, spec: S.Spec, flags: int
-              ) -> tuple[int, list[tuple[str, str, bool, str]]]:
+    def _open(self, n: Any, name: str, spec: S.Spec, flags: int) -> tuple[int, list[Record]]:
         pid, args = n.pid, n.args
         paths = self.loop.paths
         dirfd_arg, path_arg = spec.slots[0][0], spec.slots[0][1]
@@ -220,38 +235,101 @@ class Broker:
         dirfd = None if dirfd_arg is None else args[dirfd_arg]
         op = S.open_operation(flags)
         path = paths.absolute(pid, dirfd, raw)
-        norm = os.path.normpath(path)
-        if norm.startswith(("/proc/", "/dev/")) or norm in ("/proc", "/dev"):
-            return self._open_special(pid, norm, op, flags, mode)
-        umask = self._umask(pid) if flags & (S.O_CREAT | S.O_TMPFILE) else 0
-        sysflags = flags | S.O_CLOEXEC
-        for _ in range(_MAX_HOPS):
-            parent, _, last = path.rstrip("/").rpartition("/") if path.rstrip("/") else ("", "", "")
-            if last in ("", ".", ".."):
-                target = paths.canonical(path, True)
-                v = self._decide(op, target)
-                fd = openat2(paths.root_fd, target.lstrip("/") or ".", sysflags, mode,
-                             RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
-                return fd, [(op, target, True, v.rule)]
-            pfd, cparent = self._parent(parent or "/")
-            try:
-                target = cparent.rstrip("/") + "/" + last
-                v = self._decide(op, target)
-                old = os.umask(umask) if umask else None
+        return self._open_path_copy(pid, path, op, flags, mode)
+
+    def _open_path_copy(self, pid: int, path: str, op: str, flags: int, mode: int
+                        ) -> tuple[int, list[Record]]:
+        """Open `path` (our own copy) as the kernel would for the caller (module doc)."""
+        special = _lexical_special(path)
+        if special is not None:
+            return self._open_special(pid, special, op, flags, mode)
+        umask = self._umask(pid) if flags & (S.O_CREAT | S.O_TMPFILE) else None
+        root = self.loop.paths.root_fd
+        links = 0
+        asked = path
+        try:
+            while True:
                 try:
-                    fd = os.open(last, sysflags | S.O_NOFOLLOW, mode, dir_fd=pfd)
-                    return fd, [(op, target, True, v.rule)]
-                except OSError as exc:
-                    if exc.errno != errno.ELOOP or flags & S.O_NOFOLLOW:
-                        raise
-                    link = os.readlink(last, dir_fd=pfd)
+                    loc = locate(root, path, links, self._memo)
+                except InProc as p:
+                    return self._open_special(pid, p.path, op, flags, mode)
+                try:
+                    got = self._open_at(loc, op, flags, mode, umask)
                 finally:
-                    if old is not None:
-                        os.umask(old)
+                    os.close(loc.fd)
+                if not isinstance(got, str):
+                    return got
+                path, links = follow(loc, got)
+        except OSError as exc:
+            raise self._note(exc, op, asked) from None
+
+    def _open_at(self, loc: Located, op: str, flags: int, mode: int, umask: int | None
+                 ) -> tuple[int, list[Record]] | str:
+        """Decide and open the final component of `loc`; or the text of the link it
+        is, when the kernel would follow it."""
+        sysflags = flags | S.O_CLOEXEC
+        name = loc.name
+        if name is None:                      # "/", "dir/.", "dir/..": the directory itself
+            target = loc.dir
+            v = self._decide(op, target)
+            return self._sys_open(".", sysflags, mode, loc.fd, umask, op, target, v.rule), \
+                [(op, target, True, v.rule)]
+        creat = flags & S.O_CREAT
+        excl = creat and flags & S.O_EXCL
+        if loc.slash and creat:
+            raise _err(errno.EISDIR, name)     # the kernel's answer, before any permission
+        can_follow = not excl and (loc.slash or not flags & S.O_NOFOLLOW)
+        target = join(loc.dir, name)
+        v = self.loop.engine.decide(op, target)
+        if not v.allowed:
+            # before refusing: a link is decided on its target (when followed), and
+            # where the kernel fails before any permission check, its errno
+            try:
+                text = link_target(loc.fd, name)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise Denied(exc.errno or errno.EACCES, op, target, v.rule) from None
+                raise Denied(refusal(loc.fd, name, op, opening=True) if creat
+                             else errno.ENOENT, op, target, v.rule) from None
+            if text is not None and can_follow:
+                return text
+            if excl:
+                raise Denied(errno.EEXIST, op, target, v.rule)
+            if text is not None and not flags & S.O_PATH:
+                raise Denied(errno.ELOOP, op, target, v.rule)
+            raise Denied(refusal(loc.fd, name, op, opening=True), op, target, v.rule)
+        extra = os.O_NOFOLLOW | (os.O_DIRECTORY if loc.slash else 0)
+        try:
+            fd = self._sys_open(name, sysflags | extra, mode, loc.fd, umask, op, target, v.rule)
+        except OSError as exc:
+            # O_NOFOLLOW on a link: ELOOP (ENOTDIR with O_DIRECTORY); follow it
+            if can_follow and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                try:
+                    text = link_target(loc.fd, name)
+                except OSError:
+                    text = None
+                if text is not None:
+                    return text
+            raise
+        if flags & S.O_PATH and can_follow and stat.S_ISLNK(os.fstat(fd).st_mode):
+            try:                               # O_PATH|O_NOFOLLOW opened the link itself
+                return os.readlink("", dir_fd=fd)
             finally:
-                os.close(pfd)
-            path = link if link.startswith("/") else cparent.rstrip("/") + "/" + link
-        raise OSError(errno.ELOOP, "too many levels of symbolic links")
+                os.close(fd)
+        return fd, [(op, target, True, v.rule)]
+
+    @staticmethod
+    def _sys_open(name: str, flags: int, mode: int, dirfd: int, umask: int | None,
+                  op: str, target: str, rule: str) -> int:
+        old = os.umask(umask) if umask is not None else None
+        try:
+            return os.open(name, flags, mode, dir_fd=dirfd)
+        except OSError as exc:
+            exc.records = [(op, target, True, rule)]   # type: ignore[attr-defined]
+            raise
+        finally:
+            if old is not None:
+                os.umask(old)
 
     def _openat2_mode(self, pid: int, how: int, size: int) -> int:
         if not how or size < 16:
@@ -259,17 +337,16 @@ class Broker:
         data = os.pread(self.loop.paths._mem_fd(pid), 8, how + 8)
         return int.from_bytes(data, "little") if len(data) == 8 else 0
 
-    def _open_special(self, pid: int, path: str, op: str, flags: int, mode: int
-                      ) -> tuple[int, list[tuple[str, str, bool, str]]]:
-        """/proc and /dev: the sandbox's own; `self` is rewritten to the caller's pid
-        (in the sandbox's PID namespace); nothing may follow a magic link."""
-        v = self._decide(op, path)
+    def _proc_rel(self, pid: int, path: str, op: str) -> str:
+        """`path` under /proc (or a /dev link into it) relative to the root, `self`
+        made the caller's pid in the sandbox's PID namespace; Denied through a magic link."""
         tgid, tid = self._ns_ids(pid)
         rel = path[1:]
         for old, new in (("dev/stdin", f"proc/{tgid}/fd/0"), ("dev/stdout", f"proc/{tgid}/fd/1"),
                          ("dev/stderr", f"proc/{tgid}/fd/2"), ("dev/fd", f"proc/{tgid}/fd"),
                          ("proc/thread-self", f"proc/{tgid}/task/{tid}"),
-                         ("proc/self", f"proc/{tgid}")):
+                         ("proc/self", f"proc/{tgid}"), ("proc/mounts", f"proc/{tgid}/mounts"),
+                         ("proc/net", f"proc/{tgid}/net")):
             if rel == old or rel.startswith(old + "/"):
                 rel = new + rel[len(old):]
                 break
@@ -278,105 +355,183 @@ class Broker:
             nxt = i + 2 if part in ("fd", "map_files") else i + 1
             if part in _MAGIC and i >= 2 and nxt < len(parts):
                 raise Denied(errno.EACCES, op, path, "")   # a path through a magic link
-        if parts[0] == "proc" and len(parts) > 1:
+        return rel
+
+    def _open_special(self, pid: int, path: str, op: str, flags: int, mode: int
+                      ) -> tuple[int, list[Record]]:
+        """/proc and the /dev links into it: the sandbox's own; nothing may follow a
+        magic link but the final component (the caller's own descriptor, cwd, ...)."""
+        v = self.loop.engine.decide(op, path)
+        parts = self._proc_rel(pid, path, op).split("/")
+        if len(parts) > 1:
             pfd = openat2(self.loop.paths.root_fd, "proc", os.O_PATH | os.O_DIRECTORY
                           | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
             try:
+                if not v.allowed:    # procfs has no negative names: ENOENT first
+                    rel = "/".join(parts[1:])
+                    try:
+                        os.stat(rel, dir_fd=pfd, follow_symlinks=False)
+                        err = refusal(pfd, rel, op, opening=True)
+                    except OSError as exc:
+                        err = exc.errno or errno.EACCES
+                    raise Denied(err, op, path, v.rule)
                 return os.open("/".join(parts[1:]), flags | S.O_CLOEXEC, mode, dir_fd=pfd), \
                     [(op, path, True, v.rule)]
             finally:
                 os.close(pfd)
-        return openat2(self.loop.paths.root_fd, rel, flags | S.O_CLOEXEC, mode,
+        if not v.allowed:
+            raise Denied(errno.EACCES, op, path, v.rule)
+        return openat2(self.loop.paths.root_fd, "proc", flags | S.O_CLOEXEC, mode,
                        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), [(op, path, True, v.rule)]
 
     # -- the other name-changing calls -------------------------------------------------------
-    def _other(self, n: Any, name: str, spec: S.Spec, flags: int
-               ) -> list[tuple[str, str, bool, str]]:
+    def _other(self, n: Any, name: str, spec: S.Spec, flags: int) -> list[Record]:
         pid, args = n.pid, n.args
         paths = self.loop.paths
         if name == "truncate":
-            fd, recs = self._open_path(pid, args[0], os.O_WRONLY)
+            raw = paths.read(pid, args[0])
+            fd, recs = self._open_path_copy(pid, paths.absolute(pid, None, raw), "write",
+                                            os.O_WRONLY, 0)
             try:
                 os.ftruncate(fd, args[1])
             finally:
                 os.close(fd)
             return recs
-        slots = []
+        # every string is copied before anything is decided
+        copies = []
         for dirfd_arg, path_arg, op, _ in spec.slots:
             raw = paths.read(pid, args[path_arg])
-            parent, last = self._split(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
-            if last in ("", ".", ".."):
-                raise OSError(errno.EINVAL if name.startswith("rename") else errno.EBUSY,
-                              "bad final component")
-            slots.append((op, parent, last))
-        opened: list[int] = []
-        recs = []
+            copies.append((op, paths.absolute(pid, None if dirfd_arg is None
+                                              else args[dirfd_arg], raw)))
+        link_text = paths.read(pid, args[0]) if name.startswith("symlink") else ""
+        umask = self._umask(pid) if name.startswith(("mkdir", "mknod")) else None
+        held: list[int] = []
+        recs: list[Record] = []
         try:
-            for op, parent, last in slots:
-                pfd, cparent = self._parent(parent)
-                opened.append(pfd)
-                target = cparent.rstrip("/") + "/" + last
-                recs.append((op, target, True, self._decide(op, target).rule))
-            fds = opened
-            lasts = [s[2] for s in slots]
-            if name in ("unlink", "rmdir", "unlinkat"):
-                if name == "rmdir" or (name == "unlinkat" and flags & S.AT_REMOVEDIR):
-                    os.rmdir(lasts[0], dir_fd=fds[0])
-                else:
-                    os.unlink(lasts[0], dir_fd=fds[0])
-            elif name in ("mkdir", "mkdirat", "mknod", "mknodat"):
-                i = 1 if name in ("mkdir", "mknod") else 2
-                old = os.umask(self._umask(pid))
-                try:
-                    if name.startswith("mkdir"):
-                        os.mkdir(lasts[0], args[i] & 0o7777, dir_fd=fds[0])
-                    else:
-                        os.mknod(lasts[0], args[i] & 0xFFFFFFFF, args[i + 1], dir_fd=fds[0])
-                finally:
-                    os.umask(old)
-            elif name.startswith("rename"):
-                if name == "renameat2" and flags:
-                    renameat2(fds[0], lasts[0], fds[1], lasts[1], flags)
-                else:
-                    os.rename(lasts[0], lasts[1], src_dir_fd=fds[0], dst_dir_fd=fds[1])
-            elif name.startswith("link"):
-                follow = bool(name == "linkat" and flags & S.AT_SYMLINK_FOLLOW)
-                if follow and _is_link(lasts[0], fds[0]):
-                    raise OSError(errno.EACCES, "linkat with AT_SYMLINK_FOLLOW of a link")
-                os.link(lasts[0], lasts[1], src_dir_fd=fds[0], dst_dir_fd=fds[1],
-                        follow_symlinks=False)
-            elif name.startswith("symlink"):
-                target_text = paths.read(pid, args[0])
-                os.symlink(target_text, lasts[0], dir_fd=fds[0])
-            else:
-                raise OSError(errno.ENOSYS, name)
+            finals = []
+            for i, (op, path) in enumerate(copies):
+                follow_last = bool(i == 0 and name == "linkat" and flags & S.AT_SYMLINK_FOLLOW)
+                loc = self._locate_final(path, op, follow_last, held)
+                bad = _bad_final(name, i, loc, flags, path)
+                if bad:
+                    raise self._note(_err(bad, path), op, path)
+                target = join(loc.dir, loc.name)   # type: ignore[arg-type]
+                v = self.loop.engine.decide(op, target)
+                if not v.allowed:
+                    raise Denied(refusal(loc.fd, loc.name, op), op, target, v.rule)  # type: ignore[arg-type]
+                recs.append((op, target, True, v.rule))
+                finals.append(loc)
+            self._memo.clear()     # a name is about to change: forget the walks
+            self._do(name, flags, args, [f.fd for f in finals], [f.name for f in finals],
+                     umask, link_text)
             paths.invalidate()
             return recs
         except Denied as d:
             # keep the records of slots already decided (e.g. rename's source)
             d.previous = recs   # type: ignore[attr-defined]
             raise
+        except OSError as exc:
+            exc.records = recs + (getattr(exc, "records", None) or [])  # type: ignore[attr-defined]
+            raise
         finally:
-            for fd in opened:
+            for fd in held:
                 os.close(fd)
 
-    def _open_path(self, pid: int, addr: int, flags: int
-                   ) -> tuple[int, list[tuple[str, str, bool, str]]]:
-        class _N:  # a notification-shaped view for _open
-            pass
-        n = _N()
-        n.pid, n.args = pid, (addr, flags, 0, 0, 0, 0)   # type: ignore[attr-defined]
-        spec = S.Spec(((None, 0, "write", True),), 1, "open")
-        fd, recs = self._open(n, "open", spec, flags)
-        return fd, [("write", recs[0][1], True, recs[0][3])]
+    def _locate_final(self, path: str, op: str, follow_last: bool, held: list[int]) -> Located:
+        """locate(), plus following a final link when the call does (linkat with
+        AT_SYMLINK_FOLLOW); every descriptor opened goes to `held`."""
+        links = 0
+        asked = path
+        while True:
+            try:
+                loc = locate(self.loop.paths.root_fd, path, links, self._memo)
+            except InProc as p:
+                raise Denied(errno.EACCES, op, p.path,
+                             "sandbox: /proc is not changed through the monitor") from None
+            except OSError as exc:
+                raise self._note(exc, op, asked) from None
+            held.append(loc.fd)
+            if not follow_last or loc.name is None:
+                return loc
+            try:
+                text = link_target(loc.fd, loc.name)
+                if text is None:
+                    return loc
+                path, links = follow(loc, text)
+            except OSError as exc:
+                raise self._note(exc, op, asked) from None
+
+    def _do(self, name: str, flags: int, args: Any, fds: list[int], names: list[Any],
+            umask: int | None, link_text: str) -> None:
+        """The call itself, relative to the held directories, on the decided names."""
+        if name in ("unlink", "rmdir", "unlinkat"):
+            if name == "rmdir" or (name == "unlinkat" and flags & S.AT_REMOVEDIR):
+                os.rmdir(names[0], dir_fd=fds[0])
+            else:
+                os.unlink(names[0], dir_fd=fds[0])
+        elif name in ("mkdir", "mkdirat", "mknod", "mknodat"):
+            i = 1 if name in ("mkdir", "mknod") else 2
+            old = os.umask(umask or 0)
+            try:
+                if name.startswith("mkdir"):
+                    os.mkdir(names[0], args[i] & 0o7777, dir_fd=fds[0])
+                else:
+                    os.mknod(names[0], args[i] & 0xFFFFFFFF, args[i + 1], dir_fd=fds[0])
+            finally:
+                os.umask(old)
+        elif name.startswith("rename"):
+            if name == "renameat2" and flags:
+                renameat2(fds[0], names[0], fds[1], names[1], flags)
+            else:
+                os.rename(names[0], names[1], src_dir_fd=fds[0], dst_dir_fd=fds[1])
+        elif name.startswith("link"):
+            # the source was resolved already (a followed link is its target's name)
+            os.link(names[0], names[1], src_dir_fd=fds[0], dst_dir_fd=fds[1],
+                    follow_symlinks=False)
+        elif name.startswith("symlink"):
+            os.symlink(link_text, names[0], dir_fd=fds[0])
+        else:
+            raise OSError(errno.ENOSYS, name)
 
 
-def _is_link(name: str, dirfd: int) -> bool:
+def _kind(loc: Located) -> str:
+    """'missing', 'dir' or 'other' for the final name of `loc` (not followed)."""
     try:
-        os.readlink(name, dir_fd=dirfd)
-        return True
-    except OSError:
-        return False
+        st = os.stat(loc.name, dir_fd=loc.fd, follow_symlinks=False)   # type: ignore[arg-type]
+    except FileNotFoundError:
+        return "missing"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
+def _bad_final(name: str, slot: int, loc: Located, flags: int, path: str) -> int:
+    """The errno the kernel gives for a final component a name-changing call cannot
+    take ("/", ".", "..", a trailing slash on a non-directory), before any permission
+    check; 0 when it is a plain name."""
+    remove_dir = name == "rmdir" or (name == "unlinkat" and bool(flags & S.AT_REMOVEDIR))
+    creates = name.startswith(("mkdir", "mknod", "symlink")) or (
+        name.startswith("link") and slot == 1)
+    if loc.name is None:
+        last = path.rstrip("/").rsplit("/", 1)[-1]
+        if remove_dir:
+            return errno.ENOTEMPTY if last == ".." else errno.EINVAL if last == "." \
+                else errno.EBUSY
+        if name.startswith("unlink"):
+            return errno.EISDIR
+        if name.startswith("rename"):
+            return errno.EBUSY
+        return errno.EEXIST if creates else errno.EPERM      # link of a directory
+    if not loc.slash or remove_dir or name.startswith("mkdir"):
+        return 0
+    kind = _kind(loc)
+    if creates:
+        return errno.ENOENT if kind == "missing" else errno.EEXIST
+    if kind == "missing":
+        return errno.ENOENT
+    if name.startswith("unlink"):
+        return errno.EISDIR if kind == "dir" else errno.ENOTDIR
+    if kind != "dir":
+        return errno.ENOTDIR
+    return errno.EPERM if name.startswith("link") else 0
 
 
 __all__ = ["Broker", "BROKERED", "openat2", "AT_FDCWD"]

@@ -1,0 +1,357 @@
+"""The audit broker resolves paths like the kernel (sandbox/monitor/root_walk.py).
+
+Without a sandbox: a tree stands for the sandbox's root, and the kernel's own
+answer for the same path is `openat2(root, path, RESOLVE_IN_ROOT)` (absolute
+links and `..` kept inside the root, exactly as a chrooted caller sees them)
+or, for name changes, the call made relative to the tree. The broker must
+give the same errno and act on the same object, for every case. Then, with a
+sandbox: the differential corpus (tests/test_differential.py) run under the
+kernel layers alone and under the broker gives the same result *and errno*
+for every one of its cases.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+import types
+from typing import Any
+
+import pytest
+
+from sandbox.monitor import audit_syscalls as S
+from sandbox.monitor.audit_paths import AT_FDCWD, Paths
+from sandbox.monitor.broker import Broker, Denied
+from sandbox.monitor.root_walk import MAX_LINKS, drop_dac_caps, openat2
+
+RESOLVE_IN_ROOT = 0x10
+
+
+def make_tree(root: str) -> None:
+    for d in ("a/sub/deep", "ro", "rw"):
+        os.makedirs(f"{root}/{d}")
+    for f in ("a/f", "a/sub/g", "ro/x", "rw/w"):
+        with open(f"{root}/{f}", "w") as fh:
+            fh.write(f)
+    links = {"b": "a", "abs": "/a", "dang": "nowhere/x", "dang_ok": "a/new_by_link",
+             "loop1": "loop2", "loop2": "loop1", "a/up": "..", "a/file_link": "f",
+             "a/dir_link": "sub", "escape": "../../../../a", "a/sub/deep/back": "../../../b",
+             "ro/to_rw": "../rw/w", "rw/to_ro": "/ro/x", "rw/dir_to_ro": "../ro",
+             f"c{MAX_LINKS + 1}": "a/f"}
+    for i in range(MAX_LINKS + 1):        # c0 -> c1 -> ... -> c41 -> a/f: 42 links from c0
+        links[f"c{i}"] = f"c{i + 1}"
+    for rel, target in links.items():
+        os.symlink(target, f"{root}/{rel}")
+
+
+class _Paths(Paths):
+    """Paths whose caller memory is a dict: address -> string (already absolute)."""
+
+    def __init__(self, root_fd: int, strings: dict[int, str]) -> None:
+        super().__init__()
+        self.root_fd = root_fd
+        self.strings = strings
+
+    def read(self, pid: int, addr: int, limit: int = 4096) -> str:
+        return self.strings[addr]
+
+    def absolute(self, pid: int, dirfd: int | None, raw: str) -> str:
+        return raw
+
+
+class _Verdict:
+    def __init__(self, allowed: bool, rule: str) -> None:
+        self.allowed, self.rule = allowed, rule
+
+
+class _Engine:
+    """Everything allowed, except writes, creates and deletes under /ro."""
+
+    def decide(self, op: str, path: str) -> _Verdict:
+        if op in ("write", "create", "delete") and (path == "/ro" or path.startswith("/ro/")):
+            return _Verdict(False, "filesystem.read: /ro")
+        return _Verdict(True, "test: allowed")
+
+
+def broker_for(root: str, strings: dict[int, str] | None = None) -> Broker:
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    loop = types.SimpleNamespace(paths=_Paths(fd, strings or {}), engine=_Engine())
+    return Broker(loop, ())
+
+
+def _what(fd: int, root: str) -> str:
+    """The object a descriptor names, relative to the tree."""
+    return os.readlink(f"/proc/self/fd/{fd}").removeprefix(os.path.realpath(root))
+
+
+def kernel_open(root: str, path: str, flags: int, mode: int) -> tuple[str | None, str]:
+    rfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        fd = openat2(rfd, path, flags | os.O_CLOEXEC, mode if flags & os.O_CREAT else 0,
+                     RESOLVE_IN_ROOT)
+    except OSError as exc:
+        return errno.errorcode[exc.errno], ""
+    finally:
+        os.close(rfd)
+    try:
+        return None, _what(fd, root)
+    finally:
+        os.close(fd)
+
+
+def broker_open(root: str, path: str, flags: int, mode: int) -> tuple[str | None, str]:
+    b = broker_for(root)
+    try:
+        fd, _ = b._open_path_copy(os.getpid(), path, S.open_operation(flags), flags, mode)
+    except Denied as d:
+        return errno.errorcode[d.err], "refused by the engine"
+    except OSError as exc:
+        return errno.errorcode[exc.errno], ""
+    finally:
+        os.close(b.loop.paths.root_fd)
+    try:
+        return None, _what(fd, root)
+    finally:
+        os.close(fd)
+
+
+R, W, D = os.O_RDONLY, os.O_WRONLY | os.O_APPEND, os.O_RDONLY | os.O_DIRECTORY
+NF, P = os.O_NOFOLLOW, os.O_PATH
+OPENS = [
+    ("/a/f", R), ("/b/f", R), ("/abs/f", R), ("/b/../a/f", R), ("/abs/sub/../f", R),
+    ("/a/dir_link/../f", R), ("/a/up/a/f", R), ("/a/sub/deep/back/f", R),
+    ("/a/sub/deep/back/../a/sub/g", R), ("/escape/f", R), ("/escape/../a/f", R),
+    ("/../../a/f", R), ("/./a/./f", R), ("//a//f", R), ("/a/sub/..", D), ("/a/.", D), ("/", D),
+    ("/..", D), ("/b", D), ("/b/", R), ("/a/dir_link/", D), ("/dang/../a/f", R),
+    ("/dang/../../a/f", R), ("/dang", R), ("/nowhere/../a/f", R), ("/a/f/x", R), ("/a/f/", R),
+    ("/a/f/..", R), ("/a/file_link/", R), ("/a/file_link", R), ("/a/file_link", R | NF),
+    ("/a/file_link", P), ("/a/file_link", P | NF), ("/b", R | NF), ("/b", D | NF),
+    ("/b/", D | NF), ("/b", D), ("/a/f", D), ("/loop1", R), ("/loop1/x", R), ("/loop1", R | NF),
+    ("/c0", R), ("/c1", R), ("/c2", R), ("/a/missing", R), ("/missing/x", R),
+    ("/a/sub", os.O_WRONLY), ("/rw/w", W), ("/rw/dir_to_ro/x", R), ("/rw/to_ro", R),
+]
+CREATES = [
+    ("/a/new", os.O_WRONLY | os.O_CREAT), ("/b/new", os.O_WRONLY | os.O_CREAT),
+    ("/dang_ok", os.O_WRONLY | os.O_CREAT), ("/dang", os.O_WRONLY | os.O_CREAT),
+    ("/dang_ok", os.O_WRONLY | os.O_CREAT | os.O_EXCL), ("/a/f", os.O_WRONLY | os.O_CREAT | os.O_EXCL),
+    ("/a/file_link", os.O_WRONLY | os.O_CREAT), ("/a/new/", os.O_WRONLY | os.O_CREAT),
+    ("/a/sub", os.O_WRONLY | os.O_CREAT), ("/a/.", os.O_WRONLY | os.O_CREAT),
+    ("/dang_ok", os.O_WRONLY | os.O_CREAT | NF), ("/missing/new", os.O_WRONLY | os.O_CREAT),
+]
+
+
+@pytest.mark.parametrize("path,flags", OPENS + CREATES,
+                         ids=[f"{p}:{oct(f)}" for p, f in OPENS + CREATES])
+def test_open_reaches_what_the_kernel_reaches(tmp_path, path, flags):
+    got = []
+    for opener in (kernel_open, broker_open):
+        root = str(tmp_path / opener.__name__)
+        make_tree(root)
+        got.append((opener(root, path, flags, 0o644), snapshot(root)))
+    (kerr, kobj), ksnap = got[0]
+    (berr, bobj), bsnap = got[1]
+    assert (berr, bobj) == (kerr, kobj), f"kernel {kerr} {kobj!r}, broker {berr} {bobj!r}"
+    assert bsnap == ksnap
+
+
+def test_writes_are_decided_on_the_link_target_not_the_link():
+    root = tempfile.mkdtemp()
+    try:
+        make_tree(root)
+        # a link in a read-only tree to a writable file: allowed, the target is opened
+        assert broker_open(root, "/ro/to_rw", W, 0) == (None, "/rw/w")
+        # a link in a writable tree to a read-only file: refused, decided on the target
+        b = broker_for(root)
+        with pytest.raises(Denied) as ei:
+            b._open_path_copy(os.getpid(), "/rw/to_ro", "write", W, 0)
+        assert (ei.value.err, ei.value.path, ei.value.rule) == (
+            errno.EACCES, "/ro/x", "filesystem.read: /ro")
+        # refusals carry the kernel's errno where it fails first: no such file
+        with pytest.raises(Denied) as ei:
+            b._open_path_copy(os.getpid(), "/ro/missing", "write", W, 0)
+        assert ei.value.err == errno.ENOENT
+        with pytest.raises(Denied) as ei:
+            b._open_path_copy(os.getpid(), "/ro/x", "create", os.O_WRONLY | os.O_CREAT
+                              | os.O_EXCL, 0o644)
+        assert ei.value.err == errno.EEXIST
+        os.close(b.loop.paths.root_fd)
+    finally:
+        shutil.rmtree(root)
+
+
+def test_remembered_walks_follow_a_link_replaced_by_the_sandbox(tmp_path):
+    """A walk through a link is remembered (one openat2 next time), and forgotten
+    when the sandbox changes a name: the replaced link is followed anew."""
+    root = str(tmp_path / "t")
+    make_tree(root)
+    b = broker_for(root, {0: "/b", 1: "/b", 9: "a/sub"})
+    try:
+        for _ in range(2):
+            fd, recs = b._open_path_copy(os.getpid(), "/b/f", "read", R, 0)
+            os.close(fd)
+            assert recs == [("read", "/a/f", True, "test: allowed")]
+        assert b._memo == {"b": ("/a", 1)}
+        n = types.SimpleNamespace(pid=os.getpid(), args=(0, 0, 0, 0, 0, 0))
+        b._other(n, "unlink", S.SPECS["unlink"], 0)
+        n = types.SimpleNamespace(pid=os.getpid(), args=(9, 1, 0, 0, 0, 0))
+        b._other(n, "symlink", S.SPECS["symlink"], 0)
+        assert b._memo == {}
+        fd, recs = b._open_path_copy(os.getpid(), "/b/g", "read", R, 0)
+        os.close(fd)
+        assert recs == [("read", "/a/sub/g", True, "test: allowed")]
+    finally:
+        os.close(b.loop.paths.root_fd)
+
+
+# -- name changes --------------------------------------------------------------------------
+
+def snapshot(root: str) -> list[tuple[str, str, str, int]]:
+    out = []
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            kind = "link" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode) \
+                else "file"
+            out.append((os.path.relpath(p, root), kind,
+                        os.readlink(p) if kind == "link" else "", st.st_nlink if kind == "file" else 0))
+    return sorted(out)
+
+
+def _kernel_call(root: str, name: str, paths: list[str], flags: int) -> str | None:
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    rel = [p.lstrip("/") or "." for p in paths]
+    try:
+        if name == "unlink":
+            os.unlink(rel[0], dir_fd=fd)
+        elif name == "rmdir":
+            os.rmdir(rel[0], dir_fd=fd)
+        elif name == "mkdir":
+            os.mkdir(rel[0], 0o755, dir_fd=fd)
+        elif name == "symlink":
+            os.symlink("t", rel[0], dir_fd=fd)
+        elif name == "rename":
+            os.rename(rel[0], rel[1], src_dir_fd=fd, dst_dir_fd=fd)
+        elif name == "linkat":
+            os.link(rel[0], rel[1], src_dir_fd=fd, dst_dir_fd=fd,
+                    follow_symlinks=bool(flags & S.AT_SYMLINK_FOLLOW))
+        return None
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+    finally:
+        os.close(fd)
+
+
+def _broker_call(root: str, name: str, paths: list[str], flags: int) -> str | None:
+    strings = dict(enumerate(paths))
+    AT = AT_FDCWD
+    args = {"unlink": (0,), "rmdir": (0,), "mkdir": (0, 0o755), "rename": (0, 1),
+            "symlink": (9, 0), "linkat": (AT, 0, AT, 1, flags)}[name]
+    if name == "symlink":
+        strings[9] = "t"
+    b = broker_for(root, strings)
+    n = types.SimpleNamespace(pid=os.getpid(), args=args + (0,) * (6 - len(args)))
+    try:
+        b._other(n, name, S.SPECS[name], flags)
+        return None
+    except Denied as d:
+        return errno.errorcode[d.err] + " (engine)"
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+    finally:
+        os.close(b.loop.paths.root_fd)
+
+
+CHANGES = [
+    ("unlink", ["/b/f"], 0), ("unlink", ["/a/file_link"], 0), ("unlink", ["/dang"], 0),
+    ("unlink", ["/dang/../a/f"], 0), ("unlink", ["/a/sub"], 0), ("unlink", ["/a/f/"], 0),
+    ("unlink", ["/a/sub/"], 0), ("unlink", ["/a/."], 0), ("unlink", ["/a/missing"], 0),
+    ("unlink", ["/a/dir_link/../f"], 0), ("rmdir", ["/a/sub/deep/."], 0),
+    ("rmdir", ["/a/sub/deep/.."], 0), ("rmdir", ["/b/sub/deep/"], 0), ("rmdir", ["/b"], 0),
+    ("mkdir", ["/b/newdir/"], 0), ("mkdir", ["/a/."], 0), ("mkdir", ["/dang"], 0),
+    ("mkdir", ["/dang/../x"], 0), ("symlink", ["/a/new/"], 0), ("symlink", ["/a/f/"], 0),
+    ("symlink", ["/a/dir_link/../n"], 0), ("rename", ["/b/f", "/a/g"], 0),
+    ("rename", ["/a/file_link", "/a/moved_link"], 0), ("rename", ["/a/.", "/x"], 0),
+    ("rename", ["/a/f", "/nowhere/x"], 0), ("linkat", ["/b/f", "/a/hl"], 0),
+    ("linkat", ["/a/file_link", "/a/hl"], 0), ("linkat", ["/a/file_link", "/a/hl"],
+                                               S.AT_SYMLINK_FOLLOW),
+    ("linkat", ["/dang", "/a/hl"], S.AT_SYMLINK_FOLLOW), ("linkat", ["/a/sub", "/a/hl"], 0),
+    ("linkat", ["/a/f", "/a/file_link"], 0),
+]
+
+
+@pytest.mark.parametrize("name,paths,flags", CHANGES,
+                         ids=[f"{n}:{','.join(p)}:{f}" for n, p, f in CHANGES])
+def test_name_changes_act_where_the_kernel_acts(tmp_path, name, paths, flags):
+    kroot, broot = str(tmp_path / "k"), str(tmp_path / "b")
+    make_tree(kroot)
+    make_tree(broot)
+    kerr = _kernel_call(kroot, name, paths, flags)
+    berr = _broker_call(broot, name, paths, flags)
+    assert berr == kerr
+    assert snapshot(broot) == snapshot(kroot)
+
+
+def test_the_serving_thread_checks_permissions_as_the_caller(tmp_path):
+    """drop_dac_caps() applies to the calling thread only: a mode-000 file is refused
+    there even to root, which (in its other threads) still bypasses the bits."""
+    f = tmp_path / "closed"
+    f.write_text("x")
+    f.chmod(0)
+    seen: dict[str, Any] = {}
+
+    def serve() -> None:
+        seen["dropped"] = drop_dac_caps()
+        try:
+            os.close(os.open(f, os.O_RDONLY))
+            seen["open"] = "ok"
+        except OSError as exc:
+            seen["open"] = errno.errorcode[exc.errno]
+    t = threading.Thread(target=serve)
+    t.start()
+    t.join()
+    assert seen == {"dropped": True, "open": "EACCES"}
+    if os.geteuid() == 0:
+        os.close(os.open(f, os.O_RDONLY))      # this thread kept CAP_DAC_OVERRIDE
+
+
+# -- in a sandbox: the whole differential corpus, errno for errno -----------------------------
+
+@pytest.mark.isolation
+def test_broker_and_kernel_give_the_same_result_and_errno_on_the_corpus(tmp_path_factory):
+    import test_differential as T
+    results = {}
+    saved = {k: os.environ.get(k) for k in ("HOME", "SANDBOX_HOME")}
+    try:
+        for audit in ("none", "denied"):
+            base = tempfile.mkdtemp(prefix="sbx-walk-", dir="/var/tmp")
+            tmp = str(tmp_path_factory.mktemp(f"walk-{audit}"))
+            try:
+                world = T.build_world(base, tmp, audit)
+                os.environ["HOME"] = world.home
+                os.environ["SANDBOX_HOME"] = f"{tmp}/state"
+                out = T.run_probe(world, world.cases)
+                results[audit] = [(c.op, c.path.replace(base, "B").replace(tmp, "T"),
+                                   r["ok"], r.get("errno"))
+                                  for c, r in zip(world.cases, out["results"])]
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    kernel, broker = results["none"], results["denied"]
+    assert len(kernel) == len(broker) >= 300
+    diff = [f"{k[0]} {k[1]}: kernel {k[2:]}, broker {b[2:]}" for k, b in zip(kernel, broker)
+            if k != b]
+    assert not diff, f"{len(diff)} cases differ:\n" + "\n".join(diff)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
