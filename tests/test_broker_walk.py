@@ -18,6 +18,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import types
 from typing import Any
 
@@ -317,6 +318,64 @@ def test_the_serving_thread_checks_permissions_as_the_caller(tmp_path):
     assert seen == {"dropped": True, "open": "EACCES"}
     if os.geteuid() == 0:
         os.close(os.open(f, os.O_RDONLY))      # this thread kept CAP_DAC_OVERRIDE
+
+
+LINK_TO_DENIED = r"""
+import os, sys, time
+out = sys.argv[1]
+seen = {}
+for i, d in enumerate(("/dev/shm", "/tmp", out)):
+    os.symlink(f"{out}/k.pem", f"{d}/l{i}")
+open(f"{out}/started", "w").close()
+while not os.path.exists(f"{out}/ready"):
+    time.sleep(0.01)
+for i, d in enumerate(("/dev/shm", "/tmp", out)):
+    try:
+        seen[d] = open(f"{d}/l{i}").read()
+    except OSError as e:
+        seen[d] = e.errno
+try:
+    seen["dotdot"] = open(f"/dev/shm/../..{out}/k.pem").read()
+except OSError as e:
+    seen["dotdot"] = e.errno
+print(seen)
+"""
+
+
+@pytest.mark.isolation
+def test_links_from_the_private_areas_into_a_guarded_tree_are_decided_on_their_target(
+        tmp_path, py):
+    """A link made in /dev/shm, /tmp or the output directory to a denied name that
+    appears later: the broker follows it itself and refuses the target (the kernel
+    layers could not: the file did not exist when the view was built)."""
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.policy import load_policy
+    from dataclasses import replace
+    out = tmp_path / "out"
+    out.mkdir()
+    pol = load_policy("default")
+    pol = pol.replace(filesystem=replace(pol.filesystem, deny=pol.filesystem.deny
+                                         + (f"{out}/*.pem",)))
+
+    def plant() -> None:
+        while not (out / "started").exists():
+            time.sleep(0.01)
+        (out / "k.pem").write_text("SECRET")
+        (out / "ready").touch()
+    th = threading.Thread(target=plant)
+    th.start()
+    la = Launcher(capture_output=True)
+    la.audit_db = str(tmp_path / "audit.sqlite")
+    r = la.spawn([py, "-I", "-c", LINK_TO_DENIED, str(out)], policy=pol, output_dir=str(out),
+                 timeout=60)
+    th.join()
+    assert r.status == "ok", (r.reason, r.stderr)
+    seen = eval(r.stdout)
+    assert seen == {"/dev/shm": errno.EACCES, "/tmp": errno.EACCES, str(out): errno.EACCES,
+                    "dotdot": errno.EACCES}, seen
+    assert r.audit["brokered"] > 0
+    denied = [d for d in r.denied if d["path"] == f"{out}/k.pem"]
+    assert len(denied) == 4 and all(d["rule"] == f"filesystem.deny: {out}/*.pem" for d in denied)
 
 
 # -- in a sandbox: the whole differential corpus, errno for errno -----------------------------
