@@ -27,7 +27,8 @@ import pytest
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD, Paths
 from sandbox.monitor.broker import Broker, Denied
-from sandbox.monitor.root_walk import MAX_LINKS, drop_dac_caps, openat2
+from sandbox.monitor.refusals import drop_dac_caps
+from sandbox.monitor.root_walk import MAX_LINKS, openat2
 
 RESOLVE_IN_ROOT = 0x10
 

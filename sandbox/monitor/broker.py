@@ -48,10 +48,10 @@ from typing import Any
 
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD
+from sandbox.monitor.refusals import bad_final, drop_dac_caps, refusal
 from sandbox.monitor.root_walk import (RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
-                                       RESOLVE_NO_SYMLINKS, InProc, Located, drop_dac_caps,
-                                       follow, join, link_target, locate, openat2, refusal,
-                                       split)
+                                       RESOLVE_NO_SYMLINKS, InProc, Located, follow, join,
+                                       link_target, locate, openat2, split)
 from sandbox.monitor.seccomp_notify import SECCOMP_ADDFD_FLAG_SEND
 
 SYS_renameat2 = 316
@@ -412,7 +412,7 @@ class Broker:
             for i, (op, path) in enumerate(copies):
                 follow_last = bool(i == 0 and name == "linkat" and flags & S.AT_SYMLINK_FOLLOW)
                 loc = self._locate_final(path, op, follow_last, held)
-                bad = _bad_final(name, i, loc, flags, path)
+                bad = bad_final(name, i, loc, flags, path)
                 if bad:
                     raise self._note(_err(bad, path), op, path)
                 target = join(loc.dir, loc.name)   # type: ignore[arg-type]
@@ -492,46 +492,6 @@ class Broker:
             os.symlink(link_text, names[0], dir_fd=fds[0])
         else:
             raise OSError(errno.ENOSYS, name)
-
-
-def _kind(loc: Located) -> str:
-    """'missing', 'dir' or 'other' for the final name of `loc` (not followed)."""
-    try:
-        st = os.stat(loc.name, dir_fd=loc.fd, follow_symlinks=False)   # type: ignore[arg-type]
-    except FileNotFoundError:
-        return "missing"
-    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
-
-
-def _bad_final(name: str, slot: int, loc: Located, flags: int, path: str) -> int:
-    """The errno the kernel gives for a final component a name-changing call cannot
-    take ("/", ".", "..", a trailing slash on a non-directory), before any permission
-    check; 0 when it is a plain name."""
-    remove_dir = name == "rmdir" or (name == "unlinkat" and bool(flags & S.AT_REMOVEDIR))
-    creates = name.startswith(("mkdir", "mknod", "symlink")) or (
-        name.startswith("link") and slot == 1)
-    if loc.name is None:
-        last = path.rstrip("/").rsplit("/", 1)[-1]
-        if remove_dir:
-            return errno.ENOTEMPTY if last == ".." else errno.EINVAL if last == "." \
-                else errno.EBUSY
-        if name.startswith("unlink"):
-            return errno.EISDIR
-        if name.startswith("rename"):
-            return errno.EBUSY
-        return errno.EEXIST if creates else errno.EPERM      # link of a directory
-    if not loc.slash or remove_dir or name.startswith("mkdir"):
-        return 0
-    kind = _kind(loc)
-    if creates:
-        return errno.ENOENT if kind == "missing" else errno.EEXIST
-    if kind == "missing":
-        return errno.ENOENT
-    if name.startswith("unlink"):
-        return errno.EISDIR if kind == "dir" else errno.ENOTDIR
-    if kind != "dir":
-        return errno.ENOTDIR
-    return errno.EPERM if name.startswith("link") else 0
 
 
 __all__ = ["Broker", "BROKERED", "openat2", "AT_FDCWD"]

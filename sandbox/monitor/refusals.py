@@ -1,0 +1,162 @@
+"""What the kernel would have answered the caller, for the broker's refusals and checks.
+
+The broker (sandbox/monitor/broker.py) acts for the sandboxed caller. Where it
+refuses, the caller should get the errno the kernel would have given (a
+program's behaviour can depend on ENOENT vs EACCES vs EROFS), and its file
+permission checks should be the caller's, not those of a monitor that may
+run as root. Everything here runs only on the refusal path or once per
+thread, so it may cost a few syscalls.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+
+from sandbox.monitor import audit_syscalls as S
+from sandbox.monitor.root_walk import Located
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+SYS_capget, SYS_capset, _CAP_V3 = 125, 126, 0x20080522
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
+AT_EACCESS, AT_SYMLINK_NOFOLLOW = 0x200, 0x100
+W_OK, X_OK = 2, 1
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def drop_dac_caps() -> bool:
+    """Drop CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER from the *calling
+    thread's* effective set (capset(2) is per thread; other threads keep theirs).
+
+    WHY: the sandbox maps its uid to the monitor's and has no capabilities, so
+    without them the broker's file-permission checks are the caller's: a
+    monitor run as root neither opens a mode-600 file of another user the
+    caller could not (the policy may grant the tree, DAC still applies), nor
+    walks into a mode-0 mask directory (EACCES, as the kernel tells the caller).
+    Ptrace-style access to the caller (/proc/<pid>/mem, root) needs no DAC
+    capability: same uid. Returns False when capset failed (nothing changed)."""
+    hdr = _CapHeader(_CAP_V3, 0)
+    data = (_CapData * 2)()
+    if _libc.syscall(ctypes.c_long(SYS_capget), ctypes.byref(hdr), data) < 0:
+        return False
+    mask = ~((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_FOWNER)) \
+        & 0xFFFFFFFF
+    if not data[0].effective & ~mask:
+        return True
+    data[0].effective &= mask
+    return _libc.syscall(ctypes.c_long(SYS_capset), ctypes.byref(hdr), data) == 0
+
+
+def _access(dirfd: int, name: str, mode: int) -> int:
+    """faccessat(AT_EACCESS | AT_SYMLINK_NOFOLLOW): 0 or the errno. The kernel checks
+    the file's permission bits, then a read-only mount (EROFS) for W_OK: the order
+    an open or unlink meets them."""
+    ret = _libc.faccessat(ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(name)),
+                          ctypes.c_int(mode), ctypes.c_int(AT_EACCESS | AT_SYMLINK_NOFOLLOW))
+    return ctypes.get_errno() if ret != 0 else 0
+
+
+def _mount_id(fd: int) -> str | None:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
+def refusal(dirfd: int, name: str, op: str, opening: bool = False) -> int:
+    """The errno for a refused `op` on `name` in `dirfd` where the kernel fails
+    before the sandbox's own checks (Landlock: EACCES), in the kernel's order:
+    EEXIST to create over a name, EROFS in a read-only mount, ENOENT to delete
+    nothing, the permission bits (EACCES), EBUSY to delete a mount point (a
+    mask). `opening`: an open with O_CREAT, which on an existing name is a
+    write. Only on the refusal path: a few syscalls."""
+    if op not in ("write", "create", "delete"):
+        return errno.EACCES
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        exists = True
+    except FileNotFoundError:
+        exists = False
+    except OSError as exc:
+        return exc.errno or errno.EACCES
+    if op == "write" or (op == "create" and exists and opening):
+        return (_access(dirfd, name, W_OK) or errno.EACCES) if exists else errno.ENOENT
+    if op == "create" and exists:
+        return errno.EEXIST
+    if os.fstatvfs(dirfd).f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if not exists:
+        return errno.ENOENT if op == "delete" else _access(dirfd, ".", W_OK | X_OK) \
+            or errno.EACCES
+    err = _access(dirfd, ".", W_OK | X_OK)
+    if err:
+        return err
+    if op == "delete":
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError:
+            return errno.EACCES
+        try:
+            if _mount_id(fd) != _mount_id(dirfd):
+                return errno.EBUSY
+        finally:
+            os.close(fd)
+    return errno.EACCES
+
+
+def _kind(loc: Located) -> str:
+    """'missing', 'dir' or 'other' for the final name of `loc` (not followed)."""
+    try:
+        st = os.stat(loc.name, dir_fd=loc.fd, follow_symlinks=False)   # type: ignore[arg-type]
+    except FileNotFoundError:
+        return "missing"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "other"
+
+
+def bad_final(name: str, slot: int, loc: Located, flags: int, path: str) -> int:
+    """The errno the kernel gives for a final component a name-changing call cannot
+    take ("/", ".", "..", a trailing slash on a non-directory), before any permission
+    check; 0 when it is a plain name."""
+    remove_dir = name == "rmdir" or (name == "unlinkat" and bool(flags & S.AT_REMOVEDIR))
+    creates = name.startswith(("mkdir", "mknod", "symlink")) or (
+        name.startswith("link") and slot == 1)
+    if loc.name is None:
+        last = path.rstrip("/").rsplit("/", 1)[-1]
+        if remove_dir:
+            return errno.ENOTEMPTY if last == ".." else errno.EINVAL if last == "." \
+                else errno.EBUSY
+        if name.startswith("unlink"):
+            return errno.EISDIR
+        if name.startswith("rename"):
+            return errno.EBUSY
+        return errno.EEXIST if creates else errno.EPERM      # link of a directory
+    if not loc.slash or remove_dir or name.startswith("mkdir"):
+        return 0
+    kind = _kind(loc)
+    if creates:
+        return errno.ENOENT if kind == "missing" else errno.EEXIST
+    if kind == "missing":
+        return errno.ENOENT
+    if name.startswith("unlink"):
+        return errno.EISDIR if kind == "dir" else errno.ENOTDIR
+    if kind != "dir":
+        return errno.ENOTDIR
+    return errno.EPERM if name.startswith("link") else 0
+
+
+__all__ = ["drop_dac_caps", "refusal", "bad_final"]
