@@ -209,6 +209,42 @@ def test_remembered_walks_follow_a_link_replaced_by_the_sandbox(tmp_path):
         os.close(b.loop.paths.root_fd)
 
 
+TTY_PROBE = r"""
+import errno, os, sys, types
+sys.path.insert(0, sys.argv[1])
+import test_broker_walk as T
+b = T.broker_for("/")
+own = os.open("/dev/tty", os.O_RDWR)      # this process does have a controlling terminal
+os.close(own)
+for path in ("/dev/tty", "/dev/../dev/tty"):
+    try:
+        fd, _ = b._open_path_copy(os.getpid(), path, "write", os.O_RDWR, 0)
+        print("opened", os.ttyname(fd))
+    except OSError as exc:
+        print(errno.errorcode[exc.errno])
+"""
+
+
+def test_dev_tty_is_never_the_monitors_terminal():
+    """/dev/tty names the *opener's* controlling terminal. Opened by a monitor started
+    from a terminal it would be the user's, handed to a caller that setsid() cut off
+    from it; the broker answers ENXIO, as the kernel does to a caller without one."""
+    import fcntl
+    import subprocess
+    import termios
+    master, slave = os.openpty()
+
+    def ctty() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    p = subprocess.run([sys.executable, "-c", TTY_PROBE, os.path.dirname(__file__)],
+                       preexec_fn=ctty, capture_output=True, text=True, timeout=60)
+    os.close(master)
+    os.close(slave)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ENXIO", "ENXIO"]
+
+
 # -- name changes --------------------------------------------------------------------------
 
 def snapshot(root: str) -> list[tuple[str, str, str, int]]:

@@ -298,6 +298,12 @@ class Broker:
             if text is not None and not flags & S.O_PATH:
                 raise Denied(errno.ELOOP, op, target, v.rule)
             raise Denied(refusal(loc.fd, name, op, opening=True), op, target, v.rule)
+        if target == "/dev/tty":
+            # the opener's controlling terminal: the monitor's would be the user's; the
+            # caller has none (setsid, privileges layer), so the kernel says ENXIO
+            exc = _err(errno.ENXIO, target)
+            exc.records = [(op, target, True, v.rule)]   # type: ignore[attr-defined]
+            raise exc
         extra = os.O_NOFOLLOW | (os.O_DIRECTORY if loc.slash else 0)
         try:
             fd = self._sys_open(name, sysflags | extra, mode, loc.fd, umask, op, target, v.rule)
