@@ -180,6 +180,10 @@ def test_writes_are_decided_on_the_link_target_not_the_link():
             b._open_path_copy(os.getpid(), "/ro/x", "create", os.O_WRONLY | os.O_CREAT
                               | os.O_EXCL, 0o644)
         assert ei.value.err == errno.EEXIST
+        os.mkdir(f"{root}/ro/d")
+        with pytest.raises(Denied) as ei:
+            b._open_path_copy(os.getpid(), "/ro/d", "write", os.O_WRONLY, 0)
+        assert ei.value.err == errno.EISDIR
         os.close(b.loop.paths.root_fd)
     finally:
         shutil.rmtree(root)

@@ -88,14 +88,18 @@ def refusal(dirfd: int, name: str, op: str, opening: bool = False) -> int:
     if op not in ("write", "create", "delete"):
         return errno.EACCES
     try:
-        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        is_dir = stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode)
         exists = True
     except FileNotFoundError:
-        exists = False
+        exists = is_dir = False
     except OSError as exc:
         return exc.errno or errno.EACCES
     if op == "write" or (op == "create" and exists and opening):
-        return (_access(dirfd, name, W_OK) or errno.EACCES) if exists else errno.ENOENT
+        if not exists:
+            return errno.ENOENT
+        if is_dir and opening:
+            return errno.EISDIR          # opening a directory for writing, before any check
+        return _access(dirfd, name, W_OK) or errno.EACCES
     if op == "create" and exists:
         return errno.EEXIST
     if os.fstatvfs(dirfd).f_flag & os.ST_RDONLY:
