@@ -109,7 +109,7 @@ def render(res: dict) -> str:
         if key in res["notes"]:
             lines.append(f"  note: {res['notes'][key]}")
     lines.append(f"  layers: {res['notes'].get('layers', '')}")
-    lines.append("setup breakdown of the last action run (ms since the monitor got the spec):")
+    lines.append("setup breakdown of the last action run (ms since the launcher was called):")
     for k, v in res["setup_breakdown_ms"].items():
         lines.append(f"  {k:<24} {v:>8.2f}")
     lines.append("sandbox exec from the shell (median / p95, ms):")
