@@ -425,15 +425,15 @@ def test_links_from_the_private_areas_into_a_guarded_tree_are_decided_on_their_t
 def test_broker_and_kernel_give_the_same_result_and_errno_on_the_corpus(tmp_path_factory):
     import test_differential as T
     results = {}
-    saved = {k: os.environ.get(k) for k in ("HOME", "SANDBOX_HOME")}
+    mp = pytest.MonkeyPatch()
     try:
         for audit in ("none", "denied"):
             base = tempfile.mkdtemp(prefix="sbx-walk-", dir="/var/tmp")
             tmp = str(tmp_path_factory.mktemp(f"walk-{audit}"))
             try:
                 world = T.build_world(base, tmp, audit)
-                os.environ["HOME"] = world.home
-                os.environ["SANDBOX_HOME"] = f"{tmp}/state"
+                mp.setenv("HOME", world.home)
+                mp.setenv("SANDBOX_HOME", f"{tmp}/state")
                 out = T.run_probe(world, world.cases)
                 results[audit] = [(c.op, c.path.replace(base, "B").replace(tmp, "T"),
                                    r["ok"], r.get("errno"))
@@ -441,11 +441,7 @@ def test_broker_and_kernel_give_the_same_result_and_errno_on_the_corpus(tmp_path
             finally:
                 shutil.rmtree(base, ignore_errors=True)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        mp.undo()
     kernel, broker = results["none"], results["denied"]
     assert len(kernel) == len(broker) >= 300
     diff = [f"{k[0]} {k[1]}: kernel {k[2:]}, broker {b[2:]}" for k, b in zip(kernel, broker)

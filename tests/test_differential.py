@@ -418,11 +418,11 @@ def outcome(request, tmp_path_factory):
     — the same corpus must come out the same, plus the gap cases closed."""
     base = tempfile.mkdtemp(prefix="sbx-diff-", dir="/var/tmp")
     tmp = str(tmp_path_factory.mktemp("diff"))
-    saved = {k: os.environ.get(k) for k in ("HOME", "SANDBOX_HOME")}
+    mp = pytest.MonkeyPatch()
     try:
         world = build_world(base, tmp, request.param)
-        os.environ["HOME"] = world.home            # ${HOME} of the launcher and of decide
-        os.environ["SANDBOX_HOME"] = f"{tmp}/state"
+        mp.setenv("HOME", world.home)              # ${HOME} of the launcher and of decide
+        mp.setenv("SANDBOX_HOME", f"{tmp}/state")
         from sandbox.policy import decide
         from sandbox.policy.canonical import kernel_path
         policy = resolved_policy(world)
@@ -439,11 +439,7 @@ def outcome(request, tmp_path_factory):
                "results": results, "sames": sames, "setup": out["setup"],
                "links": results[len(all_cases):]}
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        mp.undo()
         shutil.rmtree(base, ignore_errors=True)
 
 

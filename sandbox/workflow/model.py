@@ -167,15 +167,19 @@ class _Parser:
                 raise self.fail(f"{_join(path, key)}[{i}]", f"expected a non-empty string, got {_kind(item)}")
         return tuple(value)
 
-    def store(self, d: dict[str, Any], path: str) -> dict[str, Any]:
-        value = d.get("store", {})
-        where = _join(path, "store")
+    def json_object(self, d: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+        """d[key] (default {}), checked to be a JSON object of JSON values; a copy."""
+        value = d.get(key, {})
+        where = _join(path, key)
         if not isinstance(value, dict):
             raise self.fail(where, f"expected an object, got {_kind(value)}")
         problem = json_problem(value, where)
         if problem:
             raise self.fail("", problem)
         return copy_json(value)
+
+    def store(self, d: dict[str, Any], path: str) -> dict[str, Any]:
+        return self.json_object(d, "store", path)
 
     def workflow(self, d: Any) -> Workflow:
         d = self.obj(d, "", WORKFLOW_KEYS)
@@ -225,14 +229,7 @@ class _Parser:
         if name.count(":") > 1 or name.startswith(":") or name.endswith(":"):
             raise self.fail(_join(path, "name"),
                             f"{name!r} is neither a registered name nor 'package.module:function'")
-        params = d.get("params", {})
-        where = _join(path, "params")
-        if not isinstance(params, dict):
-            raise self.fail(where, f"expected an object, got {_kind(params)}")
-        problem = json_problem(params, where)
-        if problem:
-            raise self.fail("", problem)
-        return ActionRef(name=name, params=copy_json(params))
+        return ActionRef(name=name, params=self.json_object(d, "params", path))
 
 
 def _join(path: str, key: str) -> str:
