@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -33,7 +34,7 @@ from sandbox.monitor import main as monitor_main
 from sandbox.monitor import supervisor  # noqa: F401
 # The audit side of the monitor, so a run with [audit] pays no import for it.
 from sandbox.audit import store as _audit_store  # noqa: F401
-from sandbox.monitor import broker, notify_loop  # noqa: F401
+from sandbox.monitor import broker, notify_loop, spare  # noqa: F401
 
 MAX_FDS = 8
 
@@ -76,11 +77,54 @@ def _child(fds: list[int], launcher_pid: int) -> None:
         os._exit(code)
 
 
+class _Spare:
+    """The fork server's end of a spare monitor (see sandbox.monitor.spare)."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid, self.pidfd, self.sock = pid, pidfd, sock
+
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+    def close(self) -> None:
+        self.sock.close()
+        os.close(self.pidfd)
+
+
+def _make_spare(launcher_sock: socket.socket, launcher_pid: int) -> _Spare | None:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        code = 70
+        try:
+            launcher_sock.close()
+            mine.close()
+            code = spare.serve(theirs, launcher_pid)
+        except BaseException:
+            code = 71
+        finally:
+            os._exit(code)
+    theirs.close()
+    return _Spare(pid, os.pidfd_open(pid), mine)
+
+
+def _hand_to_spare(sp: _Spare | None, fds: list[int]) -> bool:
+    if sp is None or not sp.alive():
+        return False
+    try:
+        socket.send_fds(sp.sock, [b'{"op": "run"}'], fds)
+    except OSError:
+        return False
+    return True
+
+
 def serve(sock: socket.socket, launcher_pid: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished monitors
     _warm()
     gc.collect()
     gc.freeze()
+    spares = os.environ.get("SANDBOX_SPARE", "1") != "0"
+    sp = _make_spare(sock, launcher_pid) if spares else None
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(sock, 4096, MAX_FDS)
@@ -88,15 +132,21 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
             continue
         if not data:
             return 0
+        used = None
         try:
             request = json.loads(data)
             if request.get("op") != "spawn" or len(fds) != 5:
                 raise ValueError(f"bad request {request!r} with {len(fds)} descriptors")
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                _child(fds, launcher_pid)
-            pidfd = os.pidfd_open(pid)
+            if _hand_to_spare(sp, fds):
+                used, pid, pidfd = sp, sp.pid, os.dup(sp.pidfd)
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    if sp is not None:
+                        sp.sock.close()
+                    _child(fds, launcher_pid)
+                pidfd = os.pidfd_open(pid)
             try:
                 socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
             finally:
@@ -106,6 +156,10 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
         finally:
             for fd in fds:
                 os.close(fd)
+        if spares and (used is not None or sp is None or not sp.alive()):
+            if sp is not None:
+                sp.close()
+            sp = _make_spare(sock, launcher_pid)  # the next run's, made while this one runs
 
 
 def main() -> int:

@@ -95,3 +95,51 @@ def test_many_sandboxes_at_once_from_threads():
     assert sorted(r.stdout for r in results) == sorted(f"{n}-{i}\n" for n in range(8)
                                                        for i in range(3))
     assert all(r.status == "ok" for r in results)
+
+
+def test_runs_are_served_by_a_spare_prepared_before_the_request():
+    launcher = Launcher(capture_output=True)
+    launcher.spawn(["true"])
+    r = launcher.spawn(["/bin/echo", "warm"])
+    assert (r.status, r.stdout, r.warm) == ("ok", "warm\n", True)
+    # the spare's stub entered every namespace before the run was known
+    assert r.layers[:3] == ["namespaces", "mounts", "network:none"]
+
+
+def test_a_spare_cannot_serve_a_host_network_run_and_steps_aside(tmp_path):
+    pol = tmp_path / "host.toml"
+    pol.write_text('extends = ["default"]\n[network]\nmode = "host"\n')
+    launcher = Launcher(capture_output=True)
+    launcher.spawn(["true"])
+    r = launcher.spawn(["/bin/echo", "host"], policy=str(pol))
+    assert (r.status, r.stdout, r.warm) == ("ok", "host\n", False)
+    assert "network:host" in r.layers
+    assert launcher.spawn(["true"]).warm is True  # the next spare is made and used
+
+
+def test_limits_reach_a_spare_made_before_they_were_known(tmp_path):
+    from sandbox.monitor import cgroups
+    pol = tmp_path / "p.toml"
+    pol.write_text('extends = ["strict"]\n[limits]\nprocesses = 7\n')
+    launcher = Launcher(capture_output=True)
+    launcher.spawn(["true"])
+    code = "import resource; print(resource.getrlimit(resource.RLIMIT_NPROC)[0])"
+    import sys
+    r = launcher.spawn([sys.executable, "-I", "-c", code], policy=str(pol))
+    assert r.warm and r.status == "ok" and r.stdout == "7\n"
+    pids = cgroups.probe().controllers.get("pids")
+    if pids is not None and pids.usable:
+        assert r.limits_applied["processes"] == f"cgroup-{pids.version}"
+    else:
+        assert r.limits_applied["processes"] == "rlimit"
+
+
+def test_spares_can_be_turned_off(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "cold.py"
+    script.write_text("from sandbox.launcher.launcher import Launcher\n"
+                      "L = Launcher()\nL.spawn(['true'])\nprint(L.spawn(['true']).warm)\n")
+    env = {**os.environ, "SANDBOX_SPARE": "0"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert out.stdout == "False\n", out.stderr

@@ -106,12 +106,12 @@ def test_fork_bomb_hits_the_process_limit_and_the_launcher_survives(tmp_path):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
     r = run_bomb(tmp_path, 'processes = 16\nwall = "4s"', bomb)
     assert (r.status, r.reason) == ("limit_exceeded", "processes"), (r.status, r.reason)
-    assert r.limits_applied["processes"] in ("rlimit", "cgroup-v1", "cgroup-v2")
-    if os.geteuid() != 0:
-        # without a writable cgroup the honest mechanism is the rlimit
-        from sandbox.monitor import cgroups
-        if not cgroups.probe().usable:
-            assert r.limits_applied["processes"] == "rlimit"
+    from sandbox.monitor import cgroups
+    pids = cgroups.probe().controllers.get("pids")
+    if pids is not None and pids.usable:
+        assert r.limits_applied["processes"] == f"cgroup-{pids.version}"
+    else:  # without a writable pids cgroup the honest mechanism is the rlimit
+        assert r.limits_applied["processes"] == "rlimit"
     assert Launcher().spawn(["true"]).status == "ok"
 
 

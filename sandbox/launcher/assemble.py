@@ -46,6 +46,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R
         res.limits_applied.setdefault("wall", "monitor")
     res.pids = dict(rep.get("pids", {}))
     res.timings = dict(rep.get("timings", {}))
+    res.warm = bool(rep.get("prestarted"))
     res.logs, res.error = st.logs, st.error
     res.handler_errors = st.handler_errors
     res.messages = dict(st.counts)

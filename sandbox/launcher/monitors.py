@@ -84,7 +84,9 @@ class ForkServerClient:
     def _start(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {"SANDBOX_FORKSERVER_FD": str(theirs.fileno()),
-               "SANDBOX_LAUNCHER_PID": str(os.getpid())}
+               "SANDBOX_LAUNCHER_PID": str(os.getpid()),
+               # "0" turns off the spare sandbox (sandbox.monitor.spare)
+               "SANDBOX_SPARE": os.environ.get("SANDBOX_SPARE", "1")}
         self._proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.forkserver"],
                                       env=env, stdin=subprocess.DEVNULL,
                                       pass_fds=(theirs.fileno(),))

@@ -54,6 +54,7 @@ class RunResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)  # frames inbound middleware refused
     nested: list[dict[str, Any]] = field(default_factory=list)    # spawns served for this run's actions
     pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
+    warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
     timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
 
     @property

@@ -53,6 +53,25 @@ class RunCgroup:
         self.limited = limited                 # controllers in which a limit was written
         self._stats: dict[str, Any] | None = None
 
+    def apply_limits(self, limits: Limits, overhead: int = 0) -> list[str]:
+        """Write `limits` into cgroups made (and joined) before the limits were known,
+        as a spare sandbox's are; returns the problems. `applied` then lists what holds."""
+        problems, limited = [], []
+        for ctrl in LIMITED:
+            if ctrl not in self.dirs:
+                continue
+            version, d = self.dirs[ctrl]
+            try:
+                _write_limits(ctrl, version, d, limits, overhead)
+            except OSError as exc:
+                problems.append(f"cgroup {version} {ctrl}: cannot write the limit in {d} "
+                                f"({exc.strerror or exc})")
+                continue
+            if (limits.memory if ctrl == "memory" else limits.processes) is not None:
+                limited.append(ctrl)
+        self.limited = tuple(limited)
+        return problems
+
     @property
     def applied(self) -> dict[str, str]:
         """Limits enforced by a cgroup: controller -> "v1" | "v2", e.g.

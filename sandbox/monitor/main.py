@@ -45,7 +45,7 @@ def build_context(spec: dict) -> ContainContext:
     )
 
 
-def serve(ctl: Channel, ipc_fd: int | None = None) -> int:
+def serve(ctl: Channel, ipc_fd: int | None = None, prestarted: object = None) -> int:
     from sandbox.monitor.supervisor import Supervisor
     msg = ctl.recv()
     if msg is None or msg.type != "spec":
@@ -54,7 +54,7 @@ def serve(ctl: Channel, ipc_fd: int | None = None) -> int:
     if ipc_fd is not None:  # forked by the fork server: the descriptor arrived with a new number
         spec["ipc_fd"] = ipc_fd
         spec["env"]["SANDBOX_IPC_FD"] = str(ipc_fd)
-    sup = Supervisor(spec, build_context(spec), ctl)
+    sup = Supervisor(spec, build_context(spec), ctl, prestarted=prestarted)
     report = sup.run()
     # The sandbox is gone: let go of its stdout/stderr so a caller capturing
     # them sees end of stream now, then report, then clean up unhurried.

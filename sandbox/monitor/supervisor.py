@@ -21,7 +21,7 @@ from typing import Any
 from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
-from sandbox.monitor import tree
+from sandbox.monitor import spare, tree
 from sandbox.sandboxee import entry, stub
 
 
@@ -29,8 +29,10 @@ SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits
 
 
 class Supervisor:
-    def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel) -> None:
+    def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel,
+                 prestarted: Any = None) -> None:
         self.spec, self.ctx, self.ctl = spec, ctx, ctl
+        self.prestarted = prestarted  # a spare's stub, already in its cgroups and namespaces
         self.report: dict[str, Any] = {
             "status": None, "timed_out": False, "cancelled": False, "setup_error": None,
             "exec_error": None, "layers": [], "skipped": {}, "violation": None,
@@ -48,6 +50,18 @@ class Supervisor:
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
+        pre = self.prestarted
+        if pre is not None and not pre.compatible(self.spec):
+            pre.discard()
+            self.prestarted = pre = None
+        if pre is not None:
+            self.report["prestarted"] = True
+            if pre.cgroup is not None:
+                pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
+                self.cgroup = pre.cgroup
+                self._note_cgroup(pre.cgroup)
+                self.ctx.cgroup_memory = "memory" in pre.cgroup.applied
+            return
         lim = self.ctx.policy.limits
         if lim.memory is None and lim.processes is None:
             return
@@ -59,11 +73,22 @@ class Supervisor:
                             pids_overhead=1)  # + the stub
         if cg is not None:
             self.cgroup = cg
-            self.report["limits_applied"].update(
-                {k: f"cgroup-{v}" for k, v in cg.applied.items()})
+            self._note_cgroup(cg)
             self.ctx.cgroup_memory = "memory" in cg.applied
 
+    def _note_cgroup(self, cg: Any) -> None:
+        """RunResult.limits_applied names policy limits (memory, processes), not controllers."""
+        names = {"memory": "memory", "pids": "processes"}
+        self.report["limits_applied"].update(
+            {names[c]: f"cgroup-{v}" for c, v in cg.applied.items() if c in names})
+
     def _start(self) -> tuple[int, int, socket.socket]:
+        if self.prestarted is not None:
+            pre = self.prestarted
+            spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory},
+                     self.ctx.ipc_fd)
+            os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
+            return pre.stub_pid, pre.status_fd, pre.setup
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rfd, wfd = os.pipe()
         self.ctx.monitor_fd = setup_child.fileno()
@@ -148,7 +173,7 @@ class Supervisor:
         """Without a pids cgroup, RLIMIT_NPROC stops a fork bomb but says nothing;
         sampling the sandbox's task count is how the result can still name the cause."""
         lim = self.ctx.policy.limits.processes
-        return lim is not None and "pids" not in self.report["limits_applied"]
+        return lim is not None and "processes" not in self.report["limits_applied"]
 
     def _sample_tasks(self) -> None:
         if self.pid1 is None:

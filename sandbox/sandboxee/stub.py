@@ -12,21 +12,22 @@ when the namespaces could not be entered.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 from typing import Any, Callable
 
 import prctl
 
 from sandbox.errors import SetupError
-from sandbox.isolation import namespaces
+from sandbox.isolation import libc, namespaces
 from sandbox.isolation.context import ContainContext
 
 
 def run(ctx: ContainContext, report_fd: int, pid1_main: Callable[[], Any],
         join_cgroup: Callable[[int], None] | None = None) -> None:
     """Never returns."""
-    code = 0
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if join_cgroup is not None:
@@ -40,6 +41,46 @@ def run(ctx: ContainContext, report_fd: int, pid1_main: Callable[[], Any],
                     os._exit(0)
                 ctx.namespaces = False
                 ctx.skipped[exc.layer] = str(exc)
+    except BaseException as exc:
+        _last_word(report_fd, exc)
+    _fork_pid1_and_wait(report_fd, pid1_main)
+
+
+def run_waiting(report_fd: int, go_fd: int, join_cgroup: Callable[[int], None] | None,
+                start: Callable[[dict[str, Any], list[int]], Callable[[], Any]]) -> None:
+    """A spare stub: join the cgroup and enter every namespace *before* the run is
+    known, then wait on `go_fd` for the spec and the run's descriptors (ipc, stdin,
+    stdout, stderr). `start(spec, fds)` returns PID 1's main. Never returns.
+
+    First status line: ``prestarted ok`` or ``prestarted failed REASON`` (the
+    monitor then discards this stub and starts a fresh one)."""
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if join_cgroup is not None:
+            join_cgroup(os.getpid())
+        uid, gid = os.getuid(), os.getgid()  # after unshare they read as the overflow id
+        try:
+            libc.unshare(namespaces.ALL | libc.CLONE_NEWNET)
+            namespaces.map_self(uid, gid)
+        except OSError as exc:
+            os.write(report_fd, f"prestarted failed {exc}\n".encode())
+            os._exit(0)
+        os.write(report_fd, b"prestarted ok\n")
+        data, fds, _, _ = socket.recv_fds(socket.socket(fileno=go_fd), GO_MAX, 8)
+        if not data:
+            os._exit(0)  # discarded before use
+        pid1_main = start(json.loads(data), fds)
+    except BaseException as exc:
+        _last_word(report_fd, exc)
+    _fork_pid1_and_wait(report_fd, pid1_main)
+
+
+GO_MAX = 16 << 20  # the spec (policy, plan, environment) in one SOCK_SEQPACKET message
+
+
+def _fork_pid1_and_wait(report_fd: int, pid1_main: Callable[[], Any]) -> None:
+    code = 0
+    try:
         pid = os.fork()
         if pid == 0:
             try:
@@ -58,9 +99,14 @@ def run(ctx: ContainContext, report_fd: int, pid1_main: Callable[[], Any],
                 continue
         os.write(report_fd, f"exit {status}\n".encode())
     except BaseException as exc:  # last resort: say why, never hang the monitor
-        try:
-            os.write(report_fd, f"setup stub {type(exc).__name__}: {exc}\n".encode())
-        except OSError:
-            pass
+        _last_word(report_fd, exc)
         code = 1
     os._exit(code)
+
+
+def _last_word(report_fd: int, exc: BaseException) -> None:
+    try:
+        os.write(report_fd, f"setup stub {type(exc).__name__}: {exc}\n".encode())
+    except OSError:
+        pass
+    os._exit(1)
