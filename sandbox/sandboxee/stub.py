@@ -8,7 +8,8 @@ of stream as soon as the sandbox's last process is gone.
 
 Protocol on the pipe (text lines): ``pid N`` (PID 1's pid in the monitor's
 namespace), then ``exit STATUS`` (raw waitpid status), or ``setup LAYER MSG``
-when the namespaces could not be entered.
+when the namespaces could not be entered. A spare's stub (`run_waiting`)
+first writes ``prestarted ok`` or ``prestarted failed REASON``.
 """
 from __future__ import annotations
 
