@@ -131,6 +131,9 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
         except InterruptedError:
             continue
         if not data:
+            if sp is not None:  # let the spare free its cgroups before our exit kills it
+                sp.sock.close()
+                select.select([sp.pidfd], [], [], 2.0)
             return 0
         used = None
         try:
