@@ -143,3 +143,17 @@ def test_spares_can_be_turned_off(tmp_path):
     env = {**os.environ, "SANDBOX_SPARE": "0"}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
     assert out.stdout == "False\n", out.stderr
+
+
+def test_a_finished_launcher_leaves_no_cgroup_behind(tmp_path):
+    import subprocess
+    import sys
+    from sandbox.monitor import cgroups
+    cgroups.cleanup_stale()
+    script = tmp_path / "one.py"
+    script.write_text("from sandbox.launcher.launcher import Launcher\n"
+                      "L = Launcher()\nL.spawn(['true'])\nprint(L.spawn(['true']).warm)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.stdout == "True\n", out.stderr
+    # its spare (made after the last run) freed its cgroups when the fork server ended
+    assert cgroups.cleanup_stale() == []
