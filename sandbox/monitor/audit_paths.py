@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import os
 
+from sandbox.monitor.proc_mem import ProcMem
+
 AT_FDCWD = 0xFFFFFF9C      # -100 as the low 32 bits of the argument register
 _MASK32 = 0xFFFFFFFF
 _LEXICAL = ("/proc", "/dev")
 _MAX_LINKS = 40
-_MEM_CACHE_MAX = 512       # cached /proc/<tid>/mem descriptors (one per thread seen)
 _CACHE_MAX = 100_000
 
 
@@ -39,58 +40,26 @@ class PathError(Exception):
 
 class Paths:
     def __init__(self) -> None:
-        self._mem: dict[int, int] = {}
+        self.mem = ProcMem()
         self.root_fd: int | None = None
         self._links: dict[str, str | None] = {}   # canonical prefix -> link target or None
         self._canon: dict[tuple[str, bool], str] = {}
 
     # -- the caller's memory -----------------------------------------------------------------
-    def _mem_fd(self, pid: int) -> int:
-        fd = self._mem.get(pid)
-        if fd is None:
-            if len(self._mem) >= _MEM_CACHE_MAX:
-                self.close_mem()
-            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            self._mem[pid] = fd
-        return fd
-
     def read(self, pid: int, addr: int, limit: int = 4096) -> str:
         """The C string at `addr` of thread `pid` (advisory; see module doc)."""
         if addr == 0:
             raise PathError("NULL path")
-        for attempt in (0, 1):
-            try:
-                fd = self._mem_fd(pid)
-                out = b""
-                pos = addr
-                while len(out) < limit:
-                    chunk = os.pread(fd, min(4096 - pos % 4096, limit - len(out)), pos)
-                    if not chunk:
-                        break
-                    end = chunk.find(b"\0")
-                    if end >= 0:
-                        return os.fsdecode(out + chunk[:end])
-                    out += chunk
-                    pos += len(chunk)
-                else:
-                    return os.fsdecode(out)
-                if out:
-                    return os.fsdecode(out)
-            except OSError as exc:
-                if attempt:
-                    raise PathError(f"cannot read the path of {pid}: {exc.strerror}") from None
-            # a cached descriptor of an exec'd or exited thread: reopen once
-            self.forget(pid)
-        raise PathError(f"cannot read the path of {pid} at {addr:#x}")
-
-    def forget(self, pid: int) -> None:
-        fd = self._mem.pop(pid, None)
-        if fd is not None:
-            os.close(fd)
+        try:
+            data = self.mem.read_cstr(pid, addr, limit)
+        except OSError as exc:
+            raise PathError(f"cannot read the path of {pid}: {exc.strerror}") from None
+        if data is None:
+            raise PathError(f"cannot read the path of {pid} at {addr:#x}")
+        return os.fsdecode(data)
 
     def close_mem(self) -> None:
-        for pid in list(self._mem):
-            self.forget(pid)
+        self.mem.close()
 
     # -- where relative paths start ----------------------------------------------------------
     @staticmethod

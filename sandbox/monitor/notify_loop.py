@@ -230,7 +230,7 @@ class AuditLoop:
         """open_how.flags (advisory, like every argument read from memory)."""
         if not how or size < 8:
             return 0
-        fd = self.paths._mem_fd(pid)
+        fd = self.paths.mem.fd(pid)
         data = os.pread(fd, 8, how)
         return int.from_bytes(data, "little") if len(data) == 8 else 0
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from sandbox.isolation import syscall_profiles as sp
+from sandbox.monitor.proc_mem import ProcMem
 
 # linux/seccomp.h ioctls: _IOC(dir, '!', nr, size)
 _IOC_WRITE, _IOC_READ = 1, 2
@@ -132,7 +133,7 @@ class Listener:
         self._resp = bytearray(max(sizes.resp, _RESP.size))
         self._addfd = bytearray(_ADDFD.size)
         self._u64 = bytearray(8)
-        self._mem: dict[int, int] = {}        # pid -> open /proc/pid/mem
+        self.mem = ProcMem()                   # /proc/<pid>/mem of the callers
 
     def fileno(self) -> int:
         return self._fd
@@ -202,16 +203,6 @@ class Listener:
         fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 
     # --- reading the caller's memory (advisory only: see the module docstring) -------
-    def _mem_fd(self, pid: int, fresh: bool) -> int:
-        fd = self._mem.get(pid)
-        if fd is not None and fresh:
-            self.forget(pid)
-            fd = None
-        if fd is None:
-            fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            self._mem[pid] = fd
-        return fd
-
     def read_path(self, pid: int, addr: int, nid: int | None = None, *,
                   limit: int = 4096) -> str:
         """The NUL-terminated string at `addr` in `pid` (at most `limit` bytes).
@@ -221,50 +212,19 @@ class Listener:
         notification is checked still valid after the read, so the pid was
         not recycled. Raises OSError (ENOENT when the caller is gone).
         """
-        for fresh in (False, True):   # a cached fd goes stale after exec or pid reuse
-            try:
-                data = self._read_cstr(self._mem_fd(pid, fresh), addr, limit)
-            except OSError:
-                if fresh:
-                    raise
-                continue
-            if data is None and not fresh:
-                continue
-            if nid is not None and not self.id_valid(nid):
-                raise OSError(errno.ENOENT, "notification no longer valid")
-            if data is None:
-                raise OSError(errno.EFAULT, f"cannot read memory of {pid} at {addr:#x}")
-            return os.fsdecode(data)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _read_cstr(fd: int, addr: int, limit: int) -> bytes | None:
-        out = b""
-        while len(out) < limit:
-            page_left = 4096 - (addr + len(out)) % 4096   # never cross into an unmapped page
-            try:
-                chunk = os.pread(fd, min(page_left, limit - len(out)), addr + len(out))
-            except OSError:
-                if out:        # the string runs into an unmapped page: keep what we have
-                    return out
-                raise
-            if not chunk:
-                return None if not out else out
-            end = chunk.find(b"\0")
-            if end >= 0:
-                return out + chunk[:end]
-            out += chunk
-        return out
+        data = self.mem.read_cstr(pid, addr, limit)
+        if nid is not None and not self.id_valid(nid):
+            raise OSError(errno.ENOENT, "notification no longer valid")
+        if data is None:
+            raise OSError(errno.EFAULT, f"cannot read memory of {pid} at {addr:#x}")
+        return os.fsdecode(data)
 
     def forget(self, pid: int) -> None:
         """Drop the cached /proc/pid/mem of a process that exited."""
-        fd = self._mem.pop(pid, None)
-        if fd is not None:
-            os.close(fd)
+        self.mem.forget(pid)
 
     def close(self) -> None:
-        for pid in list(self._mem):
-            self.forget(pid)
+        self.mem.close()
         if self._own and self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
