@@ -30,6 +30,7 @@ import socket
 import sys
 
 # The runtime, imported before any fork.
+from sandbox.isolation.libc import adopt_stdio
 from sandbox.monitor import main as monitor_main
 from sandbox.monitor import supervisor  # noqa: F401
 # The audit side of the monitor, so a run with [audit] pays no import for it.
@@ -63,12 +64,8 @@ def _child(fds: list[int], launcher_pid: int) -> None:
     code = 70
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        ipc_fd, ctl_fd, stdin_fd, stdout_fd, stderr_fd = fds[:5]
-        for src, dst in ((stdin_fd, 0), (stdout_fd, 1), (stderr_fd, 2)):
-            os.dup2(src, dst)
-        for fd in (stdin_fd, stdout_fd, stderr_fd):
-            if fd > 2:
-                os.close(fd)
+        ipc_fd, ctl_fd = fds[:2]
+        adopt_stdio(*fds[2:5])
         os.set_inheritable(ipc_fd, True)
         code = monitor_main.run_monitor(ctl_fd, ipc_fd=ipc_fd, launcher_pid=launcher_pid)
     except BaseException:

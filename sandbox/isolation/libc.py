@@ -88,3 +88,13 @@ def write_file(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+def adopt_stdio(stdin: int, stdout: int, stderr: int) -> None:
+    """Make descriptors received for a run (SCM_RIGHTS) this process's 0, 1 and 2,
+    and close the received copies."""
+    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(src, dst)
+    for fd in {stdin, stdout, stderr}:
+        if fd > 2:
+            os.close(fd)

@@ -157,14 +157,14 @@ def _fork_direct(ipc_fd: int, ctl_fd: int, stdio: list[int]) -> tuple[int, int]:
     if threading.active_count() > 1:
         raise RuntimeError("start='fork' needs a single-threaded launcher process; "
                            "use the fork server (the default) from threaded code")
+    from sandbox.isolation.libc import adopt_stdio
     from sandbox.monitor import main as monitor_main
     launcher_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 70
         try:
-            for src, dst in zip(stdio, (0, 1, 2)):
-                os.dup2(src, dst)
+            adopt_stdio(*stdio)
             from sandbox.isolation.privileges import close_fds
             close_fds({ipc_fd, ctl_fd})
             os.set_inheritable(ipc_fd, True)

@@ -45,6 +45,13 @@ def build_context(spec: dict) -> ContainContext:
     )
 
 
+def use_ipc_fd(spec: dict, fd: int) -> None:
+    """The IPC descriptor came through SCM_RIGHTS under a new number: say so to the
+    containment sequence (spec["ipc_fd"]) and to the program (SANDBOX_IPC_FD)."""
+    spec["ipc_fd"] = fd
+    spec["env"]["SANDBOX_IPC_FD"] = str(fd)
+
+
 def serve(ctl: Channel, ipc_fd: int | None = None, prestarted: object = None) -> int:
     from sandbox.monitor.supervisor import Supervisor
     msg = ctl.recv()
@@ -52,8 +59,7 @@ def serve(ctl: Channel, ipc_fd: int | None = None, prestarted: object = None) ->
         return 2
     spec = msg.payload
     if ipc_fd is not None:  # forked by the fork server: the descriptor arrived with a new number
-        spec["ipc_fd"] = ipc_fd
-        spec["env"]["SANDBOX_IPC_FD"] = str(ipc_fd)
+        use_ipc_fd(spec, ipc_fd)
     sup = Supervisor(spec, build_context(spec), ctl, prestarted=prestarted)
     report = sup.run()
     # The sandbox is gone: let go of its stdout/stderr so a caller capturing

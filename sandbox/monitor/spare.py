@@ -28,6 +28,7 @@ from typing import Any
 import prctl
 
 from sandbox.ipc.channel import Channel
+from sandbox.isolation.libc import adopt_stdio
 from sandbox.policy.model import Limits
 from sandbox.sandboxee import entry, stub
 
@@ -70,17 +71,11 @@ class Prestarted:
 
 def _start_pid1(setup_fd: int):
     """In the stub, once the spec arrives: PID 1's main, with the run's descriptors."""
-    from sandbox.monitor.main import build_context
+    from sandbox.monitor.main import build_context, use_ipc_fd
 
     def start(spec: dict[str, Any], fds: list[int]):
-        ipc_fd, stdin_fd, stdout_fd, stderr_fd = fds[:4]
-        for src, dst in ((stdin_fd, 0), (stdout_fd, 1), (stderr_fd, 2)):
-            os.dup2(src, dst)
-        for fd in (stdin_fd, stdout_fd, stderr_fd):
-            if fd > 2:
-                os.close(fd)
-        spec["ipc_fd"] = ipc_fd
-        spec["env"]["SANDBOX_IPC_FD"] = str(ipc_fd)
+        adopt_stdio(*fds[1:4])
+        use_ipc_fd(spec, fds[0])
         ctx = build_context(spec)
         ctx.monitor_fd = setup_fd
         ctx.cgroup_memory = bool(spec.get("cgroup_memory"))
@@ -142,11 +137,7 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
     if not data or len(fds) != 5:
         pre.discard()
         return 0
-    ipc_fd, ctl_fd, stdin_fd, stdout_fd, stderr_fd = fds
-    for src, dst in ((stdin_fd, 0), (stdout_fd, 1), (stderr_fd, 2)):
-        os.dup2(src, dst)
-    for fd in (stdin_fd, stdout_fd, stderr_fd):
-        if fd > 2:
-            os.close(fd)
+    ipc_fd, ctl_fd = fds[:2]
+    adopt_stdio(*fds[2:5])
     os.set_inheritable(ipc_fd, True)
     return monitor_main.serve(Channel(ctl_fd), ipc_fd, prestarted=pre)
