@@ -63,7 +63,8 @@ def _clean_stale_cgroups() -> None:
     _stale_cleaned = True
     try:
         from sandbox.monitor import cgroups
-        cgroups.cleanup_stale()
+        # the cached probe is inherited by monitors forked from here (start="fork")
+        cgroups.cleanup_stale(cgroups.probe_cached())
     except Exception:  # never let housekeeping stop a run
         pass
 

@@ -103,11 +103,24 @@ class _Actions(ast.NodeVisitor):
         self._scope.pop()
 
 
+_SCANNED: dict[str, tuple[tuple[int, int, int], _Actions]] = {}
+
+
 def _scan(source: str) -> _Actions:
+    """Parse once per version of the file: parallel and nested spawns check the
+    same modules for every run."""
+    st = os.stat(source)
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    hit = _SCANNED.get(source)
+    if hit is not None and hit[0] == key:
+        return hit[1]
     with open(source, encoding="utf-8") as f:
         tree = ast.parse(f.read(), filename=source)
     found = _Actions()
     found.visit(tree)
+    if len(_SCANNED) > 256:
+        _SCANNED.clear()
+    _SCANNED[source] = (key, found)
     return found
 
 

@@ -120,3 +120,17 @@ def test_result_is_json_serialisable(spawn):
     import json
     r = spawn(wf("chatty"))
     assert json.loads(r.to_json())["run_id"] == r.run_id
+
+
+def test_static_check_sees_a_module_edited_since_the_last_check(tmp_path):
+    from sandbox.errors import WorkflowError
+    from sandbox.workflow.static_check import check_actions
+    mod = tmp_path / "grows.py"
+    mod.write_text("from sandbox.workflow import action\n@action('a')\ndef a(ctx): pass\n")
+    wf_b = Workflow.from_dict({"imports": ["grows"], "stages": [{"actions": ["b"]}]})
+    with pytest.raises(WorkflowError, match="unknown action 'b'"):
+        check_actions(wf_b, [str(tmp_path)])
+    st = os.stat(mod)
+    mod.write_text(mod.read_text() + "@action('b')\ndef b(ctx): pass\n")
+    os.utime(mod, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    check_actions(wf_b, [str(tmp_path)])
