@@ -38,30 +38,30 @@ def test_exec_timeout_and_result_file(tmp_path):
     assert result["status"] == "timeout" and result["signal"] == 9
 
 
-def test_exec_without_program_is_exit_2():
+def test_exec_without_program_is_exit_125():
     p = sandbox("exec")
-    assert p.returncode == 2 and p.stderr.startswith("sandbox: error: no program")
+    assert p.returncode == 125 and p.stderr.startswith("sandbox: error: no program")
 
 
-def test_missing_policy_file_is_exit_2_and_nothing_runs(tmp_path):
+def test_missing_policy_file_is_exit_125_and_nothing_runs(tmp_path):
     marker = tmp_path / "ran"
     p = sandbox("exec", "--policy", str(tmp_path / "nope.toml"), "--", "touch", str(marker))
-    assert p.returncode == 2 and "nope.toml" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert p.returncode == 125 and "nope.toml" in p.stderr and len(p.stderr.splitlines()) == 1
     assert not marker.exists()
 
 
-def test_invalid_policy_is_exit_2_with_location(tmp_path):
+def test_invalid_policy_is_exit_125_with_location(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[limits]\nmemory = "lots"\n')
     p = sandbox("exec", "--policy", str(bad), "--", "true")
-    assert p.returncode == 2 and "bad.toml" in p.stderr and "limits.memory" in p.stderr
+    assert p.returncode == 125 and "bad.toml" in p.stderr and "limits.memory" in p.stderr
 
 
-def test_invalid_workflow_is_exit_2(tmp_path):
+def test_invalid_workflow_is_exit_125(tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text('{"stages": [{"actions": [{"nmae": "x"}]}]}')
     p = sandbox("run", str(wf))
-    assert p.returncode == 2 and "wf.json" in p.stderr and "nmae" in p.stderr
+    assert p.returncode == 125 and "wf.json" in p.stderr and "nmae" in p.stderr
 
 
 @pytest.mark.isolation
@@ -86,9 +86,9 @@ def test_help_teaches():
     assert p.returncode == 0 and "exit code" in p.stdout
 
 
-def test_unknown_action_is_exit_2_and_nothing_runs(tmp_path):
+def test_unknown_action_is_exit_125_and_nothing_runs(tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text('{"stages": [{"actions": ["no_such_action"]}]}')
     p = sandbox("run", str(wf))
-    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
+    assert p.returncode == 125 and len(p.stderr.splitlines()) == 1
     assert "wf.json" in p.stderr and "unknown action 'no_such_action'" in p.stderr

@@ -10,15 +10,24 @@ from typing import Any
 from sandbox.errors import InputError
 
 EXIT_TIMEOUT = 124      # as timeout(1)
-EXIT_SETUP = 125        # the sandbox could not be set up; nothing ran
-EXIT_INPUT = 2
+EXIT_SETUP = 125        # the sandbox could not be set up, or bad input; nothing ran
+EXIT_INPUT = 2          # bad input to the subcommands that do not run programs
+
+
+def duration_arg(text: str) -> float:
+    """--timeout: seconds or "500ms"/"10s"/"2m", finite, > 0, within the policy range."""
+    from sandbox.policy.units import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", metavar="NAME|FILE",
                    help="policy name on the search path (strict, default, ...) or a .toml file "
                         "(default: the workflow's own, else 'default')")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
+    p.add_argument("--timeout", type=duration_arg, metavar="SECONDS",
                    help="wall-clock limit; can only shorten the policy's [limits] wall")
     p.add_argument("--result", metavar="FILE", help="write the RunResult as JSON to FILE")
     p.add_argument("--output", metavar="DIR",
@@ -29,6 +38,73 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "the caller's environment passes unless the policy keeps it")
     p.add_argument("--audit-log", metavar="FILE",
                    help="also write this run's file-access audit records as JSON Lines")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Every path the run will need is checked BEFORE anything runs, so a typo in
+    --result is reported in one line instead of after the program already ran
+    (and maybe did something that cannot be repeated). Raises InputError."""
+    workdir = getattr(args, "workdir", None)
+    if workdir is not None and not os.path.isdir(workdir):
+        raise InputError(f"--workdir {workdir}: no such directory")
+    for option, path in (("--result", args.result), ("--audit-log", args.audit_log)):
+        if path is not None:
+            check_writable_file(option, path)
+    if args.output is not None:
+        check_output_dir(args.output)
+    check_state_dir()
+
+
+def check_writable_file(option: str, path: str) -> None:
+    """`path` can be written later: opened (never truncated) if it exists, else
+    created and removed again. Trying is the only honest check (root passes
+    access(2) on /proc, and read-only or full filesystems say so only on open)."""
+    if os.path.isdir(path):
+        raise InputError(f"{option} {path}: is a directory, expected a file name")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+        os.close(fd)
+        return
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write: {exc.strerror}") from None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot create: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(path)
+
+
+def check_output_dir(path: str) -> None:
+    """A first check of --output (the launcher validates it fully): an existing
+    non-directory, or a place where no directory can be made, is bad input."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(f"--output {path}: exists and is not a directory")
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise InputError(f"--output {path}: {probe} is not a directory")
+    if probe != os.path.abspath(path):
+        if not os.access(probe, os.W_OK | os.X_OK) or probe.startswith(("/proc", "/sys")):
+            raise InputError(f"--output {path}: cannot create a directory in {probe}")
+
+
+def check_state_dir() -> None:
+    """The state directory ($SANDBOX_HOME, else $XDG_STATE_HOME/sandbox, else
+    ~/.local/state/sandbox) holds run history, outputs and the audit store."""
+    from sandbox.launcher.prepare import state_dir
+    path = state_dir()
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise InputError(f"cannot use the state directory {path}: {exc.strerror} (set "
+                         "SANDBOX_HOME to a writable directory)") from None
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

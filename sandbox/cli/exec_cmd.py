@@ -12,7 +12,7 @@ Run PROGRAM in a fresh sandbox. Its stdout and stderr pass through untouched;
 sandbox itself prints nothing on stdout, and only a one-line reason on stderr
 when the run did not end normally. The exit code is the program's, 128+N when
 it was killed by signal N, 124 on timeout, 125 when the sandbox could not be
-set up (nothing ran), 2 for bad input.
+set up or the input was bad (one line on stderr; nothing ran).
 
 The working directory is the current one (${WORKDIR}); the policy decides
 whether the program may read it.
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not argv:
         raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
     common.policy_path_hint(args.policy)
+    common.preflight(args)
     result = Launcher(start="fork").spawn(argv, policy=args.policy, timeout=args.timeout,
                               workdir=args.workdir or os.getcwd(), output_dir=args.output,
                               env=common.parse_env(args.env))

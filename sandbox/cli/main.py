@@ -2,17 +2,30 @@
 
 Every subcommand module exposes `register(subparsers)` and imports its heavy
 dependencies inside its handler, so `sandbox exec` pays only for what it uses.
-An `InputError` (bad policy, workflow or argument) prints one line on stderr
-and exits 2; nothing runs.
+
+Bad input of any kind (an unknown option, a bad value, a bad policy, workflow
+or path) prints ONE line on stderr and exits 125 for `exec` and `run` (so a
+script can tell it from the program's own exit code 2, as `docker run` and
+`env` do) and 2 for every other subcommand; nothing runs. An unexpected
+exception is one line too (exit 125 for exec/run, 70 = EX_SOFTWARE elsewhere);
+SANDBOX_DEBUG=1 shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import NoReturn
 
+import sandbox
 from sandbox.cli.plugins import optional_module
 from sandbox.errors import InputError
+
+# Subcommands that run a program: their own failures use 125, as docker run does.
+RUN_COMMANDS = ("exec", "run")
+EXIT_INPUT = 2
+EXIT_RUN_INPUT = 125
+EXIT_INTERNAL = 70        # sysexits EX_SOFTWARE
 
 # Order is the order shown by --help.
 COMMANDS = ("exec", "run", "policy", "audit", "doctor", "demo", "bench")
@@ -31,10 +44,21 @@ examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and the subcommand's input exit code
+    (argparse's own prints the usage block and exits 2 everywhere)."""
+
+    def error(self, message: str) -> NoReturn:
+        words = self.prog.split()
+        code = EXIT_RUN_INPUT if len(words) > 1 and words[1] in RUN_COMMANDS else EXIT_INPUT
+        self.exit(code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sandbox", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sandbox {sandbox.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -44,14 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    runs = args.command in RUN_COMMANDS
+    if extra:
+        print(f"sandbox {args.command}: error: unrecognized arguments: {' '.join(extra)} "
+              f"(see sandbox {args.command} --help)", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INPUT
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"sandbox: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"sandbox: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INPUT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -59,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # a path the caller named that cannot be read or written (`-o /proc/x`, ...)
+        where = f": {exc.filename}" if exc.filename and str(exc.filename) not in str(exc) else ""
+        print(f"sandbox: error: {_one_line(str(exc))}{where}", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INPUT
+    except Exception as exc:
+        if os.environ.get("SANDBOX_DEBUG"):
+            raise
+        print(f"sandbox: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(SANDBOX_DEBUG=1 shows the traceback; please report it)", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INTERNAL
 
 
 if __name__ == "__main__":

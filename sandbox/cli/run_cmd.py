@@ -12,7 +12,8 @@ HELP = """\
 Run a workflow (stages of actions, see docs/workflows.md) in a fresh sandbox
 and print a short summary, or the whole RunResult with --json. The policy is
 --policy, else the one the workflow names, else 'default'. Exit code: 0 when
-the run's status is ok, 1 otherwise, 2 for bad input (nothing runs).
+the run's status is ok, 1 otherwise, 125 for bad input (one line on stderr;
+nothing runs).
 
 Action modules named in the workflow's "imports" (or as module:function) are
 imported in the sandbox from the current directory and the workflow file's
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.workflow import load_workflow
     workflow = load_workflow(args.workflow)
     common.policy_path_hint(args.policy)
+    common.preflight(args)
     code_paths = [os.getcwd()]
     wf_dir = os.path.dirname(os.path.abspath(args.workflow))
     if wf_dir != code_paths[0]:

@@ -44,8 +44,11 @@ def tighten_wall(policy: Policy, timeout: float | None) -> Policy:
     """`timeout` can only shorten the policy's wall-clock limit, never extend it."""
     if timeout is None:
         return policy
-    if timeout <= 0:
-        raise InputError(f"timeout must be positive, got {timeout}")
+    from sandbox.policy.units import parse_duration
+    try:
+        timeout = parse_duration(timeout)   # finite, > 0, in range (NaN compares false to all)
+    except ValueError as exc:
+        raise InputError(f"timeout: {exc}") from None
     wall = policy.limits.wall
     new = timeout if wall is None else min(wall, timeout)
     return policy.replace(limits=replace(policy.limits, wall=new))

@@ -163,9 +163,7 @@ def _sandbox_area_problem(path: str) -> str | None:
 def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be a positive integer, got {_tname(value)}")
-    if value <= 0:
-        raise ValueError(f"must be a positive integer, got {value}")
-    return value
+    return units.parse_count(value)
 
 
 def _tname(value: object) -> str:

@@ -24,6 +24,13 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 SIZE_HELP = 'a size: bytes as an integer, or a string like "4096", "512KiB", "256MiB", "1G" (K = KiB = 1024, M = MiB, G = GiB, T = TiB)'
 DURATION_HELP = 'a duration: seconds as a number, or a string like "500ms", "10s", "2m", "1h"'
 
+# Upper bounds: beyond them a value is a typo, and the kernel interfaces it feeds
+# (setrlimit's rlim_t, cgroup files, timer arithmetic) would overflow or refuse it
+# mid-run. "unlimited" is the spelling for no limit.
+MAX_SIZE = 1 << 50                 # 1 PiB
+MAX_DURATION = 365 * 86400.0       # one year, in seconds
+MAX_COUNT = 1 << 22                # PID_MAX_LIMIT, the most processes a kernel allows
+
 
 def parse_size(value: object) -> int:
     """Bytes from an int or a size string. Must be > 0.
@@ -49,6 +56,9 @@ def parse_size(value: object) -> int:
         raise ValueError(f"expected {SIZE_HELP}, got {type(value).__name__}")
     if n <= 0:
         raise ValueError(f"size must be greater than zero, got {value!r}")
+    if n > MAX_SIZE:
+        raise ValueError(f"size {value!r} is out of range: at most 1PiB "
+                         '(use "unlimited" for no limit)')
     return n
 
 
@@ -68,7 +78,22 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
     if not math.isfinite(s) or s <= 0:
         raise ValueError(f"duration must be greater than zero, got {value!r}")
+    if s > MAX_DURATION:
+        raise ValueError(f"duration {value!r} is out of range: at most 365 days "
+                         '(use "unlimited" for no limit)')
     return s
+
+
+def parse_count(value: object) -> int:
+    """A positive integer no larger than MAX_COUNT."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a positive integer, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{value} is out of range: at most {MAX_COUNT} "
+                         '(use "unlimited" for no limit)')
+    return value
 
 
 def format_size(n: int) -> str:

@@ -1,0 +1,143 @@
+"""Every bad CLI input: one stderr line, the documented exit code, nothing run,
+nothing left behind.
+
+The documented codes (sandbox/cli/main.py, README): 125 for `exec` and `run`
+(so a script can tell bad input from the program's own exit 2, as `docker run`
+and `env` do), 2 for every other subcommand. Each case runs the real CLI in a
+fresh state directory ($SANDBOX_HOME), temp directory ($TMPDIR) and working
+directory, with a program that would create a marker file if it ever ran.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]                       # {m} = marker, {d} = a scratch dir, {f} = a file
+    code: int
+    says: str = ""                        # a fragment the one line must contain
+    env: Callable[[Path], dict[str, str]] = field(default=lambda d: {})
+
+
+# prints RAN on stdout (which sandbox leaves to the program) and tries to leave a marker
+PROG = ["sh", "-c", "echo RAN; touch {m}"]
+
+
+def _big_policy(key: str, value: str) -> str:
+    return f'extends = ["default"]\n[limits]\n{key} = {value}\n'
+
+
+CASES = [
+    # -- exec: 125 ------------------------------------------------------------
+    Case("exec-timeout-nan", ["exec", "--timeout", "nan", "--", *PROG], 125, "nan"),
+    Case("exec-timeout-inf", ["exec", "--timeout", "inf", "--", *PROG], 125, "inf"),
+    Case("exec-timeout-negative", ["exec", "--timeout", "-1", "--", *PROG], 125),
+    Case("exec-timeout-word", ["exec", "--timeout", "soon", "--", *PROG], 125, "soon"),
+    Case("exec-timeout-huge", ["exec", "--timeout", "1e9", "--", *PROG], 125),
+    Case("exec-workdir-missing", ["exec", "--workdir", "/nonexistent/wd", "--", *PROG],
+         125, "/nonexistent/wd"),
+    Case("exec-workdir-file", ["exec", "--workdir", "{f}", "--", *PROG], 125),
+    Case("exec-result-no-dir", ["exec", "--result", "/nonexistent/r.json", "--", *PROG],
+         125, "--result"),
+    Case("exec-result-proc", ["exec", "--result", "/proc/r.json", "--", *PROG],
+         125, "--result"),
+    Case("exec-result-is-dir", ["exec", "--result", "{d}", "--", *PROG], 125,
+         "directory"),
+    Case("exec-audit-log-no-dir", ["exec", "--audit-log", "/nonexistent/a.jsonl", "--",
+                                   *PROG], 125, "--audit-log"),
+    Case("exec-audit-log-sys", ["exec", "--audit-log", "/sys/a.jsonl", "--", *PROG],
+         125, "--audit-log"),
+    Case("exec-output-is-file", ["exec", "--output", "{f}", "--", *PROG], 125,
+         "--output"),
+    Case("exec-output-in-proc", ["exec", "--output", "/proc/out", "--", *PROG], 125,
+         "--output"),
+    Case("exec-env-no-name", ["exec", "--env", "=x", "--", *PROG], 125, "--env"),
+    Case("exec-no-program", ["exec"], 125, "no program"),
+    Case("exec-unknown-option", ["exec", "--bogus", "--", *PROG], 125, "--bogus"),
+    Case("exec-policy-missing", ["exec", "--policy", "/nonexistent/p.toml", "--", *PROG],
+         125, "p.toml"),
+    Case("exec-policy-unknown-name", ["exec", "--policy", "nosuchpolicy", "--", *PROG],
+         125, "nosuchpolicy"),
+    Case("exec-policy-wall-1e9", ["exec", "--policy", "{p:wall = 1e9}", "--", *PROG],
+         125, "limits.wall"),
+    Case("exec-policy-cpu-1e19", ["exec", "--policy", "{p:cpu = 1e19}", "--", *PROG],
+         125, "limits.cpu"),
+    Case("exec-policy-memory-huge", ["exec", "--policy", "{p:memory = \"99999999TiB\"}", "--",
+*PROG], 125, "limits.memory"),
+    Case("exec-policy-processes-huge", ["exec", "--policy", "{p:processes = 9999999999}", "--",
+   *PROG], 125, "limits.processes"),
+    Case("exec-home-unusable", ["exec", "--", *PROG], 125, "state directory",
+         env=lambda d: {"HOME": str(d / "a-file"), "SANDBOX_HOME": "", "XDG_STATE_HOME": ""}),
+    # -- run: 125 -------------------------------------------------------------
+    Case("run-missing-workflow", ["run", "/nonexistent/wf.json"], 125, "wf.json"),
+    Case("run-bad-json", ["run", "{f}"], 125),
+    Case("run-timeout-nan", ["run", "--timeout", "nan", "docs/examples/hello.json"], 125),
+    Case("run-result-no-dir", ["run", "--result", "/nonexistent/r.json",
+                               "docs/examples/hello.json"], 125, "--result"),
+    Case("run-unknown-option", ["run", "--bogus", "docs/examples/hello.json"], 125, "--bogus"),
+    Case("run-no-workflow", ["run"], 125),
+    # -- other subcommands: 2 -------------------------------------------------
+    Case("policy-check-wall-1e9", ["policy", "check", "{p:wall = 1e9}"], 2, ":3: limits.wall"),
+    Case("policy-check-cpu-1e19", ["policy", "check", "{p:cpu = 1e19}"], 2, ":3: limits.cpu"),
+    Case("policy-check-memory-huge", ["policy", "check", "{p:memory = 4611686018427387904}"], 2,
+         ":3: limits.memory"),
+    Case("policy-show-missing", ["policy", "show", "/nonexistent/p.toml"], 2, "p.toml"),
+    Case("policy-unknown-action", ["policy", "frobnicate"], 2, "frobnicate"),
+    Case("policy-explain-bad-operation", ["policy", "explain", "strict", "eat", "/x"], 2, "eat"),
+    Case("policy-suggest-unwritable", ["policy", "suggest", "nosuchrun", "-o", "/proc/x.toml"],
+         2),
+    Case("audit-show-unknown-run", ["audit", "show", "nosuchrun"], 2, "audit database"),
+    Case("audit-list-bad-count", ["audit", "list", "-n", "many"], 2, "many"),
+    Case("unknown-command", ["frobnicate"], 2, "frobnicate"),
+    Case("no-command", [], 2),
+]
+
+
+def _expand(arg: str, tmp: Path, marker: Path) -> str:
+    if arg.startswith("{p:"):
+        policy = tmp / "policy.toml"
+        key, _, value = arg[3:-1].partition(" = ")
+        policy.write_text(_big_policy(key, value))
+        return str(policy)
+    return arg.replace("{m}", str(marker)).replace("{d}", str(tmp / "a-dir")) \
+              .replace("{f}", str(tmp / "a-file"))
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_and_nothing_runs(case: Case, tmp_path: Path) -> None:
+    state, tmpdir, cwd = tmp_path / "state", tmp_path / "tmp", tmp_path / "cwd"
+    for d in (state, tmpdir, cwd, tmp_path / "a-dir"):
+        d.mkdir()
+    (tmp_path / "a-file").write_text("{not json\n")
+    marker = cwd / "ran"
+    args = [_expand(a, tmp_path, marker) for a in case.args]
+    args = [os.path.join(ROOT, a) if a.startswith("docs/") else a for a in args]
+    env = {**os.environ, "SANDBOX_HOME": str(state), "TMPDIR": str(tmpdir),
+           "SANDBOX_AUDIT_DB": str(state / "audit.sqlite"), **case.env(tmp_path)}
+    env = {k: v for k, v in env.items() if v != ""}
+    before = _tree(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = p.stderr.splitlines()
+    assert p.returncode == case.code, p.stderr
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith("sandbox"), lines[0]
+    assert case.says in lines[0]
+    assert p.stdout == ""
+    assert not marker.exists(), "the program ran"
+    assert _tree(tmp_path) == before, "something was left behind"
