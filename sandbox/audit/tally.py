@@ -26,6 +26,7 @@ class Tally:
         self.monitor_denied = 0   # answered EACCES by the monitor itself
         self.brokered = 0         # performed by the monitor (guarded trees)
         self.errors = 0           # notifications the loop could not decode (answered CONTINUE)
+        self.vanished = 0         # callers gone before their paths were read to the end
         self.errors_sample: list[str] = []
 
     def add(self, seq: int, pid: int, op: str, syscall: str, path: str, allowed: bool,
@@ -63,7 +64,8 @@ class Tally:
                "by_operation": by_op, "by_verdict": {"allowed": allowed, "denied": denied},
                "top_paths": [[p, n] for p, n in tops], "denied_count": self.denied_count,
                "denied_listed": len(self.denied), "monitor_denied": self.monitor_denied,
-               "brokered": self.brokered, "errors": self.errors}
+               "brokered": self.brokered, "errors": self.errors,
+               "vanished": self.vanished}
         if self.errors_sample:
             out["errors_sample"] = list(self.errors_sample)
         out.update(extra)

@@ -1,7 +1,7 @@
 """Paths of a notified syscall, as the sandbox sees them, read from outside it.
 
 * `read(pid, addr)`: the NUL-terminated string in the caller's memory, through
-  a cached ``/proc/<tid>/mem`` descriptor. ADVISORY: another thread can change
+  ``process_vm_readv`` of the thread (`ProcMem`, no cached descriptor). ADVISORY: another thread can change
   it right after (seccomp_unotify(2), NOTES). Used to record, never to allow.
 * `base(pid, dirfd)`: the directory a relative path starts from:
   ``readlink /proc/<tid>/cwd`` or ``/proc/<tid>/fd/<dirfd>``. For a process in

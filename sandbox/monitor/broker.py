@@ -340,7 +340,7 @@ class Broker:
     def _openat2_mode(self, pid: int, how: int, size: int) -> int:
         if not how or size < 16:
             return 0
-        data = os.pread(self.loop.paths.mem.fd(pid), 8, how + 8)
+        data = self.loop.paths.mem.read(pid, how + 8, 8)
         return int.from_bytes(data, "little") if len(data) == 8 else 0
 
     def _proc_rel(self, pid: int, path: str, op: str) -> str:

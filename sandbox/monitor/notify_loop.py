@@ -204,6 +204,11 @@ class AuditLoop:
                 op = S.open_operation(flags)
             results.append((op, path, self.engine.decide(op, path)))
         flag_text = self._flag_text(name, kind, flags, pid, args)
+        if not self.listener.id_valid(n.id):
+            # The caller is gone (killed while waiting): its thread id may already name
+            # another task, so what was read is no evidence of anything. Not recorded.
+            self.tally.vanished += 1
+            return True
         deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
         for op, path, v in results:
             self.record(pid, op, name, path, flag_text, v.allowed, v.rule,
@@ -230,8 +235,7 @@ class AuditLoop:
         """open_how.flags (advisory, like every argument read from memory)."""
         if not how or size < 8:
             return 0
-        fd = self.paths.mem.fd(pid)
-        data = os.pread(fd, 8, how)
+        data = self.paths.mem.read(pid, how, 8)
         return int.from_bytes(data, "little") if len(data) == 8 else 0
 
     def record(self, pid: int, op: str, name: str, path: str, flags: str | None,

@@ -133,7 +133,7 @@ class Listener:
         self._resp = bytearray(max(sizes.resp, _RESP.size))
         self._addfd = bytearray(_ADDFD.size)
         self._u64 = bytearray(8)
-        self.mem = ProcMem()                   # /proc/<pid>/mem of the callers
+        self.mem = ProcMem()                   # the callers' memory (process_vm_readv)
 
     def fileno(self) -> int:
         return self._fd
@@ -220,7 +220,7 @@ class Listener:
         return os.fsdecode(data)
 
     def forget(self, pid: int) -> None:
-        """Drop the cached /proc/pid/mem of a process that exited."""
+        """Nothing is cached per thread any more (kept for callers)."""
         self.mem.forget(pid)
 
     def close(self) -> None:
