@@ -135,6 +135,6 @@ def test_a_monitor_that_ignores_cancel_is_killed_after_the_grace():
     assert s._check_cancel() is False                            # cancel sent, grace starts
     assert ctl_peer.recv(4096).find(b'"cancel"') > 0
     assert s._check_cancel() is True and proc.killed == 1        # grace (0 s) is over
-    assert s.state.monitor_report["cancelled"] is True
+    assert s.state.monitor_report.cancelled is True
     for sock in (ipc, ipc_peer, ctl, ctl_peer):
         sock.close()

@@ -7,11 +7,16 @@ its header alone, before buffering it, so a hostile child cannot make the
 launcher allocate without bound. Numbers keep their JSON types: Python's json
 module gives ints for integers and floats for the rest, so an int stays an
 int across every hop (GoStage turns them all into float64). NaN and
-Infinity are not JSON and are refused on both ends.
+Infinity are not JSON and are refused on both ends, and so is a number too
+large for a double (``1e999`` would become Infinity). Nesting deeper than
+`MAX_DEPTH` is refused as well: the peer may be hostile, and everything
+after the decoder (deepcopy of the store, handlers, the result's JSON)
+recurses.
 """
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +25,7 @@ from sandbox.errors import ProtocolError
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20  # 1 MiB
+MAX_DEPTH = 64  # arrays and objects inside one another, the frame's own object included
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -28,7 +34,47 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if math.isinf(x):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return x
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _depth_ok(obj: Any, limit: int) -> bool:
+    """True when `obj` nests at most `limit` containers deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in node
+                     if isinstance(child, (dict, list)))
+    return True
+
+
+def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Strict JSON from a peer: UTF-8, finite numbers, at most `max_depth` deep.
+    Raises ProtocolError, never anything else."""
+    try:
+        text = body.decode("utf-8")
+        # Cheap pre-check: fewer brackets than the limit cannot nest deeper than it.
+        deep = text.count("[") + text.count("{") > max_depth
+        obj = _decoder.decode(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"frame nests deeper than {max_depth} levels") from None
+    if deep and not _depth_ok(obj, max_depth):
+        raise ProtocolError(f"frame nests deeper than {max_depth} levels")
+    return obj
 
 
 @dataclass
@@ -60,10 +106,7 @@ def encode(type_: str, payload: Any = None, *, max_frame: int = DEFAULT_MAX_FRAM
 
 def decode_payload(body: bytes) -> Message:
     """Parse one frame body (without header) into a Message."""
-    try:
-        obj = _decoder.decode(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
+    obj = parse_json(body)
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not obj["type"]:
         raise ProtocolError("frame is not a JSON object with a non-empty string 'type'")
     type_ = obj.pop("type")

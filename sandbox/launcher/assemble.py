@@ -6,6 +6,7 @@ it; a limit explains a kill; only then does the exit code speak.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from typing import Any
@@ -13,12 +14,13 @@ from typing import Any
 from sandbox.launcher import result as R
 from sandbox.launcher.session import SessionState
 from sandbox.policy.model import Policy
+from sandbox.protocol import AuditSummary, ExitReport
 
 _SIGNAL_LIMITS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
 
 
 def _decode_status(raw: int) -> tuple[int | None, int | None]:
-    if raw is None or raw < 0:
+    if raw < 0:
         return None, None
     if os.WIFSIGNALED(raw):
         return None, os.WTERMSIG(raw)
@@ -28,13 +30,13 @@ def _decode_status(raw: int) -> tuple[int | None, int | None]:
 
 
 def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R.RunResult:
-    rep: dict[str, Any] = st.monitor_report or {}
-    res.exit_code, res.signal = _decode_status(rep.get("status", -1))
-    res.cpu_time = float(rep.get("cpu_time", 0.0))
-    res.max_rss = int(rep.get("max_rss", 0))
-    res.layers = list(rep.get("layers", []))
-    res.skipped_layers = dict(rep.get("skipped", {}))
-    res.limits_applied = dict(rep.get("limits_applied", {}))
+    rep = st.monitor_report or ExitReport(monitor_lost=True)
+    res.exit_code, res.signal = _decode_status(rep.status)
+    res.cpu_time = rep.cpu_time
+    res.max_rss = rep.max_rss
+    res.layers = list(rep.layers)
+    res.skipped_layers = dict(rep.skipped)
+    res.limits_applied = dict(rep.limits_applied)
     for key in ("cpu", "open_files", "file_size"):
         if getattr(policy.limits, key) is not None:
             res.limits_applied.setdefault(key, "rlimit")
@@ -44,9 +46,10 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R
         res.limits_applied.setdefault("processes", "rlimit")
     if policy.limits.wall is not None:
         res.limits_applied.setdefault("wall", "monitor")
-    res.pids = dict(rep.get("pids", {}))
-    res.timings = dict(rep.get("timings", {}))
-    res.warm = bool(rep.get("prestarted"))
+    res.pids = dict(rep.pids)
+    res.timings = dict(rep.timings)
+    res.warm = rep.prestarted
+    res.clipped = dict(rep.clipped)
     res.logs, res.error = st.logs, st.error
     res.handler_errors = st.handler_errors
     res.messages = dict(st.counts)
@@ -57,36 +60,51 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R
         res.stdout = st.stdout.decode(errors="replace")
     if st.stderr is not None:
         res.stderr = st.stderr.decode(errors="replace")
-    if rep.get("audit"):
-        res.audit = rep["audit"]
-        res.denied = rep.get("denied", [])
+    if rep.audit is not None:
+        res.audit = _audit_dict(rep.audit)
+        res.denied = [dataclasses.asdict(d) for d in rep.denied]
+        res.audit["denied_listed"] = len(res.denied)   # after the report's own clipping
     res.status, res.reason = _status(res, st, rep, policy, mode)
     return res
 
 
-def _status(res: R.RunResult, st: SessionState, rep: dict[str, Any], policy: Policy,
+def _audit_dict(summary: AuditSummary) -> dict[str, Any]:
+    """RunResult.audit keeps its documented dict form; optional keys only when set."""
+    out = dataclasses.asdict(summary)
+    out["top_paths"] = [list(pair) for pair in summary.top_paths]
+    for key in ("errors_sample", "db_error"):
+        if out[key] is None:
+            del out[key]
+    return out
+
+
+def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
             mode: str) -> tuple[str, str]:
-    if rep.get("setup_error"):
-        se = rep["setup_error"]
-        return R.SETUP_ERROR, se["message"] if se["layer"] in se["message"] else \
-            f"{se['layer']}: {se['message']}"
-    if rep.get("monitor_lost") or rep.get("monitor_killed"):
+    if rep.setup_error is not None:
+        se = rep.setup_error
+        return R.SETUP_ERROR, se.message if se.layer in se.message else \
+            f"{se.layer}: {se.message}"
+    if rep.monitor_lost or rep.monitor_killed:
         return R.ERROR, "the monitor process ended unexpectedly"
+    if rep.bad_report is not None:
+        return R.ERROR, f"the monitor's report was malformed: {rep.bad_report}"
     if st.violation is not None:
         res.violation = st.violation
         return R.VIOLATION, f"IPC protocol violation: {st.violation['reason']}"
-    if rep.get("violation"):
-        res.violation = rep["violation"]
-        return R.VIOLATION, f"seccomp: forbidden syscall {rep['violation'].get('syscall')}"
-    if rep.get("timed_out"):
-        if rep.get("pids_limit_hit"):
+    if rep.violation is not None:
+        res.violation = dataclasses.asdict(rep.violation)
+        return R.VIOLATION, f"seccomp: forbidden syscall {rep.violation.syscall}"
+    if rep.timed_out:
+        if rep.pids_limit_hit:
             return R.LIMIT_EXCEEDED, "processes"  # e.g. a fork bomb, ended by the wall clock
         return R.TIMEOUT, f"wall-clock limit of {policy.limits.wall:g}s reached; tree killed"
-    if rep.get("cancelled"):
+    if rep.cancelled:
         return R.ERROR, "cancelled"
-    if rep.get("oom_killed"):
+    if rep.monitor_error is not None:
+        return R.ERROR, f"the monitor failed: {rep.monitor_error}"
+    if rep.oom_killed:
         return R.LIMIT_EXCEEDED, "memory"
-    if rep.get("pids_limit_hit") and (res.exit_code != 0 or res.signal is not None):
+    if rep.pids_limit_hit and (res.exit_code != 0 or res.signal is not None):
         return R.LIMIT_EXCEEDED, "processes"
     if res.signal is not None:
         if res.signal in _SIGNAL_LIMITS:
@@ -97,8 +115,8 @@ def _status(res: R.RunResult, st: SessionState, rep: dict[str, Any], policy: Pol
                 and res.cpu_time >= policy.limits.cpu:
             return R.LIMIT_EXCEEDED, "cpu"
         return R.SIGNALED, f"killed by signal {res.signal} ({signal.Signals(res.signal).name})"
-    if rep.get("exec_error"):
-        return R.ERROR, f"cannot execute: {rep['exec_error']}"
+    if rep.exec_error is not None:
+        return R.ERROR, f"cannot execute: {rep.exec_error}"
     if res.error and res.error.get("type") == "MemoryError":
         return R.LIMIT_EXCEEDED, "memory"
     if mode == "workflow":

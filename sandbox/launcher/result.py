@@ -56,6 +56,7 @@ class RunResult:
     pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
     warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
     timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
+    clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
 
     @property
     def ok(self) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from sandbox.errors import ProtocolError
 from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message, encode
 from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
+from sandbox.protocol import EXIT_REPORT_MAX, ExitReport, from_obj
 
 CAPTURE_LIMIT = 16 << 20  # bytes kept per captured stream
 
@@ -50,7 +51,7 @@ class SessionState:
     violation: dict[str, Any] | None = None
     handler_errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)   # refused by inbound middleware
-    monitor_report: dict[str, Any] | None = None
+    monitor_report: ExitReport | None = None
     stdout: bytearray | None = None
     stderr: bytearray | None = None
 
@@ -75,7 +76,7 @@ class Session:
         self.cancel_token, self.grace = cancel, grace
         self._grace_deadline: float | None = None
         self.ipc_decoder = FrameDecoder(budget.max_frame)
-        self.ctl_decoder = FrameDecoder(1 << 24)
+        self.ctl_decoder = FrameDecoder(EXIT_REPORT_MAX)
         # Backstop only: the monitor enforces the wall limit; this catches a wedged monitor.
         self.backstop = None if wall is None else time.monotonic() + wall + 10.0
         self._cancelled = False
@@ -102,8 +103,7 @@ class Session:
             self.cancel("cancelled")
         elif now >= self._grace_deadline:
             self.proc.kill()  # the monitor did not act in time; PDEATHSIG takes the sandbox
-            self.state.monitor_report = {"status": -1, "cancelled": True,
-                                         "killed_after_grace": True}
+            self.state.monitor_report = ExitReport(cancelled=True, killed_after_grace=True)
             return True
         return False
 
@@ -135,7 +135,7 @@ class Session:
             if not events:
                 if self.state.monitor_report is None:
                     self.proc.kill()  # monitor wedged: PDEATHSIG takes the sandbox down with it
-                    self.state.monitor_report = {"status": -1, "monitor_killed": True}
+                    self.state.monitor_report = ExitReport(monitor_killed=True)
                 for key in list(sel.get_map().values()):
                     sel.unregister(key.fileobj)
                 break
@@ -170,11 +170,18 @@ class Session:
             data = b""
         if not data:
             if self.state.monitor_report is None:
-                self.state.monitor_report = {"status": -1, "monitor_lost": True}
+                self.state.monitor_report = ExitReport(monitor_lost=True)
             return False
-        for msg in self.ctl_decoder.feed(data):
-            if msg.type == "exit":
-                self.state.monitor_report = msg.payload
+        try:
+            messages = self.ctl_decoder.feed(data)
+            for msg in messages:
+                if msg.type == "exit" and self.state.monitor_report is None:
+                    self.state.monitor_report = from_obj(ExitReport, msg.payload)
+        except ProtocolError as exc:
+            # Exactly the shape the monitor may send, or nothing of it: a report
+            # that does not parse cannot say what happened.
+            self.state.monitor_report = ExitReport(bad_report=str(exc)[:500])
+            return False
         return True
 
     def _read_ipc(self) -> bool:

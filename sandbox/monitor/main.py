@@ -23,10 +23,12 @@ import sys
 
 import prctl
 
+from sandbox import protocol
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
+from sandbox.protocol import ExitReport
 # Imported here, before any fork, so PID 1 never reads them from inside its view.
 from sandbox.sandboxee import entry, stub, worker  # noqa: F401
 
@@ -61,17 +63,39 @@ def serve(ctl: Channel, ipc_fd: int | None = None, prestarted: object = None) ->
     if ipc_fd is not None:  # forked by the fork server: the descriptor arrived with a new number
         use_ipc_fd(spec, ipc_fd)
     sup = Supervisor(spec, build_context(spec), ctl, prestarted=prestarted)
-    report = sup.run()
-    # The sandbox is gone: let go of its stdout/stderr so a caller capturing
-    # them sees end of stream now, then report, then clean up unhurried.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    ctl.send("exit", report)
-    ctl.close()
-    sup.cleanup()
+    try:
+        try:
+            report = sup.run()
+        except Exception as exc:  # report what we know rather than die silent
+            sup.abort()
+            report = sup.report
+            report.monitor_error = f"{type(exc).__name__}: {exc}"
+        # The sandbox is gone: let go of its stdout/stderr so a caller capturing
+        # them sees end of stream now, then report, then clean up unhurried.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        send_exit(ctl, report)
+        ctl.close()
+    finally:
+        sup.cleanup()
     return 0
+
+
+def send_exit(ctl: Channel, report: ExitReport) -> None:
+    """The exit report, bounded by construction (sandbox.protocol); if even that
+    fails, a bare report that still carries PID 1's status."""
+    try:
+        payload = protocol.to_obj(report)
+    except Exception as exc:
+        payload = protocol.to_obj(ExitReport(status=report.status, timed_out=report.timed_out,
+                                             cancelled=report.cancelled,
+                                             monitor_error=f"report: {exc}"))
+    try:
+        ctl.send("exit", payload)
+    except OSError:
+        pass  # the launcher is gone
 
 
 def run_monitor(ctl_fd: int, *, ipc_fd: int | None = None, launcher_pid: int = 0) -> int:
@@ -81,7 +105,7 @@ def run_monitor(ctl_fd: int, *, ipc_fd: int | None = None, launcher_pid: int = 0
     if os.getppid() != parent or (launcher_pid and parent == 1):
         return 3  # our parent died before we could tie our life to it
     prctl.set_child_subreaper(1)
-    return serve(Channel(ctl_fd), ipc_fd)
+    return serve(Channel(ctl_fd, max_frame=protocol.EXIT_REPORT_MAX), ipc_fd)
 
 
 def main() -> int:

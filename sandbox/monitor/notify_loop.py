@@ -46,6 +46,8 @@ from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener
+from sandbox import protocol
+from sandbox.protocol import AuditSummary, Denied, Violation
 
 _EACCES = errno.EACCES
 
@@ -170,8 +172,8 @@ class AuditLoop:
             self.listener.respond_error(n.id, errno.EPERM)
         except OSError:
             pass
-        self.sup.on_violation({"kind": "seccomp", "syscall": v.syscall, "nr": v.nr,
-                               "args": list(v.args), "pid": v.pid})
+        self.sup.on_violation(Violation("seccomp", str(v.syscall), int(v.nr),
+                                        [int(x) for x in v.args], int(v.pid)))
 
     def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
         """Record the call; True when it was answered here (denied or brokered)."""
@@ -252,13 +254,13 @@ class AuditLoop:
                              1 if allowed else 0, rule, enforced, result))
 
     # -- the end -----------------------------------------------------------------------------
-    def finish(self) -> dict[str, Any]:
-        """Called once the sandbox is gone: flush the store, return the report's keys."""
+    def finish(self) -> tuple[AuditSummary | None, list[Denied]]:
+        """Called once the sandbox is gone: flush the store; the report's audit and denied."""
         self._stop = True
         if self._thread is not None:
             self._thread.join(0.2)   # blocked in RECV for good once every task is gone
         if not self.audit:
-            return {}
+            return None, []
         extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
                                  "sync_wakeup": self.sync_wakeup,
                                  "guarded": list(self.broker.guarded) if self.broker else []}
@@ -281,7 +283,8 @@ class AuditLoop:
             except Exception as exc:
                 summary["db_error"] = f"{type(exc).__name__}: {exc}"
         self.paths.close_mem()
-        return {"audit": summary, "denied": list(self.tally.denied)}
+        return (protocol.build(AuditSummary, summary),
+                [protocol.build(Denied, d) for d in self.tally.denied])
 
 
 def prepare(supervisor: Any) -> AuditLoop:

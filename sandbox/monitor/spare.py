@@ -30,6 +30,7 @@ import prctl
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.libc import adopt_stdio
 from sandbox.policy.model import Limits
+from sandbox.protocol import EXIT_REPORT_MAX
 from sandbox.sandboxee import entry, stub
 
 
@@ -140,4 +141,5 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
     ipc_fd, ctl_fd = fds[:2]
     adopt_stdio(*fds[2:5])
     os.set_inheritable(ipc_fd, True)
-    return monitor_main.serve(Channel(ctl_fd), ipc_fd, prestarted=pre)
+    return monitor_main.serve(Channel(ctl_fd, max_frame=EXIT_REPORT_MAX), ipc_fd,
+                              prestarted=pre)

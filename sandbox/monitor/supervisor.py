@@ -22,6 +22,7 @@ from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
+from sandbox.protocol import ExitReport, SetupFailure, Violation
 from sandbox.sandboxee import entry, stub
 
 
@@ -33,12 +34,10 @@ class Supervisor:
                  prestarted: Any = None) -> None:
         self.spec, self.ctx, self.ctl = spec, ctx, ctl
         self.prestarted = prestarted  # a spare's stub, already in its cgroups and namespaces
-        self.report: dict[str, Any] = {
-            "status": None, "timed_out": False, "cancelled": False, "setup_error": None,
-            "exec_error": None, "layers": [], "skipped": {}, "violation": None,
-            "limits_applied": {}, "oom_killed": False, "pids_limit_hit": False,
-        }
+        self.report = ExitReport()
+        self.status: int | None = None  # PID 1's wait status once known (-1: none)
         self.pid1: int | None = None
+        self.stub_pid: int | None = None
         # Times count from the launcher's call when it sent its clock (CLOCK_MONOTONIC
         # is one clock for every process of the machine), else from the spec's arrival.
         clock = spec.get("clock") or {}
@@ -55,7 +54,7 @@ class Supervisor:
             pre.discard()
             self.prestarted = pre = None
         if pre is not None:
-            self.report["prestarted"] = True
+            self.report.prestarted = True
             if pre.cgroup is not None:
                 pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
                 self.cgroup = pre.cgroup
@@ -79,7 +78,7 @@ class Supervisor:
     def _note_cgroup(self, cg: Any) -> None:
         """RunResult.limits_applied names policy limits (memory, processes), not controllers."""
         names = {"memory": "memory", "pids": "processes"}
-        self.report["limits_applied"].update(
+        self.report.limits_applied.update(
             {names[c]: f"cgroup-{v}" for c, v in cg.applied.items() if c in names})
 
     def _start(self) -> tuple[int, int, socket.socket]:
@@ -109,11 +108,12 @@ class Supervisor:
         return pid, rfd, setup_parent
 
     # -- loop --------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ExitReport:
         t0 = self.t0
         self._make_cgroup()
         self._mark("cgroup_ready")
         stub_pid, status_fd, setup = self._start()
+        self.stub_pid = stub_pid
         self._mark("stub_forked")
         self._prepare_listener()  # overlaps the stub's and PID 1's set-up
         wall = self.ctx.policy.limits.wall
@@ -121,7 +121,7 @@ class Supervisor:
         status_buf = b""
         sources = {status_fd: "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
         sample = self._needs_task_sampling()
-        while "status" in sources.values() or self.report["status"] is None:
+        while "status" in sources.values() or self.status is None:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             if sample:
                 timeout = SAMPLE_EVERY if timeout is None else min(timeout, SAMPLE_EVERY)
@@ -130,7 +130,7 @@ class Supervisor:
             if not ready and (deadline is None or time.monotonic() < deadline):
                 continue  # a sampling tick
             if not ready:
-                self.report["timed_out"] = True
+                self.report.timed_out = True
                 self._kill()
                 deadline = None
                 continue
@@ -140,8 +140,8 @@ class Supervisor:
                     data = os.read(fd, 4096)
                     if not data:
                         del sources[fd]
-                        if self.report["status"] is None:
-                            self.report["status"] = -1
+                        if self.status is None:
+                            self.status = -1
                         continue
                     status_buf += data
                     status_buf = self._status_lines(status_buf)
@@ -154,15 +154,26 @@ class Supervisor:
                         del sources[fd]
                         self._kill()
                     elif msg == "cancel":
-                        self.report["cancelled"] = True
+                        self.report.cancelled = True
                         self._kill()
-            if self.report["status"] is not None and "status" not in sources.values():
+            if self.status is not None and "status" not in sources.values():
                 break
         os.waitpid(stub_pid, 0)
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
         self._finish(t0)
         return self.report
+
+    def abort(self) -> None:
+        """After a failure of the monitor itself: take the sandbox down now."""
+        self._kill()
+        if self.stub_pid is not None:
+            try:
+                os.kill(self.stub_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
@@ -173,7 +184,7 @@ class Supervisor:
         """Without a pids cgroup, RLIMIT_NPROC stops a fork bomb but says nothing;
         sampling the sandbox's task count is how the result can still name the cause."""
         lim = self.ctx.policy.limits.processes
-        return lim is not None and "processes" not in self.report["limits_applied"]
+        return lim is not None and "processes" not in self.report.limits_applied
 
     def _sample_tasks(self) -> None:
         if self.pid1 is None:
@@ -181,9 +192,9 @@ class Supervisor:
         # RLIMIT_NPROC counts every task of the uid in the user namespace: the
         # stub, which entered it, is one of them.
         n = tree.count_tasks(self.pid1) + (1 if self.ctx.namespaces else 0)
-        self.report["max_tasks"] = max(self.report.get("max_tasks", 0), n)
+        self.report.max_tasks = max(self.report.max_tasks, n)
         if n >= (self.ctx.policy.limits.processes or 0):
-            self.report["pids_limit_hit"] = True
+            self.report.pids_limit_hit = True
 
     def _mark(self, phase: str) -> None:
         """Seconds since the monitor got its spec: the setup-latency breakdown."""
@@ -197,12 +208,12 @@ class Supervisor:
                 self.pid1 = int(rest)
                 self._mark("pid1_forked")
             elif word == "exit":
-                self.report["status"] = int(rest)
+                self.status = int(rest)
                 self._mark("exited")
             elif word == "setup":
                 layer, _, message = rest.partition(" ")
-                self.report["setup_error"] = {"layer": layer, "message": message}
-                self.report["status"] = -1
+                self.report.setup_error = SetupFailure(layer, message)
+                self.status = -1
         return buf
 
     def _setup_message(self, sock: socket.socket) -> bool:
@@ -215,15 +226,15 @@ class Supervisor:
         msg = json.loads(data)
         kind = msg.get("type")
         if kind == "ready":
-            self.report["layers"] = msg["active"]
-            self.report["skipped"] = msg["skipped"]
+            self.report.layers = list(msg["active"])
+            self.report.skipped = dict(msg["skipped"])
             self._mark("sandboxee_ready")
             for layer, secs in msg.get("timings", {}).items():
                 self.timings[f"layer.{layer}"] = secs
         elif kind == "setup_error":
-            self.report["setup_error"] = {"layer": msg["layer"], "message": msg["message"]}
+            self.report.setup_error = SetupFailure(str(msg["layer"]), str(msg["message"]))
         elif kind == "exec_error":
-            self.report["exec_error"] = msg["message"]
+            self.report.exec_error = str(msg["message"])
         elif kind == "listener" and fds:
             self._mark("listener_received")
             self._start_listener(fds[0])
@@ -252,10 +263,10 @@ class Supervisor:
             return None
         return None if msg is None else msg.type
 
-    def on_violation(self, violation: dict[str, Any]) -> None:
+    def on_violation(self, violation: Violation) -> None:
         """Called by the notification loop: record the first violation, end the sandbox."""
-        if self.report["violation"] is None:
-            self.report["violation"] = violation
+        if self.report.violation is None:
+            self.report.violation = violation
         self._kill()
 
     def _kill(self) -> None:
@@ -273,20 +284,21 @@ class Supervisor:
 
     def _finish(self, t0: float) -> None:
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.report["wall_time"] = time.monotonic() - t0
-        self.report["cpu_time"] = ru.ru_utime + ru.ru_stime
-        self.report["max_rss"] = ru.ru_maxrss * 1024
-        self.report["pids"] = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
-                               "sandboxee": self.pid1 or 0}
+        rep = self.report
+        rep.status = -1 if self.status is None else self.status
+        rep.wall_time = time.monotonic() - t0
+        rep.cpu_time = ru.ru_utime + ru.ru_stime
+        rep.max_rss = ru.ru_maxrss * 1024
+        rep.pids = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
+                    "sandboxee": self.pid1 or 0}
         if self.listener is not None:
             self._mark("audit_finishing")
-            self.report.update(self.listener.finish())
+            rep.audit, rep.denied = self.listener.finish()
         if self.cgroup is not None:
-            self.report["oom_killed"] = bool(self.cgroup.oom_killed())
-            self.report["pids_limit_hit"] = (self.report["pids_limit_hit"]
-                                             or bool(self.cgroup.pids_limit_hit()))
+            rep.oom_killed = bool(self.cgroup.oom_killed())
+            rep.pids_limit_hit = rep.pids_limit_hit or bool(self.cgroup.pids_limit_hit())
             peak = self.cgroup.max_memory()
             if peak:
-                self.report["max_rss"] = max(self.report["max_rss"], peak)
+                rep.max_rss = max(rep.max_rss, peak)
         self._mark("finished")
-        self.report["timings"] = {k: round(v * 1000, 3) for k, v in self.timings.items()}
+        rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}

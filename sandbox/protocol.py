@@ -1,0 +1,392 @@
+"""The typed internal protocol between the monitor and the launcher.
+
+Both sides are trusted code, but what they exchange is shaped by the child:
+denied paths, error texts, counts. So each message here is a dataclass with a
+*fixed, bounded shape*: every string has a maximum length, every list and
+dict a maximum number of items (and, where the items are large, a byte
+budget). One codec turns a message into JSON and back:
+
+- `encode` never fails on a well-typed message and never exceeds
+  `max_size(cls)`: what does not fit is clipped, and each clipping is counted
+  in the message's ``clipped`` field (dotted field path -> items or characters
+  dropped), so a truncation is visible, never silent.
+- `decode` accepts exactly the shape: unknown or missing fields, a wrong
+  type, a string or list over its bound, a non-finite number all raise
+  ProtocolError. The launcher turns that into an honest error result.
+
+This is the seed of issue 14's "one typed internal protocol": today it
+carries the exit report; the spec and the setup report are to follow. To add
+a field, add it to the dataclass with a default and, for strings and
+containers, its bound (`bound(...)`); `max_size` and the tests follow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from sandbox.errors import ProtocolError
+
+T = TypeVar("T")
+
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+DEFAULT_CHARS = 256
+DEFAULT_ITEMS = 64
+EXIT_REPORT_MAX = 4 << 20   # bytes: the exit frame's limit on both ends (max_size is below)
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def bound(*, chars: int = DEFAULT_CHARS, items: int = DEFAULT_ITEMS,
+          budget: int | None = None, default: Any = dataclasses.MISSING,
+          default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with bounds. `chars` applies to every string of the field
+    (dict keys and tuple members included, not inside a nested dataclass),
+    `items` to every list and dict of it, `budget` (bytes) to the JSON of a
+    top-level list of the field: items past it are dropped."""
+    meta = {"chars": chars, "items": items, "budget": budget}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- the messages ----------------------------------------------------------------
+@dataclass
+class SetupFailure:
+    layer: str = bound(chars=64, default="")
+    message: str = bound(chars=4096, default="")
+
+
+@dataclass
+class Violation:
+    """A seccomp violation the monitor saw (kill mode)."""
+    kind: str = bound(chars=32, default="seccomp")
+    syscall: str = bound(chars=64, default="")
+    nr: int = -1
+    args: list[int] = bound(items=6, default_factory=list)
+    pid: int = 0
+
+
+@dataclass
+class OpCounts:
+    allowed: int = 0
+    denied: int = 0
+
+
+@dataclass
+class Denied:
+    """One denied file operation, as listed in RunResult.denied."""
+    seq: int = 0
+    pid: int = 0
+    operation: str = bound(chars=32, default="")
+    syscall: str = bound(chars=64, default="")
+    path: str = bound(chars=4096, default="")
+    rule: str = bound(chars=1024, default="")
+
+
+@dataclass
+class AuditSummary:
+    """RunResult.audit (docs/audit.md); the store holds every record."""
+    files: str = bound(chars=16, default="")
+    checked: int = 0
+    records: int = 0
+    by_operation: dict[str, OpCounts] = bound(chars=32, items=32, default_factory=dict)
+    by_verdict: OpCounts = field(default_factory=OpCounts)
+    top_paths: list[tuple[str, int]] = bound(chars=4096, items=10, default_factory=list)
+    denied_count: int = 0
+    denied_listed: int = 0
+    monitor_denied: int = 0
+    brokered: int = 0
+    errors: int = 0
+    errors_sample: list[str] | None = bound(chars=512, items=5, default=None)
+    run_id: str = bound(chars=128, default="")
+    db: str = bound(chars=4096, default="")
+    sync_wakeup: bool = False
+    guarded: list[str] = bound(chars=4096, items=16, default_factory=list)
+    db_error: str | None = bound(chars=1024, default=None)
+    dropped: int = 0
+
+
+@dataclass
+class ExitReport:
+    """What the monitor tells the launcher once the sandbox is gone.
+
+    `status` is PID 1's raw wait status, -1 when there is none. The fields
+    `monitor_lost`, `monitor_killed`, `killed_after_grace` and `bad_report`
+    are set only by the launcher, when no valid report arrived;
+    `monitor_error` by a monitor that failed but could still report.
+    """
+    status: int = -1
+    timed_out: bool = False
+    cancelled: bool = False
+    setup_error: SetupFailure | None = None
+    exec_error: str | None = bound(chars=4096, default=None)
+    layers: list[str] = bound(chars=64, items=32, default_factory=list)
+    skipped: dict[str, str] = bound(chars=1024, items=32, default_factory=dict)
+    violation: Violation | None = None
+    limits_applied: dict[str, str] = bound(chars=64, items=16, default_factory=dict)
+    oom_killed: bool = False
+    pids_limit_hit: bool = False
+    max_tasks: int = 0
+    prestarted: bool = False
+    wall_time: float = 0.0
+    cpu_time: float = 0.0
+    max_rss: int = 0
+    pids: dict[str, int] = bound(chars=32, items=8, default_factory=dict)
+    timings: dict[str, float] = bound(chars=64, items=64, default_factory=dict)
+    audit: AuditSummary | None = None
+    denied: list[Denied] = bound(items=1000, budget=1 << 20, default_factory=list)
+    monitor_lost: bool = False
+    monitor_killed: bool = False
+    killed_after_grace: bool = False
+    bad_report: str | None = bound(chars=512, default=None)
+    monitor_error: str | None = bound(chars=1024, default=None)   # the monitor's own failure
+    clipped: dict[str, int] = bound(chars=128, items=64, default_factory=dict)
+
+
+# -- the codec ---------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+class _Enc:
+    """Turns a message into JSON-ready values, clipping to the bounds."""
+
+    def __init__(self) -> None:
+        self.clipped: dict[str, int] = {}
+
+    def clip(self, where: str, n: int) -> None:
+        self.clipped[where] = self.clipped.get(where, 0) + n
+
+    def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
+        tp, optional = _unwrap_optional(tp)
+        if v is None:
+            if optional:
+                return None
+            raise ProtocolError(f"{where}: None where {tp} is required")
+        if dataclasses.is_dataclass(tp):
+            return self.obj(tp, v, where)
+        if tp is bool:
+            return bool(v)
+        if tp is int:
+            n = int(v)
+            if not INT_MIN <= n <= INT_MAX:
+                self.clip(where, 1)
+                n = max(INT_MIN, min(INT_MAX, n))
+            return n
+        if tp is float:
+            x = float(v)
+            if not math.isfinite(x):
+                self.clip(where, 1)
+                x = 0.0
+            return x
+        if tp is str:
+            s = str(v).encode("utf-8", "backslashreplace").decode("utf-8")
+            limit = meta.get("chars", DEFAULT_CHARS)
+            if len(s) > limit:
+                self.clip(where, len(s) - limit)
+                s = s[:limit]
+            return s
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        items = meta.get("items", DEFAULT_ITEMS)
+        if origin is list:
+            seq = list(v)
+            out: list[Any] = []
+            budget, used = meta.get("budget"), 2
+            for i, item in enumerate(seq):
+                if len(out) >= items:
+                    self.clip(where, len(seq) - i)
+                    break
+                enc = self.value(args[0], item, meta, where + "[]")
+                if budget is not None:
+                    used += len(_encoder.encode(enc).encode("utf-8")) + 1
+                    if used > budget:
+                        self.clip(where, len(seq) - i)
+                        break
+                out.append(enc)
+            return out
+        if origin is tuple:
+            return [self.value(a, x, meta, f"{where}[{i}]")
+                    for i, (a, x) in enumerate(zip(args, v, strict=True))]
+        if origin is dict:
+            pairs = list(dict(v).items())
+            if len(pairs) > items:
+                self.clip(where, len(pairs) - items)
+                pairs = pairs[:items]
+            d: dict[str, Any] = {}
+            for k, x in pairs:
+                d[self.value(str, k, meta, where + "{}")] = self.value(args[1], x, meta,
+                                                                     where + "{}")
+            return d
+        raise TypeError(f"{where}: type {tp!r} has no wire form")
+
+    def obj(self, cls: Any, v: Any, where: str) -> dict[str, Any]:
+        if not isinstance(v, cls):
+            raise ProtocolError(f"{where or cls.__name__}: {type(v).__name__} is not "
+                                f"{cls.__name__}")
+        hints = _hints(cls)
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "clipped" and not where:
+                continue
+            out[f.name] = self.value(hints[f.name], getattr(v, f.name), dict(f.metadata),
+                                     f"{where}.{f.name}" if where else f.name)
+        return out
+
+
+def to_obj(msg: Any) -> dict[str, Any]:
+    """The message as bounded JSON-ready values (clippings counted in ``clipped``)."""
+    enc = _Enc()
+    out = enc.obj(type(msg), msg, "")
+    if any(f.name == "clipped" for f in dataclasses.fields(msg)):
+        clipped = {**getattr(msg, "clipped"), **enc.clipped}
+        meta = dict(next(f for f in dataclasses.fields(msg) if f.name == "clipped").metadata)
+        out["clipped"] = enc.value(dict[str, int], clipped, meta, "clipped")
+    return out
+
+
+def encode(msg: Any) -> bytes:
+    """One message as UTF-8 JSON, at most `max_size(type(msg))` bytes."""
+    return _encoder.encode(to_obj(msg)).encode("utf-8")
+
+
+class _Dec:
+    """Checks JSON values against a message's shape, exactly (`strict`), or, for
+    `build` on the sending side, only the types: bounds are the encoder's job."""
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+
+    def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
+        tp, optional = _unwrap_optional(tp)
+        if v is None:
+            if optional:
+                return None
+            raise ProtocolError(f"{where}: null is not allowed")
+        if dataclasses.is_dataclass(tp):
+            return self.obj(tp, v, where)
+        if tp is bool:
+            if not isinstance(v, bool):
+                raise ProtocolError(f"{where}: want a boolean")
+            return v
+        if tp is int:
+            if isinstance(v, bool) or not isinstance(v, int) or not INT_MIN <= v <= INT_MAX:
+                raise ProtocolError(f"{where}: want a 64-bit integer")
+            return v
+        if tp is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                    or not math.isfinite(v):
+                raise ProtocolError(f"{where}: want a finite number")
+            return float(v)
+        if tp is str:
+            if not isinstance(v, str) or (self.strict
+                                          and len(v) > meta.get("chars", DEFAULT_CHARS)):
+                raise ProtocolError(f"{where}: want a string of at most "
+                                    f"{meta.get('chars', DEFAULT_CHARS)} characters")
+            return v
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        items = meta.get("items", DEFAULT_ITEMS)
+        if origin is list:
+            if not isinstance(v, list) or (self.strict and len(v) > items):
+                raise ProtocolError(f"{where}: want a list of at most {items} items")
+            return [self.value(args[0], x, meta, where + "[]") for x in v]
+        if origin is tuple:
+            if not isinstance(v, (list, tuple)) or len(v) != len(args):
+                raise ProtocolError(f"{where}: want a list of {len(args)} items")
+            return tuple(self.value(a, x, meta, where) for a, x in zip(args, v))
+        if origin is dict:
+            if not isinstance(v, dict) or (self.strict and len(v) > items):
+                raise ProtocolError(f"{where}: want an object of at most {items} items")
+            return {self.value(str, k, meta, where): self.value(args[1], x, meta, where)
+                    for k, x in v.items()}
+        raise ProtocolError(f"{where}: type {tp!r} has no wire form")
+
+    def obj(self, cls: Any, v: Any, where: str) -> Any:
+        if not isinstance(v, dict):
+            raise ProtocolError(f"{where or cls.__name__}: want an object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(v) - names
+        if unknown:
+            raise ProtocolError(f"{where or cls.__name__}: unknown field(s) "
+                                f"{', '.join(sorted(map(repr, unknown)))[:200]}")
+        missing = names - set(v)
+        if missing and self.strict:
+            raise ProtocolError(f"{where or cls.__name__}: missing field(s) "
+                                f"{', '.join(sorted(missing))}")
+        hints = _hints(cls)
+        kw = {f.name: self.value(hints[f.name], v[f.name], dict(f.metadata),
+                                 f"{where}.{f.name}" if where else f.name)
+              for f in dataclasses.fields(cls) if f.name in v}
+        return cls(**kw)
+
+
+def from_obj(cls: type[T], obj: Any) -> T:
+    """A message from JSON values; ProtocolError unless `obj` has exactly its shape."""
+    try:
+        return typing.cast(T, _Dec().obj(cls, obj, ""))
+    except RecursionError:
+        raise ProtocolError(f"{cls.__name__}: nested too deeply") from None
+
+
+def build(cls: type[T], obj: Any) -> T:
+    """A message from plain values on the sending side (e.g. a summary dict):
+    types checked, absent fields defaulted, bounds left to `encode`."""
+    return typing.cast(T, _Dec(strict=False).obj(cls, obj, ""))
+
+
+def decode(cls: type[T], data: bytes) -> T:
+    """A message from its JSON bytes (at most `max_size(cls)`), checked exactly."""
+    if len(data) > max_size(cls):
+        raise ProtocolError(f"{cls.__name__}: {len(data)} bytes, over its "
+                            f"{max_size(cls)}-byte bound")
+    from sandbox.ipc.frames import parse_json
+    return from_obj(cls, parse_json(data))
+
+
+# -- the static bound ----------------------------------------------------------------
+def _size(tp: Any, meta: dict[str, Any]) -> int:
+    tp, optional = _unwrap_optional(tp)
+    if dataclasses.is_dataclass(tp):
+        n = max_size(tp)
+    elif tp is bool:
+        n = 5
+    elif tp is int:
+        n = 20
+    elif tp is float:
+        n = 24          # repr of a finite double: at most '-1.7976931348623157e+308'
+    elif tp is str:
+        n = 6 * meta.get("chars", DEFAULT_CHARS) + 2   # '\u001f' is the longest escape
+    else:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        items = meta.get("items", DEFAULT_ITEMS)
+        if origin is list:
+            n = 2 + items * (_size(args[0], meta) + 1)
+            if meta.get("budget") is not None:
+                n = min(n, meta["budget"])
+        elif origin is tuple:
+            n = 2 + sum(_size(a, meta) + 1 for a in args)
+        elif origin is dict:
+            n = 2 + items * (_size(str, meta) + 1 + _size(args[1], meta) + 1)
+        else:
+            raise TypeError(f"type {tp!r} has no wire form")
+    return max(n, 4) if optional else n
+
+
+def max_size(cls: type) -> int:
+    """The most bytes `encode` can produce for this message type."""
+    hints = _hints(cls)
+    return 2 + sum(len(f.name) + 4 + _size(hints[f.name], dict(f.metadata))
+                   for f in dataclasses.fields(cls))
