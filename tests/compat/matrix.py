@@ -1,0 +1,79 @@
+"""Write docs/compatibility.md: every workload directly, under strict and default, and bwrap.
+
+Run from the tests directory: ``../.venv/bin/python -m compat.matrix ../docs/compatibility.md``.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import platform
+import shutil
+import sys
+import time
+
+from compat.expectations import INTENDED, KNOWN_BROKEN
+from compat.harness import available, run, verdict
+from compat.workloads import WORKLOADS
+
+MODES = ("strict", "default", "bwrap")
+MARK = {"match": "✅ match", "fails": "❌ fails", "wrong": "⚠️ **silently wrong**", "n/a": "n/a"}
+
+
+def main(path: str) -> None:
+    rows, counts = [], {m: collections.Counter() for m in MODES}
+    started = time.time()
+    for w in WORKLOADS:
+        if not available(w):
+            cells = {m: "n/a" for m in MODES}
+        else:
+            ref = run("direct", w)
+            cells = {}
+            for m in MODES:
+                if m == "bwrap" and not shutil.which("bwrap"):
+                    cells[m] = "n/a"
+                    continue
+                cells[m] = verdict(ref, run(m, w))
+        for m in MODES:
+            counts[m][cells[m]] += 1
+        notes = sorted({why for (n, _), why in list(INTENDED.items()) + list(KNOWN_BROKEN.items())
+                        if n == w.name})
+        rows.append(f"| `{w.name}` | {w.what.replace(chr(124), chr(92) + chr(124))} | " + " | ".join(MARK[cells[m]] for m in MODES)
+                    + f" | {'; '.join(notes)} |")
+        print(w.name, cells, file=sys.stderr, flush=True)
+    total = len(WORKLOADS)
+    summary = ["| | works | fails | silently wrong |", "|---|---|---|---|"]
+    for m in MODES:
+        c = counts[m]
+        summary.append(f"| {m} | {c['match']}/{total} | {c['fails']} | {c['wrong']} |")
+    text = f"""# Compatibility: everyday workloads under the built-in policies
+
+Each workload of `tests/compat/workloads.py` runs directly (the reference), under
+`sandbox exec --policy strict`, under `--policy default`, and under bubblewrap
+(`bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --bind WORKDIR WORKDIR
+--unshare-all --die-with-parent --new-session`), each from a fresh copy of its
+work directory with the same stdin and environment. A mode *matches* when its
+exit status and stdout equal the direct run's; *fails* when the exit status
+differs; and is *silently wrong* when the status is the same but the output is
+not.
+
+`tests/compat/test_compat.py` checks every cell of `strict` and `default` on
+every CI run: a cell must match, or be an **intended** difference (the policy
+doing what it promises; it must then fail loudly), or a **known defect** with
+its open issue (a strict xfail, so a fix must update the list).
+
+Made by `cd tests && ../.venv/bin/python -m compat.matrix ../docs/compatibility.md`
+on the 2-core development machine (kernel {platform.release()}),
+as uid {os.getuid()}, in {time.time() - started:.0f} s.
+
+{chr(10).join(summary)}
+
+| workload | what | strict | default | bwrap | why it differs |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "compatibility.md")
