@@ -102,6 +102,7 @@ class AuditSummary:
     monitor_denied: int = 0
     brokered: int = 0
     errors: int = 0
+    vanished: int = 0   # callers gone before their paths were read to the end
     errors_sample: list[str] | None = bound(chars=512, items=5, default=None)
     run_id: str = bound(chars=128, default="")
     db: str = bound(chars=4096, default="")
@@ -321,7 +322,9 @@ class _Dec:
         unknown = set(v) - names
         if unknown:
             raise ProtocolError(f"{where or cls.__name__}: unknown field(s) "
-                                f"{', '.join(sorted(map(repr, unknown)))[:200]}")
+                                f"{', '.join(sorted(map(repr, unknown)))[:200]}"
+                                + ("" if self.strict else
+                                   f" (add them to {cls.__name__} in sandbox/protocol.py)"))
         missing = names - set(v)
         if missing and self.strict:
             raise ProtocolError(f"{where or cls.__name__}: missing field(s) "

@@ -127,4 +127,6 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
             return R.ERROR, f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
     if res.exit_code:
         return R.ERROR, f"exit code {res.exit_code}"
+    if res.exit_code is None:
+        return R.ERROR, "no exit status from the sandbox"
     return R.OK, ""
