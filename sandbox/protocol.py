@@ -62,6 +62,15 @@ class SetupFailure:
 
 
 @dataclass
+class ExecFailure:
+    """Why PID 2 could not exec the program (the launcher explains it: exec_failure.py)."""
+    program: str = bound(chars=4096, default="")   # argv[0] as given
+    path: str = bound(chars=4096, default="")      # what was executed, after the PATH search
+    errno: int = 0
+    searched: bool = False                         # a bare name the PATH search did not find
+
+
+@dataclass
 class Violation:
     """A seccomp violation the monitor saw (kill mode)."""
     kind: str = bound(chars=32, default="seccomp")
@@ -126,6 +135,8 @@ class ExitReport:
     cancelled: bool = False
     setup_error: SetupFailure | None = None
     exec_error: str | None = bound(chars=4096, default=None)
+    exec_failure: ExecFailure | None = None
+    init_status: int = -1   # the init's own wait status, when `status` is the program's
     layers: list[str] = bound(chars=64, items=32, default_factory=list)
     skipped: dict[str, str] = bound(chars=1024, items=32, default_factory=dict)
     violation: Violation | None = None

@@ -132,16 +132,27 @@ def write_audit_log(path: str | None, result: Any) -> None:
 
 
 def exit_code_for(result: Any) -> int:
-    """The child's exit code; 128+N for signal N; 124 timeout; 125 setup error."""
+    """The exit-code table of `sandbox exec` and `sandbox run` (docs/run-result.md):
+    the program's code, 128+N when killed by signal N, 124 timeout, 125 the sandbox
+    failed before the program ran, 126 cannot execute, 127 not found (the last two
+    are the program's process's own codes, as a shell gives them). A run that did
+    not end well never exits 0."""
     if result.status == "setup_error":
         return EXIT_SETUP
     if result.status == "timeout":
         return EXIT_TIMEOUT
     if result.signal is not None:
         return 128 + result.signal
-    if result.exit_code is not None:
+    if result.exit_code:
         return result.exit_code
-    return 1
+    return 0 if result.status == "ok" else 1
+
+
+def needs_explaining(result: Any) -> bool:
+    """Every end but the program's own (ok, or a plain non-zero exit) gets one stderr line."""
+    return result.status != "ok" and not (
+        result.status == "error" and result.exit_code is not None
+        and result.reason == f"exit code {result.exit_code}")
 
 
 def describe_failure(result: Any) -> str:

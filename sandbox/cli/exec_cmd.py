@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
                               env=common.parse_env(args.env))
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
-    if result.status not in ("ok", "error") or (result.status == "error"
-                                                and result.exit_code is None):
+    if common.needs_explaining(result):
         print(common.describe_failure(result), file=sys.stderr)
     return common.exit_code_for(result)

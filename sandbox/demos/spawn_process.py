@@ -94,8 +94,8 @@ def run_demo(out=print) -> bool:
     checks = [
         ("run finished ok", result.status == "ok", f"{result.status} {result.reason}".strip()),
         ("child has a different PID", s.get("child_pid") not in (None, me),
-         f"child {s.get('child_pid')} (PID 1 of its namespace), parent {me}"),
-        ("child's parent is outside its PID namespace", s.get("child_ppid") == 0,
+         f"child {s.get('child_pid')} (PID 2 of its namespace), parent {me}"),
+        ("child's parent is the sandbox's init (PID 1)", s.get("child_ppid") == 1,
          f"getppid() in the child = {s.get('child_ppid')}"),
         ("the sandbox descends from this launcher", _descends(result.pids, me),
          f"monitor {result.pids.get('monitor')} has parent {result.pids.get('monitor_parent')}"

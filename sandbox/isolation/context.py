@@ -39,3 +39,5 @@ class ContainContext:
     listener_fd: int | None = None       # seccomp notification fd, set by the seccomp layer
     timings: dict[str, float] = field(default_factory=dict)  # seconds per layer
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup
+    init_fd: int = -1                    # O_PATH descriptor of sandbox-init, opened before the view
+    exit_fd: int = -1                    # pipe to the monitor for the program's wait status

@@ -199,6 +199,17 @@ def _add_path_rules(ruleset: int, rules: list[tuple[str, int]], fs: int) -> None
             os.close(fd)
 
 
+def _add_init_rule(ruleset: int, init_fd: int, fs: int) -> None:
+    """The sandbox's init (opened before the view, started by descriptor) may be executed:
+    a rule on that one file, whatever the policy grants."""
+    attr = PathBeneathAttr(fs & (EXECUTE | READ_FILE), init_fd)
+    try:
+        _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH),
+             ctypes.byref(attr), ctypes.c_uint32(0))
+    except OSError as exc:
+        raise SetupError("landlock", f"rule for the sandbox's init: {exc.strerror}") from None
+
+
 def apply(ctx: ContainContext) -> None:
     abi = abi_version()
     if abi < 1:
@@ -213,6 +224,8 @@ def apply(ctx: ContainContext) -> None:
         raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
     try:
         _add_path_rules(ruleset, plan_rules(ctx), fs)
+        if ctx.init_fd >= 0:
+            _add_init_rule(ruleset, ctx.init_fd, fs)
         try:
             _sys(SYS_restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
         except OSError as exc:

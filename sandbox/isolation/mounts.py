@@ -363,7 +363,9 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
             libc.mount("tmpfs", target, "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
         else:
             if not mask_file:
-                mask_file.append(root + "/.sandbox-mask")
+                # Beside the view, not in it: when a rule binds a read-only tree at the
+                # view's top (workdir "/"), the view has no room left for a new file.
+                mask_file.append(os.path.join(os.path.dirname(root), "mask"))
                 os.mknod(mask_file[0], stat.S_IFREG)
             libc.mount(mask_file[0], target, None, libc.MS_BIND)
             _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)

@@ -12,6 +12,7 @@ import signal
 from typing import Any
 
 from sandbox.launcher import result as R
+from sandbox.launcher.exec_failure import describe
 from sandbox.launcher.session import SessionState
 from sandbox.policy.model import Policy
 from sandbox.protocol import AuditSummary, ExitReport
@@ -29,7 +30,8 @@ def _decode_status(raw: int) -> tuple[int | None, int | None]:
     return None, None
 
 
-def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R.RunResult:
+def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
+             env_path: str = "", workdir: str = "/") -> R.RunResult:
     rep = st.monitor_report or ExitReport(monitor_lost=True)
     res.exit_code, res.signal = _decode_status(rep.status)
     res.cpu_time = rep.cpu_time
@@ -65,6 +67,8 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str) -> R
         res.denied = [dataclasses.asdict(d) for d in rep.denied]
         res.audit["denied_listed"] = len(res.denied)   # after the report's own clipping
     res.status, res.reason = _status(res, st, rep, policy, mode)
+    if res.status == R.ERROR and rep.exec_failure is not None:
+        res.reason = describe(rep.exec_failure, rep.exec_error or "", policy, env_path, workdir)
     return res
 
 

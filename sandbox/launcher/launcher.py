@@ -267,7 +267,8 @@ class Launcher:
             ctl_parent.close()
             shutil.rmtree(prep.paths.rundir, ignore_errors=True)
         result.wall_time = time.monotonic() - t0
-        assemble(result, state, prep.policy, mode)
+        assemble(result, state, prep.policy, mode, env_path=prep.env.get("PATH", ""),
+                 workdir=prep.paths.workdir)
         if result.timings:
             result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
         self._merge_store(result, state, initial, store)

@@ -98,6 +98,7 @@ class AuditLoop:
                 from sandbox.monitor.broker import Broker
                 self.broker = Broker(self, guarded)
         self._spec = spec
+        self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
         self._thread: threading.Thread | None = None
 
@@ -178,6 +179,8 @@ class AuditLoop:
     def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
         """Record the call; True when it was answered here (denied or brokered)."""
         pid, args = n.pid, n.args
+        if self._is_init_exec(pid, name, args):
+            return False
         paths = self.paths
         if paths.root_fd is None:
             paths.set_root(pid)
@@ -220,6 +223,18 @@ class AuditLoop:
             self.listener.respond_error(n.id, _EACCES)
             return True
         return False
+
+    def _is_init_exec(self, pid: int, name: str, args: Any) -> bool:
+        """The sandbox's own init, started once by PID 1 with execveat(fd, "", AT_EMPTY_PATH)
+        after the filter is in place: the runtime's act, not the program's, so neither
+        recorded (it would teach `policy suggest` to grant this package's directory) nor
+        decided (a deny rule over the install location must not stop every run)."""
+        if self._init_exec_seen or name != "execveat" or pid != self.sup.pid1:
+            return False
+        if not args[4] & S.AT_EMPTY_PATH:
+            return False
+        self._init_exec_seen = True
+        return True
 
     def _flag_text(self, name: str, kind: str, flags: int, pid: int, args: Any) -> str | None:
         if kind in ("open", "openat2", "creat"):

@@ -79,6 +79,7 @@ def _start_pid1(setup_fd: int):
         use_ipc_fd(spec, fds[0])
         ctx = build_context(spec)
         ctx.monitor_fd = setup_fd
+        ctx.exit_fd = fds[4] if len(fds) > 4 else -1
         ctx.cgroup_memory = bool(spec.get("cgroup_memory"))
         return lambda: entry.main(ctx, spec)
     return start
@@ -116,10 +117,11 @@ def prestart() -> Prestarted:
     return Prestarted(pid, rfd, setup_parent, go_parent, cg, ok, word)
 
 
-def go(pre: Prestarted, spec: dict[str, Any], ipc_fd: int) -> None:
-    """Hand the run to the prestarted stub: the spec and ipc, stdin, stdout, stderr."""
+def go(pre: Prestarted, spec: dict[str, Any], ipc_fd: int, exit_fd: int) -> None:
+    """Hand the run to the prestarted stub: the spec and ipc, stdin, stdout, stderr and
+    the init's exit pipe."""
     data = json.dumps(spec).encode()
-    socket.send_fds(pre.go, [data], [ipc_fd, 0, 1, 2])
+    socket.send_fds(pre.go, [data], [ipc_fd, 0, 1, 2, exit_fd])
     pre.go.close()
 
 

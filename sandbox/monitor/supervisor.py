@@ -22,7 +22,7 @@ from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
-from sandbox.protocol import ExitReport, SetupFailure, Violation
+from sandbox.protocol import ExecFailure, ExitReport, SetupFailure, Violation
 from sandbox.sandboxee import entry, stub
 
 
@@ -81,16 +81,28 @@ class Supervisor:
         self.report.limits_applied.update(
             {names[c]: f"cgroup-{v}" for c, v in cg.applied.items() if c in names})
 
+    def _exit_pipe(self) -> int:
+        """The pipe on which the sandbox's init writes the program's raw wait status:
+        non-blocking on its side (a full pipe never stalls the init), read once here."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)
+        os.set_blocking(r, False)
+        self._exit_r = r
+        return w
+
     def _start(self) -> tuple[int, int, socket.socket]:
+        exit_w = self._exit_pipe()
         if self.prestarted is not None:
             pre = self.prestarted
             spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory},
-                     self.ctx.ipc_fd)
+                     self.ctx.ipc_fd, exit_w)
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
+            os.close(exit_w)
             return pre.stub_pid, pre.status_fd, pre.setup
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rfd, wfd = os.pipe()
         self.ctx.monitor_fd = setup_child.fileno()
+        self.ctx.exit_fd = exit_w
         join = self.cgroup.join if self.cgroup is not None else None
         try:  # the mount table costs a page copy per object touched after the fork
             mounts.prepare(self.ctx.fs_plan)
@@ -103,6 +115,7 @@ class Supervisor:
             self.ctl.close()
             stub.run(self.ctx, wfd, lambda: entry.main(self.ctx, self.spec), join)
         os.close(wfd)
+        os.close(exit_w)
         setup_child.close()
         os.close(self.ctx.ipc_fd)  # only the sandbox may hold it: its end of stream = the end
         return pid, rfd, setup_parent
@@ -208,13 +221,33 @@ class Supervisor:
                 self.pid1 = int(rest)
                 self._mark("pid1_forked")
             elif word == "exit":
-                self.status = int(rest)
+                self.status = self._program_status(int(rest))
                 self._mark("exited")
             elif word == "setup":
                 layer, _, message = rest.partition(" ")
                 self.report.setup_error = SetupFailure(layer, message)
                 self.status = -1
         return buf
+
+    def _program_status(self, init_status: int) -> int:
+        """The program's own wait status, as the init reported it, when it agrees with the
+        init's exit code (the code, or 128+N); else the init's status (e.g. killed by us)."""
+        try:
+            data = os.read(self._exit_r, 32)
+        except (OSError, AttributeError):
+            data = b""
+        try:
+            raw = int(data.decode("ascii").strip()) if data.endswith(b"\n") else None
+        except (UnicodeDecodeError, ValueError):
+            raw = None
+        if raw is None or not 0 <= raw <= 0xFFFF or not os.WIFEXITED(init_status):
+            return init_status
+        expect = os.WEXITSTATUS(raw) if os.WIFEXITED(raw) else \
+            128 + os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else 255
+        if (expect & 0xFF) != os.WEXITSTATUS(init_status):
+            return init_status
+        self.report.init_status = init_status
+        return raw
 
     def _setup_message(self, sock: socket.socket) -> bool:
         try:
@@ -235,6 +268,10 @@ class Supervisor:
             self.report.setup_error = SetupFailure(str(msg["layer"]), str(msg["message"]))
         elif kind == "exec_error":
             self.report.exec_error = str(msg["message"])
+            self.report.exec_failure = ExecFailure(
+                program=str(msg.get("program", "")), path=str(msg.get("path", "")),
+                errno=msg["errno"] if isinstance(msg.get("errno"), int) else 0,
+                searched=msg.get("searched_path") is True)
         elif kind == "listener" and fds:
             self._mark("listener_received")
             self._start_listener(fds[0])

@@ -1,32 +1,53 @@
-"""PID 1: apply the containment sequence, then exec the program or run the workflow.
+"""PID 1 until the program starts: contain, fork the program, become the init.
 
 Everything this process will need after Landlock and the mount view are in
 place is imported before `contain()` (by the monitor, before it forks), so
-only the action's own modules are read from inside the view.
+only the action's own modules are read from inside the view. The init binary
+(`sandbox/_native/sandbox-init`) is opened *before* the view is built and
+started by descriptor (execveat), and a Landlock rule names that one file: the
+sandbox's own runtime never depends on what the policy lets the program see.
+
+Order, once every layer is applied (the init is under every one of them):
+
+1. ``ready`` goes to the monitor; every signal is blocked;
+2. fork: the child (PID 2) restores default signal dispositions and an empty
+   mask, takes the terminal when there is one, and execs the program (or runs
+   the workflow). An exec failure is reported as ``exec_error`` with its errno
+   and the child exits 127 (not found) or 126 (found, cannot execute), as a
+   shell does;
+3. the parent closes everything but the exit pipe and execs the init, which
+   reaps orphans, forwards signals and reports the program's wait status.
 
 The monitor socket (SOCK_SEQPACKET) carries JSON messages from here to the
 monitor: the seccomp listener descriptor (with SCM_RIGHTS), ``ready`` with the
 layers applied, or ``setup_error`` / ``exec_error``. It is close-on-exec, so
-an exec'd program never holds it; a workflow closes it before the first action
-runs. Nothing here writes to stdout or stderr: they belong to the program.
+neither the program nor the init ever holds it. Nothing here writes to stdout
+or stderr: they belong to the program.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
+import termios
 from typing import Any
 
 import prctl
 
+from sandbox import _native
 from sandbox.errors import SetupError
+# Imported now, never lazily under the view (which may hold none of this package):
+from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
 
 EXIT_SETUP = 125
-EXIT_EXEC = 127
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
 
 
 def _report(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -44,6 +65,9 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
         os.environ.update(spec["env"])
+        init_fd = _native.open_init()
+        ctx.init_fd = init_fd
+        ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
         contain(ctx)
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
@@ -60,23 +84,79 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
                       "message": f"{type(exc).__name__}: {exc}"})
         os._exit(EXIT_SETUP)
 
-    if spec["mode"] == "exec":
-        os.set_inheritable(ctx.monitor_fd, False)
-        argv = spec["argv"]
-        path = argv[0]
-        if "/" not in path:
-            path = shutil.which(path, path=os.environ.get("PATH", "")) or path
-        # Python ignores SIGPIPE and SIGXFSZ; an ignored disposition survives
-        # exec, and a program must start with the defaults (as subprocess's
-        # restore_signals does), or `yes | head` never ends.
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+    try:
+        child = os.fork()
+    except OSError as exc:
+        _report(mon, {"type": "setup_error", "layer": "init", "message": f"fork: {exc}"})
+        os._exit(EXIT_SETUP)
+    if child == 0:
+        _program(ctx, spec, mon)  # never returns
+    _become_init(ctx, mon, child)
+
+
+def _program(ctx: ContainContext, spec: dict[str, Any], mon: socket.socket) -> None:
+    """PID 2: the program with the signal state a shell would give it. Never returns."""
+    code = EXIT_SETUP
+    try:
+        for fd in (ctx.init_fd, ctx.exit_fd):
+            if fd >= 0:
+                os.close(fd)
+        # Python ignores SIGPIPE and SIGXFSZ, and an ignored disposition survives
+        # exec: a program must start with the defaults, or `yes | head` never ends.
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
+        if spec.get("tty"):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if spec["mode"] == "exec":
+            _exec(spec["argv"], mon)
+        mon.close()
+        from sandbox.sandboxee import worker
+        code = worker.run(ctx.ipc_fd)
+    finally:
+        os._exit(code)
+
+
+def _exec(argv: list[str], mon: socket.socket) -> None:
+    path = argv[0]
+    if "/" not in path:
+        path = shutil.which(path, path=os.environ.get("PATH", "")) or path
+    try:
+        os.execve(path, argv, os.environ)
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else \
+            EXIT_CANNOT_EXECUTE
+        searched = "/" not in argv[0] and path == argv[0]
         try:
-            os.execve(path, argv, os.environ)
-        except OSError as exc:
-            _report(mon, {"type": "exec_error", "message": f"{argv[0]}: {exc.strerror}",
-                          "errno": exc.errno})
-            os._exit(EXIT_EXEC)
-    mon.close()
-    from sandbox.sandboxee import worker
-    os._exit(worker.run(ctx.ipc_fd))
+            _report(mon, {"type": "exec_error", "program": argv[0], "path": path,
+                          "errno": exc.errno, "searched_path": searched,
+                          "message": f"{argv[0]}: {exc.strerror}"})
+        except OSError:
+            pass
+        os._exit(code)
+
+
+def _become_init(ctx: ContainContext, mon: socket.socket, child: int) -> None:
+    """Replace this process with sandbox-init, holding only the exit pipe. Never returns."""
+    exit_fd = ctx.exit_fd
+    try:
+        os.close(ctx.ipc_fd)
+        for fd in (0, 1, 2):
+            os.close(fd)
+        if exit_fd >= 0:
+            os.set_inheritable(exit_fd, True)
+        argv = ["sandbox-init", str(exit_fd if exit_fd >= 0 else 255), str(child)]
+        os.execve(ctx.init_fd, argv, {})
+    except OSError as exc:
+        try:
+            _report(mon, {"type": "setup_error", "layer": "init",
+                          "message": f"cannot start the sandbox's init: {exc.strerror}"})
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os._exit(EXIT_SETUP)

@@ -32,11 +32,11 @@ def test_killed_by_signal_is_signaled(launcher, py):
     assert r.reason == "killed by signal 11 (SIGSEGV)"
 
 
-def test_the_program_is_pid_1_and_ignores_its_own_unhandled_signals(launcher):
-    # PID 1 semantics: a signal without a handler sent from inside the namespace
-    # (even to itself) is ignored; the kernel's own signals (faults) still kill it.
+def test_the_program_is_pid_2_under_an_init_and_its_signals_work(launcher):
+    # The sandbox's init is PID 1; the program is PID 2, with ordinary signal
+    # semantics: a signal it sends itself kills it, as outside a sandbox.
     r = launcher.spawn(["sh", "-c", "echo $$; kill -TERM $$; echo survived"])
-    assert (r.status, r.stdout) == ("ok", "1\nsurvived\n")
+    assert (r.status, r.signal, r.stdout) == ("signaled", 15, "2\n")
 
 
 def test_missing_program_is_an_error_not_a_crash(launcher):

@@ -1,0 +1,71 @@
+"""Builds the one compiled part of the sandbox: `sandbox/_native/sandbox-init`.
+
+Everything else is declared in pyproject.toml. The init is an executable, not
+an extension module, so it gets its own build step (`build_native`) in the
+`build` sequence: in a wheel it lands in build_lib next to the package; in an
+editable install (setuptools sets `editable_mode`) it is built in place, in
+the source tree, where the editable finder loads the package from. It is
+linked statically: it must run in a sandbox whose view holds no library.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
+
+from setuptools import Command, setup
+from setuptools.command.build import build
+from setuptools.dist import Distribution
+
+SOURCE = os.path.join("sandbox", "_native", "init.c")
+TARGET = os.path.join("sandbox", "_native", "sandbox-init")
+CFLAGS = ["-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
+
+
+class build_native(Command):
+    description = "compile sandbox-init (static) with the system C compiler"
+    user_options: list = []
+
+    def initialize_options(self) -> None:
+        self.build_lib = None
+        self.editable_mode = False
+
+    def finalize_options(self) -> None:
+        self.set_undefined_options("build", ("build_lib", "build_lib"))
+
+    def run(self) -> None:
+        out = TARGET if self.editable_mode else os.path.join(self.build_lib, TARGET)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+        cmd = [*cc.split()[:1], *CFLAGS, "-o", out + ".tmp", SOURCE]
+        if shutil.which(cmd[0]) is None:
+            raise SystemExit(f"build_native: no C compiler ({cmd[0]}): install gcc and libc6-dev")
+        self.announce(" ".join(cmd), level=2)
+        subprocess.check_call(cmd)
+        os.chmod(out + ".tmp", 0o755)
+        os.replace(out + ".tmp", out)
+
+    def get_outputs(self) -> list[str]:
+        return [TARGET if self.editable_mode else os.path.join(self.build_lib or "", TARGET)]
+
+    def get_output_mapping(self) -> dict[str, str]:
+        return {}
+
+    def get_source_files(self) -> list[str]:
+        return [SOURCE]
+
+
+class build_with_native(build):
+    sub_commands = [("build_native", None), *build.sub_commands]
+
+
+class BinaryDistribution(Distribution):
+    """The wheel holds a compiled executable: tag it for this platform."""
+
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+setup(cmdclass={"build": build_with_native, "build_native": build_native},
+      distclass=BinaryDistribution)
