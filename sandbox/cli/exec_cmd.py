@@ -10,12 +10,19 @@ from sandbox.cli import common
 HELP = """\
 Run PROGRAM in a fresh sandbox. Its stdout and stderr pass through untouched;
 sandbox itself prints nothing on stdout, and only a one-line reason on stderr
-when the run did not end normally. The exit code is the program's, 128+N when
-it was killed by signal N, 124 on timeout, 125 when the sandbox could not be
-set up or the input was bad (one line on stderr; nothing ran).
+when the run did not end normally.
+
+exit codes (docs/run-result.md):
+  N        the program's own exit code
+  128+N    the program was killed by signal N (a limit kill: 137)
+  124      the wall-clock limit (--timeout or the policy's) was reached
+  125      the sandbox failed before the program ran, bad input included
+  126      the program cannot be executed (e.g. the policy grants no exec there)
+  127      the program was not found (not on PATH, or not in the sandbox's view)
 
 The working directory is the current one (${WORKDIR}); the policy decides
-whether the program may read it.
+whether the program may read it. The program runs as PID 2, under the
+sandbox's init.
 
 examples:
   sandbox exec -- /bin/echo hi

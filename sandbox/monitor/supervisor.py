@@ -190,6 +190,9 @@ class Supervisor:
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
+        if getattr(self, "_exit_r", None) is not None:
+            os.close(self._exit_r)
+            self._exit_r = None
         if self.cgroup is not None:
             self.cgroup.remove()
 
