@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from sandbox.launcher import monitors
 from sandbox.launcher.launcher import Launcher
 
 pytestmark = pytest.mark.isolation
@@ -23,8 +22,9 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_runs_go_through_the_fork_server_by_default():
-    r = Launcher().spawn(["true"])
-    server = monitors.shared_fork_server().pid
+    launcher = Launcher()
+    r = launcher.spawn(["true"])
+    server = launcher.forkserver_pid
     assert r.status == "ok" and server is not None
     assert r.pids["monitor_parent"] == server
 
@@ -32,15 +32,15 @@ def test_runs_go_through_the_fork_server_by_default():
 def test_a_dead_fork_server_is_restarted_and_the_run_succeeds():
     launcher = Launcher()
     assert launcher.spawn(["true"]).status == "ok"
-    old = monitors.shared_fork_server().pid
+    old = launcher.forkserver_pid
     os.kill(old, signal.SIGKILL)
     for _ in range(100):  # until the kernel has reaped it for our Popen
-        if monitors.shared_fork_server()._proc.poll() is not None:
+        if launcher._forkserver._proc.poll() is not None:
             break
         time.sleep(0.01)
     r = launcher.spawn(["true"])
     assert r.status == "ok", r.reason
-    assert monitors.shared_fork_server().pid not in (None, old)
+    assert launcher.forkserver_pid not in (None, old)
 
 
 def test_exec_path_without_the_fork_server_still_works():
@@ -71,9 +71,10 @@ def test_direct_fork_is_refused_from_a_threaded_caller():
 
 
 def test_template_stays_small():
-    Launcher().spawn(["true"])
+    launcher = Launcher()
+    launcher.spawn(["true"])
     # fork cost grows with the template's resident memory: it holds only the runtime
-    assert _rss_kib(monitors.shared_fork_server().pid) < 64 * 1024
+    assert _rss_kib(launcher.forkserver_pid) < 64 * 1024
 
 
 def test_many_sandboxes_at_once_from_threads():

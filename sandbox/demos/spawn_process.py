@@ -62,13 +62,11 @@ def write_report(ctx: ActionContext) -> None:
     ctx.logger.info("report written", extra={"path": str(path)})
 
 
-def _descends(pids: dict[str, int], launcher: int) -> bool:
+def _descends(pids: dict[str, int], launcher: int, server: int | None) -> bool:
     """The monitor is this launcher's child, or the child of its fork server."""
     parent = pids.get("monitor_parent")
     if parent == launcher:
         return True
-    from sandbox.launcher import monitors
-    server = monitors.shared_fork_server().pid
     return parent is not None and parent == server and _ppid(server) == launcher
 
 
@@ -97,7 +95,7 @@ def run_demo(out=print) -> bool:
          f"child {s.get('child_pid')} (PID 2 of its namespace), parent {me}"),
         ("child's parent is the sandbox's init (PID 1)", s.get("child_ppid") == 1,
          f"getppid() in the child = {s.get('child_ppid')}"),
-        ("the sandbox descends from this launcher", _descends(result.pids, me),
+        ("the sandbox descends from this launcher", _descends(result.pids, me, launcher.forkserver_pid),
          f"monitor {result.pids.get('monitor')} has parent {result.pids.get('monitor_parent')}"
          f"{' (the fork server)' if result.pids.get('monitor_parent') != me else ''},"
          f" whose parent is {me}"),

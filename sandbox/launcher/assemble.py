@@ -103,7 +103,7 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
             return R.LIMIT_EXCEEDED, "processes"  # e.g. a fork bomb, ended by the wall clock
         return R.TIMEOUT, f"wall-clock limit of {policy.limits.wall:g}s reached; tree killed"
     if rep.cancelled:
-        return R.ERROR, "cancelled"
+        return R.CANCELLED, "cancelled by the caller"
     if rep.monitor_error is not None:
         return R.ERROR, f"the monitor failed: {rep.monitor_error}"
     if rep.oom_killed:

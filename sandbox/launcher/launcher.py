@@ -1,4 +1,12 @@
-"""`Launcher.spawn`: run a workflow or a program in a fresh sandbox, get a RunResult.
+"""`Launcher`: run workflows and programs in fresh sandboxes, get RunResults.
+
+    with Launcher(audit_db="audit.sqlite", max_concurrent=8) as launcher:
+        result = launcher.spawn(["echo", "hi"])          # blocking
+        handle = launcher.start(["sleep", "60"])          # a RunHandle
+        handle.cancel(); handle.wait(10).status           # Status.CANCELLED
+
+A Launcher owns its fork server (started on first use, stopped by `close()`,
+by leaving the `with` block, or when the Launcher is garbage-collected).
 
 Per run the launcher makes two socket pairs: the IPC pair (the sandboxee
 inherits one end, numbered in ``SANDBOX_IPC_FD``) and the control pair to the
@@ -8,6 +16,7 @@ thread-safe: run several at once from threads (see `sandbox.parallel`).
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import copy
 import os
@@ -16,6 +25,8 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
+from types import TracebackType
 from typing import Any, Mapping, Sequence
 
 from sandbox.errors import InputError
@@ -23,8 +34,9 @@ from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
+from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
-from sandbox.launcher.result import SETUP_ERROR, RunResult
+from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
 from sandbox.launcher.session import Budget, Session, kill_quietly
 from sandbox.middleware.base import SpawnInfo
 from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
@@ -50,6 +62,13 @@ def _as_target(target: Any) -> tuple[str, Any]:
         return "exec", list(target)
     raise InputError("spawn() takes a Workflow, a workflow dict or .json path, "
                      "or a command as a non-empty list of strings")
+
+
+def _with_dir(code_paths: Sequence[str], workflow_file: str) -> list[str]:
+    """`code_paths` plus the workflow file's directory (once)."""
+    paths = [os.path.abspath(p) for p in code_paths]
+    wf_dir = os.path.dirname(os.path.abspath(workflow_file))
+    return paths if wf_dir in paths else [*paths, wf_dir]
 
 
 _stale_cleaned = False
@@ -78,15 +97,16 @@ class Launcher:
     """Spawns sandboxes. Handlers, hooks and middleware registered here apply to every run.
 
     `max_depth` bounds nested spawns (an action's ``ctx.spawn``): the caller's
-    run is depth 0 (see `sandbox.nested`).
+    run is depth 0 (see `sandbox.nested`). `audit_db` is the audit SQLite
+    file (default: ``sandbox.audit.default_db_path()``). Use it as a context
+    manager, or call `close()`: that cancels the runs still going, waits for
+    them and stops the launcher's fork server.
     """
-
-    audit_db: str | None = None   # the audit SQLite file (default: sandbox.audit.default_db_path())
 
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
-                 max_concurrent: int = 64) -> None:
+                 max_concurrent: int = 64, audit_db: str | None = None) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
         from a warm template shared by the process), "fork" (forked from this
         process; only for single-threaded, short-lived callers such as the CLI,
@@ -95,8 +115,19 @@ class Launcher:
         sandboxes run at once; further spawns wait."""
         if start not in monitors.START_MODES:
             raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
+        if max_concurrent < 1:
+            raise InputError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        self.audit_db = audit_db
+        self.max_concurrent = max_concurrent
+        self._forkserver = monitors.ForkServerClient()
+        # stops the fork server of a launcher dropped without close()
+        self._finalizer = weakref.finalize(self, self._forkserver.close)
+        self._lock = threading.Lock()
+        self._live: set[RunHandle] = set()
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._closed = False
         self.default_policy = policy
-        self.start = start
+        self.start_mode = start
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self.budget = budget or Budget()
         self.capture_output = capture_output
@@ -105,6 +136,44 @@ class Launcher:
         self.middleware: list[Any] = []
         self.max_depth = max_depth
         _clean_stale_cgroups()
+
+    # -- lifetime ------------------------------------------------------------
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Cancel the runs still going (they end "cancelled"), wait for them, stop the
+        fork server. Idempotent; spawn/start afterwards raise RuntimeError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live, pool = list(self._live), self._pool
+        for handle in live:
+            handle.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=False)
+        for handle in live:
+            with contextlib.suppress(BaseException):
+                handle.wait()
+        self._finalizer()
+
+    @property
+    def forkserver_pid(self) -> int | None:
+        """The pid of this launcher's fork server, once started (None before/after)."""
+        return self._forkserver.pid
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Launcher is closed")
 
     # -- handlers ------------------------------------------------------------
     def on(self, message_type: str, handler: Handler) -> int:
@@ -153,21 +222,101 @@ class Launcher:
               index: int | None = None, code_paths: Sequence[str] = (),
               middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
               grace: float = 2.0, lineage: Lineage | None = None) -> RunResult:
-        """Run `target` sandboxed and return its RunResult.
+        """Run `target` sandboxed and return its RunResult: `start(...).wait()`,
+        in the calling thread.
+
+        `target` is a command (a list of strings), a `Workflow`, a workflow
+        dict, or the path of a workflow .json file (as `sandbox run` takes it:
+        its directory is added to `code_paths`).
 
         `code_paths` are directories the child may read and import action
         modules from (put on its sys.path). `store`, if given, is updated in place with only the keys the child
         changed or deleted (GoStage's sync-back, with JSON types kept).
         `middleware` is added after the launcher's for this run only. Setting
         `cancel` (from any thread) kills the sandbox: the monitor gets `grace`
-        seconds, then is killed itself; the run ends as "error", "cancelled".
+        seconds, then is killed itself; the run ends with status "cancelled".
         `lineage` is for the nested-spawn service; callers leave it None.
         Raises InputError for a bad target or policy; every failure of the
         run itself is reported in the RunResult instead. after_spawn hooks
         see the RunResult in every case (a setup_error one when this raises).
         """
+        handle = RunHandle(os.urandom(16).hex(), cancel)
+        return self._run(handle, target, policy=policy, store=store, timeout=timeout,
+                         workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
+                         capture_output=capture_output, item=item, index=index,
+                         code_paths=code_paths, middleware=middleware, grace=grace,
+                         lineage=lineage)
+
+    def start(self, target: Any, **spawn_kw: Any) -> RunHandle:
+        """Start `target` sandboxed in the background; returns its RunHandle at once.
+
+        Takes `spawn`'s arguments. At most `max_concurrent` runs go at once;
+        later ones wait their turn (a queued run that is cancelled never
+        starts). Errors `spawn` would raise come out of `handle.wait()`.
+        """
+        self._check_open()
+        handle = RunHandle(os.urandom(16).hex(), spawn_kw.pop("cancel", None))
+        with self._lock:
+            self._check_open()
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(max_workers=self.max_concurrent,
+                                                   thread_name_prefix="sandbox-run")
+            self._live.add(handle)
+            self._pool.submit(self._background, handle, target, spawn_kw)
+        return handle
+
+    def _background(self, handle: RunHandle, target: Any, spawn_kw: dict[str, Any]) -> None:
+        if handle.cancel_event.is_set():
+            with self._lock:
+                self._live.discard(handle)
+            handle._finish(RunResult(run_id=handle.run_id, status=Status.CANCELLED,
+                                     reason="cancelled before it started"))
+            return
+        with contextlib.suppress(BaseException):   # kept in the handle, raised by wait()
+            self._run(handle, target, **spawn_kw)
+
+    def _run(self, handle: RunHandle, target: Any, *, lineage: Lineage | None = None,
+             item: Any = None, index: int | None = None, **kw: Any) -> RunResult:
+        """One run, in this thread; its outcome also goes to `handle`."""
+        try:
+            if isinstance(target, str) and target.endswith(".json"):
+                # as `sandbox run`: the workflow's directory holds its action code
+                from sandbox.workflow import load_workflow
+                kw["code_paths"] = _with_dir(kw.get("code_paths", ()), target)
+                target = load_workflow(target)
+        except BaseException as exc:
+            handle._finish(None, exc)
+            raise
+        try:
+            with self._lock:
+                self._check_open()
+                self._live.add(handle)
+        except BaseException as exc:
+            handle._finish(None, exc)
+            raise
+        try:
+            result = self._spawn_top(handle, target, lineage=lineage, item=item, index=index,
+                                     **kw)
+        except BaseException as exc:
+            handle._finish(None, exc)
+            raise
+        finally:
+            with self._lock:
+                self._live.discard(handle)
+        handle._finish(result)
+        return result
+
+    def _spawn_top(self, handle: RunHandle, target: Any, *, lineage: Lineage | None,
+                   item: Any, index: int | None, policy: Policy | str | None = None,
+                   store: dict[str, Any] | None = None, timeout: float | None = None,
+                   workdir: str | None = None, output_dir: str | None = None,
+                   env: Mapping[str, str] | None = None,
+                   handlers: Mapping[str, Handler] | HandlerSet | None = None,
+                   capture_output: bool | None = None, code_paths: Sequence[str] = (),
+                   middleware: Sequence[Any] = (), grace: float = 2.0) -> RunResult:
         lineage = lineage or Lineage()
-        info = SpawnInfo(run_id=os.urandom(16).hex(), depth=lineage.depth,
+        cancel = handle.cancel_event
+        info = SpawnInfo(run_id=handle.run_id, depth=lineage.depth,
                          parent_run_id=lineage.parent_run_id, item=item, index=index)
         results: list[RunResult] = []
         # Nested spawns skip the limit: their parents hold slots while waiting for them.
@@ -178,7 +327,7 @@ class Launcher:
                     info, lineage, target, policy=policy, store=store, timeout=timeout,
                     workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
                     capture_output=capture_output, code_paths=code_paths,
-                    middleware=middleware, cancel=cancel, grace=grace))
+                    middleware=middleware, cancel=cancel, grace=grace, handle=handle))
             return results[0]
         except BaseException as exc:
             results.append(RunResult(run_id=info.run_id, status=SETUP_ERROR,
@@ -190,15 +339,16 @@ class Launcher:
     def _spawn(self, info: SpawnInfo, lineage: Lineage, target: Any, *,
                policy: Policy | str | None, store: dict[str, Any] | None,
                timeout: float | None, workdir: str | None, output_dir: str | None,
-               env: Mapping[str, str] | None, handlers: Mapping[str, Handler] | None,
+               env: Mapping[str, str] | None,
+               handlers: Mapping[str, Handler] | HandlerSet | None,
                capture_output: bool | None, code_paths: Sequence[str],
                middleware: Sequence[Any], cancel: threading.Event | None,
-               grace: float) -> RunResult:
+               grace: float, handle: RunHandle) -> RunResult:
         t_start = time.monotonic()  # the setup-latency breakdown counts from here
         item, index = info.item, info.index
         mode, body = _as_target(target)
         wf_policy = getattr(body, "policy", None) if mode == "workflow" else None
-        pol = P.tighten_wall(P.load(policy or wf_policy, self.default_policy), timeout)
+        pol = P.tighten_wall(P.load(policy or wf_policy or self.default_policy), timeout)
         try:
             req = self.hooks.before(SpawnRequest(body, mode, pol, info))
         except HookRefused as exc:
@@ -228,6 +378,7 @@ class Launcher:
         try:
             proc = self._start_monitor(prep, ipc_child, ctl_child, capture)
             clock["launcher.monitor_started"] = time.monotonic() - t_start
+            handle._started(proc.pid)
         except OSError as exc:
             result.status, result.reason = SETUP_ERROR, f"cannot start the monitor: {exc}"
             return result
@@ -278,7 +429,8 @@ class Launcher:
     # -- pieces ----------------------------------------------------------------
     def _start_monitor(self, prep: P.Prepared, ipc_child: socket.socket,
                        ctl_child: socket.socket, capture: bool) -> Any:
-        return monitors.start_monitor(self.start, ipc_child, ctl_child, capture)
+        return monitors.start_monitor(self.start_mode, ipc_child, ctl_child, capture,
+                                      server=self._forkserver)
 
     def _spec(self, prep: P.Prepared, mode: str, body: Any,
               ipc_child: socket.socket) -> dict[str, Any]:

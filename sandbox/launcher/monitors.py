@@ -74,7 +74,8 @@ class ForkedMonitor:
 
 
 class ForkServerClient:
-    """One fork server per launcher, started on first use, restarted if it dies."""
+    """One fork server per launcher (owned by it, no process-wide global), started
+    on first use, restarted if it dies, stopped by `Launcher.close()`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -122,12 +123,17 @@ class ForkServerClient:
         raise AssertionError("unreachable")
 
     def close_locked(self) -> None:
+        """Close our end: the server sees end-of-stream, lets its spare free its
+        cgroups and exits; it is killed only if it has not within a few seconds."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
+            try:
+                self._proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
 
     def close(self) -> None:
@@ -175,8 +181,9 @@ def _fork_direct(ipc_fd: int, ctl_fd: int, stdio: list[int]) -> tuple[int, int]:
 
 
 def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
-                  capture: bool) -> Any:
-    """Start the run's monitor: forked by the fork server, forked directly, or exec'd."""
+                  capture: bool, *, server: ForkServerClient | None = None) -> Any:
+    """Start the run's monitor: forked by `server` (the launcher's fork server),
+    forked directly, or exec'd."""
     if mode == "exec":
         env = {"SANDBOX_MONITOR_FD": str(ctl_child.fileno()),
                "SANDBOX_LAUNCHER_PID": str(os.getpid())}
@@ -189,7 +196,9 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
         if mode == "fork":
             pid, pidfd = _fork_direct(ipc_child.fileno(), ctl_child.fileno(), stdio)
         else:
-            pid, pidfd = shared_fork_server().spawn(
+            if server is None:
+                raise ValueError("start='forkserver' needs the launcher's fork server")
+            pid, pidfd = server.spawn(
                 [ipc_child.fileno(), ctl_child.fileno(), *stdio])
     except BaseException:
         for fd in (out_r, err_r):
@@ -202,15 +211,3 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
     stdout = os.fdopen(out_r, "rb", buffering=0) if out_r is not None else None
     stderr = os.fdopen(err_r, "rb", buffering=0) if err_r is not None else None
     return ForkedMonitor(pid, pidfd, stdout, stderr, reap=(mode == "fork"))
-
-_shared: ForkServerClient | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_fork_server() -> ForkServerClient:
-    """The process's fork server, shared by every Launcher (started on first use)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = ForkServerClient()
-        return _shared

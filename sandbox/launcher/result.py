@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-# status values
-OK = "ok"                      # finished; exit code 0 (program) or workflow completed/bailed
-ERROR = "error"                # non-zero exit, an action raised, or the child broke off
-TIMEOUT = "timeout"            # wall-clock limit hit; the whole tree was killed
-LIMIT_EXCEEDED = "limit_exceeded"  # cpu, memory, processes or file size (see `reason`)
-SIGNALED = "signaled"          # killed by a signal it did not ask for
-VIOLATION = "violation"        # seccomp violation (kill mode) or an IPC protocol violation
-SETUP_ERROR = "setup_error"    # a containment layer could not be applied; nothing ran
-STATUSES = (OK, ERROR, TIMEOUT, LIMIT_EXCEEDED, SIGNALED, VIOLATION, SETUP_ERROR)
+class Status(StrEnum):
+    """How a run ended. A StrEnum: members are equal to their strings ("ok"), and
+    JSON holds the plain string."""
+    OK = "ok"                          # finished; exit code 0 (program) or workflow completed/bailed
+    ERROR = "error"                    # non-zero exit, an action raised, or the child broke off
+    TIMEOUT = "timeout"                # wall-clock limit hit; the whole tree was killed
+    LIMIT_EXCEEDED = "limit_exceeded"  # cpu, memory, processes or file size (see `reason`)
+    SIGNALED = "signaled"              # killed by a signal it did not ask for
+    VIOLATION = "violation"            # seccomp violation (kill mode) or an IPC protocol violation
+    SETUP_ERROR = "setup_error"        # a containment layer could not be applied; nothing ran
+    CANCELLED = "cancelled"            # the caller cancelled it (handle.cancel(), fail-fast, close())
+
+
+OK, ERROR, TIMEOUT = Status.OK, Status.ERROR, Status.TIMEOUT
+LIMIT_EXCEEDED, SIGNALED, VIOLATION = Status.LIMIT_EXCEEDED, Status.SIGNALED, Status.VIOLATION
+SETUP_ERROR, CANCELLED = Status.SETUP_ERROR, Status.CANCELLED
+STATUSES = tuple(Status)
 
 
 @dataclass
 class RunResult:
     run_id: str
-    status: str = ERROR
+    status: Status = Status.ERROR
     reason: str = ""                      # human-readable why, for every non-ok status
     exit_code: int | None = None
     signal: int | None = None
@@ -57,6 +66,9 @@ class RunResult:
     warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
     timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
     clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)   # a plain "ok" from older callers becomes Status.OK
 
     @property
     def ok(self) -> bool:
