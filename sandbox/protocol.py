@@ -143,6 +143,7 @@ class ExitReport:
     limits_applied: dict[str, str] = bound(chars=64, items=16, default_factory=dict)
     oom_killed: bool = False
     pids_limit_hit: bool = False
+    cpu_limit_hit: bool = False     # the monitor ended the tree at the sandbox's CPU budget
     max_tasks: int = 0
     prestarted: bool = False
     wall_time: float = 0.0

@@ -98,6 +98,8 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
     if rep.violation is not None:
         res.violation = dataclasses.asdict(rep.violation)
         return R.VIOLATION, f"seccomp: forbidden syscall {rep.violation.syscall}"
+    if rep.cpu_limit_hit:  # the monitor ended the tree at the sandbox's CPU budget
+        return R.LIMIT_EXCEEDED, "cpu"
     if rep.timed_out:
         if rep.pids_limit_hit:
             return R.LIMIT_EXCEEDED, "processes"  # e.g. a fork bomb, ended by the wall clock

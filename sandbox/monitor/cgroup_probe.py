@@ -18,6 +18,11 @@ from sandbox.isolation.libc import write_file as _write
 
 LIMITED = ("memory", "pids")        # controllers that carry a policy limit
 HELPERS = ("freezer",)              # v1 only: stops forks while kill_all() works
+# CPU is accounted, not limited, by a cgroup: the kernel has no "total CPU seconds"
+# limit for a group (cpu.max is a rate), so the monitor reads the group's usage and
+# kills the tree at the budget. v2 needs no controller (cpu.stat usage_usec is core);
+# v1 needs the cpuacct hierarchy.
+ACCOUNTING = ("cpuacct",)
 PREFIX = "sandbox-"
 
 # --------------------------------------------------------------------- probe
@@ -51,7 +56,8 @@ class CgroupSupport:
 
     @property
     def usable(self) -> bool:
-        return any(self.controllers[c].usable for c in LIMITED if c in self.controllers)
+        return any(self.controllers[c].usable for c in LIMITED + ACCOUNTING
+                   if c in self.controllers)
 
     @property
     def reason(self) -> str:
@@ -106,7 +112,7 @@ def _parse_mounts(mountinfo: str) -> tuple[dict[str, tuple[str, str]], tuple[str
             v2 = (point, root)
         elif p[0] == "cgroup":
             for opt in p[2].split(","):
-                if opt in LIMITED + HELPERS and opt not in v1:
+                if opt in LIMITED + HELPERS + ACCOUNTING and opt not in v1:
                     v1[opt] = (point, root)
     return v1, v2
 
@@ -179,6 +185,15 @@ def _procs(path: str) -> set[int]:
 def _probe_v2(base: str, own: str, ctrl: str, available: tuple[str, ...],
               uid: int) -> ControllerSupport:
     where = f"cgroup v2 {ctrl}: {base}"
+    if ctrl in ACCOUNTING:  # cpu.stat is in every v2 cgroup: a writable base is enough
+        err = _try_mkdir(base)
+        if err is not None:
+            return ControllerSupport(ctrl, reason=f"{where}: not writable ({_errname(err)}) "
+                                     f"as uid {uid}")
+        if not os.access(os.path.join(base, "cgroup.procs"), os.W_OK):
+            return ControllerSupport(ctrl, reason=f"{where}/cgroup.procs: not writable as "
+                                     f"uid {uid}")
+        return ControllerSupport(ctrl, "v2", base)
     if ctrl not in available:
         return ControllerSupport(ctrl, reason=f"{where}: controller not delegated "
                                  "(absent from cgroup.controllers)")
@@ -235,7 +250,7 @@ def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> Cg
     except OSError as exc:
         why = f"cannot read /proc ({_errname(exc)})"
         return CgroupSupport(uid, controllers={c: ControllerSupport(c, reason=why)
-                                               for c in LIMITED + HELPERS})
+                                               for c in LIMITED + HELPERS + ACCOUNTING})
     v1_mounts, v2_mount = _parse_mounts(mountinfo)
     own_v1, own_v2 = _parse_own(proc_cgroup)
     v2_base: str | None = None
@@ -248,9 +263,9 @@ def probe(*, proc_cgroup: str | None = None, mountinfo: str | None = None) -> Cg
             except OSError:
                 v2_ctrls = ()
     out: dict[str, ControllerSupport] = {}
-    for ctrl in LIMITED + HELPERS:
+    for ctrl in LIMITED + HELPERS + ACCOUNTING:
         reasons = []
-        if ctrl in LIMITED and v2_base is not None:
+        if ctrl not in HELPERS and v2_base is not None:
             got = _probe_v2(v2_base, own_v2 or "/", ctrl, v2_ctrls, uid)
             if got.usable:
                 out[ctrl] = got

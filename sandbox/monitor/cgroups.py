@@ -33,7 +33,7 @@ from typing import Any
 
 from sandbox.errors import SetupError
 from sandbox.monitor.cgroup_probe import (  # noqa: F401 - probe API re-exported here
-    HELPERS, LIMITED, PREFIX, CgroupSupport, ControllerSupport, _errname, _mine, _procs,
+    ACCOUNTING, HELPERS, LIMITED, PREFIX, CgroupSupport, ControllerSupport, _errname, _mine, _procs,
     _read, _start_time, _write, owner_token, probe, probe_cached)
 from sandbox.policy.model import Limits
 
@@ -139,7 +139,24 @@ class RunCgroup:
                 peak = int(_read(path).split()[0])
             except (OSError, ValueError, IndexError):
                 peak = None
-        return {"oom_killed": bool(oom), "pids_limit_hit": bool(hit), "max_memory": peak}
+        return {"oom_killed": bool(oom), "pids_limit_hit": bool(hit), "max_memory": peak,
+                "cpu_usage": self.cpu_usage()}
+
+    def cpu_usage(self) -> float | None:
+        """CPU seconds (user + system) used by every process that ever ran in the run's
+        cgroup, those reaped by the kernel at teardown included; None without one."""
+        if self._stats is not None:
+            return self._stats.get("cpu_usage")
+        if "cpuacct" not in self.dirs:
+            return None
+        version, d = self.dirs["cpuacct"]
+        try:
+            if version == "v1":
+                return int(_read(os.path.join(d, "cpuacct.usage"))) / 1e9
+            usec = self._counter(os.path.join(d, "cpu.stat"), "usage_usec")
+            return None if usec is None else usec / 1e6
+        except (OSError, ValueError):
+            return None
 
     def oom_killed(self) -> bool:
         return bool(self.stats()["oom_killed"])
@@ -289,7 +306,7 @@ def create_or_reason(run_id: str, limits: Limits, *, support: CgroupSupport | No
         dirs[ctrl] = (s.version or "", d)
     unused = [d for d in made if d not in {p for _, p in dirs.values()}]
     _rmdirs(unused)
-    if not any(c in dirs for c in LIMITED):
+    if not any(c in dirs for c in LIMITED + ACCOUNTING):
         _rmdirs([p for _, p in dirs.values()])
         return None, "; ".join(reasons) or "no cgroup controller is usable"
     limited = tuple(c for c in LIMITED if c in dirs and

@@ -22,6 +22,7 @@ from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
+from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.protocol import ExecFailure, ExitReport, SetupFailure, Violation
 from sandbox.sandboxee import entry, stub
 
@@ -62,8 +63,8 @@ class Supervisor:
                 self.ctx.cgroup_memory = "memory" in pre.cgroup.applied
             return
         lim = self.ctx.policy.limits
-        if lim.memory is None and lim.processes is None:
-            return
+        if lim.memory is None and lim.processes is None and lim.cpu is None:
+            return  # the CPU is still counted, from /proc (cpu_budget.py)
         try:
             from sandbox.monitor import cgroups
         except ImportError:
@@ -124,6 +125,9 @@ class Supervisor:
     def run(self) -> ExitReport:
         t0 = self.t0
         self._make_cgroup()
+        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup, os.getpid())
+        if self.cpu.limit is not None:
+            self.report.limits_applied["cpu"] = self.cpu.mechanism
         self._mark("cgroup_ready")
         stub_pid, status_fd, setup = self._start()
         self.stub_pid = stub_pid
@@ -134,11 +138,18 @@ class Supervisor:
         status_buf = b""
         sources = {status_fd: "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
         sample = self._needs_task_sampling()
+        cpu = self.cpu
         while "status" in sources.values() or self.status is None:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             if sample:
                 timeout = SAMPLE_EVERY if timeout is None else min(timeout, SAMPLE_EVERY)
                 self._sample_tasks()
+            if cpu.wants_ticks() and not cpu.exceeded:
+                if cpu.sample():
+                    self._kill()  # the whole sandbox's CPU budget is spent
+                    continue
+                tick = cpu.next_tick()
+                timeout = tick if timeout is None else min(timeout, tick)
             ready, _, _ = select.select(list(sources), [], [], timeout)
             if not ready and (deadline is None or time.monotonic() < deadline):
                 continue  # a sampling tick
@@ -327,7 +338,11 @@ class Supervisor:
         rep = self.report
         rep.status = -1 if self.status is None else self.status
         rep.wall_time = time.monotonic() - t0
-        rep.cpu_time = ru.ru_utime + ru.ru_stime
+        # Every process that ever ran in the sandbox: the meter (a cgroup, exact; or
+        # the last /proc sum) and the waited-for tree, whichever saw more.
+        self.cpu.sample(final=True)
+        rep.cpu_time = max(ru.ru_utime + ru.ru_stime, self.cpu.used)
+        rep.cpu_limit_hit = self.cpu.exceeded
         rep.max_rss = ru.ru_maxrss * 1024
         rep.pids = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
                     "sandboxee": self.pid1 or 0}

@@ -107,7 +107,8 @@ def test_rlimits_are_set_and_core_is_zero(launcher, py):
     from sandbox.launcher.prepare import load
     lim = load("strict").limits
     assert core == 0 and nofile == lim.open_files and cpu == int(lim.cpu)
-    assert r.limits_applied["cpu"] == "rlimit"
+    # RLIMIT_CPU is the per-process backstop; the total is metered (test_cpu_budget.py)
+    assert r.limits_applied["cpu"] in ("cgroup-v1", "cgroup-v2", "monitor")
 
 
 def test_cpu_limit_ends_as_limit_exceeded(launcher, py, tmp_path):
