@@ -223,7 +223,7 @@ def probe_cgroups() -> list[Check]:
     from sandbox.monitor import cgroups
     sup = cgroups.probe()
     rows = []
-    for ctrl in ("memory", "pids", "freezer"):
+    for ctrl in ("memory", "pids", "cpuacct", "freezer"):
         s = sup.controllers[ctrl]
         detail = f"{s.version} at {s.base}" if s.usable else s.reason
         if s.usable and s.needs_enable:
