@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import signal
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ from sandbox.errors import SetupError
 from sandbox.monitor.cgroup_probe import (  # noqa: F401 - probe API re-exported here
     ACCOUNTING, HELPERS, LIMITED, PREFIX, CgroupSupport, ControllerSupport, _errname, _mine, _procs,
     _read, _start_time, _write, owner_token, probe, probe_cached)
+from sandbox.monitor import tree
 from sandbox.policy.model import Limits
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
@@ -181,11 +181,8 @@ class RunCgroup:
         while True:
             frozen = freezer is not None and _set_freezer(freezer, "FROZEN", deadline)
             pids = self.procs()
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            if pids:  # by pidfd: a listed pid may be reaped and reused before the signal
+                tree.signal_listed(self.procs)
             if frozen and freezer is not None:
                 _set_freezer(freezer, "THAWED", deadline)
             if not pids:

@@ -29,6 +29,7 @@ import prctl
 
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.libc import adopt_stdio
+from sandbox.monitor import tree
 from sandbox.policy.model import Limits
 from sandbox.protocol import EXIT_REPORT_MAX
 from sandbox.sandboxee import entry, stub
@@ -59,10 +60,13 @@ class Prestarted:
         """Not used for this run: end the stub, free its cgroup."""
         for s in (self.go, self.setup):
             s.close()
+        fd = tree.open_pidfd(self.stub_pid)  # our child, not yet reaped
+        if fd is not None:
+            tree.send(fd)
+            os.close(fd)
         try:
-            os.kill(self.stub_pid, signal.SIGKILL)
             os.waitpid(self.stub_pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+        except ChildProcessError:
             pass
         os.close(self.status_fd)
         if self.cgroup is not None:

@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import select
-import signal
 import socket
 import time
 from typing import Any
@@ -37,8 +36,10 @@ class Supervisor:
         self.prestarted = prestarted  # a spare's stub, already in its cgroups and namespaces
         self.report = ExitReport()
         self.status: int | None = None  # PID 1's wait status once known (-1: none)
-        self.pid1: int | None = None
+        self.pid1: int | None = None          # PID 1's host pid, for reports only
+        self.pid1_fd: int | None = None       # ...and what every signal to it goes through
         self.stub_pid: int | None = None
+        self.stub_fd: int | None = None
         # Times count from the launcher's call when it sent its clock (CLOCK_MONOTONIC
         # is one clock for every process of the machine), else from the spec's arrival.
         clock = spec.get("clock") or {}
@@ -131,6 +132,7 @@ class Supervisor:
         self._mark("cgroup_ready")
         stub_pid, status_fd, setup = self._start()
         self.stub_pid = stub_pid
+        self.stub_fd = tree.open_pidfd(stub_pid)  # our child, unreaped: cannot be reused
         self._mark("stub_forked")
         self._prepare_listener()  # overlaps the stub's and PID 1's set-up
         wall = self.ctx.policy.limits.wall
@@ -185,17 +187,15 @@ class Supervisor:
         os.waitpid(stub_pid, 0)
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
-        self._finish(t0)
+        self._finish(t0)   # stops the notification thread, the other caller of _kill
+        self._close_pidfds()
         return self.report
 
     def abort(self) -> None:
         """After a failure of the monitor itself: take the sandbox down now."""
         self._kill()
-        if self.stub_pid is not None:
-            try:
-                os.kill(self.stub_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.stub_fd is not None:
+            tree.send(self.stub_fd)
         if self.cgroup is not None:
             self.cgroup.kill_all()
 
@@ -233,6 +233,7 @@ class Supervisor:
             word, _, rest = line.decode().partition(" ")
             if word == "pid":
                 self.pid1 = int(rest)
+                self.pid1_fd = self._open_pid1(self.pid1)
                 self._mark("pid1_forked")
             elif word == "exit":
                 self.status = self._program_status(int(rest))
@@ -320,12 +321,31 @@ class Supervisor:
             self.report.violation = violation
         self._kill()
 
-    def _kill(self) -> None:
-        if self.pid1 is not None:
+    def _open_pid1(self, pid: int) -> int | None:
+        """PID 1's pidfd. The stub may already have reaped it and its number gone to
+        another process: accept the pidfd only if, while held, that process is the
+        stub's child (the stub is ours and unreaped, and forks nothing else).
+        None means PID 1 is gone, and with it (PID namespace) its whole tree."""
+        def child_of_stub() -> bool:
             try:
-                os.kill(self.pid1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    stat = f.read()
+                return int(stat[stat.rfind(b")") + 2:].split()[1]) == self.stub_pid
+            except (OSError, ValueError, IndexError):
+                return False
+        return tree.open_pidfd(pid, child_of_stub)
+
+    def _close_pidfds(self) -> None:
+        for name in ("pid1_fd", "stub_fd"):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                os.close(fd)
+
+    def _kill(self) -> None:
+        fd = self.pid1_fd
+        if fd is not None:
+            tree.send(fd)   # never os.kill(pid): the number may be another process's now
         if not self.ctx.namespaces:
             # No PID namespace to take everything down with PID 1: the cgroup
             # (if any) and the subreaper walk find the rest.

@@ -1,15 +1,81 @@
-"""Killing a process tree that may have escaped its process group.
+"""Killing a process tree that may have escaped its process group, by pidfd.
 
 With a PID namespace, killing PID 1 kills everything (the kernel does it).
 Without one (best_effort on a machine without user namespaces) the monitor is
 a child subreaper, so orphans, including double-forked `setsid()` daemons,
 are re-parented to it and stay findable as its descendants; this module
 walks /proc for them and kills until none is left.
+
+Never by number: a pid read from /proc or cgroup.procs may be reaped and
+handed to an unrelated process before the signal is sent. Every signal goes
+through a pidfd that was checked to name the listed process: open pidfds for
+a listing, list again, and signal only those listed both times whose pidfd
+still holds its number (/proc/self/fdinfo "Pid:"; -1 once reaped). The
+process behind a pidfd cannot change; a pidfd of a process gone since is
+ESRCH, never another process.
 """
 from __future__ import annotations
 
 import os
 import signal
+from typing import Callable, Iterable
+
+
+def pidfd_holds(fd: int, pid: int) -> bool:
+    """True while the process behind pidfd `fd` still owns number `pid` (alive or
+    a zombie not yet reaped): then /proc/<pid> and any listing show *it*."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1]) == pid
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def open_pidfd(pid: int, check: Callable[[], bool] | None = None) -> int | None:
+    """A pidfd for `pid`, or None when it is gone or, while the pidfd is held,
+    `check()` (which reads /proc/<pid> or a listing) says it is not ours."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:   # ESRCH gone, EINVAL not a process leader
+        return None
+    if (check is None or check()) and pidfd_holds(fd, pid):
+        return fd
+    os.close(fd)
+    return None
+
+
+def send(fd: int, sig: int = signal.SIGKILL) -> bool:
+    """pidfd_send_signal; False when the process is already gone."""
+    try:
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def signal_listed(listing: Callable[[], Iterable[int]], sig: int = signal.SIGKILL) -> int:
+    """Signal every process `listing()` names (members of a cgroup, descendants of
+    the monitor), each through a pidfd proved to be that member. Returns how many
+    were signalled; call again for members forked meanwhile."""
+    fds: dict[int, int] = {}
+    for pid in set(listing()):
+        try:
+            fds[pid] = os.pidfd_open(pid)
+        except OSError:
+            pass
+    sent = 0
+    try:
+        still = set(listing()) if fds else set()
+        for pid, fd in fds.items():
+            if pid in still and pidfd_holds(fd, pid) and send(fd, sig):
+                sent += 1
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return sent
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -43,15 +109,9 @@ def kill_descendants(root: int, *, rounds: int = 50) -> int:
     """SIGKILL every descendant of `root` (not root itself), repeating while new ones appear."""
     killed = 0
     for _ in range(rounds):
-        pids = descendants(root)
-        if not pids:
+        if not descendants(root):
             break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
+        killed += signal_listed(lambda: descendants(root))
         reap_all()
     return killed
 
