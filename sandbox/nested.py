@@ -11,9 +11,16 @@ messages meanwhile), by calling the same `Launcher.spawn`:
   a request that would exceed ``Launcher.max_depth`` (default 5; the
   caller's run is depth 0) is refused without spawning;
 - policy: ``None`` means the workflow's own ``policy`` field or else the
-  parent's policy; a name (no ``/``: a file path from a child is refused) or
-  a policy dict (validated by the policy loader). It must be
-  `is_narrower_or_equal` to the parent's (raw) policy, else refused;
+  parent's policy; a name (a built-in or registered policy: no ``/``, a
+  file path from a child is refused) or a policy dict (untrusted data,
+  checked like a policy file by `parse_policy_data`; its ``extends`` may
+  name built-in or registered policies only). The launcher then derives
+  the child's limits, network, syscalls, audit and denies from the parent's
+  (never looser) and refuses the run unless the child's *resolved* policy
+  and plan stay inside the parent's resolved policy (`Lineage.ceiling`,
+  checked in `prepare`; see `sandbox.policy.confine`). The child's own fresh
+  WORKDIR and OUTPUT are the only places it may grant that the parent did
+  not. Its glob expansion is bounded and stops when the parent run ends;
 - at most `MAX_IN_FLIGHT` requests of one run are served at a time, and
   `MAX_PER_RUN` in all (a child looping on ctx.spawn is cut off);
 - messages of a nested run go to the launcher's handlers and hooks and to
@@ -34,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from sandbox.errors import SandboxError
 from sandbox.ipc.frames import encode
-from sandbox.policy.compare import is_narrower_or_equal
+from sandbox.policy.confine import Ceiling
 from sandbox.policy.model import Policy
 
 DEFAULT_MAX_DEPTH = 5
@@ -50,11 +57,23 @@ class Lineage:
     depth: int = 0
     parent_run_id: str | None = None
     handler_sets: tuple[Any, ...] = ()    # run-scoped HandlerSets of the ancestors
+    ceiling: Ceiling | None = None        # the parent run's resolved policy
+
+
+def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
+    """What a run's resolved policy and plan are checked against in `prepare`:
+    its parent's resolved policy (nested runs) and the policy a before_spawn
+    hook was given (a hook may only tighten)."""
+    out = [lineage.ceiling] if lineage.ceiling is not None else []
+    if hooked_from is not None:
+        out.append(Ceiling(hooked_from, what="the policy before the before_spawn hooks"))
+    return tuple(out)
 
 
 def requested_policy(req: Any, parent: Policy) -> Policy:
-    """The Policy a child asked for (raises SandboxError/ValueError when unacceptable)."""
-    from sandbox.policy import load_policy, parse_policy
+    """The Policy a child asked for (raises SandboxError when unacceptable)."""
+    from sandbox.policy import load_policy
+    from sandbox.policy.loader import parse_policy_data
     from sandbox.policy.search import is_name
     if req is None:
         return parent
@@ -63,12 +82,11 @@ def requested_policy(req: Any, parent: Policy) -> Policy:
             raise SandboxError(f"policy {req!r}: a nested spawn may name a policy, not a file")
         return load_policy(req)
     if isinstance(req, dict):
-        from sandbox.policy.render import to_toml
-        try:
-            flat = Policy.from_dict(req)
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise SandboxError(f"policy dict: {exc}") from None
-        return parse_policy(to_toml(flat), file="<nested spawn request>", search_path=[])
+        data = {k: v for k, v in req.items() if k != "source"}   # informational only
+        limits = data.get("limits")
+        if isinstance(limits, dict):   # Policy.to_dict() spells "unlimited" as None
+            data["limits"] = {k: v for k, v in limits.items() if v is not None}
+        return parse_policy_data(data, file="<nested spawn request>")
     raise SandboxError(f"policy must be null, a name or a dict, not {type(req).__name__}")
 
 
@@ -98,8 +116,15 @@ class NestedService:
 
     def __init__(self, launcher: Any, *, run_id: str, lineage: Lineage, policy: Policy,
                  send: Callable[[str, Any], None], code_paths: Sequence[str] = (),
-                 middleware: Sequence[Any] = (), max_frame: int = 1 << 20) -> None:
+                 middleware: Sequence[Any] = (), max_frame: int = 1 << 20,
+                 resolved: Policy | None = None) -> None:
+        """`policy`: the parent's raw policy (what a request for none gets, resolved
+        anew for the child's own directories); `resolved`: the parent's resolved
+        policy, the ceiling of every nested run (None only in unit tests that
+        never spawn: then the raw policy is the ceiling)."""
         self.launcher, self.run_id, self.lineage, self.policy = launcher, run_id, lineage, policy
+        self.ceiling = Ceiling(resolved if resolved is not None else policy, own_roots=True,
+                               what="the parent run's policy")
         self.send, self.code_paths, self.middleware = send, list(code_paths), list(middleware)
         self.max_frame = max_frame
         self.cancel = threading.Event()
@@ -154,14 +179,12 @@ class NestedService:
                                       self.policy)
         except Exception as exc:
             return refused(f"policy refused: {exc}", depth)
-        ok, why = is_narrower_or_equal(policy, self.policy)
-        if not ok:
-            return refused(f"policy {policy.name!r} is not narrower than or equal to the "
-                           f"parent's {self.policy.name!r}: {why}", depth)
         if self.cancel.is_set():
             return refused("cancelled", depth)
+        # Narrower-or-equal is decided on the resolved policy and plan, in `prepare`.
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
-                          handler_sets=self.lineage.handler_sets + self._own_handlers)
+                          handler_sets=self.lineage.handler_sets + self._own_handlers,
+                          ceiling=self.ceiling)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,

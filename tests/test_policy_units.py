@@ -85,7 +85,9 @@ def test_default_variables(tmp_path, monkeypatch):
 def test_expand_multi_valued_and_normalised():
     vars_ = {"PYTHON": ["/usr", "/opt/py/"], "OUTPUT": "/out"}
     assert expand("${PYTHON}/lib", vars_) == ["/usr/lib", "/opt/py/lib"]
-    assert expand("${OUTPUT}/../x/./y", vars_) == ["/x/y"]
+    assert expand("${OUTPUT}/x/./y", vars_) == ["/out/x/y"]
+    with pytest.raises(PolicyError, match="'..'"):    # it would climb out of ${OUTPUT}
+        expand("${OUTPUT}/../x", vars_)
     assert expand("/plain//path/", vars_) == ["/plain/path"]
     assert expand("${PYTHON}", {"PYTHON": ["/a", "/a/"]}) == ["/a"]
 

@@ -41,7 +41,7 @@ from sandbox.launcher.session import Budget, Session, kill_quietly
 from sandbox.middleware.base import SpawnInfo
 from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
 from sandbox.middleware.run import RunPlumbing
-from sandbox.nested import DEFAULT_MAX_DEPTH, Lineage
+from sandbox.nested import DEFAULT_MAX_DEPTH, Lineage, ceilings as _ceilings
 from sandbox.policy.model import Policy
 
 
@@ -354,6 +354,7 @@ class Launcher:
         except HookRefused as exc:
             return RunResult(run_id=info.run_id, status=SETUP_ERROR, reason=str(exc),
                              policy=pol.name)
+        hooked_from = pol if req.policy is not pol else None   # re-checked once resolved
         (mode, body), pol = _as_target(req.target), req.policy
         if mode == "workflow":  # unknown actions are input errors: nothing runs
             from sandbox.workflow.static_check import check_actions
@@ -363,7 +364,8 @@ class Launcher:
         ctl_parent, ctl_child = socket.socketpair()
         try:
             prep = P.prepare(run_id, pol, mode=mode, workdir=workdir, output_dir=output_dir,
-                             env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths)
+                             env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths,
+                             ceilings=_ceilings(lineage, hooked_from), cancel=cancel)
         except BaseException:
             for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
                 s.close()
@@ -390,7 +392,7 @@ class Launcher:
         for type_, fn in ({} if isinstance(handlers, HandlerSet) else handlers or {}).items():
             run_handlers.add(type_, fn)
         plumbing = RunPlumbing(self, info, middleware=middleware, lineage=lineage, policy=pol,
-                               code_paths=code_paths)
+                               code_paths=code_paths, resolved=prep.policy)
         session = Session(run_id=run_id, proc=proc, ipc=ipc_parent, ctl=ctl_parent,
                           store=copy.deepcopy(initial), budget=self.budget,
                           handler_sets=[self.handlers, *lineage.handler_sets, run_handlers],

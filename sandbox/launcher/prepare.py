@@ -109,12 +109,31 @@ def runtime_rules(mode: str, code_paths: Sequence[str]) -> tuple[FsRule, ...]:
 
 def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int,
-            code_paths: Sequence[str] = ()) -> Prepared:
+            code_paths: Sequence[str] = (), ceilings: Sequence[Any] = (),
+            cancel: Any = None) -> Prepared:
+    """`ceilings` (`sandbox.policy.confine.Ceiling`): policies this run may not
+    exceed, checked on the resolved policy and on the plan (a nested spawn's
+    parent, a before_spawn hook's input); a run with a ceiling that grants
+    fresh roots is a sandbox's request, so its glob expansion is bounded and
+    stops when `cancel` is set."""
     from sandbox.policy import build_plan, default_variables, resolve
+    from sandbox.policy.confine import check_plan, confine, own_roots
+    from sandbox.policy.planner import PlanBounds
+    made_workdir = workdir is None
     paths, own_output = make_paths(run_id, workdir, output_dir)
     try:
-        resolved = resolve(policy, default_variables(paths.workdir, paths.output))
-        plan = build_plan(resolved)
+        variables = default_variables(paths.workdir, paths.output)
+        resolved = resolve(policy, variables)
+        own = own_roots([p for p, fresh in ((paths.workdir, made_workdir),
+                                            (paths.output, own_output)) if fresh])
+        untrusted = any(c.own_roots for c in ceilings)
+        for c in ceilings:
+            top = resolve(c.policy, variables)      # idempotent on a resolved parent policy
+            resolved = confine(resolved, top, own=own if c.own_roots else (), what=c.what)
+        plan = build_plan(resolved, bounds=PlanBounds(cancel=cancel) if untrusted else None)
+        for c in ceilings:
+            check_plan(plan, resolve(c.policy, variables), own=own if c.own_roots else (),
+                       what=c.what, live_parent=c.own_roots)
     except BaseException:
         shutil.rmtree(paths.rundir, ignore_errors=True)
         raise

@@ -20,7 +20,8 @@ from sandbox.policy.model import Policy
 
 class RunPlumbing:
     def __init__(self, launcher: Any, info: SpawnInfo, *, middleware: Sequence[Any],
-                 lineage: Lineage, policy: Policy, code_paths: Sequence[str]) -> None:
+                 lineage: Lineage, policy: Policy, code_paths: Sequence[str],
+                 resolved: Policy | None = None) -> None:
         self.launcher, self.info = launcher, info
         self.middleware = instantiate([*launcher.middleware, *middleware], info)
         self.chain = Chain(self.middleware)
@@ -29,7 +30,8 @@ class RunPlumbing:
         self._ipc: Any = None
         self._send_lock = threading.Lock()
         self.nested = NestedService(launcher, run_id=info.run_id, lineage=lineage,
-                                    policy=policy, send=self.send, code_paths=code_paths,
+                                    policy=policy, resolved=resolved, send=self.send,
+                                    code_paths=code_paths,
                                     middleware=middleware,
                                     max_frame=launcher.budget.max_frame)
 

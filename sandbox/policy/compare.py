@@ -8,6 +8,11 @@ answer is conservative: when in doubt, "not narrower", with the reason.
 Compare two policies in the same form: both raw (variables such as
 ``${OUTPUT}`` kept, compared as literal text) or both resolved. A raw path
 and a resolved path naming the same place are *not* recognised as equal.
+Raw text says nothing about symlinks: where it matters (a nested spawn, a
+before_spawn hook) the launcher compares again on the *resolved* policies,
+real paths included (`sandbox.policy.confine`), and that answer decides.
+A path with a ``..`` segment is never narrower: ``${OUTPUT}/../../etc``
+starts with ``${OUTPUT}`` as text and names /etc once expanded.
 
 Rules, each must hold for `a` to be narrower than or equal to `b`:
 
@@ -15,7 +20,11 @@ Rules, each must hold for `a` to be narrower than or equal to `b`:
   rules of `b` granting at least the same rights (``exec`` = read+exec,
   ``write`` = read+write+create+delete; a rule covers its subtree; a glob of
   `a` is covered by the identical glob in `b` or by a rule of `b` covering
-  the glob's literal prefix); every ``b.deny`` is covered by a deny of `a`
+  the glob's literal prefix; a path in a sandbox area, /tmp or /dev, is
+  covered only by rules rooted strictly inside that area, as in the engine,
+  and a glob whose literal prefix is "/" only by the identical glob, since
+  it may match inside an area); paths under `own` roots (a nested run's
+  fresh WORKDIR and OUTPUT) need no cover; every ``b.deny`` is covered by a deny of `a`
   (deny superset); ``tmp_size`` not larger; ``best_effort`` only if `b` has it.
 - network: none < loopback < host.
 - limits: each ``a`` limit <= ``b``'s; ``None`` means unlimited, so `a` may
@@ -32,7 +41,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sandbox.policy import globs
-from sandbox.policy.engine import normalize
+from sandbox.policy.engine import area_of, normalize
 from sandbox.policy.model import Policy
 
 NETWORK_ORDER = {"none": 0, "loopback": 1, "host": 2}
@@ -44,24 +53,46 @@ RIGHTS = {"read": frozenset({"read"}), "exec": frozenset({"read", "exec"}),
 LIMIT_KEYS = ("cpu", "wall", "memory", "file_size", "processes", "open_files")
 
 
+def has_dotdot(path: str) -> bool:
+    """Does `path` have a ``..`` segment (which text comparison cannot judge)?"""
+    return ".." in path.split("/")
+
+
 def _norm(path: str) -> str:
     return normalize(path) if path.startswith("/") else path.rstrip("/") or path
 
 
 def _covers(rule: str, path: str) -> bool:
     """Does the rule `rule` (literal or glob) cover `path` (literal or glob)?"""
+    if has_dotdot(rule) or has_dotdot(path):
+        return False
     rule, path = _norm(rule), _norm(path)
     if rule == path:
         return True
-    if rule == "/":
-        return path.startswith("/")
     if globs.is_glob(path):
         path = globs.static_prefix(path)      # the glob lives somewhere under this prefix
-        if path == "/" and rule != "/":
+        if path == "/":
+            return False                      # "/t*/x" may reach /tmp/x: only itself covers it
+    area = area_of(path)
+    if area is not None:
+        # In /tmp and /dev only rules rooted strictly inside the area grant host paths
+        # (the engine's rule); "/" or a glob matching from outside does not.
+        anchor = globs.static_prefix(rule) if globs.is_glob(rule) else rule
+        if not anchor.startswith(area + "/"):
             return False
+    if rule == "/":
+        return path.startswith("/")
     if globs.is_glob(rule):
         return globs.compile_rule(rule).fullmatch(path) is not None
     return path == rule or path.startswith(rule + "/")
+
+
+def _owned(path: str, own: tuple[str, ...]) -> bool:
+    """Is `path` (literal or glob) inside one of the `own` roots?"""
+    if has_dotdot(path):
+        return False
+    p = _norm(globs.static_prefix(path) if globs.is_glob(path) else path)
+    return any(p == r or p.startswith(r + "/") for r in own)
 
 
 def _rights_at(policy: Policy, path: str) -> set[str]:
@@ -86,12 +117,24 @@ def _subset(name: str, a: Iterable[str], b: Iterable[str], why: list[str]) -> No
         why.append(f"{name}: adds {', '.join(extra)}")
 
 
-def differences(a: Policy, b: Policy) -> list[str]:
-    """Every way in which `a` is looser than `b` (empty: a is narrower or equal)."""
+def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
+    """Every way in which `a` is looser than `b` (empty: a is narrower or equal).
+
+    `own`: absolute roots that belong to `a`'s run alone (fresh, empty
+    directories the launcher made for it); rules inside them need no cover."""
     why: list[str] = []
+    owned = tuple(_norm(r) for r in own)
     fa, fb = a.filesystem, b.filesystem
+    for kind in ("read", "exec", "write", "deny"):
+        for path in getattr(fa, kind):
+            if has_dotdot(path):
+                why.append(f"filesystem.{kind}: {path} has a '..' segment")
     for kind in ("read", "exec", "write"):
         for path in getattr(fa, kind):
+            if has_dotdot(path):
+                continue
+            if owned and _owned(path, owned):
+                continue
             missing = RIGHTS[kind] - _rights_at(b, path)
             if missing:
                 why.append(f"filesystem.{kind}: {path} needs {'+'.join(sorted(missing))}, "

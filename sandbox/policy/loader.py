@@ -192,8 +192,11 @@ def _merge(base: Raw, over: Raw) -> Raw:
 
 
 class _Loader:
-    def __init__(self, search_path: list[str] | None) -> None:
+    def __init__(self, search_path: list[str] | None, *, names_only: bool = False) -> None:
         self.search_path = search_path
+        # Untrusted policies (a nested spawn's, later a remote caller's) may extend
+        # built-in or registered policies by name only, never a file they chose.
+        self.names_only = names_only
         self.chain: list[str] = []          # real paths being loaded (cycle detection)
         self.files: list[tuple[str, int, int, int]] = []  # (real path, mtime_ns, size, inode)
 
@@ -206,6 +209,9 @@ class _Loader:
                 raise PolicyError(f"unknown policy {ref!r} (on the search path: {known})",
                                   file=file, key="extends", line=key_line)
             return found
+        if self.names_only and requester is None:   # the untrusted data itself, not a file
+            raise PolicyError(f"{ref!r}: this policy may extend built-in or registered policies "
+                              "by name only, not a file", file=file, key="extends", line=key_line)
         path = os.path.expanduser(ref)
         if not os.path.isabs(path):
             path = os.path.join(base_dir or os.getcwd(), path)
@@ -233,6 +239,10 @@ class _Loader:
             msg = _TOML_POS.sub("", str(exc)).strip()
             raise PolicyError(f"invalid TOML: {msg}", file=file,
                               line=int(m.group(1)) if m else None) from None
+        return self.load_data(data, text, file, base_dir, real)
+
+    def load_data(self, data: Raw, text: str, file: str, base_dir: str | None,
+                  real: str | None) -> Raw:
         checker = _Checker(file, text)
         own = checker.check(data)
         if checker.errors:
@@ -292,6 +302,16 @@ def parse_policy(text: str, *, file: str = "<string>", base_dir: str | None = No
     """A Policy from TOML text. `base_dir` anchors relative `extends` paths (default: cwd)."""
     loader = _Loader(search_path)
     return _build(loader.load_text(text, file, base_dir, None), file)
+
+
+def parse_policy_data(data: object, *, file: str = "<policy data>") -> Policy:
+    """A Policy from untrusted data shaped like a parsed policy file (a nested
+    spawn's request): the same checks as a file, and `extends` may name only
+    built-in or registered policies (the default search path), never a path."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"must be a table (a dict), got {_tname(data)}", file=file)
+    loader = _Loader(None, names_only=True)
+    return _build(loader.load_data(data, "", file, None, None), file)
 
 
 _CACHE: dict[tuple[str, tuple[str, ...] | None], tuple[Policy, tuple]] = {}

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from dataclasses import dataclass
+from threading import Event
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
@@ -35,15 +38,41 @@ MAX_GLOB_ENTRIES = 200_000       # directory entries one glob may visit before i
 _NO_WALK = ("/proc", "/sys", "/dev")   # `**` never descends into these
 
 
+@dataclass(frozen=True)
+class PlanBounds:
+    """Bounds on the work of one `build_plan`, for plans an untrusted party asked
+    for (a nested spawn's): the launcher expands globs on the host, so the
+    request must not be able to make it list directories for minutes, nor go
+    on after the run that asked has ended.
+
+    `globs`: glob rules per plan; `entries`: directory entries visited by all
+    globs together; `seconds`: time spent expanding; `cancel`: stop as soon as
+    it is set (checked per directory listed).
+    """
+    globs: int = 64
+    entries: int = 50_000
+    seconds: float = 2.0
+    cancel: Event | None = None
+
+
 class _Budget:
-    def __init__(self, pattern: str, key: str, limit: int) -> None:
-        self.pattern, self.key, self.left = pattern, key, limit
+    def __init__(self, pattern: str, key: str, limit: int,
+                 bounds: PlanBounds | None = None, deadline: float | None = None) -> None:
+        self.pattern, self.key, self.left, self.limit = pattern, key, limit, limit
+        self.bounds, self.deadline = bounds, deadline
 
     def spend(self, n: int = 1) -> None:
         self.left -= n
         if self.left < 0:
-            raise PolicyError(f"glob {self.pattern!r} visits more than {MAX_GLOB_ENTRIES} "
+            raise PolicyError(f"glob {self.pattern!r} visits more than {self.limit} "
                               "directory entries on this host; narrow it", key=self.key)
+        if self.bounds is not None:
+            if self.bounds.cancel is not None and self.bounds.cancel.is_set():
+                raise PolicyError("glob expansion cancelled: the run that asked for this "
+                                  "plan has ended", key=self.key)
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise PolicyError(f"glob expansion took more than {self.bounds.seconds:g}s; "
+                                  "narrow the globs", key=self.key)
 
 
 _LISTINGS: dict[str, tuple[int, int, list[str]]] = {}
@@ -85,9 +114,11 @@ def _descendant_dirs(base: str, budget: _Budget) -> list[str]:
 
 
 def expand_glob(pattern: str, *, key: str = "filesystem",
-                limit: int = MAX_GLOB_ENTRIES) -> list[str]:
+                limit: int = MAX_GLOB_ENTRIES, _budget: "_Budget | None" = None) -> list[str]:
     """Existing host paths the glob names (not their subtrees), sorted."""
-    budget = _Budget(pattern, key, limit)
+    budget = _budget or _Budget(pattern, key, limit)
+    budget.pattern, budget.key = pattern, key
+    budget.spend(0)
     parts = pattern.strip("/").split("/")
     if any("**" in s and s != "**" for s in parts):
         # `**` inside a segment crosses `/`: walk everything below the literal prefix.
@@ -121,12 +152,27 @@ def expand_glob(pattern: str, *, key: str = "filesystem",
     return sorted({normalize(b) for b in bases})
 
 
-def _concrete(patterns: tuple[str, ...], key: str, limit: int) -> list[str]:
+def _concrete(patterns: tuple[str, ...], key: str, limit: int,
+              shared: "_Budget | None" = None) -> list[str]:
     out: list[str] = []
     for pat in patterns:
-        paths = expand_glob(pat, key=key, limit=limit) if globs.is_glob(pat) else [normalize(pat)]
+        paths = expand_glob(pat, key=key, limit=limit, _budget=shared) if globs.is_glob(pat) \
+            else [normalize(pat)]
         out += [p for p in paths if os.path.exists(p)]
     return list(dict.fromkeys(out))
+
+
+def _shared_budget(policy: Policy, bounds: PlanBounds | None) -> "_Budget | None":
+    """One budget for all globs of a bounded plan (None: each glob has its own)."""
+    if bounds is None:
+        return None
+    fs = policy.filesystem
+    n = sum(globs.is_glob(p) for p in (*fs.read, *fs.write, *fs.exec, *fs.deny))
+    if n > bounds.globs:
+        raise PolicyError(f"{n} glob rules; a plan asked for by a sandbox may have at most "
+                          f"{bounds.globs}", key="filesystem")
+    return _Budget("", "filesystem", bounds.entries, bounds,
+                   time.monotonic() + bounds.seconds)
 
 
 def _sort_key(path: str) -> list[str]:
@@ -137,13 +183,18 @@ def _inside(path: str, parent: str) -> bool:
     return parent == "/" or path == parent or path.startswith(parent + "/")
 
 
-def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES) -> FsPlan:
-    """The FsPlan of a resolved policy on this host (see the module doc)."""
+def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES,
+               bounds: PlanBounds | None = None) -> FsPlan:
+    """The FsPlan of a resolved policy on this host (see the module doc).
+
+    `bounds` (for plans a sandbox asked for) caps the glob work of the whole
+    plan in count, entries and time, and stops it when `bounds.cancel` is set."""
     engine: Engine = engine_for(policy)
     fs = policy.filesystem
+    shared = _shared_budget(policy, bounds)
     candidates: list[str] = []
     for kind in ("read", "write", "exec"):
-        candidates += _concrete(getattr(fs, kind), f"filesystem.{kind}", glob_limit)
+        candidates += _concrete(getattr(fs, kind), f"filesystem.{kind}", glob_limit, shared)
     rights: dict[str, tuple[bool, bool, bool, str]] = {}
     for p in dict.fromkeys(candidates):
         area = area_of(p)
@@ -170,7 +221,7 @@ def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES) -> FsPlan:
         kept.append(FsRule(path=p, read=read, write=write, exec=exe, rule=text))
 
     masks: list[str] = []
-    for d in sorted(_concrete(fs.deny, "filesystem.deny", glob_limit), key=_sort_key):
+    for d in sorted(_concrete(fs.deny, "filesystem.deny", glob_limit, shared), key=_sort_key):
         if any(_inside(d, m) for m in masks):
             continue
         if any(_inside(d, r.path) and d != r.path for r in kept) and area_of(d) != "/proc":

@@ -43,12 +43,17 @@ def check_path_syntax(path: str) -> str | None:
     """Why `path` is not an acceptable policy path, or None when it is.
 
     Acceptable: absolute (starts with "/") or starting with a known variable,
-    every `${...}` a known variable, no NUL byte, no unterminated `${`.
+    every `${...}` a known variable, no NUL byte, no unterminated `${`, and
+    no ``..`` segment: after a variable it climbs out of the place the
+    variable names (``${OUTPUT}/../../etc``), which no comparison of the
+    text can see; a policy names every place directly.
     """
     if not path:
         return "empty path"
     if "\0" in path:
         return "path contains a NUL byte"
+    if ".." in path.split("/"):
+        return "'..' segment: name the directory directly (a '..' after a variable escapes it)"
     for name in variables_in(path):
         if name not in KNOWN_VARIABLES:
             return (f"unknown variable ${{{name}}} (known: "
@@ -100,6 +105,9 @@ def default_variables(workdir: str, output: str, home: str | None = None) -> dic
 def expand(path: str, variables: Variables, *, key: str = "", file: str | None = None) -> list[str]:
     """All concrete paths `path` stands for, normalised. Raises PolicyError when a
     variable is missing from `variables` or the result is not absolute."""
+    if ".." in path.split("/"):
+        raise PolicyError(f"{path!r}: a '..' segment is not allowed in a policy path",
+                          file=file, key=key)
     names = variables_in(path)
     if not names:
         values: list[str] = [path]

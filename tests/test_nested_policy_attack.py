@@ -1,0 +1,159 @@
+"""A nested spawn can never widen its own policy (issue 10 finding 1), judged from the host.
+
+The hostile action runs under `strict` and asks, through ctx.spawn, for a
+policy that names a host directory outside its grants; a temp directory
+stands in for /etc/cron.d. Whatever spelling it uses (``..`` after a
+variable, a symlink it planted in its own output, a glob, an `extends` of a
+file it chose), no file may appear there.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbox.launcher.launcher import Launcher
+
+pytestmark = pytest.mark.isolation
+
+CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher")
+
+
+def wf(*actions):
+    return {"name": "attack", "imports": ["policy_actions"],
+            "stages": [{"id": "s", "actions": list(actions)}]}
+
+
+def writer(paths):
+    return wf({"name": "pol.write", "params": {"paths": list(paths)}})
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A state dir of its own, so `${OUTPUT}/../../..` lands at a known host place."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setenv("SANDBOX_HOME", str(state))
+    return state
+
+
+def _strict_dict(write):
+    """`strict` as the child sees it (a dict), plus the rules it wants to add."""
+    from sandbox.policy import load_policy
+    d = load_policy("strict").to_dict()
+    d.pop("source", None)
+    d["name"] = "evil"
+    d["filesystem"]["write"] = [*d["filesystem"]["write"], *write]
+    return d
+
+
+def _host_files(d):
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def test_dotdot_after_a_variable_cannot_reach_a_host_directory(home):
+    cron = home / "cron.d"                  # stands in for /etc/cron.d
+    cron.mkdir()
+    evil = "${OUTPUT}/../../../cron.d"      # OUTPUT = $SANDBOX_HOME/runs/<id>/output
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": writer(["$OUTPUT/../../../cron.d/x"]),
+                                           "policy": _strict_dict([evil])}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    assert _host_files(cron) == [], "the nested run created a file outside its parent's grants"
+    child = r.store["child_result"]
+    assert child["status"] == "error" and ".." in child["reason"], child
+
+
+def test_a_symlink_planted_in_the_parent_output_cannot_be_granted(home):
+    cron = home / "cron.d"
+    cron.mkdir()
+    policy = _strict_dict(["$PARENT_OUTPUT/link"])
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.symlink", "params": {
+            "target": str(cron), "link": "link", "policy": policy,
+            "child": writer(["$PARENT_OUTPUT/link/x", str(cron / "y")])}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    assert _host_files(cron) == []
+    assert r.store["child_result"]["status"] == "error", r.store["child_result"]
+
+
+def test_a_directory_the_parent_can_still_swap_is_not_granted(home):
+    """Between the check and the bind, the parent (other threads of it) could swap a
+    directory inside its output for a symlink: rules strictly inside a tree the
+    running parent can write are refused."""
+    policy = _strict_dict([])
+    policy["filesystem"]["read"] = [*policy["filesystem"]["read"], "$PARENT_OUTPUT/data"]
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.symlink", "params": {
+            "target": None, "link": "data", "policy": policy, "child": writer([])}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    child = r.store["child_result"]
+    assert child["status"] == "error" and "parent run can write" in child["reason"], child
+
+
+def test_a_glob_cannot_reach_a_host_directory(home):
+    cron = home / "cron.d"
+    cron.mkdir()
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": writer([str(cron / "x")]),
+                                           "policy": _strict_dict([str(home) + "/*"])}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    assert _host_files(cron) == []
+    assert r.store["child_result"]["status"] == "error"
+
+
+def test_extends_of_a_file_chosen_by_the_child_is_refused(home, tmp_path):
+    cron = home / "cron.d"
+    cron.mkdir()
+    loose = tmp_path / "loose.toml"
+    loose.write_text(f'name = "loose"\n[filesystem]\nwrite = ["{cron}"]\n')
+    policy = _strict_dict([])
+    policy["extends"] = [str(loose)]
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": writer([str(cron / "x")]),
+                                           "policy": policy}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    assert _host_files(cron) == []
+    assert r.store["child_result"]["status"] == "error"
+
+
+def test_the_child_may_still_write_its_own_output(home):
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": writer(["$OUTPUT/ok.txt"]),
+                                           "policy": _strict_dict(["${OUTPUT}"])}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    child = r.store["child_result"]
+    assert child["status"] == "ok", child
+    assert child["store"]["writes"] == {"$OUTPUT/ok.txt": "written"}
+
+
+def test_a_hook_narrowing_to_a_planted_symlink_cannot_widen(home, tmp_path):
+    """A before_spawn hook may only tighten; `${OUTPUT}/link` is textually inside
+    `${OUTPUT}`, but an earlier run left `link` -> a host directory in the reused
+    output dir. Judged on the resolved policy, that is a widening: nothing runs."""
+    from dataclasses import replace
+
+    from sandbox.errors import PolicyError
+    cron = home / "cron.d"
+    cron.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(cron, out / "link")
+    launcher = Launcher(capture_output=True)
+
+    @launcher.before_spawn
+    def narrow(req):
+        fs = req.policy.filesystem
+        req.policy = req.policy.replace(filesystem=replace(fs, write=("${OUTPUT}/link",)))
+
+    with pytest.raises(PolicyError, match="not narrower"):
+        launcher.spawn(["/bin/sh", "-c", f"echo x > {out}/link/x; echo y > {cron}/y"],
+                       policy="strict", output_dir=str(out))
+    assert _host_files(cron) == []
