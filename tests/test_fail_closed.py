@@ -2,12 +2,11 @@
 with `best_effort = true` the run goes on and the RunResult says what was skipped.
 
 A missing layer is simulated honestly, in the process that forks the monitor:
-`Launcher(start="fork")` forks the monitor (and through it the stub and the
-sandboxee) from the launcher process, so a patched `landlock.abi_version`
+the launcher's fork server is started with a patched layer (its command is
+`python -I -c PATCH + forkserver.main()`), so a patched `landlock.abi_version`
 (a kernel without Landlock reports 0) or `libc.unshare` (EPERM, as with user
 namespaces disabled) is what the containment code really calls. The launcher
-runs in a fresh interpreter (`python -c RUNNER`): start="fork" refuses a
-process with threads, and a pytest process may have some left by other tests.
+runs in a fresh interpreter (`python -c RUNNER`), like any caller.
 """
 from __future__ import annotations
 
@@ -20,20 +19,30 @@ import pytest
 
 pytestmark = pytest.mark.isolation
 
-RUNNER = r"""
-import errno, json, sys
+PATCH = r"""
+import errno, sys
 from sandbox.isolation import landlock, libc
-missing, policy, workdir, output, code = sys.argv[1].split(","), *sys.argv[2:6]
+missing = sys.argv[1].split(",")
 if "landlock" in missing:
     landlock.abi_version = lambda: 0          # what a kernel without Landlock reports
 if "userns" in missing:
     def unshare(flags):
         raise OSError(errno.EPERM, "Operation not permitted")
     libc.unshare = unshare                    # what disabled user namespaces give
+from sandbox import forkserver
+sys.exit(forkserver.main())
+"""
+
+RUNNER = r"""
+import json, sys
+from sandbox.launcher import monitors
 from sandbox.launcher.launcher import Launcher
+missing, policy, workdir, output, code, patch = sys.argv[1], *sys.argv[2:7]
 program = [sys.executable, "-I", "-c", code]
-r = Launcher(start="fork", capture_output=True).spawn(program, policy=policy, workdir=workdir,
-                                                      output_dir=output)
+la = Launcher(capture_output=True)
+la._forkserver = monitors.ForkServerClient([sys.executable, "-I", "-c", patch, missing])
+r = la.spawn(program, policy=policy, workdir=workdir, output_dir=output)
+la._forkserver.close()
 print(json.dumps({"status": r.status, "reason": r.reason, "layers": r.layers,
                   "skipped": r.skipped_layers, "stdout": r.stdout, "stderr": r.stderr}))
 """
@@ -61,7 +70,7 @@ def run(tmp_path, missing: str, best_effort: bool, filesystem: str = "",
     out.mkdir()
     work.mkdir(exist_ok=True)
     p = subprocess.run([sys.executable, "-I", "-c", RUNNER, missing,
-                        _policy(tmp_path, best_effort, filesystem), str(work), str(out), code],
+                        _policy(tmp_path, best_effort, filesystem), str(work), str(out), code, PATCH],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout.strip().splitlines()[-1])

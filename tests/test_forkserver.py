@@ -49,25 +49,12 @@ def test_exec_path_without_the_fork_server_still_works():
     assert r.pids["monitor_parent"] == os.getpid()
 
 
-def test_direct_fork_from_a_single_threaded_caller(tmp_path):
-    import subprocess
-    import sys
-    script = tmp_path / "one.py"
-    script.write_text("import os\nfrom sandbox.launcher.launcher import Launcher\n"
-                      "r = Launcher(start='fork', capture_output=True).spawn(['/bin/echo', 'y'])\n"
-                      "print(r.status, r.stdout.strip(), r.pids['monitor_parent'] == os.getpid())\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert out.stdout == "ok y True\n", out.stderr
-
-
-def test_direct_fork_is_refused_from_a_threaded_caller():
-    t = threading.Thread(target=time.sleep, args=(0.5,))
-    t.start()
-    try:
-        with pytest.raises(RuntimeError, match="single-threaded"):
-            Launcher(start="fork").spawn(["true"])
-    finally:
-        t.join()
+def test_there_is_no_direct_fork_start_mode():
+    """A monitor forked from the caller's process would hand the caller's environment
+    and heap to PID 1 (tests/test_environ_canary.py searches for them)."""
+    from sandbox.errors import InputError
+    with pytest.raises(InputError, match="forkserver, exec"):
+        Launcher(start="fork")
 
 
 def test_template_stays_small():

@@ -7,6 +7,12 @@ import os
 import signal
 from typing import Any
 
+# How the CLI starts its one run's monitor. Never a fork of the CLI process: that
+# process holds the caller's whole environment, and a workflow's PID 1 does not
+# exec (issue 10 finding 4). A fork server would be started, warmed and used once:
+# an exec'd monitor costs less for a single run (docs/benchmarks.md).
+CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")
+
 from sandbox.errors import InputError
 
 EXIT_TIMEOUT = 124      # as timeout(1)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
     common.policy_path_hint(args.policy)
     common.preflight(args)
-    result = Launcher(start="fork").spawn(argv, policy=args.policy, timeout=args.timeout,
+    result = Launcher(start=common.CLI_START).spawn(argv, policy=args.policy, timeout=args.timeout,
                               workdir=args.workdir or os.getcwd(), output_dir=args.output,
                               env=common.parse_env(args.env))
     common.write_result(args.result, result)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         code_paths.append(wf_dir)
     from sandbox.workflow.static_check import check_actions
     check_actions(workflow, code_paths, where=args.workflow)
-    result = Launcher(start="fork").spawn(workflow, policy=args.policy, timeout=args.timeout,
+    result = Launcher(start=common.CLI_START).spawn(workflow, policy=args.policy, timeout=args.timeout,
                               output_dir=args.output, env=common.parse_env(args.env),
                               code_paths=code_paths)
     common.write_result(args.result, result)

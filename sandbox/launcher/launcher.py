@@ -82,7 +82,6 @@ def _clean_stale_cgroups() -> None:
     _stale_cleaned = True
     try:
         from sandbox.monitor import cgroups
-        # the cached probe is inherited by monitors forked from here (start="fork")
         cgroups.cleanup_stale(cgroups.probe_cached())
     except Exception:  # never let housekeeping stop a run
         pass
@@ -108,11 +107,10 @@ class Launcher:
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
                  max_concurrent: int = 64, audit_db: str | None = None) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
-        from a warm template shared by the process), "fork" (forked from this
-        process; only for single-threaded, short-lived callers such as the CLI,
-        where starting a fork server would cost more than it saves), or "exec"
-        (a fresh interpreter per run; slowest). At most `max_concurrent`
-        sandboxes run at once; further spawns wait."""
+        from this launcher's warm template) or "exec" (a fresh interpreter per
+        run: what the CLI uses for its one run). Never a fork of this process: it
+        holds the caller's environment and heap (docs/threat-model.md). At most
+        `max_concurrent` sandboxes run at once; further spawns wait."""
         if start not in monitors.START_MODES:
             raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
         if max_concurrent < 1:

@@ -6,10 +6,16 @@ launcher's child, so it is watched through a pidfd that the fork server
 opened right after the fork (race-free: the pid cannot be reused before the
 fork server, its parent, lets the kernel reap it).
 
-The launcher is multi-threaded (parallel spawns); it never forks itself.
-`subprocess` exec's at once after its fork, and the fork server is a
-separate, single-threaded process, so no fork happens in a process with
-threads.
+The launcher never forks a monitor itself (there is no start="fork"): a
+sandboxee must never be a fork of a process that held the caller's
+environment or heap, because everything before the program's exec (and all of
+a Python workflow's PID 1, which does not exec) would keep the caller's
+environment block (/proc/self/environ) and every page of its memory (issue 10
+finding 4). The fork server and an exec'd monitor are fresh interpreters
+started with an explicit, minimal environment (`monitor_env`); only what the
+run's policy lets through reaches the program, in the spec. The launcher is
+also multi-threaded (parallel spawns); `subprocess` exec's at once after its
+fork.
 """
 from __future__ import annotations
 
@@ -28,8 +34,8 @@ from sandbox.launcher import prepare as P
 
 class ForkedMonitor:
     def __init__(self, pid: int, pidfd: int, stdout: IO[bytes] | None,
-                 stderr: IO[bytes] | None, *, reap: bool = False) -> None:
-        self.pid, self.pidfd, self.reap = pid, pidfd, reap
+                 stderr: IO[bytes] | None) -> None:
+        self.pid, self.pidfd = pid, pidfd
         self.stdout, self.stderr = stdout, stderr
         self.returncode: int | None = None
 
@@ -55,41 +61,44 @@ class ForkedMonitor:
                 pass
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.pidfd >= 0 and not self.reap:
+        if self.pidfd >= 0:
             # The fork server reaps it; the monitor reported already, and may
             # still be removing its cgroup: no need to wait for that.
             os.close(self.pidfd)
             self.pidfd = -1
             self.returncode = 0
-        if self.pidfd >= 0:
-            ready, _, _ = select.select([self.pidfd], [], [], timeout)
-            if not ready:
-                raise subprocess.TimeoutExpired("monitor", timeout or 0)
-            os.close(self.pidfd)
-            self.pidfd = -1
-            self.returncode = 0
-            if self.reap:  # our own child (direct fork): reap it
-                os.waitpid(self.pid, 0)
         return self.returncode or 0
+
+
+def monitor_env(**extra: str) -> dict[str, str]:
+    """The whole environment of a fork server or exec'd monitor: never the caller's.
+    `-I` makes the interpreter ignore PYTHON* variables anyway; nothing else is
+    needed (the run's own environment travels in the spec)."""
+    return {"SANDBOX_LAUNCHER_PID": str(os.getpid()), **extra}
+
+
+FORKSERVER_COMMAND = [sys.executable, "-I", "-m", "sandbox.forkserver"]
 
 
 class ForkServerClient:
     """One fork server per launcher (owned by it, no process-wide global), started
-    on first use, restarted if it dies, stopped by `Launcher.close()`."""
+    on first use, restarted if it dies, stopped by `Launcher.close()`.
 
-    def __init__(self) -> None:
+    `command` replaces ``python -I -m sandbox.forkserver`` (tests start a server
+    with a patched layer this way); it gets `monitor_env` all the same."""
+
+    def __init__(self, command: list[str] | None = None) -> None:
+        self.command = list(command or FORKSERVER_COMMAND)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
 
     def _start(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {"SANDBOX_FORKSERVER_FD": str(theirs.fileno()),
-               "SANDBOX_LAUNCHER_PID": str(os.getpid()),
-               # "0" turns off the spare sandbox (sandbox.monitor.spare)
-               "SANDBOX_SPARE": os.environ.get("SANDBOX_SPARE", "1")}
-        self._proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.forkserver"],
-                                      env=env, stdin=subprocess.DEVNULL,
+        # SANDBOX_SPARE=0 turns off the spare sandbox (sandbox.monitor.spare)
+        env = monitor_env(SANDBOX_FORKSERVER_FD=str(theirs.fileno()),
+                          SANDBOX_SPARE="0" if os.environ.get("SANDBOX_SPARE") == "0" else "1")
+        self._proc = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL,
                                       pass_fds=(theirs.fileno(),))
         theirs.close()
         self._sock = mine
@@ -145,7 +154,7 @@ class ForkServerClient:
         return self._proc.pid if self._proc is not None else None
 
 
-START_MODES = ("forkserver", "fork", "exec")
+START_MODES = ("forkserver", "exec")
 
 
 def _stdio(capture: bool) -> tuple[list[int], int | None, int | None, list[int]]:
@@ -158,48 +167,21 @@ def _stdio(capture: bool) -> tuple[list[int], int | None, int | None, list[int]]
     return [devnull, out_w, err_w], out_r, err_r, [devnull, out_w, err_w]
 
 
-def _fork_direct(ipc_fd: int, ctl_fd: int, stdio: list[int]) -> tuple[int, int]:
-    """Fork the monitor from this (single-threaded) process: no second interpreter."""
-    if threading.active_count() > 1:
-        raise RuntimeError("start='fork' needs a single-threaded launcher process; "
-                           "use the fork server (the default) from threaded code")
-    from sandbox.isolation.libc import adopt_stdio
-    from sandbox.monitor import main as monitor_main
-    launcher_pid = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        code = 70
-        try:
-            adopt_stdio(*stdio)
-            from sandbox.isolation.privileges import close_fds
-            close_fds({ipc_fd, ctl_fd})
-            os.set_inheritable(ipc_fd, True)
-            code = monitor_main.run_monitor(ctl_fd, ipc_fd=ipc_fd, launcher_pid=launcher_pid)
-        finally:
-            os._exit(code)
-    return pid, os.pidfd_open(pid)
-
-
 def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
                   capture: bool, *, server: ForkServerClient | None = None) -> Any:
     """Start the run's monitor: forked by `server` (the launcher's fork server),
-    forked directly, or exec'd."""
+    or exec'd."""
     if mode == "exec":
-        env = {"SANDBOX_MONITOR_FD": str(ctl_child.fileno()),
-               "SANDBOX_LAUNCHER_PID": str(os.getpid())}
+        env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
         pipe = subprocess.PIPE if capture else None
         return subprocess.Popen(P.monitor_command(), env=env, stdin=subprocess.DEVNULL,
                                 stdout=pipe, stderr=pipe,
                                 pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
     stdio, out_r, err_r, to_close = _stdio(capture)
     try:
-        if mode == "fork":
-            pid, pidfd = _fork_direct(ipc_child.fileno(), ctl_child.fileno(), stdio)
-        else:
-            if server is None:
-                raise ValueError("start='forkserver' needs the launcher's fork server")
-            pid, pidfd = server.spawn(
-                [ipc_child.fileno(), ctl_child.fileno(), *stdio])
+        if server is None:
+            raise ValueError("start='forkserver' needs the launcher's fork server")
+        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *stdio])
     except BaseException:
         for fd in (out_r, err_r):
             if fd is not None:
@@ -210,4 +192,4 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
             os.close(fd)
     stdout = os.fdopen(out_r, "rb", buffering=0) if out_r is not None else None
     stderr = os.fdopen(err_r, "rb", buffering=0) if err_r is not None else None
-    return ForkedMonitor(pid, pidfd, stdout, stderr, reap=(mode == "fork"))
+    return ForkedMonitor(pid, pidfd, stdout, stderr)
