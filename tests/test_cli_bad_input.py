@@ -99,6 +99,11 @@ CASES = [
          2),
     Case("audit-show-unknown-run", ["audit", "show", "nosuchrun"], 2, "audit database"),
     Case("audit-list-bad-count", ["audit", "list", "-n", "many"], 2, "many"),
+    Case("runs-show-no-history", ["runs", "show", "abc123"], 2, "run history"),
+    Case("runs-show-not-hex", ["runs", "show", "../x"], 2, "not a run id"),
+    Case("runs-list-bad-status", ["runs", "list", "--status", "weird"], 2, "weird"),
+    Case("runs-rm-nothing", ["runs", "rm"], 2),
+    Case("gc-bad-age", ["gc", "--older-than", "soon"], 2, "soon"),
     Case("unknown-command", ["frobnicate"], 2, "frobnicate"),
     Case("no-command", [], 2),
 ]

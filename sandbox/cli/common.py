@@ -44,6 +44,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "the caller's environment passes unless the policy keeps it")
     p.add_argument("--audit-log", metavar="FILE",
                    help="also write this run's file-access audit records as JSON Lines")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the run id and how the run ended on stderr "
+                        "(see it later with: sandbox runs show RUN_ID)")
 
 
 def preflight(args: argparse.Namespace) -> None:
@@ -111,6 +114,14 @@ def check_state_dir() -> None:
     except OSError as exc:
         raise InputError(f"cannot use the state directory {path}: {exc.strerror} (set "
                          "SANDBOX_HOME to a writable directory)") from None
+
+
+def report_run(args: argparse.Namespace, result: Any) -> None:
+    """-v: one line on stderr naming the run, for `sandbox runs show|logs`."""
+    if getattr(args, "verbose", False):
+        import sys
+        print(f"sandbox: run {result.run_id}: {result.status} in {result.wall_time:.3f}s",
+              file=sys.stderr)
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

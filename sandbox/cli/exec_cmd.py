@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                               env=common.parse_env(args.env))
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
+    common.report_run(args, result)
     if common.needs_explaining(result):
         print(common.describe_failure(result), file=sys.stderr)
     return common.exit_code_for(result)

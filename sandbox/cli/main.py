@@ -28,7 +28,7 @@ EXIT_RUN_INPUT = 125
 EXIT_INTERNAL = 70        # sysexits EX_SOFTWARE
 
 # Order is the order shown by --help.
-COMMANDS = ("exec", "run", "policy", "audit", "doctor", "demo", "bench")
+COMMANDS = ("exec", "run", "runs", "gc", "policy", "audit", "doctor", "demo", "bench")
 
 DESCRIPTION = """\
 Run untrusted programs and workflow actions under Linux isolation: namespaces,

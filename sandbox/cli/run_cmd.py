@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                               code_paths=code_paths)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
+    common.report_run(args, result)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         print()

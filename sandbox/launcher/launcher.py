@@ -19,9 +19,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import copy
+import dataclasses
+import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -34,6 +37,7 @@ from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
+from sandbox.history import History, remove_if_empty
 from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
@@ -62,6 +66,21 @@ def _as_target(target: Any) -> tuple[str, Any]:
         return "exec", list(target)
     raise InputError("spawn() takes a Workflow, a workflow dict or .json path, "
                      "or a command as a non-empty list of strings")
+
+
+def _mask_state(plan: Any, history: History | None) -> Any:
+    """Hide the run-history directory from the sandbox's view when a rule would
+    show it (e.g. ${WORKDIR} = $HOME): a program must not read earlier runs'
+    argv, stores and logs, nor forge records."""
+    if history is None:
+        return plan
+    hidden = os.path.dirname(os.path.abspath(history.path))
+    if not os.path.isdir(hidden) or hidden in plan.masks:
+        return plan
+    if not any(hidden == r.path or hidden.startswith(r.path.rstrip("/") + "/")
+               for r in plan.rules):
+        return plan
+    return dataclasses.replace(plan, masks=(*plan.masks, hidden))
 
 
 def _with_dir(code_paths: Sequence[str], workflow_file: str) -> list[str]:
@@ -105,7 +124,8 @@ class Launcher:
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
-                 max_concurrent: int = 64, audit_db: str | None = None) -> None:
+                 max_concurrent: int = 64, audit_db: str | None = None,
+                 history: bool | str = True) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
         from this launcher's warm template) or "exec" (a fresh interpreter per
         run: what the CLI uses for its one run). Never a fork of this process: it
@@ -116,6 +136,10 @@ class Launcher:
         if max_concurrent < 1:
             raise InputError(f"max_concurrent must be at least 1, got {max_concurrent}")
         self.audit_db = audit_db
+        # run history (sandbox.history): True = the default database, a str = this file
+        self.history: History | None = None
+        if history:
+            self.history = History(history if isinstance(history, str) else None)
         self.max_concurrent = max_concurrent
         self._forkserver = monitors.ForkServerClient()
         # stops the fork server of a launcher dropped without close()
@@ -368,6 +392,7 @@ class Launcher:
             for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
                 s.close()
             raise
+        prep.plan = _mask_state(prep.plan, self.history)
         capture = self.capture_output if capture_output is None else capture_output
         initial = copy.deepcopy(store) if store is not None else {}
         if mode == "workflow":
@@ -424,7 +449,22 @@ class Launcher:
             result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
         self._merge_store(result, state, initial, store)
         plumbing.finish(result)
+        self._keep(result, prep, mode, body, lineage)
         return result
+
+    def _keep(self, result: RunResult, prep: P.Prepared, mode: str, body: Any,
+              lineage: Lineage) -> None:
+        """An empty output directory the launcher made goes (output_dir = None);
+        a top-level run is recorded in the run history."""
+        if prep.own_output and remove_if_empty(prep.paths.output):
+            result.output_dir = None
+        if self.history is None or lineage.depth != 0:
+            return
+        command = json.dumps(body) if mode == "exec" else str(getattr(body, "name", "workflow"))
+        try:
+            self.history.record(result, kind=mode, command=command, own_output=prep.own_output)
+        except (OSError, sqlite3.Error):
+            pass    # history is housekeeping: it never fails a run
 
     # -- pieces ----------------------------------------------------------------
     def _start_monitor(self, prep: P.Prepared, ipc_child: socket.socket,

@@ -1,0 +1,128 @@
+"""`sandbox runs list|show|logs|rm`: the run history (sandbox.history)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+HELP = """\
+Every run started by `sandbox exec`, `sandbox run` or a Launcher is recorded
+as it ends, with its whole RunResult, in $SANDBOX_HOME/history/runs.sqlite
+(default ~/.local/state/sandbox/, 0700; hidden from every sandbox). Records
+older than 30 days go by themselves; `sandbox gc` prunes sooner. RUN_ID may be
+a unique prefix.
+
+examples:
+  sandbox runs list
+  sandbox runs list --status error -n 5
+  sandbox runs show 3f2a
+  sandbox runs logs 3f2a
+  sandbox runs rm 3f2a 9c01
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list and show past runs (the run history)",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="runs_action", metavar="ACTION")
+    actions.required = True
+    ls = actions.add_parser("list", help="recorded runs, newest first")
+    ls.add_argument("-n", type=int, default=50, metavar="N", help="at most N runs (default 50)")
+    ls.add_argument("--status", metavar="STATUS", help="only runs that ended with this status")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=list_runs)
+    sh = actions.add_parser("show", help="a run's RunResult")
+    sh.add_argument("run_id", metavar="RUN_ID")
+    sh.add_argument("--json", action="store_true", help="the whole RunResult as JSON")
+    sh.set_defaults(func=show)
+    lg = actions.add_parser("logs", help="a run's log records and captured output")
+    lg.add_argument("run_id", metavar="RUN_ID")
+    lg.set_defaults(func=logs)
+    rm = actions.add_parser("rm", help="forget runs (and remove the output dirs sandbox made)")
+    rm.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    rm.set_defaults(func=remove)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _command(kind: str, command: str) -> str:
+    if kind == "exec":
+        try:
+            import shlex
+            return shlex.join(json.loads(command))
+        except (ValueError, TypeError):
+            return command
+    return f"workflow {command}"
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    from sandbox.errors import InputError
+    from sandbox.history import History
+    from sandbox.launcher.result import Status
+    if args.n < 1:
+        raise InputError(f"-n must be at least 1, got {args.n}")
+    if args.status is not None and args.status not in tuple(Status):
+        raise InputError(f"--status {args.status!r}: one of {', '.join(Status)}")
+    entries = History().list(limit=args.n, status=args.status)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    for e in entries:
+        code = f"signal {e.signal}" if e.signal is not None else \
+            ("" if e.exit_code is None else f"exit {e.exit_code}")
+        print(f"{e.run_id[:12]}  {_when(e.ended)}  {e.status:<14} {code:<10} "
+              f"{e.wall_time:>8.3f}s  {e.policy or '-':<10} {_command(e.kind, e.command)[:60]}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from sandbox.history import History
+    entry, result = History().get(args.run_id)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"run {entry.run_id}")
+    print(f"  command:  {_command(entry.kind, entry.command)}")
+    print(f"  status:   {entry.status}" + (f" ({result.get('reason')})" if result.get("reason")
+                                            else ""))
+    if entry.exit_code is not None:
+        print(f"  exit:     {entry.exit_code}")
+    if entry.signal is not None:
+        print(f"  signal:   {entry.signal}")
+    print(f"  started:  {_when(entry.started)}   wall {entry.wall_time:.3f}s   "
+          f"cpu {result.get('cpu_time', 0):.3f}s")
+    print(f"  policy:   {entry.policy}")
+    print(f"  output:   {entry.output_dir or '(none: the run wrote nothing)'}")
+    print(f"  layers:   {', '.join(result.get('layers') or []) or 'none'}")
+    if result.get("store"):
+        print(f"  store:    {len(result['store'])} keys")
+    if result.get("logs"):
+        print(f"  logs:     {len(result['logs'])} records (sandbox runs logs {entry.run_id[:12]})")
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    from sandbox.history import History
+    _, result = History().get(args.run_id)
+    out = sys.stdout
+    for rec in result.get("logs") or []:
+        level = str(rec.get("level", "info")).upper()
+        where = f" [{rec['action']}]" if rec.get("action") else ""
+        out.write(f"{level:<7}{where} {rec.get('message', rec)}\n")
+    for stream in ("stdout", "stderr"):
+        text = result.get(stream)
+        if text:
+            out.write(f"--- {stream} ---\n{text}")
+            if not text.endswith("\n"):
+                out.write("\n")
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    from sandbox.history import History
+    for run_id in History().remove(args.run_ids):
+        print(f"removed {run_id}")
+    return 0

@@ -1,0 +1,166 @@
+"""Run history: every run recorded (0700/0600, hidden from sandboxes), `sandbox
+runs list|show|logs|rm`, `sandbox gc` and the default retention, empty output
+directories removed, `exec -v` printing the run id."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.history import History
+from sandbox.launcher.result import RunResult, Status
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(state: Path, *args: str, cwd: str | Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SANDBOX_HOME": str(state), "SANDBOX_AUDIT_DB": str(state / "a.sqlite")}
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _run_id(stderr: str) -> str:
+    line = [ln for ln in stderr.splitlines() if ln.startswith("sandbox: run ")][-1]
+    return line.split()[2].rstrip(":")
+
+
+@pytest.mark.isolation
+def test_exec_is_recorded_and_shown(tmp_path):
+    state = tmp_path / "state"
+    p = cli(state, "exec", "-v", "--", "sh", "-c", "echo out; exit 3")
+    assert p.returncode == 3 and p.stdout == "out\n"
+    run_id = _run_id(p.stderr)
+    assert len(run_id) == 32
+    listed = json.loads(cli(state, "runs", "list", "--json").stdout)
+    assert [(e["run_id"], e["status"], e["exit_code"], e["kind"]) for e in listed] == \
+        [(run_id, "error", 3, "exec")]
+    assert json.loads(listed[0]["command"]) == ["sh", "-c", "echo out; exit 3"]
+    shown = json.loads(cli(state, "runs", "show", run_id[:8], "--json").stdout)
+    assert shown["run_id"] == run_id and shown["exit_code"] == 3
+    text = cli(state, "runs", "show", run_id[:8]).stdout
+    assert "sh -c 'echo out; exit 3'" in text and "status:   error" in text
+    # private: the directory 0700, the database 0600
+    hist = state / "history"
+    assert stat.S_IMODE(hist.stat().st_mode) == 0o700
+    assert stat.S_IMODE((hist / "runs.sqlite").stat().st_mode) == 0o600
+
+
+@pytest.mark.isolation
+def test_workflow_logs_and_rm(tmp_path):
+    state = tmp_path / "state"
+    p = cli(state, "run", "-v", os.path.join(ROOT, "docs/examples/hello.json"))
+    assert p.returncode == 0, p.stderr
+    run_id = _run_id(p.stderr)
+    logs = cli(state, "runs", "logs", run_id[:10])
+    assert logs.returncode == 0 and "INFO" in logs.stdout and "hello, sandbox!" in logs.stdout
+    assert cli(state, "runs", "rm", run_id[:10]).stdout == f"removed {run_id}\n"
+    gone = cli(state, "runs", "show", run_id)
+    assert gone.returncode == 2 and len(gone.stderr.splitlines()) == 1
+
+
+@pytest.mark.isolation
+def test_empty_output_dirs_are_removed_and_used_ones_kept(tmp_path):
+    from sandbox.launcher.launcher import Launcher
+    state = tmp_path / "state"
+    os.environ["SANDBOX_HOME"] = str(state)
+    try:
+        with Launcher() as launcher:
+            empty = launcher.spawn(["true"])
+            used = launcher.spawn(["sh", "-c", 'echo x > "$SANDBOX_OUTPUT/f"'])
+    finally:
+        del os.environ["SANDBOX_HOME"]
+    assert empty.ok and empty.output_dir is None
+    assert not (state / "runs" / empty.run_id).exists()
+    assert used.ok and (Path(used.output_dir) / "f").read_text() == "x\n"
+    assert sorted(os.listdir(state / "runs")) == [used.run_id]
+
+
+@pytest.mark.isolation
+def test_a_sandbox_cannot_read_or_forge_the_history(tmp_path):
+    """Attack: ${WORKDIR} is the state directory's parent and writable. The
+    program tries to read earlier runs' records and to overwrite the database;
+    judged from the host."""
+    home = tmp_path / "home"
+    state = home / "state"
+    secret = "TOKEN-4d5e6f"
+    first = cli(state, "exec", "--", "true", secret)
+    assert first.returncode == 0, first.stderr
+    policy = tmp_path / "rw.toml"
+    policy.write_text('extends = ["default"]\n[filesystem]\nwrite = ["${WORKDIR}"]\n')
+    attack = ("cat state/history/runs.sqlite state/history/runs.sqlite-wal 2>/dev/null; "
+              "ls -a state/history; echo forged > state/history/runs.sqlite; "
+              "rm -f state/history/runs.sqlite-wal; true")
+    p = cli(state, "exec", "--policy", str(policy), "--workdir", str(home), "--",
+            "sh", "-c", attack, cwd=home)
+    assert "SQLite format" not in p.stdout and secret not in p.stdout
+    assert "runs.sqlite" not in p.stdout
+    with sqlite3.connect(state / "history" / "runs.sqlite") as con:
+        commands = [r[0] for r in con.execute("SELECT command FROM runs")]
+    assert any(secret in c for c in commands) and len(commands) == 2
+
+
+def test_gc_and_default_retention(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path))
+    hist = History()
+    runs = tmp_path / "runs"
+
+    def made(run_id: str, files: bool) -> RunResult:
+        out = runs / run_id / "output"
+        out.mkdir(parents=True)
+        if files:
+            (out / "f").write_text("x")
+        return RunResult(run_id=run_id, status=Status.OK, output_dir=str(out), wall_time=0.1)
+
+    old, new = "a" * 32, "b" * 32
+    hist.record(made(old, True), kind="exec", command="[]", own_output=True, retention=None)
+    hist.record(made(new, True), kind="exec", command="[]", own_output=True, retention=None)
+    leftover = runs / ("c" * 32) / "output"          # an empty dir from an older version
+    leftover.mkdir(parents=True)
+    week_ago = time.time() - 8 * 86400
+    with sqlite3.connect(hist.path) as con:
+        con.execute("UPDATE runs SET ended=? WHERE run_id=?", (week_ago, old))
+    os.utime(leftover.parent, (week_ago, week_ago))
+    p = cli(tmp_path, "gc", "--older-than", "7d")
+    assert p.returncode == 0 and p.stdout == "forgot 1 run(s)\n", p.stderr
+    assert [e.run_id for e in hist.list()] == [new]
+    assert not (runs / old).exists() and not leftover.parent.exists()
+    assert (runs / new / "output" / "f").exists()
+    # the default retention applies by itself when a run is recorded
+    with sqlite3.connect(hist.path) as con:
+        con.execute("UPDATE runs SET ended=? WHERE run_id=?", (time.time() - 31 * 86400, new))
+        con.execute("DELETE FROM meta")
+    hist.record(RunResult(run_id="d" * 32, status=Status.OK), kind="exec", command="[]",
+                own_output=False)
+    assert [e.run_id for e in hist.list()] == ["d" * 32]
+    assert not (runs / new).exists()
+
+
+def test_user_output_dirs_are_never_removed_by_gc(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "state"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep").write_text("x")
+    hist = History()
+    hist.record(RunResult(run_id="e" * 32, output_dir=str(mine)), kind="exec", command="[]",
+                own_output=False)
+    assert hist.gc(0) == ["e" * 32]
+    assert (mine / "keep").exists()
+
+
+@pytest.mark.isolation
+def test_history_can_be_turned_off(tmp_path, monkeypatch):
+    from sandbox.launcher.launcher import Launcher
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path))
+    with Launcher(history=False) as launcher:
+        assert launcher.spawn(["true"]).ok
+    assert not (tmp_path / "history").exists()
+    with Launcher(history=str(tmp_path / "h.sqlite")) as launcher:
+        r = launcher.spawn(["true"])
+    assert [e.run_id for e in History(str(tmp_path / "h.sqlite")).list()] == [r.run_id]
