@@ -95,6 +95,7 @@ class Denied:
     syscall: str = bound(chars=64, default="")
     path: str = bound(chars=4096, default="")
     rule: str = bound(chars=1024, default="")
+    path_hex: str | None = bound(chars=8192, default=None)   # the exact bytes, when not UTF-8
 
 
 @dataclass
@@ -118,7 +119,12 @@ class AuditSummary:
     sync_wakeup: bool = False
     guarded: list[str] = bound(chars=4096, items=16, default_factory=list)
     db_error: str | None = bound(chars=1024, default=None)
-    dropped: int = 0
+    dropped: int = 0          # events lost (store failure); with db_error saying why
+    stored: int = 0           # rows in the store (repeats folded into one with a count)
+    stored_events: int = 0    # events in those rows: records == stored_events + not_stored + dropped
+    truncated: bool = False   # the record budget was hit (the run went on)
+    not_stored: int = 0       # events past the budget
+    budget: int = 0           # the run's [audit] records
 
 
 @dataclass

@@ -44,7 +44,7 @@ def test_vfork_exec_parent_cannot_choose_the_recorded_path(tmp_path):
     work.mkdir()
     prog = build("vfork_exec.c", str(work / "vfx"))
     la = Launcher(capture_output=True)
-    la.audit_db = str(tmp_path / "audit.sqlite")
+    la.audit_db = str(tmp_path / "audit")
     rounds = 200
     r = la.spawn([prog, "parent", str(rounds), DECOY, REAL], policy=exec_policy(str(work)),
                  workdir=str(work), output_dir=str(tmp_path / "out"))

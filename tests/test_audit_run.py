@@ -32,7 +32,7 @@ def policy(files: str = "all", deny: tuple[str, ...] = (), base: str = "default"
 def audit_launcher(tmp_path):
     from sandbox.launcher.launcher import Launcher
     la = Launcher(capture_output=True)
-    la.audit_db = str(tmp_path / "audit.sqlite")
+    la.audit_db = str(tmp_path / "audit")
     return la
 
 
@@ -244,11 +244,15 @@ def test_export_jsonl_and_summary(audit_launcher, tmp_path, py):
     path = tmp_path / "a.jsonl"
     n = sandbox.audit.export_jsonl(r.run_id, str(path), db=audit_launcher.audit_db)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert n == len(lines) == r.audit["records"] > 0
+    assert n == len(lines) == r.audit["stored"] > 0
+    # repeats are folded into one row each: the counts add up to every recorded event
+    assert sum(x["count"] for x in lines) == r.audit["records"] == r.audit["stored_events"]
+    assert r.audit["truncated"] is False and r.audit["not_stored"] == r.audit["dropped"] == 0
     assert [x["seq"] for x in lines] == sorted(x["seq"] for x in lines)
-    assert {"run_id", "seq", "time", "pid", "operation", "syscall", "path", "flags", "verdict",
-            "rule", "enforced", "result"} <= set(lines[0])
+    assert {"run_id", "seq", "time", "first", "last", "count", "pid", "operation", "syscall",
+            "path", "flags", "verdict", "rule", "enforced", "result"} <= set(lines[0])
     assert any(x["path"] == "/etc/hostname" and x["operation"] == "read" for x in lines)
     s = sandbox.audit.summary(r.run_id[:10], db=audit_launcher.audit_db)
-    assert s["records"] == n and s["by_verdict"]["allowed"] + s["by_verdict"]["denied"] == n
+    assert s["stored"] == n and s["records"] == r.audit["records"]
+    assert s["by_verdict"]["allowed"] + s["by_verdict"]["denied"] == s["records"]
     assert s["by_operation"] == r.audit["by_operation"]

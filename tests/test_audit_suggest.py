@@ -49,7 +49,7 @@ print(total)
 @pytest.mark.isolation
 def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py, monkeypatch):
     from sandbox.launcher.launcher import Launcher
-    db = str(tmp_path / "audit.sqlite")
+    db = str(tmp_path / "audit")
     monkeypatch.setenv("SANDBOX_AUDIT_DB", db)
     extra = tmp_path / "extra"
     extra.mkdir()
@@ -82,7 +82,7 @@ def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py,
 @pytest.mark.isolation
 def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
     from sandbox.launcher.launcher import Launcher
-    monkeypatch.setenv("SANDBOX_AUDIT_DB", str(tmp_path / "audit.sqlite"))
+    monkeypatch.setenv("SANDBOX_AUDIT_DB", str(tmp_path / "audit"))
     pol = load_policy("default").replace(audit=AuditPolicy(files="all"))
     code = "open('/etc/hostname').read()\ntry: open('/etc/shadow')\nexcept OSError: pass"
     r = Launcher(capture_output=True).spawn([py, "-I", "-c", code], policy=pol)
@@ -95,7 +95,7 @@ def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
         and "filesystem.deny: /etc/shadow*" in lines[0]
     assert cli(["audit", "show", r.run_id, "--json"]) == 0
     recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert len(recs) == r.audit["records"]
+    assert len(recs) == r.audit["stored"] and sum(x["count"] for x in recs) == r.audit["records"]
     assert cli(["audit", "summary", r.run_id, "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["by_verdict"]["denied"] == 1 and s["top_denied"][0]["path"] == "/etc/shadow"

@@ -406,7 +406,7 @@ def test_links_from_the_private_areas_into_a_guarded_tree_are_decided_on_their_t
     th = threading.Thread(target=plant)
     th.start()
     la = Launcher(capture_output=True)
-    la.audit_db = str(tmp_path / "audit.sqlite")
+    la.audit_db = str(tmp_path / "audit")
     r = la.spawn([py, "-I", "-c", LINK_TO_DENIED, str(out)], policy=pol, output_dir=str(out),
                  timeout=60)
     th.join()

@@ -97,7 +97,7 @@ CASES = [
     Case("policy-explain-bad-operation", ["policy", "explain", "strict", "eat", "/x"], 2, "eat"),
     Case("policy-suggest-unwritable", ["policy", "suggest", "nosuchrun", "-o", "/proc/x.toml"],
          2),
-    Case("audit-show-unknown-run", ["audit", "show", "nosuchrun"], 2, "audit database"),
+    Case("audit-show-unknown-run", ["audit", "show", "nosuchrun"], 2, "audit store"),
     Case("audit-list-bad-count", ["audit", "list", "-n", "many"], 2, "many"),
     Case("runs-show-no-history", ["runs", "show", "abc123"], 2, "run history"),
     Case("runs-show-not-hex", ["runs", "show", "../x"], 2, "not a run id"),
@@ -133,7 +133,7 @@ def test_bad_input_is_one_line_and_nothing_runs(case: Case, tmp_path: Path) -> N
     args = [_expand(a, tmp_path, marker) for a in case.args]
     args = [os.path.join(ROOT, a) if a.startswith("docs/") else a for a in args]
     env = {**os.environ, "SANDBOX_HOME": str(state), "TMPDIR": str(tmpdir),
-           "SANDBOX_AUDIT_DB": str(state / "audit.sqlite"), **case.env(tmp_path)}
+           "SANDBOX_AUDIT_DB": str(state / "audit"), **case.env(tmp_path)}
     env = {k: v for k, v in env.items() if v != ""}
     before = _tree(tmp_path)
     p = subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd, env=env,

@@ -219,6 +219,7 @@ EXPECTED = {
     "limit_size": {"$ref": "#/$defs/limitSize"},
     "limit_duration": {"$ref": "#/$defs/limitDuration"},
     "limit_count": {"$ref": "#/$defs/limitCount"},
+    "count": {"type": "integer", "minimum": 1},
     "syscall_list": {"$ref": "#/$defs/syscallList"},
 }
 

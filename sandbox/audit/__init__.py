@@ -5,8 +5,14 @@ Public API:
 - `records(run_id, denied_only=False, db=None) -> list[dict]`
 - `summary(run_id, db=None) -> dict`: counts by operation and verdict, top paths.
 - `runs(db=None) -> list[dict]`: audited runs, newest first.
-- `default_db_path()`: ``$SANDBOX_AUDIT_DB``, else ``$SANDBOX_HOME/audit.sqlite``.
-See docs/audit.md.
+- `default_db_path()`: the store directory, ``$SANDBOX_AUDIT_DB``, else ``$SANDBOX_HOME/audit``.
+- `jsonable(record) -> dict`: a record fit for JSON (see below).
+
+A record's ``path`` (and ``flags``) is a str that holds the exact bytes the
+program passed (``surrogateescape`` for what is not UTF-8; ``os.fsencode``
+gives the bytes back). For JSON, `jsonable` keeps valid UTF-8 as it is and
+otherwise gives the text with U+FFFD plus ``path_hex`` / ``flags_hex``, the
+exact bytes. See docs/audit.md.
 """
 from __future__ import annotations
 
@@ -14,23 +20,37 @@ import json
 from typing import Any
 
 from sandbox.audit.store import default_path as default_db_path
+from sandbox.printable import json_text
 
-__all__ = ["default_db_path", "export_jsonl", "records", "summary", "runs"]
+__all__ = ["default_db_path", "export_jsonl", "jsonable", "records", "summary", "runs"]
 
 
-def _conn(db: str | None):  # type: ignore[no-untyped-def]
+def _store(db: str | None):  # type: ignore[no-untyped-def]
     from sandbox.audit import store
-    return store.connect(db, create=False)
+    return store.connect(db)
+
+
+def jsonable(rec: dict[str, Any]) -> dict[str, Any]:
+    """`rec` with path and flags made valid JSON text, losslessly (``*_hex`` when needed)."""
+    out = dict(rec)
+    for key in ("path", "flags"):
+        v = out.get(key)
+        if isinstance(v, str):
+            text, raw = json_text(v)
+            out[key] = text
+            if raw is not None:
+                out[key + "_hex"] = raw
+    return out
 
 
 def records(run_id: str, *, denied_only: bool = False, db: str | None = None
             ) -> list[dict[str, Any]]:
     from sandbox.audit import store
-    conn = _conn(db)
+    st = _store(db)
     try:
-        return list(store.records(conn, store.find_run(conn, run_id), denied_only=denied_only))
+        return list(store.records(st, store.find_run(st, run_id), denied_only=denied_only))
     finally:
-        conn.close()
+        st.close()
 
 
 def export_jsonl(run_id: str, path: str, *, db: str | None = None) -> int:
@@ -42,35 +62,35 @@ def export_jsonl(run_id: str, path: str, *, db: str | None = None) -> int:
     import os
     dbpath = db or default_db_path()
     n = 0
-    with open(path, "w") as out:
-        if not os.path.exists(dbpath):
+    with open(path, "w", encoding="utf-8") as out:
+        if not os.path.isdir(dbpath):
             return 0
-        conn = store.connect(dbpath, create=False)
+        st = store.connect(dbpath)
         try:
-            if store.run_info(conn, run_id) is None:
+            if store.run_info(st, run_id) is None:
                 return 0
-            for rec in store.records(conn, run_id):
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            for rec in store.records(st, run_id):
+                out.write(json.dumps(jsonable(rec), ensure_ascii=False) + "\n")
                 n += 1
         finally:
-            conn.close()
+            st.close()
     return n
 
 
 def summary(run_id: str, *, db: str | None = None, top: int = 10) -> dict[str, Any]:
     from sandbox.audit import store
     from sandbox.audit.tally import from_db
-    conn = _conn(db)
+    st = _store(db)
     try:
-        return from_db(conn, store.find_run(conn, run_id), top=top)
+        return from_db(st, store.find_run(st, run_id), top=top)
     finally:
-        conn.close()
+        st.close()
 
 
 def runs(*, db: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     from sandbox.audit import store
-    conn = _conn(db)
+    st = _store(db)
     try:
-        return store.runs(conn, limit)
+        return store.runs(st, limit)
     finally:
-        conn.close()
+        st.close()

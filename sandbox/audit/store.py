@@ -1,24 +1,41 @@
-"""The audit store: one SQLite file (stdlib), a table of runs and one of records.
+"""The audit store: a directory with one SQLite file per run, written by that run's monitor.
 
-Default location: ``$SANDBOX_HOME/audit.sqlite`` (``state_dir()`` of the
-launcher, i.e. ``~/.local/state/sandbox`` for the caller), overridden by the
-environment variable ``SANDBOX_AUDIT_DB`` or ``Launcher(audit_db=...)``. Each
-user has their own file in their own state directory, so unprivileged users
-need nothing shared.
+Location: ``$SANDBOX_HOME/audit/`` (``state_dir()`` of the launcher, i.e.
+``~/.local/state/sandbox/audit``), overridden by ``SANDBOX_AUDIT_DB`` or
+``Launcher.audit_db`` (both name the directory). Created 0700.
 
-Writes come from the monitor only (never from the sandbox), in batches, from a
-writer thread (`Writer`): the notification loop appends record tuples to a
-deque and never touches SQLite itself. WAL mode lets `sandbox audit` read
-while runs write; a busy timeout lets parallel monitors share the file.
+WHY ONE FILE PER RUN (issue 11, finding 3). With one shared SQLite file, any
+process that could open it -- a sandbox whose policy grants ``$HOME`` -- held
+a lock on its ``-shm`` and every monitor of the uid got "database is locked":
+records were dropped and an unrelated run ended as an error. Now a run's
+records go to ``<run_id>.sqlite``, opened only by its own monitor (WAL while
+it runs, so `sandbox audit` can read along; a plain file once it ends); the
+launcher hides the whole directory from every sandbox's view
+(`hidden_paths`). Concurrent runs share no lock, no file and no timeout.
+
+Losslessness (issue 10, finding 5): a path (and a symlink target) is any
+bytes but NUL; it is stored as a BLOB of those exact bytes, never as text
+that must be valid UTF-8. Readers get it back as a ``surrogateescape`` str.
+
+Bounds: repeats are folded into one row (count, first and last time), a run
+stores at most its policy's ``[audit] records`` rows and
+``records * TEXT_PER_RECORD`` bytes of path text (`Writer`), and the
+directory is kept under a size cap by deleting the oldest finished runs
+(`enforce_cap`).
 """
 from __future__ import annotations
 
 import collections
+import fcntl
 import os
+import re
 import sqlite3
 import threading
 import time
-from typing import Callable, Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from sandbox.printable import as_bytes, from_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,109 +47,234 @@ CREATE TABLE IF NOT EXISTS runs (
     mode       TEXT,            -- exec | workflow
     argv       TEXT,            -- JSON, exec mode only
     paths      TEXT,            -- JSON: the run's workdir and output (for policy suggest)
-    records    INTEGER DEFAULT 0,
-    dropped    INTEGER DEFAULT 0,
+    records    INTEGER DEFAULT 0,  -- events recorded (every repeat counts)
+    stored     INTEGER DEFAULT 0,  -- rows stored (repeats folded)
+    dropped    INTEGER DEFAULT 0,  -- events lost (store failure), with the reason in summary
+    not_stored INTEGER DEFAULT 0,  -- events past the record budget
+    truncated  INTEGER DEFAULT 0,
     summary    TEXT             -- JSON, written when the run ends
 );
 CREATE TABLE IF NOT EXISTS records (
-    run_id     TEXT NOT NULL,
-    seq        INTEGER NOT NULL,   -- 1, 2, ... in the order the monitor received them
-    ts         REAL NOT NULL,      -- seconds since the epoch
-    pid        INTEGER NOT NULL,   -- the calling thread, in the host's PID namespace
-    operation  TEXT NOT NULL,      -- read write create delete exec metadata
+    seq        INTEGER PRIMARY KEY, -- the first occurrence's place in the run (1, 2, ...)
+    first      REAL NOT NULL,       -- seconds since the epoch, first occurrence
+    last       REAL NOT NULL,       -- last occurrence
+    count      INTEGER NOT NULL,    -- occurrences folded into this row
+    pid        INTEGER NOT NULL,    -- the first caller, in the host's PID namespace
+    operation  TEXT NOT NULL,       -- read write create delete exec metadata
     syscall    TEXT NOT NULL,
-    path       TEXT NOT NULL,      -- absolute, as the sandbox sees it (= host path for binds)
-    flags      TEXT,               -- e.g. O_WRONLY|O_CREAT, AT_REMOVEDIR, symlink target
-    allowed    INTEGER NOT NULL,   -- the policy engine's verdict on `path`
-    rule       TEXT NOT NULL,      -- the rule that decided it
-    enforced   TEXT NOT NULL,      -- kernel (CONTINUE: the layers decide) | monitor
-    result     TEXT,               -- what the monitor answered, when it answered itself
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+    path       BLOB NOT NULL,       -- the exact bytes, absolute, as the sandbox sees it
+    flags      BLOB,                -- e.g. O_WRONLY|O_CREAT, AT_REMOVEDIR, target=<symlink target>
+    allowed    INTEGER NOT NULL,    -- the policy engine's verdict on `path`
+    rule       TEXT NOT NULL,       -- the rule that decided it
+    enforced   TEXT NOT NULL,       -- kernel (CONTINUE: the layers decide) | monitor
+    result     TEXT                 -- what the monitor answered, when it answered itself
+);
 """
 
-COLUMNS = ("run_id", "seq", "ts", "pid", "operation", "syscall", "path", "flags", "allowed",
-           "rule", "enforced", "result")
-_INSERT = f"INSERT OR REPLACE INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+COLUMNS = ("seq", "first", "last", "count", "pid", "operation", "syscall", "path", "flags",
+           "allowed", "rule", "enforced", "result")
+_INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_BUMP = "UPDATE records SET count = count + ?, last = max(last, ?) WHERE seq = ?"
 
-BATCH = 2000              # rows per executemany / transaction
+BATCH = 2000              # events per drain step
 FLUSH_SECONDS = 0.1       # the writer also flushes whatever waits this often
-HIGH_WATER = 200_000      # queued rows above which the notification loop waits (backpressure)
-BACKPRESSURE_SECONDS = 5.0  # longest it waits before counting rows as dropped
+HIGH_WATER = 200_000      # queued events above which the notification loop waits (backpressure)
+BACKPRESSURE_SECONDS = 5.0  # longest it waits before counting events as dropped
+BUSY_MS = 2000            # only `sandbox audit` readers share a run's file, and WAL never blocks
+TEXT_PER_RECORD = 256     # bytes of path + flags text per budgeted record, on average
+MAX_BYTES = 1 << 30       # default size cap of the store directory ($SANDBOX_AUDIT_MAX_BYTES)
+_RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
+SUFFIX = ".sqlite"
 
 
+# -- where -------------------------------------------------------------------------------------
 def default_path() -> str:
+    """The store directory: $SANDBOX_AUDIT_DB, else $SANDBOX_HOME/audit."""
     env = os.environ.get("SANDBOX_AUDIT_DB")
     if env:
         return os.path.abspath(env)
     from sandbox.launcher.prepare import state_dir
-    return os.path.join(state_dir(), "audit.sqlite")
+    return os.path.join(state_dir(), "audit")
 
 
-def connect(path: str | None = None, *, create: bool = True) -> sqlite3.Connection:
-    """Open (and create, with its directory) the audit database."""
-    path = path or default_path()
-    if not create and not os.path.exists(path):
+def max_bytes() -> int:
+    env = os.environ.get("SANDBOX_AUDIT_MAX_BYTES")
+    try:
+        return int(env) if env else MAX_BYTES
+    except ValueError:
+        return MAX_BYTES
+
+
+def ensure_dir(path: str) -> str:
+    """Create the store directory (0700); refuse a path that is not a directory."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if not os.path.isdir(path):
         from sandbox.errors import InputError
-        raise InputError(f"no audit database at {path} (set SANDBOX_AUDIT_DB or run an "
-                         "audited sandbox first)")
-    if create:
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    if create:
+        raise InputError(f"audit store {path} is not a directory (an old single-file "
+                         "database? move it away or set SANDBOX_AUDIT_DB to a directory)")
+    return path
+
+
+def run_file(directory: str, run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise ValueError(f"not a run id: {run_id!r}")
+    return os.path.join(directory, run_id + SUFFIX)
+
+
+# -- writing (the monitor) ---------------------------------------------------------------------
+@dataclass
+class RunFile:
+    """A run's open file: the connection and a lock that marks it live for `enforce_cap`."""
+    conn: sqlite3.Connection
+    path: str
+    lock_fd: int
+
+    def close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA journal_mode=DELETE")   # a plain file from now on
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+        os.close(self.lock_fd)   # after the connection: closing it drops our POSIX locks too
+
+
+def create_run(directory: str, run_id: str, *, policy: str, files: str, mode: str,
+               argv: str | None, paths: str | None = None) -> RunFile:
+    """The run's own file, with its `runs` row. Nobody else writes it."""
+    ensure_dir(directory)
+    path = run_file(directory, run_id)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        conn = sqlite3.connect(path, timeout=BUSY_MS / 1000, check_same_thread=False,
+                               isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")   # a crash loses the run's tail, never others'
         conn.executescript(SCHEMA)
-    return conn
+        conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, argv, "
+                     "paths) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (run_id, time.time(), policy, files, mode, argv, paths))
+    except BaseException:
+        os.close(fd)
+        raise
+    return RunFile(conn, path, fd)
 
 
-def begin_run(conn: sqlite3.Connection, run_id: str, *, policy: str, files: str, mode: str,
-              argv: str | None, paths: str | None = None) -> None:
-    conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, argv, paths) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (run_id, time.time(), policy, files, mode, argv, paths))
+def end_run(conn: sqlite3.Connection, run_id: str, *, records: int, stored: int, dropped: int,
+            not_stored: int, truncated: bool, summary: str) -> None:
+    conn.execute("UPDATE runs SET ended = ?, records = ?, stored = ?, dropped = ?, "
+                 "not_stored = ?, truncated = ?, summary = ? WHERE run_id = ?",
+                 (time.time(), records, stored, dropped, not_stored, int(truncated), summary,
+                  run_id))
 
 
-def end_run(conn: sqlite3.Connection, run_id: str, *, records: int, dropped: int,
-            summary: str) -> None:
-    conn.execute("UPDATE runs SET ended = ?, records = ?, dropped = ?, summary = ? "
-                 "WHERE run_id = ?", (time.time(), records, dropped, summary, run_id))
+def enforce_cap(directory: str, cap: int, keep: str | None = None) -> int:
+    """Delete the oldest finished runs until the directory holds at most `cap` bytes.
+
+    A run whose monitor still writes (its file is flock'ed) is never deleted,
+    nor `keep`. Returns the number of runs deleted."""
+    entries = []
+    total = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        p = os.path.join(directory, name)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        total += st.st_size
+        if name.endswith(SUFFIX):
+            entries.append((st.st_mtime, p))
+    deleted = 0
+    for _, p in sorted(entries):
+        if total <= cap:
+            break
+        if p == keep or not _idle(p):
+            continue
+        for q in (p, p + "-wal", p + "-shm", p + "-journal"):
+            try:
+                size = os.lstat(q).st_size
+                os.unlink(q)
+                total -= size
+            except OSError:
+                pass
+        deleted += 1
+    return deleted
+
+
+def _idle(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class Writer:
-    """A thread that drains record tuples from `queue` into SQLite in batches.
+    """A thread that folds, budgets and stores the events the notification loop queues.
 
-    The producer (the notification loop) calls `put(row)`: a deque append,
-    no lock, no I/O. `put` returns False only when the queue is above
-    HIGH_WATER; then the producer calls `wait_room()`, which blocks up to
-    BACKPRESSURE_SECONDS (slowing the sandbox, whose syscall is pending) and
-    tells it whether the row must be counted as dropped. Nothing is dropped
-    silently: `dropped` is reported in the run summary and the runs table.
+    The producer (the notification loop) calls `put(event)`: a deque append,
+    no lock, no I/O. An event is ``(seq, time, pid, operation, syscall, path,
+    flags, allowed, rule, enforced, result)``. The writer folds an event
+    identical to an earlier one but for seq, pid and time into that row
+    (count, last time); a new distinct record is stored while the run's budget
+    lasts (`budget` rows, `budget * TEXT_PER_RECORD` bytes of path and flags),
+    after that it is counted in `not_stored` and `truncated` is set. Above
+    HIGH_WATER queued events the loop waits up to BACKPRESSURE_SECONDS (slowing
+    the sandbox, whose syscall is pending), then the oldest are dropped and
+    counted. Whatever happens to a batch -- a store error, a value SQLite will
+    not take -- the thread survives and `dropped` counts the lost events:
+    nothing is lost silently.
     """
 
-    def __init__(self, conn: sqlite3.Connection | Callable[[], sqlite3.Connection]) -> None:
-        """`conn`, or a callable that opens it: then the opening (file, schema,
-        the run's row: several milliseconds with an fsync) happens on the
-        writer's thread, off the path of the sandbox's first notified syscall,
-        while records already queue up."""
-        self._opener = conn if callable(conn) else None
-        self.conn: sqlite3.Connection | None = None if callable(conn) else conn
+    def __init__(self, opener: Callable[[], RunFile] | RunFile, *,
+                 budget: int = 50_000) -> None:
+        """`opener` runs on the writer's thread (file, schema, the run's row: several
+        milliseconds), off the path of the sandbox's first notified syscall, while
+        events already queue up."""
+        self._opener = opener if callable(opener) else None
+        self.file: RunFile | None = None if callable(opener) else opener
         self._opened = threading.Event()
-        if self.conn is not None:
+        if self.file is not None:
             self._opened.set()
+        self.budget = budget
+        self.text_budget = budget * TEXT_PER_RECORD
         self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self.written = 0
-        self.dropped = 0
+        self.events = 0           # events taken from the queue
+        self.stored = 0           # distinct rows written
+        self.stored_events = 0    # events now in the store (rows and their repeats)
+        self.not_stored = 0       # events past the budget
+        self.dropped = 0          # events lost: store failures, backpressure
+        self.text_used = 0
         self.error: str | None = None
+        self._keys: dict[tuple[Any, ...], int] = {}   # record -> seq of its row (<= budget)
+        self._lock = threading.Lock()                  # the drain runs on one thread at a time
         self._wake = threading.Event()
         self._room = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    def put(self, row: tuple[Any, ...]) -> None:
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        return self.file.conn if self.file is not None else None
+
+    @property
+    def truncated(self) -> bool:
+        return self.not_stored > 0
+
+    def put(self, event: tuple[Any, ...]) -> None:
         q = self.queue
-        q.append(row)
+        q.append(event)
         n = len(q)
         if n >= BATCH and n % BATCH == 0:
             self._wake.set()
@@ -142,42 +284,98 @@ class Writer:
     def _backpressure(self) -> None:
         self._room.clear()
         if not self._room.wait(BACKPRESSURE_SECONDS) and len(self.queue) >= HIGH_WATER:
-            # The writer is stuck (disk full, locked database): keep the loop going,
+            # The writer is stuck (disk full, a slow disk): keep the loop going,
             # discard the oldest surplus and count it.
             while len(self.queue) > HIGH_WATER // 2:
                 self.queue.popleft()
                 self.dropped += 1
+                self.events += 1
+
+    # -- the writer's side -------------------------------------------------------------------
+    def _fold(self, batch: list[tuple[Any, ...]]
+              ) -> tuple[list[tuple[Any, ...]], dict[int, list[float]]]:
+        """New rows and {seq: [repeats, last time]} of one batch; budget applied."""
+        new: list[tuple[Any, ...]] = []
+        bumps: dict[int, list[float]] = {}
+        keys = self._keys
+        for seq, ts, pid, op, syscall, path, flags, allowed, rule, enforced, result in batch:
+            key = (op, syscall, path, flags, allowed, rule, enforced, result)
+            first = keys.get(key)
+            if first is not None:
+                b = bumps.get(first)
+                if b is None:
+                    bumps[first] = [1, ts]
+                else:
+                    b[0] += 1
+                    b[1] = ts
+                continue
+            pb = as_bytes(path)
+            fb = None if flags is None else as_bytes(flags)
+            size = len(pb) + (len(fb) if fb else 0)
+            if len(keys) >= self.budget or self.text_used + size > self.text_budget:
+                self.not_stored += 1
+                continue
+            keys[key] = seq
+            self.text_used += size
+            new.append((seq, ts, ts, 1, pid, op, syscall, pb, fb, 1 if allowed else 0, rule,
+                        enforced, result))
+        return new, bumps
+
+    def _store(self, new: list[tuple[Any, ...]], bumps: dict[int, list[float]]) -> None:
+        conn = self.conn
+        assert conn is not None
+        rows = [(int(n), last, seq) for seq, (n, last) in bumps.items()]
+        try:
+            with_tx(conn, [(_INSERT, new), (_BUMP, rows)])
+            self.stored += len(new)
+            self.stored_events += len(new) + sum(r[0] for r in rows)
+            return
+        except Exception as exc:   # one bad value must not cost the batch: row by row
+            self.error = f"{type(exc).__name__}: {exc}"
+        for sql, items, weight in ((_INSERT, new, lambda r: 1), (_BUMP, rows, lambda r: r[0])):
+            for item in items:
+                try:
+                    conn.execute(sql, item)
+                    self.stored_events += weight(item)
+                    if sql is _INSERT:
+                        self.stored += 1
+                except Exception as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    self.dropped += weight(item)
 
     def _drain(self) -> None:
-        q = self.queue
-        if self.conn is None:
-            if self._opened.is_set():  # the store could not be opened: count, do not keep
-                self.dropped += len(q)
-                q.clear()
-                self._room.set()
-            return
-        while q:
-            batch = []
-            pop = q.popleft
-            try:
-                for _ in range(BATCH):
-                    batch.append(pop())
-            except IndexError:
-                pass
-            try:
-                with_tx(self.conn, _INSERT, batch)
-                self.written += len(batch)
-            except sqlite3.Error as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.dropped += len(batch)
-            if len(q) < HIGH_WATER // 2:
-                self._room.set()
+        with self._lock:
+            q = self.queue
+            if self.file is None:
+                if self._opened.is_set():  # the store could not be opened: count, do not keep
+                    self.dropped += len(q)
+                    self.events += len(q)
+                    q.clear()
+                    self._room.set()
+                return
+            while q:
+                batch = []
+                pop = q.popleft
+                try:
+                    for _ in range(BATCH):
+                        batch.append(pop())
+                except IndexError:
+                    pass
+                self.events += len(batch)
+                try:
+                    new, bumps = self._fold(batch)
+                    self._store(new, bumps)
+                except Exception as exc:   # never dies; the batch is counted as lost
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    self.dropped += len(batch)
+                if len(q) < HIGH_WATER // 2:
+                    self._room.set()
 
     def _run(self) -> None:
         if self._opener is not None:
             try:
-                self.conn = self._opener()
-            except Exception as exc:  # reported in the summary; records are counted as dropped
+                self.file = self._opener()
+            except Exception as exc:  # reported in the summary; events are counted as dropped
                 self.error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._opened.set()
@@ -188,21 +386,23 @@ class Writer:
         self._drain()
 
     def close(self) -> None:
-        """Write everything queued, stop the thread."""
+        """Store everything queued, stop the thread."""
         self._stop = True
         self._wake.set()
         self._thread.join()
         self._drain()
 
-    def wait_open(self) -> sqlite3.Connection | None:
+    def wait_open(self) -> RunFile | None:
         self._opened.wait()
-        return self.conn
+        return self.file
 
 
-def with_tx(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+def with_tx(conn: sqlite3.Connection, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
     conn.execute("BEGIN")
     try:
-        conn.executemany(sql, rows)
+        for sql, rows in steps:
+            if rows:
+                conn.executemany(sql, rows)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -210,44 +410,114 @@ def with_tx(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> 
 
 
 # -- reading -----------------------------------------------------------------------------------
-def runs(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
-    cur = conn.execute("SELECT run_id, started, ended, policy, files, mode, argv, records, "
-                       "dropped FROM runs ORDER BY started DESC LIMIT ?", (limit,))
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur]
+class Store:
+    """The store directory, read side: per-run connections opened on demand, read-only."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self._conns: dict[str, sqlite3.Connection] = {}
+
+    def run_ids(self) -> list[str]:
+        """Run ids, most recently written first."""
+        out = []
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return []
+        for name in names:
+            if name.endswith(SUFFIX) and _RUN_ID.match(name[:-len(SUFFIX)]):
+                try:
+                    out.append((os.stat(os.path.join(self.dir, name)).st_mtime,
+                                name[:-len(SUFFIX)]))
+                except OSError:
+                    pass
+        return [rid for _, rid in sorted(out, reverse=True)]
+
+    def conn(self, run_id: str) -> sqlite3.Connection:
+        c = self._conns.get(run_id)
+        if c is None:
+            path = run_file(self.dir, run_id)
+            c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_MS / 1000,
+                                check_same_thread=False)
+            self._conns[run_id] = c
+        return c
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
 
 
-def run_info(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
-    cur = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-    row = cur.fetchone()
+def connect(path: str | None = None, *, create: bool = False) -> Store:
+    """The store at `path` (default: `default_path()`), for reading."""
+    path = path or default_path()
+    if create:
+        ensure_dir(path)
+    elif not os.path.isdir(path):
+        from sandbox.errors import InputError
+        raise InputError(f"no audit store at {path} (set SANDBOX_AUDIT_DB or run an "
+                         "audited sandbox first)")
+    return Store(path)
+
+
+def runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    out = []
+    for rid in store.run_ids():
+        if len(out) >= limit:
+            break
+        info = run_info(store, rid)
+        if info is not None:
+            info.pop("summary", None)
+            info.pop("paths", None)
+            out.append(info)
+    out.sort(key=lambda r: r.get("started") or 0, reverse=True)
+    return out
+
+
+def run_info(store: Store, run_id: str) -> dict[str, Any] | None:
+    try:
+        cur = store.conn(run_id).execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        row = cur.fetchone()
+    except (sqlite3.Error, ValueError):
+        return None
     if row is None:
         return None
     return dict(zip([d[0] for d in cur.description], row))
 
 
-def find_run(conn: sqlite3.Connection, prefix: str) -> str:
+def find_run(store: Store, prefix: str) -> str:
     """A full run id from a unique prefix (as git does with commits)."""
     from sandbox.errors import InputError
-    rows = conn.execute("SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
-                        (prefix, prefix + "\U0010ffff")).fetchall()
-    if not rows:
-        raise InputError(f"no audited run {prefix!r} in the audit database")
-    if len(rows) > 1:
+    from sandbox.printable import printable
+    if not prefix or not _RUN_ID.match(prefix):
+        raise InputError(f"not a run id: {printable(prefix)!r}")
+    found = [rid for rid in store.run_ids() if rid.startswith(prefix)]
+    if not found:
+        raise InputError(f"no audited run {prefix!r} in the audit store {store.dir}")
+    if len(found) > 1 and prefix not in found:
         raise InputError(f"run id prefix {prefix!r} is ambiguous")
-    return rows[0][0]
+    return prefix if prefix in found else found[0]
 
 
-def records(conn: sqlite3.Connection, run_id: str, *, denied_only: bool = False
+def records(store: Store, run_id: str, *, denied_only: bool = False
             ) -> Iterator[dict[str, Any]]:
-    sql = f"SELECT {', '.join(COLUMNS)} FROM records WHERE run_id = ?"
+    sql = f"SELECT {', '.join(COLUMNS)} FROM records"
     if denied_only:
-        sql += " AND allowed = 0"
-    for row in conn.execute(sql + " ORDER BY seq", (run_id,)):
-        yield as_dict(row)
+        sql += " WHERE allowed = 0"
+    for row in store.conn(run_id).execute(sql + " ORDER BY seq"):
+        yield as_dict(run_id, row)
 
 
-def as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+def as_dict(run_id: str, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A record for Python callers: path and flags as str (``surrogateescape``: lossless)."""
     d = dict(zip(COLUMNS, row))
+    d["run_id"] = run_id
     d["verdict"] = "allowed" if d.pop("allowed") else "denied"
-    d["time"] = d.pop("ts")
+    d["time"] = d["first"]
+    d["path"] = _text(d["path"])
+    d["flags"] = None if d["flags"] is None else _text(d["flags"])
     return d
+
+
+def _text(v: Any) -> str:
+    return from_bytes(v) if isinstance(v, bytes) else str(v)

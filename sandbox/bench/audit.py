@@ -41,7 +41,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET) -> dict[str
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         la = Launcher(capture_output=True)
-        la.audit_db = os.path.join(tmp, "audit.sqlite")
+        la.audit_db = os.path.join(tmp, "audit")
         base = load_policy("default")
         pols = {"sandbox_none": base.replace(audit=AuditPolicy(files="none")),
                 "sandbox_all": base.replace(audit=AuditPolicy(files="all"))}

@@ -173,7 +173,10 @@ def needs_explaining(result: Any) -> bool:
 
 
 def describe_failure(result: Any) -> str:
-    return f"sandbox: {result.status}: {result.reason}" if result.reason else \
+    """The one stderr line of a failed run. The reason can quote the program
+    (an exec error, an action's exception message): rendered printable."""
+    from sandbox.printable import printable
+    return f"sandbox: {result.status}: {printable(result.reason)}" if result.reason else \
         f"sandbox: {result.status}"
 
 

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "(no message)"
+    from sandbox.printable import printable
+    return printable(" ".join(str(text).split())) or "(no message)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output-file", metavar="FILE", help="write the TOML here")
     p.add_argument("--min-files", type=int, default=3, metavar="N",
                    help="collapse a directory when N entries under it were used (default 3)")
-    p.add_argument("--db", metavar="FILE", help="the audit database (default: $SANDBOX_AUDIT_DB "
-                                                "or $SANDBOX_HOME/audit.sqlite)")
+    p.add_argument("--db", metavar="DIR", help="the audit store (default: $SANDBOX_AUDIT_DB "
+                                                "or $SANDBOX_HOME/audit, a directory)")
     p.set_defaults(func=run)
 
 

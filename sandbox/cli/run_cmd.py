@@ -35,16 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def summary(result) -> str:
+    """The run in a few lines; what the actions chose (reasons, error messages) is
+    rendered printable (sandbox.printable)."""
+    from sandbox.printable import printable as P
     lines = [f"run {result.run_id}: {result.status}"
-             + (f" ({result.reason})" if result.reason else "")
+             + (f" ({P(result.reason)})" if result.reason else "")
              + f" in {result.wall_time:.3f}s"]
     if result.bailed:
-        lines.append(f"  bailed: {result.bail_reason}")
+        lines.append(f"  bailed: {P(result.bail_reason)}")
     lines.append(f"  store: {len(result.store)} keys ({len(result.changed_keys)} changed)")
     lines.append(f"  logs: {len(result.logs)}; messages: {sum(result.messages.values())}")
     if result.error:
-        lines.append(f"  error: {result.error.get('type')}: {result.error.get('message')}"
-                     f" (stage {result.error.get('stage')}, action {result.error.get('action')})")
+        lines.append(f"  error: {P(result.error.get('type'))}: {P(result.error.get('message'))}"
+                     f" (stage {P(result.error.get('stage'))}, "
+                     f"action {P(result.error.get('action'))})")
     lines.append(f"  layers: {', '.join(result.layers) or 'none'}")
     lines.append(f"  output: {result.output_dir}")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """`Launcher`: run workflows and programs in fresh sandboxes, get RunResults.
 
-    with Launcher(audit_db="audit.sqlite", max_concurrent=8) as launcher:
+    with Launcher(audit_db="audit", max_concurrent=8) as launcher:
         result = launcher.spawn(["echo", "hi"])          # blocking
         handle = launcher.start(["sleep", "60"])          # a RunHandle
         handle.cancel(); handle.wait(10).status           # Status.CANCELLED
@@ -111,15 +111,24 @@ def _audit_db_default() -> str:
     return default_path()
 
 
+def _audit_store(configured: str | None) -> str:
+    """The audit store directory, created (0700) so the planner can mask it."""
+    from sandbox.audit.store import ensure_dir
+    return ensure_dir(os.path.abspath(configured or _audit_db_default()))
+
+
 class Launcher:
     """Spawns sandboxes. Handlers, hooks and middleware registered here apply to every run.
 
     `max_depth` bounds nested spawns (an action's ``ctx.spawn``): the caller's
-    run is depth 0 (see `sandbox.nested`). `audit_db` is the audit SQLite
-    file (default: ``sandbox.audit.default_db_path()``). Use it as a context
+    run is depth 0 (see `sandbox.nested`). `audit_db` is the audit store
+    directory (default: ``sandbox.audit.default_db_path()``). Use it as a context
     manager, or call `close()`: that cancels the runs still going, waits for
     them and stops the launcher's fork server.
     """
+
+    audit_max_bytes: int | None = None   # the audit store's size cap (default:
+                                         # $SANDBOX_AUDIT_MAX_BYTES or 1 GiB)
 
     def __init__(self, *, policy: Policy | str | None = None,
                  budget: Budget | None = None, capture_output: bool = False,
@@ -387,7 +396,8 @@ class Launcher:
         try:
             prep = P.prepare(run_id, pol, mode=mode, workdir=workdir, output_dir=output_dir,
                              env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths,
-                             ceilings=_ceilings(lineage, hooked_from), cancel=cancel)
+                             ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
+                             hidden=(_audit_store(self.audit_db),))
         except BaseException:
             for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
                 s.close()
@@ -479,7 +489,8 @@ class Launcher:
                 "env": prep.env, "policy": prep.policy.to_dict(),
                 "fs_plan": prep.plan.to_dict(), "paths": vars(prep.paths),
                 "ipc_fd": int(prep.env["SANDBOX_IPC_FD"]),
-                "audit_db": self.audit_db or _audit_db_default()}
+                "audit_db": self.audit_db or _audit_db_default(),
+                "audit_max_bytes": self.audit_max_bytes}
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,

@@ -107,15 +107,36 @@ def runtime_rules(mode: str, code_paths: Sequence[str]) -> tuple[FsRule, ...]:
     return tuple(rules)
 
 
+def hide(policy: Policy, paths: RunPaths, hidden: Sequence[str]) -> Policy:
+    """`policy` with `hidden` (the trusted side's own state, e.g. the audit store)
+    added to its deny rules, so no grant can put it in the sandbox's view: the
+    planner masks it and the engine refuses it, whatever the policy says.
+
+    A run whose workdir or output lies inside a hidden path is refused: it
+    would be masked out of its own view."""
+    if not hidden:
+        return policy
+    real = [os.path.realpath(h) for h in hidden]
+    for name, p in (("workdir", paths.workdir), ("output", paths.output)):
+        rp = os.path.realpath(p)
+        for h in real:
+            if rp == h or rp.startswith(h.rstrip("/") + "/"):
+                raise InputError(f"the {name} {p} is inside {h}, which no sandbox may see "
+                                 "(the audit store); choose another directory")
+    deny = tuple(policy.filesystem.deny) + tuple(h for h in real
+                                                  if h not in policy.filesystem.deny)
+    return policy.replace(filesystem=replace(policy.filesystem, deny=deny))
+
+
 def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int,
             code_paths: Sequence[str] = (), ceilings: Sequence[Any] = (),
-            cancel: Any = None) -> Prepared:
+            cancel: Any = None, hidden: Sequence[str] = ()) -> Prepared:
     """`ceilings` (`sandbox.policy.confine.Ceiling`): policies this run may not
     exceed, checked on the resolved policy and on the plan (a nested spawn's
     parent, a before_spawn hook's input); a run with a ceiling that grants
     fresh roots is a sandbox's request, so its glob expansion is bounded and
-    stops when `cancel` is set."""
+    stops when `cancel` is set. `hidden`: paths no sandbox may see (`hide`)."""
     from sandbox.policy import build_plan, default_variables, resolve
     from sandbox.policy.confine import check_plan, confine, own_roots
     from sandbox.policy.planner import PlanBounds
@@ -130,6 +151,7 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
         for c in ceilings:
             top = resolve(c.policy, variables)      # idempotent on a resolved parent policy
             resolved = confine(resolved, top, own=own if c.own_roots else (), what=c.what)
+        resolved = hide(resolved, paths, hidden)
         plan = build_plan(resolved, bounds=PlanBounds(cancel=cancel) if untrusted else None)
         for c in ceilings:
             check_plan(plan, resolve(c.policy, variables), own=own if c.own_roots else (),

@@ -40,6 +40,7 @@ import time
 from typing import Any
 
 from sandbox.audit.tally import Tally
+from sandbox.printable import json_text
 from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
@@ -118,17 +119,24 @@ class AuditLoop:
 
     # -- store -------------------------------------------------------------------------------
     def _open_store(self, spec: dict[str, Any], policy: Any) -> None:
+        """This run's own file in the store directory (sandbox.audit.store: one file
+        per run, so no other run, and no sandbox, can lock or slow it)."""
         from sandbox.audit import store
         self.db_path = spec.get("audit_db") or store.default_path()
         argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
         paths = json.dumps({k: spec.get("paths", {}).get(k) for k in ("workdir", "output")})
+        cap = int(spec.get("audit_max_bytes") or store.max_bytes())
 
         def opener():  # runs on the writer's thread (see store.Writer)
-            conn = store.connect(self.db_path)
-            store.begin_run(conn, self.run_id, policy=policy.name, files=self.files,
-                            mode=spec.get("mode", ""), argv=argv, paths=paths)
-            return conn
-        self.writer = store.Writer(opener)
+            f = store.create_run(self.db_path, self.run_id, policy=policy.name,
+                                 files=self.files, mode=spec.get("mode", ""), argv=argv,
+                                 paths=paths)
+            try:
+                store.enforce_cap(self.db_path, cap, keep=f.path)
+            except OSError:
+                pass   # retention is housekeeping: never the run's problem
+            return f
+        self.writer = store.Writer(opener, budget=policy.audit.records)
 
     # -- the loop ----------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -265,8 +273,8 @@ class AuditLoop:
             return
         self.tally.recorded += 1
         if self.writer is not None:
-            self.writer.put((self.run_id, seq, time.time(), pid, op, name, path, flags,
-                             1 if allowed else 0, rule, enforced, result))
+            self.writer.put((seq, time.time(), pid, op, name, path, flags, allowed, rule,
+                             enforced, result))
 
     # -- the end -----------------------------------------------------------------------------
     def finish(self) -> tuple[AuditSummary | None, list[Denied]]:
@@ -276,30 +284,51 @@ class AuditLoop:
             self._thread.join(0.2)   # blocked in RECV for good once every task is gone
         if not self.audit:
             return None, []
-        extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
-                                 "sync_wakeup": self.sync_wakeup,
-                                 "guarded": list(self.broker.guarded) if self.broker else []}
-        dropped = 0
-        if self.writer is not None:
-            self.writer.close()
-            dropped = self.writer.dropped
-            if self.writer.error:
-                extra["db_error"] = self.writer.error
-        elif self.db_error:
-            extra["db_error"] = self.db_error
-            dropped = self.tally.recorded
-        summary = self.tally.summary(dropped=dropped, **extra)
-        if self.writer is not None:
-            from sandbox.audit import store
-            try:
-                store.end_run(self.writer.conn, self.run_id, records=self.writer.written,
-                              dropped=dropped, summary=json.dumps(summary))
-                self.writer.conn.close()
-            except Exception as exc:
-                summary["db_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            summary = self._finish_store()
+        except Exception as exc:   # the run's status never depends on the store
+            summary = self.tally.summary(dropped=self.tally.recorded, stored=0,
+                                         truncated=False, not_stored=0,
+                                         db_error=json_text(f"{type(exc).__name__}: {exc}")[0])
         self.paths.close_mem()
         return (protocol.build(AuditSummary, summary),
                 [protocol.build(Denied, d) for d in self.tally.denied])
+
+    def _finish_store(self) -> dict[str, Any]:
+        """Flush the writer; the summary with what was stored, truncated and lost.
+
+        Every recorded event is accounted for exactly once:
+        ``records == stored_events + not_stored + dropped``."""
+        extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
+                                 "sync_wakeup": self.sync_wakeup,
+                                 "guarded": list(self.broker.guarded) if self.broker else [],
+                                 "budget": self.sup.ctx.policy.audit.records}
+        w = self.writer
+        if w is None:
+            return self.tally.summary(dropped=self.tally.recorded, stored=0, stored_events=0,
+                                      truncated=False, not_stored=0,
+                                      db_error=self.db_error or "no store", **extra)
+        w.close()
+        lost = self.tally.recorded - w.events     # never reached the writer (cannot happen)
+        dropped = w.dropped + max(0, lost)
+        if w.error:
+            extra["db_error"] = json_text(w.error)[0]
+        summary = self.tally.summary(dropped=dropped, stored=w.stored,
+                                     stored_events=w.stored_events, truncated=w.truncated,
+                                     not_stored=w.not_stored, **extra)
+        if w.file is not None:
+            from sandbox.audit import store
+            try:
+                store.end_run(w.file.conn, self.run_id, records=self.tally.recorded,
+                              stored=w.stored, dropped=dropped, not_stored=w.not_stored,
+                              truncated=w.truncated, summary=json.dumps(summary))
+            except Exception as exc:
+                summary["db_error"] = json_text(f"{type(exc).__name__}: {exc}")[0]
+            try:
+                w.file.close()
+            except Exception:
+                pass
+        return summary
 
 
 def prepare(supervisor: Any) -> AuditLoop:

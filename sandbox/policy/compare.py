@@ -32,7 +32,8 @@ Rules, each must hold for `a` to be narrower than or equal to `b`:
 - syscalls: profile strict <= default; ``a.allow`` a subset of ``b.allow``;
   ``a.deny`` a superset of ``b.deny``; ``on_violation`` kill is tighter than
   errno (a = errno only if b = errno).
-- audit: not weaker: none < denied < all (more auditing is "narrower").
+- audit: not weaker: none < denied < all (more auditing is "narrower"); a record budget
+  no larger (a bigger one costs the host more store).
 - env: ``a.env.keep`` a subset of ``b.env.keep`` (host variables passed in);
   ``env.set`` is free (values written in the policy itself, no host secret).
 """
@@ -163,6 +164,8 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
         why.append(f"syscalls.deny: drops {', '.join(dropped)}")
     _order("syscalls.on_violation", VIOLATION_ORDER, sa.on_violation, sb.on_violation, why)
     _order("audit.files", AUDIT_ORDER, a.audit.files, b.audit.files, why)
+    if a.audit.records > b.audit.records:   # a bigger budget costs the host more store
+        why.append(f"audit.records: {a.audit.records} > {b.audit.records}")
     _subset("env.keep", a.env.keep, b.env.keep, why)
     return why
 

@@ -88,7 +88,8 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
                                                      ceiling.network.mode)),
         limits=lim, syscalls=sys_,
         audit=replace(child.audit, files=_tighter(AUDIT_ORDER, child.audit.files,
-                                                  ceiling.audit.files)),
+                                                  ceiling.audit.files),
+                      records=min(child.audit.records, ceiling.audit.records)),
         env=replace(child.env, keep=tuple(n for n in child.env.keep if n in ceiling.env.keep)))
 
 

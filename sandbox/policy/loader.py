@@ -95,6 +95,11 @@ class _Checker:
             if isinstance(value, str) and value in kind.choices:
                 return value
             return self.err(key, f"must be one of {', '.join(kind.choices)}; got {value!r}")
+        if k == "count":
+            try:
+                return _count(value)
+            except ValueError as exc:
+                return self.err(key, str(exc))
         if k in ("limit_size", "limit_duration", "limit_count", "size"):
             if value == UNLIMITED and k.startswith("limit_"):
                 return UNLIMITED

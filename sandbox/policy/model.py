@@ -65,9 +65,16 @@ class SyscallPolicy:
     on_violation: str = "errno"
 
 
+AUDIT_RECORDS = 50_000   # default record budget of a run (distinct records stored)
+
+
 @dataclass(frozen=True)
 class AuditPolicy:
+    """`records` is the run's record budget: how many distinct records (repeats are
+    folded into one with a count) the store keeps for one run. Past it the run goes
+    on, its summary says ``truncated`` and counts what was not stored."""
     files: str = "none"
+    records: int = AUDIT_RECORDS
 
 
 @dataclass(frozen=True)

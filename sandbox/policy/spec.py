@@ -54,7 +54,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "deny": Kind("syscall_list", merge="union"),
         "on_violation": Kind("enum", VIOLATION_ACTIONS),
     },
-    "audit": {"files": Kind("enum", AUDIT_FILES)},
+    "audit": {"files": Kind("enum", AUDIT_FILES), "records": Kind("count")},
     "env": {
         "keep": Kind("envname_list", merge="union"),
         "set": Kind("env_table", merge="table"),
