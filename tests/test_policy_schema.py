@@ -131,6 +131,7 @@ GOOD = [
     'name = "x"\nbest_effort = true\nextends = ["base"]\n',
     '[filesystem]\nread = ["/usr", "${PYTHON}", "${WORKDIR}/in/**/*.py", "/a$b"]\ntmp_size = "1.5K"\n',
     '[filesystem]\nwrite = ["/tmp/run/out"]\ndeny = ["/proc/kcore", "/tmp"]\n',
+    '[filesystem]\nread = ["/a..b/..c/d.."]\nallow_credentials = [".aws", ".kube", "*"]\n',
     '[limits]\ncpu = 0.5\nwall = "2min"\nmemory = "unlimited"\nfile_size = 1\nprocesses = "unlimited"\n',
     '[limits]\nmemory = " 2 GiB "\nwall = "500ms"\nopen_files = 3\n',
     '[syscalls]\nprofile = "strict"\nallow = ["ptrace"]\ndeny = ["mount"]\non_violation = "kill"\n',
@@ -159,6 +160,10 @@ BAD = [
     '[filesystem]\ntmp_size = "unlimited"\n',
     '[filesystem]\ntmp_size = "1KB"\n',
     '[filesystem]\nmount = ["/x"]\n',
+    '[filesystem]\nwrite = ["${OUTPUT}/../../etc/cron.d"]\n',
+    '[filesystem]\ndeny = ["/a/.."]\n',
+    '[filesystem]\nallow_credentials = [".sshh"]\n',
+    '[filesystem]\nallow_credentials = ".ssh"\n',
     '[network]\nmode = "internet"\n',
     'network = "none"\n',
     '[limits]\nmemory = "0MiB"\n',
@@ -221,6 +226,7 @@ EXPECTED = {
     "limit_count": {"$ref": "#/$defs/limitCount"},
     "count": {"type": "integer", "minimum": 1},
     "syscall_list": {"$ref": "#/$defs/syscallList"},
+    "credential_list": {"$ref": "#/$defs/credentialList"},
 }
 
 

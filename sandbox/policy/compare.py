@@ -143,6 +143,8 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
     for path in fb.deny:
         if not any(_covers(d, path) for d in fa.deny):
             why.append(f"filesystem.deny: drops {path}")
+    if "*" not in fb.allow_credentials:
+        _subset("filesystem.allow_credentials", fa.allow_credentials, fb.allow_credentials, why)
     if fa.tmp_size > fb.tmp_size:
         why.append(f"filesystem.tmp_size: {fa.tmp_size} > {fb.tmp_size}")
     if a.best_effort and not b.best_effort:

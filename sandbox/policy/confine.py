@@ -68,6 +68,14 @@ def _min_limit(a: float | int | None, b: float | int | None) -> float | int | No
     return min(a, b)
 
 
+def _meet_credentials(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    if "*" in b:
+        return a
+    if "*" in a:
+        return b
+    return tuple(s for s in a if s in b)
+
+
 def derive(child: Policy, ceiling: Policy) -> Policy:
     """`child` with every non-path setting met with `ceiling`'s and its denies added."""
     lim = replace(child.limits, **{k: _min_limit(getattr(child.limits, k),
@@ -80,7 +88,9 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
                                                      ps.on_violation))
     fs = replace(child.filesystem,
                  deny=tuple(dict.fromkeys((*child.filesystem.deny, *ceiling.filesystem.deny))),
-                 tmp_size=min(child.filesystem.tmp_size, ceiling.filesystem.tmp_size))
+                 tmp_size=min(child.filesystem.tmp_size, ceiling.filesystem.tmp_size),
+                 allow_credentials=_meet_credentials(child.filesystem.allow_credentials,
+                                                     ceiling.filesystem.allow_credentials))
     return child.replace(
         best_effort=child.best_effort and ceiling.best_effort,
         filesystem=fs,

@@ -43,6 +43,7 @@ from typing import Callable
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
+from sandbox.policy.credentials import store_of
 from sandbox.policy.model import Policy
 from sandbox.policy.variables import is_resolved
 
@@ -126,6 +127,10 @@ class Engine:
                 self.deny_globs.append((_under(globs.static_prefix(pat)),
                                         globs.compile_rule(pat).fullmatch, text))
             else:
+                store = store_of(normalize(pat))
+                if store is not None:
+                    text = (f"credentials: {pat} (a credential store; opt in with [filesystem] "
+                            f"allow_credentials = [\"{store}\"])")
                 self.deny_literal.setdefault(normalize(pat), text)
         # path -> kind -> rule text
         self.allow_literal: dict[str, dict[str, str]] = {}

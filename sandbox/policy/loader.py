@@ -143,6 +143,9 @@ class _Checker:
         if kind == "syscall_list":
             from sandbox.isolation.syscall_names import is_known_syscall
             return None if is_known_syscall(item) else "unknown syscall on this machine"
+        if kind == "credential_list":
+            from sandbox.policy.credentials import check_names
+            return check_names([item])
         if kind == "envname_list":
             return None if _ENV_NAME.match(item) else "not a valid environment variable name"
         if kind == "name_list":
@@ -290,7 +293,8 @@ def _build(raw: Raw, file: str) -> Policy:
         best_effort=raw.get("best_effort", False),
         filesystem=FilesystemPolicy(read=tuple(fs.get("read", ())), write=tuple(fs.get("write", ())),
                                     exec=tuple(fs.get("exec", ())), deny=tuple(fs.get("deny", ())),
-                                    tmp_size=fs.get("tmp_size", default_fs.tmp_size)),
+                                    tmp_size=fs.get("tmp_size", default_fs.tmp_size),
+                                    allow_credentials=tuple(fs.get("allow_credentials", ()))),
         network=NetworkPolicy(**raw.get("network", {})),
         limits=Limits(**{k: lim("limits", k) for k in TABLES["limits"]}),
         syscalls=SyscallPolicy(profile=sc.get("profile", "default"),

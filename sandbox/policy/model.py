@@ -36,6 +36,9 @@ class FilesystemPolicy:
     exec: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     tmp_size: int = 64 * MiB
+    # Credential stores (sandbox.policy.credentials.STORES, or "*") NOT denied under
+    # granted homes; every other store is, once the policy is resolved.
+    allow_credentials: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ class Kind:
 
     string, bool, name_list (extends), path_list, size, duration, count,
     limit_size, limit_duration (a size/duration or "unlimited"), enum,
-    syscall_list, envname_list, env_table.
+    syscall_list, envname_list, env_table, credential_list.
     """
     name: str
     choices: tuple[str, ...] = ()
@@ -38,6 +38,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "exec": Kind("path_list", merge="union"),
         "deny": Kind("path_list", merge="union"),
         "tmp_size": Kind("size"),
+        "allow_credentials": Kind("credential_list", merge="union"),
     },
     "network": {"mode": Kind("enum", NETWORK_MODES)},
     "limits": {

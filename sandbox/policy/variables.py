@@ -194,7 +194,9 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
     """The policy with every variable substituted: what a run enforces.
 
     Rule paths spelled through a symlink also get their real spelling (see
-    `with_real_paths`; this reads symlinks on the host, nothing else).
+    `with_real_paths`; this reads symlinks on the host, nothing else), and
+    the credential stores under every home a grant reaches are denied
+    unless ``allow_credentials`` names them (`sandbox.policy.credentials`).
     Idempotent on an already-resolved policy (it has no variables left).
     """
     fs = policy.filesystem
@@ -204,13 +206,17 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
     def concrete(paths: tuple[str, ...], key: str) -> tuple[str, ...]:
         return with_real_paths(_expand_all(paths, variables, key, src), memo)
 
-    new_fs = FilesystemPolicy(
-        read=concrete(fs.read, "filesystem.read"),
-        write=concrete(fs.write, "filesystem.write"),
-        exec=concrete(fs.exec, "filesystem.exec"),
-        deny=concrete(fs.deny, "filesystem.deny"),
-        tmp_size=fs.tmp_size,
-    )
+    from sandbox.policy.credentials import denies
+    read = concrete(fs.read, "filesystem.read")
+    write = concrete(fs.write, "filesystem.write")
+    exe = concrete(fs.exec, "filesystem.exec")
+    deny = _expand_all(fs.deny, variables, "filesystem.deny", src)
+    # Credential stores under every home a grant reaches (see sandbox.policy.credentials).
+    deny += tuple(d for d in denies((*read, *write, *exe), variables, fs.allow_credentials)
+                  if d not in deny)
+    new_fs = FilesystemPolicy(read=read, write=write, exec=exe,
+                              deny=with_real_paths(deny, memo), tmp_size=fs.tmp_size,
+                              allow_credentials=fs.allow_credentials)
     return policy.replace(filesystem=new_fs)
 
 
