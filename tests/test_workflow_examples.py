@@ -13,12 +13,6 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "docs" / "examples"
 
 
-@pytest.fixture(autouse=True)
-def repo_on_path(monkeypatch):
-    """`imports: ["docs.examples.actions"]` resolves from the repository root."""
-    monkeypatch.syspath_prepend(str(REPO))
-
-
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.json")))
 def test_examples_validate_and_round_trip(name):
     wf = load_workflow(EXAMPLES / name)

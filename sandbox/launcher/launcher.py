@@ -83,10 +83,9 @@ def _mask_state(plan: Any, history: History | None) -> Any:
     return dataclasses.replace(plan, masks=(*plan.masks, hidden))
 
 
-def _with_dir(code_paths: Sequence[str], workflow_file: str) -> list[str]:
+def _with_dir(code_paths: Sequence[str], wf_dir: str) -> list[str]:
     """`code_paths` plus the workflow file's directory (once)."""
     paths = [os.path.abspath(p) for p in code_paths]
-    wf_dir = os.path.dirname(os.path.abspath(workflow_file))
     return paths if wf_dir in paths else [*paths, wf_dir]
 
 
@@ -311,10 +310,12 @@ class Launcher:
         """One run, in this thread; its outcome also goes to `handle`."""
         try:
             if isinstance(target, str) and target.endswith(".json"):
-                # as `sandbox run`: the workflow's directory holds its action code
                 from sandbox.workflow import load_workflow
-                kw["code_paths"] = _with_dir(kw.get("code_paths", ()), target)
                 target = load_workflow(target)
+            base_dir = getattr(target, "base_dir", None)
+            if base_dir is not None:
+                # as `sandbox run`: a workflow file's action code lives beside it
+                kw["code_paths"] = _with_dir(kw.get("code_paths", ()), base_dir)
         except BaseException as exc:
             handle._finish(None, exc)
             raise

@@ -11,8 +11,10 @@ action run with defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,10 @@ class Workflow:
     policy: str | None = None
     description: str = ""
     imports: tuple[str, ...] = ()
+    # The directory of the file it was loaded from: its `imports` are found there
+    # (the launcher adds it to code_paths, the Runner to sys.path). Not part of
+    # the definition: not in to_dict, not compared.
+    base_dir: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,7 +102,18 @@ def load_workflow(path: str | Path) -> Workflow:
         raise WorkflowError(f"{p}: cannot read workflow: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise WorkflowError(f"{p}: workflow is not UTF-8: {e}") from None
-    return Workflow.from_dict(parse_json(text, source=str(p)), source=str(p))
+    wf = Workflow.from_dict(parse_json(text, source=str(p)), source=str(p))
+    base = os.path.dirname(os.path.abspath(p))
+    policy = wf.policy
+    if policy is not None and _is_policy_path(policy) and not os.path.isabs(policy):
+        policy = os.path.join(base, os.path.expanduser(policy))  # relative to the file
+    return dataclasses.replace(wf, policy=policy, base_dir=base)
+
+
+def _is_policy_path(ref: str) -> bool:
+    """A file path, not a policy name: as sandbox.policy.search.is_name decides."""
+    from sandbox.policy.search import is_name
+    return not is_name(ref)
 
 
 def parse_json(text: str, *, source: str = "<workflow>") -> Any:

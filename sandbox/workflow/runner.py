@@ -14,6 +14,8 @@ stage middleware, which wraps every action middleware, which wraps the action.
 """
 from __future__ import annotations
 
+import sys
+
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -192,6 +194,9 @@ class _Run:
         Failing fast means an unknown action in the last stage is reported
         before the first stage has had side effects.
         """
+        base = self.wf.base_dir
+        if base is not None and self.wf.imports and base not in sys.path:
+            sys.path.insert(0, base)   # a workflow file's imports live beside it
         import_modules(self.wf.imports)
         for si, stage in enumerate(self.wf.stages):
             for ai, ref in enumerate(stage.actions):

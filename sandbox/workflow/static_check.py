@@ -14,6 +14,7 @@ error of the run: this check only refuses what it can prove unknown.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import sys
 from typing import Iterable, Sequence
@@ -31,7 +32,10 @@ def _top_level_dirs(top: str) -> list[str]:
     Asks each meta-path finder for the top-level name only: `find_spec` locates
     without executing, whereas importing `a.b` would run `a/__init__.py`.
     """
+    import importlib.machinery
     for finder in sys.meta_path:
+        if finder is importlib.machinery.PathFinder:
+            continue    # it searches this process's sys.path, which the child does not have
         find = getattr(finder, "find_spec", None)
         if find is None:
             continue
@@ -46,6 +50,24 @@ def _top_level_dirs(top: str) -> list[str]:
         if spec.origin and spec.origin.endswith(".py"):
             return [os.path.dirname(spec.origin)]
     return []
+
+
+@functools.cache
+def child_base_path() -> tuple[str, ...]:
+    """The sandboxed interpreter's sys.path before the run's code_paths: that of
+    `python -I` (what the fork server and monitors run), never this process's
+    (which may hold the cwd, a script's directory or PYTHONPATH: a module found
+    there would pass this check and then fail in the child)."""
+    import json
+    import subprocess
+    try:
+        out = subprocess.run([sys.executable, "-I", "-c",
+                              "import json, sys; print(json.dumps(sys.path))"],
+                             capture_output=True, text=True, timeout=60, check=True)
+        return tuple(p for p in json.loads(out.stdout) if p)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return tuple(p for p in sys.path if p and os.path.isabs(p) and
+                     p != os.path.dirname(os.path.abspath(sys.argv[0] or ".")))
 
 
 def find_source(module: str, path: Sequence[str]) -> str | None | object:
@@ -128,7 +150,7 @@ def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
                   registry: Registry | None = None, where: str = "<workflow>") -> None:
     """Raise WorkflowError for an action name that provably does not exist."""
     registry = registry or default_registry
-    path = [os.path.abspath(p) for p in code_paths] + [p for p in sys.path if p]
+    path = [os.path.abspath(p) for p in code_paths] + list(child_base_path())
     registered: set[str] = set(registry.names())
     complete = True
     for module in workflow.imports:

@@ -1,7 +1,8 @@
 """Example actions for docs/examples/*.json.
 
 Import this module (a workflow lists it under "imports") and its actions
-register by name; each is also reachable as "docs.examples.actions:<function>".
+register by name; each is also reachable as "example_actions:<function>" (the
+workflow file's directory is on the child's import path).
 Actions log through ctx.logger, never print: the sandboxee's stdout belongs
 to the program, and log records travel to the parent as messages.
 """
