@@ -123,8 +123,8 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
         return R.SIGNALED, f"killed by signal {res.signal} ({signal.Signals(res.signal).name})"
     if rep.exec_error is not None:
         return R.ERROR, f"cannot execute: {rep.exec_error}"
-    if res.error and res.error.get("type") == "MemoryError":
-        return R.LIMIT_EXCEEDED, "memory"
+    # No status about a limit from the child's word (an `error` frame naming
+    # MemoryError): limits are judged above, from the monitor's evidence only.
     if mode == "workflow":
         if st.child_result is None:
             return R.ERROR, f"the child ended without a result (exit code {res.exit_code})"

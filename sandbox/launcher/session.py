@@ -233,6 +233,10 @@ class Session:
         st = self.state
         st.counts[msg.type] = st.counts.get(msg.type, 0) + 1
         p = msg.payload
+        problem = check_payload(msg.type, p)
+        if problem is not None:
+            self._violate(f"malformed {msg.type!r} message: {problem}")
+            return
         try:
             if msg.type == "store_put":
                 st.store[p["key"]] = p["value"]
@@ -256,6 +260,46 @@ class Session:
         if self.on_message is not None:
             self.on_message(msg)
         dispatch(self.handler_sets, msg, self.info, st.handler_errors)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# The frames the launcher itself acts on, and the shape each payload must have:
+# field -> (check, required). Anything else in a payload is kept as sent (it is
+# JSON already: finite numbers, bounded depth, see sandbox.ipc.frames).
+_STR = (lambda v: isinstance(v, str), "a string")
+_OPT_STR = (lambda v: v is None or isinstance(v, str), "a string or null")
+_SHAPES: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], bool]]] = {
+    "store_put": {"key": (_STR, True), "value": ((lambda v: True, "any"), True)},
+    "store_delete": {"key": (_STR, True)},
+    "log": {},
+    "error": {"type": (_STR, False), "message": (_OPT_STR, False)},
+    "final_store": {"store": ((lambda v: isinstance(v, dict), "an object"), True),
+                    "changed": ((_is_str_list, "a list of strings"), True),
+                    "deleted": ((_is_str_list, "a list of strings"), True)},
+    "result": {"status": (_STR, True),
+               "bailed": ((lambda v: isinstance(v, bool), "a boolean"), False),
+               "bail_reason": (_OPT_STR, False)},
+}
+
+
+def check_payload(type_: str, payload: Any) -> str | None:
+    """Why this frame's payload is not the shape the launcher acts on, or None.
+    Other frame types (custom messages) go to handlers as they are."""
+    shape = _SHAPES.get(type_)
+    if shape is None:
+        return None
+    if not isinstance(payload, dict):
+        return f"payload is {type(payload).__name__}, not an object"
+    for name, ((ok, want), required) in shape.items():
+        if name not in payload:
+            if required:
+                return f"no {name!r}"
+        elif not ok(payload[name]):
+            return f"{name!r} must be {want}"
+    return None
 
 
 def kill_quietly(proc: subprocess.Popen) -> None:
