@@ -191,7 +191,8 @@ def settings_only(draw, name):
                                                                    unique=True))
                                           if c not in allow),
                                on_violation=draw(st.sampled_from(["errno", "kill"]))),
-        audit=AuditPolicy(files=draw(st.sampled_from(["none", "denied", "all"]))),
+        audit=AuditPolicy(files=draw(st.sampled_from(["none", "denied", "all"])),
+                          records=draw(st.integers(1, 10))),
         env=EnvPolicy(keep=tuple(draw(st.lists(st.sampled_from(["A", "B", "C"]), unique=True)))))
 
 

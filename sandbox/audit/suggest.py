@@ -10,18 +10,27 @@ suggested. The rules, in order:
    metadata-only lookups
    (stat, access, readlink: the parents of granted paths are visible anyway)
    are dropped.
-2. What the ``base`` policy (resolved with the run's variables) already
-   allows is dropped, and then the policy says ``extends = ["base"]``.
+2. What the learning policy's ``extends`` (``base`` when it had none, or
+   when the run's policy is not known) already allows is dropped, and the
+   learned policy extends the same.
 3. exec -> an exec rule on the file; read -> read; write -> write on the file;
    create/delete -> write on the parent directory (that is where the kernel
    checks them).
 4. Collapsing: a directory replaces the entries under it when at least
    `min_files` (default 3) distinct used entries lie under it, deepest
    directory first, and never for a top-level or system directory
-   (`PROTECTED`, or depth < 2): reading three files of /usr/lib/x gives
-   /usr/lib/x, never /usr/lib or /usr.
+   (`PROTECTED`, or depth < 2), nor for one holding a path the run was
+   refused (a learned policy never grants what the learning one refused):
+   reading three files of /usr/lib/x gives /usr/lib/x, never /usr/lib.
 5. The run's ${WORKDIR} and ${OUTPUT} (and ${PYTHON}'s paths) are substituted
-   back where a rule lies under them.
+   back where a rule lies under them. Every other character is literal:
+   the program chose these names, so glob characters in them are escaped
+   (an open of ``/home/*/.ssh/id_*`` must not become a glob grant).
+6. Everything else comes from the learning policy, which the monitor keeps
+   with the run: its deny rules (minus what the floor already denies and the
+   credential stores `resolve` adds), limits, network, syscalls, audit, env
+   and tmp size. A learned policy is never looser than the one it learned
+   under; it only drops grants the run did not use.
 """
 from __future__ import annotations
 
@@ -51,8 +60,15 @@ def _protected(d: str, variables: dict[str, str]) -> bool:
     return any(_under(v, d) and v != d for v in variables.values())
 
 
-def collapse(paths: Iterable[str], min_files: int, variables: dict[str, str]) -> list[str]:
+def escape_glob(path: str) -> str:
+    """`path` as a rule matching only itself: each glob character in a class."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def collapse(paths: Iterable[str], min_files: int, variables: dict[str, str],
+             refused: Iterable[str] = ()) -> list[str]:
     """Deepest-first directory collapsing (see module doc, rule 4)."""
+    refused = set(refused)
     entries = set(paths)
     # drop entries already under another entry
     entries = {p for p in entries if not any(q != p and _under(p, q) for q in entries)}
@@ -63,7 +79,7 @@ def collapse(paths: Iterable[str], min_files: int, variables: dict[str, str]) ->
             candidates.add(d)
             d = os.path.dirname(d)
     for d in sorted(candidates, key=lambda x: (-x.count("/"), x)):
-        if _protected(d, variables):
+        if _protected(d, variables) or any(_under(r, d) for r in refused):
             continue
         inside = {p for p in entries if p != d and _under(p, d)}
         if len(inside) >= min_files:
@@ -78,6 +94,18 @@ def _provided(rule: str, path: str) -> bool:
     return not rule and any(_under(path, a) for a in _SANDBOX_AREAS)
 
 
+def _representable(path: str) -> bool:
+    """Can a policy name exactly this path? Not with "${" (a variable), a ".."
+    segment (refused), a control character or bytes that are not UTF-8 (TOML
+    cannot hold them): such a path gets no rule, so it is never granted."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return ("${" not in path and ".." not in path.split("/")
+            and not any(ord(c) < 32 or ord(c) == 127 for c in path))
+
+
 def needed(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
     """kind -> paths, from allowed records (rules 1 and 3)."""
     out: dict[str, set[str]] = {k: set() for k in KINDS}
@@ -86,6 +114,8 @@ def needed(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
             continue
         op, path = r["operation"], r["path"]
         if not path.startswith("/") or _provided(r.get("rule", ""), path):
+            continue
+        if not _representable(path):
             continue
         if op == "metadata":
             continue
@@ -101,41 +131,61 @@ def needed(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
     return out
 
 
+def _floor(names: tuple[str, ...], variables: dict[str, Any]) -> tuple[tuple[str, ...], Any]:
+    """(extends list, resolved policy of that list): the learning policy's floor,
+    else base. A relative file reference cannot be found again: then base."""
+    from sandbox.errors import PolicyError
+    from sandbox.policy import parse_policy, resolve
+    for refs in ((names,) if names else ()) + (("base",),):
+        try:
+            return refs, resolve(parse_policy("extends = " + json.dumps(list(refs))), variables)
+        except PolicyError:
+            continue
+    raise AssertionError("the built-in base policy cannot be loaded")
+
+
 def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str | None,
-            min_files: int = 3, name: str = "suggested") -> tuple[str, dict[str, list[str]]]:
-    """(TOML text, {kind: rules}) of the least policy covering the records."""
-    from sandbox.policy import default_variables, load_policy, resolve
+            min_files: int = 3, name: str = "suggested",
+            learning: Any = None) -> tuple[str, dict[str, list[str]]]:
+    """(TOML text, {kind: rules}) of the least policy covering the records.
+
+    `learning`: the run's (resolved) policy, whose floor, denies and every
+    setting but the grants the learned policy keeps (module doc, rule 6)."""
+    from sandbox.policy import default_variables
+    from sandbox.policy.credentials import store_of
     from sandbox.policy.engine import Engine
+    from sandbox.policy.model import FilesystemPolicy, Policy
+    from sandbox.policy.render import to_toml
     variables: dict[str, str] = {}
     if workdir:
         variables["WORKDIR"] = workdir
     if output:
         variables["OUTPUT"] = output
     need = needed(records)
-    base = resolve(load_policy("base"), default_variables(workdir or os.getcwd(),
-                                                          output or os.getcwd()))
-    eng = Engine(base)
-    used_base = False
+    refused = {r["path"] for r in records if r["verdict"] != "allowed"}
+    learning = learning if learning is not None else Policy(extends=("base",))
+    extends, floor = _floor(tuple(learning.extends),
+                            default_variables(workdir or os.getcwd(), output or os.getcwd()))
+    eng = Engine(floor)
     left: dict[str, set[str]] = {}
     for kind, paths in need.items():
         op = {"read": "read", "exec": "exec", "write": "write"}[kind]
         keep = set()
         for p in paths:
             v = eng.decide(op, p)
-            if v.allowed and v.rule.startswith("filesystem."):   # not base's private /tmp
-                used_base = True
-            else:
+            if not (v.allowed and v.rule.startswith("filesystem.")):   # not the private /tmp
                 keep.add(p)
         left[kind] = keep
-    rules = {k: collapse(v, min_files, variables) for k, v in left.items()}
+    rules = {k: collapse(v, min_files, variables, refused) for k, v in left.items()}
     python = [p for p in _python_paths() if p not in ("/usr", "/usr/bin")]
     subst = sorted(variables.items(), key=lambda kv: -len(kv[1]))
 
-    def put_vars(path: str) -> str:
+    def put_vars(path: str, escape: bool = True) -> str:
         for var, val in subst:
             if _under(path, val):
-                return "${" + var + "}" + path[len(val.rstrip("/")):]
-        return path
+                rest = path[len(val.rstrip("/")):]
+                return "${" + var + "}" + (escape_glob(rest) if escape else rest)
+        return escape_glob(path) if escape else path
 
     out: dict[str, list[str]] = {}
     for kind in KINDS:
@@ -146,21 +196,22 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
                 continue
             items.append(put_vars(p))
         out[kind] = sorted(dict.fromkeys(items))
-    lines = [f"# Learned from an audited run by `sandbox policy suggest`: the least set of",
-             f"# rules that grants what the run used (see docs/audit.md).",
-             f"name = {json.dumps(name)}",
-             f"description = {json.dumps('Suggested from an audited run.')}"]
-    if used_base:
-        lines.append('extends = ["base"]')
-    lines.append("")
-    lines.append("[filesystem]")
-    for kind in KINDS:
-        vals = out[kind]
-        if not vals:
-            continue
-        body = "".join(f"    {json.dumps(v)},\n" for v in vals)
-        lines.append(f"{kind} = [\n{body}]")
-    lines += ["", "[network]", 'mode = "none"', ""]
+    floor_deny = set(floor.filesystem.deny)
+    deny = [put_vars(d, escape=False) for d in learning.filesystem.deny
+            if d not in floor_deny and store_of(d) is None]
+    learned = learning.replace(
+        name=name, description="Suggested from an audited run.", best_effort=False,
+        filesystem=FilesystemPolicy(
+            read=tuple(out["read"]), write=tuple(out["write"]), exec=tuple(out["exec"]),
+            deny=tuple(dict.fromkeys(deny)), tmp_size=learning.filesystem.tmp_size,
+            allow_credentials=learning.filesystem.allow_credentials))
+    body = to_toml(learned).split("\n")
+    head = [line for line in body if line.startswith(("name =", "description ="))]
+    lines = ["# Learned from an audited run by `sandbox policy suggest`: the least set of",
+             "# rules that grants what the run used, every other setting as the policy it",
+             "# ran under (see docs/audit.md).", *head,
+             "extends = " + json.dumps(list(extends)),
+             *[line for line in body if line not in head]]
     return "\n".join(lines), out
 
 
@@ -184,5 +235,12 @@ def suggest_for_run(run_id: str, *, db: str | None = None, min_files: int = 3
         from sandbox.errors import InputError
         raise InputError(f"run {rid} was audited with files = {info.get('files')!r}: only "
                          "denied accesses were recorded; rerun with [audit] files = \"all\"")
+    learning = None
+    if isinstance(paths.get("policy"), dict):
+        from sandbox.policy.model import Policy
+        try:
+            learning = Policy.from_dict(paths["policy"])
+        except (TypeError, ValueError):
+            learning = None
     return suggest(recs, workdir=paths.get("workdir"), output=paths.get("output"),
-                   min_files=min_files, name=f"suggested-{rid[:8]}")
+                   min_files=min_files, name=f"suggested-{rid[:8]}", learning=learning)

@@ -124,7 +124,8 @@ class AuditLoop:
         from sandbox.audit import store
         self.db_path = spec.get("audit_db") or store.default_path()
         argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
-        paths = json.dumps({k: spec.get("paths", {}).get(k) for k in ("workdir", "output")})
+        paths = json.dumps({**{k: spec.get("paths", {}).get(k) for k in ("workdir", "output")},
+                            "policy": policy.to_dict()})   # what `policy suggest` keeps
         cap = int(spec.get("audit_max_bytes") or store.max_bytes())
 
         def opener():  # runs on the writer's thread (see store.Writer)

@@ -37,7 +37,9 @@ def _class(pattern: str, i: int) -> tuple[str, int] | None:
     neg = body[:1] in ("!", "^")
     if neg:
         body = body[1:]
-    body = body.replace("\\", "\\\\").replace("/", "")
+    # "[" inside a class is literal ("[[]" names a "["): escaped for `re`, which
+    # would otherwise read "[[" as the start of a nested set.
+    body = body.replace("\\", "\\\\").replace("[", "\\[").replace("/", "")
     if not body:
         return ("(?!)" if not neg else "[^/]"), j + 1
     return ("[^/" + body + "]" if neg else "(?:(?!/)[" + body + "])"), j + 1

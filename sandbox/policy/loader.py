@@ -303,6 +303,7 @@ def _build(raw: Raw, file: str) -> Policy:
         audit=AuditPolicy(**raw.get("audit", {})),
         env=EnvPolicy(keep=tuple(env.get("keep", ())), set=dict(env.get("set", {}))),
         source=file,
+        extends=tuple(raw.get("extends", ())),
     )
 
 

@@ -99,6 +99,9 @@ class Policy:
     env: EnvPolicy = field(default_factory=EnvPolicy)
     # Where it came from (file path or built-in name); informational only.
     source: str | None = None
+    # What its file extended (already merged in); informational: `policy suggest`
+    # writes it back so a learned policy keeps its learning policy's floor.
+    extends: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -132,6 +135,7 @@ class Policy:
             env=EnvPolicy(keep=tuple((top.get("env") or {}).get("keep", ())),
                           set=dict((top.get("env") or {}).get("set", {}))),
             source=top.get("source"),
+            extends=tuple(top.get("extends") or ()),
         )
 
     def replace(self, **changes: Any) -> "Policy":
