@@ -100,8 +100,9 @@ class Policy:
     # Where it came from (file path or built-in name); informational only.
     source: str | None = None
     # What its file extended (already merged in); informational: `policy suggest`
-    # writes it back so a learned policy keeps its learning policy's floor.
-    extends: tuple[str, ...] = ()
+    # writes it back so a learned policy keeps its learning policy's floor. Not part
+    # of equality: a flattened policy (`policy show`) is the same policy.
+    extends: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
