@@ -19,6 +19,11 @@ if command -v apt-get >/dev/null; then
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
         python3 python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 procps >/dev/null
+    # The compatibility suite (tests/compat) runs these everyday tools directly
+    # and sandboxed; libc6-dev also gives the static libc the init links against.
+    $SUDO apt-get install -y -qq --no-install-recommends \
+        libc6-dev make git sqlite3 nodejs openjdk-17-jdk-headless bsdutils util-linux \
+        ncurses-bin dpkg >/dev/null
     $SUDO apt-get install -y -qq --no-install-recommends bubblewrap firejail >/dev/null \
         || echo "install.sh: bubblewrap/firejail not installed; sandbox bench will skip them" >&2
 fi
