@@ -8,18 +8,30 @@ instead: it finds each module of the workflow's ``imports`` (and of each
 ``@action()`` or ``@action("name")`` decorator. A name that is neither
 registered in this process already nor found that way is an error before the
 sandbox starts (the CLI exits 2). What cannot be read (an extension module, a
-name registered dynamically) is left to the child, which reports it as an
-error of the run: this check only refuses what it can prove unknown.
+name registered dynamically, a source over `source_scan.MAX_SOURCE`) is left
+to the child, which reports it as an error of the run: this check only
+refuses what it can prove unknown.
+
+The source may be the work of a sandbox (a nested request names modules, and
+some sandbox may write into a directory on the path), so module names must be
+dotted identifiers (never a path), and the parse runs in a bounded worker
+process (`source_scan.py`): the launcher itself never parses what it reads.
 """
 from __future__ import annotations
 
-import ast
 import functools
+import importlib.machinery
+import json
+import keyword
 import os
+import subprocess
 import sys
+import threading
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from sandbox.errors import WorkflowError
+from sandbox.workflow import source_scan
 from sandbox.workflow.model import Workflow
 from sandbox.workflow.registry import Registry, default_registry
 
@@ -32,7 +44,6 @@ def _top_level_dirs(top: str) -> list[str]:
     Asks each meta-path finder for the top-level name only: `find_spec` locates
     without executing, whereas importing `a.b` would run `a/__init__.py`.
     """
-    import importlib.machinery
     for finder in sys.meta_path:
         if finder is importlib.machinery.PathFinder:
             continue    # it searches this process's sys.path, which the child does not have
@@ -58,8 +69,6 @@ def child_base_path() -> tuple[str, ...]:
     `python -I` (what the fork server and monitors run), never this process's
     (which may hold the cwd, a script's directory or PYTHONPATH: a module found
     there would pass this check and then fail in the child)."""
-    import json
-    import subprocess
     try:
         out = subprocess.run([sys.executable, "-I", "-c",
                               "import json, sys; print(json.dumps(sys.path))"],
@@ -85,65 +94,81 @@ def find_source(module: str, path: Sequence[str]) -> str | None | object:
                 return candidate
         if os.path.isdir(stem):
             return _UNREADABLE  # a namespace package: no source of its own
-        parent = os.path.join(base, *parts[:-1])
-        if os.path.isdir(parent) and any(n.startswith(parts[-1] + ".") and not n.endswith(".py")
-                                         for n in os.listdir(parent)):
-            return _UNREADABLE  # compiled extension module
+        if any(os.path.isfile(stem + suffix)
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+            return _UNREADABLE  # compiled extension module (one stat per suffix: no
+            # listing of a directory a sandbox may have filled)
     return None
 
 
-class _Actions(ast.NodeVisitor):
-    """Names registered by literal @action decorators; top-level functions and methods."""
-
-    def __init__(self) -> None:
-        self.registered: set[str] = set()
-        self.defined: set[str] = set()
-        self._scope: list[str] = []
-
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self.defined.add(".".join([*self._scope, node.name]))
-        for deco in node.decorator_list:
-            call = deco if isinstance(deco, ast.Call) else None
-            target = call.func if call else deco
-            name = target.attr if isinstance(target, ast.Attribute) else \
-                getattr(target, "id", None)
-            if name != "action":
-                continue
-            if call and call.args and isinstance(call.args[0], ast.Constant) \
-                    and isinstance(call.args[0].value, str):
-                self.registered.add(call.args[0].value)
-            else:
-                self.registered.add(node.name)
-
-    visit_FunctionDef = _function
-    visit_AsyncFunctionDef = _function
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self.defined.add(".".join([*self._scope, node.name]))
-        self._scope.append(node.name)
-        self.generic_visit(node)
-        self._scope.pop()
+@dataclass(frozen=True)
+class Scanned:
+    """What a module's source registers (`@action` names) and defines (functions,
+    classes, methods). `readable` False: the worker could not say (too big, not a
+    regular file, not Python, over a limit); the child decides at run time."""
+    registered: frozenset[str] = frozenset()
+    defined: frozenset[str] = frozenset()
+    readable: bool = True
 
 
-_SCANNED: dict[str, tuple[tuple[int, int, int], _Actions]] = {}
+_NOT_READ = Scanned(readable=False)
+WORKER = source_scan.__file__
+WORKER_WALL = 10.0       # seconds; the worker also limits its own CPU and memory
+WORKER_OUTPUT = 1 << 20  # bytes of JSON accepted back
+MAX_MODULE_NAME = 256
+_SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
+_lock = threading.Lock()
 
 
-def _scan(source: str) -> _Actions:
-    """Parse once per version of the file: parallel and nested spawns check the
-    same modules for every run."""
-    st = os.stat(source)
+def _scan(source: str) -> Scanned:
+    """Scan once per version of the file (parallel and nested spawns check the same
+    modules for every run), in the bounded worker (source_scan.py), never here."""
+    try:
+        st = os.stat(source)
+    except OSError:
+        return _NOT_READ
+    if st.st_size > source_scan.MAX_SOURCE:
+        return _NOT_READ   # decided without reading a byte
     key = (st.st_mtime_ns, st.st_size, st.st_ino)
-    hit = _SCANNED.get(source)
+    with _lock:
+        hit = _SCANNED.get(source)
     if hit is not None and hit[0] == key:
         return hit[1]
-    with open(source, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), filename=source)
-    found = _Actions()
-    found.visit(tree)
-    if len(_SCANNED) > 256:
-        _SCANNED.clear()
-    _SCANNED[source] = (key, found)
+    found = _run_worker(source)
+    with _lock:
+        if len(_SCANNED) > 256:
+            _SCANNED.clear()
+        _SCANNED[source] = (key, found)
     return found
+
+
+def _run_worker(source: str) -> Scanned:
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-S", WORKER, source],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=WORKER_WALL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return _NOT_READ
+    if proc.returncode != 0 or len(proc.stdout) > WORKER_OUTPUT:
+        return _NOT_READ
+    try:
+        out = json.loads(proc.stdout)
+        reg, dfn = out["registered"], out["defined"]
+    except (ValueError, KeyError, TypeError):
+        return _NOT_READ
+    if not all(isinstance(n, str) for n in [*reg, *dfn]):
+        return _NOT_READ
+    return Scanned(frozenset(reg), frozenset(dfn))
+
+
+def _check_module_name(module: str, at: str) -> None:
+    """A dotted identifier, as `import` takes it: anything else (a part with '/',
+    '..' or empty) would turn the lookup into a path of the requester's choosing."""
+    parts = module.split(".")
+    if len(module) > MAX_MODULE_NAME or not all(
+            p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        raise WorkflowError(f"{at}: module name {module[:80]!r} is not a dotted Python "
+                            "identifier (e.g. 'pkg.actions')")
 
 
 def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
@@ -153,25 +178,29 @@ def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
     path = [os.path.abspath(p) for p in code_paths] + list(child_base_path())
     registered: set[str] = set(registry.names())
     complete = True
-    for module in workflow.imports:
+    for i, module in enumerate(workflow.imports):
+        _check_module_name(module, f"{where}: imports[{i}]")
         src = find_source(module, path)
         if src is None:
             raise WorkflowError(f"{where}: imports: module {module!r} not found on the "
                                 f"child's path (code paths: {', '.join(code_paths) or 'none'})")
-        if src is _UNREADABLE:
+        scanned = _NOT_READ if src is _UNREADABLE else _scan(str(src))
+        if not scanned.readable:
             complete = False
             continue
-        registered |= _scan(src).registered
+        registered |= scanned.registered
     for si, stage in enumerate(workflow.stages):
         for ai, ref in enumerate(stage.actions):
             at = f"{where}: stages[{si}].actions[{ai}]"
             if ":" in ref.name:
                 module, _, attr = ref.name.partition(":")
+                _check_module_name(module, at)
                 src = find_source(module, path)
                 if src is None:
                     raise WorkflowError(f"{at}: action {ref.name!r}: module {module!r} not "
                                         "found on the child's path")
-                if src is not _UNREADABLE and attr not in _scan(src).defined:
+                scanned = _NOT_READ if src is _UNREADABLE else _scan(str(src))
+                if scanned.readable and attr not in scanned.defined:
                     raise WorkflowError(f"{at}: action {ref.name!r}: module {module!r} "
                                         f"defines no {attr!r}")
             elif ref.name not in registered and complete:

@@ -1,0 +1,29 @@
+"""Actions for the nested pre-check attack (tests/test_nested_precheck.py).
+
+Imported inside the sandbox: plant a large Python file where the sandbox may
+write, then ask the launcher for a nested spawn whose workflow imports it.
+"""
+from __future__ import annotations
+
+import os
+
+from sandbox.workflow import action
+
+
+@action("plant.and_nest")
+def plant_and_nest(ctx):
+    size = int(ctx.params["size"])
+    path = os.path.join(str(ctx.output_dir), "planted.py")
+    line = b"a = (1, 2, 3, 4, 5, 6, 7, 8)\n"
+    with open(path, "wb") as f:
+        f.write(line * (size // len(line)))
+    module = ctx.params["module"].replace("{output}", str(ctx.output_dir))
+    child = {"name": "planted", "imports": [module],
+             "stages": [{"id": "s", "actions": [{"name": "plant.noop"}]}]}
+    result = ctx.spawn(child)
+    ctx.store.put("child", {"status": result["status"], "reason": result["reason"]})
+
+
+@action("plant.noop")
+def noop(ctx):
+    pass

@@ -1,0 +1,110 @@
+"""The launcher never parses what a sandbox wrote (issue 11.2).
+
+A nested request names the modules its workflow imports; the launcher's
+pre-check used to find and `ast.parse` them in its own process: ~500x the
+file's size in memory with the GIL held (2 MiB -> 1 GB), and a module name
+starting with '/' turned the lookup into a path of the sandbox's choosing.
+Judged from the launcher's /proc (peak RSS, VmHWM, of a fresh launcher
+process) and from a bystander run started at the same time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sandbox.errors import WorkflowError
+from sandbox.workflow import source_scan, static_check
+from sandbox.workflow.model import Workflow
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PROBE = os.path.join(ROOT, "probes", "precheck_attack.py")
+CODE = os.path.join(ROOT, "launcher")
+MiB = 1 << 20
+
+
+def _attack(tmp_path, module: str, code_paths: list[str]) -> dict:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(tmp_path, 0o755)
+    proc = subprocess.run([sys.executable, PROBE, ":".join(code_paths), module,
+                           str(2 * MiB), str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.isolation
+def test_planted_module_on_the_path_is_not_parsed_by_the_launcher(tmp_path):
+    """The output directory is on the code path and the action plants 2 MiB of
+    Python there. Before: the launcher grew by ~800 MB. Now the source is over the
+    worker's size bound, so it is left to the nested child (which runs it under
+    its own limits and reports the unknown action)."""
+    got = _attack(tmp_path, "planted", [str(tmp_path / "out"), CODE])
+    assert got["status"] == "ok", got
+    assert got["child"]["status"] == "error", got           # decided inside the child
+    assert got["grown"] < 64 * MiB, got
+    assert got["bystander"] == "ok", got
+
+
+@pytest.mark.isolation
+def test_path_as_module_name_is_refused(tmp_path):
+    got = _attack(tmp_path, "{output}/planted", [CODE])
+    assert got["status"] == "ok", got
+    assert "not a dotted Python identifier" in got["child"]["reason"], got
+    assert got["grown"] < 64 * MiB, got
+    assert got["bystander"] == "ok", got
+
+
+def _wf(imports=(), actions=("x",)) -> Workflow:
+    return Workflow.from_dict({"name": "w", "imports": list(imports),
+                               "stages": [{"id": "s", "actions": list(actions)}]})
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "a..b", ".a", "a.", "a/b", "class",
+                                  "a.b-c", "../x", "a." * 200 + "a"])
+def test_bad_module_names_are_refused(name):
+    with pytest.raises(WorkflowError, match="not a dotted Python identifier"):
+        static_check.check_actions(_wf(imports=[name]))
+    with pytest.raises(WorkflowError, match="not a dotted Python identifier"):
+        static_check.check_actions(_wf(actions=[f"{name}:f"]))
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab_./\\-: 1é\x00")), max_size=12))
+def test_every_module_name_is_a_dotted_identifier_or_refused(name):
+    """No name reaches the file system unless every part is an identifier."""
+    try:
+        static_check._check_module_name(name, "t")
+    except WorkflowError:
+        return
+    parts = name.split(".")
+    assert all(p.isidentifier() for p in parts) and "/" not in name and "\x00" not in name
+
+
+def test_worker_reads_names_and_refuses_what_it_cannot_bound(tmp_path):
+    good = tmp_path / "good_mod.py"
+    good.write_text("from sandbox.workflow import action\n"
+                    "@action('named')\ndef f(ctx): pass\n"
+                    "class C:\n    def m(self): pass\n")
+    got = static_check._scan(str(good))
+    assert got.readable and got.registered == {"named"} and {"f", "C", "C.m"} <= got.defined
+    big = tmp_path / "big_mod.py"
+    big.write_bytes(b"a = 1\n" * (source_scan.MAX_SOURCE // 6 + 1))
+    assert not static_check._scan(str(big)).readable          # refused by size, unread
+    bad = tmp_path / "bad_mod.py"
+    bad.write_text("def (:\n")
+    assert not static_check._scan(str(bad)).readable
+    fifo = tmp_path / "fifo_mod.py"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    threading.Thread(target=lambda: (static_check._scan(str(fifo)), done.set()),
+                     daemon=True).start()
+    assert done.wait(60), "a FIFO under a .py name blocked the scan"
+    assert not static_check._scan(str(fifo)).readable
+
