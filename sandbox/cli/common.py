@@ -39,11 +39,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="DIR",
                    help="the run's output directory, ${OUTPUT} in the policy "
                         "(default: $SANDBOX_HOME/runs/RUN_ID/output)")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a variable in the sandbox (repeatable); nothing else of "
-                        "the caller's environment passes unless the policy keeps it")
     p.add_argument("--audit-log", metavar="FILE",
                    help="also write this run's file-access audit records as JSON Lines")
+    from sandbox.cli.grants import add_grant_options
+    add_grant_options(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print the run id and how the run ended on stderr "
                         "(see it later with: sandbox runs show RUN_ID)")

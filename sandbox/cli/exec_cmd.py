@@ -27,6 +27,7 @@ sandbox's init.
 examples:
   sandbox exec -- /bin/echo hi
   sandbox exec --policy strict --timeout 5 -- python3 -c 'import os; print(os.getpid())'
+  sandbox exec --read ~/data --write ./out --net loopback --memory 1G -- ./tool
   sandbox exec --result run.json -- sh -c 'exit 7'; echo $?     # 7
 """
 
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
     common.policy_path_hint(args.policy)
     common.preflight(args)
-    result = Launcher(start=common.CLI_START).spawn(argv, policy=args.policy, timeout=args.timeout,
-                              workdir=args.workdir or os.getcwd(), output_dir=args.output,
-                              env=common.parse_env(args.env))
+    from sandbox.cli.grants import compose
+    policy = compose(args, args.policy)
+    result = Launcher(start=common.CLI_START).spawn(argv, policy=policy, timeout=args.timeout,
+                              workdir=args.workdir or os.getcwd(), output_dir=args.output)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
     common.report_run(args, result)

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from sandbox.cli.grants import add_grant_options, compose
 from sandbox.cli.plugins import optional_module
 from sandbox.errors import PolicyError
 
@@ -27,6 +28,7 @@ examples:
   sandbox policy explain strict read /etc/shadow
   sandbox policy explain default write out/x --output out
   sandbox policy show strict                    the merged, resolved policy as TOML
+  sandbox policy show strict --read ~/data --net loopback    with command-line grants
 """
 
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("path", metavar="PATH")
     _add_variable_options(e)
     e.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    add_grant_options(e)
     e.set_defaults(func=explain)
 
     s = actions.add_parser("show", help="print the merged, resolved policy")
@@ -61,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--plan", action="store_true",
                    help="also build the filesystem plan on this host (binds and masks)")
     s.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    add_grant_options(s)
     s.set_defaults(func=show)
 
     for name in EXTRA_ACTIONS:
@@ -77,10 +81,17 @@ def _add_variable_options(p: argparse.ArgumentParser) -> None:
 
 def resolved_policy(args: argparse.Namespace) -> Any:
     """Load args.policy and resolve it with the CLI's variable defaults."""
-    from sandbox.policy import default_variables, load_policy, resolve
-    policy = load_policy(args.policy)
+    from sandbox.policy import default_variables, resolve
+    policy = _composed(args)
     variables = default_variables(args.workdir or os.getcwd(), args.output or "output", args.home)
     return resolve(policy, variables)
+
+
+def _composed(args: argparse.Namespace) -> Any:
+    """The named policy with the command line's grants (--read, --net, ...)."""
+    from sandbox.policy import Policy, load_policy
+    policy = compose(args, args.policy)
+    return policy if isinstance(policy, Policy) else load_policy(args.policy)
 
 
 def _error_dicts(exc: PolicyError) -> list[dict[str, Any]]:
@@ -137,7 +148,7 @@ def explain(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from sandbox.policy import build_plan, load_policy
     from sandbox.policy.render import to_toml
-    policy = load_policy(args.policy) if args.raw else resolved_policy(args)
+    policy = _composed(args) if args.raw else resolved_policy(args)
     plan = build_plan(policy) if args.plan and not args.raw else None
     if args.json:
         out: dict[str, Any] = {"policy": policy.to_dict()}

@@ -66,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
         code_paths.append(wf_dir)
     from sandbox.workflow.static_check import check_actions
     check_actions(workflow, code_paths, where=args.workflow)
-    result = Launcher(start=common.CLI_START).spawn(workflow, policy=args.policy, timeout=args.timeout,
-                              output_dir=args.output, env=common.parse_env(args.env),
-                              code_paths=code_paths)
+    from sandbox.cli.grants import compose
+    policy = compose(args, args.policy or workflow.policy)
+    result = Launcher(start=common.CLI_START).spawn(workflow, policy=policy,
+                                                    timeout=args.timeout,
+                                                    output_dir=args.output,
+                                                    code_paths=code_paths)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
     common.report_run(args, result)

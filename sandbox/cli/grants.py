@@ -1,0 +1,133 @@
+"""Grants on the command line, composed onto the named policy.
+
+    sandbox exec --read ~/data --write ./out --net loopback --memory 1G \\
+                 --env TERM --env MODE=fast -- ./tool
+
+As bwrap's --ro-bind/--bind and docker's -v/-e/--memory, but compiled into a
+policy: the flags become a small TOML overlay that `extends` the named policy
+(or the workflow's, else "default"), loaded by the same loader as a file, so
+every value meets the same validation (a bad size, an unknown network mode,
+a relative glob, a bad variable name) and `sandbox policy show` prints the
+result. Lists add to the policy's (its denies still win); scalars replace.
+Relative paths are made absolute from the current directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from sandbox.errors import InputError, PolicyError
+
+# flag -> (policy table, key); limits keep the policy's spelling ("512MiB", "30s")
+LIMIT_FLAGS = {"memory": "memory", "cpu": "cpu", "wall": "wall", "processes": "processes"}
+PATH_FLAGS = ("read", "write", "exec")
+
+
+def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
+    g = p.add_argument_group("grants (added to the policy; see sandbox policy show)")
+    g.add_argument("--read", action="append", default=[], metavar="PATH",
+                   help="may read PATH (a file, a directory's tree, or a glob); repeatable")
+    g.add_argument("--write", action="append", default=[], metavar="PATH",
+                   help="may read, create, change and delete under PATH; repeatable")
+    g.add_argument("--exec", action="append", default=[], metavar="PATH", dest="exec_",
+                   help="may execute PATH (implies read); repeatable")
+    g.add_argument("--net", choices=("none", "loopback", "host"), metavar="MODE",
+                   help="network: none, loopback or host")
+    g.add_argument("--memory", metavar="SIZE", help='memory limit, e.g. "512MiB", "2G"')
+    g.add_argument("--cpu", metavar="DURATION", help='CPU-time limit, e.g. "30s", "5m"')
+    g.add_argument("--wall", metavar="DURATION",
+                   help='wall-clock limit, e.g. "10s" (replaces the policy\'s; --timeout '
+                        "can only shorten it)")
+    g.add_argument("--processes", metavar="N", help="at most N processes")
+    if env:
+        g.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="set NAME in the sandbox, or pass the caller's NAME through "
+                            "(repeatable); nothing else of the caller's environment passes "
+                            "unless the policy keeps it")
+
+
+def has_grants(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f, None) for f in ("read", "write", "exec_", "net", "memory", "cpu",
+                                                "wall", "processes", "env"))
+
+
+def _abs(path: str, cwd: str) -> str:
+    if path.startswith(("/", "${", "~")):
+        return path
+    return os.path.normpath(os.path.join(cwd, path))
+
+
+def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[str, str]]:
+    """The TOML text of the grants on top of `base`, and TOML key -> flag (for errors)."""
+    q = json.dumps     # a JSON string is a valid TOML basic string
+    flags: dict[str, str] = {}
+    lines = [f"extends = [{q(base)}]"]
+    fs = []
+    for kind in PATH_FLAGS:
+        paths = getattr(args, "exec_" if kind == "exec" else kind, None) or []
+        if paths:
+            fs.append(f"{kind} = [{', '.join(q(_abs(p, cwd)) for p in paths)}]")
+            flags[f"filesystem.{kind}"] = f"--{kind}"
+    if fs:
+        lines += ["[filesystem]", *fs]
+    if args.net:
+        lines += ["[network]", f"mode = {q(args.net)}"]
+        flags["network.mode"] = "--net"
+    limits = []
+    for flag, key in LIMIT_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        text = value.strip()
+        # a plain integer stays an integer (bytes, seconds, a count), as in a file
+        literal = text if text.isdigit() else q(text)
+        limits.append(f"{key} = {literal}")
+        flags[f"limits.{key}"] = f"--{flag}"
+    if limits:
+        lines += ["[limits]", *limits]
+    keep, set_ = [], {}
+    for item in getattr(args, "env", None) or []:
+        name, sep, value = item.partition("=")
+        if sep:
+            set_[name] = value
+        else:
+            keep.append(name)
+        if not name:
+            raise InputError(f"--env {item!r}: expected NAME or NAME=VALUE")
+    if keep or set_:
+        lines.append("[env]")
+        if keep:
+            lines.append(f"keep = [{', '.join(q(n) for n in keep)}]")
+            flags["env.keep"] = "--env"
+        if set_:
+            lines.append("set = {" + ", ".join(f"{q(k)} = {q(v)}" for k, v in set_.items()) + "}")
+            flags["env.set"] = "--env"
+    return "\n".join(lines) + "\n", flags
+
+
+def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None) -> Any:
+    """`base` (a policy name or file; None = "default") with the command line's
+    grants, as a Policy; or `base` itself when no grant was given."""
+    if not has_grants(args):
+        return base
+    from sandbox.policy import load_policy
+    from sandbox.policy.loader import parse_policy
+    cwd = cwd or os.getcwd()
+    ref = base or "default"
+    if not ("/" not in ref and not ref.endswith(".toml")):
+        ref = os.path.abspath(os.path.expanduser(ref))
+    parent = load_policy(ref)               # its own errors keep its file and line
+    text, flags = overlay(args, ref, cwd)
+    try:
+        policy = parse_policy(text, file="<command line>", base_dir=cwd)
+    except PolicyError as exc:
+        errors = getattr(exc, "errors", [exc])
+        first = errors[0]
+        flag = flags.get(first.key or "", None)
+        if flag is None and first.key and first.key.startswith("env.set."):
+            flag = "--env"
+        raise InputError(f"{flag or 'grants'}: {first.key + ': ' if first.key else ''}"
+                         f"{first.detail}") from None
+    return policy.replace(name=f"{parent.name}+grants", source=f"{parent.source} + command line")
