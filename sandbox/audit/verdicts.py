@@ -24,6 +24,9 @@ from sandbox.policy.plan import FsPlan
 WRITABLE_AREAS = ("/tmp", "/dev/shm")   # the sandbox's own writable areas
 
 
+CACHE_MAX, CACHE_KEY = 8192, 256
+
+
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or prefix == "/" or path.startswith(prefix + "/")
 
@@ -51,9 +54,12 @@ class AuditEngine:
         v = self._cache.get(key)
         if v is None:
             v = self._decide(op, path)
-            if len(self._cache) > 200_000:
-                self._cache.clear()
-            self._cache[key] = v
+            # bounded before it grows (issue 11): the child chooses the paths, so only
+            # short ones are kept, at most CACHE_MAX of them (~4 MiB at worst)
+            if len(path) <= CACHE_KEY:
+                if len(self._cache) >= CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = v
         return v
 
     def _decide(self, op: str, path: str) -> Verdict:

@@ -67,7 +67,8 @@ _DEV_NODE_OPS = frozenset({"read", "write", "metadata"})
 _READ_OPS = frozenset({"read", "metadata"})
 
 _OPS = frozenset(OPERATIONS)
-_CACHE_MAX = 1 << 16
+_CACHE_MAX = 1 << 14
+_CACHE_KEY = 256      # longer paths are decided every time, never kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +163,12 @@ class Engine:
         v = self._cache.get(key)
         if v is None:
             v = self._decide(operation, path)
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            self._cache[key] = v
+            # a monitor asks about paths the sandbox chose: keep only short ones, so the
+            # cache stays a few MiB whatever it sends (issue 11)
+            if len(path) <= _CACHE_KEY:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = v
         return v
 
     def _decide(self, op: str, raw: str) -> Verdict:
