@@ -1,4 +1,4 @@
-"""The audit broker resolves paths like the kernel (sandbox/monitor/root_walk.py).
+"""The audit broker resolves paths like the kernel (sandbox/monitor/root_walk.py, broker_exec.py).
 
 Without a sandbox: a tree stands for the sandbox's root, and the kernel's own
 answer for the same path is `openat2(root, path, RESOLVE_IN_ROOT)` (absolute
@@ -19,16 +19,13 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from typing import Any
 
 import pytest
 
 from sandbox.monitor import audit_syscalls as S
-from sandbox.monitor.audit_paths import AT_FDCWD, Paths
-from sandbox.monitor.broker import Broker, Denied
-from sandbox.monitor.refusals import drop_dac_caps
-from sandbox.monitor.root_walk import MAX_LINKS, openat2
+from sandbox.monitor.broker_exec import Denied, Executor, Request
+from sandbox.monitor.root_walk import MAX_LINKS, Root, openat2
 
 RESOLVE_IN_ROOT = 0x10
 
@@ -50,21 +47,6 @@ def make_tree(root: str) -> None:
         os.symlink(target, f"{root}/{rel}")
 
 
-class _Paths(Paths):
-    """Paths whose caller memory is a dict: address -> string (already absolute)."""
-
-    def __init__(self, root_fd: int, strings: dict[int, str]) -> None:
-        super().__init__()
-        self.root_fd = root_fd
-        self.strings = strings
-
-    def read(self, pid: int, addr: int, limit: int = 4096) -> str:
-        return self.strings[addr]
-
-    def absolute(self, pid: int, dirfd: int | None, raw: str) -> str:
-        return raw
-
-
 class _Verdict:
     def __init__(self, allowed: bool, rule: str) -> None:
         self.allowed, self.rule = allowed, rule
@@ -79,10 +61,12 @@ class _Engine:
         return _Verdict(True, "test: allowed")
 
 
-def broker_for(root: str, strings: dict[int, str] | None = None) -> Broker:
+def broker_for(root: str) -> Executor:
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    loop = types.SimpleNamespace(paths=_Paths(fd, strings or {}), engine=_Engine())
-    return Broker(loop, ())
+    return Executor(_Engine(), Root(fd))
+
+
+REQ = Request("open", "open", 0, 0, ("/",), tgid=os.getpid(), tid=os.getpid())
 
 
 def _what(fd: int, root: str) -> str:
@@ -108,13 +92,13 @@ def kernel_open(root: str, path: str, flags: int, mode: int) -> tuple[str | None
 def broker_open(root: str, path: str, flags: int, mode: int) -> tuple[str | None, str]:
     b = broker_for(root)
     try:
-        fd, _ = b._open_path_copy(os.getpid(), path, S.open_operation(flags), flags, mode)
+        fd, _ = b.open_path(REQ, path, S.open_operation(flags), flags, mode)
     except Denied as d:
         return errno.errorcode[d.err], "refused by the engine"
     except OSError as exc:
         return errno.errorcode[exc.errno], ""
     finally:
-        os.close(b.loop.paths.root_fd)
+        b.root.close()
     try:
         return None, _what(fd, root)
     finally:
@@ -169,48 +153,43 @@ def test_writes_are_decided_on_the_link_target_not_the_link():
         # a link in a writable tree to a read-only file: refused, decided on the target
         b = broker_for(root)
         with pytest.raises(Denied) as ei:
-            b._open_path_copy(os.getpid(), "/rw/to_ro", "write", W, 0)
+            b.open_path(REQ, "/rw/to_ro", "write", W, 0)
         assert (ei.value.err, ei.value.path, ei.value.rule) == (
             errno.EACCES, "/ro/x", "filesystem.read: /ro")
         # refusals carry the kernel's errno where it fails first: no such file
         with pytest.raises(Denied) as ei:
-            b._open_path_copy(os.getpid(), "/ro/missing", "write", W, 0)
+            b.open_path(REQ, "/ro/missing", "write", W, 0)
         assert ei.value.err == errno.ENOENT
         with pytest.raises(Denied) as ei:
-            b._open_path_copy(os.getpid(), "/ro/x", "create", os.O_WRONLY | os.O_CREAT
+            b.open_path(REQ, "/ro/x", "create", os.O_WRONLY | os.O_CREAT
                               | os.O_EXCL, 0o644)
         assert ei.value.err == errno.EEXIST
         os.mkdir(f"{root}/ro/d")
         with pytest.raises(Denied) as ei:
-            b._open_path_copy(os.getpid(), "/ro/d", "write", os.O_WRONLY, 0)
+            b.open_path(REQ, "/ro/d", "write", os.O_WRONLY, 0)
         assert ei.value.err == errno.EISDIR
-        os.close(b.loop.paths.root_fd)
+        b.root.close()
     finally:
         shutil.rmtree(root)
 
 
-def test_remembered_walks_follow_a_link_replaced_by_the_sandbox(tmp_path):
-    """A walk through a link is remembered (one openat2 next time), and forgotten
-    when the sandbox changes a name: the replaced link is followed anew."""
+def test_a_link_replaced_by_the_sandbox_is_followed_anew(tmp_path):
+    """Nothing about a walk is remembered across a name change: the kernel walks again."""
     root = str(tmp_path / "t")
     make_tree(root)
-    b = broker_for(root, {0: "/b", 1: "/b", 9: "a/sub"})
+    b = broker_for(root)
     try:
         for _ in range(2):
-            fd, recs = b._open_path_copy(os.getpid(), "/b/f", "read", R, 0)
+            fd, recs = b.open_path(REQ, "/b/f", "read", R, 0)
             os.close(fd)
             assert recs == [("read", "/a/f", True, "test: allowed")]
-        assert b._memo == {"b": ("/a", 1)}
-        n = types.SimpleNamespace(pid=os.getpid(), args=(0, 0, 0, 0, 0, 0))
-        b._other(n, "unlink", S.SPECS["unlink"], 0)
-        n = types.SimpleNamespace(pid=os.getpid(), args=(9, 1, 0, 0, 0, 0))
-        b._other(n, "symlink", S.SPECS["symlink"], 0)
-        assert b._memo == {}
-        fd, recs = b._open_path_copy(os.getpid(), "/b/g", "read", R, 0)
+        b.change(Request("unlink", "path", 0, 0, ("/b",)))
+        b.change(Request("symlink", "symlink", 0, 0, ("/b",), link_text="a/sub"))
+        fd, recs = b.open_path(REQ, "/b/g", "read", R, 0)
         os.close(fd)
         assert recs == [("read", "/a/sub/g", True, "test: allowed")]
     finally:
-        os.close(b.loop.paths.root_fd)
+        b.root.close()
 
 
 TTY_PROBE = r"""
@@ -222,7 +201,7 @@ own = os.open("/dev/tty", os.O_RDWR)      # this process does have a controlling
 os.close(own)
 for path in ("/dev/tty", "/dev/../dev/tty"):
     try:
-        fd, _ = b._open_path_copy(os.getpid(), path, "write", os.O_RDWR, 0)
+        fd, _ = b.open_path(T.REQ, path, "write", os.O_RDWR, 0)
         print("opened", os.ttyname(fd))
     except OSError as exc:
         print(errno.errorcode[exc.errno])
@@ -289,23 +268,18 @@ def _kernel_call(root: str, name: str, paths: list[str], flags: int) -> str | No
 
 
 def _broker_call(root: str, name: str, paths: list[str], flags: int) -> str | None:
-    strings = dict(enumerate(paths))
-    AT = AT_FDCWD
-    args = {"unlink": (0,), "rmdir": (0,), "mkdir": (0, 0o755), "rename": (0, 1),
-            "symlink": (9, 0), "linkat": (AT, 0, AT, 1, flags)}[name]
-    if name == "symlink":
-        strings[9] = "t"
-    b = broker_for(root, strings)
-    n = types.SimpleNamespace(pid=os.getpid(), args=args + (0,) * (6 - len(args)))
+    b = broker_for(root)
+    req = Request(name, S.SPECS[name].kind, flags, 0o755 if name == "mkdir" else 0,
+                  tuple(paths), link_text="t" if name == "symlink" else "", umask=0o022)
     try:
-        b._other(n, name, S.SPECS[name], flags)
+        b.change(req)
         return None
     except Denied as d:
         return errno.errorcode[d.err] + " (engine)"
     except OSError as exc:
         return errno.errorcode[exc.errno]
     finally:
-        os.close(b.loop.paths.root_fd)
+        b.root.close()
 
 
 CHANGES = [
@@ -336,29 +310,6 @@ def test_name_changes_act_where_the_kernel_acts(tmp_path, name, paths, flags):
     berr = _broker_call(broot, name, paths, flags)
     assert berr == kerr
     assert snapshot(broot) == snapshot(kroot)
-
-
-def test_the_serving_thread_checks_permissions_as_the_caller(tmp_path):
-    """drop_dac_caps() applies to the calling thread only: a mode-000 file is refused
-    there even to root, which (in its other threads) still bypasses the bits."""
-    f = tmp_path / "closed"
-    f.write_text("x")
-    f.chmod(0)
-    seen: dict[str, Any] = {}
-
-    def serve() -> None:
-        seen["dropped"] = drop_dac_caps()
-        try:
-            os.close(os.open(f, os.O_RDONLY))
-            seen["open"] = "ok"
-        except OSError as exc:
-            seen["open"] = errno.errorcode[exc.errno]
-    t = threading.Thread(target=serve)
-    t.start()
-    t.join()
-    assert seen == {"dropped": True, "open": "EACCES"}
-    if os.geteuid() == 0:
-        os.close(os.open(f, os.O_RDONLY))      # this thread kept CAP_DAC_OVERRIDE
 
 
 LINK_TO_DENIED = r"""

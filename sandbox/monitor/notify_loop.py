@@ -23,9 +23,12 @@ so the Supervisor's select loop is untouched. For each notification:
      monitor (a deny rule may name paths the layers could not hide);
    - when the policy has such deny rules inside writable trees ("guarded"
      trees, `sandbox.audit.verdicts.guarded_prefixes`), every open and every
-     name-changing call is *performed by the monitor* on the path it read
+     name-changing call is *performed for the sandbox* on the path it read
      (its own copy, resolved race-free with openat2 in the sandbox's root)
      and the result injected (SECCOMP_IOCTL_NOTIF_ADDFD) — see broker.py.
+     The monitor only copies the arguments: the call is performed by a
+     broker process with the sandbox's credentials, namespaces and Landlock
+     domain and no capabilities (broker_process.py).
 
 SYNC_WAKE_UP is set on the listener (by value) so the round trip stays on one
 CPU. Nothing is logged per call; failures are counted in the summary.
@@ -63,6 +66,7 @@ class AuditLoop:
     def __init__(self, supervisor: Any) -> None:
         self.sup = supervisor
         spec, ctx = supervisor.spec, supervisor.ctx
+        self.ctx = ctx          # the broker process applies the sandbox's Landlock from it
         policy = ctx.policy
         self.run_id: str = spec["run_id"]
         self.files: str = ctx.audit_files
@@ -204,7 +208,11 @@ class AuditLoop:
             flags = 0
         if name in S.INVALIDATES:
             paths.invalidate()
-        if self.broker is not None and self.broker.handles(name):
+        if self.broker is not None and self.broker.handles(name) and not (
+                kind in ("open", "openat2") and flags & S.O_PATH):
+            # O_PATH is a lookup, like stat (not brokered, and ADDFD cannot pass it): what
+            # it can reach later (a reopen through /proc/self/fd) is brokered and decided
+            # on the object itself
             return self.broker.handle(n, name, spec, flags)
         results = []
         for dirfd_arg, path_arg, op, follow in spec.slots:
@@ -283,6 +291,7 @@ class AuditLoop:
         self._stop = True
         if self._thread is not None:
             self._thread.join(0.2)   # blocked in RECV for good once every task is gone
+        self.broker_rusage = self.broker.stop() if self.broker is not None else None
         if not self.audit:
             return None, []
         try:
@@ -304,6 +313,8 @@ class AuditLoop:
                                  "sync_wakeup": self.sync_wakeup,
                                  "guarded": list(self.broker.guarded) if self.broker else [],
                                  "budget": self.sup.ctx.policy.audit.records}
+        if self.broker is not None and (self.broker.pid or self.broker.failed):
+            extra.update(broker_pid=self.broker.pid, broker_error=self.broker.failed)
         w = self.writer
         if w is None:
             return self.tally.summary(dropped=self.tally.recorded, stored=0, stored_events=0,

@@ -2,10 +2,10 @@
 
 The broker (sandbox/monitor/broker.py) acts for the sandboxed caller. Where it
 refuses, the caller should get the errno the kernel would have given (a
-program's behaviour can depend on ENOENT vs EACCES vs EROFS), and its file
-permission checks should be the caller's, not those of a monitor that may
-run as root. Everything here runs only on the refusal path or once per
-thread, so it may cost a few syscalls.
+program's behaviour can depend on ENOENT vs EACCES vs EROFS). The broker
+process has the caller's credentials (sandbox/monitor/broker_process.py), so
+the permission checks made here are the caller's. Everything here runs only
+on the refusal path, so it may cost a few syscalls.
 """
 from __future__ import annotations
 
@@ -20,42 +20,9 @@ from sandbox.monitor.root_walk import Located
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-SYS_capget, SYS_capset, _CAP_V3 = 125, 126, 0x20080522
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
 AT_EACCESS, AT_SYMLINK_NOFOLLOW = 0x200, 0x100
 W_OK, X_OK = 2, 1
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-def drop_dac_caps() -> bool:
-    """Drop CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH and CAP_FOWNER from the *calling
-    thread's* effective set (capset(2) is per thread; other threads keep theirs).
-
-    WHY: the sandbox maps its uid to the monitor's and has no capabilities, so
-    without them the broker's file-permission checks are the caller's: a
-    monitor run as root neither opens a mode-600 file of another user the
-    caller could not (the policy may grant the tree, DAC still applies), nor
-    walks into a mode-0 mask directory (EACCES, as the kernel tells the caller).
-    Ptrace-style access to the caller (/proc/<pid>/mem, root) needs no DAC
-    capability: same uid. Returns False when capset failed (nothing changed)."""
-    hdr = _CapHeader(_CAP_V3, 0)
-    data = (_CapData * 2)()
-    if _libc.syscall(ctypes.c_long(SYS_capget), ctypes.byref(hdr), data) < 0:
-        return False
-    mask = ~((1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_FOWNER)) \
-        & 0xFFFFFFFF
-    if not data[0].effective & ~mask:
-        return True
-    data[0].effective &= mask
-    return _libc.syscall(ctypes.c_long(SYS_capset), ctypes.byref(hdr), data) == 0
+AT_EMPTY_PATH, STATX_MNT_ID = 0x1000, 0x1000
 
 
 def _access(dirfd: int, name: str, mode: int) -> int:
@@ -67,15 +34,13 @@ def _access(dirfd: int, name: str, mode: int) -> int:
     return ctypes.get_errno() if ret != 0 else 0
 
 
-def _mount_id(fd: int) -> str | None:
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                if line.startswith("mnt_id:"):
-                    return line.split()[1]
-    except OSError:
-        pass
-    return None
+def _mount_id(fd: int) -> int | None:
+    """statx(2)'s stx_mnt_id of `fd` (no /proc needed: the broker has none of its own)."""
+    buf = ctypes.create_string_buffer(256)
+    if _libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH),
+                   ctypes.c_uint(STATX_MNT_ID), buf) != 0:
+        return None
+    return int.from_bytes(buf.raw[0x90:0x98], "little")
 
 
 def refusal(dirfd: int, name: str, op: str, opening: bool = False) -> int:
@@ -163,4 +128,4 @@ def bad_final(name: str, slot: int, loc: Located, flags: int, path: str) -> int:
     return errno.EPERM if name.startswith("link") else 0
 
 
-__all__ = ["drop_dac_caps", "refusal", "bad_final"]
+__all__ = ["refusal", "bad_final"]

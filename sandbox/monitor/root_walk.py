@@ -1,39 +1,37 @@
-"""Resolve a path the way the kernel would for the sandboxed caller, from inside its root.
+"""The one path resolver of the monitor side: the kernel walks, inside the sandbox's root.
 
-The broker (sandbox/monitor/broker.py) performs opens and name changes for the
-sandbox. To decide on exactly what it then touches, it must find the object
-the *kernel* would have reached from the caller's path, inside the sandbox's
-mount view, with nothing the caller can still change:
+Everything that must know which object a sandboxed caller's path names (the
+broker that acts for it, the audit that records it) asks the kernel, not a
+re-implementation of its walk:
 
-- the path is our own copy (read once from the caller's memory);
-- every directory is held as an O_PATH descriptor while the walk goes on, so
-  the directory decided on is the directory acted in;
-- symlinks are read here (``readlinkat``) and followed by us: an absolute
-  target restarts at the sandbox's root (``/proc/<pid>/root``, opened once), a
-  relative one at the directory holding the link; at most 40 per lookup (then
-  ELOOP, like the kernel);
-- ``..`` is applied *after* following links, to the directory actually
-  reached (``ro/link_to_dir/../x`` is the link target's parent's ``x``), and
-  never climbs above the sandbox's root (``/..`` is ``/``);
-- a component that is missing in the view (a host directory no rule binds,
-  the target of a dangling link) fails with ENOENT even if a later ``..``
-  would climb back out of it; a non-directory in the middle gives ENOTDIR.
+- ``openat2(root, dir, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT |
+  RESOLVE_NO_MAGICLINKS)`` resolves every component but the last exactly as
+  the kernel does for a caller whose root is the sandbox's: absolute links
+  and ``..`` stay inside it, ``..`` applies after links, a component missing
+  from the view is ENOENT, at most 40 links (ELOOP). No ``/proc/<pid>/fd``
+  style magic link is ever followed (ELOOP).
+- The *real* path of what was reached is read back from the descriptor
+  (``/proc/self/fd/N``; d_path prints it relative to the root of the mount
+  namespace it lives in, i.e. as the sandbox sees it). Decisions are made on
+  that, then the caller acts relative to the descriptor on the final name,
+  never following it (O_NOFOLLOW): a final name that is a link is read here
+  and its target resolved again (`follow`), so each link is decided on.
+  Nothing is ever re-resolved from a name the sandbox can change.
 
-`locate` resolves everything but the last component; the caller decides on
-``dir + "/" + name`` and acts relative to ``fd`` without following the final
-name (O_NOFOLLOW). When the final name turns out to be a link the caller
-follows, it calls `locate` again on the link's target (``links`` carries the
-count).
+`Root` carries the sandbox's root descriptor and where to read descriptors'
+paths (a process that gave up its own ``/proc`` keeps a descriptor of its
+``/proc/<pid>/fd`` directory, opened before). `canonical` is the advisory
+form used to record a path (sandbox/monitor/audit_paths.py); `locate` the
+one the broker acts on (sandbox/monitor/broker_exec.py).
 
-Fast path: one ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
-RESOLVE_NO_MAGICLINKS)`` of the whole directory part. If it succeeds, no
-component was a link, so each ``..`` went to the lexical parent of an existing
-directory and the canonical path is the lexical one. Only when it meets a link
-(ELOOP) does the step-by-step walk below run.
+Bounds (issue 11): no cache grows with what the child sends; `canonical`
+keeps at most `DIR_CACHE_MAX` resolved directories whose spelling is at most
+`DIR_CACHE_KEY` bytes (checked before insertion), so the memory a hostile
+path stream can make us hold is a few hundred KiB whatever it does.
 
-``/proc`` is not walked: its links (``self``, ``<pid>/fd/<n>``, ``cwd``,
-``root``) are magic, their text is not what the kernel follows. Reaching it
-raises `InProc` with the path spelled lexically, for the broker's own rules.
+``/proc`` is not walked through: its links (``self``, ``<pid>/fd/<n>``) are
+magic and ``self`` would name the resolver. Reaching it raises `InProc` with
+the path spelled lexically, for the broker's own rules.
 """
 from __future__ import annotations
 
@@ -46,11 +44,11 @@ from typing import NamedTuple
 SYS_openat2 = 437
 RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT = 0x02, 0x04, 0x10
 MAX_LINKS = 40          # the kernel's MAXSYMLINKS
+WALK = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_STEP = _DIR | os.O_NOFOLLOW
-_FAST = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
-_SLOW = frozenset({errno.ELOOP, errno.EAGAIN, errno.EXDEV})
-_MEMO_MAX = 4096
+DIR_CACHE_MAX = 1024
+DIR_CACHE_KEY = 256
+_DELETED = " (deleted)"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -60,16 +58,20 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
     """openat2(2); raises OSError like os.open."""
     how = _OpenHow(flags, mode, resolve)
-    ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd),
-                        ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                        ctypes.c_size_t(ctypes.sizeof(how)))
-    if ret < 0:
+    raw = os.fsencode(path)
+    for _ in range(8):       # EAGAIN: a concurrent rename during `..` under RESOLVE_IN_ROOT
+        ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd),
+                            ctypes.c_char_p(raw), ctypes.byref(how),
+                            ctypes.c_size_t(ctypes.sizeof(how)))
+        if ret >= 0:
+            return ret
         e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    return ret
+        if e != errno.EAGAIN:
+            break
+    raise OSError(e, os.strerror(e), os.fsdecode(raw))
 
 
 class InProc(Exception):
@@ -82,10 +84,65 @@ class InProc(Exception):
 
 class Located(NamedTuple):
     fd: int              # O_PATH descriptor of the directory (the caller closes it)
-    dir: str             # its canonical path inside the sandbox
+    dir: str             # its real path inside the sandbox
     name: str | None     # the final component; None when the path names `dir` itself
     slash: bool          # the path ended with "/" (the final must be a directory)
-    links: int           # symlinks followed so far in this lookup
+    links: int           # final-name symlinks followed so far in this lookup
+
+
+class Root:
+    """The sandbox's root for the resolver.
+
+    `fd`: an O_PATH descriptor of the root (``/proc/<pid>/root`` from outside,
+    ``/`` from inside). `fd_dir`: a descriptor of this process's
+    ``/proc/<pid>/fd`` directory when its own ``/proc`` is not the host's (the
+    broker, chrooted into the sandbox), else None. Paths read back are made
+    relative to the root's own real path (``/`` for a sandbox's root; the
+    tree's path for a test tree)."""
+
+    def __init__(self, fd: int, fd_dir: int | None = None) -> None:
+        self.fd = fd
+        self.fd_dir = fd_dir
+        self._prefix = ""
+        top = self.fd_path(fd)
+        self._prefix = "" if top == "/" else top
+        self._dirs: dict[str, str] = {}
+
+    def fd_path(self, fd: int) -> str:
+        """The real path of descriptor `fd` inside the root; ENOENT when it is not
+        reachable from it, or was deleted."""
+        if self.fd_dir is None:
+            text = os.readlink(f"/proc/self/fd/{fd}")
+        else:
+            text = os.readlink(str(fd), dir_fd=self.fd_dir)
+        if not text.startswith("/") or text.endswith(_DELETED) and _unlinked(fd):
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), text)
+        if self._prefix:
+            if text == self._prefix:
+                return "/"
+            if not text.startswith(self._prefix + "/"):
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), text)
+            return text[len(self._prefix):]
+        return text
+
+    def forget(self) -> None:
+        """A name changed in the sandbox: resolved directories may be stale."""
+        self._dirs.clear()
+
+    def close(self) -> None:
+        for fd in (self.fd, self.fd_dir):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _unlinked(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
 
 
 def join(d: str, name: str) -> str:
@@ -106,100 +163,24 @@ def _in_proc(d: str) -> bool:
     return d == "/proc" or d.startswith("/proc/")
 
 
-def locate(root_fd: int, path: str, links: int = 0,
-           memo: dict[str, tuple[str, int]] | None = None) -> Located:
-    """Resolve every component of absolute `path` but the last (see module doc).
+def locate(root: Root, path: str, links: int = 0) -> Located:
+    """Resolve every component of absolute `path` but the last, by the kernel.
 
-    `memo` (directory part as spelled -> canonical directory, links on the way)
-    remembers walks
-    that met links, so the next lookup of the same spelling is one openat2 of
-    the canonical form, which RESOLVE_NO_SYMLINKS re-checks: it must still be
-    link-free and exist, or the entry is dropped and the walk done again. The
-    caller clears it whenever the sandbox changes a name.
-
-    Raises OSError (ENOENT, ENOTDIR, ELOOP, EACCES) where the kernel's walk would
-    fail, or InProc."""
+    Raises OSError (ENOENT, ENOTDIR, ELOOP, EACCES) where the kernel's walk
+    fails, or InProc when the directory is in /proc."""
     comps, name, slash = split(path)
-    rel = "/".join(comps)
-    if memo:
-        hit = memo.get(rel)
-        if hit is not None:
-            d, used = hit
-            if links + used > MAX_LINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-            try:
-                return Located(openat2(root_fd, d[1:] or ".", _DIR, 0, _FAST), d, name, slash,
-                               links + used)
-            except OSError:
-                del memo[rel]
+    if comps[:1] == ["proc"] and ".." not in comps:
+        raise InProc(posixpath.normpath(path))
+    fd = openat2(root.fd, "/".join(comps) or ".", _DIR, 0, WALK)
     try:
-        fd = openat2(root_fd, rel or ".", _DIR, 0, _FAST)
-    except OSError as exc:
-        if exc.errno not in _SLOW:
-            raise
-        loc = _walk(root_fd, comps, name, slash, links)
-        if memo is not None:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            memo[rel] = (loc.dir, loc.links - links)
-        return loc
-    # no link on the way: each `..` went to the lexical parent of a real directory
-    d = posixpath.normpath("/" + rel) if ".." in comps else "/" + rel
-    if d.startswith("//"):
-        d = d[1:]
-    if d.startswith("/proc") and _in_proc(d):
+        d = root.fd_path(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if _in_proc(d):
         os.close(fd)
         raise InProc(join(d, name) if name else d)
     return Located(fd, d, name, slash, links)
-
-
-def _walk(root_fd: int, comps: list[str], name: str | None, slash: bool, links: int) -> Located:
-    """The step-by-step walk: a stack of O_PATH descriptors from the root down."""
-    fds: list[int] = []
-    names: list[str] = []
-    todo = comps[::-1]
-    try:
-        while todo:
-            c = todo.pop()
-            if c == "." or not c:
-                continue
-            if c == "..":
-                if fds:                       # at the root, `..` is the root
-                    os.close(fds.pop())
-                    names.pop()
-                continue
-            if not fds and c == "proc":
-                rest = posixpath.normpath("/" + "/".join(["proc"] + todo[::-1]
-                                                         + ([name] if name else [])))
-                if _in_proc(rest):
-                    raise InProc(rest)
-            cur = fds[-1] if fds else root_fd
-            try:
-                fds.append(os.open(c, _STEP, dir_fd=cur))
-                names.append(c)
-                continue
-            except OSError as exc:
-                if exc.errno != errno.ENOTDIR:
-                    raise
-                try:
-                    target = os.readlink(c, dir_fd=cur)
-                except OSError:
-                    raise exc from None       # not a link: a file in the middle
-            links += 1
-            if links > MAX_LINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), c)
-            if not target:
-                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), c)
-            if target.startswith("/"):
-                while fds:
-                    os.close(fds.pop())
-                names.clear()
-            todo.extend(reversed(target.split("/")))
-        fd = fds.pop() if fds else os.open(".", _DIR, dir_fd=root_fd)
-    finally:
-        for f in fds:
-            os.close(f)
-    return Located(fd, "/" + "/".join(names), name, slash, links)
 
 
 def link_target(dirfd: int, name: str) -> str | None:
@@ -227,5 +208,62 @@ def follow(loc: Located, target: str) -> tuple[str, int]:
     return path, links
 
 
-__all__ = ["InProc", "Located", "locate", "follow", "link_target", "join", "split",
-           "openat2", "MAX_LINKS"]
+def _lexical(path: str) -> str | None:
+    """/proc/..., /dev/stdin|stdout|stderr|fd...: kept as spelled (their links are magic)."""
+    n = posixpath.normpath(path)
+    if n.startswith("//"):
+        n = n[1:]
+    if _in_proc(n):
+        return n
+    for d in ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd"):
+        if n == d or n.startswith(d + "/"):
+            return n
+    return None
+
+
+def canonical(root: Root, path: str, follow_last: bool) -> str:
+    """The real path `path` names inside the root, for a record (advisory: the caller
+    can change its path afterwards). Links in the final name are followed when
+    `follow_last` (or the path ends with "/"). Where the kernel's walk fails
+    (a missing directory, a loop), the lexical form: the call fails anyway."""
+    links = 0
+    while True:
+        lex = _lexical(path)
+        if lex is not None:
+            return lex
+        comps, name, slash = split(path)
+        key = "/".join(comps)
+        d = root._dirs.get(key)
+        fd = -1
+        try:
+            if d is None:
+                fd = openat2(root.fd, key or ".", _DIR, 0, WALK)
+                d = root.fd_path(fd)
+                if len(key) <= DIR_CACHE_KEY:          # bounded before it grows
+                    if len(root._dirs) >= DIR_CACHE_MAX:
+                        root._dirs.clear()
+                    root._dirs[key] = d
+            if name is None:
+                return d
+            if not (follow_last or slash):
+                return join(d, name)
+            if fd < 0:
+                fd = openat2(root.fd, d[1:] or ".", _DIR, 0, WALK)
+            text = link_target(fd, name)
+        except OSError:
+            return posixpath.normpath(path) if path.startswith("/") else path
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if text is None:
+            return join(d, name)
+        links += 1
+        if links > MAX_LINKS or not text:
+            return join(d, name)
+        path = text if text.startswith("/") else join(d, text)
+        if slash and not path.endswith("/"):
+            path += "/"
+
+
+__all__ = ["InProc", "Located", "Root", "locate", "follow", "link_target", "join", "split",
+           "canonical", "openat2", "MAX_LINKS", "WALK"]

@@ -1,0 +1,288 @@
+"""The broker process: whatever is done on the sandbox's behalf is done with no more
+privilege than the sandbox has.
+
+The monitor keeps its privileges (it must read the sandbox's memory, kill it,
+write the audit store) and never acts for the child. When a call must be
+*performed* rather than answered (sandbox/monitor/broker.py: guarded trees,
+mediated connects), the monitor sends its own copy of the arguments to this
+process, which:
+
+- is forked by the monitor (so it is outside the sandbox's PID namespace:
+  the sandbox can neither see, signal nor ptrace it) and dies with it
+  (PDEATHSIG, and the end of its socket);
+- joins the sandbox's user, mount and network namespaces (``setns`` on
+  descriptors of ``/proc/<pid>/ns/*`` of a sandbox task, checked still
+  pending, opened before the fork), and its root (``chroot`` into
+  ``/proc/<pid>/root``): it sees exactly the sandbox's view;
+- empties every capability set (bounding, ambient, inheritable, permitted,
+  effective; SECBIT_NOROOT locked), sets no_new_privs, and applies the same
+  Landlock ruleset the sandbox got from the plan: its credentials are the
+  sandbox's (the same uid and gid, mapped the same way), so the kernel
+  checks everything it does as it would for the sandbox;
+- keeps one descriptor from the host: its own ``/proc/<pid>/fd`` directory,
+  opened before it left, to read back what a descriptor names (the
+  sandbox's ``/proc`` does not know the broker);
+- serves requests one at a time over a SOCK_SEQPACKET socketpair: a JSON
+  `Request` (bounded, `MAX_FRAME`), and for a connect the socket the
+  monitor took from the caller (SCM_RIGHTS); the reply is JSON (errno,
+  records) plus the opened descriptor, which the monitor installs in the
+  caller with SECCOMP_IOCTL_NOTIF_ADDFD.
+
+The monitor trusts the broker's answer no more than it must: the reply is
+decoded with bounds and type checks, and a broker that dies or misbehaves
+fails every later call closed (EPERM), never open.
+"""
+from __future__ import annotations
+
+import copy
+import ctypes
+import errno
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import prctl
+
+from sandbox.isolation import landlock, privileges
+from sandbox.monitor.broker_exec import MAGIC_RULE, Denied, Executor, Record, Request
+from sandbox.monitor.root_walk import Root
+
+MAX_FRAME = 64 * 1024
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+_NS = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET))
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class BrokerGone(Exception):
+    """The broker process is not there (could not start, died, or answered nonsense)."""
+
+
+@dataclass
+class Reply:
+    err: int = 0                       # 0: done; else the errno the caller gets
+    records: list[Record] = field(default_factory=list)
+    rule_denied: bool = False          # refused by a policy rule (counted as monitor_denied)
+    fd: int | None = None              # the opened descriptor (ours to close)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+# -- the monitor's handle -------------------------------------------------------------------
+
+class BrokerProcess:
+    def __init__(self, engine: Any, ctx: Any) -> None:
+        self.engine, self.ctx = engine, ctx
+        self.pid: int | None = None
+        self.sock: socket.socket | None = None
+        self.error: str | None = None
+        self.rusage: Any = None
+
+    def start(self, pid: int, still_pending: Any) -> None:
+        """Fork the broker into the namespaces of sandbox task `pid`; `still_pending()`
+        is checked after the descriptors are open (the pid was not recycled)."""
+        fds: list[tuple[int, int]] = []
+        try:
+            for name, flag in _NS:
+                fds.append((os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag))
+            root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            for fd, _ in fds:
+                os.close(fd)
+            self.error = f"cannot reach the sandbox's namespaces: {exc.strerror}"
+            raise BrokerGone(self.error) from None
+        try:
+            if not still_pending():
+                raise BrokerGone("the sandbox task went away")
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            ready_r, ready_w = os.pipe()
+            child = os.fork()
+            if child == 0:          # pragma: no cover - runs in the child
+                code = 1
+                try:
+                    ours.close()
+                    os.close(ready_r)
+                    ex = _confine(fds, root, theirs.fileno(), ready_w, self.engine, self.ctx)
+                    _serve(theirs, ex)
+                    code = 0
+                finally:
+                    os._exit(code)
+            theirs.close()
+            os.close(ready_w)
+            self.pid, self.sock = child, ours
+            status = _read_all(ready_r)
+            os.close(ready_r)
+            if status != b"ok":
+                self.error = status.decode("utf-8", "replace") or "the broker died starting"
+                self.stop()
+                raise BrokerGone(self.error)
+        finally:
+            for fd, _ in fds:
+                os.close(fd)
+            os.close(root)
+
+    def call(self, req: Request, fds: tuple[int, ...] = ()) -> Reply:
+        if self.sock is None:
+            raise BrokerGone(self.error or "no broker")
+        data = json.dumps(asdict(req), ensure_ascii=True).encode()
+        try:
+            socket.send_fds(self.sock, [data], list(fds))
+            msg, got, _, _ = socket.recv_fds(self.sock, MAX_FRAME, 1)
+        except OSError as exc:
+            self.error = f"broker: {exc.strerror}"
+            self.stop()
+            raise BrokerGone(self.error) from None
+        try:
+            return _decode_reply(msg, got)
+        except (ValueError, TypeError, KeyError) as exc:
+            for fd in got:
+                os.close(fd)
+            self.error = f"broker: bad reply ({exc})"
+            self.stop()
+            raise BrokerGone(self.error) from None
+
+    def stop(self) -> None:
+        """End the broker and reap it (its CPU and memory belong to the run)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.pid is not None:
+            pid, self.pid = self.pid, None
+            for _ in range(200):
+                done, _, ru = os.wait4(pid, os.WNOHANG)
+                if done:
+                    self.rusage = ru
+                    return
+                time.sleep(0.005)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, _, self.rusage = os.wait4(pid, 0)
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while len(out) < 4096:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _decode_reply(msg: bytes, fds: list[int]) -> Reply:
+    if not msg or len(fds) > 1:
+        raise ValueError("empty reply or too many descriptors")
+    obj = json.loads(msg)
+    err, recs, denied, has_fd = obj["err"], obj["records"], obj["rule_denied"], obj["fd"]
+    if not isinstance(err, int) or not 0 <= err < 4096 or not isinstance(recs, list) \
+            or len(recs) > 16 or has_fd != bool(fds) or (has_fd and err):
+        raise ValueError("malformed reply")
+    records: list[Record] = []
+    for r in recs:
+        op, path, allowed, rule = r
+        if not (isinstance(op, str) and isinstance(path, str) and isinstance(allowed, bool)
+                and isinstance(rule, str)):
+            raise ValueError("malformed record")
+        records.append((op, path, allowed, rule))
+    return Reply(err, records, bool(denied), fds[0] if fds else None)
+
+
+# -- the broker itself ----------------------------------------------------------------------
+
+def _confine(ns: list[tuple[int, int]], root: int, sock: int, ready: int, engine: Any,
+             ctx: Any) -> Executor:   # pragma: no cover - runs in the child
+    """Become the sandbox (module doc); tell the monitor "ok" or why not on `ready`."""
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        privileges.close_fds({sock, ready, fd_dir, root, *(fd for fd, _ in ns)})
+        names = {CLONE_NEWUSER: "user", CLONE_NEWNS: "mnt", CLONE_NEWNET: "net"}
+        # which differ from ours, all read before the first setns (then /proc is theirs)
+        join = [(fd, flag) for fd, flag in ns
+                if os.fstat(fd).st_ino != os.stat(f"/proc/self/ns/{names[flag]}").st_ino]
+        for fd, flag in join:           # user first: it gives the rights for the others
+            _setns(fd, flag)
+        joined = bool(join)
+        for fd, _ in ns:
+            os.close(fd)
+        top = os.stat("/")
+        rst = os.fstat(root)
+        mounted = (rst.st_dev, rst.st_ino) != (top.st_dev, top.st_ino)
+        if mounted:
+            os.fchdir(root)
+            os.chroot(".")
+        os.chdir("/")
+        os.close(root)
+        prctl.set_no_new_privs(1)
+        if joined or os.geteuid() == 0:
+            privileges.drop_capabilities()
+        if landlock.abi_version() >= 1 and ctx is not None:
+            lctx = copy.copy(ctx)
+            lctx.active = ["mounts"] if mounted else []
+            landlock.apply(lctx)
+        ex = Executor(engine, Root(os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
+                                   fd_dir))
+    except BaseException as exc:
+        os.write(ready, f"broker set-up: {type(exc).__name__}: {exc}".encode()[:4000])
+        raise
+    os.write(ready, b"ok")
+    os.close(ready)
+    return ex
+
+
+def _serve(sock: socket.socket, ex: Executor) -> None:   # pragma: no cover - in the child
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_FRAME, 1)
+        except OSError:
+            return
+        if not msg:
+            return
+        fd = None
+        try:
+            try:
+                req = _decode_request(msg)
+                fd, recs = ex.execute(req)
+                reply: dict[str, Any] = {"err": 0, "records": recs, "rule_denied": False}
+            except Denied as d:
+                recs = list(getattr(d, "previous", []))
+                recs.append((d.op, d.path, False, d.rule or MAGIC_RULE))
+                reply = {"err": d.err, "records": recs, "rule_denied": bool(d.rule)}
+            except OSError as exc:
+                reply = {"err": exc.errno or errno.EIO, "rule_denied": False,
+                         "records": list(getattr(exc, "records", None) or [])}
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                reply = {"err": errno.EINVAL, "records": [], "rule_denied": False,
+                         "bad": str(exc)[:200]}
+            reply["fd"] = fd is not None
+            socket.send_fds(sock, [json.dumps(reply, ensure_ascii=True).encode()],
+                            [fd] if fd is not None else [])
+        finally:
+            for f in fds:
+                os.close(f)
+            if fd is not None:
+                os.close(fd)
+
+
+def _decode_request(msg: bytes) -> Request:
+    obj = json.loads(msg)
+    if not isinstance(obj, dict):
+        raise ValueError("request is not an object")
+    req = Request(**obj)
+    if not isinstance(req.paths, list) or not 1 <= len(req.paths) <= 2 or \
+            not all(isinstance(p, str) for p in req.paths):
+        raise ValueError("bad paths")
+    return Request(**{**obj, "paths": tuple(req.paths)})
+
+
+__all__ = ["BrokerProcess", "BrokerGone", "Reply", "MAX_FRAME"]
