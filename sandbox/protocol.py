@@ -118,6 +118,8 @@ class AuditSummary:
     db: str = bound(chars=4096, default="")
     sync_wakeup: bool = False
     guarded: list[str] = bound(chars=4096, items=16, default_factory=list)
+    broker_pid: int | None = None         # the broker process that acted for the sandbox
+    broker_error: str | None = bound(chars=1024, default=None)   # why it could not
     db_error: str | None = bound(chars=1024, default=None)
     dropped: int = 0          # events lost (store failure); with db_error saying why
     stored: int = 0           # rows in the store (repeats folded into one with a count)

@@ -155,7 +155,7 @@ def test_the_broker_process_has_the_sandboxs_credentials_and_nothing_more(tmp_pa
     r, out, seen = _run(tmp_path, py, "creds", guarded=True, token=token, during=inspect)
     assert "error" not in found, found.get("error")
     me, my_ns = found["sandboxee"]
-    pid = str(r.audit["broker"]["pid"])
+    pid = str(r.audit["broker_pid"])
     brokers = [b for b in found["brokers"] if b[0] == pid]
     assert len(brokers) == 1, (pid, [p for p, _, _ in found["brokers"]])
     _, st, ns = brokers[0]

@@ -206,6 +206,10 @@ def _confine(ns: list[tuple[int, int]], root: int, sock: int, ready: int, engine
         prctl.set_pdeathsig(signal.SIGKILL)
         fd_dir = os.open(f"/proc/{os.getpid()}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         privileges.close_fds({sock, ready, fd_dir, root, *(fd for fd, _ in ns)})
+        top = os.stat("/")
+        rst = os.fstat(root)
+        # a view of its own (the mount layer ran), judged before we enter it
+        mounted = (rst.st_dev, rst.st_ino) != (top.st_dev, top.st_ino)
         names = {CLONE_NEWUSER: "user", CLONE_NEWNS: "mnt", CLONE_NEWNET: "net"}
         # which differ from ours, all read before the first setns (then /proc is theirs)
         join = [(fd, flag) for fd, flag in ns
@@ -215,9 +219,6 @@ def _confine(ns: list[tuple[int, int]], root: int, sock: int, ready: int, engine
         joined = bool(join)
         for fd, _ in ns:
             os.close(fd)
-        top = os.stat("/")
-        rst = os.fstat(root)
-        mounted = (rst.st_dev, rst.st_ino) != (top.st_dev, top.st_ino)
         if mounted:
             os.fchdir(root)
             os.chroot(".")
