@@ -20,6 +20,8 @@ from setuptools.dist import Distribution
 
 SOURCE = os.path.join("sandbox", "_native", "init.c")
 TARGET = os.path.join("sandbox", "_native", "sandbox-init")
+# The same flags as sandbox/_native/__init__.py (CFLAGS), which builds on demand for an
+# install that predates the init.
 CFLAGS = ["-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
 
 

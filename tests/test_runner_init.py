@@ -218,3 +218,15 @@ def test_the_init_is_neither_audited_nor_subject_to_deny_rules(tmp_path):
     paths = [p for p, _ in r.audit["top_paths"]]
     assert "/usr/bin/echo" in paths or "/bin/echo" in paths
     assert not [p for p in paths if "sandbox-init" in p]
+
+
+def test_an_install_without_the_binary_builds_it_once(tmp_path, monkeypatch):
+    # An editable checkout whose venv predates the init: the launcher builds it
+    # (same flags) into the state directory instead of failing every run.
+    from sandbox import _native
+    monkeypatch.setattr(_native, "INIT_PATH", str(tmp_path / "absent"))
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "state"))
+    built = _native.init_path()
+    assert built.startswith(str(tmp_path / "state")) and os.access(built, os.X_OK)
+    assert _native.init_path() == built
+    assert subprocess.run([built]).returncode == 125   # refuses to run without its arguments

@@ -4,21 +4,68 @@
 signals to the program and reports the program's real wait status. It is a
 static executable, opened by the sandboxee before the mount view exists and
 started with execveat(2), so it depends on nothing the policy grants.
+
+An install made before the init existed (an editable checkout whose venv was
+not reinstalled) has no binary: the launcher then builds it once into the
+state directory with the same compiler flags (`init_path`), rather than fail.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
 
 from sandbox.errors import SetupError
 
-INIT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox-init")
+HERE = os.path.dirname(os.path.abspath(__file__))
+INIT_PATH = os.path.join(HERE, "sandbox-init")
+SOURCE = os.path.join(HERE, "init.c")
+CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s")
 
 
-def open_init() -> int:
-    """A descriptor of the init binary for execveat, taken before the view is built."""
+def init_path() -> str:
+    """Where the init binary is: the installed one, else one built now (in the launcher)."""
+    if os.access(INIT_PATH, os.X_OK):
+        return INIT_PATH
     try:
-        return os.open(INIT_PATH, os.O_PATH | os.O_CLOEXEC)
+        with open(SOURCE, "rb") as f:
+            digest = hashlib.sha256(f.read() + " ".join(CFLAGS).encode()).hexdigest()[:16]
     except OSError as exc:
-        raise SetupError("init", f"the sandbox's init {INIT_PATH} is missing ({exc.strerror}): "
+        raise SetupError("init", f"the sandbox's init is not installed and its source "
+                                 f"is missing ({exc.strerror}): reinstall the package") from None
+    from sandbox.launcher.prepare import state_dir
+    target = os.path.join(state_dir(), "native", f"sandbox-init-{digest}")
+    if os.access(target, os.X_OK):
+        return target
+    cc = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(cc) is None:
+        raise SetupError("init", f"the sandbox's init {INIT_PATH} is not built and there is "
+                                 f"no C compiler ({cc}): install gcc and libc6-dev, then "
+                                 "reinstall the package (pip install -e .)")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], capture_output=True, text=True)
+        if done.returncode:
+            raise SetupError("init", f"building the sandbox's init failed: "
+                                     f"{done.stderr.strip().splitlines()[-1:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def open_init(path: str | None = None) -> int:
+    """A descriptor of the init binary for execveat, taken before the view is built."""
+    path = path or INIT_PATH
+    try:
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError("init", f"the sandbox's init {path} is missing ({exc.strerror}): "
                                  "reinstall the package (pip install -e . builds it with gcc)"
                          ) from None

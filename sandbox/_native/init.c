@@ -84,6 +84,9 @@ int main(int argc, char **argv)
      * of a program that ended early is pending, not lost. */
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int sig = 1; sig < NSIG; sig++)   /* an inherited SIG_IGN must not drop a signal */
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
     for (;;) {
         siginfo_t si;
         int st = 0, sig;

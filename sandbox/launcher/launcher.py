@@ -105,6 +105,17 @@ def _clean_stale_cgroups() -> None:
         pass
 
 
+def _init_path() -> str:
+    """The sandbox's init binary (built now if this install predates it); when that fails,
+    the installed path, and the sandboxee reports the missing binary as a setup error."""
+    from sandbox import _native
+    from sandbox.errors import SetupError
+    try:
+        return _native.init_path()
+    except SetupError:
+        return _native.INIT_PATH
+
+
 def _audit_db_default() -> str:
     from sandbox.audit.store import default_path
     return default_path()
@@ -491,7 +502,8 @@ class Launcher:
                 "fs_plan": prep.plan.to_dict(), "paths": vars(prep.paths),
                 "ipc_fd": int(prep.env["SANDBOX_IPC_FD"]),
                 "audit_db": self.audit_db or _audit_db_default(),
-                "audit_max_bytes": self.audit_max_bytes}
+                "audit_max_bytes": self.audit_max_bytes,
+                "init_path": _init_path()}
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,

@@ -65,7 +65,7 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
         os.environ.update(spec["env"])
-        init_fd = _native.open_init()
+        init_fd = _native.open_init(spec.get("init_path"))
         ctx.init_fd = init_fd
         ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
         contain(ctx)
