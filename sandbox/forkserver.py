@@ -117,6 +117,9 @@ def _hand_to_spare(sp: _Spare | None, fds: list[int]) -> bool:
 
 def serve(sock: socket.socket, launcher_pid: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished monitors
+    # In the caller's process group: a ^C at its terminal is for the launcher to relay.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     _warm()
     gc.collect()
     gc.freeze()

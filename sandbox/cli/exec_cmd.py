@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -20,6 +21,12 @@ exit codes (docs/run-result.md):
   126      the program cannot be executed (e.g. the policy grants no exec there)
   127      the program was not found (not on PATH, or not in the sandbox's view)
 
+stdin passes through (--stdin none closes it); -t gives the program a terminal
+of its own. The program never holds the caller's descriptors: its stdin,
+stdout and stderr are pipes (or that pty) relayed by the sandbox's monitor.
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to sandbox exec are
+relayed to the program.
+
 The working directory is the current one (${WORKDIR}); the policy decides
 whether the program may read it. The program runs as PID 2, under the
 sandbox's init.
@@ -37,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_run_options(p)
     p.add_argument("--workdir", metavar="DIR", help="working directory (default: the current one)")
+    p.add_argument("--stdin", choices=("inherit", "none"), default="inherit",
+                   help="inherit (default): the program reads what sandbox exec reads, "
+                        "relayed through a pipe; none: an empty, closed stdin")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="keep stdin attached (the default; overrides --stdin none)")
+    p.add_argument("-t", "--tty", action="store_true",
+                   help="give the program a pseudo-terminal of its own (made outside the "
+                        "sandbox and relayed; window size and keys pass through). "
+                        "stdout and stderr are then both the terminal")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(func=run)
 
@@ -52,9 +68,15 @@ def run(args: argparse.Namespace) -> int:
     common.policy_path_hint(args.policy)
     common.preflight(args)
     from sandbox.cli.grants import compose
+    from sandbox.launcher.signals import RawTerminal
     policy = compose(args, args.policy)
-    result = Launcher(start=common.CLI_START).spawn(argv, policy=policy, timeout=args.timeout,
-                              workdir=args.workdir or os.getcwd(), output_dir=args.output)
+    stdin = 0 if args.stdin == "inherit" or args.interactive else None
+    raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
+    with raw:
+        result = Launcher(start=common.CLI_START).spawn(
+            argv, policy=policy, timeout=args.timeout,
+            workdir=args.workdir or os.getcwd(), output_dir=args.output,
+            stdin=stdin, tty=args.tty, forward_signals=True)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
     common.report_run(args, result)

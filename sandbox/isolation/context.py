@@ -41,3 +41,4 @@ class ContainContext:
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup
     init_fd: int = -1                    # O_PATH descriptor of sandbox-init, opened before the view
     exit_fd: int = -1                    # pipe to the monitor for the program's wait status
+    tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev

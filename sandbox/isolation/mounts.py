@@ -299,7 +299,18 @@ def _make_mountpoint(target: str, is_dir: bool) -> None:
         os.mknod(target, stat.S_IFREG | 0o600)
 
 
-def _mount_dev(root: str, shm_size: int, under_dev: list[Step]) -> None:
+def _bind_terminal(dev: str, tty: str) -> None:
+    """The run's own pty (`sandbox exec -t`, made by the monitor outside the sandbox) at
+    its usual name, so ttyname(3) finds it; nothing else of the host's /dev/pts."""
+    if not tty.startswith("/dev/pts/") or "/" in tty[len("/dev/pts/"):]:
+        return
+    os.makedirs(dev + "/pts", 0o755, exist_ok=True)
+    target = dev + tty[len("/dev"):]
+    os.mknod(target, stat.S_IFREG | 0o600)
+    libc.mount(tty, target, None, libc.MS_BIND)
+
+
+def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None = None) -> None:
     """/dev: node binds, links, then one recursive read-only, then /dev/shm.
 
     Mountpoints of plan rules beneath /dev are made here, before /dev turns
@@ -318,6 +329,8 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step]) -> None:
         except FileNotFoundError:
             os.unlink(target)   # the host lacks it (tty in some containers)
     os.mkdir(dev + "/shm", 0o755)
+    if tty:
+        _bind_terminal(dev, tty)
     for name, text in DEV_LINKS:
         os.symlink(text, f"{dev}/{name}")
     for step in under_dev:
@@ -332,7 +345,7 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step]) -> None:
 
 
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
-              under_dev: list[Step]) -> None:
+              under_dev: list[Step], tty: str | None = None) -> None:
     target = root + step.path
     if step.kind == "tmp":
         _make_mountpoint(target, True)
@@ -343,7 +356,7 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
         libc.mount("proc", target, "proc",
                    libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     elif step.kind == "dev":
-        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev)
+        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev, tty)
     elif step.kind == "bind":
         _make_mountpoint(target, step.is_dir)
         libc.mount(step.source, target, None, libc.MS_BIND | libc.MS_REC)
@@ -404,7 +417,7 @@ def build_view(ctx: ContainContext) -> str:
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
     for step in steps:
         try:
-            _run_step(step, root, plan, mask_file, under_dev)
+            _run_step(step, root, plan, mask_file, under_dev, ctx.tty)
         except OSError as exc:
             raise _fail(f"{step.kind}", step.path, exc) from None
     try:

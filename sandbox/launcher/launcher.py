@@ -29,12 +29,13 @@ import subprocess
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
 from sandbox.errors import InputError
 from sandbox.ipc.frames import encode
-from sandbox.launcher import monitors
+from sandbox.launcher import monitors, signals
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.history import History, remove_if_empty
@@ -125,6 +126,14 @@ def _audit_store(configured: str | None) -> str:
     """The audit store directory, created (0700) so the planner can mask it."""
     from sandbox.audit.store import ensure_dir
     return ensure_dir(os.path.abspath(configured or _audit_db_default()))
+
+
+@dataclass(frozen=True)
+class RunIO:
+    """How a run's stdio is wired (see `Launcher.spawn`)."""
+    stdin: bytes | int | None = None
+    tty: bool = False
+    forward_signals: bool = False
 
 
 class Launcher:
@@ -262,9 +271,20 @@ class Launcher:
               capture_output: bool | None = None, item: Any = None,
               index: int | None = None, code_paths: Sequence[str] = (),
               middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
-              grace: float = 2.0, lineage: Lineage | None = None) -> RunResult:
+              grace: float = 2.0, lineage: Lineage | None = None,
+              stdin: bytes | int | None = None, tty: bool = False,
+              forward_signals: bool = False) -> RunResult:
         """Run `target` sandboxed and return its RunResult: `start(...).wait()`,
         in the calling thread.
+
+        `stdin`: None (the default) gives the program an empty, closed stdin;
+        bytes are its whole input; a descriptor (e.g. 0) is relayed to it by
+        the monitor. The program never holds a descriptor of the caller's: its
+        stdout and stderr are pipes (relayed to this process's 1 and 2, or
+        captured), or with `tty=True` a pseudo-terminal the monitor made, sized
+        like this process's terminal. `forward_signals` (main thread only)
+        relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window
+        size changes with a tty) to the program while it runs.
 
         `target` is a command (a list of strings), a `Workflow`, a workflow
         dict, or the path of a workflow .json file (as `sandbox run` takes it:
@@ -286,7 +306,8 @@ class Launcher:
                          workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
                          capture_output=capture_output, item=item, index=index,
                          code_paths=code_paths, middleware=middleware, grace=grace,
-                         lineage=lineage)
+                         lineage=lineage, stdin=stdin, tty=tty,
+                         forward_signals=forward_signals)
 
     def start(self, target: Any, **spawn_kw: Any) -> RunHandle:
         """Start `target` sandboxed in the background; returns its RunHandle at once.
@@ -356,7 +377,9 @@ class Launcher:
                    env: Mapping[str, str] | None = None,
                    handlers: Mapping[str, Handler] | HandlerSet | None = None,
                    capture_output: bool | None = None, code_paths: Sequence[str] = (),
-                   middleware: Sequence[Any] = (), grace: float = 2.0) -> RunResult:
+                   middleware: Sequence[Any] = (), grace: float = 2.0,
+                   stdin: bytes | int | None = None, tty: bool = False,
+                   forward_signals: bool = False) -> RunResult:
         lineage = lineage or Lineage()
         cancel = handle.cancel_event
         info = SpawnInfo(run_id=handle.run_id, depth=lineage.depth,
@@ -370,7 +393,8 @@ class Launcher:
                     info, lineage, target, policy=policy, store=store, timeout=timeout,
                     workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
                     capture_output=capture_output, code_paths=code_paths,
-                    middleware=middleware, cancel=cancel, grace=grace, handle=handle))
+                    middleware=middleware, cancel=cancel, grace=grace, handle=handle,
+                    io=RunIO(stdin=stdin, tty=tty, forward_signals=forward_signals)))
             return results[0]
         except BaseException as exc:
             results.append(RunResult(run_id=info.run_id, status=SETUP_ERROR,
@@ -386,7 +410,7 @@ class Launcher:
                handlers: Mapping[str, Handler] | HandlerSet | None,
                capture_output: bool | None, code_paths: Sequence[str],
                middleware: Sequence[Any], cancel: threading.Event | None,
-               grace: float, handle: RunHandle) -> RunResult:
+               grace: float, handle: RunHandle, io: "RunIO") -> RunResult:
         t_start = time.monotonic()  # the setup-latency breakdown counts from here
         item, index = info.item, info.index
         mode, body = _as_target(target)
@@ -423,7 +447,8 @@ class Launcher:
         t0 = time.monotonic()
         clock = {"t0": t_start, "launcher.prepared": t0 - t_start}
         try:
-            proc = self._start_monitor(prep, ipc_child, ctl_child, capture)
+            proc, relay = monitors.start_monitor(self.start_mode, ipc_child, ctl_child,
+                                                 capture, io.stdin, server=self._forkserver)
             clock["launcher.monitor_started"] = time.monotonic() - t_start
             handle._started(proc.pid)
         except OSError as exc:
@@ -446,13 +471,19 @@ class Launcher:
                           on_message=plumbing.on_message, depth=lineage.depth,
                           cancel=cancel, grace=grace)
         plumbing.attach(session, ipc_parent, run_handlers)
+        forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
+            else contextlib.nullcontext()
         try:
             session.send_ctl("spec", {**self._spec(prep, mode, body, ipc_child),
-                                      "clock": clock})
+                                      "clock": clock,
+                                      "stdio": {"relay": relay,
+                                                "tty": signals.window_size() if io.tty
+                                                else None}})
             if mode == "workflow":
                 self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,
                                  plumbing.child_specs)
-            state = session.run()
+            with forwarding:
+                state = session.run()
         finally:
             plumbing.close(grace)
             kill_quietly(proc) if proc.poll() is None and session.state.monitor_report is None \
@@ -489,10 +520,6 @@ class Launcher:
             pass    # history is housekeeping: it never fails a run
 
     # -- pieces ----------------------------------------------------------------
-    def _start_monitor(self, prep: P.Prepared, ipc_child: socket.socket,
-                       ctl_child: socket.socket, capture: bool) -> Any:
-        return monitors.start_monitor(self.start_mode, ipc_child, ctl_child, capture,
-                                      server=self._forkserver)
 
     def _spec(self, prep: P.Prepared, mode: str, body: Any,
               ipc_child: socket.socket) -> dict[str, Any]:

@@ -27,7 +27,8 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import IO, Any
+from dataclasses import dataclass, field
+from typing import IO, Any, Union
 
 from sandbox.launcher import prepare as P
 
@@ -157,39 +158,97 @@ class ForkServerClient:
 START_MODES = ("forkserver", "exec")
 
 
-def _stdio(capture: bool) -> tuple[list[int], int | None, int | None, list[int]]:
-    """(fds stdin/stdout/stderr for the monitor, read ends, fds to close after)."""
-    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    if not capture:
-        return [devnull, 1, 2], None, None, [devnull]
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    return [devnull, out_w, err_w], out_r, err_r, [devnull, out_w, err_w]
+@dataclass
+class Stdio:
+    """The run's stdin, stdout and stderr as handed to the monitor.
+
+    `relay[i]` is False for a pipe made here for this run (captured output,
+    stdin from bytes or closed), which the sandbox may hold as is; True for a
+    descriptor of the caller's own, which the monitor keeps and relays through
+    a pipe (or pty) of its own (sandbox.monitor.stdio).
+    """
+    fds: list[int]                      # for the monitor: stdin, stdout, stderr
+    relay: list[bool]
+    out_r: int | None = None            # read ends of captured output
+    err_r: int | None = None
+    to_close: list[int] = field(default_factory=list)   # ours, after the monitor has them
+
+    def close_readers(self) -> None:
+        for fd in (self.out_r, self.err_r):
+            if fd is not None:
+                os.close(fd)
+
+
+StdinSource = Union[None, bytes, int]
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """Write `data` to the sandbox's stdin pipe, then close it (end of input)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass   # the program closed its stdin early
+    finally:
+        os.close(fd)
+
+
+def _stdio(capture: bool, stdin: StdinSource) -> Stdio:
+    st = Stdio(fds=[], relay=[])
+    if isinstance(stdin, int) and not isinstance(stdin, bool):
+        st.fds.append(stdin)
+        st.relay.append(True)
+    else:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        st.fds.append(r)
+        st.relay.append(False)
+        st.to_close.append(r)
+        if stdin:
+            threading.Thread(target=_feed, args=(w, bytes(stdin)), daemon=True,
+                             name="stdin-feed").start()
+        else:
+            os.close(w)   # no input: end of stream at once
+    if capture:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        st.fds += [out_w, err_w]
+        st.relay += [False, False]
+        st.out_r, st.err_r = out_r, err_r
+        st.to_close += [out_w, err_w]
+    else:
+        st.fds += [1, 2]
+        st.relay += [True, True]
+    return st
 
 
 def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
-                  capture: bool, *, server: ForkServerClient | None = None) -> Any:
+                  capture: bool, stdin: StdinSource = None, *,
+                  server: ForkServerClient | None = None) -> tuple[Any, list[bool]]:
     """Start the run's monitor: forked by `server` (the launcher's fork server),
-    or exec'd."""
-    if mode == "exec":
-        env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
-        pipe = subprocess.PIPE if capture else None
-        return subprocess.Popen(P.monitor_command(), env=env, stdin=subprocess.DEVNULL,
-                                stdout=pipe, stderr=pipe,
-                                pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
-    stdio, out_r, err_r, to_close = _stdio(capture)
+    or exec'd. Returns the handle and which of stdin, stdout, stderr the monitor
+    must relay (sandbox.monitor.stdio)."""
+    st = _stdio(capture, stdin)
     try:
+        if mode == "exec":
+            env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
+            proc = subprocess.Popen(P.monitor_command(), env=env, stdin=st.fds[0],
+                                    stdout=st.fds[1], stderr=st.fds[2],
+                                    pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
+            proc.stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None \
+                else None
+            proc.stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None \
+                else None
+            return proc, st.relay
         if server is None:
             raise ValueError("start='forkserver' needs the launcher's fork server")
-        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *stdio])
+        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds])
     except BaseException:
-        for fd in (out_r, err_r):
-            if fd is not None:
-                os.close(fd)
+        st.close_readers()
         raise
     finally:
-        for fd in to_close:
+        for fd in st.to_close:
             os.close(fd)
-    stdout = os.fdopen(out_r, "rb", buffering=0) if out_r is not None else None
-    stderr = os.fdopen(err_r, "rb", buffering=0) if err_r is not None else None
-    return ForkedMonitor(pid, pidfd, stdout, stderr)
+    stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None else None
+    stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None else None
+    return ForkedMonitor(pid, pidfd, stdout, stderr), st.relay

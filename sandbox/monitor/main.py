@@ -102,6 +102,10 @@ def run_monitor(ctl_fd: int, *, ipc_fd: int | None = None, launcher_pid: int = 0
     """The monitor's life, whether exec'd by the launcher or forked by the fork server."""
     parent = os.getppid()
     prctl.set_pdeathsig(signal.SIGKILL)
+    # ^C and ^\ at the caller's terminal reach its whole process group, this process
+    # included: they are the program's (the launcher relays them), not the monitor's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     if os.getppid() != parent or (launcher_pid and parent == 1):
         return 3  # our parent died before we could tie our life to it
     prctl.set_child_subreaper(1)

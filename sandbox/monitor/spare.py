@@ -121,11 +121,12 @@ def prestart() -> Prestarted:
     return Prestarted(pid, rfd, setup_parent, go_parent, cg, ok, word)
 
 
-def go(pre: Prestarted, spec: dict[str, Any], ipc_fd: int, exit_fd: int) -> None:
-    """Hand the run to the prestarted stub: the spec and ipc, stdin, stdout, stderr and
-    the init's exit pipe."""
+def go(pre: Prestarted, spec: dict[str, Any], ipc_fd: int, exit_fd: int,
+       stdio: list[int]) -> None:
+    """Hand the run to the prestarted stub: the spec and ipc, the sandbox's stdin, stdout,
+    stderr (sandbox.monitor.stdio) and the init's exit pipe."""
     data = json.dumps(spec).encode()
-    socket.send_fds(pre.go, [data], [ipc_fd, 0, 1, 2, exit_fd])
+    socket.send_fds(pre.go, [data], [ipc_fd, *stdio, exit_fd])
     pre.go.close()
 
 
@@ -135,6 +136,10 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     parent = os.getppid()
     prctl.set_pdeathsig(signal.SIGKILL)
+    # ^C and ^\ at the caller's terminal reach its whole process group, this process
+    # included: they are the program's (the launcher relays them), not the monitor's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     if os.getppid() != parent:
         return 3
     prctl.set_child_subreaper(1)

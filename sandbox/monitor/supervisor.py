@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import select
+import signal
 import socket
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
+from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import ExecFailure, ExitReport, SetupFailure, Violation
 from sandbox.sandboxee import entry, stub
 
@@ -94,13 +96,16 @@ class Supervisor:
 
     def _start(self) -> tuple[int, int, socket.socket]:
         exit_w = self._exit_pipe()
+        self.stdio = StdioRelay(StdioSpec.from_spec(self.spec.get("stdio")))
         if self.prestarted is not None:
             pre = self.prestarted
             spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory},
-                     self.ctx.ipc_fd, exit_w)
+                     self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
             os.close(exit_w)
+            self.stdio.started()
             return pre.stub_pid, pre.status_fd, pre.setup
+        self.stdio.install_as_stdio()  # the stub, forked next, inherits the sandbox's ends
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rfd, wfd = os.pipe()
         self.ctx.monitor_fd = setup_child.fileno()
@@ -118,6 +123,7 @@ class Supervisor:
             stub.run(self.ctx, wfd, lambda: entry.main(self.ctx, self.spec), join)
         os.close(wfd)
         os.close(exit_w)
+        self.stdio.started()
         setup_child.close()
         os.close(self.ctx.ipc_fd)  # only the sandbox may hold it: its end of stream = the end
         return pid, rfd, setup_parent
@@ -179,14 +185,20 @@ class Supervisor:
                     if msg is None:
                         del sources[fd]
                         self._kill()
-                    elif msg == "cancel":
+                    elif msg.type == "cancel":
                         self.report.cancelled = True
                         self._kill()
+                    elif msg.type == "signal":
+                        self._relay_signal(msg.payload)
+                    elif msg.type == "winsize" and isinstance(msg.payload, dict):
+                        self.stdio.resize(int(msg.payload.get("rows", 0)),
+                                          int(msg.payload.get("cols", 0)))
             if self.status is not None and "status" not in sources.values():
                 break
         os.waitpid(stub_pid, 0)
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
+        self.stdio.finish()  # every byte of output reaches the caller before the report
         self._finish(t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds()
         return self.report
@@ -308,12 +320,20 @@ class Supervisor:
         loop = getattr(self, "_pending_loop", None) or notify_loop.prepare(self)
         self.listener = loop.attach(fd)
 
-    def _ctl_message(self) -> str | None:
+    def _ctl_message(self) -> Any:
         try:
-            msg = self.ctl.recv()
+            return self.ctl.recv()
         except OSError:
             return None
-        return None if msg is None else msg.type
+
+    def _relay_signal(self, payload: Any) -> None:
+        """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
+        to the init, which forwards it to PID 2."""
+        sig = payload.get("signal") if isinstance(payload, dict) else None
+        if not isinstance(sig, int) or not 0 < sig < signal.NSIG or self.pid1_fd is None \
+                or sig in (signal.SIGKILL, signal.SIGSTOP):
+            return
+        tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
     def on_violation(self, violation: Violation) -> None:
         """Called by the notification loop: record the first violation, end the sandbox."""

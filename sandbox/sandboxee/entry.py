@@ -66,6 +66,8 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         os.environ.clear()
         os.environ.update(spec["env"])
         init_fd = _native.open_init(spec.get("init_path"))
+        if (spec.get("stdio") or {}).get("tty") and os.isatty(0):
+            ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.init_fd = init_fd
         ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
         contain(ctx)
@@ -112,7 +114,7 @@ def _program(ctx: ContainContext, spec: dict[str, Any], mon: socket.socket) -> N
                     pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
-        if spec.get("tty"):
+        if (spec.get("stdio") or {}).get("tty"):
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         if spec["mode"] == "exec":
             _exec(spec["argv"], mon)

@@ -1,0 +1,86 @@
+"""Relaying the caller's signals and terminal size to a running sandbox.
+
+`sandbox exec` is a stand-in for the program: a SIGTERM from a service
+manager, a SIGHUP from a closed terminal, a ^C with stdin not a terminal, all
+meant for the program. The launcher catches them (main thread only, for the
+run's duration) and sends each on the control channel; the monitor signals
+the sandbox's init, which forwards it to the program. With a pty (`-t`),
+keystrokes such as ^C travel as bytes and the pty's line discipline signals
+the program itself; only the window size (SIGWINCH) needs relaying then.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import termios
+import threading
+from types import FrameType
+from typing import Any
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)
+
+
+def window_size() -> tuple[int, int]:
+    """(rows, cols) of the caller's terminal, (24, 80) when there is none."""
+    for fd in (0, 1, 2):
+        try:
+            rows, cols, _, _ = struct.unpack(
+                "HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+        except OSError:
+            continue
+        if rows and cols:
+            return rows, cols
+    return 24, 80
+
+
+class Forwarder:
+    """While entered (in the main thread): the caller's signals go to the program."""
+
+    def __init__(self, session: Any, *, tty: bool = False) -> None:
+        self.session = session
+        self.tty = tty
+        self._saved: dict[int, Any] = {}
+
+    def _forward(self, sig: int, _frame: FrameType | None) -> None:
+        self.session.send_ctl("signal", {"signal": int(sig)})
+
+    def _winch(self, _sig: int, _frame: FrameType | None) -> None:
+        rows, cols = window_size()
+        self.session.send_ctl("winsize", {"rows": rows, "cols": cols})
+
+    def __enter__(self) -> "Forwarder":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in FORWARDED:
+            self._saved[sig] = signal.signal(sig, self._forward)
+        if self.tty:
+            self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+
+class RawTerminal:
+    """The caller's terminal in raw mode for `-t`: every key goes to the program's pty,
+    whose own line discipline interprets it. Restored on exit."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self._saved: list[Any] | None = None
+
+    def __enter__(self) -> "RawTerminal":
+        if os.isatty(self.fd):
+            import tty
+            self._saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
