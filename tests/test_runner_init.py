@@ -65,27 +65,28 @@ def test_the_program_is_pid_2_and_its_parent_the_init(launcher, py):
 
 ORPHANS = """
 import subprocess, sys
-for i in range(60):   # each sh leaves a background child behind: an orphan of PID 1
+for i in range(150):   # each sh leaves a background child behind: an orphan of PID 1
     subprocess.run(["sh", "-c", "sleep 0 &"], check=True)
 print("done")
 """
 HOLD = """
 import subprocess
-procs = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
+procs = [subprocess.Popen(["sleep", "30"]) for _ in range(40)]
 """
 
 
 def test_orphans_are_reaped_under_a_small_process_cap(tmp_path, py):
     # The program reaps only its own children; their background children are
-    # re-parented to PID 1. Unreaped, 60 zombies would exceed a cap of 12.
+    # re-parented to PID 1. Unreaped, 150 zombies would exceed a cap of 30 (roomy
+    # enough for the caller's own processes, which RLIMIT_NPROC also counts).
     pol = tmp_path / "cap.toml"
-    pol.write_text('name = "cap"\nextends = ["default"]\n[limits]\nprocesses = 12\n'
+    pol.write_text('name = "cap"\nextends = ["default"]\n[limits]\nprocesses = 30\n'
                    'wall = "60s"\n')
     from sandbox.launcher.launcher import Launcher
     launcher = Launcher(capture_output=True)
     r = launcher.spawn([py, "-I", "-c", ORPHANS], policy=str(pol))
     assert (r.status, r.stdout) == ("ok", "done\n"), (r.reason, r.stderr[-500:])
-    # ...and the cap is real: 20 live processes at once do not fit under it.
+    # ...and the cap is real: 40 live processes at once do not fit under it.
     held = launcher.spawn([py, "-I", "-c", HOLD], policy=str(pol))
     assert held.status != "ok" and "processes" in held.limits_applied
 

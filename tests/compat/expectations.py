@@ -25,10 +25,6 @@ _ISSUE12 = "issue 12 (runner semantics)"
 _ISSUE13 = "issue 13 (everyday programs)"
 KNOWN_BROKEN: dict[tuple[str, str], str] = {
     (w, p): why for p in POLICIES for w, why in {
-        "stdin-cat": f"{_ISSUE12}: stdin is not passed through",
-        "stdin-grader": f"{_ISSUE12}: stdin is not passed through",
-        "stdin-wc": f"{_ISSUE12}: stdin is not passed through",
-        "read-loop": f"{_ISSUE12}: stdin is not passed through",
         "env-user": f"{_ISSUE13}: USER and LOGNAME are unset",
         "home-passwd": f"{_ISSUE13}: HOME disagrees with the passwd view",
         "bash-u": f"{_ISSUE13}: USER is unset",
