@@ -203,6 +203,7 @@ def test_a_timeout_result_keeps_the_signal_and_exits_124(tmp_path):
     out = tmp_path / "r.json"
     p = sandbox("exec", "--timeout", "1", "--result", str(out), "--", "sleep", "60")
     assert p.returncode == 124 and p.stderr.count("\n") == 1 and "wall-clock" in p.stderr
+    assert "raise --timeout" in p.stderr
     assert json.loads(out.read_text())["signal"] == 9
 
 
@@ -231,3 +232,15 @@ def test_an_install_without_the_binary_builds_it_once(tmp_path, monkeypatch):
     assert built.startswith(str(tmp_path / "state")) and os.access(built, os.X_OK)
     assert _native.init_path() == built
     assert subprocess.run([built]).returncode == 125   # refuses to run without its arguments
+
+
+@pytest.mark.parametrize("status,reason,hint", [
+    ("timeout", "wall-clock limit of 1s reached; tree killed", "raise --timeout"),
+    ("limit_exceeded", "memory", "raise [limits] memory"),
+    ("limit_exceeded", "processes", "raise [limits] processes"),
+    ("violation", "seccomp: forbidden syscall ptrace", "[syscalls] allow"),
+])
+def test_each_abnormal_end_says_what_to_change(status, reason, hint):
+    from sandbox.cli.common import describe_failure
+    line = describe_failure(RunResult(run_id="x", status=status, reason=reason, signal=9))
+    assert "\n" not in line and line.startswith(f"sandbox: {status}: {reason}") and hint in line

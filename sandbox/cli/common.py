@@ -171,12 +171,37 @@ def needs_explaining(result: Any) -> bool:
         and result.reason == f"exit code {result.exit_code}")
 
 
+_LIMIT_HINTS = {
+    "memory": "raise [limits] memory in the policy",
+    "cpu": "raise [limits] cpu in the policy",
+    "processes": "raise [limits] processes in the policy",
+    "file_size": "raise [limits] file_size in the policy",
+}
+
+
+def _hint(result: Any) -> str:
+    """What to change, for the ends whose reason does not say it already."""
+    status, reason = str(result.status), str(result.reason or "")
+    if status == "timeout":
+        return "raise --timeout or [limits] wall in the policy"
+    if status == "limit_exceeded":
+        return _LIMIT_HINTS.get(reason, "")
+    if status == "violation" and reason.startswith("seccomp"):
+        return "allow it under [syscalls] allow in the policy, if the program needs it"
+    if status == "violation" and reason.startswith("killed by SIGSYS"):
+        return "see `sandbox policy show` for the syscall profile"
+    return ""
+
+
 def describe_failure(result: Any) -> str:
-    """The one stderr line of a failed run. The reason can quote the program
-    (an exec error, an action's exception message): rendered printable."""
+    """The one stderr line of a run that did not end normally: why, and what to change.
+    The reason can quote the program (an exec error, an action's exception message):
+    rendered printable."""
     from sandbox.printable import printable
-    return f"sandbox: {result.status}: {printable(result.reason)}" if result.reason else \
+    line = f"sandbox: {result.status}: {printable(result.reason)}" if result.reason else \
         f"sandbox: {result.status}"
+    hint = _hint(result)
+    return f"{line} ({hint})" if hint and "(" not in str(result.reason) else line
 
 
 def policy_path_hint(value: str | None) -> str | None:
