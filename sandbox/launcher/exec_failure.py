@@ -37,7 +37,7 @@ def describe(err: ExecFailure, message: str, policy: Policy, env_path: str,
             return f"{prog}: command not found on the sandbox's PATH ({env_path})"
         return (f"{prog}: not found in the sandbox: {host} exists on the host, but the policy "
                 f"grants no read of it (add read = [{_quote(_grant_dir(host))}] "
-                f"and exec = [{_quote(_grant_dir(host))}])")
+                f"and exec = [{_quote(_grant_dir(host))}], or --exec {_grant_dir(host)})")
     path = os.path.normpath(os.path.join(workdir, err.path))
     where = _quote(_grant_dir(path))
     if err.errno in (errno.ENOENT, errno.ENOTDIR):
@@ -48,17 +48,17 @@ def describe(err: ExecFailure, message: str, policy: Policy, env_path: str,
             area = verdict.rule.split(" ", 1)[1]
             return (f"{prog}: not found in the sandbox: {area} there is the sandbox's own, "
                     f"and the policy grants no part of the host's {area} "
-                    f"(add read = [{where}] and exec = [{where}])")
+                    f"(add read = [{where}] and exec = [{where}], or --exec {_grant_dir(path)})")
         if not verdict.allowed:
             return (f"{prog}: not found in the sandbox: the policy grants no read of {path} "
-                    f"(add read = [{where}] and exec = [{where}])")
+                    f"(add read = [{where}] and exec = [{where}], or --exec {_grant_dir(path)})")
         return f"{prog}: not found in the sandbox ({message or 'ENOENT'})"
     if err.errno == errno.EACCES:
         if os.path.isdir(path):
             return f"cannot execute {prog}: it is a directory"
         if not decide(policy, "exec", path).allowed:
             return (f"cannot execute {prog}: the policy grants no exec under "
-                    f"{_grant_dir(path)} (add exec = [{where}])")
+                    f"{_grant_dir(path)} (add exec = [{where}] or --exec {_grant_dir(path)})")
         if os.path.exists(path) and not os.access(path, os.X_OK):
             return f"cannot execute {prog}: the file is not executable (chmod +x {prog})"
         return f"cannot execute {prog}: permission denied"
