@@ -8,6 +8,7 @@ file it chose), no file may appear there.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -157,3 +158,27 @@ def test_a_hook_narrowing_to_a_planted_symlink_cannot_widen(home, tmp_path):
         launcher.spawn(["/bin/sh", "-c", f"echo x > {out}/link/x; echo y > {cron}/y"],
                        policy="strict", output_dir=str(out))
     assert _host_files(cron) == []
+
+
+def test_a_glob_matching_a_symlink_does_not_grant_its_target(home, tmp_path):
+    """The caller's work directory holds a symlink to a host directory the parent
+    cannot see (its view binds the work directory, not what links point to). A
+    child's glob over the work directory matches the link, and a bind follows it:
+    judged on the real path, that is outside the parent's grants."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "s.txt").write_text("SECRET-CANARY")
+    work = tmp_path / "work"
+    work.mkdir()
+    os.symlink(secret, work / "link")
+    policy = _strict_dict([])
+    policy["filesystem"]["read"] = [*policy["filesystem"]["read"], f"{work}/*"]
+    reader = wf({"name": "pol.read", "params": {"paths": [f"{work}/link/s.txt",
+                                                          f"{secret}/s.txt"]}})
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": reader, "policy": policy}}),
+        policy="strict", code_paths=[CODE], workdir=str(work))
+    assert r.status == "ok", (r.reason, r.error)
+    child = r.store["child_result"]
+    assert "SECRET-CANARY" not in json.dumps(child), child
+    assert child["status"] == "error", child

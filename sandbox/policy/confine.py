@@ -21,7 +21,8 @@ policy and plan, right before the kernel layers get them:
 3. `check_plan`: every rule of the FsPlan the mount and Landlock layers will
    get is granted, with at least its rights, by the ceiling's engine
    through a ``filesystem.`` rule (not a sandbox-private area), unless it lies
-   in an own root; and, for a nested spawn, none lies strictly inside a tree
+   in an own root, at its path and at its real path (a glob matching a
+   symlink binds the link's target); and, for a nested spawn, none lies strictly inside a tree
    the still-running parent can write (it could swap a directory there for a
    symlink between this check and the bind).
 
@@ -158,12 +159,19 @@ def check_plan(plan: FsPlan, ceiling: Policy, *, own: Sequence[str] = (),
                        "(it could swap it for a symlink before the bind); grant "
                        f"{swappable[0]} itself or pass the data in the workflow")
             continue
-        for op, wanted in (("read", rule.read), ("write", rule.write), ("exec", rule.exec)):
-            if not wanted:
+        # The mount layer binds, and Landlock grants, what the path resolves to:
+        # a glob matching a symlink reaches its target, which must be granted too.
+        real = os.path.realpath(rule.path)
+        for path in dict.fromkeys((rule.path, real)):
+            if path != rule.path and _inside(path, own):
                 continue
-            v = engine.decide(op, rule.path)
-            if not (v.allowed and v.rule.startswith("filesystem.")):
-                why.append(f"{rule.path}: {op} ({v.rule})")
+            for op, wanted in (("read", rule.read), ("write", rule.write), ("exec", rule.exec)):
+                if not wanted:
+                    continue
+                v = engine.decide(op, path)
+                if not (v.allowed and v.rule.startswith("filesystem.")):
+                    shown = path if path == rule.path else f"{rule.path} (-> {path})"
+                    why.append(f"{shown}: {op} ({v.rule})")
     if why:
         raise PolicyError(f"the filesystem plan reaches beyond {what} {ceiling.name!r}: "
                           + "; ".join(why))
