@@ -176,3 +176,48 @@ def test_fuzz_any_control_bytes_give_a_run_result(parts):
     finally:
         for x in socks:
             x.close()
+
+
+# -- memory amplification: what the launcher keeps is bounded in memory, not only in bytes --
+AMPLIFY = r"""
+import os, struct
+fd = int(os.environ["SANDBOX_IPC_FD"])
+# `[]` is 2 bytes on the wire and ~60 bytes as a Python list: ~24x in the launcher.
+body = ('{"type":"log","payload":{"level":"info","message":"x","v":['
+        + "[]," * 340_000 + '[]]}}').encode()
+frame = struct.pack(">I", len(body)) + body
+for _ in range(20):
+    os.write(fd, frame)
+"""
+
+MEASURE = r"""
+import json, sys
+from sandbox.launcher.launcher import Launcher
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+la = Launcher(capture_output=True)
+la.spawn(["true"])
+before = hwm()
+r = la.spawn([sys.executable, "-I", "-c", sys.argv[1]])
+print(json.dumps({"status": r.status, "reason": r.reason, "growth": hwm() - before,
+                  "logs": len(r.logs)}))
+"""
+
+
+@pytest.mark.isolation
+def test_logs_cannot_amplify_into_the_launchers_memory():
+    """20 MiB of `[],` log frames (under the 256 MiB byte budget) would be ~500 MiB of
+    Python objects in the launcher; judged from the launcher's own peak RSS."""
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", MEASURE, AMPLIFY], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.splitlines()[-1])
+    from sandbox.launcher.session import Budget
+    # what is kept (<= max_retained, a conservative estimate), one copy of the result
+    # (asdict), one frame being decoded, allocator slack: well under 4x the budget.
+    assert out["growth"] < 4 * Budget().max_retained, out
+    assert out["status"] == "violation" and "retained" in out["reason"], out

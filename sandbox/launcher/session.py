@@ -34,6 +34,10 @@ class Budget:
     max_frame: int = DEFAULT_MAX_FRAME
     max_messages: int = 100_000
     max_bytes: int = 256 << 20
+    # What the launcher keeps for the result (logs, store values, error, final store,
+    # result), as estimated memory (frames.memory_cost), not wire bytes: JSON such
+    # as `[[],[],...]` grows ~25x when decoded.
+    max_retained: int = 64 << 20
 
 
 @dataclass
@@ -48,6 +52,7 @@ class SessionState:
     counts: dict[str, int] = field(default_factory=dict)
     messages: int = 0
     bytes: int = 0
+    retained: int = 0   # estimated memory of the payloads kept (Budget.max_retained)
     violation: dict[str, Any] | None = None
     handler_errors: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)   # refused by inbound middleware
@@ -237,6 +242,12 @@ class Session:
         if problem is not None:
             self._violate(f"malformed {msg.type!r} message: {problem}")
             return
+        if msg.type in _SHAPES:   # kept for the result: charged by its memory
+            st.retained += msg.cost
+            if st.retained > self.budget.max_retained:
+                self._violate(f"retained-memory budget exceeded ({self.budget.max_retained} "
+                              "bytes of logs and store values per run, estimated as decoded)")
+                return
         try:
             if msg.type == "store_put":
                 st.store[p["key"]] = p["value"]
