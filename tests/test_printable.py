@@ -122,3 +122,20 @@ def test_run_summary_and_error_line_are_printable(tmp_path):
     for line in out.splitlines():
         assert clean(line), line                     # ... and nothing in it acts on the terminal
     assert "\\u001b]0;pwned\\u0007" in out and "\\u202eexe.txt" in out
+
+
+def test_policy_suggest_output_is_printable():
+    """A learned policy names what the run used; printed, it must not act on the terminal
+    (C1 controls and bidi overrides are valid in a policy: they are written escaped)."""
+    import tomllib
+    from sandbox.audit.suggest import suggest
+    paths = ["/srv/data/c1\u009b2J\u202e", "/srv/data/esc\x1b]0;pwned\x07",
+             "/srv/data/\udcff\udcfe", "/srv/other/plain"]
+    recs = [{"verdict": "allowed", "operation": "read", "path": p, "rule": "filesystem.read: /srv"}
+            for p in paths]
+    text, rules = suggest(recs, workdir=None, output=None, min_files=10)
+    for line in text.splitlines():
+        assert clean(line), line
+    granted = tomllib.loads(text)["filesystem"]["read"]
+    assert "/srv/data/c1\u009b2J\u202e" in granted and "/srv/other/plain" in granted
+    assert not [g for g in granted if "\udcff" in g or "\x1b" in g]

@@ -128,8 +128,12 @@ class AuditLoop:
         from sandbox.audit import store
         self.db_path = spec.get("audit_db") or store.default_path()
         argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
+        learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
+        store_dir = os.path.realpath(self.db_path)   # own deny of the store (prepare.hide)
+        learning["filesystem"]["deny"] = [d for d in learning["filesystem"]["deny"]
+                                          if d != store_dir]
         paths = json.dumps({**{k: spec.get("paths", {}).get(k) for k in ("workdir", "output")},
-                            "policy": policy.to_dict()})   # what `policy suggest` keeps
+                            "policy": learning})
         cap = int(spec.get("audit_max_bytes") or store.max_bytes())
 
         def opener():  # runs on the writer's thread (see store.Writer)

@@ -13,6 +13,15 @@ from sandbox.policy.spec import TABLES
 from sandbox.policy.units import format_duration, format_size
 
 
+def _toml_escape(ch: str) -> str:
+    if ch.isprintable():
+        return ch
+    cp = ord(ch)
+    if 0xD800 <= cp <= 0xDFFF:
+        raise ValueError("a string that is not valid Unicode has no TOML form")
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -20,8 +29,11 @@ def _toml_value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         # A JSON string is a valid TOML basic string, as long as no \uD800-style
-        # surrogate escapes appear (TOML forbids them): keep non-ASCII as is.
-        return json.dumps(v, ensure_ascii=False)
+        # surrogate escapes appear (TOML forbids them): keep non-ASCII as is, but
+        # escape what a terminal would act on (DEL, C1 controls, bidi overrides:
+        # JSON escapes only C0), so printing a policy is safe (issue 10.12).
+        text = json.dumps(v, ensure_ascii=False)
+        return text if text.isprintable() else "".join(map(_toml_escape, text))
     if isinstance(v, (list, tuple)):
         if not v:
             return "[]"
