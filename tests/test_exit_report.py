@@ -29,11 +29,25 @@ def _cgroups_named(run_id: str) -> list[str]:
     return [p for p in glob.glob("/sys/fs/cgroup/**/*" + run_id, recursive=True)]
 
 
+def _cgroups_left(run_id: str) -> list[str]:
+    """The monitor removes the run's cgroups just after it reported: give it a moment."""
+    import time
+    for _ in range(100):
+        left = _cgroups_named(run_id)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return left
+
+
 @pytest.mark.isolation
-def test_huge_denied_list_still_gives_a_complete_result(tmp_path, py):
+@pytest.mark.parametrize("start,spare", [("forkserver", "1"), ("forkserver", "0"),
+                                         ("exec", "1")], ids=["spare", "no-spare", "exec"])
+def test_huge_denied_list_still_gives_a_complete_result(tmp_path, py, monkeypatch, start,
+                                                        spare):
     from sandbox.launcher.launcher import Launcher
-    la = Launcher(capture_output=True)
-    la.audit_db = str(tmp_path / "audit.sqlite")
+    monkeypatch.setenv("SANDBOX_SPARE", spare)
+    la = Launcher(capture_output=True, start=start, audit_db=str(tmp_path / "audit.sqlite"))
     pol = load_policy("default").replace(audit=AuditPolicy(files="denied"))
     r = la.spawn([py, "-I", "-c", FLOOD], policy=pol)
     assert r.status == "ok", (r.status, r.reason, r.stderr)
@@ -42,7 +56,39 @@ def test_huge_denied_list_still_gives_a_complete_result(tmp_path, py):
     assert 0 < len(r.denied) < 1500   # clipped, and the clipping is counted
     assert r.audit["denied_listed"] == len(r.denied) and r.clipped["denied"] > 0
     assert "memory" in r.limits_applied
-    assert not _cgroups_named(r.run_id)
+    assert not _cgroups_left(r.run_id)
+    la.close()
+
+
+# The monitor's own code fails after the sandbox ended (here: a patched _finish).
+FAILING_SERVER = r"""
+import sys
+from sandbox.monitor import supervisor
+def _finish(self, t0):
+    raise RuntimeError("injected failure")
+supervisor.Supervisor._finish = _finish
+from sandbox import forkserver
+sys.exit(forkserver.main())
+"""
+
+
+@pytest.mark.isolation
+def test_a_failing_monitor_still_reports_and_removes_its_cgroup():
+    """Before: any exception in the monitor ended it unhandled; the launcher saw
+    "the monitor process ended unexpectedly" and the run's cgroup stayed."""
+    import sys
+
+    from sandbox.launcher import monitors
+    from sandbox.launcher.launcher import Launcher
+    la = Launcher(capture_output=True)
+    la._forkserver = monitors.ForkServerClient([sys.executable, "-I", "-c", FAILING_SERVER])
+    try:
+        r = la.spawn(["true"], policy="default")
+    finally:
+        la._forkserver.close()
+    assert r.status == "error", (r.status, r.reason)
+    assert r.reason == "the monitor failed: RuntimeError: injected failure", r.reason
+    assert not _cgroups_left(r.run_id)
 
 
 # -- the codec (sandbox.protocol), no sandbox needed ------------------------------------
