@@ -152,6 +152,9 @@ class ExitReport:
     oom_killed: bool = False
     pids_limit_hit: bool = False
     cpu_limit_hit: bool = False     # the monitor ended the tree at the sandbox's CPU budget
+    monitor_limit_hit: bool = False  # ... at the trusted side's budget (limits.monitor_cpu)
+    monitor_cpu: float = 0.0        # seconds the monitor and its broker spent on this run
+    monitor_peak_memory: int = 0    # bytes, the larger peak RSS of the monitor and the broker
     max_tasks: int = 0
     prestarted: bool = False
     wall_time: float = 0.0

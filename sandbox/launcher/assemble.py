@@ -35,6 +35,8 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     rep = st.monitor_report or ExitReport(monitor_lost=True)
     res.exit_code, res.signal = _decode_status(rep.status)
     res.cpu_time = rep.cpu_time
+    res.monitor_cpu = rep.monitor_cpu
+    res.monitor_peak_memory = rep.monitor_peak_memory
     res.max_rss = rep.max_rss
     res.layers = list(rep.layers)
     res.skipped_layers = dict(rep.skipped)
@@ -98,6 +100,8 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
     if rep.violation is not None:
         res.violation = dataclasses.asdict(rep.violation)
         return R.VIOLATION, f"seccomp: forbidden syscall {rep.violation.syscall}"
+    if rep.monitor_limit_hit:  # the tree made the trusted side work past its budget
+        return R.LIMIT_EXCEEDED, "monitor"
     if rep.cpu_limit_hit:  # the monitor ended the tree at the sandbox's CPU budget
         return R.LIMIT_EXCEEDED, "cpu"
     if rep.timed_out:

@@ -48,6 +48,7 @@ from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
+from sandbox.monitor import cost
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener
 from sandbox import protocol
@@ -103,6 +104,9 @@ class AuditLoop:
                 from sandbox.monitor.broker import Broker
                 self.broker = Broker(self, guarded)
         self._spec = spec
+        self.budget = policy.limits.monitor_cpu     # the trusted side's CPU (issue 11.7)
+        self.over_budget = False
+        self.broker_rusage = None
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -166,6 +170,8 @@ class AuditLoop:
                 self._violation(n)
                 continue
             tally.checked += 1
+            if self.budget is not None and not tally.checked % cost.CHECK_EVERY:
+                self._check_budget()
             try:
                 answered = self._handle(n, entry[0], entry[1])
             except PathError as exc:
@@ -179,6 +185,12 @@ class AuditLoop:
                     cont(n.id)
                 except OSError:
                     pass
+
+    def _check_budget(self) -> None:
+        used = cost.own_cpu() + cost.child_cpu(self.broker.pid if self.broker else None)
+        if used > self.budget and not self.over_budget:  # type: ignore[operator]
+            self.over_budget = True
+            self.sup.on_monitor_budget()
 
     def _violation(self, n: Any) -> None:
         from sandbox.monitor.seccomp_notify import violation_of

@@ -335,6 +335,12 @@ class Supervisor:
             return
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
+    def on_monitor_budget(self) -> None:
+        """Called by the notification loop: the run made the monitor and its broker
+        spend more CPU than limits.monitor_cpu; end the sandbox (issue 11.7)."""
+        self.report.monitor_limit_hit = True
+        self._kill()
+
     def on_violation(self, violation: Violation) -> None:
         """Called by the notification loop: record the first violation, end the sandbox."""
         if self.report.violation is None:
@@ -389,6 +395,12 @@ class Supervisor:
         if self.listener is not None:
             self._mark("audit_finishing")
             rep.audit, rep.denied = self.listener.finish()
+        from sandbox.monitor import cost
+        rep.monitor_cpu, rep.monitor_peak_memory = cost.totals(
+            getattr(self.listener, "broker_rusage", None))
+        budget = self.ctx.policy.limits.monitor_cpu
+        if budget is not None and rep.monitor_cpu > budget:
+            rep.monitor_limit_hit = True
         if self.cgroup is not None:
             rep.oom_killed = bool(self.cgroup.oom_killed())
             rep.pids_limit_hit = rep.pids_limit_hit or bool(self.cgroup.pids_limit_hit())

@@ -51,7 +51,7 @@ VIOLATION_ORDER = {"kill": 0, "errno": 1}
 AUDIT_ORDER = {"all": 0, "denied": 1, "none": 2}   # more auditing = narrower
 RIGHTS = {"read": frozenset({"read"}), "exec": frozenset({"read", "exec"}),
           "write": frozenset({"read", "write", "create", "delete"})}
-LIMIT_KEYS = ("cpu", "wall", "memory", "file_size", "processes", "open_files")
+LIMIT_KEYS = ("cpu", "wall", "memory", "file_size", "processes", "open_files", "monitor_cpu")
 
 
 def has_dotdot(path: str) -> bool:

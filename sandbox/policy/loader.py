@@ -24,7 +24,7 @@ from typing import Any
 from sandbox.errors import PolicyError
 from sandbox.policy import units
 from sandbox.policy.locate import Locator
-from sandbox.policy.model import (AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
+from sandbox.policy.model import (MONITOR_CPU, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
                                   Policy, SyscallPolicy)
 from sandbox.policy.search import default_search_path, available_policies, find_policy, is_name
 from sandbox.policy.spec import TABLES, TOP, UNLIMITED, Kind
@@ -280,7 +280,7 @@ class _Loader:
 def _build(raw: Raw, file: str) -> Policy:
     """A Policy from a merged, normalised dict."""
     def lim(table: str, key: str) -> Any:
-        v = raw.get(table, {}).get(key)
+        v = raw.get(table, {}).get(key, MONITOR_CPU if key == "monitor_cpu" else None)
         return None if v == UNLIMITED else v
 
     fs, sc, env = raw.get("filesystem", {}), raw.get("syscalls", {}), raw.get("env", {})

@@ -58,6 +58,9 @@ class Limits:
     file_size: int | None = None
     processes: int | None = None
     open_files: int | None = None
+    # CPU the trusted side (monitor and broker) may spend on this run's requests
+    # (issue 11.7); past it the run ends as limit_exceeded, reason "monitor"
+    monitor_cpu: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class SyscallPolicy:
     on_violation: str = "errno"
 
 
+MONITOR_CPU = 120.0      # default monitor_cpu of every policy that does not set it, seconds
 AUDIT_RECORDS = 50_000   # default record budget of a run (distinct records stored)
 
 

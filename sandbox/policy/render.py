@@ -48,7 +48,7 @@ def _toml_value(v: Any) -> str:
 def limit_text(key: str, value: Any) -> str:
     if value is None:
         return "unlimited"
-    if key in ("cpu", "wall"):
+    if key in ("cpu", "wall", "monitor_cpu"):
         return format_duration(float(value))
     if key in ("memory", "file_size"):
         return format_size(int(value))

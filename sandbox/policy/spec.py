@@ -48,6 +48,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "file_size": Kind("limit_size"),
         "processes": Kind("limit_count"),
         "open_files": Kind("limit_count"),
+        "monitor_cpu": Kind("limit_duration"),
     },
     "syscalls": {
         "profile": Kind("enum", SYSCALL_PROFILES),
