@@ -160,6 +160,11 @@ class Broker:
         result = "ok"
         try:
             req = self.request(n, name, spec, flags)
+            if not lst.id_valid(n.id):
+                # The caller is gone (killed while waiting): its thread id may already
+                # name another task, whose memory we may have read. Act for no one.
+                loop.tally.vanished += 1
+                return True
             reply = self._process(n).call(req)
             records = reply.records
             if reply.err:
