@@ -16,6 +16,7 @@ a unique prefix.
 examples:
   sandbox runs list
   sandbox runs list --status error -n 5
+  sandbox runs show "$(sandbox runs list -q -n 1)"      the latest run
   sandbox runs show 3f2a
   sandbox runs logs 3f2a
   sandbox runs rm 3f2a 9c01
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("-n", type=int, default=50, metavar="N", help="at most N runs (default 50)")
     ls.add_argument("--status", metavar="STATUS", help="only runs that ended with this status")
     ls.add_argument("--json", action="store_true")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only the run ids")
     ls.set_defaults(func=list_runs)
     sh = actions.add_parser("show", help="a run's RunResult")
     sh.add_argument("run_id", metavar="RUN_ID")
@@ -69,6 +71,10 @@ def list_runs(args: argparse.Namespace) -> int:
     entries = History().list(limit=args.n, status=args.status)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if args.quiet:
+        for e in entries:
+            print(e.run_id)
         return 0
     for e in entries:
         code = f"signal {e.signal}" if e.signal is not None else \

@@ -2,9 +2,8 @@
 
 `none` and `loopback` rely on the new network namespace made by the namespace
 layer: it starts with only `lo`, and it is down. `loopback` brings `lo` up
-with one SIOCSIFFLAGS ioctl; pyroute2 would do the same over netlink but costs
-170 ms to import, too much for the hot path (it is used by `sandbox doctor`
-and the tests to inspect interfaces). `host` shares the caller's network and
+with one SIOCSIFFLAGS ioctl (a netlink library such as pyroute2 would cost
+170 ms to import, too much for the hot path). `host` shares the caller's network and
 is only ever chosen by a policy that says so.
 """
 from __future__ import annotations
