@@ -10,10 +10,61 @@ the cgroup gives an accurate OOM verdict instead of a MemoryError.
 from __future__ import annotations
 
 import math
+import os
 import resource
 
 from sandbox.errors import SetupError
 from sandbox.isolation.context import ContainContext
+from sandbox.isolation.libc import write_file
+
+# Per-user kernel resources (inotify instances and watches, fanotify, namespaces,
+# POSIX message queue bytes, pending signals, locked shm) are counted per uid, and
+# a sandbox runs as its caller's uid: without a bound, one sandbox could take them
+# all from the caller and from every other sandbox of that user. Each sandbox gets
+# 1/USER_NS_SHARE of what its parent allows: the /proc/sys/user/max_* of its own
+# user namespace (the kernel charges each namespace's count to every ancestor, so
+# a lower maximum here bounds the sandbox's share of the uid's) and the
+# per-user rlimits below (checked against the caller's count in the namespace).
+# Not boundable this way: keyring quotas (per host uid; the default seccomp
+# profile denies keyctl/add_key/request_key) -- see docs/threat-model.md.
+USER_NS_SHARE = 8
+USER_NS_DIR = "/proc/sys/user"
+_PER_USER_RLIMITS = (resource.RLIMIT_MSGQUEUE, resource.RLIMIT_SIGPENDING,
+                     resource.RLIMIT_MEMLOCK)
+
+
+def _share(value: int) -> int:
+    return max(1, value // USER_NS_SHARE)
+
+
+def user_ns_caps() -> dict[str, int]:
+    """Each /proc/sys/user/max_* this sandbox may have: a share of the current
+    (parent) namespace's. Read BEFORE unshare: a new user namespace reads as
+    unlimited (INT_MAX) at its own level."""
+    caps: dict[str, int] = {}
+    try:
+        names = sorted(n for n in os.listdir(USER_NS_DIR) if n.startswith("max_"))
+    except OSError:
+        return caps
+    for name in names:
+        try:
+            with open(os.path.join(USER_NS_DIR, name)) as f:
+                caps[name] = _share(int(f.read()))
+        except (OSError, ValueError):
+            continue
+    return caps
+
+
+def bound_user_ns(caps: dict[str, int]) -> None:
+    """Write `caps` into the user namespace just entered (its creator holds
+    CAP_SYS_RESOURCE there; the sandbox drops it later, so cannot raise them).
+    Raises SetupError("limits") when one cannot be written."""
+    for name, value in caps.items():
+        try:
+            write_file(os.path.join(USER_NS_DIR, name), str(value))
+        except OSError as exc:
+            raise SetupError("limits", f"cannot bound {USER_NS_DIR}/{name} to {value} in the "
+                             f"sandbox's user namespace ({exc.strerror or exc})") from None
 
 
 def rlimits_for(ctx: ContainContext) -> dict[int, int]:
@@ -30,6 +81,10 @@ def rlimits_for(ctx: ContainContext) -> dict[int, int]:
         out[resource.RLIMIT_NPROC] = lim.processes
     if lim.file_size is not None:
         out[resource.RLIMIT_FSIZE] = lim.file_size
+    for res in _PER_USER_RLIMITS:   # a share of the caller's per-user quotas
+        soft, hard = resource.getrlimit(res)
+        if soft != resource.RLIM_INFINITY:
+            out[res] = _share(soft) if soft > 0 else 0
     return out
 
 

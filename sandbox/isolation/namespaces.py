@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc
+from sandbox.isolation import libc, limits
 from sandbox.isolation.context import ContainContext
 from sandbox.isolation.libc import write_file as _write
 
@@ -31,7 +31,9 @@ def flags_for(ctx: ContainContext) -> int:
 
 
 def enter(ctx: ContainContext) -> None:
-    """In the stub: unshare everything and map uid/gid. Raises SetupError."""
+    """In the stub: unshare everything, map uid/gid, bound the per-user resources
+    of the new user namespace (limits.py). Raises SetupError."""
+    caps = limits.user_ns_caps()   # the parent's, read before unshare
     try:
         libc.unshare(flags_for(ctx))
     except OSError as exc:
@@ -42,6 +44,12 @@ def enter(ctx: ContainContext) -> None:
         map_self(ctx.outer_uid, ctx.outer_gid)
     except OSError as exc:
         raise SetupError("user_namespace", f"cannot write the uid/gid map: {exc}") from None
+    try:
+        limits.bound_user_ns(caps)
+    except SetupError as exc:
+        if not ctx.policy.best_effort:
+            raise
+        ctx.skipped["user_ns_limits"] = str(exc)
 
 
 def map_self(uid: int, gid: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import prctl
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc, namespaces
+from sandbox.isolation import libc, limits, namespaces
 from sandbox.isolation.context import ContainContext
 
 
@@ -60,10 +60,12 @@ def run_waiting(report_fd: int, go_fd: int, join_cgroup: Callable[[int], None] |
         if join_cgroup is not None:
             join_cgroup(os.getpid())
         uid, gid = os.getuid(), os.getgid()  # after unshare they read as the overflow id
+        caps = limits.user_ns_caps()         # the parent's, likewise
         try:
             libc.unshare(namespaces.ALL | libc.CLONE_NEWNET)
             namespaces.map_self(uid, gid)
-        except OSError as exc:
+            limits.bound_user_ns(caps)
+        except (OSError, SetupError) as exc:
             os.write(report_fd, f"prestarted failed {exc}\n".encode())
             os._exit(0)
         os.write(report_fd, b"prestarted ok\n")
