@@ -221,3 +221,19 @@ def test_logs_cannot_amplify_into_the_launchers_memory():
     # (asdict), one frame being decoded, allocator slack: well under 4x the budget.
     assert out["growth"] < 4 * Budget().max_retained, out
     assert out["status"] == "violation" and "retained" in out["reason"], out
+
+
+@pytest.mark.isolation
+def test_distinct_message_type_names_are_charged_as_kept(py):
+    """RunResult.messages counts by type name, and the child chooses the names: 100
+    distinct 1 MiB names were 100 MiB kept by the launcher (and copied into the result)."""
+    code = ("import os, struct\n"
+            "fd = int(os.environ['SANDBOX_IPC_FD'])\n"
+            "for i in range(100):\n"
+            "    body = ('{\"type\":\"%03d' % i + 'x' * 1_000_000 + '\",\"payload\":null}').encode()\n"
+            "    os.write(fd, struct.pack('>I', len(body)) + body)\n")
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.launcher.session import Budget
+    r = Launcher(capture_output=True).spawn([py, "-I", "-c", code])
+    assert r.status == "violation" and "retained" in r.reason, (r.status, r.reason)
+    assert sum(map(len, r.messages)) <= Budget().max_retained

@@ -236,18 +236,24 @@ class Session:
                 return
             msg = transformed
         st = self.state
+        # Kept for the result: each new type name (RunResult.messages counts by type,
+        # and the child chooses the names) and the payloads the launcher acts on.
+        kept = 0 if msg.type in st.counts else 2 * len(msg.type) + 100
+        if msg.type in _SHAPES:
+            kept += msg.cost
+        if kept:
+            st.retained += kept
+            if st.retained > self.budget.max_retained:
+                self._violate(f"retained-memory budget exceeded ({self.budget.max_retained} "
+                              "bytes of logs, store values and message type names per run, "
+                              "estimated as decoded)")
+                return
         st.counts[msg.type] = st.counts.get(msg.type, 0) + 1
         p = msg.payload
         problem = check_payload(msg.type, p)
         if problem is not None:
             self._violate(f"malformed {msg.type!r} message: {problem}")
             return
-        if msg.type in _SHAPES:   # kept for the result: charged by its memory
-            st.retained += msg.cost
-            if st.retained > self.budget.max_retained:
-                self._violate(f"retained-memory budget exceeded ({self.budget.max_retained} "
-                              "bytes of logs and store values per run, estimated as decoded)")
-                return
         try:
             if msg.type == "store_put":
                 st.store[p["key"]] = p["value"]
