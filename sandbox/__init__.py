@@ -18,7 +18,8 @@ The whole public API (imported lazily, so `sandbox exec` stays fast to start):
     ActionContext, Store            what an action receives
     Runner                          run a workflow in-process, with middleware
     Policy, load_policy, decide     policies and the file-operation engine
-    SandboxError, InputError, PolicyError, WorkflowError, SetupError, ProtocolError
+    SandboxError, InputError, PolicyError, WorkflowError, SetupError, ProtocolError,
+    OutputPathError                 an unsafe --output/--result/--audit-log (nothing ran)
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ _EXPORTS = {
     "decide": "sandbox.policy",
     "SandboxError": "sandbox.errors",
     "InputError": "sandbox.errors",
+    "OutputPathError": "sandbox.errors",
     "PolicyError": "sandbox.errors",
     "WorkflowError": "sandbox.errors",
     "SetupError": "sandbox.errors",

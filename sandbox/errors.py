@@ -35,6 +35,13 @@ class PolicyError(InputError):
         super().__init__(f"{where}{key + ': ' if key else ''}{message}")
 
 
+class OutputPathError(InputError):
+    """A place for a run's products (--output, --result, --audit-log, the state
+    directory) is unsafe or unusable: a link or directory another user controls,
+    a system directory, a non-empty output. Nothing ran; `sandbox exec`/`run`
+    exit 125."""
+
+
 class WorkflowError(InputError):
     """A workflow definition is malformed or names an unknown action."""
 

@@ -130,6 +130,19 @@ class AuditSummary:
 
 
 @dataclass
+class OutputSummary:
+    """RunResult.output: what the copy-out of ${OUTPUT} handed back (monitor/copy_out.py)."""
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    setid_stripped: int = 0          # files and dirs whose setuid/setgid/sticky bits went
+    dropped: int = 0                 # names not handed back, by reason in dropped_by
+    dropped_by: dict[str, int] = bound(chars=32, items=16, default_factory=dict)
+    error: str | None = bound(chars=1024, default=None)   # the copy stopped early
+
+
+@dataclass
 class ExitReport:
     """What the monitor tells the launcher once the sandbox is gone.
 
@@ -163,6 +176,7 @@ class ExitReport:
     pids: dict[str, int] = bound(chars=32, items=8, default_factory=dict)
     timings: dict[str, float] = bound(chars=64, items=64, default_factory=dict)
     audit: AuditSummary | None = None
+    output: OutputSummary | None = None
     denied: list[Denied] = bound(items=1000, budget=1 << 20, default_factory=list)
     monitor_lost: bool = False
     monitor_killed: bool = False

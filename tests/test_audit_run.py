@@ -114,8 +114,10 @@ print(seen)
 
 
 def _race(launcher, tmp_path, py, pol, n):
-    out = tmp_path / "out"
+    out = tmp_path / "shared"   # a writable host tree (${OUTPUT} is a private tmpfs)
     out.mkdir()
+    pol = pol.replace(filesystem=replace(pol.filesystem,
+                                         write=pol.filesystem.write + (str(out),)))
 
     def plant():   # the denied file appears after the view was built: no mask can hide it
         while not (out / "started").exists():
@@ -125,7 +127,7 @@ def _race(launcher, tmp_path, py, pol, n):
     th = threading.Thread(target=plant)
     th.start()
     r = launcher.spawn([py, "-I", "-c", RACE, str(out), str(n)], policy=pol,
-                       output_dir=str(out), timeout=120)
+                       output_dir=str(tmp_path / "out"), timeout=120)
     th.join()
     assert r.status == "ok", (r.reason, r.stderr)
     return r, eval(r.stdout)
@@ -133,7 +135,7 @@ def _race(launcher, tmp_path, py, pol, n):
 
 @pytest.mark.slow
 def test_path_swapping_thread_never_gets_the_denied_file(audit_launcher, tmp_path, py):
-    out = tmp_path / "out"
+    out = tmp_path / "shared"
     r, seen = _race(audit_launcher, tmp_path, py, policy("denied", (f"{out}/*.pem",)), 4000)
     assert seen["SECRET"] == 0, seen
     assert seen["GOOD"] > 0 and seen["fail"] > 0, seen   # both paths really were tried
@@ -149,6 +151,7 @@ def test_race_control_without_the_monitor_the_layers_alone_let_it_through(
     out = tmp_path / "out"
     # Unaudited opens take microseconds: enough iterations to span many of the
     # interpreter's 5 ms thread switches, or the flipping thread never runs.
+    out = tmp_path / "shared"
     _, seen = _race(audit_launcher, tmp_path, py, policy("none", (f"{out}/*.pem",)), 40000)
     assert seen["SECRET"] > 0, seen
 
@@ -220,12 +223,11 @@ def test_denied_mode_records_only_denials_and_none_mode_makes_no_run(audit_launc
 def test_relative_paths_cwd_and_links_resolve_inside_the_sandbox_root(
         audit_launcher, tmp_path, py):
     out = tmp_path / "out"
-    out.mkdir()
-    # an absolute link planted in the output dir points into the sandbox's own /tmp:
+    # an absolute link made in the output dir points into the sandbox's own /tmp:
     # resolved against the monitor's root it would name a host path instead
-    os.symlink("/tmp/inside", out / "abs-link")
     code = ("import os, sys; os.chdir('/tmp'); open('inside', 'w').write('x'); "
-            "os.chdir(sys.argv[1]); open('abs-link').read(); os.stat('../out/abs-link')")
+            "os.chdir(sys.argv[1]); os.symlink('/tmp/inside', 'abs-link'); "
+            "open('abs-link').read(); os.stat('../out/abs-link')")
     r = audit_launcher.spawn([py, "-I", "-c", code, str(out)], policy=policy("all"),
                              output_dir=str(out))
     assert r.status == "ok", r.stderr

@@ -39,7 +39,7 @@ def test_needed_ignores_denied_metadata_and_sandbox_areas():
 
 PROGRAM = r"""
 import os, sys
-extra, out = sys.argv[1], sys.argv[2]
+extra, out = sys.argv[1], os.environ["SANDBOX_OUTPUT"]
 total = sum(len(open(os.path.join(extra, n)).read()) for n in sorted(os.listdir(extra)))
 open(os.path.join(out, "result.txt"), "w").write(str(total))
 print(total)
@@ -61,8 +61,8 @@ def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py,
     learn = learn.replace(filesystem=replace(learn.filesystem,
                                              read=learn.filesystem.read + (str(extra),)))
     la = Launcher(capture_output=True)
-    argv = [py, "-I", "-c", PROGRAM, str(extra), str(out)]
-    r = la.spawn(argv, policy=learn, workdir=str(work), output_dir=str(out))
+    argv = [py, "-I", "-c", PROGRAM, str(extra)]
+    r = la.spawn(argv, policy=learn, workdir=str(work), output_dir=str(out))   # new and empty
     assert r.status == "ok" and r.stdout == "10\n", r.stderr
     toml_path = tmp_path / "suggested.toml"
     assert cli(["policy", "suggest", r.run_id[:12], "-o", str(toml_path)]) == 0
@@ -71,13 +71,14 @@ def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py,
     assert '"${OUTPUT}"' in text and "/usr" not in text
     # the launcher's own deny of the audit store (no sandbox sees it) is not the run's policy
     assert os.path.realpath(db) not in text
-    ok = la.spawn(argv, policy=str(toml_path), workdir=str(work), output_dir=str(out))
+    ok = la.spawn(argv, policy=str(toml_path), workdir=str(work), output_dir=str(out) + "2")
     assert ok.status == "ok" and ok.stdout == "10\n", (ok.reason, ok.stderr)
     for needed_rule in (json.dumps(str(extra)), '"${OUTPUT}"'):
         less = tmp_path / "less.toml"
         less.write_text(re.sub(r"\n\s*" + re.escape(needed_rule) + ",", "", text))
         assert needed_rule not in less.read_text()
-        bad = la.spawn(argv, policy=str(less), workdir=str(work), output_dir=str(out))
+        bad = la.spawn(argv, policy=str(less), workdir=str(work),
+                       output_dir=str(out) + needed_rule.strip('"${}/').replace("/", "_"))
         assert bad.status == "error" and re.search(r"(PermissionError|FileNotFoundError)", bad.stderr), needed_rule
 
 

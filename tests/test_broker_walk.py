@@ -337,17 +337,18 @@ print(seen)
 @pytest.mark.isolation
 def test_links_from_the_private_areas_into_a_guarded_tree_are_decided_on_their_target(
         tmp_path, py):
-    """A link made in /dev/shm, /tmp or the output directory to a denied name that
+    """A link made in /dev/shm, /tmp or a writable host tree to a denied name that
     appears later: the broker follows it itself and refuses the target (the kernel
     layers could not: the file did not exist when the view was built)."""
     from sandbox.launcher.launcher import Launcher
     from sandbox.policy import load_policy
     from dataclasses import replace
-    out = tmp_path / "out"
+    out = tmp_path / "shared"   # a writable host tree (${OUTPUT} is a private tmpfs)
     out.mkdir()
     pol = load_policy("default")
     pol = pol.replace(filesystem=replace(pol.filesystem, deny=pol.filesystem.deny
-                                         + (f"{out}/*.pem",)))
+                                         + (f"{out}/*.pem",),
+                                         write=pol.filesystem.write + (str(out),)))
 
     def plant() -> None:
         deadline = time.time() + 60
@@ -361,7 +362,7 @@ def test_links_from_the_private_areas_into_a_guarded_tree_are_decided_on_their_t
     th.start()
     la = Launcher(capture_output=True)
     la.audit_db = str(tmp_path / "audit")
-    r = la.spawn([py, "-I", "-c", LINK_TO_DENIED, str(out)], policy=pol, output_dir=str(out),
+    r = la.spawn([py, "-I", "-c", LINK_TO_DENIED, str(out)], policy=pol, output_dir=str(tmp_path / "out"),
                  timeout=60)
     th.join()
     assert r.status == "ok", (r.reason, r.stderr)

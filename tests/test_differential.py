@@ -11,8 +11,10 @@ Where the tree lives: paths under /tmp are, by the policy semantics, the
 sandbox's *own* private /tmp unless a rule strictly inside /tmp binds a host
 path over it. So the main tree is under /var/tmp (an ordinary host directory,
 where "no rule" means "denied"), and a second part under pytest's tmp_path
-exercises the rules bound over the private /tmp (${OUTPUT}, a read-only input
-directory) and the private /tmp itself.
+exercises the rules bound over the private /tmp (a writable tree that stands
+for an output directory with content, a read-only input directory) and the
+private /tmp itself. (${OUTPUT} itself is always a new, empty tmpfs: see
+tests/test_outputs.py.)
 
 What "the kernel agrees" means for one case:
 - decide allows and the host object exists: the operation succeeds *on the
@@ -163,7 +165,7 @@ extends = ["base"]
 
 [filesystem]
 read = ["{B}/ro", "{B}/rw/ro_inside", "${{HOME}}/projects", "{T}/in", "{B}/alias_ro"]
-write = ["{B}/rw", "{B}/ro/out_inside", "${{OUTPUT}}"]
+write = ["{B}/rw", "{B}/ro/out_inside", "{T}/out"]
 exec = ["{B}/bin", "{B}/ro/bin_inside", "{B}/rw/bin_inside"]
 deny = ["{B}/ro/secret.txt", "{B}/rw/private", "{B}/ro/alias_hidden", "{B}/**/*.pem", "{B}/**/secret*",
         "${{HOME}}/.ssh"]
@@ -399,7 +401,7 @@ def run_probe(world: World, cases: list[Case]) -> dict[str, Any]:
             "cases": [c.spec() for c in cases] + world.link_checks}
     r = Launcher(capture_output=True).spawn(
         [sys.executable, "-I", "-c", source, json.dumps(spec)], policy=world.policy_file,
-        workdir=world.workdir, output_dir=world.output)
+        workdir=world.workdir, output_dir=world.output + "-run")
     assert r.status == "ok", (r.status, r.reason, r.stderr)
     return json.loads(r.stdout)
 

@@ -55,9 +55,7 @@ def preflight(args: argparse.Namespace) -> None:
     workdir = getattr(args, "workdir", None)
     if workdir is not None and not os.path.isdir(workdir):
         raise InputError(f"--workdir {workdir}: no such directory")
-    for option, path in (("--result", args.result), ("--audit-log", args.audit_log)):
-        if path is not None:
-            check_writable_file(option, path)
+    check_run_paths(args)
     if args.output is not None:
         check_output_dir(args.output)
     check_state_dir()
@@ -133,9 +131,32 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+STDIO_NAMES = ("/dev/stdout", "/dev/stderr")
+
+
+def check_run_paths(args: argparse.Namespace) -> None:
+    """--result and --audit-log become 0600 files of the caller's, reached without
+    a link or directory another user controls (`output_path.private_file`; an
+    `OutputPathError`, so exit 125 and nothing ran). --output is checked in full
+    by the launcher itself, so the API gets the same protection."""
+    from sandbox.launcher.output_path import private_file
+    for option, path in (("--result", args.result), ("--audit-log", args.audit_log)):
+        if path is None:
+            continue
+        if path in STDIO_NAMES or path.startswith("/dev/fd/"):
+            check_writable_file(option, path)   # the caller's own descriptors
+        else:
+            if os.path.isdir(path):
+                raise InputError(f"{option} {path}: is a directory, expected a file name")
+            private_file(path, what=option)
+
+
 def write_result(path: str | None, result: Any) -> None:
     if path:
-        with open(path, "w") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                     | (0 if path in STDIO_NAMES or path.startswith("/dev/fd/")
+                        else os.O_NOFOLLOW), 0o600)
+        with open(fd, "w") as f:
             json.dump(result.to_dict(), f, indent=2)
             f.write("\n")
 

@@ -37,6 +37,7 @@ class ContainContext:
     active: list[str] = field(default_factory=list)   # layers applied, in order
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> why (best_effort only)
     listener_fd: int | None = None       # seccomp notification fd, set by the seccomp layer
+    output_fd: int | None = None         # the ${OUTPUT} tmpfs, set by the mount layer (copy-out)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per layer
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup
     init_fd: int = -1                    # O_PATH descriptor of sandbox-init, opened before the view

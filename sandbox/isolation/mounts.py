@@ -104,7 +104,7 @@ class _MountAttr(ctypes.Structure):
 @dataclass(frozen=True)
 class Step:
     """One step of the view, in the order `apply` performs it."""
-    kind: str            # tmp | proc | dev | bind | link | mask
+    kind: str            # tmp | proc | dev | bind | output | link | mask
     path: str            # the path inside the view (no symlinks in it)
     source: str = ""     # bind: host path; link: the symlink's text
     is_dir: bool = True
@@ -208,7 +208,10 @@ def mount_table(plan: FsPlan) -> list[Step]:
         (_parts("/proc"), 1, Step("proc", "/proc")),
         (_parts("/dev"), 1, Step("dev", "/dev")),
     ]
+    output = _output_step(plan, merged)
     for real, (write, exe) in _effective(merged).items():
+        if output is not None and _under(real, output.path):
+            continue   # the output is a fresh tmpfs: nothing of the host's is bound in it
         attrs = ATTR_NOSUID
         attrs |= 0 if _under(real, "/dev") else ATTR_NODEV
         attrs |= 0 if exe else ATTR_NOEXEC
@@ -216,6 +219,8 @@ def mount_table(plan: FsPlan) -> list[Step]:
         keyed.append((_parts(real), 0, Step("bind", real, real, merged[real][2], attrs)))
     for where, text in links.items():
         keyed.append((_parts(where), 2, Step("link", where, text, False)))
+    if output is not None:
+        keyed.append((_parts(output.path), 0, output))
     keyed.sort(key=lambda k: (k[0], k[1]))
     steps = [k[2] for k in keyed]
     masked: set[str] = set()
@@ -223,10 +228,33 @@ def mount_table(plan: FsPlan) -> list[Step]:
         found = resolve(mask)
         # Masks naming the same file (a symlink and its target) are applied once: a
         # second bind of the mask file would stack on the first for nothing.
+        if output is not None and found is not None and _under(found[0], output.path):
+            continue   # nothing of the host's is inside the output tmpfs to hide
         if found is not None and found[0] not in masked:
             masked.add(found[0])
             steps.append(Step("mask", found[0], is_dir=found[1]))
     return steps
+
+
+def _output_step(plan: FsPlan, merged: dict[str, list[bool]]) -> Step | None:
+    """${OUTPUT} as a size-limited tmpfs, when the view holds it at all.
+
+    Its rights are the union of the rules at or above it (as for a bind);
+    rules beneath it bind nothing (the host directory is new and empty).
+    The monitor copies it out, inert, when the run ends (`copy_out`).
+    """
+    found = resolve(plan.output) if plan.output else None
+    if found is None or not found[1]:
+        return None
+    real = found[0]
+    cut = next((s for s in SPECIAL if _under(real, s)), None)
+    covering = [r for r in merged if _under(real, r) and (cut is None or _under(r, cut))]
+    if not covering or real in SPECIAL:
+        return None
+    write = any(merged[r][0] for r in covering)
+    exe = any(merged[r][1] for r in covering)
+    attrs = ATTR_NOSUID | ATTR_NODEV | (0 if exe else ATTR_NOEXEC) | (0 if write else ATTR_RDONLY)
+    return Step("output", real, is_dir=True, attrs=attrs)
 
 
 def _fail(what: str, path: str, exc: OSError) -> SetupError:
@@ -344,8 +372,22 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None 
                f"mode=1777,size={shm_size}")
 
 
+def _mount_output(target: str, step: Step, plan: FsPlan) -> int:
+    """The output tmpfs; returns a descriptor of its root for the monitor's copy-out."""
+    _make_mountpoint(target, True)
+    flags = 0
+    for attr, ms in ((ATTR_NOSUID, libc.MS_NOSUID), (ATTR_NODEV, libc.MS_NODEV),
+                     (ATTR_NOEXEC, libc.MS_NOEXEC), (ATTR_RDONLY, libc.MS_RDONLY)):
+        flags |= ms if step.attrs & attr else 0
+    libc.mount("tmpfs", target, "tmpfs", flags,
+               f"mode=0700,size={max(plan.output_size, 4096)},"
+               f"nr_inodes={max(plan.output_inodes, 1)}")
+    return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
-              under_dev: list[Step], tty: str | None = None) -> None:
+              under_dev: list[Step], tty: str | None = None,
+              held: list[int] | None = None) -> None:
     target = root + step.path
     if step.kind == "tmp":
         _make_mountpoint(target, True)
@@ -364,6 +406,12 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
             # The recursive bind copied the view under construction into itself: cut it off.
             libc.umount2(root + root, libc.MNT_DETACH)
         _setattr(target, step.attrs, True)
+    elif step.kind == "output":
+        fd = _mount_output(target, step, plan)
+        if held is None:
+            os.close(fd)
+        else:
+            held.append(fd)
     elif step.kind == "link":
         if not os.path.lexists(target):
             _make_parents(target)
@@ -415,9 +463,10 @@ def build_view(ctx: ContainContext) -> str:
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
+    held: list[int] = []
     for step in steps:
         try:
-            _run_step(step, root, plan, mask_file, under_dev, ctx.tty)
+            _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held)
         except OSError as exc:
             raise _fail(f"{step.kind}", step.path, exc) from None
     try:
@@ -426,6 +475,8 @@ def build_view(ctx: ContainContext) -> str:
         _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
+    if held:
+        ctx.output_fd = held[0]
     return root
 
 

@@ -54,6 +54,8 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     res.timings = dict(rep.timings)
     res.warm = rep.prestarted
     res.clipped = dict(rep.clipped)
+    if rep.output is not None:
+        res.output = dataclasses.asdict(rep.output)
     res.logs, res.error = st.logs, st.error
     res.handler_errors = st.handler_errors
     res.messages = dict(st.counts)

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import sandbox
 from sandbox.errors import InputError
 from sandbox.isolation.context import RunPaths
+from sandbox.launcher.output_path import private_dir
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 
@@ -31,6 +32,20 @@ def state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
                                                             ".local", "state")
     return os.path.join(base, "sandbox")
+
+
+def run_output_dir(run_id: str) -> str:
+    """``<state>/runs/<run_id>/output``, every level private to the caller (0700).
+
+    The state directory also holds the audit store (argv, tokens): an
+    existing one made readable by an older version is tightened here.
+    """
+    state = private_dir(state_dir(), what="state directory ($SANDBOX_HOME)", empty=False,
+                        system_check=False)
+    runs = private_dir(os.path.join(state, "runs"), what="state directory", empty=False,
+                       system_check=False)
+    return private_dir(os.path.join(runs, run_id, "output"), what="run output directory",
+                       system_check=False)
 
 
 def load(policy: Policy | str | None, fallback: str | None = None) -> Policy:
@@ -65,18 +80,19 @@ class Prepared:
 
 
 def make_paths(run_id: str, workdir: str | None, output_dir: str | None) -> tuple[RunPaths, bool]:
-    rundir = tempfile.mkdtemp(prefix=f"sandbox-{run_id[:12]}-")
     own_output = output_dir is None
     if output_dir is None:
-        output_dir = os.path.join(state_dir(), "runs", run_id, "output")
-    os.makedirs(output_dir, exist_ok=True)
+        output_dir = run_output_dir(run_id)
+    else:
+        output_dir = private_dir(output_dir, what="output directory")
+    rundir = tempfile.mkdtemp(prefix=f"sandbox-{run_id[:12]}-")
     if workdir is None:
         workdir = os.path.join(rundir, "work")
         os.mkdir(workdir)
     tmp = os.path.join(rundir, "tmp")
     os.mkdir(tmp, 0o700)
     return RunPaths(rundir=rundir, workdir=os.path.abspath(workdir),
-                    output=os.path.abspath(output_dir), tmp=tmp), own_output
+                    output=output_dir, tmp=tmp), own_output
 
 
 def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
@@ -164,7 +180,7 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     except BaseException:
         shutil.rmtree(paths.rundir, ignore_errors=True)
         raise
-    plan = replace(plan, rules=tuple(plan.rules) + extra)
+    plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
                     env=build_env(resolved, paths, run_id, True, env, ipc_fd),
                     own_output=own_output)

@@ -55,6 +55,7 @@ class RunResult:
     limits_applied: dict[str, str] = field(default_factory=dict)  # e.g. memory -> cgroup-v1
     policy: str | None = None
     output_dir: str | None = None
+    output: dict[str, Any] | None = None  # the copy-out: files, bytes, dropped (fifos, devices...)
     stdout: str | None = None             # only when captured
     stderr: str | None = None
     handler_errors: list[dict[str, Any]] = field(default_factory=list)

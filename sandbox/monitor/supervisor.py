@@ -50,6 +50,7 @@ class Supervisor:
         self._mark("spec_received")
         self.cgroup = None
         self.listener = None
+        self.output_fd: int | None = None   # the run's ${OUTPUT} tmpfs, from PID 1
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -199,6 +200,7 @@ class Supervisor:
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
         self.stdio.finish()  # every byte of output reaches the caller before the report
+        self._copy_out()
         self._finish(t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds()
         return self.report
@@ -210,6 +212,24 @@ class Supervisor:
             tree.send(self.stub_fd)
         if self.cgroup is not None:
             self.cgroup.kill_all()
+
+    def _copy_out(self) -> None:
+        """Hand ${OUTPUT} back inert, now that no process of the sandbox is left."""
+        from sandbox.monitor import copy_out
+        plan, dest = self.ctx.fs_plan, self.ctx.paths.output
+        if self.output_fd is not None:
+            try:
+                rep = copy_out.copy_out(self.output_fd, dest, max_bytes=plan.output_size,
+                                        max_entries=plan.output_inodes)
+            finally:
+                os.close(self.output_fd)   # the last reference: the tmpfs goes away
+                self.output_fd = None
+        elif not self.ctx.namespaces and os.path.isdir(dest):
+            rep = copy_out.sanitize(dest)   # the program wrote to the host directory
+        else:
+            return
+        self.report.output = rep
+        self._mark("output_copied")
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
@@ -303,6 +323,10 @@ class Supervisor:
             self._mark("listener_received")
             self._start_listener(fds[0])
             self._mark("listener_started")
+        elif kind == "output" and fds and self.output_fd is None:
+            self.output_fd = fds[0]
+        elif fds:
+            os.close(fds[0])
         for extra in fds[1:]:
             os.close(extra)
         return True

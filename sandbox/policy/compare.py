@@ -145,8 +145,9 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
             why.append(f"filesystem.deny: drops {path}")
     if "*" not in fb.allow_credentials:
         _subset("filesystem.allow_credentials", fa.allow_credentials, fb.allow_credentials, why)
-    if fa.tmp_size > fb.tmp_size:
-        why.append(f"filesystem.tmp_size: {fa.tmp_size} > {fb.tmp_size}")
+    for key in ("tmp_size", "output_size", "output_inodes"):
+        if getattr(fa, key) > getattr(fb, key):
+            why.append(f"filesystem.{key}: {getattr(fa, key)} > {getattr(fb, key)}")
     if a.best_effort and not b.best_effort:
         why.append("best_effort: may skip layers the other policy requires")
     _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)

@@ -39,6 +39,10 @@ class FilesystemPolicy:
     # Credential stores (sandbox.policy.credentials.STORES, or "*") NOT denied under
     # granted homes; every other store is, once the policy is resolved.
     allow_credentials: tuple[str, ...] = ()
+    # ${OUTPUT} is a tmpfs of this size and inode count, copied out after the run:
+    # writes beyond it fail with ENOSPC, and the host disk a run fills is bounded.
+    output_size: int = 256 * MiB
+    output_inodes: int = 16384
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,21 @@ class FsPlan:
     rules: tuple[FsRule, ...] = ()   # parents before children
     masks: tuple[str, ...] = ()      # existing denied paths, hidden in the view
     tmp_size: int = 64 * 1024 * 1024
+    # The run's ${OUTPUT} (set by the launcher): a tmpfs of output_size bytes and
+    # output_inodes inodes in the view, copied out inert when the run ends.
+    output: str = ""
+    output_size: int = 256 * 1024 * 1024
+    output_inodes: int = 16384
 
     def to_dict(self) -> dict[str, Any]:
         return {"rules": [asdict(r) for r in self.rules], "masks": list(self.masks),
-                "tmp_size": self.tmp_size}
+                "tmp_size": self.tmp_size, "output": self.output,
+                "output_size": self.output_size, "output_inodes": self.output_inodes}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FsPlan":
         return cls(rules=tuple(FsRule(**r) for r in d.get("rules", ())),
-                   masks=tuple(d.get("masks", ())), tmp_size=int(d.get("tmp_size", 64 << 20)))
+                   masks=tuple(d.get("masks", ())), tmp_size=int(d.get("tmp_size", 64 << 20)),
+                   output=str(d.get("output", "")),
+                   output_size=int(d.get("output_size", 256 << 20)),
+                   output_inodes=int(d.get("output_inodes", 16384)))

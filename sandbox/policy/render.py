@@ -68,7 +68,7 @@ def to_toml(policy: Policy) -> str:
             if table == "limits":
                 text = v if key in ("processes", "open_files") and v is not None else limit_text(key, v)
                 lines.append(f"{key} = {_toml_value(text)}")
-            elif key == "tmp_size":
+            elif key in ("tmp_size", "output_size"):
                 lines.append(f"{key} = {_toml_value(format_size(v))}")
             else:
                 lines.append(f"{key} = {_toml_value(v)}")

@@ -39,6 +39,8 @@ TABLES: dict[str, dict[str, Kind]] = {
         "deny": Kind("path_list", merge="union"),
         "tmp_size": Kind("size"),
         "allow_credentials": Kind("credential_list", merge="union"),
+        "output_size": Kind("size"),
+        "output_inodes": Kind("count"),
     },
     "network": {"mode": Kind("enum", NETWORK_MODES)},
     "limits": {

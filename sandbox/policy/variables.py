@@ -216,7 +216,8 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
                   if d not in deny)
     new_fs = FilesystemPolicy(read=read, write=write, exec=exe,
                               deny=with_real_paths(deny, memo), tmp_size=fs.tmp_size,
-                              allow_credentials=fs.allow_credentials)
+                              allow_credentials=fs.allow_credentials,
+                              output_size=fs.output_size, output_inodes=fs.output_inodes)
     return policy.replace(filesystem=new_fs)
 
 

@@ -73,6 +73,10 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         contain(ctx)
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
+        if ctx.output_fd is not None:   # the monitor copies it out when the run ends
+            _report(mon, {"type": "output"}, [ctx.output_fd])
+            os.close(ctx.output_fd)
+            ctx.output_fd = None
         if ctx.listener_fd is not None:
             _report(mon, {"type": "listener"}, [ctx.listener_fd])
             os.close(ctx.listener_fd)
