@@ -61,15 +61,15 @@ _EXPORTS = {
 # Literal, so type checkers know the exports (a test keeps it equal to _EXPORTS).
 __all__ = [
     "ActionContext", "ActionRef", "Budget", "HmacAuth", "InputError", "Launcher", "Metrics",
-    "Policy", "PolicyError", "ProtocolError", "RunHandle", "RunResult", "Runner",
+    "OutputPathError", "Policy", "PolicyError", "ProtocolError", "RunHandle", "RunResult", "Runner",
     "SandboxError", "SetupError", "SpawnInfo", "SpawnRequest", "Stage", "Status", "Store",
     "Workflow", "WorkflowError", "action", "decide", "load_policy", "load_workflow",
     "redaction", "run_parallel", "transform",
 ]
 
 if TYPE_CHECKING:   # what type checkers see; at run time __getattr__ imports lazily
-    from sandbox.errors import (InputError, PolicyError, ProtocolError, SandboxError,
-                                SetupError, WorkflowError)
+    from sandbox.errors import (InputError, OutputPathError, PolicyError, ProtocolError,
+                                SandboxError, SetupError, WorkflowError)
     from sandbox.launcher.handle import RunHandle
     from sandbox.launcher.launcher import Launcher
     from sandbox.launcher.result import RunResult, Status
