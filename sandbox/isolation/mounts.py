@@ -36,6 +36,14 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      in the view with the same text, so both spellings work.  Rules that
      resolve to the same host path are merged (rights OR-ed).  A rule whose path
      does not exist on the host grants nothing and is skipped.
+   - ``${OUTPUT}`` (``fs_plan.output``), when a rule at or above it puts it in
+     the view: a new tmpfs of ``output_size`` bytes and ``output_inodes``
+     inodes (nosuid, nodev, noexec unless ``exec``, read-only unless
+     ``write``), over whatever an ancestor bind brought; rules beneath it
+     bind nothing. A descriptor of its root goes to the monitor
+     (``ctx.output_fd``), which copies it out inert after the run
+     (`sandbox.monitor.copy_out`): so a program can neither fill the host
+     disk nor leave a setuid file, a device or a fifo for later.
 3. masks, after every bind: a masked directory gets an empty read-only tmpfs
    of mode 0, a masked file a read-only bind of an empty mode-0 file.  Masks
    that are not inside the view are skipped (there is nothing to hide).
