@@ -23,6 +23,10 @@ messages meanwhile), by calling the same `Launcher.spawn`:
   not. Its glob expansion is bounded and stops when the parent run ends;
 - at most `MAX_IN_FLIGHT` requests of one run are served at a time, and
   `MAX_PER_RUN` in all (a child looping on ctx.spawn is cut off);
+- every nested run counts against the launcher's ``max_concurrent``: it
+  borrows the slot of the run that asked for it (one child at a time), and
+  its siblings wait for a free slot (`sandbox.launcher.slots`: never a
+  deadlock, at most ``max_concurrent`` sandboxes running at once);
 - messages of a nested run go to the launcher's handlers and hooks and to
   every ancestor run's own handlers, with ``RunInfo.depth`` set: that is how
   a grandchild's ``store_put`` is observable at the top. Stores do not merge
@@ -58,6 +62,8 @@ class Lineage:
     parent_run_id: str | None = None
     handler_sets: tuple[Any, ...] = ()    # run-scoped HandlerSets of the ancestors
     ceiling: Ceiling | None = None        # the parent run's resolved policy
+    lender: Any = None    # the requesting run's slot Lease, which this run may borrow
+    slot: Any = None      # the Lease this run holds (set by the launcher once it has one)
 
 
 def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
@@ -184,7 +190,8 @@ class NestedService:
         # Narrower-or-equal is decided on the resolved policy and plan, in `prepare`.
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
                           handler_sets=self.lineage.handler_sets + self._own_handlers,
-                          ceiling=self.ceiling)
+                          ceiling=self.ceiling,
+                          lender=self.lineage.slot)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,

@@ -43,6 +43,7 @@ from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
 from sandbox.launcher.session import Budget, Session, kill_quietly
+from sandbox.launcher.slots import Slots
 from sandbox.middleware.base import SpawnInfo
 from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
 from sandbox.middleware.run import RunPlumbing
@@ -158,7 +159,9 @@ class Launcher:
         from this launcher's warm template) or "exec" (a fresh interpreter per
         run: what the CLI uses for its one run). Never a fork of this process: it
         holds the caller's environment and heap (docs/threat-model.md). At most
-        `max_concurrent` sandboxes run at once; further spawns wait."""
+        `max_concurrent` sandboxes run at once, nested ones included: a nested
+        run borrows the slot of the parent waiting for it, its siblings wait for
+        a free one (`sandbox.launcher.slots`); further spawns wait."""
         if start not in monitors.START_MODES:
             raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
         if max_concurrent < 1:
@@ -178,7 +181,7 @@ class Launcher:
         self._closed = False
         self.default_policy = policy
         self.start_mode = start
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._slots = Slots(max_concurrent)   # nested runs count too (launcher/slots.py)
         self.budget = budget or Budget()
         self.capture_output = capture_output
         self.handlers = HandlerSet()
@@ -385,16 +388,23 @@ class Launcher:
         info = SpawnInfo(run_id=handle.run_id, depth=lineage.depth,
                          parent_run_id=lineage.parent_run_id, item=item, index=index)
         results: list[RunResult] = []
-        # Nested spawns skip the limit: their parents hold slots while waiting for them.
-        slot = self._slots if lineage.depth == 0 else contextlib.nullcontext()
         try:
-            with slot:
+            # A nested run may borrow the slot of the parent waiting for it (slots.py).
+            lease = self._slots.acquire(lineage.lender, cancel)
+            if lease is None:
+                results.append(RunResult(run_id=info.run_id, status=Status.CANCELLED,
+                                         reason="cancelled while waiting for a sandbox slot"))
+                return results[0]
+            try:
                 results.append(self._spawn(
-                    info, lineage, target, policy=policy, store=store, timeout=timeout,
-                    workdir=workdir, output_dir=output_dir, env=env, handlers=handlers,
-                    capture_output=capture_output, code_paths=code_paths,
-                    middleware=middleware, cancel=cancel, grace=grace, handle=handle,
+                    info, dataclasses.replace(lineage, slot=lease), target, policy=policy,
+                    store=store, timeout=timeout, workdir=workdir, output_dir=output_dir,
+                    env=env, handlers=handlers, capture_output=capture_output,
+                    code_paths=code_paths, middleware=middleware, cancel=cancel, grace=grace,
+                    handle=handle,
                     io=RunIO(stdin=stdin, tty=tty, forward_signals=forward_signals)))
+            finally:
+                self._slots.release(lease)
             return results[0]
         except BaseException as exc:
             results.append(RunResult(run_id=info.run_id, status=SETUP_ERROR,

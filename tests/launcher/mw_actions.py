@@ -117,3 +117,33 @@ class Dropper:
 
 def dropper(drop: str) -> Dropper:
     return Dropper(drop)
+
+
+@action("mw.fan")
+def fan(ctx):
+    """A nested tree: `width` children in parallel, `depth` levels below this one.
+    Tells the launcher when it runs and when it only waits for its children, so
+    the host can count the sandboxes that really run at any moment."""
+    import threading
+    import time
+    width, depth = ctx.params["width"], ctx.params["depth"]
+    ctx.send("fan", "busy")
+    time.sleep(ctx.params.get("work", 0.3))   # the run really runs a while
+    statuses = []
+    if depth > 0:
+        child = {"name": "fan", "imports": ["mw_actions"],
+                 "stages": [{"id": "s", "actions": [
+                     {"name": "mw.fan", "params": {"width": width, "depth": depth - 1}}]}]}
+        ctx.send("fan", "wait")   # read by the launcher before the spawn requests
+        threads = [threading.Thread(target=lambda: statuses.append(ctx.spawn(child)))
+                   for _ in range(width)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ctx.send("fan", "busy")
+    ctx.store.put("tree", {"ok": sum(1 + r["store"].get("tree", {}).get("ok", 0)
+                                     for r in statuses if r["status"] == "ok"),
+                           "bad": [r["reason"] for r in statuses if r["status"] != "ok"]
+                           + [b for r in statuses for b in r["store"].get("tree", {}).get("bad", [])]})
+    ctx.send("fan", "done")
