@@ -221,7 +221,6 @@ EXPECTED = {
     "bool": {"type": "boolean"},
     "path_list": {"$ref": "#/$defs/pathList"},
     "size": {"$ref": "#/$defs/size"},
-    "count": {"type": "integer", "minimum": 1},
     "limit_size": {"$ref": "#/$defs/limitSize"},
     "limit_duration": {"$ref": "#/$defs/limitDuration"},
     "limit_count": {"$ref": "#/$defs/limitCount"},
