@@ -67,30 +67,49 @@ def test_dotdot_after_a_variable_cannot_reach_a_host_directory(home):
     assert child["status"] == "error" and ".." in child["reason"], child
 
 
-def test_a_symlink_planted_in_the_parent_output_cannot_be_granted(home):
+def strict_writing(tree):
+    """`strict` plus a host tree the parent run can write while it runs (its own
+    ${OUTPUT} is a private tmpfs until the run ends: tests/test_outputs.py)."""
+    from dataclasses import replace
+
+    from sandbox.policy import load_policy
+    pol = load_policy("strict")
+    return pol.replace(name="strict+shared", filesystem=replace(
+        pol.filesystem, write=(*pol.filesystem.write, str(tree))))
+
+
+@pytest.mark.parametrize("base", ["output", "shared tree"])
+def test_a_symlink_planted_in_the_parent_output_cannot_be_granted(home, tmp_path, base):
     cron = home / "cron.d"
     cron.mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
     policy = _strict_dict(["$PARENT_OUTPUT/link"])
     r = Launcher(capture_output=True).spawn(
         wf({"name": "pol.symlink", "params": {
             "target": str(cron), "link": "link", "policy": policy,
+            "base": str(shared) if base == "shared tree" else None,
             "child": writer(["$PARENT_OUTPUT/link/x", str(cron / "y")])}}),
-        policy="strict", code_paths=[CODE])
+        policy=strict_writing(shared), code_paths=[CODE])
     assert r.status == "ok", (r.reason, r.error)
     assert _host_files(cron) == []
-    assert r.store["child_result"]["status"] == "error", r.store["child_result"]
+    if base == "shared tree":   # a link on the host at check time: refused
+        assert r.store["child_result"]["status"] == "error", r.store["child_result"]
 
 
-def test_a_directory_the_parent_can_still_swap_is_not_granted(home):
+def test_a_directory_the_parent_can_still_swap_is_not_granted(home, tmp_path):
     """Between the check and the bind, the parent (other threads of it) could swap a
-    directory inside its output for a symlink: rules strictly inside a tree the
-    running parent can write are refused."""
+    directory inside a host tree it can write for a symlink: rules strictly inside
+    a tree the running parent can write are refused."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
     policy = _strict_dict([])
     policy["filesystem"]["read"] = [*policy["filesystem"]["read"], "$PARENT_OUTPUT/data"]
     r = Launcher(capture_output=True).spawn(
         wf({"name": "pol.symlink", "params": {
-            "target": None, "link": "data", "policy": policy, "child": writer([])}}),
-        policy="strict", code_paths=[CODE])
+            "target": None, "link": "data", "policy": policy, "child": writer([]),
+            "base": str(shared)}}),
+        policy=strict_writing(shared), code_paths=[CODE])
     assert r.status == "ok", (r.reason, r.error)
     child = r.store["child_result"]
     assert child["status"] == "error" and "parent run can write" in child["reason"], child
@@ -144,19 +163,19 @@ def test_a_hook_narrowing_to_a_planted_symlink_cannot_widen(home, tmp_path):
     from sandbox.errors import PolicyError
     cron = home / "cron.d"
     cron.mkdir()
-    out = tmp_path / "out"
-    out.mkdir()
+    out = tmp_path / "shared"   # a reused host tree the policy can write (not ${OUTPUT},
+    out.mkdir()                 # which must be new or empty: tests/test_outputs.py)
     os.symlink(cron, out / "link")
     launcher = Launcher(capture_output=True)
 
     @launcher.before_spawn
     def narrow(req):
         fs = req.policy.filesystem
-        req.policy = req.policy.replace(filesystem=replace(fs, write=("${OUTPUT}/link",)))
+        req.policy = req.policy.replace(filesystem=replace(fs, write=(f"{out}/link",)))
 
     with pytest.raises(PolicyError, match="not narrower"):
         launcher.spawn(["/bin/sh", "-c", f"echo x > {out}/link/x; echo y > {cron}/y"],
-                       policy="strict", output_dir=str(out))
+                       policy=strict_writing(out))
     assert _host_files(cron) == []
 
 

@@ -120,6 +120,7 @@ def test_the_home_directory_is_refused_as_output(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "state"))   # run history goes there
     assert "home directory" in refused(home)
     assert list(home.iterdir()) == []
 

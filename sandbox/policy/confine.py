@@ -11,7 +11,7 @@ parent's. So the check runs where the launcher has the child's concrete
 policy and plan, right before the kernel layers get them:
 
 1. `derive`: the child's limits, network, syscalls, audit, env.keep,
-   tmp_size and best_effort are met with the ceiling's (the tighter of the
+   tmp_size, output_size, output_inodes and best_effort are met with the ceiling's (the tighter of the
    two, key by key), and the ceiling's deny rules are added to the child's:
    whatever the request said, these can only be as tight or tighter.
 2. `confine`: the derived, resolved policy (variables expanded, symlinked
@@ -91,7 +91,10 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
                  deny=tuple(dict.fromkeys((*child.filesystem.deny, *ceiling.filesystem.deny))),
                  tmp_size=min(child.filesystem.tmp_size, ceiling.filesystem.tmp_size),
                  allow_credentials=_meet_credentials(child.filesystem.allow_credentials,
-                                                     ceiling.filesystem.allow_credentials))
+                                                     ceiling.filesystem.allow_credentials),
+                 output_size=min(child.filesystem.output_size, ceiling.filesystem.output_size),
+                 output_inodes=min(child.filesystem.output_inodes,
+                                   ceiling.filesystem.output_inodes))
     return child.replace(
         best_effort=child.best_effort and ceiling.best_effort,
         filesystem=fs,

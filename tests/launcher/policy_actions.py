@@ -50,8 +50,9 @@ def nest(ctx):
 
 @action("pol.symlink")
 def symlink(ctx):
-    """Plant `link` -> `target` in this run's output, then spawn `child` (may name it)."""
-    out = os.environ["SANDBOX_OUTPUT"]
+    """Plant `link` -> `target` in `base` (a host tree this run can write; default its
+    output, a private tmpfs until the run ends), then spawn `child` (may name it)."""
+    out = ctx.params.get("base") or os.environ["SANDBOX_OUTPUT"]
     if ctx.params["target"] is None:     # a real directory (that it could swap later)
         os.mkdir(os.path.join(out, ctx.params["link"]))
     else:
