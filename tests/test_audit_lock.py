@@ -68,14 +68,17 @@ def test_a_hostile_sandbox_cannot_lock_another_runs_audit(tmp_path, py):
     first = la.spawn([py, "-I", "-c", "open('/etc/hostname').read()"], policy=audited,
                      workdir=str(home))
     assert first.status == "ok" and first.audit["dropped"] == 0, first.audit
-    hostile_pol = audited.replace(limits=replace(audited.limits, wall=120.0))
-    out = tmp_path / "hostile-out"
+    out = tmp_path / "hostile-signal"   # a host tree it can write: its ${OUTPUT} is a
+    out.mkdir()                         # private tmpfs until it ends (test_outputs.py)
+    hostile_pol = audited.replace(limits=replace(audited.limits, wall=120.0),
+                                  filesystem=replace(audited.filesystem,
+                                                     write=(*audited.filesystem.write, str(out))))
     results = {}
 
     def hostile():
         results["hostile"] = la.spawn([py, "-I", "-c", HOSTILE, str(home), str(out)],
                                       policy=hostile_pol, workdir=str(home),
-                                      output_dir=str(out))
+                                      output_dir=str(tmp_path / "hostile-out"))
     t = threading.Thread(target=hostile)
     t.start()
     try:
