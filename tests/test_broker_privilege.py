@@ -53,6 +53,8 @@ print(repr(res))
 def _policy(out: str, guarded: bool):
     from sandbox.policy import load_policy
     pol = load_policy("default")
+    # a writable host tree (the run's ${OUTPUT} is a private tmpfs, copied out inert)
+    pol = pol.replace(filesystem=replace(pol.filesystem, write=(*pol.filesystem.write, out)))
     if guarded:
         pol = pol.replace(filesystem=replace(pol.filesystem,
                                              deny=pol.filesystem.deny + (f"{out}/*.pem",)))
@@ -70,7 +72,7 @@ def _run(tmp_path, py, name: str, guarded: bool, token: str = "", during=None):
         th = threading.Thread(target=during, args=(out,), daemon=True)
         th.start()
     r = la.spawn([py, "-I", "-c", ATTACK, str(out), token], policy=_policy(str(out), guarded),
-                 output_dir=str(out), timeout=90)
+                 output_dir=str(tmp_path / f"{name}-output"), timeout=90)
     if th is not None:
         th.join(30)
     assert r.status == "ok", (r.status, r.reason, r.stderr[-2000:])
