@@ -47,13 +47,16 @@ def _monitor_peak(tmp_path, py, name: str, guarded: bool, long_: bool) -> tuple[
     out = tmp_path / name
     out.mkdir()
     pol = load_policy("default" if guarded else "strict")
+    # a writable host tree the test can watch (${OUTPUT} is a private tmpfs until the end)
+    pol = pol.replace(filesystem=replace(pol.filesystem,
+                                         write=(*pol.filesystem.write, str(out))))
     if guarded:
         pol = pol.replace(filesystem=replace(pol.filesystem,
                                              deny=pol.filesystem.deny + (f"{out}/*.pem",)))
     la = Launcher(capture_output=True)
     la.audit_db = str(tmp_path / f"{name}.sqlite")
     h = la.start([py, "-I", "-c", HOSTILE, str(out), str(CALLS), "1" if long_ else "0"],
-                 policy=pol, output_dir=str(out), timeout=120)
+                 policy=pol, output_dir=str(tmp_path / f"{name}-output"), timeout=120)
     deadline = time.time() + 120
     while not (out / "done").exists() and time.time() < deadline:
         time.sleep(0.05)
