@@ -107,9 +107,16 @@ def max_bytes() -> int:
 
 def ensure_dir(path: str) -> str:
     """Create the store directory (0700); refuse a path that is not a directory."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    from sandbox.errors import InputError
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(f"audit store {path} is not a directory (an old single-file "
+                         "database? move it away or set SANDBOX_AUDIT_DB to a directory)")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the audit store {path}: {exc.strerror} "
+                         "(set SANDBOX_AUDIT_DB to a directory you can write)") from None
     if not os.path.isdir(path):
-        from sandbox.errors import InputError
         raise InputError(f"audit store {path} is not a directory (an old single-file "
                          "database? move it away or set SANDBOX_AUDIT_DB to a directory)")
     return path

@@ -95,6 +95,18 @@ def make_paths(run_id: str, workdir: str | None, output_dir: str | None) -> tupl
                     output=output_dir, tmp=tmp), own_output
 
 
+def _discard(paths: RunPaths, own_output: bool) -> None:
+    """Undo `make_paths` for a run refused before it started: nothing is left behind
+    (the output directory too, when the launcher made it)."""
+    shutil.rmtree(paths.rundir, ignore_errors=True)
+    if own_output:
+        shutil.rmtree(paths.output, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(paths.output))   # runs/<run_id>, if now empty
+        except OSError:
+            pass
+
+
 def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
               extra: Mapping[str, str] | None, ipc_fd: int) -> dict[str, str]:
     """An environment scrubbed to an allowlist: nothing of the caller's leaks by default."""
@@ -123,6 +135,19 @@ def runtime_rules(mode: str, code_paths: Sequence[str]) -> tuple[FsRule, ...]:
     return tuple(rules)
 
 
+def refuse_hidden(workdir: str | None, output: str | None, hidden: Sequence[str]) -> None:
+    """InputError when the workdir or output lies inside a hidden path."""
+    real = [os.path.realpath(h) for h in hidden]
+    for name, p in (("workdir", workdir), ("output", output)):
+        if p is None:
+            continue
+        rp = os.path.realpath(p)
+        for h in real:
+            if rp == h or rp.startswith(h.rstrip("/") + "/"):
+                raise InputError(f"the {name} {p} is inside {h}, which no sandbox may see "
+                                 "(the audit store); choose another directory")
+
+
 def hide(policy: Policy, paths: RunPaths, hidden: Sequence[str]) -> Policy:
     """`policy` with `hidden` (the trusted side's own state, e.g. the audit store)
     added to its deny rules, so no grant can put it in the sandbox's view: the
@@ -133,12 +158,7 @@ def hide(policy: Policy, paths: RunPaths, hidden: Sequence[str]) -> Policy:
     if not hidden:
         return policy
     real = [os.path.realpath(h) for h in hidden]
-    for name, p in (("workdir", paths.workdir), ("output", paths.output)):
-        rp = os.path.realpath(p)
-        for h in real:
-            if rp == h or rp.startswith(h.rstrip("/") + "/"):
-                raise InputError(f"the {name} {p} is inside {h}, which no sandbox may see "
-                                 "(the audit store); choose another directory")
+    refuse_hidden(paths.workdir, paths.output, hidden)
     deny = tuple(policy.filesystem.deny) + tuple(h for h in real
                                                   if h not in policy.filesystem.deny)
     return policy.replace(filesystem=replace(policy.filesystem, deny=deny))
@@ -157,6 +177,7 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     from sandbox.policy.confine import check_plan, confine, own_roots
     from sandbox.policy.planner import PlanBounds
     made_workdir = workdir is None
+    refuse_hidden(workdir, output_dir, hidden)     # before anything is made for the run
     paths, own_output = make_paths(run_id, workdir, output_dir)
     try:
         variables = default_variables(paths.workdir, paths.output)
@@ -173,12 +194,12 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             check_plan(plan, resolve(c.policy, variables), own=own if c.own_roots else (),
                        what=c.what, live_parent=c.own_roots)
     except BaseException:
-        shutil.rmtree(paths.rundir, ignore_errors=True)
+        _discard(paths, own_output)
         raise
     try:
         extra = runtime_rules(mode, code_paths)
     except BaseException:
-        shutil.rmtree(paths.rundir, ignore_errors=True)
+        _discard(paths, own_output)
         raise
     plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
