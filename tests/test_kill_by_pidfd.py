@@ -96,6 +96,11 @@ def _supervisor_kill_stale_pid1() -> str:
     sup.cgroup, sup.stub_pid, sup.pid1_fd, sup.status = None, stub, None, None
     sup.t0, sup.timings = time.monotonic(), {}
     sup._status_lines(f"pid {n}\n".encode())   # PID 1 already gone, number reused
+    sup.ctx.policy = types.SimpleNamespace(limits=types.SimpleNamespace(processes=1))
+    sup.report = types.SimpleNamespace(max_tasks=0, pids_limit_hit=False)
+    sup._sample_tasks()                          # must not count the innocent's tree
+    if sup.report.max_tasks or sup.report.pids_limit_hit:
+        return "counted the innocent"
     sup._kill()
     time.sleep(0.05)
     verdict = "innocent alive" if _alive(innocent) else "innocent killed"

@@ -246,11 +246,13 @@ class Supervisor:
         return lim is not None and "processes" not in self.report.limits_applied
 
     def _sample_tasks(self) -> None:
-        if self.pid1 is None:
+        if self.pid1 is None or self.pid1_fd is None:
             return
         # RLIMIT_NPROC counts every task of the uid in the user namespace: the
         # stub, which entered it, is one of them.
         n = tree.count_tasks(self.pid1) + (1 if self.ctx.namespaces else 0)
+        if not tree.pidfd_holds(self.pid1_fd, self.pid1):
+            return  # PID 1 reaped meanwhile: that count may have been another process's
         self.report.max_tasks = max(self.report.max_tasks, n)
         if n >= (self.ctx.policy.limits.processes or 0):
             self.report.pids_limit_hit = True
