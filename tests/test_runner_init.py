@@ -244,3 +244,22 @@ def test_each_abnormal_end_says_what_to_change(status, reason, hint):
     from sandbox.cli.common import describe_failure
     line = describe_failure(RunResult(run_id="x", status=status, reason=reason, signal=9))
     assert "\n" not in line and line.startswith(f"sandbox: {status}: {reason}") and hint in line
+
+
+def test_sandbox_run_follows_the_same_exit_code_table(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "naps.py").write_text(
+        "import time\nfrom sandbox.workflow import action\n\n"
+        "@action('nap')\ndef nap(ctx):\n    time.sleep(60)\n\n"
+        "@action('fail')\ndef fail(ctx):\n    raise ValueError('boom')\n")
+    for name in ("nap", "fail"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "id": name, "imports": ["naps"],
+            "stages": [{"id": "s", "actions": [{"name": name}]}]}))
+    slow = sandbox("run", "--timeout", "2", str(tmp_path / "nap.json"))
+    assert slow.returncode == 124, slow.stdout + slow.stderr
+    assert slow.stderr.count("\n") == 1 and "raise --timeout" in slow.stderr
+    failed = sandbox("run", str(tmp_path / "fail.json"))
+    assert failed.returncode == 1 and "boom" in failed.stdout, failed.stdout + failed.stderr
+    ok = sandbox("run", os.path.join(ROOT, "docs", "examples", "hello.json"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -186,3 +186,11 @@ def test_an_interactive_repl_on_the_terminal(py):
     out, code = _under_pty(["exec", "-t", "--", py, "-I", "-q"],
                            b"print(6 * 7)\nexit(4)\n", after=">>>")
     assert code == 4 and b"42" in out, out
+
+
+def test_a_caller_with_closed_stdio_still_runs():
+    # fd 0 closed at start may later name another of the launcher's files: never relayed.
+    cmd = f"exec 0<&-; {sys.executable} -m sandbox exec -- sh -c 'cat; echo done >&2' 1>&-"
+    p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert (p.returncode, p.stderr) == (0, "done\n")

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from sandbox.cli.grants import compose
     from sandbox.launcher.signals import RawTerminal
     policy = compose(args, args.policy)
-    stdin = 0 if args.stdin == "inherit" or args.interactive else None
+    # Started with stdin closed (sys.stdin is None), fd 0 may since name another file.
+    inherit = (args.stdin == "inherit" or args.interactive) and sys.stdin is not None
+    stdin = 0 if inherit else None
     raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
     with raw:
         result = Launcher(start=common.CLI_START).spawn(

@@ -73,7 +73,22 @@ def _one_line(text: str) -> str:
     return printable(" ".join(str(text).split())) or "(no message)"
 
 
+def _hold_stdio() -> None:
+    """A caller may start us with stdin, stdout or stderr closed: put /dev/null there
+    first, so no socket or pipe opened later takes the number and is mistaken for one
+    (a sandbox's output relayed into the launcher's own control socket)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _hold_stdio()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     runs = args.command in RUN_COMMANDS

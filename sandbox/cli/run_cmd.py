@@ -11,9 +11,13 @@ from sandbox.cli import common
 HELP = """\
 Run a workflow (stages of actions, see docs/workflows.md) in a fresh sandbox
 and print a short summary, or the whole RunResult with --json. The policy is
---policy, else the one the workflow names, else 'default'. Exit code: 0 when
-the run's status is ok, 1 otherwise, 125 for bad input (one line on stderr;
-nothing runs).
+--policy, else the one the workflow names, else 'default'.
+
+exit codes (the table of sandbox exec, docs/run-result.md): 0 the workflow
+completed (or bailed), 1 it failed (an action raised), 124 the wall-clock
+limit, 125 the sandbox failed before the workflow ran, bad input included (one
+line on stderr; nothing runs), 128+N its process was killed by signal N (a
+limit kill: 137).
 
 Action modules named in the workflow's "imports" (or as module:function) are
 imported in the sandbox from the current directory and the workflow file's
@@ -80,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print(summary(result))
-    return 0 if result.ok else 1
+    if common.needs_explaining(result) and result.status not in ("ok", "error"):
+        print(common.describe_failure(result), file=sys.stderr)
+    return common.exit_code_for(result)

@@ -106,6 +106,10 @@ def run_monitor(ctl_fd: int, *, ipc_fd: int | None = None, launcher_pid: int = 0
     # included: they are the program's (the launcher relays them), not the monitor's.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    # A caller in the background (`sandbox exec ... &`) must not be stopped because
+    # the stdin relay reads its terminal: the read fails (EIO), the program sees EOF.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     if os.getppid() != parent or (launcher_pid and parent == 1):
         return 3  # our parent died before we could tie our life to it
     prctl.set_child_subreaper(1)

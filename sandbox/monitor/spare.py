@@ -140,6 +140,10 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
     # included: they are the program's (the launcher relays them), not the monitor's.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    # A caller in the background (`sandbox exec ... &`) must not be stopped because
+    # the stdin relay reads its terminal: the read fails (EIO), the program sees EOF.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     if os.getppid() != parent:
         return 3
     prctl.set_child_subreaper(1)

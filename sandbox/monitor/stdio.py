@@ -64,7 +64,9 @@ class StdioRelay:
 
     def __init__(self, spec: StdioSpec) -> None:
         self.spec = spec
-        self.caller = [os.dup(fd) for fd in (0, 1, 2)]   # close-on-exec copies
+        self.caller = [_dup_or_null(fd) for fd in (0, 1, 2)]   # close-on-exec copies
+        for fd in (0, 1, 2):   # a closed one would be taken by the next pipe we make
+            _ensure_open(fd)
         self.sandbox: list[int] = []                     # the sandbox's 0, 1, 2
         self._mine: list[int] = []                       # our ends of the relays
         self._threads: list[threading.Thread] = []
@@ -175,6 +177,24 @@ class StdioRelay:
                     os.close(dst)
                 except OSError:
                     pass
+
+
+def _dup_or_null(fd: int) -> int:
+    """A copy of the caller's descriptor; /dev/null when the caller had none open there."""
+    try:
+        return os.dup(fd)
+    except OSError:
+        return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _ensure_open(fd: int) -> None:
+    try:
+        os.fstat(fd)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
 
 
 def _wait_writable(fd: int) -> None:
