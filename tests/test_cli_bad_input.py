@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @dataclass
 class Case:
     id: str
-    args: list[str]                       # {m} = marker, {d} = a scratch dir, {f} = a file
+    args: list[str]     # {m} marker, {d} a scratch dir, {f} a file, {x} a dir that does not exist
     code: int
     says: str = ""                        # a fragment the one line must contain
     env: Callable[[Path], dict[str, str]] = field(default=lambda d: {})
@@ -45,16 +45,16 @@ CASES = [
     Case("exec-timeout-negative", ["exec", "--timeout", "-1", "--", *PROG], 125),
     Case("exec-timeout-word", ["exec", "--timeout", "soon", "--", *PROG], 125, "soon"),
     Case("exec-timeout-huge", ["exec", "--timeout", "1e9", "--", *PROG], 125),
-    Case("exec-workdir-missing", ["exec", "--workdir", "/nonexistent/wd", "--", *PROG],
-         125, "/nonexistent/wd"),
+    Case("exec-workdir-missing", ["exec", "--workdir", "{x}/wd", "--", *PROG],
+         125, "/wd: no such directory"),
     Case("exec-workdir-file", ["exec", "--workdir", "{f}", "--", *PROG], 125),
-    Case("exec-result-no-dir", ["exec", "--result", "/nonexistent/r.json", "--", *PROG],
+    Case("exec-result-no-dir", ["exec", "--result", "{x}/r.json", "--", *PROG],
          125, "--result"),
     Case("exec-result-proc", ["exec", "--result", "/proc/r.json", "--", *PROG],
          125, "--result"),
     Case("exec-result-is-dir", ["exec", "--result", "{d}", "--", *PROG], 125,
          "directory"),
-    Case("exec-audit-log-no-dir", ["exec", "--audit-log", "/nonexistent/a.jsonl", "--",
+    Case("exec-audit-log-no-dir", ["exec", "--audit-log", "{x}/a.jsonl", "--",
                                    *PROG], 125, "--audit-log"),
     Case("exec-audit-log-sys", ["exec", "--audit-log", "/sys/a.jsonl", "--", *PROG],
          125, "--audit-log"),
@@ -72,7 +72,7 @@ CASES = [
          "--processes"),
     Case("policy-show-grant-cpu", ["policy", "show", "strict", "--cpu", "forever"], 2, "--cpu"),
     Case("exec-unknown-option", ["exec", "--bogus", "--", *PROG], 125, "--bogus"),
-    Case("exec-policy-missing", ["exec", "--policy", "/nonexistent/p.toml", "--", *PROG],
+    Case("exec-policy-missing", ["exec", "--policy", "{x}/p.toml", "--", *PROG],
          125, "p.toml"),
     Case("exec-policy-unknown-name", ["exec", "--policy", "nosuchpolicy", "--", *PROG],
          125, "nosuchpolicy"),
@@ -86,20 +86,24 @@ CASES = [
    *PROG], 125, "limits.processes"),
     Case("exec-home-unusable", ["exec", "--", *PROG], 125, "state directory",
          env=lambda d: {"HOME": str(d / "a-file"), "SANDBOX_HOME": "", "XDG_STATE_HOME": ""}),
+    Case("exec-home-missing", ["exec", "--", *PROG], 125, "does not exist",
+         env=lambda d: {"HOME": str(d / "missing"), "SANDBOX_HOME": "", "XDG_STATE_HOME": ""}),
     # -- run: 125 -------------------------------------------------------------
-    Case("run-missing-workflow", ["run", "/nonexistent/wf.json"], 125, "wf.json"),
+    Case("run-missing-workflow", ["run", "{x}/wf.json"], 125, "wf.json"),
     Case("run-bad-json", ["run", "{f}"], 125),
     Case("run-timeout-nan", ["run", "--timeout", "nan", "docs/examples/hello.json"], 125),
-    Case("run-result-no-dir", ["run", "--result", "/nonexistent/r.json",
+    Case("run-result-no-dir", ["run", "--result", "{x}/r.json",
                                "docs/examples/hello.json"], 125, "--result"),
     Case("run-unknown-option", ["run", "--bogus", "docs/examples/hello.json"], 125, "--bogus"),
     Case("run-no-workflow", ["run"], 125),
+    Case("run-store-no-value", ["run", "--store", "items", "docs/examples/hello.json"], 125,
+         "--store"),
     # -- other subcommands: 2 -------------------------------------------------
     Case("policy-check-wall-1e9", ["policy", "check", "{p:wall = 1e9}"], 2, ":3: limits.wall"),
     Case("policy-check-cpu-1e19", ["policy", "check", "{p:cpu = 1e19}"], 2, ":3: limits.cpu"),
     Case("policy-check-memory-huge", ["policy", "check", "{p:memory = 4611686018427387904}"], 2,
          ":3: limits.memory"),
-    Case("policy-show-missing", ["policy", "show", "/nonexistent/p.toml"], 2, "p.toml"),
+    Case("policy-show-missing", ["policy", "show", "{x}/p.toml"], 2, "p.toml"),
     Case("policy-unknown-action", ["policy", "frobnicate"], 2, "frobnicate"),
     Case("policy-explain-bad-operation", ["policy", "explain", "strict", "eat", "/x"], 2, "eat"),
     Case("policy-suggest-unwritable", ["policy", "suggest", "nosuchrun", "-o", "/proc/x.toml"],
@@ -128,7 +132,7 @@ def _expand(arg: str, tmp: Path, marker: Path) -> str:
         key, _, value = arg[3:-1].partition(" = ")
         policy.write_text(_big_policy(key, value))
         return str(policy)
-    return arg.replace("{m}", str(marker)).replace("{d}", str(tmp / "a-dir")) \
+    return arg.replace("{x}", str(tmp / "missing")).replace("{m}", str(marker)).replace("{d}", str(tmp / "a-dir")) \
               .replace("{f}", str(tmp / "a-file"))
 
 

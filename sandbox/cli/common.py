@@ -104,6 +104,14 @@ def check_state_dir() -> None:
     ~/.local/state/sandbox) holds run history, outputs and the audit store."""
     from sandbox.launcher.prepare import state_dir
     path = state_dir()
+    # an explicit SANDBOX_HOME is made with its parents; a default one lives under
+    # an existing HOME or XDG_STATE_HOME
+    anchor = None if os.environ.get("SANDBOX_HOME") else \
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~")
+    if anchor is not None and not os.path.isdir(anchor):
+        # never make a missing HOME (root with HOME=/nonexistent would create it)
+        raise InputError(f"cannot use the state directory {path}: {anchor} does not exist or "
+                         "is not a directory (set SANDBOX_HOME to a writable directory)")
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         if not os.access(path, os.W_OK | os.X_OK):

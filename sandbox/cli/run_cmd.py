@@ -23,8 +23,13 @@ Action modules named in the workflow's "imports" (or as module:function) are
 imported in the sandbox from the current directory and the workflow file's
 directory, which the child may therefore read (not write).
 
+An action's `ctx.send("progress", {"done": 3, "of": 10, "message": "..."})`
+draws a progress bar on stderr when it is a terminal; --follow prints its log
+records as they arrive.
+
 examples:
   sandbox run docs/examples/hello.json
+  sandbox run docs/examples/spawn_process.json --store 'items=[4, 5, 6]' --follow
   sandbox run docs/examples/spawn_process.json --policy strict --json
 """
 
@@ -35,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("workflow", metavar="WORKFLOW.json")
     common.add_run_options(p)
     p.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    p.add_argument("--store", action="append", default=[], metavar="KEY=VALUE",
+                   help="an input in the initial store (repeatable); VALUE is JSON when it "
+                        "parses (42, true, [1, 2]), else a string")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="print the action's log records (and progress) on stderr as they come")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn only when stderr is a terminal)")
     p.set_defaults(func=run)
 
 
@@ -72,10 +84,14 @@ def run(args: argparse.Namespace) -> int:
     check_actions(workflow, code_paths, where=args.workflow)
     from sandbox.cli.grants import compose
     policy = compose(args, args.policy or workflow.policy)
-    result = Launcher(start=common.CLI_START).spawn(workflow, policy=policy,
-                                                    timeout=args.timeout,
-                                                    output_dir=args.output,
-                                                    code_paths=code_paths)
+    from sandbox.cli.live import LiveView, parse_store
+    store = parse_store(args.store)
+    launcher = Launcher(start=common.CLI_START)
+    bar = not args.no_progress and sys.stderr.isatty()
+    with launcher, LiveView(launcher, follow=args.follow, bar=bar):
+        result = launcher.spawn(workflow, policy=policy, timeout=args.timeout,
+                                output_dir=args.output, code_paths=code_paths,
+                                store=store or None)
     common.write_result(args.result, result)
     common.write_audit_log(args.audit_log, result)
     common.report_run(args, result)
