@@ -41,8 +41,8 @@ def _attack(tmp_path, module: str, code_paths: list[str]) -> dict:
 
 @pytest.mark.isolation
 def test_planted_module_on_the_path_is_not_parsed_by_the_launcher(tmp_path):
-    """The output directory is on the code path and the action plants 2 MiB of
-    Python there. Before: the launcher grew by ~800 MB. Now the source is over the
+    """A directory the policy lets the sandbox write is on the code path, and the
+    action plants 2 MiB of Python there. Before: the launcher grew by ~800 MB. Now the source is over the
     worker's size bound, so it is left to the nested child (which runs it under
     its own limits and reports the unknown action)."""
     got = _attack(tmp_path, "planted", [str(tmp_path / "out"), CODE])
@@ -54,7 +54,7 @@ def test_planted_module_on_the_path_is_not_parsed_by_the_launcher(tmp_path):
 
 @pytest.mark.isolation
 def test_path_as_module_name_is_refused(tmp_path):
-    got = _attack(tmp_path, "{output}/planted", [CODE])
+    got = _attack(tmp_path, "{dir}/planted", [CODE])
     assert got["status"] == "ok", got
     assert "not a dotted Python identifier" in got["child"]["reason"], got
     assert got["grown"] < 64 * MiB, got

@@ -11,6 +11,7 @@ host user can still create an instance, and so can a second sandbox.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ import time
 import pytest
 
 from sandbox.isolation import limits
+from sandbox.policy.loader import load_policy
 
 pytestmark = pytest.mark.isolation
 
@@ -61,8 +63,11 @@ def test_one_sandbox_cannot_take_the_users_inotify_instances(launcher, tmp_path)
     out = tmp_path / "a"
     out.mkdir()
     os.chmod(tmp_path, 0o755)
-    a = launcher.start([sys.executable, "-c", EXHAUST, str(out)], policy="default",
-                       output_dir=str(out))
+    # a host tree the test can watch while A runs (${OUTPUT} is private until the end)
+    pol = load_policy("default")
+    pol = pol.replace(filesystem=dataclasses.replace(pol.filesystem,
+                                                     write=(*pol.filesystem.write, str(out))))
+    a = launcher.start([sys.executable, "-c", EXHAUST, str(out)], policy=pol)
     try:
         for _ in range(6000):
             if (out / "count").exists() or a.result() is not None:
@@ -74,6 +79,7 @@ def test_one_sandbox_cannot_take_the_users_inotify_instances(launcher, tmp_path)
         assert _host_inotify() == 0, "the host user could not create an inotify instance"
         b = launcher.spawn([sys.executable, "-c", ONE], policy="default")
         assert (b.status, b.stdout.strip()) == ("ok", "ok"), (b.status, b.stdout, b.stderr)
+        assert a.result() is None, "A ended before the checks: they proved nothing"
     finally:
         (out / "release").touch()
         res = a.wait(120)

@@ -13,11 +13,12 @@ from sandbox.workflow import action
 @action("plant.and_nest")
 def plant_and_nest(ctx):
     size = int(ctx.params["size"])
-    path = os.path.join(str(ctx.output_dir), "planted.py")
+    where = ctx.params.get("dir") or str(ctx.output_dir)   # a host tree the policy grants
+    path = os.path.join(where, "planted.py")
     line = b"a = (1, 2, 3, 4, 5, 6, 7, 8)\n"
     with open(path, "wb") as f:
         f.write(line * (size // len(line)))
-    module = ctx.params["module"].replace("{output}", str(ctx.output_dir))
+    module = ctx.params["module"].replace("{dir}", where)
     child = {"name": "planted", "imports": [module],
              "stages": [{"id": "s", "actions": [{"name": "plant.noop"}]}]}
     result = ctx.spawn(child)
