@@ -201,3 +201,28 @@ def test_record_budget_truncates_and_the_run_goes_on(tmp_path, py):
     assert len(sandbox.audit.records(r.run_id, db=la.audit_db)) == 40
     s = sandbox.audit.summary(r.run_id, db=la.audit_db)
     assert s["truncated"] is True and s["not_stored"] == a["not_stored"]
+
+
+@pytest.mark.isolation
+def test_a_store_under_a_home_that_does_not_exist_is_never_created(tmp_path, py, monkeypatch):
+    """HOME=/nonexistent (a system user's): the launcher must not create that HOME
+    (a stray /nonexistent made every later '/nonexistent/...' test path writable);
+    the run goes on, and its records are counted as lost, with the reason."""
+    from sandbox.launcher.launcher import Launcher
+    top = f"/sbx-no-home-{os.getpid()}-{time.monotonic_ns()}"
+    assert not os.path.lexists(top)
+    la = Launcher(capture_output=True)
+    la.audit_db = f"{top}/.local/state/sandbox/audit"
+    try:
+        r = la.spawn([py, "-I", "-S", "-c", "open('/etc/hostname').read()"],
+                     policy=policy("all"))
+        assert not os.path.lexists(top)
+        assert r.status == "ok", (r.reason, r.stderr)
+        a = r.audit
+        assert a["records"] > 0 and a["dropped"] == a["records"] and a["stored"] == 0, a
+        assert "no audit store" in (a.get("db_error") or ""), a
+        accounted(a)
+    finally:
+        if os.path.lexists(top):
+            import shutil
+            shutil.rmtree(top)

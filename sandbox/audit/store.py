@@ -105,9 +105,23 @@ def max_bytes() -> int:
         return MAX_BYTES
 
 
+class NoHome(Exception):
+    """The store would need a new top-level directory (e.g. HOME=/nonexistent)."""
+
+
 def ensure_dir(path: str) -> str:
-    """Create the store directory (0700); refuse a path that is not a directory."""
+    """Create the store directory (0700); refuse a path that is not a directory.
+
+    Never creates a top-level directory: a store under a HOME that does not
+    exist (``/nonexistent`` of a system user) raises `NoHome` instead of
+    making that HOME; then nothing is stored (counted) and nothing to hide."""
     from sandbox.errors import InputError
+    top = path
+    while not os.path.lexists(top):
+        parent = os.path.dirname(top)
+        if parent == "/" or parent == top:
+            raise NoHome(f"no audit store: {top} does not exist (set SANDBOX_AUDIT_DB)")
+        top = parent
     if os.path.lexists(path) and not os.path.isdir(path):
         raise InputError(f"audit store {path} is not a directory (an old single-file "
                          "database? move it away or set SANDBOX_AUDIT_DB to a directory)")

@@ -123,10 +123,15 @@ def _audit_db_default() -> str:
     return default_path()
 
 
-def _audit_store(configured: str | None) -> str:
-    """The audit store directory, created (0700) so the planner can mask it."""
-    from sandbox.audit.store import ensure_dir
-    return ensure_dir(os.path.abspath(configured or _audit_db_default()))
+def _audit_store(configured: str | None) -> tuple[str, ...]:
+    """The audit store directory, created (0700) so the planner can mask it; none
+    when it would need a new top-level directory (a HOME that does not exist:
+    then there is nothing to hide, and the monitor counts its records as lost)."""
+    from sandbox.audit.store import NoHome, ensure_dir
+    try:
+        return (ensure_dir(os.path.abspath(configured or _audit_db_default())),)
+    except NoHome:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -443,7 +448,7 @@ class Launcher:
             prep = P.prepare(run_id, pol, mode=mode, workdir=workdir, output_dir=output_dir,
                              env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths,
                              ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
-                             hidden=(_audit_store(self.audit_db),))
+                             hidden=_audit_store(self.audit_db))
         except BaseException:
             for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
                 s.close()
