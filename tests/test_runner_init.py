@@ -263,3 +263,43 @@ def test_sandbox_run_follows_the_same_exit_code_table(tmp_path):
     assert failed.returncode == 1 and "boom" in failed.stdout, failed.stdout + failed.stderr
     ok = sandbox("run", os.path.join(ROOT, "docs", "examples", "hello.json"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+# -- the exit pipe is read from inside the sandbox's reach: any bytes, never trusted ---
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _read_status(data: bytes, init_status: int) -> int:
+    from sandbox.monitor.supervisor import Supervisor
+    from sandbox.protocol import ExitReport
+    sup = Supervisor.__new__(Supervisor)
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    os.set_blocking(r, False)
+    sup._exit_r, sup.report = r, ExitReport()
+    try:
+        return sup._program_status(init_status)
+    finally:
+        os.close(r)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=40),
+                      st.integers(-5, 1 << 20).map(lambda n: f"{n}\n".encode())),
+       init_status=st.integers(0, 0xFFFF))
+def test_the_exit_pipe_can_only_confirm_what_the_init_exit_code_says(data, init_status):
+    got = _read_status(data, init_status)
+    if got != init_status:
+        assert os.WIFEXITED(init_status) and 0 <= got <= 0xFFFF
+        code = os.WEXITSTATUS(got) if os.WIFEXITED(got) else \
+            128 + os.WTERMSIG(got) if os.WIFSIGNALED(got) else 255
+        assert code & 0xFF == os.WEXITSTATUS(init_status)
+
+
+def test_the_exit_pipe_turns_137_into_a_signal_only_when_it_says_so():
+    assert _read_status(b"9\n", 137 << 8) == 9                 # killed by SIGKILL
+    assert _read_status(b"35072\n", 137 << 8) == 137 << 8      # exit(137) itself
+    assert _read_status(b"9\n", 0) == 0                        # disagrees: the init wins
+    assert _read_status(b"", 9) == 9                           # init killed: nothing written
