@@ -217,6 +217,7 @@ class Supervisor:
         """Hand ${OUTPUT} back inert, now that no process of the sandbox is left."""
         from sandbox.monitor import copy_out
         plan, dest = self.ctx.fs_plan, self.ctx.paths.output
+        self._mark("output_copy_started")
         if self.output_fd is not None:
             try:
                 rep = copy_out.copy_out(self.output_fd, dest, max_bytes=plan.output_size,
