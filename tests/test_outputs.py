@@ -373,3 +373,19 @@ if given is not None:
                 for d in dirs:
                     os.chmod(os.path.join(base_, d), 0o700)
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_without_namespaces_the_output_is_made_inert_in_place(tmp_path):
+    """best_effort without user namespaces: no mount view, so the program wrote to
+    the host directory itself; the monitor applies the same rules there."""
+    from test_fail_closed import run
+    code = ("import os, shutil\nout = os.environ['SANDBOX_OUTPUT']\n"
+            "shutil.copy('/bin/sh', out + '/rootsh'); os.chmod(out + '/rootsh', 0o4755)\n"
+            "os.mkfifo(out + '/fifo'); os.mkdir(out + '/d', 0o777)\n"
+            "open(out + '/d/f', 'w').write('x'); os.chmod(out + '/d/f', 0o666)\n"
+            "open(out + '/ran', 'w').write('yes'); print('ran')")
+    res = run(tmp_path, "userns", True, code=code, label="-inert")
+    assert res["status"] == "ok" and res["ran"], res
+    out = tmp_path / "out-userns-True-inert"
+    assert_inert(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["d", "ran", "rootsh"]

@@ -225,8 +225,10 @@ class Supervisor:
             finally:
                 os.close(self.output_fd)   # the last reference: the tmpfs goes away
                 self.output_fd = None
-        elif not self.ctx.namespaces and os.path.isdir(dest):
-            rep = copy_out.sanitize(dest)   # the program wrote to the host directory
+        elif os.path.isdir(dest):
+            # No output tmpfs (best_effort without namespaces: the program wrote to the
+            # host directory itself; or the view did not hold it): same rules in place.
+            rep = copy_out.sanitize(dest)
         else:
             return
         self.report.output = rep
