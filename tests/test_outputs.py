@@ -389,3 +389,17 @@ def test_without_namespaces_the_output_is_made_inert_in_place(tmp_path):
     out = tmp_path / "out-userns-True-inert"
     assert_inert(str(out))
     assert sorted(p.name for p in out.iterdir()) == ["d", "ran", "rootsh"]
+
+
+def test_a_missing_top_level_directory_is_never_made_on_the_way(monkeypatch):
+    """HOME=/nonexistent (a system user's) must not become a directory as a side
+    effect of a run's state directory."""
+    import time
+    from sandbox.errors import OutputPathError
+    top = f"/sbx-no-home-{os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.delenv("SANDBOX_HOME", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", top)
+    with pytest.raises(OutputPathError, match="top-level"):
+        Launcher(capture_output=True).spawn(RAN)
+    assert not os.path.lexists(top)

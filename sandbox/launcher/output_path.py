@@ -13,7 +13,9 @@ a name someone else controls:
   the last component is never followed (``O_NOFOLLOW``): a link planted at a
   predictable ``--output`` path must not redirect root's writes;
 - missing directories are created ``0700`` by ``mkdir`` itself (no window
-  between creation and a chmod), and the output directory ends up ``0700``;
+  between creation and a chmod), never at the top level on the way (a
+  ``HOME=/nonexistent`` must not become a directory), and the output
+  directory ends up ``0700``;
 - ``--output`` must be a new or empty directory, never ``/``, the caller's
   home or an FHS system directory, so a program can never add names to
   ``/etc`` or ``/usr``.
@@ -107,6 +109,10 @@ class _Walk:
             if not create:
                 raise OutputPathError(f"{self.what}: {os.path.join(self.where, name)} "
                                       "does not exist") from None
+            if not self.real:   # e.g. HOME=/nonexistent of a system user
+                raise OutputPathError(f"{self.what}: /{name} does not exist, and a new "
+                                      "top-level directory is never made on the way "
+                                      "(set SANDBOX_HOME, or give an existing place)") from None
             try:
                 os.mkdir(name, 0o700, dir_fd=self.fd)
             except FileExistsError:
