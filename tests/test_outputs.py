@@ -403,3 +403,44 @@ def test_a_missing_top_level_directory_is_never_made_on_the_way(monkeypatch):
     with pytest.raises(OutputPathError, match="top-level"):
         Launcher(capture_output=True).spawn(RAN)
     assert not os.path.lexists(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading as another user needs root to switch")
+def test_another_local_user_cannot_read_the_state_directory_or_a_run_output(monkeypatch):
+    """Judged as that user: a process with uid/gid 65534 tries to list the state
+    directory and the run's output and to read a file the run wrote. The state
+    directory lives in a world-traversable place, so only its own modes protect it."""
+    import shutil
+    import tempfile
+    base = tempfile.mkdtemp(dir="/var/tmp", prefix="sbx-state-")
+    os.chmod(base, 0o755)
+    try:
+        monkeypatch.setenv("SANDBOX_HOME", os.path.join(base, "state"))
+        r = Launcher(capture_output=True).spawn(
+            ["sh", "-c", 'echo token-123 > "$SANDBOX_OUTPUT/secret"; chmod 644 "$SANDBOX_OUTPUT/secret"'])
+        assert r.status == "ok", (r.reason, r.stderr)
+        targets = [os.path.join(base, "state"), os.path.join(base, "state", "runs"),
+                   r.output_dir, os.path.join(r.output_dir, "secret")]
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                for i, t in enumerate(targets):
+                    try:
+                        if os.path.basename(t) == "secret":
+                            open(t).read()
+                        else:
+                            os.listdir(t)
+                        code |= 1 << i          # it could: a leak
+                    except PermissionError:
+                        pass
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        leaked = [t for i, t in enumerate(targets) if os.waitstatus_to_exitcode(status) & (1 << i)]
+        assert leaked == [], leaked
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
