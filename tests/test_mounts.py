@@ -134,7 +134,8 @@ def test_ungranted_paths_do_not_exist(tree):
                 "etc": err(lambda: os.stat("/etc/passwd")),
                 "sibling": sorted(os.listdir(str(tree)))}
     out = view(tree, fn, FsRule(ro))
-    assert out["root"] == ["dev", "proc", "tmp"]   # ro lives under /tmp
+    # ro lives under /tmp; /sys holds only the sandbox's own cgroups (sysview.py)
+    assert out["root"] == ["dev", "proc", "sys", "tmp"]
     assert out["secret"] == out["dotdot"] == out["abs_link"] == out["rel_link"] == "ENOENT"
     assert out["link_text"] == str(tree / "secret")   # the link is there, its target is not
     assert out["etc"] == "ENOENT"
@@ -195,7 +196,7 @@ def test_tmp_is_private_and_fresh(tree):
     with planted:
         out = view(tree, fn)
     assert out["planted"] is False
-    assert out["tmp"] == [os.path.basename(inside_name)]
+    assert sorted(out["tmp"]) == sorted([os.path.basename(inside_name), "home"])  # + the private HOME
     assert not os.path.exists(inside_name)
     assert out["flags"] & os.ST_NOEXEC and not out["flags"] & os.ST_RDONLY
 
@@ -227,8 +228,8 @@ def test_dev_is_minimal(tree):
                 "null_is_chr": stat.S_ISCHR(os.stat("/dev/null").st_mode),
                 "mkdir_root": err(lambda: os.mkdir("/evil"))}
     out = view(tree, fn)
-    assert out["dev"] == sorted(["fd", "full", "null", "random", "shm", "stderr", "stdin",
-                                 "stdout", "tty", "urandom", "zero"])
+    assert out["dev"] == sorted(["fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr",
+                                 "stdin", "stdout", "tty", "urandom", "zero"])
     assert out["zero"] == "00000000" and out["urandom"] == 8
     assert out["fd"] == "/proc/self/fd"
     assert out["create"] == "EROFS" and out["mkdir_root"] == "EROFS"

@@ -18,7 +18,7 @@ def run(*args: str, cwd: str | None = None, env: dict | None = None) -> subproce
                           text=True, cwd=cwd or REPO, env=full_env, timeout=60)
 
 
-@pytest.mark.parametrize("name", ["base", "strict", "default", "spawn_process", "spawn_middleware"])
+@pytest.mark.parametrize("name", ["base", "strict", "build", "default", "spawn_process", "spawn_middleware"])
 def test_check_builtins(name):
     r = run("check", name)
     assert r.returncode == 0, r.stderr

@@ -187,8 +187,13 @@ def test_metadata_on_parent_directories():
     assert decide(P, "metadata", "/opt/tools").allowed
     assert decide(P, "metadata", "/").allowed
     assert decide(P, "metadata", "/data").allowed            # glob's literal prefix
-    assert not decide(P, "read", "/opt").allowed              # listing it is not granted
+    # listing a directory of the view is granted (issue 13: `ls /`): it names only what
+    # the view holds; nothing else about it is
+    assert decide(P, "read", "/opt").allowed and decide(P, "read", "/").allowed
+    for op in ("write", "create", "delete", "exec"):
+        assert not decide(P, op, "/opt").allowed and not decide(P, op, "/").allowed
     assert not decide(P, "metadata", "/opt/other").allowed
+    assert not decide(P, "read", "/opt/other").allowed
 
 
 def test_empty_policy_denies_host_paths():

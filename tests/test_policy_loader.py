@@ -94,7 +94,7 @@ def test_strict_limits_and_writes():
     p = load_policy("strict")
     assert p.filesystem.write == ("${OUTPUT}",)
     assert p.limits.wall == 60 and p.limits.memory == 512 << 20
-    assert p.limits.processes == 64 and p.limits.open_files == 256 and p.limits.file_size == 64 << 20
+    assert p.limits.processes == 256 and p.limits.open_files == 256 and p.limits.file_size == 64 << 20
     assert p.network.mode == "none" and p.best_effort is False
 
 

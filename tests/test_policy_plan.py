@@ -149,7 +149,8 @@ def test_tmp_size_carried(tmp_path):
     assert plan.tmp_size == 8 << 20 and plan.rules == ()
 
 
-@pytest.mark.parametrize("name", ["base", "strict", "default", "spawn_process", "spawn_middleware"])
+@pytest.mark.parametrize("name", ["base", "strict", "build", "default", "spawn_process",
+                                  "spawn_middleware"])
 def test_builtin_plans_build_here(name, tmp_path):
     (tmp_path / "out").mkdir()
     pol = resolve(load_policy(name), default_variables(str(tmp_path), str(tmp_path / "out")))
@@ -161,4 +162,5 @@ def test_builtin_plans_build_here(name, tmp_path):
     assert FsPlan.from_dict(plan.to_dict()) == plan
     if name != "base":
         out = next(r for r in plan.rules if r.path == str(tmp_path / "out"))
-        assert out.write and not out.exec
+        # default and build grant exec on ${WORKDIR}, which holds the output here
+        assert out.write and out.exec == (name in ("default", "build"))

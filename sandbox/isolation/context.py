@@ -40,6 +40,9 @@ class ContainContext:
     output_fd: int | None = None         # the ${OUTPUT} tmpfs, set by the mount layer (copy-out)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per layer
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup
+    # the run's own cgroups, shown read-only at /sys/fs/cgroup (sysview.py): v1 controller
+    # names, "unified" for its v2 cgroup; empty when the run has none
+    cgroup_view: tuple[str, ...] = ()
     init_fd: int = -1                    # O_PATH descriptor of sandbox-init, opened before the view
     exit_fd: int = -1                    # pipe to the monitor for the program's wait status
     tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev

@@ -166,6 +166,10 @@ def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
     scratch = WRITE | (EXECUTE if tmp_exec else 0)
     if "mounts" in ctx.active:
         rules += [("/tmp", scratch), ("/dev", DEV), ("/dev/shm", WRITE), ("/proc", READ)]
+        # The view's directories may be listed (`ls /`): the view holds only what the
+        # plan grants plus the sandbox's own areas, so the names listed are the
+        # view's, never the host's. The sandbox's own cgroups (sysview.py), read-only.
+        rules += [("/", READ_DIR), ("/sys/fs/cgroup", READ)]
     else:
         rules = around_masks(rules, ctx.fs_plan.masks)
         rules += [(ctx.paths.tmp, scratch), ("/proc", READ)]

@@ -78,7 +78,7 @@ import stat
 from dataclasses import dataclass
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc
+from sandbox.isolation import libc, sysview
 from sandbox.isolation.context import ContainContext
 from sandbox.policy.plan import FsPlan
 
@@ -375,9 +375,11 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None 
         elif step.kind == "link" and not os.path.lexists(root + step.path):
             _make_parents(root + step.path)
             os.symlink(step.source, root + step.path)
+    sysview.make_pts_points(dev, tty)
     _setattr(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
     libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                f"mode=1777,size={shm_size}")
+    sysview.private_pts(dev, tty)
 
 
 def _mount_output(target: str, step: Step, plan: FsPlan) -> int:
@@ -477,6 +479,7 @@ def build_view(ctx: ContainContext) -> str:
             _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held)
         except OSError as exc:
             raise _fail(f"{step.kind}", step.path, exc) from None
+    _system_view(ctx, root)
     try:
         if mask_file:
             os.unlink(mask_file[0])
@@ -486,6 +489,21 @@ def build_view(ctx: ContainContext) -> str:
     if held:
         ctx.output_fd = held[0]
     return root
+
+
+def _system_view(ctx: ContainContext, root: str) -> None:
+    """What programs expect of a system (sysview.py): HOME, the generated /etc files,
+    the sandbox's own cgroups at /sys/fs/cgroup. After the binds and masks, before
+    the root turns read-only."""
+    ro = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC
+    try:
+        sysview.home(root)
+        sysview.etc_files(root, os.path.realpath(ctx.paths.rundir), ctx.fs_plan.masks,
+                          os.getuid(), os.getgid(), ctx.hostname,
+                          lambda target: _setattr(target, ro, False))
+        sysview.cgroup_tree(root, ctx.cgroup_view)
+    except OSError as exc:
+        raise _fail("system view at", exc.filename or root, exc) from None
 
 
 def enter_view(root: str, workdir: str) -> None:

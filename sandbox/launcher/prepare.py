@@ -109,9 +109,13 @@ def _discard(paths: RunPaths, own_output: bool) -> None:
 
 def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
               extra: Mapping[str, str] | None, ipc_fd: int) -> dict[str, str]:
-    """An environment scrubbed to an allowlist: nothing of the caller's leaks by default."""
-    env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "LANG": "C.UTF-8",
-           "TMPDIR": "/tmp" if namespaces else paths.tmp}
+    """An environment scrubbed to an allowlist: nothing of the caller's leaks by default.
+
+    HOME, USER, LOGNAME and SHELL name the sandbox's own user as the view's
+    /etc/passwd does (sandbox.isolation.identity); TERM is the caller's or "dumb"."""
+    from sandbox.isolation import identity
+    env = {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8", "TMPDIR": "/tmp" if namespaces else paths.tmp}
+    env.update(identity.environment(identity.identity(os.getuid(), os.getgid()), os.environ))
     for name in policy.env.keep:
         if name in os.environ:
             env[name] = os.environ[name]

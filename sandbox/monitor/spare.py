@@ -85,6 +85,7 @@ def _start_pid1(setup_fd: int):
         ctx.monitor_fd = setup_fd
         ctx.exit_fd = fds[4] if len(fds) > 4 else -1
         ctx.cgroup_memory = bool(spec.get("cgroup_memory"))
+        ctx.cgroup_view = tuple(str(c) for c in spec.get("cgroup_view") or ())
         return lambda: entry.main(ctx, spec)
     return start
 

@@ -83,6 +83,10 @@ class Supervisor:
     def _note_cgroup(self, cg: Any) -> None:
         """RunResult.limits_applied names policy limits (memory, processes), not controllers."""
         names = {"memory": "memory", "pids": "processes"}
+        # The run's own cgroups, shown read-only at the view's /sys/fs/cgroup (sysview.py)
+        dirs = getattr(cg, "dirs", {})
+        self.ctx.cgroup_view = tuple(sorted(c for c, (v, _) in dirs.items() if v == "v1")) + \
+            (("unified",) if any(v == "v2" for v, _ in dirs.values()) else ())
         self.report.limits_applied.update(
             {names[c]: f"cgroup-{v}" for c, v in cg.applied.items() if c in names})
 
@@ -100,7 +104,8 @@ class Supervisor:
         self.stdio = StdioRelay(StdioSpec.from_spec(self.spec.get("stdio")))
         if self.prestarted is not None:
             pre = self.prestarted
-            spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory},
+            spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory,
+                           "cgroup_view": list(self.ctx.cgroup_view)},
                      self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
             os.close(exit_w)

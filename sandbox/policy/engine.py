@@ -28,7 +28,13 @@ Semantics, in order (see docs/policy-reference.md for the long form):
    reported, else the first matching glob rule.
 5. `metadata` (stat, access, readlink) is also allowed on every parent
    directory of an allow rule: those directories exist in the sandbox's view.
-6. Else denied: `default: not granted`.
+   `read` (listing) too, on them and on `/`: the view's directories hold only
+   what the plan grants, so a listing names the view, never the host.
+6. The system view (sandbox.isolation.sysview): `/sys/fs/cgroup` shows the
+   sandbox's own cgroups, read-only; `/dev/pts` is a private devpts instance
+   (`/dev/ptmx` links to its ptmx). `/etc/passwd`, `/etc/group` and
+   `/etc/hosts` are generated copies when `/etc` is granted (said in the reason).
+7. Else denied: `default: not granted`.
 
 Paths that do not exist yet are decided like any other: by the nearest rule
 covering them (creating a file under a `write` rule is allowed).
@@ -65,6 +71,24 @@ DEV_LINKS = ("fd", "stdin", "stdout", "stderr")   # links to the process's own d
 _TMP_OPS = frozenset({"read", "write", "create", "delete", "metadata"})
 _DEV_NODE_OPS = frozenset({"read", "write", "metadata"})
 _READ_OPS = frozenset({"read", "metadata"})
+
+CGROUP_VIEW = "/sys/fs/cgroup"
+_GEN = ("; the view shows a generated copy of the host's file (never the host's file "
+        "written) in which ")
+_GENERATED = {
+    "/etc/passwd": _GEN + "the sandbox's user has HOME=/tmp/home and a usable shell",
+    "/etc/group": _GEN + "the sandbox's gid has a name",
+    "/etc/hosts": _GEN + "the sandbox's host name resolves to loopback",
+}
+
+# base.toml's system-view grants, said as such by `sandbox policy explain`
+_SYSTEM_VIEW = {
+    "filesystem.read: /var/lib/dpkg": " (base's system view: the package database, so dpkg -l "
+                                      "and dpkg -s answer; read-only)",
+    "filesystem.read: /sys/devices/system/cpu": " (base's system view: the CPU topology, for "
+                                                "lscpu, nproc and runtimes sizing thread pools; "
+                                                "read-only, nothing else of the host's /sys)",
+}
 
 _OPS = frozenset(OPERATIONS)
 _CACHE_MAX = 1 << 14
@@ -188,13 +212,22 @@ class Engine:
         area = area_of(p)
         if area is not None:
             return self._decide_area(op, p, chain, area)
+        if p == CGROUP_VIEW or p.startswith(CGROUP_VIEW + "/"):
+            if op in _READ_OPS:
+                return Verdict(True, "sandbox: /sys/fs/cgroup",
+                               f"{p} is in the sandbox's own cgroups (its limits and usage), "
+                               "shown read-only; nothing of the host's other cgroups", p)
+            return Verdict(False, "sandbox: /sys/fs/cgroup",
+                           f"{op} of {p} is denied: the sandbox's cgroups are read-only to it", p)
         found = self._allow(op, p, chain, None)
         if found is not None and found[0]:
-            return Verdict(True, found[1], f"{op} of {p} is granted by {found[1]}", p)
-        if op == "metadata" and p in self.parents:
-            rule = f"sandbox: parent of {self.parents[p]}"
-            return Verdict(True, rule, f"{p} is a parent directory of a granted path, so it exists "
-                                       f"in the sandbox's view and may be looked at", p)
+            note = (_GENERATED.get(p, "") or _SYSTEM_VIEW.get(found[1], "")) if op in _READ_OPS else ""
+            return Verdict(True, found[1], f"{op} of {p} is granted by {found[1]}{note}", p)
+        if op in _READ_OPS and (p in self.parents or p == "/"):
+            rule = "sandbox: root of the view" if p == "/" else f"sandbox: parent of {self.parents[p]}"
+            return Verdict(True, rule, f"{p} is a directory of the sandbox's view, so it may be "
+                                       f"looked at and listed (a listing shows only what the view "
+                                       f"holds, never the host's other entries)", p)
         return self._not_granted(op, p, found)
 
     def _decide_area(self, op: str, p: str, chain: list[str], area: str) -> Verdict:
@@ -223,6 +256,12 @@ class Engine:
             return Verdict(False, "private /dev/shm",
                            f"{op} of {p} is denied: the private /dev/shm is not executable", p)
         link = name.split("/", 1)[0]
+        if link == "pts" or name == "ptmx":
+            if op in _DEV_NODE_OPS:
+                return Verdict(True, "sandbox: /dev/pts",
+                               f"{p} is in the sandbox's private /dev/pts (a new devpts instance "
+                               "holding only the ptys it opens)", p)
+            return Verdict(False, "sandbox: /dev/pts", f"{op} of {p} is not allowed", p)
         if link in DEV_LINKS:
             if op in _DEV_NODE_OPS:
                 return Verdict(True, f"sandbox: /dev/{link}",

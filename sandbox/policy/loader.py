@@ -24,7 +24,7 @@ from typing import Any
 from sandbox.errors import PolicyError
 from sandbox.policy import units
 from sandbox.policy.locate import Locator
-from sandbox.policy.model import (MONITOR_CPU, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
+from sandbox.policy.model import (MONITOR_CPU, default_tmp_size, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
                                   Policy, SyscallPolicy)
 from sandbox.policy.search import default_search_path, available_policies, find_policy, is_name
 from sandbox.policy.spec import TABLES, TOP, UNLIMITED, Kind
@@ -293,7 +293,8 @@ def _build(raw: Raw, file: str) -> Policy:
         best_effort=raw.get("best_effort", False),
         filesystem=FilesystemPolicy(read=tuple(fs.get("read", ())), write=tuple(fs.get("write", ())),
                                     exec=tuple(fs.get("exec", ())), deny=tuple(fs.get("deny", ())),
-                                    tmp_size=fs.get("tmp_size", default_fs.tmp_size),
+                                    tmp_size=fs.get("tmp_size") or default_tmp_size(
+                                        lim("limits", "memory")),
                                     allow_credentials=tuple(fs.get("allow_credentials", ())),
                                     output_size=fs.get("output_size", default_fs.output_size),
                                     output_inodes=fs.get("output_inodes",

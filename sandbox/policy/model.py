@@ -35,7 +35,7 @@ class FilesystemPolicy:
     write: tuple[str, ...] = ()
     exec: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
-    tmp_size: int = 64 * MiB
+    tmp_size: int = 64 * MiB     # unset in a policy file: `default_tmp_size` of its memory limit
     # Credential stores (sandbox.policy.credentials.STORES, or "*") NOT denied under
     # granted homes; every other store is, once the policy is resolved.
     allow_credentials: tuple[str, ...] = ()
@@ -43,6 +43,23 @@ class FilesystemPolicy:
     # writes beyond it fail with ENOSPC, and the host disk a run fills is bounded.
     output_size: int = 256 * MiB
     output_inodes: int = 16384
+
+
+TMP_SHARE = 2          # an unset tmp_size is memory / TMP_SHARE
+TMP_MIN = 16 * MiB
+
+
+def default_tmp_size(memory: int | None) -> int:
+    """The private /tmp's size when the policy does not set one.
+
+    Why it scales: a tmpfs is memory, charged to the sandbox's memory cgroup, so
+    a fixed size is either too small for a generous cap (a numpy install does not
+    fit in 64 MiB) or a way to reach a tight cap with files. Half the memory limit
+    leaves the other half to the programs; no limit keeps the historical 64 MiB.
+    """
+    if memory is None:
+        return 64 * MiB
+    return max(TMP_MIN, memory // TMP_SHARE)
 
 
 @dataclass(frozen=True)

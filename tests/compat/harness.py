@@ -49,6 +49,8 @@ def _workdir(w: Workload, root: str) -> str:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
+        if rel in w.executable:
+            os.chmod(path, 0o755)
     return work
 
 

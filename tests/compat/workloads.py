@@ -24,6 +24,7 @@ class Workload:
     stdin: bytes | None = None
     files: dict[str, str] = field(default_factory=dict)
     needs: tuple[str, ...] = ()          # commands that must exist on the host
+    executable: tuple[str, ...] = ()     # files of `files` made executable (mode 0755)
 
 
 HELLO_C = '#include <stdio.h>\nint main(void){puts("hello from c");return 0;}\n'
@@ -109,6 +110,10 @@ WORKLOADS: list[Workload] = [
              files={"hello.c": HELLO_C, "Makefile": MAKEFILE}, needs=("make", "gcc")),
     Workload("run-script", "chmod +x run2.sh 2>/dev/null; ./run2.sh", "./script in the work dir",
              files={"run2.sh": "#!/bin/sh\necho from run2\n"}),
+    Workload("run-exec", "./run3.sh && ./bin/tool", "an executable script and program of the work dir",
+             files={"run3.sh": "#!/bin/sh\necho from run3\n",
+                    "bin/tool": "#!/bin/bash\necho from tool\n"},
+             executable=("run3.sh", "bin/tool")),
     # -- toolchains
     Workload("gcc-run", T + "gcc -o $T/h hello.c && $T/h", "compile and run in temp space",
              files={"hello.c": HELLO_C}, needs=("gcc",)),
