@@ -160,7 +160,8 @@ def test_a_file_the_policy_does_not_let_run_is_126_and_names_the_grant(tmp_path,
     shutil.copy(static_binary, work / "x")
     os.chmod(tmp_path, 0o755)
     os.chmod(work, 0o755)
-    p = sandbox("exec", "--", "./x", cwd=str(work))   # default: the workdir is read-only
+    # strict: no exec on the work directory (default grants it since issue 13)
+    p = sandbox("exec", "--policy", "strict", "--", "./x", cwd=str(work))
     assert p.returncode == 126 and p.stderr.count("\n") == 1, p.stderr
     assert f"cannot execute ./x: the policy grants no exec under {work}" in p.stderr
     assert f'add exec = ["{work}"]' in p.stderr

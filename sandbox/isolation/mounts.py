@@ -483,7 +483,11 @@ def build_view(ctx: ContainContext) -> str:
     try:
         if mask_file:
             os.unlink(mask_file[0])
-        _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+        # A rule for "/" itself (workdir "/") stacked the host's root on the tmpfs: the
+        # mount at `root` is then that bind, whose rights its own step set (an exec grant
+        # must not turn noexec here); the tmpfs beneath is hidden anyway.
+        if not any(s.kind == "bind" and s.path == "/" for s in steps):
+            _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
     if held:
