@@ -19,7 +19,7 @@ from probes import syscalls as probe
 from sandbox.isolation import seccomp
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.monitor import seccomp_notify as sn
-from sandbox.policy.model import AuditPolicy, Policy, SyscallPolicy
+from sandbox.policy.model import AuditPolicy, NetworkPolicy, Policy, SyscallPolicy
 from sandbox.policy.plan import FsPlan
 
 pytestmark = pytest.mark.isolation
@@ -144,8 +144,10 @@ def test_kill_violation_names_the_syscall():
 
 def test_apply_with_audit_and_kill_shares_one_listener():
     """The layer entry point: audit notifications are not violations, denied calls are."""
+    # network "host": with a private network sendmsg is mediated too, and this child
+    # sends its listener with sendmsg (the sandboxee names it instead: entry.py)
     pol = Policy(syscalls=SyscallPolicy(on_violation="kill", deny=("uname",)),
-                 audit=AuditPolicy(files="all"))
+                 audit=AuditPolicy(files="all"), network=NetworkPolicy(mode="host"))
     ctx = ContainContext(policy=pol, paths=RunPaths("/", "/", "/", "/tmp"), fs_plan=FsPlan(),
                          ipc_fd=-1, monitor_fd=-1, audit_files="all")
 

@@ -214,11 +214,15 @@ def _add_init_rule(ruleset: int, init_fd: int, fs: int) -> None:
         raise SetupError("landlock", f"rule for the sandbox's init: {exc.strerror}") from None
 
 
-def apply(ctx: ContainContext) -> None:
+def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
+    """`abstract_scope=False`: for the broker process (sandbox/monitor/broker_process.py),
+    which acts on the sandbox's own abstract sockets from a domain of its own."""
     abi = abi_version()
     if abi < 1:
         raise SetupError("landlock", "kernel has no Landlock (see sandbox doctor)")
     fs, net, scoped = handled(abi, ctx.policy.network.mode)
+    if not abstract_scope:
+        scoped &= ~SCOPE_ABSTRACT_UNIX_SOCKET
     attr = RulesetAttr(fs, net, scoped)
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     try:

@@ -82,14 +82,22 @@ STAT_SYSCALLS: frozenset[str] = frozenset({
 AUDIT_DENY: tuple[str, ...] = ("io_uring_setup", "io_uring_enter", "io_uring_register")
 
 
-def notify_set_for(audit_files: str) -> frozenset[str]:
-    """The syscalls to route to the monitor for `policy.audit.files`."""
+# With a private network (mode none or loopback) the monitor mediates what could
+# reach a pathname UNIX socket outside the sandbox: seccomp cannot read a sockaddr
+# and Landlock (ABI 7) cannot restrict pathname connects. sendto is notified only
+# with a destination address (syscall_profiles.NOTIFY_GUARDS).
+NET_SYSCALLS: frozenset[str] = frozenset({"connect", "sendto", "sendmsg", "sendmmsg"})
+
+
+def notify_set_for(audit_files: str, network: str = "host") -> frozenset[str]:
+    """The syscalls to route to the monitor for `policy.audit.files` and the network mode."""
+    net = NET_SYSCALLS if network != "host" else frozenset()
     if audit_files == "none":
-        return frozenset()
+        return net
     if audit_files == "denied":
-        return FILE_SYSCALLS
+        return FILE_SYSCALLS | net
     if audit_files == "all":
-        return FILE_SYSCALLS | STAT_SYSCALLS
+        return FILE_SYSCALLS | STAT_SYSCALLS | net
     raise ValueError(f"unknown audit.files value {audit_files!r}")
 
 
@@ -199,24 +207,25 @@ def _ensure_no_new_privs() -> None:
         prctl.set_no_new_privs(1)
 
 
-def warm(syscalls: SyscallPolicy, audit_files: str = "none") -> bytes:
+def warm(syscalls: SyscallPolicy, audit_files: str = "none", network: str = "host") -> bytes:
     """Compile what `apply` will install, ahead of the fork (fork server, monitor).
 
     The first compile of a profile costs milliseconds (name resolution); a
     cached one about 15 us. Raises ValueError for bad names or values.
     """
     return compile_program(audited_syscalls(syscalls, audit_files),
-                           notify=notify_set_for(audit_files),
+                           notify=notify_set_for(audit_files, network),
                            kill_via_notify=syscalls.on_violation == "kill")
 
 
 def apply(ctx: ContainContext) -> None:
     syscalls = ctx.policy.syscalls
     try:
-        program = warm(syscalls, ctx.audit_files)
+        program = warm(syscalls, ctx.audit_files, ctx.policy.network.mode)
     except ValueError as exc:
         raise SetupError("seccomp", str(exc)) from None
-    want_listener = ctx.audit_files != "none" or syscalls.on_violation == "kill"
+    want_listener = ctx.audit_files != "none" or syscalls.on_violation == "kill" \
+        or ctx.policy.network.mode != "host"
     try:
         _ensure_no_new_privs()
         fd = install(program, listener=want_listener)

@@ -265,6 +265,11 @@ class Table:
         return self.default if rule is None else rule.decide(args)
 
 
+# A notified syscall that stays plain ALLOW when these comparisons hold: sendto
+# without a destination address (send(2)) cannot reach a new peer.
+NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),)}
+
+
 @functools.lru_cache(maxsize=64)
 def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...] = (),
             notify: frozenset[str] = frozenset()) -> Table:
@@ -282,7 +287,11 @@ def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...
         rules[name] = only(DENY)
     for name in notify:
         rule = rules.get(name, only(prof.default))
-        rules[name] = rule.remap(lambda a: NOTIFY if a == ALLOW else a)
+        guard = NOTIFY_GUARDS.get(name)
+        notified = rule.remap(lambda a: NOTIFY if a == ALLOW else a)
+        if guard is not None and rule.unconditional and rule.otherwise == ALLOW:
+            notified = Rule(((guard, ALLOW),) + notified.cases, notified.otherwise)
+        rules[name] = notified
     by_nr: dict[int, Rule] = {}
     explicit = set(allow) | set(deny) | set(notify)
     for name, rule in rules.items():

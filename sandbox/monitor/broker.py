@@ -33,13 +33,18 @@ of a denied name may be seen), chmod/chown/utime (metadata changes), exec
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import socket
+import stat
+import struct
 from typing import Any
 
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD
 from sandbox.monitor.broker_exec import Record, Request
+from sandbox.monitor.broker_net import MAX_SEND, NetRequest, encode_addr
 from sandbox.monitor.broker_process import BrokerGone, BrokerProcess
 from sandbox.monitor.seccomp_notify import SECCOMP_ADDFD_FLAG_SEND
 
@@ -47,6 +52,27 @@ BROKERED = frozenset({"open", "openat", "openat2", "creat", "truncate", "unlink"
                       "rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "rename", "renameat",
                       "renameat2", "link", "linkat", "symlink", "symlinkat"})
 _MODE_ARG = {"mkdir": 1, "mkdirat": 2, "mknod": 1, "mknodat": 2}
+SYS_pidfd_open, SYS_pidfd_getfd, PIDFD_THREAD = 434, 438, os.O_EXCL
+_MSGHDR = struct.Struct("<QI4xQQQQi4x")      # struct msghdr (x86_64, 56 bytes)
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _sys(*args: int) -> int:
+    ret = _libc.syscall(*(ctypes.c_long(a) for a in args))
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return ret
+
+
+def take_fd(tid: int, fd: int) -> int:
+    """A duplicate of descriptor `fd` of thread `tid` (pidfd_getfd: same open file)."""
+    pidfd = _sys(SYS_pidfd_open, tid, PIDFD_THREAD)
+    try:
+        return _sys(SYS_pidfd_getfd, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
 
 
 class Broker:
@@ -58,9 +84,8 @@ class Broker:
         self.failed: str | None = None
         self.pid: int | None = None          # the broker process's, once started
 
-    @staticmethod
-    def handles(name: str) -> bool:
-        return name in BROKERED
+    def handles(self, name: str) -> bool:
+        return bool(self.guarded) and name in BROKERED
 
     # -- what the monitor reads about the caller ---------------------------------------------
     @staticmethod
@@ -193,6 +218,134 @@ class Broker:
         for op, path, allowed, rule in records:
             loop.record(pid, op, name, path, flag_text, allowed, rule, "monitor", result)
         return True
+
+    # -- connects and addressed sends (issue 10.6) -------------------------------------------
+    def handle_net(self, n: Any, name: str) -> None:
+        """connect / sendto / sendmsg / sendmmsg under a private network. Only AF_UNIX
+        sockets can leave the network namespace (a pathname), and only connect and
+        datagram sends take a peer's name: those are performed by the broker on our
+        copy; anything else is CONTINUEd (its family is the socket's, fixed, and the
+        namespace bounds it), see broker_net.py."""
+        loop, lst = self.loop, self.loop.listener
+        pid, args = n.pid, n.args
+        try:
+            sock = take_fd(pid, args[0] & 0xFFFFFFFF)
+        except OSError as exc:     # EBADF: what the kernel would say; the caller's fd
+            lst.respond_error(n.id, exc.errno if exc.errno == errno.EBADF else errno.EPERM)
+            return
+        rights: list[int] = []
+        try:
+            if not stat.S_ISSOCK(os.fstat(sock).st_mode):
+                lst.respond_error(n.id, errno.ENOTSOCK)
+                return
+            with socket.socket(fileno=os.dup(sock)) as s:
+                family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+                stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            if family != socket.AF_UNIX or (name != "connect" and stype != socket.SOCK_DGRAM):
+                lst.respond_continue(n.id)
+                return
+            if name == "sendmmsg":
+                # several datagrams, each with its own address: not brokered, refused
+                self._net_answer(n, name, errno.EOPNOTSUPP, [("send", "?", False,
+                                 "sandbox: sendmmsg on a UNIX datagram socket")])
+                return
+            req = self._net_request(n, name, rights)
+            if isinstance(req, int):
+                lst.respond_error(n.id, req)
+                return
+            try:
+                reply = self._process(n).call(req, (sock, *rights))
+            except BrokerGone:
+                self._net_answer(n, name, errno.EPERM, [])
+                return
+            if reply.err:
+                if reply.rule_denied:
+                    loop.tally.monitor_denied += 1
+                self._net_answer(n, name, reply.err, reply.records)
+            else:
+                lst.respond_value(n.id, reply.value)
+                self._net_record(n, name, reply.records, "ok")
+        finally:
+            os.close(sock)
+            for fd in rights:
+                os.close(fd)
+
+    def _net_answer(self, n: Any, name: str, err: int, records: list[Record]) -> None:
+        self._answer_error(n.id, err)
+        self._net_record(n, name, records, errno.errorcode.get(err, str(err)))
+
+    def _net_record(self, n: Any, name: str, records: list[Record], result: str) -> None:
+        self.loop.tally.brokered += 1
+        for op, path, allowed, rule in records:
+            self.loop.record(n.pid, op, name, path, None, allowed, rule, "monitor", result)
+
+    def _net_request(self, n: Any, name: str, rights: list[int]) -> NetRequest | int:
+        """Our copy of the address (sun_path made absolute) and data; or an errno."""
+        pid, args = n.pid, n.args
+        mem = self.loop.paths.mem
+        data, flags = b"", 0
+        if name == "connect":
+            addr_ptr, addr_len = args[1], args[2] & 0xFFFFFFFF
+        elif name == "sendto":
+            addr_ptr, addr_len, flags = args[4], args[5] & 0xFFFFFFFF, args[3] & 0xFFFFFFFF
+            if args[2] > MAX_SEND:
+                return errno.EMSGSIZE
+            data = mem.read(pid, args[1], args[2]) if args[2] else b""
+        else:   # sendmsg
+            flags = args[2] & 0xFFFFFFFF
+            raw = mem.read(pid, args[1], _MSGHDR.size)
+            if len(raw) < _MSGHDR.size:
+                return errno.EFAULT
+            addr_ptr, addr_len, iov, iovlen, ctl, ctllen, _ = _MSGHDR.unpack(raw)
+            if iovlen > 1024:
+                return errno.EMSGSIZE
+            vec = mem.read(pid, iov, 16 * iovlen) if iovlen else b""
+            parts = []
+            for i in range(iovlen):
+                base, length = struct.unpack_from("<QQ", vec, 16 * i)
+                if sum(map(len, parts)) + length > MAX_SEND:
+                    return errno.EMSGSIZE
+                parts.append(mem.read(pid, base, length) if length else b"")
+            data = b"".join(parts)
+            if ctl and ctllen:
+                if ctllen > 4096:
+                    return errno.EINVAL
+                err = self._rights(pid, mem.read(pid, ctl, ctllen), rights)
+                if err:
+                    return err
+        if not addr_ptr or not addr_len:
+            addr = b""
+        else:
+            if addr_len > 110:
+                return errno.EINVAL
+            addr = mem.read(pid, addr_ptr, addr_len)
+            if len(addr) > 2 and addr[2] != 0 and int.from_bytes(addr[:2], "little") \
+                    == socket.AF_UNIX:
+                path = os.fsdecode(addr[2:].split(b"\0", 1)[0])
+                path = self.loop.paths.absolute(pid, None, path)
+                addr = addr[:2] + os.fsencode(path)
+        return NetRequest(name, flags, encode_addr(addr), encode_addr(data))
+
+    @staticmethod
+    def _rights(pid: int, ctl: bytes, rights: list[int]) -> int:
+        """SCM_RIGHTS descriptors of a sendmsg, taken from the caller; other control
+        messages are refused (EPERM): the broker could not send them as the caller."""
+        pos = 0
+        while pos + 16 <= len(ctl):
+            length, level, kind = struct.unpack_from("<Qii", ctl, pos)
+            if length < 16 or pos + length > len(ctl):
+                return errno.EINVAL
+            if level != socket.SOL_SOCKET or kind != socket.SCM_RIGHTS:
+                return errno.EPERM
+            for (fd,) in struct.iter_unpack("<i", ctl[pos + 16:pos + length - (length - 16) % 4]):
+                if len(rights) >= 60:
+                    return errno.ETOOMANYREFS
+                try:
+                    rights.append(take_fd(pid, fd))
+                except OSError:
+                    return errno.EBADF
+            pos += (length + 7) & ~7
+        return 0
 
     def _answer_error(self, nid: int, err: int) -> None:
         try:

@@ -115,9 +115,10 @@ class Denied(Exception):
 class Executor:
     """Resolves, decides and performs requests; see the module doc."""
 
-    def __init__(self, engine: Engine, root: Root) -> None:
+    def __init__(self, engine: Engine, root: Root, unix: tuple[str, ...] = ()) -> None:
         self.engine = engine
         self.root = root
+        self.unix = unix            # network.unix: sockets outside it may reach
 
     def _decide(self, op: str, path: str) -> Any:
         v = self.engine.decide(op, path)
@@ -136,6 +137,11 @@ class Executor:
         return exc
 
     # -- entry point -------------------------------------------------------------------------
+    def execute_net(self, req: Any, fds: list[int]) -> tuple[int, list[Record]]:
+        """A connect or addressed send (sandbox/monitor/broker_net.py): (value, records)."""
+        from sandbox.monitor.broker_net import execute_net
+        return execute_net(self.root, self.unix, req, fds)
+
     def execute(self, req: Request) -> tuple[int | None, list[Record]]:
         """(descriptor or None, records); raises Denied or OSError (with .records)."""
         if req.kind in ("open", "openat2", "creat"):

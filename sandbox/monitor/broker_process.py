@@ -49,9 +49,11 @@ import prctl
 
 from sandbox.isolation import landlock, privileges
 from sandbox.monitor.broker_exec import MAGIC_RULE, Denied, Executor, Record, Request
+from sandbox.monitor.broker_net import NetRequest
 from sandbox.monitor.root_walk import Root
 
-MAX_FRAME = 64 * 1024
+MAX_FRAME = 128 * 1024
+MAX_FDS = 64             # the caller's socket and the descriptors a brokered sendmsg passes
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 _NS = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET))
 
@@ -68,6 +70,7 @@ class Reply:
     records: list[Record] = field(default_factory=list)
     rule_denied: bool = False          # refused by a policy rule (counted as monitor_denied)
     fd: int | None = None              # the opened descriptor (ours to close)
+    value: int = 0                     # what the call returns (bytes sent)
 
 
 def _setns(fd: int, nstype: int) -> None:
@@ -129,7 +132,7 @@ class BrokerProcess:
                 os.close(fd)
             os.close(root)
 
-    def call(self, req: Request, fds: tuple[int, ...] = ()) -> Reply:
+    def call(self, req: Any, fds: tuple[int, ...] = ()) -> Reply:
         if self.sock is None:
             raise BrokerGone(self.error or "no broker")
         data = json.dumps(asdict(req), ensure_ascii=True).encode()
@@ -184,8 +187,10 @@ def _decode_reply(msg: bytes, fds: list[int]) -> Reply:
         raise ValueError("empty reply or too many descriptors")
     obj = json.loads(msg)
     err, recs, denied, has_fd = obj["err"], obj["records"], obj["rule_denied"], obj["fd"]
+    value = obj.get("value", 0)
     if not isinstance(err, int) or not 0 <= err < 4096 or not isinstance(recs, list) \
-            or len(recs) > 16 or has_fd != bool(fds) or (has_fd and err):
+            or len(recs) > 16 or has_fd != bool(fds) or (has_fd and err) \
+            or not isinstance(value, int) or not 0 <= value <= 1 << 31:
         raise ValueError("malformed reply")
     records: list[Record] = []
     for r in recs:
@@ -194,7 +199,7 @@ def _decode_reply(msg: bytes, fds: list[int]) -> Reply:
                 and isinstance(rule, str)):
             raise ValueError("malformed record")
         records.append((op, path, allowed, rule))
-    return Reply(err, records, bool(denied), fds[0] if fds else None)
+    return Reply(err, records, bool(denied), fds[0] if fds else None, value)
 
 
 # -- the broker itself ----------------------------------------------------------------------
@@ -230,9 +235,12 @@ def _confine(ns: list[tuple[int, int]], root: int, sock: int, ready: int, engine
         if landlock.abi_version() >= 1 and ctx is not None:
             lctx = copy.copy(ctx)
             lctx.active = ["mounts"] if mounted else []
-            landlock.apply(lctx)
+            # abstract sockets: the sandbox's own (its network namespace), which a
+            # broker's separate domain would otherwise be scoped away from
+            landlock.apply(lctx, abstract_scope=ctx.policy.network.mode == "host")
+        unix = tuple(ctx.policy.network.unix) if ctx is not None else ()
         ex = Executor(engine, Root(os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC),
-                                   fd_dir))
+                                   fd_dir), unix)
     except BaseException as exc:
         os.write(ready, f"broker set-up: {type(exc).__name__}: {exc}".encode()[:4000])
         raise
@@ -244,7 +252,7 @@ def _confine(ns: list[tuple[int, int]], root: int, sock: int, ready: int, engine
 def _serve(sock: socket.socket, ex: Executor) -> None:   # pragma: no cover - in the child
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, MAX_FRAME, 1)
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_FRAME, MAX_FDS)
         except OSError:
             return
         if not msg:
@@ -253,8 +261,13 @@ def _serve(sock: socket.socket, ex: Executor) -> None:   # pragma: no cover - in
         try:
             try:
                 req = _decode_request(msg)
-                fd, recs = ex.execute(req)
-                reply: dict[str, Any] = {"err": 0, "records": recs, "rule_denied": False}
+                value = 0
+                if isinstance(req, NetRequest):
+                    value, recs = ex.execute_net(req, fds)
+                else:
+                    fd, recs = ex.execute(req)
+                reply: dict[str, Any] = {"err": 0, "records": recs, "rule_denied": False,
+                                         "value": value}
             except Denied as d:
                 recs = list(getattr(d, "previous", []))
                 recs.append((d.op, d.path, False, d.rule or MAGIC_RULE))
@@ -275,10 +288,16 @@ def _serve(sock: socket.socket, ex: Executor) -> None:   # pragma: no cover - in
                 os.close(fd)
 
 
-def _decode_request(msg: bytes) -> Request:
+def _decode_request(msg: bytes) -> Request | NetRequest:
     obj = json.loads(msg)
     if not isinstance(obj, dict):
         raise ValueError("request is not an object")
+    if obj.get("kind") == "net":
+        net = NetRequest(**obj)
+        if not (isinstance(net.call, str) and isinstance(net.flags, int)
+                and isinstance(net.addr, str) and isinstance(net.data, str)):
+            raise ValueError("bad net request")
+        return net
     req = Request(**obj)
     if not isinstance(req.paths, list) or not 1 <= len(req.paths) <= 2 or \
             not all(isinstance(p, str) for p in req.paths):

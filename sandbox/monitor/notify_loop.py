@@ -76,7 +76,7 @@ class AuditLoop:
         self.listener: Listener | None = None
         self.sync_wakeup = False
         syscalls = seccomp.audited_syscalls(policy.syscalls, self.files)
-        notify = seccomp.notify_set_for(self.files)
+        notify = seccomp.notify_set_for(self.files, policy.network.mode)
         self.table = seccomp.table_for(syscalls, notify)
         self.kill_mode = policy.syscalls.on_violation == "kill"
         self.specs: dict[int, tuple[str, S.Spec]] = {}
@@ -97,12 +97,16 @@ class AuditLoop:
         self.db_error: str | None = None
         self.engine: AuditEngine | None = None
         self.broker = None
+        guarded: tuple[str, ...] = ()
         if self.audit:
             self.engine = AuditEngine(policy, ctx.fs_plan)
             guarded = guarded_prefixes(policy, ctx.fs_plan)
-            if guarded:
-                from sandbox.monitor.broker import Broker
-                self.broker = Broker(self, guarded)
+        # connects and addressed sends with a private network (issue 10.6): brokered
+        self.net_nrs = {nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
+                                      if n in notify) if nr is not None}
+        if guarded or self.net_nrs:
+            from sandbox.monitor.broker import Broker
+            self.broker = Broker(self, guarded)
         self._spec = spec
         self.budget = policy.limits.monitor_cpu     # the trusted side's CPU (issue 11.7)
         self.over_budget = False
@@ -163,6 +167,17 @@ class AuditLoop:
             except OSError:
                 break
             if n is None:
+                continue
+            if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
+                tally.checked += 1
+                try:
+                    self.broker.handle_net(n, sp.syscall_name(n.nr))  # type: ignore[union-attr]
+                except Exception as exc:   # never leave the caller hanging; never CONTINUE
+                    tally.error(f"{sp.syscall_name(n.nr)}: {type(exc).__name__}: {exc}")
+                    try:
+                        self.listener.respond_error(n.id, errno.EPERM)
+                    except OSError:
+                        pass
                 continue
             entry = specs.get(n.nr)
             if entry is None or n.arch != AUDIT_ARCH_X86_64 or (

@@ -1,7 +1,7 @@
 """The monitor's side of seccomp user notification: receive, answer, read paths, name.
 
 A `Listener` wraps the descriptor the sandboxee got from
-SECCOMP_FILTER_FLAG_NEW_LISTENER and passed over with SCM_RIGHTS. It is a hot
+SECCOMP_FILTER_FLAG_NEW_LISTENER, which the monitor takes with pidfd_getfd. It is a hot
 path (the file audit answers every open of the sandboxee), so it keeps
 preallocated buffers and uses `fcntl.ioctl` on a bytearray, which measured
 faster than a ctypes call (see docs/seccomp.md for figures).

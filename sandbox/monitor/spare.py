@@ -99,6 +99,7 @@ def prestart() -> Prestarted:
     except (OSError, ValueError):
         cg = None
     setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
     go_parent, go_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     rfd, wfd = os.pipe()
     pid = os.fork()

@@ -113,6 +113,7 @@ class Supervisor:
             return pre.stub_pid, pre.status_fd, pre.setup
         self.stdio.install_as_stdio()  # the stub, forked next, inherits the sandbox's ends
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
         rfd, wfd = os.pipe()
         self.ctx.monitor_fd = setup_child.fileno()
         self.ctx.exit_fd = exit_w
@@ -308,13 +309,32 @@ class Supervisor:
 
     def _setup_message(self, sock: socket.socket) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
+            data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16) + socket.CMSG_SPACE(12))
         except OSError:
             return False
+        fds: list[int] = []
+        sender = 0
+        for level, ctype, cdata in anc:
+            if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
+                fds += [int.from_bytes(cdata[i:i + 4], "little", signed=True)
+                        for i in range(0, len(cdata) - len(cdata) % 4, 4)]
+            elif level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= 4:
+                sender = int.from_bytes(cdata[:4], "little")
         if not data:
+            for fd in fds:
+                os.close(fd)
             return False
         msg = json.loads(data)
         kind = msg.get("type")
+        if kind == "listener" and not fds and isinstance(msg.get("fd"), int):
+            # PID 1 cannot sendmsg its listener once the filter mediates sendmsg (it
+            # would wait on itself): the monitor takes it (pidfd_getfd) from the
+            # sender the kernel names, and says so
+            fds = self._take_listener(sender or self.pid1 or 0, msg["fd"])
+            try:
+                sock.send(b"ok" if fds else b"no")
+            except OSError:
+                pass
         if kind == "ready":
             self.report.layers = list(msg["active"])
             self.report.skipped = dict(msg["skipped"])
@@ -341,10 +361,21 @@ class Supervisor:
             os.close(extra)
         return True
 
+    @staticmethod
+    def _take_listener(pid: int, fd: int) -> list[int]:
+        from sandbox.monitor.broker import take_fd
+        if pid <= 0:
+            return []
+        try:
+            return [take_fd(pid, fd)]
+        except OSError:
+            return []
+
     def _prepare_listener(self) -> None:
         """Build the notification loop now if this run will hand us a listener."""
         self._pending_loop = None
-        if self.ctx.audit_files != "none" or self.ctx.policy.syscalls.on_violation == "kill":
+        if self.ctx.audit_files != "none" or self.ctx.policy.syscalls.on_violation == "kill" \
+                or self.ctx.policy.network.mode != "host":
             from sandbox.monitor import notify_loop
             self._pending_loop = notify_loop.prepare(self)
 

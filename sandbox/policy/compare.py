@@ -151,6 +151,8 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
     if a.best_effort and not b.best_effort:
         why.append("best_effort: may skip layers the other policy requires")
     _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)
+    if b.network.mode != "host":
+        _subset("network.unix", a.network.unix, b.network.unix, why)
     for key in LIMIT_KEYS:
         la, lb = getattr(a.limits, key), getattr(b.limits, key)
         if lb is None:

@@ -99,7 +99,10 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
         best_effort=child.best_effort and ceiling.best_effort,
         filesystem=fs,
         network=replace(child.network, mode=_tighter(NETWORK_ORDER, child.network.mode,
-                                                     ceiling.network.mode)),
+                                                     ceiling.network.mode),
+                        unix=tuple(p for p in child.network.unix
+                                   if ceiling.network.mode == "host"
+                                   or p in ceiling.network.unix)),
         limits=lim, syscalls=sys_,
         audit=replace(child.audit, files=_tighter(AUDIT_ORDER, child.audit.files,
                                                   ceiling.audit.files),

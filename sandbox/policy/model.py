@@ -64,7 +64,13 @@ def default_tmp_size(memory: int | None) -> int:
 
 @dataclass(frozen=True)
 class NetworkPolicy:
+    """`unix`: pathname UNIX sockets outside the sandbox it may connect or send to
+    (with a private network, mode none or loopback; the monitor mediates)."""
     mode: str = "none"
+    unix: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unix", tuple(self.unix))
 
 
 @dataclass(frozen=True)

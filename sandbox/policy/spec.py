@@ -42,7 +42,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "output_size": Kind("size"),
         "output_inodes": Kind("count"),
     },
-    "network": {"mode": Kind("enum", NETWORK_MODES)},
+    "network": {"mode": Kind("enum", NETWORK_MODES), "unix": Kind("path_list", merge="union")},
     "limits": {
         "cpu": Kind("limit_duration"),
         "wall": Kind("limit_duration"),

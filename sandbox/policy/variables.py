@@ -16,6 +16,7 @@ A path using it yields one entry per value.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 import functools
 import os
 import re
@@ -218,7 +219,8 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
                               deny=with_real_paths(deny, memo), tmp_size=fs.tmp_size,
                               allow_credentials=fs.allow_credentials,
                               output_size=fs.output_size, output_inodes=fs.output_inodes)
-    return policy.replace(filesystem=new_fs)
+    unix = concrete(policy.network.unix, "network.unix")
+    return policy.replace(filesystem=new_fs, network=replace(policy.network, unix=unix))
 
 
 def is_resolved(policy: Policy) -> bool:

@@ -73,13 +73,20 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
         contain(ctx)
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
-        if ctx.output_fd is not None:   # the monitor copies it out when the run ends
+        if ctx.listener_fd is not None:
+            # named, not sent: with a private network the filter hands sendmsg to the
+            # monitor, which cannot answer before it holds the listener; it takes it
+            # (pidfd_getfd) and acknowledges (sandbox/monitor/supervisor.py)
+            _report(mon, {"type": "listener", "fd": ctx.listener_fd})
+            if mon.recv(16) != b"ok":
+                raise SetupError("seccomp", "the monitor could not take the notification "
+                                            "listener")
+            os.close(ctx.listener_fd)
+        if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
+            # the monitor copies it out when the run ends
             _report(mon, {"type": "output"}, [ctx.output_fd])
             os.close(ctx.output_fd)
             ctx.output_fd = None
-        if ctx.listener_fd is not None:
-            _report(mon, {"type": "listener"}, [ctx.listener_fd])
-            os.close(ctx.listener_fd)
         _report(mon, {"type": "ready", "active": ctx.active, "skipped": ctx.skipped,
                       "timings": ctx.timings})
     except SetupError as exc:
