@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from compat.workloads import Workload
 
 TIMEOUT = 120
-SANDBOX = os.path.join(os.path.dirname(sys.executable), "sandbox")
+# Lexically normalised: the matrix runs as ../.venv/bin/python from tests/, and a
+# "tests/.." on the way is not in the sandbox's view (the venv's bin is, via ${PYTHON})
+PYTHON = os.path.abspath(sys.executable)
+SANDBOX = os.path.join(os.path.dirname(PYTHON), "sandbox")
 _ME = pwd.getpwuid(os.getuid())
 # What a login shell of this user has: the sandbox must make its own consistent
 # version of HOME, USER, LOGNAME and SHELL, not inherit these.
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "xterm",
-            "PY": sys.executable, "HOME": _ME.pw_dir, "USER": _ME.pw_name,
+            "PY": PYTHON, "HOME": _ME.pw_dir, "USER": _ME.pw_name,
             "LOGNAME": _ME.pw_name, "SHELL": _ME.pw_shell or "/bin/sh"}
 
 
@@ -63,7 +66,7 @@ def _command(mode: str, w: Workload, work: str) -> list[str]:
                 "--tmpfs", "/tmp", "--bind", work, work,
                 "--chdir", work, "--unshare-all", "--die-with-parent", "--new-session",
                 "bash", "-c", script]
-    return [SANDBOX, "exec", "--policy", mode, "--workdir", work, "--env", f"PY={sys.executable}",
+    return [SANDBOX, "exec", "--policy", mode, "--workdir", work, "--env", f"PY={PYTHON}",
             "--", "bash", "-c", script]
 
 
