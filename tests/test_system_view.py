@@ -244,3 +244,17 @@ def test_build_policy_sits_between_strict_and_default(tmp_path):
     assert not is_narrower_or_equal(build, strict)[0]
     assert build.network.mode == "none" and build.audit.files == "denied"
     assert "µs" in strict.description and "audit" in strict.description
+
+
+def test_a_spare_made_before_the_request_shows_its_own_cgroup_and_identity(launcher):
+    launcher.spawn(["true"])                   # the next run is served by a spare
+    r = launcher.spawn(["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                        "2>/dev/null || echo none; ls /dev/pts; echo \"$HOME\"; "
+                        "getent passwd \"$(id -u)\" | cut -d: -f6"], policy="strict")
+    assert r.warm and r.status == "ok", r.stderr
+    limit, pts, home, pw_home = r.stdout.split()
+    if r.limits_applied.get("memory") == "cgroup-v1":
+        assert int(limit) == 512 * MiB            # the limit written after the spare was made
+    else:
+        assert limit == "none"
+    assert (pts, home, pw_home) == ("ptmx", "/tmp/home", "/tmp/home")
