@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything sandbox needs on Debian 12, into ./.venv.
 #
-# System packages: Debian's Python 3.11 with venv and headers, gcc and libcap-dev
+# System packages: Debian's Python 3.11 with venv and headers, gcc with libc6-dev
+# (the sandbox's init is linked statically against libc.a), libcap-dev
 # (python-prctl compiles against libcap), libseccomp2 (pyseccomp loads it with
 # ctypes), iproute2, and the peers used as cross-checks by `sandbox bench`
 # (bubblewrap, firejail; optional, installed when available).
@@ -18,7 +19,7 @@ if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends \
-        python3 python3-venv python3-dev gcc libcap-dev libseccomp2 iproute2 procps >/dev/null
+        python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp2 iproute2 procps >/dev/null
     # The compatibility suite (tests/compat) runs these everyday tools directly
     # and sandboxed; libc6-dev also gives the static libc the init links against.
     $SUDO apt-get install -y -qq --no-install-recommends \
