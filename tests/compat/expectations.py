@@ -24,6 +24,17 @@ for _w in ("run-script", "run-exec"):
     INTENDED[(_w, "strict")] = ("strict grants no exec on the work directory (default and build "
                                 "do); the exec is refused with exit 126 and a hint")
 
+# Where a memory limit is only an address-space limit (RLIMIT_AS: no writable
+# memory cgroup, as for an unprivileged caller on this machine), runtimes that
+# reserve large virtual ranges up front cannot start under strict's 512 MiB.
+# Honest, and loud; with a memory cgroup (root here) they run.
+INTENDED_UNDER_RLIMIT_AS: dict[tuple[str, str], str] = {
+    ("java", "strict"): "memory = 512MiB as RLIMIT_AS (no memory cgroup): the JVM cannot "
+                        "reserve its heap and code cache",
+    ("node", "strict"): "memory = 512MiB as RLIMIT_AS (no memory cgroup): V8 cannot reserve "
+                        "its address space",
+}
+
 _ISSUE12 = "issue 12 (runner semantics)"
 _ISSUE13 = "issue 13 (everyday programs)"
 KNOWN_BROKEN: dict[tuple[str, str], str] = {

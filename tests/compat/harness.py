@@ -103,5 +103,21 @@ def verdict(ref: Outcome, got: Outcome) -> str:
     return "fails"
 
 
+def memory_mechanism(policy: str) -> str:
+    """What bounds memory under `policy` for this caller: ``cgroup-v1``, ``cgroup-v2``
+    or ``rlimit`` (the RunResult's limits_applied, from a real run)."""
+    import json
+    root = tempfile.mkdtemp(prefix="compat-mem-")
+    try:
+        result = os.path.join(root, "r.json")
+        subprocess.run([SANDBOX, "exec", "--policy", policy, "--workdir", root, "--result", result,
+                        "--", "/bin/true"], env=BASE_ENV, capture_output=True, timeout=TIMEOUT,
+                       check=True)
+        with open(result) as f:
+            return str(json.load(f).get("limits_applied", {}).get("memory", ""))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def available(w: Workload) -> bool:
     return all(shutil.which(tool) for tool in w.needs)

@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 
-from compat.expectations import INTENDED, KNOWN_BROKEN
+from compat.expectations import INTENDED, INTENDED_UNDER_RLIMIT_AS, KNOWN_BROKEN
 from compat.harness import available, run, verdict
 from compat.workloads import WORKLOADS
 
@@ -36,6 +36,7 @@ def main(path: str) -> None:
         for m in MODES:
             counts[m][cells[m]] += 1
         notes = sorted({why for (n, _), why in list(INTENDED.items()) + list(KNOWN_BROKEN.items())
+                        + [(k, 'unprivileged here: ' + v) for k, v in INTENDED_UNDER_RLIMIT_AS.items()]
                         if n == w.name})
         rows.append(f"| `{w.name}` | {w.what.replace(chr(124), chr(92) + chr(124))} | " + " | ".join(MARK[cells[m]] for m in MODES)
                     + f" | {'; '.join(notes)} |")
