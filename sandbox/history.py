@@ -88,8 +88,13 @@ class Entry:
 
 
 def _private_file(path: str) -> None:
-    """Create `path` 0600 (and its directory 0700) if missing, atomically."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    """Create `path` 0600 (and its directory 0700) if missing, atomically.
+
+    The directory is made like every state directory (`private_dir`): never a
+    top-level one, so a HOME that does not exist is an error, not created."""
+    from sandbox.launcher.output_path import private_dir
+    private_dir(os.path.dirname(path), what="run history directory", empty=False,
+                system_check=False)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)

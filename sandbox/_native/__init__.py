@@ -44,7 +44,8 @@ def init_path() -> str:
         raise SetupError("init", f"the sandbox's init {INIT_PATH} is not built and there is "
                                  f"no C compiler ({cc}): install gcc and libc6-dev, then "
                                  "reinstall the package (pip install -e .)")
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    from sandbox.launcher.prepare import state_subdir
+    state_subdir("native")   # 0700, never a missing HOME
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
     os.close(fd)
     try:

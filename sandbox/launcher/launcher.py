@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
-from sandbox.errors import InputError
+from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors, signals
 from sandbox.launcher import prepare as P
@@ -531,7 +531,7 @@ class Launcher:
         command = json.dumps(body) if mode == "exec" else str(getattr(body, "name", "workflow"))
         try:
             self.history.record(result, kind=mode, command=command, own_output=prep.own_output)
-        except (OSError, sqlite3.Error):
+        except (OSError, sqlite3.Error, SandboxError):
             pass    # history is housekeeping: it never fails a run
 
     # -- pieces ----------------------------------------------------------------

@@ -34,16 +34,29 @@ def state_dir() -> str:
     return os.path.join(base, "sandbox")
 
 
+def state_subdir(*names: str) -> str:
+    """``<state>/<names...>``, every level private to the caller (0700), made safely.
+
+    The one way to make a directory under the state directory: walked from
+    ``/`` without following others' links, never creating a top-level
+    directory (a HOME that does not exist, such as a system user's
+    ``/nonexistent``, is an error, not something to create).
+    """
+    path = private_dir(state_dir(), what="state directory ($SANDBOX_HOME)", empty=False,
+                       system_check=False)
+    for name in names:
+        path = private_dir(os.path.join(path, name), what="state directory", empty=False,
+                           system_check=False)
+    return path
+
+
 def run_output_dir(run_id: str) -> str:
     """``<state>/runs/<run_id>/output``, every level private to the caller (0700).
 
     The state directory also holds the audit store (argv, tokens): an
     existing one made readable by an older version is tightened here.
     """
-    state = private_dir(state_dir(), what="state directory ($SANDBOX_HOME)", empty=False,
-                        system_check=False)
-    runs = private_dir(os.path.join(state, "runs"), what="state directory", empty=False,
-                       system_check=False)
+    runs = state_subdir("runs")
     return private_dir(os.path.join(runs, run_id, "output"), what="run output directory",
                        system_check=False)
 
