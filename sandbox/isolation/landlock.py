@@ -162,7 +162,8 @@ def _children_except(directory: str, masks: list[str], rights: int) -> list[tupl
 def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
     """(path, rights) pairs: the plan's rules plus the fixed scratch and device ones."""
     rules = [(r.path, rights_for(r.read, r.write, r.exec)) for r in ctx.fs_plan.rules]
-    tmp_exec = any(r.path == "/tmp" and r.exec for r in ctx.fs_plan.rules)
+    tmp_exec = ctx.fs_plan.scratch_exec or any(r.path == "/tmp" and r.exec
+                                               for r in ctx.fs_plan.rules)
     scratch = WRITE | (EXECUTE if tmp_exec else 0)
     if "mounts" in ctx.active:
         rules += [("/tmp", scratch), ("/dev", DEV), ("/dev/shm", WRITE), ("/proc", READ)]

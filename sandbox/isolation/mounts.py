@@ -15,7 +15,7 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
    ``/tmp``, such as a pytest ``tmp_path`` or a venv, is bound *on top of* the
    private ``/tmp``):
    - ``/tmp``: a fresh tmpfs, mode 1777, ``size = fs_plan.tmp_size``; noexec
-     unless the plan has an exec rule for exactly ``/tmp``.  A rule for exactly
+     unless ``fs_plan.scratch_exec`` (or an exec rule for exactly ``/tmp``).  A rule for exactly
      ``/tmp``, ``/proc`` or ``/dev`` never binds the host directory: those three
      are always the sandbox's own.
    - ``/proc``: a new procfs for the new PID namespace, read-only (so neither
@@ -197,7 +197,7 @@ def mount_table(plan: FsPlan) -> list[Step]:
     """The view as an ordered list of steps, computed from the plan and the host."""
     merged: dict[str, list[bool]] = {}   # real path -> [write, exec, is_dir]
     links: dict[str, str] = {}
-    tmp_exec = False
+    tmp_exec = plan.scratch_exec
     for rule in plan.rules:
         if rule.path in SPECIAL:
             tmp_exec |= rule.path == "/tmp" and rule.exec

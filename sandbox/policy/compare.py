@@ -148,6 +148,9 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
     for key in ("tmp_size", "output_size", "output_inodes"):
         if getattr(fa, key) > getattr(fb, key):
             why.append(f"filesystem.{key}: {getattr(fa, key)} > {getattr(fb, key)}")
+    if fa.scratch_exec and not fb.scratch_exec:
+        why.append("filesystem.scratch_exec: the private /tmp is executable, "
+                   "the other policy's is not")
     if a.best_effort and not b.best_effort:
         why.append("best_effort: may skip layers the other policy requires")
     _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)

@@ -90,6 +90,7 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
     fs = replace(child.filesystem,
                  deny=tuple(dict.fromkeys((*child.filesystem.deny, *ceiling.filesystem.deny))),
                  tmp_size=min(child.filesystem.tmp_size, ceiling.filesystem.tmp_size),
+                 scratch_exec=child.filesystem.scratch_exec and ceiling.filesystem.scratch_exec,
                  allow_credentials=_meet_credentials(child.filesystem.allow_credentials,
                                                      ceiling.filesystem.allow_credentials),
                  output_size=min(child.filesystem.output_size, ceiling.filesystem.output_size),

@@ -142,6 +142,7 @@ class Engine:
         # weakly, and an engine holding its policy would keep both alive forever.
         self.name, self.source = policy.name, policy.source
         fs = policy.filesystem
+        self.scratch_exec = fs.scratch_exec
         self.deny_literal: dict[str, str] = {}
         # Globs are (literal prefix + "/", fullmatch, ...): the cheap prefix test skips
         # most regex matches on the hot path.
@@ -240,8 +241,12 @@ class Engine:
         if area == "/tmp":
             if op in _TMP_OPS:
                 return Verdict(True, "private /tmp", f"{p} is in the sandbox's private /tmp", p)
+            if op == "exec" and self.scratch_exec:
+                return Verdict(True, "filesystem.scratch_exec",
+                               f"{p} is in the private /tmp, executable by filesystem.scratch_exec", p)
             return Verdict(False, "private /tmp",
-                           f"{op} of {p} is denied: the private /tmp is not executable", p)
+                           f"{op} of {p} is denied: the private /tmp is not executable "
+                           "(filesystem.scratch_exec = true makes it so)", p)
         if area == "/proc":
             if op in _READ_OPS:
                 return Verdict(True, "sandbox: /proc", f"{p} is in the sandbox's own /proc", p)

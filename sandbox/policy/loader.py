@@ -168,6 +168,44 @@ def _sandbox_area_problem(path: str) -> str | None:
     return None
 
 
+def _scratch_conflict(raw: Raw) -> tuple[str, str, str] | None:
+    """(key, value, why) of what contradicts `filesystem.scratch_exec = true`, if anything."""
+    from sandbox.policy import globs
+    if not raw.get("filesystem", {}).get("scratch_exec", False):
+        return None
+    for pat in raw.get("filesystem", {}).get("deny", ()):
+        if "${" in pat:
+            continue
+        hit = globs.compile_rule(pat).fullmatch if globs.is_glob(pat) else None
+        norm = os.path.normpath(pat)
+        covers = (hit("/tmp") or hit("/tmp/\x01probe")) if hit else \
+            norm in ("/", "/tmp") or norm == "//"
+        if covers:
+            return ("filesystem.deny", pat, f"it denies the private /tmp ({pat!r}), "
+                    "so nothing there could be executed")
+    if "execve" in raw.get("syscalls", {}).get("deny", ()):
+        return ("syscalls.deny", "execve", "syscalls.deny has 'execve', so no program "
+                "can be executed anywhere")
+    return None
+
+
+def _check_scratch_exec(merged: Raw, own: Raw, checker: _Checker) -> None:
+    """A policy that asks for an executable scratch area and forbids it elsewhere is
+    refused, located at the key of this file that makes the contradiction."""
+    conflict = _scratch_conflict(merged)
+    if conflict is None:
+        return
+    key, value, why = conflict
+    table, sub = key.split(".")
+    if sub in own.get(table, {}) and value in own[table][sub]:
+        where, at = key, value
+    else:
+        where, at = "filesystem.scratch_exec", None
+    raise PolicyError(f"filesystem.scratch_exec = true contradicts {key}: {why}; "
+                      f"drop one of the two", file=checker.file, key=where,
+                      line=checker.locator.line_of(where, at))
+
+
 def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"must be a positive integer, got {_tname(value)}")
@@ -274,6 +312,7 @@ class _Loader:
             if real is not None:
                 self.chain.pop()
         merged = _merge(merged, own)
+        _check_scratch_exec(merged, own, checker)
         return merged
 
 
@@ -295,6 +334,7 @@ def _build(raw: Raw, file: str) -> Policy:
                                     exec=tuple(fs.get("exec", ())), deny=tuple(fs.get("deny", ())),
                                     tmp_size=fs.get("tmp_size") or default_tmp_size(
                                         lim("limits", "memory")),
+                                    scratch_exec=fs.get("scratch_exec", False),
                                     allow_credentials=tuple(fs.get("allow_credentials", ())),
                                     output_size=fs.get("output_size", default_fs.output_size),
                                     output_inodes=fs.get("output_inodes",

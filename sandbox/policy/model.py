@@ -36,6 +36,9 @@ class FilesystemPolicy:
     exec: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     tmp_size: int = 64 * MiB     # unset in a policy file: `default_tmp_size` of its memory limit
+    # The private /tmp is executable (compile-and-run, venvs, console scripts, C
+    # extensions): no noexec on its tmpfs, Landlock EXECUTE beneath it.
+    scratch_exec: bool = False
     # Credential stores (sandbox.policy.credentials.STORES, or "*") NOT denied under
     # granted homes; every other store is, once the policy is resolved.
     allow_credentials: tuple[str, ...] = ()

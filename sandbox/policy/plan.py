@@ -28,6 +28,7 @@ class FsPlan:
     rules: tuple[FsRule, ...] = ()   # parents before children
     masks: tuple[str, ...] = ()      # existing denied paths, hidden in the view
     tmp_size: int = 64 * 1024 * 1024
+    scratch_exec: bool = False       # the private /tmp is executable (filesystem.scratch_exec)
     # The run's ${OUTPUT} (set by the launcher): a tmpfs of output_size bytes and
     # output_inodes inodes in the view, copied out inert when the run ends.
     output: str = ""
@@ -37,7 +38,8 @@ class FsPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"rules": [asdict(r) for r in self.rules], "masks": list(self.masks),
                 "tmp_size": self.tmp_size, "output": self.output,
-                "output_size": self.output_size, "output_inodes": self.output_inodes}
+                "output_size": self.output_size, "output_inodes": self.output_inodes,
+                "scratch_exec": self.scratch_exec}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FsPlan":
@@ -45,4 +47,5 @@ class FsPlan:
                    masks=tuple(d.get("masks", ())), tmp_size=int(d.get("tmp_size", 64 << 20)),
                    output=str(d.get("output", "")),
                    output_size=int(d.get("output_size", 256 << 20)),
-                   output_inodes=int(d.get("output_inodes", 16384)))
+                   output_inodes=int(d.get("output_inodes", 16384)),
+                   scratch_exec=bool(d.get("scratch_exec", False)))

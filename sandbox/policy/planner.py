@@ -227,4 +227,5 @@ def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES,
         if any(_inside(d, r.path) and d != r.path for r in kept) and area_of(d) != "/proc":
             masks.append(d)
     return FsPlan(rules=tuple(kept), masks=tuple(masks), tmp_size=fs.tmp_size,
-                  output_size=fs.output_size, output_inodes=fs.output_inodes)
+                  output_size=fs.output_size, output_inodes=fs.output_inodes,
+                  scratch_exec=fs.scratch_exec)

@@ -38,6 +38,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "exec": Kind("path_list", merge="union"),
         "deny": Kind("path_list", merge="union"),
         "tmp_size": Kind("size"),
+        "scratch_exec": Kind("bool"),
         "allow_credentials": Kind("credential_list", merge="union"),
         "output_size": Kind("size"),
         "output_inodes": Kind("count"),
