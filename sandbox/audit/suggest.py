@@ -204,7 +204,7 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
         filesystem=FilesystemPolicy(
             read=tuple(out["read"]), write=tuple(out["write"]), exec=tuple(out["exec"]),
             deny=tuple(dict.fromkeys(deny)), tmp_size=learning.filesystem.tmp_size,
-            scratch_exec=learning.filesystem.scratch_exec,
+            scratch_exec=learning.filesystem.scratch_exec, workdir=learning.filesystem.workdir,
             allow_credentials=learning.filesystem.allow_credentials))
     body = to_toml(learned).split("\n")
     head = [line for line in body if line.startswith(("name =", "description ="))]

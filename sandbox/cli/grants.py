@@ -33,6 +33,9 @@ def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
                    help="may read, create, change and delete under PATH; repeatable")
     g.add_argument("--exec", action="append", default=[], metavar="PATH", dest="exec_",
                    help="may execute PATH (implies read); repeatable")
+    g.add_argument("--workdir-mode", choices=("direct", "copy-on-write"), metavar="MODE",
+                   help="direct (the policy's rules; read-only unless --write) or "
+                        "copy-on-write (writable, changes in OUTPUT/workdir.changes)")
     g.add_argument("--net", choices=("none", "loopback", "host"), metavar="MODE",
                    help="network: none, loopback or host")
     g.add_argument("--memory", metavar="SIZE", help='memory limit, e.g. "512MiB", "2G"')
@@ -50,7 +53,7 @@ def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
 
 def has_grants(args: argparse.Namespace) -> bool:
     return any(getattr(args, f, None) for f in ("read", "write", "exec_", "net", "memory", "cpu",
-                                                "wall", "processes", "env"))
+                                                "wall", "processes", "env", "workdir_mode"))
 
 
 def _abs(path: str, cwd: str) -> str:
@@ -70,6 +73,9 @@ def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[st
         if paths:
             fs.append(f"{kind} = [{', '.join(q(_abs(p, cwd)) for p in paths)}]")
             flags[f"filesystem.{kind}"] = f"--{kind}"
+    if getattr(args, "workdir_mode", None):
+        fs.append(f"workdir = {q(args.workdir_mode)}")
+        flags["filesystem.workdir"] = "--workdir-mode"
     if fs:
         lines += ["[filesystem]", *fs]
     if args.net:

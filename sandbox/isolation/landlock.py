@@ -161,7 +161,11 @@ def _children_except(directory: str, masks: list[str], rights: int) -> list[tupl
 
 def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
     """(path, rights) pairs: the plan's rules plus the fixed scratch and device ones."""
-    rules = [(r.path, rights_for(r.read, r.write, r.exec)) for r in ctx.fs_plan.rules]
+    # A copy-on-write rule is writable only through its overlay: without the mount
+    # layer (best_effort, no namespaces) it would be the host's directory itself.
+    cow_ok = "mounts" in ctx.active
+    rules = [(r.path, rights_for(r.read, r.write and (cow_ok or not r.cow), r.exec))
+             for r in ctx.fs_plan.rules]
     tmp_exec = ctx.fs_plan.scratch_exec or any(r.path == "/tmp" and r.exec
                                                for r in ctx.fs_plan.rules)
     scratch = WRITE | (EXECUTE if tmp_exec else 0)

@@ -27,6 +27,10 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      beneath ``/dev``; then one recursive read-only (nosuid, noexec) for the
      whole of it, then a private ``/dev/shm`` tmpfs (nosuid, nodev, noexec,
      at most 16 MiB).
+   - the copy-on-write work directory (an `FsRule` with ``cow``): an overlayfs
+     over the host directory, upper layer in ``<rundir>/cow`` (`_mount_overlay`);
+     rules beneath it without a write grant of their own that need other
+     flags are bound onto themselves inside the overlay ("rebind");
    - each `FsRule`: its host path is resolved (``realpath``); the mountpoint is
      made in the view (a directory or an empty file, like the source), the
      source is bound recursively (MS_BIND|MS_REC), then the whole bound subtree
@@ -112,7 +116,7 @@ class _MountAttr(ctypes.Structure):
 @dataclass(frozen=True)
 class Step:
     """One step of the view, in the order `apply` performs it."""
-    kind: str            # tmp | proc | dev | bind | output | link | mask
+    kind: str            # tmp | proc | dev | bind | output | overlay | rebind | link | mask
     path: str            # the path inside the view (no symlinks in it)
     source: str = ""     # bind: host path; link: the symlink's text
     is_dir: bool = True
@@ -147,27 +151,39 @@ def links_on_the_way(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool]]:
-    """Rights as a union over enclosing rules (as Landlock and the engine see them).
+def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool, str]]:
+    """Rights as a union over enclosing rules (as Landlock and the engine see them),
+    and how each needed mount is made: "bind" (the host path), "overlay" (the
+    copy-on-write work directory) or "rebind" (a part of the overlay bound onto
+    itself with other flags, so it stays copy-on-write).
 
     A rule inside another bind already appears in the view (same host tree);
     it needs a bind of its own only when its effective rights differ from the
     nearest enclosing bind's. A special mount (/tmp, /proc, /dev) between the
-    two cuts the chain: what is bound beneath it starts afresh.
+    two cuts the chain: what is bound beneath it starts afresh. Beneath an
+    overlay, a rule with a write grant of its own is the host's (an output
+    directory inside the work directory), every other rule stays in the overlay.
     """
-    out: dict[str, tuple[bool, bool]] = {}
-    eff: dict[str, tuple[bool, bool]] = {}
+    out: dict[str, tuple[bool, bool, str]] = {}
+    eff: dict[str, tuple[bool, bool, str]] = {}
     for real in sorted(merged, key=_parts):
         cut = next((s for s in SPECIAL if _under(real, s)), None)
         write, exe = merged[real][0], merged[real][1]
+        cow = len(merged[real]) > 3 and merged[real][3]
         nearest = None
         for anc in eff:   # already sorted: later ancestors are nearer
             if anc != real and _under(real, anc) and (cut is None or _under(anc, cut)):
                 write, exe = write or eff[anc][0], exe or eff[anc][1]
                 nearest = anc
-        eff[real] = (write, exe)
-        if nearest is None or eff[nearest] != (write, exe):
-            out[real] = (write, exe)
+        if cow:
+            how = "overlay"
+        elif nearest is not None and eff[nearest][2] != "bind" and not merged[real][0]:
+            how = "rebind"
+        else:
+            how = "bind"
+        eff[real] = (write, exe, "overlay" if how == "rebind" else how)
+        if nearest is None or eff[nearest] != eff[real]:
+            out[real] = (write, exe, how)
     return out
 
 
@@ -208,23 +224,24 @@ def mount_table(plan: FsPlan) -> list[Step]:
         real = found[0]
         if real != os.path.normpath(rule.path):
             links.update(links_on_the_way(rule.path))
-        cur = merged.setdefault(real, [False, False, found[1]])
+        cur = merged.setdefault(real, [False, False, found[1], False])
         cur[0] |= rule.write
         cur[1] |= rule.exec
+        cur[3] |= rule.cow
     keyed: list[tuple[tuple[str, ...], int, Step]] = [
         (_parts("/tmp"), 1, Step("tmp", "/tmp", exec=tmp_exec)),
         (_parts("/proc"), 1, Step("proc", "/proc")),
         (_parts("/dev"), 1, Step("dev", "/dev")),
     ]
     output = _output_step(plan, merged)
-    for real, (write, exe) in _effective(merged).items():
+    for real, (write, exe, how) in _effective(merged).items():
         if output is not None and _under(real, output.path):
             continue   # the output is a fresh tmpfs: nothing of the host's is bound in it
         attrs = ATTR_NOSUID
         attrs |= 0 if _under(real, "/dev") else ATTR_NODEV
         attrs |= 0 if exe else ATTR_NOEXEC
         attrs |= 0 if write else ATTR_RDONLY
-        keyed.append((_parts(real), 0, Step("bind", real, real, merged[real][2], attrs)))
+        keyed.append((_parts(real), 0, Step(how, real, real, merged[real][2], attrs)))
     for where, text in links.items():
         keyed.append((_parts(where), 2, Step("link", where, text, False)))
     if output is not None:
@@ -395,9 +412,36 @@ def _mount_output(target: str, step: Step, plan: FsPlan) -> int:
     return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
+def _mount_overlay(step: Step, target: str, rundir: str) -> None:
+    """The copy-on-write work directory: an overlayfs whose lower layer is the host's
+    directory (never written to) and whose upper layer is ``<rundir>/cow/upper``,
+    made by the launcher (sandbox.launcher.workdir_cow), exported after the run.
+
+    The layers are named relative to ``<rundir>/cow`` (the lower one through a
+    symlink made here), so no host path, whatever characters it holds, is
+    parsed as mount options. ``userxattr``: the only form allowed in a user
+    namespace; it also keeps index, metacopy and redirect_dir off, and xino off
+    keeps inode numbers the lower layer's."""
+    cow = os.path.join(rundir, "cow")
+    lower = os.path.join(cow, "lower")
+    if os.path.lexists(lower):
+        os.unlink(lower)
+    os.symlink(step.source, lower)
+    _make_mountpoint(target, True)
+    here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        os.chdir(cow)
+        libc.mount("overlay", target, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+                   "lowerdir=lower,upperdir=upper,workdir=work,userxattr,xino=off")
+    finally:
+        os.fchdir(here)
+        os.close(here)
+    _setattr(target, step.attrs, True)
+
+
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
               under_dev: list[Step], tty: str | None = None,
-              held: list[int] | None = None) -> None:
+              held: list[int] | None = None, rundir: str = "") -> None:
     target = root + step.path
     if step.kind == "tmp":
         _make_mountpoint(target, True)
@@ -422,6 +466,11 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
             os.close(fd)
         else:
             held.append(fd)
+    elif step.kind == "overlay":
+        _mount_overlay(step, target, rundir)
+    elif step.kind == "rebind":
+        libc.mount(target, target, None, libc.MS_BIND | libc.MS_REC)
+        _setattr(target, step.attrs, True)
     elif step.kind == "link":
         if not os.path.lexists(target):
             _make_parents(target)
@@ -476,7 +525,8 @@ def build_view(ctx: ContainContext) -> str:
     held: list[int] = []
     for step in steps:
         try:
-            _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held)
+            _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held,
+                      os.path.realpath(ctx.paths.rundir))
         except OSError as exc:
             raise _fail(f"{step.kind}", step.path, exc) from None
     _system_view(ctx, root)

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
-from sandbox.launcher import monitors, signals
+from sandbox.launcher import monitors, signals, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.history import History, remove_if_empty
@@ -509,6 +509,7 @@ class Launcher:
                     pipe.close()
             ipc_parent.close()
             ctl_parent.close()
+            self._export_workdir(prep, result)
             shutil.rmtree(prep.paths.rundir, ignore_errors=True)
         result.wall_time = time.monotonic() - t0
         assemble(result, state, prep.policy, mode, env_path=prep.env.get("PATH", ""),
@@ -519,6 +520,19 @@ class Launcher:
         plumbing.finish(result)
         self._keep(result, prep, mode, body, lineage)
         return result
+
+    @staticmethod
+    def _export_workdir(prep: P.Prepared, result: RunResult) -> None:
+        """A copy-on-write work directory's changes into the output (workdir_cow)."""
+        if not workdir_cow.wanted(prep.policy):
+            return
+        try:
+            result.workdir_changes, _deleted = workdir_cow.export(prep.paths)
+        except OSError as exc:
+            result.workdir_changes = None
+            result.hints.append(f"the work directory's changes could not be exported: {exc}")
+        finally:
+            workdir_cow.cleanup(prep.paths)
 
     def _keep(self, result: RunResult, prep: P.Prepared, mode: str, body: Any,
               lineage: Lineage) -> None:

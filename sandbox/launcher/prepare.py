@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import sandbox
+from sandbox.launcher import workdir_cow
 from sandbox.errors import InputError
 from sandbox.isolation.context import RunPaths
 from sandbox.launcher.output_path import private_dir
@@ -206,7 +207,12 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             top = resolve(c.policy, variables)      # idempotent on a resolved parent policy
             resolved = confine(resolved, top, own=own if c.own_roots else (), what=c.what)
         resolved = hide(resolved, paths, hidden)
+        cow = False
+        if workdir_cow.wanted(resolved):
+            resolved, cow = workdir_cow.grant(resolved, paths)
         plan = build_plan(resolved, bounds=PlanBounds(cancel=cancel) if untrusted else None)
+        if cow:
+            plan = workdir_cow.mark(plan, paths)
         for c in ceilings:
             check_plan(plan, resolve(c.policy, variables), own=own if c.own_roots else (),
                        what=c.what, live_parent=c.own_roots)

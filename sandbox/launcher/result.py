@@ -69,6 +69,11 @@ class RunResult:
     warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
     timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
     clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
+    # filesystem.workdir = "copy-on-write": ${OUTPUT}/workdir.changes, None if nothing changed
+    workdir_changes: str | None = None
+    # One line each where the sandbox is why something failed: the path, the rule,
+    # and the policy key to change (sandbox.launcher.hints); `sandbox exec` prints them.
+    hints: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)   # a plain "ok" from older callers becomes Status.OK

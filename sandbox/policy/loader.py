@@ -313,6 +313,12 @@ class _Loader:
                 self.chain.pop()
         merged = _merge(merged, own)
         _check_scratch_exec(merged, own, checker)
+        if own.get("filesystem", {}).get("workdir") == "copy-on-write" and \
+                "${WORKDIR}" in merged.get("filesystem", {}).get("write", ()):
+            raise PolicyError('filesystem.workdir = "copy-on-write" contradicts filesystem.write '
+                              '"${WORKDIR}" (the host\'s work directory written directly); drop '
+                              'one of the two', file=checker.file, key="filesystem.workdir",
+                              line=checker.locator.line_of("filesystem.workdir"))
         return merged
 
 
@@ -335,6 +341,7 @@ def _build(raw: Raw, file: str) -> Policy:
                                     tmp_size=fs.get("tmp_size") or default_tmp_size(
                                         lim("limits", "memory")),
                                     scratch_exec=fs.get("scratch_exec", False),
+                                    workdir=fs.get("workdir", "direct"),
                                     allow_credentials=tuple(fs.get("allow_credentials", ())),
                                     output_size=fs.get("output_size", default_fs.output_size),
                                     output_inodes=fs.get("output_inodes",

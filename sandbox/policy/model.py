@@ -21,6 +21,9 @@ SYSCALL_PROFILES = ("default", "strict")
 VIOLATION_ACTIONS = ("errno", "kill")
 AUDIT_FILES = ("none", "denied", "all")
 OPERATIONS = ("read", "write", "create", "delete", "exec")
+# filesystem.workdir: "direct" = the rules decide (read-only unless a write rule);
+# "copy-on-write" = writable through an overlay, the host's directory untouched.
+WORKDIR_MODES = ("direct", "copy-on-write")
 
 MiB = 1024 * 1024
 
@@ -39,6 +42,7 @@ class FilesystemPolicy:
     # The private /tmp is executable (compile-and-run, venvs, console scripts, C
     # extensions): no noexec on its tmpfs, Landlock EXECUTE beneath it.
     scratch_exec: bool = False
+    workdir: str = "direct"          # WORKDIR_MODES
     # Credential stores (sandbox.policy.credentials.STORES, or "*") NOT denied under
     # granted homes; every other store is, once the policy is resolved.
     allow_credentials: tuple[str, ...] = ()

@@ -21,6 +21,7 @@ class FsRule:
     write: bool = False  # implies create and delete beneath it
     exec: bool = False
     rule: str = ""       # the policy rule that granted it, e.g. "filesystem.write: ${OUTPUT}"
+    cow: bool = False    # the work directory as an overlay: writes go to the run's upper layer
 
 
 @dataclass(frozen=True)

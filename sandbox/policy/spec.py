@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandbox.policy.model import AUDIT_FILES, NETWORK_MODES, SYSCALL_PROFILES, VIOLATION_ACTIONS
+from sandbox.policy.model import (AUDIT_FILES, NETWORK_MODES, SYSCALL_PROFILES, VIOLATION_ACTIONS,
+                                  WORKDIR_MODES)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ TABLES: dict[str, dict[str, Kind]] = {
         "deny": Kind("path_list", merge="union"),
         "tmp_size": Kind("size"),
         "scratch_exec": Kind("bool"),
+        "workdir": Kind("enum", WORKDIR_MODES),
         "allow_credentials": Kind("credential_list", merge="union"),
         "output_size": Kind("size"),
         "output_inodes": Kind("count"),

@@ -218,6 +218,7 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
     new_fs = FilesystemPolicy(read=read, write=write, exec=exe,
                               deny=with_real_paths(deny, memo), tmp_size=fs.tmp_size,
                               allow_credentials=fs.allow_credentials, scratch_exec=fs.scratch_exec,
+                              workdir=fs.workdir,
                               output_size=fs.output_size, output_inodes=fs.output_inodes)
     unix = concrete(policy.network.unix, "network.unix")
     return policy.replace(filesystem=new_fs, network=replace(policy.network, unix=unix))

@@ -39,18 +39,14 @@ _ISSUE12 = "issue 12 (runner semantics)"
 _ISSUE13 = "issue 13 (everyday programs)"
 KNOWN_BROKEN: dict[tuple[str, str], str] = {
     (w, p): why for p in POLICIES for w, why in {
-        "workdir-write": f"{_ISSUE13}: the work directory is read-only (no copy-on-write)",
-        "git-init": f"{_ISSUE13}: the work directory is read-only (no copy-on-write)",
-        "make-intree": f"{_ISSUE13}: the work directory is read-only (no copy-on-write)",
-        "pip-local": f"{_ISSUE13}: nothing writable is executable",
     }.items()
 }
-# default runs ./run2.sh (exec on ${WORKDIR}), but the script's own `chmod +x` needs a
-# writable work directory (copy-on-write); run-exec, with the mode set, matches
-KNOWN_BROKEN[("run-script", "default")] = f"{_ISSUE13}: chmod needs the copy-on-write work directory"
 # strict keeps nothing writable executable (filesystem.scratch_exec = false).
 INTENDED[("gcc-run", "strict")] = ("scratch_exec = false: nothing writable is executable, so "
                                    "the compiled program cannot run (exit 126)")
+for _w in ("workdir-write", "git-init", "make-intree", "pip-local"):
+    INTENDED[(_w, "strict")] = ('strict keeps the work directory read-only (workdir = "direct"; '
+                                '--workdir-mode copy-on-write or workdir = "copy-on-write" lifts it)')
 # ... and bash silently skips a noexec `pip` on PATH: nothing the sandbox can make loud.
 KNOWN_BROKEN[("venv-pip", "strict")] = ("strict has scratch_exec = false: the venv's pip is on "
                                         "noexec /tmp, and bash's PATH search skips it silently")
