@@ -163,6 +163,7 @@ class ExitReport:
     violation: Violation | None = None
     limits_applied: dict[str, str] = bound(chars=64, items=16, default_factory=dict)
     oom_killed: bool = False
+    tmp_full: bool = False          # the private /tmp had (almost) no space left at the end
     pids_limit_hit: bool = False
     cpu_limit_hit: bool = False     # the monitor ended the tree at the sandbox's CPU budget
     monitor_limit_hit: bool = False  # ... at the trusted side's budget (limits.monitor_cpu)

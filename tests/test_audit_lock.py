@@ -63,7 +63,11 @@ def test_a_hostile_sandbox_cannot_lock_another_runs_audit(tmp_path, py):
     store = home / ".local" / "state" / "sandbox" / "audit"
     la = Launcher(capture_output=True)
     la.audit_db = str(store)
-    audited = load_policy("default").replace(audit=AuditPolicy(files="all"))
+    # workdir "direct": the hostile run waits for a file the host makes in its work
+    # directory, which a copy-on-write snapshot need not show
+    base = load_policy("default")
+    audited = base.replace(audit=AuditPolicy(files="all"),
+                           filesystem=replace(base.filesystem, workdir="direct"))
     # runs before: the store has files (and a run's file) to lock
     first = la.spawn([py, "-I", "-c", "open('/etc/hostname').read()"], policy=audited,
                      workdir=str(home))

@@ -233,6 +233,16 @@ def describe_failure(result: Any) -> str:
     return f"{line} ({hint})" if hint and "(" not in str(result.reason) else line
 
 
+def print_hints(result: Any) -> None:
+    """RunResult.hints, one line each on stderr: where the sandbox is why the run
+    failed (sandbox.launcher.hints). They can quote paths the program chose:
+    rendered printable."""
+    import sys
+    from sandbox.printable import printable
+    for hint in getattr(result, "hints", None) or ():
+        print(f"sandbox: hint: {printable(hint)}", file=sys.stderr)
+
+
 def policy_path_hint(value: str | None) -> str | None:
     if value and os.sep in value and not os.path.exists(value):
         raise InputError(f"{value}: policy file not found")

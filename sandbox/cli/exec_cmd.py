@@ -84,4 +84,5 @@ def run(args: argparse.Namespace) -> int:
     common.report_run(args, result)
     if common.needs_explaining(result):
         print(common.describe_failure(result), file=sys.stderr)
+    common.print_hints(result)
     return common.exit_code_for(result)

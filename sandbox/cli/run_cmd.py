@@ -102,4 +102,5 @@ def run(args: argparse.Namespace) -> int:
         print(summary(result))
     if common.needs_explaining(result) and result.status not in ("ok", "error"):
         print(common.describe_failure(result), file=sys.stderr)
+    common.print_hints(result)
     return common.exit_code_for(result)

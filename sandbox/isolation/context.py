@@ -46,3 +46,4 @@ class ContainContext:
     init_fd: int = -1                    # O_PATH descriptor of sandbox-init, opened before the view
     exit_fd: int = -1                    # pipe to the monitor for the program's wait status
     tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev
+    scratch_fd: int = -1                 # O_PATH of the view's /tmp, for the monitor (mounts)

@@ -579,3 +579,15 @@ def apply(ctx: ContainContext) -> None:
     root = build_view(ctx)
     enter_view(root, ctx.paths.workdir)
     ctx.active.append("mounts")
+    _open_scratch(ctx)
+
+
+def _open_scratch(ctx: ContainContext) -> None:
+    """An O_PATH descriptor of the private /tmp for the monitor, which reads its free
+    space after the run (ExitReport.tmp_full). Opened here, before Landlock and
+    seccomp: a notified open before the listener reached the monitor would block."""
+    try:
+        ctx.scratch_fd = os.open("/tmp", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return   # no figure, no hint: never a reason to fail the run
+    ctx.keep_fds = (*ctx.keep_fds, ctx.scratch_fd)

@@ -11,6 +11,7 @@ import os
 import signal
 from typing import Any
 
+from sandbox.launcher import hints
 from sandbox.launcher import result as R
 from sandbox.launcher.exec_failure import describe
 from sandbox.launcher.session import SessionState
@@ -73,6 +74,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     res.status, res.reason = _status(res, st, rep, policy, mode)
     if res.status == R.ERROR and rep.exec_failure is not None:
         res.reason = describe(rep.exec_failure, rep.exec_error or "", policy, env_path, workdir)
+    res.hints = hints.make(res, policy, tmp_full=rep.tmp_full, workdir=workdir)
     return res
 
 

@@ -31,6 +31,10 @@ from sandbox.sandboxee import entry, stub
 SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits processes
 
 
+# bytes left on the private /tmp at or below which it counts as full (a tmpfs fills
+# page by page; a failed write leaves less than one chunk of a typical writer)
+SCRATCH_FULL = 64 * 1024
+
 class Supervisor:
     def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel,
                  prestarted: Any = None) -> None:
@@ -206,10 +210,28 @@ class Supervisor:
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
         self.stdio.finish()  # every byte of output reaches the caller before the report
+        self._check_scratch()
         self._copy_out()
         self._finish(t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds()
         return self.report
+
+    def _check_scratch(self) -> None:
+        """Was the private /tmp full when the program ended? Its free space, read on the
+        descriptor the sandboxee sent (a kernel figure, nothing the program can forge
+        but by filling it), then the descriptor goes and the tmpfs with it."""
+        fd = getattr(self, "_scratch_fd", None)
+        if fd is None:
+            return
+        self._scratch_fd = None
+        try:
+            st = os.fstatvfs(fd)
+            self.report.tmp_full = st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
+                st.f_files > 0 and st.f_favail == 0)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def abort(self) -> None:
         """After a failure of the monitor itself: take the sandbox down now."""
@@ -349,6 +371,9 @@ class Supervisor:
                 program=str(msg.get("program", "")), path=str(msg.get("path", "")),
                 errno=msg["errno"] if isinstance(msg.get("errno"), int) else 0,
                 searched=msg.get("searched_path") is True)
+        elif kind == "scratch" and fds and getattr(self, "_scratch_fd", None) is None:
+            self._scratch_fd = fds[0]
+            return True
         elif kind == "listener" and fds:
             self._mark("listener_received")
             self._start_listener(fds[0])

@@ -87,6 +87,13 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
             _report(mon, {"type": "output"}, [ctx.output_fd])
             os.close(ctx.output_fd)
             ctx.output_fd = None
+        if ctx.scratch_fd >= 0:
+            # the monitor looks at the private /tmp's free space once the run is over
+            # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
+            # the mount layer before any filter, keeps the tmpfs for it till then
+            _report(mon, {"type": "scratch"}, [ctx.scratch_fd])
+            os.close(ctx.scratch_fd)
+            ctx.scratch_fd = -1
         _report(mon, {"type": "ready", "active": ctx.active, "skipped": ctx.skipped,
                       "timings": ctx.timings})
     except SetupError as exc:

@@ -1,0 +1,101 @@
+"""One line per way the sandbox made a run fail: the path, the rule, the policy key to change.
+
+A program that fails under a sandbox usually says "Permission denied", "No
+such file or directory", "Read-only file system" or "No space left on
+device", and users blame their own code. `RunResult.hints` says when the
+sandbox is why, from what the trusted side knows for certain:
+
+- the audit's denied records (``[audit] files = "denied"`` or ``"all"``):
+  each refused access with its path and rule (a refused exec deep in a build,
+  a path missing from the view, a write to a read-only place), execs first,
+  then writes, then reads; a refused read of a path the host does not have
+  either (a PATH search, a probe) is not the view's doing and gives none;
+- the monitor's look at the private ``/tmp`` after the run
+  (`ExitReport.tmp_full`): the tmpfs was full when the program ended;
+- the seccomp violation, the exec failure, the limits: their reasons and the
+  CLI's hint already say what to change, so nothing is added here;
+- an unaudited run: that file refusals are not known, and how to see them.
+
+Hints are made only for runs that did not succeed (a run that went on past a
+refused probe is not failing because of it), at most `MAX_HINTS` of them,
+and never from the program's own output: what a hint names was decided by
+the policy engine or measured by the monitor. Paths the program chose are
+rendered printable by whoever prints them (`sandbox.printable`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sandbox.policy.model import Policy
+
+MAX_HINTS = 3
+# a refused exec or write explains a failure more often than a refused look
+_PRIORITY = {"exec": 0, "write": 1, "create": 1, "delete": 1, "read": 2}
+
+
+def _dir(path: str) -> str:
+    return os.path.dirname(path.rstrip("/")) or "/"
+
+
+def _q(path: str) -> str:
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> str:
+    """The hint of one denied record."""
+    where = _dir(path)
+    if rule.startswith("filesystem.deny"):
+        return (f"{op} of {path} was refused by {rule} (deny beats every allow): "
+                "remove that deny rule from the policy if the program needs it")
+    if op == "exec":
+        if _inside(path, "/tmp"):
+            return (f"exec of {path} was refused: the private /tmp is not executable "
+                    "under this policy (set [filesystem] scratch_exec = true)")
+        return (f"exec of {path} was refused ({rule}): add exec = [{_q(where)}] to "
+                f"[filesystem] (or --exec {where})")
+    if op in ("write", "create", "delete"):
+        if _inside(path, workdir) and policy.filesystem.workdir != "copy-on-write":
+            return (f"{op} of {path} was refused: the work directory is read-only under "
+                    f"this policy (set [filesystem] workdir = \"copy-on-write\" or "
+                    f"--workdir-mode copy-on-write; or write = [{_q(workdir)}] to change "
+                    "the host's)")
+        return (f"{op} of {path} was refused ({rule}): add write = [{_q(where)}] to "
+                f"[filesystem] (or --write {where})")
+    return (f"{path} is not in the sandbox's view ({rule}): add read = [{_q(where)}] to "
+            f"[filesystem] (or --read {where})")
+
+
+def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str) -> list[str]:
+    """The hints of a finished run (see the module doc)."""
+    if str(result.status) == "ok":
+        return []
+    out: list[str] = []
+    if tmp_full:
+        size = policy.filesystem.tmp_size
+        out.append(f"the private /tmp was full when the program ended ({size // (1 << 20)} MiB; "
+                   "raise [filesystem] tmp_size)")
+    seen: set[tuple[str, str]] = set()
+    found: list[tuple[int, int, str]] = []
+    for n, rec in enumerate(result.denied):
+        op, path, rule = str(rec.get("operation", "")), str(rec.get("path", "")), \
+            str(rec.get("rule", ""))
+        kind = op if op in ("exec", "write", "create", "delete") else "read"
+        key = (kind, _dir(path))
+        if not path or key in seen:
+            continue
+        if kind == "read" and not rule.startswith("filesystem.deny") and not os.path.lexists(path):
+            continue    # missing everywhere (a PATH search, a probe): not the view's doing
+        seen.add(key)
+        found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))
+    out += [text for _p, _n, text in sorted(found)]
+    already_told = result.violation is not None or str(result.status) != "error" or \
+        str(result.reason) != f"exit code {result.exit_code}"
+    if not out and not already_told and policy.audit.files == "none":
+        out.append("file accesses are not audited under this policy, so whether the sandbox "
+                   "refused one is not known (set [audit] files = \"denied\" to see refusals)")
+    return out[:MAX_HINTS]

@@ -1,0 +1,118 @@
+"""Loud failures (issue 13.7): when the sandbox is why a run failed, the RunResult says so
+(`hints`) and `sandbox exec` prints one line per cause on stderr: the path, the rule,
+and the policy key to change. Judged from the host: RunResult and the CLI's stderr.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sandbox.policy import load_policy, parse_policy
+from sandbox.policy.model import AuditPolicy
+
+pytestmark = pytest.mark.isolation
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args: str, cwd: str = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def hint_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("sandbox: hint: ")]
+
+
+def test_a_refused_exec_deep_in_the_program_names_scratch_exec(launcher):
+    """The program itself starts; what it builds in /tmp cannot run under strict."""
+    r = launcher.spawn(["sh", "-c", "cp /bin/true /tmp/t && chmod +x /tmp/t && /tmp/t"],
+                       policy="strict")
+    assert r.exit_code == 126
+    assert any("/tmp/t" in h and "scratch_exec = true" in h for h in r.hints), r.hints
+    p = cli("exec", "--policy", "strict", "--", "sh", "-c", "cp /bin/true /tmp/t && /tmp/t")
+    lines = hint_lines(p.stderr)
+    assert p.returncode == 126 and len(lines) == 1 and "scratch_exec" in lines[0], p.stderr
+
+
+def test_a_path_missing_from_the_view_names_the_read_grant(launcher, tmp_path):
+    """A host file outside every rule (this checkout, not under the private /tmp)."""
+    secret = __import__("pathlib").Path(ROOT) / "pyproject.toml"
+    work = tmp_path / "work"
+    work.mkdir()
+    r = launcher.spawn(["cat", str(secret)], policy="default", workdir=str(work))
+    assert r.exit_code == 1
+    want = f'{secret} is not in the sandbox\'s view'
+    assert any(h.startswith(want) and f'read = ["{secret.parent}"]' in h
+               and f"--read {secret.parent}" in h for h in r.hints), r.hints
+
+
+def test_a_write_to_the_read_only_work_directory_names_copy_on_write(launcher, tmp_path):
+    r = launcher.spawn(["sh", "-c", "echo x > out.txt"], policy="strict", workdir=str(tmp_path))
+    assert r.exit_code != 0
+    assert any("work directory is read-only" in h and 'workdir = "copy-on-write"' in h
+               for h in r.hints), r.hints
+
+
+def test_a_full_private_tmp_names_tmp_size(launcher):
+    pol = load_policy("default")
+    small = pol.replace(filesystem=dataclasses.replace(pol.filesystem, tmp_size=1 << 20))
+    r = launcher.spawn(["sh", "-c", "head -c 4000000 /dev/zero > /tmp/big"], policy=small)
+    assert r.exit_code != 0 and "No space left" in r.stderr
+    assert any("/tmp was full" in h and "tmp_size" in h for h in r.hints), r.hints
+
+
+def test_a_tmp_with_room_gives_no_hint(launcher):
+    r = launcher.spawn(["sh", "-c", "head -c 1000 /dev/zero > /tmp/small; exit 3"],
+                       policy="default")
+    assert r.exit_code == 3 and r.hints == [], r.hints
+
+
+def test_a_denied_syscall_says_which_and_what_to_change(tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text('extends = ["default"]\n[syscalls]\ndeny = ["mkdir", "mkdirat"]\n'
+                   'on_violation = "kill"\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(pol, 0o644)
+    p = cli("exec", "--policy", str(pol), "--", "mkdir", "/tmp/x")
+    assert p.returncode != 0 and "mkdir" in p.stderr and "[syscalls] allow" in p.stderr, p.stderr
+
+
+def test_an_unaudited_failing_run_says_what_is_not_known(launcher):
+    pol = load_policy("default").replace(audit=AuditPolicy(files="none"))
+    r = launcher.spawn(["sh", "-c", "exit 4"], policy=pol)
+    assert r.exit_code == 4
+    assert r.hints and "not audited" in r.hints[0] and 'files = "denied"' in r.hints[0]
+
+
+def test_a_successful_run_gets_no_hint_even_after_refusals(launcher):
+    r = launcher.spawn(["sh", "-c", "cat /root/.bashrc 2>/dev/null; cat /etc/shadow "
+                                    "2>/dev/null; true"], policy="default")
+    assert r.status == "ok" and r.hints == []
+
+
+def test_hints_are_bounded_and_printed_printable(tmp_path):
+    """A path the program chose reaches the caller's terminal only escaped."""
+    work = tmp_path / "w"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(work, 0o755)
+    script = ("for i in 1 2 3 4 5 6; do cat \"/nonexistent$i/\033[2J\033]0;owned\007x\" "
+              "2>/dev/null; done; exit 1")
+    p = cli("exec", "--workdir", str(work), "--", "sh", "-c", script)
+    lines = hint_lines(p.stderr)
+    assert 1 <= len(lines) <= 3, p.stderr
+    assert "\x1b" not in p.stderr and "\x07" not in p.stderr
+
+
+def test_a_deny_rule_is_named(launcher, tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "k").write_text("k")
+    pol = parse_policy(f'extends = ["default"]\n[filesystem]\nread = ["{tmp_path}"]\n'
+                       f'deny = ["{tmp_path}/keys"]\n')
+    r = launcher.spawn(["cat", str(tmp_path / "keys" / "k")], policy=pol)
+    assert r.exit_code == 1
+    assert any("filesystem.deny" in h and "remove that deny rule" in h for h in r.hints), r.hints
