@@ -21,6 +21,8 @@ PROBES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probes")
 
 def policy(files: str = "all", deny: tuple[str, ...] = (), base: str = "default", **syscalls):
     pol = load_policy(base).replace(audit=AuditPolicy(files=files))
+    # the scripts count on a read-only work directory (a denied create there)
+    pol = pol.replace(filesystem=replace(pol.filesystem, workdir="direct"))
     if deny:
         pol = pol.replace(filesystem=replace(pol.filesystem, deny=pol.filesystem.deny + deny))
     if syscalls:

@@ -14,7 +14,8 @@ sandbox is why, from what the trusted side knows for certain:
   (`ExitReport.tmp_full`): the tmpfs was full when the program ended;
 - the seccomp violation, the exec failure, the limits: their reasons and the
   CLI's hint already say what to change, so nothing is added here;
-- an unaudited run: that file refusals are not known, and how to see them.
+- an unaudited run (``[audit] files = "none"``): only what the monitor measured
+  (the full ``/tmp``); file refusals are not known, and nothing is guessed.
 
 Hints are made only for runs that did not succeed (a run that went on past a
 refused probe is not failing because of it), at most `MAX_HINTS` of them,
@@ -53,7 +54,7 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
         return (f"{op} of {path} was refused by {rule} (deny beats every allow): "
                 "remove that deny rule from the policy if the program needs it")
     if op == "exec":
-        if _inside(path, "/tmp"):
+        if rule == "private /tmp":
             return (f"exec of {path} was refused: the private /tmp is not executable "
                     "under this policy (set [filesystem] scratch_exec = true)")
         return (f"exec of {path} was refused ({rule}): add exec = [{_q(where)}] to "
@@ -70,9 +71,11 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
             f"[filesystem] (or --read {where})")
 
 
-def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str) -> list[str]:
-    """The hints of a finished run (see the module doc)."""
-    if str(result.status) == "ok":
+def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
+         exec_failed: bool = False) -> list[str]:
+    """The hints of a finished run (see the module doc). A program that could not be
+    started at all already has its one line (`exec_failure.describe`)."""
+    if str(result.status) == "ok" or exec_failed:
         return []
     out: list[str] = []
     if tmp_full:
@@ -93,9 +96,4 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str) -> list[s
         seen.add(key)
         found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))
     out += [text for _p, _n, text in sorted(found)]
-    already_told = result.violation is not None or str(result.status) != "error" or \
-        str(result.reason) != f"exit code {result.exit_code}"
-    if not out and not already_told and policy.audit.files == "none":
-        out.append("file accesses are not audited under this policy, so whether the sandbox "
-                   "refused one is not known (set [audit] files = \"denied\" to see refusals)")
     return out[:MAX_HINTS]

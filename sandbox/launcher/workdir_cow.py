@@ -60,8 +60,7 @@ def grant(policy: Policy, paths: RunPaths) -> tuple[Policy, bool]:
     from sandbox.policy import decide
     work = os.path.realpath(paths.workdir)
     if work == "/":
-        raise InputError('filesystem.workdir = "copy-on-write" needs a work directory other '
-                         'than / (choose --workdir DIR)')
+        return policy, False   # an overlay of the whole root is no work directory: the rules decide
     if decide(policy, "write", work).allowed:
         return policy, False   # an explicit write grant (`--write .`) wins: the host's, directly
     if not decide(policy, "read", work).allowed:
