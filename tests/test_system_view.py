@@ -199,14 +199,16 @@ def test_cgroup_view_is_the_sandbox_own_and_read_only():
 # -- item 4: programs in the work directory run ---------------------------------------
 
 def test_default_runs_programs_of_the_work_directory_which_stays_untouched(tmp_path):
-    """default: exec on the work directory, and writes go to its copy-on-write layer."""
+    """default: exec on the work directory; with copy-on-write asked for, writes go to
+    its overlay and the host's directory stays untouched."""
     work = tmp_path / "w"
     work.mkdir()
     script = work / "run.sh"
     script.write_text("#!/bin/sh\necho ran; touch made && echo made\n")
     script.chmod(0o755)
     before = sorted(os.listdir(work))
-    p = sandbox("exec", "--workdir", str(work), "--", "./run.sh", cwd=str(work))
+    p = sandbox("exec", "--workdir", str(work), "--workdir-mode", "copy-on-write", "--",
+                "./run.sh", cwd=str(work))
     assert (p.returncode, p.stdout) == (0, "ran\nmade\n"), p.stderr
     assert sorted(os.listdir(work)) == before
     p = sandbox("exec", "--policy", "strict", "--workdir", str(work), "--", "./run.sh",
