@@ -77,14 +77,9 @@ def _hold_stdio() -> None:
     """A caller may start us with stdin, stdout or stderr closed: put /dev/null there
     first, so no socket or pipe opened later takes the number and is mistaken for one
     (a sandbox's output relayed into the launcher's own control socket)."""
+    from sandbox.monitor.stdio import ensure_open
     for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+        ensure_open(fd)
 
 
 def main(argv: list[str] | None = None) -> int:

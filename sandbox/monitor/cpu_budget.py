@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sandbox.monitor.tree import walk
+
 MIN_TICK = 0.01   # seconds: the overshoot is at most CPUs x this (plus the kill)
 MAX_TICK = 0.25   # seconds: the fallback's accounting granularity at teardown
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -32,26 +34,8 @@ _CPUS = os.cpu_count() or 1
 
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of every process below `root` (not root itself), their reaped
-    children included. Walks children links only: no scan of all of /proc."""
-    total, stack, seen = 0, [root], set()
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        if pid != root:
-            total += _stat_ticks(pid)
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                    stack.extend(int(c) for c in f.read().split())
-            except (OSError, ValueError):
-                pass
-    return total / _HZ
+    children included (`tree.walk`)."""
+    return sum(_stat_ticks(pid) for pid, _ in walk(root) if pid != root) / _HZ
 
 
 def _stat_ticks(pid: int) -> int:

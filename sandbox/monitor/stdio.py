@@ -66,7 +66,7 @@ class StdioRelay:
         self.spec = spec
         self.caller = [_dup_or_null(fd) for fd in (0, 1, 2)]   # close-on-exec copies
         for fd in (0, 1, 2):   # a closed one would be taken by the next pipe we make
-            _ensure_open(fd)
+            ensure_open(fd)
         self.sandbox: list[int] = []                     # the sandbox's 0, 1, 2
         self._mine: list[int] = []                       # our ends of the relays
         self._threads: list[threading.Thread] = []
@@ -187,7 +187,9 @@ def _dup_or_null(fd: int) -> int:
         return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
 
-def _ensure_open(fd: int) -> None:
+def ensure_open(fd: int) -> None:
+    """`fd` open: a closed standard descriptor becomes /dev/null, so nothing
+    opened later takes its number and is mistaken for it."""
     try:
         os.fstat(fd)
     except OSError:

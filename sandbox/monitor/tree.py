@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 
 def pidfd_holds(fd: int, pid: int) -> bool:
@@ -127,10 +127,10 @@ def reap_all() -> None:
             return
 
 
-def count_tasks(root: int) -> int:
-    """Tasks (threads included) of `root` and its descendants, as RLIMIT_NPROC
-    counts them. Walks /proc/<pid>/task/<tid>/children: no scan of all of /proc."""
-    total, stack, seen = 0, [root], set()
+def walk(root: int) -> Iterator[tuple[int, list[str]]]:
+    """(pid, its thread ids) for `root` and every descendant still alive. Follows
+    /proc/<pid>/task/<tid>/children links only: no scan of all of /proc."""
+    stack, seen = [root], set()
     while stack:
         pid = stack.pop()
         if pid in seen:
@@ -140,11 +140,16 @@ def count_tasks(root: int) -> int:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
-        total += len(tids)
+        yield pid, tids
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
                     stack.extend(int(c) for c in f.read().split())
             except (OSError, ValueError):
                 pass
-    return total
+
+
+def count_tasks(root: int) -> int:
+    """Tasks (threads included) of `root` and its descendants, as RLIMIT_NPROC
+    counts them."""
+    return sum(len(tids) for _, tids in walk(root))
