@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sandbox.monitor.cpu_budget import HZ, stat_ticks
+
 CHECK_EVERY = 64
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> float:
@@ -26,15 +27,7 @@ def own_cpu() -> float:
 
 def child_cpu(pid: int | None) -> float:
     """CPU of a live child (utime + stime from /proc/<pid>/stat); 0 when gone."""
-    if not pid:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0.0
-    fields = data[data.rfind(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return stat_ticks(pid, children=False) / HZ if pid else 0.0
 
 
 def own_peak_memory() -> int:

@@ -28,17 +28,19 @@ from sandbox.monitor.tree import walk
 
 MIN_TICK = 0.01   # seconds: the overshoot is at most CPUs x this (plus the kill)
 MAX_TICK = 0.25   # seconds: the fallback's accounting granularity at teardown
-_HZ = os.sysconf("SC_CLK_TCK")
+HZ = os.sysconf("SC_CLK_TCK")
 _CPUS = os.cpu_count() or 1
 
 
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of every process below `root` (not root itself), their reaped
     children included (`tree.walk`)."""
-    return sum(_stat_ticks(pid) for pid, _ in walk(root) if pid != root) / _HZ
+    return sum(stat_ticks(pid) for pid, _ in walk(root) if pid != root) / HZ
 
 
-def _stat_ticks(pid: int) -> int:
+def stat_ticks(pid: int, children: bool = True) -> int:
+    """Clock ticks of `pid` from /proc/<pid>/stat: utime + stime, plus its reaped
+    children's (cutime + cstime) when `children`; 0 when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -48,7 +50,7 @@ def _stat_ticks(pid: int) -> int:
     # stime, cutime, cstime are fields 14-17 (1-based), i.e. 11-14 after state.
     fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        return sum(int(x) for x in fields[11:15])
+        return sum(int(x) for x in fields[11:15 if children else 13])
     except (ValueError, IndexError):
         return 0
 
