@@ -88,19 +88,14 @@ class Entry:
 
 
 def _private_file(path: str) -> None:
-    """Create `path` 0600 (and its directory 0700) if missing, atomically.
-
-    The directory is made like every state directory (`private_dir`): never a
-    top-level one, so a HOME that does not exist is an error, not created."""
-    from sandbox.launcher.output_path import private_dir
+    """Create `path` 0600 (and its directory 0700) if missing, as every state file is:
+    the directory by `private_dir` (never a top-level one, so a HOME that does not
+    exist is an error, not created), the file by `private_file` (O_NOFOLLOW, a
+    regular singly linked file of the caller's)."""
+    from sandbox.launcher.output_path import private_dir, private_file
     private_dir(os.path.dirname(path), what="run history directory", empty=False,
                 system_check=False)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+    private_file(path, what="run history")
 
 
 class History:
