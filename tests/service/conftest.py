@@ -1,0 +1,38 @@
+"""Fixtures for the service tests: a real `sandbox serve` on 127.0.0.1 (server.py).
+
+    def test_x(server):                 # started, healthy; stopped after the test
+        httpx.get(f"{server.url}/v1/runs", headers=server.auth())
+
+    def test_y(start_server):           # a factory: extra flags, several servers
+        s = start_server("--retain", "1s")
+
+Each server has its own port, state directory and SANDBOX_HOME under the
+test's tmp_path; teardown SIGKILLs its process group if SIGTERM did not end it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from service.server import Server, make_server
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    made: list[Server] = []
+
+    def start(*extra_args: str, env: dict[str, str] | None = None) -> Server:
+        s = make_server(tmp_path / f"server{len(made)}", *extra_args, env=env)
+        made.append(s)
+        return s.start()
+
+    yield start
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
