@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -58,6 +59,14 @@ def _group(pgid: int) -> list[int]:
     return out
 
 
+def _group_after_kill(pgid: int) -> list[int]:
+    """SIGKILL is delivered asynchronously: give the group a moment to die."""
+    deadline = time.monotonic() + 10
+    while (left := _group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def test_start_kill9_restart_stop(tmp_path):
     s = _fake(tmp_path).start()
     try:
@@ -67,7 +76,7 @@ def test_start_kill9_restart_stop(tmp_path):
         port, pgid = s.port, s.proc.pid
         assert len(_group(pgid)) == 2          # the server and its child
         s.kill9()
-        assert _group(pgid) == []              # the whole group, not only the leader
+        assert _group_after_kill(pgid) == []              # the whole group, not only the leader
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{s.url}/healthz", timeout=2)
         s.start()
@@ -76,7 +85,7 @@ def test_start_kill9_restart_stop(tmp_path):
         pgid = s.proc.pid
     finally:
         s.stop()
-    assert _group(pgid) == []
+    assert _group_after_kill(pgid) == []
     s.stop()                                   # idempotent
 
 
