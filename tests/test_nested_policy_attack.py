@@ -143,6 +143,22 @@ def test_extends_of_a_file_chosen_by_the_child_is_refused(home, tmp_path):
     assert r.store["child_result"]["status"] == "error"
 
 
+def test_a_child_cannot_ask_for_a_writable_work_directory(home):
+    """filesystem.workdir is a right too: a `strict` parent keeps its work directory
+    read-only (direct), so a child asking for copy-on-write gets direct (met with the
+    ceiling, like scratch_exec) and writing its work directory fails."""
+    policy = _strict_dict(["${OUTPUT}"])
+    policy["filesystem"]["workdir"] = "copy-on-write"
+    r = Launcher(capture_output=True).spawn(
+        wf({"name": "pol.nest", "params": {"child": writer(["$CWD/planted"]),
+                                           "policy": policy}}),
+        policy="strict", code_paths=[CODE])
+    assert r.status == "ok", (r.reason, r.error)
+    child = r.store["child_result"]
+    assert child["status"] == "ok", child
+    assert child["store"]["writes"]["$CWD/planted"] != "written", child
+
+
 def test_the_child_may_still_write_its_own_output(home):
     r = Launcher(capture_output=True).spawn(
         wf({"name": "pol.nest", "params": {"child": writer(["$OUTPUT/ok.txt"]),

@@ -43,6 +43,8 @@ def test_a_policy_is_narrower_or_equal_to_itself_and_builtins_compare():
     (dict(syscalls=replace(BASE.syscalls, allow=("ptrace", "mount"))), "syscalls.allow: adds mount"),
     (dict(syscalls=replace(BASE.syscalls, deny=())), "syscalls.deny: drops bpf"),
     (dict(best_effort=True), "best_effort"),
+    (dict(filesystem=fs(workdir="copy-on-write")), "filesystem.workdir"),
+    (dict(filesystem=fs(scratch_exec=True)), "filesystem.scratch_exec"),
 ])
 def test_each_loosening_is_refused_with_its_reason(change, fragment):
     ok, why = is_narrower_or_equal(BASE.replace(**change), BASE)

@@ -25,7 +25,10 @@ Rules, each must hold for `a` to be narrower than or equal to `b`:
   and a glob whose literal prefix is "/" only by the identical glob, since
   it may match inside an area); paths under `own` roots (a nested run's
   fresh WORKDIR and OUTPUT) need no cover; every ``b.deny`` is covered by a deny of `a`
-  (deny superset); ``tmp_size`` not larger; ``best_effort`` only if `b` has it.
+  (deny superset); ``tmp_size`` not larger; ``best_effort`` only if `b` has it;
+  ``workdir``: direct < copy-on-write (a writable work directory, even an
+  overlay whose upper layer costs the run's memory, is looser than the rules'
+  read-only one); ``scratch_exec`` only if `b` has it.
 - network: none < loopback < host.
 - limits: each ``a`` limit <= ``b``'s; ``None`` means unlimited, so `a` may
   be limited where `b` is not, never the reverse.
@@ -49,6 +52,7 @@ NETWORK_ORDER = {"none": 0, "loopback": 1, "host": 2}
 PROFILE_ORDER = {"strict": 0, "default": 1}
 VIOLATION_ORDER = {"kill": 0, "errno": 1}
 AUDIT_ORDER = {"all": 0, "denied": 1, "none": 2}   # more auditing = narrower
+WORKDIR_ORDER = {"direct": 0, "copy-on-write": 1}     # a writable work directory is looser
 RIGHTS = {"read": frozenset({"read"}), "exec": frozenset({"read", "exec"}),
           "write": frozenset({"read", "write", "create", "delete"})}
 LIMIT_KEYS = ("cpu", "wall", "memory", "file_size", "processes", "open_files", "monitor_cpu")
@@ -151,6 +155,7 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
     if fa.scratch_exec and not fb.scratch_exec:
         why.append("filesystem.scratch_exec: the private /tmp is executable, "
                    "the other policy's is not")
+    _order("filesystem.workdir", WORKDIR_ORDER, fa.workdir, fb.workdir, why)
     if a.best_effort and not b.best_effort:
         why.append("best_effort: may skip layers the other policy requires")
     _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)

@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
 from sandbox.policy.compare import (AUDIT_ORDER, LIMIT_KEYS, NETWORK_ORDER, PROFILE_ORDER,
-                                    VIOLATION_ORDER, differences)
+                                    VIOLATION_ORDER, WORKDIR_ORDER, differences)
 from sandbox.policy.engine import engine_for, normalize
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
@@ -91,6 +91,8 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
                  deny=tuple(dict.fromkeys((*child.filesystem.deny, *ceiling.filesystem.deny))),
                  tmp_size=min(child.filesystem.tmp_size, ceiling.filesystem.tmp_size),
                  scratch_exec=child.filesystem.scratch_exec and ceiling.filesystem.scratch_exec,
+                 workdir=_tighter(WORKDIR_ORDER, child.filesystem.workdir,
+                                  ceiling.filesystem.workdir),
                  allow_credentials=_meet_credentials(child.filesystem.allow_credentials,
                                                      ceiling.filesystem.allow_credentials),
                  output_size=min(child.filesystem.output_size, ceiling.filesystem.output_size),

@@ -13,7 +13,7 @@ def write(ctx):
     out = os.environ.get("SANDBOX_OUTPUT", "")
     done = {}
     for raw in ctx.params["paths"]:
-        path = raw.replace("$OUTPUT", out)
+        path = raw.replace("$OUTPUT", out).replace("$CWD", os.getcwd())
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError:
