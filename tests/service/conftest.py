@@ -6,6 +6,9 @@
     def test_y(start_server):           # a factory: extra flags, several servers
         s = start_server("--retain", "1s")
 
+    def test_z(service_server, http):   # the same server; `http` an httpx.Client as admin
+        http.get("/v1/runs"); service_server.client(other_token).get(...)
+
 Each server has its own port, state directory and SANDBOX_HOME under the
 test's tmp_path; teardown SIGKILLs its process group if SIGTERM did not end it.
 """
@@ -14,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.server import Server, make_server
+
+ServiceServer = Server      # the name the server-side tests import
 
 
 @pytest.fixture
@@ -36,3 +42,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 @pytest.fixture
 def server(start_server: Callable[..., Server]) -> Server:
     return start_server()
+
+
+@pytest.fixture
+def service_server(server: Server) -> Server:
+    return server
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator["httpx.Client"]:
+    with server.client() as c:
+        yield c

@@ -35,14 +35,16 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """One `sandbox serve` process; `state` survives `kill9()` and `restart()`."""
-    state: Path
-    home: Path                       # SANDBOX_HOME of the server (run history etc.)
+    """One `sandbox serve` process; `state` survives `kill9()` and `restart()`.
+    Started as root it passes --allow-root (the tests run as root in CI's first
+    pass, and as an unprivileged user in the second)."""
+    state: str                       # --state (a str: tests build paths from it)
+    home: str                        # SANDBOX_HOME of the server (run history etc.)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    log_path: str | None = None
 
     @property
     def url(self) -> str:
@@ -50,15 +52,26 @@ class Server:
 
     @property
     def admin_token(self) -> str:
-        return (self.state / ADMIN_TOKEN_FILE).read_text().strip()
+        with open(os.path.join(self.state, ADMIN_TOKEN_FILE)) as f:
+            return f.read().strip()
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         """The Authorization header for `token` (default: the admin token)."""
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
+    def client(self, token: str | None = None, **kw: object) -> httpx.Client:
+        """A raw httpx client with `token` (default: the admin's), for HTTP-level tests."""
+        return httpx.Client(base_url=self.url, headers=self.auth(token), timeout=60.0,
+                            **kw)  # type: ignore[arg-type]
+
+    @property
+    def log(self) -> str:
+        return self.log_path or ""
+
     def command(self) -> list[str]:
+        root = ["--allow-root"] if os.geteuid() == 0 else []
         return [sys.executable, "-m", "sandbox", "serve", "--listen", f"127.0.0.1:{self.port}",
-                "--state", str(self.state), *self.extra_args]
+                "--state", self.state, *root, *self.extra_args]
 
     def start(self, attempts: int = 3) -> "Server":
         """Start and wait for /healthz; keeps the port across restarts, picks a new
@@ -67,7 +80,7 @@ class Server:
         for _ in range(attempts):
             if not self.port:
                 self.port = free_port()
-            self.log_path = self.state.parent / f"serve-{self.port}.log"
+            self.log_path = os.path.join(os.path.dirname(self.state), f"serve-{self.port}.log")
             log = open(self.log_path, "ab")
             env = {**os.environ, "SANDBOX_HOME": str(self.home), **self.env}
             env.pop("SANDBOX_SERVER", None)
@@ -102,7 +115,10 @@ class Server:
 
     def log_tail(self, n: int = 4000) -> str:
         try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace") if self.log_path else ""
+            if not self.log_path:
+                return ""
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
         except OSError:
             return ""
 
@@ -146,7 +162,7 @@ class Server:
 def make_server(tmp: Path, *extra_args: str, env: dict[str, str] | None = None) -> Server:
     """A not yet started server whose state and home live under `tmp` (0700)."""
     tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state = tmp / "state"
     home = tmp / "home"
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return Server(state=state, home=home, extra_args=list(extra_args), env=dict(env or {}))
+    return Server(state=str(tmp / "state"), home=str(home), extra_args=list(extra_args),
+                  env=dict(env or {}))

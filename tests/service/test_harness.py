@@ -31,7 +31,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 
 class FakeServer(Server):
     def command(self) -> list[str]:
-        return [sys.executable, "-c", FAKE, str(self.port), str(self.state)]
+        return [sys.executable, "-c", FAKE, str(self.port), self.state]
 
 
 def _fake(tmp_path: Path) -> FakeServer:
