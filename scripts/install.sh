@@ -5,7 +5,8 @@
 # (the sandbox's init is linked statically against libc.a), libcap-dev
 # (python-prctl compiles against libcap), libseccomp2 (pyseccomp loads it with
 # ctypes), iproute2, and the peers used as cross-checks by `sandbox bench`
-# (bubblewrap, firejail; optional, installed when available).
+# (bubblewrap, firejail; optional, installed when available), and Chromium
+# with chromedriver for the web page's browser tests.
 # The venv is built from /usr/bin/python3 on purpose: an interpreter under a
 # root-only directory (pyenv in /root) cannot run as the unprivileged users the
 # isolation tests also run as.
@@ -25,6 +26,9 @@ if command -v apt-get >/dev/null; then
     $SUDO apt-get install -y -qq --no-install-recommends \
         libc6-dev make git sqlite3 nodejs openjdk-17-jdk-headless bsdutils util-linux \
         ncurses-bin dpkg >/dev/null
+    # The web page's browser tests (tests/browser): Debian's headless-capable
+    # Chromium and the matching chromedriver (/usr/bin/chromium, /usr/bin/chromedriver).
+    $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
     $SUDO apt-get install -y -qq --no-install-recommends bubblewrap firejail >/dev/null \
         || echo "install.sh: bubblewrap/firejail not installed; sandbox bench will skip them" >&2
 fi
