@@ -28,7 +28,8 @@ EXIT_RUN_INPUT = 125
 EXIT_INTERNAL = 70        # sysexits EX_SOFTWARE
 
 # Order is the order shown by --help.
-COMMANDS = ("exec", "run", "runs", "gc", "policy", "audit", "doctor", "demo", "bench")
+COMMANDS = ("exec", "run", "runs", "gc", "policy", "audit", "doctor", "demo", "bench",
+            "serve", "token")
 
 DESCRIPTION = """\
 Run untrusted programs and workflow actions under Linux isolation: namespaces,

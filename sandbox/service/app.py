@@ -1,0 +1,200 @@
+"""The FastAPI application: `create_app(config)` builds one service on a state directory.
+
+Routes live in sandbox.service.routes_*; this module wires the shared parts
+(store, event bus, queue, launcher), authentication, the body-size limit and
+the mapping of typed errors to HTTP statuses:
+
+    InputError          422 {"detail": "<field or reason>: ..."}
+    auth.Unauthorized   401 (WWW-Authenticate: Bearer)
+    tenancy.Forbidden   403 {"detail": "<the policy comparison's reason>"}
+    QuotaExceeded       429 (Retry-After)
+    body too large      413
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+import sandbox
+from sandbox.errors import InputError
+from sandbox.service import auth, tenancy
+from sandbox.service.config import ServiceConfig, prepare_state
+from sandbox.service.events import Bus
+from sandbox.service.queue import RunQueue
+from sandbox.service.runs import QuotaExceeded, Runs
+from sandbox.service.store import Store, TokenRow
+
+log = logging.getLogger("sandbox.service")
+
+
+class Unauthorized(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass
+class Service:
+    """Everything a request handler needs (app.state.service)."""
+    config: ServiceConfig
+    store: Store
+    bus: Bus
+    runs: Runs
+    queue: RunQueue
+    admin_file: str
+    launcher: Any = None
+    rate: Any = None     # sandbox.service.ratelimit.RateLimiter
+
+    def rate_check(self, tok: TokenRow) -> None:
+        if self.rate is not None:
+            self.rate.check(tok)
+
+    def token_name(self, token_id: str) -> str:
+        tok = self.store.token(token_id)
+        return tok.name if tok is not None else "(deleted)"
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service   # type: ignore[no-any-return]
+
+
+def current_token(request: Request,
+                  creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenRow:
+    svc = service(request)
+    tok = auth.lookup(svc.store, creds.credentials if creds is not None else None)
+    if tok is None:
+        raise Unauthorized("a valid bearer token is required (Authorization: Bearer sbx_...)")
+    return tok
+
+
+def admin_token(tok: TokenRow = Depends(current_token)) -> TokenRow:
+    if not tok.admin:
+        raise tenancy.Forbidden("this needs the admin token")
+    return tok
+
+
+class BodyLimit:
+    """413 for a request body over `limit` bytes: by Content-Length before
+    reading, and by counting for a chunked one (the handler never sees more)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        limit = self.limit
+
+        async def counted() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return msg
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"detail":"request body too large (over %d bytes)"}' % self.limit
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_service(config: ServiceConfig) -> Service:
+    config.state = prepare_state(config.state)
+    store = Store(config.db_path)
+    admin_file = auth.ensure_admin(store, config.state)
+    bus = Bus(store)
+    runs = Runs(store, bus, config)
+    queue = RunQueue(store, bus, config, runs.execute)
+    from sandbox.service.ratelimit import RateLimiter
+    return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
+                   admin_file=admin_file, rate=RateLimiter())
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    svc = build_service(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import asyncio
+        from sandbox.launcher.launcher import Launcher
+        svc.bus.bind(asyncio.get_running_loop())
+        svc.launcher = Launcher(max_concurrent=config.max_concurrent,
+                                audit_db=config.audit_dir, history=False,
+                                capture_output=True)
+        svc.runs.launcher = svc.launcher
+        requeued, lost = svc.queue.start()
+        if requeued or lost:
+            log.warning("recovered after a restart: %d run(s) re-queued, %d lost",
+                        len(requeued), len(lost))
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, svc.queue.stop)
+            await asyncio.get_running_loop().run_in_executor(None, svc.launcher.close)
+            svc.store.close()
+
+    app = FastAPI(title="sandbox service", version=sandbox.__version__, lifespan=lifespan,
+                  description="Sandboxed runs over HTTP (docs/service.md).")
+    app.state.service = svc
+    app.add_middleware(BodyLimit, limit=config.max_body)   # type: ignore[arg-type]
+
+    @app.exception_handler(Unauthorized)
+    async def _401(request: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(tenancy.Forbidden)
+    async def _403(request: Request, exc: tenancy.Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(NotFound)
+    async def _404(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(QuotaExceeded)
+    async def _429(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=429,
+                            headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(InputError)
+    async def _422(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    from sandbox.service import routes_runs
+    app.include_router(routes_runs.router)
+    return app

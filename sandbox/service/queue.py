@@ -1,0 +1,155 @@
+"""The in-process queue: workers take queued runs from the store, oldest first,
+and run them on the local Launcher.
+
+The store is the queue: a run is persisted (status "queued") before the
+submitter gets its 202, so a restart or a `kill -9` loses nothing; workers
+claim a run with one transaction that also bumps its attempt number, and
+every later write names that attempt (a stale executor cannot overwrite a
+re-queued run). On start, runs left "running" by a dead server end "lost",
+or go back to the queue when the submitter allowed retries.
+
+A token's `max_concurrent` is honoured here: a worker skips runs of a token
+that already has that many running, so one busy tenant cannot hold every
+worker while another's runs wait.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from sandbox.service.config import ServiceConfig
+from sandbox.service.events import Bus
+from sandbox.service.store import RunRow, Store
+
+log = logging.getLogger("sandbox.service")
+
+Executor = Callable[[RunRow, int, threading.Event, dict[str, str]], None]
+
+
+class RunQueue:
+    def __init__(self, store: Store, bus: Bus, config: ServiceConfig,
+                 execute: Executor) -> None:
+        self.store, self.bus, self.config = store, bus, config
+        self._execute = execute
+        self._cond = threading.Condition()
+        self._running: dict[str, int] = {}            # token id -> runs going
+        self._cancel: dict[str, threading.Event] = {}  # run id -> its cancel token
+        self._secrets: dict[str, dict[str, str]] = {}  # run id -> secret env (memory only)
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
+        self._limits: dict[str, int] = {}
+
+    # -- lifetime -------------------------------------------------------------
+    def start(self) -> tuple[list[str], list[str]]:
+        requeued, lost = self.store.recover(time.time())
+        for run_id in lost:
+            self.bus.publish(run_id, "exit", {"status": "lost",
+                                              "reason": "the server died while it ran"})
+        for i in range(self.config.max_concurrent):
+            t = threading.Thread(target=self._work, name=f"sandbox-service-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        return requeued, lost
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            cancels = list(self._cancel.values())
+            self._cond.notify_all()
+        for ev in cancels:
+            ev.set()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # -- from the API ---------------------------------------------------------
+    def submitted(self, run_id: str, secrets: dict[str, str]) -> None:
+        with self._cond:
+            if secrets:
+                self._secrets[run_id] = dict(secrets)
+            self._cond.notify()
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a queued run (it never starts) or a running one (killed)."""
+        with self._cond:
+            ev = self._cancel.get(run_id)
+            if ev is not None:
+                ev.set()
+                return True
+            done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
+                                          time.time())
+            self._secrets.pop(run_id, None)
+        if done:
+            self.bus.publish(run_id, "exit", {"status": "cancelled",
+                                              "reason": "cancelled before it started"})
+            self.bus.forget(run_id)
+        return done
+
+    def running_count(self) -> int:
+        with self._cond:
+            return sum(self._running.values())
+
+    # -- workers --------------------------------------------------------------
+    def _limit(self, token_id: str) -> int:
+        lim = self._limits.get(token_id)
+        if lim is None:
+            tok = self.store.token(token_id)
+            lim = tok.max_concurrent if tok is not None else 1
+            self._limits[token_id] = lim
+        return lim
+
+    def _next(self) -> tuple[RunRow, int, threading.Event, dict[str, str]] | None:
+        """Claim the oldest queued run whose token has a free slot (lock held)."""
+        for run_id, token_id in self.store.queued():
+            if self._running.get(token_id, 0) >= self._limit(token_id):
+                continue
+            attempt = self.store.claim(run_id, time.time())
+            if attempt is None:
+                continue
+            row = self.store.run(run_id)
+            if row is None:
+                continue
+            self._running[token_id] = self._running.get(token_id, 0) + 1
+            ev = threading.Event()
+            self._cancel[run_id] = ev
+            return row, attempt, ev, self._secrets.pop(run_id, {})
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while not self._stopping:
+                    job = self._next()
+                    if job is not None:
+                        break
+                    self._cond.wait(1.0)
+                if self._stopping and job is None:
+                    return
+            assert job is not None
+            row, attempt, cancel, secrets = job
+            try:
+                self._execute(row, attempt, cancel, secrets)
+            except Exception:   # the executor records its own failures; this is a bug
+                log.exception("run %s: the executor failed", row.id)
+                now = time.time()
+                if self.store.finish(row.id, attempt, "setup_error",
+                                     "internal error in the service", None, now):
+                    self.bus.publish(row.id, "exit", {"status": "setup_error",
+                                                      "reason": "internal error in the service"})
+            finally:
+                with self._cond:
+                    self._cancel.pop(row.id, None)
+                    self._running[row.token_id] -= 1
+                    self._cond.notify_all()
+                self.bus.forget(row.id)
+
+    def forget_token(self, token_id: str) -> None:
+        with self._cond:
+            self._limits.pop(token_id, None)
+
+    def extra(self) -> dict[str, Any]:
+        with self._cond:
+            return {"running": sum(self._running.values())}

@@ -1,0 +1,137 @@
+"""/v1/runs: submit, list, get, cancel; /healthz."""
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+import sandbox
+from sandbox.service.app import NotFound, Service, current_token, service
+from sandbox.service.models import FINAL_STATES, Health, RunList, RunRequest, RunView
+from sandbox.service.runs import view
+from sandbox.service.store import RunRow, TokenRow
+
+router = APIRouter()
+MAX_WAIT = 300.0
+Tok = Annotated[TokenRow, Depends(current_token)]
+Svc = Annotated[Service, Depends(service)]
+
+
+def visible_run(svc: Service, tok: TokenRow, run_id: str) -> RunRow:
+    """The run if this token may see it; 404 otherwise (another tenant's run does
+    not exist, as far as this token can tell)."""
+    row = svc.store.run(run_id) if len(run_id) <= 64 else None
+    if row is None or (not tok.admin and row.token_id != tok.id):
+        raise NotFound(f"no run {run_id[:64]!r}")
+    return row
+
+
+async def wait_final(svc: Service, run_id: str, seconds: float) -> RunRow | None:
+    """The run once it ended, or as it is after `seconds`."""
+    q = svc.bus.subscribe(run_id)
+    try:
+        row = await run_in_threadpool(svc.store.run, run_id)
+        if row is None or row.status in FINAL_STATES or seconds <= 0:
+            return row
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                ev = await asyncio.wait_for(q.get(), left)
+            except (asyncio.TimeoutError, TimeoutError):
+                break
+            if ev is None or ev.type == "exit":
+                break
+    finally:
+        svc.bus.unsubscribe(run_id, q)
+    return await run_in_threadpool(svc.store.run, run_id)
+
+
+@router.post("/v1/runs", status_code=202, response_model=RunView,
+             responses={200: {"model": RunView, "description": "finished within ?wait="},
+                        401: {}, 403: {}, 413: {}, 422: {}, 429: {}})
+async def submit(req: RunRequest, tok: Tok, svc: Svc, response: Response,
+                 wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None
+                 ) -> RunView:
+    """Queue a program or workflow run. 202 with the run and its links; with
+    ?wait=SECONDS, 200 and the finished run when it ends in time."""
+    svc.rate_check(tok)
+    row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key)
+    if created:
+        svc.queue.submitted(row.id, req.secret_env)
+    if wait > 0:
+        row = await wait_final(svc, row.id, wait) or row
+    if row.status in FINAL_STATES and wait > 0:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/runs/{row.id}"
+    return view(row, tok.name if row.token_id == tok.id else svc.token_name(row.token_id))
+
+
+@router.get("/v1/runs", response_model=RunList)
+def list_runs(tok: Tok, svc: Svc,
+              status: Annotated[str | None, Query(max_length=32)] = None,
+              token: Annotated[str | None, Query(max_length=64,
+                                                 description="a token's name (admin)")] = None,
+              since: float | None = None, until: float | None = None,
+              cursor: Annotated[str | None, Query(max_length=32)] = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> RunList:
+    """Runs this token can see, newest first; ?cursor= continues a listing."""
+    from sandbox.errors import InputError
+    after = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise InputError("cursor: not a cursor this server gave")
+        after = int(cursor)
+    token_ids: list[str | None] = [tok.id]
+    if tok.admin:
+        token_ids = [None] if token is None else \
+            [t.id for t in svc.store.tokens() if t.name == token] or ["-"]
+    rows: list[RunRow] = []
+    for tid in token_ids:
+        rows += svc.store.list_runs(token_id=tid, status=status, since=since, until=until,
+                                    after_seq=after, limit=limit)
+    rows.sort(key=lambda r: r.seq, reverse=True)
+    rows = rows[:limit]
+    names: dict[str, str] = {}
+    items = []
+    for r in rows:
+        if r.token_id not in names:
+            names[r.token_id] = svc.token_name(r.token_id)
+        items.append(view(r, names[r.token_id]))
+    nxt = str(rows[-1].seq) if len(rows) == limit else None
+    return RunList(items=items, next_cursor=nxt)
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunView)
+async def get_run(run_id: str, tok: Tok, svc: Svc,
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> RunView:
+    """One run: its status, times, attempts and (once ended) its RunResult.
+    ?wait=SECONDS waits for it to end first."""
+    row = await run_in_threadpool(visible_run, svc, tok, run_id)
+    if wait > 0 and row.status not in FINAL_STATES:
+        row = await wait_final(svc, run_id, wait) or row
+    return view(row, svc.token_name(row.token_id))
+
+
+@router.post("/v1/runs/{run_id}/cancel", response_model=RunView, status_code=202)
+def cancel(run_id: str, tok: Tok, svc: Svc) -> RunView:
+    """Cancel a queued run (it never starts) or kill a running one. 202; a run
+    that already ended is returned as it is (409 is not used: cancel is idempotent)."""
+    row = visible_run(svc, tok, run_id)
+    if row.status not in FINAL_STATES:
+        svc.queue.cancel(run_id)
+        row = svc.store.run(run_id) or row
+    return view(row, svc.token_name(row.token_id))
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(svc: Svc) -> Health:
+    """Liveness: no token needed; says nothing about any run."""
+    return Health(status="ok", version=sandbox.__version__, queued=svc.store.count("queued"),
+                  running=svc.queue.running_count())

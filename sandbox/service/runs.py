@@ -1,0 +1,211 @@
+"""Submitting a run (validate, check the policy, persist, queue) and executing one.
+
+A submitted run gets fresh directories under <state>/runs/<id>/: `input`
+(its ${WORKDIR}: the uploaded files, read-only to it) and `output` (its
+${OUTPUT}); HOME is the run's private /tmp, empty at the start. The request
+is stored without `secret_env`; secret values live in memory only until the
+run starts, and are masked out of everything recorded about the run.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets as _secrets
+import shutil
+import threading
+import time
+from typing import Any
+
+from sandbox.errors import InputError
+from sandbox.service.config import ServiceConfig
+from sandbox.service.events import Bus
+from sandbox.service.files import write_input
+from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
+from sandbox.service.store import RunRow, Store, TokenRow
+from sandbox.service import tenancy
+
+SECRET_MASK = "[secret]"
+HOME = "/tmp"     # the run's private, empty, writable scratch directory
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def new_run_id() -> str:
+    return "run_" + _secrets.token_hex(12)
+
+
+def decode_b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise InputError(f"{what}: not valid base64") from None
+
+
+def links(run_id: str) -> Links:
+    base = f"/v1/runs/{run_id}"
+    return Links(self=base, events=f"{base}/events", files=f"{base}/files",
+                 cancel=f"{base}/cancel", audit=f"{base}/audit")
+
+
+def view(row: RunRow, token_name: str) -> RunView:
+    req = row.request
+    wf = req.get("workflow")
+    return RunView(id=row.id, status=row.status, kind=row.kind,  # type: ignore[arg-type]
+                   token=token_name, policy=row.policy, argv=req.get("argv"),
+                   workflow=str(wf.get("name", "workflow")) if isinstance(wf, dict) else None,
+                   labels=req.get("labels") or {}, created_at=row.created_at,
+                   queued_at=row.created_at, started_at=row.started_at,
+                   finished_at=row.finished_at, host=row.host, attempts=row.attempts,
+                   retries=row.retries, reason=row.reason, result=row.result,
+                   links=links(row.id))
+
+
+def mask(value: Any, secrets: list[str]) -> Any:
+    """`value` with every secret string replaced, recursively (JSON shapes)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for s in secrets:
+            if s:
+                value = value.replace(s, SECRET_MASK)
+        return value
+    if isinstance(value, dict):
+        return {mask(k, secrets): mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, secrets) for v in value]
+    return value
+
+
+class Runs:
+    """Submission and execution of runs (the API and the queue's executor)."""
+
+    def __init__(self, store: Store, bus: Bus, config: ServiceConfig) -> None:
+        self.store, self.bus, self.config = store, bus, config
+        self.launcher: Any = None      # set by the app: sandbox.Launcher
+        self._lock = threading.Lock()
+
+    # -- submit ---------------------------------------------------------------
+    def policy_for(self, req: RunRequest, token: TokenRow, run_id: str) -> tuple[Any, str]:
+        """(the resolved policy, its name) for this request; Forbidden over the ceiling."""
+        from sandbox.policy.loader import load_policy_cached
+        policy = tenancy.load_requested(req.policy, req.policy_inline,
+                                        token.ceiling or self.config.default_policy)
+        ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+        tenancy.check(policy, ceiling, state=self.config.state,
+                      workdir=self.config.input_dir(run_id),
+                      output=self.config.output_dir(run_id))
+        return policy, policy.name
+
+    def check_quota(self, token: TokenRow) -> None:
+        if self.store.count("queued") >= self.config.max_queued:
+            raise QuotaExceeded(f"the server's queue is full ({self.config.max_queued} runs)")
+        if not token.admin and self.store.count("queued", token.id) >= token.max_queued:
+            raise QuotaExceeded(f"token {token.name!r} has {token.max_queued} runs queued, "
+                                "its limit")
+
+    def submit(self, req: RunRequest, token: TokenRow, idem_key: str | None,
+               uploads: list[tuple[str, bytes, bool]] = ()) -> tuple[RunRow, bool]:
+        """Persist a new run (or return the one this idempotency key made);
+        (row, created). Raises InputError, Forbidden, QuotaExceeded."""
+        if idem_key is not None:
+            old = self.store.run_by_idem(token.id, idem_key)
+            if old is not None:
+                return old, False
+        run_id = new_run_id()
+        _, policy_name = self.policy_for(req, token, run_id)
+        files: list[tuple[str, bytes, bool]] = list(uploads)
+        for f in req.files:
+            files.append((f.name, decode_b64(f.content_b64, f"files[{f.name}]"), f.mode == "rx"))
+        if req.stdin_b64 is not None:
+            decode_b64(req.stdin_b64, "stdin_b64")
+        for name, data, _ in files:
+            if len(data) > self.config.max_file:
+                raise InputError(f"files[{name}]: {len(data)} bytes, over the "
+                                 f"{self.config.max_file}-byte limit per file")
+        if len({n for n, _, _ in files}) != len(files):
+            raise InputError("files: a name is given twice")
+        with self._lock:   # quota check and insert together: no overshoot under load
+            self.check_quota(token)
+            rundir = self.config.run_dir(run_id)
+            os.mkdir(rundir, 0o700)
+            try:
+                inp = self.config.input_dir(run_id)
+                os.mkdir(inp, 0o700)
+                for name, data, executable in files:
+                    write_input(inp, name, data, executable)
+                stored = req.model_dump(exclude={"secret_env", "files"})
+                stored["files"] = [n for n, _, _ in files]
+                stored["secret_names"] = sorted(req.secret_env)
+                row = RunRow(seq=0, id=run_id, token_id=token.id, status="queued",
+                             kind="exec" if req.argv is not None else "workflow",
+                             request=stored, policy=policy_name, created_at=time.time(),
+                             started_at=None, finished_at=None, attempts=0,
+                             retries=req.retries, reason=None, result=None,
+                             host=self.config.hostname, idem_key=idem_key,
+                             has_secrets=bool(req.secret_env))
+                got = self.store.insert_run(row)
+            except BaseException:
+                shutil.rmtree(rundir, ignore_errors=True)
+                raise
+            if got.id != run_id:     # the same key won a race meanwhile
+                shutil.rmtree(rundir, ignore_errors=True)
+                return got, False
+        self.bus.publish(run_id, "queued", {"status": "queued"})
+        return got, True
+
+    # -- execute (a queue worker's thread) -------------------------------------
+    def execute(self, row: RunRow, attempt: int, cancel: threading.Event,
+                secret_env: dict[str, str]) -> None:
+        from sandbox.nested import Lineage
+        from sandbox.policy.confine import Ceiling
+        from sandbox.policy.loader import load_policy_cached
+        req = row.request
+        if row.has_secrets and not secret_env:
+            self._end(row, attempt, "lost", "its secret environment values are kept in memory "
+                      "only and did not survive a restart of the server; submit it again", None)
+            return
+        self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
+        token = self.store.token(row.token_id)
+        secrets = sorted(secret_env.values(), key=len, reverse=True)
+        try:
+            if token is None or token.revoked_at is not None:
+                raise tenancy.Forbidden("the token that submitted it was revoked")
+            policy = tenancy.load_requested(req.get("policy"), req.get("policy_inline"),
+                                            token.ceiling or self.config.default_policy)
+            ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+            inp, out = self.config.input_dir(row.id), self.config.output_dir(row.id)
+            tenancy.check(policy, ceiling, state=self.config.state, workdir=inp, output=out)
+            shutil.rmtree(out, ignore_errors=True)    # a re-queued run starts afresh
+            stdin: bytes | None = None
+            if req.get("stdin") is not None:
+                stdin = str(req["stdin"]).encode()
+            elif req.get("stdin_b64") is not None:
+                stdin = decode_b64(req["stdin_b64"], "stdin_b64")
+            env = {**(req.get("env") or {}), **secret_env, "HOME": HOME}
+            target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
+            lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
+                if ceiling is not None else None
+            result = self.launcher.spawn(
+                target, policy=policy, store=req.get("store"), timeout=req.get("timeout"),
+                workdir=inp, output_dir=out, env=env, capture_output=True, cancel=cancel,
+                stdin=stdin, lineage=lineage)
+        except (InputError, tenancy.Forbidden) as exc:
+            self._end(row, attempt, "setup_error", mask(str(exc), secrets), None)
+            return
+        data = mask(result.to_dict(), secrets)
+        for name in ("stdout", "stderr"):
+            if data.get(name):
+                self.bus.publish(row.id, name, {"text": data[name]})
+        self._end(row, attempt, str(result.status), data.get("reason") or None, data)
+
+    def _end(self, row: RunRow, attempt: int, status: str, reason: str | None,
+             result: dict[str, Any] | None) -> None:
+        assert status in FINAL_STATES, status
+        if self.store.finish(row.id, attempt, status, reason, result, time.time()):
+            self.bus.publish(row.id, "exit", {"status": status, "reason": reason,
+                                              "exit_code": (result or {}).get("exit_code")})

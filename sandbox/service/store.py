@@ -1,0 +1,324 @@
+"""The service's store: SQLite in WAL mode, in the state directory (0700, file 0600).
+
+One connection, one lock: SQLite serialises writers anyway, and every
+statement here is short. The schema has a version (PRAGMA user_version) and
+an ordered list of migrations; a store made by an older version is migrated
+on open, one made by a newer one is refused (it cannot be read safely).
+
+Secret environment values never reach this module: the request stored is
+the one with `secret_env` removed (sandbox.service.runs).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from sandbox.errors import InputError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs, tokens, events
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+        ceiling TEXT, max_concurrent INTEGER NOT NULL, max_queued INTEGER NOT NULL,
+        rate REAL, admin INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, revoked_at REAL);
+    CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE, token_id TEXT NOT NULL, status TEXT NOT NULL,
+        kind TEXT NOT NULL, request TEXT NOT NULL, policy TEXT,
+        created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0, retries INTEGER NOT NULL DEFAULT 0,
+        reason TEXT, result TEXT, host TEXT NOT NULL, idem_key TEXT,
+        has_secrets INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX runs_status ON runs(status, seq);
+    CREATE INDEX runs_token ON runs(token_id, seq);
+    CREATE UNIQUE INDEX runs_idem ON runs(token_id, idem_key) WHERE idem_key IS NOT NULL;
+    CREATE TABLE events (
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+        data TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, seq));
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(InputError):
+    """The store cannot be used (newer schema, bad file)."""
+
+
+@dataclass
+class RunRow:
+    seq: int
+    id: str
+    token_id: str
+    status: str
+    kind: str
+    request: dict[str, Any]
+    policy: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    retries: int
+    reason: str | None
+    result: dict[str, Any] | None
+    host: str
+    idem_key: str | None
+    has_secrets: bool
+
+
+@dataclass
+class TokenRow:
+    id: str
+    name: str
+    hash: str
+    ceiling: str | None
+    max_concurrent: int
+    max_queued: int
+    rate: float | None
+    admin: bool
+    created_at: float
+    revoked_at: float | None
+
+
+_RUN_COLS = ("seq, id, token_id, status, kind, request, policy, created_at, started_at, "
+             "finished_at, attempts, retries, reason, result, host, idem_key, has_secrets")
+
+
+def _run(row: tuple[Any, ...]) -> RunRow:
+    r = list(row)
+    r[5] = json.loads(r[5])
+    r[13] = json.loads(r[13]) if r[13] is not None else None
+    r[16] = bool(r[16])
+    return RunRow(*r)
+
+
+def _token(row: tuple[Any, ...]) -> TokenRow:
+    r = list(row)
+    r[7] = bool(r[7])
+    return TokenRow(*r)
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- schema ----------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        with self._lock:
+            have = self.version
+            if have > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: the store has schema version {have}, this "
+                                 f"sandbox knows up to {SCHEMA_VERSION}; upgrade sandbox")
+            for number in range(have, SCHEMA_VERSION):
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in MIGRATIONS[number].split(";"):
+                        if stmt.strip():
+                            self._db.execute(stmt)
+                    self._db.execute(f"PRAGMA user_version = {number + 1}")
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _x(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, args).rowcount
+
+    # -- tokens ----------------------------------------------------------------
+    def add_token(self, t: TokenRow) -> None:
+        self._x("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (t.id, t.name, t.hash, t.ceiling, t.max_concurrent, t.max_queued, t.rate,
+                 int(t.admin), t.created_at, t.revoked_at))
+
+    def token_by_hash(self, digest: str) -> TokenRow | None:
+        rows = self._q("SELECT * FROM tokens WHERE hash=?", (digest,))
+        return _token(rows[0]) if rows else None
+
+    def token(self, token_id: str) -> TokenRow | None:
+        rows = self._q("SELECT * FROM tokens WHERE id=?", (token_id,))
+        return _token(rows[0]) if rows else None
+
+    def tokens(self) -> list[TokenRow]:
+        return [_token(r) for r in self._q("SELECT * FROM tokens ORDER BY created_at")]
+
+    def revoke_token(self, ident: str) -> bool:
+        """Revoke by id or name (every live token of that name)."""
+        return self._x("UPDATE tokens SET revoked_at=? WHERE (id=? OR name=?) "
+                       "AND revoked_at IS NULL", (time.time(), ident, ident)) > 0
+
+    # -- runs ------------------------------------------------------------------
+    def insert_run(self, r: RunRow) -> RunRow:
+        """Persist a new queued run (before the 202); an idempotency key already
+        used by this token returns the run it made instead."""
+        with self._lock:
+            if r.idem_key is not None:
+                old = self.run_by_idem(r.token_id, r.idem_key)
+                if old is not None:
+                    return old
+            cur = self._db.execute(
+                f"INSERT INTO runs ({_RUN_COLS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (r.id, r.token_id, r.status, r.kind, json.dumps(r.request), r.policy,
+                 r.created_at, r.started_at, r.finished_at, r.attempts, r.retries, r.reason,
+                 None if r.result is None else json.dumps(r.result), r.host, r.idem_key,
+                 int(r.has_secrets)))
+            r.seq = int(cur.lastrowid or 0)
+            return r
+
+    def run_by_idem(self, token_id: str, key: str) -> RunRow | None:
+        rows = self._q(f"SELECT {_RUN_COLS} FROM runs WHERE token_id=? AND idem_key=?",
+                       (token_id, key))
+        return _run(rows[0]) if rows else None
+
+    def run(self, run_id: str) -> RunRow | None:
+        rows = self._q(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def list_runs(self, *, token_id: str | None = None, status: str | None = None,
+                  since: float | None = None, until: float | None = None,
+                  after_seq: int | None = None, limit: int = 50) -> list[RunRow]:
+        """Newest first; `after_seq` continues below that seq (cursor pagination)."""
+        where, args = [], []
+        for cond, val in (("token_id=?", token_id), ("status=?", status),
+                          ("created_at>=?", since), ("created_at<?", until),
+                          ("seq<?", after_seq)):
+            if val is not None:
+                where.append(cond)
+                args.append(val)
+        sql = f"SELECT {_RUN_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        return [_run(r) for r in self._q(sql, (*args, limit))]
+
+    def count(self, status: str, token_id: str | None = None) -> int:
+        if token_id is None:
+            return int(self._q("SELECT COUNT(*) FROM runs WHERE status=?", (status,))[0][0])
+        return int(self._q("SELECT COUNT(*) FROM runs WHERE status=? AND token_id=?",
+                           (status, token_id))[0][0])
+
+    def counts(self) -> dict[str, int]:
+        return {s: int(n) for s, n in
+                self._q("SELECT status, COUNT(*) FROM runs GROUP BY status")}
+
+    def queued(self) -> list[tuple[str, str]]:
+        """(run id, token id) of every queued run, oldest first."""
+        return [(a, b) for a, b in
+                self._q("SELECT id, token_id FROM runs WHERE status='queued' ORDER BY seq")]
+
+    def claim(self, run_id: str, started_at: float) -> int | None:
+        """queued -> running, with a new attempt number (the fence for later writes);
+        None when someone else claimed or cancelled it first."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT attempts FROM runs WHERE id=? AND status='queued'",
+                                        (run_id,)).fetchall()
+                if not rows:
+                    self._db.execute("COMMIT")
+                    return None
+                attempt = int(rows[0][0]) + 1
+                self._db.execute("UPDATE runs SET status='running', started_at=?, attempts=? "
+                                 "WHERE id=?", (started_at, attempt, run_id))
+                self._db.execute("COMMIT")
+                return attempt
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
+               result: dict[str, Any] | None, finished_at: float) -> bool:
+        """Record the end of a run. `attempt` fences it: a write from an attempt that
+        is no longer current (re-queued, lost) changes nothing. attempt None: a run
+        that never started (cancelled while queued)."""
+        if attempt is None:
+            return self._x("UPDATE runs SET status=?, reason=?, result=?, finished_at=? "
+                           "WHERE id=? AND status='queued'",
+                           (status, reason, None if result is None else json.dumps(result),
+                            finished_at, run_id)) > 0
+        return self._x("UPDATE runs SET status=?, reason=?, result=?, finished_at=? "
+                       "WHERE id=? AND attempts=? AND status='running'",
+                       (status, reason, None if result is None else json.dumps(result),
+                        finished_at, run_id, attempt)) > 0
+
+    def recover(self, now: float) -> tuple[list[str], list[str]]:
+        """After a restart: every 'running' run lost its executor. Those with retries
+        left go back to the queue, the others end 'lost'. Returns (requeued, lost)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute("SELECT id, attempts, retries FROM runs "
+                                        "WHERE status='running'").fetchall()
+                requeued, lost = [], []
+                for run_id, attempts, retries in rows:
+                    if attempts <= retries:
+                        self._db.execute("UPDATE runs SET status='queued', started_at=NULL "
+                                         "WHERE id=?", (run_id,))
+                        requeued.append(run_id)
+                    else:
+                        self._db.execute(
+                            "UPDATE runs SET status='lost', finished_at=?, reason=? WHERE id=?",
+                            (now, "its executor (the server) died while it ran; "
+                             "no retries were allowed", run_id))
+                        lost.append(run_id)
+                self._db.execute("COMMIT")
+                return requeued, lost
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def fail_queued(self, run_id: str, status: str, reason: str, now: float) -> bool:
+        return self._x("UPDATE runs SET status=?, reason=?, finished_at=? "
+                       "WHERE id=? AND status='queued'", (status, reason, now, run_id)) > 0
+
+    def finished_before(self, cutoff: float) -> list[str]:
+        return [r[0] for r in self._q("SELECT id FROM runs WHERE finished_at IS NOT NULL "
+                                      "AND finished_at < ?", (cutoff,))]
+
+    def delete_run(self, run_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM events WHERE run_id=?", (run_id,))
+            self._db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    # -- events ----------------------------------------------------------------
+    def add_event(self, run_id: str, seq: int, type_: str, data: dict[str, Any],
+                  at: float) -> None:
+        self._x("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?)",
+                (run_id, seq, type_, json.dumps(data), at))
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, str, dict[str, Any], float]]:
+        for seq, type_, data, at in self._q("SELECT seq, type, data, at FROM events WHERE "
+                                            "run_id=? AND seq>? ORDER BY seq", (run_id, after)):
+            yield int(seq), type_, json.loads(data), float(at)
+
+    def last_event_seq(self, run_id: str) -> int:
+        rows = self._q("SELECT MAX(seq) FROM events WHERE run_id=?", (run_id,))
+        return int(rows[0][0] or 0)
