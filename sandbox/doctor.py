@@ -21,12 +21,10 @@ import shutil
 import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
-from sandbox.isolation import namespaces
+from sandbox.isolation import libc, namespaces
 
 REQUIRED = ("user_namespaces", "seccomp", "landlock")
 
-SYS_seccomp = 317
-SYS_landlock_create_ruleset = 444
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_RET_ALLOW = 0x7FFF0000
@@ -45,18 +43,6 @@ class Check:
     detail: str
     required: bool = False
     data: dict[str, Any] = field(default_factory=dict)
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _sys(number: int, *args: Any) -> int:
-    ret = _libc.syscall(ctypes.c_long(number), *args)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(ret)
 
 
 def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
@@ -120,7 +106,6 @@ def probe_kernel() -> Check:
 
 
 def probe_user_namespaces() -> Check:
-    from sandbox.isolation import libc
     uid, gid = os.getuid(), os.getgid()
 
     def child() -> str:
@@ -153,10 +138,9 @@ def probe_seccomp() -> Check:
     mode = _status_field("Seccomp")
 
     def child() -> str:
-        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
         buf, prog = _allow_all()
-        _sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog))
+        libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog))
         return "a BPF filter installs"
 
     ok, detail = _in_child(child)
@@ -170,11 +154,10 @@ def probe_seccomp_notify() -> Check:
     actions = (_read_first("/proc/sys/kernel/seccomp/actions_avail") or "").split()
 
     def child() -> str:
-        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
         buf, prog = _allow_all()
-        fd = _sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                  ctypes.byref(prog))
+        fd = libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                          ctypes.byref(prog))
         return f"a filter with NEW_LISTENER returned listener fd {fd}"
 
     ok, detail = _in_child(child)
@@ -197,8 +180,8 @@ def probe_landlock() -> Check:
     if abi_fn is None:
         source = "landlock_create_ruleset(NULL, 0, VERSION)"
         try:
-            abi = _sys(SYS_landlock_create_ruleset, None, ctypes.c_size_t(0),
-                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+            abi = libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
+                               ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
         except OSError as exc:
             why = {errno.EOPNOTSUPP: "disabled at boot (add landlock to the lsm= kernel option)",
                    errno.ENOSYS: "not built into this kernel"}.get(exc.errno or 0, exc.strerror)
@@ -211,10 +194,11 @@ def probe_landlock() -> Check:
 
 
 def probe_no_new_privs() -> Check:
-    current = _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
-    if current < 0:
+    try:
+        current = libc.prctl(PR_GET_NO_NEW_PRIVS)
+    except OSError as exc:
         return Check("no_new_privs", "no_new_privs", False,
-                     f"prctl(PR_GET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
+                     f"prctl(PR_GET_NO_NEW_PRIVS) failed: {exc.strerror}")
     return Check("no_new_privs", "no_new_privs", True,
                  f"available (this process: {current})", data={"current": current})
 

@@ -50,9 +50,9 @@ import stat
 from functools import lru_cache
 
 from sandbox.errors import SetupError
+from sandbox.isolation import libc
 from sandbox.isolation.context import ContainContext
 
-SYS_create_ruleset, SYS_add_rule, SYS_restrict_self = 444, 445, 446
 CREATE_RULESET_VERSION = 1 << 0
 RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
 
@@ -75,10 +75,6 @@ WRITE = (READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | M
 DEV = READ | WRITE_FILE | IOCTL_DEV
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
 class RulesetAttr(ctypes.Structure):
     _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
                 ("scoped", ctypes.c_uint64)]
@@ -89,20 +85,12 @@ class PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def _sys(number: int, *args: object) -> int:
-    ret = _libc.syscall(ctypes.c_long(number), *args)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
 @lru_cache(maxsize=1)
 def abi_version() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
     try:
-        return _sys(SYS_create_ruleset, None, ctypes.c_size_t(0),
-                    ctypes.c_uint32(CREATE_RULESET_VERSION))
+        return libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
+                            ctypes.c_uint32(CREATE_RULESET_VERSION))
     except OSError:
         return 0
 
@@ -199,8 +187,8 @@ def _add_path_rules(ruleset: int, rules: list[tuple[str, int]], fs: int) -> None
             if not allowed:
                 continue
             attr.allowed_access, attr.parent_fd = allowed, fd
-            _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH),
-                 ctypes.byref(attr), ctypes.c_uint32(0))
+            libc.syscall("landlock_add_rule", ctypes.c_int(ruleset),
+                         ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(attr), ctypes.c_uint32(0))
         except OSError as exc:
             raise SetupError("landlock", f"rule for {path}: {exc.strerror} "
                                          f"({errno.errorcode.get(exc.errno or 0)})") from None
@@ -213,8 +201,8 @@ def _add_init_rule(ruleset: int, init_fd: int, fs: int) -> None:
     a rule on that one file, whatever the policy grants."""
     attr = PathBeneathAttr(fs & (EXECUTE | READ_FILE), init_fd)
     try:
-        _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH),
-             ctypes.byref(attr), ctypes.c_uint32(0))
+        libc.syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_PATH_BENEATH),
+                     ctypes.byref(attr), ctypes.c_uint32(0))
     except OSError as exc:
         raise SetupError("landlock", f"rule for the sandbox's init: {exc.strerror}") from None
 
@@ -231,8 +219,8 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
     attr = RulesetAttr(fs, net, scoped)
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     try:
-        ruleset = _sys(SYS_create_ruleset, ctypes.byref(attr), ctypes.c_size_t(size),
-                       ctypes.c_uint32(0))
+        ruleset = libc.syscall("landlock_create_ruleset", ctypes.byref(attr),
+                               ctypes.c_size_t(size), ctypes.c_uint32(0))
     except OSError as exc:
         raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
     try:
@@ -240,7 +228,7 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
         if ctx.init_fd >= 0:
             _add_init_rule(ruleset, ctx.init_fd, fs)
         try:
-            _sys(SYS_restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0))
+            libc.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
         except OSError as exc:
             hint = " (no_new_privs not set?)" if exc.errno == errno.EPERM else ""
             raise SetupError("landlock", f"landlock_restrict_self: {exc.strerror}{hint}") from None

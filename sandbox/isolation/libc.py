@@ -1,16 +1,46 @@
-"""Thin ctypes wrappers for the few system calls the standard library lacks.
+"""The one module that makes raw system calls: one libc handle, numbers by name.
 
-Python 3.11 has no `os.unshare`, `mount` or `pivot_root`; these wrappers raise
-`OSError` with the real errno so callers can turn them into `SetupError`s that
-name the layer.
+Every call the standard library lacks goes through here, so that
+
+- there is one ``ctypes.CDLL`` handle in the package (tests/test_libc.py
+  fails if another module opens one or calls ``syscall(2)`` with a number);
+- a syscall is named, never numbered: `syscall_number` looks the name up in
+  the table of the running architecture (sandbox/isolation/syscall_table.py),
+  and an architecture without a table fails with ENOSYS instead of calling a
+  wrong number (the seccomp filter is x86_64-only for the same reason);
+- every wrapper raises ``OSError`` with the real errno, so callers turn it
+  into a `SetupError` that names their layer.
+
+Where the standard library has the call it is used instead: ``os.pidfd_open``,
+``socket.sethostname``, ``os.unshare``/``os.setns`` (3.12; the 3.11 venv
+falls back to libc here), ``os.ST_*``, ``os.eventfd``. ``os.access(...,
+dir_fd=, effective_ids=)`` exists too, but answers only True/False, and the
+broker needs the errno (EROFS vs EACCES): hence `faccessat`.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import platform
+import socket
+import sys
+from typing import TYPE_CHECKING, Union
+
+from sandbox.isolation.syscall_table import X86_64
+
+if TYPE_CHECKING:
+    from ctypes import _CArgObject, _NamedFuncPointer, _SimpleCData
+
+    #: What `syscall` passes on: ints become C longs; the rest is passed as is.
+    Arg = Union[int, bytes, None, "_SimpleCData[int]", "_SimpleCData[bytes]", "_CArgObject"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+
+#: Syscall tables by `platform.machine()`; the project supports x86_64 only.
+TABLES: dict[str, dict[str, int]] = {"x86_64": X86_64}
+ARCH = platform.machine()
 
 # sched.h
 CLONE_NEWNS = 0x00020000
@@ -34,47 +64,173 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
-# x86_64 syscall numbers used directly.
-SYS_pivot_root = 155
-SYS_seccomp = 317
+# fcntl.h / linux/openat2.h / linux/pidfd.h
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EACCESS = 0x200
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT = 0x02, 0x04, 0x10
+PIDFD_THREAD = os.O_EXCL
+STATX_MNT_ID = 0x1000
 
 
-def _check(ret: int, what: str) -> int:
+def syscall_number(name: str) -> int:
+    """The number of syscall `name` on the running architecture; OSError(ENOSYS)
+    when the architecture has no table or the table no such call."""
+    table = TABLES.get(ARCH)
+    nr = table.get(name) if table is not None else None
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"{name}: no syscall number known on {ARCH}")
+    return nr
+
+
+def _check(ret: int, what: str | None = None, filename: str | None = None) -> int:
+    """`ret`, or OSError with the errno: its strerror prefixed by `what` when given
+    (like the messages of the layers), or plain with `filename` (like os.open)."""
     if ret < 0:
         err = ctypes.get_errno()
+        if filename is not None or what is None:
+            raise OSError(err, os.strerror(err), filename)
         raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
+    return int(ret)
 
+
+def syscall(name: str, *args: Arg) -> int:
+    """syscall(2) by name; integer arguments are passed as C longs. Raises OSError
+    with the plain strerror (callers name the call in their own message)."""
+    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    return _check(_libc.syscall(ctypes.c_long(syscall_number(name)), *conv))
+
+
+# -- namespaces and mounts (the sandboxee's layers) ------------------------------------------
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    if sys.version_info >= (3, 12):
+        os.unshare(flags)
+    else:
+        _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int) -> None:
+    if sys.version_info >= (3, 12):
+        os.setns(fd, nstype)
+    else:
+        _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def _enc(s: str | None) -> bytes | None:
+    return os.fsencode(s) if s is not None else None
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
-                       enc(data)), f"mount {target}")
+    _check(_libc.mount(_enc(source), _enc(target), _enc(fstype), ctypes.c_ulong(flags),
+                       _enc(data)), f"mount {target}")
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+    _check(_libc.umount2(os.fsencode(target), ctypes.c_int(flags)), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), new_root.encode(),
-                         put_old.encode()), "pivot_root")
+    _check(_libc.syscall(ctypes.c_long(syscall_number("pivot_root")), os.fsencode(new_root),
+                         os.fsencode(put_old)), "pivot_root")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(target: str, attr_set: int, flags: int, dirfd: int = AT_FDCWD) -> None:
+    """mount_setattr(2) adding `attr_set` (MOUNT_ATTR_*) to the mount at `target`;
+    ENOSYS on kernels before 5.12 (callers fall back to remounts)."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    syscall("mount_setattr", ctypes.c_int(dirfd), os.fsencode(target), ctypes.c_uint(flags),
+            ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
 
 
 def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+    socket.sethostname(name)
 
 
-def syscall(number: int, *args: int | bytes | ctypes._SimpleCData) -> int:
-    """Raw syscall; integer args are passed as C longs."""
-    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
-    return _check(_libc.syscall(ctypes.c_long(number), *conv), f"syscall {number}")
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2); its (non-negative) result, or OSError."""
+    return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                              ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl {option}")
+
+
+# -- files: the one path resolver's call and the broker's ------------------------------------
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2); raises OSError like os.open (with the path as filename). EAGAIN
+    (a concurrent rename during ``..`` under RESOLVE_IN_ROOT) is retried a few times."""
+    how = _OpenHow(flags, mode, resolve)
+    raw = os.fsencode(path)
+    nr = ctypes.c_long(syscall_number("openat2"))
+    err = 0
+    for _ in range(8):
+        ret = _libc.syscall(nr, ctypes.c_int(dirfd), ctypes.c_char_p(raw), ctypes.byref(how),
+                            ctypes.c_size_t(ctypes.sizeof(how)))
+        if ret >= 0:
+            return int(ret)
+        err = ctypes.get_errno()
+        if err != errno.EAGAIN:
+            break
+    raise OSError(err, os.strerror(err), os.fsdecode(raw))
+
+
+def renameat2(sfd: int, src: str, dfd: int, dst: str, flags: int) -> None:
+    """renameat2(2) (RENAME_NOREPLACE / RENAME_EXCHANGE); OSError names `src`."""
+    ret = _libc.syscall(ctypes.c_long(syscall_number("renameat2")), ctypes.c_int(sfd),
+                        ctypes.c_char_p(os.fsencode(src)), ctypes.c_int(dfd),
+                        ctypes.c_char_p(os.fsencode(dst)), ctypes.c_uint(flags))
+    _check(ret, filename=src)
+
+
+def faccessat(dirfd: int, name: str, mode: int, flags: int) -> int:
+    """faccessat(2): 0 or the errno (os.access hides it behind a bool)."""
+    ret = _libc.faccessat(ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(name)),
+                          ctypes.c_int(mode), ctypes.c_int(flags))
+    return ctypes.get_errno() if ret != 0 else 0
+
+
+def statx_mnt_id(fd: int) -> int:
+    """statx(2)'s stx_mnt_id of descriptor `fd` (needs no /proc); OSError when it fails."""
+    buf = ctypes.create_string_buffer(256)
+    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH),
+                       ctypes.c_uint(STATX_MNT_ID), buf), "statx")
+    return int.from_bytes(buf.raw[0x90:0x98], "little")
+
+
+# -- processes -------------------------------------------------------------------------------
+
+def pidfd_getfd(tid: int, fd: int) -> int:
+    """A duplicate of descriptor `fd` of thread `tid` (pidfd_getfd: same open file)."""
+    pidfd = os.pidfd_open(tid, PIDFD_THREAD)
+    try:
+        return syscall("pidfd_getfd", pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+
+
+def _prepared_process_vm_readv() -> _NamedFuncPointer:
+    fn = _libc.process_vm_readv
+    fn.restype = ctypes.c_ssize_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
+                   ctypes.c_ulong, ctypes.c_ulong]
+    return fn
+
+
+#: process_vm_readv(2) with its argument types set, called bare on the audit's hot
+#: path (sandbox/monitor/proc_mem.py): it returns -1 and leaves the errno in
+#: ctypes.get_errno() instead of raising.
+process_vm_readv = _prepared_process_vm_readv()
 
 
 def write_file(path: str, text: str) -> None:

@@ -75,7 +75,6 @@ Every failure raises ``SetupError("mounts", ...)`` naming the path and errno.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -86,15 +85,14 @@ from sandbox.isolation import libc, sysview
 from sandbox.isolation.context import ContainContext
 from sandbox.policy.plan import FsPlan
 
-SYS_mount_setattr = 442
-AT_SYMLINK_NOFOLLOW = 0x100
-AT_RECURSIVE = 0x8000
 ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
 
 # statvfs f_flag bits -> MS_* flags that must survive a remount (locked flags).
-_ST_TO_MS = ((1, libc.MS_RDONLY), (2, libc.MS_NOSUID), (4, libc.MS_NODEV), (8, libc.MS_NOEXEC),
-             (1024, 1024), (2048, 2048))  # noatime, nodiratime
-_ST_RELATIME, _MS_RELATIME, _MS_STRICTATIME, _ST_NOATIME = 4096, 1 << 21, 1 << 24, 1024
+_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME, _MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
+_ST_TO_MS = ((os.ST_RDONLY, libc.MS_RDONLY), (os.ST_NOSUID, libc.MS_NOSUID),
+             (os.ST_NODEV, libc.MS_NODEV), (os.ST_NOEXEC, libc.MS_NOEXEC),
+             (os.ST_NOATIME, _MS_NOATIME), (os.ST_NODIRATIME, _MS_NODIRATIME))
+_ST_RELATIME, _ST_NOATIME = os.ST_RELATIME, os.ST_NOATIME
 
 SPECIAL = ("/tmp", "/proc", "/dev")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -103,14 +101,7 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 SHM_MAX = 16 * 1024 * 1024
 _MAX_LINKS = 40
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 _have_setattr = True  # cleared on ENOSYS; tests clear it to exercise the fallback
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 @dataclass(frozen=True)
@@ -291,16 +282,13 @@ def _setattr(target: str, attrs: int, recursive: bool) -> None:
     """Add `attrs` to the mount at `target` (and to its submounts when recursive)."""
     global _have_setattr
     if _have_setattr:
-        attr = _MountAttr(attrs, 0, 0, 0)
-        flags = AT_SYMLINK_NOFOLLOW | (AT_RECURSIVE if recursive else 0)
-        ret = _libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(-100),
-                            target.encode(), ctypes.c_uint(flags), ctypes.byref(attr),
-                            ctypes.c_size_t(ctypes.sizeof(attr)))
-        if ret == 0:
+        flags = libc.AT_SYMLINK_NOFOLLOW | (libc.AT_RECURSIVE if recursive else 0)
+        try:
+            libc.mount_setattr(target, attrs, flags)
             return
-        err = ctypes.get_errno()
-        if err != errno.ENOSYS:
-            raise OSError(err, os.strerror(err))
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
         _have_setattr = False
     for mnt in (_submounts(target) if recursive else [target]):
         _remount(mnt, attrs)

@@ -17,6 +17,7 @@ import os
 import prctl
 
 from sandbox.errors import SetupError
+from sandbox.isolation import libc
 from sandbox.isolation.context import ContainContext
 
 PR_CAP_AMBIENT = 47
@@ -52,9 +53,7 @@ def drop_capabilities() -> None:
             prctl.capbset_drop(cap)
         except (OSError, ValueError):
             pass  # unknown to this kernel; nothing to drop
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     prctl.securebits.noroot = True
     prctl.securebits.noroot_locked = True
     prctl.securebits.no_setuid_fixup = True

@@ -179,8 +179,7 @@ def install(program: bytes, *, listener: bool = False, tsync: bool = True,
         if not sync and tsync and _thread_count() > 1:
             continue  # never install on one thread of several
         try:
-            ret = libc.syscall(libc.SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags,
-                               ctypes.byref(prog))
+            ret = libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(prog))
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise

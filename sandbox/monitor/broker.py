@@ -33,7 +33,6 @@ of a denied name may be seen), chmod/chown/utime (metadata changes), exec
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
@@ -41,6 +40,7 @@ import stat
 import struct
 from typing import Any
 
+from sandbox.isolation import libc
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD
 from sandbox.monitor.broker_exec import Record, Request
@@ -52,27 +52,8 @@ BROKERED = frozenset({"open", "openat", "openat2", "creat", "truncate", "unlink"
                       "rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "rename", "renameat",
                       "renameat2", "link", "linkat", "symlink", "symlinkat"})
 _MODE_ARG = {"mkdir": 1, "mkdirat": 2, "mknod": 1, "mknodat": 2}
-SYS_pidfd_open, SYS_pidfd_getfd, PIDFD_THREAD = 434, 438, os.O_EXCL
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")      # struct msghdr (x86_64, 56 bytes)
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _sys(*args: int) -> int:
-    ret = _libc.syscall(*(ctypes.c_long(a) for a in args))
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return ret
-
-
-def take_fd(tid: int, fd: int) -> int:
-    """A duplicate of descriptor `fd` of thread `tid` (pidfd_getfd: same open file)."""
-    pidfd = _sys(SYS_pidfd_open, tid, PIDFD_THREAD)
-    try:
-        return _sys(SYS_pidfd_getfd, pidfd, fd, 0)
-    finally:
-        os.close(pidfd)
+take_fd = libc.pidfd_getfd     # a duplicate of descriptor `fd` of thread `tid`
 
 
 class Broker:

@@ -27,7 +27,6 @@ policy meaning; EPERM, as the kernel tells an unprivileged caller). ``/proc``
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
@@ -35,21 +34,19 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sandbox.isolation.libc import renameat2
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.refusals import bad_final, refusal
 from sandbox.monitor.root_walk import (RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
                                        RESOLVE_NO_SYMLINKS, InProc, Located, Root, follow,
                                        join, link_target, locate, openat2, split)
 
-SYS_renameat2 = 316
 _MAGIC = frozenset({"cwd", "root", "exe", "fd", "map_files"})
 _DEV_STD = ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd")
 MAGIC_RULE = "sandbox: through a magic link"
 DEVICE_RULE = "sandbox: device nodes are never made for the sandbox"
 Record = tuple[str, str, bool, str]
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 class Engine(Protocol):
@@ -74,15 +71,6 @@ class Request:
     tid: int = 0
     length: int = 0
     dev: int = 0
-
-
-def renameat2(sfd: int, src: str, dfd: int, dst: str, flags: int) -> None:
-    ret = _libc.syscall(ctypes.c_long(SYS_renameat2), ctypes.c_int(sfd),
-                        ctypes.c_char_p(os.fsencode(src)), ctypes.c_int(dfd),
-                        ctypes.c_char_p(os.fsencode(dst)), ctypes.c_uint(flags))
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), src)
 
 
 def lexical_special(path: str) -> str | None:

@@ -35,7 +35,6 @@ fails every later call closed (EPERM), never open.
 from __future__ import annotations
 
 import copy
-import ctypes
 import errno
 import json
 import os
@@ -47,7 +46,7 @@ from typing import Any
 
 import prctl
 
-from sandbox.isolation import landlock, privileges
+from sandbox.isolation import landlock, libc, privileges
 from sandbox.monitor.broker_exec import MAGIC_RULE, Denied, Executor, Record, Request
 from sandbox.monitor.broker_net import NetRequest
 from sandbox.monitor.root_walk import Root
@@ -57,7 +56,6 @@ MAX_FDS = 64             # the caller's socket and the descriptors a brokered se
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 _NS = (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET))
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class BrokerGone(Exception):
@@ -73,10 +71,7 @@ class Reply:
     value: int = 0                     # what the call returns (bytes sent)
 
 
-def _setns(fd: int, nstype: int) -> None:
-    if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"setns: {os.strerror(e)}")
+_setns = libc.setns
 
 
 # -- the monitor's handle -------------------------------------------------------------------

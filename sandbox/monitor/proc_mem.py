@@ -24,15 +24,13 @@ import ctypes
 import errno
 import os
 
+from sandbox.isolation import libc
+
 PAGE = 4096
 
 FIRST = 256     # most paths fit: read that much first, the rest of the page only if needed
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_readv = _libc.process_vm_readv
-_readv.restype = ctypes.c_ssize_t
-_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_void_p,
-                   ctypes.c_ulong, ctypes.c_ulong]
+_readv = libc.process_vm_readv
 
 
 class ProcMem:

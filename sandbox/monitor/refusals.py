@@ -9,38 +9,30 @@ on the refusal path, so it may cost a few syscalls.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 
+from sandbox.isolation import libc
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.root_walk import Located
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-AT_EACCESS, AT_SYMLINK_NOFOLLOW = 0x200, 0x100
-W_OK, X_OK = 2, 1
-AT_EMPTY_PATH, STATX_MNT_ID = 0x1000, 0x1000
+W_OK, X_OK = os.W_OK, os.X_OK
 
 
 def _access(dirfd: int, name: str, mode: int) -> int:
     """faccessat(AT_EACCESS | AT_SYMLINK_NOFOLLOW): 0 or the errno. The kernel checks
     the file's permission bits, then a read-only mount (EROFS) for W_OK: the order
     an open or unlink meets them."""
-    ret = _libc.faccessat(ctypes.c_int(dirfd), ctypes.c_char_p(os.fsencode(name)),
-                          ctypes.c_int(mode), ctypes.c_int(AT_EACCESS | AT_SYMLINK_NOFOLLOW))
-    return ctypes.get_errno() if ret != 0 else 0
+    return libc.faccessat(dirfd, name, mode, libc.AT_EACCESS | libc.AT_SYMLINK_NOFOLLOW)
 
 
 def _mount_id(fd: int) -> int | None:
     """statx(2)'s stx_mnt_id of `fd` (no /proc needed: the broker has none of its own)."""
-    buf = ctypes.create_string_buffer(256)
-    if _libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH),
-                   ctypes.c_uint(STATX_MNT_ID), buf) != 0:
+    try:
+        return libc.statx_mnt_id(fd)
+    except OSError:
         return None
-    return int.from_bytes(buf.raw[0x90:0x98], "little")
 
 
 def refusal(dirfd: int, name: str, op: str, opening: bool = False) -> int:

@@ -35,14 +35,15 @@ the path spelled lexically, for the broker's own rules.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
 from typing import NamedTuple
 
-SYS_openat2 = 437
-RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT = 0x02, 0x04, 0x10
+from sandbox.isolation import libc
+
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT = (
+    libc.RESOLVE_NO_MAGICLINKS, libc.RESOLVE_NO_SYMLINKS, libc.RESOLVE_IN_ROOT)
 MAX_LINKS = 40          # the kernel's MAXSYMLINKS
 WALK = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -50,28 +51,7 @@ DIR_CACHE_MAX = 1024
 DIR_CACHE_KEY = 256
 _DELETED = " (deleted)"
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-def openat2(dirfd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """openat2(2); raises OSError like os.open."""
-    how = _OpenHow(flags, mode, resolve)
-    raw = os.fsencode(path)
-    for _ in range(8):       # EAGAIN: a concurrent rename during `..` under RESOLVE_IN_ROOT
-        ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd),
-                            ctypes.c_char_p(raw), ctypes.byref(how),
-                            ctypes.c_size_t(ctypes.sizeof(how)))
-        if ret >= 0:
-            return ret
-        e = ctypes.get_errno()
-        if e != errno.EAGAIN:
-            break
-    raise OSError(e, os.strerror(e), os.fsdecode(raw))
+openat2 = libc.openat2
 
 
 class InProc(Exception):

@@ -30,6 +30,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from sandbox.isolation import libc
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor.proc_mem import ProcMem
 
@@ -51,7 +52,6 @@ SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_ADDFD_FLAG_SETFD = 1
 SECCOMP_ADDFD_FLAG_SEND = 2
 SECCOMP_GET_NOTIF_SIZES = 3
-SYS_seccomp = 317
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 _NOTIF = struct.Struct("<QIIiIQ6Q")     # struct seccomp_notif (80 bytes)
@@ -70,11 +70,10 @@ class Sizes(NamedTuple):
 def notif_sizes() -> Sizes:
     """The kernel's struct sizes (SECCOMP_GET_NOTIF_SIZES); buffers are sized from them."""
     raw = (ctypes.c_uint16 * 3)()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_long(SECCOMP_GET_NOTIF_SIZES),
-                    ctypes.c_long(0), ctypes.byref(raw)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"SECCOMP_GET_NOTIF_SIZES: {os.strerror(err)}")
+    try:
+        libc.syscall("seccomp", SECCOMP_GET_NOTIF_SIZES, 0, ctypes.byref(raw))
+    except OSError as exc:
+        raise OSError(exc.errno, f"SECCOMP_GET_NOTIF_SIZES: {exc.strerror}") from None
     return Sizes(*raw)
 
 
