@@ -63,6 +63,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
 
 # fcntl.h / linux/openat2.h / linux/pidfd.h
 AT_FDCWD = -100
@@ -149,6 +150,23 @@ def mount_setattr(target: str, attr_set: int, flags: int, dirfd: int = AT_FDCWD)
     attr = _MountAttr(attr_set, 0, 0, 0)
     syscall("mount_setattr", ctypes.c_int(dirfd), os.fsencode(target), ctypes.c_uint(flags),
             ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+
+
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x04, 0x40
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount tree at
+    `path` in `dirfd` (``""`` with AT_EMPTY_PATH: the descriptor's own object)."""
+    return syscall("open_tree", ctypes.c_int(dirfd), os.fsencode(path), ctypes.c_uint(flags))
+
+
+def move_mount(from_fd: int, to_fd: int) -> None:
+    """move_mount(2) of the detached tree `from_fd` onto the object of descriptor
+    `to_fd`: no path is looked up, so nothing can be swapped beneath it."""
+    syscall("move_mount", ctypes.c_int(from_fd), b"", ctypes.c_int(to_fd), b"",
+            ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
 
 
 def sethostname(name: str) -> None:

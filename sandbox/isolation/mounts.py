@@ -31,11 +31,14 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      over the host directory, upper layer in ``<rundir>/cow`` (`_mount_overlay`);
      rules beneath it without a write grant of their own that need other
      flags are bound onto themselves inside the overlay ("rebind");
-   - each `FsRule`: its host path is resolved (``realpath``); the mountpoint is
-     made in the view (a directory or an empty file, like the source), the
-     source is bound recursively (MS_BIND|MS_REC), then the whole bound subtree
+   - each `FsRule`: its host path is resolved by the kernel (`resolve`); the
+     mountpoint is made in the view (a directory or an empty file, like the
+     source), the source is cloned recursively (open_tree), the whole copy
      gets nosuid, nodev (except under ``/dev``), noexec unless ``exec``, and
-     read-only unless ``write``, with one ``mount_setattr(AT_RECURSIVE)``.
+     read-only unless ``write``, with one ``mount_setattr(AT_RECURSIVE)``,
+     and only then is attached (move_mount). Sources and targets are opened
+     by descriptor without following a symlink (beneath.py): a path swapped
+     for a link after the plan fails the run (ELOOP) instead of binding it.
      Symlinks on the way to a rule (Debian's ``/lib -> usr/lib``) are recreated
      in the view with the same text, so both spellings work.  Rules that
      resolve to the same host path are merged (rights OR-ed).  A rule whose path
@@ -78,10 +81,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc, sysview
+from sandbox.isolation import beneath, libc, sysview
 from sandbox.isolation.context import ContainContext
 from sandbox.policy.plan import FsPlan
 
@@ -294,6 +298,53 @@ def _setattr(target: str, attrs: int, recursive: bool) -> None:
         _remount(mnt, attrs)
 
 
+def _setattr_fd(fd: int, attrs: int, recursive: bool, target: str) -> None:
+    """`_setattr` on the mount descriptor `fd` is at (opened beneath the view)."""
+    if _have_setattr:
+        try:
+            libc.mount_setattr("", attrs, libc.AT_EMPTY_PATH
+                               | (libc.AT_RECURSIVE if recursive else 0), dirfd=fd)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+    _setattr(target, attrs, recursive)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _bind(src: int, dst: int, attrs: int, recursive: bool, target: str) -> None:
+    """Bind the object of descriptor `src` onto that of `dst` (beneath.py: both opened
+    without following a symlink), `attrs` set on the copy before it is attached."""
+    global _have_setattr
+    rec = libc.AT_RECURSIVE if recursive else 0
+    if _have_setattr:
+        try:
+            tree = libc.open_tree(src, "", libc.OPEN_TREE_CLONE | libc.AT_EMPTY_PATH
+                                  | os.O_CLOEXEC | rec)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            _have_setattr = False
+        else:
+            try:
+                libc.mount_setattr("", attrs, libc.AT_EMPTY_PATH | rec, dirfd=tree)
+                libc.move_mount(tree, dst)
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOSYS:
+                    raise
+                _have_setattr = False
+            finally:
+                os.close(tree)
+    # Before 5.12: mount(2) through the descriptors' magic links, then remounts.
+    libc.mount(_fd_path(src), _fd_path(dst), None,
+               libc.MS_BIND | (libc.MS_REC if recursive else 0))
+    _setattr(target, attrs, recursive)
+
+
 def _submounts(target: str) -> list[str]:
     """`target` and every mount beneath it, parents first (fallback path only)."""
     out = []
@@ -387,26 +438,31 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None 
     sysview.private_pts(dev, tty)
 
 
-def _mount_output(target: str, step: Step, plan: FsPlan) -> int:
+def _mount_output(root_fd: int, step: Step, plan: FsPlan) -> int:
     """The output tmpfs; returns a descriptor of its root for the monitor's copy-out."""
-    _make_mountpoint(target, True)
     flags = 0
     for attr, ms in ((ATTR_NOSUID, libc.MS_NOSUID), (ATTR_NODEV, libc.MS_NODEV),
                      (ATTR_NOEXEC, libc.MS_NOEXEC), (ATTR_RDONLY, libc.MS_RDONLY)):
         flags |= ms if step.attrs & attr else 0
-    libc.mount("tmpfs", target, "tmpfs", flags,
-               f"mode=0700,size={max(plan.output_size, 4096)},"
-               f"nr_inodes={max(plan.output_inodes, 1)}")
-    return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    dst = beneath.make_mountpoint(root_fd, step.path, True)
+    try:
+        libc.mount("tmpfs", _fd_path(dst), "tmpfs", flags,
+                   f"mode=0700,size={max(plan.output_size, 4096)},"
+                   f"nr_inodes={max(plan.output_inodes, 1)}")
+    finally:
+        os.close(dst)
+    return libc.openat2(root_fd, step.path.strip("/"),
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, beneath.VIEW)
 
 
-def _mount_overlay(step: Step, target: str, rundir: str) -> None:
+def _mount_overlay(step: Step, root_fd: int, rundir: str) -> None:
     """The copy-on-write work directory: an overlayfs whose lower layer is the host's
     directory (never written to) and whose upper layer is ``<rundir>/cow/upper``,
     made by the launcher (sandbox.launcher.workdir_cow), exported after the run.
 
     The layers are named relative to ``<rundir>/cow`` (the lower one through a
-    symlink made here), so no host path, whatever characters it holds, is
+    symlink made here, to a descriptor opened as the plan resolved the
+    directory: beneath.py), so no host path, whatever characters it holds, is
     parsed as mount options. ``userxattr``: the only form allowed in a user
     namespace; it also keeps index, metacopy and redirect_dir off, and xino off
     keeps inode numbers the lower layer's."""
@@ -414,22 +470,31 @@ def _mount_overlay(step: Step, target: str, rundir: str) -> None:
     lower = os.path.join(cow, "lower")
     if os.path.lexists(lower):
         os.unlink(lower)
-    os.symlink(step.source, lower)
-    _make_mountpoint(target, True)
-    here = os.open(".", os.O_PATH | os.O_CLOEXEC)
-    try:
+    with ExitStack() as fds:
+        src = beneath.open_source(step.source)
+        fds.callback(os.close, src)
+        os.symlink(_fd_path(src), lower)
+        dst = beneath.make_mountpoint(root_fd, step.path, True)
+        fds.callback(os.close, dst)
+        here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        fds.callback(os.close, here)
         os.chdir(cow)
-        libc.mount("overlay", target, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+        fds.callback(os.fchdir, here)
+        libc.mount("overlay", _fd_path(dst), "overlay", libc.MS_NOSUID | libc.MS_NODEV,
                    "lowerdir=lower,upperdir=upper,workdir=work,userxattr,xino=off")
+    top = beneath.open_in_view(root_fd, step.path)
+    try:
+        _setattr_fd(top, step.attrs, True, step.path)
     finally:
-        os.fchdir(here)
-        os.close(here)
-    _setattr(target, step.attrs, True)
+        os.close(top)
 
 
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
               under_dev: list[Step], tty: str | None = None,
-              held: list[int] | None = None, rundir: str = "") -> None:
+              held: list[int] | None = None, rundir: str = "", root_fd: int = -1) -> None:
+    """One step. What lives in a host tree bound into the view (binds, rebinds,
+    masks, the output, the overlay) is reached by descriptor beneath `root_fd`,
+    never by a path a symlink could redirect (beneath.py)."""
     target = root + step.path
     if step.kind == "tmp":
         _make_mountpoint(target, True)
@@ -441,42 +506,61 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
                    libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     elif step.kind == "dev":
         _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev, tty)
-    elif step.kind == "bind":
-        _make_mountpoint(target, step.is_dir)
-        libc.mount(step.source, target, None, libc.MS_BIND | libc.MS_REC)
-        if _under(root, step.source) and root != step.source:
+    elif step.kind in ("bind", "rebind"):
+        with ExitStack() as fds:
+            if step.kind == "bind":
+                dst = beneath.make_mountpoint(root_fd, step.path, step.is_dir)
+                fds.callback(os.close, dst)
+                src = beneath.open_source(step.source)
+                fds.callback(os.close, src)
+            else:       # a part of the overlay, onto itself with its own rights
+                src = dst = beneath.open_in_view(root_fd, step.path)
+                fds.callback(os.close, src)
+            _bind(src, dst, step.attrs, True, target)
+        if step.kind == "bind" and _under(root, step.source) and root != step.source:
             # The recursive bind copied the view under construction into itself: cut it off.
-            libc.umount2(root + root, libc.MNT_DETACH)
-        _setattr(target, step.attrs, True)
+            libc.umount2(root + root, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
     elif step.kind == "output":
-        fd = _mount_output(target, step, plan)
+        fd = _mount_output(root_fd, step, plan)
         if held is None:
             os.close(fd)
         else:
             held.append(fd)
     elif step.kind == "overlay":
-        _mount_overlay(step, target, rundir)
-    elif step.kind == "rebind":
-        libc.mount(target, target, None, libc.MS_BIND | libc.MS_REC)
-        _setattr(target, step.attrs, True)
+        _mount_overlay(step, root_fd, rundir)
     elif step.kind == "link":
         if not os.path.lexists(target):
             _make_parents(target)
             os.symlink(step.source, target)
     elif step.kind == "mask":
-        if not os.path.lexists(target):
-            return
+        _mask(step, root, root_fd, mask_file)
+
+
+def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
+    """A masked directory: an empty read-only tmpfs of mode 0; a masked file: a
+    read-only bind of an empty mode-0 file. Nothing to hide when it is not in the view."""
+    try:
+        dst = beneath.open_in_view(root_fd, step.path)
+    except FileNotFoundError:
+        return
+    try:
         ro = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
         if step.is_dir:
-            libc.mount("tmpfs", target, "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
-        else:
-            if not mask_file:
-                # Beside the view, not in it: when a rule binds a read-only tree at the
-                # view's top (workdir "/"), the view has no room left for a new file.
-                mask_file.append(os.path.join(os.path.dirname(root), "mask"))
-                os.mknod(mask_file[0], stat.S_IFREG)
-            libc.mount(mask_file[0], target, None, libc.MS_BIND)
-            _setattr(target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+            libc.mount("tmpfs", _fd_path(dst), "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
+            return
+        if not mask_file:
+            # Beside the view, not in it: when a rule binds a read-only tree at the
+            # view's top (workdir "/"), the view has no room left for a new file.
+            mask_file.append(os.path.join(os.path.dirname(root), "mask"))
+            os.mknod(mask_file[0], stat.S_IFREG)
+        src = os.open(mask_file[0], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _bind(src, dst, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False,
+                  root + step.path)
+        finally:
+            os.close(src)
+    finally:
+        os.close(dst)
 
 
 _prepared: tuple[FsPlan, list[Step]] | None = None
@@ -511,12 +595,17 @@ def build_view(ctx: ContainContext) -> str:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
     held: list[int] = []
-    for step in steps:
-        try:
-            _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held,
-                      os.path.realpath(ctx.paths.rundir))
-        except OSError as exc:
-            raise _fail(f"{step.kind}", step.path, exc) from None
+    rundir = os.path.realpath(ctx.paths.rundir)
+    with ExitStack() as fds:
+        root_fd = _open_root(root, fds)
+        for step in steps:
+            try:
+                _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held, rundir,
+                          root_fd)
+            except OSError as exc:
+                raise _fail(f"{step.kind}", step.path, exc) from None
+            if step.path == "/" and step.kind == "bind":
+                root_fd = _open_root(root, fds)     # the old one is beneath the new root
     _system_view(ctx, root)
     try:
         if mask_file:
@@ -531,6 +620,14 @@ def build_view(ctx: ContainContext) -> str:
     if held:
         ctx.output_fd = held[0]
     return root
+
+
+def _open_root(root: str, fds: ExitStack) -> int:
+    """An O_PATH descriptor of the top of the view under construction (our own tmpfs,
+    in our own mount namespace): the root every target is opened beneath."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fds.callback(os.close, fd)
+    return fd
 
 
 def _system_view(ctx: ContainContext, root: str) -> None:

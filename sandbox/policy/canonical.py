@@ -22,6 +22,14 @@ Where the walk stops, the answer is the path up to the directory it stopped
 at, plus the rest spelled lexically when the rest has no ``..`` (so a deny
 glob on the file name still shows). This touches the host filesystem
 (lstat, readlink), so it lives beside the engine, not in it.
+
+It is a *prediction* for a person or a test (`sandbox policy explain`, the
+differential test), never a resolution on behalf of a run: nothing is opened,
+bound or decided for a sandbox from its answer, so a link swapped after it ran
+changes an explanation, not a view. What a run acts on is resolved by the
+kernel at the time it acts: sandbox/isolation/beneath.py (the mount layer,
+RESOLVE_NO_SYMLINKS / RESOLVE_IN_ROOT) and sandbox/monitor/root_walk.py (the
+monitor, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
 """
 from __future__ import annotations
 

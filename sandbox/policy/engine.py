@@ -13,6 +13,13 @@ Semantics, in order (see docs/policy-reference.md for the long form):
    symlinks, so a caller that cares passes a canonical path, or injects
    `resolve_link` (path -> canonical path, e.g. `os.path.realpath`), which
    the engine applies before normalising. The CLI does; the engine does not.
+   This is the one lexical canonicalisation left, on purpose: the engine must
+   stay a pure function, testable without privileges and without touching the
+   filesystem. It never decides alone what a run acts on: every path acted on
+   for a run is resolved by the kernel (openat2): the mount layer's sources
+   and targets (sandbox/isolation/beneath.py) and the monitor's records and
+   brokered calls (sandbox/monitor/root_walk.py), and the engine is asked
+   about the real path that walk reached.
 2. `filesystem.deny` wins over everything (a rule covers the path it names and
    its whole subtree; globs as in `sandbox.policy.globs`).
 3. Sandbox-provided areas: `/proc` is the sandbox's own (read, metadata);
