@@ -106,7 +106,7 @@ def test_wrappers_raise_oserror_with_the_errno(tmp_path: Path) -> None:
                        str(tmp_path / "b"), 1)
     assert exc.value.errno == errno.ENOENT
     with pytest.raises(OSError) as exc:
-        libc.syscall("landlock_restrict_self", -1, 0)
+        libc.syscall("pidfd_getfd", -1, 0, 0)
     assert exc.value.errno == errno.EBADF
     with pytest.raises(OSError) as exc:
         libc.setns(-1, 0)
