@@ -1,11 +1,15 @@
 """`sandbox doctor`: what this machine really offers, found by trying it.
 
-Every kernel feature is *tried* in a throwaway forked child (unshare, a
-trivial seccomp filter, a notification listener, a Landlock ruleset query)
-instead of guessed from version numbers or sysctls, because containers,
-LSM boot options and distribution patches make the guesses wrong. Each probe
-is a few milliseconds; one that fails in an unexpected way reports
-"error: ..." for its row and never crashes the command.
+Every kernel feature is *tried* in a throwaway forked child instead of
+guessed from version numbers or sysctls, because containers, LSM boot options
+and distribution patches make the guesses wrong. The child runs the real layer
+functions that `contain.SEQUENCE` and the stub run, with the default policy
+(nothing granted): `namespaces.enter` then `namespaces.apply` as PID 1,
+`privileges.apply`, `seccomp.apply` (the default profile's filter, then with a
+notification listener), `landlock.apply`. So a "yes" means a run's layer works
+here, and a change to a layer changes its row: there is no second copy of the
+system calls to drift. Each probe is a few milliseconds; one that fails in an
+unexpected way reports "error: ..." for its row and never crashes the command.
 
 The verdict is about the `default` policy: it needs user namespaces, seccomp
 filters and Landlock. cgroups are optional: without them memory and process
@@ -13,26 +17,23 @@ limits come from rlimits only, and the verdict says so.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import shutil
-import struct
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
-from sandbox.isolation import libc, namespaces
+
+from sandbox.errors import SetupError
+from sandbox.isolation import landlock, libc, namespaces, privileges, seccomp
+from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.policy.model import NetworkPolicy, Policy
+from sandbox.policy.plan import FsPlan
 
 REQUIRED = ("user_namespaces", "seccomp", "landlock")
 
-SECCOMP_SET_MODE_FILTER = 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-SECCOMP_RET_ALLOW = 0x7FFF0000
-BPF_RET_K = 0x06  # BPF_RET | BPF_K
-PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
-PR_GET_SECCOMP = 21
-LANDLOCK_CREATE_RULESET_VERSION = 1
 
 
 @dataclass
@@ -45,15 +46,31 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
-    """Run `fn` in a forked child: (True, its detail) or (False, the error it hit)."""
+def probe_context(keep: int, policy: Policy | None = None,
+                  audit_files: str = "none") -> ContainContext:
+    """What a layer receives, for a throwaway probe child: the default policy
+    unless told, nothing granted, the system's temporary directory as every
+    path, not in namespaces (so `privileges` drops nothing it cannot), and the
+    report pipe `keep` kept open."""
+    tmp = tempfile.gettempdir()
+    return ContainContext(policy=policy or Policy(), paths=RunPaths(tmp, tmp, tmp, tmp),
+                          fs_plan=FsPlan(), ipc_fd=keep, monitor_fd=keep, keep_fds=(keep,),
+                          outer_uid=os.getuid(), outer_gid=os.getgid(), namespaces=False,
+                          audit_files=audit_files)
+
+
+def _in_child(fn: Callable[[int], str]) -> tuple[bool, str]:
+    """Run `fn(report_fd)` in a forked child: (True, its detail) or (False, the
+    error it hit). `fn` must keep `report_fd` open (probe_context does)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
             try:
-                out = {"ok": True, "detail": fn()}
+                out = {"ok": True, "detail": fn(w)}
+            except SetupError as exc:
+                out = {"ok": False, "detail": str(exc)}
             except OSError as exc:
                 name = errno.errorcode.get(exc.errno or 0, "?")
                 out = {"ok": False, "detail": f"{exc.strerror or exc} ({name})",
@@ -106,13 +123,29 @@ def probe_kernel() -> Check:
 
 
 def probe_user_namespaces() -> Check:
-    uid, gid = os.getuid(), os.getgid()
+    uid = os.getuid()
 
-    def child() -> str:
-        libc.unshare(libc.CLONE_NEWUSER | libc.CLONE_NEWPID | libc.CLONE_NEWNS
-                     | libc.CLONE_NEWNET)
-        namespaces.map_self(uid, gid)
-        return f"unshare(user, pid, mount, net) and uid/gid map work as uid {uid}"
+    def child(keep: int) -> str:
+        ctx = probe_context(keep)
+        namespaces.enter(ctx)            # the stub's: unshare, uid/gid map, per-user bounds
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                     # PID 1 of the new namespaces
+            try:
+                namespaces.apply(ctx)    # the first layer of contain.SEQUENCE
+                os.write(w, b"ok")
+            except BaseException as exc:  # reported, not swallowed
+                os.write(w, str(exc).encode()[:4000])
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = os.read(r, 4096)
+        os.close(r)
+        os.waitpid(pid, 0)
+        if got != b"ok":
+            raise SetupError("namespaces", got.decode(errors="replace") or "PID 1 died")
+        return (f"unshare(user, pid, mount, net, ipc, uts, cgroup), uid/gid map and "
+                f"the namespaces layer work as uid {uid}")
 
     ok, detail = _in_child(child)
     if not ok:
@@ -124,24 +157,15 @@ def probe_user_namespaces() -> Check:
     return Check("user_namespaces", "user namespaces", ok, detail, required=True)
 
 
-def _allow_all() -> tuple[ctypes.Array, ctypes.Structure]:
-    insn = struct.pack("HBBI", BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)
-    buf = ctypes.create_string_buffer(insn, len(insn))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    return buf, SockFprog(1, ctypes.cast(buf, ctypes.c_void_p))
-
-
 def probe_seccomp() -> Check:
     mode = _status_field("Seccomp")
 
-    def child() -> str:
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
-        buf, prog = _allow_all()
-        libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(prog))
-        return "a BPF filter installs"
+    def child(keep: int) -> str:
+        # network "host", no audit, errno on violation: a plain filter, no listener
+        ctx = probe_context(keep, Policy(network=NetworkPolicy(mode="host")))
+        privileges.apply(ctx)
+        seccomp.apply(ctx)
+        return f"the default profile's filter installs ({ctx.active[-1]})"
 
     ok, detail = _in_child(child)
     modes = {"0": "none", "1": "strict", "2": "filter"}
@@ -151,14 +175,21 @@ def probe_seccomp() -> Check:
 
 
 def probe_seccomp_notify() -> Check:
-    actions = (_read_first("/proc/sys/kernel/seccomp/actions_avail") or "").split()
+    actions = seccomp.actions_available()
 
-    def child() -> str:
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
-        buf, prog = _allow_all()
-        fd = libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                          ctypes.byref(prog))
-        return f"a filter with NEW_LISTENER returned listener fd {fd}"
+    def child(keep: int) -> str:
+        from sandbox.monitor.seccomp_notify import notif_sizes
+        sizes = notif_sizes()            # what the monitor asks first
+        ctx = probe_context(keep, audit_files="all")
+        privileges.apply(ctx)
+        seccomp.apply(ctx)
+        if ctx.listener_fd is None:
+            raise SetupError("seccomp", "no listener returned")
+        # Closed at once: nothing answers here, and a notified call would wait for it
+        # (with the listener gone the kernel fails such calls instead).
+        os.close(ctx.listener_fd)
+        return (f"the audited filter returned a listener (notif {sizes.notif} bytes, "
+                f"resp {sizes.resp})")
 
     ok, detail = _in_child(child)
     return Check("seccomp_notify", "seccomp user notification", ok, detail,
@@ -167,30 +198,22 @@ def probe_seccomp_notify() -> Check:
 
 def probe_landlock() -> Check:
     try:
-        from sandbox.isolation import landlock
-        abi_fn = getattr(landlock, "abi_version", None)
-    except ImportError:
-        abi_fn = None
-    source = "sandbox.isolation.landlock.abi_version"
-    if abi_fn is not None:
-        try:
-            abi = int(abi_fn())
-        except Exception:  # noqa: BLE001 - fall back to our own syscall below
-            abi_fn = None
-    if abi_fn is None:
-        source = "landlock_create_ruleset(NULL, 0, VERSION)"
-        try:
-            abi = libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
-                               ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
-        except OSError as exc:
-            why = {errno.EOPNOTSUPP: "disabled at boot (add landlock to the lsm= kernel option)",
-                   errno.ENOSYS: "not built into this kernel"}.get(exc.errno or 0, exc.strerror)
-            return Check("landlock", "Landlock", False, f"unavailable: {why}", required=True,
-                         data={"abi": 0})
-    if abi <= 0:
-        return Check("landlock", "Landlock", False, "unavailable", required=True, data={"abi": 0})
-    return Check("landlock", "Landlock", True, f"ABI {abi} ({source})", required=True,
-                 data={"abi": abi})
+        abi = landlock.probe_abi()
+    except OSError as exc:
+        why = {errno.EOPNOTSUPP: "disabled at boot (add landlock to the lsm= kernel option)",
+               errno.ENOSYS: "not built into this kernel"}.get(exc.errno or 0, exc.strerror)
+        return Check("landlock", "Landlock", False, f"unavailable: {why}", required=True,
+                     data={"abi": 0})
+
+    def child(keep: int) -> str:
+        ctx = probe_context(keep)
+        privileges.apply(ctx)
+        landlock.apply(ctx)
+        return f"ABI {abi}: the default policy's ruleset installs ({ctx.active[-1]})"
+
+    ok, detail = _in_child(child)
+    return Check("landlock", "Landlock", ok, detail, required=True,
+                 data={"abi": abi if ok else 0})
 
 
 def probe_no_new_privs() -> Check:
@@ -199,8 +222,16 @@ def probe_no_new_privs() -> Check:
     except OSError as exc:
         return Check("no_new_privs", "no_new_privs", False,
                      f"prctl(PR_GET_NO_NEW_PRIVS) failed: {exc.strerror}")
-    return Check("no_new_privs", "no_new_privs", True,
-                 f"available (this process: {current})", data={"current": current})
+
+    def child(keep: int) -> str:
+        privileges.apply(probe_context(keep))
+        if _status_field("NoNewPrivs") != "1":
+            raise SetupError("privileges", "no_new_privs is not set after the layer")
+        return "the privileges layer sets it"
+
+    ok, detail = _in_child(child)
+    return Check("no_new_privs", "no_new_privs", ok, f"{detail} (this process: {current})",
+                 data={"current": current})
 
 
 def probe_cgroups() -> list[Check]:

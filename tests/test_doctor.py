@@ -1,6 +1,7 @@
 """`sandbox doctor`: real probes, as root and as an unprivileged user."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -86,7 +87,30 @@ def test_missing_required_feature_exits_1(monkeypatch, capsys):
 
 
 def test_failing_child_probe_reports_errno():
-    def child() -> str:
+    def child(keep: int) -> str:
         raise PermissionError(1, "Operation not permitted")
     ok, detail = doctor._in_child(child)
     assert ok is False and "EPERM" in detail
+
+
+@pytest.mark.parametrize("probe, module, name", [
+    ("user_namespaces", "namespaces", "enter"),
+    ("user_namespaces", "namespaces", "apply"),
+    ("seccomp", "seccomp", "install"),
+    ("seccomp_notify", "seccomp", "install"),
+    ("landlock", "landlock", "apply"),
+    ("no_new_privs", "privileges", "apply"),
+])
+def test_rows_come_from_the_real_layer_functions(monkeypatch, probe, module, name):
+    """A layer that cannot apply turns its doctor row to "no": the probe runs the very
+    function contain.SEQUENCE (or the stub) runs, not a copy of its system calls."""
+    import importlib
+    mod = importlib.import_module(f"sandbox.isolation.{module}")
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EPERM, f"{module}.{name} refused by the test")
+    monkeypatch.setattr(mod, name, broken)       # the forked probe child inherits it
+    fn = dict(doctor.PROBES)[probe]
+    row = fn()
+    assert row.ok is False, row
+    assert f"{module}.{name} refused by the test" in row.detail or "EPERM" in row.detail

@@ -85,12 +85,18 @@ class PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+def probe_abi() -> int:
+    """The kernel's Landlock ABI version; OSError when there is none (EOPNOTSUPP:
+    disabled at boot; ENOSYS: not built in), for `sandbox doctor` to say which."""
+    return libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
+                        ctypes.c_uint32(CREATE_RULESET_VERSION))
+
+
 @lru_cache(maxsize=1)
 def abi_version() -> int:
     """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
     try:
-        return libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
-                            ctypes.c_uint32(CREATE_RULESET_VERSION))
+        return probe_abi()
     except OSError:
         return 0
 
