@@ -31,7 +31,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
@@ -281,7 +281,8 @@ class Launcher:
               middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
               grace: float = 2.0, lineage: Lineage | None = None,
               stdin: bytes | int | None = None, tty: bool = False,
-              forward_signals: bool = False) -> RunResult:
+              forward_signals: bool = False,
+              on_output: Callable[[str, bytes], None] | None = None) -> RunResult:
         """Run `target` sandboxed and return its RunResult: `start(...).wait()`,
         in the calling thread.
 
@@ -292,7 +293,9 @@ class Launcher:
         captured), or with `tty=True` a pseudo-terminal the monitor made, sized
         like this process's terminal. `forward_signals` (main thread only)
         relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window
-        size changes with a tty) to the program while it runs.
+        size changes with a tty) to the program while it runs. `on_output(name,
+        chunk)` ("stdout" or "stderr") sees captured output as it arrives, in the
+        launcher's reading thread (a service streams it; it must not block).
 
         `target` is a command (a list of strings), a `Workflow`, a workflow
         dict, or the path of a workflow .json file (as `sandbox run` takes it:
@@ -315,7 +318,7 @@ class Launcher:
                          capture_output=capture_output, item=item, index=index,
                          code_paths=code_paths, middleware=middleware, grace=grace,
                          lineage=lineage, stdin=stdin, tty=tty,
-                         forward_signals=forward_signals)
+                         forward_signals=forward_signals, on_output=on_output)
 
     def start(self, target: Any, **spawn_kw: Any) -> RunHandle:
         """Start `target` sandboxed in the background; returns its RunHandle at once.
@@ -387,7 +390,8 @@ class Launcher:
                    capture_output: bool | None = None, code_paths: Sequence[str] = (),
                    middleware: Sequence[Any] = (), grace: float = 2.0,
                    stdin: bytes | int | None = None, tty: bool = False,
-                   forward_signals: bool = False) -> RunResult:
+                   forward_signals: bool = False,
+                   on_output: Callable[[str, bytes], None] | None = None) -> RunResult:
         lineage = lineage or Lineage()
         cancel = handle.cancel_event
         info = SpawnInfo(run_id=handle.run_id, depth=lineage.depth,
@@ -406,7 +410,7 @@ class Launcher:
                     store=store, timeout=timeout, workdir=workdir, output_dir=output_dir,
                     env=env, handlers=handlers, capture_output=capture_output,
                     code_paths=code_paths, middleware=middleware, cancel=cancel, grace=grace,
-                    handle=handle,
+                    handle=handle, on_output=on_output,
                     io=RunIO(stdin=stdin, tty=tty, forward_signals=forward_signals)))
             finally:
                 self._slots.release(lease)
@@ -425,7 +429,8 @@ class Launcher:
                handlers: Mapping[str, Handler] | HandlerSet | None,
                capture_output: bool | None, code_paths: Sequence[str],
                middleware: Sequence[Any], cancel: threading.Event | None,
-               grace: float, handle: RunHandle, io: "RunIO") -> RunResult:
+               grace: float, handle: RunHandle, io: "RunIO",
+               on_output: Callable[[str, bytes], None] | None = None) -> RunResult:
         t_start = time.monotonic()  # the setup-latency breakdown counts from here
         item, index = info.item, info.index
         mode, body = _as_target(target)
@@ -484,7 +489,7 @@ class Launcher:
                           wall=prep.policy.limits.wall,
                           inbound=plumbing.inbound if len(plumbing.chain) else None,
                           on_message=plumbing.on_message, depth=lineage.depth,
-                          cancel=cancel, grace=grace)
+                          cancel=cancel, grace=grace, on_output=on_output)
         plumbing.attach(session, ipc_parent, run_handlers)
         forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
             else contextlib.nullcontext()

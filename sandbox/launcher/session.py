@@ -67,8 +67,10 @@ class Session:
                  handler_sets: list[HandlerSet], wall: float | None,
                  inbound: Callable[[Message], Message | None] | None = None,
                  on_message: Callable[[Message], None] | None = None, depth: int = 0,
-                 cancel: threading.Event | None = None, grace: float = 2.0) -> None:
+                 cancel: threading.Event | None = None, grace: float = 2.0,
+                 on_output: Callable[[str, bytes], None] | None = None) -> None:
         self.run_id, self.proc, self.ipc, self.ctl = run_id, proc, ipc, ctl
+        self.on_output = on_output   # captured stdout/stderr chunks, as they arrive
         self.budget = budget
         self.handler_sets = handler_sets
         self.inbound = inbound
@@ -166,6 +168,13 @@ class Session:
         room = CAPTURE_LIMIT - len(buf)
         if room > 0:
             buf += data[:room]
+            if self.on_output is not None:
+                try:
+                    self.on_output(name, data[:room])
+                except Exception as exc:   # the caller's callback never stops the run
+                    self.state.handler_errors.append({
+                        "handler_id": 0, "message_type": name, "type": type(exc).__name__,
+                        "message": str(exc), "traceback": ""})
         return True
 
     def _read_ctl(self) -> bool:

@@ -195,6 +195,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    from sandbox.service import routes_runs
+    from sandbox.service import routes_events, routes_runs
     app.include_router(routes_runs.router)
+    app.include_router(routes_events.router)
     return app

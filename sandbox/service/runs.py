@@ -26,6 +26,7 @@ from sandbox.service.store import RunRow, Store, TokenRow
 from sandbox.service import tenancy
 
 SECRET_MASK = "[secret]"
+MAX_DENIED_EVENTS = 1000
 HOME = "/tmp"     # the run's private, empty, writable scratch directory
 
 
@@ -65,15 +66,37 @@ def view(row: RunRow, token_name: str) -> RunView:
                    links=links(row.id))
 
 
+def mask_text(text: str, secrets: list[str], upto: int | None = None) -> tuple[str, int]:
+    """(text[:end] with every secret replaced, end): one left-to-right scan, the
+    longest secret first at each position. `upto`: stop scanning at that index,
+    but finish a secret that starts before it (end >= upto); the rest of the
+    text is left for a later call, which then masks exactly as one call on the
+    whole text would (a streamed secret split across chunks is still found)."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    stop = len(text) if upto is None else upto
+    if not ordered:
+        return text[:stop], stop
+    out: list[str] = []
+    i = plain = 0
+    while i < stop:
+        for s in ordered:
+            if text.startswith(s, i):
+                out.append(text[plain:i])
+                out.append(SECRET_MASK)
+                i = plain = i + len(s)
+                break
+        else:
+            i += 1
+    out.append(text[plain:i])
+    return "".join(out), i
+
+
 def mask(value: Any, secrets: list[str]) -> Any:
     """`value` with every secret string replaced, recursively (JSON shapes)."""
     if not secrets:
         return value
     if isinstance(value, str):
-        for s in secrets:
-            if s:
-                value = value.replace(s, SECRET_MASK)
-        return value
+        return mask_text(value, secrets)[0]
     if isinstance(value, dict):
         return {mask(k, secrets): mask(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -164,6 +187,7 @@ class Runs:
         from sandbox.nested import Lineage
         from sandbox.policy.confine import Ceiling
         from sandbox.policy.loader import load_policy_cached
+        from sandbox.service.streams import OutputStream, message_event
         req = row.request
         if row.has_secrets and not secret_env:
             self._end(row, attempt, "lost", "its secret environment values are kept in memory "
@@ -190,17 +214,27 @@ class Runs:
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
             lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
                 if ceiling is not None else None
-            result = self.launcher.spawn(
-                target, policy=policy, store=req.get("store"), timeout=req.get("timeout"),
-                workdir=inp, output_dir=out, env=env, capture_output=True, cancel=cancel,
-                stdin=stdin, lineage=lineage)
+            publish = lambda type_, data: self.bus.publish(row.id, type_, data)  # noqa: E731
+            output = OutputStream(publish, secrets)
+
+            def on_message(msg: Any, _info: Any) -> None:
+                publish(*message_event(msg.type, msg.payload, secrets))
+            try:
+                result = self.launcher.spawn(
+                    target, policy=policy, store=req.get("store"), timeout=req.get("timeout"),
+                    workdir=inp, output_dir=out, env=env, capture_output=True, cancel=cancel,
+                    stdin=stdin, lineage=lineage, on_output=output.feed,
+                    handlers={"*": on_message},
+                    # a workflow's action modules may be uploaded with it
+                    code_paths=[inp] if row.kind == "workflow" else ())
+            finally:
+                output.close()
         except (InputError, tenancy.Forbidden) as exc:
             self._end(row, attempt, "setup_error", mask(str(exc), secrets), None)
             return
         data = mask(result.to_dict(), secrets)
-        for name in ("stdout", "stderr"):
-            if data.get(name):
-                self.bus.publish(row.id, name, {"text": data[name]})
+        for record in (data.get("denied") or [])[:MAX_DENIED_EVENTS]:
+            self.bus.publish(row.id, "denied", {"record": record})
         self._end(row, attempt, str(result.status), data.get("reason") or None, data)
 
     def _end(self, row: RunRow, attempt: int, status: str, reason: str | None,

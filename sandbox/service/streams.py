@@ -1,0 +1,64 @@
+"""What a run emits while it runs, turned into events: output chunks with secrets
+masked (even when a secret spans two chunks), IPC messages and log records.
+
+A secret is masked before anything leaves this module: the last (longest
+secret - 1) characters of a chunk are held back until the next chunk (or the
+end), so a secret cut in two is masked exactly as if the output came whole.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+from typing import Any, Callable
+
+from sandbox.service.runs import mask, mask_text
+
+MAX_MESSAGE_CHARS = 64 * 1024
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+class OutputStream:
+    """stdout/stderr chunks (bytes) -> `publish(name, {"text": ...})`, secrets masked."""
+
+    def __init__(self, publish: Publish, secrets: list[str]) -> None:
+        self.publish = publish
+        self.secrets = [s for s in secrets if s]
+        self._longest = max((len(s) for s in self.secrets), default=0)
+        self._decoders = {n: codecs.getincrementaldecoder("utf-8")("replace")
+                          for n in ("stdout", "stderr")}
+        self._held = {"stdout": "", "stderr": ""}
+
+    def feed(self, name: str, chunk: bytes) -> None:
+        text = self._held[name] + self._decoders[name].decode(chunk)
+        if not self.secrets:
+            out, self._held[name] = text, ""
+        else:
+            # every position before `upto` has a full secret's length of lookahead
+            upto = max(0, len(text) - (self._longest - 1))
+            out, end = mask_text(text, self.secrets, upto)
+            self._held[name] = text[end:]
+        if out:
+            self.publish(name, {"text": out})
+
+    def close(self) -> None:
+        for name, dec in self._decoders.items():
+            text = self._held[name] + dec.decode(b"", final=True)
+            self._held[name] = ""
+            if text:
+                self.publish(name, {"text": mask(text, self.secrets)})
+
+
+def message_event(msg_type: str, payload: Any, secrets: list[str]) -> tuple[str, dict[str, Any]]:
+    """An IPC message as an event: ("log", {record}) for log records, else
+    ("message", {type, payload}); a payload over 64 KiB is replaced by its size."""
+    payload = mask(payload, secrets)
+    try:
+        size = len(json.dumps(payload, default=str))
+    except (TypeError, ValueError):
+        payload, size = repr(payload)[:200], 0
+    if size > MAX_MESSAGE_CHARS:
+        payload = {"truncated": True, "chars": size}
+    if msg_type == "log":
+        return "log", {"record": payload}
+    return "message", {"type": mask(str(msg_type)[:128], secrets), "payload": payload}
