@@ -195,7 +195,29 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    from sandbox.service import routes_events, routes_runs
+    from sandbox.service import routes_events, routes_files, routes_runs
     app.include_router(routes_runs.router)
     app.include_router(routes_events.router)
+    app.include_router(routes_files.router)
+    _document_bodies(app)
     return app
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Put the models of bodies a route reads itself (POST /v1/runs takes JSON or
+    multipart) into the OpenAPI components, so /docs shows their schema."""
+    from fastapi.openapi.utils import get_openapi
+    from sandbox.service.models import RunRequest
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version,
+                              description=app.description, routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            extra = RunRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(extra.pop("$defs", {}))
+            schemas["RunRequest"] = extra
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -52,17 +53,84 @@ async def wait_final(svc: Service, run_id: str, seconds: float) -> RunRow | None
     return await run_in_threadpool(svc.store.run, run_id)
 
 
+def _body_doc() -> dict:
+    schema = {"$ref": "#/components/schemas/RunRequest"}   # added by app.openapi()
+    multipart = {"type": "object", "required": ["request"], "properties": {
+        "request": {"type": "string", "description": "the RunRequest as JSON"},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "input files; each part's filename is its name in the "
+                  "input directory"}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema},
+        "multipart/form-data": {"schema": multipart}}}}
+
+
+async def read_request(request: Request, svc: Service) -> tuple[RunRequest,
+                                                                 list[tuple[str, bytes, bool]]]:
+    """The RunRequest of a JSON body, or of a multipart body's `request` part with
+    its `files` parts as uploads. 422 naming the field for anything invalid."""
+    from fastapi.exceptions import RequestValidationError
+    from pydantic import ValidationError
+    from starlette.datastructures import UploadFile
+    from sandbox.errors import InputError
+    from sandbox.service.files import check_input_name
+    from sandbox.service.models import MAX_FILES
+    uploads: list[tuple[str, bytes, bool]] = []
+    ctype = request.headers.get("content-type", "")
+    try:
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=MAX_FILES, max_fields=16,
+                                      max_part_size=svc.config.max_body)
+            raw_req = form.get("request")
+            if not isinstance(raw_req, str):
+                raise InputError("request: the multipart body needs a 'request' part "
+                                 "holding the RunRequest as JSON")
+            raw = json.loads(raw_req)
+            for key, value in form.multi_items():
+                if key == "request":
+                    continue
+                if key != "files" or not isinstance(value, UploadFile):
+                    raise InputError(f"{key[:64]!r}: a multipart body has 'request' and "
+                                     "'files' parts only")
+                try:
+                    name = check_input_name(value.filename or "")
+                except ValueError as exc:
+                    raise InputError(f"files[{(value.filename or '')[:200]!r}]: {exc}") \
+                        from None
+                data = await value.read(svc.config.max_file + 1)
+                if len(data) > svc.config.max_file:
+                    raise InputError(f"files[{name}]: over the {svc.config.max_file}-byte "
+                                     "limit per file")
+                uploads.append((name, data, False))
+        else:
+            raw = await request.json()
+    except json.JSONDecodeError as exc:
+        raise InputError(f"body: not valid JSON ({exc.msg} at {exc.pos})") from None
+    except UnicodeDecodeError:
+        raise InputError("body: not UTF-8 JSON") from None
+    try:
+        return RunRequest.model_validate(raw), uploads
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors(
+                include_url=False, include_context=False)]) from None
+
+
 @router.post("/v1/runs", status_code=202, response_model=RunView,
+             openapi_extra=_body_doc(),
              responses={200: {"model": RunView, "description": "finished within ?wait="},
                         401: {}, 403: {}, 413: {}, 422: {}, 429: {}})
-async def submit(req: RunRequest, tok: Tok, svc: Svc, response: Response,
+async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                  ) -> RunView:
-    """Queue a program or workflow run. 202 with the run and its links; with
-    ?wait=SECONDS, 200 and the finished run when it ends in time."""
+    """Queue a program or workflow run (a JSON RunRequest, or multipart: a `request`
+    part and `files` parts). 202 with the run and its links; with ?wait=SECONDS,
+    200 and the finished run when it ends in time."""
     svc.rate_check(tok)
-    row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key)
+    req, uploads = await read_request(request, svc)
+    row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
+                                           uploads)
     if created:
         svc.queue.submitted(row.id, req.secret_env)
     if wait > 0:
