@@ -9,11 +9,12 @@ the sandboxee, after containment), pre-compiles the filters of the built-in
 policies, freezes the garbage collector's view of those objects (so children
 do not copy pages just by collecting), and then serves requests:
 
-    launcher --(SOCK_SEQPACKET: {"op": "spawn"} + fds: ipc, ctl, stdin, stdout, stderr)--> server
-    server   --({"pid": N} + a pidfd of the new monitor)--> launcher
+    launcher --(SOCK_SEQPACKET: SpawnRequest + fds: ipc, ctl, stdin, stdout, stderr)--> server
+    server   --(Spawned(pid) + a pidfd of the new monitor, or Refused(error))--> launcher
 
-The forked child becomes the run's monitor (`sandbox.monitor.main.serve`) and
-applies exactly the same containment path as an exec'd one. The server never
+(typed messages of sandbox.protocol). The forked child becomes the run's
+monitor through the one function every monitor starts with
+(`sandbox.monitor.main.run`). The server never
 runs threads, so forking it is safe; its children are reaped by the kernel
 (SIGCHLD ignored) and the launcher watches each monitor through its pidfd.
 The server ends when the launcher's end of its socket closes, and every
@@ -22,27 +23,33 @@ monitor dies with the server.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import select
 import signal
 import socket
 import sys
 
-# The runtime, imported before any fork.
-from sandbox.isolation.libc import adopt_stdio
-from sandbox.monitor import main as monitor_main
-from sandbox.monitor import supervisor  # noqa: F401
-# The audit side of the monitor, so a run with [audit] pays no import for it.
-from sandbox.audit import store as _audit_store  # noqa: F401
-from sandbox.monitor import broker, notify_loop, spare  # noqa: F401
+from sandbox import protocol
+from sandbox.errors import ProtocolError
+from sandbox.protocol import Refused, Spawned, SpawnRequest
 
-MAX_FDS = 8
+# The one preload list: everything a monitor, a stub and PID 1 run, imported once here
+# before any fork (never user action code: that is imported in the sandboxee).
+PRELOAD = (
+    "sandbox.monitor.main", "sandbox.monitor.supervisor", "sandbox.monitor.spare",
+    "sandbox.sandboxee.entry", "sandbox.sandboxee.stub", "sandbox.sandboxee.worker",
+    # the audit side of the monitor, so a run with [audit] pays no import for it
+    "sandbox.audit.store", "sandbox.monitor.broker", "sandbox.monitor.notify_loop",
+)
 
 
 def _warm() -> None:
-    """Compile the seccomp programs of the built-in policies, so runs only look them up;
-    probe cgroups once, so runs do not each make and remove a probe cgroup."""
+    """Import the preload list; compile the seccomp programs of the built-in policies,
+    so runs only look them up; probe cgroups once, so runs do not each make and remove
+    a probe cgroup."""
+    import importlib
+    for name in PRELOAD:
+        importlib.import_module(name)
     try:
         from sandbox.monitor import cgroups
         cgroups.probe_cached()
@@ -59,21 +66,6 @@ def _warm() -> None:
         pass  # a cold cache is slower, never wrong
 
 
-def _child(fds: list[int], launcher_pid: int) -> None:
-    """In the forked child: become the monitor of one run. Never returns."""
-    code = 70
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        ipc_fd, ctl_fd = fds[:2]
-        adopt_stdio(*fds[2:5])
-        os.set_inheritable(ipc_fd, True)
-        code = monitor_main.run_monitor(ctl_fd, ipc_fd=ipc_fd, launcher_pid=launcher_pid)
-    except BaseException:
-        code = 71
-    finally:
-        os._exit(code)
-
-
 class _Spare:
     """The fork server's end of a spare monitor (see sandbox.monitor.spare)."""
 
@@ -88,28 +80,41 @@ class _Spare:
         os.close(self.pidfd)
 
 
-def _make_spare(launcher_sock: socket.socket, launcher_pid: int) -> _Spare | None:
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def _fork_monitor(fds: list[int] | None, launcher_sock: socket.socket, launcher_pid: int,
+                  sp: _Spare | None) -> tuple[int, int, socket.socket | None]:
+    """Fork a monitor: for this run's `fds`, or (None) a spare that takes them later on
+    the returned socket. Returns its pid, its pidfd and that socket."""
+    from sandbox.monitor import main as monitor_main
+    mine = theirs = None
+    if fds is None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
-        code = 70
         try:
             launcher_sock.close()
-            mine.close()
-            code = spare.serve(theirs, launcher_pid)
-        except BaseException:
-            code = 71
+            if sp is not None:
+                sp.sock.close()
+            if mine is not None:
+                mine.close()
+            monitor_main.forked(fds, launcher_pid, handover=theirs)   # never returns
         finally:
-            os._exit(code)
-    theirs.close()
-    return _Spare(pid, os.pidfd_open(pid), mine)
+            os._exit(monitor_main.EXIT_FAILED)
+    if theirs is not None:
+        theirs.close()
+    return pid, os.pidfd_open(pid), mine
+
+
+def _make_spare(launcher_sock: socket.socket, launcher_pid: int) -> _Spare | None:
+    pid, pidfd, mine = _fork_monitor(None, launcher_sock, launcher_pid, None)
+    assert mine is not None
+    return _Spare(pid, pidfd, mine)
 
 
 def _hand_to_spare(sp: _Spare | None, fds: list[int]) -> bool:
     if sp is None or not sp.alive():
         return False
     try:
-        socket.send_fds(sp.sock, [b'{"op": "run"}'], fds)
+        protocol.send(sp.sock, SpawnRequest(), fds)
     except OSError:
         return False
     return True
@@ -127,35 +132,31 @@ def serve(sock: socket.socket, launcher_pid: int) -> int:
     sp = _make_spare(sock, launcher_pid) if spares else None
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 4096, MAX_FDS)
+            request, fds = protocol.recv(sock, SpawnRequest)
         except InterruptedError:
             continue
-        if not data:
+        except ProtocolError as exc:
+            sock.send(protocol.to_datagram(Refused(f"bad request: {exc}"[:1000])))
+            continue
+        if request is None:
             if sp is not None:  # let the spare free its cgroups before our exit kills it
                 sp.sock.close()
                 select.select([sp.pidfd], [], [], 2.0)
             return 0
         used = None
         try:
-            request = json.loads(data)
-            if request.get("op") != "spawn" or len(fds) != 5:
-                raise ValueError(f"bad request {request!r} with {len(fds)} descriptors")
+            if len(fds) != 5:
+                raise ValueError(f"a run needs 5 descriptors, got {len(fds)}")
             if _hand_to_spare(sp, fds):
-                used, pid, pidfd = sp, sp.pid, os.dup(sp.pidfd)
+                used, pid, pidfd = sp, sp.pid, os.dup(sp.pidfd)  # type: ignore[union-attr]
             else:
-                pid = os.fork()
-                if pid == 0:
-                    sock.close()
-                    if sp is not None:
-                        sp.sock.close()
-                    _child(fds, launcher_pid)
-                pidfd = os.pidfd_open(pid)
+                pid, pidfd, _ = _fork_monitor(fds, sock, launcher_pid, sp)
             try:
-                socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [pidfd])
+                protocol.send(sock, Spawned(pid), [pidfd])
             finally:
                 os.close(pidfd)
         except (ValueError, OSError) as exc:
-            sock.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            protocol.send(sock, Refused(f"{type(exc).__name__}: {exc}"[:1000]))
         finally:
             for fd in fds:
                 os.close(fd)

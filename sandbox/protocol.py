@@ -14,22 +14,32 @@ budget). One codec turns a message into JSON and back:
   type, a string or list over its bound, a non-finite number all raise
   ProtocolError. The launcher turns that into an honest error result.
 
-This is the seed of issue 14's "one typed internal protocol": today it
-carries the exit report; the spec and the setup report are to follow. To add
-a field, add it to the dataclass with a default and, for strings and
-containers, its bound (`bound(...)`); `max_size` and the tests follow.
+Issue 14's one typed internal protocol: every message between the
+launcher, the fork server, the monitor, the stub and PID 1 is one of the
+dataclasses below, named in `MESSAGES`. On the wire a message is its
+envelope ``{"type": NAME, "payload": {...}}``: one datagram on a
+SOCK_SEQPACKET socket (`send`/`recv`, descriptors beside it with
+SCM_RIGHTS), or one length-prefixed frame (sandbox.ipc.frames) on the
+launcher's control stream (`to_frame`/`parse`). A receiver names the types it
+accepts at that point; anything else, or a message not exactly of its shape,
+is a ProtocolError. To add a field, add it to the dataclass with a default
+and, for strings and containers, its bound (`bound(...)`); `max_size` and
+the tests follow. To add a message, add its dataclass to `MESSAGES`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
+import socket
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from sandbox.errors import ProtocolError
+from sandbox.errors import ProtocolError as ProtocolError
+from sandbox.ipc.frames import encode as _frame, parse_json
 
 T = TypeVar("T")
 
@@ -37,6 +47,20 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 DEFAULT_CHARS = 256
 DEFAULT_ITEMS = 64
 EXIT_REPORT_MAX = 4 << 20   # bytes: the exit frame's limit on both ends (max_size is below)
+SPEC_MAX = 4 << 20          # bytes: the spec's policy, plan and environment together
+# One SOCK_SEQPACKET datagram must fit the sender's socket buffer (net.core.wmem_default,
+# ~208 KiB unprivileged): the largest datagram any sender here makes. A spec over it
+# cannot go to a spare's stub in one datagram and takes the cold path (monitor/spare.py).
+DATAGRAM_MAX = 150_000
+MAX_FDS = 8                 # descriptors beside one datagram
+
+# Plain JSON (a policy or a plan as its own to_dict makes it): any JSON object whose
+# encoding fits the field's `budget` bytes; parsed by the strict JSON reader.
+Json = dict[str, Any]
+
+
+def _is_json(tp: Any) -> bool:
+    return typing.get_origin(tp) is dict and typing.get_args(tp)[1] is Any
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -187,6 +211,143 @@ class ExitReport:
     clipped: dict[str, int] = bound(chars=128, items=64, default_factory=dict)
 
 
+# -- launcher <-> monitor (control stream) -------------------------------------------
+@dataclass
+class RunPathsWire:
+    rundir: str = bound(chars=4096, default="")
+    workdir: str = bound(chars=4096, default="")
+    output: str = bound(chars=4096, default="")
+    tmp: str = bound(chars=4096, default="")
+
+
+@dataclass
+class WinSize:
+    rows: int = 24
+    cols: int = 80
+
+
+@dataclass
+class StdioWire:
+    """Which of stdin, stdout, stderr the monitor relays (sandbox.monitor.stdio), and the
+    caller's terminal size when the run has a pty."""
+    relay: list[bool] = bound(items=3, default_factory=lambda: [True, True, True])
+    tty: WinSize | None = None
+
+
+@dataclass
+class Spec:
+    """The run, from the launcher to the monitor (and, on the spare path, on to its stub)."""
+    run_id: str = bound(chars=128, default="")
+    mode: str = bound(chars=16, default="exec")          # exec | workflow
+    argv: list[str] | None = bound(chars=1 << 17, items=1 << 13, default=None)   # ~ARG_MAX
+    env: dict[str, str] = bound(chars=1 << 16, items=1024, default_factory=dict)
+    policy: Json = bound(budget=1 << 20, default_factory=dict)
+    fs_plan: Json = bound(budget=2 << 20, default_factory=dict)
+    paths: RunPathsWire = field(default_factory=RunPathsWire)
+    ipc_fd: int = -1
+    audit_db: str = bound(chars=4096, default="")
+    audit_max_bytes: int | None = None
+    init_path: str | None = bound(chars=4096, default=None)
+    clock: dict[str, float] = bound(chars=64, items=16, default_factory=dict)
+    stdio: StdioWire = field(default_factory=StdioWire)
+    namespaces: bool = True
+    # set by the monitor for its spare stub (the cgroups it already made)
+    cgroup_memory: bool = False
+    cgroup_view: list[str] = bound(chars=64, items=16, default_factory=list)
+
+
+@dataclass
+class Cancel:
+    reason: str = bound(chars=256, default="cancelled")
+
+
+@dataclass
+class Signal:
+    """A signal the caller got, for the program (relayed by the init)."""
+    signal: int = 0
+
+
+# -- launcher <-> fork server <-> spare (datagrams) -----------------------------------
+@dataclass
+class SpawnRequest:
+    """Start a monitor for one run; beside it: ipc, control, stdin, stdout, stderr."""
+
+
+@dataclass
+class Spawned:
+    """The monitor is started; beside it: its pidfd."""
+    pid: int = 0
+
+
+@dataclass
+class Refused:
+    """The request could not be served (the launcher reports it as a setup error)."""
+    error: str = bound(chars=1024, default="")
+
+
+# -- stub -> monitor (status socket) ------------------------------------------------
+@dataclass
+class StubReady:
+    """A spare's stub: its namespaces are entered (ok), or why not."""
+    ok: bool = False
+    why: str = bound(chars=1024, default="")
+
+
+@dataclass
+class Pid1Started:
+    pid: int = 0        # PID 1 in the monitor's PID namespace
+
+
+@dataclass
+class Pid1Exited:
+    status: int = -1    # PID 1's raw wait status
+
+
+# -- PID 1 <-> monitor (setup socket) -----------------------------------------------
+@dataclass
+class ListenerAt:
+    """PID 1's seccomp listener is its descriptor `fd`: the monitor takes it (pidfd_getfd)."""
+    fd: int = -1
+
+
+@dataclass
+class Ack:
+    ok: bool = False
+
+
+@dataclass
+class OutputFd:
+    """Beside it: a descriptor of the run's ${OUTPUT} tmpfs, for the copy-out."""
+
+
+@dataclass
+class ScratchFd:
+    """Beside it: an O_PATH descriptor of the private /tmp, for its free space at the end."""
+
+
+@dataclass
+class Ready:
+    active: list[str] = bound(chars=64, items=32, default_factory=list)
+    skipped: dict[str, str] = bound(chars=512, items=16, default_factory=dict)
+    timings: dict[str, float] = bound(chars=64, items=32, default_factory=dict)
+
+
+@dataclass
+class ExecError:
+    failure: ExecFailure = field(default_factory=ExecFailure)
+    message: str = bound(chars=4096, default="")
+
+
+MESSAGES: dict[str, type] = {
+    "spec": Spec, "cancel": Cancel, "signal": Signal, "winsize": WinSize, "exit": ExitReport,
+    "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
+    "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
+    "listener": ListenerAt, "ack": Ack, "output": OutputFd, "scratch": ScratchFd,
+    "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,
+}
+NAMES: dict[type, str] = {cls: name for name, cls in MESSAGES.items()}
+
+
 # -- the codec ---------------------------------------------------------------------
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -204,10 +365,14 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 class _Enc:
     """Turns a message into JSON-ready values, clipping to the bounds."""
 
-    def __init__(self) -> None:
+    def __init__(self, clip: bool = True) -> None:
         self.clipped: dict[str, int] = {}
+        self.may_clip = clip
 
     def clip(self, where: str, n: int) -> None:
+        if not self.may_clip:
+            raise ProtocolError(f"{where}: over its bound by {n} (this message is never "
+                                "clipped)")
         self.clipped[where] = self.clipped.get(where, 0) + n
 
     def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
@@ -218,6 +383,16 @@ class _Enc:
             raise ProtocolError(f"{where}: None where {tp} is required")
         if dataclasses.is_dataclass(tp):
             return self.obj(tp, v, where)
+        if _is_json(tp):
+            if not isinstance(v, dict):
+                raise ProtocolError(f"{where}: want a JSON object")
+            try:
+                n = len(_encoder.encode(v).encode("utf-8"))
+            except (TypeError, ValueError) as exc:
+                raise ProtocolError(f"{where}: not JSON: {exc}") from None
+            if n > meta["budget"]:
+                raise ProtocolError(f"{where}: {n} bytes of JSON, over its {meta['budget']}")
+            return v
         if tp is bool:
             return bool(v)
         if tp is int:
@@ -287,10 +462,13 @@ class _Enc:
 
 
 def to_obj(msg: Any) -> dict[str, Any]:
-    """The message as bounded JSON-ready values (clippings counted in ``clipped``)."""
-    enc = _Enc()
+    """The message as bounded JSON-ready values. A message with a ``clipped`` field
+    (the exit report) is clipped to its bounds and the clippings counted there; any
+    other message over a bound is a ProtocolError (a spec is never cut short)."""
+    can_clip = any(f.name == "clipped" for f in dataclasses.fields(msg))
+    enc = _Enc(clip=can_clip)
     out = enc.obj(type(msg), msg, "")
-    if any(f.name == "clipped" for f in dataclasses.fields(msg)):
+    if can_clip:
         clipped = {**getattr(msg, "clipped"), **enc.clipped}
         meta = dict(next(f for f in dataclasses.fields(msg) if f.name == "clipped").metadata)
         out["clipped"] = enc.value(dict[str, int], clipped, meta, "clipped")
@@ -317,6 +495,10 @@ class _Dec:
             raise ProtocolError(f"{where}: null is not allowed")
         if dataclasses.is_dataclass(tp):
             return self.obj(tp, v, where)
+        if _is_json(tp):
+            if not isinstance(v, dict):
+                raise ProtocolError(f"{where}: want a JSON object")
+            return v     # strict JSON already (parse_json); the message's size bounds it
         if tp is bool:
             if not isinstance(v, bool):
                 raise ProtocolError(f"{where}: want a boolean")
@@ -393,7 +575,6 @@ def decode(cls: type[T], data: bytes) -> T:
     if len(data) > max_size(cls):
         raise ProtocolError(f"{cls.__name__}: {len(data)} bytes, over its "
                             f"{max_size(cls)}-byte bound")
-    from sandbox.ipc.frames import parse_json
     return from_obj(cls, parse_json(data))
 
 
@@ -401,7 +582,9 @@ def decode(cls: type[T], data: bytes) -> T:
 def _size(tp: Any, meta: dict[str, Any]) -> int:
     tp, optional = _unwrap_optional(tp)
     if dataclasses.is_dataclass(tp):
-        n = max_size(tp)
+        n = max_size(typing.cast(type, tp))
+    elif _is_json(tp):
+        n = meta["budget"]
     elif tp is bool:
         n = 5
     elif tp is int:
@@ -431,3 +614,74 @@ def max_size(cls: type) -> int:
     hints = _hints(cls)
     return 2 + sum(len(f.name) + 4 + _size(hints[f.name], dict(f.metadata))
                    for f in dataclasses.fields(cls))
+
+
+
+# -- the envelope and its transports ---------------------------------------------------
+def name_of(msg: Any) -> str:
+    try:
+        return NAMES[type(msg)]
+    except KeyError:
+        raise ProtocolError(f"{type(msg).__name__} is not a message of sandbox.protocol") \
+            from None
+
+
+def parse(type_: str, payload: Any, *accept: type[T]) -> T:
+    """The message a received envelope holds, if it is one of `accept` and exactly of
+    its shape; else ProtocolError."""
+    cls = MESSAGES.get(type_) if isinstance(type_, str) else None
+    if cls is None or cls not in accept:
+        want = ", ".join(NAMES[c] for c in accept)
+        raise ProtocolError(f"unexpected message {str(type_)[:64]!r} (want {want})")
+    return typing.cast(T, from_obj(cls, payload))
+
+
+def to_frame(msg: Any, max_frame: int) -> bytes:
+    """One length-prefixed frame for the launcher's control stream."""
+    return _frame(name_of(msg), to_obj(msg), max_frame=max_frame)
+
+
+def to_datagram(msg: Any) -> bytes:
+    data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
+    if len(data) > DATAGRAM_MAX:
+        raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over the {DATAGRAM_MAX}-byte "
+                            "datagram bound")
+    return data
+
+
+def from_datagram(data: bytes, *accept: type[T]) -> T:
+    if len(data) > DATAGRAM_MAX:
+        raise ProtocolError(f"datagram of {len(data)} bytes, over {DATAGRAM_MAX}")
+    obj = parse_json(data)
+    if not isinstance(obj, dict) or set(obj) != {"type", "payload"}:
+        raise ProtocolError("datagram is not an envelope {type, payload}")
+    return parse(obj["type"], obj["payload"], *accept)
+
+
+def send(sock: socket.socket, msg: Any, fds: typing.Sequence[int] = ()) -> None:
+    """One message as one datagram (SOCK_SEQPACKET), `fds` beside it (SCM_RIGHTS)."""
+    data = to_datagram(msg)
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket, *accept: type[T],
+         max_fds: int = MAX_FDS) -> tuple[T | None, list[int]]:
+    """The next message (None at end of stream) and the descriptors beside it. A message
+    that is not one of `accept`, truncated, or with more descriptors than `max_fds`,
+    raises ProtocolError; the descriptors that came with it are closed first."""
+    data, fds, flags, _ = socket.recv_fds(sock, DATAGRAM_MAX + 1, max_fds)
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("datagram or its descriptors truncated")
+        if not data:
+            if fds:
+                raise ProtocolError("descriptors without a message")
+            return None, []
+        return from_datagram(data, *accept), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise

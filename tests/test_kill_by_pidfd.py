@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import types
 from typing import Callable
 
 import pytest
 
+from sandbox import protocol
 from sandbox.isolation import libc, namespaces
 from sandbox.monitor import cgroups, tree
 from sandbox.monitor.supervisor import Supervisor
@@ -91,11 +93,14 @@ def _supervisor_kill_stale_pid1() -> str:
     n, innocent = _recycled_pid()
     if n != innocent:
         return f"setup: pid {n} was not reused (got {innocent})"
-    sup = Supervisor.__new__(Supervisor)   # only the parts _status_lines/_kill use
+    sup = Supervisor.__new__(Supervisor)   # only the parts _status_message/_kill use
     sup.ctx = types.SimpleNamespace(namespaces=True)
     sup.cgroup, sup.stub_pid, sup.pid1_fd, sup.status = None, stub, None, None
     sup.t0, sup.timings = time.monotonic(), {}
-    sup._status_lines(f"pid {n}\n".encode())   # PID 1 already gone, number reused
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    protocol.send(theirs, protocol.Pid1Started(n))   # PID 1 already gone, number reused
+    sup._status_message(mine)
+    mine.close(), theirs.close()
     sup.ctx.policy = types.SimpleNamespace(limits=types.SimpleNamespace(processes=1))
     sup.report = types.SimpleNamespace(max_tasks=0, pids_limit_hit=False)
     sup._sample_tasks()                          # must not count the innocent's tree

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Mapping, Sequence
 
+from sandbox import protocol
 from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors, signals, workdir_cow
@@ -494,11 +495,12 @@ class Launcher:
         forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
             else contextlib.nullcontext()
         try:
-            session.send_ctl("spec", {**self._spec(prep, mode, body, ipc_child),
-                                      "clock": clock,
-                                      "stdio": {"relay": relay,
-                                                "tty": signals.window_size() if io.tty
-                                                else None}})
+            spec = self._spec(prep, mode, body)
+            spec.clock = clock
+            spec.stdio = protocol.StdioWire(
+                relay=list(relay),
+                tty=protocol.WinSize(*signals.window_size()) if io.tty else None)
+            session.send_msg(spec)
             if mode == "workflow":
                 self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,
                                  plumbing.child_specs)
@@ -555,16 +557,14 @@ class Launcher:
 
     # -- pieces ----------------------------------------------------------------
 
-    def _spec(self, prep: P.Prepared, mode: str, body: Any,
-              ipc_child: socket.socket) -> dict[str, Any]:
-        return {"run_id": prep.run_id, "mode": mode,
-                "argv": body if mode == "exec" else None,
-                "env": prep.env, "policy": prep.policy.to_dict(),
-                "fs_plan": prep.plan.to_dict(), "paths": vars(prep.paths),
-                "ipc_fd": int(prep.env["SANDBOX_IPC_FD"]),
-                "audit_db": self.audit_db or _audit_db_default(),
-                "audit_max_bytes": self.audit_max_bytes,
-                "init_path": _init_path()}
+    def _spec(self, prep: P.Prepared, mode: str, body: Any) -> protocol.Spec:
+        return protocol.Spec(
+            run_id=prep.run_id, mode=mode, argv=list(body) if mode == "exec" else None,
+            env=dict(prep.env), policy=prep.policy.to_dict(), fs_plan=prep.plan.to_dict(),
+            paths=protocol.RunPathsWire(**vars(prep.paths)),
+            ipc_fd=int(prep.env["SANDBOX_IPC_FD"]),
+            audit_db=self.audit_db or _audit_db_default(),
+            audit_max_bytes=self.audit_max_bytes, init_path=_init_path())
 
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,

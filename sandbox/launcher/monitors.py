@@ -19,7 +19,6 @@ fork.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -30,6 +29,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, Any, Union
 
+from sandbox import protocol
 from sandbox.launcher import prepare as P
 
 
@@ -106,16 +106,18 @@ class ForkServerClient:
 
     def _request(self, fds: list[int]) -> tuple[int, int]:
         assert self._sock is not None
-        socket.send_fds(self._sock, [b'{"op": "spawn"}'], fds)
-        data, got, _, _ = socket.recv_fds(self._sock, 4096, 1)
-        if not data:
+        protocol.send(self._sock, protocol.SpawnRequest(), fds)
+        try:
+            reply, got = protocol.recv(self._sock, protocol.Spawned, protocol.Refused, max_fds=1)
+        except protocol.ProtocolError as exc:
+            raise OSError(f"fork server: {exc}") from None
+        if reply is None:
             raise ConnectionError("the fork server closed its socket")
-        reply = json.loads(data)
-        if "error" in reply or not got:
+        if not isinstance(reply, protocol.Spawned) or len(got) != 1:
             for fd in got:
                 os.close(fd)
-            raise OSError(f"fork server: {reply.get('error', 'no pidfd')}")
-        return reply["pid"], got[0]
+            raise OSError(f"fork server: {getattr(reply, 'error', 'no pidfd')}")
+        return reply.pid, got[0]
 
     def spawn(self, fds: list[int]) -> tuple[int, int]:
         """Fork a monitor with these descriptors; retries once on a fresh server."""

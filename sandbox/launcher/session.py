@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sandbox.errors import ProtocolError
-from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message, encode
+from sandbox import protocol
+from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message
 from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
-from sandbox.protocol import EXIT_REPORT_MAX, ExitReport, from_obj
+from sandbox.protocol import EXIT_REPORT_MAX, ExitReport
 
 CAPTURE_LIMIT = 16 << 20  # bytes kept per captured stream
 
@@ -89,16 +90,19 @@ class Session:
         self._cancelled = False
 
     # -- control -------------------------------------------------------------
-    def send_ctl(self, type_: str, payload: Any = None) -> None:
+    def send_msg(self, msg: Any) -> None:
+        """One typed message (sandbox.protocol) to the monitor; a gone monitor is noticed
+        by the loop, not here."""
+        frame = protocol.to_frame(msg, protocol.SPEC_MAX)
         try:
-            self.ctl.sendall(encode(type_, payload))
+            self.ctl.sendall(frame)
         except OSError:
             pass
 
     def cancel(self, reason: str = "cancelled") -> None:
         if not self._cancelled:
             self._cancelled = True
-            self.send_ctl("cancel", {"reason": reason})
+            self.send_msg(protocol.Cancel(reason))
 
     def _check_cancel(self) -> bool:
         """Act on the cancel token; True when the monitor was just killed after the grace."""
@@ -189,8 +193,9 @@ class Session:
         try:
             messages = self.ctl_decoder.feed(data)
             for msg in messages:
-                if msg.type == "exit" and self.state.monitor_report is None:
-                    self.state.monitor_report = from_obj(ExitReport, msg.payload)
+                report = protocol.parse(msg.type, msg.payload, ExitReport)
+                if self.state.monitor_report is None:
+                    self.state.monitor_report = report
         except ProtocolError as exc:
             # Exactly the shape the monitor may send, or nothing of it: a report
             # that does not parse cannot say what happened.

@@ -19,6 +19,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from sandbox import protocol
+
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
 
@@ -45,11 +47,11 @@ class Forwarder:
         self._saved: dict[int, Any] = {}
 
     def _forward(self, sig: int, _frame: FrameType | None) -> None:
-        self.session.send_ctl("signal", {"signal": int(sig)})
+        self.session.send_msg(protocol.Signal(int(sig)))
 
     def _winch(self, _sig: int, _frame: FrameType | None) -> None:
         rows, cols = window_size()
-        self.session.send_ctl("winsize", {"rows": rows, "cols": cols})
+        self.session.send_msg(protocol.WinSize(rows, cols))
 
     def __enter__(self) -> "Forwarder":
         if threading.current_thread() is not threading.main_thread():

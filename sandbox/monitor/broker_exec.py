@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from sandbox.isolation.libc import renameat2
 from sandbox.monitor import audit_syscalls as S
-from sandbox.monitor.refusals import bad_final, refusal
+from sandbox.monitor.refusals import Denied, bad_final, refusal
 from sandbox.monitor.root_walk import (RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS,
                                        RESOLVE_NO_SYMLINKS, InProc, Located, Root, follow,
                                        join, link_target, locate, openat2, split)
@@ -94,12 +94,6 @@ def _err(code: int, what: str | None = None) -> OSError:
     return OSError(code, os.strerror(code), what)
 
 
-class Denied(Exception):
-    def __init__(self, err: int, op: str, path: str, rule: str) -> None:
-        super().__init__(err)
-        self.err, self.op, self.path, self.rule = err, op, path, rule
-
-
 class Executor:
     """Resolves, decides and performs requests; see the module doc."""
 
@@ -127,7 +121,7 @@ class Executor:
     # -- entry point -------------------------------------------------------------------------
     def execute_net(self, req: Any, fds: list[int]) -> tuple[int, list[Record]]:
         """A connect or addressed send (sandbox/monitor/broker_net.py): (value, records)."""
-        from sandbox.monitor.broker_net import execute_net
+        from sandbox.monitor.broker_net import execute_net   # only when a run brokers sockets
         return execute_net(self.root, self.unix, req, fds)
 
     def execute(self, req: Request) -> tuple[int | None, list[Record]]:

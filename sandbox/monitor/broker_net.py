@@ -34,6 +34,7 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from sandbox.monitor.refusals import Denied
 from sandbox.monitor.root_walk import WALK, Root, openat2
 
 MAX_SEND = 32 * 1024     # data copied for one brokered datagram (larger: EMSGSIZE)
@@ -95,7 +96,6 @@ def _bound_inodes() -> set[tuple[int, int]]:
 def execute_net(root: Root, unix_allowed: tuple[str, ...], req: NetRequest, fds: list[int]
                 ) -> tuple[int, list[Record]]:
     """(the call's return value, records); raises OSError (with .records) or Denied."""
-    from sandbox.monitor.broker_exec import Denied
     if not fds:
         raise OSError(errno.EBADF, "no socket")
     op = "connect" if req.call == "connect" else "send"

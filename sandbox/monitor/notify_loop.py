@@ -69,7 +69,7 @@ class AuditLoop:
         spec, ctx = supervisor.spec, supervisor.ctx
         self.ctx = ctx          # the broker process applies the sandbox's Landlock from it
         policy = ctx.policy
-        self.run_id: str = spec["run_id"]
+        self.run_id: str = spec.run_id
         self.files: str = ctx.audit_files
         self.audit = self.files != "none"
         self.record_all = self.files == "all"
@@ -130,23 +130,23 @@ class AuditLoop:
         return self
 
     # -- store -------------------------------------------------------------------------------
-    def _open_store(self, spec: dict[str, Any], policy: Any) -> None:
+    def _open_store(self, spec: Any, policy: Any) -> None:
         """This run's own file in the store directory (sandbox.audit.store: one file
         per run, so no other run, and no sandbox, can lock or slow it)."""
         from sandbox.audit import store
-        self.db_path = spec.get("audit_db") or store.default_path()
-        argv = json.dumps(spec.get("argv")) if spec.get("argv") is not None else None
+        self.db_path = spec.audit_db or store.default_path()
+        argv = json.dumps(spec.argv) if spec.argv is not None else None
         learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
         store_dir = os.path.realpath(self.db_path)   # own deny of the store (prepare.hide)
         learning["filesystem"]["deny"] = [d for d in learning["filesystem"]["deny"]
                                           if d != store_dir]
-        paths = json.dumps({**{k: spec.get("paths", {}).get(k) for k in ("workdir", "output")},
+        paths = json.dumps({"workdir": spec.paths.workdir, "output": spec.paths.output,
                             "policy": learning})
-        cap = int(spec.get("audit_max_bytes") or store.max_bytes())
+        cap = int(spec.audit_max_bytes or store.max_bytes())
 
         def opener():  # runs on the writer's thread (see store.Writer)
             f = store.create_run(self.db_path, self.run_id, policy=policy.name,
-                                 files=self.files, mode=spec.get("mode", ""), argv=argv,
+                                 files=self.files, mode=spec.mode, argv=argv,
                                  paths=paths)
             try:
                 store.enforce_cap(self.db_path, cap, keep=f.path)

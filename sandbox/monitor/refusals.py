@@ -121,3 +121,12 @@ def bad_final(name: str, slot: int, loc: Located, flags: int, path: str) -> int:
 
 
 __all__ = ["refusal", "bad_final"]
+
+
+class Denied(Exception):
+    """A brokered request the policy refuses (broker_exec, broker_net): the errno the
+    caller gets, and the operation, path and rule for the audit record."""
+
+    def __init__(self, err: int, op: str, path: str, rule: str) -> None:
+        super().__init__(err)
+        self.err, self.op, self.path, self.rule = err, op, path, rule

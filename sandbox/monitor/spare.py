@@ -11,6 +11,10 @@ spare while the run goes on. The spare then writes the policy's limits,
 sends the spec and the run's descriptors to its stub, and the stub forks PID 1
 as any stub does: nothing untrusted runs before the limits are in place.
 
+The spare's process is started by the fork server and becomes a monitor
+through the same function as any other (`sandbox.monitor.main`); this module
+only makes and hands over the prestarted stub.
+
 A spare that cannot serve a run (the policy wants the host's network, while
 the stub already has its own network namespace; or entering the namespaces
 failed) discards its stub and starts a fresh one: it is never wrong, only
@@ -18,43 +22,42 @@ not faster.
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-import prctl
-
-from sandbox.ipc.channel import Channel
+from sandbox import protocol
+from sandbox.errors import ProtocolError
 from sandbox.isolation.libc import adopt_stdio
-from sandbox.monitor import tree
+from sandbox.monitor import runspec, tree
 from sandbox.policy.model import Limits
-from sandbox.protocol import EXIT_REPORT_MAX
+from sandbox.protocol import Spec, StubReady
 from sandbox.sandboxee import entry, stub
-
-
-# One SOCK_SEQPACKET message carries the spec to the stub; it must fit the
-# socket's send buffer (net.core.wmem_default, ~208 KiB): larger specs (a plan
-# with thousands of masks) take the ordinary path.
-GO_LIMIT = 150_000
 
 
 @dataclass
 class Prestarted:
     stub_pid: int
-    status_fd: int              # the stub's status pipe (first line already read)
+    status: socket.socket       # the stub's status socket (StubReady already read)
     setup: socket.socket        # the setup socket's monitor end
     go: socket.socket           # where the spec and descriptors go
     cgroup: Any                 # RunCgroup without limits yet, or None
     ok: bool                    # namespaces entered
     why: str = ""
 
-    def compatible(self, spec: dict[str, Any]) -> bool:
-        return (self.ok and spec["policy"]["network"]["mode"] != "host"
-                and spec.get("namespaces", True)
-                and len(json.dumps(spec)) < GO_LIMIT)
+    def compatible(self, spec: Spec) -> bool:
+        """One datagram carries the spec to the stub (protocol.DATAGRAM_MAX); a larger
+        spec (a plan with thousands of masks) takes the ordinary path."""
+        network = spec.policy.get("network")
+        if not self.ok or not spec.namespaces or not isinstance(network, dict) \
+                or network.get("mode") == "host":
+            return False
+        try:
+            protocol.to_datagram(spec)
+        except ProtocolError:
+            return False
+        return True
 
     def discard(self) -> None:
         """Not used for this run: end the stub, free its cgroup."""
@@ -68,24 +71,24 @@ class Prestarted:
             os.waitpid(self.stub_pid, 0)
         except ChildProcessError:
             pass
-        os.close(self.status_fd)
+        self.status.close()
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
 
 
-def _start_pid1(setup_fd: int):
+def _start_pid1(setup_fd: int) -> Callable[[Spec, list[int]], Callable[[], Any]]:
     """In the stub, once the spec arrives: PID 1's main, with the run's descriptors."""
-    from sandbox.monitor.main import build_context, use_ipc_fd
-
-    def start(spec: dict[str, Any], fds: list[int]):
+    def start(spec: Spec, fds: list[int]) -> Callable[[], Any]:
+        if len(fds) != 5:
+            raise ProtocolError(f"the spare's stub got {len(fds)} descriptors, not 5")
         adopt_stdio(*fds[1:4])
-        use_ipc_fd(spec, fds[0])
-        ctx = build_context(spec)
+        runspec.use_ipc_fd(spec, fds[0])
+        ctx = runspec.build_context(spec)
         ctx.monitor_fd = setup_fd
-        ctx.exit_fd = fds[4] if len(fds) > 4 else -1
-        ctx.cgroup_memory = bool(spec.get("cgroup_memory"))
-        ctx.cgroup_view = tuple(str(c) for c in spec.get("cgroup_view") or ())
+        ctx.exit_fd = fds[4]
+        ctx.cgroup_memory = spec.cgroup_memory
+        ctx.cgroup_view = tuple(spec.cgroup_view)
         return lambda: entry.main(ctx, spec)
     return start
 
@@ -101,62 +104,28 @@ def prestart() -> Prestarted:
     setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
     go_parent, go_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    rfd, wfd = os.pipe()
+    status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         setup_parent.close()
         go_parent.close()
-        os.close(rfd)
-        stub.run_waiting(wfd, go_child.detach(), cg.join if cg is not None else None,
+        status_parent.close()
+        stub.run_waiting(status_child, go_child, cg.join if cg is not None else None,
                          _start_pid1(setup_child.detach()))
-    os.close(wfd)
+    status_child.close()
     setup_child.close()
     go_child.close()
-    first = b""
-    while not first.endswith(b"\n"):
-        chunk = os.read(rfd, 1)
-        if not chunk:
-            break
-        first += chunk
-    word = first.decode(errors="replace").strip()
-    ok = word == "prestarted ok"
-    return Prestarted(pid, rfd, setup_parent, go_parent, cg, ok, word)
+    try:
+        ready, _ = protocol.recv(status_parent, StubReady, max_fds=0)
+    except (OSError, ProtocolError) as exc:
+        ready = StubReady(ok=False, why=str(exc))
+    if ready is None:
+        ready = StubReady(ok=False, why="the stub ended")
+    return Prestarted(pid, status_parent, setup_parent, go_parent, cg, ready.ok, ready.why)
 
 
-def go(pre: Prestarted, spec: dict[str, Any], ipc_fd: int, exit_fd: int,
-       stdio: list[int]) -> None:
+def go(pre: Prestarted, spec: Spec, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:
     """Hand the run to the prestarted stub: the spec and ipc, the sandbox's stdin, stdout,
     stderr (sandbox.monitor.stdio) and the init's exit pipe."""
-    data = json.dumps(spec).encode()
-    socket.send_fds(pre.go, [data], [ipc_fd, *stdio, exit_fd])
+    protocol.send(pre.go, spec, [ipc_fd, *stdio, exit_fd])
     pre.go.close()
-
-
-def serve(sock: socket.socket, launcher_pid: int) -> int:
-    """The spare's life: prestart, wait for a run's descriptors, then monitor it."""
-    from sandbox.monitor import main as monitor_main
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    parent = os.getppid()
-    prctl.set_pdeathsig(signal.SIGKILL)
-    # ^C and ^\ at the caller's terminal reach its whole process group, this process
-    # included: they are the program's (the launcher relays them), not the monitor's.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    # A caller in the background (`sandbox exec ... &`) must not be stopped because
-    # the stdin relay reads its terminal: the read fails (EIO), the program sees EOF.
-    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    if os.getppid() != parent:
-        return 3
-    prctl.set_child_subreaper(1)
-    pre = prestart()
-    data, fds, _, _ = socket.recv_fds(sock, 4096, 8)
-    sock.close()
-    if not data or len(fds) != 5:
-        pre.discard()
-        return 0
-    ipc_fd, ctl_fd = fds[:2]
-    adopt_stdio(*fds[2:5])
-    os.set_inheritable(ipc_fd, True)
-    return monitor_main.serve(Channel(ctl_fd, max_frame=EXIT_REPORT_MAX), ipc_fd,
-                              prestarted=pre)

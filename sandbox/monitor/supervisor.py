@@ -1,15 +1,15 @@
 """Supervision of one sandbox: fork it, watch it, enforce wall time, report.
 
-A single-threaded `select` loop over three sources: the stub's status pipe,
+A single-threaded `select` loop over three sources: the stub's status socket,
 the sandboxee's setup socket (ready / setup_error / exec_error / the seccomp
-listener), and the launcher's control channel (cancel). The wall-clock limit
+listener), and the launcher's control channel (cancel, signal, winsize), each
+carrying typed messages (sandbox.protocol) and nothing else. The wall-clock limit
 is the loop's deadline. On timeout or cancel, PID 1 gets SIGKILL, which the
 kernel turns into SIGKILL for every process of its PID namespace; without a
 PID namespace the subreaper walk in `tree.py` finds double-forked escapees.
 """
 from __future__ import annotations
 
-import json
 import os
 import resource
 import select
@@ -18,13 +18,17 @@ import socket
 import time
 from typing import Any
 
+from sandbox import protocol
+from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
-from sandbox.protocol import ExecFailure, ExitReport, SetupFailure, Violation
+from sandbox.protocol import (Cancel, ExecError, ExitReport, ListenerAt, OutputFd, Pid1Exited,
+                              Pid1Started, Ready, ScratchFd, SetupFailure, Signal, Spec,
+                              Violation, WinSize)
 from sandbox.sandboxee import entry, stub
 
 
@@ -36,8 +40,8 @@ SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits
 SCRATCH_FULL = 64 * 1024
 
 class Supervisor:
-    def __init__(self, spec: dict[str, Any], ctx: ContainContext, ctl: Channel,
-                 prestarted: Any = None) -> None:
+    def __init__(self, spec: Spec, ctx: ContainContext, ctl: Channel,
+                 prestarted: spare.Prestarted | None = None) -> None:
         self.spec, self.ctx, self.ctl = spec, ctx, ctl
         self.prestarted = prestarted  # a spare's stub, already in its cgroups and namespaces
         self.report = ExitReport()
@@ -48,13 +52,16 @@ class Supervisor:
         self.stub_fd: int | None = None
         # Times count from the launcher's call when it sent its clock (CLOCK_MONOTONIC
         # is one clock for every process of the machine), else from the spec's arrival.
-        clock = spec.get("clock") or {}
+        clock = spec.clock
         self.t0 = clock.get("t0", time.monotonic())
         self.timings: dict[str, float] = {k: v for k, v in clock.items() if k != "t0"}
         self._mark("spec_received")
-        self.cgroup = None
-        self.listener = None
+        self.cgroup: Any = None             # cgroups.RunCgroup, when the run has one
+        self.listener: Any = None           # notify_loop.AuditLoop, once attached
         self.output_fd: int | None = None   # the run's ${OUTPUT} tmpfs, from PID 1
+        self._scratch_fd: int | None = None  # the private /tmp, from PID 1
+        self._exit_r: int | None = None     # the init's exit pipe, read end
+        self._pending_loop: Any = None
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -77,7 +84,7 @@ class Supervisor:
             from sandbox.monitor import cgroups
         except ImportError:
             return
-        cg = cgroups.create(self.spec["run_id"], lim, support=cgroups.probe_cached(),
+        cg = cgroups.create(self.spec.run_id, lim, support=cgroups.probe_cached(),
                             pids_overhead=1)  # + the stub
         if cg is not None:
             self.cgroup = cg
@@ -103,22 +110,24 @@ class Supervisor:
         self._exit_r = r
         return w
 
-    def _start(self) -> tuple[int, int, socket.socket]:
+    def _start(self) -> tuple[int, socket.socket, socket.socket]:
         exit_w = self._exit_pipe()
-        self.stdio = StdioRelay(StdioSpec.from_spec(self.spec.get("stdio")))
+        tty = self.spec.stdio.tty
+        self.stdio = StdioRelay(StdioSpec.from_spec(
+            {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}))
         if self.prestarted is not None:
             pre = self.prestarted
-            spare.go(pre, {**self.spec, "cgroup_memory": self.ctx.cgroup_memory,
-                           "cgroup_view": list(self.ctx.cgroup_view)},
-                     self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
+            self.spec.cgroup_memory = self.ctx.cgroup_memory
+            self.spec.cgroup_view = list(self.ctx.cgroup_view)
+            spare.go(pre, self.spec, self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
             os.close(exit_w)
             self.stdio.started()
-            return pre.stub_pid, pre.status_fd, pre.setup
+            return pre.stub_pid, pre.status, pre.setup
         self.stdio.install_as_stdio()  # the stub, forked next, inherits the sandbox's ends
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
-        rfd, wfd = os.pipe()
+        status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.ctx.monitor_fd = setup_child.fileno()
         self.ctx.exit_fd = exit_w
         join = self.cgroup.join if self.cgroup is not None else None
@@ -129,15 +138,15 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             setup_parent.close()
-            os.close(rfd)
+            status_parent.close()
             self.ctl.close()
-            stub.run(self.ctx, wfd, lambda: entry.main(self.ctx, self.spec), join)
-        os.close(wfd)
+            stub.run(self.ctx, status_child, lambda: entry.main(self.ctx, self.spec), join)
+        status_child.close()
         os.close(exit_w)
         self.stdio.started()
         setup_child.close()
         os.close(self.ctx.ipc_fd)  # only the sandbox may hold it: its end of stream = the end
-        return pid, rfd, setup_parent
+        return pid, status_parent, setup_parent
 
     # -- loop --------------------------------------------------------------
     def run(self) -> ExitReport:
@@ -147,15 +156,14 @@ class Supervisor:
         if self.cpu.limit is not None:
             self.report.limits_applied["cpu"] = self.cpu.mechanism
         self._mark("cgroup_ready")
-        stub_pid, status_fd, setup = self._start()
+        stub_pid, status, setup = self._start()
         self.stub_pid = stub_pid
         self.stub_fd = tree.open_pidfd(stub_pid)  # our child, unreaped: cannot be reused
         self._mark("stub_forked")
         self._prepare_listener()  # overlaps the stub's and PID 1's set-up
         wall = self.ctx.policy.limits.wall
         deadline = t0 + wall if wall else None
-        status_buf = b""
-        sources = {status_fd: "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
+        sources = {status.fileno(): "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
         sample = self._needs_task_sampling()
         cpu = self.cpu
         while "status" in sources.values() or self.status is None:
@@ -180,14 +188,10 @@ class Supervisor:
             for fd in ready:
                 kind = sources[fd]
                 if kind == "status":
-                    data = os.read(fd, 4096)
-                    if not data:
+                    if not self._status_message(status):
                         del sources[fd]
                         if self.status is None:
                             self.status = -1
-                        continue
-                    status_buf += data
-                    status_buf = self._status_lines(status_buf)
                 elif kind == "setup":
                     if not self._setup_message(setup):
                         del sources[fd]
@@ -196,17 +200,18 @@ class Supervisor:
                     if msg is None:
                         del sources[fd]
                         self._kill()
-                    elif msg.type == "cancel":
+                    elif isinstance(msg, Cancel):
                         self.report.cancelled = True
                         self._kill()
-                    elif msg.type == "signal":
-                        self._relay_signal(msg.payload)
-                    elif msg.type == "winsize" and isinstance(msg.payload, dict):
-                        self.stdio.resize(int(msg.payload.get("rows", 0)),
-                                          int(msg.payload.get("cols", 0)))
+                    elif isinstance(msg, Signal):
+                        self._relay_signal(msg.signal)
+                    elif isinstance(msg, WinSize):
+                        self.stdio.resize(msg.rows, msg.cols)
             if self.status is not None and "status" not in sources.values():
                 break
         os.waitpid(stub_pid, 0)
+        status.close()
+        setup.close()
         if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
             tree.kill_descendants(os.getpid())
         self.stdio.finish()  # every byte of output reaches the caller before the report
@@ -264,8 +269,9 @@ class Supervisor:
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
-        if getattr(self, "_exit_r", None) is not None:
-            os.close(self._exit_r)
+        fd = getattr(self, "_exit_r", None)
+        if fd is not None:
+            os.close(fd)
             self._exit_r = None
         if self.cgroup is not None:
             self.cgroup.remove()
@@ -292,29 +298,34 @@ class Supervisor:
         """Seconds since the monitor got its spec: the setup-latency breakdown."""
         self.timings.setdefault(phase, time.monotonic() - self.t0)
 
-    def _status_lines(self, buf: bytes) -> bytes:
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            word, _, rest = line.decode().partition(" ")
-            if word == "pid":
-                self.pid1 = int(rest)
-                self.pid1_fd = self._open_pid1(self.pid1)
-                self._mark("pid1_forked")
-            elif word == "exit":
-                self.status = self._program_status(int(rest))
-                self._mark("exited")
-            elif word == "setup":
-                layer, _, message = rest.partition(" ")
-                self.report.setup_error = SetupFailure(layer, message)
-                self.status = -1
-        return buf
+    def _status_message(self, sock: socket.socket) -> bool:
+        """One message of the stub's; False at its end (or a malformed one: the stub
+        is ours, so that is a bug, and PID 1's status is then unknown)."""
+        try:
+            msg, _ = protocol.recv(sock, Pid1Started, Pid1Exited, SetupFailure, max_fds=0)
+        except (OSError, ProtocolError):
+            return False
+        if msg is None:
+            return False
+        if isinstance(msg, Pid1Started):
+            self.pid1 = msg.pid
+            self.pid1_fd = self._open_pid1(self.pid1)
+            self._mark("pid1_forked")
+        elif isinstance(msg, Pid1Exited):
+            self.status = self._program_status(msg.status)
+            self._mark("exited")
+        elif isinstance(msg, SetupFailure):
+            self.report.setup_error = msg
+            self.status = -1
+        return True
 
     def _program_status(self, init_status: int) -> int:
         """The program's own wait status, as the init reported it, when it agrees with the
         init's exit code (the code, or 128+N); else the init's status (e.g. killed by us)."""
+        fd = getattr(self, "_exit_r", None)
         try:
-            data = os.read(self._exit_r, 32)
-        except (OSError, AttributeError):
+            data = os.read(fd, 32) if fd is not None else b""
+        except OSError:
             data = b""
         try:
             raw = int(data.decode("ascii").strip()) if data.endswith(b"\n") else None
@@ -330,59 +341,44 @@ class Supervisor:
         return raw
 
     def _setup_message(self, sock: socket.socket) -> bool:
+        """One message of PID 1's (or PID 2's exec_error). PID 1 is trusted until the
+        program starts, but a message may arrive later from nobody but the program's
+        parent; anything not of the protocol's shape ends this source."""
         try:
-            data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16) + socket.CMSG_SPACE(12))
-        except OSError:
+            msg, fds, sender = _recv_with_sender(sock)
+        except (OSError, ProtocolError):
             return False
-        fds: list[int] = []
-        sender = 0
-        for level, ctype, cdata in anc:
-            if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-                fds += [int.from_bytes(cdata[i:i + 4], "little", signed=True)
-                        for i in range(0, len(cdata) - len(cdata) % 4, 4)]
-            elif level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= 4:
-                sender = int.from_bytes(cdata[:4], "little")
-        if not data:
-            for fd in fds:
-                os.close(fd)
+        if msg is None:
             return False
-        msg = json.loads(data)
-        kind = msg.get("type")
-        if kind == "listener" and not fds and isinstance(msg.get("fd"), int):
+        if isinstance(msg, ListenerAt) and not fds:
             # PID 1 cannot sendmsg its listener once the filter mediates sendmsg (it
             # would wait on itself): the monitor takes it (pidfd_getfd) from the
             # sender the kernel names, and says so
-            fds = self._take_listener(sender or self.pid1 or 0, msg["fd"])
+            fds = self._take_listener(sender or self.pid1 or 0, msg.fd)
             try:
-                sock.send(b"ok" if fds else b"no")
+                protocol.send(sock, protocol.Ack(bool(fds)))
             except OSError:
                 pass
-        if kind == "ready":
-            self.report.layers = list(msg["active"])
-            self.report.skipped = dict(msg["skipped"])
+        if isinstance(msg, Ready):
+            self.report.layers = list(msg.active)
+            self.report.skipped = dict(msg.skipped)
             self._mark("sandboxee_ready")
-            for layer, secs in msg.get("timings", {}).items():
+            for layer, secs in msg.timings.items():
                 self.timings[f"layer.{layer}"] = secs
-        elif kind == "setup_error":
-            self.report.setup_error = SetupFailure(str(msg["layer"]), str(msg["message"]))
-        elif kind == "exec_error":
-            self.report.exec_error = str(msg["message"])
-            self.report.exec_failure = ExecFailure(
-                program=str(msg.get("program", "")), path=str(msg.get("path", "")),
-                errno=msg["errno"] if isinstance(msg.get("errno"), int) else 0,
-                searched=msg.get("searched_path") is True)
-        elif kind == "scratch" and fds and getattr(self, "_scratch_fd", None) is None:
-            self._scratch_fd = fds[0]
-            return True
-        elif kind == "listener" and fds:
+        elif isinstance(msg, SetupFailure):
+            self.report.setup_error = msg
+        elif isinstance(msg, ExecError):
+            self.report.exec_error = msg.message
+            self.report.exec_failure = msg.failure
+        elif isinstance(msg, ScratchFd) and fds and getattr(self, "_scratch_fd", None) is None:
+            self._scratch_fd = fds.pop(0)
+        elif isinstance(msg, ListenerAt) and fds:
             self._mark("listener_received")
-            self._start_listener(fds[0])
+            self._start_listener(fds.pop(0))
             self._mark("listener_started")
-        elif kind == "output" and fds and self.output_fd is None:
-            self.output_fd = fds[0]
-        elif fds:
-            os.close(fds[0])
-        for extra in fds[1:]:
+        elif isinstance(msg, OutputFd) and fds and self.output_fd is None:
+            self.output_fd = fds.pop(0)
+        for extra in fds:
             os.close(extra)
         return True
 
@@ -410,17 +406,23 @@ class Supervisor:
         loop = getattr(self, "_pending_loop", None) or notify_loop.prepare(self)
         self.listener = loop.attach(fd)
 
-    def _ctl_message(self) -> Any:
+    def _ctl_message(self) -> Cancel | Signal | WinSize | None:
+        """The launcher's next message; None at its end (or one the launcher should never
+        send: the monitor then treats the launcher as gone, and ends the sandbox)."""
         try:
-            return self.ctl.recv()
-        except OSError:
+            msg = self.ctl.recv()
+            if msg is None:
+                return None
+            got = protocol.parse(msg.type, msg.payload, Cancel, Signal, WinSize)
+            assert isinstance(got, (Cancel, Signal, WinSize))
+            return got
+        except (OSError, ProtocolError):
             return None
 
-    def _relay_signal(self, payload: Any) -> None:
+    def _relay_signal(self, sig: int) -> None:
         """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
         to the init, which forwards it to PID 2."""
-        sig = payload.get("signal") if isinstance(payload, dict) else None
-        if not isinstance(sig, int) or not 0 < sig < signal.NSIG or self.pid1_fd is None \
+        if not 0 < sig < signal.NSIG or self.pid1_fd is None \
                 or sig in (signal.SIGKILL, signal.SIGSTOP):
             return
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
@@ -499,3 +501,33 @@ class Supervisor:
                 rep.max_rss = max(rep.max_rss, peak)
         self._mark("finished")
         rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}
+
+
+_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd)
+
+
+def _recv_with_sender(sock: socket.socket) -> tuple[Any, list[int], int]:
+    """`protocol.recv` on the setup socket, with the sender's pid (SO_PASSCRED)."""
+    data, anc, flags, _ = sock.recvmsg(protocol.DATAGRAM_MAX + 1,
+                                       socket.CMSG_SPACE(4 * protocol.MAX_FDS)
+                                       + socket.CMSG_SPACE(12))
+    fds: list[int] = []
+    sender = 0
+    for level, ctype, cdata in anc:
+        if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(cdata[i:i + 4], "little", signed=True)
+                    for i in range(0, len(cdata) - len(cdata) % 4, 4)]
+        elif level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= 4:
+            sender = int.from_bytes(cdata[:4], "little")
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("setup message or its descriptors truncated")
+        if not data:
+            if fds:
+                raise ProtocolError("descriptors without a message")
+            return None, [], sender
+        return protocol.from_datagram(data, *_SETUP_MESSAGES), fds, sender
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise

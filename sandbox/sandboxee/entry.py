@@ -18,9 +18,10 @@ Order, once every layer is applied (the init is under every one of them):
 3. the parent closes everything but the exit pipe and execs the init, which
    reaps orphans, forwards signals and reports the program's wait status.
 
-The monitor socket (SOCK_SEQPACKET) carries JSON messages from here to the
-monitor: the seccomp listener descriptor (with SCM_RIGHTS), ``ready`` with the
-layers applied, or ``setup_error`` / ``exec_error``. It is close-on-exec, so
+The monitor socket (SOCK_SEQPACKET) carries typed messages (sandbox.protocol)
+from here to the monitor: where the seccomp listener is (`ListenerAt`, which
+the monitor acknowledges), the ${OUTPUT} and /tmp descriptors (with
+SCM_RIGHTS), `Ready` with the layers applied, or `SetupFailure` / `ExecError`. It is close-on-exec, so
 neither the program nor the init ever holds it. Nothing here writes to stdout
 or stderr: they belong to the program.
 """
@@ -28,45 +29,41 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
 import socket
 import termios
-from typing import Any
 
 import prctl
 
-from sandbox import _native
-from sandbox.errors import SetupError
+from sandbox import _native, protocol
+from sandbox.errors import ProtocolError, SetupError
 # Imported now, never lazily under the view (which may hold none of this package):
 from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
+from sandbox.protocol import (Ack, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
+                              ScratchFd, SetupFailure, Spec)
 
 EXIT_SETUP = 125
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
 
-def _report(sock: socket.socket, obj: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(obj).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
+def _setup_failure(layer: str, message: str) -> SetupFailure:
+    return SetupFailure(layer, message[:4000])
 
 
-def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
+def main(ctx: ContainContext, spec: Spec) -> None:
     """Never returns."""
     mon = socket.socket(fileno=ctx.monitor_fd)
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
-        os.environ.update(spec["env"])
-        init_fd = _native.open_init(spec.get("init_path"))
-        if (spec.get("stdio") or {}).get("tty") and os.isatty(0):
+        os.environ.update(spec.env)
+        init_fd = _native.open_init(spec.init_path)
+        if spec.stdio.tty is not None and os.isatty(0):
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.init_fd = init_fd
         ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
@@ -77,45 +74,48 @@ def main(ctx: ContainContext, spec: dict[str, Any]) -> None:
             # named, not sent: with a private network the filter hands sendmsg to the
             # monitor, which cannot answer before it holds the listener; it takes it
             # (pidfd_getfd) and acknowledges (sandbox/monitor/supervisor.py)
-            _report(mon, {"type": "listener", "fd": ctx.listener_fd})
-            if mon.recv(16) != b"ok":
+            protocol.send(mon, ListenerAt(ctx.listener_fd))
+            try:
+                ack, _ = protocol.recv(mon, Ack, max_fds=0)
+            except ProtocolError:
+                ack = None
+            if ack is None or not ack.ok:
                 raise SetupError("seccomp", "the monitor could not take the notification "
                                             "listener")
             os.close(ctx.listener_fd)
         if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
             # the monitor copies it out when the run ends
-            _report(mon, {"type": "output"}, [ctx.output_fd])
+            protocol.send(mon, OutputFd(), [ctx.output_fd])
             os.close(ctx.output_fd)
             ctx.output_fd = None
         if ctx.scratch_fd >= 0:
             # the monitor looks at the private /tmp's free space once the run is over
             # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
             # the mount layer before any filter, keeps the tmpfs for it till then
-            _report(mon, {"type": "scratch"}, [ctx.scratch_fd])
+            protocol.send(mon, ScratchFd(), [ctx.scratch_fd])
             os.close(ctx.scratch_fd)
             ctx.scratch_fd = -1
-        _report(mon, {"type": "ready", "active": ctx.active, "skipped": ctx.skipped,
-                      "timings": ctx.timings})
+        protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
+                                 timings=dict(ctx.timings)))
     except SetupError as exc:
-        _report(mon, {"type": "setup_error", "layer": exc.layer, "message": str(exc)})
+        protocol.send(mon, _setup_failure(exc.layer, str(exc)))
         os._exit(EXIT_SETUP)
     except BaseException as exc:
-        _report(mon, {"type": "setup_error", "layer": "sandboxee",
-                      "message": f"{type(exc).__name__}: {exc}"})
+        protocol.send(mon, _setup_failure("sandboxee", f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_SETUP)
 
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     try:
         child = os.fork()
     except OSError as exc:
-        _report(mon, {"type": "setup_error", "layer": "init", "message": f"fork: {exc}"})
+        protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)
     if child == 0:
         _program(ctx, spec, mon)  # never returns
     _become_init(ctx, mon, child)
 
 
-def _program(ctx: ContainContext, spec: dict[str, Any], mon: socket.socket) -> None:
+def _program(ctx: ContainContext, spec: Spec, mon: socket.socket) -> None:
     """PID 2: the program with the signal state a shell would give it. Never returns."""
     code = EXIT_SETUP
     try:
@@ -132,10 +132,10 @@ def _program(ctx: ContainContext, spec: dict[str, Any], mon: socket.socket) -> N
                     pass
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
-        if (spec.get("stdio") or {}).get("tty"):
+        if spec.stdio.tty is not None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if spec["mode"] == "exec":
-            _exec(spec["argv"], mon)
+        if spec.mode == "exec":
+            _exec(spec.argv or [], mon)
         mon.close()
         from sandbox.sandboxee import worker
         code = worker.run(ctx.ipc_fd)
@@ -154,10 +154,11 @@ def _exec(argv: list[str], mon: socket.socket) -> None:
             EXIT_CANNOT_EXECUTE
         searched = "/" not in argv[0] and path == argv[0]
         try:
-            _report(mon, {"type": "exec_error", "program": argv[0], "path": path,
-                          "errno": exc.errno, "searched_path": searched,
-                          "message": f"{argv[0]}: {exc.strerror}"})
-        except OSError:
+            protocol.send(mon, ExecError(
+                ExecFailure(program=argv[0][:4096], path=path[:4096], errno=exc.errno or 0,
+                            searched=searched),
+                message=f"{argv[0]}: {exc.strerror}"[:4096]))
+        except (OSError, ProtocolError):
             pass
         os._exit(code)
 
@@ -175,8 +176,8 @@ def _become_init(ctx: ContainContext, mon: socket.socket, child: int) -> None:
         os.execve(ctx.init_fd, argv, {})
     except OSError as exc:
         try:
-            _report(mon, {"type": "setup_error", "layer": "init",
-                          "message": f"cannot start the sandbox's init: {exc.strerror}"})
+            protocol.send(mon, _setup_failure(
+                "init", f"cannot start the sandbox's init: {exc.strerror}"))
         finally:
             os.kill(child, signal.SIGKILL)
             os._exit(EXIT_SETUP)

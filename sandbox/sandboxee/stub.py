@@ -2,18 +2,18 @@
 
 Python 3.11 has no clone(), so a new PID namespace is entered the unshare way:
 the stub unshares every namespace, and its next fork becomes PID 1. The stub
-then keeps only the pipe to the monitor, waits for PID 1, reports its raw wait
-status, and exits. It holds no other descriptor, so the IPC socket reaches end
-of stream as soon as the sandbox's last process is gone.
+then keeps only its status socket to the monitor, waits for PID 1, reports its
+raw wait status, and exits. It holds no other descriptor, so the IPC socket
+reaches end of stream as soon as the sandbox's last process is gone.
 
-Protocol on the pipe (text lines): ``pid N`` (PID 1's pid in the monitor's
-namespace), then ``exit STATUS`` (raw waitpid status), or ``setup LAYER MSG``
-when the namespaces could not be entered. A spare's stub (`run_waiting`)
-first writes ``prestarted ok`` or ``prestarted failed REASON``.
+What it says on the status socket (SOCK_SEQPACKET, sandbox.protocol):
+`Pid1Started` (PID 1's pid in the monitor's namespace), then `Pid1Exited`
+(raw waitpid status), or a `SetupFailure` when the namespaces could not be
+entered. A spare's stub (`run_waiting`) first sends `StubReady`, then
+receives the run's `Spec` and descriptors on its go socket.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -21,12 +21,14 @@ from typing import Any, Callable
 
 import prctl
 
+from sandbox import protocol
 from sandbox.errors import SetupError
 from sandbox.isolation import libc, limits, namespaces
 from sandbox.isolation.context import ContainContext
+from sandbox.protocol import Pid1Exited, Pid1Started, SetupFailure, Spec, StubReady
 
 
-def run(ctx: ContainContext, report_fd: int, pid1_main: Callable[[], Any],
+def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], Any],
         join_cgroup: Callable[[int], None] | None = None) -> None:
     """Never returns."""
     try:
@@ -38,23 +40,24 @@ def run(ctx: ContainContext, report_fd: int, pid1_main: Callable[[], Any],
                 namespaces.enter(ctx)
             except SetupError as exc:
                 if not ctx.policy.best_effort:
-                    os.write(report_fd, f"setup {exc.layer} {exc}\n".encode())
+                    protocol.send(status, SetupFailure(exc.layer, str(exc)))
                     os._exit(0)
                 ctx.namespaces = False
                 ctx.skipped[exc.layer] = str(exc)
     except BaseException as exc:
-        _last_word(report_fd, exc)
-    _fork_pid1_and_wait(report_fd, pid1_main)
+        _last_word(status, exc)
+    _fork_pid1_and_wait(status, pid1_main)
 
 
-def run_waiting(report_fd: int, go_fd: int, join_cgroup: Callable[[int], None] | None,
-                start: Callable[[dict[str, Any], list[int]], Callable[[], Any]]) -> None:
+def run_waiting(status: socket.socket, go: socket.socket,
+                join_cgroup: Callable[[int], None] | None,
+                start: Callable[[Spec, list[int]], Callable[[], Any]]) -> None:
     """A spare stub: join the cgroup and enter every namespace *before* the run is
-    known, then wait on `go_fd` for the spec and the run's descriptors (ipc, stdin,
-    stdout, stderr). `start(spec, fds)` returns PID 1's main. Never returns.
+    known, then wait on `go` for the `Spec` and the run's descriptors (ipc, stdin,
+    stdout, stderr, exit pipe). `start(spec, fds)` returns PID 1's main. Never returns.
 
-    First status line: ``prestarted ok`` or ``prestarted failed REASON`` (the
-    monitor then discards this stub and starts a fresh one)."""
+    First message: `StubReady` (the monitor discards a stub that is not ok and
+    starts a fresh one)."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if join_cgroup is not None:
@@ -66,22 +69,20 @@ def run_waiting(report_fd: int, go_fd: int, join_cgroup: Callable[[int], None] |
             namespaces.map_self(uid, gid)
             limits.bound_user_ns(caps)
         except (OSError, SetupError) as exc:
-            os.write(report_fd, f"prestarted failed {exc}\n".encode())
+            protocol.send(status, StubReady(ok=False, why=str(exc)[:1000]))
             os._exit(0)
-        os.write(report_fd, b"prestarted ok\n")
-        data, fds, _, _ = socket.recv_fds(socket.socket(fileno=go_fd), GO_MAX, 8)
-        if not data:
+        protocol.send(status, StubReady(ok=True))
+        spec, fds = protocol.recv(go, Spec)
+        go.close()
+        if spec is None:
             os._exit(0)  # discarded before use
-        pid1_main = start(json.loads(data), fds)
+        pid1_main = start(spec, fds)
     except BaseException as exc:
-        _last_word(report_fd, exc)
-    _fork_pid1_and_wait(report_fd, pid1_main)
+        _last_word(status, exc)
+    _fork_pid1_and_wait(status, pid1_main)
 
 
-GO_MAX = 16 << 20  # the spec (policy, plan, environment) in one SOCK_SEQPACKET message
-
-
-def _fork_pid1_and_wait(report_fd: int, pid1_main: Callable[[], Any]) -> None:
+def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any]) -> None:
     code = 0
     try:
         pid = os.fork()
@@ -90,26 +91,27 @@ def _fork_pid1_and_wait(report_fd: int, pid1_main: Callable[[], Any]) -> None:
                 pid1_main()
             finally:
                 os._exit(126)
-        os.write(report_fd, f"pid {pid}\n".encode())
+        protocol.send(status, Pid1Started(pid))
         from sandbox.isolation.privileges import close_fds
-        close_fds({report_fd})
-        os.close(0), os.close(1), os.close(2)
+        close_fds({status.fileno()})
+        for fd in (0, 1, 2):
+            os.close(fd)
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
+                _, st = os.waitpid(pid, 0)
                 break
             except InterruptedError:
                 continue
-        os.write(report_fd, f"exit {status}\n".encode())
+        protocol.send(status, Pid1Exited(st))
     except BaseException as exc:  # last resort: say why, never hang the monitor
-        _last_word(report_fd, exc)
+        _last_word(status, exc)
         code = 1
     os._exit(code)
 
 
-def _last_word(report_fd: int, exc: BaseException) -> None:
+def _last_word(status: socket.socket, exc: BaseException) -> None:
     try:
-        os.write(report_fd, f"setup stub {type(exc).__name__}: {exc}\n".encode())
-    except OSError:
+        protocol.send(status, SetupFailure("stub", f"{type(exc).__name__}: {exc}"[:4000]))
+    except (OSError, ValueError):
         pass
     os._exit(1)
