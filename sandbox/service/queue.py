@@ -45,6 +45,7 @@ class RunQueue:
     def start(self) -> tuple[list[str], list[str]]:
         requeued, lost = self.store.recover(time.time())
         for run_id in lost:
+            self._keep_captured(run_id)
             self.bus.publish(run_id, "exit", {"status": "lost",
                                               "reason": "the server died while it ran"})
         for i in range(self.config.max_concurrent):
@@ -52,6 +53,16 @@ class RunQueue:
             t.start()
             self._workers.append(t)
         return requeued, lost
+
+    def _keep_captured(self, run_id: str) -> None:
+        """A lost run's result: what its events captured before the server died."""
+        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        for _seq, type_, data, _at in self.store.events(run_id):
+            if type_ in out:
+                out[type_].append(str(data.get("text", "")))
+        self.store.set_result(run_id, {
+            "status": "lost", "reason": "its executor (the server) died while it ran",
+            "stdout": "".join(out["stdout"]), "stderr": "".join(out["stderr"])})
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._cond:

@@ -43,6 +43,10 @@ MIGRATIONS: tuple[str, ...] = (
         run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
         data TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (run_id, seq));
     """,
+    # 2: retention (sandbox gc, --retain) finds ended runs by their end time
+    """
+    CREATE INDEX runs_finished ON runs(finished_at) WHERE finished_at IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -294,6 +298,9 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def set_result(self, run_id: str, result: dict[str, Any]) -> None:
+        self._x("UPDATE runs SET result=? WHERE id=?", (json.dumps(result), run_id))
 
     def fail_queued(self, run_id: str, status: str, reason: str, now: float) -> bool:
         return self._x("UPDATE runs SET status=?, reason=?, finished_at=? "
