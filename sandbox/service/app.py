@@ -52,6 +52,7 @@ class Service:
     admin_file: str
     launcher: Any = None
     rate: Any = None     # sandbox.service.ratelimit.RateLimiter
+    metrics: Any = None  # sandbox.service.metrics.Metrics
 
     def rate_check(self, tok: TokenRow) -> None:
         if self.rate is not None:
@@ -140,9 +141,12 @@ def build_service(config: ServiceConfig) -> Service:
     bus = Bus(store)
     runs = Runs(store, bus, config)
     queue = RunQueue(store, bus, config, runs.execute)
+    from sandbox.service.metrics import Metrics
     from sandbox.service.ratelimit import RateLimiter
+    metrics = Metrics(store, queue.running_count)
+    runs.metrics = metrics
     return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
-                   admin_file=admin_file, rate=RateLimiter())
+                   admin_file=admin_file, rate=RateLimiter(), metrics=metrics)
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -195,8 +199,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    from sandbox.service import routes_events, routes_files, routes_runs
+    from sandbox.service import routes_admin, routes_events, routes_files, routes_runs
     app.include_router(routes_runs.router)
+    app.include_router(routes_admin.router)
     app.include_router(routes_events.router)
     app.include_router(routes_files.router)
     _document_bodies(app)

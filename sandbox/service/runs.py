@@ -110,6 +110,7 @@ class Runs:
     def __init__(self, store: Store, bus: Bus, config: ServiceConfig) -> None:
         self.store, self.bus, self.config = store, bus, config
         self.launcher: Any = None      # set by the app: sandbox.Launcher
+        self.metrics: Any = None       # sandbox.service.metrics.Metrics
         self._lock = threading.Lock()
 
     # -- submit ---------------------------------------------------------------
@@ -179,6 +180,8 @@ class Runs:
                 shutil.rmtree(rundir, ignore_errors=True)
                 return got, False
         self.bus.publish(run_id, "queued", {"status": "queued"})
+        if self.metrics is not None:
+            self.metrics.submitted.inc()
         return got, True
 
     # -- execute (a queue worker's thread) -------------------------------------
@@ -240,6 +243,11 @@ class Runs:
     def _end(self, row: RunRow, attempt: int, status: str, reason: str | None,
              result: dict[str, Any] | None) -> None:
         assert status in FINAL_STATES, status
-        if self.store.finish(row.id, attempt, status, reason, result, time.time()):
+        now = time.time()
+        if self.store.finish(row.id, attempt, status, reason, result, now):
+            if self.metrics is not None:
+                started = self.store.run(row.id)
+                self.metrics.ended(status, now - started.started_at if started is not None
+                                   and started.started_at else None, result)
             self.bus.publish(row.id, "exit", {"status": status, "reason": reason,
                                               "exit_code": (result or {}).get("exit_code")})

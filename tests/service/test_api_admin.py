@@ -1,0 +1,59 @@
+"""Policies, audit, suggest, tokens and metrics routes against a real server."""
+from __future__ import annotations
+
+
+def test_policies_list_show_check_explain(http) -> None:
+    names = {p["name"] for p in http.get("/v1/policies").json()["items"]}
+    assert {"default", "strict"} <= names
+    strict = http.get("/v1/policies/strict").json()
+    assert strict["name"] == "strict" and strict["policy"]["network"]["mode"] == "none"
+    assert http.get("/v1/policies/..%2f..%2fetc%2fpasswd").status_code == 404
+    bad = http.post("/v1/policies/check", json={"policy_inline": {
+        "name": "b", "limits": {"memory": "lots"}}}).json()
+    assert bad["ok"] is False and any("memory" in e for e in bad["errors"])
+    ok = http.post("/v1/policies/check", json={"policy": "strict"}).json()
+    assert ok["ok"] is True and ok["within_ceiling"] is None     # the admin has no ceiling
+    ex = http.post("/v1/policies/explain", json={"policy": "strict", "operation": "read",
+                                                  "path": "/etc/shadow"}).json()
+    assert ex["allowed"] is False and ex["rule"]
+    ex = http.post("/v1/policies/explain", json={"policy": "strict", "operation": "write",
+                                                  "path": "/run/sandbox/output/x"}).json()
+    assert ex["allowed"] is True
+
+
+def test_check_compares_with_the_tokens_ceiling(service_server, http) -> None:
+    made = http.post("/v1/tokens", json={"name": "ci", "ceiling": "strict"})
+    assert made.status_code == 201, made.text
+    with service_server.client(made.json()["token"]) as c:
+        r = c.post("/v1/policies/check", json={"policy": "default"}).json()
+        assert r["ok"] and r["within_ceiling"] is False and "limits." in r["ceiling_reason"]
+        assert c.get("/v1/tokens").status_code == 403
+        assert c.get("/metrics").status_code == 403
+    assert http.delete(f"/v1/tokens/{made.json()['id']}").json()["revoked_at"]
+    with service_server.client(made.json()["token"]) as c:
+        assert c.get("/v1/runs").status_code == 401
+    listed = http.get("/v1/tokens").json()
+    assert made.json()["token"] not in str(listed) and {t["name"] for t in listed} >= {"ci"}
+
+
+def test_audit_denied_and_suggest_for_a_strict_run(http) -> None:
+    run = http.post("/v1/runs", params={"wait": 60}, json={
+        "policy": "strict", "argv": ["sh", "-c", "cat /etc/shadow; cat /etc/hostname; true"]}
+    ).json()
+    assert run["status"] == "ok", run
+    denied = http.get(run["links"]["audit"], params={"denied": 1}).json()
+    assert denied["items"] and all(r["verdict"] == "denied" for r in denied["items"])
+    assert any(r["path"] == "/etc/shadow" for r in denied["items"]), denied
+    everything = http.get(run["links"]["audit"]).json()
+    assert len(everything["items"]) > len(denied["items"])
+    sug = http.get(f"/v1/runs/{run['id']}/policy/suggest")
+    assert sug.status_code == 200, sug.text
+    assert "[filesystem]" in sug.json()["toml"]
+
+
+def test_metrics_in_prometheus_format(http) -> None:
+    http.post("/v1/runs", params={"wait": 60}, json={"argv": ["true"]})
+    text = http.get("/metrics").text
+    assert 'sandbox_runs{status="ok"} 1.0' in text
+    assert "sandbox_queue_depth 0.0" in text and "sandbox_live_sandboxes" in text
+    assert 'sandbox_run_duration_seconds_count{status="ok"} 1.0' in text
