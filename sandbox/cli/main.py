@@ -6,7 +6,9 @@ dependencies inside its handler, so `sandbox exec` pays only for what it uses.
 Bad input of any kind (an unknown option, a bad value, a bad policy, workflow
 or path) prints ONE line on stderr and exits 125 for `exec` and `run` (so a
 script can tell it from the program's own exit code 2, as `docker run` and
-`env` do) and 2 for every other subcommand; nothing runs. An unexpected
+`env` do) and 2 for every other subcommand; nothing runs. `submit` mirrors exec:
+125. A refusal by the service (sandbox.client.errors) is one line too, with
+the server's reason, under the same codes. An unexpected
 exception is one line too (exit 125 for exec/run, 70 = EX_SOFTWARE elsewhere);
 SANDBOX_DEBUG=1 shows its traceback.
 """
@@ -19,16 +21,17 @@ from typing import NoReturn
 
 import sandbox
 from sandbox.cli.plugins import optional_module
+from sandbox.client.errors import ClientError
 from sandbox.errors import InputError
 
 # Subcommands that run a program: their own failures use 125, as docker run does.
-RUN_COMMANDS = ("exec", "run")
+RUN_COMMANDS = ("exec", "run", "submit")
 EXIT_INPUT = 2
 EXIT_RUN_INPUT = 125
 EXIT_INTERNAL = 70        # sysexits EX_SOFTWARE
 
 # Order is the order shown by --help.
-COMMANDS = ("exec", "run", "runs", "gc", "policy", "audit", "doctor", "demo", "bench",
+COMMANDS = ("exec", "run", "submit", "runs", "gc", "policy", "audit", "doctor", "demo", "bench",
             "serve", "token")
 
 DESCRIPTION = """\
@@ -96,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InputError as exc:
         print(f"sandbox: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INPUT
+    except ClientError as exc:
+        # the service refused, or could not be reached: its reason, on one line
+        print(f"sandbox {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_RUN_INPUT if runs else EXIT_INPUT
     except KeyboardInterrupt:
         return 130

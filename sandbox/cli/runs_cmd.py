@@ -20,12 +20,22 @@ examples:
   sandbox runs show 3f2a
   sandbox runs logs 3f2a
   sandbox runs rm 3f2a 9c01
+
+With --server URL (and --token or $SANDBOX_TOKEN), the same verbs act on an
+execution service's runs (docs/service.md), and cancel, download, audit and
+events are there too; RUN_ID is then the service's id:
+  sandbox runs --server http://127.0.0.1:8700 list --status running
+  sandbox runs --server http://127.0.0.1:8700 download run_... -o ./out
 """
+
+REMOTE_ONLY = ("cancel", "download", "audit", "events")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list and show past runs (the run history)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from sandbox.cli import remote
+    remote.add_server_options(p, env_default=False)
     actions = p.add_subparsers(dest="runs_action", metavar="ACTION")
     actions.required = True
     ls = actions.add_parser("list", help="recorded runs, newest first")
@@ -44,6 +54,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm = actions.add_parser("rm", help="forget runs (and remove the output dirs sandbox made)")
     rm.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     rm.set_defaults(func=remove)
+    cn = actions.add_parser("cancel", help="cancel queued or running runs (--server)")
+    cn.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    dl = actions.add_parser("download", help="a run's output files (--server)")
+    dl.add_argument("run_id", metavar="RUN_ID")
+    dl.add_argument("paths", nargs="*", metavar="PATH", help="these outputs (default: all)")
+    dl.add_argument("-o", "--output", default=".", metavar="DIR",
+                    help="write under DIR (default: here); never outside it, never over a file")
+    au = actions.add_parser("audit", help="a run's audit records (--server)")
+    au.add_argument("run_id", metavar="RUN_ID")
+    au.add_argument("--denied", action="store_true", help="only the refused accesses")
+    au.add_argument("--json", action="store_true")
+    ev = actions.add_parser("events", help="follow a run's events to its end (--server)")
+    ev.add_argument("run_id", metavar="RUN_ID")
+    ev.add_argument("--after", metavar="EVENT_ID", help="resume after this event id")
+    ev.add_argument("--json", action="store_true", help="one JSON object per event")
+    for name, action in actions.choices.items():
+        remote.add_server_options(action, env_default=False, suppress=True)
+        action.set_defaults(func=_dispatch(name, action.get_default("func")))
+
+
+def _dispatch(name: str, local: object) -> object:
+    """--server (or a remote-only verb) goes to sandbox.cli.runs_remote."""
+    def run(args: argparse.Namespace) -> int:
+        from sandbox.errors import InputError
+        if getattr(args, "server", None):
+            from sandbox.cli import runs_remote
+            remote_fn = getattr(runs_remote, "list_runs" if name == "list" else name, None)
+            if remote_fn is None:
+                raise InputError(f"sandbox runs {name} is for the local history only "
+                                 "(drop --server)")
+            return int(remote_fn(args) or 0)
+        if local is None:
+            raise InputError(f"sandbox runs {name} needs --server URL (a service's runs)")
+        return int(local(args) or 0)   # type: ignore[operator]
+    return run
 
 
 def _when(t: float) -> str:
