@@ -48,6 +48,14 @@ def as_result(view: "RunView") -> SimpleNamespace:
                            hints=res.get("hints") or [])
 
 
+def dump_json(view: "RunView") -> str:
+    """A run as JSON for a terminal or a pipe: ASCII only, so a C1 control (U+009B is a
+    one-byte CSI) or a bidi override the run printed is an escape, not a byte
+    (pydantic's own model_dump_json writes them raw)."""
+    import json
+    return json.dumps(view.model_dump(mode="json"), indent=2)
+
+
 def say(text: str) -> None:
     from sandbox.printable import printable
     print(f"sandbox: {printable(text)}", file=sys.stderr)

@@ -59,7 +59,7 @@ def show(args: argparse.Namespace) -> int:
     with remote.client(args) as c:
         v = c.get(args.run_id)
     if args.json:
-        print(v.model_dump_json(indent=2))
+        print(remote.dump_json(v))
         return 0
     res = v.result or {}
     lines = [f"run {v.id}", f"  command:  {_command(v)}",

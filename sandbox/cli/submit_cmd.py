@@ -148,14 +148,14 @@ def run(args: argparse.Namespace) -> int:
     with remote.client(args) as c:
         view = c.submit(kw.pop("argv", None), **kw)
         if not args.follow:
-            print(view.model_dump_json(indent=2) if args.json else view.id)
+            print(remote.dump_json(view) if args.json else view.id)
             return 0
         for ev in c.events(view.id):
             if ev.event in ("stdout", "stderr") and isinstance(ev.data, dict):
                 remote.write_stream(ev.event, str(ev.data.get("text", "")))
         view = c.wait(view.id)
     if args.json:
-        print(view.model_dump_json(indent=2))
+        print(remote.dump_json(view))
     result = remote.as_result(view)
     if common.needs_explaining(result):
         remote.say(f"run {view.id}: {view.status}: {result.reason}")
