@@ -33,7 +33,8 @@ def list_runs(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise InputError(f"-n must be at least 1, got {args.n}")
     with remote.client(args) as c:
-        items, cursor = [], None
+        items: list[Any] = []
+        cursor: str | None = None
         while len(items) < args.n:
             page = c.list(status=args.status, limit=min(500, args.n - len(items)), cursor=cursor)
             items.extend(page.items)

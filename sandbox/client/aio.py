@@ -10,6 +10,7 @@ on sandbox.client.api); only the waiting differs.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -93,14 +94,14 @@ class AsyncClient:
         return await self._json("GET", api.run_path(run_id, "audit"),
                                 denied=1 if denied else None)
 
-    async def files(self, run_id: str) -> list[models.FileEntry]:
+    async def files(self, run_id: str) -> builtins.list[models.FileEntry]:
         return models.file_list(await self._json("GET", api.run_path(run_id, "files")))
 
     async def download(self, run_id: str, name: str) -> bytes:
         """One output file's bytes (Client.download writes into a directory)."""
         return (await self._send(api.Request("GET", api.file_path(run_id, name)))).content
 
-    async def download_all(self, run_id: str, dest_dir: str) -> list[str]:
+    async def download_all(self, run_id: str, dest_dir: str) -> builtins.list[str]:
         """Every regular output file into dest_dir, never outside it."""
         entries = [e for e in await self.files(run_id) if e.kind == "file"]
         for e in entries:

@@ -13,6 +13,7 @@ before anything is written (sandbox.client.files), events are JSON.
 """
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -123,7 +124,7 @@ class Client:
         return self._json("GET", api.run_path(run_id, "policy", "suggest"))
 
     # -- files ----------------------------------------------------------------
-    def files(self, run_id: str) -> list[models.FileEntry]:
+    def files(self, run_id: str) -> builtins.list[models.FileEntry]:
         return models.file_list(self._json("GET", api.run_path(run_id, "files")))
 
     def download(self, run_id: str, name: str, dest_dir: str | None = None) -> bytes | str:
@@ -141,7 +142,7 @@ class Client:
         except httpx.TransportError as exc:
             raise errors.ConnectionFailed(f"{self.url}: {exc}") from exc
 
-    def download_all(self, run_id: str, dest_dir: str) -> list[str]:
+    def download_all(self, run_id: str, dest_dir: str) -> builtins.list[str]:
         """Every regular output file into dest_dir; a name that would leave it
         raises UnsafePath before anything is written."""
         entries = [e for e in self.files(run_id) if e.kind == "file"]
