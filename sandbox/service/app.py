@@ -161,6 +161,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                 audit_db=config.audit_dir, history=False,
                                 capture_output=True)
         svc.runs.launcher = svc.launcher
+        from sandbox.service.retention import SETTING, Reaper
+        svc.store.set_setting(SETTING, None if config.retain is None else repr(config.retain))
+        reaper = Reaper(svc.store, config)
+        reaper.start()
         requeued, lost = svc.queue.start()
         if requeued or lost:
             log.warning("recovered after a restart: %d run(s) re-queued, %d lost",
@@ -168,6 +172,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         try:
             yield
         finally:
+            reaper.stop()
             await asyncio.get_running_loop().run_in_executor(None, svc.queue.stop)
             await asyncio.get_running_loop().run_in_executor(None, svc.launcher.close)
             svc.store.close()

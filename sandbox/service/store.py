@@ -47,6 +47,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX runs_finished ON runs(finished_at) WHERE finished_at IS NOT NULL;
     """,
+    # 3: settings the server was started with that offline tools apply (retention)
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -314,6 +318,17 @@ class Store:
         with self._lock:
             self._db.execute("DELETE FROM events WHERE run_id=?", (run_id,))
             self._db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    # -- settings ----------------------------------------------------------------
+    def set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._x("DELETE FROM settings WHERE key=?", (key,))
+        else:
+            self._x("INSERT OR REPLACE INTO settings VALUES (?,?)", (key, value))
+
+    def setting(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM settings WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
 
     # -- events ----------------------------------------------------------------
     def add_event(self, run_id: str, seq: int, type_: str, data: dict[str, Any],

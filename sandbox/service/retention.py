@@ -1,0 +1,88 @@
+"""Retention: runs that ended longer ago than the retention go, with everything
+kept for them (their directory, their audit file, their events, their row).
+
+Only ended runs are touched (queued and running ones never), and only what
+the service made for them: paths are built from the run's id, which the
+service generated, and removed without following links.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+from sandbox.service.config import ServiceConfig
+from sandbox.service.store import Store
+
+SETTING = "retain_seconds"
+
+
+def stored_retention(store: Store) -> float | None:
+    value = store.setting(SETTING)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _remove_audit(audit_dir: str, launcher_run_id: object) -> None:
+    from sandbox.audit import store as audit
+    if not isinstance(launcher_run_id, str):
+        return
+    try:
+        path = audit.run_file(audit_dir, launcher_run_id)
+    except ValueError:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def apply(store: Store, config: ServiceConfig, older_than: float,
+          now: float | None = None) -> list[str]:
+    """Delete every run that ended before now - older_than; their ids."""
+    cutoff = (time.time() if now is None else now) - older_than
+    gone = []
+    for run_id in store.finished_before(cutoff):
+        row = store.run(run_id)
+        if row is None or row.finished_at is None or row.finished_at >= cutoff:
+            continue
+        if not run_id.startswith("run_") or "/" in run_id:
+            continue
+        shutil.rmtree(config.run_dir(run_id), ignore_errors=True)
+        _remove_audit(config.audit_dir, (row.result or {}).get("run_id"))
+        store.delete_run(run_id)
+        gone.append(run_id)
+    return gone
+
+
+class Reaper:
+    """Applies the retention in the background while the server runs."""
+
+    def __init__(self, store: Store, config: ServiceConfig) -> None:
+        self.store, self.config = store, config
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.config.retain is None:
+            return
+        interval = min(60.0, max(0.2, self.config.retain / 4))
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    apply(self.store, self.config, float(self.config.retain or 0))
+                except Exception:   # housekeeping never takes the server down
+                    pass
+        self._thread = threading.Thread(target=loop, name="sandbox-service-retention",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
