@@ -97,3 +97,29 @@ def axe_serious(driver) -> list[dict]:
         ".catch(e => done(JSON.stringify([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}])));")
     violations = json.loads(result)
     return [v for v in violations if v.get("impact") in ("serious", "critical")]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A real `sandbox serve` on 127.0.0.1 (tests/browser/server.py)."""
+    import server as srv
+    s = srv.start()
+    try:
+        yield s
+    finally:
+        srv.stop(s)
+        shutil.rmtree(s.state, ignore_errors=True)
+
+
+def login(driver, server, token: str | None = None) -> None:
+    """Log in through the form, as a person would."""
+    from selenium.webdriver.common.by import By
+    driver.get(server.url + "/ui/login")
+    driver.find_element(By.ID, "token").send_keys(token or server.admin_token)
+    driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+    wait_for(driver, lambda d: d.current_url.endswith("/ui/runs"))
+
+
+def wait_for(driver, predicate, timeout: float = 60.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(predicate)

@@ -1,0 +1,101 @@
+"""A run's audit tab (every file access with its deciding rule), `policy
+explain` for one path, and the learn tab (the suggested policy as a diff)."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from . import views
+from .bridge import ApiError
+from .common import Ctx, api_error_page, current, render
+from .runs import attachment
+
+router = APIRouter()
+SHOWN = 2000   # rows drawn in the table; the counts cover every record
+
+
+async def _records(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
+    got = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/audit")
+    items = got.get("items", got.get("records", [])) if isinstance(got, dict) else got
+    return [r for r in items if isinstance(r, dict)]
+
+
+@router.get("/runs/{run_id}/audit")
+async def audit_page(request: Request, run_id: str) -> Response:
+    ctx = current(request)
+    denied = request.query_params.get("denied") == "1"
+    operation = request.query_params.get("operation", "")[:32]
+    search = request.query_params.get("path", "")[:4096]
+    try:
+        run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+        records = await _records(ctx, run_id)
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    shown = views.filter_audit(records, denied=denied, operation=operation, search=search)
+    return render(ctx, request, "audit.html", run=run, tab="audit", records=shown[:SHOWN],
+                  matched=len(shown), total=len(records), denied=denied, operation=operation,
+                  search=search, operations=views.operations(records),
+                  directories=views.by_directory(shown))
+
+
+@router.get("/runs/{run_id}/explain")
+async def explain_page(request: Request, run_id: str) -> Response:
+    """`policy explain` of one path under the policy the run used (a GET: it
+    changes nothing, so one click on a path opens it)."""
+    ctx = current(request)
+    path = request.query_params.get("path", "")[:4096]
+    operation = request.query_params.get("operation", "")[:32]
+    try:
+        run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+        body: dict[str, Any] = {"path": path, "policy": run.get("policy")}
+        if operation:
+            body["operation"] = operation
+        explained = await ctx.api.post("/policies/explain", body)
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    return render(ctx, request, "explain.html", run=run, tab="audit", path=path,
+                  explained=explained)
+
+
+async def _suggestion(ctx: Ctx, run: dict[str, Any]) -> tuple[str, str]:
+    """(the used policy's TOML, the suggested policy's TOML)."""
+    run_id = quote(str(run["id"]), safe="")
+    suggested = await ctx.api.get(f"/runs/{run_id}/policy/suggest")
+    new = str(suggested.get("toml", "")) if isinstance(suggested, dict) else str(suggested)
+    used = ""
+    if run.get("policy"):
+        try:
+            doc = await ctx.api.get(f"/policies/{quote(str(run['policy']), safe='')}")
+            used = str(doc.get("toml", "")) if isinstance(doc, dict) else ""
+        except ApiError:
+            used = ""
+    return used, new
+
+
+@router.get("/runs/{run_id}/learn")
+async def learn_page(request: Request, run_id: str) -> Response:
+    ctx = current(request)
+    try:
+        run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+        used, new = await _suggestion(ctx, run)
+    except ApiError as err:
+        if err.status in (404, 409):
+            return render(ctx, request, "learn.html", run=run, tab="learn", diff=[],
+                          suggested="", note=str(err.detail))
+        return api_error_page(ctx, err)
+    return render(ctx, request, "learn.html", run=run, tab="learn", suggested=new, note="",
+                  diff=views.policy_diff(used, new, str(run.get("policy") or "policy")))
+
+
+@router.get("/runs/{run_id}/learn/suggested.toml")
+async def learn_download(request: Request, run_id: str) -> Response:
+    ctx = current(request)
+    try:
+        run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+        _, new = await _suggestion(ctx, run)
+    except ApiError as err:
+        return Response(status_code=err.status)
+    return attachment(new.encode(), f"suggested-{run_id}.toml", "application/toml")

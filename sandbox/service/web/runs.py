@@ -1,0 +1,228 @@
+"""The runs list and a run's detail page: live over the API's event streams,
+with downloads of its output streams and files, cancel and re-run."""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from . import views
+from .bridge import ApiError, Stream
+from .common import Ctx, api_error_page, back, current, posted, render
+
+router = APIRouter()
+
+STATUSES = ["queued", "running", "ok", "error", "timeout", "limit_exceeded", "signaled",
+            "violation", "setup_error", "cancelled", "lost"]
+FILTERS = ("status", "policy", "token", "host", "since", "until")
+
+
+def attachment(body: bytes, filename: str, media: str = "application/octet-stream") -> Response:
+    """A download: always an attachment, never rendered by the browser, with
+    a name made of safe characters (the run chose the original)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[:120] or "download"
+    return Response(body, media_type=media, headers={
+        "content-disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(safe)}",
+        "x-content-type-options": "nosniff",
+    })
+
+
+def _epoch(text: str) -> float | None:
+    """A filter's time: epoch seconds or an ISO date/time (UTC)."""
+    import datetime as dt
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+async def _runs(ctx: Ctx, query: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+    page = await ctx.api.get("/runs", status=query.get("status"), token=query.get("token"),
+                             since=_epoch(query.get("since", "")),
+                             until=_epoch(query.get("until", "")),
+                             cursor=query.get("cursor"), limit=50)
+    items = page.get("items", [])
+    # policy and host are narrowed here (the API filters by status, token, time)
+    for key in ("policy", "host"):
+        if query.get(key):
+            items = [r for r in items if str(r.get(key) or "") == query[key]]
+    return items, page.get("next_cursor")
+
+
+@router.get("/runs")
+async def runs_page(request: Request) -> Response:
+    ctx = current(request)
+    query = {k: request.query_params.get(k, "") for k in FILTERS + ("cursor",)}
+    try:
+        items, cursor = await _runs(ctx, query)
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    return render(ctx, request, "runs.html", runs=items, next_cursor=cursor, query=query,
+                  statuses=STATUSES)
+
+
+@router.get("/runs/rows")
+async def runs_rows(request: Request) -> Response:
+    """The table body alone, for the list's live refresh (ui.js)."""
+    ctx = current(request)
+    query = {k: request.query_params.get(k, "") for k in FILTERS + ("cursor",)}
+    try:
+        items, _ = await _runs(ctx, query)
+    except ApiError as err:
+        return Response(status_code=err.status)
+    return render(ctx, request, "runs_rows.html", runs=items)
+
+
+async def _proxy_events(ctx: Ctx, path: str, last_id: str | None) -> Response:
+    headers = {"accept": "text/event-stream"}
+    if last_id:
+        headers["last-event-id"] = last_id[:32]
+    stream: Stream = await ctx.api.stream(path, headers=headers)
+    if stream.status != 200:
+        await stream.close()
+        return Response(status_code=stream.status)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in stream.body():
+            yield chunk
+            if await ctx.request.is_disconnected():
+                break
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+@router.get("/events")
+async def events(request: Request) -> Response:
+    """The API's status stream for every run this token sees (the live list)."""
+    ctx = current(request)
+    return await _proxy_events(ctx, "/events", request.headers.get("last-event-id"))
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(request: Request, run_id: str) -> Response:
+    ctx = current(request)
+    return await _proxy_events(ctx, f"/runs/{quote(run_id, safe='')}/events",
+                               request.headers.get("last-event-id"))
+
+
+async def _run(ctx: Ctx, run_id: str) -> dict[str, Any]:
+    return await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+
+
+async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
+    try:
+        listing = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/files")
+    except ApiError as err:
+        if err.status == 404:
+            return []
+        raise
+    items = listing.get("items", listing.get("files", [])) if isinstance(listing, dict) else listing
+    return [f for f in items if isinstance(f, dict)]
+
+
+async def _limits(ctx: Ctx, policy: str | None) -> dict[str, Any]:
+    """The limits of the policy a run used, as the API shows the policy."""
+    if not policy:
+        return {}
+    try:
+        doc = await ctx.api.get(f"/policies/{quote(policy, safe='')}")
+    except ApiError:
+        return {}
+    limits = dict(doc.get("limits") or doc.get("policy", {}).get("limits") or {})
+    fs = doc.get("filesystem") or doc.get("policy", {}).get("filesystem") or {}
+    for key in ("output_size", "output_inodes"):
+        if key in fs:
+            limits[key] = fs[key]
+    return limits
+
+
+@router.get("/runs/{run_id}")
+async def run_page(request: Request, run_id: str) -> Response:
+    ctx = current(request)
+    try:
+        run = await _run(ctx, run_id)
+        files = await _files(ctx, run_id) if run.get("status") not in ("queued",) else []
+        limits = await _limits(ctx, run.get("policy"))
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    result = run.get("result") or {}
+    return render(ctx, request, "run.html", run=run, result=result, files=files,
+                  bars=views.setup_bars(result.get("timings")), chart_w=views.CHART_W,
+                  row_h=views.ROW_H, usage=views.usage(result, limits),
+                  final=run.get("status") in views.FINAL, tab="overview")
+
+
+@router.get("/runs/{run_id}/download/{stream_name}")
+async def download_stream(request: Request, run_id: str, stream_name: str) -> Response:
+    """stdout, stderr or logs of a run, as a file."""
+    ctx = current(request)
+    if stream_name not in ("stdout.txt", "stderr.txt", "logs.jsonl"):
+        return Response(status_code=404)
+    try:
+        run = await _run(ctx, run_id)
+    except ApiError as err:
+        return Response(status_code=err.status)
+    result = run.get("result") or {}
+    if stream_name == "logs.jsonl":
+        body = "".join(json.dumps(rec) + "\n" for rec in result.get("logs") or [])
+    else:
+        body = result.get(stream_name.split(".")[0]) or ""
+    return attachment(body.encode("utf-8", "surrogateescape"), f"{run_id}-{stream_name}",
+                      "text/plain; charset=utf-8")
+
+
+@router.get("/runs/{run_id}/files/{path:path}")
+async def download_file(request: Request, run_id: str, path: str) -> Response:
+    ctx = current(request)
+    try:
+        resp = await ctx.api.call(
+            "GET", f"/runs/{quote(run_id, safe='')}/files/{quote(path, safe='/')}", raw=True)
+    except ApiError as err:
+        return Response(status_code=err.status)
+    return attachment(resp.content, path.rsplit("/", 1)[-1])
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel(request: Request, run_id: str) -> Response:
+    ctx, _ = await posted(request)
+    try:
+        await ctx.api.post(f"/runs/{quote(run_id, safe='')}/cancel")
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    return back(f"/runs/{quote(run_id, safe='')}")
+
+
+@router.post("/runs/{run_id}/rerun")
+async def rerun(request: Request, run_id: str) -> Response:
+    """Submit the same program again, under the same policy or the suggested one."""
+    ctx, form = await posted(request)
+    try:
+        run = await _run(ctx, run_id)
+        if not run.get("argv"):
+            return render(ctx, request, "error.html", status=400, status_code=400,
+                          message="Only a program (argv) run can be re-run from the page.")
+        body: dict[str, Any] = {"argv": run["argv"], "labels": {"rerun_of": run["id"]}}
+        if form.get("policy") == "suggested":
+            suggested = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/policy/suggest")
+            body["policy_inline"] = suggested.get("policy") if isinstance(suggested, dict) else None
+        elif run.get("policy"):
+            body["policy"] = run["policy"]
+        new = await ctx.api.post("/runs", body)
+    except ApiError as err:
+        return api_error_page(ctx, err)
+    return back(f"/runs/{quote(str(new['id']), safe='')}")
