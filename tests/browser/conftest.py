@@ -99,16 +99,40 @@ def axe_serious(driver) -> list[dict]:
     return [v for v in violations if v.get("impact") in ("serious", "critical")]
 
 
+class UiServer:
+    """tests/service's real `sandbox serve`, plus the few API calls the page tests make."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.url = server.url
+        self.admin_token = server.admin_token
+        self.state = server.state
+
+    def api(self, method: str, path: str, body: object = None, token: str | None = None,
+            timeout: float = 60.0):
+        import httpx
+        resp = httpx.request(method, self.url + path, json=body, timeout=timeout,
+                             headers=self.server.auth(token))
+        resp.raise_for_status()
+        return resp.json() if resp.content else {}
+
+    def submit(self, body: dict, token: str | None = None) -> dict:
+        return self.api("POST", "/v1/runs", body, token)
+
+    def wait(self, run_id: str, seconds: float = 60.0) -> dict:
+        return self.api("GET", f"/v1/runs/{run_id}?wait={seconds}", timeout=seconds + 30)
+
+
 @pytest.fixture(scope="module")
-def server():
-    """A real `sandbox serve` on 127.0.0.1 (tests/browser/server.py)."""
-    import server as srv
-    s = srv.start()
+def server(tmp_path_factory):
+    """A real `sandbox serve` on 127.0.0.1 (tests/service/server.py), one per module."""
+    from service.server import make_server
+    extra = ["--allow-root"] if os.geteuid() == 0 else []
+    s = make_server(tmp_path_factory.mktemp("ui-server"), *extra).start()
     try:
-        yield s
+        yield UiServer(s)
     finally:
-        srv.stop(s)
-        shutil.rmtree(s.state, ignore_errors=True)
+        s.stop()
 
 
 def login(driver, server, token: str | None = None) -> None:

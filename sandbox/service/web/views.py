@@ -8,6 +8,7 @@ Everything returned is plain data; the templates escape every string as text
 from __future__ import annotations
 
 import difflib
+import math
 import posixpath
 import time
 from collections import Counter
@@ -87,6 +88,13 @@ class Bar:
 
 CHART_W = 600.0
 ROW_H = 18.0
+MAX_MS = 1e9         # about 11 days: a setup figure beyond it is not drawn
+
+
+def _bar(label: str, start: float, ms: float, total: float, y: float) -> Bar:
+    x = min(CHART_W, CHART_W * start / total)
+    width = max(1.0, min(CHART_W * ms / total, CHART_W - x))
+    return Bar(label, start, ms, x, width, y)
 
 
 def setup_bars(timings: dict[str, float] | None) -> list[Bar]:
@@ -95,25 +103,26 @@ def setup_bars(timings: dict[str, float] | None) -> list[Bar]:
     PID 1, drawn after them at their own scale)."""
     if not timings:
         return []
-    marks = sorted(((k, float(v)) for k, v in timings.items()
-                    if not k.startswith("layer.") and isinstance(v, (int, float)) and v >= 0),
+    # The figures come from the run's result: keep finite, sane ones only
+    # (a NaN, an infinity or 1e308 must not stretch or break the drawing).
+    clean = {str(k): float(v) for k, v in timings.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and math.isfinite(v) and 0 <= v <= MAX_MS}
+    marks = sorted(((k, v) for k, v in clean.items() if not k.startswith("layer.")),
                    key=lambda kv: kv[1])
     segs: list[tuple[str, float, float]] = []
     prev = 0.0
     for name, at in marks:
         segs.append((name, prev, max(0.0, at - prev)))
         prev = at
-    layers = [(k, float(v)) for k, v in timings.items()
-              if k.startswith("layer.") and isinstance(v, (int, float)) and v >= 0]
+    layers = [(k, v) for k, v in clean.items() if k.startswith("layer.")]
     total = max([s + d for _, s, d in segs] + [sum(v for _, v in layers)] + [0.001])
     bars = []
     for i, (name, start, ms) in enumerate(segs):
-        bars.append(Bar(name, start, ms, CHART_W * start / total,
-                        max(1.0, CHART_W * ms / total), i * ROW_H))
+        bars.append(_bar(name, start, ms, total, i * ROW_H))
     offset = 0.0
     for j, (name, ms) in enumerate(layers):
-        bars.append(Bar(name, offset, ms, CHART_W * offset / total,
-                        max(1.0, CHART_W * ms / total), (len(segs) + j) * ROW_H))
+        bars.append(_bar(name, offset, ms, total, (len(segs) + j) * ROW_H))
         offset += ms
     return bars
 
