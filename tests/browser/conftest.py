@@ -127,8 +127,7 @@ class UiServer:
 def server(tmp_path_factory):
     """A real `sandbox serve` on 127.0.0.1 (tests/service/server.py), one per module."""
     from service.server import make_server
-    extra = ["--allow-root"] if os.geteuid() == 0 else []
-    s = make_server(tmp_path_factory.mktemp("ui-server"), *extra).start()
+    s = make_server(tmp_path_factory.mktemp("ui-server")).start()
     try:
         yield UiServer(s)
     finally:

@@ -41,8 +41,7 @@ def session(server: UiServer, token: str | None = None, **kw) -> httpx.Client:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from service.server import make_server
-    extra = ["--allow-root"] if os.geteuid() == 0 else []
-    s = make_server(tmp_path_factory.mktemp("ui-http"), *extra).start()
+    s = make_server(tmp_path_factory.mktemp("ui-http")).start()
     try:
         yield UiServer(s)
     finally:
@@ -164,12 +163,10 @@ def test_cookie_is_secure_under_tls(tmp_path):
                     "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     extra = ["--tls-cert", str(cert), "--tls-key", str(key)]
-    if os.geteuid() == 0:
-        extra.append("--allow-root")
     s = make_server(tmp_path / "tls", *extra)
     from service.server import free_port
     s.port = free_port()
-    s.state.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(s.state), exist_ok=True)
     proc = subprocess.Popen(s.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "SANDBOX_HOME": str(s.home)},
                             start_new_session=True)
