@@ -2,6 +2,7 @@
 with downloads of its output streams and files, cancel and re-run."""
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -124,31 +125,51 @@ async def _run(ctx: Ctx, run_id: str) -> dict[str, Any]:
     return await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
 
 
+HASH_FILES = 50              # files per page whose sha256 the page computes itself
+HASH_BYTES = 8 * 1024 * 1024  # and the largest one
+
+
 async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
+    """The run's output files; the sha256 of each regular file, from the
+    listing when the API gives it, else computed here from the API's own
+    download (bounded: HASH_FILES files of at most HASH_BYTES)."""
+    rid = quote(run_id, safe="")
     try:
-        listing = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/files")
+        listing = await ctx.api.get(f"/runs/{rid}/files")
     except ApiError as err:
         if err.status == 404:
             return []
         raise
     items = listing.get("items", listing.get("files", [])) if isinstance(listing, dict) else listing
-    return [f for f in items if isinstance(f, dict)]
+    files = [dict(f) for f in items if isinstance(f, dict)]
+    budget = HASH_FILES
+    for f in files:
+        if f.get("sha256") or f.get("kind", "file") != "file":
+            continue
+        size = f.get("size")
+        if budget <= 0 or not isinstance(size, int) or size > HASH_BYTES:
+            f["sha256_note"] = "not computed (too large or too many files)"
+            continue
+        budget -= 1
+        try:
+            resp = await ctx.api.call("GET", f"/runs/{rid}/files/{quote(str(f.get('path', '')), safe='/')}",
+                                      raw=True)
+        except ApiError:
+            continue
+        f["sha256"] = hashlib.sha256(resp.content).hexdigest()
+    return files
 
 
 async def _limits(ctx: Ctx, policy: str | None) -> dict[str, Any]:
-    """The limits of the policy a run used, as the API shows the policy."""
+    """The limits of the policy a run used, as the API shows the policy (its
+    document, or its TOML text), in seconds, bytes and counts."""
     if not policy:
         return {}
     try:
         doc = await ctx.api.get(f"/policies/{quote(policy, safe='')}")
     except ApiError:
         return {}
-    limits = dict(doc.get("limits") or doc.get("policy", {}).get("limits") or {})
-    fs = doc.get("filesystem") or doc.get("policy", {}).get("filesystem") or {}
-    for key in ("output_size", "output_inodes"):
-        if key in fs:
-            limits[key] = fs[key]
-    return limits
+    return views.policy_limits(doc if isinstance(doc, dict) else {})
 
 
 @router.get("/runs/{run_id}")

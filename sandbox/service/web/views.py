@@ -167,6 +167,40 @@ def usage(result: dict[str, Any], limits: dict[str, Any]) -> list[Usage]:
     return out
 
 
+def policy_limits(doc: dict[str, Any]) -> dict[str, float]:
+    """Limits from GET /v1/policies/{name}: its `limits` and `filesystem`
+    tables (as a document, nested under `policy`, or in its `toml` text),
+    with units ("10m", "4GiB") read by the policy loader's own parsers.
+    Anything unreadable is left out (shown as no limit), never guessed."""
+    from sandbox.policy import units
+    body = doc.get("policy") if isinstance(doc.get("policy"), dict) else doc
+    if "limits" not in body and isinstance(doc.get("toml"), str):
+        import tomllib
+        try:
+            body = tomllib.loads(doc["toml"])
+        except (tomllib.TOMLDecodeError, ValueError):
+            body = {}
+    limits = body.get("limits") if isinstance(body.get("limits"), dict) else {}
+    fs = body.get("filesystem") if isinstance(body.get("filesystem"), dict) else {}
+    parsers = {"cpu": units.parse_duration, "wall": units.parse_duration,
+               "memory": units.parse_size, "file_size": units.parse_size,
+               "processes": units.parse_count, "open_files": units.parse_count}
+    out: dict[str, float] = {}
+    for key, parse in parsers.items():
+        if limits.get(key) is not None:
+            try:
+                out[key] = float(parse(limits[key]))
+            except (ValueError, TypeError, OverflowError):
+                pass
+    for key, parse in (("output_size", units.parse_size), ("output_inodes", units.parse_count)):
+        if fs.get(key) is not None:
+            try:
+                out[key] = float(parse(fs[key]))
+            except (ValueError, TypeError, OverflowError):
+                pass
+    return out
+
+
 # --- the audit tab -----------------------------------------------------------
 
 def filter_audit(records: list[dict[str, Any]], *, denied: bool, operation: str,

@@ -55,6 +55,7 @@
     const out = {stdout: document.getElementById("stdout"), stderr: document.getElementById("stderr"),
                  logs: document.getElementById("logs")};
     const messages = document.getElementById("messages");
+    const denials = document.getElementById("denials");
     const status = document.getElementById("run-status");
     const append = function (el, text) {
       if (!el) return;
@@ -71,14 +72,23 @@
     source.addEventListener("stderr", function (ev) { append(out.stderr, textOf(parse(ev))); });
     source.addEventListener("log", function (ev) {
       const d = parse(ev) || {};
-      append(out.logs, (d.level || "") + " " + (d.message || textOf(d)) + "\n");
+      const r = (d.record && typeof d.record === "object") ? d.record : d;
+      append(out.logs, (r.level || "") + " " + (r.message !== undefined ? r.message : textOf(r)) + "\n");
     });
+    const item = function (list, text) {
+      if (!list) return;
+      const li = document.createElement("li");
+      li.textContent = printable(text);
+      list.appendChild(li);
+    };
     source.addEventListener("message", function (ev) {
       const d = parse(ev);
-      if (!messages || d === null) return;
-      const li = document.createElement("li");
-      li.textContent = printable(JSON.stringify(d));
-      messages.appendChild(li);
+      if (d !== null) item(messages, (d.type || "") + " " + JSON.stringify(d.payload !== undefined ? d.payload : d));
+    });
+    source.addEventListener("denied", function (ev) {
+      const d = parse(ev) || {};
+      const r = (d.record && typeof d.record === "object") ? d.record : d;
+      item(denials, (r.operation || "") + " " + (r.path || "") + " (" + (r.rule || "") + ")");
     });
     source.addEventListener("started", function () { if (status) status.textContent = "running"; });
     source.addEventListener("exit", function () {
