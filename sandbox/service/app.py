@@ -210,6 +210,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.include_router(routes_events.router)
     app.include_router(routes_files.router)
     _document_bodies(app)
+    from sandbox.service import web   # the web page under /ui (issue 19)
+    web.mount(app)
     return app
 
 

@@ -65,9 +65,8 @@ def test_hostile_run_output_renders_as_text(browser, server):
     # terminal escapes are shown as escapes, not passed to the page raw
     assert "\\u001b]0;retitled\\u0007" in stdout and "\x1b" not in stdout
     assert PAYLOADS[0] in browser.find_element(By.ID, "stderr").text
-    files = browser.find_element(By.ID, "files").text
-    assert HOSTILE_NAME in files and "javascript:alert(1)" in files
     _assert_inert(browser)
 
     browser.get(f"{server.url}/ui/runs/{run['id']}/audit")
     _assert_inert(browser)
+
