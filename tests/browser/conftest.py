@@ -6,7 +6,6 @@ once, in the root pass (scripts/test.sh deselects them for the unprivileged pass
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -17,7 +16,6 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-AXE_JS = Path(__file__).with_name("vendor") / "axe.min.js"
 
 
 def _missing() -> str | None:
@@ -78,71 +76,14 @@ def browser(chromium):
     return chromium
 
 
-def console(driver) -> list[dict]:
-    """The browser console since the last call (errors, CSP reports, logs)."""
-    return driver.get_log("browser")
-
-
-def axe_serious(driver) -> list[dict]:
-    """Run axe-core (vendored, see vendor/README.md) on the current page and
-    return the violations of impact serious or critical."""
-    source = AXE_JS.read_text()
-    # WebDriver's script evaluation is not subject to the page's CSP, so the
-    # page keeps its strict policy while the test injects axe.
-    driver.execute_script(source + "\n;window.__axeLoaded = true;")
-    result = driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']})"
-        ".then(r => done(JSON.stringify(r.violations)))"
-        ".catch(e => done(JSON.stringify([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}])));")
-    violations = json.loads(result)
-    return [v for v in violations if v.get("impact") in ("serious", "critical")]
-
-
-class UiServer:
-    """tests/service's real `sandbox serve`, plus the few API calls the page tests make."""
-
-    def __init__(self, server) -> None:
-        self.server = server
-        self.url = server.url
-        self.admin_token = server.admin_token
-        self.state = server.state
-
-    def api(self, method: str, path: str, body: object = None, token: str | None = None,
-            timeout: float = 60.0):
-        import httpx
-        resp = httpx.request(method, self.url + path, json=body, timeout=timeout,
-                             headers=self.server.auth(token))
-        resp.raise_for_status()
-        return resp.json() if resp.content else {}
-
-    def submit(self, body: dict, token: str | None = None) -> dict:
-        return self.api("POST", "/v1/runs", body, token)
-
-    def wait(self, run_id: str, seconds: float = 60.0) -> dict:
-        return self.api("GET", f"/v1/runs/{run_id}?wait={seconds}", timeout=seconds + 30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `sandbox serve` on 127.0.0.1 (tests/service/server.py), one per module."""
     from service.server import make_server
+
+    from .helpers import UiServer
     s = make_server(tmp_path_factory.mktemp("ui-server")).start()
     try:
         yield UiServer(s)
     finally:
         s.stop()
-
-
-def login(driver, server, token: str | None = None) -> None:
-    """Log in through the form, as a person would."""
-    from selenium.webdriver.common.by import By
-    driver.get(server.url + "/ui/login")
-    driver.find_element(By.ID, "token").send_keys(token or server.admin_token)
-    driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-    wait_for(driver, lambda d: d.current_url.endswith("/ui/runs"))
-
-
-def wait_for(driver, predicate, timeout: float = 60.0):
-    from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(predicate)

@@ -17,7 +17,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import UiServer
+from .helpers import UiServer
 
 PAGES = ["/ui/runs", "/ui/policies/check", "/ui/admin/executor"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from conftest import console, login, wait_for
+from .helpers import console, login, wait_for
 
 pytestmark = pytest.mark.browser
 
