@@ -178,3 +178,30 @@ def test_cookie_is_secure_under_tls(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def _cli_token(server: UiServer, name: str) -> str:
+    """A tenant token, made with `sandbox token create` on the running server's state."""
+    import json
+    import sys
+    out = subprocess.run([sys.executable, "-m", "sandbox", "token", "--state", server.state,
+                          "create", "--name", name, "--ceiling", "default", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["token"]
+
+
+def test_a_tenant_sees_only_its_own_runs_through_the_page(server):
+    theirs = server.submit({"argv": ["/bin/true"]})
+    tenant = _cli_token(server, "tenant-ui")
+    mine = server.submit({"argv": ["/bin/true"]}, token=tenant)
+    with closing(session(server, tenant)) as c:
+        runs = c.get("/ui/runs").text
+        assert mine["id"] in runs and theirs["id"] not in runs
+        assert "/ui/admin/tokens" not in runs                   # not an admin
+        assert c.get(f"/ui/runs/{theirs['id']}").status_code == 404
+        assert c.get(f"/ui/runs/{theirs['id']}/download/stdout.txt").status_code == 404
+        assert c.get(f"/ui/runs/{theirs['id']}/audit").status_code == 404
+        page = c.get(f"/ui/runs/{mine['id']}")
+        cancel = c.post(f"/ui/runs/{theirs['id']}/cancel", data={"csrf": _csrf(page.text)},
+                        headers={"origin": server.url})
+        assert cancel.status_code == 404
