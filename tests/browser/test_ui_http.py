@@ -205,3 +205,43 @@ def test_a_tenant_sees_only_its_own_runs_through_the_page(server):
         cancel = c.post(f"/ui/runs/{theirs['id']}/cancel", data={"csrf": _csrf(page.text)},
                         headers={"origin": server.url})
         assert cancel.status_code == 404
+
+
+def test_policy_check_locates_errors(server):
+    with closing(session(server)) as c:
+        token = _csrf(c.get("/ui/policies/check").text)
+
+        def check(text: str) -> str:
+            r = c.post("/ui/policies/check", data={"csrf": token, "policy": text},
+                       headers={"origin": server.url})
+            assert r.status_code == 200
+            return r.text
+
+        good = check('name = "mine"\nextends = ["strict"]\n')
+        assert "The policy is valid" in good and "Within your token" not in good  # admin: no ceiling
+        syntax = check('name = "x"\n[limits\ncpu = 1\n')
+        assert re.search(r"line 2, column \d+", syntax)
+        bad = check('name = "x"\nextends = ["strict"]\n\n[limits]\nmemory = "lots"\n')
+        assert re.search(r"line 5: <code>limits.memory</code>", bad), bad[-1500:]
+        hostile = check('name = "<img src=x onerror=alert(1)>"\n[limits]\nmemory = "<b>"\n')
+        assert "<img src=x" not in hostile and "&lt;b&gt;" in hostile
+
+
+def test_rerun_and_learn_download(server):
+    run = server.wait(server.submit({"policy": "strict", "argv": ["/bin/cat", "/etc/hostname"]})["id"])
+    assert run["status"] == "ok"
+    with closing(session(server)) as c:
+        toml = c.get(f"/ui/runs/{run['id']}/learn/suggested.toml")
+        assert toml.status_code == 200 and toml.headers["content-disposition"].startswith("attachment;")
+        import tomllib
+        learned = tomllib.loads(toml.text)
+        assert learned["name"].startswith("suggested") and "filesystem" in learned
+        page = c.get(f"/ui/runs/{run['id']}")
+        again = c.post(f"/ui/runs/{run['id']}/rerun", data={"csrf": _csrf(page.text), "policy": "same"},
+                       headers={"origin": server.url})
+        assert again.status_code == 303
+        new_id = again.headers["location"].rsplit("/", 1)[-1]
+        assert new_id != run["id"]
+        new = server.wait(new_id)
+        assert new["argv"] == run["argv"] and new["policy"] == "strict"
+        assert new["labels"] == {"rerun_of": run["id"]} and new["status"] == "ok"

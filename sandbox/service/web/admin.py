@@ -2,13 +2,17 @@
 executor, retention. The API decides who may: a non-admin token gets its 403."""
 from __future__ import annotations
 
+import re
+import tomllib
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .bridge import ApiError
+from sandbox.policy.locate import Locator
+
+from .bridge import ApiError, detail_text
 from .common import api_error_page, back, current, posted, render
 
 router = APIRouter()
@@ -23,17 +27,48 @@ async def check_form(request: Request) -> Response:
 
 @router.post("/policies/check")
 async def check(request: Request) -> Response:
+    """Check a pasted policy: TOML syntax here (tomllib gives line and column),
+    then the API's own check of the document (the loader's rules and the
+    token's ceiling), each error placed on the line of the key it names."""
     ctx, form = await posted(request)
     text = form.get("policy", "")[:MAX_POLICY]
     try:
-        checked = await ctx.api.post("/policies/check", {"toml": text})
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        where = _syntax_place(str(err))
+        return render(ctx, request, "check.html", text=text, checked={
+            "ok": False, "errors": [{"line": where[0], "column": where[1], "message": str(err)}]})
+    try:
+        checked = await ctx.api.post("/policies/check", {"policy_inline": doc})
     except ApiError as err:
-        if err.status == 422:
-            checked = {"ok": False, "errors": err.detail if isinstance(err.detail, list)
-                       else [{"message": str(err.detail)}]}
-        else:
-            return api_error_page(ctx, err)
+        checked = {"ok": False, "errors": [{"message": detail_text(err.detail)}]}
+    if not checked.get("ok"):
+        checked["errors"] = [_locate(text, e) for e in checked.get("errors") or []]
     return render(ctx, request, "check.html", text=text, checked=checked)
+
+
+_PLACE = re.compile(r"line (\d+), column (\d+)")
+_KEY = re.compile(r"(?:^|: )((?:filesystem|network|limits|syscalls|audit|env|name|description|"
+                  r"best_effort|extends)(?:\.[A-Za-z0-9_]+)*)(?:\[\d+\])?: ")
+
+
+def _syntax_place(message: str) -> tuple[int | None, int | None]:
+    m = _PLACE.search(message)
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def _locate(text: str, error: Any) -> dict[str, Any]:
+    """An error of the API's check ('<policy data>: limits.memory: ...') with
+    the line of its key in the pasted text (sandbox.policy.locate)."""
+    if isinstance(error, dict):
+        return error
+    message = str(error)
+    m = _KEY.search(message)
+    if not m:
+        return {"message": message}
+    key = m.group(1)
+    return {"line": Locator(text).line_of(key), "key": key,
+            "message": message[m.end():] or message}
 
 
 def _items(got: Any) -> list[dict[str, Any]]:
@@ -97,9 +132,16 @@ async def executor(request: Request) -> Response:
 
 @router.get("/admin/retention")
 async def retention(request: Request) -> Response:
+    """The server's retention setting (`sandbox serve --retain`). It is the
+    server's configuration, not any tenant's data, and there is no /v1 route
+    for it: the page shows it only after the API confirmed an admin token."""
     ctx = current(request)
     try:
-        info = await ctx.api.get("/admin/retention")
+        await ctx.api.get("/tokens")          # 403 unless admin
     except ApiError as err:
         return api_error_page(ctx, err)
+    config = getattr(getattr(request.app.state, "service", None), "config", None)
+    retain = getattr(config, "retain", None)
+    info = {"keep finished runs for": "forever (no --retain)" if retain is None
+            else f"{retain / 86400:g} days ({retain:g} s)"}
     return render(ctx, request, "retention.html", info=info)

@@ -15,6 +15,10 @@ from .runs import attachment
 
 router = APIRouter()
 SHOWN = 2000   # rows drawn in the table; the counts cover every record
+# The audit's operations, as `policy explain` names them
+EXPLAIN_OPS = {"read": "read", "write": "write", "create": "create", "delete": "delete",
+               "exec": "exec", "metadata": "stat", "stat": "stat", "connect": "connect",
+               "send": "connect", "bind": "bind"}
 
 
 async def _records(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
@@ -50,9 +54,8 @@ async def explain_page(request: Request, run_id: str) -> Response:
     operation = request.query_params.get("operation", "")[:32]
     try:
         run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
-        body: dict[str, Any] = {"path": path, "policy": run.get("policy")}
-        if operation:
-            body["operation"] = operation
+        body: dict[str, Any] = {"path": path, "policy": run.get("policy"),
+                                "operation": EXPLAIN_OPS.get(operation, "read")}
         explained = await ctx.api.post("/policies/explain", body)
     except ApiError as err:
         return api_error_page(ctx, err)
@@ -61,15 +64,17 @@ async def explain_page(request: Request, run_id: str) -> Response:
 
 
 async def _suggestion(ctx: Ctx, run: dict[str, Any]) -> tuple[str, str]:
-    """(the used policy's TOML, the suggested policy's TOML)."""
+    """(the used policy, the suggested policy), both as the policy renderer
+    writes a policy (sandbox.policy.render.to_toml, `extends` applied), so that
+    the diff shows what changes and not how each was spelled."""
     run_id = quote(str(run["id"]), safe="")
     suggested = await ctx.api.get(f"/runs/{run_id}/policy/suggest")
-    new = str(suggested.get("toml", "")) if isinstance(suggested, dict) else str(suggested)
+    new = str(suggested.get("toml", "")) if isinstance(suggested, dict) else ""
     used = ""
     if run.get("policy"):
         try:
             doc = await ctx.api.get(f"/policies/{quote(str(run['policy']), safe='')}")
-            used = str(doc.get("toml", "")) if isinstance(doc, dict) else ""
+            used = views.policy_text(doc.get("policy") if isinstance(doc, dict) else None)
         except ApiError:
             used = ""
     return used, new
@@ -86,8 +91,10 @@ async def learn_page(request: Request, run_id: str) -> Response:
             return render(ctx, request, "learn.html", run=run, tab="learn", diff=[],
                           suggested="", note=str(err.detail))
         return api_error_page(ctx, err)
+    rendered = views.suggested_text(new)
     return render(ctx, request, "learn.html", run=run, tab="learn", suggested=new, note="",
-                  diff=views.policy_diff(used, new, str(run.get("policy") or "policy")))
+                  diff=views.policy_diff(used, rendered, str(run.get("policy") or "policy"))
+                  if used and rendered else [])
 
 
 @router.get("/runs/{run_id}/learn/suggested.toml")

@@ -235,6 +235,35 @@ def operations(records: list[dict[str, Any]]) -> list[str]:
 
 # --- the learn tab -----------------------------------------------------------
 
+def policy_text(doc: dict[str, Any] | None) -> str:
+    """A policy document from the API (`extends` already applied) rendered as
+    TOML by the policy renderer; empty when it cannot be read back."""
+    if not isinstance(doc, dict):
+        return ""
+    from sandbox.errors import InputError
+    from sandbox.policy.loader import parse_policy_data
+    from sandbox.policy.render import to_toml
+    data = {k: v for k, v in doc.items() if k not in ("source", "extends")}
+    try:
+        return to_toml(parse_policy_data(data, file="<policy>"))
+    except (InputError, ValueError, TypeError):
+        return ""
+
+
+def suggested_text(toml_text: str) -> str:
+    """The suggested policy (its `extends` names built-in policies only: the
+    suggester writes them) rendered like policy_text; empty if unreadable."""
+    if not toml_text:
+        return ""
+    from sandbox.errors import InputError
+    from sandbox.policy.loader import parse_policy
+    from sandbox.policy.render import to_toml
+    try:
+        return to_toml(parse_policy(toml_text, file="<suggested>"))
+    except (InputError, ValueError, TypeError):
+        return ""
+
+
 def policy_diff(used: str, suggested: str, used_name: str) -> list[tuple[str, str]]:
     """Unified diff lines with their kind (add, del, hunk, ctx) for styling."""
     lines = []
