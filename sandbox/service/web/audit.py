@@ -24,7 +24,7 @@ EXPLAIN_OPS = {"read": "read", "write": "write", "create": "create", "delete": "
 async def _records(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
     got = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/audit")
     items = got.get("items", got.get("records", [])) if isinstance(got, dict) else got
-    return [r for r in items if isinstance(r, dict)]
+    return [r for r in items or [] if isinstance(r, dict)]
 
 
 @router.get("/runs/{run_id}/audit")

@@ -141,7 +141,7 @@ async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
             return []
         raise
     items = listing.get("items", listing.get("files", [])) if isinstance(listing, dict) else listing
-    files = [dict(f) for f in items if isinstance(f, dict)]
+    files = [dict(f) for f in items or [] if isinstance(f, dict)]
     budget = HASH_FILES
     for f in files:
         if f.get("sha256") or f.get("kind", "file") != "file":

@@ -173,15 +173,17 @@ def policy_limits(doc: dict[str, Any]) -> dict[str, float]:
     with units ("10m", "4GiB") read by the policy loader's own parsers.
     Anything unreadable is left out (shown as no limit), never guessed."""
     from sandbox.policy import units
-    body = doc.get("policy") if isinstance(doc.get("policy"), dict) else doc
+    nested = doc.get("policy")
+    body: dict[str, Any] = nested if isinstance(nested, dict) else doc
     if "limits" not in body and isinstance(doc.get("toml"), str):
         import tomllib
         try:
             body = tomllib.loads(doc["toml"])
         except (tomllib.TOMLDecodeError, ValueError):
             body = {}
-    limits = body.get("limits") if isinstance(body.get("limits"), dict) else {}
-    fs = body.get("filesystem") if isinstance(body.get("filesystem"), dict) else {}
+    raw_limits, raw_fs = body.get("limits"), body.get("filesystem")
+    limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
+    fs: dict[str, Any] = raw_fs if isinstance(raw_fs, dict) else {}
     parsers = {"cpu": units.parse_duration, "wall": units.parse_duration,
                "memory": units.parse_size, "file_size": units.parse_size,
                "processes": units.parse_count, "open_files": units.parse_count}
