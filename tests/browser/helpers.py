@@ -63,5 +63,9 @@ def login(driver, server, token: str | None = None) -> None:
 
 
 def wait_for(driver, predicate, timeout: float = 60.0):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(predicate)
+    # the live list replaces its rows: an element found a moment ago may be gone
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException,
+                                             StaleElementReferenceException)).until(predicate)

@@ -245,3 +245,10 @@ def test_rerun_and_learn_download(server):
         new = server.wait(new_id)
         assert new["argv"] == run["argv"] and new["policy"] == "strict"
         assert new["labels"] == {"rerun_of": run["id"]} and new["status"] == "ok"
+        learned = c.post(f"/ui/runs/{run['id']}/rerun",
+                         data={"csrf": _csrf(page.text), "policy": "suggested"},
+                         headers={"origin": server.url})
+        assert learned.status_code == 303, learned.text[-800:]
+        under = server.wait(learned.headers["location"].rsplit("/", 1)[-1])
+        assert under["status"] == "ok", under.get("reason")
+        assert under["policy"] != "strict" and under["argv"] == run["argv"]

@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from .common import PREFIX, LoginRequired, security_headers
+from .common import PREFIX, LoginRequired, SecurityHeaders
 from .session import Sessions
 
 STATIC = Path(__file__).with_name("static")
@@ -33,7 +33,7 @@ def mount(app: Any) -> None:
     for module in (auth, runs, audit, admin):
         app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="ui-static")
-    app.middleware("http")(security_headers)
+    app.add_middleware(SecurityHeaders)
 
     async def to_login(request: Request, exc: LoginRequired) -> RedirectResponse:
         return RedirectResponse(PREFIX + "/login", status_code=303)

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import MutableHeaders
 
 from sandbox.printable import printable
 
@@ -36,16 +37,33 @@ HEADERS = {
 }
 
 
-async def security_headers(request: Request, call_next: Any) -> Response:
-    response = await call_next(request)
-    if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
-        for name, value in HEADERS.items():
-            if name == "cache-control" and request.url.path.startswith(PREFIX + "/static/"):
-                continue
-            response.headers[name] = value
-        if request.url.scheme == "https":
-            response.headers["strict-transport-security"] = "max-age=31536000"
-    return response
+class SecurityHeaders:
+    """Pure ASGI middleware adding HEADERS to responses under /ui only. Every
+    other path (the /v1 API, its event streams, request bodies and their size
+    limit) passes through untouched: no wrapping of bodies or streams."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        static = path.startswith(PREFIX + "/static/")
+        tls = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    if not (name == "cache-control" and static):
+                        headers[name] = value
+                if tls:
+                    headers["strict-transport-security"] = "max-age=31536000"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def multiline(text: Any) -> str:

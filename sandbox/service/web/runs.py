@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ router = APIRouter()
 STATUSES = ["queued", "running", "ok", "error", "timeout", "limit_exceeded", "signaled",
             "violation", "setup_error", "cancelled", "lost"]
 FILTERS = ("status", "policy", "token", "host", "since", "until")
+SHOWN_OUTPUT = 256 * 1024   # characters of stdout/stderr drawn on the page; the download has all
 
 
 def attachment(body: bytes, filename: str, media: str = "application/octet-stream") -> Response:
@@ -181,8 +183,14 @@ async def run_page(request: Request, run_id: str) -> Response:
         limits = await _limits(ctx, run.get("policy"))
     except ApiError as err:
         return api_error_page(ctx, err)
-    result = run.get("result") or {}
-    return render(ctx, request, "run.html", run=run, result=result, files=files,
+    result = dict(run.get("result") or {})
+    clipped = []
+    for name in ("stdout", "stderr"):
+        text = result.get(name)
+        if isinstance(text, str) and len(text) > SHOWN_OUTPUT:
+            result[name] = text[:SHOWN_OUTPUT]
+            clipped.append(name)
+    return render(ctx, request, "run.html", run=run, result=result, files=files, clipped=clipped,
                   bars=views.setup_bars(result.get("timings")), chart_w=views.CHART_W,
                   row_h=views.ROW_H, usage=views.usage(result, limits),
                   final=run.get("status") in views.FINAL, tab="overview")
@@ -240,7 +248,9 @@ async def rerun(request: Request, run_id: str) -> Response:
         body: dict[str, Any] = {"argv": run["argv"], "labels": {"rerun_of": run["id"]}}
         if form.get("policy") == "suggested":
             suggested = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/policy/suggest")
-            body["policy_inline"] = suggested.get("policy") if isinstance(suggested, dict) else None
+            # the API takes an inline policy as data; it checks it like a file
+            # (and against the token's ceiling) on submit
+            body["policy_inline"] = tomllib.loads(str(suggested.get("toml", "")))
         elif run.get("policy"):
             body["policy"] = run["policy"]
         new = await ctx.api.post("/runs", body)
