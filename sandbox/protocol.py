@@ -123,6 +123,20 @@ class Denied:
 
 
 @dataclass
+class NetSummary:
+    """RunResult.audit.network: the connections of a mode = "allowlist" run (the monitor's
+    proxy, sandbox/netproxy); every attempt is a record in the store."""
+    connections: int = 0
+    allowed: int = 0
+    denied: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    targets: list[tuple[str, int]] = bound(chars=300, items=10, default_factory=list)
+    denied_targets: list[str] = bound(chars=300, items=10, default_factory=list)
+    dns_queries: int = 0      # questions to the DNS stub (dns = true)
+
+
+@dataclass
 class AuditSummary:
     """RunResult.audit (docs/audit.md); the store holds every record."""
     files: str = bound(chars=16, default="")
@@ -151,6 +165,7 @@ class AuditSummary:
     truncated: bool = False   # the record budget was hit (the run went on)
     not_stored: int = 0       # events past the budget
     budget: int = 0           # the run's [audit] records
+    network: NetSummary | None = None   # mode = "allowlist": the proxy's connections
 
 
 @dataclass
@@ -326,6 +341,13 @@ class ScratchFd:
 
 
 @dataclass
+class ProxyFds:
+    """Beside it: the allowlist proxy's listening socket at 127.0.0.1:3128 in the sandbox's
+    network namespace and, with `dns`, the DNS stub's UDP socket (sandbox/netproxy)."""
+    dns: bool = False
+
+
+@dataclass
 class Ready:
     active: list[str] = bound(chars=64, items=32, default_factory=list)
     skipped: dict[str, str] = bound(chars=512, items=16, default_factory=dict)
@@ -343,6 +365,7 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "scratch": ScratchFd,
+    "proxy": ProxyFds,
     "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,
 }
 NAMES: dict[type, str] = {cls: name for name, cls in MESSAGES.items()}

@@ -29,6 +29,8 @@ if command -v apt-get >/dev/null; then
     # The web page's browser tests (tests/browser): Debian's headless-capable
     # Chromium and the matching chromedriver (/usr/bin/chromium, /usr/bin/chromedriver).
     $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    # The allowlist proxy tests (tests/test_netallow_traffic.py) drive curl through it.
+    $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
     $SUDO apt-get install -y -qq --no-install-recommends bubblewrap firejail >/dev/null \
         || echo "install.sh: bubblewrap/firejail not installed; sandbox bench will skip them" >&2
 fi

@@ -13,7 +13,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TARGETS = ("no-op action round trip", "sandbox exec -- /bin/true", "no-op actions per second",
-           "IPC messages per second", "launcher memory per live sandbox")
+           "IPC messages per second", "launcher memory per live sandbox",
+           "proxied / direct loopback throughput", "proxy's added connect latency, p50")
 
 
 def test_bench_quick_reports_every_target(tmp_path):

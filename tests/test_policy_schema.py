@@ -137,6 +137,8 @@ GOOD = [
     '[syscalls]\nprofile = "strict"\nallow = ["ptrace"]\ndeny = ["mount"]\non_violation = "kill"\n',
     '[env]\nkeep = ["PATH", "_X1"]\nset = { LANG = "C", _y = "" }\n',
     '[audit]\nfiles = "all"\n[network]\nmode = "host"\n',
+    '[network]\nmode = "allowlist"\nallow = ["pypi.org:443", "*.pythonhosted.org:443", "10.0.0.0/8:5432", '
+    '"api.example.com:80-8080", "[::1]:*", "[fd00::/8]:22"]\ndeny_private = false\ndns = true\n',
 ]
 
 BAD = [
@@ -165,6 +167,10 @@ BAD = [
     '[filesystem]\nallow_credentials = [".sshh"]\n',
     '[filesystem]\nallow_credentials = ".ssh"\n',
     '[network]\nmode = "internet"\n',
+    '[network]\nmode = "allowlist"\nallow = ["pypi.org"]\n',
+    '[network]\nmode = "allowlist"\nallow = ["pypi.org:https"]\n',
+    '[network]\nmode = "allowlist"\nallow = "pypi.org:443"\n',
+    '[network]\nmode = "allowlist"\ndns = "yes"\n',
     'network = "none"\n',
     '[limits]\nmemory = "0MiB"\n',
     '[limits]\nmemory = -1\n',
@@ -262,6 +268,8 @@ def test_schema_kinds_match_the_loaders_kinds():
                 assert f == {"type": "array", "items": {"$ref": "#/$defs/envName"}}
             elif kind.name == "env_table":
                 assert f["type"] == "object" and f["additionalProperties"] == {"type": "string"}
+            elif kind.name == "net_allow_list":   # the pattern: tests/test_netallow_policy.py
+                assert f["type"] == "array" and set(f["items"]) == {"type", "pattern"}
             else:
                 raise AssertionError(f"kind {kind.name} of {table}.{key} has no schema check")
 

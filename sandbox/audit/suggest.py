@@ -206,6 +206,12 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
             deny=tuple(dict.fromkeys(deny)), tmp_size=learning.filesystem.tmp_size,
             scratch_exec=learning.filesystem.scratch_exec, workdir=learning.filesystem.workdir,
             allow_credentials=learning.filesystem.allow_credentials))
+    if learning.network.mode == "allowlist":   # the entries the run's connections used
+        from dataclasses import replace
+        from sandbox.netproxy.learn import allow_entries
+        out["network"] = allow_entries(records)
+        learned = learned.replace(network=replace(learning.network,
+                                                  allow=tuple(out["network"])))
     body = to_toml(learned).split("\n")
     head = [line for line in body if line.startswith(("name =", "description ="))]
     lines = ["# Learned from an audited run by `sandbox policy suggest`: the least set of",

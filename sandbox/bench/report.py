@@ -88,6 +88,8 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
     except ImportError:
         out["notes"]["audit"] = "audit benchmark not available"
 
+    _netproxy(out, quick, log)   # issue 18: the allowlist proxy (sandbox/bench/netproxy.py)
+
     count = 50 if quick else 200
     log(f"launcher memory with {count} live sandboxes ...")
     mem = S.memory_per_sandbox(count)
@@ -95,6 +97,23 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
     out["targets"].append(_target("launcher memory per live sandbox", mem["per_sandbox_kib"],
                                   2048, higher_is_better=False, unit="KiB"))
     return out
+
+
+def _netproxy(out: dict, quick: bool, log: Callable[[str], None]) -> None:
+    from sandbox.bench.netproxy import bench_proxy
+    size = 20_000_000 if quick else 100_000_000
+    log(f"allowlist proxy ({size // 1_000_000} MB, connect latency) ...")
+    try:
+        out["netproxy"] = res = bench_proxy(size, n=50 if quick else 200,
+                                            repeat=1 if quick else 3)
+    except (OSError, RuntimeError, ValueError) as exc:
+        out["notes"]["netproxy"] = f"allowlist proxy benchmark failed: {exc}"
+        return
+    out["targets"].append(_target("proxied / direct loopback throughput",
+                                  res["throughput_ratio"], 0.5, higher_is_better=True, unit="x"))
+    out["targets"].append(_target("proxy's added connect latency, p50",
+                                  max(res["added_connect_p50_ms"], 0.001), 1.0,
+                                  higher_is_better=False, unit="ms"))
 
 
 def render(res: dict) -> str:
@@ -122,6 +141,8 @@ def render(res: dict) -> str:
     lines.append(f"IPC: {res['ipc_messages_per_s']} messages/s")
     if "audit" in res:
         lines.append(f"audit: {res['audit']}")
+    if "netproxy" in res:
+        lines.append(f"allowlist proxy: {res['netproxy']}")
     mem = res["memory"]
     lines.append(f"memory: {mem['alive_at_once']} sandboxes alive at once, launcher USS "
                  f"{mem['launcher_uss_mib']} -> {mem['peak_uss_mib']} MiB, "

@@ -36,8 +36,12 @@ def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
     g.add_argument("--workdir-mode", choices=("direct", "copy-on-write"), metavar="MODE",
                    help="direct (the policy's rules; read-only unless --write) or "
                         "copy-on-write (writable, changes in OUTPUT/workdir.changes)")
-    g.add_argument("--net", choices=("none", "loopback", "host"), metavar="MODE",
-                   help="network: none, loopback or host")
+    g.add_argument("--net", choices=("none", "loopback", "allowlist", "host"), metavar="MODE",
+                   help="network: none, loopback, allowlist (through the monitor's proxy, "
+                        "to --allow entries only) or host")
+    g.add_argument("--allow", action="append", default=[], metavar="HOST:PORT",
+                   help='with --net allowlist: a network allow entry, e.g. "pypi.org:443", '
+                        '"*.pythonhosted.org:443", "127.0.0.1:8080"; repeatable')
     g.add_argument("--memory", metavar="SIZE", help='memory limit, e.g. "512MiB", "2G"')
     g.add_argument("--cpu", metavar="DURATION", help='CPU-time limit, e.g. "30s", "5m"')
     g.add_argument("--wall", metavar="DURATION",
@@ -52,7 +56,8 @@ def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
 
 
 def has_grants(args: argparse.Namespace) -> bool:
-    return any(getattr(args, f, None) for f in ("read", "write", "exec_", "net", "memory", "cpu",
+    return any(getattr(args, f, None) for f in ("read", "write", "exec_", "net", "allow",
+                                                "memory", "cpu",
                                                 "wall", "processes", "env", "workdir_mode"))
 
 
@@ -78,9 +83,15 @@ def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[st
         flags["filesystem.workdir"] = "--workdir-mode"
     if fs:
         lines += ["[filesystem]", *fs]
+    net = []
     if args.net:
-        lines += ["[network]", f"mode = {q(args.net)}"]
+        net.append(f"mode = {q(args.net)}")
         flags["network.mode"] = "--net"
+    if getattr(args, "allow", None):
+        net.append(f"allow = [{', '.join(q(a) for a in args.allow)}]")
+        flags["network.allow"] = "--allow"
+    if net:
+        lines += ["[network]", *net]
     limits = []
     for flag, key in LIMIT_FLAGS.items():
         value = getattr(args, flag, None)

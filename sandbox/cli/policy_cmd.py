@@ -44,14 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=check)
 
     e = actions.add_parser(
-        "explain", help="may the sandbox do OPERATION on PATH, and which rule says so",
+        "explain", help="may the sandbox do OPERATION on PATH (or connect to HOST:PORT), "
+                        "and which rule says so",
         description="Prints the verdict and the deciding rule. Exit 0 when allowed, 1 when "
                     "denied, 2 on bad input. Variables: ${WORKDIR} = --workdir (default: the "
                     "current directory), ${OUTPUT} = --output (default: ./output). PATH is made "
-                    "absolute and canonical (symlinks resolved) as the kernel would see it.")
+                    "absolute and canonical (symlinks resolved) as the kernel would see it. "
+                    "connect HOST:PORT: the allowlist's verdict, the name resolved on this host "
+                    "as the proxy would (or the --address values given).")
     e.add_argument("policy", metavar="POLICY")
-    e.add_argument("operation", choices=("read", "write", "create", "delete", "exec", "metadata"))
-    e.add_argument("path", metavar="PATH")
+    e.add_argument("operation", choices=("read", "write", "create", "delete", "exec", "metadata",
+                                         "connect"))
+    e.add_argument("path", metavar="PATH", help="a path, or HOST:PORT for connect")
+    e.add_argument("--address", action="append", default=[], metavar="IP",
+                   help="connect: take these addresses as the name's answer instead of "
+                        "resolving it on this host; repeatable")
     _add_variable_options(e)
     e.add_argument("--json", action="store_true", help="print the verdict as JSON")
     add_grant_options(e)
@@ -123,6 +130,9 @@ def check(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
+    if args.operation == "connect":
+        from sandbox.cli.policy_connect import explain_connect
+        return explain_connect(args, resolved_policy(args))
     from sandbox.policy import decide
     from sandbox.policy.canonical import kernel_path
     policy = resolved_policy(args)

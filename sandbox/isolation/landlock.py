@@ -52,6 +52,7 @@ from functools import lru_cache
 from sandbox.errors import SetupError
 from sandbox.isolation import libc
 from sandbox.isolation.context import ContainContext
+from sandbox.netproxy.inside import PROXY_PORT
 
 CREATE_RULESET_VERSION = 1 << 0
 RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
@@ -80,6 +81,11 @@ class RulesetAttr(ctypes.Structure):
                 ("scoped", ctypes.c_uint64)]
 
 
+class NetPortAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
 class PathBeneathAttr(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
@@ -105,6 +111,8 @@ def handled(abi: int, network_mode: str) -> tuple[int, int, int]:
     """(fs, net, scoped) masks for this ABI: the best it offers."""
     fs = FS_BY_ABI.get(abi, FS_LATEST) if abi > 0 else 0
     net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and network_mode == "none" else 0
+    if abi >= 4 and network_mode == "allowlist":
+        net = NET_CONNECT_TCP      # connect: the proxy's port only (`_add_proxy_rule`)
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
     return fs, net, scoped
 
@@ -213,6 +221,17 @@ def _add_init_rule(ruleset: int, init_fd: int, fs: int) -> None:
         raise SetupError("landlock", f"rule for the sandbox's init: {exc.strerror}") from None
 
 
+def _add_proxy_rule(ruleset: int) -> None:
+    """mode = "allowlist": TCP connect only to the proxy's port (any address: inside the
+    sandbox only its own `lo` exists, where the monitor listens on that port)."""
+    attr = NetPortAttr(NET_CONNECT_TCP, PROXY_PORT)
+    try:
+        _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_NET_PORT),
+             ctypes.byref(attr), ctypes.c_uint32(0))
+    except OSError as exc:
+        raise SetupError("landlock", f"rule for the proxy port: {exc.strerror}") from None
+
+
 def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
     """`abstract_scope=False`: for the broker process (sandbox/monitor/broker_process.py),
     which acts on the sandbox's own abstract sockets from a domain of its own."""
@@ -233,6 +252,8 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
         _add_path_rules(ruleset, plan_rules(ctx), fs)
         if ctx.init_fd >= 0:
             _add_init_rule(ruleset, ctx.init_fd, fs)
+        if net & NET_CONNECT_TCP and ctx.policy.network.mode == "allowlist":
+            _add_proxy_rule(ruleset)
         try:
             libc.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
         except OSError as exc:

@@ -639,7 +639,9 @@ def _system_view(ctx: ContainContext, root: str) -> None:
         sysview.home(root)
         sysview.etc_files(root, os.path.realpath(ctx.paths.rundir), ctx.fs_plan.masks,
                           os.getuid(), os.getgid(), ctx.hostname,
-                          lambda target: _setattr(target, ro, False))
+                          lambda target: _setattr(target, ro, False),
+                          resolver=ctx.policy.network.mode == "allowlist"
+                          and ctx.policy.network.dns)
         sysview.cgroup_tree(root, ctx.cgroup_view)
     except OSError as exc:
         raise _fail("system view at", exc.filename or root, exc) from None

@@ -1,4 +1,7 @@
-"""Network: `none`, `loopback` or `host` (policy `[network] mode`).
+"""Network: `none`, `loopback`, `allowlist` or `host` (policy `[network] mode`).
+
+`allowlist`: as `loopback`, plus the proxy's listening socket made here and
+handed to the monitor (`sandbox/netproxy/inside.py`).
 
 `none` and `loopback` rely on the new network namespace made by the namespace
 layer: it starts with only `lo`, and it is down. `loopback` brings `lo` up
@@ -13,6 +16,7 @@ import socket
 import struct
 
 from sandbox.errors import SetupError
+from sandbox.netproxy import inside   # imported before the view exists (PID 1)
 from sandbox.isolation.context import ContainContext
 
 SIOCGIFFLAGS = 0x8913
@@ -34,6 +38,13 @@ def apply(ctx: ContainContext) -> None:
             bring_up("lo")
         except OSError as exc:
             raise SetupError("network", f"cannot bring up lo: {exc}") from None
+    elif mode == "allowlist":
+        try:
+            bring_up("lo")
+            inside.open_and_hand_over(ctx.monitor_fd, dns=ctx.policy.network.dns)
+        except OSError as exc:
+            raise SetupError("network", f"allowlist: cannot set up the proxy socket: {exc}") \
+                from None
     elif mode not in ("none", "host"):
         raise SetupError("network", f"unknown mode {mode!r}")
     ctx.active.append(f"network:{mode}")

@@ -123,26 +123,33 @@ def _action_map(on_violation: str, kill_via_notify: bool):
     return table.__getitem__
 
 
-def table_for(syscalls: SyscallPolicy, notify: frozenset[str] | set[str] = frozenset()
-              ) -> sp.Table:
-    """The resolved table; the monitor evaluates the same one to name violations."""
+def table_for(syscalls: SyscallPolicy, notify: frozenset[str] | set[str] = frozenset(),
+              network: str = "host") -> sp.Table:
+    """The resolved table; the monitor evaluates the same one to name violations.
+
+    `network` = "allowlist": socket families are only those the mode needs (UNIX, INET,
+    INET6, NETLINK_ROUTE: `sp.SOCKET_STRICT`) whatever the profile, unless the policy's
+    `syscalls.allow` names `socket` itself."""
     return sp.resolve(syscalls.profile, tuple(sorted(set(syscalls.allow))),
-                      tuple(sorted(set(syscalls.deny))), frozenset(notify))
+                      tuple(sorted(set(syscalls.deny))), frozenset(notify),
+                      families_only=network == "allowlist")
 
 
 @functools.lru_cache(maxsize=64)
-def _compile(syscalls: SyscallPolicy, notify: frozenset[str], kill_via_notify: bool) -> bytes:
-    table = table_for(syscalls, notify)
+def _compile(syscalls: SyscallPolicy, notify: frozenset[str], kill_via_notify: bool,
+             network: str = "host") -> bytes:
+    table = table_for(syscalls, notify, network)
     return bpf.compile_table(table, _action_map(syscalls.on_violation, kill_via_notify))
 
 
 def compile_program(syscalls: SyscallPolicy, *, notify: frozenset[str] | set[str] = frozenset(),
-                    kill_via_notify: bool = False) -> bytes:
+                    kill_via_notify: bool = False, network: str = "host") -> bytes:
     """The classic-BPF program for `syscalls` (cached). Raises ValueError on bad names."""
     canon = SyscallPolicy(profile=syscalls.profile, allow=tuple(sorted(set(syscalls.allow))),
                           deny=tuple(sorted(set(syscalls.deny))),
                           on_violation=syscalls.on_violation)
-    return _compile(canon, frozenset(notify), bool(kill_via_notify))
+    return _compile(canon, frozenset(notify), bool(kill_via_notify),
+                    "allowlist" if network == "allowlist" else "host")
 
 
 class _SockFprog(ctypes.Structure):
@@ -214,7 +221,7 @@ def warm(syscalls: SyscallPolicy, audit_files: str = "none", network: str = "hos
     """
     return compile_program(audited_syscalls(syscalls, audit_files),
                            notify=notify_set_for(audit_files, network),
-                           kill_via_notify=syscalls.on_violation == "kill")
+                           kill_via_notify=syscalls.on_violation == "kill", network=network)
 
 
 def apply(ctx: ContainContext) -> None:

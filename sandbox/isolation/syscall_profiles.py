@@ -272,7 +272,7 @@ NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),)}
 
 @functools.lru_cache(maxsize=64)
 def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...] = (),
-            notify: frozenset[str] = frozenset()) -> Table:
+            notify: frozenset[str] = frozenset(), families_only: bool = False) -> Table:
     """Profile + policy adjustments + notify set -> Table. Unknown names raise ValueError.
 
     Order: profile rules, then `allow` (unconditional), then `deny` (deny wins),
@@ -281,6 +281,8 @@ def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...
     """
     prof = profile(profile_name)
     rules: dict[str, Rule] = dict(prof.rules)
+    if families_only:   # network mode "allowlist": the families its clients need, no more
+        rules.update(socket=SOCKET_STRICT, socketpair=SOCKETPAIR_STRICT)
     for name in allow:
         rules[name] = only(ALLOW)
     for name in deny:

@@ -68,12 +68,18 @@ def _masked(path: str, masks: tuple[str, ...]) -> bool:
     return any(path == m or path.startswith(m.rstrip("/") + "/") for m in masks)
 
 
+RESOLV_CONF = "nameserver 127.0.0.1\noptions attempts:2 timeout:2\n"
+
+
 def etc_files(root: str, rundir: str, masks: tuple[str, ...], uid: int, gid: int,
-              hostname: str, setattr_: Callable[[str], None]) -> list[str]:
-    """Bind the generated passwd, group and hosts over the view's; returns those bound."""
+              hostname: str, setattr_: Callable[[str], None],
+              resolver: bool = False) -> list[str]:
+    """Bind the generated passwd, group and hosts over the view's; returns those bound.
+    `resolver`: also a resolv.conf naming the monitor's DNS stub at 127.0.0.1
+    (network mode "allowlist" with dns = true, sandbox/netproxy/dnsstub.py)."""
     who = identity.identity(uid, gid)
     done = []
-    for name in ETC_FILES:
+    for name in ETC_FILES + (("resolv.conf",) if resolver else ()):
         host = "/etc/" + name
         target = root + host
         if (os.path.islink(target) or not os.path.isfile(target)
@@ -85,8 +91,10 @@ def etc_files(root: str, rundir: str, masks: tuple[str, ...], uid: int, gid: int
             text = identity.passwd_view(text, who)
         elif name == "group":
             text = identity.group_view(text, who)
-        else:
+        elif name == "hosts":
             text = identity.hosts_view(text, hostname)
+        else:
+            text = RESOLV_CONF
         src = os.path.join(rundir, "view-" + name)
         fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:

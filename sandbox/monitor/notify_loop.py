@@ -72,12 +72,17 @@ class AuditLoop:
         self.run_id: str = spec.run_id
         self.files: str = ctx.audit_files
         self.audit = self.files != "none"
+        # mode = "allowlist": every connection through the monitor's proxy is a record
+        # (sandbox/netproxy), whatever audit.files says
+        self.net_audit = policy.network.mode == "allowlist"
+        self.net_summary: dict[str, Any] | None = None
+        self._rec_lock = threading.Lock()   # the proxy's threads record too
         self.record_all = self.files == "all"
         self.listener: Listener | None = None
         self.sync_wakeup = False
         syscalls = seccomp.audited_syscalls(policy.syscalls, self.files)
         notify = seccomp.notify_set_for(self.files, policy.network.mode)
-        self.table = seccomp.table_for(syscalls, notify)
+        self.table = seccomp.table_for(syscalls, notify, policy.network.mode)
         self.kill_mode = policy.syscalls.on_violation == "kill"
         self.specs: dict[int, tuple[str, S.Spec]] = {}
         for name in notify:
@@ -123,7 +128,7 @@ class AuditLoop:
             self.listener.set_sync_wakeup()
         except OSError:
             self.sync_wakeup = False
-        if self.audit:
+        if self.audit or self.net_audit:
             self._open_store(self._spec, self.sup.ctx.policy)
         self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
         self._thread.start()
@@ -306,15 +311,29 @@ class AuditLoop:
     def record(self, pid: int, op: str, name: str, path: str, flags: str | None,
                allowed: bool, rule: str, enforced: str = "kernel",
                result: str | None = None) -> None:
-        self.seq += 1
-        seq = self.seq
-        self.tally.add(seq, pid, op, name, path, allowed, rule)
-        if allowed and not self.record_all:
-            return
-        self.tally.recorded += 1
+        with self._rec_lock:
+            self.seq += 1
+            seq = self.seq
+            self.tally.add(seq, pid, op, name, path, allowed, rule)
+            if allowed and not self.record_all:
+                return
+            self.tally.recorded += 1
         if self.writer is not None:
             self.writer.put((seq, time.time(), pid, op, name, path, flags, allowed, rule,
                              enforced, result))
+
+    def record_net(self, pid: int, target: str, flags: str, allowed: bool, rule: str,
+                   result: str, op: str = "connect", name: str = "proxy") -> None:
+        """One connection attempt through the proxy (or a query to its DNS stub: op
+        "resolve", name "dns"): always stored (allowed ones too), enforced by the monitor."""
+        with self._rec_lock:
+            self.seq += 1
+            seq = self.seq
+            self.tally.add(seq, pid, op, name, target, allowed, rule)
+            self.tally.recorded += 1
+        if self.writer is not None:
+            self.writer.put((seq, time.time(), pid, op, name, target, flags, allowed,
+                             rule, "monitor", result))
 
     # -- the end -----------------------------------------------------------------------------
     def finish(self) -> tuple[AuditSummary | None, list[Denied]]:
@@ -323,7 +342,7 @@ class AuditLoop:
         if self._thread is not None:
             self._thread.join(0.2)   # blocked in RECV for good once every task is gone
         self.broker_rusage = self.broker.stop() if self.broker is not None else None
-        if not self.audit:
+        if not (self.audit or self.net_audit):
             return None, []
         try:
             summary = self._finish_store()
@@ -344,6 +363,8 @@ class AuditLoop:
                                  "sync_wakeup": self.sync_wakeup,
                                  "guarded": list(self.broker.guarded) if self.broker else [],
                                  "budget": self.sup.ctx.policy.audit.records}
+        if self.net_summary is not None:
+            extra["network"] = self.net_summary
         if self.broker is not None and (self.broker.pid or self.broker.failed):
             extra.update(broker_pid=self.broker.pid, broker_error=self.broker.failed)
         w = self.writer

@@ -27,8 +27,8 @@ from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, ExecError, ExitReport, ListenerAt, OutputFd, Pid1Exited,
-                              Pid1Started, Ready, ScratchFd, SetupFailure, Signal, Spec,
-                              Violation, WinSize)
+                              Pid1Started, ProxyFds, Ready, ScratchFd, SetupFailure, Signal,
+                              Spec, Violation, WinSize)
 from sandbox.sandboxee import entry, stub
 
 
@@ -376,6 +376,11 @@ class Supervisor:
             self._mark("listener_received")
             self._start_listener(fds.pop(0))
             self._mark("listener_started")
+        elif isinstance(msg, ProxyFds) and fds and getattr(self, "proxy", None) is None \
+                and self.ctx.policy.network.mode == "allowlist":
+            from sandbox.netproxy import monitor_side   # issue 18: the allowlist proxy
+            self.proxy = monitor_side.start(self, fds)   # the proxy's, the DNS stub's
+            fds = []
         elif isinstance(msg, OutputFd) and fds and self.output_fd is None:
             self.output_fd = fds.pop(0)
         for extra in fds:
@@ -484,6 +489,8 @@ class Supervisor:
         rep.max_rss = ru.ru_maxrss * 1024
         rep.pids = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
                     "sandboxee": self.pid1 or 0}
+        if getattr(self, "proxy", None) is not None:
+            self.proxy.stop()   # before the audit loop: its last records, its summary
         if self.listener is not None:
             self._mark("audit_finishing")
             rep.audit, rep.denied = self.listener.finish()
@@ -503,7 +510,7 @@ class Supervisor:
         rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}
 
 
-_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd)
+_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd, ProxyFds)
 
 
 def _recv_with_sender(sock: socket.socket) -> tuple[Any, list[int], int]:

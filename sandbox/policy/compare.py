@@ -29,7 +29,9 @@ Rules, each must hold for `a` to be narrower than or equal to `b`:
   ``workdir``: direct < copy-on-write (a writable work directory, even an
   overlay whose upper layer costs the run's memory, is looser than the rules'
   read-only one); ``scratch_exec`` only if `b` has it.
-- network: none < loopback < host.
+- network: none < loopback < allowlist < host; two allowlists: every
+  ``allow`` entry of `a` covered by one entry of `b` (`netproxy.lattice`),
+  ``deny_private`` kept if `b` has it, ``dns`` only if `b` has it.
 - limits: each ``a`` limit <= ``b``'s; ``None`` means unlimited, so `a` may
   be limited where `b` is not, never the reverse.
 - syscalls: profile strict <= default; ``a.allow`` a subset of ``b.allow``;
@@ -48,7 +50,7 @@ from sandbox.policy import globs
 from sandbox.policy.engine import area_of, normalize
 from sandbox.policy.model import Policy
 
-NETWORK_ORDER = {"none": 0, "loopback": 1, "host": 2}
+NETWORK_ORDER = {"none": 0, "loopback": 1, "allowlist": 2, "host": 3}
 PROFILE_ORDER = {"strict": 0, "default": 1}
 VIOLATION_ORDER = {"kill": 0, "errno": 1}
 AUDIT_ORDER = {"all": 0, "denied": 1, "none": 2}   # more auditing = narrower
@@ -161,6 +163,8 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
     _order("network.mode", NETWORK_ORDER, a.network.mode, b.network.mode, why)
     if b.network.mode != "host":
         _subset("network.unix", a.network.unix, b.network.unix, why)
+    if a.network.mode == "allowlist" and b.network.mode == "allowlist":
+        _allowlist(a.network, b.network, why)
     for key in LIMIT_KEYS:
         la, lb = getattr(a.limits, key), getattr(b.limits, key)
         if lb is None:
@@ -181,6 +185,21 @@ def differences(a: Policy, b: Policy, *, own: Iterable[str] = ()) -> list[str]:
         why.append(f"audit.records: {a.audit.records} > {b.audit.records}")
     _subset("env.keep", a.env.keep, b.env.keep, why)
     return why
+
+
+def _allowlist(na: object, nb: object, why: list[str]) -> None:
+    from sandbox.netproxy.lattice import uncovered
+    try:
+        wider = uncovered(getattr(na, "allow"), getattr(nb, "allow"))
+    except ValueError as exc:       # an entry that does not parse is never narrower
+        why.append(f"network.allow: {exc}")
+        return
+    for entry in wider:
+        why.append(f"network.allow: {entry} is not within the other policy's allowlist")
+    if getattr(nb, "deny_private") and not getattr(na, "deny_private"):
+        why.append("network.deny_private: false, the other policy refuses private addresses")
+    if getattr(na, "dns") and not getattr(nb, "dns"):
+        why.append("network.dns: true, the other policy has no resolver stub")
 
 
 def is_narrower_or_equal(a: Policy, b: Policy) -> tuple[bool, str]:

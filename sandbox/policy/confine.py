@@ -39,7 +39,7 @@ from sandbox.policy import globs
 from sandbox.policy.compare import (AUDIT_ORDER, LIMIT_KEYS, NETWORK_ORDER, PROFILE_ORDER,
                                     VIOLATION_ORDER, WORKDIR_ORDER, differences)
 from sandbox.policy.engine import engine_for, normalize
-from sandbox.policy.model import Policy
+from sandbox.policy.model import NetworkPolicy, Policy
 from sandbox.policy.plan import FsPlan
 
 
@@ -77,6 +77,26 @@ def _meet_credentials(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]
     return tuple(s for s in a if s in b)
 
 
+def _meet_network(child: NetworkPolicy, ceiling: NetworkPolicy) -> NetworkPolicy:
+    """The tighter mode; for an allowlist, the entries both admit (`netproxy.lattice.meet`):
+    a child asking for `host` under an allowlist ceiling gets the ceiling's entries."""
+    from sandbox.netproxy.lattice import meet
+    mode = _tighter(NETWORK_ORDER, child.mode, ceiling.mode)
+    allow: tuple[str, ...] = ()
+    deny_private, dns = True, False
+    if mode == "allowlist":
+        if child.mode == "allowlist" and ceiling.mode == "allowlist":
+            allow = meet(child.allow, ceiling.allow)
+            deny_private = child.deny_private or ceiling.deny_private
+            dns = child.dns and ceiling.dns
+        else:
+            own = child if child.mode == "allowlist" else ceiling
+            allow, deny_private, dns = own.allow, own.deny_private, own.dns
+    return replace(child, mode=mode, allow=allow, deny_private=deny_private, dns=dns,
+                   unix=tuple(p for p in child.unix
+                              if ceiling.mode == "host" or p in ceiling.unix))
+
+
 def derive(child: Policy, ceiling: Policy) -> Policy:
     """`child` with every non-path setting met with `ceiling`'s and its denies added."""
     lim = replace(child.limits, **{k: _min_limit(getattr(child.limits, k),
@@ -101,11 +121,7 @@ def derive(child: Policy, ceiling: Policy) -> Policy:
     return child.replace(
         best_effort=child.best_effort and ceiling.best_effort,
         filesystem=fs,
-        network=replace(child.network, mode=_tighter(NETWORK_ORDER, child.network.mode,
-                                                     ceiling.network.mode),
-                        unix=tuple(p for p in child.network.unix
-                                   if ceiling.network.mode == "host"
-                                   or p in ceiling.network.unix)),
+        network=_meet_network(child.network, ceiling.network),
         limits=lim, syscalls=sys_,
         audit=replace(child.audit, files=_tighter(AUDIT_ORDER, child.audit.files,
                                                   ceiling.audit.files),

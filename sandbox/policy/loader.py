@@ -148,6 +148,13 @@ class _Checker:
             return check_names([item])
         if kind == "envname_list":
             return None if _ENV_NAME.match(item) else "not a valid environment variable name"
+        if kind == "net_allow_list":
+            from sandbox.netproxy.rules import RuleError, parse_rule
+            try:
+                parse_rule(item)
+            except RuleError as exc:
+                return str(exc).split(": ", 1)[-1] if str(exc).startswith(repr(item)) else str(exc)
+            return None
         if kind == "name_list":
             return None if item.strip() else "empty policy reference"
         return None
@@ -313,6 +320,14 @@ class _Loader:
                 self.chain.pop()
         merged = _merge(merged, own)
         _check_scratch_exec(merged, own, checker)
+        net = merged.get("network", {})
+        for key in ("allow", "dns", "deny_private"):
+            if key in own.get("network", {}) and net.get("mode", "none") != "allowlist" \
+                    and own["network"][key] not in ([], False, True if key == "deny_private" else None):
+                raise PolicyError(f'applies only to mode = "allowlist" (this policy\'s '
+                                  f'mode is {net.get("mode", "none")!r}); set mode = "allowlist" or '
+                                  f'drop network.{key}', file=checker.file, key=f"network.{key}",
+                                  line=checker.locator.line_of(f"network.{key}"))
         if own.get("filesystem", {}).get("workdir") == "copy-on-write" and \
                 "${WORKDIR}" in merged.get("filesystem", {}).get("write", ()):
             raise PolicyError('filesystem.workdir = "copy-on-write" contradicts filesystem.write '

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-NETWORK_MODES = ("none", "loopback", "host")
+NETWORK_MODES = ("none", "loopback", "allowlist", "host")
 SYSCALL_PROFILES = ("default", "strict")
 VIOLATION_ACTIONS = ("errno", "kill")
 AUDIT_FILES = ("none", "denied", "all")
@@ -72,12 +72,22 @@ def default_tmp_size(memory: int | None) -> int:
 @dataclass(frozen=True)
 class NetworkPolicy:
     """`unix`: pathname UNIX sockets outside the sandbox it may connect or send to
-    (with a private network, mode none or loopback; the monitor mediates)."""
+    (with a private network, mode none, loopback or allowlist; the monitor mediates).
+
+    mode = "allowlist": the sandbox's own network namespace (only `lo`), and a
+    proxy served by the monitor that connects to `allow` entries only
+    (sandbox.netproxy.rules); `deny_private` refuses non-global addresses unless
+    an entry names the address itself; `dns`: a resolver stub answers allowed names.
+    The three are ignored by the other modes."""
     mode: str = "none"
     unix: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny_private: bool = True
+    dns: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "unix", tuple(self.unix))
+        object.__setattr__(self, "allow", tuple(self.allow))
 
 
 @dataclass(frozen=True)

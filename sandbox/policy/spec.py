@@ -18,7 +18,8 @@ class Kind:
 
     string, bool, name_list (extends), path_list, size, duration, count,
     limit_size, limit_duration (a size/duration or "unlimited"), enum,
-    syscall_list, envname_list, env_table, credential_list.
+    syscall_list, envname_list, env_table, credential_list, net_allow_list
+    (HOST:PORT entries, sandbox.netproxy.rules).
     """
     name: str
     choices: tuple[str, ...] = ()
@@ -45,7 +46,9 @@ TABLES: dict[str, dict[str, Kind]] = {
         "output_size": Kind("size"),
         "output_inodes": Kind("count"),
     },
-    "network": {"mode": Kind("enum", NETWORK_MODES), "unix": Kind("path_list", merge="union")},
+    "network": {"mode": Kind("enum", NETWORK_MODES), "unix": Kind("path_list", merge="union"),
+                "allow": Kind("net_allow_list", merge="union"), "deny_private": Kind("bool"),
+                "dns": Kind("bool")},
     "limits": {
         "cpu": Kind("limit_duration"),
         "wall": Kind("limit_duration"),

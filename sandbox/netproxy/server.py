@@ -1,0 +1,485 @@
+"""The policy proxy: served by the monitor on a socket listening inside the sandbox.
+
+PID 1 binds 127.0.0.1:3128 in the sandbox's network namespace and hands the
+listening descriptor to the monitor (`inside.py`); no process of the sandbox
+holds it afterwards, and the sandbox cannot bind that address again, so every
+connection to it is accepted here, outside every restriction. One port
+speaks HTTP CONNECT, plain HTTP forwarding (absolute http:// URLs) and SOCKS5
+(told apart by the first byte).
+
+For each connection: parse the request (bounded head, bounded time), decide
+with `rules.Allowlist` (an IP literal at once; a name against the entries,
+then resolved here, on the host, with every address checked), connect to an
+address that was checked (pinned: no second lookup), and relay bytes until
+either side ends. A CONNECT to a name whose first bytes are a TLS ClientHello
+naming another server (SNI) is cut: an allowed name on a shared front
+(a CDN) must not carry a request for a name the policy refused.
+
+Each attempt is one `ConnRecord` handed to `record` (the run's audit store).
+
+WHAT THE SANDBOX CAN MAKE THE MONITOR PAY (issue 11's amplification rules,
+docs/threat-model.md): at most `MAX_CONNECTIONS` connections at once (one
+thread each; more are closed at once and recorded), a head of at most
+`wire.MAX_HEAD` bytes read within `HEAD_TIMEOUT`, `CONNECT_TIMEOUT` to reach
+the upstream, `IDLE_TIMEOUT` without a byte either way, one `CHUNK` buffer per
+direction (a slow reader stops the relay, never grows a buffer), and the
+monitor's own CPU checked against `limits.monitor_cpu` every `CPU_EVERY`
+bytes relayed. Everything ends with the run (`stop`).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sandbox.netproxy import wire
+from sandbox.netproxy.rules import Allowlist, Verdict, normalize_name, parse_addr
+
+MAX_CONNECTIONS = 64
+HEAD_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 300.0
+SNI_WAIT = 2.0                   # how long a CONNECT's first bytes are awaited for the SNI check
+CHUNK = 256 * 1024
+CPU_EVERY = 64 * 1024 * 1024     # bytes relayed between two checks of the monitor's CPU
+
+
+@dataclass
+class ConnRecord:
+    """One connection attempt, as the audit store and the RunResult summary see it."""
+    proto: str                   # http | connect | socks5 | unknown
+    host: str
+    port: int
+    allowed: bool
+    rule: str
+    resolved: list[str] = field(default_factory=list)
+    address: str = ""            # the address connected to (pinned)
+    result: str = ""             # ok | refused | 403 | connect failed: ... | ...
+    up: int = 0                  # bytes from the sandbox to the upstream
+    down: int = 0
+    duration: float = 0.0
+    pid: int = 0                 # unknown: a TCP peer has no SO_PEERCRED (stored as 0)
+
+    def flags_text(self) -> str:
+        parts = [f"proto={self.proto}"]
+        if self.resolved:
+            parts.append("resolved=" + ",".join(self.resolved))
+        if self.address:
+            parts.append(f"address={self.address}")
+        parts += [f"up={self.up}", f"down={self.down}", f"ms={self.duration * 1000:.1f}"]
+        return " ".join(parts)
+
+
+def lookup(name: str, port: int) -> list[str]:
+    """The host's answer for `name` (getaddrinfo, TCP), in its order, deduplicated."""
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        return []
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+class _Refused(Exception):
+    def __init__(self, verdict: Verdict, resolved: list[str]) -> None:
+        super().__init__(verdict.rule)
+        self.verdict, self.resolved = verdict, resolved
+
+
+class ProxyServer:
+    def __init__(self, listener: socket.socket, allowlist: Allowlist,
+                 record: Callable[[ConnRecord], None],
+                 over_budget: Callable[[], bool] = lambda: False,
+                 resolve: Callable[[str, int], list[str]] = lookup) -> None:
+        self.listener = listener
+        self.allowlist = allowlist
+        self.record = record
+        self.over_budget = over_budget
+        self.resolve = resolve
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.stopping = False
+        self.conns: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.relayed = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.thread = threading.Thread(target=self._accept_loop, name="netproxy", daemon=True)
+
+    def start(self) -> "ProxyServer":
+        self.listener.setblocking(False)
+        self.thread.start()
+        return self
+
+    # -- accept ---------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self.stopping:
+            try:
+                ready, _, _ = select.select([self.listener, self._wake_r], [], [])
+            except (OSError, ValueError):
+                return
+            if self._wake_r in ready or self.stopping:
+                return
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            conn.setblocking(True)
+            pid = 0
+            if not self.slots.acquire(blocking=False):
+                conn.close()
+                self.record(ConnRecord("unknown", "", 0, False,
+                                       f"proxy: connection limit ({MAX_CONNECTIONS} at once)",
+                                       result="closed", pid=pid))
+                continue
+            with self.lock:
+                self.conns.add(conn)
+                self.threads = [t for t in self.threads if t.is_alive()]
+                t = threading.Thread(target=self._serve, args=(conn, pid), daemon=True,
+                                     name="netproxy-conn")
+                self.threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        """The run is over: no new connection, every open one cut, threads joined briefly."""
+        self.stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self.thread.join(1.0)
+        with self.lock:
+            for c in list(self.conns):
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            threads = list(self.threads)
+        for t in threads:
+            t.join(1.0)
+        for s in (self.listener, self._wake_r, self._wake_w):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    # -- one connection -------------------------------------------------------------------
+    def _serve(self, conn: socket.socket, pid: int) -> None:
+        rec = ConnRecord("unknown", "", 0, False, "", pid=pid)
+        t0 = time.monotonic()
+        upstream: socket.socket | None = None
+        try:
+            conn.settimeout(HEAD_TIMEOUT)
+            first = conn.recv(1)
+            if not first:
+                return   # opened and closed: nothing asked, nothing recorded
+            if first[0] == wire.SOCKS_VERSION:
+                rec.proto = "socks5"
+                upstream, pending = self._socks(conn, rec)
+            else:
+                upstream, pending = self._http(conn, first, rec, t0)
+            if upstream is None:
+                return
+            with self.lock:
+                self.conns.add(upstream)
+            if pending:
+                upstream.sendall(pending)
+                rec.up += len(pending)
+            self._relay(conn, upstream, rec)
+            rec.result = rec.result or "ok"
+        except _Refused as r:
+            rec.allowed, rec.rule, rec.resolved = False, r.verdict.rule, r.resolved
+            rec.result = rec.result or "refused"
+        except (OSError, wire.WireError) as exc:
+            if not rec.result:
+                rec.result = f"error: {exc}"[:200]
+        finally:
+            rec.duration = time.monotonic() - t0
+            for s in (conn, upstream):
+                if s is not None:
+                    with self.lock:
+                        self.conns.discard(s)
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+            self.slots.release()
+            if rec.host or rec.rule:
+                try:
+                    self.record(rec)
+                except Exception:
+                    pass   # the store reports its own failures; a connection never does
+
+    def _read_head(self, conn: socket.socket, buf: bytes, t0: float) -> tuple[bytes, bytes]:
+        while b"\r\n\r\n" not in buf:
+            if len(buf) > wire.MAX_HEAD:
+                raise wire.WireError(f"request head over {wire.MAX_HEAD} bytes")
+            left = HEAD_TIMEOUT - (time.monotonic() - t0)
+            if left <= 0:
+                raise wire.WireError("request head not complete in time")
+            conn.settimeout(left)
+            more = conn.recv(4096)
+            if not more:
+                raise wire.WireError("closed before the request head ended")
+            buf += more
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        if len(head) > wire.MAX_HEAD:
+            raise wire.WireError(f"request head over {wire.MAX_HEAD} bytes")
+        return head + b"\r\n\r\n", rest
+
+    def _http(self, conn: socket.socket, first: bytes, rec: ConnRecord,
+              t0: float) -> tuple[socket.socket | None, bytes]:
+        try:
+            head, rest = self._read_head(conn, first, t0)
+            req = wire.parse_http_head(head)
+        except wire.WireError as exc:
+            rec.proto, rec.rule, rec.result = "http", f"proxy: bad request: {exc}", "400"
+            _http_reply(conn, 400, "Bad Request", str(exc))
+            return None, b""
+        rec.proto = "connect" if req.tunnel else "http"
+        rec.host, rec.port = req.host, req.port
+        try:
+            upstream = self._open(rec)
+        except _Refused as r:
+            rec.result = "403"
+            _http_reply(conn, 403, "Forbidden", r.verdict.rule)
+            raise
+        except OSError as exc:
+            rec.result = f"502: {exc.strerror or exc}"
+            _http_reply(conn, 502, "Bad Gateway", f"cannot connect: {exc.strerror or exc}")
+            return None, b""
+        if req.tunnel:
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = self._sni_check(conn, rest, rec, upstream)
+            return upstream, rest
+        return upstream, req.head + rest
+
+    def _socks(self, conn: socket.socket, rec: ConnRecord) -> tuple[socket.socket | None, bytes]:
+        n = _recv_exact(conn, 1)[0]
+        methods = _recv_exact(conn, n) if n else b""
+        if 0 not in methods:
+            conn.sendall(b"\x05\xff")
+            rec.rule, rec.result = "proxy: SOCKS5 without the no-authentication method", "refused"
+            return None, b""
+        conn.sendall(b"\x05\x00")
+        buf = b""
+        while True:
+            try:
+                parsed = wire.parse_socks_request(buf)
+            except wire.SocksError as exc:
+                conn.sendall(wire.socks_reply(exc.code))
+                rec.rule, rec.result = f"proxy: {exc}", "refused"
+                return None, b""
+            if parsed is not None:
+                break
+            if len(buf) > 300:
+                raise wire.WireError("SOCKS5 request too long")
+            more = conn.recv(300)
+            if not more:
+                return None, b""
+            buf += more
+        (rec.host, rec.port), used = parsed
+        try:
+            upstream = self._open(rec)
+        except _Refused:
+            rec.result = "refused"
+            conn.sendall(wire.socks_reply(wire.REP_NOT_ALLOWED))
+            raise
+        except OSError as exc:
+            rec.result = f"connect failed: {exc.strerror or exc}"
+            conn.sendall(wire.socks_reply(wire.REP_REFUSED))
+            return None, b""
+        conn.sendall(wire.socks_reply(wire.REP_OK))
+        rest = self._sni_check(conn, buf[used:], rec, upstream)
+        return upstream, rest
+
+    def _open(self, rec: ConnRecord) -> socket.socket:
+        """Decide, resolve on the host, check every address, connect to a checked one."""
+        early, rule = self.allowlist.needs_lookup(rec.host, rec.port)
+        if early is not None and not early.allowed:
+            raise _Refused(early, [])
+        if early is not None:
+            verdict = early
+        else:
+            assert rule is not None
+            name = normalize_name(rec.host) or rec.host
+            rec.resolved = self.resolve(name, rec.port)
+            addrs = [a for a in (parse_addr(x) for x in rec.resolved) if a is not None]
+            verdict = self.allowlist.decide_resolved(rule, rec.port, addrs)
+            if not verdict.allowed:
+                raise _Refused(verdict, rec.resolved)
+        rec.allowed, rec.rule = True, verdict.rule
+        err: OSError | None = None
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        for addr in verdict.addresses:
+            fam = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                s.connect((str(addr), rec.port))     # the checked address, never the name
+            except OSError as exc:
+                s.close()
+                err = exc
+                continue
+            s.settimeout(None)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            rec.address = str(addr)
+            return s
+        raise err or OSError("no address to connect to")
+
+    def _sni_check(self, conn: socket.socket, rest: bytes, rec: ConnRecord,
+                   upstream: socket.socket) -> bytes:
+        """A tunnel to a name: if the client starts TLS, its SNI must be that name."""
+        name = normalize_name(rec.host)
+        if name is None or parse_addr(rec.host) is not None:
+            return rest
+        buf = rest
+        deadline = time.monotonic() + SNI_WAIT
+        while True:
+            sni = wire.client_hello_sni(buf)
+            if sni is not False or not (buf[:1] in (b"", b"\x16")) or len(buf) > wire.MAX_HEAD:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([conn], [], [], left)
+            if not r:
+                break
+            more = conn.recv(4096)
+            if not more:
+                break
+            buf += more
+        if sni is False and buf[:2] == b"\x16\x03":
+            rec.allowed, rec.rule = False, "proxy: TLS ClientHello not readable (split?)"
+            raise _Refused(Verdict(False, rec.rule), rec.resolved)
+        if isinstance(sni, str) and sni != name:
+            rule = f"proxy: TLS server name {sni!r} differs from the CONNECT host {name!r}"
+            rec.allowed, rec.rule = False, rule
+            raise _Refused(Verdict(False, rule), rec.resolved)
+        return buf
+
+    def _relay(self, a: socket.socket, b: socket.socket, rec: ConnRecord) -> None:
+        """Bytes both ways until both sides ended or nothing moved for IDLE_TIMEOUT.
+
+        The kernel moves the bytes (splice through one pipe per direction: no copy
+        into Python); where splice is refused, recv_into/sendall through one buffer."""
+        try:
+            pipes = {a: _pipe(), b: _pipe()}
+        except OSError:
+            pipes = {}
+        try:
+            self._pump(a, b, rec, pipes)
+        finally:
+            for r, w in pipes.values():
+                os.close(r)
+                os.close(w)
+
+    def _pump(self, a: socket.socket, b: socket.socket, rec: ConnRecord,
+              pipes: dict[socket.socket, tuple[int, int]]) -> None:
+        open_ = {a: b, b: a}
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        since_check = 0
+        while open_ and not self.stopping:
+            r, _, _ = select.select(list(open_), [], [], IDLE_TIMEOUT)
+            if not r:
+                rec.result = "idle timeout"
+                return
+            for src in r:
+                dst = open_.get(src)
+                if dst is None:
+                    continue
+                n = self._move(src, dst, pipes.get(src), buf, view)
+                if n == 0:
+                    del open_[src]
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    continue
+                if src is a:
+                    rec.up += n
+                else:
+                    rec.down += n
+                since_check += n
+            if since_check >= CPU_EVERY:
+                since_check = 0
+                if self.over_budget():
+                    rec.result = "monitor CPU budget spent"
+                    return
+
+    @staticmethod
+    def _move(src: socket.socket, dst: socket.socket, pipe: tuple[int, int] | None,
+              buf: bytearray, view: memoryview) -> int:
+        """One chunk from src to dst, all of it written; 0 at src's end (or an error)."""
+        if pipe is not None:
+            r, w = pipe
+            try:
+                n = os.splice(src.fileno(), w, CHUNK, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
+            except BlockingIOError:
+                return _retry_recv(src, dst, buf, view)
+            except OSError:
+                return 0
+            left = n
+            try:
+                while left:
+                    left -= os.splice(r, dst.fileno(), left, flags=_SPLICE_MOVE)
+            except OSError:
+                return 0
+            return n
+        return _retry_recv(src, dst, buf, view)
+
+
+def _retry_recv(src: socket.socket, dst: socket.socket, buf: bytearray,
+                view: memoryview) -> int:
+    try:
+        n = src.recv_into(buf)
+        if n:
+            dst.sendall(view[:n])
+    except OSError:
+        return 0
+    return n
+
+
+_SPLICE_MOVE, _SPLICE_NONBLOCK = 1, 2
+_F_SETPIPE_SZ = 1031
+
+
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)   # refused past the user's pipe quota: fine
+    except OSError:
+        pass
+    return r, w
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        more = conn.recv(n - len(out))
+        if not more:
+            raise wire.WireError("closed mid-request")
+        out += more
+    return out
+
+
+def _http_reply(conn: socket.socket, code: int, reason: str, text: str) -> None:
+    body = f"sandbox proxy: {text}\n".encode("utf-8", "replace")[:2048]
+    head = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+            f"X-Sandbox-Proxy: refused\r\n\r\n").encode()
+    try:
+        conn.sendall(head + body)
+    except OSError:
+        pass

@@ -1,0 +1,185 @@
+"""What a sandboxed client sends the proxy: HTTP request heads and SOCKS5 requests, parsed.
+
+Pure functions over bytes, bounded by their callers (a head is at most
+`MAX_HEAD` bytes); every malformed input is a `WireError` (answered 400 or a
+SOCKS failure), never an exception from deeper down. Names are returned as
+the client wrote them; `rules` canonicalises and judges them.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+MAX_HEAD = 16 * 1024          # request line + headers
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive",
+               b"te", b"trailer", b"upgrade", b"proxy-authenticate"}
+
+
+class WireError(ValueError):
+    """A request the proxy will not serve; the message is safe to send back."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    host: str
+    port: int
+    tunnel: bool              # CONNECT: relay bytes once connected
+    head: bytes               # what to send upstream for plain HTTP (origin form)
+
+
+def split_hostport(text: str, default: int | None) -> tuple[str, int]:
+    """host[:port] or [v6][:port] -> (host without brackets, port)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise WireError("bad IPv6 authority")
+        host, rest = text[1:end], text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise WireError("bad authority")
+        port_text = rest[1:] if rest else ""
+        if not host:
+            raise WireError("empty host")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+        if ":" in host:
+            raise WireError("an IPv6 address must be in brackets")
+    if not port_text:
+        if default is None:
+            raise WireError("a port is required")
+        return host, default
+    if not port_text.isdigit() or len(port_text) > 5 or not 1 <= int(port_text) <= 65535:
+        raise WireError("bad port")
+    if not host:
+        raise WireError("empty host")
+    return host, int(port_text)
+
+
+def parse_http_head(head: bytes) -> HttpRequest:
+    """A complete head (ending with CRLF CRLF). CONNECT host:port, or an absolute-form
+    http:// request rewritten to origin form with hop-by-hop headers dropped and
+    ``Connection: close`` (one request per upstream connection: a kept-alive client
+    cannot send a second request, for another host, down the first one's pipe)."""
+    try:
+        text_line, _, rest = head.partition(b"\r\n")
+        parts = text_line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            raise WireError("not an HTTP/1.x request line")
+        method, target, version = parts
+        if not _TOKEN.match(method):
+            raise WireError("bad method")
+        m = method.decode("ascii")
+        t = target.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("non-ASCII request line") from None
+    if m == "CONNECT":
+        host, port = split_hostport(t, None)
+        return HttpRequest(m, host, port, True, b"")
+    low = t.lower()
+    if low.startswith("https://"):
+        raise WireError("https:// through a plain proxy request: use CONNECT")
+    if not low.startswith("http://"):
+        raise WireError("a proxy request needs an absolute http:// URL (or CONNECT)")
+    authority, slash, path = t[7:].partition("/")
+    authority = authority.rpartition("@")[2]          # no user info upstream
+    if not authority:
+        raise WireError("no host in the URL")
+    host, port = split_hostport(authority, 80)
+    lines = [b" ".join((method, ("/" + path if slash else "/").encode("ascii"), version))]
+    for raw in rest.split(b"\r\n"):
+        if not raw:
+            continue
+        name, colon, _ = raw.partition(b":")
+        if not colon or not _TOKEN.match(name.strip() or b"\0"):
+            raise WireError("bad header line")
+        if name.strip().lower() in HOP_HEADERS:
+            continue
+        lines.append(raw)
+    lines.append(b"Connection: close")
+    return HttpRequest(m, host, port, False, b"\r\n".join(lines) + b"\r\n\r\n")
+
+
+# -- SOCKS5 (RFC 1928), CONNECT only ------------------------------------------------------
+SOCKS_VERSION = 5
+REP_OK, REP_FAIL, REP_NOT_ALLOWED, REP_HOST_UNREACHABLE, REP_REFUSED = 0, 1, 2, 4, 5
+REP_TTL, REP_COMMAND, REP_ATYP = 6, 7, 8
+
+
+def socks_reply(code: int) -> bytes:
+    return bytes((SOCKS_VERSION, code, 0, 1, 0, 0, 0, 0, 0, 0))
+
+
+class SocksError(WireError):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_socks_request(data: bytes) -> tuple[tuple[str, int], int] | None:
+    """((host, port), bytes used) from a complete request, None when more is needed."""
+    if len(data) < 4:
+        return None
+    ver, cmd, _, atyp = data[0], data[1], data[2], data[3]
+    if ver != SOCKS_VERSION:
+        raise SocksError("not SOCKS5", REP_FAIL)
+    if cmd != 1:
+        raise SocksError("only CONNECT is served (no BIND, no UDP ASSOCIATE)", REP_COMMAND)
+    if atyp == 1:
+        if len(data) < 10:
+            return None
+        host, end = str(ipaddress.IPv4Address(data[4:8])), 8
+    elif atyp == 4:
+        if len(data) < 22:
+            return None
+        host, end = str(ipaddress.IPv6Address(data[4:20])), 20
+    elif atyp == 3:
+        if len(data) < 5 or len(data) < 5 + data[4] + 2:
+            return None
+        n = data[4]
+        try:
+            host = data[5:5 + n].decode("ascii")
+        except UnicodeDecodeError:
+            raise SocksError("non-ASCII name", REP_HOST_UNREACHABLE) from None
+        end = 5 + n
+    else:
+        raise SocksError("unknown address type", REP_ATYP)
+    port = int.from_bytes(data[end:end + 2], "big")
+    if port == 0:
+        raise SocksError("port 0", REP_NOT_ALLOWED)
+    return (host, port), end + 2
+
+
+# -- TLS ClientHello: the server name -----------------------------------------------------
+def client_hello_sni(data: bytes) -> str | None | bool:
+    """The SNI of a TLS ClientHello at the start of `data`: the name, None when the hello
+    has none, False when `data` is not (yet) a complete ClientHello record."""
+    if len(data) < 5 or data[0] != 0x16 or data[1] != 3:
+        return False
+    rec_len = int.from_bytes(data[3:5], "big")
+    body = data[5:5 + rec_len]
+    if len(body) < rec_len or len(body) < 4 or body[0] != 1:
+        return False
+    try:
+        p = 4 + 2 + 32                      # handshake header, version, random
+        p += 1 + body[p]                    # session id
+        p += 2 + int.from_bytes(body[p:p + 2], "big")   # cipher suites
+        p += 1 + body[p]                    # compression methods
+        if p + 2 > len(body):
+            return None
+        end = p + 2 + int.from_bytes(body[p:p + 2], "big")
+        p += 2
+        while p + 4 <= end:
+            etype = int.from_bytes(body[p:p + 2], "big")
+            elen = int.from_bytes(body[p + 2:p + 4], "big")
+            ext = body[p + 4:p + 4 + elen]
+            if etype == 0 and len(ext) >= 5 and ext[2] == 0:
+                n = int.from_bytes(ext[3:5], "big")
+                return ext[5:5 + n].decode("ascii").lower().rstrip(".")
+            p += 4 + elen
+    except (IndexError, UnicodeDecodeError):
+        return False
+    return None

@@ -1,0 +1,142 @@
+"""The allowlist proxy in-process: its parsers under fuzz, and what a client can make it pay.
+
+Issue 11's amplification rule for the proxy: the sandbox must not make the
+monitor hold more than MAX_CONNECTIONS connections (threads), read more than
+MAX_HEAD bytes of a head, or wait on a silent client past HEAD_TIMEOUT.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sandbox.netproxy import server as srv
+from sandbox.netproxy import wire
+from sandbox.netproxy.rules import Allowlist, parse_rule
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_parsers_take_any_bytes(data):
+    from sandbox.netproxy import dnsstub
+    for f in (wire.parse_http_head, wire.parse_socks_request, wire.client_hello_sni,
+              dnsstub.parse_query):
+        try:
+            f(data)
+        except (wire.WireError, dnsstub.DnsError):
+            pass
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.sampled_from([b"GET", b"POST", b"CONNECT"]),
+       st.text(alphabet="abc.:[]/1@%-", max_size=40),
+       st.lists(st.text(alphabet="abcXY-: ", max_size=20), max_size=4))
+def test_http_heads_parse_or_refuse(method, target, headers):
+    head = b" ".join((method, target.encode(), b"HTTP/1.1")) + b"\r\n" + \
+        b"".join(h.encode() + b"\r\n" for h in headers) + b"\r\n"
+    try:
+        req = wire.parse_http_head(head)
+    except wire.WireError:
+        return
+    assert 1 <= req.port <= 65535 and req.host
+    if not req.tunnel:
+        assert req.head.endswith(b"Connection: close\r\n\r\n")
+        assert b"proxy-connection" not in req.head.lower()
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    monkeypatch.setattr(srv, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(srv, "HEAD_TIMEOUT", 1.0)
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+    records: list[srv.ConnRecord] = []
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(8)
+    allow = Allowlist((parse_rule(f"127.0.0.1:{upstream.getsockname()[1]}"),))
+    p = srv.ProxyServer(lst, allow, records.append).start()
+    yield p, lst.getsockname()[1], upstream, records
+    p.stop()
+    upstream.close()
+
+
+def _threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "netproxy-conn")
+
+
+def test_connections_beyond_the_bound_are_closed_and_recorded(proxy):
+    p, port, _, records = proxy
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+    time.sleep(0.3)
+    assert _threads() <= 8
+    closed = 0
+    for s in idle:
+        s.settimeout(0.5)
+        try:
+            if s.recv(1) == b"":
+                closed += 1
+        except socket.timeout:
+            pass
+    assert closed >= 12          # the ones past the bound, closed at once
+    assert sum(1 for r in records if "connection limit" in r.rule) >= 12
+    for s in idle:
+        s.close()
+    deadline = time.monotonic() + 30     # every thread ends (closed or HEAD_TIMEOUT)
+    while _threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads() == 0
+
+
+def test_an_endless_head_is_cut_at_its_bound(proxy):
+    p, port, _, records = proxy
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET http://x/ HTTP/1.1\r\n")
+    sent = 0
+    try:
+        while sent < 10 * wire.MAX_HEAD:
+            s.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+            sent += 1012
+    except OSError:
+        pass
+    s.settimeout(5)
+    reply = b""
+    try:
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            reply += b
+    except OSError:
+        pass
+    assert reply.startswith(b"HTTP/1.1 400") or reply == b""
+    deadline = time.monotonic() + 30      # recorded once the server side has closed
+    while not records and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("over" in r.rule for r in records), [r.rule for r in records]
+
+
+def test_a_pinned_connection_goes_to_the_checked_address(proxy):
+    p, port, upstream, records = proxy
+    up_port = upstream.getsockname()[1]
+    p.allowlist = Allowlist((parse_rule(f"pinned.example:{up_port}"),
+                             parse_rule(f"127.0.0.1:{up_port}")))
+    answers = iter([["127.0.0.1"], ["10.9.9.9"]])     # a second lookup would differ
+    p.resolve = lambda name, port_: next(answers)
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(f"CONNECT pinned.example:{up_port} HTTP/1.1\r\n\r\n".encode())
+    assert c.recv(100).startswith(b"HTTP/1.1 200")
+    conn, _ = upstream.accept()
+    c.sendall(b"ping")
+    assert conn.recv(4) == b"ping"
+    conn.close()
+    c.close()
+    deadline = time.monotonic() + 30
+    while not records and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rec = [r for r in records if r.host == "pinned.example"][0]
+    assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 4
