@@ -226,8 +226,8 @@ def _add_proxy_rule(ruleset: int) -> None:
     sandbox only its own `lo` exists, where the monitor listens on that port)."""
     attr = NetPortAttr(NET_CONNECT_TCP, PROXY_PORT)
     try:
-        _sys(SYS_add_rule, ctypes.c_int(ruleset), ctypes.c_int(RULE_NET_PORT),
-             ctypes.byref(attr), ctypes.c_uint32(0))
+        libc.syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(RULE_NET_PORT),
+                     ctypes.byref(attr), ctypes.c_uint32(0))
     except OSError as exc:
         raise SetupError("landlock", f"rule for the proxy port: {exc.strerror}") from None
 
