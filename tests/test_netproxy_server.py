@@ -140,3 +140,31 @@ def test_a_pinned_connection_goes_to_the_checked_address(proxy):
         time.sleep(0.05)
     rec = [r for r in records if r.host == "pinned.example"][0]
     assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 4
+
+
+def test_a_slow_reader_gets_every_byte(proxy):
+    """Backpressure: the client stops reading while the upstream sends; the relay must
+    wait for it (the sockets are non-blocking underneath), not drop the connection."""
+    p, port, upstream, records = proxy
+    up_port = upstream.getsockname()[1]
+    size = 8 * 1024 * 1024
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(f"CONNECT 127.0.0.1:{up_port} HTTP/1.1\r\n\r\n".encode())
+    assert c.recv(100).startswith(b"HTTP/1.1 200")
+    conn, _ = upstream.accept()
+
+    def send():
+        conn.sendall(b"x" * size)
+        conn.close()
+    threading.Thread(target=send, daemon=True).start()
+    got = len(c.recv(1024))
+    time.sleep(1.5)                 # every buffer on the way fills up; the relay must wait
+    c.settimeout(30)
+    while True:
+        b = c.recv(1 << 20)
+        if not b:
+            break
+        got += len(b)
+        time.sleep(0.01)
+    c.close()
+    assert got == size

@@ -47,6 +47,7 @@ IDLE_TIMEOUT = 300.0
 SNI_WAIT = 2.0                   # how long a CONNECT's first bytes are awaited for the SNI check
 CHUNK = 256 * 1024
 CPU_EVERY = 64 * 1024 * 1024     # bytes relayed between two checks of the monitor's CPU
+STOP_WAIT = 2.0                  # seconds the end of a run waits for connection threads
 
 
 @dataclass
@@ -165,8 +166,9 @@ class ProxyServer:
                 except OSError:
                     pass
             threads = list(self.threads)
-        for t in threads:
-            t.join(1.0)
+        deadline = time.monotonic() + STOP_WAIT    # one bound for all: a thread in a
+        for t in threads:                          # lookup or a connect cannot be woken
+            t.join(max(0.0, deadline - time.monotonic()))
         for s in (self.listener, self._wake_r, self._wake_w):
             try:
                 s.close()
@@ -387,6 +389,8 @@ class ProxyServer:
     def _pump(self, a: socket.socket, b: socket.socket, rec: ConnRecord,
               pipes: dict[socket.socket, tuple[int, int]]) -> None:
         open_ = {a: b, b: a}
+        for s in (a, b):
+            s.settimeout(IDLE_TIMEOUT)   # bounds sendall and recv_into of the fallback
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         since_check = 0
@@ -400,6 +404,8 @@ class ProxyServer:
                 if dst is None:
                     continue
                 n = self._move(src, dst, pipes.get(src), buf, view)
+                if n < 0:
+                    continue
                 if n == 0:
                     del open_[src]
                     try:
@@ -421,23 +427,31 @@ class ProxyServer:
     @staticmethod
     def _move(src: socket.socket, dst: socket.socket, pipe: tuple[int, int] | None,
               buf: bytearray, view: memoryview) -> int:
-        """One chunk from src to dst, all of it written; 0 at src's end (or an error)."""
-        if pipe is not None:
-            r, w = pipe
+        """One chunk from src to dst, all of it written: its size; 0 at src's end, on an
+        error or when dst accepted nothing for IDLE_TIMEOUT; -1 when src had nothing.
+
+        Both sockets are in timeout mode (non-blocking underneath), so a full pipe or a
+        slow reader is waited for with select, never by blocking a splice forever."""
+        if pipe is None:
+            return _retry_recv(src, dst, buf, view)
+        r, w = pipe
+        try:
+            n = os.splice(src.fileno(), w, CHUNK, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
+        except BlockingIOError:
+            return -1
+        except OSError:
+            return 0
+        left = n
+        while left:
             try:
-                n = os.splice(src.fileno(), w, CHUNK, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
+                left -= os.splice(r, dst.fileno(), left, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
             except BlockingIOError:
-                return _retry_recv(src, dst, buf, view)
+                _, ready, _ = select.select([], [dst], [], IDLE_TIMEOUT)
+                if not ready:
+                    return 0
             except OSError:
                 return 0
-            left = n
-            try:
-                while left:
-                    left -= os.splice(r, dst.fileno(), left, flags=_SPLICE_MOVE)
-            except OSError:
-                return 0
-            return n
-        return _retry_recv(src, dst, buf, view)
+        return n
 
 
 def _retry_recv(src: socket.socket, dst: socket.socket, buf: bytearray,
