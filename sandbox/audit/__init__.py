@@ -17,15 +17,18 @@ exact bytes. See docs/audit.md.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.audit.store import default_path as default_db_path
 from sandbox.printable import json_text
 
+if TYPE_CHECKING:
+    from sandbox.audit.store import Store
+
 __all__ = ["default_db_path", "export_jsonl", "jsonable", "records", "summary", "runs"]
 
 
-def _store(db: str | None):  # type: ignore[no-untyped-def]
+def _store(db: str | None) -> Store:
     from sandbox.audit import store
     return store.connect(db)
 

@@ -482,7 +482,7 @@ def connect(path: str | None = None, *, create: bool = False) -> Store:
 
 
 def runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for rid in store.run_ids():
         if len(out) >= limit:
             break

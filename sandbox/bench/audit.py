@@ -47,12 +47,12 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET) -> dict[str
                 "sandbox_all": base.replace(audit=AuditPolicy(files="all"))}
         for _ in range(repeat):
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-            rates["bare"].append(n / float(out))
+            rates["bare"].append(n / float(str(out)))
             for key, pol in pols.items():
                 r = la.spawn(argv, policy=pol, output_dir=os.path.join(tmp, "out"))
                 if r.status != "ok":
                     raise RuntimeError(f"bench run failed: {r.status} {r.reason} {r.stderr}")
-                rates[key].append(n / float(r.stdout))
+                rates[key].append(n / float(str(r.stdout)))
                 if r.audit:
                     extra["records_per_run"] = r.audit["records"]
                     extra["dropped"] = r.audit["dropped"]

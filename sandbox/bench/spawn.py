@@ -5,13 +5,14 @@ round-robin, so the ratios compare like with like.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from sandbox.bench.stats import Sample, interleaved
 
@@ -49,14 +50,14 @@ def round_trips(runs: int, policy: str = "strict") -> tuple[dict[str, Sample], d
             raise RuntimeError(f"benchmark run failed: {r.status} {r.reason}")
         last["timings"], last["layers"] = r.timings, r.layers
 
-    fns = {"sandbox no-op action": action,
+    fns: dict[str, Callable[[], object]] = {"sandbox no-op action": action,
            "subprocess.run(['/bin/true'])": lambda: _run(["/bin/true"])}
     notes = {}
     for name, cmd in peers().items():
         if cmd is None:
             notes[name] = f"{name} not installed: skipped (apt-get install {name if name != 'bwrap' else 'bubblewrap'})"
         else:
-            fns[name] = (lambda c=cmd: _run(c))
+            fns[name] = functools.partial(_run, cmd)
     samples = interleaved(fns, runs)
     notes["layers"] = ", ".join(last.get("layers", []))
     return samples, notes, last.get("timings", {})
@@ -67,7 +68,7 @@ def cli_exec(runs: int) -> dict[str, Sample]:
     exe = os.path.join(os.path.dirname(sys.executable), "sandbox")
     cmd = [exe, "exec", "--", "/bin/true"] if os.path.exists(exe) else \
         [sys.executable, "-m", "sandbox", "exec", "--", "/bin/true"]
-    fns = {"sandbox exec -- /bin/true": lambda: _run(cmd)}
+    fns: dict[str, Callable[[], object]] = {"sandbox exec -- /bin/true": lambda: _run(cmd)}
     if peers()["bwrap"]:
         fns["bwrap"] = lambda: _run(BWRAP)
     return interleaved(fns, runs, warmup=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 
 @dataclass
@@ -37,7 +37,7 @@ def measure(name: str, fn: Callable[[], object], runs: int, warmup: int = 3) -> 
     return Sample(name, times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, Sample]:
+def interleaved(fns: Mapping[str, Callable[[], object]], runs: int, warmup: int = 3) -> dict[str, Sample]:
     """Measure several contenders round-robin, so drift in the machine's load
     hits all of them alike (a fair side-by-side in one run)."""
     for fn in fns.values():

@@ -50,7 +50,7 @@ WORKFLOW: dict[str, Any] = {
 
 @action("mwdemo.process")
 def process(ctx: ActionContext) -> None:
-    items = ctx.store.get_list("items")
+    items = ctx.store.get_list("items") or []
     ctx.logger.info(f"processing {len(items)} items with password={ctx.store.get('password')}")
     ctx.store.put("secret_token", {"token": "tok-" + "x" * 8, "scopes": ["read", 2]})
     ctx.store.put("doubled", [i * 2 for i in items])

@@ -45,7 +45,7 @@ def report_process(ctx: ActionContext) -> None:
 
 @action("demo.process_items")
 def process_items(ctx: ActionContext) -> None:
-    items = ctx.store.get_list("items")
+    items = ctx.store.get_list("items") or []
     factor = ctx.store.get_int("multiplier")
     processed = [i * factor for i in items]
     ctx.store.put("processed", processed)
@@ -56,6 +56,8 @@ def process_items(ctx: ActionContext) -> None:
 
 @action("demo.write_report")
 def write_report(ctx: ActionContext) -> None:
+    if ctx.output_dir is None:
+        raise RuntimeError("demo.write_report needs an output directory")
     path = Path(ctx.output_dir) / "report.txt"
     path.write_text(f"total={ctx.store.get_int('total')}\n", encoding="utf-8")
     ctx.store.put("report_file", str(path))

@@ -124,10 +124,9 @@ class Channel:
                     raise ProtocolError("stream ended inside a frame")
                 return None
             for msg in self._decoder.feed(data):
-                if self.inbound is not None:
-                    msg = self.inbound(msg)
-                if msg is not None:
-                    self._inbox.append(msg)
+                kept = self.inbound(msg) if self.inbound is not None else msg
+                if kept is not None:
+                    self._inbox.append(kept)
         return self._inbox.pop(0)
 
     def fileno(self) -> int:

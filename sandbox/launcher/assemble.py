@@ -18,7 +18,7 @@ from sandbox.launcher.session import SessionState
 from sandbox.policy.model import Policy
 from sandbox.protocol import AuditSummary, ExitReport
 
-_SIGNAL_LIMITS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
+_SIGNAL_LIMITS: dict[int, str] = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
 
 
 def _decode_status(raw: int) -> tuple[int | None, int | None]:
@@ -90,7 +90,7 @@ def _audit_dict(summary: AuditSummary) -> dict[str, Any]:
 
 
 def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
-            mode: str) -> tuple[str, str]:
+            mode: str) -> tuple[R.Status, str]:
     if rep.setup_error is not None:
         se = rep.setup_error
         return R.SETUP_ERROR, se.message if se.layer in se.message else \

@@ -281,7 +281,7 @@ class Broker:
             if iovlen > 1024:
                 return errno.EMSGSIZE
             vec = mem.read(pid, iov, 16 * iovlen) if iovlen else b""
-            parts = []
+            parts: list[bytes] = []
             for i in range(iovlen):
                 base, length = struct.unpack_from("<QQ", vec, 16 * i)
                 if sum(map(len, parts)) + length > MAX_SEND:

@@ -195,9 +195,9 @@ class Executor:
         if target == "/dev/tty":
             # the opener's controlling terminal: the caller has none (setsid, privileges
             # layer), so the kernel says ENXIO; never whatever terminal we might have
-            exc = _err(errno.ENXIO, target)
-            exc.records = [(op, target, True, v.rule)]   # type: ignore[attr-defined]
-            raise exc
+            no_tty = _err(errno.ENXIO, target)
+            no_tty.records = [(op, target, True, v.rule)]   # type: ignore[attr-defined]
+            raise no_tty
         extra = os.O_NOFOLLOW | (os.O_DIRECTORY if loc.slash else 0)
         try:
             fd = self._sys_open(name, sysflags | extra, mode, loc.fd, umask, op, target, v.rule)
@@ -328,7 +328,7 @@ class Executor:
         if name.startswith("mknod") and stat.S_IFMT(req.mode) in (stat.S_IFCHR, stat.S_IFBLK):
             raise Denied(errno.EPERM, "create", posixpath.normpath(req.paths[0]), DEVICE_RULE)
         held: list[int] = []
-        recs: list[Record] = []
+        recs = []
         try:
             finals = []
             for i, ((_, _, op, _), path) in enumerate(zip(S.SPECS[name].slots, req.paths)):

@@ -61,9 +61,9 @@ def encode_addr(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _bound_inodes() -> set[tuple[int, int]]:
+def _bound_inodes() -> set[tuple[int, int, int]]:
     """(major, minor, ino) of every pathname socket bound in this network namespace."""
-    out: set[tuple[int, int]] = set()
+    out: set[tuple[int, int, int]] = set()
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
         req = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, UDIAG_SHOW_VFS,
                           0xFFFFFFFF, 0xFFFFFFFF)
@@ -126,9 +126,10 @@ def execute_net(root: Root, unix_allowed: tuple[str, ...], req: NetRequest, fds:
                 st = os.fstat(held)
                 real = root.fd_path(held)
                 if not stat.S_ISSOCK(st.st_mode):
-                    exc = OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
-                    exc.records = [(op, real, False, "kernel: not a socket")]  # type: ignore[attr-defined]
-                    raise exc
+                    refused = OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+                    refused.records = [(op, real, False,   # type: ignore[attr-defined]
+                                        "kernel: not a socket")]
+                    raise refused
                 if real in unix_allowed:
                     rule = f"network.unix: {real}"
                 elif (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in _bound_inodes():

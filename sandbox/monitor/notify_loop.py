@@ -40,11 +40,14 @@ import json
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
 from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
+
+if TYPE_CHECKING:
+    from sandbox.audit.store import Writer
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
@@ -97,7 +100,7 @@ class AuditLoop:
         self.tally = Tally(self.files)
         self.paths = Paths()
         self.seq = 0
-        self.writer = None
+        self.writer: Writer | None = None
         self.db_path: str | None = None
         self.db_error: str | None = None
         self.engine: AuditEngine | None = None
@@ -162,6 +165,7 @@ class AuditLoop:
 
     # -- the loop ----------------------------------------------------------------------------
     def _serve(self) -> None:
+        assert self.listener is not None, "attach() starts the loop"
         recv = self.listener.recv
         cont = self.listener.respond_continue
         specs = self.specs
@@ -215,6 +219,7 @@ class AuditLoop:
     def _violation(self, n: Any) -> None:
         from sandbox.monitor.seccomp_notify import violation_of
         v = violation_of(n, self.table)
+        assert self.listener is not None, "attach() starts the loop"
         try:
             if v is None:   # notified but not audited here: let the layers decide
                 self.listener.respond_continue(n.id)
@@ -222,11 +227,14 @@ class AuditLoop:
             self.listener.respond_error(n.id, errno.EPERM)
         except OSError:
             pass
+        if v is None:
+            return
         self.sup.on_violation(Violation("seccomp", str(v.syscall), int(v.nr),
                                         [int(x) for x in v.args], int(v.pid)))
 
     def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
         """Record the call; True when it was answered here (denied or brokered)."""
+        assert self.listener is not None and self.engine is not None, "audit loop not attached"
         pid, args = n.pid, n.args
         if self._is_init_exec(pid, name, args):
             return False

@@ -52,7 +52,7 @@ class StdioSpec:
                   and all(isinstance(v, int) and 0 <= v < 1 << 16 for v in tty))
         return cls(tuple(bool(r) for r in relay[:3]) if isinstance(relay, (list, tuple))
                    and len(relay) == 3 else (True, True, True),  # type: ignore[arg-type]
-                   (int(tty[0]), int(tty[1])) if ok_tty else None)
+                   (int(tty[0]), int(tty[1])) if ok_tty and tty is not None else None)
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:

@@ -114,7 +114,7 @@ def _rights_at(policy: Policy, path: str) -> set[str]:
 def _order(name: str, order: dict[str, int], va: object, vb: object, why: list[str]) -> None:
     if va not in order or vb not in order:
         why.append(f"{name}: unknown value {va!r} or {vb!r}")
-    elif order[va] > order[vb]:          # type: ignore[index]
+    elif order[va] > order[vb]:
         why.append(f"{name}: {va!r} is looser than {vb!r}")
 
 

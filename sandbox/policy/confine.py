@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
@@ -99,8 +99,9 @@ def _meet_network(child: NetworkPolicy, ceiling: NetworkPolicy) -> NetworkPolicy
 
 def derive(child: Policy, ceiling: Policy) -> Policy:
     """`child` with every non-path setting met with `ceiling`'s and its denies added."""
-    lim = replace(child.limits, **{k: _min_limit(getattr(child.limits, k),
-                                                 getattr(ceiling.limits, k)) for k in LIMIT_KEYS})
+    met: dict[str, Any] = {k: _min_limit(getattr(child.limits, k), getattr(ceiling.limits, k))
+                           for k in LIMIT_KEYS}
+    lim = replace(child.limits, **met)
     cs, ps = child.syscalls, ceiling.syscalls
     deny = tuple(dict.fromkeys((*cs.deny, *ps.deny)))
     sys_ = replace(cs, profile=_tighter(PROFILE_ORDER, cs.profile, ps.profile),

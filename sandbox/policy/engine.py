@@ -52,12 +52,15 @@ import os
 import re
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
 from sandbox.policy.credentials import store_of
 from sandbox.policy.model import Policy
+
+if TYPE_CHECKING:
+    from sandbox.policy.plan import FsPlan
 from sandbox.policy.variables import is_resolved
 
 OPERATIONS = ("read", "write", "create", "delete", "exec", "metadata")
@@ -337,7 +340,9 @@ def engine_for(policy: Policy) -> Engine:
     if hit is not None and hit[0]() is policy:
         return hit[1]
     eng = Engine(policy)
-    _engines[key] = (weakref.ref(policy, lambda _r, k=key: _engines.pop(k, None)), eng)
+    def forget(_ref: object, k: int = key) -> None:
+        _engines.pop(k, None)
+    _engines[key] = (weakref.ref(policy, forget), eng)
     return eng
 
 
@@ -347,7 +352,7 @@ def decide(policy: Policy, operation: str, path: str, *,
     return engine_for(policy).decide(operation, path, resolve_link=resolve_link)
 
 
-def build_plan(policy: Policy, **kwargs: object):  # type: ignore[no-untyped-def]
+def build_plan(policy: Policy, **kwargs: Any) -> FsPlan:
     """See `sandbox.policy.planner.build_plan` (re-exported here, where plan.py points)."""
     from sandbox.policy.planner import build_plan as _build_plan
-    return _build_plan(policy, **kwargs)  # type: ignore[arg-type]
+    return _build_plan(policy, **kwargs)

@@ -110,16 +110,20 @@ class _Checker:
                     return units.parse_duration(value)
                 return _count(value)
             except ValueError as exc:
-                return self.err(key, str(exc))
+                self.err(key, str(exc))
+                return None
         if k == "env_table":
             if not isinstance(value, dict):
-                return self.err(key, f"must be a table of strings, got {_tname(value)}")
+                self.err(key, f"must be a table of strings, got {_tname(value)}")
+                return None
             ok = True
             for name, v in value.items():
                 if not _ENV_NAME.match(name):
-                    ok = bool(self.err(f"{key}.{name}", "not a valid environment variable name"))
+                    self.err(f"{key}.{name}", "not a valid environment variable name")
+                    ok = False
                 elif not isinstance(v, str):
-                    ok = bool(self.err(f"{key}.{name}", f"must be a string, got {_tname(v)}"))
+                    self.err(f"{key}.{name}", f"must be a string, got {_tname(v)}")
+                    ok = False
             return dict(value) if ok else None
         # the list kinds
         if not isinstance(value, list):
@@ -397,7 +401,7 @@ def _fingerprint(files: list[tuple[str, int, int, int]],
                  search_path: list[str] | None) -> tuple:
     """What a cached policy depends on: its files, and the search path's directories
     (a new file there could shadow a name that `extends` resolves)."""
-    dirs = []
+    dirs: list[tuple[str, int | None, int | None]] = []
     for d in (search_path if search_path is not None else default_search_path()):
         try:
             st = os.stat(d)

@@ -15,7 +15,7 @@ import secrets as _secrets
 import shutil
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from sandbox.errors import InputError
 from sandbox.service.config import ServiceConfig
@@ -133,7 +133,7 @@ class Runs:
                                 "its limit")
 
     def submit(self, req: RunRequest, token: TokenRow, idem_key: str | None,
-               uploads: list[tuple[str, bytes, bool]] = ()) -> tuple[RunRow, bool]:
+               uploads: Sequence[tuple[str, bytes, bool]] = ()) -> tuple[RunRow, bool]:
         """Persist a new run (or return the one this idempotency key made);
         (row, created). Raises InputError, Forbidden, QuotaExceeded."""
         if idem_key is not None:
