@@ -10,7 +10,10 @@
 # pass: the unprivileged pass deselects them through SANDBOX_ROOT_ONLY_MARKERS
 # (tests/conftest.py; an environment variable rather than -m, so that a -m the
 # caller passes still applies). They test the page, not the isolation layers,
-# and one headless Chromium per CI run is enough.
+# and one headless Chromium per CI run is enough. Likewise mypy (marker
+# `typecheck`, tests/test_typecheck.py, configured by [tool.mypy] in
+# pyproject.toml): the types do not depend on the user; its line "== mypy ..."
+# in the root pass says what it checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,7 +35,7 @@ if [ "$(id -u)" -eq 0 ]; then
     status=0
     (cd "$COPY" && setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups \
         env -i HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" PATH=/usr/local/bin:/usr/bin:/bin \
-        LANG=C.UTF-8 SANDBOX_ROOT_ONLY_MARKERS="browser" "$COPY/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@") || status=$?
+        LANG=C.UTF-8 SANDBOX_ROOT_ONLY_MARKERS="browser typecheck" "$COPY/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@") || status=$?
     rm -rf "$COPY"
     exit $status
 fi

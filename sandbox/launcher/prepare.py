@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import sandbox
 from sandbox.launcher import workdir_cow
@@ -19,6 +19,11 @@ from sandbox.isolation.context import RunPaths
 from sandbox.launcher.output_path import private_dir
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
+
+if TYPE_CHECKING:
+    from threading import Event
+
+    from sandbox.policy.confine import Ceiling
 
 DEFAULT_POLICY = "default"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -184,8 +189,8 @@ def hide(policy: Policy, paths: RunPaths, hidden: Sequence[str]) -> Policy:
 
 def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             output_dir: str | None, env: Mapping[str, str] | None, ipc_fd: int,
-            code_paths: Sequence[str] = (), ceilings: Sequence[Any] = (),
-            cancel: Any = None, hidden: Sequence[str] = ()) -> Prepared:
+            code_paths: Sequence[str] = (), ceilings: Sequence[Ceiling] = (),
+            cancel: Event | None = None, hidden: Sequence[str] = ()) -> Prepared:
     """`ceilings` (`sandbox.policy.confine.Ceiling`): policies this run may not
     exceed, checked on the resolved policy and on the plan (a nested spawn's
     parent, a before_spawn hook's input); a run with a ceiling that grants

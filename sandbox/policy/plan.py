@@ -11,7 +11,9 @@ with each other, nor with `decide`, which reads the same rules.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Mapping
+
+from sandbox.jsontypes import JSON, JSONObject
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,51 @@ class FsPlan:
     output_size: int = 256 * 1024 * 1024
     output_inodes: int = 16384
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rules": [asdict(r) for r in self.rules], "masks": list(self.masks),
+    def to_dict(self) -> JSONObject:
+        rules: list[JSON] = [asdict(r) for r in self.rules]
+        masks: list[JSON] = list(self.masks)
+        return {"rules": rules, "masks": masks,
                 "tmp_size": self.tmp_size, "output": self.output,
                 "output_size": self.output_size, "output_inodes": self.output_inodes,
                 "scratch_exec": self.scratch_exec}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FsPlan":
-        return cls(rules=tuple(FsRule(**r) for r in d.get("rules", ())),
-                   masks=tuple(d.get("masks", ())), tmp_size=int(d.get("tmp_size", 64 << 20)),
-                   output=str(d.get("output", "")),
-                   output_size=int(d.get("output_size", 256 << 20)),
-                   output_inodes=int(d.get("output_inodes", 16384)),
-                   scratch_exec=bool(d.get("scratch_exec", False)))
+    def from_dict(cls, d: Mapping[str, JSON]) -> "FsPlan":
+        """The plan `to_dict` made (it crosses to the monitor in the spec); ValueError
+        for any other shape."""
+        rules, masks = d.get("rules", []), d.get("masks", [])
+        if not isinstance(rules, list) or not isinstance(masks, list):
+            raise ValueError("fs_plan: rules and masks must be lists")
+        return cls(rules=tuple(_rule(r) for r in rules),
+                   masks=tuple(_str(m) for m in masks),
+                   tmp_size=_int(d.get("tmp_size", 64 << 20)),
+                   output=_str(d.get("output", "")),
+                   output_size=_int(d.get("output_size", 256 << 20)),
+                   output_inodes=_int(d.get("output_inodes", 16384)),
+                   scratch_exec=_bool(d.get("scratch_exec", False)))
+
+
+def _str(v: JSON) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"fs_plan: expected a string, got {type(v).__name__}")
+    return v
+
+
+def _int(v: JSON) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"fs_plan: expected an integer, got {type(v).__name__}")
+    return v
+
+
+def _bool(v: JSON) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"fs_plan: expected true or false, got {type(v).__name__}")
+    return v
+
+
+def _rule(r: JSON) -> FsRule:
+    if not isinstance(r, dict):
+        raise ValueError("fs_plan: a rule must be an object")
+    return FsRule(path=_str(r.get("path")), read=_bool(r.get("read", True)),
+                  write=_bool(r.get("write", False)), exec=_bool(r.get("exec", False)),
+                  rule=_str(r.get("rule", "")), cow=_bool(r.get("cow", False)))

@@ -217,7 +217,8 @@ class Runs:
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
             lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
                 if ceiling is not None else None
-            publish = lambda type_, data: self.bus.publish(row.id, type_, data)  # noqa: E731
+            def publish(type_: str, data: dict[str, Any]) -> None:
+                self.bus.publish(row.id, type_, data)
             output = OutputStream(publish, secrets)
 
             def on_message(msg: Any, _info: Any) -> None:
