@@ -71,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true",
                    help="allow plain HTTP on a non-loopback address")
     p.add_argument("--allow-root", action="store_true", help="serve as root (warns)")
+    p.add_argument("--broker", metavar="redis://HOST:PORT/DB", default=None,
+                   help="hand runs to `sandbox worker` processes through Dramatiq on this "
+                        "Redis instead of running them here (docs/scaling.md)")
+    p.add_argument("--lease", type=_duration, default=10.0, metavar="SECONDS",
+                   help="with --broker: a worker's lease on a run; a worker silent this "
+                        "long is declared lost (default 10s)")
     p.set_defaults(func=run)
 
 
@@ -86,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_concurrent < 1 or args.max_queued < 0 or args.max_body < 1024:
         raise InputError("--max-concurrent must be >= 1, --max-queued >= 0, "
                          "--max-body >= 1024")
+    if args.broker is not None:
+        from sandbox.cli.worker_cmd import check_broker
+        check_broker(args.broker)
     if os.geteuid() == 0:
         if not args.allow_root:
             raise InputError("refusing to serve as root: give --allow-root (every sandbox "
@@ -100,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                          f"(pip install 'sandbox[service]'): {exc}") from None
     config = ServiceConfig(state=args.state or default_state(), host=host, port=port,
                            max_concurrent=args.max_concurrent, max_queued=args.max_queued,
-                           max_body=args.max_body, retain=args.retain)
+                           max_body=args.max_body, retain=args.retain,
+                           broker=args.broker, lease_ms=int(args.lease * 1000))
     app = create_app(config)
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host

@@ -48,7 +48,7 @@ class Service:
     store: Store
     bus: Bus
     runs: Runs
-    queue: RunQueue
+    queue: Any          # RunQueue, or scaleout.dispatch.BrokerQueue with --broker
     admin_file: str
     launcher: Any = None
     rate: Any = None     # sandbox.service.ratelimit.RateLimiter
@@ -140,7 +140,12 @@ def build_service(config: ServiceConfig) -> Service:
     admin_file = auth.ensure_admin(store, config.state)
     bus = Bus(store)
     runs = Runs(store, bus, config)
-    queue = RunQueue(store, bus, config, runs.execute)
+    queue: Any
+    if config.broker:    # scale-out: the same interface, Dramatiq workers as executors
+        from sandbox.service.scaleout.dispatch import BrokerQueue
+        queue = BrokerQueue(store, bus, config, config.broker, lease_ms=config.lease_ms)
+    else:
+        queue = RunQueue(store, bus, config, runs.execute)
     from sandbox.service.metrics import Metrics
     from sandbox.service.ratelimit import RateLimiter
     metrics = Metrics(store, queue.running_count)

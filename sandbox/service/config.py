@@ -30,6 +30,8 @@ class ServiceConfig:
     retain: float | None = None      # seconds a finished run is kept (None: forever)
     default_policy: str = "default"
     hostname: str = field(default_factory=socket.gethostname)
+    broker: str | None = None        # redis://... : runs go to `sandbox worker`s (scaling.md)
+    lease_ms: int = 10000            # a worker's lease on a run, renewed every lease/4
 
     @property
     def db_path(self) -> str:

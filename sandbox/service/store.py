@@ -306,6 +306,18 @@ class Store:
     def set_result(self, run_id: str, result: dict[str, Any]) -> None:
         self._x("UPDATE runs SET result=? WHERE id=?", (json.dumps(result), run_id))
 
+    def mark_started(self, run_id: str, attempt: int, host: str, at: float) -> bool:
+        """A worker on `host` started `attempt` (scale-out: the claim was the dispatch)."""
+        return self._x("UPDATE runs SET host=?, started_at=? WHERE id=? AND attempts=? "
+                       "AND status='running'", (host, at, run_id, attempt)) > 0
+
+    def requeue(self, run_id: str, attempt: int) -> bool:
+        """running -> queued when `attempt` lost its executor and retries are left
+        (attempts <= retries); False otherwise (the caller then ends it lost)."""
+        return self._x("UPDATE runs SET status='queued', started_at=NULL WHERE id=? "
+                       "AND attempts=? AND status='running' AND attempts<=retries",
+                       (run_id, attempt)) > 0
+
     def fail_queued(self, run_id: str, status: str, reason: str, now: float) -> bool:
         return self._x("UPDATE runs SET status=?, reason=?, finished_at=? "
                        "WHERE id=? AND status='queued'", (status, reason, now, run_id)) > 0

@@ -1,0 +1,242 @@
+"""The server's queue when a broker is configured: the same interface as the
+in-process `sandbox.service.queue.RunQueue`, with Dramatiq workers as executors.
+
+- **Dispatch.** The store stays the queue of record. A dispatcher thread claims
+  queued runs (honouring each token's `max_concurrent`, as the in-process
+  queue does) with a new attempt number and enqueues one Dramatiq message per
+  attempt, carrying the request, the input files and the secret values (which
+  are never written to the store; they live in Redis until the message is
+  acknowledged).
+- **Leases.** A reaper thread looks at every running run: an attempt that a
+  worker started (its `started` mark) but whose lease is gone without a `done`
+  mark lost its worker. With retries left it goes back to the queue (the next
+  claim is attempt n+1); otherwise it ends `lost`. A Redis error is never read
+  as a dead worker.
+- **After a server restart** nothing is declared lost: workers keep running
+  and reporting. A run claimed but never started is enqueued again under the
+  same attempt (its `started` mark makes a duplicate message harmless).
+- **Cancel.** A queued run ends here; a dispatched one gets the run's cancel
+  key, which the worker holding the lease polls.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import threading
+import time
+from typing import Any
+
+from sandbox.service.config import ServiceConfig
+from sandbox.service.events import Bus
+from sandbox.service.scaleout import keys
+from sandbox.service.scaleout.messages import InputFile, Job
+from sandbox.service.scaleout.reports import ReportApplier
+from sandbox.service.store import RunRow, Store
+
+log = logging.getLogger("sandbox.service")
+
+DEFAULT_LEASE_MS = 10000
+
+
+class BrokerQueue:
+    def __init__(self, store: Store, bus: Bus, config: ServiceConfig, broker_url: str,
+                 lease_ms: int = DEFAULT_LEASE_MS) -> None:
+        import redis
+        from dramatiq.brokers.redis import RedisBroker
+        self.store, self.bus, self.config = store, bus, config
+        self.lease_ms = lease_ms
+        self.redis = redis.Redis.from_url(broker_url)
+        self.broker = RedisBroker(url=broker_url, middleware=[])
+        self.reports = ReportApplier(self.redis, store, bus, config.output_dir,
+                                     consumer=f"server-{config.hostname}")
+        self._cond = threading.Condition()
+        self._secrets: dict[str, dict[str, str]] = {}
+        self._limits: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifetime -------------------------------------------------------------
+    def start(self) -> tuple[list[str], list[str]]:
+        self.redis.ping()
+        self.reports.start()
+        redispatched = self._redispatch_unstarted()
+        for target, name in ((self._dispatch_loop, "dispatch"), (self._reap_loop, "reaper")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return redispatched, []
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self.reports.stop()
+
+    # -- from the API ---------------------------------------------------------
+    def submitted(self, run_id: str, secrets: dict[str, str]) -> None:
+        with self._cond:
+            if secrets:
+                self._secrets[run_id] = dict(secrets)
+            self._cond.notify()
+
+    def cancel(self, run_id: str) -> bool:
+        done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
+                                      time.time())
+        if done:
+            with self._cond:
+                self._secrets.pop(run_id, None)
+            self.bus.publish(run_id, "exit", {"status": "cancelled",
+                                              "reason": "cancelled before it started"})
+            self.bus.forget(run_id)
+            return True
+        row = self.store.run(run_id)
+        if row is None or row.status != "running":
+            return False
+        self.redis.set(keys.cancel(run_id), "1", ex=keys.MARK_TTL)
+        return True
+
+    def running_count(self) -> int:
+        return self.store.count("running")
+
+    def forget_token(self, token_id: str) -> None:
+        with self._cond:
+            self._limits.pop(token_id, None)
+
+    def extra(self) -> dict[str, Any]:
+        depth = {}
+        for q in self.broker.get_declared_queues() or {keys.DEFAULT_QUEUE}:
+            try:
+                depth[q] = int(self.redis.llen(f"dramatiq:{q}"))
+            except Exception:
+                pass
+        return {"running": self.running_count(), "broker_queues": depth}
+
+    # -- dispatch -------------------------------------------------------------
+    def _limit(self, token_id: str) -> int:
+        lim = self._limits.get(token_id)
+        if lim is None:
+            tok = self.store.token(token_id)
+            lim = tok.max_concurrent if tok is not None else 1
+            self._limits[token_id] = lim
+        return lim
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self._dispatch_some()
+            except Exception as exc:
+                log.warning("dispatch: %s; retrying", exc)
+                sent = 0
+                self._stop.wait(0.5)
+            if not sent:
+                with self._cond:
+                    self._cond.wait(0.2)
+
+    def _dispatch_some(self) -> int:
+        running: dict[str, int] = {}
+        for row in self.store.list_runs(status="running", limit=100000):
+            running[row.token_id] = running.get(row.token_id, 0) + 1
+        sent = 0
+        for run_id, token_id in self.store.queued():
+            if self._stop.is_set():
+                break
+            if running.get(token_id, 0) >= self._limit(token_id):
+                continue
+            attempt = self.store.claim(run_id, time.time())
+            if attempt is None:
+                continue
+            running[token_id] = running.get(token_id, 0) + 1
+            row = self.store.run(run_id)
+            if row is None:
+                continue
+            with self._cond:
+                secrets = self._secrets.pop(run_id, {})
+            shutil.rmtree(self.config.output_dir(run_id), ignore_errors=True)
+            self._enqueue(row, attempt, secrets)
+            sent += 1
+        return sent
+
+    def _job(self, row: RunRow, attempt: int, secrets: dict[str, str]) -> Job:
+        tok = self.store.token(row.token_id)
+        files = []
+        inp = self.config.input_dir(row.id)
+        for name in row.request.get("files") or []:
+            path = os.path.join(inp, name)
+            with open(path, "rb") as f:   # written by the service itself, never by a run
+                data = f.read()
+            files.append(InputFile(name=name, content_b64=base64.b64encode(data).decode(),
+                                   executable=bool(os.stat(path).st_mode & 0o100)))
+        return Job(run_id=row.id, attempt=attempt, kind=row.kind,  # type: ignore[arg-type]
+                   request=row.request, token_id=row.token_id,
+                   token_name=tok.name if tok is not None else "(deleted)",
+                   ceiling=tok.ceiling if tok is not None else None,
+                   has_secrets=row.has_secrets, secret_env=secrets, files=files,
+                   lease_ms=self.lease_ms)
+
+    def _enqueue(self, row: RunRow, attempt: int, secrets: dict[str, str]) -> None:
+        from dramatiq import Message
+        job = self._job(row, attempt, secrets)
+        queue = keys.queue_for(row.request.get("labels"))
+        self.broker.declare_queue(queue)
+        self.broker.enqueue(Message(queue_name=queue, actor_name=keys.ACTOR,
+                                    args=(job.model_dump(),), kwargs={}, options={}))
+
+    def _redispatch_unstarted(self) -> list[str]:
+        """After a restart: running runs whose attempt never started (the server died
+        between claim and enqueue, or the message is still queued) are enqueued
+        again under the same attempt; the worker's `started` mark drops the
+        duplicate."""
+        again = []
+        for row in self.store.list_runs(status="running", limit=100000):
+            if not self.redis.exists(keys.started(row.id, row.attempts)):
+                self._enqueue(row, row.attempts, {})
+                again.append(row.id)
+        return again
+
+    # -- leases ---------------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.lease_ms / 4000)):
+            try:
+                self.reap()
+            except Exception as exc:
+                log.warning("lease check: %s; retrying", exc)
+
+    def reap(self) -> list[str]:
+        """End or re-queue every running attempt whose worker stopped renewing."""
+        rows = self.store.list_runs(status="running", limit=100000)
+        if not rows:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.exists(keys.started(row.id, row.attempts))
+            pipe.exists(keys.lease(row.id, row.attempts))
+            pipe.exists(keys.done(row.id, row.attempts))
+        flags = pipe.execute()
+        dead = []
+        for i, row in enumerate(rows):
+            started, leased, done = flags[3 * i: 3 * i + 3]
+            if started and not leased and not done:
+                dead.append(row)
+        ended = []
+        for row in dead:
+            host = self.redis.get(keys.started(row.id, row.attempts))
+            who = host.decode(errors="replace") if host else "its worker"
+            if self.store.requeue(row.id, row.attempts):
+                log.warning("run %s: %s stopped renewing the lease of attempt %d; re-queued",
+                            row.id, who, row.attempts)
+                self.bus.publish(row.id, "queued", {"status": "queued",
+                                                    "reason": f"{who} was lost; retrying"})
+                with self._cond:
+                    self._cond.notify()
+            elif self.store.finish(row.id, row.attempts, "lost",
+                                   f"its worker ({who}) stopped renewing its lease; "
+                                   "no retries were allowed", None, time.time()):
+                self.bus.publish(row.id, "exit", {"status": "lost", "exit_code": None,
+                                                  "reason": f"its worker ({who}) was lost"})
+                self.bus.forget(row.id)
+            ended.append(row.id)
+        return ended

@@ -1,0 +1,141 @@
+"""The server's side of the report stream: what workers send becomes the store's
+record and the run's events.
+
+One consumer group on one stream: an entry is acknowledged (and deleted) only
+after it was applied, so a server killed mid-way applies it again on restart.
+Every report is fenced: it changes a run only while the run's current attempt
+is the report's (a re-queued or lost run ignores its old worker). Output file
+names are checked again here (`files.write_input`: relative, no `..`, no
+link followed); content arrives in chunks and is written when the last one
+does.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from sandbox.errors import InputError
+from sandbox.service.events import Bus
+from sandbox.service.scaleout import keys
+from sandbox.service.scaleout.messages import Report
+from sandbox.service.store import Store
+
+log = logging.getLogger("sandbox.service")
+
+MAX_PENDING_FILE = 64 * 1024 * 1024     # bytes of one output file held while it arrives
+
+
+class ReportApplier:
+    def __init__(self, redis: Any, store: Store, bus: Bus, output_dir: Any,
+                 consumer: str) -> None:
+        self.redis, self.store, self.bus = redis, store, bus
+        self.output_dir = output_dir          # run id -> its output directory
+        self.consumer = consumer
+        self._files: dict[tuple[str, int, str], bytearray] = {}
+        self._finished: set[tuple[str, int]] = set()   # finishes this server applied
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            self.redis.xgroup_create(keys.REPORTS, keys.GROUP, id="0", mkstream=True)
+        except Exception as exc:          # BUSYGROUP: it exists
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="reports")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        pending = True            # first what this consumer read but never acknowledged
+        while not self._stop.is_set():
+            try:
+                got = self.redis.xreadgroup(keys.GROUP, self.consumer,
+                                            {keys.REPORTS: "0" if pending else ">"},
+                                            count=200, block=None if pending else 500)
+                entries = got[0][1] if got else []
+                if pending and not entries:
+                    pending = False
+                    continue
+                for entry_id, fields in entries:
+                    self._apply_entry(fields)
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.xack(keys.REPORTS, keys.GROUP, entry_id)
+                    pipe.xdel(keys.REPORTS, entry_id)
+                    pipe.execute()
+            except Exception as exc:       # Redis away: try again; nothing was acknowledged
+                if not self._stop.is_set():
+                    log.warning("report stream: %s; retrying", exc)
+                    pending = True
+                    self._stop.wait(0.5)
+
+    def _apply_entry(self, fields: dict[bytes, bytes]) -> None:
+        try:
+            rep = Report.decode(fields)
+        except (KeyError, ValidationError, ValueError) as exc:
+            log.warning("a malformed report was dropped: %s", exc)
+            return
+        try:
+            self.apply(rep)
+        except InputError as exc:
+            log.warning("run %s: a report was refused: %s", rep.run_id, exc)
+
+    def apply(self, rep: Report) -> None:
+        row = self.store.run(rep.run_id)
+        if row is None or row.attempts != rep.attempt:
+            return                        # deleted, or an attempt that is no longer current
+        if rep.type == "started":
+            self.store.mark_started(rep.run_id, rep.attempt, rep.host, rep.at)
+            self.bus.publish(rep.run_id, "started", {**rep.data, "host": rep.host})
+        elif rep.type == "file":
+            self._file(rep)
+        elif rep.type == "finish":
+            d = rep.data
+            result = d.get("result")
+            if isinstance(result, dict):
+                result = {**result, "host": rep.host, "attempt": rep.attempt}
+            if self.store.finish(rep.run_id, rep.attempt, str(d.get("status")),
+                                 d.get("reason"), result,
+                                 float(d.get("finished_at") or rep.at)):
+                self._finished.add((rep.run_id, rep.attempt))
+        else:
+            if rep.type == "exit":
+                # the exit of the finish applied above (or, after a restart, of a run
+                # that ended with this attempt and was not declared lost meanwhile)
+                if (rep.run_id, rep.attempt) in self._finished or row.status not in (
+                        "running", "queued", "lost"):
+                    self._finished.discard((rep.run_id, rep.attempt))
+                    self.bus.publish(rep.run_id, "exit", rep.data)
+                    self.bus.forget(rep.run_id)
+            elif row.status == "running":
+                self.bus.publish(rep.run_id, rep.type, rep.data)
+
+    def _file(self, rep: Report) -> None:
+        from sandbox.service.files import write_input
+        d = rep.data
+        path = str(d.get("path", ""))
+        key = (rep.run_id, rep.attempt, path)
+        buf = self._files.setdefault(key, bytearray())
+        if int(d.get("offset", -1)) != len(buf):
+            self._files.pop(key, None)
+            raise InputError(f"output {path!r}: chunk out of order")
+        buf += base64.b64decode(str(d.get("b64", "")))
+        if len(buf) > MAX_PENDING_FILE:
+            self._files.pop(key, None)
+            raise InputError(f"output {path!r}: over {MAX_PENDING_FILE} bytes")
+        if not d.get("last"):
+            return
+        data = bytes(self._files.pop(key))
+        out = self.output_dir(rep.run_id)
+        os.makedirs(out, mode=0o700, exist_ok=True)
+        write_input(out, path, data, bool(d.get("executable")))

@@ -1,0 +1,247 @@
+"""`sandbox worker`: one host's executor of runs the API server hands out through
+Dramatiq on Redis.
+
+A worker runs each message with the same code the single-machine service uses
+(`sandbox.service.runs.Runs.execute`), given a store and an event bus that
+are stand-ins for the server's: every event it would publish and the final
+result it would store become Reports on the Redis stream, and the server
+applies them (fenced by the attempt). Before the result, the run's outputs
+travel the same way, regular files only, never following a link the run
+planted. The worker's local copies of a run's inputs and outputs are deleted
+when the attempt ends: the server's store is the one record.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sandbox.service.scaleout import keys
+from sandbox.service.scaleout.lease import Lease
+from sandbox.service.scaleout.messages import MAX_CHUNK, Job, Report
+
+log = logging.getLogger("sandbox.worker")
+
+MAX_SHIPPED = 256 * 1024 * 1024    # bytes of outputs one attempt sends back
+REPORT_RETRY = 120.0               # seconds a report is retried while Redis is away
+
+
+@dataclass
+class WorkerConfig:
+    broker: str
+    state: str
+    host: str = field(default_factory=socket.gethostname)
+    concurrency: int = 2
+    queues: tuple[str, ...] = (keys.DEFAULT_QUEUE,)
+    lease_ms: int = 10000
+    heartbeat_ms: int = 15000          # Dramatiq's dead-worker detection
+    idle_poll_ms: int = 100            # longest idle back-off of the consumer
+
+
+class Reporter:
+    """Sends one attempt's reports, retrying while Redis is unreachable."""
+
+    def __init__(self, redis: Any, job: Job, host: str) -> None:
+        self.redis, self.job, self.host = redis, job, host
+
+    def send(self, type_: str, data: dict[str, Any]) -> None:
+        rep = Report(run_id=self.job.run_id, attempt=self.job.attempt, host=self.host,
+                     type=type_, data=data, at=time.time())  # type: ignore[arg-type]
+        fields = rep.encode()
+        deadline = time.monotonic() + REPORT_RETRY
+        delay = 0.05
+        while True:
+            try:
+                self.redis.xadd(keys.REPORTS, fields)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("run %s: report %s lost: %s", self.job.run_id, type_, exc)
+                    return
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+
+class _JobBus:
+    """What Runs.execute publishes to: the Redis stream."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def publish(self, run_id: str, type_: str, data: dict[str, Any],
+                persist: bool = True) -> None:
+        self.reporter.send(type_, data)
+
+    def forget(self, run_id: str) -> None:
+        pass
+
+
+class _JobStore:
+    """What Runs.execute reads and writes of a store, for one job."""
+
+    def __init__(self, job: Job, reporter: Reporter, output_dir: str) -> None:
+        self.job, self.reporter, self.output_dir = job, reporter, output_dir
+
+    def token(self, token_id: str) -> Any:
+        from sandbox.service.store import TokenRow
+        j = self.job
+        return TokenRow(id=j.token_id, name=j.token_name, hash="", ceiling=j.ceiling,
+                        max_concurrent=1, max_queued=0, rate=None, admin=False,
+                        created_at=0.0, revoked_at=None)
+
+    def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
+               result: dict[str, Any] | None, finished_at: float) -> bool:
+        shipped = ship_outputs(self.output_dir, self.reporter)
+        self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
+                                      "finished_at": finished_at, "outputs": shipped})
+        return True
+
+
+def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
+    """Send every regular file under `root` (no link followed), in chunks."""
+    files = sent = skipped = 0
+    if not os.path.isdir(root):
+        return {"files": 0, "bytes": 0, "skipped": 0}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                skipped += 1     # a symlink, a fifo that went away, ...
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or sent + st.st_size > MAX_SHIPPED:
+                    skipped += 1
+                    continue
+                executable = bool(st.st_mode & 0o100)
+                offset = 0
+                while True:
+                    chunk = os.read(fd, MAX_CHUNK)
+                    last = len(chunk) < MAX_CHUNK
+                    reporter.send("file", {"path": rel, "offset": offset, "last": last,
+                                           "executable": executable,
+                                           "b64": base64.b64encode(chunk).decode("ascii")})
+                    offset += len(chunk)
+                    if last:
+                        break
+                files += 1
+                sent += offset
+            finally:
+                os.close(fd)
+    return {"files": files, "bytes": sent, "skipped": skipped}
+
+
+class Worker:
+    """The executor behind the Dramatiq actor: one per `sandbox worker` process."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        import redis
+        from sandbox.service.config import ServiceConfig, prepare_state
+        self.config = config
+        self.redis = redis.Redis.from_url(config.broker)
+        self.service_config = ServiceConfig(state=prepare_state(config.state),
+                                            hostname=config.host)
+        self.launcher: Any = None
+        self._launcher_lock = threading.Lock()
+
+    def _get_launcher(self) -> Any:
+        with self._launcher_lock:
+            if self.launcher is None:
+                from sandbox.launcher.launcher import Launcher
+                self.launcher = Launcher(max_concurrent=self.config.concurrency,
+                                         audit_db=self.service_config.audit_dir,
+                                         history=False, capture_output=True)
+            return self.launcher
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """The actor's body: run one attempt (or do nothing for a redelivery)."""
+        from sandbox.service.files import write_input
+        from sandbox.service.runs import Runs, decode_b64
+        from sandbox.service.store import RunRow
+        job = Job.model_validate(message)
+        cancel = threading.Event()
+        lease = Lease(self.redis, job.run_id, job.attempt, self.config.host, job.lease_ms,
+                      cancel)
+        if not lease.take():
+            log.info("run %s attempt %d already started elsewhere: dropped", job.run_id,
+                     job.attempt)
+            return
+        reporter = Reporter(self.redis, job, self.config.host)
+        cfg = self.service_config
+        rundir = cfg.run_dir(job.run_id)
+        try:
+            lease.start()
+            shutil.rmtree(rundir, ignore_errors=True)
+            os.makedirs(cfg.input_dir(job.run_id), mode=0o700)
+            for f in job.files:
+                write_input(cfg.input_dir(job.run_id), f.name,
+                            decode_b64(f.content_b64, f"files[{f.name}]"), f.executable)
+            row = RunRow(seq=0, id=job.run_id, token_id=job.token_id, status="running",
+                         kind=job.kind, request=job.request, policy=None, created_at=0.0,
+                         started_at=time.time(), finished_at=None, attempts=job.attempt,
+                         retries=0, reason=None, result=None, host=self.config.host,
+                         idem_key=None, has_secrets=job.has_secrets)
+            runs = Runs(cast(Any, _JobStore(job, reporter, cfg.output_dir(job.run_id))),
+                        cast(Any, _JobBus(reporter)), cfg)
+            runs.launcher = self._get_launcher()
+            if lease.cancelled():
+                runs._end(row, job.attempt, "cancelled", "cancelled before it started", None)
+                return
+            runs.execute(row, job.attempt, cancel, dict(job.secret_env))
+        except Exception as exc:     # report, never leave the server guessing
+            log.exception("run %s attempt %d failed in the worker", job.run_id, job.attempt)
+            reporter.send("finish", {"status": "setup_error", "result": None,
+                                     "reason": f"the worker on {self.config.host} failed: "
+                                               f"{exc.__class__.__name__}: {exc}",
+                                     "finished_at": time.time()})
+            reporter.send("exit", {"status": "setup_error", "reason": "worker failure",
+                                   "exit_code": None})
+        finally:
+            lease.finish()
+            shutil.rmtree(rundir, ignore_errors=True)
+
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
+
+
+def serve(config: WorkerConfig) -> int:
+    """Consume until SIGTERM or SIGINT; finish the runs in hand, then exit 0."""
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+    w = Worker(config)
+    w.redis.ping()      # fail now, with the URL, rather than in a consumer thread
+    broker = RedisBroker(url=config.broker, middleware=[],
+                         heartbeat_timeout=config.heartbeat_ms,
+                         maintenance_chance=100_000)   # 10% of commands: dead workers seen soon
+    dramatiq.actor(w.handle, broker=broker, actor_name=keys.ACTOR,
+                   queue_name=config.queues[0])   # no Retries middleware: the server re-queues
+    for q in config.queues:
+        broker.declare_queue(q)
+    consumer = dramatiq.Worker(broker, queues=set(config.queues),
+                               worker_threads=config.concurrency,
+                               worker_timeout=config.idle_poll_ms)
+    consumer.queue_prefetch = config.concurrency   # no hoarding: other hosts get work
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer.start()
+    log.warning("sandbox worker %s: consuming %s from %s with %d slot(s)", config.host,
+                ",".join(config.queues), config.broker, config.concurrency)
+    try:
+        stop.wait()
+    finally:
+        consumer.stop(timeout=600_000)
+        w.close()
+    return 0

@@ -1,0 +1,149 @@
+"""Real parts for the scale-out tests: a redis-server and `sandbox worker`s.
+
+Redis runs from Debian's binary on 127.0.0.1 on a free port, with its data
+(an append-only file, fsync on every write, as docs/scaling.md configures it)
+in the test's directory, so `kill -9` and a restart are the real thing and
+lose only what Redis itself would. Workers are real `sandbox worker`
+processes, each in its own session with its own state directory, home and
+host name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _group_kill(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Redis:
+    dir: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "Redis":
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--protected-mode", "yes", "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis.log"), "rb") as f:
+                return f.read()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        _group_kill(self.proc, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        _group_kill(self.proc, signal.SIGTERM)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.proc = None
+
+
+@dataclass
+class Worker:
+    broker: str
+    root: Path
+    host: str
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Worker":
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home = self.root / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        cmd = [sys.executable, "-m", "sandbox", "worker", "--broker", self.broker,
+               "--state", str(self.root / "state"), "--host-name", self.host, *root,
+               *self.args]
+        log = open(self.root / "worker.log", "ab")
+        env = {**os.environ, "SANDBOX_HOME": str(home)}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def log_tail(self) -> str:
+        try:
+            return (self.root / "worker.log").read_bytes()[-3000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        """SIGKILL the worker process only (not its group): its sandboxes must die
+        with it by themselves (the launcher's lifelines), as on a real crash."""
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        _group_kill(self.proc, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        _group_kill(self.proc, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None

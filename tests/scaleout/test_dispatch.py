@@ -1,0 +1,53 @@
+"""Runs through `sandbox serve --broker` on real workers: they run, each once,
+on the hosts that took them, and the server's API has the whole record."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.redis
+
+
+def wait_final(c: httpx.Client, run_id: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = c.get(f"/v1/runs/{run_id}", params={"wait": 5})
+        r.raise_for_status()
+        v = r.json()
+        if v["status"] not in ("queued", "running"):
+            return v
+    raise AssertionError(f"run {run_id} did not end: {v}")
+
+
+def test_a_run_goes_to_a_worker_and_comes_back(broker_server, start_worker):
+    start_worker("alpha")
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", "echo hi from $0; echo oops >&2"],
+                                     "policy": "default"})
+        assert r.status_code == 202, r.text
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        assert v["host"] == "alpha"
+        assert v["attempts"] == 1
+        assert "hi from sh" in v["result"]["stdout"]
+        assert v["result"]["host"] == "alpha" and v["result"]["attempt"] == 1
+        evs = c.get(f"/v1/runs/{v['id']}/events").text
+        assert "event: started" in evs and "event: exit" in evs and "hi from sh" in evs
+
+
+def test_outputs_come_back_and_planted_links_do_not(broker_server, start_worker):
+    start_worker("alpha")
+    script = ('echo data > "$OUTPUT/a.txt"; mkdir -p "$OUTPUT/sub"; '
+              'printf x > "$OUTPUT/sub/b.bin"; ln -s /etc/shadow "$OUTPUT/shadow"')
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", script], "policy": "default"})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        listing = c.get(f"/v1/runs/{v['id']}/files").json()["items"]
+        paths = {i["path"]: i["kind"] for i in listing}
+        assert paths.get("a.txt") == "file" and paths.get("sub/b.bin") == "file", listing
+        assert "shadow" not in paths          # never shipped: only regular files travel
+        got = c.get(f"/v1/runs/{v['id']}/files/a.txt")
+        assert got.status_code == 200 and got.content == b"data\n"
