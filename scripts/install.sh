@@ -31,6 +31,9 @@ if command -v apt-get >/dev/null; then
     $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
     # The allowlist proxy tests (tests/test_netallow_traffic.py) drive curl through it.
     $SUDO apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
+    # The scale-out tests (tests/scaleout) start their own redis-server on a free
+    # loopback port; the distribution's service is not used (no systemd here).
+    $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
     $SUDO apt-get install -y -qq --no-install-recommends bubblewrap firejail >/dev/null \
         || echo "install.sh: bubblewrap/firejail not installed; sandbox bench will skip them" >&2
 fi

@@ -6,14 +6,15 @@
 #   scripts/test.sh              # everything (slow stress tests included)
 #   scripts/test.sh -m 'not slow'
 #
-# Suites that need a real browser (marker `browser`) run once, in the root
-# pass: the unprivileged pass deselects them through SANDBOX_ROOT_ONLY_MARKERS
-# (tests/conftest.py; an environment variable rather than -m, so that a -m the
-# caller passes still applies). They test the page, not the isolation layers,
-# and one headless Chromium per CI run is enough. Likewise mypy (marker
-# `typecheck`, tests/test_typecheck.py, configured by [tool.mypy] in
-# pyproject.toml): the types do not depend on the user; its line "== mypy ..."
-# in the root pass says what it checked.
+# Suites that need a real browser or a real Redis (markers `browser`, `redis`)
+# run once, in the root pass: the unprivileged pass deselects them through
+# SANDBOX_ROOT_ONLY_MARKERS (tests/conftest.py; an environment variable rather
+# than -m, so that a -m the caller passes still applies). They test the page
+# and the distribution, not the isolation layers, and one headless Chromium and
+# one Redis per CI run are enough. Likewise mypy (marker `typecheck`,
+# tests/test_typecheck.py, configured by [tool.mypy] in pyproject.toml): the
+# types do not depend on the user; its line "== mypy ..." in the root pass says
+# what it checked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,7 +36,7 @@ if [ "$(id -u)" -eq 0 ]; then
     status=0
     (cd "$COPY" && setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups \
         env -i HOME="$(getent passwd "$USER_NAME" | cut -d: -f6)" PATH=/usr/local/bin:/usr/bin:/bin \
-        LANG=C.UTF-8 SANDBOX_ROOT_ONLY_MARKERS="browser typecheck" "$COPY/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@") || status=$?
+        LANG=C.UTF-8 SANDBOX_ROOT_ONLY_MARKERS="browser redis typecheck" "$COPY/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@") || status=$?
     rm -rf "$COPY"
     exit $status
 fi

@@ -39,8 +39,8 @@ def test_a_run_goes_to_a_worker_and_comes_back(broker_server, start_worker):
 
 def test_outputs_come_back_and_planted_links_do_not(broker_server, start_worker):
     start_worker("alpha")
-    script = ('echo data > "$OUTPUT/a.txt"; mkdir -p "$OUTPUT/sub"; '
-              'printf x > "$OUTPUT/sub/b.bin"; ln -s /etc/shadow "$OUTPUT/shadow"')
+    script = ('echo data > "$SANDBOX_OUTPUT/a.txt"; mkdir -p "$SANDBOX_OUTPUT/sub"; '
+              'printf x > "$SANDBOX_OUTPUT/sub/b.bin"; ln -s /etc/shadow "$SANDBOX_OUTPUT/shadow"')
     with broker_server.client() as c:
         r = c.post("/v1/runs", json={"argv": ["sh", "-c", script], "policy": "default"})
         v = wait_final(c, r.json()["id"])

@@ -27,6 +27,15 @@ KILL_AT = 0.6          # fraction of the TTL without a renewal after which the r
 CANCEL_POLL = 0.25     # seconds; the renewal interval is at most this
 
 
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 class Lease:
     def __init__(self, redis: Any, run_id: str, attempt: int, host: str, ttl_ms: int,
                  cancel: threading.Event) -> None:
@@ -41,14 +50,10 @@ class Lease:
     def take(self) -> bool:
         """Mark the attempt started (once, ever) and take its lease. False: this
         attempt already started somewhere (a redelivered message)."""
-        # Two steps, not one transaction: the lease must never overwrite the holder's
-        # when the mark exists. A worker dying between them leaves a mark without a
-        # lease, which the reaper reads as what it is: a dead worker.
-        if not self.redis.set(keys.started(self.run_id, self.attempt), self.host, nx=True,
-                              ex=keys.MARK_TTL):
-            return False
-        self.redis.set(self._key, self.host, px=self.ttl_ms)
-        return True
+        # One script, so the reaper never sees the mark without the lease of a live
+        # worker, and the lease never overwrites a holder's when the mark exists.
+        return bool(self.redis.eval(_TAKE, 2, keys.started(self.run_id, self.attempt),
+                                    self._key, self.host, keys.MARK_TTL, self.ttl_ms))
 
     def cancelled(self) -> bool:
         return bool(self.redis.exists(keys.cancel(self.run_id)))
