@@ -150,6 +150,8 @@ def build_service(config: ServiceConfig) -> Service:
     from sandbox.service.ratelimit import RateLimiter
     metrics = Metrics(store, queue.running_count)
     runs.metrics = metrics
+    if config.broker:
+        queue.reports.metrics = metrics     # remote runs end where their reports land
     return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
                    admin_file=admin_file, rate=RateLimiter(), metrics=metrics)
 

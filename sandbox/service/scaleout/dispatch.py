@@ -138,8 +138,8 @@ class BrokerQueue:
 
     def _dispatch_some(self) -> int:
         running: dict[str, int] = {}
-        for row in self.store.list_runs(status="running", limit=100000):
-            running[row.token_id] = running.get(row.token_id, 0) + 1
+        for r in self.store.list_runs(status="running", limit=100000):
+            running[r.token_id] = running.get(r.token_id, 0) + 1
         sent = 0
         for run_id, token_id in self.store.queued():
             if self._stop.is_set():
@@ -150,13 +150,13 @@ class BrokerQueue:
             if attempt is None:
                 continue
             running[token_id] = running.get(token_id, 0) + 1
-            row = self.store.run(run_id)
-            if row is None:
+            claimed = self.store.run(run_id)
+            if claimed is None:
                 continue
             with self._cond:
                 secrets = self._secrets.pop(run_id, {})
             shutil.rmtree(self.config.output_dir(run_id), ignore_errors=True)
-            self._enqueue(row, attempt, secrets)
+            self._enqueue(claimed, attempt, secrets)
             sent += 1
         return sent
 
@@ -223,8 +223,8 @@ class BrokerQueue:
                 dead.append(row)
         ended = []
         for row in dead:
-            host = self.redis.get(keys.started(row.id, row.attempts))
-            who = host.decode(errors="replace") if host else "its worker"
+            host: Any = self.redis.get(keys.started(row.id, row.attempts))
+            who = host.decode(errors="replace") if isinstance(host, bytes) else "its worker"
             if self.store.requeue(row.id, row.attempts):
                 log.warning("run %s: %s stopped renewing the lease of attempt %d; re-queued",
                             row.id, who, row.attempts)

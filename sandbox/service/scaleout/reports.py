@@ -39,6 +39,7 @@ class ReportApplier:
         self.consumer = consumer
         self._files: dict[tuple[str, int, str], bytearray] = {}
         self._finished: set[tuple[str, int]] = set()   # finishes this server applied
+        self.metrics: Any = None                        # sandbox.service.metrics.Metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -108,6 +109,10 @@ class ReportApplier:
                                  d.get("reason"), result,
                                  float(d.get("finished_at") or rep.at)):
                 self._finished.add((rep.run_id, rep.attempt))
+                if self.metrics is not None:
+                    ended = float(d.get("finished_at") or rep.at)
+                    self.metrics.ended(str(d.get("status")), ended - row.started_at
+                                       if row.started_at else None, result)
         else:
             if rep.type == "exit":
                 # the exit of the finish applied above (or, after a restart, of a run

@@ -225,7 +225,7 @@ def serve(config: WorkerConfig) -> int:
     broker = RedisBroker(url=config.broker, middleware=[],
                          heartbeat_timeout=config.heartbeat_ms,
                          maintenance_chance=100_000)   # 10% of commands: dead workers seen soon
-    dramatiq.actor(w.handle, broker=broker, actor_name=keys.ACTOR,
+    dramatiq.actor(w.handle, broker=broker, actor_name=keys.ACTOR,  # type: ignore[call-overload]
                    queue_name=config.queues[0])   # no Retries middleware: the server re-queues
     for q in config.queues:
         broker.declare_queue(q)
