@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleout.parts import REDIS, Redis, Worker
+from sandbox.service.scaleout.local import REDIS, Redis, Worker
 from service.server import Server, make_server
 
 LEASE = "2s"     # short, so dead workers are found quickly

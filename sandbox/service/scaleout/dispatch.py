@@ -146,6 +146,7 @@ class BrokerQueue:
                 break
             if running.get(token_id, 0) >= self._limit(token_id):
                 continue
+            t0 = time.perf_counter()
             attempt = self.store.claim(run_id, time.time())
             if attempt is None:
                 continue
@@ -156,11 +157,12 @@ class BrokerQueue:
             with self._cond:
                 secrets = self._secrets.pop(run_id, {})
             shutil.rmtree(self.config.output_dir(run_id), ignore_errors=True)
-            self._enqueue(claimed, attempt, secrets)
+            self._enqueue(claimed, attempt, secrets, t0)
             sent += 1
         return sent
 
-    def _job(self, row: RunRow, attempt: int, secrets: dict[str, str]) -> Job:
+    def _job(self, row: RunRow, attempt: int, secrets: dict[str, str],
+             t0: float | None = None) -> Job:
         tok = self.store.token(row.token_id)
         files = []
         inp = self.config.input_dir(row.id)
@@ -175,11 +177,13 @@ class BrokerQueue:
                    token_name=tok.name if tok is not None else "(deleted)",
                    ceiling=tok.ceiling if tok is not None else None,
                    has_secrets=row.has_secrets, secret_env=secrets, files=files,
-                   lease_ms=self.lease_ms)
+                   lease_ms=self.lease_ms, dispatched_at=time.time(),
+                   claim_ms=0.0 if t0 is None else (time.perf_counter() - t0) * 1000)
 
-    def _enqueue(self, row: RunRow, attempt: int, secrets: dict[str, str]) -> None:
+    def _enqueue(self, row: RunRow, attempt: int, secrets: dict[str, str],
+                 t0: float | None = None) -> None:
         from dramatiq import Message
-        job = self._job(row, attempt, secrets)
+        job = self._job(row, attempt, secrets, t0)
         queue = keys.queue_for(row.request.get("labels"))
         self.broker.declare_queue(queue)
         self.broker.enqueue(Message(queue_name=queue, actor_name=keys.ACTOR,

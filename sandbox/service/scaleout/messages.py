@@ -33,6 +33,8 @@ class Job(BaseModel):
     secret_env: dict[str, str] = {}   # in the message only, never in the store
     files: list[InputFile] = []
     lease_ms: int = Field(ge=200)
+    dispatched_at: float = 0.0        # the server's clock when it enqueued the message
+    claim_ms: float = 0.0             # the server's work for this message before the enqueue
 
 
 ReportType = Literal["started", "stdout", "stderr", "message", "log", "denied",

@@ -104,7 +104,8 @@ class ReportApplier:
             d = rep.data
             result = d.get("result")
             if isinstance(result, dict):
-                result = {**result, "host": rep.host, "attempt": rep.attempt}
+                result = {**result, "host": rep.host, "attempt": rep.attempt,
+                          "dispatch": d.get("broker_ms")}
             if self.store.finish(rep.run_id, rep.attempt, str(d.get("status")),
                                  d.get("reason"), result,
                                  float(d.get("finished_at") or rep.at)):

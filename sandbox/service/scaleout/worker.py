@@ -43,41 +43,95 @@ class WorkerConfig:
     queues: tuple[str, ...] = (keys.DEFAULT_QUEUE,)
     lease_ms: int = 10000
     heartbeat_ms: int = 15000          # Dramatiq's dead-worker detection
-    idle_poll_ms: int = 100            # longest idle back-off of the consumer
+    idle_poll_ms: int = 50             # longest idle back-off of the consumer
 
 
 class Reporter:
-    """Sends one attempt's reports, retrying while Redis is unreachable."""
+    """Sends one attempt's reports in order, off the run's thread.
+
+    `send` only queues: the run (its output callback, its handlers) never
+    waits for Redis. A sender thread writes whatever has queued up in one
+    pipeline (one round trip for a burst of output chunks), retrying while
+    Redis is unreachable. `flush` waits until everything queued is on the
+    stream: the final report must be there before the lease is given up."""
 
     def __init__(self, redis: Any, job: Job, host: str) -> None:
         self.redis, self.job, self.host = redis, job, host
+        self.spent_ms = 0.0          # the run's wait for Redis (the bench's figure)
+        self._pending: list[dict[str, str]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._sender, daemon=True,
+                                        name=f"reports-{job.run_id}")
+        self._thread.start()
 
     def send(self, type_: str, data: dict[str, Any]) -> None:
         rep = Report(run_id=self.job.run_id, attempt=self.job.attempt, host=self.host,
                      type=type_, data=data, at=time.time())  # type: ignore[arg-type]
-        fields = rep.encode()
+        with self._cond:
+            self._pending.append(rep.encode())
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        t0 = time.perf_counter()
+        with self._cond:
+            while self._pending or self._busy:
+                self._cond.wait(1.0)
+        self.spent_ms += (time.perf_counter() - t0) * 1000
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(5)
+
+    def _sender(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+                self._busy = True
+            self._write(batch)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _write(self, batch: list[dict[str, str]]) -> None:
         deadline = time.monotonic() + REPORT_RETRY
         delay = 0.05
         while True:
             try:
-                self.redis.xadd(keys.REPORTS, fields)
+                pipe = self.redis.pipeline(transaction=False)
+                for fields in batch:
+                    pipe.xadd(keys.REPORTS, fields)
+                pipe.execute()
                 return
             except Exception as exc:
                 if time.monotonic() > deadline:
-                    log.error("run %s: report %s lost: %s", self.job.run_id, type_, exc)
+                    log.error("run %s: %d report(s) lost: %s", self.job.run_id, len(batch), exc)
                     return
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
 
 
 class _JobBus:
-    """What Runs.execute publishes to: the Redis stream."""
+    """What Runs.execute publishes to: the Redis stream. The started event also
+    says how long the message took from the server's enqueue to this worker
+    (`dispatch_ms`, the figure `sandbox bench --workers` reports)."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, received: float) -> None:
         self.reporter = reporter
+        self.dispatch_ms = max(0.0, (received - reporter.job.dispatched_at) * 1000)
 
     def publish(self, run_id: str, type_: str, data: dict[str, Any],
                 persist: bool = True) -> None:
+        if type_ == "started" and self.reporter.job.dispatched_at:
+            data = {**data, "dispatch_ms": round(self.dispatch_ms, 3)}
         self.reporter.send(type_, data)
 
     def forget(self, run_id: str) -> None:
@@ -100,8 +154,12 @@ class _JobStore:
     def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
                result: dict[str, Any] | None, finished_at: float) -> bool:
         shipped = ship_outputs(self.output_dir, self.reporter)
+        r = self.reporter
+        r.flush()     # every event and output chunk before the result
         self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
-                                      "finished_at": finished_at, "outputs": shipped})
+                                      "finished_at": finished_at, "outputs": shipped,
+                                      "broker_ms": {"server": round(r.job.claim_ms, 3),
+                                                    "worker": round(r.spent_ms, 3)}})
         return True
 
 
@@ -132,6 +190,7 @@ def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
                     reporter.send("file", {"path": rel, "offset": offset, "last": last,
                                            "executable": executable,
                                            "b64": base64.b64encode(chunk).decode("ascii")})
+                    reporter.flush()    # at most one chunk held in memory
                     offset += len(chunk)
                     if last:
                         break
@@ -169,15 +228,18 @@ class Worker:
         from sandbox.service.files import write_input
         from sandbox.service.runs import Runs, decode_b64
         from sandbox.service.store import RunRow
+        received = time.time()
         job = Job.model_validate(message)
         cancel = threading.Event()
         lease = Lease(self.redis, job.run_id, job.attempt, self.config.host, job.lease_ms,
                       cancel)
+        t_take = time.perf_counter()
         if not lease.take():
             log.info("run %s attempt %d already started elsewhere: dropped", job.run_id,
                      job.attempt)
             return
         reporter = Reporter(self.redis, job, self.config.host)
+        reporter.spent_ms = (time.perf_counter() - t_take) * 1000
         cfg = self.service_config
         rundir = cfg.run_dir(job.run_id)
         try:
@@ -193,7 +255,7 @@ class Worker:
                          retries=0, reason=None, result=None, host=self.config.host,
                          idem_key=None, has_secrets=job.has_secrets)
             runs = Runs(cast(Any, _JobStore(job, reporter, cfg.output_dir(job.run_id))),
-                        cast(Any, _JobBus(reporter)), cfg)
+                        cast(Any, _JobBus(reporter, received)), cfg)
             runs.launcher = self._get_launcher()
             if lease.cancelled():
                 runs._end(row, job.attempt, "cancelled", "cancelled before it started", None)
@@ -208,7 +270,8 @@ class Worker:
             reporter.send("exit", {"status": "setup_error", "reason": "worker failure",
                                    "exit_code": None})
         finally:
-            lease.finish()
+            reporter.close()      # the final report is on the stream ...
+            lease.finish()        # ... before the attempt is marked done
             shutil.rmtree(rundir, ignore_errors=True)
 
     def close(self) -> None:

@@ -1,4 +1,6 @@
-"""Real parts for the scale-out tests: a redis-server and `sandbox worker`s.
+"""A whole cluster on one machine, as real processes: a redis-server, `sandbox
+serve --broker` and `sandbox worker`s. Used by the scale-out tests and by
+`sandbox bench --workers`.
 
 Redis runs from Debian's binary on 127.0.0.1 on a free port, with its data
 (an append-only file, fsync on every write, as docs/scaling.md configures it)
@@ -18,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -93,6 +97,67 @@ class Redis:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill9()
+        self.proc = None
+
+
+@dataclass
+class Server:
+    """A `sandbox serve` on a free loopback port (the tests use their richer
+    tests/service/server.py; this one is what the bench needs)."""
+    root: Path
+    args: list[str] = field(default_factory=list)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.root / "state" / "admin.token").read_text().strip()
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.root / "home").mkdir(mode=0o700, exist_ok=True)
+        self.port = self.port or free_port()
+        root = ["--allow-root"] if os.geteuid() == 0 else []
+        cmd = [sys.executable, "-m", "sandbox", "serve", "--listen",
+               f"127.0.0.1:{self.port}", "--state", str(self.root / "state"), *root,
+               *self.args]
+        log = open(self.root / "serve.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "SANDBOX_HOME": str(self.root / "home")})
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        tail = (self.root / "serve.log").read_bytes()[-2000:].decode(errors="replace")
+        self.stop()
+        raise RuntimeError(f"sandbox serve did not start: {tail}")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120,
+                            headers={"Authorization": f"Bearer {self.token}"})
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        _group_kill(self.proc, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        _group_kill(self.proc, signal.SIGKILL)
+        self.proc.wait(timeout=30)
         self.proc = None
 
 
