@@ -130,8 +130,8 @@ def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[
                              timeout=300)
                 if r.status != "ok":
                     raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
-                                       f"{r.stderr[-500:]}")
-                runs["proxied"].append(json.loads(r.stdout))
+                                       f"{(r.stderr or '')[-500:]}")
+                runs["proxied"].append(json.loads(r.stdout or ""))
     finally:
         srv.close()
 

@@ -144,7 +144,7 @@ class DnsStub:
         rule = None
         if canon is not None and parse_addr(name) is None:
             rule = next((r for r in self.allowlist.rules if r.matches_name(canon)), None)
-        if rule is None:
+        if rule is None or canon is None:    # a rule is only ever found for a name
             self.record(name[:253] or ".", f"qtype={qtype}", False,
                         f"no allow entry for the name {name[:100]!r} (not looked up)", "REFUSED")
             return answer(qid, flags, question, RCODE_REFUSED)

@@ -17,7 +17,9 @@ from sandbox.netproxy.rules import Rule, parse_rule
 
 def _host_covers(b: Rule, a: Rule) -> bool:
     if a.net is not None:
-        return b.net is not None and a.net.version == b.net.version and a.net.subnet_of(b.net)
+        if b.net is None or a.net.version != b.net.version:
+            return False
+        return a.net.subnet_of(b.net)  # type: ignore[arg-type]  # same version, checked
     if b.net is not None:
         return False
     if b.name is not None:

@@ -107,5 +107,5 @@ def _target(host: str, port: int) -> str:
     return f"{h[:255]}:{port}"
 
 
-def start(supervisor: Any, fd: int) -> ProxyRun:
-    return ProxyRun(supervisor, fd)
+def start(supervisor: Any, fds: list[int]) -> ProxyRun:
+    return ProxyRun(supervisor, fds)
