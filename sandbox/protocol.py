@@ -36,10 +36,14 @@ import socket
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from sandbox.errors import ProtocolError as ProtocolError
 from sandbox.ipc.frames import encode as _frame, parse_json
+from sandbox.jsontypes import JSONObject
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
@@ -484,7 +488,7 @@ class _Enc:
         return out
 
 
-def to_obj(msg: Any) -> dict[str, Any]:
+def to_obj(msg: DataclassInstance) -> JSONObject:
     """The message as bounded JSON-ready values. A message with a ``clipped`` field
     (the exit report) is clipped to its bounds and the clippings counted there; any
     other message over a bound is a ProtocolError (a spec is never cut short)."""
@@ -498,7 +502,7 @@ def to_obj(msg: Any) -> dict[str, Any]:
     return out
 
 
-def encode(msg: Any) -> bytes:
+def encode(msg: DataclassInstance) -> bytes:
     """One message as UTF-8 JSON, at most `max_size(type(msg))` bytes."""
     return _encoder.encode(to_obj(msg)).encode("utf-8")
 
@@ -579,7 +583,7 @@ class _Dec:
         return cls(**kw)
 
 
-def from_obj(cls: type[T], obj: Any) -> T:
+def from_obj(cls: type[T], obj: object) -> T:
     """A message from JSON values; ProtocolError unless `obj` has exactly its shape."""
     try:
         return typing.cast(T, _Dec().obj(cls, obj, ""))
@@ -587,7 +591,7 @@ def from_obj(cls: type[T], obj: Any) -> T:
         raise ProtocolError(f"{cls.__name__}: nested too deeply") from None
 
 
-def build(cls: type[T], obj: Any) -> T:
+def build(cls: type[T], obj: object) -> T:
     """A message from plain values on the sending side (e.g. a summary dict):
     types checked, absent fields defaulted, bounds left to `encode`."""
     return typing.cast(T, _Dec(strict=False).obj(cls, obj, ""))
@@ -641,7 +645,7 @@ def max_size(cls: type) -> int:
 
 
 # -- the envelope and its transports ---------------------------------------------------
-def name_of(msg: Any) -> str:
+def name_of(msg: object) -> str:
     try:
         return NAMES[type(msg)]
     except KeyError:
@@ -649,7 +653,7 @@ def name_of(msg: Any) -> str:
             from None
 
 
-def parse(type_: str, payload: Any, *accept: type[T]) -> T:
+def parse(type_: str, payload: object, *accept: type[T]) -> T:
     """The message a received envelope holds, if it is one of `accept` and exactly of
     its shape; else ProtocolError."""
     cls = MESSAGES.get(type_) if isinstance(type_, str) else None
@@ -659,12 +663,12 @@ def parse(type_: str, payload: Any, *accept: type[T]) -> T:
     return typing.cast(T, from_obj(cls, payload))
 
 
-def to_frame(msg: Any, max_frame: int) -> bytes:
+def to_frame(msg: DataclassInstance, max_frame: int) -> bytes:
     """One length-prefixed frame for the launcher's control stream."""
     return _frame(name_of(msg), to_obj(msg), max_frame=max_frame)
 
 
-def to_datagram(msg: Any) -> bytes:
+def to_datagram(msg: DataclassInstance) -> bytes:
     data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
     if len(data) > DATAGRAM_MAX:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over the {DATAGRAM_MAX}-byte "
@@ -681,7 +685,7 @@ def from_datagram(data: bytes, *accept: type[T]) -> T:
     return parse(obj["type"], obj["payload"], *accept)
 
 
-def send(sock: socket.socket, msg: Any, fds: typing.Sequence[int] = ()) -> None:
+def send(sock: socket.socket, msg: DataclassInstance, fds: typing.Sequence[int] = ()) -> None:
     """One message as one datagram (SOCK_SEQPACKET), `fds` beside it (SCM_RIGHTS)."""
     data = to_datagram(msg)
     if fds:

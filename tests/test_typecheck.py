@@ -40,9 +40,12 @@ START_PATH = [
 # Being rewritten by issue 14's start-path work (one typed internal protocol): what
 # is left there may only shrink (an upper bound per module; lower it as the rewrite
 # lands).
-PENDING = {
-    "launcher/launcher.py": 16, "launcher/monitors.py": 1, "launcher/session.py": 3,
-    "protocol.py": 13, "sandboxee/stub.py": 2,
+PENDING = {"launcher/launcher.py": 16, "launcher/monitors.py": 1}
+
+# Signatures that must say Any, and why.
+EXEMPT = {
+    # a dataclass field specifier: like dataclasses.field, it stands for the field's value
+    "protocol.py bound",
 }
 
 
@@ -101,7 +104,9 @@ def test_mypy_passes_on_the_package(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_no_any_at_the_start_path_boundaries() -> None:
-    found = {rel: boundary_problems((PKG / rel).read_text(), rel) for rel in START_PATH}
+    found = {rel: [p for p in boundary_problems((PKG / rel).read_text(), rel)
+                   if f"{rel} {p.split(' ', 1)[1].split('(')[0].split(' ')[0]}" not in EXEMPT]
+             for rel in START_PATH}
     strict = [p for rel, ps in found.items() if rel not in PENDING for p in ps]
     assert strict == []
     grown = {rel: len(found[rel]) for rel in PENDING if len(found[rel]) > PENDING[rel]}

@@ -19,13 +19,17 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sandbox.errors import ProtocolError
 from sandbox import protocol
 from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message
 from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
 from sandbox.protocol import EXIT_REPORT_MAX, ExitReport
+from sandbox.jsontypes import JSON
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 CAPTURE_LIMIT = 16 << 20  # bytes kept per captured stream
 
@@ -64,7 +68,7 @@ class SessionState:
 
 class Session:
     def __init__(self, *, run_id: str, proc: subprocess.Popen, ipc: socket.socket,
-                 ctl: socket.socket, store: dict[str, Any], budget: Budget,
+                 ctl: socket.socket, store: dict[str, JSON], budget: Budget,
                  handler_sets: list[HandlerSet], wall: float | None,
                  inbound: Callable[[Message], Message | None] | None = None,
                  on_message: Callable[[Message], None] | None = None, depth: int = 0,
@@ -90,7 +94,7 @@ class Session:
         self._cancelled = False
 
     # -- control -------------------------------------------------------------
-    def send_msg(self, msg: Any) -> None:
+    def send_msg(self, msg: DataclassInstance) -> None:
         """One typed message (sandbox.protocol) to the monitor; a gone monitor is noticed
         by the loop, not here."""
         frame = protocol.to_frame(msg, protocol.SPEC_MAX)
@@ -316,7 +320,7 @@ _SHAPES: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], bool]]] = 
 }
 
 
-def check_payload(type_: str, payload: Any) -> str | None:
+def check_payload(type_: str, payload: object) -> str | None:
     """Why this frame's payload is not the shape the launcher acts on, or None.
     Other frame types (custom messages) go to handlers as they are."""
     shape = _SHAPES.get(type_)

@@ -28,7 +28,7 @@ from sandbox.isolation.context import ContainContext
 from sandbox.protocol import Pid1Exited, Pid1Started, SetupFailure, Spec, StubReady
 
 
-def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], Any],
+def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], object],
         join_cgroup: Callable[[int], None] | None = None) -> None:
     """Never returns."""
     try:
@@ -51,7 +51,7 @@ def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], Any]
 
 def run_waiting(status: socket.socket, go: socket.socket,
                 join_cgroup: Callable[[int], None] | None,
-                start: Callable[[Spec, list[int]], Callable[[], Any]]) -> None:
+                start: Callable[[Spec, list[int]], Callable[[], object]]) -> None:
     """A spare stub: join the cgroup and enter every namespace *before* the run is
     known, then wait on `go` for the `Spec` and the run's descriptors (ipc, stdin,
     stdout, stderr, exit pipe). `start(spec, fds)` returns PID 1's main. Never returns.
