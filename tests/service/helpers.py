@@ -5,10 +5,8 @@ import json
 import subprocess
 import sys
 
-import pytest
 from service.server import Server
 
-from sandbox.client.errors import ClientError
 from sandbox.client.sync import Client
 
 # The workflow of the end-to-end tests: actions shipped in the package
@@ -43,14 +41,3 @@ def cli(srv: Server, *args: str, token: str | None = None, input: bytes | None =
     return subprocess.run([sys.executable, "-m", "sandbox", *args], env=env, input=input,
                           capture_output=True, timeout=timeout)
 
-
-# Server features issue 16 asks for that `service` is still building: a test that
-# needs one is a strict xfail naming it, so it fails (XPASS) the moment the
-# feature lands and the marker must go (the tests are written first).
-def _planned(what: str) -> "pytest.MarkDecorator":
-    return pytest.mark.xfail(strict=True, raises=(AssertionError, ClientError),
-                             reason=f"issue 16: {what} not served yet")
-
-
-EVENTS = _planned("GET /v1/runs/{id}/events (SSE)")
-FILES = _planned("GET /v1/runs/{id}/files")

@@ -7,7 +7,7 @@ import asyncio
 import json
 
 import pytest
-from service.helpers import EVENTS, FILES, WORKFLOW, cli, client
+from service.helpers import WORKFLOW, cli, client
 
 from sandbox.client import errors
 from sandbox.client.aio import AsyncClient
@@ -26,7 +26,6 @@ def test_program_result(server):
         assert c.get(run.id).result == run.result
 
 
-@EVENTS
 def test_program_events(server):
     with client(server) as c:
         run = c.run(PROGRAM)
@@ -39,7 +38,6 @@ def test_program_events(server):
         assert events[-1].data["status"] == "ok"
 
 
-@FILES
 def test_program_files(server, tmp_path):
     with client(server) as c:
         run = c.run(PROGRAM)
@@ -60,25 +58,22 @@ def test_workflow_result(server):
         assert run.result["messages"]["progress"] == 1
 
 
-@EVENTS
 def test_workflow_events(server):
     with client(server) as c:
         run = c.run(workflow=WORKFLOW)
         events = list(c.events(run.id))
         kinds = [e.event for e in events]
         assert kinds[-1] == "exit" and "message" in kinds and "log" in kinds
-        msg = next(e for e in events if e.event == "message")
-        assert msg.data["type"] == "progress" and msg.data["payload"] == {"done": 3, "of": 3}
+        msg = next(e for e in events if e.event == "message" and e.data["type"] == "progress")
+        assert msg.data["payload"] == {"done": 3, "of": 3}
 
 
-@FILES
 def test_workflow_files(server):
     with client(server) as c:
         run = c.run(workflow=WORKFLOW)
         assert c.download(run.id, "report.txt") == b"total=60\n"
 
 
-@EVENTS
 def test_async_client_runs_and_follows(server):
     async def go() -> tuple[str, list[str]]:
         async with AsyncClient(server.url, server.admin_token) as ac:
@@ -105,7 +100,6 @@ def test_get_list_cancel_and_typed_errors(server):
         c.list()
 
 
-@EVENTS
 def test_cli_submit_follow_mirrors_exec(server):
     p = cli(server, "submit", "--follow", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert p.returncode == 3, p.stderr
@@ -131,7 +125,6 @@ def test_cli_submit_then_runs_verbs(server):
     assert b"--- stdout ---\nx\n" in logs.stdout
 
 
-@FILES
 def test_cli_download_and_events(server, tmp_path):
     p = cli(server, "submit", "--wait", "60", "--", "sh", "-c",
             "echo x; printf y > \"$SANDBOX_OUTPUT/y.txt\"")

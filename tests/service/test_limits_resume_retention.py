@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from service.helpers import EVENTS, client
+from service.helpers import client
 
 from sandbox.client import errors
 from sandbox.client.sse import parse
@@ -23,7 +23,6 @@ def _ids(wire_lines: list[str]) -> list[int]:
     return [int(e.id) for e in parse(wire_lines) if e.id]
 
 
-@EVENTS
 def test_last_event_id_resumes_after_that_event(server):
     with client(server) as c:
         run = c.run(["sh", "-c", "echo a; echo b >&2; echo c"])
@@ -55,8 +54,6 @@ def test_oversized_bodies_are_413_and_store_nothing(start_server):
         assert c.run(["true"], files={"small": b"x" * 1000}).status == "ok"  # under: fine
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: a streamed (chunked) oversized body is "
-                   "answered 400 'error parsing the body', not 413")
 def test_a_streamed_oversized_body_is_413(start_server):
     srv = start_server("--max-body", "65536")
 

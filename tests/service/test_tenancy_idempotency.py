@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from service.helpers import EVENTS, FILES, client, make_token
+from service.helpers import client, make_token
 
 from sandbox.client import errors
 
@@ -59,7 +59,6 @@ def test_a_sandbox_of_token_a_cannot_read_token_b_runs(server):
         cb.cancel(b_live.id)
 
 
-@FILES
 def test_token_a_cannot_fetch_token_b_files_or_audit(server):
     ta, tb = make_token(server, "tenant-a"), make_token(server, "tenant-b")
     with client(server, tb) as cb:
@@ -72,7 +71,6 @@ def test_token_a_cannot_fetch_token_b_files_or_audit(server):
                 call()
 
 
-@EVENTS
 def test_token_a_cannot_follow_token_b_events(server):
     ta, tb = make_token(server, "tenant-a"), make_token(server, "tenant-b")
     with client(server, tb) as cb:
