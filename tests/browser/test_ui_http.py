@@ -252,3 +252,26 @@ def test_rerun_and_learn_download(server):
         under = server.wait(learned.headers["location"].rsplit("/", 1)[-1])
         assert under["status"] == "ok", under.get("reason")
         assert under["policy"] != "strict" and under["argv"] == run["argv"]
+
+
+def test_admin_creates_and_revokes_a_token_and_its_session_ends(server):
+    with closing(session(server)) as admin:
+        page = admin.get("/ui/admin/tokens")
+        made = admin.post("/ui/admin/tokens", data={
+            "csrf": _csrf(page.text), "name": "made-in-ui", "ceiling": "strict",
+            "max_concurrent": "2", "max_queued": "5", "rate": ""}, headers={"origin": server.url})
+        assert made.status_code == 200
+        secret = re.search(r'id="secret" readonly value="(sbx_[^"]+)"', made.text).group(1)
+        listed = [t for t in server.api("GET", "/v1/tokens") if t["name"] == "made-in-ui"]
+        assert len(listed) == 1 and listed[0]["ceiling"] == "strict" and listed[0]["max_concurrent"] == 2
+        assert secret not in admin.get("/ui/admin/tokens").text      # shown once
+        with closing(session(server, secret)) as tenant:
+            assert tenant.get("/ui/runs").status_code == 200
+            gone = admin.post(f"/ui/admin/tokens/{listed[0]['id']}/revoke",
+                              data={"csrf": _csrf(page.text)}, headers={"origin": server.url})
+            assert gone.status_code == 303
+            r = tenant.get("/ui/runs")
+            assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+            assert tenant.get("/ui/policies/check").status_code == 303   # the session is gone
+        assert [t for t in server.api("GET", "/v1/tokens")
+                if t["name"] == "made-in-ui"][0]["revoked_at"] is not None

@@ -21,10 +21,17 @@ EXPLAIN_OPS = {"read": "read", "write": "write", "create": "create", "delete": "
                "send": "connect", "bind": "bind"}
 
 
-async def _records(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
-    got = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/audit")
+AUDIT_LIMIT = 10000   # records asked of the API (its maximum); the page says when cut
+
+
+async def _records(ctx: Ctx, run_id: str, denied: bool) -> tuple[list[dict[str, Any]], bool]:
+    """(records, truncated): denials are filtered by the API itself, so that
+    a run with more records than the limit still shows every denial it can."""
+    got = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/audit",
+                            denied=1 if denied else None, limit=AUDIT_LIMIT)
     items = got.get("items", got.get("records", [])) if isinstance(got, dict) else got
-    return [r for r in items or [] if isinstance(r, dict)]
+    truncated = bool(got.get("truncated")) if isinstance(got, dict) else False
+    return [r for r in items or [] if isinstance(r, dict)], truncated
 
 
 @router.get("/runs/{run_id}/audit")
@@ -35,14 +42,19 @@ async def audit_page(request: Request, run_id: str) -> Response:
     search = request.query_params.get("path", "")[:4096]
     try:
         run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
-        records = await _records(ctx, run_id)
+        records, truncated = await _records(ctx, run_id, denied)
     except ApiError as err:
+        if err.status == 404 and "no audit" in str(err.detail):
+            return render(ctx, request, "audit.html", run=run, tab="audit", records=[],
+                          matched=0, total=0, denied=denied, operation=operation,
+                          search=search, operations=[], directories=[], truncated=False,
+                          note=str(err.detail))
         return api_error_page(ctx, err)
     shown = views.filter_audit(records, denied=denied, operation=operation, search=search)
     return render(ctx, request, "audit.html", run=run, tab="audit", records=shown[:SHOWN],
                   matched=len(shown), total=len(records), denied=denied, operation=operation,
                   search=search, operations=views.operations(records),
-                  directories=views.by_directory(shown))
+                  directories=views.by_directory(shown), truncated=truncated, note="")
 
 
 @router.get("/runs/{run_id}/explain")

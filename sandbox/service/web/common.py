@@ -121,6 +121,8 @@ def render(ctx: Ctx | None, request: Request, name: str, status: int = 200,
 
 def api_error_page(ctx: Ctx, err: ApiError) -> Response:
     if err.status == 401:
+        # the token was revoked since the login: the session ends with it
+        ctx.request.app.state.ui_sessions.drop(ctx.session.sid)
         return RedirectResponse(PREFIX + "/login", status_code=303)
     return render(ctx, ctx.request, "error.html", status=err.status,
                   status_code=err.status, message=detail_text(err.detail))

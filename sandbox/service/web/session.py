@@ -70,11 +70,6 @@ class Sessions:
         if sid:
             self._by_id.pop(sid, None)
 
-    def drop_token(self, token: str) -> None:
-        """A revoked token's sessions end with it."""
-        for sid in [s.sid for s in self._by_id.values() if s.token == token]:
-            self._by_id.pop(sid, None)
-
     def _sweep(self) -> None:
         now = time.monotonic()
         for sid in [s.sid for s in self._by_id.values() if now - s.last_seen > IDLE_SECONDS]:
