@@ -190,8 +190,8 @@ class ExitReport:
     """What the monitor tells the launcher once the sandbox is gone.
 
     `status` is PID 1's raw wait status, -1 when there is none. The fields
-    `monitor_lost`, `monitor_killed`, `killed_after_grace` and `bad_report`
-    are set only by the launcher, when no valid report arrived;
+    `monitor_lost`, `monitor_killed`, `killed_after_grace`, `bad_report` and
+    `monitor_exit` are set only by the launcher, when no valid report arrived;
     `monitor_error` by a monitor that failed but could still report.
     """
     status: int = -1
@@ -226,6 +226,7 @@ class ExitReport:
     monitor_killed: bool = False
     killed_after_grace: bool = False
     bad_report: str | None = bound(chars=512, default=None)
+    monitor_exit: int | None = None   # the monitor's exit code (negative: signal), when lost
     monitor_error: str | None = bound(chars=1024, default=None)   # the monitor's own failure
     clipped: dict[str, int] = bound(chars=128, items=64, default_factory=dict)
 
@@ -289,13 +290,22 @@ class Signal:
 # -- launcher <-> fork server <-> spare (datagrams) -----------------------------------
 @dataclass
 class SpawnRequest:
-    """Start a monitor for one run; beside it: ipc, control, stdin, stdout, stderr."""
+    """Start a monitor for one run; beside it: ipc, control, stdin, stdout, stderr (the
+    monitor's) and, from the launcher to the fork server only, the run's exit socket."""
 
 
 @dataclass
 class Spawned:
     """The monitor is started; beside it: its pidfd."""
     pid: int = 0
+
+
+@dataclass
+class MonitorExited:
+    """The monitor's own raw wait status, from the fork server that reaped it, on the
+    run's exit socket (a monitor's exit status says only whether it reported:
+    sandbox.monitor.main.EXIT_*)."""
+    status: int = -1
 
 
 @dataclass
@@ -367,6 +377,7 @@ class ExecError:
 MESSAGES: dict[str, type] = {
     "spec": Spec, "cancel": Cancel, "signal": Signal, "winsize": WinSize, "exit": ExitReport,
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
+    "monitor_exit": MonitorExited,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "scratch": ScratchFd,
     "proxy": ProxyFds,

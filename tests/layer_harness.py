@@ -50,7 +50,7 @@ def _stand_in_monitor(fd: int | None) -> None:
 
 def run_layers(policy: Policy, fn: Callable[[], Any], *, base: str,
                until: str | None = None, use_namespaces: bool = True,
-               fs_plan: FsPlan | None = None) -> dict[str, Any]:
+               fs_plan: FsPlan | None = None, mount_table: Any = None) -> dict[str, Any]:
     """Returns {"ok": True, "value": ..., "active": [...]} or {"ok": False, "error": ...}."""
     rfd, wfd = os.pipe()
     mon_parent, mon_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -58,7 +58,7 @@ def run_layers(policy: Policy, fn: Callable[[], Any], *, base: str,
     ctx = ContainContext(policy=policy, paths=make_paths(base), fs_plan=fs_plan or FsPlan(), ipc_fd=ipc_child.fileno(),
                          monitor_fd=mon_child.fileno(), keep_fds=(wfd,),
                          outer_uid=os.getuid(), outer_gid=os.getgid(),
-                         namespaces=use_namespaces)
+                         namespaces=use_namespaces, mount_table=mount_table)
     stub = os.fork()
     if stub == 0:
         code = 70

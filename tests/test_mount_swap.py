@@ -53,7 +53,6 @@ def _swap_after_plan(monkeypatch: pytest.MonkeyPatch, victim: str, target: str) 
         os.symlink(target, victim)
         return steps
     monkeypatch.setattr(mounts, "mount_table", table_then_swap)
-    monkeypatch.setattr(mounts, "_prepared", None, raising=False)
 
 
 @pytest.mark.isolation

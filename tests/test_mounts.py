@@ -23,9 +23,9 @@ from sandbox.policy.plan import FsPlan, FsRule
 
 
 def view(tmp_path, fn, *rules: FsRule, masks: tuple[str, ...] = (), until: str = "mounts",
-         policy: Policy | None = None) -> object:
+         policy: Policy | None = None, mount_table=None) -> object:
     r = run_layers(policy or Policy(), fn, base=str(tmp_path), until=until,
-                   fs_plan=FsPlan(rules=tuple(rules), masks=masks))
+                   fs_plan=FsPlan(rules=tuple(rules), masks=masks), mount_table=mount_table)
     assert r["ok"], r.get("traceback") or r["error"]
     return r["value"]
 
@@ -309,15 +309,15 @@ def test_rule_beneath_dev_is_bound_and_dev_stays_read_only(tree):
 @pytest.mark.isolation
 def test_prepared_table_is_used_only_for_its_plan(tree, monkeypatch):
     ro = str(tree / "ro")
-    monkeypatch.setattr(mounts, "_prepared", None)
-    mounts.prepare(FsPlan(rules=(FsRule(ro),)))
+    prepared = mounts.prepare(FsPlan(rules=(FsRule(ro),)))
 
     def no_table(plan):
         raise OSError(errno.EIO, "table computed in the sandboxee", "plan")
-    monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits both
-    assert view(tree, lambda: sorted(os.listdir(ro)), FsRule(ro)) == sorted(os.listdir(ro))
+    monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits it
+    assert view(tree, lambda: sorted(os.listdir(ro)), FsRule(ro),
+                mount_table=prepared) == sorted(os.listdir(ro))
     r = run_layers(Policy(), lambda: None, base=str(tree), until="mounts",
-                   fs_plan=FsPlan(rules=(FsRule(str(tree / "rw")),)))
+                   fs_plan=FsPlan(rules=(FsRule(str(tree / "rw")),)), mount_table=prepared)
     assert not r["ok"] and "resolving plan" in r["error"] and "EIO" in r["error"]
 
 

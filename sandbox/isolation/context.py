@@ -7,6 +7,7 @@ or forked from the warm fork server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
@@ -47,3 +48,5 @@ class ContainContext:
     exit_fd: int = -1                    # pipe to the monitor for the program's wait status
     tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev
     scratch_fd: int = -1                 # O_PATH of the view's /tmp, for the monitor (mounts)
+    # (plan, steps) of the mount layer, computed by the monitor before the fork (mounts.prepare)
+    mount_table: tuple[Any, Any] | None = None

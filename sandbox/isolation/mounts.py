@@ -563,18 +563,15 @@ def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
         os.close(dst)
 
 
-_prepared: tuple[FsPlan, list[Step]] | None = None
-
-
-def prepare(plan: FsPlan) -> None:
-    """Compute the table ahead of the fork (e.g. in a warm fork server).
+def prepare(plan: FsPlan) -> tuple[FsPlan, list[Step]]:
+    """Compute the table ahead of the fork (e.g. in a warm monitor), for the context's
+    `mount_table`: the one way it crosses the fork (issue 14: no module state does).
 
     In a freshly forked process every Python object touched costs a page
     copy, so the ~0.1 ms the table takes in a warm process becomes ~0.5 ms
-    in the sandboxee. `apply` uses a prepared table when the plan is equal.
+    in the sandboxee. `build_view` uses a prepared table when the plan is equal.
     """
-    global _prepared
-    _prepared = (plan, mount_table(plan))
+    return plan, mount_table(plan)
 
 
 def build_view(ctx: ContainContext) -> str:
@@ -590,7 +587,9 @@ def build_view(ctx: ContainContext) -> str:
     plan = ctx.fs_plan
     mask_file: list[str] = []
     try:
-        steps = _prepared[1] if _prepared and _prepared[0] == plan else mount_table(plan)
+        prepared = ctx.mount_table
+        steps = prepared[1] if prepared is not None and prepared[0] == plan \
+            else mount_table(plan)
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]

@@ -96,7 +96,7 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
         return R.SETUP_ERROR, se.message if se.layer in se.message else \
             f"{se.layer}: {se.message}"
     if rep.monitor_lost or rep.monitor_killed:
-        return R.ERROR, "the monitor process ended unexpectedly"
+        return R.ERROR, "the monitor process ended unexpectedly" + _monitor_exit(rep)
     if rep.bad_report is not None:
         return R.ERROR, f"the monitor's report was malformed: {rep.bad_report}"
     if st.violation is not None:
@@ -145,3 +145,17 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
     if res.exit_code is None:
         return R.ERROR, "no exit status from the sandbox"
     return R.OK, ""
+
+
+def _monitor_exit(rep: ExitReport) -> str:
+    """How the monitor itself ended (its real status, from the fork server), if known."""
+    code = rep.monitor_exit
+    if code is None:
+        return ""
+    if code < 0:
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return f" (killed by signal {-code}{name})"
+    return f" (exit status {code})"

@@ -52,6 +52,12 @@ from sandbox.nested import DEFAULT_MAX_DEPTH, Lineage, ceilings as _ceilings
 from sandbox.policy.model import Policy
 
 
+def _lost(session: Session | None) -> bool:
+    """No report from the monitor (yet): its own exit status is the only word left."""
+    rep = None if session is None else session.state.monitor_report
+    return rep is None or rep.monitor_lost or rep.monitor_killed
+
+
 def _as_target(target: Any) -> tuple[str, Any]:
     if isinstance(target, (list, tuple)) and target and all(isinstance(a, str) for a in target):
         return "exec", list(target)  # before importing the workflow package: the CLI's fast path
@@ -448,53 +454,65 @@ class Launcher:
             from sandbox.workflow.static_check import check_actions
             check_actions(body, code_paths, where=f"workflow {body.name!r}")
         run_id = info.run_id
-        ipc_parent, ipc_child = socket.socketpair()
-        ctl_parent, ctl_child = socket.socketpair()
-        try:
-            prep = P.prepare(run_id, pol, mode=mode, workdir=workdir, output_dir=output_dir,
-                             env=env, ipc_fd=ipc_child.fileno(), code_paths=code_paths,
-                             ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
-                             hidden=_audit_store(self.audit_db))
-        except BaseException:
-            for s in (ipc_parent, ipc_child, ctl_parent, ctl_child):
-                s.close()
-            raise
-        prep.plan = _mask_state(prep.plan, self.history)
-        capture = self.capture_output if capture_output is None else capture_output
-        initial = copy.deepcopy(store) if store is not None else {}
-        if mode == "workflow":
-            initial = {**copy.deepcopy(body.store), **initial}
-        result = RunResult(run_id=run_id, policy=prep.policy.name, output_dir=prep.paths.output)
-        t0 = time.monotonic()
-        clock = {"t0": t_start, "launcher.prepared": t0 - t_start}
-        try:
-            proc, relay = monitors.start_monitor(self.start_mode, ipc_child, ctl_child,
-                                                 capture, io.stdin, server=self._forkserver)
-            clock["launcher.monitor_started"] = time.monotonic() - t_start
-            handle._started(proc.pid)
-        except OSError as exc:
-            result.status, result.reason = SETUP_ERROR, f"cannot start the monitor: {exc}"
-            return result
-        finally:
-            ipc_child.close()
-            ctl_child.close()
-        # a HandlerSet gives the caller ids to remove run-scoped handlers by, even mid-run
-        run_handlers = handlers if isinstance(handlers, HandlerSet) else HandlerSet()
-        for type_, fn in ({} if isinstance(handlers, HandlerSet) else handlers or {}).items():
-            run_handlers.add(type_, fn)
-        plumbing = RunPlumbing(self, info, middleware=middleware, lineage=lineage, policy=pol,
-                               code_paths=code_paths, resolved=prep.policy)
-        session = Session(run_id=run_id, proc=proc, ipc=ipc_parent, ctl=ctl_parent,
-                          store=copy.deepcopy(initial), budget=self.budget,
-                          handler_sets=[self.handlers, *lineage.handler_sets, run_handlers],
-                          wall=prep.policy.limits.wall,
-                          inbound=plumbing.inbound if len(plumbing.chain) else None,
-                          on_message=plumbing.on_message, depth=lineage.depth,
-                          cancel=cancel, grace=grace, on_output=on_output)
-        plumbing.attach(session, ipc_parent, run_handlers)
-        forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
-            else contextlib.nullcontext()
-        try:
+        session: Session | None = None
+        with contextlib.ExitStack() as cleanup:   # every exit path, in reverse order
+            ipc_parent, ipc_child = socket.socketpair()
+            cleanup.callback(ipc_parent.close)
+            ctl_parent, ctl_child = socket.socketpair()
+            cleanup.callback(ctl_parent.close)
+            with contextlib.ExitStack() as child_ends:   # ours until the monitor has them
+                child_ends.callback(ipc_child.close)
+                child_ends.callback(ctl_child.close)
+                prep = P.prepare(run_id, pol, mode=mode, workdir=workdir,
+                                 output_dir=output_dir, env=env, ipc_fd=ipc_child.fileno(),
+                                 code_paths=code_paths,
+                                 ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
+                                 hidden=_audit_store(self.audit_db))
+                cleanup.callback(shutil.rmtree, prep.paths.rundir, ignore_errors=True)
+                result = RunResult(run_id=run_id, policy=prep.policy.name,
+                                   output_dir=prep.paths.output)
+                started: list[Any] = []
+                cleanup.callback(self._export_workdir, prep, result, started)
+                prep.plan = _mask_state(prep.plan, self.history)
+                capture = self.capture_output if capture_output is None else capture_output
+                initial = copy.deepcopy(store) if store is not None else {}
+                if mode == "workflow":
+                    initial = {**copy.deepcopy(body.store), **initial}
+                t0 = time.monotonic()
+                clock = {"t0": t_start, "launcher.prepared": t0 - t_start}
+                try:
+                    proc, relay = monitors.start_monitor(self.start_mode, ipc_child, ctl_child,
+                                                         capture, io.stdin,
+                                                         server=self._forkserver)
+                except OSError as exc:
+                    result.status, result.reason = SETUP_ERROR, \
+                        f"cannot start the monitor: {exc}"
+                    return result
+                started.append(proc)
+                # the real exit status is waited for only when no report came
+                cleanup.callback(lambda: monitors.end_monitor(proc, need_status=_lost(session)))
+                clock["launcher.monitor_started"] = time.monotonic() - t_start
+                handle._started(proc.pid)
+            # a HandlerSet gives the caller ids to remove run-scoped handlers by, even mid-run
+            run_handlers = handlers if isinstance(handlers, HandlerSet) else HandlerSet()
+            for type_, fn in ({} if isinstance(handlers, HandlerSet) else handlers or {}).items():
+                run_handlers.add(type_, fn)
+            plumbing = RunPlumbing(self, info, middleware=middleware, lineage=lineage,
+                                   policy=pol, code_paths=code_paths, resolved=prep.policy)
+            session = Session(run_id=run_id, proc=proc, ipc=ipc_parent, ctl=ctl_parent,
+                              store=copy.deepcopy(initial), budget=self.budget,
+                              handler_sets=[self.handlers, *lineage.handler_sets, run_handlers],
+                              wall=prep.policy.limits.wall,
+                              inbound=plumbing.inbound if len(plumbing.chain) else None,
+                              on_message=plumbing.on_message, depth=lineage.depth,
+                              cancel=cancel, grace=grace, on_output=on_output)
+            # the monitor is stopped (end_monitor, above) once no report can come
+            cleanup.callback(lambda: kill_quietly(proc)
+                             if proc.poll() is None and _lost(session) else None)
+            cleanup.callback(plumbing.close, grace)
+            plumbing.attach(session, ipc_parent, run_handlers)
+            forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
+                else contextlib.nullcontext()
             spec = self._spec(prep, mode, body)
             spec.clock = clock
             spec.stdio = protocol.StdioWire(
@@ -506,18 +524,9 @@ class Launcher:
                                  plumbing.child_specs)
             with forwarding:
                 state = session.run()
-        finally:
-            plumbing.close(grace)
-            kill_quietly(proc) if proc.poll() is None and session.state.monitor_report is None \
-                else None
-            proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-            ipc_parent.close()
-            ctl_parent.close()
-            self._export_workdir(prep, result)
-            shutil.rmtree(prep.paths.rundir, ignore_errors=True)
+        rep = state.monitor_report
+        if rep is not None and (rep.monitor_lost or rep.monitor_killed):
+            rep.monitor_exit = proc.returncode
         result.wall_time = time.monotonic() - t0
         assemble(result, state, prep.policy, mode, env_path=prep.env.get("PATH", ""),
                  workdir=prep.paths.workdir)
@@ -529,9 +538,13 @@ class Launcher:
         return result
 
     @staticmethod
-    def _export_workdir(prep: P.Prepared, result: RunResult) -> None:
-        """A copy-on-write work directory's changes into the output (workdir_cow)."""
+    def _export_workdir(prep: P.Prepared, result: RunResult, started: list[Any]) -> None:
+        """A copy-on-write work directory's changes into the output (workdir_cow), once
+        a run started; its layer goes either way."""
         if not workdir_cow.wanted(prep.policy):
+            return
+        if not started:
+            workdir_cow.cleanup(prep.paths)
             return
         try:
             result.workdir_changes, _deleted = workdir_cow.export(prep.paths)

@@ -34,41 +34,80 @@ from sandbox.launcher import prepare as P
 
 
 class ForkedMonitor:
-    def __init__(self, pid: int, pidfd: int, stdout: IO[bytes] | None,
-                 stderr: IO[bytes] | None) -> None:
-        self.pid, self.pidfd = pid, pidfd
+    """A monitor forked by the fork server: not our child, so it is signalled through
+    the pidfd the server opened right after the fork, and its real wait status comes
+    from the server, which reaps it, on this run's exit socket (`MonitorExited`)."""
+
+    def __init__(self, pid: int, pidfd: int, exit_sock: socket.socket,
+                 stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> None:
+        self.pid, self.pidfd, self.exit_sock = pid, pidfd, exit_sock
         self.stdout, self.stderr = stdout, stderr
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and self.pidfd >= 0:
-            ready, _, _ = select.select([self.pidfd], [], [], 0)
-            if ready:
-                self.returncode = 0  # exit details come from the monitor's own report
+        """The monitor's exit code as subprocess gives it (negative: killed by that
+        signal), or None while it runs."""
+        if self.returncode is None and self.exit_sock.fileno() >= 0 \
+                and select.select([self.exit_sock], [], [], 0)[0]:
+            self._take_status()
         return self.returncode
 
+    def _take_status(self) -> None:
+        try:
+            msg, _ = protocol.recv(self.exit_sock, protocol.MonitorExited, max_fds=0)
+        except (OSError, protocol.ProtocolError):
+            msg = None
+        # No status at all: the fork server itself is gone (and the monitor with it).
+        status = msg.status if msg is not None else signal.SIGKILL
+        try:
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ValueError:
+            self.returncode = -signal.SIGKILL
+        self.exit_sock.close()
+
     def kill(self) -> None:
-        if self.pidfd >= 0 and self.returncode is None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.send_signal(signal.SIGKILL)
 
     def send_signal(self, sig: int) -> None:
-        if self.pidfd >= 0:
+        if self.pidfd >= 0 and self.returncode is None:
             try:
                 signal.pidfd_send_signal(self.pidfd, sig)
             except ProcessLookupError:
                 pass
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to `timeout` seconds for the real status; None if it did not come."""
+        if self.returncode is None and self.exit_sock.fileno() >= 0 \
+                and select.select([self.exit_sock], [], [], timeout)[0]:
+            self._take_status()
+        return self.returncode
+
+    def close(self) -> None:
         if self.pidfd >= 0:
-            # The fork server reaps it; the monitor reported already, and may
-            # still be removing its cgroup: no need to wait for that.
             os.close(self.pidfd)
             self.pidfd = -1
-            self.returncode = 0
-        return self.returncode or 0
+        self.exit_sock.close()
+
+
+Monitor = Union[ForkedMonitor, "subprocess.Popen[bytes]"]
+
+
+def end_monitor(proc: Monitor, need_status: bool) -> None:
+    """After the run: release the monitor handle. Its real exit status is waited for
+    (a few seconds at most) only when the run needs it, i.e. the monitor sent no
+    report; otherwise it may still be removing the run's cgroup, which the caller
+    need not wait for. An exec'd monitor is always waited for (it is our child)."""
+    try:
+        if isinstance(proc, ForkedMonitor):
+            if need_status:
+                proc.wait(timeout=5.0)
+            proc.close()
+        else:
+            proc.wait()
+    finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def monitor_env(**extra: str) -> dict[str, str]:
@@ -105,6 +144,7 @@ class ForkServerClient:
         self._sock = mine
 
     def _request(self, fds: list[int]) -> tuple[int, int]:
+        """Ask for a monitor: `fds` are the run's five and its exit socket."""
         assert self._sock is not None
         protocol.send(self._sock, protocol.SpawnRequest(), fds)
         try:
@@ -244,7 +284,15 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
             return proc, st.relay
         if server is None:
             raise ValueError("start='forkserver' needs the launcher's fork server")
-        pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds])
+        exit_mine, exit_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds,
+                                       exit_theirs.fileno()])
+        except BaseException:
+            exit_mine.close()
+            raise
+        finally:
+            exit_theirs.close()
     except BaseException:
         st.close_readers()
         raise
@@ -253,4 +301,4 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
             os.close(fd)
     stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None else None
     stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None else None
-    return ForkedMonitor(pid, pidfd, stdout, stderr), st.relay
+    return ForkedMonitor(pid, pidfd, exit_mine, stdout, stderr), st.relay

@@ -132,7 +132,7 @@ class Supervisor:
         self.ctx.exit_fd = exit_w
         join = self.cgroup.join if self.cgroup is not None else None
         try:  # the mount table costs a page copy per object touched after the fork
-            mounts.prepare(self.ctx.fs_plan)
+            self.ctx.mount_table = mounts.prepare(self.ctx.fs_plan)
         except Exception:
             pass  # apply() computes it itself and reports any real problem
         pid = os.fork()

@@ -1,0 +1,129 @@
+"""One start path (issue 14.2): the monitor's real exit status reaches the launcher,
+and a run that cannot start leaves nothing behind.
+
+Judged from the host: the launcher's result, the monitor's status as the kernel
+gave it, the run directory on disk.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import socket
+import tempfile
+import time
+
+import pytest
+
+from sandbox.launcher import monitors
+from sandbox.launcher.launcher import Launcher
+from sandbox.monitor import main as monitor_main
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _sandboxee_of(monitor: int) -> int | None:
+    """The `sleep` under the monitor (stub -> PID 1 -> program)."""
+    for _ in range(200):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    cmd = f.read()
+                with open(f"/proc/{name}/status") as f:
+                    tgid_ok = any(line.startswith("NSpid:") and len(line.split()) == 3
+                                  and line.split()[2] == "2" for line in f)
+            except OSError:
+                continue
+            if cmd.startswith(b"sleep\x0077") and tgid_ok:
+                return int(name)
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.isolation
+def test_a_killed_monitor_is_reported_with_its_real_status_and_takes_the_sandbox():
+    """Before: ForkedMonitor.poll() said 0 for any end, and the reason had no status."""
+    with Launcher(capture_output=True) as la:
+        h = la.start(["sleep", "77"], policy="default")
+        program = _sandboxee_of(h.pid)
+        assert program is not None
+        os.kill(h.pid, signal.SIGKILL)
+        r = h.wait()
+    assert r.status == "error", (r.status, r.reason)
+    assert r.reason == ("the monitor process ended unexpectedly "
+                        "(killed by signal 9 (SIGKILL))"), r.reason
+    assert _gone(program)
+
+
+@pytest.mark.isolation
+def test_the_fork_server_reports_a_monitors_own_exit_status():
+    """A monitor whose launcher closes the control socket before any spec exits
+    EXIT_NO_SPEC, and the launcher gets exactly that status, not a made-up 0."""
+    server = monitors.ForkServerClient()
+    ipc_parent, ipc_child = socket.socketpair()
+    ctl_parent, ctl_child = socket.socketpair()
+    try:
+        proc, _ = monitors.start_monitor("forkserver", ipc_child, ctl_child, True,
+                                         server=server)
+        ipc_child.close(), ctl_child.close()
+        ctl_parent.close()
+        assert proc.wait(timeout=20) == monitor_main.EXIT_NO_SPEC
+        assert proc.poll() == monitor_main.EXIT_NO_SPEC
+        monitors.end_monitor(proc, need_status=False)
+    finally:
+        ipc_parent.close()
+        server.close()
+
+
+def test_wait_status_from_a_pidfd_is_what_waitpid_gives():
+    from sandbox.forkserver import _wait_status
+    for how in ("exit 7", "exit 0", "kill 15", "kill 9"):
+        pid = os.fork()
+        if pid == 0:
+            if how.startswith("exit"):
+                os._exit(int(how.split()[1]))
+            os.kill(os.getpid(), int(how.split()[1]))
+            os._exit(99)
+        fd = os.pidfd_open(pid)
+        try:
+            import select
+            select.select([fd], [], [], 10)
+            info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT)
+            _, raw = os.waitpid(pid, 0)
+        finally:
+            os.close(fd)
+        assert info is not None and _wait_status(info) == raw, how
+
+
+def _rundirs(run_id: str) -> list[str]:
+    return glob.glob(os.path.join(tempfile.gettempdir(), f"sandbox-{run_id[:12]}-*"))
+
+
+@pytest.mark.isolation
+def test_a_run_whose_monitor_cannot_start_leaves_no_run_directory():
+    """Before: Launcher._spawn returned the setup error without removing the run's
+    temporary directory (and without closing its end of the IPC and control sockets)."""
+    la = Launcher(capture_output=True)
+    la._forkserver = monitors.ForkServerClient(["/bin/false"])
+    fds_before = len(os.listdir("/proc/self/fd"))
+    try:
+        r = la.spawn(["true"], policy="default")
+    finally:
+        la.close()
+    assert r.status == "setup_error" and r.reason.startswith("cannot start the monitor"), \
+        (r.status, r.reason)
+    assert not _rundirs(r.run_id)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
