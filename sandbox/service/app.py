@@ -211,11 +211,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    from sandbox.service import routes_admin, routes_events, routes_files, routes_runs
+    from sandbox.service import (routes_admin, routes_events, routes_files, routes_runs,
+                                 routes_workers)
     app.include_router(routes_runs.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_events.router)
     app.include_router(routes_files.router)
+    app.include_router(routes_workers.router)
     _document_bodies(app)
     from sandbox.service import web   # the web page under /ui (issue 19)
     web.mount(app)

@@ -190,3 +190,34 @@ class TokenView(BaseModel):
 
 class TokenCreated(TokenView):
     token: str = Field(description="the secret, shown once; only its hash is stored")
+
+
+# -- executors (GET /v1/workers, admin; docs/scaling.md) ------------------------
+class QueueInfo(BaseModel):
+    name: str
+    depth: int                       # messages waiting (broker) or queued runs (local)
+
+
+class WorkerInfo(BaseModel):
+    host: str
+    slots: int
+    running: int
+    queues: list[str]
+    up_s: float | None               # seconds since the worker started (None: local)
+    heartbeat_age_s: float           # seconds since its last heartbeat
+
+
+class LeaseInfo(BaseModel):
+    run_id: str
+    attempt: int
+    host: str
+    lease_ttl_ms: int | None         # None: no lease (not started yet, or lost)
+    lease_age_ms: int | None         # since the last renewal
+
+
+class WorkersView(BaseModel):
+    broker: bool                     # False: the in-process executor of this server
+    lease_ms: int | None
+    queues: list[QueueInfo]
+    workers: list[WorkerInfo]
+    leases: list[LeaseInfo]

@@ -161,6 +161,17 @@ class RunQueue:
         with self._cond:
             self._limits.pop(token_id, None)
 
+    def workers(self) -> dict[str, Any]:
+        """The one local executor, in the shape `GET /v1/workers` gives for a
+        broker's workers (scaleout.dispatch.BrokerQueue.workers)."""
+        with self._cond:
+            running = sum(self._running.values())
+        return {"broker": False, "lease_ms": None,
+                "queues": [{"name": "local", "depth": self.store.count("queued")}],
+                "workers": [{"host": self.config.hostname, "slots": self.config.max_concurrent,
+                             "running": running, "queues": ["local"], "up_s": None,
+                             "heartbeat_age_s": 0.0}], "leases": []}
+
     def extra(self) -> dict[str, Any]:
         with self._cond:
             return {"running": sum(self._running.values())}

@@ -306,8 +306,9 @@ class Store:
     def set_result(self, run_id: str, result: dict[str, Any]) -> None:
         self._x("UPDATE runs SET result=? WHERE id=?", (json.dumps(result), run_id))
 
-    def mark_started(self, run_id: str, attempt: int, host: str, at: float) -> bool:
-        """A worker on `host` started `attempt` (scale-out: the claim was the dispatch)."""
+    def mark_started(self, run_id: str, attempt: int, host: str, at: float | None) -> bool:
+        """A worker on `host` started `attempt` (scale-out: the claim was the dispatch,
+        recorded with no host and no start time)."""
         return self._x("UPDATE runs SET host=?, started_at=? WHERE id=? AND attempts=? "
                        "AND status='running'", (host, at, run_id, attempt)) > 0
 

@@ -115,6 +115,44 @@ class BrokerQueue:
                 pass
         return {"running": self.running_count(), "broker_queues": depth}
 
+    def workers(self) -> dict[str, Any]:
+        """Queues, workers (from their heartbeats) and the leases of running runs,
+        for `GET /v1/workers` and the workers page."""
+        now = time.time()
+        queues = {keys.DEFAULT_QUEUE} | set(self.broker.get_declared_queues() or ())
+        hosts = [h.decode(errors="replace") for h in self.redis.zrange(keys.WORKERS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for q in sorted(queues):
+            pipe.llen(f"dramatiq:{q}")
+        for h in hosts:
+            pipe.hgetall(keys.worker(h))
+        got = pipe.execute()
+        depth = dict(zip(sorted(queues), got[:len(queues)]))
+        workers = []
+        for h, rec in zip(hosts, got[len(queues):]):
+            d = {k.decode(): v.decode(errors="replace") for k, v in rec.items()}
+            if not d:
+                self.redis.zrem(keys.WORKERS, h)      # silent past its TTL
+                continue
+            workers.append({"host": d.get("host", h), "slots": int(d.get("slots", 0)),
+                            "running": int(d.get("running", 0)),
+                            "queues": [q for q in d.get("queues", "").split(",") if q],
+                            "up_s": round(now - float(d.get("started_at", now)), 1),
+                            "heartbeat_age_s": round(now - float(d.get("seen_at", now)), 2)})
+        rows = self.store.list_runs(status="running", limit=1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.pttl(keys.lease(row.id, row.attempts))
+        ttls = pipe.execute() if rows else []
+        leases = [{"run_id": row.id, "attempt": row.attempts, "host": row.host,
+                   "lease_ttl_ms": int(ttl) if ttl is not None and int(ttl) >= 0 else None,
+                   "lease_age_ms": (self.lease_ms - int(ttl))
+                   if ttl is not None and int(ttl) >= 0 else None}
+                  for row, ttl in zip(rows, ttls)]
+        return {"broker": True, "lease_ms": self.lease_ms,
+                "queues": [{"name": q, "depth": int(n)} for q, n in depth.items()],
+                "workers": sorted(workers, key=lambda w: w["host"]), "leases": leases}
+
     # -- dispatch -------------------------------------------------------------
     def _limit(self, token_id: str) -> int:
         lim = self._limits.get(token_id)
@@ -151,6 +189,9 @@ class BrokerQueue:
             if attempt is None:
                 continue
             running[token_id] = running.get(token_id, 0) + 1
+            # claimed = handed to the broker: no host and no start time until a
+            # worker reports that it started the attempt
+            self.store.mark_started(run_id, attempt, "", None)
             claimed = self.store.run(run_id)
             if claimed is None:
                 continue

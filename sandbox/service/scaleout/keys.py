@@ -11,6 +11,9 @@ Per attempt of a run (`run_id`, `attempt`):
              ended attempt, not a dead worker
 Per run:
     cancel   set by the server; the worker holding the lease polls it
+Per worker host:
+    worker   its heartbeat (slots, running, queues, started), with a TTL; the
+             workers page and `GET /v1/workers` read it
 One stream, REPORTS, carries every worker's reports to the server (a consumer
 group, so a report is acknowledged only after the server stored it).
 """
@@ -38,6 +41,14 @@ def done(run_id: str, attempt: int) -> str:
 
 def cancel(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:cancel"
+
+
+WORKERS = PREFIX + "workers"       # a sorted set: host -> last heartbeat (epoch s)
+
+
+def worker(host: str) -> str:
+    """A worker's heartbeat record (a hash with a TTL): slots, running, queues."""
+    return f"{PREFIX}worker:{host}"
 
 
 def queue_for(labels: dict[str, str] | None) -> str:

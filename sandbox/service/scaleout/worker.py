@@ -32,6 +32,8 @@ log = logging.getLogger("sandbox.worker")
 
 MAX_SHIPPED = 256 * 1024 * 1024    # bytes of outputs one attempt sends back
 REPORT_RETRY = 120.0               # seconds a report is retried while Redis is away
+HEARTBEAT_EVERY = 2.0              # seconds between a worker's heartbeats
+HEARTBEAT_TTL = 30                 # seconds a silent worker stays listed
 
 
 @dataclass
@@ -213,6 +215,8 @@ class Worker:
                                             hostname=config.host)
         self.launcher: Any = None
         self._launcher_lock = threading.Lock()
+        self.running = 0                     # attempts in hand (the heartbeat shows it)
+        self._changed = threading.Event()    # wakes the heartbeat when `running` changes
 
     def _get_launcher(self) -> Any:
         with self._launcher_lock:
@@ -238,6 +242,9 @@ class Worker:
             log.info("run %s attempt %d already started elsewhere: dropped", job.run_id,
                      job.attempt)
             return
+        with self._launcher_lock:
+            self.running += 1
+        self._changed.set()
         reporter = Reporter(self.redis, job, self.config.host)
         reporter.spent_ms = (time.perf_counter() - t_take) * 1000
         cfg = self.service_config
@@ -272,11 +279,42 @@ class Worker:
         finally:
             reporter.close()      # the final report is on the stream ...
             lease.finish()        # ... before the attempt is marked done
+            with self._launcher_lock:
+                self.running -= 1
+            self._changed.set()
             shutil.rmtree(rundir, ignore_errors=True)
 
     def close(self) -> None:
         if self.launcher is not None:
             self.launcher.close()
+
+    # -- heartbeat (for people: the workers page; delivery relies on leases) ---
+    def beat(self, started_at: float) -> None:
+        c = self.config
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.worker(c.host), mapping={
+            "host": c.host, "slots": c.concurrency, "running": self.running,
+            "queues": ",".join(c.queues), "started_at": started_at, "seen_at": now})
+        pipe.expire(keys.worker(c.host), HEARTBEAT_TTL)
+        pipe.zadd(keys.WORKERS, {c.host: now})
+        pipe.execute()
+
+    def heartbeat_loop(self, stop: threading.Event) -> None:
+        started = time.time()
+        while not stop.is_set():
+            try:
+                self.beat(started)
+            except Exception:
+                pass            # Redis away: the page shows the heartbeat's age
+            if stop.wait(0.1):  # at most ten beats a second, off every run's path
+                break
+            self._changed.wait(HEARTBEAT_EVERY)
+            self._changed.clear()
+        try:
+            self.redis.delete(keys.worker(self.config.host))
+        except Exception:
+            pass
 
 
 def serve(config: WorkerConfig) -> int:
@@ -300,6 +338,9 @@ def serve(config: WorkerConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     consumer.start()
+    beat = threading.Thread(target=w.heartbeat_loop, args=(stop,), daemon=True,
+                            name="heartbeat")
+    beat.start()
     log.warning("sandbox worker %s: consuming %s from %s with %d slot(s)", config.host,
                 ",".join(config.queues), config.broker, config.concurrency)
     try:

@@ -27,10 +27,10 @@ STATIC = Path(__file__).with_name("static")
 def mount(app: Any) -> None:
     """Add the page's routes, its static files and its response headers to the
     service's FastAPI application."""
-    from . import admin, audit, auth, runs
+    from . import admin, audit, auth, runs, workers
 
     app.state.ui_sessions = Sessions()
-    for module in (auth, runs, audit, admin):
+    for module in (auth, runs, audit, admin, workers):
         app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_middleware(SecurityHeaders)
