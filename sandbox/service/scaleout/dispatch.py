@@ -120,7 +120,8 @@ class BrokerQueue:
         for `GET /v1/workers` and the workers page."""
         now = time.time()
         queues = {keys.DEFAULT_QUEUE} | set(self.broker.get_declared_queues() or ())
-        hosts = [h.decode(errors="replace") for h in self.redis.zrange(keys.WORKERS, 0, -1)]
+        hosts = [h.decode(errors="replace") if isinstance(h, bytes) else str(h)
+                 for h in self.redis.zrange(keys.WORKERS, 0, -1)]
         pipe = self.redis.pipeline(transaction=False)
         for q in sorted(queues):
             pipe.llen(f"dramatiq:{q}")
