@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", metavar="PEM")
     p.add_argument("--insecure", action="store_true",
                    help="allow plain HTTP on a non-loopback address")
+    p.add_argument("--user", metavar="NAME", default=None,
+                   help="started as root: delegate a cgroup subtree to NAME, hand it the "
+                   "state directory, then serve as NAME")
     p.add_argument("--allow-root", action="store_true", help="serve as root (warns)")
     p.add_argument("--broker", metavar="redis://HOST:PORT/DB", default=None,
                    help="hand runs to `sandbox worker` processes through Dramatiq on this "
@@ -95,10 +98,20 @@ def run(args: argparse.Namespace) -> int:
     if args.broker is not None:
         from sandbox.cli.worker_cmd import check_broker
         check_broker(args.broker)
-    if os.geteuid() == 0:
+    state = args.state or default_state()
+    if args.user is not None:
+        if os.geteuid() != 0:
+            raise InputError("--user needs to be started as root (it drops to that user)")
+        if args.state is None:
+            raise InputError("--user needs --state DIR (a directory for that user's "
+                             "service, e.g. /var/lib/sandbox-service)")
+        from sandbox.service.privdrop import become
+        become(args.user, state)
+    elif os.geteuid() == 0:
         if not args.allow_root:
-            raise InputError("refusing to serve as root: give --allow-root (every sandbox "
-                             "would be started by root's launcher)")
+            raise InputError("refusing to serve as root: give --user NAME to drop to an "
+                             "unprivileged user, or --allow-root (every sandbox would be "
+                             "started by root's launcher)")
         print("sandbox serve: warning: serving as root (--allow-root)", file=sys.stderr)
     try:
         import uvicorn
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise InputError(f"the service needs the 'service' extra "
                          f"(pip install 'sandbox[service]'): {exc}") from None
-    config = ServiceConfig(state=args.state or default_state(), host=host, port=port,
+    config = ServiceConfig(state=state, host=host, port=port,
                            max_concurrent=args.max_concurrent, max_queued=args.max_queued,
                            max_body=args.max_body, retain=args.retain,
                            broker=args.broker, lease_ms=int(args.lease * 1000))
