@@ -10,7 +10,7 @@ retention applied by itself), remove the output directories sandbox made for
 them under $SANDBOX_HOME/runs/, and remove empty run directories left there.
 Output directories you chose with --output are never touched.
 
-With --service-state DIR, also apply the retention of `sandbox serve` to
+With --state DIR (a `sandbox serve` state directory), also apply the retention of `sandbox serve` to
 its state directory: runs that ended longer ago than --older-than (default:
 the --retain the server was started with; nothing without either) are
 deleted with their outputs, inputs, events and audit records. Queued and
@@ -19,7 +19,7 @@ running runs are never touched.
 examples:
   sandbox gc --older-than 7d
   sandbox gc --older-than 0s        forget every recorded run
-  sandbox gc --service-state /var/lib/sandbox-service
+  sandbox gc --state /var/lib/sandbox-service
 """
 
 
@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--older-than", type=_age, default=None, metavar="AGE",
                    help='e.g. "7d", "12h", "30m" (default 30d; for --service-state: '
                    "the server's --retain)")
-    p.add_argument("--service-state", metavar="DIR", default=None,
+    p.add_argument("--state", "--service-state", dest="service_state", metavar="DIR",
+                   default=None,
                    help="also apply retention to this `sandbox serve` state directory")
     p.set_defaults(func=run)
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         from sandbox.service.tokens import open_store
         from sandbox.errors import InputError
         if not os.path.isfile(os.path.join(args.service_state, "service.db")):
-            raise InputError(f"--service-state {args.service_state}: no service store there")
+            raise InputError(f"--state {args.service_state}: no sandbox serve store there")
         store = open_store(args.service_state)
         try:
             age = args.older_than if args.older_than is not None else stored_retention(store)

@@ -2,7 +2,8 @@
 
 `id:` is the run's event number, so `Last-Event-ID` (or `?after=`) resumes
 exactly after the last event a client saw; a finished run's stream replays
-its stored events and ends after `exit`. `data:` is always one JSON object:
+its stored events and ends after `exit`. Lines end with LF only, and
+`data:` is always one JSON object (ASCII: control characters escaped):
 whatever a run printed is inside a JSON string, never raw SSE text (a
 newline in stdout cannot start a forged event).
 """
@@ -28,7 +29,7 @@ PING = 15
 
 def _sse(seq: int | str, type_: str, data: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=type_,
-                           id=str(seq))
+                           id=str(seq), sep="\n")
 
 
 def _after(last_event_id: str | None, after: int | None) -> int:
@@ -84,7 +85,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
         finally:
             svc.bus.unsubscribe(run_id, q)
 
-    return EventSourceResponse(stream(), ping=PING)
+    return EventSourceResponse(stream(), ping=PING, sep="\n")
 
 
 @router.get("/v1/events", response_class=EventSourceResponse,
@@ -115,4 +116,4 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
         finally:
             svc.bus.unsubscribe(None, q)
 
-    return EventSourceResponse(stream(), ping=PING)
+    return EventSourceResponse(stream(), ping=PING, sep="\n")

@@ -55,8 +55,9 @@ def _disposition(path: str) -> str:
 @router.get("/v1/runs/{run_id}/files/{path:path}",
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def download(run_id: str, path: str, tok: Tok, svc: Svc) -> StreamingResponse:
-    """One regular file of the run's output; 404 for a link, a directory or a name
-    that would leave the output directory."""
+    """One regular file of the run's output; 404 for a link, a directory, a name
+    that would leave the output directory, or a name with a control character
+    (listed, never served: such a name is never near a header)."""
     await run_in_threadpool(visible_run, svc, tok, run_id)
     try:
         fd, size = await run_in_threadpool(open_output, svc.config.output_dir(run_id), path)

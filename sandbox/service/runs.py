@@ -222,7 +222,9 @@ class Runs:
             output = OutputStream(publish, secrets)
 
             def on_message(msg: Any, _info: Any) -> None:
-                publish(*message_event(msg.type, msg.payload, secrets))
+                ev = message_event(msg.type, msg.payload, secrets)
+                if ev is not None:
+                    publish(*ev)
             try:
                 result = self.launcher.spawn(
                     target, policy=policy, store=req.get("store"), timeout=req.get("timeout"),

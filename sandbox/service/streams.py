@@ -49,9 +49,19 @@ class OutputStream:
                 self.publish(name, {"text": mask(text, self.secrets)})
 
 
-def message_event(msg_type: str, payload: Any, secrets: list[str]) -> tuple[str, dict[str, Any]]:
-    """An IPC message as an event: ("log", {record}) for log records, else
-    ("message", {type, payload}); a payload over 64 KiB is replaced by its size."""
+# The protocol's own frames (docs/ipc-protocol.md): the store and the workflow's
+# outcome reach the client in the result, nested spawns as their own runs.
+PROTOCOL_TYPES = frozenset({"start", "store_put", "store_delete", "final_store", "result",
+                            "spawn_request", "spawn_result"})
+
+
+def message_event(msg_type: str, payload: Any,
+                  secrets: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """An IPC message as an event: ("log", {record}) for log records, None for the
+    protocol's own frames, else ("message", {type, payload}); a payload over 64 KiB
+    is replaced by its size."""
+    if msg_type in PROTOCOL_TYPES:
+        return None
     payload = mask(payload, secrets)
     try:
         size = len(json.dumps(payload, default=str))

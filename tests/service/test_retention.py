@@ -48,7 +48,7 @@ def test_sandbox_gc_applies_the_servers_retention(start_server) -> None:
                for _ in range(2)]
     srv.stop()
     before = _files_under(srv.state)
-    gc = [sys.executable, "-m", "sandbox", "gc", "--service-state", srv.state]
+    gc = [sys.executable, "-m", "sandbox", "gc", "--state", srv.state]
     env = {**os.environ, "SANDBOX_HOME": srv.home}
     p = subprocess.run(gc, capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0 and "service: deleted 0 run(s)" in p.stdout, p.stdout + p.stderr
