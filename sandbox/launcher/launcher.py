@@ -31,7 +31,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union, cast
 
 from sandbox import protocol
 from sandbox.errors import InputError, SandboxError
@@ -45,11 +45,23 @@ from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
 from sandbox.launcher.session import Budget, Session, kill_quietly
 from sandbox.launcher.slots import Slots
-from sandbox.middleware.base import SpawnInfo
+from sandbox.middleware.base import IpcMiddleware, SpawnInfo
 from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
 from sandbox.middleware.run import RunPlumbing
 from sandbox.nested import DEFAULT_MAX_DEPTH, Lineage, ceilings as _ceilings
 from sandbox.policy.model import Policy
+
+
+if TYPE_CHECKING:
+    from sandbox.workflow import Workflow
+
+#: What `spawn` runs: a command (strings), a Workflow, a workflow as a dict, or a
+#: workflow file or action name (see `spawn`).
+Target = Union[Sequence[str], "Workflow", Mapping[str, object], str]
+#: IPC middleware: an instance, or a per-run factory called with a SpawnInfo.
+MiddlewareLike = Union[IpcMiddleware, Callable[[SpawnInfo], IpcMiddleware]]
+M = TypeVar("M", bound=MiddlewareLike)
+H = TypeVar("H", bound=Callable[..., object])
 
 
 def _lost(session: Session | None) -> bool:
@@ -249,7 +261,7 @@ class Launcher:
         return self.handlers.remove(handler_id)
 
     # -- middleware and lifecycle hooks (sandbox.middleware) -------------------
-    def use(self, middleware: Any) -> Any:
+    def use(self, middleware: M) -> M:
         """Add IPC middleware for every run: an instance, or a per-run factory
         called with a SpawnInfo (e.g. the classes Metrics, HmacAuth). First
         registered = outermost. Idempotent by identity."""
@@ -257,35 +269,39 @@ class Launcher:
             self.middleware.append(middleware)
         return middleware
 
-    def unuse(self, middleware: Any) -> bool:
+    def unuse(self, middleware: object) -> bool:
         before = len(self.middleware)
         self.middleware = [m for m in self.middleware if m is not middleware]
         return len(self.middleware) != before
 
-    def before_spawn(self, fn: Any) -> Any:
+    def before_spawn(self, fn: H) -> H:
         """fn(SpawnRequest): may rewrite req.target and tighten (never loosen) req.policy."""
-        return self.hooks.add("before_spawn", fn)
+        self.hooks.add("before_spawn", fn)
+        return fn
 
-    def after_spawn(self, fn: Any) -> Any:
+    def after_spawn(self, fn: H) -> H:
         """fn(RunResult, SpawnInfo), called after every spawn, whatever happened."""
-        return self.hooks.add("after_spawn", fn)
+        self.hooks.add("after_spawn", fn)
+        return fn
 
-    def on_child_message(self, fn: Any) -> Any:
+    def on_child_message(self, fn: H) -> H:
         """fn(Message, RunInfo) for every message of every run (nested ones too)."""
-        return self.hooks.add("on_child_message", fn)
+        self.hooks.add("on_child_message", fn)
+        return fn
 
-    def remove_hook(self, fn: Any) -> bool:
+    def remove_hook(self, fn: Callable[..., object]) -> bool:
         return self.hooks.remove(fn)
 
     # -- spawning ------------------------------------------------------------
-    def spawn(self, target: Any, *, policy: Policy | str | None = None,
-              store: dict[str, Any] | None = None, timeout: float | None = None,
+    def spawn(self, target: Target, *, policy: Policy | str | None = None,
+              store: Mapping[str, object] | None = None, timeout: float | None = None,
               workdir: str | None = None, output_dir: str | None = None,
               env: Mapping[str, str] | None = None,
               handlers: Mapping[str, Handler] | HandlerSet | None = None,
-              capture_output: bool | None = None, item: Any = None,
+              capture_output: bool | None = None, item: object = None,
               index: int | None = None, code_paths: Sequence[str] = (),
-              middleware: Sequence[Any] = (), cancel: threading.Event | None = None,
+              middleware: Sequence[MiddlewareLike] = (),
+              cancel: threading.Event | None = None,
               grace: float = 2.0, lineage: Lineage | None = None,
               stdin: bytes | int | None = None, tty: bool = False,
               forward_signals: bool = False,
@@ -327,7 +343,7 @@ class Launcher:
                          lineage=lineage, stdin=stdin, tty=tty,
                          forward_signals=forward_signals, on_output=on_output)
 
-    def start(self, target: Any, **spawn_kw: Any) -> RunHandle:
+    def start(self, target: Target, **spawn_kw: object) -> RunHandle:
         """Start `target` sandboxed in the background; returns its RunHandle at once.
 
         Takes `spawn`'s arguments. At most `max_concurrent` runs go at once;
@@ -335,7 +351,8 @@ class Launcher:
         starts). Errors `spawn` would raise come out of `handle.wait()`.
         """
         self._check_open()
-        handle = RunHandle(os.urandom(16).hex(), spawn_kw.pop("cancel", None))
+        handle = RunHandle(os.urandom(16).hex(),
+                           cast("threading.Event | None", spawn_kw.pop("cancel", None)))
         with self._lock:
             self._check_open()
             if self._pool is None:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import IO, Any, Union
+from typing import IO, Union
 
 from sandbox import protocol
 from sandbox.launcher import prepare as P
@@ -266,7 +266,7 @@ def _stdio(capture: bool, stdin: StdinSource) -> Stdio:
 
 def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
                   capture: bool, stdin: StdinSource = None, *,
-                  server: ForkServerClient | None = None) -> tuple[Any, list[bool]]:
+                  server: ForkServerClient | None = None) -> tuple[Monitor, list[bool]]:
     """Start the run's monitor: forked by `server` (the launcher's fork server),
     or exec'd. Returns the handle and which of stdin, stdout, stderr the monitor
     must relay (sandbox.monitor.stdio)."""

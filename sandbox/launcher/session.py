@@ -15,7 +15,6 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from sandbox.jsontypes import JSON
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+    from sandbox.launcher.monitors import Monitor
 
 CAPTURE_LIMIT = 16 << 20  # bytes kept per captured stream
 
@@ -67,7 +68,7 @@ class SessionState:
 
 
 class Session:
-    def __init__(self, *, run_id: str, proc: subprocess.Popen, ipc: socket.socket,
+    def __init__(self, *, run_id: str, proc: Monitor, ipc: socket.socket,
                  ctl: socket.socket, store: dict[str, JSON], budget: Budget,
                  handler_sets: list[HandlerSet], wall: float | None,
                  inbound: Callable[[Message], Message | None] | None = None,
@@ -337,7 +338,7 @@ def check_payload(type_: str, payload: object) -> str | None:
     return None
 
 
-def kill_quietly(proc: subprocess.Popen) -> None:
+def kill_quietly(proc: Monitor) -> None:
     try:
         proc.send_signal(signal.SIGKILL)
     except ProcessLookupError:
