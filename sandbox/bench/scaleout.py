@@ -84,10 +84,26 @@ def _idle_to_start(server: Any, n: int = 5) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def _rtt(url: str, n: int = 200) -> float:
+    """The floor under the broker's figures: one Redis round trip (PING) from
+    Python on this machine, now. The broker's work per run is a handful of
+    round trips (take the lease, the report batches, done)."""
+    import redis
+    r = redis.Redis.from_url(url)
+    vals = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r.ping()
+        vals.append((time.perf_counter() - t0) * 1000)
+    r.close()
+    return statistics.median(vals)
+
+
 def measure(workers: list[int], runs: int = 200,
             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     from sandbox.service.scaleout.local import Redis, Server, Worker
-    res: dict[str, Any] = {"slots_per_worker": SLOTS, "runs": runs, "cores": os.cpu_count()}
+    res: dict[str, Any] = {"slots_per_worker": SLOTS, "runs": runs, "cores": os.cpu_count(),
+                           "load": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-scale-") as tmp:
         root = Path(tmp)
         log(f"in-process queue, {SLOTS} slots, {runs} no-op runs")
@@ -100,6 +116,7 @@ def measure(workers: list[int], runs: int = 200,
             srv.stop()
         redis = Redis(dir=str(root / "redis")).start()
         try:
+            res["redis_rtt_p50_ms"] = _rtt(redis.url)
             res["broker"] = {}
             for n in workers:
                 log(f"broker, {n} worker(s) x {SLOTS} slots, {runs} no-op runs")
@@ -136,6 +153,10 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"{name:24} {f['runs_per_s']:8.1f} {f.get('vs_in_process', 1.0):9.2f} "
                      f"{f['p50_ms']:8.1f} {f['p99_ms']:8.1f} {disp:>20} "
                      f"{f['idle_to_start_ms']:15.1f}")
+    if "redis_rtt_p50_ms" in res:
+        lines.append(f"floor: one Redis round trip from Python here: "
+                     f"{res['redis_rtt_p50_ms']:.3f} ms p50; load average "
+                     f"{res.get('load', float('nan')):.1f} when measured")
     p50s = [f["dispatch_p50_ms"] for _, f in rows if "dispatch_p50_ms" in f]
     if p50s:
         worst = max(p50s)
