@@ -15,6 +15,8 @@ Figures:
   the server's claim and message (`claim_ms`) plus the worker's time in Redis
   for the run (taking the lease, its reports), from each result's `dispatch`
   field; the time a message waits for a free slot is queueing, not overhead;
+- cancel: a `sleep 60` run on a worker, from the cancel request to its final
+  status (the worker polls the run's cancel key every 250 ms);
 - idle->start: one run submitted to idle workers, submit to the worker's
   start, repeated; Dramatiq's consumer backs off when idle, up to
   `sandbox worker`'s 50 ms (its `worker_timeout`).
@@ -99,6 +101,28 @@ def _rtt(url: str, n: int = 200) -> float:
     return statistics.median(vals)
 
 
+def _cancel_latency(server: Any, n: int = 5) -> float:
+    """Cancel of a run on a remote worker: from the cancel request to the run's
+    final status, with the sandbox killed (median of n)."""
+    vals = []
+    with server.client() as c:
+        for _ in range(n):
+            rid = c.post("/v1/runs", json={"argv": ["sleep", "60"],
+                                           "policy": "strict"}).json()["id"]
+            deadline = time.monotonic() + 60
+            while not any(lease["run_id"] == rid and lease["lease_ttl_ms"]
+                          for lease in c.get("/v1/workers").json()["leases"]):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            c.post(f"/v1/runs/{rid}/cancel")
+            while c.get(f"/v1/runs/{rid}").json()["status"] in ("queued", "running"):
+                time.sleep(0.02)
+            vals.append((time.monotonic() - t0) * 1000)
+    return statistics.median(vals)
+
+
 def measure(workers: list[int], runs: int = 200,
             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     from sandbox.service.scaleout.local import Redis, Server, Worker
@@ -127,6 +151,8 @@ def measure(workers: list[int], runs: int = 200,
                     _load(srv, min(20, runs))
                     fig = _load(srv, runs)
                     fig["idle_to_start_ms"] = _idle_to_start(srv)
+                    if n == workers[0]:
+                        res["cancel_p50_ms"] = _cancel_latency(srv)
                     res["broker"][str(n)] = fig
                 finally:
                     for w in ws:
@@ -157,6 +183,10 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"floor: one Redis round trip from Python here: "
                      f"{res['redis_rtt_p50_ms']:.3f} ms p50; load average "
                      f"{res.get('load', float('nan')):.1f} when measured")
+    if "cancel_p50_ms" in res:
+        c = res["cancel_p50_ms"]
+        lines.append(f"target: cancel of a remote run <= 1 s at p50: {c / 1000:.2f} s "
+                     f"({'PASS' if c <= 1000 else 'MISS'})")
     p50s = [f["dispatch_p50_ms"] for _, f in rows if "dispatch_p50_ms" in f]
     if p50s:
         worst = max(p50s)

@@ -93,8 +93,14 @@ def test_a_killed_worker_is_rerun_elsewhere_or_lost(broker_server, start_worker)
         o = wait_final(c, once)
         assert o["status"] == "lost" and o["attempts"] == 1, o
         assert "doomed" in (o["reason"] or ""), o
-        types = [t for _, t, _ in events(c, retry)]
+        evs = events(c, retry)
+        types = [t for _, t, _ in evs]
         assert types.count("started") == 2 and types.count("exit") == 1, types
+        # one ordered stream across the hand-over, resumable from before it
+        seqs = [s for s, _, _ in evs]
+        assert seqs == sorted(set(seqs))
+        first = types.index("started")
+        assert [e[0] for e in events(c, retry, after=seqs[first])] == seqs[first + 1:]
 
 
 def test_cancel_reaches_the_remote_worker(broker_server, start_worker):
