@@ -14,6 +14,8 @@ from service.helpers import client
 from sandbox.client import errors
 from sandbox.client.sse import parse
 
+
+
 def _ids(wire_lines: list[str]) -> list[int]:
     return [int(e.id) for e in parse(wire_lines) if e.id]
 
@@ -65,9 +67,7 @@ def test_a_streamed_oversized_body_is_413(start_server):
 
 
 def test_retention_deletes_what_it_should_and_nothing_else(start_server, tmp_path):
-    # the server applies its retention itself too (every min(60 s, retain/4)): the old
-    # run may be gone before gc runs; the new one must outlive both (8 s of margin)
-    srv = start_server("--retain", "8s")
+    srv = start_server("--retain", "1h")        # the server's own sweep stays out of it
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("host file")
@@ -76,10 +76,12 @@ def test_retention_deletes_what_it_should_and_nothing_else(start_server, tmp_pat
                      f'ln -s {victim} "$SANDBOX_OUTPUT/link"; '
                      f'ln -s {victim}/keep.txt "$SANDBOX_OUTPUT/filelink"'])
         live = c.submit(["sleep", "60"])          # old too, but not finished
-        time.sleep(9)
+        time.sleep(4)
         new = c.run(["sh", "-c", 'printf new > "$SANDBOX_OUTPUT/n"'])
     old_dir = os.path.join(srv.state, "runs", old.id)
-    p = subprocess.run([sys.executable, "-m", "sandbox", "gc", "--state", srv.state],
+    assert os.path.isdir(old_dir)
+    p = subprocess.run([sys.executable, "-m", "sandbox", "gc", "--service-state", srv.state,
+                        "--older-than", "3s"],
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "SANDBOX_HOME": srv.home})
     assert p.returncode == 0, p.stderr
