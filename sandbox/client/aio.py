@@ -53,6 +53,9 @@ class AsyncClient:
         req = api.Request(method, path, params={k: v for k, v in params.items() if v is not None})
         return (await self._send(req)).json()
 
+    async def health(self) -> dict[str, Any]:
+        return dict(await self._json("GET", "/healthz"))
+
     async def submit(self, argv: list[str] | None = None, **kw: Any) -> models.RunView:
         """See Client.submit."""
         return models.run((await self._send(api.submit_request(argv=argv, **kw))).json())

@@ -61,6 +61,10 @@ class Client:
         return self._send(api.Request(method, path, params={k: v for k, v in params.items()
                                                             if v is not None})).json()
 
+    def health(self) -> dict[str, Any]:
+        """GET /healthz (no token needed): status, version, queued, running."""
+        return dict(self._json("GET", "/healthz"))
+
     # -- runs -----------------------------------------------------------------
     def submit(self, argv: list[str] | None = None, **kw: Any) -> models.RunView:
         """POST /v1/runs: queue a program (argv) or a workflow (workflow=...); returns
