@@ -237,10 +237,13 @@ def test_rerun_and_learn_download(server):
         learned = tomllib.loads(toml.text)
         assert learned["name"].startswith("suggested") and "filesystem" in learned
         page = c.get(f"/ui/runs/{run['id']}")
-        again = c.post(f"/ui/runs/{run['id']}/rerun", data={"csrf": _csrf(page.text), "policy": "same"},
-                       headers={"origin": server.url})
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+        form = {"csrf": _csrf(page.text), "policy": "same", "nonce": nonce}
+        again = c.post(f"/ui/runs/{run['id']}/rerun", data=form, headers={"origin": server.url})
+        twice = c.post(f"/ui/runs/{run['id']}/rerun", data=form, headers={"origin": server.url})
         assert again.status_code == 303
         new_id = again.headers["location"].rsplit("/", 1)[-1]
+        assert twice.headers["location"] == again.headers["location"]   # a double click: one run
         assert new_id != run["id"]
         new = server.wait(new_id)
         assert new["argv"] == run["argv"] and new["policy"] == "strict"

@@ -64,7 +64,8 @@ class Api:
         return headers
 
     async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                   json_body: Any = None, raw: bool = False, versioned: bool = True) -> Any:
+                   json_body: Any = None, raw: bool = False, versioned: bool = True,
+                   headers: dict[str, str] | None = None) -> Any:
         """One /v1 call (`versioned=False`: a path outside /v1, e.g. /healthz);
         returns the decoded JSON (or the httpx.Response when `raw`), raising
         ApiError for a status of 400 or more."""
@@ -72,7 +73,7 @@ class Api:
         async with httpx.AsyncClient(transport=transport, base_url="http://ui.internal") as client:
             clean = {k: v for k, v in (params or {}).items() if v not in (None, "")}
             resp = await client.request(method, (API if versioned else "") + path, params=clean, json=json_body,
-                                        headers=self._headers())
+                                        headers=self._headers(headers))
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)

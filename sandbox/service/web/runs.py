@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -191,6 +192,7 @@ async def run_page(request: Request, run_id: str) -> Response:
             result[name] = text[:SHOWN_OUTPUT]
             clipped.append(name)
     return render(ctx, request, "run.html", run=run, result=result, files=files, clipped=clipped,
+                  nonce=secrets.token_urlsafe(16),
                   bars=views.setup_bars(result.get("timings")), chart_w=views.CHART_W,
                   row_h=views.ROW_H, usage=views.usage(result, limits),
                   final=run.get("status") in views.FINAL, tab="overview")
@@ -250,10 +252,23 @@ async def rerun(request: Request, run_id: str) -> Response:
             suggested = await ctx.api.get(f"/runs/{quote(run_id, safe='')}/policy/suggest")
             # the API takes an inline policy as data; it checks it like a file
             # (and against the token's ceiling) on submit
-            body["policy_inline"] = tomllib.loads(str(suggested.get("toml", "")))
+            try:
+                body["policy_inline"] = tomllib.loads(str(suggested.get("toml", "")))
+            except tomllib.TOMLDecodeError as err:
+                return render(ctx, request, "error.html", status=502, status_code=502,
+                              message=f"the suggested policy is not valid TOML: {err}")
         elif run.get("policy"):
             body["policy"] = run["policy"]
-        new = await ctx.api.post("/runs", body)
+        # A double click (or a resent form) submits once: the form carries a
+        # nonce made when the page was drawn, and the API's idempotency key
+        # is derived from it and the session.
+        nonce = form.get("nonce", "")[:64]
+        headers = {}
+        if nonce:
+            key = hashlib.sha256(f"{ctx.session.sid}:{run_id}:{nonce}:{form.get('policy')}"
+                                 .encode()).hexdigest()
+            headers["idempotency-key"] = "ui-" + key
+        new = await ctx.api.call("POST", "/runs", json_body=body, headers=headers)
     except ApiError as err:
         return api_error_page(ctx, err)
     return back(f"/runs/{quote(str(new['id']), safe='')}")
