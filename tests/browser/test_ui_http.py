@@ -278,3 +278,24 @@ def test_admin_creates_and_revokes_a_token_and_its_session_ends(server):
             assert tenant.get("/ui/policies/check").status_code == 303   # the session is gone
         assert [t for t in server.api("GET", "/v1/tokens")
                 if t["name"] == "made-in-ui"][0]["revoked_at"] is not None
+
+
+def test_a_workflow_run_page_shows_its_logs_and_store(server):
+    import base64
+    import json
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "examples")
+    with open(os.path.join(examples, "example_actions.py"), "rb") as f:
+        code = base64.b64encode(f.read()).decode()
+    with open(os.path.join(examples, "hello.json")) as f:
+        wf = json.load(f)
+    run = server.wait(server.submit({"workflow": wf, "files": [
+        {"name": "example_actions.py", "content_b64": code}]})["id"])
+    assert run["status"] == "ok"
+    with closing(session(server)) as c:
+        page = c.get(f"/ui/runs/{run['id']}").text
+        assert "<dt>Workflow</dt><dd class=\"mono\">Hello</dd>" in page
+        assert "hello, sandbox!" in page and "greeting" in page
+        assert 'action="/ui/runs/' + run["id"] + '/rerun"' not in page   # argv runs only
+        logs = c.get(f"/ui/runs/{run['id']}/download/logs.jsonl")
+        assert any("hello, sandbox!" in json.loads(line).get("message", "")
+                   for line in logs.text.splitlines())
