@@ -51,3 +51,18 @@ def test_outputs_come_back_and_planted_links_do_not(broker_server, start_worker)
         assert "shadow" not in paths          # never shipped: only regular files travel
         got = c.get(f"/v1/runs/{v['id']}/files/a.txt")
         assert got.status_code == 200 and got.content == b"data\n"
+
+
+def test_the_audit_of_a_remote_run_is_served_by_the_server(broker_server, start_worker):
+    start_worker("auditor")
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", "cat /etc/shadow; true"],
+                                     "policy": "strict"})
+        v = wait_final(c, r.json()["id"])
+        assert v["host"] == "auditor", v
+        got = c.get(f"/v1/runs/{v['id']}/audit", params={"denied": 1})
+        assert got.status_code == 200, got.text
+        paths = [i.get("path") for i in got.json()["items"]]
+        assert "/etc/shadow" in paths, got.json()
+        sug = c.get(f"/v1/runs/{v['id']}/policy/suggest")
+        assert sug.status_code == 200, sug.text

@@ -50,7 +50,8 @@ class BrokerQueue:
         self.redis = redis.Redis.from_url(broker_url)
         self.broker = RedisBroker(url=broker_url, middleware=[])
         self.reports = ReportApplier(self.redis, store, bus, config.output_dir,
-                                     consumer=f"server-{config.hostname}")
+                                     consumer=f"server-{config.hostname}",
+                                     audit_dir=config.audit_dir)
         self._cond = threading.Condition()
         self._secrets: dict[str, dict[str, str]] = {}
         self._limits: dict[str, int] = {}

@@ -38,7 +38,7 @@ class Job(BaseModel):
 
 
 ReportType = Literal["started", "stdout", "stderr", "message", "log", "denied",
-                     "exit", "file", "finish"]
+                     "exit", "file", "audit_file", "finish"]
 
 
 class Report(BaseModel):

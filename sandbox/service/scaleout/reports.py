@@ -33,9 +33,10 @@ MAX_PENDING_FILE = 64 * 1024 * 1024     # bytes of one output file held while it
 
 class ReportApplier:
     def __init__(self, redis: Any, store: Store, bus: Bus, output_dir: Any,
-                 consumer: str) -> None:
+                 consumer: str, audit_dir: str) -> None:
         self.redis, self.store, self.bus = redis, store, bus
         self.output_dir = output_dir          # run id -> its output directory
+        self.audit_dir = audit_dir            # the server's audit store
         self.consumer = consumer
         self._files: dict[tuple[str, int, str], bytearray] = {}
         self._finished: set[tuple[str, int]] = set()   # finishes this server applied
@@ -100,6 +101,8 @@ class ReportApplier:
             self.bus.publish(rep.run_id, "started", {**rep.data, "host": rep.host})
         elif rep.type == "file":
             self._file(rep)
+        elif rep.type == "audit_file":
+            self._audit_file(rep)
         elif rep.type == "finish":
             d = rep.data
             result = d.get("result")
@@ -126,22 +129,55 @@ class ReportApplier:
             elif row.status == "running":
                 self.bus.publish(rep.run_id, rep.type, rep.data)
 
-    def _file(self, rep: Report) -> None:
-        from sandbox.service.files import write_input
+    def _chunk(self, rep: Report, name: str) -> bytes | None:
+        """Add a chunk of `name`; its whole content once the last chunk arrived."""
         d = rep.data
-        path = str(d.get("path", ""))
-        key = (rep.run_id, rep.attempt, path)
+        key = (rep.run_id, rep.attempt, name)
         buf = self._files.setdefault(key, bytearray())
         if int(d.get("offset", -1)) != len(buf):
             self._files.pop(key, None)
-            raise InputError(f"output {path!r}: chunk out of order")
+            raise InputError(f"{name!r}: chunk out of order")
         buf += base64.b64decode(str(d.get("b64", "")))
         if len(buf) > MAX_PENDING_FILE:
             self._files.pop(key, None)
-            raise InputError(f"output {path!r}: over {MAX_PENDING_FILE} bytes")
+            raise InputError(f"{name!r}: over {MAX_PENDING_FILE} bytes")
         if not d.get("last"):
+            return None
+        return bytes(self._files.pop(key))
+
+    def _audit_file(self, rep: Report) -> None:
+        """The run's audit file, as its worker's store wrote it, into this server's
+        store under the launcher's run id (checked like every run id there);
+        an existing file is kept (a report applied twice after a restart)."""
+        from sandbox.audit.store import ensure_dir, run_file
+        rid = str(rep.data.get("run", ""))
+        try:
+            path = run_file(self.audit_dir, rid)
+        except ValueError:
+            raise InputError(f"audit file of {rep.run_id}: not a run id: {rid!r}") from None
+        data = self._chunk(rep, "audit:" + rid)
+        if data is None:
             return
-        data = bytes(self._files.pop(key))
+        ensure_dir(self.audit_dir)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    def _file(self, rep: Report) -> None:
+        from sandbox.service.files import write_input
+        path = str(rep.data.get("path", ""))
+        data = self._chunk(rep, path)
+        if data is None:
+            return
+        d = rep.data
         out = self.output_dir(rep.run_id)
         os.makedirs(out, mode=0o700, exist_ok=True)
         write_input(out, path, data, bool(d.get("executable")))

@@ -153,8 +153,9 @@ class _JobBus:
 class _JobStore:
     """What Runs.execute reads and writes of a store, for one job."""
 
-    def __init__(self, job: Job, reporter: Reporter, output_dir: str) -> None:
+    def __init__(self, job: Job, reporter: Reporter, output_dir: str, audit_dir: str) -> None:
         self.job, self.reporter, self.output_dir = job, reporter, output_dir
+        self.audit_dir = audit_dir
 
     def token(self, token_id: str) -> Any:
         from sandbox.service.store import TokenRow
@@ -166,6 +167,8 @@ class _JobStore:
     def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
                result: dict[str, Any] | None, finished_at: float) -> bool:
         shipped = ship_outputs(self.output_dir, self.reporter)
+        if isinstance(result, dict) and isinstance(result.get("run_id"), str):
+            ship_audit(self.audit_dir, result["run_id"], self.reporter)
         r = self.reporter
         r.flush()     # every event and output chunk before the result
         self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
@@ -194,23 +197,46 @@ def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
                 if not stat.S_ISREG(st.st_mode) or sent + st.st_size > MAX_SHIPPED:
                     skipped += 1
                     continue
-                executable = bool(st.st_mode & 0o100)
-                offset = 0
-                while True:
-                    chunk = os.read(fd, MAX_CHUNK)
-                    last = len(chunk) < MAX_CHUNK
-                    reporter.send("file", {"path": rel, "offset": offset, "last": last,
-                                           "executable": executable,
-                                           "b64": base64.b64encode(chunk).decode("ascii")})
-                    reporter.flush()    # at most one chunk held in memory
-                    offset += len(chunk)
-                    if last:
-                        break
+                offset = _ship_chunks(fd, reporter, "file",
+                                      {"path": rel, "executable": bool(st.st_mode & 0o100)})
                 files += 1
                 sent += offset
             finally:
                 os.close(fd)
     return {"files": files, "bytes": sent, "skipped": skipped}
+
+
+def _ship_chunks(fd: int, reporter: Reporter, type_: str, meta: dict[str, Any]) -> int:
+    """Send one open file's content as `type_` reports of MAX_CHUNK bytes."""
+    offset = 0
+    while True:
+        chunk = os.read(fd, MAX_CHUNK)
+        last = len(chunk) < MAX_CHUNK
+        reporter.send(type_, {**meta, "offset": offset, "last": last,
+                              "b64": base64.b64encode(chunk).decode("ascii")})
+        reporter.flush()    # at most one chunk held in memory
+        offset += len(chunk)
+        if last:
+            return offset
+
+
+def ship_audit(audit_dir: str, launcher_run_id: str, reporter: Reporter) -> int:
+    """Send the attempt's audit file (one SQLite file per run, closed and in
+    rollback-journal mode once the run ended) so the server's audit endpoints
+    answer for a run whichever host ran it. Returns the bytes sent."""
+    from sandbox.audit.store import max_bytes, run_file
+    try:
+        fd = os.open(run_file(audit_dir, launcher_run_id),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return 0            # not audited (the policy's audit is off), or no store
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes():
+            return 0
+        return _ship_chunks(fd, reporter, "audit_file", {"run": launcher_run_id})
+    finally:
+        os.close(fd)
 
 
 class Worker:
@@ -271,7 +297,8 @@ class Worker:
                          started_at=time.time(), finished_at=None, attempts=job.attempt,
                          retries=0, reason=None, result=None, host=self.config.host,
                          idem_key=None, has_secrets=job.has_secrets)
-            runs = Runs(cast(Any, _JobStore(job, reporter, cfg.output_dir(job.run_id))),
+            runs = Runs(cast(Any, _JobStore(job, reporter, cfg.output_dir(job.run_id),
+                                            cfg.audit_dir)),
                         cast(Any, _JobBus(reporter, received)), cfg)
             runs.launcher = self._get_launcher()
             if lease.cancelled():
