@@ -278,7 +278,9 @@ def test_every_way_out_is_closed_and_recorded(tmp_path, py, servers):
     assert got["bind_proxy"] == got["bind_any"] == got["bind_reuseport"] == "errno:98"
     assert got["unix_daemon"] == "errno:13"
     # recorded: the refusals, with the deciding rule, in the run's result and store
-    denied = {d["path"]: d["rule"] for d in r.denied if d["operation"] == "connect"}
+    denied = {d["path"]: d["rule"] for d in r.denied
+              if d["operation"] == "connect" and d["syscall"] in ("proxy", "connect")
+              and not d["rule"].startswith("network.allowlist")}
     assert denied[f"127.0.0.1:{bad.port}"].startswith("deny_private: 127.0.0.1 is loopback") \
         or denied[f"127.0.0.1:{bad.port}"].startswith("no allow entry")
     assert "deny_private: 127.0.0.1 is loopback" in denied[f"localhost:{bad.port}"]
@@ -286,6 +288,11 @@ def test_every_way_out_is_closed_and_recorded(tmp_path, py, servers):
     assert denied[f"[::1]:{v6.port}"].startswith("deny_private: ::1 is loopback")
     assert denied[f"localhost:{ok.port}"].startswith("proxy: TLS server name 'evil.example'")
     assert denied[other.unix_path].startswith("network.unix")
+    # a program ignoring the proxy variables is refused and recorded too
+    direct = [d for d in r.denied if d["path"] in (f"127.0.0.1:{ok.port}", f"[::1]:{v6.port}",
+                                                   "192.0.2.1:80") and d["syscall"] == "connect"]
+    assert len(direct) == 3, r.denied
+    assert all(d["rule"].startswith("network.allowlist: a direct connection") for d in direct)
     net = r.audit["network"]
     assert net["allowed"] >= 3 and net["denied"] >= 10, net
     import sandbox.audit

@@ -47,6 +47,7 @@ from sandbox.monitor.broker_exec import Record, Request
 from sandbox.monitor.broker_net import MAX_SEND, NetRequest, encode_addr
 from sandbox.monitor.broker_process import BrokerGone, BrokerProcess
 from sandbox.monitor.seccomp_notify import SECCOMP_ADDFD_FLAG_SEND
+from sandbox.netproxy.inside import PROXY_PORT
 
 BROKERED = frozenset({"open", "openat", "openat2", "creat", "truncate", "unlink", "unlinkat",
                       "rmdir", "mkdir", "mkdirat", "mknod", "mknodat", "rename", "renameat",
@@ -60,6 +61,7 @@ class Broker:
     def __init__(self, loop: Any, guarded: tuple[str, ...]) -> None:
         self.loop = loop
         self.guarded = guarded
+        self.proxy_only = loop.sup.ctx.policy.network.mode == "allowlist"
         self._nspid: dict[int, tuple[int, int]] = {}
         self.process: BrokerProcess | None = None
         self.failed: str | None = None
@@ -222,6 +224,18 @@ class Broker:
             with socket.socket(fileno=os.dup(sock)) as s:
                 family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
                 stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            if family in (socket.AF_INET, socket.AF_INET6) and name == "connect" \
+                    and stype == socket.SOCK_STREAM and self.proxy_only:
+                target = self._inet_target(n)
+                if target is not None and target[1] != PROXY_PORT:
+                    # mode "allowlist": Landlock refuses every TCP connect but the proxy's
+                    # port; answered (never allowed) here so that it is recorded, with the
+                    # same EACCES, on every Landlock ABI
+                    self._net_answer(n, name, errno.EACCES, [(
+                        "connect", _target_text(*target), False,
+                        "network.allowlist: a direct connection (only the proxy at "
+                        f"127.0.0.1:{PROXY_PORT} is reachable: HTTP_PROXY, ALL_PROXY)")])
+                    return
             if family != socket.AF_UNIX or (name != "connect" and stype != socket.SOCK_DGRAM):
                 lst.respond_continue(n.id)
                 return
@@ -250,6 +264,16 @@ class Broker:
             os.close(sock)
             for fd in rights:
                 os.close(fd)
+
+    def _inet_target(self, n: Any) -> tuple[str, int] | None:
+        """(address, port) of a connect's AF_INET/AF_INET6 sockaddr, read from the caller's
+        memory: advisory (a record), used only to refuse."""
+        raw = self.loop.paths.mem.read(n.pid, n.args[1], min(n.args[2] & 0xFFFFFFFF, 28))
+        if len(raw) >= 8 and int.from_bytes(raw[:2], "little") == socket.AF_INET:
+            return socket.inet_ntop(socket.AF_INET, raw[4:8]), int.from_bytes(raw[2:4], "big")
+        if len(raw) >= 24 and int.from_bytes(raw[:2], "little") == socket.AF_INET6:
+            return socket.inet_ntop(socket.AF_INET6, raw[8:24]), int.from_bytes(raw[2:4], "big")
+        return None
 
     def _net_answer(self, n: Any, name: str, err: int, records: list[Record]) -> None:
         self._answer_error(n.id, err)
@@ -348,3 +372,7 @@ class Broker:
 
 
 __all__ = ["Broker", "BROKERED", "AT_FDCWD"]
+
+
+def _target_text(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
