@@ -85,9 +85,9 @@ def test_located_errors_name_file_key_and_line():
     ("localhost", 8080, True, "localhost:8080"),           # 127.0.0.1:8080 names the address
     ("localhost", 9000, False, "deny_private: 127.0.0.1 is loopback"),
     ("127.0.0.1", 8080, True, "127.0.0.1:8080"),            # the explicit address
-    ("[::1]", 8080, False, "deny_private: ::1 is loopback"),
+    ("[::1]", 8080, False, "no allow entry for [::1]:8080"),
     ("::ffff:127.0.0.1", 8080, True, "127.0.0.1:8080"),     # mapped = the IPv4 address
-    ("127.0.0.2", 8080, False, "deny_private"),
+    ("127.0.0.2", 8080, False, "no allow entry for 127.0.0.2:8080"),
     ("10.1.2.3", 5432, False, "deny_private: 10.1.2.3 is private or reserved"),  # a network entry
     ("10.0.0.5", 5432, True, "10.0.0.5:5432"),
     ("100.64.1.1", 5432, False, "CGNAT"),

@@ -128,7 +128,7 @@ def test_curl_urllib_and_requests_through_the_proxy(tmp_path, py, index):
     assert r.status == "ok", (r.reason, r.stderr[-2000:])
     got = json.loads(r.stdout)
     assert got["urllib"] == got["requests"] == "hello through the proxy"
-    assert got["urllib_refused"][0] == 403 and "deny_private" in got["urllib_refused"][1]
+    assert got["urllib_refused"][0] == 403 and "no allow entry" in got["urllib_refused"][1]
     assert got["requests_refused"] == [403, "refused"]
     net = r.audit["network"]
     assert (net["allowed"], net["denied"]) == (2, 2), net
@@ -152,3 +152,16 @@ def test_pip_installs_from_a_local_index_through_the_proxy(tmp_path, py, index):
     r = spawn(tmp_path, argv, [f"127.0.0.1:{port + 1}"])
     assert r.status == "error" and index.hits == [], (r.status, index.hits)
     assert any(d["path"] == f"127.0.0.1:{port}" for d in r.denied)
+
+
+def test_a_refused_connection_gets_a_hint(tmp_path, index):
+    port = index.server_address[1]
+    r = spawn(tmp_path, ["curl", "-fsS", "--max-time", "20", f"http://127.0.0.1:{port + 1}/x"],
+              [f"127.0.0.1:{port}"])
+    assert r.status != "ok"
+    assert any(f'allow = ["127.0.0.1:{port + 1}"]' in h and f"--allow 127.0.0.1:{port + 1}" in h
+               for h in r.hints), r.hints
+    r = spawn(tmp_path, ["curl", "-fsS", "--noproxy", "*", "--max-time", "20",
+                         f"http://127.0.0.1:{port}/hello"], [f"127.0.0.1:{port}"])
+    assert r.status != "ok" and index.hits == []
+    assert any("ignored HTTP_PROXY" in h for h in r.hints), r.hints

@@ -14,6 +14,8 @@ sandbox is why, from what the trusted side knows for certain:
   (`ExitReport.tmp_full`): the tmpfs was full when the program ended;
 - the seccomp violation, the exec failure, the limits: their reasons and the
   CLI's hint already say what to change, so nothing is added here;
+- the refused connections of a ``mode = "allowlist"`` run (always recorded):
+  the entry to add, or that the program bypassed the proxy;
 - an unaudited run (``[audit] files = "none"``): only what the monitor measured
   (the full ``/tmp``); file refusals are not known, and nothing is guessed.
 
@@ -71,6 +73,27 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
             f"[filesystem] (or --read {where})")
 
 
+def for_connection(target: str, rule: str) -> str | None:
+    """The hint of a connection the allowlist refused (mode "allowlist", sandbox/netproxy)."""
+    if rule.startswith("network.allowlist: a direct connection"):
+        return (f"a direct connection to {target} was refused: only the proxy at "
+                "127.0.0.1:3128 leads out (the program ignored HTTP_PROXY/HTTPS_PROXY/"
+                "ALL_PROXY; point it at http://127.0.0.1:3128)")
+    if rule.startswith("no allow entry for "):
+        entry = rule[len("no allow entry for "):]
+        return (f"the proxy refused {target} ({rule}): add allow = [{_q(entry)}] to "
+                f"[network] (or --allow {entry})")
+    if rule.startswith("deny_private: "):
+        addr = rule[len("deny_private: "):].split(" ", 1)[0]
+        port = target.rpartition(":")[2]
+        literal = f"[{addr}]" if ":" in addr else addr
+        return (f"the proxy refused {target}: {rule.split(' (', 1)[0][len('deny_private: '):]}; "
+                f"add allow = [{_q(f'{literal}:{port}')}] to [network] to reach that address")
+    if rule.startswith("proxy: "):
+        return f"the proxy refused {target}: {rule[len('proxy: '):]}"
+    return None
+
+
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
          exec_failed: bool = False) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
@@ -87,6 +110,12 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
     for n, rec in enumerate(result.denied):
         op, path, rule = str(rec.get("operation", "")), str(rec.get("path", "")), \
             str(rec.get("rule", ""))
+        if op == "connect" and not path.startswith("/"):
+            text = for_connection(path, rule) if ("net", path) not in seen else None
+            if text is not None:
+                seen.add(("net", path))
+                found.append((_PRIORITY["write"], n, text))
+            continue
         kind = op if op in ("exec", "write", "create", "delete") else "read"
         key = (kind, _dir(path))
         if not path or key in seen:

@@ -61,7 +61,8 @@ class Broker:
     def __init__(self, loop: Any, guarded: tuple[str, ...]) -> None:
         self.loop = loop
         self.guarded = guarded
-        self.proxy_only = loop.sup.ctx.policy.network.mode == "allowlist"
+        ctx = getattr(getattr(loop, "sup", None), "ctx", None)
+        self.proxy_only = ctx is not None and ctx.policy.network.mode == "allowlist"
         self._nspid: dict[int, tuple[int, int]] = {}
         self.process: BrokerProcess | None = None
         self.failed: str | None = None

@@ -210,9 +210,11 @@ class Allowlist:
     def check_addr(self, addr: IPAddress, port: int, *, via: Rule | None = None) -> Verdict:
         """One address: allowed by an IP entry, or (via a name entry) when public."""
         why = private_reason(addr)
+        network_match = False
         for r in self.rules:
             if r.matches_addr(addr) and r.ports(port):
                 if why and self.deny_private and not r.single:
+                    network_match = True
                     continue
                 return Verdict(True, r.text, (addr,))
         if via is not None:
@@ -220,8 +222,9 @@ class Allowlist:
                 return Verdict(True, via.text, (addr,))
             return Verdict(False, f"deny_private: {addr} is {why} (allow it as an explicit "
                                   f"address entry, e.g. \"{_literal(addr)}:{port}\")")
-        if why and self.deny_private:
-            return Verdict(False, f"deny_private: {addr} is {why}")
+        if network_match:
+            return Verdict(False, f"deny_private: {addr} is {why} (a network entry admits "
+                                  f"public addresses only; name it: \"{_literal(addr)}:{port}\")")
         return Verdict(False, f"no allow entry for {_literal(addr)}:{port}")
 
     def name_rule(self, host: str, port: int) -> Rule | None:
