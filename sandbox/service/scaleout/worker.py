@@ -169,8 +169,7 @@ class _JobStore:
         shipped = ship_outputs(self.output_dir, self.reporter)
         if isinstance(result, dict) and isinstance(result.get("run_id"), str):
             ship_audit(self.audit_dir, result["run_id"], self.reporter)
-        r = self.reporter
-        r.flush()     # every event and output chunk before the result
+        r = self.reporter     # one ordered queue: the result follows every event and chunk
         self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
                                       "finished_at": finished_at, "outputs": shipped,
                                       "broker_ms": {"server": round(r.job.claim_ms, 3),
@@ -214,10 +213,10 @@ def _ship_chunks(fd: int, reporter: Reporter, type_: str, meta: dict[str, Any]) 
         last = len(chunk) < MAX_CHUNK
         reporter.send(type_, {**meta, "offset": offset, "last": last,
                               "b64": base64.b64encode(chunk).decode("ascii")})
-        reporter.flush()    # at most one chunk held in memory
         offset += len(chunk)
         if last:
             return offset
+        reporter.flush()    # a big file: at most one chunk held in memory
 
 
 def ship_audit(audit_dir: str, launcher_run_id: str, reporter: Reporter) -> int:
