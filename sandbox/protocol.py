@@ -221,6 +221,8 @@ class ExitReport:
     timings: dict[str, float] = bound(chars=64, items=64, default_factory=dict)
     audit: AuditSummary | None = None
     output: OutputSummary | None = None
+    workdir: OutputSummary | None = None   # the copy-on-write layer's export (workdir_export)
+    workdir_full: bool = False      # ... which had (almost) no space or inodes left at the end
     denied: list[Denied] = bound(items=1000, budget=1 << 20, default_factory=list)
     monitor_lost: bool = False
     monitor_killed: bool = False
@@ -350,6 +352,11 @@ class OutputFd:
 
 
 @dataclass
+class CowFd:
+    """Beside it: a descriptor of the copy-on-write work directory's layer tmpfs (export)."""
+
+
+@dataclass
 class ScratchFd:
     """Beside it: an O_PATH descriptor of the private /tmp, for its free space at the end."""
 
@@ -379,8 +386,8 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
-    "listener": ListenerAt, "ack": Ack, "output": OutputFd, "scratch": ScratchFd,
-    "proxy": ProxyFds,
+    "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd,
+    "scratch": ScratchFd, "proxy": ProxyFds,
     "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,
 }
 NAMES: dict[type, str] = {cls: name for name, cls in MESSAGES.items()}

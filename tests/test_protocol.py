@@ -22,7 +22,7 @@ from sandbox.errors import ProtocolError
 
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None)
 DATAGRAM_TYPES = [P.SpawnRequest, P.Spawned, P.Refused, P.StubReady, P.Pid1Started,
-                  P.Pid1Exited, P.ListenerAt, P.Ack, P.OutputFd, P.ScratchFd, P.Ready,
+                  P.Pid1Exited, P.ListenerAt, P.Ack, P.OutputFd, P.CowFd, P.ScratchFd, P.Ready,
                   P.SetupFailure, P.ExecError]
 
 

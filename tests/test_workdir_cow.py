@@ -138,10 +138,89 @@ def test_links_and_special_files_made_in_the_overlay_are_never_followed(launcher
     assert (secret.read_bytes(), secret.stat().st_mtime_ns, secret.stat().st_mode) == before
 
 
+SMALL = parse_policy('extends = ["default"]\n[filesystem]\nworkdir = "copy-on-write"\n'
+                     'output_size = "8MiB"\noutput_inodes = 400\n', file="small.toml")
+FILL = r"""
+import errno, os, sys
+what, cap = sys.argv[1], int(sys.argv[2])
+done, err = 0, 0
+try:
+    while done < cap:
+        if what == "bytes":
+            with open(f"big{done >> 20}", "wb") as f:
+                f.write(b"x" * (1 << 20))
+            done += 1 << 20
+        else:
+            open(f"f{done}", "w").close()
+            done += 1
+except OSError as exc:
+    err = exc.errno
+print(done, errno.errorcode.get(err, err))
+sys.exit(1 if err else 0)
+"""
+
+
+def tree_size(root) -> tuple[int, int]:
+    """(bytes of regular files, entries) under `root`, as the host sees them."""
+    size = n = 0
+    for top, dirs, files in os.walk(root):
+        n += len(dirs) + len(files)
+        size += sum(os.lstat(os.path.join(top, f)).st_blocks * 512 for f in files)
+    return size, n
+
+
+def test_filling_the_layer_hits_its_bound_not_the_hosts_disk(launcher, work, tmp_path, py):
+    """The write layer is a tmpfs of output_size: the program gets ENOSPC there, and
+    neither the export nor anything else of the run on the host's disk exceeds it."""
+    out = tmp_path / "out"
+    r = launcher.spawn([py, "-c", FILL, "bytes", str(64 << 20)], policy=SMALL,
+                       workdir=str(work), output_dir=str(out))
+    assert r.exit_code in (0, 1), (r.reason, r.stderr)
+    done, err = r.stdout.split()
+    assert (err, int(done) <= 8 << 20) == ("ENOSPC", True), r.stdout
+    assert tree_size(out)[0] <= 8 << 20
+    assert any("copy-on-write" in h and "output_size" in h for h in r.hints), r.hints
+
+
+def test_a_huge_number_of_files_hits_the_inode_bound(launcher, work, tmp_path, py):
+    out = tmp_path / "out"
+    r = launcher.spawn([py, "-c", FILL, "files", "20000"], policy=SMALL,
+                       workdir=str(work), output_dir=str(out))
+    assert r.exit_code in (0, 1), (r.reason, r.stderr)
+    done, err = r.stdout.split()
+    assert (err, int(done) <= 400) == ("ENOSPC", True), r.stdout
+    assert tree_size(out / CHANGES)[1] <= 400
+
+
+def test_setid_bits_links_and_devices_never_survive_the_export(launcher, work, tmp_path, py):
+    """The export runs as the caller (root in CI): what the run leaves in the layer is
+    handed back inert, like ${OUTPUT}: no set-id or sticky bit, owner-only modes, links
+    as text, no fifo or device; the host file a link names is untouched."""
+    secret = tmp_path / "secret"
+    before = secret.read_bytes(), secret.stat().st_mtime_ns, secret.stat().st_mode
+    out = tmp_path / "out"
+    r = run(launcher, work, out, f"cp /bin/true suid && chmod 6755 suid && mkdir sticky && "
+                                 f"chmod 1777 sticky && chmod 4755 a.txt && ln -s {secret} link "
+                                 "&& mkfifo pipe; mknod dev c 1 3 2>/dev/null; "
+                                 "mknod wh c 0 0 2>/dev/null; echo done")
+    assert (r.status, r.stdout) == ("ok", "done\n"), (r.reason, r.stderr)
+    changes = out / CHANGES
+    for name in ("suid", "sticky", "a.txt"):
+        mode = os.lstat(changes / name).st_mode
+        assert mode & 0o7077 == 0, (name, oct(mode))
+    assert os.readlink(changes / "link") == str(secret)
+    assert not any(os.path.lexists(changes / n) for n in ("pipe", "dev", "wh"))
+    assert (secret.read_bytes(), secret.stat().st_mtime_ns, secret.stat().st_mode) == before
+    for top, dirs, files in os.walk(out):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(top, name))
+            assert not st.st_mode & (0o7000), (name, oct(st.st_mode))
+
+
 def test_strict_keeps_the_work_directory_read_only(launcher, work, tmp_path):
     assert load_policy("strict").filesystem.workdir == "direct"
-    # not on by default: the write layer is on the host's disk, bounded per file only
-    assert load_policy("default").filesystem.workdir == "direct"
+    # on in default: the write layer is a tmpfs bounded like the output
+    assert load_policy("default").filesystem.workdir == "copy-on-write"
     before = snapshot(work)
     r = run(launcher, work, tmp_path / "out", "echo x > c.txt", policy="strict")
     assert r.status != "ok" and "Read-only file system" in r.stderr

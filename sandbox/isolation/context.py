@@ -39,6 +39,7 @@ class ContainContext:
     skipped: dict[str, str] = field(default_factory=dict)  # layer -> why (best_effort only)
     listener_fd: int | None = None       # seccomp notification fd, set by the seccomp layer
     output_fd: int | None = None         # the ${OUTPUT} tmpfs, set by the mount layer (copy-out)
+    cow_fd: int | None = None            # the copy-on-write layer's tmpfs (export), ditto
     timings: dict[str, float] = field(default_factory=dict)  # seconds per layer
     cgroup_memory: bool = False          # the monitor enforces limits.memory with a cgroup
     # the run's own cgroups, shown read-only at /sys/fs/cgroup (sysview.py): v1 controller

@@ -28,7 +28,10 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      whole of it, then a private ``/dev/shm`` tmpfs (nosuid, nodev, noexec,
      at most 16 MiB).
    - the copy-on-write work directory (an `FsRule` with ``cow``): an overlayfs
-     over the host directory, upper layer in ``<rundir>/cow`` (`_mount_overlay`);
+     over the host directory, upper and work layers on a tmpfs of
+     ``output_size`` bytes and ``output_inodes`` inodes (charged to the run's
+     memory, never the host's disk), whose descriptor goes to the monitor
+     (``ctx.cow_fd``) for the export after the run (`_mount_overlay`);
      rules beneath it without a write grant of their own that need other
      flags are bound onto themselves inside the overlay ("rebind");
    - each `FsRule`: its host path is resolved by the kernel (`resolve`); the
@@ -455,43 +458,59 @@ def _mount_output(root_fd: int, step: Step, plan: FsPlan) -> int:
                         os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, beneath.VIEW)
 
 
-def _mount_overlay(step: Step, root_fd: int, rundir: str) -> None:
+def _mount_overlay(step: Step, root_fd: int, rundir: str, plan: FsPlan) -> int:
     """The copy-on-write work directory: an overlayfs whose lower layer is the host's
-    directory (never written to) and whose upper layer is ``<rundir>/cow/upper``,
-    made by the launcher (sandbox.launcher.workdir_cow), exported after the run.
+    directory (never written to) and whose upper and work layers are on a tmpfs of
+    the output's bounds (``output_size``, ``output_inodes``: the changes end up in
+    the output), mounted at ``<rundir>/cow`` in this mount namespace only. Returns
+    a descriptor of that tmpfs for the monitor's export (`sandbox.monitor.workdir_export`).
 
-    The layers are named relative to ``<rundir>/cow`` (the lower one through a
-    symlink made here, to a descriptor opened as the plan resolved the
-    directory: beneath.py), so no host path, whatever characters it holds, is
-    parsed as mount options. ``userxattr``: the only form allowed in a user
-    namespace; it also keeps index, metacopy and redirect_dir off, and xino off
-    keeps inode numbers the lower layer's."""
+    The tmpfs is detached from ``<rundir>/cow`` once the overlay holds it, so no
+    later recursive bind of an ancestor of the rundir can copy it into the view:
+    the overlay and the descriptor keep it alive, and nothing else reaches it.
+    The layers are named relative to it (the lower one through a symlink made
+    there, to a descriptor opened as the plan resolved the directory:
+    beneath.py), so no host path, whatever characters it holds, is parsed as
+    mount options. ``userxattr``: the only form allowed in a user namespace
+    (tmpfs has user xattrs since Linux 6.6); it also keeps index, metacopy and
+    redirect_dir off, and xino off keeps inode numbers the lower layer's."""
     cow = os.path.join(rundir, "cow")
-    lower = os.path.join(cow, "lower")
-    if os.path.lexists(lower):
-        os.unlink(lower)
-    with ExitStack() as fds:
-        src = beneath.open_source(step.source)
-        fds.callback(os.close, src)
-        os.symlink(_fd_path(src), lower)
-        dst = beneath.make_mountpoint(root_fd, step.path, True)
-        fds.callback(os.close, dst)
-        here = os.open(".", os.O_PATH | os.O_CLOEXEC)
-        fds.callback(os.close, here)
-        os.chdir(cow)
-        fds.callback(os.fchdir, here)
-        libc.mount("overlay", _fd_path(dst), "overlay", libc.MS_NOSUID | libc.MS_NODEV,
-                   "lowerdir=lower,upperdir=upper,workdir=work,userxattr,xino=off")
-    top = beneath.open_in_view(root_fd, step.path)
+    _make_mountpoint(cow, True)
+    libc.mount("tmpfs", cow, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+               f"mode=0700,size={max(plan.output_size, 4096)},"
+               f"nr_inodes={max(plan.output_inodes, 1) + 4}")
+    layer = os.open(cow, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        _setattr_fd(top, step.attrs, True, step.path)
-    finally:
-        os.close(top)
+        with ExitStack() as fds:
+            src = beneath.open_source(step.source)
+            fds.callback(os.close, src)
+            os.symlink(_fd_path(src), "lower", dir_fd=layer)
+            os.mkdir("upper", 0o700, dir_fd=layer)
+            os.chmod("upper", stat.S_IMODE(os.fstat(src).st_mode), dir_fd=layer)
+            os.mkdir("work", 0o700, dir_fd=layer)
+            dst = beneath.make_mountpoint(root_fd, step.path, True)
+            fds.callback(os.close, dst)
+            here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+            fds.callback(os.close, here)
+            os.fchdir(layer)
+            fds.callback(os.fchdir, here)
+            libc.mount("overlay", _fd_path(dst), "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+                       "lowerdir=lower,upperdir=upper,workdir=work,userxattr,xino=off")
+        top = beneath.open_in_view(root_fd, step.path)
+        try:
+            _setattr_fd(top, step.attrs, True, step.path)
+        finally:
+            os.close(top)
+        libc.umount2(cow, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+    except BaseException:
+        os.close(layer)
+        raise
+    return layer
 
 
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
               under_dev: list[Step], tty: str | None = None,
-              held: list[int] | None = None, rundir: str = "", root_fd: int = -1) -> None:
+              held: dict[str, int] | None = None, rundir: str = "", root_fd: int = -1) -> None:
     """One step. What lives in a host tree bound into the view (binds, rebinds,
     masks, the output, the overlay) is reached by descriptor beneath `root_fd`,
     never by a path a symlink could redirect (beneath.py)."""
@@ -525,9 +544,13 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
         if held is None:
             os.close(fd)
         else:
-            held.append(fd)
+            held["output"] = fd
     elif step.kind == "overlay":
-        _mount_overlay(step, root_fd, rundir)
+        fd = _mount_overlay(step, root_fd, rundir, plan)
+        if held is None:
+            os.close(fd)
+        else:
+            held["cow"] = fd
     elif step.kind == "link":
         if not os.path.lexists(target):
             _make_parents(target)
@@ -593,7 +616,7 @@ def build_view(ctx: ContainContext) -> str:
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
-    held: list[int] = []
+    held: dict[str, int] = {}
     rundir = os.path.realpath(ctx.paths.rundir)
     with ExitStack() as fds:
         root_fd = _open_root(root, fds)
@@ -616,8 +639,8 @@ def build_view(ctx: ContainContext) -> str:
             _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
-    if held:
-        ctx.output_fd = held[0]
+    ctx.output_fd = held.get("output")
+    ctx.cow_fd = held.get("cow")
     return root
 
 

@@ -71,7 +71,8 @@ def apply(ctx: ContainContext) -> None:
         if ctx.namespaces or os.geteuid() == 0:
             drop_capabilities()
         close_fds({ctx.ipc_fd, ctx.monitor_fd, *ctx.keep_fds,
-                   *([ctx.output_fd] if ctx.output_fd is not None else [])})
+                   *([ctx.output_fd] if ctx.output_fd is not None else []),
+                   *([ctx.cow_fd] if ctx.cow_fd is not None else [])})
     except (OSError, ValueError) as exc:
         raise SetupError("privileges", str(exc)) from None
     ctx.active.append("privileges")

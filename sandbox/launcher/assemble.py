@@ -75,7 +75,8 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     if res.status == R.ERROR and rep.exec_failure is not None:
         res.reason = describe(rep.exec_failure, rep.exec_error or "", policy, env_path, workdir)
     res.hints = hints.make(res, policy, tmp_full=rep.tmp_full, workdir=workdir,
-                           exec_failed=rep.exec_failure is not None)
+                           exec_failed=rep.exec_failure is not None,
+                           workdir_full=rep.workdir_full)
     return res
 
 

@@ -11,7 +11,9 @@ sandbox is why, from what the trusted side knows for certain:
   then writes, then reads; a refused read of a path the host does not have
   either (a PATH search, a probe) is not the view's doing and gives none;
 - the monitor's look at the private ``/tmp`` after the run
-  (`ExitReport.tmp_full`): the tmpfs was full when the program ended;
+  (`ExitReport.tmp_full`): the tmpfs was full when the program ended; the
+  same for the copy-on-write work directory's write layer
+  (`ExitReport.workdir_full`: ``output_size`` / ``output_inodes``);
 - the seccomp violation, the exec failure, the limits: their reasons and the
   CLI's hint already say what to change, so nothing is added here;
 - the refused connections of a ``mode = "allowlist"`` run (always recorded):
@@ -95,7 +97,7 @@ def for_connection(target: str, rule: str) -> str | None:
 
 
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
-         exec_failed: bool = False) -> list[str]:
+         exec_failed: bool = False, workdir_full: bool = False) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
     started at all already has its one line (`exec_failure.describe`)."""
     if str(result.status) == "ok" or exec_failed:
@@ -105,6 +107,11 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         size = policy.filesystem.tmp_size
         out.append(f"the private /tmp was full when the program ended ({size // (1 << 20)} MiB; "
                    "raise [filesystem] tmp_size)")
+    if workdir_full:
+        fs = policy.filesystem
+        out.append(f"the copy-on-write work directory's write layer was full when the program "
+                   f"ended ({fs.output_size // (1 << 20)} MiB, {fs.output_inodes} files; raise "
+                   "[filesystem] output_size or output_inodes)")
     seen: set[tuple[str, str]] = set()
     found: list[tuple[int, int, str]] = []
     for n, rec in enumerate(result.denied):

@@ -10,39 +10,37 @@ The launcher side of it (the mount is `sandbox.isolation.mounts`' "overlay" step
   that explicit grant wins and the host's directory is written directly; a
   single file that says both is refused by the loader. A work directory the
   policy does not let the program read is not overlaid (it is not in the view).
-- The overlay's upper and work directories live in the run's private rundir
-  (``<rundir>/cow``, on the host, never in the view); the lower layer is the
-  host's work directory, which the kernel never writes to.
-- `export`: after the run (every process of the sandbox gone, so nothing can
-  race it), the upper layer becomes ``${OUTPUT}/workdir.changes/``: every file
-  the run created or modified, with its full content. Deletions, which
-  overlayfs records as whiteouts (character devices 0/0) and opaque
-  directories, are taken out of that tree and listed, relative to the work
+- The overlay's upper and work directories live on a tmpfs of ``output_size``
+  bytes and ``output_inodes`` inodes that PID 1 mounts in the sandbox's own
+  mount namespace (`sandbox.isolation.mounts`), charged to the run's memory
+  like the private /tmp and the output: the host's disk holds nothing of it
+  while the run lasts, and a run that fills it gets ENOSPC
+  (`RunResult.hints` says so). The lower layer is the host's work directory,
+  which the kernel never writes to. ``<rundir>/cow`` is only its mountpoint.
+- The export: once every process of the sandbox is gone, the monitor copies
+  the upper layer into ``${OUTPUT}/workdir.changes/`` with the output's rules
+  (`sandbox.monitor.workdir_export`: regular files, directories and symlinks
+  as text; owner-only modes, no set-id bits; fifos, sockets and devices
+  dropped; bounded by ``output_size`` and ``output_inodes``) and lists the
+  deletions (overlayfs whiteouts and opaque directories), relative to the work
   directory, in ``${OUTPUT}/workdir.deleted.json`` (a JSON list; a name ending
-  in ``/`` is a directory whose earlier content is all gone). Nothing else
-  special survives: fifos, sockets and device nodes are dropped, symlinks are
-  kept as links (never followed). The changes directory is made, empty, before
-  the run and denied to the sandbox, and so is the (empty) deletion list, so
-  the program can neither pre-plant nor redirect them through ``${OUTPUT}``
-  (the list is written with O_NOFOLLOW all the same).
+  in ``/`` is a directory whose earlier content is all gone). Both are made
+  here, empty, before the run and denied to the sandbox, so the program can
+  neither pre-plant nor redirect them through ``${OUTPUT}``; `export` then
+  removes whichever stayed empty.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import shutil
-import stat
 from dataclasses import replace
 
 from sandbox.errors import InputError
 from sandbox.isolation.context import RunPaths
+from sandbox.monitor.workdir_export import CHANGES, DELETED
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 
-CHANGES = "workdir.changes"
-DELETED = "workdir.deleted.json"
-_OPAQUE = "user.overlay.opaque"
 
 
 def cow_dir(paths: RunPaths) -> str:
@@ -74,9 +72,7 @@ def grant(policy: Policy, paths: RunPaths) -> tuple[Policy, bool]:
                              "directory or remove it")
     os.mkdir(changes, 0o700)
     os.close(os.open(deleted, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    os.makedirs(os.path.join(cow_dir(paths), "upper"), 0o700)
-    os.makedirs(os.path.join(cow_dir(paths), "work"), 0o700)
-    os.chmod(os.path.join(cow_dir(paths), "upper"), stat.S_IMODE(os.stat(work).st_mode))
+    os.makedirs(cow_dir(paths), 0o700, exist_ok=True)
     fs = policy.filesystem
     return policy.replace(filesystem=replace(
         fs, write=tuple(fs.write) + (work,),
@@ -104,85 +100,33 @@ def mark(plan: FsPlan, paths: RunPaths) -> FsPlan:
 
 
 def export(paths: RunPaths) -> tuple[str | None, list[str]]:
-    """Move the upper layer into the output (see the module doc). Returns the changes
-    directory (None when the run changed nothing) and the deleted names."""
-    upper = os.path.join(cow_dir(paths), "upper")
+    """After the monitor's export: the changes directory (None when the run changed
+    nothing) and the deleted names; what stayed empty is removed."""
     changes = os.path.join(paths.output, CHANGES)
     listing = os.path.join(paths.output, DELETED)
-    if not os.path.isdir(upper) or os.path.islink(changes) or not os.path.isdir(changes):
-        return None, []
-    deleted = _take_deletions(upper)
-    fd = os.open(listing, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "w") as f:
-        if deleted:
-            json.dump(deleted, f, indent=0)
-            f.write("\n")
-    if not deleted:
-        os.unlink(listing)
-    os.rmdir(changes)          # made empty by `grant`, denied to the sandbox
+    deleted: list[str] = []
     try:
-        os.rename(upper, changes)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        _copy_tree(upper, changes)
-    os.chmod(changes, 0o755)
+        fd = os.open(listing, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1
+    if fd >= 0:
+        with os.fdopen(fd) as f:
+            text = f.read(64 << 20)
+        if text.strip():
+            deleted = [str(n) for n in json.loads(text)]
+        else:
+            os.unlink(listing)
+    if os.path.islink(changes) or not os.path.isdir(changes):
+        return None, deleted
     if not deleted and not os.listdir(changes):
         os.rmdir(changes)
         return None, []
     return changes, deleted
 
 
-def _take_deletions(upper: str) -> list[str]:
-    """Remove whiteouts and opaque marks from `upper`; the names they stood for."""
-    deleted: list[str] = []
-    for top, dirs, files, dfd in os.fwalk(upper, follow_symlinks=False):
-        rel = os.path.relpath(top, upper)
-        rel = "" if rel == "." else rel + "/"
-        for name in dirs:
-            try:
-                where = os.path.join(top, name)    # the sandbox is gone: nothing races this
-                if os.getxattr(where, _OPAQUE, follow_symlinks=False) == b"y":
-                    deleted.append(rel + name + "/")
-                    os.removexattr(where, _OPAQUE, follow_symlinks=False)
-            except OSError:
-                pass
-        for name in files:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                deleted.append(rel + name)
-                os.unlink(name, dir_fd=dfd)
-            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                os.unlink(name, dir_fd=dfd)      # fifo, socket, device: not a change to keep
-    return sorted(deleted)
-
-
-def _copy_tree(src: str, dst: str) -> None:
-    """A copy that never follows a link the run made (other filesystem than the rundir's)."""
-    os.mkdir(dst, 0o755)
-    for top, dirs, files, dfd in os.fwalk(src, follow_symlinks=False):
-        out = os.path.join(dst, os.path.relpath(top, src))
-        for name in dirs:
-            os.mkdir(os.path.join(out, name), 0o755)
-        for name in files:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(name, dir_fd=dfd), os.path.join(out, name))
-                continue
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            with os.fdopen(fd, "rb") as r, open(os.path.join(out, name), "xb") as w:
-                shutil.copyfileobj(r, w)
-            os.chmod(os.path.join(out, name), stat.S_IMODE(st.st_mode) & 0o777)
-
-
 def cleanup(paths: RunPaths) -> None:
-    """The overlay's work directory leaves a mode-0 `work` behind: make it removable.
-
-    Only that one directory, never through a link: `<cow>/lower` is a symlink to
-    the host's work directory, and the upper layer holds what the run made."""
-    work = os.path.join(cow_dir(paths), "work", "work")
+    """The layer's mountpoint in the rundir (the tmpfs itself went with the sandbox)."""
     try:
-        if stat.S_ISDIR(os.lstat(work).st_mode):
-            os.chmod(work, 0o700)
+        os.rmdir(cow_dir(paths))
     except OSError:
         pass

@@ -37,6 +37,7 @@ MAX_DEPTH = 64
 _RD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _DIR = _RD | os.O_DIRECTORY
 _CHUNK = 1 << 20
+OPAQUE = "user.overlay.opaque"   # overlayfs with userxattr (the only form in a user namespace)
 
 
 def _drop(rep: OutputReport, why: str) -> None:
@@ -58,8 +59,12 @@ def file_mode(mode: int) -> int:
 
 
 class _Copier:
-    def __init__(self, max_bytes: int, max_entries: int, max_depth: int) -> None:
+    def __init__(self, max_bytes: int, max_entries: int, max_depth: int,
+                 deleted: list[str] | None = None) -> None:
         self.rep = OutputReport()
+        # An overlay's upper layer (workdir_export): whiteouts (0/0 character devices)
+        # and opaque directories are deletions, listed here instead of copied or dropped.
+        self.deleted = deleted
         self.max_bytes, self.max_entries, self.max_depth = max_bytes, max_entries, max_depth
         self.entries = 0
         self.links: dict[tuple[int, int], str] = {}   # (dev, ino) -> dest path, relative
@@ -85,6 +90,10 @@ class _Copier:
 
     def entry(self, sfd: int, dfd: int, name: str, rel: str, depth: int) -> None:
         st = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+        if self.deleted is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            if self._budget():
+                self.deleted.append(rel)
+            return
         if st.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
             self.rep.setid_stripped += 1
         if stat.S_ISDIR(st.st_mode):
@@ -97,6 +106,8 @@ class _Copier:
             self.rep.dirs += 1
             sub_s = _open(name, _DIR, sfd, 0o700)
             try:
+                if self.deleted is not None and _opaque(sub_s):
+                    self.deleted.append(rel + "/")
                 sub_d = os.open(name, _DIR, dir_fd=dfd)
                 try:
                     self.tree(sub_s, sub_d, rel, depth + 1)
@@ -147,6 +158,14 @@ class _Copier:
             self.links[key] = rel
 
 
+def _opaque(fd: int) -> bool:
+    """Is this directory of an overlay's upper layer opaque (its lower content gone)?"""
+    try:
+        return os.getxattr(fd, OPAQUE) == b"y"
+    except OSError:
+        return False
+
+
 def _open(name: str, flags: int, dir_fd: int, fix_mode: int) -> int:
     """Open a name of the tmpfs, giving its owner (the caller) access if it was removed."""
     try:
@@ -180,9 +199,12 @@ def _copy_data(src: int, dst: int, size: int) -> int:
 
 
 def copy_out(src_fd: int, dest: str, *, max_bytes: int, max_entries: int,
-             max_depth: int = MAX_DEPTH) -> OutputReport:
-    """Copy the tree under `src_fd` into the empty directory `dest` (see the module doc)."""
-    c = _Copier(max_bytes, max_entries, max_depth)
+             max_depth: int = MAX_DEPTH, deleted: list[str] | None = None) -> OutputReport:
+    """Copy the tree under `src_fd` into the empty directory `dest` (see the module doc).
+
+    `deleted`: the tree is an overlay's upper layer; its whiteouts and opaque
+    directories are appended there (relative names, a directory's ending in "/")."""
+    c = _Copier(max_bytes, max_entries, max_depth, deleted)
     try:
         dfd = os.open(dest, _DIR)
     except OSError as exc:

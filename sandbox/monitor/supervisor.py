@@ -26,9 +26,9 @@ from sandbox.isolation.context import ContainContext
 from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
-from sandbox.protocol import (Cancel, ExecError, ExitReport, ListenerAt, OutputFd, Pid1Exited,
-                              Pid1Started, ProxyFds, Ready, ScratchFd, SetupFailure, Signal,
-                              Spec, Violation, WinSize)
+from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
+                              OutputSummary, Pid1Exited, Pid1Started, ProxyFds, Ready, ScratchFd,
+                              SetupFailure, Signal, Spec, Violation, WinSize)
 from sandbox.sandboxee import entry, stub
 
 
@@ -62,6 +62,7 @@ class Supervisor:
         self._scratch_fd: int | None = None  # the private /tmp, from PID 1
         self._exit_r: int | None = None     # the init's exit pipe, read end
         self._pending_loop: Any = None
+        self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -217,6 +218,7 @@ class Supervisor:
         self.stdio.finish()  # every byte of output reaches the caller before the report
         self._check_scratch()
         self._copy_out()
+        self._export_workdir()
         self._finish(t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds()
         return self.report
@@ -266,6 +268,27 @@ class Supervisor:
             return
         self.report.output = rep
         self._mark("output_copied")
+
+    def _export_workdir(self) -> None:
+        """The copy-on-write layer's changes into ${OUTPUT} (workdir_export), then the
+        descriptor goes, and the tmpfs with it."""
+        from sandbox.monitor import workdir_export
+        fd, self.cow_fd = self.cow_fd, None
+        if fd is None:
+            return
+        plan = self.ctx.fs_plan
+        try:
+            st = os.fstatvfs(fd)
+            self.report.workdir_full = st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
+                st.f_files > 0 and st.f_favail == 0)
+            self.report.workdir = workdir_export.export(
+                fd, self.ctx.paths.output, max_bytes=plan.output_size,
+                max_entries=plan.output_inodes)
+        except OSError as exc:
+            self.report.workdir = OutputSummary(error=f"exporting the work directory: {exc}")
+        finally:
+            os.close(fd)
+        self._mark("workdir_exported")
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
@@ -383,6 +406,8 @@ class Supervisor:
             fds = []
         elif isinstance(msg, OutputFd) and fds and self.output_fd is None:
             self.output_fd = fds.pop(0)
+        elif isinstance(msg, CowFd) and fds and self.cow_fd is None:
+            self.cow_fd = fds.pop(0)
         for extra in fds:
             os.close(extra)
         return True
@@ -510,7 +535,8 @@ class Supervisor:
         rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}
 
 
-_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd, ProxyFds)
+_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd, ProxyFds,
+                   CowFd)
 
 
 def _recv_with_sender(sock: socket.socket) -> tuple[Any, list[int], int]:

@@ -43,7 +43,7 @@ from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
-from sandbox.protocol import (Ack, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
+from sandbox.protocol import (Ack, CowFd, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
                               ScratchFd, SetupFailure, Spec)
 
 EXIT_SETUP = 125
@@ -88,6 +88,10 @@ def main(ctx: ContainContext, spec: Spec) -> None:
             protocol.send(mon, OutputFd(), [ctx.output_fd])
             os.close(ctx.output_fd)
             ctx.output_fd = None
+        if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
+            protocol.send(mon, CowFd(), [ctx.cow_fd])
+            os.close(ctx.cow_fd)
+            ctx.cow_fd = None
         if ctx.scratch_fd >= 0:
             # the monitor looks at the private /tmp's free space once the run is over
             # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by

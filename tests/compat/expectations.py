@@ -37,12 +37,7 @@ INTENDED_UNDER_RLIMIT_AS: dict[tuple[str, str], str] = {
 
 _ISSUE12 = "issue 12 (runner semantics)"
 _ISSUE13 = "issue 13 (everyday programs)"
-KNOWN_BROKEN: dict[tuple[str, str], str] = {
-    (w, "default"): f"{_ISSUE13}: the work directory is read-only under default until the "
-                    "copy-on-write layer is bounded (it is on the host's disk); "
-                    "--workdir-mode copy-on-write works today"
-    for w in ("workdir-write", "git-init", "make-intree", "pip-local", "run-script")
-}
+KNOWN_BROKEN: dict[tuple[str, str], str] = {}
 # strict keeps nothing writable executable (filesystem.scratch_exec = false).
 INTENDED[("gcc-run", "strict")] = ("scratch_exec = false: nothing writable is executable, so "
                                    "the compiled program cannot run (exit 126)")
