@@ -8,8 +8,9 @@ sandbox is why, from what the trusted side knows for certain:
 - the audit's denied records (``[audit] files = "denied"`` or ``"all"``):
   each refused access with its path and rule (a refused exec deep in a build,
   a path missing from the view, a write to a read-only place), execs first,
-  then writes, then reads; a refused read of a path the host does not have
-  either (a PATH search, a probe) is not the view's doing and gives none;
+  then writes, then reads; a refused read or exec of a path the host does
+  not have either (a PATH search, a probe; the private /tmp excepted) is not
+  the view's doing and gives none;
 - the monitor's look at the private ``/tmp`` after the run
   (`ExitReport.tmp_full`): the tmpfs was full when the program ended; the
   same for the copy-on-write work directory's write layer
@@ -127,7 +128,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         key = (kind, _dir(path))
         if not path or key in seen:
             continue
-        if kind == "read" and not rule.startswith("filesystem.deny") and not os.path.lexists(path):
+        if kind in ("read", "exec") and not rule.startswith("filesystem.deny") and \
+                rule != "private /tmp" and not os.path.lexists(path):
             continue    # missing everywhere (a PATH search, a probe): not the view's doing
         seen.add(key)
         found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))

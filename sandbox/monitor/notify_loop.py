@@ -21,6 +21,13 @@ so the Supervisor's select loop is untouched. For each notification:
    Exceptions, both safe against that race:
    - a verdict from a ``filesystem.deny`` rule is answered EACCES by the
      monitor (a deny rule may name paths the layers could not hide);
+   - an access(X_OK) of an executable regular file in the view where the
+     policy refuses exec (a noexec area: strict's private /tmp) is answered
+     "yes" (`_refused_exec`): the kernel's EACCES made bash and `command -v`
+     skip it silently down PATH (an activated venv ran the system's pip); now
+     the program execs it and the kernel refuses that loudly (EACCES, 126),
+     recorded, with a hint. Only an answer changes, nothing is done for the
+     caller, so the race is harmless;
    - when the policy has such deny rules inside writable trees ("guarded"
      trees, `sandbox.audit.verdicts.guarded_prefixes`), every open and every
      name-changing call is *performed for the sandbox* on the path it read
@@ -38,6 +45,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -58,6 +66,8 @@ from sandbox import protocol
 from sandbox.protocol import AuditSummary, Denied, Violation
 
 _EACCES = errno.EACCES
+X_OK = 1
+_ACCESS_MODE = {"access": 1, "faccessat": 2, "faccessat2": 2}   # the mode argument
 
 
 class AuditLoop:
@@ -283,7 +293,34 @@ class AuditLoop:
             self.tally.monitor_denied += 1
             self.listener.respond_error(n.id, _EACCES)
             return True
+        if name in _ACCESS_MODE and results and results[0][2].allowed and \
+                self._refused_exec(args[_ACCESS_MODE[name]], results[0][1]):
+            self.listener.respond_value(n.id, 0)
+            return True
         return False
+
+    def _refused_exec(self, mode: int, path: str) -> bool:
+        """Is this access(X_OK) of an executable regular file that only the policy keeps
+        from running (see the module doc)? Looked up in the sandbox's root by the
+        kernel (openat2 RESOLVE_IN_ROOT), the final name never followed (`path` is
+        canonical: a link it still ends in was not to be followed)."""
+        from sandbox.monitor import root_walk as W
+        if mode & 7 != X_OK or self.engine.decide("exec", path).allowed:
+            return False
+        root = self.paths.root_fd
+        if root is None:
+            return False
+        try:
+            fd = W.openat2(root, path.lstrip("/") or ".",
+                           os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           resolve=W.RESOLVE_IN_ROOT | W.RESOLVE_NO_MAGICLINKS)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
 
     def _is_init_exec(self, pid: int, name: str, args: Any) -> bool:
         """The sandbox's own init, started once by PID 1 with execveat(fd, "", AT_EMPTY_PATH)

@@ -44,6 +44,3 @@ INTENDED[("gcc-run", "strict")] = ("scratch_exec = false: nothing writable is ex
 for _w in ("workdir-write", "git-init", "make-intree", "pip-local"):
     INTENDED[(_w, "strict")] = ('strict keeps the work directory read-only (workdir = "direct"; '
                                 '--workdir-mode copy-on-write or workdir = "copy-on-write" lifts it)')
-# ... and bash silently skips a noexec `pip` on PATH: nothing the sandbox can make loud.
-KNOWN_BROKEN[("venv-pip", "strict")] = ("strict has scratch_exec = false: the venv's pip is on "
-                                        "noexec /tmp, and bash's PATH search skips it silently")
