@@ -207,6 +207,9 @@ class ExitReport:
     limits_applied: dict[str, str] = bound(chars=64, items=16, default_factory=dict)
     oom_killed: bool = False
     tmp_full: bool = False          # the private /tmp had (almost) no space left at the end
+    shm_full: bool = False          # ... and the private /dev/shm
+    # errno mode: syscalls the filter refused, by name (where the monitor saw them)
+    denied_syscalls: dict[str, int] = bound(chars=64, items=16, default_factory=dict)
     pids_limit_hit: bool = False
     cpu_limit_hit: bool = False     # the monitor ended the tree at the sandbox's CPU budget
     monitor_limit_hit: bool = False  # ... at the trusted side's budget (limits.monitor_cpu)
@@ -352,6 +355,11 @@ class OutputFd:
 
 
 @dataclass
+class ShmFd:
+    """Beside it: an O_PATH descriptor of the private /dev/shm, for its free space at the end."""
+
+
+@dataclass
 class CowFd:
     """Beside it: a descriptor of the copy-on-write work directory's layer tmpfs (export)."""
 
@@ -386,7 +394,7 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
-    "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd,
+    "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
     "scratch": ScratchFd, "proxy": ProxyFds,
     "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,
 }

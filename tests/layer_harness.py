@@ -7,6 +7,7 @@ root and as an unprivileged user.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -28,20 +29,30 @@ def make_paths(base: str) -> RunPaths:
     return paths
 
 
-def _stand_in_monitor(fd: int | None) -> None:
+def _stand_in_monitor(fd: int | None, ctx: ContainContext) -> None:
     """The layers under test have no monitor: with a listener (a private network
-    mediates connects), answer every notification CONTINUE so calls do not wait."""
+    mediates connects), answer as the monitor does so calls do not wait: EPERM
+    for what the filter refuses in errno mode (seccomp.errno_via_notify),
+    CONTINUE for the rest."""
     if fd is None:
         return
     import threading
-    from sandbox.monitor.seccomp_notify import Listener
+    from sandbox.isolation import seccomp
+    from sandbox.monitor.seccomp_notify import Listener, violation_of
     lst = Listener(fd, own=False)
+    syscalls = ctx.policy.syscalls
+    table = seccomp.table_for(seccomp.audited_syscalls(syscalls, ctx.audit_files),
+                              seccomp.notify_set_for(ctx.audit_files, ctx.policy.network.mode))
 
     def serve() -> None:
         while True:
             try:
                 n = lst.recv()
-                if n is not None:
+                if n is None:
+                    continue
+                if syscalls.on_violation == "errno" and violation_of(n, table) is not None:
+                    lst.respond_error(n.id, errno.EPERM)
+                else:
                     lst.respond_continue(n.id)
             except OSError:
                 return
@@ -71,7 +82,7 @@ def run_layers(policy: Policy, fn: Callable[[], Any], *, base: str,
                 out: dict[str, Any]
                 try:
                     contain(ctx, until=until)
-                    _stand_in_monitor(ctx.listener_fd)
+                    _stand_in_monitor(ctx.listener_fd, ctx)
                     out = {"ok": True, "value": fn(), "active": ctx.active,
                            "skipped": ctx.skipped}
                 except BaseException as exc:  # reported to the test, not swallowed

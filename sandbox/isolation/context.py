@@ -49,5 +49,6 @@ class ContainContext:
     exit_fd: int = -1                    # pipe to the monitor for the program's wait status
     tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev
     scratch_fd: int = -1                 # O_PATH of the view's /tmp, for the monitor (mounts)
+    shm_fd: int = -1                     # ... and of its /dev/shm
     # (plan, steps) of the mount layer, computed by the monitor before the fork (mounts.prepare)
     mount_table: tuple[Any, Any] | None = None

@@ -700,3 +700,8 @@ def _open_scratch(ctx: ContainContext) -> None:
     except OSError:
         return   # no figure, no hint: never a reason to fail the run
     ctx.keep_fds = (*ctx.keep_fds, ctx.scratch_fd)
+    try:
+        ctx.shm_fd = os.open("/dev/shm", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    ctx.keep_fds = (*ctx.keep_fds, ctx.shm_fd)

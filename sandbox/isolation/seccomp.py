@@ -28,6 +28,10 @@ Flags:
 
 What a denied syscall gets (`on_violation`):
 - ``errno``: EPERM (clone3 always gets ENOSYS so that libc falls back to clone).
+  Where the run has a listener anyway (an audit or a private network), the
+  refusal goes through it (`errno_via_notify`): the monitor answers EPERM
+  itself and counts the call by name (`RunResult.denied_syscalls`, a hint),
+  so a program that fails on "Operation not permitted" is told why.
 - ``kill``: SECCOMP_RET_USER_NOTIF to the listener; the monitor names the call
   with `sandbox.monitor.seccomp_notify.violation_of` and kills the sandbox.
   Compiled without a listener (`kill_via_notify=False`) it is
@@ -111,9 +115,9 @@ def audited_syscalls(syscalls: SyscallPolicy, audit_files: str) -> SyscallPolicy
                          on_violation=syscalls.on_violation)
 
 
-def _action_map(on_violation: str, kill_via_notify: bool):
+def _action_map(on_violation: str, kill_via_notify: bool, errno_via_notify: bool = False):
     if on_violation == "errno":
-        deny = bpf.ret_errno(errno.EPERM)
+        deny = bpf.RET_USER_NOTIF if errno_via_notify else bpf.ret_errno(errno.EPERM)
     elif on_violation == "kill":
         deny = bpf.RET_USER_NOTIF if kill_via_notify else bpf.RET_KILL_PROCESS
     else:
@@ -137,19 +141,21 @@ def table_for(syscalls: SyscallPolicy, notify: frozenset[str] | set[str] = froze
 
 @functools.lru_cache(maxsize=64)
 def _compile(syscalls: SyscallPolicy, notify: frozenset[str], kill_via_notify: bool,
-             network: str = "host") -> bytes:
+             network: str = "host", errno_via_notify: bool = False) -> bytes:
     table = table_for(syscalls, notify, network)
-    return bpf.compile_table(table, _action_map(syscalls.on_violation, kill_via_notify))
+    return bpf.compile_table(table, _action_map(syscalls.on_violation, kill_via_notify,
+                                                errno_via_notify))
 
 
 def compile_program(syscalls: SyscallPolicy, *, notify: frozenset[str] | set[str] = frozenset(),
-                    kill_via_notify: bool = False, network: str = "host") -> bytes:
+                    kill_via_notify: bool = False, network: str = "host",
+                    errno_via_notify: bool = False) -> bytes:
     """The classic-BPF program for `syscalls` (cached). Raises ValueError on bad names."""
     canon = SyscallPolicy(profile=syscalls.profile, allow=tuple(sorted(set(syscalls.allow))),
                           deny=tuple(sorted(set(syscalls.deny))),
                           on_violation=syscalls.on_violation)
     return _compile(canon, frozenset(notify), bool(kill_via_notify),
-                    "allowlist" if network == "allowlist" else "host")
+                    "allowlist" if network == "allowlist" else "host", bool(errno_via_notify))
 
 
 class _SockFprog(ctypes.Structure):
@@ -221,7 +227,13 @@ def warm(syscalls: SyscallPolicy, audit_files: str = "none", network: str = "hos
     """
     return compile_program(audited_syscalls(syscalls, audit_files),
                            notify=notify_set_for(audit_files, network),
-                           kill_via_notify=syscalls.on_violation == "kill", network=network)
+                           kill_via_notify=syscalls.on_violation == "kill", network=network,
+                           errno_via_notify=errno_via_notify(syscalls, audit_files, network))
+
+
+def errno_via_notify(syscalls: SyscallPolicy, audit_files: str, network: str) -> bool:
+    """Do errno-mode refusals go to the monitor? Where there is a listener anyway."""
+    return syscalls.on_violation == "errno" and (audit_files != "none" or network != "host")
 
 
 def apply(ctx: ContainContext) -> None:

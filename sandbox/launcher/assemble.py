@@ -55,6 +55,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     res.timings = dict(rep.timings)
     res.warm = rep.prestarted
     res.clipped = dict(rep.clipped)
+    res.denied_syscalls = dict(rep.denied_syscalls)
     if rep.output is not None:
         res.output = dataclasses.asdict(rep.output)
     res.logs, res.error = st.logs, st.error
@@ -76,7 +77,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
         res.reason = describe(rep.exec_failure, rep.exec_error or "", policy, env_path, workdir)
     res.hints = hints.make(res, policy, tmp_full=rep.tmp_full, workdir=workdir,
                            exec_failed=rep.exec_failure is not None,
-                           workdir_full=rep.workdir_full)
+                           workdir_full=rep.workdir_full, shm_full=rep.shm_full)
     return res
 
 

@@ -15,8 +15,12 @@ sandbox is why, from what the trusted side knows for certain:
   (`ExitReport.tmp_full`): the tmpfs was full when the program ended; the
   same for the copy-on-write work directory's write layer
   (`ExitReport.workdir_full`: ``output_size`` / ``output_inodes``);
-- the seccomp violation, the exec failure, the limits: their reasons and the
-  CLI's hint already say what to change, so nothing is added here;
+- the full private ``/dev/shm`` (`ExitReport.shm_full`), measured the same way;
+- the syscalls refused with EPERM in errno mode (`RunResult.denied_syscalls`,
+  counted by the monitor where the run has a seccomp listener): the syscall,
+  the rule (``syscalls.deny`` or the profile) and the key to change;
+- the seccomp violation (kill mode), the exec failure, the limits: their
+  reasons and the CLI's hint already say what to change, so nothing is added;
 - the refused connections of a ``mode = "allowlist"`` run (always recorded):
   the entry to add, or that the program bypassed the proxy;
 - an unaudited run (``[audit] files = "none"``): only what the monitor measured
@@ -97,8 +101,20 @@ def for_connection(target: str, rule: str) -> str | None:
     return None
 
 
+def for_syscall(name: str, count: int, policy: Policy) -> str:
+    """The hint of a syscall refused in errno mode."""
+    times = "once" if count == 1 else f"{count} times"
+    if name in policy.syscalls.deny:
+        return (f"syscall {name} was refused with EPERM {times} (syscalls.deny): remove it "
+                "from [syscalls] deny if the program needs it")
+    return (f"syscall {name} was refused with EPERM {times} (syscalls.profile = "
+            f"\"{policy.syscalls.profile}\"): add it to [syscalls] allow = [\"{name}\"] "
+            "if the program needs it")
+
+
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
-         exec_failed: bool = False, workdir_full: bool = False) -> list[str]:
+         exec_failed: bool = False, workdir_full: bool = False,
+         shm_full: bool = False) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
     started at all already has its one line (`exec_failure.describe`)."""
     if str(result.status) == "ok" or exec_failed:
@@ -108,6 +124,15 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         size = policy.filesystem.tmp_size
         out.append(f"the private /tmp was full when the program ended ({size // (1 << 20)} MiB; "
                    "raise [filesystem] tmp_size)")
+    if shm_full:
+        from sandbox.isolation.mounts import SHM_MAX
+        size = max(4096, min(policy.filesystem.tmp_size, SHM_MAX))
+        out.append(f"the private /dev/shm was full when the program ended ({size // (1 << 20)} "
+                   f"MiB: [filesystem] tmp_size, at most {SHM_MAX // (1 << 20)} MiB; put "
+                   "large shared files in /tmp)")
+    for name, count in sorted(getattr(result, "denied_syscalls", {}).items(),
+                              key=lambda kv: (-kv[1], kv[0])):
+        out.append(for_syscall(name, count, policy))
     if workdir_full:
         fs = policy.filesystem
         out.append(f"the copy-on-write work directory's write layer was full when the program "

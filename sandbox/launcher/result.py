@@ -71,6 +71,9 @@ class RunResult:
     clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
     # filesystem.workdir = "copy-on-write": ${OUTPUT}/workdir.changes, None if nothing changed
     workdir_changes: str | None = None
+    # on_violation = "errno": syscalls refused with EPERM, by name, with their counts (where
+    # the run has a seccomp listener: an audit or a private network; else not known)
+    denied_syscalls: dict[str, int] = field(default_factory=dict)
     # One line each where the sandbox is why something failed: the path, the rule,
     # and the policy key to change (sandbox.launcher.hints); `sandbox exec` prints them.
     hints: list[str] = field(default_factory=list)

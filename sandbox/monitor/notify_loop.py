@@ -66,6 +66,7 @@ from sandbox import protocol
 from sandbox.protocol import AuditSummary, Denied, Violation
 
 _EACCES = errno.EACCES
+MAX_DENIED_NAMES = 16   # syscall names counted in errno mode (RunResult.denied_syscalls)
 X_OK = 1
 _ACCESS_MODE = {"access": 1, "faccessat": 2, "faccessat2": 2}   # the mode argument
 
@@ -97,6 +98,7 @@ class AuditLoop:
         notify = seccomp.notify_set_for(self.files, policy.network.mode)
         self.table = seccomp.table_for(syscalls, notify, policy.network.mode)
         self.kill_mode = policy.syscalls.on_violation == "kill"
+        self.denied_syscalls: dict[str, int] = {}   # errno mode: refusals by name
         self.specs: dict[int, tuple[str, S.Spec]] = {}
         for name in notify:
             nr = sp.syscall_number(name)
@@ -238,6 +240,12 @@ class AuditLoop:
         except OSError:
             pass
         if v is None:
+            return
+        if not self.kill_mode:
+            # errno mode (seccomp.errno_via_notify): refused, counted by name, not fatal
+            name = str(v.syscall)
+            if name in self.denied_syscalls or len(self.denied_syscalls) < MAX_DENIED_NAMES:
+                self.denied_syscalls[name] = self.denied_syscalls.get(name, 0) + 1
             return
         self.sup.on_violation(Violation("seccomp", str(v.syscall), int(v.nr),
                                         [int(x) for x in v.args], int(v.pid)))

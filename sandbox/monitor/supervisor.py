@@ -28,7 +28,7 @@ from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
                               OutputSummary, Pid1Exited, Pid1Started, ProxyFds, Ready, ScratchFd,
-                              SetupFailure, Signal, Spec, Violation, WinSize)
+                              SetupFailure, ShmFd, Signal, Spec, Violation, WinSize)
 from sandbox.sandboxee import entry, stub
 
 
@@ -63,6 +63,7 @@ class Supervisor:
         self._exit_r: int | None = None     # the init's exit pipe, read end
         self._pending_loop: Any = None
         self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
+        self._shm_fd: int | None = None     # the private /dev/shm, from PID 1
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -224,21 +225,22 @@ class Supervisor:
         return self.report
 
     def _check_scratch(self) -> None:
-        """Was the private /tmp full when the program ended? Its free space, read on the
+        """Was the private /tmp (or /dev/shm) full when the program ended? Its free space, read on the
         descriptor the sandboxee sent (a kernel figure, nothing the program can forge
         but by filling it), then the descriptor goes and the tmpfs with it."""
-        fd = getattr(self, "_scratch_fd", None)
-        if fd is None:
-            return
-        self._scratch_fd = None
-        try:
-            st = os.fstatvfs(fd)
-            self.report.tmp_full = st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
-                st.f_files > 0 and st.f_favail == 0)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        for attr, field in (("_scratch_fd", "tmp_full"), ("_shm_fd", "shm_full")):
+            fd = getattr(self, attr, None)
+            if fd is None:
+                continue
+            setattr(self, attr, None)
+            try:
+                st = os.fstatvfs(fd)
+                setattr(self.report, field, st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
+                    st.f_files > 0 and st.f_favail == 0))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def abort(self) -> None:
         """After a failure of the monitor itself: take the sandbox down now."""
@@ -395,6 +397,8 @@ class Supervisor:
             self.report.exec_failure = msg.failure
         elif isinstance(msg, ScratchFd) and fds and getattr(self, "_scratch_fd", None) is None:
             self._scratch_fd = fds.pop(0)
+        elif isinstance(msg, ShmFd) and fds and self._shm_fd is None:
+            self._shm_fd = fds.pop(0)
         elif isinstance(msg, ListenerAt) and fds:
             self._mark("listener_received")
             self._start_listener(fds.pop(0))
@@ -519,6 +523,7 @@ class Supervisor:
         if self.listener is not None:
             self._mark("audit_finishing")
             rep.audit, rep.denied = self.listener.finish()
+            rep.denied_syscalls = dict(self.listener.denied_syscalls)
         from sandbox.monitor import cost
         rep.monitor_cpu, rep.monitor_peak_memory = cost.totals(
             getattr(self.listener, "broker_rusage", None))
@@ -535,7 +540,8 @@ class Supervisor:
         rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}
 
 
-_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, OutputFd, ProxyFds,
+_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, ShmFd, OutputFd,
+                   ProxyFds,
                    CowFd)
 
 

@@ -44,7 +44,7 @@ from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
 from sandbox.protocol import (Ack, CowFd, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
-                              ScratchFd, SetupFailure, Spec)
+                              ScratchFd, SetupFailure, ShmFd, Spec)
 
 EXIT_SETUP = 125
 EXIT_CANNOT_EXECUTE = 126
@@ -98,6 +98,10 @@ def main(ctx: ContainContext, spec: Spec) -> None:
             # the mount layer before any filter, keeps the tmpfs for it till then
             protocol.send(mon, ScratchFd(), [ctx.scratch_fd])
             os.close(ctx.scratch_fd)
+            if ctx.shm_fd >= 0:
+                protocol.send(mon, ShmFd(), [ctx.shm_fd])
+                os.close(ctx.shm_fd)
+                ctx.shm_fd = -1
             ctx.scratch_fd = -1
         protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
                                  timings=dict(ctx.timings)))
