@@ -235,6 +235,28 @@ def test_an_explicit_write_grant_writes_the_host_directory(launcher, work, tmp_p
     assert r.workdir_changes is None
 
 
+def test_under_a_ceiling_the_overlay_is_no_host_write(launcher, work, tmp_path):
+    """A token's or hook's ceiling of `default` admits default's copy-on-write work
+    directory (its writes go to the run's layer); under a ceiling with workdir = direct
+    the run gets direct (met with the ceiling, like scratch_exec): read-only."""
+    from sandbox.nested import Lineage
+    from sandbox.policy.confine import Ceiling
+    before = snapshot(work)
+    r = launcher.spawn(["sh", "-c", "echo x > c.txt"], policy="default", workdir=str(work),
+                       output_dir=str(tmp_path / "out"),
+                       lineage=Lineage(ceiling=Ceiling(load_policy("default"), what="ceiling")))
+    assert r.status == "ok" and (tmp_path / "out" / CHANGES / "c.txt").is_file(), r.reason
+    from dataclasses import replace
+    d = load_policy("default")
+    direct = d.replace(filesystem=replace(d.filesystem, workdir="direct"))
+    r = launcher.spawn(["sh", "-c", "echo x > c.txt"], policy="default", workdir=str(work),
+                       output_dir=str(tmp_path / "out2"),
+                       lineage=Lineage(ceiling=Ceiling(direct, what="ceiling")))
+    assert r.status != "ok" and "Read-only file system" in r.stderr, (r.status, r.stderr)
+    assert not (tmp_path / "out2" / CHANGES).exists()
+    assert snapshot(work) == before
+
+
 def test_a_file_asking_for_both_is_refused():
     with pytest.raises(PolicyError) as exc:
         parse_policy('[filesystem]\nwrite = ["${WORKDIR}"]\nworkdir = "copy-on-write"\n',

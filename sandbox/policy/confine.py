@@ -191,7 +191,10 @@ def check_plan(plan: FsPlan, ceiling: Policy, *, own: Sequence[str] = (),
         for path in dict.fromkeys((rule.path, real)):
             if path != rule.path and _inside(path, own):
                 continue
-            for op, wanted in (("read", rule.read), ("write", rule.write), ("exec", rule.exec)):
+            # The copy-on-write work directory's write goes to the run's own layer, never
+            # to the host: within a ceiling that has copy-on-write too, it is a read.
+            write = rule.write and not (rule.cow and ceiling.filesystem.workdir == "copy-on-write")
+            for op, wanted in (("read", rule.read), ("write", write), ("exec", rule.exec)):
                 if not wanted:
                     continue
                 v = engine.decide(op, path)

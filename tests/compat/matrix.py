@@ -71,6 +71,23 @@ as uid {os.getuid()}, in {time.time() - started:.0f} s.
 | workload | what | strict | default | bwrap | why it differs |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+## Documented differences the matrix does not show
+
+- **JVM heap sizing on a cgroup v1 host.** The run's own cgroups are shown
+  read-only at `/sys/fs/cgroup` (memory, pids, freezer: the controllers the
+  run has a cgroup of its own in), but JDK 17 uses its cgroup v1 support only
+  when the cpuset, cpu, cpuacct *and* memory hierarchies are all mounted
+  (`java -Xlog:os+container=debug` says "Required cgroup v1 cpuset subsystem
+  not found"). It then sizes the heap from the host's RAM:
+  `java -XX:+PrintFlagsFinal -version` shows `MaxHeapSize = 6320816128`
+  (a quarter of this machine's RAM) under `strict`'s 512 MiB memory cgroup,
+  the same as directly. The limit still holds (the memory cgroup counts what
+  the heap really uses, not what it reserves); give the JVM its size explicitly
+  (`-Xmx384m`, or `-XX:MaxRAM=512m`). Mounting the caller's cpu, cpuacct and
+  cpuset cgroups would show the JVM what it wants, but also the caller's
+  other cgroups, which the view never shows; on a cgroup v2 host the JVM
+  reads the run's own cgroup and sizes itself from the limit.
 """
     with open(path, "w") as f:
         f.write(text)
