@@ -313,7 +313,7 @@ class AuditLoop:
         kernel (openat2 RESOLVE_IN_ROOT), the final name never followed (`path` is
         canonical: a link it still ends in was not to be followed)."""
         from sandbox.monitor import root_walk as W
-        if mode & 7 != X_OK or self.engine.decide("exec", path).allowed:
+        if mode & 7 != X_OK or self.engine is None or self.engine.decide("exec", path).allowed:
             return False
         root = self.paths.root_fd
         if root is None:
