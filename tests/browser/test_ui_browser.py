@@ -124,7 +124,10 @@ def test_usable_at_400_percent_zoom(browser, server):
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": 320, "height": 256, "deviceScaleFactor": 4, "mobile": False})
     try:
-        for name, path in _pages(server, run["id"]).items():
+        # the workers page (issue 17) too; its axe check and screenshot are in
+        # test_ui_workers.py, with live workers
+        pages = {**_pages(server, run["id"]), "workers": "/ui/admin/workers"}
+        for name, path in pages.items():
             browser.get(server.url + path)
             overflow = browser.execute_script(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
