@@ -59,7 +59,12 @@ def login(driver, server, token: str | None = None) -> None:
     driver.get(server.url + "/ui/login")
     driver.find_element(By.ID, "token").send_keys(token or server.admin_token)
     driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-    wait_for(driver, lambda d: d.current_url.endswith("/ui/runs"))
+    from selenium.common.exceptions import TimeoutException
+    try:
+        wait_for(driver, lambda d: d.current_url.endswith("/ui/runs"), 120)
+    except TimeoutException:
+        raise AssertionError(f"login did not reach /ui/runs: at {driver.current_url}: "
+                             + driver.find_element(By.TAG_NAME, "body").text[:500]) from None
 
 
 def wait_for(driver, predicate, timeout: float = 60.0):
