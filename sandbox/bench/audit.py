@@ -1,11 +1,13 @@
-"""Audited file opens per second: bare, in a sandbox without audit, in a sandbox with files="all".
+"""Audited file opens per second, side by side with the C floor, in one run.
 
 `bench_audit(n)` runs one program that opens and closes a file `n` times and
-times the loop *inside* the program (start-up excluded), three ways in one
-call: unsandboxed, sandboxed with ``[audit] files = "none"``, and sandboxed
-with ``files = "all"`` (every open round-trips to the monitor, which reads
-the path, resolves it, asks the engine and queues a record for SQLite). The
-records go to a temporary database. Figures are medians of `repeat` runs.
+times the loop *inside* the program (start-up excluded), four ways in one
+call, interleaved: unsandboxed; sandboxed under `strict` with ``[audit] files
+= "none"``; sandboxed under `strict` as it is (``files = "all"``: every open
+round-trips to the monitor, which reads the path, resolves it, asks the engine
+and queues a record for SQLite); and the minimal C notification loop
+(`floor.py`), the floor any audit loop can reach on this kernel. The records
+go to a temporary store. Figures are medians of `repeat` runs.
 """
 from __future__ import annotations
 
@@ -30,42 +32,60 @@ print(time.perf_counter() - t)
 TARGET = "/etc/hostname"
 
 
-def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET) -> dict[str, Any]:
-    """{"bare", "sandbox_none", "sandbox_all"}: opens/s, plus overheads and record counts."""
+def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
+                policy: str = "strict") -> dict[str, Any]:
+    """{"bare", "sandbox_none", "sandbox_all", "c_floor"}: opens/s, overheads, record counts."""
+    from sandbox.bench.floor import FloorUnavailable, build
     from sandbox.launcher.launcher import Launcher
     from sandbox.policy import load_policy
     from sandbox.policy.model import AuditPolicy
     py = sys.executable
     argv = [py, "-I", "-S", "-c", PROGRAM, str(n), path]
-    rates: dict[str, list[float]] = {"bare": [], "sandbox_none": [], "sandbox_all": []}
+    rates: dict[str, list[float]] = {"bare": [], "sandbox_none": [], "sandbox_all": [],
+                                     "c_floor": []}
     extra: dict[str, Any] = {}
+    try:
+        floor = build()
+    except FloorUnavailable as exc:
+        floor = None
+        extra["c_floor_error"] = str(exc)
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         la = Launcher(capture_output=True)
         la.audit_db = os.path.join(tmp, "audit")
-        base = load_policy("default")
+        base = load_policy(policy)
         pols = {"sandbox_none": base.replace(audit=AuditPolicy(files="none")),
                 "sandbox_all": base.replace(audit=AuditPolicy(files="all"))}
-        for _ in range(repeat):
-            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-            rates["bare"].append(n / float(str(out)))
-            for key, pol in pols.items():
-                r = la.spawn(argv, policy=pol, output_dir=os.path.join(tmp, "out"))
-                if r.status != "ok":
-                    raise RuntimeError(f"bench run failed: {r.status} {r.reason} {r.stderr}")
-                rates[key].append(n / float(str(r.stdout)))
-                if r.audit:
-                    extra["records_per_run"] = r.audit["records"]
-                    extra["dropped"] = r.audit["dropped"]
-                    extra["sync_wakeup"] = r.audit["sync_wakeup"]
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    return {"n": n, "repeat": repeat, "path": path,
-            "bare_opens_per_s": round(med["bare"]),
-            "sandbox_none_opens_per_s": round(med["sandbox_none"]),
-            "sandbox_all_opens_per_s": round(med["sandbox_all"]),
-            "us_per_open": {k: round(1e6 / v, 2) for k, v in med.items()},
-            "audit_overhead_us": round(1e6 / med["sandbox_all"] - 1e6 / med["bare"], 2),
-            "none_overhead_pct": round(100 * (med["bare"] / med["sandbox_none"] - 1), 1),
-            "all_runs": {k: [round(x) for x in v] for k, v in rates.items()}, **extra}
+        try:
+            for _ in range(repeat):
+                out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+                rates["bare"].append(n / float(out))
+                for key, pol in pols.items():
+                    r = la.spawn(argv, policy=pol, output_dir=os.path.join(tmp, "out"))
+                    if r.status != "ok":
+                        raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
+                                           f"{r.stderr!r}")
+                    rates[key].append(n / float(r.stdout))
+                    if r.audit:
+                        extra["records_per_run"] = r.audit["records"]
+                        extra["dropped"] = r.audit["dropped"]
+                        extra["sync_wakeup"] = r.audit["sync_wakeup"]
+                if floor is not None:
+                    rates["c_floor"].append(floor.rate(n, path))
+        finally:
+            if floor is not None:
+                floor.close()
+    med = {k: statistics.median(v) for k, v in rates.items() if v}
+    out: dict[str, Any] = {
+        "n": n, "repeat": repeat, "path": path, "policy": policy,
+        "bare_opens_per_s": round(med["bare"]),
+        "sandbox_none_opens_per_s": round(med["sandbox_none"]),
+        "sandbox_all_opens_per_s": round(med["sandbox_all"]),
+        "c_floor_opens_per_s": round(med["c_floor"]) if "c_floor" in med else None,
+        "us_per_open": {k: round(1e6 / v, 2) for k, v in med.items()},
+        "audit_overhead_us": round(1e6 / med["sandbox_all"] - 1e6 / med["bare"], 2),
+        "none_overhead_pct": round(100 * (med["bare"] / med["sandbox_none"] - 1), 1),
+        "all_runs": {k: [round(x) for x in v] for k, v in rates.items()}, **extra}
+    return out
 
 
 if __name__ == "__main__":

@@ -16,14 +16,24 @@ class Sample:
     def median(self) -> float:
         return statistics.median(self.times)
 
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.times)
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
     @property
     def p95(self) -> float:
-        ordered = sorted(self.times)
-        return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        return self.quantile(0.95)
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
 
     def to_dict(self) -> dict:
+        """Summary plus every timing (ms), so `--plot` can draw the distribution."""
         return {"name": self.name, "runs": len(self.times),
-                "median_ms": round(self.median * 1000, 3), "p95_ms": round(self.p95 * 1000, 3)}
+                "median_ms": round(self.median * 1000, 3), "p95_ms": round(self.p95 * 1000, 3),
+                "p99_ms": round(self.p99 * 1000, 3),
+                "times_ms": [round(t * 1000, 3) for t in self.times]}
 
 
 def measure(name: str, fn: Callable[[], object], runs: int, warmup: int = 3) -> Sample:

@@ -1,0 +1,156 @@
+"""Throughput, latency and memory against concurrency, for the sandbox and for bwrap.
+
+`throughput_sweep` runs `total` no-op actions (and as many `bwrap /bin/true`)
+with c of them in flight at once, for each c in `levels`: actions per second
+and each run's latency (median, p99). `memory_sweep` keeps c sandboxes alive
+at once (a Python action sleeping; an exec'd `/bin/sleep`; `bwrap sleep`) and
+sums the PSS of every process the caller owns (itself and all descendants):
+PSS divides shared pages among their sharers, so the sum is what the whole
+tree costs the machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from typing import Any, Callable
+
+from sandbox.bench.spawn import BWRAP, _run, _workflow
+from sandbox.bench.stats import Sample
+
+BWRAP_SLEEP = BWRAP[:-1] + ["/bin/sleep"]
+
+
+def _concurrent(fn: Callable[[], None], total: int, concurrency: int) -> tuple[float, Sample]:
+    """Run `fn` `total` times, `concurrency` at a time: (runs per second, latencies)."""
+    left = [total]
+    lock = threading.Lock()
+    times: list[float] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if left[0] <= 0 or errors:
+                    return
+                left[0] -= 1
+            t0 = time.perf_counter()
+            try:
+                fn()
+            except BaseException as exc:   # reported after the join, not lost in a thread
+                errors.append(exc)
+                return
+            dt = time.perf_counter() - t0
+            with lock:
+                times.append(dt)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} runs failed, e.g. {errors[0]}")
+    return total / elapsed, Sample(f"c={concurrency}", times)
+
+
+def throughput_sweep(levels: list[int], total: Callable[[int], int], *, policy: str = "strict",
+                     bwrap: bool = True) -> list[dict[str, Any]]:
+    from sandbox.launcher.launcher import Launcher
+    wf = _workflow("bench.noop")
+    rows = []
+    for c in levels:
+        launcher = Launcher(max_concurrent=c)
+        launcher.spawn(wf, policy=policy)   # fork server up, imports done
+
+        def action() -> None:
+            r = launcher.spawn(wf, policy=policy)
+            if r.status != "ok":
+                raise RuntimeError(f"{r.status}: {r.reason}")
+        n = total(c)
+        rate, lat = _concurrent(action, n, c)
+        row: dict[str, Any] = {"concurrency": c, "runs": n, "sandbox_per_s": round(rate, 1),
+                               "sandbox_median_ms": round(lat.median * 1000, 2),
+                               "sandbox_p99_ms": round(lat.p99 * 1000, 2)}
+        if bwrap:
+            brate, blat = _concurrent(lambda: _run(BWRAP), n, c)
+            row.update(bwrap_per_s=round(brate, 1), bwrap_median_ms=round(blat.median * 1000, 2),
+                       bwrap_p99_ms=round(blat.p99 * 1000, 2))
+        rows.append(row)
+    return rows
+
+
+def tree_pss(pid: int | None = None) -> int:
+    """Bytes of PSS of `pid` (default: this process) and all its descendants."""
+    import psutil
+    me = psutil.Process(pid)
+    total = 0
+    for p in [me] + me.children(recursive=True):
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def _live_count(pids_of: Callable[[], int], want: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = max(seen, pids_of())
+        if seen >= want:
+            break
+        time.sleep(0.05)
+    return seen
+
+
+def _sandboxes_alive() -> int:
+    import psutil
+    from sandbox.bench.spawn import _is_pid1
+    return sum(1 for c in psutil.Process().children(recursive=True) if _is_pid1(c.pid))
+
+
+def memory_sweep(levels: list[int], *, policy: str = "strict",
+                 bwrap: bool = True) -> list[dict[str, Any]]:
+    """MiB of PSS per live sandbox, with c alive at once (whole process tree, minus the
+    tree's own PSS with none alive)."""
+    from sandbox.launcher.launcher import Launcher
+    rows = []
+    for c in levels:
+        row: dict[str, Any] = {"concurrency": c}
+        for kind in ("python_action", "exec_program"):
+            launcher = Launcher(max_concurrent=c)
+            launcher.spawn(_workflow("bench.noop"), policy=policy)
+            time.sleep(0.2)
+            base = tree_pss()
+            hold = 3.0 + c * 0.1
+            target: Any = (_workflow("bench.sleep", seconds=hold) if kind == "python_action"
+                           else ["/bin/sleep", str(hold)])
+            threads = [threading.Thread(target=launcher.spawn, args=(target,),
+                                        kwargs={"policy": policy}) for _ in range(c)]
+            for t in threads:
+                t.start()
+            alive = _live_count(_sandboxes_alive, c, hold)
+            peak = tree_pss()
+            for t in threads:
+                t.join()
+            row[f"{kind}_alive"] = alive
+            row[f"{kind}_mib_per_sandbox"] = round((peak - base) / max(1, alive) / 2**20, 3)
+        if bwrap:
+            base = tree_pss()
+            procs = [subprocess.Popen(BWRAP_SLEEP + ["30"], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for _ in range(c)]
+            try:
+                time.sleep(0.3 + c * 0.01)
+                peak = tree_pss()
+            finally:
+                for p in procs:
+                    p.kill()
+                for p in procs:
+                    p.wait()
+            row["bwrap_mib_per_sandbox"] = round((peak - base) / c / 2**20, 3)
+        rows.append(row)
+    return rows

@@ -1,0 +1,88 @@
+"""The targets of issue 15 (and the memory targets of issue 14), as ratios against peers
+measured in the same run, each with PASS, MISS or N/A (and why)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Target:
+    name: str
+    goal: str              # e.g. "<= 1.0x bwrap"
+    measured: str          # the raw figures the ratio came from
+    value: float | None    # the ratio (or the figure) compared with the goal
+    limit: float
+    higher_is_better: bool
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "N/A"
+        ok = self.value >= self.limit if self.higher_is_better else self.value <= self.limit
+        return "PASS" if ok else "MISS"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+def evaluate(res: dict[str, Any]) -> list[Target]:
+    rt, cli, out = res.get("round_trip", {}), res.get("cli_exec", {}), []
+    bw = rt.get("bwrap", {}).get("median_ms")
+    act = rt.get("sandbox no-op action", {}).get("median_ms")
+    out.append(Target("no-op Python action round trip vs bwrap /bin/true", "<= 1.0x",
+                      f"{act} ms vs {bw} ms", _ratio(act, bw), 1.0, False,
+                      "" if bw else "bwrap not installed"))
+
+    sweep = {r["concurrency"]: r for r in res.get("throughput", [])}
+    at4 = sweep.get(4, {})
+    out.append(Target("no-op actions per second at concurrency 4 vs bwrap", ">= 0.75x",
+                      f"{at4.get('sandbox_per_s')}/s vs {at4.get('bwrap_per_s')}/s",
+                      _ratio(at4.get("sandbox_per_s"), at4.get("bwrap_per_s")), 0.75, True,
+                      "" if at4.get("bwrap_per_s") else "not measured at concurrency 4"))
+
+    cbw = cli.get("bwrap", {}).get("median_ms")
+    warm = cli.get("sandbox exec -- /bin/true (warm daemon)", {}).get("median_ms")
+    out.append(Target("sandbox exec -- /bin/true, warm server, vs bwrap", "<= 5x",
+                      f"{warm} ms vs {cbw} ms", _ratio(warm, cbw), 5.0, False,
+                      res.get("notes", {}).get("warm_exec", "")))
+    cold = cli.get("sandbox exec -- /bin/true", {}).get("median_ms")
+    out.append(Target("sandbox exec -- /bin/true, cold, vs bwrap", "<= 10x",
+                      f"{cold} ms vs {cbw} ms", _ratio(cold, cbw), 10.0, False))
+
+    au = res.get("audit", {})
+    out.append(Target("audited opens per second vs a minimal C notify loop", ">= 0.7x",
+                      f"{au.get('sandbox_all_opens_per_s')}/s vs {au.get('c_floor_opens_per_s')}/s",
+                      _ratio(au.get("sandbox_all_opens_per_s"), au.get("c_floor_opens_per_s")),
+                      0.7, True, au.get("c_floor_error", "")))
+
+    top = max(sweep) if sweep else None
+    peak = max((r["sandbox_per_s"] for r in sweep.values()), default=None)
+    big = sweep.get(top, {}) if top else {}
+    out.append(Target(f"throughput at {top} concurrent vs peak", ">= 0.9x",
+                      f"{big.get('sandbox_per_s')}/s vs peak {peak}/s",
+                      _ratio(big.get("sandbox_per_s"), peak), 0.9, True))
+    out.append(Target(f"p99 latency at {top} concurrent vs its median", "<= 2x",
+                      f"{big.get('sandbox_p99_ms')} ms vs {big.get('sandbox_median_ms')} ms",
+                      _ratio(big.get("sandbox_p99_ms"), big.get("sandbox_median_ms")), 2.0,
+                      False))
+
+    mem = res.get("memory", [])
+    last = mem[-1] if mem else {}
+    n = last.get("concurrency")
+    bwm = last.get("bwrap_mib_per_sandbox")
+    for key, label, limit in (("exec_program", "exec'd program", 1.0),
+                              ("python_action", "Python action", 4.0)):
+        v = last.get(f"{key}_mib_per_sandbox")
+        out.append(Target(f"memory per live sandbox, {label}, {n} alive (PSS)",
+                          f"<= {limit:g} MiB (issue 14)", f"{v} MiB vs bwrap {bwm} MiB",
+                          v, limit, False))
+    ipc = res.get("ipc_messages_per_s")
+    out.append(Target("IPC messages per second, child -> parent", ">= 200,000/s",
+                      f"{ipc}/s", ipc, 200_000, True))
+    return out
