@@ -83,6 +83,8 @@ BACKPRESSURE_SECONDS = 5.0  # longest it waits before counting events as dropped
 BUSY_MS = 2000            # only `sandbox audit` readers share a run's file, and WAL never blocks
 TEXT_PER_RECORD = 256     # bytes of path + flags text per budgeted record, on average
 MAX_BYTES = 1 << 30       # default size cap of the store directory ($SANDBOX_AUDIT_MAX_BYTES)
+SWEEP_SECONDS = 10.0      # a run sweeps the directory for the cap if nobody did for this long
+SWEPT = ".swept"          # the stamp of the last sweep (its mtime)
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
 SUFFIX = ".sqlite"
 
@@ -224,6 +226,32 @@ def enforce_cap(directory: str, cap: int, keep: str | None = None) -> int:
                 pass
         deleted += 1
     return deleted
+
+
+def sweep_due(directory: str, every: float = SWEEP_SECONDS) -> bool:
+    """Is a cap sweep due? True at most about once per `every` seconds per directory.
+
+    A sweep lists and stats every file of the store: with tens of thousands of
+    runs kept that is hundreds of milliseconds, which every run used to pay
+    before its report (the writer's join). Between two sweeps the directory can
+    outgrow the cap only by what the runs of those seconds write, each bounded by
+    its own record budget. A stamp dated in the future does not stop sweeps."""
+    stamp = os.path.join(directory, SWEPT)
+    now = time.time()
+    try:
+        if abs(now - os.lstat(stamp).st_mtime) < every:
+            return False
+    except OSError:
+        pass
+    try:
+        fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.utime(fd, (now, now))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass   # still sweep: the stamp only saves time
+    return True
 
 
 def _idle(path: str) -> bool:

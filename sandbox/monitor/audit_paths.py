@@ -55,6 +55,12 @@ class Paths:
     def close_mem(self) -> None:
         self.mem.close()
 
+    def close_root(self) -> None:
+        """The run is over and nothing resolves any more: the root's descriptors go."""
+        if self.root is not None:
+            self.root.close()
+        self.root = self.root_fd = None
+
     # -- where relative paths start ----------------------------------------------------------
     @staticmethod
     def base(pid: int, dirfd: int) -> str:

@@ -169,7 +169,8 @@ class AuditLoop:
                                  files=self.files, mode=spec.mode, argv=argv,
                                  paths=paths)
             try:
-                store.enforce_cap(self.db_path, cap, keep=f.path)
+                if store.sweep_due(self.db_path):
+                    store.enforce_cap(self.db_path, cap, keep=f.path)
             except OSError:
                 pass   # retention is housekeeping: never the run's problem
             return f
@@ -187,7 +188,9 @@ class AuditLoop:
                 n = recv()
             except OSError:
                 break
-            if n is None:
+            if n is None:   # that caller died; or every task is gone and the loop is done
+                if self.listener.orphaned():
+                    break
                 continue
             if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
                 tally.checked += 1
@@ -251,7 +254,8 @@ class AuditLoop:
                                         [int(x) for x in v.args], int(v.pid)))
 
     def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
-        """Record the call; True when it was answered here (denied or brokered)."""
+        """Answer and record the call; False when it is left to the caller to answer
+        CONTINUE (not recorded: the runtime's own exec, an fstat by another name)."""
         assert self.listener is not None and self.engine is not None, "audit loop not attached"
         pid, args = n.pid, n.args
         if self._is_init_exec(pid, name, args):
@@ -287,25 +291,32 @@ class AuditLoop:
             if op is None:
                 op = S.open_operation(flags)
             results.append((op, path, self.engine.decide(op, path)))
-        flag_text = self._flag_text(name, kind, flags, pid, args)
-        if not self.listener.id_valid(n.id):
+        # A symlink's target is read from the caller's memory: before the answer lets it run.
+        flag_text = self._flag_text(name, kind, flags, pid, args) if kind == "symlink" else None
+        deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
+        # Answer first, record after: the verdict is all the caller waits for. The answer
+        # also proves the notification was still pending after the reads above (ENOENT
+        # otherwise), which is what a separate NOTIF_ID_VALID ioctl used to establish.
+        if deny:
+            answered = self.listener.respond_error(n.id, _EACCES)
+        elif name in _ACCESS_MODE and results and results[0][2].allowed and \
+                self._refused_exec(args[_ACCESS_MODE[name]], results[0][1]):
+            answered = self.listener.respond_value(n.id, 0)   # see _refused_exec
+        else:
+            answered = self.listener.respond_continue(n.id)
+        if not answered:
             # The caller is gone (killed while waiting): its thread id may already name
             # another task, so what was read is no evidence of anything. Not recorded.
             self.tally.vanished += 1
             return True
-        deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
+        if kind != "symlink":
+            flag_text = self._flag_text(name, kind, flags, pid, args)
         for op, path, v in results:
             self.record(pid, op, name, path, flag_text, v.allowed, v.rule,
                         "monitor" if deny else "kernel", "EACCES" if deny else None)
         if deny:
             self.tally.monitor_denied += 1
-            self.listener.respond_error(n.id, _EACCES)
-            return True
-        if name in _ACCESS_MODE and results and results[0][2].allowed and \
-                self._refused_exec(args[_ACCESS_MODE[name]], results[0][1]):
-            self.listener.respond_value(n.id, 0)
-            return True
-        return False
+        return True
 
     def _refused_exec(self, mode: int, path: str) -> bool:
         """Is this access(X_OK) of an executable regular file that only the policy keeps
@@ -393,7 +404,9 @@ class AuditLoop:
         """Called once the sandbox is gone: flush the store; the report's audit and denied."""
         self._stop = True
         if self._thread is not None:
-            self._thread.join(0.2)   # blocked in RECV for good once every task is gone
+            # The loop ends by itself once every task is gone (`Listener.orphaned`), after
+            # recording the last answered call (answers go before records): wait for it.
+            self._thread.join(5.0)
         self.broker_rusage = self.broker.stop() if self.broker is not None else None
         if not (self.audit or self.net_audit):
             return None, []
@@ -404,6 +417,8 @@ class AuditLoop:
                                          truncated=False, not_stored=0,
                                          db_error=json_text(f"{type(exc).__name__}: {exc}")[0])
         self.paths.close_mem()
+        if self._thread is None or not self._thread.is_alive():
+            self.paths.close_root()   # (a loop still running might reuse the numbers)
         return (protocol.build(AuditSummary, summary),
                 [protocol.build(Denied, d) for d in self.tally.denied])
 

@@ -49,6 +49,7 @@ WALK = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 DIR_CACHE_MAX = 1024
 DIR_CACHE_KEY = 256
+DIR_FDS_MAX = 16        # open descriptors of resolved directories (the audit's hot path)
 _DELETED = " (deleted)"
 
 openat2 = libc.openat2
@@ -87,6 +88,9 @@ class Root:
         top = self.fd_path(fd)
         self._prefix = "" if top == "/" else top
         self._dirs: dict[str, str] = {}
+        # real directory path -> its O_PATH descriptor, for reading final-name links without
+        # walking again: as stale, and as bounded, as `_dirs` (`forget` closes them all)
+        self._dir_fds: dict[str, int] = {}
 
     def fd_path(self, fd: int) -> str:
         """The real path of descriptor `fd` inside the root; ENOENT when it is not
@@ -108,8 +112,28 @@ class Root:
     def forget(self) -> None:
         """A name changed in the sandbox: resolved directories may be stale."""
         self._dirs.clear()
+        self._close_dir_fds()
+
+    def _close_dir_fds(self) -> None:
+        fds, self._dir_fds = self._dir_fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def dir_fd(self, d: str) -> int:
+        """A descriptor of the resolved directory `d` (kept: do not close it)."""
+        fd = self._dir_fds.get(d)
+        if fd is None:
+            fd = openat2(self.fd, d[1:] or ".", _DIR, 0, WALK)
+            if len(self._dir_fds) >= DIR_FDS_MAX:
+                self._close_dir_fds()
+            self._dir_fds[d] = fd
+        return fd
 
     def close(self) -> None:
+        self._close_dir_fds()
         for fd in (self.fd, self.fd_dir):
             if fd is not None:
                 try:
@@ -227,9 +251,7 @@ def canonical(root: Root, path: str, follow_last: bool) -> str:
                 return d
             if not (follow_last or slash):
                 return join(d, name)
-            if fd < 0:
-                fd = openat2(root.fd, d[1:] or ".", _DIR, 0, WALK)
-            text = link_target(fd, name)
+            text = link_target(root.dir_fd(d) if fd < 0 else fd, name)
         except OSError:
             return posixpath.normpath(path) if path.startswith("/") else path
         finally:

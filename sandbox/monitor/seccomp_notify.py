@@ -26,6 +26,7 @@ import errno
 import fcntl
 import functools
 import os
+import select
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -196,6 +197,18 @@ class Listener:
         """
         _ADDFD.pack_into(self._addfd, 0, nid, flags, fd, newfd, newfd_flags)
         return fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_ADDFD, self._addfd, True)
+
+    def orphaned(self) -> bool:
+        """No task uses the filter any more and nothing is pending: the loop is done.
+
+        Since 6.6 a RECV on such a listener returns ENOENT at once instead of
+        blocking, so a loop that treated ENOENT as "that caller died, go on" would
+        spin until told to stop (taking the GIL from the monitor's own finish)."""
+        events = select.poll()
+        events.register(self._fd, select.POLLIN | select.POLLHUP)
+        ready = events.poll(0)
+        return bool(ready) and bool(ready[0][1] & select.POLLHUP) \
+            and not ready[0][1] & select.POLLIN
 
     def set_sync_wakeup(self) -> None:
         """SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (6.6+); the flag goes BY VALUE."""
