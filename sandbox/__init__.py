@@ -24,7 +24,8 @@ The whole public API (imported lazily, so `sandbox exec` stays fast to start):
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from sandbox.cli.main import main
+from sandbox.thin.entry import main
 
 sys.exit(main())

@@ -68,15 +68,39 @@ def _exec_cmd() -> list[str]:
         [sys.executable, "-m", "sandbox", "exec", "--", "/bin/true"]
 
 
+def _run_env(cmd: list[str], env: dict[str, str]) -> None:
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False, env=env)
+
+
 def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
-    """`sandbox exec -- /bin/true` from the shell, cold and (when a warm server can be
-    started) through it, versus bwrap doing the same. Returns the samples and a note
-    saying why the warm case is missing, if it is."""
+    """`sandbox exec -- /bin/true` from the shell, cold (SANDBOX_DAEMON=0) and through a
+    daemon started for the measurement (sandbox.thin), versus bwrap doing the same.
+    Both use one temporary SANDBOX_HOME. Returns the samples and a note saying why
+    the warm case is missing, if it is."""
+    import tempfile
+    from sandbox.thin import daemon
     cmd = _exec_cmd()
-    fns = {"sandbox exec -- /bin/true": lambda: _run(cmd)}
-    if peers()["bwrap"]:
-        fns["bwrap"] = lambda: _run(BWRAP)
-    return interleaved(fns, runs, warmup=2), "no warm server in this version (issue 15.2)"
+    note = ""
+    with tempfile.TemporaryDirectory(prefix="sandbox-bench-home-") as home:
+        env = {**os.environ, "SANDBOX_HOME": home}
+        cold_env = {**env, "SANDBOX_DAEMON": "0"}
+        fns = {"sandbox exec -- /bin/true": lambda: _run_env(cmd, cold_env)}
+        started = False
+        try:
+            daemon.start(env)
+            started = True
+            fns["sandbox exec -- /bin/true (warm daemon)"] = lambda: _run_env(cmd, env)
+        except (RuntimeError, OSError) as exc:
+            note = f"the daemon did not start: {exc}"
+        if peers()["bwrap"]:
+            fns["bwrap"] = lambda: _run(BWRAP)
+        try:
+            return interleaved(fns, runs, warmup=2), note
+        finally:
+            if started:
+                from sandbox.thin import wire
+                daemon.stop(wire.socket_path(env))
 
 
 def cli_import(runs: int) -> dict[str, Sample]:

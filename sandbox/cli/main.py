@@ -32,7 +32,7 @@ EXIT_INTERNAL = 70        # sysexits EX_SOFTWARE
 
 # Order is the order shown by --help.
 COMMANDS = ("exec", "run", "submit", "runs", "gc", "policy", "audit", "doctor", "demo", "bench",
-            "serve", "token", "worker")
+            "serve", "token", "worker", "daemon")
 
 DESCRIPTION = """\
 Run untrusted programs and workflow actions under Linux isolation: namespaces,

@@ -1,0 +1,47 @@
+"""`sandbox daemon start|stop|status`: the per-user daemon behind a thin `sandbox exec`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = """\
+A per-user daemon that keeps the CLI warm: while it runs, `sandbox exec` hands
+it its stdin, stdout, stderr, working directory and environment over a 0600
+socket in a 0700 directory of yours (<state>/daemon/sock) and the run skips
+Python's imports of the CLI. Everything else about `sandbox exec` is the same
+(exit codes, stdin, -t, signals, the environment allowlist). Without a daemon,
+or with SANDBOX_DAEMON=0, `sandbox exec` starts cold as before.
+
+  start    start it (detached; prints its status)
+  stop     stop it (runs in flight finish first)
+  status   print whether it runs (exit 0) or not (exit 3)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("daemon", help="the per-user daemon for a fast sandbox exec",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sandbox.thin import daemon, wire
+    path = wire.socket_path(os.environ)
+    if args.action == "status":
+        line = daemon.status(path)
+        print(line or f"not running ({path})")
+        return 0 if line else 3
+    if args.action == "stop":
+        if not daemon.stop(path):
+            print(f"not running ({path})")
+            return 0
+        print("stopped")
+        return 0
+    try:
+        print(daemon.start(os.environ))
+    except RuntimeError as exc:
+        print(f"sandbox daemon: {exc}", file=sys.stderr)
+        return 1
+    return 0

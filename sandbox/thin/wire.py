@@ -1,0 +1,81 @@
+"""What the thin client and the daemon say to each other, with nothing but `os` and `sys`.
+
+One UNIX stream socket per run. The client sends one request: a 4-byte length,
+then NUL-separated fields ``op, argc, argv..., env entries (NAME=VALUE)...``;
+with an ``exec`` request, its stdin, stdout, stderr and working directory (an
+O_PATH descriptor) ride along with SCM_RIGHTS. While the run lasts the client
+sends ``S<signum>`` (one byte each) for every signal it is to forward; the
+daemon ends the run with ``X<exit code>``. ``status`` and ``stop`` are
+answered with one line of text. NUL cannot occur in an argument or an
+environment entry, so the framing is unambiguous.
+
+Where: ``<state>/daemon/sock`` (the launcher's state directory: $SANDBOX_HOME,
+else $XDG_STATE_HOME/sandbox, else ~/.local/state/sandbox); the directory is
+0700 and the caller's, the socket 0600, and each side checks the other's
+uid with SO_PEERCRED.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+MAX_REQUEST = 1 << 20
+SIGNALS = (1, 2, 3, 10, 12, 15, 28)   # HUP INT QUIT USR1 USR2 TERM WINCH (x86_64 numbers)
+
+
+def state_dir(env: "os._Environ[str] | dict[str, str]") -> str:
+    """As sandbox.launcher.prepare.state_dir, without importing it."""
+    home = env.get("SANDBOX_HOME")
+    if home:
+        return home
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "sandbox")
+
+
+def socket_dir(env: "os._Environ[str] | dict[str, str]") -> str:
+    return os.path.join(state_dir(env), "daemon")
+
+
+def socket_path(env: "os._Environ[str] | dict[str, str]") -> str:
+    return os.path.join(socket_dir(env), "sock")
+
+
+def encode(op: str, argv: list[str], env: dict[str, str]) -> bytes:
+    fields = [op.encode(), str(len(argv)).encode()] + [os.fsencode(a) for a in argv] + \
+        [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    body = b"\0".join(fields)
+    return len(body).to_bytes(4, "little") + body
+
+
+def decode(body: bytes) -> tuple[str, list[str], dict[str, str]]:
+    """Raises ValueError on a malformed request."""
+    fields = body.split(b"\0")
+    op, argc = fields[0].decode(), int(fields[1])
+    if argc < 0 or 2 + argc > len(fields):
+        raise ValueError("bad argument count")
+    argv = [os.fsdecode(a) for a in fields[2:2 + argc]]
+    env: dict[str, str] = {}
+    for entry in fields[2 + argc:]:
+        if not entry:
+            continue
+        name, eq, value = entry.partition(b"=")
+        if not eq or not name:
+            raise ValueError("bad environment entry")
+        env[os.fsdecode(name)] = os.fsdecode(value)
+    return op, argv, env
+
+
+def private_dir_ok(path: str) -> bool:
+    """The socket's directory is a real directory of ours, 0700 (no one else can
+    put a socket there, or replace ours)."""
+    import stat
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and \
+        stat.S_IMODE(st.st_mode) & 0o077 == 0
+
+
+if sys.byteorder != "little":   # the length prefix and SCM_RIGHTS packing assume it
+    raise ImportError("sandbox.thin supports little-endian machines only")

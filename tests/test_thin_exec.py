@@ -1,0 +1,301 @@
+"""`sandbox exec` through the per-user daemon (sandbox/thin): the runner's semantics on
+this path, the daemon's environment kept out of every run, and who may use the socket.
+
+A module-scoped daemon runs with its own SANDBOX_HOME and an environment holding
+canaries; every test checks (through the daemon's `served` count) that its command
+really went through the daemon, so a silent fall-back to the cold path cannot pass.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from sandbox.thin import daemon as D
+from sandbox.thin import wire
+
+pytestmark = pytest.mark.isolation
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CANARY_DIR = os.path.join(ROOT, "tests", "canary")
+PREFIX = "SBXCANARY"
+SANDBOX = [sys.executable, "-m", "sandbox"]
+
+
+class Served:
+    def __init__(self, home: str, values: dict[str, str]) -> None:
+        self.home, self.values = home, values
+        self.path = os.path.join(home, "daemon", "sock")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+        self.env.update(SANDBOX_HOME=home, SBX_CALLER="from-the-caller")
+
+    def count(self) -> int:
+        line = D.status(self.path)
+        assert line, "the daemon is not running"
+        return int(line.split(" served ")[1].split()[0])
+
+    def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        before = self.count()
+        kw.setdefault("capture_output", True)
+        p = subprocess.run([*SANDBOX, *args], cwd=kw.pop("cwd", ROOT), env=kw.pop("env", self.env),
+                           text=True, timeout=120, **kw)
+        assert self.count() == before + 1, "not served by the daemon"
+        return p
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    home = str(tmp_path_factory.mktemp("thin"))
+    os.chmod(home, 0o700)
+    os.mkdir(os.path.join(home, "daemon"), 0o700)
+    values = {n: f"{PREFIX}{n}{os.urandom(12).hex()}" for n in ("daemon", "visible", "caller")}
+    denv = {"SANDBOX_HOME": home, "HOME": os.environ.get("HOME", "/"),
+            "AWS_SECRET_ACCESS_KEY": values["daemon"], "SBX_CALLER": "from-the-daemon",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.thin.daemon",
+                             os.path.join(home, "daemon", "sock")], env=denv,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    s = Served(home, values)
+    deadline = time.monotonic() + 60
+    while D.status(s.path) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    yield s
+    D.stop(s.path)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- exit codes and input --------------------------------------------------------------
+
+def test_the_programs_own_exit_code(served):
+    assert served.run("exec", "--", "sh", "-c", "exit 7").returncode == 7
+
+
+def test_bad_input_is_125_with_one_line(served):
+    p = served.run("exec", "--no-such-option", "--", "true")
+    assert p.returncode == 125 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    p = served.run("exec", "--policy", "no-such-policy", "--", "true")
+    assert p.returncode == 125 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_missing_program_is_127(served):
+    assert served.run("exec", "--", "/no/such/program").returncode == 127
+
+
+def test_piped_stdin_and_stdin_none(served):
+    assert served.run("exec", "--", "cat", input="piped in\n").stdout == "piped in\n"
+    p = served.run("exec", "--stdin", "none", "--", "sh", "-c", "cat; echo end",
+                   input="never read\n")
+    assert p.stdout == "end\n"
+
+
+def test_the_callers_working_directory(served, tmp_path):
+    d = tmp_path / "here"
+    d.mkdir()
+    d.chmod(0o755)
+    tmp_path.chmod(0o755)
+    assert served.run("exec", "--", "pwd", cwd=str(d)).stdout == f"{d}\n"
+
+
+def test_a_caller_with_closed_stdio_still_runs(served):
+    cmd = f"exec 0<&-; {sys.executable} -m sandbox exec -- sh -c 'cat; echo done >&2' 1>&-"
+    before = served.count()
+    p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, env=served.env, capture_output=True,
+                       text=True, timeout=120)
+    assert (p.returncode, p.stderr) == (0, "done\n")
+    assert served.count() == before + 1
+
+
+# -- the environment: the caller's, never the daemon's -----------------------------------
+
+def test_the_run_gets_the_callers_environment_not_the_daemons(served):
+    p = served.run("exec", "--env", "SBX_CALLER", "--", "sh", "-c", 'echo "$SBX_CALLER"')
+    assert p.returncode == 0 and p.stdout == "from-the-caller\n", (p.stdout, p.stderr)
+
+
+def test_the_daemons_environment_and_heap_never_reach_the_sandboxee(served):
+    values = served.values
+    spec = {n: [len(v), hashlib.sha256(v.encode()).hexdigest()] for n, v in values.items()}
+    env = {**served.env, "AWS_SECRET_ACCESS_KEY": values["caller"]}
+    p = served.run("exec", "--env", f"SBX_VISIBLE={values['visible']}", "--",
+                   sys.executable, "-I", "canary_scan.py", PREFIX, json.dumps(spec),
+                   cwd=CANARY_DIR, env=env)
+    assert p.returncode == 0, p.stderr
+    scan = json.loads(p.stdout)
+    assert scan["scanned"] > 1 << 20 and scan["regions"] > 5, scan
+    found = scan["found"]
+    assert "environ" in found.get("visible", []) and "memory" in found.get("visible", []), found
+    assert "daemon" not in found and "caller" not in found, found
+
+
+# -- signals ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 5), (signal.SIGINT, 6),
+                                      (signal.SIGHUP, 7)])
+def test_signals_to_the_client_reach_the_program(served, sig, code):
+    name = signal.Signals(sig).name[3:]
+    script = (f'trap "echo got {name}; exit {code}" {name}; echo ready; '
+              'while :; do sleep 0.05; done')
+    before = served.count()
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c", script], cwd=ROOT,
+                            env=served.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == code
+        assert proc.stdout.read() == f"got {name}\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert served.count() == before + 1
+
+
+# -- a terminal (-t) ----------------------------------------------------------------------
+
+def _under_pty(served, args, steps=()) -> tuple[bytes, int]:
+    """Run the client on a real pty (33x101); `steps`: (wait for text, action)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        os.chdir(ROOT)
+        os.execve(sys.executable, [*SANDBOX, *args], served.env)
+    out = b""
+    todo = list(steps)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if todo and todo[0][0].encode() in out:
+            todo.pop(0)[1](fd)
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return out, os.waitstatus_to_exitcode(status)
+
+
+def test_tty_size_and_window_changes(served):
+    before = served.count()
+
+    def resize(fd):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+        time.sleep(0.5)     # SIGWINCH: terminal -> client -> daemon -> launcher -> pty
+        os.write(fd, b"\n")
+    out, code = _under_pty(served, ["exec", "-t", "--", "sh", "-c",
+                                    "tty; stty size; echo go; read x; stty size; exit 3"],
+                           [("go", resize)])
+    lines = out.decode().replace("\r", "").splitlines()
+    assert code == 3, out
+    assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
+    assert lines[-1] == "20 70", out
+    assert served.count() == before + 1
+
+
+def test_ctrl_c_on_the_terminal_and_a_repl(served):
+    out, code = _under_pty(served, ["exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
+                           [("go", lambda fd: os.write(fd, b"\x03"))])
+    assert code == 130, out
+    out, code = _under_pty(served, ["exec", "-t", "--", sys.executable, "-I", "-q"],
+                           [(">>>", lambda fd: os.write(fd, b"print(6 * 7)\nexit(4)\n"))])
+    assert code == 4 and b"42" in out, out
+
+
+# -- who may use it ---------------------------------------------------------------------
+
+def test_socket_and_directory_are_private(served):
+    st = os.lstat(served.path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    st = os.lstat(os.path.dirname(served.path))
+    assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.getuid()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
+def test_another_uid_gets_nothing_run_even_through_an_open_socket_file(served, tmp_path):
+    """Even with the file permissions wrong, SO_PEERCRED stops another user."""
+    marker = tmp_path / "ran"
+    tmp_path.chmod(0o777)
+    os.chmod(served.path, 0o666)
+    before = served.count()
+    try:
+        opath = os.open(served.path, os.O_PATH)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                import prctl
+                prctl.set_dumpable(1)      # so /proc/self/fd is ours to walk
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(f"/proc/self/fd/{opath}")      # past the 0700 directory
+                msg = wire.encode("exec", ["exec", "--", "/bin/touch", str(marker)], {})
+                s.settimeout(10)
+                try:
+                    socket.send_fds(s, [msg], [0, 1, 2, os.open("/", os.O_PATH)])
+                    code = 0 if s.recv(16) == b"" else 2     # closed without an answer
+                except (BrokenPipeError, ConnectionResetError):
+                    code = 0                                 # closed at once
+            except BaseException as exc:
+                os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+                code = 3
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        os.close(opath)
+    finally:
+        os.chmod(served.path, 0o600)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert served.count() == before and not marker.exists()
+
+
+def test_a_daemon_socket_in_a_shared_directory_is_not_used(served, tmp_path):
+    home = tmp_path / "shared"
+    (home / "daemon").mkdir(parents=True)
+    (home / "daemon").chmod(0o755)
+    env = {**served.env, "SANDBOX_HOME": str(home)}
+    from sandbox.thin.client import try_exec
+    old = dict(os.environ)
+    try:
+        os.environ.update(env)
+        assert try_exec(["exec", "--", "true"]) is None       # cold start instead
+        os.environ["SANDBOX_HOME"] = served.home
+        os.environ["SANDBOX_DAEMON"] = "0"
+        assert try_exec(["exec", "--", "true"]) is None       # opted out
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def test_the_thin_client_imports_almost_nothing(served):
+    p = served.run("exec", "--", "true", env={**served.env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert p.returncode == 0, p.stderr
+    imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "sandbox.thin.client" in imported, p.stderr[-2000:]
+    # (an editable install's import hook brings re, enum and pathlib through `site`)
+    for heavy in ("sandbox.cli.main", "argparse", "json", "socket", "signal",
+                  "sandbox.launcher.launcher", "sandbox.policy", "typing"):
+        assert heavy not in imported, heavy
