@@ -64,7 +64,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
                     if r.status != "ok":
                         raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
                                            f"{r.stderr!r}")
-                    rates[key].append(n / float(r.stdout))
+                    rates[key].append(n / float(r.stdout or "nan"))
                     if r.audit:
                         extra["records_per_run"] = r.audit["records"]
                         extra["dropped"] = r.audit["dropped"]
@@ -75,7 +75,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
             if floor is not None:
                 floor.close()
     med = {k: statistics.median(v) for k, v in rates.items() if v}
-    out: dict[str, Any] = {
+    res: dict[str, Any] = {
         "n": n, "repeat": repeat, "path": path, "policy": policy,
         "bare_opens_per_s": round(med["bare"]),
         "sandbox_none_opens_per_s": round(med["sandbox_none"]),
@@ -85,7 +85,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
         "audit_overhead_us": round(1e6 / med["sandbox_all"] - 1e6 / med["bare"], 2),
         "none_overhead_pct": round(100 * (med["bare"] / med["sandbox_none"] - 1), 1),
         "all_runs": {k: [round(x) for x in v] for k, v in rates.items()}, **extra}
-    return out
+    return res
 
 
 if __name__ == "__main__":

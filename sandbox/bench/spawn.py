@@ -5,13 +5,14 @@ round-robin, so the ratios compare like with like.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from sandbox.bench.stats import Sample, interleaved
 
@@ -49,14 +50,15 @@ def round_trips(runs: int, policy: str = "strict") -> tuple[dict[str, Sample], d
             raise RuntimeError(f"benchmark run failed: {r.status} {r.reason}")
         last["timings"], last["layers"] = r.timings, r.layers
 
-    fns = {"sandbox no-op action": action,
-           "subprocess.run(['/bin/true'])": lambda: _run(["/bin/true"])}
+    fns: dict[str, Callable[[], None]] = {
+        "sandbox no-op action": action,
+        "subprocess.run(['/bin/true'])": lambda: _run(["/bin/true"])}
     notes = {}
     for name, cmd in peers().items():
         if cmd is None:
             notes[name] = f"{name} not installed: skipped (apt-get install {name if name != 'bwrap' else 'bubblewrap'})"
         else:
-            fns[name] = (lambda c=cmd: _run(c))
+            fns[name] = functools.partial(_run, cmd)
     samples = interleaved(fns, runs)
     notes["layers"] = ", ".join(last.get("layers", []))
     return samples, notes, last.get("timings", {})
@@ -85,7 +87,8 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-home-") as home:
         env = {**os.environ, "SANDBOX_HOME": home}
         cold_env = {**env, "SANDBOX_DAEMON": "0"}
-        fns = {"sandbox exec -- /bin/true": lambda: _run_env(cmd, cold_env)}
+        fns: dict[str, Callable[[], None]] = {
+            "sandbox exec -- /bin/true": lambda: _run_env(cmd, cold_env)}
         started = False
         try:
             daemon.start(env)
