@@ -107,12 +107,16 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
 
 
 def cli_import(runs: int) -> dict[str, Sample]:
-    """What `sandbox exec` pays before it runs anything: the interpreter, then the
-    imports on the exec path (the CLI and the launcher)."""
+    """What `sandbox exec` pays before it runs anything: the interpreter (bare, and with
+    `site`), the thin client's imports (the path through a daemon), and the cold path's
+    imports (the CLI and the launcher). The first two are the floor of any Python client."""
     py = sys.executable
     return interleaved({
+        "python -I -S -c pass": lambda: _run([py, "-I", "-S", "-c", "pass"]),
         "python -I -c pass": lambda: _run([py, "-I", "-c", "pass"]),
-        "+ import the exec path": lambda: _run(
+        "+ import the thin client": lambda: _run(
+            [py, "-I", "-c", "import sandbox.thin.entry, sandbox.thin.client"]),
+        "+ import the cold exec path": lambda: _run(
             [py, "-I", "-c", "import sandbox.cli.main as m; m.build_parser(); "
                              "import sandbox.launcher.launcher"]),
     }, runs, warmup=2)
