@@ -299,3 +299,46 @@ def test_the_thin_client_imports_almost_nothing(served):
     for heavy in ("sandbox.cli.main", "argparse", "json", "socket", "signal",
                   "sandbox.launcher.launcher", "sandbox.policy", "typing"):
         assert heavy not in imported, heavy
+
+
+def test_daemon_start_status_stop_use_the_callers_state_directory(tmp_path):
+    """`sandbox daemon start` puts its socket under the caller's SANDBOX_HOME (and nowhere
+    else), answers status, serves, and stops."""
+    home = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["SANDBOX_HOME"] = str(home)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*SANDBOX, *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    sock = home / "daemon" / "sock"
+    try:
+        p = cli("daemon", "start")
+        assert p.returncode == 0 and p.stdout.startswith("running pid"), (p.stdout, p.stderr)
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+        assert stat.S_IMODE(os.lstat(home).st_mode) == 0o700
+        assert cli("daemon", "status").returncode == 0
+        assert cli("exec", "--", "sh", "-c", "exit 4").returncode == 4
+        assert " served 1 " in cli("daemon", "status").stdout
+    finally:
+        p = cli("daemon", "stop")
+    assert p.returncode == 0 and p.stdout == "stopped\n", p.stdout
+    assert not os.path.lexists(sock)
+    assert cli("daemon", "status").returncode == 3
+
+
+def test_start_uses_the_state_directory_of_the_environment_it_is_given(tmp_path, monkeypatch):
+    """`daemon.start(env)` (as `sandbox bench` calls it) must not fall back to this
+    process's own state directory: a daemon there would serve every `sandbox exec`
+    of the user."""
+    mine, theirs = tmp_path / "process-state", tmp_path / "given-state"
+    monkeypatch.setenv("SANDBOX_HOME", str(mine))
+    env = {**os.environ, "SANDBOX_HOME": str(theirs)}
+    try:
+        assert D.start(env).startswith("running pid")
+        assert stat.S_ISSOCK(os.lstat(theirs / "daemon" / "sock").st_mode)
+        assert not os.path.lexists(mine / "daemon")
+    finally:
+        D.stop(wire.socket_path(env))
+        D.stop(wire.socket_path(os.environ))
+    assert not os.path.lexists(theirs / "daemon" / "sock")

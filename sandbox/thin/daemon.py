@@ -265,8 +265,12 @@ def start(env: "os._Environ[str] | dict[str, str]", timeout: float = 20.0) -> st
     """`sandbox daemon start`: a detached daemon with an empty environment but for what
     locates the state directory; returns its status line once it answers."""
     import subprocess
-    from sandbox.launcher.prepare import state_subdir
-    d = state_subdir("daemon")
+    from sandbox.launcher.output_path import private_dir
+    # the state directory of `env` (the caller's), made private level by level
+    state = private_dir(wire.state_dir(env), what="state directory ($SANDBOX_HOME)",
+                        empty=False, system_check=False)
+    d = private_dir(os.path.join(state, "daemon"), what="state directory", empty=False,
+                    system_check=False)
     path = os.path.join(d, "sock")
     line = status(path)
     if line:

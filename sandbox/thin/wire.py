@@ -28,7 +28,8 @@ def state_dir(env: "os._Environ[str] | dict[str, str]") -> str:
     home = env.get("SANDBOX_HOME")
     if home:
         return home
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
+                                                     ".local", "state")
     return os.path.join(base, "sandbox")
 
 
