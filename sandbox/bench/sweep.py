@@ -123,7 +123,7 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
         for kind in ("python_action", "exec_program"):
             launcher = Launcher(max_concurrent=c)
             launcher.spawn(_workflow("bench.noop"), policy=policy)
-            time.sleep(0.2)
+            time.sleep(0.5)     # the warm-up run's monitor gone, its store closed
             base = tree_pss()
             hold = 3.0 + c * 0.1
             target: Any = (_workflow("bench.sleep", seconds=hold) if kind == "python_action"
@@ -136,6 +136,7 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
             peak = tree_pss()
             for t in threads:
                 t.join()
+            launcher.close()    # its fork server gone before the next baseline
             row[f"{kind}_alive"] = alive
             row[f"{kind}_mib_per_sandbox"] = round((peak - base) / max(1, alive) / 2**20, 3)
         if bwrap:
