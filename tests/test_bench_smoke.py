@@ -15,7 +15,8 @@ TARGETS = ("no-op Python action round trip vs bwrap", "no-op actions per second 
            "sandbox exec -- /bin/true, warm server", "sandbox exec -- /bin/true, cold",
            "audited opens per second vs a minimal C notify loop", "throughput at 64 concurrent",
            "p99 latency at 64 concurrent", "memory per live sandbox, exec'd program",
-           "memory per live sandbox, Python action", "IPC messages per second")
+           "memory per live sandbox, Python action", "IPC messages per second",
+           "proxied / direct loopback throughput", "proxy's added connect latency, p50")
 
 
 @pytest.mark.slow

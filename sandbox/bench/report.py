@@ -65,12 +65,24 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
     from sandbox.bench.audit import bench_audit
     out["audit"] = bench_audit(n=5000 if quick else 20000)
 
+    _netproxy(out, quick, log)   # issue 18: the allowlist proxy (sandbox/bench/netproxy.py)
+
     mlevels = [4] if quick else [1, 4, 16, 64]
     log(f"memory with {mlevels} sandboxes alive at once ...")
     out["memory"] = sweep.memory_sweep(mlevels, bwrap=S.peers()["bwrap"] is not None)
     out["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     out["targets"] = [t.to_dict() for t in evaluate(out)]
     return out
+
+
+def _netproxy(out: dict, quick: bool, log: Callable[[str], None]) -> None:
+    from sandbox.bench.netproxy import bench_proxy
+    size = 20_000_000 if quick else 100_000_000
+    log(f"allowlist proxy ({size // 1_000_000} MB, connect latency) ...")
+    try:
+        out["netproxy"] = bench_proxy(size, n=50 if quick else 200, repeat=1 if quick else 3)
+    except (OSError, RuntimeError, ValueError) as exc:
+        out["notes"]["netproxy"] = f"allowlist proxy benchmark failed: {exc}"
 
 
 def _samples(title: str, group: dict[str, dict]) -> list[str]:
@@ -113,6 +125,8 @@ def render(res: dict) -> str:
                  f"{a['sandbox_none_opens_per_s']}, files=all {a['sandbox_all_opens_per_s']}, "
                  f"C notify loop {a['c_floor_opens_per_s']} ({a.get('records_per_run')} records, "
                  f"{a.get('dropped')} dropped)")
+    if "netproxy" in res:
+        lines.append(f"allowlist proxy: {res['netproxy']}")
     lines.append("")
     lines.append("targets:")
     for t in res["targets"]:

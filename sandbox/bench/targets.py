@@ -82,6 +82,15 @@ def evaluate(res: dict[str, Any]) -> list[Target]:
         out.append(Target(f"memory per live sandbox, {label}, {n} alive (PSS)",
                           f"<= {limit:g} MiB (issue 14)", f"{v} MiB vs bwrap {bwm} MiB",
                           v, limit, False))
+    proxy, why = res.get("netproxy", {}), res.get("notes", {}).get("netproxy", "")
+    out.append(Target("proxied / direct loopback throughput", ">= 0.5x (issue 18)",
+                      f"{proxy.get('proxied_mb_per_s')} vs {proxy.get('direct_mb_per_s')} MB/s",
+                      proxy.get("throughput_ratio"), 0.5, True, why))
+    added = proxy.get("added_connect_p50_ms")
+    out.append(Target("proxy's added connect latency, p50", "<= 1 ms (issue 18)",
+                      f"{proxy.get('proxied_connect_p50_ms')} vs "
+                      f"{proxy.get('direct_connect_p50_ms')} ms",
+                      None if added is None else max(added, 0.001), 1.0, False, why))
     ipc = res.get("ipc_messages_per_s")
     out.append(Target("IPC messages per second, child -> parent", ">= 200,000/s",
                       f"{ipc}/s", ipc, 200_000, True))

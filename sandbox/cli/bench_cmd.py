@@ -22,10 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="fewer runs, smaller counts")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="DIR", help="write bench-*.png into DIR (matplotlib)")
+    p.add_argument("--workers", metavar="N[,N...]", default=None,
+                   help="instead: runs/s through Dramatiq on Redis with N `sandbox worker`s "
+                        "against the in-process queue (needs redis-server; docs/scaling.md)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        return _workers(args)
     from sandbox.bench.report import render, run_all
     if args.runs < 1:
         print("sandbox bench: --runs must be at least 1", file=sys.stderr)
@@ -44,4 +49,20 @@ def run(args: argparse.Namespace) -> int:
         from sandbox.bench.plot import draw
         for path in draw(res, args.plot):
             print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from sandbox.errors import InputError
+    try:
+        counts = [int(x) for x in args.workers.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > 16:
+        raise InputError(f"--workers {args.workers!r}: give counts 1..16 separated by commas, "
+                         "e.g. 1,2,3")
+    from sandbox.bench import scaleout
+    res = scaleout.measure(counts, runs=40 if args.quick else 200,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(json.dumps(res, indent=2) if args.json else scaleout.render(res))
     return 0

@@ -65,7 +65,7 @@ def try_exec(argv: list[str]) -> int | None:
     if s is None:
         return None
     import _socket
-    import _signal
+    import _signal  # type: ignore[import-not-found]  # `signal` would import enum
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     fds = std + [cwd]
     msg = wire.encode("exec", argv, dict(env))
