@@ -25,12 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", metavar="N[,N...]", default=None,
                    help="instead: runs/s through Dramatiq on Redis with N `sandbox worker`s "
                         "against the in-process queue (needs redis-server; docs/scaling.md)")
+    p.add_argument("--service", action="store_true",
+                   help="only the execution service: runs through `sandbox serve`'s API beside "
+                        "the direct Launcher API (latency p50/p99, runs per second)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         return _workers(args)
+    if args.service:
+        from sandbox.bench.service import render as render_service, run_service
+        log_ = (lambda s: print(s, file=sys.stderr))
+        runs = min(args.runs, 10) if args.quick else args.runs
+        res = run_service(runs=runs, total=40 if args.quick else 200, log=log_)
+        print(json.dumps(res, indent=2) if args.json else render_service(res))
+        return 0
     from sandbox.bench.report import render, run_all
     if args.runs < 1:
         print("sandbox bench: --runs must be at least 1", file=sys.stderr)
