@@ -127,3 +127,53 @@ def test_a_run_whose_monitor_cannot_start_leaves_no_run_directory():
         (r.status, r.reason)
     assert not _rundirs(r.run_id)
     assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+def _pid1_and_stub(marker: str) -> tuple[int, int] | None:
+    """PID 1 of the sandbox running `sleep <marker>` (its init) and PID 1's parent."""
+    for _ in range(200):
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if not f.read().startswith(b"sleep\x00" + marker.encode()):
+                        continue
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+                pid1 = int(stat[stat.rfind(b")") + 2:].split()[1])
+                with open(f"/proc/{pid1}/stat", "rb") as f:
+                    stat = f.read()
+                return pid1, int(stat[stat.rfind(b")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.isolation
+@pytest.mark.parametrize("start,spare", [("forkserver", "1"), ("forkserver", "0"),
+                                         ("exec", "0")], ids=["spare", "no-spare", "exec"])
+def test_no_python_interpreter_waits_between_the_monitor_and_pid1(monkeypatch, start, spare):
+    """Issue 14.3: the stub that waits for PID 1 is the compiled sandbox-init in its
+    --stub mode, not a forked Python interpreter (3 MiB of PSS per live sandbox); the
+    run's exit status still comes through it."""
+    from sandbox import _native
+    monkeypatch.setenv("SANDBOX_SPARE", spare)
+    marker = {"spare": "71", "no-spare": "72", "exec": "73"}[start if start == "exec" else
+                                                            ("spare" if spare == "1" else
+                                                             "no-spare")]
+    with Launcher(capture_output=True, start=start) as la:
+        la.spawn(["true"], policy="default")   # the spare, if any, is made for the next run
+        h = la.start(["sleep", marker], policy="default")
+        found = _pid1_and_stub(marker)
+        assert found is not None
+        pid1, stub = found
+        stub_exe = os.readlink(f"/proc/{stub}/exe")
+        with open(f"/proc/{stub}/cmdline", "rb") as f:
+            stub_argv = f.read().split(b"\0")
+        os.kill(pid1, signal.SIGTERM)   # from the host: the init forwards it to the program
+        r = h.wait()
+    assert os.path.realpath(stub_exe) == os.path.realpath(_native.init_path()), stub_exe
+    assert stub_argv[:2] == [b"sandbox-stub", b"--stub"], stub_argv
+    assert r.status == "signaled" and r.signal == signal.SIGTERM, (r.status, r.reason)

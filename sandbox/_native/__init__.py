@@ -1,7 +1,8 @@
 """Compiled helpers of the sandbox (built at install by setup.py's `build_native`).
 
 `sandbox-init` (init.c) is PID 1 of every sandbox: it reaps orphans, forwards
-signals to the program and reports the program's real wait status. It is a
+signals to the program and reports the program's real wait status. With
+``--stub`` it is also the waiting half of the stub (sandbox.sandboxee.stub). It is a
 static executable, opened by the sandboxee before the mount view exists and
 started with execveat(2), so it depends on nothing the policy grants.
 
@@ -27,7 +28,7 @@ CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"
 
 def init_path() -> str:
     """Where the init binary is: the installed one, else one built now (in the launcher)."""
-    if os.access(INIT_PATH, os.X_OK):
+    if os.access(INIT_PATH, os.X_OK) and not _older_than_source(INIT_PATH):
         return INIT_PATH
     try:
         with open(SOURCE, "rb") as f:
@@ -59,6 +60,15 @@ def init_path() -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def _older_than_source(binary: str) -> bool:
+    """An editable checkout updated without a rebuild: its binary may lack a mode the
+    Python side now uses (the stub's `--stub`); build a current one instead."""
+    try:
+        return os.stat(binary).st_mtime < os.stat(SOURCE).st_mtime
+    except OSError:
+        return False
 
 
 def open_init(path: str | None = None) -> int:

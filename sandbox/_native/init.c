@@ -21,6 +21,14 @@
  *     convention (the code, or 128+N). The kernel then kills whatever is
  *     left in the namespace.
  *
+ * The same binary is also the waiting half of the stub (`sandbox-init --stub
+ * STATUS_FD PID1`): the stub (Python) enters the namespaces and forks PID 1,
+ * then replaces itself with this mode, which only waits for PID 1 and sends its
+ * raw wait status on STATUS_FD (the stub's SOCK_SEQPACKET status socket) as the
+ * one message of sandbox/protocol.py it ever sends, Pid1Exited:
+ * {"type":"pid1_exit","payload":{"status":N}}. So a live sandbox costs no
+ * Python interpreter between the monitor and PID 1 (issue 14).
+ *
  * It holds nothing worth taking: no descriptor but STATUS_FD (on which the
  * program could only claim a status it can produce anyway by exiting or
  * killing itself), and it makes itself non-dumpable first, so even a policy
@@ -30,6 +38,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,12 +75,38 @@ static int shell_code(int status)
     return 255;
 }
 
+/* The stub's waiting half: PID 1's raw status as a Pid1Exited message, then exit. */
+static int stub(int status_fd, pid_t pid1)
+{
+    char buf[80];
+    int st = 0, n;
+    pid_t got;
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);   /* dies with the monitor, as before the exec */
+    do {
+        got = waitpid(pid1, &st, 0);
+    } while (got < 0 && errno == EINTR);
+    if (got != pid1)
+        return 1;   /* no status: the monitor sees the socket close and reports none */
+    n = snprintf(buf, sizeof buf, "{\"type\":\"pid1_exit\",\"payload\":{\"status\":%d}}", st);
+    if (n > 0 && n < (int)sizeof buf && write(status_fd, buf, (size_t)n) < 0)
+        return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     sigset_t all;
     int status_fd, child;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (argc == 4 && strcmp(argv[1], "--stub") == 0) {
+        status_fd = parse(argv[2]);
+        child = parse(argv[3]);
+        if (status_fd < 0 || child <= 0)
+            return 125;
+        return stub(status_fd, child);
+    }
     if (argc != 3)
         return 125;
     status_fd = parse(argv[1]);

@@ -196,6 +196,20 @@ def enforce_cap(directory: str, cap: int, keep: str | None = None) -> int:
 
     A run whose monitor still writes (its file is flock'ed) is never deleted,
     nor `keep`. Returns the number of runs deleted."""
+    # First the total, streamed: most runs find the directory under its cap, and a
+    # list of every run's name (tens of thousands) would stay in the monitor's heap.
+    total = 0
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+    except OSError:
+        return 0
+    if total <= cap:
+        return 0
     entries = []
     total = 0
     try:

@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sandbox import protocol
+from sandbox import _native, protocol
 from sandbox.errors import ProtocolError
 from sandbox.isolation.libc import adopt_stdio
 from sandbox.monitor import runspec, tree
@@ -111,7 +111,7 @@ def prestart() -> Prestarted:
         go_parent.close()
         status_parent.close()
         stub.run_waiting(status_child, go_child, cg.join if cg is not None else None,
-                         _start_pid1(setup_child.detach()))
+                         _start_pid1(setup_child.detach()), _native.INIT_PATH)
     status_child.close()
     setup_child.close()
     go_child.close()

@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Any
 
-from sandbox import protocol
+from sandbox import _native, protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
@@ -142,7 +142,8 @@ class Supervisor:
             setup_parent.close()
             status_parent.close()
             self.ctl.close()
-            stub.run(self.ctx, status_child, lambda: entry.main(self.ctx, self.spec), join)
+            stub.run(self.ctx, status_child, lambda: entry.main(self.ctx, self.spec), join,
+                     self.spec.init_path or _native.INIT_PATH)
         status_child.close()
         os.close(exit_w)
         self.stdio.started()

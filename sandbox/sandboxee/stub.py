@@ -2,9 +2,12 @@
 
 Python 3.11 has no clone(), so a new PID namespace is entered the unshare way:
 the stub unshares every namespace, and its next fork becomes PID 1. The stub
-then keeps only its status socket to the monitor, waits for PID 1, reports its
-raw wait status, and exits. It holds no other descriptor, so the IPC socket
-reaches end of stream as soon as the sandbox's last process is gone.
+then keeps only its status socket to the monitor and replaces itself with the
+compiled waiting half, ``sandbox-init --stub`` (sandbox/_native/init.c), which
+waits for PID 1, reports its raw wait status, and exits: a live sandbox costs no
+Python interpreter between the monitor and PID 1 (issue 14). It holds no other
+descriptor, so the IPC socket reaches end of stream as soon as the sandbox's
+last process is gone.
 
 What it says on the status socket (SOCK_SEQPACKET, sandbox.protocol):
 `Pid1Started` (PID 1's pid in the monitor's namespace), then `Pid1Exited`
@@ -29,8 +32,9 @@ from sandbox.protocol import Pid1Exited, Pid1Started, SetupFailure, Spec, StubRe
 
 
 def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], object],
-        join_cgroup: Callable[[int], None] | None = None) -> None:
-    """Never returns."""
+        join_cgroup: Callable[[int], None] | None = None, init_path: str | None = None
+        ) -> None:
+    """Never returns. `init_path`: the sandbox-init binary whose stub mode waits."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if join_cgroup is not None:
@@ -46,12 +50,13 @@ def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], obje
                 ctx.skipped[exc.layer] = str(exc)
     except BaseException as exc:
         _last_word(status, exc)
-    _fork_pid1_and_wait(status, pid1_main)
+    _fork_pid1_and_wait(status, pid1_main, init_path)
 
 
 def run_waiting(status: socket.socket, go: socket.socket,
                 join_cgroup: Callable[[int], None] | None,
-                start: Callable[[Spec, list[int]], Callable[[], object]]) -> None:
+                start: Callable[[Spec, list[int]], Callable[[], object]],
+                init_path: str | None = None) -> None:
     """A spare stub: join the cgroup and enter every namespace *before* the run is
     known, then wait on `go` for the `Spec` and the run's descriptors (ipc, stdin,
     stdout, stderr, exit pipe). `start(spec, fds)` returns PID 1's main. Never returns.
@@ -77,12 +82,14 @@ def run_waiting(status: socket.socket, go: socket.socket,
         if spec is None:
             os._exit(0)  # discarded before use
         pid1_main = start(spec, fds)
+        init_path = spec.init_path or init_path
     except BaseException as exc:
         _last_word(status, exc)
-    _fork_pid1_and_wait(status, pid1_main)
+    _fork_pid1_and_wait(status, pid1_main, init_path)
 
 
-def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any]) -> None:
+def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
+                        init_path: str | None) -> None:
     code = 0
     try:
         pid = os.fork()
@@ -96,6 +103,8 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any]) -> 
         close_fds({status.fileno()})
         for fd in (0, 1, 2):
             os.close(fd)
+        if init_path:
+            _become_waiter(status, pid, init_path)   # returns only if the exec failed
         while True:
             try:
                 _, st = os.waitpid(pid, 0)
@@ -107,6 +116,17 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any]) -> 
         _last_word(status, exc)
         code = 1
     os._exit(code)
+
+
+def _become_waiter(status: socket.socket, pid1: int, init_path: str) -> None:
+    """Replace this interpreter with ``sandbox-init --stub STATUS_FD PID1``, which sends
+    the same Pid1Exited this function's caller would. If the exec fails, the caller
+    waits in Python: more memory, same result."""
+    try:
+        os.set_inheritable(status.fileno(), True)
+        os.execv(init_path, ["sandbox-stub", "--stub", str(status.fileno()), str(pid1)])
+    except OSError:
+        os.set_inheritable(status.fileno(), False)
 
 
 def _last_word(status: socket.socket, exc: BaseException) -> None:

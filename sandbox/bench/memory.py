@@ -1,0 +1,247 @@
+"""Memory of live sandboxes: PSS of every process the launcher owns, by role, beside bwrap.
+
+Issue 14 item 4 measures a sandbox's cost as the proportional set size (PSS:
+private pages plus each shared page divided by its sharers) of every process
+the launcher owns while `count` sandboxes are alive at once, divided by
+`count`. PSS is the honest sum for forked processes: a page shared by 50
+forks counts 1/50 in each, so the total is the memory the machine really
+spends. The same figure is taken for `bwrap` in the same run.
+
+Roles are read from the process tree (`role_of`): the fork server, the
+monitor(s), the stub, PID 1 (sandbox-init once the program started), the
+program (PID 2 and below), and anything else (broker, zygote).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def pss_kib(pid: int) -> int:
+    """The process's PSS in KiB (0 if it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _nspid_is_1(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return line.split()[-1] == "1" and len(line.split()) > 2
+    except OSError:
+        pass
+    return False
+
+
+@dataclass
+class Tally:
+    """PSS (KiB) and process count per role."""
+    kib: dict[str, int] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+
+    def add(self, role: str, kib: int) -> None:
+        self.kib[role] = self.kib.get(role, 0) + kib
+        self.count[role] = self.count.get(role, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.kib.values())
+
+
+def tally_sandbox_tree(root: int) -> Tally:
+    """Every process under `root` (the launcher; root itself not counted), by role:
+    a process whose NSpid ends in 1 is PID 1; its descendants are the program;
+    its parent is the stub; the stub's parent is a monitor; a direct child of
+    root is the fork server; other descendants of root are 'other'."""
+    kids = _children()
+    t = Tally()
+    below: list[int] = list(kids.get(root, []))
+    seen: set[int] = set()
+    pid1s: list[int] = []
+    order: list[int] = []
+    while below:
+        pid = below.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        order.append(pid)
+        below += kids.get(pid, [])
+        if _nspid_is_1(pid):
+            pid1s.append(pid)
+    parent = {c: p for p, cs in kids.items() for c in cs}
+    roles: dict[int, str] = {}
+    for p1 in pid1s:
+        roles[p1] = "pid1"
+        stack = list(kids.get(p1, []))
+        while stack:
+            c = stack.pop()
+            roles[c] = "program"
+            stack += kids.get(c, [])
+        stub = parent.get(p1)
+        if stub is not None and stub in seen:
+            roles[stub] = "stub"
+            mon = parent.get(stub)
+            if mon is not None and mon in seen and mon not in roles:
+                roles[mon] = "monitor"
+    for pid in order:
+        role = roles.get(pid)
+        if role is None:
+            role = "forkserver" if parent.get(pid) == root and "python" in _comm(pid) \
+                else "other"
+        t.add(role, pss_kib(pid))
+    return t
+
+
+def _wait_for(pred: Any, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def sandbox_pss(count: int, target: Any, policy: str = "default",
+                hold: float = 60.0) -> dict[str, Any]:
+    """PSS per role with `count` sandboxes of `target` alive at once, launched by one
+    Launcher in this process. `target` must stay alive for `hold` seconds."""
+    from sandbox.launcher.launcher import Launcher
+    launcher = Launcher(max_concurrent=count + 2)
+    try:
+        launcher.spawn(["/bin/true"], policy=policy)   # fork server up, imports done
+        handles = [launcher.start(target, policy=policy) for _ in range(count)]
+        me = os.getpid()
+
+        def alive() -> int:
+            return sum(1 for p in os.listdir("/proc") if p.isdigit()
+                       and _nspid_is_1(int(p)) and _under(int(p), me))
+        _wait_for(lambda: alive() >= count, 60 + count)
+        time.sleep(1.0)   # let set-up faults settle
+        t = tally_sandbox_tree(me)
+        n = alive()
+        for h in handles:
+            h.cancel()
+        for h in handles:
+            h.wait()
+    finally:
+        launcher.close()
+    return {"alive": n, "total_kib": t.total, "by_role_kib": t.kib, "count": t.count,
+            "per_sandbox_kib": round(t.total / max(1, n), 1)}
+
+
+def _under(pid: int, root: int) -> bool:
+    for _ in range(64):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            pid = int(stat[stat.rfind(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == root:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def bwrap_pss(count: int, bwrap: str = "bwrap") -> dict[str, Any] | None:
+    """The same figure for `bwrap --ro-bind / / --unshare-all --die-with-parent sleep`."""
+    import shutil
+    path = shutil.which(bwrap)
+    if path is None:
+        return None
+    procs = [subprocess.Popen([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                               "--unshare-all", "--die-with-parent", "sleep", "120"],
+                              stdin=subprocess.DEVNULL)
+             for _ in range(count)]
+    try:
+        me = os.getpid()
+        _wait_for(lambda: sum(1 for p in os.listdir("/proc") if p.isdigit()
+                              and _comm(int(p)) == "sleep" and _under(int(p), me)) >= count, 60)
+        time.sleep(1.0)
+        t = tally_sandbox_tree(me)
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+    return {"alive": count, "total_kib": t.total,
+            "per_sandbox_kib": round(t.total / max(1, count), 1)}
+
+
+def measure(count: int = 50) -> dict[str, Any]:
+    """Exec'd program (`sleep`), Python action, and bwrap, in one run."""
+    from sandbox.bench.spawn import _workflow
+    out: dict[str, Any] = {"count": count}
+    out["exec"] = sandbox_pss(count, ["sleep", "120"])
+    out["action"] = sandbox_pss(count, _workflow("bench.sleep", seconds=120.0))
+    out["bwrap"] = bwrap_pss(count)
+    return out
+
+
+ROLES = ("forkserver", "monitor", "stub", "pid1", "program", "other")
+
+
+def render(res: dict[str, Any]) -> list[str]:
+    """The figures as `sandbox bench` prints them: KiB per live sandbox, by role."""
+    lines = [f"memory (PSS of every process the launcher owns, {res['count']} sandboxes "
+             "alive at once, KiB per sandbox):"]
+    for kind, label in (("exec", "exec'd program (sleep)"), ("action", "Python action")):
+        r = res[kind]
+        n = max(1, r["alive"])
+        roles = ", ".join(f"{role} {r['by_role_kib'][role] / n:.0f}" for role in ROLES
+                          if role in r["by_role_kib"])
+        lines.append(f"  {label:<26} {r['per_sandbox_kib']:>8.0f}  ({roles})")
+    if res.get("bwrap"):
+        lines.append(f"  {'bwrap (sleep)':<26} {res['bwrap']['per_sandbox_kib']:>8.0f}")
+    return lines
+
+
+def main() -> None:   # python -m sandbox.bench.memory [count] [--json]
+    import json
+    import sys
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    res = measure(int(args[0]) if args else 50)
+    if "--json" in sys.argv:
+        print(json.dumps(res, indent=1))
+    else:
+        print("\n".join(render(res)))
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench-memory"
+    main()
