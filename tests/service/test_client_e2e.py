@@ -157,3 +157,16 @@ def test_cli_bad_input_and_refusals_are_one_line(server):
         assert b"Traceback" not in p.stderr
     p = cli(server, "submit", "--", "true", token="sbx_wrong")
     assert p.returncode == 125 and b"401" in p.stderr
+
+
+def test_audit_through_the_client_and_the_cli(server):
+    with client(server) as c:
+        run = c.run(["sh", "-c", "cat /etc/shadow; true"], policy="strict")
+        denied = c.audit(run.id, denied=True)
+        assert any(r.get("path") == "/etc/shadow" for r in denied["items"])
+        assert all(r.get("verdict", "denied") == "denied" or r.get("denied")
+                   for r in denied["items"])
+    p = cli(server, "runs", "--server", server.url, "audit", "--denied", run.id)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    assert any(ln.split() == ["denied", "read", "/etc/shadow"] for ln in lines), lines
