@@ -2,7 +2,7 @@
 
 A submitted run gets fresh directories under <state>/runs/<id>/: `input`
 (its ${WORKDIR}: the uploaded files, read-only to it) and `output` (its
-${OUTPUT}); HOME is the run's private /tmp, empty at the start. The request
+${OUTPUT}); HOME is the launcher's /tmp/home, in the run's private /tmp. The request
 is stored without `secret_env`; secret values live in memory only until the
 run starts, and are masked out of everything recorded about the run.
 """
@@ -27,7 +27,6 @@ from sandbox.service import tenancy
 
 SECRET_MASK = "[secret]"
 MAX_DENIED_EVENTS = 1000
-HOME = "/tmp"     # the run's private, empty, writable scratch directory
 
 
 class QuotaExceeded(Exception):
@@ -213,7 +212,8 @@ class Runs:
                 stdin = str(req["stdin"]).encode()
             elif req.get("stdin_b64") is not None:
                 stdin = decode_b64(req["stdin_b64"], "stdin_b64")
-            env = {**(req.get("env") or {}), **secret_env, "HOME": HOME}
+            # HOME stays the launcher's: /tmp/home in the run's private /tmp, empty
+            env = {**(req.get("env") or {}), **secret_env}
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
             lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
                 if ceiling is not None else None

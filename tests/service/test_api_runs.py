@@ -12,14 +12,15 @@ from service.server import Server as ServiceServer
 
 def test_submit_program_with_wait_returns_result(http) -> None:
     r = http.post("/v1/runs", params={"wait": 60},
-                  json={"argv": ["sh", "-c", "cat in.txt; cat; echo $HOME; echo $X"],
+                  json={"argv": ["sh", "-c", 'cat in.txt; cat; echo $HOME; ls -A "$HOME"; '
+                                'touch "$HOME/w" && echo $X'],
                         "stdin": "from-stdin\n", "env": {"X": "x-value"},
                         "files": [{"name": "in.txt",
                                    "content_b64": base64.b64encode(b"uploaded\n").decode()}]})
     assert r.status_code == 200, r.text
     run = r.json()
     assert run["status"] == "ok", run
-    assert run["result"]["stdout"] == "uploaded\nfrom-stdin\n/tmp\nx-value\n"
+    assert run["result"]["stdout"] == "uploaded\nfrom-stdin\n/tmp/home\nx-value\n"
     assert run["attempts"] == 1 and run["started_at"] >= run["queued_at"]
     assert run["links"]["self"] == f"/v1/runs/{run['id']}"
     again = http.get(f"/v1/runs/{run['id']}").json()
