@@ -83,3 +83,18 @@ def test_oversized_body_is_413(service_server, http) -> None:
     r = http.post("/v1/runs", content=b'{"argv":["true"],"stdin":"' + big.encode() + b'"}',
                   headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+def test_a_tokens_max_concurrent_holds_its_other_runs_in_the_queue(service_server) -> None:
+    from service.sse import read_events
+    one = make_token(service_server, "--name", "one", "--max-concurrent", "1")
+    with service_server.client(one["token"]) as c:
+        first = c.post("/v1/runs", json={"argv": ["sleep", "60"]}).json()
+        second = c.post("/v1/runs", json={"argv": ["echo", "second"]}).json()
+        for _ in read_events(c, first["links"]["events"], until="started"):
+            pass
+        # the server has free workers (8) but this token's one slot is taken
+        assert c.get(second["links"]["self"], params={"wait": 3}).json()["status"] == "queued"
+        c.post(first["links"]["cancel"])
+        done = c.get(second["links"]["self"], params={"wait": 60}).json()
+        assert done["status"] == "ok" and done["result"]["stdout"] == "second\n"
