@@ -51,6 +51,13 @@ def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
         raise
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_input(root: str, name: str, data: bytes, executable: bool = False) -> None:
     """Write one input file under `root` (a directory the service made)."""
     parts = check_input_name(name).split("/")
@@ -63,9 +70,7 @@ def write_input(root: str, name: str, data: bytes, executable: bool = False) -> 
         fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o500 if executable else 0o400, dir_fd=dfd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
     finally:

@@ -28,18 +28,58 @@ log = logging.getLogger("sandbox.service")
 Executor = Callable[[RunRow, int, threading.Event, dict[str, str]], None]
 
 
-class RunQueue:
+class QueueBase:
+    """What every executor of the store's queue shares, in-process or through a
+    broker (scaleout.dispatch.BrokerQueue): secret env values held in memory
+    until the run starts, each token's concurrency limit, and ending a run
+    that is still queued."""
+
+    def __init__(self, store: Store, bus: Bus, config: ServiceConfig) -> None:
+        self.store, self.bus, self.config = store, bus, config
+        self._cond = threading.Condition()             # reentrant (an RLock)
+        self._secrets: dict[str, dict[str, str]] = {}  # run id -> secret env (memory only)
+        self._limits: dict[str, int] = {}
+
+    def submitted(self, run_id: str, secrets: dict[str, str]) -> None:
+        with self._cond:
+            if secrets:
+                self._secrets[run_id] = dict(secrets)
+            self._cond.notify()
+
+    def _cancel_queued(self, run_id: str) -> bool:
+        """End a run that has not started; False when it is no longer queued."""
+        with self._cond:
+            done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
+                                          time.time())
+            self._secrets.pop(run_id, None)
+        if done:
+            self.bus.publish(run_id, "exit", {"status": "cancelled",
+                                              "reason": "cancelled before it started"})
+            self.bus.forget(run_id)
+        return done
+
+    def _limit(self, token_id: str) -> int:
+        lim = self._limits.get(token_id)
+        if lim is None:
+            tok = self.store.token(token_id)
+            lim = tok.max_concurrent if tok is not None else 1
+            self._limits[token_id] = lim
+        return lim
+
+    def forget_token(self, token_id: str) -> None:
+        with self._cond:
+            self._limits.pop(token_id, None)
+
+
+class RunQueue(QueueBase):
     def __init__(self, store: Store, bus: Bus, config: ServiceConfig,
                  execute: Executor) -> None:
-        self.store, self.bus, self.config = store, bus, config
+        super().__init__(store, bus, config)
         self._execute = execute
-        self._cond = threading.Condition()
         self._running: dict[str, int] = {}            # token id -> runs going
         self._cancel: dict[str, threading.Event] = {}  # run id -> its cancel token
-        self._secrets: dict[str, dict[str, str]] = {}  # run id -> secret env (memory only)
         self._workers: list[threading.Thread] = []
         self._stopping = False
-        self._limits: dict[str, int] = {}
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> tuple[list[str], list[str]]:
@@ -76,41 +116,20 @@ class RunQueue:
             t.join(max(0.0, deadline - time.monotonic()))
 
     # -- from the API ---------------------------------------------------------
-    def submitted(self, run_id: str, secrets: dict[str, str]) -> None:
-        with self._cond:
-            if secrets:
-                self._secrets[run_id] = dict(secrets)
-            self._cond.notify()
-
     def cancel(self, run_id: str) -> bool:
         """Cancel a queued run (it never starts) or a running one (killed)."""
-        with self._cond:
+        with self._cond:   # held across both, so no worker claims the run in between
             ev = self._cancel.get(run_id)
             if ev is not None:
                 ev.set()
                 return True
-            done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
-                                          time.time())
-            self._secrets.pop(run_id, None)
-        if done:
-            self.bus.publish(run_id, "exit", {"status": "cancelled",
-                                              "reason": "cancelled before it started"})
-            self.bus.forget(run_id)
-        return done
+            return self._cancel_queued(run_id)
 
     def running_count(self) -> int:
         with self._cond:
             return sum(self._running.values())
 
     # -- workers --------------------------------------------------------------
-    def _limit(self, token_id: str) -> int:
-        lim = self._limits.get(token_id)
-        if lim is None:
-            tok = self.store.token(token_id)
-            lim = tok.max_concurrent if tok is not None else 1
-            self._limits[token_id] = lim
-        return lim
-
     def _next(self) -> tuple[RunRow, int, threading.Event, dict[str, str]] | None:
         """Claim the oldest queued run whose token has a free slot (lock held)."""
         for run_id, token_id in self.store.queued():
@@ -157,9 +176,6 @@ class RunQueue:
                     self._cond.notify_all()
                 self.bus.forget(row.id)
 
-    def forget_token(self, token_id: str) -> None:
-        with self._cond:
-            self._limits.pop(token_id, None)
 
     def workers(self) -> dict[str, Any]:
         """The one local executor, in the shape `GET /v1/workers` gives for a

@@ -30,6 +30,7 @@ from typing import Any
 
 from sandbox.service.config import ServiceConfig
 from sandbox.service.events import Bus
+from sandbox.service.queue import QueueBase
 from sandbox.service.scaleout import keys
 from sandbox.service.scaleout.messages import InputFile, Job
 from sandbox.service.scaleout.reports import ReportApplier
@@ -40,21 +41,18 @@ log = logging.getLogger("sandbox.service")
 DEFAULT_LEASE_MS = 10000
 
 
-class BrokerQueue:
+class BrokerQueue(QueueBase):
     def __init__(self, store: Store, bus: Bus, config: ServiceConfig, broker_url: str,
                  lease_ms: int = DEFAULT_LEASE_MS) -> None:
         import redis
         from dramatiq.brokers.redis import RedisBroker
-        self.store, self.bus, self.config = store, bus, config
+        super().__init__(store, bus, config)
         self.lease_ms = lease_ms
         self.redis = redis.Redis.from_url(broker_url)
         self.broker = RedisBroker(url=broker_url, middleware=[])
         self.reports = ReportApplier(self.redis, store, bus, config.output_dir,
                                      consumer=f"server-{config.hostname}",
                                      audit_dir=config.audit_dir)
-        self._cond = threading.Condition()
-        self._secrets: dict[str, dict[str, str]] = {}
-        self._limits: dict[str, int] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -78,21 +76,10 @@ class BrokerQueue:
         self.reports.stop()
 
     # -- from the API ---------------------------------------------------------
-    def submitted(self, run_id: str, secrets: dict[str, str]) -> None:
-        with self._cond:
-            if secrets:
-                self._secrets[run_id] = dict(secrets)
-            self._cond.notify()
-
     def cancel(self, run_id: str) -> bool:
-        done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
-                                      time.time())
-        if done:
-            with self._cond:
-                self._secrets.pop(run_id, None)
-            self.bus.publish(run_id, "exit", {"status": "cancelled",
-                                              "reason": "cancelled before it started"})
-            self.bus.forget(run_id)
+        """A queued run ends here; a dispatched one gets its cancel key (a run the
+        dispatcher claims meanwhile is running by the time the key is read)."""
+        if self._cancel_queued(run_id):
             return True
         row = self.store.run(run_id)
         if row is None or row.status != "running":
@@ -102,10 +89,6 @@ class BrokerQueue:
 
     def running_count(self) -> int:
         return self.store.count("running")
-
-    def forget_token(self, token_id: str) -> None:
-        with self._cond:
-            self._limits.pop(token_id, None)
 
     def extra(self) -> dict[str, Any]:
         depth = {}
@@ -156,14 +139,6 @@ class BrokerQueue:
                 "workers": sorted(workers, key=lambda w: w["host"]), "leases": leases}
 
     # -- dispatch -------------------------------------------------------------
-    def _limit(self, token_id: str) -> int:
-        lim = self._limits.get(token_id)
-        if lim is None:
-            tok = self.store.token(token_id)
-            lim = tok.max_concurrent if tok is not None else 1
-            self._limits[token_id] = lim
-        return lim
-
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             try:

@@ -41,6 +41,19 @@ def _group_kill(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
         pass
 
 
+def _stop_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process's group, SIGKILL what is left after a grace period."""
+    if proc is None:
+        return
+    _group_kill(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    _group_kill(proc, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 @dataclass
 class Redis:
     dir: str
@@ -149,15 +162,7 @@ class Server:
                             headers={"Authorization": f"Bearer {self.token}"})
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        _group_kill(self.proc, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        _group_kill(self.proc, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        _stop_group(self.proc)
         self.proc = None
 
 
@@ -202,13 +207,5 @@ class Worker:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        _group_kill(self.proc, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        _group_kill(self.proc, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        _stop_group(self.proc)
         self.proc = None

@@ -150,6 +150,7 @@ class ReportApplier:
         store under the launcher's run id (checked like every run id there);
         an existing file is kept (a report applied twice after a restart)."""
         from sandbox.audit.store import ensure_dir, run_file
+        from sandbox.service.files import write_all
         rid = str(rep.data.get("run", ""))
         try:
             path = run_file(self.audit_dir, rid)
@@ -165,9 +166,7 @@ class ReportApplier:
         except FileExistsError:
             return
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
 
