@@ -33,21 +33,6 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-            ppid = int(stat[stat.rfind(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(name))
-    return kids
-
-
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -87,7 +72,8 @@ def tally_sandbox_tree(root: int) -> Tally:
     a process whose NSpid ends in 1 is PID 1; its descendants are the program;
     its parent is the stub; the stub's parent is a monitor; a direct child of
     root is the fork server; other descendants of root are 'other'."""
-    kids = _children()
+    from sandbox.monitor.tree import children_map
+    kids = children_map()
     t = Tally()
     below: list[int] = list(kids.get(root, []))
     seen: set[int] = set()

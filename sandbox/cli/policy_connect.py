@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 from typing import Any
 
 from sandbox.errors import InputError
@@ -24,22 +23,9 @@ def split_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def lookup(name: str) -> list[str]:
-    """The host's answer, as the proxy gets it (getaddrinfo, TCP)."""
-    try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return []
-    out: list[str] = []
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in out:
-            out.append(addr)
-    return out
-
-
 def explain_connect(args: argparse.Namespace, policy: Any) -> int:
     from sandbox.netproxy.rules import Allowlist
+    from sandbox.netproxy.server import lookup   # the proxy's own answer, not a copy
     host, port = split_target(args.path)
     net = policy.network
     answers: list[str] = []
@@ -51,7 +37,7 @@ def explain_connect(args: argparse.Namespace, policy: Any) -> int:
         addresses = []
     else:
         def resolve(name: str) -> list[str]:
-            answers.extend(args.address or lookup(name))
+            answers.extend(args.address or lookup(name, port))
             return answers
         v = Allowlist.from_policy(net).decide(host, port, resolve)
         allowed, rule, addresses = v.allowed, v.rule, [str(a) for a in v.addresses]

@@ -88,8 +88,9 @@ _BY_STATUS: dict[int, type[ClientError]] = {
 }
 
 
-def _flatten(detail: Any) -> str:
-    """FastAPI's detail: a string, or (422) a list of {loc, msg}: one line naming fields."""
+def detail_text(detail: Any) -> str:
+    """FastAPI's detail: a string, or (422) a list of {loc, msg}: one line naming fields.
+    The web page (sandbox.service.web.bridge) shows the same line."""
     if isinstance(detail, str):
         return detail
     if isinstance(detail, list):
@@ -121,7 +122,7 @@ def from_response(status: int, body: bytes, headers: Any) -> ClientError:
         detail = parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
     except (ValueError, UnicodeDecodeError):
         detail = body[:500].decode("utf-8", "replace")
-    reason = " ".join(_flatten(detail).split())[:2000] or f"HTTP {status}"
+    reason = " ".join(detail_text(detail).split())[:2000] or f"HTTP {status}"
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ClientError)
     return cls(reason, status=status, detail=detail,
                retry_after=_retry_after(headers.get("retry-after")))

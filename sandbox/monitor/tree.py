@@ -78,7 +78,8 @@ def signal_listed(listing: Callable[[], Iterable[int]], sig: int = signal.SIGKIL
     return sent
 
 
-def _children_map() -> dict[int, list[int]]:
+def children_map() -> dict[int, list[int]]:
+    """ppid -> child pids, from one pass over /proc."""
     out: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -95,7 +96,7 @@ def _children_map() -> dict[int, list[int]]:
 
 
 def descendants(root: int) -> list[int]:
-    kids = _children_map()
+    kids = children_map()
     out: list[int] = []
     stack = [root]
     while stack:

@@ -15,13 +15,14 @@ ASGITransport cannot (it collects the whole body first).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+
+from sandbox.client.errors import detail_text   # one reading of FastAPI's detail
 
 API = "/v1"
 
@@ -34,22 +35,6 @@ class ApiError(Exception):
         self.status = status
         self.detail = detail
         super().__init__(f"{status}: {detail_text(detail)}")
-
-
-def detail_text(detail: Any) -> str:
-    """FastAPI's `detail` as one line: a string, or a 422's list of located errors."""
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(x) for x in item.get("loc", ()) if x != "body")
-                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    if isinstance(detail, dict):
-        return str(detail.get("message") or detail.get("reason") or json.dumps(detail))
-    return str(detail)
 
 
 @dataclass
