@@ -72,28 +72,25 @@ def delegate_cgroups(t: Target) -> list[str]:
         if base is None or base in seen:
             continue
         seen.add(base)
-        path = os.path.join(base, leaf)
-        try:
-            os.makedirs(path, exist_ok=True)
-            _chown_group(path, V1_FILES, t)
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write(pid)
-            report.append(f"cgroup v1 {ctrl}: {path}")
-        except OSError as exc:
-            report.append(f"cgroup v1 {ctrl}: not delegated ({exc.strerror})")
+        report.append(_delegate(os.path.join(base, leaf), V1_FILES, t, pid, f"cgroup v1 {ctrl}"))
     if v2_mount is not None and own_v2 is not None:
         base = _join_under(*v2_mount, own_v2)
         if base is not None:
-            path = os.path.join(base, leaf)
-            try:
-                os.makedirs(path, exist_ok=True)
-                _chown_group(path, V2_FILES, t)
-                with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                    f.write(pid)
-                report.append(f"cgroup v2: {path}")
-            except OSError as exc:
-                report.append(f"cgroup v2: not delegated ({exc.strerror})")
+            report.append(_delegate(os.path.join(base, leaf), V2_FILES, t, pid, "cgroup v2"))
     return report
+
+
+def _delegate(path: str, files: tuple[str, ...], t: Target, pid: str, label: str) -> str:
+    """Make the cgroup `path`, give it (and its `files`) to the target user, move
+    this process in; the report line, or why it could not be delegated."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        _chown_group(path, files, t)
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(pid)
+        return f"{label}: {path}"
+    except OSError as exc:
+        return f"{label}: not delegated ({exc.strerror})"
 
 
 def prepare_state_for(state: str, t: Target) -> None:
