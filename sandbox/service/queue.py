@@ -187,7 +187,3 @@ class RunQueue(QueueBase):
                 "workers": [{"host": self.config.hostname, "slots": self.config.max_concurrent,
                              "running": running, "queues": ["local"], "up_s": None,
                              "heartbeat_age_s": 0.0}], "leases": []}
-
-    def extra(self) -> dict[str, Any]:
-        with self._cond:
-            return {"running": sum(self._running.values())}

@@ -90,15 +90,6 @@ class BrokerQueue(QueueBase):
     def running_count(self) -> int:
         return self.store.count("running")
 
-    def extra(self) -> dict[str, Any]:
-        depth = {}
-        for q in self.broker.get_declared_queues() or {keys.DEFAULT_QUEUE}:
-            try:
-                depth[q] = int(self.redis.llen(f"dramatiq:{q}"))
-            except Exception:
-                pass
-        return {"running": self.running_count(), "broker_queues": depth}
-
     def workers(self) -> dict[str, Any]:
         """Queues, workers (from their heartbeats) and the leases of running runs,
         for `GET /v1/workers` and the workers page."""
@@ -152,11 +143,14 @@ class BrokerQueue(QueueBase):
                     self._cond.wait(0.2)
 
     def _dispatch_some(self) -> int:
+        queued = self.store.queued()
+        if not queued:          # the idle loop's common case: no need to count running runs
+            return 0
         running: dict[str, int] = {}
         for r in self.store.list_runs(status="running", limit=100000):
             running[r.token_id] = running.get(r.token_id, 0) + 1
         sent = 0
-        for run_id, token_id in self.store.queued():
+        for run_id, token_id in queued:
             if self._stop.is_set():
                 break
             if running.get(token_id, 0) >= self._limit(token_id):
