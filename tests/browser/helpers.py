@@ -68,9 +68,23 @@ def login(driver, server, token: str | None = None) -> None:
 
 
 def wait_for(driver, predicate, timeout: float = 60.0):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException,
+                                            WebDriverException)
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def checked(d):
+        # Chromium reports an element of a document that a navigation has just
+        # replaced (a form POST answered with a redirect) as an "unknown error",
+        # not as a stale reference: it is the same thing, so it is retried the
+        # same way; every other driver error still ends the wait.
+        try:
+            return predicate(d)
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                raise StaleElementReferenceException(str(exc)) from exc
+            raise
     # the live list replaces its rows: an element found a moment ago may be gone
     return WebDriverWait(driver, timeout, poll_frequency=0.1,
                          ignored_exceptions=(NoSuchElementException,
-                                             StaleElementReferenceException)).until(predicate)
+                                             StaleElementReferenceException)).until(checked)
