@@ -26,6 +26,7 @@ from sandbox.policy import units
 from sandbox.policy.locate import Locator
 from sandbox.policy.model import (MONITOR_CPU, default_tmp_size, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
                                   Policy, SyscallPolicy)
+from sandbox.policy.sources import SourceFile, Sources, refresh
 from sandbox.policy.search import default_search_path, available_policies, find_policy, is_name
 from sandbox.policy.spec import TABLES, TOP, UNLIMITED, Kind
 from sandbox.policy.variables import check_path_syntax
@@ -255,7 +256,7 @@ class _Loader:
         # built-in or registered policies by name only, never a file they chose.
         self.names_only = names_only
         self.chain: list[str] = []          # real paths being loaded (cycle detection)
-        self.files: list[tuple[str, int, int, int]] = []  # (real path, mtime_ns, size, inode)
+        self.sources: list[SourceFile] = []  # every file read, with its content's hash
 
     def locate_ref(self, ref: str, base_dir: str | None, requester: str | None,
                    file: str, key_line: int | None) -> str:
@@ -282,8 +283,9 @@ class _Loader:
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                self.files.append((real, st.st_mtime_ns, st.st_size, st.st_ino))
-                text = f.read().decode("utf-8")
+                data = f.read()
+                self.sources.append(SourceFile.of_bytes(real, data, st))
+                text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"cannot read policy: {exc}", file=path) from None
         return self.load_text(text, path, os.path.dirname(os.path.abspath(path)), real)
@@ -394,57 +396,40 @@ def parse_policy_data(data: object, *, file: str = "<policy data>") -> Policy:
     return _build(loader.load_data(data, "", file, None, None), file)
 
 
-_CACHE: dict[tuple[str, tuple[str, ...] | None], tuple[Policy, tuple]] = {}
-
-
-def _fingerprint(files: list[tuple[str, int, int, int]],
-                 search_path: list[str] | None) -> tuple:
-    """What a cached policy depends on: its files, and the search path's directories
-    (a new file there could shadow a name that `extends` resolves)."""
-    dirs: list[tuple[str, int | None, int | None]] = []
-    for d in (search_path if search_path is not None else default_search_path()):
-        try:
-            st = os.stat(d)
-            dirs.append((d, st.st_mtime_ns, st.st_ino))
-        except OSError:
-            dirs.append((d, None, None))
-    return tuple(files), tuple(dirs)
-
-
-def _current(files: tuple, dirs: tuple) -> bool:
-    for path, mtime, size, ino in files:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        if (st.st_mtime_ns, st.st_size, st.st_ino) != (mtime, size, ino):
-            return False
-    for d, mtime, ino in dirs:
-        try:
-            st = os.stat(d)
-            if (st.st_mtime_ns, st.st_ino) != (mtime, ino):
-                return False
-        except OSError:
-            if mtime is not None:
-                return False
-    return True
+# name or real path, search path -> the policy and what it was read from (valid while
+# `sources.refresh` finds every file saying the same thing and no search directory changed)
+_CACHE: dict[tuple[str, tuple[str, ...] | None], tuple[Policy, Sources]] = {}
 
 
 def load_policy_cached(name_or_path: str, *, search_path: list[str] | None = None) -> Policy:
     """`load_policy`, memoised while every file it read (and the search path's
     directories) is unchanged: a launcher loads the same policy for every run."""
+    return load_policy_sourced(name_or_path, search_path=search_path)[0]
+
+
+def load_policy_sourced(name_or_path: str, *, search_path: list[str] | None = None
+                        ) -> tuple[Policy, Sources]:
+    """`load_policy_cached`, and the files it read (its own, each `extends` target)
+    with the hashes of the bytes parsed, plus the search path's directories: what a
+    warm pool prepared for this policy depends on (sandbox.policy.sources,
+    sandbox.monitor.pools)."""
     key_path = name_or_path if is_name(name_or_path) else os.path.realpath(
         os.path.expanduser(name_or_path))
     key = (key_path, tuple(search_path) if search_path is not None else None)
     hit = _CACHE.get(key)
-    if hit is not None and _current(*hit[1]):
-        return hit[0]
+    if hit is not None:
+        fresh = refresh(hit[1])
+        if fresh is not None:
+            _CACHE[key] = (hit[0], fresh)
+            return hit[0], fresh
     loader = _Loader(search_path)
     policy = _load(loader, name_or_path, search_path)
+    dirs = search_path if search_path is not None else default_search_path()
+    sources = (*loader.sources, *(SourceFile.of_dir(d) for d in dirs))
     if len(_CACHE) > 256:
         _CACHE.clear()
-    _CACHE[key] = (policy, _fingerprint(loader.files, search_path))
-    return policy
+    _CACHE[key] = (policy, sources)
+    return policy, sources
 
 
 def load_policy(name_or_path: str, *, search_path: list[str] | None = None) -> Policy:
