@@ -1,0 +1,143 @@
+"""The pool key (sandbox.monitor.pool_key): equal for two runs of one policy, different
+for anything that shapes the prestarted state, and never hiding a per-run path.
+
+Plans are built the launcher's way (resolve, build_plan, the run's own directories),
+so the key is judged on what a cold start would really build.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox.isolation.context import RunPaths
+from sandbox.monitor import pool_key as K
+from sandbox.policy import build_plan, default_variables, resolve
+from sandbox.policy.loader import load_policy, load_policy_sourced, parse_policy
+from sandbox.policy.plan import FsPlan, FsRule
+
+
+def _run(policy, base, workdir=None):
+    rundir = tempfile.mkdtemp(prefix="sandbox-r-", dir=base)
+    wd = workdir or os.path.join(rundir, "work")
+    os.makedirs(wd, exist_ok=True)
+    out = tempfile.mkdtemp(prefix="out-", dir=base)
+    paths = RunPaths(rundir, wd, out, os.path.join(rundir, "tmp"))
+    r = resolve(policy, default_variables(wd, out))
+    plan = dataclasses.replace(build_plan(r), output=out)
+    return r, plan, paths
+
+
+@pytest.mark.parametrize("level", K.LEVELS)
+@pytest.mark.parametrize("name", ["default", "strict"])
+def test_two_runs_of_one_policy_share_a_key(tmp_path, name, level):
+    pol, src = load_policy_sourced(name)
+    a = K.key(level, *_run(pol, tmp_path), src)
+    b = K.key(level, *_run(pol, tmp_path), src)
+    assert a == b and a.level == level
+
+
+def test_the_view_key_names_no_per_run_path(tmp_path):
+    pol = load_policy("strict")
+    r, plan, paths = _run(pol, tmp_path)
+    text = json.dumps(K.shape("view", r, plan, paths))
+    for p in (paths.rundir, paths.workdir, paths.output, os.path.basename(paths.rundir)):
+        assert p not in text
+    assert "${WORKDIR}" in text and "${OUTPUT}" in text
+
+
+def _variant(tmp_path, text):
+    return parse_policy('extends = ["strict"]\n' + text, file=str(tmp_path / "v.toml"))
+
+
+SHAPING = {
+    "stub": ['[network]\nmode = "host"\n'],
+    "limits": ['[network]\nmode = "host"\n', '[limits]\nmemory = "100M"\n',
+               "[limits]\nprocesses = 17\n"],
+    "view": ['[network]\nmode = "host"\n', '[limits]\nmemory = "100M"\n',
+             "[limits]\nprocesses = 17\n", '[filesystem]\nread = ["/srv"]\n',
+             '[filesystem]\nexec = ["/etc"]\n', '[filesystem]\ndeny = ["/etc/hostname"]\n',
+             '[filesystem]\ntmp_size = "8M"\n', "[filesystem]\nscratch_exec = true\n",
+             'best_effort = true\n', '[filesystem]\nwrite = ["${WORKDIR}"]\n',
+             '[network]\nmode = "loopback"\n'],
+}
+
+
+@pytest.mark.parametrize("level,text", [(lv, t) for lv, ts in SHAPING.items() for t in ts])
+def test_what_shapes_the_prestarted_state_changes_the_key(tmp_path, level, text):
+    base = K.key(level, *_run(_variant(tmp_path, ""), tmp_path))
+    other = K.key(level, *_run(_variant(tmp_path, text), tmp_path))
+    assert base != other
+
+
+@pytest.mark.parametrize("text", ['[syscalls]\ndeny = ["ptrace"]\n', '[audit]\nfiles = "all"\n',
+                                  '[env]\nset = {A = "1"}\n', '[limits]\nwall = "5s"\n'])
+def test_what_is_applied_after_the_run_is_known_is_not_in_the_key(tmp_path, text):
+    for level in K.LEVELS:
+        assert K.key(level, *_run(_variant(tmp_path, ""), tmp_path)) == \
+            K.key(level, *_run(_variant(tmp_path, text), tmp_path))
+
+
+def test_the_policy_files_contents_are_in_the_key(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('extends = ["strict"]\n# one\n')
+    pol, src1 = load_policy_sourced(str(p))
+    p.write_text('extends = ["strict"]\n# two\n')
+    pol2, src2 = load_policy_sourced(str(p))
+    assert pol == pol2                               # the same policy, other bytes
+    run = _run(pol, tmp_path)
+    assert K.key("stub", *run, src1) != K.key("stub", *run, src2)
+    assert K.key("stub", *run, src1) == K.key("stub", *run, src1)
+
+
+def test_where_a_callers_workdir_lies_is_in_the_view_key(tmp_path):
+    """A workdir under a read grant and one outside it need different late binds."""
+    (tmp_path / "srv" / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    pol = _variant(tmp_path, f'[filesystem]\nread = ["{tmp_path}/srv"]\n')
+    under = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "srv" / "a")))
+    outside = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "elsewhere")))
+    (tmp_path / "srv" / "b").mkdir()
+    under2 = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "srv" / "b")))
+    assert under == under2 and under != outside
+
+
+def test_an_unknown_level_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown pool level"):
+        K.shape("deep", *_run(load_policy("strict"), tmp_path))
+
+
+# -- abstraction is exact: renaming the run's directories never changes the key, and
+# -- any change to a path outside them does
+SEG = st.text(alphabet="abcdefgh-_.", min_size=1, max_size=6).filter(lambda s: s not in (".", ".."))
+PATH = st.lists(SEG, min_size=1, max_size=4).map(lambda p: "/" + "/".join(p))
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.lists(st.tuples(PATH, st.booleans(), st.booleans()), max_size=6),
+       st.lists(PATH, max_size=3), st.lists(SEG, min_size=1, max_size=3),
+       st.sampled_from(["ra", "zz", "m"]), st.sampled_from(["rb", "aa", "n"]))
+def test_renaming_the_run_directories_keeps_the_key(rules, masks, under, n1, n2):
+    pol = load_policy("strict")
+
+    def plan_for(rundir: str) -> tuple[FsPlan, RunPaths]:
+        wd, out = rundir + "/work", "/state/runs/" + rundir.rsplit("/", 1)[1] + "/output"
+        rs = [FsRule(path=p, read=True, write=w, exec=x) for p, w, x in rules]
+        rs += [FsRule(path=wd, write=True), FsRule(path=out, write=True),
+               FsRule(path=wd + "/" + "/".join(under))]
+        ms = [*masks, wd + "/" + under[0]]
+        return FsPlan(rules=tuple(rs), masks=tuple(ms), output=out), \
+            RunPaths(rundir, wd, out, rundir + "/tmp")
+
+    p1, r1 = plan_for("/tmp/sandbox-" + n1)
+    p2, r2 = plan_for("/tmp/sandbox-" + n2)
+    k1 = K.key("view", pol, p1, r1)
+    assert k1 == K.key("view", pol, p2, r2)
+    if rules:   # a path outside the run's directories is literal: changing it shows
+        p3 = dataclasses.replace(p1, rules=(FsRule(path=rules[0][0] + "x"),) + p1.rules[1:])
+        assert K.key("view", pol, p3, r1) != k1
