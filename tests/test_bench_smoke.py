@@ -27,6 +27,9 @@ def test_bench_quick_reports_every_target(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     lines = p.stdout.splitlines()
+    # the burst rows (issue 15.1): pooled runs (hits and/or misses), pools off, bwrap
+    assert any(ln.startswith("bursts of 4 runs at once") for ln in lines), p.stdout[-3000:]
+    assert any("pools off (SANDBOX_SPARE=0)" in ln for ln in lines), p.stdout[-3000:]
     for target in TARGETS:
         line = next((ln for ln in lines if target in ln), None)
         assert line is not None, (target, p.stdout[-2000:])

@@ -51,6 +51,14 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
         out["notes"]["warm_exec"] = warm_note
     out["cli_import"] = {k: v.to_dict() for k, v in S.cli_import(max(5, runs // 3)).items()}
 
+    rounds = 3 if quick else 10
+    log(f"bursts of 4 runs at once ({rounds} rounds): pool hit, miss, pools off, bwrap ...")
+    from sandbox.bench.burst import bursts
+    try:
+        out["burst"] = bursts(size=4, rounds=rounds)
+    except (OSError, RuntimeError) as exc:
+        out["notes"]["burst"] = f"burst benchmark failed: {exc}"
+
     levels = QUICK_LEVELS if quick else LEVELS
     log(f"throughput and latency at concurrency {levels} ...")
     out["throughput"] = sweep.throughput_sweep(
@@ -109,6 +117,11 @@ def render(res: dict) -> str:
         lines.append(f"  {k:<24} {v:>8.2f}")
     lines += _samples("sandbox exec from the shell", res["cli_exec"])
     lines += _samples("CLI start-up", res["cli_import"])
+    if "burst" in res:
+        from sandbox.bench.burst import render as render_burst
+        lines += render_burst(res["burst"])
+    elif "burst" in res["notes"]:
+        lines.append(f"bursts: {res['notes']['burst']}")
     lines.append("concurrency: runs/s, median and p99 latency (ms), sandbox | bwrap:")
     for r in res["throughput"]:
         lines.append(f"  c={r['concurrency']:<3} {r['sandbox_per_s']:>8}/s {r['sandbox_median_ms']:>8} "
