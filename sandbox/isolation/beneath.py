@@ -19,6 +19,13 @@ So the sandboxee never hands a plan path to mount(2):
 - `mounts` binds descriptor to descriptor (open_tree, mount_setattr on the
   detached copy, move_mount), so the rights are set before it appears.
 
+The same holds for the host directories the trusted side writes into after a
+run (the output, the copy-on-write export): `open_dir` opens the launcher's
+link-free real path with ``RESOLVE_NO_SYMLINKS``, and everything beneath it is
+reached relative to that descriptor. A run granted write above its own output
+can rename a parent and plant a link there while it runs; the copy-out then
+fails closed (ELOOP) instead of writing where the link points.
+
 This is the kernel's resolver (sandbox/isolation/libc.openat2), the same call
 the monitor's resolver uses for the child's own paths (sandbox/monitor/root_walk.py).
 """
@@ -42,6 +49,13 @@ def open_source(path: str) -> int:
     """An O_PATH descriptor of host `path` as the plan resolved it; ELOOP if any
     component is a symlink now."""
     return libc.openat2(libc.AT_FDCWD, path, _OPATH, 0, SOURCE)
+
+
+def open_dir(path: str, dir_fd: int = libc.AT_FDCWD) -> int:
+    """An O_RDONLY | O_DIRECTORY descriptor of host directory `path` (a link-free real
+    path the launcher resolved, or a name relative to `dir_fd`); ELOOP if any
+    component is a symlink now, ENOTDIR if it is no directory."""
+    return libc.openat2(dir_fd, path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, SOURCE)
 
 
 def open_in_view(root_fd: int, path: str) -> int:

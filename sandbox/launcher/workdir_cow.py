@@ -36,6 +36,7 @@ import os
 from dataclasses import replace
 
 from sandbox.errors import InputError
+from sandbox.isolation import beneath
 from sandbox.isolation.context import RunPaths
 from sandbox.monitor.workdir_export import CHANGES, DELETED
 from sandbox.policy.model import Policy
@@ -63,20 +64,24 @@ def grant(policy: Policy, paths: RunPaths) -> tuple[Policy, bool]:
         return policy, False   # an explicit write grant (`--write .`) wins: the host's, directly
     if not decide(policy, "read", work).allowed:
         return policy, False   # the work directory is not in the view: nothing to overlay
-    changes = os.path.join(paths.output, CHANGES)
-    deleted = os.path.join(paths.output, DELETED)
-    for name in (CHANGES, DELETED):
-        if os.path.lexists(os.path.join(paths.output, name)):
-            raise InputError(f"the output directory {paths.output} already holds {name} "
-                             "(an earlier copy-on-write run's); choose another output "
-                             "directory or remove it")
-    os.mkdir(changes, 0o700)
-    os.close(os.open(deleted, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    os.makedirs(cow_dir(paths), 0o700, exist_ok=True)
+    out = beneath.open_dir(paths.output)   # the launcher's real path: no link on it now
+    try:
+        try:
+            os.mkdir(CHANGES, 0o700, dir_fd=out)
+            os.close(os.open(DELETED, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=out))
+        except FileExistsError:
+            raise InputError(f"the output directory {paths.output} already holds "
+                             f"{CHANGES} or {DELETED} (an earlier copy-on-write run's); "
+                             "choose another output directory or remove them") from None
+    finally:
+        os.close(out)
+    os.makedirs(cow_dir(paths), 0o700, exist_ok=True)   # rundir: the launcher's own mkdtemp
     fs = policy.filesystem
+    # Link-free by construction (paths.output is), so the deny names what was made.
+    changes, deleted = os.path.join(paths.output, CHANGES), os.path.join(paths.output, DELETED)
     return policy.replace(filesystem=replace(
-        fs, write=tuple(fs.write) + (work,),
-        deny=tuple(fs.deny) + (os.path.realpath(changes), os.path.realpath(deleted)))), True
+        fs, write=tuple(fs.write) + (work,), deny=tuple(fs.deny) + (changes, deleted))), True
 
 
 def mark(plan: FsPlan, paths: RunPaths) -> FsPlan:
@@ -102,11 +107,20 @@ def mark(plan: FsPlan, paths: RunPaths) -> FsPlan:
 def export(paths: RunPaths) -> tuple[str | None, list[str]]:
     """After the monitor's export: the changes directory (None when the run changed
     nothing) and the deleted names; what stayed empty is removed."""
-    changes = os.path.join(paths.output, CHANGES)
-    listing = os.path.join(paths.output, DELETED)
+    try:
+        out = beneath.open_dir(paths.output)
+    except OSError:
+        return None, []    # swapped for a link during the run: the monitor copied nothing
+    try:
+        return _export(out, paths.output)
+    finally:
+        os.close(out)
+
+
+def _export(out: int, output: str) -> tuple[str | None, list[str]]:
     deleted: list[str] = []
     try:
-        fd = os.open(listing, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(DELETED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=out)
     except FileNotFoundError:
         fd = -1
     if fd >= 0:
@@ -115,13 +129,19 @@ def export(paths: RunPaths) -> tuple[str | None, list[str]]:
         if text.strip():
             deleted = [str(n) for n in json.loads(text)]
         else:
-            os.unlink(listing)
-    if os.path.islink(changes) or not os.path.isdir(changes):
-        return None, deleted
-    if not deleted and not os.listdir(changes):
-        os.rmdir(changes)
+            os.unlink(DELETED, dir_fd=out)
+    try:
+        changes = beneath.open_dir(CHANGES, out)
+    except OSError:
+        return None, deleted    # gone, or not a directory of the monitor's any more
+    try:
+        empty = not os.listdir(changes)
+    finally:
+        os.close(changes)
+    if not deleted and empty:
+        os.rmdir(CHANGES, dir_fd=out)
         return None, []
-    return changes, deleted
+    return os.path.join(output, CHANGES), deleted
 
 
 def cleanup(paths: RunPaths) -> None:

@@ -17,7 +17,9 @@ What is handed back is inert, whatever the program left:
   them), directories 0700; setuid, setgid and sticky bits never survive;
 - everything is created by the monitor, which runs as the caller, so the
   caller owns it (for a root caller, root), with O_EXCL and O_NOFOLLOW in a
-  directory the launcher made private;
+  directory the launcher made private, itself opened by the kernel with no
+  symlink on its path (`open_dest`: a parent swapped for a link while the run
+  went on is an error, nothing is copied);
 - hard links stay hard links, holes stay holes, and at most ``max_bytes`` of
   data and ``max_entries`` names are written (a tree of hard links cannot
   multiply the disk used), ``max_depth`` levels deep.
@@ -31,6 +33,8 @@ import errno
 import os
 import stat
 
+from sandbox.isolation import beneath
+from sandbox.isolation.libc import AT_FDCWD
 from sandbox.protocol import OutputSummary as OutputReport
 
 MAX_DEPTH = 64
@@ -198,17 +202,35 @@ def _copy_data(src: int, dst: int, size: int) -> int:
     return written
 
 
+def open_dest(dest: str, dir_fd: int = AT_FDCWD) -> int:
+    """The caller's directory `dest` (the launcher's link-free real path, or a name
+    beneath `dir_fd`), opened by the kernel without following any symlink: a
+    program granted write above its output can rename a parent and plant a link
+    while it runs, and the copy must then fail (ELOOP), never land where the link
+    points (`tests/test_path_swaps.py`)."""
+    return beneath.open_dir(dest, dir_fd)
+
+
+def cannot_open(dest: str, exc: OSError) -> str:
+    if exc.errno in (errno.ELOOP, errno.EXDEV):
+        return (f"cannot open {dest}: a symlink is on its path now (swapped during the "
+                "run?); nothing was copied")
+    return f"cannot open {dest}: {exc.strerror}"
+
+
 def copy_out(src_fd: int, dest: str, *, max_bytes: int, max_entries: int,
-             max_depth: int = MAX_DEPTH, deleted: list[str] | None = None) -> OutputReport:
-    """Copy the tree under `src_fd` into the empty directory `dest` (see the module doc).
+             max_depth: int = MAX_DEPTH, deleted: list[str] | None = None,
+             dir_fd: int = AT_FDCWD) -> OutputReport:
+    """Copy the tree under `src_fd` into the empty directory `dest` (see the module doc),
+    a path resolved as `open_dest` does.
 
     `deleted`: the tree is an overlay's upper layer; its whiteouts and opaque
     directories are appended there (relative names, a directory's ending in "/")."""
     c = _Copier(max_bytes, max_entries, max_depth, deleted)
     try:
-        dfd = os.open(dest, _DIR)
+        dfd = open_dest(dest, dir_fd)
     except OSError as exc:
-        c.rep.error = f"cannot open {dest}: {exc.strerror}"
+        c.rep.error = cannot_open(dest, exc)
         return c.rep
     try:
         if os.fstat(dfd).st_uid != os.geteuid():
@@ -271,9 +293,9 @@ def sanitize(dest: str, *, max_depth: int = MAX_DEPTH) -> OutputReport:
                 _drop(rep, "unreadable")
 
     try:
-        fd = os.open(dest, _DIR)
+        fd = open_dest(dest)
     except OSError as exc:
-        rep.error = f"cannot open {dest}: {exc.strerror}"
+        rep.error = cannot_open(dest, exc)
         return rep
     try:
         os.fchmod(fd, 0o700)

@@ -44,17 +44,25 @@ def export(cow_fd: int, output: str, *, max_bytes: int, max_entries: int) -> Out
     except OSError as exc:
         return OutputSummary(error=f"no copy-on-write layer: {exc.strerror}")
     try:
-        rep = copy_out.copy_out(upper, os.path.join(output, CHANGES), max_bytes=max_bytes,
-                                max_entries=max_entries, deleted=deleted)
-    finally:
+        out = copy_out.open_dest(output)     # by the kernel, no symlink on the way
+    except OSError as exc:
         os.close(upper)
-    if deleted:
+        return OutputSummary(error=copy_out.cannot_open(output, exc))
+    try:
         try:
-            fd = os.open(os.path.join(output, DELETED),
-                         os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "w") as f:
-                json.dump(sorted(deleted), f, indent=0)
-                f.write("\n")
-        except OSError as exc:
-            rep.error = rep.error or f"cannot write {DELETED}: {exc.strerror}"
+            rep = copy_out.copy_out(upper, CHANGES, max_bytes=max_bytes,
+                                    max_entries=max_entries, deleted=deleted, dir_fd=out)
+        finally:
+            os.close(upper)
+        if deleted:
+            try:
+                fd = os.open(DELETED, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=out)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(sorted(deleted), f, indent=0)
+                    f.write("\n")
+            except OSError as exc:
+                rep.error = rep.error or f"cannot write {DELETED}: {exc.strerror}"
+    finally:
+        os.close(out)
     return rep

@@ -1,0 +1,88 @@
+"""Attack: a sandbox swaps a directory the trusted side acts on by name for a symlink.
+
+Issue 14 ("one path resolver, the kernel's"): whatever the launcher, the
+monitor or PID 1 does on the host for a run is done on a descriptor the kernel
+resolved (openat2 with RESOLVE_NO_SYMLINKS, RESOLVE_IN_ROOT or O_NOFOLLOW per
+component), never on a name looked up again later. A sandbox granted write on a
+directory (this run, a concurrent one, or an earlier one that shared it) can
+rename any component beneath it and plant a symlink in its place while the
+trusted side is not looking.
+
+Judged from the host: what lands in a directory no rule names ("victim"),
+and what the launcher returns.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbox.policy import parse_policy
+
+pytestmark = pytest.mark.isolation
+
+WRITE_WORK = parse_policy('extends = ["default"]\n[filesystem]\nwrite = ["${WORKDIR}"]\n',
+                          file="write-work.toml")
+
+# The program (this run) writes its output (a tmpfs in the view), then renames the
+# output's parent away and leaves a symlink to the victim in its place.
+SWAP_OUTPUT_PARENT = r"""
+set -eu
+echo pwned > "$SANDBOX_OUTPUT/evil"
+mkdir "$SANDBOX_OUTPUT/d" && echo pwned > "$SANDBOX_OUTPUT/d/evil"
+mv "$W/a" "$W/a.moved"
+ln -s "$VICTIM" "$W/a"
+echo swapped
+"""
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A work directory the run may write, its output two levels down in it, and a
+    victim directory of the caller's holding an (empty) directory of the output's name."""
+    work, victim = tmp_path / "work", tmp_path / "victim"
+    (work / "a" / "out").mkdir(parents=True)
+    (victim / "out").mkdir(parents=True)
+    return work, victim
+
+
+def test_the_output_is_not_copied_through_a_parent_swapped_during_the_run(launcher, shared):
+    work, victim = shared
+    r = launcher.spawn(["sh", "-c", SWAP_OUTPUT_PARENT], policy=WRITE_WORK,
+                       workdir=str(work), output_dir=str(work / "a" / "out"),
+                       env={"W": str(work), "VICTIM": str(victim)})
+    assert "swapped" in r.stdout, (r.status, r.reason, r.stderr)
+    assert os.listdir(victim / "out") == [], "the monitor copied the output through the link"
+    assert os.listdir(work / "a.moved" / "out") == []   # never the swapped-in place either
+    assert r.output is not None and r.output.get("error"), r.output   # said, not silent
+
+
+def cow_and_write(shared) -> object:
+    return parse_policy('extends = ["default"]\n[filesystem]\nworkdir = "copy-on-write"\n'
+                        f'write = ["{shared}"]\n', file="cow-write.toml")
+
+
+def test_the_copy_on_write_export_is_not_done_through_a_swapped_parent(launcher, tmp_path):
+    """The launcher's own steps after the run (reading the deletions list, removing
+    what stayed empty) act on the output it resolved, never through a link the run
+    planted above it: the victim's files of the same names stay, and nothing of
+    theirs comes back as the run's deletions."""
+    work, shared, victim = tmp_path / "work", tmp_path / "shared", tmp_path / "victim"
+    (work / "x").mkdir(parents=True)
+    (work / "x" / "f").write_text("lower\n")
+    (shared / "a" / "out").mkdir(parents=True)
+    (victim / "out" / "workdir.changes").mkdir(parents=True)
+    (victim / "out" / "workdir.deleted.json").write_text("")
+    (victim / "out" / "keep.json").write_text('["host secret name"]\n')
+    script = ('set -eu; rm x/f; echo new > y; mv "$S/a" "$S/a.moved"; '
+              'ln -s "$VICTIM" "$S/a"; echo swapped')
+    r = launcher.spawn(["sh", "-c", script], workdir=str(work),
+                       policy=cow_and_write(shared),
+                       output_dir=str(shared / "a" / "out"),
+                       env={"S": str(shared), "VICTIM": str(victim)})
+    assert "swapped" in r.stdout, (r.status, r.reason, r.stderr)
+    assert sorted(os.listdir(victim / "out")) == ["keep.json", "workdir.changes",
+                                                  "workdir.deleted.json"]
+    assert (victim / "out" / "workdir.deleted.json").read_text() == ""
+    assert "host secret name" not in repr(r.workdir_changes)
+    assert (work / "x" / "f").read_text() == "lower\n"
