@@ -97,11 +97,11 @@ def test_rights_for_rule_kinds():
 def test_without_the_view_fixed_rules_use_host_paths(tmp_path):
     paths = RunPaths(str(tmp_path), str(tmp_path / "w"), str(tmp_path / "o"), str(tmp_path / "t"))
     ctx = ContainContext(policy=Policy(), paths=paths, fs_plan=FsPlan(), ipc_fd=-1, monitor_fd=-1)
-    rules = dict(landlock.plan_rules(ctx))
+    rules = {r.path: r.rights for r in landlock.plan_rules(ctx)}
     assert rules[str(tmp_path / "t")] & landlock.MAKE_REG
     assert "/tmp" not in rules and "/dev" not in rules and rules["/dev/null"] & landlock.WRITE_FILE
     ctx.active.append("mounts")
-    rules = dict(landlock.plan_rules(ctx))
+    rules = {r.path: r.rights for r in landlock.plan_rules(ctx)}
     assert rules["/tmp"] & landlock.MAKE_REG and rules["/proc"] == landlock.READ
 
 

@@ -47,8 +47,8 @@ def _swap_after_plan(monkeypatch: pytest.MonkeyPatch, victim: str, target: str) 
     sandboxee inherits the patched function)."""
     real_table = mounts.mount_table
 
-    def table_then_swap(plan: FsPlan) -> list[mounts.Step]:
-        steps = real_table(plan)
+    def table_then_swap(plan: FsPlan, *args: object) -> list[mounts.Step]:
+        steps = real_table(plan, *args)
         os.rename(victim, victim + ".orig")
         os.symlink(target, victim)
         return steps

@@ -311,7 +311,7 @@ def test_prepared_table_is_used_only_for_its_plan(tree, monkeypatch):
     ro = str(tree / "ro")
     prepared = mounts.prepare(FsPlan(rules=(FsRule(ro),)))
 
-    def no_table(plan):
+    def no_table(plan, *args):
         raise OSError(errno.EIO, "table computed in the sandboxee", "plan")
     monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits it
     assert view(tree, lambda: sorted(os.listdir(ro)), FsRule(ro),

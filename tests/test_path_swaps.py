@@ -86,3 +86,42 @@ def test_the_copy_on_write_export_is_not_done_through_a_swapped_parent(launcher,
     assert (victim / "out" / "workdir.deleted.json").read_text() == ""
     assert "host secret name" not in repr(r.workdir_changes)
     assert (work / "x" / "f").read_text() == "lower\n"
+
+
+def _try_write(path: str) -> str:
+    try:
+        with open(path, "w") as f:
+            f.write("pwned\n")
+        return "written"
+    except OSError as exc:
+        import errno
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+@pytest.mark.parametrize("link", ["absolute", "relative"])
+def test_landlock_alone_never_grants_what_a_swapped_rule_path_points_to(tmp_path, link):
+    """best_effort without namespaces: Landlock is the only guard of the host's files.
+    A write rule's directory is swapped for a link after the monitor resolved the plan
+    (mounts.prepare, before the fork) and before the layer opens it: the rule must not
+    land on the link's target (before: Landlock opened the name and followed it)."""
+    from layer_harness import run_layers
+    from sandbox.isolation import landlock, mounts
+    from sandbox.policy.model import Policy
+    from sandbox.policy.plan import FsPlan, FsRule
+    if landlock.abi_version() < 1:
+        pytest.fail("this kernel has no Landlock: the machine this suite targets has ABI 7")
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    (shared / "data").mkdir(parents=True)
+    victim.mkdir()
+    data = str(shared / "data")
+    plan = FsPlan(rules=(FsRule(data, write=True),))
+    table = mounts.prepare(plan)           # the monitor's view of the host, before the fork
+    os.rename(data, data + ".orig")        # ... then a concurrent writer swaps it
+    os.symlink(str(victim) if link == "absolute" else "../victim", data)
+    r = run_layers(Policy(best_effort=True), lambda: _try_write(str(victim / "x")),
+                   base=str(tmp_path), until="landlock", use_namespaces=False,
+                   fs_plan=plan, mount_table=table)
+    assert not (victim / "x").exists(), r
+    assert r["ok"] and r["value"] == "EACCES", r
+    assert any(a.startswith("landlock") for a in r["active"]), r     # the layer still holds
+    assert any(data in k for k in r["skipped"]), r["skipped"]        # and says what it dropped

@@ -7,10 +7,13 @@ or forked from the warm fork server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
+
+if TYPE_CHECKING:
+    from sandbox.isolation.mounts import Prepared
 
 
 @dataclass
@@ -50,5 +53,6 @@ class ContainContext:
     tty: str | None = None               # host path of the run's own pty (exec -t), bound at /dev
     scratch_fd: int = -1                 # O_PATH of the view's /tmp, for the monitor (mounts)
     shm_fd: int = -1                     # ... and of its /dev/shm
-    # (plan, steps) of the mount layer, computed by the monitor before the fork (mounts.prepare)
-    mount_table: tuple[Any, Any] | None = None
+    # the mount layer's table and each rule's real path, computed by the monitor before
+    # the fork (mounts.prepare), else by the mount layer; Landlock's rules use it too
+    mount_table: Prepared | None = None

@@ -48,9 +48,10 @@ import errno
 import os
 import stat
 from functools import lru_cache
+from typing import NamedTuple
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc
+from sandbox.isolation import beneath, libc, mounts
 from sandbox.isolation.context import ContainContext
 from sandbox.netproxy.inside import PROXY_PORT
 
@@ -126,88 +127,156 @@ def rights_for(read: bool, write: bool, exec_: bool) -> int:
     return r
 
 
-def around_masks(rules: list[tuple[str, int]], masks: tuple[str, ...]) -> list[tuple[str, int]]:
+class PathRule(NamedTuple):
+    path: str
+    rights: int
+    plan: bool = True   # a plan rule: a real path, opened without following any symlink
+
+
+def around_masks(rules: list[PathRule], masks: tuple[str, ...]) -> list[PathRule]:
     """Without the mount view, the masks (deny inside allow) must hold through Landlock
     alone, which cannot carve a hole in a granted tree: a rule with masks beneath it
     is granted child by child instead, down the directories that lead to a mask,
     leaving out the masks. Fail closed: those directories themselves get no right
     (they cannot be listed, nor written directly), symlinks among the children are
     not granted (a rule on one would grant its target), and entries created later
-    are not covered."""
-    real_masks = {os.path.realpath(m) for m in masks}
-    out: list[tuple[str, int]] = []
-    for path, rights in rules:
-        real = os.path.realpath(path)
-        below = [m for m in real_masks if m.startswith(real.rstrip("/") + "/")]
-        out += _children_except(real, below, rights) if below else [(path, rights)]
+    are not covered. The rules' paths are real; each directory is listed through a
+    descriptor the kernel opened without following a link (`beneath.open_dir`)."""
+    real_masks = set()
+    for m in masks:
+        found = mounts.resolve(m)
+        real_masks.add(found[0] if found is not None else os.path.normpath(m))
+    out: list[PathRule] = []
+    for rule in rules:
+        below = [m for m in real_masks if m.startswith(rule.path.rstrip("/") + "/")]
+        out += _children_except(rule.path, below, rule.rights) if below else [rule]
     return out
 
 
-def _children_except(directory: str, masks: list[str], rights: int) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
+def _children_except(directory: str, masks: list[str], rights: int) -> list[PathRule]:
+    out: list[PathRule] = []
     try:
-        names = sorted(os.listdir(directory))
+        fd = beneath.open_dir(directory)
+    except OSError:
+        return out      # gone, or a link now: nothing beneath it is granted
+    try:
+        with os.scandir(fd) as it:
+            entries = sorted((e.name, e.is_symlink(), e.is_dir(follow_symlinks=False))
+                             for e in it)
     except OSError:
         return out
-    for name in names:
+    finally:
+        os.close(fd)
+    for name, is_link, is_dir in entries:
         child = os.path.join(directory, name)
-        if child in masks or os.path.islink(child):
+        if child in masks or is_link:
             continue
         below = [m for m in masks if m.startswith(child + "/")]
         if not below:
-            out.append((child, rights))
-        elif os.path.isdir(child):
+            out.append(PathRule(child, rights))
+        elif is_dir:
             out += _children_except(child, below, rights)
     return out
 
 
-def plan_rules(ctx: ContainContext) -> list[tuple[str, int]]:
-    """(path, rights) pairs: the plan's rules plus the fixed scratch and device ones."""
+def real_paths(ctx: ContainContext) -> dict[str, str]:
+    """Each plan rule's real path, as the mount table resolved it before the fork
+    (`mounts.Prepared`), or now when no table was made for this plan."""
+    table = ctx.mount_table
+    if table is not None and table.plan == ctx.fs_plan:
+        return table.real
+    out = {}
+    for r in ctx.fs_plan.rules:
+        found = mounts.resolve(r.path)
+        if found is not None:
+            out[r.path] = found[0]
+    return out
+
+
+def plan_rules(ctx: ContainContext) -> list[PathRule]:
+    """The plan's rules at their real paths plus the fixed scratch and device ones.
+
+    A plan rule's path is the real path the mount table resolved (a policy path
+    may hold links: ``/lib`` on merged-/usr systems, a work directory reached
+    through one); `_add_path_rules` opens it with RESOLVE_NO_SYMLINKS, so a
+    component swapped for a link since then is never followed to its target.
+    A rule whose path did not exist then grants nothing."""
     # A copy-on-write rule is writable only through its overlay: without the mount
     # layer (best_effort, no namespaces) it would be the host's directory itself.
     cow_ok = "mounts" in ctx.active
-    rules = [(r.path, rights_for(r.read, r.write and (cow_ok or not r.cow), r.exec))
-             for r in ctx.fs_plan.rules]
+    real = real_paths(ctx)
+    rules = [PathRule(r.path if r.path in mounts.SPECIAL else real[r.path],
+                      rights_for(r.read, r.write and (cow_ok or not r.cow), r.exec))
+             for r in ctx.fs_plan.rules if r.path in mounts.SPECIAL or r.path in real]
     tmp_exec = ctx.fs_plan.scratch_exec or any(r.path == "/tmp" and r.exec
                                                for r in ctx.fs_plan.rules)
     scratch = WRITE | (EXECUTE if tmp_exec else 0)
     if "mounts" in ctx.active:
-        rules += [("/tmp", scratch), ("/dev", DEV), ("/dev/shm", WRITE), ("/proc", READ)]
+        # The sandbox's own mounts, made by the mount layer (no host link among them).
+        rules += [PathRule("/tmp", scratch), PathRule("/dev", DEV), PathRule("/dev/shm", WRITE),
+                  PathRule("/proc", READ)]
         # The view's directories may be listed (`ls /`): the view holds only what the
         # plan grants plus the sandbox's own areas, so the names listed are the
         # view's, never the host's. The sandbox's own cgroups (sysview.py), read-only.
-        rules += [("/", READ_DIR), ("/sys/fs/cgroup", READ)]
+        rules += [PathRule("/", READ_DIR), PathRule("/sys/fs/cgroup", READ)]
     else:
         rules = around_masks(rules, ctx.fs_plan.masks)
-        rules += [(ctx.paths.tmp, scratch), ("/proc", READ)]
-        rules += [("/dev/" + n, DEV) for n in DEV_NODES]
+        # Trusted paths, not plan rules: the launcher's own mkdtemp (its TMPDIR may be
+        # reached through a link of the caller's), the host's /proc and device nodes.
+        rules += [PathRule(ctx.paths.tmp, scratch, False), PathRule("/proc", READ, False)]
+        rules += [PathRule("/dev/" + n, DEV, False) for n in DEV_NODES]
     return rules
 
 
-def _add_path_rules(ruleset: int, rules: list[tuple[str, int]], fs: int) -> None:
+def _open_rule(rule: PathRule, view_root: int | None) -> int:
+    """An O_PATH descriptor of the rule's path: a plan rule's by the kernel, without
+    following a symlink (inside the view when `view_root` is its root)."""
+    if not rule.plan:
+        return os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
+    if view_root is not None:
+        return beneath.open_in_view(view_root, rule.path)
+    return beneath.open_source(rule.path)
+
+
+def _add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs: int) -> None:
     attr = PathBeneathAttr()
-    for path, rights in rules:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # a grant of something absent grants nothing
-        except OSError as exc:
-            raise SetupError("landlock", f"open {path}: {exc.strerror} "
-                                         f"({errno.errorcode.get(exc.errno or 0)})") from None
-        try:
-            allowed = rights & fs
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                allowed &= FILE_RIGHTS
-            if not allowed:
-                continue
-            attr.allowed_access, attr.parent_fd = allowed, fd
-            libc.syscall("landlock_add_rule", ctypes.c_int(ruleset),
-                         ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(attr), ctypes.c_uint32(0))
-        except OSError as exc:
-            raise SetupError("landlock", f"rule for {path}: {exc.strerror} "
-                                         f"({errno.errorcode.get(exc.errno or 0)})") from None
-        finally:
-            os.close(fd)
+    view_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
+        if "mounts" in ctx.active else None
+    try:
+        for rule in rules:
+            try:
+                fd = _open_rule(rule, view_root)
+            except FileNotFoundError:
+                continue  # a grant of something absent grants nothing
+            except OSError as exc:
+                why = (f"rule for {rule.path}: a symlink is on its path now (swapped since "
+                       "the plan was resolved?)" if exc.errno in (errno.ELOOP, errno.EXDEV)
+                       else f"open {rule.path}: {exc.strerror} "
+                            f"({errno.errorcode.get(exc.errno or 0)})")
+                if exc.errno in (errno.ELOOP, errno.EXDEV) and ctx.policy.best_effort:
+                    # Never the whole layer (best_effort would run on without it): this
+                    # one grant is dropped, so the path is denied, and the result says so.
+                    ctx.skipped[f"landlock: {rule.path}"] = why + "; not granted"
+                    continue
+                raise SetupError("landlock", why) from None
+            try:
+                allowed = rule.rights & fs
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    allowed &= FILE_RIGHTS
+                if not allowed:
+                    continue
+                attr.allowed_access, attr.parent_fd = allowed, fd
+                libc.syscall("landlock_add_rule", ctypes.c_int(ruleset),
+                             ctypes.c_int(RULE_PATH_BENEATH), ctypes.byref(attr),
+                             ctypes.c_uint32(0))
+            except OSError as exc:
+                raise SetupError("landlock", f"rule for {rule.path}: {exc.strerror} "
+                                 f"({errno.errorcode.get(exc.errno or 0)})") from None
+            finally:
+                os.close(fd)
+    finally:
+        if view_root is not None:
+            os.close(view_root)
 
 
 def _add_init_rule(ruleset: int, init_fd: int, fs: int) -> None:
@@ -249,7 +318,7 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
     except OSError as exc:
         raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
     try:
-        _add_path_rules(ruleset, plan_rules(ctx), fs)
+        _add_path_rules(ctx, ruleset, plan_rules(ctx), fs)
         if ctx.init_fd >= 0:
             _add_init_rule(ruleset, ctx.init_fd, fs)
         if net & NET_CONNECT_TCP and ctx.policy.network.mode == "allowlist":

@@ -86,6 +86,7 @@ import os
 import stat
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sandbox.errors import SetupError
 from sandbox.isolation import beneath, libc, sysview
@@ -207,8 +208,10 @@ def resolve(path: str) -> tuple[str, bool] | None:
     return real, is_dir
 
 
-def mount_table(plan: FsPlan) -> list[Step]:
-    """The view as an ordered list of steps, computed from the plan and the host."""
+def mount_table(plan: FsPlan, real_of: dict[str, str] | None = None) -> list[Step]:
+    """The view as an ordered list of steps, computed from the plan and the host.
+    `real_of` (filled when given): each bound rule's path -> its real path, the one
+    place the plan meets the host's symlinks (Landlock's rules use it: `Prepared`)."""
     merged: dict[str, list[bool]] = {}   # real path -> [write, exec, is_dir]
     links: dict[str, str] = {}
     tmp_exec = plan.scratch_exec
@@ -217,6 +220,8 @@ def mount_table(plan: FsPlan) -> list[Step]:
             tmp_exec |= rule.path == "/tmp" and rule.exec
             continue
         found = resolve(rule.path)
+        if found is not None and real_of is not None:
+            real_of[rule.path] = found[0]
         if found is None or found[0] in SPECIAL:
             continue
         real = found[0]
@@ -586,7 +591,17 @@ def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
         os.close(dst)
 
 
-def prepare(plan: FsPlan) -> tuple[FsPlan, list[Step]]:
+class Prepared(NamedTuple):
+    """The mount table of one plan, and each bound rule's real path on the host as
+    the kernel resolved it then (`real`). Every later step acts on those real paths
+    with RESOLVE_NO_SYMLINKS (the binds here, Landlock's rules), so a component
+    swapped for a link afterwards fails closed instead of being followed."""
+    plan: FsPlan
+    steps: list[Step]
+    real: dict[str, str]
+
+
+def prepare(plan: FsPlan) -> Prepared:
     """Compute the table ahead of the fork (e.g. in a warm monitor), for the context's
     `mount_table`: the one way it crosses the fork (issue 14: no module state does).
 
@@ -594,7 +609,8 @@ def prepare(plan: FsPlan) -> tuple[FsPlan, list[Step]]:
     copy, so the ~0.1 ms the table takes in a warm process becomes ~0.5 ms
     in the sandboxee. `build_view` uses a prepared table when the plan is equal.
     """
-    return plan, mount_table(plan)
+    real: dict[str, str] = {}
+    return Prepared(plan, mount_table(plan, real), real)
 
 
 def build_view(ctx: ContainContext) -> str:
@@ -610,9 +626,9 @@ def build_view(ctx: ContainContext) -> str:
     plan = ctx.fs_plan
     mask_file: list[str] = []
     try:
-        prepared = ctx.mount_table
-        steps = prepared[1] if prepared is not None and prepared[0] == plan \
-            else mount_table(plan)
+        if ctx.mount_table is None or ctx.mount_table.plan != plan:
+            ctx.mount_table = prepare(plan)     # Landlock's rules use its real paths too
+        steps = ctx.mount_table.steps
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
