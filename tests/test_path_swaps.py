@@ -125,3 +125,31 @@ def test_landlock_alone_never_grants_what_a_swapped_rule_path_points_to(tmp_path
     assert r["ok"] and r["value"] == "EACCES", r
     assert any(a.startswith("landlock") for a in r["active"]), r     # the layer still holds
     assert any(data in k for k in r["skipped"]), r["skipped"]        # and says what it dropped
+
+
+def test_a_symlink_the_view_recreates_is_never_made_through_a_swapped_parent(
+        tmp_path, monkeypatch):
+    """The view recreates the links on a rule's path (`/lib -> usr/lib` style). The
+    link's location lies in a writable host tree bound into the view; its parent is
+    swapped for a link to the victim after the table was computed. Before: the mount
+    layer tested and created the link by name (before the pivot, an absolute link
+    resolves on the host) and left a symlink in the victim directory."""
+    from layer_harness import run_layers
+    from sandbox.isolation import mounts
+    from sandbox.policy.model import Policy
+    from sandbox.policy.plan import FsPlan, FsRule
+    shared, victim = tmp_path / "shared", tmp_path / "victim"
+    (shared / "a").mkdir(parents=True)
+    (shared / "b").mkdir()
+    (shared / "b" / "f").write_text("granted\n")
+    (shared / "a" / "lnk").symlink_to("../b")
+    victim.mkdir()
+    plan = FsPlan(rules=(FsRule(str(shared), write=True), FsRule(str(shared / "a" / "lnk" / "f"))))
+    table = mounts.prepare(plan)
+    assert any(s.kind == "link" for s in table.steps), table.steps
+    os.rename(shared / "a", shared / "a.orig")       # a concurrent writer of `shared`
+    os.symlink(str(victim), shared / "a")
+    r = run_layers(Policy(), lambda: None, base=str(tmp_path), until="mounts",
+                   fs_plan=plan, mount_table=table)
+    assert os.listdir(victim) == [], r
+    assert not r["ok"] and "ELOOP" in r["error"], r     # fails closed: the plan's path is gone

@@ -382,21 +382,23 @@ def _remount(target: str, attrs: int) -> None:
     libc.mount(None, target, None, flags)
 
 
-def _make_parents(path: str) -> None:
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+def _mount_fresh(root_fd: int, path: str, fstype: str, flags: int, data: str | None = None) -> None:
+    """A new filesystem of the sandbox's own (tmpfs, proc) at `path` in the view, its
+    mountpoint made and reached beneath `root_fd` (a workdir "/" rule binds the
+    host's root at the top of the view first)."""
+    dst = beneath.make_mountpoint(root_fd, path, True)
+    try:
+        libc.mount(fstype, _fd_path(dst), fstype, flags, data)
+    finally:
+        os.close(dst)
 
 
 def _make_mountpoint(target: str, is_dir: bool) -> None:
-    """A directory or an empty file to mount on, unless the view already has one."""
+    """A directory to mount on in a place that is the run's own (`<rundir>/cow`: the
+    launcher's mkdtemp), unless there is one."""
     if os.path.lexists(target):
         return
-    _make_parents(target)
-    if is_dir:
-        os.mkdir(target, 0o755)
-    else:
-        os.mknod(target, stat.S_IFREG | 0o600)
+    os.mkdir(target, 0o755)
 
 
 def _bind_terminal(dev: str, tty: str) -> None:
@@ -410,17 +412,17 @@ def _bind_terminal(dev: str, tty: str) -> None:
     libc.mount(tty, target, None, libc.MS_BIND)
 
 
-def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None = None) -> None:
+def _mount_dev(root: str, root_fd: int, shm_size: int, under_dev: list[Step],
+               tty: str | None = None) -> None:
     """/dev: node binds, links, then one recursive read-only, then /dev/shm.
 
     Mountpoints of plan rules beneath /dev are made here, before /dev turns
     read-only. Node binds are read-only too: writing a device still works, but
     a caller that is real root could otherwise chmod the host's nodes.
     """
-    dev = root + "/dev"
-    _make_mountpoint(dev, True)
-    libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-               "mode=0755,size=64k,nr_inodes=64")
+    dev = root + "/dev"     # by name below: only in this fresh tmpfs of the run's own
+    _mount_fresh(root_fd, "/dev", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                 "mode=0755,size=64k,nr_inodes=64")
     for node in DEV_NODES:
         target = f"{dev}/{node}"
         os.mknod(target, stat.S_IFREG | 0o600)
@@ -435,10 +437,9 @@ def _mount_dev(root: str, shm_size: int, under_dev: list[Step], tty: str | None 
         os.symlink(text, f"{dev}/{name}")
     for step in under_dev:
         if step.kind == "bind":
-            _make_mountpoint(root + step.path, step.is_dir)
-        elif step.kind == "link" and not os.path.lexists(root + step.path):
-            _make_parents(root + step.path)
-            os.symlink(step.source, root + step.path)
+            os.close(beneath.make_mountpoint(root_fd, step.path, step.is_dir))
+        elif step.kind == "link":
+            _make_link(root_fd, step)
     sysview.make_pts_points(dev, tty)
     _setattr(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
     libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
@@ -521,15 +522,13 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
     never by a path a symlink could redirect (beneath.py)."""
     target = root + step.path
     if step.kind == "tmp":
-        _make_mountpoint(target, True)
         flags = libc.MS_NOSUID | libc.MS_NODEV | (0 if step.exec else libc.MS_NOEXEC)
-        libc.mount("tmpfs", target, "tmpfs", flags, f"mode=1777,size={max(plan.tmp_size, 4096)}")
+        _mount_fresh(root_fd, "/tmp", "tmpfs", flags, f"mode=1777,size={max(plan.tmp_size, 4096)}")
     elif step.kind == "proc":
-        _make_mountpoint(target, True)
-        libc.mount("proc", target, "proc",
-                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
+        _mount_fresh(root_fd, "/proc", "proc",
+                     libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     elif step.kind == "dev":
-        _mount_dev(root, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev, tty)
+        _mount_dev(root, root_fd, max(4096, min(plan.tmp_size, SHM_MAX)), under_dev, tty)
     elif step.kind in ("bind", "rebind"):
         with ExitStack() as fds:
             if step.kind == "bind":
@@ -557,11 +556,25 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
         else:
             held["cow"] = fd
     elif step.kind == "link":
-        if not os.path.lexists(target):
-            _make_parents(target)
-            os.symlink(step.source, target)
+        _make_link(root_fd, step)
     elif step.kind == "mask":
         _mask(step, root, root_fd, mask_file)
+
+
+def _make_link(root_fd: int, step: Step) -> None:
+    """A symlink the plan met on a rule's path, made at its place in the view unless
+    something is there (a bound host tree shows the host's own). Its parent is
+    reached beneath the view's root without following a link (beneath.make_dirs):
+    the place may lie in a writable host tree, where another run could have swapped
+    a component for a link to the host since the table was made (ELOOP then)."""
+    parent, _, name = step.path.rstrip("/").rpartition("/")
+    pfd = beneath.make_dirs(root_fd, parent)
+    try:
+        os.symlink(step.source, name, dir_fd=pfd)
+    except FileExistsError:
+        pass
+    finally:
+        os.close(pfd)
 
 
 def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
