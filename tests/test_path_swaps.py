@@ -65,15 +65,14 @@ def cow_and_write(shared) -> object:
 def test_the_copy_on_write_export_is_not_done_through_a_swapped_parent(launcher, tmp_path):
     """The launcher's own steps after the run (reading the deletions list, removing
     what stayed empty) act on the output it resolved, never through a link the run
-    planted above it: the victim's files of the same names stay, and nothing of
-    theirs comes back as the run's deletions."""
+    planted above it: the victim's files of the same names stay."""
     work, shared, victim = tmp_path / "work", tmp_path / "shared", tmp_path / "victim"
     (work / "x").mkdir(parents=True)
     (work / "x" / "f").write_text("lower\n")
     (shared / "a" / "out").mkdir(parents=True)
     (victim / "out" / "workdir.changes").mkdir(parents=True)
     (victim / "out" / "workdir.deleted.json").write_text("")
-    (victim / "out" / "keep.json").write_text('["host secret name"]\n')
+    (victim / "out" / "keep.json").write_text("[]\n")
     script = ('set -eu; rm x/f; echo new > y; mv "$S/a" "$S/a.moved"; '
               'ln -s "$VICTIM" "$S/a"; echo swapped')
     r = launcher.spawn(["sh", "-c", script], workdir=str(work),
@@ -84,7 +83,7 @@ def test_the_copy_on_write_export_is_not_done_through_a_swapped_parent(launcher,
     assert sorted(os.listdir(victim / "out")) == ["keep.json", "workdir.changes",
                                                   "workdir.deleted.json"]
     assert (victim / "out" / "workdir.deleted.json").read_text() == ""
-    assert "host secret name" not in repr(r.workdir_changes)
+    assert r.workdir_changes is None          # nothing exported, through the link or not
     assert (work / "x" / "f").read_text() == "lower\n"
 
 
