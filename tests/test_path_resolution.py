@@ -110,6 +110,9 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("monitor/cgroups.py", "_write_limits", "exists"):
         (T, "a file of the run's cgroup (cgroupfs), made by the monitor"),
     ("monitor/cgroup_probe.py", "_probe_v1", "isdir"): (T, "/sys/fs/cgroup on the host"),
+    ("monitor/pool_key.py", "_roots", "realpath"):
+        (P, "the run's own directories in both spellings, to abstract them out of a "
+            "warm pool's key; nothing is opened from it"),
     # -- the policy engine: plan time ------------------------------------------------------
     ("policy/variables.py", "_real", "readlink"):
         (K, "/proc/self/fd/N of an O_PATH descriptor: the kernel's walk"),
@@ -143,6 +146,9 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("policy/loader.py", "_Loader.locate_ref", "isfile"):
         (T, "`extends` of a trusted file: beside it, or on the search path"),
     ("policy/loader.py", "load_policy_cached", "realpath"): (T, "the cache key, ditto"),
+    ("policy/loader.py", "load_policy_sourced", "realpath"): (T, "ditto, with its sources"),
+    ("policy/sources.py", "SourceFile.of_bytes", "realpath"):
+        (T, "the name of a policy file read, for the warm pools' invalidation"),
     ("policy/search.py", "builtin_dir", "isdir"): (T, "the install's policies/"),
     ("policy/search.py", "find_policy", "isfile"): (T, "the policy search path"),
     ("policy/search.py", "find_policy", "realpath"): (T, "ditto"),
