@@ -145,8 +145,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("policy/loader.py", "_Loader.load_data", "realpath"): (T, "ditto"),
     ("policy/loader.py", "_Loader.locate_ref", "isfile"):
         (T, "`extends` of a trusted file: beside it, or on the search path"),
-    ("policy/loader.py", "load_policy_cached", "realpath"): (T, "the cache key, ditto"),
-    ("policy/loader.py", "load_policy_sourced", "realpath"): (T, "ditto, with its sources"),
+    ("policy/loader.py", "load_policy_sourced", "realpath"):
+        (T, "the cache key of a policy file, with its sources"),
     ("policy/sources.py", "SourceFile.of_bytes", "realpath"):
         (T, "the name of a policy file read, for the warm pools' invalidation"),
     ("policy/search.py", "builtin_dir", "isdir"): (T, "the install's policies/"),
