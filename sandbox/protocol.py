@@ -260,6 +260,26 @@ class StdioWire:
 
 
 @dataclass
+class PolicySource:
+    """A file (or search directory) the run's policy was read from, as the launcher's
+    loader saw it (sandbox.policy.sources.SourceFile): a warm pool kept for that
+    policy is dropped when one changes (sandbox.monitor.pools)."""
+    path: str = bound(chars=4096, default="")
+    sha256: str = bound(chars=64, default="")
+    ino: int = 0
+    dev: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    is_dir: bool = False
+
+
+# At most this many (an `extends` chain of hundreds of files): a policy read from more
+# is sent without them, and pooled by its content alone (sandbox.monitor.pool_key)
+POLICY_SOURCES_MAX = 256
+
+
+@dataclass
 class Spec:
     """The run, from the launcher to the monitor (and, on the spare path, on to its stub)."""
     run_id: str = bound(chars=128, default="")
@@ -279,6 +299,9 @@ class Spec:
     # set by the monitor for its spare stub (the cgroups it already made)
     cgroup_memory: bool = False
     cgroup_view: list[str] = bound(chars=64, items=16, default_factory=list)
+    # what the policy was read from (empty: a policy given as an object)
+    policy_sources: list[PolicySource] = bound(items=POLICY_SOURCES_MAX,
+                                               default_factory=list)
 
 
 @dataclass

@@ -141,3 +141,52 @@ def test_renaming_the_run_directories_keeps_the_key(rules, masks, under, n1, n2)
     if rules:   # a path outside the run's directories is literal: changing it shows
         p3 = dataclasses.replace(p1, rules=(FsRule(path=rules[0][0] + "x"),) + p1.rules[1:])
         assert K.key("view", pol, p3, r1) != k1
+
+
+# -- end to end: what the launcher sends is what the monitor host keys by -------------
+def test_the_spec_names_the_policy_files_and_keys_a_run_by_them(tmp_path, monkeypatch):
+    """Two runs of one policy file share a key; after an edit of the file (same length,
+    mtime put back) the next run's key differs, whatever the edit changed."""
+    from sandbox.launcher import session as S
+    from sandbox.launcher.launcher import Launcher
+    sent = []
+    original = S.Session.send_msg
+
+    def capture(self, msg):
+        sent.append(msg)
+        return original(self, msg)
+    monkeypatch.setattr(S.Session, "send_msg", capture)
+    p = tmp_path / "p.toml"
+    p.write_text('extends = ["default"]\n[env]\nset = {A = "1"}\n')
+    launcher = Launcher()
+    for _ in range(2):
+        assert launcher.spawn(["/bin/true"], policy=str(p)).status == "ok"
+    st = os.stat(p)
+    p.write_text('extends = ["default"]\n[env]\nset = {A = "2"}\n')
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert launcher.spawn(["/bin/true"], policy=str(p)).status == "ok"
+    specs = [m for m in sent if type(m).__name__ == "Spec"]
+    assert len(specs) == 3
+    files = {s.path for s in specs[0].policy_sources if not s.is_dir}
+    assert str(p.resolve()) in files and any(f.endswith("/default.toml") for f in files)
+    keys = [K.for_spec(s, "limits") for s in specs]
+    assert keys[0] is not None and keys[1] is not None and keys[2] is not None
+    assert keys[0][0] == keys[1][0] != keys[2][0]
+    # a Policy object has no files: keyed by its content alone
+    pol = load_policy("default")
+    assert launcher.spawn(["/bin/true"], policy=pol).status == "ok"
+    assert [m for m in sent if type(m).__name__ == "Spec"][-1].policy_sources == []
+
+
+def test_a_run_without_namespaces_is_not_pooled():
+    from sandbox.protocol import Spec
+    assert K.for_spec(Spec(namespaces=False), "stub") is None
+
+
+def test_too_many_policy_files_are_not_sent():
+    from sandbox.launcher.prepare import wire_sources
+    from sandbox.policy.sources import SourceFile
+    from sandbox.protocol import POLICY_SOURCES_MAX
+    many = tuple(SourceFile(f"/p/{i}.toml", "0" * 64) for i in range(POLICY_SOURCES_MAX + 1))
+    assert wire_sources(many) == [] and len(wire_sources(many[:3])) == 3
+    assert wire_sources((SourceFile("/" + "x" * 5000, ""),)) == []

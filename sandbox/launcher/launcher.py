@@ -459,13 +459,16 @@ class Launcher:
         item, index = info.item, info.index
         mode, body = _as_target(target)
         wf_policy = getattr(body, "policy", None) if mode == "workflow" else None
-        pol = P.tighten_wall(P.load(policy or wf_policy or self.default_policy), timeout)
+        loaded, sources = P.load_sourced(policy or wf_policy or self.default_policy)
+        pol = P.tighten_wall(loaded, timeout)
         try:
             req = self.hooks.before(SpawnRequest(body, mode, pol, info))
         except HookRefused as exc:
             return RunResult(run_id=info.run_id, status=SETUP_ERROR, reason=str(exc),
                              policy=pol.name)
         hooked_from = pol if req.policy is not pol else None   # re-checked once resolved
+        if hooked_from is not None:
+            sources = ()    # a hook's policy is not the files': pooled by its content alone
         (mode, body), pol = _as_target(req.target), req.policy
         if mode == "workflow":  # unknown actions are input errors: nothing runs
             from sandbox.workflow.static_check import check_actions
@@ -532,6 +535,7 @@ class Launcher:
                 else contextlib.nullcontext()
             spec = self._spec(prep, mode, body)
             spec.clock = clock
+            spec.policy_sources = P.wire_sources(sources)
             spec.stdio = protocol.StdioWire(
                 relay=list(relay),
                 tty=protocol.WinSize(*signals.window_size()) if io.tty else None)

@@ -19,6 +19,8 @@ from sandbox.isolation.context import RunPaths
 from sandbox.launcher.output_path import private_dir
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
+from sandbox.policy.sources import Sources
+from sandbox.protocol import POLICY_SOURCES_MAX, PolicySource
 
 if TYPE_CHECKING:
     from threading import Event
@@ -68,10 +70,27 @@ def run_output_dir(run_id: str) -> str:
 
 
 def load(policy: Policy | str | None, fallback: str | None = None) -> Policy:
+    return load_sourced(policy, fallback)[0]
+
+
+def load_sourced(policy: Policy | str | None, fallback: str | None = None
+                 ) -> tuple[Policy, Sources]:
+    """The policy and the files it was read from (none for a Policy object): what a
+    warm pool kept for it depends on (sandbox.monitor.pools)."""
     if isinstance(policy, Policy):
-        return policy
-    from sandbox.policy.loader import load_policy_cached
-    return load_policy_cached(policy or fallback or DEFAULT_POLICY)
+        return policy, ()
+    from sandbox.policy.loader import load_policy_sourced
+    return load_policy_sourced(policy or fallback or DEFAULT_POLICY)
+
+
+def wire_sources(sources: Sources) -> list[PolicySource]:
+    """`sources` for the spec; none past POLICY_SOURCES_MAX (the run is then pooled by
+    its content alone, never refused for it)."""
+    if len(sources) > POLICY_SOURCES_MAX or any(len(s.path) > 4096 for s in sources):
+        return []
+    return [PolicySource(path=s.path, sha256=s.sha256, ino=s.ino, dev=s.dev, size=s.size,
+                         mtime_ns=s.mtime_ns, ctime_ns=s.ctime_ns, is_dir=s.is_dir)
+            for s in sources]
 
 
 def tighten_wall(policy: Policy, timeout: float | None) -> Policy:

@@ -45,7 +45,8 @@ from sandbox.jsontypes import JSON, JSONObject
 from sandbox.isolation.context import RunPaths
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
-from sandbox.policy.sources import Sources, digest as sources_digest
+from sandbox.policy.sources import SourceFile, Sources, digest as sources_digest
+from sandbox.protocol import PolicySource, Spec
 
 LEVELS = ("stub", "limits", "view")
 
@@ -176,3 +177,24 @@ def _plain(v: Any) -> JSON:
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}
     return v
+
+
+# -- from the spec the monitor host receives -----------------------------------------------
+def sources_of(wire: list[PolicySource]) -> Sources:
+    return tuple(SourceFile(path=s.path, sha256=s.sha256, ino=s.ino, dev=s.dev, size=s.size,
+                            mtime_ns=s.mtime_ns, ctime_ns=s.ctime_ns, is_dir=s.is_dir)
+                 for s in wire)
+
+
+def for_spec(spec: Spec, level: str) -> tuple[PoolKey, Sources] | None:
+    """The key of the run `spec` describes, and the files its policy came from; None when
+    the run cannot be pooled (no namespaces: best effort without a user namespace)."""
+    if not spec.namespaces:
+        return None
+    policy = Policy.from_dict(spec.policy)
+    plan = FsPlan.from_dict(spec.fs_plan)
+    paths = RunPaths(rundir=spec.paths.rundir, workdir=spec.paths.workdir,
+                     output=spec.paths.output, tmp=spec.paths.tmp)
+    sources = sources_of(spec.policy_sources)
+    return key(level, policy, plan, paths, sources, namespaces=True,
+               tty=spec.stdio.tty is not None), sources
