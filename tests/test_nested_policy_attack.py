@@ -216,4 +216,8 @@ def test_a_glob_matching_a_symlink_does_not_grant_its_target(home, tmp_path):
     assert r.status == "ok", (r.reason, r.error)
     child = r.store["child_result"]
     assert "SECRET-CANARY" not in json.dumps(child), child
-    assert child["status"] == "error", child
+    # The plan binds a glob match through a link only where the policy grants its target
+    # itself (planner._link_in_match), so the link's target never reaches the child's plan
+    # and the comparison has nothing to refuse: the child runs and reads nothing of it.
+    assert child["status"] == "ok", child
+    assert all(v.startswith("FileNotFoundError") for v in child["store"]["reads"].values()), child

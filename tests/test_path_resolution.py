@@ -125,6 +125,12 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("policy/planner.py", "_descendant_dirs", "isdir"):
         (P, "glob expansion walks directories, never through a link"),
     ("policy/planner.py", "_descendant_dirs", "islink"): (P, "ditto"),
+    ("policy/planner.py", "_link_in_match", "islink"):
+        (P, "whether a glob match goes through a link: then only what the policy "
+            "grants the target itself is planned"),
+    ("policy/planner.py", "build_plan", "realpath"):
+        (P, "the target of such a match, decided by the engine at plan time; bound "
+            "at it with RESOLVE_NO_SYMLINKS"),
     ("policy/planner.py", "build_plan", "islink"):
         (P, "a link under a rule keeps a rule of its own (its target is bound)"),
     ("policy/confine.py", "check_plan", "realpath"):

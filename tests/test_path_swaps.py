@@ -152,3 +152,25 @@ def test_a_symlink_the_view_recreates_is_never_made_through_a_swapped_parent(
                    fs_plan=plan, mount_table=table)
     assert os.listdir(victim) == [], r
     assert not r["ok"] and "ELOOP" in r["error"], r     # fails closed: the plan's path is gone
+
+
+def test_a_glob_grant_does_not_follow_a_link_an_earlier_run_planted(launcher, tmp_path):
+    """An earlier run granted write on the work directory plants `notes.txt ->` a host
+    file no rule grants; a later run's policy reads `${WORKDIR}/*.txt`. A glob match is
+    a name the caller never wrote: the plan binds a matched link's target only where
+    the policy grants that target itself. Before: the later run read the host file."""
+    work, secret = tmp_path / "work", tmp_path / "secret"
+    work.mkdir()
+    secret.write_text("host secret\n")
+    r1 = launcher.spawn(["sh", "-c", f'ln -s "{secret}" notes.txt; ln -s /etc/hostname '
+                        'host.txt; echo plain > plain.txt; echo planted'],
+                        policy=WRITE_WORK, workdir=str(work))
+    assert "planted" in r1.stdout, (r1.status, r1.reason, r1.stderr)
+    glob = parse_policy('extends = ["default"]\n[filesystem]\nread = ["${WORKDIR}/*.txt"]\n',
+                        file="glob.toml")
+    r2 = launcher.spawn(["sh", "-c", "cat notes.txt; cat plain.txt; cat host.txt"],
+                        policy=glob, workdir=str(work))
+    assert "host secret" not in r2.stdout, r2.stdout
+    assert "plain" in r2.stdout                     # a plain match is granted as before
+    with open("/etc/hostname") as f:                # a link to what the policy grants anyway
+        assert f.read() in r2.stdout, (r2.stdout, r2.stderr)

@@ -11,6 +11,11 @@ engine, so the plan and `decide` cannot disagree:
   /data, so its bind must be writable too;
 - rule paths that are denied (a deny on them or an ancestor) are dropped;
 - a rule that adds nothing to the nearest enclosing rule is dropped;
+- a glob match with a symlink where the glob matched gets only the rights a
+  path rule gives the link's target itself: the mount layer binds, and
+  Landlock grants, what a path resolves to, and a name the policy's author
+  never wrote may have been planted by anyone who could write there (an
+  earlier run granted write on the work directory);
 - `masks` are the existing denied paths inside some kept rule: the mount
   layer hides them, as Landlock cannot carve a hole in a granted tree;
 - /tmp, /proc and /dev themselves are never rules (the sandbox provides
@@ -30,7 +35,7 @@ from threading import Event
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
-from sandbox.policy.engine import Engine, area_of, engine_for, normalize
+from sandbox.policy.engine import Engine, Verdict, area_of, engine_for, normalize
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 
@@ -153,13 +158,40 @@ def expand_glob(pattern: str, *, key: str = "filesystem",
 
 
 def _concrete(patterns: tuple[str, ...], key: str, limit: int,
-              shared: "_Budget | None" = None) -> list[str]:
+              shared: "_Budget | None" = None,
+              linked: set[str] | None = None) -> list[str]:
+    """Existing paths the patterns name; `linked` (filled when given): glob matches
+    with a symlink where the glob matched (`_link_in_match`)."""
     out: list[str] = []
     for pat in patterns:
-        paths = expand_glob(pat, key=key, limit=limit, _budget=shared) if globs.is_glob(pat) \
-            else [normalize(pat)]
+        if globs.is_glob(pat):
+            paths = expand_glob(pat, key=key, limit=limit, _budget=shared)
+            if linked is not None:
+                prefix = globs.static_prefix(pat)
+                linked.update(p for p in paths if _link_in_match(prefix, p))
+        else:
+            paths = [normalize(pat)]
         out += [p for p in paths if os.path.exists(p)]
     return list(dict.fromkeys(out))
+
+
+def _host_grant(verdict: Verdict) -> bool:
+    """A path rule of the policy grants it on the host (not a sandbox area: the private
+    /tmp, with or without `filesystem.scratch_exec`, is the sandbox's own)."""
+    return verdict.allowed and verdict.rule.startswith(
+        ("filesystem.read:", "filesystem.write:", "filesystem.exec:"))
+
+
+def _link_in_match(prefix: str, path: str) -> bool:
+    """Whether a component of `path` below the glob's literal `prefix` is a symlink:
+    a name the policy's author never wrote, which anyone who could write there (an
+    earlier run granted write on the work directory) may have planted."""
+    cur = prefix.rstrip("/")
+    for part in path[len(cur):].strip("/").split("/"):
+        cur = f"{cur}/{part}"
+        if os.path.islink(cur):
+            return True
+    return False
 
 
 def _shared_budget(policy: Policy, bounds: PlanBounds | None) -> "_Budget | None":
@@ -193,8 +225,10 @@ def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES,
     fs = policy.filesystem
     shared = _shared_budget(policy, bounds)
     candidates: list[str] = []
+    linked: set[str] = set()
     for kind in ("read", "write", "exec"):
-        candidates += _concrete(getattr(fs, kind), f"filesystem.{kind}", glob_limit, shared)
+        candidates += _concrete(getattr(fs, kind), f"filesystem.{kind}", glob_limit, shared,
+                                linked)
     rights: dict[str, tuple[bool, bool, bool, str]] = {}
     for p in dict.fromkeys(candidates):
         area = area_of(p)
@@ -203,6 +237,16 @@ def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES,
         r = engine.decide("read", p)
         w = engine.decide("write", p)
         x = engine.decide("exec", p)
+        if p in linked:
+            # The mount layer binds, and Landlock grants, what a path resolves to. A glob
+            # match through a link is granted only the rights the policy gives its target
+            # itself (`${WORKDIR}/*.txt` must not reach a host file through a link an
+            # earlier run planted: tests/test_path_swaps.py).
+            real = os.path.realpath(p)
+            r, w, x = (v if not v.allowed or _host_grant(engine.decide(k, real)) else
+                       Verdict(False, "glob match through a symlink",
+                               f"{p} is a symlink to {real}, which no rule grants", p)
+                       for k, v in (("read", r), ("write", w), ("exec", x)))
         granted = [v for v in (r, w, x) if v.allowed and v.rule.startswith("filesystem.")]
         if not granted:
             continue     # denied, or only reachable through a sandbox area
