@@ -174,3 +174,24 @@ def test_a_glob_grant_does_not_follow_a_link_an_earlier_run_planted(launcher, tm
     assert "plain" in r2.stdout                     # a plain match is granted as before
     with open("/etc/hostname") as f:                # a link to what the policy grants anyway
         assert f.read() in r2.stdout, (r2.stdout, r2.stderr)
+
+
+def test_sanitize_in_place_does_not_work_through_a_swapped_parent(tmp_path):
+    """best_effort without namespaces: the program wrote the host output itself, and
+    the monitor makes it inert in place (modes, fifos removed). A parent swapped for a
+    link meanwhile must not turn that onto the victim's files (before: their modes
+    were changed and their fifos deleted)."""
+    from sandbox.monitor import copy_out
+    out_parent, victim = tmp_path / "shared" / "a", tmp_path / "victim"
+    (out_parent / "out").mkdir(parents=True)
+    (victim / "out").mkdir(parents=True)
+    (victim / "out" / "f").write_text("victim\n")
+    os.chmod(victim / "out" / "f", 0o644)
+    os.mkfifo(victim / "out" / "fifo")
+    dest = str(out_parent / "out")
+    os.rename(out_parent, str(out_parent) + ".moved")
+    os.symlink(victim, out_parent)
+    rep = copy_out.sanitize(dest)
+    assert rep.error and "symlink" in rep.error, rep
+    assert sorted(os.listdir(victim / "out")) == ["f", "fifo"]
+    assert os.stat(victim / "out" / "f").st_mode & 0o777 == 0o644
