@@ -195,3 +195,30 @@ def test_sanitize_in_place_does_not_work_through_a_swapped_parent(tmp_path):
     assert rep.error and "symlink" in rep.error, rep
     assert sorted(os.listdir(victim / "out")) == ["f", "fifo"]
     assert os.stat(victim / "out" / "f").st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("flag", ["--result", "--audit-log"])
+def test_cli_result_and_audit_log_are_written_to_the_file_checked_before_the_run(
+        capfd, tmp_path, flag):
+    """`sandbox exec --write . --result ./r/run.json`: the file is checked (no link, the
+    caller's, 0600) before the run, and the run, granted write on the work directory,
+    replaces it with a symlink to a file of the caller's, or swaps its parent for a
+    link, before the CLI writes it. The write must go to what was checked (before:
+    the audit log, opened by name with no O_NOFOLLOW, truncated the victim file; the
+    result followed the swapped parent)."""
+    from sandbox.cli.main import main
+    work, victim = tmp_path / "work", tmp_path / "victim"
+    (work / "r").mkdir(parents=True)
+    victim.mkdir()
+    (victim / "precious").write_text("precious\n")
+    (victim / "f.json").write_text("precious\n")
+    target = work / "r" / "f.json"
+    script = (f'set -e; rm -f r/f.json; ln -s "{victim}/precious" r/f.json; '
+              f'mv r r.moved; ln -s "{victim}" r; echo swapped')
+    code = main(["exec", "--write", str(work), "--workdir", str(work), flag, str(target),
+                 "--output", str(tmp_path / "o"), "--", "sh", "-c", script])
+    out = capfd.readouterr()
+    assert "swapped" in out.out, (code, out.err)
+    assert (victim / "precious").read_text() == "precious\n"
+    assert (victim / "f.json").read_text() == "precious\n"
+    assert sorted(os.listdir(victim)) == ["f.json", "precious"]

@@ -17,7 +17,7 @@ exact bytes. See docs/audit.md.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sandbox.audit.store import default_path as default_db_path
 from sandbox.printable import json_text
@@ -56,27 +56,33 @@ def records(run_id: str, *, denied_only: bool = False, db: str | None = None
         st.close()
 
 
-def export_jsonl(run_id: str, path: str, *, db: str | None = None) -> int:
+def export_jsonl(run_id: str, path: str | TextIO, *, db: str | None = None) -> int:
     """Write the run's records, one JSON object per line, in sequence order; returns the count.
 
+    `path`: a file name (created or truncated, never through a symlink at its last
+    component), or an open text file (the CLI's, checked before the run).
     A run that was not audited (files = "none") writes an empty file.
     """
-    from sandbox.audit import store
     import os
+    if isinstance(path, str):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
+            return export_jsonl(run_id, f, db=db)
+    from sandbox.audit import store
     dbpath = db or default_db_path()
+    if not os.path.isdir(dbpath):
+        return 0
     n = 0
-    with open(path, "w", encoding="utf-8") as out:
-        if not os.path.isdir(dbpath):
+    st = store.connect(dbpath)
+    try:
+        if store.run_info(st, run_id) is None:
             return 0
-        st = store.connect(dbpath)
-        try:
-            if store.run_info(st, run_id) is None:
-                return 0
-            for rec in store.records(st, run_id):
-                out.write(json.dumps(jsonable(rec), ensure_ascii=False) + "\n")
-                n += 1
-        finally:
-            st.close()
+        for rec in store.records(st, run_id):
+            path.write(json.dumps(jsonable(rec), ensure_ascii=False) + "\n")
+            n += 1
+    finally:
+        st.close()
     return n
 
 

@@ -156,24 +156,38 @@ def check_run_paths(args: argparse.Namespace) -> None:
         else:
             if os.path.isdir(path):
                 raise InputError(f"{option} {path}: is a directory, expected a file name")
-            private_file(path, what=option)
+            # Kept open: written after the run through this descriptor, never by name
+            # (the run may write a directory on the way and plant a link there).
+            setattr(args, FD_ATTR[option], private_file(path, what=option, keep=True))
 
 
-def write_result(path: str | None, result: Any) -> None:
+FD_ATTR = {"--result": "result_fd", "--audit-log": "audit_log_fd"}
+
+
+def _open_checked(path: str, fd: int | None) -> int:
+    """The descriptor `check_run_paths` kept for `path`, emptied; or, for the caller's
+    own stdio names, `path` opened now."""
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        return fd
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                   | (0 if path in STDIO_NAMES or path.startswith("/dev/fd/")
+                      else os.O_NOFOLLOW), 0o600)
+
+
+def write_result(path: str | None, result: Any, fd: int | None = None) -> None:
     if path:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                     | (0 if path in STDIO_NAMES or path.startswith("/dev/fd/")
-                        else os.O_NOFOLLOW), 0o600)
-        with open(fd, "w") as f:
+        with open(_open_checked(path, fd), "w") as f:
             json.dump(result.to_dict(), f, indent=2)
             f.write("\n")
 
 
-def write_audit_log(path: str | None, result: Any) -> None:
+def write_audit_log(path: str | None, result: Any, fd: int | None = None) -> None:
     if not path:
         return
     from sandbox.audit import export_jsonl
-    export_jsonl(result.run_id, path)
+    with open(_open_checked(path, fd), "w", encoding="utf-8") as f:
+        export_jsonl(result.run_id, f)
 
 
 def exit_code_for(result: Any) -> int:

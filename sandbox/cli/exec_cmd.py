@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or os.getcwd(), output_dir=args.output,
             stdin=stdin, tty=args.tty, forward_signals=True)
-    common.write_result(args.result, result)
-    common.write_audit_log(args.audit_log, result)
+    common.write_result(args.result, result, getattr(args, "result_fd", None))
+    common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))
     common.report_run(args, result)
     if common.needs_explaining(result):
         print(common.describe_failure(result), file=sys.stderr)

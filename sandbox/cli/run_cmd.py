@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
         result = launcher.spawn(workflow, policy=policy, timeout=args.timeout,
                                 output_dir=args.output, code_paths=code_paths,
                                 store=store or None)
-    common.write_result(args.result, result)
-    common.write_audit_log(args.audit_log, result)
+    common.write_result(args.result, result, getattr(args, "result_fd", None))
+    common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))
     common.report_run(args, result)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)

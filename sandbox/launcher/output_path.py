@@ -210,13 +210,16 @@ def private_dir(path: str, *, what: str = "--output", empty: bool = True,
         walk.close()
 
 
-def private_file(path: str, *, what: str) -> None:
+def private_file(path: str, *, what: str, keep: bool = False) -> int | None:
     """Create `path` (or check it) as a regular file of the caller's, mode 0600.
 
     The directory holding it passes the same checks as an output's parents;
     the file is opened with O_NOFOLLOW and must be a regular, singly linked
-    file of the caller's. The caller then writes it by name: nobody else can
-    replace a name in a directory that passed those checks.
+    file of the caller's. `keep`: return that descriptor (O_WRONLY, close-on-exec)
+    to write the file later through it, never by name again: a run granted
+    write on a directory on the way (another user cannot, the checks say so;
+    a sandbox runs as the caller) may rename it and plant a link there while it
+    runs (`tests/test_path_swaps.py`).
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise OutputPathError(f"{what}: not a usable path: {path!r}")
@@ -242,8 +245,14 @@ def private_file(path: str, *, what: str) -> None:
                                       "yours with a single link")
             if stat.S_IMODE(st.st_mode) & 0o077:
                 os.fchmod(fd, 0o600)
+            if keep:
+                os.set_blocking(fd, True)
+                kept, fd = fd, -1
+                return kept
+            return None
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     except OSError as exc:
         raise OutputPathError(f"{what}: {path}: {exc.strerror or exc}") from None
     finally:
