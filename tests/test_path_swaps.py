@@ -222,3 +222,35 @@ def test_cli_result_and_audit_log_are_written_to_the_file_checked_before_the_run
     assert (victim / "precious").read_text() == "precious\n"
     assert (victim / "f.json").read_text() == "precious\n"
     assert sorted(os.listdir(victim)) == ["f.json", "precious"]
+
+
+def test_a_rule_path_swapped_between_the_plan_and_the_mount_table_fails_closed(tmp_path):
+    """The launcher plans (`build_plan`: the engine decided on `data`), then the monitor
+    or PID 1 computes the mount table from the plan's paths. A concurrent writer of the
+    work directory swaps `data` for a link to a host directory in between. Before: the
+    table resolved the link afresh and the view bound its target (the run read it)."""
+    from layer_harness import run_layers
+    from sandbox.policy import build_plan, default_variables, resolve
+    from sandbox.policy.model import Policy
+    work, victim = tmp_path / "work", tmp_path / "victim"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "granted").write_text("granted\n")
+    victim.mkdir()
+    (victim / "key").write_text("host secret\n")
+    policy = parse_policy(f'[filesystem]\nread = ["{work}/data"]\n', file="data.toml")
+    plan = build_plan(resolve(policy, default_variables(str(work), str(tmp_path / "o"))))
+    assert any(r.path == str(work / "data") for r in plan.rules), plan
+    os.rename(work / "data", work / "data.orig")
+    os.symlink(victim, work / "data")
+
+    def read() -> list[str]:
+        out = []
+        for name in ("key", "granted"):
+            try:
+                out.append(open(os.path.join(str(work / "data"), name)).read())
+            except OSError as exc:
+                out.append(type(exc).__name__)
+        return out
+    r = run_layers(Policy(), read, base=str(tmp_path / "run"), until="mounts", fs_plan=plan)
+    assert "host secret\n" not in r.get("value", []), r
+    assert not r["ok"] and "ELOOP" in r["error"], r

@@ -220,6 +220,12 @@ def mount_table(plan: FsPlan, real_of: dict[str, str] | None = None) -> list[Ste
             tmp_exec |= rule.path == "/tmp" and rule.exec
             continue
         found = resolve(rule.path)
+        if found is not None and rule.real and found[0] != rule.real:
+            # The engine decided on this path when the plan was made, where it led to
+            # rule.real; it leads elsewhere now: a component swapped for a link (or
+            # moved) since. Binding the new target would grant what nothing decided.
+            raise OSError(errno.ELOOP, "resolves elsewhere than when the plan was made "
+                          f"({found[0]}, not {rule.real}): swapped for a link?", rule.path)
         if found is not None and real_of is not None:
             real_of[rule.path] = found[0]
         if found is None or found[0] in SPECIAL:

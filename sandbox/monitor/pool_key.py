@@ -88,7 +88,8 @@ def view_shape(policy: Policy, plan: FsPlan, paths: RunPaths, *, namespaces: boo
                ) -> JSONObject:
     """And the filesystem view mounted, with the run's own directories abstracted."""
     roots = _roots(paths)
-    rules = [{**asdict(r), "path": abstract(r.path, roots)} for r in plan.rules]
+    rules = [{**asdict(r), "path": abstract(r.path, roots), "real": abstract(r.real, roots)}
+             for r in plan.rules]
     for r in rules:
         r.pop("rule")   # the policy's wording of a grant: documentation, not state
     # canonical order: a random run directory name must not reorder the list (parents

@@ -24,6 +24,9 @@ class FsRule:
     exec: bool = False
     rule: str = ""       # the policy rule that granted it, e.g. "filesystem.write: ${OUTPUT}"
     cow: bool = False    # the work directory as an overlay: writes go to the run's upper layer
+    # The path's real path when the plan was made (the engine decided on `path` then):
+    # the mount table refuses the rule if it resolves elsewhere now. "" = not recorded.
+    real: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,4 +88,5 @@ def _rule(r: JSON) -> FsRule:
         raise ValueError("fs_plan: a rule must be an object")
     return FsRule(path=_str(r.get("path")), read=_bool(r.get("read", True)),
                   write=_bool(r.get("write", False)), exec=_bool(r.get("exec", False)),
-                  rule=_str(r.get("rule", "")), cow=_bool(r.get("cow", False)))
+                  rule=_str(r.get("rule", "")), cow=_bool(r.get("cow", False)),
+                  real=_str(r.get("real", "")))
