@@ -72,6 +72,15 @@ def test_a_used_sandbox_never_comes_back():
     assert pools.take(K("a")) is not f
 
 
+def test_a_sandbox_that_died_while_waiting_is_discarded_not_served():
+    pools: Pools[Fake] = Pools(Settings(per_pool=2, cost=1, budget=10, max_starting=8))
+    pools.take(K("a"))
+    dead, alive = _fill(pools)
+    dead.dead = True
+    got = pools.take(K("a"), usable=lambda f: not getattr(f, "dead", False))
+    assert got is alive and dead.discarded == 1 and pools.ready(K("a")) == 0
+
+
 def test_a_pool_never_serves_another_key():
     pools: Pools[Fake] = Pools(Settings(per_pool=2, cost=1, budget=10, max_starting=8))
     pools.take(K("a"))

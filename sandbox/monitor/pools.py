@@ -118,9 +118,12 @@ class Pools(Generic[T]):
         self.stats = Stats()
 
     # -- a run -------------------------------------------------------------------
-    def take(self, key: PoolKey, sources: Sources = ()) -> T | None:
+    def take(self, key: PoolKey, sources: Sources = (),
+             usable: Callable[[T], bool] | None = None) -> T | None:
         """A sandbox ready for `key`, now no longer in the pool; None: start cold.
-        `sources`: the files the run's policy was read from (for a new pool)."""
+        `sources`: the files the run's policy was read from (for a new pool).
+        `usable`: a last check of a sandbox (is its stub still alive); one that fails it
+        is discarded and the next is tried."""
         pool = self._pools.get(key)
         if pool is not None and pool.sources and not self._still(pool):
             self._drop(pool, "changed")
@@ -136,8 +139,8 @@ class Pools(Generic[T]):
         pool.used = self.clock()
         while pool.ready:
             entry = pool.ready.popleft()
-            if entry.key != key:      # never: a pool holds its own key's; fail closed
-                self._discard(entry)
+            if entry.key != key or (usable is not None and not usable(entry.item)):
+                self._discard(entry)  # another key's: never happens; fail closed anyway
                 continue
             pool.hits += 1
             self.stats.hits += 1
