@@ -254,3 +254,32 @@ def test_a_rule_path_swapped_between_the_plan_and_the_mount_table_fails_closed(t
     r = run_layers(Policy(), read, base=str(tmp_path / "run"), until="mounts", fs_plan=plan)
     assert "host secret\n" not in r.get("value", []), r
     assert not r["ok"] and "ELOOP" in r["error"], r
+
+
+def test_in_the_view_a_landlock_rule_swapped_after_the_mounts_fails_closed(tmp_path, monkeypatch):
+    """With the view: between the mount layer and Landlock a concurrent writer of a
+    bound host tree swaps a rule's parent for a link (`sub -> .`). Landlock opens the
+    rule's real path beneath the view's root without following links: the layer fails
+    (before: it opened the name and put the rule on whatever the link reached)."""
+    from layer_harness import run_layers
+    from sandbox.isolation import landlock, mounts
+    from sandbox.policy.model import Policy
+    from sandbox.policy.plan import FsPlan, FsRule
+    if landlock.abi_version() < 1:
+        pytest.fail("this kernel has no Landlock: the machine this suite targets has ABI 7")
+    shared = tmp_path / "shared"
+    (shared / "sub" / "ro").mkdir(parents=True)
+    (shared / "ro").mkdir()
+    plan = FsPlan(rules=(FsRule(str(shared), write=True), FsRule(str(shared / "sub" / "ro"))))
+    real_apply = mounts.apply
+
+    def apply_then_swap(ctx) -> None:
+        real_apply(ctx)
+        os.rename(shared / "sub", shared / "sub.orig")    # on the host, seen in the view
+        os.symlink(".", shared / "sub")
+    from sandbox.isolation import contain      # the forked sandboxee inherits the patch
+    monkeypatch.setattr(contain, "SEQUENCE", tuple(
+        (n, apply_then_swap if n == "mounts" else f) for n, f in contain.SEQUENCE))
+    r = run_layers(Policy(), lambda: None, base=str(tmp_path / "run"), until="landlock",
+                   fs_plan=plan)
+    assert not r["ok"] and "landlock" in r["error"] and "symlink" in r["error"], r
