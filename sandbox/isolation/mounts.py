@@ -34,7 +34,9 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
      (``ctx.cow_fd``) for the export after the run (`_mount_overlay`);
      rules beneath it without a write grant of their own that need other
      flags are bound onto themselves inside the overlay ("rebind");
-   - each `FsRule`: its host path is resolved by the kernel (`resolve`); the
+   - each `FsRule`: its host path is resolved by the kernel (`resolve`) and must
+     lead where it led when the launcher planned it (`FsRule.real`; else ELOOP:
+     a component was swapped for a link in between); the
      mountpoint is made in the view (a directory or an empty file, like the
      source), the source is cloned recursively (open_tree), the whole copy
      gets nosuid, nodev (except under ``/dev``), noexec unless ``exec``, and
