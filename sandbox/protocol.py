@@ -169,6 +169,7 @@ class AuditSummary:
     truncated: bool = False   # the record budget was hit (the run went on)
     not_stored: int = 0       # events past the budget
     budget: int = 0           # the run's [audit] records
+    queue_peak: int = 0       # the largest backlog of events waiting for the store
     network: NetSummary | None = None   # mode = "allowlist": the proxy's connections
 
 
@@ -214,7 +215,7 @@ class ExitReport:
     cpu_limit_hit: bool = False     # the monitor ended the tree at the sandbox's CPU budget
     monitor_limit_hit: bool = False  # ... at the trusted side's budget (limits.monitor_cpu)
     monitor_cpu: float = 0.0        # seconds the monitor and its broker spent on this run
-    monitor_peak_memory: int = 0    # bytes, the larger peak RSS of the monitor and the broker
+    monitor_peak_memory: int = 0    # bytes, the run's own: broker peak RSS + its audit backlog
     max_tasks: int = 0
     prestarted: bool = False
     wall_time: float = 0.0

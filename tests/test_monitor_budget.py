@@ -64,7 +64,11 @@ def test_every_result_says_what_the_monitor_spent(tmp_path, py):
     r = _run(tmp_path, py, "benign", 60.0, "print('hi')")
     assert r.status == "ok", (r.status, r.reason)
     assert 0 < r.monitor_cpu < 60
-    assert r.monitor_peak_memory > 1 << 20
+    # the run's own memory only (issue 14: the monitor process is shared): no broker
+    # under strict, so its backlog of audit events waiting for the store
+    from sandbox.audit.writer import EVENT_BYTES
+    assert r.audit["queue_peak"] > 0
+    assert r.monitor_peak_memory == r.audit["queue_peak"] * EVENT_BYTES
 
 
 def test_monitor_cpu_is_a_validated_policy_limit(tmp_path):

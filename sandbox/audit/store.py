@@ -8,7 +8,7 @@ WHY ONE FILE PER RUN (issue 11, finding 3). With one shared SQLite file, any
 process that could open it -- a sandbox whose policy grants ``$HOME`` -- held
 a lock on its ``-shm`` and every monitor of the uid got "database is locked":
 records were dropped and an unrelated run ended as an error. Now a run's
-records go to ``<run_id>.sqlite``, opened only by its own monitor (WAL while
+records go to ``<run_id>.sqlite``, opened only by the monitor's writer (WAL while
 it runs, so `sandbox audit` can read along; a plain file once it ends); the
 launcher hides the whole directory from every sandbox's view
 (`hidden_paths`). Concurrent runs share no lock, no file and no timeout.
@@ -19,21 +19,20 @@ that must be valid UTF-8. Readers get it back as a ``surrogateescape`` str.
 
 Bounds: repeats are folded into one row (count, first and last time), a run
 stores at most its policy's ``[audit] records`` rows and
-``records * TEXT_PER_RECORD`` bytes of path text (`Writer`), and the
+``records * TEXT_PER_RECORD`` bytes of path text (`sandbox.audit.writer.Writer`:
+one thread writes every run's file of the process), and the
 directory is kept under a size cap by deleting the oldest finished runs
 (`enforce_cap`).
 """
 from __future__ import annotations
 
-import collections
 import fcntl
 import os
 import re
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from sandbox.printable import as_bytes, from_bytes
 
@@ -76,10 +75,6 @@ COLUMNS = ("seq", "first", "last", "count", "pid", "operation", "syscall", "path
 _INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _BUMP = "UPDATE records SET count = count + ?, last = max(last, ?) WHERE seq = ?"
 
-BATCH = 2000              # events per drain step
-FLUSH_SECONDS = 0.1       # the writer also flushes whatever waits this often
-HIGH_WATER = 200_000      # queued events above which the notification loop waits (backpressure)
-BACKPRESSURE_SECONDS = 5.0  # longest it waits before counting events as dropped
 BUSY_MS = 2000            # only `sandbox audit` readers share a run's file, and WAL never blocks
 TEXT_PER_RECORD = 256     # bytes of path + flags text per budgeted record, on average
 MAX_BYTES = 1 << 30       # default size cap of the store directory ($SANDBOX_AUDIT_MAX_BYTES)
@@ -282,184 +277,6 @@ def _idle(path: str) -> bool:
         os.close(fd)
 
 
-class Writer:
-    """A thread that folds, budgets and stores the events the notification loop queues.
-
-    The producer (the notification loop) calls `put(event)`: a deque append,
-    no lock, no I/O. An event is ``(seq, time, pid, operation, syscall, path,
-    flags, allowed, rule, enforced, result)``. The writer folds an event
-    identical to an earlier one but for seq, pid and time into that row
-    (count, last time); a new distinct record is stored while the run's budget
-    lasts (`budget` rows, `budget * TEXT_PER_RECORD` bytes of path and flags),
-    after that it is counted in `not_stored` and `truncated` is set. Above
-    HIGH_WATER queued events the loop waits up to BACKPRESSURE_SECONDS (slowing
-    the sandbox, whose syscall is pending), then the oldest are dropped and
-    counted. Whatever happens to a batch -- a store error, a value SQLite will
-    not take -- the thread survives and `dropped` counts the lost events:
-    nothing is lost silently.
-    """
-
-    def __init__(self, opener: Callable[[], RunFile] | RunFile, *,
-                 budget: int = 50_000) -> None:
-        """`opener` runs on the writer's thread (file, schema, the run's row: several
-        milliseconds), off the path of the sandbox's first notified syscall, while
-        events already queue up."""
-        self._opener = opener if callable(opener) else None
-        self.file: RunFile | None = None if callable(opener) else opener
-        self._opened = threading.Event()
-        if self.file is not None:
-            self._opened.set()
-        self.budget = budget
-        self.text_budget = budget * TEXT_PER_RECORD
-        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self.events = 0           # events taken from the queue
-        self.stored = 0           # distinct rows written
-        self.stored_events = 0    # events now in the store (rows and their repeats)
-        self.not_stored = 0       # events past the budget
-        self.dropped = 0          # events lost: store failures, backpressure
-        self.text_used = 0
-        self.error: str | None = None
-        self._keys: dict[tuple[Any, ...], int] = {}   # record -> seq of its row (<= budget)
-        self._lock = threading.Lock()                  # the drain runs on one thread at a time
-        self._wake = threading.Event()
-        self._room = threading.Event()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def conn(self) -> sqlite3.Connection | None:
-        return self.file.conn if self.file is not None else None
-
-    @property
-    def truncated(self) -> bool:
-        return self.not_stored > 0
-
-    def put(self, event: tuple[Any, ...]) -> None:
-        q = self.queue
-        q.append(event)
-        n = len(q)
-        if n >= BATCH and n % BATCH == 0:
-            self._wake.set()
-            if n >= HIGH_WATER:
-                self._backpressure()
-
-    def _backpressure(self) -> None:
-        self._room.clear()
-        if not self._room.wait(BACKPRESSURE_SECONDS) and len(self.queue) >= HIGH_WATER:
-            # The writer is stuck (disk full, a slow disk): keep the loop going,
-            # discard the oldest surplus and count it.
-            while len(self.queue) > HIGH_WATER // 2:
-                self.queue.popleft()
-                self.dropped += 1
-                self.events += 1
-
-    # -- the writer's side -------------------------------------------------------------------
-    def _fold(self, batch: list[tuple[Any, ...]]
-              ) -> tuple[list[tuple[Any, ...]], dict[int, list[float]]]:
-        """New rows and {seq: [repeats, last time]} of one batch; budget applied."""
-        new: list[tuple[Any, ...]] = []
-        bumps: dict[int, list[float]] = {}
-        keys = self._keys
-        for seq, ts, pid, op, syscall, path, flags, allowed, rule, enforced, result in batch:
-            key = (op, syscall, path, flags, allowed, rule, enforced, result)
-            first = keys.get(key)
-            if first is not None:
-                b = bumps.get(first)
-                if b is None:
-                    bumps[first] = [1, ts]
-                else:
-                    b[0] += 1
-                    b[1] = ts
-                continue
-            pb = as_bytes(path)
-            fb = None if flags is None else as_bytes(flags)
-            size = len(pb) + (len(fb) if fb else 0)
-            if len(keys) >= self.budget or self.text_used + size > self.text_budget:
-                self.not_stored += 1
-                continue
-            keys[key] = seq
-            self.text_used += size
-            new.append((seq, ts, ts, 1, pid, op, syscall, pb, fb, 1 if allowed else 0, rule,
-                        enforced, result))
-        return new, bumps
-
-    def _store(self, new: list[tuple[Any, ...]], bumps: dict[int, list[float]]) -> None:
-        conn = self.conn
-        assert conn is not None
-        rows = [(int(n), last, seq) for seq, (n, last) in bumps.items()]
-        try:
-            with_tx(conn, [(_INSERT, new), (_BUMP, rows)])
-            self.stored += len(new)
-            self.stored_events += len(new) + sum(r[0] for r in rows)
-            return
-        except Exception as exc:   # one bad value must not cost the batch: row by row
-            self.error = f"{type(exc).__name__}: {exc}"
-        for sql, items, weight in ((_INSERT, new, lambda r: 1), (_BUMP, rows, lambda r: r[0])):
-            for item in items:
-                try:
-                    conn.execute(sql, item)
-                    self.stored_events += weight(item)
-                    if sql is _INSERT:
-                        self.stored += 1
-                except Exception as exc:
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    self.dropped += weight(item)
-
-    def _drain(self) -> None:
-        with self._lock:
-            q = self.queue
-            if self.file is None:
-                if self._opened.is_set():  # the store could not be opened: count, do not keep
-                    self.dropped += len(q)
-                    self.events += len(q)
-                    q.clear()
-                    self._room.set()
-                return
-            while q:
-                batch = []
-                pop = q.popleft
-                try:
-                    for _ in range(BATCH):
-                        batch.append(pop())
-                except IndexError:
-                    pass
-                self.events += len(batch)
-                try:
-                    new, bumps = self._fold(batch)
-                    self._store(new, bumps)
-                except Exception as exc:   # never dies; the batch is counted as lost
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    self.dropped += len(batch)
-                if len(q) < HIGH_WATER // 2:
-                    self._room.set()
-
-    def _run(self) -> None:
-        if self._opener is not None:
-            try:
-                self.file = self._opener()
-            except Exception as exc:  # reported in the summary; events are counted as dropped
-                self.error = f"{type(exc).__name__}: {exc}"
-            finally:
-                self._opened.set()
-        while not self._stop:
-            self._wake.wait(FLUSH_SECONDS)
-            self._wake.clear()
-            self._drain()
-        self._drain()
-
-    def close(self) -> None:
-        """Store everything queued, stop the thread."""
-        self._stop = True
-        self._wake.set()
-        self._thread.join()
-        self._drain()
-
-    def wait_open(self) -> RunFile | None:
-        self._opened.wait()
-        return self.file
-
-
 def with_tx(conn: sqlite3.Connection, steps: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
     conn.execute("BEGIN")
     try:
@@ -584,3 +401,6 @@ def as_dict(run_id: str, row: tuple[Any, ...]) -> dict[str, Any]:
 
 def _text(v: Any) -> str:
     return from_bytes(v) if isinstance(v, bytes) else str(v)
+
+
+from sandbox.audit.writer import Writer  # noqa: E402  (re-exported: store.Writer)

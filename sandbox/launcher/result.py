@@ -40,7 +40,7 @@ class RunResult:
     wall_time: float = 0.0                # seconds, launcher-measured
     cpu_time: float = 0.0                 # seconds, user+system of the whole tree
     monitor_cpu: float = 0.0              # seconds the trusted side (monitor, broker) spent
-    monitor_peak_memory: int = 0          # bytes, peak RSS of the monitor or its broker
+    monitor_peak_memory: int = 0          # bytes, the run's own: broker peak RSS + audit backlog
     max_rss: int = 0                      # bytes, the largest process of the tree
     store: dict[str, Any] = field(default_factory=dict)
     changed_keys: list[str] = field(default_factory=list)

@@ -22,6 +22,13 @@ truncate) is brokered, whatever path was read:
    caller (SECCOMP_IOCTL_NOTIF_ADDFD with ADDFD_FLAG_SEND: the syscall
    returns its number); other calls return 0 or the errno the broker got.
 
+The monitor never waits for the broker inline: `handle` and `handle_net` are
+generators that yield the broker's socket, and the process's notification hub
+(notify_hub.py) resumes them when the reply is readable, watching every other
+run meanwhile. A broker blocked in an open of a FIFO or a connect to a full
+UNIX socket stalls its own run only (as the kernel would have), and the end of
+the run ends that call (`interrupt`: answered EPERM, recorded).
+
 The monitor itself never opens, creates or changes anything for the child
 (issue 10, finding 2: a root monitor acting for the child read /proc/kmsg
 and made device nodes). When the broker cannot start or dies, every brokered
@@ -38,7 +45,7 @@ import os
 import socket
 import stat
 import struct
-from typing import Any
+from typing import Any, Generator
 
 from sandbox.isolation import libc
 from sandbox.monitor import audit_syscalls as S
@@ -151,6 +158,15 @@ class Broker:
             self.process, self.pid = proc, proc.pid
         return self.process
 
+    def busy(self) -> bool:
+        """Is a call waiting for the broker's reply (the hub holds the run meanwhile)?"""
+        return self.process is not None and self.process.busy
+
+    def interrupt(self) -> None:
+        """The run is over: end the call in flight (answered EPERM, recorded)."""
+        if self.process is not None:
+            self.process.interrupt()
+
     def stop(self) -> Any:
         """End the broker process; its rusage (None when none ran)."""
         if self.process is None:
@@ -159,7 +175,11 @@ class Broker:
         return self.process.rusage
 
     # -- entry point -------------------------------------------------------------------------
-    def handle(self, n: Any, name: str, spec: S.Spec, flags: int) -> bool:
+    def handle(self, n: Any, name: str, spec: S.Spec, flags: int
+               ) -> Generator[int, None, bool]:
+        """Perform the call by the broker; a generator that yields the broker's socket
+        while the reply is awaited (the notification hub resumes it), returns whether
+        the call was answered."""
         loop = self.loop
         if loop.paths.root_fd is None:
             return False        # cannot broker without the root: the layers decide
@@ -174,7 +194,7 @@ class Broker:
                 # name another task, whose memory we may have read. Act for no one.
                 loop.tally.vanished += 1
                 return True
-            reply = self._process(n).call(req)
+            reply = yield from self._process(n).calling(req)
             records = reply.records
             if reply.err:
                 result = errno.errorcode.get(reply.err, str(reply.err))
@@ -204,7 +224,7 @@ class Broker:
         return True
 
     # -- connects and addressed sends (issue 10.6) -------------------------------------------
-    def handle_net(self, n: Any, name: str) -> None:
+    def handle_net(self, n: Any, name: str) -> Generator[int, None, None]:
         """connect / sendto / sendmsg / sendmmsg under a private network. Only AF_UNIX
         sockets can leave the network namespace (a pathname), and only connect and
         datagram sends take a peer's name: those are performed by the broker on our
@@ -250,7 +270,7 @@ class Broker:
                 lst.respond_error(n.id, req)
                 return
             try:
-                reply = self._process(n).call(req, (sock, *rights))
+                reply = yield from self._process(n).calling(req, (sock, *rights))
             except BrokerGone:
                 self._net_answer(n, name, errno.EPERM, [])
                 return

@@ -42,7 +42,7 @@ import signal
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generator
 
 import prctl
 
@@ -83,6 +83,7 @@ class BrokerProcess:
         self.sock: socket.socket | None = None
         self.error: str | None = None
         self.rusage: Any = None
+        self.busy = False          # a request sent, its reply not yet read
 
     def start(self, pid: int, still_pending: Any) -> None:
         """Fork the broker into the namespaces of sandbox task `pid`; `still_pending()`
@@ -127,25 +128,61 @@ class BrokerProcess:
                 os.close(fd)
             os.close(root)
 
-    def call(self, req: Any, fds: tuple[int, ...] = ()) -> Reply:
+    def calling(self, req: Any, fds: tuple[int, ...] = ()) -> Generator[int, None, Reply]:
+        """Send `req`; yield the socket to wait on (the notification hub waits for it
+        with every other run's listener: a broker stuck in a FIFO's open holds its own
+        run only); then the reply. One request at a time per broker. On failure the
+        broker is killed (`abort`), not waited for: that is `stop`'s, at the run's end."""
         if self.sock is None:
             raise BrokerGone(self.error or "no broker")
         data = json.dumps(asdict(req), ensure_ascii=True).encode()
         try:
             socket.send_fds(self.sock, [data], list(fds))
+        except OSError as exc:
+            raise self.abort(f"broker: {exc.strerror}") from None
+        self.busy = True
+        try:
+            yield self.sock.fileno()
+        finally:
+            self.busy = False
+        if self.sock is None:
+            raise BrokerGone(self.error or "the broker was stopped")
+        try:
             msg, got, _, _ = socket.recv_fds(self.sock, MAX_FRAME, 1)
         except OSError as exc:
-            self.error = f"broker: {exc.strerror}"
-            self.stop()
-            raise BrokerGone(self.error) from None
+            raise self.abort(f"broker: {exc.strerror}") from None
         try:
             return _decode_reply(msg, got)
         except (ValueError, TypeError, KeyError) as exc:
             for fd in got:
                 os.close(fd)
-            self.error = f"broker: bad reply ({exc})"
-            self.stop()
-            raise BrokerGone(self.error) from None
+            raise self.abort(f"broker: bad reply ({exc})" if msg else "broker: gone") from None
+
+    def interrupt(self) -> None:
+        """End the call in flight, from another thread (the run is over): the waiting
+        side then reads the end of the stream and fails the call (EPERM), recorded."""
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if self.error is None:
+                self.error = "the run ended during the call"
+
+    def abort(self, why: str) -> BrokerGone:
+        """The broker failed: kill it now (reaped by `stop`); the exception to raise."""
+        if self.error is None:
+            self.error = why
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)   # our unreaped child: the pid is ours
+            except ProcessLookupError:
+                pass
+        return BrokerGone(self.error)
 
     def stop(self) -> None:
         """End the broker and reap it (its CPU and memory belong to the run)."""

@@ -5,8 +5,13 @@ over its listener; it returns an `AuditLoop` whose `finish()` (called after
 the sandbox is gone) returns ``{"audit": summary, "denied": [...]}`` for the
 exit report.
 
-One daemon thread blocks in SECCOMP_IOCTL_NOTIF_RECV (the GIL is released),
-so the Supervisor's select loop is untouched. For each notification:
+The process's one notification thread (sandbox/monitor/notify_hub.py) waits on
+every attached run's listener with epoll and calls `dispatch()` of the run
+whose listener is ready, once per notification; the Supervisor's select loop
+is untouched, and 50 runs in one process cost one thread, not 50. A call its
+broker performs is a generator the hub resumes when the broker answers, so a
+broker that blocks holds its own run only.
+For each notification:
 
 1. Not an audited syscall (or one the policy denies, with on_violation =
    "kill"): a violation -> EPERM, `supervisor.on_violation`, which kills.
@@ -48,7 +53,7 @@ import os
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generator
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
@@ -76,7 +81,7 @@ class AuditLoop:
     the monitor constructs it right after forking the stub (policy engine,
     syscall tables, broker), while the stub and PID 1 build the namespaces and
     layers on the other core; `attach` takes the listener when it arrives and
-    starts the threads."""
+    hands it to the process's hub."""
 
     def __init__(self, supervisor: Any) -> None:
         self.sup = supervisor
@@ -133,10 +138,15 @@ class AuditLoop:
         self.broker_rusage = None
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
-        self._thread: threading.Thread | None = None
+        self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
+        self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
+        self.hub_done: threading.Event | None = None   # set by the hub once it forgot us
+        self._hub: Any = None
 
-    def attach(self, fd: int) -> "AuditLoop":
-        """Take the listener descriptor; start the store writer and the loop."""
+    def attach(self, fd: int, hub: Any = None) -> "AuditLoop":
+        """Take the listener descriptor; open the store; hand the listener to the hub
+        (the process's, unless one is given)."""
+        from sandbox.monitor import notify_hub
         self.listener = Listener(fd)
         self.sync_wakeup = True
         try:
@@ -145,9 +155,33 @@ class AuditLoop:
             self.sync_wakeup = False
         if self.audit or self.net_audit:
             self._open_store(self._spec, self.sup.ctx.policy)
-        self._thread = threading.Thread(target=self._serve, name="seccomp-notify", daemon=True)
-        self._thread.start()
+        self._hub = hub if hub is not None else notify_hub.hub()
+        self._hub.attach(self)
         return self
+
+    # -- what the hub asks -------------------------------------------------------------------
+    def fileno(self) -> int:
+        assert self.listener is not None, "attach() first"
+        return self.listener.fileno()
+
+    def congested(self) -> bool:
+        return self.writer is not None and self.writer.congested()
+
+    def relieved(self) -> bool:
+        return self.writer is None or self.writer.relieved()
+
+    def shed(self) -> None:
+        if self.writer is not None:
+            self.writer.shed()
+
+    def cpu_used(self) -> float:
+        """This run's trusted CPU so far: its share of the hub's and the writer's
+        threads, and its broker process (issue 11.7)."""
+        w = self.cpu + (self.writer.cpu if self.writer is not None else 0.0)
+        proxy = getattr(self.sup, "proxy", None)
+        if proxy is not None and hasattr(proxy, "cpu_used"):
+            w += proxy.cpu_used()
+        return w + cost.child_cpu(self.broker.pid if self.broker else None)
 
     # -- store -------------------------------------------------------------------------------
     def _open_store(self, spec: Any, policy: Any) -> None:
@@ -176,57 +210,81 @@ class AuditLoop:
             return f
         self.writer = store.Writer(opener, budget=policy.audit.records)
 
-    # -- the loop ----------------------------------------------------------------------------
-    def _serve(self) -> None:
+    # -- one notification (called by the hub when the listener is ready) ---------------------
+    def dispatch(self) -> "bool | Generator[int, None, None]":
+        """Receive and answer one notification. False: the run is over (every task is
+        gone); a generator: a call its broker performs, for the hub to resume when the
+        broker's socket (what it yields) is readable; else True."""
         assert self.listener is not None, "attach() starts the loop"
-        recv = self.listener.recv
-        cont = self.listener.respond_continue
-        specs = self.specs
+        if self._stop:
+            return False
+        try:
+            n = self.listener.recv()
+        except OSError:
+            return False
+        if n is None:   # that caller died; or every task is gone and the run is done
+            return not self.listener.orphaned()
         tally = self.tally
-        while not self._stop:
-            try:
-                n = recv()
-            except OSError:
-                break
-            if n is None:   # that caller died; or every task is gone and the loop is done
-                if self.listener.orphaned():
-                    break
-                continue
-            if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
-                tally.checked += 1
-                try:
-                    self.broker.handle_net(n, sp.syscall_name(n.nr))  # type: ignore[union-attr]
-                except Exception as exc:   # never leave the caller hanging; never CONTINUE
-                    tally.error(f"{sp.syscall_name(n.nr)}: {type(exc).__name__}: {exc}")
-                    try:
-                        self.listener.respond_error(n.id, errno.EPERM)
-                    except OSError:
-                        pass
-                continue
-            entry = specs.get(n.nr)
-            if entry is None or n.arch != AUDIT_ARCH_X86_64 or (
-                    n.nr in self.guarded_nrs and self.table.decide(n.nr, n.args) != sp.NOTIFY):
-                self._violation(n)
-                continue
+        if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
             tally.checked += 1
-            if self.budget is not None and not tally.checked % cost.CHECK_EVERY:
-                self._check_budget()
+            return self._net_call(n)
+        entry = self.specs.get(n.nr)
+        if entry is None or n.arch != AUDIT_ARCH_X86_64 or (
+                n.nr in self.guarded_nrs and self.table.decide(n.nr, n.args) != sp.NOTIFY):
+            self._violation(n)
+            return True
+        tally.checked += 1
+        if self.budget is not None and not tally.checked % cost.CHECK_EVERY:
+            self._check_budget()
+        try:
+            answered = self._handle(n, entry[0], entry[1])
+        except PathError as exc:
+            answered = False
+            tally.error(f"{entry[0]}: {exc}")
+        except Exception as exc:   # never leave the caller hanging
+            answered = False
+            tally.error(f"{entry[0]}: {type(exc).__name__}: {exc}")
+        if answered is True:
+            return True
+        if answered is not False:
+            return self._brokered(n, entry[0], answered)
+        try:
+            self.listener.respond_continue(n.id)
+        except OSError:
+            pass
+        return True
+
+    def _brokered(self, n: Any, name: str, call: Generator[int, None, bool]
+                  ) -> Generator[int, None, None]:
+        """A brokered call, driven by the hub; answered whatever happens."""
+        try:
+            answered = yield from call
+        except PathError as exc:
+            answered = False
+            self.tally.error(f"{name}: {exc}")
+        except Exception as exc:   # never leave the caller hanging
+            answered = False
+            self.tally.error(f"{name}: {type(exc).__name__}: {exc}")
+        if not answered:
             try:
-                answered = self._handle(n, entry[0], entry[1])
-            except PathError as exc:
-                answered = False
-                tally.error(f"{entry[0]}: {exc}")
-            except Exception as exc:   # never leave the caller hanging
-                answered = False
-                tally.error(f"{entry[0]}: {type(exc).__name__}: {exc}")
-            if not answered:
-                try:
-                    cont(n.id)
-                except OSError:
-                    pass
+                self.listener.respond_continue(n.id)  # type: ignore[union-attr]
+            except OSError:
+                pass
+
+    def _net_call(self, n: Any) -> Generator[int, None, None]:
+        """connect and addressed sends under a private network: the broker's (issue 10.6)."""
+        name = sp.syscall_name(n.nr)
+        try:
+            yield from self.broker.handle_net(n, name)  # type: ignore[union-attr]
+        except Exception as exc:   # never leave the caller hanging; never CONTINUE
+            self.tally.error(f"{name}: {type(exc).__name__}: {exc}")
+            try:
+                self.listener.respond_error(n.id, errno.EPERM)  # type: ignore[union-attr]
+            except OSError:
+                pass
 
     def _check_budget(self) -> None:
-        used = cost.own_cpu() + cost.child_cpu(self.broker.pid if self.broker else None)
+        used = self.cpu_used()
         if used > self.budget and not self.over_budget:  # type: ignore[operator]
             self.over_budget = True
             self.sup.on_monitor_budget()
@@ -253,9 +311,10 @@ class AuditLoop:
         self.sup.on_violation(Violation("seccomp", str(v.syscall), int(v.nr),
                                         [int(x) for x in v.args], int(v.pid)))
 
-    def _handle(self, n: Any, name: str, spec: S.Spec) -> bool:
+    def _handle(self, n: Any, name: str, spec: S.Spec) -> "bool | Generator[int, None, bool]":
         """Answer and record the call; False when it is left to the caller to answer
-        CONTINUE (not recorded: the runtime's own exec, an fstat by another name)."""
+        CONTINUE (not recorded: the runtime's own exec, an fstat by another name); a
+        generator when the broker performs it (see `dispatch`)."""
         assert self.listener is not None and self.engine is not None, "audit loop not attached"
         pid, args = n.pid, n.args
         if self._is_init_exec(pid, name, args):
@@ -402,27 +461,41 @@ class AuditLoop:
     # -- the end -----------------------------------------------------------------------------
     def finish(self) -> tuple[AuditSummary | None, list[Denied]]:
         """Called once the sandbox is gone: flush the store; the report's audit and denied."""
+        detached = True
+        if self._hub is not None and self.hub_done is not None:
+            # The hub forgets the run by itself once every task is gone (the listener
+            # hangs up), after recording the last answered call (answers go before
+            # records). A task not yet released (a zombie of the teardown) keeps the
+            # listener open: then the hub is told to forget it, and it records nothing
+            # more (the launcher's backstop is wall + 10 s).
+            if self.broker is not None and self.broker.busy():
+                # a call its broker still performs (a FIFO's open, a full socket's
+                # connect) for a caller now gone: ended, answered EPERM and recorded,
+                # then the hub watches the listener again and sees it hang up
+                self.broker.interrupt()
+            if not self.hub_done.wait(0.5):
+                self._stop = True
+                detached = self._hub.detach(self, 2.0)
         self._stop = True
-        if self._thread is not None:
-            # The loop ends by itself once every task is gone (`Listener.orphaned`), after
-            # recording the last answered call (answers go before records). A task not yet
-            # released (a zombie of the teardown) keeps it in RECV: then it records nothing
-            # more, and the wait stays short (the launcher's backstop is wall + 10 s).
-            self._thread.join(0.5)
         self.broker_rusage = self.broker.stop() if self.broker is not None else None
-        if not (self.audit or self.net_audit):
-            return None, []
-        try:
-            summary = self._finish_store()
-        except Exception as exc:   # the run's status never depends on the store
-            summary = self.tally.summary(dropped=self.tally.recorded, stored=0,
-                                         truncated=False, not_stored=0,
-                                         db_error=json_text(f"{type(exc).__name__}: {exc}")[0])
+        if not detached and self._hub is not None:
+            detached = self._hub.detach(self, 2.0)   # a broker call ended by its stop
+        out: tuple[AuditSummary | None, list[Denied]] = (None, [])
+        if self.audit or self.net_audit:
+            try:
+                summary = self._finish_store()
+            except Exception as exc:   # the run's status never depends on the store
+                summary = self.tally.summary(dropped=self.tally.recorded, stored=0,
+                                             truncated=False, not_stored=0,
+                                             db_error=json_text(f"{type(exc).__name__}: {exc}")[0])
+            out = (protocol.build(AuditSummary, summary),
+                   [protocol.build(Denied, d) for d in self.tally.denied])
         self.paths.close_mem()
-        if self._thread is None or not self._thread.is_alive():
-            self.paths.close_root()   # (a loop still running might reuse the numbers)
-        return (protocol.build(AuditSummary, summary),
-                [protocol.build(Denied, d) for d in self.tally.denied])
+        if detached:
+            self.paths.close_root()   # (a hub still holding the run might reuse the numbers)
+            if self.listener is not None:
+                self.listener.close()   # pending callers (none, normally) fail with ENOSYS
+        return out
 
     def _finish_store(self) -> dict[str, Any]:
         """Flush the writer; the summary with what was stored, truncated and lost.
@@ -443,6 +516,7 @@ class AuditLoop:
                                       truncated=False, not_stored=0,
                                       db_error=self.db_error or "no store", **extra)
         w.close()
+        extra["queue_peak"] = w.queue_peak
         lost = self.tally.recorded - w.events     # never reached the writer (cannot happen)
         dropped = w.dropped + max(0, lost)
         if w.error:

@@ -526,8 +526,7 @@ class Supervisor:
             rep.audit, rep.denied = self.listener.finish()
             rep.denied_syscalls = dict(self.listener.denied_syscalls)
         from sandbox.monitor import cost
-        rep.monitor_cpu, rep.monitor_peak_memory = cost.totals(
-            getattr(self.listener, "broker_rusage", None))
+        rep.monitor_cpu, rep.monitor_peak_memory = cost.totals(self.listener)
         budget = self.ctx.policy.limits.monitor_cpu
         if budget is not None and rep.monitor_cpu > budget:
             rep.monitor_limit_hit = True

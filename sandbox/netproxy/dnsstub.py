@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from sandbox.netproxy.rules import Allowlist, normalize_name, parse_addr
 
@@ -86,12 +86,15 @@ def answer(qid: int, flags: int, question: bytes, rcode: int, qtype: int = 0,
 class DnsStub:
     def __init__(self, sock: socket.socket, allowlist: Allowlist,
                  record: Callable[[str, str, bool, str, str], None],
-                 resolve: Callable[[str, int], list[str]]) -> None:
+                 resolve: Callable[[str, int], list[str]], meter: Any = None) -> None:
         self.sock, self.allowlist, self.record, self.resolve = sock, allowlist, record, resolve
         self.stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
         self.window, self.count = 0.0, 0
-        self.thread = threading.Thread(target=self._loop, name="netproxy-dns", daemon=True)
+        from sandbox.monitor.cost import ThreadMeter
+        self.meter = meter if meter is not None else ThreadMeter()   # the run's CPU here
+        self.thread = threading.Thread(target=self.meter.run, args=(self._loop,),
+                                       name="netproxy-dns", daemon=True)
 
     def start(self) -> "DnsStub":
         self.sock.setblocking(False)

@@ -35,22 +35,32 @@ class ProxyRun:
         self.queries = 0
         self.targets: dict[str, int] = {}
         self.denied_targets: list[str] = []
+        from sandbox.monitor.cost import ThreadMeter
+        self.meter = ThreadMeter()      # this run's proxy threads (the process is shared)
         lst = socket.socket(fileno=fds[0])
-        self.server = ProxyServer(lst, self.allowlist, self._record, self._over_budget).start()
+        self.server = ProxyServer(lst, self.allowlist, self._record, self._over_budget,
+                                  meter=self.meter).start()
         self.dns: Any = None
         if policy.network.dns and len(fds) > 1:
             from sandbox.netproxy.dnsstub import DnsStub
             self.dns = DnsStub(socket.socket(fileno=fds[1]), self.allowlist, self._record_dns,
-                               lookup).start()
+                               lookup, meter=self.meter).start()
         for extra in fds[2 if self.dns is not None else 1:]:
             os.close(extra)
 
     def _loop(self) -> Any:
         return getattr(self.sup, "listener", None) or getattr(self.sup, "_pending_loop", None)
 
+    def cpu_used(self) -> float:
+        """CPU of this run's proxy threads so far (never the shared process's)."""
+        return self.meter.total()
+
     def _over_budget(self) -> bool:
-        from sandbox.monitor import cost
-        if self.budget is None or cost.own_cpu() <= self.budget:
+        if self.budget is None:
+            return False
+        loop = self._loop()   # its notifications, writer, broker and this proxy together
+        used = loop.cpu_used() if hasattr(loop, "cpu_used") else self.cpu_used()
+        if used <= self.budget:
             return False
         self.sup.on_monitor_budget()
         return True
@@ -90,6 +100,7 @@ class ProxyRun:
         loop = self._loop()
         if loop is not None:
             loop.net_summary = self.summary()
+            loop.proxy_cpu = self.cpu_used()
 
     def summary(self) -> dict[str, Any]:
         with self.lock:

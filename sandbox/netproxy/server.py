@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from sandbox.netproxy import wire
 from sandbox.netproxy.rules import Allowlist, Verdict, normalize_name, parse_addr
@@ -100,7 +100,8 @@ class ProxyServer:
     def __init__(self, listener: socket.socket, allowlist: Allowlist,
                  record: Callable[[ConnRecord], None],
                  over_budget: Callable[[], bool] = lambda: False,
-                 resolve: Callable[[str, int], list[str]] = lookup) -> None:
+                 resolve: Callable[[str, int], list[str]] = lookup,
+                 meter: Any = None) -> None:
         self.listener = listener
         self.allowlist = allowlist
         self.record = record
@@ -113,7 +114,10 @@ class ProxyServer:
         self.threads: list[threading.Thread] = []
         self.relayed = 0
         self._wake_r, self._wake_w = socket.socketpair()
-        self.thread = threading.Thread(target=self._accept_loop, name="netproxy", daemon=True)
+        from sandbox.monitor.cost import ThreadMeter
+        self.meter = meter if meter is not None else ThreadMeter()   # the run's CPU here
+        self.thread = threading.Thread(target=self.meter.run, args=(self._accept_loop,),
+                                       name="netproxy", daemon=True)
 
     def start(self) -> "ProxyServer":
         self.listener.setblocking(False)
@@ -146,8 +150,8 @@ class ProxyServer:
             with self.lock:
                 self.conns.add(conn)
                 self.threads = [t for t in self.threads if t.is_alive()]
-                t = threading.Thread(target=self._serve, args=(conn, pid), daemon=True,
-                                     name="netproxy-conn")
+                t = threading.Thread(target=self.meter.run, args=(self._serve, conn, pid),
+                                     daemon=True, name="netproxy-conn")
                 self.threads.append(t)
             t.start()
 
