@@ -140,19 +140,24 @@ def test_sigterm_to_sandbox_exec_reaches_the_program():
 
 # -- a terminal of its own (-t) --------------------------------------------------------
 
-def _under_pty(args: list[str], keys: bytes = b"", *, after: str = "") -> tuple[bytes, int]:
-    """Run sandbox with a real pty as its terminal (33 rows, 101 columns)."""
+def _under_pty(args: list[str], keys: bytes = b"", *, after: str = "",
+               python: bool = False, action=None) -> tuple[bytes, int]:
+    """Run sandbox (or, `python`, the interpreter) with a real pty as its terminal
+    (33 rows, 101 columns); once `after` is seen, send `keys` and call `action(fd)`."""
     pid, fd = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.chdir(ROOT)
-        os.execv(sys.executable, [*SANDBOX, *args])
+        os.execv(sys.executable, [sys.executable, *args] if python else [*SANDBOX, *args])
     out = b""
     deadline = time.monotonic() + 60
-    sent = not keys
+    sent = not keys and action is None
     while time.monotonic() < deadline:
         if not sent and after.encode() in out:
-            os.write(fd, keys)
+            if keys:
+                os.write(fd, keys)
+            if action is not None:
+                action(fd)
             sent = True
         ready, _, _ = select.select([fd], [], [], 1.0)
         if not ready:
@@ -194,3 +199,125 @@ def test_a_caller_with_closed_stdio_still_runs():
     p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert (p.returncode, p.stderr) == (0, "done\n")
+
+
+# -- the relays of the shared hub (sandbox.monitor.stdio_hub) -------------------------
+
+def test_a_reader_that_closes_early_ends_the_program_with_sigpipe():
+    # Before the hub the relay stopped copying but kept the pipe open: `yes` waited
+    # in write until the wall-clock limit. Now it gets SIGPIPE, as with no sandbox.
+    p = subprocess.run(["sh", "-c", f"{sys.executable} -m sandbox exec -- yes | head -2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.stdout == "y\ny\n", p
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", "yes"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(65536)
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 128 + signal.SIGPIPE
+        assert b"SIGPIPE" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_program_flooding_a_reader_that_takes_nothing_does_not_grow_the_monitor():
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", "cat", "/dev/zero"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = proc.stdout.fileno()
+        for _ in range(3000):            # until the pipe to us is full
+            if struct.unpack("i", fcntl.ioctl(out, termios.FIONREAD, b"\0" * 4))[0] >= 65536:
+                break
+            time.sleep(0.01)
+        first = _tree_rss(proc.pid)
+        peak = max(_tree_rss(proc.pid) for _ in _sampled(20))
+        assert proc.poll() is None       # the program waits in write: nothing piles up
+        assert peak - first <= 1024, (first, peak)   # KiB, over the whole process tree
+        got = 0
+        while got < 20 << 20:            # and the stream still flows, all zeros
+            chunk = proc.stdout.read(65536)
+            assert chunk and not chunk.strip(b"\0")
+            got += len(chunk)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _sampled(n: int):
+    for i in range(n):
+        time.sleep(0.05)
+        yield i
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident KiB of `pid` and its descendants but the program (`cat`), from /proc."""
+    from sandbox.monitor.tree import children_map
+    kids = children_map()
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo += kids.get(p, [])
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == "cat":
+                    continue
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def test_stdin_from_a_file_and_output_to_a_socket(tmp_path):
+    import socket
+    data = tmp_path / "in"
+    data.write_bytes(b"0123456789" * 300000)
+    mine, theirs = socket.socketpair()
+    with open(data, "rb") as inp:
+        proc = subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c", "wc -c; cat /dev/null"],
+                                cwd=ROOT, stdin=inp, stdout=theirs)
+    theirs.close()
+    out = b""
+    while chunk := mine.recv(65536):
+        out += chunk
+    assert proc.wait(timeout=60) == 0
+    assert out.strip() == b"3000000"
+
+
+def test_large_input_and_both_outputs_at_once():
+    script = "tee /dev/stderr | wc -c"
+    p = subprocess.run([*SANDBOX, "exec", "--", "sh", "-c", script], cwd=ROOT,
+                       input=b"a" * 5_000_000, capture_output=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == b"5000000"
+    assert p.stderr == b"a" * 5_000_000
+
+
+def test_a_terminal_stdin_without_tty_is_relayed():
+    out, code = _under_pty(["exec", "--", "sh", "-c", "read line; echo got:$line"],
+                           b"hello\n", after="")
+    assert code == 0 and b"got:hello" in out, out
+
+
+def test_a_background_caller_with_a_terminal_stdin_is_not_stopped():
+    # `sandbox exec -- cat &` at a shell: the relay's read of the terminal is refused
+    # (the monitor ignores SIGTTIN): the program sees end of input, nothing stops.
+    script = (f"import os, sys\npid = os.fork()\nif pid == 0:\n    os.setpgid(0, 0)\n"
+              f"    os.execv({sys.executable!r}, {[*SANDBOX, 'exec', '--', 'sh', '-c', 'cat; echo done']!r})\n"
+              "_, st = os.waitpid(pid, os.WUNTRACED)\n"
+              "print('stopped' if os.WIFSTOPPED(st) else f'exit {os.waitstatus_to_exitcode(st)}')\n"
+              "if os.WIFSTOPPED(st):\n    os.kill(pid, 9)\n")
+    out, code = _under_pty(["-c", script], b"typed\n", after="", python=True)
+    assert b"exit 0" in out and b"done" in out, out
+
+
+def test_tty_window_size_changes_reach_the_program():
+    script = ('trap \'stty size; exit 7\' WINCH; echo ready; '
+              'while :; do sleep 0.05; done')
+
+    def resize(fd: int) -> None:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+
+    out, code = _under_pty(["exec", "-t", "--", "sh", "-c", script], after="ready",
+                           action=resize)
+    assert code == 7 and b"40 120" in out, out

@@ -8,8 +8,9 @@ behind it (a service log shared by every run, the caller's terminal, even
 
 - a pipe the launcher made for this run (captured output, stdin from bytes or
   closed): passed through as is (``relay`` false for that stream);
-- otherwise a pipe made here, whose other end a relay thread copies to or
-  from the caller's descriptor, which stays in the monitor;
+- otherwise a pipe made here, whose other end the process's one relay thread
+  (sandbox.monitor.stdio_hub) copies to or from the caller's descriptor, which
+  stays in the monitor;
 - with a terminal (``sandbox exec -t``), a pseudo-terminal made here, outside
   the sandbox: its slave is the program's stdin, stdout and stderr and its
   controlling terminal; the master is relayed to the caller's terminal, and
@@ -17,22 +18,30 @@ behind it (a service log shared by every run, the caller's terminal, even
   the caller's terminal, so TIOCSTI or a changed `termios` can only reach
   its own pty.
 
-Relaying costs one copy per chunk; the threads block in read/write (the
-monitor's loop never waits on them) and the exit report is sent only after
-the output relays have drained, so a caller sees all output before the exit.
+Relaying costs one copy per chunk, in one thread shared by every run of the
+process, which never blocks on any of them and holds at most one chunk per
+stream (a slow reader slows its own program, never the monitor's memory or
+another run's relay). The exit report is sent only after the output relays
+have drained (`finish`), so a caller sees all output before the exit.
+
+A relay never touches the process's own 0, 1 and 2: it takes the caller's
+descriptors as given (`caller`), and the sandbox's ends (`sandbox`) go to the
+stub as descriptors, so many runs can share one monitor process.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import struct
 import termios
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-CHUNK = 65536
+from sandbox.monitor import stdio_hub
+from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
+
 DRAIN_TIMEOUT = 2.0   # seconds to finish copying output after the sandbox is gone
 
 
@@ -59,132 +68,217 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def take_process_stdio() -> tuple[int, int, int]:
+    """This process's 0, 1, 2 as the caller's descriptors of a run, and /dev/null in
+    their place. Only for a process that is one run's monitor and got the caller's
+    descriptors there (today's forked or exec'd monitor); a monitor shared by many
+    runs passes each run's descriptors to `StdioRelay` instead."""
+    for fd in (0, 1, 2):   # a closed one would be taken by the next descriptor made
+        ensure_open(fd)
+    caller = (os.dup(0), os.dup(1), os.dup(2))
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    return caller
+
+
 class StdioRelay:
-    """Made before the stub is forked (from the monitor's 0, 1, 2 = the caller's)."""
+    """One run's stdio. Made before the stub is forked; `caller` are the caller's
+    stdin, stdout and stderr, which the relay owns from then on (relayed, or passed
+    to the sandbox as they are when not relayed)."""
 
-    def __init__(self, spec: StdioSpec) -> None:
+    def __init__(self, spec: StdioSpec, caller: tuple[int, int, int],
+                 hub: stdio_hub.StdioHub | None = None) -> None:
         self.spec = spec
-        self.caller = [_dup_or_null(fd) for fd in (0, 1, 2)]   # close-on-exec copies
-        for fd in (0, 1, 2):   # a closed one would be taken by the next pipe we make
-            ensure_open(fd)
-        self.sandbox: list[int] = []                     # the sandbox's 0, 1, 2
-        self._mine: list[int] = []                       # our ends of the relays
-        self._threads: list[threading.Thread] = []
-        self._outputs: list[threading.Thread] = []
-        self.master: int | None = None
-        if spec.tty is not None:
-            self._make_pty(*spec.tty)
-        else:
-            self._make_pipes()
+        self.hub = hub or stdio_hub.shared()
+        self.sandbox: list[int] = []           # the sandbox's 0, 1, 2, until `started`
+        self.master: int | None = None          # the pty's master (-t), for `resize`
+        self._plans: list[tuple[int, bool, int, bool]] = []   # (src, src_ours, dst, output)
+        self._unused: list[int] = []            # caller descriptors nothing copies
+        self._state = "made"                    # made, started, finishing, closed
+        self._done_callbacks: list[Callable[[], None]] = []
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        # the hub's thread alone uses these once started:
+        self._streams: list[Stream] = []
+        self._outputs: list[Stream] = []
+        self._outputs_left = 0
+        self._finishing = False
+        try:
+            if spec.tty is not None:
+                self._make_pty(caller, *spec.tty)
+            else:
+                self._make_pipes(caller)
+        except BaseException:
+            held = {fd for plan in self._plans for fd in (plan[0], plan[2])}
+            held.update(self._unused, self.sandbox)
+            self._unused += [fd for fd in set(caller) if fd not in held]
+            self._close_unstarted()
+            raise
 
-    def _make_pipes(self) -> None:
+    def _make_pipes(self, caller: tuple[int, int, int]) -> None:
         for i, relay in enumerate(self.spec.relay):
             if not relay:
-                self.sandbox.append(os.dup(self.caller[i]))
+                self.sandbox.append(caller[i])   # a pipe the launcher made for this run
                 continue
             r, w = os.pipe2(os.O_CLOEXEC)
             if i == 0:
                 self.sandbox.append(r)
-                self._plan(self.caller[0], w, close_dst=True, output=False)
+                self._plans.append((caller[0], False, w, False))
             else:
                 self.sandbox.append(w)
-                self._plan(r, self.caller[i], close_dst=False, output=True)
+                self._plans.append((r, True, caller[i], True))
 
-    def _make_pty(self, rows: int, cols: int) -> None:
+    def _make_pty(self, caller: tuple[int, int, int], rows: int, cols: int) -> None:
         master, slave = os.openpty()
         os.set_inheritable(master, False)
         os.set_inheritable(slave, False)
-        set_winsize(master, rows or 24, cols or 80)
         self.master = master
+        set_winsize(master, rows or 24, cols or 80)
         self.sandbox = [slave, os.dup(slave), os.dup(slave)]
         if self.spec.relay[0]:
-            self._plan(self.caller[0], master, close_dst=False, output=False)
-        self._plan(master, self.caller[1], close_dst=False, output=True)
-
-    def _plan(self, src: int, dst: int, *, close_dst: bool, output: bool) -> None:
-        t = threading.Thread(target=self._copy, args=(src, dst, close_dst), daemon=True,
-                             name="stdio-out" if output else "stdio-in")
-        self._threads.append(t)
-        if output:
-            self._outputs.append(t)
-            self._mine.append(src)
-        elif close_dst:
-            self._mine.append(dst)
+            self._plans.append((caller[0], False, os.dup(master), False))
+        else:
+            self._unused.append(caller[0])
+        self._plans.append((os.dup(master), True, caller[1], True))
+        self._unused.append(caller[2])
 
     # -- the monitor's side ------------------------------------------------------
-    def install_as_stdio(self) -> None:
-        """Make the sandbox's ends this process's 0, 1, 2, for a stub forked next."""
-        for src, dst in zip(self.sandbox, (0, 1, 2)):
-            os.dup2(src, dst)
-
     def started(self) -> None:
         """The stub has its copies: let go of the sandbox's ends here (so end of stream
-        comes when the sandbox's last process is gone), then start copying."""
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+        comes when the sandbox's last process is gone), then hand the copying to the hub."""
         for fd in self.sandbox:
             os.close(fd)
         self.sandbox = []
-        for t in self._threads:
-            t.start()
+        self._state = "started"
+        plans, self._plans = self._plans, []
+        self.hub.call(lambda: self._attach(plans))
 
     def resize(self, rows: int, cols: int) -> None:
-        if self.master is not None:
+        if self.master is not None and self._state in ("made", "started"):
             try:
                 set_winsize(self.master, rows, cols)
             except OSError:
                 pass
 
     def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        """After the sandbox is gone: wait for the output to reach the caller."""
-        for t in self._outputs:
-            t.join(timeout)
-        for fd in self.caller[1:]:
+        """After the sandbox is gone: wait until its output reached the caller (or
+        `timeout` passed: a reader that takes nothing does not hold the report)."""
+        if self._state == "made":
+            self._close_unstarted()
+            return
+        self.finish_async(timeout)
+        self._closed.wait(timeout + 5.0)
+
+    def finish_async(self, timeout: float = DRAIN_TIMEOUT,
+                     done: Callable[[], None] | None = None) -> None:
+        """`finish` for an event loop: `done()` is called (in the hub's thread) once the
+        output is delivered or given up and every descriptor of the relay is closed."""
+        if done is not None:
+            with self._lock:
+                if not self._closed.is_set():
+                    self._done_callbacks.append(done)
+                    done = None
+            if done is not None:
+                done()
+        if self._state == "started":
+            self._state = "finishing"
+            deadline = time.monotonic() + timeout
+            self.hub.call(lambda: self._finish_in_hub(deadline))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # -- in the hub's thread -----------------------------------------------------------
+    def _attach(self, plans: list[tuple[int, bool, int, bool]]) -> None:
+        for fd in self._unused:
+            os.close(fd)
+        self._unused = []
+        for src, src_ours, dst, output in plans:
+            try:
+                s_ep = own_end(src) if src_ours else caller_end(src, writing=False)
+            except OSError:
+                s_ep = Endpoint(src, blocking=True)
+            try:
+                d_ep = caller_end(dst, writing=True) if output else own_end(dst)
+            except OSError:
+                d_ep = Endpoint(dst, blocking=True)
+            stream = Stream(s_ep, d_ep, self._stream_ended)
+            self._streams.append(stream)
+            if output:
+                self._outputs.append(stream)
+        self._outputs_left = len(self._outputs)
+        for stream in list(self._streams):
+            if not stream.ended:
+                self.hub.add(stream)
+
+    def _stream_ended(self, stream: Stream, broken: bool) -> None:
+        if stream in self._outputs:
+            self._outputs_left -= 1
+            if broken and self.master is not None:
+                # The caller's terminal is gone: a program writing to its pty would
+                # wait forever on a master nobody reads. Hang it up instead.
+                for other in self._streams:
+                    self.hub.end(other)
+                self._close_master()
+        self._maybe_done()
+
+    def _finish_in_hub(self, deadline: float) -> None:
+        self._finishing = True
+        for stream in self._streams:      # the sandbox is gone: its input is moot
+            if stream not in self._outputs:
+                self.hub.end(stream)
+        if self._outputs_left <= 0:
+            self._teardown()
+        else:
+            self.hub.set_timer(self, deadline, self._teardown)
+
+    def _maybe_done(self) -> None:
+        if self._finishing and self._outputs_left <= 0:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        if self._closed.is_set():
+            return
+        self.hub.cancel_timer(self)
+        for stream in self._streams:
+            self.hub.end(stream)
+        self._streams, self._outputs = [], []
+        self._close_master()
+        self._state = "closed"
+        with self._lock:
+            self._closed.set()
+            callbacks, self._done_callbacks = self._done_callbacks, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                pass
+
+    def _close_master(self) -> None:
+        if self.master is not None:
+            master, self.master = self.master, None
+            os.close(master)
+
+    def _close_unstarted(self) -> None:
+        """Never started (the run failed before its stub): close everything here."""
+        for src, _, dst, _ in self._plans:
+            for fd in (src, dst):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for fd in [*self._unused, *self.sandbox]:
             try:
                 os.close(fd)
             except OSError:
                 pass
-
-    @staticmethod
-    def _copy(src: int, dst: int, close_dst: bool) -> None:
-        try:
-            while True:
-                try:
-                    data = os.read(src, CHUNK)
-                except OSError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
-                    break   # EIO: the pty's last slave descriptor closed
-                if not data:
-                    break
-                view = memoryview(data)
-                while view:
-                    try:
-                        n = os.write(dst, view)
-                    except InterruptedError:
-                        continue
-                    except BlockingIOError:
-                        _wait_writable(dst)
-                        continue
-                    view = view[n:]
-        except OSError:
-            pass    # the reader went away (EPIPE): stop copying
-        finally:
-            if close_dst:
-                try:
-                    os.close(dst)
-                except OSError:
-                    pass
-
-
-def _dup_or_null(fd: int) -> int:
-    """A copy of the caller's descriptor; /dev/null when the caller had none open there."""
-    try:
-        return os.dup(fd)
-    except OSError:
-        return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._plans, self._unused, self.sandbox = [], [], []
+        self._close_master()
+        self._state = "closed"
+        self._closed.set()
 
 
 def ensure_open(fd: int) -> None:
@@ -197,8 +291,3 @@ def ensure_open(fd: int) -> None:
         if null != fd:
             os.dup2(null, fd)
             os.close(null)
-
-
-def _wait_writable(fd: int) -> None:
-    import select
-    select.select([], [fd], [], 1.0)

@@ -23,9 +23,10 @@ from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
+from sandbox.isolation.libc import adopt_stdio
 from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
-from sandbox.monitor.stdio import StdioRelay, StdioSpec
+from sandbox.monitor.stdio import StdioRelay, StdioSpec, take_process_stdio
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
                               OutputSummary, Pid1Exited, Pid1Started, ProxyFds, Ready, ScratchFd,
                               SetupFailure, ShmFd, Signal, Spec, Violation, WinSize)
@@ -116,7 +117,8 @@ class Supervisor:
         exit_w = self._exit_pipe()
         tty = self.spec.stdio.tty
         self.stdio = StdioRelay(StdioSpec.from_spec(
-            {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}))
+            {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}),
+            take_process_stdio())   # this process is one run's monitor: its 0, 1, 2 are the run's
         if self.prestarted is not None:
             pre = self.prestarted
             self.spec.cgroup_memory = self.ctx.cgroup_memory
@@ -126,7 +128,6 @@ class Supervisor:
             os.close(exit_w)
             self.stdio.started()
             return pre.stub_pid, pre.status, pre.setup
-        self.stdio.install_as_stdio()  # the stub, forked next, inherits the sandbox's ends
         setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
         status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -142,6 +143,7 @@ class Supervisor:
             setup_parent.close()
             status_parent.close()
             self.ctl.close()
+            adopt_stdio(*self.stdio.sandbox)  # the stub's 0, 1, 2: the sandbox's ends
             stub.run(self.ctx, status_child, lambda: entry.main(self.ctx, self.spec), join,
                      self.spec.init_path or _native.INIT_PATH)
         status_child.close()

@@ -1,0 +1,316 @@
+"""One relay thread per process for every run's stdin, stdout and stderr.
+
+Issue 14 puts every sandbox of a launcher under one monitor process, whose
+memory may grow by at most 64 KiB per sandbox it watches. A copying thread
+per relayed stream (three per run) costs about 31 KiB resident each, so the
+relays of all runs share one thread here: a `selectors` (epoll) loop over
+every relayed descriptor, each copy done without blocking.
+
+Bounded by construction: a stream holds at most one chunk (`CHUNK`) that its
+reader has not taken yet, and reads nothing more from its source until that
+chunk is gone. A program that writes fast to a slow reader therefore fills
+its own pipe and waits in `write`, exactly as it would writing to that reader
+directly; the monitor's memory does not grow with it. Reads land in one
+buffer shared by every stream; only a partial write copies its remainder.
+
+Never blocking, without touching the caller's file: setting O_NONBLOCK on a
+descriptor the caller gave us would change its open file description (its
+shell's terminal, a pipe another process writes), so a caller's pipe, FIFO or
+terminal is reopened through /proc/self/fd with O_NONBLOCK, a description of
+our own; a socket is used with MSG_DONTWAIT; a regular file or block device
+never waits on a reader (epoll refuses them) and is used as it is. When a
+reopen is refused (a device we may not open again), the descriptor is used
+blocking but only after epoll says it is ready, one PIPE_BUF at a time (a
+pipe that is writable takes that much without blocking).
+
+Every descriptor a stream holds is opened and closed here, in the hub's
+thread, once the stream is handed over (`call`): no other thread can close a
+number the loop still watches and see it reused.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import selectors
+import socket
+import stat
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+CHUNK = 16384          # bytes per read, and the most a stream holds for a slow reader
+BLOCKING_SLICE = 4096  # PIPE_BUF: what a ready, blocking pipe takes without waiting
+TURN = 4               # chunks a stream may copy before the others get their turn
+
+
+class Endpoint:
+    """One side of a stream: a descriptor and how to use it without waiting."""
+    __slots__ = ("fd", "sock", "pollable", "blocking")
+
+    def __init__(self, fd: int, *, sock: socket.socket | None = None,
+                 pollable: bool = True, blocking: bool = False) -> None:
+        self.fd, self.sock, self.pollable, self.blocking = fd, sock, pollable, blocking
+
+    def read(self, buf: memoryview) -> int:
+        if self.sock is not None:
+            return self.sock.recv_into(buf, len(buf), socket.MSG_DONTWAIT)
+        return os.readv(self.fd, [buf])
+
+    def write(self, data: memoryview) -> int:
+        if self.blocking and self.pollable:
+            data = data[:BLOCKING_SLICE]
+        if self.sock is not None:
+            return self.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        return os.write(self.fd, data)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if self.sock is not None:
+            self.sock.close()
+        else:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd = -1
+
+
+def own_end(fd: int) -> Endpoint:
+    """A pipe end or pty master made by the relay itself: ours to make non-blocking."""
+    os.set_blocking(fd, False)
+    return Endpoint(fd)
+
+
+def caller_end(fd: int, *, writing: bool) -> Endpoint:
+    """An endpoint for a descriptor of the caller's (ownership taken), never changing
+    the caller's open file description (see the module's docstring)."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode):
+        return Endpoint(fd, pollable=False, blocking=True)
+    if stat.S_ISSOCK(mode):
+        return Endpoint(fd, sock=socket.socket(fileno=fd))
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+        return Endpoint(fd)
+    try:
+        mine = os.open(f"/proc/self/fd/{fd}", (os.O_WRONLY if writing else os.O_RDONLY)
+                       | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return Endpoint(fd, blocking=True)
+    os.close(fd)
+    return Endpoint(mine)
+
+
+class Stream:
+    """Bytes from `src` to `dst`, for one relay. `on_end(stream, broken)` is called in
+    the hub's thread once, when the source ended (broken False) or the destination
+    failed (broken True); both descriptors are closed by then."""
+    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended")
+
+    def __init__(self, src: Endpoint, dst: Endpoint,
+                 on_end: Callable[["Stream", bool], None]) -> None:
+        self.src, self.dst, self.on_end = src, dst, on_end
+        self.pending: memoryview | None = None
+        self.waiting: tuple[Endpoint, int] | None = None
+        self.ended = False
+
+
+class StdioHub:
+    """The process's relay loop (use `shared()`): one thread, started at the first call."""
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._calls: deque[Callable[[], None]] = deque()
+        self._ready: deque[Stream] = deque()       # streams with work on a non-pollable end
+        self._timers: dict[object, tuple[float, Callable[[], None]]] = {}
+        self._buf = memoryview(bytearray(CHUNK))
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- from any thread ------------------------------------------------------------
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the hub's thread, soon (starting the thread if needed)."""
+        with self._lock:
+            self._calls.append(fn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="stdio-hub",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass   # already woken
+
+    def in_hub(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    # -- in the hub's thread --------------------------------------------------------
+    def add(self, stream: Stream) -> None:
+        self._step(stream)
+
+    def end(self, stream: Stream) -> None:
+        """Stop a stream now (its relay is finishing): close what it holds."""
+        if not stream.ended:
+            self._close(stream, broken=False, notify=False)
+
+    def set_timer(self, key: object, deadline: float, fn: Callable[[], None]) -> None:
+        self._timers[key] = (deadline, fn)
+
+    def cancel_timer(self, key: object) -> None:
+        self._timers.pop(key, None)
+
+    def _loop(self) -> None:
+        while True:
+            timeout: float | None = None
+            if self._ready:
+                timeout = 0
+            elif self._timers:
+                timeout = max(0.0, min(d for d, _ in self._timers.values()) - time.monotonic())
+            for key, _ in self._sel.select(timeout):
+                stream = key.data
+                if stream is None:
+                    self._run_calls()
+                elif not stream.ended:
+                    self._guarded(stream)
+            for _ in range(len(self._ready)):
+                stream = self._ready.popleft()
+                if not stream.ended:
+                    self._guarded(stream)
+            if self._timers:
+                now = time.monotonic()
+                for owner, (deadline, fn) in list(self._timers.items()):
+                    if deadline <= now:
+                        del self._timers[owner]
+                        self._guard(fn)
+
+    def _run_calls(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fn = self._calls.popleft()
+            self._guard(fn)
+
+    @staticmethod
+    def _guard(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:
+            pass   # a relay's own failure must not end every other relay's copying
+
+    def _guarded(self, stream: Stream) -> None:
+        try:
+            self._step(stream)
+        except Exception:
+            if not stream.ended:
+                self._close(stream, broken=True)
+
+    def _step(self, stream: Stream) -> None:
+        """Copy what can be copied now, then wait for the side that would block."""
+        src, dst, buf = stream.src, stream.dst, self._buf
+        for _ in range(TURN):
+            if stream.pending is not None:
+                try:
+                    n = dst.write(stream.pending)
+                except (BlockingIOError, InterruptedError):
+                    return self._wait(stream, dst, selectors.EVENT_WRITE)
+                except OSError:
+                    return self._close(stream, broken=True)   # EPIPE: the reader is gone
+                rest = stream.pending[n:]
+                stream.pending = rest if len(rest) else None
+                if dst.blocking and dst.pollable:
+                    return self._wait(stream, dst, selectors.EVENT_WRITE
+                                      if stream.pending is not None else 0)
+                continue
+            try:
+                n = src.read(buf)
+            except (BlockingIOError, InterruptedError):
+                return self._wait(stream, src, selectors.EVENT_READ)
+            except OSError:
+                n = 0   # EIO: the pty's last slave closed, or a background terminal read
+            if n == 0:
+                return self._close(stream, broken=False)
+            try:
+                w = dst.write(buf[:n])
+            except (BlockingIOError, InterruptedError):
+                w = 0
+            except OSError:
+                return self._close(stream, broken=True)
+            if w < n:
+                stream.pending = memoryview(bytes(buf[w:n]))   # the only copy: <= CHUNK
+            if src.blocking and src.pollable:
+                return self._wait(stream, dst if stream.pending is not None else src,
+                                  selectors.EVENT_WRITE if stream.pending is not None
+                                  else selectors.EVENT_READ)
+        self._wait(stream, None, 0)   # more to do: after the other streams' turn
+
+    def _wait(self, stream: Stream, ep: Endpoint | None, events: int) -> None:
+        old = stream.waiting
+        if old is not None and (ep is None or old != (ep, events)):
+            self._unregister(stream)
+        if ep is None or events == 0 or not ep.pollable:
+            self._ready.append(stream)
+            return
+        if stream.waiting is None:
+            try:
+                self._sel.register(ep.fd, events, stream)
+            except PermissionError:   # epoll refuses it (/dev/null): always ready
+                ep.pollable = False
+                self._ready.append(stream)
+                return
+            stream.waiting = (ep, events)
+
+    def _unregister(self, stream: Stream) -> None:
+        if stream.waiting is not None:
+            try:
+                self._sel.unregister(stream.waiting[0].fd)
+            except (KeyError, ValueError):
+                pass
+            stream.waiting = None
+
+    def _close(self, stream: Stream, *, broken: bool, notify: bool = True) -> None:
+        self._unregister(stream)
+        stream.ended = True
+        stream.pending = None
+        stream.src.close()
+        stream.dst.close()
+        if notify:
+            stream.on_end(stream, broken)
+
+
+_hub: StdioHub | None = None
+_hub_lock = threading.Lock()
+
+
+def shared() -> StdioHub:
+    """This process's hub (made at first use)."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = StdioHub()
+        return _hub
+
+
+def _forget_in_child() -> None:
+    """A forked child has no hub thread: it starts its own hub if it ever relays."""
+    global _hub, _hub_lock
+    old, _hub, _hub_lock = _hub, None, threading.Lock()
+    if old is not None:
+        old._sel.close()   # the child's copy of the epoll descriptor only
+        for fd in (old._wake_r, old._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
