@@ -221,3 +221,27 @@ def test_a_closed_reader_hangs_up_the_program_instead_of_blocking_it():
 
 def test_the_hub_is_one_per_process():
     assert stdio_hub.shared() is stdio_hub.shared()
+
+
+SIGPIPE_DEFAULT = r"""
+import json, os, signal
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # as a process that restored it would have
+from sandbox.bench.stdio_hub import attach, end
+a, b = attach(["yes"]), attach(["sh", "-c", "cat"])
+os.read(a.out_r, 10)
+os.close(a.out_r)                 # A's reader leaves while A writes
+a.out_r = os.open(os.devnull, os.O_RDONLY)
+yes = a.child.wait()
+os.write(b.stdin_w, b"still here\n")
+os.close(b.stdin_w)
+b.stdin_w = os.open(os.devnull, os.O_WRONLY)
+print(json.dumps({"yes": yes, "b": os.read(b.out_r, 100).decode()}))
+end([a, b])
+"""
+
+
+def test_a_reader_leaving_is_that_streams_end_not_the_processs():
+    # The hub's write to the gone reader is EPIPE for that stream even where SIGPIPE
+    # is not ignored: every other run of the process goes on.
+    got = _in_fresh_process(SIGPIPE_DEFAULT)
+    assert got == {"yes": -13, "b": "still here\n"}, got

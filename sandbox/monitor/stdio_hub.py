@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import os
 import selectors
+import signal
 import socket
 import stat
 import threading
@@ -163,6 +164,10 @@ class StdioHub:
         self._timers.pop(key, None)
 
     def _loop(self) -> None:
+        # A write to a reader that left must be EPIPE for that stream, never the end of
+        # the process (and every run it watches) should SIGPIPE not be ignored there:
+        # blocked in this thread, the kernel's SIGPIPE for it stays pending, unseen.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
         while True:
             timeout: float | None = None
             if self._ready:
