@@ -358,7 +358,27 @@ class Pid1Started:
 
 @dataclass
 class Pid1Exited:
+    """PID 1's end, from the stub (the compiled ``sandbox-init --stub``, or the Python
+    stub): its raw wait status, and the resource usage of this run alone: wait4's of
+    PID 1 (which reaps its whole tree; the kernel's teardown of a PID namespace
+    included) plus, without a PID namespace, of every orphan the stub reaped as the
+    run's subreaper. Per run, never the monitor's process-wide RUSAGE_CHILDREN.
+    The compiled stub writes it itself (init.c `stub`), from a MSG_MAX-byte buffer."""
     status: int = -1    # PID 1's raw wait status
+    utime_us: int = 0   # user CPU, microseconds
+    stime_us: int = 0   # system CPU, microseconds
+    max_rss_kib: int = 0   # the largest peak resident set of one process, KiB (ru_maxrss)
+
+
+# -- the init -> monitor (exit pipe) -----------------------------------------------
+@dataclass
+class ProgramExited:
+    """The program's (PID 2's) raw wait status, which the init's own exit code cannot
+    carry (it says 128+N for "killed by signal N" and for "exit(128+N)" alike). The
+    compiled init writes it once, as one envelope in one write(2) of at most
+    `envelope_max` bytes, on its non-blocking exit pipe; the monitor believes it only
+    when it agrees with the init's exit code (supervisor.py `_program_status`)."""
+    status: int = -1
 
 
 # -- PID 1 <-> monitor (setup socket) -----------------------------------------------
@@ -418,6 +438,7 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
+    "program_exit": ProgramExited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
     "scratch": ScratchFd, "proxy": ProxyFds,
     "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,
@@ -718,6 +739,23 @@ def to_frame(msg: DataclassInstance, max_frame: int) -> bytes:
     return _frame(name_of(msg), to_obj(msg), max_frame=max_frame)
 
 
+def envelope_max(cls: type) -> int:
+    """The most bytes a message of this type takes as an envelope on the wire (the
+    compiled stub and init size their buffers by it: tested)."""
+    return len(_encoder.encode({"type": NAMES[cls], "payload": None})) - 4 + max_size(cls)
+
+
+def from_envelope(data: bytes, *accept: type[T], limit: int = DATAGRAM_MAX) -> T:
+    """The message one envelope (at most `limit` bytes) holds, if it is one of
+    `accept` and exactly of its shape; else ProtocolError."""
+    if len(data) > limit:
+        raise ProtocolError(f"envelope of {len(data)} bytes, over {limit}")
+    obj = parse_json(data)
+    if not isinstance(obj, dict) or set(obj) != {"type", "payload"}:
+        raise ProtocolError("not an envelope {type, payload}")
+    return parse(obj["type"], obj["payload"], *accept)
+
+
 def to_datagram(msg: DataclassInstance) -> bytes:
     data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
     if len(data) > DATAGRAM_MAX:
@@ -727,12 +765,7 @@ def to_datagram(msg: DataclassInstance) -> bytes:
 
 
 def from_datagram(data: bytes, *accept: type[T]) -> T:
-    if len(data) > DATAGRAM_MAX:
-        raise ProtocolError(f"datagram of {len(data)} bytes, over {DATAGRAM_MAX}")
-    obj = parse_json(data)
-    if not isinstance(obj, dict) or set(obj) != {"type", "payload"}:
-        raise ProtocolError("datagram is not an envelope {type, payload}")
-    return parse(obj["type"], obj["payload"], *accept)
+    return from_envelope(data, *accept, limit=DATAGRAM_MAX)
 
 
 def send(sock: socket.socket, msg: DataclassInstance, fds: typing.Sequence[int] = ()) -> None:

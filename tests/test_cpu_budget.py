@@ -138,3 +138,55 @@ def test_budget_ticks_and_verdict():
     final = CpuBudget(lambda: 2.0, 1.0, "cgroup-v1", exact=True)
     assert not final.sample(final=True) and final.used == 2.0 and not final.exceeded
     assert not CpuBudget(lambda: 0.0, None, "cgroup-v2", exact=True).wants_ticks()
+
+
+def test_the_run_meter_counts_from_its_stub_and_only_while_the_stub_is_ours():
+    """The fallback meter of one run starts at the run's stub, never at the monitor
+    (one process for every run, issue 14): a grandchild the stub reaped is counted (its
+    time is in the stub's cutime), a sibling of the stub is not; once the stub is
+    reaped its number may be another process's, so there is no reading at all."""
+    from sandbox.monitor.cpu_budget import run_cpu_seconds
+
+    def burn(seconds: float) -> None:
+        t = time.process_time()
+        while time.process_time() - t < seconds:
+            pass
+    r, w = os.pipe()
+    stub = os.fork()
+    if stub == 0:
+        os.close(r)
+        g = os.fork()
+        if g == 0:
+            burn(0.3)
+            os._exit(0)
+        os.waitpid(g, 0)          # reaped by the stub, as the run's subreaper does
+        os.write(w, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.close(w)
+    r2, w2 = os.pipe()
+    sibling = os.fork()           # another run's process, under the same monitor
+    if sibling == 0:
+        burn(0.6)
+        os.write(w2, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.close(w2)
+    fd = os.pidfd_open(stub)
+    try:
+        assert os.read(r, 1) == b"x" and os.read(r2, 1) == b"x"
+        got = run_cpu_seconds(stub, fd)
+        assert got is not None and 0.25 <= got < 0.55, got   # ticks: +-1 per process
+        os.kill(stub, 9)
+        os.waitpid(stub, 0)
+        assert run_cpu_seconds(stub, fd) is None
+    finally:
+        os.close(fd)
+        os.close(r)
+        os.close(r2)
+        for pid in (stub, sibling):
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass

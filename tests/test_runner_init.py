@@ -286,9 +286,18 @@ def _read_status(data: bytes, init_status: int) -> int:
         os.close(r)
 
 
+def _envelope(status: object) -> bytes:
+    return json.dumps({"type": "program_exit", "payload": {"status": status}},
+                      separators=(",", ":")).encode()
+
+
 @settings(derandomize=True, max_examples=300, deadline=None)
-@given(data=st.one_of(st.binary(max_size=40),
-                      st.integers(-5, 1 << 20).map(lambda n: f"{n}\n".encode())),
+@given(data=st.one_of(st.binary(max_size=80),
+                      st.integers(-5, 1 << 20).map(_envelope),
+                      st.integers(-(1 << 70), 1 << 70).map(_envelope),
+                      st.integers(0, 0xFFFF).map(lambda n: f"{n}\n".encode()),
+                      st.builds(lambda n, junk: _envelope(n) + junk,
+                                st.integers(0, 0xFFFF), st.binary(min_size=1, max_size=80))),
        init_status=st.integers(0, 0xFFFF))
 def test_the_exit_pipe_can_only_confirm_what_the_init_exit_code_says(data, init_status):
     got = _read_status(data, init_status)
@@ -300,7 +309,48 @@ def test_the_exit_pipe_can_only_confirm_what_the_init_exit_code_says(data, init_
 
 
 def test_the_exit_pipe_turns_137_into_a_signal_only_when_it_says_so():
-    assert _read_status(b"9\n", 137 << 8) == 9                 # killed by SIGKILL
-    assert _read_status(b"35072\n", 137 << 8) == 137 << 8      # exit(137) itself
-    assert _read_status(b"9\n", 0) == 0                        # disagrees: the init wins
-    assert _read_status(b"", 9) == 9                           # init killed: nothing written
+    assert _read_status(_envelope(9), 137 << 8) == 9                # killed by SIGKILL
+    assert _read_status(_envelope(35072), 137 << 8) == 137 << 8     # exit(137) itself
+    assert _read_status(_envelope(9), 0) == 0                       # disagrees: the init wins
+    assert _read_status(b"", 9) == 9                                # init killed: nothing written
+
+
+def test_the_exit_pipe_speaks_only_the_protocol():
+    """One typed message, ProgramExited, and nothing else: the former decimal line, an
+    envelope of another type, a payload not exactly of its shape, or more bytes than
+    the message's bound are all ignored (the init's exit code stands)."""
+    assert _read_status(b"9\n", 137 << 8) == 137 << 8
+    assert _read_status(b'{"type":"pid1_exit","payload":{"status":9}}', 137 << 8) == 137 << 8
+    assert _read_status(b'{"type":"program_exit","payload":{"status":9,"x":1}}',
+                        137 << 8) == 137 << 8
+    assert _read_status(b'{"type":"program_exit","payload":{"status":true}}', 1 << 8) == 1 << 8
+    padded = b'{"type":"program_exit","payload":{"status":9}}' + b" " * 100
+    assert _read_status(padded, 137 << 8) == 137 << 8
+
+
+def test_the_compiled_init_writes_a_program_exited_message():
+    """The init binary itself, as PID 1 would run it (without a namespace here): its
+    one write on the exit pipe is a ProgramExited the protocol module parses."""
+    from sandbox import _native, protocol
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.set_inheritable(w, True)
+            child = os.fork()
+            if child == 0:
+                os.kill(os.getpid(), 9)
+            os.execv(_native.init_path(), ["sandbox-init", str(w), str(child)])
+        finally:
+            os._exit(99)
+    os.close(w)
+    try:
+        data = os.read(r, 4096)
+        _, st = os.waitpid(pid, 0)
+    finally:
+        os.close(r)
+    assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 137
+    msg = protocol.from_envelope(data, protocol.ProgramExited,
+                                 limit=protocol.envelope_max(protocol.ProgramExited))
+    assert os.WIFSIGNALED(msg.status) and os.WTERMSIG(msg.status) == 9

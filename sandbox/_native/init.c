@@ -15,33 +15,52 @@
  *   - forwards the signals it receives (the monitor relays the caller's) to
  *     CHILD_PID: the init of a PID namespace ignores a signal it has no
  *     handler for; the program, as PID 2, has ordinary signal semantics;
- *   - when CHILD_PID ends, writes its raw wait status as decimal text on
- *     STATUS_FD (a non-blocking pipe the monitor reads: an init's own exit
- *     code cannot say "killed by signal N") and exits with the shell's
- *     convention (the code, or 128+N). The kernel then kills whatever is
- *     left in the namespace.
+ *   - when CHILD_PID ends, writes its raw wait status on STATUS_FD (a
+ *     non-blocking pipe the monitor reads: an init's own exit code cannot say
+ *     "killed by signal N") as one message of sandbox/protocol.py,
+ *     ProgramExited: {"type":"program_exit","payload":{"status":N}}, and exits
+ *     with the shell's convention (the code, or 128+N). The kernel then kills
+ *     whatever is left in the namespace.
  *
  * The same binary is also the waiting half of the stub (`sandbox-init --stub
- * STATUS_FD PID1`): the stub (Python) enters the namespaces and forks PID 1,
- * then replaces itself with this mode, which only waits for PID 1 and sends its
- * raw wait status on STATUS_FD (the stub's SOCK_SEQPACKET status socket) as the
- * one message of sandbox/protocol.py it ever sends, Pid1Exited:
- * {"type":"pid1_exit","payload":{"status":N}}. So a live sandbox costs no
- * Python interpreter between the monitor and PID 1 (issue 14).
+ * STATUS_FD PID1`): the stub (Python) enters the namespaces, becomes a child
+ * subreaper and forks PID 1, then replaces itself with this mode, which
+ *   - waits for PID 1 and, meanwhile, reaps any orphan re-parented to it (there
+ *     are some only without a PID namespace, in best_effort on a machine
+ *     without user namespaces: a double-forked setsid() daemon of the program);
+ *   - once PID 1 ended, kills and reaps every descendant left (none with a PID
+ *     namespace: the kernel killed them with PID 1), so nothing of the run
+ *     outlives its report, whoever the monitor's parent is;
+ *   - sends PID 1's raw wait status and the run's resource usage (wait4 of
+ *     PID 1, which reaped the whole tree, plus every orphan reaped here) on
+ *     STATUS_FD (the stub's SOCK_SEQPACKET status socket) as the one message of
+ *     sandbox/protocol.py it ever sends, Pid1Exited. So the monitor needs no
+ *     process-wide figure (RUSAGE_CHILDREN) nor a walk of its own descendants,
+ *     and a live sandbox costs no Python interpreter between the monitor and
+ *     PID 1 (issue 14).
  *
  * It holds nothing worth taking: no descriptor but STATUS_FD (on which the
  * program could only claim a status it can produce anyway by exiting or
  * killing itself), and it makes itself non-dumpable first, so even a policy
  * that allows ptrace or pidfd_getfd cannot reach its memory or descriptors.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* Bytes: the largest message written (both fit: tests/test_stub_reaper.py). */
+#define MSG_MAX 256
+/* Processes signalled per pass of kill_tree; the passes repeat until none is left. */
+#define TREE_MAX 4096
 
 static int parse(const char *s)
 {
@@ -58,9 +77,10 @@ static int parse(const char *s)
 
 static void report(int fd, int status)
 {
-    char buf[24];
-    int n = snprintf(buf, sizeof buf, "%d\n", status);
-    if (n > 0 && write(fd, buf, (size_t)n) < 0) {
+    char buf[MSG_MAX];
+    int n = snprintf(buf, sizeof buf, "{\"type\":\"program_exit\",\"payload\":{\"status\":%d}}",
+                     status);
+    if (n > 0 && n < (int)sizeof buf && write(fd, buf, (size_t)n) < 0) {
         /* the monitor falls back to our exit code */
     }
     close(fd);
@@ -75,20 +95,147 @@ static int shell_code(int status)
     return 255;
 }
 
-/* The stub's waiting half: PID 1's raw status as a Pid1Exited message, then exit. */
+/* -- the stub's waiting half ------------------------------------------------ */
+
+struct usage {
+    long long utime_us, stime_us, max_rss_kib;
+};
+
+static void add_usage(struct usage *u, const struct rusage *ru)
+{
+    u->utime_us += (long long)ru->ru_utime.tv_sec * 1000000 + ru->ru_utime.tv_usec;
+    u->stime_us += (long long)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec;
+    if (ru->ru_maxrss > u->max_rss_kib)
+        u->max_rss_kib = ru->ru_maxrss;
+}
+
+static ssize_t read_file(const char *path, char *buf, size_t size)
+{
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, size - 1);
+    close(fd);
+    if (n >= 0)
+        buf[n] = '\0';
+    return n;
+}
+
+/* The pid a pidfd names: its number while the process is unreaped, -1 after. */
+static long pidfd_pid(int pidfd)
+{
+    char path[64], buf[1024], *p;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    if (read_file(path, buf, sizeof buf) <= 0 || (p = strstr(buf, "\nPid:")) == NULL)
+        return -1;
+    return strtol(p + 5, NULL, 10);
+}
+
+static long parent_of(pid_t pid)
+{
+    char path[64], buf[1024], *p;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (read_file(path, buf, sizeof buf) <= 0 || (p = strrchr(buf, ')')) == NULL
+        || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+        return -1;
+    return strtol(p + 4, NULL, 10);   /* "pid (comm) S ppid ...": comm may hold ')' */
+}
+
+/* SIGKILL every descendant of this process, each through a pidfd proved to name it:
+ * a number read from /proc may be reaped and reused before it is signalled. A child
+ * found under parent P is signalled only if, with its pidfd open, /proc says its
+ * parent is P, and afterwards both its pidfd and P's still hold their numbers (so
+ * neither was reaped and replaced meanwhile). Breadth first, TREE_MAX at most per
+ * pass; what a pass misses (forked meanwhile, re-parented, past TREE_MAX) the caller's
+ * next pass finds. */
+static void kill_tree(void)
+{
+    static pid_t pids[TREE_MAX];
+    static int fds[TREE_MAX];
+    int n = 1;
+    pids[0] = getpid();
+    fds[0] = -1;
+    for (int i = 0; i < n; i++) {
+        char path[64], buf[8192];
+        DIR *tasks;
+        struct dirent *t;
+        snprintf(path, sizeof path, "/proc/%d/task", (int)pids[i]);
+        if ((tasks = opendir(path)) == NULL)
+            continue;
+        while ((t = readdir(tasks)) != NULL && n < TREE_MAX) {
+            char *p, *end;
+            if (t->d_name[0] < '0' || t->d_name[0] > '9')
+                continue;
+            snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", (int)pids[i],
+                     t->d_name);
+            if (read_file(path, buf, sizeof buf) <= 0)
+                continue;
+            for (p = buf; n < TREE_MAX; p = end) {
+                long c = strtol(p, &end, 10);
+                int fd;
+                if (end == p || c <= 0)
+                    break;
+                fd = (int)syscall(SYS_pidfd_open, (pid_t)c, 0);
+                if (fd < 0)
+                    continue;
+                if (parent_of((pid_t)c) != pids[i] || pidfd_pid(fd) != c
+                    || (fds[i] >= 0 && pidfd_pid(fds[i]) != pids[i])) {
+                    close(fd);
+                    continue;
+                }
+                syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+                pids[n] = (pid_t)c;
+                fds[n++] = fd;
+            }
+        }
+        closedir(tasks);
+    }
+    for (int i = 1; i < n; i++)
+        close(fds[i]);
+}
+
+/* PID 1's raw status and the run's usage as a Pid1Exited message, then exit. */
 static int stub(int status_fd, pid_t pid1)
 {
-    char buf[80];
-    int st = 0, n;
+    char buf[MSG_MAX];
+    struct usage u = {0, 0, 0};
+    struct rusage ru;
+    int st = 0, pid1_status = 0, n;
     pid_t got;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);   /* dies with the monitor, as before the exec */
-    do {
-        got = waitpid(pid1, &st, 0);
-    } while (got < 0 && errno == EINTR);
-    if (got != pid1)
-        return 1;   /* no status: the monitor sees the socket close and reports none */
-    n = snprintf(buf, sizeof buf, "{\"type\":\"pid1_exit\",\"payload\":{\"status\":%d}}", st);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);   /* the Python stub set it before the fork */
+    for (;;) {   /* PID 1, and meanwhile any orphan re-parented here */
+        got = wait4(-1, &st, 0, &ru);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return 1;   /* no status: the monitor sees the socket close and reports none */
+        add_usage(&u, &ru);
+        if (got == pid1) {
+            pid1_status = st;
+            break;
+        }
+    }
+    for (;;) {   /* what is left of the run (nothing, with a PID namespace) */
+        got = wait4(-1, &st, WNOHANG, &ru);
+        if (got > 0) {
+            add_usage(&u, &ru);
+            continue;
+        }
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            break;   /* ECHILD: no child, hence no descendant, is left */
+        kill_tree();
+        got = wait4(-1, &st, 0, &ru);
+        if (got > 0)
+            add_usage(&u, &ru);
+    }
+    n = snprintf(buf, sizeof buf, "{\"type\":\"pid1_exit\",\"payload\":{\"status\":%d,"
+                 "\"utime_us\":%lld,\"stime_us\":%lld,\"max_rss_kib\":%lld}}",
+                 pid1_status, u.utime_us, u.stime_us, u.max_rss_kib);
     if (n > 0 && n < (int)sizeof buf && write(status_fd, buf, (size_t)n) < 0)
         return 1;
     return 0;

@@ -7,10 +7,11 @@ the sandbox as one:
 
 - a cgroup where this machine gives one (`cpuacct` in v1, `cpu.stat` in v2,
   which needs no controller): exact, teardown included;
-- otherwise the sum of utime+stime+cutime+cstime over every process below the
-  monitor (/proc/<pid>/task/<tid>/children: the stub, PID 1 and all it forked;
-  orphans re-parent to PID 1, or to the monitor as subreaper without a PID
-  namespace). A reaped child's time moves into its reaper's cutime, so the sum
+- otherwise the sum of utime+stime+cutime+cstime over the run's stub and every
+  process below it (/proc/<pid>/task/<tid>/children: PID 1 and all it forked;
+  orphans re-parent to PID 1, or to the stub, the run's subreaper, without a PID
+  namespace). Never from the monitor's own pid: one monitor watches every run
+  (issue 14). A reaped child's time moves into its reaper's cutime, so the sum
   only loses what processes killed at teardown used since the last sample.
 
 The monitor samples when the budget could first be spent: `remaining / CPUs`
@@ -24,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sandbox.monitor.tree import walk
+from sandbox.monitor.tree import pidfd_holds, walk
 
 MIN_TICK = 0.01   # seconds: the overshoot is at most CPUs x this (plus the kill)
 MAX_TICK = 0.25   # seconds: the fallback's accounting granularity at teardown
@@ -36,6 +37,14 @@ def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of every process below `root` (not root itself), their reaped
     children included (`tree.walk`)."""
     return sum(stat_ticks(pid) for pid, _ in walk(root) if pid != root) / HZ
+
+
+def run_cpu_seconds(stub: int, stub_fd: int) -> float | None:
+    """CPU seconds of a run: its stub (with all it reaped) and every process below it.
+    None unless the stub's pidfd still holds its number after the walk: once the stub
+    is reaped, `stub` may name another process's tree."""
+    total = (stat_ticks(stub) / HZ) + tree_cpu_seconds(stub)
+    return total if pidfd_holds(stub_fd, stub) else None
 
 
 def stat_ticks(pid: int, children: bool = True) -> int:
@@ -70,13 +79,16 @@ class CpuBudget:
     samples: int = field(default=0, repr=False)
 
     @classmethod
-    def for_run(cls, limit: float | None, cgroup: object | None, root: int) -> "CpuBudget":
-        """The cgroup's meter when the run has a cpuacct cgroup, else the /proc sum."""
+    def for_run(cls, limit: float | None, cgroup: object | None, stub: int,
+                stub_fd: int | None) -> "CpuBudget":
+        """The cgroup's meter when the run has a cpuacct cgroup, else the /proc sum
+        from the run's stub (`stub_fd`: its pidfd; None, the stub is gone: no reading)."""
         dirs = getattr(cgroup, "dirs", {}) or {}
         if cgroup is not None and "cpuacct" in dirs:
             return cls(cgroup.cpu_usage, limit,  # type: ignore[attr-defined]
                        f"cgroup-{dirs['cpuacct'][0]}", exact=True)
-        return cls(lambda: tree_cpu_seconds(root), limit, "monitor", exact=False)
+        return cls(lambda: None if stub_fd is None else run_cpu_seconds(stub, stub_fd),
+                   limit, "monitor", exact=False)
 
     def wants_ticks(self) -> bool:
         return self.limit is not None or not self.exact

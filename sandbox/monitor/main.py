@@ -4,7 +4,8 @@ However it starts (forked by the warm fork server, as that server's spare, or
 exec'd as ``python -I -m sandbox.monitor.main``), it becomes the monitor
 through one function, `run`:
 
-1. ties its life to its parent (PDEATHSIG) and becomes a child subreaper;
+1. ties its life to its parent (PDEATHSIG); the run's stub, not the monitor, is
+   the run's child subreaper (sandbox/sandboxee/stub.py);
 2. (a spare) forks its stub ahead of the run (sandbox.monitor.spare) and waits
    for the run's descriptors;
 3. receives the run's `Spec` on its control socket;
@@ -78,7 +79,6 @@ def _tie_to_parent(launcher_pid: int) -> bool:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # the fork server ignores it
     if os.getppid() != parent or (launcher_pid and parent == 1):
         return False
-    prctl.set_child_subreaper(1)
     return True
 
 

@@ -6,12 +6,14 @@ listener), and the launcher's control channel (cancel, signal, winsize), each
 carrying typed messages (sandbox.protocol) and nothing else. The wall-clock limit
 is the loop's deadline. On timeout or cancel, PID 1 gets SIGKILL, which the
 kernel turns into SIGKILL for every process of its PID namespace; without a
-PID namespace the subreaper walk in `tree.py` finds double-forked escapees.
+PID namespace the stub, the run's subreaper, kills and reaps what is left
+(double-forked escapees included) before it reports PID 1's end, with the
+run's CPU and memory (`Pid1Exited`): nothing here reads this process's
+children, descendants or rusage, which are every run's (issue 14).
 """
 from __future__ import annotations
 
 import os
-import resource
 import select
 import signal
 import socket
@@ -28,8 +30,9 @@ from sandbox.monitor import spare, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec, take_process_stdio
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
-                              OutputSummary, Pid1Exited, Pid1Started, ProxyFds, Ready, ScratchFd,
-                              SetupFailure, ShmFd, Signal, Spec, Violation, WinSize)
+                              OutputSummary, Pid1Exited, Pid1Started, ProgramExited, ProxyFds,
+                              Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, Violation,
+                              WinSize)
 from sandbox.sandboxee import entry, stub
 
 
@@ -65,6 +68,7 @@ class Supervisor:
         self._pending_loop: Any = None
         self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
         self._shm_fd: int | None = None     # the private /dev/shm, from PID 1
+        self.usage = Pid1Exited()           # the run's CPU and memory, from its stub
 
     # -- setup -------------------------------------------------------------
     def _make_cgroup(self) -> None:
@@ -157,13 +161,14 @@ class Supervisor:
     def run(self) -> ExitReport:
         t0 = self.t0
         self._make_cgroup()
-        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup, os.getpid())
-        if self.cpu.limit is not None:
-            self.report.limits_applied["cpu"] = self.cpu.mechanism
         self._mark("cgroup_ready")
         stub_pid, status, setup = self._start()
         self.stub_pid = stub_pid
         self.stub_fd = tree.open_pidfd(stub_pid)  # our child, unreaped: cannot be reused
+        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup,
+                                     stub_pid, self.stub_fd)   # the run's tree, not ours
+        if self.cpu.limit is not None:
+            self.report.limits_applied["cpu"] = self.cpu.mechanism
         self._mark("stub_forked")
         self._prepare_listener()  # overlaps the stub's and PID 1's set-up
         wall = self.ctx.policy.limits.wall
@@ -214,11 +219,9 @@ class Supervisor:
                         self.stdio.resize(msg.rows, msg.cols)
             if self.status is not None and "status" not in sources.values():
                 break
-        os.waitpid(stub_pid, 0)
+        os.waitpid(stub_pid, 0)   # it killed and reaped what was left of the run first
         status.close()
         setup.close()
-        if not self.ctx.namespaces:  # with a PID namespace the kernel already killed the rest
-            tree.kill_descendants(os.getpid())
         self.stdio.finish()  # every byte of output reaches the caller before the report
         self._check_scratch()
         self._copy_out()
@@ -312,12 +315,15 @@ class Supervisor:
 
     def _sample_tasks(self) -> None:
         if self.pid1 is None or self.pid1_fd is None:
+            return   # PID 1 not yet started, or gone (and its tree with it, or soon)
+        stub, fd = self.stub_pid, self.stub_fd
+        if stub is None or fd is None:
             return
-        # RLIMIT_NPROC counts every task of the uid in the user namespace: the
-        # stub, which entered it, is one of them.
-        n = tree.count_tasks(self.pid1) + (1 if self.ctx.namespaces else 0)
-        if not tree.pidfd_holds(self.pid1_fd, self.pid1):
-            return  # PID 1 reaped meanwhile: that count may have been another process's
+        # RLIMIT_NPROC counts every task of the uid (in the user namespace): the
+        # stub is one of them, and so are orphans re-parented to it (no PID namespace).
+        n = tree.count_tasks(stub)
+        if not tree.pidfd_holds(fd, stub):
+            return  # the stub reaped meanwhile: that count may have been another process's
         self.report.max_tasks = max(self.report.max_tasks, n)
         if n >= (self.ctx.policy.limits.processes or 0):
             self.report.pids_limit_hit = True
@@ -341,6 +347,7 @@ class Supervisor:
             self._mark("pid1_forked")
         elif isinstance(msg, Pid1Exited):
             self.status = self._program_status(msg.status)
+            self.usage = msg
             self._mark("exited")
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
@@ -351,13 +358,11 @@ class Supervisor:
         """The program's own wait status, as the init reported it, when it agrees with the
         init's exit code (the code, or 128+N); else the init's status (e.g. killed by us)."""
         fd = getattr(self, "_exit_r", None)
+        limit = protocol.envelope_max(ProgramExited)
         try:
-            data = os.read(fd, 32) if fd is not None else b""
-        except OSError:
-            data = b""
-        try:
-            raw = int(data.decode("ascii").strip()) if data.endswith(b"\n") else None
-        except (UnicodeDecodeError, ValueError):
+            data = os.read(fd, limit + 1) if fd is not None else b""
+            raw: int | None = protocol.from_envelope(data, ProgramExited, limit=limit).status
+        except (OSError, ProtocolError):
             raw = None
         if raw is None or not 0 <= raw <= 0xFFFF or not os.WIFEXITED(init_status):
             return init_status
@@ -501,24 +506,22 @@ class Supervisor:
         fd = self.pid1_fd
         if fd is not None:
             tree.send(fd)   # never os.kill(pid): the number may be another process's now
-        if not self.ctx.namespaces:
-            # No PID namespace to take everything down with PID 1: the cgroup
-            # (if any) and the subreaper walk find the rest.
-            if self.cgroup is not None:
-                self.cgroup.kill_all()
-            tree.kill_descendants(os.getpid())
+        if not self.ctx.namespaces and self.cgroup is not None:
+            # No PID namespace to take everything down with PID 1: the cgroup kills
+            # the rest now; else the stub (the run's subreaper) does once PID 1 ended.
+            self.cgroup.kill_all()
 
     def _finish(self, t0: float) -> None:
-        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ru = self.usage   # the run's own, from its stub (never this process's children)
         rep = self.report
         rep.status = -1 if self.status is None else self.status
         rep.wall_time = time.monotonic() - t0
         # Every process that ever ran in the sandbox: the meter (a cgroup, exact; or
         # the last /proc sum) and the waited-for tree, whichever saw more.
         self.cpu.sample(final=True)
-        rep.cpu_time = max(ru.ru_utime + ru.ru_stime, self.cpu.used)
+        rep.cpu_time = max((max(0, ru.utime_us) + max(0, ru.stime_us)) / 1e6, self.cpu.used)
         rep.cpu_limit_hit = self.cpu.exceeded
-        rep.max_rss = ru.ru_maxrss * 1024
+        rep.max_rss = max(0, ru.max_rss_kib) * 1024
         rep.pids = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
                     "sandboxee": self.pid1 or 0}
         if getattr(self, "proxy", None) is not None:

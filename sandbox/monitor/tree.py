@@ -1,10 +1,12 @@
 """Killing a process tree that may have escaped its process group, by pidfd.
 
 With a PID namespace, killing PID 1 kills everything (the kernel does it).
-Without one (best_effort on a machine without user namespaces) the monitor is
-a child subreaper, so orphans, including double-forked `setsid()` daemons,
-are re-parented to it and stay findable as its descendants; this module
-walks /proc for them and kills until none is left.
+Without one (best_effort on a machine without user namespaces) the run's stub
+is a child subreaper, so orphans, including double-forked `setsid()` daemons,
+are re-parented to it and stay findable as its descendants; the stub kills
+them once PID 1 has ended (init.c `kill_tree`; the Python stub with this
+module's `signal_listed` over `descendants`). Never the monitor's own
+descendants: one monitor watches every run (issue 14).
 
 Never by number: a pid read from /proc or cgroup.procs may be reaped and
 handed to an unrelated process before the signal is sent. Every signal goes
@@ -58,7 +60,7 @@ def send(fd: int, sig: int = signal.SIGKILL) -> bool:
 
 def signal_listed(listing: Callable[[], Iterable[int]], sig: int = signal.SIGKILL) -> int:
     """Signal every process `listing()` names (members of a cgroup, descendants of
-    the monitor), each through a pidfd proved to be that member. Returns how many
+    a stub), each through a pidfd proved to be that member. Returns how many
     were signalled; call again for members forked meanwhile."""
     fds: dict[int, int] = {}
     for pid in set(listing()):
@@ -104,28 +106,6 @@ def descendants(root: int) -> list[int]:
             out.append(child)
             stack.append(child)
     return out
-
-
-def kill_descendants(root: int, *, rounds: int = 50) -> int:
-    """SIGKILL every descendant of `root` (not root itself), repeating while new ones appear."""
-    killed = 0
-    for _ in range(rounds):
-        if not descendants(root):
-            break
-        killed += signal_listed(lambda: descendants(root))
-        reap_all()
-    return killed
-
-
-def reap_all() -> None:
-    """Reap every exited child without blocking (the subreaper's duty)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def walk(root: int) -> Iterator[tuple[int, list[str]]]:

@@ -9,9 +9,16 @@ Python interpreter between the monitor and PID 1 (issue 14). It holds no other
 descriptor, so the IPC socket reaches end of stream as soon as the sandbox's
 last process is gone.
 
+It is the run's child subreaper: without a PID namespace (best_effort on a
+machine without user namespaces) the program's orphans re-parent to it, and
+once PID 1 has ended it kills and reaps every descendant left before it
+reports. So nothing of a run outlives its report, and the monitor (one process
+for every run, issue 14) needs no walk of its own descendants.
+
 What it says on the status socket (SOCK_SEQPACKET, sandbox.protocol):
 `Pid1Started` (PID 1's pid in the monitor's namespace), then `Pid1Exited`
-(raw waitpid status), or a `SetupFailure` when the namespaces could not be
+(raw wait status, with the CPU and peak memory of everything it reaped: the
+run's own usage), or a `SetupFailure` when the namespaces could not be
 entered. A spare's stub (`run_waiting`) first sends `StubReady`, then
 receives the run's `Spec` and descriptors on its go socket.
 """
@@ -28,6 +35,7 @@ from sandbox import protocol
 from sandbox.errors import SetupError
 from sandbox.isolation import libc, limits, namespaces
 from sandbox.isolation.context import ContainContext
+from sandbox.monitor import tree
 from sandbox.protocol import Pid1Exited, Pid1Started, SetupFailure, Spec, StubReady
 
 
@@ -92,6 +100,10 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
                         init_path: str | None) -> None:
     code = 0
     try:
+        # The run's subreaper: without a PID namespace, an orphan of the program (a
+        # double-forked setsid() daemon) re-parents here, not to the monitor (one
+        # process for every run, issue 14), and dies before the report (below).
+        prctl.set_child_subreaper(1)
         pid = os.fork()
         if pid == 0:
             try:
@@ -105,17 +117,50 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
             os.close(fd)
         if init_path:
             _become_waiter(status, pid, init_path)   # returns only if the exec failed
-        while True:
-            try:
-                _, st = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-        protocol.send(status, Pid1Exited(st))
+        protocol.send(status, _wait_for_the_run(pid))
     except BaseException as exc:  # last resort: say why, never hang the monitor
         _last_word(status, exc)
         code = 1
     os._exit(code)
+
+
+def _wait_for_the_run(pid1: int) -> Pid1Exited:
+    """What the compiled waiter does (init.c `stub`), in Python: wait for PID 1,
+    reaping any orphan meanwhile; then kill and reap what is left of the run (only
+    without a PID namespace is anything left); PID 1's status with the usage of
+    everything reaped."""
+    usage = Pid1Exited()
+
+    def add(ru: Any) -> None:
+        usage.utime_us += round(ru.ru_utime * 1e6)
+        usage.stime_us += round(ru.ru_stime * 1e6)
+        usage.max_rss_kib = max(usage.max_rss_kib, ru.ru_maxrss)
+    while True:
+        try:
+            got, st, ru = os.wait4(-1, 0)
+        except InterruptedError:
+            continue
+        add(ru)
+        if got == pid1:
+            usage.status = st
+            break
+    me = os.getpid()
+    while True:
+        try:
+            got, _, ru = os.wait4(-1, os.WNOHANG)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return usage   # no child, hence no descendant, is left
+        if got:
+            add(ru)
+            continue
+        tree.signal_listed(lambda: tree.descendants(me))
+        try:
+            _, _, ru = os.wait4(-1, 0)
+            add(ru)
+        except (InterruptedError, ChildProcessError):
+            pass
 
 
 def _become_waiter(status: socket.socket, pid1: int, init_path: str) -> None:
