@@ -245,3 +245,49 @@ def test_a_reader_leaving_is_that_streams_end_not_the_processs():
     # is not ignored: every other run of the process goes on.
     got = _in_fresh_process(SIGPIPE_DEFAULT)
     assert got == {"yes": -13, "b": "still here\n"}, got
+
+
+def _attach_child(spec: StdioSpec, cmd: list[str]):
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    relay = StdioRelay(spec, (in_r, out_w, err_w))
+    sb = relay.sandbox
+    child = subprocess.Popen(cmd, stdin=sb[0], stdout=sb[1], stderr=sb[2],
+                             start_new_session=True)
+    relay.started()
+    return relay, child, (in_w, out_r, err_r)
+
+
+def test_a_pty_whose_callers_terminal_is_gone_is_hung_up():
+    # Else the program would wait forever writing to a master nobody reads.
+    before = set(os.listdir("/proc/self/fd"))
+    relay, child, (in_w, out_r, err_r) = _attach_child(StdioSpec(tty=(24, 80)), ["yes"])
+    try:
+        assert os.read(out_r, 100).startswith(b"y\r\n")   # through the pty's line discipline
+        os.close(out_r)
+        assert child.wait(timeout=60) != 0      # its write failed (EIO): it ended
+    finally:
+        child.kill()
+        child.wait()
+    relay.finish()
+    for fd in (in_w, err_r):
+        os.close(fd)
+    assert relay.closed and set(os.listdir("/proc/self/fd")) == before
+
+
+def test_finish_gives_up_on_a_reader_that_takes_nothing_and_closes_everything():
+    before = set(os.listdir("/proc/self/fd"))
+    relay, child, (in_w, out_r, err_r) = _attach_child(StdioSpec(), ["cat", "/dev/zero"])
+    os.read(out_r, 1)
+    child.kill()                 # the sandbox is gone; its output still fills the pipes
+    child.wait()
+    relay.finish(timeout=0.2)    # the report is not held by a caller that reads nothing
+    assert relay.closed
+    got = 0
+    while chunk := os.read(out_r, 65536):   # what was delivered, then end of stream
+        got += len(chunk)
+    assert got >= 65536 - 1
+    for fd in (in_w, out_r, err_r):
+        os.close(fd)
+    assert set(os.listdir("/proc/self/fd")) == before
