@@ -243,6 +243,65 @@ def test_cleanup_stale(support, expected):
                 os.rmdir(d)
 
 
+def test_cleanup_stale_kills_a_frozen_run(support):
+    """A monitor killed inside kill_all (between FROZEN and THAWED) leaves its tasks
+    frozen; a frozen task takes no SIGKILL until thawed, so cleanup must thaw it (it
+    spun until its timeout on every base and left the task and its cgroups behind)."""
+    fz = support.controllers.get("freezer")
+    if fz is None or not fz.usable or fz.version != "v1":
+        pytest.skip(f"no usable v1 freezer here: {getattr(fz, 'reason', 'not probed')}")
+    dead = _fork(lambda: 0)
+    os.waitpid(dead, 0)
+    name = f"sandbox-{dead}-1-frozen{os.getpid()}"
+    bases = {s.base for s in support.controllers.values() if s.usable and s.base}
+    dirs = [os.path.join(b, name) for b in sorted(bases) if b]
+    for d in dirs:
+        os.mkdir(d)
+    r, w = os.pipe()
+    hold_r, hold_w = os.pipe()
+
+    def squatter() -> int:
+        for d in dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write("0")
+        os.write(w, b"in")
+        os.read(hold_r, 1)   # blocks until killed
+        return 0
+
+    import time
+    pid = _fork(squatter)
+    os.close(w)
+    frozen_dir = os.path.join(fz.base, name)
+    try:
+        assert os.read(r, 2) == b"in"
+        with open(os.path.join(frozen_dir, "freezer.state"), "w") as f:
+            f.write("FROZEN")
+        removed = cgroups.cleanup_stale(support)
+        deadline = time.monotonic() + 10
+        got, status = os.waitpid(pid, os.WNOHANG)
+        while got == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got, status = os.waitpid(pid, os.WNOHANG)
+        assert got == pid, "the stale run's frozen task is still alive after cleanup_stale"
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert frozen_dir in removed and not any(os.path.exists(d) for d in dirs)
+    finally:
+        if os.path.isdir(frozen_dir):
+            with open(os.path.join(frozen_dir, "freezer.state"), "w") as f:
+                f.write("THAWED")
+        for fd in (r, hold_r, hold_w):
+            os.close(fd)
+        for d in dirs:
+            for _ in range(100):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
 def test_bad_run_id_is_a_bug():
     with pytest.raises(ValueError):
         cgroups.create("../escape", Limits(memory=MiB))

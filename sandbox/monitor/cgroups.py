@@ -364,6 +364,11 @@ def cleanup_stale(support: CgroupSupport | None = None) -> list[str]:
     bases = {s.base for s in sup.controllers.values() if s.usable and s.base}
     if sup.v2_base:
         bases.add(sup.v2_base)
+    # A stale run's tasks may be frozen (a monitor killed inside kill_all, between
+    # FROZEN and THAWED): a frozen task takes no SIGKILL until thawed, so each kill
+    # below goes through kill_all's freeze-signal-thaw with the name's freezer cgroup.
+    fz = sup.controllers.get("freezer")
+    fz_base = fz.base if fz is not None and fz.usable and fz.version == "v1" else None
     removed: list[str] = []
     for base in sorted(str(b) for b in bases):
         try:
@@ -377,7 +382,10 @@ def cleanup_stale(support: CgroupSupport | None = None) -> list[str]:
                 continue
             if m and not m.group(3).startswith("launcher"):
                 version = "v2" if base == sup.v2_base else "v1"
-                RunCgroup(n, {"_": (version, path)}).kill_all(timeout=1.0)
+                dirs = {"_": (version, path)}
+                if fz_base and os.path.isdir(os.path.join(fz_base, n)):
+                    dirs["freezer"] = ("v1", os.path.join(fz_base, n))
+                RunCgroup(n, dirs).kill_all(timeout=1.0)
             try:
                 os.rmdir(path)
                 removed.append(path)
