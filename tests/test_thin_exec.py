@@ -123,6 +123,73 @@ def test_a_caller_with_closed_stdio_still_runs(served):
     assert served.count() == before + 1
 
 
+# -- the daemon's one warm fork server (sandbox.thin.shared) ---------------------------
+
+def _forkserver_pid(served) -> int:
+    line = D.status(served.path) or ""
+    return int(line.split(" forkserver ")[1].split()[0])
+
+
+def _monitor_parents(served, during: str) -> set[int]:
+    """The ancestors of every `sleep <during>` running now, up to the parent of its
+    run's monitor."""
+    seen: set[int] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:2] != [b"sleep", during.encode()]:
+                    continue
+        except OSError:
+            continue
+        chain = [int(pid)]
+        for _ in range(6):   # sleep -> sh -> init (PID 1) -> stub -> monitor -> its parent
+            try:
+                with open(f"/proc/{chain[-1]}/stat") as f:
+                    chain.append(int(f.read().rsplit(")", 1)[1].split()[1]))
+            except (OSError, ValueError, IndexError):
+                break
+        seen.update(chain[1:])
+    return seen
+
+
+def test_concurrent_runs_take_their_monitors_from_the_one_warm_fork_server(served):
+    """Every run's monitor is forked by the daemon's fork server (no monitor exec'd per
+    run), several runs at once each get their own (their own output and exit code: the
+    requests are serialised on the shared socket), and the server stays the same one."""
+    server = _forkserver_pid(served)
+    assert server > 0
+    before = served.count()
+    procs = [subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c",
+                               f"echo run{i}; sleep 3.{i}; exit {10 + i}"],
+                              cwd=ROOT, env=served.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(5)]
+    deadline = time.monotonic() + 60
+    parents: set[int] = set()
+    while time.monotonic() < deadline and server not in parents:
+        parents = _monitor_parents(served, "3.0")
+        time.sleep(0.1)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [10 + i for i in range(5)], outs
+    assert [o for o, _ in outs] == [f"run{i}\n" for i in range(5)], outs
+    assert served.count() == before + 5
+    assert server in parents, "the run's monitor is not a child of the daemon's fork server"
+    assert _forkserver_pid(served) == server
+
+
+def test_a_dead_fork_server_is_replaced_before_the_next_run(served):
+    server = _forkserver_pid(served)
+    os.kill(server, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{server}/cmdline") \
+            and open(f"/proc/{server}/cmdline", "rb").read():
+        time.sleep(0.05)
+    p = served.run("exec", "--", "sh", "-c", "echo after; exit 3")
+    assert (p.returncode, p.stdout) == (3, "after\n"), p.stderr
+    assert _forkserver_pid(served) not in (0, server)
+
+
 # -- the environment: the caller's, never the daemon's -----------------------------------
 
 def test_the_run_gets_the_callers_environment_not_the_daemons(served):

@@ -12,6 +12,9 @@ from typing import Any
 # exec (issue 10 finding 4). A fork server would be started, warmed and used once:
 # an exec'd monitor costs less for a single run (docs/benchmarks.md).
 CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")
+# ...unless the process runs in the `sandbox exec` daemon (sandbox.thin.daemon), which
+# sets this to its warm fork server, shared by all its runs (sandbox.thin.shared).
+CLI_FORKSERVER: Any = None
 
 from sandbox.errors import InputError
 

@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     stdin = 0 if inherit else None
     raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
     with raw:
-        result = Launcher(start=common.CLI_START).spawn(
+        if common.CLI_FORKSERVER is not None:
+            launcher = Launcher(start="forkserver", forkserver=common.CLI_FORKSERVER)
+        else:
+            launcher = Launcher(start=common.CLI_START)
+        result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or os.getcwd(), output_dir=args.output,
             stdin=stdin, tty=args.tty, forward_signals=True)

@@ -178,14 +178,19 @@ class Launcher:
                  budget: Budget | None = None, capture_output: bool = False,
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
                  max_concurrent: int = 64, audit_db: str | None = None,
-                 history: bool | str = True) -> None:
+                 history: bool | str = True,
+                 forkserver: monitors.ForkServerClient | None = None) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
         from this launcher's warm template) or "exec" (a fresh interpreter per
         run: what the CLI uses for its one run). Never a fork of this process: it
         holds the caller's environment and heap (docs/threat-model.md). At most
         `max_concurrent` sandboxes run at once, nested ones included: a nested
         run borrows the slot of the parent waiting for it, its siblings wait for
-        a free one (`sandbox.launcher.slots`); further spawns wait."""
+        a free one (`sandbox.launcher.slots`); further spawns wait.
+
+        `forkserver`: a warm fork server someone else owns and keeps (the `sandbox
+        exec` daemon's, shared by its runs: sandbox.thin.shared), used instead of a
+        fork server of this launcher's own; `close()` leaves it running."""
         if start not in monitors.START_MODES:
             raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
         if max_concurrent < 1:
@@ -196,9 +201,10 @@ class Launcher:
         if history:
             self.history = History(history if isinstance(history, str) else None)
         self.max_concurrent = max_concurrent
-        self._forkserver = monitors.ForkServerClient()
-        # stops the fork server of a launcher dropped without close()
-        self._finalizer = weakref.finalize(self, self._forkserver.close)
+        self._forkserver = forkserver or monitors.ForkServerClient()
+        # stops the fork server of a launcher dropped without close() (only its own)
+        self._finalizer = weakref.finalize(
+            self, (lambda: None) if forkserver is not None else self._forkserver.close)
         self._lock = threading.Lock()
         self._live: set[RunHandle] = set()
         self._pool: cf.ThreadPoolExecutor | None = None

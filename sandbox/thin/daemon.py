@@ -48,6 +48,8 @@ class Daemon:
     stopping: bool = False
 
     def __post_init__(self) -> None:
+        from sandbox.thin.shared import Owner
+        self.forkserver = Owner()      # started by warm(), shared by every run
         self.sel = selectors.DefaultSelector()
         self.listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
@@ -74,23 +76,28 @@ class Daemon:
         self.listen.listen(64)
         self.sel.register(self.listen, selectors.EVENT_READ, "accept")
 
-    @staticmethod
-    def warm() -> None:
-        """Import and prime what every `sandbox exec` needs, once."""
+    def warm(self) -> None:
+        """Import and prime what every `sandbox exec` needs, once, and start the fork
+        server every run takes its monitor from (sandbox.thin.shared)."""
         from sandbox.cli import exec_cmd, grants, main   # noqa: F401
         from sandbox.launcher import launcher, signals   # noqa: F401
         from sandbox.policy import load_policy
         main.build_parser()
+        launcher._clean_stale_cgroups()     # once here, not in every run's fork
         for name in ("default", "strict"):
             try:
                 load_policy(name)
             except Exception:
                 pass
+        self.forkserver.ensure()
 
     # -- the loop -------------------------------------------------------------------------
     def serve(self) -> None:
         while not (self.stopping and not self.runs):
-            for key, _ in self.sel.select(timeout=1.0):
+            events = self.sel.select(timeout=1.0)
+            if not self.stopping:
+                self.forkserver.ensure()     # a dead one is restarted for the next run
+            for key, _ in events:
                 what = key.data
                 if what == "accept":
                     self._accept()
@@ -103,6 +110,7 @@ class Daemon:
             os.unlink(self.path)
         except OSError:
             pass
+        self.forkserver.close()
 
     def _accept(self) -> None:
         try:
@@ -124,7 +132,8 @@ class Daemon:
             return
         if op == "status":
             self._reply(conn, f"running pid {os.getpid()} since {int(self.started)} "
-                              f"served {self.served} running {len(self.runs)}\n")
+                              f"served {self.served} running {len(self.runs)} "
+                              f"forkserver {self.forkserver.pid or 0}\n")
         elif op == "stop":
             self.stopping = True
             self.sel.unregister(self.listen)
@@ -164,6 +173,7 @@ class Daemon:
 
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
                fds: list[int]) -> None:
+        self.forkserver.ensure()     # one that died since the last run is replaced first
         pid = os.fork()
         if pid == 0:
             code = 125
@@ -247,7 +257,8 @@ def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, s
     os.environ.clear()           # unsetenv each: the C environ too
     os.environ.update(env)
     from sandbox.cli import common
-    common.CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")   # read at import
+    common.CLI_FORKSERVER = daemon.forkserver.for_run(
+        os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
     from sandbox.cli.main import main
     try:
         code = main(argv)
