@@ -58,14 +58,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(code, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI's parser; with `only` (a subcommand's name), a parser that knows that
+    one subcommand: building all of them (argparse, gettext, every module) costs a
+    `sandbox exec` more than the rest of its argument handling."""
     parser = Parser(
         prog="sandbox", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sandbox {sandbox.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         module = optional_module(f"sandbox.cli.{name}_cmd")
         if module is not None:
             module.register(sub)
@@ -86,9 +89,15 @@ def _hold_stdio() -> None:
         ensure_open(fd)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         parser: argparse.ArgumentParser | None = None) -> int:
+    """`parser`: one built before (the `sandbox exec` daemon builds it once)."""
     _hold_stdio()
-    parser = build_parser()
+    args0 = (sys.argv[1:] if argv is None else argv)[:1]
+    if parser is None:
+        # `sandbox exec ...` needs exec's parser only; help and errors about an unknown
+        # subcommand need them all
+        parser = build_parser(args0[0] if args0 and args0[0] in COMMANDS else None)
     args, extra = parser.parse_known_args(argv)
     runs = args.command in RUN_COMMANDS
     if extra:

@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from sandbox.thin import wire
 
@@ -46,6 +47,7 @@ class Daemon:
     runs: dict[int, Run] = field(default_factory=dict)     # pidfd -> run
     served: int = 0
     stopping: bool = False
+    parser: Any = None           # exec's argparse parser, built once by warm()
 
     def __post_init__(self) -> None:
         from sandbox.thin.shared import Owner
@@ -82,7 +84,7 @@ class Daemon:
         from sandbox.cli import exec_cmd, grants, main   # noqa: F401
         from sandbox.launcher import launcher, signals   # noqa: F401
         from sandbox.policy import load_policy
-        main.build_parser()
+        self.parser = main.build_parser("exec")   # the client sends exec requests only
         launcher._clean_stale_cgroups()     # once here, not in every run's fork
         for name in ("default", "strict"):
             try:
@@ -261,7 +263,7 @@ def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, s
         os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
     from sandbox.cli.main import main
     try:
-        code = main(argv)
+        code = main(argv, daemon.parser)
     except SystemExit as exc:    # --help, --version
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     for f in (sys.stdout, sys.stderr):
