@@ -1,4 +1,5 @@
-"""Builds the one compiled part of the sandbox: `sandbox/_native/sandbox-init`.
+"""Builds the compiled parts of the sandbox: `sandbox/_native/sandbox-init` and the thin
+`sandbox exec` client `sandbox/_native/sandbox` (client.c).
 
 Everything else is declared in pyproject.toml. The init is an executable, not
 an extension module, so it gets its own build step (`build_native`) in the
@@ -23,6 +24,11 @@ TARGET = os.path.join("sandbox", "_native", "sandbox-init")
 # The same flags as sandbox/_native/__init__.py (CFLAGS), which builds on demand for an
 # install that predates the init.
 CFLAGS = ["-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
+# The compiled thin client of `sandbox exec` (sandbox/_native/client.c): dynamically
+# linked (it runs outside any sandbox), told which interpreter runs the Python CLI.
+CLIENT_SOURCE = os.path.join("sandbox", "_native", "client.c")
+CLIENT_TARGET = os.path.join("sandbox", "_native", "sandbox")
+CLIENT_CFLAGS = ["-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
 
 
 class build_native(Command):
@@ -37,10 +43,17 @@ class build_native(Command):
         self.set_undefined_options("build", ("build_lib", "build_lib"))
 
     def run(self) -> None:
-        out = TARGET if self.editable_mode else os.path.join(self.build_lib, TARGET)
+        import sys
+        self._compile(SOURCE, TARGET, CFLAGS)
+        # the interpreter running this build is the one the package is installed for
+        self._compile(CLIENT_SOURCE, CLIENT_TARGET,
+                      [*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"'])
+
+    def _compile(self, source: str, target: str, flags: list[str]) -> None:
+        out = target if self.editable_mode else os.path.join(self.build_lib, target)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-        cmd = [*cc.split()[:1], *CFLAGS, "-o", out + ".tmp", SOURCE]
+        cmd = [*cc.split()[:1], *flags, "-o", out + ".tmp", source]
         if shutil.which(cmd[0]) is None:
             raise SystemExit(f"build_native: no C compiler ({cmd[0]}): install gcc and libc6-dev")
         self.announce(" ".join(cmd), level=2)
@@ -49,13 +62,14 @@ class build_native(Command):
         os.replace(out + ".tmp", out)
 
     def get_outputs(self) -> list[str]:
-        return [TARGET if self.editable_mode else os.path.join(self.build_lib or "", TARGET)]
+        return [t if self.editable_mode else os.path.join(self.build_lib or "", t)
+                for t in (TARGET, CLIENT_TARGET)]
 
     def get_output_mapping(self) -> dict[str, str]:
         return {}
 
     def get_source_files(self) -> list[str]:
-        return [SOURCE]
+        return [SOURCE, CLIENT_SOURCE]
 
 
 class build_with_native(build):

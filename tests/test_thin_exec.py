@@ -34,9 +34,14 @@ PREFIX = "SBXCANARY"
 SANDBOX = [sys.executable, "-m", "sandbox"]
 
 
+def _compiled() -> list[str]:
+    from sandbox import _native
+    return [_native.client_path()]
+
+
 class Served:
-    def __init__(self, home: str, values: dict[str, str]) -> None:
-        self.home, self.values = home, values
+    def __init__(self, home: str, values: dict[str, str], cmd: list[str]) -> None:
+        self.home, self.values, self.cmd = home, values, cmd
         self.path = os.path.join(home, "daemon", "sock")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
         self.env.update(SANDBOX_HOME=home, SBX_CALLER="from-the-caller")
@@ -49,14 +54,16 @@ class Served:
     def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
         before = self.count()
         kw.setdefault("capture_output", True)
-        p = subprocess.run([*SANDBOX, *args], cwd=kw.pop("cwd", ROOT), env=kw.pop("env", self.env),
+        p = subprocess.run([*self.cmd, *args], cwd=kw.pop("cwd", ROOT), env=kw.pop("env", self.env),
                            text=True, timeout=120, **kw)
         assert self.count() == before + 1, "not served by the daemon"
         return p
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+@pytest.fixture(scope="module", params=["python", "compiled"])
+def served(request, tmp_path_factory):
+    """One daemon per client: the Python one (`python -m sandbox`, sandbox/thin/client.py)
+    and the compiled one (sandbox/_native/client.c); every test runs through both."""
     home = str(tmp_path_factory.mktemp("thin"))
     os.chmod(home, 0o700)
     os.mkdir(os.path.join(home, "daemon"), 0o700)
@@ -68,7 +75,7 @@ def served(tmp_path_factory):
                              os.path.join(home, "daemon", "sock")], env=denv,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    s = Served(home, values)
+    s = Served(home, values, SANDBOX if request.param == "python" else _compiled())
     deadline = time.monotonic() + 60
     while D.status(s.path) is None:
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
@@ -115,7 +122,7 @@ def test_the_callers_working_directory(served, tmp_path):
 
 
 def test_a_caller_with_closed_stdio_still_runs(served):
-    cmd = f"exec 0<&-; {sys.executable} -m sandbox exec -- sh -c 'cat; echo done >&2' 1>&-"
+    cmd = f"exec 0<&-; {' '.join(served.cmd)} exec -- sh -c 'cat; echo done >&2' 1>&-"
     before = served.count()
     p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, env=served.env, capture_output=True,
                        text=True, timeout=120)
@@ -161,7 +168,7 @@ def test_concurrent_runs_take_their_monitors_from_the_one_warm_fork_server(serve
     server = _forkserver_pid(served)
     assert server > 0
     before = served.count()
-    procs = [subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c",
+    procs = [subprocess.Popen([*served.cmd, "exec", "--", "sh", "-c",
                                f"echo run{i}; sleep 3.{i}; exit {10 + i}"],
                               cwd=ROOT, env=served.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(5)]
@@ -221,7 +228,7 @@ def test_signals_to_the_client_reach_the_program(served, sig, code):
     script = (f'trap "echo got {name}; exit {code}" {name}; echo ready; '
               'while :; do sleep 0.05; done')
     before = served.count()
-    proc = subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c", script], cwd=ROOT,
+    proc = subprocess.Popen([*served.cmd, "exec", "--", "sh", "-c", script], cwd=ROOT,
                             env=served.env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
@@ -242,7 +249,7 @@ def _under_pty(served, args, steps=()) -> tuple[bytes, int]:
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.chdir(ROOT)
-        os.execve(sys.executable, [*SANDBOX, *args], served.env)
+        os.execve(served.cmd[0], [*served.cmd, *args], served.env)
     out = b""
     todo = list(steps)
     deadline = time.monotonic() + 60
@@ -343,6 +350,19 @@ def test_a_daemon_socket_in_a_shared_directory_is_not_used(served, tmp_path):
     (home / "daemon").mkdir(parents=True)
     (home / "daemon").chmod(0o755)
     env = {**served.env, "SANDBOX_HOME": str(home)}
+    # a way to the real daemon, planted in a directory others could write: never taken
+    os.symlink(served.path, home / "daemon" / "sock")
+    before = served.count()
+    p = subprocess.run([*served.cmd, "exec", "--", "sh", "-c", "exit 9"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 9, p.stderr               # run by the cold path instead
+    assert served.count() == before
+    p = subprocess.run([*served.cmd, "exec", "--", "sh", "-c", "exit 8"], cwd=ROOT,
+                       env={**served.env, "SANDBOX_DAEMON": "0"}, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 8 and served.count() == before   # opted out
+    if served.cmd != SANDBOX:
+        return
     from sandbox.thin.client import try_exec
     old = dict(os.environ)
     try:
@@ -361,6 +381,9 @@ def test_the_thin_client_imports_almost_nothing(served):
     assert p.returncode == 0, p.stderr
     imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines()
                 if line.startswith("import time:")}
+    if served.cmd != SANDBOX:   # the compiled client: no interpreter at all on this side
+        assert not imported, p.stderr[-2000:]
+        return
     assert "sandbox.thin.client" in imported, p.stderr[-2000:]
     # (an editable install's import hook brings re, enum and pathlib through `site`)
     for heavy in ("sandbox.cli.main", "argparse", "json", "socket", "signal",

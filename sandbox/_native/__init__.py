@@ -80,3 +80,43 @@ def open_init(path: str | None = None) -> int:
         raise SetupError("init", f"the sandbox's init {path} is missing ({exc.strerror}): "
                                  "reinstall the package (pip install -e . builds it with gcc)"
                          ) from None
+
+
+CLIENT_PATH = os.path.join(HERE, "sandbox")
+CLIENT_SOURCE = os.path.join(HERE, "client.c")
+CLIENT_CFLAGS = ("-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s")
+
+
+def client_path() -> str:
+    """The compiled thin client of `sandbox exec` (client.c): the installed one, else one
+    built now into the state directory for this interpreter (an install that predates
+    it). Raises SetupError without a C compiler."""
+    import sys
+    if os.access(CLIENT_PATH, os.X_OK) and not os.stat(CLIENT_PATH).st_mtime < \
+            os.stat(CLIENT_SOURCE).st_mtime:
+        return CLIENT_PATH
+    flags = (*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"')
+    with open(CLIENT_SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + " ".join(flags).encode()).hexdigest()[:16]
+    from sandbox.launcher.prepare import state_dir, state_subdir
+    target = os.path.join(state_dir(), "native", f"sandbox-client-{digest}")
+    if os.access(target, os.X_OK):
+        return target
+    cc = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(cc) is None:
+        raise SetupError("client", f"no C compiler ({cc}) to build the thin client")
+    state_subdir("native")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *flags, "-o", tmp, CLIENT_SOURCE], capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise SetupError("client", "building the thin client failed: "
+                                       f"{done.stderr.strip().splitlines()[-1:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
