@@ -109,6 +109,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (T, "the audit store: the launcher's own state, hidden from every view"),
     ("monitor/cgroups.py", "_write_limits", "exists"):
         (T, "a file of the run's cgroup (cgroupfs), made by the monitor"),
+    ("monitor/cgroups.py", "cleanup_stale", "isdir"):
+        (T, "a stale run's freezer cgroup (cgroupfs on the host, no sandbox's view)"),
     ("monitor/cgroup_probe.py", "_probe_v1", "isdir"): (T, "/sys/fs/cgroup on the host"),
     ("monitor/pool_key.py", "_roots", "realpath"):
         (P, "the run's own directories in both spellings, to abstract them out of a "
@@ -186,6 +188,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (T, "the daemon's socket in a private (0700) directory of the caller's"),
     ("thin/daemon.py", "stop", "lexists"): (T, "ditto"),
     ("_native/__init__.py", "init_path", "exists"): (T, "the install's compiled init"),
+    ("_native/__init__.py", "client_path", "exists"):
+        (T, "the launcher's own state directory (the thin client built there)"),
     ("workflow/static_check.py", "find_source", "isdir"):
         (T, "the caller's action code on its sys.path, before any run"),
     ("workflow/static_check.py", "find_source", "isfile"): (T, "ditto"),
