@@ -75,14 +75,30 @@ def _run_env(cmd: list[str], env: dict[str, str]) -> None:
                    stderr=subprocess.DEVNULL, check=False, env=env)
 
 
+WARM = "sandbox exec -- /bin/true (warm daemon)"
+WARM_PY = "sandbox exec -- /bin/true (warm daemon, Python client)"
+INPROC = "Launcher.spawn(['/bin/true']) in-process"
+
+
+def _compiled_client() -> str | None:
+    try:
+        from sandbox import _native
+        return _native.client_path()
+    except Exception:
+        return None
+
+
 def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
     """`sandbox exec -- /bin/true` from the shell, cold (SANDBOX_DAEMON=0) and through a
-    daemon started for the measurement (sandbox.thin), versus bwrap doing the same.
-    Both use one temporary SANDBOX_HOME. Returns the samples and a note saying why
-    the warm case is missing, if it is."""
+    daemon started for the measurement (sandbox.thin) with the compiled client (the warm
+    figure) and with the Python one, versus bwrap doing the same, and the floor of any
+    Python client (`python -I -S -c pass`) in the same interleaved run. All use one
+    temporary SANDBOX_HOME. Returns the samples and a note saying why the warm case is
+    missing, if it is."""
     import tempfile
     from sandbox.thin import daemon
     cmd = _exec_cmd()
+    compiled = _compiled_client()
     note = ""
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-home-") as home:
         env = {**os.environ, "SANDBOX_HOME": home}
@@ -93,22 +109,37 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
         try:
             daemon.start(env)
             started = True
-            fns["sandbox exec -- /bin/true (warm daemon)"] = lambda: _run_env(cmd, env)
+            if compiled is not None:
+                fns[WARM] = lambda: _run_env([compiled, *cmd[-3:]], env)
+                fns[WARM_PY] = lambda: _run_env(cmd, env)
+            else:
+                fns[WARM] = lambda: _run_env(cmd, env)
+                note = "no compiled client (no C compiler): the Python client's figure"
         except (RuntimeError, OSError) as exc:
             note = f"the daemon did not start: {exc}"
         if peers()["bwrap"]:
             fns["bwrap"] = lambda: _run(BWRAP)
+        fns["python -I -S -c pass"] = lambda: _run([sys.executable, "-I", "-S", "-c", "pass"])
+        # the run behind the daemon, without a client, a fork or the CLI: its floor
+        from sandbox.launcher.launcher import Launcher
+        inproc = Launcher()
+        def in_process() -> None:
+            inproc.spawn(["/bin/true"], workdir=home)
+        fns[INPROC] = in_process
         from sandbox.thin import wire
         try:
             samples = interleaved(fns, runs, warmup=2)
             if started:   # the warm figures count only if the daemon really served them
                 line = daemon.status(wire.socket_path(env)) or ""
                 served = int(line.split(" served ")[1].split()[0]) if " served " in line else 0
-                if served < runs:
-                    samples.pop("sandbox exec -- /bin/true (warm daemon)", None)
-                    note = f"the daemon served {served} of {runs} warm runs: not counted"
+                warm_runs = runs * (2 if WARM_PY in fns else 1)
+                if served < warm_runs:
+                    samples.pop(WARM, None)
+                    samples.pop(WARM_PY, None)
+                    note = f"the daemon served {served} of {warm_runs} warm runs: not counted"
             return samples, note
         finally:
+            inproc.close()
             if started:
                 daemon.stop(wire.socket_path(env))
 

@@ -48,9 +48,12 @@ def evaluate(res: dict[str, Any]) -> list[Target]:
 
     cbw = cli.get("bwrap", {}).get("median_ms")
     warm = cli.get("sandbox exec -- /bin/true (warm daemon)", {}).get("median_ms")
+    floor = cli.get("Launcher.spawn(['/bin/true']) in-process", {}).get("median_ms")
+    floor_note = f"floor: the run itself in-process {floor} ms ({_ratio(floor, cbw)}x)" \
+        if floor and cbw else ""
     out.append(Target("sandbox exec -- /bin/true, warm server, vs bwrap", "<= 5x",
                       f"{warm} ms vs {cbw} ms", _ratio(warm, cbw), 5.0, False,
-                      res.get("notes", {}).get("warm_exec", "")))
+                      res.get("notes", {}).get("warm_exec", "") or floor_note))
     cold = cli.get("sandbox exec -- /bin/true", {}).get("median_ms")
     out.append(Target("sandbox exec -- /bin/true, cold, vs bwrap", "<= 10x",
                       f"{cold} ms vs {cbw} ms", _ratio(cold, cbw), 10.0, False))

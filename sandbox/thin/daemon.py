@@ -83,12 +83,14 @@ class Daemon:
         server every run takes its monitor from (sandbox.thin.shared)."""
         from sandbox.cli import exec_cmd, grants, main   # noqa: F401
         from sandbox.launcher import launcher, signals   # noqa: F401
-        from sandbox.policy import load_policy
+        from sandbox.policy.loader import load_policy_cached
         self.parser = main.build_parser("exec")   # the client sends exec requests only
         launcher._clean_stale_cgroups()     # once here, not in every run's fork
         for name in ("default", "strict"):
             try:
-                load_policy(name)
+                # into the cache every run's fork inherits (kept while the files are
+                # unchanged: mtime and content hash, sandbox.policy.sources)
+                load_policy_cached(name)
             except Exception:
                 pass
         self.forkserver.ensure()
