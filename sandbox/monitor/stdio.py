@@ -37,7 +37,7 @@ import termios
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from sandbox.monitor import stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
@@ -88,8 +88,10 @@ class StdioRelay:
     stdin, stdout and stderr, which the relay owns from then on (relayed, or passed
     to the sandbox as they are when not relayed)."""
 
-    def __init__(self, spec: StdioSpec, caller: tuple[int, int, int],
+    def __init__(self, spec: StdioSpec, caller: Sequence[int],
                  hub: stdio_hub.StdioHub | None = None) -> None:
+        if len(caller) != 3:
+            raise ValueError(f"a relay takes the caller's stdin, stdout, stderr: {caller!r}")
         self.spec = spec
         self.hub = hub or stdio_hub.shared()
         self.sandbox: list[int] = []           # the sandbox's 0, 1, 2, until `started`
@@ -117,7 +119,7 @@ class StdioRelay:
             self._close_unstarted()
             raise
 
-    def _make_pipes(self, caller: tuple[int, int, int]) -> None:
+    def _make_pipes(self, caller: Sequence[int]) -> None:
         for i, relay in enumerate(self.spec.relay):
             if not relay:
                 self.sandbox.append(caller[i])   # a pipe the launcher made for this run
@@ -130,7 +132,7 @@ class StdioRelay:
                 self.sandbox.append(w)
                 self._plans.append((r, True, caller[i], True))
 
-    def _make_pty(self, caller: tuple[int, int, int], rows: int, cols: int) -> None:
+    def _make_pty(self, caller: Sequence[int], rows: int, cols: int) -> None:
         master, slave = os.openpty()
         os.set_inheritable(master, False)
         os.set_inheritable(slave, False)
@@ -279,6 +281,14 @@ class StdioRelay:
         self._close_master()
         self._state = "closed"
         self._closed.set()
+
+
+def dup_or_null(fd: int) -> int:
+    """A close-on-exec copy of the caller's descriptor; /dev/null when none is open there."""
+    try:
+        return os.dup(fd)
+    except OSError:
+        return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
 
 def ensure_open(fd: int) -> None:
