@@ -432,3 +432,64 @@ def test_start_uses_the_state_directory_of_the_environment_it_is_given(tmp_path,
         D.stop(wire.socket_path(env))
         D.stop(wire.socket_path(os.environ))
     assert not os.path.lexists(theirs / "daemon" / "sock")
+
+
+def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
+    """A run SIGKILLed between its request to the shared fork server and the reply leaves
+    that reply queued on the socket every run shares; the next run must not take it for
+    its own (it would watch and signal another run's monitor)."""
+    from sandbox import protocol
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.thin.shared import Owner
+    owner = Owner()
+    owner.ensure()
+    lock = str(tmp_path / "forkserver.lock")
+    mine: list[socket.socket] = []
+    try:
+        # the killed run: its request counted as sent (as ForRun does), never answered
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        owner.for_run(lock)._save(fd, 1, 0)
+        os.close(fd)
+        pairs = [socket.socketpair() for _ in range(2)] + \
+            [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)]
+        null = os.open(os.devnull, os.O_RDWR)
+        theirs = [pairs[0][1].fileno(), pairs[1][1].fileno(), null, null, null,
+                  pairs[2][1].fileno()]
+        protocol.send(owner._sock, protocol.SpawnRequest(), theirs)
+        os.close(null)
+        for a, b in pairs:
+            b.close()
+            mine.append(a)
+        # (not waiting for that reply: it may come only after the next run has asked)
+        launcher = Launcher(forkserver=owner.for_run(lock), history=False)
+        try:
+            h = launcher.start(["sleep", "30.25"], workdir=str(tmp_path))
+            deadline = time.monotonic() + 60
+            ancestors: set[int] = set()
+            while time.monotonic() < deadline and not ancestors:
+                for pid in os.listdir("/proc"):
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as f:
+                            if f.read() != b"sleep\x0030.25\x00":
+                                continue
+                    except OSError:
+                        continue
+                    chain = [int(pid)]
+                    for _ in range(5):
+                        try:
+                            with open(f"/proc/{chain[-1]}/stat") as f:
+                                chain.append(int(f.read().rsplit(")", 1)[1].split()[1]))
+                        except OSError:
+                            break
+                    ancestors.update(chain)
+                time.sleep(0.05)
+            assert ancestors, "the run never started"
+            assert h.pid in ancestors, "the run took another run's monitor for its own"
+            h.cancel()
+            assert h.wait(60).status == "cancelled"
+        finally:
+            launcher.close()
+    finally:
+        for s in mine:
+            s.close()
+        owner.close()

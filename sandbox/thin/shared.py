@@ -14,9 +14,12 @@ processes with an exclusive `flock` on a file in the daemon's private
 directory, opened by each run after the fork (flock locks belong to the open
 file description, so an inherited one would be shared, not exclusive). While a
 run holds the lock its catchable signals are blocked, so a client going away
-(SIGHUP from the daemon) cannot end it between request and reply; any reply
-still queued when the lock is taken (left by a run killed with SIGKILL in that
-window) is drained first, so a run never takes another's monitor.
+(SIGHUP from the daemon) cannot end it between request and reply. Only
+SIGKILL can still end a run there, leaving a reply nobody takes, which the
+next run would take for its own (a monitor that is not its). So the lock file
+also counts, per server, the requests sent and the replies taken: a run that
+finds a request unanswered first takes that stale reply (waiting up to
+STALE_WAIT for it) and closes its descriptors, then sends its own.
 
 Only the daemon starts, restarts and stops the server (`Owner`); a forked run
 never does (`ForRun.close` is a no-op, and a dead server is an OSError for that
@@ -27,11 +30,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
 import socket
 import sys
 
 from sandbox.launcher import monitors
+
+STALE_WAIT = 5.0   # seconds a run waits for a killed run's reply before its own request
 
 
 class Owner(monitors.ForkServerClient):
@@ -45,17 +51,18 @@ class Owner(monitors.ForkServerClient):
 
     def for_run(self, lock_path: str) -> "ForRun":
         """In a forked run: a client of this very server (the inherited socket)."""
-        assert self._sock is not None
-        return ForRun(self._sock, lock_path)
+        assert self._sock is not None and self._proc is not None
+        return ForRun(self._sock, lock_path, self._proc.pid)
 
 
 class ForRun(monitors.ForkServerClient):
     """A forked run's client of the daemon's server: same requests, under the lock."""
 
-    def __init__(self, sock: socket.socket, lock_path: str) -> None:
+    def __init__(self, sock: socket.socket, lock_path: str, server_pid: int) -> None:
         super().__init__()
         self._sock = sock
         self._lock_path = lock_path
+        self._server = server_pid
 
     def spawn(self, fds: list[int]) -> tuple[int, int]:
         catchable = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
@@ -64,8 +71,14 @@ class ForRun(monitors.ForkServerClient):
                        0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._drain()
-            return self._request(fds)
+            sent, taken = self._counts(lock)
+            for _ in range(sent - taken):
+                if not self._take_stale():
+                    break
+            self._save(lock, sent + 1, sent)        # ours is outstanding
+            reply = self._request(fds)
+            self._save(lock, sent + 1, sent + 1)
+            return reply
         except ConnectionError as exc:
             raise OSError(f"the daemon's fork server is gone ({exc}); the daemon starts "
                           "a new one for the next run") from None
@@ -73,23 +86,36 @@ class ForRun(monitors.ForkServerClient):
             os.close(lock)       # releases the lock
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
-    def _drain(self) -> None:
-        """Drop replies nobody waits for (see the module docstring)."""
+    def _counts(self, lock: int) -> tuple[int, int]:
+        """(requests sent, replies taken) on this server; (0, 0) for another server."""
+        fields = os.pread(lock, 64, 0).split()
+        try:
+            if len(fields) == 3 and int(fields[0]) == self._server:
+                sent, taken = int(fields[1]), int(fields[2])
+                if 0 <= taken <= sent:
+                    return sent, taken
+        except ValueError:
+            pass
+        return 0, 0
+
+    def _save(self, lock: int, sent: int, taken: int) -> None:
+        os.pwrite(lock, f"{self._server} {sent} {taken}".ljust(63).encode() + b"\n", 0)
+
+    def _take_stale(self) -> bool:
+        """Take (and drop) one reply meant for a run that was killed; False if none came."""
         assert self._sock is not None
-        while True:
-            try:   # (socket.recv_fds ignores its flags argument: recvmsg itself)
-                data, anc, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4),
-                                                     socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return          # the server is gone: the request says so
-            for level, kind, raw in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    for i in range(0, len(raw) - len(raw) % 4, 4):
-                        os.close(int.from_bytes(raw[i:i + 4], sys.byteorder))
-            if not data:
-                return          # end of stream: likewise
+        if not select.select([self._sock], [], [], STALE_WAIT)[0]:
+            return False
+        try:   # (socket.recv_fds ignores its flags argument: recvmsg itself)
+            data, anc, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4),
+                                                 socket.MSG_DONTWAIT)
+        except OSError:
+            return False         # the server is gone: the request says so
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for i in range(0, len(raw) - len(raw) % 4, 4):
+                    os.close(int.from_bytes(raw[i:i + 4], sys.byteorder))
+        return bool(data)
 
     def close_locked(self) -> None:
         """Never stop the daemon's server from a run."""
