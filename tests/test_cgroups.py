@@ -380,3 +380,23 @@ def test_v2_join_and_kill_all_via_cgroup_kill(support, tmp_path):
         for fd in (r, hold_r, hold_w):
             os.close(fd)
     assert not os.path.exists(d)
+
+
+def test_kill_all_thaws_even_when_the_freeze_did_not_complete(monkeypatch, tmp_path):
+    """Before: a freeze that had not completed by the deadline (a busy machine) was never
+    undone, so the cgroup stayed FROZEN with its killed tasks alive in the refrigerator
+    for ever, and every later stale-cgroup cleanup paid a second for it."""
+    from sandbox.monitor import cgroups
+    freezer = tmp_path / "freezer"
+    freezer.mkdir()
+    (freezer / "cgroup.procs").write_text("")
+    writes: list[str] = []
+
+    def fake(path: str, state: str, deadline: float) -> bool:
+        writes.append(state)
+        return False     # the freeze (and the thaw) did not complete in time
+
+    monkeypatch.setattr(cgroups, "_set_freezer", fake)
+    run = cgroups.RunCgroup("t", {"freezer": ("v1", str(freezer))})
+    assert run.kill_all(timeout=0.1) is True
+    assert writes == ["FROZEN", "THAWED"]

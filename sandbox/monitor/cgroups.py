@@ -179,11 +179,15 @@ class RunCgroup:
                 pass  # kernel < 5.14: the signal loop below does it
         freezer = self.dirs["freezer"][1] if "freezer" in self.dirs else None
         while True:
-            frozen = freezer is not None and _set_freezer(freezer, "FROZEN", deadline)
+            if freezer is not None:
+                _set_freezer(freezer, "FROZEN", deadline)
             pids = self.procs()
             if pids:  # by pidfd: a listed pid may be reaped and reused before the signal
                 tree.signal_listed(self.procs)
-            if frozen and freezer is not None:
+            if freezer is not None:
+                # Always thaw, even when the freeze did not complete by the deadline: a
+                # cgroup left FREEZING/FROZEN keeps its tasks (SIGKILL pending) alive
+                # in the refrigerator forever, and every later cleanup pays for it.
                 _set_freezer(freezer, "THAWED", deadline)
             if not pids:
                 return True
