@@ -325,15 +325,16 @@ class SpawnRequest:
 
 @dataclass
 class Spawned:
-    """The monitor is started; beside it: its pidfd."""
+    """The run is taken by the monitor host (`pid`: the host's); no descriptor beside it.
+    The run's end comes as `MonitorExited` on its exit socket."""
     pid: int = 0
 
 
 @dataclass
 class MonitorExited:
-    """The monitor's own raw wait status, from the fork server that reaped it, on the
-    run's exit socket (a monitor's exit status says only whether it reported:
-    sandbox.monitor.main.EXIT_*)."""
+    """The end of one run's supervision, on the run's exit socket, as a raw wait status
+    whose exit code is one of sandbox.monitor.main.EXIT_* (whether the report went
+    out); the socket's end of stream without it means the monitor host itself died."""
     status: int = -1
 
 
@@ -341,6 +342,31 @@ class MonitorExited:
 class Refused:
     """The request could not be served (the launcher reports it as a setup error)."""
     error: str = bound(chars=1024, default="")
+
+
+# -- monitor host <-> zygote ------------------------------------------------------------
+@dataclass
+class ForkStub:
+    """Fork a stub (sandbox.monitor.zygote); beside it: the stub's ends of its status,
+    setup and go sockets. The stub joins the cgroups whose `cgroup.procs` files are
+    named, unshares the namespaces (every one, the network's only when `network`;
+    none when not `namespaces`), says `StubReady` and waits for the run."""
+    namespaces: bool = True
+    network: bool = True
+    cgroup_procs: list[str] = bound(chars=4096, items=16, default_factory=list)
+
+
+@dataclass
+class Forked:
+    """The stub is forked; beside it: its pidfd (opened by its parent, the zygote, before
+    it could be reaped: never a recycled pid)."""
+    pid: int = 0
+
+
+@dataclass
+class SpecFile:
+    """On a stub's go socket, for a spec larger than one datagram: the spec as one frame
+    (`to_frame`) in a sealed memfd, the first descriptor beside this message."""
 
 
 # -- stub -> monitor (status socket) ------------------------------------------------
@@ -437,6 +463,7 @@ MESSAGES: dict[str, type] = {
     "spec": Spec, "cancel": Cancel, "signal": Signal, "winsize": WinSize, "exit": ExitReport,
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
+    "fork_stub": ForkStub, "forked": Forked, "spec_file": SpecFile,
     "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
     "program_exit": ProgramExited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
@@ -769,6 +796,15 @@ def to_datagram(msg: DataclassInstance) -> bytes:
     if len(data) > DATAGRAM_MAX:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over the {DATAGRAM_MAX}-byte "
                             "datagram bound")
+    return data
+
+
+def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
+    """A message's envelope as bytes without a datagram's bound (a spec in a memfd:
+    `SpecFile`); `max_bytes` still bounds it."""
+    data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over {max_bytes}")
     return data
 
 

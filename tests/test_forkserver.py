@@ -26,7 +26,47 @@ def test_runs_go_through_the_fork_server_by_default():
     r = launcher.spawn(["true"])
     server = launcher.forkserver_pid
     assert r.status == "ok" and server is not None
-    assert r.pids["monitor_parent"] == server
+    assert r.pids["monitor"] == server   # the fork server's process is the monitor host
+
+
+def _sleeps() -> int:
+    n = 0
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                n += f.read() == b"sleep\x0030\x00"
+        except OSError:
+            pass
+    return n
+
+
+def test_one_monitor_process_supervises_every_sandbox_of_a_launcher():
+    """Issue 14: no monitor process per sandbox. Five sandboxes alive at once are all
+    supervised by the launcher's one monitor host, whose only child is its zygote
+    (the stubs are the zygote's children)."""
+    from sandbox.monitor.tree import children_map
+    with Launcher(capture_output=True) as launcher:
+        handles = [launcher.start(["sleep", "30"], policy="default") for _ in range(5)]
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                    all(h.pid for h in handles)
+                    and len(children_map().get(launcher.forkserver_pid or 0, [])) == 1
+                    and _sleeps() >= 5):
+                time.sleep(0.05)
+            server = launcher.forkserver_pid
+            assert server is not None
+            kids = children_map().get(server, [])
+            assert len(kids) == 1, kids                       # the zygote, nothing else
+            stubs = children_map().get(kids[0], [])
+            assert len(stubs) >= 5, stubs                     # the five stubs (+ the spare)
+            assert {h.pid for h in handles} == {server}
+        finally:
+            for h in handles:
+                h.cancel()
+            results = [h.wait() for h in handles]
+    assert [r.status for r in results] == ["cancelled"] * 5, [r.reason for r in results]
+    assert {r.pids["monitor"] for r in results} == {server}
 
 
 def test_a_dead_fork_server_is_restarted_and_the_run_succeeds():

@@ -1,4 +1,4 @@
-"""Starting a run's monitor: forked by the warm fork server (default), or exec'd.
+"""Starting a run's monitor: the fork server's monitor host (default), or exec'd.
 
 Both give a handle with the same small interface the session needs
 (`stdout`, `stderr`, `poll`, `kill`, `wait`). A forked monitor is not the
@@ -34,13 +34,15 @@ from sandbox.launcher import prepare as P
 
 
 class ForkedMonitor:
-    """A monitor forked by the fork server: not our child, so it is signalled through
-    the pidfd the server opened right after the fork, and its real wait status comes
-    from the server, which reaps it, on this run's exit socket (`MonitorExited`)."""
+    """A run supervised by the fork server's monitor host (one process for every run of
+    the launcher, `pid`): its end comes on this run's exit socket (`MonitorExited`,
+    or end of stream if the host died); closing that socket abandons the run (the
+    host kills its sandbox), which is what `kill` does: never a signal to the host,
+    which serves other runs."""
 
-    def __init__(self, pid: int, pidfd: int, exit_sock: socket.socket,
+    def __init__(self, pid: int, exit_sock: socket.socket,
                  stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> None:
-        self.pid, self.pidfd, self.exit_sock = pid, pidfd, exit_sock
+        self.pid, self.exit_sock = pid, exit_sock
         self.stdout, self.stderr = stdout, stderr
         self.returncode: int | None = None
 
@@ -69,10 +71,12 @@ class ForkedMonitor:
         self.send_signal(signal.SIGKILL)
 
     def send_signal(self, sig: int) -> None:
-        if self.pidfd >= 0 and self.returncode is None:
+        """SIGKILL abandons the run (its sandbox dies); other signals go to the program
+        on the control channel, not here."""
+        if sig == signal.SIGKILL and self.returncode is None and self.exit_sock.fileno() >= 0:
             try:
-                signal.pidfd_send_signal(self.pidfd, sig)
-            except ProcessLookupError:
+                self.exit_sock.shutdown(socket.SHUT_WR)
+            except OSError:
                 pass
 
     def wait(self, timeout: float | None = None) -> int | None:
@@ -83,9 +87,6 @@ class ForkedMonitor:
         return self.returncode
 
     def close(self) -> None:
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
         self.exit_sock.close()
 
 
@@ -143,24 +144,22 @@ class ForkServerClient:
         theirs.close()
         self._sock = mine
 
-    def _request(self, fds: list[int]) -> tuple[int, int]:
-        """Ask for a monitor: `fds` are the run's five and its exit socket."""
+    def _request(self, fds: list[int]) -> int:
+        """Hand a run to the server: `fds` are the run's five and its exit socket."""
         assert self._sock is not None
         protocol.send(self._sock, protocol.SpawnRequest(), fds)
         try:
-            reply, got = protocol.recv(self._sock, protocol.Spawned, protocol.Refused, max_fds=1)
+            reply, got = protocol.recv(self._sock, protocol.Spawned, protocol.Refused, max_fds=0)
         except protocol.ProtocolError as exc:
             raise OSError(f"fork server: {exc}") from None
         if reply is None:
             raise ConnectionError("the fork server closed its socket")
-        if not isinstance(reply, protocol.Spawned) or len(got) != 1:
-            for fd in got:
-                os.close(fd)
-            raise OSError(f"fork server: {getattr(reply, 'error', 'no pidfd')}")
-        return reply.pid, got[0]
+        if not isinstance(reply, protocol.Spawned):
+            raise OSError(f"fork server: {getattr(reply, 'error', 'refused')}")
+        return reply.pid
 
-    def spawn(self, fds: list[int]) -> tuple[int, int]:
-        """Fork a monitor with these descriptors; retries once on a fresh server."""
+    def spawn(self, fds: list[int]) -> int:
+        """Hand a run to the server (its pid); retries once on a fresh server."""
         with self._lock:
             for attempt in (1, 2):
                 if self._proc is None or self._proc.poll() is not None:
@@ -286,8 +285,8 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
             raise ValueError("start='forkserver' needs the launcher's fork server")
         exit_mine, exit_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid, pidfd = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds,
-                                       exit_theirs.fileno()])
+            pid = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds,
+                                exit_theirs.fileno()])
         except BaseException:
             exit_mine.close()
             raise
@@ -301,4 +300,4 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
             os.close(fd)
     stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None else None
     stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None else None
-    return ForkedMonitor(pid, pidfd, exit_mine, stdout, stderr), st.relay
+    return ForkedMonitor(pid, exit_mine, stdout, stderr), st.relay

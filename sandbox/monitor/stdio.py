@@ -71,8 +71,8 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 def take_process_stdio() -> tuple[int, int, int]:
     """This process's 0, 1, 2 as the caller's descriptors of a run, and /dev/null in
     their place. Only for a process that is one run's monitor and got the caller's
-    descriptors there (today's forked or exec'd monitor); a monitor shared by many
-    runs passes each run's descriptors to `StdioRelay` instead."""
+    descriptors there (an exec'd monitor: sandbox.monitor.main); the monitor host
+    passes each run's descriptors to `StdioRelay` instead."""
     for fd in (0, 1, 2):   # a closed one would be taken by the next descriptor made
         ensure_open(fd)
     caller = (os.dup(0), os.dup(1), os.dup(2))

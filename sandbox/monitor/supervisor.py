@@ -18,22 +18,19 @@ import select
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Callable, Protocol
 
-from sandbox import _native, protocol
+from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
-from sandbox.isolation import mounts
 from sandbox.isolation.context import ContainContext
-from sandbox.isolation.libc import adopt_stdio
-from sandbox.monitor import spare, tree
+from sandbox.monitor import stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
-from sandbox.monitor.stdio import StdioRelay, StdioSpec, take_process_stdio
+from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
                               OutputSummary, Pid1Exited, Pid1Started, ProgramExited, ProxyFds,
-                              Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, Violation,
-                              WinSize)
-from sandbox.sandboxee import entry, stub
+                              Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, StubReady,
+                              Violation, WinSize)
 
 
 SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits processes
@@ -43,11 +40,29 @@ SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits
 # page by page; a failed write leaves less than one chunk of a typical writer)
 SCRATCH_FULL = 64 * 1024
 
+class HostLoop(Protocol):
+    """What a Supervisor needs of the monitor host (sandbox.monitor.host.Host)."""
+    zygote: Any   # sandbox.monitor.zygote.Zygote (typed there: no import cycle here)
+
+    def watch(self, fileobj: socket.socket | int, callback: Callable[[], None]) -> None: ...
+
+    def unwatch(self, fileobj: socket.socket | int) -> None: ...
+
+    def take_spare(self, spec: Spec) -> stubs.Prestarted | None: ...
+
+
 class Supervisor:
-    def __init__(self, spec: Spec, ctx: ContainContext, ctl: Channel,
-                 prestarted: spare.Prestarted | None = None) -> None:
-        self.spec, self.ctx, self.ctl = spec, ctx, ctl
-        self.prestarted = prestarted  # a spare's stub, already in its cgroups and namespaces
+    """One run, driven by the monitor host's event loop (sandbox.monitor.host): `begin`
+    takes a stub; `on_status`/`on_setup`/`on_ctl` handle one message each; `on_time`
+    handles the clock (wall time, sampling); once PID 1's status is known and the stub
+    is gone, `done` is true and `end` (run by the host off the loop) tidies up and
+    returns the report."""
+
+    def __init__(self, spec: Spec, ctx: ContainContext, ctl: Channel, host: HostLoop,
+                 caller_stdio: list[int]) -> None:
+        self.spec, self.ctx, self.ctl, self.host = spec, ctx, ctl, host
+        self.caller_stdio = caller_stdio    # the caller's stdin, stdout, stderr (ours)
+        self.stub: stubs.Prestarted | None = None
         self.report = ExitReport()
         self.status: int | None = None  # PID 1's wait status once known (-1: none)
         self.pid1: int | None = None          # PID 1's host pid, for reports only
@@ -68,38 +83,35 @@ class Supervisor:
         self._pending_loop: Any = None
         self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
         self._shm_fd: int | None = None     # the private /dev/shm, from PID 1
+        self.stdio: StdioRelay | None = None
         self.usage = Pid1Exited()           # the run's CPU and memory, from its stub
+        self._skipped: dict[str, str] = {}  # layers skipped before PID 1 (best effort)
+        self.status_open = False            # the stub's status socket is still open
+        self.deadline: float | None = None  # the wall-clock limit
+        self._next_sample: float | None = None
+        self._next_cpu: float | None = None
+        self.cpu = CpuBudget.for_run(None, None, 0, None)
 
     # -- setup -------------------------------------------------------------
-    def _make_cgroup(self) -> None:
-        pre = self.prestarted
-        if pre is not None and not pre.compatible(self.spec):
-            pre.discard()
-            self.prestarted = pre = None
-        if pre is not None:
-            self.report.prestarted = True
-            if pre.cgroup is not None:
-                pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
-                self.cgroup = pre.cgroup
-                self._note_cgroup(pre.cgroup)
-                self.ctx.cgroup_memory = "memory" in pre.cgroup.applied
-            return
+    def _limits_wanted(self) -> bool:
         lim = self.ctx.policy.limits
-        if lim.memory is None and lim.processes is None and lim.cpu is None:
-            return  # the CPU is still counted, from /proc (cpu_budget.py)
+        return not (lim.memory is None and lim.processes is None and lim.cpu is None)
+
+    def _make_cgroup(self) -> Any:
+        """The run's cgroups, limits written, for a stub made for this run."""
+        if not self._limits_wanted():
+            return None   # the CPU is still counted, from /proc (cpu_budget.py)
         try:
             from sandbox.monitor import cgroups
         except ImportError:
-            return
-        cg = cgroups.create(self.spec.run_id, lim, support=cgroups.probe_cached(),
-                            pids_overhead=1)  # + the stub
-        if cg is not None:
-            self.cgroup = cg
-            self._note_cgroup(cg)
-            self.ctx.cgroup_memory = "memory" in cg.applied
+            return None
+        return cgroups.create(self.spec.run_id, self.ctx.policy.limits,
+                              support=cgroups.probe_cached(), pids_overhead=1)  # + the stub
 
     def _note_cgroup(self, cg: Any) -> None:
         """RunResult.limits_applied names policy limits (memory, processes), not controllers."""
+        self.cgroup = cg
+        self.ctx.cgroup_memory = "memory" in cg.applied
         names = {"memory": "memory", "pids": "processes"}
         # The run's own cgroups, shown read-only at the view's /sys/fs/cgroup (sysview.py)
         dirs = getattr(cg, "dirs", {})
@@ -117,116 +129,162 @@ class Supervisor:
         self._exit_r = r
         return w
 
-    def _start(self) -> tuple[int, socket.socket, socket.socket]:
+    def begin(self) -> None:
+        """Take a stub (the host's spare when it fits, else one made for this run) and
+        wait for it; the loop calls `on_status` next."""
+        network = self.ctx.policy.network.mode != "host"
+        pre = self.host.take_spare(self.spec) if self.ctx.namespaces else None
+        if pre is not None:
+            self.report.prestarted = True
+            if pre.cgroup is not None:
+                pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
+                self._note_cgroup(pre.cgroup)
+        else:
+            cg = self._make_cgroup()
+            if cg is not None:
+                self._note_cgroup(cg)
+            pre = stubs.make(self.host.zygote, cg, namespaces=self.ctx.namespaces,
+                             network=network)
+        self._take_stub(pre)
+        self._mark("cgroup_ready")
+        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup, pre.stub_pid,
+                                     pre.stub_fd)   # the run's tree, not ours
+        if self.cpu.limit is not None:
+            self.report.limits_applied["cpu"] = self.cpu.mechanism
+        self._prepare_listener()  # overlaps the stub's and PID 1's set-up
+        wall = self.ctx.policy.limits.wall
+        self.deadline = self.t0 + wall if wall else None
+        now = time.monotonic()
+        if self._needs_task_sampling():
+            self._next_sample = now + SAMPLE_EVERY
+        if self.cpu.wants_ticks():
+            self._next_cpu = now + self.cpu.next_tick()
+        self.host.watch(self.ctl.sock, self.on_ctl)
+        if pre.ready is not None:
+            self._stub_ready(pre.ready)
+
+    def _take_stub(self, pre: stubs.Prestarted) -> None:
+        self.stub = pre
+        self.stub_pid, self.stub_fd = pre.stub_pid, pre.stub_fd
+        self.status_open = True
+        self.host.watch(pre.status, self.on_status)
+        self._mark("stub_forked")
+
+    def _stub_ready(self, ready: StubReady) -> None:
+        """The stub's namespaces are entered (or not: a best-effort policy then runs
+        without them, in a stub made without; any other fails closed)."""
+        pre = self.stub
+        assert pre is not None
+        if ready.ok:
+            self._go(pre)
+            return
+        if self.ctx.policy.best_effort and pre.request.namespaces:
+            self._skipped["namespaces"] = ready.why
+            self.host.unwatch(pre.status)
+            pre.discard()
+            self.ctx.namespaces = self.spec.namespaces = False
+            self._take_stub(stubs.make(self.host.zygote, self.cgroup, namespaces=False))
+            self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup,
+                                         self.stub_pid or 0, self.stub_fd)
+            return
+        self.report.setup_error = SetupFailure("namespaces", ready.why)
+        self.status = -1
+        self._kill()
+
+    def _go(self, pre: stubs.Prestarted) -> None:
         exit_w = self._exit_pipe()
         tty = self.spec.stdio.tty
         self.stdio = StdioRelay(StdioSpec.from_spec(
             {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}),
-            take_process_stdio())   # this process is one run's monitor: its 0, 1, 2 are the run's
-        if self.prestarted is not None:
-            pre = self.prestarted
-            self.spec.cgroup_memory = self.ctx.cgroup_memory
-            self.spec.cgroup_view = list(self.ctx.cgroup_view)
-            spare.go(pre, self.spec, self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
+            (self.caller_stdio[0], self.caller_stdio[1], self.caller_stdio[2]))
+        self.caller_stdio = []
+        self.spec.cgroup_memory = self.ctx.cgroup_memory
+        self.spec.cgroup_view = list(self.ctx.cgroup_view)
+        try:
+            stubs.go(pre, self.spec, self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
+        finally:
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
+            self.ctx.ipc_fd = -1
             os.close(exit_w)
-            self.stdio.started()
-            return pre.stub_pid, pre.status, pre.setup
-        setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        setup_parent.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # who sent the listener
-        status_parent, status_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.ctx.monitor_fd = setup_child.fileno()
-        self.ctx.exit_fd = exit_w
-        join = self.cgroup.join if self.cgroup is not None else None
-        try:  # the mount table costs a page copy per object touched after the fork
-            self.ctx.mount_table = mounts.prepare(self.ctx.fs_plan)
-        except Exception:
-            pass  # apply() computes it itself and reports any real problem
-        pid = os.fork()
-        if pid == 0:
-            setup_parent.close()
-            status_parent.close()
-            self.ctl.close()
-            adopt_stdio(*self.stdio.sandbox)  # the stub's 0, 1, 2: the sandbox's ends
-            stub.run(self.ctx, status_child, lambda: entry.main(self.ctx, self.spec), join,
-                     self.spec.init_path or _native.INIT_PATH)
-        status_child.close()
-        os.close(exit_w)
         self.stdio.started()
-        setup_child.close()
-        os.close(self.ctx.ipc_fd)  # only the sandbox may hold it: its end of stream = the end
-        return pid, status_parent, setup_parent
+        # The stub has the spec now; the host keeps the parsed context only (a live
+        # sandbox's share of the monitor's memory: issue 14's 64 KiB per sandbox).
+        self.spec.policy, self.spec.fs_plan, self.spec.env = {}, {}, {}
+        self.host.watch(pre.setup, self.on_setup)
 
-    # -- loop --------------------------------------------------------------
-    def run(self) -> ExitReport:
-        t0 = self.t0
-        self._make_cgroup()
-        self._mark("cgroup_ready")
-        stub_pid, status, setup = self._start()
-        self.stub_pid = stub_pid
-        self.stub_fd = tree.open_pidfd(stub_pid)  # our child, unreaped: cannot be reused
-        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup,
-                                     stub_pid, self.stub_fd)   # the run's tree, not ours
-        if self.cpu.limit is not None:
-            self.report.limits_applied["cpu"] = self.cpu.mechanism
-        self._mark("stub_forked")
-        self._prepare_listener()  # overlaps the stub's and PID 1's set-up
-        wall = self.ctx.policy.limits.wall
-        deadline = t0 + wall if wall else None
-        sources = {status.fileno(): "status", setup.fileno(): "setup", self.ctl.fileno(): "ctl"}
-        sample = self._needs_task_sampling()
+    # -- events (from the host's loop) -------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.status is not None and not self.status_open
+
+    def on_status(self) -> None:
+        pre = self.stub
+        assert pre is not None
+        if not self._status_message(pre.status):
+            self.status_open = False
+            self.host.unwatch(pre.status)
+            if self.status is None:
+                self.status = -1
+
+    def on_setup(self) -> None:
+        assert self.stub is not None
+        if not self._setup_message(self.stub.setup):
+            self.host.unwatch(self.stub.setup)
+
+    def on_ctl(self) -> None:
+        msg = self._ctl_message()
+        if msg is None:
+            self.host.unwatch(self.ctl.sock)
+            self._kill()
+        elif isinstance(msg, Cancel):
+            self.report.cancelled = True
+            self._kill()
+        elif isinstance(msg, Signal):
+            self._relay_signal(msg.signal)
+        elif isinstance(msg, WinSize) and self.stdio is not None:
+            self.stdio.resize(msg.rows, msg.cols)
+
+    def next_time(self) -> float | None:
+        """When `on_time` is next due (CLOCK_MONOTONIC), or None."""
+        due = [t for t in (self.deadline, self._next_sample, self._next_cpu) if t is not None]
+        return min(due) if due else None
+
+    def on_time(self, now: float) -> None:
+        if self._next_sample is not None and now >= self._next_sample:
+            self._sample_tasks()
+            self._next_sample = now + SAMPLE_EVERY
         cpu = self.cpu
-        while "status" in sources.values() or self.status is None:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if sample:
-                timeout = SAMPLE_EVERY if timeout is None else min(timeout, SAMPLE_EVERY)
-                self._sample_tasks()
-            if cpu.wants_ticks() and not cpu.exceeded:
+        if self._next_cpu is not None and now >= self._next_cpu:
+            self._next_cpu = None
+            if not cpu.exceeded:
                 if cpu.sample():
                     self._kill()  # the whole sandbox's CPU budget is spent
-                    continue
-                tick = cpu.next_tick()
-                timeout = tick if timeout is None else min(timeout, tick)
-            ready, _, _ = select.select(list(sources), [], [], timeout)
-            if not ready and (deadline is None or time.monotonic() < deadline):
-                continue  # a sampling tick
-            if not ready:
-                self.report.timed_out = True
-                self._kill()
-                deadline = None
-                continue
-            for fd in ready:
-                kind = sources[fd]
-                if kind == "status":
-                    if not self._status_message(status):
-                        del sources[fd]
-                        if self.status is None:
-                            self.status = -1
-                elif kind == "setup":
-                    if not self._setup_message(setup):
-                        del sources[fd]
-                elif kind == "ctl":
-                    msg = self._ctl_message()
-                    if msg is None:
-                        del sources[fd]
-                        self._kill()
-                    elif isinstance(msg, Cancel):
-                        self.report.cancelled = True
-                        self._kill()
-                    elif isinstance(msg, Signal):
-                        self._relay_signal(msg.signal)
-                    elif isinstance(msg, WinSize):
-                        self.stdio.resize(msg.rows, msg.cols)
-            if self.status is not None and "status" not in sources.values():
-                break
-        os.waitpid(stub_pid, 0)   # it killed and reaped what was left of the run first
-        status.close()
-        setup.close()
-        self.stdio.finish()  # every byte of output reaches the caller before the report
+                else:
+                    self._next_cpu = now + cpu.next_tick()
+        if self.deadline is not None and now >= self.deadline:
+            self.report.timed_out = True
+            self.deadline = None
+            self._kill()
+
+    def detach(self) -> None:
+        """Off the loop: every source of this run leaves the host's selector."""
+        if self.stub is not None:
+            for s in (self.stub.status, self.stub.setup):
+                self.host.unwatch(s)
+        self.host.unwatch(self.ctl.sock)
+
+    def end(self) -> ExitReport:
+        """Off the loop, once `done`: output, audit, cost; the report."""
+        if self.stub is not None:
+            self.stub.status.close()
+            self.stub.setup.close()
+            self.stub.go.close()
+        if self.stdio is not None:
+            self.stdio.finish()  # every byte of output reaches the caller before the report
         self._check_scratch()
         self._copy_out()
         self._export_workdir()
-        self._finish(t0)   # stops the notification thread, the other caller of _kill
+        self._finish(self.t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds()
         return self.report
 
@@ -336,12 +394,17 @@ class Supervisor:
         """One message of the stub's; False at its end (or a malformed one: the stub
         is ours, so that is a bug, and PID 1's status is then unknown)."""
         try:
-            msg, _ = protocol.recv(sock, Pid1Started, Pid1Exited, SetupFailure, max_fds=0)
+            msg, _ = protocol.recv(sock, StubReady, Pid1Started, Pid1Exited, SetupFailure,
+                                   max_fds=0)
         except (OSError, ProtocolError):
             return False
         if msg is None:
             return False
-        if isinstance(msg, Pid1Started):
+        if isinstance(msg, StubReady):
+            if self.stub is not None and self.stub.ready is None:
+                self.stub.ready = msg
+                self._stub_ready(msg)
+        elif isinstance(msg, Pid1Started):
             self.pid1 = msg.pid
             self.pid1_fd = self._open_pid1(self.pid1)
             self._mark("pid1_forked")
@@ -394,7 +457,7 @@ class Supervisor:
                 pass
         if isinstance(msg, Ready):
             self.report.layers = list(msg.active)
-            self.report.skipped = dict(msg.skipped)
+            self.report.skipped = {**self._skipped, **msg.skipped}
             self._mark("sandboxee_ready")
             for layer, secs in msg.timings.items():
                 self.timings[f"layer.{layer}"] = secs
@@ -506,18 +569,22 @@ class Supervisor:
         fd = self.pid1_fd
         if fd is not None:
             tree.send(fd)   # never os.kill(pid): the number may be another process's now
+        elif self.stub_fd is not None and self.stub_fd >= 0:
+            tree.send(self.stub_fd)   # before PID 1 is known: the stub, and PID 1 with it
         if not self.ctx.namespaces and self.cgroup is not None:
             # No PID namespace to take everything down with PID 1: the cgroup kills
             # the rest now; else the stub (the run's subreaper) does once PID 1 ended.
             self.cgroup.kill_all()
 
     def _finish(self, t0: float) -> None:
-        ru = self.usage   # the run's own, from its stub (never this process's children)
         rep = self.report
         rep.status = -1 if self.status is None else self.status
         rep.wall_time = time.monotonic() - t0
         # Every process that ever ran in the sandbox: the meter (a cgroup, exact; or
-        # the last /proc sum) and the waited-for tree, whichever saw more.
+        # the last /proc sum) and PID 1's rusage as the stub waited for it (PID 1 reaps
+        # the whole tree), whichever saw more. Several runs share this process, so
+        # nothing here may read the process's own or its children's rusage.
+        ru = self.usage
         self.cpu.sample(final=True)
         rep.cpu_time = max((max(0, ru.utime_us) + max(0, ru.stime_us)) / 1e6, self.cpu.used)
         rep.cpu_limit_hit = self.cpu.exceeded

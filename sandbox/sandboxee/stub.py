@@ -19,7 +19,7 @@ What it says on the status socket (SOCK_SEQPACKET, sandbox.protocol):
 `Pid1Started` (PID 1's pid in the monitor's namespace), then `Pid1Exited`
 (raw wait status, with the CPU and peak memory of everything it reaped: the
 run's own usage), or a `SetupFailure` when the namespaces could not be
-entered. A spare's stub (`run_waiting`) first sends `StubReady`, then
+entered. Every stub (`run_waiting`) first sends `StubReady`, then
 receives the run's `Spec` and descriptors on its go socket.
 """
 from __future__ import annotations
@@ -32,68 +32,66 @@ from typing import Any, Callable
 import prctl
 
 from sandbox import protocol
-from sandbox.errors import SetupError
+from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import libc, limits, namespaces
-from sandbox.isolation.context import ContainContext
 from sandbox.monitor import tree
-from sandbox.protocol import Pid1Exited, Pid1Started, SetupFailure, Spec, StubReady
+from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
+                              StubReady)
 
 
-def run(ctx: ContainContext, status: socket.socket, pid1_main: Callable[[], object],
-        join_cgroup: Callable[[int], None] | None = None, init_path: str | None = None
-        ) -> None:
-    """Never returns. `init_path`: the sandbox-init binary whose stub mode waits."""
-    try:
-        prctl.set_pdeathsig(signal.SIGKILL)
-        if join_cgroup is not None:
-            join_cgroup(os.getpid())  # before unshare: the cgroup is named in the host's view
-        if ctx.namespaces:
-            try:
-                namespaces.enter(ctx)
-            except SetupError as exc:
-                if not ctx.policy.best_effort:
-                    protocol.send(status, SetupFailure(exc.layer, str(exc)))
-                    os._exit(0)
-                ctx.namespaces = False
-                ctx.skipped[exc.layer] = str(exc)
-    except BaseException as exc:
-        _last_word(status, exc)
-    _fork_pid1_and_wait(status, pid1_main, init_path)
-
-
-def run_waiting(status: socket.socket, go: socket.socket,
-                join_cgroup: Callable[[int], None] | None,
+def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 start: Callable[[Spec, list[int]], Callable[[], object]],
                 init_path: str | None = None) -> None:
-    """A spare stub: join the cgroup and enter every namespace *before* the run is
-    known, then wait on `go` for the `Spec` and the run's descriptors (ipc, stdin,
-    stdout, stderr, exit pipe). `start(spec, fds)` returns PID 1's main. Never returns.
+    """Every stub: join the run's cgroups and enter the namespaces *before* the run is
+    known (`req`: sandbox.monitor.zygote), then wait on `go` for the `Spec` (or a
+    `SpecFile`) and the run's descriptors (ipc, stdin, stdout, stderr, exit pipe).
+    `start(spec, fds)` returns PID 1's main. Never returns.
 
-    First message: `StubReady` (the monitor discards a stub that is not ok and
-    starts a fresh one)."""
+    First message: `StubReady` (the monitor discards a stub that is not ok and, for a
+    best-effort policy, asks for one without namespaces), or a `SetupFailure` when
+    the cgroups could not be joined (that fails closed: the limits live there)."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
-        if join_cgroup is not None:
-            join_cgroup(os.getpid())
-        uid, gid = os.getuid(), os.getgid()  # after unshare they read as the overflow id
-        caps = limits.user_ns_caps()         # the parent's, likewise
-        try:
-            libc.unshare(namespaces.ALL | libc.CLONE_NEWNET)
-            namespaces.map_self(uid, gid)
-            limits.bound_user_ns(caps)
-        except (OSError, SetupError) as exc:
-            protocol.send(status, StubReady(ok=False, why=str(exc)[:1000]))
-            os._exit(0)
+        me = str(os.getpid())
+        for procs in req.cgroup_procs:   # before unshare: named in the host's view
+            try:
+                with open(procs, "w") as f:
+                    f.write(me)
+            except OSError as exc:
+                protocol.send(status, SetupFailure(
+                    "cgroups", f"cannot move pid {me} into {os.path.dirname(procs)}: "
+                    f"{exc.strerror}"))
+                os._exit(0)
+        if req.namespaces:
+            uid, gid = os.getuid(), os.getgid()  # after unshare they read as the overflow id
+            caps = limits.user_ns_caps()         # the parent's, likewise
+            try:
+                libc.unshare(namespaces.ALL | (libc.CLONE_NEWNET if req.network else 0))
+                namespaces.map_self(uid, gid)
+                limits.bound_user_ns(caps)
+            except (OSError, SetupError) as exc:
+                protocol.send(status, StubReady(ok=False, why=str(exc)[:1000]))
+                os._exit(0)
         protocol.send(status, StubReady(ok=True))
-        spec, fds = protocol.recv(go, Spec)
+        msg, fds = protocol.recv(go, Spec, SpecFile)
         go.close()
-        if spec is None:
+        if msg is None:
             os._exit(0)  # discarded before use
-        pid1_main = start(spec, fds)
+        spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
+        pid1_main = start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
         init_path = spec.init_path or init_path
     except BaseException as exc:
         _last_word(status, exc)
     _fork_pid1_and_wait(status, pid1_main, init_path)
+
+
+def _spec_from_file(fds: list[int]) -> Spec:
+    """A spec too large for one datagram: one frame in the memfd beside `SpecFile`."""
+    if not fds:
+        raise ProtocolError("spec_file without its memfd")
+    with os.fdopen(fds[0], "rb", closefd=True) as f:
+        data = f.read(protocol.SPEC_MAX + 1)
+    return protocol.from_envelope(data, Spec, limit=protocol.SPEC_MAX)
 
 
 def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],

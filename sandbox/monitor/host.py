@@ -1,0 +1,422 @@
+"""The monitor host: one process that supervises every sandbox of a launcher.
+
+A sandbox used to cost a forked Python monitor of its own (~6 MiB). Here one
+process holds every run's `Supervisor` and drives them from one selectors
+loop: each run's control channel, its stub's status socket and its setup
+socket are sources of the loop, and each run's clocks (wall time, sampling)
+its timers. What may block is done off the loop: the end of a run (draining
+its output, copying ${OUTPUT} out, closing its audit) by a few shared
+threads, and every fork by the zygote (sandbox.monitor.zygote), forked first
+while this process still had one thread.
+
+A run arrives as its descriptors (the launcher's `SpawnRequest`, or an exec'd
+monitor's own); its `Spec` comes on its control channel; its end goes back as
+the `ExitReport` on that channel, then `MonitorExited` on its exit socket.
+The launcher closing a run's exit socket (or its control channel) abandons
+the run: its sandbox is killed. Nothing of one run is process-wide state:
+no signal handler, no descriptor 0-2, no rusage of the process.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sandbox import protocol
+from sandbox.errors import ProtocolError
+from sandbox.ipc.channel import Channel
+from sandbox.monitor import runspec, stubs
+from sandbox.monitor.supervisor import Supervisor
+from sandbox.monitor.zygote import Zygote
+from sandbox.protocol import ExitReport, MonitorExited, Spec
+
+# The monitor's exit codes, per run (in MonitorExited) and for an exec'd monitor.
+EXIT_REPORTED = 0       # the report went out (or the launcher was gone to take it)
+EXIT_NO_SPEC = 2        # the control channel closed or sent no spec: nothing ran
+EXIT_PARENT_GONE = 3    # the parent died before the monitor could tie its life to it
+EXIT_FAILED = 4         # the monitor itself failed before it could report
+
+END_THREADS = 6         # runs ended at once (each drains output, copies ${OUTPUT} out)
+
+# The one preload list: everything the host, a stub and PID 1 run, imported once before
+# the zygote is forked (never user action code: that is imported in the sandboxee).
+PRELOAD = (
+    "sandbox.monitor.supervisor", "sandbox.monitor.stubs", "sandbox.monitor.zygote",
+    "sandbox.sandboxee.entry", "sandbox.sandboxee.stub", "sandbox.sandboxee.worker",
+    # the audit side of the monitor, so a run with [audit] pays no import for it
+    "sandbox.audit.store", "sandbox.monitor.broker", "sandbox.monitor.notify_loop",
+)
+
+
+def warm() -> None:
+    """Import the preload list; compile the seccomp programs of the built-in policies,
+    so runs only look them up; probe cgroups once, so runs do not each make and remove
+    a probe cgroup."""
+    import importlib
+    for name in PRELOAD:
+        importlib.import_module(name)
+    try:
+        from sandbox.monitor import cgroups
+        cgroups.probe_cached()
+    except Exception:
+        pass
+    try:
+        from sandbox.isolation import seccomp
+        from sandbox.policy import load_policy
+        for name in ("default", "strict"):
+            pol = load_policy(name)
+            for audit in ("none", "denied", "all"):
+                seccomp.warm(pol.syscalls, audit)
+    except Exception:
+        pass  # a cold cache is slower, never wrong
+
+
+@dataclass
+class RunFds:
+    """One run's descriptors, as the host received them (all the host's to close): the
+    IPC socket's sandbox end (-1: the number the spec names, an exec'd monitor's), the
+    control socket, the caller's stdin, stdout, stderr, and the exit socket (or None)."""
+    ipc: int
+    ctl: int
+    stdio: list[int]
+    exit_sock: socket.socket | None = None
+
+
+@dataclass
+class Run:
+    fds: RunFds
+    ctl: Channel
+    sup: Supervisor | None = None
+    ending: bool = False
+    code: int = EXIT_REPORTED
+
+
+class Host:
+    def __init__(self, *, spares: bool = True) -> None:
+        self.zygote = Zygote.start()     # first: this process has one thread now
+        self.sel = selectors.DefaultSelector()
+        self.runs: list[Run] = []
+        self.spares = spares
+        self.spare: stubs.Prestarted | None = None
+        self._spare_n = 0
+        self._ended: queue.SimpleQueue[Run] = queue.SimpleQueue()
+        self._ends: queue.SimpleQueue[Run | Callable[[], Any] | None] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
+        self._workers = [threading.Thread(target=self._end_worker, name=f"run-end-{i}",
+                                          daemon=True) for i in range(END_THREADS)]
+        for t in self._workers:
+            t.start()
+        if spares:
+            self._new_spare()
+
+    # -- the selector, for the supervisors ----------------------------------------------
+    def watch(self, fileobj: socket.socket | int, callback: Callable[[], None]) -> None:
+        self.sel.register(fileobj, selectors.EVENT_READ, callback)
+
+    def unwatch(self, fileobj: socket.socket | int) -> None:
+        try:
+            self.sel.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    # -- the spare stub ------------------------------------------------------------------
+    def _new_spare(self) -> None:
+        from sandbox.monitor import cgroups
+        from sandbox.policy.model import Limits
+        self._spare_n += 1
+        try:
+            cg = cgroups.create(f"spare{os.getpid()}-{self._spare_n}", Limits(),
+                                support=cgroups.probe_cached())
+        except (OSError, ValueError):
+            cg = None
+        try:
+            self.spare = stubs.make(self.zygote, cg)
+        except OSError:
+            if cg is not None:
+                cg.remove()
+            self.spare = None
+            return
+        self.watch(self.spare.status, self._spare_ready)
+
+    def _spare_ready(self) -> None:
+        sp = self.spare
+        if sp is None:
+            return
+        self.unwatch(sp.status)
+        if not (sp.take_ready() or stubs.StubReady()).ok:
+            self.spares = False     # namespaces cannot be entered here: no more spares
+            self._drop_spare()
+
+    def _drop_spare(self, *, now: bool = False) -> None:
+        """Discard the spare stub; its cgroups are removed once it is gone (off the
+        loop, or `now`, when the host ends)."""
+        sp, self.spare = self.spare, None
+        if sp is None:
+            return
+        self.unwatch(sp.status)
+        sp.discard()
+        if sp.cgroup is not None:
+            if now:
+                sp.cgroup.remove()
+            else:
+                self._ends.put(sp.cgroup.remove)
+
+    def take_spare(self, spec: Spec) -> stubs.Prestarted | None:
+        """The spare, if it is ready and fits `spec`; a new one is made at once."""
+        sp = self.spare
+        if sp is None or sp.ready is None or not sp.compatible(spec):
+            return None
+        self.spare = None
+        if self.spares:
+            self._new_spare()
+        return sp
+
+    # -- runs ----------------------------------------------------------------------------
+    def add(self, fds: RunFds) -> Run:
+        run = Run(fds, Channel(fds.ctl, max_frame=protocol.SPEC_MAX))
+        self.runs.append(run)
+        self.watch(run.ctl.sock, lambda: self._spec(run))
+        if fds.exit_sock is not None:
+            self.watch(fds.exit_sock, lambda: self._abandoned(run))
+        return run
+
+    def _spec(self, run: Run) -> None:
+        self.unwatch(run.ctl.sock)
+        try:
+            msg = run.ctl.recv()
+            spec = protocol.parse(msg.type, msg.payload, Spec) if msg is not None else None
+        except (OSError, ProtocolError):
+            spec = None
+        if spec is None:
+            run.code = EXIT_NO_SPEC
+            self._retire(run)
+            return
+        if run.fds.ipc >= 0:   # handed over: the descriptor arrived with a new number
+            runspec.use_ipc_fd(spec, run.fds.ipc)
+        run.fds.ipc = -1
+        run.sup = Supervisor(spec, runspec.build_context(spec), run.ctl, self, run.fds.stdio)
+        run.fds.stdio = []
+        try:
+            run.sup.begin()
+        except Exception as exc:
+            self._failed(run.sup, exc)
+
+    def _abandoned(self, run: Run) -> None:
+        """The launcher closed the run's exit socket: it wants the sandbox gone."""
+        sock = run.fds.exit_sock
+        assert sock is not None
+        try:
+            if sock.recv(1):
+                return
+        except OSError:
+            pass
+        self.unwatch(sock)
+        if run.sup is None:
+            self._retire(run)
+        else:
+            run.sup.report.cancelled = True
+            run.sup.abort()
+
+    @staticmethod
+    def _failed(sup: Supervisor, exc: BaseException) -> None:
+        """The monitor failed for this run: report what we know, take the sandbox down."""
+        if sup.report.monitor_error is None:
+            sup.report.monitor_error = f"{type(exc).__name__}: {exc}"
+        try:
+            sup.abort()
+        except Exception:
+            pass
+        if sup.status is None:
+            sup.status = -1
+        sup.status_open = False
+
+    def _retire(self, run: Run) -> None:
+        """Off the loop from now on: the end worker finishes it."""
+        if run.ending:
+            return
+        run.ending = True
+        if run.sup is not None:
+            run.sup.detach()
+        if run.fds.exit_sock is not None:
+            self.unwatch(run.fds.exit_sock)
+        self._ends.put(run)
+
+    def _end_worker(self) -> None:
+        while True:
+            run = self._ends.get()
+            if run is None:
+                return
+            if not isinstance(run, Run):
+                try:
+                    run()     # housekeeping: a discarded spare's cgroup
+                except Exception:
+                    pass
+                continue
+            try:
+                _end(run)
+            finally:
+                self._ended.put(run)
+                try:
+                    os.write(self._wake_w, b"x")
+                except OSError:
+                    pass
+
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except OSError:
+            pass
+        while True:
+            try:
+                run = self._ended.get_nowait()
+            except queue.Empty:
+                return
+            if run in self.runs:
+                self.runs.remove(run)
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self) -> None:
+        """One turn: wait for the next event or timer, handle it, retire ended runs."""
+        now = time.monotonic()
+        due = [t for r in self.runs if r.sup is not None and not r.ending
+               for t in (r.sup.next_time(),) if t is not None]
+        timeout = max(0.0, min(due) - now) if due else None
+        for key, _ in self.sel.select(timeout):
+            callback = key.data
+            try:
+                callback()
+            except Exception as exc:
+                sup = getattr(callback, "__self__", None)
+                if isinstance(sup, Supervisor):
+                    self._failed(sup, exc)
+                else:
+                    raise
+        now = time.monotonic()
+        for run in list(self.runs):
+            sup = run.sup
+            if sup is None or run.ending:
+                continue
+            t = sup.next_time()
+            if t is not None and now >= t:
+                try:
+                    sup.on_time(now)
+                except Exception as exc:
+                    self._failed(sup, exc)
+            if sup.done:
+                self._retire(run)
+
+    def close(self) -> None:
+        """The launcher is gone: drop the spare (freeing its cgroups), end the zygote
+        (every stub, and so every sandbox, dies with it)."""
+        self._drop_spare(now=True)
+        self.zygote.close()
+        for _ in self._workers:
+            self._ends.put(None)
+        deadline = time.monotonic() + 10.0   # ends under way: their cgroups go too
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _end(run: Run) -> None:
+    """Off the loop: finish the run, send its report, release it."""
+    sup = run.sup
+    if sup is not None:
+        try:
+            report = sup.end()
+        except Exception as exc:
+            Host._failed(sup, exc)
+            report = sup.report
+        send_exit(run.ctl, report)
+    for fd in run.fds.stdio + ([run.fds.ipc] if run.fds.ipc >= 0 else []):
+        os.close(fd)
+    run.ctl.close()
+    if sup is not None:
+        try:
+            sup.cleanup()
+        except Exception:
+            pass
+    if run.fds.exit_sock is not None:
+        try:
+            protocol.send(run.fds.exit_sock, MonitorExited(run.code << 8))
+        except OSError:
+            pass   # that run's launcher side is gone
+        run.fds.exit_sock.close()
+
+
+def send_exit(ctl: Channel, report: ExitReport) -> None:
+    """The exit report, bounded by construction (sandbox.protocol); if even that
+    fails, a bare report that still carries PID 1's status."""
+    try:
+        frame = protocol.to_frame(report, protocol.EXIT_REPORT_MAX)
+    except Exception as exc:
+        frame = protocol.to_frame(ExitReport(status=report.status, timed_out=report.timed_out,
+                                             cancelled=report.cancelled,
+                                             monitor_error=f"report: {exc}"),
+                                  protocol.EXIT_REPORT_MAX)
+    try:
+        ctl.sock.sendall(frame)
+    except OSError:
+        pass  # the launcher is gone
+
+
+def ignore_terminal_signals() -> None:
+    """^C and ^\\ at the caller's terminal reach its whole process group, this process
+    included: they are the program's (the launcher relays them), not the monitor's.
+    A caller in the background (`sandbox exec ... &`) must not be stopped because a
+    stdin relay reads its terminal: the read fails (EIO), the program sees EOF."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # brokers are reaped with their rusage
+
+
+def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
+    """The fork server's life: every run the launcher sends, until its socket closes."""
+    ignore_terminal_signals()
+    warm()
+    import gc
+    gc.collect()
+    gc.freeze()
+    host = Host(spares=spares)
+    state = {"open": True}
+
+    def request() -> None:
+        try:
+            msg, fds = protocol.recv(sock, protocol.SpawnRequest)
+        except ProtocolError as exc:
+            sock.send(protocol.to_datagram(protocol.Refused(f"bad request: {exc}"[:1000])))
+            return
+        if msg is None:
+            state["open"] = False
+            host.unwatch(sock)
+            return
+        if len(fds) != 6:
+            for fd in fds:
+                os.close(fd)
+            protocol.send(sock, protocol.Refused(f"a run needs 6 descriptors, got {len(fds)}"))
+            return
+        host.add(RunFds(fds[0], fds[1], fds[2:5], socket.socket(fileno=fds[5])))
+        protocol.send(sock, protocol.Spawned(os.getpid()))
+
+    host.watch(sock, request)
+    while state["open"]:
+        host.step()
+    host.close()
+    return 0
+
+
+def serve_one(fds: RunFds) -> int:
+    """An exec'd monitor: this one run, then exit with EXIT_*."""
+    ignore_terminal_signals()
+    host = Host(spares=False)
+    run = host.add(fds)
+    while run in host.runs:
+        host.step()
+    host.close()
+    return run.code
