@@ -372,9 +372,10 @@ class SpecFile:
 # -- stub -> monitor (status socket) ------------------------------------------------
 @dataclass
 class StubReady:
-    """A spare's stub: its namespaces are entered (ok), or why not."""
+    """A stub: its namespaces are entered (ok), or why not (`layer`: the SetupError's)."""
     ok: bool = False
     why: str = bound(chars=1024, default="")
+    layer: str = bound(chars=64, default="")
 
 
 @dataclass

@@ -33,23 +33,33 @@ def flags_for(ctx: ContainContext) -> int:
 def enter(ctx: ContainContext) -> None:
     """In the stub: unshare everything, map uid/gid, bound the per-user resources
     of the new user namespace (limits.py). Raises SetupError."""
+    try:
+        enter_flags(flags_for(ctx), ctx.outer_uid, ctx.outer_gid)
+    except SetupError as exc:
+        if exc.layer != "user_ns_limits" or not ctx.policy.best_effort:
+            raise
+        ctx.skipped["user_ns_limits"] = str(exc)
+
+
+def enter_flags(flags: int, uid: int, gid: int) -> None:
+    """`enter` for a stub made before its policy is known (sandbox.monitor.stubs): the
+    namespaces of `flags`, uid and gid mapped to themselves. Raises SetupError naming
+    the layer: user_namespace, or user_ns_limits (the bounds could not be written)."""
     caps = limits.user_ns_caps()   # the parent's, read before unshare
     try:
-        libc.unshare(flags_for(ctx))
+        libc.unshare(flags)
     except OSError as exc:
         raise SetupError("user_namespace",
                          f"cannot create namespaces ({exc.strerror}); user namespaces may be "
                          "disabled (see `sandbox doctor`), or set best_effort = true") from None
     try:
-        map_self(ctx.outer_uid, ctx.outer_gid)
+        map_self(uid, gid)
     except OSError as exc:
         raise SetupError("user_namespace", f"cannot write the uid/gid map: {exc}") from None
     try:
         limits.bound_user_ns(caps)
     except SetupError as exc:
-        if not ctx.policy.best_effort:
-            raise
-        ctx.skipped["user_ns_limits"] = str(exc)
+        raise SetupError("user_ns_limits", str(exc)) from None
 
 
 def map_self(uid: int, gid: int) -> None:

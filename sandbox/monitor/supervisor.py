@@ -178,8 +178,9 @@ class Supervisor:
         if ready.ok:
             self._go(pre)
             return
+        layer = ready.layer or "namespaces"
         if self.ctx.policy.best_effort and pre.request.namespaces:
-            self._skipped["namespaces"] = ready.why
+            self._skipped[layer] = ready.why
             self.host.unwatch(pre.status)
             pre.discard()
             self.ctx.namespaces = self.spec.namespaces = False
@@ -187,7 +188,7 @@ class Supervisor:
             self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup,
                                          self.stub_pid or 0, self.stub_fd)
             return
-        self.report.setup_error = SetupFailure("namespaces", ready.why)
+        self.report.setup_error = SetupFailure(layer, ready.why)
         self.status = -1
         self._kill()
 

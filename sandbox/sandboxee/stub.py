@@ -33,7 +33,7 @@ import prctl
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError, SetupError
-from sandbox.isolation import libc, limits, namespaces
+from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
 from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
                               StubReady)
@@ -63,14 +63,13 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                     f"{exc.strerror}"))
                 os._exit(0)
         if req.namespaces:
-            uid, gid = os.getuid(), os.getgid()  # after unshare they read as the overflow id
-            caps = limits.user_ns_caps()         # the parent's, likewise
             try:
-                libc.unshare(namespaces.ALL | (libc.CLONE_NEWNET if req.network else 0))
-                namespaces.map_self(uid, gid)
-                limits.bound_user_ns(caps)
-            except (OSError, SetupError) as exc:
-                protocol.send(status, StubReady(ok=False, why=str(exc)[:1000]))
+                namespaces.enter_flags(
+                    namespaces.ALL | (libc.CLONE_NEWNET if req.network else 0),
+                    os.getuid(), os.getgid())
+            except SetupError as exc:
+                protocol.send(status, StubReady(ok=False, layer=exc.layer,
+                                                why=str(exc)[:1000]))
                 os._exit(0)
         protocol.send(status, StubReady(ok=True))
         msg, fds = protocol.recv(go, Spec, SpecFile)
