@@ -7,9 +7,12 @@ write the audit store) and never acts for the child. When a call must be
 mediated connects), the monitor sends its own copy of the arguments to this
 process, which:
 
-- is forked by the monitor (so it is outside the sandbox's PID namespace:
+- is forked by the monitor host (so it is outside the sandbox's PID namespace:
   the sandbox can neither see, signal nor ptrace it) and dies with it
-  (PDEATHSIG, and the end of its socket);
+  (PDEATHSIG, and the end of its socket). The host has threads, and a fork
+  copies only the forking one: the child runs code that takes no lock
+  (tests/test_broker_fork_safety.py keeps what it can reach free of
+  threading, logging and queues), never a lock another thread held;
 - joins the sandbox's user, mount and network namespaces (``setns`` on
   descriptors of ``/proc/<pid>/ns/*`` of a sandbox task, checked still
   pending, opened before the fork), and its root (``chroot`` into
