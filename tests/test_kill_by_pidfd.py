@@ -96,6 +96,7 @@ def _supervisor_kill_stale_pid1() -> str:
     sup = Supervisor.__new__(Supervisor)   # only the parts _status_message/_kill use
     sup.ctx = types.SimpleNamespace(namespaces=True)
     sup.cgroup, sup.stub_pid, sup.pid1_fd, sup.status = None, stub, None, None
+    sup.stub_fd, sup.stub = None, None        # no pidfd of the stub: nothing to kill by it
     sup.t0, sup.timings = time.monotonic(), {}
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     protocol.send(theirs, protocol.Pid1Started(n))   # PID 1 already gone, number reused

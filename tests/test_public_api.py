@@ -73,7 +73,7 @@ def test_context_manager_stops_its_fork_server_and_refuses_later_runs():
         server = launcher.forkserver_pid
         assert (r.status, r.stdout) == (Status.OK, "hi\n")
         assert server is not None and _alive(server)
-        assert r.pids["monitor_parent"] == server
+        assert r.pids["monitor"] == server   # the monitor host
     assert launcher.closed and launcher.forkserver_pid is None
     assert _wait_for(lambda: not _alive(server))
     with pytest.raises(RuntimeError, match="closed"):
