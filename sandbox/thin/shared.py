@@ -64,7 +64,7 @@ class ForRun(monitors.ForkServerClient):
         self._lock_path = lock_path
         self._server = server_pid
 
-    def spawn(self, fds: list[int]) -> tuple[int, int]:
+    def spawn(self, fds: list[int]) -> int:
         catchable = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, catchable)
         lock = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
