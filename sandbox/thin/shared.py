@@ -22,9 +22,10 @@ finds a request unanswered first takes that stale reply (waiting up to
 STALE_WAIT for it) and closes its descriptors, then sends its own.
 
 Only the daemon starts, restarts and stops the server (`Owner`); a forked run
-never does (`ForRun.close` is a no-op, and a dead server is an OSError for that
-run: "cannot start the monitor", exit 125, while the daemon restarts it for the
-next).
+never does (`ForRun.close` is a no-op). A server that has died is replaced
+before the daemon forks the next run; one that dies during a run's request (or
+is still exiting when the run starts) fails that run with an OSError: "cannot
+start the monitor", exit 125.
 """
 from __future__ import annotations
 
