@@ -118,3 +118,20 @@ def test_boundary_check_sees_signatures_not_bodies() -> None:
     assert [g.split(" ", 1)[1] for g in got] == [
         "bad(x: Any)", "bare(x) unannotated", "bare -> unannotated",
         "C.__init__(v: Any)", "C.m -> Any"]
+
+
+def test_the_start_path_is_checked_strictly():
+    """pyproject.toml's strict mypy override (every definition typed, no bare generic,
+    no Any returned) names every module of the start path, and no module that is gone."""
+    import tomllib
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    strict = [o for o in cfg["tool"]["mypy"]["overrides"] if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1, strict
+    assert all(strict[0].get(flag) for flag in (
+        "disallow_incomplete_defs", "disallow_any_generics", "warn_return_any",
+        "check_untyped_defs"))
+    named = set(strict[0]["module"])
+    want = {"sandbox." + m[:-3].replace("/", ".") for m in START_PATH}
+    assert want <= named, sorted(want - named)
+    assert all((PKG / (m[len("sandbox."):].replace(".", "/") + ".py")).exists()
+               for m in named), sorted(named)

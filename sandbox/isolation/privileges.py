@@ -29,7 +29,7 @@ def _last_cap() -> int:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
     except OSError:
-        return max(prctl.ALL_CAPS)
+        return int(max(prctl.ALL_CAPS))
 
 
 def close_fds(keep: set[int]) -> None:

@@ -44,6 +44,7 @@ import ctypes
 import errno
 import functools
 import os
+from typing import Callable
 
 from sandbox.errors import SetupError
 from sandbox.isolation import libc
@@ -115,7 +116,8 @@ def audited_syscalls(syscalls: SyscallPolicy, audit_files: str) -> SyscallPolicy
                          on_violation=syscalls.on_violation)
 
 
-def _action_map(on_violation: str, kill_via_notify: bool, errno_via_notify: bool = False):
+def _action_map(on_violation: str, kill_via_notify: bool,
+                errno_via_notify: bool = False) -> Callable[[str], int]:
     if on_violation == "errno":
         deny = bpf.RET_USER_NOTIF if errno_via_notify else bpf.ret_errno(errno.EPERM)
     elif on_violation == "kill":

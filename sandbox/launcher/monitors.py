@@ -131,7 +131,7 @@ class ForkServerClient:
     def __init__(self, command: list[str] | None = None) -> None:
         self.command = list(command or FORKSERVER_COMMAND)
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
 
     def _start(self) -> None:

@@ -150,7 +150,8 @@ class Host:
         if sp is None:
             return
         self.unwatch(sp.status)
-        if not (sp.take_ready() or stubs.StubReady()).ok:
+        ready = sp.take_ready()
+        if ready is None or not ready.ok:
             self.spares = False     # namespaces cannot be entered here: no more spares
             self._drop_spare()
 

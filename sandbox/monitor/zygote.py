@@ -30,7 +30,7 @@ import prctl
 
 from sandbox import _native, protocol
 from sandbox.errors import ProtocolError
-from sandbox.protocol import ForkStub, Forked, Refused
+from sandbox.protocol import ForkStub, Forked, Refused, Spec
 
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 
@@ -135,7 +135,7 @@ def _fork(req: ForkStub, fds: list[int], sock: socket.socket,
                 os.close(fd)
             status = socket.socket(fileno=fds[0])
             go = socket.socket(fileno=fds[2])
-            start: Callable = stubs.start_pid1(fds[1])
+            start: Callable[[Spec, list[int]], Callable[[], object]] = stubs.start_pid1(fds[1])
             stub.run_waiting(status, go, req, start, _native.INIT_PATH)
         finally:
             os._exit(1)
