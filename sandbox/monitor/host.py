@@ -221,9 +221,9 @@ class Host:
         self.unwatch(sock)
         if run.sup is None:
             self._retire(run)
-        else:
+        else:   # PID 1 (or the stub) killed: the rest follows, never waited for here
             run.sup.report.cancelled = True
-            run.sup.abort()
+            run.sup._kill()
 
     @staticmethod
     def _failed(sup: Supervisor, exc: BaseException) -> None:
