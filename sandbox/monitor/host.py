@@ -105,6 +105,7 @@ class Host:
         self.spares = spares
         self.spare: stubs.Prestarted | None = None
         self._spare_n = 0
+        self._want_spare = False
         self._ended: queue.SimpleQueue[Run] = queue.SimpleQueue()
         self._ends: queue.SimpleQueue[Run | Callable[[], Any] | None] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -175,8 +176,7 @@ class Host:
         if sp is None or sp.ready is None or not sp.compatible(spec):
             return None
         self.spare = None
-        if self.spares:
-            self._new_spare()
+        self._want_spare = self.spares   # made after this turn's events: off the run's path
         return sp
 
     # -- runs ----------------------------------------------------------------------------
@@ -312,6 +312,9 @@ class Host:
                     self._failed(sup, exc)
             if sup.done:
                 self._retire(run)
+        if self._want_spare and self.spare is None:
+            self._want_spare = False
+            self._new_spare()
 
     def close(self) -> None:
         """The launcher is gone: drop the spare (freeing its cgroups), end the zygote
