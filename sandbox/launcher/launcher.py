@@ -247,6 +247,9 @@ class Launcher:
         for handle in live:
             with contextlib.suppress(BaseException):
                 handle.wait()
+        if self.history is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.history.close()
         self._finalizer()
 
     @property
