@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Uni
 from sandbox import protocol
 from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
-from sandbox.launcher import monitors, signals, workdir_cow
+from sandbox.launcher import monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.history import History, remove_if_empty
@@ -250,6 +249,7 @@ class Launcher:
         if self.history is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.history.close()
+        tidy.drain()      # no run directory outlives a closed launcher
         self._finalizer()
 
     @property
@@ -497,7 +497,7 @@ class Launcher:
                                  code_paths=code_paths,
                                  ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
                                  hidden=_audit_store(self.audit_db))
-                cleanup.callback(shutil.rmtree, prep.paths.rundir, ignore_errors=True)
+                cleanup.callback(tidy.remove_later, prep.paths.rundir)   # last, off the return path
                 result = RunResult(run_id=run_id, policy=prep.policy.name,
                                    output_dir=prep.paths.output)
                 started: list[Any] = []
