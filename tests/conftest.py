@@ -25,6 +25,15 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+@pytest.fixture(autouse=True)
+def _earlier_runs_directories_removed():
+    """Earlier tests' run directories are removed by a shared thread (launcher/tidy.py),
+    which holds a descriptor while it works: gone before a test counts its own."""
+    from sandbox.launcher import tidy
+    tidy.drain()
+    yield
+
+
 @pytest.fixture
 def launcher():
     from sandbox.launcher.launcher import Launcher
