@@ -387,8 +387,9 @@ class Pid1Started:
 class Pid1Exited:
     """PID 1's end, from the stub (the compiled ``sandbox-init --stub``, or the Python
     stub): its raw wait status, and the resource usage of this run alone: wait4's of
-    PID 1 (which reaps its whole tree; the kernel's teardown of a PID namespace
-    included) plus, without a PID namespace, of every orphan the stub reaped as the
+    PID 1 (which reaps its whole tree, but for what the kernel kills and reaps
+    uncharged when a PID namespace's init exits: the CPU meter, cpu_budget.py, covers
+    that) plus, without a PID namespace, of every orphan the stub reaped as the
     run's subreaper. Per run, never the monitor's process-wide RUSAGE_CHILDREN.
     The compiled stub writes it itself (init.c `stub`), from a MSG_MAX-byte buffer."""
     status: int = -1    # PID 1's raw wait status
