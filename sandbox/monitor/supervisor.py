@@ -308,10 +308,11 @@ class Supervisor:
                 os.close(fd)
 
     def abort(self) -> None:
-        """After a failure of the monitor itself: take the sandbox down now."""
+        """After a failure of the monitor itself: take the sandbox down now. PID 1 is
+        killed, not the stub: without a PID namespace the stub (the run's subreaper)
+        kills and reaps what is left once PID 1 ended (before PID 1 is known, `_kill`
+        kills the stub, and PID 1 dies with it)."""
         self._kill()
-        if self.stub_fd is not None:
-            tree.send(self.stub_fd)
         if self.cgroup is not None:
             self.cgroup.kill_all()
 
