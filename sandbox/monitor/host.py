@@ -54,13 +54,20 @@ PRELOAD = (
 )
 
 
-def warm() -> None:
-    """Import the preload list; compile the seccomp programs of the built-in policies,
-    so runs only look them up; probe cgroups once, so runs do not each make and remove
-    a probe cgroup."""
+def preload() -> None:
+    """Import the preload list, before the zygote is forked: a stub, PID 1 and a Python
+    action are its forks, and whatever they import later they would read from inside
+    the sandbox's view (and a policy without the package's directory could not)."""
     import importlib
     for name in PRELOAD:
         importlib.import_module(name)
+
+
+def warm() -> None:
+    """`preload`; compile the seccomp programs of the built-in policies, so runs only
+    look them up; probe cgroups once, so runs do not each make and remove a probe
+    cgroup."""
+    preload()
     try:
         from sandbox.monitor import cgroups
         cgroups.probe_cached()
@@ -418,6 +425,7 @@ def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
 def serve_one(fds: RunFds) -> int:
     """An exec'd monitor: this one run, then exit with EXIT_*."""
     ignore_terminal_signals()
+    preload()   # imports only: compiling every built-in filter costs more than one run
     host = Host(spares=False)
     run = host.add(fds)
     while run in host.runs:
