@@ -481,7 +481,11 @@ _HINTS: dict[type, dict[str, Any]] = {}
 
 def _hints(cls: type) -> dict[str, Any]:
     """The resolved field types of a message class, resolved once per class: resolving
-    evaluates every annotation string each time (a few ms per run, on every decode)."""
+    evaluates every annotation string each time (a few ms per run, on every decode).
+    Every message's are resolved at import (`_resolve_all`), so that a process forked
+    from the warm template resolves none: each resolution builds ForwardRefs and walks
+    typing's caches, and in a fork every object it touches copies a page of the
+    template (issue 14: ~0.2 MiB per spare stub decoding its Spec)."""
     hints = _HINTS.get(cls)
     if hints is None:
         hints = _HINTS[cls] = typing.get_type_hints(cls)
@@ -841,3 +845,11 @@ def recv(sock: socket.socket, *accept: type[T],
         for fd in fds:
             os.close(fd)
         raise
+
+
+def _resolve_all() -> None:
+    for cls in MESSAGES.values():
+        max_size(cls)   # resolves the hints of every nested message class too
+
+
+_resolve_all()

@@ -101,6 +101,20 @@ def test_a_spec_is_never_cut_short():
     assert P.parse(m.type, m.payload, P.Spec) == spec
 
 
+def test_field_types_are_resolved_once_at_import(monkeypatch):
+    # issue 14: a process forked from the warm template decodes its Spec without
+    # evaluating annotations again (each evaluation copies template pages)
+    import typing
+
+    def refuse(*a, **k):
+        raise AssertionError("typing.get_type_hints called after import")
+    monkeypatch.setattr(typing, "get_type_hints", refuse)
+    spec = P.Spec(run_id="r", argv=["x"], env={"A": "v"})
+    assert P.from_datagram(P.to_datagram(spec), P.Spec) == spec
+    for cls in P.MESSAGES.values():
+        P.max_size(cls)
+
+
 def test_a_receiver_takes_only_what_it_names():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     P.send(a, P.Pid1Started(5))
