@@ -17,6 +17,12 @@ instead of one system call and one wake-up of the launcher per message.
 Order is kept (one buffer). `flush()` waits until everything queued is
 written; `close()` flushes first. A write error is raised by the next
 `send` or `flush`.
+
+The writer thread starts only with the `DIRECT_SENDS`+1st message: until then
+`send` writes the frame itself, under the same lock. Most actions send a few
+messages (a result, the final store), and a thread costs a forked sandboxee
+its stack, a malloc arena and the pages of the threading machinery it
+touches, copied from the warm template (issue 14's memory per sandbox).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message, encode
 
 
 COALESCE_LIMIT = 1 << 20  # bytes buffered before a sender waits for the writer
+DIRECT_SENDS = 32         # messages a coalescing channel writes itself before its writer starts
 
 
 class Channel:
@@ -49,9 +56,8 @@ class Channel:
             self._writing = False
             self._closed = False
             self._error: OSError | None = None
-            self._writer = threading.Thread(target=self._write_loop, name="ipc-writer",
-                                            daemon=True)
-            self._writer.start()
+            self._direct = DIRECT_SENDS
+            self._writer: threading.Thread | None = None
 
     @classmethod
     def from_env(cls, var: str = "SANDBOX_IPC_FD") -> "Channel":
@@ -76,6 +82,18 @@ class Channel:
                 raise self._error
             if self._closed:
                 raise ProtocolError("channel is closed")
+            if self._writer is None:
+                if self._direct > 0:
+                    self._direct -= 1
+                    try:
+                        self.sock.sendall(frame)   # nothing is buffered: order is kept
+                    except OSError as exc:
+                        self._error = exc
+                        raise
+                    return
+                self._writer = threading.Thread(target=self._write_loop, name="ipc-writer",
+                                                daemon=True)
+                self._writer.start()
             self._buf += frame
             if len(self._buf) == len(frame):
                 self._cond.notify()
@@ -141,5 +159,6 @@ class Channel:
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
-            self._writer.join()
+            if self._writer is not None:
+                self._writer.join()
         self.sock.close()
