@@ -155,6 +155,22 @@ def test_logger_goes_to_sink_only(capsys, caplog):
     assert records[2][0] == "ERROR" and "ValueError: boom" in records[2][1]
 
 
+def test_a_context_makes_its_logger_only_when_used(monkeypatch):
+    # issue 14: a forked sandboxee pays for every Logger (its handler, its lock) in
+    # pages copied from the warm template, so an action that never logs makes none
+    from sandbox.workflow import context as context_mod
+    made = []
+    real = context_mod.make_logger
+    monkeypatch.setattr(context_mod, "make_logger", lambda *a: made.append(a) or real(*a))
+    ctx, records, _ = make_ctx()
+    ctx.send("progress", 1)
+    assert made == []
+    assert ctx.logger is ctx.logger            # one logger, made once
+    ctx.logger.info("now")
+    assert len(made) == 1 and made[0][0] == "sandbox.workflow.wf.st.act"
+    assert records == [("INFO", "now", {"workflow": "wf", "stage": "st", "action": "act"})]
+
+
 def test_logger_sink_failure_propagates_instead_of_printing(capsys):
     def broken(*a):
         raise OSError("pipe closed")

@@ -229,9 +229,20 @@ class ActionContext:
         self.run_id = run_id
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.item, self.index = item, index
-        where = {"workflow": workflow, "stage": stage, "action": action}
-        name = ".".join(str(p) for p in ("sandbox.workflow", workflow, stage, action) if p)
-        self.logger = make_logger(name, log_sink, where)
+        self._log_sink = log_sink
+        self._logger: logging.Logger | None = None
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The action's logger (records go to the run's log sink only). Made on first
+        use: most actions never log, and in a forked sandboxee a Logger, its handler
+        and its lock touch pages of the warm template that are then copied (issue 14)."""
+        if self._logger is None:
+            where = {"workflow": self.workflow, "stage": self.stage, "action": self.action}
+            name = ".".join(str(p) for p in ("sandbox.workflow", self.workflow, self.stage,
+                                             self.action) if p)
+            self._logger = make_logger(name, self._log_sink, where)
+        return self._logger
 
     def send(self, type: str, payload: Any = None) -> None:  # noqa: A002
         """Send a custom message to the parent; `payload` must be a JSON value."""
