@@ -10,6 +10,13 @@ spends. The same figure is taken for `bwrap` in the same run.
 Roles are read from the process tree (`role_of`): the fork server, the
 monitor(s), the stub, PID 1 (sandbox-init once the program started), the
 program (PID 2 and below), and anything else (broker, zygote).
+
+Beside PSS, each role's *private* pages (mapped by that process alone) are
+summed: for a Python action's program they are the pages of the warm template
+that the sandboxee's lineage (stub, PID 1, PID 2: all forks) wrote to, and so
+copied. One program's private pages are also split by mapping (the
+interpreter's heap, anonymous memory: pymalloc arenas, thread stacks; the
+interpreter's own data segment), which says where an optimisation has to act.
 """
 from __future__ import annotations
 
@@ -21,16 +28,53 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def pss_kib(pid: int) -> int:
-    """The process's PSS in KiB (0 if it is gone or unreadable)."""
+def rollup(pid: int) -> dict[str, int]:
+    """The process's /proc/PID/smaps_rollup figures in KiB ({} if it is gone)."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                key, _, rest = line.partition(":")
+                if rest.strip().endswith("kB"):
+                    out[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def pss_kib(pid: int) -> int:
+    """The process's PSS in KiB (0 if it is gone or unreadable)."""
+    return rollup(pid).get("Pss", 0)
+
+
+def private_kib(figures: dict[str, int]) -> int:
+    return figures.get("Private_Dirty", 0) + figures.get("Private_Clean", 0)
+
+
+def private_by_mapping(pid: int) -> dict[str, int]:
+    """Private KiB of one process by kind of mapping: "heap" (brk heap), "anon"
+    (anonymous mappings: pymalloc arenas, thread stacks, malloc arenas), "stack",
+    "interpreter" (the python binary or libpython: its data segment), "other"."""
+    out: dict[str, int] = {}
+    kind = "other"
+    exe = ""
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(None, 6)
+                if head and "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5].strip() if len(head) > 5 else ""
+                    base = os.path.basename(name)
+                    kind = ("heap" if name == "[heap]" else "stack" if name == "[stack]"
+                            else "anon" if not name
+                            else "interpreter" if base == exe or base.startswith("libpython")
+                            else "other")
+                elif head and head[0] in ("Private_Dirty:", "Private_Clean:"):
+                    out[kind] = out.get(kind, 0) + int(head[1])
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return out
 
 
 def _comm(pid: int) -> str:
@@ -57,10 +101,14 @@ class Tally:
     """PSS (KiB) and process count per role."""
     kib: dict[str, int] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
+    private: dict[str, int] = field(default_factory=dict)   # KiB mapped by that process only
+    sample: dict[str, int] = field(default_factory=dict)    # a pid per role
 
-    def add(self, role: str, kib: int) -> None:
+    def add(self, role: str, kib: int, private: int = 0, pid: int = 0) -> None:
         self.kib[role] = self.kib.get(role, 0) + kib
         self.count[role] = self.count.get(role, 0) + 1
+        self.private[role] = self.private.get(role, 0) + private
+        self.sample.setdefault(role, pid)
 
     @property
     def total(self) -> int:
@@ -108,7 +156,8 @@ def tally_sandbox_tree(root: int) -> Tally:
         if role is None:
             role = "forkserver" if parent.get(pid) == root and "python" in _comm(pid) \
                 else "other"
-        t.add(role, pss_kib(pid))
+        figures = rollup(pid)
+        t.add(role, figures.get("Pss", 0), private_kib(figures), pid)
     return t
 
 
@@ -139,6 +188,7 @@ def sandbox_pss(count: int, target: Any, policy: str = "default",
         time.sleep(1.0)   # let set-up faults settle
         t = tally_sandbox_tree(me)
         n = alive()
+        program = private_by_mapping(t.sample["program"]) if "program" in t.sample else {}
         for h in handles:
             h.cancel()
         for h in handles:
@@ -146,6 +196,7 @@ def sandbox_pss(count: int, target: Any, policy: str = "default",
     finally:
         launcher.close()
     return {"alive": n, "total_kib": t.total, "by_role_kib": t.kib, "count": t.count,
+            "private_by_role_kib": t.private, "program_private_by_mapping_kib": program,
             "per_sandbox_kib": round(t.total / max(1, n), 1)}
 
 
@@ -196,6 +247,11 @@ def measure(count: int = 50) -> dict[str, Any]:
     out["exec"] = sandbox_pss(count, ["sleep", "120"])
     out["action"] = sandbox_pss(count, _workflow("bench.sleep", seconds=120.0))
     out["bwrap"] = bwrap_pss(count)
+    from sandbox.bench import fork_floor
+    try:
+        out["fork_floor"] = fork_floor.measure()
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        out["fork_floor"] = {"error": str(exc)[:200]}
     return out
 
 
@@ -212,8 +268,20 @@ def render(res: dict[str, Any]) -> list[str]:
         roles = ", ".join(f"{role} {r['by_role_kib'][role] / n:.0f}" for role in ROLES
                           if role in r["by_role_kib"])
         lines.append(f"  {label:<26} {r['per_sandbox_kib']:>8.0f}  ({roles})")
+        private = ", ".join(f"{role} {r['private_by_role_kib'][role] / n:.0f}" for role in ROLES
+                            if r.get("private_by_role_kib", {}).get(role))
+        if private:
+            lines.append(f"  {'':<26} {'':>8}  private: {private}")
+        where = r.get("program_private_by_mapping_kib") or {}
+        if where:
+            lines.append(f"  {'':<26} {'':>8}  one program's private pages: " + ", ".join(
+                f"{kind} {kib}" for kind, kib in sorted(where.items(), key=lambda kv: -kv[1])))
     if res.get("bwrap"):
         lines.append(f"  {'bwrap (sleep)':<26} {res['bwrap']['per_sandbox_kib']:>8.0f}")
+    floor = res.get("fork_floor")
+    if floor:
+        lines.append("  floor, a fork of the warm template outside any sandbox (private KiB; "
+                     "sandbox.bench.fork_floor): " + ", ".join(f"{k} {v}" for k, v in floor.items()))
     return lines
 
 
