@@ -57,9 +57,7 @@ def private_by_mapping(pid: int) -> dict[str, int]:
     "interpreter" (the python binary or libpython: its data segment), "other"."""
     out: dict[str, int] = {}
     kind = "other"
-    exe = ""
     try:
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
         with open(f"/proc/{pid}/smaps") as f:
             for line in f:
                 head = line.split(None, 6)
@@ -68,7 +66,7 @@ def private_by_mapping(pid: int) -> dict[str, int]:
                     base = os.path.basename(name)
                     kind = ("heap" if name == "[heap]" else "stack" if name == "[stack]"
                             else "anon" if not name
-                            else "interpreter" if base == exe or base.startswith("libpython")
+                            else "interpreter" if base.startswith(("python", "libpython"))
                             else "other")
                 elif head and head[0] in ("Private_Dirty:", "Private_Clean:"):
                     out[kind] = out.get(kind, 0) + int(head[1])
