@@ -9,7 +9,10 @@ spends. The same figure is taken for `bwrap` in the same run.
 
 Roles are read from the process tree (`role_of`): the fork server, the
 monitor(s), the stub, PID 1 (sandbox-init once the program started), the
-program (PID 2 and below), and anything else (broker, zygote).
+program (PID 2 and below), and anything else (broker, spare). With the one
+monitor host of issue 14 the "forkserver" is that host (it supervises every
+run) and the "monitor", the stubs' parent, is its zygote: one process each
+for all the sandboxes, so their KiB per sandbox shrink as `count` grows.
 
 Beside PSS, each role's *private* pages (mapped by that process alone) are
 summed: for a Python action's program they are the pages of the warm template
