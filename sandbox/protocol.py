@@ -218,6 +218,7 @@ class ExitReport:
     monitor_peak_memory: int = 0    # bytes, the run's own: broker peak RSS + its audit backlog
     max_tasks: int = 0
     prestarted: bool = False
+    pooled: bool = False       # ... and that stub came from the run's warm pool
     wall_time: float = 0.0
     cpu_time: float = 0.0
     max_rss: int = 0

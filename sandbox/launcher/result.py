@@ -67,6 +67,7 @@ class RunResult:
     nested: list[dict[str, Any]] = field(default_factory=list)    # spawns served for this run's actions
     pids: dict[str, int] = field(default_factory=dict)   # host pids: monitor, its parent, sandboxee
     warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
+    pooled: bool = False  # ... and taken from its policy's warm pool, limits already written
     timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
     clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
     # filesystem.workdir = "copy-on-write": ${OUTPUT}/workdir.changes, None if nothing changed

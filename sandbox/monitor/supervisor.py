@@ -136,8 +136,10 @@ class Supervisor:
         pre = self.host.take_spare(self.spec) if self.ctx.namespaces else None
         if pre is not None:
             self.report.prestarted = True
+            self.report.pooled = pre.limits_written     # from the run's warm pool
             if pre.cgroup is not None:
-                pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
+                if not pre.limits_written:
+                    pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
                 self._note_cgroup(pre.cgroup)
         else:
             cg = self._make_cgroup()
