@@ -32,6 +32,7 @@ from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.monitor import runspec, stubs
+from sandbox.monitor.pool_stubs import StubPools
 from sandbox.monitor.supervisor import Supervisor
 from sandbox.monitor.zygote import Zygote
 from sandbox.protocol import ExitReport, MonitorExited, Spec
@@ -42,6 +43,7 @@ EXIT_NO_SPEC = 2        # the control channel closed or sent no spec: nothing ra
 EXIT_PARENT_GONE = 3    # the parent died before the monitor could tie its life to it
 EXIT_FAILED = 4         # the monitor itself failed before it could report
 
+SWEEP_EVERY = 2.0       # seconds between checks of the warm pools' policy files
 END_THREADS = 6         # runs ended at once (each drains output, copies ${OUTPUT} out)
 
 # The one preload list: everything the host, a stub and PID 1 run, imported once before
@@ -121,8 +123,12 @@ class Host:
                                           daemon=True) for i in range(END_THREADS)]
         for t in self._workers:
             t.start()
+        # warm pools per effective policy (pool_stubs), tried before the spare
+        self.pools: StubPools | None = None
         if spares:
+            self.pools = StubPools(self.zygote, self.watch, self.unwatch, self._ends.put)
             self._new_spare()
+        self._swept = time.monotonic()
 
     # -- the selector, for the supervisors ----------------------------------------------
     def watch(self, fileobj: socket.socket | int, callback: Callable[[], None]) -> None:
@@ -178,7 +184,12 @@ class Host:
                 self._ends.put(sp.cgroup.remove)
 
     def take_spare(self, spec: Spec) -> stubs.Prestarted | None:
-        """The spare, if it is ready and fits `spec`; a new one is made at once."""
+        """A stub from the run's warm pool (its limits already written: `limits_written`),
+        else the spare if it is ready and fits `spec` (a new one is made at once)."""
+        if self.pools is not None:
+            pre = self.pools.take(spec)
+            if pre is not None:
+                return pre
         sp = self.spare
         if sp is None or sp.ready is None or not sp.compatible(spec):
             return None
@@ -295,6 +306,8 @@ class Host:
         now = time.monotonic()
         due = [t for r in self.runs if r.sup is not None and not r.ending
                for t in (r.sup.next_time(),) if t is not None]
+        if self.pools is not None and self.pools.pools.keys():
+            due.append(self._swept + SWEEP_EVERY)   # a changed policy file frees its pool
         timeout = max(0.0, min(due) - now) if due else None
         for key, _ in self.sel.select(timeout):
             callback = key.data
@@ -307,6 +320,9 @@ class Host:
                 else:
                     raise
         now = time.monotonic()
+        if self.pools is not None and now - self._swept >= SWEEP_EVERY:
+            self._swept = now
+            self.pools.sweep()
         for run in list(self.runs):
             sup = run.sup
             if sup is None or run.ending:
@@ -319,6 +335,8 @@ class Host:
                     self._failed(sup, exc)
             if sup.done:
                 self._retire(run)
+        if self.pools is not None:
+            self.pools.refill()          # likewise: after this turn's events
         if self._want_spare and self.spare is None:
             self._want_spare = False
             self._new_spare()
@@ -327,6 +345,8 @@ class Host:
         """The launcher is gone: drop the spare (freeing its cgroups), end the zygote
         (every stub, and so every sandbox, dies with it)."""
         self._drop_spare(now=True)
+        if self.pools is not None:
+            self.pools.close()
         self.zygote.close()
         for _ in self._workers:
             self._ends.put(None)
