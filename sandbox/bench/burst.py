@@ -6,8 +6,9 @@ one policy at the same instant (a barrier), for each contender in turn, then
 pauses so the pool refills in the background as it would between bursts:
 
 - the pooled launcher (the default): each run says whether it took a
-  prestarted sandbox (`RunResult.warm`), so its latencies split into pool hits
-  and misses;
+  sandbox from its policy's warm pool (`RunResult.pooled`), so its latencies
+  split into pool hits and misses (a miss may still take the host's
+  policy-agnostic spare);
 - the same launcher with pools off (``SANDBOX_SPARE=0`` when its fork server
   starts): every run cold;
 - ``bwrap ... /bin/true``, the same number at once.
@@ -80,7 +81,7 @@ def bursts(size: int = 4, rounds: int = 10, policy: str = "strict",
             r = launcher.spawn(["/bin/true"], policy=policy)
             if r.status != "ok":
                 raise RuntimeError(f"burst run failed: {r.status} {r.reason}")
-            return bool(r.warm)
+            return bool(r.pooled)
         return fn
 
     contenders: dict[str, Callable[[], bool]] = {"pooled": run_with(pooled),
