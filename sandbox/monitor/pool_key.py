@@ -39,7 +39,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 from sandbox.jsontypes import JSON, JSONObject
 from sandbox.isolation.context import RunPaths
@@ -172,12 +172,16 @@ def _relations(roots: list[tuple[str, str]], literal: list[str]) -> dict[str, li
     return {name: sorted(v) for name, v in sorted(rel.items())}
 
 
-def _plain(v: Any) -> JSON:
+def _plain(v: object) -> JSON:
+    """Tuples as lists, mappings as dicts of plain values; a value JSON has no form for
+    is a bug of the caller (TypeError), never hashed by its repr."""
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}
-    return v
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"pool key: {type(v).__name__} has no JSON form")
 
 
 # -- from the spec the monitor host receives -----------------------------------------------
