@@ -335,8 +335,10 @@ class Host:
                     self._failed(sup, exc)
             if sup.done:
                 self._retire(run)
-        if self.pools is not None:
-            self.pools.refill()          # likewise: after this turn's events
+        if self.pools is not None and not any(
+                r.sup is not None and not r.ending and "sandboxee_ready" not in r.sup.timings
+                for r in self.runs):
+            self.pools.refill()   # when no run is setting up: a refill competes for the CPU
         if self._want_spare and self.spare is None:
             self._want_spare = False
             self._new_spare()
