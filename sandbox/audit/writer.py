@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from sandbox.monitor.per_process import PerProcess
 from sandbox.printable import as_bytes
 
 BATCH = 2000              # events per drain step
@@ -304,24 +305,7 @@ class WriterPool:
                         pass
 
 
-_shared: WriterPool | None = None
-_shared_lock = threading.Lock()
-
-
-def shared() -> WriterPool:
-    """The process's writer pool (one thread, started with the first run)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = WriterPool()
-        return _shared
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has no writer thread: it starts its own pool if it ever needs one."""
-    global _shared, _shared_lock
-    _shared = None
-    _shared_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# The process's writer pool (one thread, started with the first run); a forked child
+# has no writer thread and starts its own pool if it ever needs one.
+_shared: PerProcess[WriterPool] = PerProcess(WriterPool)
+shared = _shared.get

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Generator
 
 from sandbox.audit.writer import BACKPRESSURE_SECONDS
+from sandbox.monitor.per_process import PerProcess
 
 MAX_EVENTS = 64
 CHARGE_EVERY = 64         # notifications of one run between two reads of the thread's clock
@@ -301,31 +302,18 @@ class Hub:
         slot.run.hub_done.set()
 
 
-_hub: Hub | None = None
-_hub_lock = threading.Lock()
+def _forget(old: Hub) -> None:
+    """In a forked child: close its copies of the parent's epoll set and kick descriptor
+    only (the child must not touch the parent's hub)."""
+    old._ep.close()
+    try:
+        os.close(old._kick_fd)
+    except OSError:
+        pass
+    old._kick_fd = -1
 
 
-def hub() -> Hub:
-    """The process's hub (its thread starts with the first run attached)."""
-    global _hub
-    with _hub_lock:
-        if _hub is None:
-            _hub = Hub()
-        return _hub
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has no hub thread, and must not touch the parent's epoll set."""
-    global _hub, _hub_lock
-    if _hub is not None:
-        _hub._ep.close()
-        try:
-            os.close(_hub._kick_fd)
-        except OSError:
-            pass
-        _hub._kick_fd = -1
-    _hub = None
-    _hub_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# The process's hub (its thread starts with the first run attached); a forked child
+# has no hub thread and makes its own if it ever watches a run.
+_hub: PerProcess[Hub] = PerProcess(Hub, _forget)
+hub = _hub.get

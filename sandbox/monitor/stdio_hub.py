@@ -40,6 +40,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from sandbox.monitor.per_process import PerProcess
+
 CHUNK = 16384          # bytes per read, and the most a stream holds for a slow reader
 BLOCKING_SLICE = 4096  # PIPE_BUF: what a ready, blocking pipe takes without waiting
 TURN = 4               # chunks a stream may copy before the others get their turn
@@ -291,31 +293,18 @@ class StdioHub:
             stream.on_end(stream, broken)
 
 
-_hub: StdioHub | None = None
-_hub_lock = threading.Lock()
+def _forget(old: StdioHub) -> None:
+    """In a forked child: close its copies of the parent's hub's descriptors only."""
+    old._sel.close()
+    for fd in (old._wake_r, old._wake_w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
-def shared() -> StdioHub:
-    """This process's hub (made at first use)."""
-    global _hub
-    with _hub_lock:
-        if _hub is None:
-            _hub = StdioHub()
-        return _hub
-
-
-def _forget_in_child() -> None:
-    """A forked child has no hub thread: it starts its own hub if it ever relays."""
-    global _hub, _hub_lock
-    old, _hub, _hub_lock = _hub, None, threading.Lock()
-    if old is not None:
-        old._sel.close()   # the child's copy of the epoll descriptor only
-        for fd in (old._wake_r, old._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
+# This process's hub (made at first use); a forked child has no hub thread and
+# starts its own if it ever relays.
+_hub: PerProcess[StdioHub] = PerProcess(StdioHub, _forget)
+shared = _hub.get
 
