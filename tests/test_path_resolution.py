@@ -187,9 +187,9 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("thin/daemon.py", "Daemon.bind", "lexists"):
         (T, "the daemon's socket in a private (0700) directory of the caller's"),
     ("thin/daemon.py", "stop", "lexists"): (T, "ditto"),
-    ("_native/__init__.py", "init_path", "exists"): (T, "the install's compiled init"),
-    ("_native/__init__.py", "client_path", "exists"):
-        (T, "the launcher's own state directory (the thin client built there)"),
+    ("_native/__init__.py", "_compile", "exists"):
+        (T, "a temporary file of its own in the launcher's state directory (0700), where "
+            "the init or the thin client is built"),
     ("workflow/static_check.py", "find_source", "isdir"):
         (T, "the caller's action code on its sys.path, before any run"),
     ("workflow/static_check.py", "find_source", "isfile"): (T, "ditto"),

@@ -45,15 +45,22 @@ def init_path() -> str:
         raise SetupError("init", f"the sandbox's init {INIT_PATH} is not built and there is "
                                  f"no C compiler ({cc}): install gcc and libc6-dev, then "
                                  "reinstall the package (pip install -e .)")
+    return _compile(cc, CFLAGS, SOURCE, target, "init", "the sandbox's init")
+
+
+def _compile(cc: str, flags: tuple[str, ...], source: str, target: str, layer: str,
+             what: str) -> str:
+    """Build `source` into `target` in the state directory (0700), atomically: a
+    concurrent launcher sees the old binary or the new one, never half of one."""
     from sandbox.launcher.prepare import state_subdir
     state_subdir("native")   # 0700, never a missing HOME
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
     os.close(fd)
     try:
-        done = subprocess.run([cc, *CFLAGS, "-o", tmp, SOURCE], capture_output=True, text=True)
+        done = subprocess.run([cc, *flags, "-o", tmp, source], capture_output=True, text=True)
         if done.returncode:
-            raise SetupError("init", f"building the sandbox's init failed: "
-                                     f"{done.stderr.strip().splitlines()[-1:]}")
+            raise SetupError(layer, f"building {what} failed: "
+                                    f"{done.stderr.strip().splitlines()[-1:]}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     finally:
@@ -98,25 +105,11 @@ def client_path() -> str:
     flags = (*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"')
     with open(CLIENT_SOURCE, "rb") as f:
         digest = hashlib.sha256(f.read() + " ".join(flags).encode()).hexdigest()[:16]
-    from sandbox.launcher.prepare import state_dir, state_subdir
+    from sandbox.launcher.prepare import state_dir
     target = os.path.join(state_dir(), "native", f"sandbox-client-{digest}")
     if os.access(target, os.X_OK):
         return target
     cc = os.environ.get("CC", "cc").split()[0]
     if shutil.which(cc) is None:
         raise SetupError("client", f"no C compiler ({cc}) to build the thin client")
-    state_subdir("native")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
-    os.close(fd)
-    try:
-        done = subprocess.run([cc, *flags, "-o", tmp, CLIENT_SOURCE], capture_output=True,
-                              text=True)
-        if done.returncode:
-            raise SetupError("client", "building the thin client failed: "
-                                       f"{done.stderr.strip().splitlines()[-1:]}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return _compile(cc, flags, CLIENT_SOURCE, target, "client", "the thin client")
