@@ -31,7 +31,6 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sandbox.printable import as_bytes, from_bytes
@@ -140,20 +139,58 @@ def run_file(directory: str, run_id: str) -> str:
 
 
 # -- writing (the monitor) ---------------------------------------------------------------------
-@dataclass
 class RunFile:
-    """A run's open file: the connection and a lock that marks it live for `enforce_cap`."""
-    conn: sqlite3.Connection
-    path: str
-    lock_fd: int
+    """A run's file: a lock that marks it live for `enforce_cap`, and a connection
+    held only while there is something to write.
+
+    WHY LAZY (issue 14): one monitor process watches every run of a launcher, and an
+    open SQLite connection costs its page cache, its -wal file and its mmap'ed -shm
+    (about 100 KiB of the host's PSS per run) even while the run writes nothing.
+    The writer calls `idle()` when a run's queue is drained: the connection closes
+    (the last one checkpoints and removes -wal and -shm); `conn` reopens it for the
+    next batch and for the end. The lock fd stays open all run long: the file is
+    never taken for a finished run's."""
+
+    def __init__(self, path: str, lock_fd: int, conn: sqlite3.Connection | None = None) -> None:
+        self.path = path
+        self.lock_fd = lock_fd
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = _writer_conn(self.path)
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def idle(self) -> None:
+        """Close the connection until the next batch (the lock stays)."""
+        c, self._conn = self._conn, None
+        if c is not None:
+            c.close()
 
     def close(self) -> None:
         try:
             self.conn.execute("PRAGMA journal_mode=DELETE")   # a plain file from now on
         except sqlite3.Error:
             pass
-        self.conn.close()
+        self.idle()
         os.close(self.lock_fd)   # after the connection: closing it drops our POSIX locks too
+
+
+def _writer_conn(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_MS / 1000, check_same_thread=False,
+                           isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")   # a crash loses the run's tail, never others'
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def create_run(directory: str, run_id: str, *, policy: str, files: str, mode: str,
@@ -164,18 +201,19 @@ def create_run(directory: str, run_id: str, *, policy: str, files: str, mode: st
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        conn = sqlite3.connect(path, timeout=BUSY_MS / 1000, check_same_thread=False,
-                               isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=OFF")   # a crash loses the run's tail, never others'
-        conn.executescript(SCHEMA)
-        conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, argv, "
-                     "paths) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (run_id, time.time(), policy, files, mode, argv, paths))
+        conn = _writer_conn(path)
+        try:
+            conn.executescript(SCHEMA)
+            conn.execute("INSERT OR REPLACE INTO runs (run_id, started, policy, files, mode, "
+                         "argv, paths) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (run_id, time.time(), policy, files, mode, argv, paths))
+        except BaseException:
+            conn.close()
+            raise
     except BaseException:
         os.close(fd)
         raise
-    return RunFile(conn, path, fd)
+    return RunFile(path, fd, conn)
 
 
 def end_run(conn: sqlite3.Connection, run_id: str, *, records: int, stored: int, dropped: int,

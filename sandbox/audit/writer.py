@@ -7,7 +7,8 @@ isolation between runs is unchanged), and one shared thread (`WriterPool`)
 drains them all in rounds of at most ``ROUND_BATCHES`` batches per run, so a
 run that floods records cannot starve another run's store. A run's queue is
 drained by one thread at a time (its lock), first in first out: its records
-keep their order.
+keep their order. A run whose queue stayed empty for a flush period holds no
+SQLite connection (`RunFile.idle`); its next batch reopens it.
 
 Back-pressure no longer blocks the producer: the notification hub
 (sandbox/monitor/notify_hub.py) stops reading a run's listener while its queue
@@ -143,6 +144,9 @@ class Writer:
             t0 = time.thread_time()
             try:
                 self._ensure_open()
+                if not self.queue:      # a whole flush period with nothing to store:
+                    self._idle()        # hold no SQLite connection while the run is quiet
+                    return False
                 return self._drain(max_batches)
             finally:
                 self.cpu += time.thread_time() - t0
@@ -156,6 +160,14 @@ class Writer:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self._opened.set()
+
+    def _idle(self) -> None:
+        idle = getattr(self.file, "idle", None)
+        if idle is not None:
+            try:
+                idle()
+            except Exception as exc:   # reported; the next batch reopens
+                self.error = f"{type(exc).__name__}: {exc}"
 
     def _fold(self, batch: list[tuple[Any, ...]]
               ) -> tuple[list[tuple[Any, ...]], dict[int, list[float]]]:
