@@ -82,11 +82,20 @@ def throughput_sweep(levels: list[int], total: Callable[[int], int], *, policy: 
     return rows
 
 
-def owned_pss() -> int:
-    """Bytes of PSS of every process this one owns (its descendants, not itself)."""
+def owned_pss(roots: list[int]) -> int:
+    """Bytes of PSS of the processes `roots` and all their descendants (what one
+    launcher, or the bwrap processes of one row, own: never another child of this
+    process, such as an earlier benchmark's daemon or fork server)."""
     import psutil
+    procs = []
+    for pid in roots:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
     total = 0
-    for p in psutil.Process().children(recursive=True):
+    for p in procs:
         try:
             total += p.memory_full_info().pss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -113,8 +122,8 @@ def _sandboxes_alive() -> int:
 
 def memory_sweep(levels: list[int], *, policy: str = "strict",
                  bwrap: bool = True) -> list[dict[str, Any]]:
-    """MiB of PSS per live sandbox, with c alive at once: every process this process
-    owns (the monitor host, its zygote and spare, each sandbox's stub, init and
+    """MiB of PSS per live sandbox, with c alive at once: every process the launcher
+    owns (its monitor host, the zygote and spare, each sandbox's stub, init and
     program; issue 14's measure), divided by the sandboxes alive. The fixed processes
     are shared among them, so the figure falls as c grows. (A difference against the
     tree with none alive is no measure here: the spare stub, a Python fork counted
@@ -137,7 +146,7 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
             for t in threads:
                 t.start()
             alive = _live_count(_sandboxes_alive, c, hold)
-            peak = owned_pss()
+            peak = owned_pss([launcher.forkserver_pid or 0])
             for t in threads:
                 t.join()
             launcher.close()    # its fork server gone before the next baseline
@@ -149,7 +158,7 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
                      for _ in range(c)]
             try:
                 time.sleep(0.3 + c * 0.01)
-                peak = owned_pss()
+                peak = owned_pss([p.pid for p in procs])
             finally:
                 for p in procs:
                     p.kill()
