@@ -179,6 +179,10 @@ def sandbox_pss(count: int, target: Any, policy: str = "default",
     launcher = Launcher(max_concurrent=count + 2)
     try:
         launcher.spawn(["/bin/true"], policy=policy)   # fork server up, imports done
+        launcher.spawn(["/bin/true"], policy=policy)
+        time.sleep(1.0)   # the runs' ends done, the spare and pools refilled
+        host = launcher.forkserver_pid or 0
+        host_idle = private_kib(rollup(host))
         handles = [launcher.start(target, policy=policy) for _ in range(count)]
         me = os.getpid()
 
@@ -189,6 +193,7 @@ def sandbox_pss(count: int, target: Any, policy: str = "default",
         time.sleep(1.0)   # let set-up faults settle
         t = tally_sandbox_tree(me)
         n = alive()
+        host_live = private_kib(rollup(host))
         program = private_by_mapping(t.sample["program"]) if "program" in t.sample else {}
         for h in handles:
             h.cancel()
@@ -198,7 +203,11 @@ def sandbox_pss(count: int, target: Any, policy: str = "default",
         launcher.close()
     return {"alive": n, "total_kib": t.total, "by_role_kib": t.kib, "count": t.count,
             "private_by_role_kib": t.private, "program_private_by_mapping_kib": program,
-            "per_sandbox_kib": round(t.total / max(1, n), 1)}
+            "per_sandbox_kib": round(t.total / max(1, n), 1),
+            # issue 14: the monitor's own memory grows by <= 64 KiB per sandbox it watches
+            # (the host's private pages, idle against `n` alive)
+            "host_private_idle_kib": host_idle, "host_private_live_kib": host_live,
+            "host_growth_per_sandbox_kib": round((host_live - host_idle) / max(1, n), 1)}
 
 
 def _under(pid: int, root: int) -> bool:
@@ -279,6 +288,13 @@ def render(res: dict[str, Any]) -> list[str]:
                 f"{kind} {kib}" for kind, kib in sorted(where.items(), key=lambda kv: -kv[1])))
     if res.get("bwrap"):
         lines.append(f"  {'bwrap (sleep)':<26} {res['bwrap']['per_sandbox_kib']:>8.0f}")
+    for kind, label in (("exec", "exec'd program"), ("action", "Python action")):
+        g = res[kind].get("host_growth_per_sandbox_kib")
+        if g is not None:
+            lines.append(f"  the monitor host's own growth per live sandbox ({label}): {g:.0f} KiB "
+                         f"of private memory ({res[kind]['host_private_idle_kib']} KiB idle, "
+                         f"{res[kind]['host_private_live_kib']} KiB with {res[kind]['alive']} "
+                         f"alive): {'PASS' if g <= 64 else 'MISS'} (goal <= 64 KiB, issue 14)")
     floor = res.get("fork_floor")
     if floor:
         lines.append("  floor, a fork of the warm template outside any sandbox (private KiB; "
