@@ -1,1 +1,2 @@
-"""The monitor: one per sandbox, outside its restrictions (supervision, wall time, seccomp notifications, audit)."""
+"""The monitor: one process per launcher (the monitor host), outside every sandbox's
+restrictions, supervising all of them (wall time, seccomp notifications, audit)."""

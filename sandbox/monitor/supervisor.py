@@ -1,10 +1,11 @@
-"""Supervision of one sandbox: fork it, watch it, enforce wall time, report.
+"""Supervision of one sandbox: take its stub, watch it, enforce wall time, report.
 
-A single-threaded `select` loop over three sources: the stub's status socket,
-the sandboxee's setup socket (ready / setup_error / exec_error / the seccomp
-listener), and the launcher's control channel (cancel, signal, winsize), each
-carrying typed messages (sandbox.protocol) and nothing else. The wall-clock limit
-is the loop's deadline. On timeout or cancel, PID 1 gets SIGKILL, which the
+Driven by the monitor host's one event loop (sandbox.monitor.host), which
+watches three sources per run: the stub's status socket, the sandboxee's setup
+socket (ready / setup_error / exec_error / the seccomp listener), and the
+launcher's control channel (cancel, signal, winsize), each carrying typed
+messages (sandbox.protocol) and nothing else. The wall-clock limit is one of
+the run's timers on that loop. On timeout or cancel, PID 1 gets SIGKILL, which the
 kernel turns into SIGKILL for every process of its PID namespace; without a
 PID namespace the stub, the run's subreaper, kills and reaps what is left
 (double-forked escapees included) before it reports PID 1's end, with the
