@@ -119,29 +119,10 @@ def _api(url: str, token: str) -> Callable[[], None]:
 
 
 def _rate(fn: Callable[[], None], total: int, concurrency: int) -> float:
-    left = [total]
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if left[0] <= 0 or errors:
-                    return
-                left[0] -= 1
-            try:
-                fn()
-            except BaseException as exc:   # reported after the join
-                errors.append(exc)
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return total / (time.perf_counter() - t0)
+    """Runs per second of `fn`, `total` times, `concurrency` at a time (the sweep's
+    driver: its latencies are not needed here)."""
+    from sandbox.bench.sweep import _concurrent
+    return _concurrent(fn, total, concurrency)[0]
 
 
 def run_service(runs: int = 50, total: int = 200, concurrency: int = 4,

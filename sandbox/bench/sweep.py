@@ -52,7 +52,7 @@ def _concurrent(fn: Callable[[], None], total: int, concurrency: int) -> tuple[f
         t.join()
     elapsed = time.perf_counter() - t0
     if errors:
-        raise RuntimeError(f"{len(errors)} runs failed, e.g. {errors[0]}")
+        raise RuntimeError(f"{len(errors)} runs failed, e.g. {errors[0]}") from errors[0]
     return total / elapsed, Sample(f"c={concurrency}", times)
 
 
