@@ -499,3 +499,25 @@ def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
         for s in mine:
             s.close()
         owner.close()
+
+
+def test_a_run_meeting_a_dying_fork_server_starts_its_monitor_cold(tmp_path):
+    """The race the test above cannot pin down: the daemon forked this run while its
+    server was still dying (a killed process shows as a zombie before its last thread
+    is gone, so `poll` saw it alive). The run's request finds no server; nothing of the
+    run began, so the run starts its own monitor the cold way and still runs, once."""
+    from sandbox.launcher import monitors
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.thin.shared import ForRun
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.close()                                  # the server is gone
+    gone = ForRun(mine, str(tmp_path / "forkserver.lock"), server_pid=os.getpid())
+    with pytest.raises(monitors.ServerGone):
+        gone.spawn([])
+    launcher = Launcher(start="forkserver", forkserver=gone)
+    try:
+        r = launcher.spawn(["sh", "-c", "echo hi; exit 3"], policy="default",
+                           workdir=str(tmp_path), capture_output=True)
+    finally:
+        launcher.close()
+    assert (r.exit_code, r.stdout) == (3, "hi\n"), r.reason

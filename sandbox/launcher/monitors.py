@@ -199,6 +199,12 @@ class ForkServerClient:
 START_MODES = ("forkserver", "exec")
 
 
+class ServerGone(ConnectionError):
+    """A fork server this process may not restart (the `sandbox exec` daemon's, shared by
+    its runs) was gone before it answered: nothing of the run began, so the run starts
+    its own monitor the cold way instead (`start_monitor`)."""
+
+
 @dataclass
 class Stdio:
     """The run's stdin, stdout and stderr as handed to the monitor.
@@ -263,6 +269,18 @@ def _stdio(capture: bool, stdin: StdinSource) -> Stdio:
     return st
 
 
+def _exec_monitor(st: Stdio, ipc_child: socket.socket,
+                  ctl_child: socket.socket) -> "subprocess.Popen[bytes]":
+    """`python -I -m sandbox.monitor.main` for this one run, our child."""
+    env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
+    proc = subprocess.Popen(P.monitor_command(), env=env, stdin=st.fds[0],
+                            stdout=st.fds[1], stderr=st.fds[2],
+                            pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
+    proc.stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None else None
+    proc.stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None else None
+    return proc
+
+
 def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
                   capture: bool, stdin: StdinSource = None, *,
                   server: ForkServerClient | None = None) -> tuple[Monitor, list[bool]]:
@@ -272,21 +290,16 @@ def start_monitor(mode: str, ipc_child: socket.socket, ctl_child: socket.socket,
     st = _stdio(capture, stdin)
     try:
         if mode == "exec":
-            env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
-            proc = subprocess.Popen(P.monitor_command(), env=env, stdin=st.fds[0],
-                                    stdout=st.fds[1], stderr=st.fds[2],
-                                    pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
-            proc.stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None \
-                else None
-            proc.stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None \
-                else None
-            return proc, st.relay
+            return _exec_monitor(st, ipc_child, ctl_child), st.relay
         if server is None:
             raise ValueError("start='forkserver' needs the launcher's fork server")
         exit_mine, exit_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = server.spawn([ipc_child.fileno(), ctl_child.fileno(), *st.fds,
                                 exit_theirs.fileno()])
+        except ServerGone:
+            exit_mine.close()
+            return _exec_monitor(st, ipc_child, ctl_child), st.relay
         except BaseException:
             exit_mine.close()
             raise

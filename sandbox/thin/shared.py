@@ -23,9 +23,12 @@ STALE_WAIT for it) and closes its descriptors, then sends its own.
 
 Only the daemon starts, restarts and stops the server (`Owner`); a forked run
 never does (`ForRun.close` is a no-op). A server that has died is replaced
-before the daemon forks the next run; one that dies during a run's request (or
-is still exiting when the run starts) fails that run with an OSError: "cannot
-start the monitor", exit 125.
+before the daemon forks the next run; a run that meets one dying (killed
+during its request, or still exiting when the daemon forked the run: a killed
+process shows as a zombie before its last thread is gone, so the daemon's
+`poll` can still see it alive) raises `monitors.ServerGone`, and that run
+starts its own monitor the cold way, as `sandbox exec` does without a daemon:
+slower, never failed.
 """
 from __future__ import annotations
 
@@ -81,8 +84,9 @@ class ForRun(monitors.ForkServerClient):
             self._save(lock, sent + 1, sent + 1)
             return reply
         except ConnectionError as exc:
-            raise OSError(f"the daemon's fork server is gone ({exc}); the daemon starts "
-                          "a new one for the next run") from None
+            # gone before it answered (killed, or still exiting when the daemon forked
+            # this run): the run starts its own monitor cold (monitors.start_monitor)
+            raise monitors.ServerGone(f"the daemon's fork server is gone ({exc})") from None
         finally:
             os.close(lock)       # releases the lock
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
