@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 
 import sandbox.audit
 from sandbox.audit import store
-from sandbox.audit.writer import FLUSH_SECONDS, WriterPool
+from sandbox.audit.writer import FLUSH_SECONDS, Writer, WriterPool
 
 
 def _holds(pid: int | str, path: str) -> tuple[int, bool]:
@@ -51,9 +51,9 @@ def _event(seq, path, allowed=True):
     return (seq, time.time(), 100, "read", "openat", path, None, allowed, "r", "kernel", None)
 
 
-def _writer(d: str, run_id: str, pool: WriterPool) -> store.Writer:
-    return store.Writer(lambda: store.create_run(d, run_id, policy="p", files="all",
-                                                 mode="exec", argv=None), pool=pool)
+def _writer(d: str, run_id: str, pool: WriterPool) -> Writer:
+    return Writer(lambda: store.create_run(d, run_id, policy="p", files="all",
+                                           mode="exec", argv=None), pool=pool)
 
 
 def test_a_quiet_run_holds_only_its_lock_and_a_capped_store_keeps_it(tmp_path):

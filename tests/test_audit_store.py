@@ -22,6 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import sandbox.audit
 from sandbox.audit import store
+from sandbox.audit.writer import Writer
 from sandbox.policy import load_policy
 from sandbox.policy.model import AuditPolicy
 
@@ -44,10 +45,10 @@ def accounted(a: dict) -> None:
 
 
 # -- the writer, without a sandbox -------------------------------------------------------------
-def writer(tmp_path, budget: int = 50_000) -> store.Writer:
+def writer(tmp_path, budget: int = 50_000) -> Writer:
     d = str(tmp_path / "audit")
-    return store.Writer(lambda: store.create_run(d, "r1", policy="p", files="all", mode="exec",
-                                                 argv=None), budget=budget)
+    return Writer(lambda: store.create_run(d, "r1", policy="p", files="all", mode="exec",
+                                           argv=None), budget=budget)
 
 
 def event(seq, path, *, op="read", allowed=True, rule="filesystem.read: /", flags=None):

@@ -71,8 +71,9 @@ CREATE TABLE IF NOT EXISTS records (
 
 COLUMNS = ("seq", "first", "last", "count", "pid", "operation", "syscall", "path", "flags",
            "allowed", "rule", "enforced", "result")
-_INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_BUMP = "UPDATE records SET count = count + ?, last = max(last, ?) WHERE seq = ?"
+# the writer's two statements (`sandbox.audit.writer.Writer`): a new row, a repeat folded in
+INSERT_RECORD = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+BUMP_RECORD = "UPDATE records SET count = count + ?, last = max(last, ?) WHERE seq = ?"
 
 BUSY_MS = 2000            # only `sandbox audit` readers share a run's file, and WAL never blocks
 TEXT_PER_RECORD = 256     # bytes of path + flags text per budgeted record, on average
@@ -440,5 +441,3 @@ def as_dict(run_id: str, row: tuple[Any, ...]) -> dict[str, Any]:
 def _text(v: Any) -> str:
     return from_bytes(v) if isinstance(v, bytes) else str(v)
 
-
-from sandbox.audit.writer import Writer  # noqa: E402  (re-exported: store.Writer)

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from sandbox.audit.store import BUMP_RECORD, INSERT_RECORD, TEXT_PER_RECORD, with_tx
 from sandbox.monitor.per_process import PerProcess
 from sandbox.printable import as_bytes
 
@@ -63,7 +64,6 @@ class Writer:
         """`opener` runs on the shared thread (file, schema, the run's row: several
         milliseconds), off the path of the sandbox's first notified syscall, while
         events already queue up."""
-        from sandbox.audit.store import TEXT_PER_RECORD
         self._opener = opener if callable(opener) else None
         self.file: Any = None if callable(opener) else opener
         self._opened = threading.Event()
@@ -199,23 +199,22 @@ class Writer:
         return new, bumps
 
     def _store(self, new: list[tuple[Any, ...]], bumps: dict[int, list[float]]) -> None:
-        from sandbox.audit.store import _BUMP, _INSERT, with_tx
         conn = self.conn
         assert conn is not None
         rows = [(int(n), last, seq) for seq, (n, last) in bumps.items()]
         try:
-            with_tx(conn, [(_INSERT, new), (_BUMP, rows)])
+            with_tx(conn, [(INSERT_RECORD, new), (BUMP_RECORD, rows)])
             self.stored += len(new)
             self.stored_events += len(new) + sum(r[0] for r in rows)
             return
         except Exception as exc:   # one bad value must not cost the batch: row by row
             self.error = f"{type(exc).__name__}: {exc}"
-        for sql, items, weight in ((_INSERT, new, lambda r: 1), (_BUMP, rows, lambda r: r[0])):
+        for sql, items, weight in ((INSERT_RECORD, new, lambda r: 1), (BUMP_RECORD, rows, lambda r: r[0])):
             for item in items:
                 try:
                     conn.execute(sql, item)
                     self.stored_events += weight(item)
-                    if sql is _INSERT:
+                    if sql is INSERT_RECORD:
                         self.stored += 1
                 except Exception as exc:
                     self.error = f"{type(exc).__name__}: {exc}"

@@ -60,7 +60,7 @@ from sandbox.printable import json_text
 from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 
 if TYPE_CHECKING:
-    from sandbox.audit.store import Writer
+    from sandbox.audit.writer import Writer
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
@@ -187,7 +187,7 @@ class AuditLoop:
     def _open_store(self, spec: Any, policy: Any) -> None:
         """This run's own file in the store directory (sandbox.audit.store: one file
         per run, so no other run, and no sandbox, can lock or slow it)."""
-        from sandbox.audit import store
+        from sandbox.audit import store, writer
         self.db_path = spec.audit_db or store.default_path()
         argv = json.dumps(spec.argv) if spec.argv is not None else None
         learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
@@ -198,7 +198,7 @@ class AuditLoop:
                             "policy": learning})
         cap = int(spec.audit_max_bytes or store.max_bytes())
 
-        def opener():  # runs on the writer's thread (see store.Writer)
+        def opener():  # runs on the writer's thread (see writer.Writer)
             f = store.create_run(self.db_path, self.run_id, policy=policy.name,
                                  files=self.files, mode=spec.mode, argv=argv,
                                  paths=paths)
@@ -208,7 +208,7 @@ class AuditLoop:
             except OSError:
                 pass   # retention is housekeeping: never the run's problem
             return f
-        self.writer = store.Writer(opener, budget=policy.audit.records)
+        self.writer = writer.Writer(opener, budget=policy.audit.records)
 
     # -- one notification (called by the hub when the listener is ready) ---------------------
     def dispatch(self) -> "bool | Generator[int, None, None]":
