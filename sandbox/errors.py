@@ -60,3 +60,8 @@ class SetupError(SandboxError):
     def __init__(self, layer: str, message: str) -> None:
         self.layer = layer
         super().__init__(f"{layer}: {message}")
+
+
+class ZygoteGone(OSError):
+    """The monitor host's zygote died (killed, OOM) before it answered: the host starts
+    another (sandbox.monitor.zygote.Zygotes); ask again, with fresh sockets."""

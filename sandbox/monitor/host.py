@@ -33,8 +33,9 @@ from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.pool_stubs import StubPools
+from sandbox.monitor.preload import PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
 from sandbox.monitor.supervisor import Supervisor
-from sandbox.monitor.zygote import Zygote
+from sandbox.monitor.zygote import Zygote, Zygotes
 from sandbox.protocol import ExitReport, MonitorExited, Spec
 
 # The monitor's exit codes, per run (in MonitorExited) and for an exec'd monitor.
@@ -45,46 +46,6 @@ EXIT_FAILED = 4         # the monitor itself failed before it could report
 
 SWEEP_EVERY = 2.0       # seconds between checks of the warm pools' policy files
 END_THREADS = 6         # runs ended at once (each drains output, copies ${OUTPUT} out)
-
-# The one preload list: everything the host, a stub and PID 1 run, imported once before
-# the zygote is forked (never user action code: that is imported in the sandboxee).
-PRELOAD = (
-    "sandbox.monitor.supervisor", "sandbox.monitor.stubs", "sandbox.monitor.zygote",
-    "sandbox.sandboxee.entry", "sandbox.sandboxee.stub", "sandbox.sandboxee.worker",
-    # the audit side of the monitor, so a run with [audit] pays no import for it
-    "sandbox.audit.store", "sandbox.monitor.broker", "sandbox.monitor.notify_loop",
-)
-
-
-def preload() -> None:
-    """Import the preload list, before the zygote is forked: a stub, PID 1 and a Python
-    action are its forks, and whatever they import later they would read from inside
-    the sandbox's view (and a policy without the package's directory could not)."""
-    import importlib
-    for name in PRELOAD:
-        importlib.import_module(name)
-
-
-def warm() -> None:
-    """`preload`; compile the seccomp programs of the built-in policies, so runs only
-    look them up; probe cgroups once, so runs do not each make and remove a probe
-    cgroup."""
-    preload()
-    try:
-        from sandbox.monitor import cgroups
-        cgroups.probe_cached()
-    except Exception:
-        pass
-    try:
-        from sandbox.isolation import seccomp
-        from sandbox.policy import load_policy
-        for name in ("default", "strict"):
-            pol = load_policy(name)
-            for audit in ("none", "denied", "all"):
-                seccomp.warm(pol.syscalls, audit)
-    except Exception:
-        pass  # a cold cache is slower, never wrong
-
 
 @dataclass
 class RunFds:
@@ -107,9 +68,12 @@ class Run:
 
 
 class Host:
-    def __init__(self, *, spares: bool = True) -> None:
-        self.zygote = Zygote.start()     # first: this process has one thread now
+    def __init__(self, *, spares: bool = True, warmed: bool = True) -> None:
+        # first: this process has one thread now. A zygote that dies later is replaced
+        # by fork+exec (`_zygote_replaced`); `warmed`: the replacement warms as we did.
+        self.zygote = Zygotes(Zygote.start(), warm=warmed, on_replaced=self._zygote_replaced)
         self.sel = selectors.DefaultSelector()
+        self.sel.register(self.zygote.current.pidfd, selectors.EVENT_READ, self._zygote_event)
         self.runs: list[Run] = []
         self.spares = spares
         self.spare: stubs.Prestarted | None = None
@@ -140,6 +104,23 @@ class Host:
         except (KeyError, ValueError):
             pass
 
+    # -- the zygote ----------------------------------------------------------------------
+    def _zygote_event(self) -> None:
+        """The zygote's pidfd is readable: it died. Replace it now, not at the next run."""
+        if self.zygote.current.death() is not None:   # (not a stale event of a replaced one)
+            self.zygote.replace(self.zygote.current)
+
+    def _zygote_replaced(self, dead: Zygote) -> None:
+        """Its stubs died with it: the spare and the pools' stubs are discarded (and made
+        again on the new zygote); runs in flight end as their stub's end says
+        (Supervisor: the zygote's death is named in the report)."""
+        self.unwatch(dead.pidfd)
+        self.watch(self.zygote.current.pidfd, self._zygote_event)
+        self._drop_spare()
+        self._want_spare = self.spares
+        if self.pools is not None:
+            self.pools.zygote_died()
+
     # -- the spare stub ------------------------------------------------------------------
     def _new_spare(self) -> None:
         from sandbox.monitor import cgroups
@@ -157,16 +138,19 @@ class Host:
                 cg.remove()
             self.spare = None
             return
-        self.watch(self.spare.status, self._spare_ready)
+        spare = self.spare
+        self.watch(spare.status, lambda: self._spare_ready(spare))
 
-    def _spare_ready(self) -> None:
-        sp = self.spare
-        if sp is None:
+    def _spare_ready(self, sp: stubs.Prestarted) -> None:
+        if sp is not self.spare:
             return
         self.unwatch(sp.status)
         ready = sp.take_ready()
         if ready is None or not ready.ok:
-            self.spares = False     # namespaces cannot be entered here: no more spares
+            if self.zygote.lost(sp.generation) is not None:
+                self._want_spare = self.spares   # it died with its zygote: another one
+            else:
+                self.spares = False     # namespaces cannot be entered here: no more spares
             self._drop_spare()
 
     def _drop_spare(self, *, now: bool = False) -> None:
@@ -192,6 +176,10 @@ class Host:
                 return pre
         sp = self.spare
         if sp is None or sp.ready is None or not sp.compatible(spec):
+            return None
+        if not sp.waiting():   # it died (with its zygote?) since it was ready
+            self._drop_spare()
+            self._want_spare = self.spares
             return None
         self.spare = None
         self._want_spare = self.spares   # made after this turn's events: off the run's path
@@ -245,9 +233,11 @@ class Host:
 
     @staticmethod
     def _failed(sup: Supervisor, exc: BaseException) -> None:
-        """The monitor failed for this run: report what we know, take the sandbox down."""
+        """The monitor failed for this run: report what we know, take the sandbox down
+        (a stub that died with its zygote fails a send: that death is what we know)."""
         if sup.report.monitor_error is None:
-            sup.report.monitor_error = f"{type(exc).__name__}: {exc}"
+            lost = sup.host.zygote.lost(sup.stub.generation) if sup.stub else None
+            sup.report.monitor_error = lost or f"{type(exc).__name__}: {exc}"
         try:
             sup.abort()
         except Exception:
@@ -448,7 +438,7 @@ def serve_one(fds: RunFds) -> int:
     """An exec'd monitor: this one run, then exit with EXIT_*."""
     ignore_terminal_signals()
     preload()   # imports only: compiling every built-in filter costs more than one run
-    host = Host(spares=False)
+    host = Host(spares=False, warmed=False)
     run = host.add(fds)
     while run in host.runs:
         host.step()

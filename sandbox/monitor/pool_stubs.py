@@ -17,7 +17,6 @@ host's end workers through `defer`, except when the host ends (`close`).
 from __future__ import annotations
 
 import os
-import select
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -62,9 +61,7 @@ class Pooled:
 
 
 def _waiting(item: Pooled) -> bool:
-    """The stub still waits: alive (its pidfd not readable) and silent since StubReady."""
-    pre = item.pre
-    return not select.select([pre.stub_fd, pre.status.fileno()], [], [], 0)[0]
+    return item.pre.waiting()
 
 
 def private_bytes(pid: int) -> int | None:
@@ -161,6 +158,15 @@ class StubPools:
 
     def sweep(self) -> None:
         self.pools.sweep()
+
+    def zygote_died(self) -> None:
+        """Every stub here died with the zygote that forked them: discard them all; the
+        pools and their targets stay, and `refill` starts them on the new zygote."""
+        for pre in list(self._starting.values()):
+            self._unwatch(pre.status)
+            Pooled(pre, self._remove).discard()
+        self._starting.clear()
+        self.pools.empty()
 
     def close(self) -> None:
         self._closing = True

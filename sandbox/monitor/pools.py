@@ -212,6 +212,16 @@ class Pools(Generic[T]):
             gone.append(pool.key)
         return gone
 
+    def empty(self) -> None:
+        """The sandboxes are gone (their zygote died): discard the ready ones, forget the
+        starting ones (their tickets no longer count: `filled` discards, `failed` is a
+        no-op); keep every pool and its target, so `wanted` starts them again."""
+        for pool in self._pools.values():
+            while pool.ready:
+                self._discard(pool.ready.popleft())
+            self._gen += 1
+            pool.gen, pool.starting = self._gen, 0
+
     def close(self) -> None:
         """Discard every ready sandbox (the host is ending)."""
         for pool in list(self._pools.values()):

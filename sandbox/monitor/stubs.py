@@ -17,12 +17,13 @@ run gets a stub made for it.
 from __future__ import annotations
 
 import os
+import select
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sandbox import protocol
-from sandbox.errors import ProtocolError
+from sandbox.errors import ProtocolError, ZygoteGone
 from sandbox.isolation.libc import adopt_stdio
 from sandbox.monitor import runspec, tree
 from sandbox.protocol import ForkStub, Spec, SpecFile, StubReady
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 
 
 class Forker(Protocol):
-    """What forks a stub: sandbox.monitor.zygote.Zygote."""
+    """What forks a stub: sandbox.monitor.zygote.Zygotes (`generation`: which zygote)."""
+    generation: int
+
     def fork_stub(self, req: ForkStub, fds: list[int]) -> tuple[int, int]: ...
 
 
@@ -49,6 +52,7 @@ class Prestarted:
     request: ForkStub = field(default_factory=ForkStub)
     ready: StubReady | None = None    # once read from `status`
     limits_written: bool = False      # the cgroup was made with this run's limits
+    generation: int = 0               # of the zygote that forked it (Zygotes.lost)
 
     def compatible(self, spec: Spec) -> bool:
         """Can this (spare) stub serve `spec`: its namespaces are the ones the run
@@ -68,6 +72,11 @@ class Prestarted:
             self.ready = msg if msg is not None else StubReady(ok=False, why="the stub ended")
         return self.ready
 
+    def waiting(self) -> bool:
+        """The stub still waits: alive (its pidfd not readable) and silent since
+        StubReady (a stub whose zygote died is neither)."""
+        return not select.select([self.stub_fd, self.status.fileno()], [], [], 0)[0]
+
     def discard(self) -> None:
         """Not used: end the stub (its parent, the zygote, reaps it). The cgroup is the
         caller's to remove, once the stub is gone (`cgroup.remove` waits for that)."""
@@ -81,7 +90,16 @@ class Prestarted:
 def make(zygote: Forker, cgroup: "RunCgroup | None", *, namespaces: bool = True,
          network: bool = True) -> Prestarted:
     """Ask the zygote for a stub that joins `cgroup` (a RunCgroup or None) and enters the
-    namespaces. Returns at once: its `StubReady` comes later on `status`."""
+    namespaces. Returns at once: its `StubReady` comes later on `status`. A zygote
+    found dead is replaced (ZygoteGone), and the stub asked of the new one."""
+    try:
+        return _make(zygote, cgroup, namespaces, network)
+    except ZygoteGone:
+        return _make(zygote, cgroup, namespaces, network)
+
+
+def _make(zygote: Forker, cgroup: "RunCgroup | None", namespaces: bool,
+          network: bool) -> Prestarted:
     procs = [os.path.join(d, "cgroup.procs") for d in (cgroup.paths if cgroup else [])]
     req = ForkStub(namespaces=namespaces, network=network, cgroup_procs=procs)
     setup_parent, setup_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -98,7 +116,8 @@ def make(zygote: Forker, cgroup: "RunCgroup | None", *, namespaces: bool = True,
     finally:
         for s in (setup_child, go_child, status_child):
             s.close()
-    return Prestarted(pid, pidfd, status_parent, setup_parent, go_parent, cgroup, req)
+    return Prestarted(pid, pidfd, status_parent, setup_parent, go_parent, cgroup, req,
+                      generation=zygote.generation)
 
 
 def start_pid1(setup_fd: int) -> Callable[[Spec, list[int]], Callable[[], object]]:

@@ -181,6 +181,8 @@ class Supervisor:
         if ready.ok:
             self._go(pre)
             return
+        if self._restub(pre):
+            return
         layer = ready.layer or "namespaces"
         if self.ctx.policy.best_effort and pre.request.namespaces:
             self._skipped[layer] = ready.why
@@ -194,6 +196,22 @@ class Supervisor:
         self.report.setup_error = SetupFailure(layer, ready.why)
         self.status = -1
         self._kill()
+
+    def _restub(self, pre: stubs.Prestarted) -> bool:
+        """A stub that died with its zygote before the run was handed to it: the same
+        stub again, on the new zygote (never a weaker one: a zygote's death says nothing
+        about the namespaces). False when that is not what happened."""
+        if (self.stdio is not None or self.status is not None or self.report.cancelled
+                or self.host.zygote.lost(pre.generation) is None):
+            return False
+        self.host.unwatch(pre.status)
+        pre.discard()
+        req = pre.request
+        self._take_stub(stubs.make(self.host.zygote, self.cgroup, namespaces=req.namespaces,
+                                   network=req.network))
+        self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup,
+                                     self.stub_pid or 0, self.stub_fd)
+        return True
 
     def _go(self, pre: stubs.Prestarted) -> None:
         exit_w = self._exit_pipe()
@@ -225,10 +243,15 @@ class Supervisor:
         pre = self.stub
         assert pre is not None
         if not self._status_message(pre.status):
+            if self._restub(pre):
+                return
             self.status_open = False
             self.host.unwatch(pre.status)
             if self.status is None:
                 self.status = -1
+                lost = self.host.zygote.lost(pre.generation)   # the stub died with it
+                if lost is not None and self.report.monitor_error is None:
+                    self.report.monitor_error = lost
 
     def on_setup(self) -> None:
         assert self.stub is not None

@@ -16,6 +16,15 @@ replying names the stub even after it is reaped). It is a child subreaper, so
 an orphan that escaped a run without a PID namespace is reaped here, not
 left a zombie. It dies with the host (PDEATHSIG; the host's main thread, which
 forked it, lives as long as the host), and every stub dies with it.
+
+A zygote can still die (killed, or by the OOM killer); its stubs die with it
+(PDEATHSIG), and so does every sandbox they started. The host then needs a
+new one, but by then it runs threads and must not fork Python: `Zygotes`
+(the host's handle, what every stub is asked of) starts the replacement by
+fork+exec, ``python -I -m sandbox.monitor.zygote``, which warms the same
+runtime as the host did (sandbox.monitor.preload) before serving. It costs a
+fresh interpreter's start and import (docs/architecture.md, "When the zygote
+dies"), and its pages are its own, no longer shared with the host.
 """
 from __future__ import annotations
 
@@ -23,24 +32,30 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from typing import Callable
 
 import prctl
 
 from sandbox import _native, protocol
-from sandbox.errors import ProtocolError
+from sandbox.errors import ProtocolError, ZygoteGone
 from sandbox.protocol import ForkStub, Forked, Refused, Spec
 
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
+COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
+DEATHS_KEPT = 16   # past zygotes whose death a late stub's run may still ask about
 
 
 class Zygote:
-    """The host's handle on its zygote: `fork_stub` is one round trip (the fork, a
-    pidfd_open and a datagram), safe to call from any thread."""
+    """One zygote process: `fork_stub` is one round trip (the fork, a pidfd_open and a
+    datagram), safe to call from any thread. `pidfd` becomes readable when it dies."""
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid, self.sock = pid, sock
+    def __init__(self, pid: int, sock: socket.socket,
+                 proc: "subprocess.Popen[bytes] | None" = None) -> None:
+        self.pid, self.sock, self._proc = pid, sock, proc
+        self.pidfd = os.pidfd_open(pid)   # our unreaped child: never a recycled pid
         self._lock = threading.Lock()
 
     @classmethod
@@ -59,27 +74,136 @@ class Zygote:
         theirs.close()
         return cls(pid, mine)
 
+    @classmethod
+    def spawn(cls, *, warm: bool = True) -> "Zygote":
+        """Start a zygote by fork+exec (safe in a process with threads: nothing but C
+        runs between the fork and the exec). Its parent is the calling thread, whose
+        end fires its PDEATHSIG: call from a thread that lives as long as the host."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "SANDBOX_ZYGOTE_FD": str(theirs.fileno()),
+               "SANDBOX_ZYGOTE_PARENT": str(os.getpid()),
+               "SANDBOX_ZYGOTE_WARM": "1" if warm else "0"}
+        try:
+            proc = subprocess.Popen(COMMAND, env=env, stdin=subprocess.DEVNULL,
+                                    pass_fds=(theirs.fileno(),))
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        return cls(proc.pid, mine, proc)
+
     def fork_stub(self, req: ForkStub, fds: list[int]) -> tuple[int, int]:
         """A new stub: its pid and pidfd. `fds` (status, setup, go: the stub's ends)
-        stay the caller's to close."""
+        stay the caller's to close. ZygoteGone: this zygote is dead."""
         with self._lock:
-            protocol.send(self.sock, req, fds)
-            reply, got = protocol.recv(self.sock, Forked, Refused, max_fds=1)
+            try:
+                protocol.send(self.sock, req, fds)
+                reply, got = protocol.recv(self.sock, Forked, Refused, max_fds=1)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise ZygoteGone(f"the zygote (pid {self.pid}) is gone: {exc}") from None
         if reply is None:
-            raise OSError("the zygote is gone")
+            raise ZygoteGone(f"the zygote (pid {self.pid}) is gone")
         if not isinstance(reply, Forked) or len(got) != 1:
             for fd in got:
                 os.close(fd)
             raise OSError(f"zygote: {getattr(reply, 'error', 'no pidfd')}")
         return reply.pid, got[0]
 
+    def death(self) -> str | None:
+        """None while it lives; else how it died (it stays unreaped until `close`)."""
+        if not select.select([self.pidfd], [], [], 0)[0]:
+            return None
+        how = "ended"
+        try:
+            info = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except OSError:
+            info = None
+        if info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+            try:
+                how = f"was killed by {signal.Signals(info.si_status).name}"
+            except ValueError:
+                how = f"was killed by signal {info.si_status}"
+        elif info is not None:
+            how = f"exited with status {info.si_status}"
+        return (f"the zygote (pid {self.pid}) {how}: every stub it forked, and the sandbox "
+                "of each, died with it")
+
     def close(self) -> None:
         """End of stream: the zygote exits, and every stub it forked with it."""
         self.sock.close()
         try:
-            os.waitpid(self.pid, 0)
+            if self._proc is not None:
+                self._proc.wait()
+            else:
+                os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+        os.close(self.pidfd)
+
+
+class Zygotes:
+    """The host's zygote, replaced when it dies: what the host, its supervisors and its
+    pools ask for stubs (sandbox.monitor.stubs.Forker). `generation` counts the
+    replacements; a stub records the one that forked it, so a run whose stub ended
+    without a word can tell whether its zygote's death took it (`lost`).
+
+    Replacement happens on the thread that made this object (the host's loop: the
+    new zygote's PDEATHSIG is tied to it), when a stub is asked of a dead zygote or
+    when the host sees its `pidfd` readable (`replace`). `on_replaced(old)` then lets
+    the host drop what died with the old one (its spare, its pools)."""
+
+    def __init__(self, first: Zygote, *, warm: bool = True,
+                 on_replaced: Callable[[Zygote], None] | None = None) -> None:
+        self.current = first
+        self.generation = 0
+        self.warm = warm
+        self.on_replaced = on_replaced
+        self._deaths: dict[int, str] = {}
+        self._owner = threading.get_ident()
+
+    def fork_stub(self, req: ForkStub, fds: list[int]) -> tuple[int, int]:
+        """A stub from the current zygote. ZygoteGone when it was dead: it is replaced
+        (on the owner thread) and the caller asks again, with fresh sockets (the dead
+        one may have forked a stub on these before it died)."""
+        z = self.current
+        try:
+            return z.fork_stub(req, fds)
+        except ZygoteGone:
+            self.replace(z)
+            raise
+
+    def replace(self, dead: Zygote) -> bool:
+        """Replace `dead` if it is still the current zygote and is dead; True if done."""
+        if dead is not self.current or threading.get_ident() != self._owner:
+            return False
+        why = dead.death()
+        if why is None:   # its socket failed, so it is ending (or of no use): make sure
+            select.select([dead.pidfd], [], [], 5.0)
+            if dead.death() is None:
+                signal.pidfd_send_signal(dead.pidfd, signal.SIGKILL)
+                select.select([dead.pidfd], [], [])
+            why = dead.death() or f"the zygote (pid {dead.pid}) is gone"
+        self._deaths[self.generation] = why
+        while len(self._deaths) > DEATHS_KEPT:
+            del self._deaths[min(self._deaths)]
+        self.current = Zygote.spawn(warm=self.warm)
+        self.generation += 1
+        try:
+            if self.on_replaced is not None:
+                self.on_replaced(dead)
+        finally:
+            dead.close()   # reap it (dead already)
+        return True
+
+    def lost(self, generation: int) -> str | None:
+        """Why the zygote of `generation` is gone, or None while it lives."""
+        if generation == self.generation:
+            return self.current.death()
+        return self._deaths.get(generation, "the zygote that forked this stub died")
+
+    def close(self) -> None:
+        self.current.close()
 
 
 def _serve(sock: socket.socket) -> int:
@@ -165,3 +289,31 @@ def _reap_orphans(children: dict[int, int]) -> None:
             os.waitpid(info.si_pid, os.WNOHANG)
         except ChildProcessError:
             return
+
+
+def main() -> int:
+    """``python -I -m sandbox.monitor.zygote``: a replacement, started by fork+exec from
+    the host (`Zygote.spawn`); the socket and the host's pid come in its environment."""
+    parent = int(os.environ["SANDBOX_ZYGOTE_PARENT"])
+    sock = socket.socket(fileno=int(os.environ["SANDBOX_ZYGOTE_FD"]))
+    prctl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:
+        return 3   # the host is gone already
+    # as the host (monitor.host.ignore_terminal_signals): the caller's ^C is the program's
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    from sandbox.monitor import preload
+    if os.environ.get("SANDBOX_ZYGOTE_WARM") == "1":
+        preload.warm()
+    else:
+        preload.preload()
+    for name in ("SANDBOX_ZYGOTE_FD", "SANDBOX_ZYGOTE_PARENT", "SANDBOX_ZYGOTE_WARM"):
+        os.environ.pop(name, None)   # the first zygote's forks never had them
+    import gc
+    gc.collect()
+    gc.freeze()
+    return _serve(sock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
