@@ -443,7 +443,10 @@ def test_start_uses_the_state_directory_of_the_environment_it_is_given(tmp_path,
 def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
     """A run SIGKILLed between its request to the shared fork server and the reply leaves
     that reply queued on the socket every run shares; the next run must not take it for
-    its own (it would watch and signal another run's monitor)."""
+    its own. Every `Spawned` of one monitor host names the same pid, so the killed run's
+    request here is one the server refuses (five descriptors, not six): taken for the
+    next run's own reply, that `Refused` would fail the next run (and its own `Spawned`
+    would be left for the run after it)."""
     from sandbox import protocol
     from sandbox.launcher.launcher import Launcher
     from sandbox.thin.shared import Owner
@@ -459,9 +462,8 @@ def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
         pairs = [socket.socketpair() for _ in range(2)] + \
             [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)]
         null = os.open(os.devnull, os.O_RDWR)
-        theirs = [pairs[0][1].fileno(), pairs[1][1].fileno(), null, null, null,
-                  pairs[2][1].fileno()]
-        protocol.send(owner._sock, protocol.SpawnRequest(), theirs)
+        theirs = [pairs[0][1].fileno(), pairs[1][1].fileno(), null, null, null]
+        protocol.send(owner._sock, protocol.SpawnRequest(), theirs)   # refused: 5 fds
         os.close(null)
         for a, b in pairs:
             b.close()
@@ -473,6 +475,10 @@ def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
             deadline = time.monotonic() + 60
             ancestors: set[int] = set()
             while time.monotonic() < deadline and not ancestors:
+                if h.done():
+                    r = h.wait(0)
+                    pytest.fail("the next run took the killed run's reply for its own: "
+                                f"{r.status}: {r.reason}")
                 for pid in os.listdir("/proc"):
                     try:
                         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -494,6 +500,9 @@ def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):
             assert h.pid in ancestors, "the run took another run's monitor for its own"
             h.cancel()
             assert h.wait(60).status == "cancelled"
+            # and the replies are in step again: the run after it gets its own
+            r2 = launcher.spawn(["true"], workdir=str(tmp_path))
+            assert r2.status == "ok", r2.reason
         finally:
             launcher.close()
     finally:
