@@ -9,6 +9,7 @@ zygote's memory (RSS, PSS, private) forked and exec'd (docs/architecture.md,
 from __future__ import annotations
 
 import os
+import select
 import signal
 import statistics
 import sys
@@ -42,14 +43,11 @@ def memory_kib(pid: int) -> tuple[int, int, int]:
 
 
 def _kill(pid: int) -> None:
+    """SIGKILL the zygote (by pidfd) and wait until it is dead (a zombie: the host reaps)."""
     fd = os.pidfd_open(pid)
     try:
         signal.pidfd_send_signal(fd, signal.SIGKILL)
-        while os.path.exists(f"/proc/{pid}/stat"):
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-            time.sleep(0.005)
+        select.select([fd], [], [])   # readable once it has exited
     finally:
         os.close(fd)
 
