@@ -502,6 +502,42 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+# What the codec asks of a type, asked once per type (typing.get_origin, get_args,
+# dataclasses.is_dataclass, the Optional unwrapping) and of a message class once per class
+# (its fields, their hints and bounds): every message of every run walked typing's
+# introspection for each value it held, about a third of the monitor host's CPU per run.
+# Filled for every message at import (`_resolve_all`), so forks of the warm template
+# share them and fill nothing.
+_DC, _JSON, _BOOL, _INT, _FLOAT, _STR, _LIST, _TUPLE, _DICT, _OTHER = range(10)
+_KINDS: dict[Any, tuple[Any, bool, int, tuple[Any, ...]]] = {}
+_FIELDS: dict[type, tuple[tuple[str, Any, dict[str, Any]], ...]] = {}
+
+
+def _kind(tp: Any) -> tuple[Any, bool, int, tuple[Any, ...]]:
+    """(the type without Optional, whether it was Optional, its kind, its type arguments)."""
+    got = _KINDS.get(tp)
+    if got is not None:
+        return got
+    base, optional = _unwrap_optional(tp)
+    origin, args = typing.get_origin(base), typing.get_args(base)
+    kind = (_DC if dataclasses.is_dataclass(base) else _JSON if _is_json(base)
+            else _BOOL if base is bool else _INT if base is int else _FLOAT if base is float
+            else _STR if base is str else _LIST if origin is list
+            else _TUPLE if origin is tuple else _DICT if origin is dict else _OTHER)
+    got = _KINDS[tp] = (base, optional, kind, args)
+    return got
+
+
+def _fields(cls: type) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
+    """A message class's (name, resolved type, bounds) per field, in order."""
+    got = _FIELDS.get(cls)
+    if got is None:
+        hints = _hints(cls)
+        got = _FIELDS[cls] = tuple((f.name, hints[f.name], dict(f.metadata))
+                                   for f in dataclasses.fields(cls))
+    return got
+
+
 class _Enc:
     """Turns a message into JSON-ready values, clipping to the bounds."""
 
@@ -516,14 +552,14 @@ class _Enc:
         self.clipped[where] = self.clipped.get(where, 0) + n
 
     def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
-        tp, optional = _unwrap_optional(tp)
+        tp, optional, kind, args = _kind(tp)
         if v is None:
             if optional:
                 return None
             raise ProtocolError(f"{where}: None where {tp} is required")
-        if dataclasses.is_dataclass(tp):
+        if kind == _DC:
             return self.obj(tp, v, where)
-        if _is_json(tp):
+        if kind == _JSON:
             if not isinstance(v, dict):
                 raise ProtocolError(f"{where}: want a JSON object")
             try:
@@ -533,30 +569,30 @@ class _Enc:
             if n > meta["budget"]:
                 raise ProtocolError(f"{where}: {n} bytes of JSON, over its {meta['budget']}")
             return v
-        if tp is bool:
+        if kind == _BOOL:
             return bool(v)
-        if tp is int:
+        if kind == _INT:
             n = int(v)
             if not INT_MIN <= n <= INT_MAX:
                 self.clip(where, 1)
                 n = max(INT_MIN, min(INT_MAX, n))
             return n
-        if tp is float:
+        if kind == _FLOAT:
             x = float(v)
             if not math.isfinite(x):
                 self.clip(where, 1)
                 x = 0.0
             return x
-        if tp is str:
-            s = str(v).encode("utf-8", "backslashreplace").decode("utf-8")
+        if kind == _STR:
+            s = v if type(v) is str and v.isascii() else \
+                str(v).encode("utf-8", "backslashreplace").decode("utf-8")
             limit = meta.get("chars", DEFAULT_CHARS)
             if len(s) > limit:
                 self.clip(where, len(s) - limit)
                 s = s[:limit]
             return s
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
         items = meta.get("items", DEFAULT_ITEMS)
-        if origin is list:
+        if kind == _LIST:
             seq = list(v)
             out: list[Any] = []
             budget, used = meta.get("budget"), 2
@@ -572,10 +608,10 @@ class _Enc:
                         break
                 out.append(enc)
             return out
-        if origin is tuple:
+        if kind == _TUPLE:
             return [self.value(a, x, meta, f"{where}[{i}]")
                     for i, (a, x) in enumerate(zip(args, v, strict=True))]
-        if origin is dict:
+        if kind == _DICT:
             pairs = list(dict(v).items())
             if len(pairs) > items:
                 self.clip(where, len(pairs) - items)
@@ -591,13 +627,12 @@ class _Enc:
         if not isinstance(v, cls):
             raise ProtocolError(f"{where or cls.__name__}: {type(v).__name__} is not "
                                 f"{cls.__name__}")
-        hints = _hints(cls)
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "clipped" and not where:
+        for name, hint, meta in _fields(cls):
+            if name == "clipped" and not where:
                 continue
-            out[f.name] = self.value(hints[f.name], getattr(v, f.name), dict(f.metadata),
-                                     f"{where}.{f.name}" if where else f.name)
+            out[name] = self.value(hint, getattr(v, name), meta,
+                                   f"{where}.{name}" if where else name)
         return out
 
 
@@ -628,47 +663,46 @@ class _Dec:
         self.strict = strict
 
     def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
-        tp, optional = _unwrap_optional(tp)
+        tp, optional, kind, args = _kind(tp)
         if v is None:
             if optional:
                 return None
             raise ProtocolError(f"{where}: null is not allowed")
-        if dataclasses.is_dataclass(tp):
+        if kind == _DC:
             return self.obj(tp, v, where)
-        if _is_json(tp):
+        if kind == _JSON:
             if not isinstance(v, dict):
                 raise ProtocolError(f"{where}: want a JSON object")
             return v     # strict JSON already (parse_json); the message's size bounds it
-        if tp is bool:
+        if kind == _BOOL:
             if not isinstance(v, bool):
                 raise ProtocolError(f"{where}: want a boolean")
             return v
-        if tp is int:
+        if kind == _INT:
             if isinstance(v, bool) or not isinstance(v, int) or not INT_MIN <= v <= INT_MAX:
                 raise ProtocolError(f"{where}: want a 64-bit integer")
             return v
-        if tp is float:
+        if kind == _FLOAT:
             if isinstance(v, bool) or not isinstance(v, (int, float)) \
                     or not math.isfinite(v):
                 raise ProtocolError(f"{where}: want a finite number")
             return float(v)
-        if tp is str:
+        if kind == _STR:
             if not isinstance(v, str) or (self.strict
                                           and len(v) > meta.get("chars", DEFAULT_CHARS)):
                 raise ProtocolError(f"{where}: want a string of at most "
                                     f"{meta.get('chars', DEFAULT_CHARS)} characters")
             return v
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
         items = meta.get("items", DEFAULT_ITEMS)
-        if origin is list:
+        if kind == _LIST:
             if not isinstance(v, list) or (self.strict and len(v) > items):
                 raise ProtocolError(f"{where}: want a list of at most {items} items")
             return [self.value(args[0], x, meta, where + "[]") for x in v]
-        if origin is tuple:
+        if kind == _TUPLE:
             if not isinstance(v, (list, tuple)) or len(v) != len(args):
                 raise ProtocolError(f"{where}: want a list of {len(args)} items")
             return tuple(self.value(a, x, meta, where) for a, x in zip(args, v))
-        if origin is dict:
+        if kind == _DICT:
             if not isinstance(v, dict) or (self.strict and len(v) > items):
                 raise ProtocolError(f"{where}: want an object of at most {items} items")
             return {self.value(str, k, meta, where): self.value(args[1], x, meta, where)
@@ -678,7 +712,8 @@ class _Dec:
     def obj(self, cls: Any, v: Any, where: str) -> Any:
         if not isinstance(v, dict):
             raise ProtocolError(f"{where or cls.__name__}: want an object")
-        names = {f.name for f in dataclasses.fields(cls)}
+        fields = _fields(cls)
+        names = {name for name, _, _ in fields}
         unknown = set(v) - names
         if unknown:
             raise ProtocolError(f"{where or cls.__name__}: unknown field(s) "
@@ -689,10 +724,8 @@ class _Dec:
         if missing and self.strict:
             raise ProtocolError(f"{where or cls.__name__}: missing field(s) "
                                 f"{', '.join(sorted(missing))}")
-        hints = _hints(cls)
-        kw = {f.name: self.value(hints[f.name], v[f.name], dict(f.metadata),
-                                 f"{where}.{f.name}" if where else f.name)
-              for f in dataclasses.fields(cls) if f.name in v}
+        kw = {name: self.value(hint, v[name], meta, f"{where}.{name}" if where else name)
+              for name, hint, meta in fields if name in v}
         return cls(**kw)
 
 
@@ -720,7 +753,7 @@ def decode(cls: type[T], data: bytes) -> T:
 
 # -- the static bound ----------------------------------------------------------------
 def _size(tp: Any, meta: dict[str, Any]) -> int:
-    tp, optional = _unwrap_optional(tp)
+    tp, optional, _, _ = _kind(tp)
     if dataclasses.is_dataclass(tp):
         n = max_size(typing.cast(type, tp))
     elif _is_json(tp):
@@ -751,9 +784,7 @@ def _size(tp: Any, meta: dict[str, Any]) -> int:
 
 def max_size(cls: type) -> int:
     """The most bytes `encode` can produce for this message type."""
-    hints = _hints(cls)
-    return 2 + sum(len(f.name) + 4 + _size(hints[f.name], dict(f.metadata))
-                   for f in dataclasses.fields(cls))
+    return 2 + sum(len(name) + 4 + _size(hint, meta) for name, hint, meta in _fields(cls))
 
 
 

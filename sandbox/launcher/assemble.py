@@ -11,6 +11,7 @@ import os
 import signal
 from typing import Any
 
+from sandbox import plain
 from sandbox.launcher import hints
 from sandbox.launcher import result as R
 from sandbox.launcher.exec_failure import describe
@@ -84,7 +85,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
 
 def _audit_dict(summary: AuditSummary) -> dict[str, Any]:
     """RunResult.audit keeps its documented dict form; optional keys only when set."""
-    out = dataclasses.asdict(summary)
+    out = plain.asdict(summary)
     out["top_paths"] = [list(pair) for pair in summary.top_paths]
     for key in ("errors_sample", "db_error"):
         if out[key] is None:

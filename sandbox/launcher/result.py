@@ -7,9 +7,11 @@ file (times, memory, exit code or signal). Always JSON-serialisable via
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from sandbox import plain
 
 class Status(StrEnum):
     """How a run ended. A StrEnum: members are equal to their strings ("ok"), and
@@ -87,7 +89,7 @@ class RunResult:
         return self.status == OK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain.asdict(self)   # = dataclasses.asdict, cheaper (sandbox.plain)
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), **kw)

@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from sandbox import plain
+
 NETWORK_MODES = ("none", "loopback", "allowlist", "host")
 SYSCALL_PROFILES = ("default", "strict")
 VIOLATION_ACTIONS = ("errno", "kill")
@@ -160,7 +162,7 @@ class Policy:
             if isinstance(v, Mapping):
                 return {k: conv(x) for k, x in v.items()}
             return v
-        return {k: conv(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: conv(v) for k, v in plain.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":

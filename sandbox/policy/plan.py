@@ -10,9 +10,10 @@ with each other, nor with `decide`, which reads the same rules.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping
 
+from sandbox import plain
 from sandbox.jsontypes import JSON, JSONObject
 
 
@@ -42,7 +43,7 @@ class FsPlan:
     output_inodes: int = 16384
 
     def to_dict(self) -> JSONObject:
-        rules: list[JSON] = [asdict(r) for r in self.rules]
+        rules: list[JSON] = [plain.asdict(r) for r in self.rules]
         masks: list[JSON] = list(self.masks)
         return {"rules": rules, "masks": masks,
                 "tmp_size": self.tmp_size, "output": self.output,
