@@ -122,11 +122,20 @@ def render(res: dict) -> str:
         lines += render_burst(res["burst"])
     elif "burst" in res["notes"]:
         lines.append(f"bursts: {res['notes']['burst']}")
-    lines.append("concurrency: runs/s, median and p99 latency (ms), sandbox | bwrap:")
+    lines.append("concurrency: runs/s, median and p99 latency (ms), sandbox | bare hops | "
+                 "bwrap:")
     for r in res["throughput"]:
         lines.append(f"  c={r['concurrency']:<3} {r['sandbox_per_s']:>8}/s {r['sandbox_median_ms']:>8} "
-                     f"{r['sandbox_p99_ms']:>8} | {r.get('bwrap_per_s', '-'):>8}/s "
+                     f"{r['sandbox_p99_ms']:>8} | {r.get('bare_per_s', '-'):>8}/s "
+                     f"{r.get('bare_median_ms', '-'):>8} {r.get('bare_p99_ms', '-'):>8} "
+                     f"| {r.get('bwrap_per_s', '-'):>8}/s "
                      f"{r.get('bwrap_median_ms', '-'):>8} {r.get('bwrap_p99_ms', '-'):>8}")
+    lines.append("CPU per sandboxed run (ms, by process) and the rate it allows on "
+                 f"{res['machine']['cpus']} CPUs:")
+    for r in res["throughput"]:
+        cpu = r.get("cpu_ms_per_run") or {}
+        lines.append(f"  c={r['concurrency']:<3} " + " ".join(f"{k} {v}" for k, v in cpu.items())
+                     + f" -> {r.get('cpu_cap_per_s')}/s")
     lines.append("memory per live sandbox (MiB PSS of the whole tree): Python action | exec'd "
                  "program | bwrap:")
     for r in res["memory"]:

@@ -36,6 +36,10 @@ def peers() -> dict[str, list[str] | None]:
             "firejail": FIREJAIL if shutil.which("firejail") else None}
 
 
+#: The floor of the round trip: launcher -> monitor host -> zygote -> fork+exec, bare.
+BARE = "bare hops: launcher -> host -> zygote -> fork+exec /bin/true"
+
+
 def round_trips(runs: int, policy: str = "strict") -> tuple[dict[str, Sample], dict[str, str],
                                                              dict[str, float]]:
     """No-op Python action with every layer of `policy`, versus the peers' /bin/true."""
@@ -50,8 +54,11 @@ def round_trips(runs: int, policy: str = "strict") -> tuple[dict[str, Sample], d
             raise RuntimeError(f"benchmark run failed: {r.status} {r.reason}")
         last["timings"], last["layers"] = r.timings, r.layers
 
+    from sandbox.bench.bare import BareHost
+    bare = BareHost()
     fns: dict[str, Callable[[], None]] = {
         "sandbox no-op action": action,
+        BARE: bare.run,
         "subprocess.run(['/bin/true'])": lambda: _run(["/bin/true"])}
     notes = {}
     for name, cmd in peers().items():
@@ -59,7 +66,11 @@ def round_trips(runs: int, policy: str = "strict") -> tuple[dict[str, Sample], d
             notes[name] = f"{name} not installed: skipped (apt-get install {name if name != 'bwrap' else 'bubblewrap'})"
         else:
             fns[name] = functools.partial(_run, cmd)
-    samples = interleaved(fns, runs)
+    try:
+        samples = interleaved(fns, runs)
+    finally:
+        bare.close()
+        launcher.close()
     notes["layers"] = ", ".join(last.get("layers", []))
     return samples, notes, last.get("timings", {})
 

@@ -2,7 +2,9 @@
 
 `throughput_sweep` runs `total` no-op actions (and as many `bwrap /bin/true`)
 with c of them in flight at once, for each c in `levels`: actions per second
-and each run's latency (median, p99). `memory_sweep` keeps c sandboxes alive
+and each run's latency (median, p99); beside them the CPU each run cost, by
+process (`cpu.CpuMeter`, and the rate that CPU allows on this machine), and the
+bare floor of the same hops without containment (`bare.BareHost`). `memory_sweep` keeps c sandboxes alive
 at once (a Python action sleeping; an exec'd `/bin/sleep`; `bwrap sleep`) and
 sums the PSS of every process the caller owns (itself and all descendants):
 PSS divides shared pages among their sharers, so the sum is what the whole
@@ -16,6 +18,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from sandbox.bench.bare import BareHost
+from sandbox.bench.cpu import CpuMeter, cap_per_s
 from sandbox.bench.spawn import BWRAP, _run, _workflow
 from sandbox.bench.stats import Sample
 
@@ -70,10 +74,23 @@ def throughput_sweep(levels: list[int], total: Callable[[int], int], *, policy: 
             if r.status != "ok":
                 raise RuntimeError(f"{r.status}: {r.reason}")
         n = total(c)
-        rate, lat = _concurrent(action, n, c)
+        try:
+            meter = CpuMeter(launcher.forkserver_pid or 0)
+            meter.start()
+            rate, lat = _concurrent(action, n, c)
+            cpu = meter.stop(n)
+        finally:
+            launcher.close()   # its fork server gone before the next level
         row: dict[str, Any] = {"concurrency": c, "runs": n, "sandbox_per_s": round(rate, 1),
                                "sandbox_median_ms": round(lat.median * 1000, 2),
-                               "sandbox_p99_ms": round(lat.p99 * 1000, 2)}
+                               "sandbox_p99_ms": round(lat.p99 * 1000, 2),
+                               "cpu_ms_per_run": cpu, "cpu_cap_per_s": cap_per_s(cpu["total"])}
+        with BareHost() as bare:   # the floor: the same hops, no containment (bare.py)
+            for _ in range(3):
+                bare.run()
+            frate, flat = _concurrent(bare.run, n, c)
+        row.update(bare_per_s=round(frate, 1), bare_median_ms=round(flat.median * 1000, 2),
+                   bare_p99_ms=round(flat.p99 * 1000, 2))
         if bwrap:
             brate, blat = _concurrent(lambda: _run(BWRAP), n, c)
             row.update(bwrap_per_s=round(brate, 1), bwrap_median_ms=round(blat.median * 1000, 2),

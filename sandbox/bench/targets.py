@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sandbox.bench.spawn import BARE
+
 
 @dataclass
 class Target:
@@ -31,20 +33,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
+def _throughput_floor(row: dict[str, Any]) -> str:
+    """What bounds a sweep row's rate: the CPU each run cost (the rate it allows on this
+    machine, and the part that cost most) and the bare hops' own rate."""
+    cpu, parts = row.get("cpu_ms_per_run") or {}, []
+    if cpu.get("total"):
+        top = max((k for k in cpu if k != "total"), key=lambda k: cpu[k])
+        parts.append(f"floor: {cpu['total']} ms of CPU per run caps it at "
+                     f"{row.get('cpu_cap_per_s')}/s ({top} {cpu[top]} ms)")
+    if row.get("bare_per_s"):
+        parts.append(f"the bare hops {row['bare_per_s']}/s "
+                     f"({_ratio(row['bare_per_s'], row.get('bwrap_per_s'))}x)")
+    return "; ".join(parts)
+
+
 def evaluate(res: dict[str, Any]) -> list[Target]:
     rt, cli, out = res.get("round_trip", {}), res.get("cli_exec", {}), []
     bw = rt.get("bwrap", {}).get("median_ms")
     act = rt.get("sandbox no-op action", {}).get("median_ms")
+    bare = rt.get(BARE, {}).get("median_ms")
     out.append(Target("no-op Python action round trip vs bwrap /bin/true", "<= 1.0x",
                       f"{act} ms vs {bw} ms", _ratio(act, bw), 1.0, False,
-                      "" if bw else "bwrap not installed"))
+                      "bwrap not installed" if not bw else
+                      f"floor: the bare hops {bare} ms ({_ratio(bare, bw)}x), "
+                      f"the rest containment and bookkeeping" if bare else ""))
 
     sweep = {r["concurrency"]: r for r in res.get("throughput", [])}
     at4 = sweep.get(4, {})
     out.append(Target("no-op actions per second at concurrency 4 vs bwrap", ">= 0.75x",
                       f"{at4.get('sandbox_per_s')}/s vs {at4.get('bwrap_per_s')}/s",
                       _ratio(at4.get("sandbox_per_s"), at4.get("bwrap_per_s")), 0.75, True,
-                      "" if at4.get("bwrap_per_s") else "not measured at concurrency 4"))
+                      _throughput_floor(at4) if at4.get("bwrap_per_s")
+                      else "not measured at concurrency 4"))
 
     cbw = cli.get("bwrap", {}).get("median_ms")
     warm = cli.get("sandbox exec -- /bin/true (warm daemon)", {}).get("median_ms")
