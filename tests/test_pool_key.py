@@ -172,6 +172,12 @@ def test_the_spec_names_the_policy_files_and_keys_a_run_by_them(tmp_path, monkey
     keys = [K.for_spec(s, "limits") for s in specs]
     assert keys[0] is not None and keys[1] is not None and keys[2] is not None
     assert keys[0][0] == keys[1][0] != keys[2][0]
+    # the monitor host passes the policy and plan it parsed once (runspec.build_context):
+    # the same key as from the spec's own dicts
+    from sandbox.monitor import runspec
+    for s in specs:
+        ctx = runspec.build_context(s)
+        assert K.for_spec(s, "limits", ctx.policy, ctx.fs_plan) == K.for_spec(s, "limits")
     # a Policy object has no files: keyed by its content alone
     pol = load_policy("default")
     assert launcher.spawn(["/bin/true"], policy=pol).status == "ok"

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
+from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.pool_stubs import StubPools
 from sandbox.monitor.preload import PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
@@ -167,11 +168,14 @@ class Host:
             else:
                 self._ends.put(sp.cgroup.remove)
 
-    def take_spare(self, spec: Spec) -> stubs.Prestarted | None:
+    def take_spare(self, spec: Spec, ctx: ContainContext | None = None
+                   ) -> stubs.Prestarted | None:
         """A stub from the run's warm pool (its limits already written: `limits_written`),
-        else the spare if it is ready and fits `spec` (a new one is made at once)."""
+        else the spare if it is ready and fits `spec` (a new one is made at once).
+        `ctx`: the run's context, whose policy and plan are the spec's, parsed once."""
         if self.pools is not None:
-            pre = self.pools.take(spec)
+            pre = self.pools.take(spec, *((ctx.policy, ctx.fs_plan) if ctx is not None
+                                          else ()))
             if pre is not None:
                 return pre
         sp = self.spare

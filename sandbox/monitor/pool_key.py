@@ -191,13 +191,16 @@ def sources_of(wire: list[PolicySource]) -> Sources:
                  for s in wire)
 
 
-def for_spec(spec: Spec, level: str) -> tuple[PoolKey, Sources] | None:
+def for_spec(spec: Spec, level: str, policy: Policy | None = None,
+             plan: FsPlan | None = None) -> tuple[PoolKey, Sources] | None:
     """The key of the run `spec` describes, and the files its policy came from; None when
-    the run cannot be pooled (no namespaces: best effort without a user namespace)."""
+    the run cannot be pooled (no namespaces: best effort without a user namespace).
+    `policy` and `plan`: the spec's own, when the caller has parsed them already (the
+    monitor host's run context): parsed again here otherwise."""
     if not spec.namespaces:
         return None
-    policy = Policy.from_dict(spec.policy)
-    plan = FsPlan.from_dict(spec.fs_plan)
+    policy = Policy.from_dict(spec.policy) if policy is None else policy
+    plan = FsPlan.from_dict(spec.fs_plan) if plan is None else plan
     paths = RunPaths(rundir=spec.paths.rundir, workdir=spec.paths.workdir,
                      output=spec.paths.output, tmp=spec.paths.tmp)
     sources = sources_of(spec.policy_sources)

@@ -25,12 +25,19 @@ from sandbox.monitor import pool_key, stubs
 from sandbox.monitor.pool_key import PoolKey
 from sandbox.monitor.pools import Pools, Settings, Ticket
 from sandbox.policy.model import Limits, Policy
+from sandbox.policy.plan import FsPlan
 from sandbox.protocol import Spec
 
 if TYPE_CHECKING:
     from sandbox.monitor.cgroups import RunCgroup
 
 LEVEL = "limits"
+# A pooled stub's private bytes are read (smaps_rollup: a walk of its mappings in the
+# kernel, ~0.3 ms of the host's loop per stub) for the first stub of a key and every this
+# many after; the stubs between are counted at their key's last measure (the stubs of one
+# key are forks of one zygote, made alike) or, without one, as Pools counts a sandbox of
+# unknown cost (the largest seen).
+MEASURE_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,8 @@ class StubPools:
         self.recipes: dict[PoolKey, Recipe] = {}
         self._starting: dict[int, stubs.Prestarted] = {}   # by status socket fd
         self._n = 0
+        # per key: stubs ready so far, and the last measured cost (MEASURE_EVERY)
+        self._fills: dict[PoolKey, tuple[int, int | None]] = {}
 
     def _remove(self, cg: "RunCgroup") -> None:
         """Free a discarded stub's cgroups: off the loop, or now when the host ends."""
@@ -99,14 +108,17 @@ class StubPools:
         else:
             self._defer(cg.remove)
 
-    def take(self, spec: Spec) -> stubs.Prestarted | None:
-        """A ready stub of the run's key (its cgroups carry the run's limits), or None."""
-        keyed = pool_key.for_spec(spec, LEVEL)
+    def take(self, spec: Spec, policy: Policy | None = None,
+             plan: FsPlan | None = None) -> stubs.Prestarted | None:
+        """A ready stub of the run's key (its cgroups carry the run's limits), or None.
+        `policy`, `plan`: the spec's, parsed once by the host (runspec.build_context)."""
+        policy = Policy.from_dict(spec.policy) if policy is None else policy
+        keyed = pool_key.for_spec(spec, LEVEL, policy, plan)
         if keyed is None:
             return None
         key, sources = keyed
         # this run's own recipe, always (never one recorded for an earlier pool of the key)
-        self.recipes[key] = recipe_of(Policy.from_dict(spec.policy))
+        self.recipes[key] = recipe_of(policy)
         got = self.pools.take(key, sources, usable=_waiting)
         return got.pre if got is not None else None   # refills: `refill`, after the turn
 
@@ -117,6 +129,8 @@ class StubPools:
         live = set(self.pools.keys())
         for k in [k for k in self.recipes if k not in live]:
             del self.recipes[k]
+        for k in [k for k in self._fills if k not in live]:
+            del self._fills[k]
         for ticket in self.pools.wanted():
             recipe = self.recipes.get(ticket.key)
             if recipe is None:
@@ -154,7 +168,11 @@ class StubPools:
             Pooled(pre, self._remove).discard()
             self.pools.failed(ticket)
             return
-        self.pools.filled(ticket, Pooled(pre, self._remove), private_bytes(pre.stub_pid))
+        n, cost = self._fills.get(ticket.key, (0, None))
+        if n % MEASURE_EVERY == 0 or cost is None:
+            cost = private_bytes(pre.stub_pid)
+        self._fills[ticket.key] = (n + 1, cost)
+        self.pools.filled(ticket, Pooled(pre, self._remove), cost)
 
     def sweep(self) -> None:
         self.pools.sweep()

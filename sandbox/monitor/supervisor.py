@@ -49,7 +49,8 @@ class HostLoop(Protocol):
 
     def unwatch(self, fileobj: socket.socket | int) -> None: ...
 
-    def take_spare(self, spec: Spec) -> stubs.Prestarted | None: ...
+    def take_spare(self, spec: Spec, ctx: ContainContext | None = None
+                   ) -> stubs.Prestarted | None: ...
 
 
 class Supervisor:
@@ -134,7 +135,7 @@ class Supervisor:
         """Take a stub (the host's spare when it fits, else one made for this run) and
         wait for it; the loop calls `on_status` next."""
         network = self.ctx.policy.network.mode != "host"
-        pre = self.host.take_spare(self.spec) if self.ctx.namespaces else None
+        pre = self.host.take_spare(self.spec, self.ctx) if self.ctx.namespaces else None
         if pre is not None:
             self.report.prestarted = True
             self.report.pooled = pre.limits_written     # from the run's warm pool
