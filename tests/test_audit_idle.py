@@ -125,7 +125,16 @@ def test_the_monitor_host_holds_no_connection_to_a_quiet_live_run(tmp_path, py):
         assert host
         (name,) = [n for n in os.listdir(la.audit_db) if n.endswith(".sqlite")]
         path = os.path.join(la.audit_db, name)
-        # Quiet: the lock fd only, no connection, no mmap'ed -shm.
+
+        def stored_its_read() -> bool:   # read along: the run's access is in its file
+            try:
+                return "/etc/hostname" in {x["path"] for x in sandbox.audit.records(
+                    h.run_id, db=la.audit_db)}
+            except Exception:   # not yet created, or locked by the writer's commit
+                return False
+        # the program read its file (quiet before that is the start, not the sleep)...
+        assert _until(stored_its_read, 60)
+        # ...then quiet: the lock fd only, no connection, no mmap'ed -shm.
         assert _until(lambda: _holds(host, path) == (1, False), 60), _holds(host, path)
     finally:
         h.cancel()
