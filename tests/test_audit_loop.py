@@ -115,3 +115,26 @@ def test_the_cap_sweep_is_due_once_per_period(tmp_path):
     os.utime(stamp, (time.time() - 120, time.time() - 120), follow_symlinks=False)
     assert store.sweep_due(d, every=60)
     assert target.stat().st_mtime == 1000                # the stamp is never followed
+
+
+def test_the_sweep_period_grows_with_what_the_last_sweep_cost(tmp_path):
+    """A sweep of a big store takes hundreds of ms of the monitor host's CPU: its period
+    is at least SWEEP_SHARE times that, at most SWEEP_MAX whatever the stamp says."""
+    d = str(tmp_path)
+    assert store.sweep(d, 1 << 40) == 0                 # due: swept, nothing over the cap
+    stamp = os.path.join(d, store.SWEPT)
+    took = float(open(stamp).read())                    # the CPU it took, for the next period
+    assert 0 <= took < 60
+    assert store.sweep(d, 1 << 40) is None              # not due again at once
+
+    def due_after(text: str, ago: float) -> bool:
+        with open(stamp, "w") as f:
+            f.write(text)
+        os.utime(stamp, (time.time() - ago, time.time() - ago))
+        return store.sweep_due(d, every=10)
+    assert not due_after("2.0", 120)                    # 2 s of CPU: every 200 s
+    assert due_after("2.0", 250)
+    assert not due_after("0.001", 5) and due_after("0.001", 11)   # never below `every`
+    assert due_after("1e9", store.SWEEP_MAX + 5)        # never beyond SWEEP_MAX
+    for junk in ("nan", "-5", "inf-ish", "\xff", ""):
+        assert due_after(junk, 11), junk                # anything else: the default period

@@ -80,7 +80,9 @@ BUSY_MS = 2000            # only `sandbox audit` readers share a run's file (for
 TEXT_PER_RECORD = 256     # bytes of path + flags text per budgeted record, on average
 MAX_BYTES = 1 << 30       # default size cap of the store directory ($SANDBOX_AUDIT_MAX_BYTES)
 SWEEP_SECONDS = 10.0      # a run sweeps the directory for the cap if nobody did for this long
-SWEPT = ".swept"          # the stamp of the last sweep (its mtime)
+SWEPT = ".swept"          # the stamp of the last sweep (its mtime; its text: the CPU it took)
+SWEEP_SHARE = 100         # the period is at least this many times the last sweep's CPU...
+SWEEP_MAX = 600.0         # ...and at most this (what a stamp can say never stops sweeps)
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,128}$")
 SUFFIX = ".sqlite"
 
@@ -285,17 +287,23 @@ def enforce_cap(directory: str, cap: int, keep: str | None = None) -> int:
 
 
 def sweep_due(directory: str, every: float = SWEEP_SECONDS) -> bool:
-    """Is a cap sweep due? True at most about once per `every` seconds per directory.
+    """Is a cap sweep due? True at most about once per period per directory: `every`
+    seconds, or SWEEP_SHARE times the CPU the last sweep took if that is longer
+    (SWEEP_MAX at most).
 
     A sweep lists and stats every file of the store: with tens of thousands of
     runs kept that is hundreds of milliseconds, which every run used to pay
-    before its report (the writer's join). Between two sweeps the directory can
-    outgrow the cap only by what the runs of those seconds write, each bounded by
-    its own record budget. A stamp dated in the future does not stop sweeps."""
+    before its report (the writer's join), and which still took ~3% of a CPU of
+    the monitor host every 10 s with 50,000 runs kept (docs/benchmarks.md). The
+    period grows with the store, so a sweep costs at most 1/SWEEP_SHARE of one
+    CPU. Between two sweeps the directory can outgrow the cap only by what the
+    runs of that period write, each bounded by its own record budget. A stamp
+    dated in the future, or saying anything but a sane figure, does not stop
+    sweeps for longer than SWEEP_MAX."""
     stamp = os.path.join(directory, SWEPT)
     now = time.time()
     try:
-        if abs(now - os.lstat(stamp).st_mtime) < every:
+        if abs(now - os.lstat(stamp).st_mtime) < _period(stamp, every):
             return False
     except OSError:
         pass
@@ -308,6 +316,43 @@ def sweep_due(directory: str, every: float = SWEEP_SECONDS) -> bool:
     except OSError:
         pass   # still sweep: the stamp only saves time
     return True
+
+
+def _period(stamp: str, every: float) -> float:
+    """The sweep period the stamp's text (the last sweep's CPU seconds) asks for."""
+    try:
+        fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return every
+    try:
+        took = float(os.read(fd, 32).decode("ascii"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return every
+    finally:
+        os.close(fd)
+    if not took > 0:    # NaN too
+        return every
+    return min(SWEEP_MAX, max(every, SWEEP_SHARE * took))
+
+
+def sweep(directory: str, cap: int, keep: str | None = None) -> int | None:
+    """`enforce_cap` if a sweep is due (`sweep_due`), its CPU written into the stamp
+    for the next period; the runs deleted, or None when none was due."""
+    if not sweep_due(directory):
+        return None
+    t0 = time.thread_time()
+    deleted = enforce_cap(directory, cap, keep)
+    took = time.thread_time() - t0
+    try:
+        fd = os.open(os.path.join(directory, SWEPT),
+                     os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"{took:.6f}".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass   # the next period is then the default one
+    return deleted
 
 
 def _idle(path: str) -> bool:

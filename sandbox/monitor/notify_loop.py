@@ -203,8 +203,7 @@ class AuditLoop:
                                  files=self.files, mode=spec.mode, argv=argv,
                                  paths=paths)
             try:
-                if store.sweep_due(self.db_path):
-                    store.enforce_cap(self.db_path, cap, keep=f.path)
+                store.sweep(self.db_path, cap, keep=f.path)
             except OSError:
                 pass   # retention is housekeeping: never the run's problem
             return f
