@@ -33,14 +33,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else round(a / b, 3)
 
 
-def _throughput_floor(row: dict[str, Any]) -> str:
+def _throughput_floor(row: dict[str, Any], goal: float = 0.75) -> str:
     """What bounds a sweep row's rate: the CPU each run cost (the rate it allows on this
-    machine, and the part that cost most) and the bare hops' own rate."""
+    machine, the part that cost most, and the CPU per run that `goal` x bwrap's rate
+    would allow) and the bare hops' own rate."""
     cpu, parts = row.get("cpu_ms_per_run") or {}, []
     if cpu.get("total"):
         top = max((k for k in cpu if k != "total"), key=lambda k: cpu[k])
+        cap, bw = row.get("cpu_cap_per_s"), row.get("bwrap_per_s")
+        need = f", {goal:g}x bwrap needs <= " \
+            f"{round(cpu['total'] * (cap or 0) / (goal * bw), 2)} ms" if cap and bw else ""
         parts.append(f"floor: {cpu['total']} ms of CPU per run caps it at "
-                     f"{row.get('cpu_cap_per_s')}/s ({top} {cpu[top]} ms)")
+                     f"{cap}/s ({top} {cpu[top]} ms{need})")
     if row.get("bare_per_s"):
         parts.append(f"the bare hops {row['bare_per_s']}/s "
                      f"({_ratio(row['bare_per_s'], row.get('bwrap_per_s'))}x)")
