@@ -79,3 +79,21 @@ def test_the_cpu_meter_counts_every_process_of_a_launcher(tmp_path):
     # three stubs and PID 1s were reaped by the zygote: their CPU is counted there
     assert cpu["sandbox"] > 0 and cpu["total"] == round(sum(cpu[k] for k in PARTS), 2)
     assert os.cpu_count() and cap_per_s(cpu["total"]) is not None
+
+
+def test_the_cpu_split_runs_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    env = {**os.environ, "SANDBOX_HOME": str(tmp_path / "state")}
+    p = subprocess.run([sys.executable, "-m", "sandbox.bench.cpu", "3", "--exec"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    line = p.stdout.strip()
+    assert line.startswith("CPU per warm strict run (exec, 3 runs") and "runs/s on" in line, line
+    for part in PARTS:
+        assert f"{part} " in line, line
+    for args in (["0"], ["many"], ["3", "4"]):
+        bad = subprocess.run([sys.executable, "-m", "sandbox.bench.cpu", *args], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
