@@ -12,7 +12,9 @@ off); `sandbox runs list|show|logs|rm` reads it and `sandbox gc` prunes it.
 Retention: records (and the run directories the launcher made under
 ``$SANDBOX_HOME/runs/``) older than DEFAULT_RETENTION go at the next record
 after an hour has passed since the last sweep, or with `sandbox gc --older-than`.
-Recording never fails a run: a history that cannot be written is skipped.
+Recording never fails a run: a history that cannot be written is skipped; one that
+SQLite finds damaged is named in the run's hints (`HistoryDamaged`), left as it is,
+and not opened again for a minute.
 """
 from __future__ import annotations
 
@@ -25,11 +27,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from sandbox.errors import InputError
+from sandbox.errors import InputError, SandboxError
 
 DEFAULT_RETENTION = 30 * 86400.0      # seconds
 SWEEP_EVERY = 3600.0
 BUSY_TIMEOUT_MS = 5000
+DAMAGED_RETRY = 60.0    # seconds before a file SQLite found damaged is tried again
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+class HistoryDamaged(SandboxError):
+    """The run-history file is damaged: the run was not recorded (never its status)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -112,6 +120,10 @@ class History:
         self._lock = threading.Lock()
         self._con: sqlite3.Connection | None = None
         self._con_key: tuple[int, int, int] = (0, 0, 0)   # (pid, st_dev, st_ino)
+        # A file SQLite found damaged fails every record: it is left alone (it is the
+        # user's, and may be repaired) and not opened again for DAMAGED_RETRY seconds,
+        # each record raising HistoryDamaged (the launcher's hint) instead.
+        self._damaged: tuple[float, str] | None = None   # (retry after, why)
 
     def _writer(self) -> sqlite3.Connection:
         """The writer connection (call with `_lock` held), opened again when the file
@@ -157,11 +169,20 @@ class History:
         ended = time.time()
         data = result.to_dict()
         with self._lock:
+            if self._damaged is not None and time.monotonic() < self._damaged[0]:
+                raise HistoryDamaged(self._damaged[1])
             try:
                 self._write(result, data, ended, kind, command, own_output, retention)
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self._drop()      # the next record starts on a fresh connection
-                raise
+                if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED:
+                    raise
+                why = (f"this run is not in the run history: {self.path} is damaged "
+                       f"({exc}); move it away (a new one is made) or run with "
+                       "history=False")
+                self._damaged = (time.monotonic() + DAMAGED_RETRY, why)
+                raise HistoryDamaged(why) from None
+            self._damaged = None
 
     def _drop(self) -> None:
         if self._con is not None and self._con_key[0] == os.getpid():

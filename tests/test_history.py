@@ -164,3 +164,35 @@ def test_history_can_be_turned_off(tmp_path, monkeypatch):
     with Launcher(history=str(tmp_path / "h.sqlite")) as launcher:
         r = launcher.spawn(["true"])
     assert [e.run_id for e in History(str(tmp_path / "h.sqlite")).list()] == [r.run_id]
+
+
+@pytest.mark.isolation
+def test_a_damaged_history_is_named_in_the_result_and_not_retried_every_run(tmp_path):
+    """A history file SQLite finds damaged (SQLITE_CORRUPT / NOTADB) fails every record:
+    the run says so in its hints (it was not recorded, and what to do), the file is left
+    as it is, and the next runs do not reopen it each time (a damaged 3.2 GB history
+    on the benchmark machine cost every run a reconnect, silently)."""
+    from sandbox import history as H
+    from sandbox.launcher.launcher import Launcher
+    path = tmp_path / "history" / "runs.sqlite"
+    path.parent.mkdir(mode=0o700)
+    garbage = b"this is not an SQLite database\n" * 200
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, garbage)
+    os.close(fd)
+    opened = []
+    original = H.History._connect
+
+    def counting(self, create):
+        opened.append(create)
+        return original(self, create)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(H.History, "_connect", counting)
+        with Launcher(history=str(path)) as launcher:
+            results = [launcher.spawn(["/bin/true"], workdir=str(tmp_path)) for _ in range(3)]
+    for r in results:
+        assert r.status == "ok", (r.status, r.reason)
+        assert any("run history" in h and "damaged" in h and str(path) in h
+                   for h in r.hints), r.hints
+    assert len(opened) == 1          # tried once, then skipped for a while
+    assert path.read_bytes() == garbage
