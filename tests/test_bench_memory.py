@@ -1,4 +1,4 @@
-"""sandbox.bench.memory: PSS and private pages per role, read from /proc."""
+"""sandbox.bench.memory and .smaps: PSS and private pages per role, read from /proc."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from sandbox.bench import memory
+from sandbox.bench import memory, smaps
 
 
 def test_a_childs_written_pages_count_as_its_private_memory():
@@ -22,7 +22,7 @@ def test_a_childs_written_pages_count_as_its_private_memory():
         assert t.sample.get("forkserver") is not None
         assert t.private["forkserver"] >= 16 << 10
         assert t.kib["forkserver"] >= 16 << 10     # private pages count whole in PSS
-        where = memory.private_by_mapping(child.pid)
+        where = smaps.private_by_mapping(child.pid)
         assert where.get("anon", 0) + where.get("heap", 0) >= 16 << 10
     finally:
         child.kill()
@@ -33,8 +33,8 @@ def test_a_gone_process_reads_as_nothing():
     p = subprocess.Popen(["true"])
     p.wait()
     time.sleep(0.05)
-    assert memory.rollup(p.pid) == {} and memory.pss_kib(p.pid) == 0
-    assert memory.private_by_mapping(p.pid) == {}
+    assert smaps.rollup(p.pid) == {} and smaps.pss_kib(p.pid) == 0
+    assert smaps.private_by_mapping(p.pid) == {}
 
 
 def test_the_fork_floor_counts_what_the_forked_worker_wrote():

@@ -27,11 +27,12 @@ import subprocess
 import sys
 import time
 
+from sandbox.bench.smaps import private_kib, rollup
+
 SCENARIOS = ("fork", "three_forks", "worker")
 
 
 def _private(pid: int) -> int:
-    from sandbox.bench.memory import private_kib, rollup
     return private_kib(rollup(pid))
 
 
