@@ -17,7 +17,8 @@ ROOTS = ["sandbox.monitor.broker_process", "sandbox.audit.verdicts", "sandbox.po
 LOCKING = {"threading", "logging", "queue", "multiprocessing", "concurrent"}
 # Reachable by import but not run by the broker child, and why.
 NOT_RUN = {
-    # imported lazily by engine.build_plan (the launcher plans; the broker only decides);
+    # reached through the package's __init__ (engine imports sandbox.policy.globs), never
+    # run by the broker child (the launcher plans; the broker only decides);
     # it names threading.Event as the type of a cancel token
     "sandbox.policy.planner",
 }

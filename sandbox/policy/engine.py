@@ -52,15 +52,12 @@ import os
 import re
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 from sandbox.errors import PolicyError
 from sandbox.policy import globs
 from sandbox.policy.credentials import store_of
 from sandbox.policy.model import Policy
-
-if TYPE_CHECKING:
-    from sandbox.policy.plan import FsPlan
 from sandbox.policy.variables import is_resolved
 
 OPERATIONS = ("read", "write", "create", "delete", "exec", "metadata")
@@ -351,8 +348,3 @@ def decide(policy: Policy, operation: str, path: str, *,
     """Verdict for `operation` on `path` under the resolved `policy` (pure; see module doc)."""
     return engine_for(policy).decide(operation, path, resolve_link=resolve_link)
 
-
-def build_plan(policy: Policy, **kwargs: Any) -> FsPlan:
-    """See `sandbox.policy.planner.build_plan` (re-exported here, where plan.py points)."""
-    from sandbox.policy.planner import build_plan as _build_plan
-    return _build_plan(policy, **kwargs)

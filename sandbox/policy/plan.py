@@ -1,6 +1,6 @@
 """The filesystem plan: the policy's `[filesystem]` rules made concrete for one run.
 
-Built on the launcher side by `sandbox.policy.engine.build_plan` from a
+Built on the launcher side by `sandbox.policy.planner.build_plan` from a
 *resolved* policy (variables substituted, globs expanded against the host),
 then handed to the sandboxee. Both kernel layers consume this one plan: the
 mount layer binds each rule's path into the new root (read-only unless
