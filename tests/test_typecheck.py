@@ -34,7 +34,7 @@ START_PATH = [
     "monitor/pools.py",
     "sandboxee/stub.py", "sandboxee/entry.py",
     "isolation/contain.py", "isolation/context.py", "isolation/namespaces.py",
-    "isolation/mounts.py", "isolation/beneath.py", "isolation/network.py",
+    "isolation/mounts.py", "isolation/mount_steps.py", "isolation/beneath.py", "isolation/network.py",
     "isolation/limits.py", "isolation/privileges.py", "isolation/landlock.py",
     "isolation/seccomp.py", "isolation/libc.py", "isolation/sysview.py",
     "policy/plan.py",

@@ -7,13 +7,10 @@ or forked from the warm fork server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from sandbox.isolation.mount_steps import Prepared
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
-
-if TYPE_CHECKING:
-    from sandbox.isolation.mounts import Prepared
 
 
 @dataclass

@@ -87,12 +87,11 @@ import errno
 import os
 import stat
 from contextlib import ExitStack
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from sandbox.errors import SetupError
 from sandbox.isolation import beneath, libc, sysview
 from sandbox.isolation.context import ContainContext
+from sandbox.isolation.mount_steps import Prepared, Step
 from sandbox.policy.plan import FsPlan
 
 ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -112,17 +111,6 @@ SHM_MAX = 16 * 1024 * 1024
 _MAX_LINKS = 40
 
 _have_setattr = True  # cleared on ENOSYS; tests clear it to exercise the fallback
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of the view, in the order `apply` performs it."""
-    kind: str            # tmp | proc | dev | bind | output | overlay | rebind | link | mask
-    path: str            # the path inside the view (no symlinks in it)
-    source: str = ""     # bind: host path; link: the symlink's text
-    is_dir: bool = True
-    attrs: int = 0       # bind: MOUNT_ATTR_* to set on the bound subtree
-    exec: bool = False   # tmp: allow exec
 
 
 def _parts(path: str) -> tuple[str, ...]:
@@ -610,16 +598,6 @@ def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
             os.close(src)
     finally:
         os.close(dst)
-
-
-class Prepared(NamedTuple):
-    """The mount table of one plan, and each bound rule's real path on the host as
-    the kernel resolved it then (`real`). Every later step acts on those real paths
-    with RESOLVE_NO_SYMLINKS (the binds here, Landlock's rules), so a component
-    swapped for a link afterwards fails closed instead of being followed."""
-    plan: FsPlan
-    steps: list[Step]
-    real: dict[str, str]
 
 
 def prepare(plan: FsPlan) -> Prepared:
