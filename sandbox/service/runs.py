@@ -23,9 +23,9 @@ from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
 from sandbox.service.store import RunRow, Store, TokenRow
+from sandbox.service.streams import OutputStream, mask, message_event
 from sandbox.service import tenancy
 
-SECRET_MASK = "[secret]"
 MAX_DENIED_EVENTS = 1000
 
 
@@ -63,44 +63,6 @@ def view(row: RunRow, token_name: str) -> RunView:
                    finished_at=row.finished_at, host=row.host, attempts=row.attempts,
                    retries=row.retries, reason=row.reason, result=row.result,
                    links=links(row.id))
-
-
-def mask_text(text: str, secrets: list[str], upto: int | None = None) -> tuple[str, int]:
-    """(text[:end] with every secret replaced, end): one left-to-right scan, the
-    longest secret first at each position. `upto`: stop scanning at that index,
-    but finish a secret that starts before it (end >= upto); the rest of the
-    text is left for a later call, which then masks exactly as one call on the
-    whole text would (a streamed secret split across chunks is still found)."""
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    stop = len(text) if upto is None else upto
-    if not ordered:
-        return text[:stop], stop
-    out: list[str] = []
-    i = plain = 0
-    while i < stop:
-        for s in ordered:
-            if text.startswith(s, i):
-                out.append(text[plain:i])
-                out.append(SECRET_MASK)
-                i = plain = i + len(s)
-                break
-        else:
-            i += 1
-    out.append(text[plain:i])
-    return "".join(out), i
-
-
-def mask(value: Any, secrets: list[str]) -> Any:
-    """`value` with every secret string replaced, recursively (JSON shapes)."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        return mask_text(value, secrets)[0]
-    if isinstance(value, dict):
-        return {mask(k, secrets): mask(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask(v, secrets) for v in value]
-    return value
 
 
 class Runs:
@@ -189,7 +151,6 @@ class Runs:
         from sandbox.nested import Lineage
         from sandbox.policy.confine import Ceiling
         from sandbox.policy.loader import load_policy_cached
-        from sandbox.service.streams import OutputStream, message_event
         req = row.request
         if row.has_secrets and not secret_env:
             self._end(row, attempt, "lost", "its secret environment values are kept in memory "

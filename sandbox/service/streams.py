@@ -11,11 +11,48 @@ import codecs
 import json
 from typing import Any, Callable
 
-from sandbox.service.runs import mask, mask_text
-
 MAX_MESSAGE_CHARS = 64 * 1024
+SECRET_MASK = "[secret]"
 
 Publish = Callable[[str, dict[str, Any]], None]
+
+
+def mask_text(text: str, secrets: list[str], upto: int | None = None) -> tuple[str, int]:
+    """(text[:end] with every secret replaced, end): one left-to-right scan, the
+    longest secret first at each position. `upto`: stop scanning at that index,
+    but finish a secret that starts before it (end >= upto); the rest of the
+    text is left for a later call, which then masks exactly as one call on the
+    whole text would (a streamed secret split across chunks is still found)."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    stop = len(text) if upto is None else upto
+    if not ordered:
+        return text[:stop], stop
+    out: list[str] = []
+    i = plain = 0
+    while i < stop:
+        for s in ordered:
+            if text.startswith(s, i):
+                out.append(text[plain:i])
+                out.append(SECRET_MASK)
+                i = plain = i + len(s)
+                break
+        else:
+            i += 1
+    out.append(text[plain:i])
+    return "".join(out), i
+
+
+def mask(value: Any, secrets: list[str]) -> Any:
+    """`value` with every secret string replaced, recursively (JSON shapes)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return mask_text(value, secrets)[0]
+    if isinstance(value, dict):
+        return {mask(k, secrets): mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, secrets) for v in value]
+    return value
 
 
 class OutputStream:

@@ -25,6 +25,6 @@ def test_no_chunking_reveals_a_secret(pieces: list[str], cuts: list[int]) -> Non
     out.close()
     shown = "".join(got)
     # same text as masking the whole at once; no event holds a secret
-    from sandbox.service.runs import mask
+    from sandbox.service.streams import mask
     assert shown == mask(data.decode(), sorted(secrets, key=len, reverse=True))
     assert not any(s in shown for s in secrets)
