@@ -1,4 +1,5 @@
-"""Options and helpers shared by `sandbox exec` and `sandbox run`."""
+"""Options and helpers shared by `sandbox exec` and `sandbox run` (and the duration
+and age arguments of `gc`, `serve` and `worker`)."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,20 @@ def duration_arg(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def age_arg(text: str) -> float:
+    """--older-than, --retain, --lease, --heartbeat: a duration as --timeout takes it, or
+    days ("7d"), or zero ("0", "0s")."""
+    from sandbox.policy.units import parse_duration
+    try:
+        if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
+            return float(text[:-1]) * 86400.0
+        if text.strip() in ("0", "0s"):
+            return 0.0
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or days: \"7d\")") from None
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from sandbox.cli.common import age_arg
+
 HELP = """\
 Forget runs that ended longer ago than --older-than (default 30d, the
 retention applied by itself), remove the output directories sandbox made for
@@ -23,22 +25,10 @@ examples:
 """
 
 
-def _age(text: str) -> float:
-    from sandbox.policy.units import parse_duration
-    try:
-        if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
-            return float(text[:-1]) * 86400.0
-        if text.strip() in ("0", "0s"):
-            return 0.0
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or days: \"7d\")") from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gc", help="prune the run history and old run directories",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--older-than", type=_age, default=None, metavar="AGE",
+    p.add_argument("--older-than", type=age_arg, default=None, metavar="AGE",
                    help='e.g. "7d", "12h", "30m" (default 30d; for --service-state: '
                    "the server's --retain)")
     p.add_argument("--state", "--service-state", dest="service_state", metavar="DIR",

@@ -6,6 +6,9 @@ import ipaddress
 import os
 import sys
 
+from sandbox.cli.common import age_arg
+from sandbox.service.config import default_state
+
 HELP = """\
 Serve the /v1 API (docs/service.md) on uvicorn: runs submitted over HTTP are
 persisted in the state directory (SQLite, WAL), queued, and run in fresh
@@ -20,11 +23,6 @@ examples:
   sandbox serve --listen 127.0.0.1:8700 --state /var/lib/sandbox-service
   sandbox serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
 """
-
-
-def default_state() -> str:
-    from sandbox.launcher.prepare import state_dir
-    return os.path.join(state_dir(), "service")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -46,11 +44,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _duration(text: str) -> float:
-    from sandbox.cli.gc_cmd import _age
-    return _age(text)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API for sandboxed runs",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="queued runs, every token together (default 10000)")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, metavar="BYTES",
                    help="largest request body (default 64 MiB; 413 above)")
-    p.add_argument("--retain", type=_duration, default=None, metavar="AGE",
+    p.add_argument("--retain", type=age_arg, default=None, metavar="AGE",
                    help='keep finished runs this long, e.g. "7d" (default: forever)')
     p.add_argument("--tls-cert", metavar="PEM")
     p.add_argument("--tls-key", metavar="PEM")
@@ -77,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", metavar="redis://HOST:PORT/DB", default=None,
                    help="hand runs to `sandbox worker` processes through Dramatiq on this "
                         "Redis instead of running them here (docs/scaling.md)")
-    p.add_argument("--lease", type=_duration, default=10.0, metavar="SECONDS",
+    p.add_argument("--lease", type=age_arg, default=10.0, metavar="SECONDS",
                    help="with --broker: a worker's lease on a run; a worker silent this "
                         "long is declared lost (default 10s)")
     p.set_defaults(func=run)

@@ -8,6 +8,8 @@ import socket
 import sys
 import urllib.parse
 
+from sandbox.cli.common import age_arg
+
 HELP = """\
 Take runs from the broker (Dramatiq on Redis) that `sandbox serve --broker`
 hands out, run each in a fresh sandbox with this host's launcher, and report
@@ -56,7 +58,6 @@ def _positive(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from sandbox.cli.serve_cmd import _duration
     p = sub.add_parser("worker", help="run sandboxes for a `sandbox serve --broker`",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--broker", required=True, metavar="redis://HOST:PORT/DB",
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="this worker's state directory (default $SANDBOX_HOME/worker)")
     p.add_argument("--host-name", default=socket.gethostname(), metavar="NAME",
                    help="the name runs record as their host (default: the host name)")
-    p.add_argument("--heartbeat", type=_duration, default=15.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=age_arg, default=15.0, metavar="SECONDS",
                    help="Dramatiq's dead-worker timeout for prefetched messages "
                         "(default 15s)")
     p.add_argument("--allow-root", action="store_true", help="run sandboxes as root (warns)")

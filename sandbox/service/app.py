@@ -1,6 +1,7 @@
 """The FastAPI application: `create_app(config)` builds one service on a state directory.
 
-Routes live in sandbox.service.routes_*; this module wires the shared parts
+Routes live in sandbox.service.routes_*, and what they depend on (the service,
+the caller's token) in sandbox.service.deps; this module wires the shared parts
 (store, event bus, queue, launcher), authentication, the body-size limit and
 the mapping of typed errors to HTTP statuses:
 
@@ -17,72 +18,21 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import sandbox
 from sandbox.errors import InputError
-from sandbox.service import auth, tenancy
+from sandbox.service import (auth, routes_admin, routes_events, routes_files, routes_runs,
+                             routes_workers, tenancy)
 from sandbox.service.config import ServiceConfig, prepare_state
+from sandbox.service.deps import NotFound, Service, Unauthorized
 from sandbox.service.events import Bus
 from sandbox.service.queue import RunQueue
 from sandbox.service.runs import QuotaExceeded, Runs
-from sandbox.service.store import Store, TokenRow
+from sandbox.service.store import Store
 
 log = logging.getLogger("sandbox.service")
-
-
-class Unauthorized(Exception):
-    pass
-
-
-class NotFound(Exception):
-    pass
-
-
-@dataclass
-class Service:
-    """Everything a request handler needs (app.state.service)."""
-    config: ServiceConfig
-    store: Store
-    bus: Bus
-    runs: Runs
-    queue: Any          # RunQueue, or scaleout.dispatch.BrokerQueue with --broker
-    admin_file: str
-    launcher: Any = None
-    rate: Any = None     # sandbox.service.ratelimit.RateLimiter
-    metrics: Any = None  # sandbox.service.metrics.Metrics
-
-    def rate_check(self, tok: TokenRow) -> None:
-        if self.rate is not None:
-            self.rate.check(tok)
-
-    def token_name(self, token_id: str) -> str:
-        tok = self.store.token(token_id)
-        return tok.name if tok is not None else "(deleted)"
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def service(request: Request) -> Service:
-    return request.app.state.service   # type: ignore[no-any-return]
-
-
-def current_token(request: Request,
-                  creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenRow:
-    svc = service(request)
-    tok = auth.lookup(svc.store, creds.credentials if creds is not None else None)
-    if tok is None:
-        raise Unauthorized("a valid bearer token is required (Authorization: Bearer sbx_...)")
-    return tok
-
-
-def admin_token(tok: TokenRow = Depends(current_token)) -> TokenRow:
-    if not tok.admin:
-        raise tenancy.Forbidden("this needs the admin token")
-    return tok
 
 
 class BodyLimit:
@@ -211,8 +161,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    from sandbox.service import (routes_admin, routes_events, routes_files, routes_runs,
-                                 routes_workers)
     app.include_router(routes_runs.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_events.router)

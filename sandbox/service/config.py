@@ -55,6 +55,12 @@ class ServiceConfig:
         return os.path.join(self.runs_dir, run_id, "output")
 
 
+def default_state() -> str:
+    """The state directory of `sandbox serve` and `sandbox token` without --state."""
+    from sandbox.launcher.prepare import state_dir
+    return os.path.join(state_dir(), "service")
+
+
 def prepare_state(path: str) -> str:
     """The state directory, made 0700 (an existing one is tightened), real path.
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sandbox.errors import InputError, PolicyError
 from sandbox.service import tenancy
-from sandbox.service.app import NotFound, Service, admin_token, current_token, service
+from sandbox.service.deps import NotFound, Service, admin_token, current_token, service
 from sandbox.service.models import Strict, TokenCreate, TokenCreated, TokenView
 from sandbox.service.routes_runs import visible_run
 from sandbox.service.store import TokenRow

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from sandbox.service.app import Service, current_token, service
+from sandbox.service.deps import Service, current_token, service
 from sandbox.service.events import Event
 from sandbox.service.routes_runs import visible_run
 from sandbox.service.store import TokenRow

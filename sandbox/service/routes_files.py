@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from sandbox.service.app import NotFound, Service, current_token, service
+from sandbox.service.deps import NotFound, Service, current_token, service
 from sandbox.service.files import list_outputs, open_output
 from sandbox.service.routes_runs import visible_run
 from sandbox.service.store import TokenRow

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import sandbox
-from sandbox.service.app import NotFound, Service, current_token, service
+from sandbox.service.deps import NotFound, Service, current_token, service
 from sandbox.service.models import FINAL_STATES, Health, RunList, RunRequest, RunView
 from sandbox.service.runs import view
 from sandbox.service.store import RunRow, TokenRow

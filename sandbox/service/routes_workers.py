@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from sandbox.service.app import Service, admin_token, service
+from sandbox.service.deps import Service, admin_token, service
 from sandbox.service.models import WorkersView
 from sandbox.service.store import TokenRow
 

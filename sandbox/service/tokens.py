@@ -1,16 +1,16 @@
 """Token management shared by `sandbox token` and the admin API."""
 from __future__ import annotations
 
+import os
+
 from sandbox.errors import InputError
 from sandbox.service import auth
-from sandbox.service.config import prepare_state
+from sandbox.service.config import default_state, prepare_state
 from sandbox.service.models import TokenCreate, TokenCreated, TokenView
 from sandbox.service.store import Store, TokenRow
 
 
 def open_store(state: str | None) -> Store:
-    import os
-    from sandbox.cli.serve_cmd import default_state
     return Store(os.path.join(prepare_state(state or default_state()), "service.db"))
 
 
