@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import pty
-import select
 import signal
 import struct
 import subprocess
@@ -18,6 +16,8 @@ import termios
 import time
 
 import pytest
+
+from pty_run import run_on_pty, type_keys
 
 pytestmark = pytest.mark.isolation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,56 +140,22 @@ def test_sigterm_to_sandbox_exec_reaches_the_program():
 
 # -- a terminal of its own (-t) --------------------------------------------------------
 
-def _under_pty(args: list[str], keys: bytes = b"", *, after: str = "",
-               python: bool = False, action=None) -> tuple[bytes, int]:
-    """Run sandbox (or, `python`, the interpreter) with a real pty as its terminal
-    (33 rows, 101 columns); once `after` is seen, send `keys` and call `action(fd)`."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, *args] if python else [*SANDBOX, *args])
-    out = b""
-    deadline = time.monotonic() + 60
-    sent = not keys and action is None
-    while time.monotonic() < deadline:
-        if not sent and after.encode() in out:
-            if keys:
-                os.write(fd, keys)
-            if action is not None:
-                action(fd)
-            sent = True
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:   # EIO: the child side is closed
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return out, os.waitstatus_to_exitcode(status)
-
-
 def test_tty_gives_the_program_its_own_terminal_with_the_callers_size():
-    out, code = _under_pty(["exec", "-t", "--", "sh", "-c", "tty; stty size; exit 3"])
+    out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", "tty; stty size; exit 3"])
     lines = out.decode().replace("\r", "").splitlines()
     assert code == 3, out
     assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
 
 
 def test_ctrl_c_on_the_terminal_interrupts_the_program():
-    out, code = _under_pty(["exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
-                           b"\x03", after="go")
+    out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
+                           steps=[("go", type_keys(b"\x03"))])
     assert code == 130, out
 
 
 def test_an_interactive_repl_on_the_terminal(py):
-    out, code = _under_pty(["exec", "-t", "--", py, "-I", "-q"],
-                           b"print(6 * 7)\nexit(4)\n", after=">>>")
+    out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", py, "-I", "-q"],
+                           steps=[(">>>", type_keys(b"print(6 * 7)\nexit(4)\n"))])
     assert code == 4 and b"42" in out, out
 
 
@@ -294,8 +260,8 @@ def test_large_input_and_both_outputs_at_once():
 
 
 def test_a_terminal_stdin_without_tty_is_relayed():
-    out, code = _under_pty(["exec", "--", "sh", "-c", "read line; echo got:$line"],
-                           b"hello\n", after="")
+    out, code = run_on_pty([*SANDBOX, "exec", "--", "sh", "-c", "read line; echo got:$line"],
+                           steps=[("", type_keys(b"hello\n"))])
     assert code == 0 and b"got:hello" in out, out
 
 
@@ -307,7 +273,7 @@ def test_a_background_caller_with_a_terminal_stdin_is_not_stopped():
               "_, st = os.waitpid(pid, os.WUNTRACED)\n"
               "print('stopped' if os.WIFSTOPPED(st) else f'exit {os.waitstatus_to_exitcode(st)}')\n"
               "if os.WIFSTOPPED(st):\n    os.kill(pid, 9)\n")
-    out, code = _under_pty(["-c", script], b"typed\n", after="", python=True)
+    out, code = run_on_pty([sys.executable, "-c", script], steps=[("", type_keys(b"typed\n"))])
     assert b"exit 0" in out and b"done" in out, out
 
 
@@ -318,6 +284,6 @@ def test_tty_window_size_changes_reach_the_program():
     def resize(fd: int) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
 
-    out, code = _under_pty(["exec", "-t", "--", "sh", "-c", script], after="ready",
-                           action=resize)
+    out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", script],
+                           steps=[("ready", resize)])
     assert code == 7 and b"40 120" in out, out

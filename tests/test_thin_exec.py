@@ -11,8 +11,6 @@ import fcntl
 import hashlib
 import json
 import os
-import pty
-import select
 import signal
 import socket
 import stat
@@ -24,6 +22,7 @@ import time
 
 import pytest
 
+from pty_run import run_on_pty, type_keys
 from sandbox.thin import daemon as D
 from sandbox.thin import wire
 
@@ -249,34 +248,6 @@ def test_signals_to_the_client_reach_the_program(served, sig, code):
 
 # -- a terminal (-t) ----------------------------------------------------------------------
 
-def _under_pty(served, args, steps=()) -> tuple[bytes, int]:
-    """Run the client on a real pty (33x101); `steps`: (wait for text, action)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-        os.chdir(ROOT)
-        os.execve(served.cmd[0], [*served.cmd, *args], served.env)
-    out = b""
-    todo = list(steps)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if todo and todo[0][0].encode() in out:
-            todo.pop(0)[1](fd)
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return out, os.waitstatus_to_exitcode(status)
-
-
 def test_tty_size_and_window_changes(served):
     before = served.count()
 
@@ -284,9 +255,9 @@ def test_tty_size_and_window_changes(served):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
         time.sleep(0.5)     # SIGWINCH: terminal -> client -> daemon -> launcher -> pty
         os.write(fd, b"\n")
-    out, code = _under_pty(served, ["exec", "-t", "--", "sh", "-c",
-                                    "tty; stty size; echo go; read x; stty size; exit 3"],
-                           [("go", resize)])
+    out, code = run_on_pty([*served.cmd, "exec", "-t", "--", "sh", "-c",
+                            "tty; stty size; echo go; read x; stty size; exit 3"],
+                           served.env, [("go", resize)])
     lines = out.decode().replace("\r", "").splitlines()
     assert code == 3, out
     assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
@@ -295,11 +266,11 @@ def test_tty_size_and_window_changes(served):
 
 
 def test_ctrl_c_on_the_terminal_and_a_repl(served):
-    out, code = _under_pty(served, ["exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
-                           [("go", lambda fd: os.write(fd, b"\x03"))])
+    out, code = run_on_pty([*served.cmd, "exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
+                           served.env, [("go", type_keys(b"\x03"))])
     assert code == 130, out
-    out, code = _under_pty(served, ["exec", "-t", "--", sys.executable, "-I", "-q"],
-                           [(">>>", lambda fd: os.write(fd, b"print(6 * 7)\nexit(4)\n"))])
+    out, code = run_on_pty([*served.cmd, "exec", "-t", "--", sys.executable, "-I", "-q"],
+                           served.env, [(">>>", type_keys(b"print(6 * 7)\nexit(4)\n"))])
     assert code == 4 and b"42" in out, out
 
 
