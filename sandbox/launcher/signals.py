@@ -17,7 +17,7 @@ import struct
 import termios
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox import protocol
 
@@ -38,10 +38,16 @@ def window_size() -> tuple[int, int]:
     return 24, 80
 
 
+class Control(Protocol):
+    """What the forwarder needs of the run's session (sandbox.launcher.session)."""
+
+    def send_msg(self, msg: protocol.Signal | protocol.WinSize) -> None: ...
+
+
 class Forwarder:
     """While entered (in the main thread): the caller's signals go to the program."""
 
-    def __init__(self, session: Any, *, tty: bool = False) -> None:
+    def __init__(self, session: Control, *, tty: bool = False) -> None:
         self.session = session
         self.tty = tty
         self._saved: dict[int, Any] = {}

@@ -188,7 +188,7 @@ class AuditLoop:
         """This run's own file in the store directory (sandbox.audit.store: one file
         per run, so no other run, and no sandbox, can lock or slow it)."""
         from sandbox.audit import store, writer
-        self.db_path = spec.audit_db or store.default_path()
+        self.db_path = db_path = spec.audit_db or store.default_path()
         argv = json.dumps(spec.argv) if spec.argv is not None else None
         learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
         store_dir = os.path.realpath(self.db_path)   # own deny of the store (prepare.hide)
@@ -198,12 +198,12 @@ class AuditLoop:
                             "policy": learning})
         cap = int(spec.audit_max_bytes or store.max_bytes())
 
-        def opener():  # runs on the writer's thread (see writer.Writer)
-            f = store.create_run(self.db_path, self.run_id, policy=policy.name,
+        def opener() -> store.RunFile:  # runs on the writer's thread (see writer.Writer)
+            f = store.create_run(db_path, self.run_id, policy=policy.name,
                                  files=self.files, mode=spec.mode, argv=argv,
                                  paths=paths)
             try:
-                store.sweep(self.db_path, cap, keep=f.path)
+                store.sweep(db_path, cap, keep=f.path)
             except OSError:
                 pass   # retention is housekeeping: never the run's problem
             return f

@@ -22,8 +22,12 @@ import sys
 
 from sandbox.thin import wire
 
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (see above)
+if TYPE_CHECKING:
+    import _socket
 
-def _connect(path: str):
+
+def _connect(path: str) -> _socket.socket | None:
     import _socket
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
