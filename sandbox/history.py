@@ -13,8 +13,8 @@ Retention: records (and the run directories the launcher made under
 ``$SANDBOX_HOME/runs/``) older than DEFAULT_RETENTION go at the next record
 after an hour has passed since the last sweep, or with `sandbox gc --older-than`.
 Recording never fails a run: a history that cannot be written is skipped; one that
-SQLite finds damaged is named in the run's hints (`HistoryDamaged`), left as it is,
-and not opened again for a minute.
+SQLite finds damaged (`HistoryDamaged`) is left as it is,
+and not opened again for a minute (`History.damaged` says why).
 """
 from __future__ import annotations
 
@@ -122,8 +122,14 @@ class History:
         self._con_key: tuple[int, int, int] = (0, 0, 0)   # (pid, st_dev, st_ino)
         # A file SQLite found damaged fails every record: it is left alone (it is the
         # user's, and may be repaired) and not opened again for DAMAGED_RETRY seconds,
-        # each record raising HistoryDamaged (the launcher's hint) instead.
+        # each record raising HistoryDamaged instead. Not a hint of the run's: the
+        # CLI prints hints on the program's stderr, which is the program's alone.
         self._damaged: tuple[float, str] | None = None   # (retry after, why)
+
+    @property
+    def damaged(self) -> str | None:
+        """Why records are being skipped (a damaged file), or None."""
+        return self._damaged[1] if self._damaged is not None else None
 
     def _writer(self) -> sqlite3.Connection:
         """The writer connection (call with `_lock` held), opened again when the file

@@ -38,7 +38,7 @@ from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
-from sandbox.history import History, HistoryDamaged, remove_if_empty
+from sandbox.history import History, remove_if_empty
 from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
@@ -595,8 +595,6 @@ class Launcher:
         command = json.dumps(body) if mode == "exec" else str(getattr(body, "name", "workflow"))
         try:
             self.history.record(result, kind=mode, command=command, own_output=prep.own_output)
-        except HistoryDamaged as exc:
-            result.hints.append(str(exc))   # housekeeping, but the user should know
         except (OSError, sqlite3.Error, SandboxError):
             pass    # history is housekeeping: it never fails a run
 
