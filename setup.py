@@ -1,5 +1,6 @@
-"""Builds the compiled parts of the sandbox: `sandbox/_native/sandbox-init` and the thin
-`sandbox exec` client `sandbox/_native/sandbox` (client.c).
+"""Builds the compiled parts of the sandbox: `sandbox/_native/sandbox-init`, the thin
+`sandbox exec` client `sandbox/_native/sandbox` (client.c) and the audit loop's fast path
+`sandbox/_native/libnotify_fast.so` (notify_fast.c).
 
 Everything else is declared in pyproject.toml. The init is an executable, not
 an extension module, so it gets its own build step (`build_native`) in the
@@ -29,6 +30,11 @@ CFLAGS = ["-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"
 CLIENT_SOURCE = os.path.join("sandbox", "_native", "client.c")
 CLIENT_TARGET = os.path.join("sandbox", "_native", "sandbox")
 CLIENT_CFLAGS = ["-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
+# The audit loop's compiled fast path (sandbox/_native/notify_fast.c): a plain shared object
+# loaded with ctypes by the monitor (sandbox/monitor/notify_fast.py), no Python headers.
+FAST_SOURCE = os.path.join("sandbox", "_native", "notify_fast.c")
+FAST_TARGET = os.path.join("sandbox", "_native", "libnotify_fast.so")
+FAST_CFLAGS = ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
 
 
 class build_native(Command):
@@ -48,6 +54,7 @@ class build_native(Command):
         # the interpreter running this build is the one the package is installed for
         self._compile(CLIENT_SOURCE, CLIENT_TARGET,
                       [*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"'])
+        self._compile(FAST_SOURCE, FAST_TARGET, FAST_CFLAGS)
 
     def _compile(self, source: str, target: str, flags: list[str]) -> None:
         out = target if self.editable_mode else os.path.join(self.build_lib, target)
@@ -63,13 +70,13 @@ class build_native(Command):
 
     def get_outputs(self) -> list[str]:
         return [t if self.editable_mode else os.path.join(self.build_lib or "", t)
-                for t in (TARGET, CLIENT_TARGET)]
+                for t in (TARGET, CLIENT_TARGET, FAST_TARGET)]
 
     def get_output_mapping(self) -> dict[str, str]:
         return {}
 
     def get_source_files(self) -> list[str]:
-        return [SOURCE, CLIENT_SOURCE]
+        return [SOURCE, CLIENT_SOURCE, FAST_SOURCE]
 
 
 class build_with_native(build):

@@ -159,6 +159,7 @@ class AuditSummary:
     run_id: str = bound(chars=128, default="")
     db: str = bound(chars=4096, default="")
     sync_wakeup: bool = False
+    fast_answered: int = 0    # calls answered by the compiled loop (monitor/notify_fast.py)
     guarded: list[str] = bound(chars=4096, items=16, default_factory=list)
     broker_pid: int | None = None         # the broker process that acted for the sandbox
     broker_error: str | None = bound(chars=1024, default=None)   # why it could not

@@ -69,6 +69,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
                         extra["records_per_run"] = r.audit["records"]
                         extra["dropped"] = r.audit["dropped"]
                         extra["sync_wakeup"] = r.audit["sync_wakeup"]
+                        extra["fast_answered"] = r.audit.get("fast_answered", 0)
                 if floor is not None:
                     rates["c_floor"].append(floor.rate(n, path))
         finally:

@@ -115,7 +115,10 @@ def monitor_env(**extra: str) -> dict[str, str]:
     """The whole environment of a fork server or exec'd monitor: never the caller's.
     `-I` makes the interpreter ignore PYTHON* variables anyway; nothing else is
     needed (the run's own environment travels in the spec)."""
-    return {"SANDBOX_LAUNCHER_PID": str(os.getpid()), **extra}
+    env = {"SANDBOX_LAUNCHER_PID": str(os.getpid())}
+    if os.environ.get("SANDBOX_AUDIT_FAST") == "0":   # the audit's Python loop only
+        env["SANDBOX_AUDIT_FAST"] = "0"                # (monitor/notify_fast.py; A/B runs)
+    return {**env, **extra}
 
 
 FORKSERVER_COMMAND = [sys.executable, "-I", "-m", "sandbox.forkserver"]

@@ -21,6 +21,7 @@ can make a name a symlink or remove one (symlink, rename, link, unlink, rmdir),
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from sandbox.monitor.proc_mem import ProcMem
 from sandbox.monitor.root_walk import Root, canonical
@@ -96,7 +97,8 @@ class Paths:
         if self.root is not None:
             self.root.forget()
 
-    def canonical(self, path: str, follow: bool) -> str:
+    def canonical(self, path: str, follow: bool, info: list[Any] | None = None) -> str:
+        """See root_walk.canonical (`info`: what the answer rests on, for notify_fast)."""
         if self.root is None:
             return os.path.normpath(path) if path.startswith("/") else path
-        return canonical(self.root, path, follow)
+        return canonical(self.root, path, follow, info)

@@ -51,6 +51,7 @@ MAX_EVENTS = 64
 CHARGE_EVERY = 64         # notifications of one run between two reads of the thread's clock
 CONGESTION_EVERY = 64     # ... between two looks at its writer's backlog (HIGH_WATER is 200,000)
 PAUSE_CHECK = 0.05        # seconds between looks at paused runs' writers
+LINGER_MS = 50            # a fast-path run's silence before the hub goes back to epoll
 
 Waiting = Generator[int, None, Any]
 
@@ -65,6 +66,7 @@ class _Slot:
     call: Waiting | None = None           # ... and the call to resume then
     paused_until: float | None = None     # back-pressure deadline (monotonic)
     count: int = 0                        # notifications dispatched
+    linger: bool = False                  # the run has the compiled fast path (`_linger`)
 
 
 class Hub:
@@ -133,6 +135,9 @@ class Hub:
                             self._settle()
                             self._current = slot
                         self._since += 1
+                        if slot.linger:
+                            self._linger(slot)
+                            continue
                         try:
                             out = slot.run.dispatch()
                         except Exception:  # dispatch answers its own failures
@@ -161,6 +166,27 @@ class Hub:
                         run.hub_done.set()
             if self._paused:
                 self._check_paused()
+
+    def _linger(self, slot: _Slot) -> None:
+        """A run with the compiled fast path (notify_fast): its listener leaves the epoll
+        set while `dispatch` answers repeats in C, waiting with poll(2) on the listener
+        and on this epoll descriptor -- so it returns as soon as anything else is ready
+        (another run, a broker's reply, a command), after MAX_BATCH calls, or after
+        LINGER_MS of silence. poll keeps SYNC_WAKE_UP's same-CPU wake-up, which epoll's
+        callback drops (docs/benchmarks.md)."""
+        self._unwatch(slot)
+        try:
+            out = slot.run.dispatch(self._ep.fileno(), 0 if self._paused else LINGER_MS)
+        except Exception:          # dispatch answers its own failures
+            out = True
+        slot.count += 1
+        if out is True:
+            if slot.run.congested():
+                self._pause(slot)
+            else:
+                self._watch(slot)
+        else:
+            self._after(slot, out)
 
     def _event(self, fd: int, ev: int) -> None:
         """Anything but a notification of a watched run (that is `_serve`'s hot path)."""
@@ -244,7 +270,7 @@ class Hub:
     # -- registration (the hub's thread only) -------------------------------------------------
     def _add(self, run: Any) -> None:
         fd = run.fileno()
-        slot = _Slot(run, fd)
+        slot = _Slot(run, fd, linger=bool(getattr(run, "lingers", False)))
         self._slots[fd] = slot
         self._watch(slot)
 

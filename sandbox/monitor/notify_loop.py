@@ -66,7 +66,7 @@ from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
 from sandbox.monitor.audit_paths import PathError, Paths
-from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener
+from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
 from sandbox.protocol import AuditSummary, Denied, Violation
 
@@ -142,6 +142,9 @@ class AuditLoop:
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: threading.Event | None = None   # set by the hub once it forgot us
         self._hub: Any = None
+        self._fast: Any = None         # the compiled fast path (notify_fast), once attached
+        self.lingers = False           # the hub lets `dispatch` wait on its epoll descriptor
+        self.fast_answered = 0         # calls the compiled loop answered
 
     def attach(self, fd: int, hub: Any = None) -> "AuditLoop":
         """Take the listener descriptor; open the store; hand the listener to the hub
@@ -155,9 +158,57 @@ class AuditLoop:
             self.sync_wakeup = False
         if self.audit or self.net_audit:
             self._open_store(self._spec, self.sup.ctx.policy)
+        if self.audit:
+            self._start_fast(fd)
         self._hub = hub if hub is not None else notify_hub.hub()
         self._hub.attach(self)
         return self
+
+    def _start_fast(self, fd: int) -> None:
+        """The compiled loop for repeats of calls decided here (notify_fast), when built.
+        Eligible: one path, answered CONTINUE whatever the caller's other arguments say,
+        decided by this loop alone (not the broker's, not a deny-list entry's, not an
+        access(X_OK) that may be answered "yes": see `_refused_exec`)."""
+        from sandbox.monitor import notify_fast
+        lib = notify_fast.load()
+        if lib is None:
+            return
+        eligible: dict[int, tuple[int, int | None]] = {}
+        for nr, (name, spec) in self.specs.items():
+            if spec.kind not in ("open", "stat") or len(spec.slots) != 1 \
+                    or name in _ACCESS_MODE or nr in self.guarded_nrs or nr in self.net_nrs \
+                    or (self.broker is not None and self.broker.handles(name)):
+                continue
+            eligible[nr] = (spec.slots[0][1], spec.flags_arg)
+        if not eligible:
+            return
+        self._fast = notify_fast.FastPath(lib, fd, eligible)
+        self.lingers = True
+
+    def _fast_put(self, nr: int, flags: int, raw: str, info: list[Any],
+                  record: tuple[Any, ...]) -> None:
+        """Let the compiled loop answer the next calls with this key (see notify_fast)."""
+        fast, paths = self._fast, self.paths
+        rawb = os.fsencode(raw)
+        d, name = info
+        dirfd, off = -1, 0
+        if name is not None:
+            nameb = os.fsencode(name)
+            if paths.root is None or not rawb.endswith(b"/" + nameb):
+                return
+            try:
+                dirfd = paths.root.dir_fd(d)   # kept by the root; closing it clears the cache
+            except OSError:
+                return
+            off = len(rawb) - len(nameb)
+        root = paths.root
+        if root is None:
+            return
+        if root.on_forget is None:
+            root.on_forget = fast.clear
+        elif root.on_forget != fast.clear:
+            return
+        fast.put(nr, flags, rawb, dirfd, off, record)
 
     # -- what the hub asks -------------------------------------------------------------------
     def fileno(self) -> int:
@@ -210,19 +261,68 @@ class AuditLoop:
         self.writer = writer.Writer(opener, budget=policy.audit.records)
 
     # -- one notification (called by the hub when the listener is ready) ---------------------
-    def dispatch(self) -> "bool | Generator[int, None, None]":
-        """Receive and answer one notification. False: the run is over (every task is
-        gone); a generator: a call its broker performs, for the hub to resume when the
-        broker's socket (what it yields) is readable; else True."""
+    def dispatch(self, epfd: int = -1, linger_ms: int = 0) -> "bool | Generator[int, None, None]":
+        """Receive and answer one notification (or, with the fast path, every repeat of
+        a decided call until `epfd` -- the hub's epoll -- is ready, MAX_BATCH calls, or
+        `linger_ms` of silence). False: the run is over (every task is gone); a
+        generator: a call its broker performs, for the hub to resume when the broker's
+        socket (what it yields) is readable; else True."""
         assert self.listener is not None, "attach() starts the loop"
         if self._stop:
             return False
-        try:
-            n = self.listener.recv()
-        except OSError:
-            return False
-        if n is None:   # that caller died; or every task is gone and the run is done
-            return not self.listener.orphaned()
+        fast = self._fast
+        if fast is not None:
+            code, count = fast.serve(epfd, linger_ms)
+            vanished = fast.vanished()
+            if count or vanished:
+                self._replay(fast, count, vanished)
+            if code == 0:
+                return True
+            if code == 1:
+                n = Notification.from_buffer(fast.miss())
+            elif code == 4:
+                self.tally.error(f"answer: {os.strerror(fast.err())}")
+                return True
+            elif code == 5:
+                return False
+            else:   # ENOENT or a hang-up: that caller died, or every task is gone
+                return not self.listener.orphaned()
+        else:
+            try:
+                got = self.listener.recv()
+            except OSError:
+                return False
+            if got is None:   # that caller died; or every task is gone and the run is done
+                return not self.listener.orphaned()
+            n = got
+        return self._one(n)
+
+    def _replay(self, fast: Any, count: int, vanished: int) -> None:
+        """The records of calls the compiled loop answered: what `record` makes of them."""
+        tally, writer, slots = self.tally, self.writer, fast.slots
+        self.fast_answered += count
+        tally.checked += count + vanished
+        tally.vanished += vanished
+        record_all = self.record_all
+        with self._rec_lock:
+            for slot, pid, ts in fast.records(count):
+                op, name, path, flags, allowed, rule = slots[slot]
+                self.seq += 1
+                seq = self.seq
+                tally.add(seq, pid, op, name, path, allowed, rule)
+                if allowed and not record_all:
+                    continue
+                tally.recorded += 1
+                if writer is not None:
+                    writer.put((seq, ts, pid, op, name, path, flags, allowed, rule,
+                                "kernel", None))
+        if self.budget is not None and \
+                (tally.checked // cost.CHECK_EVERY) != (tally.checked - count) // cost.CHECK_EVERY:
+            self._check_budget()
+
+    def _one(self, n: Notification) -> "bool | Generator[int, None, None]":
+        """One notification received and not yet answered."""
+        assert self.listener is not None, "attach() starts the loop"
         tally = self.tally
         if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
             tally.checked += 1
@@ -339,13 +439,17 @@ class AuditLoop:
             # on the object itself
             return self.broker.handle(n, name, spec, flags)
         results = []
+        fast = self._fast
+        info: list[Any] | None = [] if fast is not None and n.nr in fast.eligible else None
+        raw = ""
         for dirfd_arg, path_arg, op, follow in spec.slots:
             raw = paths.read(pid, args[path_arg])
             if not raw and kind in ("stat", "path", "exec", "link") and flags & S.AT_EMPTY_PATH:
                 if kind == "stat":
                     return False       # fstat(2) by another name: not a path lookup
             path = paths.absolute(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
-            path = paths.canonical(path, S.follows(follow, flags))
+            path = paths.canonical(path, S.follows(follow, flags),
+                                   info if raw.startswith("/") else None)
             if op is None:
                 op = S.open_operation(flags)
             results.append((op, path, self.engine.decide(op, path)))
@@ -355,6 +459,7 @@ class AuditLoop:
         # Answer first, record after: the verdict is all the caller waits for. The answer
         # also proves the notification was still pending after the reads above (ENOENT
         # otherwise), which is what a separate NOTIF_ID_VALID ioctl used to establish.
+        plain = False
         if deny:
             answered = self.listener.respond_error(n.id, _EACCES)
         elif name in _ACCESS_MODE and results and results[0][2].allowed and \
@@ -362,6 +467,7 @@ class AuditLoop:
             answered = self.listener.respond_value(n.id, 0)   # see _refused_exec
         else:
             answered = self.listener.respond_continue(n.id)
+            plain = True
         if not answered:
             # The caller is gone (killed while waiting): its thread id may already name
             # another task, so what was read is no evidence of anything. Not recorded.
@@ -374,6 +480,12 @@ class AuditLoop:
                         "monitor" if deny else "kernel", "EACCES" if deny else None)
         if deny:
             self.tally.monitor_denied += 1
+        elif plain and info and len(results) == 1:
+            # the next calls with this key get this answer and this record: the compiled
+            # loop may give them (only what `record` stores varies: seq, pid, time)
+            op, path, v = results[0]
+            self._fast_put(n.nr, flags, raw, info, (op, name, path, flag_text, v.allowed,
+                                                    v.rule))
         return True
 
     def _refused_exec(self, mode: int, path: str) -> bool:
@@ -492,6 +604,9 @@ class AuditLoop:
         self.paths.close_mem()
         if detached:
             self.paths.close_root()   # (a hub still holding the run might reuse the numbers)
+            if self._fast is not None:   # (... or be inside its loop)
+                self._fast.close()
+                self._fast = None
             if self.listener is not None:
                 self.listener.close()   # pending callers (none, normally) fail with ENOSYS
         return out
@@ -503,6 +618,7 @@ class AuditLoop:
         ``records == stored_events + not_stored + dropped``."""
         extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
                                  "sync_wakeup": self.sync_wakeup,
+                                 "fast_answered": self.fast_answered,
                                  "guarded": list(self.broker.guarded) if self.broker else [],
                                  "budget": self.sup.ctx.policy.audit.records}
         if self.net_summary is not None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from sandbox.isolation import libc
 
@@ -91,6 +91,9 @@ class Root:
         # real directory path -> its O_PATH descriptor, for reading final-name links without
         # walking again: as stale, and as bounded, as `_dirs` (`forget` closes them all)
         self._dir_fds: dict[str, int] = {}
+        # called before the kept descriptors close (and the directory cache is stale): the
+        # audit's compiled cache (notify_fast) names them and is cleared with them
+        self.on_forget: Callable[[], None] | None = None
 
     def fd_path(self, fd: int) -> str:
         """The real path of descriptor `fd` inside the root; ENOENT when it is not
@@ -115,6 +118,8 @@ class Root:
         self._close_dir_fds()
 
     def _close_dir_fds(self) -> None:
+        if self.on_forget is not None:
+            self.on_forget()
         fds, self._dir_fds = self._dir_fds, {}
         for fd in fds.values():
             try:
@@ -225,15 +230,23 @@ def _lexical(path: str) -> str | None:
     return None
 
 
-def canonical(root: Root, path: str, follow_last: bool) -> str:
+def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None = None) -> str:
     """The real path `path` names inside the root, for a record (advisory: the caller
     can change its path afterwards). Links in the final name are followed when
     `follow_last` (or the path ends with "/"). Where the kernel's walk fails
-    (a missing directory, a loop), the lexical form: the call fails anyway."""
+    (a missing directory, a loop), the lexical form: the call fails anyway.
+
+    `info`, when given, is set to ``[directory, name]`` when the answer rests on
+    nothing but this root's directory cache plus, with `name`, a final name in
+    `directory` that is no symlink (what must be checked again for the same answer
+    to hold), ``[None, None]`` when it rests on the cache alone; left empty when a
+    link was followed or the walk failed (notify_fast caches only the former)."""
     links = 0
     while True:
         lex = _lexical(path)
         if lex is not None:
+            if info is not None and not links:
+                info[:] = [None, None]
             return lex
         comps, name, slash = split(path)
         key = "/".join(comps)
@@ -248,8 +261,12 @@ def canonical(root: Root, path: str, follow_last: bool) -> str:
                         root._dirs.clear()
                     root._dirs[key] = d
             if name is None:
+                if info is not None and not links:
+                    info[:] = [None, None]
                 return d
             if not (follow_last or slash):
+                if info is not None and not links:
+                    info[:] = [None, None]
                 return join(d, name)
             text = link_target(root.dir_fd(d) if fd < 0 else fd, name)
         except OSError:
@@ -258,6 +275,8 @@ def canonical(root: Root, path: str, follow_last: bool) -> str:
             if fd >= 0:
                 os.close(fd)
         if text is None:
+            if info is not None and not links and not slash:
+                info[:] = [d, name]
             return join(d, name)
         links += 1
         if links > MAX_LINKS or not text:

@@ -86,6 +86,12 @@ class Notification(NamedTuple):
     ip: int
     args: tuple[int, int, int, int, int, int]
 
+    @classmethod
+    def from_buffer(cls, buf: "bytes | bytearray") -> "Notification":
+        """Decode a struct seccomp_notif (from RECV, or handed over by notify_fast)."""
+        nid, pid, _flags, nr, arch, ip, a0, a1, a2, a3, a4, a5 = _NOTIF.unpack_from(buf)
+        return cls(nid, pid, nr, arch, ip, (a0, a1, a2, a3, a4, a5))
+
     @property
     def name(self) -> str:
         return syscall_name(self.nr) if self.arch == AUDIT_ARCH_X86_64 else f"arch{self.arch:#x}:{self.nr}"

@@ -1,0 +1,253 @@
+/* The audit loop's fast path: receive, read the path, answer CONTINUE, for calls whose
+ * answer and record Python has already decided (issue 15.3).
+ *
+ * Loaded with ctypes by sandbox/monitor/notify_fast.py (no Python headers: the GIL is
+ * released for the whole call). Python keeps every decision: it handles the first
+ * notification of each (syscall, flags, absolute path) itself and, when the answer was a
+ * plain CONTINUE whose record does not depend on anything but that key and the state its
+ * own caches already assume (the resolver's directory cache, cleared whenever the sandbox
+ * renames, links or unlinks), puts the key here with a slot number. A later call with the
+ * same key is answered here and returned as a compact record (slot, thread id, time),
+ * which Python turns into the same record it would have made.
+ *
+ * What is checked per call, as the Python path does:
+ *  - the path is read with process_vm_readv from the caller thread *now* (never a kept
+ *    descriptor of its memory: a vfork child or a reused thread id would lie);
+ *  - when the key's final name is to be followed, readlinkat(dir, name) must say EINVAL
+ *    (exists, is no symlink): the final name is re-examined every time, like Python;
+ *  - the answer (SECCOMP_IOCTL_NOTIF_SEND) comes after the reads, and a record is made
+ *    only when it succeeded: it proves the notification was still pending, so the thread
+ *    id still named the caller when its memory was read (ID_VALID's guarantee);
+ *  - anything else (another syscall, another architecture, a relative path, an unknown
+ *    key, a path longer than a cache key, a final name that is now a link or gone) is
+ *    handed to Python unanswered, with its raw notification.
+ *
+ * Fairness: after the first call the loop waits with poll(2) on the listener AND the
+ * hub's epoll descriptor (poll keeps SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP's same-CPU wake-up,
+ * which epoll's callback drops), and returns as soon as anything else the hub watches is
+ * ready, after at most `max` calls, or after `timeout_ms` of silence.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NF_NRS 512          /* syscall numbers described (x86_64 has fewer) */
+#define NF_NO_ARG 0xff
+#define NF_SLOTS 128        /* cache entries per run (a power of two) */
+#define NF_PATH 256         /* longest cached path, with its NUL */
+#define NF_PAGE 4096
+
+enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5 };
+
+struct nf_entry {
+    uint32_t nr, flags;     /* key, with the path */
+    uint32_t len;           /* path bytes without the NUL; 0: empty slot */
+    int32_t dirfd;          /* >= 0: the final name (path + name_off) must not be a link */
+    uint32_t name_off;
+    char path[NF_PATH];
+};
+
+struct nf_rec {             /* one call answered here (24 bytes, read by ctypes) */
+    uint32_t slot;
+    uint32_t pid;
+    double ts;
+    uint64_t spare;
+};
+
+struct nf_run {
+    int fd;
+    uint8_t path_arg[NF_NRS], flags_arg[NF_NRS];
+    struct nf_entry *tab;   /* NF_SLOTS, allocated at the first put */
+    /* filled by nf_serve */
+    uint32_t vanished;      /* answered too late: the caller was gone (not recorded) */
+    int32_t err;            /* errno of NF_SEND_ERR / NF_RECV_ERR */
+    struct seccomp_notif miss;
+};
+
+static uint32_t nf_hash(uint32_t nr, uint32_t flags, const char *p, size_t n) {
+    uint32_t h = 2166136261u ^ nr ^ (flags * 16777619u);
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+struct nf_run *nf_new(int fd, const uint8_t *path_arg, const uint8_t *flags_arg) {
+    struct nf_run *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->fd = fd;
+    memcpy(r->path_arg, path_arg, NF_NRS);
+    memcpy(r->flags_arg, flags_arg, NF_NRS);
+    return r;
+}
+
+void nf_free(struct nf_run *r) {
+    if (!r) return;
+    free(r->tab);
+    free(r);
+}
+
+/* Forget every key (the descriptors named by entries belong to Python). */
+void nf_clear(struct nf_run *r) {
+    if (r->tab) memset(r->tab, 0, NF_SLOTS * sizeof *r->tab);
+}
+
+static struct nf_entry *nf_find(struct nf_run *r, uint32_t nr, uint32_t flags,
+                                const char *p, size_t n, uint32_t *slot) {
+    uint32_t h = nf_hash(nr, flags, p, n) & (NF_SLOTS - 1);
+    for (int way = 0; way < 2; way++) {
+        struct nf_entry *e = &r->tab[h ^ way];
+        if (e->len == n && e->nr == nr && e->flags == flags && !memcmp(e->path, p, n)) {
+            *slot = h ^ way;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Key (nr, flags, path) -> the slot Python keeps its record under; -1 when not cacheable. */
+int nf_put(struct nf_run *r, uint32_t nr, uint32_t flags, const char *path, uint32_t len,
+           int32_t dirfd, uint32_t name_off) {
+    if (len == 0 || len >= NF_PATH || path[0] != '/' || (dirfd >= 0 && name_off >= len))
+        return -1;
+    if (!r->tab && !(r->tab = calloc(NF_SLOTS, sizeof *r->tab))) return -1;
+    uint32_t slot;
+    struct nf_entry *e = nf_find(r, nr, flags, path, len, &slot);
+    if (!e) {
+        uint32_t h = nf_hash(nr, flags, path, len) & (NF_SLOTS - 1);
+        slot = r->tab[h].len == 0 ? h : r->tab[h ^ 1].len == 0 ? (h ^ 1) : h;
+        e = &r->tab[slot];
+    }
+    e->nr = nr;
+    e->flags = flags;
+    e->len = len;
+    e->dirfd = dirfd;
+    e->name_off = name_off;
+    memcpy(e->path, path, len);
+    e->path[len] = 0;
+    return (int)slot;
+}
+
+static int nf_send_continue(int fd, uint64_t id) {
+    struct seccomp_notif_resp resp;
+    memset(&resp, 0, sizeof resp);
+    resp.id = id;
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    for (;;) {
+        if (!ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp)) return 0;
+        if (errno != EINTR) return -1;
+    }
+}
+
+/* Answer what is cached; hand the first other notification to Python.
+ *
+ * Writes up to `max` records to `out` and their number to *count. Returns NF_YIELD
+ * (something else is ready, `max` reached, nothing pending, or `timeout_ms` of
+ * silence), NF_MISS (r->miss holds a notification nobody answered yet), NF_GONE (RECV
+ * said ENOENT), NF_HUP (the listener hung up with nothing pending), NF_SEND_ERR or
+ * NF_RECV_ERR (r->err). */
+int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, struct nf_rec *out,
+             int *count) {
+    struct seccomp_notif req;
+    char buf[NF_PATH];
+    int n = 0, first = 1;
+    r->vanished = 0;
+    r->err = 0;
+    *count = 0;
+    while (n < max) {
+        struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = epfd, .events = POLLIN}};
+        /* The first call was reported ready by the hub: served whatever else is ready
+         * (otherwise two busy runs would each yield to the other forever). */
+        int got = poll(p, first || epfd < 0 ? 1 : 2, first ? 0 : timeout_ms);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (got == 0 || (!first && epfd >= 0 && p[1].revents)) break;
+        if (!(p[0].revents & POLLIN)) {
+            *count = n;
+            return p[0].revents & (POLLHUP | POLLERR | POLLNVAL) ? NF_HUP : NF_YIELD;
+        }
+        first = 0;
+        memset(&req, 0, sizeof req);
+        if (ioctl(r->fd, SECCOMP_IOCTL_NOTIF_RECV, &req)) {
+            if (errno == EINTR) continue;
+            *count = n;
+            r->err = errno;
+            return errno == ENOENT ? NF_GONE : NF_RECV_ERR;
+        }
+        uint32_t nr = (uint32_t)req.data.nr, slot = 0;
+        struct nf_entry *e = NULL;
+        if (r->tab && req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS &&
+                r->path_arg[nr] != NF_NO_ARG) {
+            uint64_t addr = req.data.args[r->path_arg[nr]];
+            size_t want = NF_PAGE - addr % NF_PAGE;
+            if (want > NF_PATH) want = NF_PATH;
+            struct iovec local = {.iov_base = buf, .iov_len = want};
+            struct iovec remote = {.iov_base = (void *)(uintptr_t)addr, .iov_len = want};
+            ssize_t got_bytes = addr ? process_vm_readv((pid_t)req.pid, &local, 1, &remote,
+                                                        1, 0) : -1;
+            char *nul = got_bytes > 0 ? memchr(buf, 0, (size_t)got_bytes) : NULL;
+            if (nul && buf[0] == '/') {
+                uint8_t fa = r->flags_arg[nr];
+                uint32_t flags = fa == NF_NO_ARG ? 0 : (uint32_t)req.data.args[fa];
+                e = nf_find(r, nr, flags, buf, (size_t)(nul - buf), &slot);
+            }
+            if (e && e->dirfd >= 0) {
+                char c;
+                if (readlinkat(e->dirfd, e->path + e->name_off, &c, 1) >= 0 || errno != EINVAL)
+                    e = NULL;   /* now a link, or gone: Python looks again */
+            }
+        }
+        if (!e) {
+            r->miss = req;
+            *count = n;
+            return NF_MISS;
+        }
+        if (nf_send_continue(r->fd, req.id)) {
+            if (errno == ENOENT) {   /* the caller is gone: what was read proves nothing */
+                r->vanished++;
+                continue;
+            }
+            *count = n;
+            r->err = errno;
+            return NF_SEND_ERR;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        out[n].slot = slot;
+        out[n].pid = req.pid;
+        out[n].ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        out[n].spare = 0;
+        n++;
+    }
+    *count = n;
+    return NF_YIELD;
+}
+
+/* Sizes the Python side checks before trusting its ctypes mirrors. */
+int nf_sizes(int what) {
+    switch (what) {
+    case 0: return (int)sizeof(struct nf_rec);
+    case 1: return (int)sizeof(struct seccomp_notif);
+    case 2: return NF_NRS;
+    case 3: return NF_PATH;
+    default: return -1;
+    }
+}
+
+/* The notification handed over by NF_MISS (raw struct seccomp_notif), and the errno and
+ * vanished count of the last serve. */
+const struct seccomp_notif *nf_miss(struct nf_run *r) { return &r->miss; }
+int nf_err(struct nf_run *r) { return r->err; }
+unsigned nf_vanished(struct nf_run *r) { return r->vanished; }

@@ -1,0 +1,135 @@
+"""The audit loop's compiled fast path (sandbox/_native/notify_fast.c), through ctypes.
+
+Python decides every *new* call: `AuditLoop` handles the first call of each
+(syscall, flags, absolute path) itself, and when its answer was a plain CONTINUE
+whose record depends on nothing but that key (and on the resolver's directory
+cache, which is cleared together with this one), it `put`s the key with the
+record it made. The C loop answers the repeats itself -- receive, read the path
+from the caller, re-check that a followed final name is still no symlink,
+CONTINUE -- and hands back compact records (slot, thread id, time) that
+`AuditLoop` turns into the same records, tally and seq as before. Everything
+else comes back unanswered (`MISS`), with its raw notification.
+
+Why: a Python loop between two system calls costs more than the kernel's whole
+round trip (docs/benchmarks.md, "The audit loop"); answering repeats without
+the interpreter is what brings audited opens near the C floor.
+
+The library is built by setup.py's `build_native` (no Python headers: a plain
+shared object, called with the GIL released). Without it -- an install that
+predates it, a source newer than the build, or ``SANDBOX_AUDIT_FAST=0`` --
+`load()` is None and the Python loop serves every call, as before.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from typing import Any
+
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_native")
+LIB_PATH = os.path.join(HERE, "libnotify_fast.so")
+SOURCE = os.path.join(HERE, "notify_fast.c")
+
+YIELD, MISS, GONE, HUP, SEND_ERR, RECV_ERR = range(6)
+NO_ARG = 0xFF
+NRS = 512
+SLOTS = 128
+MAX_BATCH = 64            # calls answered per serve (the hub's CHARGE_EVERY)
+_REC = struct.Struct("<IId8x")   # struct nf_rec
+_NOTIF_SIZE = 80
+
+_lib: Any = None
+_tried = False
+
+
+def load() -> Any:
+    """The loaded library, or None (then the Python loop serves everything)."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    _tried = True
+    if os.environ.get("SANDBOX_AUDIT_FAST", "1") == "0":
+        return None
+    try:
+        if os.stat(LIB_PATH).st_mtime < os.stat(SOURCE).st_mtime:
+            return None        # an editable checkout updated without a rebuild
+        lib = ctypes.CDLL(LIB_PATH)
+    except OSError:
+        return None
+    vp, i32, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+    lib.nf_new.restype = vp
+    lib.nf_new.argtypes = [i32, ctypes.c_char_p, ctypes.c_char_p]
+    lib.nf_free.argtypes = [vp]
+    lib.nf_clear.argtypes = [vp]
+    lib.nf_put.restype = i32
+    lib.nf_put.argtypes = [vp, u32, u32, ctypes.c_char_p, u32, ctypes.c_int32, u32]
+    lib.nf_serve.restype = i32
+    lib.nf_serve.argtypes = [vp, i32, i32, i32, vp, ctypes.POINTER(i32)]
+    lib.nf_miss.restype = vp
+    lib.nf_miss.argtypes = [vp]
+    lib.nf_err.argtypes = [vp]
+    lib.nf_vanished.restype = ctypes.c_uint
+    lib.nf_vanished.argtypes = [vp]
+    if [lib.nf_sizes(i) for i in range(4)] != [_REC.size, _NOTIF_SIZE, NRS, 256]:
+        return None            # a library of another layout: never misread its records
+    _lib = lib
+    return lib
+
+
+class FastPath:
+    """One run's C cache and loop. Used by the hub's thread only (like `Listener`)."""
+
+    def __init__(self, lib: Any, fd: int, eligible: dict[int, tuple[int, int | None]]) -> None:
+        """`eligible`: syscall number -> (path argument, flags argument or None)."""
+        path_arg = bytearray([NO_ARG]) * NRS
+        flags_arg = bytearray([NO_ARG]) * NRS
+        for nr, (pa, fa) in eligible.items():
+            if 0 <= nr < NRS:
+                path_arg[nr] = pa
+                flags_arg[nr] = NO_ARG if fa is None else fa
+        self._lib = lib
+        self._h = lib.nf_new(fd, bytes(path_arg), bytes(flags_arg))
+        if not self._h:
+            raise MemoryError("notify_fast: nf_new")
+        self.eligible = frozenset(eligible)
+        self._buf = ctypes.create_string_buffer(_REC.size * MAX_BATCH)
+        self._view = memoryview(self._buf).cast("B")
+        self._count = ctypes.c_int(0)
+        self.slots: list[tuple[Any, ...] | None] = [None] * SLOTS   # slot -> record fields
+
+    def serve(self, epfd: int, timeout_ms: int) -> tuple[int, int]:
+        """(code, records): answer cached calls until something else is due."""
+        code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, self._buf,
+                                  ctypes.byref(self._count))
+        return code, self._count.value
+
+    def records(self, count: int) -> Any:
+        """(slot, thread id, time) of each call answered by the last `serve`."""
+        return _REC.iter_unpack(self._view[:count * _REC.size])
+
+    def miss(self) -> bytes:
+        """The raw struct seccomp_notif a MISS handed over (unanswered)."""
+        return ctypes.string_at(self._lib.nf_miss(self._h), _NOTIF_SIZE)
+
+    def err(self) -> int:
+        return int(self._lib.nf_err(self._h))
+
+    def vanished(self) -> int:
+        return int(self._lib.nf_vanished(self._h))
+
+    def put(self, nr: int, flags: int, raw: bytes, dirfd: int, name_off: int,
+            record: tuple[Any, ...]) -> bool:
+        slot = self._lib.nf_put(self._h, nr, flags & 0xFFFFFFFF, raw, len(raw), dirfd, name_off)
+        if slot < 0:
+            return False
+        self.slots[slot] = record
+        return True
+
+    def clear(self) -> None:
+        if self._h:
+            self._lib.nf_clear(self._h)
+
+    def close(self) -> None:
+        if self._h:
+            self._lib.nf_free(self._h)
+            self._h = None

@@ -1,0 +1,228 @@
+"""The audit loop's compiled fast path (sandbox/_native/notify_fast.c, issue 15.3).
+
+It answers repeats of calls the Python loop decided, so everything here compares it
+with the Python loop on the same program, judged from the host side: the run's
+store (every record, folded counts, order), the run's summary, the caller's own
+results. The runs are real forked children under the seccomp layer of their
+policy, attached to a real hub (tests/notify_hub_harness.py).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+from hypothesis import example, given, settings, strategies as st
+
+from notify_hub_harness import HubRun, audit_policy, records
+from sandbox.monitor import notify_fast
+from sandbox.monitor.notify_hub import Hub
+
+pytestmark = pytest.mark.isolation
+
+HANG_GUARD = 120.0
+
+
+@pytest.fixture
+def fast_lib():
+    lib = notify_fast.load()
+    assert lib is not None, (f"the compiled fast path is not built ({notify_fast.LIB_PATH}): "
+                             "reinstall the package (pip install -e .)")
+    return lib
+
+
+def _run(body, tmp: str, *, fast: bool, policy=None, run_id: str = "r"):
+    """Run `body` in a child under the audit; (summary, records, exit code)."""
+    db = os.path.join(tmp, "audit")
+    saved = notify_fast.load
+    if not fast:
+        notify_fast.load = lambda: None     # the Python loop for every call
+    try:
+        hub = Hub()
+        run = HubRun(hub, policy or audit_policy(), run_id, db, body)
+    finally:
+        notify_fast.load = saved
+    run.go()
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
+        pid, status = os.waitpid(run.pid, os.WNOHANG)
+        if pid:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            run.kill()
+            pytest.fail("the run did not finish")
+        time.sleep(0.01)
+    summary, _ = run.finish()
+    if not fast:
+        assert run.loop.fast_answered == 0
+    return summary, records(db, run_id), code, run.loop.fast_answered
+
+
+def _rows(recs, under: str):
+    return [(r["operation"], r["syscall"], r["path"], r["flags"], r["verdict"], r["rule"],
+             r["count"]) for r in recs if r["path"].startswith(under)]
+
+
+def test_repeats_are_answered_in_c_and_every_one_is_recorded(fast_lib, tmp_path):
+    target = tmp_path / "f"
+    target.write_text("x")
+
+    def body():
+        for _ in range(500):
+            os.close(os.open(str(target), os.O_RDONLY))
+        os.close(os.open(str(target), os.O_RDONLY | os.O_NOFOLLOW))   # another key
+
+    summary, recs, code, answered = _run(body, str(tmp_path), fast=True)
+    assert code == 0
+    rows = _rows(recs, str(target))
+    assert [(r[0], r[1], r[2], r[4], r[6]) for r in rows] == \
+        [("read", "openat", str(target), "allowed", 500),
+         ("read", "openat", str(target), "allowed", 1)], rows
+    assert "O_NOFOLLOW" not in rows[0][3] and "O_NOFOLLOW" in rows[1][3], rows
+    assert answered >= 499          # all but the first were answered without Python
+    assert summary.fast_answered == answered
+    assert summary.records == summary.stored_events and summary.dropped == 0
+
+
+def test_a_final_name_replaced_by_a_link_from_outside_is_seen_at_once(fast_lib, tmp_path):
+    """The attack on a cache: the name the compiled loop answers is made a symlink by a
+    process it does not watch (here the host; a sibling sandbox sharing the tree could).
+    Every later open must be recorded as the link's target, as the Python loop does
+    (it reads the final name again on every call): the C loop re-checks it (readlinkat)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "f").write_text("decoy")
+    (d / "secret").write_text("secret")
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+
+    def body():
+        for _ in range(50):
+            os.close(os.open(str(d / "f"), os.O_RDONLY))
+        os.write(done_w, b"1")
+        os.read(go_r, 1)                     # the host swaps d/f for a link to d/secret
+        for _ in range(50):
+            os.close(os.open(str(d / "f"), os.O_RDONLY))
+
+    db = str(tmp_path / "audit")
+    run = HubRun(Hub(), audit_policy(), "swap", db, body)
+    run.go()
+    assert os.read(done_r, 1) == b"1"
+    os.symlink(str(d / "secret"), str(d / "tmp"))
+    os.rename(str(d / "tmp"), str(d / "f"))
+    os.write(go_w, b"1")
+    assert run.wait() == 0
+    run.finish()
+    rows = {(r["path"], r["count"]) for r in records(db, "swap") if r["path"].startswith(str(d))}
+    assert rows == {(str(d / "f"), 50), (str(d / "secret"), 50)}, rows
+    assert run.loop.fast_answered >= 49
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+
+
+def test_a_denied_path_is_refused_every_time_never_answered_in_c(fast_lib, tmp_path):
+    from sandbox.policy.model import AuditPolicy, FilesystemPolicy, NetworkPolicy, Policy
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    pol = Policy(filesystem=FilesystemPolicy(read=("/",), deny=(str(secret),)),
+                 audit=AuditPolicy(files="all"), network=NetworkPolicy(mode="host"))
+    out_r, out_w = os.pipe()
+
+    def body():
+        refused = 0
+        for _ in range(100):
+            try:
+                os.close(os.open(str(secret), os.O_RDONLY))
+            except PermissionError:
+                refused += 1
+        os.write(out_w, str(refused).encode())
+
+    summary, recs, code, answered = _run(body, str(tmp_path), fast=True, policy=pol)
+    assert code == 0
+    assert os.read(out_r, 16) == b"100"
+    rows = _rows(recs, str(secret))
+    assert [(r[0], r[4], r[6]) for r in rows] == [("read", "denied", 100)], rows
+    assert summary.monitor_denied == 100
+    os.close(out_r)
+    os.close(out_w)
+
+
+# -- the compiled loop and the Python loop record the same things ----------------------------
+
+NAMES = ["f", "g", "l", "dl/x", "dl/y", "sub", "missing", "./f", "sub/../f", "dl",
+         "sub/y", "dl/../f"]
+FLAGS = [os.O_RDONLY, os.O_RDONLY | os.O_NOFOLLOW, os.O_RDONLY | os.O_CLOEXEC,
+         os.O_WRONLY | os.O_CREAT, os.O_RDONLY | os.O_DIRECTORY]
+OPS = st.one_of(
+    st.tuples(st.just("open"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
+    st.tuples(st.just("stat"), st.sampled_from(NAMES), st.booleans()),
+    st.tuples(st.just("rel"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
+    # a final name, or a directory on the way (dl), made a link to something else
+    st.tuples(st.just("swap"), st.sampled_from(["f", "dl", "l"]),
+              st.sampled_from(["g", "sub", "sub2"])),
+    st.tuples(st.just("unlink"), st.sampled_from(["f", "l", "sub/y"]), st.just(0)),
+)
+
+
+def _tree(d: str) -> None:
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.makedirs(os.path.join(d, "sub"))
+    os.makedirs(os.path.join(d, "sub2"))
+    for n in ("f", "g", "sub/x", "sub/y", "sub2/x", "sub2/y"):
+        with open(os.path.join(d, n), "w") as f:
+            f.write(n)
+    os.symlink("f", os.path.join(d, "l"))
+    os.symlink("sub", os.path.join(d, "dl"))
+
+
+def _program(d: str, ops):
+    def body():
+        os.chdir(d)
+        for kind, name, arg in ops:
+            for _ in range(3):               # repeats: what the compiled loop answers
+                try:
+                    if kind == "open":
+                        os.close(os.open(os.path.join(d, name), arg))
+                    elif kind == "rel":
+                        os.close(os.open(name, arg))
+                    elif kind == "stat":
+                        os.stat(os.path.join(d, name), follow_symlinks=arg)
+                    elif kind == "swap":     # the name becomes a link (made in the sandbox)
+                        tmp = os.path.join(d, "tmp-link")
+                        os.symlink(arg, tmp)
+                        os.rename(tmp, os.path.join(d, name))
+                    else:
+                        os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+    return body
+
+
+@settings(derandomize=True, max_examples=20, deadline=None)
+@given(st.lists(OPS, min_size=1, max_size=25))
+@example([("open", "dl/x", os.O_RDONLY), ("swap", "dl", "sub2"), ("open", "dl/x", os.O_RDONLY)])
+@example([("stat", "dl/y", False), ("swap", "dl", "sub2"), ("stat", "dl/y", False)])
+@example([("open", "l", os.O_RDONLY), ("swap", "l", "g"), ("open", "l", os.O_RDONLY),
+          ("unlink", "l", 0), ("open", "l", os.O_RDONLY)])
+def test_the_compiled_loop_records_what_the_python_loop_records(ops):
+    assert notify_fast.load() is not None, "the compiled fast path is not built"
+    base = tempfile.mkdtemp(prefix="nf-eq-")
+    try:
+        d = os.path.join(base, "d")
+        seen = []
+        for fast in (True, False):
+            _tree(d)
+            tmp = tempfile.mkdtemp(dir=base)
+            summary, recs, code, answered = _run(_program(d, ops), tmp, fast=fast)
+            assert code == 0
+            seen.append((_rows(recs, d), summary.checked, summary.records,
+                         summary.by_operation, summary.errors, answered))
+        (c_rows, *c_counts, c_answered), (py_rows, *py_counts, _) = seen
+        assert c_rows == py_rows
+        assert c_counts == py_counts
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
