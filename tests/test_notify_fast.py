@@ -226,3 +226,59 @@ def test_the_compiled_loop_records_what_the_python_loop_records(ops):
         assert c_counts == py_counts
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_run_flooding_cached_calls_does_not_stall_another_run(fast_lib, tmp_path):
+    """Eight threads of one run repeat one cached open without pause (the compiled loop
+    answers them all); another run on the same hub, whose every open is new (Python's),
+    still gets each answered and recorded once, in order."""
+    import threading
+    db = str(tmp_path / "audit")
+    hub = Hub()
+
+    def flood():
+        def spin():
+            while True:
+                os.close(os.open("/etc/hostname", os.O_RDONLY))
+        for _ in range(7):
+            threading.Thread(target=spin, daemon=True).start()
+        spin()
+
+    def opens():
+        for i in range(300):
+            try:
+                os.close(os.open(f"/tmp/nf-victim-{i}", os.O_RDONLY))
+            except OSError:
+                pass
+
+    flooder = HubRun(hub, audit_policy(), "flooder", db, flood)
+    victim = None
+    try:
+        flooder.go()
+        deadline = time.monotonic() + HANG_GUARD
+        while flooder.loop.fast_answered < 2000:
+            assert time.monotonic() < deadline, "the flood did not start"
+            time.sleep(0.02)
+        victim = HubRun(hub, audit_policy(), "victim", db, opens)
+        victim.go()
+        while True:
+            pid, status = os.waitpid(victim.pid, os.WNOHANG)
+            if pid:
+                assert os.waitstatus_to_exitcode(status) == 0
+                break
+            assert time.monotonic() < deadline, "the victim starved"
+            time.sleep(0.02)
+        before = flooder.loop.fast_answered
+        audit, _ = victim.finish()
+        assert audit.errors == 0 and audit.dropped == 0 and audit.vanished == 0, audit
+        mine = [r["path"] for r in records(db, "victim") if r["path"].startswith("/tmp/nf-")]
+        assert mine == [f"/tmp/nf-victim-{i}" for i in range(300)]
+        time.sleep(0.1)
+        assert flooder.loop.fast_answered > before    # still flooding, still answered in C
+    finally:
+        flooder.kill()
+        flooder.wait()
+        if victim is not None and not victim.loop.hub_done.is_set():
+            victim.kill()
+    flooder.finish()
+    assert not [r for r in records(db, "flooder") if r["path"].startswith("/tmp/nf-victim")]

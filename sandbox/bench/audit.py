@@ -6,8 +6,11 @@ call, interleaved: unsandboxed; sandboxed under `strict` with ``[audit] files
 = "none"``; sandboxed under `strict` as it is (``files = "all"``: every open
 round-trips to the monitor, which reads the path, resolves it, asks the engine
 and queues a record for SQLite); and the minimal C notification loop
-(`floor.py`), the floor any audit loop can reach on this kernel. The records
-go to a temporary store. Figures are medians of `repeat` runs.
+(`floor.py`), the floor any audit loop can reach on this kernel; and that C
+loop again answering this very Python program instead of its own C child
+(``c_floor_program``: the loop's floor for the same program, unsandboxed and
+under a one-syscall filter). The records go to a temporary store. Figures are
+medians of `repeat` runs.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
     py = sys.executable
     argv = [py, "-I", "-S", "-c", PROGRAM, str(n), path]
     rates: dict[str, list[float]] = {"bare": [], "sandbox_none": [], "sandbox_all": [],
-                                     "c_floor": []}
+                                     "c_floor": [], "c_floor_program": []}
     extra: dict[str, Any] = {}
     try:
         floor = build()
@@ -72,6 +75,9 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
                         extra["fast_answered"] = r.audit.get("fast_answered", 0)
                 if floor is not None:
                     rates["c_floor"].append(floor.rate(n, path))
+                    # the same C loop answering this very Python program (not its own C
+                    # child): what the loop costs, apart from the program's language
+                    rates["c_floor_program"].append(floor.rate(n, path, argv))
         finally:
             if floor is not None:
                 floor.close()
@@ -82,6 +88,8 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
         "sandbox_none_opens_per_s": round(med["sandbox_none"]),
         "sandbox_all_opens_per_s": round(med["sandbox_all"]),
         "c_floor_opens_per_s": round(med["c_floor"]) if "c_floor" in med else None,
+        "c_floor_program_opens_per_s": (round(med["c_floor_program"])
+                                        if "c_floor_program" in med else None),
         "us_per_open": {k: round(1e6 / v, 2) for k, v in med.items()},
         "audit_overhead_us": round(1e6 / med["sandbox_all"] - 1e6 / med["bare"], 2),
         "none_overhead_pct": round(100 * (med["bare"] / med["sandbox_none"] - 1), 1),

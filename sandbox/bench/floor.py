@@ -26,10 +26,12 @@ class Floor:
     binary: str
     _dir: tempfile.TemporaryDirectory
 
-    def rate(self, n: int, path: str) -> float:
-        """Opens per second of the C loop (its own timing of the loop, start-up excluded)."""
-        out = subprocess.run([self.binary, str(n), path], capture_output=True, text=True,
-                             timeout=120)
+    def rate(self, n: int, path: str, program: list[str] | None = None) -> float:
+        """Opens per second of the C loop (its own timing of the loop, start-up excluded).
+        With `program` (an argv that opens `path` n times and prints the seconds), the C
+        loop answers that program instead of its own C child."""
+        out = subprocess.run([self.binary, str(n), path, *(program or [])],
+                             capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise FloorUnavailable(f"notify_floor failed: {out.stderr.strip()[-300:]}")
         seconds = float(out.stdout.split()[0])

@@ -8,7 +8,13 @@ listener and hands each notification to that run's own decision code
 
 Fairness between runs (one run must not stall another):
 - level-triggered epoll, ONE notification per ready listener per round: a run
-  flooding from many threads gets one turn per round, like any other run;
+  flooding from many threads gets one turn per round, like any other run. A
+  run with the compiled fast path (notify_fast) keeps its turn only while
+  nothing else is ready: its listener leaves the epoll set, and the C loop,
+  which answers repeats of calls Python decided, waits with poll(2) on that
+  listener AND this epoll descriptor, and returns when the latter is readable
+  (any other run, broker reply or command), after 64 calls, or after LINGER_MS
+  of silence (`_linger`);
 - a call performed by a run's broker process (broker.py) never blocks the
   thread: `dispatch` returns a generator that yields the broker's socket, the
   hub stops reading that run's listener (its calls are serial, as before) and

@@ -44,6 +44,14 @@ For each notification:
 
 SYNC_WAKE_UP is set on the listener (by value) so the round trip stays on one
 CPU. Nothing is logged per call; failures are counted in the summary.
+
+Repeats (issue 15.3): when a call's answer was a plain CONTINUE whose record
+rests only on (syscall, flags, absolute path) and the resolver's directory
+cache, the key goes to the run's compiled loop (monitor/notify_fast.py), which
+answers the next calls with that key without the interpreter (re-reading the
+path and re-checking a followed final name each time) and hands back compact
+records that `_replay` turns into the very records made here. Its cache is
+cleared whenever the resolver's is (a rename, link or unlink in the sandbox).
 """
 from __future__ import annotations
 
