@@ -38,6 +38,23 @@ def _holds(pid: int | str, path: str) -> tuple[int, bool]:
     return fds, mapped
 
 
+def _sleeping(marker: str) -> bool:
+    """A process whose command line holds `marker` is asleep in nanosleep."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+            with open(f"/proc/{pid}/wchan") as f:
+                if "nanosleep" in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _until(pred, timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -116,9 +133,13 @@ def test_the_monitor_host_holds_no_connection_to_a_quiet_live_run(tmp_path, py):
     pol = load_policy("default")
     pol = pol.replace(audit=AuditPolicy(files="all"))
     # Reads one file, then sleeps: no audited access until we cancel it.
+    marker = f"quiet-run-{os.getpid()}-{time.monotonic_ns()}"
     h = la.start([py, "-I", "-S", "-c", "open('/etc/hostname').read()\n"
-                  "import time\ntime.sleep(120)"], policy=pol)
+                  f"import time\ntime.sleep(120) # {marker}"], policy=pol)
     try:
+        # Quiet only once the program sleeps: the store's file exists (and holds no
+        # connection yet) before the program's first records reach the writer.
+        assert _until(lambda: _sleeping(marker), 60), "the program never reached its sleep"
         assert _until(lambda: os.path.isdir(la.audit_db) and any(
             n.endswith(".sqlite") for n in os.listdir(la.audit_db)))
         host = la.forkserver_pid        # the monitor host: it writes every run's store

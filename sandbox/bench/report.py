@@ -145,8 +145,10 @@ def render(res: dict) -> str:
     a = res["audit"]
     lines.append(f"audited opens/s ({a['policy']}): bare {a['bare_opens_per_s']}, files=none "
                  f"{a['sandbox_none_opens_per_s']}, files=all {a['sandbox_all_opens_per_s']}, "
-                 f"C notify loop {a['c_floor_opens_per_s']} ({a.get('records_per_run')} records, "
-                 f"{a.get('dropped')} dropped)")
+                 f"C notify loop {a['c_floor_opens_per_s']}, the same C loop answering this "
+                 f"Python program {a.get('c_floor_program_opens_per_s')} "
+                 f"({a.get('records_per_run')} records, {a.get('dropped')} dropped, "
+                 f"{a.get('fast_answered')} answered by the compiled loop)")
     if "netproxy" in res:
         lines.append(f"allowlist proxy: {res['netproxy']}")
     lines.append("")
