@@ -73,6 +73,7 @@ from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
+from sandbox.monitor import notify_fast
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
@@ -177,7 +178,6 @@ class AuditLoop:
         Eligible: one path, answered CONTINUE whatever the caller's other arguments say,
         decided by this loop alone (not the broker's, not a deny-list entry's, not an
         access(X_OK) that may be answered "yes": see `_refused_exec`)."""
-        from sandbox.monitor import notify_fast
         lib = notify_fast.load()
         if lib is None:
             return
@@ -196,22 +196,21 @@ class AuditLoop:
     def _fast_put(self, nr: int, flags: int, raw: str, info: list[Any],
                   record: tuple[Any, ...]) -> None:
         """Let the compiled loop answer the next calls with this key (see notify_fast)."""
-        fast, paths = self._fast, self.paths
+        fast, root = self._fast, self.paths.root
+        if root is None:
+            return
         rawb = os.fsencode(raw)
         d, name = info
         dirfd, off = -1, 0
         if name is not None:
             nameb = os.fsencode(name)
-            if paths.root is None or not rawb.endswith(b"/" + nameb):
+            if not rawb.endswith(b"/" + nameb):
                 return
             try:
-                dirfd = paths.root.dir_fd(d)   # kept by the root; closing it clears the cache
+                dirfd = root.dir_fd(d)   # kept by the root; closing it clears the cache
             except OSError:
                 return
             off = len(rawb) - len(nameb)
-        root = paths.root
-        if root is None:
-            return
         if root.on_forget is None:
             root.on_forget = fast.clear
         elif root.on_forget != fast.clear:
@@ -284,14 +283,14 @@ class AuditLoop:
             vanished = fast.vanished()
             if count or vanished:
                 self._replay(fast, count, vanished)
-            if code == 0:
+            if code == notify_fast.YIELD:
                 return True
-            if code == 1:
+            if code == notify_fast.MISS:
                 n = Notification.from_buffer(fast.miss())
-            elif code == 4:
+            elif code == notify_fast.SEND_ERR:
                 self.tally.error(f"answer: {os.strerror(fast.err())}")
                 return True
-            elif code == 5:
+            elif code == notify_fast.RECV_ERR:
                 return False
             else:   # ENOENT or a hang-up: that caller died, or every task is gone
                 return not self.listener.orphaned()

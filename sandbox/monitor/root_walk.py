@@ -259,6 +259,8 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
                 if len(key) <= DIR_CACHE_KEY:          # bounded before it grows
                     if len(root._dirs) >= DIR_CACHE_MAX:
                         root._dirs.clear()
+                        if root.on_forget is not None:   # what rested on it goes too
+                            root.on_forget()
                     root._dirs[key] = d
             if name is None:
                 if info is not None and not links:
