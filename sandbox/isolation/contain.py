@@ -19,6 +19,7 @@ from sandbox.errors import SetupError
 from sandbox.isolation import (landlock, limits, mounts, namespaces, network, privileges,
                                seccomp)
 from sandbox.isolation.context import ContainContext
+from sandbox.sandboxee import memtrace
 
 Layer = Callable[[ContainContext], None]
 
@@ -50,6 +51,7 @@ def contain(ctx: ContainContext, *, until: str | None = None) -> ContainContext:
                     raise
                 ctx.skipped[exc.layer] = str(exc)
         ctx.timings[name] = time.perf_counter() - t0
+        memtrace.mark(f"pid1.{name}")
         if name == until:
             break
     return ctx

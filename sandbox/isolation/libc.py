@@ -38,6 +38,16 @@ if TYPE_CHECKING:
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
+
+class _HoldingGil(ctypes._CFuncPtr):  # type: ignore[name-defined,misc]
+    """A C function called with the GIL held (as `os.fork()` calls fork), errno kept."""
+    _flags_ = (ctypes._FUNCFLAG_CDECL | ctypes._FUNCFLAG_PYTHONAPI  # type: ignore[attr-defined]
+               | ctypes._FUNCFLAG_USE_ERRNO)  # type: ignore[attr-defined]
+    _restype_ = ctypes.c_int
+
+
+_raw_fork = _HoldingGil(("fork", _libc))
+
 #: Syscall tables by `platform.machine()`; the project supports x86_64 only.
 TABLES: dict[str, dict[str, int]] = {"x86_64": X86_64}
 ARCH = platform.machine()
@@ -105,6 +115,26 @@ def syscall(name: str, *args: Arg) -> int:
 
 
 # -- namespaces and mounts (the sandboxee's layers) ------------------------------------------
+
+def fork_single_threaded() -> int:
+    """fork(2) without CPython's at-fork work, for a process with one thread: the zygote,
+    the stub and PID 1. `os.fork()` runs every `os.register_at_fork` hook in the
+    child (threading's, logging's, random's) and the interpreter's own re-init; in a
+    fork of the warm template they write ~1 MiB of its pages (docs/benchmarks.md),
+    copies a Python action's PID 2 inherits. With one thread there is no lock another
+    thread could hold and no thread to forget, so none of it is needed; the GIL stays
+    held across the call (`ctypes.pythonapi`), as `os.fork()` holds it. What the hooks
+    would have done that still matters is the caller's: `random`'s state is the
+    parent's (sandbox.sandboxee.worker reseeds it). Raises OSError."""
+    import threading
+    if threading.active_count() != 1:
+        raise RuntimeError("fork_single_threaded in a process with threads")
+    pid = int(_raw_fork())
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return pid
+
 
 def unshare(flags: int) -> None:
     if sys.version_info >= (3, 12):

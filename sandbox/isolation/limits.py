@@ -50,10 +50,24 @@ def _share(value: int) -> int:
     return max(1, value // USER_NS_SHARE)
 
 
-def user_ns_caps() -> dict[str, int]:
+_CAPS: list[dict[str, int]] = []   # read once in the warm template (`warm_user_ns_caps`)
+
+
+def warm_user_ns_caps() -> None:
+    """Read the caps once in the fork server's template, before the zygote is forked:
+    every stub is a fork of it, and reading ten /proc files in each would write ~300
+    KiB of the template's pages that its sandbox's PID 2 then owns (docs/benchmarks.md).
+    A cap the host changes later is still enforced: a user namespace's counts are
+    charged to its parent's too, so a stale share is never above the real bound."""
+    _CAPS[:] = [user_ns_caps(cached=False)]
+
+
+def user_ns_caps(*, cached: bool = True) -> dict[str, int]:
     """Each /proc/sys/user/max_* this sandbox may have: a share of the current
     (parent) namespace's. Read BEFORE unshare: a new user namespace reads as
     unlimited (INT_MAX) at its own level."""
+    if cached and _CAPS:
+        return _CAPS[0]
     caps: dict[str, int] = {}
     try:
         names = sorted(n for n in os.listdir(USER_NS_DIR) if n.startswith("max_"))

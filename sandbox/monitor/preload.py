@@ -46,3 +46,5 @@ def warm() -> None:
                 seccomp.warm(pol.syscalls, audit)
     except Exception:
         pass  # a cold cache is slower, never wrong
+    from sandbox.sandboxee import template
+    template.warm()

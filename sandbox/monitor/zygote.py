@@ -40,8 +40,10 @@ from typing import Callable
 import prctl
 
 from sandbox import _native, protocol
-from sandbox.errors import ProtocolError, ZygoteGone
+from sandbox.errors import ZygoteGone
+from sandbox.isolation import libc
 from sandbox.protocol import ForkStub, Forked, Refused, Spec
+from sandbox.sandboxee import template
 
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
@@ -212,58 +214,69 @@ def _serve(sock: socket.socket) -> int:
         return 0
     prctl.set_child_subreaper(1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    template.plug_free_blocks()   # last, before the first fork: see its docstring
     children: dict[int, int] = {}   # pidfd -> pid
+    watched = [sock.fileno()]       # the socket, then every child's pidfd
     while True:
-        ready, _, _ = select.select([sock.fileno(), *children], [], [])
+        ready, _, _ = select.select(watched, [], [])
         for fd in ready:
             if fd in children:
                 _reap(fd, children)
+                watched.remove(fd)
         _reap_orphans(children)
-        if sock.fileno() not in ready:
+        if ready[0] != watched[0]:   # select keeps its input's order: the socket is first
             continue
-        try:
-            req, fds = protocol.recv(sock, ForkStub, max_fds=STUB_FDS)
-        except ProtocolError as exc:
-            protocol.send(sock, Refused(f"bad request: {exc}"[:1000]))
-            continue
-        if req is None:
+        # The request is taken raw and read by the child (`_stub`): every page this
+        # loop writes while a stub lives becomes that stub's own copy, and then its
+        # sandbox's PID 2's (docs/benchmarks.md, "the zygote's churn").
+        data, fds, flags, _ = socket.recv_fds(sock, protocol.DATAGRAM_MAX + 1, STUB_FDS + 1)
+        if not data and not fds:
             return 0
+        try:
+            pid = libc.fork_single_threaded()
+        except OSError as exc:
+            protocol.send(sock, Refused(f"fork: {exc}"[:1000]))
+            pid = -1
+        if pid == 0:   # pragma: no cover - runs in the stub
+            _stub(sock, data, fds, flags, children)
+        if pid > 0:
+            pidfd = os.pidfd_open(pid)
+            children[pidfd] = pid
+            watched.append(pidfd)
+        for fd in fds:
+            os.close(fd)
+
+
+def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
+          children: dict[int, int]) -> None:
+    """The zygote's child: answer the host at once with `Forked` (its pid and a pidfd of
+    itself: the zygote's loop stays as small as it can), then read the request and
+    become the stub. A request it cannot serve ends it right after that answer: the
+    host sees a stub that ended before `StubReady`. Never returns."""
+    try:
+        try:
+            pidfd = os.pidfd_open(os.getpid())
+            protocol.send(sock, Forked(os.getpid()), [pidfd])
+        except BaseException as exc:   # the host waits for one answer: always give it
+            protocol.send(sock, Refused(f"{type(exc).__name__}: {exc}"[:1000]))
+            raise
+        os.close(pidfd)
+        sock.close()
+        for fd in children:
+            os.close(fd)
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != STUB_FDS:
+            os._exit(1)
+        req = protocol.from_datagram(data, ForkStub)
         for fd in fds:   # received descriptors are inheritable: the program must not get them
             os.set_inheritable(fd, False)
-        try:
-            if len(fds) != STUB_FDS:
-                raise ValueError(f"a stub needs {STUB_FDS} descriptors, got {len(fds)}")
-            pid = _fork(req, fds, sock, children)
-            pidfd = os.pidfd_open(pid)
-            children[os.pidfd_open(pid)] = pid
-            try:
-                protocol.send(sock, Forked(pid), [pidfd])
-            finally:
-                os.close(pidfd)
-        except (ValueError, OSError) as exc:
-            protocol.send(sock, Refused(f"{type(exc).__name__}: {exc}"[:1000]))
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-
-def _fork(req: ForkStub, fds: list[int], sock: socket.socket,
-          children: dict[int, int]) -> int:
-    from sandbox.monitor import stubs
-    from sandbox.sandboxee import stub
-    pid = os.fork()
-    if pid == 0:   # pragma: no cover - runs in the stub
-        try:
-            sock.close()
-            for fd in children:
-                os.close(fd)
-            status = socket.socket(fileno=fds[0])
-            go = socket.socket(fileno=fds[2])
-            start: Callable[[Spec, list[int]], Callable[[], object]] = stubs.start_pid1(fds[1])
-            stub.run_waiting(status, go, req, start, _native.INIT_PATH)
-        finally:
-            os._exit(1)
-    return pid
+        from sandbox.monitor import stubs
+        from sandbox.sandboxee import stub
+        status = socket.socket(fileno=fds[0])
+        go = socket.socket(fileno=fds[2])
+        start: Callable[[Spec, list[int]], Callable[[], object]] = stubs.start_pid1(fds[1])
+        stub.run_waiting(status, go, req, start, _native.INIT_PATH)
+    finally:
+        os._exit(1)
 
 
 def _reap(pidfd: int, children: dict[int, int]) -> None:

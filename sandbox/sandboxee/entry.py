@@ -41,10 +41,12 @@ from sandbox import _native, protocol
 from sandbox.errors import ProtocolError, SetupError
 # Imported now, never lazily under the view (which may hold none of this package):
 from sandbox.isolation import syscall_table  # noqa: F401
+from sandbox.isolation import libc
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
 from sandbox.protocol import (Ack, CowFd, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
                               ScratchFd, SetupFailure, ShmFd, Spec)
+from sandbox.sandboxee import memtrace
 
 EXIT_SETUP = 125
 EXIT_CANNOT_EXECUTE = 126
@@ -58,6 +60,11 @@ def _setup_failure(layer: str, message: str) -> SetupFailure:
 def main(ctx: ContainContext, spec: Spec) -> None:
     """Never returns."""
     mon = socket.socket(fileno=ctx.monitor_fd)
+    if memtrace.ON:
+        import time
+        time.sleep(0.05)   # the stub has exec'd: its copies are PID 1's alone
+        ctx.keep_fds = (*ctx.keep_fds, memtrace.pin())
+        memtrace.mark("pid1.start")
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
@@ -103,6 +110,8 @@ def main(ctx: ContainContext, spec: Spec) -> None:
                 os.close(ctx.shm_fd)
                 ctx.shm_fd = -1
             ctx.scratch_fd = -1
+        memtrace.mark("pid1.ready")
+        ctx.timings.update(memtrace.MARKS)
         protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
                                  timings=dict(ctx.timings)))
     except SetupError as exc:
@@ -114,7 +123,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
 
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     try:
-        child = os.fork()
+        child = libc.fork_single_threaded()
     except OSError as exc:
         protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)

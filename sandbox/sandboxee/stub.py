@@ -37,6 +37,7 @@ from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
 from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
                               StubReady)
+from sandbox.sandboxee import memtrace
 
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
@@ -51,12 +52,12 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
     best-effort policy, asks for one without namespaces), or a `SetupFailure` when
     the cgroups could not be joined (that fails closed: the limits live there)."""
     try:
+        memtrace.mark("stub.forked")
         prctl.set_pdeathsig(signal.SIGKILL)
         me = str(os.getpid())
         for procs in req.cgroup_procs:   # before unshare: named in the host's view
             try:
-                with open(procs, "w") as f:
-                    f.write(me)
+                libc.write_file(procs, me)
             except OSError as exc:
                 protocol.send(status, SetupFailure(
                     "cgroups", f"cannot move pid {me} into {os.path.dirname(procs)}: "
@@ -71,14 +72,17 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 protocol.send(status, StubReady(ok=False, layer=exc.layer,
                                                 why=str(exc)[:1000]))
                 os._exit(0)
+        memtrace.mark("stub.unshared")
         protocol.send(status, StubReady(ok=True))
         msg, fds = protocol.recv(go, Spec, SpecFile)
+        memtrace.mark("stub.spec")
         go.close()
         if msg is None:
             os._exit(0)  # discarded before use
         spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
         pid1_main = start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
         init_path = spec.init_path or init_path
+        memtrace.mark("stub.context")
     except BaseException as exc:
         _last_word(status, exc)
     _fork_pid1_and_wait(status, pid1_main, init_path)
@@ -101,7 +105,7 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
         # double-forked setsid() daemon) re-parents here, not to the monitor (one
         # process for every run, issue 14), and dies before the report (below).
         prctl.set_child_subreaper(1)
-        pid = os.fork()
+        pid = libc.fork_single_threaded()
         if pid == 0:
             try:
                 pid1_main()

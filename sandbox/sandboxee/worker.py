@@ -11,6 +11,7 @@ argv, the environment or stdout.
 from __future__ import annotations
 
 import importlib
+import random
 import sys
 from typing import Any
 
@@ -24,6 +25,9 @@ RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store"
 
 
 def run(ipc_fd: int) -> int:
+    # PID 1 forked this process without the at-fork hooks (libc.fork_single_threaded):
+    # `random`'s state is still the template's, the same in every sandbox
+    random.seed()
     chan = Channel(ipc_fd, coalesce=True)
     try:
         return _run(chan)

@@ -1,0 +1,96 @@
+"""The sandboxee's share of the warm template: work done once, before the zygote forks.
+
+A Python action's program (PID 2) is a fork of PID 1, a fork of the stub, a
+fork of the zygote: every page of the template that one of them *writes* is
+copied, and once the stub and PID 1 have exec'd the compiled init the copies
+are PID 2's own (docs/benchmarks.md, "Where a Python action's program memory
+comes from"). CPython 3.11 writes a page for almost anything it does: a
+reference count on each object touched, a warm-up counter and specialised
+instructions in each code object run, a lazy cache filled on first use, an
+allocation into a free block of a template pool. So whatever every sandbox
+computes the same way is computed here, in the template, where its writes are
+shared by every fork:
+
+- `warm`: the parent's user namespace caps (read from /proc once, not per stub),
+  and a rehearsal of the pure Python every stub and PID 1 run (`rehearse`);
+- `plug_free_blocks`: the allocator's free blocks filled, so that a fork's new
+  objects go to fresh, dense pools rather than one free block in each of
+  hundreds of the template's pages.
+"""
+from __future__ import annotations
+
+import os
+
+
+def warm() -> None:
+    """In the fork server's template, before the zygote is forked (monitor.host.warm)."""
+    from sandbox.isolation import limits
+    limits.warm_user_ns_caps()
+    rehearse()
+
+
+def rehearse() -> None:
+    """Run, in the template, the pure Python a stub and PID 1 run for every sandbox:
+    decode a `Spec` (and the zygote's `ForkStub`), build its containment context, for
+    the built-in policies; enough times that CPython 3.11 has specialised the code.
+    Nothing here touches the kernel: it only leaves code objects and caches warm."""
+    try:
+        from sandbox import protocol
+        from sandbox.monitor import runspec
+        from sandbox.policy import build_plan, default_variables, load_policy, resolve
+        for name in ("default", "strict"):
+            pol = resolve(load_policy(name), default_variables("/", "/"))
+            plan = build_plan(pol)
+            spec = protocol.Spec(run_id="rehearsal", mode="workflow", env={"PATH": "/bin"},
+                                 policy=pol.to_dict(), fs_plan=plan.to_dict(), ipc_fd=3)
+            req = protocol.to_datagram(protocol.ForkStub(cgroup_procs=["/x/cgroup.procs"]))
+            for _ in range(10):
+                got = protocol.from_envelope(protocol.to_envelope(spec, protocol.SPEC_MAX),
+                                             protocol.Spec, limit=protocol.SPEC_MAX)
+                runspec.build_context(got)
+                protocol.from_datagram(req, protocol.ForkStub)
+                protocol.to_datagram(protocol.StubReady(ok=True))
+                protocol.to_datagram(protocol.Forked(1))
+    except Exception:
+        pass  # an unrehearsed path costs pages, never correctness
+
+
+_BALLAST: list[object] = []
+
+
+def _avail_blocks() -> dict[int, int]:
+    """pymalloc's free blocks by size class, from `sys._debugmallocstats` (which writes
+    to descriptor 2: taken through a pipe; its ~4 KiB fit the pipe's buffer)."""
+    import sys
+    r, w = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(w, 2)
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(w)
+    try:
+        out = os.read(r, 1 << 16)
+    finally:
+        os.close(r)
+    got: dict[int, int] = {}
+    for line in out.split(b"\n"):
+        f = line.split()
+        if len(f) == 5 and f[0].isdigit() and f[1].isdigit():
+            got[int(f[1])] = int(f[4])
+    return got
+
+
+def plug_free_blocks(rounds: int = 3) -> None:
+    """Fill the template allocator's free blocks with objects kept for its life."""
+    if not _BALLAST:
+        _BALLAST.extend([None] * 65536)
+    i = 0
+    for _ in range(rounds):
+        for size, n in _avail_blocks().items():
+            end = min(i + n, len(_BALLAST))
+            while i < end:
+                _BALLAST[i] = object() if size == 16 else bytes(max(2, size - 33))
+                i += 1
