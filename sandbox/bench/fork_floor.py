@@ -6,9 +6,11 @@ processes writes (a reference count, an allocator's free list, an
 interpreter counter) is copied, and once the stub and PID 1 have exec'd the
 copies belong to PID 2 alone. This measures, outside any sandbox, the private
 KiB of a process forked from a template built like the fork server's (its
-PRELOAD imported, gc frozen), by what it ran:
+PRELOAD imported and warmed, gc frozen, the allocator's free blocks plugged as
+the zygote does), with the forks the sandboxee's lineage makes
+(`libc.fork_single_threaded`: no at-fork hooks), by what it ran:
 
-- ``fork``: one `os.fork()`, nothing run (the interpreter's after-fork hooks);
+- ``fork``: one fork, nothing run;
 - ``three_forks``: three forks whose parents exit, as stub, PID 1 and PID 2;
 - ``worker``: the same, then `sandbox.sandboxee.worker` running a one-message
   action and sleeping, over a socketpair.
@@ -28,6 +30,7 @@ import sys
 import time
 
 from sandbox.bench.smaps import private_kib, rollup
+from sandbox.isolation import libc
 
 SCENARIOS = ("fork", "three_forks", "worker")
 
@@ -50,7 +53,7 @@ def _chain(scenario: str, report: int, ipc: socket.socket | None) -> None:
         if scenario == "fork":
             _leaf(scenario, report, ipc)
         for _ in range(2):
-            if os.fork() != 0:
+            if libc.fork_single_threaded() != 0:
                 os._exit(0)
         _leaf(scenario, report, ipc)
     finally:
@@ -61,7 +64,7 @@ def _one(scenario: str) -> int:
     from sandbox.ipc.frames import FrameDecoder, encode
     r, w = os.pipe()
     mine, theirs = socket.socketpair()
-    pid = os.fork()
+    pid = libc.fork_single_threaded()
     if pid == 0:
         os.close(r)
         mine.close()
@@ -93,11 +96,12 @@ def _one(scenario: str) -> int:
 
 def template_main() -> dict[str, int]:
     """In a fresh interpreter: become a template as the fork server does, then measure."""
-    from sandbox import forkserver
-    for name in forkserver.PRELOAD:
-        __import__(name)
+    from sandbox.monitor import host
+    from sandbox.sandboxee import template
+    host.warm()
     gc.collect()
     gc.freeze()
+    template.plug_free_blocks()
     _one("worker")   # discarded: the template's own first run of this code copies pages
     # that its forked leaf would then count as private
     return {s: _one(s) for s in SCENARIOS}

@@ -7,15 +7,26 @@ at the fork stays held in the child forever. So the host forks this process
 once, first, while it still has one thread, and asks it for each stub:
 
     host   --(ForkStub + the stub's status, setup and go socket ends)--> zygote
-    zygote --(Forked(pid) + the stub's pidfd)--> host
+    stub   --(Forked(pid) + a pidfd of itself, or Refused(error))--> host
 
 The zygote has the warm runtime the host imported (a stub, PID 1 and a Python
 action are forks of it, so they share its pages), runs no thread, holds no
-run's state, and reaps the stubs (it is their parent; the pidfd it opens before
-replying names the stub even after it is reaped). It is a child subreaper, so
-an orphan that escaped a run without a PID namespace is reaped here, not
-left a zombie. It dies with the host (PDEATHSIG; the host's main thread, which
-forked it, lives as long as the host), and every stub dies with it.
+run's state, and reaps the stubs (it is their parent, and holds a pidfd of
+each; the stub's own pidfd, sent before it could be reaped, never names a
+recycled pid). It is a child subreaper, so an orphan that escaped a run
+without a PID namespace is reaped here, not left a zombie. It dies with the
+host (PDEATHSIG; the host's main thread, which forked it, lives as long as
+the host), and every stub dies with it.
+
+Its loop is kept small on purpose: every page the zygote writes while a stub
+lives is copied then, and the stub keeps the old one as its own, as does its
+sandbox's PID 2 (a Python action). One iteration of a loop that decoded the
+request and encoded the answer with the typed codec made ~1.2 MiB of a child
+private. So the zygote takes the request raw and forks at once
+(`libc.fork_single_threaded`: no at-fork hooks either); the child answers the
+host and decodes the request (`_stub`). The child can still die between the
+fork and its answer (a SIGKILL in that window of microseconds), and the host's
+`fork_stub` then waits for an answer that never comes.
 
 A zygote can still die (killed, or by the OOM killer); its stubs die with it
 (PDEATHSIG), and so does every sandbox they started. The host then needs a
