@@ -19,6 +19,7 @@ broker needs the errno (EROFS vs EACCES): hence `faccessat`.
 """
 from __future__ import annotations
 
+import _thread
 import ctypes
 import errno
 import os
@@ -126,8 +127,7 @@ def fork_single_threaded() -> int:
     held across the call (`ctypes.pythonapi`), as `os.fork()` holds it. What the hooks
     would have done that still matters is the caller's: `random`'s state is the
     parent's (sandbox.sandboxee.worker reseeds it). Raises OSError."""
-    import threading
-    if threading.active_count() != 1:
+    if _thread._count():   # Python threads besides this one (read without a lock)
         raise RuntimeError("fork_single_threaded in a process with threads")
     pid = int(_raw_fork())
     if pid < 0:
