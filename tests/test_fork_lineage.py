@@ -132,3 +132,19 @@ def test_memtrace_reports_the_private_memory_of_each_phase():
               "pid1.namespaces", "pid1.mounts", "pid1.seccomp", "pid1.ready"]
     assert all(marks.get(p, 0) > 0 for p in phases), marks
     assert marks["pid1.ready"] >= marks["stub.forked"], marks
+
+
+def test_the_worker_rehearsal_leaves_no_thread_and_no_action_behind():
+    """The template runs a no-op action through the worker (`template.rehearse_worker`)
+    before the zygote forks: the host must still have one thread (the zygote is
+    forked from it), and the registry user actions resolve in must not gain it."""
+    out = _python("""
+        import sys, threading
+        from sandbox.monitor.host import warm
+        from sandbox.workflow.registry import default_registry
+        before = (sorted(default_registry.names()), sys.dont_write_bytecode)
+        warm()
+        after = (sorted(default_registry.names()), sys.dont_write_bytecode)
+        print(threading.active_count(), before == after)
+    """)
+    assert out.split() == ["1", "True"]

@@ -12,7 +12,9 @@ computes the same way is computed here, in the template, where its writes are
 shared by every fork:
 
 - `warm`: the parent's user namespace caps (read from /proc once, not per stub),
-  and a rehearsal of the pure Python every stub and PID 1 run (`rehearse`);
+  the Landlock ABI, each built-in policy's seccomp program, a rehearsal of the
+  pure Python every stub and PID 1 run (`rehearse`), and of a Python action's
+  worker on a no-op action (`rehearse_worker`);
 - `plug_free_blocks`: the allocator's free blocks filled, so that a fork's new
   objects go to fresh, dense pools rather than one free block in each of
   hundreds of the template's pages.
@@ -71,6 +73,37 @@ def rehearse() -> None:
                 protocol.to_datagram(protocol.Forked(1))
     except Exception:
         pass  # an unrehearsed path costs pages, never correctness
+    try:
+        for _ in range(10):
+            rehearse_worker()
+    except Exception:
+        pass
+
+
+def rehearse_worker() -> None:
+    """One no-op action through a Python action's worker (`worker.run`, what PID 2 runs),
+    over a socketpair, resolved in a registry of its own: the default registry, the
+    one user actions register in, is left as it was. Runs no thread (the channel's
+    writer starts only after 32 messages; this sends two) and restores
+    `sys.dont_write_bytecode`, which the worker sets."""
+    import socket
+    import sys
+    from sandbox.ipc.frames import encode
+    from sandbox.sandboxee import worker
+    from sandbox.workflow.registry import Registry
+    reg = Registry()
+    reg.register("rehearsal.noop", lambda ctx: None)
+    ours, theirs = socket.socketpair()
+    dont_write = sys.dont_write_bytecode
+    try:
+        ours.sendall(encode("start", {"workflow": {"name": "rehearsal", "stages": [
+            {"actions": [{"name": "rehearsal.noop"}]}]}}))
+        worker.run(theirs.detach(), reg)
+        while ours.recv(1 << 16):
+            pass
+    finally:
+        sys.dont_write_bytecode = dont_write
+        ours.close()
 
 
 _BALLAST: list[object] = []

@@ -19,23 +19,24 @@ from sandbox.errors import SandboxError
 from sandbox.ipc.channel import Channel
 from sandbox.nested import ChildSpawner  # imported before containment, not under it
 from sandbox.workflow import Runner, Workflow
+from sandbox.workflow.registry import Registry
 
 RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store", "result",
                       "start", "spawn_request", "spawn_result"})
 
 
-def run(ipc_fd: int) -> int:
+def run(ipc_fd: int, registry: Registry | None = None) -> int:
     # PID 1 forked this process without the at-fork hooks (libc.fork_single_threaded):
     # `random`'s state is still the template's, the same in every sandbox
     random.seed()
     chan = Channel(ipc_fd, coalesce=True)
     try:
-        return _run(chan)
+        return _run(chan, registry)
     finally:
         chan.close()  # everything queued reaches the launcher before PID 1 exits
 
 
-def _run(chan: Channel) -> int:
+def _run(chan: Channel, registry: Registry | None = None) -> int:
     # The runtime and the action code are read-only in the view: trying to cache
     # bytecode there would only produce denied writes (and audit records of them).
     sys.dont_write_bytecode = True
@@ -68,7 +69,7 @@ def _run(chan: Channel) -> int:
             raise ValueError(f"message type {type_!r} is reserved by the protocol")
         chan.send(type_, payload)
 
-    outcome = Runner().run(workflow, store=body.get("store"), on_change=on_change,
+    outcome = Runner(registry).run(workflow, store=body.get("store"), on_change=on_change,
                            log_sink=log_sink, send=send, run_id=body.get("run_id"),
                            output_dir=body.get("output_dir"), item=body.get("item"),
                            index=body.get("index"), spawn=ChildSpawner(chan).spawn)
