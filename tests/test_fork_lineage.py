@@ -100,7 +100,7 @@ def test_the_template_plugs_the_allocators_free_blocks():
     dense fresh pools, not one block in each of the template's pages."""
     out = _python("""
         import json
-        from sandbox.monitor.host import warm
+        from sandbox.monitor.preload import warm
         from sandbox.sandboxee import template
         warm()
         before = template._avail_blocks()
@@ -140,7 +140,7 @@ def test_the_worker_rehearsal_leaves_no_thread_and_no_action_behind():
     forked from it), and the registry user actions resolve in must not gain it."""
     out = _python("""
         import sys, threading
-        from sandbox.monitor.host import warm
+        from sandbox.monitor.preload import warm
         from sandbox.workflow.registry import default_registry
         before = (sorted(default_registry.names()), sys.dont_write_bytecode)
         warm()

@@ -96,9 +96,9 @@ def _one(scenario: str) -> int:
 
 def template_main() -> dict[str, int]:
     """In a fresh interpreter: become a template as the fork server does, then measure."""
-    from sandbox.monitor import host
+    from sandbox.monitor import preload
     from sandbox.sandboxee import template
-    host.warm()
+    preload.warm()
     gc.collect()
     gc.freeze()
     template.plug_free_blocks()

@@ -25,7 +25,7 @@ import os
 
 
 def warm() -> None:
-    """In the fork server's template, before the zygote is forked (monitor.host.warm)."""
+    """In the fork server's template, before the zygote forks (monitor.preload.warm)."""
     from sandbox.isolation import landlock, limits
     limits.warm_user_ns_caps()
     landlock.abi_version()
