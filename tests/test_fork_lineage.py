@@ -3,7 +3,7 @@
 A Python action's PID 2 is a fork of PID 1, a fork of the stub, a fork of the
 zygote; every page one of them writes is copied and, once the stub and PID 1
 have exec'd, PID 2's own (docs/benchmarks.md). So the zygote, the stub and
-PID 1 fork with `libc.fork_single_threaded` (no at-fork hooks: they are
+PID 1 fork with `forking.fork_single_threaded` (no at-fork hooks: they are
 single-threaded), and the work every sandbox would do the same way is done
 once in the template (sandbox.sandboxee.template). What the hooks did that
 still matters is asserted here: every action draws its own random numbers.
@@ -60,9 +60,9 @@ def _python(code: str) -> str:
 def test_a_fork_without_hooks_runs_python_in_the_child():
     out = _python("""
         import os
-        from sandbox.isolation import libc
+        from sandbox.sandboxee import forking
         r, w = os.pipe()
-        pid = libc.fork_single_threaded()
+        pid = forking.fork_single_threaded()
         if pid == 0:
             os.write(w, f"{os.getpid()} {os.getppid()}".encode())
             os._exit(7)
@@ -79,12 +79,12 @@ def test_a_fork_without_hooks_is_refused_where_threads_run():
     at the fork, no thread the child would believe alive."""
     out = _python("""
         import threading
-        from sandbox.isolation import libc
+        from sandbox.sandboxee import forking
         stop = threading.Event()
         t = threading.Thread(target=stop.wait)
         t.start()
         try:
-            libc.fork_single_threaded()
+            forking.fork_single_threaded()
         except RuntimeError as exc:
             print("refused:", exc)
         finally:

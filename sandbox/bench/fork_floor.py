@@ -8,7 +8,7 @@ copies belong to PID 2 alone. This measures, outside any sandbox, the private
 KiB of a process forked from a template built like the fork server's (its
 PRELOAD imported and warmed, gc frozen, the allocator's free blocks plugged as
 the zygote does), with the forks the sandboxee's lineage makes
-(`libc.fork_single_threaded`: no at-fork hooks), by what it ran:
+(`forking.fork_single_threaded`: no at-fork hooks), by what it ran:
 
 - ``fork``: one fork, nothing run;
 - ``three_forks``: three forks whose parents exit, as stub, PID 1 and PID 2;
@@ -30,7 +30,7 @@ import sys
 import time
 
 from sandbox.bench.smaps import private_kib, rollup
-from sandbox.isolation import libc
+from sandbox.sandboxee import forking
 
 SCENARIOS = ("fork", "three_forks", "worker")
 
@@ -53,7 +53,7 @@ def _chain(scenario: str, report: int, ipc: socket.socket | None) -> None:
         if scenario == "fork":
             _leaf(scenario, report, ipc)
         for _ in range(2):
-            if libc.fork_single_threaded() != 0:
+            if forking.fork_single_threaded() != 0:
                 os._exit(0)
         _leaf(scenario, report, ipc)
     finally:
@@ -64,7 +64,7 @@ def _one(scenario: str) -> int:
     from sandbox.ipc.frames import FrameDecoder, encode
     r, w = os.pipe()
     mine, theirs = socket.socketpair()
-    pid = libc.fork_single_threaded()
+    pid = forking.fork_single_threaded()
     if pid == 0:
         os.close(r)
         mine.close()

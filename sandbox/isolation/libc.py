@@ -19,7 +19,6 @@ broker needs the errno (EROFS vs EACCES): hence `faccessat`.
 """
 from __future__ import annotations
 
-import _thread
 import ctypes
 import errno
 import os
@@ -117,18 +116,15 @@ def syscall(name: str, *args: Arg) -> int:
 
 # -- namespaces and mounts (the sandboxee's layers) ------------------------------------------
 
-def fork_single_threaded() -> int:
-    """fork(2) without CPython's at-fork work, for a process with one thread: the zygote,
-    the stub and PID 1. `os.fork()` runs every `os.register_at_fork` hook in the
-    child (threading's, logging's, random's) and the interpreter's own re-init; in a
-    fork of the warm template they write ~760 KiB of its pages (docs/benchmarks.md),
-    copies a Python action's PID 2 inherits. With one thread there is no lock another
-    thread could hold and no thread to forget, so none of it is needed; the GIL stays
-    held across the call (`_HoldingGil`), as `os.fork()` holds it. What the hooks
-    would have done that still matters is the caller's: `random`'s state is the
-    parent's (sandbox.sandboxee.worker reseeds it). Raises OSError."""
-    if _thread._count():   # Python threads besides this one (read without a lock)
-        raise RuntimeError("fork_single_threaded in a process with threads")
+def fork_without_hooks() -> int:
+    """fork(2) without CPython's at-fork work, for a process with one thread (the caller
+    checks: sandbox.sandboxee.forking). `os.fork()` runs every `os.register_at_fork`
+    hook in the child (threading's, logging's, random's) and the interpreter's own
+    re-init; in a fork of the warm template they write ~760 KiB of its pages
+    (docs/benchmarks.md), copies a Python action's PID 2 inherits. With one thread
+    there is no lock another thread could hold and no thread to forget, so none of it
+    is needed; the GIL stays held across the call (`_HoldingGil`), as `os.fork()`
+    holds it. Raises OSError."""
     pid = int(_raw_fork())
     if pid < 0:
         err = ctypes.get_errno()

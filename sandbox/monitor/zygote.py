@@ -23,7 +23,7 @@ lives is copied then, and the stub keeps the old one as its own, as does its
 sandbox's PID 2 (a Python action). One iteration of a loop that decoded the
 request and encoded the answer with the typed codec made ~1.2 MiB of a child
 private. So the zygote takes the request raw and forks at once
-(`libc.fork_single_threaded`: no at-fork hooks either); the child answers the
+(`forking.fork_single_threaded`: no at-fork hooks either); the child answers the
 host and decodes the request (`_stub`). The child can still die between the
 fork and its answer (a SIGKILL in that window of microseconds), and the host's
 `fork_stub` then waits for an answer that never comes.
@@ -52,9 +52,8 @@ import prctl
 
 from sandbox import _native, protocol
 from sandbox.errors import ZygoteGone
-from sandbox.isolation import libc
 from sandbox.protocol import ForkStub, Forked, Refused, Spec
-from sandbox.sandboxee import template
+from sandbox.sandboxee import forking, template
 
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
@@ -244,7 +243,7 @@ def _serve(sock: socket.socket) -> int:
         if not data and not fds:
             return 0
         try:
-            pid = libc.fork_single_threaded()
+            pid = forking.fork_single_threaded()
         except OSError as exc:
             protocol.send(sock, Refused(f"fork: {exc}"[:1000]))
             pid = -1

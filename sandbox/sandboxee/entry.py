@@ -41,12 +41,11 @@ from sandbox import _native, protocol
 from sandbox.errors import ProtocolError, SetupError
 # Imported now, never lazily under the view (which may hold none of this package):
 from sandbox.isolation import syscall_table  # noqa: F401
-from sandbox.isolation import libc
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
 from sandbox.protocol import (Ack, CowFd, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
                               ScratchFd, SetupFailure, ShmFd, Spec)
-from sandbox.sandboxee import memtrace
+from sandbox.sandboxee import forking, memtrace
 
 EXIT_SETUP = 125
 EXIT_CANNOT_EXECUTE = 126
@@ -123,7 +122,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
 
     signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
     try:
-        child = libc.fork_single_threaded()
+        child = forking.fork_single_threaded()
     except OSError as exc:
         protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)

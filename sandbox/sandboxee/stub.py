@@ -37,7 +37,7 @@ from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
 from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
                               StubReady)
-from sandbox.sandboxee import memtrace
+from sandbox.sandboxee import forking, memtrace
 
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
@@ -105,7 +105,7 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
         # double-forked setsid() daemon) re-parents here, not to the monitor (one
         # process for every run, issue 14), and dies before the report (below).
         prctl.set_child_subreaper(1)
-        pid = libc.fork_single_threaded()
+        pid = forking.fork_single_threaded()
         if pid == 0:
             try:
                 pid1_main()

@@ -26,7 +26,7 @@ RESERVED = frozenset({"log", "store_put", "store_delete", "error", "final_store"
 
 
 def run(ipc_fd: int, registry: Registry | None = None) -> int:
-    # PID 1 forked this process without the at-fork hooks (libc.fork_single_threaded):
+    # PID 1 forked this process without the at-fork hooks (sandbox.sandboxee.forking):
     # `random`'s state is still the template's, the same in every sandbox
     random.seed()
     chan = Channel(ipc_fd, coalesce=True)
