@@ -838,6 +838,13 @@ def to_datagram(msg: DataclassInstance) -> bytes:
     return data
 
 
+def forked_datagram(pid: int) -> bytes:
+    """`to_datagram(Forked(pid))` without the codec, for the zygote's loop: every page that
+    loop writes while a stub lives becomes the stub's own copy (and its sandbox's PID
+    2's), and the typed codec writes many (tests/test_protocol.py holds the two equal)."""
+    return b'{"type":"forked","payload":{"pid":%d}}' % pid
+
+
 def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
     """A message's envelope as bytes without a datagram's bound (a spec in a memfd:
     `SpecFile`); `max_bytes` still bounds it."""

@@ -182,3 +182,14 @@ def test_no_import_cycle_in_the_monitor_package():
         return seen
     cycles = sorted(m for m in graph if m in reach(m))
     assert not cycles, cycles
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=2**31 - 1))
+def test_the_zygotes_raw_forked_answer_is_the_codecs(pid):
+    """The zygote formats its `Forked` answer without the codec (its loop must write few
+    pages); the host decodes it with the codec: the two must never drift apart."""
+    from sandbox import protocol
+    assert protocol.forked_datagram(pid) == protocol.to_datagram(protocol.Forked(pid))
+    assert protocol.from_datagram(protocol.forked_datagram(pid), protocol.Forked) == \
+        protocol.Forked(pid)

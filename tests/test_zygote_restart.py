@@ -122,3 +122,37 @@ def _cmdline_is(pid: int, argv: list[bytes]) -> bool:
             return f.read().split(b"\0")[:-1] == argv
     except OSError:
         return False
+
+
+def test_the_zygote_answers_for_a_stub_that_ends_at_once():
+    """The host waits for exactly one answer per stub it asks for. The answer is the
+    zygote's, sent beside the stub's pidfd right after the fork: a stub that dies at
+    once (here: a request it refuses; in life the OOM killer) still leaves the host
+    its answer, and the host then sees the stub end before `StubReady`."""
+    import select
+    import socket as S
+    from sandbox import protocol
+    from sandbox.monitor.zygote import Zygote
+    z = Zygote.spawn(warm=False)
+    try:
+        pairs = [S.socketpair(S.AF_UNIX, S.SOCK_SEQPACKET) for _ in range(2)]
+        try:   # two ends, not three: the stub ends at once
+            pid, pidfd = z.fork_stub(protocol.ForkStub(), [b.fileno() for _, b in pairs])
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+        assert select.select([pidfd], [], [], 30)[0], "the stub did not end"
+        os.close(pidfd)
+        assert pid > 0 and z.death() is None      # and the zygote serves on
+        pairs = [S.socketpair(S.AF_UNIX, S.SOCK_SEQPACKET) for _ in range(2)]
+        try:
+            pid2, pidfd2 = z.fork_stub(protocol.ForkStub(), [b.fileno() for _, b in pairs])
+            os.close(pidfd2)
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+        assert pid2 not in (0, pid)
+    finally:
+        z.close()

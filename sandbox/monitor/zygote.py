@@ -7,7 +7,7 @@ at the fork stays held in the child forever. So the host forks this process
 once, first, while it still has one thread, and asks it for each stub:
 
     host   --(ForkStub + the stub's status, setup and go socket ends)--> zygote
-    stub   --(Forked(pid) + a pidfd of itself, or Refused(error))--> host
+    zygote --(Forked(pid) + the stub's pidfd, or Refused(error))--> host
 
 The zygote has the warm runtime the host imported (a stub, PID 1 and a Python
 action are forks of it, so they share its pages), runs no thread, holds no
@@ -22,11 +22,13 @@ Its loop is kept small on purpose: every page the zygote writes while a stub
 lives is copied then, and the stub keeps the old one as its own, as does its
 sandbox's PID 2 (a Python action). One iteration of a loop that decoded the
 request and encoded the answer with the typed codec made ~1.2 MiB of a child
-private. So the zygote takes the request raw and forks at once
-(`forking.fork_single_threaded`: no at-fork hooks either); the child answers the
-host and decodes the request (`_stub`). The child can still die between the
-fork and its answer (a SIGKILL in that window of microseconds), and the host's
-`fork_stub` then waits for an answer that never comes.
+private. So the zygote takes the request raw, forks at once
+(`forking.fork_single_threaded`: no at-fork hooks either), and answers with a
+datagram formatted without the codec (`protocol.forked_datagram`) and the
+child's pidfd; the child decodes the request (`_stub`). The answer is the
+zygote's, not the child's: a child killed right after the fork (the OOM
+killer) must still leave the host one answer, or the host's `fork_stub` would
+wait for ever; the host then sees a stub that ended before `StubReady`.
 
 A zygote can still die (killed, or by the OOM killer); its stubs die with it
 (PDEATHSIG), and so does every sandbox they started. The host then needs a
@@ -250,27 +252,20 @@ def _serve(sock: socket.socket) -> int:
         if pid == 0:   # pragma: no cover - runs in the stub
             _stub(sock, data, fds, flags, children)
         if pid > 0:
-            pidfd = os.pidfd_open(pid)
+            pidfd = os.pidfd_open(pid)    # before any reaping: never a recycled pid
             children[pidfd] = pid
             watched.append(pidfd)
+            socket.send_fds(sock, [protocol.forked_datagram(pid)], [pidfd])
         for fd in fds:
             os.close(fd)
 
 
 def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
           children: dict[int, int]) -> None:
-    """The zygote's child: answer the host at once with `Forked` (its pid and a pidfd of
-    itself: the zygote's loop stays as small as it can), then read the request and
-    become the stub. A request it cannot serve ends it right after that answer: the
-    host sees a stub that ended before `StubReady`. Never returns."""
+    """The zygote's child (the zygote answers the host for it): read the request and
+    become the stub. A request it cannot serve ends it: the host sees a stub that ended
+    before `StubReady`. Never returns."""
     try:
-        try:
-            pidfd = os.pidfd_open(os.getpid())
-            protocol.send(sock, Forked(os.getpid()), [pidfd])
-        except BaseException as exc:   # the host waits for one answer: always give it
-            protocol.send(sock, Refused(f"{type(exc).__name__}: {exc}"[:1000]))
-            raise
-        os.close(pidfd)
         sock.close()
         for fd in children:
             os.close(fd)
