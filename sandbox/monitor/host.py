@@ -108,8 +108,12 @@ class Host:
     # -- the zygote ----------------------------------------------------------------------
     def _zygote_event(self) -> None:
         """The zygote's pidfd is readable: it died. Replace it now, not at the next run."""
-        if self.zygote.current.death() is not None:   # (not a stale event of a replaced one)
-            self.zygote.replace(self.zygote.current)
+        dead = self.zygote.current
+        if dead.death() is not None:   # (not a stale event of a replaced one)
+            try:
+                self.zygote.replace(dead)
+            except OSError:   # no new one could start: the next stub asked for tries again
+                self.unwatch(dead.pidfd)
 
     def _zygote_replaced(self, dead: Zygote) -> None:
         """Its stubs died with it: the spare and the pools' stubs are discarded (and made
