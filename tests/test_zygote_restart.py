@@ -156,3 +156,53 @@ def test_the_zygote_answers_for_a_stub_that_ends_at_once():
         assert pid2 not in (0, pid)
     finally:
         z.close()
+
+
+def test_a_stub_asked_of_a_dying_zygote_is_asked_again_of_the_new_one(monkeypatch):
+    """The zygote is stopped, a run asks it for a stub (no spare: the run needs one made
+    for it), then the zygote is killed without having read the request: the host sees
+    the end of its socket, starts a new zygote and asks it again, with fresh sockets."""
+    monkeypatch.setenv("SANDBOX_SPARE", "0")
+    with Launcher(capture_output=True) as launcher:
+        assert launcher.spawn(["true"]).status == "ok"
+        old = _zygote(launcher)
+        os.kill(old, signal.SIGSTOP)
+        try:
+            out: list = []
+            t = threading.Thread(target=lambda: out.append(launcher.spawn(["echo", "x"])),
+                                 daemon=True)
+            t.start()
+            t.join(1.0)            # the request waits in the stopped zygote's socket
+            assert not out, "the run did not need the stopped zygote"
+        finally:
+            _kill_and_wait(old)
+        t.join(HANG)
+        assert out, "the run never ended"
+        assert (out[0].status, out[0].stdout) == ("ok", "x\n"), (out[0].status, out[0].reason)
+        assert _zygote(launcher) != old
+
+
+def test_the_warm_pools_are_refilled_on_the_new_zygote(tmp_path):
+    """A pool's stubs died with their zygote: the pool keeps its place and target, and
+    is filled again from the new zygote (runs are served from it again)."""
+    policy = tmp_path / "p.toml"
+    policy.write_text('extends = ["default"]\n[limits]\nprocesses = 50\n')
+
+    def pooled(launcher: Launcher, runs: int) -> list[bool]:
+        seen = []
+        for _ in range(runs):
+            r = launcher.spawn(["true"], policy=str(policy))
+            assert r.status == "ok", r.reason
+            if not str(r.limits_applied.get("processes", "")).startswith("cgroup"):
+                pytest.skip(f"no pids cgroup for this user: {r.limits_applied}")
+            seen.append(r.pooled)
+            if r.pooled:
+                break
+        return seen
+
+    with Launcher(capture_output=True) as launcher:
+        before = pooled(launcher, 6)
+        assert before[-1], f"no run was served from its pool: {before}"
+        _kill_and_wait(_zygote(launcher))
+        after = pooled(launcher, 6)
+        assert after[-1], f"the pool was not filled again after the zygote died: {after}"
