@@ -32,10 +32,17 @@ def _under(path: str, prefix: str) -> bool:
 
 
 class AuditEngine:
-    """`decide(op, path) -> Verdict`, cached per (op, path)."""
+    """`decide(op, path) -> Verdict`, cached per (op, path).
+
+    The verdicts it returns are *rulings*: `allowed` and `rule` only, with no reason and
+    no path (the monitor records and enforces by those two; the reason, a sentence per
+    path, is for `sandbox policy check`). A ruling is one object per (allowed, rule) of
+    the run, shared by every path it decides: the cache of a run that opened 1,000
+    files holds 1,000 keys and a few dozen rulings, not 1,000 sentences (the monitor
+    host keeps one cache per live run: issue 14, 64 KiB per run)."""
 
     def __init__(self, policy: Policy, plan: FsPlan) -> None:
-        self.engine = Engine(policy)
+        self.engine = Engine(policy, cache=False)   # one cache of verdicts: ours (below)
         self.extra: list[tuple[str, frozenset[str], str]] = []
         self.extra_parents: dict[str, str] = {}
         for r in plan.rules:
@@ -48,12 +55,17 @@ class AuditEngine:
                 p = os.path.dirname(p)
                 self.extra_parents.setdefault(p, r.rule)
         self._cache: dict[tuple[str, str], Verdict] = {}
+        self._rulings: dict[tuple[bool, str], Verdict] = {}
 
     def decide(self, op: str, path: str) -> Verdict:
         key = (op, path)
         v = self._cache.get(key)
         if v is None:
-            v = self._decide(op, path)
+            full = self._decide(op, path)
+            v = self._rulings.get((full.allowed, full.rule))
+            if v is None:   # bounded by the run's rule texts (each names a policy rule)
+                v = self._rulings.setdefault((full.allowed, full.rule),
+                                             Verdict(full.allowed, full.rule, "", ""))
             # bounded before it grows (issue 11): the child chooses the paths, so only
             # short ones are kept, at most CACHE_MAX of them (~4 MiB at worst)
             if len(path) <= CACHE_KEY:

@@ -154,8 +154,11 @@ class Writer:
     def _ensure_open(self) -> None:
         if self._opened.is_set():
             return
+        # the opener goes once it ran: its closure holds what only the file's first row
+        # needs (the run's policy as JSON, ~2.5 KiB), for the host's lifetime of the run
+        opener, self._opener = self._opener, None
         try:
-            self.file = self._opener() if self._opener is not None else self.file
+            self.file = opener() if opener is not None else self.file
         except Exception as exc:  # reported in the summary; events are counted as dropped
             self.error = f"{type(exc).__name__}: {exc}"
         finally:

@@ -56,12 +56,14 @@ cleared whenever the resolver's is (a rename, link or unlink in the sandbox).
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from sandbox.audit.writer import Writer
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
+from sandbox.policy.model import SyscallPolicy
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
 from sandbox.monitor import notify_fast
@@ -83,6 +86,34 @@ _EACCES = errno.EACCES
 MAX_DENIED_NAMES = 16   # syscall names counted in errno mode (RunResult.denied_syscalls)
 X_OK = 1
 _ACCESS_MODE = {"access": 1, "faccessat": 2, "faccessat2": 2}   # the mode argument
+
+
+@functools.lru_cache(maxsize=64)
+def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_violation: str,
+              files: str, network: str
+              ) -> tuple[sp.Table, Mapping[int, tuple[str, S.Spec]], frozenset[int],
+                         frozenset[int]]:
+    """What a run's notifications are dispatched by, built once per syscall policy, audit
+    level and network mode and shared, read-only, by every run of them (the monitor host
+    watches every run of a launcher: issue 14 allows it 64 KiB per run). The resolved
+    table; audited syscall numbers -> (name, spec); those whose table rule is not plain
+    NOTIFY (a deny list entry); the network calls its broker performs (issue 10.6)."""
+    syscalls = seccomp.audited_syscalls(
+        SyscallPolicy(profile=profile, allow=allow, deny=deny, on_violation=on_violation), files)
+    notify = seccomp.notify_set_for(files, network)
+    table = seccomp.table_for(syscalls, notify, network)
+    specs: dict[int, tuple[str, S.Spec]] = {}
+    for name in notify:
+        nr = sp.syscall_number(name)
+        if nr is not None and name in S.SPECS:
+            specs[nr] = (name, S.SPECS[name])
+    guarded = frozenset(nr for nr in specs
+                        if not (table.by_nr.get(nr) is not None
+                                and table.by_nr[nr].unconditional
+                                and table.by_nr[nr].otherwise == sp.NOTIFY))
+    net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
+                                  if n in notify) if nr is not None)
+    return table, MappingProxyType(specs), guarded, net
 
 
 class AuditLoop:
@@ -108,21 +139,13 @@ class AuditLoop:
         self.record_all = self.files == "all"
         self.listener: Listener | None = None
         self.sync_wakeup = False
-        syscalls = seccomp.audited_syscalls(policy.syscalls, self.files)
-        notify = seccomp.notify_set_for(self.files, policy.network.mode)
-        self.table = seccomp.table_for(syscalls, notify, policy.network.mode)
+        sc = policy.syscalls
+        # shared by every run of the same syscall policy, audit level and network mode
+        self.table, self.specs, self.guarded_nrs, self.net_nrs = _dispatch(
+            sc.profile, tuple(sorted(set(sc.allow))), tuple(sorted(set(sc.deny))),
+            sc.on_violation, self.files, policy.network.mode)
         self.kill_mode = policy.syscalls.on_violation == "kill"
         self.denied_syscalls: dict[str, int] = {}   # errno mode: refusals by name
-        self.specs: dict[int, tuple[str, S.Spec]] = {}
-        for name in notify:
-            nr = sp.syscall_number(name)
-            if nr is not None and name in S.SPECS:
-                self.specs[nr] = (name, S.SPECS[name])
-        # audited syscalls whose table rule is not plain NOTIFY (a deny list entry)
-        self.guarded_nrs = {nr for nr in self.specs
-                            if not (self.table.by_nr.get(nr) is not None
-                                    and self.table.by_nr[nr].unconditional
-                                    and self.table.by_nr[nr].otherwise == sp.NOTIFY)}
         self.tally = Tally(self.files)
         self.paths = Paths()
         self.seq = 0
@@ -136,8 +159,6 @@ class AuditLoop:
             self.engine = AuditEngine(policy, ctx.fs_plan)
             guarded = guarded_prefixes(policy, ctx.fs_plan)
         # connects and addressed sends with a private network (issue 10.6): brokered
-        self.net_nrs = {nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
-                                      if n in notify) if nr is not None}
         if guarded or self.net_nrs:
             from sandbox.monitor.broker import Broker
             self.broker = Broker(self, guarded)
@@ -169,6 +190,7 @@ class AuditLoop:
             self._open_store(self._spec, self.sup.ctx.policy)
         if self.audit:
             self._start_fast(fd)
+        self._spec = None   # what the store's row needs is in its opener now
         self._hub = hub if hub is not None else notify_hub.hub()
         self._hub.attach(self)
         return self

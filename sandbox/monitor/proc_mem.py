@@ -16,13 +16,20 @@ notification still pending afterwards (SECCOMP_IOCTL_NOTIF_ID_VALID, checked
 by the caller after its reads), that is the address space of the very task
 blocked in the syscall. It is also one system call instead of open + pread.
 
-Not thread-safe (one preallocated buffer): one instance per monitor thread.
+WHY ONE BUFFER PER THREAD, NOT PER INSTANCE. The monitor host watches every run
+of a launcher (issue 14: its own memory may grow by at most 64 KiB per run), and
+each run used to hold two page buffers (its audit paths' and its listener's),
+8 KiB of the host per live run while only the threads that read (the
+notification hub, a broker call it drives) ever use one at a time. The page
+buffer and its iovec pair now live in a thread-local slot made on a thread's
+first read: an instance is a few bytes, and two threads never share a buffer.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import threading
 
 from sandbox.isolation import libc
 
@@ -33,29 +40,54 @@ FIRST = 256     # most paths fit: read that much first, the rest of the page onl
 _readv = libc.process_vm_readv
 
 
+class _Page:
+    """One thread's read buffer: a page and two struct iovec side by side (local: the
+    page; remote: set per call)."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(PAGE)
+        self.view = memoryview(self.buf)
+        self.iov = (ctypes.c_size_t * 4)(ctypes.addressof(self.buf), PAGE, 0, 0)
+        self.lp = ctypes.addressof(self.iov)
+        self.rp = self.lp + 2 * ctypes.sizeof(ctypes.c_size_t)
+
+
+class _PerThread(threading.local):
+    page: _Page | None = None
+
+
+_pages = _PerThread()
+
+
+def _page() -> _Page:
+    page = _pages.page
+    if page is None:
+        page = _pages.page = _Page()
+    return page
+
+
 class ProcMem:
-    """`read(pid, addr, size)` and `read_cstr(pid, addr, limit)` of thread `pid`'s memory."""
+    """`read(pid, addr, size)` and `read_cstr(pid, addr, limit)` of thread `pid`'s memory.
+    Holds nothing: the buffer is the calling thread's (see the module doc)."""
+
+    __slots__ = ()
 
     def __init__(self, cap: int = 0) -> None:   # `cap`: kept for callers of the cached version
-        self._buf = ctypes.create_string_buffer(PAGE)
-        self._view = memoryview(self._buf)
-        # two struct iovec side by side: local (our buffer), remote (set per call)
-        self._iov = (ctypes.c_size_t * 4)(ctypes.addressof(self._buf), PAGE, 0, 0)
-        self._lp = ctypes.addressof(self._iov)
-        self._rp = self._lp + 2 * ctypes.sizeof(ctypes.c_size_t)
+        pass
 
     def _chunk(self, pid: int, addr: int, size: int) -> bytes | None:
         """Up to `size` (<= PAGE) bytes at `addr`; None when the address is not mapped."""
-        iov = self._iov
+        page = _page()
+        iov = page.iov
         iov[1] = iov[3] = size
         iov[2] = addr
-        n = _readv(pid, self._lp, 1, self._rp, 1, 0)
+        n = _readv(pid, page.lp, 1, page.rp, 1, 0)
         if n < 0:
             err = ctypes.get_errno()
             if err == errno.EFAULT:
                 return None
             raise OSError(err, f"process_vm_readv of {pid}: {os.strerror(err)}")
-        return bytes(self._view[:n])
+        return bytes(page.view[:n])
 
     def read(self, pid: int, addr: int, size: int) -> bytes:
         """Exactly `size` bytes at `addr`, or fewer when the memory ends; raises OSError

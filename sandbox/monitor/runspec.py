@@ -7,6 +7,8 @@ back (issue 14: no import cycle in monitor/).
 from __future__ import annotations
 
 import os
+import sys
+from typing import TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.policy.model import Policy
@@ -28,6 +30,26 @@ def build_context(spec: Spec) -> ContainContext:
         namespaces=spec.namespaces,
         audit_files=policy.audit.files,
     )
+
+
+J = TypeVar("J")
+
+
+def shared_strings(obj: J) -> J:
+    """`obj` (a JSON value) with every string interned. The monitor host keeps each live
+    run's policy and plan (issue 14: at most 64 KiB of the host per run), and the runs
+    of one policy spell the same rules: decoded apart, each run held its own copy of
+    every path and pattern (~11 KiB per run); interned, they hold one between them, and
+    a run's own strings (its directories) go with it (3.11's interned strings are
+    freed with their last reference)."""
+    if isinstance(obj, str):
+        return sys.intern(obj)  # type: ignore[return-value]
+    if isinstance(obj, list):
+        return [shared_strings(x) for x in obj]  # type: ignore[return-value]
+    if isinstance(obj, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: shared_strings(v)
+                for k, v in obj.items()}  # type: ignore[return-value]
+    return obj
 
 
 def use_ipc_fd(spec: Spec, fd: int) -> None:

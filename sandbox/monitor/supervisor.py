@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 from typing import Any, Callable, Protocol
 
@@ -231,8 +232,12 @@ class Supervisor:
             os.close(exit_w)
         self.stdio.started()
         # The stub has the spec now; the host keeps the parsed context only (a live
-        # sandbox's share of the monitor's memory: issue 14's 64 KiB per sandbox).
-        self.spec.policy, self.spec.fs_plan, self.spec.env = {}, {}, {}
+        # sandbox's share of the monitor's memory: issue 14's 64 KiB per sandbox): what
+        # the rest of the run reads of its spec is its id. (The audit loop keeps the
+        # whole spec until its store is opened: argv and paths go in the store's row.)
+        spec = self.spec
+        spec.policy, spec.fs_plan, spec.env = {}, {}, {}
+        self.spec = Spec(run_id=spec.run_id, mode=spec.mode, namespaces=spec.namespaces)
         self.host.watch(pre.setup, self.on_setup)
 
     # -- events (from the host's loop) -------------------------------------
@@ -489,7 +494,7 @@ class Supervisor:
             self.report.skipped = {**self._skipped, **msg.skipped}
             self._mark("sandboxee_ready")
             for layer, secs in msg.timings.items():
-                self.timings[f"layer.{layer}"] = secs
+                self.timings[sys.intern(f"layer.{layer}")] = secs   # every run's keys
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
         elif isinstance(msg, ExecError):

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -141,7 +142,9 @@ def _ancestors(path: str) -> list[str]:
 class Engine:
     """A resolved policy's filesystem rules, compiled once for fast decisions."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, cache: bool = True) -> None:
+        """`cache=False`: decide every time (a caller that keeps its own cache of
+        verdicts, sandbox.audit.verdicts, would otherwise hold each one twice)."""
         if not is_resolved(policy):
             raise PolicyError("the engine needs a resolved policy (call sandbox.policy.resolve first)",
                               file=policy.source)
@@ -154,35 +157,41 @@ class Engine:
         # Globs are (literal prefix + "/", fullmatch, ...): the cheap prefix test skips
         # most regex matches on the hot path.
         self.deny_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str]] = []
+        # Every string kept is interned: the monitor host builds an engine per live run
+        # (issue 14: 64 KiB of the host per run), and runs of one policy name the same
+        # rules, so their engines share these strings; only the run's own directories
+        # are strings of that run.
+        _i = sys.intern
         for pat in fs.deny:
-            text = f"filesystem.deny: {pat}"
+            text = _i(f"filesystem.deny: {pat}")
             if globs.is_glob(pat):
                 self.deny_globs.append((_under(globs.static_prefix(pat)),
                                         globs.compile_rule(pat).fullmatch, text))
             else:
                 store = store_of(normalize(pat))
                 if store is not None:
-                    text = (f"credentials: {pat} (a credential store; opt in with [filesystem] "
-                            f"allow_credentials = [\"{store}\"])")
-                self.deny_literal.setdefault(normalize(pat), text)
+                    text = _i(f"credentials: {pat} (a credential store; opt in with "
+                              f"[filesystem] allow_credentials = [\"{store}\"])")
+                self.deny_literal.setdefault(_i(normalize(pat)), text)
         # path -> kind -> rule text
         self.allow_literal: dict[str, dict[str, str]] = {}
         self.allow_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str, str]] = []
         self.parents: dict[str, str] = {}
         for kind in ("read", "write", "exec"):
             for pat in getattr(fs, kind):
-                text = f"filesystem.{kind}: {pat}"
+                text = _i(f"filesystem.{kind}: {pat}")
                 if globs.is_glob(pat):
-                    anchor = globs.static_prefix(pat)
+                    anchor = _i(globs.static_prefix(pat))
                     self.allow_globs.append((_under(anchor), globs.compile_rule(pat).fullmatch, kind, text))
                     chain = _ancestors(anchor)
                 else:
-                    p = normalize(pat)
+                    p = _i(normalize(pat))
                     self.allow_literal.setdefault(p, {}).setdefault(kind, text)
                     chain = _ancestors(p)[1:]
                 for a in chain:
-                    self.parents.setdefault(a, text)
+                    self.parents.setdefault(_i(a), text)
         self._cache: dict[tuple[str, str], Verdict] = {}
+        self._caching = cache
 
     # -- the decision -------------------------------------------------------------------------
     def decide(self, operation: str, path: str, *,
@@ -197,7 +206,7 @@ class Engine:
             v = self._decide(operation, path)
             # a monitor asks about paths the sandbox chose: keep only short ones, so the
             # cache stays a few MiB whatever it sends (issue 11)
-            if len(path) <= _CACHE_KEY:
+            if self._caching and len(path) <= _CACHE_KEY:
                 if len(self._cache) >= _CACHE_MAX:
                     self._cache.clear()
                 self._cache[key] = v

@@ -1,0 +1,171 @@
+"""What the monitor host holds per live run, and what its housekeeping holds at once.
+
+Issue 14: one monitor host watches every run of a launcher and its own memory may
+grow by at most 64 KiB per run it watches. These tests pin the structures that
+used to grow with the runs (or with the audit store) to bounds that do not:
+
+- the audit store's size-cap sweep, run in the host's writer thread, holds only
+  the runs it deletes, never a list of the whole directory (a store kept at its
+  cap held 50,000 names: ~20 MiB on the host's heap, whose pages stayed the
+  host's after the sweep);
+- the page buffer that reads a sandboxed thread's memory is one per reading
+  thread, not two per run;
+- the audit engine keeps one cache of verdicts, not two;
+- the notification dispatch tables are one per syscall policy, shared by its runs.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox.audit import store
+
+
+def _runs(d: str, spec: list[tuple[int, int]]) -> list[str]:
+    """Run files of the given (size, mtime) in `d` (plain files: the sweep only stats,
+    locks and unlinks them)."""
+    os.makedirs(d, exist_ok=True)
+    out = []
+    for i, (size, mtime) in enumerate(spec):
+        p = os.path.join(d, f"r{i:05d}{store.SUFFIX}")
+        with open(p, "wb") as f:
+            f.write(b"x" * size)
+        os.utime(p, ns=(mtime, mtime))
+        out.append(p)
+    return out
+
+
+def _reference(spec: list[tuple[int, int]], paths: list[str], cap: int,
+               keep: str | None) -> set[str]:
+    """What the cap must delete: oldest first (equal mtimes: the greater name first, as
+    the sweep orders them), skipping `keep`, until the directory fits."""
+    total = sum(size for size, _ in spec)
+    gone = set()
+    order = sorted(zip(spec, paths), key=lambda e: e[1], reverse=True)
+    for (size, mtime), p in sorted(order, key=lambda e: e[0][1]):
+        if total <= cap:
+            break
+        if p == keep:
+            continue
+        gone.add(p)
+        total -= size
+    return gone
+
+
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 40)), min_size=1, max_size=40),
+       st.integers(0, 60_000), st.booleans())
+def test_the_cap_deletes_the_oldest_runs_until_the_store_fits(tmp_path_factory, spec, cap,
+                                                                with_keep):
+    d = str(tmp_path_factory.mktemp("audit"))
+    spec = [(size, mtime * 1_000_000_000) for size, mtime in spec]
+    paths = _runs(d, spec)
+    keep = paths[0] if with_keep else None
+    want = _reference(spec, paths, cap, keep)
+    deleted = store.enforce_cap(d, cap, keep=keep)
+    left = {os.path.join(d, n) for n in os.listdir(d)}
+    assert deleted == len(want)
+    assert {p for p in paths if p not in left} == want     # the oldest, and no more
+    if keep is not None:
+        assert keep in left
+    assert sum(os.path.getsize(p) for p in left) <= cap or left <= {keep}
+
+
+def test_the_cap_sweep_holds_what_it_deletes_not_the_directory(tmp_path):
+    """3,000 runs in a store 5 runs over its cap: the sweep's Python allocations at their
+    peak stay far below one entry per run (the old sweep listed every name and kept an
+    (mtime, path) tuple of each: ~500 KiB here, ~20 MiB at 50,000 runs)."""
+    d = str(tmp_path / "audit")
+    n, size = 3000, 100
+    paths = _runs(d, [(size, (i + 1) * 1_000_000_000) for i in range(n)])
+    cap = (n - 5) * size
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        deleted = store.enforce_cap(d, cap)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    print(f"cap sweep over {n} runs: peak {peak / 1024:.1f} KiB")
+    assert deleted == 5 and not any(os.path.exists(p) for p in paths[:5])
+    assert all(os.path.exists(p) for p in paths[5:])
+    assert peak < 64 * 1024, peak
+
+
+def test_a_live_run_is_skipped_and_the_next_oldest_goes(tmp_path):
+    import fcntl
+    d = str(tmp_path / "audit")
+    paths = _runs(d, [(100, (i + 1) * 1_000_000_000) for i in range(10)])
+    fd = os.open(paths[0], os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)                    # run 0 is still being written
+        assert store.enforce_cap(d, 800) == 2
+    finally:
+        os.close(fd)
+    assert os.path.exists(paths[0])
+    assert not os.path.exists(paths[1]) and not os.path.exists(paths[2])
+    assert os.path.exists(paths[3])
+
+
+def test_reading_a_threads_memory_holds_one_page_per_thread_not_per_reader():
+    from sandbox.monitor import proc_mem
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        readers = [proc_mem.ProcMem() for _ in range(100)]
+        per_reader = (tracemalloc.get_traced_memory()[0] - base) / len(readers)
+    finally:
+        tracemalloc.stop()
+    assert per_reader < 64, per_reader          # was 2 x 4 KiB per run
+    # each thread reads into its own page: two threads never share one
+    pages: dict[str, object] = {}     # kept alive: an ended thread's page could be reused
+
+    def note(name: str) -> None:
+        pages[name] = proc_mem._page()
+    ts = [threading.Thread(target=note, args=(f"t{i}",)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    note("main")
+    assert len({id(p) for p in pages.values()}) == 3
+    assert proc_mem._page() is pages["main"]        # and a thread keeps its own
+    # and it still reads: this process's own memory
+    data = b"hello, page"
+    buf = __import__("ctypes").create_string_buffer(data)
+    got = readers[0].read_cstr(os.getpid(), __import__("ctypes").addressof(buf), 64)
+    assert got == data
+
+
+def test_the_audit_engine_keeps_one_cache_of_verdicts():
+    from sandbox.audit.verdicts import AuditEngine
+    from sandbox.policy import load_policy, resolve
+    from sandbox.policy.plan import FsPlan
+    from sandbox.policy import default_variables
+    pol = resolve(load_policy("default"), default_variables("/nonexistent-w", "/nonexistent-o"))
+    eng = AuditEngine(pol, FsPlan())
+    for i in range(50):
+        eng.decide("read", f"/usr/lib/x{i}")
+        eng.decide("write", f"/etc/y{i}")
+    assert len(eng._cache) == 100
+    assert len(eng.engine._cache) == 0       # the inner engine decides, never keeps
+
+
+def test_dispatch_tables_are_shared_by_the_runs_of_one_syscall_policy():
+    from sandbox.monitor import notify_loop
+    a = notify_loop._dispatch("default", (), (), "errno", "all", "host")
+    b = notify_loop._dispatch("default", (), (), "errno", "all", "host")
+    assert all(x is y for x, y in zip(a, b))
+    c = notify_loop._dispatch("default", (), (), "errno", "none", "host")
+    assert c[1] is not a[1] and len(c[1]) < len(a[1])
+    try:
+        a[1][0] = ("x", None)  # type: ignore[index]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a shared table must be read-only")
