@@ -62,6 +62,22 @@ def test_a_burst_is_served_from_the_pool_and_a_miss_starts_cold():
     assert pools.ready(K("a")) == 3
 
 
+def test_a_pool_grows_by_one_per_burst_that_drains_it_not_per_run():
+    """A burst of 50 against a pool of 2: one drain, so one more stub; the next burst that
+    drains the refilled pool teaches it one more (the reserve follows bursts, one stub at
+    a time, never 48 at once)."""
+    pools: Pools[Fake] = Pools(Settings(per_pool=2, max_per_pool=8, cost=1, budget=100,
+                                        max_starting=100))
+    pools.take(K("a"))
+    assert len(_fill(pools)) == 2
+    for rounds, size in enumerate((3, 4, 5), start=1):
+        got = [pools.take(K("a")) for _ in range(50)]        # a burst drains the pool
+        assert sum(g is not None for g in got) == size - 1
+        made = _fill(pools)
+        assert len(made) == size and pools.ready(K("a")) == size, rounds
+    assert pools.stats.misses == 1 + 3 * (50 - 2) - (0 + 1 + 2)
+
+
 def test_a_used_sandbox_never_comes_back():
     pools: Pools[Fake] = Pools(Settings(per_pool=1, cost=1, budget=10))
     pools.take(K("a"))

@@ -26,8 +26,15 @@ The rules it keeps, each tested (tests/test_pools.py):
   kept.
 
 The target size of a pool starts at `per_pool` and grows by one (up to
-`max_per_pool`) each time a run finds it empty: a burst teaches the pool its
-size, within the budget.
+`max_per_pool`) each time a run finds it *emptied*: once per burst that drains
+it, not once per run of that burst. Every run of a burst that finds the pool
+dry is one more sandbox the pool could have held, but they are one signal (the
+pool was too small for a burst), and counting each of them made one burst of
+50 grow the pool to its largest size at once: 8 waiting stubs, each a Python
+fork with ~2 MiB of copied pages, kept for every later minute of the policy
+(issue 14: they were a third of the memory of 50 live sandboxes). So a pool
+grows by one, then not again until it has been refilled to its target (or a
+start failed): bursts that keep draining it keep teaching it, one stub each.
 """
 from __future__ import annotations
 
@@ -94,6 +101,7 @@ class _Pool(Generic[T]):
     starting: int = 0
     hits: int = 0
     misses: int = 0
+    grown: bool = False     # grew for the drain under way: not again until refilled
 
 
 @dataclass
@@ -147,7 +155,9 @@ class Pools(Generic[T]):
             return entry.item
         pool.misses += 1
         self.stats.misses += 1
-        pool.target = min(pool.target + 1, self.settings.max_per_pool)
+        if not pool.grown:      # once per drain (module doc)
+            pool.grown = True
+            pool.target = min(pool.target + 1, self.settings.max_per_pool)
         return None
 
     # -- refill ------------------------------------------------------------------
@@ -185,6 +195,8 @@ class Pools(Generic[T]):
             self._discard(entry)
             return False
         pool.ready.append(entry)
+        if len(pool.ready) >= pool.target:
+            pool.grown = False   # refilled: the next drain may grow it again
         return True
 
     def failed(self, ticket: Ticket) -> None:
@@ -195,6 +207,7 @@ class Pools(Generic[T]):
         if pool is not None and pool.gen == ticket.gen:
             pool.starting = max(0, pool.starting - 1)
             pool.target = max(0, pool.target - 1)
+            pool.grown = False   # the next run that finds it empty tries one more
 
     # -- upkeep ------------------------------------------------------------------
     def sweep(self) -> list[PoolKey]:

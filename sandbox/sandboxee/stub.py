@@ -40,6 +40,13 @@ from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, S
 from sandbox.sandboxee import forking, memtrace
 
 
+# Encoded once, in the template every stub is forked from (the zygote): a waiting stub
+# is a Python fork whose every written page is its own copy (a pooled stub waits with
+# ~2 MiB of them), and encoding this message in each stub ran the codec's code over
+# the template's objects: ~70 more pages copied per stub (docs/benchmarks.md).
+_READY = protocol.to_datagram(StubReady(ok=True))
+
+
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 start: Callable[[Spec, list[int]], Callable[[], object]],
                 init_path: str | None = None) -> None:
@@ -73,7 +80,7 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                                                 why=str(exc)[:1000]))
                 os._exit(0)
         memtrace.mark("stub.unshared")
-        protocol.send(status, StubReady(ok=True))
+        status.send(_READY)
         msg, fds = protocol.recv(go, Spec, SpecFile)
         memtrace.mark("stub.spec")
         go.close()
