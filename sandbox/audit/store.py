@@ -248,7 +248,7 @@ def enforce_cap(directory: str, cap: int, keep: str | None = None) -> int:
     WHY STREAMED: the sweep runs in the monitor host (issue 14: one process for every
     run of a launcher, whose own memory may grow by at most 64 KiB per run). Listing
     the directory of a store kept at its cap (50,000 runs here) put ~20 MiB of names
-    and (mtime, path) tuples on the host's heap every `SWEEP_SECONDS`; freed after,
+    and (mtime, path) tuples on the host's heap at every sweep; freed after,
     but the pages they took stayed the host's, pinned by the live runs' objects
     allocated among them (host growth measured at 266-420 KiB per live run instead
     of ~80). Now the directory is read twice as a stream (the total, then the
