@@ -99,4 +99,6 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
 
 if __name__ == "__main__":
     import json
-    print(json.dumps(bench_audit(int(sys.argv[1]) if len(sys.argv) > 1 else 20000), indent=2))
+    from sandbox.bench.count_arg import count_arg
+    opens = count_arg(sys.argv[1:], 20000, "python -m sandbox.bench.audit [OPENS]")
+    print(json.dumps(bench_audit(opens), indent=2))

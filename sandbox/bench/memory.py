@@ -260,8 +260,9 @@ def render(res: dict[str, Any]) -> list[str]:
 def main() -> None:   # python -m sandbox.bench.memory [count] [--json]
     import json
     import sys
-    args = [a for a in sys.argv[1:] if a != "--json"]
-    res = measure(int(args[0]) if args else 50)
+    from sandbox.bench.count_arg import count_arg
+    res = measure(count_arg(sys.argv[1:], 50, "python -m sandbox.bench.memory [COUNT] [--json]",
+                            flags=("--json",)))
     if "--json" in sys.argv:
         print(json.dumps(res, indent=1))
     else:

@@ -152,5 +152,6 @@ def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[
 
 if __name__ == "__main__":
     import json
-    print(json.dumps(bench_proxy(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000_000),
-                     indent=2))
+    from sandbox.bench.count_arg import count_arg
+    size = count_arg(sys.argv[1:], 100_000_000, "python -m sandbox.bench.netproxy [BYTES]")
+    print(json.dumps(bench_proxy(size), indent=2))

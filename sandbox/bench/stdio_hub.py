@@ -127,7 +127,8 @@ def _read_all(runs: list[Attached], base: int) -> tuple[list[int], int]:
 
 
 def main(argv: list[str]) -> int:
-    count = int(argv[0]) if argv else 50
+    from sandbox.bench.count_arg import count_arg
+    count = count_arg(argv, 50, "python -m sandbox.bench.stdio_hub [RUNS]")
     fig = measure(count)
     print(f"stdio relays in one process: {count} runs, {fig.threads} threads "
           f"(main + hub) while relaying")

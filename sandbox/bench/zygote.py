@@ -61,7 +61,8 @@ def _timed(launcher: Launcher) -> float:
 
 
 def main(argv: list[str]) -> int:
-    rounds = int(argv[0]) if argv else 5
+    from sandbox.bench.count_arg import count_arg
+    rounds = count_arg(argv, 5, "python -m sandbox.bench.zygote [ROUNDS]")
     before: list[float] = []
     first: list[float] = []
     second: list[float] = []
