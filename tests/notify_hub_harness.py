@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -117,3 +118,37 @@ def records(db: str, run_id: str) -> list[dict[str, Any]]:
         return list(store.records(st, run_id))
     finally:
         st.close()
+
+
+HANG_GUARD = 120.0     # seconds: only to turn a starved run into a failure, not a hang
+
+
+def until(cond: Callable[[], object], what: str) -> None:
+    """Wait for `cond`; fail with `what` after HANG_GUARD seconds."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def wait_exit(run: "HubRun", others: list["HubRun"]) -> int:
+    """`run`'s exit code; after HANG_GUARD seconds every run is killed and the test fails."""
+    import pytest
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(run.pid, os.WNOHANG)
+        if pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    for r in [run, *others]:
+        r.kill()
+    pytest.fail(f"run {run.sup.spec.run_id} starved: not done after {HANG_GUARD} s")
+
+
+def end_flood(flooder: "HubRun", victim: "HubRun | None") -> None:
+    """A fairness test's teardown: the flooder killed and waited for, and the victim
+    killed if the hub has not finished with it."""
+    flooder.kill()
+    flooder.wait()
+    if victim is not None and not victim.loop.hub_done.is_set():
+        victim.kill()

@@ -16,13 +16,13 @@ import time
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from notify_hub_harness import HubRun, audit_policy, records
+from notify_hub_harness import HANG_GUARD, HubRun, audit_policy, end_flood, records, until, \
+    wait_exit
 from sandbox.monitor import notify_fast
 from sandbox.monitor.notify_hub import Hub
 
 pytestmark = pytest.mark.isolation
 
-HANG_GUARD = 120.0
 
 
 @pytest.fixture
@@ -255,19 +255,10 @@ def test_a_run_flooding_cached_calls_does_not_stall_another_run(fast_lib, tmp_pa
     victim = None
     try:
         flooder.go()
-        deadline = time.monotonic() + HANG_GUARD
-        while flooder.loop.fast_answered < 2000:
-            assert time.monotonic() < deadline, "the flood did not start"
-            time.sleep(0.02)
+        until(lambda: flooder.loop.fast_answered >= 2000, "the flood did not start")
         victim = HubRun(hub, audit_policy(), "victim", db, opens)
         victim.go()
-        while True:
-            pid, status = os.waitpid(victim.pid, os.WNOHANG)
-            if pid:
-                assert os.waitstatus_to_exitcode(status) == 0
-                break
-            assert time.monotonic() < deadline, "the victim starved"
-            time.sleep(0.02)
+        assert wait_exit(victim, [flooder]) == 0
         before = flooder.loop.fast_answered
         audit, _ = victim.finish()
         assert audit.errors == 0 and audit.dropped == 0 and audit.vanished == 0, audit
@@ -276,9 +267,6 @@ def test_a_run_flooding_cached_calls_does_not_stall_another_run(fast_lib, tmp_pa
         time.sleep(0.1)
         assert flooder.loop.fast_answered > before    # still flooding, still answered in C
     finally:
-        flooder.kill()
-        flooder.wait()
-        if victim is not None and not victim.loop.hub_done.is_set():
-            victim.kill()
+        end_flood(flooder, victim)
     flooder.finish()
     assert not [r for r in records(db, "flooder") if r["path"].startswith("/tmp/nf-victim")]

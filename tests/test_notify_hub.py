@@ -17,11 +17,11 @@ import tracemalloc
 import pytest
 
 from sandbox.monitor.notify_hub import Hub
-from notify_hub_harness import HubRun, audit_policy, guarded_policy, records
+from notify_hub_harness import (HANG_GUARD, HubRun, audit_policy, end_flood, guarded_policy,
+                                records, until as _until, wait_exit as _wait_exit)
 
 pytestmark = pytest.mark.isolation
 
-HANG_GUARD = 120.0     # seconds: only to turn a starved run into a failure, not a hang
 LONG = "/tmp/hub-flood/" + "a/" * 2000     # ~4 KiB: the longest path a read takes
 
 
@@ -47,25 +47,6 @@ def _opens(tag: str, n: int):
             except OSError:
                 pass
     return body
-
-
-def _wait_exit(run: HubRun, others: list[HubRun]) -> int:
-    deadline = time.monotonic() + HANG_GUARD
-    while time.monotonic() < deadline:
-        pid, status = os.waitpid(run.pid, os.WNOHANG)
-        if pid:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    for r in [run, *others]:
-        r.kill()
-    pytest.fail(f"run {run.sup.spec.run_id} starved: not done after {HANG_GUARD} s")
-
-
-def _until(cond, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def _own_paths(db: str, run_id: str, tag: str, n: int) -> list[dict]:
@@ -96,10 +77,7 @@ def test_a_flooding_run_does_not_stall_another_runs_audited_opens(tmp_path):
         recs = _own_paths(db, "victim", "victim", 300)
         assert not [r for r in recs if r["path"].startswith("/tmp/hub-flood")]
     finally:
-        flooder.kill()
-        flooder.wait()
-        if victim is not None and not victim.loop.hub_done.is_set():
-            victim.kill()
+        end_flood(flooder, victim)
     flooder.finish()
     fl = records(db, "flooder")
     assert any(r["path"].startswith("/tmp/hub-flood/a/a/") and r["count"] > 100 for r in fl)
