@@ -1,11 +1,15 @@
 """Framing: round trips, types, limits, incremental decoding."""
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox.errors import ProtocolError
+from sandbox.ipc import frames as F
 from sandbox.ipc.frames import FrameDecoder, encode
 
 
@@ -49,3 +53,52 @@ def test_malformed_bodies_are_protocol_errors(body):
 def test_extra_fields_are_kept():
     (msg,) = FrameDecoder().feed(encode("x", 1, mac="abc"))
     assert msg.extra == {"mac": "abc"}
+
+
+# --- the decoder's fast path (frames._loads) decides exactly as the full decoder -----
+def _reference(body: bytes):
+    """What a frame body decoded to before the fast path: the decoder's own `decode`,
+    the depth walk, the object check. Either a Message's fields or "refused"."""
+    try:
+        obj = F._decoder.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "refused"
+    if not F._depth_ok(obj, F.MAX_DEPTH):
+        return "refused"
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not obj["type"]:
+        return "refused"
+    t = obj.pop("type")
+    p = obj.pop("payload", None)
+    return (t, json.dumps(p, sort_keys=True), json.dumps(obj, sort_keys=True))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids,
+                                                              max_size=3),
+    max_leaves=12)
+_texts = st.one_of(
+    st.builds(lambda t, p, pad_l, pad_r: (pad_l + json.dumps(
+        {"type": t, "payload": p}) + pad_r), st.text(max_size=6), _json_values,
+        st.sampled_from(["", " ", "\n", "\t "]), st.sampled_from(["", " ", "\r\n", "x", "{}",
+                                                                   ",", "]"])),
+    st.text(max_size=40),
+    st.sampled_from(['{"type":"a","payload":NaN}', '{"type":"a","payload":1e999}',
+                     '{"type":"a","payload":Infinity}', '{"type":"a"} {"type":"b"}',
+                     '[' * 70 + ']' * 70, '{"type":"a","payload":' + '[' * 70 + ']' * 70 + '}',
+                     '{"type":"a","type":"b"}', '"x"', '']))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_texts.map(lambda s: s.encode("utf-8", "surrogatepass")),
+                 st.binary(max_size=40)))
+def test_the_fast_decoder_accepts_and_refuses_exactly_what_the_full_decoder_does(body):
+    want = _reference(body)
+    try:
+        m = F.decode_payload(body)
+        got = (m.type, json.dumps(m.payload, sort_keys=True),
+               json.dumps(m.extra, sort_keys=True))
+    except ProtocolError:
+        got = "refused"
+    assert got == want

@@ -19,7 +19,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sandbox.errors import ProtocolError
 
@@ -42,6 +42,8 @@ def _finite_float(text: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# The C scanner `decode` itself calls (set in JSONDecoder.__init__; typeshed omits it)
+_scan: Callable[[str, int], tuple[Any, int]] = getattr(_decoder, "scan_once")
 
 
 def _depth_ok(obj: Any, limit: int) -> bool:
@@ -60,29 +62,46 @@ def _depth_ok(obj: Any, limit: int) -> bool:
     return True
 
 
-def memory_cost(body: bytes) -> int:
+def memory_cost(body: bytes, _opens: int = -1) -> int:
     """A conservative estimate of what `body` costs as Python objects, from byte counts
     alone (a few passes in C, no walk): the wire size understates it up to ~25x
     (`[],` is 3 bytes and a ~60-byte list plus its pointer). Each container is
     charged 64 bytes, each item separator 16, each string 80 (two quotes at 40)
     and each decimal point 24 (a float object)."""
-    return (len(body) + 64 * (body.count(b"[") + body.count(b"{")) + 16 * body.count(b",")
-            + 40 * body.count(b'"') + 24 * body.count(b"."))
+    if _opens < 0:
+        _opens = body.count(b"[") + body.count(b"{")
+    return (len(body) + 64 * _opens + 16 * body.count(b",") + 40 * body.count(b'"')
+            + 24 * body.count(b"."))
 
 
-def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Strict JSON from a peer: UTF-8, finite numbers, at most `max_depth` deep.
-    Raises ProtocolError, never anything else."""
+def _loads(text: str) -> Any:
+    """One JSON value that is the whole of `text`. The C scanner alone, when the value
+    starts at 0 and ends at the end (every frame our encoder writes); otherwise the
+    decoder's full path, whitespace and error messages included. Same result either way:
+    the scanner is the one `_decoder.decode` calls, with the same hooks."""
     try:
-        text = body.decode("utf-8")
-        # Cheap pre-check: fewer brackets than the limit cannot nest deeper than it.
-        deep = text.count("[") + text.count("{") > max_depth
-        obj = _decoder.decode(text)
+        obj, end = _scan(text, 0)
+        if end == len(text):
+            return obj
+    except StopIteration:
+        pass
+    return _decoder.decode(text)
+
+
+def parse_json(body: bytes, *, max_depth: int = MAX_DEPTH, _opens: int = -1) -> Any:
+    """Strict JSON from a peer: UTF-8, finite numbers, at most `max_depth` deep.
+    Raises ProtocolError, never anything else. (`_opens`: the body's count of ``[``
+    and ``{``, when the caller has it already.)"""
+    if _opens < 0:
+        _opens = body.count(b"[") + body.count(b"{")
+    try:
+        obj = _loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError(f"frame nests deeper than {max_depth} levels") from None
-    if deep and not _depth_ok(obj, max_depth):
+    # Cheap pre-check: fewer brackets than the limit cannot nest deeper than it.
+    if _opens > max_depth and not _depth_ok(obj, max_depth):
         raise ProtocolError(f"frame nests deeper than {max_depth} levels")
     return obj
 
@@ -117,12 +136,13 @@ def encode(type_: str, payload: Any = None, *, max_frame: int = DEFAULT_MAX_FRAM
 
 def decode_payload(body: bytes) -> Message:
     """Parse one frame body (without header) into a Message."""
-    obj = parse_json(body)
+    opens = body.count(b"[") + body.count(b"{")   # counted once: depth check and cost
+    obj = parse_json(body, _opens=opens)
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not obj["type"]:
         raise ProtocolError("frame is not a JSON object with a non-empty string 'type'")
     type_ = obj.pop("type")
     payload = obj.pop("payload", None)
-    return Message(type_, payload, obj, len(body) + HEADER.size, memory_cost(body))
+    return Message(type_, payload, obj, len(body) + HEADER.size, memory_cost(body, opens))
 
 
 class FrameDecoder:
