@@ -21,7 +21,9 @@ TARGETS = ("no-op Python action round trip vs bwrap", "no-op actions per second 
 
 @pytest.mark.slow
 def test_bench_quick_reports_every_target(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "sandbox", "bench", "--quick", "--runs", "2"],
+    md = tmp_path / "run.md"
+    p = subprocess.run([sys.executable, "-m", "sandbox", "bench", "--quick", "--runs", "2",
+                        "--markdown", str(md)],
                        cwd=tmp_path, env={**os.environ, "SANDBOX_HOME": str(tmp_path / "state")},
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -37,6 +39,41 @@ def test_bench_quick_reports_every_target(tmp_path):
         assert verdict in ("PASS", "MISS", "N/A"), line
         if verdict == "N/A":   # only with the reason printed
             assert line.rstrip().endswith(")") and "(" in line, line
+    # the same run as docs/benchmarks.md's tables: every target a row with its verdict
+    rows = md.read_text().splitlines()
+    for target in TARGETS:
+        row = next((r for r in rows if r.startswith(f"| {target}")), None)
+        assert row is not None, (target, rows[:40])
+        assert row.rstrip(" |").split("|")[-1].strip(" *") in ("PASS", "MISS", "N/A"), row
+    assert any(r.startswith("| 64 |") for r in rows), rows   # the concurrency level 64
+
+
+def test_bench_markdown_renders_a_saved_run_and_refuses_what_is_not_one(tmp_path):
+    from sandbox.bench.markdown import render
+    from sandbox.bench.targets import evaluate
+    run = {"machine": {"cpus": 2, "load": [0.1], "load_after": [0.2]},
+           "round_trip": {"a": {"name": "bwrap", "median_ms": 4.1, "p95_ms": 5, "p99_ms": 6}},
+           "throughput": [{"concurrency": 4, "sandbox_per_s": 40.0,
+                           "cpu_ms_per_run": {"launcher": 5.0, "sandbox": 19.0}}],
+           "memory": [{"concurrency": 64, "python_action_mib_per_sandbox": 5.6,
+                       "exec_program_mib_per_sandbox": 0.8, "bwrap_mib_per_sandbox": 0.35}]}
+    run["targets"] = [t.to_dict() for t in evaluate(run)]
+    text = render(run, "sandbox bench")
+    assert "| bwrap | 4.1 ms | 5 ms | 6 ms |" in text
+    assert "| 4 | 5.0 | 19.0 | - |" in text and "| 64 | 5.6 MiB | 0.8 MiB | 0.35 MiB |" in text
+    for t in run["targets"]:   # each target a row that ends with its own verdict
+        row = next(r for r in text.splitlines() if r.startswith(f"| {t['name']} |"))
+        assert row.endswith(f"| **{t['verdict']}** |" if t["verdict"] != "PASS" else "| PASS |")
+    assert "N/A" in {t["verdict"] for t in run["targets"]}   # the audit was not measured
+    saved = tmp_path / "run.json"
+    saved.write_text(__import__("json").dumps(run))
+    ok = subprocess.run([sys.executable, "-m", "sandbox.bench.markdown", str(saved)],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout == text
+    saved.write_text("[1, 2]")
+    bad = subprocess.run([sys.executable, "-m", "sandbox.bench.markdown", str(saved)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
 def test_bench_rejects_bad_runs(tmp_path):

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="fewer runs, smaller counts")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="DIR", help="write bench-*.png into DIR (matplotlib)")
+    p.add_argument("--markdown", metavar="FILE",
+                   help="also write the run's tables as Markdown into FILE, as "
+                        "docs/benchmarks.md shows them")
     p.add_argument("--workers", metavar="N[,N...]", default=None,
                    help="instead: runs/s through Dramatiq on Redis with N `sandbox worker`s "
                         "against the in-process queue (needs redis-server; docs/scaling.md)")
@@ -52,9 +55,20 @@ def run(args: argparse.Namespace) -> int:
         except PlotUnavailable as exc:
             print(f"sandbox bench: {exc}", file=sys.stderr)
             return 2
+    if args.markdown:
+        try:
+            open(args.markdown, "a").close()   # fail before minutes of measuring, not after
+        except OSError as exc:
+            print(f"sandbox bench: --markdown {args.markdown}: {exc.strerror}", file=sys.stderr)
+            return 2
     log = (lambda s: print(s, file=sys.stderr))
     res = run_all(runs=args.runs, quick=args.quick, log=log)
     print(json.dumps(res, indent=2) if args.json else render(res))
+    if args.markdown:
+        from sandbox.bench.markdown import render as render_markdown
+        with open(args.markdown, "w") as f:
+            f.write(render_markdown(res, " ".join(["sandbox", "bench", *sys.argv[2:]])))
+        print(f"wrote {args.markdown}", file=sys.stderr)
     if args.plot:
         from sandbox.bench.plot import draw
         for path in draw(res, args.plot):
