@@ -19,6 +19,7 @@ import os
 import threading
 import tracemalloc
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -169,3 +170,98 @@ def test_dispatch_tables_are_shared_by_the_runs_of_one_syscall_policy():
         pass
     else:
         raise AssertionError("a shared table must be read-only")
+
+
+# -- the C heap a live audited run holds in the host (mallinfo2) ---------------------------
+
+class _MallInfo2(__import__("ctypes").Structure):
+    _fields_ = [(name, __import__("ctypes").c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+
+
+def _c_heap() -> int:
+    """Bytes malloc has handed out in this process and not yet got back (glibc's
+    mallinfo2: in-use chunks of its arenas plus its mmap'ed chunks). Python objects of
+    more than 512 bytes, ctypes buffers and the fast path's C cache live here; pymalloc's
+    small objects do not (they live in its own mmap'ed arenas)."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _MallInfo2
+    m = libc.mallinfo2()
+    return int(m.uordblks + m.hblkhd)
+
+
+def _hold_after(paths: list[str], done_w: int, hold_r: int):
+    """A run's program: open each path twice (the second time the compiled loop answers
+    it, as a run's repeated library and config opens are), say so, then stay alive."""
+    def body() -> None:
+        for p in paths:
+            for _ in range(2):
+                os.close(os.open(p, os.O_RDONLY))
+        os.write(done_w, b"1")
+        os.read(hold_r, 1)
+    return body
+
+
+@pytest.mark.isolation
+def test_a_live_audited_run_holds_little_c_heap_in_the_host(tmp_path):
+    """Issue 14: the monitor host grows by at most 64 KiB per live run, and its audited
+    runs were most of it. N live runs on one hub, each having opened 16 files (a small
+    program's start: its libraries, locale, config), each then staying alive: the host's
+    C heap grows by (with N live - before) / N per run. The compiled fast path's cache
+    was a 128-entry table of 276-byte slots per run (35 KiB, whatever the run opened);
+    its entries are now sized to the paths they hold."""
+    import gc
+    from notify_hub_harness import HubRun, audit_policy
+    from sandbox.monitor import notify_fast
+    from sandbox.monitor.notify_hub import Hub
+    if notify_fast.load() is None:
+        pytest.fail(f"the compiled fast path is not built ({notify_fast.LIB_PATH})")
+    files = []
+    for i in range(16):
+        p = tmp_path / f"lib{i:02d}.so.6"
+        p.write_text("x")
+        files.append(str(p))
+    db = str(tmp_path / "audit")
+    hub = Hub()
+    done_r, done_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    runs: list[HubRun] = []
+
+    def start(n: int, tag: str) -> None:
+        for i in range(n):
+            run = HubRun(hub, audit_policy(), f"{tag}{i}", db, _hold_after(files, done_w, hold_r))
+            runs.append(run)
+            run.go()
+        for _ in range(n):
+            assert os.read(done_r, 1) == b"1"
+
+    def settle() -> int:
+        import time
+        time.sleep(0.5)              # the writer's flushes done, idle files closed
+        gc.collect()
+        return _c_heap()
+
+    try:
+        start(2, "warm")             # imports, the hub's thread, the writer's pool
+        base = settle()
+        n = 20
+        start(n, "live")
+        live = settle()
+        per_run = (live - base) / n
+        print(f"host C heap per live audited run: {per_run / 1024:.1f} KiB")
+        assert per_run < 16 * 1024, f"{per_run / 1024:.1f} KiB of C heap per live run"
+    finally:
+        os.write(hold_w, b"1" * len(runs))
+        for r in runs:
+            try:
+                r.wait()
+            except ChildProcessError:
+                pass
+            r.finish()
+        for fd in (done_r, done_w, hold_r, hold_w):
+            os.close(fd)
+    # the compiled loop answered repeats in every run (not always all of them: a path
+    # whose NUL lies on the caller's next page is the Python loop's): its cache was measured
+    assert all(r.loop.fast_answered > 0 for r in runs), [r.loop.fast_answered for r in runs]

@@ -51,12 +51,15 @@
 
 enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5 };
 
+/* One cached key, allocated to the size of its path (issue 14: a run's cache holds what
+ * it opened, ~20 + path bytes an entry, not NF_SLOTS fixed slots of NF_PATH bytes: the
+ * fixed table was 35 KiB per live run in the monitor host, whatever the run did). */
 struct nf_entry {
     uint32_t nr, flags;     /* key, with the path */
-    uint32_t len;           /* path bytes without the NUL; 0: empty slot */
+    uint32_t len;           /* path bytes without the NUL */
     int32_t dirfd;          /* >= 0: the final name (path + name_off) must not be a link */
     uint32_t name_off;
-    char path[NF_PATH];
+    char path[];            /* len bytes and a NUL */
 };
 
 struct nf_rec {             /* one call answered here (24 bytes, read by ctypes) */
@@ -68,8 +71,9 @@ struct nf_rec {             /* one call answered here (24 bytes, read by ctypes)
 
 struct nf_run {
     int fd;
-    uint8_t path_arg[NF_NRS], flags_arg[NF_NRS];
-    struct nf_entry *tab;   /* NF_SLOTS, allocated at the first put */
+    const uint8_t *path_arg, *flags_arg;   /* NF_NRS each: the caller's, shared by the runs
+                                              of one policy and kept alive by it */
+    struct nf_entry **tab;  /* NF_SLOTS pointers (NULL: empty), allocated at the first put */
     /* filled by nf_serve */
     uint32_t vanished;      /* answered too late: the caller was gone (not recorded) */
     int32_t err;            /* errno of NF_SEND_ERR / NF_RECV_ERR */
@@ -86,28 +90,33 @@ struct nf_run *nf_new(int fd, const uint8_t *path_arg, const uint8_t *flags_arg)
     struct nf_run *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->fd = fd;
-    memcpy(r->path_arg, path_arg, NF_NRS);
-    memcpy(r->flags_arg, flags_arg, NF_NRS);
+    r->path_arg = path_arg;
+    r->flags_arg = flags_arg;
     return r;
-}
-
-void nf_free(struct nf_run *r) {
-    if (!r) return;
-    free(r->tab);
-    free(r);
 }
 
 /* Forget every key (the descriptors named by entries belong to Python). */
 void nf_clear(struct nf_run *r) {
-    if (r->tab) memset(r->tab, 0, NF_SLOTS * sizeof *r->tab);
+    if (!r->tab) return;
+    for (int i = 0; i < NF_SLOTS; i++) {
+        free(r->tab[i]);
+        r->tab[i] = NULL;
+    }
+}
+
+void nf_free(struct nf_run *r) {
+    if (!r) return;
+    nf_clear(r);
+    free(r->tab);
+    free(r);
 }
 
 static struct nf_entry *nf_find(struct nf_run *r, uint32_t nr, uint32_t flags,
                                 const char *p, size_t n, uint32_t *slot) {
     uint32_t h = nf_hash(nr, flags, p, n) & (NF_SLOTS - 1);
     for (int way = 0; way < 2; way++) {
-        struct nf_entry *e = &r->tab[h ^ way];
-        if (e->len == n && e->nr == nr && e->flags == flags && !memcmp(e->path, p, n)) {
+        struct nf_entry *e = r->tab[h ^ way];
+        if (e && e->len == n && e->nr == nr && e->flags == flags && !memcmp(e->path, p, n)) {
             *slot = h ^ way;
             return e;
         }
@@ -125,8 +134,10 @@ int nf_put(struct nf_run *r, uint32_t nr, uint32_t flags, const char *path, uint
     struct nf_entry *e = nf_find(r, nr, flags, path, len, &slot);
     if (!e) {
         uint32_t h = nf_hash(nr, flags, path, len) & (NF_SLOTS - 1);
-        slot = r->tab[h].len == 0 ? h : r->tab[h ^ 1].len == 0 ? (h ^ 1) : h;
-        e = &r->tab[slot];
+        slot = !r->tab[h] ? h : !r->tab[h ^ 1] ? (h ^ 1) : h;
+        free(r->tab[slot]);     /* both ways taken: the newer key replaces the first */
+        r->tab[slot] = e = malloc(sizeof *e + len + 1);
+        if (!e) return -1;
     }
     e->nr = nr;
     e->flags = flags;

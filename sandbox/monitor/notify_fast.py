@@ -22,8 +22,10 @@ predates it, a source newer than the build, or ``SANDBOX_AUDIT_FAST=0`` --
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import struct
+import threading
 from typing import Any
 
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_native")
@@ -76,36 +78,66 @@ def load() -> Any:
     return lib
 
 
+@functools.lru_cache(maxsize=64)
+def _tables(eligible: tuple[tuple[int, int, int | None], ...]
+            ) -> tuple[bytes, bytes, frozenset[int]]:
+    """(path argument by syscall, flags argument by syscall, the syscalls): one copy per
+    syscall policy, shared by its runs (the C side keeps pointers to the two tables,
+    which this cache and each `FastPath` keep alive; issue 14: the host's memory per run)."""
+    path_arg = bytearray([NO_ARG]) * NRS
+    flags_arg = bytearray([NO_ARG]) * NRS
+    for nr, pa, fa in eligible:
+        if 0 <= nr < NRS:
+            path_arg[nr] = pa
+            flags_arg[nr] = NO_ARG if fa is None else fa
+    return bytes(path_arg), bytes(flags_arg), frozenset(nr for nr, _, _ in eligible)
+
+
+class _Batch:
+    """One serving thread's output buffer: the records of its last `serve`, read back
+    before that thread serves again (so one per hub thread, not one per run)."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(_REC.size * MAX_BATCH)
+        self.view = memoryview(self.buf).cast("B")
+        self.count = ctypes.c_int(0)
+        self.count_ref = ctypes.byref(self.count)
+
+
+class _PerThread(threading.local):
+    batch: _Batch | None = None
+
+
+_batches = _PerThread()
+
+
 class FastPath:
     """One run's C cache and loop. Used by the hub's thread only (like `Listener`)."""
 
     def __init__(self, lib: Any, fd: int, eligible: dict[int, tuple[int, int | None]]) -> None:
         """`eligible`: syscall number -> (path argument, flags argument or None)."""
-        path_arg = bytearray([NO_ARG]) * NRS
-        flags_arg = bytearray([NO_ARG]) * NRS
-        for nr, (pa, fa) in eligible.items():
-            if 0 <= nr < NRS:
-                path_arg[nr] = pa
-                flags_arg[nr] = NO_ARG if fa is None else fa
+        self._tables = path_arg, flags_arg, self.eligible = \
+            _tables(tuple(sorted((nr, pa, fa) for nr, (pa, fa) in eligible.items())))
         self._lib = lib
-        self._h = lib.nf_new(fd, bytes(path_arg), bytes(flags_arg))
+        self._h = lib.nf_new(fd, path_arg, flags_arg)
         if not self._h:
             raise MemoryError("notify_fast: nf_new")
-        self.eligible = frozenset(eligible)
-        self._buf = ctypes.create_string_buffer(_REC.size * MAX_BATCH)
-        self._view = memoryview(self._buf).cast("B")
-        self._count = ctypes.c_int(0)
+        self._batch: _Batch | None = None     # the serving thread's, at the first serve
         self.slots: list[tuple[Any, ...] | None] = [None] * SLOTS   # slot -> record fields
 
     def serve(self, epfd: int, timeout_ms: int) -> tuple[int, int]:
         """(code, records): answer cached calls until something else is due."""
-        code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, self._buf,
-                                  ctypes.byref(self._count))
-        return code, self._count.value
+        b = self._batch
+        if b is None:
+            b = self._batch = _batches.batch or _Batch()
+            _batches.batch = b
+        code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, b.buf, b.count_ref)
+        return code, b.count.value
 
     def records(self, count: int) -> Any:
         """(slot, thread id, time) of each call answered by the last `serve`."""
-        return _REC.iter_unpack(self._view[:count * _REC.size])
+        assert self._batch is not None, "serve() first"
+        return _REC.iter_unpack(self._batch.view[:count * _REC.size])
 
     def miss(self) -> bytes:
         """The raw struct seccomp_notif a MISS handed over (unanswered)."""
