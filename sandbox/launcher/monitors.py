@@ -24,13 +24,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import IO, Union
 
 from sandbox import protocol
 from sandbox.launcher import prepare as P
+from sandbox.launcher.interp import helper_command
 
 
 class ForkedMonitor:
@@ -123,18 +123,16 @@ def monitor_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-FORKSERVER_COMMAND = [sys.executable, "-I", "-m", "sandbox.forkserver"]
-
-
 class ForkServerClient:
     """One fork server per launcher (owned by it, no process-wide global), started
     on first use, restarted if it dies, stopped by `Launcher.close()`.
 
-    `command` replaces ``python -I -m sandbox.forkserver`` (tests start a server
-    with a patched layer this way); it gets `monitor_env` all the same."""
+    `command` replaces the server's own (``python -I -S`` running sandbox.forkserver,
+    launcher/interp.py; tests start a server with a patched layer this way); it gets
+    `monitor_env` all the same."""
 
     def __init__(self, command: list[str] | None = None) -> None:
-        self.command = list(command or FORKSERVER_COMMAND)
+        self.command = list(command or helper_command("sandbox.forkserver"))
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -276,7 +274,7 @@ def _stdio(capture: bool, stdin: StdinSource) -> Stdio:
 
 def _exec_monitor(st: Stdio, ipc_child: socket.socket,
                   ctl_child: socket.socket) -> "subprocess.Popen[bytes]":
-    """`python -I -m sandbox.monitor.main` for this one run, our child."""
+    """sandbox.monitor.main (`python -I -S`: interp.py) for this one run, our child."""
     env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
     proc = subprocess.Popen(P.monitor_command(), env=env, stdin=st.fds[0],
                             stdout=st.fds[1], stderr=st.fds[2],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -255,4 +254,6 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
 
 
 def monitor_command() -> list[str]:
-    return [sys.executable, "-I", "-m", "sandbox.monitor.main"]
+    """An exec'd monitor's command line: a helper interpreter without `site` (interp.py)."""
+    from sandbox.launcher.interp import helper_command
+    return helper_command("sandbox.monitor.main")

@@ -1,4 +1,5 @@
-"""An exec'd monitor: ``python -I -m sandbox.monitor.main`` (Launcher(start="exec")).
+"""An exec'd monitor: this module under ``python -I -S`` (Launcher(start="exec"); the
+command line: sandbox.launcher.interp).
 
 The CLI's one run: cheaper than starting and warming a fork server for it. It is
 the same monitor host as the fork server's (sandbox.monitor.host), serving one

@@ -1,0 +1,46 @@
+"""The cold `sandbox exec` path (issue 15.2): what its interpreters load, judged from the
+outside (what a Python action forked from the monitor sees of its interpreter, what the
+CLI process imported), never from a stopwatch."""
+from __future__ import annotations
+
+import os
+import site
+import textwrap
+
+import pytest
+
+import sandbox
+from sandbox.launcher.launcher import Launcher
+
+ACTIONS = textwrap.dedent("""
+    import sys
+    from sandbox.workflow import action
+
+    @action("coldpath.interp")
+    def interp(ctx):
+        ctx.store["no_site"] = sys.flags.no_site
+        ctx.store["isolated"] = sys.flags.isolated
+        ctx.store["site_loaded"] = "site" in sys.modules
+        ctx.store["path"] = list(sys.path)
+""")
+
+
+@pytest.mark.parametrize("start", ["exec", "forkserver"])
+def test_the_monitor_starts_without_site_and_keeps_the_import_path(tmp_path, start):
+    """The monitor (exec'd, or the fork server) is `python -I -S` with the launcher's
+    site-packages written out (launcher/interp.py): a Python action, a fork of it, sees
+    an interpreter that never ran `site` and still has every site-packages directory
+    and the sandbox package's own directory on its path. Before: `python -I -m`, and
+    the assertion on no_site failed (0)."""
+    (tmp_path / "coldpath_actions.py").write_text(ACTIONS)
+    wf = {"name": "interp", "imports": ["coldpath_actions"],
+          "stages": [{"actions": [{"name": "coldpath.interp"}]}]}
+    with Launcher(start=start) as la:
+        r = la.spawn(wf, code_paths=[str(tmp_path)], policy="strict")
+    assert r.status == "ok", (r.reason, r.error)
+    assert (r.store["no_site"], r.store["isolated"], r.store["site_loaded"]) == (1, 1, False)
+    path = r.store["path"]
+    for sp in site.getsitepackages():
+        if os.path.isdir(sp):
+            assert sp in path, (sp, path)
+    assert os.path.dirname(os.path.dirname(sandbox.__file__)) in path
