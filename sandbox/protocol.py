@@ -305,6 +305,9 @@ class Spec:
     # what the policy was read from (empty: a policy given as an object)
     policy_sources: list[PolicySource] = bound(items=POLICY_SOURCES_MAX,
                                                default_factory=list)
+    # set by the monitor for its stub: the mount table of fs_plan, computed in the warm
+    # host (runspec.mount_table_wire); empty: PID 1 computes it (mounts.build_view)
+    mount_table: Json = bound(budget=1 << 20, default_factory=dict)
 
 
 @dataclass

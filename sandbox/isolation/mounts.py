@@ -625,9 +625,10 @@ def build_view(ctx: ContainContext) -> str:
     plan = ctx.fs_plan
     mask_file: list[str] = []
     try:
-        if ctx.mount_table is None or ctx.mount_table.plan != plan:
-            ctx.mount_table = prepare(plan)     # Landlock's rules use its real paths too
-        steps = ctx.mount_table.steps
+        table = ctx.mount_table   # the monitor's, for this very plan (runspec.build_context)
+        if table is None or (table.plan is not plan and table.plan != plan):
+            table = ctx.mount_table = prepare(plan)   # Landlock's rules use its real paths too
+        steps = table.steps
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]

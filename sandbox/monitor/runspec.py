@@ -11,25 +11,65 @@ import sys
 from typing import TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.isolation.mount_steps import Prepared, Step
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
+from sandbox.errors import ProtocolError
 from sandbox.protocol import Spec
 
 
 def build_context(spec: Spec) -> ContainContext:
     policy = Policy.from_dict(spec.policy)
+    plan = FsPlan.from_dict(spec.fs_plan)
     return ContainContext(
         policy=policy,
         paths=RunPaths(rundir=spec.paths.rundir, workdir=spec.paths.workdir,
                        output=spec.paths.output, tmp=spec.paths.tmp),
-        fs_plan=FsPlan.from_dict(spec.fs_plan),
+        fs_plan=plan,
         ipc_fd=spec.ipc_fd,
         monitor_fd=-1,
         outer_uid=os.getuid(),
         outer_gid=os.getgid(),
         namespaces=spec.namespaces,
         audit_files=policy.audit.files,
+        mount_table=mount_table_from_wire(plan, spec.mount_table),
     )
+
+
+_STEP_TYPES = (str, str, str, bool, int, bool)   # Step's fields, in order
+
+
+def mount_table_wire(plan: FsPlan) -> dict[str, object]:
+    """The mount table of `plan` (mounts.prepare) for the spec, computed in the warm
+    monitor host: in PID 1, a fresh fork of the template, the same work cost ~1 ms of
+    CPU per run (each object it touches is a page copy; docs/benchmarks.md). Empty when
+    it cannot be made: PID 1 then computes it itself and fails the mount layer with the
+    reason (a rule path swapped for a link since the plan: ELOOP)."""
+    from sandbox.isolation import mounts
+    try:
+        prep = mounts.prepare(plan)
+    except Exception:
+        return {}
+    return {"steps": [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec] for s in prep.steps],
+            "real": prep.real}
+
+
+def mount_table_from_wire(plan: FsPlan, wire: dict[str, object]) -> Prepared | None:
+    """`mount_table_wire`'s table back, for `plan`; None when the spec has none. A table
+    of the wrong shape is a ProtocolError (the stub reports it: the run fails closed)."""
+    if not wire:
+        return None
+    steps, real = wire.get("steps"), wire.get("real")
+    if not isinstance(steps, list) or not isinstance(real, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in real.items()):
+        raise ProtocolError("spec: a mount table of the wrong shape")
+    out = []
+    for s in steps:
+        if not isinstance(s, list) or len(s) != len(_STEP_TYPES) or not all(
+                type(v) is t for v, t in zip(s, _STEP_TYPES)):
+            raise ProtocolError(f"spec: a mount table step of the wrong shape: {s!r:.200}")
+        out.append(Step(*s))
+    return Prepared(plan, out, dict(real))
 
 
 J = TypeVar("J")

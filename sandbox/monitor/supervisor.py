@@ -26,7 +26,7 @@ from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext
-from sandbox.monitor import stubs, tree
+from sandbox.monitor import runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
@@ -224,6 +224,8 @@ class Supervisor:
         self.caller_stdio = []
         self.spec.cgroup_memory = self.ctx.cgroup_memory
         self.spec.cgroup_view = list(self.ctx.cgroup_view)
+        if self.ctx.namespaces:   # without them the mount layer is skipped
+            self.spec.mount_table = runspec.mount_table_wire(self.ctx.fs_plan)
         try:
             stubs.go(pre, self.spec, self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
         finally:
