@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from sandbox.errors import ProtocolError as ProtocolError
-from sandbox.ipc.frames import encode as _frame, parse_json
+from sandbox.ipc.frames import dumps, encode as _frame, parse_json
 from sandbox.jsontypes import JSONObject
 
 if TYPE_CHECKING:
@@ -65,8 +65,6 @@ Json = dict[str, Any]
 
 def _is_json(tp: Any) -> bool:
     return typing.get_origin(tp) is dict and typing.get_args(tp)[1] is Any
-
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def bound(*, chars: int = DEFAULT_CHARS, items: int = DEFAULT_ITEMS,
@@ -567,7 +565,7 @@ class _Enc:
             if not isinstance(v, dict):
                 raise ProtocolError(f"{where}: want a JSON object")
             try:
-                n = len(_encoder.encode(v).encode("utf-8"))
+                n = len(dumps(v).encode("utf-8"))
             except (TypeError, ValueError) as exc:
                 raise ProtocolError(f"{where}: not JSON: {exc}") from None
             if n > meta["budget"]:
@@ -606,7 +604,7 @@ class _Enc:
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
-                    used += len(_encoder.encode(enc).encode("utf-8")) + 1
+                    used += len(dumps(enc).encode("utf-8")) + 1
                     if used > budget:
                         self.clip(where, len(seq) - i)
                         break
@@ -656,7 +654,7 @@ def to_obj(msg: DataclassInstance) -> JSONObject:
 
 def encode(msg: DataclassInstance) -> bytes:
     """One message as UTF-8 JSON, at most `max_size(type(msg))` bytes."""
-    return _encoder.encode(to_obj(msg)).encode("utf-8")
+    return dumps(to_obj(msg)).encode("utf-8")
 
 
 class _Dec:
@@ -819,7 +817,7 @@ def to_frame(msg: DataclassInstance, max_frame: int) -> bytes:
 def envelope_max(cls: type) -> int:
     """The most bytes a message of this type takes as an envelope on the wire (the
     compiled stub and init size their buffers by it: tested)."""
-    return len(_encoder.encode({"type": NAMES[cls], "payload": None})) - 4 + max_size(cls)
+    return len(dumps({"type": NAMES[cls], "payload": None})) - 4 + max_size(cls)
 
 
 def from_envelope(data: bytes, *accept: type[T], limit: int = DATAGRAM_MAX) -> T:
@@ -834,7 +832,7 @@ def from_envelope(data: bytes, *accept: type[T], limit: int = DATAGRAM_MAX) -> T
 
 
 def to_datagram(msg: DataclassInstance) -> bytes:
-    data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
+    data = dumps({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
     if len(data) > DATAGRAM_MAX:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over the {DATAGRAM_MAX}-byte "
                             "datagram bound")
@@ -851,7 +849,7 @@ def forked_datagram(pid: int) -> bytes:
 def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
     """A message's envelope as bytes without a datagram's bound (a spec in a memfd:
     `SpecFile`); `max_bytes` still bounds it."""
-    data = _encoder.encode({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
+    data = dumps({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
     if len(data) > max_bytes:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over {max_bytes}")
     return data

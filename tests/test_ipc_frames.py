@@ -55,7 +55,7 @@ def test_extra_fields_are_kept():
     assert msg.extra == {"mac": "abc"}
 
 
-# --- the decoder's fast path (frames._loads) decides exactly as the full decoder -----
+# --- the decoder's fast path (frames.parse_json) decides exactly as the full decoder -----
 def _reference(body: bytes):
     """What a frame body decoded to before the fast path: the decoder's own `decode`,
     the depth walk, the object check. Either a Message's fields or "refused"."""
@@ -102,3 +102,75 @@ def test_the_fast_decoder_accepts_and_refuses_exactly_what_the_full_decoder_does
     except ProtocolError:
         got = "refused"
     assert got == want
+
+
+# --- the encoder made once (frames.dumps) writes what json's own encoder writes -------
+_STANDARD = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _standard(obj):
+    try:
+        return _STANDARD.encode(obj)
+    except (TypeError, ValueError):
+        return "refused"
+
+
+def _ours(obj):
+    try:
+        return F.dumps(obj)
+    except (TypeError, ValueError):
+        return "refused"
+
+
+_any_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.sampled_from([b"x", (1, 2), {1, 2}, object()]),
+    lambda kids: st.lists(kids, max_size=3) | st.tuples(kids, kids)
+    | st.dictionaries(st.text(max_size=4) | st.integers() | st.booleans() | st.none(), kids,
+                      max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_any_values)
+def test_the_shared_encoder_writes_and_refuses_exactly_what_json_does(value):
+    assert _ours(value) == _standard(value)
+    # Twice: the encoder keeps nothing from one call to the next.
+    assert _ours(value) == _standard(value)
+
+
+def test_a_payload_that_contains_itself_is_a_protocol_error():
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(ProtocolError, match="contains itself"):
+        encode("x", loop)
+    (msg,) = FrameDecoder().feed(encode("x", [1, [2]]))   # and the encoder still works
+    assert msg.payload == [1, [2]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=5), _json_values), min_size=1,
+                max_size=8),
+       st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_a_stream_decodes_the_same_however_it_is_cut(messages, cuts):
+    """The decoder slices bodies from the read itself when nothing was pending and
+    from its buffer otherwise: any cut of the stream gives the same messages."""
+    stream = b"".join(encode(t, p) for t, p in messages)
+    marks = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    dec = FrameDecoder()
+    got = []
+    for a, b in zip(marks, marks[1:]):
+        got += [(m.type, m.payload, m.size) for m in dec.feed(stream[a:b])]
+    assert dec.pending == 0
+    assert got == [(t, p, len(encode(t, p))) for t, p in messages]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | st.text(alphabet='[]{},".x1', max_size=600).map(str.encode))
+def test_the_memory_cost_is_the_same_by_table_or_by_counts(body):
+    """Small bodies are costed with a byte table, large ones with counts: the same
+    charge either way (each container 64, separator 16, quote 40, decimal point 24)."""
+    want = (len(body) + 64 * (body.count(b"[") + body.count(b"{")) + 16 * body.count(b",")
+            + 40 * body.count(b'"') + 24 * body.count(b"."))
+    assert F.memory_cost(body) == want
+    assert F.memory_cost(bytearray(body)) == want
