@@ -224,15 +224,45 @@ class Session:
         except ProtocolError as exc:
             self._violate(str(exc))
             return True
+        st, budget, handle = self.state, self.budget, self._handle
         for msg in messages:
-            self.state.messages += 1
-            self.state.bytes += msg.size
-            if (self.state.messages > self.budget.max_messages
-                    or self.state.bytes > self.budget.max_bytes):
-                self._violate(f"message budget exceeded ({self.budget.max_messages} messages "
-                              f"or {self.budget.max_bytes} bytes per run)")
+            st.messages += 1
+            st.bytes += msg.size
+            if st.messages > budget.max_messages or st.bytes > budget.max_bytes:
+                self._violate(f"message budget exceeded ({budget.max_messages} messages "
+                              f"or {budget.max_bytes} bytes per run)")
                 return True
-            self._handle(msg)
+            handle(msg)
+        return True
+
+    def _act_on(self, msg: Message) -> bool:
+        """What the launcher does with a frame it acts on (the types in `_SHAPES`);
+        False when the frame is malformed (the run is then a violation)."""
+        st, p = self.state, msg.payload
+        problem = check_payload(msg.type, p)
+        if problem is not None:
+            self._violate(f"malformed {msg.type!r} message: {problem}")
+            return False
+        try:
+            if msg.type == "store_put":
+                st.store[p["key"]] = p["value"]
+                st.changed.add(p["key"])
+                st.deleted.discard(p["key"])
+            elif msg.type == "store_delete":
+                st.store.pop(p["key"], None)
+                st.deleted.add(p["key"])
+                st.changed.discard(p["key"])
+            elif msg.type == "log":
+                st.logs.append(p)
+            elif msg.type == "error":
+                st.error = p
+            elif msg.type == "final_store":
+                st.final = p
+            elif msg.type == "result":
+                st.child_result = p
+        except (TypeError, KeyError) as exc:
+            self._violate(f"malformed {msg.type!r} message: {exc!r}")
+            return False
         return True
 
     def _violate(self, reason: str) -> None:
@@ -257,41 +287,24 @@ class Session:
         st = self.state
         # Kept for the result: each new type name (RunResult.messages counts by type,
         # and the child chooses the names) and the payloads the launcher acts on.
-        kept = 0 if msg.type in st.counts else 2 * len(msg.type) + 100
-        if msg.type in _SHAPES:
-            kept += msg.cost
-        if kept:
-            st.retained += kept
-            if st.retained > self.budget.max_retained:
-                self._violate(f"retained-memory budget exceeded ({self.budget.max_retained} "
-                              "bytes of logs, store values and message type names per run, "
-                              "estimated as decoded)")
-                return
-        st.counts[msg.type] = st.counts.get(msg.type, 0) + 1
-        p = msg.payload
-        problem = check_payload(msg.type, p)
-        if problem is not None:
-            self._violate(f"malformed {msg.type!r} message: {problem}")
-            return
-        try:
-            if msg.type == "store_put":
-                st.store[p["key"]] = p["value"]
-                st.changed.add(p["key"])
-                st.deleted.discard(p["key"])
-            elif msg.type == "store_delete":
-                st.store.pop(p["key"], None)
-                st.deleted.add(p["key"])
-                st.changed.discard(p["key"])
-            elif msg.type == "log":
-                st.logs.append(p)
-            elif msg.type == "error":
-                st.error = p
-            elif msg.type == "final_store":
-                st.final = p
-            elif msg.type == "result":
-                st.child_result = p
-        except (TypeError, KeyError) as exc:
-            self._violate(f"malformed {msg.type!r} message: {exc!r}")
+        type_ = msg.type
+        counts = st.counts
+        seen = counts.get(type_, 0)
+        # A custom message (not one the launcher acts on) of a type already seen keeps
+        # nothing: its count only. The rest is charged as kept.
+        if not seen or type_ in _SHAPES:
+            kept = 0 if seen else 2 * len(type_) + 100
+            if type_ in _SHAPES:
+                kept += msg.cost
+            if kept:
+                st.retained += kept
+                if st.retained > self.budget.max_retained:
+                    self._violate(f"retained-memory budget exceeded "
+                                  f"({self.budget.max_retained} bytes of logs, store values "
+                                  "and message type names per run, estimated as decoded)")
+                    return
+        counts[type_] = seen + 1
+        if type_ in _SHAPES and not self._act_on(msg):
             return
         if self.on_message is not None:
             self.on_message(msg)

@@ -48,8 +48,12 @@ def _same(a: Callable, b: Callable) -> bool:
 
 
 class Hooks:
+    """The launcher's hooks by kind. Each kind's hooks are a tuple replaced whole under
+    the lock when one is added or removed, so running them (every child message
+    passes `on_message`) reads one attribute, with no lock and no copy."""
+
     def __init__(self) -> None:
-        self._hooks: dict[str, list[Callable]] = {k: [] for k in KINDS}
+        self._hooks: dict[str, tuple[Callable, ...]] = {k: () for k in KINDS}
         self._lock = threading.Lock()
 
     def add(self, kind: str, fn: Callable) -> Callable:
@@ -57,7 +61,7 @@ class Hooks:
             raise ValueError(f"unknown hook {kind!r} (known: {', '.join(KINDS)})")
         with self._lock:
             if not any(_same(h, fn) for h in self._hooks[kind]):
-                self._hooks[kind].append(fn)
+                self._hooks[kind] += (fn,)
         return fn
 
     def remove(self, fn: Callable, kind: str | None = None) -> bool:
@@ -65,13 +69,12 @@ class Hooks:
         with self._lock:
             for k in (kind,) if kind else KINDS:
                 before = len(self._hooks[k])
-                self._hooks[k] = [h for h in self._hooks[k] if not _same(h, fn)]
+                self._hooks[k] = tuple(h for h in self._hooks[k] if not _same(h, fn))
                 found |= len(self._hooks[k]) != before
         return found
 
-    def get(self, kind: str) -> list[Callable]:
-        with self._lock:
-            return list(self._hooks[kind])
+    def get(self, kind: str) -> tuple[Callable, ...]:
+        return self._hooks[kind]
 
     # -- running them --------------------------------------------------------------
     def before(self, req: SpawnRequest) -> SpawnRequest:

@@ -23,6 +23,9 @@ Send = Callable[[str, Any], None]                # (message type, JSON payload)
 SpawnFn = Callable[[dict, Any], dict]            # (workflow dict, policy) -> result dict
 
 _MISSING = object()
+# Payload types that are JSON as they are and immutable: `send` neither checks nor
+# copies them (exact types: a subclass would not come back as itself).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 class Bail(BaseException):
@@ -248,8 +251,10 @@ class ActionContext:
         """Send a custom message to the parent; `payload` must be a JSON value."""
         if not isinstance(type, str) or not type:
             raise TypeError(f"message type must be a non-empty str, got {type!r}")
-        check_json(payload, "payload")
-        self.send_sink(type, copy_json(payload))
+        if payload.__class__ not in _PLAIN:
+            check_json(payload, "payload")
+            payload = copy_json(payload)
+        self.send_sink(type, payload)
 
     def spawn(self, workflow: Any, policy: Any = None) -> dict[str, Any]:
         """Run `workflow` (a dict or Workflow) in a new sandbox; block; return its result.
