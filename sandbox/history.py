@@ -15,9 +15,19 @@ after an hour has passed since the last sweep, or with `sandbox gc --older-than`
 Recording never fails a run: a history that cannot be written is skipped; one that
 SQLite finds damaged (`HistoryDamaged`) is left as it is,
 and not opened again for a minute (`History.damaged` says why).
+
+Forks: every connection is pinned to the process that opened it
+(sandbox.sqlite_pin): a forked child never closes, frees or uses its copy, and
+while it holds one, its own operations on that file run in a fresh interpreter
+(sandbox.history_proxy), where SQLite takes the locks it believes it holds.
+
+Size: a new file has incremental auto_vacuum; the hourly sweep gives the pages of
+the records it deletes back (`PRAGMA incremental_vacuum`), and `sandbox gc` also
+converts an older file (one VACUUM) and truncates the WAL, so the file shrinks.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -25,14 +35,16 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Concatenate, Iterator, ParamSpec, TypeVar, cast
 
+from sandbox import sqlite_pin
 from sandbox.errors import InputError, SandboxError
 
 DEFAULT_RETENTION = 30 * 86400.0      # seconds
 SWEEP_EVERY = 3600.0
 BUSY_TIMEOUT_MS = 5000
 DAMAGED_RETRY = 60.0    # seconds before a file SQLite found damaged is tried again
+AUTO_VACUUM_INCREMENTAL = 2   # what PRAGMA auto_vacuum reads for INCREMENTAL
 _DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
@@ -107,6 +119,23 @@ def _private_file(path: str) -> None:
     private_file(path, what="run history")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fresh_if_inherited(method: Callable[Concatenate[History, P], R]
+                        ) -> Callable[Concatenate[History, P], R]:
+    """`method` as is, or, in a forked child holding its parent's connection to the
+    file, run in a fresh interpreter (sandbox.history_proxy: module docstring)."""
+    @functools.wraps(method)
+    def run(self: History, *args: P.args, **kwargs: P.kwargs) -> R:
+        if sqlite_pin.inherited(self.path):
+            from sandbox import history_proxy
+            return cast(R, history_proxy.call(self.path, method.__name__, args, kwargs))
+        return method(self, *args, **kwargs)
+    return run
+
+
 class History:
     """The run-history database. Reads and maintenance use one short-lived
     connection per operation; `record`, which runs once per run on the caller's
@@ -134,9 +163,8 @@ class History:
     def _writer(self) -> sqlite3.Connection:
         """The writer connection (call with `_lock` held), opened again when the file
         it has is no longer the one at `path` (removed or replaced, e.g. by a test or
-        `rm`: a write to the old inode would be lost) or after a fork (a connection
-        must never be used in a forked child; the child's copy is left alone, never
-        closed here)."""
+        `rm`: a write to the old inode would be lost). Never called in a forked child
+        that holds its parent's connection (`_fresh_if_inherited`)."""
         try:
             st = os.stat(self.path)
             key = (os.getpid(), st.st_dev, st.st_ino)
@@ -157,28 +185,42 @@ class History:
             self._drop()
 
     def _connect(self, create: bool) -> sqlite3.Connection:
+        """A connection pinned to this process (closed with `sqlite_pin.close`)."""
         if create:
             _private_file(self.path)
         elif not os.path.exists(self.path):
             raise InputError(f"no run history at {self.path} (runs are recorded as they end)")
         con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                               check_same_thread=False)   # the writer serves every thread
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.executescript(_SCHEMA)
+        sqlite_pin.pin(con, self.path, self)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA auto_vacuum=INCREMENTAL")   # a new file only (gc converts)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.executescript(_SCHEMA)
+        except BaseException:
+            sqlite_pin.close(con)
+            raise
         return con
 
     # -- writing ---------------------------------------------------------------
     def record(self, result: Any, *, kind: str, command: str, own_output: bool,
                retention: float | None = DEFAULT_RETENTION) -> None:
         ended = time.time()
-        data = result.to_dict()
+        row = (result.run_id, ended - result.wall_time, ended, kind, command, result.policy,
+               str(result.status), result.exit_code, result.signal, result.wall_time,
+               result.output_dir, int(own_output), json.dumps(result.to_dict(), default=str))
+        self.record_row(row, retention)
+
+    @_fresh_if_inherited
+    def record_row(self, row: tuple[Any, ...], retention: float | None) -> None:
+        """`record` of a row made of the result (also what sandbox.history_proxy runs)."""
         with self._lock:
             if self._damaged is not None and time.monotonic() < self._damaged[0]:
                 raise HistoryDamaged(self._damaged[1])
             try:
-                self._write(result, data, ended, kind, command, own_output, retention)
+                self._write(row, retention)
             except sqlite3.Error as exc:
                 self._drop()      # the next record starts on a fresh connection
                 if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED:
@@ -191,35 +233,45 @@ class History:
             self._damaged = None
 
     def _drop(self) -> None:
-        if self._con is not None and self._con_key[0] == os.getpid():
-            self._con.close()
+        """Forget the writer; closed only in the process that opened it (in a forked
+        child `sqlite_pin.close` leaves the parent's connection as it is)."""
+        if self._con is not None:
+            sqlite_pin.close(self._con)
         self._con = None
 
-    def _write(self, result: Any, data: dict[str, Any], ended: float, kind: str,
-               command: str, own_output: bool, retention: float | None) -> None:
+    def _write(self, row: tuple[Any, ...], retention: float | None) -> None:
         con = self._writer()
-        con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (result.run_id, ended - result.wall_time, ended, kind, command, result.policy,
-             str(result.status), result.exit_code, result.signal, result.wall_time,
-             result.output_dir, int(own_output), json.dumps(data, default=str)))
+        con.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        ended = float(row[2])
         if retention is not None:
-            row = con.execute("SELECT value FROM meta WHERE key='last_sweep'").fetchone()
-            if row is None or ended - float(row["value"]) > SWEEP_EVERY:
+            last = con.execute("SELECT value FROM meta WHERE key='last_sweep'").fetchone()
+            if last is None or ended - float(last["value"]) > SWEEP_EVERY:
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('last_sweep', ?)",
                             (str(ended),))
-                self._sweep(con, ended - retention)
+                if self._sweep(con, ended - retention):
+                    _give_back(con)
 
+    @_fresh_if_inherited
     def gc(self, older_than: float) -> list[str]:
         """Forget runs that ended more than `older_than` seconds ago and remove the
         run directories the launcher made for them; also empty leftover run
-        directories. Returns the run ids removed."""
+        directories. Returns the run ids removed. The file shrinks: its free pages
+        are given back (a file made before incremental auto_vacuum is converted by
+        one VACUUM) and the WAL is checkpointed and truncated."""
         con = self._connect(create=True)
         try:
-            return self._sweep(con, time.time() - older_than)
+            gone = self._sweep(con, time.time() - older_than)
+            if con.execute("PRAGMA auto_vacuum").fetchone()[0] != AUTO_VACUUM_INCREMENTAL:
+                con.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                con.execute("VACUUM")
+            elif gone:
+                _give_back(con)
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return gone
         finally:
-            con.close()
+            sqlite_pin.close(con)
 
+    @_fresh_if_inherited
     def remove(self, run_ids: list[str]) -> list[str]:
         for prefix in run_ids:
             _check_id(prefix)
@@ -230,9 +282,11 @@ class History:
                 entry = self._one(con, prefix)
                 self._forget(con, entry.run_id)
                 gone.append(entry.run_id)
+            if gone:
+                _give_back(con)
             return gone
         finally:
-            con.close()
+            sqlite_pin.close(con)
 
     def _sweep(self, con: sqlite3.Connection, before: float) -> list[str]:
         ids = [r["run_id"] for r in con.execute("SELECT run_id FROM runs WHERE ended < ?",
@@ -249,6 +303,7 @@ class History:
             _remove_run_dir(run_id)
 
     # -- reading ---------------------------------------------------------------
+    @_fresh_if_inherited
     def list(self, limit: int = 50, status: str | None = None) -> list[Entry]:
         if not os.path.exists(self.path):
             return []
@@ -259,8 +314,9 @@ class History:
             rows = con.execute(sql, ((status,) if status else ()) + (limit,)).fetchall()
             return [_entry(r) for r in rows]
         finally:
-            con.close()
+            sqlite_pin.close(con)
 
+    @_fresh_if_inherited
     def get(self, run_id: str) -> tuple[Entry, dict[str, Any]]:
         """(entry, RunResult dict) of a run id or unique prefix; InputError if none."""
         _check_id(run_id)
@@ -271,7 +327,7 @@ class History:
                               (entry.run_id,)).fetchone()
             return entry, json.loads(row["result"])
         finally:
-            con.close()
+            sqlite_pin.close(con)
 
     def _one(self, con: sqlite3.Connection, prefix: str) -> Entry:
         _check_id(prefix)
@@ -282,6 +338,12 @@ class History:
         if len(rows) > 1:
             raise InputError(f"run id prefix {prefix!r} is ambiguous: give more characters")
         return _entry(rows[0])
+
+
+def _give_back(con: sqlite3.Connection) -> None:
+    """Free pages leave the file (at the next checkpoint, in WAL mode). Stepped to the
+    end by executescript: `execute` steps the pragma once, which frees one page."""
+    con.executescript("PRAGMA incremental_vacuum")
 
 
 def _check_id(prefix: str) -> None:

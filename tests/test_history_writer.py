@@ -1,7 +1,8 @@
 """The run history's writer connection (`History.record` keeps one open, so a run's
 return path pays no WAL checkpoint): a database removed or replaced meanwhile is
 written afresh, never to the old inode; a forked child never closes or uses the
-parent's connection; `close` leaves everything readable by a new connection."""
+parent's connection (tests/test_history_fork.py); `close` leaves everything
+readable by a new connection."""
 from __future__ import annotations
 
 import os
@@ -34,15 +35,16 @@ def test_a_removed_database_is_recreated_not_written_to_the_old_inode(tmp_path):
     assert os.stat(h.path).st_mode & 0o777 == 0o600
 
 
-def test_a_forked_child_opens_its_own_connection(tmp_path):
+def test_a_forked_child_records_without_the_parents_connection(tmp_path):
     h = History(str(tmp_path / "h" / "runs.sqlite"))
     _rec(h, "a" * 32)
+    parents = h._con
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            _rec(h, "d" * 32)
-            code = 0 if h._con_key[0] == os.getpid() else 3
+            _rec(h, "d" * 32)       # in a fresh interpreter (sandbox.history_proxy)
+            code = 0 if h._con is parents else 3    # the inherited one neither used nor closed
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)

@@ -34,6 +34,7 @@ import sqlite3
 import time
 from typing import Any, Iterator
 
+from sandbox import sqlite_pin
 from sandbox.printable import as_bytes, from_bytes
 
 SCHEMA = """
@@ -164,12 +165,14 @@ class RunFile:
     def __init__(self, path: str, lock_fd: int, conn: sqlite3.Connection | None = None) -> None:
         self.path = path
         self.lock_fd = lock_fd
-        self._conn = conn
+        # pinned: a fork of the monitor host (a broker) never closes or frees it, nor
+        # plays its open transaction's journal back into the file (sandbox.sqlite_pin)
+        self._conn = None if conn is None else sqlite_pin.pin(conn, path, self)
 
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = _writer_conn(self.path)
+            self._conn = sqlite_pin.pin(_writer_conn(self.path), self.path, self)
         return self._conn
 
     @property
@@ -180,7 +183,7 @@ class RunFile:
         """Close the connection until the next batch (the lock stays)."""
         c, self._conn = self._conn, None
         if c is not None:
-            c.close()
+            sqlite_pin.close(c)
 
     def close(self) -> None:
         try:
@@ -446,14 +449,15 @@ class Store:
         c = self._conns.get(run_id)
         if c is None:
             path = run_file(self.dir, run_id)
-            c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_MS / 1000,
-                                check_same_thread=False)
+            c = sqlite_pin.pin(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                               timeout=BUSY_MS / 1000, check_same_thread=False),
+                               path, self)
             self._conns[run_id] = c
         return c
 
     def close(self) -> None:
         for c in self._conns.values():
-            c.close()
+            sqlite_pin.close(c)
         self._conns.clear()
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from sandbox import sqlite_pin
 from sandbox.errors import InputError
 
 MIGRATIONS: tuple[str, ...] = (
@@ -118,8 +119,9 @@ class Store:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
         os.close(fd)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=30)
+        # pinned: a forked child of the server never closes or frees it (sandbox.sqlite_pin)
+        self._db = sqlite_pin.pin(sqlite3.connect(path, check_same_thread=False,
+                                                  isolation_level=None, timeout=30), path, self)
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -151,7 +153,7 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            sqlite_pin.close(self._db)
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
