@@ -262,6 +262,7 @@ def test_a_live_audited_run_holds_little_c_heap_in_the_host(tmp_path):
             r.finish()
         for fd in (done_r, done_w, hold_r, hold_w):
             os.close(fd)
-    # the compiled loop answered repeats in every run (not always all of them: a path
-    # whose NUL lies on the caller's next page is the Python loop's): its cache was measured
-    assert all(r.loop.fast_answered > 0 for r in runs), [r.loop.fast_answered for r in runs]
+    # the compiled loop answered the runs' repeats (most of them: a path whose NUL lies on
+    # the caller's next page, for one, is the Python loop's): its cache was measured
+    answered = [r.loop.fast_answered for r in runs]
+    assert sum(answered) >= len(runs) * len(files) // 2, answered

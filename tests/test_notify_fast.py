@@ -87,6 +87,35 @@ def test_repeats_are_answered_in_c_and_every_one_is_recorded(fast_lib, tmp_path)
     assert summary.records == summary.stored_events and summary.dropped == 0
 
 
+def test_a_path_across_a_page_end_is_answered_in_c_too(fast_lib, tmp_path):
+    """A path whose bytes run over the end of a page into the next (where an allocator
+    may well put a program's path, at every call): the compiled loop reads it in two
+    pieces and answers its repeats. It read only up to the page end, found no NUL and
+    handed every such call to Python: 0 answered in C (seen as an intermittent
+    `answered >= 499` failure above, when a run's path buffer happened to straddle)."""
+    target = tmp_path / "f"
+    target.write_text("x")
+
+    def body():
+        import ctypes
+        import mmap
+        m = mmap.mmap(-1, 2 * mmap.PAGESIZE)
+        raw = os.fsencode(str(target)) + b"\0"
+        off = mmap.PAGESIZE - len(raw) // 2          # half on each page
+        m[off:off + len(raw)] = raw
+        addr = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(m, off)))
+        libc = ctypes.CDLL(None, use_errno=True)
+        for _ in range(200):
+            fd = libc.open(addr, os.O_RDONLY)
+            assert fd >= 0, ctypes.get_errno()
+            os.close(fd)
+
+    summary, recs, code, answered = _run(body, str(tmp_path), fast=True)
+    assert code == 0
+    assert [(r[2], r[6]) for r in _rows(recs, str(target))] == [(str(target), 200)]
+    assert answered >= 199, answered
+
+
 def test_a_final_name_replaced_by_a_link_from_outside_is_seen_at_once(fast_lib, tmp_path):
     """The attack on a cache: the name the compiled loop answers is made a symlink by a
     process it does not watch (here the host; a sibling sandbox sharing the tree could).

@@ -49,7 +49,8 @@
 #define NF_PATH 256         /* longest cached path, with its NUL */
 #define NF_PAGE 4096
 
-enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5 };
+enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5,
+       NF_FULL = 6 };
 
 /* One cached key, allocated to the size of its path (issue 14: a run's cache holds what
  * it opened, ~20 + path bytes an entry, not NF_SLOTS fixed slots of NF_PATH bytes: the
@@ -62,11 +63,18 @@ struct nf_entry {
     char path[];            /* len bytes and a NUL */
 };
 
-struct nf_rec {             /* one call answered here (24 bytes, read by ctypes) */
+/* A run of consecutive calls answered here with the same key by the same thread (32
+ * bytes, read by ctypes): `count` calls, the first at `ts`, the last at `last`. What the
+ * audit keeps of such a run -- one row per key with its count and first and last times,
+ * one sequence number per call, the summary's counts -- is the same as from one record
+ * per call (tests/test_notify_fast_runs.py), for less work on the Python side. */
+struct nf_rec {
     uint32_t slot;
     uint32_t pid;
     double ts;
-    uint64_t spare;
+    double last;
+    uint32_t count;
+    uint32_t spare;
 };
 
 struct nf_run {
@@ -162,20 +170,24 @@ static int nf_send_continue(int fd, uint64_t id) {
 
 /* Answer what is cached; hand the first other notification to Python.
  *
- * Writes up to `max` records to `out` and their number to *count. Returns NF_YIELD
- * (something else is ready, `max` reached, nothing pending, or `timeout_ms` of
- * silence), NF_MISS (r->miss holds a notification nobody answered yet), NF_GONE (RECV
+ * `ready`: the hub saw the listener readable (then its first call is served without a
+ * look at `epfd`); 0 when serving again after NF_FULL (then every wait is on both).
+ *
+ * Answers up to `max` calls, writes their records (at most `max`: a run of repeats of one
+ * key is one record) to `out` and their number to *count. Returns NF_FULL (`max` calls
+ * answered: more may be pending, the caller serves again when nothing else is due),
+ * NF_YIELD (something else is ready, nothing pending, or `timeout_ms` of silence), NF_MISS (r->miss holds a notification nobody answered yet), NF_GONE (RECV
  * said ENOENT), NF_HUP (the listener hung up with nothing pending), NF_SEND_ERR or
  * NF_RECV_ERR (r->err). */
-int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, struct nf_rec *out,
-             int *count) {
+int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
+             struct nf_rec *out, int *count) {
     struct seccomp_notif req;
     char buf[NF_PATH];
-    int n = 0, first = 1;
+    int n = 0, calls = 0, first = ready;
     r->vanished = 0;
     r->err = 0;
     *count = 0;
-    while (n < max) {
+    while (calls < max) {
         struct pollfd p[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = epfd, .events = POLLIN}};
         /* The first call was reported ready by the hub: served whatever else is ready
          * (otherwise two busy runs would each yield to the other forever). */
@@ -202,12 +214,17 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, struct nf_rec 
         if (r->tab && req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS &&
                 r->path_arg[nr] != NF_NO_ARG) {
             uint64_t addr = req.data.args[r->path_arg[nr]];
-            size_t want = NF_PAGE - addr % NF_PAGE;
-            if (want > NF_PATH) want = NF_PATH;
-            struct iovec local = {.iov_base = buf, .iov_len = want};
-            struct iovec remote = {.iov_base = (void *)(uintptr_t)addr, .iov_len = want};
-            ssize_t got_bytes = addr ? process_vm_readv((pid_t)req.pid, &local, 1, &remote,
-                                                        1, 0) : -1;
+            /* NF_PATH bytes in (at most) two pieces split at the page end: a path running
+             * into the next page is read whole, and a next page that is not mapped only
+             * ends the read there (the kernel never splits one piece). */
+            size_t head = NF_PAGE - addr % NF_PAGE;
+            if (head > NF_PATH) head = NF_PATH;
+            struct iovec local = {.iov_base = buf, .iov_len = NF_PATH};
+            struct iovec remote[2] = {
+                {.iov_base = (void *)(uintptr_t)addr, .iov_len = head},
+                {.iov_base = (void *)(uintptr_t)(addr + head), .iov_len = NF_PATH - head}};
+            ssize_t got_bytes = addr ? process_vm_readv((pid_t)req.pid, &local, 1, remote,
+                                                        head < NF_PATH ? 2 : 1, 0) : -1;
             char *nul = got_bytes > 0 ? memchr(buf, 0, (size_t)got_bytes) : NULL;
             if (nul && buf[0] == '/') {
                 uint8_t fa = r->flags_arg[nr];
@@ -236,14 +253,22 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, struct nf_rec 
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
+        double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        calls++;
+        if (n > 0 && out[n - 1].slot == slot && out[n - 1].pid == req.pid) {   /* a repeat */
+            out[n - 1].count++;
+            out[n - 1].last = now;
+            continue;
+        }
         out[n].slot = slot;
         out[n].pid = req.pid;
-        out[n].ts = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        out[n].ts = out[n].last = now;
+        out[n].count = 1;
         out[n].spare = 0;
         n++;
     }
     *count = n;
-    return NF_YIELD;
+    return calls >= max ? NF_FULL : NF_YIELD;
 }
 
 /* Sizes the Python side checks before trusting its ctypes mirrors. */

@@ -52,6 +52,23 @@ class Tally:
                     d["path_hex"] = raw
                 self.denied.append(d)
 
+    def add_run(self, seq: int, pid: int, op: str, syscall: str, path: str, allowed: bool,
+                rule: str, count: int) -> None:
+        """`count` consecutive calls with one key, the first numbered `seq`: the same
+        tally as `count` calls of `add` (the audit's compiled loop reports repeats so)."""
+        if not allowed:            # each denial is listed with its own seq
+            for i in range(count):
+                self.add(seq + i, pid, op, syscall, path, allowed, rule)
+            return
+        key = (op, allowed)
+        c = self.counts
+        c[key] = c.get(key, 0) + count
+        p = self.paths
+        if path in p:
+            p[path] += count
+        elif len(p) < PATHS_CAP:
+            p[path] = count
+
     def error(self, text: str) -> None:
         self.errors += 1
         if len(self.errors_sample) < 5:

@@ -115,6 +115,20 @@ class Writer:
             if n >= HARD_LIMIT:
                 self.shed()
 
+    def put_run(self, event: tuple[Any, ...], count: int, last: float) -> None:
+        """`count` consecutive events identical to `event` but for seq (one each, from
+        `event`'s on) and time (`event`'s the first, `last` the last): stored, budgeted
+        and counted exactly as `count` calls of `put` (tests/test_notify_fast_runs.py),
+        for one queue entry. Everything that counts events weighs it `count`. The
+        audit's compiled loop reports its runs of repeats so (monitor/notify_fast.py)."""
+        q = self.queue
+        q.append((*event, count, last))
+        n = len(q)
+        if n >= BATCH and n % BATCH == 0:
+            self._pool.wake()
+            if n >= HARD_LIMIT:
+                self.shed()
+
     # -- back-pressure (the hub's side) --------------------------------------------------------
     def congested(self) -> bool:
         return len(self.queue) >= HIGH_WATER
@@ -128,10 +142,10 @@ class Writer:
         with self._shed_lock:       # the hub and a proxy thread may both shed
             while len(q) > HIGH_WATER // 2:
                 try:
-                    q.popleft()
+                    ev = q.popleft()
                 except IndexError:
                     break
-                gone += 1
+                gone += _weight(ev)
             self._shed += gone
         return gone
 
@@ -174,31 +188,41 @@ class Writer:
 
     def _fold(self, batch: list[tuple[Any, ...]]
               ) -> tuple[list[tuple[Any, ...]], dict[int, list[float]]]:
-        """New rows and {seq: [repeats, last time]} of one batch; budget applied."""
+        """New rows and {seq: [repeats, last time]} of one batch; budget applied. An
+        entry of `put_run` is its `count` events: a new row takes the first and counts
+        the rest as its repeats; past the budget all `count` are not stored."""
         new: list[tuple[Any, ...]] = []
         bumps: dict[int, list[float]] = {}
         keys = self._keys
-        for seq, ts, pid, op, syscall, path, flags, allowed, rule, enforced, result in batch:
+        for ev in batch:
+            if len(ev) == 11:
+                seq, ts, pid, op, syscall, path, flags, allowed, rule, enforced, result = ev
+                count, last = 1, ts
+            else:
+                seq, ts, pid, op, syscall, path, flags, allowed, rule, enforced, result, \
+                    count, last = ev
             key = (op, syscall, path, flags, allowed, rule, enforced, result)
             first = keys.get(key)
             if first is not None:
                 b = bumps.get(first)
                 if b is None:
-                    bumps[first] = [1, ts]
+                    bumps[first] = [count, last]
                 else:
-                    b[0] += 1
-                    b[1] = ts
+                    b[0] += count
+                    b[1] = last
                 continue
             pb = as_bytes(path)
             fb = None if flags is None else as_bytes(flags)
             size = len(pb) + (len(fb) if fb else 0)
             if len(keys) >= self.budget or self.text_used + size > self.text_budget:
-                self.not_stored += 1
+                self.not_stored += count
                 continue
             keys[key] = seq
             self.text_used += size
             new.append((seq, ts, ts, 1, pid, op, syscall, pb, fb, 1 if allowed else 0, rule,
                         enforced, result))
+            if count > 1:
+                bumps[seq] = [count - 1, last]
         return new, bumps
 
     def _store(self, new: list[tuple[Any, ...]], bumps: dict[int, list[float]]) -> None:
@@ -230,8 +254,9 @@ class Writer:
             self.queue_peak = len(q)
         if self.file is None:
             if self._opened.is_set():  # the store could not be opened: count, do not keep
-                n = len(q)
-                q.clear()
+                n = 0
+                while q:
+                    n += _weight(q.popleft())
                 self._dropped += n
                 self._taken += n
             return False
@@ -245,13 +270,14 @@ class Writer:
                     batch.append(pop())
             except IndexError:
                 pass
-            self._taken += len(batch)
+            events = sum(map(_weight, batch))
+            self._taken += events
             try:
                 new, bumps = self._fold(batch)
                 self._store(new, bumps)
             except Exception as exc:   # never dies; the batch is counted as lost
                 self.error = f"{type(exc).__name__}: {exc}"
-                self._dropped += len(batch)
+                self._dropped += events
         return bool(q)
 
     def close(self) -> None:
@@ -270,6 +296,11 @@ class Writer:
     def wait_open(self) -> Any:
         self._opened.wait()
         return self.file
+
+
+def _weight(entry: tuple[Any, ...]) -> int:
+    """How many events a queue entry is: 1, or a `put_run`'s count."""
+    return 1 if len(entry) == 11 else int(entry[11])
 
 
 class WriterPool:

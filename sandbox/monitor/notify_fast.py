@@ -6,9 +6,12 @@ whose record depends on nothing but that key (and on the resolver's directory
 cache, which is cleared together with this one), it `put`s the key with the
 record it made. The C loop answers the repeats itself -- receive, read the path
 from the caller, re-check that a followed final name is still no symlink,
-CONTINUE -- and hands back compact records (slot, thread id, time) that
-`AuditLoop` turns into the same records, tally and seq as before. Everything
-else comes back unanswered (`MISS`), with its raw notification.
+CONTINUE -- and hands back compact records (slot, thread id, first and last
+time, count: consecutive repeats of one key by one thread are one record) that `AuditLoop`
+turns into the same records, tally and seq as before. Everything else comes
+back unanswered (`MISS`), with its raw notification. A serve that answered
+MAX_BATCH calls says `FULL`: the hub serves the run again at once, without an
+epoll round, when nothing else is ready.
 
 Why: a Python loop between two system calls costs more than the kernel's whole
 round trip (docs/benchmarks.md, "The audit loop"); answering repeats without
@@ -32,12 +35,13 @@ HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LIB_PATH = os.path.join(HERE, "libnotify_fast.so")
 SOURCE = os.path.join(HERE, "notify_fast.c")
 
-YIELD, MISS, GONE, HUP, SEND_ERR, RECV_ERR = range(6)
+YIELD, MISS, GONE, HUP, SEND_ERR, RECV_ERR, FULL = range(7)
 NO_ARG = 0xFF
 NRS = 512
 SLOTS = 128
 MAX_BATCH = 64            # calls answered per serve (the hub's CHARGE_EVERY)
-_REC = struct.Struct("<IId8x")   # struct nf_rec
+_REC = struct.Struct("<IIddI4x")   # struct nf_rec
+AGAIN = object()          # AuditLoop.dispatch: a full batch, serve this run again (hub)
 _NOTIF_SIZE = 80
 
 _lib: Any = None
@@ -66,7 +70,7 @@ def load() -> Any:
     lib.nf_put.restype = i32
     lib.nf_put.argtypes = [vp, u32, u32, ctypes.c_char_p, u32, ctypes.c_int32, u32]
     lib.nf_serve.restype = i32
-    lib.nf_serve.argtypes = [vp, i32, i32, i32, vp, ctypes.POINTER(i32)]
+    lib.nf_serve.argtypes = [vp, i32, i32, i32, i32, vp, ctypes.POINTER(i32)]
     lib.nf_miss.restype = vp
     lib.nf_miss.argtypes = [vp]
     lib.nf_err.argtypes = [vp]
@@ -125,17 +129,21 @@ class FastPath:
         self._batch: _Batch | None = None     # the serving thread's, at the first serve
         self.slots: list[tuple[Any, ...] | None] = [None] * SLOTS   # slot -> record fields
 
-    def serve(self, epfd: int, timeout_ms: int) -> tuple[int, int]:
-        """(code, records): answer cached calls until something else is due."""
+    def serve(self, epfd: int, timeout_ms: int, again: bool = False) -> tuple[int, int]:
+        """(code, records): answer cached calls until something else is due. `again`:
+        after FULL (the listener was not reported ready: wait on it and `epfd` alike,
+        up to `timeout_ms`, from the first call on)."""
         b = self._batch
         if b is None:
             b = self._batch = _batches.batch or _Batch()
             _batches.batch = b
-        code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, b.buf, b.count_ref)
+        code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, 0 if again else 1,
+                                  b.buf, b.count_ref)
         return code, b.count.value
 
     def records(self, count: int) -> Any:
-        """(slot, thread id, time) of each call answered by the last `serve`."""
+        """(slot, thread id, first time, last time, count) of each run of consecutive
+        calls with one key answered by the last `serve`."""
         assert self._batch is not None, "serve() first"
         return _REC.iter_unpack(self._batch.view[:count * _REC.size])
 

@@ -13,8 +13,10 @@ Fairness between runs (one run must not stall another):
   nothing else is ready: its listener leaves the epoll set, and the C loop,
   which answers repeats of calls Python decided, waits with poll(2) on that
   listener AND this epoll descriptor, and returns when the latter is readable
-  (any other run, broker reply or command), after 64 calls, or after LINGER_MS
-  of silence (`_linger`);
+  (any other run, broker reply or command), or after LINGER_MS of silence
+  (`_linger`); after 64 calls it hands its records over and is served again
+  at once, without an epoll round (still polling this descriptor before each
+  call), unless its writer is congested;
 - a call performed by a run's broker process (broker.py) never blocks the
   thread: `dispatch` returns a generator that yields the broker's socket, the
   hub stops reading that run's listener (its calls are serial, as before) and
@@ -51,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Generator
 
 from sandbox.audit.writer import BACKPRESSURE_SECONDS
+from sandbox.monitor.notify_fast import AGAIN
 from sandbox.monitor.per_process import PerProcess
 
 MAX_EVENTS = 64
@@ -177,15 +180,29 @@ class Hub:
         """A run with the compiled fast path (notify_fast): its listener leaves the epoll
         set while `dispatch` answers repeats in C, waiting with poll(2) on the listener
         and on this epoll descriptor -- so it returns as soon as anything else is ready
-        (another run, a broker's reply, a command), after MAX_BATCH calls, or after
-        LINGER_MS of silence. poll keeps SYNC_WAKE_UP's same-CPU wake-up, which epoll's
+        (another run, a broker's reply, a command) or after LINGER_MS of silence; after
+        MAX_BATCH calls (`AGAIN`) its records are replayed and it is served again
+        without an epoll round. poll keeps SYNC_WAKE_UP's same-CPU wake-up, which epoll's
         callback drops (docs/benchmarks.md)."""
         self._unwatch(slot)
-        try:
-            out = slot.run.dispatch(self._ep.fileno(), 0 if self._paused else LINGER_MS)
-        except Exception:          # dispatch answers its own failures
-            out = True
-        slot.count += 1
+        epfd, again = self._ep.fileno(), False
+        while True:
+            try:
+                out = slot.run.dispatch(epfd, 0 if self._paused else LINGER_MS, again)
+            except Exception:      # dispatch answers its own failures
+                out = True
+            slot.count += 1
+            if out is not AGAIN:
+                break
+            # a full batch: more may be pending. Serve again at once (no epoll round, no
+            # two epoll_ctl): the C loop still yields to anything else that is ready
+            if slot.run.congested():
+                out = True
+                break
+            if self._since >= CHARGE_EVERY:
+                self._settle()
+            self._since += 1
+            again = True
         if out is True:
             if slot.run.congested():
                 self._pause(slot)

@@ -290,21 +290,26 @@ class AuditLoop:
         self.writer = writer.Writer(opener, budget=policy.audit.records)
 
     # -- one notification (called by the hub when the listener is ready) ---------------------
-    def dispatch(self, epfd: int = -1, linger_ms: int = 0) -> "bool | Generator[int, None, None]":
+    def dispatch(self, epfd: int = -1, linger_ms: int = 0, again: bool = False
+                 ) -> "bool | Generator[int, None, None] | object":
         """Receive and answer one notification (or, with the fast path, every repeat of
         a decided call until `epfd` -- the hub's epoll -- is ready, MAX_BATCH calls, or
         `linger_ms` of silence). False: the run is over (every task is gone); a
         generator: a call its broker performs, for the hub to resume when the broker's
-        socket (what it yields) is readable; else True."""
+        socket (what it yields) is readable; `notify_fast.AGAIN`: MAX_BATCH calls were
+        answered and more may be pending (the hub calls again with `again`, its listener
+        not reported ready); else True."""
         assert self.listener is not None, "attach() starts the loop"
         if self._stop:
             return False
         fast = self._fast
         if fast is not None:
-            code, count = fast.serve(epfd, linger_ms)
+            code, count = fast.serve(epfd, linger_ms, again)
             vanished = fast.vanished()
             if count or vanished:
                 self._replay(fast, count, vanished)
+            if code == notify_fast.FULL:
+                return notify_fast.AGAIN
             if code == notify_fast.YIELD:
                 return True
             if code == notify_fast.MISS:
@@ -327,26 +332,39 @@ class AuditLoop:
         return self._one(n)
 
     def _replay(self, fast: Any, count: int, vanished: int) -> None:
-        """The records of calls the compiled loop answered: what `record` makes of them."""
+        """The records of calls the compiled loop answered: what `record` makes of them.
+        A run of `k` consecutive calls with one key takes `k` sequence numbers and counts
+        `k` times, as `k` records would (Tally.add_run, Writer.put_run)."""
         tally, writer, slots = self.tally, self.writer, fast.slots
-        self.fast_answered += count
-        tally.checked += count + vanished
-        tally.vanished += vanished
         record_all = self.record_all
+        calls = 0
         with self._rec_lock:
-            for slot, pid, ts in fast.records(count):
+            seq = self.seq
+            for slot, pid, ts, last, k in fast.records(count):
                 op, name, path, flags, allowed, rule = slots[slot]
-                self.seq += 1
-                seq = self.seq
-                tally.add(seq, pid, op, name, path, allowed, rule)
+                seq += 1
+                calls += k
+                event = (seq, ts, pid, op, name, path, flags, allowed, rule, "kernel", None)
+                seq += k - 1
+                if k == 1:
+                    tally.add(event[0], pid, op, name, path, allowed, rule)
+                else:
+                    tally.add_run(event[0], pid, op, name, path, allowed, rule, k)
                 if allowed and not record_all:
                     continue
-                tally.recorded += 1
+                tally.recorded += k
                 if writer is not None:
-                    writer.put((seq, ts, pid, op, name, path, flags, allowed, rule,
-                                "kernel", None))
+                    if k == 1:
+                        writer.put(event)
+                    else:
+                        writer.put_run(event, k, last)
+            self.seq = seq
+        self.fast_answered += calls
+        tally.checked += calls + vanished
+        tally.vanished += vanished
         if self.budget is not None and \
-                (tally.checked // cost.CHECK_EVERY) != (tally.checked - count) // cost.CHECK_EVERY:
+                (tally.checked // cost.CHECK_EVERY) != (tally.checked - calls - vanished) \
+                // cost.CHECK_EVERY:
             self._check_budget()
 
     def _one(self, n: Notification) -> "bool | Generator[int, None, None]":
