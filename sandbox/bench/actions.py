@@ -18,3 +18,14 @@ def messages(ctx):
 def sleep(ctx):
     import time
     time.sleep(ctx.params.get("seconds", 1.0))
+
+
+@action("bench.signal_state")
+def signal_state(ctx):
+    """The signals this action's process does not leave at SIG_DFL, and those blocked."""
+    import signal
+    handled = [s.name for s in signal.valid_signals()
+               if s not in (signal.SIGKILL, signal.SIGSTOP)
+               and signal.getsignal(s) is not signal.SIG_DFL]
+    blocked = [s.name for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])]
+    ctx.store["signal_state"] = {"handled": handled, "blocked": blocked}

@@ -27,6 +27,7 @@ or stderr: they belong to the program.
 """
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module under `signal`
 import errno
 import fcntl
 import os
@@ -138,15 +139,18 @@ def _program(ctx: ContainContext, spec: Spec, mon: socket.socket) -> None:
         for fd in (ctx.init_fd, ctx.exit_fd):
             if fd >= 0:
                 os.close(fd)
-        # Python ignores SIGPIPE and SIGXFSZ, and an ignored disposition survives
-        # exec: a program must start with the defaults, or `yes | head` never ends.
-        for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        # Python ignores SIGPIPE and SIGXFSZ (the template also SIGINT, SIGQUIT, SIGTTIN,
+        # SIGTTOU), and an ignored disposition survives exec: a program must start with
+        # the defaults, or `yes | head` never ends. Through `_signal`, not `signal`'s
+        # wrappers, which make an enum member of every number they take and return
+        # (~0.3 ms of CPU for the 62 signals in a warm process; ~0.03 ms this way).
+        for sig in _signal.valid_signals():
+            if sig != _signal.SIGKILL and sig != _signal.SIGSTOP:
                 try:
-                    signal.signal(sig, signal.SIG_DFL)
+                    _signal.signal(sig, _signal.SIG_DFL)
                 except (OSError, ValueError):
                     pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
         if spec.stdio.tty is not None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -190,3 +190,18 @@ def test_programs_start_with_default_signal_dispositions(launcher):
     # `yes` must die of SIGPIPE when head is done, as outside the sandbox
     r = launcher.spawn(["sh", "-c", "yes | head -n 1"], timeout=30)
     assert (r.status, r.stdout) == ("ok", "y\n")
+
+
+def test_programs_start_with_no_signal_ignored_or_blocked(launcher):
+    # PID 2 resets every disposition and unblocks every signal before the exec (entry.py):
+    # the kernel's own view of the exec'd program, not the shell's
+    r = launcher.spawn(["/bin/grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"], timeout=30)
+    assert r.status == "ok", r.reason
+    assert r.stdout.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16], r.stdout
+
+
+def test_a_python_action_starts_with_default_signal_handlers(launcher):
+    from sandbox.bench.spawn import _workflow
+    r = launcher.spawn(_workflow("bench.signal_state"))
+    assert r.status == "ok", r.reason
+    assert r.store["signal_state"] == {"handled": [], "blocked": []}, r.store
