@@ -53,3 +53,7 @@ class ContainContext:
     # the mount layer's table and each rule's real path, computed by the monitor before
     # the fork (mounts.prepare), else by the mount layer; Landlock's rules use it too
     mount_table: Prepared | None = None
+    # made ahead by PID 1's setup child (sandbox/isolation/apart.py) for the later layers:
+    landlock_ruleset: int = -1           # the Landlock ruleset, enforced as is
+    landlock_abi: int = 0                # ... and the ABI it was built for
+    seccomp_program: bytes = b""         # the BPF program to install

@@ -303,7 +303,26 @@ def _add_proxy_rule(ruleset: int) -> None:
 
 def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
     """`abstract_scope=False`: for the broker process (sandbox/monitor/broker_process.py),
-    which acts on the sandbox's own abstract sockets from a domain of its own."""
+    which acts on the sandbox's own abstract sockets from a domain of its own. A ruleset
+    PID 1's setup child built (`build`, sandbox/isolation/apart.py) is enforced as is."""
+    if ctx.landlock_ruleset >= 0:
+        ruleset, abi = ctx.landlock_ruleset, ctx.landlock_abi
+        ctx.landlock_ruleset = -1
+    else:
+        ruleset, abi = build(ctx, abstract_scope=abstract_scope)
+    try:
+        try:
+            libc.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
+        except OSError as exc:
+            hint = " (no_new_privs not set?)" if exc.errno == errno.EPERM else ""
+            raise SetupError("landlock", f"landlock_restrict_self: {exc.strerror}{hint}") from None
+    finally:
+        os.close(ruleset)
+    ctx.active.append(f"landlock:abi{abi}")
+
+
+def build(ctx: ContainContext, *, abstract_scope: bool = True) -> tuple[int, int]:
+    """The ruleset of `ctx` (a descriptor) and the ABI it was made for. Raises SetupError."""
     abi = abi_version()
     if abi < 1:
         raise SetupError("landlock", "kernel has no Landlock (see sandbox doctor)")
@@ -323,11 +342,7 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
             _add_init_rule(ruleset, ctx.init_fd, fs)
         if net & NET_CONNECT_TCP and ctx.policy.network.mode == "allowlist":
             _add_proxy_rule(ruleset)
-        try:
-            libc.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
-        except OSError as exc:
-            hint = " (no_new_privs not set?)" if exc.errno == errno.EPERM else ""
-            raise SetupError("landlock", f"landlock_restrict_self: {exc.strerror}{hint}") from None
-    finally:
+    except BaseException:
         os.close(ruleset)
-    ctx.active.append(f"landlock:abi{abi}")
+        raise
+    return ruleset, abi

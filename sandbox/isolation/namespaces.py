@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from sandbox.errors import SetupError
-from sandbox.isolation import libc, limits
+from sandbox.isolation import apart, libc, limits
 from sandbox.isolation.context import ContainContext
 from sandbox.isolation.libc import write_file as _write
 
@@ -75,7 +75,7 @@ def map_self(uid: int, gid: int) -> None:
 
 def apply(ctx: ContainContext) -> None:
     """In PID 1: finish the namespace layer (hostname; no mount propagation out)."""
-    if os.getpid() != 1:
+    if os.getpid() != 1 and not apart.IN_CHILD:   # or PID 1's setup child (apart.py)
         raise SetupError("pid_namespace", f"sandboxee is PID {os.getpid()}, expected 1")
     try:
         libc.sethostname(ctx.hostname)

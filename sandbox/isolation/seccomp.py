@@ -241,7 +241,9 @@ def errno_via_notify(syscalls: SyscallPolicy, audit_files: str, network: str) ->
 def apply(ctx: ContainContext) -> None:
     syscalls = ctx.policy.syscalls
     try:
-        program = warm(syscalls, ctx.audit_files, ctx.policy.network.mode)
+        # compiled by PID 1's setup child (sandbox/isolation/apart.py), else here
+        program = ctx.seccomp_program or warm(syscalls, ctx.audit_files,
+                                              ctx.policy.network.mode)
     except ValueError as exc:
         raise SetupError("seccomp", str(exc)) from None
     want_listener = ctx.audit_files != "none" or syscalls.on_violation == "kill" \

@@ -74,7 +74,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.init_fd = init_fd
         ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
-        contain(ctx)
+        contain(ctx, apart=True)
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
         if ctx.listener_fd is not None:
