@@ -44,3 +44,42 @@ def test_the_monitor_starts_without_site_and_keeps_the_import_path(tmp_path, sta
         if os.path.isdir(sp):
             assert sp in path, (sp, path)
     assert os.path.dirname(os.path.dirname(sandbox.__file__)) in path
+
+
+ORDER = r"""
+import os, sys
+seen = []
+def hook(event, args):
+    if event == "import" and args[0] in HEAVY:
+        seen.append("import " + args[0])
+    elif event == "subprocess.Popen" and any("sandbox.monitor.main" in str(a) for a in args[1]):
+        seen.append("monitor")
+HEAVY = {"sandbox.launcher.launcher", "sandbox.protocol", "sandbox.policy"}
+sys.addaudithook(hook)
+from sandbox.thin.entry import main
+code = main(["exec", "--", "/bin/true"])
+print("CODE", code)
+print("ORDER", " | ".join(seen))
+"""
+
+
+def test_a_cold_exec_starts_its_monitor_before_its_heavy_imports(tmp_path):
+    """The cold CLI starts the exec'd monitor right after parsing its arguments
+    (sandbox/launcher/early.py), so the monitor's start-up and imports run beside the
+    CLI's own (the launcher, the protocol, the policy engine), and the run takes that
+    monitor. Judged by the order of the CLI's own audit events (its Popen of the monitor,
+    its imports), and by the run's exit code. Before: the monitor came last,
+    `['import sandbox.launcher.launcher', 'import sandbox.protocol', 'import
+    sandbox.policy', 'monitor']`."""
+    import subprocess
+    import sys
+    env = {**os.environ, "SANDBOX_HOME": str(tmp_path / "home"), "SANDBOX_DAEMON": "0"}
+    p = subprocess.run([sys.executable, "-c", ORDER], cwd=str(tmp_path), env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = dict(line.split(" ", 1) for line in p.stdout.splitlines()
+                 if line.startswith(("CODE ", "ORDER ")))
+    assert lines.get("CODE") == "0", (p.stdout, p.stderr)
+    order = lines["ORDER"].split(" | ")
+    assert order[0] == "monitor", order
+    assert order.count("monitor") == 1, order    # the run took it: no second monitor
+    assert {"import sandbox.launcher.launcher", "import sandbox.protocol"} <= set(order)

@@ -5,8 +5,12 @@ import argparse
 import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from sandbox.cli import common
+
+if TYPE_CHECKING:
+    from sandbox.launcher.early import EarlyMonitor
 
 HELP = """\
 Run PROGRAM in a fresh sandbox. Its stdout and stderr pass through untouched;
@@ -59,26 +63,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sandbox.errors import InputError
-    from sandbox.launcher.launcher import Launcher
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
+    # Started with stdin closed (sys.stdin is None), fd 0 may since name another file.
+    inherit = (args.stdin == "inherit" or args.interactive) and sys.stdin is not None
+    stdin = 0 if inherit else None
+    early = None
+    if common.CLI_FORKSERVER is None and common.CLI_START == "exec":
+        # the monitor imports while this process does (sandbox/launcher/early.py)
+        from sandbox.launcher.early import EarlyMonitor
+        early = EarlyMonitor(stdin)
+    try:
+        return _run(args, argv, stdin, early)
+    finally:
+        if early is not None:
+            early.discard()
+
+
+def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
+         early: EarlyMonitor | None) -> int:
+    from sandbox.launcher.launcher import Launcher
     common.policy_path_hint(args.policy)
     common.preflight(args)
     from sandbox.cli.grants import compose
     from sandbox.launcher.signals import RawTerminal
     policy = compose(args, args.policy)
-    # Started with stdin closed (sys.stdin is None), fd 0 may since name another file.
-    inherit = (args.stdin == "inherit" or args.interactive) and sys.stdin is not None
-    stdin = 0 if inherit else None
     raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
     with raw:
         if common.CLI_FORKSERVER is not None:
             launcher = Launcher(start="forkserver", forkserver=common.CLI_FORKSERVER)
         else:
-            launcher = Launcher(start=common.CLI_START)
+            launcher = Launcher(start=common.CLI_START, early=early)
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or os.getcwd(), output_dir=args.output,

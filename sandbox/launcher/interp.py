@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import subprocess
 import sys
 
 
@@ -52,3 +54,25 @@ def helper_command(module: str) -> list[str]:
     code = (f"import sys; sys.path[:0] = {list(head)!r}; sys.path += {list(tail)!r}; "
             f"from {module} import main; sys.exit(main())")
     return [sys.executable, "-I", "-S", "-c", code]
+
+
+def monitor_env(**extra: str) -> dict[str, str]:
+    """The whole environment of a fork server or exec'd monitor: never the caller's.
+    `-I` makes the interpreter ignore PYTHON* variables anyway; nothing else is
+    needed (the run's own environment travels in the spec)."""
+    env = {"SANDBOX_LAUNCHER_PID": str(os.getpid())}
+    if os.environ.get("SANDBOX_AUDIT_FAST") == "0":   # the audit's Python loop only
+        env["SANDBOX_AUDIT_FAST"] = "0"                # (monitor/notify_fast.py; A/B runs)
+    if os.environ.get("SANDBOX_MEMTRACE") == "1":     # the sandboxee's memory marks
+        env["SANDBOX_MEMTRACE"] = "1"                  # (sandbox/sandboxee/memtrace.py)
+    return {**env, **extra}
+
+
+def exec_monitor(stdio: list[int], ipc_child: socket.socket,
+                 ctl_child: socket.socket) -> "subprocess.Popen[bytes]":
+    """An exec'd monitor for one run, our child: `stdio` are its 0, 1, 2; the IPC and
+    control sockets' child ends keep their numbers (the spec names the IPC one)."""
+    return subprocess.Popen(helper_command("sandbox.monitor.main"),
+                            env=monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno())),
+                            stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
+                            pass_fds=(ipc_child.fileno(), ctl_child.fileno()))

@@ -38,6 +38,7 @@ from sandbox.ipc.frames import encode
 from sandbox.launcher import monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
+from sandbox.launcher.early import EarlyMonitor
 from sandbox.history import History, remove_if_empty
 from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
@@ -178,7 +179,8 @@ class Launcher:
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
                  max_concurrent: int = 64, audit_db: str | None = None,
                  history: bool | str = True,
-                 forkserver: monitors.ForkServerClient | None = None) -> None:
+                 forkserver: monitors.ForkServerClient | None = None,
+                 early: EarlyMonitor | None = None) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
         from this launcher's warm template) or "exec" (a fresh interpreter per
         run: what the CLI uses for its one run). Never a fork of this process: it
@@ -189,7 +191,11 @@ class Launcher:
 
         `forkserver`: a warm fork server someone else owns and keeps (the `sandbox
         exec` daemon's, shared by its runs: sandbox.thin.shared), used instead of a
-        fork server of this launcher's own; `close()` leaves it running."""
+        fork server of this launcher's own; `close()` leaves it running.
+
+        `early`: an exec'd monitor already started (sandbox.launcher.early: the cold
+        CLI starts it before its own imports), taken by the first run it fits
+        (start="exec", not captured, the same stdin); `close()` drops it if none did."""
         if start not in monitors.START_MODES:
             raise InputError(f"start must be one of {', '.join(monitors.START_MODES)}")
         if max_concurrent < 1:
@@ -201,6 +207,7 @@ class Launcher:
             self.history = History(history if isinstance(history, str) else None)
         self.max_concurrent = max_concurrent
         self._forkserver = forkserver or monitors.ForkServerClient()
+        self._early = early
         # stops the fork server of a launcher dropped without close() (only its own)
         self._finalizer = weakref.finalize(
             self, (lambda: None) if forkserver is not None else self._forkserver.close)
@@ -246,6 +253,8 @@ class Launcher:
         for handle in live:
             with contextlib.suppress(BaseException):
                 handle.wait()
+        if self._early is not None:
+            self._early.discard()
         if self.history is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.history.close()
@@ -484,10 +493,15 @@ class Launcher:
             check_actions(body, code_paths, where=f"workflow {body.name!r}")
         run_id = info.run_id
         session: Session | None = None
+        capture = self.capture_output if capture_output is None else capture_output
+        early = self._take_early(capture, io.stdin)
         with contextlib.ExitStack() as cleanup:   # every exit path, in reverse order
-            ipc_parent, ipc_child = socket.socketpair()
+            if early is not None:
+                ipc_parent, ipc_child, ctl_parent, ctl_child = early.take()
+            else:
+                ipc_parent, ipc_child = socket.socketpair()
+                ctl_parent, ctl_child = socket.socketpair()
             cleanup.callback(ipc_parent.close)
-            ctl_parent, ctl_child = socket.socketpair()
             cleanup.callback(ctl_parent.close)
             with contextlib.ExitStack() as child_ends:   # ours until the monitor has them
                 child_ends.callback(ipc_child.close)
@@ -503,16 +517,15 @@ class Launcher:
                 started: list[Any] = []
                 cleanup.callback(self._export_workdir, prep, result, started)
                 prep.plan = _mask_state(prep.plan, self.history)
-                capture = self.capture_output if capture_output is None else capture_output
                 initial = copy.deepcopy(store) if store is not None else {}
                 if mode == "workflow":
                     initial = {**copy.deepcopy(body.store), **initial}
                 t0 = time.monotonic()
                 clock = {"t0": t_start, "launcher.prepared": t0 - t_start}
                 try:
-                    proc, relay = monitors.start_monitor(self.start_mode, ipc_child, ctl_child,
-                                                         capture, io.stdin,
-                                                         server=self._forkserver)
+                    proc, relay = (early.proc, early.relay) if early is not None else \
+                        monitors.start_monitor(self.start_mode, ipc_child, ctl_child,
+                                               capture, io.stdin, server=self._forkserver)
                 except OSError as exc:
                     result.status, result.reason = SETUP_ERROR, \
                         f"cannot start the monitor: {exc}"
@@ -566,6 +579,15 @@ class Launcher:
         plumbing.finish(result)
         self._keep(result, prep, mode, body, lineage)
         return result
+
+    def _take_early(self, capture: bool, stdin: object) -> EarlyMonitor | None:
+        """The early monitor, if this run can take it (once)."""
+        with self._lock:
+            early = self._early
+            if early is None or self.start_mode != "exec" or not early.fits(capture, stdin):
+                return None
+            self._early = None
+            return early
 
     @staticmethod
     def _export_workdir(prep: P.Prepared, result: RunResult, started: list[Any]) -> None:

@@ -30,7 +30,7 @@ from typing import IO, Union
 
 from sandbox import protocol
 from sandbox.launcher import prepare as P
-from sandbox.launcher.interp import helper_command
+from sandbox.launcher.interp import exec_monitor, helper_command, monitor_env  # noqa: F401
 
 
 class ForkedMonitor:
@@ -109,18 +109,6 @@ def end_monitor(proc: Monitor, need_status: bool) -> None:
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-
-
-def monitor_env(**extra: str) -> dict[str, str]:
-    """The whole environment of a fork server or exec'd monitor: never the caller's.
-    `-I` makes the interpreter ignore PYTHON* variables anyway; nothing else is
-    needed (the run's own environment travels in the spec)."""
-    env = {"SANDBOX_LAUNCHER_PID": str(os.getpid())}
-    if os.environ.get("SANDBOX_AUDIT_FAST") == "0":   # the audit's Python loop only
-        env["SANDBOX_AUDIT_FAST"] = "0"                # (monitor/notify_fast.py; A/B runs)
-    if os.environ.get("SANDBOX_MEMTRACE") == "1":     # the sandboxee's memory marks
-        env["SANDBOX_MEMTRACE"] = "1"                  # (sandbox/sandboxee/memtrace.py)
-    return {**env, **extra}
 
 
 class ForkServerClient:
@@ -275,10 +263,7 @@ def _stdio(capture: bool, stdin: StdinSource) -> Stdio:
 def _exec_monitor(st: Stdio, ipc_child: socket.socket,
                   ctl_child: socket.socket) -> "subprocess.Popen[bytes]":
     """sandbox.monitor.main (`python -I -S`: interp.py) for this one run, our child."""
-    env = monitor_env(SANDBOX_MONITOR_FD=str(ctl_child.fileno()))
-    proc = subprocess.Popen(P.monitor_command(), env=env, stdin=st.fds[0],
-                            stdout=st.fds[1], stderr=st.fds[2],
-                            pass_fds=(ipc_child.fileno(), ctl_child.fileno()))
+    proc = exec_monitor(st.fds, ipc_child, ctl_child)
     proc.stdout = os.fdopen(st.out_r, "rb", buffering=0) if st.out_r is not None else None
     proc.stderr = os.fdopen(st.err_r, "rb", buffering=0) if st.err_r is not None else None
     return proc

@@ -251,9 +251,3 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
                     env=build_env(resolved, paths, run_id, True, env, ipc_fd),
                     own_output=own_output)
-
-
-def monitor_command() -> list[str]:
-    """An exec'd monitor's command line: a helper interpreter without `site` (interp.py)."""
-    from sandbox.launcher.interp import helper_command
-    return helper_command("sandbox.monitor.main")
