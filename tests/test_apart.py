@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 from sandbox.launcher.launcher import Launcher
+from sandbox.workflow import Workflow
 
 RELAY = textwrap.dedent("""
     import json, os, tempfile
@@ -116,9 +117,23 @@ def test_pid1_keeps_no_copy_of_the_namespace_layers_pages():
 
 
 def test_the_program_is_pid_2_in_its_workdir_with_the_layers_applied(tmp_path):
+    """An exec'd program (PID 1 applies every layer itself: module doc of apart.py)
+    and a Python action (the setup child applies the first three) see the same."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "whoami.py").write_text(
+        "import os, socket\nfrom sandbox.workflow import action\n\n"
+        "@action('whoami')\ndef whoami(ctx):\n"
+        "    ctx.store['me'] = f'{os.getpid()} {os.getcwd()} {socket.gethostname()}'\n")
+    wf = Workflow.from_dict({"id": "w", "imports": ["whoami"],
+                             "stages": [{"id": "s", "actions": [{"name": "whoami"}]}]})
     with Launcher() as la:
         r = la.spawn(["sh", "-c", 'echo "$$ $(pwd) $(hostname)"'], policy="default",
                      workdir=str(tmp_path), capture_output=True)
+        action = la.spawn(wf, policy="default", workdir=str(tmp_path),
+                          code_paths=[str(tmp_path)])
     assert r.status == "ok", r
     assert r.stdout == f"2 {tmp_path} sandbox\n", r.stdout
     assert r.layers[:3] == ["namespaces", "mounts", "network:none"], r.layers
+    assert action.status == "ok", action.reason
+    assert action.store["me"] == f"2 {tmp_path} sandbox"
+    assert action.layers == r.layers

@@ -74,7 +74,11 @@ def main(ctx: ContainContext, spec: Spec) -> None:
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.init_fd = init_fd
         ctx.keep_fds = (*ctx.keep_fds, init_fd, *([ctx.exit_fd] if ctx.exit_fd >= 0 else []))
-        contain(ctx, apart=True)
+        # The setup child (isolation/apart.py) keeps the namespace layers' pages out of
+        # a Python action's PID 2, a fork of this process. A program's PID 2 execs and
+        # this process execs the init: their pages go then, and the child would only
+        # cost its fork (+4.4 ms of CPU per run, docs/benchmarks.md).
+        contain(ctx, apart=spec.mode != "exec")
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
         if ctx.listener_fd is not None:
