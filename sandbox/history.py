@@ -396,3 +396,20 @@ def remove_if_empty(output_dir: str) -> bool:
         except OSError:
             pass
     return True
+
+
+def serve_one() -> int:
+    """The fresh interpreter's side of sandbox.history_proxy.call: one pickled
+    (path, method, args, kwargs) on stdin, (ok, value or exception) on stdout."""
+    import pickle
+    import sys
+    path, method, args, kwargs = pickle.loads(sys.stdin.buffer.read())
+    try:
+        answer = pickle.dumps((True, getattr(History(path), method)(*args, **kwargs)))
+    except Exception as exc:
+        try:
+            answer = pickle.dumps((False, exc))
+        except Exception:
+            answer = pickle.dumps((False, SandboxError(str(exc))))
+    sys.stdout.buffer.write(answer)
+    return 0

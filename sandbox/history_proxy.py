@@ -28,7 +28,10 @@ def call(path: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", "sandbox.history_proxy"],
+    # The other end is sandbox.history.serve_one (named in a string: history imports
+    # this module, and this one never imports history back).
+    proc = subprocess.run([sys.executable, "-c", "import sys; from sandbox.history import "
+                           "serve_one; sys.exit(serve_one())"],
                           input=pickle.dumps((path, method, args, kwargs)),
                           stdout=subprocess.PIPE, env=env, check=False)
     try:
@@ -39,21 +42,3 @@ def call(path: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     if ok:
         return value
     raise value
-
-
-def main() -> int:
-    path, method, args, kwargs = pickle.loads(sys.stdin.buffer.read())
-    from sandbox.history import History
-    try:
-        answer = pickle.dumps((True, getattr(History(path), method)(*args, **kwargs)))
-    except Exception as exc:
-        try:
-            answer = pickle.dumps((False, exc))
-        except Exception:
-            answer = pickle.dumps((False, SandboxError(str(exc))))
-    sys.stdout.buffer.write(answer)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
