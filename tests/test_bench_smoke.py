@@ -56,9 +56,16 @@ def test_bench_markdown_renders_a_saved_run_and_refuses_what_is_not_one(tmp_path
            "throughput": [{"concurrency": 4, "sandbox_per_s": 40.0,
                            "cpu_ms_per_run": {"launcher": 5.0, "sandbox": 19.0}}],
            "memory": [{"concurrency": 64, "python_action_mib_per_sandbox": 5.6,
-                       "exec_program_mib_per_sandbox": 0.8, "bwrap_mib_per_sandbox": 0.35}]}
+                       "exec_program_mib_per_sandbox": 0.8, "bwrap_mib_per_sandbox": 0.35}],
+           "burst": {"size": 4, "rounds": 1, "policy": "strict", "hit_rate": 1.0, "samples": {
+               "hit": {"name": "hit", "runs": 1, "median_ms": 9.0, "p95_ms": 9.0,
+                       "p99_ms": 9.0, "times_ms": [9.0]}}}}
     run["targets"] = [t.to_dict() for t in evaluate(run)]
     text = render(run, "sandbox bench")
+    # docs/benchmarks.md takes this text as it is, and its docs test refuses a fenced
+    # block without a language (tests/test_docs_examples.py)
+    fences = [line for line in text.splitlines() if line.startswith("```")]
+    assert fences and fences[0::2] == ["```text"] * (len(fences) // 2), fences
     assert "| bwrap | 4.1 ms | 5 ms | 6 ms |" in text
     assert "| 4 | 5.0 | 19.0 | - |" in text and "| 64 | 5.6 MiB | 0.8 MiB | 0.35 MiB |" in text
     for t in run["targets"]:   # each target a row that ends with its own verdict

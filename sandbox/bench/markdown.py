@@ -117,7 +117,7 @@ def render(res: dict[str, Any], command: str = "sandbox bench") -> str:
              *_memory(res), *_lines(res)]
     if "burst" in res:
         from sandbox.bench.burst import render as render_burst
-        parts += ["```", *render_burst(res["burst"]), "```", ""]
+        parts += ["```text", *render_burst(res["burst"]), "```", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
