@@ -275,6 +275,35 @@ class PolicySource:
     is_dir: bool = False
 
 
+# At most this many steps in a mount table (a plan of thousands of rules and masks):
+# a larger one is not sent, and PID 1 computes it itself (runspec.mount_table_wire)
+MOUNT_STEPS_MAX = 4096
+
+
+@dataclass(frozen=True)
+class MountStep:
+    """One step of a sandbox's view, in the order the mount layer performs it: the
+    mount layer's own `Step` (sandbox.isolation.mount_steps), so the table the host
+    computes crosses to PID 1 as it is, with no copy into another shape."""
+    kind: str = bound(chars=16, default="")    # one of mount_steps.KINDS
+    path: str = bound(chars=4096, default="")  # the path inside the view (no symlinks in it)
+    source: str = bound(chars=4096, default="")   # bind: host path; link: the symlink's text
+    is_dir: bool = True
+    attrs: int = 0       # bind: MOUNT_ATTR_* to set on the bound subtree
+    exec: bool = False   # tmp: allow exec
+
+
+@dataclass
+class MountTable:
+    """The mount table of the spec's plan (sandbox.isolation.mounts.prepare), computed by
+    the monitor host: the steps, and each bound rule's real host path as the kernel
+    resolved it then (`real`: rule path -> real path)."""
+    steps: list[MountStep] = bound(items=MOUNT_STEPS_MAX, budget=1 << 20,
+                                   default_factory=list)
+    real: list[tuple[str, str]] = bound(chars=4096, items=MOUNT_STEPS_MAX, budget=1 << 20,
+                                        default_factory=list)
+
+
 # At most this many (an `extends` chain of hundreds of files): a policy read from more
 # is sent without them, and pooled by its content alone (sandbox.monitor.pool_key)
 POLICY_SOURCES_MAX = 256
@@ -304,8 +333,8 @@ class Spec:
     policy_sources: list[PolicySource] = bound(items=POLICY_SOURCES_MAX,
                                                default_factory=list)
     # set by the monitor for its stub: the mount table of fs_plan, computed in the warm
-    # host (runspec.mount_table_wire); empty: PID 1 computes it (mounts.build_view)
-    mount_table: Json = bound(budget=1 << 20, default_factory=dict)
+    # host (runspec.mount_table_wire); None: PID 1 computes it (mounts.build_view)
+    mount_table: MountTable | None = None
 
 
 @dataclass

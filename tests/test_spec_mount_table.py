@@ -20,7 +20,8 @@ from sandbox.isolation import mounts
 from sandbox.monitor import runspec
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
-from sandbox.protocol import Spec, from_datagram, to_datagram
+from sandbox.protocol import (MOUNT_STEPS_MAX, MountStep, MountTable, Spec, from_datagram,
+                              from_obj, to_datagram, to_obj)
 
 
 @pytest.fixture
@@ -82,15 +83,45 @@ def test_a_view_built_from_the_spec_table_still_masks_and_binds_read_only(tree, 
 
 
 @pytest.mark.parametrize("wire", [
-    {"steps": "bind /", "real": {}},
-    {"steps": [["bind", "/", "/", True, "8", False]], "real": {}},
-    {"steps": [["bind", "/", "/", True, 8]], "real": {}},
-    {"steps": [], "real": {"/a": 1}},
+    "bind /",
+    {"steps": "bind /", "real": []},
+    {"steps": [{"kind": "bind", "path": "/", "source": "/", "is_dir": True, "attrs": "8",
+                "exec": False}], "real": []},
+    {"steps": [{"kind": "bind", "path": "/", "source": "/", "is_dir": True, "attrs": 8}],
+     "real": []},
+    {"steps": [], "real": [["/a", 1]]},
+    {"steps": [], "real": {"/a": "/a"}},
     {"steps": []},
+    {"steps": [{"kind": "bind", "path": "/" * 4097, "source": "/", "is_dir": True,
+                "attrs": 8, "exec": False}], "real": []},
 ])
 def test_a_table_of_the_wrong_shape_is_refused(wire):
+    """The table is a protocol dataclass (sandbox.protocol.MountTable): the Spec's own
+    decoding refuses anything not exactly its shape, within its bounds."""
+    obj = to_obj(Spec(fs_plan=FsPlan().to_dict()))
+    obj["mount_table"] = wire
     with pytest.raises(ProtocolError):
-        runspec.mount_table_from_wire(FsPlan(), wire)
+        from_obj(Spec, obj)
+
+
+def test_a_step_of_a_kind_the_mount_layer_does_not_know_is_refused():
+    table = MountTable(steps=[MountStep(kind="chmod", path="/etc")])
+    spec = from_datagram(to_datagram(Spec(mount_table=table)), Spec)
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        runspec.mount_table_from_wire(FsPlan(), spec.mount_table)
+
+
+def test_a_table_over_the_bounds_is_not_sent_and_pid1_computes_it(tree):
+    """Never cut short (a table without its masks would be a wider view): a plan whose
+    table does not fit the spec's bounds gets none, and the spec still encodes."""
+    for i in range(MOUNT_STEPS_MAX + 1):
+        (tree / "ro" / f"m{i}").write_text("")
+    plan = FsPlan(rules=(FsRule(str(tree / "ro")),),
+                  masks=tuple(str(tree / "ro" / f"m{i}") for i in range(MOUNT_STEPS_MAX + 1)))
+    assert len(mounts.prepare(plan).steps) > MOUNT_STEPS_MAX
+    assert runspec.mount_table_wire(plan) is None
+    small = FsPlan(rules=(FsRule(str(tree / "ro")),))
+    assert runspec.mount_table_wire(small) is not None
 
 
 def test_no_table_is_sent_for_a_plan_that_resolves_elsewhere_now(tree):
@@ -98,8 +129,9 @@ def test_no_table_is_sent_for_a_plan_that_resolves_elsewhere_now(tree):
     table, so PID 1 computes it and fails the mount layer (ELOOP), as before."""
     (tree / "data").mkdir()
     plan = FsPlan(rules=(FsRule(str(tree / "data"), real=str(tree / "data")),))
-    assert runspec.mount_table_wire(plan)["steps"]
+    table = runspec.mount_table_wire(plan)
+    assert table is not None and table.steps
     os.rename(tree / "data", tree / "data.orig")
     os.symlink(tree / "ro", tree / "data")
-    assert runspec.mount_table_wire(plan) == {}
-    assert runspec.mount_table_from_wire(plan, {}) is None
+    assert runspec.mount_table_wire(plan) is None
+    assert runspec.mount_table_from_wire(plan, None) is None

@@ -11,11 +11,11 @@ import sys
 from typing import TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
-from sandbox.isolation.mount_steps import Prepared, Step
+from sandbox.isolation.mount_steps import KINDS, Prepared
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
 from sandbox.errors import ProtocolError
-from sandbox.protocol import Spec
+from sandbox.protocol import MOUNT_STEPS_MAX, MountTable, Spec
 
 
 def build_context(spec: Spec) -> ContainContext:
@@ -36,40 +36,52 @@ def build_context(spec: Spec) -> ContainContext:
     )
 
 
-_STEP_TYPES = (str, str, str, bool, int, bool)   # Step's fields, in order
-
-
-def mount_table_wire(plan: FsPlan) -> dict[str, object]:
+def mount_table_wire(plan: FsPlan) -> MountTable | None:
     """The mount table of `plan` (mounts.prepare) for the spec, computed in the warm
     monitor host: in PID 1, a fresh fork of the template, the same work cost ~1 ms of
-    CPU per run (each object it touches is a page copy; docs/benchmarks.md). Empty when
-    it cannot be made: PID 1 then computes it itself and fails the mount layer with the
-    reason (a rule path swapped for a link since the plan: ELOOP)."""
+    CPU per run (each object it touches is a page copy; docs/benchmarks.md). None when
+    it cannot be made, or would not fit the spec's bounds (the spec is never cut short:
+    a table missing a mask would be a wider view): PID 1 then computes it itself, and
+    fails the mount layer with the reason (a rule path swapped for a link since the
+    plan: ELOOP)."""
     from sandbox.isolation import mounts
     try:
         prep = mounts.prepare(plan)
     except Exception:
-        return {}
-    return {"steps": [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec] for s in prep.steps],
-            "real": prep.real}
-
-
-def mount_table_from_wire(plan: FsPlan, wire: dict[str, object]) -> Prepared | None:
-    """`mount_table_wire`'s table back, for `plan`; None when the spec has none. A table
-    of the wrong shape is a ProtocolError (the stub reports it: the run fails closed)."""
-    if not wire:
         return None
-    steps, real = wire.get("steps"), wire.get("real")
-    if not isinstance(steps, list) or not isinstance(real, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in real.items()):
-        raise ProtocolError("spec: a mount table of the wrong shape")
-    out = []
-    for s in steps:
-        if not isinstance(s, list) or len(s) != len(_STEP_TYPES) or not all(
-                type(v) is t for v, t in zip(s, _STEP_TYPES)):
-            raise ProtocolError(f"spec: a mount table step of the wrong shape: {s!r:.200}")
-        out.append(Step(*s))
-    return Prepared(plan, out, dict(real))
+    table = MountTable(steps=prep.steps, real=list(prep.real.items()))
+    return table if _fits(table) else None
+
+
+def _fits(table: MountTable) -> bool:
+    """Within MountTable's bounds, counted the way the encoder may spend them: at most
+    12 bytes of JSON per character (a surrogate pair escaped) plus each item's frame."""
+    if len(table.steps) > MOUNT_STEPS_MAX or len(table.real) > MOUNT_STEPS_MAX:
+        return False
+    budget = 1 << 20
+    steps = real = 0
+    for st in table.steps:
+        if len(st.path) > 4096 or len(st.source) > 4096 or len(st.kind) > 16:
+            return False
+        steps += 12 * (len(st.path) + len(st.source) + len(st.kind)) + 96
+    for rule, where in table.real:
+        if len(rule) > 4096 or len(where) > 4096:
+            return False
+        real += 12 * (len(rule) + len(where)) + 16
+    return steps <= budget and real <= budget
+
+
+def mount_table_from_wire(plan: FsPlan, table: MountTable | None) -> Prepared | None:
+    """`mount_table_wire`'s table back, for `plan`; None when the spec has none. Its
+    shape is the protocol's to check (Spec's decoding); a step of a kind the mount
+    layer does not know is a ProtocolError here (the stub reports it: the run fails
+    closed)."""
+    if table is None:
+        return None
+    for st in table.steps:
+        if st.kind not in KINDS:
+            raise ProtocolError(f"spec: a mount table step of unknown kind {st.kind!r:.40}")
+    return Prepared(plan, table.steps, dict(table.real))
 
 
 J = TypeVar("J")

@@ -62,7 +62,8 @@ def rehearse() -> None:
             pol = resolve(load_policy(name), default_variables("/", "/"))
             plan = build_plan(pol)
             spec = protocol.Spec(run_id="rehearsal", mode="workflow", env={"PATH": "/bin"},
-                                 policy=pol.to_dict(), fs_plan=plan.to_dict(), ipc_fd=3)
+                                 policy=pol.to_dict(), fs_plan=plan.to_dict(), ipc_fd=3,
+                                 mount_table=runspec.mount_table_wire(plan))
             req = protocol.to_datagram(protocol.ForkStub(cgroup_procs=["/x/cgroup.procs"]))
             for _ in range(10):
                 got = protocol.from_envelope(protocol.to_envelope(spec, protocol.SPEC_MAX),
