@@ -290,11 +290,12 @@ class Session:
         type_ = msg.type
         counts = st.counts
         seen = counts.get(type_, 0)
+        acted_on = type_ in _SHAPES
         # A custom message (not one the launcher acts on) of a type already seen keeps
         # nothing: its count only. The rest is charged as kept.
-        if not seen or type_ in _SHAPES:
+        if not seen or acted_on:
             kept = 0 if seen else 2 * len(type_) + 100
-            if type_ in _SHAPES:
+            if acted_on:
                 kept += msg.cost
             if kept:
                 st.retained += kept
@@ -304,7 +305,7 @@ class Session:
                                   "and message type names per run, estimated as decoded)")
                     return
         counts[type_] = seen + 1
-        if type_ in _SHAPES and not self._act_on(msg):
+        if acted_on and not self._act_on(msg):
             return
         if self.on_message is not None:
             self.on_message(msg)
