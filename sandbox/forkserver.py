@@ -2,7 +2,7 @@
 
 ``python -I -m sandbox.forkserver`` is started by exec (a small, fresh
 process: fork cost grows with resident memory), with an explicit environment
-(`launcher.monitors.monitor_env`). It imports the package's trusted runtime
+(`launcher.interp.monitor_env`). It imports the package's trusted runtime
 (`sandbox.monitor.host.PRELOAD`; never user action code: that is imported in
 the sandboxee, after containment), pre-compiles the built-in policies'
 seccomp programs, freezes the garbage collector's view of those objects (so

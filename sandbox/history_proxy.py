@@ -13,27 +13,24 @@ same user and code (never a file another user could write).
 """
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
-import sys
 from typing import Any
 
 from sandbox.errors import SandboxError
+from sandbox.launcher.interp import helper_command
 
 
 def call(path: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """`History(path).method(*args, **kwargs)` in a new interpreter: its value, or
     the exception it raised."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     # The other end is sandbox.history.serve_one (named in a string: history imports
-    # this module, and this one never imports history back).
-    proc = subprocess.run([sys.executable, "-c", "import sys; from sandbox.history import "
-                           "serve_one; sys.exit(serve_one())"],
+    # this module, and this one never imports history back), started the way every
+    # helper interpreter of ours is: -I -S with the launcher's import path written out
+    # (launcher/interp.py), so neither the caller's PYTHONPATH nor `site` applies.
+    proc = subprocess.run(helper_command("sandbox.history", "serve_one"),
                           input=pickle.dumps((path, method, args, kwargs)),
-                          stdout=subprocess.PIPE, env=env, check=False)
+                          stdout=subprocess.PIPE, check=False)
     try:
         ok, value = pickle.loads(proc.stdout)
     except Exception:

@@ -1,4 +1,5 @@
-"""The command line of our own helper interpreters (an exec'd monitor, a fork server):
+"""The command line of our own helper interpreters (an exec'd monitor, a fork server, a
+forked process's run-history operation):
 ``python -I -S`` with the import path written out, instead of ``python -I -m``.
 
 Why: `site` is most of a bare interpreter's start-up here (``python -I -c pass``
@@ -45,15 +46,17 @@ def site_path() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     return (os.path.dirname(package),), tail
 
 
-def helper_command(module: str) -> list[str]:
-    """How to start `module` (which has a ``main() -> int``) as a helper interpreter."""
+def helper_command(module: str, entry: str = "main") -> list[str]:
+    """How to start `module` as a helper interpreter that runs its `entry` (a function
+    of no argument that returns the exit code: a fork server's or monitor's ``main``,
+    the run history's ``serve_one``)."""
+    call = f"from {module} import {entry}; sys.exit({entry}())"
     paths = site_path()
     if paths is None:
-        return [sys.executable, "-I", "-m", module]
+        return [sys.executable, "-I", "-c", f"import sys; {call}"]
     head, tail = paths
-    code = (f"import sys; sys.path[:0] = {list(head)!r}; sys.path += {list(tail)!r}; "
-            f"from {module} import main; sys.exit(main())")
-    return [sys.executable, "-I", "-S", "-c", code]
+    return [sys.executable, "-I", "-S", "-c",
+            f"import sys; sys.path[:0] = {list(head)!r}; sys.path += {list(tail)!r}; {call}"]
 
 
 def monitor_env(**extra: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import IO, Union
 
 from sandbox import protocol
 from sandbox.launcher import prepare as P
-from sandbox.launcher.interp import exec_monitor, helper_command, monitor_env  # noqa: F401
+from sandbox.launcher.interp import exec_monitor, helper_command, monitor_env
 
 
 class ForkedMonitor:
