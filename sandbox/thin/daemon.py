@@ -21,6 +21,7 @@ sockets and the children's pidfds), so forking it is safe.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import selectors
 import signal
@@ -372,6 +373,12 @@ def stop(path: str, timeout: float = 30.0) -> bool:
 def main(argv: list[str]) -> int:
     daemon = Daemon(argv[0])
     daemon.warm()
+    # Every run is a fork of this process: objects the collector would visit in a run
+    # (writing their headers: a page copy each) are moved out of its reach, as the fork
+    # server's template does (monitor/zygote.py). Alternated, 40 runs each, the forks'
+    # CPU per warm `sandbox exec -- /bin/true`: 22.5 / 26.3 ms against 25.0 / 28.0.
+    gc.collect()
+    gc.freeze()
     daemon.bind()
     signal.signal(signal.SIGTERM, lambda *_: setattr(daemon, "stopping", True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
