@@ -55,6 +55,21 @@ class build_native(Command):
         self._compile(CLIENT_SOURCE, CLIENT_TARGET,
                       [*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"'])
         self._compile(FAST_SOURCE, FAST_TARGET, FAST_CFLAGS)
+        if self.editable_mode:
+            self._bytecode()
+
+    def _bytecode(self) -> None:
+        """Byte-compile the package in place, as pip does for a wheel it installs.
+
+        A sandbox never writes bytecode (its view of the runtime is read-only and its
+        Python action runs with `sys.dont_write_bytecode`), and a module imported only
+        inside sandboxes -- the runtime's own actions (`sandbox.bench.actions`, the
+        demos) -- would otherwise be compiled from source by every run's PID 2: ~0.75
+        ms of CPU and ~180 page faults for bench/actions.py in a fork of the template,
+        and one more audited open (docs/benchmarks.md, "From ready to exited"). A
+        source edited later has a stale .pyc, which Python ignores: never wrong."""
+        import compileall
+        compileall.compile_dir("sandbox", quiet=2)
 
     def _compile(self, source: str, target: str, flags: list[str]) -> None:
         out = target if self.editable_mode else os.path.join(self.build_lib, target)

@@ -14,7 +14,8 @@ shared by every fork:
 - `warm`: the parent's user namespace caps (read from /proc once, not per stub),
   the Landlock ABI, each built-in policy's seccomp program, a rehearsal of the
   pure Python every stub and PID 1 run (`rehearse`), and of a Python action's
-  worker on a no-op action (`rehearse_worker`);
+  worker on a no-op action (`rehearse_worker`), and the import system's listing
+  of every directory of the runtime (`warm_finders`);
 - `plug_free_blocks`: the allocator's free blocks filled, so that a fork's new
   objects go to fresh, dense pools rather than one free block in each of
   hundreds of the template's pages.
@@ -31,6 +32,32 @@ def warm() -> None:
     landlock.abi_version()
     _compile_filters()
     rehearse()
+    warm_finders()
+
+
+def warm_finders() -> None:
+    """A filled `FileFinder` in `sys.path_importer_cache` for every package directory of
+    the runtime, as the template already holds for the directories it imported from.
+
+    A Python action that imports a module of the runtime the template did not (the
+    benchmarks' and demos' actions: `sandbox.bench.actions`) otherwise makes the
+    finder of that directory in PID 2: an `isdir` stat by the path hook and the
+    directory's listing (an `openat`), each a seccomp notification the monitor
+    answers under an auditing policy. A warm finder still stats the directory
+    before each lookup and lists it again when its mtime changed, as Python does;
+    only the first listing moves here. The action's own calls are unchanged: it
+    never made these (the worker's import machinery did)."""
+    import importlib.machinery
+    import sys
+    import sandbox
+    for root in sandbox.__path__:
+        for here, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            if "__init__.py" not in files or here in sys.path_importer_cache:
+                continue
+            finder = importlib.machinery.PathFinder._path_importer_cache(here)  # type: ignore[attr-defined]
+            if finder is not None:
+                finder.find_spec("-")   # no such module: stats and lists the directory now
 
 
 def _compile_filters() -> None:
