@@ -337,6 +337,52 @@ class Spec:
     mount_table: MountTable | None = None
 
 
+# At most this many bytes: the setup child's answer to a Python action's PID 1 (`Pid1Plan`)
+PLAN_MAX = 1 << 18
+
+
+@dataclass
+class Pid1Plan:
+    """What a Python action's PID 1 still needs once its setup child has decoded the
+    `Spec`, built the context and applied the namespace-wide layers
+    (sandbox/sandboxee/planned.py): the environment, and the containment context for
+    the per-process layers, without what only the child needed (the filesystem
+    rules and plan, the mount table, the syscall lists once the seccomp program is
+    compiled). Not a message of `MESSAGES`: it goes from a fork of PID 1 to PID 1,
+    before anything untrusted runs, as `marshal` of its fields (`plan_to_bytes`), at
+    most PLAN_MAX bytes, and `context` is a pickled `ContainContext`, taken back by the
+    C unpickler: PID 1 decodes no JSON and runs no policy constructor, each page of
+    whose Python would be the program's own (docs/benchmarks.md)."""
+    # (layer, text) of a SetupError (or of a spec that did not decode: layer "stub")
+    error: list[str] | None = bound(chars=4096, items=2, default=None)
+    env: dict[str, str] = bound(chars=1 << 16, items=1100, default_factory=dict)
+    stdio_tty: bool = False   # the run has a terminal (the program takes it)
+    # the descriptors beside the plan: which ContainContext field each one is
+    fds: list[str] = bound(chars=32, items=8, default_factory=list)
+    context: bytes = b""      # pickle of the ContainContext (above); b"" with an error
+
+
+def plan_to_bytes(plan: Pid1Plan) -> bytes:
+    """`plan` as marshal of its fields, in their order (Pid1Plan's docstring)."""
+    import marshal
+    data = marshal.dumps(tuple(getattr(plan, f.name) for f in dataclasses.fields(plan)))
+    if len(data) > PLAN_MAX:
+        raise ProtocolError(f"pid1 plan: {len(data)} bytes, over {PLAN_MAX}")
+    return data
+
+
+def plan_from_bytes(data: bytes) -> Pid1Plan:
+    """`plan_to_bytes`'s plan back; ProtocolError when it is not one."""
+    import marshal
+    if len(data) > PLAN_MAX:
+        raise ProtocolError(f"pid1 plan: {len(data)} bytes, over {PLAN_MAX}")
+    try:
+        got = marshal.loads(data)
+        return Pid1Plan(*got)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise ProtocolError(f"pid1 plan: {exc}") from None
+
+
 @dataclass
 class Cancel:
     reason: str = bound(chars=256, default="cancelled")
@@ -888,6 +934,12 @@ def from_datagram(data: bytes, *accept: type[T]) -> T:
     return from_envelope(data, *accept, limit=DATAGRAM_MAX)
 
 
+# MSG_TRUNC | MSG_CTRUNC as a plain int, computed once: `|` of socket's IntFlag members
+# runs the enum module's Python, ~190 KiB of page copies in a fresh fork of the
+# template (the stub and PID 1 test it on every datagram they take)
+TRUNCATED = int(socket.MSG_TRUNC) | int(socket.MSG_CTRUNC)
+
+
 def send(sock: socket.socket, msg: DataclassInstance, fds: typing.Sequence[int] = ()) -> None:
     """One message as one datagram (SOCK_SEQPACKET), `fds` beside it (SCM_RIGHTS)."""
     data = to_datagram(msg)
@@ -904,7 +956,7 @@ def recv(sock: socket.socket, *accept: type[T],
     raises ProtocolError; the descriptors that came with it are closed first."""
     data, fds, flags, _ = socket.recv_fds(sock, DATAGRAM_MAX + 1, max_fds)
     try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & TRUNCATED:
             raise ProtocolError("datagram or its descriptors truncated")
         if not data:
             if fds:

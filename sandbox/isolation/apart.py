@@ -42,9 +42,13 @@ from sandbox.sandboxee import forking
 Layer = Callable[[ContainContext], None]
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 # what the mount layer opens, and the Landlock ruleset made ahead (`ahead`)
-_FDS = ("output_fd", "cow_fd", "scratch_fd", "shm_fd", "landlock_ruleset")
+FDS = ("output_fd", "cow_fd", "scratch_fd", "shm_fd", "landlock_ruleset")
+_FDS = FDS
 _MAX = 1 << 18   # bytes of the answer: the real paths of a plan's rules dominate it
 
+
+# as sandbox.protocol.TRUNCATED: a plain int, not an IntFlag `|` (the enum's Python)
+_TRUNCATED = int(socket.MSG_TRUNC) | int(socket.MSG_CTRUNC)
 
 IN_CHILD = False   # True in the setup child (namespaces.apply checks PID 1 or this)
 
@@ -72,15 +76,34 @@ def run(ctx: ContainContext, layers: Sequence[tuple[str, Layer]],
     `ahead` (what later layers can compute in advance; whatever it could not, PID 1
     does at their turn); take the results into `ctx`. Raises SetupError (the
     child's, or why it gave none)."""
+    data, fds = in_child(lambda sock: _child(ctx, layers, apply, ahead, sock), last_pid_fd,
+                         len(_FDS))
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise SetupError(layers[0][0], "the setup process ended without an answer")
+    _take(ctx, marshal.loads(data), fds)
+
+
+def in_child(work: Callable[[socket.socket], None], last_pid_fd: int,
+             max_fds: int) -> tuple[bytes, list[int]]:
+    """Run `work` in a throw-away child, which answers on the socket it is given with
+    one message (and its descriptors, received here not inheritable); then give its
+    pid back (ns_last_pid, module doc). b"" when it ended without an answer."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         pid = forking.fork_single_threaded()
         if pid == 0:
-            ours.close()
-            _child(ctx, layers, apply, ahead, theirs)   # never returns
+            global IN_CHILD
+            IN_CHILD = True
+            try:
+                ours.close()
+                work(theirs)
+            finally:
+                os._exit(0)
         theirs.close()
         try:
-            data, fds, _, _ = socket.recv_fds(ours, _MAX, len(_FDS))
+            data, fds, flags, _ = socket.recv_fds(ours, _MAX, max_fds)
         finally:
             os.waitpid(pid, 0)
             try:
@@ -90,11 +113,13 @@ def run(ctx: ContainContext, layers: Sequence[tuple[str, Layer]],
     finally:
         ours.close()
         os.close(last_pid_fd)
-    if not data:
+    for fd in fds:
+        os.set_inheritable(fd, False)   # received inheritable: the program must not get it
+    if flags & _TRUNCATED:
         for fd in fds:
             os.close(fd)
-        raise SetupError(layers[0][0], "the setup process ended without an answer")
-    _take(ctx, marshal.loads(data), fds)
+        return b"", []
+    return data, fds
 
 
 def _take(ctx: ContainContext, answer: tuple[Any, ...], fds: list[int]) -> None:
@@ -105,7 +130,6 @@ def _take(ctx: ContainContext, answer: tuple[Any, ...], fds: list[int]) -> None:
     ctx.timings.update(timings)
     os.environ.update(env)
     for name, fd in zip(names, fds):
-        os.set_inheritable(fd, False)   # received inheritable: the program must not get it
         setattr(ctx, name, fd)
         if name in ("scratch_fd", "shm_fd", "landlock_ruleset"):
             ctx.keep_fds = (*ctx.keep_fds, fd)
@@ -125,30 +149,34 @@ def _take(ctx: ContainContext, answer: tuple[Any, ...], fds: list[int]) -> None:
 def _child(ctx: ContainContext, layers: Sequence[tuple[str, Layer]],
            apply: Callable[[ContainContext, str, Layer], None], ahead: Layer | None,
            sock: socket.socket) -> None:
-    global IN_CHILD
-    IN_CHILD = True
+    env = dict(os.environ)
+    ctx.active, ctx.skipped, ctx.timings = [], {}, {}
+    error = apply_layers(ctx, layers, apply, ahead)
+    held = [(n, getattr(ctx, n)) for n in _FDS if getattr(ctx, n) not in (None, -1)]
+    real = ctx.mount_table.real if ctx.mount_table is not None else None
+    changed = {k: v for k, v in os.environ.items() if env.get(k) != v}
+    answer = marshal.dumps((error, ctx.active, ctx.skipped, ctx.timings, changed,
+                            [n for n, _ in held], real, ctx.landlock_abi,
+                            ctx.seccomp_program))
+    socket.send_fds(sock, [answer], [fd for _, fd in held])
+
+
+def apply_layers(ctx: ContainContext, layers: Sequence[tuple[str, Layer]],
+                 apply: Callable[[ContainContext, str, Layer], None],
+                 ahead: Layer | None) -> tuple[str, str] | None:
+    """In the child: `layers` through `apply`, then `ahead` if they all applied;
+    the (layer, text) of the error that stopped them, or None."""
+    error = None
     try:
-        env = dict(os.environ)
-        ctx.active, ctx.skipped, ctx.timings = [], {}, {}
-        error = None
+        for name, layer in layers:
+            apply(ctx, name, layer)
+    except SetupError as exc:
+        error = (exc.layer, str(exc))   # PID 1 reports both as they are (entry.py)
+    except BaseException as exc:
+        error = ("sandboxee", f"{type(exc).__name__}: {exc}")
+    if error is None and ahead is not None:
         try:
-            for name, layer in layers:
-                apply(ctx, name, layer)
-        except SetupError as exc:
-            error = (exc.layer, str(exc))   # PID 1 reports both as they are (entry.py)
-        except BaseException as exc:
-            error = ("sandboxee", f"{type(exc).__name__}: {exc}")
-        if error is None and ahead is not None:
-            try:
-                ahead(ctx)
-            except BaseException:
-                pass   # PID 1 computes it at its turn, and fails there if it must
-        held = [(n, getattr(ctx, n)) for n in _FDS if getattr(ctx, n) not in (None, -1)]
-        real = ctx.mount_table.real if ctx.mount_table is not None else None
-        changed = {k: v for k, v in os.environ.items() if env.get(k) != v}
-        answer = marshal.dumps((error, ctx.active, ctx.skipped, ctx.timings, changed,
-                                [n for n, _ in held], real, ctx.landlock_abi,
-                                ctx.seccomp_program))
-        socket.send_fds(sock, [answer], [fd for _, fd in held])
-    finally:
-        os._exit(0)
+            ahead(ctx)
+        except BaseException:
+            pass   # PID 1 computes it at its turn, and fails there if it must
+    return error

@@ -44,12 +44,17 @@ NEEDS_NAMESPACES = frozenset({"namespaces", "mounts", "network"})
 
 
 def contain(ctx: ContainContext, *, until: str | None = None,
-            apart: bool = False) -> ContainContext:
+            apart: bool = False, shared_done: bool = False) -> ContainContext:
     """Apply every layer in order (or up to and including `until`, for tests); with
-    `apart`, the namespace-wide ones in a throw-away child (module doc)."""
+    `apart`, the namespace-wide ones in a throw-away child (module doc). With
+    `shared_done`, a Python action's setup child has applied those already, before
+    PID 1 knew the run (sandbox/sandboxee/planned.py): only the rest is applied."""
     names = [name for name, _ in SEQUENCE]
     todo = SEQUENCE[:names.index(until) + 1] if until else SEQUENCE
     shared = [step for step in todo if step[0] in NEEDS_NAMESPACES]
+    if shared_done:
+        todo = todo[len(shared):]
+        shared = []
     if apart and ctx.namespaces and shared:
         last_pid = apart_mod.available()
         if last_pid >= 0:
@@ -71,8 +76,11 @@ def _ahead(ctx: ContainContext) -> None:
     privileges.drop_capabilities()
     try:
         ctx.landlock_ruleset, ctx.landlock_abi = landlock.build(ctx)
-    except SetupError:
-        pass   # PID 1 tries again at Landlock's turn: the error, or the skip, is its
+    except SetupError as exc:
+        # PID 1 raises it at Landlock's turn (landlock.apply): the error, or the skip,
+        # is its. The same build there, with no capability either, would fail the same.
+        text, head = str(exc), f"{exc.layer}: "
+        ctx.landlock_error = text[len(head):] if text.startswith(head) else text
     ctx.seccomp_program = seccomp.warm(ctx.policy.syscalls, ctx.audit_files,
                                        ctx.policy.network.mode)
 

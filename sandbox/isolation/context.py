@@ -56,4 +56,5 @@ class ContainContext:
     # made ahead by PID 1's setup child (sandbox/isolation/apart.py) for the later layers:
     landlock_ruleset: int = -1           # the Landlock ruleset, enforced as is
     landlock_abi: int = 0                # ... and the ABI it was built for
+    landlock_error: str = ""             # ... or why it could not be built
     seccomp_program: bytes = b""         # the BPF program to install

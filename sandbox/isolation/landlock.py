@@ -308,6 +308,8 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
     if ctx.landlock_ruleset >= 0:
         ruleset, abi = ctx.landlock_ruleset, ctx.landlock_abi
         ctx.landlock_ruleset = -1
+    elif ctx.landlock_error:
+        raise SetupError("landlock", ctx.landlock_error)   # the setup child's build's
     else:
         ruleset, abi = build(ctx, abstract_scope=abstract_scope)
     try:

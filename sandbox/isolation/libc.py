@@ -199,6 +199,12 @@ def sethostname(name: str) -> None:
     socket.sethostname(name)
 
 
+def clearenv() -> None:
+    """clearenv(3): the C environment emptied (os.environ's mapping is the caller's)."""
+    if _libc.clearenv() != 0:
+        raise OSError("clearenv failed")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2); its (non-negative) result, or OSError."""
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),

@@ -269,7 +269,7 @@ def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
         sock.close()
         for fd in children:
             os.close(fd)
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != STUB_FDS:
+        if flags & protocol.TRUNCATED or len(fds) != STUB_FDS:
             os._exit(1)
         req = protocol.from_datagram(data, ForkStub)
         for fd in fds:   # received descriptors are inheritable: the program must not get them
@@ -279,7 +279,8 @@ def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
         status = socket.socket(fileno=fds[0])
         go = socket.socket(fileno=fds[2])
         start: Callable[[Spec, list[int]], Callable[[], object]] = stubs.start_pid1(fds[1])
-        stub.run_waiting(status, go, req, start, _native.INIT_PATH)
+        from sandbox.sandboxee import planned
+        stub.run_waiting(status, go, req, start, _native.INIT_PATH, planned.start(fds[1]))
     finally:
         os._exit(1)
 

@@ -57,14 +57,22 @@ def _setup_failure(layer: str, message: str) -> SetupFailure:
     return SetupFailure(layer, message[:4000])
 
 
+def trace_start() -> tuple[int, ...]:
+    """SANDBOX_MEMTRACE's first mark of PID 1 (sandbox/sandboxee/memtrace.py): the
+    descriptors to keep for it."""
+    if not memtrace.ON:
+        return ()
+    import time
+    time.sleep(0.05)   # the stub has exec'd: its copies are PID 1's alone
+    fd = memtrace.pin()
+    memtrace.mark("pid1.start")
+    return (fd,)
+
+
 def main(ctx: ContainContext, spec: Spec) -> None:
     """Never returns."""
     mon = socket.socket(fileno=ctx.monitor_fd)
-    if memtrace.ON:
-        import time
-        time.sleep(0.05)   # the stub has exec'd: its copies are PID 1's alone
-        ctx.keep_fds = (*ctx.keep_fds, memtrace.pin())
-        memtrace.mark("pid1.start")
+    ctx.keep_fds = (*ctx.keep_fds, *trace_start())
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
@@ -81,62 +89,75 @@ def main(ctx: ContainContext, spec: Spec) -> None:
         contain(ctx, apart=spec.mode != "exec")
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
-        if ctx.listener_fd is not None:
-            # named, not sent: with a private network the filter hands sendmsg to the
-            # monitor, which cannot answer before it holds the listener; it takes it
-            # (pidfd_getfd) and acknowledges (sandbox/monitor/supervisor.py)
-            protocol.send(mon, ListenerAt(ctx.listener_fd))
-            try:
-                ack, _ = protocol.recv(mon, Ack, max_fds=0)
-            except ProtocolError:
-                ack = None
-            if ack is None or not ack.ok:
-                raise SetupError("seccomp", "the monitor could not take the notification "
-                                            "listener")
-            os.close(ctx.listener_fd)
-        if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
-            # the monitor copies it out when the run ends
-            protocol.send(mon, OutputFd(), [ctx.output_fd])
-            os.close(ctx.output_fd)
-            ctx.output_fd = None
-        if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
-            protocol.send(mon, CowFd(), [ctx.cow_fd])
-            os.close(ctx.cow_fd)
-            ctx.cow_fd = None
-        if ctx.scratch_fd >= 0:
-            # the monitor looks at the private /tmp's free space once the run is over
-            # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
-            # the mount layer before any filter, keeps the tmpfs for it till then
-            protocol.send(mon, ScratchFd(), [ctx.scratch_fd])
-            os.close(ctx.scratch_fd)
-            if ctx.shm_fd >= 0:
-                protocol.send(mon, ShmFd(), [ctx.shm_fd])
-                os.close(ctx.shm_fd)
-                ctx.shm_fd = -1
-            ctx.scratch_fd = -1
-        memtrace.mark("pid1.ready")
-        ctx.timings.update(memtrace.MARKS)
-        protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
-                                 timings=dict(ctx.timings)))
+        report(ctx, mon)
     except SetupError as exc:
         protocol.send(mon, _setup_failure(exc.layer, str(exc)))
         os._exit(EXIT_SETUP)
     except BaseException as exc:
         protocol.send(mon, _setup_failure("sandboxee", f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_SETUP)
+    start_program(ctx, mon, tty=spec.stdio.tty is not None, mode=spec.mode, argv=spec.argv)
 
-    signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+
+def report(ctx: ContainContext, mon: socket.socket) -> None:
+    """Once every layer is applied: the listener, the mount layer's descriptors and
+    `Ready` to the monitor. Raises SetupError (the listener not taken)."""
+    if ctx.listener_fd is not None:
+        # named, not sent: with a private network the filter hands sendmsg to the
+        # monitor, which cannot answer before it holds the listener; it takes it
+        # (pidfd_getfd) and acknowledges (sandbox/monitor/supervisor.py)
+        protocol.send(mon, ListenerAt(ctx.listener_fd))
+        try:
+            ack, _ = protocol.recv(mon, Ack, max_fds=0)
+        except ProtocolError:
+            ack = None
+        if ack is None or not ack.ok:
+            raise SetupError("seccomp", "the monitor could not take the notification "
+                                        "listener")
+        os.close(ctx.listener_fd)
+    if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
+        # the monitor copies it out when the run ends
+        protocol.send(mon, OutputFd(), [ctx.output_fd])
+        os.close(ctx.output_fd)
+        ctx.output_fd = None
+    if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
+        protocol.send(mon, CowFd(), [ctx.cow_fd])
+        os.close(ctx.cow_fd)
+        ctx.cow_fd = None
+    if ctx.scratch_fd >= 0:
+        # the monitor looks at the private /tmp's free space once the run is over
+        # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
+        # the mount layer before any filter, keeps the tmpfs for it till then
+        protocol.send(mon, ScratchFd(), [ctx.scratch_fd])
+        os.close(ctx.scratch_fd)
+        if ctx.shm_fd >= 0:
+            protocol.send(mon, ShmFd(), [ctx.shm_fd])
+            os.close(ctx.shm_fd)
+            ctx.shm_fd = -1
+        ctx.scratch_fd = -1
+    memtrace.mark("pid1.ready")
+    ctx.timings.update(memtrace.MARKS)
+    protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
+                             timings=dict(ctx.timings)))
+
+
+def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: str,
+                  argv: list[str] | None) -> None:
+    """Fork PID 2 (the program) and become the init. Never returns."""
+    # `_signal`, not `signal`'s wrappers, which make an enum member of each signal
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals())
     try:
         child = forking.fork_single_threaded()
     except OSError as exc:
         protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)
     if child == 0:
-        _program(ctx, spec, mon)  # never returns
+        _program(ctx, mon, tty, mode, argv)  # never returns
     _become_init(ctx, mon, child)
 
 
-def _program(ctx: ContainContext, spec: Spec, mon: socket.socket) -> None:
+def _program(ctx: ContainContext, mon: socket.socket, tty: bool, mode: str,
+             argv: list[str] | None) -> None:
     """PID 2: the program with the signal state a shell would give it. Never returns."""
     code = EXIT_SETUP
     try:
@@ -156,10 +177,10 @@ def _program(ctx: ContainContext, spec: Spec, mon: socket.socket) -> None:
                     pass
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
-        if spec.stdio.tty is not None:
+        if tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if spec.mode == "exec":
-            _exec(spec.argv or [], mon)
+        if mode == "exec":
+            _exec(argv or [], mon)
         mon.close()
         from sandbox.sandboxee import worker
         code = worker.run(ctx.ipc_fd)

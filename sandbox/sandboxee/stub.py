@@ -37,7 +37,7 @@ from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
 from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
                               StubReady)
-from sandbox.sandboxee import forking, memtrace
+from sandbox.sandboxee import forking, memtrace, planned
 
 
 # Encoded once, in the template every stub is forked from (the zygote): a waiting stub
@@ -49,11 +49,16 @@ _READY = protocol.to_datagram(StubReady(ok=True))
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 start: Callable[[Spec, list[int]], Callable[[], object]],
-                init_path: str | None = None) -> None:
+                init_path: str | None = None,
+                undecoded: Callable[[bytes, list[int]], Callable[[], object]] | None = None
+                ) -> None:
     """Every stub: join the run's cgroups and enter the namespaces *before* the run is
     known (`req`: sandbox.monitor.zygote), then wait on `go` for the `Spec` (or a
     `SpecFile`) and the run's descriptors (ipc, stdin, stdout, stderr, exit pipe).
-    `start(spec, fds)` returns PID 1's main. Never returns.
+    `start(spec, fds)` returns PID 1's main. A Python action's spec is not decoded
+    here: `undecoded(datagram, fds)` returns its PID 1's main, which has it decoded by
+    its setup child (sandbox/sandboxee/planned.py), and the stub becomes the waiter
+    `init_path`. Never returns.
 
     First message: `StubReady` (the monitor discards a stub that is not ok and, for a
     best-effort policy, asks for one without namespaces), or a `SetupFailure` when
@@ -81,18 +86,39 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 os._exit(0)
         memtrace.mark("stub.unshared")
         status.send(_READY)
-        msg, fds = protocol.recv(go, Spec, SpecFile)
+        data, fds, flags, _ = socket.recv_fds(go, protocol.DATAGRAM_MAX + 1, protocol.MAX_FDS)
         memtrace.mark("stub.spec")
         go.close()
-        if msg is None:
+        if not data and not fds:
             os._exit(0)  # discarded before use
-        spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
-        pid1_main = start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
-        init_path = spec.init_path or init_path
+        if (undecoded is not None and init_path and req.namespaces and not flags
+                and planned.is_action(data)):
+            pid1_main = undecoded(data, fds)
+        else:
+            pid1_main, init_path = _decoded(data, fds, flags, start, init_path)
         memtrace.mark("stub.context")
     except BaseException as exc:
         _last_word(status, exc)
     _fork_pid1_and_wait(status, pid1_main, init_path)
+
+
+def _decoded(data: bytes, fds: list[int], flags: int,
+             start: Callable[[Spec, list[int]], Callable[[], object]],
+             init_path: str | None) -> tuple[Callable[[], object], str | None]:
+    """The spec decoded here (`protocol.recv`'s checks): PID 1's main and the waiter."""
+    try:
+        if flags & protocol.TRUNCATED:
+            raise ProtocolError("datagram or its descriptors truncated")
+        if not data:
+            raise ProtocolError("descriptors without a message")
+        msg = protocol.from_datagram(data, Spec, SpecFile)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
+    pid1_main = start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
+    return pid1_main, spec.init_path or init_path
 
 
 def _spec_from_file(fds: list[int]) -> Spec:

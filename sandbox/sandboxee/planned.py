@@ -1,0 +1,232 @@
+"""A Python action's PID 1, forked by the stub before the run's spec is decoded.
+
+Why: a Python action's program (PID 2) is a fork of PID 1, a fork of the stub;
+once both have exec'd the compiled init and waiter, every page of the warm
+template that their Python wrote is the program's own (docs/benchmarks.md,
+"Where a Python action's program memory comes from"). Decoding the `Spec` and
+building its containment context (the policy, the filesystem plan, the mount
+table) were the stub's largest writers (~1 MiB). So for a Python action the stub
+forks PID 1 with the spec's datagram undecoded (`is_action` tells it from the
+datagram's first bytes, a hint the decoding checks), and PID 1's throw-away
+setup child (sandbox/isolation/apart.py) decodes it, builds the context,
+applies the namespace-wide layers, builds the Landlock ruleset and the seccomp
+program, and answers with a `Pid1Plan`: only what PID 1 and PID 2 still need
+(the environment, the policy without its filesystem rules, the descriptors).
+The copied pages die with the child.
+
+PID 1 then enforces the per-process layers (limits, privileges, Landlock,
+seccomp) in the same order, from a context built of the plan, and goes on as
+`entry.main` does. A spec that does not decode fails the run as the stub's did
+(layer "stub"); a child that ends without its answer fails it too. Where
+ns_last_pid cannot be opened (the program would not be PID 2), PID 1 decodes
+the spec itself and runs `entry.main`: more memory, same sandbox. An exec'd
+program's stub decodes the spec as before: its PID 2 execs, so these pages go
+at exec anyway, and a setup child would only cost its fork.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import signal
+import socket
+from typing import Callable
+
+import prctl
+
+from sandbox import _native, protocol
+from sandbox.errors import ProtocolError, SetupError
+from sandbox.isolation import apart, libc
+from sandbox.isolation.contain import NEEDS_NAMESPACES, SEQUENCE, _ahead, _apply, contain
+from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.isolation.libc import adopt_stdio
+from sandbox.policy.model import EnvPolicy, FilesystemPolicy
+from sandbox.policy.plan import FsPlan
+from sandbox.protocol import Pid1Plan, Spec
+from sandbox.sandboxee import entry, memtrace
+
+_HEAD = b'{"type":"spec","payload":{"run_id":"'
+# what PID 1's per-process layers read of the policy (Pid1Plan.policy)
+_FD_NAMES = ("init_fd", *apart.FDS)   # the descriptors a plan may name
+
+
+def is_action(data: bytes) -> bool:
+    """Whether a `Spec` datagram is a Python action's (mode "workflow"), from its first
+    bytes: `run_id`, then `mode`, as the codec writes them. Only a hint: the setup
+    child's decoding refuses a spec of another mode, and a datagram this does not
+    recognise is decoded by the stub, as before."""
+    if not data.startswith(_HEAD):
+        return False
+    # inside a JSON string every '"' is escaped: the first '","mode":"' ends run_id
+    at = data.find(b'","mode":"', len(_HEAD) - 1)
+    return at >= 0 and data.startswith(b'workflow"', at + 10)
+
+
+def start(setup_fd: int) -> Callable[[bytes, list[int]], Callable[[], object]]:
+    """In the stub: PID 1's main for an undecoded spec and the run's descriptors."""
+    def pid1(data: bytes, fds: list[int]) -> Callable[[], object]:
+        return lambda: main(data, fds, setup_fd)
+    return pid1
+
+
+def main(data: bytes, fds: list[int], setup_fd: int) -> None:
+    """PID 1 of a Python action (module doc). Never returns."""
+    mon = socket.socket(fileno=setup_fd)
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if len(fds) != 5:
+            raise apart.Relayed("stub", f"ProtocolError: the stub got {len(fds)} "
+                                        "descriptors, not 5")
+        adopt_stdio(*fds[1:4])
+        ipc_fd, exit_fd = fds[0], fds[4]
+        last_pid = apart.available()
+        if last_pid < 0:
+            _decode_here(data, ipc_fd, exit_fd, setup_fd)   # never returns
+        keep = (*entry.trace_start(), exit_fd)
+        got, held = apart.in_child(
+            lambda sock: _child(data, ipc_fd, exit_fd, setup_fd, keep, sock), last_pid,
+            len(apart.FDS) + 1)
+        if not got:
+            for fd in held:
+                os.close(fd)
+            raise SetupError("namespaces", "the setup process ended without an answer")
+        plan = protocol.plan_from_bytes(got)
+        if plan.error is not None:
+            for fd in held:
+                os.close(fd)
+            raise apart.Relayed(plan.error[0], plan.error[1])
+        ctx = _context(plan, held, keep)
+        memtrace.mark("pid1.plan")
+        contain(ctx, shared_done=True)
+        entry.report(ctx, mon)
+    except SetupError as exc:
+        protocol.send(mon, entry._setup_failure(exc.layer, str(exc)))
+        os._exit(entry.EXIT_SETUP)
+    except BaseException as exc:
+        protocol.send(mon, entry._setup_failure("sandboxee", f"{type(exc).__name__}: {exc}"))
+        os._exit(entry.EXIT_SETUP)
+    entry.start_program(ctx, mon, tty=plan.stdio_tty, mode="workflow", argv=None)
+
+
+def _decode_here(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int) -> None:
+    """No setup child (no ns_last_pid): the spec decoded in PID 1, then `entry.main`."""
+    spec, ctx = _decode(data, ipc_fd, exit_fd, setup_fd)
+    entry.main(ctx, spec)
+
+
+def _decode(data: bytes, ipc_fd: int, exit_fd: int,
+            setup_fd: int) -> tuple[Spec, ContainContext]:
+    """The spec and its context, as the stub built them (sandbox.monitor.stubs); a spec
+    that does not decode, or is no Python action's, fails as the stub's did."""
+    from sandbox.monitor import runspec
+    try:
+        spec = protocol.from_datagram(data, Spec)
+        if spec.mode != "workflow":
+            raise ProtocolError(f"spec: mode {spec.mode[:16]!r} sent as a Python action's")
+        runspec.use_ipc_fd(spec, ipc_fd)
+        ctx = runspec.build_context(spec)
+    except Exception as exc:
+        raise apart.Relayed("stub", f"{type(exc).__name__}: {exc}"[:4000]) from None
+    ctx.monitor_fd = setup_fd
+    ctx.exit_fd = exit_fd
+    ctx.cgroup_memory = spec.cgroup_memory
+    ctx.cgroup_view = tuple(spec.cgroup_view)
+    return spec, ctx
+
+
+def _child(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int, keep: tuple[int, ...],
+           sock: socket.socket) -> None:
+    """The setup child: decode, prepare, apply the namespace-wide layers and build what
+    the later ones enforce (contain's `_ahead`); answer with the `Pid1Plan`."""
+    plan = Pid1Plan()
+    ctx: ContainContext | None = None
+    try:
+        spec, ctx = _decode(data, ipc_fd, exit_fd, setup_fd)
+        memtrace.mark("setup.context")
+        os.environ.clear()
+        os.environ.update(spec.env)
+        ctx.init_fd = _native.open_init(spec.init_path)
+        if spec.stdio.tty is not None and os.isatty(0):
+            ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
+        ctx.keep_fds = (*keep, ctx.init_fd)
+        plan.stdio_tty = spec.stdio.tty is not None
+        shared = [step for step in SEQUENCE if step[0] in NEEDS_NAMESPACES]
+        error = apart.apply_layers(ctx, shared, _apply, _ahead)
+        plan.error = list(error) if error is not None else None
+    except SetupError as exc:
+        plan.error = [exc.layer, str(exc)]
+    except BaseException as exc:
+        plan.error = ["sandboxee", f"{type(exc).__name__}: {exc}"[:4000]]
+    held: list[int] = []
+    if ctx is not None and plan.error is None:
+        for name in _FD_NAMES:
+            fd = getattr(ctx, name)
+            if fd is not None and fd >= 0:
+                plan.fds.append(name)
+                held.append(fd)
+        plan.context = pickle.dumps(_lean(ctx), protocol=pickle.HIGHEST_PROTOCOL)
+    plan.env = dict(os.environ)
+    socket.send_fds(sock, [protocol.plan_to_bytes(plan)], held)
+
+
+def _lean(ctx: ContainContext) -> ContainContext:
+    """`ctx` without what only the setup child needed: the filesystem rules and plan
+    (the ruleset is built), the mount table, the syscall lists once the seccomp
+    program is compiled (else PID 1 compiles it, and fails the same way); with the
+    child's memtrace marks among its timings."""
+    policy = ctx.policy
+    syscalls = policy.syscalls
+    if ctx.seccomp_program:
+        syscalls = dataclasses.replace(syscalls, allow=(), deny=())
+    policy = dataclasses.replace(policy, filesystem=FilesystemPolicy(), env=EnvPolicy(),
+                                 syscalls=syscalls)
+    timings = {**ctx.timings, **{k: v for k, v in memtrace.MARKS.items()
+                                 if k.startswith("mem.setup.")}}
+    return dataclasses.replace(ctx, policy=policy, fs_plan=FsPlan(), mount_table=None,
+                               paths=RunPaths("", ctx.paths.workdir, "", ""),
+                               timings=timings)
+
+
+_OLD_ENVIRON: list[object] = []   # the template's, kept: freeing it writes its pages
+
+
+def replace_environ(env: dict[str, str]) -> None:
+    """`os.environ` and the C environment become `env`. Not `os.environ.clear()` and
+    `update`: clearing pops and frees each of the template's entries, a write to each
+    of their pages, and runs the mapping's Python methods once per variable; this
+    clears the C environment in one call and swaps the mapping's dict, keeping the old
+    one alive."""
+    libc.clearenv()
+    data: dict[bytes, bytes] = {}
+    for key, value in env.items():
+        os.putenv(key, value)
+        data[os.fsencode(key)] = os.fsencode(value)
+    _OLD_ENVIRON.append(getattr(os.environ, "_data"))
+    setattr(os.environ, "_data", data)
+
+
+def _context(plan: Pid1Plan, held: list[int], keep: tuple[int, ...]) -> ContainContext:
+    """PID 1's context for the per-process layers, from the plan: its environment, its
+    working directory, the descriptors the child made."""
+    replace_environ(plan.env)
+    ctx = pickle.loads(plan.context)
+    if not isinstance(ctx, ContainContext):
+        raise ProtocolError("pid1 plan: no containment context")
+    ctx.keep_fds = keep
+    for name, fd in zip(plan.fds, held):
+        if name not in _FD_NAMES:
+            os.close(fd)
+            continue
+        setattr(ctx, name, fd)
+        if name in ("init_fd", "scratch_fd", "shm_fd", "landlock_ruleset"):
+            ctx.keep_fds = (*ctx.keep_fds, fd)
+    for fd in held[len(plan.fds):]:
+        os.close(fd)
+    if "mounts" in ctx.active:
+        # pivot_root moved this process's root, not its working directory
+        os.chdir("/")
+        try:
+            os.chdir(ctx.paths.workdir)
+        except OSError:
+            pass   # not in the view: stay at /, as mounts.enter_view does
+    return ctx
