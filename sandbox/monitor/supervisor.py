@@ -41,6 +41,7 @@ SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits
 # bytes left on the private /tmp at or below which it counts as full (a tmpfs fills
 # page by page; a failed write leaves less than one chunk of a typical writer)
 SCRATCH_FULL = 64 * 1024
+STUB_EXIT_WAIT = 2.0  # seconds `cleanup` waits for a stub whose last message came, at most
 
 class HostLoop(Protocol):
     """What a Supervisor needs of the monitor host (sandbox.monitor.host.Host)."""
@@ -57,9 +58,10 @@ class HostLoop(Protocol):
 class Supervisor:
     """One run, driven by the monitor host's event loop (sandbox.monitor.host): `begin`
     takes a stub; `on_status`/`on_setup`/`on_ctl` handle one message each; `on_time`
-    handles the clock (wall time, sampling); once PID 1's status is known and the stub
-    is gone, `done` is true and `end` (run by the host off the loop) tidies up and
-    returns the report."""
+    handles the clock (wall time, sampling); once the stub's last message (PID 1's
+    status, `Pid1Exited`) came, or its status socket ended, `done` is true and `end`
+    (run by the host off the loop) tidies up and returns the report; `cleanup` waits
+    for the stub's own exit before the cgroup goes."""
 
     def __init__(self, spec: Spec, ctx: ContainContext, ctl: Channel, host: HostLoop,
                  caller_stdio: list[int]) -> None:
@@ -320,7 +322,7 @@ class Supervisor:
         self._copy_out()
         self._export_workdir()
         self._finish(self.t0)   # stops the notification thread, the other caller of _kill
-        self._close_pidfds()
+        self._close_pidfds(("pid1_fd",))   # the stub's: `cleanup` waits on it
         return self.report
 
     def _check_scratch(self) -> None:
@@ -398,6 +400,15 @@ class Supervisor:
         if fd is not None:
             os.close(fd)
             self._exit_r = None
+        if self.stub_fd is not None and self.stub_fd >= 0 and self.cgroup is not None:
+            # the stub may still be exiting (the run ended on its last message), and
+            # the cgroup it is in cannot go before it; bounded: the waiter has exited
+            # already, only the kernel's teardown of its namespaces is left
+            try:
+                select.select([self.stub_fd], [], [], STUB_EXIT_WAIT)
+            except (OSError, ValueError):
+                pass
+        self._close_pidfds()
         if self.cgroup is not None:
             self.cgroup.remove()
 
@@ -447,6 +458,12 @@ class Supervisor:
         elif isinstance(msg, Pid1Exited):
             self.status = self._program_status(msg.status)
             self.usage = msg
+            # The waiter's one message, written once PID 1 and every process left of
+            # the run are reaped: nothing of the sandbox runs any more, and the stub
+            # says nothing after it. Its socket's end would come only with the stub's
+            # own exit, its namespaces torn down (~0.3-1 ms): the run ends now, and
+            # `cleanup` waits for that exit before it removes the cgroup.
+            self.status_open = False
             self._mark("exited")
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
@@ -594,8 +611,8 @@ class Supervisor:
                 return False
         return tree.open_pidfd(pid, child_of_stub)
 
-    def _close_pidfds(self) -> None:
-        for name in ("pid1_fd", "stub_fd"):
+    def _close_pidfds(self, names: tuple[str, ...] = ("pid1_fd", "stub_fd")) -> None:
+        for name in names:
             fd = getattr(self, name)
             setattr(self, name, None)
             if fd is not None:

@@ -1,0 +1,79 @@
+"""The monitor's end of a run starts on the stub's last message, not on its exit.
+
+The stub's waiter (`sandbox-init --stub`, init.c) writes `pid1_exit` once PID 1 and
+every process left of the run are reaped, and says nothing after it; its status
+socket reaches its end only when the stub itself has exited, after the kernel tore
+its namespaces down. The run is over at the message (docs/benchmarks.md, "From
+ready to exited"); the cgroup, which the exiting stub is still in, goes once it
+is gone (`Supervisor.cleanup`).
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from sandbox import protocol
+from sandbox.ipc.channel import Channel
+from sandbox.monitor import runspec
+from sandbox.monitor.supervisor import Supervisor
+from sandbox.policy import build_plan, default_variables, load_policy, resolve
+from sandbox.protocol import Pid1Exited
+
+
+class _Loop:
+    """The host loop's side a supervisor uses here: what it watches."""
+
+    def __init__(self) -> None:
+        self.watched: set[Any] = set()
+
+    def watch(self, fileobj: Any, callback: Any) -> None:
+        self.watched.add(fileobj)
+
+    def unwatch(self, fileobj: Any) -> None:
+        self.watched.discard(fileobj)
+
+    def take_spare(self, spec: Any, ctx: Any = None) -> Any:
+        return None
+
+
+def _supervisor() -> tuple[Supervisor, list[socket.socket]]:
+    pol = resolve(load_policy("strict"), default_variables("/", "/"))
+    spec = protocol.Spec(run_id="end-test", mode="workflow", policy=pol.to_dict(),
+                         fs_plan=build_plan(pol).to_dict(), ipc_fd=-1)
+    ctl, ctl_peer = socket.socketpair()
+    sup = Supervisor(spec, runspec.build_context(spec), Channel(ctl.detach()), _Loop(), [])
+    return sup, [ctl_peer]
+
+
+def test_the_run_is_done_at_pid1_exit_while_the_stub_is_still_there():
+    sup, keep = _supervisor()
+    ours, stub_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sup.status_open = True      # as when the run took its stub
+        protocol.send(stub_end, Pid1Exited(status=0, utime_us=10, stime_us=20, max_rss_kib=5))
+        assert sup._status_message(ours)
+        # the stub's end is still open (it has not exited): the run is over anyway
+        assert sup.done, "the run waited for the stub's exit after its last message"
+        assert sup.status == 0 and "exited" in sup.timings
+    finally:
+        for s in (ours, stub_end, *keep):
+            s.close()
+        sup.ctl.close()
+
+
+def test_a_setup_failure_still_waits_for_the_stub_to_end():
+    """Any other message of the stub is not its last: the socket's end says so."""
+    sup, keep = _supervisor()
+    ours, stub_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sup.status_open = True
+        protocol.send(stub_end, protocol.SetupFailure("namespaces", "no"))
+        assert sup._status_message(ours)
+        assert sup.status == -1 and not sup.done
+        stub_end.close()
+        assert not sup._status_message(ours)   # its end: the host's on_status closes it
+    finally:
+        for s in (ours, stub_end, *keep):
+            s.close()
+        sup.ctl.close()
+
