@@ -88,3 +88,35 @@ def test_a_class_or_plain_value_is_refused_as_by_dataclasses() -> None:
         except TypeError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+def _two_walks(obj: Any) -> Any:
+    """`Policy.to_dict` as it was: `asdict`, then tuples to lists and mappings to dicts."""
+    from collections.abc import Mapping
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return {k: conv(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.builds(Node, st.builds(Leaf, values, values), values, values))
+def test_jsonable_is_asdict_then_the_json_conversion(node: Node) -> None:
+    from sandbox.plain import jsonable
+    assert _same(jsonable(node), _two_walks(node))
+
+
+def test_policy_to_dict_is_what_it_was_for_every_builtin_policy() -> None:
+    import os
+    from sandbox.policy import default_variables, resolve
+    from sandbox.policy.search import builtin_dir
+    names = [f[:-5] for f in sorted(os.listdir(builtin_dir())) if f.endswith(".toml")]
+    assert "strict" in names
+    for name in names:
+        pol = load_policy(name)
+        for p in (pol, resolve(pol, default_variables("/tmp/w", "/tmp/o"))):
+            assert _same(p.to_dict(), _two_walks(p)), name

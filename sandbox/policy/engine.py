@@ -48,6 +48,7 @@ covering them (creating a file under a `write` rule is allowed).
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -139,6 +140,42 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
+_Match = Callable[[str], "re.Match[str] | None"]
+
+
+@functools.lru_cache(maxsize=128)
+def _deny_rule(pat: str) -> tuple[bool, str, "_Match | None", str]:
+    """(is a glob, its prefix test or normalised path, its matcher, its rule text) for
+    a deny pattern. Every string kept is interned: the monitor host builds an engine
+    per live run (issue 14: 64 KiB of the host per run), and runs of one policy name the
+    same rules, so their engines share these strings."""
+    _i = sys.intern
+    text = _i(f"filesystem.deny: {pat}")
+    if globs.is_glob(pat):
+        return True, _under(globs.static_prefix(pat)), globs.compile_rule(pat).fullmatch, text
+    store = store_of(normalize(pat))
+    if store is not None:
+        text = _i(f"credentials: {pat} (a credential store; opt in with "
+                  f"[filesystem] allow_credentials = [\"{store}\"])")
+    return False, _i(normalize(pat)), None, text
+
+
+@functools.lru_cache(maxsize=128)
+def _allow_rule(kind: str, pat: str
+                ) -> tuple[bool, str, "_Match | None", str, tuple[str, ...]]:
+    """(is a glob, its prefix test or normalised path, its matcher, its rule text, the
+    directories above it that become parents of the view) for an allow pattern (strings
+    interned, as `_deny_rule`'s)."""
+    _i = sys.intern
+    text = _i(f"filesystem.{kind}: {pat}")
+    if globs.is_glob(pat):
+        anchor = _i(globs.static_prefix(pat))
+        return (True, _under(anchor), globs.compile_rule(pat).fullmatch, text,
+                tuple(_i(a) for a in _ancestors(anchor)))
+    p = _i(normalize(pat))
+    return False, p, None, text, tuple(_i(a) for a in _ancestors(p)[1:])
+
+
 class Engine:
     """A resolved policy's filesystem rules, compiled once for fast decisions."""
 
@@ -157,39 +194,33 @@ class Engine:
         # Globs are (literal prefix + "/", fullmatch, ...): the cheap prefix test skips
         # most regex matches on the hot path.
         self.deny_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str]] = []
-        # Every string kept is interned: the monitor host builds an engine per live run
-        # (issue 14: 64 KiB of the host per run), and runs of one policy name the same
-        # rules, so their engines share these strings; only the run's own directories
-        # are strings of that run.
-        _i = sys.intern
+        # Every string kept is interned (`_deny_rule`): only the run's own directories
+        # are strings of that run. What a rule pattern compiles to is a pure function of
+        # its text, kept for the next engine (`_deny_rule`, `_allow_rule`; bounded, least
+        # recently used out first): the launcher builds one per run (the plan) and the
+        # monitor host another (the audit), and runs of one policy spell the same rules
+        # but for their own directories.
         for pat in fs.deny:
-            text = _i(f"filesystem.deny: {pat}")
-            if globs.is_glob(pat):
-                self.deny_globs.append((_under(globs.static_prefix(pat)),
-                                        globs.compile_rule(pat).fullmatch, text))
+            glob, key, match, text = _deny_rule(pat)
+            if glob:
+                assert match is not None
+                self.deny_globs.append((key, match, text))
             else:
-                store = store_of(normalize(pat))
-                if store is not None:
-                    text = _i(f"credentials: {pat} (a credential store; opt in with "
-                              f"[filesystem] allow_credentials = [\"{store}\"])")
-                self.deny_literal.setdefault(_i(normalize(pat)), text)
+                self.deny_literal.setdefault(key, text)
         # path -> kind -> rule text
         self.allow_literal: dict[str, dict[str, str]] = {}
         self.allow_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str, str]] = []
         self.parents: dict[str, str] = {}
         for kind in ("read", "write", "exec"):
             for pat in getattr(fs, kind):
-                text = _i(f"filesystem.{kind}: {pat}")
-                if globs.is_glob(pat):
-                    anchor = _i(globs.static_prefix(pat))
-                    self.allow_globs.append((_under(anchor), globs.compile_rule(pat).fullmatch, kind, text))
-                    chain = _ancestors(anchor)
+                glob, key, match, text, chain = _allow_rule(kind, pat)
+                if glob:
+                    assert match is not None
+                    self.allow_globs.append((key, match, kind, text))
                 else:
-                    p = _i(normalize(pat))
-                    self.allow_literal.setdefault(p, {}).setdefault(kind, text)
-                    chain = _ancestors(p)[1:]
+                    self.allow_literal.setdefault(key, {}).setdefault(kind, text)
                 for a in chain:
-                    self.parents.setdefault(_i(a), text)
+                    self.parents.setdefault(a, text)
         self._cache: dict[tuple[str, str], Verdict] = {}
         self._caching = cache
 

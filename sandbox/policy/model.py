@@ -155,14 +155,9 @@ class Policy:
     extends: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        def conv(v: Any) -> Any:
-            if isinstance(v, tuple):
-                return [conv(x) for x in v]
-            if isinstance(v, Mapping):
-                return {k: conv(x) for k, x in v.items()}
-            return v
-        return {k: conv(v) for k, v in plain.asdict(self).items()}
+        """A JSON-ready dict (tuples become lists), in one walk (`plain.jsonable`): the
+        launcher's spec and the monitor host's audit store each make one per run."""
+        return plain.jsonable(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
