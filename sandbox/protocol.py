@@ -615,6 +615,21 @@ def _fields(cls: type) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
     return got
 
 
+def _plain(kind: int, x: Any, meta: dict[str, Any]) -> bool:
+    """Whether `_Enc.value` returns `x` itself, unchecked and unclipped, for a field of
+    this kind: an ASCII string within its bound, a bool, an int within 64 bits (exact
+    types: a subclass takes the full path). Asked inline for each field of a message,
+    it spares most of a spec's values (the mount table's steps and pairs) the call,
+    the `where` string and the kind's branches: the launcher encodes each run's spec,
+    and the monitor host encodes it again for the stub."""
+    t = type(x)
+    if t is str:
+        return kind == _STR and x.isascii() and len(x) <= meta.get("chars", DEFAULT_CHARS)
+    if t is bool:
+        return kind == _BOOL
+    return t is int and kind == _INT and INT_MIN <= x <= INT_MAX
+
+
 class _Enc:
     """Turns a message into JSON-ready values, clipping to the bounds."""
 
@@ -671,8 +686,13 @@ class _Enc:
         items = meta.get("items", DEFAULT_ITEMS)
         if kind == _LIST:
             seq = list(v)
+            budget = meta.get("budget")
+            if budget is not None and len(seq) <= items:
+                whole = self._whole_list(args[0], seq, meta, where, budget)
+                if whole is not None:
+                    return whole
             out: list[Any] = []
-            budget, used = meta.get("budget"), 2
+            used = 2
             for i, item in enumerate(seq):
                 if len(out) >= items:
                     self.clip(where, len(seq) - i)
@@ -686,7 +706,8 @@ class _Enc:
                 out.append(enc)
             return out
         if kind == _TUPLE:
-            return [self.value(a, x, meta, f"{where}[{i}]")
+            return [x if _plain(_kind(a)[2], x, meta) else
+                    self.value(a, x, meta, f"{where}[{i}]")
                     for i, (a, x) in enumerate(zip(args, v, strict=True))]
         if kind == _DICT:
             pairs = list(dict(v).items())
@@ -700,6 +721,24 @@ class _Enc:
             return d
         raise TypeError(f"{where}: type {tp!r} has no wire form")
 
+    def _whole_list(self, tp: Any, seq: list[Any], meta: dict[str, Any], where: str,
+                    budget: int) -> list[Any] | None:
+        """`seq` encoded whole and measured once, when that is what the item-by-item
+        loop below would give: no item over the count, and the list's JSON within
+        `budget` (the loop's running total at its end is that JSON's length plus one:
+        compact separators). None otherwise, with nothing counted as clipped: the loop
+        then does it item by item (the mount table's steps and pairs were each
+        serialized once more only to be measured)."""
+        saved = dict(self.clipped)
+        try:
+            out = [self.value(tp, item, meta, where + "[]") for item in seq]
+            if not out or len(dumps(out).encode("utf-8")) + 1 <= budget:
+                return out
+        except Exception:
+            pass
+        self.clipped = saved
+        return None
+
     def obj(self, cls: Any, v: Any, where: str) -> dict[str, Any]:
         if not isinstance(v, cls):
             raise ProtocolError(f"{where or cls.__name__}: {type(v).__name__} is not "
@@ -708,8 +747,11 @@ class _Enc:
         for name, hint, meta in _fields(cls):
             if name == "clipped" and not where:
                 continue
-            out[name] = self.value(hint, getattr(v, name), meta,
-                                   f"{where}.{name}" if where else name)
+            x = getattr(v, name)
+            if _plain(_kind(hint)[2], x, meta):   # what `value` would return as it is
+                out[name] = x
+                continue
+            out[name] = self.value(hint, x, meta, f"{where}.{name}" if where else name)
         return out
 
 
@@ -801,8 +843,22 @@ class _Dec:
         if missing and self.strict:
             raise ProtocolError(f"{where or cls.__name__}: missing field(s) "
                                 f"{', '.join(sorted(missing))}")
-        kw = {name: self.value(hint, v[name], meta, f"{where}.{name}" if where else name)
-              for name, hint, meta in fields if name in v}
+        kw: dict[str, Any] = {}
+        for name, hint, meta in fields:
+            if name not in v:
+                continue
+            x = v[name]
+            # what `value` accepts and returns as it is (exact types; a string's bound is
+            # checked when strict): spared the call and the `where` string, as `_plain`
+            t = type(x)
+            kind = _kind(hint)[2]
+            if (t is str and kind == _STR
+                    and not (self.strict and len(x) > meta.get("chars", DEFAULT_CHARS))) \
+                    or (t is bool and kind == _BOOL) \
+                    or (t is int and kind == _INT and INT_MIN <= x <= INT_MAX):
+                kw[name] = x
+                continue
+            kw[name] = self.value(hint, x, meta, f"{where}.{name}" if where else name)
         return cls(**kw)
 
 
