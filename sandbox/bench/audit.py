@@ -97,8 +97,80 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
     return res
 
 
+# What the project's loop and sandbox add to the C floor, one at a time (`decompose`):
+# notify_floor.c's switches. "loop" is what sandbox/_native/notify_fast.c does per call
+# beyond the floor's RECV, read and SEND; "layers" what a sandboxed caller pays per open.
+PARTS: dict[str, tuple[str, ...]] = {
+    "floor": (),
+    "loop: poll": ("--poll",),
+    "loop: readlinkat": ("--readlink",),
+    "layers: the policy's filter": ("--filter", "{filter}"),
+    "layers: killable wait": ("--killable",),
+    "layers: landlock": ("--landlock",),
+    "loop + layers": ("--poll", "--readlink", "--filter", "{filter}", "--killable",
+                      "--landlock"),
+}
+
+
+def _cpu_run(argv: list[str]) -> tuple[float, float]:
+    """(seconds the loop took by its own clock, CPU seconds of the floor and its child)."""
+    r, w = os.pipe()
+    pid = os.posix_spawn(argv[0], argv, os.environ,
+                         file_actions=[(os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_CLOSE, r),
+                                       (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    _, status, ru = os.wait4(pid, 0)
+    if status != 0 or not out.split():
+        raise RuntimeError(f"{' '.join(argv[:8])}: status {status}, output {out!r}")
+    return float(out.split()[0]), ru.ru_utime + ru.ru_stime
+
+
+def decompose(n: int = 20000, repeat: int = 7, path: str = TARGET,
+              policy: str = "strict") -> dict[str, Any]:
+    """CPU per audited open+close (us, the floor's process and its child together, the
+    difference between `n` and `n // 5` opens divided by the difference, so start-up and
+    exit cancel out) and the rate by the loop's own clock, for the C floor with each of
+    `PARTS` added, interleaved `repeat` times; medians. The CPU figure is what the load of
+    other processes moves least: the round trip is serial, so it is also the floor of the
+    time per open. The policy's filter is its own compiled program with `files = "all"`.
+    """
+    from sandbox.bench.floor import build
+    from sandbox.isolation import seccomp
+    from sandbox.policy import load_policy
+    pol = load_policy(policy)
+    floor = build()
+    small = max(n // 5, 1)
+    cpu: dict[str, list[float]] = {k: [] for k in PARTS}
+    rate: dict[str, list[float]] = {k: [] for k in PARTS}
+    try:
+        filt = os.path.join(os.path.dirname(floor.binary), "policy.bpf")
+        with open(filt, "wb") as f:
+            f.write(seccomp.warm(pol.syscalls, "all", pol.network.mode))
+        for _ in range(repeat):
+            for key, opts in PARTS.items():
+                args = [a.format(filter=filt) for a in opts]
+                secs, big = _cpu_run([floor.binary, *args, str(n), path])
+                _, little = _cpu_run([floor.binary, *args, str(small), path])
+                cpu[key].append((big - little) / (n - small) * 1e6)
+                rate[key].append(n / secs)
+    finally:
+        floor.close()
+    base = statistics.median(cpu["floor"])
+    return {"n": n, "repeat": repeat, "path": path, "policy": policy,
+            "cpu_us_per_open": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
+            "added_us": {k: round(statistics.median(v) - base, 2) for k, v in cpu.items()},
+            "opens_per_s": {k: round(statistics.median(v)) for k, v in rate.items()},
+            "load": [round(x, 1) for x in os.getloadavg()]}
+
+
 if __name__ == "__main__":
     import json
     from sandbox.bench.count_arg import count_arg
-    opens = count_arg(sys.argv[1:], 20000, "python -m sandbox.bench.audit [OPENS]")
-    print(json.dumps(bench_audit(opens), indent=2))
+    opens = count_arg(sys.argv[1:], 20000, "python -m sandbox.bench.audit [--decompose] [OPENS]",
+                      flags=("--decompose",))
+    if "--decompose" in sys.argv[1:]:
+        print(json.dumps(decompose(opens), indent=2))
+    else:
+        print(json.dumps(bench_audit(opens), indent=2))
