@@ -107,6 +107,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "layers: the policy's filter": ("--filter", "{filter}"),
     "layers: killable wait": ("--killable",),
     "layers: landlock": ("--landlock",),
+    "layers: landlock, ABI 1 rights only": ("--landlock-abi1",),
     "loop + layers": ("--poll", "--readlink", "--filter", "{filter}", "--killable",
                       "--landlock"),
 }

@@ -31,6 +31,10 @@
  *   --landlock  the child restricts itself first with a Landlock domain handling every
  *               file right the kernel knows (as the sandbox's does), granting read and
  *               execute beneath /usr, /lib, /lib64, /bin, /etc, /tmp, /proc, /dev
+ *   --landlock-abi1  the same domain handling only ABI 1's rights: without TRUNCATE (which
+ *               the kernel's open hook asks for besides READ_FILE, and a read-only rule
+ *               never grants) the hook's walk up the path stops at the first rule instead
+ *               of going on to the root: what that walk costs
  * The listener reaches the parent by pidfd_getfd (the child writes its number), not
  * SCM_RIGHTS: a policy's filter may notify sendmsg, which nobody would answer yet.
  */
@@ -81,9 +85,9 @@ static int landlock_self(void) {
                            LANDLOCK_CREATE_RULESET_VERSION);
     if (abi < 1) { perror("landlock (not available)"); return -1; }
     uint64_t fs = (1ULL << 13) - 1;          /* ABI 1 */
-    if (abi >= 2) fs |= 1ULL << 13;          /* REFER */
-    if (abi >= 3) fs |= 1ULL << 14;          /* TRUNCATE */
-    if (abi >= 5) fs |= 1ULL << 15;          /* IOCTL_DEV */
+    if (abi >= 2 && opt.landlock == 1) fs |= 1ULL << 13;   /* REFER */
+    if (abi >= 3 && opt.landlock == 1) fs |= 1ULL << 14;   /* TRUNCATE */
+    if (abi >= 5 && opt.landlock == 1) fs |= 1ULL << 15;   /* IOCTL_DEV */
     struct landlock_ruleset_attr ra = {.handled_access_fs = fs};
     int rs = (int)syscall(__NR_landlock_create_ruleset, &ra, sizeof ra, 0);
     if (rs < 0) { perror("landlock_create_ruleset"); return -1; }
@@ -169,6 +173,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[1], "--readlink")) opt.readlink = 1;
         else if (!strcmp(argv[1], "--killable")) opt.killable = 1;
         else if (!strcmp(argv[1], "--landlock")) opt.landlock = 1;
+        else if (!strcmp(argv[1], "--landlock-abi1")) opt.landlock = 2;
         else if (!strcmp(argv[1], "--filter") && argc > 2) { opt.filter = argv[2]; argv++; argc--; }
         else { fprintf(stderr, "unknown option %s\n", argv[1]); return 2; }
         argv++;
@@ -176,7 +181,7 @@ int main(int argc, char **argv) {
     }
     if (argc < 3) {
         fprintf(stderr, "usage: %s [--poll] [--readlink] [--filter FILE] [--killable] "
-                "[--landlock] N PATH [PROGRAM ARGS...]\n", self);
+                "[--landlock | --landlock-abi1] N PATH [PROGRAM ARGS...]\n", self);
         return 2;
     }
     char **program = argc > 3 ? argv + 3 : NULL;
