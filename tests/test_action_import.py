@@ -74,3 +74,22 @@ def test_an_action_module_of_the_runtime_is_loaded_from_its_bytecode(noop_record
     opened = [r["path"] for r in noop_records if r["syscall"] in ("openat", "openat2")]
     assert pyc in opened
     assert SOURCE not in opened, "PID 2 read the source (and compiled it) beside fresh bytecode"
+
+
+def test_the_built_in_middleware_s_child_half_is_in_the_template(tmp_path):
+    """A run with HMAC and redaction middleware builds their child halves in PID 2
+    (worker._install_middleware) from the template's modules: no file of the
+    middleware package is looked up from inside the view (where a policy without the
+    package's directory could not), and none is compiled there."""
+    from sandbox.middleware import HmacAuth
+    from sandbox.middleware.redact import Redactor
+    db = str(tmp_path / "audit")
+    with Launcher() as la:
+        la.audit_db = db
+        r = la.spawn(_workflow("bench.noop"), policy="strict",
+                     middleware=[HmacAuth(), Redactor(["password"])])
+    assert r.status == "ok", r.reason
+    middleware_dir = os.path.join(os.path.dirname(BENCH_DIR), "middleware")
+    looked_up = sorted({x["path"] for x in sandbox.audit.records(r.run_id, db=db)
+                        if x["path"].startswith(middleware_dir)})
+    assert looked_up == [], "PID 2 imported the middleware from inside the view"

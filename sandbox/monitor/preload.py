@@ -16,6 +16,9 @@ PRELOAD = (
     "sandbox.sandboxee.entry", "sandbox.sandboxee.stub", "sandbox.sandboxee.worker",
     # the audit side of the monitor, so a run with [audit] pays no import for it
     "sandbox.audit.store", "sandbox.monitor.broker", "sandbox.monitor.notify_loop",
+    # the child's half of the built-in IPC middleware (HMAC, redaction), which a Python
+    # action's worker builds from its `start` frame (worker._install_middleware)
+    "sandbox.middleware.auth", "sandbox.middleware.redact",
 )
 
 
