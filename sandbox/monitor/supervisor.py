@@ -262,6 +262,23 @@ class Supervisor:
                 lost = self.host.zygote.lost(pre.generation)   # the stub died with it
                 if lost is not None and self.report.monitor_error is None:
                     self.report.monitor_error = lost
+        if self.done:
+            self._drain_setup(pre.setup)
+
+    def _drain_setup(self, sock: socket.socket) -> None:
+        """Read every message PID 1 and PID 2 sent before the run ended, now, before the
+        host retires the run and closes their socket: the loop reads one message per
+        readiness of a socket, so under load the stub's last word can be read in the
+        same turn as the first of several that wait on the setup socket (`Ready` with
+        the layers, an `ExecError`, the output's descriptor). Never blocks: by then
+        every process that held the other end is gone, and only what is queued is read."""
+        while True:
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not readable or not self._setup_message(sock):
+                return
 
     def on_setup(self) -> None:
         assert self.stub is not None
