@@ -79,47 +79,47 @@ def test_a_setup_failure_still_waits_for_the_stub_to_end():
 
 
 
+class _Stub:
+    """A supervisor holding a stub's status and setup sockets; the other ends are the
+    stub's (`status_end`) and PID 1's (`setup_end`)."""
+
+    def __enter__(self) -> "_Stub":
+        from types import SimpleNamespace
+        self.sup, self.keep = _supervisor()
+        self.status, self.status_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.setup, self.setup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sup.stub = SimpleNamespace(status=self.status, setup=self.setup, go=None,
+                                        generation=0)
+        self.sup.status_open = True      # as when the run took its stub
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s in (self.status, self.status_end, self.setup, self.setup_end, *self.keep):
+            s.close()
+        self.sup.ctl.close()
+
+
 def test_what_pid1_sent_before_the_end_is_read_when_the_last_word_comes_first():
     """The host reads one message per readiness of a socket: under load the stub's
     `Pid1Exited` can be read in the same turn as the first of several messages queued
     on the setup socket. The run must not end with `Ready` (the layers) or an
     `ExecError` unread (before: the report's layers were [] and no exec error)."""
-    from types import SimpleNamespace
-    sup, keep = _supervisor()
-    status, status_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    setup, setup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sup.stub = SimpleNamespace(status=status, setup=setup, go=None, generation=0)
-        sup.status_open = True
-        protocol.send(setup_end, protocol.Ready(active=["namespaces", "mounts"]))
-        protocol.send(setup_end, protocol.ExecError(
+    with _Stub() as st:
+        protocol.send(st.setup_end, protocol.Ready(active=["namespaces", "mounts"]))
+        protocol.send(st.setup_end, protocol.ExecError(
             protocol.ExecFailure(program="nope", path="nope", errno=2, searched=True),
             message="nope: No such file or directory"))
-        setup_end.close()                       # PID 1 and PID 2 are gone
-        protocol.send(status_end, Pid1Exited(status=127 << 8))
-        sup.on_status()
-        assert sup.done
-        assert sup.report.layers == ["namespaces", "mounts"]
-        assert sup.report.exec_error == "nope: No such file or directory"
-    finally:
-        for s in (status, status_end, setup, setup_end, *keep):
-            s.close()
-        sup.ctl.close()
+        st.setup_end.close()                       # PID 1 and PID 2 are gone
+        protocol.send(st.status_end, Pid1Exited(status=127 << 8))
+        st.sup.on_status()
+        assert st.sup.done
+        assert st.sup.report.layers == ["namespaces", "mounts"]
+        assert st.sup.report.exec_error == "nope: No such file or directory"
 
 
 def test_draining_the_setup_socket_never_waits_for_a_live_sender():
     """A sender still holding its end (nothing queued) does not hold the loop."""
-    from types import SimpleNamespace
-    sup, keep = _supervisor()
-    status, status_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    setup, setup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sup.stub = SimpleNamespace(status=status, setup=setup, go=None, generation=0)
-        sup.status_open = True
-        protocol.send(status_end, Pid1Exited(status=0))
-        sup.on_status()                          # returns: setup_end is open, nothing queued
-        assert sup.done and sup.report.layers == []
-    finally:
-        for s in (status, status_end, setup, setup_end, *keep):
-            s.close()
-        sup.ctl.close()
+    with _Stub() as st:
+        protocol.send(st.status_end, Pid1Exited(status=0))
+        st.sup.on_status()                # returns: setup_end is open, nothing queued
+        assert st.sup.done and st.sup.report.layers == []
