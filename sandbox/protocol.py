@@ -977,6 +977,37 @@ def forked_datagram(pid: int) -> bytes:
     return b'{"type":"forked","payload":{"pid":%d}}' % pid
 
 
+def fork_stub_from_datagram(data: bytes) -> ForkStub:
+    """`from_datagram(data, ForkStub)` without the typed codec's Python, for the new stub
+    (sandbox.monitor.zygote): each of its functions the stub runs writes pages that
+    are then its Python action's own (~190 KiB). The same checks, written out for
+    this one shape: the envelope, exactly the three fields, two booleans, at most 16
+    strings of at most 4096 characters (tests/test_protocol.py holds it to the
+    codec)."""
+    if len(data) > DATAGRAM_MAX:
+        raise ProtocolError(f"envelope of {len(data)} bytes, over {DATAGRAM_MAX}")
+    obj = parse_json(data)
+    if type(obj) is not dict or obj.keys() != _ENVELOPE_KEYS:
+        raise ProtocolError("not an envelope {type, payload}")
+    if obj["type"] != "fork_stub":
+        raise ProtocolError(f"unexpected message {str(obj['type'])[:64]!r} (want fork_stub)")
+    body = obj["payload"]
+    if type(body) is not dict or body.keys() != _FORK_STUB_KEYS:
+        raise ProtocolError("fork_stub: want exactly namespaces, network, cgroup_procs")
+    ns, net, procs = body["namespaces"], body["network"], body["cgroup_procs"]
+    if type(ns) is not bool or type(net) is not bool:
+        raise ProtocolError("fork_stub: namespaces and network want booleans")
+    if type(procs) is not list or len(procs) > 16 \
+            or any(type(p) is not str or len(p) > 4096 for p in procs):
+        raise ProtocolError("fork_stub.cgroup_procs: want a list of at most 16 strings of "
+                            "at most 4096 characters")
+    return ForkStub(namespaces=ns, network=net, cgroup_procs=procs)
+
+
+_ENVELOPE_KEYS = frozenset({"type", "payload"})
+_FORK_STUB_KEYS = frozenset({"namespaces", "network", "cgroup_procs"})
+
+
 def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
     """A message's envelope as bytes without a datagram's bound (a spec in a memfd:
     `SpecFile`); `max_bytes` still bounds it."""
@@ -1031,3 +1062,51 @@ def _resolve_all() -> None:
 
 
 _resolve_all()
+
+
+# PID 1's messages to the monitor that have a fixed form, as bytes made once, in the
+# template: the typed codec's Python in PID 1 writes pages that are then its Python
+# action's own (docs/benchmarks.md). tests/test_protocol.py holds them to the codec.
+ACK_OK = to_datagram(Ack(ok=True))
+FD_DATAGRAMS: dict[type, bytes] = {cls: to_datagram(cls())
+                                   for cls in (OutputFd, CowFd, ScratchFd, ShmFd)}
+
+
+def listener_datagram(fd: int) -> bytes:
+    """`to_datagram(ListenerAt(fd))` without the codec (above)."""
+    return b'{"type":"listener","payload":{"fd":%d}}' % fd
+
+
+def ready_datagram(active: list[str], skipped: dict[str, str],
+                   timings: dict[str, float]) -> bytes:
+    """`to_datagram(Ready(active, skipped, timings))`, without the codec when every
+    string is ASCII within its bound and every timing a finite float (a fresh fork's
+    first Ready through the codec copies ~250 KiB: the program's, PID 1 sends it just
+    before it forks the program); anything else goes through the codec, which says
+    why it does not fit. tests/test_protocol.py holds the two equal."""
+    if len(active) > 32 or len(skipped) > 16 or len(timings) > 32 \
+            or not all(type(a) is str and a.isascii() and len(a) <= 64 for a in active) \
+            or not all(type(k) is str and k.isascii() and len(k) <= 512 and type(v) is str
+                       and v.isascii() and len(v) <= 512 for k, v in skipped.items()) \
+            or not all(type(k) is str and k.isascii() and len(k) <= 64 and type(v) is float
+                       and math.isfinite(v) for k, v in timings.items()):
+        return to_datagram(Ready(active=list(active), skipped=dict(skipped),
+                                 timings=dict(timings)))
+    return dumps({"type": "ready", "payload": {"active": active, "skipped": skipped,
+                                               "timings": timings}}).encode("utf-8")
+
+
+def send_fd(sock: socket.socket, cls: type, fd: int) -> None:
+    """`send(sock, cls(), [fd])` for a message of no field (FD_DATAGRAMS), without the
+    codec."""
+    socket.send_fds(sock, [FD_DATAGRAMS[cls]], [fd])
+
+
+def recv_ack_ok(sock: socket.socket) -> bool:
+    """Whether the next datagram is `Ack(ok=True)` with no descriptor (any descriptor
+    that came is closed): `recv(sock, Ack, max_fds=0)` and its `ok`, without the
+    codec; anything else is False, as a refusal is."""
+    data, fds, flags, _ = socket.recv_fds(sock, len(ACK_OK) + 1, 1)
+    for fd in fds:
+        os.close(fd)
+    return not fds and not flags & TRUNCATED and data == ACK_OK

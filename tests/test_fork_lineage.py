@@ -129,7 +129,7 @@ def test_memtrace_reports_the_private_memory_of_each_phase():
     status, marks = json.loads(out.splitlines()[-1])
     assert status == "ok"
     phases = ["stub.forked", "stub.unshared", "stub.spec", "stub.context", "pid1.start",
-              "pid1.plan", "pid1.limits", "pid1.seccomp", "pid1.ready"]
+              "pid1.plan", "pid1.privileges", "pid1.seccomp", "pid1.ready"]
     assert all(marks.get(p, 0) > 0 for p in phases), marks
     assert marks["pid1.ready"] >= marks["stub.forked"], marks
 

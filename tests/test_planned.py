@@ -64,7 +64,7 @@ def test_a_plan_round_trips_and_a_bad_one_is_refused():
 
 
 PROBE = textwrap.dedent("""
-    import ctypes, os
+    import ctypes, os, resource
     import _prctl
     from sandbox.workflow import action
 
@@ -91,13 +91,17 @@ PROBE = textwrap.dedent("""
             "c_env": (libc.getenv(b"PLANNED_VAR") or b"").decode(),
             "leak": os.environ.get("PLANNED_HOST_ONLY"),
             "pid": os.getpid(), "cwd": os.getcwd(),
+            "rlimits": {name: list(resource.getrlimit(getattr(resource, name))) for name in
+                        ("RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC",
+                         "RLIMIT_FSIZE")},
         }
 """)
 
 
 def test_a_python_action_keeps_its_environment_privileges_and_descriptors(tmp_path,
                                                                          monkeypatch):
-    """PID 1 takes its environment and context from the plan: the action sees the
+    """PID 1 takes its environment and context from the plan, its setup child sets its
+    limits: the action has the policy's limits, and sees the
     environment it was given (os.environ and the C environment alike) and nothing of
     the host's, no capability, no_new_privs, seccomp, the secure bits locked, no
     descriptor but stdio and its IPC socket."""
@@ -117,6 +121,10 @@ def test_a_python_action_keeps_its_environment_privileges_and_descriptors(tmp_pa
     assert got["env"] == got["c_env"] == "from the spec", got
     assert got["leak"] is None, got
     assert got["pid"] == 2 and got["cwd"] == str(tmp_path), got
+    # the limits layer (the setup child sets PID 1's, limits._set): `default`'s limits
+    assert got["rlimits"] == {"RLIMIT_CORE": [0, 0], "RLIMIT_CPU": [600, 601],
+                              "RLIMIT_NOFILE": [1024, 1024], "RLIMIT_NPROC": [512, 512],
+                              "RLIMIT_FSIZE": [1 << 30, 1 << 30]}, got["rlimits"]
     assert sorted(got["fds"]) == sorted(["0", "1", "2", got["ipc"]]), got["fds"]
 
 

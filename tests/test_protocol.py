@@ -193,3 +193,82 @@ def test_the_zygotes_raw_forked_answer_is_the_codecs(pid):
     assert protocol.forked_datagram(pid) == protocol.to_datagram(protocol.Forked(pid))
     assert protocol.from_datagram(protocol.forked_datagram(pid), protocol.Forked) == \
         protocol.Forked(pid)
+
+
+def _codec_or_error(decode, data):
+    try:
+        return decode(data)
+    except ProtocolError:
+        return "refused"
+
+
+_fork_stub_payloads = st.fixed_dictionaries(
+    {"namespaces": st.one_of(st.booleans(), st.integers(0, 1), st.none()),
+     "network": st.one_of(st.booleans(), st.just("yes")),
+     "cgroup_procs": st.one_of(
+         st.lists(st.text(max_size=8) | st.just("x" * 4097) | st.integers(), max_size=18),
+         st.lists(st.text(max_size=4), min_size=15, max_size=18),
+         st.just("not a list"))},
+    optional={"extra": st.integers()})
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(st.one_of(
+    st.builds(P.ForkStub, namespaces=st.booleans(), network=st.booleans(),
+              cgroup_procs=st.lists(st.text(max_size=64), max_size=16)).map(P.to_datagram),
+    st.tuples(st.sampled_from(["fork_stub", "forked", 3]), _fork_stub_payloads).map(
+        lambda tp: json.dumps({"type": tp[0], "payload": tp[1]}).encode()),
+    _fork_stub_payloads.map(lambda p: json.dumps(p).encode()),
+    st.binary(max_size=64)))
+def test_the_stubs_own_fork_stub_decoder_is_the_codecs(data):
+    """The new stub reads its request without the typed codec (the pages its Python
+    writes are its Python action's): it takes what the codec takes, equal, and refuses
+    what the codec refuses."""
+    assert _codec_or_error(P.fork_stub_from_datagram, data) == \
+        _codec_or_error(lambda d: P.from_datagram(d, P.ForkStub), data)
+
+
+def test_the_stubs_fork_stub_decoder_keeps_the_codecs_bounds():
+    """At the bounds: 16 cgroups of 4096 characters are taken by both, one more cgroup
+    or one more character refused by both."""
+    def raw(procs):
+        return json.dumps({"type": "fork_stub", "payload": {
+            "namespaces": True, "network": False, "cgroup_procs": procs}}).encode()
+    for procs in (["p" * 4096] * 16, ["p"] * 17, ["p" * 4097], [1], ["p"] * 16):
+        assert _codec_or_error(P.fork_stub_from_datagram, raw(procs)) == \
+            _codec_or_error(lambda d: P.from_datagram(d, P.ForkStub), raw(procs)), procs
+
+
+@settings(derandomize=True, max_examples=100, deadline=None)
+@given(st.integers(min_value=-1, max_value=2**31 - 1))
+def test_pid1s_fixed_form_messages_are_the_codecs(fd):
+    """PID 1 sends the listener's place and the descriptors' messages, and checks the
+    monitor's Ack, without the codec (protocol.FD_DATAGRAMS): the same bytes."""
+    assert P.listener_datagram(fd) == P.to_datagram(P.ListenerAt(fd))
+    for cls, data in P.FD_DATAGRAMS.items():
+        assert P.from_datagram(data, cls) == cls()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        for msg, ok in ((P.Ack(ok=True), True), (P.Ack(ok=False), False),
+                        (P.Ready(), False)):
+            P.send(a, msg)
+            assert P.recv_ack_ok(b) is ok
+        r, w = os.pipe()
+        P.send(a, P.Ack(ok=True), [r])   # a descriptor beside it: refused, and closed
+        os.close(r)
+        assert P.recv_ack_ok(b) is False
+        os.close(w)
+
+
+_texts = st.text(max_size=8) | st.just("é") | st.just("x" * 65) | st.just("y" * 513)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.lists(_texts, max_size=34), st.dictionaries(_texts, _texts, max_size=17),
+       st.dictionaries(_texts, st.floats() | st.integers(-3, 3), max_size=34))
+def test_pid1s_ready_without_the_codec_is_the_codecs(active, skipped, timings):
+    """PID 1's Ready (protocol.ready_datagram): the codec's bytes, or its refusal."""
+    assert _codec_or_error(lambda _: P.ready_datagram(active, skipped, timings), b"") == \
+        _codec_or_error(lambda _: P.to_datagram(P.Ready(active=list(active),
+                                                        skipped=dict(skipped),
+                                                        timings=dict(timings))), b"")

@@ -44,17 +44,17 @@ NEEDS_NAMESPACES = frozenset({"namespaces", "mounts", "network"})
 
 
 def contain(ctx: ContainContext, *, until: str | None = None,
-            apart: bool = False, shared_done: bool = False) -> ContainContext:
+            apart: bool = False, after: str | None = None) -> ContainContext:
     """Apply every layer in order (or up to and including `until`, for tests); with
     `apart`, the namespace-wide ones in a throw-away child (module doc). With
-    `shared_done`, a Python action's setup child has applied those already, before
-    PID 1 knew the run (sandbox/sandboxee/planned.py): only the rest is applied."""
+    `after`, a Python action's setup child has applied the layers up to and including
+    that one already, before PID 1 knew the run (sandbox/sandboxee/planned.py): only
+    the rest is applied."""
     names = [name for name, _ in SEQUENCE]
     todo = SEQUENCE[:names.index(until) + 1] if until else SEQUENCE
+    if after is not None:
+        todo = todo[names.index(after) + 1:]
     shared = [step for step in todo if step[0] in NEEDS_NAMESPACES]
-    if shared_done:
-        todo = todo[len(shared):]
-        shared = []
     if apart and ctx.namespaces and shared:
         last_pid = apart_mod.available()
         if last_pid >= 0:

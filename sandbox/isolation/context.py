@@ -58,3 +58,4 @@ class ContainContext:
     landlock_abi: int = 0                # ... and the ABI it was built for
     landlock_error: str = ""             # ... or why it could not be built
     seccomp_program: bytes = b""         # the BPF program to install
+    rlimit_pid: int = 0                  # whose limits the limits layer sets (0: its own)

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+# Each function looked up now, in the warm template: the first `_libc.NAME` makes its
+# function pointer in ctypes' Python (CDLL.__getattr__) and stores it on the handle,
+# ~100 KiB of page copies in each stub that unshares or PID 1 that calls it
+# (docs/benchmarks.md); looked up here, every fork finds it made.
+for _name in ("unshare", "setns", "mount", "umount2", "prctl", "clearenv", "faccessat",
+              "statx", "process_vm_readv"):
+    getattr(_libc, _name, None)
 
 
 class _HoldingGil(ctypes._CFuncPtr):  # type: ignore[name-defined,misc]

@@ -2,7 +2,9 @@
 
 cgroups (memory, pids) are applied from outside by the monitor, because a
 process must not be trusted to put itself in its own cage; rlimits are the
-part the sandboxee sets on itself before it gives up its privileges. When the
+part the sandboxee sets on itself before it gives up its privileges (a
+Python action's PID 1 has its setup child set them on it with prlimit(2),
+`_set`: the same values, at the same point of the sequence). When the
 cgroup memory controller enforces `limits.memory`, RLIMIT_AS is not also set:
 address space overstates real use (Python maps far more than it touches) and
 the cgroup gives an accurate OOM verdict instead of a MemoryError.
@@ -115,7 +117,17 @@ def rlimits_for(ctx: ContainContext) -> dict[int, int]:
     return out
 
 
-def _thread_stacks(limits: dict[int, int]) -> None:
+def _set(ctx: ContainContext, res: int, value: tuple[int, int]) -> None:
+    """setrlimit, or prlimit(2) on `ctx.rlimit_pid`: a Python action's PID 1 has its
+    setup child set its limits (sandbox/sandboxee/planned.py), a fork of it with the
+    same credentials, so that the layer's Python copies no page the program keeps."""
+    if ctx.rlimit_pid:
+        resource.prlimit(ctx.rlimit_pid, res, value)
+    else:
+        resource.setrlimit(res, value)
+
+
+def _thread_stacks(ctx: ContainContext, limits: dict[int, int]) -> None:
     """Under an RLIMIT_AS memory bound: smaller default thread stacks (module doc)."""
     if resource.RLIMIT_AS not in limits:
         return
@@ -123,14 +135,14 @@ def _thread_stacks(limits: dict[int, int]) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
     if soft == resource.RLIM_INFINITY or soft > AS_THREAD_STACK:
         try:
-            resource.setrlimit(resource.RLIMIT_STACK, (AS_THREAD_STACK, hard))
+            _set(ctx, resource.RLIMIT_STACK, (AS_THREAD_STACK, hard))
         except (ValueError, OSError) as exc:
             raise SetupError("limits", f"setrlimit(RLIMIT_STACK, {AS_THREAD_STACK}): {exc}") from None
 
 
 def apply(ctx: ContainContext) -> None:
     wanted = rlimits_for(ctx)
-    _thread_stacks(wanted)
+    _thread_stacks(ctx, wanted)
     for res, value in wanted.items():
         soft, hard = resource.getrlimit(res)
         new = value if hard == resource.RLIM_INFINITY else min(value, hard)
@@ -139,7 +151,7 @@ def apply(ctx: ContainContext) -> None:
         new_hard = new + 1 if res == resource.RLIMIT_CPU and (
             hard == resource.RLIM_INFINITY or new + 1 <= hard) else new
         try:
-            resource.setrlimit(res, (new, new_hard))
+            _set(ctx, res, (new, new_hard))
         except (ValueError, OSError) as exc:
             raise SetupError("limits", f"setrlimit({res}, {new}): {exc}") from None
     ctx.active.append("limits")

@@ -271,7 +271,7 @@ def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
             os.close(fd)
         if flags & protocol.TRUNCATED or len(fds) != STUB_FDS:
             os._exit(1)
-        req = protocol.from_datagram(data, ForkStub)
+        req = protocol.fork_stub_from_datagram(data)
         for fd in fds:   # received descriptors are inheritable: the program must not get them
             os.set_inheritable(fd, False)
         from sandbox.monitor import stubs

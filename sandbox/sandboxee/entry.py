@@ -44,8 +44,8 @@ from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
-from sandbox.protocol import (Ack, CowFd, ExecError, ExecFailure, ListenerAt, OutputFd, Ready,
-                              ScratchFd, SetupFailure, ShmFd, Spec)
+from sandbox.protocol import (CowFd, ExecError, ExecFailure, OutputFd, ScratchFd,
+                              SetupFailure, ShmFd, Spec)
 from sandbox.sandboxee import forking, memtrace
 
 EXIT_SETUP = 125
@@ -106,39 +106,35 @@ def report(ctx: ContainContext, mon: socket.socket) -> None:
         # named, not sent: with a private network the filter hands sendmsg to the
         # monitor, which cannot answer before it holds the listener; it takes it
         # (pidfd_getfd) and acknowledges (sandbox/monitor/supervisor.py)
-        protocol.send(mon, ListenerAt(ctx.listener_fd))
-        try:
-            ack, _ = protocol.recv(mon, Ack, max_fds=0)
-        except ProtocolError:
-            ack = None
-        if ack is None or not ack.ok:
+        # the fixed-form messages without the typed codec (protocol.ACK_OK)
+        mon.send(protocol.listener_datagram(ctx.listener_fd))
+        if not protocol.recv_ack_ok(mon):
             raise SetupError("seccomp", "the monitor could not take the notification "
                                         "listener")
         os.close(ctx.listener_fd)
     if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
         # the monitor copies it out when the run ends
-        protocol.send(mon, OutputFd(), [ctx.output_fd])
+        protocol.send_fd(mon, OutputFd, ctx.output_fd)
         os.close(ctx.output_fd)
         ctx.output_fd = None
     if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
-        protocol.send(mon, CowFd(), [ctx.cow_fd])
+        protocol.send_fd(mon, CowFd, ctx.cow_fd)
         os.close(ctx.cow_fd)
         ctx.cow_fd = None
     if ctx.scratch_fd >= 0:
         # the monitor looks at the private /tmp's free space once the run is over
         # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
         # the mount layer before any filter, keeps the tmpfs for it till then
-        protocol.send(mon, ScratchFd(), [ctx.scratch_fd])
+        protocol.send_fd(mon, ScratchFd, ctx.scratch_fd)
         os.close(ctx.scratch_fd)
         if ctx.shm_fd >= 0:
-            protocol.send(mon, ShmFd(), [ctx.shm_fd])
+            protocol.send_fd(mon, ShmFd, ctx.shm_fd)
             os.close(ctx.shm_fd)
             ctx.shm_fd = -1
         ctx.scratch_fd = -1
     memtrace.mark("pid1.ready")
     ctx.timings.update(memtrace.MARKS)
-    protocol.send(mon, Ready(active=list(ctx.active), skipped=dict(ctx.skipped),
-                             timings=dict(ctx.timings)))
+    mon.send(protocol.ready_datagram(ctx.active, ctx.skipped, ctx.timings))
 
 
 def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: str,

@@ -30,6 +30,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 from typing import Callable
 
 import prctl
@@ -37,7 +38,7 @@ import prctl
 from sandbox import _native, protocol
 from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import apart, libc
-from sandbox.isolation.contain import NEEDS_NAMESPACES, SEQUENCE, _ahead, _apply, contain
+from sandbox.isolation.contain import SEQUENCE, _ahead, _apply, contain
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.libc import adopt_stdio
 from sandbox.policy.model import EnvPolicy, FilesystemPolicy
@@ -45,6 +46,9 @@ from sandbox.policy.plan import FsPlan
 from sandbox.protocol import Pid1Plan, Spec
 from sandbox.sandboxee import entry, memtrace
 
+# The setup child applies SEQUENCE's layers up to this one: the namespace-wide ones, and
+# the limits, which it sets on PID 1 with prlimit(2) (limits._set)
+_DONE = [name for name, _ in SEQUENCE].index("limits")
 _HEAD = b'{"type":"spec","payload":{"run_id":"'
 # what PID 1's per-process layers read of the policy (Pid1Plan.policy)
 _FD_NAMES = ("init_fd", *apart.FDS)   # the descriptors a plan may name
@@ -97,7 +101,7 @@ def main(data: bytes, fds: list[int], setup_fd: int) -> None:
             raise apart.Relayed(plan.error[0], plan.error[1])
         ctx = _context(plan, held, keep)
         memtrace.mark("pid1.plan")
-        contain(ctx, shared_done=True)
+        contain(ctx, after=SEQUENCE[_DONE][0])
         entry.report(ctx, mon)
     except SetupError as exc:
         protocol.send(mon, entry._setup_failure(exc.layer, str(exc)))
@@ -150,8 +154,8 @@ def _child(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int, keep: tuple[in
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.keep_fds = (*keep, ctx.init_fd)
         plan.stdio_tty = spec.stdio.tty is not None
-        shared = [step for step in SEQUENCE if step[0] in NEEDS_NAMESPACES]
-        error = apart.apply_layers(ctx, shared, _apply, _ahead)
+        ctx.rlimit_pid = os.getppid()   # PID 1: the limits are its (limits._set)
+        error = apart.apply_layers(ctx, SEQUENCE[:_DONE + 1], _apply, _ahead)
         plan.error = list(error) if error is not None else None
     except SetupError as exc:
         plan.error = [exc.layer, str(exc)]
@@ -184,9 +188,10 @@ def _lean(ctx: ContainContext) -> ContainContext:
                                  if k.startswith("mem.setup.")}}
     return dataclasses.replace(ctx, policy=policy, fs_plan=FsPlan(), mount_table=None,
                                paths=RunPaths("", ctx.paths.workdir, "", ""),
-                               timings=timings)
+                               timings=timings, rlimit_pid=0)
 
 
+_FS = sys.getfilesystemencoding()
 _OLD_ENVIRON: list[object] = []   # the template's, kept: freeing it writes its pages
 
 
@@ -200,7 +205,8 @@ def replace_environ(env: dict[str, str]) -> None:
     data: dict[bytes, bytes] = {}
     for key, value in env.items():
         os.putenv(key, value)
-        data[os.fsencode(key)] = os.fsencode(value)
+        # os.environ's own encoding (os.fsencode's), without its Python function
+        data[key.encode(_FS, "surrogateescape")] = value.encode(_FS, "surrogateescape")
     _OLD_ENVIRON.append(getattr(os.environ, "_data"))
     setattr(os.environ, "_data", data)
 

@@ -23,6 +23,10 @@ shared by every fork:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandbox.isolation.context import ContainContext
 
 
 def warm() -> None:
@@ -95,10 +99,12 @@ def rehearse() -> None:
             for _ in range(10):
                 got = protocol.from_envelope(protocol.to_envelope(spec, protocol.SPEC_MAX),
                                              protocol.Spec, limit=protocol.SPEC_MAX)
-                runspec.build_context(got)
+                ctx = runspec.build_context(got)
                 protocol.from_datagram(req, protocol.ForkStub)
+                protocol.fork_stub_from_datagram(req)
                 protocol.to_datagram(protocol.StubReady(ok=True))
                 protocol.to_datagram(protocol.Forked(1))
+                _rehearse_pid1(ctx)
     except Exception:
         pass  # an unrehearsed path costs pages, never correctness
     try:
@@ -106,6 +112,26 @@ def rehearse() -> None:
             rehearse_worker()
     except Exception:
         pass
+
+
+def _rehearse_pid1(ctx: "ContainContext") -> None:
+    """What a Python action's PID 1 decodes and encodes (sandbox/sandboxee/planned.py,
+    entry.report): the setup child's plan with its pickled context, the messages to
+    the monitor."""
+    import pickle
+    from sandbox import protocol
+    from sandbox.sandboxee import planned
+    lean = planned._lean(ctx)
+    plan = protocol.Pid1Plan(env={"PATH": "/bin"}, fds=["init_fd"],
+                             context=pickle.dumps(lean, protocol=pickle.HIGHEST_PROTOCOL))
+    pickle.loads(protocol.plan_from_bytes(protocol.plan_to_bytes(plan)).context)
+    for msg in (protocol.ListenerAt(3), protocol.OutputFd(), protocol.ScratchFd(),
+                protocol.ShmFd(), protocol.Pid1Started(2),
+                protocol.Ready(active=["namespaces", "mounts", "network:none", "limits",
+                                       "privileges", "landlock:abi6", "seccomp:default"],
+                               skipped={}, timings={"namespaces": 0.001, "limits": 0.001})):
+        protocol.to_datagram(msg)
+    protocol.from_datagram(protocol.to_datagram(protocol.Ack(ok=True)), protocol.Ack)
 
 
 def rehearse_worker() -> None:
