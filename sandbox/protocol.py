@@ -612,6 +612,22 @@ def _fields(cls: type) -> tuple[tuple[str, Any, dict[str, Any]], ...]:
         hints = _hints(cls)
         got = _FIELDS[cls] = tuple((f.name, hints[f.name], dict(f.metadata))
                                    for f in dataclasses.fields(cls))
+        _WITH_KINDS[cls] = tuple((name, hint, meta, _kind(hint)[2])
+                                 for name, hint, meta in got)
+    return got
+
+
+_WITH_KINDS: dict[type, tuple[tuple[str, Any, dict[str, Any], int], ...]] = {}
+
+
+def _with_kinds(cls: type) -> tuple[tuple[str, Any, dict[str, Any], int], ...]:
+    """`_fields(cls)` with each field's kind (`_kind`) as a fourth item, made once per
+    class with the fields: the codec's loops over a message's fields ask nothing per
+    field."""
+    got = _WITH_KINDS.get(cls)
+    if got is None:
+        _fields(cls)
+        got = _WITH_KINDS[cls]
     return got
 
 
@@ -744,11 +760,11 @@ class _Enc:
             raise ProtocolError(f"{where or cls.__name__}: {type(v).__name__} is not "
                                 f"{cls.__name__}")
         out: dict[str, Any] = {}
-        for name, hint, meta in _fields(cls):
+        for name, hint, meta, kind in _with_kinds(cls):
             if name == "clipped" and not where:
                 continue
             x = getattr(v, name)
-            if _plain(_kind(hint)[2], x, meta):   # what `value` would return as it is
+            if _plain(kind, x, meta):   # what `value` would return as it is
                 out[name] = x
                 continue
             out[name] = self.value(hint, x, meta, f"{where}.{name}" if where else name)
@@ -844,14 +860,13 @@ class _Dec:
             raise ProtocolError(f"{where or cls.__name__}: missing field(s) "
                                 f"{', '.join(sorted(missing))}")
         kw: dict[str, Any] = {}
-        for name, hint, meta in fields:
+        for name, hint, meta, kind in _with_kinds(cls):
             if name not in v:
                 continue
             x = v[name]
             # what `value` accepts and returns as it is (exact types; a string's bound is
             # checked when strict): spared the call and the `where` string, as `_plain`
             t = type(x)
-            kind = _kind(hint)[2]
             if (t is str and kind == _STR
                     and not (self.strict and len(x) > meta.get("chars", DEFAULT_CHARS))) \
                     or (t is bool and kind == _BOOL) \
