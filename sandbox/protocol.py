@@ -360,6 +360,9 @@ class Pid1Plan:
     # the descriptors beside the plan: which ContainContext field each one is
     fds: list[str] = bound(chars=32, items=8, default_factory=list)
     context: bytes = b""      # pickle of the ContainContext (above); b"" with an error
+    # what PID 1's layers read of the policy (sandbox.sandboxee.planned.policy_key): the
+    # context's own is None, PID 1 takes the template's policy of this key
+    policy_key: list[Any] = bound(chars=64, items=4096, default_factory=list)
 
 
 def plan_to_bytes(plan: Pid1Plan) -> bytes:

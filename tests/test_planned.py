@@ -160,3 +160,25 @@ def test_the_stub_and_pid1_copy_less_for_a_python_action():
     assert stub_kib < 400, marks
     lineage_kib = min(m["pid1.ready"] - m["stub.unshared"] for m in marks)
     assert lineage_kib < 1400, marks
+
+
+def test_pid1s_policy_is_what_its_layers_read_of_the_run_s():
+    """PID 1 takes its policy by key (planned.policy_key): best_effort, the network mode,
+    the syscall profile and action, and the lists when the program is not compiled;
+    the template's object when it has one, else one made for the key."""
+    import dataclasses
+    from sandbox.policy import load_policy
+    for name in ("default", "strict"):
+        pol = load_policy(name)
+        pol = dataclasses.replace(pol, best_effort=True, syscalls=dataclasses.replace(
+            pol.syscalls, on_violation="kill", allow=("read",), deny=("ptrace",)))
+        for compiled in (False, True):
+            got = planned.policy_of(list(planned.policy_key(pol, compiled)))
+            assert got.best_effort is True and got.network.mode == pol.network.mode
+            assert (got.syscalls.profile, got.syscalls.on_violation) == \
+                (pol.syscalls.profile, "kill")
+            want = ((), ()) if compiled else (("read",), ("ptrace",))
+            assert (got.syscalls.allow, got.syscalls.deny) == want
+    planned.warm_policy(load_policy("default"))
+    key = planned.policy_key(load_policy("default"), True)
+    assert planned.policy_of(list(key)) is planned._POLICIES[key]

@@ -31,7 +31,7 @@ import pickle
 import signal
 import socket
 import sys
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import prctl
 
@@ -41,7 +41,7 @@ from sandbox.isolation import apart, libc
 from sandbox.isolation.contain import SEQUENCE, _ahead, _apply, contain
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.libc import adopt_stdio
-from sandbox.policy.model import EnvPolicy, FilesystemPolicy
+from sandbox.policy.model import NetworkPolicy, Policy, SyscallPolicy
 from sandbox.policy.plan import FsPlan
 from sandbox.protocol import Pid1Plan, Spec
 from sandbox.sandboxee import entry, memtrace
@@ -169,6 +169,7 @@ def _child(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int, keep: tuple[in
                 plan.fds.append(name)
                 held.append(fd)
         plan.context = pickle.dumps(_lean(ctx), protocol=pickle.HIGHEST_PROTOCOL)
+        plan.policy_key = list(policy_key(ctx.policy, bool(ctx.seccomp_program)))
     plan.env = dict(os.environ)
     socket.send_fds(sock, [protocol.plan_to_bytes(plan)], held)
 
@@ -178,20 +179,51 @@ def _lean(ctx: ContainContext) -> ContainContext:
     (the ruleset is built), the mount table, the syscall lists once the seccomp
     program is compiled (else PID 1 compiles it, and fails the same way); with the
     child's memtrace marks among its timings."""
-    policy = ctx.policy
-    syscalls = policy.syscalls
-    if ctx.seccomp_program:
-        syscalls = dataclasses.replace(syscalls, allow=(), deny=())
-    policy = dataclasses.replace(policy, filesystem=FilesystemPolicy(), env=EnvPolicy(),
-                                 syscalls=syscalls)
     timings = {**ctx.timings, **{k: v for k, v in memtrace.MARKS.items()
                                  if k.startswith("mem.setup.")}}
-    return dataclasses.replace(ctx, policy=policy, fs_plan=FsPlan(), mount_table=None,
+    # the policy goes as its key (`policy_key`): PID 1 takes the template's Policy
+    return dataclasses.replace(ctx, policy=None,  # type: ignore[arg-type]
+                               fs_plan=FsPlan(), mount_table=None,
                                paths=RunPaths("", ctx.paths.workdir, "", ""),
                                timings=timings, rlimit_pid=0)
 
 
 _FS = sys.getfilesystemencoding()
+PolicyKey = tuple[bool, str, str, str, tuple[str, ...], tuple[str, ...]]
+_POLICIES: dict[PolicyKey, Policy] = {}   # made in the template (`warm_policy`)
+
+
+def policy_key(policy: Policy, compiled: bool) -> PolicyKey:
+    """What PID 1's layers read of the policy: best_effort (contain's `_apply`), the
+    network mode and the syscall profile and action (seccomp), and the syscall lists
+    when the program is not compiled (PID 1 compiles it then, and fails the same
+    way). Each object PID 1 made of a whole policy was a page of the program's."""
+    calls = policy.syscalls
+    return (policy.best_effort, policy.network.mode, calls.profile, calls.on_violation,
+            () if compiled else calls.allow, () if compiled else calls.deny)
+
+
+def policy_of(key: Sequence[Any]) -> Policy:
+    """The policy of `key`: the template's (`warm_policy`), else one made now."""
+    be, mode, profile, action, allow, deny = key
+    whole: PolicyKey = (bool(be), str(mode), str(profile), str(action), tuple(allow),
+                        tuple(deny))
+    got = _POLICIES.get(whole)
+    if got is None:
+        got = Policy(best_effort=whole[0], network=NetworkPolicy(mode=whole[1]),
+                     syscalls=SyscallPolicy(profile=whole[2], on_violation=whole[3],
+                                            allow=whole[4], deny=whole[5]))
+    return got
+
+
+def warm_policy(policy: Policy) -> None:
+    """In the template: the policy PID 1 takes for `policy`, with and without
+    best_effort, its program compiled (sandbox/sandboxee/template.py)."""
+    for be in (False, True):
+        key = policy_key(dataclasses.replace(policy, best_effort=be), True)
+        _POLICIES.setdefault(key, policy_of(key))
+
+
 _OLD_ENVIRON: list[object] = []   # the template's, kept: freeing it writes its pages
 
 
@@ -218,6 +250,7 @@ def _context(plan: Pid1Plan, held: list[int], keep: tuple[int, ...]) -> ContainC
     ctx = pickle.loads(plan.context)
     if not isinstance(ctx, ContainContext):
         raise ProtocolError("pid1 plan: no containment context")
+    ctx.policy = policy_of(plan.policy_key)
     ctx.keep_fds = keep
     for name, fd in zip(plan.fds, held):
         if name not in _FD_NAMES:

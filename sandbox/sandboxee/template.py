@@ -121,10 +121,14 @@ def _rehearse_pid1(ctx: "ContainContext") -> None:
     import pickle
     from sandbox import protocol
     from sandbox.sandboxee import planned
+    planned.warm_policy(ctx.policy)
     lean = planned._lean(ctx)
     plan = protocol.Pid1Plan(env={"PATH": "/bin"}, fds=["init_fd"],
-                             context=pickle.dumps(lean, protocol=pickle.HIGHEST_PROTOCOL))
-    pickle.loads(protocol.plan_from_bytes(protocol.plan_to_bytes(plan)).context)
+                             context=pickle.dumps(lean, protocol=pickle.HIGHEST_PROTOCOL),
+                             policy_key=list(planned.policy_key(ctx.policy, True)))
+    got = protocol.plan_from_bytes(protocol.plan_to_bytes(plan))
+    pickle.loads(got.context)
+    planned.policy_of(got.policy_key)
     for msg in (protocol.ListenerAt(3), protocol.OutputFd(), protocol.ScratchFd(),
                 protocol.ShmFd(), protocol.Pid1Started(2),
                 protocol.Ready(active=["namespaces", "mounts", "network:none", "limits",
