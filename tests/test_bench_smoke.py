@@ -55,7 +55,10 @@ def test_bench_markdown_renders_a_saved_run_and_refuses_what_is_not_one(tmp_path
            "round_trip": {"a": {"name": "bwrap", "median_ms": 4.1, "p95_ms": 5, "p99_ms": 6}},
            "throughput": [{"concurrency": 4, "sandbox_per_s": 40.0,
                            "cpu_ms_per_run": {"launcher": 5.0, "sandbox": 19.0}}],
-           "memory": [{"concurrency": 64, "python_action_mib_per_sandbox": 5.6,
+           "memory": [{"concurrency": 50, "python_action_mib_per_sandbox": 5.9,
+                       "exec_program_mib_per_sandbox": 0.9, "bwrap_mib_per_sandbox": 0.4},
+                      {"concurrency": 64, "python_action_mib_per_sandbox": 5.6,
+                       "python_action_alive": 54, "exec_program_alive": 64,
                        "exec_program_mib_per_sandbox": 0.8, "bwrap_mib_per_sandbox": 0.35}],
            "burst": {"size": 4, "rounds": 1, "policy": "strict", "hit_rate": 1.0, "samples": {
                "hit": {"name": "hit", "runs": 1, "median_ms": 9.0, "p95_ms": 9.0,
@@ -67,7 +70,16 @@ def test_bench_markdown_renders_a_saved_run_and_refuses_what_is_not_one(tmp_path
     fences = [line for line in text.splitlines() if line.startswith("```")]
     assert fences and fences[0::2] == ["```text"] * (len(fences) // 2), fences
     assert "| bwrap | 4.1 ms | 5 ms | 6 ms |" in text
-    assert "| 4 | 5.0 | 19.0 | - |" in text and "| 64 | 5.6 MiB | 0.8 MiB | 0.35 MiB |" in text
+    # sandboxes that were not all alive when their memory was read are counted as they were
+    assert "| 4 | 5.0 | 19.0 | - |" in text
+    assert "| 64 | 5.6 MiB (54 alive) | 0.8 MiB | 0.35 MiB |" in text
+    # issue 14's targets are judged at 50 alive, the level it names
+    assert "| memory per live sandbox, Python action, 50 alive (PSS) |" in text
+    assert "| 5.9 MiB vs bwrap 0.4 MiB |" in text
+    at64 = {**run, "memory": run["memory"][1:]}   # a run without it: its last level, as counted
+    text64 = render({**at64, "targets": [t.to_dict() for t in evaluate(at64)]}, "sandbox bench")
+    assert "| memory per live sandbox, Python action, 54 of 64 alive (PSS) |" in text64
+    assert "| memory per live sandbox, exec'd program, 64 alive (PSS) |" in text64
     for t in run["targets"]:   # each target a row that ends with its own verdict
         row = next(r for r in text.splitlines() if r.startswith(f"| {t['name']} |"))
         assert row.endswith(f"| **{t['verdict']}** |" if t["verdict"] != "PASS" else "| PASS |")

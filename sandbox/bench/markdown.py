@@ -77,8 +77,11 @@ def _cpu(res: dict[str, Any]) -> list[str]:
 
 
 def _memory(res: dict[str, Any]) -> list[str]:
-    rows = [[r["concurrency"], f"{r.get('python_action_mib_per_sandbox')} MiB",
-             f"{r.get('exec_program_mib_per_sandbox')} MiB",
+    def cell(r: dict[str, Any], key: str) -> str:
+        alive = r.get(f"{key}_alive", r["concurrency"])
+        return f"{r.get(f'{key}_mib_per_sandbox')} MiB" + (
+            "" if alive == r["concurrency"] else f" ({alive} alive)")
+    rows = [[r["concurrency"], cell(r, "python_action"), cell(r, "exec_program"),
              f"{r.get('bwrap_mib_per_sandbox', '-')} MiB"] for r in res.get("memory", [])]
     return _table(["alive", "Python action", "exec'd program", "bwrap (`sleep`)"], rows)
 

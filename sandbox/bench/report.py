@@ -75,7 +75,7 @@ def run_all(runs: int = 50, quick: bool = False, log: Callable[[str], None] = pr
 
     _netproxy(out, quick, log)   # issue 18: the allowlist proxy (sandbox/bench/netproxy.py)
 
-    mlevels = [50] if quick else [1, 4, 16, 64]   # issue 14 counts 50 alive
+    mlevels = [50] if quick else [1, 4, 16, 50, 64]   # issue 14 counts 50 alive
     log(f"memory with {mlevels} sandboxes alive at once ...")
     out["memory"] = sweep.memory_sweep(mlevels, bwrap=S.peers()["bwrap"] is not None)
     out["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]

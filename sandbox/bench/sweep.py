@@ -137,12 +137,20 @@ def _sandboxes_alive() -> int:
     return sum(1 for c in psutil.Process().children(recursive=True) if _is_pid1(c.pid))
 
 
+# Seconds a measured sandbox would live: each is cancelled once read, so this only has to
+# outlast starting `c` of them (a sandbox that ended before the reading while the count
+# kept the most ever seen made the figure too small: 54 of 64 read as 3.29 MiB).
+HOLD = 300.0
+
+
 def memory_sweep(levels: list[int], *, policy: str = "strict",
                  bwrap: bool = True) -> list[dict[str, Any]]:
     """MiB of PSS per live sandbox, with c alive at once: every process the launcher
     owns (its monitor host, the zygote and spare, each sandbox's stub, init and
     program; issue 14's measure), divided by the sandboxes alive. The fixed processes
-    are shared among them, so the figure falls as c grows. (A difference against the
+    are shared among them, so the figure falls as c grows. The sandboxes are counted
+    when their memory is read (`{kind}_alive`: fewer than c when they could not all be
+    started within 60 + c seconds). (A difference against the
     tree with none alive is no measure here: the spare stub, a Python fork counted
     whole when alone, becomes the first sandbox's 50-KiB compiled stub, and the
     shared pages of the host and zygote are divided among more processes: with 4
@@ -152,21 +160,28 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
     for c in levels:
         row: dict[str, Any] = {"concurrency": c}
         for kind in ("python_action", "exec_program"):
-            launcher = Launcher(max_concurrent=c)
-            launcher.spawn(_workflow("bench.noop"), policy=policy)
-            time.sleep(0.5)     # the warm-up run's monitor gone, its store closed
-            hold = 3.0 + c * 0.1
-            target: Any = (_workflow("bench.sleep", seconds=hold) if kind == "python_action"
-                           else ["/bin/sleep", str(hold)])
-            threads = [threading.Thread(target=launcher.spawn, args=(target,),
-                                        kwargs={"policy": policy}) for _ in range(c)]
-            for t in threads:
-                t.start()
-            alive = _live_count(_sandboxes_alive, c, hold)
-            peak = owned_pss([launcher.forkserver_pid or 0])
-            for t in threads:
-                t.join()
-            launcher.close()    # its fork server gone before the next baseline
+            launcher = Launcher(max_concurrent=c + 2)
+            try:
+                launcher.spawn(_workflow("bench.noop"), policy=policy)
+                time.sleep(0.5)     # the warm-up run's monitor gone, its store closed
+                target: Any = (_workflow("bench.sleep", seconds=HOLD)
+                               if kind == "python_action" else ["/bin/sleep", str(HOLD)])
+                handles = [launcher.start(target, policy=policy) for _ in range(c)]
+                try:
+                    _live_count(_sandboxes_alive, c, 60 + c)
+                    time.sleep(0.3)   # the last ones' set-up faults settled
+                    # counted on both sides of the reading, the smaller count kept: a
+                    # sandbox that ended meanwhile makes the figure larger, never smaller
+                    before = _sandboxes_alive()
+                    peak = owned_pss([launcher.forkserver_pid or 0])
+                    alive = min(before, _sandboxes_alive())
+                finally:
+                    for h in handles:
+                        h.cancel()
+                    for h in handles:
+                        h.wait()
+            finally:
+                launcher.close()    # its fork server gone before the next baseline
             row[f"{kind}_alive"] = alive
             row[f"{kind}_mib_per_sandbox"] = round(peak / max(1, alive) / 2**20, 3)
         if bwrap:

@@ -104,13 +104,16 @@ def evaluate(res: dict[str, Any]) -> list[Target]:
                       False))
 
     mem = res.get("memory", [])
-    last = mem[-1] if mem else {}
+    # issue 14's targets count 50 alive; a run without that level is judged at its last
+    last = next((r for r in mem if r.get("concurrency") == 50), mem[-1] if mem else {})
     n = last.get("concurrency")
     bwm = last.get("bwrap_mib_per_sandbox")
     for key, label, limit in (("exec_program", "exec'd program", 1.0),
                               ("python_action", "Python action", 4.0)):
         v = last.get(f"{key}_mib_per_sandbox")
-        out.append(Target(f"memory per live sandbox, {label}, {n} alive (PSS)",
+        alive = last.get(f"{key}_alive", n)
+        out.append(Target(f"memory per live sandbox, {label}, "
+                          f"{n if alive == n else f'{alive} of {n}'} alive (PSS)",
                           f"<= {limit:g} MiB (issue 14)", f"{v} MiB vs bwrap {bwm} MiB",
                           v, limit, False))
     proxy, why = res.get("netproxy", {}), res.get("notes", {}).get("netproxy", "")
