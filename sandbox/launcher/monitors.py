@@ -20,7 +20,6 @@ fork.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, Union
 
-from sandbox import protocol
+from sandbox import fdwait, protocol
 from sandbox.launcher import prepare as P
 from sandbox.launcher.interp import exec_monitor, helper_command, monitor_env
 
@@ -50,7 +49,7 @@ class ForkedMonitor:
         """The monitor's exit code as subprocess gives it (negative: killed by that
         signal), or None while it runs."""
         if self.returncode is None and self.exit_sock.fileno() >= 0 \
-                and select.select([self.exit_sock], [], [], 0)[0]:
+                and fdwait.readable([self.exit_sock], 0):
             self._take_status()
         return self.returncode
 
@@ -82,7 +81,7 @@ class ForkedMonitor:
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait up to `timeout` seconds for the real status; None if it did not come."""
         if self.returncode is None and self.exit_sock.fileno() >= 0 \
-                and select.select([self.exit_sock], [], [], timeout)[0]:
+                and fdwait.readable([self.exit_sock], timeout):
             self._take_status()
         return self.returncode
 

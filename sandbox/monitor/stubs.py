@@ -17,7 +17,6 @@ run gets a stub made for it.
 from __future__ import annotations
 
 import os
-import select
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from sandbox import protocol
 from sandbox.errors import ProtocolError, ZygoteGone
 from sandbox.isolation.libc import adopt_stdio
+from sandbox import fdwait
 from sandbox.monitor import runspec, tree
 from sandbox.protocol import ForkStub, Spec, SpecFile, StubReady
 from sandbox.sandboxee import entry
@@ -75,7 +75,7 @@ class Prestarted:
     def waiting(self) -> bool:
         """The stub still waits: alive (its pidfd not readable) and silent since
         StubReady (a stub whose zygote died is neither)."""
-        return not select.select([self.stub_fd, self.status.fileno()], [], [], 0)[0]
+        return not fdwait.readable([self.stub_fd, self.status.fileno()], 0)
 
     def discard(self) -> None:
         """Not used: end the stub (its parent, the zygote, reaps it). The cgroup is the

@@ -15,7 +15,6 @@ children, descendants or rusage, which are every run's (issue 14).
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import sys
@@ -26,6 +25,7 @@ from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext
+from sandbox import fdwait
 from sandbox.monitor import runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
@@ -274,8 +274,8 @@ class Supervisor:
         every process that held the other end is gone, and only what is queued is read."""
         while True:
             try:
-                readable, _, _ = select.select([sock], [], [], 0)
-            except (OSError, ValueError):
+                readable = fdwait.readable([sock.fileno()], 0)
+            except (OSError, ValueError):   # closed already
                 return
             if not readable or not self._setup_message(sock):
                 return
@@ -422,7 +422,7 @@ class Supervisor:
             # the cgroup it is in cannot go before it; bounded: the waiter has exited
             # already, only the kernel's teardown of its namespaces is left
             try:
-                select.select([self.stub_fd], [], [], STUB_EXIT_WAIT)
+                fdwait.readable([self.stub_fd], STUB_EXIT_WAIT)
             except (OSError, ValueError):
                 pass
         self._close_pidfds()

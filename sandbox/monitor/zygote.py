@@ -42,7 +42,6 @@ dies"), and its pages are its own, no longer shared with the host.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -53,6 +52,7 @@ from typing import Callable
 import prctl
 
 from sandbox import _native, protocol
+from sandbox import fdwait
 from sandbox.errors import ZygoteGone
 from sandbox.protocol import ForkStub, Forked, Refused, Spec
 from sandbox.sandboxee import forking, template
@@ -126,7 +126,7 @@ class Zygote:
 
     def death(self) -> str | None:
         """None while it lives; else how it died (it stays unreaped until `close`)."""
-        if not select.select([self.pidfd], [], [], 0)[0]:
+        if not fdwait.readable([self.pidfd], 0):
             return None
         how = "ended"
         try:
@@ -193,10 +193,10 @@ class Zygotes:
             return False
         why = dead.death()
         if why is None:   # its socket failed, so it is ending (or of no use): make sure
-            select.select([dead.pidfd], [], [], 5.0)
+            fdwait.readable([dead.pidfd], 5.0)
             if dead.death() is None:
                 signal.pidfd_send_signal(dead.pidfd, signal.SIGKILL)
-                select.select([dead.pidfd], [], [])
+                fdwait.readable([dead.pidfd], None)
             why = dead.death() or f"the zygote (pid {dead.pid}) is gone"
         self._deaths[self.generation] = why
         while len(self._deaths) > DEATHS_KEPT:
@@ -230,13 +230,13 @@ def _serve(sock: socket.socket) -> int:
     children: dict[int, int] = {}   # pidfd -> pid
     watched = [sock.fileno()]       # the socket, then every child's pidfd
     while True:
-        ready, _, _ = select.select(watched, [], [])
+        ready, _ = fdwait.ready(watched)
         for fd in ready:
             if fd in children:
                 _reap(fd, children)
                 watched.remove(fd)
         _reap_orphans(children)
-        if ready[0] != watched[0]:   # select keeps its input's order: the socket is first
+        if ready[0] != watched[0]:   # `ready` keeps its input's order: the socket is first
             continue
         # The request is taken raw and read by the child (`_stub`): every page this
         # loop writes while a stub lives becomes that stub's own copy, and then its

@@ -20,13 +20,13 @@ Each query is a record (operation "resolve", syscall "dns").
 from __future__ import annotations
 
 import ipaddress
-import select
 import socket
 import struct
 import threading
 import time
 from typing import Any, Callable
 
+from sandbox import fdwait
 from sandbox.netproxy.rules import Allowlist, normalize_name, parse_addr
 
 MAX_QUERY = 512
@@ -114,7 +114,7 @@ class DnsStub:
     def _loop(self) -> None:
         while not self.stopping:
             try:
-                r, _, _ = select.select([self.sock, self._wake_r], [], [])
+                r, _ = fdwait.ready([self.sock, self._wake_r])
             except (OSError, ValueError):
                 return
             if self._wake_r in r:

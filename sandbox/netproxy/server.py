@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sandbox import fdwait
 from sandbox.netproxy import wire
 from sandbox.netproxy.rules import Allowlist, Verdict, normalize_name, parse_addr
 
@@ -128,7 +128,7 @@ class ProxyServer:
     def _accept_loop(self) -> None:
         while not self.stopping:
             try:
-                ready, _, _ = select.select([self.listener, self._wake_r], [], [])
+                ready, _ = fdwait.ready([self.listener, self._wake_r])
             except (OSError, ValueError):
                 return
             if self._wake_r in ready or self.stopping:
@@ -358,7 +358,7 @@ class ProxyServer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            r, _, _ = select.select([conn], [], [], left)
+            r, _ = fdwait.ready([conn], (), left)
             if not r:
                 break
             more = conn.recv(4096)
@@ -399,7 +399,7 @@ class ProxyServer:
         view = memoryview(buf)
         since_check = 0
         while open_ and not self.stopping:
-            r, _, _ = select.select(list(open_), [], [], IDLE_TIMEOUT)
+            r, _ = fdwait.ready(list(open_), (), IDLE_TIMEOUT)
             if not r:
                 rec.result = "idle timeout"
                 return
@@ -435,7 +435,7 @@ class ProxyServer:
         error or when dst accepted nothing for IDLE_TIMEOUT; -1 when src had nothing.
 
         Both sockets are in timeout mode (non-blocking underneath), so a full pipe or a
-        slow reader is waited for with select, never by blocking a splice forever."""
+        slow reader is waited for (poll), never by blocking a splice forever."""
         if pipe is None:
             return _retry_recv(src, dst, buf, view)
         r, w = pipe
@@ -450,7 +450,7 @@ class ProxyServer:
             try:
                 left -= os.splice(r, dst.fileno(), left, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
             except BlockingIOError:
-                _, ready, _ = select.select([], [dst], [], IDLE_TIMEOUT)
+                _, ready = fdwait.ready([], [dst], IDLE_TIMEOUT)
                 if not ready:
                     return 0
             except OSError:

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import signal
 import socket
 import sys
 
+from sandbox import fdwait
 from sandbox.launcher import monitors
 
 STALE_WAIT = 5.0   # seconds a run waits for a killed run's reply before its own request
@@ -109,7 +109,7 @@ class ForRun(monitors.ForkServerClient):
     def _take_stale(self) -> bool:
         """Take (and drop) one reply meant for a run that was killed; False if none came."""
         assert self._sock is not None
-        if not select.select([self._sock], [], [], STALE_WAIT)[0]:
+        if not fdwait.readable([self._sock], STALE_WAIT):
             return False
         try:   # (socket.recv_fds ignores its flags argument: recvmsg itself)
             data, anc, _, _ = self._sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4),
