@@ -135,4 +135,8 @@ def test_the_compiled_loops_runs_record_what_the_python_loop_records(tmp_path):
     assert seen[0] == seen[1]
     rows = seen[0][0]
     assert [(r[2], r[6]) for r in rows] == [(str(a), 700 + 150), (str(b), 50 + 600)], rows
-    assert runs and sum(runs) > 1000          # the compiled loop did report runs
+    # the compiled loop did report runs, each one record for many calls. How many of the
+    # 1,500 calls it takes before its cache has each key depends on the machine's timing
+    # (890-966 in runs on one 2-core machine, over 1,000 on another): the bound asks for
+    # runs, not for a speed
+    assert runs and max(runs) > 1 and sum(runs) >= 500, runs
