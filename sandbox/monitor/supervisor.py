@@ -21,11 +21,10 @@ import sys
 import time
 from typing import Any, Callable, Protocol
 
-from sandbox import protocol
+from sandbox import fdwait, protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext
-from sandbox import fdwait
 from sandbox.monitor import runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
