@@ -44,12 +44,15 @@ NEEDS_NAMESPACES = frozenset({"namespaces", "mounts", "network"})
 
 
 def contain(ctx: ContainContext, *, until: str | None = None,
-            apart: bool = False, after: str | None = None) -> ContainContext:
+            apart: bool = False, after: str | None = None,
+            before_filter: Layer | None = None) -> ContainContext:
     """Apply every layer in order (or up to and including `until`, for tests); with
     `apart`, the namespace-wide ones in a throw-away child (module doc). With
     `after`, a Python action's setup child has applied the layers up to and including
     that one already, before PID 1 knew the run (sandbox/sandboxee/planned.py): only
-    the rest is applied."""
+    the rest is applied. `before_filter(ctx)` runs just before the seccomp layer: what
+    PID 1 still sends the monitor then goes unmediated (once the filter is on, a
+    private network makes every sendmsg wait for the monitor's answer)."""
     names = [name for name, _ in SEQUENCE]
     todo = SEQUENCE[:names.index(until) + 1] if until else SEQUENCE
     if after is not None:
@@ -64,6 +67,8 @@ def contain(ctx: ContainContext, *, until: str | None = None,
                 memtrace.mark(f"pid1.{name}")
             todo = todo[len(shared):]
     for name, layer in todo:
+        if name == "seccomp" and before_filter is not None:
+            before_filter(ctx)
         _apply(ctx, name, layer)
     return ctx
 

@@ -540,6 +540,7 @@ class Supervisor:
             self.report.exec_error = msg.message
             self.report.exec_failure = msg.failure
         elif isinstance(msg, ScratchFd) and fds and getattr(self, "_scratch_fd", None) is None:
+            self._mark("scratch_received")   # before the filter (entry.hand_over)
             self._scratch_fd = fds.pop(0)
         elif isinstance(msg, ShmFd) and fds and self._shm_fd is None:
             self._shm_fd = fds.pop(0)

@@ -86,7 +86,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
         # a Python action's PID 2, a fork of this process. A program's PID 2 execs and
         # this process execs the init: their pages go then, and the child would only
         # cost its fork (+4.4 ms of CPU per run, docs/benchmarks.md).
-        contain(ctx, apart=spec.mode != "exec")
+        contain(ctx, apart=spec.mode != "exec", before_filter=lambda c: hand_over(c, mon))
         if not ctx.namespaces:
             os.chdir(ctx.paths.workdir)
         report(ctx, mon)
@@ -99,8 +99,35 @@ def main(ctx: ContainContext, spec: Spec) -> None:
     start_program(ctx, mon, tty=spec.stdio.tty is not None, mode=spec.mode, argv=spec.argv)
 
 
+def hand_over(ctx: ContainContext, mon: socket.socket) -> None:
+    """The mount layer's descriptors, to the monitor: `contain` calls this before the
+    seccomp layer, where each sendmsg is a plain system call (after it, a private
+    network's filter hands every sendmsg to the monitor: three round trips through
+    the notification thread per run, ~1.5 ms). Each is sent once (`report` sends
+    what is left when the sequence stopped earlier)."""
+    if ctx.output_fd is not None:   # the monitor copies it out when the run ends
+        protocol.send_fd(mon, OutputFd, ctx.output_fd)
+        os.close(ctx.output_fd)
+        ctx.output_fd = None
+    if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
+        protocol.send_fd(mon, CowFd, ctx.cow_fd)
+        os.close(ctx.cow_fd)
+        ctx.cow_fd = None
+    if ctx.scratch_fd >= 0:
+        # the monitor looks at the private /tmp's free space once the run is over
+        # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
+        # the mount layer, keeps the tmpfs for it till then
+        protocol.send_fd(mon, ScratchFd, ctx.scratch_fd)
+        os.close(ctx.scratch_fd)
+        if ctx.shm_fd >= 0:
+            protocol.send_fd(mon, ShmFd, ctx.shm_fd)
+            os.close(ctx.shm_fd)
+            ctx.shm_fd = -1
+        ctx.scratch_fd = -1
+
+
 def report(ctx: ContainContext, mon: socket.socket) -> None:
-    """Once every layer is applied: the listener, the mount layer's descriptors and
+    """Once every layer is applied: the listener, what `hand_over` has not sent, and
     `Ready` to the monitor. Raises SetupError (the listener not taken)."""
     if ctx.listener_fd is not None:
         # named, not sent: with a private network the filter hands sendmsg to the
@@ -112,26 +139,7 @@ def report(ctx: ContainContext, mon: socket.socket) -> None:
             raise SetupError("seccomp", "the monitor could not take the notification "
                                         "listener")
         os.close(ctx.listener_fd)
-    if ctx.output_fd is not None:   # after the listener: its sendmsg may be mediated;
-        # the monitor copies it out when the run ends
-        protocol.send_fd(mon, OutputFd, ctx.output_fd)
-        os.close(ctx.output_fd)
-        ctx.output_fd = None
-    if ctx.cow_fd is not None:   # the copy-on-write layer's tmpfs: exported the same way
-        protocol.send_fd(mon, CowFd, ctx.cow_fd)
-        os.close(ctx.cow_fd)
-        ctx.cow_fd = None
-    if ctx.scratch_fd >= 0:
-        # the monitor looks at the private /tmp's free space once the run is over
-        # (RunResult.hints: "the private /tmp was full"); the descriptor, opened by
-        # the mount layer before any filter, keeps the tmpfs for it till then
-        protocol.send_fd(mon, ScratchFd, ctx.scratch_fd)
-        os.close(ctx.scratch_fd)
-        if ctx.shm_fd >= 0:
-            protocol.send_fd(mon, ShmFd, ctx.shm_fd)
-            os.close(ctx.shm_fd)
-            ctx.shm_fd = -1
-        ctx.scratch_fd = -1
+    hand_over(ctx, mon)
     memtrace.mark("pid1.ready")
     ctx.timings.update(memtrace.MARKS)
     mon.send(protocol.ready_datagram(ctx.active, ctx.skipped, ctx.timings))

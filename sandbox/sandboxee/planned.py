@@ -101,7 +101,7 @@ def main(data: bytes, fds: list[int], setup_fd: int) -> None:
             raise apart.Relayed(plan.error[0], plan.error[1])
         ctx = _context(plan, held, keep)
         memtrace.mark("pid1.plan")
-        contain(ctx, after=SEQUENCE[_DONE][0])
+        contain(ctx, after=SEQUENCE[_DONE][0], before_filter=lambda c: entry.hand_over(c, mon))
         entry.report(ctx, mon)
     except SetupError as exc:
         protocol.send(mon, entry._setup_failure(exc.layer, str(exc)))
