@@ -539,7 +539,13 @@ class Ready:
 @dataclass
 class ExecError:
     failure: ExecFailure = field(default_factory=ExecFailure)
-    message: str = bound(chars=4096, default="")
+    message: str = bound(chars=4096, default="")   # empty: the monitor words it (below)
+
+
+def exec_message(failure: ExecFailure) -> str:
+    """What an exec failure says, as the shell would: the program, then the errno's text
+    (the compiled init's PID 2 sends only the errno: sandboxee/entry.py)."""
+    return f"{failure.program}: {os.strerror(failure.errno)}"[:4096]
 
 
 MESSAGES: dict[str, type] = {

@@ -537,7 +537,8 @@ class Supervisor:
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
         elif isinstance(msg, ExecError):
-            self.report.exec_error = msg.message
+            # worded here when PID 2 (the compiled init's fork) sent only the errno
+            self.report.exec_error = msg.message or protocol.exec_message(msg.failure)
             self.report.exec_failure = msg.failure
         elif isinstance(msg, ScratchFd) and fds and getattr(self, "_scratch_fd", None) is None:
             self._mark("scratch_received")   # before the filter (entry.hand_over)

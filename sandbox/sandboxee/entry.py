@@ -10,13 +10,16 @@ sandbox's own runtime never depends on what the policy lets the program see.
 Order, once every layer is applied (the init is under every one of them):
 
 1. ``ready`` goes to the monitor; every signal is blocked;
-2. fork: the child (PID 2) restores default signal dispositions and an empty
-   mask, takes the terminal when there is one, and execs the program (or runs
-   the workflow). An exec failure is reported as ``exec_error`` with its errno
-   and the child exits 127 (not found) or 126 (found, cannot execute), as a
-   shell does;
-3. the parent closes everything but the exit pipe and execs the init, which
-   reaps orphans, forwards signals and reports the program's wait status.
+2. a program: this process searches PATH and execs the init at once, which
+   forks PID 2 (init.c ``--exec``): no fork of this Python process, whose
+   copy would only exec (~4-5 ms of CPU per run, docs/benchmarks.md);
+   a workflow: fork, and the child (PID 2) runs it while the parent closes
+   everything but the exit pipe and execs the init;
+3. PID 2 has default signal dispositions and an empty mask, a session of its
+   own, and the terminal when there is one. An exec failure is reported as
+   ``exec_error`` with its errno and PID 2 exits 127 (not found) or 126
+   (found, cannot execute), as a shell does. The init reaps orphans,
+   forwards signals and reports the program's wait status.
 
 The monitor socket (SOCK_SEQPACKET) carries typed messages (sandbox.protocol)
 from here to the monitor: where the seccomp listener is (`ListenerAt`, which
@@ -28,7 +31,6 @@ or stderr: they belong to the program.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module under `signal`
-import errno
 import fcntl
 import os
 import shutil
@@ -39,7 +41,7 @@ import termios
 import prctl
 
 from sandbox import _native, protocol
-from sandbox.errors import ProtocolError, SetupError
+from sandbox.errors import SetupError
 # Imported now, never lazily under the view (which may hold none of this package):
 from sandbox.isolation import syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
@@ -150,6 +152,8 @@ def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: s
     """Fork PID 2 (the program) and become the init. Never returns."""
     # `_signal`, not `signal`'s wrappers, which make an enum member of each signal
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals())
+    if mode == "exec":
+        _exec_through_init(ctx, mon, tty, argv or [])   # never returns
     try:
         child = forking.fork_single_threaded()
     except OSError as exc:
@@ -183,8 +187,6 @@ def _program(ctx: ContainContext, mon: socket.socket, tty: bool, mode: str,
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
         if tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if mode == "exec":
-            _exec(argv or [], mon)
         mon.close()
         from sandbox.sandboxee import worker
         code = worker.run(ctx.ipc_fd)
@@ -192,24 +194,43 @@ def _program(ctx: ContainContext, mon: socket.socket, tty: bool, mode: str,
         os._exit(code)
 
 
-def _exec(argv: list[str], mon: socket.socket) -> None:
+_ERRNO = b'"errno":0'   # where `exec_error_halves` cuts: no JSON string can hold it
+
+
+def exec_error_halves(program: str, path: str, searched: bool) -> tuple[bytes, bytes]:
+    """The `ExecError` PID 2 sends if its exec fails, encoded here with the codec and
+    cut where the errno goes: init.c writes the first half, the errno, the second.
+    Its message is left empty, for the monitor to word (`protocol.exec_message`). The cut is
+    unambiguous: inside an encoded string every '"' is escaped, so '"errno":0' is
+    the field and nothing else."""
+    data = protocol.to_datagram(ExecError(
+        ExecFailure(program=program[:4096], path=path[:4096], errno=0, searched=searched)))
+    at = data.index(_ERRNO) + len(_ERRNO) - 1
+    return data[:at], data[at + 1:]
+
+
+def _exec_through_init(ctx: ContainContext, mon: socket.socket, tty: bool,
+                       argv: list[str]) -> None:
+    """An exec'd program: search PATH here, then become the init, which forks PID 2 and
+    execs the program (init.c ``--exec``). Never returns."""
     path = argv[0]
     if "/" not in path:
         path = shutil.which(path, path=os.environ.get("PATH", "")) or path
+    head, tail = exec_error_halves(argv[0], path, "/" not in argv[0] and path == argv[0])
+    exit_fd = ctx.exit_fd
     try:
-        os.execve(path, argv, os.environ)
-    except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else \
-            EXIT_CANNOT_EXECUTE
-        searched = "/" not in argv[0] and path == argv[0]
+        if exit_fd >= 0:
+            os.set_inheritable(exit_fd, True)
+        os.set_inheritable(mon.fileno(), True)
+        os.execve(ctx.init_fd, ["sandbox-init", "--exec",
+                                str(exit_fd if exit_fd >= 0 else 255), str(mon.fileno()),
+                                "1" if tty else "0", head, tail, path, *argv], os.environ)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
         try:
-            protocol.send(mon, ExecError(
-                ExecFailure(program=argv[0][:4096], path=path[:4096], errno=exc.errno or 0,
-                            searched=searched),
-                message=f"{argv[0]}: {exc.strerror}"[:4096]))
-        except (OSError, ProtocolError):
-            pass
-        os._exit(code)
+            protocol.send(mon, _setup_failure("init", f"cannot start the sandbox's init: {why}"))
+        finally:
+            os._exit(EXIT_SETUP)
 
 
 def _become_init(ctx: ContainContext, mon: socket.socket, child: int) -> None:
