@@ -80,6 +80,12 @@ def bound(*, chars: int = DEFAULT_CHARS, items: int = DEFAULT_ITEMS,
     return field(default=default, metadata=meta)
 
 
+def bounds_of(cls: type, name: str) -> typing.Mapping[str, Any]:
+    """The bounds (`bound`) declared for field `name` of message `cls`: for the
+    fixed-form writers and fit checks that skip the codec but must hold its limits."""
+    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+
+
 # -- the messages ----------------------------------------------------------------
 @dataclass
 class SetupFailure:
@@ -1101,6 +1107,9 @@ def listener_datagram(fd: int) -> bytes:
     return b'{"type":"listener","payload":{"fd":%d}}' % fd
 
 
+_READY_BOUNDS = tuple(bounds_of(Ready, name) for name in ("active", "skipped", "timings"))
+
+
 def ready_datagram(active: list[str], skipped: dict[str, str],
                    timings: dict[str, float]) -> bytes:
     """`to_datagram(Ready(active, skipped, timings))`, without the codec when every
@@ -1108,12 +1117,16 @@ def ready_datagram(active: list[str], skipped: dict[str, str],
     first Ready through the codec copies ~250 KiB: the program's, PID 1 sends it just
     before it forks the program); anything else goes through the codec, which says
     why it does not fit. tests/test_protocol.py holds the two equal."""
-    if len(active) > 32 or len(skipped) > 16 or len(timings) > 32 \
-            or not all(type(a) is str and a.isascii() and len(a) <= 64 for a in active) \
-            or not all(type(k) is str and k.isascii() and len(k) <= 512 and type(v) is str
-                       and v.isascii() and len(v) <= 512 for k, v in skipped.items()) \
-            or not all(type(k) is str and k.isascii() and len(k) <= 64 and type(v) is float
-                       and math.isfinite(v) for k, v in timings.items()):
+    act, skip, tim = _READY_BOUNDS
+    if len(active) > act["items"] or len(skipped) > skip["items"] \
+            or len(timings) > tim["items"] \
+            or not all(type(a) is str and a.isascii() and len(a) <= act["chars"]
+                       for a in active) \
+            or not all(type(k) is str and k.isascii() and len(k) <= skip["chars"]
+                       and type(v) is str and v.isascii() and len(v) <= skip["chars"]
+                       for k, v in skipped.items()) \
+            or not all(type(k) is str and k.isascii() and len(k) <= tim["chars"]
+                       and type(v) is float and math.isfinite(v) for k, v in timings.items()):
         return to_datagram(Ready(active=list(active), skipped=dict(skipped),
                                  timings=dict(timings)))
     return dumps({"type": "ready", "payload": {"active": active, "skipped": skipped,

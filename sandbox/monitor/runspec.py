@@ -6,17 +6,16 @@ back (issue 14: no import cycle in monitor/).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
-from typing import Any, Mapping, TypeVar
+from typing import TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import KINDS, Prepared
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
 from sandbox.errors import ProtocolError
-from sandbox.protocol import MountStep, MountTable, Spec
+from sandbox.protocol import MountStep, MountTable, Spec, bounds_of
 
 
 def build_context(spec: Spec) -> ContainContext:
@@ -54,13 +53,10 @@ def mount_table_wire(plan: FsPlan) -> MountTable | None:
     return table if _fits(table) else None
 
 
-def _bound(cls: type, name: str) -> Mapping[str, Any]:
-    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
-
-
 # MountTable's and MountStep's own bounds (sandbox/protocol.py), read once
-_STEPS, _REAL = _bound(MountTable, "steps"), _bound(MountTable, "real")
-_KIND, _PATH, _SOURCE = (_bound(MountStep, name)["chars"] for name in ("kind", "path", "source"))
+_STEPS, _REAL = bounds_of(MountTable, "steps"), bounds_of(MountTable, "real")
+_KIND, _PATH, _SOURCE = (bounds_of(MountStep, name)["chars"]
+                         for name in ("kind", "path", "source"))
 
 
 def _fits(table: MountTable) -> bool:
