@@ -22,9 +22,18 @@ from setuptools.dist import Distribution
 
 SOURCE = os.path.join("sandbox", "_native", "init.c")
 TARGET = os.path.join("sandbox", "_native", "sandbox-init")
-# The same flags as sandbox/_native/__init__.py (CFLAGS), which builds on demand for an
-# install that predates the init.
-CFLAGS = ["-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
+
+
+def _toolchain():
+    """sandbox/_native/toolchain.py, the init's compiler and flags, loaded as a file: the
+    package itself is not importable before it is installed. The launcher's on-demand
+    build (sandbox/_native/__init__.py) uses the same module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "_sandbox_toolchain", os.path.join("sandbox", "_native", "toolchain.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 # The compiled thin client of `sandbox exec` (sandbox/_native/client.c): dynamically
 # linked (it runs outside any sandbox), told which interpreter runs the Python CLI.
 CLIENT_SOURCE = os.path.join("sandbox", "_native", "client.c")
@@ -50,7 +59,8 @@ class build_native(Command):
 
     def run(self) -> None:
         import sys
-        self._compile(SOURCE, TARGET, CFLAGS)
+        chain = _toolchain()
+        self._compile(SOURCE, TARGET, list(chain.CFLAGS), cc=chain.init_cc(self._cc()))
         # the interpreter running this build is the one the package is installed for
         self._compile(CLIENT_SOURCE, CLIENT_TARGET,
                       [*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"'])
@@ -71,11 +81,14 @@ class build_native(Command):
         import compileall
         compileall.compile_dir("sandbox", quiet=2)
 
-    def _compile(self, source: str, target: str, flags: list[str]) -> None:
+    @staticmethod
+    def _cc() -> str:
+        return os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+
+    def _compile(self, source: str, target: str, flags: list[str], cc: str = "") -> None:
         out = target if self.editable_mode else os.path.join(self.build_lib, target)
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-        cmd = [*cc.split()[:1], *flags, "-o", out + ".tmp", source]
+        cmd = [*(cc or self._cc()).split()[:1], *flags, "-o", out + ".tmp", source]
         if shutil.which(cmd[0]) is None:
             raise SystemExit(f"build_native: no C compiler ({cmd[0]}): install gcc and libc6-dev")
         self.announce(" ".join(cmd), level=2)

@@ -18,21 +18,23 @@ import shutil
 import subprocess
 import tempfile
 
+from sandbox._native.toolchain import CFLAGS, init_cc
 from sandbox.errors import SetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 INIT_PATH = os.path.join(HERE, "sandbox-init")
 SOURCE = os.path.join(HERE, "init.c")
-CFLAGS = ("-static", "-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s")
 
 
 def init_path() -> str:
     """Where the init binary is: the installed one, else one built now (in the launcher)."""
     if os.access(INIT_PATH, os.X_OK) and not _older_than_source(INIT_PATH):
         return INIT_PATH
+    cc = init_cc(os.environ.get("CC", "cc"))
     try:
         with open(SOURCE, "rb") as f:
-            digest = hashlib.sha256(f.read() + " ".join(CFLAGS).encode()).hexdigest()[:16]
+            digest = hashlib.sha256(f.read() + " ".join((cc, *CFLAGS)).encode()
+                                    ).hexdigest()[:16]
     except OSError as exc:
         raise SetupError("init", f"the sandbox's init is not installed and its source "
                                  f"is missing ({exc.strerror}): reinstall the package") from None
@@ -40,7 +42,6 @@ def init_path() -> str:
     target = os.path.join(state_dir(), "native", f"sandbox-init-{digest}")
     if os.access(target, os.X_OK):
         return target
-    cc = os.environ.get("CC", "cc").split()[0]
     if shutil.which(cc) is None:
         raise SetupError("init", f"the sandbox's init {INIT_PATH} is not built and there is "
                                  f"no C compiler ({cc}): install gcc and libc6-dev, then "

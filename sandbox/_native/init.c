@@ -63,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -268,7 +269,9 @@ static pid_t start_program(int status_fd, int setup_fd, int tty, const char *hea
     size_t size;
     char *buf;
     int err, n;
-    pid_t pid = fork();
+    /* fork(2) itself: glibc's fork() would link its at-fork handler table into every
+     * init's writable pages (this process runs no thread and no handler) */
+    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
 
     if (pid != 0)
         return pid;
@@ -280,19 +283,22 @@ static pid_t start_program(int status_fd, int setup_fd, int tty, const char *hea
         _exit(125);
     execve(path, argv, environ);
     err = errno;
+    /* mmap, not malloc: the allocator's state would be more of every init's pages */
     size = strlen(head) + strlen(tail) + 16;
-    if ((buf = malloc(size)) != NULL
-        && (n = snprintf(buf, size, "%s%d%s", head, err, tail)) > 0 && (size_t)n < size)
+    buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf != MAP_FAILED && (n = snprintf(buf, size, "%s%d%s", head, err, tail)) > 0
+        && (size_t)n < size)
         send(setup_fd, buf, (size_t)n, MSG_NOSIGNAL);
     _exit(err == ENOENT || err == ENOTDIR ? 127 : 126);
 }
 
-/* A SetupFailure of the init's own (ASCII: strerror's text needs no escaping). */
+/* A SetupFailure of the init's own, with the errno's number (strerror would link
+ * glibc's message tables and their buffers into every init's writable pages). */
 static void setup_failure(int setup_fd, const char *what, int err)
 {
     char buf[MSG_MAX];
     int n = snprintf(buf, sizeof buf, "{\"type\":\"setup_error\",\"payload\":"
-                     "{\"layer\":\"init\",\"message\":\"%s: %s\"}}", what, strerror(err));
+                     "{\"layer\":\"init\",\"message\":\"%s failed (errno %d)\"}}", what, err);
     if (n > 0 && n < (int)sizeof buf)
         send(setup_fd, buf, (size_t)n, MSG_NOSIGNAL);
 }
