@@ -64,7 +64,7 @@ def test_a_plan_round_trips_and_a_bad_one_is_refused():
 
 
 PROBE = textwrap.dedent("""
-    import ctypes, os, resource
+    import ctypes, os, resource, subprocess
     import _prctl
     from sandbox.workflow import action
 
@@ -90,6 +90,8 @@ PROBE = textwrap.dedent("""
             "env": os.environ.get("PLANNED_VAR"),
             "c_env": (libc.getenv(b"PLANNED_VAR") or b"").decode(),
             "leak": os.environ.get("PLANNED_HOST_ONLY"),
+            # what a program the action starts inherits: the C environment, as it is
+            "child_env": subprocess.run(["env"], capture_output=True, text=True).stdout,
             "pid": os.getpid(), "cwd": os.getcwd(),
             "rlimits": {name: list(resource.getrlimit(getattr(resource, name))) for name in
                         ("RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC",
@@ -120,6 +122,9 @@ def test_a_python_action_keeps_its_environment_privileges_and_descriptors(tmp_pa
     assert got["securebits"] & 0x0f == 0x0f, got   # NOROOT, NO_SETUID_FIXUP, both locked
     assert got["env"] == got["c_env"] == "from the spec", got
     assert got["leak"] is None, got
+    child = got["child_env"].splitlines()
+    assert "PLANNED_VAR=from the spec" in child and not any(
+        line.startswith("PLANNED_HOST_ONLY=") for line in child), child
     assert got["pid"] == 2 and got["cwd"] == str(tmp_path), got
     # the limits layer (the setup child sets PID 1's, limits._set): `default`'s limits
     assert got["rlimits"] == {"RLIMIT_CORE": [0, 0], "RLIMIT_CPU": [600, 601],

@@ -102,6 +102,7 @@ def template_main() -> dict[str, int]:
     gc.collect()
     gc.freeze()
     template.plug_free_blocks()
+    template.plug_heap()
     _one("worker")   # discarded: the template's own first run of this code copies pages
     # that its forked leaf would then count as private
     return {s: _one(s) for s in SCENARIOS}

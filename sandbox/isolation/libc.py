@@ -212,6 +212,28 @@ def clearenv() -> None:
         raise OSError("clearenv failed")
 
 
+_ENVIRONS: list[object] = []   # every C environment `set_environ` made: held for life
+
+
+def set_environ(entries: list[bytes]) -> None:
+    """The C environment (`environ`) becomes `entries`, each ``KEY=VALUE``, in one
+    buffer and one pointer array: what clearenv and a setenv per variable do, without a
+    malloc per variable (in a fork of the template each one copied a page or two of
+    its heap: docs/benchmarks.md). A later setenv copies the array first, as glibc does
+    for any environment it did not allocate. Raises ValueError as os.putenv does."""
+    for entry in entries:
+        if b"\0" in entry or entry.startswith(b"=") or b"=" not in entry:
+            raise ValueError(f"illegal environment variable {entry[:64]!r}")
+    blob = ctypes.create_string_buffer(b"\0".join(entries) + b"\0")
+    base, offsets, at = ctypes.addressof(blob), [], 0
+    for entry in entries:
+        offsets.append(base + at)
+        at += len(entry) + 1
+    table = (ctypes.c_void_p * (len(entries) + 1))(*offsets, None)
+    _ENVIRONS.append((blob, table))
+    ctypes.c_void_p.in_dll(_libc, "environ").value = ctypes.addressof(table)
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2); its (non-negative) result, or OSError."""
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
@@ -311,3 +333,31 @@ def adopt_stdio(stdin: int, stdout: int, stderr: int) -> None:
     for fd in {stdin, stdout, stderr}:
         if fd > 2:
             os.close(fd)
+
+
+# -- the C heap (the warm template's, sandbox/sandboxee/template.py) ---------------------------
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+_HELD: list[int] = []   # blocks `malloc_hold` took: held for the process's life
+
+
+def heap_free_below_top() -> int | None:
+    """Bytes of free chunks of glibc's main arena below its top chunk (mallinfo2's
+    fordblks - keepcost); None without mallinfo2 (not glibc, or older than 2.33)."""
+    fn = getattr(_libc, "mallinfo2", None)
+    if fn is None:
+        return None
+    fn.restype = _MallInfo2
+    info = fn()
+    return int(info.fordblks) - int(info.keepcost)
+
+
+def malloc_hold(size: int) -> None:
+    """malloc(size), never freed (kept in `_HELD`)."""
+    _libc.malloc.restype = ctypes.c_void_p
+    _HELD.append(_libc.malloc(ctypes.c_size_t(size)) or 0)

@@ -227,6 +227,7 @@ def _serve(sock: socket.socket) -> int:
     prctl.set_child_subreaper(1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     template.plug_free_blocks()   # last, before the first fork: see its docstring
+    template.plug_heap()
     children: dict[int, int] = {}   # pidfd -> pid
     watched = [sock.fileno()]       # the socket, then every child's pidfd
     while True:

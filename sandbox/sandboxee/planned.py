@@ -233,12 +233,11 @@ def replace_environ(env: dict[str, str]) -> None:
     of their pages, and runs the mapping's Python methods once per variable; this
     clears the C environment in one call and swaps the mapping's dict, keeping the old
     one alive."""
-    libc.clearenv()
     data: dict[bytes, bytes] = {}
     for key, value in env.items():
-        os.putenv(key, value)
         # os.environ's own encoding (os.fsencode's), without its Python function
         data[key.encode(_FS, "surrogateescape")] = value.encode(_FS, "surrogateescape")
+    libc.set_environ([k + b"=" + v for k, v in data.items()])
     _OLD_ENVIRON.append(getattr(os.environ, "_data"))
     setattr(os.environ, "_data", data)
 

@@ -18,7 +18,8 @@ shared by every fork:
   of every directory of the runtime (`warm_finders`);
 - `plug_free_blocks`: the allocator's free blocks filled, so that a fork's new
   objects go to fresh, dense pools rather than one free block in each of
-  hundreds of the template's pages.
+  hundreds of the template's pages; `plug_heap`: the same for the C heap
+  (glibc's malloc, which takes Python's larger objects and every C library's).
 """
 from __future__ import annotations
 
@@ -203,3 +204,43 @@ def plug_free_blocks(rounds: int = 3) -> None:
             while i < end:
                 _BALLAST[i] = object() if size == 16 else bytes(max(2, size - 33))
                 i += 1
+
+
+# Chunk sizes the C heap's plug asks for, largest first: each request of a size class
+# takes a free chunk of that class, or splits a larger one (what is left goes back to
+# the bins for the smaller classes after it); glibc's bins are 16 bytes apart.
+_HEAP_SIZES = (4072, 2024, 1000, *range(1000 - 16, 8, -16))
+_TCACHE = 7     # glibc keeps up to 7 freed chunks per size class ahead of its bins
+
+
+def plug_heap(rounds: int = 3) -> int:
+    """Fill the C heap's free chunks below its top with blocks held for the template's
+    life; returns the free bytes left there (-1 without glibc's mallinfo2).
+
+    Why: a fork's first malloc of a size takes the template's free chunk of that size,
+    somewhere in its ~4 MiB heap, and writing the chunk copies its page: twelve
+    `setenv` in a fork of the template copied ~210 KiB, one or two pages each. Once
+    the free chunks are held, a fork's mallocs are carved from the top chunk, side by
+    side: the same twelve copy ~85 KiB (docs/benchmarks.md). Each size class is asked
+    for until a request no longer shrinks the free bytes below the top (it came from
+    the top chunk): first `_TCACHE` times regardless, since glibc's per-size caches
+    hold freed chunks that its counts report as in use."""
+    from sandbox.isolation import libc
+    free = libc.heap_free_below_top()
+    if free is None:
+        return -1
+    for _ in range(rounds):   # the plug's own bookkeeping frees a little: go again
+        start = free
+        for size in _HEAP_SIZES:
+            for _ in range(_TCACHE):
+                libc.malloc_hold(size)
+            free = libc.heap_free_below_top() or 0
+            while free > 0:
+                libc.malloc_hold(size)
+                now = libc.heap_free_below_top() or 0
+                if now >= free:
+                    break
+                free = now
+        if free >= start:
+            break
+    return free
