@@ -80,10 +80,19 @@ def bound(*, chars: int = DEFAULT_CHARS, items: int = DEFAULT_ITEMS,
     return field(default=default, metadata=meta)
 
 
-def bounds_of(cls: type, name: str) -> typing.Mapping[str, Any]:
+class Bounds(typing.NamedTuple):
+    """A field's bounds, as `bound` declared them."""
+    chars: int
+    items: int
+    budget: int | None
+
+
+def bounds_of(cls: type, name: str) -> Bounds:
     """The bounds (`bound`) declared for field `name` of message `cls`: for the
     fixed-form writers and fit checks that skip the codec but must hold its limits."""
-    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    return Bounds(int(meta.get("chars", DEFAULT_CHARS)), int(meta.get("items", DEFAULT_ITEMS)),
+                  meta.get("budget"))
 
 
 # -- the messages ----------------------------------------------------------------
@@ -1118,14 +1127,13 @@ def ready_datagram(active: list[str], skipped: dict[str, str],
     before it forks the program); anything else goes through the codec, which says
     why it does not fit. tests/test_protocol.py holds the two equal."""
     act, skip, tim = _READY_BOUNDS
-    if len(active) > act["items"] or len(skipped) > skip["items"] \
-            or len(timings) > tim["items"] \
-            or not all(type(a) is str and a.isascii() and len(a) <= act["chars"]
+    if len(active) > act.items or len(skipped) > skip.items or len(timings) > tim.items \
+            or not all(type(a) is str and a.isascii() and len(a) <= act.chars
                        for a in active) \
-            or not all(type(k) is str and k.isascii() and len(k) <= skip["chars"]
-                       and type(v) is str and v.isascii() and len(v) <= skip["chars"]
+            or not all(type(k) is str and k.isascii() and len(k) <= skip.chars
+                       and type(v) is str and v.isascii() and len(v) <= skip.chars
                        for k, v in skipped.items()) \
-            or not all(type(k) is str and k.isascii() and len(k) <= tim["chars"]
+            or not all(type(k) is str and k.isascii() and len(k) <= tim.chars
                        and type(v) is float and math.isfinite(v) for k, v in timings.items()):
         return to_datagram(Ready(active=list(active), skipped=dict(skipped),
                                  timings=dict(timings)))

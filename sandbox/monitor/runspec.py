@@ -55,7 +55,7 @@ def mount_table_wire(plan: FsPlan) -> MountTable | None:
 
 # MountTable's and MountStep's own bounds (sandbox/protocol.py), read once
 _STEPS, _REAL = bounds_of(MountTable, "steps"), bounds_of(MountTable, "real")
-_KIND, _PATH, _SOURCE = (bounds_of(MountStep, name)["chars"]
+_KIND, _PATH, _SOURCE = (bounds_of(MountStep, name).chars
                          for name in ("kind", "path", "source"))
 
 
@@ -64,7 +64,7 @@ def _fits(table: MountTable) -> bool:
     12 bytes of JSON per character (a surrogate pair escaped) plus each item's frame.
     (The codec's own check, `protocol.to_obj`, costs ~70 us per run in the host's loop
     against ~4 us for this estimate, and the spec is encoded once more to be sent.)"""
-    if len(table.steps) > _STEPS["items"] or len(table.real) > _REAL["items"]:
+    if len(table.steps) > _STEPS.items or len(table.real) > _REAL.items:
         return False
     steps = real = 0
     for st in table.steps:
@@ -72,10 +72,11 @@ def _fits(table: MountTable) -> bool:
             return False
         steps += 12 * (len(st.path) + len(st.source) + len(st.kind)) + 96
     for rule, where in table.real:
-        if len(rule) > _REAL["chars"] or len(where) > _REAL["chars"]:
+        if len(rule) > _REAL.chars or len(where) > _REAL.chars:
             return False
         real += 12 * (len(rule) + len(where)) + 16
-    return steps <= int(_STEPS["budget"]) and real <= int(_REAL["budget"])
+    return ((_STEPS.budget is None or steps <= _STEPS.budget)
+            and (_REAL.budget is None or real <= _REAL.budget))
 
 
 def mount_table_from_wire(plan: FsPlan, table: MountTable | None) -> Prepared | None:
