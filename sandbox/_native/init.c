@@ -306,7 +306,8 @@ static void setup_failure(int setup_fd, const char *what, int err)
 int main(int argc, char **argv)
 {
     sigset_t all;
-    int status_fd, child;
+    int status_fd, child = 0, setup_fd = -1;
+    int exec_mode = argc >= 9 && strcmp(argv[1], "--exec") == 0;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc == 4 && strcmp(argv[1], "--stub") == 0) {
@@ -316,10 +317,10 @@ int main(int argc, char **argv)
             return 125;
         return stub(status_fd, child);
     }
-    if (argc >= 9 && strcmp(argv[1], "--exec") == 0) {
+    if (exec_mode) {
         status_fd = parse(argv[2]);
-        child = parse(argv[3]);   /* the setup socket, until the program is forked */
-        if (status_fd < 0 || child < 0 || (strcmp(argv[4], "0") && strcmp(argv[4], "1")))
+        setup_fd = parse(argv[3]);
+        if (status_fd < 0 || setup_fd < 0 || (strcmp(argv[4], "0") && strcmp(argv[4], "1")))
             return 125;
     } else if (argc == 3) {
         status_fd = parse(argv[1]);
@@ -338,8 +339,7 @@ int main(int argc, char **argv)
     for (int sig = 1; sig < NSIG; sig++)   /* an inherited SIG_IGN must not drop a signal */
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
-    if (strcmp(argv[1], "--exec") == 0) {
-        int setup_fd = child;
+    if (exec_mode) {
         child = start_program(status_fd, setup_fd, argv[4][0] == '1', argv[5], argv[6],
                               argv[7], &argv[8]);
         if (child < 0) {

@@ -41,7 +41,7 @@ _libc.syscall.restype = ctypes.c_long
 # function pointer in ctypes' Python (CDLL.__getattr__) and stores it on the handle,
 # ~100 KiB of page copies in each stub that unshares or PID 1 that calls it
 # (docs/benchmarks.md); looked up here, every fork finds it made.
-for _name in ("unshare", "setns", "mount", "umount2", "prctl", "clearenv", "faccessat",
+for _name in ("unshare", "setns", "mount", "umount2", "prctl", "faccessat",
               "statx", "process_vm_readv"):
     getattr(_libc, _name, None)
 
@@ -206,18 +206,12 @@ def sethostname(name: str) -> None:
     socket.sethostname(name)
 
 
-def clearenv() -> None:
-    """clearenv(3): the C environment emptied (os.environ's mapping is the caller's)."""
-    if _libc.clearenv() != 0:
-        raise OSError("clearenv failed")
-
-
 _ENVIRONS: list[object] = []   # every C environment `set_environ` made: held for life
 
 
 def set_environ(entries: list[bytes]) -> None:
     """The C environment (`environ`) becomes `entries`, each ``KEY=VALUE``, in one
-    buffer and one pointer array: what clearenv and a setenv per variable do, without a
+    buffer and one pointer array: what clearenv(3) and a setenv per variable do, without a
     malloc per variable (in a fork of the template each one copied a page or two of
     its heap: docs/benchmarks.md). A later setenv copies the array first, as glibc does
     for any environment it did not allocate. Raises ValueError as os.putenv does."""
@@ -344,20 +338,21 @@ class _MallInfo2(ctypes.Structure):
 
 
 _HELD: list[int] = []   # blocks `malloc_hold` took: held for the process's life
+_mallinfo2 = getattr(_libc, "mallinfo2", None)   # glibc 2.33 and later
+if _mallinfo2 is not None:
+    _mallinfo2.restype = _MallInfo2
+_libc.malloc.restype = ctypes.c_void_p
 
 
 def heap_free_below_top() -> int | None:
     """Bytes of free chunks of glibc's main arena below its top chunk (mallinfo2's
     fordblks - keepcost); None without mallinfo2 (not glibc, or older than 2.33)."""
-    fn = getattr(_libc, "mallinfo2", None)
-    if fn is None:
+    if _mallinfo2 is None:
         return None
-    fn.restype = _MallInfo2
-    info = fn()
+    info = _mallinfo2()
     return int(info.fordblks) - int(info.keepcost)
 
 
 def malloc_hold(size: int) -> None:
     """malloc(size), never freed (kept in `_HELD`)."""
-    _libc.malloc.restype = ctypes.c_void_p
     _HELD.append(_libc.malloc(ctypes.c_size_t(size)) or 0)

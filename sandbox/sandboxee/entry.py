@@ -50,9 +50,7 @@ from sandbox.protocol import (CowFd, ExecError, ExecFailure, OutputFd, ScratchFd
                               SetupFailure, ShmFd, Spec)
 from sandbox.sandboxee import forking, memtrace
 
-EXIT_SETUP = 125
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
+EXIT_SETUP = 125   # an exec failure's 126 and 127 are init.c's (start_program)
 
 
 def _setup_failure(layer: str, message: str) -> SetupFailure:
@@ -160,21 +158,21 @@ def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: s
         protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)
     if child == 0:
-        _program(ctx, mon, tty, mode, argv)  # never returns
+        _program(ctx, mon, tty)  # never returns
     _become_init(ctx, mon, child)
 
 
-def _program(ctx: ContainContext, mon: socket.socket, tty: bool, mode: str,
-             argv: list[str] | None) -> None:
-    """PID 2: the program with the signal state a shell would give it. Never returns."""
+def _program(ctx: ContainContext, mon: socket.socket, tty: bool) -> None:
+    """PID 2 of a workflow, with the signal state a shell would give it (an exec'd
+    program's PID 2 is the init's fork: init.c). Never returns."""
     code = EXIT_SETUP
     try:
         for fd in (ctx.init_fd, ctx.exit_fd):
             if fd >= 0:
                 os.close(fd)
         # Python ignores SIGPIPE and SIGXFSZ (the template also SIGINT, SIGQUIT, SIGTTIN,
-        # SIGTTOU), and an ignored disposition survives exec: a program must start with
-        # the defaults, or `yes | head` never ends. Through `_signal`, not `signal`'s
+        # SIGTTOU), and an ignored disposition survives exec: a program the action starts
+        # must start with the defaults, or `yes | head` never ends. Through `_signal`, not `signal`'s
         # wrappers, which make an enum member of every number they take and return
         # (~0.3 ms of CPU for the 62 signals in a warm process; ~0.03 ms this way).
         for sig in _signal.valid_signals():

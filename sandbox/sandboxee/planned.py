@@ -231,8 +231,8 @@ def replace_environ(env: dict[str, str]) -> None:
     """`os.environ` and the C environment become `env`. Not `os.environ.clear()` and
     `update`: clearing pops and frees each of the template's entries, a write to each
     of their pages, and runs the mapping's Python methods once per variable; this
-    clears the C environment in one call and swaps the mapping's dict, keeping the old
-    one alive."""
+    sets the C environment in one call (`libc.set_environ`) and swaps the mapping's
+    dict, keeping the old one alive."""
     data: dict[bytes, bytes] = {}
     for key, value in env.items():
         # os.environ's own encoding (os.fsencode's), without its Python function
