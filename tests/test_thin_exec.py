@@ -23,7 +23,7 @@ import time
 import pytest
 
 from pty_run import run_on_pty, type_keys
-from sandbox.thin import daemon as D
+from sandbox.thin import control as D
 from sandbox.thin import wire
 
 pytestmark = pytest.mark.isolation
@@ -200,6 +200,64 @@ def test_a_dead_fork_server_is_replaced_before_the_next_run(served):
     p = served.run("exec", "--", "sh", "-c", "echo after; exit 3")
     assert (p.returncode, p.stdout) == (3, "after\n"), p.stderr
     assert _forkserver_pid(served) not in (0, server)
+
+
+def test_the_run_is_in_the_history_when_exec_returns(served):
+    """The daemon writes the fork's history row before it answers the client
+    (sandbox.thin.relay): read right after `sandbox exec` returned, it is there."""
+    from sandbox.history import History
+    tag = os.urandom(6).hex()
+    p = served.run("exec", "--", "sh", "-c", f"exit 5 # {tag}")
+    assert p.returncode == 5, p.stderr
+    h = History(os.path.join(served.home, "history", "runs.sqlite"))
+    mine = [e for e in h.list(limit=20) if tag in e.command]
+    assert [(e.status, e.exit_code, e.kind) for e in mine] == [("error", 5, "exec")]
+
+
+def test_a_fork_killed_mid_run_is_answered_from_its_wait_status(served):
+    """A run's fork that dies without its frame (SIGKILL) still gets its client an
+    answer, from the wait status (125: the runner's own failure), and the daemon
+    serves the next run."""
+    daemon = int((D.status(served.path) or "").split("running pid ")[1].split()[0])
+    mark = f"{os.urandom(4).hex()}"
+    client = subprocess.Popen([*served.cmd, "exec", "--", "sh", "-c", f"sleep 30 # {mark}"],
+                              env=served.env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    fork = 0
+    while not fork and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for pid in _children(daemon):
+            if pid != _forkserver_pid(served):
+                fork = pid
+    assert fork, "no fork of the daemon ran the client's request"
+    while time.monotonic() < deadline and not any(
+            mark in _cmdline(q) for q in _all_pids()):
+        time.sleep(0.05)
+    os.kill(fork, signal.SIGKILL)
+    assert client.wait(timeout=60) == 125, client.stderr.read()
+    p = served.run("exec", "--", "sh", "-c", "exit 4")
+    assert p.returncode == 4, p.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            out += [int(x) for x in f.read().split()]
+    return out
+
+
+def _all_pids() -> list[int]:
+    return [int(x) for x in os.listdir("/proc") if x.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # -- the environment: the caller's, never the daemon's -----------------------------------
@@ -395,7 +453,7 @@ def test_daemon_start_status_stop_use_the_callers_state_directory(tmp_path):
 
 
 def test_start_uses_the_state_directory_of_the_environment_it_is_given(tmp_path, monkeypatch):
-    """`daemon.start(env)` (as `sandbox bench` calls it) must not fall back to this
+    """`control.start(env)` (as `sandbox bench` calls it) must not fall back to this
     process's own state directory: a daemon there would serve every `sandbox exec`
     of the user."""
     mine, theirs = tmp_path / "process-state", tmp_path / "given-state"

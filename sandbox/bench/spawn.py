@@ -107,7 +107,7 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
     temporary SANDBOX_HOME. Returns the samples and a note saying why the warm case is
     missing, if it is."""
     import tempfile
-    from sandbox.thin import daemon
+    from sandbox.thin import control
     cmd = _exec_cmd()
     compiled = _compiled_client()
     note = ""
@@ -118,7 +118,7 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
             "sandbox exec -- /bin/true": lambda: _run_env(cmd, cold_env)}
         started = False
         try:
-            daemon.start(env)
+            control.start(env)
             started = True
             if compiled is not None:
                 fns[WARM] = lambda: _run_env([compiled, *cmd[-3:]], env)
@@ -141,7 +141,7 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
         try:
             samples = interleaved(fns, runs, warmup=2)
             if started:   # the warm figures count only if the daemon really served them
-                line = daemon.status(wire.socket_path(env)) or ""
+                line = control.status(wire.socket_path(env)) or ""
                 served = int(line.split(" served ")[1].split()[0]) if " served " in line else 0
                 warm_runs = runs * (2 if WARM_PY in fns else 1)
                 if served < warm_runs:
@@ -152,7 +152,7 @@ def cli_exec(runs: int) -> tuple[dict[str, Sample], str]:
         finally:
             inproc.close()
             if started:
-                daemon.stop(wire.socket_path(env))
+                control.stop(wire.socket_path(env))
 
 
 def cli_import(runs: int) -> dict[str, Sample]:

@@ -16,6 +16,8 @@ CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")
 # ...unless the process runs in the `sandbox exec` daemon (sandbox.thin.daemon), which
 # sets this to its warm fork server, shared by all its runs (sandbox.thin.shared).
 CLI_FORKSERVER: Any = None
+# ...and to where its runs' history rows go: the daemon writes them (sandbox.thin.relay)
+CLI_HISTORY: Any = None
 
 from sandbox.errors import InputError
 

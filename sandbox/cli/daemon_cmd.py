@@ -27,20 +27,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sandbox.thin import daemon, wire
+    from sandbox.thin import control, wire
     path = wire.socket_path(os.environ)
     if args.action == "status":
-        line = daemon.status(path)
+        line = control.status(path)
         print(line or f"not running ({path})")
         return 0 if line else 3
     if args.action == "stop":
-        if not daemon.stop(path):
+        if not control.stop(path):
             print(f"not running ({path})")
             return 0
         print("stopped")
         return 0
     try:
-        print(daemon.start(os.environ))
+        print(control.start(os.environ))
     except RuntimeError as exc:
         print(f"sandbox daemon: {exc}", file=sys.stderr)
         return 1

@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
     with raw:
         if common.CLI_FORKSERVER is not None:
-            launcher = Launcher(start="forkserver", forkserver=common.CLI_FORKSERVER)
+            launcher = Launcher(start="forkserver", forkserver=common.CLI_FORKSERVER,
+                                history=common.CLI_HISTORY or True)
         else:
             launcher = Launcher(start=common.CLI_START, early=early)
         result = launcher.spawn(

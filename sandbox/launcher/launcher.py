@@ -178,7 +178,7 @@ class Launcher:
                  budget: Budget | None = None, capture_output: bool = False,
                  max_depth: int = DEFAULT_MAX_DEPTH, start: str = "forkserver",
                  max_concurrent: int = 64, audit_db: str | None = None,
-                 history: bool | str = True,
+                 history: bool | str | History = True,
                  forkserver: monitors.ForkServerClient | None = None,
                  early: EarlyMonitor | None = None) -> None:
         """`start` is how each run's monitor begins: "forkserver" (default: forked
@@ -201,9 +201,12 @@ class Launcher:
         if max_concurrent < 1:
             raise InputError(f"max_concurrent must be at least 1, got {max_concurrent}")
         self.audit_db = audit_db
-        # run history (sandbox.history): True = the default database, a str = this file
+        # run history (sandbox.history): True = the default database, a str = this file,
+        # a History = that one (the `sandbox exec` daemon's relay: sandbox.thin.relay)
         self.history: History | None = None
-        if history:
+        if isinstance(history, History):
+            self.history = history
+        elif history:
             self.history = History(history if isinstance(history, str) else None)
         self.max_concurrent = max_concurrent
         self._forkserver = forkserver or monitors.ForkServerClient()

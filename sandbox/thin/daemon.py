@@ -29,9 +29,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.thin import wire
+from sandbox.thin.control import socket_cred
+
+if TYPE_CHECKING:
+    from sandbox.thin.relay import RelayedHistory
 
 
 @dataclass
@@ -39,6 +43,8 @@ class Run:
     conn: socket.socket
     pid: int
     pidfd: int
+    done: int                    # the fork's frame (sandbox.thin.relay), -1 once read
+    answered: bool = False       # the client has its code
 
 
 @dataclass
@@ -51,8 +57,10 @@ class Daemon:
     parser: Any = None           # exec's argparse parser, built once by warm()
 
     def __post_init__(self) -> None:
+        from sandbox.thin.relay import Writers
         from sandbox.thin.shared import Owner
         self.forkserver = Owner()      # started by warm(), shared by every run
+        self.histories = Writers()     # the runs' history rows, written here (relay.py)
         self.sel = selectors.DefaultSelector()
         self.listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
@@ -109,7 +117,9 @@ class Daemon:
                     self._accept()
                 elif isinstance(what, Run) and key.fileobj is what.conn:
                     self._from_client(what)
-                elif isinstance(what, Run):
+                elif isinstance(what, Run) and key.fileobj == what.done:
+                    self._finished(what)
+                elif isinstance(what, Run) and key.fileobj == what.pidfd:
                     self._ended(what)
         self.listen.close()
         try:
@@ -117,6 +127,7 @@ class Daemon:
         except OSError:
             pass
         self.forkserver.close()
+        self.histories.close()
 
     def _accept(self) -> None:
         try:
@@ -179,22 +190,27 @@ class Daemon:
 
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
                fds: list[int]) -> None:
+        from sandbox.thin import relay
         self.forkserver.ensure()     # one that died since the last run is replaced first
+        done_r, done_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            code = 125
+            code, history = 125, relay.RelayedHistory()
             try:
-                code = child(self, conn, argv, env, fds)
+                os.close(done_r)
+                code = child(self, conn, argv, env, fds, history)
             finally:
-                os._exit(code)
+                relay.finish(done_w, code, history)
+        os.close(done_w)
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)
-        run = Run(conn, pid, os.pidfd_open(pid))
+        run = Run(conn, pid, os.pidfd_open(pid), done_r)
         self.runs[run.pidfd] = run
         self.served += 1
         self.sel.register(conn, selectors.EVENT_READ, run)
         self.sel.register(run.pidfd, selectors.EVENT_READ, run)
+        self.sel.register(run.done, selectors.EVENT_READ, run)
 
     def _from_client(self, run: Run) -> None:
         try:
@@ -211,13 +227,34 @@ class Daemon:
             if data[i:i + 1] == b"S" and data[i + 1] in wire.SIGNALS:
                 _kill(run.pid, data[i + 1])
 
+    def _finished(self, run: Run) -> None:
+        """The fork's frame: its history rows are written, then the client has its
+        code, while the fork is still exiting (sandbox.thin.relay)."""
+        if run.done < 0:
+            return
+        from sandbox.thin import relay
+        got = relay.read(run.done)
+        self.sel.unregister(run.done)
+        os.close(run.done)
+        run.done = -1
+        if got is not None:
+            code, rows = got
+            self.histories.record(rows)
+            self._answer(run, code)
+
     def _ended(self, run: Run) -> None:
         _, status = os.waitpid(run.pid, 0)
+        self._finished(run)     # a frame that came with the exit, if not read yet
         code = os.waitstatus_to_exitcode(status)
-        code = code if 0 <= code <= 255 else 125
         self.sel.unregister(run.pidfd)
         os.close(run.pidfd)
         del self.runs[run.pidfd]
+        self._answer(run, code if 0 <= code <= 255 else 125)
+
+    def _answer(self, run: Run, code: int) -> None:
+        if run.answered:
+            return
+        run.answered = True
         try:
             self.sel.unregister(run.conn)
         except KeyError:
@@ -235,12 +272,6 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def socket_cred(conn: socket.socket) -> tuple[int, int, int]:
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    return (int.from_bytes(raw[0:4], "little"), int.from_bytes(raw[4:8], "little"),
-            int.from_bytes(raw[8:12], "little"))
 
 
 PRELOAD = (
@@ -272,12 +303,15 @@ LAZY = (
 
 
 def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, str],
-          fds: list[int]) -> int:
-    """In the fork: become the client's `sandbox exec` process, then run it."""
+          fds: list[int], history: RelayedHistory) -> int:
+    """In the fork: become the client's `sandbox exec` process, then run it; the run's
+    history row goes to `history` (a relay.RelayedHistory, written by the daemon)."""
     daemon.sel.close()
     daemon.listen.close()
     for run in daemon.runs.values():
         os.close(run.pidfd)
+        if run.done >= 0:
+            os.close(run.done)
         run.conn.close()
     conn.close()
     for sig in wire.SIGNALS + (signal.SIGCHLD, signal.SIGPIPE):
@@ -293,6 +327,9 @@ def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, s
     from sandbox.cli import common
     common.CLI_FORKSERVER = daemon.forkserver.for_run(
         os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
+    from sandbox.history import default_path
+    history.path = default_path()     # of the client's environment, now this one's
+    common.CLI_HISTORY = history
     from sandbox.cli.main import main
     try:
         code = main(argv, daemon.parser)
@@ -304,70 +341,6 @@ def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, s
         except Exception:
             pass
     return code
-
-
-def start(env: "os._Environ[str] | dict[str, str]", timeout: float = 20.0) -> str:
-    """`sandbox daemon start`: a detached daemon with an empty environment but for what
-    locates the state directory; returns its status line once it answers."""
-    import subprocess
-    from sandbox.launcher.output_path import private_dir
-    # the state directory of `env` (the caller's), made private level by level
-    state = private_dir(wire.state_dir(env), what="state directory ($SANDBOX_HOME)",
-                        empty=False, system_check=False)
-    d = private_dir(os.path.join(state, "daemon"), what="state directory", empty=False,
-                    system_check=False)
-    path = os.path.join(d, "sock")
-    line = status(path)
-    if line:
-        return "already " + line
-    keep = {k: env[k] for k in ("SANDBOX_HOME", "XDG_STATE_HOME", "HOME") if k in env}
-    subprocess.Popen([sys.executable, "-I", "-m", "sandbox.thin.daemon", path], env=keep,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = status(path)
-        if line:
-            return line
-        time.sleep(0.05)
-    raise RuntimeError(f"the daemon did not answer on {path} within {timeout:.0f}s")
-
-
-def ask(path: str, op: str) -> str | None:
-    if not wire.private_dir_ok(os.path.dirname(path)):
-        return None
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5.0)
-    try:
-        s.connect(path)
-        if socket_cred(s)[1] != os.getuid():
-            return None
-        s.sendall(wire.encode(op, [], {}))
-        out = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            out += chunk
-        return out.decode().strip() or None
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-def status(path: str) -> str | None:
-    return ask(path, "status")
-
-
-def stop(path: str, timeout: float = 30.0) -> bool:
-    """Ask the daemon to stop (runs in flight finish first); True once its socket is gone."""
-    if ask(path, "stop") is None:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and os.path.lexists(path):
-        time.sleep(0.05)
-    return not os.path.lexists(path)
 
 
 def main(argv: list[str]) -> int:
