@@ -136,6 +136,26 @@ def _fresh_if_inherited(method: Callable[Concatenate[History, P], R]
     return run
 
 
+def damaged_why(path: str, exc: sqlite3.Error) -> str:
+    return f"{path} is damaged ({exc}); move it away (a new one is made)"
+
+
+def _damage_explained(method: Callable[Concatenate[History, P], R]
+                      ) -> Callable[Concatenate[History, P], R]:
+    """`method`, with a file SQLite finds damaged (SQLITE_CORRUPT / NOTADB) reported as
+    HistoryDamaged, which says where and what to do (the CLI prints it on one line),
+    instead of SQLite's bare "database disk image is malformed"."""
+    @functools.wraps(method)
+    def run(self: History, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED:
+                raise
+            raise HistoryDamaged(f"the run history {damaged_why(self.path, exc)}") from None
+    return run
+
+
 class History:
     """The run-history database. Reads and maintenance use one short-lived
     connection per operation; `record`, which runs once per run on the caller's
@@ -225,9 +245,8 @@ class History:
                 self._drop()      # the next record starts on a fresh connection
                 if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED:
                     raise
-                why = (f"this run is not in the run history: {self.path} is damaged "
-                       f"({exc}); move it away (a new one is made) or run with "
-                       "history=False")
+                why = (f"this run is not in the run history: {damaged_why(self.path, exc)}"
+                       " or run with history=False")
                 self._damaged = (time.monotonic() + DAMAGED_RETRY, why)
                 raise HistoryDamaged(why) from None
             self._damaged = None
@@ -251,6 +270,7 @@ class History:
                 if self._sweep(con, ended - retention):
                     _give_back(con)
 
+    @_damage_explained
     @_fresh_if_inherited
     def gc(self, older_than: float) -> list[str]:
         """Forget runs that ended more than `older_than` seconds ago and remove the
@@ -271,6 +291,7 @@ class History:
         finally:
             sqlite_pin.close(con)
 
+    @_damage_explained
     @_fresh_if_inherited
     def remove(self, run_ids: list[str]) -> list[str]:
         for prefix in run_ids:
@@ -303,6 +324,7 @@ class History:
             _remove_run_dir(run_id)
 
     # -- reading ---------------------------------------------------------------
+    @_damage_explained
     @_fresh_if_inherited
     def list(self, limit: int = 50, status: str | None = None) -> list[Entry]:
         if not os.path.exists(self.path):
@@ -316,6 +338,7 @@ class History:
         finally:
             sqlite_pin.close(con)
 
+    @_damage_explained
     @_fresh_if_inherited
     def get(self, run_id: str) -> tuple[Entry, dict[str, Any]]:
         """(entry, RunResult dict) of a run id or unique prefix; InputError if none."""

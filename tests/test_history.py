@@ -197,3 +197,36 @@ def test_a_damaged_history_is_left_alone_and_not_retried_every_run(tmp_path):
     assert len(opened) == 1          # tried once, then skipped for a while
     assert why is not None and str(path) in why and "damaged" in why and "move it away" in why
     assert path.read_bytes() == garbage
+
+
+@pytest.mark.parametrize("how", ["not a database", "a damaged page"])
+def test_reading_a_damaged_history_says_so_on_one_line(tmp_path, how):
+    """`sandbox runs list|show|rm` and `sandbox gc` on a history file SQLite finds
+    damaged: one line naming the file and what to do, exit 2, the file never replaced
+    (it was "internal error: DatabaseError: database disk image is malformed ...
+    please report it")."""
+    path = tmp_path / "history" / "runs.sqlite"
+    path.parent.mkdir(mode=0o700)
+    if how == "not a database":
+        path.write_bytes(b"this is not an SQLite database\n" * 200)
+    else:
+        h = History(str(path))
+        for i in range(300):
+            h.record(RunResult(run_id=f"{i:012x}", status=Status.OK, exit_code=0, wall_time=0.1),
+                     kind="exec", command="[\"/bin/true\"]", own_output=False)
+        h.close()
+        data = bytearray(path.read_bytes())
+        assert len(data) > 8 * 4096
+        data[4096 * 2:4096 * 6] = os.urandom(4096 * 4)   # interior pages of the table
+        path.write_bytes(bytes(data))
+    path.chmod(0o600)
+    inode = path.stat().st_ino
+    for args in (["runs", "list"], ["runs", "show", "0000000000aa"], ["runs", "rm", "0000000000aa"],
+                 ["gc", "--older-than", "0s"], ["runs", "list"]):
+        p = cli(tmp_path, *args)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1, (args, p.returncode, p.stderr)
+        assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert str(path) in lines[0] and "damaged" in lines[0] and "move it away" in lines[0], \
+            (args, lines)
+    assert path.stat().st_ino == inode      # the user's file: never replaced

@@ -22,7 +22,7 @@ from typing import NoReturn
 import sandbox
 from sandbox.cli.plugins import optional_module
 from sandbox.client.errors import ClientError
-from sandbox.errors import InputError
+from sandbox.errors import InputError, SandboxError
 
 # Subcommands that run a program: their own failures use 125, as docker run does.
 RUN_COMMANDS = ("exec", "run", "submit")
@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None,
     except ClientError as exc:
         # the service refused, or could not be reached: its reason, on one line
         print(f"sandbox {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_RUN_INPUT if runs else EXIT_INPUT
+    except SandboxError as exc:
+        # not the input, but something the user can act on (a damaged history file)
+        print(f"sandbox: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_RUN_INPUT if runs else EXIT_INPUT
     except KeyboardInterrupt:
         return 130
