@@ -35,6 +35,7 @@ from sandbox.thin import wire
 from sandbox.thin.control import socket_cred
 
 if TYPE_CHECKING:
+    from sandbox.policy.model import Policy
     from sandbox.thin.relay import RelayedHistory
 
 
@@ -100,7 +101,7 @@ class Daemon:
             try:
                 # into the cache every run's fork inherits (kept while the files are
                 # unchanged: mtime and content hash, sandbox.policy.sources)
-                load_policy_cached(name)
+                warm_plan(load_policy_cached(name))
             except Exception:
                 pass
         self.forkserver.ensure()
@@ -300,6 +301,17 @@ LAZY = (
     "sandbox.audit.store", "sandbox.monitor.stdio_hub", "sandbox.monitor.per_process",
     "sandbox._native",
 )
+
+
+def warm_plan(policy: Policy) -> None:
+    """Plan `policy` once here, for a work directory and an output of the daemon's own
+    (nothing is made): what the plan caches -- the homes of /etc/passwd's users
+    (sandbox.policy.credentials, per passwd file), the compiled glob patterns (the re
+    module's cache) -- is then in every fork. Measured in the forks' `prepare`, three
+    alternated rounds of 25 runs against main (medians): 4.2-4.9 -> 3.2-3.3 ms."""
+    from sandbox.policy import build_plan, default_variables, resolve
+    home = os.path.expanduser("~")
+    build_plan(resolve(policy, default_variables(home, os.path.join(home, ".sandbox-warm"))))
 
 
 def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, str],
