@@ -186,7 +186,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("history.py", "History.list", "exists"): (T, "ditto"),
     ("thin/daemon.py", "Daemon.bind", "lexists"):
         (T, "the daemon's socket in a private (0700) directory of the caller's"),
-    ("thin/daemon.py", "stop", "lexists"): (T, "ditto"),
+    ("thin/control.py", "stop", "lexists"): (T, "ditto"),
     ("_native/__init__.py", "_compile", "exists"):
         (T, "a temporary file of its own in the launcher's state directory (0700), where "
             "the init or the thin client is built"),
