@@ -136,6 +136,26 @@ def _forkserver_pid(served) -> int:
     return int(line.split(" forkserver ")[1].split()[0])
 
 
+def _spare(path: str) -> tuple[int, int]:
+    """(the spare fork's pid or 0, runs served by spares) from the daemon's status."""
+    words = (D.status(path) or "").split()
+    return int(words[words.index("spare") + 1]), int(words[words.index("from-spare") + 1])
+
+
+def _gone(pid: int, timeout: float = 30, zombie: bool = False) -> bool:
+    """`pid` ended and was reaped (or, with `zombie`, at least ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if zombie and f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _monitor_parents(served, during: str) -> set[int]:
     """The ancestors of every `sleep <during>` running now, up to the parent of its
     run's monitor."""
@@ -197,9 +217,62 @@ def test_a_dead_fork_server_is_replaced_before_the_next_run(served):
             return True
     while time.monotonic() < deadline and not dead():
         time.sleep(0.05)
+    spare, _ = _spare(served.path)     # made before: a client of the dead server
     p = served.run("exec", "--", "sh", "-c", "echo after; exit 3")
     assert (p.returncode, p.stdout) == (3, "after\n"), p.stderr
     assert _forkserver_pid(served) not in (0, server)
+    assert spare and _gone(spare), "the stale spare was neither used nor reaped"
+
+
+def test_runs_one_after_another_are_served_by_spares(served):
+    """After each run the daemon forks the next run's process ahead (sandbox/thin/fork.py):
+    the next request is handed to it, and a new one is made once that run is answered."""
+    first, used = _spare(served.path)
+    assert first, "no spare after the last run"
+    for i in range(2):
+        p = served.run("exec", "--", "sh", "-c", f"echo {i}; exit {i + 6}")
+        assert (p.returncode, p.stdout) == (i + 6, f"{i}\n"), p.stderr
+    now, used_now = _spare(served.path)
+    assert used_now == used + 2
+    assert now and now != first and _gone(first)
+
+
+def test_a_spare_holds_nothing_of_the_daemons_and_ends_with_it(tmp_path):
+    """A spare has none of the daemon's descriptors but the fork server's socket (no
+    listening socket, no client's connection): once the daemon is SIGKILLed nothing
+    answers on its socket, and the spare sees the end of its stream and exits."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["SANDBOX_HOME"] = str(tmp_path / "state")
+    path = wire.socket_path(env)
+    daemon = int(D.start(env).split("running pid ")[1].split()[0])
+    try:
+        spare, _ = _spare(path)
+        assert spare
+        ours = {os.readlink(f"/proc/{daemon}/fd/{fd}") for fd in os.listdir(f"/proc/{daemon}/fd")}
+        theirs = {os.readlink(f"/proc/{spare}/fd/{fd}") for fd in os.listdir(f"/proc/{spare}/fd")}
+        shared = {t for t in ours & theirs if t.startswith(("socket:", "pipe:", "anon_inode:"))}
+        # the fork server's socket, and the pipe of the spare's own frame (its write end)
+        assert sorted(t.split(":")[0] for t in shared) == ["pipe", "socket"], shared
+        pipe = next(t for t in shared if t.startswith("pipe:"))
+        for fd in os.listdir(f"/proc/{spare}/fd"):
+            if os.readlink(f"/proc/{spare}/fd/{fd}") == pipe:
+                with open(f"/proc/{spare}/fdinfo/{fd}") as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+                assert flags & os.O_ACCMODE == os.O_WRONLY
+        server = _forkserver_pid_at(path)
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+    assert _gone(daemon, zombie=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises(ConnectionRefusedError):
+        s.connect(path)
+    s.close()
+    assert _gone(spare), "the spare outlived its daemon"
+    assert _gone(server), "the fork server outlived its daemon"
+
+
+def _forkserver_pid_at(path: str) -> int:
+    return int((D.status(path) or "").split(" forkserver ")[1].split()[0])
 
 
 def test_the_run_is_in_the_history_when_exec_returns(served):
@@ -228,7 +301,7 @@ def test_a_fork_killed_mid_run_is_answered_from_its_wait_status(served):
     while not fork and time.monotonic() < deadline:
         time.sleep(0.05)
         for pid in _children(daemon):
-            if pid != _forkserver_pid(served):
+            if pid not in (_forkserver_pid(served), _spare(served.path)[0]):
                 fork = pid
     assert fork, "no fork of the daemon ran the client's request"
     while time.monotonic() < deadline and not any(

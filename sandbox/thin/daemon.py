@@ -4,7 +4,8 @@ WHY: a cold `sandbox exec` spends most of its time starting Python and
 importing the CLI, the launcher and the policy engine, then paying first-run
 costs (policy parse, cgroup probe). The daemon does all that once; each run is
 a fork of it that takes the client's descriptors, working directory and
-environment in place of its own and runs the unchanged `sandbox exec` code.
+environment in place of its own and runs the unchanged `sandbox exec` code
+(sandbox/thin/fork.py: one is forked ahead, after each answer, for the next).
 
 Trust: one daemon per user and state directory. Its socket is 0600 in a 0700
 directory of the user's (`wire.socket_dir`), and every connection's peer must
@@ -31,11 +32,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sandbox.thin import wire
+from sandbox.thin import fork, wire
 from sandbox.thin.control import socket_cred
 
 if TYPE_CHECKING:
     from sandbox.policy.model import Policy
+    from sandbox.thin.fork import Spare
     from sandbox.thin.relay import RelayedHistory
 
 
@@ -56,6 +58,8 @@ class Daemon:
     served: int = 0
     stopping: bool = False
     parser: Any = None           # exec's argparse parser, built once by warm()
+    spare: Spare | None = None   # a fork ready for the next request (sandbox.thin.fork)
+    from_spare: int = 0          # runs served by a spare
 
     def __post_init__(self) -> None:
         from sandbox.thin.relay import Writers
@@ -123,6 +127,9 @@ class Daemon:
                 elif isinstance(what, Run) and key.fileobj == what.pidfd:
                     self._ended(what)
         self.listen.close()
+        if self.spare is not None:
+            self.spare.drop()
+            self.spare = None
         try:
             os.unlink(self.path)
         except OSError:
@@ -140,20 +147,22 @@ class Daemon:
             conn.close()
             return
         conn.settimeout(5.0)
-        fds: list[int] = []
         try:
-            op, argv, env, fds = self._request(conn)
+            op, argv, env, fds = fork.receive(conn)
         except (OSError, ValueError):
-            for fd in fds:
-                os.close(fd)
             conn.close()
             return
         if op == "status":
             self._reply(conn, f"running pid {os.getpid()} since {int(self.started)} "
                               f"served {self.served} running {len(self.runs)} "
-                              f"forkserver {self.forkserver.pid or 0}\n")
+                              f"forkserver {self.forkserver.pid or 0} "
+                              f"spare {self.spare.pid if self.spare else 0} "
+                              f"from-spare {self.from_spare}\n")
         elif op == "stop":
             self.stopping = True
+            if self.spare is not None:
+                self.spare.drop()
+                self.spare = None
             self.sel.unregister(self.listen)
             self._reply(conn, "stopping\n")
         elif op == "exec" and len(fds) == 4 and not self.stopping:
@@ -171,38 +180,30 @@ class Daemon:
             pass
         conn.close()
 
-    @staticmethod
-    def _request(conn: socket.socket) -> tuple[str, list[str], dict[str, str], list[int]]:
-        data, fds, _, _ = socket.recv_fds(conn, 65536, 8)
-        fds = list(fds)
-        if len(data) < 4:
-            raise ValueError("short request")
-        size = int.from_bytes(data[:4], "little")
-        if size > wire.MAX_REQUEST:
-            raise ValueError("request too large")
-        body = bytearray(data[4:])
-        while len(body) < size:
-            chunk = conn.recv(min(65536, size - len(body)))
-            if not chunk:
-                raise ValueError("truncated request")
-            body += chunk
-        op, argv, env = wire.decode(bytes(body))
-        return op, argv, env, fds
-
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
                fds: list[int]) -> None:
         from sandbox.thin import relay
         self.forkserver.ensure()     # one that died since the last run is replaced first
-        done_r, done_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            code, history = 125, relay.RelayedHistory()
-            try:
-                os.close(done_r)
-                code = child(self, conn, argv, env, fds, history)
-            finally:
-                relay.finish(done_w, code, history)
-        os.close(done_w)
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.server != self.forkserver.pid:
+            spare.drop()             # a client of the fork server that was replaced
+            spare = None
+        if spare is not None and spare.hand(argv, env, fds):
+            pid, done_r = spare.pid, spare.done
+            self.from_spare += 1
+        else:
+            done_r, done_w = os.pipe2(os.O_CLOEXEC)
+            pid = os.fork()
+            if pid == 0:
+                code, history = 125, relay.RelayedHistory()
+                try:
+                    os.close(done_r)
+                    fork.detach(self)
+                    conn.close()
+                    code = fork.child(self, argv, env, fds, history)
+                finally:
+                    relay.finish(done_w, code, history)
+            os.close(done_w)
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)
@@ -212,6 +213,15 @@ class Daemon:
         self.sel.register(conn, selectors.EVENT_READ, run)
         self.sel.register(run.pidfd, selectors.EVENT_READ, run)
         self.sel.register(run.done, selectors.EVENT_READ, run)
+
+    def _refill(self) -> None:
+        """A spare for the next request (sandbox.thin.fork), made once a client has its
+        answer: between two runs, not during one."""
+        if self.spare is None and not self.stopping:
+            try:
+                self.spare = fork.make(self)
+            except OSError:
+                pass     # no fork now (a process limit): the next request forks itself
 
     def _from_client(self, run: Run) -> None:
         try:
@@ -266,6 +276,7 @@ class Daemon:
         except OSError:
             pass
         run.conn.close()
+        self._refill()
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -314,47 +325,6 @@ def warm_plan(policy: Policy) -> None:
     build_plan(resolve(policy, default_variables(home, os.path.join(home, ".sandbox-warm"))))
 
 
-def child(daemon: Daemon, conn: socket.socket, argv: list[str], env: dict[str, str],
-          fds: list[int], history: RelayedHistory) -> int:
-    """In the fork: become the client's `sandbox exec` process, then run it; the run's
-    history row goes to `history` (a relay.RelayedHistory, written by the daemon)."""
-    daemon.sel.close()
-    daemon.listen.close()
-    for run in daemon.runs.values():
-        os.close(run.pidfd)
-        if run.done >= 0:
-            os.close(run.done)
-        run.conn.close()
-    conn.close()
-    for sig in wire.SIGNALS + (signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
-    for i, fd in enumerate(fds[:3]):
-        os.dup2(fd, i)          # inheritable, like the caller's own 0, 1, 2
-    os.fchdir(fds[3])
-    for fd in fds:
-        if fd > 2:
-            os.close(fd)
-    os.environ.clear()           # unsetenv each: the C environ too
-    os.environ.update(env)
-    from sandbox.cli import common
-    common.CLI_FORKSERVER = daemon.forkserver.for_run(
-        os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
-    from sandbox.history import default_path
-    history.path = default_path()     # of the client's environment, now this one's
-    common.CLI_HISTORY = history
-    from sandbox.cli.main import main
-    try:
-        code = main(argv, daemon.parser)
-    except SystemExit as exc:    # --help, --version
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:
-            pass
-    return code
-
-
 def main(argv: list[str]) -> int:
     daemon = Daemon(argv[0])
     daemon.warm()
@@ -365,6 +335,7 @@ def main(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()
     daemon.bind()
+    daemon._refill()
     signal.signal(signal.SIGTERM, lambda *_: setattr(daemon, "stopping", True))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

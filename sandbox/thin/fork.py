@@ -1,0 +1,187 @@
+"""A run's fork of the daemon: what it drops of the daemon's, how it becomes the
+client's `sandbox exec`, and the spare fork made ahead of the next request.
+
+WHY the spare: every warm `sandbox exec` paid, on its path, the daemon's fork (~2
+ms: the copy of its page tables) and the fork's first steps (~1.5 ms: closing the
+daemon's descriptors, resetting signal dispositions), measured in the daemon with
+the compiled client (15 runs, quiet machine). The daemon now keeps one fork ready
+(`Spare`), made right after it answered a client, so between two `sandbox exec`s
+rather than during one. A request is handed to it whole: the request's bytes and
+the client's five descriptors (stdin, stdout, stderr, working directory, and none
+other) over a socket pair of their own (SCM_RIGHTS). The daemon forks at the
+request, as before, when no spare is ready (a second request while a run is on, or
+a spare made before the fork server it holds a client of was replaced). Both ways
+run the same `child` after the same `detach`.
+
+Trust: a spare holds what a direct fork holds and no more. It drops the daemon's
+listening socket, selector and every run's descriptors at once, before it waits,
+so no client's connection or pipe stays open in it; its environment is the
+daemon's until a request replaces it with the client's, as in a direct fork. It
+takes requests from the daemon only (its end of a private socket pair) and exits at
+the end of that stream: when the daemon stops, dies, or drops it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sandbox.thin import wire
+
+if TYPE_CHECKING:
+    from sandbox.thin.daemon import Daemon
+    from sandbox.thin.relay import RelayedHistory
+
+FDS = 4        # the client's stdin, stdout, stderr and working directory
+
+
+@dataclass
+class Spare:
+    """The daemon's handle on a fork waiting for a request."""
+    pid: int
+    sock: socket.socket    # the daemon's end: the request and the client's descriptors
+    done: int              # the fork's frame (sandbox.thin.relay), as a run's
+    server: int            # the pid of the fork server whose client it holds
+
+    def hand(self, argv: list[str], env: dict[str, str], fds: list[int]) -> bool:
+        """Give the spare the request; False (and the spare is gone) if it cannot take
+        it, and the daemon forks instead."""
+        data = wire.encode("exec", argv, env)
+        try:
+            sent = socket.send_fds(self.sock, [data], fds)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        except OSError:
+            self.drop()
+            return False
+        self.sock.close()
+        return True
+
+    def drop(self) -> None:
+        """The spare is not used: it ends, and is reaped here."""
+        self.sock.close()
+        os.close(self.done)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+
+
+def make(daemon: Daemon) -> Spare:
+    """In the daemon: fork a spare, which waits for its request (`_wait`)."""
+    from sandbox.thin import relay
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code, history = 125, relay.RelayedHistory()
+        try:
+            ours.close()
+            os.close(done_r)
+            detach(daemon)
+            got = _wait(theirs)
+            if got is not None:     # else dropped, or the daemon is gone: 125, unread
+                code = child(daemon, *got, history)
+        finally:
+            relay.finish(done_w, code, history)
+    theirs.close()
+    os.close(done_w)
+    return Spare(pid, ours, done_r, daemon.forkserver.pid or 0)
+
+
+def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[int]]:
+    """One request on `sock` (sandbox.thin.wire): (op, argv, env, descriptors). Raises
+    ValueError on a malformed one and OSError; the descriptors received are closed
+    then."""
+    fds: list[int] = []
+    try:
+        data, got, _, _ = socket.recv_fds(sock, 65536, 8)
+        fds = list(got)
+        if len(data) < 4:
+            raise ValueError("short request")
+        size = int.from_bytes(data[:4], "little")
+        if size > wire.MAX_REQUEST:
+            raise ValueError("request too large")
+        body = bytearray(data[4:])
+        while len(body) < size:
+            chunk = sock.recv(min(65536, size - len(body)))
+            if not chunk:
+                raise ValueError("truncated request")
+            body += chunk
+        op, argv, env = wire.decode(bytes(body))
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
+    return op, argv, env, fds
+
+
+def _wait(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int]] | None:
+    """In the spare: the daemon's request, or None at the end of the stream (or on
+    anything malformed: the daemon's own bytes, so a bug, never to be guessed at)."""
+    try:
+        op, argv, env, fds = receive(sock)
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+    if op != "exec" or len(fds) != FDS:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return argv, env, fds
+
+
+def detach(daemon: Daemon) -> None:
+    """In any fork of the daemon, first: close what is the daemon's (its listening
+    socket, its selector, every run's and the spare's descriptors) and give the signals
+    the daemon handles their default disposition."""
+    daemon.sel.close()
+    daemon.listen.close()
+    for run in daemon.runs.values():
+        os.close(run.pidfd)
+        if run.done >= 0:
+            os.close(run.done)
+        run.conn.close()
+    if daemon.spare is not None:
+        daemon.spare.sock.close()
+        os.close(daemon.spare.done)
+        daemon.spare = None
+    for sig in wire.SIGNALS + (signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def child(daemon: Daemon, argv: list[str], env: dict[str, str], fds: list[int],
+          history: RelayedHistory) -> int:
+    """In the fork, after `detach`: become the client's `sandbox exec` process, then run
+    it; the run's history row goes to `history` (a relay.RelayedHistory, written by the
+    daemon)."""
+    for i, fd in enumerate(fds[:3]):
+        os.dup2(fd, i)          # inheritable, like the caller's own 0, 1, 2
+    os.fchdir(fds[3])
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    os.environ.clear()           # unsetenv each: the C environ too
+    os.environ.update(env)
+    from sandbox.cli import common
+    common.CLI_FORKSERVER = daemon.forkserver.for_run(
+        os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
+    from sandbox.history import default_path
+    history.path = default_path()     # of the client's environment, now this one's
+    common.CLI_HISTORY = history
+    from sandbox.cli.main import main
+    try:
+        code = main(argv, daemon.parser)
+    except SystemExit as exc:    # --help, --version
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    return code
