@@ -3,6 +3,8 @@
 client's typed error, and nothing stored for a refused submit."""
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from service.helpers import client, make_token
@@ -40,6 +42,12 @@ def test_429_over_quota_with_retry_after(server):
     tok = make_token(server, "small", "--max-concurrent", "1", "--max-queued", "1")
     with client(server, tok) as c:
         running = c.submit(["sleep", "30"])
+        # the quota counts queued runs: the first must have left the queue (it was
+        # still queued under load, and the second submit was the one refused)
+        deadline = time.monotonic() + 60
+        while c.get(running.id).status == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get(running.id).status == "running"
         queued = c.submit(["sleep", "30"])
         with pytest.raises(errors.RateLimited) as info:
             c.submit(["true"])
