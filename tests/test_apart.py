@@ -139,3 +139,61 @@ def test_the_program_is_pid_2_in_its_workdir_with_the_layers_applied(tmp_path):
     assert action.status == "ok", action.reason
     assert action.store["me"] == f"2 {tmp_path} sandbox"
     assert action.layers == r.layers
+
+
+def test_the_program_meets_no_process_but_pid_1(tmp_path):
+    """The setup child is reaped before the program exists (apart.reap): an exec'd
+    program and a Python action list exactly PID 1 and themselves in their /proc, and
+    are PID 2 (the child took pid 3 and went on exiting beside PID 1's last layers)."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "procs.py").write_text(
+        "import os\nfrom sandbox.workflow import action\n\n"
+        "@action('procs')\ndef procs(ctx):\n"
+        "    ctx.store['procs'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "    ctx.store['me'] = os.getpid()\n")
+    wf = Workflow.from_dict({"id": "w", "imports": ["procs"],
+                             "stages": [{"id": "s", "actions": [{"name": "procs"}]}]})
+    with Launcher() as la:
+        for _ in range(5):
+            r = la.spawn(["ls", "/proc"], policy="strict", capture_output=True)
+            assert r.status == "ok", r.reason
+            assert sorted(int(p) for p in r.stdout.split() if p.isdigit()) == [1, 2], r.stdout
+            action = la.spawn(wf, policy="strict", workdir=str(tmp_path),
+                              code_paths=[str(tmp_path)])
+            assert action.status == "ok", action.reason
+            assert (action.store["procs"], action.store["me"]) == ([1, 2], 2)
+
+
+REAP = textwrap.dedent("""
+    import json, os
+    from sandbox.isolation import apart
+    r, w = os.pipe()
+
+    def work(sock):
+        sock.send(b"answer")
+        os.read(r, 1)          # ends only when the parent says so
+
+    last = os.open(os.devnull, os.O_WRONLY)
+    data, fds = apart.in_child(work, last, 0)
+    pid = apart._UNREAPED[0]
+    running = os.waitpid(pid, os.WNOHANG) == (0, 0)
+    os.write(w, b"x")
+    apart.reap()
+    try:
+        os.waitpid(pid, os.WNOHANG)
+        reaped = False
+    except ChildProcessError:
+        reaped = True
+    print(json.dumps({"data": data.decode(), "running": running, "reaped": reaped,
+                      "left": apart._UNREAPED}))
+""")
+
+
+def test_pid1_goes_on_before_the_setup_child_ends_and_reaps_it_before_the_program():
+    """`in_child` returns once the answer is in, the child still running (its exit is
+    no longer on the run's path); `reap` (called as the program is made) waits for it."""
+    p = subprocess.run([sys.executable, "-c", REAP], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"data": "answer", "running": True, "reaped": True,
+                                    "left": []}

@@ -21,11 +21,17 @@ that ends without its answer fails the run: a layer never silently stays
 unapplied.
 
 The child is PID 1's fork at that point: the same credentials, namespaces and
-descriptors, nothing more. It takes pid 2 of the namespace; once it is reaped
-PID 1 writes 1 to /proc/sys/kernel/ns_last_pid (its user namespace's
-CAP_SYS_ADMIN, before the privileges layer drops it), so that its next fork,
-the program, is PID 2 as before. Where that file cannot be opened the layers
-run in PID 1 itself (`available`): more memory, same sandbox.
+descriptors, nothing more. PID 1 writes 2 to /proc/sys/kernel/ns_last_pid
+before the fork (its user namespace's CAP_SYS_ADMIN), so the child takes pid
+3, and 1 as soon as the answer is in (before the privileges layer drops that
+capability), so that its next fork, the program, is PID 2 as before. PID 1
+goes on meanwhile and reaps the child just before the program is made
+(`reap`): the child's exit, the teardown of its copy of PID 1 (~2 ms), runs
+beside PID 1's last layers instead of before them, and no process but PID 1
+holds what the child held once the program exists. (Where 2 cannot be written
+the child takes pid 2 and is reaped before 1 is written, as before.) Where
+ns_last_pid cannot be opened the layers run in PID 1 itself (`available`):
+more memory, same sandbox.
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ _MAX = 1 << 18   # bytes of the answer: the real paths of a plan's rules dominat
 _TRUNCATED = int(socket.MSG_TRUNC) | int(socket.MSG_CTRUNC)
 
 IN_CHILD = False   # True in the setup child (namespaces.apply checks PID 1 or this)
+_UNREAPED: list[int] = []   # the setup child, once its answer is in (`reap`)
 
 
 class Relayed(SetupError):
@@ -91,6 +98,10 @@ def in_child(work: Callable[[socket.socket], None], last_pid_fd: int,
     one message (and its descriptors, received here not inheritable); then give its
     pid back (ns_last_pid, module doc). b"" when it ended without an answer."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # the child takes pid 3, so that 2 is free for the program as soon as the answer is
+    # in, without waiting for the child's exit (the teardown of its copy of PID 1, ~2 ms
+    # on the run's path); it is reaped before the program exists (`reap`)
+    early = _last_pid(last_pid_fd, b"2")
     try:
         pid = forking.fork_single_threaded()
         if pid == 0:
@@ -105,11 +116,11 @@ def in_child(work: Callable[[socket.socket], None], last_pid_fd: int,
         try:
             data, fds, flags, _ = socket.recv_fds(ours, _MAX, max_fds)
         finally:
-            os.waitpid(pid, 0)
-            try:
-                os.write(last_pid_fd, b"1")   # the program is PID 2 (module doc)
-            except OSError:
-                pass
+            if early:
+                _UNREAPED.append(pid)
+            else:
+                os.waitpid(pid, 0)
+            _last_pid(last_pid_fd, b"1")   # the program is PID 2 (module doc)
     finally:
         ours.close()
         os.close(last_pid_fd)
@@ -120,6 +131,27 @@ def in_child(work: Callable[[socket.socket], None], last_pid_fd: int,
             os.close(fd)
         return b"", []
     return data, fds
+
+
+def _last_pid(fd: int, value: bytes) -> bool:
+    """Write ns_last_pid. At offset 0 each time: the kernel ignores a write of a number
+    at any other (kernel.sysctl_writes_strict)."""
+    try:
+        os.pwrite(fd, value, 0)
+        return True
+    except OSError:
+        return False
+
+
+def reap() -> None:
+    """Before the program exists (sandbox.sandboxee.entry.start_program): the setup
+    child has ended and is reaped, so no process but PID 1 holds what it held (the
+    monitor's socket among them) once the program runs, and its pid is free."""
+    while _UNREAPED:
+        try:
+            os.waitpid(_UNREAPED.pop(), 0)
+        except ChildProcessError:
+            pass
 
 
 def _take(ctx: ContainContext, answer: tuple[Any, ...], fds: list[int]) -> None:

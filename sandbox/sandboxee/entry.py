@@ -43,7 +43,7 @@ import prctl
 from sandbox import _native, protocol
 from sandbox.errors import SetupError
 # Imported now, never lazily under the view (which may hold none of this package):
-from sandbox.isolation import syscall_table  # noqa: F401
+from sandbox.isolation import apart, syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
 from sandbox.protocol import (CowFd, ExecError, ExecFailure, OutputFd, ScratchFd,
@@ -148,6 +148,7 @@ def report(ctx: ContainContext, mon: socket.socket) -> None:
 def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: str,
                   argv: list[str] | None) -> None:
     """Fork PID 2 (the program) and become the init. Never returns."""
+    apart.reap()
     # `_signal`, not `signal`'s wrappers, which make an enum member of each signal
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals())
     if mode == "exec":
