@@ -118,16 +118,22 @@ def test_pid1_keeps_no_copy_of_the_namespace_layers_pages():
     assert 0 <= enforce_kib < 250, marks
 
 
+def _action(tmp_path, name: str, imports: str, body: str) -> Workflow:
+    """A one-action workflow whose action `name` (module `name` in `tmp_path`, which
+    the sandbox may read) runs `body` after `imports`."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / f"{name}.py").write_text(
+        f"{imports}\nfrom sandbox.workflow import action\n\n"
+        f"@action('{name}')\ndef {name}(ctx):\n{body}")
+    return Workflow.from_dict({"id": "w", "imports": [name],
+                               "stages": [{"id": "s", "actions": [{"name": name}]}]})
+
+
 def test_the_program_is_pid_2_in_its_workdir_with_the_layers_applied(tmp_path):
     """An exec'd program (PID 1 applies every layer itself: module doc of apart.py)
     and a Python action (the setup child applies the first three) see the same."""
-    os.chmod(tmp_path, 0o755)
-    (tmp_path / "whoami.py").write_text(
-        "import os, socket\nfrom sandbox.workflow import action\n\n"
-        "@action('whoami')\ndef whoami(ctx):\n"
-        "    ctx.store['me'] = f'{os.getpid()} {os.getcwd()} {socket.gethostname()}'\n")
-    wf = Workflow.from_dict({"id": "w", "imports": ["whoami"],
-                             "stages": [{"id": "s", "actions": [{"name": "whoami"}]}]})
+    wf = _action(tmp_path, "whoami", "import os, socket",
+                 "    ctx.store['me'] = f'{os.getpid()} {os.getcwd()} {socket.gethostname()}'\n")
     with Launcher() as la:
         r = la.spawn(["sh", "-c", 'echo "$$ $(pwd) $(hostname)"'], policy="default",
                      workdir=str(tmp_path), capture_output=True)
@@ -145,14 +151,9 @@ def test_the_program_meets_no_process_but_pid_1(tmp_path):
     """The setup child is reaped before the program exists (apart.reap): an exec'd
     program and a Python action list exactly PID 1 and themselves in their /proc, and
     are PID 2 (the child took pid 3 and went on exiting beside PID 1's last layers)."""
-    os.chmod(tmp_path, 0o755)
-    (tmp_path / "procs.py").write_text(
-        "import os\nfrom sandbox.workflow import action\n\n"
-        "@action('procs')\ndef procs(ctx):\n"
-        "    ctx.store['procs'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
-        "    ctx.store['me'] = os.getpid()\n")
-    wf = Workflow.from_dict({"id": "w", "imports": ["procs"],
-                             "stages": [{"id": "s", "actions": [{"name": "procs"}]}]})
+    wf = _action(tmp_path, "procs", "import os",
+                 "    ctx.store['procs'] = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+                 "    ctx.store['me'] = os.getpid()\n")
     with Launcher() as la:
         for _ in range(5):
             r = la.spawn(["ls", "/proc"], policy="strict", capture_output=True)

@@ -207,16 +207,7 @@ def test_concurrent_runs_take_their_monitors_from_the_one_warm_fork_server(serve
 def test_a_dead_fork_server_is_replaced_before_the_next_run(served):
     server = _forkserver_pid(served)
     os.kill(server, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-
-    def dead() -> bool:   # reapable: a zombie (the daemon reaps it) or gone
-        try:
-            with open(f"/proc/{server}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
-    while time.monotonic() < deadline and not dead():
-        time.sleep(0.05)
+    _gone(server, zombie=True)   # reapable: a zombie (the daemon reaps it) or gone
     spare, _ = _spare(served.path)     # made before: a client of the dead server
     p = served.run("exec", "--", "sh", "-c", "echo after; exit 3")
     assert (p.returncode, p.stdout) == (3, "after\n"), p.stderr

@@ -38,7 +38,6 @@ from sandbox.thin.control import socket_cred
 if TYPE_CHECKING:
     from sandbox.policy.model import Policy
     from sandbox.thin.fork import Spare
-    from sandbox.thin.relay import RelayedHistory
 
 
 @dataclass
@@ -159,10 +158,7 @@ class Daemon:
                               f"spare {self.spare.pid if self.spare else 0} "
                               f"from-spare {self.from_spare}\n")
         elif op == "stop":
-            self.stopping = True
-            if self.spare is not None:
-                self.spare.drop()
-                self.spare = None
+            self.stopping = True     # the spare is dropped as the loop ends
             self.sel.unregister(self.listen)
             self._reply(conn, "stopping\n")
         elif op == "exec" and len(fds) == 4 and not self.stopping:
@@ -182,7 +178,6 @@ class Daemon:
 
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
                fds: list[int]) -> None:
-        from sandbox.thin import relay
         self.forkserver.ensure()     # one that died since the last run is replaced first
         spare, self.spare = self.spare, None
         if spare is not None and spare.server != self.forkserver.pid:
@@ -192,18 +187,7 @@ class Daemon:
             pid, done_r = spare.pid, spare.done
             self.from_spare += 1
         else:
-            done_r, done_w = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
-            if pid == 0:
-                code, history = 125, relay.RelayedHistory()
-                try:
-                    os.close(done_r)
-                    fork.detach(self)
-                    conn.close()
-                    code = fork.child(self, argv, env, fds, history)
-                finally:
-                    relay.finish(done_w, code, history)
-            os.close(done_w)
+            pid, done_r = fork.start(self, lambda: (argv, env, fds), (conn,))
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)

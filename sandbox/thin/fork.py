@@ -7,7 +7,7 @@ daemon's descriptors, resetting signal dispositions), measured in the daemon wit
 the compiled client (15 runs, quiet machine). The daemon now keeps one fork ready
 (`Spare`), made right after it answered a client, so between two `sandbox exec`s
 rather than during one. A request is handed to it whole: the request's bytes and
-the client's five descriptors (stdin, stdout, stderr, working directory, and none
+the client's four descriptors (stdin, stdout, stderr, working directory, and none
 other) over a socket pair of their own (SCM_RIGHTS). The daemon forks at the
 request, as before, when no spare is ready (a second request while a run is on, or
 a spare made before the fork server it holds a client of was replaced). Both ways
@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from sandbox.thin import wire
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from sandbox.thin.relay import RelayedHistory
 
 FDS = 4        # the client's stdin, stdout, stderr and working directory
+Request = tuple[list[str], dict[str, str], list[int]]   # argv, environment, FDS descriptors
 
 
 @dataclass
@@ -71,25 +72,36 @@ class Spare:
         os.waitpid(self.pid, 0)
 
 
-def make(daemon: Daemon) -> Spare:
-    """In the daemon: fork a spare, which waits for its request (`_wait`)."""
+def start(daemon: Daemon, request: Callable[[], Request | None],
+          drop: tuple[socket.socket, ...] = ()) -> tuple[int, int]:
+    """In the daemon: fork a run's process, which closes `drop` and what is the
+    daemon's (`detach`), takes its request from `request()` (None: no run, it ends with
+    125 unread) and runs it (`child`). Returns its pid and the read end of its frame
+    (sandbox.thin.relay)."""
     from sandbox.thin import relay
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         code, history = 125, relay.RelayedHistory()
         try:
-            ours.close()
             os.close(done_r)
+            for s in drop:
+                s.close()
             detach(daemon)
-            got = _wait(theirs)
-            if got is not None:     # else dropped, or the daemon is gone: 125, unread
+            got = request()
+            if got is not None:
                 code = child(daemon, *got, history)
         finally:
             relay.finish(done_w, code, history)
-    theirs.close()
     os.close(done_w)
+    return pid, done_r
+
+
+def make(daemon: Daemon) -> Spare:
+    """In the daemon: fork a spare, which waits for its request (`_wait`)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid, done_r = start(daemon, lambda: _wait(theirs), (ours,))
+    theirs.close()
     return Spare(pid, ours, done_r, daemon.forkserver.pid or 0)
 
 
@@ -120,7 +132,7 @@ def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[i
     return op, argv, env, fds
 
 
-def _wait(sock: socket.socket) -> tuple[list[str], dict[str, str], list[int]] | None:
+def _wait(sock: socket.socket) -> Request | None:
     """In the spare: the daemon's request, or None at the end of the stream (or on
     anything malformed: the daemon's own bytes, so a bug, never to be guessed at)."""
     try:
