@@ -129,6 +129,31 @@ def test_a_caller_with_closed_stdio_still_runs(served):
     assert served.count() == before + 1
 
 
+
+def _running(path: str) -> int:
+    line = D.status(path) or ""
+    return int(line.split(" running ")[1].split()[0])
+
+
+def test_a_runs_private_directory_honours_tmpdir_and_is_gone_once_the_fork_ended(
+        served, tmp_path):
+    """The run's private directory (its /tmp, its view files) goes under the caller's
+    TMPDIR, as on the cold path, and is removed before the fork ends: a fork that left
+    with the removal still queued (os._exit skips atexit) kept a sandbox's /tmp files on
+    the host's disk after the run, for ever."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {**served.env, "TMPDIR": str(tmpdir)}
+    many = "mkdir /tmp/d; for i in $(seq 300); do echo kept > /tmp/d/f$i; done; ls /tmp/d | wc -l"
+    for _ in range(4):
+        p = served.run("exec", "--", "sh", "-c", many, env=env)
+        assert (p.returncode, p.stdout.strip()) == (0, "300"), p.stderr
+    deadline = time.monotonic() + 60
+    while _running(served.path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(served.path) == 0
+    assert os.listdir(tmpdir) == []
+
 # -- the daemon's one warm fork server (sandbox.thin.shared) ---------------------------
 
 def _forkserver_pid(served) -> int:

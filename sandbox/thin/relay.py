@@ -52,7 +52,7 @@ class RelayedHistory(History):
 
 def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
     """In the fork, its last step: flush and close the client's stdio, send the frame
-    on `fd`, exit with `code`."""
+    on `fd`, wait until the run's private directory is removed, exit with `code`."""
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
@@ -71,6 +71,11 @@ def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
             data = data[os.write(fd, data):]
     except OSError:
         pass
+    # The run's private directory is removed by a thread (launcher.tidy) that os._exit
+    # would end mid-way, leaving the sandbox's /tmp on the host's disk: wait for it here,
+    # after the frame, so the client has its code while the removal finishes.
+    from sandbox.launcher import tidy
+    tidy.drain()
     os._exit(code)
 
 
