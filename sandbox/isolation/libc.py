@@ -353,6 +353,15 @@ def heap_free_below_top() -> int | None:
     return int(info.fordblks) - int(info.keepcost)
 
 
+MADV_POPULATE_WRITE = 23   # linux/mman.h, Linux 5.14
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    """madvise(2) on this process's own memory; OSError with the errno."""
+    _check(_libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(length), ctypes.c_int(advice)),
+           "madvise")
+
+
 def malloc_hold(size: int) -> None:
     """malloc(size), never freed (kept in `_HELD`)."""
     _HELD.append(_libc.malloc(ctypes.c_size_t(size)) or 0)

@@ -29,7 +29,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from sandbox.thin import wire
+from sandbox import fdwait
+from sandbox.thin import prefault, wire
 
 if TYPE_CHECKING:
     from sandbox.thin.daemon import Daemon
@@ -134,7 +135,11 @@ def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[i
 
 def _wait(sock: socket.socket) -> Request | None:
     """In the spare: the daemon's request, or None at the end of the stream (or on
-    anything malformed: the daemon's own bytes, so a bug, never to be guessed at)."""
+    anything malformed: the daemon's own bytes, so a bug, never to be guessed at).
+    Unless the request is already there, the pages shared with the daemon are copied
+    first (sandbox.thin.prefault), so the run does not fault on each one it writes."""
+    if not fdwait.readable([sock], 0):
+        prefault.prefault()
     try:
         op, argv, env, fds = receive(sock)
     except (OSError, ValueError):
