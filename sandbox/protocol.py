@@ -468,15 +468,13 @@ class SpecFile:
 # -- stub -> monitor (status socket) ------------------------------------------------
 @dataclass
 class StubReady:
-    """A stub: its namespaces are entered (ok), or why not (`layer`: the SetupError's)."""
+    """A stub: its namespaces are entered and PID 1 is forked, waiting for the spec (ok,
+    `pid1`: PID 1 in the monitor's PID namespace), or why not (`layer`: the
+    SetupError's)."""
     ok: bool = False
     why: str = bound(chars=1024, default="")
     layer: str = bound(chars=64, default="")
-
-
-@dataclass
-class Pid1Started:
-    pid: int = 0        # PID 1 in the monitor's PID namespace
+    pid1: int = 0
 
 
 @dataclass
@@ -568,7 +566,7 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
     "fork_stub": ForkStub, "forked": Forked, "spec_file": SpecFile,
-    "stub_ready": StubReady, "pid1": Pid1Started, "pid1_exit": Pid1Exited,
+    "stub_ready": StubReady, "pid1_exit": Pid1Exited,
     "program_exit": ProgramExited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
     "scratch": ScratchFd, "proxy": ProxyFds,

@@ -98,10 +98,7 @@ def _supervisor_kill_stale_pid1() -> str:
     sup.cgroup, sup.stub_pid, sup.pid1_fd, sup.status = None, stub, None, None
     sup.stub_fd, sup.stub = None, None        # no pidfd of the stub: nothing to kill by it
     sup.t0, sup.timings = time.monotonic(), {}
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    protocol.send(theirs, protocol.Pid1Started(n))   # PID 1 already gone, number reused
-    sup._status_message(mine)
-    mine.close(), theirs.close()
+    sup._pid1_started(n)    # PID 1 already gone, its number reused (StubReady's pid1)
     sup.ctx.policy = types.SimpleNamespace(limits=types.SimpleNamespace(processes=1))
     sup.report = types.SimpleNamespace(max_tasks=0, pids_limit_hit=False)
     sup._sample_tasks()                          # must not count the innocent's tree

@@ -21,6 +21,7 @@ class _Stub:
     def __init__(self, n: int) -> None:
         self.status, self.stub_pid, self.cgroup, self.discarded = _Sock(1000 + n), 1000 + n, \
             None, False
+        self.pid1 = 2000 + n
 
     def take_ready(self) -> StubReady:
         return StubReady(ok=True)

@@ -76,3 +76,58 @@ def test_an_edited_policy_file_never_gets_the_old_pool(launcher, tmp_path):
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
     assert _limit(launcher, str(p)) == (71, False)
     assert all(limit == 71 for limit, _ in _fill(launcher, str(p)))
+
+
+def _status_field(pid: int, name: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return line.split()[1:]
+    except OSError:
+        pass
+    return []
+
+
+def _waiting_pid1s(server: int) -> set[int]:
+    """Below the fork server: every PID 1 (first of its own PID namespace) whose parent
+    is a stub already exec'd into the compiled waiter."""
+    from sandbox import _native
+    from sandbox.monitor.tree import children_map
+    kids = children_map()
+    below, todo = [], list(kids.get(server, []))
+    while todo:
+        pid = todo.pop()
+        below.append(pid)
+        todo.extend(kids.get(pid, []))
+    waiting = set()
+    for pid in below:
+        parent = int((_status_field(pid, "PPid") or ["0"])[0])
+        try:
+            parent_exe = os.readlink(f"/proc/{parent}/exe")
+        except OSError:
+            continue
+        if _status_field(pid, "NSpid")[-1:] == ["1"] and \
+                os.path.realpath(parent_exe) == os.path.realpath(_native.INIT_PATH):
+            waiting.add(pid)
+    return waiting
+
+
+def test_a_pooled_run_starts_in_a_pid1_that_was_waiting_before_it_was_asked(launcher):
+    """A pooled sandbox's PID 1 is forked ahead (sandbox/sandboxee/stub.py): it waits for
+    its spec in its own PID namespace, under a stub that is already the compiled
+    waiter, and the run that takes the sandbox runs in that very process."""
+    import time
+    launcher.spawn(["true"])      # the fork server up, the default policy's pool made
+    server = launcher.forkserver_pid
+    assert server
+    for _ in range(10):
+        deadline = time.monotonic() + 10
+        while not (waiting := _waiting_pid1s(server)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = launcher.spawn(["true"])
+        assert r.status == "ok", r.reason
+        if r.pooled:
+            assert r.pids["sandboxee"] in waiting, (r.pids, waiting)
+            return
+    pytest.fail("no run was served from its pool")

@@ -21,7 +21,7 @@ from sandbox import protocol as P
 from sandbox.errors import ProtocolError
 
 SETTINGS = settings(derandomize=True, max_examples=300, deadline=None)
-DATAGRAM_TYPES = [P.SpawnRequest, P.Spawned, P.Refused, P.StubReady, P.Pid1Started,
+DATAGRAM_TYPES = [P.SpawnRequest, P.Spawned, P.Refused, P.StubReady,
                   P.Pid1Exited, P.ListenerAt, P.Ack, P.OutputFd, P.CowFd, P.ScratchFd, P.Ready,
                   P.SetupFailure, P.ExecError]
 
@@ -117,8 +117,8 @@ def test_field_types_are_resolved_once_at_import(monkeypatch):
 
 def test_a_receiver_takes_only_what_it_names():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    P.send(a, P.Pid1Started(5))
-    with pytest.raises(ProtocolError, match="unexpected message 'pid1'"):
+    P.send(a, P.StubReady(ok=True, pid1=5))
+    with pytest.raises(ProtocolError, match="unexpected message 'stub_ready'"):
         P.recv(b, P.Ready)
     P.send(a, P.Ready(active=["x"]))
     assert P.recv(b, P.Ready) == (P.Ready(active=["x"]), [])

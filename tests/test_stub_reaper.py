@@ -28,7 +28,7 @@ import time
 import pytest
 
 from sandbox import _native, protocol
-from sandbox.protocol import Pid1Exited, Pid1Started
+from sandbox.protocol import Pid1Exited, StubReady
 
 pytestmark = pytest.mark.isolation
 
@@ -106,7 +106,7 @@ def test_a_double_forked_setsid_daemon_does_not_outlive_a_run_without_a_pid_name
 
 # -- the stub itself: compiled (`sandbox-init --stub`) and the Python fallback -------
 
-def _run_stub(pid1_main, *, compiled: bool) -> tuple[Pid1Started, Pid1Exited, float]:
+def _run_stub(pid1_main, *, compiled: bool) -> tuple[StubReady, Pid1Exited, float]:
     """Fork a stub the way the monitor does (status socket, PID 1's main), as the
     compiled waiter or the Python one; its two messages and when the second came."""
     from sandbox.sandboxee import stub
@@ -122,10 +122,11 @@ def _run_stub(pid1_main, *, compiled: bool) -> tuple[Pid1Started, Pid1Exited, fl
             os._exit(99)
     child.close()
     try:
-        started, _ = protocol.recv(parent, Pid1Started, max_fds=0)
+        started, _ = protocol.recv(parent, StubReady, max_fds=0)
         exited, _ = protocol.recv(parent, Pid1Exited, max_fds=0)
         at = time.monotonic()
-        assert isinstance(started, Pid1Started) and isinstance(exited, Pid1Exited)
+        assert isinstance(started, StubReady) and started.ok and started.pid1 > 0
+        assert isinstance(exited, Pid1Exited)
         _, st = os.waitpid(pid, 0)
         assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
         return started, exited, at

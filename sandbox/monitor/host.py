@@ -46,6 +46,13 @@ EXIT_PARENT_GONE = 3    # the parent died before the monitor could tie its life 
 EXIT_FAILED = 4         # the monitor itself failed before it could report
 
 SWEEP_EVERY = 2.0       # seconds between checks of the warm pools' policy files
+# A refill (a stub's fork and namespaces, its PID 1's fork, the waiter's exec) competes
+# for the 2 cores with the runs under way: it waits while one sets up and, unless a
+# pool is dry, for the first REFILL_AFTER seconds of its program (exec, loader, the
+# first audited calls), which is all of a short run's; a long run's pools refill beside
+# it after that. A dry pool (the next run of its policy would start cold: bursts, runs
+# back to back) refills as soon as no run sets up.
+REFILL_AFTER = 0.05
 END_THREADS = 6         # runs ended at once (each drains output, copies ${OUTPUT} out)
 
 @dataclass
@@ -308,6 +315,9 @@ class Host:
                for t in (r.sup.next_time(),) if t is not None]
         if self.pools is not None and self.pools.pools.keys():
             due.append(self._swept + SWEEP_EVERY)   # a changed policy file frees its pool
+        refill_at = self._refill_at(now)
+        if refill_at is not None and refill_at > now:
+            due.append(refill_at)
         timeout = max(0.0, min(due) - now) if due else None
         for key, _ in self.sel.select(timeout):
             callback = key.data
@@ -335,13 +345,31 @@ class Host:
                     self._failed(sup, exc)
             if sup.done:
                 self._retire(run)
-        if self.pools is not None and not any(
-                r.sup is not None and not r.ending and "sandboxee_ready" not in r.sup.timings
-                for r in self.runs):
-            self.pools.refill()   # when no run is setting up: a refill competes for the CPU
+        refill_at = self._refill_at(now)
+        if self.pools is not None and refill_at is not None and refill_at <= now:
+            self.pools.refill()
         if self._want_spare and self.spare is None:
             self._want_spare = False
             self._new_spare()
+
+    def _refill_at(self, now: float) -> float | None:
+        """When the pools may refill (REFILL_AFTER): None while a run sets up (its end
+        is not known); else `now` when a pool is dry or no run is in its program's first
+        moments; else the end of the latest such moments."""
+        if self.pools is None:
+            return None
+        at = now
+        dry = self.pools.pools.dry()
+        for r in self.runs:
+            sup = r.sup
+            if sup is None or r.ending or sup.done:
+                continue
+            ready = sup.timings.get("sandboxee_ready")
+            if ready is None:
+                return None
+            if not dry:
+                at = max(at, sup.t0 + ready + REFILL_AFTER)
+        return at
 
     def close(self) -> None:
         """The launcher is gone: drop the spare (freeing its cgroups), end the zygote

@@ -72,8 +72,10 @@ def _waiting(item: Pooled) -> bool:
 
 
 def private_bytes(pid: int) -> int | None:
-    """What one more waiting stub adds to the machine: its private pages (USS). Its
-    PSS also counts a share of the zygote's pages, which exist anyway."""
+    """What one more waiting sandbox adds to the machine: the private pages (USS) of
+    its PID 1, the Python fork that waits for the spec (the stub is then the compiled
+    waiter, whose few pages are not counted). Its PSS also counts a share of the
+    zygote's pages, which exist anyway."""
     total, seen = 0, False
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -170,7 +172,7 @@ class StubPools:
             return
         n, cost = self._fills.get(ticket.key, (0, None))
         if n % MEASURE_EVERY == 0 or cost is None:
-            cost = private_bytes(pre.stub_pid)
+            cost = private_bytes(pre.pid1 or pre.stub_pid)
         self._fills[ticket.key] = (n + 1, cost)
         self.pools.filled(ticket, Pooled(pre, self._remove), cost)
 

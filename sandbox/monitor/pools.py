@@ -245,6 +245,12 @@ class Pools(Generic[T]):
         pool = self._pools.get(key)
         return len(pool.ready) if pool is not None else 0
 
+    def dry(self) -> bool:
+        """A pool has nothing ready and nothing starting below its target: the next run
+        of its policy would start cold, so its refill should not wait."""
+        return any(not p.ready and not p.starting and p.target > 0
+                   for p in self._pools.values())
+
     def keys(self) -> list[PoolKey]:
         """Pools, least recently used first."""
         return list(self._pools)

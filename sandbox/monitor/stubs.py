@@ -1,10 +1,11 @@
 """A run's stub, forked ahead of its spec: the one way a sandbox starts.
 
 Every stub is made the same way (sandbox.monitor.zygote forks it): it joins the
-run's cgroups, enters the namespaces, says `StubReady`, and waits on its go
-socket. The monitor then writes the policy's limits (if the cgroups were made
-before the policy was known), sends the `Spec` and the run's descriptors, and
-the stub forks PID 1: nothing untrusted runs before the limits are in place.
+run's cgroups, enters the namespaces, forks PID 1, which waits on the go
+socket, and says `StubReady` with PID 1's pid. The monitor then writes the
+policy's limits (if the cgroups were made before the policy was known) and
+sends the `Spec` and the run's descriptors, which PID 1 takes: nothing
+untrusted runs before the limits are in place.
 
 Joining a cgroup waits for an RCU grace period (5-20 ms on a busy machine
 without `favordynmods`), and entering seven namespaces costs a few ms more;
@@ -72,6 +73,11 @@ class Prestarted:
             self.ready = msg if msg is not None else StubReady(ok=False, why="the stub ended")
         return self.ready
 
+    @property
+    def pid1(self) -> int:
+        """PID 1, forked ahead and waiting for the spec (0 until StubReady is read)."""
+        return self.ready.pid1 if self.ready is not None and self.ready.ok else 0
+
     def waiting(self) -> bool:
         """The stub still waits: alive (its pidfd not readable) and silent since
         StubReady (a stub whose zygote died is neither)."""
@@ -121,7 +127,7 @@ def _make(zygote: Forker, cgroup: "RunCgroup | None", namespaces: bool,
 
 
 def start_pid1(setup_fd: int) -> Callable[[Spec, list[int]], Callable[[], object]]:
-    """In the stub, once the spec arrives: PID 1's main, with the run's descriptors."""
+    """In PID 1, once the spec arrives: its main, with the run's descriptors."""
     def start(spec: Spec, fds: list[int]) -> Callable[[], object]:
         if len(fds) != 5:
             raise ProtocolError(f"the stub got {len(fds)} descriptors, not 5")

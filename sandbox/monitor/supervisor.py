@@ -29,7 +29,7 @@ from sandbox.monitor import runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
-                              OutputSummary, Pid1Exited, Pid1Started, ProgramExited, ProxyFds,
+                              OutputSummary, Pid1Exited, ProgramExited, ProxyFds,
                               Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, StubReady,
                               Violation, WinSize)
 
@@ -182,6 +182,8 @@ class Supervisor:
         pre = self.stub
         assert pre is not None
         if ready.ok:
+            if ready.pid1:
+                self._pid1_started(ready.pid1)
             self._go(pre)
             return
         if self._restub(pre):
@@ -461,7 +463,7 @@ class Supervisor:
         """One message of the stub's; False at its end (or a malformed one: the stub
         is ours, so that is a bug, and PID 1's status is then unknown)."""
         try:
-            msg, _ = protocol.recv(sock, StubReady, Pid1Started, Pid1Exited, SetupFailure,
+            msg, _ = protocol.recv(sock, StubReady, Pid1Exited, SetupFailure,
                                    max_fds=0)
         except (OSError, ProtocolError):
             return False
@@ -471,10 +473,6 @@ class Supervisor:
             if self.stub is not None and self.stub.ready is None:
                 self.stub.ready = msg
                 self._stub_ready(msg)
-        elif isinstance(msg, Pid1Started):
-            self.pid1 = msg.pid
-            self.pid1_fd = self._open_pid1(self.pid1)
-            self._mark("pid1_forked")
         elif isinstance(msg, Pid1Exited):
             self.status = self._program_status(msg.status)
             self.usage = msg
@@ -618,6 +616,12 @@ class Supervisor:
         if self.report.violation is None:
             self.report.violation = violation
         self._kill()
+
+    def _pid1_started(self, pid: int) -> None:
+        """PID 1 exists (forked ahead by the stub, waiting for the spec): its pidfd."""
+        self.pid1 = pid
+        self.pid1_fd = self._open_pid1(pid)
+        self._mark("pid1_forked")
 
     def _open_pid1(self, pid: int) -> int | None:
         """PID 1's pidfd. The stub may already have reaped it and its number gone to

@@ -1,13 +1,13 @@
-"""A Python action's PID 1, forked by the stub before the run's spec is decoded.
+"""A Python action's PID 1, which leaves the run's spec undecoded.
 
 Why: a Python action's program (PID 2) is a fork of PID 1, a fork of the stub;
 once both have exec'd the compiled init and waiter, every page of the warm
 template that their Python wrote is the program's own (docs/benchmarks.md,
 "Where a Python action's program memory comes from"). Decoding the `Spec` and
 building its containment context (the policy, the filesystem plan, the mount
-table) were the stub's largest writers (~1 MiB). So for a Python action the stub
-forks PID 1 with the spec's datagram undecoded (`is_action` tells it from the
-datagram's first bytes, a hint the decoding checks), and PID 1's throw-away
+table) were the largest writers (~1 MiB). So a Python action's PID 1 keeps the
+spec's datagram undecoded (`is_action` tells it from the datagram's first bytes,
+a hint the decoding checks), and its throw-away
 setup child (sandbox/isolation/apart.py) decodes it, builds the context,
 applies the namespace-wide layers, builds the Landlock ruleset and the seccomp
 program, and answers with a `Pid1Plan`: only what PID 1 and PID 2 still need
@@ -16,8 +16,7 @@ The copied pages die with the child.
 
 PID 1 then enforces the per-process layers (limits, privileges, Landlock,
 seccomp) in the same order, from a context built of the plan, and goes on as
-`entry.main` does. A spec that does not decode fails the run as the stub's did
-(layer "stub"); a child that ends without its answer fails it too. Where
+`entry.main` does. A spec that does not decode fails the run (layer "stub"); a child that ends without its answer fails it too. Where
 ns_last_pid cannot be opened (the program would not be PID 2), PID 1 decodes
 the spec itself and runs `entry.main`: more memory, same sandbox. An exec'd
 program's stub decodes the spec as before: its PID 2 execs, so these pages go
@@ -67,7 +66,7 @@ def is_action(data: bytes) -> bool:
 
 
 def start(setup_fd: int) -> Callable[[bytes, list[int]], Callable[[], object]]:
-    """In the stub: PID 1's main for an undecoded spec and the run's descriptors."""
+    """In PID 1: its main for an undecoded spec and the run's descriptors."""
     def pid1(data: bytes, fds: list[int]) -> Callable[[], object]:
         return lambda: main(data, fds, setup_fd)
     return pid1

@@ -9,6 +9,14 @@ Python interpreter between the monitor and PID 1 (issue 14). It holds no other
 descriptor, so the IPC socket reaches end of stream as soon as the sandbox's
 last process is gone.
 
+PID 1 is forked ahead: as soon as the namespaces are entered, before the run
+is known. It waits on the go socket for the run's `Spec` and descriptors and
+decodes them itself, while the stub says `StubReady` (with PID 1's pid) and
+becomes the waiter at once. So a run taken from a warm pool starts in a PID 1
+that already exists: the stub's fork of it (a Python process's page tables)
+and the stub's exec of the waiter are no longer between the spec and the
+run's first layer (docs/benchmarks.md).
+
 It is the run's child subreaper: without a PID namespace (best_effort on a
 machine without user namespaces) the program's orphans re-parent to it, and
 once PID 1 has ended it kills and reaps every descendant left before it
@@ -16,11 +24,11 @@ reports. So nothing of a run outlives its report, and the monitor (one process
 for every run, issue 14) needs no walk of its own descendants.
 
 What it says on the status socket (SOCK_SEQPACKET, sandbox.protocol):
-`Pid1Started` (PID 1's pid in the monitor's namespace), then `Pid1Exited`
-(raw wait status, with the CPU and peak memory of everything it reaped: the
-run's own usage), or a `SetupFailure` when the namespaces could not be
-entered. Every stub (`run_waiting`) first sends `StubReady`, then
-receives the run's `Spec` and descriptors on its go socket.
+`StubReady` (with PID 1's pid in the monitor's namespace, or why the
+namespaces could not be entered), then `Pid1Exited` (raw wait status, with the
+CPU and peak memory of everything it reaped: the run's own usage), or a
+`SetupFailure` (the cgroups could not be joined, or PID 1 could not decode its
+spec).
 """
 from __future__ import annotations
 
@@ -35,16 +43,8 @@ from sandbox import protocol
 from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
-from sandbox.protocol import (ForkStub, Pid1Exited, Pid1Started, SetupFailure, Spec, SpecFile,
-                              StubReady)
+from sandbox.protocol import ForkStub, Pid1Exited, SetupFailure, Spec, SpecFile, StubReady
 from sandbox.sandboxee import forking, memtrace, planned
-
-
-# Encoded once, in the template every stub is forked from (the zygote): a waiting stub
-# is a Python fork whose every written page is its own copy (a pooled stub waits with
-# ~2 MiB of them), and encoding this message in each stub ran the codec's code over
-# the template's objects: ~70 more pages copied per stub (docs/benchmarks.md).
-_READY = protocol.to_datagram(StubReady(ok=True))
 
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
@@ -53,12 +53,9 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 undecoded: Callable[[bytes, list[int]], Callable[[], object]] | None = None
                 ) -> None:
     """Every stub: join the run's cgroups and enter the namespaces *before* the run is
-    known (`req`: sandbox.monitor.zygote), then wait on `go` for the `Spec` (or a
-    `SpecFile`) and the run's descriptors (ipc, stdin, stdout, stderr, exit pipe).
-    `start(spec, fds)` returns PID 1's main. A Python action's spec is not decoded
-    here: `undecoded(datagram, fds)` returns its PID 1's main, which has it decoded by
-    its setup child (sandbox/sandboxee/planned.py), and the stub becomes the waiter
-    `init_path`. Never returns.
+    known (`req`: sandbox.monitor.zygote), fork PID 1, which waits on `go` for the
+    `Spec` (or a `SpecFile`) and the run's descriptors (ipc, stdin, stdout, stderr,
+    exit pipe: `_pid1`), and become the waiter `init_path`. Never returns.
 
     First message: `StubReady` (the monitor discards a stub that is not ok and, for a
     best-effort policy, asks for one without namespaces), or a `SetupFailure` when
@@ -85,7 +82,23 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                                                 why=str(exc)[:1000]))
                 os._exit(0)
         memtrace.mark("stub.unshared")
-        status.send(_READY)
+    except BaseException as exc:
+        _last_word(status, exc)
+    _fork_pid1_and_wait(status, lambda: _pid1(status, go, req, start, init_path, undecoded),
+                        init_path)
+
+
+def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
+          start: Callable[[Spec, list[int]], Callable[[], object]], init_path: str | None,
+          undecoded: Callable[[bytes, list[int]], Callable[[], object]] | None) -> None:
+    """PID 1, forked ahead: wait for the run, then run as its PID 1. A Python action's
+    spec is not decoded here: `undecoded(datagram, fds)` returns its PID 1's main,
+    which has it decoded by its setup child (sandbox/sandboxee/planned.py); any other
+    is decoded here and `start(spec, fds)` returns PID 1's main. The end of `go`
+    without a spec (a pooled sandbox discarded) ends it; so does the stub's death
+    (PDEATHSIG, set before it waits)."""
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
         data, fds, flags, _ = socket.recv_fds(go, protocol.DATAGRAM_MAX + 1, protocol.MAX_FDS)
         memtrace.mark("stub.spec")
         go.close()
@@ -95,17 +108,17 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 and planned.is_action(data)):
             pid1_main = undecoded(data, fds)
         else:
-            pid1_main, init_path = _decoded(data, fds, flags, start, init_path)
+            pid1_main = _decoded(data, fds, flags, start)
         memtrace.mark("stub.context")
+        status.close()   # the stub's channel: PID 1 reports on its setup socket
     except BaseException as exc:
         _last_word(status, exc)
-    _fork_pid1_and_wait(status, pid1_main, init_path)
+    pid1_main()
 
 
 def _decoded(data: bytes, fds: list[int], flags: int,
-             start: Callable[[Spec, list[int]], Callable[[], object]],
-             init_path: str | None) -> tuple[Callable[[], object], str | None]:
-    """The spec decoded here (`protocol.recv`'s checks): PID 1's main and the waiter."""
+             start: Callable[[Spec, list[int]], Callable[[], object]]) -> Callable[[], object]:
+    """The spec decoded here (`protocol.recv`'s checks): PID 1's main."""
     try:
         if flags & protocol.TRUNCATED:
             raise ProtocolError("datagram or its descriptors truncated")
@@ -117,8 +130,7 @@ def _decoded(data: bytes, fds: list[int], flags: int,
             os.close(fd)
         raise
     spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
-    pid1_main = start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
-    return pid1_main, spec.init_path or init_path
+    return start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
 
 
 def _spec_from_file(fds: list[int]) -> Spec:
@@ -144,7 +156,7 @@ def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],
                 pid1_main()
             finally:
                 os._exit(126)
-        protocol.send(status, Pid1Started(pid))
+        protocol.send(status, StubReady(ok=True, pid1=pid))
         from sandbox.isolation.privileges import close_fds
         close_fds({status.fileno()})
         for fd in (0, 1, 2):

@@ -131,7 +131,7 @@ def _rehearse_pid1(ctx: "ContainContext") -> None:
     pickle.loads(got.context)
     planned.policy_of(got.policy_key)
     for msg in (protocol.ListenerAt(3), protocol.OutputFd(), protocol.ScratchFd(),
-                protocol.ShmFd(), protocol.Pid1Started(2),
+                protocol.ShmFd(), protocol.StubReady(ok=True, pid1=2),
                 protocol.Ready(active=["namespaces", "mounts", "network:none", "limits",
                                        "privileges", "landlock:abi6", "seccomp:default"],
                                skipped={}, timings={"namespaces": 0.001, "limits": 0.001})):
