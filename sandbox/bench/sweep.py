@@ -132,9 +132,21 @@ def _live_count(pids_of: Callable[[], int], want: int, timeout: float) -> int:
 
 
 def _sandboxes_alive() -> int:
+    """Sandboxes running a run: a PID 1 that has become the sandbox's init. A pooled
+    sandbox's PID 1 waits for its spec as a Python fork (sandbox/sandboxee/stub.py):
+    its memory is in the total, but it is no live sandbox to divide it by."""
     import psutil
+    from sandbox import _native
     from sandbox.bench.spawn import _is_pid1
-    return sum(1 for c in psutil.Process().children(recursive=True) if _is_pid1(c.pid))
+    init = os.path.basename(_native.INIT_PATH)
+
+    def running(pid: int) -> bool:
+        try:
+            return os.path.basename(os.readlink(f"/proc/{pid}/exe")) == init
+        except OSError:
+            return False
+    return sum(1 for c in psutil.Process().children(recursive=True)
+               if _is_pid1(c.pid) and running(c.pid))
 
 
 # Seconds a measured sandbox would live: each is cancelled once read, so this only has to
