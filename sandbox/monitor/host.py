@@ -59,8 +59,9 @@ REFILL_AFTER = 0.05
 # workers share it, and a sandbox's notified system call waits while the hub waits for
 # the GIL: the loop handling one run's `Ready` kept another's (or the same run's)
 # `execveat` waiting up to a whole interval. Alternated against 5 ms (0.5 ms, 3 rounds
-# of 40-50 settled runs of /bin/true: 0.4-1.8 ms less per run; audited opens 0.65-0.69
-# -> 0.71-0.72 of the C loop; throughput at concurrency 4 and 16 unchanged or better).
+# of 40-50 settled runs of /bin/true: 0.4-1.8 ms less per run; throughput at
+# concurrency 4 and 16 unchanged or better; audited opens not resolved: 0.71-0.72 of the
+# C loop in one pair of runs, 0.64-0.65 in a later one, where 5 ms read 0.65-0.69).
 GIL_SWITCH = 0.0005
 END_THREADS = 6         # runs ended at once (each drains output, copies ${OUTPUT} out)
 
