@@ -34,11 +34,10 @@ def _toolchain():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-# The compiled thin client of `sandbox exec` (sandbox/_native/client.c): dynamically
-# linked (it runs outside any sandbox), told which interpreter runs the Python CLI.
+# The compiled thin client of `sandbox exec` (sandbox/_native/client.c): static with musl
+# (toolchain.client_build), told which interpreter runs the Python CLI.
 CLIENT_SOURCE = os.path.join("sandbox", "_native", "client.c")
 CLIENT_TARGET = os.path.join("sandbox", "_native", "sandbox")
-CLIENT_CFLAGS = ["-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
 # The audit loop's compiled fast path (sandbox/_native/notify_fast.c): a plain shared object
 # loaded with ctypes by the monitor (sandbox/monitor/notify_fast.py), no Python headers.
 FAST_SOURCE = os.path.join("sandbox", "_native", "notify_fast.c")
@@ -62,8 +61,9 @@ class build_native(Command):
         chain = _toolchain()
         self._compile(SOURCE, TARGET, list(chain.CFLAGS), cc=chain.init_cc(self._cc()))
         # the interpreter running this build is the one the package is installed for
+        client_cc, client_flags = chain.client_build(self._cc())
         self._compile(CLIENT_SOURCE, CLIENT_TARGET,
-                      [*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"'])
+                      [*client_flags, f'-DSANDBOX_PYTHON="{sys.executable}"'], cc=client_cc)
         self._compile(FAST_SOURCE, FAST_TARGET, FAST_CFLAGS)
         if self.editable_mode:
             self._bytecode()

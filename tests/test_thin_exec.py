@@ -526,6 +526,32 @@ def test_a_daemon_socket_in_a_shared_directory_is_not_used(served, tmp_path):
         os.environ.update(old)
 
 
+def _has_interpreter(path: str) -> bool:
+    """Whether the ELF executable at `path` names a dynamic loader (a PT_INTERP header)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b"\x7fELF" and data[4] == 2       # 64-bit
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return any(struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3
+               for i in range(phnum))
+
+
+def test_the_compiled_client_starts_without_a_dynamic_loader_when_musl_is_there():
+    """A warm `sandbox exec` starts the compiled client once: linked statically against
+    musl it skips the loader's mapping of libc (~1 ms a start here,
+    sandbox/_native/toolchain.py); without musl it is dynamic, and says so."""
+    import shutil
+    from sandbox import _native
+    from sandbox._native import toolchain
+    client = _native.client_path()
+    if shutil.which(toolchain.MUSL) is None:
+        assert _has_interpreter(client)
+        pytest.skip("no musl-gcc here: the thin client is linked dynamically")
+    assert not _has_interpreter(client)
+    assert _has_interpreter(sys.executable)     # the check itself tells one from the other
+
+
 def test_the_thin_client_imports_almost_nothing(served):
     p = served.run("exec", "--", "true", env={**served.env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert p.returncode == 0, p.stderr

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 
-from sandbox._native.toolchain import CFLAGS, init_cc
+from sandbox._native.toolchain import CFLAGS, client_build, init_cc
 from sandbox.errors import SetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,7 +92,6 @@ def open_init(path: str | None = None) -> int:
 
 CLIENT_PATH = os.path.join(HERE, "sandbox")
 CLIENT_SOURCE = os.path.join(HERE, "client.c")
-CLIENT_CFLAGS = ("-Os", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s")
 
 
 def client_path() -> str:
@@ -103,14 +102,14 @@ def client_path() -> str:
     if os.access(CLIENT_PATH, os.X_OK) and not os.stat(CLIENT_PATH).st_mtime < \
             os.stat(CLIENT_SOURCE).st_mtime:
         return CLIENT_PATH
-    flags = (*CLIENT_CFLAGS, f'-DSANDBOX_PYTHON="{sys.executable}"')
+    cc, base = client_build(os.environ.get("CC", "cc"))
+    flags = (*base, f'-DSANDBOX_PYTHON="{sys.executable}"')
     with open(CLIENT_SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read() + " ".join(flags).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f.read() + " ".join((cc, *flags)).encode()).hexdigest()[:16]
     from sandbox.launcher.prepare import state_dir
     target = os.path.join(state_dir(), "native", f"sandbox-client-{digest}")
     if os.access(target, os.X_OK):
         return target
-    cc = os.environ.get("CC", "cc").split()[0]
     if shutil.which(cc) is None:
         raise SetupError("client", f"no C compiler ({cc}) to build the thin client")
     return _compile(cc, flags, CLIENT_SOURCE, target, "client", "the thin client")
