@@ -72,8 +72,9 @@ def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
     except OSError:
         pass
     # The run's private directory is removed by a thread (launcher.tidy) that os._exit
-    # would end mid-way, leaving the sandbox's /tmp on the host's disk: wait for it here,
-    # after the frame, so the client has its code while the removal finishes.
+    # would end mid-way, leaving it on the host's disk (its view files and mountpoints;
+    # without namespaces, the program's /tmp itself): wait for it here, after the frame,
+    # so the client has its code while the removal finishes.
     from sandbox.launcher import tidy
     tidy.drain()
     os._exit(code)
