@@ -37,3 +37,92 @@ def test_no_run_directory_outlives_a_closed_launcher():
         la.close()
     assert all(r.ok for r in results), [(r.status, r.reason) for r in results]
     assert [d for r in results for d in _rundirs(r.run_id)] == []
+
+
+def _rundir(top, name: str, owner: str = "dead") -> str:
+    """A rundir under `top` as make_paths makes it, with its owner lock held by a live
+    child process ("live"), by none ("dead"), or with no owner lock ("none")."""
+    d = top / f"{tidy.PREFIX}{name}-x"
+    (d / "tmp").mkdir(parents=True)
+    (d / "view-passwd").write_text("x")
+    if owner != "none":
+        fd = tidy.own(str(d))
+        if owner == "live":
+            _holders.append(_hold(fd))
+        os.close(fd)
+    return str(d)
+
+
+_holders: list = []
+
+
+def _hold(fd: int):
+    """A child process holding the lock's open file description (the parent closes its
+    descriptor): what a live launcher in another process is."""
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            pass_fds=(fd,))
+
+
+def test_the_sweep_removes_only_the_callers_rundirs_whose_owner_is_gone(tmp_path):
+    dead = _rundir(tmp_path, "dead")
+    live = _rundir(tmp_path, "live", "live")
+    older = _rundir(tmp_path, "older", "none")       # no owner lock: never guessed at
+    other = tmp_path / "not-ours-x"
+    other.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / tidy.OWNER).write_text("")
+    os.symlink(target, tmp_path / f"{tidy.PREFIX}link-x")   # a link is never followed
+    try:
+        assert tidy.sweep(str(tmp_path)) == [os.path.basename(dead)]
+        assert not os.path.exists(dead)
+        assert all(os.path.isdir(p) for p in (live, older, other, target))
+        assert os.path.islink(tmp_path / f"{tidy.PREFIX}link-x")
+        for p in _holders:
+            p.kill()
+            p.wait()
+        _holders.clear()
+        assert tidy.sweep(str(tmp_path)) == [os.path.basename(live)]   # its owner is gone
+    finally:
+        for p in _holders:
+            p.kill()
+            p.wait()
+        _holders.clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory of another uid")
+def test_the_sweep_leaves_another_users_rundir(tmp_path):
+    d = _rundir(tmp_path, "theirs")
+    os.chown(d, 65534, 65534)
+    assert tidy.sweep(str(tmp_path)) == []
+    assert os.path.isdir(d)
+
+
+@pytest.mark.isolation
+def test_the_run_directory_of_a_killed_launcher_goes_with_a_later_launchers_sweep(tmp_path):
+    """A `sandbox exec` killed with SIGKILL mid-run removes nothing; the run directory
+    it left is removed by the next process that runs a sandbox (its first removal
+    thread sweeps the temporary directory), judged on the host's disk."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    env = {**os.environ, "TMPDIR": str(tmp_path), "SANDBOX_DAEMON": "0"}
+    p = subprocess.Popen([sys.executable, "-m", "sandbox", "exec", "--", "sleep", "60"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not glob.glob(str(tmp_path / f"{tidy.PREFIX}*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = glob.glob(str(tmp_path / f"{tidy.PREFIX}*"))
+    assert left, "the run never started"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    time.sleep(0.5)
+    assert all(os.path.isdir(d) for d in left)        # nothing removed it
+    code = ("import sys; from sandbox import Launcher; la = Launcher(); "
+            "r = la.spawn(['true']); la.close(); sys.exit(0 if r.ok else 1)")
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+    assert glob.glob(str(tmp_path / f"{tidy.PREFIX}*")) == []

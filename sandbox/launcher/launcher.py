@@ -514,7 +514,7 @@ class Launcher:
                                  code_paths=code_paths,
                                  ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
                                  hidden=_audit_store(self.audit_db))
-                cleanup.callback(tidy.remove_later, prep.paths.rundir)   # last, off the return path
+                cleanup.callback(tidy.remove_later, prep.paths.rundir, prep.owner)   # last, off the return path
                 result = RunResult(run_id=run_id, policy=prep.policy.name,
                                    output_dir=prep.paths.output)
                 started: list[Any] = []

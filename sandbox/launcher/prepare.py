@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import sandbox
-from sandbox.launcher import workdir_cow
+from sandbox.launcher import tidy, workdir_cow
 from sandbox.errors import InputError
 from sandbox.isolation.context import RunPaths
 from sandbox.launcher.output_path import private_dir
@@ -114,28 +114,39 @@ class Prepared:
     paths: RunPaths
     env: dict[str, str]
     own_output: bool        # the launcher made the output dir (kept: it is the run's product)
+    owner: int = -1         # the rundir's owner lock (tidy.own), until it is removed
 
 
-def make_paths(run_id: str, workdir: str | None, output_dir: str | None) -> tuple[RunPaths, bool]:
+def make_paths(run_id: str, workdir: str | None, output_dir: str | None
+               ) -> tuple[RunPaths, bool, int]:
+    """The run's directories; and its rundir's owner lock (tidy.own), held until the
+    rundir is removed, so that a sweep can tell it from one of a launcher since killed."""
     own_output = output_dir is None
     if output_dir is None:
         output_dir = run_output_dir(run_id)
     else:
         output_dir = private_dir(output_dir, what="output directory")
-    rundir = tempfile.mkdtemp(prefix=f"sandbox-{run_id[:12]}-")
+    rundir = tempfile.mkdtemp(prefix=f"{tidy.PREFIX}{run_id[:12]}-")
+    try:
+        owner = tidy.own(rundir)
+    except BaseException:
+        shutil.rmtree(rundir, ignore_errors=True)
+        raise
     if workdir is None:
         workdir = os.path.join(rundir, "work")
         os.mkdir(workdir)
     tmp = os.path.join(rundir, "tmp")
     os.mkdir(tmp, 0o700)
     return RunPaths(rundir=rundir, workdir=os.path.abspath(workdir),
-                    output=output_dir, tmp=tmp), own_output
+                    output=output_dir, tmp=tmp), own_output, owner
 
 
-def _discard(paths: RunPaths, own_output: bool) -> None:
+def _discard(paths: RunPaths, own_output: bool, owner: int = -1) -> None:
     """Undo `make_paths` for a run refused before it started: nothing is left behind
     (the output directory too, when the launcher made it)."""
     shutil.rmtree(paths.rundir, ignore_errors=True)
+    if owner >= 0:
+        os.close(owner)
     if own_output:
         shutil.rmtree(paths.output, ignore_errors=True)
         try:
@@ -219,7 +230,7 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     from sandbox.policy.planner import PlanBounds
     made_workdir = workdir is None
     refuse_hidden(workdir, output_dir, hidden)     # before anything is made for the run
-    paths, own_output = make_paths(run_id, workdir, output_dir)
+    paths, own_output, owner = make_paths(run_id, workdir, output_dir)
     try:
         variables = default_variables(paths.workdir, paths.output)
         resolved = resolve(policy, variables)
@@ -240,14 +251,14 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
             check_plan(plan, resolve(c.policy, variables), own=own if c.own_roots else (),
                        what=c.what, live_parent=c.own_roots)
     except BaseException:
-        _discard(paths, own_output)
+        _discard(paths, own_output, owner)
         raise
     try:
         extra = runtime_rules(mode, code_paths)
     except BaseException:
-        _discard(paths, own_output)
+        _discard(paths, own_output, owner)
         raise
     plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
                     env=build_env(resolved, paths, run_id, True, env, ipc_fd),
-                    own_output=own_output)
+                    own_output=own_output, owner=owner)

@@ -11,33 +11,123 @@ Nothing reads a rundir once its run has ended (the work directory's changes are
 exported before it is queued), so one shared thread per process removes them
 in order. `drain` waits until every queued one is gone (`Launcher.close`, and
 at interpreter exit): no run directory outlives a closed launcher.
+
+A launcher that is killed (SIGKILL, OOM, a killed `sandbox exec` or daemon fork)
+removes nothing: such directories piled up in /tmp (10-20 per test-suite run
+here). So each rundir holds an owner lock (`OWNER`), made under a temporary name,
+`flock`ed by its launcher and renamed into place, held until its removal; and the
+first removal thread of a process (or the `sandbox exec` daemon, once, at its
+start) sweeps the caller's temporary directory: a `sandbox-*` directory of the
+caller's whose owner lock it can take belongs to a launcher that is gone, and is
+removed. One without the lock (an older version's, or one being made) is left.
 """
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import queue
 import shutil
+import stat
+import tempfile
 import threading
 
-_queue: "queue.Queue[str]" = queue.Queue()
+PREFIX = "sandbox-"     # prepare.make_paths: sandbox-<run id>-<random>
+OWNER = ".owner"        # the owner lock in each rundir
+
+_queue: "queue.Queue[tuple[str, int]]" = queue.Queue()
 _lock = threading.Lock()
 _worker: threading.Thread | None = None
 _pid = 0
+_swept = False          # inherited by forks: the daemon's forks do not sweep again
+
+
+def own(rundir: str) -> int:
+    """In a new rundir: its owner lock, locked, under its final name; the descriptor to
+    hold until the directory is removed (`remove_later`)."""
+    tmp = os.path.join(rundir, OWNER + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, os.path.join(rundir, OWNER))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def sweep(where: str | None = None) -> list[str]:
+    """Remove the caller's rundirs in `where` (the temporary directory) whose owner is
+    gone: their owner lock can be taken. Returns their names. Never follows a link;
+    leaves what is not the caller's, or has no owner lock."""
+    removed: list[str] = []
+    try:
+        top = os.open(where or tempfile.gettempdir(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return removed
+    try:
+        for name in os.listdir(top):
+            if name.startswith(PREFIX) and _stale(top, name):
+                shutil.rmtree(name, ignore_errors=True, dir_fd=top)
+                removed.append(name)
+    except OSError:
+        pass
+    finally:
+        os.close(top)
+    return removed
+
+
+def _stale(top: int, name: str) -> bool:
+    try:
+        d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=top)
+    except OSError:
+        return False
+    try:
+        if os.fstat(d).st_uid != os.geteuid():
+            return False
+        lock = os.open(OWNER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+    except OSError:
+        return False
+    finally:
+        os.close(d)
+    try:
+        st = os.fstat(lock)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True     # (released as it closes: the directory goes next)
+    except OSError:
+        return False    # held: its launcher is alive
+    finally:
+        os.close(lock)
+
+
+def sweep_once() -> None:
+    """`sweep`, once per process and its forks."""
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep()
 
 
 def _work() -> None:
+    sweep_once()
     while True:
-        path = _queue.get()
+        path, owner = _queue.get()
         try:
             shutil.rmtree(path, ignore_errors=True)
         finally:
+            if owner >= 0:
+                os.close(owner)
             _queue.task_done()
 
 
-def remove_later(path: str) -> None:
-    """Queue `path` (a run's own directory) for removal; removes it at once when no
-    thread can be started (interpreter shutting down)."""
+def remove_later(path: str, owner: int = -1) -> None:
+    """Queue `path` (a run's own directory) for removal, then the closing of its owner
+    lock `owner`; removes it at once when no thread can be started (interpreter
+    shutting down)."""
     global _worker, _pid
     with _lock:
         if _worker is None or _pid != os.getpid() or not _worker.is_alive():
@@ -46,9 +136,11 @@ def remove_later(path: str) -> None:
                 worker.start()
             except RuntimeError:
                 shutil.rmtree(path, ignore_errors=True)
+                if owner >= 0:
+                    os.close(owner)
                 return
             _worker, _pid = worker, os.getpid()
-        _queue.put(path)
+        _queue.put((path, owner))
 
 
 def drain() -> None:

@@ -100,6 +100,8 @@ class Daemon:
         from sandbox.policy.loader import load_policy_cached
         self.parser = main.build_parser("exec")   # the client sends exec requests only
         launcher._clean_stale_cgroups()     # once here, not in every run's fork
+        from sandbox.launcher import tidy
+        tidy.sweep_once()                   # ditto: killed launchers' run directories
         for name in ("default", "strict"):
             try:
                 # into the cache every run's fork inherits (kept while the files are
