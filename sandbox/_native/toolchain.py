@@ -35,7 +35,7 @@ def client_build(fallback: str = "cc") -> tuple[str, tuple[str, ...]]:
     cc = init_cc(fallback)
     if os.path.basename(cc) == MUSL:
         return cc, ("-static", *CLIENT_CFLAGS)
-    return fallback.split()[0] if fallback.split() else "cc", CLIENT_CFLAGS
+    return _program(fallback), CLIENT_CFLAGS
 
 
 def init_cc(fallback: str = "cc") -> str:
@@ -46,4 +46,10 @@ def init_cc(fallback: str = "cc") -> str:
         return forced[0]
     if shutil.which(MUSL):
         return MUSL
-    return fallback.split()[0] if fallback.split() else "cc"
+    return _program(fallback)
+
+
+def _program(command: str) -> str:
+    """The program of a compiler command such as $CC ("ccache gcc" runs ccache)."""
+    words = command.split()
+    return words[0] if words else "cc"

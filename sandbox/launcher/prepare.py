@@ -127,16 +127,17 @@ def make_paths(run_id: str, workdir: str | None, output_dir: str | None
     else:
         output_dir = private_dir(output_dir, what="output directory")
     rundir = tempfile.mkdtemp(prefix=f"{tidy.PREFIX}{run_id[:12]}-")
+    owner = -1
     try:
         owner = tidy.own(rundir)
+        if workdir is None:
+            workdir = os.path.join(rundir, "work")
+            os.mkdir(workdir)
+        tmp = os.path.join(rundir, "tmp")
+        os.mkdir(tmp, 0o700)
     except BaseException:
-        shutil.rmtree(rundir, ignore_errors=True)
+        tidy.remove_now(rundir, owner)
         raise
-    if workdir is None:
-        workdir = os.path.join(rundir, "work")
-        os.mkdir(workdir)
-    tmp = os.path.join(rundir, "tmp")
-    os.mkdir(tmp, 0o700)
     return RunPaths(rundir=rundir, workdir=os.path.abspath(workdir),
                     output=output_dir, tmp=tmp), own_output, owner
 
@@ -144,9 +145,7 @@ def make_paths(run_id: str, workdir: str | None, output_dir: str | None
 def _discard(paths: RunPaths, own_output: bool, owner: int = -1) -> None:
     """Undo `make_paths` for a run refused before it started: nothing is left behind
     (the output directory too, when the launcher made it)."""
-    shutil.rmtree(paths.rundir, ignore_errors=True)
-    if owner >= 0:
-        os.close(owner)
+    tidy.remove_now(paths.rundir, owner)
     if own_output:
         shutil.rmtree(paths.output, ignore_errors=True)
         try:

@@ -112,15 +112,22 @@ def sweep_once() -> None:
         sweep()
 
 
+def remove_now(path: str, owner: int) -> None:
+    """Remove a run's directory, then let go of its owner lock (`own`)."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if owner >= 0:
+            os.close(owner)
+
+
 def _work() -> None:
     sweep_once()
     while True:
         path, owner = _queue.get()
         try:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_now(path, owner)
         finally:
-            if owner >= 0:
-                os.close(owner)
             _queue.task_done()
 
 
@@ -135,9 +142,7 @@ def remove_later(path: str, owner: int = -1) -> None:
                 worker = threading.Thread(target=_work, name="sandbox-tidy", daemon=True)
                 worker.start()
             except RuntimeError:
-                shutil.rmtree(path, ignore_errors=True)
-                if owner >= 0:
-                    os.close(owner)
+                remove_now(path, owner)
                 return
             _worker, _pid = worker, os.getpid()
         _queue.put((path, owner))

@@ -16,11 +16,12 @@ The copied pages die with the child.
 
 PID 1 then enforces the per-process layers (limits, privileges, Landlock,
 seccomp) in the same order, from a context built of the plan, and goes on as
-`entry.main` does. A spec that does not decode fails the run (layer "stub"); a child that ends without its answer fails it too. Where
-ns_last_pid cannot be opened (the program would not be PID 2), PID 1 decodes
-the spec itself and runs `entry.main`: more memory, same sandbox. An exec'd
-program's stub decodes the spec as before: its PID 2 execs, so these pages go
-at exec anyway, and a setup child would only cost its fork.
+`entry.main` does. A spec that does not decode fails the run (layer "stub");
+a child that ends without its answer fails it too. Where ns_last_pid cannot be
+opened (the program would not be PID 2), PID 1 decodes the spec itself and
+runs `entry.main`: more memory, same sandbox. An exec'd program's PID 1
+decodes its spec itself too: its PID 2 execs, so these pages go at exec
+anyway, and a setup child would only cost its fork.
 """
 from __future__ import annotations
 
