@@ -303,3 +303,22 @@ def test_finished_runs_leave_nothing_in_the_shared_process(tmp_path, files):
     gc.collect()
     _until(lambda: hub.runs() == 0, "the hub still holds finished runs")
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_finish_without_release_reports_first_and_leaves_the_listener_to_release(tmp_path):
+    """The Supervisor has the summary for the report from `finish(release=False)` and
+    closes the run's listener (the last reference to its seccomp filter: freeing it is
+    the kernel's work, nothing the caller waits for) in `release()`, after the report."""
+    db = str(tmp_path / "audit")
+    hub = Hub()
+    r = HubRun(hub, audit_policy(), "late", db, _opens("late", 3))
+    r.go()
+    assert r.wait() == 0
+    audit, _ = r.loop.finish(release=False)
+    assert audit is not None and audit.records >= 3
+    fd = r.loop.listener.fileno()
+    os.fstat(fd)                        # still open: the filter is not freed yet
+    r.loop.release()
+    assert r.loop.listener.fileno() == -1
+    r.sock.close()
+    assert hub.runs() == 0

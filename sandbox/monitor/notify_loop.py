@@ -168,6 +168,7 @@ class AuditLoop:
         self.broker_rusage = None
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
+        self._detached = False   # set by `finish`: the hub let go of the run (`release`)
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: threading.Event | None = None   # set by the hub once it forgot us
@@ -617,8 +618,11 @@ class AuditLoop:
                              rule, "monitor", result))
 
     # -- the end -----------------------------------------------------------------------------
-    def finish(self) -> tuple[AuditSummary | None, list[Denied]]:
-        """Called once the sandbox is gone: flush the store; the report's audit and denied."""
+    def finish(self, release: bool = True) -> tuple[AuditSummary | None, list[Denied]]:
+        """Called once the sandbox is gone: flush the store; the report's audit and denied.
+        With `release`, the run's descriptors go too; without, `release()` closes them
+        later (the Supervisor does once the report is out: closing the listener frees
+        the run's seccomp filter, which the caller need not wait for)."""
         detached = True
         if self._hub is not None and self.hub_done is not None:
             # The hub forgets the run by itself once every task is gone (the listener
@@ -648,15 +652,22 @@ class AuditLoop:
                                              db_error=json_text(f"{type(exc).__name__}: {exc}")[0])
             out = (protocol.build(AuditSummary, summary),
                    [protocol.build(Denied, d) for d in self.tally.denied])
+        self._detached = detached
+        if release:
+            self.release()
+        return out
+
+    def release(self) -> None:
+        """After `finish`: the run's descriptors (its memory, its root, the compiled
+        loop's cache, the listener), unless the hub could not let go of the run."""
         self.paths.close_mem()
-        if detached:
+        if self._detached:
             self.paths.close_root()   # (a hub still holding the run might reuse the numbers)
             if self._fast is not None:   # (... or be inside its loop)
                 self._fast.close()
                 self._fast = None
             if self.listener is not None:
                 self.listener.close()   # pending callers (none, normally) fail with ENOSYS
-        return out
 
     def _finish_store(self) -> dict[str, Any]:
         """Flush the writer; the summary with what was stored, truncated and lost.

@@ -422,6 +422,8 @@ class Supervisor:
         if fd is not None:
             os.close(fd)
             self._exit_r = None
+        if self.listener is not None:
+            self.listener.release()
         if self.stub_fd is not None and self.stub_fd >= 0 and self.cgroup is not None:
             # the stub may still be exiting (the run ended on its last message), and
             # the cgroup it is in cannot go before it; bounded: the waiter has exited
@@ -674,7 +676,7 @@ class Supervisor:
             self.proxy.stop()   # before the audit loop: its last records, its summary
         if self.listener is not None:
             self._mark("audit_finishing")
-            rep.audit, rep.denied = self.listener.finish()
+            rep.audit, rep.denied = self.listener.finish(release=False)   # `cleanup` does
             rep.denied_syscalls = dict(self.listener.denied_syscalls)
         from sandbox.monitor import cost
         rep.monitor_cpu, rep.monitor_peak_memory = cost.totals(self.listener)
