@@ -126,3 +126,81 @@ def test_the_run_directory_of_a_killed_launcher_goes_with_a_later_launchers_swee
             "r = la.spawn(['true']); la.close(); sys.exit(0 if r.ok else 1)")
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
     assert glob.glob(str(tmp_path / f"{tidy.PREFIX}*")) == []
+
+
+# -- an empty output the launcher made goes whole, off the return path -------------------
+
+EMPTIES = ("workdir.changes", "workdir.deleted.json")
+
+
+def _own_output(state, run_id="r1", *, changes=(), deleted="", extra=None):
+    """<state>/runs/<run_id>/output as a strict run leaves it."""
+    out = state / "runs" / run_id / "output"
+    (out / "workdir.changes").mkdir(parents=True)
+    for name in changes:
+        (out / "workdir.changes" / name).write_text("x")
+    (out / "workdir.deleted.json").write_text(deleted)
+    if extra:
+        (out / extra).write_text("result")
+    return out
+
+
+def test_an_empty_own_output_goes_whole_to_the_trash_then_away(tmp_path):
+    out = _own_output(tmp_path)
+    assert tidy.discard_empty_run(str(out), str(tmp_path / "runs"), EMPTIES)
+    assert os.listdir(tmp_path / "runs") == []     # gone from `runs` at once
+    tidy.drain()
+    assert os.listdir(tmp_path / "trash") == []    # and from the trash once the thread ran
+
+
+@pytest.mark.parametrize("kind", ["a result", "a change", "a deletion", "another name",
+                                  "a link", "not a run's"])
+def test_anything_in_the_output_keeps_it_where_it_is(tmp_path, kind):
+    runs = tmp_path / "runs"
+    if kind == "a result":
+        out = _own_output(tmp_path, extra="result.json")
+    elif kind == "a change":
+        out = _own_output(tmp_path, changes=("edited.txt",))
+    elif kind == "a deletion":
+        out = _own_output(tmp_path, deleted='["gone.txt"]')
+    elif kind == "another name":
+        out = _own_output(tmp_path)
+        os.mkdir(out / "empty-but-the-programs")
+    elif kind == "a link":
+        real = _own_output(tmp_path, run_id="real")
+        os.mkdir(runs / "r1")
+        out = runs / "r1" / "output"
+        os.symlink(real, out)
+    else:
+        out = tmp_path / "elsewhere" / "r1" / "output"
+        out.mkdir(parents=True)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert not tidy.discard_empty_run(str(out), str(runs), EMPTIES)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_the_first_discard_of_a_process_empties_what_a_killed_one_left(tmp_path, monkeypatch):
+    left = tmp_path / "trash" / "r0" / "output" / "workdir.changes"
+    left.mkdir(parents=True)
+    monkeypatch.setattr(tidy, "_trash_swept", False)
+    assert tidy.discard_empty_run(str(_own_output(tmp_path)), str(tmp_path / "runs"), EMPTIES)
+    tidy.drain()
+    assert os.listdir(tmp_path / "trash") == []
+
+
+@pytest.mark.isolation
+def test_a_strict_run_that_wrote_nothing_leaves_no_output_and_an_empty_trash(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("SANDBOX_HOME", str(tmp_path / "state"))
+    la = Launcher(capture_output=True, history=False)
+    try:
+        empty = la.spawn(["true"], policy="strict", workdir=str(tmp_path))
+        assert empty.ok and empty.output_dir is None, (empty.status, empty.reason)
+        assert os.listdir(tmp_path / "state" / "runs") == []
+        used = la.spawn(["sh", "-c", 'echo x > "$SANDBOX_OUTPUT/f"'], policy="strict",
+                        workdir=str(tmp_path))
+        assert used.ok and used.output_dir
+        assert sorted(os.listdir(used.output_dir)) == ["f"]   # its empty layer files gone
+    finally:
+        la.close()
+    assert os.listdir(tmp_path / "state" / "trash") == []

@@ -39,7 +39,7 @@ from sandbox.launcher import monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.launcher.early import EarlyMonitor
-from sandbox.history import History, remove_if_empty
+from sandbox.history import History, remove_if_empty, runs_dir
 from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
@@ -595,26 +595,40 @@ class Launcher:
     @staticmethod
     def _export_workdir(prep: P.Prepared, result: RunResult, started: list[Any]) -> None:
         """A copy-on-write work directory's changes into the output (workdir_cow), once
-        a run started; its layer goes either way."""
+        a run started; its layer goes either way (a started run's mountpoint with its
+        rundir, by tidy's thread: it may still be a mountpoint of the sandbox's mount
+        namespace, whose rmdir waits). What stayed empty in an output the launcher
+        made is left to `_keep`, which discards that whole output when nothing else
+        is in it."""
         if not workdir_cow.wanted(prep.policy):
             return
         if not started:
             workdir_cow.cleanup(prep.paths)
             return
         try:
-            result.workdir_changes, _deleted = workdir_cow.export(prep.paths)
+            result.workdir_changes, _deleted = workdir_cow.export(
+                prep.paths, remove_empty=not prep.own_output)
         except OSError as exc:
             result.workdir_changes = None
             result.hints.append(f"the work directory's changes could not be exported: {exc}")
-        finally:
-            workdir_cow.cleanup(prep.paths)
 
     def _keep(self, result: RunResult, prep: P.Prepared, mode: str, body: Any,
               lineage: Lineage) -> None:
         """An empty output directory the launcher made goes (output_dir = None);
         a top-level run is recorded in the run history."""
-        if prep.own_output and remove_if_empty(prep.paths.output):
-            result.output_dir = None
+        if prep.own_output:
+            cow = workdir_cow.wanted(prep.policy)
+            if tidy.discard_empty_run(prep.paths.output, runs_dir(),
+                                      workdir_cow.EMPTIES if cow else ()):
+                result.output_dir = None
+            else:
+                if cow:
+                    try:
+                        workdir_cow.export(prep.paths)   # what stayed empty goes in place
+                    except OSError:
+                        pass
+                if remove_if_empty(prep.paths.output):
+                    result.output_dir = None
         if self.history is None or lineage.depth != 0:
             return
         command = json.dumps(body) if mode == "exec" else str(getattr(body, "name", "workflow"))

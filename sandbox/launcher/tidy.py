@@ -40,6 +40,7 @@ _lock = threading.Lock()
 _worker: threading.Thread | None = None
 _pid = 0
 _swept = False          # inherited by forks: the daemon's forks do not sweep again
+_trash_swept = False    # discard_empty_run's first use in this process
 
 
 def own(rundir: str) -> int:
@@ -158,3 +159,77 @@ def drain() -> None:
 
 
 atexit.register(drain)
+
+
+TRASH = "trash"         # <state>/trash: empty run directories on their way out
+
+
+def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> bool:
+    """Remove a run's own output directory, left empty, off the return path: when
+    `output` (``<runs>/<run id>/output``) holds nothing but `empties` (names of an empty
+    directory or empty file the launcher made there), its run directory is renamed into
+    ``<state>/trash`` in one step and the thread removes it. True when done; False
+    (nothing changed) when there is anything else, or the rename cannot be made: the
+    caller then removes what it must in place, as before.
+
+    Why: the output directory, and the copy-on-write layer's ``workdir.changes`` in it,
+    are mountpoints in the sandbox's mount namespace, which may not be gone yet when the
+    report is in; an rmdir of one waits for the kernel to detach the mount (0.2-0.7 ms
+    a directory here, four per empty strict run: the whole run directory is gone from
+    `runs` at once all the same)."""
+    run_dir = os.path.dirname(output)
+    if os.path.dirname(run_dir) != runs or not _only_empties(output, empties):
+        return False
+    trash = os.path.join(os.path.dirname(runs), TRASH)
+    target = os.path.join(trash, os.path.basename(run_dir))
+    try:
+        os.rename(run_dir, target)
+    except FileNotFoundError:
+        try:
+            os.mkdir(trash, 0o700)     # in the private state directory, next to `runs`
+            os.rename(run_dir, target)
+        except OSError:
+            return False
+    except OSError:
+        return False
+    global _trash_swept
+    if not _trash_swept:    # once per process: what a launcher killed meanwhile left there
+        _trash_swept = True
+        try:
+            for name in os.listdir(trash):
+                if name != os.path.basename(target):
+                    remove_later(os.path.join(trash, name))
+        except OSError:
+            pass
+    remove_later(target)
+    return True
+
+
+def _only_empties(output: str, empties: tuple[str, ...]) -> bool:
+    """Does `output` (never followed if a link) hold nothing but `empties`, each an
+    empty directory or an empty regular file?"""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(output, flags)
+    except OSError:
+        return False
+    try:
+        for name in os.listdir(top):
+            if name not in empties:
+                return False
+            st = os.stat(name, dir_fd=top, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, flags, dir_fd=top)
+                try:
+                    if os.listdir(sub):
+                        return False
+                finally:
+                    os.close(sub)
+            elif not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                return False
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(top)
+

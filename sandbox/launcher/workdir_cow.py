@@ -104,20 +104,25 @@ def mark(plan: FsPlan, paths: RunPaths) -> FsPlan:
     return replace(plan, rules=tuple(rules))
 
 
-def export(paths: RunPaths) -> tuple[str | None, list[str]]:
+EMPTIES = (CHANGES, DELETED)   # what `grant` makes in the output, and `export` removes
+
+
+def export(paths: RunPaths, remove_empty: bool = True) -> tuple[str | None, list[str]]:
     """After the monitor's export: the changes directory (None when the run changed
-    nothing) and the deleted names; what stayed empty is removed."""
+    nothing) and the deleted names; what stayed empty is removed, unless
+    `remove_empty` is false (the launcher then discards the whole output directory it
+    made, `tidy.discard_empty_run`, or calls this again)."""
     try:
         out = beneath.open_dir(paths.output)
     except OSError:
         return None, []    # swapped for a link during the run: the monitor copied nothing
     try:
-        return _export(out, paths.output)
+        return _export(out, paths.output, remove_empty)
     finally:
         os.close(out)
 
 
-def _export(out: int, output: str) -> tuple[str | None, list[str]]:
+def _export(out: int, output: str, remove_empty: bool) -> tuple[str | None, list[str]]:
     deleted: list[str] = []
     try:
         fd = os.open(DELETED, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=out)
@@ -128,7 +133,7 @@ def _export(out: int, output: str) -> tuple[str | None, list[str]]:
             text = f.read(64 << 20)
         if text.strip():
             deleted = [str(n) for n in json.loads(text)]
-        else:
+        elif remove_empty:
             os.unlink(DELETED, dir_fd=out)
     try:
         changes = beneath.open_dir(CHANGES, out)
@@ -139,7 +144,8 @@ def _export(out: int, output: str) -> tuple[str | None, list[str]]:
     finally:
         os.close(changes)
     if not deleted and empty:
-        os.rmdir(CHANGES, dir_fd=out)
+        if remove_empty:
+            os.rmdir(CHANGES, dir_fd=out)
         return None, []
     return os.path.join(output, CHANGES), deleted
 
