@@ -204,3 +204,25 @@ def test_a_strict_run_that_wrote_nothing_leaves_no_output_and_an_empty_trash(tmp
     finally:
         la.close()
     assert os.listdir(tmp_path / "state" / "trash") == []
+
+
+def test_a_held_process_removes_at_drain_without_a_thread(tmp_path):
+    """`hold` (the `sandbox exec` daemon's fork): nothing is removed, and no thread
+    started, before `drain`, which removes everything queued in the calling thread."""
+    import threading
+    d = tmp_path / "run" / "root"
+    d.mkdir(parents=True)
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child
+        code = 1
+        try:
+            tidy.hold()
+            tidy.remove_later(str(tmp_path / "run"))
+            before = (threading.active_count(), (tmp_path / "run").exists())
+            tidy.drain()
+            code = 0 if before == (1, True) and not (tmp_path / "run").exists() else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not (tmp_path / "run").exists()

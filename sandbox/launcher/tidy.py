@@ -40,6 +40,8 @@ _lock = threading.Lock()
 _worker: threading.Thread | None = None
 _pid = 0
 _swept = False          # inherited by forks: the daemon's forks do not sweep again
+_held: list[tuple[str, int]] | None = None   # `hold`: removals for `drain`, no thread
+_held_pid = 0
 _trash_swept = False    # discard_empty_run's first use in this process
 
 
@@ -132,11 +134,23 @@ def _work() -> None:
             _queue.task_done()
 
 
+def hold() -> None:
+    """In a process that answers its caller, then ends (the `sandbox exec` daemon's fork,
+    sandbox/thin/relay.py): removals wait for `drain`, which makes them in this thread
+    after the answer. No thread is started: starting one in the fork, and its removals
+    running beside the run's last steps, delayed the answer."""
+    global _held, _held_pid
+    _held, _held_pid = [], os.getpid()
+
+
 def remove_later(path: str, owner: int = -1) -> None:
     """Queue `path` (a run's own directory) for removal, then the closing of its owner
     lock `owner`; removes it at once when no thread can be started (interpreter
     shutting down)."""
     global _worker, _pid
+    if _held is not None and _held_pid == os.getpid():
+        _held.append((path, owner))
+        return
     with _lock:
         if _worker is None or _pid != os.getpid() or not _worker.is_alive():
             try:
@@ -151,6 +165,11 @@ def remove_later(path: str, owner: int = -1) -> None:
 
 def drain() -> None:
     """Wait until every queued directory is removed (none queued: returns at once)."""
+    if _held is not None and _held_pid == os.getpid():
+        sweep_once()
+        while _held:
+            remove_now(*_held.pop(0))
+        return
     with _lock:
         alive = _worker is not None and _pid == os.getpid() and _worker.is_alive()
     if not alive:

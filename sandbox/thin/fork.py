@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from sandbox import fdwait
+from sandbox.launcher import tidy
 from sandbox.thin import prefault, wire
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
             for s in drop:
                 s.close()
             detach(daemon)
+            tidy.hold()     # the run's directories go after the answer (relay.finish)
             got = request()
             if got is not None:
                 code = child(daemon, *got, history)
