@@ -417,12 +417,12 @@ def _end(run: Run, wake: Callable[[], None] | None = None) -> None:
             Host._failed(sup, exc)
             report = sup.report
         send_exit(run.ctl, report)
+    for fd in run.fds.stdio + ([run.fds.ipc] if run.fds.ipc >= 0 else []):
+        os.close(fd)
+    run.ctl.close()   # with the descriptors above: the launcher's session ends
     run.reported = True
     if wake is not None:
         wake()   # the loop may refill the pools now (Host._refill_at)
-    for fd in run.fds.stdio + ([run.fds.ipc] if run.fds.ipc >= 0 else []):
-        os.close(fd)
-    run.ctl.close()
     if sup is not None:
         try:
             sup.cleanup()
