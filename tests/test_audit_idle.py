@@ -97,6 +97,24 @@ def test_a_quiet_run_holds_only_its_lock_and_a_capped_store_keeps_it(tmp_path):
     assert got == {"/burst/0": 2, "/burst/1": 2, "/burst/2": 2}
 
 
+def test_an_ending_run_has_its_connection_opened_ahead_of_its_closing_row(tmp_path):
+    """Once the run's last process is gone (`Writer.ending`), the shared thread reopens
+    an idle run's connection and keeps it: the closing row finds it open instead of
+    opening it on the report's path. Nothing stored changes."""
+    d = str(tmp_path / "audit")
+    w = _writer(d, "ends", WriterPool())
+    f = w.wait_open()
+    w.put(_event(1, "/a"))
+    assert _until(lambda: w.events == 1 and not f.is_open)   # stored, then idle
+    w.ending()
+    assert _until(lambda: f.is_open)
+    time.sleep(FLUSH_SECONDS * 2)
+    assert f.is_open                       # kept open: the end comes next
+    w.close()
+    f.close()
+    assert {r["path"]: r["count"] for r in sandbox.audit.records("ends", db=d)} == {"/a": 1}
+
+
 @settings(derandomize=True, max_examples=15, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 5), st.booleans()),
                 max_size=40))

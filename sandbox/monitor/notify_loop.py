@@ -169,6 +169,7 @@ class AuditLoop:
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
         self._detached = False   # set by `finish`: the hub let go of the run (`release`)
+        self._store_file: Any = None   # `_finish_store`'s, for `release` to close
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: threading.Event | None = None   # set by the hub once it forgot us
@@ -657,9 +658,22 @@ class AuditLoop:
             self.release()
         return out
 
+    def ending(self) -> None:
+        """The run's last process is gone (its stub said so): `finish` comes next."""
+        if self.writer is not None:
+            self.writer.ending()
+
     def release(self) -> None:
-        """After `finish`: the run's descriptors (its memory, its root, the compiled
-        loop's cache, the listener), unless the hub could not let go of the run."""
+        """After `finish`: the run's store file (its closing row is written: closing it
+        switches its journal mode and lets go of its lock) and descriptors (its memory,
+        its root, the compiled loop's cache, the listener; unless the hub could not let
+        go of the run)."""
+        f, self._store_file = self._store_file, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:
+                pass
         self.paths.close_mem()
         if self._detached:
             self.paths.close_root()   # (a hub still holding the run might reuse the numbers)
@@ -705,10 +719,7 @@ class AuditLoop:
                               truncated=w.truncated, summary=json.dumps(summary))
             except Exception as exc:
                 summary["db_error"] = json_text(f"{type(exc).__name__}: {exc}")[0]
-            try:
-                w.file.close()
-            except Exception:
-                pass
+            self._store_file = w.file   # closed by `release`, after the report
         return summary
 
 

@@ -485,6 +485,8 @@ class Supervisor:
             # `cleanup` waits for that exit before it removes the cgroup.
             self.status_open = False
             self._mark("exited")
+            if self.listener is not None:
+                self.listener.ending()   # its store's last steps, readied meanwhile
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
             self.status = -1
