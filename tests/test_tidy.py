@@ -154,7 +154,7 @@ def test_an_empty_own_output_goes_whole_to_the_trash_then_away(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["a result", "a change", "a deletion", "another name",
-                                  "a link", "not a run's"])
+                                  "a link", "not a run's", "beside the output"])
 def test_anything_in_the_output_keeps_it_where_it_is(tmp_path, kind):
     runs = tmp_path / "runs"
     if kind == "a result":
@@ -171,6 +171,9 @@ def test_anything_in_the_output_keeps_it_where_it_is(tmp_path, kind):
         os.mkdir(runs / "r1")
         out = runs / "r1" / "output"
         os.symlink(real, out)
+    elif kind == "beside the output":
+        out = _own_output(tmp_path)
+        (runs / "r1" / "notes.txt").write_text("the caller's")
     else:
         out = tmp_path / "elsewhere" / "r1" / "output"
         out.mkdir(parents=True)

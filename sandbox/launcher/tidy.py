@@ -197,7 +197,8 @@ def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> 
     a directory here, four per empty strict run: the whole run directory is gone from
     `runs` at once all the same)."""
     run_dir = os.path.dirname(output)
-    if os.path.dirname(run_dir) != runs or not _only_empties(output, empties):
+    if os.path.dirname(run_dir) != runs or not _only_empties(output, empties) \
+            or not _holds_only(run_dir, os.path.basename(output)):
         return False
     trash = os.path.join(os.path.dirname(runs), TRASH)
     target = os.path.join(trash, os.path.basename(run_dir))
@@ -222,6 +223,15 @@ def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> 
             pass
     remove_later(target)
     return True
+
+
+def _holds_only(directory: str, name: str) -> bool:
+    """Is `name` the one entry of `directory` (anything else someone put beside the
+    output stays where it is, with its run directory)?"""
+    try:
+        return os.listdir(directory) == [name]
+    except OSError:
+        return False
 
 
 def _only_empties(output: str, empties: tuple[str, ...]) -> bool:
