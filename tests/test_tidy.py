@@ -229,3 +229,34 @@ def test_a_held_process_removes_at_drain_without_a_thread(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert not (tmp_path / "run").exists()
+
+
+def test_a_link_planted_as_the_trash_is_never_followed(tmp_path):
+    """A sandbox whose grants reach the state directory may plant `trash` as a link:
+    before a discard, the discard does not happen (the output is removed in place, as
+    before); after it, the removal still goes through the directory that was opened."""
+    victim = tmp_path / "victim" / "r1"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("the caller's")
+    os.symlink(tmp_path / "victim", tmp_path / "trash")
+    assert not tidy.discard_empty_run(str(_own_output(tmp_path)), str(tmp_path / "runs"),
+                                      EMPTIES)
+    assert (tmp_path / "runs" / "r1" / "output").is_dir()
+    os.unlink(tmp_path / "trash")
+    pid = os.fork()
+    if pid == 0:   # pragma: no cover - the child
+        code = 1
+        try:
+            tidy.hold()                # the removal waits for drain: swap the link first
+            if tidy.discard_empty_run(str(tmp_path / "runs" / "r1" / "output"),
+                                      str(tmp_path / "runs"), EMPTIES):
+                os.rename(tmp_path / "trash", tmp_path / "trash.real")
+                os.symlink(tmp_path / "victim", tmp_path / "trash")
+                tidy.drain()
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (victim / "keep.txt").read_text() == "the caller's"
+    assert os.listdir(tmp_path / "trash.real") == []

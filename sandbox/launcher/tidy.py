@@ -181,6 +181,7 @@ atexit.register(drain)
 
 
 TRASH = "trash"         # <state>/trash: empty run directories on their way out
+_trash_fds: dict[str, int] = {}   # trash path -> its descriptor, kept (`_trash_fd`)
 
 
 def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> bool:
@@ -200,29 +201,52 @@ def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> 
     if os.path.dirname(run_dir) != runs or not _only_empties(output, empties) \
             or not _holds_only(run_dir, os.path.basename(output)):
         return False
-    trash = os.path.join(os.path.dirname(runs), TRASH)
-    target = os.path.join(trash, os.path.basename(run_dir))
+    fd = _trash_fd(os.path.join(os.path.dirname(runs), TRASH))
+    name = os.path.basename(run_dir)
     try:
-        os.rename(run_dir, target)
-    except FileNotFoundError:
-        try:
-            os.mkdir(trash, 0o700)     # in the private state directory, next to `runs`
-            os.rename(run_dir, target)
-        except OSError:
+        if fd < 0:
             return False
+        os.rename(run_dir, name, dst_dir_fd=fd)
     except OSError:
         return False
+    # Removed through the kept descriptor: a link planted as `trash` later (a sandbox
+    # whose grants reach the state directory) cannot send the removal elsewhere.
+    here = f"/proc/self/fd/{fd}"
     global _trash_swept
     if not _trash_swept:    # once per process: what a launcher killed meanwhile left there
         _trash_swept = True
         try:
-            for name in os.listdir(trash):
-                if name != os.path.basename(target):
-                    remove_later(os.path.join(trash, name))
+            for left in os.listdir(fd):
+                if left != name:
+                    remove_later(os.path.join(here, left))
         except OSError:
             pass
-    remove_later(target)
+    remove_later(os.path.join(here, name))
     return True
+
+
+def _trash_fd(trash: str) -> int:
+    """`trash` opened without following a link (made, 0700, when missing) and kept open
+    for the process, if it is a directory of the caller's that no one else may write;
+    else -1."""
+    fd = _trash_fds.get(trash, -1)
+    if fd >= 0:
+        return fd
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            os.mkdir(trash, 0o700)     # in the private state directory, next to `runs`
+        except FileExistsError:
+            pass
+        fd = os.open(trash, flags)
+    except OSError:
+        return -1
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        return -1
+    _trash_fds[trash] = fd
+    return fd
 
 
 def _holds_only(directory: str, name: str) -> bool:
