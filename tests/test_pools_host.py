@@ -122,9 +122,17 @@ def test_a_pooled_run_starts_in_a_pid1_that_was_waiting_before_it_was_asked(laun
     server = launcher.forkserver_pid
     assert server
     for _ in range(10):
+        # the pool's stubs settled: the same ones waiting over three looks (a refill
+        # begun by the previous run's end may still be starting one, which the run
+        # could then take, ready by the time it is asked, without this look seeing it)
         deadline = time.monotonic() + 10
-        while not (waiting := _waiting_pid1s(server)) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        seen: list[set[int]] = []
+        while time.monotonic() < deadline:
+            seen = (seen + [_waiting_pid1s(server)])[-3:]
+            if len(seen) == 3 and seen[0] and seen[0] == seen[1] == seen[2]:
+                break
+            time.sleep(0.05)
+        waiting = seen[-1] if seen else set()
         r = launcher.spawn(["true"])
         assert r.status == "ok", r.reason
         if r.pooled:
