@@ -32,6 +32,8 @@ import stat
 import tempfile
 import threading
 
+from sandbox.isolation import beneath
+
 PREFIX = "sandbox-"     # prepare.make_paths: sandbox-<run id>-<random>
 OWNER = ".owner"        # the owner lock in each rundir
 
@@ -198,8 +200,8 @@ def discard_empty_run(output: str, runs: str, empties: tuple[str, ...] = ()) -> 
     a directory here, four per empty strict run: the whole run directory is gone from
     `runs` at once all the same)."""
     run_dir = os.path.dirname(output)
-    if os.path.dirname(run_dir) != runs or not _only_empties(output, empties) \
-            or not _holds_only(run_dir, os.path.basename(output)):
+    if os.path.dirname(run_dir) != runs \
+            or not _empty_run(run_dir, os.path.basename(output), empties):
         return False
     fd = _trash_fd(os.path.join(os.path.dirname(runs), TRASH))
     name = os.path.basename(run_dir)
@@ -232,13 +234,12 @@ def _trash_fd(trash: str) -> int:
     fd = _trash_fds.get(trash, -1)
     if fd >= 0:
         return fd
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
             os.mkdir(trash, 0o700)     # in the private state directory, next to `runs`
         except FileExistsError:
             pass
-        fd = os.open(trash, flags)
+        fd = beneath.open_dir(trash)
     except OSError:
         return -1
     st = os.fstat(fd)
@@ -249,40 +250,36 @@ def _trash_fd(trash: str) -> int:
     return fd
 
 
-def _holds_only(directory: str, name: str) -> bool:
-    """Is `name` the one entry of `directory` (anything else someone put beside the
-    output stays where it is, with its run directory)?"""
+def _empty_run(run_dir: str, output: str, empties: tuple[str, ...]) -> bool:
+    """Is `output` the one entry of `run_dir` (anything else someone put beside it stays
+    where it is, with its run directory), holding nothing but `empties`, each an empty
+    directory or an empty regular file? Opened without following any link."""
     try:
-        return os.listdir(directory) == [name]
-    except OSError:
-        return False
-
-
-def _only_empties(output: str, empties: tuple[str, ...]) -> bool:
-    """Does `output` (never followed if a link) hold nothing but `empties`, each an
-    empty directory or an empty regular file?"""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        top = os.open(output, flags)
+        top = beneath.open_dir(run_dir)
     except OSError:
         return False
     try:
-        for name in os.listdir(top):
-            if name not in empties:
-                return False
-            st = os.stat(name, dir_fd=top, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                sub = os.open(name, flags, dir_fd=top)
-                try:
-                    if os.listdir(sub):
-                        return False
-                finally:
-                    os.close(sub)
-            elif not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
-                return False
+        if os.listdir(top) != [output]:
+            return False
+        out = beneath.open_dir(output, top)
+        try:
+            for name in os.listdir(out):
+                if name not in empties:
+                    return False
+                st = os.stat(name, dir_fd=out, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    sub = beneath.open_dir(name, out)
+                    try:
+                        if os.listdir(sub):
+                            return False
+                    finally:
+                        os.close(sub)
+                elif not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                    return False
+        finally:
+            os.close(out)
         return True
     except OSError:
         return False
     finally:
         os.close(top)
-
