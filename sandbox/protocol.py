@@ -290,35 +290,6 @@ class PolicySource:
     is_dir: bool = False
 
 
-# At most this many steps in a mount table (a plan of thousands of rules and masks):
-# a larger one is not sent, and PID 1 computes it itself (runspec.mount_table_wire)
-MOUNT_STEPS_MAX = 4096
-
-
-@dataclass(frozen=True)
-class MountStep:
-    """One step of a sandbox's view, in the order the mount layer performs it: the
-    mount layer's own `Step` (sandbox.isolation.mount_steps), so the table the host
-    computes crosses to PID 1 as it is, with no copy into another shape."""
-    kind: str = bound(chars=16, default="")    # one of mount_steps.KINDS
-    path: str = bound(chars=4096, default="")  # the path inside the view (no symlinks in it)
-    source: str = bound(chars=4096, default="")   # bind: host path; link: the symlink's text
-    is_dir: bool = True
-    attrs: int = 0       # bind: MOUNT_ATTR_* to set on the bound subtree
-    exec: bool = False   # tmp: allow exec
-
-
-@dataclass
-class MountTable:
-    """The mount table of the spec's plan (sandbox.isolation.mounts.prepare), computed by
-    the monitor host: the steps, and each bound rule's real host path as the kernel
-    resolved it then (`real`: rule path -> real path)."""
-    steps: list[MountStep] = bound(items=MOUNT_STEPS_MAX, budget=1 << 20,
-                                   default_factory=list)
-    real: list[tuple[str, str]] = bound(chars=4096, items=MOUNT_STEPS_MAX, budget=1 << 20,
-                                        default_factory=list)
-
-
 # At most this many (an `extends` chain of hundreds of files): a policy read from more
 # is sent without them, and pooled by its content alone (sandbox.monitor.pool_key)
 POLICY_SOURCES_MAX = 256
@@ -341,15 +312,62 @@ class Spec:
     clock: dict[str, float] = bound(chars=64, items=16, default_factory=dict)
     stdio: StdioWire = field(default_factory=StdioWire)
     namespaces: bool = True
-    # set by the monitor for its spare stub (the cgroups it already made)
-    cgroup_memory: bool = False
-    cgroup_view: list[str] = bound(chars=64, items=16, default_factory=list)
     # what the policy was read from (empty: a policy given as an object)
     policy_sources: list[PolicySource] = bound(items=POLICY_SOURCES_MAX,
                                                default_factory=list)
-    # set by the monitor for its stub: the mount table of fs_plan, computed in the warm
-    # host (runspec.mount_table_wire); None: PID 1 computes it (mounts.build_view)
-    mount_table: MountTable | None = None
+
+
+@dataclass
+class Pid1Start:
+    """What the monitor hands a waiting PID 1 with the run's descriptors (ipc, stdin,
+    stdout, stderr, exit pipe): the run's containment context, built by the monitor
+    host from the `Spec` it decoded, with the mount table it computed, and the spec's
+    fields PID 1 reads besides (sandbox.monitor.runspec.pid1_start). Not a message of
+    `MESSAGES`: it goes from the monitor to its own fork of the same code before
+    anything untrusted runs, as `marshal` of its fields (`start_to_bytes`), and
+    `context` is pickled, taken back by the C unpickler. Why: PID 1 is a fresh fork
+    of the template, where decoding the spec's JSON and running the policy's
+    constructors again wrote ~330 of the template's pages (1.5-2.8 ms a run,
+    docs/benchmarks.md); the C unpickler builds the same objects in a third of that."""
+    mode: str = "exec"         # the spec's: a Python action's PID 1 leaves `context` to
+                               # its setup child (sandbox/sandboxee/planned.py)
+    in_memfd: bool = False     # over one datagram: `context` is the sealed memfd beside it
+    context: bytes = b""       # pickle of (Spec without policy and plan, ContainContext)
+
+
+_START_TAG = "pid1-start"
+
+
+def start_to_bytes(start: Pid1Start) -> bytes:
+    return _marshalled((_START_TAG, start.mode, start.in_memfd, start.context), DATAGRAM_MAX,
+                       "pid1 start")
+
+
+def start_from_bytes(data: bytes) -> Pid1Start:
+    """`start_to_bytes`'s start back; ProtocolError when it is not one."""
+    got = _unmarshalled(data, DATAGRAM_MAX, "pid1 start")
+    if (type(got) is not tuple or len(got) != 4 or got[0] != _START_TAG
+            or type(got[1]) is not str or type(got[2]) is not bool or type(got[3]) is not bytes):
+        raise ProtocolError("pid1 start: not one")
+    return Pid1Start(got[1], got[2], got[3])
+
+
+def _marshalled(values: tuple[Any, ...], limit: int, what: str) -> bytes:
+    import marshal
+    data = marshal.dumps(values)
+    if len(data) > limit:
+        raise ProtocolError(f"{what}: {len(data)} bytes, over {limit}")
+    return data
+
+
+def _unmarshalled(data: bytes, limit: int, what: str) -> Any:
+    import marshal
+    if len(data) > limit:
+        raise ProtocolError(f"{what}: {len(data)} bytes, over {limit}")
+    try:
+        return marshal.loads(data)
+    except (ValueError, EOFError, TypeError) as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
 
 
 # At most this many bytes: the setup child's answer to a Python action's PID 1 (`Pid1Plan`)
@@ -382,22 +400,16 @@ class Pid1Plan:
 
 def plan_to_bytes(plan: Pid1Plan) -> bytes:
     """`plan` as marshal of its fields, in their order (Pid1Plan's docstring)."""
-    import marshal
-    data = marshal.dumps(tuple(getattr(plan, f.name) for f in dataclasses.fields(plan)))
-    if len(data) > PLAN_MAX:
-        raise ProtocolError(f"pid1 plan: {len(data)} bytes, over {PLAN_MAX}")
-    return data
+    return _marshalled(tuple(getattr(plan, f.name) for f in dataclasses.fields(plan)),
+                       PLAN_MAX, "pid1 plan")
 
 
 def plan_from_bytes(data: bytes) -> Pid1Plan:
     """`plan_to_bytes`'s plan back; ProtocolError when it is not one."""
-    import marshal
-    if len(data) > PLAN_MAX:
-        raise ProtocolError(f"pid1 plan: {len(data)} bytes, over {PLAN_MAX}")
+    got = _unmarshalled(data, PLAN_MAX, "pid1 plan")
     try:
-        got = marshal.loads(data)
         return Pid1Plan(*got)
-    except (ValueError, EOFError, TypeError) as exc:
+    except TypeError as exc:
         raise ProtocolError(f"pid1 plan: {exc}") from None
 
 
@@ -457,12 +469,6 @@ class Forked:
     """The stub is forked; beside it: its pidfd (opened by its parent, the zygote, before
     it could be reaped: never a recycled pid)."""
     pid: int = 0
-
-
-@dataclass
-class SpecFile:
-    """On a stub's go socket, for a spec larger than one datagram: the spec as one frame
-    (`to_frame`) in a sealed memfd, the first descriptor beside this message."""
 
 
 # -- stub -> monitor (status socket) ------------------------------------------------
@@ -565,7 +571,7 @@ MESSAGES: dict[str, type] = {
     "spec": Spec, "cancel": Cancel, "signal": Signal, "winsize": WinSize, "exit": ExitReport,
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
-    "fork_stub": ForkStub, "forked": Forked, "spec_file": SpecFile,
+    "fork_stub": ForkStub, "forked": Forked,
     "stub_ready": StubReady, "pid1_exit": Pid1Exited,
     "program_exit": ProgramExited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
@@ -1046,8 +1052,8 @@ _FORK_STUB_KEYS = frozenset({"namespaces", "network", "cgroup_procs"})
 
 
 def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
-    """A message's envelope as bytes without a datagram's bound (a spec in a memfd:
-    `SpecFile`); `max_bytes` still bounds it."""
+    """A message's envelope as bytes without a datagram's bound; `max_bytes` still
+    bounds it."""
     data = dumps({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
     if len(data) > max_bytes:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over {max_bytes}")

@@ -1,11 +1,10 @@
-"""A Python action's PID 1 forked before its spec is decoded (sandbox/sandboxee/planned.py).
+"""A Python action's PID 1 forked before its run is known (sandbox/sandboxee/planned.py).
 
-The stub forks PID 1 with the spec's datagram undecoded, and PID 1's setup child
-decodes it, builds the context, applies the namespace-wide layers and answers
+The stub forks PID 1, which leaves the run's pickled start as it came, and PID 1's
+setup child unpickles it, applies the namespace-wide layers and answers
 with a `Pid1Plan`: the pages that Python copies die with the child instead of
-being the program's own (docs/benchmarks.md). What must hold: the hint that
-tells a Python action's spec is never wrong in a way that matters, a spec that
-does not decode still fails the run, the action's environment, capabilities
+being the program's own (docs/benchmarks.md). What must hold: a start that is
+not a Python action's, or not a start, still fails the run, the action's environment, capabilities
 and descriptors are what they were, and the stub and PID 1 copy less.
 """
 from __future__ import annotations
@@ -17,7 +16,6 @@ import sys
 import textwrap
 
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from sandbox import protocol
 from sandbox.errors import SetupError
@@ -27,28 +25,13 @@ from sandbox.sandboxee import planned
 from sandbox.workflow import Workflow
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=40), st.sampled_from(["exec", "workflow", "workflowx", ""]),
-       st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=3))
-def test_is_action_tells_a_python_actions_spec_from_its_first_bytes(run_id, mode, env):
-    """Whatever the run id (quotes, backslashes, a '","mode":"workflow"' of its own), the
-    hint is the spec's mode."""
-    data = protocol.to_datagram(Spec(run_id=run_id, mode=mode, env=env))
-    assert planned.is_action(data) == (mode == "workflow")
-
-
-def test_is_action_says_no_to_anything_else():
-    assert not planned.is_action(b"")
-    assert not planned.is_action(protocol.to_datagram(protocol.SpecFile()))
-    spec = protocol.to_datagram(Spec(run_id='","mode":"workflow",', mode="exec"))
-    assert not planned.is_action(spec)
-    assert not planned.is_action(spec[:40])
-
-
-def test_the_setup_child_refuses_a_spec_of_another_mode():
-    """The hint is checked: a spec that is not a Python action's, or not a spec, fails
-    as the stub's decoding did (layer "stub")."""
-    for data in (protocol.to_datagram(Spec(run_id="x", mode="exec")), b"{not json"):
+def test_the_setup_child_refuses_a_start_of_another_mode():
+    """The start's mode is checked again where it is unpickled: a run that is not a
+    Python action's, or not a start, fails as the stub's taking it did (layer "stub")."""
+    from sandbox.monitor import runspec
+    spec = Spec(run_id="x", mode="exec", policy={}, fs_plan={})
+    exec_start = runspec.pid1_start(spec, runspec.build_context(spec)).context
+    for data in (exec_start, b"not a pickle"):
         with pytest.raises(SetupError) as err:
             planned._decode(data, 3, 4, 5)
         assert err.value.layer == "stub"

@@ -2,6 +2,7 @@
 gives exactly what the full path gives: every field through `value`, as before."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -9,7 +10,26 @@ from hypothesis import example, given, settings, strategies as st
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError
-from sandbox.protocol import MountStep, MountTable, StubReady
+from sandbox.protocol import StubReady, bound
+
+
+@dataclass(frozen=True)
+class MountStep:
+    """A nested message of plain fields (the shape the mount table had on the wire)."""
+    kind: str = bound(chars=16, default="")
+    path: str = bound(chars=4096, default="")
+    source: str = bound(chars=4096, default="")
+    is_dir: bool = True
+    attrs: int = 0
+    exec: bool = False
+
+
+@dataclass
+class MountTable:
+    """A list of nested messages and a list of pairs, each within bounds."""
+    steps: list[MountStep] = bound(items=4096, budget=1 << 20, default_factory=list)
+    real: list[tuple[str, str]] = bound(chars=4096, items=4096, budget=1 << 20,
+                                        default_factory=list)
 
 
 class _FullEnc(protocol._Enc):

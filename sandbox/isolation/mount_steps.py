@@ -7,16 +7,23 @@ here, apart from both, so that neither imports the other for it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from sandbox.policy.plan import FsPlan
-from sandbox.protocol import MountStep
 
 
-# One step of the view, in the order `apply` performs it. The class is the internal
-# protocol's (sandbox.protocol.MountStep), so the table the monitor host computes
-# reaches PID 1 in the Spec as these very objects (runspec.mount_table_wire).
-Step = MountStep
+@dataclass(frozen=True)
+class Step:
+    """One step of the view, in the order `apply` performs it. The monitor host
+    computes the table and PID 1 receives these very objects, pickled in its
+    `Pid1Start` (sandbox.monitor.runspec.pid1_start)."""
+    kind: str = ""       # one of KINDS
+    path: str = ""       # the path inside the view (no symlinks in it)
+    source: str = ""     # bind: host path; link: the symlink's text
+    is_dir: bool = True
+    attrs: int = 0       # bind: MOUNT_ATTR_* to set on the bound subtree
+    exec: bool = False   # tmp: allow exec
 
 # What a step may be; a table that names anything else is refused before it is used.
 KINDS = frozenset({"tmp", "proc", "dev", "bind", "output", "overlay", "rebind", "link",

@@ -1,24 +1,27 @@
 """The run's spec (sandbox.protocol.Spec) turned into the containment context.
 
-A leaf module: the monitor (supervisor.py), a spare's stub (spare.py) and
-PID 1 all build their `ContainContext` here, and nothing here imports them
-back (issue 14: no import cycle in monitor/).
+A leaf module: the monitor host builds its `ContainContext` here, and the one it
+hands PID 1 (`pid1_start`, taken back by `from_start`); nothing here imports
+them back (issue 14: no import cycle in monitor/).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import pickle
 import sys
 from typing import TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
-from sandbox.isolation.mount_steps import KINDS, Prepared
+from sandbox.isolation.mount_steps import KINDS
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
 from sandbox.errors import ProtocolError
-from sandbox.protocol import MountStep, MountTable, Spec, bounds_of
+from sandbox.protocol import SPEC_MAX, Pid1Start, Spec
 
 
 def build_context(spec: Spec) -> ContainContext:
+    """The monitor host's context of a run, from the spec it decoded."""
     policy = Policy.from_dict(spec.policy)
     plan = FsPlan.from_dict(spec.fs_plan)
     return ContainContext(
@@ -32,64 +35,55 @@ def build_context(spec: Spec) -> ContainContext:
         outer_gid=os.getgid(),
         namespaces=spec.namespaces,
         audit_files=policy.audit.files,
-        mount_table=mount_table_from_wire(plan, spec.mount_table),
     )
 
 
-def mount_table_wire(plan: FsPlan) -> MountTable | None:
-    """The mount table of `plan` (mounts.prepare) for the spec, computed in the warm
-    monitor host: in PID 1, a fresh fork of the template, the same work cost ~1 ms of
-    CPU per run (each object it touches is a page copy; docs/benchmarks.md). None when
-    it cannot be made, or would not fit the spec's bounds (the spec is never cut short:
-    a table missing a mask would be a wider view): PID 1 then computes it itself, and
-    fails the mount layer with the reason (a rule path swapped for a link since the
-    plan: ELOOP)."""
-    from sandbox.isolation import mounts
+def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
+    """What the host sends PID 1 (protocol.Pid1Start): a fresh context of the run, with
+    what only the host knows (its cgroups, the mount table of its plan, computed here
+    in the warm host: in PID 1, a fresh fork of the template, the same work cost ~1 ms
+    of CPU per run, each object it touches a page copy), and the spec without its
+    policy and plan (the context holds them, parsed). No table when it cannot be made:
+    PID 1 then computes it itself, and fails the mount layer with the reason (a rule
+    path swapped for a link since the plan: ELOOP). Over one datagram, `context` goes
+    in a memfd (stubs.go); over SPEC_MAX it is a ProtocolError, as the spec was."""
+    table = None
+    if ctx.namespaces:   # without them the mount layer is skipped
+        from sandbox.isolation import mounts
+        try:
+            table = mounts.prepare(ctx.fs_plan)
+        except Exception:
+            table = None
+    fresh = ContainContext(policy=ctx.policy, paths=ctx.paths, fs_plan=ctx.fs_plan,
+                           ipc_fd=-1, monitor_fd=-1, outer_uid=ctx.outer_uid,
+                           outer_gid=ctx.outer_gid, namespaces=ctx.namespaces,
+                           audit_files=ctx.audit_files, cgroup_memory=ctx.cgroup_memory,
+                           cgroup_view=tuple(ctx.cgroup_view), mount_table=table)
+    lite = dataclasses.replace(spec, policy={}, fs_plan={})
+    blob = pickle.dumps((lite, fresh), protocol=pickle.HIGHEST_PROTOCOL)
+    if len(blob) > SPEC_MAX:
+        raise ProtocolError(f"spec: {len(blob)} bytes for PID 1, over {SPEC_MAX}")
+    return Pid1Start(mode=spec.mode, context=blob)
+
+
+def from_start(context: bytes, ipc_fd: int, exit_fd: int,
+               monitor_fd: int) -> tuple[Spec, ContainContext]:
+    """In PID 1 (or a Python action's setup child): `pid1_start`'s spec and context back,
+    with the run's descriptors as they arrived (its ipc and exit pipe) and the setup
+    socket to the monitor. ProtocolError when it is not one."""
     try:
-        prep = mounts.prepare(plan)
-    except Exception:
-        return None
-    table = MountTable(steps=prep.steps, real=list(prep.real.items()))
-    return table if _fits(table) else None
-
-
-# MountTable's and MountStep's own bounds (sandbox/protocol.py), read once
-_STEPS, _REAL = bounds_of(MountTable, "steps"), bounds_of(MountTable, "real")
-_KIND, _PATH, _SOURCE = (bounds_of(MountStep, name).chars
-                         for name in ("kind", "path", "source"))
-
-
-def _fits(table: MountTable) -> bool:
-    """Within MountTable's bounds, counted the way the encoder may spend them: at most
-    12 bytes of JSON per character (a surrogate pair escaped) plus each item's frame.
-    (The codec's own check, `protocol.to_obj`, costs ~70 us per run in the host's loop
-    against ~4 us for this estimate, and the spec is encoded once more to be sent.)"""
-    if len(table.steps) > _STEPS.items or len(table.real) > _REAL.items:
-        return False
-    steps = real = 0
-    for st in table.steps:
-        if len(st.path) > _PATH or len(st.source) > _SOURCE or len(st.kind) > _KIND:
-            return False
-        steps += 12 * (len(st.path) + len(st.source) + len(st.kind)) + 96
-    for rule, where in table.real:
-        if len(rule) > _REAL.chars or len(where) > _REAL.chars:
-            return False
-        real += 12 * (len(rule) + len(where)) + 16
-    return ((_STEPS.budget is None or steps <= _STEPS.budget)
-            and (_REAL.budget is None or real <= _REAL.budget))
-
-
-def mount_table_from_wire(plan: FsPlan, table: MountTable | None) -> Prepared | None:
-    """`mount_table_wire`'s table back, for `plan`; None when the spec has none. Its
-    shape is the protocol's to check (Spec's decoding); a step of a kind the mount
-    layer does not know is a ProtocolError here (the stub reports it: the run fails
-    closed)."""
-    if table is None:
-        return None
-    for st in table.steps:
-        if st.kind not in KINDS:
-            raise ProtocolError(f"spec: a mount table step of unknown kind {st.kind!r:.40}")
-    return Prepared(plan, table.steps, dict(table.real))
+        spec, ctx = pickle.loads(context)
+    except Exception as exc:
+        raise ProtocolError(f"pid1 start: {type(exc).__name__}") from None
+    if not isinstance(spec, Spec) or not isinstance(ctx, ContainContext):
+        raise ProtocolError("pid1 start: not a spec and its context")
+    if ctx.mount_table is not None:
+        for st in ctx.mount_table.steps:   # a step the layer cannot perform fails the run
+            if st.kind not in KINDS:
+                raise ProtocolError(f"pid1 start: a mount step of unknown kind {st.kind!r:.40}")
+    use_ipc_fd(spec, ipc_fd)
+    ctx.ipc_fd, ctx.monitor_fd, ctx.exit_fd = ipc_fd, monitor_fd, exit_fd
+    return spec, ctx
 
 
 J = TypeVar("J")

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError, ZygoteGone
-from sandbox.isolation.libc import adopt_stdio
 from sandbox import fdwait
 from sandbox.monitor import runspec, tree
-from sandbox.protocol import ForkStub, Spec, SpecFile, StubReady
+from sandbox.isolation.libc import adopt_stdio
+from sandbox.protocol import ForkStub, Pid1Start, Spec, StubReady
 from sandbox.sandboxee import entry
 
 if TYPE_CHECKING:
@@ -126,41 +126,39 @@ def _make(zygote: Forker, cgroup: "RunCgroup | None", namespaces: bool,
                       generation=zygote.generation)
 
 
-def start_pid1(setup_fd: int) -> Callable[[Spec, list[int]], Callable[[], object]]:
-    """In PID 1, once the spec arrives: its main, with the run's descriptors."""
-    def start(spec: Spec, fds: list[int]) -> Callable[[], object]:
+def start_pid1(setup_fd: int) -> Callable[[bytes, list[int]], Callable[[], object]]:
+    """In PID 1, once the run arrived: its main, from the pickled start's context and the
+    run's descriptors (runspec.from_start)."""
+    def start(context: bytes, fds: list[int]) -> Callable[[], object]:
         if len(fds) != 5:
             raise ProtocolError(f"the stub got {len(fds)} descriptors, not 5")
+        spec, ctx = runspec.from_start(context, fds[0], fds[4], setup_fd)
         adopt_stdio(*fds[1:4])
-        runspec.use_ipc_fd(spec, fds[0])
-        ctx = runspec.build_context(spec)
-        ctx.monitor_fd = setup_fd
-        ctx.exit_fd = fds[4]
-        ctx.cgroup_memory = spec.cgroup_memory
-        ctx.cgroup_view = tuple(spec.cgroup_view)
         return lambda: entry.main(ctx, spec)
     return start
 
 
-def go(pre: Prestarted, spec: Spec, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:
-    """Hand the run to the stub: the spec and ipc, the sandbox's stdin, stdout, stderr
-    (sandbox.monitor.stdio) and the init's exit pipe. A spec over one datagram goes in
-    a sealed memfd (`SpecFile`)."""
+def go(pre: Prestarted, start: Pid1Start, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:
+    """Hand the run to the stub's PID 1: its start (runspec.pid1_start) and ipc, the
+    sandbox's stdin, stdout, stderr (sandbox.monitor.stdio) and the init's exit pipe.
+    A start over one datagram goes in a sealed memfd, the first descriptor."""
     fds = [ipc_fd, *stdio, exit_fd]
     try:
-        protocol.send(pre.go, spec, fds)
+        data = protocol.start_to_bytes(start)
     except ProtocolError:
-        data = protocol.to_envelope(spec, protocol.SPEC_MAX)
         mfd = os.memfd_create("sandbox-spec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            view = memoryview(data)
+            view = memoryview(start.context)
             while view:
                 view = view[os.write(mfd, view):]
             os.lseek(mfd, 0, os.SEEK_SET)
             import fcntl
             fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
                         | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-            protocol.send(pre.go, SpecFile(), [mfd, *fds])
+            data = protocol.start_to_bytes(Pid1Start(mode=start.mode, in_memfd=True))
+            socket.send_fds(pre.go, [data], [mfd, *fds])
         finally:
             os.close(mfd)
+    else:
+        socket.send_fds(pre.go, [data], fds)
     pre.go.close()

@@ -225,17 +225,13 @@ class Supervisor:
             {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}),
             (self.caller_stdio[0], self.caller_stdio[1], self.caller_stdio[2]))
         self.caller_stdio = []
-        self.spec.cgroup_memory = self.ctx.cgroup_memory
-        self.spec.cgroup_view = list(self.ctx.cgroup_view)
-        if self.ctx.namespaces:   # without them the mount layer is skipped
-            self.spec.mount_table = runspec.mount_table_wire(self.ctx.fs_plan)
         try:
-            stubs.go(pre, self.spec, self.ctx.ipc_fd, exit_w, self.stdio.sandbox)
+            # the mount table goes with it: the host keeps no copy of it for the run's
+            # life (~7 KiB of objects per live run; issue 14: <= 64 KiB of the host per
+            # run). A restub makes it again.
+            stubs.go(pre, runspec.pid1_start(self.spec, self.ctx), self.ctx.ipc_fd, exit_w,
+                     self.stdio.sandbox)
         finally:
-            # sent: the host keeps no copy of it for the run's life (~7 KiB of objects
-            # per live run; issue 14: <= 64 KiB of the host per run). A restub makes
-            # it again.
-            self.spec.mount_table = None
             os.close(self.ctx.ipc_fd)  # only the sandbox may hold it
             self.ctx.ipc_fd = -1
             os.close(exit_w)

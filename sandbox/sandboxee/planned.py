@@ -1,26 +1,24 @@
-"""A Python action's PID 1, which leaves the run's spec undecoded.
+"""A Python action's PID 1, which leaves the run's start unpickled.
 
 Why: a Python action's program (PID 2) is a fork of PID 1, a fork of the stub;
 once both have exec'd the compiled init and waiter, every page of the warm
 template that their Python wrote is the program's own (docs/benchmarks.md,
-"Where a Python action's program memory comes from"). Decoding the `Spec` and
-building its containment context (the policy, the filesystem plan, the mount
-table) were the largest writers (~1 MiB). So a Python action's PID 1 keeps the
-spec's datagram undecoded (`is_action` tells it from the datagram's first bytes,
-a hint the decoding checks), and its throw-away
-setup child (sandbox/isolation/apart.py) decodes it, builds the context,
-applies the namespace-wide layers, builds the Landlock ruleset and the seccomp
+"Where a Python action's program memory comes from"). Taking the run's
+containment context (the policy, the filesystem plan, the mount table) was
+among the largest writers. So a Python action's PID 1 keeps its `Pid1Start`'s
+pickled context as bytes (the start says the spec's mode), and its throw-away
+setup child (sandbox/isolation/apart.py) unpickles it, applies the namespace-wide layers, builds the Landlock ruleset and the seccomp
 program, and answers with a `Pid1Plan`: only what PID 1 and PID 2 still need
 (the environment, the policy without its filesystem rules, the descriptors).
 The copied pages die with the child.
 
 PID 1 then enforces the per-process layers (limits, privileges, Landlock,
 seccomp) in the same order, from a context built of the plan, and goes on as
-`entry.main` does. A spec that does not decode fails the run (layer "stub");
-a child that ends without its answer fails it too. Where ns_last_pid cannot be
-opened (the program would not be PID 2), PID 1 decodes the spec itself and
-runs `entry.main`: more memory, same sandbox. An exec'd program's PID 1
-decodes its spec itself too: its PID 2 execs, so these pages go at exec
+`entry.main` does. A start that does not unpickle fails the run (layer
+"stub"); a child that ends without its answer fails it too. Where ns_last_pid
+cannot be opened (the program would not be PID 2), PID 1 takes the start itself
+and runs `entry.main`: more memory, same sandbox. An exec'd program's PID 1
+takes its start itself too: its PID 2 execs, so these pages go at exec
 anyway, and a setup child would only cost its fork.
 """
 from __future__ import annotations
@@ -43,33 +41,20 @@ from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.libc import adopt_stdio
 from sandbox.policy.model import NetworkPolicy, Policy, SyscallPolicy
 from sandbox.policy.plan import FsPlan
-from sandbox.protocol import Pid1Plan, Spec
+from sandbox.protocol import Pid1Plan, Pid1Start, Spec
 from sandbox.sandboxee import entry, memtrace
 
 # The setup child applies SEQUENCE's layers up to this one: the namespace-wide ones, and
 # the limits, which it sets on PID 1 with prlimit(2) (limits._set)
 _DONE = [name for name, _ in SEQUENCE].index("limits")
-_HEAD = b'{"type":"spec","payload":{"run_id":"'
 # what PID 1's per-process layers read of the policy (Pid1Plan.policy)
 _FD_NAMES = ("init_fd", *apart.FDS)   # the descriptors a plan may name
 
 
-def is_action(data: bytes) -> bool:
-    """Whether a `Spec` datagram is a Python action's (mode "workflow"), from its first
-    bytes: `run_id`, then `mode`, as the codec writes them. Only a hint: the setup
-    child's decoding refuses a spec of another mode, and a datagram this does not
-    recognise is decoded by the stub, as before."""
-    if not data.startswith(_HEAD):
-        return False
-    # inside a JSON string every '"' is escaped: the first '","mode":"' ends run_id
-    at = data.find(b'","mode":"', len(_HEAD) - 1)
-    return at >= 0 and data.startswith(b'workflow"', at + 10)
-
-
-def start(setup_fd: int) -> Callable[[bytes, list[int]], Callable[[], object]]:
-    """In PID 1: its main for an undecoded spec and the run's descriptors."""
-    def pid1(data: bytes, fds: list[int]) -> Callable[[], object]:
-        return lambda: main(data, fds, setup_fd)
+def start(setup_fd: int) -> Callable[[Pid1Start, list[int]], Callable[[], object]]:
+    """In PID 1: its main for a start left pickled and the run's descriptors."""
+    def pid1(got: Pid1Start, fds: list[int]) -> Callable[[], object]:
+        return lambda: main(got.context, fds, setup_fd)
     return pid1
 
 
@@ -112,29 +97,23 @@ def main(data: bytes, fds: list[int], setup_fd: int) -> None:
     entry.start_program(ctx, mon, tty=plan.stdio_tty, mode="workflow", argv=None)
 
 
-def _decode_here(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int) -> None:
-    """No setup child (no ns_last_pid): the spec decoded in PID 1, then `entry.main`."""
-    spec, ctx = _decode(data, ipc_fd, exit_fd, setup_fd)
+def _decode_here(context: bytes, ipc_fd: int, exit_fd: int, setup_fd: int) -> None:
+    """No setup child (no ns_last_pid): the start taken in PID 1, then `entry.main`."""
+    spec, ctx = _decode(context, ipc_fd, exit_fd, setup_fd)
     entry.main(ctx, spec)
 
 
-def _decode(data: bytes, ipc_fd: int, exit_fd: int,
+def _decode(context: bytes, ipc_fd: int, exit_fd: int,
             setup_fd: int) -> tuple[Spec, ContainContext]:
-    """The spec and its context, as the stub built them (sandbox.monitor.stubs); a spec
-    that does not decode, or is no Python action's, fails as the stub's did."""
+    """The spec and its context, as the stub takes them (sandbox.monitor.stubs); a start
+    that does not unpickle, or is no Python action's, fails as the stub's did."""
     from sandbox.monitor import runspec
     try:
-        spec = protocol.from_datagram(data, Spec)
+        spec, ctx = runspec.from_start(context, ipc_fd, exit_fd, setup_fd)
         if spec.mode != "workflow":
             raise ProtocolError(f"spec: mode {spec.mode[:16]!r} sent as a Python action's")
-        runspec.use_ipc_fd(spec, ipc_fd)
-        ctx = runspec.build_context(spec)
     except Exception as exc:
         raise apart.Relayed("stub", f"{type(exc).__name__}: {exc}"[:4000]) from None
-    ctx.monitor_fd = setup_fd
-    ctx.exit_fd = exit_fd
-    ctx.cgroup_memory = spec.cgroup_memory
-    ctx.cgroup_view = tuple(spec.cgroup_view)
     return spec, ctx
 
 

@@ -10,8 +10,8 @@ descriptor, so the IPC socket reaches end of stream as soon as the sandbox's
 last process is gone.
 
 PID 1 is forked ahead: as soon as the namespaces are entered, before the run
-is known. It waits on the go socket for the run's `Spec` and descriptors and
-decodes them itself, while the stub says `StubReady` (with PID 1's pid) and
+is known. It waits on the go socket for the run's `Pid1Start` (its context,
+built by the monitor host, pickled) and descriptors and takes them itself, while the stub says `StubReady` (with PID 1's pid) and
 becomes the waiter at once. So a run taken from a warm pool starts in a PID 1
 that already exists: the stub's fork of it (a Python process's page tables)
 and the stub's exec of the waiter are no longer between the spec and the
@@ -43,19 +43,19 @@ from sandbox import protocol
 from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import libc, namespaces
 from sandbox.monitor import tree
-from sandbox.protocol import ForkStub, Pid1Exited, SetupFailure, Spec, SpecFile, StubReady
+from sandbox.protocol import ForkStub, Pid1Exited, Pid1Start, SetupFailure, StubReady
 from sandbox.sandboxee import forking, memtrace, planned
 
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
-                start: Callable[[Spec, list[int]], Callable[[], object]],
+                start: Callable[[bytes, list[int]], Callable[[], object]],
                 init_path: str | None = None,
-                undecoded: Callable[[bytes, list[int]], Callable[[], object]] | None = None
+                undecoded: Callable[[Pid1Start, list[int]], Callable[[], object]] | None = None
                 ) -> None:
     """Every stub: join the run's cgroups and enter the namespaces *before* the run is
     known (`req`: sandbox.monitor.zygote), fork PID 1, which waits on `go` for the
-    `Spec` (or a `SpecFile`) and the run's descriptors (ipc, stdin, stdout, stderr,
-    exit pipe: `_pid1`), and become the waiter `init_path`. Never returns.
+    run's `Pid1Start` and descriptors (ipc, stdin, stdout, stderr, exit pipe:
+    `_pid1`), and become the waiter `init_path`. Never returns.
 
     First message: `StubReady` (the monitor discards a stub that is not ok and, for a
     best-effort policy, asks for one without namespaces), or a `SetupFailure` when
@@ -89,14 +89,14 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
 
 
 def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
-          start: Callable[[Spec, list[int]], Callable[[], object]], init_path: str | None,
-          undecoded: Callable[[bytes, list[int]], Callable[[], object]] | None) -> None:
+          start: Callable[[bytes, list[int]], Callable[[], object]], init_path: str | None,
+          undecoded: Callable[[Pid1Start, list[int]], Callable[[], object]] | None) -> None:
     """PID 1, forked ahead: wait for the run, then run as its PID 1. A Python action's
-    spec is not decoded here: `undecoded(datagram, fds)` returns its PID 1's main,
-    which has it decoded by its setup child (sandbox/sandboxee/planned.py); any other
-    is decoded here and `start(spec, fds)` returns PID 1's main. The end of `go`
-    without a spec (a pooled sandbox discarded) ends it; so does the stub's death
-    (PDEATHSIG, set before it waits)."""
+    start is not unpickled here: `undecoded(start, fds)` returns its PID 1's main,
+    which has it unpickled by its setup child (sandbox/sandboxee/planned.py); any
+    other is unpickled here and `start(context, fds)` returns PID 1's main. The end
+    of `go` without a start (a pooled sandbox discarded) ends it; so does the stub's
+    death (PDEATHSIG, set before it waits)."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         data, fds, flags, _ = socket.recv_fds(go, protocol.DATAGRAM_MAX + 1, protocol.MAX_FDS)
@@ -104,11 +104,19 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
         go.close()
         if not data and not fds:
             os._exit(0)  # discarded before use
-        if (undecoded is not None and init_path and req.namespaces and not flags
-                and planned.is_action(data)):
-            pid1_main = undecoded(data, fds)
+        try:
+            if flags & protocol.TRUNCATED:
+                raise ProtocolError("datagram or its descriptors truncated")
+            got = protocol.start_from_bytes(data)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        if (undecoded is not None and init_path and req.namespaces
+                and got.mode == "workflow" and not got.in_memfd):
+            pid1_main = undecoded(got, fds)
         else:
-            pid1_main = _decoded(data, fds, flags, start)
+            pid1_main = _decoded(got, fds, start)
         memtrace.mark("stub.context")
         status.close()   # the stub's channel: PID 1 reports on its setup socket
     except BaseException as exc:
@@ -116,30 +124,24 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
     pid1_main()
 
 
-def _decoded(data: bytes, fds: list[int], flags: int,
-             start: Callable[[Spec, list[int]], Callable[[], object]]) -> Callable[[], object]:
-    """The spec decoded here (`protocol.recv`'s checks): PID 1's main."""
+def _decoded(got: Pid1Start, fds: list[int],
+             start: Callable[[bytes, list[int]], Callable[[], object]]) -> Callable[[], object]:
+    """The start unpickled here (`start`): PID 1's main. A start over one datagram
+    came in a memfd, the first descriptor."""
     try:
-        if flags & protocol.TRUNCATED:
-            raise ProtocolError("datagram or its descriptors truncated")
-        if not data:
-            raise ProtocolError("descriptors without a message")
-        msg = protocol.from_datagram(data, Spec, SpecFile)
+        context = got.context
+        if got.in_memfd:
+            if not fds:
+                raise ProtocolError("pid1 start: no memfd beside it")
+            with os.fdopen(fds.pop(0), "rb", closefd=True) as f:
+                context = f.read(protocol.SPEC_MAX + 1)
+            if len(context) > protocol.SPEC_MAX:
+                raise ProtocolError(f"pid1 start: over {protocol.SPEC_MAX} bytes")
+        return start(context, fds)
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    spec = msg if isinstance(msg, Spec) else _spec_from_file(fds)
-    return start(spec, fds[1:] if isinstance(msg, SpecFile) else fds)
-
-
-def _spec_from_file(fds: list[int]) -> Spec:
-    """A spec too large for one datagram: one frame in the memfd beside `SpecFile`."""
-    if not fds:
-        raise ProtocolError("spec_file without its memfd")
-    with os.fdopen(fds[0], "rb", closefd=True) as f:
-        data = f.read(protocol.SPEC_MAX + 1)
-    return protocol.from_envelope(data, Spec, limit=protocol.SPEC_MAX)
 
 
 def _fork_pid1_and_wait(status: socket.socket, pid1_main: Callable[[], Any],

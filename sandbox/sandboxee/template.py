@@ -83,7 +83,7 @@ def _compile_filters() -> None:
 
 def rehearse() -> None:
     """Run, in the template, the pure Python a stub and PID 1 run for every sandbox:
-    decode a `Spec` (and the zygote's `ForkStub`), build its containment context, for
+    take a `Pid1Start` (and decode the zygote's `ForkStub`), its containment context, for
     the built-in policies; enough times that CPython 3.11 has specialised the code.
     Nothing here touches the kernel: it only leaves code objects and caches warm."""
     try:
@@ -94,13 +94,12 @@ def rehearse() -> None:
             pol = resolve(load_policy(name), default_variables("/", "/"))
             plan = build_plan(pol)
             spec = protocol.Spec(run_id="rehearsal", mode="workflow", env={"PATH": "/bin"},
-                                 policy=pol.to_dict(), fs_plan=plan.to_dict(), ipc_fd=3,
-                                 mount_table=runspec.mount_table_wire(plan))
+                                 policy=pol.to_dict(), fs_plan=plan.to_dict(), ipc_fd=3)
+            start = protocol.start_to_bytes(runspec.pid1_start(spec, runspec.build_context(spec)))
             req = protocol.to_datagram(protocol.ForkStub(cgroup_procs=["/x/cgroup.procs"]))
             for _ in range(10):
-                got = protocol.from_envelope(protocol.to_envelope(spec, protocol.SPEC_MAX),
-                                             protocol.Spec, limit=protocol.SPEC_MAX)
-                ctx = runspec.build_context(got)
+                got = protocol.start_from_bytes(start)
+                _, ctx = runspec.from_start(got.context, 3, 4, 5)
                 protocol.from_datagram(req, protocol.ForkStub)
                 protocol.fork_stub_from_datagram(req)
                 protocol.to_datagram(protocol.StubReady(ok=True))
