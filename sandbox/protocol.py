@@ -233,6 +233,7 @@ class ExitReport:
     max_tasks: int = 0
     prestarted: bool = False
     pooled: bool = False       # ... and that stub came from the run's warm pool
+    view_prebuilt: bool = False   # ... whose PID 1 had the policy's view built (prebuilt.py)
     wall_time: float = 0.0
     cpu_time: float = 0.0
     max_rss: int = 0
@@ -330,7 +331,8 @@ class Pid1Start:
     constructors again wrote ~330 of the template's pages (1.5-2.8 ms a run,
     docs/benchmarks.md); the C unpickler builds the same objects in a third of that."""
     mode: str = "exec"         # the spec's: a Python action's PID 1 leaves `context` to
-                               # its setup child (sandbox/sandboxee/planned.py)
+                               # its setup child (sandbox/sandboxee/planned.py); "view":
+                               # no run yet, a pooled view to build (runspec.view_start)
     in_memfd: bool = False     # over one datagram: `context` is the sealed memfd beside it
     context: bytes = b""       # pickle of (Spec without policy and plan, ContainContext)
 
@@ -471,6 +473,19 @@ class Forked:
     pid: int = 0
 
 
+# -- a pooled PID 1 -> monitor (setup socket) -----------------------------------------
+@dataclass
+class ViewReady:
+    """A PID 1 pooled at the "view" level (sandbox/isolation/prebuilt.py), once it built the
+    policy's part of its view before any run: ok, with each bound source's device and
+    inode as it was bound (the host serves the sandbox only while the paths still lead
+    there), or why not (it then ends)."""
+    ok: bool = False
+    why: str = bound(chars=1024, default="")
+    sources: list[tuple[str, int, int]] = bound(chars=4096, items=1024, budget=100_000,
+                                                default_factory=list)
+
+
 # -- stub -> monitor (status socket) ------------------------------------------------
 @dataclass
 class StubReady:
@@ -572,7 +587,7 @@ MESSAGES: dict[str, type] = {
     "spawn": SpawnRequest, "spawned": Spawned, "refused": Refused,
     "monitor_exit": MonitorExited,
     "fork_stub": ForkStub, "forked": Forked,
-    "stub_ready": StubReady, "pid1_exit": Pid1Exited,
+    "stub_ready": StubReady, "view_ready": ViewReady, "pid1_exit": Pid1Exited,
     "program_exit": ProgramExited,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
     "scratch": ScratchFd, "proxy": ProxyFds,

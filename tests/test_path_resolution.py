@@ -49,8 +49,15 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (P, "the text of those links, recreated in the view as text, never followed"),
     ("isolation/mounts.py", "build_view", "realpath"):
         (T, "the rundir: the launcher's own mkdtemp (0700), no sandbox writes it"),
-    ("isolation/mounts.py", "build_view", "isdir"): (T, "<rundir>/root, ditto"),
-    ("isolation/mounts.py", "_system_view", "realpath"): (T, "the rundir, ditto"),
+    ("isolation/mounts.py", "scratch_at", "isdir"):
+        (T, "<rundir>/view, ditto; or the monitor host's own mkdtemp (0700) for pools"),
+    ("isolation/prebuilt.py", "Prebuilt.finish", "realpath"): (T, "the rundir, ditto"),
+    ("isolation/prebuilt.py", "build", "realpath"):
+        (T, "the monitor host's scratch directory: its own mkdtemp (0700)"),
+    ("isolation/prebuilt.py", "run_dirs", "realpath"):
+        (P, "which steps are the run's own, decided by the host at take and again by "
+            "PID 1: a swap in between makes the two disagree and the run fails closed "
+            "(Prebuilt.finish); every step still binds its real path by descriptor"),
     ("isolation/mounts.py", "_make_mountpoint", "lexists"):
         (T, "<rundir>/cow, the launcher's own"),
     ("isolation/sysview.py", "etc_files", "islink"):
@@ -112,9 +119,6 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("monitor/cgroups.py", "cleanup_stale", "isdir"):
         (T, "a stale run's freezer cgroup (cgroupfs on the host, no sandbox's view)"),
     ("monitor/cgroup_probe.py", "_probe_v1", "isdir"): (T, "/sys/fs/cgroup on the host"),
-    ("monitor/pool_key.py", "_roots", "realpath"):
-        (P, "the run's own directories in both spellings, to abstract them out of a "
-            "warm pool's key; nothing is opened from it"),
     # -- the policy engine: plan time ------------------------------------------------------
     ("policy/variables.py", "_real", "readlink"):
         (K, "/proc/self/fd/N of an O_PATH descriptor: the kernel's walk"),

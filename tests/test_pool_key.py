@@ -12,9 +12,8 @@ import os
 import tempfile
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from sandbox.isolation import mounts, prebuilt
 from sandbox.isolation.context import RunPaths
 from sandbox.monitor import pool_key as K
 from sandbox.policy import build_plan, default_variables, resolve
@@ -43,12 +42,19 @@ def test_two_runs_of_one_policy_share_a_key(tmp_path, name, level):
 
 
 def test_the_view_key_names_no_per_run_path(tmp_path):
+    """The view's shape is what a pooled PID 1 builds before its run: the table's early
+    steps, none at or under the run's own directories."""
     pol = load_policy("strict")
     r, plan, paths = _run(pol, tmp_path)
-    text = json.dumps(K.shape("view", r, plan, paths))
+    shape = K.shape("view", r, plan, paths)
+    text = json.dumps(shape)
     for p in (paths.rundir, paths.workdir, paths.output, os.path.basename(paths.rundir)):
         assert p not in text
-    assert "${WORKDIR}" in text and "${OUTPUT}" in text
+    table = mounts.prepare(plan).steps
+    early, late = prebuilt.split(table, prebuilt.run_dirs(paths))
+    assert shape["early"] == [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec]
+                              for s in early]
+    assert {s.kind for s in late} >= {"output"}
 
 
 def _variant(tmp_path, text):
@@ -63,8 +69,7 @@ SHAPING = {
              "[limits]\nprocesses = 17\n", '[filesystem]\nread = ["/srv"]\n',
              '[filesystem]\nexec = ["/etc"]\n', '[filesystem]\ndeny = ["/etc/hostname"]\n',
              '[filesystem]\ntmp_size = "8M"\n', "[filesystem]\nscratch_exec = true\n",
-             'best_effort = true\n', '[filesystem]\nwrite = ["${WORKDIR}"]\n',
-             '[network]\nmode = "loopback"\n'],
+             'best_effort = true\n', '[network]\nmode = "loopback"\n'],
 }
 
 
@@ -95,16 +100,23 @@ def test_the_policy_files_contents_are_in_the_key(tmp_path):
     assert K.key("stub", *run, src1) == K.key("stub", *run, src1)
 
 
-def test_where_a_callers_workdir_lies_is_in_the_view_key(tmp_path):
-    """A workdir under a read grant and one outside it need different late binds."""
+def test_the_runs_own_steps_are_not_in_the_view_key(tmp_path):
+    """Made per run, from the run's own table: a work directory under a read grant or
+    outside it, writable or not, shares the pool of the policy's view."""
     (tmp_path / "srv" / "a").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     pol = _variant(tmp_path, f'[filesystem]\nread = ["{tmp_path}/srv"]\n')
     under = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "srv" / "a")))
     outside = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "elsewhere")))
-    (tmp_path / "srv" / "b").mkdir()
-    under2 = K.key("view", *_run(pol, tmp_path, workdir=str(tmp_path / "srv" / "b")))
-    assert under == under2 and under != outside
+    writable = _variant(tmp_path, f'[filesystem]\nread = ["{tmp_path}/srv"]\n'
+                                  'write = ["${WORKDIR}"]\n')
+    assert under == outside == K.key("view", *_run(writable, tmp_path,
+                                                   workdir=str(tmp_path / "elsewhere")))
+
+
+def test_a_view_that_does_not_split_has_no_view_key(tmp_path):
+    with pytest.raises(ValueError, match="does not split"):
+        K.key("view", *_run(load_policy("strict"), tmp_path, workdir="/"))
 
 
 def test_an_unknown_level_is_refused(tmp_path):
@@ -112,35 +124,26 @@ def test_an_unknown_level_is_refused(tmp_path):
         K.shape("deep", *_run(load_policy("strict"), tmp_path))
 
 
-# -- abstraction is exact: renaming the run's directories never changes the key, and
-# -- any change to a path outside them does
-SEG = st.text(alphabet="abcdefgh-_.", min_size=1, max_size=6).filter(lambda s: s not in (".", ".."))
-PATH = st.lists(SEG, min_size=1, max_size=4).map(lambda p: "/" + "/".join(p))
-
-
-@settings(derandomize=True, max_examples=200, deadline=None)
-@given(st.lists(st.tuples(PATH, st.booleans(), st.booleans()), max_size=6),
-       st.lists(PATH, max_size=3), st.lists(SEG, min_size=1, max_size=3),
-       st.sampled_from(["ra", "zz", "m"]), st.sampled_from(["rb", "aa", "n"]))
-def test_renaming_the_run_directories_keeps_the_key(rules, masks, under, n1, n2):
+# -- the key is what is built: renaming the run's directories never changes it, and a
+# -- change to a policy path that is bound does
+@pytest.mark.parametrize("n1,n2", [("ra", "rb"), ("zz", "aa")])
+def test_renaming_the_run_directories_keeps_the_key_and_a_bound_path_changes_it(
+        tmp_path, n1, n2):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "datb").mkdir()
     pol = load_policy("strict")
 
-    def plan_for(rundir: str) -> tuple[FsPlan, RunPaths]:
-        wd, out = rundir + "/work", "/state/runs/" + rundir.rsplit("/", 1)[1] + "/output"
-        rs = [FsRule(path=p, read=True, write=w, exec=x) for p, w, x in rules]
-        rs += [FsRule(path=wd, write=True), FsRule(path=out, write=True),
-               FsRule(path=wd + "/" + "/".join(under))]
-        ms = [*masks, wd + "/" + under[0]]
-        return FsPlan(rules=tuple(rs), masks=tuple(ms), output=out), \
+    def plan_for(rundir: str, data: str) -> tuple[FsPlan, RunPaths]:
+        wd, out = rundir + "/work", str(tmp_path / "state" / rundir.rsplit("/", 1)[1] / "out")
+        for d in (wd, out):
+            os.makedirs(d, exist_ok=True)
+        rs = (FsRule(path=data), FsRule(path=wd, write=True), FsRule(path=out, write=True))
+        return FsPlan(rules=rs, masks=(wd + "/.env",), output=out), \
             RunPaths(rundir, wd, out, rundir + "/tmp")
 
-    p1, r1 = plan_for("/tmp/sandbox-" + n1)
-    p2, r2 = plan_for("/tmp/sandbox-" + n2)
-    k1 = K.key("view", pol, p1, r1)
-    assert k1 == K.key("view", pol, p2, r2)
-    if rules:   # a path outside the run's directories is literal: changing it shows
-        p3 = dataclasses.replace(p1, rules=(FsRule(path=rules[0][0] + "x"),) + p1.rules[1:])
-        assert K.key("view", pol, p3, r1) != k1
+    k1 = K.key("view", pol, *plan_for(str(tmp_path / n1), str(tmp_path / "data")))
+    assert k1 == K.key("view", pol, *plan_for(str(tmp_path / n2), str(tmp_path / "data")))
+    assert k1 != K.key("view", pol, *plan_for(str(tmp_path / n1), str(tmp_path / "datb")))
 
 
 # -- end to end: what the launcher sends is what the monitor host keys by -------------

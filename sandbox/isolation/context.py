@@ -7,6 +7,7 @@ or forked from the warm fork server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sandbox.isolation.mount_steps import Prepared
 from sandbox.policy.model import Policy
@@ -59,3 +60,6 @@ class ContainContext:
     landlock_error: str = ""             # ... or why it could not be built
     seccomp_program: bytes = b""         # the BPF program to install
     rlimit_pid: int = 0                  # whose limits the limits layer sets (0: its own)
+    # a pooled PID 1's view, built before the run was known (sandbox/isolation/prebuilt.py:
+    # a `Prebuilt`); set by PID 1 itself, never sent
+    prebuilt: Any = None

@@ -8,9 +8,13 @@ around, unlike a view made by hiding parts of the host root.
 
 The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
 
-1. ``<rundir>/root`` is created on the host (the rundir is private to the run
-   and writable by the caller) and a small tmpfs is mounted there as the new
-   root (nosuid, nodev, noexec).
+1. ``<rundir>/view`` is created on the host (the rundir is private to the run
+   and writable by the caller) and a tmpfs of the sandbox's own is mounted
+   there (`scratch_at`): it holds the mask file and the generated /etc files,
+   so nothing of the view is written to the host's disk; in it, ``root`` gets
+   a small tmpfs as the new root (nosuid, nodev, noexec). A pooled sandbox
+   builds the same over the monitor host's scratch directory, before its run
+   (sandbox/isolation/prebuilt.py).
 2. In path order, parents before children (so a tree that lives under host
    ``/tmp``, such as a pytest ``tmp_path`` or a venv, is bound *on top of* the
    private ``/tmp``):
@@ -61,9 +65,9 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
    that are not inside the view are skipped (there is nothing to hide).
 4. the root tmpfs is made read-only, so nothing can be created at the top
    level of the view (``/tmp`` and ``/dev/shm`` are the writable scratch
-   places). If a rule granted an ancestor of the rundir, the copy of the view
-   under construction that its recursive bind brought along was detached
-   right after that bind.
+   places). If a rule granted an ancestor of the rundir, the copy of the
+   scratch tmpfs (and the view under construction in it) that its recursive
+   bind brought along was detached right after that bind.
 5. ``pivot_root(".", ".")`` from inside the new root, then the old root (now
    stacked on top) is detached with ``umount2(MNT_DETACH)``: no put-old
    directory is ever created.  Finally ``chdir`` to ``paths.workdir`` when it
@@ -512,7 +516,8 @@ def _mount_overlay(step: Step, root_fd: int, rundir: str, plan: FsPlan) -> int:
 
 def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
               under_dev: list[Step], tty: str | None = None,
-              held: dict[str, int] | None = None, rundir: str = "", root_fd: int = -1) -> None:
+              held: dict[str, int] | None = None, rundir: str = "", root_fd: int = -1,
+              seen: dict[str, tuple[int, int]] | None = None) -> None:
     """One step. What lives in a host tree bound into the view (binds, rebinds,
     masks, the output, the overlay) is reached by descriptor beneath `root_fd`,
     never by a path a symlink could redirect (beneath.py)."""
@@ -532,13 +537,18 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
                 fds.callback(os.close, dst)
                 src = beneath.open_source(step.source)
                 fds.callback(os.close, src)
+                if seen is not None:
+                    st = os.fstat(src)
+                    seen[step.source] = (st.st_dev, st.st_ino)
             else:       # a part of the overlay, onto itself with its own rights
                 src = dst = beneath.open_in_view(root_fd, step.path)
                 fds.callback(os.close, src)
             _bind(src, dst, step.attrs, True, target)
-        if step.kind == "bind" and _under(root, step.source) and root != step.source:
-            # The recursive bind copied the view under construction into itself: cut it off.
-            libc.umount2(root + root, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
+        beside = os.path.dirname(root)   # the scratch tmpfs the root lives in (scratch_at)
+        if step.kind == "bind" and _under(beside, step.source):
+            # The recursive bind copied the scratch, and the view under construction in
+            # it, into the view: cut it off.
+            libc.umount2(root + beside, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
     elif step.kind == "output":
         fd = _mount_output(root_fd, step, plan)
         if held is None:
@@ -554,7 +564,7 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
     elif step.kind == "link":
         _make_link(root_fd, step)
     elif step.kind == "mask":
-        _mask(step, root, root_fd, mask_file)
+        _mask(step, root, root_fd, mask_file, seen)
 
 
 def _make_link(root_fd: int, step: Step) -> None:
@@ -573,13 +583,20 @@ def _make_link(root_fd: int, step: Step) -> None:
         os.close(pfd)
 
 
-def _mask(step: Step, root: str, root_fd: int, mask_file: list[str]) -> None:
+def _mask(step: Step, root: str, root_fd: int, mask_file: list[str],
+          seen: dict[str, tuple[int, int]] | None = None) -> None:
     """A masked directory: an empty read-only tmpfs of mode 0; a masked file: a
-    read-only bind of an empty mode-0 file. Nothing to hide when it is not in the view."""
+    read-only bind of an empty mode-0 file. Nothing to hide when it is not in the view.
+    `seen`: the masked object's (st_dev, st_ino): a mask is mounted on it, and goes if
+    the host replaces it (a mountpoint unlinked in another namespace is detached), so
+    a pooled view is served only while it is still there (prebuilt.py)."""
     try:
         dst = beneath.open_in_view(root_fd, step.path)
     except FileNotFoundError:
         return
+    if seen is not None:
+        st = os.fstat(dst)
+        seen[step.path] = (st.st_dev, st.st_ino)
     try:
         ro = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
         if step.is_dir:
@@ -613,38 +630,87 @@ def prepare(plan: FsPlan) -> Prepared:
 
 
 def build_view(ctx: ContainContext) -> str:
-    """Steps 1-4: build the new root under the rundir; returns its host path."""
-    root = os.path.join(os.path.realpath(ctx.paths.rundir), "root")
+    """Steps 1-4: build the new root beside the rundir; returns its host path."""
+    rundir = os.path.realpath(ctx.paths.rundir)
+    root = new_root(scratch_at(os.path.join(rundir, "view")))
+    steps = table_of(ctx).steps
+    mask_file: list[str] = []
+    held = run_steps(ctx, steps, root, mask_file, rundir)
+    system_view(ctx, root)
+    seal_root(root, steps, mask_file)
+    ctx.output_fd = held.get("output")
+    ctx.cow_fd = held.get("cow")
+    return root
+
+
+SCRATCH_SIZE = 16 << 20   # the root's tmpfs is mounted inside it; the /etc copies are small
+
+
+def scratch_at(where: str) -> str:
+    """A tmpfs of the sandbox's own at `where` (made if missing), beside the view: it holds
+    the view's root, the mask file and the generated /etc files (sysview.etc_files), so
+    none of them is written to the host's disk, and it goes with the old root at the
+    pivot. A pooled view is built over the monitor host's scratch directory the same
+    way (sandbox/isolation/prebuilt.py), so the two views are alike to the last mount."""
     try:
-        if not os.path.isdir(root):
-            os.mkdir(root, 0o700)
+        if not os.path.isdir(where):
+            os.mkdir(where, 0o700)
+        libc.mount("tmpfs", where, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                   f"mode=0700,size={SCRATCH_SIZE}")
+    except OSError as exc:
+        raise _fail("scratch tmpfs at", where, exc) from None
+    return where
+
+
+def new_root(beside: str) -> str:
+    """Step 1: the view's root, a small tmpfs at `<beside>/root`."""
+    root = os.path.join(beside, "root")
+    try:
+        os.mkdir(root, 0o700)
         libc.mount("tmpfs", root, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                    "mode=0755,size=1m")
     except OSError as exc:
         raise _fail("new root tmpfs at", root, exc) from None
+    return root
+
+
+def table_of(ctx: ContainContext) -> Prepared:
+    """The run's mount table: the monitor's, for this very plan (runspec.pid1_start), else
+    computed here (Landlock's rules use its real paths too)."""
     plan = ctx.fs_plan
-    mask_file: list[str] = []
     try:
-        table = ctx.mount_table   # the monitor's, for this very plan (runspec.build_context)
+        table = ctx.mount_table
         if table is None or (table.plan is not plan and table.plan != plan):
-            table = ctx.mount_table = prepare(plan)   # Landlock's rules use its real paths too
-        steps = table.steps
+            table = ctx.mount_table = prepare(plan)
     except OSError as exc:
         raise _fail("resolving", exc.filename or "a plan path", exc) from None
+    return table
+
+
+def run_steps(ctx: ContainContext, steps: list[Step], root: str, mask_file: list[str],
+              rundir: str, seen: dict[str, tuple[int, int]] | None = None) -> dict[str, int]:
+    """Steps 2-3 of `steps` on the view at `root`; returns the descriptors the output and
+    the copy-on-write steps made ("output", "cow"). `seen`: each bound source's (st_dev,
+    st_ino) as it was bound (a pooled view's, sandbox/isolation/prebuilt.py)."""
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
     held: dict[str, int] = {}
-    rundir = os.path.realpath(ctx.paths.rundir)
     with ExitStack() as fds:
         root_fd = _open_root(root, fds)
         for step in steps:
             try:
-                _run_step(step, root, plan, mask_file, under_dev, ctx.tty, held, rundir,
-                          root_fd)
+                _run_step(step, root, ctx.fs_plan, mask_file, under_dev, ctx.tty, held,
+                          rundir, root_fd, seen)
             except OSError as exc:
+                for fd in held.values():
+                    os.close(fd)
                 raise _fail(f"{step.kind}", step.path, exc) from None
             if step.path == "/" and step.kind == "bind":
                 root_fd = _open_root(root, fds)     # the old one is beneath the new root
-    _system_view(ctx, root)
+    return held
+
+
+def seal_root(root: str, steps: list[Step], mask_file: list[str]) -> None:
+    """Step 4: the mask file goes, and the root turns read-only."""
     try:
         if mask_file:
             os.unlink(mask_file[0])
@@ -655,9 +721,6 @@ def build_view(ctx: ContainContext) -> str:
             _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
-    ctx.output_fd = held.get("output")
-    ctx.cow_fd = held.get("cow")
-    return root
 
 
 def _open_root(root: str, fds: ExitStack) -> int:
@@ -668,14 +731,14 @@ def _open_root(root: str, fds: ExitStack) -> int:
     return fd
 
 
-def _system_view(ctx: ContainContext, root: str) -> None:
+def system_view(ctx: ContainContext, root: str) -> None:
     """What programs expect of a system (sysview.py): HOME, the generated /etc files,
     the sandbox's own cgroups at /sys/fs/cgroup. After the binds and masks, before
     the root turns read-only."""
     ro = ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC
     try:
         sysview.home(root)
-        sysview.etc_files(root, os.path.realpath(ctx.paths.rundir), ctx.fs_plan.masks,
+        sysview.etc_files(root, os.path.dirname(root), ctx.fs_plan.masks,
                           os.getuid(), os.getgid(), ctx.hostname,
                           lambda target: _setattr(target, ro, False),
                           resolver=ctx.policy.network.mode == "allowlist"
@@ -701,7 +764,9 @@ def enter_view(root: str, workdir: str) -> None:
 
 
 def apply(ctx: ContainContext) -> None:
-    root = build_view(ctx)
+    # a pooled sandbox built the policy's part of its view before the run was known
+    # (sandbox/isolation/prebuilt.py): only the run's own part is left
+    root = ctx.prebuilt.finish(ctx) if ctx.prebuilt is not None else build_view(ctx)
     enter_view(root, ctx.paths.workdir)
     ctx.active.append("mounts")
     _open_scratch(ctx)

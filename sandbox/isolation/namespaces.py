@@ -77,6 +77,9 @@ def apply(ctx: ContainContext) -> None:
     """In PID 1: finish the namespace layer (hostname; no mount propagation out)."""
     if os.getpid() != 1 and not apart.IN_CHILD:   # or PID 1's setup child (apart.py)
         raise SetupError("pid_namespace", f"sandboxee is PID {os.getpid()}, expected 1")
+    if ctx.prebuilt is not None:   # done before the run, with the view's first part
+        ctx.active.append("namespaces")
+        return
     try:
         libc.sethostname(ctx.hostname)
         # Nothing mounted in here may propagate back to the host.

@@ -13,9 +13,9 @@ already grants, and none of it is writable by the program:
 - **/etc/passwd, /etc/group, /etc/hosts** (`etc_files`): copies of the host's
   files (which the policy already shows under /etc) in which the sandbox's user
   has HOME = identity.HOME_DIR and a usable shell, its gid has a name, and the
-  sandbox's host name resolves to loopback. Written into the run's private
-  rundir and bound read-only over the view's files; the host's files are never
-  written. Skipped for a file the policy does not show or denies (masked), and
+  sandbox's host name resolves to loopback. Written into the sandbox's own
+  scratch tmpfs beside the view (mounts.scratch_at) and bound read-only over
+  the view's files; the host's files are never written. Skipped for a file the policy does not show or denies (masked), and
   for one that is a symlink (its target would be resolved on the host).
 - **HOME** (`home`): identity.HOME_DIR, made in the private /tmp, mode 0700.
 - **/sys/fs/cgroup** (`cgroup_tree`): the sandbox's OWN cgroups, read-only.
@@ -71,7 +71,7 @@ def _masked(path: str, masks: tuple[str, ...]) -> bool:
 RESOLV_CONF = "nameserver 127.0.0.1\noptions attempts:2 timeout:2\n"
 
 
-def etc_files(root: str, rundir: str, masks: tuple[str, ...], uid: int, gid: int,
+def etc_files(root: str, beside: str, masks: tuple[str, ...], uid: int, gid: int,
               hostname: str, setattr_: Callable[[str], None],
               resolver: bool = False) -> list[str]:
     """Bind the generated passwd, group and hosts over the view's; returns those bound.
@@ -95,7 +95,7 @@ def etc_files(root: str, rundir: str, masks: tuple[str, ...], uid: int, gid: int
             text = identity.hosts_view(text, hostname)
         else:
             text = RESOLV_CONF
-        src = os.path.join(rundir, "view-" + name)
+        src = os.path.join(beside, "view-" + name)
         fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, text.encode())

@@ -56,6 +56,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     res.timings = dict(rep.timings)
     res.warm = rep.prestarted
     res.pooled = rep.pooled
+    res.view_prebuilt = rep.view_prebuilt
     res.clipped = dict(rep.clipped)
     res.denied_syscalls = dict(rep.denied_syscalls)
     if rep.output is not None:

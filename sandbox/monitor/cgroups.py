@@ -85,6 +85,13 @@ class RunCgroup:
         return {c: v for c, (v, _) in self.dirs.items()}
 
     @property
+    def view(self) -> tuple[str, ...]:
+        """What the sandbox's /sys/fs/cgroup shows (sysview.cgroup_tree): its v1
+        controllers, and "unified" when it has a v2 cgroup."""
+        return tuple(sorted(c for c, (v, _) in self.dirs.items() if v == "v1")) + \
+            (("unified",) if any(v == "v2" for v, _ in self.dirs.values()) else ())
+
+    @property
     def paths(self) -> list[str]:
         seen: list[str] = []
         for _, d in self.dirs.values():

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from sandbox import protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
+from sandbox.launcher import tidy
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.pool_stubs import StubPools
@@ -112,8 +113,11 @@ class Host:
             t.start()
         # warm pools per effective policy (pool_stubs), tried before the spare
         self.pools: StubPools | None = None
+        self._scratch: tuple[str, int] | None = None
         if spares:
-            self.pools = StubPools(self.zygote, self.watch, self.unwatch, self._ends.put)
+            self._scratch = _view_scratch()
+            self.pools = StubPools(self.zygote, self.watch, self.unwatch, self._ends.put,
+                                   scratch=self._scratch[0] if self._scratch else None)
             self._new_spare()
         self._swept = time.monotonic()
 
@@ -200,8 +204,7 @@ class Host:
         else the spare if it is ready and fits `spec` (a new one is made at once).
         `ctx`: the run's context, whose policy and plan are the spec's, parsed once."""
         if self.pools is not None:
-            pre = self.pools.take(spec, *((ctx.policy, ctx.fs_plan) if ctx is not None
-                                          else ()))
+            pre = self.pools.take(spec, ctx)
             if pre is not None:
                 return pre
         sp = self.spare
@@ -400,11 +403,31 @@ class Host:
         if self.pools is not None:
             self.pools.close()
         self.zygote.close()
+        if self._scratch is not None:   # pooled views are built over it (prebuilt.py)
+            tidy.remove_now(*self._scratch)
+            self._scratch = None
         for _ in self._workers:
             self._ends.put(None)
         deadline = time.monotonic() + 10.0   # ends under way: their cgroups go too
         for t in self._workers:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _view_scratch() -> tuple[str, int] | None:
+    """The directory pooled views are built over (sandbox/isolation/prebuilt.py: each
+    pooled PID 1 mounts a tmpfs of its own on it, in its own mount namespace), beside
+    the runs' directories, with an owner lock (tidy.own) so that a sweep removes it only
+    once this host is gone; None (no view pools) when it cannot be made."""
+    import tempfile
+    try:
+        path = tempfile.mkdtemp(prefix=f"{tidy.PREFIX}view-")
+    except OSError:
+        return None
+    try:
+        return path, tidy.own(path)
+    except OSError:
+        tidy.remove_now(path, -1)
+        return None
 
 
 def _end(run: Run, wake: Callable[[], None] | None = None) -> None:

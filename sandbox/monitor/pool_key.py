@@ -12,21 +12,21 @@ prepares:
   limits): namespaces on or off, the network namespace own or the host's.
   This is today's spare (sandbox/monitor/spare.py).
 - ``limits``: also the cgroup limits written (memory, processes).
-- ``view``: also the filesystem view mounted (the whole plan, the network
-  section, best_effort, the identity, whether a terminal is bound): PID 1
-  forked and waiting after the mount layer. Not built (docs/architecture.md
-  "Warm pools" says what it would take); the key is here so that its
-  late-bound parts are named and tested now.
+- ``view``: also the policy's part of the filesystem view mounted: PID 1
+  forked and waiting with the view built but for the run's own directories
+  (sandbox/isolation/prebuilt.py; exec'd programs without a terminal,
+  sandbox/monitor/pool_stubs.py). Its shape is what that PID 1 builds: the
+  early steps of the mount table as they are (kinds, real paths, flags), the
+  scratch sizes, the masks outside the run's directories, the network
+  section, best_effort, the identity, whether a terminal is bound.
 
 What is per run and never in the key (`PER_RUN`): the run id, argv, the
 environment, the descriptors, the audit database, the clock, stdio and, at
 every level, what is applied after the run is known (Landlock, seccomp,
 rlimits, privileges: the last layers of contain.SEQUENCE). At the ``view``
-level the run's own directories (rundir, workdir, output, tmp) are per run
-too: they appear in the key as ``${RUNDIR}``, ``${WORKDIR}``, ``${OUTPUT}``,
-``${TMP}``, with their relations to each other and to every rule and mask
-(which plan paths are at or above them), since those decide where a
-late-bound mount would go.
+level the run's own steps (its directories, anything at or under them) are per
+run too: they are made from the run's own table once it is known, so two runs
+from different work directories share a pool when the rest is the same.
 
 The policy files the run's policy came from (their content hashes,
 sandbox.policy.sources) are part of the key: a pool serves only runs of the
@@ -39,10 +39,13 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sandbox.jsontypes import JSON, JSONObject
 from sandbox.isolation.context import RunPaths
+from sandbox.isolation.mount_steps import Step
+from sandbox.isolation.mounts import _under
+from sandbox.isolation.prebuilt import run_dirs, split
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
 from sandbox.policy.sources import SourceFile, Sources, digest as sources_digest
@@ -51,15 +54,14 @@ from sandbox.protocol import PolicySource, Spec
 LEVELS = ("stub", "limits", "view")
 
 # Spec fields that are the run's own and never shape a prestarted sandbox (at the
-# view level, `paths` is abstracted rather than left out: see `view_shape`).
+# view level, `paths` decide which steps are the run's own: see `view_shape`).
 PER_RUN = frozenset({"run_id", "mode", "argv", "env", "ipc_fd", "audit_db", "audit_max_bytes",
-                     "init_path", "clock", "stdio", "cgroup_memory", "cgroup_view"})
+                     "init_path", "clock", "stdio"})
 
 # Policy sections applied after the run is known, at every level: never in the key.
 LATE_LAYERS = ("syscalls", "audit", "env", "limits.wall", "limits.cpu", "limits.file_size",
                "limits.open_files", "limits.monitor_cpu")
 
-ROOTS = ("RUNDIR", "WORKDIR", "OUTPUT", "TMP")
 
 
 @dataclass(frozen=True, order=True)
@@ -84,40 +86,41 @@ def limits_shape(policy: Policy, namespaces: bool = True) -> JSONObject:
 
 
 def view_shape(policy: Policy, plan: FsPlan, paths: RunPaths, *, namespaces: bool = True,
-               uid: int | None = None, gid: int | None = None, tty: bool = False
-               ) -> JSONObject:
-    """And the filesystem view mounted, with the run's own directories abstracted."""
-    roots = _roots(paths)
-    rules = [{**asdict(r), "path": abstract(r.path, roots), "real": abstract(r.real, roots)}
-             for r in plan.rules]
-    for r in rules:
-        r.pop("rule")   # the policy's wording of a grant: documentation, not state
-    # canonical order: a random run directory name must not reorder the list (parents
-    # still come before children: a parent's path sorts before its children's)
-    rules.sort(key=lambda r: (r["path"], json.dumps(r, sort_keys=True)))
-    masks = sorted(abstract(m, roots) for m in plan.masks)
-    literal = [r.path for r in plan.rules] + list(plan.masks)
+               uid: int | None = None, gid: int | None = None, tty: bool = False,
+               early: Sequence[Step] | None = None) -> JSONObject:
+    """And the policy's part of the view built (sandbox/isolation/prebuilt.py): exactly
+    what the pooled PID 1 builds before its run, the early steps of the run's mount
+    table (`early`, else computed here: ValueError when the table does not split), and
+    what that build reads besides: the scratch sizes, the masks outside the run's
+    directories (the /etc copies honour them), the network section (a resolver file),
+    best_effort, the identity, whether a terminal is bound. The run's own steps are
+    made per run from its own table, so its directories are not in the key at all."""
+    dirs = run_dirs(paths)
+    if early is None:
+        from sandbox.isolation import mounts
+        got = split(mounts.prepare(plan).steps, dirs)
+        if got is None:
+            raise ValueError("pool key: the plan's view does not split (prebuilt.split)")
+        early = got[0]
     return {**limits_shape(policy, namespaces), "level": "view",
-            "rules": _plain(rules), "masks": _plain(masks),
-            "output": abstract(plan.output, roots) if plan.output else "",
+            "early": [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec] for s in early],
+            "masks": _plain(sorted(m for m in plan.masks if not any(_under(m, d) for d in dirs))),
             "tmp_size": plan.tmp_size, "scratch_exec": plan.scratch_exec,
-            "output_size": plan.output_size, "output_inodes": plan.output_inodes,
-            "relations": _plain(_relations(roots, literal)),
-            "network": _plain(asdict(policy.network)),
-            "best_effort": policy.best_effort, "workdir_mode": policy.filesystem.workdir,
+            "network": _plain(asdict(policy.network)), "best_effort": policy.best_effort,
             "uid": os.getuid() if uid is None else uid,
             "gid": os.getgid() if gid is None else gid,
             "tty": bool(tty)}
 
 
 def shape(level: str, policy: Policy, plan: FsPlan, paths: RunPaths, *,
-          namespaces: bool = True, tty: bool = False) -> JSONObject:
+          namespaces: bool = True, tty: bool = False,
+          early: Sequence[Step] | None = None) -> JSONObject:
     if level == "stub":
         return stub_shape(policy, namespaces)
     if level == "limits":
         return limits_shape(policy, namespaces)
     if level == "view":
-        return view_shape(policy, plan, paths, namespaces=namespaces, tty=tty)
+        return view_shape(policy, plan, paths, namespaces=namespaces, tty=tty, early=early)
     raise ValueError(f"unknown pool level {level!r} (known: {', '.join(LEVELS)})")
 
 
@@ -131,50 +134,20 @@ def key_of(shape_: JSONObject, sources: Sources = ()) -> PoolKey:
 
 
 def key(level: str, policy: Policy, plan: FsPlan, paths: RunPaths, sources: Sources = (), *,
-        namespaces: bool = True, tty: bool = False) -> PoolKey:
-    return key_of(shape(level, policy, plan, paths, namespaces=namespaces, tty=tty), sources)
+        namespaces: bool = True, tty: bool = False,
+        early: Sequence[Step] | None = None) -> PoolKey:
+    return key_of(shape(level, policy, plan, paths, namespaces=namespaces, tty=tty,
+                        early=early), sources)
 
 
-# -- the run's own directories -------------------------------------------------------
-def _roots(paths: RunPaths) -> list[tuple[str, str]]:
-    """(host path, name) of the run's own directories, longest first, each under its
-    absolute and its real spelling (plan paths are real paths)."""
-    out: dict[str, str] = {}
-    for name, p in zip(ROOTS, (paths.rundir, paths.workdir, paths.output, paths.tmp)):
-        if not p:
-            continue
-        for spelling in (os.path.abspath(p), os.path.realpath(p)):
-            if spelling != "/":
-                out.setdefault(spelling.rstrip("/"), name)
-    return sorted(out.items(), key=lambda kv: (-len(kv[0]), kv[0]))
-
-
-def abstract(path: str, roots: list[tuple[str, str]]) -> str:
-    """`path` with the longest run directory at or above it replaced by ``${NAME}``."""
-    for root, name in roots:
-        if path == root:
-            return "${" + name + "}"
-        if path.startswith(root + "/"):
-            return "${" + name + "}" + path[len(root):]
-    return path
-
-
-def _relations(roots: list[tuple[str, str]], literal: list[str]) -> dict[str, list[str]]:
-    """For each run directory: the plan paths (abstracted) and the other run directories
-    at or above it: where its late-bound mount would land decides on them."""
-    rel: dict[str, set[str]] = {}
-    for root, name in roots:
-        above = {abstract(p, roots) for p in literal
-                 if p == "/" or root == p or root.startswith(p.rstrip("/") + "/")}
-        above |= {"${" + other + "}" for r, other in roots
-                  if other != name and root.startswith(r + "/")}
-        rel.setdefault(name, set()).update(above)
-    return {name: sorted(v) for name, v in sorted(rel.items())}
+_SCALARS = frozenset({str, int, bool, float})
 
 
 def _plain(v: object) -> JSON:
     """Tuples as lists, mappings as dicts of plain values; a value JSON has no form for
     is a bug of the caller (TypeError), never hashed by its repr."""
+    if type(v) in _SCALARS or v is None:   # most of a shape, without the ABC's check
+        return v  # type: ignore[return-value]  # one of _SCALARS
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     if isinstance(v, Mapping):
@@ -192,7 +165,8 @@ def sources_of(wire: list[PolicySource]) -> Sources:
 
 
 def for_spec(spec: Spec, level: str, policy: Policy | None = None,
-             plan: FsPlan | None = None) -> tuple[PoolKey, Sources] | None:
+             plan: FsPlan | None = None, early: Sequence[Step] | None = None
+             ) -> tuple[PoolKey, Sources] | None:
     """The key of the run `spec` describes, and the files its policy came from; None when
     the run cannot be pooled (no namespaces: best effort without a user namespace).
     `policy` and `plan`: the spec's own, when the caller has parsed them already (the
@@ -205,4 +179,4 @@ def for_spec(spec: Spec, level: str, policy: Policy | None = None,
                      output=spec.paths.output, tmp=spec.paths.tmp)
     sources = sources_of(spec.policy_sources)
     return key(level, policy, plan, paths, sources, namespaces=True,
-               tty=spec.stdio.tty is not None), sources
+               tty=spec.stdio.tty is not None, early=early), sources

@@ -1,4 +1,4 @@
-"""The monitor host's warm pools of stubs: per effective policy, limits written.
+"""The monitor host's warm pools of stubs: per effective policy, limits written or view built.
 
 `sandbox.monitor.pools` is the bookkeeping (what to take, start, drop); this
 module is what it manages in the host: stubs forked by the zygote (`stubs.make`)
@@ -10,23 +10,37 @@ the monitor writes nothing, the stub gets the spec at once); any other run
 falls back to the host's spare or a stub made for it (a miss), and makes its
 key recently used so the next runs find stubs ready.
 
+An exec'd program's run without a terminal is pooled one level deeper, ``view``,
+when its plan splits (sandbox/isolation/prebuilt.py): the pooled PID 1 is also
+sent the policy's part of the run's mount table before any run and builds it
+(`ViewReady`), so the run's mount layer is left with its own directories. Such a
+sandbox is served only while the host is as it was: the bound sources' (device,
+inode), the host's mount table and the /etc files the view's copies came from
+(`ViewState.fresh`); else it is discarded and the run starts cold.
+
 Everything here runs on the host's event loop; a stub's readiness is one of its
 sources. What blocks (removing a cgroup waits for its last process) goes to the
 host's end workers through `defer`, except when the host ends (`close`).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from sandbox.monitor import pool_key, stubs
+from sandbox import protocol
+from sandbox.errors import ProtocolError
+from sandbox.isolation import mounts, prebuilt, sysview
+from sandbox.isolation.context import ContainContext, RunPaths
+from sandbox.isolation.mount_steps import Prepared, Step
+from sandbox.monitor import pool_key, runspec, stubs
 from sandbox.monitor.pool_key import PoolKey
 from sandbox.monitor.pools import Pools, Settings, Ticket
 from sandbox.policy.model import Limits, Policy
 from sandbox.policy.plan import FsPlan
-from sandbox.protocol import Spec
+from sandbox.protocol import Spec, ViewReady
 
 if TYPE_CHECKING:
     from sandbox.monitor.cgroups import RunCgroup
@@ -41,24 +55,81 @@ MEASURE_EVERY = 16
 
 
 @dataclass(frozen=True)
+class ViewRecipe:
+    """What a PID 1 pooled at the ``view`` level builds before its run: the policy's part
+    of the mount table (prebuilt.split) and the policy and plan it is built from."""
+    policy: Policy
+    plan: FsPlan
+    early: tuple[Step, ...]
+    real: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Recipe:
     """How to make a stub of one key: what its shape names, nothing per run."""
     network: bool           # its own network namespace
     memory: int | None
     processes: int | None
+    view: ViewRecipe | None = None
 
 
-def recipe_of(policy: Policy) -> Recipe:
+def recipe_of(policy: Policy, view: ViewRecipe | None = None) -> Recipe:
     return Recipe(network=policy.network.mode != "host", memory=policy.limits.memory,
-                  processes=policy.limits.processes)
+                  processes=policy.limits.processes, view=view)
+
+
+# the host's mount table's digest, and each /etc source's (dev, ino, size, mtime, ctime)
+HostState = tuple[bytes, tuple[tuple[int, int, int, int, int] | None, ...]]
+
+
+def host_state() -> HostState:
+    """What a pooled view depends on besides its binds' sources: the host's mount table
+    (a mount made since would be missing from it) and the /etc files its copies were
+    made from (sysview.etc_files)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = hashlib.sha256(f.read()).digest()
+    except OSError:
+        table = b""
+    files: list[tuple[int, int, int, int, int] | None] = []
+    for name in sysview.ETC_FILES:
+        try:
+            st = os.stat("/etc/" + name)
+            files.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            files.append(None)
+    return table, tuple(files)
+
+
+@dataclass
+class ViewState:
+    """A pooled view: the early steps it was built with, the host's state when it was
+    asked for (`host_state`), and each bound source's (path, device, inode) as bound."""
+    early: tuple[Step, ...]
+    state: HostState
+    sources: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def fresh(self, early: tuple[Step, ...], state: HostState) -> bool:
+        """Whether it is the view a cold start of a run with `early` steps would build
+        now, the host being in `state`."""
+        if early != self.early or state != self.state:
+            return False
+        for path, dev, ino in self.sources:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                return False
+        return True
 
 
 class Pooled:
     """A ready stub in a pool: discarding it ends the stub and frees its cgroups."""
 
-    def __init__(self, pre: stubs.Prestarted, remove_cgroup: Callable[["RunCgroup"], None]
-                 ) -> None:
-        self.pre, self._remove = pre, remove_cgroup
+    def __init__(self, pre: stubs.Prestarted, remove_cgroup: Callable[["RunCgroup"], None],
+                 view: ViewState | None = None) -> None:
+        self.pre, self._remove, self.view = pre, remove_cgroup, view
 
     def discard(self) -> None:
         self.pre.discard()
@@ -93,12 +164,14 @@ class StubPools:
                  watch: Callable[[socket.socket, Callable[[], None]], None],
                  unwatch: Callable[[socket.socket], None],
                  defer: Callable[[Callable[[], object]], None],
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, scratch: str | None = None) -> None:
         self.zygote, self._watch, self._unwatch, self._defer = zygote, watch, unwatch, defer
+        self.scratch = scratch   # where pooled views are built (prebuilt.py); None: no views
         self._closing = False
         self.pools: Pools[Pooled] = Pools(settings)
         self.recipes: dict[PoolKey, Recipe] = {}
         self._starting: dict[int, stubs.Prestarted] = {}   # by status socket fd
+        self._viewing: dict[int, stubs.Prestarted] = {}    # by setup socket fd
         self._n = 0
         # per key: stubs ready so far, and the last measured cost (MEASURE_EVERY)
         self._fills: dict[PoolKey, tuple[int, int | None]] = {}
@@ -110,19 +183,46 @@ class StubPools:
         else:
             self._defer(cg.remove)
 
-    def take(self, spec: Spec, policy: Policy | None = None,
-             plan: FsPlan | None = None) -> stubs.Prestarted | None:
-        """A ready stub of the run's key (its cgroups carry the run's limits), or None.
-        `policy`, `plan`: the spec's, parsed once by the host (runspec.build_context)."""
-        policy = Policy.from_dict(spec.policy) if policy is None else policy
-        keyed = pool_key.for_spec(spec, LEVEL, policy, plan)
+    def take(self, spec: Spec, ctx: ContainContext | None = None) -> stubs.Prestarted | None:
+        """A ready stub of the run's key (its cgroups carry the run's limits; at the
+        ``view`` level its view is built too), or None. `ctx`: the host's context of the
+        run (its policy and plan, the spec's parsed once); a run that may take a view
+        gets its mount table computed here, into `ctx.mount_table` (runspec.pid1_start
+        sends that one)."""
+        policy = Policy.from_dict(spec.policy) if ctx is None else ctx.policy
+        view = self._view_of(spec, ctx)
+        keyed = pool_key.for_spec(spec, "view" if view is not None else LEVEL, policy,
+                                  None if ctx is None else ctx.fs_plan,
+                                  early=None if view is None else view.early)
         if keyed is None:
             return None
         key, sources = keyed
         # this run's own recipe, always (never one recorded for an earlier pool of the key)
-        self.recipes[key] = recipe_of(policy)
-        got = self.pools.take(key, sources, usable=_waiting)
+        self.recipes[key] = recipe_of(policy, view)
+        usable: Callable[[Pooled], bool] = _waiting
+        if view is not None:
+            now, early = host_state(), view.early
+            usable = lambda item: (_waiting(item) and item.view is not None  # noqa: E731
+                                   and item.view.fresh(early, now))
+        got = self.pools.take(key, sources, usable=usable)
         return got.pre if got is not None else None   # refills: `refill`, after the turn
+
+    def _view_of(self, spec: Spec, ctx: ContainContext | None) -> ViewRecipe | None:
+        """The run's view recipe, when it may be pooled at the ``view`` level: an exec'd
+        program (a Python action's PID 1 leaves the layers to its setup child), in
+        namespaces, without a terminal, whose table splits (prebuilt.split)."""
+        if (self.scratch is None or ctx is None or spec.mode != "exec" or not ctx.namespaces
+                or spec.stdio.tty is not None):
+            return None
+        try:
+            table = mounts.prepare(ctx.fs_plan)
+        except Exception:
+            return None   # PID 1 computes it, and fails the mount layer with the reason
+        ctx.mount_table = table
+        got = prebuilt.split(table.steps, prebuilt.run_dirs(ctx.paths))
+        if got is None:
+            return None
+        return ViewRecipe(ctx.policy, ctx.fs_plan, tuple(got[0]), tuple(table.real.items()))
 
     def refill(self) -> None:
         """Start what the pools want. The host calls it after each turn of its loop, off
@@ -151,6 +251,7 @@ class StubPools:
         except (OSError, ValueError):
             cg = None
         # None: no cgroup can be made here; a cold start makes none either (rlimits hold)
+        state = host_state() if recipe.view is not None else None   # before the fork
         try:
             pre = stubs.make(self.zygote, cg, namespaces=True, network=recipe.network)
         except OSError:
@@ -160,9 +261,10 @@ class StubPools:
             return
         pre.limits_written = True
         self._starting[pre.status.fileno()] = pre
-        self._watch(pre.status, lambda: self._ready(ticket, pre))
+        self._watch(pre.status, lambda: self._ready(ticket, pre, recipe, state))
 
-    def _ready(self, ticket: Ticket, pre: stubs.Prestarted) -> None:
+    def _ready(self, ticket: Ticket, pre: stubs.Prestarted, recipe: Recipe,
+               state: HostState | None) -> None:
         self._unwatch(pre.status)
         self._starting.pop(pre.status.fileno(), None)
         ready = pre.take_ready()
@@ -170,28 +272,79 @@ class StubPools:
             Pooled(pre, self._remove).discard()
             self.pools.failed(ticket)
             return
+        if recipe.view is None or state is None:
+            self._filled(ticket, pre, None)
+            return
+        vs = ViewState(recipe.view.early, state)
+        try:
+            pre.go.send(protocol.start_to_bytes(runspec.view_start(self._view_context(
+                recipe.view, pre))))
+        except (OSError, ProtocolError):
+            Pooled(pre, self._remove).discard()
+            self.pools.failed(ticket)
+            return
+        self._viewing[pre.setup.fileno()] = pre
+        self._watch(pre.setup, lambda: self._view_ready(ticket, pre, vs))
+
+    def _view_context(self, view: ViewRecipe, pre: stubs.Prestarted) -> ContainContext:
+        """What the pooled PID 1 builds from: the policy and plan, the early steps, the
+        stub's own cgroups (the view's /sys/fs/cgroup), the scratch directory."""
+        assert self.scratch is not None
+        return ContainContext(
+            policy=view.policy, paths=RunPaths(rundir=self.scratch, workdir="/", output="",
+                                               tmp=""),
+            fs_plan=view.plan, ipc_fd=-1, monitor_fd=-1, outer_uid=os.getuid(),
+            outer_gid=os.getgid(), namespaces=True, audit_files=view.policy.audit.files,
+            cgroup_view=getattr(pre.cgroup, "view", ()),
+            mount_table=Prepared(view.plan, list(view.early), dict(view.real)))
+
+    def _view_ready(self, ticket: Ticket, pre: stubs.Prestarted, vs: ViewState) -> None:
+        self._unwatch(pre.setup)
+        self._viewing.pop(pre.setup.fileno(), None)
+        msg: ViewReady | None = None
+        fds: list[int] = []
+        sender = 0
+        try:
+            msg, fds, sender = stubs.recv_setup(pre.setup, (ViewReady,))
+        except (OSError, ProtocolError):
+            pass
+        for fd in fds:
+            os.close(fd)
+        if msg is None or not msg.ok or fds or sender != pre.pid1:   # PID 1's, no other's
+            Pooled(pre, self._remove).discard()
+            self.pools.failed(ticket)
+            return
+        vs.sources = [(p, d, i) for p, d, i in msg.sources]
+        pre.view_built = True
+        self._filled(ticket, pre, vs)
+
+    def _filled(self, ticket: Ticket, pre: stubs.Prestarted, vs: ViewState | None) -> None:
         n, cost = self._fills.get(ticket.key, (0, None))
         if n % MEASURE_EVERY == 0 or cost is None:
             cost = private_bytes(pre.pid1 or pre.stub_pid)
         self._fills[ticket.key] = (n + 1, cost)
-        self.pools.filled(ticket, Pooled(pre, self._remove), cost)
+        self.pools.filled(ticket, Pooled(pre, self._remove, vs), cost)
 
     def sweep(self) -> None:
         self.pools.sweep()
 
-    def zygote_died(self) -> None:
-        """Every stub here died with the zygote that forked them: discard them all; the
-        pools and their targets stay, and `refill` starts them on the new zygote."""
+    def _drop_starting(self) -> None:
         for pre in list(self._starting.values()):
             self._unwatch(pre.status)
             Pooled(pre, self._remove).discard()
         self._starting.clear()
+        for pre in list(self._viewing.values()):
+            self._unwatch(pre.setup)
+            Pooled(pre, self._remove).discard()
+        self._viewing.clear()
+
+    def zygote_died(self) -> None:
+        """Every stub here died with the zygote that forked them: discard them all; the
+        pools and their targets stay, and `refill` starts them on the new zygote."""
+        self._drop_starting()
         self.pools.empty()
 
     def close(self) -> None:
         self._closing = True
-        for pre in list(self._starting.values()):
-            self._unwatch(pre.status)
-            Pooled(pre, self._remove).discard()
-        self._starting.clear()
+        self._drop_starting()
         self.pools.close()

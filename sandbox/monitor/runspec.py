@@ -47,13 +47,15 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
     PID 1 then computes it itself, and fails the mount layer with the reason (a rule
     path swapped for a link since the plan: ELOOP). Over one datagram, `context` goes
     in a memfd (stubs.go); over SPEC_MAX it is a ProtocolError, as the spec was."""
-    table = None
-    if ctx.namespaces:   # without them the mount layer is skipped
+    table = ctx.mount_table   # made when the run took a pooled view (pool_stubs)
+    if ctx.namespaces and (table is None or table.plan is not ctx.fs_plan):
         from sandbox.isolation import mounts
         try:
             table = mounts.prepare(ctx.fs_plan)
         except Exception:
             table = None
+    elif not ctx.namespaces:   # without them the mount layer is skipped
+        table = None
     fresh = ContainContext(policy=ctx.policy, paths=ctx.paths, fs_plan=ctx.fs_plan,
                            ipc_fd=-1, monitor_fd=-1, outer_uid=ctx.outer_uid,
                            outer_gid=ctx.outer_gid, namespaces=ctx.namespaces,
@@ -64,6 +66,31 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
     if len(blob) > SPEC_MAX:
         raise ProtocolError(f"spec: {len(blob)} bytes for PID 1, over {SPEC_MAX}")
     return Pid1Start(mode=spec.mode, context=blob)
+
+
+def view_start(ctx: ContainContext) -> Pid1Start:
+    """What the host sends a PID 1 pooled at the "view" level before any run: the context
+    it builds the policy's part of its view from (sandbox/isolation/prebuilt.py)."""
+    return Pid1Start(mode="view", context=pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def from_view_start(context: bytes) -> ContainContext:
+    """`view_start`'s context back, in the pooled PID 1; ProtocolError when it is not one."""
+    try:
+        ctx = pickle.loads(context)
+    except Exception as exc:
+        raise ProtocolError(f"pid1 view start: {type(exc).__name__}") from None
+    if not isinstance(ctx, ContainContext):
+        raise ProtocolError("pid1 view start: not a context")
+    _known_steps(ctx)
+    return ctx
+
+
+def _known_steps(ctx: ContainContext) -> None:
+    if ctx.mount_table is not None:
+        for st in ctx.mount_table.steps:   # a step the layer cannot perform fails the run
+            if st.kind not in KINDS:
+                raise ProtocolError(f"pid1 start: a mount step of unknown kind {st.kind!r:.40}")
 
 
 def from_start(context: bytes, ipc_fd: int, exit_fd: int,
@@ -77,10 +104,7 @@ def from_start(context: bytes, ipc_fd: int, exit_fd: int,
         raise ProtocolError(f"pid1 start: {type(exc).__name__}") from None
     if not isinstance(spec, Spec) or not isinstance(ctx, ContainContext):
         raise ProtocolError("pid1 start: not a spec and its context")
-    if ctx.mount_table is not None:
-        for st in ctx.mount_table.steps:   # a step the layer cannot perform fails the run
-            if st.kind not in KINDS:
-                raise ProtocolError(f"pid1 start: a mount step of unknown kind {st.kind!r:.40}")
+    _known_steps(ctx)
     use_ipc_fd(spec, ipc_fd)
     ctx.ipc_fd, ctx.monitor_fd, ctx.exit_fd = ipc_fd, monitor_fd, exit_fd
     return spec, ctx

@@ -20,15 +20,17 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError, ZygoteGone
 from sandbox import fdwait
 from sandbox.monitor import runspec, tree
 from sandbox.isolation.libc import adopt_stdio
-from sandbox.protocol import ForkStub, Pid1Start, Spec, StubReady
+from sandbox.protocol import ForkStub, Pid1Start, Spec, StubReady, ViewReady
 from sandbox.sandboxee import entry
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from sandbox.monitor.cgroups import RunCgroup
@@ -53,6 +55,7 @@ class Prestarted:
     request: ForkStub = field(default_factory=ForkStub)
     ready: StubReady | None = None    # once read from `status`
     limits_written: bool = False      # the cgroup was made with this run's limits
+    view_built: bool = False          # ... and its PID 1 built the policy's view (prebuilt.py)
     generation: int = 0               # of the zygote that forked it (Zygotes.lost)
 
     def compatible(self, spec: Spec) -> bool:
@@ -93,6 +96,35 @@ class Prestarted:
         self.stub_fd = -1
 
 
+def recv_setup(sock: socket.socket, accept: tuple[type[T], ...]
+               ) -> tuple[T | None, list[int], int]:
+    """`protocol.recv` of one of `accept` on a setup socket, with the sender's pid
+    (SO_PASSCRED: the kernel's word, not the sender's)."""
+    data, anc, flags, _ = sock.recvmsg(protocol.DATAGRAM_MAX + 1,
+                                       socket.CMSG_SPACE(4 * protocol.MAX_FDS)
+                                       + socket.CMSG_SPACE(12))
+    fds: list[int] = []
+    sender = 0
+    for level, ctype, cdata in anc:
+        if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(cdata[i:i + 4], "little", signed=True)
+                    for i in range(0, len(cdata) - len(cdata) % 4, 4)]
+        elif level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= 4:
+            sender = int.from_bytes(cdata[:4], "little")
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("setup message or its descriptors truncated")
+        if not data:
+            if fds:
+                raise ProtocolError("descriptors without a message")
+            return None, [], sender
+        return protocol.from_datagram(data, *accept), fds, sender
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
 def make(zygote: Forker, cgroup: "RunCgroup | None", *, namespaces: bool = True,
          network: bool = True) -> Prestarted:
     """Ask the zygote for a stub that joins `cgroup` (a RunCgroup or None) and enters the
@@ -126,16 +158,48 @@ def _make(zygote: Forker, cgroup: "RunCgroup | None", namespaces: bool,
                       generation=zygote.generation)
 
 
-def start_pid1(setup_fd: int) -> Callable[[bytes, list[int]], Callable[[], object]]:
-    """In PID 1, once the run arrived: its main, from the pickled start's context and the
-    run's descriptors (runspec.from_start)."""
-    def start(context: bytes, fds: list[int]) -> Callable[[], object]:
+class Pid1Entry:
+    """In PID 1 (sandbox/sandboxee/stub.py): what it does with each start the monitor
+    sends on its go socket. A PID 1 pooled at the "view" level gets one before its run
+    (`prebuild`) and keeps what it built for the run's mount layer (`ctx.prebuilt`)."""
+
+    def __init__(self, setup_fd: int) -> None:
+        self.setup_fd = setup_fd
+        self.view: Any = None   # sandbox.isolation.prebuilt.Prebuilt, once built
+
+    def prebuild(self, context: bytes) -> bool:
+        """Build the policy's part of the view (sandbox/isolation/prebuilt.py) and say
+        `ViewReady` on the setup socket, or why not; False then (PID 1 ends: its
+        namespace may hold half a view)."""
+        from sandbox.errors import SetupError
+        from sandbox.isolation import prebuilt
+        try:
+            self.view = prebuilt.build(runspec.from_view_start(context))
+            msg = ViewReady(ok=True, sources=[(p, d, i) for p, (d, i) in self.view.seen.items()])
+        except SetupError as exc:
+            msg = ViewReady(ok=False, why=str(exc)[:1000])
+        except Exception as exc:
+            msg = ViewReady(ok=False, why=f"{type(exc).__name__}: {exc}"[:1000])
+        mon = socket.socket(fileno=self.setup_fd)
+        try:
+            try:
+                protocol.send(mon, msg)
+            except ProtocolError:   # over its bounds: more binds than it reports
+                msg = ViewReady(ok=False, why="too many binds to report")
+                protocol.send(mon, msg)
+        finally:
+            mon.detach()
+        return msg.ok
+
+    def __call__(self, context: bytes, fds: list[int]) -> Callable[[], object]:
+        """Once the run arrived: PID 1's main, from the pickled start's context and the
+        run's descriptors (runspec.from_start)."""
         if len(fds) != 5:
             raise ProtocolError(f"the stub got {len(fds)} descriptors, not 5")
-        spec, ctx = runspec.from_start(context, fds[0], fds[4], setup_fd)
+        spec, ctx = runspec.from_start(context, fds[0], fds[4], self.setup_fd)
+        ctx.prebuilt = self.view
         adopt_stdio(*fds[1:4])
         return lambda: entry.main(ctx, spec)
-    return start
 
 
 def go(pre: Prestarted, start: Pid1Start, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:

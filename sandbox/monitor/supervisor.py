@@ -118,9 +118,7 @@ class Supervisor:
         self.ctx.cgroup_memory = "memory" in cg.applied
         names = {"memory": "memory", "pids": "processes"}
         # The run's own cgroups, shown read-only at the view's /sys/fs/cgroup (sysview.py)
-        dirs = getattr(cg, "dirs", {})
-        self.ctx.cgroup_view = tuple(sorted(c for c, (v, _) in dirs.items() if v == "v1")) + \
-            (("unified",) if any(v == "v2" for v, _ in dirs.values()) else ())
+        self.ctx.cgroup_view = getattr(cg, "view", ())
         self.report.limits_applied.update(
             {names[c]: f"cgroup-{v}" for c, v in cg.applied.items() if c in names})
 
@@ -141,6 +139,7 @@ class Supervisor:
         if pre is not None:
             self.report.prestarted = True
             self.report.pooled = pre.limits_written     # from the run's warm pool
+            self.report.view_prebuilt = pre.view_built  # ... its view built (prebuilt.py)
             if pre.cgroup is not None:
                 if not pre.limits_written:
                     pre.cgroup.apply_limits(self.ctx.policy.limits, overhead=1)  # + the stub
@@ -698,26 +697,4 @@ _SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, ShmFd,
 
 def _recv_with_sender(sock: socket.socket) -> tuple[Any, list[int], int]:
     """`protocol.recv` on the setup socket, with the sender's pid (SO_PASSCRED)."""
-    data, anc, flags, _ = sock.recvmsg(protocol.DATAGRAM_MAX + 1,
-                                       socket.CMSG_SPACE(4 * protocol.MAX_FDS)
-                                       + socket.CMSG_SPACE(12))
-    fds: list[int] = []
-    sender = 0
-    for level, ctype, cdata in anc:
-        if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-            fds += [int.from_bytes(cdata[i:i + 4], "little", signed=True)
-                    for i in range(0, len(cdata) - len(cdata) % 4, 4)]
-        elif level == socket.SOL_SOCKET and ctype == socket.SCM_CREDENTIALS and len(cdata) >= 4:
-            sender = int.from_bytes(cdata[:4], "little")
-    try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            raise ProtocolError("setup message or its descriptors truncated")
-        if not data:
-            if fds:
-                raise ProtocolError("descriptors without a message")
-            return None, [], sender
-        return protocol.from_datagram(data, *_SETUP_MESSAGES), fds, sender
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
+    return stubs.recv_setup(sock, _SETUP_MESSAGES)

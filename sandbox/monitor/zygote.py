@@ -279,9 +279,9 @@ def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,
         from sandbox.sandboxee import stub
         status = socket.socket(fileno=fds[0])
         go = socket.socket(fileno=fds[2])
-        start: Callable[[bytes, list[int]], Callable[[], object]] = stubs.start_pid1(fds[1])
         from sandbox.sandboxee import planned
-        stub.run_waiting(status, go, req, start, _native.INIT_PATH, planned.start(fds[1]))
+        stub.run_waiting(status, go, req, stubs.Pid1Entry(fds[1]), _native.INIT_PATH,
+                         planned.start(fds[1]))
     finally:
         os._exit(1)
 

@@ -99,19 +99,18 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
     death (PDEATHSIG, set before it waits)."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
-        data, fds, flags, _ = socket.recv_fds(go, protocol.DATAGRAM_MAX + 1, protocol.MAX_FDS)
+        got, fds = _next_start(go)
+        if got.mode == "view":   # pooled at the "view" level: the view first, then the run
+            prebuild = getattr(start, "prebuild", None)
+            if fds or prebuild is None or not prebuild(got.context):
+                os._exit(0)   # a view that could not be built serves no run
+            got, fds = _next_start(go)
+            if got.mode != "exec":   # never sent: a Python action's layers are its setup child's
+                for fd in fds:
+                    os.close(fd)
+                raise ProtocolError(f"pid1 start: a {got.mode[:16]!r} run in a pooled view")
         memtrace.mark("stub.spec")
         go.close()
-        if not data and not fds:
-            os._exit(0)  # discarded before use
-        try:
-            if flags & protocol.TRUNCATED:
-                raise ProtocolError("datagram or its descriptors truncated")
-            got = protocol.start_from_bytes(data)
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
         if (undecoded is not None and init_path and req.namespaces
                 and got.mode == "workflow" and not got.in_memfd):
             pid1_main = undecoded(got, fds)
@@ -122,6 +121,22 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
     except BaseException as exc:
         _last_word(status, exc)
     pid1_main()
+
+
+def _next_start(go: socket.socket) -> tuple[Pid1Start, list[int]]:
+    """The next start on the go socket and the descriptors beside it; its end (a pooled
+    sandbox discarded) ends PID 1."""
+    data, fds, flags, _ = socket.recv_fds(go, protocol.DATAGRAM_MAX + 1, protocol.MAX_FDS)
+    if not data and not fds:
+        os._exit(0)  # discarded before use
+    try:
+        if flags & protocol.TRUNCATED:
+            raise ProtocolError("datagram or its descriptors truncated")
+        return protocol.start_from_bytes(data), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _decoded(got: Pid1Start, fds: list[int],
