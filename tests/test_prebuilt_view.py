@@ -154,7 +154,7 @@ def _normal(text: str) -> list[str]:
         sep = f.index("-")
         out.append(" ".join([f[3], f[4], f[5], *f[6:sep], *f[sep + 1:]]))
     rest = re.sub(r"runs/[0-9a-f]{8,}", "runs/RUN", rest)
-    rest = re.sub(r"\d+( root +root +0 +proc)$", r"N\1", rest, flags=re.M)   # its processes
+    rest = re.sub(r"\d+( +\S+ +\S+ +0 +proc)$", r"N\1", rest, flags=re.M)   # its processes
     return sorted(re.sub(r"runs/[0-9a-f]{8,}", "runs/RUN", m) for m in out) + [rest]
 
 
