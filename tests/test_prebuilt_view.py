@@ -146,7 +146,8 @@ PROBE = ("cat /proc/self/mountinfo; echo ==; ls -lA --time-style=+ / /dev /tmp "
 def _normal(text: str) -> list[str]:
     """mountinfo without what differs between two sandboxes of one policy: mount ids,
     device numbers, the run's own id in its output's path; sorted (the pooled view
-    mounts the run's own directories last); /proc's link count (its processes)."""
+    mounts the run's own directories last); /proc's link count (its processes) and the
+    padding `ls` gives it."""
     mounts, rest = text.split("\n==\n", 1)
     out = []
     for line in mounts.splitlines():
@@ -154,7 +155,9 @@ def _normal(text: str) -> list[str]:
         sep = f.index("-")
         out.append(" ".join([f[3], f[4], f[5], *f[6:sep], *f[sep + 1:]]))
     rest = re.sub(r"runs/[0-9a-f]{8,}", "runs/RUN", rest)
-    rest = re.sub(r"\d+( +\S+ +\S+ +0 +proc)$", r"N\1", rest, flags=re.M)   # its processes
+    # /proc's link count is its processes', and ls pads every line to the widest count
+    rest = re.sub(r" +", " ", rest)
+    rest = re.sub(r"\d+( \S+ \S+ 0 proc)$", r"N\1", rest, flags=re.M)
     return sorted(re.sub(r"runs/[0-9a-f]{8,}", "runs/RUN", m) for m in out) + [rest]
 
 

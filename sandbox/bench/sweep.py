@@ -174,7 +174,10 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
         for kind in ("python_action", "exec_program"):
             launcher = Launcher(max_concurrent=c + 2)
             try:
-                launcher.spawn(_workflow("bench.noop"), policy=policy)
+                # warmed by a run of its own kind: a Python action's warm-up left its
+                # policy's `limits` pool waiting beside the `view` pool of the programs
+                launcher.spawn(_workflow("bench.noop") if kind == "python_action"
+                               else ["/bin/true"], policy=policy)
                 time.sleep(0.5)     # the warm-up run's monitor gone, its store closed
                 target: Any = (_workflow("bench.sleep", seconds=HOLD)
                                if kind == "python_action" else ["/bin/sleep", str(HOLD)])

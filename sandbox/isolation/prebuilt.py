@@ -42,6 +42,7 @@ files, and goes with the old root at the pivot. Nothing is written on the host.
 """
 from __future__ import annotations
 
+import marshal
 import os
 from dataclasses import dataclass, field
 
@@ -109,6 +110,17 @@ class Prebuilt:
     early: list[Step]
     mask_file: list[str] = field(default_factory=list)
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """What a pooled PID 1 keeps of the view its setup child built (marshal)."""
+        return marshal.dumps((self.root, [(s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec)
+                                          for s in self.early],
+                              self.mask_file, self.seen))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Prebuilt":
+        root, early, mask_file, seen = marshal.loads(data)
+        return cls(root, [Step(*s) for s in early], list(mask_file), dict(seen))
 
     def finish(self, ctx: ContainContext) -> str:
         """The mount layer's part once the run is known (mounts.apply): the run's own

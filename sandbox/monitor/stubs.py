@@ -17,6 +17,7 @@ run gets a stub made for it.
 """
 from __future__ import annotations
 
+import marshal
 import os
 import socket
 from dataclasses import dataclass, field
@@ -161,35 +162,39 @@ def _make(zygote: Forker, cgroup: "RunCgroup | None", namespaces: bool,
 class Pid1Entry:
     """In PID 1 (sandbox/sandboxee/stub.py): what it does with each start the monitor
     sends on its go socket. A PID 1 pooled at the "view" level gets one before its run
-    (`prebuild`) and keeps what it built for the run's mount layer (`ctx.prebuilt`)."""
+    (`prebuild`) and keeps what was built for the run's mount layer (`ctx.prebuilt`)."""
 
     def __init__(self, setup_fd: int) -> None:
         self.setup_fd = setup_fd
-        self.view: Any = None   # sandbox.isolation.prebuilt.Prebuilt, once built
+        self.view: bytes | None = None   # prebuilt.Prebuilt.to_bytes(), once built
 
     def prebuild(self, context: bytes) -> bool:
-        """Build the policy's part of the view (sandbox/isolation/prebuilt.py) and say
-        `ViewReady` on the setup socket, or why not; False then (PID 1 ends: its
-        namespace may hold half a view)."""
-        from sandbox.errors import SetupError
-        from sandbox.isolation import prebuilt
-        try:
-            self.view = prebuilt.build(runspec.from_view_start(context))
-            msg = ViewReady(ok=True, sources=[(p, d, i) for p, (d, i) in self.view.seen.items()])
-        except SetupError as exc:
-            msg = ViewReady(ok=False, why=str(exc)[:1000])
-        except Exception as exc:
-            msg = ViewReady(ok=False, why=f"{type(exc).__name__}: {exc}"[:1000])
+        """Have the policy's part of the view built (sandbox/isolation/prebuilt.py) and
+        say `ViewReady` on the setup socket, or why not; False then (PID 1 ends: its
+        namespace may hold half a view). Built by a throw-away child (apart.in_child:
+        the mounts are the namespace's, and so stay), as a Python action's namespace
+        layers are: the pages its Python copies die with it, and this PID 1 waits in
+        the pool as small as one of the `limits` level (issue 14: <= 1 MiB per live
+        exec'd program, pools included). Where ns_last_pid cannot be written (the
+        child would take the program's pid 2), it is built here: more memory, same
+        view."""
+        from sandbox.isolation import apart
+        last_pid = apart.available()
+        if last_pid < 0:
+            ready, self.view = _prebuild(context)
+        else:
+            def child(sock: socket.socket) -> None:
+                sock.send(marshal.dumps(_prebuild(context)))
+            got, _ = apart.in_child(child, last_pid, 0)
+            apart.reap()
+            ready, self.view = marshal.loads(got) if got else (protocol.to_datagram(
+                ViewReady(why="the view's setup process ended without an answer")), None)
         mon = socket.socket(fileno=self.setup_fd)
         try:
-            try:
-                protocol.send(mon, msg)
-            except ProtocolError:   # over its bounds: more binds than it reports
-                msg = ViewReady(ok=False, why="too many binds to report")
-                protocol.send(mon, msg)
+            mon.send(ready)
         finally:
             mon.detach()
-        return msg.ok
+        return self.view is not None
 
     def __call__(self, context: bytes, fds: list[int]) -> Callable[[], object]:
         """Once the run arrived: PID 1's main, from the pickled start's context and the
@@ -197,9 +202,31 @@ class Pid1Entry:
         if len(fds) != 5:
             raise ProtocolError(f"the stub got {len(fds)} descriptors, not 5")
         spec, ctx = runspec.from_start(context, fds[0], fds[4], self.setup_fd)
-        ctx.prebuilt = self.view
+        if self.view is not None:
+            from sandbox.isolation import prebuilt
+            ctx.prebuilt = prebuilt.Prebuilt.from_bytes(self.view)
         adopt_stdio(*fds[1:4])
         return lambda: entry.main(ctx, spec)
+
+
+def _prebuild(context: bytes) -> tuple[bytes, bytes | None]:
+    """Build the view of `view_start`'s context: the `ViewReady` datagram to send, and
+    the built view's record (Prebuilt.to_bytes), None when it could not be built."""
+    from sandbox.errors import SetupError
+    from sandbox.isolation import prebuilt
+    kept: bytes | None = None
+    try:
+        done = prebuilt.build(runspec.from_view_start(context))
+        msg = ViewReady(ok=True, sources=[(p, d, i) for p, (d, i) in done.seen.items()])
+        kept = done.to_bytes()
+    except SetupError as exc:
+        msg = ViewReady(ok=False, why=str(exc)[:1000])
+    except Exception as exc:
+        msg = ViewReady(ok=False, why=f"{type(exc).__name__}: {exc}"[:1000])
+    try:
+        return protocol.to_datagram(msg), kept
+    except ProtocolError:   # over its bounds: more binds than it reports
+        return protocol.to_datagram(ViewReady(ok=False, why="too many binds to report")), None
 
 
 def go(pre: Prestarted, start: Pid1Start, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:
