@@ -108,7 +108,7 @@ def _error_dicts(exc: PolicyError) -> list[dict[str, Any]]:
 
 def check(args: argparse.Namespace) -> int:
     from sandbox.policy import default_variables, load_policy, resolve
-    from sandbox.policy.render import summary
+    from sandbox.policy.render import notes, summary
     try:
         policy = load_policy(args.policy)
         # Resolution is part of validity: a variable must expand to absolute paths.
@@ -123,9 +123,12 @@ def check(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         print(json.dumps({"ok": True, "policy": args.policy, "source": policy.source,
-                          "summary": summary(policy), "policy_data": policy.to_dict()}, indent=2))
+                          "summary": summary(policy), "notes": notes(policy),
+                          "policy_data": policy.to_dict()}, indent=2))
     else:
         print(f"ok: {summary(policy)}")
+        for note in notes(policy):
+            print(f"sandbox: note: {note}", file=sys.stderr)
     return 0
 
 

@@ -75,6 +75,18 @@ def to_toml(policy: Policy) -> str:
     return "\n".join(lines) + "\n"
 
 
+def notes(policy: Policy) -> list[str]:
+    """What a valid policy leaves to the caller to know (`sandbox policy check`)."""
+    out = []
+    if policy.audit.files == "none":
+        out.append('[audit] files = "none": deny rules inside granted trees (and the '
+                   "credential stores' masks) hold by mounts alone, and a denied file the "
+                   "host replaces during a run (a rename over it) shows through; "
+                   '"denied" refuses each open from outside the sandbox '
+                   "(docs/threat-model.md)")
+    return out
+
+
 def summary(policy: Policy) -> str:
     fs = policy.filesystem
     n = len(fs.read) + len(fs.write) + len(fs.exec) + len(fs.deny)
