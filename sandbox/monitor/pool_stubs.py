@@ -14,8 +14,10 @@ An exec'd program's run without a terminal is pooled one level deeper, ``view``,
 when its plan splits (sandbox/isolation/prebuilt.py): the pooled PID 1 is also
 sent the policy's part of the run's mount table before any run and builds it
 (`ViewReady`), so the run's mount layer is left with its own directories. Such a
-sandbox is served only while the host is as it was: the bound sources' (device,
-inode), the host's mount table and the /etc files the view's copies came from
+sandbox is served only while the host is as it was: the run's own table has the
+same early steps (a file denied or bound since, or gone since, changes them), the
+bound sources and masked objects have the same (device, inode), the host's mount
+table and the /etc files the view's copies came from are the same
 (`ViewState.fresh`); else it is discarded and the run starts cold.
 
 Everything here runs on the host's event loop; a stub's readiness is one of its
@@ -104,7 +106,8 @@ def host_state() -> HostState:
 @dataclass
 class ViewState:
     """A pooled view: the early steps it was built with, the host's state when it was
-    asked for (`host_state`), and each bound source's (path, device, inode) as bound."""
+    asked for (`host_state`), and the (path, device, inode) of each bound source and
+    each masked object, as mounted on."""
     early: tuple[Step, ...]
     state: HostState
     sources: list[tuple[str, int, int]] = field(default_factory=list)
