@@ -270,6 +270,24 @@ def test_a_masked_file_replaced_after_the_view_was_built_stays_masked(tmp_path):
 
 
 @pytest.mark.isolation
+def test_a_denied_file_made_after_the_view_was_built_is_masked(tmp_path):
+    """A deny of a file that did not exist when the pool filled (no mask then: masks
+    only what is there): once the host makes it, a run must see it masked."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f").write_text("public\n")
+    out = _pooled_then_changed(
+        tmp_path, f'[filesystem]\nread = ["{data}"]\ndeny = ["{data}/later"]\n'
+                  '[audit]\nfiles = "none"\n',
+        str(data / "later"),
+        f"open({str(data / 'later')!r}, 'w').write('a later secret\\n')",
+        argv=("/usr/bin/stat", "-c", "%s %a"))
+    assert [o[0] for o in out[:3]] == ["error"] * 3, out        # not there yet
+    assert [o[2] for o in out[3:]] == ["0 0\n"] * 3, out       # then masked
+    assert any(o[1] for o in out[:3]), out
+
+
+@pytest.mark.isolation
 @pytest.mark.xfail(strict=True, reason="known limit, docs/threat-model.md: the kernel detaches "
                    "a mask whose file the host replaces during the run; without the "
                    "engine's per-call check (files = \"none\") the new file shows")
