@@ -86,9 +86,12 @@ def test_pid1_keeps_no_copy_of_the_namespace_layers_pages():
     """SANDBOX_MEMTRACE's marks (docs/benchmarks.md): PID 1's private pages grew by
     ~1.1 MiB over the namespace, mount and network layers when it ran them itself
     (a Python action's PID 2 inherits them); their child takes them away with it.
-    The least of five runs: PID 1's first mark is taken 50 ms after it starts, and on
-    a loaded machine the stub may exec later, its shared pages turning PID 1's own
-    between two marks."""
+    The median of five runs, either way of which a single run can be off: PID 1's
+    first mark is taken 50 ms after it starts, and on a loaded machine the stub may
+    exec later, its shared pages turning PID 1's own between two marks (larger); the
+    setup child may not have finished exiting when the plan's mark is read, PID 1's
+    pages still shared with it (smaller, even below the first mark: it is reaped only
+    before the program exists)."""
     code = textwrap.dedent("""
         import json, os
         os.environ["SANDBOX_MEMTRACE"] = "1"
@@ -110,12 +113,12 @@ def test_pid1_keeps_no_copy_of_the_namespace_layers_pages():
     marks = [m for _, m in runs]
     # PID 1 takes the child's plan (sandbox/sandboxee/planned.py): the namespace layers,
     # the spec's decoding and the context were ~1.1 MiB of its own when it ran them
-    grown_kib = min(m["pid1.plan"] - m["pid1.start"] for m in marks)
-    assert 0 <= grown_kib < 800, marks
+    grown_kib = sorted(m["pid1.plan"] - m["pid1.start"] for m in marks)[2]
+    assert grown_kib < 800, marks
     # the Landlock ruleset and the seccomp program are made by the child too (contain's
     # `_ahead`): PID 1 only enforces them (~390 KiB when it built them itself)
-    enforce_kib = min(m["pid1.seccomp"] - m["pid1.privileges"] for m in marks)
-    assert 0 <= enforce_kib < 250, marks
+    enforce_kib = sorted(m["pid1.seccomp"] - m["pid1.privileges"] for m in marks)[2]
+    assert enforce_kib < 250, marks
 
 
 def _action(tmp_path, name: str, imports: str, body: str) -> Workflow:
