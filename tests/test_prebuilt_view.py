@@ -244,6 +244,17 @@ def test_a_directory_replaced_after_the_view_was_built_is_seen_as_it_is_now(tmp_
     assert any(o[1] for o in out[:3]), out   # the pool served the first runs
 
 
+def _denied_stat(tmp_path, name: str, change: str) -> list:
+    """`_pooled_then_changed` of `stat -c "%s %a" data/<name>`, a policy reading data/
+    and denying data/<name>, without audit: the engine's per-call check would refuse
+    the path anyway; this judges the mount layer's own mask."""
+    data = tmp_path / "data"
+    return _pooled_then_changed(
+        tmp_path, f'[filesystem]\nread = ["{data}"]\ndeny = ["{data}/{name}"]\n'
+                  '[audit]\nfiles = "none"\n',
+        str(data / name), change, argv=("/usr/bin/stat", "-c", "%s %a"))
+
+
 @pytest.mark.isolation
 def test_a_masked_file_replaced_after_the_view_was_built_stays_masked(tmp_path):
     """Attack on the pool's masks: a mask is mounted on the masked file, and the kernel
@@ -254,19 +265,11 @@ def test_a_masked_file_replaced_after_the_view_was_built_stays_masked(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "secret").write_text("old secret\n")
-    out = _pooled_then_changed(
-        # no audit: the engine's per-call check would refuse the path anyway; this
-        # judges the mount layer's own mask
-        tmp_path, f'[filesystem]\nread = ["{data}"]\ndeny = ["{data}/secret"]\n'
-                  '[audit]\nfiles = "none"\n',
-        str(data / "secret"),
-        f"open({str(data / 'new')!r}, 'w').write('a new secret\\n'); "
-        f"os.replace({str(data / 'new')!r}, {str(data / 'secret')!r})",
-        argv=("/usr/bin/stat", "-c", "%s %a"))
+    out = _denied_stat(tmp_path, "secret",
+                       f"open({str(data / 'new')!r}, 'w').write('a new secret\\n'); "
+                       f"os.replace({str(data / 'new')!r}, {str(data / 'secret')!r})")
     assert [o[2] for o in out] == ["0 0\n"] * 6, out
     assert any(o[1] for o in out[:3]), out
-
-
 
 
 @pytest.mark.isolation
@@ -276,12 +279,8 @@ def test_a_denied_file_made_after_the_view_was_built_is_masked(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "f").write_text("public\n")
-    out = _pooled_then_changed(
-        tmp_path, f'[filesystem]\nread = ["{data}"]\ndeny = ["{data}/later"]\n'
-                  '[audit]\nfiles = "none"\n',
-        str(data / "later"),
-        f"open({str(data / 'later')!r}, 'w').write('a later secret\\n')",
-        argv=("/usr/bin/stat", "-c", "%s %a"))
+    out = _denied_stat(tmp_path, "later",
+                       f"open({str(data / 'later')!r}, 'w').write('a later secret\\n')")
     assert [o[0] for o in out[:3]] == ["error"] * 3, out        # not there yet
     assert [o[2] for o in out[3:]] == ["0 0\n"] * 3, out       # then masked
     assert any(o[1] for o in out[:3]), out
