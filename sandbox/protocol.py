@@ -477,9 +477,9 @@ class Forked:
 @dataclass
 class ViewReady:
     """A PID 1 pooled at the "view" level (sandbox/isolation/prebuilt.py), once it built the
-    policy's part of its view before any run: ok, with each bound source's device and
-    inode as it was bound (the host serves the sandbox only while the paths still lead
-    there), or why not (it then ends)."""
+    policy's part of its view before any run: ok, with the device and inode of each
+    bound source and each masked object as it was mounted on (the host serves the
+    sandbox only while the paths still lead there), or why not (it then ends)."""
     ok: bool = False
     why: str = bound(chars=1024, default="")
     sources: list[tuple[str, int, int]] = bound(chars=4096, items=1024, budget=100_000,
@@ -1064,15 +1064,6 @@ def fork_stub_from_datagram(data: bytes) -> ForkStub:
 
 _ENVELOPE_KEYS = frozenset({"type", "payload"})
 _FORK_STUB_KEYS = frozenset({"namespaces", "network", "cgroup_procs"})
-
-
-def to_envelope(msg: DataclassInstance, max_bytes: int) -> bytes:
-    """A message's envelope as bytes without a datagram's bound; `max_bytes` still
-    bounds it."""
-    data = dumps({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
-    if len(data) > max_bytes:
-        raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over {max_bytes}")
-    return data
 
 
 def from_datagram(data: bytes, *accept: type[T]) -> T:

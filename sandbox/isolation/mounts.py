@@ -690,8 +690,9 @@ def table_of(ctx: ContainContext) -> Prepared:
 def run_steps(ctx: ContainContext, steps: list[Step], root: str, mask_file: list[str],
               rundir: str, seen: dict[str, tuple[int, int]] | None = None) -> dict[str, int]:
     """Steps 2-3 of `steps` on the view at `root`; returns the descriptors the output and
-    the copy-on-write steps made ("output", "cow"). `seen`: each bound source's (st_dev,
-    st_ino) as it was bound (a pooled view's, sandbox/isolation/prebuilt.py)."""
+    the copy-on-write steps made ("output", "cow"). `seen`: the (st_dev, st_ino) of each
+    bound source and each masked object as it was mounted on (a pooled view's,
+    sandbox/isolation/prebuilt.py)."""
     under_dev = [s for s in steps if s.path.startswith("/dev/") and s.kind in ("bind", "link")]
     held: dict[str, int] = {}
     with ExitStack() as fds:

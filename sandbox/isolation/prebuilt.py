@@ -104,8 +104,8 @@ def split(steps: list[Step], dirs: tuple[str, ...]) -> tuple[list[Step], list[St
 
 @dataclass
 class Prebuilt:
-    """What a pooled PID 1 built before its run: where, which steps, and each bound
-    source's (device, inode) as it was bound."""
+    """What a pooled PID 1 built before its run: where, which steps, and the (device,
+    inode) of each bound source and each masked object as it was mounted on."""
     root: str
     early: list[Step]
     mask_file: list[str] = field(default_factory=list)

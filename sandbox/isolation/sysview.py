@@ -15,8 +15,9 @@ already grants, and none of it is writable by the program:
   has HOME = identity.HOME_DIR and a usable shell, its gid has a name, and the
   sandbox's host name resolves to loopback. Written into the sandbox's own
   scratch tmpfs beside the view (mounts.scratch_at) and bound read-only over
-  the view's files; the host's files are never written. Skipped for a file the policy does not show or denies (masked), and
-  for one that is a symlink (its target would be resolved on the host).
+  the view's files; the host's files are never written. Skipped for a file the
+  policy does not show or denies (masked), and for one that is a symlink (its
+  target would be resolved on the host).
 - **HOME** (`home`): identity.HOME_DIR, made in the private /tmp, mode 0700.
 - **/sys/fs/cgroup** (`cgroup_tree`): the sandbox's OWN cgroups, read-only.
   The stub joined the run's cgroups before it unshared the cgroup namespace,

@@ -48,14 +48,14 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
     path swapped for a link since the plan: ELOOP). Over one datagram, `context` goes
     in a memfd (stubs.go); over SPEC_MAX it is a ProtocolError, as the spec was."""
     table = ctx.mount_table   # made when the run took a pooled view (pool_stubs)
-    if ctx.namespaces and (table is None or table.plan is not ctx.fs_plan):
+    if not ctx.namespaces:   # without them the mount layer is skipped
+        table = None
+    elif table is None or table.plan is not ctx.fs_plan:
         from sandbox.isolation import mounts
         try:
             table = mounts.prepare(ctx.fs_plan)
         except Exception:
             table = None
-    elif not ctx.namespaces:   # without them the mount layer is skipped
-        table = None
     fresh = ContainContext(policy=ctx.policy, paths=ctx.paths, fs_plan=ctx.fs_plan,
                            ipc_fd=-1, monitor_fd=-1, outer_uid=ctx.outer_uid,
                            outer_gid=ctx.outer_gid, namespaces=ctx.namespaces,
@@ -76,14 +76,18 @@ def view_start(ctx: ContainContext) -> Pid1Start:
 
 def from_view_start(context: bytes) -> ContainContext:
     """`view_start`'s context back, in the pooled PID 1; ProtocolError when it is not one."""
-    try:
-        ctx = pickle.loads(context)
-    except Exception as exc:
-        raise ProtocolError(f"pid1 view start: {type(exc).__name__}") from None
+    ctx = _unpickled(context, "pid1 view start")
     if not isinstance(ctx, ContainContext):
         raise ProtocolError("pid1 view start: not a context")
     _known_steps(ctx)
     return ctx
+
+
+def _unpickled(context: bytes, what: str) -> object:
+    try:
+        return pickle.loads(context)
+    except Exception as exc:
+        raise ProtocolError(f"{what}: {type(exc).__name__}") from None
 
 
 def _known_steps(ctx: ContainContext) -> None:
@@ -98,12 +102,11 @@ def from_start(context: bytes, ipc_fd: int, exit_fd: int,
     """In PID 1 (or a Python action's setup child): `pid1_start`'s spec and context back,
     with the run's descriptors as they arrived (its ipc and exit pipe) and the setup
     socket to the monitor. ProtocolError when it is not one."""
-    try:
-        spec, ctx = pickle.loads(context)
-    except Exception as exc:
-        raise ProtocolError(f"pid1 start: {type(exc).__name__}") from None
-    if not isinstance(spec, Spec) or not isinstance(ctx, ContainContext):
+    got = _unpickled(context, "pid1 start")
+    if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], Spec)
+            and isinstance(got[1], ContainContext)):
         raise ProtocolError("pid1 start: not a spec and its context")
+    spec, ctx = got
     _known_steps(ctx)
     use_ipc_fd(spec, ipc_fd)
     ctx.ipc_fd, ctx.monitor_fd, ctx.exit_fd = ipc_fd, monitor_fd, exit_fd

@@ -511,7 +511,7 @@ class Supervisor:
         program starts, but a message may arrive later from nobody but the program's
         parent; anything not of the protocol's shape ends this source."""
         try:
-            msg, fds, sender = _recv_with_sender(sock)
+            msg, fds, sender = stubs.recv_setup(sock, _SETUP_MESSAGES)   # SO_PASSCRED
         except (OSError, ProtocolError):
             return False
         if msg is None:
@@ -694,7 +694,3 @@ _SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, ShmFd,
                    ProxyFds,
                    CowFd)
 
-
-def _recv_with_sender(sock: socket.socket) -> tuple[Any, list[int], int]:
-    """`protocol.recv` on the setup socket, with the sender's pid (SO_PASSCRED)."""
-    return stubs.recv_setup(sock, _SETUP_MESSAGES)

@@ -7,8 +7,9 @@ template that their Python wrote is the program's own (docs/benchmarks.md,
 containment context (the policy, the filesystem plan, the mount table) was
 among the largest writers. So a Python action's PID 1 keeps its `Pid1Start`'s
 pickled context as bytes (the start says the spec's mode), and its throw-away
-setup child (sandbox/isolation/apart.py) unpickles it, applies the namespace-wide layers, builds the Landlock ruleset and the seccomp
-program, and answers with a `Pid1Plan`: only what PID 1 and PID 2 still need
+setup child (sandbox/isolation/apart.py) unpickles it, applies the
+namespace-wide layers, builds the Landlock ruleset and the seccomp program,
+and answers with a `Pid1Plan`: only what PID 1 and PID 2 still need
 (the environment, the policy without its filesystem rules, the descriptors).
 The copied pages die with the child.
 
