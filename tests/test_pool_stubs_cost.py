@@ -56,7 +56,9 @@ def test_the_cost_is_read_once_per_key_every_measure_every(monkeypatch):
     while any(len(c) < total for c in costs.values()):
         for ticket in sp.pools.wanted():
             n += 1
-            sp._ready(ticket, _Stub(n), pool_stubs.Recipe(True, None, None), None)
+            stub = _Stub(n)
+            sp._starting[stub.status.fileno()] = stub   # as `_start` records it
+            sp._ready(ticket, stub, pool_stubs.Recipe(True, None, None), None)
     for key in keys:
         got = costs[key][:total]
         assert all(c is not None for c in got)      # never counted blind

@@ -269,7 +269,8 @@ class StubPools:
     def _ready(self, ticket: Ticket, pre: stubs.Prestarted, recipe: Recipe,
                state: HostState | None) -> None:
         self._unwatch(pre.status)
-        self._starting.pop(pre.status.fileno(), None)
+        if self._starting.pop(pre.status.fileno(), None) is None:
+            return   # discarded already (`_drop_starting`), its event still in the batch
         ready = pre.take_ready()
         if ready is None or not ready.ok:
             Pooled(pre, self._remove).discard()
@@ -303,7 +304,8 @@ class StubPools:
 
     def _view_ready(self, ticket: Ticket, pre: stubs.Prestarted, vs: ViewState) -> None:
         self._unwatch(pre.setup)
-        self._viewing.pop(pre.setup.fileno(), None)
+        if self._viewing.pop(pre.setup.fileno(), None) is None:
+            return   # discarded already (`_drop_starting`), its event still in the batch
         msg: ViewReady | None = None
         fds: list[int] = []
         sender = 0

@@ -89,12 +89,16 @@ class Prestarted:
 
     def discard(self) -> None:
         """Not used: end the stub (its parent, the zygote, reaps it). The cgroup is the
-        caller's to remove, once the stub is gone (`cgroup.remove` waits for that)."""
+        caller's to remove, once the stub is gone (`cgroup.remove` waits for that). Once
+        only: a second call (an event of the loop's batch that was already collected when
+        an earlier one discarded it) does nothing, where a pidfd of -1 raised in the
+        host's loop."""
         for s in (self.go, self.setup, self.status):
             s.close()
-        tree.send(self.stub_fd)
-        os.close(self.stub_fd)
-        self.stub_fd = -1
+        if self.stub_fd >= 0:
+            tree.send(self.stub_fd)
+            os.close(self.stub_fd)
+            self.stub_fd = -1
 
 
 def recv_setup(sock: socket.socket, accept: tuple[type[T], ...]
