@@ -173,6 +173,26 @@ def test_writes_are_decided_on_the_link_target_not_the_link():
         shutil.rmtree(root)
 
 
+def test_o_creat_on_an_existing_file_is_decided_as_the_open_it_is(tmp_path):
+    """The kernel creates nothing when O_CREAT names an existing file: it opens it as it
+    is. Before, the broker decided such an open as a create, so in a guarded tree
+    `sh`'s `2>/dev/null` failed ("create of /dev/null was refused"), and with it the
+    command it redirected."""
+    root = str(tmp_path)
+    make_tree(root)
+    creat = os.O_CREAT
+    assert broker_open(root, "/ro/x", os.O_RDONLY | creat, 0o644) == (None, "/ro/x")
+    assert kernel_open(root, "/ro/x", os.O_RDONLY | creat, 0o644) == (None, "/ro/x")
+    # a write is still decided as a write, a new name as a create, O_EXCL as the kernel
+    assert broker_open(root, "/ro/x", os.O_WRONLY | os.O_APPEND | creat, 0o644)[0] == "EACCES"
+    assert broker_open(root, "/ro/new", os.O_WRONLY | creat, 0o644)[0] == "EACCES"
+    assert broker_open(root, "/ro/x", os.O_WRONLY | creat | os.O_EXCL, 0o644)[0] == "EEXIST"
+    assert not os.path.exists(f"{root}/ro/new")
+    # through a link, decided on what it names (a new file there: a create)
+    assert broker_open(root, "/ro/to_rw", os.O_WRONLY | creat, 0o644) == (None, "/rw/w")
+    assert broker_open(root, "/dang_ok", os.O_WRONLY | creat, 0o644) == (None, "/a/new_by_link")
+
+
 def test_a_link_replaced_by_the_sandbox_is_followed_anew(tmp_path):
     """Nothing about a walk is remembered across a name change: the kernel walks again."""
     root = str(tmp_path / "t")

@@ -90,6 +90,14 @@ def lexical_special(path: str) -> str | None:
     return None
 
 
+def _exists(dir_fd: int, name: str) -> bool:
+    """`name` in `dir_fd` exists and is no symlink (never followed)."""
+    try:
+        return not stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _err(code: int, what: str | None = None) -> OSError:
     return OSError(code, os.strerror(code), what)
 
@@ -172,6 +180,13 @@ class Executor:
         excl = creat and flags & S.O_EXCL
         if loc.slash and creat:
             raise _err(errno.EISDIR, name)     # the kernel's answer, before any permission
+        if creat and not excl and op == "create" and _exists(loc.fd, name):
+            # O_CREAT on an existing file (not a link, which is followed below) creates
+            # nothing: the kernel opens it as it is, so it is decided and opened so
+            # (`sh`'s `2>/dev/null`, a log opened for appending). Without O_CREAT: if it
+            # goes meanwhile, ENOENT rather than a file made on a "write" verdict.
+            flags &= ~S.O_CREAT
+            sysflags, creat, op = flags | S.O_CLOEXEC, 0, S.open_operation(flags)
         can_follow = not excl and (loc.slash or not flags & S.O_NOFOLLOW)
         target = join(loc.dir, name)
         v = self.engine.decide(op, target)
