@@ -93,20 +93,34 @@ def guarded_prefixes(policy: Policy, plan: FsPlan) -> tuple[str, ...]:
 
     A deny pattern whose literal prefix lies in a writable tree guards that
     prefix; a writable tree inside a deny pattern's literal prefix is guarded
-    whole. Literal deny paths that exist are masked by the mount layer and are
-    left to it (a mask cannot be removed, renamed over or unlinked: EBUSY).
+    whole. A literal deny path that exists is masked by the mount layer where a
+    rule binds it into the view (or hidden by not being bound at all): the
+    sandbox cannot remove, rename over or unlink a mask (EBUSY), but the host
+    can replace the file, and the kernel then detaches the mask. In a read-only
+    tree Landlock still refuses the new file (`landlock.around_masks`); in a tree
+    it grants whole -- a host directory bound writable, or any host path bound
+    beneath the private /tmp or /dev/shm -- the monitor must enforce, so a mask
+    there is guarded too. Not one in the output (a tmpfs of the run's own) nor in
+    a copy-on-write work directory (an overlay): there the mask sits on a file of
+    the sandbox's own mount, which the host cannot replace.
     """
     writable = [normalize(r.path) for r in plan.rules if r.write] + list(WRITABLE_AREAS)
+    private = [normalize(plan.output)] if plan.output else []
+    whole = [p for p in (normalize(r.path) for r in plan.rules
+                         if (r.write and not r.cow) or any(_under(normalize(r.path), a)
+                                                           for a in WRITABLE_AREAS))
+             if not any(_under(p, o) for o in private)]
     masks = set(plan.masks)
     out: set[str] = set()
     for pat in policy.filesystem.deny:
+        trees = writable
         if globs.is_glob(pat):
             prefix = normalize(globs.static_prefix(pat) or "/")
         else:
             prefix = normalize(pat)
             if prefix in masks or os.path.lexists(prefix):
-                continue
-        for w in writable:
+                trees = whole if prefix in masks else []
+        for w in trees:
             if _under(prefix, w):
                 out.add(prefix)
             elif _under(w, prefix):

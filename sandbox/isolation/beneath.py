@@ -63,6 +63,13 @@ def open_in_view(root_fd: int, path: str) -> int:
     return libc.openat2(root_fd, _rel(path), _OPATH, 0, VIEW)
 
 
+def open_dir_in_view(root_fd: int, path: str) -> int:
+    """An O_RDONLY | O_DIRECTORY descriptor of directory `path` inside the view rooted
+    at `root_fd` (to be listed)."""
+    return libc.openat2(root_fd, _rel(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                        0, VIEW)
+
+
 def make_dirs(root_fd: int, path: str) -> int:
     """An O_PATH descriptor of directory `path` in the view, created (0755) where
     missing, one component at a time: a symlink on the way is ELOOP, never followed."""

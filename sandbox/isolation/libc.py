@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import socket
 import sys
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Union, cast
 
 from sandbox.isolation.syscall_table import X86_64
 
@@ -112,6 +113,14 @@ def _check(ret: int, what: str | None = None, filename: str | None = None) -> in
             raise OSError(err, os.strerror(err), filename)
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return int(ret)
+
+
+def bound_syscall(name: str) -> Callable[..., int]:
+    """syscall(2) of `name` as one callable of ctypes arguments the caller converted
+    once, for a hot loop (landlock._add_around: a rule per entry of a directory). It
+    returns the raw result: -1 with errno set (`ctypes.get_errno`) on failure."""
+    return cast(Callable[..., int],
+                functools.partial(_libc.syscall, ctypes.c_long(syscall_number(name))))
 
 
 def syscall(name: str, *args: Arg) -> int:

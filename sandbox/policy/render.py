@@ -79,10 +79,11 @@ def notes(policy: Policy) -> list[str]:
     """What a valid policy leaves to the caller to know (`sandbox policy check`)."""
     out = []
     if policy.audit.files == "none":
-        out.append('[audit] files = "none": deny rules inside granted trees (and the '
-                   "credential stores' masks) hold by mounts alone, and a denied file the "
-                   "host replaces during a run (a rename over it) shows through; "
-                   '"denied" refuses each open from outside the sandbox '
+        out.append('[audit] files = "none": a deny inside a writable tree (and a '
+                   "credential store's mask there) holds by its mount alone: a denied "
+                   "file the host replaces there during a run (a rename over it), or one "
+                   "created later, shows through (inside a read-only tree Landlock "
+                   'refuses it too); "denied" has the monitor perform the opens there '
                    "(docs/threat-model.md)")
     return out
 
