@@ -484,6 +484,10 @@ class ViewReady:
     why: str = bound(chars=1024, default="")
     sources: list[tuple[str, int, int]] = bound(chars=4096, items=1024, budget=100_000,
                                                 default_factory=list)
+    # each directory listed for its Landlock rules made ahead (prebuilt.py): path,
+    # device, inode, mtime and ctime (ns) as listed
+    dirs: list[tuple[str, int, int, int, int]] = bound(chars=4096, items=256, budget=50_000,
+                                                       default_factory=list)
 
 
 # -- stub -> monitor (status socket) ------------------------------------------------

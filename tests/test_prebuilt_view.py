@@ -284,3 +284,31 @@ def test_a_denied_file_made_after_the_view_was_built_is_masked(tmp_path):
     assert [o[0] for o in out[:3]] == ["error"] * 3, out        # not there yet
     assert [o[2] for o in out[3:]] == ["0 0\n"] * 3, out       # then masked
     assert any(o[1] for o in out[:3]), out
+
+
+@pytest.mark.isolation
+def test_a_file_added_beside_a_denied_one_after_the_pool_filled_is_read(tmp_path):
+    """A pooled view's Landlock rules are made with it, and a directory holding a
+    denied file is granted entry by entry as it was listed then: a file the host adds
+    there after the pool filled must be read as a cold run reads it (the host compares
+    the directory's stamp before serving the sandbox), while the denied file stays
+    refused. Outside /tmp: Landlock grants the private /tmp, with what is bound
+    beneath it, whole."""
+    import shutil
+    import tempfile
+    top = tempfile.mkdtemp(prefix="sandbox-pool-", dir="/var/tmp")
+    try:
+        os.chmod(top, 0o755)
+        data = os.path.join(top, "data")
+        os.mkdir(data)
+        for name, text in (("secret", "secret\n"), ("f", "f\n")):
+            with open(os.path.join(data, name), "w") as f:
+                f.write(text)
+        out = _pooled_then_changed(
+            tmp_path, f'[filesystem]\nread = ["{data}"]\ndeny = ["{data}/secret"]\n'
+                      '[audit]\nfiles = "none"\n', os.path.join(data, "later"),
+            f"open({os.path.join(data, 'later')!r}, 'w').write('later\\n')")
+    finally:
+        shutil.rmtree(top)
+    assert [o[2] for o in out] == [""] * 3 + ["later\n"] * 3, out
+    assert any(o[1] for o in out[:3]) and any(o[1] for o in out[3:]), out   # pooled runs

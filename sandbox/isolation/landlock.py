@@ -144,7 +144,7 @@ class PathRule(NamedTuple):
 
 
 def around_masks(rules: list[PathRule], masks: tuple[str, ...], *,
-                 writable: bool = True) -> list[PathRule]:
+                 writable: bool = True, resolve: bool = True) -> list[PathRule]:
     """The masks (deny inside allow) held by Landlock too, which cannot carve a hole in
     a granted tree: a rule with masks beneath it is marked to be granted child by
     child instead, down the directories that lead to a mask, leaving out the masks.
@@ -159,10 +159,12 @@ def around_masks(rules: list[PathRule], masks: tuple[str, ...], *,
     Landlock grants whole. `writable=False` leaves writable rules whole: a writable
     directory granted child by child could not have its new files opened (Landlock
     has no "files this sandbox made"), so there the mask alone holds
-    (docs/threat-model.md)."""
+    (docs/threat-model.md). `resolve=False`: `masks` are real paths already (the mount
+    table's; in the view a mask, a bind of a deleted file, no longer resolves to its
+    own path)."""
     real_masks = set()
     for m in masks:
-        found = mounts.resolve(m)
+        found = mounts.resolve(m) if resolve else None
         real_masks.add(found[0] if found is not None else os.path.normpath(m))
     out: list[PathRule] = []
     for rule in rules:
@@ -173,7 +175,7 @@ def around_masks(rules: list[PathRule], masks: tuple[str, ...], *,
 
 
 def _add_around(ruleset: int, dir_fd: int, path: str, masks: tuple[str, ...],
-                allowed: int) -> None:
+                allowed: int, stamps: list[Stamp] | None = None) -> None:
     """Rules on each entry of directory `dir_fd` (at `path`) but the masks and links,
     down the subdirectories that lead to a mask. Each entry is opened relative to the
     directory, without following a link. An entry that changed since it was listed (a
@@ -188,6 +190,9 @@ def _add_around(ruleset: int, dir_fd: int, path: str, masks: tuple[str, ...],
     for m in masks:
         name, _, rest = m[len(base):].partition("/")
         below.setdefault(name, []).append(m if rest else "")
+    if stamps is not None:
+        st = os.fstat(dir_fd)
+        stamps.append((path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
     with os.scandir(dir_fd) as it:
         entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
     attr = PathBeneathAttr()
@@ -204,7 +209,7 @@ def _add_around(ruleset: int, dir_fd: int, path: str, masks: tuple[str, ...],
             continue
         try:
             if lead:
-                _add_around(ruleset, fd, base + name, tuple(lead), allowed)
+                _add_around(ruleset, fd, base + name, tuple(lead), allowed, stamps)
                 continue
             attr.allowed_access = allowed if is_dir else allowed & FILE_RIGHTS
             attr.parent_fd = fd
@@ -236,17 +241,20 @@ def real_paths(ctx: ContainContext) -> dict[str, str]:
     return out
 
 
-def plan_rules(ctx: ContainContext) -> list[PathRule]:
-    """The plan's rules at their real paths plus the fixed scratch and device ones.
+def plan_rules(ctx: ContainContext, view: bool | None = None) -> list[PathRule]:
+    """The plan's rules at their real paths plus the fixed scratch and device ones;
+    those of the mount view when `view` (default: when the mount layer is applied; a
+    pooled view's are made before it is, sandbox/isolation/prebuilt.py).
 
     A plan rule's path is the real path the mount table resolved (a policy path
     may hold links: ``/lib`` on merged-/usr systems, a work directory reached
-    through one); `_add_path_rules` opens it with RESOLVE_NO_SYMLINKS, so a
+    through one); `add_path_rules` opens it with RESOLVE_NO_SYMLINKS, so a
     component swapped for a link since then is never followed to its target.
     A rule whose path did not exist then grants nothing."""
     # A copy-on-write rule is writable only through its overlay: without the mount
     # layer (best_effort, no namespaces) it would be the host's directory itself.
-    cow_ok = "mounts" in ctx.active
+    view = "mounts" in ctx.active if view is None else view
+    cow_ok = view
     real = real_paths(ctx)
     rules = [PathRule(r.path if r.path in mounts.SPECIAL else real[r.path],
                       rights_for(r.read, r.write and (cow_ok or not r.cow), r.exec))
@@ -254,8 +262,13 @@ def plan_rules(ctx: ContainContext) -> list[PathRule]:
     tmp_exec = ctx.fs_plan.scratch_exec or any(r.path == "/tmp" and r.exec
                                                for r in ctx.fs_plan.rules)
     scratch = WRITE | (EXECUTE if tmp_exec else 0)
-    if "mounts" in ctx.active:
-        rules = around_masks(rules, ctx.fs_plan.masks, writable=False)
+    if view:
+        table = ctx.mount_table
+        if table is not None and (table.plan is ctx.fs_plan or table.plan == ctx.fs_plan):
+            rules = around_masks(rules, tuple(s.path for s in table.steps if s.kind == "mask"),
+                                 writable=False, resolve=False)
+        else:
+            rules = around_masks(rules, ctx.fs_plan.masks, writable=False)
         # The sandbox's own mounts, made by the mount layer (no host link among them).
         rules += [PathRule("/tmp", scratch), PathRule("/dev", DEV), PathRule("/dev/shm", WRITE),
                   PathRule("/proc", READ)]
@@ -284,10 +297,18 @@ def _open_rule(rule: PathRule, view_root: int | None) -> int:
     return beneath.open_dir(rule.path) if rule.around else beneath.open_source(rule.path)
 
 
-def _add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs: int) -> None:
+Stamp = tuple[str, int, int, int, int]   # a directory granted around masks, as listed
+
+
+def add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs: int,
+                   root: str | None, stamps: list[Stamp] | None = None) -> None:
+    """Each rule, its path opened beneath `root` (the mount view's; None: the host's);
+    into `stamps`, (path, device, inode, mtime, ctime) of each directory listed to
+    grant a rule around masks (what a pooled view's host compares before serving it:
+    an entry added, removed or replaced there changes them)."""
     attr = PathBeneathAttr()
-    view_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
-        if "mounts" in ctx.active else None
+    view_root = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) \
+        if root is not None else None
     try:
         for rule in rules:
             try:
@@ -307,7 +328,7 @@ def _add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs
                 raise SetupError("landlock", why) from None
             try:
                 if rule.around:
-                    _add_around(ruleset, fd, rule.path, rule.around, rule.rights & fs)
+                    _add_around(ruleset, fd, rule.path, rule.around, rule.rights & fs, stamps)
                     continue
                 allowed = rule.rights & fs
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
@@ -373,27 +394,44 @@ def apply(ctx: ContainContext, *, abstract_scope: bool = True) -> None:
 
 
 def build(ctx: ContainContext, *, abstract_scope: bool = True) -> tuple[int, int]:
-    """The ruleset of `ctx` (a descriptor) and the ABI it was made for. Raises SetupError."""
+    """The ruleset of `ctx` (a descriptor) and the ABI it was made for: a pooled view's
+    ruleset made with the view, completed with the run's own rules, when it is the one
+    this run would make (`Prebuilt.landlock`), else a new one. Raises SetupError."""
     abi = abi_version()
     if abi < 1:
         raise SetupError("landlock", "kernel has no Landlock (see sandbox doctor)")
     fs, net, scoped = handled(abi, ctx.policy.network.mode)
     if not abstract_scope:
         scoped &= ~SCOPE_ABSTRACT_UNIX_SOCKET
-    attr = RulesetAttr(fs, net, scoped)
-    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    if ctx.prebuilt is not None and abstract_scope and "mounts" in ctx.active:
+        ahead = ctx.prebuilt.landlock(ctx, (fs, net, scoped))
+        if ahead is not None:
+            return ahead, abi
+    ruleset = create_ruleset(abi, (fs, net, scoped))
     try:
-        ruleset = libc.syscall("landlock_create_ruleset", ctypes.byref(attr),
-                               ctypes.c_size_t(size), ctypes.c_uint32(0))
-    except OSError as exc:
-        raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
-    try:
-        _add_path_rules(ctx, ruleset, plan_rules(ctx), fs)
-        if ctx.init_fd >= 0:
-            _add_init_rule(ruleset, ctx.init_fd, fs)
-        if net & NET_CONNECT_TCP and ctx.policy.network.mode == "allowlist":
-            _add_proxy_rule(ruleset)
+        add_path_rules(ctx, ruleset, plan_rules(ctx), fs,
+                       "/" if "mounts" in ctx.active else None)
+        add_fixed_rules(ctx, ruleset, fs, net)
     except BaseException:
         os.close(ruleset)
         raise
     return ruleset, abi
+
+
+def create_ruleset(abi: int, masks: tuple[int, int, int]) -> int:
+    """A new ruleset handling (fs, net, scoped) `masks` (`handled`). Raises SetupError."""
+    attr = RulesetAttr(*masks)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    try:
+        return libc.syscall("landlock_create_ruleset", ctypes.byref(attr),
+                            ctypes.c_size_t(size), ctypes.c_uint32(0))
+    except OSError as exc:
+        raise SetupError("landlock", f"landlock_create_ruleset: {exc.strerror}") from None
+
+
+def add_fixed_rules(ctx: ContainContext, ruleset: int, fs: int, net: int) -> None:
+    """The rules of no plan: the sandbox's init, the allowlist proxy's port."""
+    if ctx.init_fd >= 0:
+        _add_init_rule(ruleset, ctx.init_fd, fs)
+    if net & NET_CONNECT_TCP and ctx.policy.network.mode == "allowlist":
+        _add_proxy_rule(ruleset)

@@ -34,6 +34,20 @@ What must hold, and how:
   table (a mount made since would be missing) and the /etc files the view's
   copies were made from.
 
+The Landlock ruleset is made with the view too (`ahead`): every rule but the
+run's own (at or under a run directory), opened beneath the view's root, which
+the pivot keeps (a rule holds the inode). Every built-in policy's /etc is
+granted entry by entry around its denied secrets (`landlock.around_masks`), ~1
+ms of a run made cold; so a host entry added, removed or replaced since in such
+a directory would be missing from the rules, and each directory listed is
+reported with its stamp (device, inode, mtime, ctime), which the host compares
+before serving the sandbox as it compares the bound sources. At the run the
+setup child takes the ruleset only when the run's rules outside its own
+directories are the ones it holds, and adds the run's (`Prebuilt.landlock`);
+else it makes one whole, as a cold start does. A rule granted around masks
+that holds a run directory, or a rule skipped under best_effort, leaves the
+whole ruleset to the run.
+
 The view under construction lives at `<scratch>/root`, where `scratch` is a
 directory the monitor host made for its pools (the pooled context's rundir):
 each pooled PID 1 mounts a tmpfs of its own over it, in its own mount
@@ -47,7 +61,7 @@ import os
 from dataclasses import dataclass, field
 
 from sandbox.errors import SetupError
-from sandbox.isolation import identity, mounts, namespaces
+from sandbox.isolation import identity, landlock, mounts, namespaces
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import Step
 
@@ -102,25 +116,88 @@ def split(steps: list[Step], dirs: tuple[str, ...]) -> tuple[list[Step], list[St
     return early, [s for s, is_l in zip(steps, late) if is_l]
 
 
+def _late_rule(rule: landlock.PathRule, dirs: tuple[str, ...]) -> bool:
+    return any(mounts._under(rule.path, d) for d in dirs)
+
+
 @dataclass
 class Prebuilt:
-    """What a pooled PID 1 built before its run: where, which steps, and the (device,
-    inode) of each bound source and each masked object as it was mounted on."""
+    """What a pooled PID 1 built before its run: where, which steps, the (device,
+    inode) of each bound source and each masked object as it was mounted on, and the
+    Landlock rules made ahead (`ahead`): their masks (fs, net, scoped), the rules,
+    and the stamp of each directory listed for them; `ruleset` is that ruleset's
+    descriptor in PID 1 (-1: none), never marshalled."""
     root: str
     early: list[Step]
     mask_file: list[str] = field(default_factory=list)
     seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    handled: tuple[int, int, int] = (0, 0, 0)
+    rules: list[landlock.PathRule] = field(default_factory=list)
+    stamps: list[landlock.Stamp] = field(default_factory=list)
+    ruleset: int = -1
 
     def to_bytes(self) -> bytes:
         """What a pooled PID 1 keeps of the view its setup child built (marshal)."""
         return marshal.dumps((self.root, [(s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec)
                                           for s in self.early],
-                              self.mask_file, self.seen))
+                              self.mask_file, self.seen, self.handled,
+                              [tuple(r) for r in self.rules]))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Prebuilt":
-        root, early, mask_file, seen = marshal.loads(data)
-        return cls(root, [Step(*s) for s in early], list(mask_file), dict(seen))
+        root, early, mask_file, seen, handled, rules = marshal.loads(data)
+        return cls(root, [Step(*s) for s in early], list(mask_file), dict(seen),
+                   tuple(handled), [landlock.PathRule(*r) for r in rules])
+
+    def ahead(self, ctx: ContainContext) -> None:
+        """In the view's setup child, once the early steps and the system view are
+        mounted: the Landlock ruleset with every rule outside the run's own
+        directories (module doc); none when it cannot be made so."""
+        abi = landlock.abi_version()
+        if abi < 1:
+            return
+        masks = landlock.handled(abi, ctx.policy.network.mode)
+        dirs = run_dirs(ctx.paths)
+        rules = landlock.plan_rules(ctx, view=True)
+        if any(r.around and any(mounts._under(d, r.path) for d in dirs) for r in rules):
+            return          # listed now, it would not hold the run's mounts beneath it
+        early = [r for r in rules if not _late_rule(r, dirs)]
+        skipped = dict(ctx.skipped)
+        stamps: list[landlock.Stamp] = []
+        try:
+            fd = landlock.create_ruleset(abi, masks)
+        except SetupError:
+            return
+        try:
+            landlock.add_path_rules(ctx, fd, early, masks[0], self.root, stamps)
+        except (SetupError, OSError):
+            os.close(fd)
+            return
+        if ctx.skipped != skipped:   # best_effort dropped a grant: the run says so itself
+            ctx.skipped = skipped
+            os.close(fd)
+            return
+        self.handled, self.rules, self.stamps, self.ruleset = masks, early, stamps, fd
+
+    def landlock(self, ctx: ContainContext, masks: tuple[int, int, int]) -> int | None:
+        """At the run, in its setup child (landlock.build): the ruleset made ahead with
+        the run's own rules added, when the run's other rules are the ones it holds;
+        None otherwise (the run makes one whole)."""
+        if self.ruleset < 0 or masks != self.handled:
+            return None
+        dirs = run_dirs(ctx.paths)
+        rules = landlock.plan_rules(ctx)
+        if [r for r in rules if not _late_rule(r, dirs)] != self.rules:
+            return None
+        fd, self.ruleset = self.ruleset, -1     # the caller's now: it closes it
+        try:
+            landlock.add_path_rules(ctx, fd, [r for r in rules if _late_rule(r, dirs)],
+                                    masks[0], "/")
+            landlock.add_fixed_rules(ctx, fd, masks[0], masks[1])
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def finish(self, ctx: ContainContext) -> str:
         """The mount layer's part once the run is known (mounts.apply): the run's own
@@ -156,4 +233,5 @@ def build(ctx: ContainContext) -> Prebuilt:
     if held:
         raise SetupError("mounts", "a pooled view's early steps made a run's own mount")
     mounts.system_view(ctx, root)
+    done.ahead(ctx)
     return done

@@ -64,6 +64,10 @@ class ViewRecipe:
     plan: FsPlan
     early: tuple[Step, ...]
     real: tuple[tuple[str, str], ...]
+    # the recipe run's work directory and output: Landlock's rules at or under them are
+    # the run's own, made at the run (prebuilt.Prebuilt.ahead)
+    workdir: str = "/"
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,9 @@ class ViewState:
     early: tuple[Step, ...]
     state: HostState
     sources: list[tuple[str, int, int]] = field(default_factory=list)
+    # each directory its Landlock rules were listed from (prebuilt.py): an entry added,
+    # removed or replaced there since changes its stamp
+    dirs: list[tuple[str, int, int, int, int]] = field(default_factory=list)
 
     def fresh(self, early: tuple[Step, ...], state: HostState) -> bool:
         """Whether it is the view a cold start of a run with `early` steps would build
@@ -123,6 +130,13 @@ class ViewState:
             except OSError:
                 return False
             if (st.st_dev, st.st_ino) != (dev, ino):
+                return False
+        for path, dev, ino, mtime, ctime in self.dirs:
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) != (dev, ino, mtime, ctime):
                 return False
         return True
 
@@ -225,7 +239,8 @@ class StubPools:
         got = prebuilt.split(table.steps, prebuilt.run_dirs(ctx.paths))
         if got is None:
             return None
-        return ViewRecipe(ctx.policy, ctx.fs_plan, tuple(got[0]), tuple(table.real.items()))
+        return ViewRecipe(ctx.policy, ctx.fs_plan, tuple(got[0]), tuple(table.real.items()),
+                          ctx.paths.workdir, ctx.paths.output)
 
     def refill(self) -> None:
         """Start what the pools want. The host calls it after each turn of its loop, off
@@ -292,11 +307,12 @@ class StubPools:
 
     def _view_context(self, view: ViewRecipe, pre: stubs.Prestarted) -> ContainContext:
         """What the pooled PID 1 builds from: the policy and plan, the early steps, the
-        stub's own cgroups (the view's /sys/fs/cgroup), the scratch directory."""
+        stub's own cgroups (the view's /sys/fs/cgroup), the scratch directory, and the
+        recipe run's own directories (only to tell its Landlock rules apart)."""
         assert self.scratch is not None
         return ContainContext(
-            policy=view.policy, paths=RunPaths(rundir=self.scratch, workdir="/", output="",
-                                               tmp=""),
+            policy=view.policy, paths=RunPaths(rundir=self.scratch, workdir=view.workdir,
+                                               output=view.output, tmp=""),
             fs_plan=view.plan, ipc_fd=-1, monitor_fd=-1, outer_uid=os.getuid(),
             outer_gid=os.getgid(), namespaces=True, audit_files=view.policy.audit.files,
             cgroup_view=getattr(pre.cgroup, "view", ()),
@@ -320,6 +336,7 @@ class StubPools:
             self.pools.failed(ticket)
             return
         vs.sources = [(p, d, i) for p, d, i in msg.sources]
+        vs.dirs = [(p, d, i, m, c) for p, d, i, m, c in msg.dirs]
         pre.view_built = True
         self._filled(ticket, pre, vs)
 

@@ -171,6 +171,7 @@ class Pid1Entry:
     def __init__(self, setup_fd: int) -> None:
         self.setup_fd = setup_fd
         self.view: bytes | None = None   # prebuilt.Prebuilt.to_bytes(), once built
+        self.ruleset = -1                # its Landlock ruleset made ahead (Prebuilt.ahead)
 
     def prebuild(self, context: bytes) -> bool:
         """Have the policy's part of the view built (sandbox/isolation/prebuilt.py) and
@@ -185,14 +186,17 @@ class Pid1Entry:
         from sandbox.isolation import apart
         last_pid = apart.available()
         if last_pid < 0:
-            ready, self.view = _prebuild(context)
+            ready, self.view, self.ruleset = _prebuild(context)
         else:
             def child(sock: socket.socket) -> None:
-                sock.send(marshal.dumps(_prebuild(context)))
-            got, _ = apart.in_child(child, last_pid, 0)
+                ready, kept, ruleset = _prebuild(context)
+                socket.send_fds(sock, [marshal.dumps((ready, kept))],
+                                [ruleset] if ruleset >= 0 else [])
+            got, fds = apart.in_child(child, last_pid, 1)
             apart.reap()
             ready, self.view = marshal.loads(got) if got else (protocol.to_datagram(
                 ViewReady(why="the view's setup process ended without an answer")), None)
+            self.ruleset = fds[0] if fds and self.view is not None else -1
         mon = socket.socket(fileno=self.setup_fd)
         try:
             mon.send(ready)
@@ -209,28 +213,37 @@ class Pid1Entry:
         if self.view is not None:
             from sandbox.isolation import prebuilt
             ctx.prebuilt = prebuilt.Prebuilt.from_bytes(self.view)
+            if self.ruleset >= 0:   # kept through the privileges layer's close of the rest
+                ctx.prebuilt.ruleset = self.ruleset
+                ctx.keep_fds = (*ctx.keep_fds, self.ruleset)
         adopt_stdio(*fds[1:4])
         return lambda: entry.main(ctx, spec)
 
 
-def _prebuild(context: bytes) -> tuple[bytes, bytes | None]:
-    """Build the view of `view_start`'s context: the `ViewReady` datagram to send, and
-    the built view's record (Prebuilt.to_bytes), None when it could not be built."""
+def _prebuild(context: bytes) -> tuple[bytes, bytes | None, int]:
+    """Build the view of `view_start`'s context: the `ViewReady` datagram to send, the
+    built view's record (Prebuilt.to_bytes), None when it could not be built, and the
+    Landlock ruleset made with it (-1: none)."""
     from sandbox.errors import SetupError
     from sandbox.isolation import prebuilt
     kept: bytes | None = None
+    ruleset = -1
     try:
         done = prebuilt.build(runspec.from_view_start(context))
-        msg = ViewReady(ok=True, sources=[(p, d, i) for p, (d, i) in done.seen.items()])
-        kept = done.to_bytes()
+        msg = ViewReady(ok=True, sources=[(p, d, i) for p, (d, i) in done.seen.items()],
+                        dirs=list(done.stamps))
+        kept, ruleset = done.to_bytes(), done.ruleset
     except SetupError as exc:
         msg = ViewReady(ok=False, why=str(exc)[:1000])
     except Exception as exc:
         msg = ViewReady(ok=False, why=f"{type(exc).__name__}: {exc}"[:1000])
     try:
-        return protocol.to_datagram(msg), kept
+        return protocol.to_datagram(msg), kept, ruleset
     except ProtocolError:   # over its bounds: more binds than it reports
-        return protocol.to_datagram(ViewReady(ok=False, why="too many binds to report")), None
+        if ruleset >= 0:
+            os.close(ruleset)
+        return (protocol.to_datagram(ViewReady(ok=False, why="too many binds to report")),
+                None, -1)
 
 
 def go(pre: Prestarted, start: Pid1Start, ipc_fd: int, exit_fd: int, stdio: list[int]) -> None:
