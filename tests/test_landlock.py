@@ -308,3 +308,57 @@ def test_without_namespaces_landlock_alone_guards_host_paths(tree):
     assert r["active"][-1] == f"landlock:abi{ABI}" and "mounts" not in r["active"]
     assert r["value"] == {"data": "data", "other": "EACCES", "tmp": "ok", "host_tmp": "EACCES",
                           "null": "ok"}
+
+
+def test_a_tree_granted_around_its_masks_grants_each_entry_but_them(tmp_path):
+    """`around_masks` + `add_path_rules`, enforced on a forked process (no sandbox):
+    every entry of the tree reads but the masks, down a subdirectory leading to a
+    mask; a file made after the rules were added (as the host replacing a denied
+    file makes a new inode) is refused; a link among the entries is not granted
+    itself (its target is, by its own rule); a directory on the way that cannot be
+    listed grants nothing beneath it and does not fail the layer."""
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "locked").mkdir()
+    for rel in ("a", "secret", "sub/b", "sub/hidden", "locked/y", "locked/x"):
+        (d / rel).write_text(rel + "\n")
+    os.symlink("a", d / "link")
+    os.chmod(d / "locked", 0)
+    masks = tuple(str(d / m) for m in ("secret", "sub/hidden", "locked/x"))
+    rules = landlock.around_masks([landlock.PathRule(str(d), landlock.READ)], masks,
+                                  writable=False, resolve=False)
+    assert [r.around for r in rules] == [tuple(sorted(masks))]
+    ctx = ContainContext(policy=Policy(), paths=RunPaths(str(tmp_path), "", "", ""),
+                         fs_plan=FsPlan(), ipc_fd=-1, monitor_fd=-1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            fs = landlock.READ_FILE | landlock.READ_DIR
+            rs = landlock.create_ruleset(ABI, (fs, 0, 0))
+            landlock.add_path_rules(ctx, rs, rules, fs, None)
+            (d / "new").write_text("new\n")          # after the rules: a new inode
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.prctl(38, 1, 0, 0, 0) == 0     # PR_SET_NO_NEW_PRIVS
+            landlock.libc.syscall("landlock_restrict_self", ctypes.c_int(rs),
+                                  ctypes.c_uint32(0))
+            got = []
+            for rel in ("a", "sub/b", "secret", "sub/hidden", "new", "locked/y", "link"):
+                try:
+                    got.append(f"{rel}:{open(d / rel).read().strip()}")
+                except OSError as exc:
+                    got.append(f"{rel}:{errno.errorcode[exc.errno or 0]}")
+            os.write(w, " ".join(got).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read().split()
+    os.waitpid(pid, 0)
+    os.chmod(d / "locked", 0o755)
+    # as root the mode-0 directory can be listed, and its other entry is granted
+    locked = "locked/y:locked/y" if os.getuid() == 0 else "locked/y:EACCES"
+    assert out == ["a:a", "sub/b:sub/b", "secret:EACCES", "sub/hidden:EACCES", "new:EACCES",
+                   locked, "link:a"], out

@@ -193,8 +193,11 @@ def _add_around(ruleset: int, dir_fd: int, path: str, masks: tuple[str, ...],
     if stamps is not None:
         st = os.fstat(dir_fd)
         stamps.append((path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-    with os.scandir(dir_fd) as it:
-        entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
+    try:
+        with os.scandir(dir_fd) as it:
+            entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError:
+        return            # cannot be listed (its mode): nothing beneath it is granted
     attr = PathBeneathAttr()
     add, ref = _add_rule_call(ruleset, attr)
     opath = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
