@@ -36,6 +36,7 @@ START_PATH = [
     "isolation/contain.py", "isolation/context.py", "isolation/namespaces.py",
     "isolation/mounts.py", "isolation/mount_steps.py", "isolation/beneath.py", "isolation/network.py",
     "isolation/limits.py", "isolation/privileges.py", "isolation/landlock.py",
+    "isolation/landlock_abi.py", "isolation/landlock_around.py", "isolation/prebuilt.py",
     "isolation/seccomp.py", "isolation/libc.py", "isolation/sysview.py",
     "policy/plan.py",
 ]

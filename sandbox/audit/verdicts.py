@@ -97,8 +97,8 @@ def guarded_prefixes(policy: Policy, plan: FsPlan) -> tuple[str, ...]:
     rule binds it into the view (or hidden by not being bound at all): the
     sandbox cannot remove, rename over or unlink a mask (EBUSY), but the host
     can replace the file, and the kernel then detaches the mask. In a read-only
-    tree Landlock still refuses the new file (`landlock.around_masks`); in a tree
-    it grants whole -- a host directory bound writable, or any host path bound
+    tree Landlock still refuses the new file (landlock_around.py); in a tree it
+    grants whole -- a host directory bound writable, or any host path bound
     beneath the private /tmp or /dev/shm -- the monitor must enforce, so a mask
     there is guarded too. Not one in the output (a tmpfs of the run's own) nor in
     a copy-on-write work directory (an overlay): there the mask sits on a file of

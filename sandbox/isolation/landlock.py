@@ -4,9 +4,8 @@ Why both this and the mount view: the view makes everything outside the plan
 absent, and masks hide denied paths inside allowed trees (Landlock cannot say
 "deny inside allow": its rules only ever add rights beneath a directory, so a
 read-only tree holding a mask is granted entry by entry around it,
-`around_masks`, and the mask holds even once the kernel has detached it).
-Landlock adds a guarantee that does
-not depend on the view being right: nothing outside the plan's rules can be
+landlock_around.py, and the mask holds even once the kernel has detached it).
+Landlock adds a guarantee that does not depend on the view being right: nothing outside the plan's rules can be
 read, written or executed even if a mount were missing or a path reached the
 process some other way (an inherited descriptor's directory, a bind mistake),
 and it keeps working without namespaces (``best_effort``), where it is the
@@ -54,180 +53,22 @@ import ctypes
 import errno
 import os
 import stat
-from functools import lru_cache
-from typing import Any, Callable, NamedTuple
 
 from sandbox.errors import SetupError
 from sandbox.isolation import beneath, libc, mounts
 from sandbox.isolation.context import ContainContext
+# the kernel's interface, and the grant around masks: here too, as the layer's names
+from sandbox.isolation.landlock_abi import (  # noqa: F401
+    CREATE_RULESET_VERSION, DEV, EXECUTE, FILE_RIGHTS, FS_ABI1, FS_BY_ABI, FS_LATEST,
+    IOCTL_DEV, MAKE_BLOCK, MAKE_CHAR, MAKE_DIR, MAKE_FIFO, MAKE_REG, MAKE_SOCK, MAKE_SYM,
+    NET_BIND_TCP, NET_CONNECT_TCP, READ, READ_DIR, READ_FILE, REFER, REMOVE_DIR,
+    REMOVE_FILE, RULE_NET_PORT, RULE_PATH_BENEATH, SCOPE_ABSTRACT_UNIX_SOCKET,
+    SCOPE_SIGNAL, TRUNCATE, WRITE, WRITE_FILE, NetPortAttr, PathBeneathAttr, RulesetAttr,
+    abi_version, handled, probe_abi, rights_for)
+from sandbox.isolation.landlock_around import PathRule, Stamp, add_around, around_masks
 from sandbox.netproxy.inside import PROXY_PORT
 
-CREATE_RULESET_VERSION = 1 << 0
-RULE_PATH_BENEATH, RULE_NET_PORT = 1, 2
-
-EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
-MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK = 1 << 8, 1 << 9, 1 << 10, 1 << 11
-MAKE_SYM, REFER, TRUNCATE, IOCTL_DEV = 1 << 12, 1 << 13, 1 << 14, 1 << 15
-NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
-SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
-
-FS_ABI1 = (1 << 13) - 1                    # EXECUTE .. MAKE_SYM
-FS_BY_ABI = {1: FS_ABI1, 2: FS_ABI1 | REFER, 3: FS_ABI1 | REFER | TRUNCATE,
-             4: FS_ABI1 | REFER | TRUNCATE}
-FS_LATEST = FS_ABI1 | REFER | TRUNCATE | IOCTL_DEV   # ABI 5 and later
-FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
-
-READ = READ_FILE | READ_DIR
-WRITE = (READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG
-         | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM | TRUNCATE | REFER)
-DEV = READ | WRITE_FILE | IOCTL_DEV
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-
-class RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
-
-
-class NetPortAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
-
-
-class PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def probe_abi() -> int:
-    """The kernel's Landlock ABI version; OSError when there is none (EOPNOTSUPP:
-    disabled at boot; ENOSYS: not built in), for `sandbox doctor` to say which."""
-    return libc.syscall("landlock_create_ruleset", None, ctypes.c_size_t(0),
-                        ctypes.c_uint32(CREATE_RULESET_VERSION))
-
-
-@lru_cache(maxsize=1)
-def abi_version() -> int:
-    """The kernel's Landlock ABI version; 0 when Landlock is missing or disabled."""
-    try:
-        return probe_abi()
-    except OSError:
-        return 0
-
-
-def handled(abi: int, network_mode: str) -> tuple[int, int, int]:
-    """(fs, net, scoped) masks for this ABI: the best it offers."""
-    fs = FS_BY_ABI.get(abi, FS_LATEST) if abi > 0 else 0
-    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and network_mode == "none" else 0
-    if abi >= 4 and network_mode == "allowlist":
-        net = NET_CONNECT_TCP      # connect: the proxy's port only (`_add_proxy_rule`)
-    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
-    return fs, net, scoped
-
-
-def rights_for(read: bool, write: bool, exec_: bool) -> int:
-    r = READ if (read or write or exec_) else 0
-    if exec_:
-        r |= EXECUTE
-    if write:
-        r |= WRITE
-    return r
-
-
-class PathRule(NamedTuple):
-    path: str
-    rights: int
-    plan: bool = True   # a plan rule: a real path, opened without following any symlink
-    # The real paths of masks beneath `path`: then the rule is granted entry by entry
-    # around them (`around_masks`, `_add_around`) instead of on `path` itself.
-    around: tuple[str, ...] = ()
-
-
-def around_masks(rules: list[PathRule], masks: tuple[str, ...], *,
-                 writable: bool = True, resolve: bool = True) -> list[PathRule]:
-    """The masks (deny inside allow) held by Landlock too, which cannot carve a hole in
-    a granted tree: a rule with masks beneath it is marked to be granted child by
-    child instead, down the directories that lead to a mask, leaving out the masks.
-    Fail closed: those directories themselves get no right from the rule (they cannot
-    be written directly; with the mount view the view's root rule still lets them be
-    listed), symlinks among the children are not granted (a rule on one would grant
-    its target), and entries created or replaced later (a new inode) are not covered.
-
-    Why with the mount view too: the kernel detaches a mask whose file the host
-    unlinks or renames over (another mount namespace), so a denied file the host
-    replaces during a run (`passwd` writing /etc/shadow) would show through a tree
-    Landlock grants whole. `writable=False` leaves writable rules whole: a writable
-    directory granted child by child could not have its new files opened (Landlock
-    has no "files this sandbox made"), so there the mask alone holds
-    (docs/threat-model.md). `resolve=False`: `masks` are real paths already (the mount
-    table's; in the view a mask, a bind of a deleted file, no longer resolves to its
-    own path)."""
-    real_masks = set()
-    for m in masks:
-        found = mounts.resolve(m) if resolve else None
-        real_masks.add(found[0] if found is not None else os.path.normpath(m))
-    out: list[PathRule] = []
-    for rule in rules:
-        below = tuple(sorted(m for m in real_masks if m.startswith(rule.path.rstrip("/") + "/")))
-        split = below and (writable or not rule.rights & WRITE_FILE)
-        out.append(rule._replace(around=below) if split else rule)
-    return out
-
-
-def _add_around(ruleset: int, dir_fd: int, path: str, masks: tuple[str, ...],
-                allowed: int, stamps: list[Stamp] | None = None) -> None:
-    """Rules on each entry of directory `dir_fd` (at `path`) but the masks and links,
-    down the subdirectories that lead to a mask. Each entry is opened relative to the
-    directory, without following a link. An entry that changed since it was listed (a
-    link now, a file for a directory) is not granted. This runs for every run of every
-    built-in policy (their /etc holds the denied secrets: ~150 entries), so the loop
-    does one dictionary lookup, one open, one add and one close per entry. (A compiled
-    loop was tried: 0.44 against 1.36 ms for /etc in a fork of a warm interpreter, but
-    no difference in the Landlock layer of a run, 1.27-1.92 against 1.32-1.65 ms,
-    alternated: the kernel's side dominates there.)"""
-    base = path.rstrip("/") + "/"
-    below: dict[str, list[str]] = {}      # first name under `path` -> the masks it leads to
-    for m in masks:
-        name, _, rest = m[len(base):].partition("/")
-        below.setdefault(name, []).append(m if rest else "")
-    if stamps is not None:
-        st = os.fstat(dir_fd)
-        stamps.append((path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-    try:
-        with os.scandir(dir_fd) as it:
-            entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
-    except OSError:
-        return            # cannot be listed (its mode): nothing beneath it is granted
-    attr = PathBeneathAttr()
-    add, ref = _add_rule_call(ruleset, attr)
-    opath = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-    for name, is_link, is_dir in entries:
-        lead = below.get(name)
-        if is_link or (lead is not None and ("" in lead or not is_dir)):
-            continue      # a link, a mask, or no directory where a mask was
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                         if lead else opath, dir_fd=dir_fd)
-        except OSError:
-            continue
-        try:
-            if lead:
-                _add_around(ruleset, fd, base + name, tuple(lead), allowed, stamps)
-                continue
-            attr.allowed_access = allowed if is_dir else allowed & FILE_RIGHTS
-            attr.parent_fd = fd
-            if attr.allowed_access:
-                add(ref)      # an error: no longer what was listed, and not granted
-        finally:
-            os.close(fd)
-
-
-def _add_rule_call(ruleset: int, attr: PathBeneathAttr) -> tuple[Callable[[Any], int], Any]:
-    """landlock_add_rule(ruleset, PATH_BENEATH, &attr, 0) as one bound call, its
-    arguments converted once: a call per entry of `_add_around`'s loop."""
-    call, rs = libc.bound_syscall("landlock_add_rule"), ctypes.c_int(ruleset)
-    kind, flags = ctypes.c_int(RULE_PATH_BENEATH), ctypes.c_uint32(0)
-    return (lambda ref: call(rs, kind, ref, flags)), ctypes.byref(attr)
 
 
 def real_paths(ctx: ContainContext) -> dict[str, str]:
@@ -300,9 +141,6 @@ def _open_rule(rule: PathRule, view_root: int | None) -> int:
     return beneath.open_dir(rule.path) if rule.around else beneath.open_source(rule.path)
 
 
-Stamp = tuple[str, int, int, int, int]   # a directory granted around masks, as listed
-
-
 def add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs: int,
                    root: str | None, stamps: list[Stamp] | None = None) -> None:
     """Each rule, its path opened beneath `root` (the mount view's; None: the host's);
@@ -331,7 +169,7 @@ def add_path_rules(ctx: ContainContext, ruleset: int, rules: list[PathRule], fs:
                 raise SetupError("landlock", why) from None
             try:
                 if rule.around:
-                    _add_around(ruleset, fd, rule.path, rule.around, rule.rights & fs, stamps)
+                    add_around(ruleset, fd, rule.path, rule.around, rule.rights & fs, stamps)
                     continue
                 allowed = rule.rights & fs
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):

@@ -117,8 +117,8 @@ def _check(ret: int, what: str | None = None, filename: str | None = None) -> in
 
 def bound_syscall(name: str) -> Callable[..., int]:
     """syscall(2) of `name` as one callable of ctypes arguments the caller converted
-    once, for a hot loop (landlock._add_around: a rule per entry of a directory). It
-    returns the raw result: -1 with errno set (`ctypes.get_errno`) on failure."""
+    once, for a hot loop (landlock_around.add_around: a rule per entry of a directory).
+    It returns the raw result: -1 with errno set (`ctypes.get_errno`) on failure."""
     return cast(Callable[..., int],
                 functools.partial(_libc.syscall, ctypes.c_long(syscall_number(name))))
 

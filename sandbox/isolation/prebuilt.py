@@ -37,12 +37,12 @@ What must hold, and how:
 The Landlock ruleset is made with the view too (`ahead`): every rule but the
 run's own (at or under a run directory), opened beneath the view's root, which
 the pivot keeps (a rule holds the inode). Every built-in policy's /etc is
-granted entry by entry around its denied secrets (`landlock.around_masks`), ~1
-ms of a run made cold; so a host entry added, removed or replaced since in such
+granted entry by entry around its denied secrets (landlock_around.py), ~1 ms of
+a run made cold; so a host entry added, removed or replaced since in such
 a directory would be missing from the rules, and each directory listed is
 reported with its stamp (device, inode, mtime, ctime), which the host compares
-before serving the sandbox as it compares the bound sources. At the run the
-setup child takes the ruleset only when the run's rules outside its own
+before serving the sandbox as it compares the bound sources. At Landlock's turn
+PID 1 takes the ruleset only when the run's rules outside its own
 directories are the ones it holds, and adds the run's (`Prebuilt.landlock`);
 else it makes one whole, as a cold start does. A rule granted around masks
 that holds a run directory, or a rule skipped under best_effort, leaves the
