@@ -85,11 +85,24 @@ def run(ctx: ContainContext, layers: Sequence[tuple[str, Layer]],
     child's, or why it gave none)."""
     data, fds = in_child(lambda sock: _child(ctx, layers, apply, ahead, sock), last_pid_fd,
                          len(_FDS))
+    _handed_over(ctx)
     if not data:
         for fd in fds:
             os.close(fd)
         raise SetupError(layers[0][0], "the setup process ended without an answer")
     _take(ctx, marshal.loads(data), fds)
+
+
+def _handed_over(ctx: ContainContext) -> None:
+    """Once the child answered: PID 1's own descriptor of a pooled view's Landlock
+    ruleset made ahead (sandbox/isolation/prebuilt.py) goes. The child completed that
+    ruleset and sent it back as the run's, or made a whole one; either way a Python
+    action's program, a fork of PID 1, must not inherit it."""
+    pre = ctx.prebuilt
+    if pre is not None and pre.ruleset >= 0:
+        fd, pre.ruleset = pre.ruleset, -1
+        ctx.keep_fds = tuple(f for f in ctx.keep_fds if f != fd)
+        os.close(fd)
 
 
 def in_child(work: Callable[[socket.socket], None], last_pid_fd: int,

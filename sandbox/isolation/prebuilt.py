@@ -182,12 +182,15 @@ class Prebuilt:
     def landlock(self, ctx: ContainContext, masks: tuple[int, int, int]) -> int | None:
         """At the run, in its setup child (landlock.build): the ruleset made ahead with
         the run's own rules added, when the run's other rules are the ones it holds;
-        None otherwise (the run makes one whole)."""
-        if self.ruleset < 0 or masks != self.handled:
+        None otherwise (the run makes one whole, and the one made ahead is closed: a
+        Python action's program, a fork, must not inherit it)."""
+        if self.ruleset < 0:
             return None
         dirs = run_dirs(ctx.paths)
         rules = landlock.plan_rules(ctx)
-        if [r for r in rules if not _late_rule(r, dirs)] != self.rules:
+        if masks != self.handled or [r for r in rules if not _late_rule(r, dirs)] != self.rules:
+            os.close(self.ruleset)
+            self.ruleset = -1
             return None
         fd, self.ruleset = self.ruleset, -1     # the caller's now: it closes it
         try:
@@ -215,6 +218,20 @@ class Prebuilt:
         ctx.output_fd = held.get("output")
         ctx.cow_fd = held.get("cow")
         return self.root
+
+
+def attach(ctx: ContainContext, built: tuple[bytes, int] | None) -> None:
+    """In the PID 1 of a pooled view's run (or its setup child): the view it built
+    (`Prebuilt.to_bytes`, and the Landlock ruleset made ahead, -1: none) for the run's
+    mount and Landlock layers, the ruleset kept through the privileges layer's close
+    of the rest."""
+    if built is None:
+        return
+    record, ruleset = built
+    ctx.prebuilt = Prebuilt.from_bytes(record)
+    if ruleset >= 0:
+        ctx.prebuilt.ruleset = ruleset
+        ctx.keep_fds = (*ctx.keep_fds, ruleset)
 
 
 def build(ctx: ContainContext) -> Prebuilt:

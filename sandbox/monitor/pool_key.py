@@ -14,7 +14,7 @@ prepares:
 - ``limits``: also the cgroup limits written (memory, processes).
 - ``view``: also the policy's part of the filesystem view mounted: PID 1
   forked and waiting with the view built but for the run's own directories
-  (sandbox/isolation/prebuilt.py; exec'd programs without a terminal,
+  (sandbox/isolation/prebuilt.py; exec'd programs and Python actions without a terminal,
   sandbox/monitor/pool_stubs.py). Its shape is what that PID 1 builds: the
   early steps of the mount table as they are (kinds, real paths, flags), the
   scratch sizes, the masks outside the run's directories, the network

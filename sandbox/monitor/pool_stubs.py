@@ -10,8 +10,8 @@ the monitor writes nothing, the stub gets the spec at once); any other run
 falls back to the host's spare or a stub made for it (a miss), and makes its
 key recently used so the next runs find stubs ready.
 
-An exec'd program's run without a terminal is pooled one level deeper, ``view``,
-when its plan splits (sandbox/isolation/prebuilt.py): the pooled PID 1 is also
+A run without a terminal (an exec'd program or a Python action) is pooled one level
+deeper, ``view``, when its plan splits (sandbox/isolation/prebuilt.py): the pooled PID 1 is also
 sent the policy's part of the run's mount table before any run and builds it
 (`ViewReady`), so the run's mount layer is left with its own directories. Such a
 sandbox is served only while the host is as it was: the run's own table has the
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from sandbox.monitor.cgroups import RunCgroup
 
 LEVEL = "limits"
+VIEW_MODES = ("exec", "workflow")   # what a pooled view serves (stub._pid1 takes both)
 # A pooled stub's private bytes are read (smaps_rollup: a walk of its mappings in the
 # kernel, ~0.3 ms of the host's loop per stub) for the first stub of a key and every this
 # many after; the stubs between are counted at their key's last measure (the stubs of one
@@ -226,10 +227,10 @@ class StubPools:
 
     def _view_of(self, spec: Spec, ctx: ContainContext | None) -> ViewRecipe | None:
         """The run's view recipe, when it may be pooled at the ``view`` level: an exec'd
-        program (a Python action's PID 1 leaves the layers to its setup child), in
+        program or a Python action (whose setup child finishes the view: planned.py), in
         namespaces, without a terminal, whose table splits (prebuilt.split)."""
-        if (self.scratch is None or ctx is None or spec.mode != "exec" or not ctx.namespaces
-                or spec.stdio.tty is not None):
+        if (self.scratch is None or ctx is None or spec.mode not in VIEW_MODES
+                or not ctx.namespaces or spec.stdio.tty is not None):
             return None
         try:
             table = mounts.prepare(ctx.fs_plan)

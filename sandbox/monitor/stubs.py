@@ -204,6 +204,12 @@ class Pid1Entry:
             mon.detach()
         return self.view is not None
 
+    @property
+    def built(self) -> tuple[bytes, int] | None:
+        """The view `prebuild` built (its record and its Landlock ruleset, -1: none), for
+        a Python action's PID 1 (sandbox/sandboxee/planned.py), or None."""
+        return None if self.view is None else (self.view, self.ruleset)
+
     def __call__(self, context: bytes, fds: list[int]) -> Callable[[], object]:
         """Once the run arrived: PID 1's main, from the pickled start's context and the
         run's descriptors (runspec.from_start)."""
@@ -212,10 +218,7 @@ class Pid1Entry:
         spec, ctx = runspec.from_start(context, fds[0], fds[4], self.setup_fd)
         if self.view is not None:
             from sandbox.isolation import prebuilt
-            ctx.prebuilt = prebuilt.Prebuilt.from_bytes(self.view)
-            if self.ruleset >= 0:   # kept through the privileges layer's close of the rest
-                ctx.prebuilt.ruleset = self.ruleset
-                ctx.keep_fds = (*ctx.keep_fds, self.ruleset)
+            prebuilt.attach(ctx, self.built)
         adopt_stdio(*fds[1:4])
         return lambda: entry.main(ctx, spec)
 

@@ -21,6 +21,13 @@ cannot be opened (the program would not be PID 2), PID 1 takes the start itself
 and runs `entry.main`: more memory, same sandbox. An exec'd program's PID 1
 takes its start itself too: its PID 2 execs, so these pages go at exec
 anyway, and a setup child would only cost its fork.
+
+A PID 1 pooled at the "view" level (sandbox/isolation/prebuilt.py) had the
+policy's part of the view built before its run, by a throw-away child as
+well; its setup child is given that record and the Landlock ruleset made with
+it, and does only the run's own steps and rules (the mount layer's
+`Prebuilt.finish`, Landlock's `Prebuilt.landlock`). PID 1 closes its own
+descriptor of that ruleset once the child answered.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ import prctl
 
 from sandbox import _native, protocol
 from sandbox.errors import ProtocolError, SetupError
-from sandbox.isolation import apart, libc
+from sandbox.isolation import apart, libc, prebuilt
 from sandbox.isolation.contain import SEQUENCE, _ahead, _apply, contain
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.libc import adopt_stdio
@@ -52,15 +59,21 @@ _DONE = [name for name, _ in SEQUENCE].index("limits")
 _FD_NAMES = ("init_fd", *apart.FDS)   # the descriptors a plan may name
 
 
-def start(setup_fd: int) -> Callable[[Pid1Start, list[int]], Callable[[], object]]:
-    """In PID 1: its main for a start left pickled and the run's descriptors."""
-    def pid1(got: Pid1Start, fds: list[int]) -> Callable[[], object]:
-        return lambda: main(got.context, fds, setup_fd)
+View = tuple[bytes, int]   # a pooled view PID 1 built: its record and Landlock ruleset
+
+
+def start(setup_fd: int) -> Callable[[Pid1Start, list[int], View | None], Callable[[], object]]:
+    """In PID 1: its main for a start left pickled, the run's descriptors and the view
+    it built in the pool (sandbox/isolation/prebuilt.py), if any."""
+    def pid1(got: Pid1Start, fds: list[int], view: View | None = None) -> Callable[[], object]:
+        return lambda: main(got.context, fds, setup_fd, view)
     return pid1
 
 
-def main(data: bytes, fds: list[int], setup_fd: int) -> None:
-    """PID 1 of a Python action (module doc). Never returns."""
+def main(data: bytes, fds: list[int], setup_fd: int, view: View | None = None) -> None:
+    """PID 1 of a Python action (module doc). Never returns. `view`: a pooled view,
+    finished by the setup child (its mount layer's late steps, its Landlock ruleset
+    completed); PID 1's descriptor of that ruleset goes once the child answered."""
     mon = socket.socket(fileno=setup_fd)
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
@@ -71,11 +84,13 @@ def main(data: bytes, fds: list[int], setup_fd: int) -> None:
         ipc_fd, exit_fd = fds[0], fds[4]
         last_pid = apart.available()
         if last_pid < 0:
-            _decode_here(data, ipc_fd, exit_fd, setup_fd)   # never returns
+            _decode_here(data, ipc_fd, exit_fd, setup_fd, view)   # never returns
         keep = (*entry.trace_start(), exit_fd)
         got, held = apart.in_child(
-            lambda sock: _child(data, ipc_fd, exit_fd, setup_fd, keep, sock), last_pid,
+            lambda sock: _child(data, ipc_fd, exit_fd, setup_fd, keep, sock, view), last_pid,
             len(apart.FDS) + 1)
+        if view is not None and view[1] >= 0:
+            os.close(view[1])   # the child's now (completed, or replaced by a whole one)
         if not got:
             for fd in held:
                 os.close(fd)
@@ -98,9 +113,11 @@ def main(data: bytes, fds: list[int], setup_fd: int) -> None:
     entry.start_program(ctx, mon, tty=plan.stdio_tty, mode="workflow", argv=None)
 
 
-def _decode_here(context: bytes, ipc_fd: int, exit_fd: int, setup_fd: int) -> None:
+def _decode_here(context: bytes, ipc_fd: int, exit_fd: int, setup_fd: int,
+                 view: View | None) -> None:
     """No setup child (no ns_last_pid): the start taken in PID 1, then `entry.main`."""
     spec, ctx = _decode(context, ipc_fd, exit_fd, setup_fd)
+    prebuilt.attach(ctx, view)
     entry.main(ctx, spec)
 
 
@@ -119,9 +136,11 @@ def _decode(context: bytes, ipc_fd: int, exit_fd: int,
 
 
 def _child(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int, keep: tuple[int, ...],
-           sock: socket.socket) -> None:
+           sock: socket.socket, view: View | None = None) -> None:
     """The setup child: decode, prepare, apply the namespace-wide layers and build what
-    the later ones enforce (contain's `_ahead`); answer with the `Pid1Plan`."""
+    the later ones enforce (contain's `_ahead`); answer with the `Pid1Plan`. With a
+    pooled `view`, its mount layer does only the run's own steps and its Landlock
+    ruleset completes the one made ahead (prebuilt.Prebuilt.finish and .landlock)."""
     plan = Pid1Plan()
     ctx: ContainContext | None = None
     try:
@@ -133,6 +152,7 @@ def _child(data: bytes, ipc_fd: int, exit_fd: int, setup_fd: int, keep: tuple[in
         if spec.stdio.tty is not None and os.isatty(0):
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
         ctx.keep_fds = (*keep, ctx.init_fd)
+        prebuilt.attach(ctx, view)
         plan.stdio_tty = spec.stdio.tty is not None
         ctx.rlimit_pid = os.getppid()   # PID 1: the limits are its (limits._set)
         error = apart.apply_layers(ctx, SEQUENCE[:_DONE + 1], _apply, _ahead)

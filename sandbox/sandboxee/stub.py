@@ -46,12 +46,15 @@ from sandbox.monitor import tree
 from sandbox.protocol import ForkStub, Pid1Exited, Pid1Start, SetupFailure, StubReady
 from sandbox.sandboxee import forking, memtrace, planned
 
+# A Python action's PID 1 main (planned.start): the start left pickled, the run's
+# descriptors, and the pooled view its PID 1 had built (record and ruleset), if any
+Undecoded = Callable[[Pid1Start, list[int], "tuple[bytes, int] | None"], Callable[[], object]]
+
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                 start: Callable[[bytes, list[int]], Callable[[], object]],
                 init_path: str | None = None,
-                undecoded: Callable[[Pid1Start, list[int]], Callable[[], object]] | None = None
-                ) -> None:
+                undecoded: Undecoded | None = None) -> None:
     """Every stub: join the run's cgroups and enter the namespaces *before* the run is
     known (`req`: sandbox.monitor.zygote), fork PID 1, which waits on `go` for the
     run's `Pid1Start` and descriptors (ipc, stdin, stdout, stderr, exit pipe:
@@ -90,30 +93,33 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
 
 def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
           start: Callable[[bytes, list[int]], Callable[[], object]], init_path: str | None,
-          undecoded: Callable[[Pid1Start, list[int]], Callable[[], object]] | None) -> None:
+          undecoded: Undecoded | None) -> None:
     """PID 1, forked ahead: wait for the run, then run as its PID 1. A Python action's
-    start is not unpickled here: `undecoded(start, fds)` returns its PID 1's main,
-    which has it unpickled by its setup child (sandbox/sandboxee/planned.py); any
-    other is unpickled here and `start(context, fds)` returns PID 1's main. The end
-    of `go` without a start (a pooled sandbox discarded) ends it; so does the stub's
-    death (PDEATHSIG, set before it waits)."""
+    start is not unpickled here: `undecoded(start, fds, view)` returns its PID 1's
+    main, which has it unpickled by its setup child (sandbox/sandboxee/planned.py),
+    which also finishes the pooled view, if any; any other is unpickled here and
+    `start(context, fds)` returns PID 1's main (with the view it built: stubs.Pid1Entry).
+    The end of `go` without a start (a pooled sandbox discarded) ends it; so does the
+    stub's death (PDEATHSIG, set before it waits)."""
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         got, fds = _next_start(go)
+        view: tuple[bytes, int] | None = None
         if got.mode == "view":   # pooled at the "view" level: the view first, then the run
             prebuild = getattr(start, "prebuild", None)
             if fds or prebuild is None or not prebuild(got.context):
                 os._exit(0)   # a view that could not be built serves no run
             got, fds = _next_start(go)
-            if got.mode != "exec":   # never sent: a Python action's layers are its setup child's
+            if got.mode not in ("exec", "workflow"):
                 for fd in fds:
                     os.close(fd)
                 raise ProtocolError(f"pid1 start: a {got.mode[:16]!r} run in a pooled view")
+            view = getattr(start, "built", None)
         memtrace.mark("stub.spec")
         go.close()
         if (undecoded is not None and init_path and req.namespaces
                 and got.mode == "workflow" and not got.in_memfd):
-            pid1_main = undecoded(got, fds)
+            pid1_main = undecoded(got, fds, view)
         else:
             pid1_main = _decoded(got, fds, start)
         memtrace.mark("stub.context")
