@@ -70,6 +70,12 @@ from sandbox.isolation.mount_steps import Step
 SYSTEM = ("/etc", "/dev", "/sys/fs/cgroup", identity.HOME_DIR)
 RUN_OWN = frozenset({"output", "overlay", "rebind"})   # steps that are always the run's
 SHARED = frozenset({"tmp", "proc", "dev"})   # the sandbox's own, whatever the run
+# The runs a pooled view serves (by their spec's mode): an exec'd program's PID 1 finishes
+# the view itself, a Python action's setup child does (sandbox/sandboxee/planned.py)
+VIEW_MODES = ("exec", "workflow")
+# What a pooled PID 1 keeps of the view built for it: `Prebuilt.to_bytes()` and the
+# Landlock ruleset made with it (-1: none)
+Built = tuple[bytes, int]
 
 
 def run_dirs(paths: RunPaths) -> tuple[str, ...]:
@@ -220,7 +226,7 @@ class Prebuilt:
         return self.root
 
 
-def attach(ctx: ContainContext, built: tuple[bytes, int] | None) -> None:
+def attach(ctx: ContainContext, built: Built | None) -> None:
     """In the PID 1 of a pooled view's run (or its setup child): the view it built
     (`Prebuilt.to_bytes`, and the Landlock ruleset made ahead, -1: none) for the run's
     mount and Landlock layers, the ruleset kept through the privileges layer's close

@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from sandbox.monitor.cgroups import RunCgroup
 
 LEVEL = "limits"
-VIEW_MODES = ("exec", "workflow")   # what a pooled view serves (stub._pid1 takes both)
 # A pooled stub's private bytes are read (smaps_rollup: a walk of its mappings in the
 # kernel, ~0.3 ms of the host's loop per stub) for the first stub of a key and every this
 # many after; the stubs between are counted at their key's last measure (the stubs of one
@@ -229,7 +228,7 @@ class StubPools:
         """The run's view recipe, when it may be pooled at the ``view`` level: an exec'd
         program or a Python action (whose setup child finishes the view: planned.py), in
         namespaces, without a terminal, whose table splits (prebuilt.split)."""
-        if (self.scratch is None or ctx is None or spec.mode not in VIEW_MODES
+        if (self.scratch is None or ctx is None or spec.mode not in prebuilt.VIEW_MODES
                 or not ctx.namespaces or spec.stdio.tty is not None):
             return None
         try:

@@ -34,6 +34,7 @@ from sandbox.sandboxee import entry
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from sandbox.isolation import prebuilt
     from sandbox.monitor.cgroups import RunCgroup
 
 
@@ -205,7 +206,7 @@ class Pid1Entry:
         return self.view is not None
 
     @property
-    def built(self) -> tuple[bytes, int] | None:
+    def built(self) -> "prebuilt.Built | None":
         """The view `prebuild` built (its record and its Landlock ruleset, -1: none), for
         a Python action's PID 1 (sandbox/sandboxee/planned.py), or None."""
         return None if self.view is None else (self.view, self.ruleset)

@@ -59,7 +59,7 @@ _DONE = [name for name, _ in SEQUENCE].index("limits")
 _FD_NAMES = ("init_fd", *apart.FDS)   # the descriptors a plan may name
 
 
-View = tuple[bytes, int]   # a pooled view PID 1 built: its record and Landlock ruleset
+View = prebuilt.Built   # a pooled view PID 1 built: its record and Landlock ruleset
 
 
 def start(setup_fd: int) -> Callable[[Pid1Start, list[int], View | None], Callable[[], object]]:

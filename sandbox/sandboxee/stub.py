@@ -41,14 +41,14 @@ import prctl
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError, SetupError
-from sandbox.isolation import libc, namespaces
+from sandbox.isolation import libc, namespaces, prebuilt
 from sandbox.monitor import tree
 from sandbox.protocol import ForkStub, Pid1Exited, Pid1Start, SetupFailure, StubReady
 from sandbox.sandboxee import forking, memtrace, planned
 
 # A Python action's PID 1 main (planned.start): the start left pickled, the run's
 # descriptors, and the pooled view its PID 1 had built (record and ruleset), if any
-Undecoded = Callable[[Pid1Start, list[int], "tuple[bytes, int] | None"], Callable[[], object]]
+Undecoded = Callable[[Pid1Start, list[int], prebuilt.Built | None], Callable[[], object]]
 
 
 def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
@@ -104,13 +104,13 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         got, fds = _next_start(go)
-        view: tuple[bytes, int] | None = None
+        view: prebuilt.Built | None = None
         if got.mode == "view":   # pooled at the "view" level: the view first, then the run
             prebuild = getattr(start, "prebuild", None)
             if fds or prebuild is None or not prebuild(got.context):
                 os._exit(0)   # a view that could not be built serves no run
             got, fds = _next_start(go)
-            if got.mode not in ("exec", "workflow"):
+            if got.mode not in prebuilt.VIEW_MODES:
                 for fd in fds:
                     os.close(fd)
                 raise ProtocolError(f"pid1 start: a {got.mode[:16]!r} run in a pooled view")
