@@ -75,11 +75,14 @@ def rlimits(ctx):
 
 @action("pol.fire")
 def fire(ctx):
-    """Send a spawn_request and end at once, without waiting for its answer."""
+    """Send a spawn_request and end without waiting for its answer: at once, or after
+    `linger` seconds (the request is surely being worked on when the run ends)."""
     import json
     import struct
+    import time
     body = json.dumps({"type": "spawn_request", "payload": {
         "request_id": "r1", "workflow": ctx.params["child"],
         "policy": ctx.params["policy"]}}).encode()
     os.write(int(os.environ["SANDBOX_IPC_FD"]), struct.pack(">I", len(body)) + body)
+    time.sleep(ctx.params.get("linger", 0))
     ctx.store.put("fired", True)
