@@ -1,5 +1,5 @@
 import sys
 
-from sandbox.thin.entry import main
+from sandbox.thin.entry import run
 
-sys.exit(main())
+sys.exit(run())

@@ -9,14 +9,13 @@ started with execveat(2), so it depends on nothing the policy grants.
 An install made before the init existed (an editable checkout whose venv was
 not reinstalled) has no binary: the launcher then builds it once into the
 state directory with the same compiler flags (`init_path`), rather than fail.
+What only that build needs (hashlib, shutil, subprocess, tempfile) is imported
+there: every monitor imports this module, and an exec'd monitor's imports are on the
+path of every cold run (~3 ms of them, OpenSSL's start-up most of it).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 
 from sandbox._native.toolchain import CFLAGS, client_build, init_cc
 from sandbox.errors import SetupError
@@ -32,9 +31,7 @@ def init_path() -> str:
         return INIT_PATH
     cc = init_cc(os.environ.get("CC", "cc"))
     try:
-        with open(SOURCE, "rb") as f:
-            digest = hashlib.sha256(f.read() + " ".join((cc, *CFLAGS)).encode()
-                                    ).hexdigest()[:16]
+        digest = _digest(SOURCE, cc, CFLAGS)
     except OSError as exc:
         raise SetupError("init", f"the sandbox's init is not installed and its source "
                                  f"is missing ({exc.strerror}): reinstall the package") from None
@@ -42,6 +39,7 @@ def init_path() -> str:
     target = os.path.join(state_dir(), "native", f"sandbox-init-{digest}")
     if os.access(target, os.X_OK):
         return target
+    import shutil
     if shutil.which(cc) is None:
         raise SetupError("init", f"the sandbox's init {INIT_PATH} is not built and there is "
                                  f"no C compiler ({cc}): install gcc and libc6-dev, then "
@@ -49,10 +47,19 @@ def init_path() -> str:
     return _compile(cc, CFLAGS, SOURCE, target, "init", "the sandbox's init")
 
 
+def _digest(source: str, cc: str, flags: tuple[str, ...]) -> str:
+    """The name of a build of `source` with `cc` and `flags`: a change to any is a new one."""
+    import hashlib
+    with open(source, "rb") as f:
+        return hashlib.sha256(f.read() + " ".join((cc, *flags)).encode()).hexdigest()[:16]
+
+
 def _compile(cc: str, flags: tuple[str, ...], source: str, target: str, layer: str,
              what: str) -> str:
     """Build `source` into `target` in the state directory (0700), atomically: a
     concurrent launcher sees the old binary or the new one, never half of one."""
+    import subprocess
+    import tempfile
     from sandbox.launcher.prepare import state_subdir
     state_subdir("native")   # 0700, never a missing HOME
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
@@ -104,12 +111,12 @@ def client_path() -> str:
         return CLIENT_PATH
     cc, base = client_build(os.environ.get("CC", "cc"))
     flags = (*base, f'-DSANDBOX_PYTHON="{sys.executable}"')
-    with open(CLIENT_SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read() + " ".join((cc, *flags)).encode()).hexdigest()[:16]
+    digest = _digest(CLIENT_SOURCE, cc, flags)
     from sandbox.launcher.prepare import state_dir
     target = os.path.join(state_dir(), "native", f"sandbox-client-{digest}")
     if os.access(target, os.X_OK):
         return target
+    import shutil
     if shutil.which(cc) is None:
         raise SetupError("client", f"no C compiler ({cc}) to build the thin client")
     return _compile(cc, flags, CLIENT_SOURCE, target, "client", "the thin client")

@@ -84,7 +84,7 @@ def _hold_stdio() -> None:
     """A caller may start us with stdin, stdout or stderr closed: put /dev/null there
     first, so no socket or pipe opened later takes the number and is mistaken for one
     (a sandbox's output relayed into the launcher's own control socket)."""
-    from sandbox.monitor.stdio import ensure_open
+    from sandbox.std_fds import ensure_open
     for fd in (0, 1, 2):
         ensure_open(fd)
 

@@ -49,8 +49,10 @@ def site_path() -> tuple[tuple[str, ...], tuple[str, ...]] | None:
 def helper_command(module: str, entry: str = "main") -> list[str]:
     """How to start `module` as a helper interpreter that runs its `entry` (a function
     of no argument that returns the exit code: a fork server's or monitor's ``main``,
-    the run history's ``serve_one``)."""
-    call = f"from {module} import {entry}; sys.exit({entry}())"
+    the run history's ``serve_one``), ending without its last garbage collections
+    (sandbox.process_end)."""
+    call = (f"from {module} import {entry}; from sandbox.process_end import ending; "
+            f"sys.exit(ending({entry}()))")
     paths = site_path()
     if paths is None:
         return [sys.executable, "-I", "-c", f"import sys; {call}"]

@@ -35,7 +35,6 @@ dropped (pools.Pools.take).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -128,6 +127,7 @@ def key_of(shape_: JSONObject, sources: Sources = ()) -> PoolKey:
     """The hash of a shape and of what the policy files say (sources.digest)."""
     text = json.dumps(_plain(shape_), sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, allow_nan=False)
+    import hashlib   # here: OpenSSL's start-up (~2 ms) is not an exec'd monitor's
     h = hashlib.sha256(text.encode("utf-8", "surrogateescape"))
     h.update(b"\0sources\0" + sources_digest(sources).encode())
     return PoolKey(str(shape_["level"]), h.hexdigest())

@@ -26,7 +26,6 @@ host's end workers through `defer`, except when the host ends (`close`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -92,6 +91,7 @@ def host_state() -> HostState:
     """What a pooled view depends on besides its binds' sources: the host's mount table
     (a mount made since would be missing from it) and the /etc files its copies were
     made from (sysview.etc_files)."""
+    import hashlib   # here: OpenSSL's start-up (~2 ms) is not an exec'd monitor's
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             table = hashlib.sha256(f.read()).digest()

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 
 from sandbox.monitor import stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
+from sandbox.std_fds import ensure_open
 
 DRAIN_TIMEOUT = 2.0   # seconds to finish copying output after the sandbox is gone
 
@@ -289,15 +290,3 @@ def dup_or_null(fd: int) -> int:
         return os.dup(fd)
     except OSError:
         return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-
-
-def ensure_open(fd: int) -> None:
-    """`fd` open: a closed standard descriptor becomes /dev/null, so nothing
-    opened later takes its number and is mistaken for it."""
-    try:
-        os.fstat(fd)
-    except OSError:
-        null = os.open(os.devnull, os.O_RDWR)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)

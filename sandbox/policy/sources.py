@@ -15,7 +15,6 @@ only): a file dropped there can shadow a name an `extends` resolved.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, replace
 
@@ -35,6 +34,7 @@ class SourceFile:
     def of_bytes(cls, path: str, data: bytes, st: os.stat_result) -> "SourceFile":
         """What the loader read: `data` from the descriptor `st` describes (no re-read,
         so no race between the bytes parsed and the bytes hashed)."""
+        import hashlib   # here: OpenSSL's start-up (~2 ms) only where a policy is hashed
         return cls(os.path.realpath(path), hashlib.sha256(data).hexdigest(), *_stat(st))
 
     @classmethod
@@ -62,6 +62,7 @@ class SourceFile:
                 data = f.read(self.size + 1)
         except OSError:
             return None
+        import hashlib
         if hashlib.sha256(data).hexdigest() != self.sha256:
             return None
         return replace(self, ino=now[0], dev=now[1], size=now[2], mtime_ns=now[3],
@@ -90,6 +91,7 @@ def refresh(sources: Sources) -> Sources | None:
 def digest(sources: Sources) -> str:
     """One hash for what the files say (paths and contents; not stats, not directories):
     equal for the same policy files with the same bytes."""
+    import hashlib
     h = hashlib.sha256()
     for s in sorted((s for s in sources if not s.is_dir), key=lambda s: s.path):
         h.update(s.path.encode("utf-8", "surrogateescape") + b"\0" + s.sha256.encode() + b"\n")

@@ -1,6 +1,8 @@
 """The `sandbox` command's entry point: `sandbox exec` goes to the daemon when one of
 ours runs (sandbox.thin.client), everything else (and exec without a daemon) to the
-full CLI. Imports nothing of the CLI on the thin path."""
+full CLI. Imports nothing of the CLI on the thin path. `run` is the console script and
+``python -m sandbox``: `main` and then the interpreter's end without its last garbage
+collections (sandbox.process_end)."""
 from __future__ import annotations
 
 import sys
@@ -15,3 +17,11 @@ def main(argv: list[str] | None = None) -> int:
             return code
     from sandbox.cli.main import main as full
     return full(args)
+
+
+def run() -> int:
+    """The process's entry: `main`, then `process_end.ending` (the CLI's finalization
+    without its collections: ~10 ms of every command)."""
+    code = main()
+    from sandbox.process_end import ending
+    return ending(code)

@@ -1,0 +1,29 @@
+"""The end of one of our own interpreters: the CLI, an exec'd monitor, a fork server.
+
+Why: CPython's finalization collects garbage over every object the process still
+holds, and our processes hold the whole runtime (the launcher, the protocol, the
+policy engine; the monitor's preload). Measured with the exec'd monitor's imports
+(`python -I -S`, `sandbox.monitor.main` and the preload list imported, then
+`sys.exit`): 16-19 ms from the last statement to the process's end, 6-7 ms when
+`gc.freeze()` came first, 3.4 ms with `os._exit` (which skips everything). A cold
+`sandbox exec` ends two such interpreters one after the other (the monitor, then the
+CLI that waits for it), so their collections were ~20 ms of a ~200 ms run.
+
+Freezing moves every object to the permanent generation, which no collection visits;
+the rest of finalization still runs as before, in order: atexit handlers (the run
+directories' removal, `Launcher` finalizers), the join of non-daemon threads, the
+flush of the standard streams, each module's teardown, and the destruction of every
+object whose reference count drops to zero. What is skipped is only the collection of
+reference cycles that existed at the freeze, which the process's end frees anyway.
+Only for a process about to end: never in one that serves on (the `sandbox exec`
+daemon), whose frozen garbage would stay.
+"""
+from __future__ import annotations
+
+import gc
+
+
+def ending(code: int) -> int:
+    """`code`, once the garbage collector no longer visits what this process holds."""
+    gc.freeze()
+    return code
