@@ -51,8 +51,9 @@ def _run(code: str) -> str:
 def test_the_plug_holds_the_free_chunks_below_the_top():
     before, left, after = json.loads(_run(PLUG).splitlines()[-1])
     assert before > 512 * 1024, before   # the fragmentation above left that much free
-    # what is left is what the plug's own bookkeeping freed meanwhile (its list grows)
-    assert 0 <= left == after <= before // 50, (before, left, after)
+    # nearly nothing is left: the plug keeps no list of what it holds, whose growth by
+    # realloc freed its old arrays below the top (up to ~55 KiB, by the heap's layout)
+    assert 0 <= left == after <= before // 400, (before, left, after)
 
 
 def test_the_c_environment_is_the_given_entries_and_nothing_else():

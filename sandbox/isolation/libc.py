@@ -346,7 +346,6 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
-_HELD: list[int] = []   # blocks `malloc_hold` took: held for the process's life
 _mallinfo2 = getattr(_libc, "mallinfo2", None)   # glibc 2.33 and later
 if _mallinfo2 is not None:
     _mallinfo2.restype = _MallInfo2
@@ -372,5 +371,8 @@ def madvise(addr: int, length: int, advice: int) -> None:
 
 
 def malloc_hold(size: int) -> None:
-    """malloc(size), never freed (kept in `_HELD`)."""
-    _HELD.append(_libc.malloc(ctypes.c_size_t(size)) or 0)
+    """malloc(size), never freed: held for the process's life. Its address is not kept:
+    a Python list of them grew by realloc, and each of its old arrays freed was a
+    chunk below the heap's top again (the plug's own bookkeeping: up to ~55 KiB left
+    free after the plug, depending on the heap's layout)."""
+    _libc.malloc(ctypes.c_size_t(size))

@@ -228,7 +228,7 @@ def plug_heap(rounds: int = 3) -> int:
     free = libc.heap_free_below_top()
     if free is None:
         return -1
-    for _ in range(rounds):   # the plug's own bookkeeping frees a little: go again
+    for _ in range(rounds):   # (a malloc made meanwhile may free a little: go again)
         start = free
         for size in _HEAP_SIZES:
             for _ in range(_TCACHE):
