@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 import sandbox
+import sandbox.audit
 from sandbox.launcher.launcher import Launcher
 
 ACTIONS = textwrap.dedent("""
@@ -86,3 +87,23 @@ def test_a_cold_exec_starts_its_monitor_before_its_heavy_imports(tmp_path):
     assert order.count("monitor") == 1, order    # the run took it: no second monitor
     assert {"import sandbox.launcher.launcher", "import sandbox.protocol",
             "import dataclasses"} <= set(order)
+
+
+def test_an_exec_d_monitor_s_python_action_imports_nothing_of_ours_in_the_sandbox(tmp_path):
+    """An exec'd monitor imports what every run needs (preload.EVERY_RUN), not a Python
+    action's side (its worker, the workflow package, the middleware): that was ~14 ms
+    of every cold `sandbox exec`'s start. A Python action's PID 1 imports that side
+    itself, once its run is known and before any layer (preload.action_side), so its
+    program still imports nothing of the package inside the view (which may not even
+    show it). Judged by strict's audit of every file call the program made: none names
+    a file of the sandbox package; the action's own module is the one import."""
+    (tmp_path / "coldpath_actions.py").write_text(ACTIONS)
+    wf = {"name": "interp", "imports": ["coldpath_actions"],
+          "stages": [{"actions": [{"name": "coldpath.interp"}]}]}
+    with Launcher(start="exec") as la:
+        r = la.spawn(wf, code_paths=[str(tmp_path)], policy="strict")
+        assert r.status == "ok", (r.reason, r.error)
+        paths = [x["path"] for x in sandbox.audit.records(r.run_id, db=la.audit_db)]
+    package = os.path.dirname(sandbox.__file__)
+    assert any("coldpath_actions" in p for p in paths), paths   # the audit saw the import
+    assert not [p for p in paths if p.startswith(package + os.sep)], paths

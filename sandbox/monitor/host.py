@@ -36,7 +36,7 @@ from sandbox.launcher import tidy
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.pool_stubs import StubPools
-from sandbox.monitor.preload import PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
+from sandbox.monitor.preload import EVERY_RUN, PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
 from sandbox.monitor.supervisor import Supervisor
 from sandbox.monitor.zygote import Zygote, Zygotes
 from sandbox.protocol import ExitReport, MonitorExited, Spec
@@ -523,7 +523,9 @@ def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
 def serve_one(fds: RunFds) -> int:
     """An exec'd monitor: this one run, then exit with EXIT_*."""
     ignore_terminal_signals()
-    preload()   # imports only: compiling every built-in filter costs more than one run
+    # imports only (compiling every built-in filter costs more than one run), and only
+    # what every run needs: a Python action's PID 1 imports its side (preload.action_side)
+    preload(EVERY_RUN)
     host = Host(spares=False, warmed=False)
     run = host.add(fds)
     while run in host.runs:

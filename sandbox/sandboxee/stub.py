@@ -42,7 +42,7 @@ import prctl
 from sandbox import protocol
 from sandbox.errors import ProtocolError, SetupError
 from sandbox.isolation import libc, namespaces, prebuilt
-from sandbox.monitor import tree
+from sandbox.monitor import preload, tree
 from sandbox.protocol import ForkStub, Pid1Exited, Pid1Start, SetupFailure, StubReady
 from sandbox.sandboxee import forking, memtrace, planned
 
@@ -117,6 +117,8 @@ def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
             view = getattr(start, "built", None)
         memtrace.mark("stub.spec")
         go.close()
+        if got.mode == "workflow":
+            preload.action_side()   # before any layer: an exec'd monitor's template lacks it
         if (undecoded is not None and init_path and req.namespaces
                 and got.mode == "workflow" and not got.in_memfd):
             pid1_main = undecoded(got, fds, view)
