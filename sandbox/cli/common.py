@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # How the CLI starts its one run's monitor. Never a fork of the CLI process: that
 # process holds the caller's whole environment, and a workflow's PID 1 does not
@@ -20,6 +20,21 @@ CLI_FORKSERVER: Any = None
 CLI_HISTORY: Any = None
 
 from sandbox.errors import InputError
+
+if TYPE_CHECKING:
+    from sandbox.launcher.early import EarlyMonitor
+
+
+def early_monitor(stdin: int | None) -> "EarlyMonitor | None":
+    """The exec'd monitor of the CLI's one run, started now, before this process imports
+    the launcher, the policy engine and the workflow package, so both import at once
+    (sandbox/launcher/early.py); its run takes it with `Launcher(early=...)`, and the
+    caller `discard`s it in any case. None when runs start elsewhere (the daemon's fork
+    server, SANDBOX_CLI_START=forkserver). `stdin`: 0 (relay the caller's) or None."""
+    if CLI_FORKSERVER is not None or CLI_START != "exec":
+        return None
+    from sandbox.launcher.early import EarlyMonitor
+    return EarlyMonitor(stdin)
 
 EXIT_TIMEOUT = 124      # as timeout(1)
 EXIT_SETUP = 125        # the sandbox could not be set up, or bad input; nothing ran

@@ -71,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
     # Started with stdin closed (sys.stdin is None), fd 0 may since name another file.
     inherit = (args.stdin == "inherit" or args.interactive) and sys.stdin is not None
     stdin = 0 if inherit else None
-    early = None
-    if common.CLI_FORKSERVER is None and common.CLI_START == "exec":
-        # the monitor imports while this process does (sandbox/launcher/early.py)
-        from sandbox.launcher.early import EarlyMonitor
-        early = EarlyMonitor(stdin)
+    early = common.early_monitor(stdin)   # it imports while this process does
     try:
         return _run(args, argv, stdin, early)
     finally:

@@ -5,8 +5,12 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from sandbox.cli import common
+
+if TYPE_CHECKING:
+    from sandbox.launcher.early import EarlyMonitor
 
 HELP = """\
 Run a workflow (stages of actions, see docs/workflows.md) in a fresh sandbox
@@ -71,6 +75,15 @@ def summary(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    early = common.early_monitor(None)   # it imports while this process does
+    try:
+        return _run(args, early)
+    finally:
+        if early is not None:
+            early.discard()
+
+
+def _run(args: argparse.Namespace, early: EarlyMonitor | None) -> int:
     from sandbox.launcher.launcher import Launcher
     from sandbox.workflow import load_workflow
     workflow = load_workflow(args.workflow)
@@ -86,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     policy = compose(args, args.policy or workflow.policy)
     from sandbox.cli.live import LiveView, parse_store
     store = parse_store(args.store)
-    launcher = Launcher(start=common.CLI_START)
+    launcher = Launcher(start=common.CLI_START, early=early)
     bar = not args.no_progress and sys.stderr.isatty()
     with launcher, LiveView(launcher, follow=args.follow, bar=bar):
         result = launcher.spawn(workflow, policy=policy, timeout=args.timeout,
