@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError
@@ -35,11 +35,13 @@ from sandbox.ipc.channel import Channel
 from sandbox.launcher import tidy
 from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
-from sandbox.monitor.pool_stubs import StubPools
 from sandbox.monitor.preload import EVERY_RUN, PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
 from sandbox.monitor.supervisor import Supervisor
 from sandbox.monitor.zygote import Zygote, Zygotes
 from sandbox.protocol import ExitReport, MonitorExited, Spec
+
+if TYPE_CHECKING:
+    from sandbox.monitor.pool_stubs import StubPools
 
 # The monitor's exit codes, per run (in MonitorExited) and for an exec'd monitor.
 EXIT_REPORTED = 0       # the report went out (or the launcher was gone to take it)
@@ -115,6 +117,9 @@ class Host:
         self.pools: StubPools | None = None
         self._scratch: tuple[str, int] | None = None
         if spares:
+            # (imported here: an exec'd one-run monitor, spares=False, never pools, and
+            # its imports are on the path of every cold run: ~3 ms of them)
+            from sandbox.monitor.pool_stubs import StubPools
             self._scratch = _view_scratch()
             self.pools = StubPools(self.zygote, self.watch, self.unwatch, self._ends.put,
                                    scratch=self._scratch[0] if self._scratch else None)
