@@ -98,6 +98,8 @@ def bounds_of(cls: type, name: str) -> Bounds:
 # -- the messages ----------------------------------------------------------------
 @dataclass
 class SetupFailure:
+    """A layer that could not be applied, and why: the run failed closed before the
+    program ran (RunResult.setup_error)."""
     layer: str = bound(chars=64, default="")
     message: str = bound(chars=4096, default="")
 
@@ -123,6 +125,7 @@ class Violation:
 
 @dataclass
 class OpCounts:
+    """Allowed and denied file operations of one kind, for the audit's summary."""
     allowed: int = 0
     denied: int = 0
 
@@ -256,6 +259,8 @@ class ExitReport:
 # -- launcher <-> monitor (control stream) -------------------------------------------
 @dataclass
 class RunPathsWire:
+    """The run's host directories, made by the launcher: its run directory, its work
+    directory, its ${OUTPUT} and its private /tmp."""
     rundir: str = bound(chars=4096, default="")
     workdir: str = bound(chars=4096, default="")
     output: str = bound(chars=4096, default="")
@@ -264,6 +269,7 @@ class RunPathsWire:
 
 @dataclass
 class WinSize:
+    """The caller's terminal size, for the run's pty (at the start and on SIGWINCH)."""
     rows: int = 24
     cols: int = 80
 
@@ -417,6 +423,7 @@ def plan_from_bytes(data: bytes) -> Pid1Plan:
 
 @dataclass
 class Cancel:
+    """The launcher gives up on the run (its caller cancelled it): end it now."""
     reason: str = bound(chars=256, default="cancelled")
 
 
@@ -537,6 +544,8 @@ class ListenerAt:
 
 @dataclass
 class Ack:
+    """Whether the monitor took PID 1's notification listener (pidfd_getfd): PID 1 goes
+    on only then; otherwise the run fails closed at the seccomp layer."""
     ok: bool = False
 
 
@@ -569,6 +578,8 @@ class ProxyFds:
 
 @dataclass
 class Ready:
+    """PID 1 applied every layer: which are active, which a best-effort policy skipped
+    and why, and each layer's time."""
     active: list[str] = bound(chars=64, items=32, default_factory=list)
     skipped: dict[str, str] = bound(chars=512, items=16, default_factory=dict)
     timings: dict[str, float] = bound(chars=64, items=32, default_factory=dict)
@@ -576,6 +587,7 @@ class Ready:
 
 @dataclass
 class ExecError:
+    """PID 2 could not exec the program: why, for the launcher to explain."""
     failure: ExecFailure = field(default_factory=ExecFailure)
     message: str = bound(chars=4096, default="")   # empty: the monitor words it (below)
 

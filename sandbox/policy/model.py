@@ -111,6 +111,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class SyscallPolicy:
+    """[syscalls]: the seccomp profile, what it adds and removes, and what a call outside
+    it does (errno, or kill)."""
     profile: str = "default"
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
@@ -132,12 +134,15 @@ class AuditPolicy:
 
 @dataclass(frozen=True)
 class EnvPolicy:
+    """[env]: which of the caller's variables the program keeps, and which are set."""
     keep: tuple[str, ...] = ()
     set: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Policy:
+    """One policy file, parsed: what a run may read, write, execute and reach, its
+    limits, syscalls, environment and audit (docs/policy-reference.md)."""
     name: str = "unnamed"
     description: str = ""
     best_effort: bool = False
