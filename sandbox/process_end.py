@@ -10,11 +10,13 @@ policy engine; the monitor's preload). Measured with the exec'd monitor's import
 CLI that waits for it), so their collections were ~20 ms of a ~200 ms run.
 
 Freezing moves every object to the permanent generation, which no collection visits;
-the rest of finalization still runs as before, in order: atexit handlers (the run
-directories' removal, `Launcher` finalizers), the join of non-daemon threads, the
+the rest of finalization still runs as before, in order: the join of non-daemon
+threads, atexit handlers (the run directories' removal, `Launcher` finalizers), the
 flush of the standard streams, each module's teardown, and the destruction of every
 object whose reference count drops to zero. What is skipped is only the collection of
-reference cycles that existed at the freeze, which the process's end frees anyway.
+reference cycles that existed at the freeze, which the process's end frees anyway; a
+buffered file held only by such a cycle is then never flushed
+(tests/test_process_end.py), so every file of ours is closed where it is written.
 Only for a process about to end: never in one that serves on (the `sandbox exec`
 daemon), whose frozen garbage would stay.
 """

@@ -33,7 +33,8 @@ def preload(names: tuple[str, ...] = PRELOAD) -> None:
     action are its forks, and whatever they import later they would read from inside
     the sandbox's view (and a policy without the package's directory could not)."""
     for name in names:
-        importlib.import_module(name)
+        if name not in sys.modules:   # (a warm PID 1 runs no import machinery for it)
+            importlib.import_module(name)
 
 
 def action_side() -> None:
@@ -42,9 +43,7 @@ def action_side() -> None:
     `EVERY_RUN`: its one run is most often a program, for which the action's side was
     ~14 ms of the monitor's start, on the path of every cold `sandbox exec`). PID 1
     still sees the host's files here; a fork server's template has them all already."""
-    for name in ACTION_SIDE:
-        if name not in sys.modules:
-            importlib.import_module(name)
+    preload(ACTION_SIDE)
 
 
 def warm() -> None:
