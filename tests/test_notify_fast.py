@@ -182,7 +182,7 @@ def test_a_denied_path_is_refused_every_time_never_answered_in_c(fast_lib, tmp_p
 # -- the compiled loop and the Python loop record the same things ----------------------------
 
 NAMES = ["f", "g", "l", "dl/x", "dl/y", "sub", "missing", "./f", "sub/../f", "dl",
-         "sub/y", "dl/../f"]
+         "sub/y", "dl/../f", "h", "sub/z", "dl/x2", "sub2/x", ".", "sub/."]
 FLAGS = [os.O_RDONLY, os.O_RDONLY | os.O_NOFOLLOW, os.O_RDONLY | os.O_CLOEXEC,
          os.O_WRONLY | os.O_CREAT, os.O_RDONLY | os.O_DIRECTORY]
 OPS = st.one_of(
@@ -231,15 +231,21 @@ def _program(d: str, ops):
     return body
 
 
+# /tmp is one of the policy's sandbox areas, whose names are decided apart (never a
+# directory key); /var/tmp is a plain directory, where every name is decided alike
+@pytest.mark.parametrize("where", ["/tmp", "/var/tmp"])
 @settings(derandomize=True, max_examples=20, deadline=None)
-@given(st.lists(OPS, min_size=1, max_size=25))
+@given(ops=st.lists(OPS, min_size=1, max_size=25))
 @example([("open", "dl/x", os.O_RDONLY), ("swap", "dl", "sub2"), ("open", "dl/x", os.O_RDONLY)])
 @example([("stat", "dl/y", False), ("swap", "dl", "sub2"), ("stat", "dl/y", False)])
 @example([("open", "l", os.O_RDONLY), ("swap", "l", "g"), ("open", "l", os.O_RDONLY),
           ("unlink", "l", 0), ("open", "l", os.O_RDONLY)])
-def test_the_compiled_loop_records_what_the_python_loop_records(ops):
+@example([("stat", "f", True), ("stat", "h", True), ("swap", "g", "sub"), ("stat", "g", True),
+          ("stat", "missing", True), ("open", "l", os.O_RDONLY), ("unlink", "l", 0),
+          ("stat", "l", True), ("stat", "dl/x", False), ("stat", "dl/x2", True)])
+def test_the_compiled_loop_records_what_the_python_loop_records(where, ops):
     assert notify_fast.load() is not None, "the compiled fast path is not built"
-    base = tempfile.mkdtemp(prefix="nf-eq-")
+    base = tempfile.mkdtemp(prefix="nf-eq-", dir=where)
     try:
         d = os.path.join(base, "d")
         seen = []
@@ -299,3 +305,118 @@ def test_a_run_flooding_cached_calls_does_not_stall_another_run(fast_lib, tmp_pa
         end_flood(flooder, victim)
     flooder.finish()
     assert not [r for r in records(db, "flooder") if r["path"].startswith("/tmp/nf-victim")]
+
+
+# -- directory keys: a new name in a directory the policy decides alike ---------------------
+
+def _plain_dir(tmp_path) -> str:
+    """A directory outside the sandbox areas (/tmp is one: decided apart, never keyed)."""
+    d = tempfile.mkdtemp(prefix="nf-dir-", dir="/var/tmp")
+    return d
+
+
+def test_new_names_in_a_directory_are_answered_in_c_and_recorded_as_python_does(fast_lib,
+                                                                               tmp_path):
+    """Each name is new (no repeat to answer): the compiled loop answers them by their
+    directory once Python decided one, and the records are the Python loop's, names that
+    exist and names that do not."""
+    d = _plain_dir(tmp_path)
+    try:
+        for i in range(0, 200, 2):
+            with open(os.path.join(d, f"n{i}"), "w") as f:
+                f.write("x")
+
+        def body():
+            for i in range(200):
+                for follow in (True, False):
+                    try:
+                        os.stat(os.path.join(d, f"n{i}"), follow_symlinks=follow)
+                    except OSError:
+                        pass
+
+        got = []
+        for fast in (True, False):
+            summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
+            assert code == 0
+            got.append((_rows(recs, d), summary.checked, answered))
+        (c_rows, c_checked, c_answered), (py_rows, py_checked, _) = got
+        assert c_rows == py_rows and c_checked == py_checked
+        assert len(c_rows) == 400
+        assert c_answered >= 390, c_answered     # all but the first of each key
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_new_name_that_is_a_link_made_from_outside_is_recorded_as_its_target(fast_lib,
+                                                                              tmp_path):
+    """The attack on a directory key: once the directory is keyed, the host (or a
+    sibling) makes a new name in it a link to a file elsewhere. The open follows the
+    link, so its record must name the target, as Python's would: the compiled loop
+    examines each followed name (readlinkat) and hands a link to Python."""
+    d = _plain_dir(tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    try:
+        for n in ("a", "b"):
+            with open(os.path.join(d, n), "w") as f:
+                f.write(n)
+
+        def body():
+            for n in ("a", "b"):
+                os.close(os.open(os.path.join(d, n), os.O_RDONLY))
+            os.write(done_w, b"1")
+            os.read(go_r, 1)
+            os.close(os.open(os.path.join(d, "c"), os.O_RDONLY))
+
+        db = str(tmp_path / "audit")
+        run = HubRun(Hub(), audit_policy(), "dswap", db, body)
+        run.go()
+        assert os.read(done_r, 1) == b"1"
+        os.symlink(str(secret), os.path.join(d, "c"))
+        os.write(go_w, b"1")
+        assert run.wait() == 0
+        run.finish()
+        paths = [r["path"] for r in records(db, "dswap")
+                 if r["path"].startswith((d, str(secret)))]
+        assert paths == [os.path.join(d, "a"), os.path.join(d, "b"), str(secret)], paths
+        assert run.loop.fast_answered >= 1          # "b" was answered by its directory
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+        for fd in (go_r, go_w, done_r, done_w):
+            os.close(fd)
+
+
+def test_a_directory_with_a_denied_name_is_never_keyed(fast_lib, tmp_path):
+    """A deny rule names one child of the directory: its other names are not all
+    decided alike, so no directory key; the denied name is refused every time, even
+    after many allowed neighbours."""
+    from sandbox.policy.model import AuditPolicy, FilesystemPolicy, NetworkPolicy, Policy
+    d = _plain_dir(tmp_path)
+    try:
+        for n in ("a", "b", "c", "secret"):
+            with open(os.path.join(d, n), "w") as f:
+                f.write(n)
+        pol = Policy(filesystem=FilesystemPolicy(read=("/",), deny=(os.path.join(d, "secret"),)),
+                     audit=AuditPolicy(files="all"), network=NetworkPolicy(mode="host"))
+        out_r, out_w = os.pipe()
+
+        def body():
+            refused = 0
+            for n in ("a", "b", "c", "secret", "a", "secret"):
+                try:
+                    os.close(os.open(os.path.join(d, n), os.O_RDONLY))
+                except PermissionError:
+                    refused += 1
+            os.write(out_w, str(refused).encode())
+
+        summary, recs, code, _ = _run(body, str(tmp_path), fast=True, policy=pol)
+        assert code == 0 and os.read(out_r, 16) == b"2"
+        assert summary.monitor_denied == 2
+        rows = [(r[2], r[4], r[6]) for r in _rows(recs, d)]
+        assert (os.path.join(d, "secret"), "denied", 2) in rows, rows
+        os.close(out_r)
+        os.close(out_w)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

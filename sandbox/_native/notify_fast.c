@@ -48,6 +48,8 @@
 #define NF_SLOTS 128        /* cache entries per run (a power of two) */
 #define NF_PATH 256         /* longest cached path, with its NUL */
 #define NF_PAGE 4096
+#define NF_DSLOTS 64        /* directory entries per run (a power of two) */
+#define NF_API 2            /* nf_sizes(4): the Python side refuses another */
 
 enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5,
        NF_FULL = 6 };
@@ -59,7 +61,7 @@ struct nf_entry {
     uint32_t nr, flags;     /* key, with the path */
     uint32_t len;           /* path bytes without the NUL */
     int32_t dirfd;          /* >= 0: the final name (path + name_off) must not be a link */
-    uint32_t name_off;
+    uint32_t name_off;      /* a directory key's (below): enoent_ok */
     char path[];            /* len bytes and a NUL */
 };
 
@@ -77,11 +79,22 @@ struct nf_rec {
     uint32_t spare;
 };
 
+/* A directory key (a `struct nf_entry` whose path is a prefix ending with '/', in
+ * `dtab`): any path spelled prefix + NAME (one component, not "." or "..") by this
+ * syscall with these flags. Python puts one only when the policy gives every name in
+ * that directory one verdict (`AuditEngine.children_alike`), so the record of such a
+ * call is the directory's real path joined with NAME. The final name is re-examined
+ * per call, as Python's resolver does: when it is followed (`dirfd` >= 0) readlinkat
+ * must say EINVAL (no link), or ENOENT when `name_off` is 1 (the prefix is the
+ * directory's real path spelled plainly, so Python's record of a missing name, the
+ * lexical path, is that same join). */
+
 struct nf_run {
     int fd;
     const uint8_t *path_arg, *flags_arg;   /* NF_NRS each: the caller's, shared by the runs
                                               of one policy and kept alive by it */
     struct nf_entry **tab;  /* NF_SLOTS pointers (NULL: empty), allocated at the first put */
+    struct nf_entry **dtab;  /* NF_DSLOTS pointers, allocated at the first nf_dput */
     /* filled by nf_serve */
     uint32_t vanished;      /* answered too late: the caller was gone (not recorded) */
     int32_t err;            /* errno of NF_SEND_ERR / NF_RECV_ERR */
@@ -91,6 +104,11 @@ struct nf_run {
 static uint32_t nf_hash(uint32_t nr, uint32_t flags, const char *p, size_t n) {
     uint32_t h = 2166136261u ^ nr ^ (flags * 16777619u);
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    /* the low bits pick the slot: mix the high ones in (flags such as
+     * AT_SYMLINK_NOFOLLOW, 0x100, reach only bits 8 and up of `flags * 16777619`) */
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
     return h;
 }
 
@@ -105,17 +123,23 @@ struct nf_run *nf_new(int fd, const uint8_t *path_arg, const uint8_t *flags_arg)
 
 /* Forget every key (the descriptors named by entries belong to Python). */
 void nf_clear(struct nf_run *r) {
-    if (!r->tab) return;
-    for (int i = 0; i < NF_SLOTS; i++) {
-        free(r->tab[i]);
-        r->tab[i] = NULL;
-    }
+    if (r->tab)
+        for (int i = 0; i < NF_SLOTS; i++) {
+            free(r->tab[i]);
+            r->tab[i] = NULL;
+        }
+    if (r->dtab)
+        for (int i = 0; i < NF_DSLOTS; i++) {
+            free(r->dtab[i]);
+            r->dtab[i] = NULL;
+        }
 }
 
 void nf_free(struct nf_run *r) {
     if (!r) return;
     nf_clear(r);
     free(r->tab);
+    free(r->dtab);
     free(r);
 }
 
@@ -132,6 +156,25 @@ static struct nf_entry *nf_find(struct nf_run *r, uint32_t nr, uint32_t flags,
     return NULL;
 }
 
+/* (Re)fill the entry at *at (a new one when *at is NULL or too short); 0 when out of memory. */
+static int nf_set(struct nf_entry **at, uint32_t nr, uint32_t flags, const char *path,
+                  uint32_t len, int32_t dirfd, uint32_t aux) {
+    struct nf_entry *e = *at;
+    if (!e || e->len != len) {
+        free(e);
+        *at = e = malloc(sizeof *e + len + 1);
+        if (!e) return 0;
+    }
+    e->nr = nr;
+    e->flags = flags;
+    e->len = len;
+    e->dirfd = dirfd;
+    e->name_off = aux;
+    memcpy(e->path, path, len);
+    e->path[len] = 0;
+    return 1;
+}
+
 /* Key (nr, flags, path) -> the slot Python keeps its record under; -1 when not cacheable. */
 int nf_put(struct nf_run *r, uint32_t nr, uint32_t flags, const char *path, uint32_t len,
            int32_t dirfd, uint32_t name_off) {
@@ -143,18 +186,48 @@ int nf_put(struct nf_run *r, uint32_t nr, uint32_t flags, const char *path, uint
     if (!e) {
         uint32_t h = nf_hash(nr, flags, path, len) & (NF_SLOTS - 1);
         slot = !r->tab[h] ? h : !r->tab[h ^ 1] ? (h ^ 1) : h;
-        free(r->tab[slot]);     /* both ways taken: the newer key replaces the first */
-        r->tab[slot] = e = malloc(sizeof *e + len + 1);
-        if (!e) return -1;
+        /* both ways taken: the newer key replaces the first */
+        return nf_set(&r->tab[slot], nr, flags, path, len, dirfd, name_off) ? (int)slot : -1;
     }
-    e->nr = nr;
-    e->flags = flags;
-    e->len = len;
-    e->dirfd = dirfd;
-    e->name_off = name_off;
-    memcpy(e->path, path, len);
-    e->path[len] = 0;
-    return (int)slot;
+    return nf_set(&e, nr, flags, path, len, dirfd, name_off) ? (int)slot : -1;
+}
+
+/* Directory key (nr, flags, prefix ending with '/') -> its slot, NF_SLOTS + its index
+ * (Python keeps the directory's record under it); -1 when not cacheable. */
+int nf_dput(struct nf_run *r, uint32_t nr, uint32_t flags, const char *prefix, uint32_t len,
+            int32_t dirfd, uint32_t enoent_ok) {
+    if (len == 0 || len >= NF_PATH || prefix[0] != '/' || prefix[len - 1] != '/')
+        return -1;
+    if (!r->dtab && !(r->dtab = calloc(NF_DSLOTS, sizeof *r->dtab))) return -1;
+    uint32_t slot = nf_hash(nr, flags, prefix, len) & (NF_DSLOTS - 1);
+    /* one way: the newer key replaces the older */
+    return nf_set(&r->dtab[slot], nr, flags, prefix, len, dirfd, enoent_ok)
+        ? (int)(NF_SLOTS + slot) : -1;
+}
+
+/* The directory entry answering path `p` (`n` bytes, NUL-terminated), or NULL. */
+static struct nf_entry *nf_dfind(struct nf_run *r, uint32_t nr, uint32_t flags,
+                                const char *p, size_t n, uint32_t *slot, size_t *name_at) {
+    if (!r->dtab) return NULL;
+    const char *last = memrchr(p, '/', n);
+    if (!last) return NULL;
+    size_t plen = (size_t)(last - p) + 1;
+    const char *name = p + plen;
+    size_t nlen = n - plen;
+    if (nlen == 0 || (name[0] == '.' && (nlen == 1 || (nlen == 2 && name[1] == '.'))))
+        return NULL;
+    uint32_t h = nf_hash(nr, flags, p, plen) & (NF_DSLOTS - 1);
+    struct nf_entry *d = r->dtab[h];
+    if (!d || d->len != plen || d->nr != nr || d->flags != flags || memcmp(d->path, p, plen))
+        return NULL;
+    if (d->dirfd >= 0) {
+        char c;
+        if (readlinkat(d->dirfd, name, &c, 1) >= 0) return NULL;   /* a link: Python */
+        if (errno != EINVAL && !(errno == ENOENT && d->name_off)) return NULL;
+    }
+    *slot = NF_SLOTS + h;
+    *name_at = plen;
+    return d;
 }
 
 static int nf_send_continue(int fd, uint64_t id) {
@@ -180,10 +253,11 @@ static int nf_send_continue(int fd, uint64_t id) {
  * said ENOENT), NF_HUP (the listener hung up with nothing pending), NF_SEND_ERR or
  * NF_RECV_ERR (r->err). */
 int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
-             struct nf_rec *out, int *count) {
+             struct nf_rec *out, int *count, char *names) {
     struct seccomp_notif req;
     char buf[NF_PATH];
     int n = 0, calls = 0, first = ready;
+    size_t names_used = 0;      /* `names`: max * NF_PATH bytes, the NAMEs of directory keys */
     r->vanished = 0;
     r->err = 0;
     *count = 0;
@@ -211,7 +285,9 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
         }
         uint32_t nr = (uint32_t)req.data.nr, slot = 0;
         struct nf_entry *e = NULL;
-        if (r->tab && req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS &&
+        struct nf_entry *d = NULL;
+        size_t name_at = 0, name_len = 0;
+        if ((r->tab || r->dtab) && req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS &&
                 r->path_arg[nr] != NF_NO_ARG) {
             uint64_t addr = req.data.args[r->path_arg[nr]];
             /* NF_PATH bytes in (at most) two pieces split at the page end: a path running
@@ -229,7 +305,11 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
             if (nul && buf[0] == '/') {
                 uint8_t fa = r->flags_arg[nr];
                 uint32_t flags = fa == NF_NO_ARG ? 0 : (uint32_t)req.data.args[fa];
-                e = nf_find(r, nr, flags, buf, (size_t)(nul - buf), &slot);
+                if (r->tab) e = nf_find(r, nr, flags, buf, (size_t)(nul - buf), &slot);
+                if (!e) {
+                    d = nf_dfind(r, nr, flags, buf, (size_t)(nul - buf), &slot, &name_at);
+                    name_len = (size_t)(nul - buf) - name_at;
+                }
             }
             if (e && e->dirfd >= 0) {
                 char c;
@@ -237,7 +317,7 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
                     e = NULL;   /* now a link, or gone: Python looks again */
             }
         }
-        if (!e) {
+        if (!e && !d) {
             r->miss = req;
             *count = n;
             return NF_MISS;
@@ -255,7 +335,10 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
         clock_gettime(CLOCK_REALTIME, &ts);
         double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
         calls++;
-        if (n > 0 && out[n - 1].slot == slot && out[n - 1].pid == req.pid) {   /* a repeat */
+        if (n > 0 && out[n - 1].slot == slot && out[n - 1].pid == req.pid &&
+                (!d || (strlen(names + out[n - 1].spare - 1) == name_len &&
+                        !memcmp(names + out[n - 1].spare - 1, buf + name_at, name_len)))) {
+            /* a repeat */
             out[n - 1].count++;
             out[n - 1].last = now;
             continue;
@@ -265,6 +348,11 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
         out[n].ts = out[n].last = now;
         out[n].count = 1;
         out[n].spare = 0;
+        if (d) {    /* the NAME, NUL-terminated; `spare` is its offset + 1 */
+            memcpy(names + names_used, buf + name_at, name_len + 1);
+            out[n].spare = (uint32_t)names_used + 1;
+            names_used += name_len + 1;
+        }
         n++;
     }
     *count = n;
@@ -278,6 +366,7 @@ int nf_sizes(int what) {
     case 1: return (int)sizeof(struct seccomp_notif);
     case 2: return NF_NRS;
     case 3: return NF_PATH;
+    case 4: return NF_API;
     default: return -1;
     }
 }

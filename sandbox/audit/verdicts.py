@@ -56,6 +56,14 @@ class AuditEngine:
                 self.extra_parents.setdefault(p, r.rule)
         self._cache: dict[tuple[str, str], Verdict] = {}
         self._rulings: dict[tuple[bool, str], Verdict] = {}
+        # directories that hold a launcher rule's path or a parent of one (children_alike)
+        self._extra_dirs = frozenset(os.path.dirname(p) for p in
+                                     (*(e[0] for e in self.extra), *self.extra_parents))
+
+    def children_alike(self, d: str) -> bool:
+        """`Engine.children_alike`, with the launcher's rules: every ``d/NAME`` gets one
+        verdict per operation (a rule's path that is a child of `d` breaks that)."""
+        return d not in self._extra_dirs and self.engine.children_alike(d)
 
     def decide(self, op: str, path: str) -> Verdict:
         key = (op, path)

@@ -33,6 +33,23 @@ for _ in range(n):
 print(time.perf_counter() - t)
 """
 TARGET = "/etc/hostname"
+# A new name at every call: what an import's probing or a build's lookups do (each
+# name is looked up once, so no repeat is there to answer). Names that do not exist,
+# in the standard library's directory (a directory strict's view holds, and where
+# its policy decides every name alike: notify_fast.c's directory keys).
+PROGRAM_NEW = r"""
+import os, sys, time
+n, d = int(sys.argv[1]), sys.argv[2]
+st = os.stat
+names = [f"{d}/sandbox-bench-{i}" for i in range(n)]
+t = time.perf_counter()
+for p in names:
+    try:
+        st(p)
+    except OSError:
+        pass
+print(time.perf_counter() - t)
+"""
 
 
 def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
@@ -44,8 +61,11 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
     from sandbox.policy.model import AuditPolicy
     py = sys.executable
     argv = [py, "-I", "-S", "-c", PROGRAM, str(n), path]
+    n_new = max(n // 4, 1)
+    argv_new = [py, "-I", "-S", "-c", PROGRAM_NEW, str(n_new), os.path.dirname(os.__file__)]
     rates: dict[str, list[float]] = {"bare": [], "sandbox_none": [], "sandbox_all": [],
-                                     "c_floor": [], "c_floor_program": []}
+                                     "c_floor": [], "c_floor_program": [], "new_bare": [],
+                                     "new_sandbox_none": [], "new_sandbox_all": []}
     extra: dict[str, Any] = {}
     try:
         floor = build()
@@ -62,7 +82,16 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
             for _ in range(repeat):
                 out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
                 rates["bare"].append(n / float(out))
+                out = subprocess.run(argv_new, capture_output=True, text=True, check=True).stdout
+                rates["new_bare"].append(n_new / float(out))
                 for key, pol in pols.items():
+                    r = la.spawn(argv_new, policy=pol, output_dir=os.path.join(tmp, "out"))
+                    if r.status != "ok":
+                        raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
+                                           f"{r.stderr!r}")
+                    rates["new_" + key].append(n_new / float(r.stdout or "nan"))
+                    if r.audit:
+                        extra["new_fast_answered"] = r.audit.get("fast_answered", 0)
                     r = la.spawn(argv, policy=pol, output_dir=os.path.join(tmp, "out"))
                     if r.status != "ok":
                         raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
@@ -91,6 +120,9 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
         "c_floor_program_opens_per_s": (round(med["c_floor_program"])
                                         if "c_floor_program" in med else None),
         "us_per_open": {k: round(1e6 / v, 2) for k, v in med.items()},
+        # a new name at every call (PROGRAM_NEW): lookups per second, n_new per run
+        "new_names": {"n": n_new, **{k[4:] + "_per_s": round(v) for k, v in med.items()
+                                    if k.startswith("new_")}},
         "audit_overhead_us": round(1e6 / med["sandbox_all"] - 1e6 / med["bare"], 2),
         "none_overhead_pct": round(100 * (med["bare"] / med["sandbox_none"] - 1), 1),
         "all_runs": {k: [round(x) for x in v] for k, v in rates.items()}, **extra}

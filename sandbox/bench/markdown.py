@@ -97,6 +97,14 @@ def _lines(res: dict[str, Any]) -> list[str]:
                    f"Python program {a.get('c_floor_program_opens_per_s')}/s "
                    f"({a.get('records_per_run')} records per run, {a.get('dropped')} dropped, "
                    f"{a.get('fast_answered')} answered by the compiled loop).")
+        nn = a.get("new_names")
+        if nn:
+            out.append(f"Audited lookups of a new name each (`stat` of {nn.get('n')} names "
+                       f"that do not exist, in the standard library's directory): unsandboxed "
+                       f"{nn.get('bare_per_s')}/s, `files = \"none\"` "
+                       f"{nn.get('sandbox_none_per_s')}/s, `files = \"all\"` "
+                       f"**{nn.get('sandbox_all_per_s')}/s** ({a.get('new_fast_answered')} "
+                       f"answered by the compiled loop).")
     if "ipc_messages_per_s" in res:
         out.append(f"IPC: {res['ipc_messages_per_s']} messages/s, child to parent.")
     for key, note in sorted((res.get("notes") or {}).items()):

@@ -149,6 +149,12 @@ def render(res: dict) -> str:
                  f"Python program {a.get('c_floor_program_opens_per_s')} "
                  f"({a.get('records_per_run')} records, {a.get('dropped')} dropped, "
                  f"{a.get('fast_answered')} answered by the compiled loop)")
+    nn = a.get("new_names")
+    if nn:
+        lines.append(f"audited lookups of a new name each/s: bare {nn.get('bare_per_s')}, "
+                     f"files=none {nn.get('sandbox_none_per_s')}, files=all "
+                     f"{nn.get('sandbox_all_per_s')} ({a.get('new_fast_answered')} of "
+                     f"{nn.get('n')} answered by the compiled loop)")
     if "netproxy" in res:
         lines.append(f"allowlist proxy: {res['netproxy']}")
     lines.append("")

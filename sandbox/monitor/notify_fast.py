@@ -13,6 +13,14 @@ back unanswered (`MISS`), with its raw notification. A serve that answered
 MAX_BATCH calls says `FULL`: the hub serves the run again at once, without an
 epoll round, when nothing else is ready.
 
+Directory keys: when such a first call named a final name in a directory whose
+every name the policy decides alike (`AuditEngine.children_alike`: no rule, deny,
+glob or sandbox area names a child of it), `AuditLoop` also `dput`s the spelling of
+its directory, so a call naming *another* name there is answered here too (the
+name re-examined as Python's resolver would) and comes back with the name, which
+`AuditLoop` joins with the directory's real path. An import's probing or a build's
+lookups name each file once: without these keys every one of them was Python's.
+
 Why: a Python loop between two system calls costs more than the kernel's whole
 round trip (docs/benchmarks.md, "The audit loop"); answering repeats without
 the interpreter is what brings audited opens near the C floor.
@@ -39,8 +47,11 @@ YIELD, MISS, GONE, HUP, SEND_ERR, RECV_ERR, FULL = range(7)
 NO_ARG = 0xFF
 NRS = 512
 SLOTS = 128
+DSLOTS = 64               # directory keys (slots SLOTS .. SLOTS + DSLOTS - 1)
+PATH = 256                # the longest cached path or prefix, with its NUL
+API = 2
 MAX_BATCH = 64            # calls answered per serve (the hub's CHARGE_EVERY)
-_REC = struct.Struct("<IIddI4x")   # struct nf_rec
+_REC = struct.Struct("<IIddII")   # struct nf_rec (its `spare`: a NAME's offset + 1)
 AGAIN = object()          # AuditLoop.dispatch: a full batch, serve this run again (hub)
 _NOTIF_SIZE = 80
 
@@ -63,6 +74,8 @@ def load() -> Any:
     except OSError:
         return None
     vp, i32, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+    if [lib.nf_sizes(i) for i in range(5)] != [_REC.size, _NOTIF_SIZE, NRS, PATH, API]:
+        return None            # a library of another layout: never misread its records
     lib.nf_new.restype = vp
     lib.nf_new.argtypes = [i32, ctypes.c_char_p, ctypes.c_char_p]
     lib.nf_free.argtypes = [vp]
@@ -70,14 +83,14 @@ def load() -> Any:
     lib.nf_put.restype = i32
     lib.nf_put.argtypes = [vp, u32, u32, ctypes.c_char_p, u32, ctypes.c_int32, u32]
     lib.nf_serve.restype = i32
-    lib.nf_serve.argtypes = [vp, i32, i32, i32, i32, vp, ctypes.POINTER(i32)]
+    lib.nf_serve.argtypes = [vp, i32, i32, i32, i32, vp, ctypes.POINTER(i32), vp]
+    lib.nf_dput.restype = i32
+    lib.nf_dput.argtypes = [vp, u32, u32, ctypes.c_char_p, u32, ctypes.c_int32, u32]
     lib.nf_miss.restype = vp
     lib.nf_miss.argtypes = [vp]
     lib.nf_err.argtypes = [vp]
     lib.nf_vanished.restype = ctypes.c_uint
     lib.nf_vanished.argtypes = [vp]
-    if [lib.nf_sizes(i) for i in range(4)] != [_REC.size, _NOTIF_SIZE, NRS, 256]:
-        return None            # a library of another layout: never misread its records
     _lib = lib
     return lib
 
@@ -103,6 +116,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.buf = ctypes.create_string_buffer(_REC.size * MAX_BATCH)
+        self.names = ctypes.create_string_buffer(PATH * MAX_BATCH)   # directory keys' NAMEs
         self.view = memoryview(self.buf).cast("B")
         self.count = ctypes.c_int(0)
         self.count_ref = ctypes.byref(self.count)
@@ -127,7 +141,8 @@ class FastPath:
         if not self._h:
             raise MemoryError("notify_fast: nf_new")
         self._batch: _Batch | None = None     # the serving thread's, at the first serve
-        self.slots: list[tuple[Any, ...] | None] = [None] * SLOTS   # slot -> record fields
+        # slot -> record fields (a directory key's: its directory's real path for the path)
+        self.slots: list[tuple[Any, ...] | None] = [None] * (SLOTS + DSLOTS)
 
     def serve(self, epfd: int, timeout_ms: int, again: bool = False) -> tuple[int, int]:
         """(code, records): answer cached calls until something else is due. `again`:
@@ -138,14 +153,21 @@ class FastPath:
             b = self._batch = _batches.batch or _Batch()
             _batches.batch = b
         code = self._lib.nf_serve(self._h, epfd, MAX_BATCH, timeout_ms, 0 if again else 1,
-                                  b.buf, b.count_ref)
+                                  b.buf, b.count_ref, b.names)
         return code, b.count.value
 
     def records(self, count: int) -> Any:
-        """(slot, thread id, first time, last time, count) of each run of consecutive
-        calls with one key answered by the last `serve`."""
+        """(slot, thread id, first time, last time, count, name) of each run of
+        consecutive calls with one key answered by the last `serve`; `name`: the final
+        name (bytes) a directory key's call named, else 0."""
         assert self._batch is not None, "serve() first"
         return _REC.iter_unpack(self._batch.view[:count * _REC.size])
+
+    def name(self, at: int) -> bytes:
+        """The NAME of a directory key's record (`records`' last field, when not 0)."""
+        assert self._batch is not None, "serve() first"
+        names = self._batch.names.raw
+        return names[at - 1:names.index(b"\0", at - 1)]
 
     def miss(self) -> bytes:
         """The raw struct seccomp_notif a MISS handed over (unanswered)."""
@@ -160,6 +182,17 @@ class FastPath:
     def put(self, nr: int, flags: int, raw: bytes, dirfd: int, name_off: int,
             record: tuple[Any, ...]) -> bool:
         slot = self._lib.nf_put(self._h, nr, flags & 0xFFFFFFFF, raw, len(raw), dirfd, name_off)
+        if slot < 0:
+            return False
+        self.slots[slot] = record
+        return True
+
+    def dput(self, nr: int, flags: int, prefix: bytes, dirfd: int, enoent_ok: bool,
+             record: tuple[Any, ...]) -> bool:
+        """Let the compiled loop answer any path `prefix` + NAME with this syscall and
+        flags (see notify_fast.c, struct nf_dent); `record`'s path is the directory's."""
+        slot = self._lib.nf_dput(self._h, nr, flags & 0xFFFFFFFF, prefix, len(prefix), dirfd,
+                                 int(enoent_ok))
         if slot < 0:
             return False
         self.slots[slot] = record

@@ -60,6 +60,7 @@ import functools
 import json
 import os
 import stat
+import sys
 import threading
 import time
 from types import MappingProxyType
@@ -114,6 +115,13 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
     net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
                                   if n in notify) if nr is not None)
     return table, MappingProxyType(specs), guarded, net
+
+
+_FS = sys.getfilesystemencoding()
+
+
+def _join(d: str, name: str) -> str:
+    return d + name if d.endswith("/") else d + "/" + name
 
 
 class AuditLoop:
@@ -224,7 +232,7 @@ class AuditLoop:
         if root is None:
             return
         rawb = os.fsencode(raw)
-        d, name = info
+        d, name = info[0], info[1]
         dirfd, off = -1, 0
         if name is not None:
             nameb = os.fsencode(name)
@@ -240,6 +248,25 @@ class AuditLoop:
         elif root.on_forget != fast.clear:
             return
         fast.put(nr, flags, rawb, dirfd, off, record)
+        if len(info) == 4:
+            self._fast_dput(nr, flags, rawb, dirfd, info[2], info[3], record)
+
+    def _fast_dput(self, nr: int, flags: int, rawb: bytes, dirfd: int, d: str, name: str,
+                   record: tuple[Any, ...]) -> None:
+        """And any other name spelled in the same directory, when the policy decides
+        every name there alike (`AuditEngine.children_alike`): the record is then the
+        directory's real path joined with the name (notify_fast.c, directory keys).
+        `dirfd` >= 0: the final name is followed, so re-examined per call there."""
+        assert self._fast is not None and self.engine is not None
+        nameb = os.fsencode(name)
+        if "/" in name or not rawb.endswith(b"/" + nameb) or record[2] != _join(d, name) \
+                or not self.engine.children_alike(d):
+            return
+        prefix = rawb[:len(rawb) - len(nameb)]
+        plain = d.encode(_FS, "surrogateescape") + (b"" if d.endswith("/") else b"/")
+        op, call, _, flag_text, allowed, rule = record
+        self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
+                        (op, call, d, flag_text, allowed, rule))
 
     # -- what the hub asks -------------------------------------------------------------------
     def fileno(self) -> int:
@@ -342,8 +369,10 @@ class AuditLoop:
         calls = 0
         with self._rec_lock:
             seq = self.seq
-            for slot, pid, ts, last, k in fast.records(count):
+            for slot, pid, ts, last, k, at in fast.records(count):
                 op, name, path, flags, allowed, rule = slots[slot]
+                if at:   # a directory key's call: its directory joined with the name
+                    path = _join(path, os.fsdecode(fast.name(at)))
                 seq += 1
                 calls += k
                 event = (seq, ts, pid, op, name, path, flags, allowed, rule, "kernel", None)

@@ -240,7 +240,9 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
     nothing but this root's directory cache plus, with `name`, a final name in
     `directory` that is no symlink (what must be checked again for the same answer
     to hold), ``[None, None]`` when it rests on the cache alone; left empty when a
-    link was followed or the walk failed (notify_fast caches only the former)."""
+    link was followed or the walk failed (notify_fast caches only the former). When
+    the answer is a cached directory joined with a final name, two more items say
+    which: ``[..., directory, name]`` (notify_fast's directory keys)."""
     links = 0
     while True:
         lex = _lexical(path)
@@ -268,7 +270,7 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
                 return d
             if not (follow_last or slash):
                 if info is not None and not links:
-                    info[:] = [None, None]
+                    info[:] = [None, None, d, name]
                 return join(d, name)
             text = link_target(root.dir_fd(d) if fd < 0 else fd, name)
         except OSError:
@@ -278,7 +280,7 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
                 os.close(fd)
         if text is None:
             if info is not None and not links and not slash:
-                info[:] = [d, name]
+                info[:] = [d, name, d, name]
             return join(d, name)
         links += 1
         if links > MAX_LINKS or not text:

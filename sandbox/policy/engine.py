@@ -224,6 +224,39 @@ class Engine:
         self._cache: dict[tuple[str, str], Verdict] = {}
         self._paths: dict[str, tuple[str, list[str], str | None]] = {}
         self._caching = cache
+        self._alike: dict[str, bool] = {}
+        self._child_dirs: frozenset[str] | None = None   # made at the first children_alike
+
+    def children_alike(self, d: str) -> bool:
+        """True when every path ``d/NAME`` (NAME one component, not "." or "..") gets
+        the same verdict for each operation, whatever NAME is: no rule, deny, view
+        parent or sandbox area names a child of `d`, and no glob's literal prefix
+        reaches `d` (conservative: a glob there might match some names). Why: the
+        audit's compiled loop then answers a new name in `d` without asking
+        (sandbox/_native/notify_fast.c, directory keys). `d`: a normal absolute path."""
+        got = self._alike.get(d)
+        if got is None:
+            got = self._children_alike(d)
+            if len(d) <= _CACHE_KEY:     # bounded as the verdicts are (issue 11)
+                if len(self._alike) >= _CACHE_MAX:
+                    self._alike.clear()
+                self._alike[d] = got
+        return got
+
+    def _children_alike(self, d: str) -> bool:
+        if d == "/" or not d.startswith("/"):
+            return False        # "/" holds the sandbox areas, each decided apart
+        under = d + "/"
+        if area_of(under + "x") is not None or (under + "x").startswith(CGROUP_VIEW + "/") \
+                or CGROUP_VIEW.startswith(under):
+            return False
+        if self._child_dirs is None:
+            keys = [*self.deny_literal, *self.allow_literal, *self.parents]
+            self._child_dirs = frozenset(k.rsplit("/", 1)[0] or "/" for k in keys)
+        if d in self._child_dirs:
+            return False
+        prefixes = [g[0] for g in self.deny_globs] + [g[0] for g in self.allow_globs]
+        return not any(under.startswith(p) for p in prefixes)
 
     # -- the decision -------------------------------------------------------------------------
     def decide(self, operation: str, path: str, *,
