@@ -420,3 +420,70 @@ def test_a_directory_with_a_denied_name_is_never_keyed(fast_lib, tmp_path):
         os.close(out_w)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_new_directory_answers_the_runs_other_calls_from_its_first(fast_lib, tmp_path):
+    """An import stats a name and opens another: once a directory key was made for
+    each (syscall, flags) somewhere, a new directory's first call keys the others
+    there too, so only that first call is Python's; the records are the Python
+    loop's all the same."""
+    top = _plain_dir(tmp_path)
+    try:
+        for i in range(20):
+            os.makedirs(os.path.join(top, f"d{i}"))
+            for n in ("a.py", "b.py"):
+                with open(os.path.join(top, f"d{i}", n), "w") as f:
+                    f.write(n)
+
+        def body():
+            for i in range(20):
+                d = os.path.join(top, f"d{i}")
+                os.stat(os.path.join(d, "a.py"))
+                os.close(os.open(os.path.join(d, "b.py"), os.O_RDONLY | os.O_CLOEXEC))
+                assert not os.path.lexists(os.path.join(d, "zz"))   # an lstat
+
+        got = []
+        for fast in (True, False):
+            summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
+            assert code == 0
+            got.append((_rows(recs, top), answered))
+        (c_rows, c_answered), (py_rows, _) = got
+        assert c_rows == py_rows
+        # per directory: stat a.py (Python's, the first), open b.py and lstat zz (keyed
+        # by it from the first directory on: 38 calls, 0 without that; a key the table
+        # has no room for, two of a pair taken by newer keys, goes back to Python)
+        assert c_answered >= 30, c_answered
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_fstat_by_another_name_is_answered_in_c_and_a_path_with_the_flag_is_recorded(
+        fast_lib, tmp_path):
+    """glibc's fstat(2) is newfstatat(fd, "", AT_EMPTY_PATH): no path, so the Python loop
+    answers it and records nothing (a third of an import's notified calls). The compiled
+    loop answers it too, counted the same. A real path with AT_EMPTY_PATH is a lookup
+    like any other: recorded, whichever loop answers."""
+    import ctypes
+    target = tmp_path / "f"
+    target.write_text("x")
+
+    def body():
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)
+        fd = os.open(str(target), os.O_RDONLY)
+        for _ in range(200):
+            os.fstat(fd)
+        for _ in range(3):   # AT_FDCWD, a path, AT_EMPTY_PATH (0x1000)
+            assert libc.fstatat(-100, os.fsencode(str(target)), buf, 0x1000) == 0
+        os.close(fd)
+
+    got = []
+    for fast in (True, False):
+        summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
+        assert code == 0
+        got.append((_rows(recs, str(target)), summary.checked, summary.records, answered))
+    (c_rows, c_checked, c_records, c_answered), (py_rows, py_checked, py_records, _) = got
+    assert c_rows == py_rows and (c_checked, c_records) == (py_checked, py_records)
+    assert [(r[1], r[2], r[6]) for r in c_rows if r[1] == "newfstatat"] == \
+        [("newfstatat", str(target), 3)], c_rows
+    assert c_answered >= 200 + 2, c_answered

@@ -49,7 +49,9 @@
 #define NF_PATH 256         /* longest cached path, with its NUL */
 #define NF_PAGE 4096
 #define NF_DSLOTS 64        /* directory entries per run (a power of two) */
-#define NF_API 2            /* nf_sizes(4): the Python side refuses another */
+#define NF_EMPTY_FSTAT 0x80 /* path_arg bit: a stat-family call, whose "" with AT_EMPTY_PATH
+                               is fstat(2) by another name (no path: answered, not recorded) */
+#define NF_API 3            /* nf_sizes(4): the Python side refuses another */
 
 enum { NF_YIELD = 0, NF_MISS = 1, NF_GONE = 2, NF_HUP = 3, NF_SEND_ERR = 4, NF_RECV_ERR = 5,
        NF_FULL = 6 };
@@ -62,6 +64,7 @@ struct nf_entry {
     uint32_t len;           /* path bytes without the NUL */
     int32_t dirfd;          /* >= 0: the final name (path + name_off) must not be a link */
     uint32_t name_off;      /* a directory key's (below): enoent_ok */
+    uint32_t stamp;         /* when it was put: of two keys in one slot pair, the older goes */
     char path[];            /* len bytes and a NUL */
 };
 
@@ -97,6 +100,8 @@ struct nf_run {
     struct nf_entry **dtab;  /* NF_DSLOTS pointers, allocated at the first nf_dput */
     /* filled by nf_serve */
     uint32_t vanished;      /* answered too late: the caller was gone (not recorded) */
+    uint32_t unrecorded;    /* fstat by another name (NF_EMPTY_FSTAT): answered, no record */
+    uint32_t stamp;         /* keys put so far (nf_entry.stamp) */
     int32_t err;            /* errno of NF_SEND_ERR / NF_RECV_ERR */
     struct seccomp_notif miss;
 };
@@ -143,12 +148,18 @@ void nf_free(struct nf_run *r) {
     free(r);
 }
 
+/* Whether entry `e` holds key (nr, flags, the `n` bytes at `p`). */
+static int nf_same(const struct nf_entry *e, uint32_t nr, uint32_t flags, const char *p,
+                   size_t n) {
+    return e && e->len == n && e->nr == nr && e->flags == flags && !memcmp(e->path, p, n);
+}
+
 static struct nf_entry *nf_find(struct nf_run *r, uint32_t nr, uint32_t flags,
                                 const char *p, size_t n, uint32_t *slot) {
     uint32_t h = nf_hash(nr, flags, p, n) & (NF_SLOTS - 1);
     for (int way = 0; way < 2; way++) {
         struct nf_entry *e = r->tab[h ^ way];
-        if (e && e->len == n && e->nr == nr && e->flags == flags && !memcmp(e->path, p, n)) {
+        if (nf_same(e, nr, flags, p, n)) {
             *slot = h ^ way;
             return e;
         }
@@ -156,9 +167,20 @@ static struct nf_entry *nf_find(struct nf_run *r, uint32_t nr, uint32_t flags,
     return NULL;
 }
 
-/* (Re)fill the entry at *at (a new one when *at is NULL or too short); 0 when out of memory. */
-static int nf_set(struct nf_entry **at, uint32_t nr, uint32_t flags, const char *path,
-                  uint32_t len, int32_t dirfd, uint32_t aux) {
+/* The slot of key (nr, flags, the `n` bytes at `p`) among the pair h, h ^ 1 of `tab`: its
+ * own, else a free one, else the one put earlier (a run's newest keys stay). */
+static uint32_t nf_way(struct nf_entry **tab, uint32_t h, uint32_t nr, uint32_t flags,
+                       const char *p, size_t n) {
+    struct nf_entry *a = tab[h], *b = tab[h ^ 1];
+    if (nf_same(a, nr, flags, p, n) || !a) return h;
+    if (nf_same(b, nr, flags, p, n) || !b) return h ^ 1;
+    return a->stamp <= b->stamp ? h : h ^ 1;
+}
+
+/* Put key (nr, flags, path) at *at (a new entry unless the one there has its length);
+ * 0 when out of memory. */
+static int nf_set(struct nf_run *r, struct nf_entry **at, uint32_t nr, uint32_t flags,
+                  const char *path, uint32_t len, int32_t dirfd, uint32_t aux) {
     struct nf_entry *e = *at;
     if (!e || e->len != len) {
         free(e);
@@ -170,6 +192,7 @@ static int nf_set(struct nf_entry **at, uint32_t nr, uint32_t flags, const char 
     e->len = len;
     e->dirfd = dirfd;
     e->name_off = aux;
+    e->stamp = ++r->stamp;
     memcpy(e->path, path, len);
     e->path[len] = 0;
     return 1;
@@ -181,15 +204,9 @@ int nf_put(struct nf_run *r, uint32_t nr, uint32_t flags, const char *path, uint
     if (len == 0 || len >= NF_PATH || path[0] != '/' || (dirfd >= 0 && name_off >= len))
         return -1;
     if (!r->tab && !(r->tab = calloc(NF_SLOTS, sizeof *r->tab))) return -1;
-    uint32_t slot;
-    struct nf_entry *e = nf_find(r, nr, flags, path, len, &slot);
-    if (!e) {
-        uint32_t h = nf_hash(nr, flags, path, len) & (NF_SLOTS - 1);
-        slot = !r->tab[h] ? h : !r->tab[h ^ 1] ? (h ^ 1) : h;
-        /* both ways taken: the newer key replaces the first */
-        return nf_set(&r->tab[slot], nr, flags, path, len, dirfd, name_off) ? (int)slot : -1;
-    }
-    return nf_set(&e, nr, flags, path, len, dirfd, name_off) ? (int)slot : -1;
+    uint32_t slot = nf_way(r->tab, nf_hash(nr, flags, path, len) & (NF_SLOTS - 1), nr, flags,
+                           path, len);
+    return nf_set(r, &r->tab[slot], nr, flags, path, len, dirfd, name_off) ? (int)slot : -1;
 }
 
 /* Directory key (nr, flags, prefix ending with '/') -> its slot, NF_SLOTS + its index
@@ -199,9 +216,9 @@ int nf_dput(struct nf_run *r, uint32_t nr, uint32_t flags, const char *prefix, u
     if (len == 0 || len >= NF_PATH || prefix[0] != '/' || prefix[len - 1] != '/')
         return -1;
     if (!r->dtab && !(r->dtab = calloc(NF_DSLOTS, sizeof *r->dtab))) return -1;
-    uint32_t slot = nf_hash(nr, flags, prefix, len) & (NF_DSLOTS - 1);
-    /* one way: the newer key replaces the older */
-    return nf_set(&r->dtab[slot], nr, flags, prefix, len, dirfd, enoent_ok)
+    uint32_t slot = nf_way(r->dtab, nf_hash(nr, flags, prefix, len) & (NF_DSLOTS - 1), nr,
+                           flags, prefix, len);
+    return nf_set(r, &r->dtab[slot], nr, flags, prefix, len, dirfd, enoent_ok)
         ? (int)(NF_SLOTS + slot) : -1;
 }
 
@@ -217,9 +234,9 @@ static struct nf_entry *nf_dfind(struct nf_run *r, uint32_t nr, uint32_t flags,
     if (nlen == 0 || (name[0] == '.' && (nlen == 1 || (nlen == 2 && name[1] == '.'))))
         return NULL;
     uint32_t h = nf_hash(nr, flags, p, plen) & (NF_DSLOTS - 1);
+    if (!nf_same(r->dtab[h], nr, flags, p, plen) && !nf_same(r->dtab[h ^= 1], nr, flags, p, plen))
+        return NULL;    /* neither way */
     struct nf_entry *d = r->dtab[h];
-    if (!d || d->len != plen || d->nr != nr || d->flags != flags || memcmp(d->path, p, plen))
-        return NULL;
     if (d->dirfd >= 0) {
         char c;
         if (readlinkat(d->dirfd, name, &c, 1) >= 0) return NULL;   /* a link: Python */
@@ -259,6 +276,7 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
     int n = 0, calls = 0, first = ready;
     size_t names_used = 0;      /* `names`: max * NF_PATH bytes, the NAMEs of directory keys */
     r->vanished = 0;
+    r->unrecorded = 0;
     r->err = 0;
     *count = 0;
     while (calls < max) {
@@ -287,9 +305,10 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
         struct nf_entry *e = NULL;
         struct nf_entry *d = NULL;
         size_t name_at = 0, name_len = 0;
-        if ((r->tab || r->dtab) && req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS &&
-                r->path_arg[nr] != NF_NO_ARG) {
-            uint64_t addr = req.data.args[r->path_arg[nr]];
+        int empty = 0;
+        if (req.data.arch == AUDIT_ARCH_X86_64 && nr < NF_NRS && r->path_arg[nr] != NF_NO_ARG) {
+            uint8_t pa = r->path_arg[nr];
+            uint64_t addr = req.data.args[pa & ~NF_EMPTY_FSTAT];
             /* NF_PATH bytes in (at most) two pieces split at the page end: a path running
              * into the next page is read whole, and a next page that is not mapped only
              * ends the read there (the kernel never splits one piece). */
@@ -302,9 +321,10 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
             ssize_t got_bytes = addr ? process_vm_readv((pid_t)req.pid, &local, 1, remote,
                                                         head < NF_PATH ? 2 : 1, 0) : -1;
             char *nul = got_bytes > 0 ? memchr(buf, 0, (size_t)got_bytes) : NULL;
+            uint8_t fa = r->flags_arg[nr];
+            uint32_t flags = fa == NF_NO_ARG ? 0 : (uint32_t)req.data.args[fa];
+            empty = nul == buf && (pa & NF_EMPTY_FSTAT) && (flags & AT_EMPTY_PATH);
             if (nul && buf[0] == '/') {
-                uint8_t fa = r->flags_arg[nr];
-                uint32_t flags = fa == NF_NO_ARG ? 0 : (uint32_t)req.data.args[fa];
                 if (r->tab) e = nf_find(r, nr, flags, buf, (size_t)(nul - buf), &slot);
                 if (!e) {
                     d = nf_dfind(r, nr, flags, buf, (size_t)(nul - buf), &slot, &name_at);
@@ -316,6 +336,16 @@ int nf_serve(struct nf_run *r, int epfd, int max, int timeout_ms, int ready,
                 if (readlinkat(e->dirfd, e->path + e->name_off, &c, 1) >= 0 || errno != EINVAL)
                     e = NULL;   /* now a link, or gone: Python looks again */
             }
+        }
+        if (empty) {    /* Python answers it so too, and records nothing (not a lookup) */
+            if (nf_send_continue(r->fd, req.id) && errno != ENOENT) {
+                *count = n;
+                r->err = errno;
+                return NF_SEND_ERR;
+            }
+            r->unrecorded++;
+            calls++;
+            continue;
         }
         if (!e && !d) {
             r->miss = req;
@@ -372,7 +402,8 @@ int nf_sizes(int what) {
 }
 
 /* The notification handed over by NF_MISS (raw struct seccomp_notif), and the errno and
- * vanished count of the last serve. */
+ * vanished and unrecorded counts of the last serve. */
 const struct seccomp_notif *nf_miss(struct nf_run *r) { return &r->miss; }
 int nf_err(struct nf_run *r) { return r->err; }
 unsigned nf_vanished(struct nf_run *r) { return r->vanished; }
+unsigned nf_unrecorded(struct nf_run *r) { return r->unrecorded; }

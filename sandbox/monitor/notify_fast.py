@@ -49,7 +49,8 @@ NRS = 512
 SLOTS = 128
 DSLOTS = 64               # directory keys (slots SLOTS .. SLOTS + DSLOTS - 1)
 PATH = 256                # the longest cached path or prefix, with its NUL
-API = 2
+API = 3
+EMPTY_FSTAT = 0x80          # a path argument's bit: "" with AT_EMPTY_PATH is fstat(2)
 MAX_BATCH = 64            # calls answered per serve (the hub's CHARGE_EVERY)
 _REC = struct.Struct("<IIddII")   # struct nf_rec (its `spare`: a NAME's offset + 1)
 AGAIN = object()          # AuditLoop.dispatch: a full batch, serve this run again (hub)
@@ -91,6 +92,8 @@ def load() -> Any:
     lib.nf_err.argtypes = [vp]
     lib.nf_vanished.restype = ctypes.c_uint
     lib.nf_vanished.argtypes = [vp]
+    lib.nf_unrecorded.restype = ctypes.c_uint
+    lib.nf_unrecorded.argtypes = [vp]
     _lib = lib
     return lib
 
@@ -133,7 +136,8 @@ class FastPath:
     """One run's C cache and loop. Used by the hub's thread only (like `Listener`)."""
 
     def __init__(self, lib: Any, fd: int, eligible: dict[int, tuple[int, int | None]]) -> None:
-        """`eligible`: syscall number -> (path argument, flags argument or None)."""
+        """`eligible`: syscall number -> (path argument, flags argument or None); the
+        path argument with EMPTY_FSTAT for a stat-family call (see `unrecorded`)."""
         self._tables = path_arg, flags_arg, self.eligible = \
             _tables(tuple(sorted((nr, pa, fa) for nr, (pa, fa) in eligible.items())))
         self._lib = lib
@@ -178,6 +182,11 @@ class FastPath:
 
     def vanished(self) -> int:
         return int(self._lib.nf_vanished(self._h))
+
+    def unrecorded(self) -> int:
+        """Calls of the last serve that were fstat(2) by another name (a stat-family
+        call of "" with AT_EMPTY_PATH): answered, counted as checked, not recorded."""
+        return int(self._lib.nf_unrecorded(self._h))
 
     def put(self, nr: int, flags: int, raw: bytes, dirfd: int, name_off: int,
             record: tuple[Any, ...]) -> bool:

@@ -118,6 +118,7 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
 
 
 _FS = sys.getfilesystemencoding()
+MAX_DKINDS = 8      # (syscall, flags) pairs a new directory key is made for at once
 
 
 def _join(d: str, name: str) -> str:
@@ -185,6 +186,7 @@ class AuditLoop:
         self._fast: Any = None         # the compiled fast path (notify_fast), once attached
         self.lingers = False           # the hub lets `dispatch` wait on its epoll descriptor
         self.fast_answered = 0         # calls the compiled loop answered
+        self._dkinds: dict[tuple[int, int], None] = {}   # keyed by a directory (_fast_dput)
 
     def attach(self, fd: int, hub: Any = None) -> "AuditLoop":
         """Take the listener descriptor; open the store; hand the listener to the hub
@@ -219,7 +221,9 @@ class AuditLoop:
                     or name in _ACCESS_MODE or nr in self.guarded_nrs or nr in self.net_nrs \
                     or (self.broker is not None and self.broker.handles(name)):
                 continue
-            eligible[nr] = (spec.slots[0][1], spec.flags_arg)
+            eligible[nr] = (spec.slots[0][1] | (notify_fast.EMPTY_FSTAT if spec.kind == "stat"
+                                                and spec.flags_arg is not None else 0),
+                            spec.flags_arg)
         if not eligible:
             return
         self._fast = notify_fast.FastPath(lib, fd, eligible)
@@ -265,8 +269,40 @@ class AuditLoop:
         prefix = rawb[:len(rawb) - len(nameb)]
         plain = d.encode(_FS, "surrogateescape") + (b"" if d.endswith("/") else b"/")
         op, call, _, flag_text, allowed, rule = record
+        if not self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
+                               (op, call, d, flag_text, allowed, rule)):
+            return
+        # the run's other calls keyed by a directory before (an import stats a file and
+        # opens another): this directory answers them too, each with its own record
+        kinds = self._dkinds
+        kinds.pop((nr, flags), None)
+        for nr2, flags2 in list(kinds):
+            self._sibling_dput(nr2, flags2, prefix, plain, d)
+        kinds[(nr, flags)] = None
+        if len(kinds) > MAX_DKINDS:
+            del kinds[next(iter(kinds))]
+
+    def _sibling_dput(self, nr: int, flags: int, prefix: bytes, plain: bytes, d: str) -> None:
+        """The directory key of syscall `nr` with `flags` for directory `d` spelled
+        `prefix`: the record `_handle` would make of a call naming a plain name there
+        (the policy decides every such name alike, so any name's verdict is theirs)."""
+        assert self._fast is not None and self.engine is not None and self.paths.root
+        call, spec = self.specs[nr]
+        _, _, op, follow = spec.slots[0]
+        if op is None:
+            op = S.open_operation(flags)
+        v = self.engine.decide(op, _join(d, "-"))
+        if not v.allowed and v.rule.startswith("filesystem.deny"):
+            return                                  # answered EACCES by Python
+        dirfd = -1
+        if S.follows(follow, flags):
+            try:
+                dirfd = self.paths.root.dir_fd(d)
+            except OSError:
+                return
         self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
-                        (op, call, d, flag_text, allowed, rule))
+                        (op, call, d, self._flag_text(call, spec.kind, flags, 0, None),
+                         v.allowed, v.rule))
 
     # -- what the hub asks -------------------------------------------------------------------
     def fileno(self) -> int:
@@ -335,8 +371,9 @@ class AuditLoop:
         if fast is not None:
             code, count = fast.serve(epfd, linger_ms, again)
             vanished = fast.vanished()
-            if count or vanished:
-                self._replay(fast, count, vanished)
+            unrecorded = fast.unrecorded()
+            if count or vanished or unrecorded:
+                self._replay(fast, count, vanished, unrecorded)
             if code == notify_fast.FULL:
                 return notify_fast.AGAIN
             if code == notify_fast.YIELD:
@@ -360,10 +397,11 @@ class AuditLoop:
             n = got
         return self._one(n)
 
-    def _replay(self, fast: Any, count: int, vanished: int) -> None:
+    def _replay(self, fast: Any, count: int, vanished: int, unrecorded: int = 0) -> None:
         """The records of calls the compiled loop answered: what `record` makes of them.
         A run of `k` consecutive calls with one key takes `k` sequence numbers and counts
-        `k` times, as `k` records would (Tally.add_run, Writer.put_run)."""
+        `k` times, as `k` records would (Tally.add_run, Writer.put_run). `unrecorded`
+        calls were fstat by another name: checked, never recorded, as in `_handle`."""
         tally, writer, slots = self.tally, self.writer, fast.slots
         record_all = self.record_all
         calls = 0
@@ -390,6 +428,7 @@ class AuditLoop:
                     else:
                         writer.put_run(event, k, last)
             self.seq = seq
+        calls += unrecorded
         self.fast_answered += calls
         tally.checked += calls + vanished
         tally.vanished += vanished
