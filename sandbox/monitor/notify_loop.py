@@ -60,7 +60,6 @@ import functools
 import json
 import os
 import stat
-import sys
 import threading
 import time
 from types import MappingProxyType
@@ -77,7 +76,7 @@ from sandbox.isolation import syscall_profiles as sp
 from sandbox.policy.model import SyscallPolicy
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
-from sandbox.monitor import notify_fast
+from sandbox.monitor import fast_keys, notify_fast, root_walk
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
@@ -115,14 +114,6 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
     net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
                                   if n in notify) if nr is not None)
     return table, MappingProxyType(specs), guarded, net
-
-
-_FS = sys.getfilesystemencoding()
-MAX_DKINDS = 8      # (syscall, flags) pairs a new directory key is made for at once
-
-
-def _join(d: str, name: str) -> str:
-    return d + name if d.endswith("/") else d + "/" + name
 
 
 class AuditLoop:
@@ -186,7 +177,7 @@ class AuditLoop:
         self._fast: Any = None         # the compiled fast path (notify_fast), once attached
         self.lingers = False           # the hub lets `dispatch` wait on its epoll descriptor
         self.fast_answered = 0         # calls the compiled loop answered
-        self._dkinds: dict[tuple[int, int], None] = {}   # keyed by a directory (_fast_dput)
+        self._keys: fast_keys.Keys | None = None   # what Python puts in it (fast_keys)
 
     def attach(self, fd: int, hub: Any = None) -> "AuditLoop":
         """Take the listener descriptor; open the store; hand the listener to the hub
@@ -227,82 +218,10 @@ class AuditLoop:
         if not eligible:
             return
         self._fast = notify_fast.FastPath(lib, fd, eligible)
+        assert self.engine is not None, "audited runs have an engine"
+        self._keys = fast_keys.Keys(self._fast, self.paths, self.engine, self.specs,
+                                    self._flag_text)
         self.lingers = True
-
-    def _fast_put(self, nr: int, flags: int, raw: str, info: list[Any],
-                  record: tuple[Any, ...]) -> None:
-        """Let the compiled loop answer the next calls with this key (see notify_fast)."""
-        fast, root = self._fast, self.paths.root
-        if root is None:
-            return
-        rawb = os.fsencode(raw)
-        d, name = info[0], info[1]
-        dirfd, off = -1, 0
-        if name is not None:
-            nameb = os.fsencode(name)
-            if not rawb.endswith(b"/" + nameb):
-                return
-            try:
-                dirfd = root.dir_fd(d)   # kept by the root; closing it clears the cache
-            except OSError:
-                return
-            off = len(rawb) - len(nameb)
-        if root.on_forget is None:
-            root.on_forget = fast.clear
-        elif root.on_forget != fast.clear:
-            return
-        fast.put(nr, flags, rawb, dirfd, off, record)
-        if len(info) == 4:
-            self._fast_dput(nr, flags, rawb, dirfd, info[2], info[3], record)
-
-    def _fast_dput(self, nr: int, flags: int, rawb: bytes, dirfd: int, d: str, name: str,
-                   record: tuple[Any, ...]) -> None:
-        """And any other name spelled in the same directory, when the policy decides
-        every name there alike (`AuditEngine.children_alike`): the record is then the
-        directory's real path joined with the name (notify_fast.c, directory keys).
-        `dirfd` >= 0: the final name is followed, so re-examined per call there."""
-        assert self._fast is not None and self.engine is not None
-        nameb = os.fsencode(name)
-        if "/" in name or not rawb.endswith(b"/" + nameb) or record[2] != _join(d, name) \
-                or not self.engine.children_alike(d):
-            return
-        prefix = rawb[:len(rawb) - len(nameb)]
-        plain = d.encode(_FS, "surrogateescape") + (b"" if d.endswith("/") else b"/")
-        op, call, _, flag_text, allowed, rule = record
-        if not self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
-                               (op, call, d, flag_text, allowed, rule)):
-            return
-        # the run's other calls keyed by a directory before (an import stats a file and
-        # opens another): this directory answers them too, each with its own record
-        kinds = self._dkinds
-        kinds.pop((nr, flags), None)
-        for nr2, flags2 in list(kinds):
-            self._sibling_dput(nr2, flags2, prefix, plain, d)
-        kinds[(nr, flags)] = None
-        if len(kinds) > MAX_DKINDS:
-            del kinds[next(iter(kinds))]
-
-    def _sibling_dput(self, nr: int, flags: int, prefix: bytes, plain: bytes, d: str) -> None:
-        """The directory key of syscall `nr` with `flags` for directory `d` spelled
-        `prefix`: the record `_handle` would make of a call naming a plain name there
-        (the policy decides every such name alike, so any name's verdict is theirs)."""
-        assert self._fast is not None and self.engine is not None and self.paths.root
-        call, spec = self.specs[nr]
-        _, _, op, follow = spec.slots[0]
-        if op is None:
-            op = S.open_operation(flags)
-        v = self.engine.decide(op, _join(d, "-"))
-        if not v.allowed and v.rule.startswith("filesystem.deny"):
-            return                                  # answered EACCES by Python
-        dirfd = -1
-        if S.follows(follow, flags):
-            try:
-                dirfd = self.paths.root.dir_fd(d)
-            except OSError:
-                return
-        self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
-                        (op, call, d, self._flag_text(call, spec.kind, flags, 0, None),
-                         v.allowed, v.rule))
 
     # -- what the hub asks -------------------------------------------------------------------
     def fileno(self) -> int:
@@ -410,7 +329,7 @@ class AuditLoop:
             for slot, pid, ts, last, k, at in fast.records(count):
                 op, name, path, flags, allowed, rule = slots[slot]
                 if at:   # a directory key's call: its directory joined with the name
-                    path = _join(path, os.fsdecode(fast.name(at)))
+                    path = root_walk.join(path, os.fsdecode(fast.name(at)))
                 seq += 1
                 calls += k
                 event = (seq, ts, pid, op, name, path, flags, allowed, rule, "kernel", None)
@@ -601,7 +520,8 @@ class AuditLoop:
             # the next calls with this key get this answer and this record: the compiled
             # loop may give them (only what `record` stores varies: seq, pid, time)
             op, path, v = results[0]
-            self._fast_put(n.nr, flags, raw, info, (op, name, path, flag_text, v.allowed,
+            assert self._keys is not None, "info is made with the fast path"
+            self._keys.put(n.nr, flags, raw, info, (op, name, path, flag_text, v.allowed,
                                                     v.rule))
         return True
 
