@@ -309,51 +309,58 @@ def test_a_run_flooding_cached_calls_does_not_stall_another_run(fast_lib, tmp_pa
 
 # -- directory keys: a new name in a directory the policy decides alike ---------------------
 
-def _plain_dir(tmp_path) -> str:
+@pytest.fixture
+def plain_dir():
     """A directory outside the sandbox areas (/tmp is one: decided apart, never keyed)."""
     d = tempfile.mkdtemp(prefix="nf-dir-", dir="/var/tmp")
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _both_loops(body, tmp_path, under: str):
+    """`body` run under the compiled loop, then under the Python loop: for each, (its
+    rows under `under`, its summary, the calls the compiled loop answered)."""
+    got = []
+    for fast in (True, False):
+        summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
+        assert code == 0
+        got.append((_rows(recs, under), summary, answered))
+    return got
 
 
 def test_new_names_in_a_directory_are_answered_in_c_and_recorded_as_python_does(fast_lib,
-                                                                               tmp_path):
+                                                                               tmp_path,
+                                                                               plain_dir):
     """Each name is new (no repeat to answer): the compiled loop answers them by their
     directory once Python decided one, and the records are the Python loop's, names that
     exist and names that do not."""
-    d = _plain_dir(tmp_path)
-    try:
-        for i in range(0, 200, 2):
-            with open(os.path.join(d, f"n{i}"), "w") as f:
-                f.write("x")
+    d = plain_dir
+    for i in range(0, 200, 2):
+        with open(os.path.join(d, f"n{i}"), "w") as f:
+            f.write("x")
 
-        def body():
-            for i in range(200):
-                for follow in (True, False):
-                    try:
-                        os.stat(os.path.join(d, f"n{i}"), follow_symlinks=follow)
-                    except OSError:
-                        pass
+    def body():
+        for i in range(200):
+            for follow in (True, False):
+                try:
+                    os.stat(os.path.join(d, f"n{i}"), follow_symlinks=follow)
+                except OSError:
+                    pass
 
-        got = []
-        for fast in (True, False):
-            summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
-            assert code == 0
-            got.append((_rows(recs, d), summary.checked, answered))
-        (c_rows, c_checked, c_answered), (py_rows, py_checked, _) = got
-        assert c_rows == py_rows and c_checked == py_checked
-        assert len(c_rows) == 400
-        assert c_answered >= 390, c_answered     # all but the first of each key
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    (c_rows, c_sum, c_answered), (py_rows, py_sum, _) = _both_loops(body, tmp_path, d)
+    assert c_rows == py_rows and c_sum.checked == py_sum.checked
+    assert len(c_rows) == 400
+    assert c_answered >= 390, c_answered     # all but the first of each key
 
 
 def test_a_new_name_that_is_a_link_made_from_outside_is_recorded_as_its_target(fast_lib,
-                                                                              tmp_path):
+                                                                              tmp_path,
+                                                                              plain_dir):
     """The attack on a directory key: once the directory is keyed, the host (or a
     sibling) makes a new name in it a link to a file elsewhere. The open follows the
     link, so its record must name the target, as Python's would: the compiled loop
     examines each followed name (readlinkat) and hands a link to Python."""
-    d = _plain_dir(tmp_path)
+    d = plain_dir
     secret = tmp_path / "secret"
     secret.write_text("s")
     go_r, go_w = os.pipe()
@@ -383,78 +390,69 @@ def test_a_new_name_that_is_a_link_made_from_outside_is_recorded_as_its_target(f
         assert paths == [os.path.join(d, "a"), os.path.join(d, "b"), str(secret)], paths
         assert run.loop.fast_answered >= 1          # "b" was answered by its directory
     finally:
-        shutil.rmtree(d, ignore_errors=True)
         for fd in (go_r, go_w, done_r, done_w):
             os.close(fd)
 
 
-def test_a_directory_with_a_denied_name_is_never_keyed(fast_lib, tmp_path):
+def test_a_directory_with_a_denied_name_is_never_keyed(fast_lib, tmp_path, plain_dir):
     """A deny rule names one child of the directory: its other names are not all
     decided alike, so no directory key; the denied name is refused every time, even
     after many allowed neighbours."""
     from sandbox.policy.model import AuditPolicy, FilesystemPolicy, NetworkPolicy, Policy
-    d = _plain_dir(tmp_path)
+    d = plain_dir
+    for n in ("a", "b", "c", "secret"):
+        with open(os.path.join(d, n), "w") as f:
+            f.write(n)
+    pol = Policy(filesystem=FilesystemPolicy(read=("/",), deny=(os.path.join(d, "secret"),)),
+                 audit=AuditPolicy(files="all"), network=NetworkPolicy(mode="host"))
+    out_r, out_w = os.pipe()
+
+    def body():
+        refused = 0
+        for n in ("a", "b", "c", "secret", "a", "secret"):
+            try:
+                os.close(os.open(os.path.join(d, n), os.O_RDONLY))
+            except PermissionError:
+                refused += 1
+        os.write(out_w, str(refused).encode())
+
     try:
-        for n in ("a", "b", "c", "secret"):
-            with open(os.path.join(d, n), "w") as f:
-                f.write(n)
-        pol = Policy(filesystem=FilesystemPolicy(read=("/",), deny=(os.path.join(d, "secret"),)),
-                     audit=AuditPolicy(files="all"), network=NetworkPolicy(mode="host"))
-        out_r, out_w = os.pipe()
-
-        def body():
-            refused = 0
-            for n in ("a", "b", "c", "secret", "a", "secret"):
-                try:
-                    os.close(os.open(os.path.join(d, n), os.O_RDONLY))
-                except PermissionError:
-                    refused += 1
-            os.write(out_w, str(refused).encode())
-
         summary, recs, code, _ = _run(body, str(tmp_path), fast=True, policy=pol)
         assert code == 0 and os.read(out_r, 16) == b"2"
-        assert summary.monitor_denied == 2
-        rows = [(r[2], r[4], r[6]) for r in _rows(recs, d)]
-        assert (os.path.join(d, "secret"), "denied", 2) in rows, rows
+    finally:
         os.close(out_r)
         os.close(out_w)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    assert summary.monitor_denied == 2
+    rows = [(r[2], r[4], r[6]) for r in _rows(recs, d)]
+    assert (os.path.join(d, "secret"), "denied", 2) in rows, rows
 
 
-def test_a_new_directory_answers_the_runs_other_calls_from_its_first(fast_lib, tmp_path):
+def test_a_new_directory_answers_the_runs_other_calls_from_its_first(fast_lib, tmp_path,
+                                                                     plain_dir):
     """An import stats a name and opens another: once a directory key was made for
     each (syscall, flags) somewhere, a new directory's first call keys the others
     there too, so only that first call is Python's; the records are the Python
     loop's all the same."""
-    top = _plain_dir(tmp_path)
-    try:
+    top = plain_dir
+    for i in range(20):
+        os.makedirs(os.path.join(top, f"d{i}"))
+        for n in ("a.py", "b.py"):
+            with open(os.path.join(top, f"d{i}", n), "w") as f:
+                f.write(n)
+
+    def body():
         for i in range(20):
-            os.makedirs(os.path.join(top, f"d{i}"))
-            for n in ("a.py", "b.py"):
-                with open(os.path.join(top, f"d{i}", n), "w") as f:
-                    f.write(n)
+            d = os.path.join(top, f"d{i}")
+            os.stat(os.path.join(d, "a.py"))
+            os.close(os.open(os.path.join(d, "b.py"), os.O_RDONLY | os.O_CLOEXEC))
+            assert not os.path.lexists(os.path.join(d, "zz"))   # an lstat
 
-        def body():
-            for i in range(20):
-                d = os.path.join(top, f"d{i}")
-                os.stat(os.path.join(d, "a.py"))
-                os.close(os.open(os.path.join(d, "b.py"), os.O_RDONLY | os.O_CLOEXEC))
-                assert not os.path.lexists(os.path.join(d, "zz"))   # an lstat
-
-        got = []
-        for fast in (True, False):
-            summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
-            assert code == 0
-            got.append((_rows(recs, top), answered))
-        (c_rows, c_answered), (py_rows, _) = got
-        assert c_rows == py_rows
-        # per directory: stat a.py (Python's, the first), open b.py and lstat zz (keyed
-        # by it from the first directory on: 38 calls, 0 without that; a key the table
-        # has no room for, two of a pair taken by newer keys, goes back to Python)
-        assert c_answered >= 30, c_answered
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+    (c_rows, _, c_answered), (py_rows, _, _) = _both_loops(body, tmp_path, top)
+    assert c_rows == py_rows
+    # per directory: stat a.py (Python's, the first), open b.py and lstat zz (keyed
+    # by it from the first directory on: 38 calls, 0 without that; a key the table
+    # has no room for, two of a pair taken by newer keys, goes back to Python)
+    assert c_answered >= 30, c_answered
 
 
 def test_fstat_by_another_name_is_answered_in_c_and_a_path_with_the_flag_is_recorded(
@@ -477,13 +475,10 @@ def test_fstat_by_another_name_is_answered_in_c_and_a_path_with_the_flag_is_reco
             assert libc.fstatat(-100, os.fsencode(str(target)), buf, 0x1000) == 0
         os.close(fd)
 
-    got = []
-    for fast in (True, False):
-        summary, recs, code, answered = _run(body, str(tmp_path / str(fast)), fast=fast)
-        assert code == 0
-        got.append((_rows(recs, str(target)), summary.checked, summary.records, answered))
-    (c_rows, c_checked, c_records, c_answered), (py_rows, py_checked, py_records, _) = got
-    assert c_rows == py_rows and (c_checked, c_records) == (py_checked, py_records)
+    (c_rows, c_sum, c_answered), (py_rows, py_sum, _) = _both_loops(body, tmp_path,
+                                                                     str(target))
+    assert c_rows == py_rows and (c_sum.checked, c_sum.records) == \
+        (py_sum.checked, py_sum.records)
     assert [(r[1], r[2], r[6]) for r in c_rows if r[1] == "newfstatat"] == \
         [("newfstatat", str(target), 3)], c_rows
     assert c_answered >= 200 + 2, c_answered

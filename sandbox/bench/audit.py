@@ -52,6 +52,14 @@ print(time.perf_counter() - t)
 """
 
 
+def _spawn(la: Any, argv: list[str], policy: Any, tmp: str) -> Any:
+    """One sandboxed run of a bench program; its result (a failed run fails the bench)."""
+    r = la.spawn(argv, policy=policy, output_dir=os.path.join(tmp, "out"))
+    if r.status != "ok":
+        raise RuntimeError(f"bench run failed: {r.status} {r.reason} {r.stderr!r}")
+    return r
+
+
 def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
                 policy: str = "strict") -> dict[str, Any]:
     """{"bare", "sandbox_none", "sandbox_all", "c_floor"}: opens/s, overheads, record counts."""
@@ -80,22 +88,16 @@ def bench_audit(n: int = 20000, repeat: int = 3, path: str = TARGET,
                 "sandbox_all": base.replace(audit=AuditPolicy(files="all"))}
         try:
             for _ in range(repeat):
-                out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-                rates["bare"].append(n / float(out))
-                out = subprocess.run(argv_new, capture_output=True, text=True, check=True).stdout
-                rates["new_bare"].append(n_new / float(out))
+                for prefix, args, count in (("", argv, n), ("new_", argv_new, n_new)):
+                    out = subprocess.run(args, capture_output=True, text=True,
+                                         check=True).stdout
+                    rates[prefix + "bare"].append(count / float(out))
                 for key, pol in pols.items():
-                    r = la.spawn(argv_new, policy=pol, output_dir=os.path.join(tmp, "out"))
-                    if r.status != "ok":
-                        raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
-                                           f"{r.stderr!r}")
+                    r = _spawn(la, argv_new, pol, tmp)
                     rates["new_" + key].append(n_new / float(r.stdout or "nan"))
                     if r.audit:
                         extra["new_fast_answered"] = r.audit.get("fast_answered", 0)
-                    r = la.spawn(argv, policy=pol, output_dir=os.path.join(tmp, "out"))
-                    if r.status != "ok":
-                        raise RuntimeError(f"bench run failed: {r.status} {r.reason} "
-                                           f"{r.stderr!r}")
+                    r = _spawn(la, argv, pol, tmp)
                     rates[key].append(n / float(r.stdout or "nan"))
                     if r.audit:
                         extra["records_per_run"] = r.audit["records"]

@@ -153,8 +153,8 @@ def render(res: dict) -> str:
     if nn:
         lines.append(f"audited lookups of a new name each/s: bare {nn.get('bare_per_s')}, "
                      f"files=none {nn.get('sandbox_none_per_s')}, files=all "
-                     f"{nn.get('sandbox_all_per_s')} ({a.get('new_fast_answered')} of "
-                     f"{nn.get('n')} answered by the compiled loop)")
+                     f"{nn.get('sandbox_all_per_s')} ({nn.get('n')} names a run; "
+                     f"{a.get('new_fast_answered')} calls answered by the compiled loop)")
     if "netproxy" in res:
         lines.append(f"allowlist proxy: {res['netproxy']}")
     lines.append("")

@@ -17,7 +17,6 @@ the loop that receives and answers.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable
 
 from sandbox.audit.verdicts import AuditEngine
@@ -26,7 +25,6 @@ from sandbox.monitor.audit_paths import Paths
 from sandbox.monitor.notify_fast import FastPath
 from sandbox.monitor.root_walk import join
 
-_FS = sys.getfilesystemencoding()
 MAX_DKINDS = 8      # (syscall, flags) pairs a new directory key is made for at once
 
 
@@ -80,7 +78,7 @@ class Keys:
                 or not self.engine.children_alike(d):
             return
         prefix = rawb[:len(rawb) - len(nameb)]
-        plain = d.encode(_FS, "surrogateescape") + (b"" if d.endswith("/") else b"/")
+        plain = os.fsencode(d) + (b"" if d.endswith("/") else b"/")
         op, call, _, flag_text, allowed, rule = record
         if not self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
                                (op, call, d, flag_text, allowed, rule)):

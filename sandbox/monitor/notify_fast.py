@@ -170,8 +170,8 @@ class FastPath:
     def name(self, at: int) -> bytes:
         """The NAME of a directory key's record (`records`' last field, when not 0)."""
         assert self._batch is not None, "serve() first"
-        names = self._batch.names.raw
-        return names[at - 1:names.index(b"\0", at - 1)]
+        # read up to its NUL in place (`.raw` would copy the whole buffer per record)
+        return ctypes.string_at(ctypes.addressof(self._batch.names) + at - 1)
 
     def miss(self) -> bytes:
         """The raw struct seccomp_notif a MISS handed over (unanswered)."""

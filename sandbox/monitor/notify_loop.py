@@ -316,7 +316,7 @@ class AuditLoop:
             n = got
         return self._one(n)
 
-    def _replay(self, fast: Any, count: int, vanished: int, unrecorded: int = 0) -> None:
+    def _replay(self, fast: Any, count: int, vanished: int, unrecorded: int) -> None:
         """The records of calls the compiled loop answered: what `record` makes of them.
         A run of `k` consecutive calls with one key takes `k` sequence numbers and counts
         `k` times, as `k` records would (Tally.add_run, Writer.put_run). `unrecorded`
