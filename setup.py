@@ -1,6 +1,7 @@
 """Builds the compiled parts of the sandbox: `sandbox/_native/sandbox-init`, the thin
-`sandbox exec` client `sandbox/_native/sandbox` (client.c) and the audit loop's fast path
-`sandbox/_native/libnotify_fast.so` (notify_fast.c).
+`sandbox exec` client `sandbox/_native/sandbox` (client.c), the audit loop's fast path
+`sandbox/_native/libnotify_fast.so` (notify_fast.c) and the compiled stub
+`sandbox/_native/libstub_fork.so` (stub_fork.c).
 
 Everything else is declared in pyproject.toml. The init is an executable, not
 an extension module, so it gets its own build step (`build_native`) in the
@@ -43,6 +44,10 @@ CLIENT_TARGET = os.path.join("sandbox", "_native", "sandbox")
 FAST_SOURCE = os.path.join("sandbox", "_native", "notify_fast.c")
 FAST_TARGET = os.path.join("sandbox", "_native", "libnotify_fast.so")
 FAST_CFLAGS = ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-s"]
+# The stub's first half, compiled (sandbox/_native/stub_fork.c): loaded with ctypes by the
+# zygote (sandbox/sandboxee/stub_fork.py), built like the fast path.
+STUB_SOURCE = os.path.join("sandbox", "_native", "stub_fork.c")
+STUB_TARGET = os.path.join("sandbox", "_native", "libstub_fork.so")
 
 
 class build_native(Command):
@@ -65,6 +70,7 @@ class build_native(Command):
         self._compile(CLIENT_SOURCE, CLIENT_TARGET,
                       [*client_flags, f'-DSANDBOX_PYTHON="{sys.executable}"'], cc=client_cc)
         self._compile(FAST_SOURCE, FAST_TARGET, FAST_CFLAGS)
+        self._compile(STUB_SOURCE, STUB_TARGET, FAST_CFLAGS)
         if self.editable_mode:
             self._bytecode()
 
@@ -98,13 +104,13 @@ class build_native(Command):
 
     def get_outputs(self) -> list[str]:
         return [t if self.editable_mode else os.path.join(self.build_lib or "", t)
-                for t in (TARGET, CLIENT_TARGET, FAST_TARGET)]
+                for t in (TARGET, CLIENT_TARGET, FAST_TARGET, STUB_TARGET)]
 
     def get_output_mapping(self) -> dict[str, str]:
         return {}
 
     def get_source_files(self) -> list[str]:
-        return [SOURCE, CLIENT_SOURCE, FAST_SOURCE]
+        return [SOURCE, CLIENT_SOURCE, FAST_SOURCE, STUB_SOURCE]
 
 
 class build_with_native(build):

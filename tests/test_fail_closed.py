@@ -4,8 +4,9 @@ with `best_effort = true` the run goes on and the RunResult says what was skippe
 A missing layer is simulated honestly, in the process that forks the monitor:
 the launcher's fork server is started with a patched layer (its command is
 `python -I -c PATCH + forkserver.main()`), so a patched `landlock.abi_version`
-(a kernel without Landlock reports 0) or `libc.unshare` (EPERM, as with user
-namespaces disabled) is what the containment code really calls. The launcher
+(a kernel without Landlock reports 0) is what the containment code really calls,
+and a seccomp filter on that process refuses new user namespaces (EPERM, as with
+user namespaces disabled) to every process it starts, compiled or not. The launcher
 runs in a fresh interpreter (`python -c RUNNER`), like any caller.
 """
 from __future__ import annotations
@@ -20,15 +21,34 @@ import pytest
 pytestmark = pytest.mark.isolation
 
 PATCH = r"""
-import errno, sys
-from sandbox.isolation import landlock, libc
+import ctypes, errno, struct, sys
+from sandbox.isolation import landlock
 missing = sys.argv[1].split(",")
 if "landlock" in missing:
     landlock.abi_version = lambda: 0          # what a kernel without Landlock reports
 if "userns" in missing:
-    def unshare(flags):
-        raise OSError(errno.EPERM, "Operation not permitted")
-    libc.unshare = unshare                    # what disabled user namespaces give
+    # What disabled user namespaces give, from the kernel itself: a seccomp filter on
+    # this process and all it starts refuses unshare(2) and clone(2) with
+    # CLONE_NEWUSER (EPERM) and clone3(2) (ENOSYS: glibc falls back to clone), so the
+    # Python stub and the compiled one (sandbox/_native/stub_fork.c) meet the same
+    # refusal.
+    def op(code, k, jt=0, jf=0):
+        return struct.pack("=HBBI", code, jt, jf, k)
+    LD, JEQ, JSET, RET = 0x20, 0x15, 0x45, 0x06
+    ALLOW, EPERM, ENOSYS = 0x7FFF0000, 0x50000 | errno.EPERM, 0x50000 | errno.ENOSYS
+    prog = b"".join([
+        op(LD, 4), op(JEQ, 0xC000003E, 1, 0), op(RET, ALLOW),        # not x86_64: allow
+        op(LD, 0),
+        op(JEQ, 435, 0, 1), op(RET, ENOSYS),                           # clone3
+        op(JEQ, 272, 1, 0), op(JEQ, 56, 0, 3),                        # unshare, clone
+        op(LD, 16), op(JSET, 0x10000000, 0, 1), op(RET, EPERM),       # CLONE_NEWUSER
+        op(RET, ALLOW)])
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+    libc = ctypes.CDLL(None, use_errno=True)
+    fprog = Fprog(len(prog) // 8, prog)
+    if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0):
+        raise OSError(ctypes.get_errno(), "cannot install the test's seccomp filter")
 from sandbox import forkserver
 sys.exit(forkserver.main())
 """

@@ -116,10 +116,11 @@ def test_a_python_action_keeps_its_environment_privileges_and_descriptors(tmp_pa
     assert sorted(got["fds"]) == sorted(["0", "1", "2", got["ipc"]]), got["fds"]
 
 
-def _marks(runs: int) -> list[dict[str, float]]:
+def _marks(runs: int, compiled: str = "1") -> list[dict[str, float]]:
     code = textwrap.dedent(f"""
         import json, os
         os.environ["SANDBOX_MEMTRACE"] = "1"
+        os.environ["SANDBOX_STUB_C"] = "{compiled}"
         from sandbox.launcher.launcher import Launcher
         from sandbox.bench.spawn import _workflow
         out = []
@@ -139,15 +140,21 @@ def _marks(runs: int) -> list[dict[str, float]]:
 
 
 def test_the_stub_and_pid1_copy_less_for_a_python_action():
-    """SANDBOX_MEMTRACE (the least of five runs, KiB): the stub no longer decodes the
-    spec nor builds the context (~980 KiB of it when it did), and the lineage's pages
-    when PID 1 forks the program grew by ~1.8 MiB from the stub's unshare when PID 1
-    took the spec from the stub (~1.1 MiB now)."""
-    marks = _marks(5)
+    """SANDBOX_MEMTRACE (the least of five runs, KiB), with the Python stub: the stub no
+    longer decodes the spec nor builds the context (~980 KiB of it when it did), and
+    the lineage's pages when PID 1 forks the program grew by ~1.8 MiB from the stub's
+    unshare when PID 1 took the spec from the stub (~1.1 MiB now). The compiled stub
+    (sandbox/_native/stub_fork.c) runs no Python: PID 1 has fewer pages of the
+    template's when it forks the program (~2.12 against ~2.26 MiB here)."""
+    marks = _marks(5, compiled="0")
     stub_kib = min(m["stub.context"] - m["stub.unshared"] for m in marks)
     assert stub_kib < 400, marks
     lineage_kib = min(m["pid1.ready"] - m["stub.unshared"] for m in marks)
     assert lineage_kib < 1400, marks
+    compiled = _marks(5)
+    assert not any("stub.unshared" in m for m in compiled), compiled
+    assert min(m["pid1.ready"] for m in compiled) < min(m["pid1.ready"] for m in marks), \
+        (compiled, marks)
 
 
 def test_pid1s_policy_is_what_its_layers_read_of_the_run_s():

@@ -68,6 +68,8 @@ def monitor_env(**extra: str) -> dict[str, str]:
     env = {"SANDBOX_LAUNCHER_PID": str(os.getpid())}
     if os.environ.get("SANDBOX_AUDIT_FAST") == "0":   # the audit's Python loop only
         env["SANDBOX_AUDIT_FAST"] = "0"                # (monitor/notify_fast.py; A/B runs)
+    if os.environ.get("SANDBOX_STUB_C") == "0":       # the Python stub only
+        env["SANDBOX_STUB_C"] = "0"                    # (sandbox/sandboxee/stub_fork.py; A/B)
     if os.environ.get("SANDBOX_MEMTRACE") == "1":     # the sandboxee's memory marks
         env["SANDBOX_MEMTRACE"] = "1"                  # (sandbox/sandboxee/memtrace.py)
     return {**env, **extra}

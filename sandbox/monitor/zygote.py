@@ -226,6 +226,8 @@ def _serve(sock: socket.socket) -> int:
         return 0
     prctl.set_child_subreaper(1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    from sandbox.sandboxee import stub_fork
+    compiled = stub_fork.load()   # the compiled stub, or None: the Python one
     template.plug_free_blocks()   # last, before the first fork: see its docstring
     template.plug_heap()
     children: dict[int, int] = {}   # pidfd -> pid
@@ -239,19 +241,26 @@ def _serve(sock: socket.socket) -> int:
         _reap_orphans(children)
         if ready[0] != watched[0]:   # `ready` keeps its input's order: the socket is first
             continue
-        # The request is taken raw and read by the child (`_stub`): every page this
-        # loop writes while a stub lives becomes that stub's own copy, and then its
+        # The request is taken raw and read by the child (`_stub`) or by C: every page
+        # this loop writes while a stub lives becomes that stub's own copy, and then its
         # sandbox's PID 2's (docs/benchmarks.md, "the zygote's churn").
         data, fds, flags, _ = socket.recv_fds(sock, protocol.DATAGRAM_MAX + 1, STUB_FDS + 1)
         if not data and not fds:
             return 0
+        pid: int | None = None
         try:
-            pid = forking.fork_single_threaded()
+            if compiled is not None and not flags & protocol.TRUNCATED \
+                    and len(fds) == STUB_FDS:
+                pid = compiled[0](data, fds[0])
+                if pid == 0:   # pragma: no cover - runs in PID 1
+                    _compiled_pid1(sock, fds, children, compiled[1]())
+            if pid is None:
+                pid = forking.fork_single_threaded()
+                if pid == 0:   # pragma: no cover - runs in the stub
+                    _stub(sock, data, fds, flags, children)
         except OSError as exc:
             protocol.send(sock, Refused(f"fork: {exc}"[:1000]))
             pid = -1
-        if pid == 0:   # pragma: no cover - runs in the stub
-            _stub(sock, data, fds, flags, children)
         if pid > 0:
             pidfd = os.pidfd_open(pid)    # before any reaping: never a recycled pid
             children[pidfd] = pid
@@ -259,6 +268,26 @@ def _serve(sock: socket.socket) -> int:
             socket.send_fds(sock, [protocol.forked_datagram(pid)], [pidfd])
         for fd in fds:
             os.close(fd)
+
+
+def _compiled_pid1(sock: socket.socket, fds: list[int], children: dict[int, int],
+                   namespaces: bool) -> None:
+    """PID 1, forked by the compiled stub (sandbox.sandboxee.stub_fork), back from the
+    zygote's call: drop what is the zygote's, then go on as the Python stub's PID 1.
+    Never returns."""
+    try:
+        sock.close()
+        for fd in children:
+            os.close(fd)
+        for fd in fds:   # received descriptors are inheritable: the program must not get them
+            os.set_inheritable(fd, False)
+        from sandbox.monitor import stubs
+        from sandbox.sandboxee import planned, stub
+        stub.pid1_of_compiled(socket.socket(fileno=fds[0]), socket.socket(fileno=fds[2]),
+                              namespaces, stubs.Pid1Entry(fds[1]), _native.INIT_PATH,
+                              planned.start(fds[1]))
+    finally:
+        os._exit(126)
 
 
 def _stub(sock: socket.socket, data: bytes, fds: list[int], flags: int,

@@ -91,6 +91,18 @@ def run_waiting(status: socket.socket, go: socket.socket, req: ForkStub,
                         init_path)
 
 
+def pid1_of_compiled(status: socket.socket, go: socket.socket, namespaces: bool,
+                     start: Callable[[bytes, list[int]], Callable[[], object]],
+                     init_path: str, undecoded: Undecoded) -> None:
+    """PID 1 forked by the compiled stub (sandbox/_native/stub_fork.c), which joined the
+    cgroups, entered the namespaces (`namespaces`), said StubReady and became the
+    waiter: from here on, as the Python stub's PID 1 (`_pid1`). Never returns."""
+    try:
+        _pid1(status, go, ForkStub(namespaces=namespaces), start, init_path, undecoded)
+    finally:
+        os._exit(126)
+
+
 def _pid1(status: socket.socket, go: socket.socket, req: ForkStub,
           start: Callable[[bytes, list[int]], Callable[[], object]], init_path: str | None,
           undecoded: Undecoded | None) -> None:

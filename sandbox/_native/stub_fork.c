@@ -1,0 +1,326 @@
+/* The stub's first half, compiled: what the zygote's child does before it becomes the
+ * waiter (sandbox/monitor/zygote.py, sandbox/sandboxee/stub.py).
+ *
+ * WHY: the stub is a fork of the warm Python template that, before it execs the
+ * compiled waiter (`sandbox-init --stub`), decoded its request, joined the run's
+ * cgroups, entered the namespaces, wrote its uid/gid maps and user-namespace
+ * bounds and forked PID 1, all in Python. Each page of the template its Python
+ * wrote was copied (~360 faults, ~1.4 MiB) and then belonged to PID 1, and to a
+ * Python action's PID 2 after it; with the interpreter's own work it cost every
+ * run ~2.5 ms of CPU on this machine (docs/benchmarks.md, "The stub in C"). Here
+ * the zygote calls `sf_spawn` with the request's raw bytes: it is read on the C
+ * stack, the stub is forked and does those steps in C, forks PID 1 and execs the
+ * waiter; PID 1, a fork of the stub, returns from `sf_spawn` (0) into the Python
+ * that called it, as a fork would, and goes on as PID 1 in Python.
+ *
+ * Only one shape of request is read (the one `protocol.to_datagram(ForkStub)`
+ * writes, each path printable ASCII with no escaped character); anything else returns -2 before any
+ * fork, and the caller takes the Python path, which decodes (or refuses) it as it
+ * always did. The stub's failures are sent on its status socket as the Python stub
+ * sent them (a SetupFailure for the cgroups, StubReady not ok for the namespaces),
+ * worded alike, and end it (exit 0): the monitor reads the message.
+ *
+ * The stub and PID 1 fork with glibc's _Fork: no at-fork handler runs (the zygote
+ * has one thread; the Python stub forked the same way, libc.fork_without_hooks),
+ * and the child's cached thread id is set, unlike a raw clone(2)'s.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define SF_API 1
+#define MAX_PROCS 16        /* ForkStub.cgroup_procs: items=16 */
+#define MAX_CHARS 4096      /* ... chars=4096 each */
+#define MAX_CAPS 16
+#define MSG_MAX 8192
+
+extern pid_t _Fork(void);
+
+/* Set once per zygote (`sf_init`): the waiter, the uid and gid mapped to themselves,
+ * and the /proc/sys/user/max_* bounds written in each new user namespace. */
+static char init_path[4096];
+static unsigned map_uid, map_gid;
+static int ncaps;
+static char cap_name[MAX_CAPS][64];
+static char cap_value[MAX_CAPS][24];
+
+/* One request, read on the C stack of the zygote's call (`parse`). */
+struct req {
+    int namespaces, network, nprocs;
+    const char *proc[MAX_PROCS];
+    int len[MAX_PROCS];
+};
+
+static int last_namespaces;   /* the last request's, read by its PID 1 (`sf_namespaces`) */
+
+int sf_api(void) { return SF_API; }
+
+/* In PID 1 forked by `sf_spawn`: whether its stub entered the namespaces. */
+int sf_namespaces(void) { return last_namespaces; }
+
+/* `caps`: "name\0value\0" pairs, `n` of them. Returns 0, or -1 when one does not fit. */
+int sf_init(const char *waiter, unsigned uid, unsigned gid, const char *caps, int n)
+{
+    if (strlen(waiter) >= sizeof init_path || n < 0 || n > MAX_CAPS)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        size_t a = strlen(caps), b = strlen(caps + a + 1);
+        if (a >= sizeof cap_name[0] || b >= sizeof cap_value[0])
+            return -1;
+        memcpy(cap_name[i], caps, a + 1);
+        memcpy(cap_value[i], caps + a + 1, b + 1);
+        caps += a + b + 2;
+    }
+    strcpy(init_path, waiter);
+    map_uid = uid;
+    map_gid = gid;
+    ncaps = n;
+    return 0;
+}
+
+static int take(const char **p, const char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+        return 0;
+    *p += n;
+    return 1;
+}
+
+static int boolean(const char **p, const char *end, int *out)
+{
+    if (take(p, end, "true"))
+        return *out = 1;
+    if (take(p, end, "false"))
+        return (*out = 0) == 0;
+    return 0;
+}
+
+/* The exact shape protocol.to_datagram(ForkStub(...)) writes; 0 for anything else. */
+static int parse(const char *p, size_t size, struct req *r)
+{
+    const char *end = p + size;
+    r->nprocs = 0;
+    if (!take(&p, end, "{\"type\":\"fork_stub\",\"payload\":{\"namespaces\":")
+        || !boolean(&p, end, &r->namespaces) || !take(&p, end, ",\"network\":")
+        || !boolean(&p, end, &r->network) || !take(&p, end, ",\"cgroup_procs\":["))
+        return 0;
+    if (p < end && *p != ']') {
+        for (;;) {
+            const char *s;
+            if (p >= end || *p != '"')
+                return 0;
+            s = ++p;
+            while (p < end && *p != '"') {
+                if (*p == '\\' || (unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                    return 0;   /* an escape, a control or non-ASCII byte: Python's */
+                p++;
+            }
+            if (p >= end || p == s || p - s > MAX_CHARS || r->nprocs == MAX_PROCS)
+                return 0;
+            r->proc[r->nprocs] = s;
+            r->len[r->nprocs++] = (int)(p - s);
+            p++;
+            if (p < end && *p == ',') {
+                p++;
+                continue;
+            }
+            break;
+        }
+    }
+    return take(&p, end, "]}}") && p == end;
+}
+
+/* For the tests (tests/test_stub_fork.py): `data` read as `sf_spawn` reads it, into
+ * `out` as two bytes (namespaces, network: '0' or '1') and each path NUL-terminated.
+ * Returns the bytes written, or -1 when `sf_spawn` would not read it. */
+int sf_read(const char *data, size_t size, char *out, size_t room)
+{
+    struct req r;
+    size_t k = 2;
+    if (!parse(data, size, &r) || room < 2)
+        return -1;
+    out[0] = (char)('0' + r.namespaces);
+    out[1] = (char)('0' + r.network);
+    for (int i = 0; i < r.nprocs; i++) {
+        if (k + (size_t)r.len[i] + 1 > room)
+            return -1;
+        memcpy(out + k, r.proc[i], (size_t)r.len[i]);
+        k += (size_t)r.len[i];
+        out[k++] = '\0';
+    }
+    return (int)k;
+}
+
+/* `s` into `out` as the inside of a JSON string. */
+static size_t escape(char *out, size_t room, const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 7 < room; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[k++] = '\\';
+            out[k++] = (char)c;
+        } else if (c < 0x20) {
+            k += (size_t)snprintf(out + k, room - k, "\\u%04x", c);
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k] = '\0';
+    return k;
+}
+
+static const char *why(int err)
+{
+    const char *d = strerrordesc_np(err);
+    return d ? d : "Unknown error";
+}
+
+/* A message on the status socket, then the stub ends (the monitor reads it). */
+static void last_word(int status_fd, const char *type, const char *layer, const char *text)
+{
+    char msg[2 * MSG_MAX], esc[MSG_MAX];
+    int n;
+    escape(esc, sizeof esc, text, strlen(text));
+    if (strcmp(type, "stub_ready") == 0)
+        n = snprintf(msg, sizeof msg, "{\"type\":\"stub_ready\",\"payload\":{\"ok\":false,"
+                     "\"why\":\"%.1000s\",\"layer\":\"%s\",\"pid1\":0}}", esc, layer);
+    else
+        n = snprintf(msg, sizeof msg, "{\"type\":\"setup_error\",\"payload\":{\"layer\":"
+                     "\"%s\",\"message\":\"%s\"}}", layer, esc);
+    if (n > 0 && n < (int)sizeof msg)
+        send(status_fd, msg, (size_t)n, MSG_NOSIGNAL);
+    _exit(0);
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC), err;
+    ssize_t n;
+    if (fd < 0)
+        return errno;
+    n = write(fd, text, strlen(text));
+    err = n < 0 ? errno : 0;
+    close(fd);
+    return err;
+}
+
+/* The stub: join, enter, map, bound, fork PID 1 (which returns 0), say StubReady and
+ * become the waiter. Returns only in PID 1. */
+static pid_t stub(int status_fd, const struct req *r, const sigset_t *mask)
+{
+    char text[MSG_MAX], path[MAX_CHARS + 1], me[24];
+    int err;
+    pid_t pid1;
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    snprintf(me, sizeof me, "%d", (int)getpid());
+    for (int i = 0; i < r->nprocs; i++) {   /* before unshare: named in the host's view */
+        memcpy(path, r->proc[i], (size_t)r->len[i]);
+        path[r->len[i]] = '\0';
+        if ((err = write_file(path, me)) != 0) {
+            char *slash = strrchr(path, '/');
+            if (slash != NULL && slash != path)
+                *slash = '\0';
+            snprintf(text, sizeof text, "cannot move pid %s into %s: %s", me, path, why(err));
+            last_word(status_fd, "setup_error", "cgroups", text);
+        }
+    }
+    if (r->namespaces) {
+        int flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+                    | CLONE_NEWCGROUP | (r->network ? CLONE_NEWNET : 0);
+        char map[64];
+        if (unshare(flags) < 0) {
+            snprintf(text, sizeof text, "cannot create namespaces (%s); user namespaces may "
+                     "be disabled (see `sandbox doctor`), or set best_effort = true",
+                     why(errno));
+            last_word(status_fd, "stub_ready", "user_namespace", text);
+        }
+        /* setgroups first, or an unprivileged process may not write its gid_map
+         * (CVE-2014-8989: dropping groups that guard files) */
+        err = write_file("/proc/self/setgroups", "deny");
+        if (!err) {
+            snprintf(map, sizeof map, "%u %u 1\n", map_uid, map_uid);
+            err = write_file("/proc/self/uid_map", map);
+        }
+        if (!err) {
+            snprintf(map, sizeof map, "%u %u 1\n", map_gid, map_gid);
+            err = write_file("/proc/self/gid_map", map);
+        }
+        if (err) {
+            snprintf(text, sizeof text, "cannot write the uid/gid map: [Errno %d] %s", err,
+                     why(err));
+            last_word(status_fd, "stub_ready", "user_namespace", text);
+        }
+        for (int i = 0; i < ncaps; i++) {
+            snprintf(path, sizeof path, "/proc/sys/user/%s", cap_name[i]);
+            if ((err = write_file(path, cap_value[i])) != 0) {
+                snprintf(text, sizeof text, "cannot bound %s to %s in the sandbox's user "
+                         "namespace (%s)", path, cap_value[i], why(err));
+                last_word(status_fd, "stub_ready", "user_ns_limits", text);
+            }
+        }
+    }
+    /* the run's subreaper: without a PID namespace an orphan of the program re-parents
+     * here (the waiter reaps it), not to the monitor */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    pid1 = _Fork();
+    if (pid1 == 0) {
+        sigprocmask(SIG_SETMASK, mask, NULL);
+        return 0;
+    }
+    if (pid1 < 0) {
+        snprintf(text, sizeof text, "OSError: [Errno %d] %s", errno, why(errno));
+        last_word(status_fd, "setup_error", "stub", text);
+    }
+    snprintf(text, sizeof text, "{\"type\":\"stub_ready\",\"payload\":{\"ok\":true,"
+             "\"why\":\"\",\"layer\":\"\",\"pid1\":%d}}", (int)pid1);
+    send(status_fd, text, strlen(text), MSG_NOSIGNAL);
+    /* the waiter holds its status socket and nothing else, 0-2 included */
+    if (status_fd > 0)
+        syscall(SYS_close_range, 0U, (unsigned)status_fd - 1, 0U);
+    syscall(SYS_close_range, (unsigned)status_fd + 1, ~0U, 0U);
+    fcntl(status_fd, F_SETFD, 0);
+    {
+        char fd_arg[24], pid_arg[24];
+        char *argv[] = {"sandbox-stub", "--stub", fd_arg, pid_arg, NULL};
+        snprintf(fd_arg, sizeof fd_arg, "%d", status_fd);
+        snprintf(pid_arg, sizeof pid_arg, "%d", (int)pid1);
+        sigprocmask(SIG_SETMASK, mask, NULL);
+        execv(init_path, argv);
+    }
+    /* no waiter: nothing would report PID 1's end; the run fails (its status closes) */
+    kill(pid1, SIGKILL);
+    _exit(1);
+}
+
+/* In the zygote: fork the stub for the request `data` (its status socket
+ * `status_fd`). Returns the stub's pid in the zygote, 0 in PID 1 (a fork of the stub,
+ * in the run's namespaces and cgroups), -1 with errno when the fork failed, -2 when
+ * the request is not the one shape read here (nothing was forked). */
+pid_t sf_spawn(const char *data, size_t size, int status_fd)
+{
+    struct req r;
+    sigset_t all, mask;
+    pid_t pid;
+
+    if (init_path[0] == '\0' || !parse(data, size, &r))
+        return -2;
+    last_namespaces = r.namespaces;
+    /* no signal handler of the zygote's runs in the stub's C code */
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &mask);
+    pid = _Fork();
+    if (pid == 0)
+        return stub(status_fd, &r, &mask);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    return pid;
+}
