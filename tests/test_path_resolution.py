@@ -198,7 +198,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (T, "the caller's action code on its sys.path, before any run"),
     ("workflow/static_check.py", "find_source", "isfile"): (T, "ditto"),
     ("bench/spawn.py", "_exec_cmd", "exists"): (T, "the venv's `sandbox` script"),
-    ("bench/sweep.py", "_sandboxes_alive.running", "readlink"):
+    ("bench/sweep.py", "sandboxes_alive.running", "readlink"):
         (K, "/proc/PID/exe of the bench's own sandboxes: which binary the kernel runs, "
             "only to count them"),
     ("cli/common.py", "check_output_dir", "lexists"):

@@ -131,7 +131,7 @@ def _live_count(pids_of: Callable[[], int], want: int, timeout: float) -> int:
     return seen
 
 
-def _sandboxes_alive() -> int:
+def sandboxes_alive() -> int:
     """Sandboxes running a run: a PID 1 that has become the sandbox's init. A pooled
     sandbox's PID 1 waits for its spec as a Python fork (sandbox/sandboxee/stub.py):
     its memory is in the total, but it is no live sandbox to divide it by."""
@@ -183,13 +183,13 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
                                if kind == "python_action" else ["/bin/sleep", str(HOLD)])
                 handles = [launcher.start(target, policy=policy) for _ in range(c)]
                 try:
-                    _live_count(_sandboxes_alive, c, 60 + c)
+                    _live_count(sandboxes_alive, c, 60 + c)
                     time.sleep(0.3)   # the last ones' set-up faults settled
                     # counted on both sides of the reading, the smaller count kept: a
                     # sandbox that ended meanwhile makes the figure larger, never smaller
-                    before = _sandboxes_alive()
+                    before = sandboxes_alive()
                     peak = owned_pss([launcher.forkserver_pid or 0])
-                    alive = min(before, _sandboxes_alive())
+                    alive = min(before, sandboxes_alive())
                 finally:
                     for h in handles:
                         h.cancel()
