@@ -173,3 +173,23 @@ def test_a_stub_enters_the_namespaces_and_forks_pid1(compiled, monkeypatch):
             pre.discard()
     finally:
         zyg.close()
+
+
+@pytest.mark.isolation
+def test_a_burst_of_stubs_each_starts_whole(monkeypatch):
+    """Requests back to back: the compiled stub runs in the zygote's memory on a stack of
+    its own, so the zygote must not start the next one (nor run Python) before the
+    last has exec'd. Each stub reports a PID 1 of its own; the zygote lives on."""
+    from sandbox.monitor import stubs
+    zyg = _zygote("1", monkeypatch)
+    made = []
+    try:
+        made = [stubs.make(zyg, None) for _ in range(40)]
+        ready = [pre.take_ready() for pre in made]
+        assert all(r is not None and r.ok for r in ready), ready
+        assert len({r.pid1 for r in ready if r is not None}) == len(made)
+        assert zyg.current.death() is None
+    finally:
+        for pre in made:
+            pre.discard()
+        zyg.close()

@@ -1,41 +1,48 @@
-/* The stub's first half, compiled: what the zygote's child does before it becomes the
- * waiter (sandbox/monitor/zygote.py, sandbox/sandboxee/stub.py).
+/* The stub, compiled: what the zygote's child does before it becomes the waiter
+ * (sandbox/monitor/zygote.py; the Python stub, sandbox/sandboxee/stub.py, is the
+ * fallback).
  *
- * WHY: the stub is a fork of the warm Python template that, before it execs the
+ * WHY: the stub was a fork of the warm Python template that, before it exec'd the
  * compiled waiter (`sandbox-init --stub`), decoded its request, joined the run's
  * cgroups, entered the namespaces, wrote its uid/gid maps and user-namespace
- * bounds and forked PID 1, all in Python. Each page of the template its Python
- * wrote was copied (~360 faults, ~1.4 MiB) and then belonged to PID 1, and to a
- * Python action's PID 2 after it; with the interpreter's own work it cost every
- * run ~2.5 ms of CPU on this machine (docs/benchmarks.md, "The stub in C"). Here
- * the zygote calls `sf_spawn` with the request's raw bytes: it is read on the C
- * stack, the stub is forked and does those steps in C, forks PID 1 and execs the
- * waiter; PID 1, a fork of the stub, returns from `sf_spawn` (0) into the Python
- * that called it, as a fork would, and goes on as PID 1 in Python.
+ * bounds and forked PID 1, all in Python: 4.0 ms of CPU and 520 page faults a run
+ * on this machine, each fault a template page copied and then PID 1's, and a
+ * Python action's PID 2's after it; and the zygote's fork of it (a copy of the
+ * template's page tables, ~1 ms) and its exec (their teardown) on top
+ * (docs/benchmarks.md, "The stub in C").
+ *
+ * Here the zygote calls `sf_spawn` with the request's raw bytes. They are read on
+ * the C stack; the stub is a clone that *shares* the zygote's memory (CLONE_VM:
+ * nothing copied, nothing to tear down at its exec) and runs on a stack of its own
+ * (`stub_stack`); the zygote answers the host (Forked, with the stub's pidfd) and
+ * then waits, touching nothing, until the stub has exec'd: a pipe's write end,
+ * close-on-exec, ends only once the stub has left this memory. The stub joins,
+ * enters, maps and bounds in C and forks PID 1 (glibc's _Fork: no at-fork handler,
+ * the child's cached thread id set), a whole copy of the zygote as it waits in
+ * `sf_spawn`. PID 1 jumps back to `sf_spawn`'s frame (`back`) and returns 0 into
+ * the Python that called it, as from a fork, and goes on as PID 1 in Python.
  *
  * Only one shape of request is read (the one `protocol.to_datagram(ForkStub)`
- * writes, each path printable ASCII with no escaped character); anything else returns -2 before any
- * fork, and the caller takes the Python path, which decodes (or refuses) it as it
- * always did. The stub's failures are sent on its status socket as the Python stub
- * sent them (a SetupFailure for the cgroups, StubReady not ok for the namespaces),
- * worded alike, and end it (exit 0): the monitor reads the message.
- *
- * The stub and PID 1 fork with glibc's _Fork: no at-fork handler runs (the zygote
- * has one thread; the Python stub forked the same way, libc.fork_without_hooks),
- * and the child's cached thread id is set, unlike a raw clone(2)'s.
+ * writes, each path printable ASCII with no escaped character); anything else
+ * returns -2 before anything starts, and the caller takes the Python path, which
+ * decodes (or refuses) it as it always did. The stub's failures are sent on its
+ * status socket as the Python stub sent them (a SetupFailure for the cgroups,
+ * StubReady not ok for the namespaces), worded alike, and end it (exit 0).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define SF_API 1
+#define SF_API 2
 #define MAX_PROCS 16        /* ForkStub.cgroup_procs: items=16 */
 #define MAX_CHARS 4096      /* ... chars=4096 each */
 #define MAX_CAPS 16
@@ -59,6 +66,19 @@ struct req {
 };
 
 static int last_namespaces;   /* the last request's, read by its PID 1 (`sf_namespaces`) */
+
+/* The stub shares the zygote's memory (CLONE_VM) on a stack of its own; PID 1, forked by
+ * it, goes back to `sf_spawn`'s frame on the zygote's stack (`back`). */
+#define STUB_STACK (128 * 1024)
+static char stub_stack[STUB_STACK] __attribute__((aligned(64)));
+static jmp_buf back;
+static int sync_fds[2] = {-1, -1};   /* the stub writes a byte once PID 1 is forked */
+static sigset_t saved_mask;           /* the zygote's, PID 1's once back */
+
+struct job {
+    const struct req *r;
+    int status_fd;
+};
 
 int sf_api(void) { return SF_API; }
 
@@ -213,10 +233,25 @@ static int write_file(const char *path, const char *text)
     return err;
 }
 
-/* The stub: join, enter, map, bound, fork PID 1 (which returns 0), say StubReady and
- * become the waiter. Returns only in PID 1. */
-static pid_t stub(int status_fd, const struct req *r, const sigset_t *mask)
+/* Close every descriptor but `a` and `b`. */
+static void close_except(int a, int b)
 {
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+    if (lo > 0)
+        syscall(SYS_close_range, 0U, (unsigned)lo - 1, 0U);
+    if (hi > lo + 1)
+        syscall(SYS_close_range, (unsigned)lo + 1, (unsigned)hi - 1, 0U);
+    syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0U);
+}
+
+/* The stub, on its own stack in the zygote's memory: join, enter, map, bound, fork PID 1
+ * (which goes back to `sf_spawn`), say StubReady and become the waiter. Never returns. */
+static int stub(void *arg)
+{
+    const struct job *job = arg;
+    const struct req *r = job->r;
+    int status_fd = job->status_fd;
+    const sigset_t *mask = &saved_mask;
     char text[MSG_MAX], path[MAX_CHARS + 1], me[24];
     int err;
     pid_t pid1;
@@ -273,21 +308,27 @@ static pid_t stub(int status_fd, const struct req *r, const sigset_t *mask)
      * here (the waiter reaps it), not to the monitor */
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     pid1 = _Fork();
-    if (pid1 == 0) {
+    if (pid1 == 0) {   /* PID 1: a whole copy of the zygote, as it waits in sf_spawn */
+        close(sync_fds[0]);
+        close(sync_fds[1]);
         sigprocmask(SIG_SETMASK, mask, NULL);
-        return 0;
+        longjmp(back, 1);
     }
     if (pid1 < 0) {
         snprintf(text, sizeof text, "OSError: [Errno %d] %s", errno, why(errno));
         last_word(status_fd, "setup_error", "stub", text);
     }
+    {   /* the copy is made: the zygote may run again (its memory is no longer PID 1's) */
+        char b = 1;
+        if (write(sync_fds[1], &b, 1) < 0) { /* the zygote waits for the pipe's end then */ }
+    }
     snprintf(text, sizeof text, "{\"type\":\"stub_ready\",\"payload\":{\"ok\":true,"
              "\"why\":\"\",\"layer\":\"\",\"pid1\":%d}}", (int)pid1);
     send(status_fd, text, strlen(text), MSG_NOSIGNAL);
-    /* the waiter holds its status socket and nothing else, 0-2 included */
-    if (status_fd > 0)
-        syscall(SYS_close_range, 0U, (unsigned)status_fd - 1, 0U);
-    syscall(SYS_close_range, (unsigned)status_fd + 1, ~0U, 0U);
+    /* the waiter holds its status socket and nothing else, 0-2 included; the pipe's
+     * write end closes with the exec itself (O_CLOEXEC), once this process has left
+     * the zygote's memory: the zygote waits for that */
+    close_except(status_fd, sync_fds[1]);
     fcntl(status_fd, F_SETFD, 0);
     {
         char fd_arg[24], pid_arg[24];
@@ -302,25 +343,94 @@ static pid_t stub(int status_fd, const struct req *r, const sigset_t *mask)
     _exit(1);
 }
 
-/* In the zygote: fork the stub for the request `data` (its status socket
- * `status_fd`). Returns the stub's pid in the zygote, 0 in PID 1 (a fork of the stub,
- * in the run's namespaces and cgroups), -1 with errno when the fork failed, -2 when
- * the request is not the one shape read here (nothing was forked). */
-pid_t sf_spawn(const char *data, size_t size, int status_fd)
+/* The zygote's answer to the host, as protocol.forked_datagram(pid) writes it, with the
+ * stub's pidfd beside it. */
+static int answer(int reply_fd, pid_t pid, int pidfd)
 {
-    struct req r;
-    sigset_t all, mask;
+    char buf[96], ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov;
+    struct msghdr msg;
+    struct cmsghdr *c;
+    int n = snprintf(buf, sizeof buf, "{\"type\":\"forked\",\"payload\":{\"pid\":%d}}",
+                     (int)pid);
+    memset(&msg, 0, sizeof msg);
+    memset(ctl, 0, sizeof ctl);
+    iov.iov_base = buf;
+    iov.iov_len = (size_t)n;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl;
+    msg.msg_controllen = sizeof ctl;
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
+    return sendmsg(reply_fd, &msg, MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
+/* In the zygote: start the stub for the request `data` (its status socket `status_fd`)
+ * and answer the host on `reply_fd` with its pid and pidfd (`*pidfd`, the zygote's to
+ * keep). The stub is a clone sharing this process's memory (no copy of its page
+ * tables, nothing to unmap at its exec): until it has forked PID 1 (a copy of this
+ * memory as it is now) and exec'd, this process waits here, touching nothing.
+ * Returns the stub's pid, 0 in PID 1 (back from the stub's fork, in the run's
+ * namespaces and cgroups), -1 with errno when nothing was started (the caller
+ * answers), -2 when the request is not the one shape read here (nothing started),
+ * -3 when the stub started but no pidfd could be sent (the host was told it was
+ * refused; the stub fails on its closed sockets and is reaped as an orphan). */
+pid_t sf_spawn(const char *data, size_t size, int status_fd, int reply_fd, int *pidfd)
+{
+    static struct req r;    /* read by the stub in this memory */
+    static struct job job;
+    sigset_t all;
     pid_t pid;
+    char b;
 
     if (init_path[0] == '\0' || !parse(data, size, &r))
         return -2;
     last_namespaces = r.namespaces;
-    /* no signal handler of the zygote's runs in the stub's C code */
+    job.r = &r;
+    job.status_fd = status_fd;
+    if (pipe2(sync_fds, O_CLOEXEC) < 0)
+        return -1;
+    /* no signal handler of the zygote's runs in the stub's C code, nor here meanwhile */
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &mask);
-    pid = _Fork();
-    if (pid == 0)
-        return stub(status_fd, &r, &mask);
-    sigprocmask(SIG_SETMASK, &mask, NULL);
+    sigprocmask(SIG_SETMASK, &all, &saved_mask);
+    if (setjmp(back) != 0) {
+        /* PID 1 (the stub's fork restored its mask, closed the pipe). Its copy of the
+         * stub's stack is dropped: the next stub's writes would leave those pages
+         * PID 1's own, then its Python action's */
+        madvise(stub_stack, sizeof stub_stack, MADV_DONTNEED);
+        return 0;
+    }
+    pid = clone(stub, stub_stack + sizeof stub_stack, CLONE_VM | SIGCHLD, &job);
+    if (pid < 0) {
+        int err = errno;
+        close(sync_fds[0]);
+        close(sync_fds[1]);
+        sigprocmask(SIG_SETMASK, &saved_mask, NULL);
+        errno = err;
+        return -1;
+    }
+    close(sync_fds[1]);
+    *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (*pidfd < 0 || answer(reply_fd, pid, *pidfd) < 0) {
+        static const char no[] = "{\"type\":\"refused\",\"payload\":{\"error\":"
+                                 "\"fork: no pidfd for the stub\"}}";
+        send(reply_fd, no, sizeof no - 1, MSG_NOSIGNAL);
+        if (*pidfd >= 0)
+            close(*pidfd);
+        pid = -3;
+    }
+    /* the byte (PID 1 is forked), then the end of the pipe (the stub exec'd or ended,
+     * PID 1 closed its copy): until then the stub runs in this memory */
+    for (;;) {
+        ssize_t n = read(sync_fds[0], &b, 1);
+        if (n == 0 || (n < 0 && errno != EINTR))
+            break;
+    }
+    close(sync_fds[0]);
+    sigprocmask(SIG_SETMASK, &saved_mask, NULL);
     return pid;
 }

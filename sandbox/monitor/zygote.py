@@ -22,11 +22,13 @@ Its loop is kept small on purpose: every page the zygote writes while a stub
 lives is copied then, and the stub keeps the old one as its own, as does its
 sandbox's PID 2 (a Python action). One iteration of a loop that decoded the
 request and encoded the answer with the typed codec made ~1.2 MiB of a child
-private. So the zygote takes the request raw, forks at once
-(`forking.fork_single_threaded`: no at-fork hooks either), and answers with a
-datagram formatted without the codec (`protocol.forked_datagram`) and the
-child's pidfd; the child decodes the request (`_stub`). The answer is the
-zygote's, not the child's: a child killed right after the fork (the OOM
+private. So the zygote takes the request raw and hands it to the compiled stub
+(sandbox/sandboxee/stub_fork.py), which starts the stub and answers the host in
+C (`Forked` with the stub's pidfd, formatted as `protocol.forked_datagram`);
+without the library it forks the Python stub at once
+(`forking.fork_single_threaded`: no at-fork hooks either), which decodes the
+request (`_stub`), and answers the same way in Python. The answer is the
+zygote's, not the child's: a child killed right after it started (the OOM
 killer) must still leave the host one answer, or the host's `fork_stub` would
 wait for ever; the host then sees a stub that ended before `StubReady`.
 
@@ -247,17 +249,21 @@ def _serve(sock: socket.socket) -> int:
         data, fds, flags, _ = socket.recv_fds(sock, protocol.DATAGRAM_MAX + 1, STUB_FDS + 1)
         if not data and not fds:
             return 0
-        pid: int | None = None
         try:
-            if compiled is not None and not flags & protocol.TRUNCATED \
-                    and len(fds) == STUB_FDS:
-                pid = compiled[0](data, fds[0])
-                if pid == 0:   # pragma: no cover - runs in PID 1
-                    _compiled_pid1(sock, fds, children, compiled[1]())
-            if pid is None:
+            got = compiled[0](data, fds[0], sock.fileno()) if compiled is not None \
+                and not flags & protocol.TRUNCATED and len(fds) == STUB_FDS else None
+            if got == 0:   # pragma: no cover - runs in PID 1
+                _compiled_pid1(sock, fds, children, compiled[1]())  # type: ignore[index]
+            if isinstance(got, tuple):   # the host has its answer (stub_fork.c)
+                children[got[1]] = got[0]
+                watched.append(got[1])
+                pid = 0
+            elif got is None:
                 pid = forking.fork_single_threaded()
                 if pid == 0:   # pragma: no cover - runs in the stub
                     _stub(sock, data, fds, flags, children)
+            else:
+                pid = 0   # refused: the C code told the host
         except OSError as exc:
             protocol.send(sock, Refused(f"fork: {exc}"[:1000]))
             pid = -1

@@ -3,35 +3,40 @@
 WHY: the stub used to be a fork of the warm template that ran Python until it
 exec'd the waiter: decoding its request, joining the cgroups, entering the
 namespaces, mapping its ids, forking PID 1. Each template page that Python wrote
-was copied, then PID 1's and a Python action's PID 2's own, and the work cost
-every run CPU it need not (docs/benchmarks.md, "The stub in C"). `spawn` hands
-the request's raw bytes to C, which forks the stub and does all of it there;
-PID 1 returns from the call as from a fork, and goes on in Python
+was copied, then PID 1's and a Python action's PID 2's own; the work, the fork's
+copy of the template's page tables and their teardown at the exec cost every run
+CPU it need not (docs/benchmarks.md, "The stub in C"). `spawn` hands the
+request's raw bytes to C, which starts the stub as a clone sharing the zygote's
+memory, answers the host itself, and returns once the stub has exec'd; PID 1
+returns from the call as from a fork, and goes on in Python
 (`sandbox.sandboxee.stub.pid1_of_compiled`).
 
 The library is optional: not built, older than its source, of another API, no
 executable waiter, or ``SANDBOX_STUB_C=0`` (A/B runs) -- `load()` is None and the
 zygote forks the Python stub, as before. A request of a shape the C code does not
-read is handed back (`spawn` returns None) before anything is forked.
+read is handed back (`spawn` returns None) before anything is started.
 """
 from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from sandbox import _native
 
 LIB_PATH = os.path.join(_native.HERE, "libstub_fork.so")
 SOURCE = os.path.join(_native.HERE, "stub_fork.c")
-API = 1
-NOT_READ = -2     # sf_spawn: a request of another shape, nothing forked
+API = 2
+NOT_READ = -2     # sf_spawn: a request of another shape, nothing started
+NO_PIDFD = -3     # sf_spawn: started, but the host was told it was refused
 
-Spawn = Callable[[bytes, int], "int | None"]
+Started = Union[tuple[int, int], int, None]
+Spawn = Callable[[bytes, int, int], Started]
 
 
 def load(init_path: str = _native.INIT_PATH) -> tuple[Spawn, Callable[[], bool]] | None:
-    """`spawn(data, status_fd)` and, for PID 1, `namespaces()`; or None (module doc).
+    """`spawn(data, status_fd, reply_fd)` and, for PID 1, `namespaces()`; or None (module
+    doc).
     Called once, in the zygote before it serves: the caps it reads are the host's."""
     if os.environ.get("SANDBOX_STUB_C", "1") == "0" or not os.access(init_path, os.X_OK):
         return None
@@ -52,17 +57,23 @@ def load(init_path: str = _native.INIT_PATH) -> tuple[Spawn, Callable[[], bool]]
     if lib.sf_init(os.fsencode(init_path), os.getuid(), os.getgid(), blob, len(caps)) != 0:
         return None
     call = lib.sf_spawn
-    call.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    call.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                     ctypes.POINTER(ctypes.c_int)]
     call.restype = ctypes.c_int
+    pidfd = ctypes.c_int(-1)   # one, made here: the loop allocates nothing per request
 
-    def spawn(data: bytes, status_fd: int) -> int | None:
-        """As a fork: 0 in PID 1, the stub's pid in the zygote; None when the request
-        is not read here (nothing forked). Raises OSError when the fork failed."""
-        pid = int(call(data, len(data), status_fd))
+    def spawn(data: bytes, status_fd: int, reply_fd: int) -> Started:
+        """The stub for the request `data`, the host answered on `reply_fd`: the stub's
+        (pid, pidfd) in the zygote, 0 in PID 1, None when the request is not read here
+        (nothing started), NO_PIDFD when the host was told it was refused. Raises
+        OSError when nothing was started (the caller answers)."""
+        pid = int(call(data, len(data), status_fd, reply_fd, ctypes.byref(pidfd)))
         if pid == NOT_READ:
             return None
+        if pid == NO_PIDFD or pid == 0:
+            return pid
         if pid < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
-        return pid
+        return pid, pidfd.value
     return spawn, lambda: bool(lib.sf_namespaces())
