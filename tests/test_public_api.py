@@ -161,3 +161,26 @@ def test_timeout_nan_is_an_input_error():
         for bad in (float("nan"), float("inf"), -1.0, 1e12):
             with pytest.raises(sandbox.InputError):
                 launcher.spawn(["true"], timeout=bad)
+
+
+def test_a_handle_holds_one_outcome_and_wakes_its_waiters():
+    """RunHandle without a run: a waiter in another thread gets the outcome set later;
+    an exception comes out of `wait` and `result` alike; a second outcome is refused
+    (a launcher bug, never a silent overwrite)."""
+    import threading
+    from sandbox.launcher.result import RunResult
+    h, got = RunHandle("r" * 32), []
+    waiter = threading.Thread(target=lambda: got.append(h.wait(30)))
+    waiter.start()
+    assert h.result() is None and not h.done()
+    r = RunResult(run_id=h.run_id, status=Status.OK)
+    h._finish(r)
+    waiter.join(30)
+    assert got == [r] and h.result() is r and h.done()
+    with pytest.raises(RuntimeError, match="finished twice"):
+        h._finish(r)
+    bad = RunHandle("b" * 32)
+    bad._finish(None, sandbox.PolicyError("no such policy"))
+    for call in (lambda: bad.wait(0), bad.result):
+        with pytest.raises(sandbox.PolicyError):
+            call()

@@ -16,7 +16,6 @@ thread-safe: run several at once from threads (see `sandbox.parallel`).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import copy
 import dataclasses
@@ -53,6 +52,8 @@ from sandbox.policy.model import Policy
 
 
 if TYPE_CHECKING:
+    import concurrent.futures as cf
+
     from sandbox.workflow import Workflow
 
 #: What `spawn` runs: a command (strings), a Workflow, a workflow as a dict, or a
@@ -216,7 +217,7 @@ class Launcher:
             self, (lambda: None) if forkserver is not None else self._forkserver.close)
         self._lock = threading.Lock()
         self._live: set[RunHandle] = set()
-        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool: "cf.ThreadPoolExecutor | None" = None   # `start`'s, made at its first
         self._closed = False
         self.default_policy = policy
         self.start_mode = start
@@ -377,6 +378,7 @@ class Launcher:
         with self._lock:
             self._check_open()
             if self._pool is None:
+                import concurrent.futures as cf   # `start` only: it imports logging
                 self._pool = cf.ThreadPoolExecutor(max_workers=self.max_concurrent,
                                                    thread_name_prefix="sandbox-run")
             self._live.add(handle)
