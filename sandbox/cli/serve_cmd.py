@@ -7,7 +7,6 @@ import os
 import sys
 
 from sandbox.cli.common import age_arg
-from sandbox.service.config import default_state
 
 HELP = """\
 Serve the /v1 API (docs/service.md) on uvicorn: runs submitted over HTTP are
@@ -91,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.broker is not None:
         from sandbox.cli.worker_cmd import check_broker
         check_broker(args.broker)
+    from sandbox.service.config import default_state   # every CLI start imports this module
     state = args.state or default_state()
     if args.user is not None:
         if os.geteuid() != 0:
