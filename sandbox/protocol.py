@@ -619,8 +619,8 @@ _HINTS: dict[type, dict[str, Any]] = {}
 def _hints(cls: type) -> dict[str, Any]:
     """The resolved field types of a message class, resolved once per class: resolving
     evaluates every annotation string each time (a few ms per run, on every decode).
-    Every message's are resolved at import (`_resolve_all`), so that a process forked
-    from the warm template resolves none: each resolution builds ForwardRefs and walks
+    Every message's are resolved before the template is forked (`resolve_all`), so
+    that a process forked from it resolves none: each resolution builds ForwardRefs and walks
     typing's caches, and in a fork every object it touches copies a page of the
     template (issue 14: ~0.2 MiB per spare stub decoding its Spec)."""
     hints = _HINTS.get(cls)
@@ -642,7 +642,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 # dataclasses.is_dataclass, the Optional unwrapping) and of a message class once per class
 # (its fields, their hints and bounds): every message of every run walked typing's
 # introspection for each value it held, about a third of the monitor host's CPU per run.
-# Filled for every message at import (`_resolve_all`), so forks of the warm template
+# Filled for every message before the template is forked (`resolve_all`), so its forks
 # share them and fill nothing.
 _DC, _JSON, _BOOL, _INT, _FLOAT, _STR, _LIST, _TUPLE, _DICT, _OTHER = range(10)
 _KINDS: dict[Any, tuple[Any, bool, int, tuple[Any, ...]]] = {}
@@ -1121,12 +1121,14 @@ def recv(sock: socket.socket, *accept: type[T],
         raise
 
 
-def _resolve_all() -> None:
+def resolve_all() -> None:
+    """Fill the codec's caches (`_hints`, `_fields`, `_kind`) for every message class
+    and those nested in them. The monitor host calls it before it forks its template
+    (sandbox.monitor.preload), so that the stub, PID 1 and a Python action fill
+    nothing (issue 14). Any other process (the CLI, a launcher) fills them class by
+    class as it uses them: resolving all at import was ~5 ms of every start here."""
     for cls in MESSAGES.values():
         max_size(cls)   # resolves the hints of every nested message class too
-
-
-_resolve_all()
 
 
 # PID 1's messages to the monitor that have a fixed form, as bytes made once, in the

@@ -28,13 +28,18 @@ ACTION_SIDE = (
 PRELOAD = EVERY_RUN + ACTION_SIDE
 
 
-def preload(names: tuple[str, ...] = PRELOAD) -> None:
+def preload(names: tuple[str, ...] = PRELOAD, codec: bool = True) -> None:
     """Import the preload list, before the zygote is forked: a stub, PID 1 and a Python
     action are its forks, and whatever they import later they would read from inside
-    the sandbox's view (and a policy without the package's directory could not)."""
+    the sandbox's view (and a policy without the package's directory could not). With
+    `codec`, the protocol's caches are filled too (protocol.resolve_all), so that its
+    forks decode without filling any."""
     for name in names:
         if name not in sys.modules:   # (a warm PID 1 runs no import machinery for it)
             importlib.import_module(name)
+    if codec:
+        from sandbox import protocol
+        protocol.resolve_all()
 
 
 def action_side() -> None:
@@ -43,7 +48,7 @@ def action_side() -> None:
     `EVERY_RUN`: its one run is most often a program, for which the action's side was
     ~14 ms of the monitor's start, on the path of every cold `sandbox exec`). PID 1
     still sees the host's files here; a fork server's template has them all already."""
-    preload(ACTION_SIDE)
+    preload(ACTION_SIDE, codec=False)   # its template filled them (`preload`)
 
 
 def warm() -> None:
