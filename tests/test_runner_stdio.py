@@ -6,6 +6,7 @@ re-time or lock (issue 11 finding 4).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -136,6 +137,56 @@ def test_sigterm_to_sandbox_exec_reaches_the_program():
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 5), (signal.SIGHUP, 6),
+                                      (signal.SIGINT, 7), (signal.SIGQUIT, 8)])
+def test_a_signal_to_the_callers_process_group_is_the_programs(sig, code):
+    """`timeout`, `kill -- -PGID`, a closed terminal's SIGHUP and a service manager
+    stopping a group signal every process of the caller's group, the monitor that
+    `sandbox exec` started included: the program gets the signal once (relayed),
+    and the run ends as the program ends, not as a lost monitor (exit 1)."""
+    name = signal.Signals(sig).name[3:]
+    script = (f'trap "echo got {name}; exit {code}" {name}; echo ready; '
+              'while :; do sleep 0.05; done')
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c", script], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, sig)
+        assert proc.wait(timeout=60) == code, proc.stderr.read()
+        assert proc.stdout.read() == f"got {name}\n"
+        assert proc.stderr.read() == ""
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+GROUP_CALLER = r"""
+import os, signal
+from sandbox import Launcher
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append("TERM"))   # drain, as `sandbox worker`
+with Launcher() as launcher:
+    handle = launcher.start(["sh", "-c", "read line; sleep 0.5; echo done $line"], stdin=b"x\n",
+                            capture_output=True)
+    launcher.spawn(["true"])                   # the monitor host and its zygote are up
+    os.killpg(0, signal.SIGTERM)               # a service manager stopping the group
+    r = launcher.spawn(["sh", "-c", "echo after"], capture_output=True)
+    first = handle.wait()
+print(got, first.status, first.stdout.strip(), r.status, r.stdout.strip())
+"""
+
+
+def test_a_caller_that_handles_sigterm_keeps_its_runs_when_its_group_gets_it():
+    """A library caller that drains on SIGTERM (`sandbox worker`) gets to finish its
+    runs: the monitor host in its process group does not die of the same signal."""
+    p = subprocess.run([sys.executable, "-c", GROUP_CALLER], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, start_new_session=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["['TERM']", "ok", "done", "x", "ok", "after"], p.stdout
 
 
 # -- a terminal of its own (-t) --------------------------------------------------------

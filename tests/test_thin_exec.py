@@ -410,16 +410,23 @@ def test_the_daemons_environment_and_heap_never_reach_the_sandboxee(served):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 5), (signal.SIGINT, 6),
                                       (signal.SIGHUP, 7)])
-def test_signals_to_the_client_reach_the_program(served, sig, code):
+@pytest.mark.parametrize("group", [False, True], ids=["client", "group"])
+def test_signals_to_the_client_reach_the_program(served, sig, code, group):
+    """To the client alone, or to its whole process group (`timeout`, `kill -- -PGID`,
+    a closed terminal): the program gets it once, and ends the run."""
     name = signal.Signals(sig).name[3:]
     script = (f'trap "echo got {name}; exit {code}" {name}; echo ready; '
               'while :; do sleep 0.05; done')
     before = served.count()
     proc = subprocess.Popen([*served.cmd, "exec", "--", "sh", "-c", script], cwd=ROOT,
-                            env=served.env, stdout=subprocess.PIPE, text=True)
+                            env=served.env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=group)
     try:
         assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         assert proc.wait(timeout=60) == code
         assert proc.stdout.read() == f"got {name}\n"
     finally:

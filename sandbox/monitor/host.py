@@ -37,7 +37,7 @@ from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.preload import EVERY_RUN, PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
 from sandbox.monitor.supervisor import Supervisor
-from sandbox.monitor.zygote import Zygote, Zygotes
+from sandbox.monitor.zygote import GROUP_SIGNALS, Zygote, Zygotes
 from sandbox.protocol import ExitReport, MonitorExited, Spec
 
 if TYPE_CHECKING:
@@ -480,19 +480,17 @@ def send_exit(ctl: Channel, report: ExitReport) -> None:
         pass  # the launcher is gone
 
 
-def ignore_terminal_signals() -> None:
-    """^C and ^\\ at the caller's terminal reach its whole process group, this process
-    included: they are the program's (the launcher relays them), not the monitor's.
-    A caller in the background (`sandbox exec ... &`) must not be stopped because a
-    stdin relay reads its terminal: the read fails (EIO), the program sees EOF."""
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU):
+def ignore_group_signals() -> None:
+    """See zygote.GROUP_SIGNALS: a signal to the caller's whole process group is the
+    program's, relayed by the launcher, not the monitor's."""
+    for sig in GROUP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # brokers are reaped with their rusage
 
 
 def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
     """The fork server's life: every run the launcher sends, until its socket closes."""
-    ignore_terminal_signals()
+    ignore_group_signals()
     warm()
     import gc
     gc.collect()
@@ -527,7 +525,7 @@ def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
 
 def serve_one(fds: RunFds) -> int:
     """An exec'd monitor: this one run, then exit with EXIT_*."""
-    ignore_terminal_signals()
+    ignore_group_signals()
     # imports only (compiling every built-in filter costs more than one run), and only
     # what every run needs: a Python action's PID 1 imports its side (preload.action_side)
     preload(EVERY_RUN)

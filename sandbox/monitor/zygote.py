@@ -62,6 +62,19 @@ from sandbox.sandboxee import forking, template
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
 DEATHS_KEPT = 16   # past zygotes whose death a late stub's run may still ask about
+# What the monitor host, its zygotes, stubs and pooled PID 1s ignore (each sandbox's
+# init and program start with every signal at its default: init.c, entry._program).
+# They run in the caller's process group, and what is sent to that whole group is the
+# program's, which the launcher relays once: ^C and ^\ at the caller's terminal; the
+# SIGHUP of a closed terminal; the SIGTERM of `timeout`, `kill -- -PGID` or a service
+# manager stopping a group, which killed the monitor before (the run then ended as a
+# lost monitor, exit 1, and `sandbox worker` lost the runs it meant to finish). A
+# caller in the background (`sandbox exec ... &`) must not be stopped because a stdin
+# relay reads its terminal: the read fails (EIO), the program sees EOF. The monitor's
+# life is its launcher's: it ends when the launcher's socket closes, and SIGKILL
+# still ends it.
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP,
+                 signal.SIGTTIN, signal.SIGTTOU)
 
 
 class Zygote:
@@ -354,8 +367,7 @@ def main() -> int:
     prctl.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:
         return 3   # the host is gone already
-    # as the host (monitor.host.ignore_terminal_signals): the caller's ^C is the program's
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU):
+    for sig in GROUP_SIGNALS:     # as the host's (host.ignore_group_signals)
         signal.signal(sig, signal.SIG_IGN)
     from sandbox.monitor import preload
     if os.environ.get("SANDBOX_ZYGOTE_WARM") == "1":
