@@ -163,3 +163,44 @@ def test_bad_input_is_one_line_and_nothing_runs(case: Case, tmp_path: Path) -> N
     assert p.stdout == ""
     assert not marker.exists(), "the program ran"
     assert _tree(tmp_path) == before, "something was left behind"
+
+
+# -- a current directory that was deleted -------------------------------------------------
+
+GONE = [
+    ("exec", ["exec", "--", *PROG], 125),
+    ("exec-grant", ["exec", "--read", "{d}", "--", *PROG], 125),
+    ("run", ["run", os.path.join(ROOT, "docs/examples/hello.json")], 125),
+    ("policy-show", ["policy", "show", "strict"], 2),
+    ("policy-check", ["policy", "check", "strict"], 2),
+]
+
+
+@pytest.mark.parametrize("args,code", [(a, c) for _, a, c in GONE], ids=[i for i, _, _ in GONE])
+def test_a_deleted_current_directory_is_one_line_that_says_so(args: list[str], code: int,
+                                                              tmp_path: Path) -> None:
+    """`rm -rf` of the directory a shell is still in: getcwd() fails with ENOENT, which
+    read "[Errno 2] No such file or directory", naming nothing."""
+    gone, marker = tmp_path / "gone", tmp_path / "ran"
+    gone.mkdir()
+    (tmp_path / "a-dir").mkdir()
+    args = [a.replace("{m}", str(marker)).replace("{d}", str(tmp_path / "a-dir")) for a in args]
+    env = {**os.environ, "SANDBOX_HOME": str(tmp_path / "state")}
+    p = subprocess.run(["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(gone),
+                        sys.executable, "-m", "sandbox", *args],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == code, p.stderr
+    assert p.stderr.splitlines() == [
+        "sandbox: error: the current directory no longer exists (deleted or moved): "
+        "cd to one that does, or name one with --workdir"], p.stderr
+    assert not marker.exists(), "the program ran"
+
+
+def test_a_deleted_current_directory_is_no_matter_with_a_workdir(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    env = {**os.environ, "SANDBOX_HOME": str(tmp_path / "state")}
+    p = subprocess.run(["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"', str(gone),
+                        sys.executable, "-m", "sandbox", "exec", "--workdir", str(tmp_path),
+                        "--", "pwd"], env=env, capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (0, f"{tmp_path}\n", "")

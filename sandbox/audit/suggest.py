@@ -38,6 +38,8 @@ import json
 import os
 from typing import Any, Iterable
 
+from sandbox.current_dir import current_dir
+
 PROTECTED = frozenset({
     "/", "/usr", "/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/share", "/usr/bin", "/usr/sbin",
     "/usr/local", "/usr/local/lib", "/usr/local/bin", "/usr/include", "/usr/libexec",
@@ -165,7 +167,7 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
     refused = {r["path"] for r in records if r["verdict"] != "allowed"}
     learning = learning if learning is not None else Policy(extends=("base",))
     extends, floor = _floor(tuple(learning.extends),
-                            default_variables(workdir or os.getcwd(), output or os.getcwd()))
+                            default_variables(workdir or current_dir(), output or current_dir()))
     eng = Engine(floor)
     left: dict[str, set[str]] = {}
     for kind, paths in need.items():

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sandbox.cli import common
+from sandbox.current_dir import current_dir
 
 if TYPE_CHECKING:
     from sandbox.launcher.early import EarlyMonitor
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
             launcher = Launcher(start=common.CLI_START, early=early)
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
-            workdir=args.workdir or os.getcwd(), output_dir=args.output,
+            workdir=args.workdir or current_dir(), output_dir=args.output,
             stdin=stdin, tty=args.tty, forward_signals=True)
     common.write_result(args.result, result, getattr(args, "result_fd", None))
     common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))

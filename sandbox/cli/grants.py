@@ -18,6 +18,7 @@ import json
 import os
 from typing import Any
 
+from sandbox.current_dir import current_dir
 from sandbox.errors import InputError, PolicyError
 
 # flag -> (policy table, key); limits keep the policy's spelling ("512MiB", "30s")
@@ -131,7 +132,7 @@ def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None) 
         return base
     from sandbox.policy import load_policy
     from sandbox.policy.loader import parse_policy
-    cwd = cwd or os.getcwd()
+    cwd = cwd or current_dir()
     ref = base or "default"
     if not ("/" not in ref and not ref.endswith(".toml")):
         ref = os.path.abspath(os.path.expanduser(ref))

@@ -15,6 +15,7 @@ from typing import Any
 
 from sandbox.cli.grants import add_grant_options, compose
 from sandbox.cli.plugins import optional_module
+from sandbox.current_dir import current_dir
 from sandbox.errors import PolicyError
 
 EXTRA_ACTIONS = ("suggest",)
@@ -90,7 +91,7 @@ def resolved_policy(args: argparse.Namespace) -> Any:
     """Load args.policy and resolve it with the CLI's variable defaults."""
     from sandbox.policy import default_variables, resolve
     policy = _composed(args)
-    variables = default_variables(args.workdir or os.getcwd(), args.output or "output", args.home)
+    variables = default_variables(args.workdir or current_dir(), args.output or "output", args.home)
     return resolve(policy, variables)
 
 
@@ -112,7 +113,7 @@ def check(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
         # Resolution is part of validity: a variable must expand to absolute paths.
-        resolve(policy, default_variables(os.getcwd(), "output"))
+        resolve(policy, default_variables(current_dir(), "output"))
     except PolicyError as exc:
         errors = _error_dicts(exc)
         if args.json:

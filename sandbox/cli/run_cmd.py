@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sandbox.cli import common
+from sandbox.current_dir import current_dir
 
 if TYPE_CHECKING:
     from sandbox.launcher.early import EarlyMonitor
@@ -89,7 +90,7 @@ def _run(args: argparse.Namespace, early: EarlyMonitor | None) -> int:
     workflow = load_workflow(args.workflow)
     common.policy_path_hint(args.policy)
     common.preflight(args)
-    code_paths = [os.getcwd()]
+    code_paths = [current_dir()]
     wf_dir = os.path.dirname(os.path.abspath(args.workflow))
     if wf_dir != code_paths[0]:
         code_paths.append(wf_dir)

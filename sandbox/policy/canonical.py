@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from sandbox.current_dir import current_dir
 from sandbox.policy.model import Policy
 
 NO_FOLLOW_LAST = frozenset({"delete"})
@@ -63,7 +64,7 @@ def kernel_path(path: str, operation: str = "read", cwd: str | None = None,
     """Absolute, symlink-free path that OPERATION on PATH reaches: on the host, or,
     given the run's resolved `policy`, inside the sandbox's view (see module doc)."""
     if not path.startswith("/"):
-        path = os.path.join(cwd or os.getcwd(), path)
+        path = os.path.join(cwd or current_dir(), path)
     visible = _in_view(policy) if policy is not None else None
     follow_last = operation not in NO_FOLLOW_LAST
     parts = [p for p in path.split("/") if p and p != "."]

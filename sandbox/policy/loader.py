@@ -20,6 +20,7 @@ import os
 import re
 from typing import Any
 
+from sandbox.current_dir import current_dir
 from sandbox.errors import PolicyError
 from sandbox.policy import units
 from sandbox.policy.locate import Locator
@@ -271,7 +272,7 @@ class _Loader:
                               "by name only, not a file", file=file, key="extends", line=key_line)
         path = os.path.expanduser(ref)
         if not os.path.isabs(path):
-            path = os.path.join(base_dir or os.getcwd(), path)
+            path = os.path.join(base_dir or current_dir(), path)
         if not os.path.isfile(path):
             raise PolicyError(f"policy file {ref!r} not found ({path})", file=file, key="extends",
                               line=key_line)
