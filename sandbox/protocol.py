@@ -307,7 +307,7 @@ class Spec:
     """The run, from the launcher to the monitor (and, on the spare path, on to its stub)."""
     run_id: str = bound(chars=128, default="")
     mode: str = bound(chars=16, default="exec")          # exec | workflow
-    argv: list[str] | None = bound(chars=1 << 17, items=1 << 13, default=None)   # ~ARG_MAX
+    argv: list[str] | None = bound(chars=1 << 17, items=1 << 18, default=None)   # ~ARG_MAX
     env: dict[str, str] = bound(chars=1 << 16, items=1024, default_factory=dict)
     policy: Json = bound(budget=1 << 20, default_factory=dict)
     fs_plan: Json = bound(budget=2 << 20, default_factory=dict)
