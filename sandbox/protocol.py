@@ -712,10 +712,11 @@ class _Enc:
         self.clipped: dict[str, int] = {}
         self.may_clip = clip
 
-    def clip(self, where: str, n: int) -> None:
+    def clip(self, where: str, n: int, what: str) -> None:
+        """Count `n` units cut from `where`; or, for a message that is never cut,
+        refuse it, saying `what` is over which bound."""
         if not self.may_clip:
-            raise ProtocolError(f"{where}: over its bound by {n} (this message is never "
-                                "clipped)")
+            raise ProtocolError(f"{where}: {what} (refused whole, never cut short)")
         self.clipped[where] = self.clipped.get(where, 0) + n
 
     def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
@@ -741,13 +742,13 @@ class _Enc:
         if kind == _INT:
             n = int(v)
             if not INT_MIN <= n <= INT_MAX:
-                self.clip(where, 1)
+                self.clip(where, 1, "a number beyond 64 bits")
                 n = max(INT_MIN, min(INT_MAX, n))
             return n
         if kind == _FLOAT:
             x = float(v)
             if not math.isfinite(x):
-                self.clip(where, 1)
+                self.clip(where, 1, "a number that is not finite")
                 x = 0.0
             return x
         if kind == _STR:
@@ -755,7 +756,7 @@ class _Enc:
                 str(v).encode("utf-8", "backslashreplace").decode("utf-8")
             limit = meta.get("chars", DEFAULT_CHARS)
             if len(s) > limit:
-                self.clip(where, len(s) - limit)
+                self.clip(where, len(s) - limit, f"{len(s)} characters, over its {limit}")
                 s = s[:limit]
             return s
         items = meta.get("items", DEFAULT_ITEMS)
@@ -770,13 +771,13 @@ class _Enc:
             used = 2
             for i, item in enumerate(seq):
                 if len(out) >= items:
-                    self.clip(where, len(seq) - i)
+                    self.clip(where, len(seq) - i, f"{len(seq)} items, over its {items}")
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
                     used += len(dumps(enc).encode("utf-8")) + 1
                     if used > budget:
-                        self.clip(where, len(seq) - i)
+                        self.clip(where, len(seq) - i, f"over its {budget} bytes")
                         break
                 out.append(enc)
             return out
@@ -787,7 +788,8 @@ class _Enc:
         if kind == _DICT:
             pairs = list(dict(v).items())
             if len(pairs) > items:
-                self.clip(where, len(pairs) - items)
+                self.clip(where, len(pairs) - items,
+                          f"{len(pairs)} entries, over its {items}")
                 pairs = pairs[:items]
             d: dict[str, Any] = {}
             for k, x in pairs:
