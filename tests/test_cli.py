@@ -94,3 +94,28 @@ def test_unknown_action_is_exit_125_and_nothing_runs(tmp_path):
     p = sandbox("run", str(wf))
     assert p.returncode == 125 and len(p.stderr.splitlines()) == 1
     assert "wf.json" in p.stderr and "unknown action 'no_such_action'" in p.stderr
+
+
+def _parsers(parser, path=()):
+    """Every (sub)command's parser of the CLI, with its command path."""
+    import argparse
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_help_text_is_printable():
+    """A help text is printed on the user's terminal: a control character in it is
+    acted on, not shown (`sandbox audit --help` printed an ESC and a CSI where it meant
+    to show their escapes)."""
+    import re
+    from sandbox.cli.main import build_parser
+    control = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+    seen = []
+    for path, parser in _parsers(build_parser()):
+        text = parser.format_help()
+        seen.append(path)
+        assert not control.search(text), (" ".join(path), control.findall(text))
+    assert ("audit", "show") in seen and ("exec",) in seen, seen

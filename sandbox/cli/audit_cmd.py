@@ -19,7 +19,7 @@ Read the file-access records the monitor wrote for audited runs
 file per run: $SANDBOX_AUDIT_DB, else $SANDBOX_HOME/audit
 (~/.local/state/sandbox/audit). RUN_ID may be a unique prefix. Repeats of a
 record are one line with a count (xN). Control characters and bytes that are
-not UTF-8 are shown escaped (\x1b, \u009b, \xff).
+not UTF-8 are shown escaped (\\x1b, \\u009b, \\xff).
 
 examples:
   sandbox audit list
