@@ -50,13 +50,13 @@ class _FullEnc(protocol._Enc):
             items, budget, used = meta.get("items", protocol.DEFAULT_ITEMS), meta.get("budget"), 2
             for i, item in enumerate(seq):
                 if len(out) >= items:
-                    self.clip(where, len(seq) - i)
+                    self.clip(where, len(seq) - i, f"{len(seq)} items, over its {items}")
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
                     used += len(protocol.dumps(enc).encode("utf-8")) + 1
                     if used > budget:
-                        self.clip(where, len(seq) - i)
+                        self.clip(where, len(seq) - i, f"over its {budget} bytes")
                         break
                 out.append(enc)
             return out
