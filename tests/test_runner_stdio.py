@@ -63,6 +63,17 @@ def test_the_api_takes_stdin_as_bytes_or_none(launcher):
     assert (r.status, r.stdout) == ("ok", "")
 
 
+def test_the_api_types_stdin_bytes_into_a_tty(launcher):
+    """With tty=True the program's stdin is its pty: stdin bytes were dropped (and a
+    `cat` waited forever); now they are typed in, then the end (^D)."""
+    r = launcher.spawn(["sh", "-c", "read a; read b; echo got:$a:$b; cat; echo end"],
+                       tty=True, stdin=b"one\ntwo\n", timeout=60)
+    assert r.status == "ok", r.reason
+    assert "got:one:two\r\nend\r\n" in r.stdout, r.stdout
+    r = launcher.spawn(["sh", "-c", "cat; echo end"], tty=True, timeout=60)
+    assert (r.status, r.stdout) == ("ok", "end\r\n")
+
+
 def test_all_output_reaches_the_caller_before_the_exit(tmp_path):
     out = tmp_path / "out"
     with open(out, "wb") as f:
@@ -196,6 +207,27 @@ def test_tty_gives_the_program_its_own_terminal_with_the_callers_size():
     lines = out.decode().replace("\r", "").splitlines()
     assert code == 3, out
     assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
+
+
+@pytest.mark.parametrize("given", [b"", b"one\ntwo\n", b"no newline at the end"],
+                         ids=["empty", "lines", "partial"])
+def test_tty_with_piped_input_ends_it_as_a_user_would(given):
+    """`echo hi | sandbox exec -t -- cat`: the program reads a terminal, and the
+    caller's input ends. It hung forever: the end of the pipe never reached the pty.
+    Now the relay types ^D (the pty's VEOF) as a user would, twice after a partial
+    line (the first hands the line over, the second is the end)."""
+    p = subprocess.run([*SANDBOX, "exec", "-t", "--", "sh", "-c",
+                        "cat; echo; echo cat-ended"],
+                       input=given, capture_output=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.replace(b"\r\n", b"\n")
+    assert out.count(given.rstrip(b"\n")) >= 1 and b"cat-ended" in out, out
+
+
+def test_tty_with_input_from_dev_null_runs():
+    p = subprocess.run([*SANDBOX, "exec", "-t", "--", "sh", "-c", "cat; exit 4"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 4, p.stderr
 
 
 def test_ctrl_c_on_the_terminal_interrupts_the_program():

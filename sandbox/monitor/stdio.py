@@ -140,10 +140,9 @@ class StdioRelay:
         self.master = master
         set_winsize(master, rows or 24, cols or 80)
         self.sandbox = [slave, os.dup(slave), os.dup(slave)]
-        if self.spec.relay[0]:
-            self._plans.append((caller[0], False, os.dup(master), False))
-        else:
-            self._unused.append(caller[0])
+        # the program's stdin is the pty: whatever the launcher gave (the caller's own
+        # descriptor, or a pipe of its own holding stdin bytes or nothing) is typed in
+        self._plans.append((caller[0], not self.spec.relay[0], os.dup(master), False))
         self._plans.append((os.dup(master), True, caller[1], True))
         self._unused.append(caller[2])
 
@@ -208,7 +207,8 @@ class StdioRelay:
                 d_ep = caller_end(dst, writing=True) if output else own_end(dst)
             except OSError:
                 d_ep = Endpoint(dst, blocking=True)
-            stream = Stream(s_ep, d_ep, self._stream_ended)
+            at_end = self._typed_end if self.master is not None and not output else None
+            stream = Stream(s_ep, d_ep, self._stream_ended, at_end)
             self._streams.append(stream)
             if output:
                 self._outputs.append(stream)
@@ -216,6 +216,22 @@ class StdioRelay:
         for stream in list(self._streams):
             if not stream.ended:
                 self.hub.add(stream)
+
+    def _typed_end(self, last: int) -> bytes:
+        """The caller's input to the pty ended (`echo hi | sandbox exec -t -- cat`): what
+        a user types to say so, the pty's end-of-file character, twice after a partial
+        line (the first hands the line over). Nothing for a program that reads the
+        terminal raw (no ICANON): there ^D would be a keystroke, not an end."""
+        if self.master is None:
+            return b""
+        try:
+            attrs = termios.tcgetattr(self.master)   # the slave's, on Linux
+        except OSError:
+            return b""
+        eof = attrs[6][termios.VEOF]
+        if not attrs[3] & termios.ICANON or not isinstance(eof, bytes) or eof == b"\0":
+            return b""
+        return eof if last in (-1, 10) else eof * 2
 
     def _stream_ended(self, stream: Stream, broken: bool) -> None:
         if stream in self._outputs:
