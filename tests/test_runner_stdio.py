@@ -214,14 +214,28 @@ def test_tty_gives_the_program_its_own_terminal_with_the_callers_size():
 def test_tty_with_piped_input_ends_it_as_a_user_would(given):
     """`echo hi | sandbox exec -t -- cat`: the program reads a terminal, and the
     caller's input ends. It hung forever: the end of the pipe never reached the pty.
-    Now the relay types ^D (the pty's VEOF) as a user would, twice after a partial
-    line (the first hands the line over, the second is the end)."""
+    Now the relay types ^D (the pty's VEOF) whenever everything was read, as a pipe's
+    end is there at every read: after a partial line, the first hands the line over;
+    a second reader gets an end of its own."""
     p = subprocess.run([*SANDBOX, "exec", "-t", "--", "sh", "-c",
-                        "cat; echo; echo cat-ended"],
+                        "cat; echo; echo cat-ended; cat; echo again"],
                        input=given, capture_output=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     out = p.stdout.replace(b"\r\n", b"\n")
-    assert out.count(given.rstrip(b"\n")) >= 1 and b"cat-ended" in out, out
+    assert out.count(given.rstrip(b"\n")) >= 1 and out.endswith(b"cat-ended\nagain\n"), out
+
+
+@pytest.mark.parametrize("argv,says", [(["python3", "-q"], b"42"),
+                                       (["bash", "--norc", "--noprofile", "-i"], b"42")],
+                         ids=["python", "bash"])
+def test_tty_with_piped_input_ends_a_readline_repl(argv, says):
+    """A REPL reads its terminal raw, a line at a time (readline): ^D typed while it
+    waits on an empty line is its end, whatever mode the terminal was in before."""
+    line = b"print(6*7)\n" if argv[0] == "python3" else b"echo $((6*7))\n"
+    p = subprocess.run([*SANDBOX, "exec", "-t", "--", *argv], input=line,
+                       capture_output=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert says in p.stdout, p.stdout
 
 
 def test_tty_with_input_from_dev_null_runs():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import struct
 import termios
 import threading
@@ -44,6 +45,8 @@ from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
 from sandbox.std_fds import ensure_open
 
 DRAIN_TIMEOUT = 2.0   # seconds to finish copying output after the sandbox is gone
+EOF_EVERY = 0.05      # seconds between looks at an ended pty input (`StdioRelay._type_end`)
+TIOCGPTPEER = 0x5441  # linux/tty.h (4.13): the slave of a pty master, without its path
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class StdioRelay:
         self._outputs: list[Stream] = []
         self._outputs_left = 0
         self._finishing = False
+        self._eof_timer = object()   # the hub's timer key of `_type_end`
         try:
             if spec.tty is not None:
                 self._make_pty(caller, *spec.tty)
@@ -207,8 +211,7 @@ class StdioRelay:
                 d_ep = caller_end(dst, writing=True) if output else own_end(dst)
             except OSError:
                 d_ep = Endpoint(dst, blocking=True)
-            at_end = self._typed_end if self.master is not None and not output else None
-            stream = Stream(s_ep, d_ep, self._stream_ended, at_end)
+            stream = Stream(s_ep, d_ep, self._stream_ended)
             self._streams.append(stream)
             if output:
                 self._outputs.append(stream)
@@ -217,21 +220,36 @@ class StdioRelay:
             if not stream.ended:
                 self.hub.add(stream)
 
-    def _typed_end(self, last: int) -> bytes:
-        """The caller's input to the pty ended (`echo hi | sandbox exec -t -- cat`): what
-        a user types to say so, the pty's end-of-file character, twice after a partial
-        line (the first hands the line over). Nothing for a program that reads the
-        terminal raw (no ICANON): there ^D would be a keystroke, not an end."""
-        if self.master is None:
-            return b""
-        try:
-            attrs = termios.tcgetattr(self.master)   # the slave's, on Linux
+    def _type_end(self) -> None:
+        """The caller's input to the pty has ended (`echo hi | sandbox exec -t -- cat`,
+        the API's stdin bytes, `--stdin none`). A pipe's end is sticky, a terminal's is
+        typed: whenever the program has read all there was, type the pty's end-of-file
+        character, as a user presses ^D. A program in canonical mode reads an end (after
+        a partial line, the first hands the line over), a readline-style one sees ^D on
+        an empty line, and one that reads again gets another end, as from a pipe. Only
+        when nothing is left unread, so at most one ever waits; it stops with the relay.
+        Looked at again every EOF_EVERY seconds: a program switches modes as it reads
+        (readline goes raw for each line), and the character is taken in the mode of
+        the moment it is typed."""
+        if self.master is None or self._finishing or self._closed.is_set():
+            return
+        try:   # a descriptor of the pty's program side, to see its unread input
+            peer = fcntl.ioctl(self.master, TIOCGPTPEER,
+                               os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            return b""
-        eof = attrs[6][termios.VEOF]
-        if not attrs[3] & termios.ICANON or not isinstance(eof, bytes) or eof == b"\0":
-            return b""
-        return eof if last in (-1, 10) else eof * 2
+            return
+        try:
+            if not select.select([peer], [], [], 0)[0]:
+                eof = termios.tcgetattr(peer)[6][termios.VEOF]
+                os.write(self.master, eof if isinstance(eof, bytes) and eof != b"\0"
+                         else b"\x04")
+        except BlockingIOError:
+            pass            # its input is full: it reads nothing now, look again later
+        except OSError:
+            return          # the pty hung up: its program is gone
+        finally:
+            os.close(peer)
+        self.hub.set_timer(self._eof_timer, time.monotonic() + EOF_EVERY, self._type_end)
 
     def _stream_ended(self, stream: Stream, broken: bool) -> None:
         if stream in self._outputs:
@@ -242,6 +260,8 @@ class StdioRelay:
                 for other in self._streams:
                     self.hub.end(other)
                 self._close_master()
+        elif not broken and self.master is not None:
+            self._type_end()      # the caller's input to the pty ended
         self._maybe_done()
 
     def _finish_in_hub(self, deadline: float) -> None:
@@ -262,6 +282,7 @@ class StdioRelay:
         if self._closed.is_set():
             return
         self.hub.cancel_timer(self)
+        self.hub.cancel_timer(self._eof_timer)
         for stream in self._streams:
             self.hub.end(stream)
         self._streams, self._outputs = [], []

@@ -108,20 +108,15 @@ def caller_end(fd: int, *, writing: bool) -> Endpoint:
 class Stream:
     """Bytes from `src` to `dst`, for one relay. `on_end(stream, broken)` is called in
     the hub's thread once, when the source ended (broken False) or the destination
-    failed (broken True); both descriptors are closed by then. `at_end(last)`, when
-    set, gives the bytes still to write once the source has ended (`last`: the last
-    byte copied, -1 for none): what a pty's input needs to read as an end."""
-    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended", "at_end", "last")
+    failed (broken True); both descriptors are closed by then."""
+    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended")
 
     def __init__(self, src: Endpoint, dst: Endpoint,
-                 on_end: Callable[["Stream", bool], None],
-                 at_end: Callable[[int], bytes] | None = None) -> None:
+                 on_end: Callable[["Stream", bool], None]) -> None:
         self.src, self.dst, self.on_end = src, dst, on_end
         self.pending: memoryview | None = None
         self.waiting: tuple[Endpoint, int] | None = None
         self.ended = False
-        self.at_end = at_end
-        self.last = -1
 
 
 class StdioHub:
@@ -249,14 +244,7 @@ class StdioHub:
             except OSError:
                 n = 0   # EIO: the pty's last slave closed, or a background terminal read
             if n == 0:
-                if stream.at_end is not None:
-                    tail, stream.at_end = stream.at_end(stream.last), None
-                    if tail:
-                        stream.pending = memoryview(tail)
-                        continue
                 return self._close(stream, broken=False)
-            if stream.at_end is not None:
-                stream.last = buf[n - 1]
             try:
                 w = dst.write(buf[:n])
             except (BlockingIOError, InterruptedError):
