@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import struct
 import termios
 import threading
@@ -40,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from sandbox import fdwait
 from sandbox.monitor import stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
 from sandbox.std_fds import ensure_open
@@ -239,7 +239,7 @@ class StdioRelay:
         except OSError:
             return
         try:
-            if not select.select([peer], [], [], 0)[0]:
+            if not fdwait.readable([peer], 0):
                 eof = termios.tcgetattr(peer)[6][termios.VEOF]
                 os.write(self.master, eof if isinstance(eof, bytes) and eof != b"\0"
                          else b"\x04")
