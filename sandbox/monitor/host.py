@@ -37,7 +37,7 @@ from sandbox.isolation.context import ContainContext
 from sandbox.monitor import runspec, stubs
 from sandbox.monitor.preload import EVERY_RUN, PRELOAD, preload, warm  # noqa: F401 (PRELOAD: forkserver)
 from sandbox.monitor.supervisor import Supervisor
-from sandbox.monitor.zygote import GROUP_SIGNALS, Zygote, Zygotes
+from sandbox.monitor.zygote import Zygote, Zygotes, ignore_group_signals
 from sandbox.protocol import ExitReport, MonitorExited, Spec
 
 if TYPE_CHECKING:
@@ -480,17 +480,17 @@ def send_exit(ctl: Channel, report: ExitReport) -> None:
         pass  # the launcher is gone
 
 
-def ignore_group_signals() -> None:
-    """See zygote.GROUP_SIGNALS: a signal to the caller's whole process group is the
-    program's, relayed by the launcher, not the monitor's."""
-    for sig in GROUP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # brokers are reaped with their rusage
+def host_signals() -> None:
+    """zygote.GROUP_SIGNALS ignored (a signal to the caller's whole process group is
+    the program's, relayed by the launcher); SIGCHLD at its default, so brokers are
+    reaped with their rusage."""
+    ignore_group_signals()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
     """The fork server's life: every run the launcher sends, until its socket closes."""
-    ignore_group_signals()
+    host_signals()
     warm()
     import gc
     gc.collect()
@@ -525,7 +525,7 @@ def serve_launcher(sock: socket.socket, *, spares: bool = True) -> int:
 
 def serve_one(fds: RunFds) -> int:
     """An exec'd monitor: this one run, then exit with EXIT_*."""
-    ignore_group_signals()
+    host_signals()
     # imports only (compiling every built-in filter costs more than one run), and only
     # what every run needs: a Python action's PID 1 imports its side (preload.action_side)
     preload(EVERY_RUN)

@@ -230,7 +230,8 @@ class StdioRelay:
         when nothing is left unread, so at most one ever waits; it stops with the relay.
         Looked at again every EOF_EVERY seconds: a program switches modes as it reads
         (readline goes raw for each line), and the character is taken in the mode of
-        the moment it is typed."""
+        the moment it is typed. The program's side is opened for each look and closed
+        at once: one held open would keep the master from seeing the program's end."""
         if self.master is None or self._finishing or self._closed.is_set():
             return
         try:   # a descriptor of the pty's program side, to see its unread input

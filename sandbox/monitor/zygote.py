@@ -62,8 +62,9 @@ from sandbox.sandboxee import forking, template
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
 DEATHS_KEPT = 16   # past zygotes whose death a late stub's run may still ask about
-# What the monitor host, its zygotes, stubs and pooled PID 1s ignore (each sandbox's
-# init and program start with every signal at its default: init.c, entry._program).
+# What the monitor host, its zygotes, stubs and pooled PID 1s ignore (ignore_group_signals;
+# each sandbox's init and program start with every signal at its default: init.c,
+# entry._program).
 # They run in the caller's process group, and what is sent to that whole group is the
 # program's, which the launcher relays once: ^C and ^\ at the caller's terminal; the
 # SIGHUP of a closed terminal; the SIGTERM of `timeout`, `kill -- -PGID` or a service
@@ -75,6 +76,12 @@ DEATHS_KEPT = 16   # past zygotes whose death a late stub's run may still ask ab
 # still ends it.
 GROUP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP,
                  signal.SIGTTIN, signal.SIGTTOU)
+
+
+def ignore_group_signals() -> None:
+    """GROUP_SIGNALS ignored: by the host, and by a zygote started to replace one."""
+    for sig in GROUP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class Zygote:
@@ -367,8 +374,7 @@ def main() -> int:
     prctl.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:
         return 3   # the host is gone already
-    for sig in GROUP_SIGNALS:     # as the host's (host.ignore_group_signals)
-        signal.signal(sig, signal.SIG_IGN)
+    ignore_group_signals()
     from sandbox.monitor import preload
     if os.environ.get("SANDBOX_ZYGOTE_WARM") == "1":
         preload.warm()
