@@ -81,7 +81,12 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
 
 
 def for_connection(target: str, rule: str) -> str | None:
-    """The hint of a connection the allowlist refused (mode "allowlist", sandbox/netproxy)."""
+    """The hint of a refused connection: mode "none" (the monitor), or "allowlist"
+    (the monitor, or its proxy: sandbox/netproxy)."""
+    if rule.startswith("network.none"):
+        return (f"a connection to {target} was refused: the sandbox has no network "
+                '(network mode "none"; --net loopback gives it its own loopback, --net '
+                "allowlist --allow HOST:PORT a way out through the monitor's proxy)")
     if rule.startswith("network.allowlist: a direct connection"):
         return (f"a direct connection to {target} was refused: only the proxy at "
                 "127.0.0.1:3128 leads out (the program ignored HTTP_PROXY/HTTPS_PROXY/"

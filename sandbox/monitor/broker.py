@@ -51,7 +51,7 @@ from sandbox.isolation import libc
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor.audit_paths import AT_FDCWD
 from sandbox.monitor.broker_exec import Record, Request
-from sandbox.monitor.broker_net import MAX_SEND, NetRequest, encode_addr
+from sandbox.monitor.broker_net import MAX_SEND, NO_NETWORK_RULE, NetRequest, encode_addr
 from sandbox.monitor.broker_process import BrokerGone, BrokerProcess
 from sandbox.monitor.seccomp_notify import SECCOMP_ADDFD_FLAG_SEND
 from sandbox.netproxy.inside import PROXY_PORT
@@ -69,7 +69,9 @@ class Broker:
         self.loop = loop
         self.guarded = guarded
         ctx = getattr(getattr(loop, "sup", None), "ctx", None)
-        self.proxy_only = ctx is not None and ctx.policy.network.mode == "allowlist"
+        mode = ctx.policy.network.mode if ctx is not None else ""
+        self.proxy_only = mode == "allowlist"
+        self.no_network = mode == "none"
         self._nspid: dict[int, tuple[int, int]] = {}
         self.process: BrokerProcess | None = None
         self.failed: str | None = None
@@ -228,7 +230,9 @@ class Broker:
         """connect / sendto / sendmsg / sendmmsg under a private network. Only AF_UNIX
         sockets can leave the network namespace (a pathname), and only connect and
         datagram sends take a peer's name: those are performed by the broker on our
-        copy; anything else is CONTINUEd (its family is the socket's, fixed, and the
+        copy. An AF_INET/AF_INET6 connect is answered here, never allowed: with mode
+        "none" ENETUNREACH, with "allowlist" EACCES unless it is the proxy's port.
+        Anything else is CONTINUEd (its family is the socket's, fixed, and the
         namespace bounds it), see broker_net.py."""
         loop, lst = self.loop, self.loop.listener
         pid, args = n.pid, n.args
@@ -245,6 +249,17 @@ class Broker:
             with socket.socket(fileno=os.dup(sock)) as s:
                 family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
                 stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            if family in (socket.AF_INET, socket.AF_INET6) and name == "connect" \
+                    and self.no_network:
+                target = self._inet_target(n)
+                if target is not None:
+                    # mode "none": what the kernel would say in a network namespace whose
+                    # only interface is down, before Landlock's EACCES (which stays the
+                    # backstop). EACCES reads as a refusal worth retrying: wget tried
+                    # 20 times, for minutes; no client retries "network is unreachable"
+                    self._net_answer(n, name, errno.ENETUNREACH, [(
+                        "connect", _target_text(*target), False, NO_NETWORK_RULE)])
+                    return
             if family in (socket.AF_INET, socket.AF_INET6) and name == "connect" \
                     and stype == socket.SOCK_STREAM and self.proxy_only:
                 target = self._inet_target(n)

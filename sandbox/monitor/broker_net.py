@@ -42,6 +42,7 @@ NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, UDIAG_SHOW_VFS, UNIX_DIAG_VFS = 4, 20, 2
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 1, 0x300, 3, 2
 OUTSIDE_RULE = "network.unix: a socket outside the sandbox that the policy does not name"
 OWN_RULE = "sandbox: a socket bound in the sandbox"
+NO_NETWORK_RULE = "network.none: the sandbox has no network"
 Record = tuple[str, str, bool, str]
 
 
