@@ -14,9 +14,9 @@
  * Here the zygote calls `sf_spawn` with the request's raw bytes. They are read on
  * the C stack; the stub is a clone that *shares* the zygote's memory (CLONE_VM:
  * nothing copied, nothing to tear down at its exec) and runs on a stack of its own
- * (`stub_stack`); the zygote answers the host (Forked, with the stub's pidfd) and
- * then waits, touching nothing, until the stub has exec'd: a pipe's write end,
- * close-on-exec, ends only once the stub has left this memory. The stub joins,
+ * (`stub_stack`). The stub answers the host first (Forked, with its own pidfd),
+ * so the host goes on at once; the zygote waits, touching nothing, until the stub
+ * has exec'd or ended (CLONE_VFORK). The stub joins,
  * enters, maps and bounds in C and forks PID 1 (glibc's _Fork: no at-fork handler,
  * the child's cached thread id set), a whole copy of the zygote as it waits in
  * `sf_spawn`. PID 1 jumps back to `sf_spawn`'s frame (`back`) and returns 0 into
@@ -28,6 +28,14 @@
  * decodes (or refuses) it as it always did. The stub's failures are sent on its
  * status socket as the Python stub sent them (a SetupFailure for the cgroups,
  * StubReady not ok for the namespaces), worded alike, and end it (exit 0).
+ *
+ * WHY CLONE_VFORK, beyond the wait it gives for free: the stub is in the run's memory
+ * cgroup while it shares the zygote's memory. The OOM killer, freeing memory in that
+ * cgroup (a policy's tiny limit; PID 1's first pages), chose the stub, whose memory
+ * looks the largest there, and killed every process sharing it: the zygote, and
+ * with it every stub and sandbox it had forked (tests/test_tiny_memory.py). A task
+ * in a vfork is never the OOM killer's choice (oom_badness: in_vfork): PID 1 is, or
+ * the allocation fails (fork: ENOMEM, the run's setup error).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +50,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define SF_API 2
+#define SF_API 3
 #define MAX_PROCS 16        /* ForkStub.cgroup_procs: items=16 */
 #define MAX_CHARS 4096      /* ... chars=4096 each */
 #define MAX_CAPS 16
@@ -72,12 +80,12 @@ static int last_namespaces;   /* the last request's, read by its PID 1 (`sf_name
 #define STUB_STACK (128 * 1024)
 static char stub_stack[STUB_STACK] __attribute__((aligned(64)));
 static jmp_buf back;
-static int sync_fds[2] = {-1, -1};   /* the stub writes a byte once PID 1 is forked */
 static sigset_t saved_mask;           /* the zygote's, PID 1's once back */
 
 struct job {
     const struct req *r;
-    int status_fd;
+    int status_fd, reply_fd;
+    volatile int answered;   /* set by the stub once the host has its answer */
 };
 
 int sf_api(void) { return SF_API; }
@@ -244,11 +252,37 @@ static void close_except(int a, int b)
     syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0U);
 }
 
-/* The stub, on its own stack in the zygote's memory: join, enter, map, bound, fork PID 1
+/* The stub's answer to the host, as protocol.forked_datagram(pid) writes it, with the
+ * stub's pidfd beside it. */
+static int answer(int reply_fd, pid_t pid, int pidfd)
+{
+    char buf[96], ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov;
+    struct msghdr msg;
+    struct cmsghdr *c;
+    int n = snprintf(buf, sizeof buf, "{\"type\":\"forked\",\"payload\":{\"pid\":%d}}",
+                     (int)pid);
+    memset(&msg, 0, sizeof msg);
+    memset(ctl, 0, sizeof ctl);
+    iov.iov_base = buf;
+    iov.iov_len = (size_t)n;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl;
+    msg.msg_controllen = sizeof ctl;
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
+    return sendmsg(reply_fd, &msg, MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
+/* The stub, on its own stack in the zygote's memory: answer the host, join, enter, map, bound, fork PID 1
  * (which goes back to `sf_spawn`), say StubReady and become the waiter. Never returns. */
 static int stub(void *arg)
 {
-    const struct job *job = arg;
+    struct job *job = arg;
     const struct req *r = job->r;
     int status_fd = job->status_fd;
     const sigset_t *mask = &saved_mask;
@@ -257,6 +291,14 @@ static int stub(void *arg)
     pid_t pid1;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    {   /* the host's answer, before any work: it goes on with the run meanwhile */
+        pid_t self = getpid();
+        int pidfd = (int)syscall(SYS_pidfd_open, self, 0);
+        if (pidfd < 0 || answer(job->reply_fd, self, pidfd) < 0)
+            _exit(1);    /* the zygote tells the host it was refused */
+        close(pidfd);
+        job->answered = 1;
+    }
     snprintf(me, sizeof me, "%d", (int)getpid());
     for (int i = 0; i < r->nprocs; i++) {   /* before unshare: named in the host's view */
         memcpy(path, r->proc[i], (size_t)r->len[i]);
@@ -309,8 +351,6 @@ static int stub(void *arg)
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     pid1 = _Fork();
     if (pid1 == 0) {   /* PID 1: a whole copy of the zygote, as it waits in sf_spawn */
-        close(sync_fds[0]);
-        close(sync_fds[1]);
         sigprocmask(SIG_SETMASK, mask, NULL);
         longjmp(back, 1);
     }
@@ -318,17 +358,12 @@ static int stub(void *arg)
         snprintf(text, sizeof text, "OSError: [Errno %d] %s", errno, why(errno));
         last_word(status_fd, "setup_error", "stub", text);
     }
-    {   /* the copy is made: the zygote may run again (its memory is no longer PID 1's) */
-        char b = 1;
-        if (write(sync_fds[1], &b, 1) < 0) { /* the zygote waits for the pipe's end then */ }
-    }
     snprintf(text, sizeof text, "{\"type\":\"stub_ready\",\"payload\":{\"ok\":true,"
              "\"why\":\"\",\"layer\":\"\",\"pid1\":%d}}", (int)pid1);
     send(status_fd, text, strlen(text), MSG_NOSIGNAL);
-    /* the waiter holds its status socket and nothing else, 0-2 included; the pipe's
-     * write end closes with the exec itself (O_CLOEXEC), once this process has left
-     * the zygote's memory: the zygote waits for that */
-    close_except(status_fd, sync_fds[1]);
+    /* the waiter holds its status socket and nothing else, 0-2 included; the zygote
+     * runs again once this process has left its memory (the exec ends the vfork) */
+    close_except(status_fd, status_fd);
     fcntl(status_fd, F_SETFD, 0);
     {
         char fd_arg[24], pid_arg[24];
@@ -343,94 +378,59 @@ static int stub(void *arg)
     _exit(1);
 }
 
-/* The zygote's answer to the host, as protocol.forked_datagram(pid) writes it, with the
- * stub's pidfd beside it. */
-static int answer(int reply_fd, pid_t pid, int pidfd)
-{
-    char buf[96], ctl[CMSG_SPACE(sizeof(int))];
-    struct iovec iov;
-    struct msghdr msg;
-    struct cmsghdr *c;
-    int n = snprintf(buf, sizeof buf, "{\"type\":\"forked\",\"payload\":{\"pid\":%d}}",
-                     (int)pid);
-    memset(&msg, 0, sizeof msg);
-    memset(ctl, 0, sizeof ctl);
-    iov.iov_base = buf;
-    iov.iov_len = (size_t)n;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-    return sendmsg(reply_fd, &msg, MSG_NOSIGNAL) == n ? 0 : -1;
-}
-
-/* In the zygote: start the stub for the request `data` (its status socket `status_fd`)
- * and answer the host on `reply_fd` with its pid and pidfd (`*pidfd`, the zygote's to
- * keep). The stub is a clone sharing this process's memory (no copy of its page
- * tables, nothing to unmap at its exec): until it has forked PID 1 (a copy of this
- * memory as it is now) and exec'd, this process waits here, touching nothing.
- * Returns the stub's pid, 0 in PID 1 (back from the stub's fork, in the run's
- * namespaces and cgroups), -1 with errno when nothing was started (the caller
- * answers), -2 when the request is not the one shape read here (nothing started),
- * -3 when the stub started but no pidfd could be sent (the host was told it was
- * refused; the stub fails on its closed sockets and is reaped as an orphan). */
+/* In the zygote: start the stub for the request `data` (its status socket `status_fd`),
+ * which answers the host on `reply_fd` with its pid and pidfd (`*pidfd` is another
+ * pidfd, the zygote's to keep). The stub is a clone sharing this process's memory (no
+ * copy of its page tables, nothing to unmap at its exec): until it has forked PID 1 (a
+ * copy of this memory as it is now) and exec'd, this process waits here, touching nothing.
+ * Returns the stub's pid (`*pidfd` -1 when none could be made), 0 in PID 1 (back from
+ * the stub's fork, in the run's namespaces and cgroups), -1 with errno when nothing
+ * was started (the caller answers), -2 when the request is not the one shape read
+ * here (nothing started), -3 when the stub ended before it could answer the host
+ * (the host was told it was refused; the stub is reaped as an orphan). */
 pid_t sf_spawn(const char *data, size_t size, int status_fd, int reply_fd, int *pidfd)
 {
     static struct req r;    /* read by the stub in this memory */
     static struct job job;
     sigset_t all;
     pid_t pid;
-    char b;
 
     if (init_path[0] == '\0' || !parse(data, size, &r))
         return -2;
     last_namespaces = r.namespaces;
     job.r = &r;
     job.status_fd = status_fd;
-    if (pipe2(sync_fds, O_CLOEXEC) < 0)
-        return -1;
+    job.reply_fd = reply_fd;
+    job.answered = 0;
     /* no signal handler of the zygote's runs in the stub's C code, nor here meanwhile */
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &saved_mask);
     if (setjmp(back) != 0) {
-        /* PID 1 (the stub's fork restored its mask, closed the pipe). Its copy of the
-         * stub's stack is dropped: the next stub's writes would leave those pages
-         * PID 1's own, then its Python action's */
+        /* PID 1 (the stub's fork restored its mask). Its copy of the stub's stack is
+         * dropped: the next stub's writes would leave those pages PID 1's own, then
+         * its Python action's */
         madvise(stub_stack, sizeof stub_stack, MADV_DONTNEED);
         return 0;
     }
-    pid = clone(stub, stub_stack + sizeof stub_stack, CLONE_VM | SIGCHLD, &job);
+    /* back once the stub has exec'd the waiter or ended: until then it runs in this
+     * memory, and the OOM killer never chooses it (see the WHY above) */
+    pid = clone(stub, stub_stack + sizeof stub_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &job);
     if (pid < 0) {
         int err = errno;
-        close(sync_fds[0]);
-        close(sync_fds[1]);
         sigprocmask(SIG_SETMASK, &saved_mask, NULL);
         errno = err;
         return -1;
     }
-    close(sync_fds[1]);
-    *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (*pidfd < 0 || answer(reply_fd, pid, *pidfd) < 0) {
+    sigprocmask(SIG_SETMASK, &saved_mask, NULL);
+    if (!job.answered) {
         static const char no[] = "{\"type\":\"refused\",\"payload\":{\"error\":"
                                  "\"fork: no pidfd for the stub\"}}";
         send(reply_fd, no, sizeof no - 1, MSG_NOSIGNAL);
-        if (*pidfd >= 0)
-            close(*pidfd);
-        pid = -3;
+        *pidfd = -1;
+        return -3;    /* the stub ended: reaped as an orphan */
     }
-    /* the byte (PID 1 is forked), then the end of the pipe (the stub exec'd or ended,
-     * PID 1 closed its copy): until then the stub runs in this memory */
-    for (;;) {
-        ssize_t n = read(sync_fds[0], &b, 1);
-        if (n == 0 || (n < 0 && errno != EINTR))
-            break;
-    }
-    close(sync_fds[0]);
-    sigprocmask(SIG_SETMASK, &saved_mask, NULL);
+    /* the zygote's own, to see it end (not yet reaped: never a recycled pid); -1
+     * only when out of descriptors, and then it is reaped as an orphan */
+    *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     return pid;
 }

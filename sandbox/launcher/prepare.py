@@ -227,7 +227,11 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     from sandbox.policy import build_plan, default_variables, resolve
     from sandbox.policy.confine import check_plan, confine, own_roots
     from sandbox.policy.planner import PlanBounds
+    from sandbox.policy.model import memory_floor_problem
     made_workdir = workdir is None
+    problem = memory_floor_problem(policy.limits.memory)   # a policy made in code
+    if problem:
+        raise InputError(f"limits.memory: {problem}")
     refuse_hidden(workdir, output_dir, hidden)     # before anything is made for the run
     paths, own_output, owner = make_paths(run_id, workdir, output_dir)
     try:

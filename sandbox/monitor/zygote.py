@@ -275,8 +275,9 @@ def _serve(sock: socket.socket) -> int:
             if got == 0:   # pragma: no cover - runs in PID 1
                 _compiled_pid1(sock, fds, children, compiled[1]())  # type: ignore[index]
             if isinstance(got, tuple):   # the host has its answer (stub_fork.c)
-                children[got[1]] = got[0]
-                watched.append(got[1])
+                if got[1] >= 0:          # else reaped as an orphan (_reap_orphans)
+                    children[got[1]] = got[0]
+                    watched.append(got[1])
                 pid = 0
             elif got is None:
                 pid = forking.fork_single_threaded()

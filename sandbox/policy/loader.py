@@ -24,7 +24,7 @@ from sandbox.current_dir import current_dir
 from sandbox.errors import PolicyError
 from sandbox.policy import units
 from sandbox.policy.locate import Locator
-from sandbox.policy.model import (MONITOR_CPU, default_tmp_size, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
+from sandbox.policy.model import (MONITOR_CPU, default_tmp_size, memory_floor_problem, AuditPolicy, EnvPolicy, FilesystemPolicy, Limits, NetworkPolicy,
                                   Policy, SyscallPolicy)
 from sandbox.policy.sources import SourceFile, Sources, refresh
 from sandbox.policy.search import default_search_path, available_policies, find_policy, is_name
@@ -106,7 +106,11 @@ class _Checker:
                 return UNLIMITED
             try:
                 if k in ("size", "limit_size"):
-                    return units.parse_size(value)
+                    size = units.parse_size(value)
+                    problem = memory_floor_problem(size) if key == "limits.memory" else None
+                    if problem:
+                        raise ValueError(problem)
+                    return size
                 if k == "limit_duration":
                     return units.parse_duration(value)
                 return _count(value)

@@ -56,6 +56,19 @@ class FilesystemPolicy:
 
 TMP_SHARE = 2          # an unset tmp_size is memory / TMP_SHARE
 TMP_MIN = 16 * MiB
+# The least memory limit a run may have. The sandbox's own processes are charged to
+# its memory cgroup (PID 1, a copy of the zygote, and the waiter: ~5.5 MiB on this
+# machine), so below this nothing starts: PID 1 died of SIGSEGV or the OOM killer,
+# and the run ended as a signal or "no exit status". Docker's floor is 6 MB.
+MEMORY_MIN = 8 * MiB
+
+
+def memory_floor_problem(memory: int | None) -> str | None:
+    """Why `memory` (bytes, or None: no limit) cannot be a run's limit, or None."""
+    if memory is None or memory >= MEMORY_MIN:
+        return None
+    return (f"{memory} bytes is below the least a sandbox starts with ({MEMORY_MIN // MiB} MiB: "
+            "its own init and PID 1 are charged to the limit too)")
 
 
 def default_tmp_size(memory: int | None) -> int:

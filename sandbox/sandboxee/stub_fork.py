@@ -7,7 +7,8 @@ was copied, then PID 1's and a Python action's PID 2's own; the work, the fork's
 copy of the template's page tables and their teardown at the exec cost every run
 CPU it need not (docs/benchmarks.md, "The stub in C"). `spawn` hands the
 request's raw bytes to C, which starts the stub as a clone sharing the zygote's
-memory, answers the host itself, and returns once the stub has exec'd; PID 1
+memory (a vfork: the OOM killer never chooses it), which answers the host itself;
+the call returns once the stub has exec'd; PID 1
 returns from the call as from a fork, and goes on in Python
 (`sandbox.sandboxee.stub.pid1_of_compiled`).
 
@@ -26,9 +27,9 @@ from sandbox import _native
 
 LIB_PATH = os.path.join(_native.HERE, "libstub_fork.so")
 SOURCE = os.path.join(_native.HERE, "stub_fork.c")
-API = 2
+API = 3
 NOT_READ = -2     # sf_spawn: a request of another shape, nothing started
-NO_PIDFD = -3     # sf_spawn: started, but the host was told it was refused
+NO_PIDFD = -3     # sf_spawn: the stub ended before it answered; the host was told it was refused
 
 Started = Union[tuple[int, int], int, None]
 Spawn = Callable[[bytes, int, int], Started]
@@ -64,7 +65,7 @@ def load(init_path: str = _native.INIT_PATH) -> tuple[Spawn, Callable[[], bool]]
 
     def spawn(data: bytes, status_fd: int, reply_fd: int) -> Started:
         """The stub for the request `data`, the host answered on `reply_fd`: the stub's
-        (pid, pidfd) in the zygote, 0 in PID 1, None when the request is not read here
+        (pid, pidfd) in the zygote (pidfd -1 when out of descriptors), 0 in PID 1, None when the request is not read here
         (nothing started), NO_PIDFD when the host was told it was refused. Raises
         OSError when nothing was started (the caller answers)."""
         pid = int(call(data, len(data), status_fd, reply_fd, ctypes.byref(pidfd)))
