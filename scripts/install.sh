@@ -30,7 +30,7 @@ if command -v apt-get >/dev/null; then
     # and sandboxed; libc6-dev also gives the static libc the init links against.
     $SUDO apt-get install -y -qq --no-install-recommends \
         libc6-dev make git sqlite3 nodejs openjdk-17-jdk-headless bsdutils util-linux \
-        ncurses-bin dpkg >/dev/null
+        ncurses-bin dpkg wget jq openssh-client >/dev/null
     # The web page's browser tests (tests/browser): Debian's headless-capable
     # Chromium and the matching chromedriver (/usr/bin/chromium, /usr/bin/chromedriver).
     $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null

@@ -88,6 +88,24 @@ as uid {os.getuid()}, in {time.time() - started:.0f} s.
   cpuset cgroups would show the JVM what it wants, but also the caller's
   other cgroups, which the view never shows; on a cgroup v2 host the JVM
   reads the run's own cgroup and sizes itself from the limit.
+- **A standard descriptor the caller closed** (`sandbox exec -- cmd >&-`) is
+  `/dev/null` for the program, not closed: the launcher holds 0, 1 and 2 open
+  so that nothing it opens later takes their numbers (a sandbox's output once
+  reached the launcher's own control socket that way). Directly, `echo hi >&-`
+  fails with EBADF (exit 1); sandboxed it succeeds and its output is
+  discarded. bubblewrap passes the closed descriptor through.
+- **One more descriptor.** The program inherits `SANDBOX_IPC_FD` (a socket),
+  the channel of workflow messages and nested spawns, so `ls /proc/self/fd`
+  lists one entry more than directly.
+- **The limits are the policy's, not the caller's.** `strict` allows 256 open
+  files and 64 MiB per file (`default`: 1024 and 1 GiB): 600 pipes fail with
+  EMFILE, and `truncate -s 1G` dies of SIGXFSZ (exit 153), where a root shell
+  here allows more. Raise `[limits] open_files` or `file_size`.
+- **No network is "Network is unreachable".** With `network = "none"` an IPv4
+  or IPv6 `connect` fails with ENETUNREACH at once (the monitor answers it,
+  before Landlock's EACCES, which `wget` retried twenty times for minutes);
+  bubblewrap's private network has `lo` up, so a closed loopback port there
+  is ECONNREFUSED. Both end `wget` at once with exit 4 (`wget-unreachable`).
 """
     with open(path, "w") as f:
         f.write(text)

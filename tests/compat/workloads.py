@@ -159,4 +159,27 @@ WORKLOADS: list[Workload] = [
              "c = socket.create_connection(s.getsockname()); a, _ = s.accept(); c.sendall(b\"pong\")\n"
              "print(a.recv(4).decode())'", "a loopback TCP server and client"),
     Workload("ulimit", "ulimit -n >/dev/null && echo ok", "ulimit"),
+    Workload("wget-unreachable", "wget -q -O- http://127.0.0.1:1/; echo \"rc=$?\"",
+             "a client meets a closed port (or no network) and gives up at once",
+             needs=("wget",)),
+    # -- shared memory, locks, job control, big streams
+    Workload("shm", "python3 -c 'from multiprocessing import shared_memory as s\n"
+             "m = s.SharedMemory(create=True, size=10); m.buf[0] = 7; print(m.buf[0])\n"
+             "m.close(); m.unlink()'", "POSIX shared memory in /dev/shm"),
+    Workload("semaphore", "python3 -c 'import multiprocessing as m; l = m.Lock(); l.acquire(); "
+             "print(\"locked\")'", "a POSIX semaphore (multiprocessing.Lock)"),
+    Workload("flock", T + "flock $T/l -c 'echo locked'", "flock on a temp file", needs=("flock",)),
+    Workload("sort-spill", "seq 1 300000 | sort -rn -S 100K | head -n 1",
+             "sort spills to its temp files"),
+    Workload("xargs-parallel", "seq 1 20 | xargs -P4 -n1 echo | sort -n | tail -n 1",
+             "xargs -P runs four at a time"),
+    Workload("job-control", "set -m; sleep 0.1 & fg %1 >/dev/null; echo \"rc=$?\"",
+             "bash job control without a terminal"),
+    Workload("setsid", "setsid -w sh -c 'echo in-a-new-session'", "setsid", needs=("setsid",)),
+    Workload("stdout-3mb", "head -c 3000000 /dev/zero | tr '\\0' a | md5sum | cut -c1-8",
+             "3 MB through a pipe"),
+    Workload("stdin-3mb", "md5sum | cut -c1-8", "3 MB of stdin", stdin=b"x" * 3_000_000),
+    Workload("ssh-keygen", T + "ssh-keygen -q -t ed25519 -N '' -f $T/k && ls $T | sort",
+             "ssh-keygen writes a key pair", needs=("ssh-keygen",)),
+    Workload("jq", "echo '{\"a\": [1, 2, 3]}' | jq -c '.a | map(. * 2)'", "jq", needs=("jq",)),
 ]
