@@ -106,3 +106,21 @@ def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
     jl = tmp_path / "x.jsonl"
     assert cli(["exec", "--policy", "default", "--audit-log", str(jl), "--", "/bin/true"]) in (0,)
     assert jl.exists()
+
+
+def test_a_suggestion_names_the_connections_no_network_refused():
+    """Refused connects are never granted (as refused files are not), but named."""
+    from sandbox.audit.suggest import NOTE_TARGETS, suggest
+    refused = [{"verdict": "denied", "operation": "connect", "path": f"10.0.0.{i}:443",
+                "rule": "network.none: the sandbox has no network", "syscall": "connect"}
+               for i in range(NOTE_TARGETS + 3)]
+    reads = [{"verdict": "allowed", "operation": "read", "path": "/srv/data/a"}]
+    text, _ = suggest(reads + refused + refused[:2], workdir="/w", output="/o",
+                      learning=load_policy("strict"))
+    assert "# The run tried to reach the network" in text
+    named = re.findall(r"^#   (10\.0\.0\.\d+:443)$", text, re.M)
+    assert named == [f"10.0.0.{i}:443" for i in range(NOTE_TARGETS)]
+    assert "#   ... and 3 more" in text
+    assert 'mode = "none"' in text.split("[network]", 1)[1]      # nothing granted
+    quiet, _ = suggest(reads, workdir="/w", output="/o", learning=load_policy("strict"))
+    assert "reach the network" not in quiet

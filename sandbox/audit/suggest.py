@@ -39,6 +39,7 @@ import os
 from typing import Any, Iterable
 
 from sandbox.current_dir import current_dir
+from sandbox.printable import printable
 
 PROTECTED = frozenset({
     "/", "/usr", "/usr/lib", "/usr/lib64", "/usr/lib32", "/usr/share", "/usr/bin", "/usr/sbin",
@@ -218,10 +219,33 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
     head = [line for line in body if line.startswith(("name =", "description ="))]
     lines = ["# Learned from an audited run by `sandbox policy suggest`: the least set of",
              "# rules that grants what the run used, every other setting as the policy it",
-             "# ran under (see docs/audit.md).", *head,
+             "# ran under (see docs/audit.md).", *unreached_note(records), *head,
              "extends = " + json.dumps(list(extends)),
              *[line for line in body if line not in head]]
     return "\n".join(lines), out
+
+
+NOTE_TARGETS = 8   # the refused network targets a suggestion names
+
+
+def unreached_note(records: list[dict[str, Any]]) -> list[str]:
+    """Comment lines naming the connections mode = "none" refused: never granted (a
+    refused access was not used, as for files), but the reason a run failed is often
+    that it needed the network, and the next step is a run that learns its entries."""
+    targets = list(dict.fromkeys(
+        printable(str(r.get("path", ""))) for r in records
+        if r.get("operation") == "connect" and r.get("verdict") != "allowed"
+        and str(r.get("rule", "")).startswith("network.none")))
+    if not targets:
+        return []
+    more = len(targets) - NOTE_TARGETS
+    return ["#", "# The run tried to reach the network, which mode = \"none\" refused:",
+            *[f"#   {t}" for t in targets[:NOTE_TARGETS]],
+            *([f"#   ... and {more} more"] if more > 0 else []),
+            "# To let it out, set [network] mode = \"allowlist\" with those it needs as",
+            "# allow entries (or --net allowlist --allow HOST:PORT), run it again and learn",
+            "# from that run: the allow entries it used are then suggested (docs/audit.md).",
+            "#"]
 
 
 def _python_paths() -> list[str]:
