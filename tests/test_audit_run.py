@@ -260,3 +260,22 @@ def test_export_jsonl_and_summary(audit_launcher, tmp_path, py):
     assert s["stored"] == n and s["records"] == r.audit["records"]
     assert s["by_verdict"]["allowed"] + s["by_verdict"]["denied"] == s["records"]
     assert s["by_operation"] == r.audit["by_operation"]
+
+
+def test_o_creat_on_what_exists_is_recorded_as_the_open_it_is(audit_launcher, tmp_path):
+    """`2>/dev/null` creates nothing: it was recorded as a denied create of /dev/null
+    (and hinted as a write grant on /dev). Judged from the store: the open it is, while
+    a new file in the read-only work directory is still a refused create."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "old.txt").write_text("x")
+    script = "echo a >/dev/null 2>/dev/null; echo b >> old.txt; echo c >> new.txt; true"
+    r = audit_launcher.spawn(["sh", "-c", script], policy=policy("all"), workdir=str(work))
+    assert r.status == "ok", (r.reason, r.stderr)
+    recs = {(x["operation"], x["path"], x["verdict"])
+            for x in sandbox.audit.records(r.run_id, db=audit_launcher.audit_db)
+            if x["syscall"] in ("open", "openat", "openat2")}
+    assert ("write", "/dev/null", "allowed") in recs, recs
+    assert not any(p == "/dev/null" and op == "create" for op, p, _ in recs), recs
+    assert ("write", f"{work}/old.txt", "denied") in recs, recs
+    assert ("create", f"{work}/new.txt", "denied") in recs, recs

@@ -478,6 +478,7 @@ class AuditLoop:
         fast = self._fast
         info: list[Any] | None = [] if fast is not None and n.nr in fast.eligible else None
         raw = ""
+        opened_as_is = False
         for dirfd_arg, path_arg, op, follow in spec.slots:
             raw = paths.read(pid, args[path_arg])
             if not raw and kind in ("stat", "path", "exec", "link") and flags & S.AT_EMPTY_PATH:
@@ -488,7 +489,15 @@ class AuditLoop:
                                    info if raw.startswith("/") else None)
             if op is None:
                 op = S.open_operation(flags)
-            results.append((op, path, self.engine.decide(op, path)))
+            verdict = self.engine.decide(op, path)
+            if op == "create" and not verdict.allowed and self._exists(path, flags):
+                # O_CREAT on what exists creates nothing: the kernel opens it as it is
+                # (`2>/dev/null`), so it is decided and recorded as that open, as the
+                # broker does; never cached (it holds while the file does)
+                op = S.open_operation(flags & ~S.O_CREAT)
+                verdict = self.engine.decide(op, path)
+                opened_as_is = True
+            results.append((op, path, verdict))
         # A symlink's target is read from the caller's memory: before the answer lets it run.
         flag_text = self._flag_text(name, kind, flags, pid, args) if kind == "symlink" else None
         deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
@@ -516,7 +525,7 @@ class AuditLoop:
                         "monitor" if deny else "kernel", "EACCES" if deny else None)
         if deny:
             self.tally.monitor_denied += 1
-        elif plain and info and len(results) == 1:
+        elif plain and info and len(results) == 1 and not opened_as_is:
             # the next calls with this key get this answer and this record: the compiled
             # loop may give them (only what `record` stores varies: seq, pid, time)
             op, path, v = results[0]
@@ -525,28 +534,39 @@ class AuditLoop:
                                                     v.rule))
         return True
 
-    def _refused_exec(self, mode: int, path: str) -> bool:
-        """Is this access(X_OK) of an executable regular file that only the policy keeps
-        from running (see the module doc)? Looked up in the sandbox's root by the
-        kernel (openat2 RESOLVE_IN_ROOT), the final name never followed (`path` is
-        canonical: a link it still ends in was not to be followed)."""
+    def _in_root(self, path: str) -> os.stat_result | None:
+        """What `path` (canonical: a link it still ends in was not to be followed) names
+        in the sandbox's root, or None. Looked up by the kernel (openat2
+        RESOLVE_IN_ROOT), the final name never followed: a raced path only changes what
+        the caller is told about its own view."""
         from sandbox.monitor import root_walk as W
-        if mode & 7 != X_OK or self.engine is None or self.engine.decide("exec", path).allowed:
-            return False
         root = self.paths.root_fd
         if root is None:
-            return False
+            return None
         try:
             fd = W.openat2(root, path.lstrip("/") or ".",
                            os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                            resolve=W.RESOLVE_IN_ROOT | W.RESOLVE_NO_MAGICLINKS)
         except OSError:
-            return False
+            return None
         try:
-            st = os.fstat(fd)
+            return os.fstat(fd)
         finally:
             os.close(fd)
-        return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
+
+    def _exists(self, path: str, flags: int) -> bool:
+        """For an O_CREAT open: does it open what exists (no O_EXCL)?"""
+        return not flags & S.O_EXCL and self._in_root(path) is not None
+
+    def _refused_exec(self, mode: int, path: str) -> bool:
+        """Is this access(X_OK) of an executable regular file that only the policy keeps
+        from running (see the module doc)? Looked up in the sandbox's root by the
+        kernel (openat2 RESOLVE_IN_ROOT), the final name never followed (`path` is
+        canonical: a link it still ends in was not to be followed)."""
+        if mode & 7 != X_OK or self.engine is None or self.engine.decide("exec", path).allowed:
+            return False
+        st = self._in_root(path)
+        return st is not None and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
 
     def _is_init_exec(self, pid: int, name: str, args: Any) -> bool:
         """The sandbox's own init, started once by PID 1 with execveat(fd, "", AT_EMPTY_PATH)
