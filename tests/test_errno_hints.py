@@ -26,12 +26,27 @@ MOUNT = ("import ctypes, sys\n"
          "print(r, ctypes.get_errno()); sys.exit(3 if r else 0)\n")
 
 
+# ptrace(PTRACE_TRACEME): a debugger's first call, which a policy may well allow
+PTRACE = MOUNT.replace("libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0, None)",
+                       "libc.syscall(101, 0, 0, 0, 0)")
+
+
 def test_a_syscall_refused_in_errno_mode_is_named(launcher, py):
+    r = launcher.spawn([py, "-c", PTRACE], policy="default")
+    assert (r.exit_code, r.stdout.split()) == (3, ["-1", "1"]), (r.stdout, r.stderr)
+    assert r.denied_syscalls == {"ptrace": 1}, r.denied_syscalls
+    hint = [h for h in r.hints if "ptrace" in h]
+    assert hint and "syscalls.profile" in hint[0] and "[syscalls] allow" in hint[0], r.hints
+
+
+def test_a_refused_mount_is_named_but_never_offered(launcher, py):
+    """A namespace or mount call: the hint says why, and never to allow it."""
     r = launcher.spawn([py, "-c", MOUNT], policy="default")
     assert (r.exit_code, r.stdout.split()) == (3, ["-1", "1"]), (r.stdout, r.stderr)
     assert r.denied_syscalls == {"mount": 1}, r.denied_syscalls
     hint = [h for h in r.hints if "mount" in h]
-    assert hint and "syscalls.profile" in hint[0] and "[syscalls] allow" in hint[0], r.hints
+    assert hint and "no namespaces or mounts of its own" in hint[0], r.hints
+    assert "[syscalls] allow" not in hint[0], r.hints
 
 
 def test_a_run_that_went_on_gets_the_count_but_no_hint(launcher, py):
@@ -52,9 +67,9 @@ def test_a_syscall_in_syscalls_deny_names_that_rule(launcher, py):
 
 def test_sandbox_exec_prints_the_hint(tmp_path):
     p = subprocess.run([sys.executable, "-m", "sandbox", "exec", "--", sys.executable, "-c",
-                        MOUNT], capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+                        PTRACE], capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert p.returncode == 3, p.stderr
-    assert "mount" in p.stderr and "[syscalls] allow" in p.stderr, p.stderr
+    assert "ptrace" in p.stderr and "[syscalls] allow" in p.stderr, p.stderr
 
 
 def test_a_full_dev_shm_is_hinted(launcher):

@@ -53,10 +53,12 @@ def test_a_path_missing_from_the_view_names_the_read_grant(launcher, tmp_path):
     top = _outside_the_view()
     r = launcher.spawn(["cat", top], policy="default", workdir=str(tmp_path))  # an open
     assert r.exit_code != 0
-    parent = os.path.dirname(top) or "/"
+    # its parent, unless that is / (a grant of the whole root): then the name itself
+    grant = os.path.dirname(top) if os.path.dirname(top) != "/" else top
     assert any(h.startswith(f"{top}") and "is not in the sandbox's view" in h
-               and f'read = ["{parent}"]' in h and f"--read {parent}" in h
+               and f'read = ["{grant}"]' in h and f"--read {grant}" in h
                for h in r.hints), r.hints
+    assert not any('read = ["/"]' in h for h in r.hints), r.hints
 
 
 def test_a_write_to_the_read_only_work_directory_names_copy_on_write(launcher, tmp_path):
@@ -109,14 +111,20 @@ def test_a_successful_run_gets_no_hint_even_after_refusals(launcher):
 
 
 def test_hints_are_bounded_and_printed_printable(tmp_path):
-    """A path the program chose reaches the caller's terminal only escaped."""
+    """A path the program chose reaches the caller's terminal only escaped: six refused
+    reads in six directories named with escapes, each a hint of its own, three shown."""
     work = tmp_path / "w"
     work.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(work, 0o755)
-    script = ("for i in 1 2 3 4 5 6; do cat \"/nonexistent$i/\033[2J\033]0;owned\007x\" "
+    for i in range(1, 7):
+        (tmp_path / f"host{i}" / "\033[2J\033]0;owned\007x").mkdir(parents=True)
+    pol = tmp_path / "p.toml"
+    pol.write_text(f'extends = ["default"]\n[filesystem]\nread = ["{tmp_path}"]\n'
+                   f'deny = ["{tmp_path}/host*"]\n')
+    for path in (tmp_path, work, pol):
+        os.chmod(path, 0o755)
+    script = (f"for i in 1 2 3 4 5 6; do cat \"{tmp_path}/host$i/\033[2J\033]0;owned\007x/f\" "
               "2>/dev/null; done; exit 1")
-    p = cli("exec", "--workdir", str(work), "--", "sh", "-c", script)
+    p = cli("exec", "--policy", str(pol), "--workdir", str(work), "--", "sh", "-c", script)
     lines = hint_lines(p.stderr)
     assert 1 <= len(lines) <= 3, p.stderr
     assert "\x1b" not in p.stderr and "\x07" not in p.stderr
@@ -130,3 +138,35 @@ def test_a_deny_rule_is_named(launcher, tmp_path):
     r = launcher.spawn(["cat", str(tmp_path / "keys" / "k")], policy=pol)
     assert r.exit_code == 1
     assert any("filesystem.deny" in h and "remove that deny rule" in h for h in r.hints), r.hints
+
+
+def test_a_sandbox_inside_a_sandbox_is_told_to_ask_its_launcher():
+    """`sandbox exec` run by a sandboxed program cannot make namespaces. Its one line
+    says why, and the outer run's hints never say to allow unshare, to write the
+    sandbox's own cgroups, to read all of /, or to drop a deny rule it probed."""
+    p = cli("exec", "--", sys.executable, "-m", "sandbox", "exec", "--", "echo", "nested")
+    assert p.returncode == 125, p.stderr
+    assert "inside sandbox run" in p.stderr and "ctx.spawn" in p.stderr, p.stderr
+    lines = hint_lines(p.stderr)
+    assert any("syscall unshare" in h and "namespaces" in h for h in lines), lines
+    for bad in ('allow = ["unshare"]', "/sys/fs/cgroup", 'read = ["/"]', "remove that deny"):
+        assert not any(bad in h for h in lines), (bad, lines)
+
+
+def test_hints_never_grant_the_root_nor_drop_a_deny_for_a_look():
+    from types import SimpleNamespace
+
+    from sandbox.launcher import hints
+    pol = load_policy("default")
+    denied = [{"operation": "metadata", "path": "/etc/ssl/private",
+               "rule": "filesystem.deny: /etc/ssl/private"},
+              {"operation": "create", "path": "/sys/fs/cgroup/memory/x",
+               "rule": "sandbox: /sys/fs/cgroup"},
+              {"operation": "read", "path": "/etc/ssl", "rule": "default: not granted"},
+              {"operation": "read", "path": "/srv", "rule": "default: not granted"}]
+    result = SimpleNamespace(status="error", denied=denied, denied_syscalls={"mount": 2})
+    out = hints.make(result, pol, tmp_full=False, workdir="/w")
+    assert not any("deny" in h or "cgroup" in h for h in out), out
+    assert any('read = ["/srv"]' in h for h in out), out
+    assert any("syscall mount" in h and "namespace" in h and "allow" not in h.split(":")[0]
+               for h in out), out

@@ -98,8 +98,13 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
             mode: str) -> tuple[R.Status, str]:
     if rep.setup_error is not None:
         se = rep.setup_error
-        return R.SETUP_ERROR, se.message if se.layer in se.message else \
-            f"{se.layer}: {se.message}"
+        text = se.message if se.layer in se.message else f"{se.layer}: {se.message}"
+        inside = os.environ.get("SANDBOX_RUN_ID", "")
+        if se.layer == "user_namespace" and inside:
+            text += (f" (this launcher runs inside sandbox run {inside[:12]}, which makes no "
+                     "namespaces of its own: a sandbox inside a sandbox is asked of the "
+                     "outer launcher, ctx.spawn in a workflow action)")
+        return R.SETUP_ERROR, text
     if rep.monitor_lost or rep.monitor_killed:
         return R.ERROR, "the monitor process ended unexpectedly" + _monitor_exit(rep)
     if rep.bad_report is not None:

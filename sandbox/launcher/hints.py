@@ -18,13 +18,19 @@ sandbox is why, from what the trusted side knows for certain:
 - the full private ``/dev/shm`` (`ExitReport.shm_full`), measured the same way;
 - the syscalls refused with EPERM in errno mode (`RunResult.denied_syscalls`,
   counted by the monitor where the run has a seccomp listener): the syscall,
-  the rule (``syscalls.deny`` or the profile) and the key to change;
+  the rule (``syscalls.deny`` or the profile) and the key to change, except
+  the namespace and mount calls (`NAMESPACE_CALLS`), which no hint offers to
+  allow;
 - the seccomp violation (kill mode), the exec failure, the limits: their
   reasons and the CLI's hint already say what to change, so nothing is added;
 - the refused connections of a ``mode = "allowlist"`` run (always recorded):
   the entry to add, or that the program bypassed the proxy;
 - an unaudited run (``[audit] files = "none"``): only what the monitor measured
   (the full ``/tmp``); file refusals are not known, and nothing is guessed.
+
+A hint never widens more than the refusal asks: no read of all of ``/`` (a
+top-level name is granted itself), no write to the sandbox's own areas
+(`OWN_AREAS`), no deny rule dropped for a path under it that was only looked at.
 
 Hints are made only for runs that did not succeed (a run that went on past a
 refused probe is not failing because of it), at most `MAX_HINTS` of them,
@@ -40,6 +46,9 @@ from typing import Any
 from sandbox.policy.model import Policy
 
 MAX_HINTS = 3
+# rules of what the sandbox provides itself, never granted by a policy's write rule: a
+# write there is no hint (`--write /sys/fs/cgroup/memory` would not be the fix)
+OWN_AREAS = ("sandbox: /proc", "sandbox: /sys/fs/cgroup", "sandbox: /dev")
 # a refused exec or write explains a failure more often than a refused look
 _PRIORITY = {"exec": 0, "write": 1, "create": 1, "delete": 1, "read": 2}
 
@@ -59,6 +68,8 @@ def _inside(path: str, top: str) -> bool:
 def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> str:
     """The hint of one denied record."""
     where = _dir(path)
+    if where == "/":
+        where = path    # a top-level name: never a grant of the whole root
     if rule.startswith("filesystem.deny"):
         return (f"{op} of {path} was refused by {rule} (deny beats every allow): "
                 "remove that deny rule from the policy if the program needs it")
@@ -106,9 +117,21 @@ def for_connection(target: str, rule: str) -> str | None:
     return None
 
 
+# What a sandbox never does itself: allowing these would hand the program the kernel's
+# namespace and mount code (the nested-userns attack surface), so no hint says "allow it"
+NAMESPACE_CALLS = frozenset({
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "fsopen", "fsconfig",
+    "fsmount", "move_mount", "open_tree", "open_tree_attr", "fspick", "mount_setattr"})
+
+
 def for_syscall(name: str, count: int, policy: Policy) -> str:
     """The hint of a syscall refused in errno mode."""
     times = "once" if count == 1 else f"{count} times"
+    if name in NAMESPACE_CALLS and name not in policy.syscalls.deny:
+        return (f"syscall {name} was refused with EPERM {times}: a sandbox makes no "
+                "namespaces or mounts of its own (a sandbox inside one is asked of the "
+                "launcher: ctx.spawn in a workflow action, docs/workflows.md); allowing it "
+                "would hand the program the kernel's namespace code")
     if name in policy.syscalls.deny:
         return (f"syscall {name} was refused with EPERM {times} (syscalls.deny): remove it "
                 "from [syscalls] deny if the program needs it")
@@ -158,6 +181,10 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         key = (kind, _dir(path))
         if not path or key in seen:
             continue
+        if kind != "read" and rule.startswith(OWN_AREAS):
+            continue    # the sandbox's own areas (its /proc, /dev, cgroups): no grant fits
+        if op == "metadata" and rule.startswith("filesystem.deny"):
+            continue    # a look at a denied path (a probe, a walk) is no reason to drop the deny
         if kind in ("read", "exec") and not rule.startswith("filesystem.deny") and \
                 rule != "private /tmp" and not os.path.lexists(path):
             continue    # missing everywhere (a PATH search, a probe): not the view's doing
