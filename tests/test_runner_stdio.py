@@ -37,6 +37,34 @@ def test_piped_stdin_reaches_the_program():
     assert (p.returncode, p.stdout, p.stderr) == (0, "hi\n", "")
 
 
+def _shell_with_file_stdin(script: str, text: str, tmp_path, env=None) -> str:
+    """`script` run by sh with stdin a file holding `text`; its stdout."""
+    f = tmp_path / "stdin.txt"
+    f.write_text(text)
+    with open(f) as stdin:
+        p = subprocess.run(["sh", "-c", script], stdin=stdin, capture_output=True, text=True,
+                           cwd=ROOT, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+SANDBOX_SH = " ".join(f"'{a}'" for a in SANDBOX)
+
+
+def test_a_file_stdin_keeps_what_the_program_did_not_read(tmp_path):
+    """A caller's stdin that is a file is left where the program stopped reading: the
+    relay read the whole list ahead, so `while read` went round once."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    loop = f'while read f; do {SANDBOX_SH} exec -- echo "item $f"; done'
+    assert _shell_with_file_stdin(loop, "a\nb\nc\n", tmp_path, env) == \
+        "item a\nitem b\nitem c\n"
+    part = f"{SANDBOX_SH} exec -- head -c 5 >/dev/null; head -c 8"
+    assert _shell_with_file_stdin(part, "".join(f"{i}\n" for i in range(10000)),
+                                  tmp_path, env) == "\n3\n4\n5\n6"
+    whole = f"{SANDBOX_SH} exec -- cat >/dev/null; echo \"left: $(cat | wc -c)\""
+    assert _shell_with_file_stdin(whole, "x" * 200_000, tmp_path, env) == "left: 0\n"
+
+
 def test_a_repl_reads_its_input(py):
     p = sandbox("exec", "--", py, "-I", "-i", "-q", input="x = 6 * 7\nprint(x)\n")
     assert p.returncode == 0 and "42" in p.stdout, p.stderr

@@ -112,6 +112,17 @@ def test_piped_stdin_and_stdin_none(served):
     assert p.stdout == "end\n"
 
 
+def test_a_file_stdin_keeps_what_the_program_did_not_read(served, tmp_path):
+    f = tmp_path / "list.txt"
+    f.write_text("a\nb\nc\n")
+    with open(f) as stdin:
+        first = served.run("exec", "--", "head", "-c", "2", stdin=stdin)
+        assert first.stdout == "a\n"
+        second = served.run("exec", "--", "true", stdin=stdin)   # reads nothing
+        assert second.returncode == 0
+        assert stdin.read() == "b\nc\n"
+
+
 def test_the_callers_working_directory(served, tmp_path):
     d = tmp_path / "here"
     d.mkdir()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 import termios
 import threading
@@ -112,6 +113,9 @@ class StdioRelay:
         self._outputs_left = 0
         self._finishing = False
         self._eof_timer = object()   # the hub's timer key of `_type_end`
+        # a caller's stdin that is a file: (its description, the program's pipe), to give
+        # back what the program did not read (`_give_back`)
+        self._file_stdin: tuple[int, int] | None = None
         try:
             if spec.tty is not None:
                 self._make_pty(caller, *spec.tty)
@@ -133,6 +137,8 @@ class StdioRelay:
             if i == 0:
                 self.sandbox.append(r)
                 self._plans.append((caller[0], False, w, False))
+                if _is_file(caller[0]):
+                    self._file_stdin = (os.dup(caller[0]), os.dup(r))
             else:
                 self.sandbox.append(w)
                 self._plans.append((r, True, caller[i], True))
@@ -269,11 +275,37 @@ class StdioRelay:
         self._finishing = True
         for stream in self._streams:      # the sandbox is gone: its input is moot
             if stream not in self._outputs:
+                self._give_back(stream)
                 self.hub.end(stream)
         if self._outputs_left <= 0:
             self._teardown()
         else:
             self.hub.set_timer(self, deadline, self._teardown)
+
+    def _give_back(self, stream: Stream) -> None:
+        """The caller's stdin is a file: move its offset back over what was read ahead
+        and not taken by the program (still in the program's pipe, or read and not yet
+        written), so the next reader of that file starts where the program stopped, as
+        after a direct run: `while read f; do sandbox exec -- cmd "$f"; done < list`
+        went once round, the relay having read the whole list for the first. A pipe
+        cannot be given back: `--stdin none` there, as `ssh -n`."""
+        if self._file_stdin is None:
+            return
+        held, peek = self._file_stdin
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(peek, termios.FIONREAD, b"\0" * 4))[0]
+            if stream.pending is not None and not stream.ended:
+                unread += len(stream.pending)
+            if unread > 0:
+                os.lseek(held, -unread, os.SEEK_CUR)
+        except OSError:
+            pass            # not seekable after all (a /proc file): as a pipe
+
+    def _close_file_stdin(self) -> None:
+        if self._file_stdin is not None:
+            for fd in self._file_stdin:
+                os.close(fd)
+            self._file_stdin = None
 
     def _maybe_done(self) -> None:
         if self._finishing and self._outputs_left <= 0:
@@ -288,6 +320,7 @@ class StdioRelay:
             self.hub.end(stream)
         self._streams, self._outputs = [], []
         self._close_master()
+        self._close_file_stdin()
         self._state = "closed"
         with self._lock:
             self._closed.set()
@@ -318,8 +351,16 @@ class StdioRelay:
                 pass
         self._plans, self._unused, self.sandbox = [], [], []
         self._close_master()
+        self._close_file_stdin()
         self._state = "closed"
         self._closed.set()
+
+
+def _is_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def dup_or_null(fd: int) -> int:
