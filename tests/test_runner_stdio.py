@@ -65,6 +65,29 @@ def test_a_file_stdin_keeps_what_the_program_did_not_read(tmp_path):
     assert _shell_with_file_stdin(whole, "x" * 200_000, tmp_path, env) == "left: 0\n"
 
 
+def _pipeline(script: str, env=None) -> str:
+    p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_a_pipe_stdin_is_taken_only_as_the_program_reads_it():
+    """A caller's pipe is lent (tee) and taken as the program reads: a program that
+    reads nothing leaves it to the next reader, one that reads part leaves the rest."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    sbx = SANDBOX_SH + " exec --"
+    assert _pipeline(f'printf "a\\nb\\nc\\n" | while read f; do {sbx} echo "item $f"; done',
+                     env) == "item a\nitem b\nitem c\n"
+    assert _pipeline(f'printf "l1\\nl2\\nl3\\n" | {{ {sbx} head -c 3 >/dev/null; cat; }}',
+                     env) == "l2\nl3\n"
+    assert _pipeline(f'printf "x\\ny\\n" | {{ {sbx} cat >/dev/null; wc -c; }}', env).strip() == "0"
+    # a reader gets all of a stream longer than one lending, and input that comes late
+    assert _pipeline(f"seq 1 200000 | {sbx} wc -l", env).strip() == "200000"
+    assert _pipeline(f"(echo a; sleep 0.3; echo b) | {sbx} cat", env) == "a\nb\n"
+    assert _pipeline(f"yes | {sbx} head -n 2", env) == "y\ny\n"
+
+
 def test_a_repl_reads_its_input(py):
     p = sandbox("exec", "--", py, "-I", "-i", "-q", input="x = 6 * 7\nprint(x)\n")
     assert p.returncode == 0 and "42" in p.stdout, p.stderr

@@ -291,3 +291,27 @@ def test_finish_gives_up_on_a_reader_that_takes_nothing_and_closes_everything():
     for fd in (in_w, out_r, err_r):
         os.close(fd)
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_watch_fires_once_when_readable_and_never_after_unwatch():
+    """What the stdin lender waits on (sandbox/monitor/stdin_lend.py): an empty pipe."""
+    import time
+    hub = stdio_hub.StdioHub()
+    r, w = os.pipe()
+    calls: list[int] = []
+    fired = threading.Event()
+    hub.call(lambda: hub.watch(r, lambda: (calls.append(1), fired.set())))
+    time.sleep(0.05)
+    assert calls == []                      # nothing to read yet
+    os.write(w, b"x")
+    assert fired.wait(10)
+    time.sleep(0.1)
+    assert calls == [1]                     # once, though the pipe stays readable
+    r2, w2 = os.pipe()
+    other = threading.Event()
+    hub.call(lambda: hub.watch(r2, other.set))
+    hub.call(lambda: hub.unwatch(r2))
+    os.write(w2, b"x")
+    assert not other.wait(0.3)
+    for fd in (r, w, r2, w2):
+        os.close(fd)

@@ -123,6 +123,17 @@ def test_a_file_stdin_keeps_what_the_program_did_not_read(served, tmp_path):
         assert stdin.read() == "b\nc\n"
 
 
+def test_a_pipe_stdin_is_taken_only_as_the_program_reads_it(served):
+    before = served.count()
+    cmd = " ".join(f"'{a}'" for a in served.cmd)
+    p = subprocess.run(["sh", "-c", f'printf "a\\nb\\nc\\n" | while read f; do {cmd} exec -- '
+                        f'echo "item $f"; done; printf "l1\\nl2\\n" | {{ {cmd} exec -- '
+                        'head -c 3 >/dev/null; cat; }'], env=served.env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout == "item a\nitem b\nitem c\nl2\n", p.stderr
+    assert served.count() == before + 4, "not served by the daemon"
+
+
 def test_the_callers_working_directory(served, tmp_path):
     d = tmp_path / "here"
     d.mkdir()

@@ -27,10 +27,9 @@ exit codes (docs/run-result.md):
   127      the program was not found (not on PATH, or not in the sandbox's view)
 
 stdin passes through (--stdin none closes it); -t gives the program a terminal
-of its own. A file given as stdin is left where the program stopped reading,
-so `while read f; do sandbox exec ...; done < list` goes round every line; a
-pipe cannot be given back, so a loop reading a pipe needs --stdin none (as
-ssh -n). The program never holds the caller's descriptors: its stdin,
+of its own. What the program does not read of a file or pipe given as stdin is
+left to the next reader, as after a direct run: `find . | while read f; do
+sandbox exec ... "$f"; done` goes round every line. The program never holds the caller's descriptors: its stdin,
 stdout and stderr are pipes (or that pty) relayed by the sandbox's monitor.
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to sandbox exec are
 relayed to the program.

@@ -301,6 +301,16 @@ def pidfd_getfd(tid: int, fd: int) -> int:
         os.close(pidfd)
 
 
+SPLICE_F_NONBLOCK = 2
+
+
+def tee(src: int, dst: int, length: int) -> int:
+    """tee(2) without waiting: up to `length` bytes of pipe `src` copied into pipe
+    `dst`, none taken from `src`; 0 when `src` has ended. BlockingIOError when `src`
+    is empty or `dst` full."""
+    return syscall("tee", src, dst, length, SPLICE_F_NONBLOCK)
+
+
 def _prepared_process_vm_readv() -> _NamedFuncPointer:
     fn = _libc.process_vm_readv
     fn.restype = ctypes.c_ssize_t

@@ -31,6 +31,7 @@ stub as descriptors, so many runs can share one monitor process.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import stat
 import struct
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from sandbox import fdwait
-from sandbox.monitor import stdio_hub
+from sandbox.monitor import stdin_lend, stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
 from sandbox.std_fds import ensure_open
 
@@ -116,6 +117,10 @@ class StdioRelay:
         # a caller's stdin that is a file: (its description, the program's pipe), to give
         # back what the program did not read (`_give_back`)
         self._file_stdin: tuple[int, int] | None = None
+        # a caller's stdin that is a pipe: the program's pipe's read end, to lend it the
+        # caller's bytes rather than take them (sandbox/monitor/stdin_lend.py)
+        self._lend_peek: int | None = None
+        self._lender: stdin_lend.Lender | None = None
         try:
             if spec.tty is not None:
                 self._make_pty(caller, *spec.tty)
@@ -137,8 +142,11 @@ class StdioRelay:
             if i == 0:
                 self.sandbox.append(r)
                 self._plans.append((caller[0], False, w, False))
-                if _is_file(caller[0]):
+                kind = _kind(caller[0])
+                if stat.S_ISREG(kind):
                     self._file_stdin = (os.dup(caller[0]), os.dup(r))
+                elif stat.S_ISFIFO(kind):
+                    self._lend_peek = os.dup(r)
             else:
                 self.sandbox.append(w)
                 self._plans.append((r, True, caller[i], True))
@@ -221,10 +229,18 @@ class StdioRelay:
             self._streams.append(stream)
             if output:
                 self._outputs.append(stream)
+            elif self._lend_peek is not None and not s_ep.blocking and s_ep.sock is None:
+                self._lender = stdin_lend.Lender(
+                    self.hub, s_ep.fd, d_ep.fd, self._lend_peek,
+                    reader=functools.partial(self.hub.add, stream),  # it reads: copy from now
+                    ended=functools.partial(self.hub.end, stream))   # its end for the program
         self._outputs_left = len(self._outputs)
+        lent = self._lender
         for stream in list(self._streams):
-            if not stream.ended:
+            if not stream.ended and (lent is None or stream in self._outputs):
                 self.hub.add(stream)
+        if lent is not None:
+            lent.start()
 
     def _type_end(self) -> None:
         """The caller's input to the pty has ended (`echo hi | sandbox exec -t -- cat`,
@@ -276,6 +292,8 @@ class StdioRelay:
         for stream in self._streams:      # the sandbox is gone: its input is moot
             if stream not in self._outputs:
                 self._give_back(stream)
+                if self._lender is not None:
+                    self._lender.settle()
                 self.hub.end(stream)
         if self._outputs_left <= 0:
             self._teardown()
@@ -288,7 +306,7 @@ class StdioRelay:
         written), so the next reader of that file starts where the program stopped, as
         after a direct run: `while read f; do sandbox exec -- cmd "$f"; done < list`
         went once round, the relay having read the whole list for the first. A pipe
-        cannot be given back: `--stdin none` there, as `ssh -n`."""
+        cannot be given back: it is lent instead (sandbox/monitor/stdin_lend.py)."""
         if self._file_stdin is None:
             return
         held, peek = self._file_stdin
@@ -306,6 +324,9 @@ class StdioRelay:
             for fd in self._file_stdin:
                 os.close(fd)
             self._file_stdin = None
+        if self._lend_peek is not None:
+            os.close(self._lend_peek)
+            self._lend_peek = None
 
     def _maybe_done(self) -> None:
         if self._finishing and self._outputs_left <= 0:
@@ -356,11 +377,12 @@ class StdioRelay:
         self._closed.set()
 
 
-def _is_file(fd: int) -> bool:
+def _kind(fd: int) -> int:
+    """The file type bits of `fd` (0 when it is not open)."""
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
+        return stat.S_IFMT(os.fstat(fd).st_mode)
     except OSError:
-        return False
+        return 0
 
 
 def dup_or_null(fd: int) -> int:

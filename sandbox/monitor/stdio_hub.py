@@ -159,6 +159,19 @@ class StdioHub:
         if not stream.ended:
             self._close(stream, broken=False, notify=False)
 
+    def watch(self, fd: int, fn: Callable[[], None]) -> None:
+        """Call `fn` once, in the hub's thread, when `fd` is readable (or hung up)."""
+        self._sel.register(fd, selectors.EVENT_READ, _Once(self, fd, fn))
+
+    def unwatch(self, fd: int) -> None:
+        """Drop a `watch` of `fd` that has not fired (none: nothing happens)."""
+        try:
+            key = self._sel.get_key(fd)
+        except (KeyError, ValueError):
+            return
+        if isinstance(key.data, _Once):
+            self._sel.unregister(fd)
+
     def set_timer(self, key: object, deadline: float, fn: Callable[[], None]) -> None:
         self._timers[key] = (deadline, fn)
 
@@ -180,6 +193,8 @@ class StdioHub:
                 stream = key.data
                 if stream is None:
                     self._run_calls()
+                elif isinstance(stream, _Once):
+                    stream.fire()
                 elif not stream.ended:
                     self._guarded(stream)
             for _ in range(len(self._ready)):
@@ -291,6 +306,21 @@ class StdioHub:
         stream.dst.close()
         if notify:
             stream.on_end(stream, broken)
+
+
+class _Once:
+    """A `watch`: unregistered before its function runs."""
+    __slots__ = ("hub", "fd", "fn")
+
+    def __init__(self, hub: StdioHub, fd: int, fn: Callable[[], None]) -> None:
+        self.hub, self.fd, self.fn = hub, fd, fn
+
+    def fire(self) -> None:
+        try:
+            self.hub._sel.unregister(self.fd)
+        except (KeyError, ValueError):
+            pass
+        self.hub._guard(self.fn)
 
 
 def _forget(old: StdioHub) -> None:
