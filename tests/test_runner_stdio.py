@@ -65,6 +65,23 @@ def test_a_file_stdin_keeps_what_the_program_did_not_read(tmp_path):
     assert _shell_with_file_stdin(whole, "x" * 200_000, tmp_path, env) == "left: 0\n"
 
 
+EVIL_WRITER = ("import os; fd = os.open('/proc/self/fd/0', os.O_WRONLY); "
+               "os.write(fd, b'x' * 60000)")
+
+
+def test_a_program_cannot_make_the_caller_read_its_stdin_again(tmp_path, py):
+    """What is handed back is bounded by what this run's relay took: a program that
+    writes into its own stdin pipe (reopened through /proc/self/fd/0) looks as if it
+    read nothing, never more. Judged from the caller's loop: each line once."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    runs = (f'n=0; while read f; do n=$((n+1)); [ $n -gt 20 ] && break; '
+            f'{SANDBOX_SH} exec -- {py} -c "{EVIL_WRITER}"; echo "line $f"; done')
+    lines = "".join(f"{i:04d}\n" for i in range(1, 13))
+    want = "".join(f"line {i:04d}\n" for i in range(1, 13))
+    assert _shell_with_file_stdin(runs, lines, tmp_path, env) == want
+    assert _pipeline(f"printf '{lines}' | {{ {runs}; }}", env) == want
+
+
 def _pipeline(script: str, env=None) -> str:
     p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
                        timeout=120, env=env)

@@ -20,7 +20,10 @@ pays a few milliseconds once; one that reads later waits at most LOOK_MAX for
 its second chunk; one that never reads costs a look every LOOK_MAX.
 
 Only the caller's pipe or FIFO is lent (not a terminal, socket or file), and only
-by the hub's thread, which alone reads that pipe during the run.
+by the hub's thread, which alone reads that pipe during the run. What the
+program controls is only what is left in its pipe, and it can add to it (its
+stdin reopened for writing through /proc/self/fd/0): so what is taken is never
+more than was lent, and a pipe fuller than lent is taken from not at all.
 """
 from __future__ import annotations
 

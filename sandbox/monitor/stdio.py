@@ -114,9 +114,9 @@ class StdioRelay:
         self._outputs_left = 0
         self._finishing = False
         self._eof_timer = object()   # the hub's timer key of `_type_end`
-        # a caller's stdin that is a file: (its description, the program's pipe), to give
-        # back what the program did not read (`_give_back`)
-        self._file_stdin: tuple[int, int] | None = None
+        # a caller's stdin that is a file: (its description, the program's pipe, the
+        # offset the run began at), to give back what the program did not read
+        self._file_stdin: tuple[int, int, int] | None = None
         # a caller's stdin that is a pipe: the program's pipe's read end, to lend it the
         # caller's bytes rather than take them (sandbox/monitor/stdin_lend.py)
         self._lend_peek: int | None = None
@@ -143,8 +143,9 @@ class StdioRelay:
                 self.sandbox.append(r)
                 self._plans.append((caller[0], False, w, False))
                 kind = _kind(caller[0])
-                if stat.S_ISREG(kind):
-                    self._file_stdin = (os.dup(caller[0]), os.dup(r))
+                start = _offset(caller[0]) if stat.S_ISREG(kind) else None
+                if start is not None:
+                    self._file_stdin = (os.dup(caller[0]), os.dup(r), start)
                 elif stat.S_ISFIFO(kind):
                     self._lend_peek = os.dup(r)
             else:
@@ -309,19 +310,22 @@ class StdioRelay:
         cannot be given back: it is lent instead (sandbox/monitor/stdin_lend.py)."""
         if self._file_stdin is None:
             return
-        held, peek = self._file_stdin
+        held, peek, start = self._file_stdin
         try:
-            unread = struct.unpack("i", fcntl.ioctl(peek, termios.FIONREAD, b"\0" * 4))[0]
+            unread = stdin_lend.unread(peek)
             if stream.pending is not None and not stream.ended:
                 unread += len(stream.pending)
-            if unread > 0:
-                os.lseek(held, -unread, os.SEEK_CUR)
+            # never before where the run began: the program can write into its own
+            # pipe (through /proc/self/fd/0) and seem to have read less than nothing
+            back = min(unread, os.lseek(held, 0, os.SEEK_CUR) - start)
+            if back > 0:
+                os.lseek(held, -back, os.SEEK_CUR)
         except OSError:
             pass            # not seekable after all (a /proc file): as a pipe
 
     def _close_file_stdin(self) -> None:
         if self._file_stdin is not None:
-            for fd in self._file_stdin:
+            for fd in self._file_stdin[:2]:
                 os.close(fd)
             self._file_stdin = None
         if self._lend_peek is not None:
@@ -375,6 +379,13 @@ class StdioRelay:
         self._close_file_stdin()
         self._state = "closed"
         self._closed.set()
+
+
+def _offset(fd: int) -> int | None:
+    try:
+        return os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        return None
 
 
 def _kind(fd: int) -> int:
