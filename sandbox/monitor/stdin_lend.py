@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import struct
 import termios
 import time
@@ -42,6 +43,13 @@ LOOK_MAX = 0.05      # the longest wait between looks
 LEND_MAX = 1 << 16   # the most lent at once: the program's pipe holds it
 
 
+def _hung_up(fd: int) -> bool:
+    """Has every writer of the pipe `fd` is a read end of gone?"""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return any(ev & select.POLLHUP for _, ev in p.poll(0))
+
+
 def unread(fd: int) -> int:
     """Bytes waiting in the pipe `fd` is an end of."""
     return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0])
@@ -50,13 +58,16 @@ def unread(fd: int) -> int:
 class Lender:
     """Lends `src` (the caller's pipe, a description of the monitor's own) to `dst`
     (the program's pipe, whose read end `peek` the monitor also holds). Calls
-    `reader()` once the program has read all it was lent (then copy eagerly), or
-    `ended()` when `src` ended or failed before that; neither after `settle`."""
+    `reader()` once the program has read all it was lent (then copy eagerly),
+    `ended()` when `src` ended or failed before that, or `lent_all()` when `src`
+    has ended and all it held is lent (then close `dst`); one of them, and none
+    after `settle`."""
 
     def __init__(self, hub: StdioHub, src: int, dst: int, peek: int,
-                 reader: Callable[[], None], ended: Callable[[], None]) -> None:
+                 reader: Callable[[], None], ended: Callable[[], None],
+                 lent_all: Callable[[], None]) -> None:
         self.hub, self.src, self.dst, self.peek = hub, src, dst, peek
-        self.reader, self.ended = reader, ended
+        self.reader, self.ended, self.lent_all = reader, ended, lent_all
         self.lent = 0
         self.every = LOOK_FIRST
         self.done = False
@@ -82,6 +93,12 @@ class Lender:
                     self.ended()
                     return
                 self.lent, self.every = n, LOOK_FIRST
+                if _hung_up(self.src) and unread(self.src) == n:
+                    # the caller's pipe has ended and all it held is lent: the program
+                    # gets its end now (`echo hi | sandbox exec -- cat`), with no look
+                    # to wait for; `settle` takes what it read
+                    self.lent_all()
+                    return
         except BlockingIOError:
             if not self.lent:                   # nothing to lend yet: wait for some
                 self.hub.watch(self.src, self._look)

@@ -234,7 +234,8 @@ class StdioRelay:
                 self._lender = stdin_lend.Lender(
                     self.hub, s_ep.fd, d_ep.fd, self._lend_peek,
                     reader=functools.partial(self.hub.add, stream),  # it reads: copy from now
-                    ended=functools.partial(self.hub.end, stream))   # its end for the program
+                    ended=functools.partial(self.hub.end, stream),   # its end for the program
+                    lent_all=d_ep.close)            # its end once it has read what was lent
         self._outputs_left = len(self._outputs)
         lent = self._lender
         for stream in list(self._streams):
