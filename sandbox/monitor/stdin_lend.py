@@ -1,11 +1,11 @@
-"""A caller's pipe as the program's stdin, taken from the caller only as the program reads.
+"""A caller's stdin, left to its next reader where the program stopped reading.
 
 WHY: the relay reads ahead of the program (a chunk, and the program's pipe), so
 `find . | while read f; do sandbox exec -- lint "$f"; done` went round once: the
 first run's relay took the whole list, which the program never read. Directly, a
 program that does not read its stdin leaves it to the loop's next `read`. A file
-can be given back afterwards (`StdioRelay._give_back`); a pipe cannot, so its
-bytes are *lent*: tee(2) copies what the caller's pipe holds into the program's
+is given back afterwards (`FileStdin`: its offset moved back over what the
+program did not take); a pipe cannot be, so its bytes are *lent* (`Lender`): tee(2) copies what the caller's pipe holds into the program's
 pipe without taking it, and the monitor takes (reads and drops) from the caller's
 pipe only what the program read, seen as what left the program's pipe (FIONREAD
 on a descriptor of its read end that the monitor keeps).
@@ -33,6 +33,7 @@ import select
 import struct
 import termios
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from sandbox.isolation import libc
@@ -134,3 +135,38 @@ class Lender:
             if not got:
                 return
             n -= len(got)
+
+
+@dataclass
+class FileStdin:
+    """A caller's stdin that is a file: a description of it (`held`, the caller's own
+    open file), the program's pipe (`peek`, its read end), and the offset the run
+    began at."""
+    held: int
+    peek: int
+    start: int
+
+    @classmethod
+    def of(cls, caller: int, pipe_read_end: int) -> "FileStdin | None":
+        try:
+            start = os.lseek(caller, 0, os.SEEK_CUR)
+        except OSError:
+            return None           # not seekable after all (a /proc file): as a pipe
+        return cls(os.dup(caller), os.dup(pipe_read_end), start)
+
+    def give_back(self, pending: int) -> None:
+        """The sandbox is gone: move the file's offset back over what the program did
+        not take (still in its pipe, and `pending` bytes read and not yet written),
+        never before where the run began: the program can write into its own pipe
+        (through /proc/self/fd/0) and seem to have read less than nothing."""
+        try:
+            back = min(unread(self.peek) + pending,
+                       os.lseek(self.held, 0, os.SEEK_CUR) - self.start)
+            if back > 0:
+                os.lseek(self.held, -back, os.SEEK_CUR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.held)
+        os.close(self.peek)

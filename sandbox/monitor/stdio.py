@@ -114,9 +114,8 @@ class StdioRelay:
         self._outputs_left = 0
         self._finishing = False
         self._eof_timer = object()   # the hub's timer key of `_type_end`
-        # a caller's stdin that is a file: (its description, the program's pipe, the
-        # offset the run began at), to give back what the program did not read
-        self._file_stdin: tuple[int, int, int] | None = None
+        # a caller's stdin that is a file: to give back what the program did not read
+        self._file_stdin: stdin_lend.FileStdin | None = None
         # a caller's stdin that is a pipe: the program's pipe's read end, to lend it the
         # caller's bytes rather than take them (sandbox/monitor/stdin_lend.py)
         self._lend_peek: int | None = None
@@ -143,9 +142,8 @@ class StdioRelay:
                 self.sandbox.append(r)
                 self._plans.append((caller[0], False, w, False))
                 kind = _kind(caller[0])
-                start = _offset(caller[0]) if stat.S_ISREG(kind) else None
-                if start is not None:
-                    self._file_stdin = (os.dup(caller[0]), os.dup(r), start)
+                if stat.S_ISREG(kind):
+                    self._file_stdin = stdin_lend.FileStdin.of(caller[0], r)
                 elif stat.S_ISFIFO(kind):
                     self._lend_peek = os.dup(r)
             else:
@@ -303,31 +301,13 @@ class StdioRelay:
             self.hub.set_timer(self, deadline, self._teardown)
 
     def _give_back(self, stream: Stream) -> None:
-        """The caller's stdin is a file: move its offset back over what was read ahead
-        and not taken by the program (still in the program's pipe, or read and not yet
-        written), so the next reader of that file starts where the program stopped, as
-        after a direct run: `while read f; do sandbox exec -- cmd "$f"; done < list`
-        went once round, the relay having read the whole list for the first. A pipe
-        cannot be given back: it is lent instead (sandbox/monitor/stdin_lend.py)."""
-        if self._file_stdin is None:
-            return
-        held, peek, start = self._file_stdin
-        try:
-            unread = stdin_lend.unread(peek)
-            if stream.pending is not None and not stream.ended:
-                unread += len(stream.pending)
-            # never before where the run began: the program can write into its own
-            # pipe (through /proc/self/fd/0) and seem to have read less than nothing
-            back = min(unread, os.lseek(held, 0, os.SEEK_CUR) - start)
-            if back > 0:
-                os.lseek(held, -back, os.SEEK_CUR)
-        except OSError:
-            pass            # not seekable after all (a /proc file): as a pipe
+        if self._file_stdin is not None:
+            pending = stream.pending if not stream.ended else None
+            self._file_stdin.give_back(len(pending) if pending is not None else 0)
 
     def _close_file_stdin(self) -> None:
         if self._file_stdin is not None:
-            for fd in self._file_stdin[:2]:
-                os.close(fd)
+            self._file_stdin.close()
             self._file_stdin = None
         if self._lend_peek is not None:
             os.close(self._lend_peek)
@@ -380,13 +360,6 @@ class StdioRelay:
         self._close_file_stdin()
         self._state = "closed"
         self._closed.set()
-
-
-def _offset(fd: int) -> int | None:
-    try:
-        return os.lseek(fd, 0, os.SEEK_CUR)
-    except OSError:
-        return None
 
 
 def _kind(fd: int) -> int:
