@@ -60,6 +60,9 @@ class ContainContext:
     landlock_error: str = ""             # ... or why it could not be built
     seccomp_program: bytes = b""         # the BPF program to install
     rlimit_pid: int = 0                  # whose limits the limits layer sets (0: its own)
+    # what the program's execve takes of the stack (argv and env strings and pointers):
+    # the limits layer keeps RLIMIT_STACK at least 4x it (limits._thread_stacks)
+    exec_bytes: int = 0
     # a pooled PID 1's view, built before the run was known (sandbox/isolation/prebuilt.py:
     # a `Prebuilt`); set by PID 1 itself, never sent
     prebuilt: Any = None

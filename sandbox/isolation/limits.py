@@ -15,7 +15,9 @@ reserves RLIMIT_STACK (8 MiB) per thread, so 100 threads would need 800 MiB of
 address space under strict's 512 MiB. The soft RLIMIT_STACK is then lowered to
 AS_THREAD_STACK, the default size of each new thread's stack (and of the main
 stack; the hard limit is kept, so `ulimit -s` can raise it for a program that
-recurses deeply). glibc's malloc also reserves up to 64 MiB of address space
+recurses deeply), unless the program's command line needs more: an execve may
+take a quarter of the stack limit, so a long one keeps four times its size
+(`exec_stack`). glibc's malloc also reserves up to 64 MiB of address space
 per arena, one arena per thread up to 8 per core: MALLOC_ARENA_MAX=2 goes into
 the program's environment unless the policy's [env] sets it. With both, a
 100-thread Python program runs under 512 MiB of address space.
@@ -41,6 +43,9 @@ from sandbox.isolation.libc import write_file
 # Not boundable this way: keyring quotas (per host uid; the default seccomp
 # profile denies keyctl/add_key/request_key) -- see docs/threat-model.md.
 AS_THREAD_STACK = 2 * 1024 * 1024
+# the room an execve's own arguments leave beside the caller's (the init's few, the
+# kernel's auxiliary vector), for `_thread_stacks`
+EXEC_ROOM = 64 * 1024
 AS_ARENA_MAX = "2"
 USER_NS_SHARE = 8
 USER_NS_DIR = "/proc/sys/user"
@@ -133,11 +138,22 @@ def _thread_stacks(ctx: ContainContext, limits: dict[int, int]) -> None:
         return
     os.environ.setdefault("MALLOC_ARENA_MAX", AS_ARENA_MAX)   # the program's env (entry.py)
     soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
-    if soft == resource.RLIM_INFINITY or soft > AS_THREAD_STACK:
+    stack = max(AS_THREAD_STACK, exec_stack(ctx.exec_bytes))
+    if soft == resource.RLIM_INFINITY or soft > stack:
         try:
-            _set(ctx, resource.RLIMIT_STACK, (AS_THREAD_STACK, hard))
+            _set(ctx, resource.RLIMIT_STACK, (stack, hard))
         except (ValueError, OSError) as exc:
-            raise SetupError("limits", f"setrlimit(RLIMIT_STACK, {AS_THREAD_STACK}): {exc}") from None
+            raise SetupError("limits", f"setrlimit(RLIMIT_STACK, {stack}): {exc}") from None
+
+
+def exec_stack(exec_bytes: int) -> int:
+    """The least RLIMIT_STACK whose execve takes a command line of `exec_bytes`: the
+    kernel gives argv and env a quarter of it (fs/exec.c). A command line that fits
+    the caller's own stack limit (60,000 names from `find -exec ... +`) must not fail
+    in the sandbox with E2BIG because thread stacks were made smaller; so a long
+    one keeps a larger stack, rounded up to whole MiB."""
+    need = 4 * (exec_bytes + EXEC_ROOM)
+    return -(-need // (1 << 20)) << 20
 
 
 def apply(ctx: ContainContext) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import pickle
 import sys
-from typing import TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import KINDS
@@ -35,7 +35,15 @@ def build_context(spec: Spec) -> ContainContext:
         outer_gid=os.getgid(),
         namespaces=spec.namespaces,
         audit_files=policy.audit.files,
+        exec_bytes=exec_bytes(spec.argv or (), spec.env),
     )
+
+
+def exec_bytes(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """The stack an execve of `argv` with `env` takes: its strings and their pointers."""
+    strings = sum(len(a.encode()) + 1 for a in argv) + \
+        sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+    return strings + 8 * (len(argv) + len(env) + 2)
 
 
 def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
@@ -60,6 +68,7 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
                            ipc_fd=-1, monitor_fd=-1, outer_uid=ctx.outer_uid,
                            outer_gid=ctx.outer_gid, namespaces=ctx.namespaces,
                            audit_files=ctx.audit_files, cgroup_memory=ctx.cgroup_memory,
+                           exec_bytes=ctx.exec_bytes,
                            cgroup_view=tuple(ctx.cgroup_view), mount_table=table)
     lite = dataclasses.replace(spec, policy={}, fs_plan={})
     blob = pickle.dumps((lite, fresh), protocol=pickle.HIGHEST_PROTOCOL)

@@ -210,9 +210,11 @@ def test_a_python_action_starts_with_default_signal_handlers(launcher):
 def test_a_command_line_as_long_as_find_exec_plus_makes_it_runs(launcher):
     """`find ... -exec sandbox exec -- tool {} +` and `xargs` fill a command line up to
     the kernel's ARG_MAX with short names: 20,000 of them was refused before, as
-    'argv: over its bound' (8,192 arguments at most). (60,000 passed as root but met
-    the kernel's own E2BIG at the init's exec as an unprivileged user in CI.)"""
-    names = [f"f{i:06d}" for i in range(20_000)]
-    r = launcher.spawn(["sh", "-c", 'echo $# "$1" "${20000}"', "sh", *names])
+    'argv: over its bound' (8,192 arguments at most). 60,000 (~960 KiB with their
+    pointers) then passed as root but met E2BIG at the init's exec as an unprivileged
+    user: under an RLIMIT_AS memory bound the stack limit was 2 MiB, whose quarter is
+    what an execve may take; a long command line now keeps the stack it needs."""
+    names = [f"f{i:06d}" for i in range(60_000)]
+    r = launcher.spawn(["sh", "-c", 'echo $# "$1" "${60000}"', "sh", *names])
     assert r.status == "ok", r.reason
-    assert r.stdout == "20000 f000000 f019999\n"
+    assert r.stdout == "60000 f000000 f059999\n"
