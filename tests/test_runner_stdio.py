@@ -17,6 +17,8 @@ import termios
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pty_run import run_on_pty, type_keys
 
@@ -452,3 +454,25 @@ def test_tty_window_size_changes_reach_the_program():
     out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", script],
                            steps=[("ready", resize)])
     assert code == 7 and b"40 120" in out, out
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(min_value=0, max_value=60_000), data=st.data(),
+       kind=st.sampled_from(["file", "pipe"]))
+def test_what_the_program_reads_and_what_is_left_make_the_input(tmp_path, size, data, kind):
+    """The class of the two fixes above, as a property: a program that reads K bytes of
+    an input of N leaves exactly the other N - K, in order, to the next reader, from a
+    file or from a pipe (whose N fits one lending: the relay copies ahead once the
+    program has read all it was lent, as `cat` would)."""
+    take = data.draw(st.integers(min_value=0, max_value=size))
+    blob = bytes((i * 7 + size) % 251 for i in range(size))
+    src = tmp_path / f"in-{size}-{take}"
+    src.write_bytes(blob)
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    inner = f"{SANDBOX_SH} exec -- head -c {take}; cat"
+    script = f"{{ {inner}; }} < '{src}'" if kind == "file" else f"cat '{src}' | {{ {inner}; }}"
+    p = subprocess.run(["sh", "-c", script], capture_output=True, cwd=ROOT, timeout=120,
+                       env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == blob, (kind, size, take, len(p.stdout))
