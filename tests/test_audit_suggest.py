@@ -103,6 +103,16 @@ def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["by_verdict"]["denied"] == 1 and s["top_denied"][0]["path"] == "/etc/shadow"
     assert cli(["audit", "show", "no-such-run"]) == 2
+    # --db before the action or after it, the one given after it winning
+    monkeypatch.delenv("SANDBOX_AUDIT_DB")
+    store = str(tmp_path / "audit")
+    for args in (["audit", "--db", store, "summary", r.run_id],
+                 ["audit", "summary", r.run_id, "--db", store],
+                 ["audit", "--db", str(tmp_path / "none"), "summary", r.run_id, "--db", store]):
+        assert cli(args) == 0, args
+        assert "/etc/shadow" in capsys.readouterr().out
+    assert cli(["audit", "list", "--db", str(tmp_path / "none")]) == 2
+    monkeypatch.setenv("SANDBOX_AUDIT_DB", store)
     jl = tmp_path / "x.jsonl"
     assert cli(["exec", "--policy", "default", "--audit-log", str(jl), "--", "/bin/true"]) in (0,)
     assert jl.exists()

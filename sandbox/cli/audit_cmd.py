@@ -36,19 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION")
     actions.required = True
     ls = actions.add_parser("list", help="audited runs, newest first")
+    _db_here_too(ls)
     ls.add_argument("-n", type=int, default=50, help="at most N runs (default 50)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=list_runs)
     sh = actions.add_parser("show", help="a run's records")
+    _db_here_too(sh)
     sh.add_argument("run_id", metavar="RUN_ID")
     sh.add_argument("--denied", action="store_true", help="only denied operations")
     sh.add_argument("--json", action="store_true", help="JSON Lines, one record per line")
     sh.set_defaults(func=show)
     su = actions.add_parser("summary", help="counts by operation and verdict, top paths")
+    _db_here_too(su)
     su.add_argument("run_id", metavar="RUN_ID")
     su.add_argument("--top", type=int, default=10)
     su.add_argument("--json", action="store_true")
     su.set_defaults(func=summary)
+
+
+def _db_here_too(p: argparse.ArgumentParser) -> None:
+    """--db after the action as well (`sandbox audit show RUN --db DIR`, as `policy suggest`
+    takes it); SUPPRESS keeps the one given before the action when none is given here."""
+    p.add_argument("--db", metavar="DIR", default=argparse.SUPPRESS,
+                   help="the audit store (as sandbox audit --db)")
 
 
 def list_runs(args: argparse.Namespace) -> int:

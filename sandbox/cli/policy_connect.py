@@ -20,6 +20,8 @@ def split_target(text: str) -> tuple[str, int]:
         raise InputError(f"connect: {text!r} is not HOST:PORT (IPv6: [ADDRESS]:PORT)")
     if host.startswith("[") != host.endswith("]"):
         raise InputError(f"connect: {text!r}: unbalanced brackets")
+    if not 1 <= int(port) <= 65535:
+        raise InputError(f"connect: {text!r}: port {int(port)} is not 1-65535")
     return host, int(port)
 
 
