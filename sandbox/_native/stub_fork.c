@@ -278,8 +278,9 @@ static int answer(int reply_fd, pid_t pid, int pidfd)
     return sendmsg(reply_fd, &msg, MSG_NOSIGNAL) == n ? 0 : -1;
 }
 
-/* The stub, on its own stack in the zygote's memory: answer the host, join, enter, map, bound, fork PID 1
- * (which goes back to `sf_spawn`), say StubReady and become the waiter. Never returns. */
+/* The stub, on its own stack in the zygote's memory: answer the host, join, enter, map,
+ * bound, fork PID 1 (which goes back to `sf_spawn`), say StubReady and become the
+ * waiter. Never returns. */
 static int stub(void *arg)
 {
     struct job *job = arg;
@@ -298,8 +299,8 @@ static int stub(void *arg)
             _exit(1);    /* the zygote tells the host it was refused */
         close(pidfd);
         job->answered = 1;
+        snprintf(me, sizeof me, "%d", (int)self);
     }
-    snprintf(me, sizeof me, "%d", (int)getpid());
     for (int i = 0; i < r->nprocs; i++) {   /* before unshare: named in the host's view */
         memcpy(path, r->proc[i], (size_t)r->len[i]);
         path[r->len[i]] = '\0';

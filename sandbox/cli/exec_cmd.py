@@ -29,8 +29,9 @@ exit codes (docs/run-result.md):
 stdin passes through (--stdin none closes it); -t gives the program a terminal
 of its own. What the program does not read of a file or pipe given as stdin is
 left to the next reader, as after a direct run: `find . | while read f; do
-sandbox exec ... "$f"; done` goes round every line. The program never holds the caller's descriptors: its stdin,
-stdout and stderr are pipes (or that pty) relayed by the sandbox's monitor.
+sandbox exec ... "$f"; done` goes round every line. The program never holds the
+caller's descriptors: its stdin, stdout and stderr are pipes (or that pty)
+relayed by the sandbox's monitor.
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to sandbox exec are
 relayed to the program.
 

@@ -249,29 +249,27 @@ class Broker:
             with socket.socket(fileno=os.dup(sock)) as s:
                 family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
                 stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-            if family in (socket.AF_INET, socket.AF_INET6) and name == "connect" \
-                    and self.no_network:
-                target = self._inet_target(n)
-                if target is not None:
-                    # mode "none": what the kernel would say in a network namespace whose
-                    # only interface is down, before Landlock's EACCES (which stays the
-                    # backstop). EACCES reads as a refusal worth retrying: wget tried
-                    # 20 times, for minutes; no client retries "network is unreachable"
-                    self._net_answer(n, name, errno.ENETUNREACH, [(
-                        "connect", _target_text(*target), False, NO_NETWORK_RULE)])
-                    return
-            if family in (socket.AF_INET, socket.AF_INET6) and name == "connect" \
-                    and stype == socket.SOCK_STREAM and self.proxy_only:
-                target = self._inet_target(n)
-                if target is not None and target[1] != PROXY_PORT:
-                    # mode "allowlist": Landlock refuses every TCP connect but the proxy's
-                    # port; answered (never allowed) here so that it is recorded, with the
-                    # same EACCES, on every Landlock ABI
-                    self._net_answer(n, name, errno.EACCES, [(
-                        "connect", _target_text(*target), False,
-                        "network.allowlist: a direct connection (only the proxy at "
-                        f"127.0.0.1:{PROXY_PORT} is reachable: HTTP_PROXY, ALL_PROXY)")])
-                    return
+            inet = None     # an IPv4/IPv6 connect answered here (either mode), never allowed
+            if name == "connect" and family in (socket.AF_INET, socket.AF_INET6) and (
+                    self.no_network or (self.proxy_only and stype == socket.SOCK_STREAM)):
+                inet = self._inet_target(n)
+            if inet is not None and self.no_network:
+                # mode "none": what the kernel would say in a network namespace whose
+                # only interface is down, before Landlock's EACCES (which stays the
+                # backstop). EACCES reads as a refusal worth retrying: wget tried
+                # 20 times, for minutes; no client retries "network is unreachable"
+                self._net_answer(n, name, errno.ENETUNREACH, [(
+                    "connect", _target_text(*inet), False, NO_NETWORK_RULE)])
+                return
+            if inet is not None and inet[1] != PROXY_PORT:
+                # mode "allowlist": Landlock refuses every TCP connect but the proxy's
+                # port; answered (never allowed) here so that it is recorded, with the
+                # same EACCES, on every Landlock ABI
+                self._net_answer(n, name, errno.EACCES, [(
+                    "connect", _target_text(*inet), False,
+                    "network.allowlist: a direct connection (only the proxy at "
+                    f"127.0.0.1:{PROXY_PORT} is reachable: HTTP_PROXY, ALL_PROXY)")])
+                return
             if family != socket.AF_UNIX or (name != "connect" and stype != socket.SOCK_DGRAM):
                 lst.respond_continue(n.id)
                 return

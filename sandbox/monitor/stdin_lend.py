@@ -5,10 +5,11 @@ WHY: the relay reads ahead of the program (a chunk, and the program's pipe), so
 first run's relay took the whole list, which the program never read. Directly, a
 program that does not read its stdin leaves it to the loop's next `read`. A file
 is given back afterwards (`FileStdin`: its offset moved back over what the
-program did not take); a pipe cannot be, so its bytes are *lent* (`Lender`): tee(2) copies what the caller's pipe holds into the program's
-pipe without taking it, and the monitor takes (reads and drops) from the caller's
-pipe only what the program read, seen as what left the program's pipe (FIONREAD
-on a descriptor of its read end that the monitor keeps).
+program did not take); a pipe cannot be, so its bytes are *lent* (`Lender`):
+tee(2) copies what the caller's pipe holds into the program's pipe without
+taking it, and the monitor takes (reads and drops) from the caller's pipe only
+what the program read, seen as what left the program's pipe (FIONREAD on a
+descriptor of its read end that the monitor keeps).
 
 Once the program has read everything it was lent, it reads its stdin: the lent
 bytes are taken and the rest is copied as every other stream is (`Stream`, read

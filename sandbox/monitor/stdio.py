@@ -305,7 +305,8 @@ class StdioRelay:
             pending = stream.pending if not stream.ended else None
             self._file_stdin.give_back(len(pending) if pending is not None else 0)
 
-    def _close_file_stdin(self) -> None:
+    def _close_stdin_held(self) -> None:
+        """What the relay holds to hand stdin back: the file's, the pipe's read end."""
         if self._file_stdin is not None:
             self._file_stdin.close()
             self._file_stdin = None
@@ -326,7 +327,7 @@ class StdioRelay:
             self.hub.end(stream)
         self._streams, self._outputs = [], []
         self._close_master()
-        self._close_file_stdin()
+        self._close_stdin_held()
         self._state = "closed"
         with self._lock:
             self._closed.set()
@@ -357,7 +358,7 @@ class StdioRelay:
                 pass
         self._plans, self._unused, self.sandbox = [], [], []
         self._close_master()
-        self._close_file_stdin()
+        self._close_stdin_held()
         self._state = "closed"
         self._closed.set()
 
