@@ -309,8 +309,10 @@ def test_a_watch_fires_once_when_readable_and_never_after_unwatch():
     assert calls == [1]                     # once, though the pipe stays readable
     r2, w2 = os.pipe()
     other = threading.Event()
+    dropped = threading.Event()
     hub.call(lambda: hub.watch(r2, other.set))
-    hub.call(lambda: hub.unwatch(r2))
+    hub.call(lambda: (hub.unwatch(r2), dropped.set()))
+    assert dropped.wait(10)             # written only once the unwatch has run
     os.write(w2, b"x")
     assert not other.wait(0.3)
     for fd in (r, w, r2, w2):
