@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -145,11 +146,12 @@ def test_the_stub_and_pid1_copy_less_for_a_python_action():
     the lineage's pages when PID 1 forks the program grew by ~1.8 MiB from the stub's
     unshare when PID 1 took the spec from the stub (~1.1 MiB now). The compiled stub
     (sandbox/_native/stub_fork.c) runs no Python: PID 1 has fewer pages of the
-    template's when it forks the program (~2.10 against ~2.20 MiB here). That is
-    compared past each launcher's first run, which starts before its pools and reads
-    ~0.2 MiB less either way: the least of five, first included, read 2028 against
-    2000 KiB in CI's unprivileged pass, where the runs after it read 2096-2144
-    against 2192-2216."""
+    template's when it forks the program. That is compared by the median of five runs:
+    a launcher's first run starts before its pools and reads ~0.2 MiB less under either
+    stub, and the Python stub's second run sometimes reads ~0.1 MiB less than the rest,
+    so a least-of-runs comparison flipped (CI as root: 2152 against 2132 KiB). Eight runs
+    each as root (2026-12-06), the first left out: compiled 2144-2180, Python 2144-2260,
+    medians 2168 against 2250; the stub before it was a vfork read 2220-2256."""
     marks = _marks(5, compiled="0")
     stub_kib = min(m["stub.context"] - m["stub.unshared"] for m in marks)
     assert stub_kib < 400, marks
@@ -157,8 +159,8 @@ def test_the_stub_and_pid1_copy_less_for_a_python_action():
     assert lineage_kib < 1400, marks
     compiled = _marks(5)
     assert not any("stub.unshared" in m for m in compiled), compiled
-    assert min(m["pid1.ready"] for m in compiled[1:]) < \
-        min(m["pid1.ready"] for m in marks[1:]), (compiled, marks)
+    assert statistics.median(m["pid1.ready"] for m in compiled) < \
+        statistics.median(m["pid1.ready"] for m in marks), (compiled, marks)
 
 
 def test_pid1s_policy_is_what_its_layers_read_of_the_run_s():
