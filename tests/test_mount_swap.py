@@ -1,6 +1,6 @@
 """Attack: a path the mount plan resolved is swapped for a symlink before the bind.
 
-The plan (`mounts.mount_table`) resolves each rule on the host, possibly long
+The plan (`mount_plan.mount_table`) resolves each rule on the host, possibly long
 before the sandboxee mounts it (a warm fork server prepares it ahead of the
 fork). A directory whose parent another party can write (a concurrent run
 granted write on the work directory, say) can be replaced in that window by a
@@ -20,7 +20,8 @@ import os
 import pytest
 
 from layer_harness import run_layers
-from sandbox.isolation import mounts
+from sandbox.isolation import mount_plan
+from sandbox.isolation.mount_steps import Step
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 
@@ -45,14 +46,14 @@ def _reader(data: str, out: str):
 def _swap_after_plan(monkeypatch: pytest.MonkeyPatch, victim: str, target: str) -> None:
     """The plan is computed, then `victim` becomes a symlink to `target` (the forked
     sandboxee inherits the patched function)."""
-    real_table = mounts.mount_table
+    real_table = mount_plan.mount_table
 
-    def table_then_swap(plan: FsPlan, *args: object) -> list[mounts.Step]:
+    def table_then_swap(plan: FsPlan, *args: object) -> list[Step]:
         steps = real_table(plan, *args)
         os.rename(victim, victim + ".orig")
         os.symlink(target, victim)
         return steps
-    monkeypatch.setattr(mounts, "mount_table", table_then_swap)
+    monkeypatch.setattr(mount_plan, "mount_table", table_then_swap)
 
 
 @pytest.mark.isolation

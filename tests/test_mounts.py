@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from layer_harness import run_layers
-from sandbox.isolation import mounts
+from sandbox.isolation import mount_calls, mount_plan, mounts
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 
@@ -56,21 +56,21 @@ def test_table_orders_parents_first_and_binds_tmp_trees_over_private_tmp(tmp_pat
     (tmp_path / "a" / "b").mkdir(parents=True)
     plan = FsPlan(rules=(FsRule(str(tmp_path / "a" / "b"), write=True), FsRule(str(tmp_path / "a")),
                          FsRule("/usr", exec=True)))
-    steps = mounts.mount_table(plan)
+    steps = mount_plan.mount_table(plan)
     paths = [s.path for s in steps]
     assert paths.index("/tmp") < paths.index(str(tmp_path / "a")) < paths.index(str(tmp_path / "a" / "b"))
     assert {s.kind for s in steps} >= {"tmp", "proc", "dev", "bind"}
     by_path = {s.path: s for s in steps}
-    assert by_path["/usr"].attrs & mounts.ATTR_NOEXEC == 0
-    assert by_path[str(tmp_path / "a")].attrs & mounts.ATTR_RDONLY
-    assert by_path[str(tmp_path / "a" / "b")].attrs & mounts.ATTR_RDONLY == 0
+    assert by_path["/usr"].attrs & mount_plan.ATTR_NOEXEC == 0
+    assert by_path[str(tmp_path / "a")].attrs & mount_plan.ATTR_RDONLY
+    assert by_path[str(tmp_path / "a" / "b")].attrs & mount_plan.ATTR_RDONLY == 0
 
 
 def test_table_skips_redundant_children_and_missing_paths(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     plan = FsPlan(rules=(FsRule(str(tmp_path / "a"), exec=True), FsRule(str(tmp_path / "a" / "b")),
                          FsRule(str(tmp_path / "nope"))))
-    binds = [s.path for s in mounts.mount_table(plan) if s.kind == "bind"]
+    binds = [s.path for s in mount_plan.mount_table(plan) if s.kind == "bind"]
     # b is inside a (same host tree) and gains nothing a does not give: no second bind
     assert binds == [str(tmp_path / "a")]
 
@@ -78,14 +78,14 @@ def test_table_skips_redundant_children_and_missing_paths(tmp_path):
 def test_table_recreates_symlinks_and_binds_their_target(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to("real")
-    steps = mounts.mount_table(FsPlan(rules=(FsRule(str(tmp_path / "link")),)))
+    steps = mount_plan.mount_table(FsPlan(rules=(FsRule(str(tmp_path / "link")),)))
     kinds = {(s.kind, s.path, s.source) for s in steps if s.kind in ("bind", "link")}
     assert kinds == {("bind", str(tmp_path / "real"), str(tmp_path / "real")),
                      ("link", str(tmp_path / "link"), "real")}
 
 
 def test_exact_special_paths_are_never_host_binds():
-    steps = mounts.mount_table(FsPlan(rules=(FsRule("/tmp", write=True, exec=True), FsRule("/dev"),
+    steps = mount_plan.mount_table(FsPlan(rules=(FsRule("/tmp", write=True, exec=True), FsRule("/dev"),
                                              FsRule("/proc"))))
     assert [s.kind for s in steps] == ["dev", "proc", "tmp"]
     assert steps[2].exec
@@ -269,7 +269,7 @@ def test_read_only_reaches_submounts(tree):
 @pytest.mark.isolation
 def test_remount_fallback_keeps_locked_flags(tree, monkeypatch):
     """Without mount_setattr: MS_REMOUNT|MS_BIND must OR in the source's flags (EPERM otherwise)."""
-    monkeypatch.setattr(mounts, "_have_setattr", False)   # inherited by the forked sandboxee
+    monkeypatch.setattr(mount_calls, "_have_setattr", False)   # inherited by the forked sandboxee
     ro = str(tree / "ro")
 
     sub = next(line.split()[4] for line in open("/proc/self/mountinfo")
@@ -309,11 +309,11 @@ def test_rule_beneath_dev_is_bound_and_dev_stays_read_only(tree):
 @pytest.mark.isolation
 def test_prepared_table_is_used_only_for_its_plan(tree, monkeypatch):
     ro = str(tree / "ro")
-    prepared = mounts.prepare(FsPlan(rules=(FsRule(ro),)))
+    prepared = mount_plan.prepare(FsPlan(rules=(FsRule(ro),)))
 
     def no_table(plan, *args):
         raise OSError(errno.EIO, "table computed in the sandboxee", "plan")
-    monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits it
+    monkeypatch.setattr(mount_plan, "mount_table", no_table)   # the forked sandboxee inherits it
     assert view(tree, lambda: sorted(os.listdir(ro)), FsRule(ro),
                 mount_table=prepared) == sorted(os.listdir(ro))
     r = run_layers(Policy(), lambda: None, base=str(tree), until="mounts",

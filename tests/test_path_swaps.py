@@ -101,10 +101,10 @@ def _try_write(path: str) -> str:
 def test_landlock_alone_never_grants_what_a_swapped_rule_path_points_to(tmp_path, link):
     """best_effort without namespaces: Landlock is the only guard of the host's files.
     A write rule's directory is swapped for a link after the monitor resolved the plan
-    (mounts.prepare, before the fork) and before the layer opens it: the rule must not
+    (mount_plan.prepare, before the fork) and before the layer opens it: the rule must not
     land on the link's target (before: Landlock opened the name and followed it)."""
     from layer_harness import run_layers
-    from sandbox.isolation import landlock, mounts
+    from sandbox.isolation import landlock, mount_plan
     from sandbox.policy.model import Policy
     from sandbox.policy.plan import FsPlan, FsRule
     if landlock.abi_version() < 1:
@@ -114,7 +114,7 @@ def test_landlock_alone_never_grants_what_a_swapped_rule_path_points_to(tmp_path
     victim.mkdir()
     data = str(shared / "data")
     plan = FsPlan(rules=(FsRule(data, write=True),))
-    table = mounts.prepare(plan)           # the monitor's view of the host, before the fork
+    table = mount_plan.prepare(plan)           # the monitor's view of the host, before the fork
     os.rename(data, data + ".orig")        # ... then a concurrent writer swaps it
     os.symlink(str(victim) if link == "absolute" else "../victim", data)
     r = run_layers(Policy(best_effort=True), lambda: _try_write(str(victim / "x")),
@@ -134,7 +134,7 @@ def test_a_symlink_the_view_recreates_is_never_made_through_a_swapped_parent(
     layer tested and created the link by name (before the pivot, an absolute link
     resolves on the host) and left a symlink in the victim directory."""
     from layer_harness import run_layers
-    from sandbox.isolation import mounts
+    from sandbox.isolation import mount_plan
     from sandbox.policy.model import Policy
     from sandbox.policy.plan import FsPlan, FsRule
     shared, victim = tmp_path / "shared", tmp_path / "victim"
@@ -144,7 +144,7 @@ def test_a_symlink_the_view_recreates_is_never_made_through_a_swapped_parent(
     (shared / "a" / "lnk").symlink_to("../b")
     victim.mkdir()
     plan = FsPlan(rules=(FsRule(str(shared), write=True), FsRule(str(shared / "a" / "lnk" / "f"))))
-    table = mounts.prepare(plan)
+    table = mount_plan.prepare(plan)
     assert any(s.kind == "link" for s in table.steps), table.steps
     os.rename(shared / "a", shared / "a.orig")       # a concurrent writer of `shared`
     os.symlink(str(victim), shared / "a")

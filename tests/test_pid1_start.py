@@ -23,7 +23,7 @@ from hypothesis import given, settings, strategies as st
 from layer_harness import run_layers
 from sandbox import protocol
 from sandbox.errors import ProtocolError
-from sandbox.isolation import mounts
+from sandbox.isolation import mount_plan
 from sandbox.isolation.mount_steps import Prepared, Step
 from sandbox.monitor import runspec, stubs
 from sandbox.policy.model import Policy
@@ -56,7 +56,7 @@ def test_the_start_carries_the_table_the_plan_gives_and_the_runs_descriptors(tre
     plan = FsPlan(rules=(FsRule(str(tree / "link")), FsRule(str(tree / "ro"))),
                   masks=(str(tree / "ro" / "secret"),))
     got, (spec, ctx) = _through(_spec(plan, mode="workflow", env={"A": "1"}))
-    want = mounts.prepare(plan)
+    want = mount_plan.prepare(plan)
     assert got.mode == "workflow" and not got.in_memfd
     assert ctx.mount_table is not None and ctx.mount_table.plan is ctx.fs_plan
     assert ctx.fs_plan == plan
@@ -93,7 +93,7 @@ def test_a_view_built_from_the_starts_table_still_masks_and_binds_read_only(tree
 
     def no_table(plan, *args):
         raise OSError(errno.EIO, "table computed in the sandboxee", "plan")
-    monkeypatch.setattr(mounts, "mount_table", no_table)   # the forked sandboxee inherits it
+    monkeypatch.setattr(mount_plan, "mount_table", no_table)   # the forked sandboxee inherits it
 
     def fn():
         out = {}

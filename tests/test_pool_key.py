@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from sandbox.isolation import mounts, prebuilt
+from sandbox.isolation import mount_plan, prebuilt
 from sandbox.isolation.context import RunPaths
 from sandbox.monitor import pool_key as K
 from sandbox.policy import build_plan, default_variables, resolve
@@ -50,7 +50,7 @@ def test_the_view_key_names_no_per_run_path(tmp_path):
     text = json.dumps(shape)
     for p in (paths.rundir, paths.workdir, paths.output, os.path.basename(paths.rundir)):
         assert p not in text
-    table = mounts.prepare(plan).steps
+    table = mount_plan.prepare(plan).steps
     early, late = prebuilt.split(table, prebuilt.run_dirs(paths))
     assert shape["early"] == [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec]
                               for s in early]

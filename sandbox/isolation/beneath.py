@@ -1,6 +1,6 @@
 """Opening and creating the mount layer's paths by descriptor, never through a symlink.
 
-The mount plan (`mounts.mount_table`) resolves each rule on the host once, to a
+The mount plan (`mount_plan.mount_table`) resolves each rule on the host once, to a
 symlink-free real path, possibly long before the sandboxee mounts it (a warm
 fork server prepares it). Between the two, anyone who can write a directory on
 that path (another run granted write there) can swap a component for a

@@ -52,7 +52,7 @@ class ContainContext:
     scratch_fd: int = -1                 # O_PATH of the view's /tmp, for the monitor (mounts)
     shm_fd: int = -1                     # ... and of its /dev/shm
     # the mount layer's table and each rule's real path, computed by the monitor before
-    # the fork (mounts.prepare), else by the mount layer; Landlock's rules use it too
+    # the fork (mount_plan.prepare), else by the mount layer; Landlock's rules use it too
     mount_table: Prepared | None = None
     # made ahead by PID 1's setup child (sandbox/isolation/apart.py) for the later layers:
     landlock_ruleset: int = -1           # the Landlock ruleset, enforced as is

@@ -55,7 +55,7 @@ import os
 import stat
 
 from sandbox.errors import SetupError
-from sandbox.isolation import beneath, libc, mounts
+from sandbox.isolation import beneath, libc, mount_plan
 from sandbox.isolation.context import ContainContext
 # the kernel's interface, and the grant around masks: here too, as the layer's names
 from sandbox.isolation.landlock_abi import (  # noqa: F401
@@ -73,13 +73,13 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 def real_paths(ctx: ContainContext) -> dict[str, str]:
     """Each plan rule's real path, as the mount table resolved it before the fork
-    (`mounts.Prepared`), or now when no table was made for this plan."""
+    (`mount_steps.Prepared`), or now when no table was made for this plan."""
     table = ctx.mount_table
     if table is not None and table.plan == ctx.fs_plan:
         return table.real
     out = {}
     for r in ctx.fs_plan.rules:
-        found = mounts.resolve(r.path)
+        found = mount_plan.resolve(r.path)
         if found is not None:
             out[r.path] = found[0]
     return out
@@ -100,9 +100,9 @@ def plan_rules(ctx: ContainContext, view: bool | None = None) -> list[PathRule]:
     view = "mounts" in ctx.active if view is None else view
     cow_ok = view
     real = real_paths(ctx)
-    rules = [PathRule(r.path if r.path in mounts.SPECIAL else real[r.path],
+    rules = [PathRule(r.path if r.path in mount_plan.SPECIAL else real[r.path],
                       rights_for(r.read, r.write and (cow_ok or not r.cow), r.exec))
-             for r in ctx.fs_plan.rules if r.path in mounts.SPECIAL or r.path in real]
+             for r in ctx.fs_plan.rules if r.path in mount_plan.SPECIAL or r.path in real]
     tmp_exec = ctx.fs_plan.scratch_exec or any(r.path == "/tmp" and r.exec
                                                for r in ctx.fs_plan.rules)
     scratch = WRITE | (EXECUTE if tmp_exec else 0)

@@ -13,7 +13,7 @@ import ctypes
 import os
 from typing import Any, Callable, NamedTuple
 
-from sandbox.isolation import libc, mounts
+from sandbox.isolation import libc, mount_plan
 from sandbox.isolation.landlock_abi import (FILE_RIGHTS, RULE_PATH_BENEATH, WRITE_FILE,
                                             PathBeneathAttr)
 
@@ -50,7 +50,7 @@ def around_masks(rules: list[PathRule], masks: tuple[str, ...], *,
     own path)."""
     real_masks = set()
     for m in masks:
-        found = mounts.resolve(m) if resolve else None
+        found = mount_plan.resolve(m) if resolve else None
         real_masks.add(found[0] if found is not None else os.path.normpath(m))
     out: list[PathRule] = []
     for rule in rules:

@@ -6,7 +6,7 @@ Everything not named by the `FsPlan` simply does not exist in the view: a
 denial by absence, which no path trick (``..``, symlinks, hard links) can get
 around, unlike a view made by hiding parts of the host root.
 
-The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
+The exact order (`mount_plan.mount_table` computes steps 2-4, `apply` runs them all):
 
 1. ``<rundir>/view`` is created on the host (the rundir is private to the run
    and writable by the caller) and a tmpfs of the sandbox's own is mounted
@@ -73,11 +73,8 @@ The exact order (`mount_table` computes steps 2-4, `apply` runs them all):
    directory is ever created.  Finally ``chdir`` to ``paths.workdir`` when it
    is in the view, else ``/``.
 
-Kernels without ``mount_setattr`` (before 5.12) fall back to
-``MS_REMOUNT|MS_BIND`` on each mount of the bound tree (found in
-``/proc/self/mountinfo``), OR-ing in the flags each already has (read with
-``statvfs``): an unprivileged user may not clear a locked flag (nodev, nosuid,
-noexec, read-only, atime), so omitting one would fail with EPERM.
+Kernels without ``mount_setattr`` (before 5.12) take the fallback in
+`sandbox.isolation.mount_calls`.
 
 Cost: about 1 ms per sandbox for a typical plan, most of it the mount system
 calls themselves and page copies in the freshly forked process; `prepare`
@@ -95,291 +92,21 @@ from contextlib import ExitStack
 from sandbox.errors import SetupError
 from sandbox.isolation import beneath, libc, sysview
 from sandbox.isolation.context import ContainContext
+from sandbox.isolation.mount_calls import bind, fd_path, set_attrs, set_attrs_fd
+from sandbox.isolation.mount_plan import (ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY,
+                                          prepare, under)
 from sandbox.isolation.mount_steps import Prepared, Step
 from sandbox.policy.plan import FsPlan
 
-ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 0x1, 0x2, 0x4, 0x8
-
-# statvfs f_flag bits -> MS_* flags that must survive a remount (locked flags).
-_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME, _MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
-_ST_TO_MS = ((os.ST_RDONLY, libc.MS_RDONLY), (os.ST_NOSUID, libc.MS_NOSUID),
-             (os.ST_NODEV, libc.MS_NODEV), (os.ST_NOEXEC, libc.MS_NOEXEC),
-             (os.ST_NOATIME, _MS_NOATIME), (os.ST_NODIRATIME, _MS_NODIRATIME))
-_ST_RELATIME, _ST_NOATIME = os.ST_RELATIME, os.ST_NOATIME
-
-SPECIAL = ("/tmp", "/proc", "/dev")
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 SHM_MAX = 16 * 1024 * 1024
-_MAX_LINKS = 40
-
-_have_setattr = True  # cleared on ENOSYS; tests clear it to exercise the fallback
-
-
-def _parts(path: str) -> tuple[str, ...]:
-    return tuple(p for p in path.split("/") if p)
-
-
-def _under(path: str, top: str) -> bool:
-    return top == "/" or path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def links_on_the_way(path: str) -> list[tuple[str, str]]:
-    """The symlinks met while resolving `path`, as (symlink-free location, link text)."""
-    out: list[tuple[str, str]] = []
-    parts, cur, i, hops = list(_parts(path)), "/", 0, 0
-    while i < len(parts):
-        nxt = os.path.join(cur, parts[i])
-        if os.path.islink(nxt):
-            hops += 1
-            if hops > _MAX_LINKS:
-                break
-            text = os.readlink(nxt)
-            out.append((nxt, text))
-            parts = list(_parts(os.path.normpath(os.path.join(cur, text)))) + parts[i + 1:]
-            cur, i = "/", 0
-        else:
-            cur, i = nxt, i + 1
-    return out
-
-
-def _effective(merged: dict[str, list[bool]]) -> dict[str, tuple[bool, bool, str]]:
-    """Rights as a union over enclosing rules (as Landlock and the engine see them),
-    and how each needed mount is made: "bind" (the host path), "overlay" (the
-    copy-on-write work directory) or "rebind" (a part of the overlay bound onto
-    itself with other flags, so it stays copy-on-write).
-
-    A rule inside another bind already appears in the view (same host tree);
-    it needs a bind of its own only when its effective rights differ from the
-    nearest enclosing bind's. A special mount (/tmp, /proc, /dev) between the
-    two cuts the chain: what is bound beneath it starts afresh. Beneath an
-    overlay, a rule with a write grant of its own is the host's (an output
-    directory inside the work directory), every other rule stays in the overlay.
-    """
-    out: dict[str, tuple[bool, bool, str]] = {}
-    eff: dict[str, tuple[bool, bool, str]] = {}
-    for real in sorted(merged, key=_parts):
-        cut = next((s for s in SPECIAL if _under(real, s)), None)
-        write, exe = merged[real][0], merged[real][1]
-        cow = len(merged[real]) > 3 and merged[real][3]
-        nearest = None
-        for anc in eff:   # already sorted: later ancestors are nearer
-            if anc != real and _under(real, anc) and (cut is None or _under(anc, cut)):
-                write, exe = write or eff[anc][0], exe or eff[anc][1]
-                nearest = anc
-        if cow:
-            how = "overlay"
-        elif nearest is not None and eff[nearest][2] != "bind" and not merged[real][0]:
-            how = "rebind"
-        else:
-            how = "bind"
-        eff[real] = (write, exe, "overlay" if how == "rebind" else how)
-        if nearest is None or eff[nearest] != eff[real]:
-            out[real] = (write, exe, how)
-    return out
-
-
-def resolve(path: str) -> tuple[str, bool] | None:
-    """(real path, is a directory), or None when `path` does not exist.
-
-    The kernel resolves it (open O_PATH, then read the descriptor's magic link):
-    four system calls instead of one lstat per component plus Python's
-    `realpath` bookkeeping, which dominated the cost of `mount_table`.
-    """
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:   # no /proc: resolve in Python
-            real = os.path.realpath(path)
-    finally:
-        os.close(fd)
-    return real, is_dir
-
-
-def mount_table(plan: FsPlan, real_of: dict[str, str] | None = None) -> list[Step]:
-    """The view as an ordered list of steps, computed from the plan and the host.
-    `real_of` (filled when given): each bound rule's path -> its real path, the one
-    place the plan meets the host's symlinks (Landlock's rules use it: `Prepared`)."""
-    merged: dict[str, list[bool]] = {}   # real path -> [write, exec, is_dir]
-    links: dict[str, str] = {}
-    tmp_exec = plan.scratch_exec
-    for rule in plan.rules:
-        if rule.path in SPECIAL:
-            tmp_exec |= rule.path == "/tmp" and rule.exec
-            continue
-        found = resolve(rule.path)
-        if found is not None and rule.real and found[0] != rule.real:
-            # The engine decided on this path when the plan was made, where it led to
-            # rule.real; it leads elsewhere now: a component swapped for a link (or
-            # moved) since. Binding the new target would grant what nothing decided.
-            raise OSError(errno.ELOOP, "resolves elsewhere than when the plan was made "
-                          f"({found[0]}, not {rule.real}): swapped for a link?", rule.path)
-        if found is not None and real_of is not None:
-            real_of[rule.path] = found[0]
-        if found is None or found[0] in SPECIAL:
-            continue
-        real = found[0]
-        if real != os.path.normpath(rule.path):
-            links.update(links_on_the_way(rule.path))
-        cur = merged.setdefault(real, [False, False, found[1], False])
-        cur[0] |= rule.write
-        cur[1] |= rule.exec
-        cur[3] |= rule.cow
-    keyed: list[tuple[tuple[str, ...], int, Step]] = [
-        (_parts("/tmp"), 1, Step("tmp", "/tmp", exec=tmp_exec)),
-        (_parts("/proc"), 1, Step("proc", "/proc")),
-        (_parts("/dev"), 1, Step("dev", "/dev")),
-    ]
-    output = _output_step(plan, merged)
-    for real, (write, exe, how) in _effective(merged).items():
-        if output is not None and _under(real, output.path):
-            continue   # the output is a fresh tmpfs: nothing of the host's is bound in it
-        attrs = ATTR_NOSUID
-        attrs |= 0 if _under(real, "/dev") else ATTR_NODEV
-        attrs |= 0 if exe else ATTR_NOEXEC
-        attrs |= 0 if write else ATTR_RDONLY
-        keyed.append((_parts(real), 0, Step(how, real, real, merged[real][2], attrs)))
-    for where, text in links.items():
-        keyed.append((_parts(where), 2, Step("link", where, text, False)))
-    if output is not None:
-        keyed.append((_parts(output.path), 0, output))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    steps = [k[2] for k in keyed]
-    masked: set[str] = set()
-    for mask in plan.masks:
-        found = resolve(mask)
-        # Masks naming the same file (a symlink and its target) are applied once: a
-        # second bind of the mask file would stack on the first for nothing.
-        if output is not None and found is not None and _under(found[0], output.path):
-            continue   # nothing of the host's is inside the output tmpfs to hide
-        if found is not None and found[0] not in masked:
-            masked.add(found[0])
-            steps.append(Step("mask", found[0], is_dir=found[1]))
-    return steps
-
-
-def _output_step(plan: FsPlan, merged: dict[str, list[bool]]) -> Step | None:
-    """${OUTPUT} as a size-limited tmpfs, when the view holds it at all.
-
-    Its rights are the union of the rules at or above it (as for a bind);
-    rules beneath it bind nothing (the host directory is new and empty).
-    The monitor copies it out, inert, when the run ends (`copy_out`).
-    """
-    found = resolve(plan.output) if plan.output else None
-    if found is None or not found[1]:
-        return None
-    real = found[0]
-    cut = next((s for s in SPECIAL if _under(real, s)), None)
-    covering = [r for r in merged if _under(real, r) and (cut is None or _under(r, cut))]
-    if not covering or real in SPECIAL:
-        return None
-    write = any(merged[r][0] for r in covering)
-    exe = any(merged[r][1] for r in covering)
-    attrs = ATTR_NOSUID | ATTR_NODEV | (0 if exe else ATTR_NOEXEC) | (0 if write else ATTR_RDONLY)
-    return Step("output", real, is_dir=True, attrs=attrs)
 
 
 def _fail(what: str, path: str, exc: OSError) -> SetupError:
     code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
     return SetupError("mounts", f"{what} {path}: {os.strerror(exc.errno or 0)} ({code})")
-
-
-def _setattr(target: str, attrs: int, recursive: bool) -> None:
-    """Add `attrs` to the mount at `target` (and to its submounts when recursive)."""
-    global _have_setattr
-    if _have_setattr:
-        flags = libc.AT_SYMLINK_NOFOLLOW | (libc.AT_RECURSIVE if recursive else 0)
-        try:
-            libc.mount_setattr(target, attrs, flags)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:
-                raise
-        _have_setattr = False
-    for mnt in (_submounts(target) if recursive else [target]):
-        _remount(mnt, attrs)
-
-
-def _setattr_fd(fd: int, attrs: int, recursive: bool, target: str) -> None:
-    """`_setattr` on the mount descriptor `fd` is at (opened beneath the view)."""
-    if _have_setattr:
-        try:
-            libc.mount_setattr("", attrs, libc.AT_EMPTY_PATH
-                               | (libc.AT_RECURSIVE if recursive else 0), dirfd=fd)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:
-                raise
-    _setattr(target, attrs, recursive)
-
-
-def _fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-def _bind(src: int, dst: int, attrs: int, recursive: bool, target: str) -> None:
-    """Bind the object of descriptor `src` onto that of `dst` (beneath.py: both opened
-    without following a symlink), `attrs` set on the copy before it is attached."""
-    global _have_setattr
-    rec = libc.AT_RECURSIVE if recursive else 0
-    if _have_setattr:
-        try:
-            tree = libc.open_tree(src, "", libc.OPEN_TREE_CLONE | libc.AT_EMPTY_PATH
-                                  | os.O_CLOEXEC | rec)
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:
-                raise
-            _have_setattr = False
-        else:
-            try:
-                libc.mount_setattr("", attrs, libc.AT_EMPTY_PATH | rec, dirfd=tree)
-                libc.move_mount(tree, dst)
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOSYS:
-                    raise
-                _have_setattr = False
-            finally:
-                os.close(tree)
-    # Before 5.12: mount(2) through the descriptors' magic links, then remounts.
-    libc.mount(_fd_path(src), _fd_path(dst), None,
-               libc.MS_BIND | (libc.MS_REC if recursive else 0))
-    _setattr(target, attrs, recursive)
-
-
-def _submounts(target: str) -> list[str]:
-    """`target` and every mount beneath it, parents first (fallback path only)."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            where = line.split()[4].encode().decode("unicode_escape")
-            if _under(where, target):
-                out.append(where)
-    return sorted(out, key=_parts)
-
-
-def _remount(target: str, attrs: int) -> None:
-    """Fallback: MS_REMOUNT|MS_BIND keeping the (possibly locked) flags the mount has."""
-    flags = libc.MS_REMOUNT | libc.MS_BIND
-    flags |= (libc.MS_RDONLY if attrs & ATTR_RDONLY else 0)
-    flags |= (libc.MS_NOSUID if attrs & ATTR_NOSUID else 0)
-    flags |= (libc.MS_NODEV if attrs & ATTR_NODEV else 0)
-    flags |= (libc.MS_NOEXEC if attrs & ATTR_NOEXEC else 0)
-    have = os.statvfs(target).f_flag
-    for st_bit, ms_bit in _ST_TO_MS:
-        if have & st_bit:
-            flags |= ms_bit
-    if have & _ST_RELATIME:
-        flags |= _MS_RELATIME
-    elif not have & _ST_NOATIME:
-        flags |= _MS_STRICTATIME
-    libc.mount(None, target, None, flags)
 
 
 def _mount_fresh(root_fd: int, path: str, fstype: str, flags: int, data: str | None = None) -> None:
@@ -388,7 +115,7 @@ def _mount_fresh(root_fd: int, path: str, fstype: str, flags: int, data: str | N
     host's root at the top of the view first)."""
     dst = beneath.make_mountpoint(root_fd, path, True)
     try:
-        libc.mount(fstype, _fd_path(dst), fstype, flags, data)
+        libc.mount(fstype, fd_path(dst), fstype, flags, data)
     finally:
         os.close(dst)
 
@@ -441,7 +168,7 @@ def _mount_dev(root: str, root_fd: int, shm_size: int, under_dev: list[Step],
         elif step.kind == "link":
             _make_link(root_fd, step)
     sysview.make_pts_points(dev, tty)
-    _setattr(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
+    set_attrs(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
     libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                f"mode=1777,size={shm_size}")
     sysview.private_pts(dev, tty)
@@ -455,7 +182,7 @@ def _mount_output(root_fd: int, step: Step, plan: FsPlan) -> int:
         flags |= ms if step.attrs & attr else 0
     dst = beneath.make_mountpoint(root_fd, step.path, True)
     try:
-        libc.mount("tmpfs", _fd_path(dst), "tmpfs", flags,
+        libc.mount("tmpfs", fd_path(dst), "tmpfs", flags,
                    f"mode=0700,size={max(plan.output_size, 4096)},"
                    f"nr_inodes={max(plan.output_inodes, 1)}")
     finally:
@@ -490,7 +217,7 @@ def _mount_overlay(step: Step, root_fd: int, rundir: str, plan: FsPlan) -> int:
         with ExitStack() as fds:
             src = beneath.open_source(step.source)
             fds.callback(os.close, src)
-            os.symlink(_fd_path(src), "lower", dir_fd=layer)
+            os.symlink(fd_path(src), "lower", dir_fd=layer)
             os.mkdir("upper", 0o700, dir_fd=layer)
             os.chmod("upper", stat.S_IMODE(os.fstat(src).st_mode), dir_fd=layer)
             os.mkdir("work", 0o700, dir_fd=layer)
@@ -500,11 +227,11 @@ def _mount_overlay(step: Step, root_fd: int, rundir: str, plan: FsPlan) -> int:
             fds.callback(os.close, here)
             os.fchdir(layer)
             fds.callback(os.fchdir, here)
-            libc.mount("overlay", _fd_path(dst), "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+            libc.mount("overlay", fd_path(dst), "overlay", libc.MS_NOSUID | libc.MS_NODEV,
                        "lowerdir=lower,upperdir=upper,workdir=work,userxattr,xino=off")
         top = beneath.open_in_view(root_fd, step.path)
         try:
-            _setattr_fd(top, step.attrs, True, step.path)
+            set_attrs_fd(top, step.attrs, True, step.path)
         finally:
             os.close(top)
         libc.umount2(cow, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
@@ -543,9 +270,9 @@ def _run_step(step: Step, root: str, plan: FsPlan, mask_file: list[str],
             else:       # a part of the overlay, onto itself with its own rights
                 src = dst = beneath.open_in_view(root_fd, step.path)
                 fds.callback(os.close, src)
-            _bind(src, dst, step.attrs, True, target)
+            bind(src, dst, step.attrs, True, target)
         beside = os.path.dirname(root)   # the scratch tmpfs the root lives in (scratch_at)
-        if step.kind == "bind" and _under(beside, step.source):
+        if step.kind == "bind" and under(beside, step.source):
             # The recursive bind copied the scratch, and the view under construction in
             # it, into the view: cut it off.
             libc.umount2(root + beside, libc.MNT_DETACH | libc.UMOUNT_NOFOLLOW)
@@ -600,7 +327,7 @@ def _mask(step: Step, root: str, root_fd: int, mask_file: list[str],
     try:
         ro = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
         if step.is_dir:
-            libc.mount("tmpfs", _fd_path(dst), "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
+            libc.mount("tmpfs", fd_path(dst), "tmpfs", ro, "mode=000,size=4k,nr_inodes=1")
             return
         if not mask_file:
             # Beside the view, not in it: when a rule binds a read-only tree at the
@@ -609,24 +336,12 @@ def _mask(step: Step, root: str, root_fd: int, mask_file: list[str],
             os.mknod(mask_file[0], stat.S_IFREG)
         src = os.open(mask_file[0], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            _bind(src, dst, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False,
+            bind(src, dst, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False,
                   root + step.path)
         finally:
             os.close(src)
     finally:
         os.close(dst)
-
-
-def prepare(plan: FsPlan) -> Prepared:
-    """Compute the table ahead of the fork (e.g. in a warm monitor), for the context's
-    `mount_table`: the one way it crosses the fork (issue 14: no module state does).
-
-    In a freshly forked process every Python object touched costs a page
-    copy, so the ~0.1 ms the table takes in a warm process becomes ~0.5 ms
-    in the sandboxee. `build_view` uses a prepared table when the plan is equal.
-    """
-    real: dict[str, str] = {}
-    return Prepared(plan, mount_table(plan, real), real)
 
 
 def build_view(ctx: ContainContext) -> str:
@@ -719,7 +434,7 @@ def seal_root(root: str, steps: list[Step], mask_file: list[str]) -> None:
         # mount at `root` is then that bind, whose rights its own step set (an exec grant
         # must not turn noexec here); the tmpfs beneath is hidden anyway.
         if not any(s.kind == "bind" and s.path == "/" for s in steps):
-            _setattr(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
+            set_attrs(root, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, False)
     except OSError as exc:
         raise _fail("read-only remount of", root, exc) from None
 
@@ -741,7 +456,7 @@ def system_view(ctx: ContainContext, root: str) -> None:
         sysview.home(root)
         sysview.etc_files(root, os.path.dirname(root), ctx.fs_plan.masks,
                           os.getuid(), os.getgid(), ctx.hostname,
-                          lambda target: _setattr(target, ro, False),
+                          lambda target: set_attrs(target, ro, False),
                           resolver=ctx.policy.network.mode == "allowlist"
                           and ctx.policy.network.dns)
         sysview.cgroup_tree(root, ctx.cgroup_view)

@@ -61,7 +61,7 @@ import os
 from dataclasses import dataclass, field
 
 from sandbox.errors import SetupError
-from sandbox.isolation import identity, landlock, mounts, namespaces
+from sandbox.isolation import identity, landlock, mount_plan, mounts, namespaces
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import Step
 
@@ -90,7 +90,7 @@ def run_dirs(paths: RunPaths) -> tuple[str, ...]:
 
 
 def _overlap(a: str, b: str) -> bool:
-    return mounts._under(a, b) or mounts._under(b, a)
+    return mount_plan.under(a, b) or mount_plan.under(b, a)
 
 
 def is_late(step: Step, dirs: tuple[str, ...]) -> bool:
@@ -100,7 +100,7 @@ def is_late(step: Step, dirs: tuple[str, ...]) -> bool:
         return True
     if step.kind in SHARED:
         return False
-    return any(mounts._under(step.path, d) for d in dirs)
+    return any(mount_plan.under(step.path, d) for d in dirs)
 
 
 def split(steps: list[Step], dirs: tuple[str, ...]) -> tuple[list[Step], list[Step]] | None:
@@ -123,7 +123,7 @@ def split(steps: list[Step], dirs: tuple[str, ...]) -> tuple[list[Step], list[St
 
 
 def _late_rule(rule: landlock.PathRule, dirs: tuple[str, ...]) -> bool:
-    return any(mounts._under(rule.path, d) for d in dirs)
+    return any(mount_plan.under(rule.path, d) for d in dirs)
 
 
 @dataclass
@@ -165,7 +165,7 @@ class Prebuilt:
         masks = landlock.handled(abi, ctx.policy.network.mode)
         dirs = run_dirs(ctx.paths)
         rules = landlock.plan_rules(ctx, view=True)
-        if any(r.around and any(mounts._under(d, r.path) for d in dirs) for r in rules):
+        if any(r.around and any(mount_plan.under(d, r.path) for d in dirs) for r in rules):
             return          # listed now, it would not hold the run's mounts beneath it
         early = [r for r in rules if not _late_rule(r, dirs)]
         skipped = dict(ctx.skipped)

@@ -43,7 +43,7 @@ from typing import Mapping, Sequence
 from sandbox.jsontypes import JSON, JSONObject
 from sandbox.isolation.context import RunPaths
 from sandbox.isolation.mount_steps import Step
-from sandbox.isolation.mounts import _under
+from sandbox.isolation.mount_plan import under
 from sandbox.isolation.prebuilt import run_dirs, split
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
@@ -96,14 +96,14 @@ def view_shape(policy: Policy, plan: FsPlan, paths: RunPaths, *, namespaces: boo
     made per run from its own table, so its directories are not in the key at all."""
     dirs = run_dirs(paths)
     if early is None:
-        from sandbox.isolation import mounts
-        got = split(mounts.prepare(plan).steps, dirs)
+        from sandbox.isolation import mount_plan
+        got = split(mount_plan.prepare(plan).steps, dirs)
         if got is None:
             raise ValueError("pool key: the plan's view does not split (prebuilt.split)")
         early = got[0]
     return {**limits_shape(policy, namespaces), "level": "view",
             "early": [[s.kind, s.path, s.source, s.is_dir, s.attrs, s.exec] for s in early],
-            "masks": _plain(sorted(m for m in plan.masks if not any(_under(m, d) for d in dirs))),
+            "masks": _plain(sorted(m for m in plan.masks if not any(under(m, d) for d in dirs))),
             "tmp_size": plan.tmp_size, "scratch_exec": plan.scratch_exec,
             "network": _plain(asdict(policy.network)), "best_effort": policy.best_effort,
             "uid": os.getuid() if uid is None else uid,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sandbox import protocol
 from sandbox.errors import ProtocolError
-from sandbox.isolation import mounts, prebuilt, sysview
+from sandbox.isolation import mount_plan, prebuilt, sysview
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import Prepared, Step
 from sandbox.monitor import pool_key, runspec, stubs
@@ -232,7 +232,7 @@ class StubPools:
                 or not ctx.namespaces or spec.stdio.tty is not None):
             return None
         try:
-            table = mounts.prepare(ctx.fs_plan)
+            table = mount_plan.prepare(ctx.fs_plan)
         except Exception:
             return None   # PID 1 computes it, and fails the mount layer with the reason
         ctx.mount_table = table

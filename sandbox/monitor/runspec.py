@@ -59,9 +59,9 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
     if not ctx.namespaces:   # without them the mount layer is skipped
         table = None
     elif table is None or table.plan is not ctx.fs_plan:
-        from sandbox.isolation import mounts
+        from sandbox.isolation import mount_plan
         try:
-            table = mounts.prepare(ctx.fs_plan)
+            table = mount_plan.prepare(ctx.fs_plan)
         except Exception:
             table = None
     fresh = ContainContext(policy=ctx.policy, paths=ctx.paths, fs_plan=ctx.fs_plan,
