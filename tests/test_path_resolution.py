@@ -38,14 +38,14 @@ CALLS = {("os", "path", "realpath"), ("os", "readlink"), ("os", "path", "islink"
 T, P, K, R = "trusted", "plan", "kernel", "report"
 ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     # -- the sandbox's side: PID 1 builds the view -------------------------------------
-    ("isolation/mounts.py", "resolve", "realpath"):
+    ("isolation/mount_plan.py", "resolve", "realpath"):
         (K, "fallback without /proc of the O_PATH descriptor's link; at plan time"),
-    ("isolation/mounts.py", "resolve", "readlink"):
+    ("isolation/mount_plan.py", "resolve", "readlink"):
         (K, "/proc/self/fd/N of the O_PATH descriptor just opened: the plan's real path"),
-    ("isolation/mounts.py", "links_on_the_way", "islink"):
+    ("isolation/mount_plan.py", "links_on_the_way", "islink"):
         (P, "which links a rule's path holds, when the table is made; each is recreated "
             "beneath the view's root by descriptor (_make_link: ELOOP on a swap)"),
-    ("isolation/mounts.py", "links_on_the_way", "readlink"):
+    ("isolation/mount_plan.py", "links_on_the_way", "readlink"):
         (P, "the text of those links, recreated in the view as text, never followed"),
     ("isolation/mounts.py", "build_view", "realpath"):
         (T, "the rundir: the launcher's own mkdtemp (0700), no sandbox writes it"),
