@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import weakref
 from dataclasses import dataclass
@@ -140,7 +139,7 @@ def _ancestors(path: str) -> list[str]:
     return out
 
 
-_Match = Callable[[str], "re.Match[str] | None"]
+_Match = Callable[[str], "globs.GlobMatch | None"]
 
 
 @functools.lru_cache(maxsize=128)
@@ -193,7 +192,7 @@ class Engine:
         self.deny_literal: dict[str, str] = {}
         # Globs are (literal prefix + "/", fullmatch, ...): the cheap prefix test skips
         # most regex matches on the hot path.
-        self.deny_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str]] = []
+        self.deny_globs: list[tuple[str, _Match, str]] = []
         # Every string kept is interned (`_deny_rule`): only the run's own directories
         # are strings of that run. What a rule pattern compiles to is a pure function of
         # its text, kept for the next engine (`_deny_rule`, `_allow_rule`; bounded, least
@@ -209,7 +208,7 @@ class Engine:
                 self.deny_literal.setdefault(key, text)
         # path -> kind -> rule text
         self.allow_literal: dict[str, dict[str, str]] = {}
-        self.allow_globs: list[tuple[str, Callable[[str], re.Match[str] | None], str, str]] = []
+        self.allow_globs: list[tuple[str, _Match, str, str]] = []
         self.parents: dict[str, str] = {}
         for kind in ("read", "write", "exec"):
             for pat in getattr(fs, kind):
@@ -406,7 +405,7 @@ class Engine:
             if not p.startswith(prefix):
                 continue
             m = match(p)
-            if m is None or (inside is not None and not m.group("root").startswith(inside)):
+            if m is None or (inside is not None and not m.root.startswith(inside)):
                 continue
             if op in GRANTS[kind]:
                 return True, text

@@ -1,4 +1,4 @@
-"""Path globs of policy rules, compiled once to regular expressions.
+"""Path globs of policy rules, compiled once to matchers.
 
 Syntax (fnmatch-like, but path aware):
   `*`   any run of characters except `/` (dot files included)
@@ -8,12 +8,19 @@ Syntax (fnmatch-like, but path aware):
         (`/a/**` matches what is *inside* /a, not /a itself);
         anywhere else it behaves like `*` but also crosses `/`.
 A rule that matches a directory covers its whole subtree, so the compiled
-expression accepts the match followed by `/anything`; the group `root` is the
+matcher accepts the match followed by `/anything`; the match's `root` is the
 part the glob itself matched (the concrete rule path).
+
+Matching never backtracks over choices (sandbox/policy/glob_nfa.py says why):
+a glob with one variable-length wildcard is a regular expression, any other an
+automaton whose time is linear in the path.
 """
 from __future__ import annotations
 
 import re
+from typing import Union
+
+from sandbox.policy.glob_nfa import BitGlob, GlobMatch, Item
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -46,9 +53,14 @@ def _class(pattern: str, i: int) -> tuple[str, int] | None:
     return ("[^/" + body + "]" if neg else "(?:(?!/)[" + body + "])"), j + 1
 
 
-def translate(pattern: str) -> str:
-    """Regex source (no anchors) matching exactly the paths `pattern` names."""
-    out: list[str] = []
+MAX_WILDCARDS = 64
+"""Wildcards (`*`, `**`, `?`, `[..]`) one rule may hold: each class costs a test per new
+character a path brings, and a person writing a policy needs a handful."""
+
+
+def items(pattern: str) -> list[Item]:
+    """The glob as a list of items (sandbox/policy/glob_nfa.py lists their kinds)."""
+    out: list[Item] = []
     i, n = 0, len(pattern)
     while i < n:
         c = pattern[i]
@@ -57,46 +69,94 @@ def translate(pattern: str) -> str:
                 seg_start = i == 0 or pattern[i - 1] == "/"
                 after = i + 2
                 if seg_start and after < n and pattern[after] == "/":
-                    # "/**/" : zero or more whole segments
-                    out.append("(?:[^/]+/)*")
+                    if not (out and out[-1][0] == "segs"):   # "/**/**/" is "/**/"
+                        out.append(("segs", ""))
                     i = after + 1
                     continue
                 if seg_start and after == n:
-                    out.append("(?:[^/]+(?:/[^/]+)*)")   # "/**" at the end: anything inside
+                    out.append(("tail", ""))   # "/**" at the end: anything inside
                     i = after
                     continue
-                out.append(".*")
+                out.append(("any", ""))
                 i = after
                 while i < n and pattern[i] == "*":
                     i += 1
                 continue
-            out.append("[^/]*")
+            out.append(("star", ""))
             i += 1
         elif c == "?":
-            out.append("[^/]")
+            out.append(("one", ""))
             i += 1
         elif c == "[":
             cls = _class(pattern, i)
             if cls is None:
-                out.append(re.escape(c))
+                out.append(("lit", c))
                 i += 1
             else:
-                out.append(cls[0])
+                out.append(("set", cls[0]))
                 i = cls[1]
         else:
-            out.append(re.escape(c))
+            out.append(("lit", c))
             i += 1
-    return "".join(out)
+    return out
 
 
-def compile_rule(pattern: str) -> re.Pattern[str]:
-    """Matches every path the rule covers: the glob's matches and their subtrees."""
-    return re.compile("(?P<root>" + translate(pattern) + ")(?:/.*)?", re.DOTALL)
+_REGEX = {"one": "[^/]", "star": "[^/]*", "any": ".*", "segs": "(?:[^/]+/)*",
+          "tail": "(?:[^/]+(?:/[^/]+)*)"}
+_VARIABLE = frozenset(("star", "any", "segs", "tail"))
 
 
-def compile_exact(pattern: str) -> re.Pattern[str]:
+def translate(pattern: str) -> str:
+    """Regex source (no anchors) matching exactly the paths `pattern` names. Only safe
+    to run for a glob with at most one variable-length wildcard (`_compile`)."""
+    return "".join(re.escape(a) if k == "lit" else a if k == "set" else _REGEX[k]
+                   for k, a in items(pattern))
+
+
+def problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be a rule's glob, or None."""
+    count = sum(k != "lit" for k, _ in items(pattern))
+    if count > MAX_WILDCARDS:
+        return (f"{count} wildcards in one glob; at most {MAX_WILDCARDS} (every path the "
+                "sandbox touches is matched against it): split the rule")
+    return None
+
+
+class _RegexGlob:
+    """A glob with at most one variable-length wildcard, matched by `re`: its one loop
+    is the only choice to backtrack over, so a match costs at most path x glob steps in
+    C, and the greedy loop gives the longest root, as BitGlob does."""
+
+    __slots__ = ("_match",)
+
+    def __init__(self, source: str, subtree: bool) -> None:
+        rx = f"(?P<root>{source})(?:/.*)?" if subtree else f"(?P<root>{source})"
+        self._match = re.compile(rx, re.DOTALL).fullmatch
+
+    def fullmatch(self, path: str) -> GlobMatch | None:
+        m = self._match(path)
+        return None if m is None else GlobMatch(m.group("root"))
+
+
+Glob = Union[_RegexGlob, BitGlob]
+
+
+def _compile(pattern: str, subtree: bool) -> Glob:
+    parsed = items(pattern)
+    if sum(k in _VARIABLE for k, _ in parsed) <= 1:
+        return _RegexGlob(translate(pattern), subtree)
+    return BitGlob(parsed, subtree=subtree)
+
+
+def compile_rule(pattern: str) -> Glob:
+    """Matches every path the rule covers: the glob's matches and their subtrees; the
+    match's `root` is the part the glob itself matched (the concrete rule path)."""
+    return _compile(pattern, True)
+
+
+def compile_exact(pattern: str) -> Glob:
     """Matches only the paths the glob itself names (no subtree)."""
-    return re.compile(translate(pattern), re.DOTALL)
+    return _compile(pattern, False)
 
 
 def static_prefix(pattern: str) -> str:

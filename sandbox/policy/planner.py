@@ -28,7 +28,6 @@ their creation, and only the audit (which calls `decide`) reports them.
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from threading import Event
@@ -148,8 +147,8 @@ def expand_glob(pattern: str, *, key: str = "filesystem",
                 else:
                     nxt += _descendant_dirs(base, budget)
             elif globs.is_glob(seg):
-                rx = re.compile(globs.translate(seg), re.DOTALL)
-                nxt += [os.path.join(base, n) for n in _listdir(base, budget) if rx.fullmatch(n)]
+                names = globs.compile_exact(seg).fullmatch
+                nxt += [os.path.join(base, n) for n in _listdir(base, budget) if names(n)]
             else:
                 child = os.path.join(base, seg)
                 if os.path.lexists(child):

@@ -25,6 +25,7 @@ import sysconfig
 from typing import Iterable, Mapping, Sequence
 
 from sandbox.errors import PolicyError
+from sandbox.policy import globs
 from sandbox.policy.model import FilesystemPolicy, Policy
 
 KNOWN_VARIABLES = ("WORKDIR", "OUTPUT", "HOME", "PYTHON")
@@ -63,7 +64,7 @@ def check_path_syntax(path: str) -> str | None:
         return "unterminated ${ in path"
     if not (path.startswith("/") or (path.startswith("${") and VAR_RE.match(path))):
         return "relative path: policy paths must be absolute or start with a variable such as ${WORKDIR}"
-    return None
+    return globs.problem(path) if globs.is_glob(path) else None
 
 
 def python_paths() -> list[str]:
