@@ -31,6 +31,14 @@ events are there too; RUN_ID is then the service's id:
 REMOTE_ONLY = ("cancel", "download", "audit", "events")
 
 
+
+def _size(text: str) -> int:
+    from sandbox.policy.units import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list and show past runs (the run history)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("paths", nargs="*", metavar="PATH", help="these outputs (default: all)")
     dl.add_argument("-o", "--output", default=".", metavar="DIR",
                     help="write under DIR (default: here); never outside it, never over a file")
+    dl.add_argument("--max-bytes", type=_size, default=None, metavar="SIZE",
+                    help="fetch all outputs only if they add up to at most SIZE (default "
+                         "1GiB; holes count, as they cross the network as zeros)")
     au = actions.add_parser("audit", help="a run's audit records (--server)")
     au.add_argument("run_id", metavar="RUN_ID")
     au.add_argument("--denied", action="store_true", help="only the refused accesses")

@@ -114,7 +114,8 @@ def download(args: argparse.Namespace) -> int:
         if args.paths:
             written = [str(c.download(args.run_id, p, dest)) for p in args.paths]
         else:
-            written = c.download_all(args.run_id, dest)
+            written = c.download_all(args.run_id, dest, **(
+                {"max_bytes": args.max_bytes} if args.max_bytes is not None else {}))
     for path in written:
         print(printable(path))
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from sandbox.client import api, errors, files, models
+from sandbox.client.files import MAX_BYTES
 from sandbox.client.sse import Event, Parser
 from sandbox.client.sync import RECONNECTS, STREAM_TIMEOUT, TIMEOUT, WAIT_STEP
 
@@ -104,16 +105,24 @@ class AsyncClient:
         """One output file's bytes (Client.download writes into a directory)."""
         return (await self._send(api.Request("GET", api.file_path(run_id, name)))).content
 
-    async def download_all(self, run_id: str, dest_dir: str) -> builtins.list[str]:
-        """Every regular output file into dest_dir, never outside it."""
-        entries = [e for e in await self.files(run_id) if e.kind == "file"]
-        for e in entries:
-            files.parts(e.path)
+    async def download_all(self, run_id: str, dest_dir: str, *,
+                           max_bytes: int = MAX_BYTES) -> builtins.list[str]:
+        """Every regular output file into dest_dir, as Client.download_all does."""
+        fetch, links = files.plan(await self.files(run_id), max_bytes)
         out = []
-        for e in entries:
-            data = await self.download(run_id, e.path)
-            out.append(files.write_under(dest_dir, e.path, [data]))
-        return out
+        for e in fetch:
+            try:
+                async with self._http.stream("GET", api.file_path(run_id, e.name)) as r:
+                    if r.status_code >= 400:
+                        api.check(r.status_code, await r.aread(), r.headers)
+                    with files.Sink(dest_dir, e.name) as sink:
+                        async for chunk in r.aiter_bytes():
+                            sink.write(chunk)
+            except httpx.TransportError as exc:
+                raise errors.ConnectionFailed(f"{self.url}: {exc}") from exc
+            out.append(sink.path)
+        return out + [files.link_under(dest_dir, e.name, files.local_name(e.target, ""))
+                      for e in links]
 
     async def events(self, run_id: str, last_event_id: str | None = None, *,
                      reconnect: bool = True) -> AsyncIterator[Event]:

@@ -38,7 +38,8 @@ def run_path(run_id: str, *rest: str) -> str:
 
 
 def file_path(run_id: str, name: str) -> str:
-    return run_path(run_id, "files", urllib.parse.quote(name, safe="/"))
+    """The download path of an output, its name's exact bytes percent-encoded."""
+    return run_path(run_id, "files", urllib.parse.quote(os.fsencode(name), safe="/"))
 
 
 @dataclass

@@ -20,11 +20,22 @@ __all__ = ["FINAL_STATES", "FileEntry", "RunList", "RunView", "file_list", "is_f
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One output of a run: `kind` is file, dir, symlink or other; only `file`
-    can be downloaded (a link the run planted is never followed)."""
+    """One output of a run: `kind` is file, link (another name of the file `target`
+    names), dir, symlink or other; only `file` is downloaded (a symlink the run
+    planted is never followed). `path` is text (bytes that are not UTF-8 as
+    `\\xNN`); `href`, the name's bytes percent-encoded, names it exactly."""
     path: str
     size: int
     kind: str
+    allocated: int = 0          # bytes it holds on the server's disk (size: apparent)
+    href: str | None = None
+    target: str | None = None   # for a link: the href of the file's first name
+
+    @property
+    def name(self) -> str:
+        """The exact name (surrogate-escaped bytes where not UTF-8), for a local path."""
+        from sandbox.client.files import local_name
+        return local_name(self.href, self.path)
 
 
 def _validate(model: Any, data: Any) -> Any:
@@ -55,6 +66,10 @@ def file_list(data: Any) -> list[FileEntry]:
     for it in items:
         if not isinstance(it, dict) or not isinstance(it.get("path"), str):
             raise errors.ServerError(f"a file entry without a path: {str(it)[:200]}")
+        href, target = it.get("href"), it.get("target")
         out.append(FileEntry(path=it["path"], size=int(it.get("size") or 0),
-                             kind=str(it.get("kind") or "other")))
+                             kind=str(it.get("kind") or "other"),
+                             allocated=int(it.get("allocated") or 0),
+                             href=href if isinstance(href, str) else None,
+                             target=target if isinstance(target, str) else None))
     return out

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from sandbox.client import api, errors, files, models
+from sandbox.client.files import MAX_BYTES
 from sandbox.client.sse import Event, Parser
 
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -133,7 +134,7 @@ class Client:
 
     def download(self, run_id: str, name: str, dest_dir: str | None = None) -> bytes | str:
         """One output file: its bytes, or (dest_dir given) the path it was written to,
-        never outside dest_dir (sandbox.client.files)."""
+        never outside dest_dir, zero blocks left as holes (sandbox.client.files)."""
         path = api.file_path(run_id, name)
         if dest_dir is None:
             return self._send(api.Request("GET", path)).content
@@ -146,13 +147,15 @@ class Client:
         except httpx.TransportError as exc:
             raise errors.ConnectionFailed(f"{self.url}: {exc}") from exc
 
-    def download_all(self, run_id: str, dest_dir: str) -> builtins.list[str]:
-        """Every regular output file into dest_dir; a name that would leave it
-        raises UnsafePath before anything is written."""
-        entries = [e for e in self.files(run_id) if e.kind == "file"]
-        for e in entries:
-            files.parts(e.path)
-        return [str(self.download(run_id, e.path, dest_dir)) for e in entries]
+    def download_all(self, run_id: str, dest_dir: str, *,
+                     max_bytes: int = MAX_BYTES) -> builtins.list[str]:
+        """Every regular output file into dest_dir, a second name of a file made a hard
+        link again; a name that would leave dest_dir (UnsafePath) or more than
+        `max_bytes` to fetch (TooLarge) raise before anything is written."""
+        fetch, links = files.plan(self.files(run_id), max_bytes)
+        out = [str(self.download(run_id, e.name, dest_dir)) for e in fetch]
+        return out + [files.link_under(dest_dir, e.name, files.local_name(e.target, ""))
+                      for e in links]
 
     # -- events ---------------------------------------------------------------
     def events(self, run_id: str, last_event_id: str | None = None, *,

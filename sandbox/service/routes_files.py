@@ -11,13 +11,13 @@ import os
 import urllib.parse
 from typing import Annotated, AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from sandbox.service.deps import NotFound, Service, current_token, service
-from sandbox.service.files import list_outputs, open_output
+from sandbox.service.files import list_outputs, name_of, open_output, text
 from sandbox.service.routes_runs import visible_run
 from sandbox.service.store import TokenRow
 
@@ -28,9 +28,12 @@ CHUNK = 256 * 1024
 
 
 class FileEntry(BaseModel):
-    path: str
-    size: int
-    kind: str   # file, dir, symlink, other
+    path: str           # as text; bytes that are not UTF-8 shown as \\xNN
+    size: int           # apparent size (holes read as zeros)
+    kind: str           # file, link (another name of `target`), dir, symlink, other
+    href: str           # the name's bytes percent-encoded: GET .../files/{href}
+    allocated: int = 0  # bytes the file holds on disk
+    target: str | None = None   # for a link: the href of the file's first name
 
 
 class FileList(BaseModel):
@@ -39,9 +42,11 @@ class FileList(BaseModel):
 
 @router.get("/v1/runs/{run_id}/files", response_model=FileList)
 def list_files(run_id: str, tok: Tok, svc: Svc) -> FileList:
-    """Every entry of the run's output directory (links listed, never followed)."""
+    """Every entry of the run's output directory (links listed, never followed; a
+    second name of a file listed as a `link` to the first)."""
     visible_run(svc, tok, run_id)
-    return FileList(items=[FileEntry(path=f.path, size=f.size, kind=f.kind)
+    return FileList(items=[FileEntry(path=f.path, size=f.size, kind=f.kind, href=f.href,
+                                     allocated=f.allocated, target=f.target)
                            for f in list_outputs(svc.config.output_dir(run_id))])
 
 
@@ -54,15 +59,18 @@ def _disposition(path: str) -> str:
 
 @router.get("/v1/runs/{run_id}/files/{path:path}",
             responses={200: {"content": {"application/octet-stream": {}}}})
-async def download(run_id: str, path: str, tok: Tok, svc: Svc) -> StreamingResponse:
-    """One regular file of the run's output; 404 for a link, a directory, a name
-    that would leave the output directory, or a name with a control character
-    (listed, never served: such a name is never near a header)."""
+async def download(run_id: str, path: str, request: Request, tok: Tok,
+                   svc: Svc) -> StreamingResponse:
+    """One regular file of the run's output, named by its bytes percent-encoded (the
+    listing's `href`); 404 for a link, a directory, a name that would leave the output
+    directory, or a name with a control character (listed, never served: such a name
+    is never near a header)."""
     await run_in_threadpool(visible_run, svc, tok, run_id)
+    path = name_of(request.scope.get("raw_path"), b"/files/", path)
     try:
         fd, size = await run_in_threadpool(open_output, svc.config.output_dir(run_id), path)
     except FileNotFoundError:
-        raise NotFound(f"no regular file {path[:200]!r} in the run's outputs") from None
+        raise NotFound(f"no regular file {text(path)[:200]!r} in the run's outputs") from None
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -77,6 +85,6 @@ async def download(run_id: str, path: str, tok: Tok, svc: Svc) -> StreamingRespo
             os.close(fd)
 
     return StreamingResponse(body(), media_type="application/octet-stream", headers={
-        "Content-Length": str(size), "Content-Disposition": _disposition(path),
+        "Content-Length": str(size), "Content-Disposition": _disposition(text(path)),
         "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
         "Content-Security-Policy": "default-src 'none'; sandbox"})

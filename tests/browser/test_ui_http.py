@@ -131,6 +131,18 @@ def test_downloads_are_attachments(server):
         assert c.get(f"/ui/runs/{run['id']}/download/..%2f..%2fadmin.token").status_code == 404
 
 
+def test_a_run_page_lists_and_serves_a_name_that_is_not_utf8(server):
+    """Such a name made the listing a 500, and with it the run's whole page."""
+    run = server.wait(server.submit({"argv": ["/bin/sh", "-c", 'printf data > '
+                                              '"$SANDBOX_OUTPUT/$(printf "bad\\377name")"']})["id"])
+    with closing(session(server)) as c:
+        page = c.get(f"/ui/runs/{run['id']}")
+        assert page.status_code == 200 and "bad\\xffname" in page.text
+        assert f"/ui/runs/{run['id']}/files/bad%FFname" in page.text
+        got = c.get(f"/ui/runs/{run['id']}/files/bad%FFname")
+        assert got.status_code == 200 and got.content == b"data"
+
+
 def test_logout_ends_the_session_on_the_server(server):
     c = session(server)
     sid = c.cookies.get("sbx_session")

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from . import views
+from sandbox.service.files import href, name_of, text
+
 from .bridge import ApiError, Stream
 from .common import Ctx, api_error_page, back, current, posted, render
 
@@ -132,6 +135,11 @@ HASH_FILES = 50              # files per page whose sha256 the page computes its
 HASH_BYTES = 8 * 1024 * 1024  # and the largest one
 
 
+def _href(f: dict[str, Any]) -> str:
+    """The listing's download path of a file (a server before `href` gave only `path`)."""
+    return str(f.get("href") or quote(str(f.get("path", "")), safe="/"))
+
+
 async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
     """The run's output files; the sha256 of each regular file, from the
     listing when the API gives it, else computed here from the API's own
@@ -147,6 +155,8 @@ async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
     files = [dict(f) for f in items or [] if isinstance(f, dict)]
     budget = HASH_FILES
     for f in files:
+        if isinstance(f.get("href"), str):     # the exact name, shown once escaped
+            f["exact"] = os.fsdecode(unquote_to_bytes(f["href"]))
         if f.get("sha256") or f.get("kind", "file") != "file":
             continue
         size = f.get("size")
@@ -155,8 +165,7 @@ async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
             continue
         budget -= 1
         try:
-            resp = await ctx.api.call("GET", f"/runs/{rid}/files/{quote(str(f.get('path', '')), safe='/')}",
-                                      raw=True)
+            resp = await ctx.api.call("GET", f"/runs/{rid}/files/{_href(f)}", raw=True)
         except ApiError:
             continue
         f["sha256"] = hashlib.sha256(resp.content).hexdigest()
@@ -220,12 +229,13 @@ async def download_stream(request: Request, run_id: str, stream_name: str) -> Re
 @router.get("/runs/{run_id}/files/{path:path}")
 async def download_file(request: Request, run_id: str, path: str) -> Response:
     ctx = current(request)
+    path = name_of(request.scope.get("raw_path"), b"/files/", path)
     try:
         resp = await ctx.api.call(
-            "GET", f"/runs/{quote(run_id, safe='')}/files/{quote(path, safe='/')}", raw=True)
+            "GET", f"/runs/{quote(run_id, safe='')}/files/{href(path)}", raw=True)
     except ApiError as err:
         return Response(status_code=err.status)
-    return attachment(resp.content, path.rsplit("/", 1)[-1])
+    return attachment(resp.content, text(path).rsplit("/", 1)[-1])
 
 
 @router.post("/runs/{run_id}/cancel")
