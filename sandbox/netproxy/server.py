@@ -13,7 +13,10 @@ then resolved here, on the host, with every address checked), connect to an
 address that was checked (pinned: no second lookup), and relay bytes until
 either side ends. A CONNECT to a name whose first bytes are a TLS ClientHello
 naming another server (SNI) is cut: an allowed name on a shared front
-(a CDN) must not carry a request for a name the policy refused.
+(a CDN) must not carry a request for a name the policy refused. For the same
+reason a cleartext HTTP request names only the host the proxy decided on,
+whatever its `Host` header said, and is the only request its connection
+carries (`wire.origin_request`), through the plain proxy or inside a tunnel.
 
 Each attempt is one `ConnRecord` handed to `record` (the run's audit store).
 
@@ -21,15 +24,11 @@ WHAT THE SANDBOX CAN MAKE THE MONITOR PAY (issue 11's amplification rules,
 docs/threat-model.md): at most `MAX_CONNECTIONS` connections at once (one
 thread each; more are closed at once and recorded), a head of at most
 `wire.MAX_HEAD` bytes read within `HEAD_TIMEOUT`, `CONNECT_TIMEOUT` to reach
-the upstream, `IDLE_TIMEOUT` without a byte either way, one `CHUNK` buffer per
-direction (a slow reader stops the relay, never grows a buffer), and the
-monitor's own CPU checked against `limits.monitor_cpu` every `CPU_EVERY`
-bytes relayed. Everything ends with the run (`stop`).
+the upstream, and the relay's own bounds (`relay.py`: idle time, one buffer
+per direction, the monitor's CPU). Everything ends with the run (`stop`).
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import socket
 import threading
 import time
@@ -37,16 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sandbox import fdwait
-from sandbox.netproxy import wire
+from sandbox.netproxy import relay, wire
 from sandbox.netproxy.rules import Allowlist, Verdict, normalize_name, parse_addr
 
 MAX_CONNECTIONS = 64
 HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
-IDLE_TIMEOUT = 300.0
 SNI_WAIT = 2.0                   # how long a CONNECT's first bytes are awaited for the SNI check
-CHUNK = 256 * 1024
-CPU_EVERY = 64 * 1024 * 1024     # bytes relayed between two checks of the monitor's CPU
 STOP_WAIT = 2.0                  # seconds the end of a run waits for connection threads
 
 
@@ -88,6 +84,23 @@ def lookup(name: str, port: int) -> list[str]:
         if addr not in out:
             out.append(addr)
     return out
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What goes up first, and how many more bytes of the client may follow it (None:
+    any; a tunnel relays until either side ends)."""
+    data: bytes
+    more: int | None = None
+
+
+_NOTHING = _Pending(b"")
+
+
+def _one_request(head: bytes, body: int, rest: bytes) -> _Pending:
+    """One request's head and body, whatever the client sent after it."""
+    sent = rest[:body]
+    return _Pending(head + sent, body - len(sent))
 
 
 class _Refused(Exception):
@@ -198,10 +211,10 @@ class ProxyServer:
                 return
             with self.lock:
                 self.conns.add(upstream)
-            if pending:
-                upstream.sendall(pending)
-                rec.up += len(pending)
-            self._relay(conn, upstream, rec)
+            if pending.data:
+                upstream.sendall(pending.data)
+                rec.up += len(pending.data)
+            relay.relay(conn, upstream, rec, pending.more, lambda: self.stopping, self.over_budget)
             rec.result = rec.result or "ok"
         except _Refused as r:
             rec.allowed, rec.rule, rec.resolved = False, r.verdict.rule, r.resolved
@@ -244,14 +257,14 @@ class ProxyServer:
         return head + b"\r\n\r\n", rest
 
     def _http(self, conn: socket.socket, first: bytes, rec: ConnRecord,
-              t0: float) -> tuple[socket.socket | None, bytes]:
+              t0: float) -> tuple[socket.socket | None, _Pending]:
         try:
             head, rest = self._read_head(conn, first, t0)
             req = wire.parse_http_head(head)
         except wire.WireError as exc:
             rec.proto, rec.rule, rec.result = "http", f"proxy: bad request: {exc}", "400"
             _http_reply(conn, 400, "Bad Request", str(exc))
-            return None, b""
+            return None, _NOTHING
         rec.proto = "connect" if req.tunnel else "http"
         rec.host, rec.port = req.host, req.port
         try:
@@ -263,20 +276,19 @@ class ProxyServer:
         except OSError as exc:
             rec.result = f"502: {exc.strerror or exc}"
             _http_reply(conn, 502, "Bad Gateway", f"cannot connect: {exc.strerror or exc}")
-            return None, b""
+            return None, _NOTHING
         if req.tunnel:
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            rest = self._sni_check(conn, rest, rec, upstream)
-            return upstream, rest
-        return upstream, req.head + rest
+            return upstream, self._tunnel_start(conn, rest, rec)
+        return upstream, _one_request(req.head, req.body, rest)
 
-    def _socks(self, conn: socket.socket, rec: ConnRecord) -> tuple[socket.socket | None, bytes]:
+    def _socks(self, conn: socket.socket, rec: ConnRecord) -> tuple[socket.socket | None, _Pending]:
         n = _recv_exact(conn, 1)[0]
         methods = _recv_exact(conn, n) if n else b""
         if 0 not in methods:
             conn.sendall(b"\x05\xff")
             rec.rule, rec.result = "proxy: SOCKS5 without the no-authentication method", "refused"
-            return None, b""
+            return None, _NOTHING
         conn.sendall(b"\x05\x00")
         buf = b""
         while True:
@@ -285,14 +297,14 @@ class ProxyServer:
             except wire.SocksError as exc:
                 conn.sendall(wire.socks_reply(exc.code))
                 rec.rule, rec.result = f"proxy: {exc}", "refused"
-                return None, b""
+                return None, _NOTHING
             if parsed is not None:
                 break
             if len(buf) > 300:
                 raise wire.WireError("SOCKS5 request too long")
             more = conn.recv(300)
             if not more:
-                return None, b""
+                return None, _NOTHING
             buf += more
         (rec.host, rec.port), used = parsed
         try:
@@ -304,10 +316,9 @@ class ProxyServer:
         except OSError as exc:
             rec.result = f"connect failed: {exc.strerror or exc}"
             conn.sendall(wire.socks_reply(wire.REP_REFUSED))
-            return None, b""
+            return None, _NOTHING
         conn.sendall(wire.socks_reply(wire.REP_OK))
-        rest = self._sni_check(conn, buf[used:], rec, upstream)
-        return upstream, rest
+        return upstream, self._tunnel_start(conn, buf[used:], rec)
 
     def _open(self, rec: ConnRecord) -> socket.socket:
         """Decide, resolve on the host, check every address, connect to a checked one."""
@@ -343,17 +354,23 @@ class ProxyServer:
             return s
         raise err or OSError("no address to connect to")
 
-    def _sni_check(self, conn: socket.socket, rest: bytes, rec: ConnRecord,
-                   upstream: socket.socket) -> bytes:
-        """A tunnel to a name: if the client starts TLS, its SNI must be that name."""
+    def _tunnel_start(self, conn: socket.socket, rest: bytes, rec: ConnRecord) -> _Pending:
+        """A tunnel to a name: what the client says first must not choose another server.
+        TLS: its ClientHello's server name (SNI) must be the tunnel's name. Cleartext
+        HTTP: its request is rewritten to name the tunnel's host (`wire.origin_request`)
+        and is the only one the tunnel carries: a `Host` header (or an absolute URL)
+        inside a tunnel to an allowed front reached any virtual host behind it."""
         name = normalize_name(rec.host)
         if name is None or parse_addr(rec.host) is not None:
-            return rest
+            return _Pending(rest)
         buf = rest
         deadline = time.monotonic() + SNI_WAIT
         while True:
             sni = wire.client_hello_sni(buf)
-            if sni is not False or not (buf[:1] in (b"", b"\x16")) or len(buf) > wire.MAX_HEAD:
+            http = wire.http_request_start(buf)
+            tls_pending = sni is False and buf[:1] in (b"", b"\x16")
+            if (http is True and b"\r\n\r\n" in buf) or len(buf) > wire.MAX_HEAD \
+                    or not (tls_pending or http is not False):
                 break
             left = deadline - time.monotonic()
             if left <= 0:
@@ -365,6 +382,19 @@ class ProxyServer:
             if not more:
                 break
             buf += more
+        if http is True:
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            if not sep:
+                rec.allowed = False
+                rec.rule = "proxy: an HTTP request head in a tunnel not complete in time"
+                raise _Refused(Verdict(False, rec.rule), rec.resolved)
+            authority = f"[{name}]:{rec.port}" if ":" in name else f"{name}:{rec.port}"
+            try:
+                out, length = wire.origin_request(head + sep, authority)
+            except wire.WireError as exc:
+                rec.allowed, rec.rule = False, f"proxy: bad request in a tunnel: {exc}"
+                raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
+            return _one_request(out, length, body)
         if sni is False and buf[:2] == b"\x16\x03":
             rec.allowed, rec.rule = False, "proxy: TLS ClientHello not readable (split?)"
             raise _Refused(Verdict(False, rec.rule), rec.resolved)
@@ -372,114 +402,7 @@ class ProxyServer:
             rule = f"proxy: TLS server name {sni!r} differs from the CONNECT host {name!r}"
             rec.allowed, rec.rule = False, rule
             raise _Refused(Verdict(False, rule), rec.resolved)
-        return buf
-
-    def _relay(self, a: socket.socket, b: socket.socket, rec: ConnRecord) -> None:
-        """Bytes both ways until both sides ended or nothing moved for IDLE_TIMEOUT.
-
-        The kernel moves the bytes (splice through one pipe per direction: no copy
-        into Python); where splice is refused, recv_into/sendall through one buffer."""
-        try:
-            pipes = {a: _pipe(), b: _pipe()}
-        except OSError:
-            pipes = {}
-        try:
-            self._pump(a, b, rec, pipes)
-        finally:
-            for r, w in pipes.values():
-                os.close(r)
-                os.close(w)
-
-    def _pump(self, a: socket.socket, b: socket.socket, rec: ConnRecord,
-              pipes: dict[socket.socket, tuple[int, int]]) -> None:
-        open_ = {a: b, b: a}
-        for s in (a, b):
-            s.settimeout(IDLE_TIMEOUT)   # bounds sendall and recv_into of the fallback
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        since_check = 0
-        while open_ and not self.stopping:
-            r, _ = fdwait.ready(list(open_), (), IDLE_TIMEOUT)
-            if not r:
-                rec.result = "idle timeout"
-                return
-            for src in r:
-                dst = open_.get(src)
-                if dst is None:
-                    continue
-                n = self._move(src, dst, pipes.get(src), buf, view)
-                if n < 0:
-                    continue
-                if n == 0:
-                    del open_[src]
-                    try:
-                        dst.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                    continue
-                if src is a:
-                    rec.up += n
-                else:
-                    rec.down += n
-                since_check += n
-            if since_check >= CPU_EVERY:
-                since_check = 0
-                if self.over_budget():
-                    rec.result = "monitor CPU budget spent"
-                    return
-
-    @staticmethod
-    def _move(src: socket.socket, dst: socket.socket, pipe: tuple[int, int] | None,
-              buf: bytearray, view: memoryview) -> int:
-        """One chunk from src to dst, all of it written: its size; 0 at src's end, on an
-        error or when dst accepted nothing for IDLE_TIMEOUT; -1 when src had nothing.
-
-        Both sockets are in timeout mode (non-blocking underneath), so a full pipe or a
-        slow reader is waited for (poll), never by blocking a splice forever."""
-        if pipe is None:
-            return _retry_recv(src, dst, buf, view)
-        r, w = pipe
-        try:
-            n = os.splice(src.fileno(), w, CHUNK, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
-        except BlockingIOError:
-            return -1
-        except OSError:
-            return 0
-        left = n
-        while left:
-            try:
-                left -= os.splice(r, dst.fileno(), left, flags=_SPLICE_MOVE | _SPLICE_NONBLOCK)
-            except BlockingIOError:
-                _, ready = fdwait.ready([], [dst], IDLE_TIMEOUT)
-                if not ready:
-                    return 0
-            except OSError:
-                return 0
-        return n
-
-
-def _retry_recv(src: socket.socket, dst: socket.socket, buf: bytearray,
-                view: memoryview) -> int:
-    try:
-        n = src.recv_into(buf)
-        if n:
-            dst.sendall(view[:n])
-    except OSError:
-        return 0
-    return n
-
-
-_SPLICE_MOVE, _SPLICE_NONBLOCK = 1, 2
-_F_SETPIPE_SZ = 1031
-
-
-def _pipe() -> tuple[int, int]:
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)   # refused past the user's pipe quota: fine
-    except OSError:
-        pass
-    return r, w
+        return _Pending(buf)
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:

@@ -28,6 +28,7 @@ class HttpRequest:
     port: int
     tunnel: bool              # CONNECT: relay bytes once connected
     head: bytes               # what to send upstream for plain HTTP (origin form)
+    body: int = 0             # bytes of body that belong to this one request
 
 
 def split_hostport(text: str, default: int | None) -> tuple[str, int]:
@@ -59,11 +60,8 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def parse_http_head(head: bytes) -> HttpRequest:
-    """A complete head (ending with CRLF CRLF). CONNECT host:port, or an absolute-form
-    http:// request rewritten to origin form with hop-by-hop headers dropped and
-    ``Connection: close`` (one request per upstream connection: a kept-alive client
-    cannot send a second request, for another host, down the first one's pipe)."""
+def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes, bytes]:
+    """(method, target, version, raw method, the header block) of a request head."""
     try:
         text_line, _, rest = head.partition(b"\r\n")
         parts = text_line.split(b" ")
@@ -72,10 +70,63 @@ def parse_http_head(head: bytes) -> HttpRequest:
         method, target, version = parts
         if not _TOKEN.match(method):
             raise WireError("bad method")
-        m = method.decode("ascii")
-        t = target.decode("ascii")
+        return method, target.decode("ascii"), version, method, rest
     except UnicodeDecodeError:
         raise WireError("non-ASCII request line") from None
+
+
+def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
+    """(the head to send upstream, its body's length) of one request for `authority`,
+    the host[:port] the proxy decided on and connects to.
+
+    The head names that authority and nothing else: the target in origin form, one
+    `Host` header (the client's are dropped: a server picks its virtual host by it,
+    and `Host: admin.internal` sent to an allowed front reached the admin site),
+    hop-by-hop headers dropped, `Connection: close`. Exactly one request goes up a
+    connection: its body is `Content-Length` bytes, a chunked body is refused (a
+    second request smuggled after the first would again choose its own host), and
+    a folded header line or one with a space before its colon (read differently by
+    different servers) is refused."""
+    method, target, version, _, rest = _request_line(head)
+    low = target.lower()
+    if low.startswith(("http://", "https://")):
+        path = target.split("://", 1)[1].partition("/")
+        target = "/" + path[2] if path[1] else "/"
+    elif not (target.startswith("/") or (target == "*" and method == b"OPTIONS")):
+        raise WireError("a request target must be a path or an absolute URL")
+    lines = [b" ".join((method, target.encode("ascii"), version)),
+             b"Host: " + authority.encode("ascii")]
+    lengths: set[bytes] = set()
+    for raw in rest.split(b"\r\n"):
+        if not raw:
+            continue
+        if raw[:1] in (b" ", b"\t"):
+            raise WireError("a folded header line")
+        name, colon, value = raw.partition(b":")
+        if not colon or not _TOKEN.match(name or b"\0"):
+            raise WireError("bad header line")
+        key = name.lower()
+        if key == b"transfer-encoding":
+            raise WireError("a request body in chunks (Transfer-Encoding) is not forwarded: "
+                            "send its length (Content-Length)")
+        if key == b"content-length":
+            lengths.add(value.strip())
+        if key in HOP_HEADERS or key == b"host":
+            continue
+        lines.append(raw)
+    if len(lengths) > 1 or not all(v.isdigit() and len(v) <= 15 for v in lengths):
+        raise WireError("bad Content-Length")
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n", int(next(iter(lengths), b"0"))
+
+
+def parse_http_head(head: bytes) -> HttpRequest:
+    """A complete head (ending with CRLF CRLF). CONNECT host:port, or an absolute-form
+    http:// request rewritten by `origin_request` (one request per upstream connection:
+    a kept-alive client cannot send a second request, for another host, down the first
+    one's pipe)."""
+    _, t, _, method, _ = _request_line(head)
+    m = method.decode("ascii")
     if m == "CONNECT":
         host, port = split_hostport(t, None)
         return HttpRequest(m, host, port, True, b"")
@@ -84,23 +135,28 @@ def parse_http_head(head: bytes) -> HttpRequest:
         raise WireError("https:// through a plain proxy request: use CONNECT")
     if not low.startswith("http://"):
         raise WireError("a proxy request needs an absolute http:// URL (or CONNECT)")
-    authority, slash, path = t[7:].partition("/")
+    authority = t[7:].partition("/")[0]
     authority = authority.rpartition("@")[2]          # no user info upstream
     if not authority:
         raise WireError("no host in the URL")
     host, port = split_hostport(authority, 80)
-    lines = [b" ".join((method, ("/" + path if slash else "/").encode("ascii"), version))]
-    for raw in rest.split(b"\r\n"):
-        if not raw:
-            continue
-        name, colon, _ = raw.partition(b":")
-        if not colon or not _TOKEN.match(name.strip() or b"\0"):
-            raise WireError("bad header line")
-        if name.strip().lower() in HOP_HEADERS:
-            continue
-        lines.append(raw)
-    lines.append(b"Connection: close")
-    return HttpRequest(m, host, port, False, b"\r\n".join(lines) + b"\r\n\r\n")
+    out, body = origin_request(head, authority)
+    return HttpRequest(m, host, port, False, out, body)
+
+
+_REQUEST_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/")
+_REQUEST_PREFIX = re.compile(
+    rb"[!#$%&'*+.^_`|~0-9A-Za-z-]*(?: [^ \r\n]*(?: (?:H(?:T(?:T(?:P)?)?)?)?)?)?")
+
+
+def http_request_start(data: bytes) -> bool | None:
+    """Do the first bytes of a tunnel start an HTTP request? None: not yet known (they
+    are still a beginning of one; a client may send them a byte at a time)."""
+    if _REQUEST_START.match(data):
+        return True
+    if len(data) <= MAX_HEAD and _REQUEST_PREFIX.fullmatch(data):
+        return None
+    return False
 
 
 # -- SOCKS5 (RFC 1928), CONNECT only ------------------------------------------------------

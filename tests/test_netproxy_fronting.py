@@ -1,0 +1,201 @@
+"""An allowed name must not carry a request for another server behind the same front.
+
+The attack (found by probing the landed main, 2026-12-06): with `front.test:PORT`
+allowed, `GET http://front.test:PORT/` with `Host: admin.internal` reached the
+admin virtual host of the server behind it, and the audit recorded the allowed
+name; the same worked inside a CONNECT or SOCKS5 tunnel in cleartext, and with a
+second request smuggled after the first. Judged at the upstream server: every
+request it receives names the allowed host, and it receives one per connection.
+"""
+from __future__ import annotations
+
+import socket
+import socketserver
+import struct
+import threading
+import time
+
+import pytest
+
+from sandbox.netproxy import server as srv
+from sandbox.netproxy.rules import Allowlist, parse_rule
+
+NAME = "front.test"
+
+
+class VirtualHosts(socketserver.ThreadingTCPServer):
+    """A raw HTTP/1.1 server that answers every request it can split off a
+    connection, pipelined ones included, `Connection: close` or not (as some
+    servers do), by the virtual host its `Host` header names."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Answer)
+        self.port = self.server_address[1]
+        self.hosts: list[str] = []
+        self.lines: list[str] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Answer(socketserver.BaseRequestHandler):
+    server: VirtualHosts
+
+    def handle(self) -> None:
+        c, data = self.request, b""
+        c.settimeout(1.0)
+        try:
+            while more := c.recv(65536):
+                data += more
+                while b"\r\n\r\n" in data:
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    first, *headers = head.decode("latin-1").split("\r\n")
+                    host = next((h.split(":", 1)[1].strip() for h in headers
+                                 if h.lower().startswith("host:")), "")
+                    self.server.lines.append(first)
+                    self.server.hosts.append(host)
+                    target = first.split(" ")[1] if " " in first else ""
+                    admin = host.startswith("admin.internal") or "admin.internal" in target
+                    body = b"ADMIN-SECRET" if admin else b"public"
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(body), body))
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def front():
+    vh = VirtualHosts()
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    records: list[srv.ConnRecord] = []
+    allow = Allowlist((parse_rule(f"{NAME}:{vh.port}"),), deny_private=False)
+    p = srv.ProxyServer(lst, allow, records.append,
+                        resolve=lambda name, port: ["127.0.0.1"] if name == NAME else []).start()
+    yield vh, lst.getsockname()[1], records
+    p.stop()
+    vh.close()
+
+
+def _talk(port: int, *sends: bytes) -> bytes:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        for data in sends:
+            s.sendall(data)
+        out = b""
+        while True:
+            try:
+                more = s.recv(65536)
+            except socket.timeout:
+                break
+            if not more:
+                break
+            out += more
+        return out
+    finally:
+        s.close()
+
+
+def _connect(port: int, upstream: int) -> bytes:
+    return f"CONNECT {NAME}:{upstream} HTTP/1.1\r\nHost: {NAME}:{upstream}\r\n\r\n".encode()
+
+
+def _socks(upstream: int) -> bytes:
+    return (b"\x05\x01\x00" + b"\x05\x01\x00\x03" + bytes([len(NAME)]) + NAME.encode()
+            + struct.pack(">H", upstream))
+
+
+ADMIN = b"GET / HTTP/1.1\r\nHost: admin.internal\r\n\r\n"
+
+
+def _recorded(records: list[srv.ConnRecord]) -> list[srv.ConnRecord]:
+    """The records, once the connection's thread has made its one (after closing)."""
+    for _ in range(500):
+        if records:
+            break
+        time.sleep(0.01)
+    return records
+
+
+@pytest.mark.parametrize("way", ["absolute", "connect", "connect-absolute", "socks",
+                                 "byte-at-a-time", "smuggled"])
+def test_the_upstream_sees_only_the_allowed_host(front, way):
+    vh, port, records = front
+    up = vh.port
+    if way == "absolute":
+        sends = [f"GET http://{NAME}:{up}/ HTTP/1.1\r\nHost: admin.internal\r\n\r\n".encode()]
+    elif way == "connect":
+        sends = [_connect(port, up) + ADMIN]
+    elif way == "connect-absolute":
+        sends = [_connect(port, up) + b"GET http://admin.internal/ HTTP/1.1\r\n\r\n"]
+    elif way == "socks":
+        sends = [_socks(up) + ADMIN]
+    elif way == "byte-at-a-time":
+        sends = [_connect(port, up)] + [bytes([b]) for b in ADMIN]
+    else:
+        sends = [f"GET http://{NAME}:{up}/ HTTP/1.1\r\nHost: {NAME}\r\nContent-Length: 0\r\n"
+                 "\r\n".encode() + ADMIN]
+    out = _talk(port, *sends)
+    assert b"public" in out and b"ADMIN-SECRET" not in out, out
+    assert vh.hosts == [f"{NAME}:{up}"], vh.hosts
+    assert all(" http://" not in line for line in vh.lines), vh.lines
+    assert [r.host for r in _recorded(records)] == [NAME]
+
+
+def test_a_request_body_goes_up_whole_and_nothing_after_it(front):
+    vh, port, _ = front
+    out = _talk(port, f"POST http://{NAME}:{vh.port}/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+                "helloGET / HTTP/1.1\r\nHost: admin.internal\r\n\r\n".encode())
+    assert b"public" in out and b"ADMIN-SECRET" not in out
+    assert vh.hosts == [f"{NAME}:{vh.port}"]
+
+
+@pytest.mark.parametrize("head, why", [
+    (b"Transfer-Encoding: chunked\r\n", b"Content-Length"),
+    (b"X-A: 1\r\n Host: admin.internal\r\n", b"folded"),
+    (b"Host : admin.internal\r\n", b"bad header line"),
+    (b"Content-Length: 1\r\nContent-Length: 2\r\n", b"Content-Length"),
+])
+def test_heads_servers_read_differently_are_refused(front, head, why):
+    vh, port, records = front
+    out = _talk(port, f"POST http://{NAME}:{vh.port}/ HTTP/1.1\r\n".encode() + head + b"\r\n")
+    assert out.startswith(b"HTTP/1.1 400") and why in out, out
+    assert vh.hosts == [] and _recorded(records)[0].result == "400"
+
+
+def test_other_protocols_still_pass_a_tunnel(front):
+    """A tunnel that does not start with an HTTP request is relayed as it was: what
+    the client sends, the server gets (here the server reads it as no request)."""
+    vh, port, _ = front
+    out = _talk(port, _connect(port, vh.port) + b"SSH-2.0-client\r\n")
+    assert out == b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+@pytest.mark.isolation
+@pytest.mark.parametrize("proxy", ["http://127.0.0.1:3128", "socks5h://127.0.0.1:3128"])
+def test_a_sandboxed_curl_cannot_pick_the_virtual_host(tmp_path, proxy):
+    """The same from inside a sandbox: curl through the monitor's proxy, to an allowed
+    name, with `-H "Host: admin.internal"`; --proxytunnel makes http:// a CONNECT."""
+    from dataclasses import replace
+
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.policy import load_policy
+    vh = VirtualHosts()
+    try:
+        pol = load_policy("default")
+        pol = pol.replace(network=replace(pol.network, mode="allowlist", deny_private=False,
+                                          allow=(f"localhost:{vh.port}",)))
+        url = f"http://localhost:{vh.port}/"
+        for extra in ([], ["--proxytunnel"]):
+            r = Launcher(capture_output=True).spawn(
+                ["curl", "-sS", "--max-time", "20", "--proxy", proxy, *extra,
+                 "-H", "Host: admin.internal", url], policy=pol, timeout=120)
+            assert (r.status, r.stdout) == ("ok", "public"), (extra, r.reason, r.stderr)
+        assert vh.hosts and set(vh.hosts) == {f"localhost:{vh.port}"}, vh.hosts
+    finally:
+        vh.close()
