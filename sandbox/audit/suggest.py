@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sandbox.current_dir import current_dir
 from sandbox.printable import printable
@@ -68,26 +68,59 @@ def escape_glob(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
+def _chain(path: str) -> Iterator[str]:
+    """`path` and every directory above it, "/" last (for a normalised absolute path)."""
+    while True:
+        yield path
+        if path in ("/", ""):
+            return
+        path = os.path.dirname(path)
+
+
+def _minimal(paths: set[str]) -> set[str]:
+    """The paths not under another of them: each checked against its own ancestors,
+    never against every other path (the program chose how many there are)."""
+    if "/" in paths:
+        return {"/"}
+    return {p for p in paths if not any(a in paths for a in _chain(os.path.dirname(p)))}
+
+
 def collapse(paths: Iterable[str], min_files: int, variables: dict[str, str],
              refused: Iterable[str] = ()) -> list[str]:
-    """Deepest-first directory collapsing (see module doc, rule 4)."""
-    refused = set(refused)
-    entries = set(paths)
-    # drop entries already under another entry
-    entries = {p for p in entries if not any(q != p and _under(p, q) for q in entries)}
-    candidates = set()
+    """Deepest-first directory collapsing (see module doc, rule 4).
+
+    Linear in the paths times their depth: a directory's count of entries is made
+    from its children's, which were decided before it (deepest first), and a
+    directory holding a refused path is found among the refused paths' ancestors.
+    Before, each directory was checked against every path and every refused path,
+    and a run that opened 12,000 names held the service for minutes per suggestion."""
+    entries = _minimal(set(paths))
+    blocked = {a for r in refused for a in _chain(r)}
+    direct: dict[str, int] = {}          # directory -> entries right in it
+    kids: dict[str, set[str]] = {}       # directory -> candidate directories right in it
+    built: set[str] = set()
     for p in entries:
         d = os.path.dirname(p)
-        while d and d != "/":
-            candidates.add(d)
-            d = os.path.dirname(d)
-    for d in sorted(candidates, key=lambda x: (-x.count("/"), x)):
-        if _protected(d, variables) or any(_under(r, d) for r in refused):
-            continue
-        inside = {p for p in entries if p != d and _under(p, d)}
-        if len(inside) >= min_files:
-            entries = (entries - inside) | {d}
-    return sorted(entries)
+        direct[d] = direct.get(d, 0) + 1
+        while d and d != "/" and d not in built:     # once per directory
+            built.add(d)
+            kids.setdefault(d, set())
+            up = os.path.dirname(d)
+            if up and up != "/":
+                kids.setdefault(up, set()).add(d)
+            d = up
+    collapsed: set[str] = set()
+    count: dict[str, int] = {}             # directory -> entries under it, once decided
+    for d in sorted(kids, key=lambda x: (-x.count("/"), x)):
+        n = direct.get(d, 0) + sum(1 if c in collapsed else count[c] for c in kids[d])
+        if n >= min_files and d not in blocked and not _protected(d, variables):
+            collapsed.add(d)
+        count[d] = n
+    out = set()
+    for p in entries:
+        top = [a for a in _chain(os.path.dirname(p)) if a in collapsed]
+        out.add(top[-1] if top else p)
+    return sorted(out)
 
 
 def _provided(rule: str, path: str) -> bool:
@@ -129,8 +162,8 @@ def needed(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
         elif op in ("create", "delete"):
             out["write"].add(os.path.dirname(path) or "/")
     # an exec rule grants read too; a write rule grants read
-    out["read"] = {p for p in out["read"]
-                   if not any(_under(p, q) for q in out["exec"] | out["write"])}
+    wider = out["exec"] | out["write"]
+    out["read"] = {p for p in out["read"] if not any(a in wider for a in _chain(p))}
     return out
 
 
