@@ -25,6 +25,7 @@ router = APIRouter()
 Tok = Annotated[TokenRow, Depends(current_token)]
 Svc = Annotated[Service, Depends(service)]
 PING = 15
+PAGE = 256          # stored events read at a time
 
 
 def _sse(seq: int | str, type_: str, data: dict[str, Any]) -> ServerSentEvent:
@@ -51,12 +52,26 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
     await run_in_threadpool(visible_run, svc, tok, run_id)
     start = _after(last_event_id, after)
 
+    async def stored(after: int, upto: int | None = None
+                     ) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
+        """The stored events after `after` (up to `upto`), read a page at a time: a
+        reader holds one page, never the whole run (a run's events may be tens of
+        MiB, and each reconnect replays them)."""
+        while True:
+            page = await run_in_threadpool(svc.store.events, run_id, after, PAGE)
+            for seq, type_, data, _at in page:
+                if upto is not None and seq > upto:
+                    return
+                yield seq, type_, data
+                after = seq
+            if len(page) < PAGE:
+                return
+
     async def stream() -> AsyncIterator[ServerSentEvent]:
         q = svc.bus.subscribe(run_id)
+        last = start
         try:
-            last = start
-            stored = await run_in_threadpool(lambda: list(svc.store.events(run_id, last)))
-            for seq, type_, data, _at in stored:
+            async for seq, type_, data in stored(last):
                 yield _sse(seq, type_, data)
                 last = seq
                 if type_ == "exit":
@@ -68,10 +83,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
                 if ev.seq <= last:
                     continue
                 if ev.seq > last + 1:   # delivered out of order: fill from the store
-                    gap = await run_in_threadpool(lambda: list(svc.store.events(run_id, last)))
-                    for seq, type_, data, _at in gap:
-                        if seq > ev.seq:
-                            break
+                    async for seq, type_, data in stored(last, upto=ev.seq):
                         yield _sse(seq, type_, data)
                         last = seq
                         if type_ == "exit":

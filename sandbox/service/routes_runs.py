@@ -149,7 +149,8 @@ def list_runs(tok: Tok, svc: Svc,
               since: float | None = None, until: float | None = None,
               cursor: Annotated[str | None, Query(max_length=32)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> RunList:
-    """Runs this token can see, newest first; ?cursor= continues a listing."""
+    """Runs this token can see, newest first; ?cursor= continues a listing. Each
+    result leaves out stdout, stderr, logs and store: GET /v1/runs/{id} has them."""
     from sandbox.errors import InputError
     after = None
     if cursor is not None:
@@ -163,7 +164,7 @@ def list_runs(tok: Tok, svc: Svc,
     rows: list[RunRow] = []
     for tid in token_ids:
         rows += svc.store.list_runs(token_id=tid, status=status, since=since, until=until,
-                                    after_seq=after, limit=limit)
+                                    after_seq=after, limit=limit, brief=True)
     rows.sort(key=lambda r: r.seq, reverse=True)
     rows = rows[:limit]
     names: dict[str, str] = {}

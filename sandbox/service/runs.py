@@ -23,7 +23,7 @@ from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
 from sandbox.service.store import RunRow, Store, TokenRow
-from sandbox.service.streams import OutputStream, mask, message_event
+from sandbox.service.streams import MessageBudget, OutputStream, mask, message_event
 from sandbox.service import tenancy
 
 MAX_DENIED_EVENTS = 1000
@@ -182,10 +182,12 @@ class Runs:
                 self.bus.publish(row.id, type_, data)
             output = OutputStream(publish, secrets)
 
+            messages = MessageBudget(publish)
+
             def on_message(msg: Any, _info: Any) -> None:
                 ev = message_event(msg.type, msg.payload, secrets)
                 if ev is not None:
-                    publish(*ev)
+                    messages(*ev)
             try:
                 result = self.launcher.spawn(
                     target, policy=policy, store=req.get("store"), timeout=req.get("timeout"),

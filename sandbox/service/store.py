@@ -99,6 +99,12 @@ _RUN_COLS = ("seq, id, token_id, status, kind, request, policy, created_at, star
              "finished_at, attempts, retries, reason, result, host, idem_key, has_secrets")
 
 
+BULKY = ("stdout", "stderr", "logs", "store")
+_BRIEF_COLS = _RUN_COLS.replace(
+    " result,", " json_remove(result, " + ", ".join(f"'$.{k}'" for k in BULKY) + "),")
+assert _BRIEF_COLS != _RUN_COLS
+
+
 def _run(row: tuple[Any, ...]) -> RunRow:
     r = list(row)
     r[5] = json.loads(r[5])
@@ -214,8 +220,11 @@ class Store:
 
     def list_runs(self, *, token_id: str | None = None, status: str | None = None,
                   since: float | None = None, until: float | None = None,
-                  after_seq: int | None = None, limit: int = 50) -> list[RunRow]:
-        """Newest first; `after_seq` continues below that seq (cursor pagination)."""
+                  after_seq: int | None = None, limit: int = 50,
+                  brief: bool = False) -> list[RunRow]:
+        """Newest first; `after_seq` continues below that seq (cursor pagination).
+        `brief`: each result without its `BULKY` parts, left in the database (a run's
+        output is up to 16 MiB a stream: a listing of 500 held gigabytes)."""
         where, args = [], []
         for cond, val in (("token_id=?", token_id), ("status=?", status),
                           ("created_at>=?", since), ("created_at<?", until),
@@ -223,7 +232,7 @@ class Store:
             if val is not None:
                 where.append(cond)
                 args.append(val)
-        sql = f"SELECT {_RUN_COLS} FROM runs"
+        sql = f"SELECT {_BRIEF_COLS if brief else _RUN_COLS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
@@ -351,10 +360,12 @@ class Store:
         self._x("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?)",
                 (run_id, seq, type_, json.dumps(data), at))
 
-    def events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, str, dict[str, Any], float]]:
-        for seq, type_, data, at in self._q("SELECT seq, type, data, at FROM events WHERE "
-                                            "run_id=? AND seq>? ORDER BY seq", (run_id, after)):
-            yield int(seq), type_, json.loads(data), float(at)
+    def events(self, run_id: str, after: int = 0, limit: int = -1
+               ) -> list[tuple[int, str, dict[str, Any], float]]:
+        """The run's events after seq `after`, at most `limit` of them (-1: all)."""
+        return [(int(seq), type_, json.loads(data), float(at)) for seq, type_, data, at in
+                self._q("SELECT seq, type, data, at FROM events WHERE run_id=? AND seq>? "
+                        "ORDER BY seq LIMIT ?", (run_id, after, limit))]
 
     def last_event_seq(self, run_id: str) -> int:
         rows = self._q("SELECT MAX(seq) FROM events WHERE run_id=?", (run_id,))

@@ -12,6 +12,8 @@ import json
 from typing import Any, Callable
 
 MAX_MESSAGE_CHARS = 64 * 1024
+MAX_RUN_MESSAGES = 10_000          # message and log events one run may store
+MAX_RUN_MESSAGE_CHARS = 8 << 20    # and their characters, all together
 SECRET_MASK = "[secret]"
 
 Publish = Callable[[str, dict[str, Any]], None]
@@ -109,3 +111,34 @@ def message_event(msg_type: str, payload: Any,
     if msg_type == "log":
         return "log", {"record": payload}
     return "message", {"type": mask(str(msg_type)[:128], secrets), "payload": payload}
+
+
+class MessageBudget:
+    """What one run's IPC messages and log records may store as events: at most
+    `MAX_RUN_MESSAGES` of them and `MAX_RUN_MESSAGE_CHARS` characters, then one
+    `truncated` event and nothing more. Every event is kept in the service's
+    database and replayed to each reader, and a run may send 100,000 frames: one
+    strict run stored 392 MiB this way (its whole output allowance is 128 MiB), and
+    its readers made the server hold 0.5 GiB each. Output chunks are bounded by
+    the launcher's capture (16 MiB a stream)."""
+
+    def __init__(self, publish: Publish) -> None:
+        self.publish = publish
+        self.count = self.chars = 0
+        self.dropped = 0
+
+    def __call__(self, type_: str, data: dict[str, Any]) -> None:
+        if self.dropped:
+            self.dropped += 1
+            return
+        size = len(json.dumps(data, default=str))
+        if self.count + 1 > MAX_RUN_MESSAGES or self.chars + size > MAX_RUN_MESSAGE_CHARS:
+            self.dropped = 1
+            self.publish("truncated", {"what": "message and log events",
+                                       "kept": self.count, "chars": self.chars,
+                                       "limit": {"events": MAX_RUN_MESSAGES,
+                                                 "chars": MAX_RUN_MESSAGE_CHARS}})
+            return
+        self.count += 1
+        self.chars += size
+        self.publish(type_, data)
