@@ -51,6 +51,39 @@ def test_bad_grants_are_refused_by_the_loader_with_the_flag():
         assert p.returncode == 125 and p.stdout == "" and flag in p.stderr
 
 
+@pytest.mark.parametrize("flag", ["--read", "--write", "--exec"])
+def test_an_empty_or_missing_grant_is_refused_not_dropped(tmp_path, flag):
+    """`--write "$OUT"` with OUT unset granted the whole current directory, and a
+    grant of a path that does not exist was dropped without a word (the program then
+    met a read-only file system); both are one line now, nothing run."""
+    for path, why in (("", "an empty path"), (str(tmp_path / "nope"), "no such file")):
+        p = sandbox("exec", flag, path, "--", "sh", "-c", "echo RAN > ran", cwd=tmp_path)
+        assert p.returncode == 125 and len(p.stderr.splitlines()) == 1, p.stderr
+        assert why in p.stderr and flag in p.stderr and "Traceback" not in p.stderr
+        assert not (tmp_path / "ran").exists()
+    show = sandbox("policy", "show", "strict", flag, "", cwd=tmp_path)
+    assert show.returncode == 2 and "an empty path" in show.stderr
+    # a policy may be shown for a path still to be made
+    assert sandbox("policy", "show", "strict", flag, "nope", cwd=tmp_path).returncode == 0
+
+
+def test_the_locale_categories_pass_through():
+    """LANG passed and LC_COLLATE did not, so `sort` ordered differently inside."""
+    names = ("LANGUAGE", "LC_COLLATE", "LC_NUMERIC", "LC_TIME", "LC_MESSAGES")
+    p = sandbox("exec", "--", "sh", "-c", " ".join(f'echo "${n}";' for n in names),
+                env={n: "C" for n in names})
+    assert p.stdout.split() == ["C"] * len(names), p.stderr
+
+
+def test_a_reader_that_left_is_not_reported():
+    """`sandbox exec ... | head`: the program dies of SIGPIPE, exit 141 as in a shell,
+    and no line on stderr (a shell prints none either)."""
+    p = subprocess.run(f"{sys.executable} -m sandbox exec -- yes | head -1; "
+                       "echo \"rc=${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout == "y\nrc=141\n" and p.stderr == "", (p.stdout, p.stderr)
+
+
 @pytest.mark.isolation
 def test_read_and_write_grants_are_enforced(tmp_path):
     outside = tmp_path / "outside"

@@ -243,7 +243,11 @@ def exit_code_for(result: Any) -> int:
 
 
 def needs_explaining(result: Any) -> bool:
-    """Every end but the program's own (ok, or a plain non-zero exit) gets one stderr line."""
+    """Every end but the program's own (ok, a plain non-zero exit, or SIGPIPE: a reader
+    that left, as in `sandbox exec ... | head`, about which a shell says nothing either)
+    gets one stderr line."""
+    if result.status == "signaled" and result.signal == signal.SIGPIPE:
+        return False
     return result.status != "ok" and not (
         result.status == "error" and result.exit_code is not None
         and result.reason == f"exit code {result.exit_code}")

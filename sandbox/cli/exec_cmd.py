@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     common.preflight(args)
     from sandbox.cli.grants import compose
     from sandbox.launcher.signals import RawTerminal
-    policy = compose(args, args.policy)
+    policy = compose(args, args.policy, run=True)
     raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
     with raw:
         if common.CLI_FORKSERVER is not None:

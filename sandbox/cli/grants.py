@@ -20,6 +20,7 @@ from typing import Any
 
 from sandbox.current_dir import current_dir
 from sandbox.errors import InputError, PolicyError
+from sandbox.policy.globs import is_glob
 
 # flag -> (policy table, key); limits keep the policy's spelling ("512MiB", "30s")
 LIMIT_FLAGS = {"memory": "memory", "cpu": "cpu", "wall": "wall", "processes": "processes"}
@@ -68,7 +69,26 @@ def _abs(path: str, cwd: str) -> str:
     return os.path.normpath(os.path.join(cwd, path))
 
 
-def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[str, str]]:
+def _checked(kind: str, path: str, cwd: str, run: bool) -> str:
+    """The grant's absolute path; InputError for an empty one (an unset shell variable:
+    `--write "$OUT"` granted the whole current directory) or, for a run (`run`), one
+    that does not exist (a grant binds what is there: it was dropped without a word,
+    and the program met a read-only file system)."""
+    if not path.strip():
+        raise InputError(f"--{kind} {path!r}: an empty path (an unset shell variable?); "
+                         "name the file or directory to grant")
+    full = _abs(path, cwd)
+    if not run or "${" in full or is_glob(full):
+        return full
+    if not os.path.lexists(os.path.expanduser(full)):
+        make = "mkdir -p" if kind != "read" and not os.path.splitext(full)[1] else "touch"
+        raise InputError(f"--{kind} {path}: no such file or directory; a grant names what "
+                         f"exists (create it first, e.g. {make} {full})")
+    return full
+
+
+def overlay(args: argparse.Namespace, base: str, cwd: str,
+            run: bool = False) -> tuple[str, dict[str, str]]:
     """The TOML text of the grants on top of `base`, and TOML key -> flag (for errors)."""
     q = json.dumps     # a JSON string is a valid TOML basic string
     flags: dict[str, str] = {}
@@ -77,7 +97,7 @@ def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[st
     for kind in PATH_FLAGS:
         paths = getattr(args, "exec_" if kind == "exec" else kind, None) or []
         if paths:
-            fs.append(f"{kind} = [{', '.join(q(_abs(p, cwd)) for p in paths)}]")
+            fs.append(f"{kind} = [{', '.join(q(_checked(kind, p, cwd, run)) for p in paths)}]")
             flags[f"filesystem.{kind}"] = f"--{kind}"
     if getattr(args, "workdir_mode", None):
         fs.append(f"workdir = {q(args.workdir_mode)}")
@@ -125,9 +145,12 @@ def overlay(args: argparse.Namespace, base: str, cwd: str) -> tuple[str, dict[st
     return "\n".join(lines) + "\n", flags
 
 
-def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None) -> Any:
+def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None,
+            run: bool = False) -> Any:
     """`base` (a policy name or file; None = "default") with the command line's
-    grants, as a Policy; or `base` itself when no grant was given."""
+    grants, as a Policy; or `base` itself when no grant was given. `run`: the grants
+    are for a run now, so each path must exist (`sandbox policy show` may compose a
+    policy for paths still to be made)."""
     if not has_grants(args):
         return base
     from sandbox.policy import load_policy
@@ -137,7 +160,7 @@ def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None) 
     if not ("/" not in ref and not ref.endswith(".toml")):
         ref = os.path.abspath(os.path.expanduser(ref))
     parent = load_policy(ref)               # its own errors keep its file and line
-    text, flags = overlay(args, ref, cwd)
+    text, flags = overlay(args, ref, cwd, run)
     try:
         policy = parse_policy(text, file="<command line>", base_dir=cwd)
     except PolicyError as exc:

@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, early: EarlyMonitor | None) -> int:
     from sandbox.workflow.static_check import check_actions
     check_actions(workflow, code_paths, where=args.workflow)
     from sandbox.cli.grants import compose
-    policy = compose(args, args.policy or workflow.policy)
+    policy = compose(args, args.policy or workflow.policy, run=True)
     from sandbox.cli.live import LiveView, parse_store
     store = parse_store(args.store)
     launcher = Launcher(start=common.CLI_START, early=early)
