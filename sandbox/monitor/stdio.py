@@ -10,7 +10,8 @@ behind it (a service log shared by every run, the caller's terminal, even
   closed): passed through as is (``relay`` false for that stream);
 - otherwise a pipe made here, whose other end the process's one relay thread
   (sandbox.monitor.stdio_hub) copies to or from the caller's descriptor, which
-  stays in the monitor;
+  stays in the monitor; one pipe for stdout and stderr when the caller's lead
+  to the same file (`2>&1`), so that their order is kept;
 - with a terminal (``sandbox exec -t``), a pseudo-terminal made here, outside
   the sandbox: its slave is the program's stdin, stdout and stderr and its
   controlling terminal; the master is relayed to the caller's terminal, and
@@ -133,9 +134,17 @@ class StdioRelay:
             raise
 
     def _make_pipes(self, caller: Sequence[int]) -> None:
+        # stdout and stderr going to one place (`2>&1`, one terminal): one pipe for
+        # both, so what the program wrote reaches it in the order it was written; two
+        # relayed pipes put all of one stream before the other
+        merged = self.spec.relay[1] and self.spec.relay[2] and _same_file(caller[1], caller[2])
         for i, relay in enumerate(self.spec.relay):
             if not relay:
                 self.sandbox.append(caller[i])   # a pipe the launcher made for this run
+                continue
+            if i == 2 and merged:
+                self.sandbox.append(os.dup(self.sandbox[1]))
+                self._unused.append(caller[2])
                 continue
             r, w = os.pipe2(os.O_CLOEXEC)
             if i == 0:
@@ -361,6 +370,15 @@ class StdioRelay:
         self._close_stdin_held()
         self._state = "closed"
         self._closed.set()
+
+
+def _same_file(a: int, b: int) -> bool:
+    """Do descriptors `a` and `b` lead to the same file (a pipe, a terminal, a file)?"""
+    try:
+        sa, sb = os.fstat(a), os.fstat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _kind(fd: int) -> int:
