@@ -31,7 +31,9 @@ of its own. What the program does not read of a file or pipe given as stdin is
 left to the next reader, as after a direct run: `find . | while read f; do
 sandbox exec ... "$f"; done` goes round every line. The program never holds the
 caller's descriptors: its stdin, stdout and stderr are pipes (or that pty)
-relayed by the sandbox's monitor.
+relayed by the sandbox's monitor, so a program that reads ahead and seeks back
+on a file (GNU head -n) takes what it read ahead, as from a pipe; stdout and
+stderr sent to one place (2>&1) share one pipe and keep their order.
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to sandbox exec are
 relayed to the program.
 
