@@ -158,3 +158,16 @@ def test_wget_gives_up_at_once_with_a_hint(tmp_path):
     assert "Network is unreachable" in proc.stderr
     assert "Retrying" not in proc.stderr
     assert 'the sandbox has no network (network mode "none"' in proc.stderr
+
+
+def test_a_route_probe_to_port_0_gets_no_network_hint(tmp_path, py):
+    """getaddrinfo sorts its answers by a UDP connect to each address, port 0, and
+    git's identity probe does that: the run that failed for another reason was told
+    it needed the network. A port-0 connect is refused and recorded, never hinted."""
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "try:\n    s.connect(('127.0.1.1', 0))\nexcept OSError:\n    pass\n"
+             "sys.exit(3)\n")
+    proc = subprocess.run([SANDBOX, "exec", "--policy", "strict", "--", py, "-c", probe],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "no network" not in proc.stderr, proc.stderr

@@ -93,7 +93,11 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
 
 def for_connection(target: str, rule: str) -> str | None:
     """The hint of a refused connection: mode "none" (the monitor), or "allowlist"
-    (the monitor, or its proxy: sandbox/netproxy)."""
+    (the monitor, or its proxy: sandbox/netproxy). None for port 0: no connection
+    was asked for, only a route (getaddrinfo sorts its answers by a UDP connect to
+    each address, port 0; git's identity probe looked like a network need)."""
+    if target.endswith(":0"):
+        return None
     if rule.startswith("network.none"):
         return (f"a connection to {target} was refused: the sandbox has no network "
                 '(network mode "none"; --net loopback gives it its own loopback, --net '
