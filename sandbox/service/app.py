@@ -161,6 +161,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _422(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(RecursionError)
+    async def _deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # JSON nested deeper than the decoder follows ([[[[...]]]] 100,000 deep): the
+        # client's input, not the server's failure (it was a 500)
+        return JSONResponse({"detail": "body: JSON nested too deeply to read"},
+                            status_code=422)
+
     app.include_router(routes_runs.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_events.router)

@@ -59,6 +59,17 @@ def test_bad_requests_are_422_naming_the_field(http, body, field) -> None:
     assert field in r.text
 
 
+def test_a_body_nested_past_the_decoder_is_422_not_a_server_error(http) -> None:
+    deep = '{"argv": ["a"], "labels": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = http.post("/v1/runs", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "nested too deeply" in r.text, r.text
+    # a route whose body the framework reads answers its own 400
+    r = http.post("/v1/policies/explain", content=deep,
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert http.get("/healthz").status_code == 200
+
+
 def test_state_dir_store_and_admin_token_are_private(service_server: ServiceServer) -> None:
     st = os.stat(service_server.state)
     assert stat.S_IMODE(st.st_mode) == 0o700
