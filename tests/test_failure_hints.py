@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 
@@ -170,3 +171,19 @@ def test_hints_never_grant_the_root_nor_drop_a_deny_for_a_look():
     assert any('read = ["/srv"]' in h for h in out), out
     assert any("syscall mount" in h and "namespace" in h and "allow" not in h.split(":")[0]
                for h in out), out
+
+
+def test_a_file_copied_up_past_the_file_size_limit_names_copy_on_write(tmp_path):
+    """Under copy-on-write, `touch big` (or a chmod, or an append) copies the whole file
+    into the run's layer: a file larger than file_size killed touch with SIGXFSZ,
+    which a direct run never meets (found by a new-user probe: 1.1 GiB, default)."""
+    (tmp_path / "big").write_bytes(b"")
+    os.truncate(tmp_path / "big", 3 << 20)
+    policy = tmp_path / "small.toml"
+    policy.write_text('name = "small"\nextends = ["default"]\n[limits]\nfile_size = "1MiB"\n')
+    p = subprocess.run([sys.executable, "-m", "sandbox", "exec", "--policy", str(policy),
+                        "--", "touch", "big"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 128 + signal.SIGXFSZ, p
+    assert "under copy-on-write, a write, chmod or touch" in p.stderr
+    assert "--write its directory" in p.stderr

@@ -41,6 +41,7 @@ rendered printable by whoever prints them (`sandbox.printable`).
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from sandbox.policy.model import Policy
@@ -165,6 +166,15 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
     for name, count in sorted(getattr(result, "denied_syscalls", {}).items(),
                               key=lambda kv: (-kv[1], kv[0])):
         out.append(for_syscall(name, count, policy))
+    if policy.filesystem.workdir == "copy-on-write" and (
+            getattr(result, "signal", None) == signal.SIGXFSZ or (
+                str(result.status) == "limit_exceeded" and result.reason == "file_size")):
+        fsize = policy.limits.file_size
+        here = f" ({fsize // (1 << 20)} MiB here)" if fsize else ""
+        out.append(f"under copy-on-write, a write, chmod or touch of a work-directory file "
+                   f"copies it whole into the run's layer, within [limits] file_size{here} "
+                   "and [filesystem] output_size: raise them, or --write its directory to "
+                   "change the host's file in place")
     if workdir_full:
         fs = policy.filesystem
         out.append(f"the copy-on-write work directory's write layer was full when the program "
