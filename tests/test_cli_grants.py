@@ -67,6 +67,16 @@ def test_an_empty_or_missing_grant_is_refused_not_dropped(tmp_path, flag):
     assert sandbox("policy", "show", "strict", flag, "nope", cwd=tmp_path).returncode == 0
 
 
+def test_a_tilde_after_an_equals_sign_is_the_home_directory(tmp_path):
+    """`--read=~/data`: the shell leaves the tilde, and the grant was called relative."""
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    p = sandbox("policy", "show", "strict", "--json", "--read=~/data",
+                env={"HOME": str(home)})
+    assert p.returncode == 0, p.stderr
+    assert str(home / "data") in json.loads(p.stdout)["policy"]["filesystem"]["read"]
+
+
 def test_the_locale_categories_pass_through():
     """LANG passed and LC_COLLATE did not, so `sort` ordered differently inside."""
     names = ("LANGUAGE", "LC_COLLATE", "LC_NUMERIC", "LC_TIME", "LC_MESSAGES")

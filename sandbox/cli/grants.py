@@ -64,7 +64,11 @@ def has_grants(args: argparse.Namespace) -> bool:
 
 
 def _abs(path: str, cwd: str) -> str:
-    if path.startswith(("/", "${", "~")):
+    if path.startswith("~"):
+        # `--read=~/data`: no shell expands a tilde after "=", and the loader then
+        # called the grant relative
+        return os.path.expanduser(path)
+    if path.startswith(("/", "${")):
         return path
     return os.path.normpath(os.path.join(cwd, path))
 
