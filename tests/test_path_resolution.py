@@ -205,6 +205,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (R, "a friendly early refusal; output_path.private_dir decides by descriptor"),
     ("cli/common.py", "check_output_dir", "isdir"): (R, "ditto"),
     ("cli/common.py", "check_run_paths", "isdir"): (R, "a one-line refusal of -w"),
+    ("cli/grants.py", "_checked", "lexists"):
+        (R, "a one-line refusal of a command-line grant naming nothing; the plan decides"),
     ("cli/common.py", "check_state_dir", "isdir"): (R, "ditto, for --state"),
     ("cli/common.py", "check_writable_file", "isdir"): (R, "ditto, for --result etc."),
     ("cli/common.py", "policy_path_hint", "exists"): (R, "a hint's wording"),

@@ -20,11 +20,12 @@ from typing import Any
 
 from sandbox.current_dir import current_dir
 from sandbox.errors import InputError, PolicyError
-from sandbox.policy.globs import is_glob
 
 # flag -> (policy table, key); limits keep the policy's spelling ("512MiB", "30s")
 LIMIT_FLAGS = {"memory": "memory", "cpu": "cpu", "wall": "wall", "processes": "processes"}
 PATH_FLAGS = ("read", "write", "exec")
+GLOB_CHARS = frozenset("*?[")   # sandbox.policy.globs's (importing it loads the policy
+                                # package, which a cold exec leaves for after its monitor)
 
 
 def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
@@ -82,7 +83,7 @@ def _checked(kind: str, path: str, cwd: str, run: bool) -> str:
         raise InputError(f"--{kind} {path!r}: an empty path (an unset shell variable?); "
                          "name the file or directory to grant")
     full = _abs(path, cwd)
-    if not run or "${" in full or is_glob(full):
+    if not run or "${" in full or not GLOB_CHARS.isdisjoint(full):
         return full
     if not os.path.lexists(os.path.expanduser(full)):
         make = "mkdir -p" if kind != "read" and not os.path.splitext(full)[1] else "touch"
