@@ -87,6 +87,21 @@ def test_non_finite_numbers_are_refused(py, number):
 
 
 @pytest.mark.isolation
+def test_a_key_called_changed_without_a_value_changes_nothing(py):
+    """final_store naming a changed key its store does not hold made the launcher
+    raise KeyError merging it: the run's whole result was lost (exit 125 and an empty
+    --result file from the CLI; a setup_error with no output from the service)."""
+    from sandbox.launcher.launcher import Launcher
+    ghost = frame('{"type":"final_store","payload":{"store":{},"changed":["ghost"],'
+                  '"deleted":[]}}')
+    store = {"x": 1}
+    r = Launcher(capture_output=True).spawn([py, "-I", "-c", SENDER, ghost.hex(), "0"],
+                                            store=store)
+    assert r.status == "ok", (r.status, r.reason)
+    assert (r.store, r.changed_keys, store) == ({"x": 1}, [], {"x": 1})
+
+
+@pytest.mark.isolation
 def test_an_error_frame_cannot_claim_a_memory_limit(py):
     """The child says MemoryError and exits 3: only the monitor's evidence can make
     that `limit_exceeded`, and it has none."""

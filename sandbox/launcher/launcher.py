@@ -162,6 +162,11 @@ class RunIO:
     forward_signals: bool = False
 
 
+def _names(keys: Any) -> set[str]:
+    """The store keys a final_store frame lists (a list of strings; anything else: none)."""
+    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
+
+
 class Launcher:
     """Spawns sandboxes. Handlers, hooks and middleware registered here apply to every run.
 
@@ -662,18 +667,22 @@ class Launcher:
     @staticmethod
     def _merge_store(result: RunResult, state: Any, initial: dict[str, Any],
                      caller_store: dict[str, Any] | None) -> None:
-        """Only the keys the child changed or deleted move; the final_store frame wins."""
+        """Only the keys the child changed or deleted move; the final_store frame wins.
+        The frame is the child's: a key it calls changed without giving its value (or a
+        key that is not a string) changes nothing. Before, `changed: ["ghost"]` with an
+        empty store raised KeyError here, and the run's whole result was lost."""
         changed, deleted = set(state.changed), set(state.deleted)
         values = dict(state.store)
         if state.final is not None:
             final = state.final.get("store", {})
-            changed = set(state.final.get("changed", [])) | changed
-            deleted = set(state.final.get("deleted", [])) | deleted
+            final = final if isinstance(final, dict) else {}
+            changed = _names(state.final.get("changed")) | changed
+            deleted = _names(state.final.get("deleted")) | deleted
             values.update({k: final[k] for k in changed if k in final})
+        changed &= values.keys()
         merged = dict(initial)
         for key in sorted(changed):
-            if key in values:
-                merged[key] = values[key]
+            merged[key] = values[key]
         for key in deleted - changed:
             merged.pop(key, None)
         result.store = merged
