@@ -76,7 +76,10 @@ class Runs:
 
     # -- submit ---------------------------------------------------------------
     def policy_for(self, req: RunRequest, token: TokenRow, run_id: str) -> tuple[Any, str]:
-        """(the resolved policy, its name) for this request; Forbidden over the ceiling."""
+        """(the resolved policy, the name the run is recorded under) for this request;
+        Forbidden over the ceiling. An inline policy's name is the tenant's to choose,
+        so it is recorded as "inline:NAME": recorded as "default", an admin's re-run
+        from the web page ran the tenant's program under the real `default`."""
         from sandbox.policy.loader import load_policy_cached
         policy = tenancy.load_requested(req.policy, req.policy_inline,
                                         token.ceiling or self.config.default_policy)
@@ -84,7 +87,7 @@ class Runs:
         tenancy.check(policy, ceiling, state=self.config.state,
                       workdir=self.config.input_dir(run_id),
                       output=self.config.output_dir(run_id))
-        return policy, policy.name
+        return policy, (policy.name if req.policy_inline is None else f"inline:{policy.name}")
 
     def check_quota(self, token: TokenRow) -> None:
         if self.store.count("queued") >= self.config.max_queued:

@@ -269,6 +269,22 @@ def test_rerun_and_learn_download(server):
         assert under["policy"] != "strict" and under["argv"] == run["argv"]
 
 
+def test_an_inline_policy_named_like_a_built_in_is_never_re_run_under_it(server):
+    """A tenant named its inline policy "default" (extending strict): the run was
+    recorded under "default", and an admin's re-run from the page ran the tenant's
+    program under the real default policy (4 GiB, no full audit, exec in /tmp)."""
+    inline = {"name": "default", "extends": ["strict"]}
+    run = server.wait(server.submit({"policy_inline": inline, "argv": ["/bin/true"]})["id"])
+    assert run["status"] == "ok" and run["policy"] == "inline:default"
+    with closing(session(server)) as c:
+        page = c.get(f"/ui/runs/{run['id']}")
+        nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+        again = c.post(f"/ui/runs/{run['id']}/rerun",
+                       data={"csrf": _csrf(page.text), "policy": "same", "nonce": nonce},
+                       headers={"origin": server.url})
+        assert again.status_code == 400 and "given inline" in again.text
+
+
 def test_admin_creates_and_revokes_a_token_and_its_session_ends(server):
     with closing(session(server)) as admin:
         page = admin.get("/ui/admin/tokens")

@@ -267,6 +267,11 @@ async def rerun(request: Request, run_id: str) -> Response:
             except tomllib.TOMLDecodeError as err:
                 return render(ctx, request, "error.html", status=502, status_code=502,
                               message=f"the suggested policy is not valid TOML: {err}")
+        elif str(run.get("policy") or "").startswith("inline:"):
+            return render(ctx, request, "error.html", status=400, status_code=400,
+                          message="This run's policy was given inline with it: re-run it "
+                                  "through the API with that policy, or with the suggested "
+                                  "one.")
         elif run.get("policy"):
             body["policy"] = run["policy"]
         # A double click (or a resent form) submits once: the form carries a
