@@ -28,14 +28,16 @@ FILTERS = ("status", "policy", "token", "host", "since", "until")
 SHOWN_OUTPUT = 256 * 1024   # characters of stdout/stderr drawn on the page; the download has all
 
 
-def attachment(body: bytes, filename: str, media: str = "application/octet-stream") -> Response:
-    """A download: always an attachment, never rendered by the browser, with
+def _attached(filename: str) -> dict[str, str]:
+    """Headers of a download: always an attachment, never rendered by the browser, with
     a name made of safe characters (the run chose the original)."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[:120] or "download"
-    return Response(body, media_type=media, headers={
-        "content-disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(safe)}",
-        "x-content-type-options": "nosniff",
-    })
+    return {"content-disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(safe)}",
+            "x-content-type-options": "nosniff"}
+
+
+def attachment(body: bytes, filename: str, media: str = "application/octet-stream") -> Response:
+    return Response(body, media_type=media, headers=_attached(filename))
 
 
 def _epoch(text: str) -> float | None:
@@ -230,12 +232,17 @@ async def download_stream(request: Request, run_id: str, stream_name: str) -> Re
 async def download_file(request: Request, run_id: str, path: str) -> Response:
     ctx = current(request)
     path = name_of(request.scope.get("raw_path"), b"/files/", path)
-    try:
-        resp = await ctx.api.call(
-            "GET", f"/runs/{quote(run_id, safe='')}/files/{href(path)}", raw=True)
-    except ApiError as err:
-        return Response(status_code=err.status)
-    return attachment(resp.content, text(path).rsplit("/", 1)[-1])
+    # streamed through, a chunk at a time: buffered, eight parallel downloads of one
+    # 63 MiB file (4 KiB on disk: a hole) took the server from 114 MiB to 1.6 GiB
+    stream = await ctx.api.stream(f"/runs/{quote(run_id, safe='')}/files/{href(path)}")
+    if stream.status >= 400:
+        await stream.close()
+        return Response(status_code=stream.status)
+    headers = _attached(text(path).rsplit("/", 1)[-1])
+    if stream.headers.get("content-length", "").isdigit():
+        headers["content-length"] = stream.headers["content-length"]
+    return StreamingResponse(stream.body(), media_type="application/octet-stream",
+                             headers=headers)
 
 
 @router.post("/runs/{run_id}/cancel")
