@@ -70,20 +70,54 @@ def write_all(fd: int, data: bytes) -> None:
 
 def write_input(root: str, name: str, data: bytes, executable: bool = False) -> None:
     """Write one input file under `root` (a directory the service made)."""
-    parts = check_input_name(name).split("/")
+    write_extents(root, name, [(0, data)], len(data), executable)
+
+
+def write_extents(root: str, name: str, parts: list[tuple[int, bytes]], size: int,
+                  executable: bool = False) -> None:
+    """Write one file under `root` from its data extents ((offset, bytes), in order),
+    `size` bytes long: what lies between them stays a hole."""
+    parts_ = check_input_name(name).split("/")
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dfd = _open_dir(root_fd, parts[:-1], create=True)
+        dfd = _open_dir(root_fd, parts_[:-1], create=True)
     finally:
         os.close(root_fd)
     try:
-        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(parts_[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o500 if executable else 0o400, dir_fd=dfd)
         try:
-            write_all(fd, data)
+            for offset, data in parts:
+                os.lseek(fd, offset, os.SEEK_SET)
+                write_all(fd, data)
+            os.ftruncate(fd, size)
         finally:
             os.close(fd)
     finally:
+        os.close(dfd)
+
+
+def link_input(root: str, name: str, target: str) -> None:
+    """Make root/name another name of the regular file root/target (neither followed
+    through a link)."""
+    new, old = check_input_name(name).split("/"), check_input_name(target).split("/")
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dfd = _open_dir(root_fd, new[:-1], create=True)
+        try:
+            tfd = _open_dir(root_fd, old[:-1], create=False)
+        except BaseException:
+            os.close(dfd)
+            raise
+    finally:
+        os.close(root_fd)
+    try:
+        st = os.stat(old[-1], dir_fd=tfd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{target!r} is not a regular file")
+        os.link(old[-1], new[-1], src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+    finally:
+        os.close(tfd)
         os.close(dfd)
 
 

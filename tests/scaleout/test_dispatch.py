@@ -66,3 +66,30 @@ def test_the_audit_of_a_remote_run_is_served_by_the_server(broker_server, start_
         assert "/etc/shadow" in paths, got.json()
         sug = c.get(f"/v1/runs/{v['id']}/policy/suggest")
         assert sug.status_code == 200, sug.text
+
+
+def test_outputs_travel_as_what_the_run_wrote(broker_server, start_worker):
+    """One byte at the end of a 32 MiB hole, and ten more names of that file: the
+    worker shipped 32 MiB of zeros per name through Redis (336 MiB for a run whose
+    output held 4 KiB) and the server wrote them all. Now the data travels once, the
+    holes stay holes and the names come back as links."""
+    import os
+    start_worker("alpha")
+    size = 32 << 20
+    script = (f'cd "$SANDBOX_OUTPUT" && printf end | dd of=big bs=1 seek={size - 3} '
+              '2>/dev/null && for i in 0 1 2 3 4 5 6 7 8 9; do ln big "big.$i"; done')
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", script], "policy": "strict"})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        listing = c.get(f"/v1/runs/{v['id']}/files").json()["items"]
+        kinds = sorted(i["kind"] for i in listing)
+        assert kinds == ["file"] + ["link"] * 10, listing
+        big = next(i for i in listing if i["kind"] == "file")
+        assert big["size"] == size and big["allocated"] < (1 << 20), big
+        got = c.get(f"/v1/runs/{v['id']}/files/{big['href']}")
+        assert got.status_code == 200 and len(got.content) == size
+        assert got.content[-3:] == b"end"
+    out = os.path.join(broker_server.state, "runs", v["id"], "output")
+    st = os.stat(os.path.join(out, "big"))
+    assert st.st_nlink == 11 and st.st_blocks * 512 < (1 << 20)

@@ -29,6 +29,7 @@ from sandbox.service.store import Store
 log = logging.getLogger("sandbox.service")
 
 MAX_PENDING_FILE = 64 * 1024 * 1024     # bytes of one output file held while it arrives
+MAX_APPARENT = 1 << 40                   # the length an output file may claim (holes)
 
 
 class ReportApplier:
@@ -39,6 +40,7 @@ class ReportApplier:
         self.audit_dir = audit_dir            # the server's audit store
         self.consumer = consumer
         self._files: dict[tuple[str, int, str], bytearray] = {}
+        self._extents: dict[tuple[str, int, str], list[tuple[int, bytes]]] = {}
         self._finished: set[tuple[str, int]] = set()   # finishes this server applied
         self.metrics: Any = None                        # sandbox.service.metrics.Metrics
         self._stop = threading.Event()
@@ -171,12 +173,36 @@ class ReportApplier:
             os.close(fd)
 
     def _file(self, rep: Report) -> None:
-        from sandbox.service.files import write_input
-        path = str(rep.data.get("path", ""))
-        data = self._chunk(rep, path)
-        if data is None:
-            return
+        """One output file: its data extents at their offsets (holes stay holes), kept
+        until its last report; or (`link`) another name of a file already written."""
+        from sandbox.service.files import link_input, write_extents
         d = rep.data
+        path = str(d.get("path", ""))
         out = self.output_dir(rep.run_id)
+        if "link" in d:
+            os.makedirs(out, mode=0o700, exist_ok=True)
+            try:
+                link_input(out, path, str(d.get("link", "")))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path!r}: not a link to a file shipped before: {exc}") \
+                    from None
+            return
+        key = (rep.run_id, rep.attempt, path)
+        parts = self._extents.setdefault(key, [])
+        offset = int(d.get("offset", -1))
+        end = parts[-1][0] + len(parts[-1][1]) if parts else 0
+        if offset < end:
+            self._extents.pop(key, None)
+            raise InputError(f"{path!r}: chunk out of order")
+        if not d.get("last"):
+            parts.append((offset, base64.b64decode(str(d.get("b64", "")))))
+            if sum(len(p[1]) for p in parts) > MAX_PENDING_FILE:
+                self._extents.pop(key, None)
+                raise InputError(f"{path!r}: over {MAX_PENDING_FILE} bytes")
+            return
+        self._extents.pop(key, None)
+        size = int(d.get("size", end))
+        if size < end or size > MAX_APPARENT:
+            raise InputError(f"{path!r}: a size of {size} bytes")
         os.makedirs(out, mode=0o700, exist_ok=True)
-        write_input(out, path, data, bool(d.get("executable")))
+        write_extents(out, path, parts, size, bool(d.get("executable")))

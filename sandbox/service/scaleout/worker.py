@@ -178,10 +178,15 @@ class _JobStore:
 
 
 def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
-    """Send every regular file under `root` (no link followed), in chunks."""
+    """Send every regular file under `root` (no link followed): its data, never its
+    holes, and a second name of a file as a link to the first. What travels is what
+    the run wrote, at most MAX_SHIPPED bytes of it: a run whose output held 4 KiB (one
+    byte, a 63 MiB hole, 63 hard links) sent 336 MiB through Redis, and the server
+    wrote 252 MiB of zeros."""
     files = sent = skipped = 0
     if not os.path.isdir(root):
         return {"files": 0, "bytes": 0, "skipped": 0}
+    first: dict[tuple[int, int], str] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
@@ -193,16 +198,49 @@ def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
                 continue
             try:
                 st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or sent + st.st_size > MAX_SHIPPED:
+                key = (st.st_dev, st.st_ino)
+                if stat.S_ISREG(st.st_mode) and key in first:
+                    reporter.send("file", {"path": rel, "link": first[key], "offset": 0,
+                                           "last": True, "b64": ""})
+                    files += 1
+                    continue
+                held = min(st.st_size, st.st_blocks * 512)
+                if not stat.S_ISREG(st.st_mode) or sent + held > MAX_SHIPPED:
                     skipped += 1
                     continue
-                offset = _ship_chunks(fd, reporter, "file",
-                                      {"path": rel, "executable": bool(st.st_mode & 0o100)})
+                sent += _ship_data(fd, st.st_size, reporter, MAX_SHIPPED - sent,
+                                   {"path": rel, "executable": bool(st.st_mode & 0o100)})
                 files += 1
-                sent += offset
+                if st.st_nlink > 1:
+                    first[key] = rel
             finally:
                 os.close(fd)
     return {"files": files, "bytes": sent, "skipped": skipped}
+
+
+def _ship_data(fd: int, size: int, reporter: Reporter, budget: int,
+               meta: dict[str, Any]) -> int:
+    """Send one file's data extents as `file` reports at their offsets (at most
+    `budget` bytes), then a last report with its size; the bytes sent."""
+    sent, pos = 0, 0
+    while pos < size and sent < budget:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            break                       # ENXIO: only a hole is left
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        while start < end and sent < budget:
+            chunk = os.pread(fd, min(MAX_CHUNK, end - start, budget - sent), start)
+            if not chunk:
+                break
+            reporter.send("file", {**meta, "offset": start, "last": False,
+                                   "b64": base64.b64encode(chunk).decode("ascii")})
+            reporter.flush()            # at most one chunk held in memory
+            start += len(chunk)
+            sent += len(chunk)
+        pos = end
+    reporter.send("file", {**meta, "offset": size, "size": size, "last": True, "b64": ""})
+    return sent
 
 
 def _ship_chunks(fd: int, reporter: Reporter, type_: str, meta: dict[str, Any]) -> int:
