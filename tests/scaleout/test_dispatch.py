@@ -93,3 +93,24 @@ def test_outputs_travel_as_what_the_run_wrote(broker_server, start_worker):
     out = os.path.join(broker_server.state, "runs", v["id"], "output")
     st = os.stat(os.path.join(out, "big"))
     assert st.st_nlink == 11 and st.st_blocks * 512 < (1 << 20)
+
+
+def test_a_revoked_tokens_queued_runs_never_start(broker_server, start_worker):
+    """Revoked, a token was refused at once (401), but its runs queued behind its
+    concurrency limit were still handed to workers afterwards; the in-process queue
+    ended them. Now the dispatcher does too."""
+    import subprocess
+    import sys
+    from service.helpers import make_token
+    start_worker("alpha")
+    tok = make_token(broker_server, "t", "--max-concurrent", "1")
+    with broker_server.client(tok) as c:
+        ids = [c.post("/v1/runs", json={"argv": ["sleep", "2"], "policy": "strict"}).json()["id"]
+               for _ in range(3)]
+    subprocess.run([sys.executable, "-m", "sandbox", "token", "--state", broker_server.state,
+                    "revoke", "t"], check=True, capture_output=True, timeout=120)
+    with broker_server.client() as c:
+        ends = [wait_final(c, i) for i in ids]
+    refused = [v for v in ends if v["status"] == "setup_error"]
+    assert len(refused) >= 2, [(v["status"], v["reason"]) for v in ends]
+    assert all(v["reason"] == "the token that submitted it was revoked" for v in refused)

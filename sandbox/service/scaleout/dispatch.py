@@ -159,6 +159,16 @@ class BrokerQueue(QueueBase):
             attempt = self.store.claim(run_id, time.time())
             if attempt is None:
                 continue
+            tok = self.store.token(token_id)
+            if tok is None or tok.revoked_at is not None:
+                # as the in-process queue does: a revoked token's queued runs never
+                # start (here all four queued before a revocation still ran)
+                why = "the token that submitted it was revoked"
+                if self.store.finish(run_id, attempt, "setup_error", why, None, time.time()):
+                    self.bus.publish(run_id, "exit", {"status": "setup_error",
+                                                      "exit_code": None, "reason": why})
+                    self.bus.forget(run_id)
+                continue
             running[token_id] = running.get(token_id, 0) + 1
             # claimed = handed to the broker: no host and no start time until a
             # worker reports that it started the attempt
