@@ -52,6 +52,10 @@ class FileInput(Strict):
         return check_input_name(v)
 
 
+MAX_LABEL = 256
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
 class RunRequest(Strict):
     """POST /v1/runs: a program (`argv`) or a workflow (`workflow`), never both."""
     argv: list[str] | None = Field(default=None, description="a program and its arguments")
@@ -102,6 +106,20 @@ class RunRequest(Strict):
                 raise ValueError(f"{name} is set by the service and cannot be given")
             if "\0" in value or len(value) > MAX_ENV_VALUE:
                 raise ValueError(f"{name}: a NUL byte, or longer than {MAX_ENV_VALUE} characters")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if len(key) > MAX_LABEL or len(value) > MAX_LABEL:
+                raise ValueError(f"{key[:64]!r}: labels are at most {MAX_LABEL} characters")
+        queue = v.get("queue")
+        if queue is not None and not QUEUE_NAME.match(queue):
+            # it names a Redis key and a Dramatiq queue: a 100,000-character one made
+            # keys of that size, and a queue no worker serves held its run forever
+            raise ValueError(f"queue {queue[:64]!r}: a queue is named by letters, digits, "
+                             "'-' and '_' (at most 64), as `sandbox worker --queues` takes")
         return v
 
     @model_validator(mode="after")

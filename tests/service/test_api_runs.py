@@ -52,6 +52,9 @@ def test_no_token_or_wrong_token_is_401(service_server: ServiceServer) -> None:
     ({"argv": ["a"], "env": {"HOME": "/root"}}, "HOME"),
     ({"argv": ["a"], "policy": "/etc/passwd"}, "server path"),
     ({"argv": ["a"], "bogus": 1}, "bogus"),
+    ({"argv": ["a"], "labels": {"queue": "Q" * 100_000}}, "queue"),
+    ({"argv": ["a"], "labels": {"queue": "gpu/../x"}}, "queue"),
+    ({"argv": ["a"], "labels": {"note": "y" * 1000}}, "at most 256"),
 ])
 def test_bad_requests_are_422_naming_the_field(http, body, field) -> None:
     r = http.post("/v1/runs", json=body)
