@@ -108,3 +108,21 @@ def test_worker_reads_names_and_refuses_what_it_cannot_bound(tmp_path):
     assert done.wait(60), "a FIFO under a .py name blocked the scan"
     assert not static_check._scan(str(fifo)).readable
 
+
+
+def test_one_check_parses_a_bounded_amount_of_source(tmp_path, monkeypatch):
+    """Forty uploaded modules of 512 KiB, listed in `imports`, took 24 s of the
+    server's CPU to parse before the run was refused. One check now parses at most
+    MAX_SCANNED bytes in all; past that a module is unread, so the check refuses
+    nothing and the child decides, inside its limits."""
+    size = 400 << 10
+    names = [f"bulk{i}" for i in range(8)]
+    for n in names:
+        (tmp_path / f"{n}.py").write_text("# filler\n" * (size // 9))
+    parsed: list[str] = []
+    real = static_check._run_worker
+    monkeypatch.setattr(static_check, "_run_worker",
+                        lambda src: parsed.append(src) or real(src))
+    static_check._SCANNED.clear()
+    static_check.check_actions(_wf(imports=names, actions=["nowhere"]), [str(tmp_path)])
+    assert len(parsed) == static_check.MAX_SCANNED // size < len(names)
