@@ -105,8 +105,8 @@ def test_a_revoked_tokens_queued_runs_never_start(broker_server, start_worker):
     start_worker("alpha")
     tok = make_token(broker_server, "t", "--max-concurrent", "1")
     with broker_server.client(tok) as c:
-        ids = [c.post("/v1/runs", json={"argv": ["sleep", "2"], "policy": "strict"}).json()["id"]
-               for _ in range(3)]
+        ids = [c.post("/v1/runs", json={"argv": ["sleep", "5"], "policy": "strict"}).json()["id"]
+               for _ in range(4)]
     subprocess.run([sys.executable, "-m", "sandbox", "token", "--state", broker_server.state,
                     "revoke", "t"], check=True, capture_output=True, timeout=120)
     with broker_server.client() as c:
@@ -114,3 +114,19 @@ def test_a_revoked_tokens_queued_runs_never_start(broker_server, start_worker):
     refused = [v for v in ends if v["status"] == "setup_error"]
     assert len(refused) >= 2, [(v["status"], v["reason"]) for v in ends]
     assert all(v["reason"] == "the token that submitted it was revoked" for v in refused)
+
+
+def test_a_run_no_worker_took_is_cancelled_at_once(broker_server):
+    """Sent to a queue no worker serves, a run stayed "running" however often it
+    was cancelled (found by probing): it had been handed to the broker, and only a
+    worker read the cancel key."""
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["true"], "labels": {"queue": "nobody"}})
+        run_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while c.get(f"/v1/runs/{run_id}").json()["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert c.post(f"/v1/runs/{run_id}/cancel").status_code < 300
+        v = wait_final(c, run_id, timeout=30)
+        assert (v["status"], v["reason"]) == ("cancelled", "cancelled before a worker started it")

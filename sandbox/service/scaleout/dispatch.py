@@ -85,6 +85,15 @@ class BrokerQueue(QueueBase):
         if row is None or row.status != "running":
             return False
         self.redis.set(keys.cancel(run_id), "1", ex=keys.MARK_TTL)
+        if not row.host:
+            # handed to the broker, started by no worker: it ends here (a worker that
+            # takes it later reads the cancel key and drops it). Before, a run sent to
+            # a queue no worker serves stayed "running" however often it was cancelled.
+            why = "cancelled before a worker started it"
+            if self.store.finish(run_id, row.attempts, "cancelled", why, None, time.time()):
+                self.bus.publish(run_id, "exit", {"status": "cancelled", "exit_code": None,
+                                                  "reason": why})
+                self.bus.forget(run_id)
         return True
 
     def running_count(self) -> int:
