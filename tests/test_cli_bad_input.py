@@ -208,3 +208,21 @@ def test_a_deleted_current_directory_is_no_matter_with_a_workdir(tmp_path: Path)
                         sys.executable, "-m", "sandbox", "exec", "--workdir", str(tmp_path),
                         "--", "pwd"], env=env, capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stdout, p.stderr) == (0, f"{tmp_path}\n", "")
+
+
+def test_a_workdir_the_caller_cannot_enter_is_refused_as_cd_would(tmp_path: Path) -> None:
+    """`--workdir /root` as a user: the program started there and could list nothing
+    (found by a new-user probe). Root enters any directory, as its own `cd` does."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0)
+    try:
+        p = subprocess.run([sys.executable, "-m", "sandbox", "exec", "--workdir", str(locked),
+                            "--", "true"], capture_output=True, text=True, timeout=120)
+    finally:
+        os.chmod(locked, 0o700)
+    if os.geteuid() == 0:
+        assert p.returncode == 0, p.stderr
+    else:
+        assert p.returncode == 125 and len(p.stderr.splitlines()) == 1, p.stderr
+        assert "permission denied" in p.stderr

@@ -90,6 +90,9 @@ def preflight(args: argparse.Namespace) -> None:
     workdir = getattr(args, "workdir", None)
     if workdir is not None and not os.path.isdir(workdir):
         raise InputError(f"--workdir {workdir}: no such directory")
+    if workdir is not None and not os.access(workdir, os.X_OK):
+        # as `cd` would say: the program started there and could list nothing
+        raise InputError(f"--workdir {workdir}: permission denied (you cannot enter it)")
     check_run_paths(args)
     if args.output is not None:
         check_output_dir(args.output)
