@@ -23,7 +23,6 @@ is fetched, a run whose files add up to more than `max_bytes` to transfer.
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
@@ -59,7 +58,8 @@ def parts(name: str) -> list[str]:
 def local_name(href: str | None, path: str) -> str:
     """The name an entry stands for, exactly: its `href` decoded to the name's bytes (a
     name that is not UTF-8 is listed as text with `\\xNN`), else its `path`."""
-    return os.fsdecode(urllib.parse.unquote_to_bytes(href)) if href else path
+    from sandbox.service.files import from_href    # the service's own reading of it
+    return from_href(href) if href else path
 
 
 def plan(entries: Sequence["FileEntry"], max_bytes: int = MAX_BYTES

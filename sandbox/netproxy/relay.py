@@ -93,6 +93,7 @@ def _pump(a: socket.socket, b: socket.socket, rec: Counts,
                 rec.result = "monitor CPU budget spent"
                 return
 
+
 def _move(src: socket.socket, dst: socket.socket, pipe: tuple[int, int] | None,
           view: memoryview) -> int:
     """One chunk from src to dst, all of it written: its size; 0 at src's end, on an

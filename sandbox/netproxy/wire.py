@@ -60,8 +60,8 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes, bytes]:
-    """(method, target, version, raw method, the header block) of a request head."""
+def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes]:
+    """(method, target, version, the header block) of a request head."""
     try:
         text_line, _, rest = head.partition(b"\r\n")
         parts = text_line.split(b" ")
@@ -70,7 +70,7 @@ def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes, bytes]:
         method, target, version = parts
         if not _TOKEN.match(method):
             raise WireError("bad method")
-        return method, target.decode("ascii"), version, method, rest
+        return method, target.decode("ascii"), version, rest
     except UnicodeDecodeError:
         raise WireError("non-ASCII request line") from None
 
@@ -87,7 +87,7 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
     second request smuggled after the first would again choose its own host), and
     a folded header line or one with a space before its colon (read differently by
     different servers) is refused."""
-    method, target, version, _, rest = _request_line(head)
+    method, target, version, rest = _request_line(head)
     low = target.lower()
     if low.startswith(("http://", "https://")):
         path = target.split("://", 1)[1].partition("/")
@@ -125,7 +125,7 @@ def parse_http_head(head: bytes) -> HttpRequest:
     http:// request rewritten by `origin_request` (one request per upstream connection:
     a kept-alive client cannot send a second request, for another host, down the first
     one's pipe)."""
-    _, t, _, method, _ = _request_line(head)
+    method, t, _, _ = _request_line(head)
     m = method.decode("ascii")
     if m == "CONNECT":
         host, port = split_hostport(t, None)

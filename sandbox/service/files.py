@@ -73,21 +73,21 @@ def write_input(root: str, name: str, data: bytes, executable: bool = False) -> 
     write_extents(root, name, [(0, data)], len(data), executable)
 
 
-def write_extents(root: str, name: str, parts: list[tuple[int, bytes]], size: int,
+def write_extents(root: str, name: str, extents: list[tuple[int, bytes]], size: int,
                   executable: bool = False) -> None:
     """Write one file under `root` from its data extents ((offset, bytes), in order),
     `size` bytes long: what lies between them stays a hole."""
-    parts_ = check_input_name(name).split("/")
+    parts = check_input_name(name).split("/")
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dfd = _open_dir(root_fd, parts_[:-1], create=True)
+        dfd = _open_dir(root_fd, parts[:-1], create=True)
     finally:
         os.close(root_fd)
     try:
-        fd = os.open(parts_[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o500 if executable else 0o400, dir_fd=dfd)
         try:
-            for offset, data in parts:
+            for offset, data in extents:
                 os.lseek(fd, offset, os.SEEK_SET)
                 write_all(fd, data)
             os.ftruncate(fd, size)
@@ -140,13 +140,18 @@ def href(name: str) -> str:
     return urllib.parse.quote(os.fsencode(name), safe="/")
 
 
+def from_href(ref: str | bytes) -> str:
+    """The exact name an `href` stands for (surrogate-escaped bytes where not UTF-8)."""
+    return os.fsdecode(urllib.parse.unquote_to_bytes(ref))
+
+
 def name_of(raw_path: bytes | None, marker: bytes, fallback: str) -> str:
     """The file name a request addressed: what follows `marker` in the request's raw
     (still percent-encoded) path, decoded to the name's exact bytes. The framework's
     decoded path parameter replaces bytes that are not UTF-8, so it cannot name
     every file a run may write."""
     if raw_path and marker in raw_path:
-        return os.fsdecode(urllib.parse.unquote_to_bytes(raw_path.split(marker, 1)[1]))
+        return from_href(raw_path.split(marker, 1)[1])
     return fallback
 
 

@@ -139,9 +139,8 @@ def explain_policy(req: ExplainRequest, tok: Tok, svc: Svc) -> Explanation:
 # -- a run's audit ------------------------------------------------------------------
 def _text(v: Any) -> Any:
     """Record fields as JSON-safe text (paths are surrogate-escaped bytes)."""
-    if isinstance(v, str):
-        return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return v
+    from sandbox.service.files import text
+    return text(v) if isinstance(v, str) else v
 
 
 def _audit_run(svc: Service, tok: TokenRow, run_id: str) -> str:

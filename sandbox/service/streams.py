@@ -125,15 +125,14 @@ class MessageBudget:
     def __init__(self, publish: Publish) -> None:
         self.publish = publish
         self.count = self.chars = 0
-        self.dropped = 0
+        self.full = False
 
     def __call__(self, type_: str, data: dict[str, Any]) -> None:
-        if self.dropped:
-            self.dropped += 1
+        if self.full:
             return
         size = len(json.dumps(data, default=str))
         if self.count + 1 > MAX_RUN_MESSAGES or self.chars + size > MAX_RUN_MESSAGE_CHARS:
-            self.dropped = 1
+            self.full = True
             self.publish("truncated", {"what": "message and log events",
                                        "kept": self.count, "chars": self.chars,
                                        "limit": {"events": MAX_RUN_MESSAGES,

@@ -121,14 +121,15 @@ _SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
 _lock = threading.Lock()
 
 
-def _scan(source: str) -> Scanned:
+def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
     """Scan once per version of the file (parallel and nested spawns check the same
     modules for every run), in the bounded worker (source_scan.py), never here."""
     try:
         st = os.stat(source)
     except OSError:
         return _NOT_READ
-    if st.st_size > source_scan.MAX_SOURCE:
+    if st.st_size > source_scan.MAX_SOURCE or (budget is not None
+                                               and not budget.take(st.st_size)):
         return _NOT_READ   # decided without reading a byte
     key = (st.st_mtime_ns, st.st_size, st.st_ino)
     with _lock:
@@ -152,18 +153,16 @@ class _Budget:
     def __init__(self) -> None:
         self.left = MAX_SCANNED
 
-    def scan(self, src: Any) -> Scanned:
-        if src is _UNREADABLE:
-            return _NOT_READ
-        try:
-            size = os.stat(str(src)).st_size
-        except OSError:
-            return _NOT_READ
+    def take(self, size: int) -> bool:
+        """Whether `size` more bytes may be parsed (once refused, nothing more is)."""
         if size > self.left:
             self.left = 0
-            return _NOT_READ
+            return False
         self.left -= size
-        return _scan(str(src))
+        return True
+
+    def scan(self, src: Any) -> Scanned:
+        return _NOT_READ if src is _UNREADABLE else _scan(str(src), self)
 
 
 def _run_worker(source: str) -> Scanned:

@@ -89,12 +89,16 @@ class BrokerQueue(QueueBase):
             # handed to the broker, started by no worker: it ends here (a worker that
             # takes it later reads the cancel key and drops it). Before, a run sent to
             # a queue no worker serves stayed "running" however often it was cancelled.
-            why = "cancelled before a worker started it"
-            if self.store.finish(run_id, row.attempts, "cancelled", why, None, time.time()):
-                self.bus.publish(run_id, "exit", {"status": "cancelled", "exit_code": None,
-                                                  "reason": why})
-                self.bus.forget(run_id)
+            self._end_unstarted(run_id, row.attempts, "cancelled",
+                                "cancelled before a worker started it")
         return True
+
+    def _end_unstarted(self, run_id: str, attempt: int, status: str, why: str) -> None:
+        """End a claimed attempt no worker has started, and say so to its readers."""
+        if self.store.finish(run_id, attempt, status, why, None, time.time()):
+            self.bus.publish(run_id, "exit", {"status": status, "exit_code": None,
+                                              "reason": why})
+            self.bus.forget(run_id)
 
     def running_count(self) -> int:
         return self.store.count("running")
@@ -172,11 +176,8 @@ class BrokerQueue(QueueBase):
             if tok is None or tok.revoked_at is not None:
                 # as the in-process queue does: a revoked token's queued runs never
                 # start (here all four queued before a revocation still ran)
-                why = "the token that submitted it was revoked"
-                if self.store.finish(run_id, attempt, "setup_error", why, None, time.time()):
-                    self.bus.publish(run_id, "exit", {"status": "setup_error",
-                                                      "exit_code": None, "reason": why})
-                    self.bus.forget(run_id)
+                self._end_unstarted(run_id, attempt, "setup_error",
+                                    "the token that submitted it was revoked")
                 continue
             running[token_id] = running.get(token_id, 0) + 1
             # claimed = handed to the broker: no host and no start time until a

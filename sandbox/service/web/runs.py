@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from . import views
-from sandbox.service.files import href, name_of, text
+from sandbox.service.files import from_href, href, name_of, text
 
 from .bridge import ApiError, Stream
 from .common import Ctx, api_error_page, back, current, posted, render
@@ -158,7 +157,7 @@ async def _files(ctx: Ctx, run_id: str) -> list[dict[str, Any]]:
     budget = HASH_FILES
     for f in files:
         if isinstance(f.get("href"), str):     # the exact name, shown once escaped
-            f["exact"] = os.fsdecode(unquote_to_bytes(f["href"]))
+            f["exact"] = from_href(f["href"])
         if f.get("sha256") or f.get("kind", "file") != "file":
             continue
         size = f.get("size")
