@@ -46,6 +46,10 @@ class QueueBase:
                 self._secrets[run_id] = dict(secrets)
             self._cond.notify()
 
+    def check_labels(self, labels: dict[str, str]) -> None:
+        """InputError for labels this executor cannot honour (the in-process queue
+        routes nothing by label; a broker refuses a queue no worker serves)."""
+
     def _cancel_queued(self, run_id: str) -> bool:
         """End a run that has not started; False when it is no longer queued."""
         with self._cond:

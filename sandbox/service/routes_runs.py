@@ -129,6 +129,7 @@ async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
     200 and the finished run when it ends in time."""
     svc.rate_check(tok)
     req, uploads = await read_request(request, svc)
+    await run_in_threadpool(svc.queue.check_labels, req.labels)
     row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
                                            uploads)
     if created:

@@ -75,7 +75,11 @@ def test_300_runs_on_three_workers_each_once(broker_server, start_worker):
 def test_a_killed_worker_is_rerun_elsewhere_or_lost(broker_server, start_worker):
     a = start_worker("doomed", "--concurrency", "2")
     with broker_server.client() as c:
-        retry = c.post("/v1/runs", json={"argv": ["sh", "-c", "sleep 4.317; echo second"],
+        # with a secret: the retry on another worker gets it too (it was in the lost
+        # message only, so attempt 2 ended "lost ... did not survive a restart")
+        retry = c.post("/v1/runs", json={"argv": ["sh", "-c",
+                                                  'sleep 4.317; test -n "$K" && echo second'],
+                                         "secret_env": {"K": "v"},
                                          "policy": "default", "retries": 1}).json()["id"]
         once = c.post("/v1/runs", json={"argv": ["sh", "-c", "sleep 4.318"],
                                         "policy": "default"}).json()["id"]

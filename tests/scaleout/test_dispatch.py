@@ -117,11 +117,10 @@ def test_a_revoked_tokens_queued_runs_never_start(broker_server, start_worker):
 
 
 def test_a_run_no_worker_took_is_cancelled_at_once(broker_server):
-    """Sent to a queue no worker serves, a run stayed "running" however often it
-    was cancelled (found by probing): it had been handed to the broker, and only a
-    worker read the cancel key."""
+    """Handed to the broker with no worker running, a run stayed "running" however
+    often it was cancelled (found by probing): only a worker read the cancel key."""
     with broker_server.client() as c:
-        r = c.post("/v1/runs", json={"argv": ["true"], "labels": {"queue": "nobody"}})
+        r = c.post("/v1/runs", json={"argv": ["true"]})
         run_id = r.json()["id"]
         deadline = time.monotonic() + 30
         while c.get(f"/v1/runs/{run_id}").json()["status"] == "queued":
@@ -130,3 +129,73 @@ def test_a_run_no_worker_took_is_cancelled_at_once(broker_server):
         assert c.post(f"/v1/runs/{run_id}/cancel").status_code < 300
         v = wait_final(c, run_id, timeout=30)
         assert (v["status"], v["reason"]) == ("cancelled", "cancelled before a worker started it")
+
+
+def redis_values(redis_server) -> bytes:
+    """Every key and value in the broker's Redis, as one blob to search."""
+    import redis
+    r = redis.Redis.from_url(redis_server.url)
+    blob = []
+    for k in r.scan_iter(count=1000):
+        kind = r.type(k)
+        blob.append(k)
+        if kind == b"string":
+            blob.append(r.get(k) or b"")
+        elif kind == b"hash":
+            blob.extend(b for kv in r.hgetall(k).items() for b in kv)
+        elif kind == b"list":
+            blob.extend(r.lrange(k, 0, -1))
+        elif kind == b"set":
+            blob.extend(r.smembers(k))
+        elif kind == b"zset":
+            blob.extend(r.zrange(k, 0, -1))
+        elif kind == b"stream":
+            blob.extend(repr(e).encode() for e in r.xrange(k))
+    return b"\n".join(blob)
+
+
+def test_a_queue_no_worker_serves_is_refused(broker_server, start_worker, redis_server):
+    """Any queue label was taken: its message waited in Redis for ever (with the
+    run's secret values), and every made-up name became a Redis queue."""
+    start_worker("gpu-host", "--queues", "gpu")
+    with broker_server.client() as c:
+        deadline = time.monotonic() + 60
+        while not any(w["host"] == "gpu-host" for w in c.get("/v1/workers").json()["workers"]):
+            assert time.monotonic() < deadline, "the worker's heartbeat"
+            time.sleep(0.1)
+        r = c.post("/v1/runs", json={"argv": ["true"], "labels": {"queue": "nobody"}})
+        assert r.status_code == 422, r.text
+        assert "no live worker serves queue 'nobody'" in r.text and "gpu" in r.text
+        assert b"nobody" not in redis_values(redis_server)
+        ok = c.post("/v1/runs", json={"argv": ["true"], "labels": {"queue": "gpu"}})
+        assert ok.status_code == 202, ok.text
+        v = wait_final(c, ok.json()["id"])
+        assert (v["status"], v["host"]) == ("ok", "gpu-host"), v
+
+
+def test_secret_values_never_ride_in_a_message_and_leave_redis_with_the_run(
+        broker_server, start_worker, redis_server):
+    """Secret env values travelled inside the Dramatiq message: one no worker took
+    kept them in Redis indefinitely. They now wait under one key with a TTL and
+    are gone from Redis once the run ends, whichever way it ends."""
+    secret = "s3cr3t-" + "x" * 20
+    with broker_server.client() as c:
+        waiting = c.post("/v1/runs", json={"argv": ["true"], "secret_env": {"K": secret}})
+        run_id = waiting.json()["id"]
+        import redis
+        r = redis.Redis.from_url(redis_server.url)
+        deadline = time.monotonic() + 30
+        while not (messages := b"".join(r.hgetall("dramatiq:default.msgs").values())):
+            assert time.monotonic() < deadline, "the run's message"
+            time.sleep(0.05)
+        assert run_id.encode() in messages and secret.encode() not in messages
+        assert 0 < r.ttl(f"sandbox:run:{run_id}:secrets") <= 24 * 3600
+        c.post(f"/v1/runs/{run_id}/cancel")
+        assert wait_final(c, run_id)["status"] == "cancelled"
+        assert secret.encode() not in redis_values(redis_server)
+        start_worker("alpha")
+        ran = c.post("/v1/runs", json={"argv": ["sh", "-c", 'test "$K" = "$1" && echo same',
+                                                "sh", secret], "secret_env": {"K": secret}})
+        v = wait_final(c, ran.json()["id"])
+        assert v["status"] == "ok" and v["result"]["stdout"] == "same\n", v
+        assert secret.encode() not in redis_values(redis_server)

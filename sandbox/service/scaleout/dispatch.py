@@ -4,9 +4,12 @@ in-process `sandbox.service.queue.RunQueue`, with Dramatiq workers as executors.
 - **Dispatch.** The store stays the queue of record. A dispatcher thread claims
   queued runs (honouring each token's `max_concurrent`, as the in-process
   queue does) with a new attempt number and enqueues one Dramatiq message per
-  attempt, carrying the request, the input files and the secret values (which
-  are never written to the store; they live in Redis until the message is
-  acknowledged).
+  attempt, carrying the request and the input files. Secret values are never
+  written to the store nor put in a message: they wait under the run's
+  `secrets` key (keys.py) with a TTL, and are deleted when the run ends.
+- **Queues.** A run may name a queue (its `queue` label) only when a live
+  worker serves it: a message to a queue nobody serves would wait in Redis
+  for ever, and any name a tenant made up would become a Redis key.
 - **Leases.** A reaper thread looks at every running run: an attempt that a
   worker started (its `started` mark) but whose lease is gone without a `done`
   mark lost its worker. With retries left it goes back to the queue (the next
@@ -21,6 +24,7 @@ in-process `sandbox.service.queue.RunQueue`, with Dramatiq workers as executors.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -28,6 +32,7 @@ import threading
 import time
 from typing import Any
 
+from sandbox.errors import InputError
 from sandbox.service.config import ServiceConfig
 from sandbox.service.events import Bus
 from sandbox.service.queue import QueueBase
@@ -55,6 +60,7 @@ class BrokerQueue(QueueBase):
                                      audit_dir=config.audit_dir)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._served: tuple[float, set[str]] | None = None
 
     # -- lifetime -------------------------------------------------------------
     def start(self) -> tuple[list[str], list[str]]:
@@ -96,9 +102,42 @@ class BrokerQueue(QueueBase):
     def _end_unstarted(self, run_id: str, attempt: int, status: str, why: str) -> None:
         """End a claimed attempt no worker has started, and say so to its readers."""
         if self.store.finish(run_id, attempt, status, why, None, time.time()):
+            self.redis.delete(keys.secrets(run_id))
             self.bus.publish(run_id, "exit", {"status": status, "exit_code": None,
                                               "reason": why})
             self.bus.forget(run_id)
+
+    def check_labels(self, labels: dict[str, str]) -> None:
+        """Refuse a `queue` label no live worker serves (the default queue is always
+        taken: its runs wait for the first worker)."""
+        queue = keys.queue_for(labels)
+        if queue == keys.DEFAULT_QUEUE:
+            return
+        served = self._served_queues()
+        if queue not in served:
+            raise InputError(f"labels.queue: no live worker serves queue {queue!r} "
+                             f"(served now: {', '.join(sorted(served))}); start one with "
+                             f"`sandbox worker --queues {queue}`")
+
+    def _hosts(self) -> list[str]:
+        return [h.decode(errors="replace") if isinstance(h, bytes) else str(h)
+                for h in self.redis.zrange(keys.WORKERS, 0, -1)]
+
+    def _served_queues(self) -> set[str]:
+        """The queues of workers whose heartbeat is current, cached for a second."""
+        now = time.monotonic()
+        cached = self._served
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        pipe = self.redis.pipeline(transaction=False)
+        for h in self._hosts():
+            pipe.hget(keys.worker(h), "queues")
+        served = {keys.DEFAULT_QUEUE}
+        for q in pipe.execute():
+            if isinstance(q, bytes):
+                served.update(n for n in q.decode(errors="replace").split(",") if n)
+        self._served = (now, served)
+        return served
 
     def running_count(self) -> int:
         return self.store.count("running")
@@ -108,8 +147,7 @@ class BrokerQueue(QueueBase):
         for `GET /v1/workers` and the workers page."""
         now = time.time()
         queues = {keys.DEFAULT_QUEUE} | set(self.broker.get_declared_queues() or ())
-        hosts = [h.decode(errors="replace") if isinstance(h, bytes) else str(h)
-                 for h in self.redis.zrange(keys.WORKERS, 0, -1)]
+        hosts = self._hosts()
         pipe = self.redis.pipeline(transaction=False)
         for q in sorted(queues):
             pipe.llen(f"dramatiq:{q}")
@@ -188,13 +226,15 @@ class BrokerQueue(QueueBase):
                 continue
             with self._cond:
                 secrets = self._secrets.pop(run_id, {})
+            if secrets:     # a retry finds them still there (NX: never overwritten)
+                self.redis.set(keys.secrets(run_id), json.dumps(secrets),
+                               ex=keys.SECRET_TTL, nx=True)
             shutil.rmtree(self.config.output_dir(run_id), ignore_errors=True)
-            self._enqueue(claimed, attempt, secrets, t0)
+            self._enqueue(claimed, attempt, t0)
             sent += 1
         return sent
 
-    def _job(self, row: RunRow, attempt: int, secrets: dict[str, str],
-             t0: float | None = None) -> Job:
+    def _job(self, row: RunRow, attempt: int, t0: float | None = None) -> Job:
         tok = self.store.token(row.token_id)
         files = []
         inp = self.config.input_dir(row.id)
@@ -208,14 +248,13 @@ class BrokerQueue(QueueBase):
                    request=row.request, token_id=row.token_id,
                    token_name=tok.name if tok is not None else "(deleted)",
                    ceiling=tok.ceiling if tok is not None else None,
-                   has_secrets=row.has_secrets, secret_env=secrets, files=files,
+                   has_secrets=row.has_secrets, files=files,
                    lease_ms=self.lease_ms, dispatched_at=time.time(),
                    claim_ms=0.0 if t0 is None else (time.perf_counter() - t0) * 1000)
 
-    def _enqueue(self, row: RunRow, attempt: int, secrets: dict[str, str],
-                 t0: float | None = None) -> None:
+    def _enqueue(self, row: RunRow, attempt: int, t0: float | None = None) -> None:
         from dramatiq import Message
-        job = self._job(row, attempt, secrets, t0)
+        job = self._job(row, attempt, t0)
         queue = keys.queue_for(row.request.get("labels"))
         self.broker.declare_queue(queue)
         self.broker.enqueue(Message(queue_name=queue, actor_name=keys.ACTOR,
@@ -229,7 +268,7 @@ class BrokerQueue(QueueBase):
         again = []
         for row in self.store.list_runs(status="running", limit=100000):
             if not self.redis.exists(keys.started(row.id, row.attempts)):
-                self._enqueue(row, row.attempts, {})
+                self._enqueue(row, row.attempts)
                 again.append(row.id)
         return again
 
@@ -271,6 +310,7 @@ class BrokerQueue(QueueBase):
             elif self.store.finish(row.id, row.attempts, "lost",
                                    f"its worker ({who}) stopped renewing its lease; "
                                    "no retries were allowed", None, time.time()):
+                self.redis.delete(keys.secrets(row.id))
                 self.bus.publish(row.id, "exit", {"status": "lost", "exit_code": None,
                                                   "reason": f"its worker ({who}) was lost"})
                 self.bus.forget(row.id)

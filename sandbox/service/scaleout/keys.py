@@ -11,6 +11,12 @@ Per attempt of a run (`run_id`, `attempt`):
              ended attempt, not a dead worker
 Per run:
     cancel   set by the server; the worker holding the lease polls it
+    secrets  the run's secret env values (JSON), set by the server when it first
+             hands the run to the broker and never put in a message: a message
+             stays in Redis while no worker takes it (and a week as a dead
+             letter). Deleted when the run ends (by the worker that ran its last
+             attempt, or by the server for a run no worker started); at most
+             SECRET_TTL otherwise. A retry after a lost worker reads it again.
 Per worker host:
     worker   its heartbeat (slots, running, queues, started), with a TTL; the
              workers page and `GET /v1/workers` read it
@@ -25,6 +31,7 @@ GROUP = "server"
 MARK_TTL = 7 * 24 * 3600          # seconds `started`/`done` outlive an attempt
 ACTOR = "sandbox_run"             # the Dramatiq actor every worker declares
 DEFAULT_QUEUE = "default"
+SECRET_TTL = 24 * 3600            # seconds a run's secret values wait for a worker
 
 
 def started(run_id: str, attempt: int) -> str:
@@ -41,6 +48,10 @@ def done(run_id: str, attempt: int) -> str:
 
 def cancel(run_id: str) -> str:
     return f"{PREFIX}run:{run_id}:cancel"
+
+
+def secrets(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}:secrets"
 
 
 WORKERS = PREFIX + "workers"       # a sorted set: host -> last heartbeat (epoch s)

@@ -29,8 +29,7 @@ class Job(BaseModel):
     token_id: str
     token_name: str
     ceiling: str | None
-    has_secrets: bool = False
-    secret_env: dict[str, str] = {}   # in the message only, never in the store
+    has_secrets: bool = False         # the values wait under keys.secrets(run_id), never here
     files: list[InputFile] = []
     lease_ms: int = Field(ge=200)
     dispatched_at: float = 0.0        # the server's clock when it enqueued the message

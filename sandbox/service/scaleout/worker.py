@@ -13,6 +13,7 @@ when the attempt ends: the server's store is the one record.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -341,7 +342,13 @@ class Worker:
             if lease.cancelled():
                 runs._end(row, job.attempt, "cancelled", "cancelled before it started", None)
                 return
-            runs.execute(row, job.attempt, cancel, dict(job.secret_env))
+            secrets = self._secrets(job)
+            if secrets is None:
+                runs._end(row, job.attempt, "lost", "its secret environment values waited "
+                          f"in Redis for {keys.SECRET_TTL // 3600} h without a worker and "
+                          "expired; submit it again", None)
+                return
+            runs.execute(row, job.attempt, cancel, secrets)
         except Exception as exc:     # report, never leave the server guessing
             log.exception("run %s attempt %d failed in the worker", job.run_id, job.attempt)
             reporter.send("finish", {"status": "setup_error", "result": None,
@@ -352,11 +359,27 @@ class Worker:
                                    "exit_code": None})
         finally:
             reporter.close()      # the final report is on the stream ...
+            if job.has_secrets:   # this attempt ended the run: its secrets go
+                try:
+                    self.redis.delete(keys.secrets(job.run_id))
+                except Exception as exc:     # they expire anyway (keys.SECRET_TTL)
+                    log.warning("run %s: secrets not deleted: %s", job.run_id, exc)
             lease.finish()        # ... before the attempt is marked done
             with self._launcher_lock:
                 self.running -= 1
             self._changed.set()
             shutil.rmtree(rundir, ignore_errors=True)
+
+    def _secrets(self, job: Job) -> dict[str, str] | None:
+        """The run's secret env values (None: they expired), read by the worker that
+        won the attempt; a retry after a lost worker reads the same key."""
+        if not job.has_secrets:
+            return {}
+        raw = self.redis.get(keys.secrets(job.run_id))
+        if raw is None:
+            return None
+        got = json.loads(raw)
+        return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else None
 
     def close(self) -> None:
         if self.launcher is not None:
