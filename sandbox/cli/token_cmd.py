@@ -11,9 +11,15 @@ hash is stored. A run's policy may not be looser than its token's ceiling.
 
 examples:
   sandbox token create --name ci --ceiling strict --max-concurrent 4 --max-queued 100 --rate 10/s
+  sandbox token create --name gpu-team --queues gpu,default   # with serve --broker
   sandbox token list
   sandbox token revoke ci
 """
+
+
+def _queues(text: str) -> list[str]:
+    """A comma-separated list of queue names (checked by TokenCreate)."""
+    return [q.strip() for q in text.split(",") if q.strip()]
 
 
 def _rate(text: str) -> float:
@@ -42,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-concurrent", type=int, default=4, metavar="N")
     c.add_argument("--max-queued", type=int, default=100, metavar="N")
     c.add_argument("--rate", type=_rate, default=None, metavar="N/s")
+    c.add_argument("--queues", type=_queues, default=None, metavar="Q1,Q2",
+                   help="with --broker: the only queues its runs may name in their "
+                        "`queue` label ('default' when they name none); default: any "
+                        "queue a live worker serves")
     c.add_argument("--admin", action="store_true", help="sees every run; no ceiling")
     c.add_argument("--json", action="store_true")
     ls = verbs.add_parser("list", help="every token (never the secrets)")
@@ -52,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from sandbox.errors import InputError
     from sandbox.service.models import TokenCreate
     from sandbox.service.tokens import create, open_store, row_view
@@ -62,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
                 spec = TokenCreate(name=args.name, ceiling=None if args.admin else
                                    (args.ceiling or "default"),
                                    max_concurrent=args.max_concurrent,
-                                   max_queued=args.max_queued, rate=args.rate, admin=args.admin)
-            except ValueError as exc:
-                raise InputError(str(exc).splitlines()[-1] if str(exc) else "bad token") \
-                    from None
+                                   max_queued=args.max_queued, rate=args.rate, admin=args.admin,
+                                   queues=args.queues)
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                raise InputError(f"--{where.split('.')[0].replace('_', '-')}: "
+                                 f"{first['msg'].removeprefix('Value error, ')}") from None
             made = create(store, spec)
             if args.json:
                 print(made.model_dump_json())
@@ -82,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{t.id}  {t.name:<16} {state:<8} ceiling={t.ceiling or '-':<10} "
                           f"concurrent={t.max_concurrent} queued={t.max_queued} "
                           f"rate={t.rate if t.rate is not None else '-'}"
+                          f"{' queues=' + ','.join(t.queues) if t.queues is not None else ''}"
                           f"{' admin' if t.admin else ''}")
             return 0
         if not store.revoke_token(args.ident):

@@ -25,12 +25,14 @@ def digest(secret: str) -> str:
 
 
 def new_token(store: Store, *, name: str, ceiling: str | None, max_concurrent: int,
-              max_queued: int, rate: float | None, admin: bool) -> tuple[str, TokenRow]:
+              max_queued: int, rate: float | None, admin: bool,
+              queues: list[str] | None = None) -> tuple[str, TokenRow]:
     """(the secret, shown once, and its stored row)."""
     secret = PREFIX + secrets.token_urlsafe(32)
     row = TokenRow(id="tok_" + secrets.token_hex(8), name=name, hash=digest(secret),
                    ceiling=ceiling, max_concurrent=max_concurrent, max_queued=max_queued,
-                   rate=rate, admin=admin, created_at=time.time(), revoked_at=None)
+                   rate=rate, admin=admin, created_at=time.time(), revoked_at=None,
+                   queues=queues)
     store.add_token(row)
     return secret, row
 

@@ -54,6 +54,7 @@ class FileInput(Strict):
 
 MAX_LABEL = 256
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+DEFAULT_QUEUE = "default"          # a run's scale-out queue when its labels name none
 
 
 class RunRequest(Strict):
@@ -192,6 +193,17 @@ class TokenCreate(Strict):
     max_queued: int = Field(default=100, ge=0, le=100000)
     rate: float | None = Field(default=None, gt=0, description="submissions per second")
     admin: bool = False
+    queues: list[str] | None = Field(
+        default=None, max_length=64,
+        description="the scale-out queues its runs may name (None: any a live worker serves)")
+
+    @field_validator("queues")
+    @classmethod
+    def _queues(cls, v: list[str] | None) -> list[str] | None:
+        for q in v or ():
+            if not QUEUE_NAME.match(q):
+                raise ValueError(f"queue {q[:64]!r}: letters, digits, '-' and '_' (at most 64)")
+        return sorted(set(v)) if v is not None else None
 
 
 class TokenView(BaseModel):
@@ -204,6 +216,7 @@ class TokenView(BaseModel):
     admin: bool
     created_at: float
     revoked_at: float | None = None
+    queues: list[str] | None = None
 
 
 class TokenCreated(TokenView):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import sandbox
+from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, current_token, service
 from sandbox.service.models import FINAL_STATES, Health, RunList, RunRequest, RunView
 from sandbox.service.runs import view
@@ -129,6 +130,7 @@ async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
     200 and the finished run when it ends in time."""
     svc.rate_check(tok)
     req, uploads = await read_request(request, svc)
+    tenancy.check_queue(tok.queues, tok.name, req.labels)
     await run_in_threadpool(svc.queue.check_labels, req.labels)
     row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
                                            uploads)

@@ -52,6 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 4: the scale-out queues a token may name (NULL: any a live worker serves)
+    """
+    ALTER TABLE tokens ADD COLUMN queues TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -93,6 +97,7 @@ class TokenRow:
     admin: bool
     created_at: float
     revoked_at: float | None
+    queues: list[str] | None = None   # None: any queue a live worker serves
 
 
 _RUN_COLS = ("seq, id, token_id, status, kind, request, policy, created_at, started_at, "
@@ -116,6 +121,7 @@ def _run(row: tuple[Any, ...]) -> RunRow:
 def _token(row: tuple[Any, ...]) -> TokenRow:
     r = list(row)
     r[7] = bool(r[7])
+    r[10] = json.loads(r[10]) if r[10] is not None else None
     return TokenRow(*r)
 
 
@@ -171,9 +177,10 @@ class Store:
 
     # -- tokens ----------------------------------------------------------------
     def add_token(self, t: TokenRow) -> None:
-        self._x("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?,?,?)",
+        self._x("INSERT INTO tokens VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (t.id, t.name, t.hash, t.ceiling, t.max_concurrent, t.max_queued, t.rate,
-                 int(t.admin), t.created_at, t.revoked_at))
+                 int(t.admin), t.created_at, t.revoked_at,
+                 json.dumps(t.queues) if t.queues is not None else None))
 
     def token_by_hash(self, digest: str) -> TokenRow | None:
         rows = self._q("SELECT * FROM tokens WHERE hash=?", (digest,))

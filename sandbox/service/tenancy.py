@@ -29,6 +29,16 @@ class Forbidden(Exception):
     """The run is over its token's ceiling or reaches into the state directory (403)."""
 
 
+def check_queue(queues: list[str] | None, token_name: str, labels: dict[str, str]) -> None:
+    """Forbidden when the token's queue list does not hold the run's queue (the
+    queue picks the workers: a tenant kept off the GPU hosts stays off them)."""
+    from sandbox.service.models import DEFAULT_QUEUE
+    queue = labels.get("queue") or DEFAULT_QUEUE
+    if queues is not None and queue not in queues:
+        raise Forbidden(f"token {token_name!r} may use the queues {', '.join(queues) or '(none)'}"
+                        f", not {queue!r}")
+
+
 def load_requested(name: str | None, inline: dict[str, Any] | None, fallback: str) -> Policy:
     """The policy a request names (a built-in or registered name, never a path) or
     carries inline (untrusted data: `extends` may name only built-in or

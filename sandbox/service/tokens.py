@@ -17,7 +17,7 @@ def open_store(state: str | None) -> Store:
 def row_view(t: TokenRow) -> TokenView:
     return TokenView(id=t.id, name=t.name, ceiling=t.ceiling, max_concurrent=t.max_concurrent,
                      max_queued=t.max_queued, rate=t.rate, admin=t.admin,
-                     created_at=t.created_at, revoked_at=t.revoked_at)
+                     created_at=t.created_at, revoked_at=t.revoked_at, queues=t.queues)
 
 
 def create(store: Store, spec: TokenCreate) -> TokenCreated:
@@ -31,5 +31,6 @@ def create(store: Store, spec: TokenCreate) -> TokenCreated:
         load_policy(spec.ceiling)   # PolicyError (an InputError) when it does not load
     secret, row = auth.new_token(store, name=spec.name, ceiling=spec.ceiling,
                                  max_concurrent=spec.max_concurrent,
-                                 max_queued=spec.max_queued, rate=spec.rate, admin=spec.admin)
+                                 max_queued=spec.max_queued, rate=spec.rate, admin=spec.admin,
+                                 queues=spec.queues)
     return TokenCreated(**row_view(row).model_dump(), token=secret)

@@ -78,6 +78,25 @@ def test_queue_quota_and_rate_are_429_with_retry_after(service_server) -> None:
         assert 429 in codes2 and codes2[0] == 202
 
 
+def test_a_tokens_queue_list_keeps_its_runs_on_those_queues(service_server, http) -> None:
+    """Any tenant could send runs to any queue (the queue picks the worker hosts,
+    e.g. the GPU ones); a token made with --queues may name only those."""
+    g = make_token(service_server, "--name", "g", "--queues", "gpu")
+    with service_server.client(g["token"]) as c:
+        r = c.post("/v1/runs", json={"argv": ["true"]})
+        assert r.status_code == 403 and "may use the queues gpu, not 'default'" in r.text
+        r = c.post("/v1/runs", json={"argv": ["true"], "labels": {"queue": "other"}})
+        assert r.status_code == 403, r.text
+        assert c.post("/v1/runs", json={"argv": ["true"],
+                                        "labels": {"queue": "gpu"}}).status_code == 202
+    made = http.post("/v1/tokens", json={"name": "h", "queues": ["b", "a", "a"]})
+    assert made.status_code in (200, 201) and made.json()["queues"] == ["a", "b"], made.text
+    bad = http.post("/v1/tokens", json={"name": "i", "queues": ["a/../b"]})
+    assert bad.status_code == 422
+    assert any(t["queues"] == ["gpu"] for t in http.get("/v1/tokens").json()
+               if t["name"] == "g")
+
+
 def test_oversized_body_is_413(service_server, http) -> None:
     big = "A" * (65 * 1024 * 1024)
     r = http.post("/v1/runs", content=b'{"argv":["true"],"stdin":"' + big.encode() + b'"}',

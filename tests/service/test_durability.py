@@ -72,8 +72,9 @@ def test_a_store_of_the_previous_schema_version_is_migrated(tmp_path) -> None:
     db.commit()
     db.close()
     st = S.Store(path)
-    assert S.SCHEMA_VERSION == 3 and st.version == S.SCHEMA_VERSION
+    assert S.SCHEMA_VERSION == 4 and st.version == S.SCHEMA_VERSION
     assert st.token("t").name == "n" and st.run("r").status == "ok"
+    assert st.token("t").queues is None      # an old token may use any queue, as before
     assert st.finished_before(3) == ["r"]
     assert st._q("SELECT name FROM sqlite_master WHERE name='runs_finished'")
     st.close()

@@ -25,12 +25,13 @@ group, so a report is acknowledged only after the server stored it).
 """
 from __future__ import annotations
 
+from sandbox.service.models import DEFAULT_QUEUE
+
 PREFIX = "sandbox:"
 REPORTS = PREFIX + "reports"
 GROUP = "server"
 MARK_TTL = 7 * 24 * 3600          # seconds `started`/`done` outlive an attempt
 ACTOR = "sandbox_run"             # the Dramatiq actor every worker declares
-DEFAULT_QUEUE = "default"
 SECRET_TTL = 24 * 3600            # seconds a run's secret values wait for a worker
 
 
