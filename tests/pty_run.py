@@ -56,3 +56,24 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str] | None = None,
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return out, os.waitstatus_to_exitcode(status)
+
+
+ISATTY = "import os; print('tty' if all(os.isatty(i) for i in range(3)) else 'pipes')"
+GETPASS = "import getpass; print('got', len(getpass.getpass()))"
+
+
+def at_a_terminal(sandbox: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """`sandbox exec` without -t at an interactive terminal acts as with -t, as a direct
+    run sees a terminal (here `ls` printed one name a line and a password typed at a
+    getpass prompt was echoed); --no-tty, or stderr sent elsewhere, keeps pipes."""
+    def run(*extra: str, code: str = ISATTY, wrap: str = 'exec "$@"',
+            steps: Sequence[Step] = ()) -> bytes:
+        out, status = run_on_pty(["/bin/sh", "-c", wrap, "sh", *sandbox, "exec", *extra,
+                                  "--", "python3", "-c", code], env, steps)
+        assert status == 0, out
+        return out.replace(b"\r\n", b"\n")
+    assert run() == b"tty\n"
+    assert run("--no-tty") == b"pipes\n"
+    assert run(wrap='exec "$@" 2>/dev/null') == b"pipes\n"
+    said = run(code=GETPASS, steps=[("Password:", type_keys(b"hunter2\n"))])
+    assert b"got 7" in said and b"hunter2" not in said, said

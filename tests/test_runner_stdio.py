@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pty_run import run_on_pty, type_keys
+from pty_run import at_a_terminal, run_on_pty, type_keys
 
 pytestmark = pytest.mark.isolation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,7 +300,16 @@ def test_tty_gives_the_program_its_own_terminal_with_the_callers_size():
     out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", "tty; stty size; exit 3"])
     lines = out.decode().replace("\r", "").splitlines()
     assert code == 3, out
-    assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
+    assert lines[0] == "/dev/console" and lines[1] == "33 101", out
+
+
+def test_a_run_with_a_terminal_can_still_make_ptys():
+    """The run's pty was bound at its host name in /dev/pts, so the sandbox's own devpts
+    was not mounted: with -t (and so at any interactive terminal) `script` and
+    pty.openpty() failed ("out of pty devices"). It is at /dev/console now."""
+    code = "import os, pty; m, s = pty.openpty(); print(os.ttyname(s), os.ttyname(0))"
+    out, status = run_on_pty([*SANDBOX, "exec", "-t", "--", "python3", "-c", code])
+    assert status == 0 and out.replace(b"\r", b"").endswith(b"/dev/pts/0 /dev/console\n"), out
 
 
 @pytest.mark.parametrize("given", [b"", b"one\ntwo\n", b"no newline at the end"],
@@ -330,6 +339,10 @@ def test_tty_with_piped_input_ends_a_readline_repl(argv, says):
                        capture_output=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert says in p.stdout, p.stdout
+
+
+def test_an_interactive_terminal_gets_a_tty_without_asking():
+    at_a_terminal(SANDBOX)
 
 
 def test_tty_with_input_from_dev_null_runs():

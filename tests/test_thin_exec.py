@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from pty_run import run_on_pty, type_keys
+from pty_run import at_a_terminal, run_on_pty, type_keys
 from sandbox.thin import control as D
 from sandbox.thin import wire
 
@@ -471,9 +471,15 @@ def test_tty_size_and_window_changes(served):
                            served.env, [("go", resize)])
     lines = out.decode().replace("\r", "").splitlines()
     assert code == 3, out
-    assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101", out
+    assert lines[0] == "/dev/console" and lines[1] == "33 101", out
     assert lines[-1] == "20 70", out
     assert served.count() == before + 1
+
+
+def test_an_interactive_terminal_gets_a_tty_without_asking(served):
+    before = served.count()
+    at_a_terminal(served.cmd, served.env)
+    assert served.count() == before + 4
 
 
 def test_ctrl_c_on_the_terminal_and_a_repl(served):

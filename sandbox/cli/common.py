@@ -18,6 +18,9 @@ CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")
 CLI_FORKSERVER: Any = None
 # ...and to where its runs' history rows go: the daemon writes them (sandbox.thin.relay)
 CLI_HISTORY: Any = None
+# ...and the pid of the thin client it serves: whose terminal decides an automatic -t
+# (sandbox.cli.terminal); None on the cold path, where that is this process
+CLI_CALLER_PID: int | None = None
 
 from sandbox.errors import InputError
 

@@ -27,7 +27,9 @@ exit codes (docs/run-result.md):
   127      the program was not found (not on PATH, or not in the sandbox's view)
 
 stdin passes through (--stdin none closes it); -t gives the program a terminal
-of its own. What the program does not read of a file or pipe given as stdin is
+of its own. Run at an interactive terminal (stdin, stdout and stderr all the
+terminal, in the foreground) it gets one without -t, as a direct run would see
+a terminal; --no-tty keeps pipes. What the program does not read of a file or pipe given as stdin is
 left to the next reader, as after a direct run: `find . | while read f; do
 sandbox exec ... "$f"; done` goes round every line. The program never holds the
 caller's descriptors: its stdin, stdout and stderr are pipes (or that pty)
@@ -62,7 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-t", "--tty", action="store_true",
                    help="give the program a pseudo-terminal of its own (made outside the "
                         "sandbox and relayed; window size and keys pass through). "
-                        "stdout and stderr are then both the terminal")
+                        "stdout and stderr are then both the terminal. The default when "
+                        "stdin, stdout and stderr are all the caller's terminal and "
+                        "sandbox exec is its foreground job")
+    p.add_argument("-T", "--no-tty", action="store_true",
+                   help="never a pseudo-terminal: pipes even at an interactive terminal")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(func=run)
 
@@ -72,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
+    if args.tty and args.no_tty:
+        raise InputError("-t and --no-tty contradict each other: give one")
     if not argv:
         raise InputError("no program given: sandbox exec [OPTIONS] -- PROGRAM [ARGS...]")
     # Started with stdin closed (sys.stdin is None), fd 0 may since name another file.
@@ -93,7 +101,11 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     from sandbox.cli.grants import compose
     from sandbox.launcher.signals import RawTerminal
     policy = compose(args, args.policy, run=True)
-    raw = RawTerminal(0) if args.tty and stdin is not None else contextlib.nullcontext()
+    tty = args.tty
+    if not tty and not args.no_tty and stdin is not None:
+        from sandbox.cli import terminal
+        tty = terminal.interactive(common.CLI_CALLER_PID or os.getpid())
+    raw = RawTerminal(0) if tty and stdin is not None else contextlib.nullcontext()
     with raw:
         if common.CLI_FORKSERVER is not None:
             launcher = Launcher(start="forkserver", forkserver=common.CLI_FORKSERVER,
@@ -103,7 +115,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or current_dir(), output_dir=args.output,
-            stdin=stdin, tty=args.tty, forward_signals=True)
+            stdin=stdin, tty=tty, forward_signals=True)
     common.write_result(args.result, result, getattr(args, "result_fd", None))
     common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))
     common.report_run(args, result)

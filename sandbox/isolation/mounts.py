@@ -130,11 +130,13 @@ def _make_mountpoint(target: str, is_dir: bool) -> None:
 
 def _bind_terminal(dev: str, tty: str) -> None:
     """The run's own pty (`sandbox exec -t`, made by the monitor outside the sandbox) at
-    its usual name, so ttyname(3) finds it; nothing else of the host's /dev/pts."""
+    /dev/console, as container runtimes put a container's terminal, so ttyname(3)
+    finds it (glibc scans /dev for the node); nothing else of the host's /dev/pts.
+    Not at its host name under /dev/pts: that is the sandbox's own devpts instance
+    (sysview.private_pts), which `script` and `expect` need in a -t run too."""
     if not tty.startswith("/dev/pts/") or "/" in tty[len("/dev/pts/"):]:
         return
-    os.makedirs(dev + "/pts", 0o755, exist_ok=True)
-    target = dev + tty[len("/dev"):]
+    target = dev + "/console"
     os.mknod(target, stat.S_IFREG | 0o600)
     libc.mount(tty, target, None, libc.MS_BIND)
 
@@ -167,11 +169,11 @@ def _mount_dev(root: str, root_fd: int, shm_size: int, under_dev: list[Step],
             os.close(beneath.make_mountpoint(root_fd, step.path, step.is_dir))
         elif step.kind == "link":
             _make_link(root_fd, step)
-    sysview.make_pts_points(dev, tty)
+    sysview.make_pts_points(dev)
     set_attrs(dev, ATTR_RDONLY | ATTR_NOSUID | ATTR_NOEXEC, True)
     libc.mount("tmpfs", dev + "/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                f"mode=1777,size={shm_size}")
-    sysview.private_pts(dev, tty)
+    sysview.private_pts(dev)
 
 
 def _mount_output(root_fd: int, step: Step, plan: FsPlan) -> int:

@@ -7,9 +7,9 @@ already grants, and none of it is writable by the program:
 - a private **/dev/pts** (`private_pts`): a *new* devpts instance
   (``newinstance``, ``ptmxmode=0666``) with ``/dev/ptmx -> pts/ptmx``, so
   ``pty.openpty()``, ``script`` and ``expect`` work. It holds only the ptys
-  this sandbox creates; the host's ptys are in another instance. Not mounted
-  under ``sandbox exec -t``, whose one host pty is bound at its own name
-  (mounts._bind_terminal) so ttyname(3) works.
+  this sandbox creates; the host's ptys are in another instance. Under
+  ``sandbox exec -t`` the run's one host pty is bound at /dev/console
+  (mounts._bind_terminal), beside it.
 - **/etc/passwd, /etc/group, /etc/hosts** (`etc_files`): copies of the host's
   files (which the policy already shows under /etc) in which the sandbox's user
   has HOME = identity.HOME_DIR and a usable shell, its gid has a name, and the
@@ -43,24 +43,16 @@ ETC_FILES = ("passwd", "group", "hosts")
 _RO = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
 
-def pts_wanted(tty: str | None) -> bool:
-    return not tty
-
-
-def make_pts_points(dev: str, tty: str | None) -> None:
+def make_pts_points(dev: str) -> None:
     """Before /dev turns read-only: the mountpoint and the ptmx link."""
-    if not pts_wanted(tty):
-        return
     os.makedirs(dev + "/pts", 0o755, exist_ok=True)
     if not os.path.lexists(dev + "/ptmx"):
         os.symlink("pts/ptmx", dev + "/ptmx")
 
 
-def private_pts(dev: str, tty: str | None) -> None:
+def private_pts(dev: str) -> None:
     """After /dev turned read-only: a new devpts instance of this sandbox's own.
     No gid= option: the tty group is not mapped in the user namespace."""
-    if not pts_wanted(tty):
-        return
     libc.mount("devpts", dev + "/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
                "newinstance,ptmxmode=0666,mode=0620")
 

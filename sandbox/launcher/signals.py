@@ -86,7 +86,7 @@ class RawTerminal:
         if os.isatty(self.fd):
             import tty
             self._saved = termios.tcgetattr(self.fd)
-            tty.setraw(self.fd)
+            tty.setraw(self.fd, termios.TCSADRAIN)   # not TCSAFLUSH: keep keys typed ahead
         return self
 
     def __exit__(self, *exc: object) -> None:

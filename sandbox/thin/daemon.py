@@ -164,7 +164,7 @@ class Daemon:
             self.sel.unregister(self.listen)
             self._reply(conn, "stopping\n")
         elif op == "exec" and len(fds) == 4 and not self.stopping:
-            self._start(conn, argv, env, fds)
+            self._start(conn, argv, env, fds, pid)
         else:
             for fd in fds:
                 os.close(fd)
@@ -179,17 +179,17 @@ class Daemon:
         conn.close()
 
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
-               fds: list[int]) -> None:
+               fds: list[int], caller: int) -> None:
         self.forkserver.ensure()     # one that died since the last run is replaced first
         spare, self.spare = self.spare, None
         if spare is not None and spare.server != self.forkserver.pid:
             spare.drop()             # a client of the fork server that was replaced
             spare = None
-        if spare is not None and spare.hand(argv, env, fds):
+        if spare is not None and spare.hand(argv, env, fds, caller):
             pid, done_r = spare.pid, spare.done
             self.from_spare += 1
         else:
-            pid, done_r = fork.start(self, lambda: (argv, env, fds), (conn,))
+            pid, done_r = fork.start(self, lambda: (argv, env, fds, caller), (conn,))
         for fd in fds:
             os.close(fd)
         conn.setblocking(False)

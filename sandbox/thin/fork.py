@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from sandbox.thin.relay import RelayedHistory
 
 FDS = 4        # the client's stdin, stdout, stderr and working directory
-Request = tuple[list[str], dict[str, str], list[int]]   # argv, environment, FDS descriptors
+# argv, environment, FDS descriptors, and the client's pid (SO_PEERCRED; its terminal
+# decides an automatic -t: sandbox.cli.terminal)
+Request = tuple[list[str], dict[str, str], list[int], int]
 
 
 @dataclass
@@ -49,10 +51,11 @@ class Spare:
     done: int              # the fork's frame (sandbox.thin.relay), as a run's
     server: int            # the pid of the fork server whose client it holds
 
-    def hand(self, argv: list[str], env: dict[str, str], fds: list[int]) -> bool:
+    def hand(self, argv: list[str], env: dict[str, str], fds: list[int], caller: int) -> bool:
         """Give the spare the request; False (and the spare is gone) if it cannot take
-        it, and the daemon forks instead."""
-        data = wire.encode("exec", argv, env)
+        it, and the daemon forks instead. The client's pid goes first in argv (this
+        socket pair is the daemon's own, never a client's)."""
+        data = wire.encode("exec", [str(caller), *argv], env)
         try:
             sent = socket.send_fds(self.sock, [data], fds)
             if sent < len(data):
@@ -148,11 +151,11 @@ def _wait(sock: socket.socket) -> Request | None:
         return None
     finally:
         sock.close()
-    if op != "exec" or len(fds) != FDS:
+    if op != "exec" or len(fds) != FDS or not argv or not argv[0].isdigit():
         for fd in fds:
             os.close(fd)
         return None
-    return argv, env, fds
+    return argv[1:], env, fds, int(argv[0])
 
 
 def detach(daemon: Daemon) -> None:
@@ -175,7 +178,7 @@ def detach(daemon: Daemon) -> None:
 
 
 def child(daemon: Daemon, argv: list[str], env: dict[str, str], fds: list[int],
-          history: RelayedHistory) -> int:
+          caller: int, history: RelayedHistory) -> int:
     """In the fork, after `detach`: become the client's `sandbox exec` process, then run
     it; the run's history row goes to `history` (a relay.RelayedHistory, written by the
     daemon)."""
@@ -188,6 +191,7 @@ def child(daemon: Daemon, argv: list[str], env: dict[str, str], fds: list[int],
     os.environ.clear()           # unsetenv each: the C environ too
     os.environ.update(env)
     from sandbox.cli import common
+    common.CLI_CALLER_PID = caller
     common.CLI_FORKSERVER = daemon.forkserver.for_run(
         os.path.join(os.path.dirname(daemon.path), "forkserver.lock"))
     from sandbox.history import default_path
