@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from sandbox.errors import ProtocolError as ProtocolError
-from sandbox.ipc.frames import dumps, encode as _frame, parse_json
+from sandbox.ipc.frames import dumps, encode as _frame, json_bytes, parse_json
 from sandbox.jsontypes import JSONObject
 
 if TYPE_CHECKING:
@@ -731,7 +731,7 @@ class _Enc:
             if not isinstance(v, dict):
                 raise ProtocolError(f"{where}: want a JSON object")
             try:
-                n = len(dumps(v).encode("utf-8"))
+                n = len(json_bytes(v))
             except (TypeError, ValueError) as exc:
                 raise ProtocolError(f"{where}: not JSON: {exc}") from None
             if n > meta["budget"]:
@@ -752,8 +752,7 @@ class _Enc:
                 x = 0.0
             return x
         if kind == _STR:
-            s = v if type(v) is str and v.isascii() else \
-                str(v).encode("utf-8", "backslashreplace").decode("utf-8")
+            s = v if type(v) is str else str(v)   # surrogates kept: frames.json_bytes
             limit = meta.get("chars", DEFAULT_CHARS)
             if len(s) > limit:
                 self.clip(where, len(s) - limit, f"{len(s)} characters, over its {limit}")
@@ -775,7 +774,7 @@ class _Enc:
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
-                    used += len(dumps(enc).encode("utf-8")) + 1
+                    used += len(json_bytes(enc)) + 1
                     if used > budget:
                         self.clip(where, len(seq) - i, f"over its {budget} bytes")
                         break
@@ -809,7 +808,7 @@ class _Enc:
         saved = dict(self.clipped)
         try:
             out = [self.value(tp, item, meta, where + "[]") for item in seq]
-            if not out or len(dumps(out).encode("utf-8")) + 1 <= budget:
+            if not out or len(json_bytes(out)) + 1 <= budget:
                 return out
         except Exception:
             pass
@@ -848,7 +847,7 @@ def to_obj(msg: DataclassInstance) -> JSONObject:
 
 def encode(msg: DataclassInstance) -> bytes:
     """One message as UTF-8 JSON, at most `max_size(type(msg))` bytes."""
-    return dumps(to_obj(msg)).encode("utf-8")
+    return json_bytes(to_obj(msg))
 
 
 class _Dec:
@@ -1039,7 +1038,7 @@ def from_envelope(data: bytes, *accept: type[T], limit: int = DATAGRAM_MAX) -> T
 
 
 def to_datagram(msg: DataclassInstance) -> bytes:
-    data = dumps({"type": name_of(msg), "payload": to_obj(msg)}).encode("utf-8")
+    data = json_bytes({"type": name_of(msg), "payload": to_obj(msg)})
     if len(data) > DATAGRAM_MAX:
         raise ProtocolError(f"{name_of(msg)}: {len(data)} bytes, over the {DATAGRAM_MAX}-byte "
                             "datagram bound")
@@ -1167,8 +1166,8 @@ def ready_datagram(active: list[str], skipped: dict[str, str],
                        and type(v) is float and math.isfinite(v) for k, v in timings.items()):
         return to_datagram(Ready(active=list(active), skipped=dict(skipped),
                                  timings=dict(timings)))
-    return dumps({"type": "ready", "payload": {"active": active, "skipped": skipped,
-                                               "timings": timings}}).encode("utf-8")
+    return json_bytes({"type": "ready", "payload": {"active": active, "skipped": skipped,
+                                                    "timings": timings}})
 
 
 def send_fd(sock: socket.socket, cls: type, fd: int) -> None:

@@ -273,3 +273,21 @@ def test_pid1s_ready_without_the_codec_is_the_codecs(active, skipped, timings):
         _codec_or_error(lambda _: P.to_datagram(P.Ready(active=list(active),
                                                         skipped=dict(skipped),
                                                         timings=dict(timings))), b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=6),
+       st.dictionaries(st.sampled_from(["A", "B_1", "LC_ALL"]), st.binary(max_size=40)),
+       st.binary(min_size=1, max_size=60))
+def test_arguments_environment_and_directory_bytes_survive_the_spec(args, env, cwd):
+    """Not UTF-8, an argument, an environment value or the working directory reached the
+    program as the text `\\udcff` (backslashreplace): `printf %s $'a\\xffb'` printed
+    `a\\udcffb` and exited 0. Now every byte string survives the spec's encoding."""
+    from sandbox.protocol import Spec, decode, encode
+    fs = os.fsdecode
+    spec = Spec(argv=[fs(a) for a in args], env={k: fs(v) for k, v in env.items()},
+                audit_db=fs(b"/" + cwd.replace(b"\0", b"")))
+    back = decode(Spec, encode(spec))
+    assert [os.fsencode(a) for a in back.argv or ()] == args
+    assert {k: os.fsencode(v) for k, v in back.env.items()} == env
+    assert os.fsencode(back.audit_db) == b"/" + cwd.replace(b"\0", b"")

@@ -54,7 +54,7 @@ class _FullEnc(protocol._Enc):
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
-                    used += len(protocol.dumps(enc).encode("utf-8")) + 1
+                    used += len(protocol.json_bytes(enc)) + 1
                     if used > budget:
                         self.clip(where, len(seq) - i, f"over its {budget} bytes")
                         break

@@ -513,3 +513,19 @@ def test_what_the_program_reads_and_what_is_left_make_the_input(tmp_path, size, 
                        env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout == blob, (kind, size, take, len(p.stdout))
+
+
+def test_bytes_that_are_not_utf8_pass_as_bytes(tmp_path):
+    """An argument or working directory that is not UTF-8 reached the program as the
+    text `\\udcff` (exit 0, wrong output), or failed with an encoder's message; a grant
+    that is not UTF-8 (a policy is text) is one line naming its flag."""
+    weird = tmp_path / os.fsdecode(b"d\xfe")
+    weird.mkdir()
+    p = subprocess.run([*SANDBOX, "exec", "--", "sh", "-c", 'printf "%s|" "$1"; pwd', "sh",
+                        os.fsdecode(b"a\xffb")], cwd=weird, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == b"a\xffb|" + os.fsencode(str(weird)) + b"\n"
+    p = subprocess.run([*SANDBOX, "exec", "--env", os.fsdecode(b"X=c\xfed"), "--", "true"],
+                       capture_output=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 125 and p.stderr.count(b"\n") == 1, p.stderr
+    assert b"--env" in p.stderr and b"not UTF-8" in p.stderr

@@ -96,6 +96,7 @@ def overlay(args: argparse.Namespace, base: str, cwd: str,
             run: bool = False) -> tuple[str, dict[str, str]]:
     """The TOML text of the grants on top of `base`, and TOML key -> flag (for errors)."""
     q = json.dumps     # a JSON string is a valid TOML basic string
+    _utf8_only(args)
     flags: dict[str, str] = {}
     lines = [f"extends = [{q(base)}]"]
     fs = []
@@ -148,6 +149,25 @@ def overlay(args: argparse.Namespace, base: str, cwd: str,
             lines.append("set = {" + ", ".join(f"{q(k)} = {q(v)}" for k, v in set_.items()) + "}")
             flags["env.set"] = "--env"
     return "\n".join(lines) + "\n", flags
+
+
+def _utf8_only(args: argparse.Namespace) -> None:
+    """A grant is policy text, and a policy holds Unicode text only: a path or value
+    that is not UTF-8 (os.fsdecode's surrogates) is refused in one line naming its
+    flag, not met later as 'invalid TOML: Escaped character is not a Unicode scalar
+    value'. (Arguments and the working directory pass as bytes: they are no grant.)"""
+    given = [(f"--{kind}", p) for kind in PATH_FLAGS
+             for p in getattr(args, "exec_" if kind == "exec" else kind, None) or []]
+    given += [("--env", item) for item in getattr(args, "env", None) or []]
+    given += [("--allow", a) for a in getattr(args, "allow", None) or []]
+    for flag, value in given:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            where = "" if flag in ("--env", "--allow") else \
+                "; grant a parent directory whose name is UTF-8"
+            raise InputError(f"{flag} {repr(os.fsencode(value))[1:]}: not UTF-8 text, which "
+                             f"a policy cannot hold{where}") from None
 
 
 def compose(args: argparse.Namespace, base: str | None, cwd: str | None = None,

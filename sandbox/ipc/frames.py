@@ -56,6 +56,19 @@ def _make_dumps() -> Callable[[Any], str]:
 dumps = _make_dumps()
 
 
+def json_bytes(obj: Any) -> bytes:
+    """`dumps(obj)` as UTF-8, a lone surrogate written as its JSON escape.
+
+    WHY: a name that is not UTF-8 (an argument, an environment value, a working
+    directory) reaches Python as a str holding lone surrogates (os.fsdecode's
+    surrogateescape), which UTF-8 cannot encode. A surrogate can only stand
+    inside a JSON string here, so `backslashreplace` writes exactly the JSON
+    escape `\udcff`; the peer's parser gives the same surrogate back, and
+    os.fsencode the original byte. (The codec used to turn them into the text
+    `\\udcff`: `printf '%s' $'a\xffb'` printed `a\udcffb` and exited 0.)"""
+    return dumps(obj).encode("utf-8", "backslashreplace")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -160,7 +173,7 @@ def encode(type_: str, payload: Any = None, *, max_frame: int = DEFAULT_MAX_FRAM
     """One frame. Raises ProtocolError for non-JSON values or an oversized frame."""
     obj = {"type": type_, "payload": payload, **extra}
     try:
-        body = dumps(obj).encode("utf-8")
+        body = json_bytes(obj)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"message {type_!r} is not JSON-serialisable: {exc}") from None
     except RecursionError:

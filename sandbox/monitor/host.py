@@ -248,7 +248,13 @@ class Host:
         run.fds.ipc = -1
         spec.policy = runspec.shared_strings(spec.policy)   # held while the run lives
         spec.fs_plan = runspec.shared_strings(spec.fs_plan)
-        run.sup = Supervisor(spec, runspec.build_context(spec), run.ctl, self, run.fds.stdio)
+        try:
+            ctx = runspec.build_context(spec)
+        except Exception:   # this run's alone: the host serves other runs (a spec value
+            run.code = EXIT_FAILED     # the context could not take ended every run)
+            self._retire(run)
+            return
+        run.sup = Supervisor(spec, ctx, run.ctl, self, run.fds.stdio)
         run.fds.stdio = []
         try:
             run.sup.begin()

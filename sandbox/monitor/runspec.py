@@ -40,9 +40,10 @@ def build_context(spec: Spec) -> ContainContext:
 
 
 def exec_bytes(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    """The stack an execve of `argv` with `env` takes: its strings and their pointers."""
-    strings = sum(len(a.encode()) + 1 for a in argv) + \
-        sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+    """The stack an execve of `argv` with `env` takes: its strings and their pointers
+    (as bytes: a name that is not UTF-8 holds surrogates, os.fsencode's)."""
+    strings = sum(len(os.fsencode(a)) + 1 for a in argv) + \
+        sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
     return strings + 8 * (len(argv) + len(env) + 2)
 
 
