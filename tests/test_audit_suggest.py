@@ -83,6 +83,33 @@ def test_suggested_policy_runs_the_program_and_one_rule_less_fails(tmp_path, py,
 
 
 @pytest.mark.isolation
+def test_a_suggestion_from_a_copy_on_write_run_loads_and_keeps_the_host_tree(
+        tmp_path, monkeypatch):
+    """Learned under `default` (a copy-on-write work directory), a suggestion granted
+    write = ["${WORKDIR}"] beside workdir = "copy-on-write", which the loader refuses
+    (found by a new-user probe), and reset output_size/output_inodes to the built-in
+    defaults. It loads now, writes the run's own layer, and keeps the run's sizes."""
+    from sandbox.launcher.launcher import Launcher
+    monkeypatch.setenv("SANDBOX_AUDIT_DB", str(tmp_path / "audit"))
+    work = tmp_path / "work"
+    work.mkdir()
+    learn = load_policy("default").replace(audit=AuditPolicy(files="all"))
+    la = Launcher(capture_output=True)
+    argv = ["sh", "-c", "echo hi > newfile && cat newfile"]
+    r = la.spawn(argv, policy=learn, workdir=str(work), output_dir=str(tmp_path / "o1"))
+    assert r.status == "ok" and r.stdout == "hi\n", r.stderr
+    path = tmp_path / "suggested.toml"
+    assert cli(["policy", "suggest", r.run_id[:12], "-o", str(path)]) == 0
+    text = path.read_text()
+    write = re.search(r"\nwrite = \[(.*?)\]", text, re.S)
+    assert write and "WORKDIR" not in write.group(1) and 'workdir = "copy-on-write"' in text
+    assert f'output_size = "{learn.filesystem.output_size // (1 << 30)}GiB"' in text
+    again = la.spawn(argv, policy=str(path), workdir=str(work), output_dir=str(tmp_path / "o2"))
+    assert again.status == "ok" and again.stdout == "hi\n", (again.reason, again.stderr)
+    assert os.listdir(work) == []          # the host's tree: never written
+
+
+@pytest.mark.isolation
 def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
     from sandbox.launcher.launcher import Launcher
     monkeypatch.setenv("SANDBOX_AUDIT_DB", str(tmp_path / "audit"))

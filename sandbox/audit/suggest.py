@@ -190,7 +190,7 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
     from sandbox.policy import default_variables
     from sandbox.policy.credentials import store_of
     from sandbox.policy.engine import Engine
-    from sandbox.policy.model import FilesystemPolicy, Policy
+    from sandbox.policy.model import Policy
     from sandbox.policy.render import to_toml
     variables: dict[str, str] = {}
     if workdir:
@@ -203,11 +203,19 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
     extends, floor = _floor(tuple(learning.extends),
                             default_variables(workdir or current_dir(), output or current_dir()))
     eng = Engine(floor)
+    # a copy-on-write work directory took the run's writes there in its own layer: they
+    # need no write rule, and one would contradict the mode (the loader refuses both);
+    # they need the directory in the view, whose layer is the whole directory
+    cow = learning.filesystem.workdir == "copy-on-write" and workdir
+    if cow and any(_under(p, workdir or "") for p in need.get("write", ())):
+        need.setdefault("read", set()).add(workdir or "")
     left: dict[str, set[str]] = {}
     for kind, paths in need.items():
         op = {"read": "read", "exec": "exec", "write": "write"}[kind]
         keep = set()
         for p in paths:
+            if cow and kind == "write" and _under(p, workdir or ""):
+                continue
             v = eng.decide(op, p)
             if not (v.allowed and v.rule.startswith("filesystem.")):   # not the private /tmp
                 keep.add(p)
@@ -235,13 +243,12 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
     floor_deny = set(floor.filesystem.deny)
     deny = [put_vars(d, escape=False) for d in learning.filesystem.deny
             if d not in floor_deny and store_of(d) is None]
-    learned = learning.replace(
+    from dataclasses import replace as _with
+    learned = learning.replace(   # every setting but the grants as it ran (output sizes too)
         name=name, description="Suggested from an audited run.", best_effort=False,
-        filesystem=FilesystemPolicy(
-            read=tuple(out["read"]), write=tuple(out["write"]), exec=tuple(out["exec"]),
-            deny=tuple(dict.fromkeys(deny)), tmp_size=learning.filesystem.tmp_size,
-            scratch_exec=learning.filesystem.scratch_exec, workdir=learning.filesystem.workdir,
-            allow_credentials=learning.filesystem.allow_credentials))
+        filesystem=_with(learning.filesystem,
+                         read=tuple(out["read"]), write=tuple(out["write"]),
+                         exec=tuple(out["exec"]), deny=tuple(dict.fromkeys(deny))))
     if learning.network.mode == "allowlist":   # the entries the run's connections used
         from dataclasses import replace
         from sandbox.netproxy.learn import allow_entries
@@ -255,7 +262,10 @@ def suggest(records: list[dict[str, Any]], *, workdir: str | None, output: str |
              "# ran under (see docs/audit.md).", *unreached_note(records), *head,
              "extends = " + json.dumps(list(extends)),
              *[line for line in body if line not in head]]
-    return "\n".join(lines), out
+    text = "\n".join(lines)
+    from sandbox.policy.loader import parse_policy
+    parse_policy(text, file="<suggested>", base_dir=workdir or current_dir())  # loads, or says why
+    return text, out
 
 
 NOTE_TARGETS = 8   # the refused network targets a suggestion names
