@@ -48,6 +48,49 @@ AUTO_VACUUM_INCREMENTAL = 2   # what PRAGMA auto_vacuum reads for INCREMENTAL
 _DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+ROW_MAX = 1 << 20      # characters of a run's stored result; its bulky parts are cut to fit
+_BULKY = ("logs", "stdout", "stderr", "store", "denied", "nested", "rejected",
+          "handler_errors")
+
+
+def result_json(result: dict[str, Any]) -> str:
+    """The result as the history keeps it: whole up to ROW_MAX characters; past that,
+    each bulky part keeps what fits in its share (a list its first items, a text its
+    start, a store its first keys) and `history_trimmed` says how much of each went.
+
+    WHY: a run could send 64 MiB of log records (the launcher's own bound on what a
+    result holds), and each became a row of the history: 60 MB per run for 30 days,
+    outside every per-run disk bound (found by an attacker's probe). The caller's
+    own result (`--result`, the API) is whole; only the history's copy is cut."""
+    text = json.dumps(result, default=str)
+    if len(text) <= ROW_MAX:
+        return text
+    share = ROW_MAX // (2 * len(_BULKY))
+    cut, trimmed = dict(result), {}
+    for key in _BULKY:
+        value = cut.get(key)
+        if isinstance(value, str) and len(value) > share:
+            cut[key], trimmed[key] = value[:share], len(value) - share
+        elif isinstance(value, (list, dict)):
+            items = list(value.items()) if isinstance(value, dict) else list(value)
+            kept, used = [], 0
+            for item in items:
+                used += len(json.dumps(item, default=str)) + 2
+                if used > share:
+                    break
+                kept.append(item)
+            if len(kept) < len(items):
+                cut[key] = dict(kept) if isinstance(value, dict) else kept
+                trimmed[key] = len(items) - len(kept)
+    cut["history_trimmed"] = trimmed
+    text = json.dumps(cut, default=str)
+    if len(text) > ROW_MAX:      # a bulky part elsewhere: keep the summary fields only
+        text = json.dumps({k: v for k, v in cut.items()
+                           if not isinstance(v, (list, dict, str)) or len(
+                               json.dumps(v, default=str)) <= share}, default=str)
+    return text
+
+
 class HistoryDamaged(SandboxError):
     """The run-history file is damaged: the run was not recorded (never its status)."""
 
@@ -230,7 +273,7 @@ class History:
         ended = time.time()
         row = (result.run_id, ended - result.wall_time, ended, kind, command, result.policy,
                str(result.status), result.exit_code, result.signal, result.wall_time,
-               result.output_dir, int(own_output), json.dumps(result.to_dict(), default=str))
+               result.output_dir, int(own_output), result_json(result.to_dict()))
         self.record_row(row, retention)
 
     @_fresh_if_inherited

@@ -52,6 +52,25 @@ def test_exec_is_recorded_and_shown(tmp_path):
     assert stat.S_IMODE((hist / "runs.sqlite").stat().st_mode) == 0o600
 
 
+def test_a_run_with_huge_logs_costs_the_history_one_mebibyte(tmp_path):
+    """60 log records of 1 MB each grew the history by 60 MB per run, kept 30 days
+    (found by an attacker's probe). The history keeps 1 MiB of a result."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    hist = History(str(state / "history" / "runs.sqlite"))
+    big = RunResult(run_id="ab" * 16, status=Status.OK, exit_code=0,
+                    logs=[{"level": "info", "message": "x" * 1_000_000}] * 60,
+                    stdout="y" * 5_000_000)
+    hist.record(big, kind="workflow", command="w", own_output=False)
+    hist.close()
+    size = sum(f.stat().st_size for f in (state / "history").iterdir())
+    assert size < 4 << 20, size
+    shown = cli(state, "runs", "show", "abab")
+    assert shown.returncode == 0 and "trimmed:  logs (60 more), stdout" in shown.stdout, shown
+    _, kept = History(str(state / "history" / "runs.sqlite")).get("abab")
+    assert kept["history_trimmed"]["logs"] == 60 and kept["exit_code"] == 0
+
+
 @pytest.mark.isolation
 def test_workflow_logs_and_rm(tmp_path):
     state = tmp_path / "state"

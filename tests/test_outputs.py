@@ -444,3 +444,28 @@ def test_another_local_user_cannot_read_the_state_directory_or_a_run_output(monk
         assert leaked == [], leaked
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_copy_out_bounds_the_hosts_disk_not_just_the_data():
+    """Directories and long symlinks cost nothing on the output tmpfs but a block each on
+    the host's disk, and a 1-byte file a whole block: a 128 MiB output left 151 MB on
+    ext4 (found by an attacker's probe). `max_bytes` now bounds the disk the copy takes,
+    measured here on a real disk filesystem (/var/tmp), not a tmpfs."""
+    import tempfile
+    from sandbox.monitor.copy_out import copy_out
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as top:
+        src, dest = os.path.join(top, "src"), os.path.join(top, "dest")
+        os.mkdir(src)
+        for i in range(600):
+            os.mkdir(os.path.join(src, f"d{i}"))
+            os.symlink("/" + "x" * 120 + str(i), os.path.join(src, f"l{i}"))
+            with open(os.path.join(src, f"f{i}"), "wb") as f:
+                f.write(b"1")
+        os.mkdir(dest, 0o700)
+        fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            rep = copy_out(fd, dest, max_bytes=1 << 20, max_entries=100_000)
+        finally:
+            os.close(fd)
+        assert rep.dropped_by.get("over_budget", 0) > 0 and rep.error is None
+        assert disk_used(dest) <= (1 << 20) + 4096, disk_used(dest)   # + dest's own block

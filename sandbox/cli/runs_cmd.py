@@ -163,6 +163,10 @@ def show(args: argparse.Namespace) -> int:
         print(f"  store:    {len(result['store'])} keys")
     if result.get("logs"):
         print(f"  logs:     {len(result['logs'])} records (sandbox runs logs {entry.run_id[:12]})")
+    cut = result.get("history_trimmed")
+    if cut:
+        what = ", ".join(f"{k} ({v} more)" for k, v in sorted(cut.items()))
+        print(f"  trimmed:  {what}: the history keeps 1 MiB of a result; --result has it whole")
     return 0
 
 
