@@ -529,3 +529,29 @@ def test_bytes_that_are_not_utf8_pass_as_bytes(tmp_path):
                        capture_output=True, timeout=60, cwd=ROOT)
     assert p.returncode == 125 and p.stderr.count(b"\n") == 1, p.stderr
     assert b"--env" in p.stderr and b"not UTF-8" in p.stderr
+
+
+def test_a_program_hidden_from_the_run_first_on_path_is_named():
+    """The caller's PATH named a program under a directory the policy hides (pyenv's
+    shims, ~/bin): the sandbox's PATH search went on to /usr/bin's, exit 0, and
+    nothing said so (found by a new-user probe). With -v (or at a terminal) a note
+    names the hidden one; without, a script's stderr is untouched. (Not under /tmp:
+    the sandbox's own /tmp hides the host's without a refusal.)"""
+    import pathlib
+    import shutil
+    import tempfile
+    top = pathlib.Path(tempfile.mkdtemp(dir="/var/tmp"))
+    bindir = top / "bin"
+    bindir.mkdir()
+    mine = bindir / "true"
+    mine.write_text("#!/bin/sh\necho mine\n")
+    mine.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"}
+    p = subprocess.run([*SANDBOX, "exec", "-v", "--policy", "strict", "--", "true"],
+                       env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0 and p.stdout == "", p
+    assert f"sandbox: note: {mine}, first on your PATH, is not in the sandbox's view" in p.stderr
+    quiet = subprocess.run([*SANDBOX, "exec", "--policy", "strict", "--", "true"],
+                           env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    shutil.rmtree(top)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet

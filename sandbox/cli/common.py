@@ -292,6 +292,28 @@ def describe_failure(result: Any) -> str:
     return f"{line} ({hint})" if hint and "(" not in str(result.reason) else line
 
 
+def shadowed_program(argv: list[str], result: Any) -> str | None:
+    """A note when the program the caller's PATH names first was hidden from the run, so
+    the sandbox's PATH search went on to another one of that name (pyenv's shims, ~/bin
+    under the hidden HOME: `python3` ran /usr/bin/python3, exit 0, and nothing said
+    so). Known from the audit's refusals of the search's own lookups, so only for a
+    run that records them; None otherwise."""
+    import shutil
+    if not argv or "/" in argv[0]:
+        return None
+    first = shutil.which(argv[0])
+    if first is None:
+        return None
+    refused = {str(r.get("path")) for r in (getattr(result, "denied", None) or [])}
+    if first not in refused or any(first in h for h in getattr(result, "hints", None) or ()):
+        return None
+    from sandbox.printable import printable
+    where = os.path.dirname(first)
+    return (f"sandbox: note: {printable(first)}, first on your PATH, is not in the sandbox's "
+            f"view, so the sandbox ran the next {printable(argv[0])} on PATH, if any "
+            f"(--exec {printable(where)} to run it, or name the program by its path)")
+
+
 def print_hints(result: Any) -> None:
     """RunResult.hints, one line each on stderr: where the sandbox is why the run
     failed (sandbox.launcher.hints). They can quote paths the program chose:

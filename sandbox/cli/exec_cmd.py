@@ -122,4 +122,8 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     if common.needs_explaining(result):
         print(common.describe_failure(result), file=sys.stderr)
     common.print_hints(result)
+    if args.verbose or sys.stderr.isatty():   # a person reads it; a script's stderr is kept
+        note = common.shadowed_program(argv, result)
+        if note:
+            print(note, file=sys.stderr)
     return common.exit_code_for(result)
