@@ -187,3 +187,18 @@ def test_a_file_copied_up_past_the_file_size_limit_names_copy_on_write(tmp_path)
     assert p.returncode == 128 + signal.SIGXFSZ, p
     assert "under copy-on-write, a write, chmod or touch" in p.stderr
     assert "--write its directory" in p.stderr
+
+
+def test_a_runtime_dying_under_an_address_space_limit_is_told_why(launcher):
+    """Without a memory cgroup the memory limit is RLIMIT_AS, which counts reserved
+    address space: node under --memory 300M died of SIGTRAP with no word of it (found
+    by a new-user probe). Where the limit is a cgroup, no such hint is given."""
+    pol = load_policy("strict")
+    pol = pol.replace(limits=dataclasses.replace(pol.limits, memory=300 << 20))
+    r = launcher.spawn(["sh", "-c", "kill -TRAP $$"], policy=pol)
+    assert r.signal == signal.SIGTRAP, (r.status, r.reason)
+    said = [h for h in r.hints if "RLIMIT_AS of 300 MiB" in h]
+    if r.limits_applied.get("memory") == "rlimit":
+        assert said, r.hints
+    else:
+        assert not said and r.limits_applied.get("memory", "").startswith("cgroup"), r

@@ -21,6 +21,9 @@ sandbox is why, from what the trusted side knows for certain:
   the rule (``syscalls.deny`` or the profile) and the key to change, except
   the namespace and mount calls (`NAMESPACE_CALLS`), which no hint offers to
   allow;
+- a memory limit applied as RLIMIT_AS (no memory cgroup; `limits_applied`) and a
+  program killed by SIGTRAP, SIGSEGV, SIGABRT or SIGBUS, as runtimes that fail to
+  reserve address space die (node: SIGTRAP): that the limit counts reservations;
 - the seccomp violation (kill mode), the exec failure, the limits: their
   reasons and the CLI's hint already say what to change, so nothing is added;
 - the refused connections of a ``mode = "allowlist"`` run (always recorded):
@@ -175,6 +178,15 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
                    f"copies it whole into the run's layer, within [limits] file_size{here} "
                    "and [filesystem] output_size: raise them, or --write its directory to "
                    "change the host's file in place")
+    if (getattr(result, "limits_applied", {}) or {}).get("memory") == "rlimit" and (
+            getattr(result, "signal", None) in (signal.SIGTRAP, signal.SIGSEGV, signal.SIGABRT,
+                                                signal.SIGBUS)):   # how runtimes die of it
+        mem = policy.limits.memory
+        here = f" of {mem // (1 << 20)} MiB" if mem else ""
+        out.append(f"memory is limited here as address space (RLIMIT_AS{here}: no memory "
+                   "cgroup this user may write), which counts what a program reserves, not "
+                   "what it uses: runtimes that reserve much (node, java, Go) fail below "
+                   "their need; raise --memory, or cap the runtime's own heap")
     if workdir_full:
         fs = policy.filesystem
         out.append(f"the copy-on-write work directory's write layer was full when the program "
