@@ -202,3 +202,14 @@ def test_a_runtime_dying_under_an_address_space_limit_is_told_why(launcher):
         assert said, r.hints
     else:
         assert not said and r.limits_applied.get("memory", "").startswith("cgroup"), r
+
+
+def test_a_timeout_says_which_limit_ended_the_run():
+    """Given a --timeout longer than the policy's wall, the run ended at the wall and
+    was told to "raise --timeout", which cannot lengthen it (found by a new-user probe)."""
+    longer = cli("exec", "--wall", "1s", "--timeout", "100", "--", "sleep", "5")
+    assert longer.returncode == 124
+    assert "shorter than --timeout 100s: raise --wall" in longer.stderr, longer.stderr
+    own = cli("exec", "--timeout", "1", "--", "sleep", "5")
+    assert own.returncode == 124 and own.stderr.rstrip().endswith("(raise --timeout)"), own.stderr
+    assert len(own.stderr.splitlines()) == 1

@@ -240,7 +240,7 @@ def test_an_install_without_the_binary_builds_it_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("status,reason,hint", [
-    ("timeout", "wall-clock limit of 1s reached; tree killed", "raise --timeout"),
+    ("timeout", "wall-clock limit of 1s reached; tree killed", "raise --wall"),
     ("limit_exceeded", "memory", "raise [limits] memory"),
     ("limit_exceeded", "processes", "raise [limits] processes"),
     ("violation", "seccomp: forbidden syscall ptrace", "[syscalls] allow"),

@@ -267,11 +267,23 @@ _LIMIT_HINTS = {
 }
 
 
-def _hint(result: Any) -> str:
-    """What to change, for the ends whose reason does not say it already."""
+def _hint(result: Any, timeout: str | None = None) -> str:
+    """What to change, for the ends whose reason does not say it already. `timeout`: the
+    --timeout given, to say which of it and the policy's wall ended the run (a
+    --timeout longer than the wall only shortens it, so raising it cannot help)."""
     status, reason = str(result.status), str(result.reason or "")
     if status == "timeout":
-        return "raise --timeout or [limits] wall in the policy"
+        wall = "raise --wall or [limits] wall in the policy; --timeout only shortens it"
+        if timeout is None:
+            return wall
+        from sandbox.policy.units import parse_duration
+        try:
+            asked = parse_duration(timeout)
+        except ValueError:
+            return wall
+        if f"limit of {asked:g}s " in reason:
+            return "raise --timeout"
+        return f"the policy's wall limit, shorter than --timeout {asked:g}s: {wall}"
     if status == "limit_exceeded":
         return _LIMIT_HINTS.get(reason, "")
     if status == "violation" and reason.startswith("seccomp"):
@@ -281,14 +293,14 @@ def _hint(result: Any) -> str:
     return ""
 
 
-def describe_failure(result: Any) -> str:
+def describe_failure(result: Any, timeout: str | None = None) -> str:
     """The one stderr line of a run that did not end normally: why, and what to change.
     The reason can quote the program (an exec error, an action's exception message):
     rendered printable."""
     from sandbox.printable import printable
     line = f"sandbox: {result.status}: {printable(result.reason)}" if result.reason else \
         f"sandbox: {result.status}"
-    hint = _hint(result)
+    hint = _hint(result, timeout)
     return f"{line} ({hint})" if hint and "(" not in str(result.reason) else line
 
 
