@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -629,7 +630,9 @@ def test_daemon_start_status_stop_use_the_callers_state_directory(tmp_path):
         assert stat.S_IMODE(os.lstat(home).st_mode) == 0o700
         assert cli("daemon", "status").returncode == 0
         assert cli("exec", "--", "sh", "-c", "exit 4").returncode == 4
-        assert " served 1 " in cli("daemon", "status").stdout
+        shown = cli("daemon", "status").stdout
+        assert " served 1 " in shown and re.search(r" since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+                                                   r"\(up \d+h\d\dm\) ", shown), shown
     finally:
         p = cli("daemon", "stop")
     assert p.returncode == 0 and p.stdout == "stopped\n", p.stdout

@@ -26,12 +26,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def readable(line: str) -> str:
+    """The daemon's status line for a person: `since EPOCH` as a local time and uptime
+    (the line itself stays the daemon's, for scripts and the tests)."""
+    import re
+    import time
+
+    def when(m: re.Match[str]) -> str:
+        t = int(m.group(1))
+        up = max(0, int(time.time()) - t)
+        return (f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))} "
+                f"(up {up // 3600}h{up % 3600 // 60:02d}m)")
+    return re.sub(r"since (\d+)", when, line.rstrip("\n"))
+
+
 def run(args: argparse.Namespace) -> int:
     from sandbox.thin import control, wire
     path = wire.socket_path(os.environ)
     if args.action == "status":
         line = control.status(path)
-        print(line or f"not running ({path})")
+        print(readable(line) if line else f"not running ({path})")
         return 0 if line else 3
     if args.action == "stop":
         if not control.stop(path):
@@ -40,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print("stopped")
         return 0
     try:
-        print(control.start(os.environ))
+        print(readable(control.start(os.environ)))
     except RuntimeError as exc:
         print(f"sandbox daemon: {exc}", file=sys.stderr)
         return 1
