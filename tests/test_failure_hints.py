@@ -213,3 +213,27 @@ def test_a_timeout_says_which_limit_ended_the_run():
     own = cli("exec", "--timeout", "1", "--", "sleep", "5")
     assert own.returncode == 124 and own.stderr.rstrip().endswith("(raise --timeout)"), own.stderr
     assert len(own.stderr.splitlines()) == 1
+
+
+def test_a_limit_the_caller_set_names_its_flag():
+    p = cli("exec", "--cpu", "1s", "--", "sh", "-c", "while :; do :; done")
+    assert p.returncode == 137 or p.returncode == 152 or p.returncode > 128, p
+    assert p.stderr.rstrip().endswith("limit_exceeded: cpu (raise --cpu)"), p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may enter any directory; the unprivileged "
+                    "CI pass runs this")
+def test_a_current_directory_the_caller_cannot_enter_is_one_line(tmp_path):
+    """Started in a directory it may not enter (su/setpriv from root's), a default run
+    failed with 'mounts: overlay ...: Permission denied' and a strict one silently ran
+    in / (found by a new-user probe)."""
+    d = tmp_path / "closed"
+    d.mkdir()
+    script = f'cd {d} && chmod 0 . && exec "$@"'
+    p = subprocess.run(["sh", "-c", script, "sh", sys.executable, "-m", "sandbox", "exec",
+                        "--policy", "strict", "--", "pwd"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    d.chmod(0o700)
+    assert p.returncode == 125 and p.stdout == "", p
+    assert p.stderr == f"sandbox: error: the current directory {d} is not one you may enter; " \
+                       "cd elsewhere or give --workdir DIR\n"

@@ -96,6 +96,14 @@ def preflight(args: argparse.Namespace) -> None:
     if workdir is not None and not os.access(workdir, os.X_OK):
         # as `cd` would say: the program started there and could list nothing
         raise InputError(f"--workdir {workdir}: permission denied (you cannot enter it)")
+    if workdir is None and hasattr(args, "workdir"):
+        # started in a directory it may not enter (setpriv/su from root's): the view's
+        # mount of it failed (EACCES) or, under strict, the run silently began in /
+        from sandbox.current_dir import current_dir
+        here = current_dir()
+        if not os.access(here, os.X_OK):
+            raise InputError(f"the current directory {here} is not one you may enter; "
+                             "cd elsewhere or give --workdir DIR")
     check_run_paths(args)
     if args.output is not None:
         check_output_dir(args.output)
@@ -267,7 +275,10 @@ _LIMIT_HINTS = {
 }
 
 
-def _hint(result: Any, timeout: str | None = None) -> str:
+_LIMIT_FLAG = {"memory": "--memory", "cpu": "--cpu", "processes": "--processes"}
+
+
+def _hint(result: Any, timeout: str | None = None, given: Any = None) -> str:
     """What to change, for the ends whose reason does not say it already. `timeout`: the
     --timeout given, to say which of it and the policy's wall ended the run (a
     --timeout longer than the wall only shortens it, so raising it cannot help)."""
@@ -285,6 +296,9 @@ def _hint(result: Any, timeout: str | None = None) -> str:
             return "raise --timeout"
         return f"the policy's wall limit, shorter than --timeout {asked:g}s: {wall}"
     if status == "limit_exceeded":
+        flag = _LIMIT_FLAG.get(reason)
+        if flag and getattr(given, reason, None) is not None:   # the caller set it so
+            return f"raise {flag}"
         return _LIMIT_HINTS.get(reason, "")
     if status == "violation" and reason.startswith("seccomp"):
         return "allow it under [syscalls] allow in the policy, if the program needs it"
@@ -293,14 +307,14 @@ def _hint(result: Any, timeout: str | None = None) -> str:
     return ""
 
 
-def describe_failure(result: Any, timeout: str | None = None) -> str:
+def describe_failure(result: Any, timeout: str | None = None, given: Any = None) -> str:
     """The one stderr line of a run that did not end normally: why, and what to change.
     The reason can quote the program (an exec error, an action's exception message):
     rendered printable."""
     from sandbox.printable import printable
     line = f"sandbox: {result.status}: {printable(result.reason)}" if result.reason else \
         f"sandbox: {result.status}"
-    hint = _hint(result, timeout)
+    hint = _hint(result, timeout, given)
     return f"{line} ({hint})" if hint and "(" not in str(result.reason) else line
 
 

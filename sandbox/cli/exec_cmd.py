@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))
     common.report_run(args, result)
     if common.needs_explaining(result):
-        print(common.describe_failure(result, args.timeout), file=sys.stderr)
+        print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
     common.print_hints(result)
     if args.verbose or sys.stderr.isatty():   # a person reads it; a script's stderr is kept
         note = common.shadowed_program(argv, result)

@@ -115,6 +115,6 @@ def _run(args: argparse.Namespace, early: EarlyMonitor | None) -> int:
     else:
         print(summary(result))
     if common.needs_explaining(result) and result.status not in ("ok", "error"):
-        print(common.describe_failure(result, args.timeout), file=sys.stderr)
+        print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
     common.print_hints(result)
     return common.exit_code_for(result)
