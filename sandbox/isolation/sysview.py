@@ -7,7 +7,9 @@ already grants, and none of it is writable by the program:
 - a private **/dev/pts** (`private_pts`): a *new* devpts instance
   (``newinstance``, ``ptmxmode=0666``) with ``/dev/ptmx -> pts/ptmx``, so
   ``pty.openpty()``, ``script`` and ``expect`` work. It holds only the ptys
-  this sandbox creates; the host's ptys are in another instance. Not mounted
+  this sandbox creates, at most `PTY_MAX` (``max=``: ENOSPC beyond), so one
+  sandbox cannot drain the pool all non-initial instances share; the host's
+  ptys are in another instance. Not mounted
   under ``sandbox exec -t``, whose one host pty is bound at its own name
   (mounts._bind_terminal) so ttyname(3) works.
 - **/etc/passwd, /etc/group, /etc/hosts** (`etc_files`): copies of the host's
@@ -39,6 +41,12 @@ from typing import Callable
 from sandbox.isolation import identity, libc
 
 CGROUP_TOP = "/sys/fs/cgroup"
+# The ptys one sandbox may hold at once (devpts `max=`). Every devpts instance but
+# the host's first shares kernel.pty.max - kernel.pty.reserve (3072 by default)
+# with no per-user share: without a bound one sandbox took all of them (probe 1,
+# F4). 64 is far above what `script`, `expect`, tmux or a test runner's pexpect
+# workers hold, and leaves the pool to about 48 such sandboxes at once.
+PTY_MAX = 64
 ETC_FILES = ("passwd", "group", "hosts")
 _RO = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
@@ -62,7 +70,7 @@ def private_pts(dev: str, tty: str | None) -> None:
     if not pts_wanted(tty):
         return
     libc.mount("devpts", dev + "/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620")
+               f"newinstance,ptmxmode=0666,mode=0620,max={PTY_MAX}")
 
 
 def _masked(path: str, masks: tuple[str, ...]) -> bool:
