@@ -52,6 +52,7 @@ PER_LINUX = 0x0
 ADDR_NO_RANDOMIZE = 0x0040000
 PERSONALITY_QUERY = 0xFFFF_FFFF
 F_SETLEASE = 1024
+MFD_NOEXEC_SEAL, MFD_EXEC = 0x8, 0x10
 CLONE_NEW_FLAGS = {  # namespace-creating clone(2) flags
     "CLONE_NEWNS": 0x00020000, "CLONE_NEWCGROUP": 0x02000000, "CLONE_NEWUTS": 0x04000000,
     "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
@@ -276,8 +277,10 @@ class Table:
 
 
 # A notified syscall that stays plain ALLOW when these comparisons hold: sendto
-# without a destination address (send(2)) cannot reach a new peer.
-NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),)}
+# without a destination address (send(2)) cannot reach a new peer; a memfd asked
+# for with MFD_NOEXEC_SEAL is already what the monitor would make (memfd_seal).
+NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),),
+                                             "memfd_create": (bits_set(1, MFD_NOEXEC_SEAL),)}
 
 
 @functools.lru_cache(maxsize=64)
