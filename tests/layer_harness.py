@@ -42,7 +42,8 @@ def _stand_in_monitor(fd: int | None, ctx: ContainContext) -> None:
     lst = Listener(fd, own=False)
     syscalls = ctx.policy.syscalls
     table = seccomp.table_for(seccomp.audited_syscalls(syscalls, ctx.audit_files),
-                              seccomp.notify_set_for(ctx.audit_files, ctx.policy.network.mode),
+                              seccomp.notify_set_for(ctx.audit_files, ctx.policy.network.mode,
+                                                     ctx.policy.syscalls.on_violation),
                               ctx.policy.network.mode)
 
     def serve() -> None:

@@ -147,11 +147,25 @@ def test_notify_set_routes_allowed_calls_only():
     assert bpf.run(prog, NR("execve")) == bpf.RET_USER_NOTIF
     assert bpf.run(prog, NR("unlink")) == EPERM                     # denied stays denied
     assert bpf.run(prog, NR("read")) == bpf.RET_ALLOW
-    assert seccomp.notify_set_for("none") == frozenset()
-    assert seccomp.notify_set_for("denied") == seccomp.FILE_SYSCALLS
-    assert seccomp.notify_set_for("all") == seccomp.FILE_SYSCALLS | seccomp.STAT_SYSCALLS
+    assert seccomp.notify_set_for("none") == frozenset()      # no listener: nothing notified
+    seal = seccomp.SEAL_SYSCALLS
+    assert seccomp.notify_set_for("denied") == seccomp.FILE_SYSCALLS | seal
+    assert seccomp.notify_set_for("all") == seccomp.FILE_SYSCALLS | seccomp.STAT_SYSCALLS | seal
+    assert seccomp.notify_set_for("none", "none") == seccomp.NET_SYSCALLS | seal
+    assert seccomp.notify_set_for("none", "host", "kill") == seal
     with pytest.raises(ValueError):
         seccomp.notify_set_for("everything")
+
+
+def test_memfds_without_the_exec_seal_go_to_the_monitor():
+    """It makes them with MFD_NOEXEC_SEAL (sandbox/monitor/memfd_seal.py); one asked for
+    with the seal is already what it would make."""
+    prog = seccomp.compile_program(SyscallPolicy(), notify=seccomp.SEAL_SYSCALLS)
+    mfd = NR("memfd_create")
+    for flags in (0, 1, 0x10, 1 << 40):
+        assert bpf.run(prog, mfd, (0, flags, 0, 0, 0, 0)) == bpf.RET_USER_NOTIF, flags
+    for flags in (0x8, 0x9, 0x8 | 1 << 40):
+        assert bpf.run(prog, mfd, (0, flags, 0, 0, 0, 0)) == bpf.RET_ALLOW, flags
 
 
 def test_programs_are_cached_per_policy_and_notify_set():
@@ -163,8 +177,8 @@ def test_programs_are_cached_per_policy_and_notify_set():
     assert c is not a and c != a
     kill = SyscallPolicy(on_violation="kill")
     assert seccomp.warm(kill, "denied") is seccomp.compile_program(
-        seccomp.audited_syscalls(kill, "denied"), notify=seccomp.FILE_SYSCALLS,
-        kill_via_notify=True)
+        seccomp.audited_syscalls(kill, "denied"),
+        notify=seccomp.FILE_SYSCALLS | seccomp.SEAL_SYSCALLS, kill_via_notify=True)
 
 
 def test_unknown_names():

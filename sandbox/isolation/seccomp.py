@@ -94,9 +94,24 @@ AUDIT_DENY: tuple[str, ...] = ("io_uring_setup", "io_uring_enter", "io_uring_reg
 NET_SYSCALLS: frozenset[str] = frozenset({"connect", "sendto", "sendmsg", "sendmmsg"})
 
 
-def notify_set_for(audit_files: str, network: str = "host") -> frozenset[str]:
-    """The syscalls to route to the monitor for `policy.audit.files` and the network mode."""
+# Wherever there is a listener: memfds are made by the monitor with MFD_NOEXEC_SEAL,
+# so that no file without a path in the view can be executed (sandbox/monitor/memfd_seal.py).
+SEAL_SYSCALLS: frozenset[str] = frozenset({"memfd_create"})
+
+
+def wants_listener(on_violation: str, audit_files: str, network: str) -> bool:
+    """Does the run hand the monitor a notification listener? With an audit, a private
+    network or kill-mode violations (every built-in policy has one)."""
+    return audit_files != "none" or on_violation == "kill" or network != "host"
+
+
+def notify_set_for(audit_files: str, network: str = "host",
+                   on_violation: str = "errno") -> frozenset[str]:
+    """The syscalls to route to the monitor for `policy.audit.files`, the network mode
+    and `syscalls.on_violation`."""
     net = NET_SYSCALLS if network != "host" else frozenset()
+    if wants_listener(on_violation, audit_files, network):
+        net = net | SEAL_SYSCALLS
     if audit_files == "none":
         return net
     if audit_files == "denied":
@@ -228,14 +243,14 @@ def warm(syscalls: SyscallPolicy, audit_files: str = "none", network: str = "hos
     cached one about 15 us. Raises ValueError for bad names or values.
     """
     return compile_program(audited_syscalls(syscalls, audit_files),
-                           notify=notify_set_for(audit_files, network),
+                           notify=notify_set_for(audit_files, network, syscalls.on_violation),
                            kill_via_notify=syscalls.on_violation == "kill", network=network,
                            errno_via_notify=errno_via_notify(syscalls, audit_files, network))
 
 
 def errno_via_notify(syscalls: SyscallPolicy, audit_files: str, network: str) -> bool:
     """Do errno-mode refusals go to the monitor? Where there is a listener anyway."""
-    return syscalls.on_violation == "errno" and (audit_files != "none" or network != "host")
+    return syscalls.on_violation == "errno" and wants_listener("errno", audit_files, network)
 
 
 def apply(ctx: ContainContext) -> None:
@@ -246,8 +261,8 @@ def apply(ctx: ContainContext) -> None:
                                               ctx.policy.network.mode)
     except ValueError as exc:
         raise SetupError("seccomp", str(exc)) from None
-    want_listener = ctx.audit_files != "none" or syscalls.on_violation == "kill" \
-        or ctx.policy.network.mode != "host"
+    want_listener = wants_listener(syscalls.on_violation, ctx.audit_files,
+                                   ctx.policy.network.mode)
     try:
         _ensure_no_new_privs()
         fd = install(program, listener=want_listener)

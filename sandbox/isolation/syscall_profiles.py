@@ -51,6 +51,8 @@ NETLINK_ROUTE = 0
 PER_LINUX = 0x0
 ADDR_NO_RANDOMIZE = 0x0040000
 PERSONALITY_QUERY = 0xFFFF_FFFF
+F_SETLEASE = 1024
+MFD_NOEXEC_SEAL, MFD_EXEC = 0x8, 0x10
 CLONE_NEW_FLAGS = {  # namespace-creating clone(2) flags
     "CLONE_NEWNS": 0x00020000, "CLONE_NEWCGROUP": 0x02000000, "CLONE_NEWUTS": 0x04000000,
     "CLONE_NEWIPC": 0x08000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
@@ -135,6 +137,10 @@ SOCKET_STRICT = Rule((((low32_eq(0, AF_UNIX),), ALLOW), ((low32_eq(0, AF_INET),)
                       ((low32_eq(0, AF_INET6),), ALLOW),
                       ((low32_eq(0, AF_NETLINK), low32_eq(2, NETLINK_ROUTE)), ALLOW)), DENY)
 SOCKETPAIR_STRICT = Rule((((low32_eq(0, AF_UNIX),), ALLOW),), DENY)
+# A lease taken inside acts on the host's inode (the view's binds share it): a read
+# lease on a file the caller owns held every host open for writing until the run
+# ended (probe 1, F5). Locks stay: they wait only for writers that lock too.
+FCNTL = Rule((((low32_eq(1, F_SETLEASE),), DENY),), ALLOW)
 
 # --- default profile: allow all but these ----------------------------------------
 DEFAULT_DENIED = (
@@ -142,7 +148,12 @@ DEFAULT_DENIED = (
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "process_madvise", "kcmp",
     # kernel attack surface the sandboxee never needs
     "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-    "io_uring_register", "keyctl", "add_key", "request_key", "lookup_dcookie", "fanotify_init",
+    "io_uring_register",
+    # host-wide pools without a per-user share: io_setup's events count against
+    # fs.aio-max-nr for the whole machine (one io_setup(65536) left the host none;
+    # libaio users fall back to threads, glibc's POSIX aio never calls it)
+    "io_setup",
+    "keyctl", "add_key", "request_key", "lookup_dcookie", "fanotify_init",
     # namespaces, mounts, root changes (escapes and nested-userns attack surface)
     "mount", "umount2", "pivot_root", "unshare", "setns", "chroot", "fsopen", "fsconfig",
     "fsmount", "move_mount", "open_tree", "open_tree_attr", "fspick", "mount_setattr",
@@ -218,14 +229,14 @@ class Profile:
 def _default_profile() -> Profile:
     rules = {n: only(DENY) for n in DEFAULT_DENIED}
     rules.update(ioctl=IOCTL, personality=PERSONALITY, clone=CLONE, clone3=CLONE3,
-                 socket=SOCKET_DEFAULT, socketpair=SOCKET_DEFAULT)
+                 socket=SOCKET_DEFAULT, socketpair=SOCKET_DEFAULT, fcntl=FCNTL)
     return Profile("default", ALLOW, rules)
 
 
 def _strict_profile() -> Profile:
     rules = {n: only(ALLOW) for n in STRICT_ALLOWED}
     rules.update(ioctl=IOCTL, personality=PERSONALITY, clone=CLONE, clone3=CLONE3,
-                 socket=SOCKET_STRICT, socketpair=SOCKETPAIR_STRICT)
+                 socket=SOCKET_STRICT, socketpair=SOCKETPAIR_STRICT, fcntl=FCNTL)
     return Profile("strict", DENY, rules)
 
 
@@ -266,8 +277,10 @@ class Table:
 
 
 # A notified syscall that stays plain ALLOW when these comparisons hold: sendto
-# without a destination address (send(2)) cannot reach a new peer.
-NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),)}
+# without a destination address (send(2)) cannot reach a new peer; a memfd asked
+# for with MFD_NOEXEC_SEAL is already what the monitor would make (memfd_seal).
+NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),),
+                                             "memfd_create": (bits_set(1, MFD_NOEXEC_SEAL),)}
 
 
 @functools.lru_cache(maxsize=64)

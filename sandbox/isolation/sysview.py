@@ -7,9 +7,10 @@ already grants, and none of it is writable by the program:
 - a private **/dev/pts** (`private_pts`): a *new* devpts instance
   (``newinstance``, ``ptmxmode=0666``) with ``/dev/ptmx -> pts/ptmx``, so
   ``pty.openpty()``, ``script`` and ``expect`` work. It holds only the ptys
-  this sandbox creates; the host's ptys are in another instance. Under
-  ``sandbox exec -t`` the run's one host pty is bound at /dev/console
-  (mounts._bind_terminal), beside it.
+  this sandbox creates, at most `PTY_MAX` (``max=``: ENOSPC beyond), so one
+  sandbox cannot drain the pool all non-initial instances share; the host's
+  ptys are in another instance. Under ``sandbox exec -t`` the run's one host
+  pty is bound at /dev/console (mounts._bind_terminal), beside it.
 - **/etc/passwd, /etc/group, /etc/hosts** (`etc_files`): copies of the host's
   files (which the policy already shows under /etc) in which the sandbox's user
   has HOME = identity.HOME_DIR and a usable shell, its gid has a name, and the
@@ -39,6 +40,12 @@ from typing import Callable
 from sandbox.isolation import identity, libc
 
 CGROUP_TOP = "/sys/fs/cgroup"
+# The ptys one sandbox may hold at once (devpts `max=`). Every devpts instance but
+# the host's first shares kernel.pty.max - kernel.pty.reserve (3072 by default)
+# with no per-user share: without a bound one sandbox took all of them (probe 1,
+# F4). 64 is far above what `script`, `expect`, tmux or a test runner's pexpect
+# workers hold, and leaves the pool to about 48 such sandboxes at once.
+PTY_MAX = 64
 ETC_FILES = ("passwd", "group", "hosts")
 _RO = libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC
 
@@ -54,7 +61,7 @@ def private_pts(dev: str) -> None:
     """After /dev turned read-only: a new devpts instance of this sandbox's own.
     No gid= option: the tty group is not mapped in the user namespace."""
     libc.mount("devpts", dev + "/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620")
+               f"newinstance,ptmxmode=0666,mode=0620,max={PTY_MAX}")
 
 
 def _masked(path: str, masks: tuple[str, ...]) -> bool:

@@ -13,6 +13,8 @@ broker performs is a generator the hub resumes when the broker answers, so a
 broker that blocks holds its own run only.
 For each notification:
 
+0. A memfd_create without MFD_NOEXEC_SEAL: made here with it and installed in
+   the caller (monitor/memfd_seal.py), so no memfd of a sandbox can be run.
 1. Not an audited syscall (or one the policy denies, with on_violation =
    "kill"): a violation -> EPERM, `supervisor.on_violation`, which kills.
 2. Read the path argument(s) from the caller's memory, make them absolute
@@ -76,7 +78,7 @@ from sandbox.isolation import syscall_profiles as sp
 from sandbox.policy.model import SyscallPolicy
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
-from sandbox.monitor import fast_keys, notify_fast, root_walk
+from sandbox.monitor import fast_keys, memfd_seal, notify_fast, root_walk
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
@@ -100,7 +102,7 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
     NOTIFY (a deny list entry); the network calls its broker performs (issue 10.6)."""
     syscalls = seccomp.audited_syscalls(
         SyscallPolicy(profile=profile, allow=allow, deny=deny, on_violation=on_violation), files)
-    notify = seccomp.notify_set_for(files, network)
+    notify = seccomp.notify_set_for(files, network, on_violation)
     table = seccomp.table_for(syscalls, notify, network)
     specs: dict[int, tuple[str, S.Spec]] = {}
     for name in notify:
@@ -363,6 +365,11 @@ class AuditLoop:
         if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
             tally.checked += 1
             return self._net_call(n)
+        if n.nr == memfd_seal.NR and n.arch == AUDIT_ARCH_X86_64 \
+                and self.table.decide(n.nr, n.args) == sp.NOTIFY:
+            tally.checked += 1   # made here without an exec bit (memfd_seal)
+            memfd_seal.serve(self.listener, self.paths.mem, n)
+            return True
         entry = self.specs.get(n.nr)
         if entry is None or n.arch != AUDIT_ARCH_X86_64 or (
                 n.nr in self.guarded_nrs and self.table.decide(n.nr, n.args) != sp.NOTIFY):

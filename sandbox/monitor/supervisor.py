@@ -572,8 +572,9 @@ class Supervisor:
     def _prepare_listener(self) -> None:
         """Build the notification loop now if this run will hand us a listener."""
         self._pending_loop = None
-        if self.ctx.audit_files != "none" or self.ctx.policy.syscalls.on_violation == "kill" \
-                or self.ctx.policy.network.mode != "host":
+        from sandbox.isolation.seccomp import wants_listener
+        if wants_listener(self.ctx.policy.syscalls.on_violation, self.ctx.audit_files,
+                          self.ctx.policy.network.mode):
             from sandbox.monitor import notify_loop
             self._pending_loop = notify_loop.prepare(self)
 
