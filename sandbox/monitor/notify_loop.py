@@ -486,7 +486,7 @@ class AuditLoop:
                     return False       # fstat(2) by another name: not a path lookup
             path = paths.absolute(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
             path = paths.canonical(path, S.follows(follow, flags),
-                                   info if raw.startswith("/") else None)
+                                   info if raw.startswith("/") else None, pid)
             if op is None:
                 op = S.open_operation(flags)
             verdict = self.engine.decide(op, path)
