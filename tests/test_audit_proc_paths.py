@@ -39,8 +39,9 @@ def _tree(tmp_path):
     return str(work), str(out)
 
 
-SPELLINGS = r"""
-import json, os, sys, threading
+# the head of a program that tries calls and prints what each gave (or its errno)
+ATTEMPT = r"""
+import json, os, sys
 work, out = sys.argv[1], sys.argv[2]
 res = {}
 def attempt(key, fn):
@@ -48,6 +49,9 @@ def attempt(key, fn):
         res[key] = fn()
     except OSError as e:
         res[key] = e.errno
+"""
+
+SPELLINGS = ATTEMPT + r"""
 os.chdir(work)
 attempt("cwd_read", lambda: open("/proc/self/cwd/data.txt").read())
 attempt("thread_self", lambda: open("/proc/thread-self/cwd/data.txt").read())
@@ -60,22 +64,27 @@ fd = os.open(work + "/a/b/c/d", os.O_PATH)
 attempt("fd_dotdot", lambda: open("/proc/self/fd/%d/../../../../data.txt" % fd).read())
 os.symlink(work + "/a/b/c", "/tmp/L")     # /tmp/L/../../.. is `work`, holding proc -> work
 attempt("link_dotdot", lambda: open("/tmp/L/../../../proc/data.txt").read())
+attempt("own_stat", lambda: len(open("/proc/self/stat").read()) > 0)
 print(json.dumps(res))
 """
 
 
-def test_proc_spellings_are_recorded_as_the_object_opened(launcher, tmp_path, py):
+def run_attempts(launcher, tmp_path, py, prog: str):
+    """Run an ATTEMPT program under files = "all": (work, out, its results, the records)."""
     work, out = _tree(tmp_path)
-    r = launcher.spawn([py, "-I", "-c", SPELLINGS, work, out], policy=_policy("all"),
+    r = launcher.spawn([py, "-I", "-c", prog, work, out], policy=_policy("all"),
                        workdir=work, output_dir=out)
     assert r.status == "ok", (r.reason, r.stderr)
-    res = json.loads(r.stdout)
+    return work, out, json.loads(r.stdout), sandbox.audit.records(r.run_id, db=launcher.audit_db)
+
+
+def test_proc_spellings_are_recorded_as_the_object_opened(launcher, tmp_path, py):
+    work, out, res, recs = run_attempts(launcher, tmp_path, py, SPELLINGS)
     # what the kernel did, seen from the program and the host
     assert res["cwd_read"] == res["thread_self"] == res["fd_dotdot"] == "topsecret"
     assert res["link_dotdot"] == "topsecret"
     assert res["shadow_cwd"] == res["shadow_root"] == 13      # EACCES
     assert os.path.isfile(os.path.join(out, "written_via_cwd"))
-    recs = sandbox.audit.records(r.run_id, db=launcher.audit_db)
     data = os.path.join(work, "data.txt")
     reads = [x for x in recs if x["path"] == data and x["operation"] == "read"]
     assert reads and all(x["verdict"] == "allowed" for x in reads)
@@ -89,6 +98,10 @@ def test_proc_spellings_are_recorded_as_the_object_opened(launcher, tmp_path, py
                                                      "/proc/thread-self", "/proc/data.txt"))
             or x["path"] == "/data.txt" or "/fd/" in x["path"] and "data.txt" in x["path"]]
     assert lies == []
+    # a name in /proc reached through `self` alone keeps it: the record's pid says whose
+    assert res["own_stat"] is True
+    assert [(x["operation"], x["verdict"]) for x in recs if x["path"] == "/proc/self/stat"] \
+        == [("read", "allowed")]
 
 
 def test_refusals_through_proc_root_are_in_the_denied_list(launcher, tmp_path):

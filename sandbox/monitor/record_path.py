@@ -20,8 +20,11 @@ the sandbox's PID namespace, and a magic link is read from the sandbox's
 ``/proc`` (the object's path as the sandbox sees it) and walked on from there.
 A magic link naming no path (a pipe, a socket, a deleted file) ends the record
 at the link's own name (``/dev/stdout`` when that is how the walk got there).
-Nothing of this is cached: the same spelling names another object after a
-chdir or a dup2, so no key of the compiled loop rests on it.
+A name in /proc reached through no link but ``self``/``thread-self`` keeps them
+(``/proc/self/stat``: the record's pid says whose), the same record for every
+caller, so the compiled loop may answer its repeats; a path through any other
+link there is never a key of it: the same spelling names another object after
+a chdir or a dup2.
 """
 from __future__ import annotations
 
@@ -97,7 +100,10 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
             text = link_target(root.dir_fd(d) if fd < 0 else fd, name)
         except (_Stop, OSError):
             # /proc on the way (or a real failure): the caller's walk, step by step
-            return _walk(root, "/", rest, follow_last or slash, links, ids, entry)
+            found, same = _walk(root, "/", rest, follow_last or slash, links, ids, entry)
+            if same and info is not None and not links:
+                info[:] = [None, None]         # e.g. /proc/self/stat: one record for all
+            return found
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -116,12 +122,23 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
 
 
 def _walk(root: Root, d: str, todo: list[str], follow_last: bool, links: int,
-          ids: Ids | None, entry: str | None) -> str:
+          ids: Ids | None, entry: str | None) -> tuple[str, bool]:
     """The kernel's walk of `todo` from the real directory `d`, one component at a time,
-    with /proc's links taken as the caller's (see the module doc). `fd` holds `d` while
-    the walk only descends, so a long path costs one lookup per component."""
+    with /proc's links taken as the caller's (see the module doc); and whether the
+    answer is the same for every caller and every later call (a name in /proc reached
+    through no link but `self` or `thread-self`, which stay spelled so in the record:
+    the record's pid says whose). `fd` holds `d` while the walk only descends, so a
+    long path costs one lookup per component."""
     stack = list(reversed(todo))
     c, fd = "", -1
+    alias: tuple[str, str] | None = None       # ("/proc/self", "/proc/<tgid>") in use
+    plain = True
+
+    def shown(p: str) -> str:
+        if alias is not None and (p == alias[1] or p.startswith(alias[1] + "/")):
+            return alias[0] + p[len(alias[1]):]
+        return p
+
     try:
         while stack:
             c = stack.pop()
@@ -129,15 +146,22 @@ def _walk(root: Root, d: str, todo: list[str], follow_last: bool, links: int,
             if c in ("", "."):
                 continue
             if c == "..":
+                if alias is not None and d == alias[1]:
+                    alias = None                # `..` of thread-self's target is .../task
                 d, fd = posixpath.dirname(d) or "/", _close(fd)
                 continue
             here = join(d, c)
+            magic = _in_proc(d) and d != "/proc"
             if d == "/proc" and c in ("self", "thread-self"):
-                text: str | None = _self(c, ids)
-            else:
-                if fd < 0:
-                    fd = openat2(root.fd, d[1:] or ".", _DIR, 0, _PLAIN)
-                text = _text(fd, c, final)
+                if final and not follow_last:
+                    return here, plain
+                links += 1
+                d, fd = "/proc/" + _self(c, ids), _close(fd)
+                alias = (here, d)
+                continue
+            if fd < 0:
+                fd = openat2(root.fd, d[1:] or ".", _DIR, 0, _PLAIN)
+            text = _text(fd, c, final)
             if text is None:
                 if not final:
                     fd, old = os.open(c, _DIR | os.O_NOFOLLOW, dir_fd=fd), fd
@@ -145,26 +169,27 @@ def _walk(root: Root, d: str, todo: list[str], follow_last: bool, links: int,
                 d = here
                 continue
             if final and not follow_last:
-                return here
+                return shown(here), plain
             links += 1
+            plain = False
             if links > MAX_LINKS or not text:
                 raise _Stop
             if here in DEV_LINKS:
                 entry = posixpath.normpath(join(here, "/".join(reversed(stack))))
-            if _in_proc(d) and d != "/proc":      # magic: the object's real path, or none
+            if magic:       # the object's real path, or none
                 if not text.startswith("/") or text.endswith(_DELETED):
                     if final:
-                        return entry or here
+                        return entry or shown(here), False
                     raise _Stop
                 text = _inside(root, text)
             if text.startswith("/"):
-                d, fd = "/", _close(fd)
+                d, fd, alias = "/", _close(fd), None
             stack.extend(reversed(text.split("/")))
             c = ""
-        return d
+        return shown(d), plain and _in_proc(d)
     except (_Stop, OSError):
         left = "/".join([c] + list(reversed(stack)))
-        return posixpath.normpath(join(d, left)) if left else d
+        return (posixpath.normpath(join(shown(d), left)) if left else shown(d)), False
     finally:
         _close(fd)
 
@@ -176,7 +201,7 @@ def _close(fd: int) -> int:
 
 
 def _self(c: str, ids: Ids | None) -> str:
-    """The text of /proc's `self` or `thread-self` for the caller."""
+    """What /proc's `self` or `thread-self` names for the caller, under /proc."""
     if ids is None:
         raise _Stop
     tgid, tid = ids()
