@@ -197,6 +197,9 @@ OPS = st.one_of(
     st.tuples(st.just("cd"), st.sampled_from([".", "sub", "sub2", "dl"]), st.just(0)),
     st.tuples(st.just("proc"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
     st.tuples(st.just("pfd"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
+    st.tuples(st.just("statfs"), st.sampled_from(NAMES), st.just(0)),   # F8: audited too
+    st.tuples(st.just("pself"), st.sampled_from(["/proc/self/stat", "/proc/thread-self/stat",
+                                                 "/proc/self/../self/status"]), st.just(0)),
 )
 
 
@@ -225,6 +228,10 @@ def _program(d: str, ops):
                         os.close(os.open(name, arg))
                     elif kind == "stat":
                         os.stat(os.path.join(d, name), follow_symlinks=arg)
+                    elif kind == "pself":       # the same record for every caller
+                        os.close(os.open(name, os.O_RDONLY))
+                    elif kind == "statfs":
+                        os.statvfs(os.path.join(d, name))
                     elif kind == "cd":
                         os.chdir(os.path.join(d, name))
                     elif kind == "proc":
@@ -253,7 +260,9 @@ def _program(d: str, ops):
           ("unlink", "l", 0), ("open", "l", os.O_RDONLY)])
 @example([("proc", "f", os.O_RDONLY), ("cd", "sub", 0), ("proc", "f", os.O_RDONLY),
           ("proc", "x", os.O_RDONLY), ("cd", "dl", 0), ("proc", "../g", os.O_RDONLY),
-          ("pfd", "sub/x", os.O_RDONLY), ("swap", "dl", "sub2"), ("pfd", "dl/x", os.O_RDONLY)])
+          ("pfd", "sub/x", os.O_RDONLY), ("swap", "dl", "sub2"), ("pfd", "dl/x", os.O_RDONLY),
+          ("statfs", "dl/x", 0), ("statfs", "l", 0), ("swap", "l", "g"), ("statfs", "l", 0),
+          ("pself", "/proc/self/stat", 0), ("pself", "/proc/thread-self/stat", 0)])
 @example([("stat", "f", True), ("stat", "h", True), ("swap", "g", "sub"), ("stat", "g", True),
           ("stat", "missing", True), ("open", "l", os.O_RDONLY), ("unlink", "l", 0),
           ("stat", "l", True), ("stat", "dl/x", False), ("stat", "dl/x2", True)])
@@ -268,8 +277,10 @@ def test_the_compiled_loop_records_what_the_python_loop_records(where, ops):
             tmp = tempfile.mkdtemp(dir=base)
             summary, recs, code, answered = _run(_program(d, ops), tmp, fast=fast)
             assert code == 0
-            assert not [r for r in recs if r["path"].startswith(("/proc/self/", "/proc/thread"))]
-            seen.append((_rows(recs, d), summary.checked, summary.records,
+            assert not [r for r in recs if r["path"].startswith(("/proc/self/cwd",
+                                                                 "/proc/self/fd/"))]
+            seen.append((_rows(recs, d) + _rows(recs, "/proc/"), summary.checked,
+                         summary.records,
                          summary.by_operation, summary.errors, answered))
         (c_rows, *c_counts, c_answered), (py_rows, *py_counts, _) = seen
         assert c_rows == py_rows
