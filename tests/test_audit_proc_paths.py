@@ -230,3 +230,43 @@ def test_recorded_path_is_the_realpath_the_kernel_opened(launcher, tmp_path_fact
         # every open of the chain (the program's only open with these flags) names it
         assert by_flags.get(_flag_text(flags)) == [opened], (prefix, steps)
     assert all(x["verdict"] == "allowed" for x in recs if x["path"].startswith(work))
+
+
+def test_the_walk_is_linear_in_the_components(tmp_path, monkeypatch):
+    """A hostile spelling (`../a/` over and over under a tree 400 deep, failing at its end so
+    the kernel's walk cannot answer it) costs one lookup per component: each `..` took
+    the directory's parent from its descriptor, never walked it again from the root
+    (63 ms of the monitor's CPU per call when it did). Counted, not timed."""
+    from sandbox.monitor import record_path
+    from sandbox.monitor.root_walk import Root
+    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    for _ in range(400):      # (pytest's rmtree of tmp_path recurses: not 1,000)
+        os.mkdir("a", dir_fd=fd)
+        fd, old = os.open("a", os.O_PATH | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    os.close(fd)
+    root = Root(os.open(tmp_path, os.O_PATH | os.O_DIRECTORY))
+    opened = []
+    real_openat2, real_open = record_path.openat2, os.open
+
+    def openat2(dirfd, path, *args):
+        opened.append(path.count("/") + 1)
+        return real_openat2(dirfd, path, *args)
+
+    def counted_open(path, *args, **kw):
+        opened.append(1)
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(record_path, "openat2", openat2)
+    monkeypatch.setattr(record_path.os, "open", counted_open)
+    spelling = "/a" * 400 + "/../a" * 150 + "/missing/x"
+    got = record_path.canonical(root, spelling, True)
+    monkeypatch.undo()
+    root.close()
+    assert got == "/a" * 400 + "/missing/x"
+    deepest = str(tmp_path) + "/a" * 400
+    while deepest != str(tmp_path):        # not left to pytest's recursive rmtree
+        os.rmdir(deepest)
+        deepest = os.path.dirname(deepest)
+    comps = spelling.count("/")
+    assert sum(opened) <= 2 * comps + 2000, sum(opened)   # components looked up, at most
