@@ -193,6 +193,13 @@ OPS = st.one_of(
     st.tuples(st.just("swap"), st.sampled_from(["f", "dl", "l"]),
               st.sampled_from(["g", "sub", "sub2"])),
     st.tuples(st.just("unlink"), st.sampled_from(["f", "l", "sub/y"]), st.just(0)),
+    # one spelling, another object: through the caller's cwd and a descriptor (F2)
+    st.tuples(st.just("cd"), st.sampled_from([".", "sub", "sub2", "dl"]), st.just(0)),
+    st.tuples(st.just("proc"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
+    st.tuples(st.just("pfd"), st.sampled_from(NAMES), st.sampled_from(FLAGS)),
+    st.tuples(st.just("statfs"), st.sampled_from(NAMES), st.just(0)),   # F8: audited too
+    st.tuples(st.just("pself"), st.sampled_from(["/proc/self/stat", "/proc/thread-self/stat",
+                                                 "/proc/self/../self/status"]), st.just(0)),
 )
 
 
@@ -211,6 +218,7 @@ def _tree(d: str) -> None:
 def _program(d: str, ops):
     def body():
         os.chdir(d)
+        sub = os.open(os.path.join(d, "sub"), os.O_PATH)
         for kind, name, arg in ops:
             for _ in range(3):               # repeats: what the compiled loop answers
                 try:
@@ -220,6 +228,16 @@ def _program(d: str, ops):
                         os.close(os.open(name, arg))
                     elif kind == "stat":
                         os.stat(os.path.join(d, name), follow_symlinks=arg)
+                    elif kind == "pself":       # the same record for every caller
+                        os.close(os.open(name, os.O_RDONLY))
+                    elif kind == "statfs":
+                        os.statvfs(os.path.join(d, name))
+                    elif kind == "cd":
+                        os.chdir(os.path.join(d, name))
+                    elif kind == "proc":
+                        os.close(os.open(f"/proc/self/cwd/{name}", arg))
+                    elif kind == "pfd":
+                        os.close(os.open(f"/proc/self/fd/{sub}/../{name}", arg))
                     elif kind == "swap":     # the name becomes a link (made in the sandbox)
                         tmp = os.path.join(d, "tmp-link")
                         os.symlink(arg, tmp)
@@ -240,6 +258,11 @@ def _program(d: str, ops):
 @example([("stat", "dl/y", False), ("swap", "dl", "sub2"), ("stat", "dl/y", False)])
 @example([("open", "l", os.O_RDONLY), ("swap", "l", "g"), ("open", "l", os.O_RDONLY),
           ("unlink", "l", 0), ("open", "l", os.O_RDONLY)])
+@example([("proc", "f", os.O_RDONLY), ("cd", "sub", 0), ("proc", "f", os.O_RDONLY),
+          ("proc", "x", os.O_RDONLY), ("cd", "dl", 0), ("proc", "../g", os.O_RDONLY),
+          ("pfd", "sub/x", os.O_RDONLY), ("swap", "dl", "sub2"), ("pfd", "dl/x", os.O_RDONLY),
+          ("statfs", "dl/x", 0), ("statfs", "l", 0), ("swap", "l", "g"), ("statfs", "l", 0),
+          ("pself", "/proc/self/stat", 0), ("pself", "/proc/thread-self/stat", 0)])
 @example([("stat", "f", True), ("stat", "h", True), ("swap", "g", "sub"), ("stat", "g", True),
           ("stat", "missing", True), ("open", "l", os.O_RDONLY), ("unlink", "l", 0),
           ("stat", "l", True), ("stat", "dl/x", False), ("stat", "dl/x2", True)])
@@ -254,7 +277,10 @@ def test_the_compiled_loop_records_what_the_python_loop_records(where, ops):
             tmp = tempfile.mkdtemp(dir=base)
             summary, recs, code, answered = _run(_program(d, ops), tmp, fast=fast)
             assert code == 0
-            seen.append((_rows(recs, d), summary.checked, summary.records,
+            assert not [r for r in recs if r["path"].startswith(("/proc/self/cwd",
+                                                                 "/proc/self/fd/"))]
+            seen.append((_rows(recs, d) + _rows(recs, "/proc/"), summary.checked,
+                         summary.records,
                          summary.by_operation, summary.errors, answered))
         (c_rows, *c_counts, c_answered), (py_rows, *py_counts, _) = seen
         assert c_rows == py_rows

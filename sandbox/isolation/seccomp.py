@@ -72,6 +72,9 @@ FILE_SYSCALLS: frozenset[str] = frozenset({
     "link", "linkat", "symlink", "symlinkat", "mknod", "mknodat",
     "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
     "utime", "utimes", "utimensat", "futimesat",
+    # probe 1, F8: a pathname UNIX socket's bind creates a file; xattrs change one
+    "bind", "setxattr", "lsetxattr", "setxattrat", "removexattr", "lremovexattr",
+    "removexattrat", "file_setattr",
 })
 
 
@@ -81,6 +84,9 @@ FILE_SYSCALLS: frozenset[str] = frozenset({
 STAT_SYSCALLS: frozenset[str] = frozenset({
     "stat", "lstat", "newfstatat", "statx", "access", "faccessat", "faccessat2",
     "readlink", "readlinkat",
+    # probe 1, F8: lookups by name beyond stat
+    "getxattr", "lgetxattr", "getxattrat", "listxattr", "llistxattr", "listxattrat",
+    "statfs", "chdir", "inotify_add_watch", "name_to_handle_at", "file_getattr",
 })
 # Denied whenever files are audited: io_uring performs opens and reads that never
 # pass through the filter, so they would escape the monitor (see docs/audit.md).

@@ -7,11 +7,13 @@
   ``readlink /proc/<tid>/cwd`` or ``/proc/<tid>/fd/<dirfd>``. For a process in
   another mount namespace the kernel prints the path from *that* namespace's
   root, i.e. the path the sandbox sees (tested in tests/test_audit_paths.py).
-* `canonical(path, follow)`: the real path inside the sandbox's root, from
-  the one resolver (sandbox/monitor/root_walk.py: the kernel walks with
-  openat2 RESOLVE_IN_ROOT in ``/proc/<pid>/root``, the path is read back from
-  the descriptor). ``/proc`` and ``/dev/std*`` stay lexical (their links are
-  magic: ``self`` would name the monitor).
+* `canonical(path, follow, pid)`: the real path inside the sandbox's root
+  (sandbox/monitor/record_path.py on the one resolver, root_walk.py: the
+  kernel walks with openat2 RESOLVE_IN_ROOT in ``/proc/<pid>/root``, the path
+  is read back from the descriptor). Where ``/proc`` is on the way its links
+  are the caller's: ``self`` is its pid in the sandbox's PID namespace
+  (`ns_ids`), a magic link (``cwd``, ``fd/N``, ...) is read from the
+  sandbox's ``/proc`` and walked on from the object it names.
 
 Bounded (issue 11): the only cache is the resolver's, a fixed number of short
 directory spellings; it is cleared whenever the sandbox performs a syscall that
@@ -24,7 +26,8 @@ import os
 from typing import Any
 
 from sandbox.monitor.proc_mem import ProcMem
-from sandbox.monitor.root_walk import Root, canonical
+from sandbox.monitor.record_path import canonical
+from sandbox.monitor.root_walk import Root
 
 AT_FDCWD = 0xFFFFFF9C      # -100 as the low 32 bits of the argument register
 _MASK32 = 0xFFFFFFFF
@@ -39,6 +42,7 @@ class Paths:
         self.mem = ProcMem()
         self.root_fd: int | None = None
         self.root: Root | None = None
+        self.depth = 0          # PID namespaces above and including the sandbox's
 
     # -- the caller's memory -----------------------------------------------------------------
     def read(self, pid: int, addr: int, limit: int = 4096) -> str:
@@ -90,15 +94,37 @@ class Paths:
                 self.root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY
                                        | os.O_CLOEXEC)
                 self.root = Root(self.root_fd)
+                self.depth = len(_status_ids(pid, b"NSpid:"))
             except OSError:
                 self.root_fd = self.root = None
+
+    def ns_ids(self, pid: int) -> tuple[int, int]:
+        """Thread `pid`'s (tgid, tid) in the sandbox's PID namespace (the one its /proc
+        shows: the first caller's, whose depth `set_root` noted), from the host's
+        /proc/<pid>/status. OSError when it is gone or deeper than it can say."""
+        tgids, tids = _status_ids(pid, b"NStgid:"), _status_ids(pid, b"NSpid:")
+        if not self.depth or len(tids) < self.depth or len(tgids) < self.depth:
+            raise OSError(f"no ids of {pid} in the sandbox's PID namespace")
+        return tgids[self.depth - 1], tids[self.depth - 1]
 
     def invalidate(self) -> None:
         if self.root is not None:
             self.root.forget()
 
-    def canonical(self, path: str, follow: bool, info: list[Any] | None = None) -> str:
-        """See root_walk.canonical (`info`: what the answer rests on, for notify_fast)."""
+    def canonical(self, path: str, follow: bool, info: list[Any] | None = None,
+                  pid: int | None = None) -> str:
+        """See record_path.canonical (`info`: what the answer rests on, for notify_fast;
+        `pid`: the calling thread, whose /proc/self a path may go through)."""
         if self.root is None:
             return os.path.normpath(path) if path.startswith("/") else path
-        return canonical(self.root, path, follow, info)
+        ids = None if pid is None else (lambda: self.ns_ids(pid))
+        return canonical(self.root, path, follow, info, ids)
+
+
+def _status_ids(pid: int, field: bytes) -> list[int]:
+    """A list of ids (NSpid, NStgid: outermost first) from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(field):
+                return [int(x) for x in line.split()[1:]]
+    return []

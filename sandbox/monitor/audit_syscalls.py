@@ -3,8 +3,12 @@
 One table, `SPECS`: syscall name -> `Spec(slots, flags_arg, kind)`, where each
 slot is ``(dirfd_arg | None, path_arg, operation | None, follow)``:
 operation None means "from the open flags"; follow is True, False, or "at"
-(follows unless AT_SYMLINK_NOFOLLOW is in the flags) or "link" (follows only
-with AT_SYMLINK_FOLLOW). Argument layouts are x86_64 (see syscalls(2)).
+(follows unless AT_SYMLINK_NOFOLLOW is in the flags), "link" (follows only
+with AT_SYMLINK_FOLLOW) or "watch" (inotify: unless IN_DONT_FOLLOW). Argument
+layouts are x86_64 (see syscalls(2)). `bind`'s "path" argument is a sockaddr:
+only a pathname AF_UNIX address names a file (the loop reads its sun_path).
+`XATTR_NAME`: where the attribute's name is, recorded in the flags
+(``name=user.x``).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class Spec(NamedTuple):
     slots: tuple[tuple[int | None, int, str | None, object], ...]
     flags_arg: int | None
     kind: str      # open | openat2 | creat | exec | path | stat | symlink | rename | link
+    #                | xattr | watch | bind
 
 
 def _s(kind: str, *slots: tuple[int | None, int, str | None, object],
@@ -83,7 +88,32 @@ SPECS: dict[str, Spec] = {
     "faccessat2": _s("stat", (0, 1, "metadata", "at"), flags=3),
     "readlink": _s("stat", (None, 0, "metadata", False)),
     "readlinkat": _s("stat", (0, 1, "metadata", False)),
+    # probe 1, F8: calls that name a path beyond the above
+    "statfs": _s("stat", (None, 0, "metadata", True)),
+    "chdir": _s("stat", (None, 0, "metadata", True)),
+    "name_to_handle_at": _s("path", (0, 1, "metadata", "link"), flags=4),
+    "getxattr": _s("xattr", (None, 0, "metadata", True)),
+    "lgetxattr": _s("xattr", (None, 0, "metadata", False)),
+    "getxattrat": _s("xattr", (0, 1, "metadata", "at"), flags=2),
+    "listxattr": _s("xattr", (None, 0, "metadata", True)),
+    "llistxattr": _s("xattr", (None, 0, "metadata", False)),
+    "listxattrat": _s("xattr", (0, 1, "metadata", "at"), flags=2),
+    "setxattr": _s("xattr", (None, 0, "write", True)),
+    "lsetxattr": _s("xattr", (None, 0, "write", False)),
+    "setxattrat": _s("xattr", (0, 1, "write", "at"), flags=2),
+    "removexattr": _s("xattr", (None, 0, "write", True)),
+    "lremovexattr": _s("xattr", (None, 0, "write", False)),
+    "removexattrat": _s("xattr", (0, 1, "write", "at"), flags=2),
+    "file_getattr": _s("path", (0, 1, "metadata", "at"), flags=4),
+    "file_setattr": _s("path", (0, 1, "write", "at"), flags=4),
+    "inotify_add_watch": _s("watch", (None, 1, "read", "watch"), flags=2),
+    "bind": _s("bind", (None, 1, "create", False)),
 }
+XATTR_NAME = {"getxattr": 1, "lgetxattr": 1, "getxattrat": 3, "setxattr": 1, "lsetxattr": 1,
+              "setxattrat": 3, "removexattr": 1, "lremovexattr": 1, "removexattrat": 3}
+IN_DONT_FOLLOW = 0x02000000
+AF_UNIX = 1
+SOCKADDR_UN = 110       # sizeof(struct sockaddr_un)
 
 # Syscalls after which a name may have become (or stopped being) a symlink.
 INVALIDATES = frozenset({"unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
@@ -127,6 +157,14 @@ def format_bits(flags: int, kind: str) -> str:
     return "|".join(names)
 
 
+def sun_path(addr: bytes) -> str | None:
+    """The file a bind() address names: the sun_path of a pathname AF_UNIX sockaddr, or
+    None (another family, an abstract name, an autobind)."""
+    if len(addr) < 3 or int.from_bytes(addr[:2], "little") != AF_UNIX or addr[2] == 0:
+        return None
+    return os.fsdecode(addr[2:].split(b"\0", 1)[0])
+
+
 def follows(mode: object, flags: int) -> bool:
     if mode is True or mode is False:
         return mode
@@ -136,6 +174,8 @@ def follows(mode: object, flags: int) -> bool:
         return not flags & AT_SYMLINK_NOFOLLOW
     if mode == "link":
         return bool(flags & AT_SYMLINK_FOLLOW)
+    if mode == "watch":
+        return not flags & IN_DONT_FOLLOW
     return True
 
 
@@ -147,5 +187,5 @@ def check_table() -> None:
         raise AssertionError(f"unknown syscalls in SPECS: {missing}")
 
 
-__all__ = ["SPECS", "Spec", "INVALIDATES", "open_operation", "format_open", "format_bits",
-           "follows", "os"]
+__all__ = ["SPECS", "Spec", "XATTR_NAME", "INVALIDATES", "open_operation", "format_open", "format_bits",
+           "follows", "sun_path", "os"]

@@ -43,7 +43,7 @@ class Keys:
     def put(self, nr: int, flags: int, raw: str, info: list[Any],
             record: tuple[Any, ...]) -> None:
         """Let the compiled loop answer the next calls with this key; `info`: what the
-        answer rests on (`root_walk.canonical`'s)."""
+        answer rests on (`record_path.canonical`'s)."""
         fast, root = self._fast, self.paths.root
         if root is None:
             return

@@ -487,17 +487,25 @@ class AuditLoop:
         raw = ""
         opened_as_is = False
         for dirfd_arg, path_arg, op, follow in spec.slots:
-            raw = paths.read(pid, args[path_arg])
+            if kind == "bind":
+                sun = S.sun_path(paths.mem.read(pid, args[1], min(args[2] & 0xFFFFFFFF,
+                                                                  S.SOCKADDR_UN)))
+                if sun is None:
+                    return False       # no file named: another family, abstract, autobind
+                raw = sun
+            else:
+                raw = paths.read(pid, args[path_arg])
             if not raw and kind in ("stat", "path", "exec", "link") and flags & S.AT_EMPTY_PATH:
                 if kind == "stat":
                     return False       # fstat(2) by another name: not a path lookup
             path = paths.absolute(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
             path = paths.canonical(path, S.follows(follow, flags),
-                                   info if raw.startswith("/") else None)
+                                   info if raw.startswith("/") else None, pid)
             if op is None:
                 op = S.open_operation(flags)
             verdict = self.engine.decide(op, path)
-            if op == "create" and not verdict.allowed and self._exists(path, flags):
+            if op == "create" and not verdict.allowed and kind != "bind" \
+                    and self._exists(path, flags):
                 # O_CREAT on what exists creates nothing: the kernel opens it as it is
                 # (`2>/dev/null`), so it is decided and recorded as that open, as the
                 # broker does; never cached (it holds while the file does)
@@ -505,8 +513,10 @@ class AuditLoop:
                 verdict = self.engine.decide(op, path)
                 opened_as_is = True
             results.append((op, path, verdict))
-        # A symlink's target is read from the caller's memory: before the answer lets it run.
-        flag_text = self._flag_text(name, kind, flags, pid, args) if kind == "symlink" else None
+        # A symlink's target (an attribute's name) is read from the caller's memory: before
+        # the answer lets it run.
+        early = kind in ("symlink", "xattr")
+        flag_text = self._flag_text(name, kind, flags, pid, args) if early else None
         deny = any(not v.allowed and v.rule.startswith("filesystem.deny") for _, _, v in results)
         # Answer first, record after: the verdict is all the caller waits for. The answer
         # also proves the notification was still pending after the reads above (ENOENT
@@ -525,7 +535,7 @@ class AuditLoop:
             # another task, so what was read is no evidence of anything. Not recorded.
             self.tally.vanished += 1
             return True
-        if kind != "symlink":
+        if not early:
             flag_text = self._flag_text(name, kind, flags, pid, args)
         for op, path, v in results:
             self.record(pid, op, name, path, flag_text, v.allowed, v.rule,
@@ -595,9 +605,24 @@ class AuditLoop:
                 return "target=" + self.paths.read(pid, args[0])
             except PathError:
                 return "target=?"
+        if kind == "xattr":
+            return self._xattr_text(name, flags, pid, args)
+        if kind == "watch":
+            return f"mask={flags:#x}"
         if flags:
             return S.format_bits(flags, "rename" if kind == "rename" else "at")
         return None
+
+    def _xattr_text(self, name: str, flags: int, pid: int, args: Any) -> str | None:
+        """AT_* flags of the *at forms and ``name=`` the attribute (XATTR_NAME_MAX 255)."""
+        parts = [S.format_bits(flags, "at")] if flags else []
+        arg = S.XATTR_NAME.get(name)
+        if arg is not None:
+            try:
+                parts.append("name=" + self.paths.read(pid, args[arg], 256))
+            except PathError:
+                parts.append("name=?")
+        return " ".join(parts) or None
 
     def _openat2_flags(self, pid: int, how: int, size: int) -> int:
         """open_how.flags (advisory, like every argument read from memory)."""

@@ -20,11 +20,11 @@ re-implementation of its walk:
 
 `Root` carries the sandbox's root descriptor and where to read descriptors'
 paths (a process that gave up its own ``/proc`` keeps a descriptor of its
-``/proc/<pid>/fd`` directory, opened before). `canonical` is the advisory
-form used to record a path (sandbox/monitor/audit_paths.py); `locate` the
-one the broker acts on (sandbox/monitor/broker_exec.py).
+``/proc/<pid>/fd`` directory, opened before). `record_path.canonical` is the
+advisory form used to record a path (sandbox/monitor/audit_paths.py), built on
+this module; `locate` the one the broker acts on (sandbox/monitor/broker_exec.py).
 
-Bounds (issue 11): no cache grows with what the child sends; `canonical`
+Bounds (issue 11): no cache grows with what the child sends; the resolver
 keeps at most `DIR_CACHE_MAX` resolved directories whose spelling is at most
 `DIR_CACHE_KEY` bytes (checked before insertion), so the memory a hostile
 path stream can make us hold is a few hundred KiB whatever it does.
@@ -111,6 +111,11 @@ class Root:
                 raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), text)
             return text[len(self._prefix):]
         return text
+
+    @property
+    def prefix(self) -> str:
+        """The root's own real path when it is not "/" (a test tree), else ""."""
+        return self._prefix
 
     def forget(self) -> None:
         """A name changed in the sandbox: resolved directories may be stale."""
@@ -217,78 +222,5 @@ def follow(loc: Located, target: str) -> tuple[str, int]:
     return path, links
 
 
-def _lexical(path: str) -> str | None:
-    """/proc/..., /dev/stdin|stdout|stderr|fd...: kept as spelled (their links are magic)."""
-    n = posixpath.normpath(path)
-    if n.startswith("//"):
-        n = n[1:]
-    if _in_proc(n):
-        return n
-    for d in ("/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd"):
-        if n == d or n.startswith(d + "/"):
-            return n
-    return None
-
-
-def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None = None) -> str:
-    """The real path `path` names inside the root, for a record (advisory: the caller
-    can change its path afterwards). Links in the final name are followed when
-    `follow_last` (or the path ends with "/"). Where the kernel's walk fails
-    (a missing directory, a loop), the lexical form: the call fails anyway.
-
-    `info`, when given, is set to ``[directory, name]`` when the answer rests on
-    nothing but this root's directory cache plus, with `name`, a final name in
-    `directory` that is no symlink (what must be checked again for the same answer
-    to hold), ``[None, None]`` when it rests on the cache alone; left empty when a
-    link was followed or the walk failed (notify_fast caches only the former). When
-    the answer is a cached directory joined with a final name, two more items say
-    which: ``[..., directory, name]`` (notify_fast's directory keys)."""
-    links = 0
-    while True:
-        lex = _lexical(path)
-        if lex is not None:
-            if info is not None and not links:
-                info[:] = [None, None]
-            return lex
-        comps, name, slash = split(path)
-        key = "/".join(comps)
-        d = root._dirs.get(key)
-        fd = -1
-        try:
-            if d is None:
-                fd = openat2(root.fd, key or ".", _DIR, 0, WALK)
-                d = root.fd_path(fd)
-                if len(key) <= DIR_CACHE_KEY:          # bounded before it grows
-                    if len(root._dirs) >= DIR_CACHE_MAX:
-                        root._dirs.clear()
-                        if root.on_forget is not None:   # what rested on it goes too
-                            root.on_forget()
-                    root._dirs[key] = d
-            if name is None:
-                if info is not None and not links:
-                    info[:] = [None, None]
-                return d
-            if not (follow_last or slash):
-                if info is not None and not links:
-                    info[:] = [None, None, d, name]
-                return join(d, name)
-            text = link_target(root.dir_fd(d) if fd < 0 else fd, name)
-        except OSError:
-            return posixpath.normpath(path) if path.startswith("/") else path
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        if text is None:
-            if info is not None and not links and not slash:
-                info[:] = [d, name, d, name]
-            return join(d, name)
-        links += 1
-        if links > MAX_LINKS or not text:
-            return join(d, name)
-        path = text if text.startswith("/") else join(d, text)
-        if slash and not path.endswith("/"):
-            path += "/"
-
-
 __all__ = ["InProc", "Located", "Root", "locate", "follow", "link_target", "join", "split",
-           "canonical", "openat2", "MAX_LINKS", "WALK"]
+           "openat2", "MAX_LINKS", "WALK", "DIR_CACHE_KEY", "DIR_CACHE_MAX"]
