@@ -153,7 +153,9 @@ class StdioRelay:
                 kind = _kind(caller[0])
                 if stat.S_ISREG(kind):
                     self._file_stdin = stdin_lend.FileStdin.of(caller[0], r)
-                elif stat.S_ISFIFO(kind):
+                elif stat.S_ISFIFO(kind) or (stat.S_ISSOCK(kind)
+                                             and stdin_lend.lendable_socket(caller[0])):
+                    stdin_lend.pipe_for_lending(w)
                     self._lend_peek = os.dup(r)
             else:
                 self.sandbox.append(w)
@@ -237,12 +239,12 @@ class StdioRelay:
             self._streams.append(stream)
             if output:
                 self._outputs.append(stream)
-            elif self._lend_peek is not None and not s_ep.blocking and s_ep.sock is None:
-                self._lender = stdin_lend.Lender(
+            elif self._lend_peek is not None and not s_ep.blocking:
+                self._lender = stdin_lend.Lender(   # never copied ahead: lent to the end
                     self.hub, s_ep.fd, d_ep.fd, self._lend_peek,
-                    reader=functools.partial(self.hub.add, stream),  # it reads: copy from now
                     ended=functools.partial(self.hub.end, stream),   # its end for the program
-                    lent_all=d_ep.close)            # its end once it has read what was lent
+                    lent_all=d_ep.close,            # its end once it has read what was lent
+                    sock=s_ep.sock)
         self._outputs_left = len(self._outputs)
         lent = self._lender
         for stream in list(self._streams):

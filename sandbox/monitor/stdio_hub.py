@@ -159,9 +159,11 @@ class StdioHub:
         if not stream.ended:
             self._close(stream, broken=False, notify=False)
 
-    def watch(self, fd: int, fn: Callable[[], None]) -> None:
-        """Call `fn` once, in the hub's thread, when `fd` is readable (or hung up)."""
-        self._sel.register(fd, selectors.EVENT_READ, _Once(self, fd, fn))
+    def watch(self, fd: int, fn: Callable[[], None],
+              events: int = selectors.EVENT_READ) -> None:
+        """Call `fn` once, in the hub's thread, when `fd` is readable (or hung up), or
+        writable with `events` EVENT_WRITE."""
+        self._sel.register(fd, events, _Once(self, fd, fn))
 
     def unwatch(self, fd: int) -> None:
         """Drop a `watch` of `fd` that has not fired (none: nothing happens)."""
