@@ -59,3 +59,13 @@ def socket_stdin_left(prefix: list[str], env: dict, reader: str) -> str:
     p = subprocess.run([sys.executable, "-c", SOCKET_STDIN, *prefix, "sh", "-c", reader], capture_output=True, text=True, cwd=ROOT, env=env,
                        timeout=120)
     return p.stdout
+
+
+def to_dev_full(prefix: list[str], env: dict, program: str,
+                redirect: str = ">/dev/full") -> tuple[int, str]:
+    """`PREFIX sh -c PROGRAM REDIRECT` (PREFIX empty: directly): its exit code and
+    stderr, where stdout (or stderr) is /dev/full: every write fails with ENOSPC."""
+    cmd = " ".join(f"'{a}'" for a in [*prefix, "sh", "-c", program])
+    p = subprocess.run(["sh", "-c", f"{cmd} {redirect}"], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=120)
+    return p.returncode, p.stderr

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pty_run import at_a_terminal, run_on_pty, type_keys
-from stdin_probes import pipe_split, socket_stdin_left
+from stdin_probes import pipe_split, socket_stdin_left, to_dev_full
 
 pytestmark = pytest.mark.isolation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -561,3 +561,24 @@ def test_a_socket_stdin_keeps_what_the_program_did_not_read(reader, want):
     env = {**os.environ, "SANDBOX_DAEMON": "0"}
     assert socket_stdin_left([], env, reader) == want   # directly, for reference
     assert socket_stdin_left([*SANDBOX, "exec", "--"], env, reader) == want
+
+
+@pytest.mark.parametrize("program, redirect", [
+    ("echo hi", ">/dev/full"),
+    ("head -c 1000000 /dev/zero", ">/dev/full"),
+    ("echo hi >&2", "2>/dev/full"),
+    ("echo hi; echo ho >&2", ">/dev/full 2>&1"),
+])
+def test_a_write_error_on_the_callers_output_is_not_swallowed(program, redirect):
+    """Finding H4: stdout to /dev/full exited 0 with nothing said (a large writer got a
+    silent 141), where directly the program's write fails and it exits 1. The relay's
+    failed write is reported: a nonzero exit and one line naming the stream and the
+    error (on stderr, when stderr is not the one that failed)."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    direct, _ = to_dev_full([], env, program, redirect)
+    assert direct != 0
+    code, err = to_dev_full([*SANDBOX, "exec", "--"], env, program, redirect)
+    assert code == 1, err
+    if "2>" not in redirect:
+        assert err.count("No space left on device") == 1, err
+        assert "sandbox: error: " in err and "stdout" in err, err

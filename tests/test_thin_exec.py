@@ -23,7 +23,7 @@ import time
 import pytest
 
 from pty_run import at_a_terminal, run_on_pty, type_keys
-from stdin_probes import socket_stdin_left
+from stdin_probes import socket_stdin_left, to_dev_full
 from sandbox.thin import control as D
 from sandbox.thin import wire
 
@@ -149,6 +149,15 @@ def test_a_pipe_or_socket_stdin_is_lent_past_its_first_64k(served):
     assert socket_stdin_left([*served.cmd, "exec", "--"], served.env,
                              "read x; echo got $x") == \
         "0 b'got first\\n' b'second\\nthird\\n' 100013"
+    assert served.count() == before + 2, "not served by the daemon"
+
+
+def test_a_write_error_on_the_callers_output_is_not_swallowed(served):
+    """Finding H4 on the warm path: `echo hi > /dev/full` exited 0, silently."""
+    before = served.count()
+    for program in ("echo hi", "head -c 1000000 /dev/zero"):
+        code, err = to_dev_full([*served.cmd, "exec", "--"], served.env, program)
+        assert code == 1 and err.count("No space left on device") == 1, (code, err)
     assert served.count() == before + 2, "not served by the daemon"
 
 
