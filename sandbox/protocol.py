@@ -253,6 +253,9 @@ class ExitReport:
     bad_report: str | None = bound(chars=512, default=None)
     monitor_exit: int | None = None   # the monitor's exit code (negative: signal), when lost
     monitor_error: str | None = bound(chars=1024, default=None)   # the monitor's own failure
+    # a write to the caller's stdout or stderr that failed (ENOSPC, EIO; not a reader
+    # that left): the program's output was cut there (StdioRelay.write_error)
+    output_error: str | None = bound(chars=256, default=None)
     clipped: dict[str, int] = bound(chars=128, items=64, default_factory=dict)
 
 

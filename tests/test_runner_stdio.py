@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pty_run import at_a_terminal, run_on_pty, type_keys
+from stdin_probes import pipe_split, socket_stdin_left, to_dev_full
 
 pytestmark = pytest.mark.isolation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,8 +68,11 @@ def test_a_file_stdin_keeps_what_the_program_did_not_read(tmp_path):
     assert _shell_with_file_stdin(whole, "x" * 200_000, tmp_path, env) == "left: 0\n"
 
 
-EVIL_WRITER = ("import os; fd = os.open('/proc/self/fd/0', os.O_WRONLY); "
-               "os.write(fd, b'x' * 60000)")
+# as much as its pipe takes without waiting (one page while lent: a blocking write of
+# more waits for a reader, itself, as it would on a full pipe directly)
+EVIL_WRITER = ("import os; fd = os.open('/proc/self/fd/0', os.O_WRONLY | os.O_NONBLOCK)\n"
+               "try:\n    while os.write(fd, b'x' * 60000): pass\n"
+               "except BlockingIOError: pass")
 
 
 def test_a_program_cannot_make_the_caller_read_its_stdin_again(tmp_path, py):
@@ -555,3 +559,68 @@ def test_a_program_hidden_from_the_run_first_on_path_is_named():
                            env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     shutil.rmtree(top)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet
+
+
+PIPE_SIZES = [1, 4095, 4096, 4097, 16384, 65535, 65536, 65537, 81920, 1 << 20, (1 << 20) + 1]
+
+
+@settings(max_examples=14, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_pipe_stdin_read_in_any_pattern_leaves_exactly_the_rest(tmp_path, data):
+    """The lending of a pipe (sandbox/monitor/stdin_lend.py) as a property, past one
+    lending: a program reading N bytes (around and beyond the pipe capacities 4 KiB,
+    64 KiB, 1 MiB) in reads of one size, of a pipe the caller fills in writes of
+    various sizes, takes exactly the first N and leaves the rest, byte for byte, to
+    the next reader. The relay copied ahead once 64 KiB were read: `head -c 100000`
+    of 5 MB left 4819776 bytes, not 4900000."""
+    n = data.draw(st.one_of(st.sampled_from(PIPE_SIZES), st.integers(0, 1_200_000)), "n")
+    bs = data.draw(st.sampled_from([1, 512, 4096, 4097, 65536, 100_000]), "read size")
+    if bs == 1:
+        n = min(n, 70_000)   # dd reading a byte at a time: keep the example quick
+    extra = data.draw(st.sampled_from([0, 1, 4096, 70_000, 300_000]), "left over")
+    pieces = data.draw(st.lists(st.sampled_from([1, 100, 4096, 5000, 65536, 200_000]),
+                                min_size=1, max_size=4), "write sizes")
+    blob = os.urandom(n + extra)
+    count, rest = divmod(n, bs)
+    reader = f"dd bs={bs} count={count} iflag=fullblock status=none"
+    if rest:
+        reader += f"; dd bs={rest} count=1 iflag=fullblock status=none"
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    taken, left, err = pipe_split(SANDBOX, env, blob, reader, pieces, tmp_path)
+    assert (len(taken), len(left)) == (n, extra), err
+    assert taken == blob[:n] and left == blob[n:], err
+
+
+@pytest.mark.parametrize("reader, want", [
+    ("read x; echo got $x", "0 b'got first\\n' b'second\\nthird\\n' 100013"),
+    ("head -c 3", "0 b'fir' b'st\\nsecond\\nthi' 100016"),
+])
+def test_a_socket_stdin_keeps_what_the_program_did_not_read(reader, want):
+    """A stream socket as stdin is lent as a pipe is (recv with MSG_PEEK), taken only as
+    the program reads: `read x` left nothing of it, where directly the other lines
+    stay in the socket for the next reader (finding H2)."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    assert socket_stdin_left([], env, reader) == want   # directly, for reference
+    assert socket_stdin_left([*SANDBOX, "exec", "--"], env, reader) == want
+
+
+@pytest.mark.parametrize("program, redirect", [
+    ("echo hi", ">/dev/full"),
+    ("head -c 1000000 /dev/zero", ">/dev/full"),
+    ("echo hi >&2", "2>/dev/full"),
+    ("echo hi; echo ho >&2", ">/dev/full 2>&1"),
+])
+def test_a_write_error_on_the_callers_output_is_not_swallowed(program, redirect):
+    """Finding H4: stdout to /dev/full exited 0 with nothing said (a large writer got a
+    silent 141), where directly the program's write fails and it exits 1. The relay's
+    failed write is reported: a nonzero exit and one line naming the stream and the
+    error (on stderr, when stderr is not the one that failed)."""
+    env = {**os.environ, "SANDBOX_DAEMON": "0"}
+    direct, _ = to_dev_full([], env, program, redirect)
+    assert direct != 0
+    code, err = to_dev_full([*SANDBOX, "exec", "--"], env, program, redirect)
+    assert code == 1, err
+    if "2>" not in redirect:
+        assert err.count("No space left on device") == 1, err
+        assert "sandbox: error: " in err and "stdout" in err, err

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from pty_run import at_a_terminal, run_on_pty, type_keys
+from stdin_probes import socket_stdin_left, to_dev_full
 from sandbox.thin import control as D
 from sandbox.thin import wire
 
@@ -133,6 +134,32 @@ def test_a_pipe_stdin_is_taken_only_as_the_program_reads_it(served):
                        capture_output=True, text=True, timeout=120)
     assert p.stdout == "item a\nitem b\nitem c\nl2\n", p.stderr
     assert served.count() == before + 4, "not served by the daemon"
+
+
+def test_a_pipe_or_socket_stdin_is_lent_past_its_first_64k(served):
+    """Findings H1 and H2 on the warm path: a program reading 100000 bytes of a 5 MB
+    pipe leaves the other 4900000 (the relay copied ahead once 64 KiB were read, and
+    4819776 were left), and a stream socket keeps what the program did not read."""
+    before = served.count()
+    cmd = " ".join(f"'{a}'" for a in served.cmd)
+    p = subprocess.run(["sh", "-c", f"head -c 5000000 /dev/zero | {{ {cmd} exec -- "
+                        "head -c 100000 | wc -c; wc -c; }"], env=served.env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["100000", "4900000"], p.stderr
+    assert served.count() == before + 1, "not served by the daemon"
+    assert socket_stdin_left([*served.cmd, "exec", "--"], served.env,
+                             "read x; echo got $x") == \
+        "0 b'got first\\n' b'second\\nthird\\n' 100013"
+    assert served.count() == before + 2, "not served by the daemon"
+
+
+def test_a_write_error_on_the_callers_output_is_not_swallowed(served):
+    """Finding H4 on the warm path: `echo hi > /dev/full` exited 0, silently."""
+    before = served.count()
+    for program in ("echo hi", "head -c 1000000 /dev/zero"):
+        code, err = to_dev_full([*served.cmd, "exec", "--"], served.env, program)
+        assert code == 1 and err.count("No space left on device") == 1, (code, err)
+    assert served.count() == before + 2, "not served by the daemon"
 
 
 def test_the_callers_working_directory(served, tmp_path):

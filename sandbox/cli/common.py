@@ -249,6 +249,8 @@ def exit_code_for(result: Any) -> int:
         return EXIT_SETUP
     if result.status == "timeout":
         return EXIT_TIMEOUT
+    if getattr(result, "output_error", None) and result.reason == result.output_error:
+        return 1   # its output could not be written: as the program's failed write
     if result.signal is not None:
         return 128 + result.signal
     if result.exit_code:

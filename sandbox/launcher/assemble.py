@@ -59,6 +59,7 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     res.view_prebuilt = rep.view_prebuilt
     res.clipped = dict(rep.clipped)
     res.denied_syscalls = dict(rep.denied_syscalls)
+    res.output_error = rep.output_error
     if rep.output is not None:
         res.output = dataclasses.asdict(rep.output)
     res.logs, res.error = st.logs, st.error
@@ -131,6 +132,9 @@ def _status(res: R.RunResult, st: SessionState, rep: ExitReport, policy: Policy,
         return R.LIMIT_EXCEEDED, "memory"
     if rep.pids_limit_hit and (res.exit_code != 0 or res.signal is not None):
         return R.LIMIT_EXCEEDED, "processes"
+    if rep.output_error is not None and (res.signal == signal.SIGPIPE or res.exit_code in (
+            0, 128 + signal.SIGPIPE)):   # the cut's SIGPIPE, or a shell's word for it
+        return R.ERROR, rep.output_error   # its output failed, not the program (finding H4)
     if res.signal is not None:
         if res.signal in _SIGNAL_LIMITS:
             return R.LIMIT_EXCEEDED, _SIGNAL_LIMITS[res.signal]

@@ -81,6 +81,10 @@ class RunResult:
     # One line each where the sandbox is why something failed: the path, the rule,
     # and the policy key to change (sandbox.launcher.hints); `sandbox exec` prints them.
     hints: list[str] = field(default_factory=list)
+    # A write to the caller's stdout or stderr failed (ENOSPC on /dev/full, EIO), not a
+    # reader that left: the output was cut there, and a run the program ended well (or
+    # by the SIGPIPE that cut brought) is an error, exit 1, as its own write would be.
+    output_error: str | None = None
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)   # a plain "ok" from older callers becomes Status.OK

@@ -5,44 +5,56 @@ WHY: the relay reads ahead of the program (a chunk, and the program's pipe), so
 first run's relay took the whole list, which the program never read. Directly, a
 program that does not read its stdin leaves it to the loop's next `read`. A file
 is given back afterwards (`FileStdin`: its offset moved back over what the
-program did not take); a pipe cannot be, so its bytes are *lent* (`Lender`):
-tee(2) copies what the caller's pipe holds into the program's pipe without
-taking it, and the monitor takes (reads and drops) from the caller's pipe only
-what the program read, seen as what left the program's pipe (FIONREAD on a
-descriptor of its read end that the monitor keeps).
+program did not take); a pipe or a socket cannot be, so its bytes are *lent*
+(`Lender`): copied into the program's pipe without being taken (tee(2) from a
+pipe, recv(MSG_PEEK) from a stream socket), and taken (read and dropped) from the
+caller's only once the program has read them.
 
-Once the program has read everything it was lent, it reads its stdin: the lent
-bytes are taken and the rest is copied as every other stream is (`Stream`, read
-ahead). If the sandbox ends first, only what it read is taken. An empty caller's
-pipe is waited for by the hub's epoll (`StdioHub.watch`); what the program has
-read is no event it reports, so the lender looks on the hub's timers:
-LOOK_FIRST after the lending, doubling to LOOK_MAX. A program reading a stream
-pays a few milliseconds once; one that reads later waits at most LOOK_MAX for
-its second chunk; one that never reads costs a look every LOOK_MAX.
+Lent for the whole run, never copied ahead: the relay used to switch to copying
+(`Stream`, a chunk and a pipe's worth ahead) once the program had read its first
+64 KiB, and lost what it had read ahead and the program had not (finding H1:
+`head -c 100000` of a 5 MB pipe left 81919 bytes fewer than directly). Neither
+tee nor a peek can start past the bytes already lent, so the next lending waits
+until the program has read all of the last one. The program's pipe is one page
+(`pipe_for_lending`), so "writable" means "empty": the hub's epoll reports the
+moment the program has read everything lent, with no timer and no polling. One
+page a round: a program reading a stream costs one tee and one read per 4 KiB.
 
-Only the caller's pipe or FIFO is lent (not a terminal, socket or file), and only
-by the hub's thread, which alone reads that pipe during the run. What the
+Only the hub's thread reads the caller's pipe or socket during the run. What the
 program controls is only what is left in its pipe, and it can add to it (its
 stdin reopened for writing through /proc/self/fd/0): so what is taken is never
 more than was lent, and a pipe fuller than lent is taken from not at all.
+A datagram socket is not lent (its reads are whole messages): it is copied.
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import select
+import selectors
+import socket
 import struct
 import termios
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 from sandbox.isolation import libc
 from sandbox.monitor.stdio_hub import StdioHub
 
-LOOK_FIRST = 0.001   # seconds after a lending before the first look at what was read
-LOOK_MAX = 0.05      # the longest wait between looks
-LEND_MAX = 1 << 16   # the most lent at once: the program's pipe holds it
+LEND_MAX = 4096     # the most lent at once: the program's pipe holds one page
+
+
+def pipe_for_lending(write_end: int) -> None:
+    """Make the program's stdin pipe one page: writable exactly when it is empty."""
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, LEND_MAX)
+
+
+def lendable_socket(fd: int) -> bool:
+    """Is `fd` a stream socket (whose bytes a peek can lend)?"""
+    try:
+        return socket.socket(fileno=os.dup(fd)).type == socket.SOCK_STREAM
+    except OSError:
+        return False
 
 
 def _hung_up(fd: int) -> bool:
@@ -58,67 +70,73 @@ def unread(fd: int) -> int:
 
 
 class Lender:
-    """Lends `src` (the caller's pipe, a description of the monitor's own) to `dst`
-    (the program's pipe, whose read end `peek` the monitor also holds). Calls
-    `reader()` once the program has read all it was lent (then copy eagerly),
-    `ended()` when `src` ended or failed before that, or `lent_all()` when `src`
-    has ended and all it held is lent (then close `dst`); one of them, and none
-    after `settle`."""
+    """Lends `src` (the caller's pipe, a description of the monitor's own, or its
+    stream socket `sock`) to `dst` (the program's one-page pipe, whose read end
+    `peek` the monitor also holds). Calls `ended()` when `src` ended or failed
+    (then close `dst`), or `lent_all()` when the pipe `src` has ended and all it
+    held is lent (then close `dst`); one of them, and none after `settle`."""
 
     def __init__(self, hub: StdioHub, src: int, dst: int, peek: int,
-                 reader: Callable[[], None], ended: Callable[[], None],
-                 lent_all: Callable[[], None]) -> None:
-        self.hub, self.src, self.dst, self.peek = hub, src, dst, peek
-        self.reader, self.ended, self.lent_all = reader, ended, lent_all
+                 ended: Callable[[], None], lent_all: Callable[[], None],
+                 sock: socket.socket | None = None) -> None:
+        self.hub, self.src, self.dst, self.peek, self.sock = hub, src, dst, peek, sock
+        self.ended, self.lent_all = ended, lent_all
         self.lent = 0
-        self.every = LOOK_FIRST
         self.done = False
+        self.watching: int | None = None    # the descriptor a `watch` of ours is on
 
     def start(self) -> None:
         self._look()
 
     def _look(self) -> None:
+        self.watching = None                    # a watch fires once
         if self.done:
             return
         try:
             if self.lent:
-                if unread(self.peek) == 0:      # it read all it was lent: a reader
-                    self._take(self.lent)
-                    self.lent = 0
-                    self.done = True
-                    self.reader()
-                    return
-            else:
-                n = libc.tee(self.src, self.dst, LEND_MAX)
-                if n == 0:                      # the caller's pipe ended
-                    self.done = True
-                    self.ended()
-                    return
-                self.lent, self.every = n, LOOK_FIRST
-                if _hung_up(self.src) and unread(self.src) == n:
-                    # the caller's pipe has ended and all it held is lent: the program
-                    # gets its end now (`echo hi | sandbox exec -- cat`), with no look
-                    # to wait for; `settle` takes what it read
-                    self.lent_all()
-                    return
-        except BlockingIOError:
-            if not self.lent:                   # nothing to lend yet: wait for some
-                self.hub.watch(self.src, self._look)
+                if unread(self.peek):           # not all read yet (or the program's own)
+                    return self._wait(self.dst, selectors.EVENT_WRITE)
+                self._take(self.lent)           # it read all it was lent
+                self.lent = 0
+            if unread(self.peek):               # it wrote into its own pipe: wait it out
+                return self._wait(self.dst, selectors.EVENT_WRITE)
+            n = self._lend()
+            if n == 0:                          # the caller's stdin ended
+                self.done = True
+                self.ended()
                 return
+            self.lent = n
+            if self.sock is None and _hung_up(self.src) and unread(self.src) == n:
+                # the caller's pipe has ended and all it held is lent: the program
+                # gets its end now (`echo hi | sandbox exec -- cat`), with no look
+                # to wait for; `settle` takes what it read
+                self.lent_all()
+                return
+            self._wait(self.dst, selectors.EVENT_WRITE)
+        except BlockingIOError:                 # nothing to lend yet: wait for some
+            self._wait(self.src, selectors.EVENT_READ)
         except OSError:
             self.done = True
             self.ended()
-            return
-        self.hub.set_timer(self, time.monotonic() + self.every, self._look)
-        self.every = min(self.every * 2, LOOK_MAX)
+
+    def _lend(self) -> int:
+        if self.sock is None:
+            return libc.tee(self.src, self.dst, LEND_MAX)
+        data = self.sock.recv(LEND_MAX, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return os.write(self.dst, data) if data else 0   # the empty page takes it all
+
+    def _wait(self, fd: int, events: int) -> None:
+        self.hub.watch(fd, self._look, events)
+        self.watching = fd
 
     def settle(self) -> None:
-        """The sandbox is gone: take from the caller's pipe what the program read."""
+        """The sandbox is gone: take from the caller's stdin what the program read."""
         if self.done:
             return
         self.done = True
-        self.hub.cancel_timer(self)
-        self.hub.unwatch(self.src)
+        if self.watching is not None:
+            self.hub.unwatch(self.watching)
+            self.watching = None
         if self.lent:
             try:
                 self._take(self.lent - unread(self.peek))
@@ -126,11 +144,12 @@ class Lender:
                 pass
 
     def _take(self, n: int) -> None:
-        """Read and drop `n` bytes of the caller's pipe: the ones tee copied, which no
-        one else has read (the caller waits for this run)."""
+        """Read and drop `n` bytes of the caller's stdin: the ones lent, which no one
+        else has read (the caller waits for this run)."""
         while n > 0:
             try:
-                got = os.read(self.src, min(n, LEND_MAX))
+                got = (self.sock.recv(min(n, LEND_MAX), socket.MSG_DONTWAIT)
+                       if self.sock is not None else os.read(self.src, min(n, LEND_MAX)))
             except BlockingIOError:
                 return
             if not got:

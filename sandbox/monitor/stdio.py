@@ -31,6 +31,7 @@ stub as descriptors, so many runs can share one monitor process.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import os
@@ -121,6 +122,13 @@ class StdioRelay:
         # caller's bytes rather than take them (sandbox/monitor/stdin_lend.py)
         self._lend_peek: int | None = None
         self._lender: stdin_lend.Lender | None = None
+        # which of the caller's streams each output copies to (by the caller's number)
+        self._out_names: dict[int, str] = {}
+        self._names: dict[Stream, str] = {}
+        # the first failed write to the caller's stdout or stderr other than its reader
+        # leaving (ENOSPC, EIO...): the run reports it, as the program's own write
+        # would have failed directly (finding H4); set in the hub's thread
+        self.write_error: str | None = None
         try:
             if spec.tty is not None:
                 self._make_pty(caller, *spec.tty)
@@ -153,11 +161,14 @@ class StdioRelay:
                 kind = _kind(caller[0])
                 if stat.S_ISREG(kind):
                     self._file_stdin = stdin_lend.FileStdin.of(caller[0], r)
-                elif stat.S_ISFIFO(kind):
+                elif stat.S_ISFIFO(kind) or (stat.S_ISSOCK(kind)
+                                             and stdin_lend.lendable_socket(caller[0])):
+                    stdin_lend.pipe_for_lending(w)
                     self._lend_peek = os.dup(r)
             else:
                 self.sandbox.append(w)
                 self._plans.append((r, True, caller[i], True))
+                self._out_names[caller[i]] = ("stdout", "stderr")[i - 1]
 
     def _make_pty(self, caller: Sequence[int], rows: int, cols: int) -> None:
         master, slave = os.openpty()
@@ -170,6 +181,7 @@ class StdioRelay:
         # descriptor, or a pipe of its own holding stdin bytes or nothing) is typed in
         self._plans.append((caller[0], not self.spec.relay[0], os.dup(master), False))
         self._plans.append((os.dup(master), True, caller[1], True))
+        self._out_names[caller[1]] = "stdout"
         self._unused.append(caller[2])
 
     # -- the monitor's side ------------------------------------------------------
@@ -225,6 +237,7 @@ class StdioRelay:
             os.close(fd)
         self._unused = []
         for src, src_ours, dst, output in plans:
+            name = self._out_names.get(dst, "output")
             try:
                 s_ep = own_end(src) if src_ours else caller_end(src, writing=False)
             except OSError:
@@ -237,12 +250,13 @@ class StdioRelay:
             self._streams.append(stream)
             if output:
                 self._outputs.append(stream)
-            elif self._lend_peek is not None and not s_ep.blocking and s_ep.sock is None:
-                self._lender = stdin_lend.Lender(
+                self._names[stream] = name
+            elif self._lend_peek is not None and not s_ep.blocking:
+                self._lender = stdin_lend.Lender(   # never copied ahead: lent to the end
                     self.hub, s_ep.fd, d_ep.fd, self._lend_peek,
-                    reader=functools.partial(self.hub.add, stream),  # it reads: copy from now
                     ended=functools.partial(self.hub.end, stream),   # its end for the program
-                    lent_all=d_ep.close)            # its end once it has read what was lent
+                    lent_all=d_ep.close,            # its end once it has read what was lent
+                    sock=s_ep.sock)
         self._outputs_left = len(self._outputs)
         lent = self._lender
         for stream in list(self._streams):
@@ -286,6 +300,9 @@ class StdioRelay:
     def _stream_ended(self, stream: Stream, broken: bool) -> None:
         if stream in self._outputs:
             self._outputs_left -= 1
+            if stream.error is not None and self.write_error is None:
+                self.write_error = _write_error(self._names.get(stream, "output"),
+                                                stream.error)
             if broken and self.master is not None:
                 # The caller's terminal is gone: a program writing to its pty would
                 # wait forever on a master nobody reads. Hang it up instead.
@@ -334,7 +351,7 @@ class StdioRelay:
         self.hub.cancel_timer(self._eof_timer)
         for stream in self._streams:
             self.hub.end(stream)
-        self._streams, self._outputs = [], []
+        self._streams, self._outputs, self._names = [], [], {}
         self._close_master()
         self._close_stdin_held()
         self._state = "closed"
@@ -370,6 +387,13 @@ class StdioRelay:
         self._close_stdin_held()
         self._state = "closed"
         self._closed.set()
+
+
+def _write_error(name: str, e: OSError) -> str:
+    """The one line a run reports for a failed write to the caller's `name`."""
+    code = errno.errorcode.get(e.errno or 0, "")
+    return (f"writing the program's {name}: {e.strerror or e}"
+            + (f" ({code})" if code else ""))
 
 
 def _same_file(a: int, b: int) -> bool:

@@ -29,6 +29,7 @@ number the loop still watches and see it reused.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import selectors
@@ -45,6 +46,10 @@ from sandbox.monitor.per_process import PerProcess
 CHUNK = 16384          # bytes per read, and the most a stream holds for a slow reader
 BLOCKING_SLICE = 4096  # PIPE_BUF: what a ready, blocking pipe takes without waiting
 TURN = 4               # chunks a stream may copy before the others get their turn
+# A write failing with these means the reader left (`| head`): the program gets
+# SIGPIPE, as directly, and nothing is said. Any other (ENOSPC on /dev/full or a full
+# disk, EIO, EDQUOT, EFBIG) is the caller's output failing: `Stream.error` (finding H4).
+READER_GONE = (errno.EPIPE, errno.ECONNRESET)
 
 
 class Endpoint:
@@ -108,8 +113,9 @@ def caller_end(fd: int, *, writing: bool) -> Endpoint:
 class Stream:
     """Bytes from `src` to `dst`, for one relay. `on_end(stream, broken)` is called in
     the hub's thread once, when the source ended (broken False) or the destination
-    failed (broken True); both descriptors are closed by then."""
-    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended")
+    failed (broken True); both descriptors are closed by then. `error` is the
+    destination's failure when it was not its reader leaving (`READER_GONE`)."""
+    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended", "error")
 
     def __init__(self, src: Endpoint, dst: Endpoint,
                  on_end: Callable[["Stream", bool], None]) -> None:
@@ -117,6 +123,7 @@ class Stream:
         self.pending: memoryview | None = None
         self.waiting: tuple[Endpoint, int] | None = None
         self.ended = False
+        self.error: OSError | None = None
 
 
 class StdioHub:
@@ -159,9 +166,11 @@ class StdioHub:
         if not stream.ended:
             self._close(stream, broken=False, notify=False)
 
-    def watch(self, fd: int, fn: Callable[[], None]) -> None:
-        """Call `fn` once, in the hub's thread, when `fd` is readable (or hung up)."""
-        self._sel.register(fd, selectors.EVENT_READ, _Once(self, fd, fn))
+    def watch(self, fd: int, fn: Callable[[], None],
+              events: int = selectors.EVENT_READ) -> None:
+        """Call `fn` once, in the hub's thread, when `fd` is readable (or hung up), or
+        writable with `events` EVENT_WRITE."""
+        self._sel.register(fd, events, _Once(self, fd, fn))
 
     def unwatch(self, fd: int) -> None:
         """Drop a `watch` of `fd` that has not fired (none: nothing happens)."""
@@ -244,8 +253,8 @@ class StdioHub:
                     n = dst.write(stream.pending)
                 except (BlockingIOError, InterruptedError):
                     return self._wait(stream, dst, selectors.EVENT_WRITE)
-                except OSError:
-                    return self._close(stream, broken=True)   # EPIPE: the reader is gone
+                except OSError as e:
+                    return self._write_failed(stream, e)
                 rest = stream.pending[n:]
                 stream.pending = rest if len(rest) else None
                 if dst.blocking and dst.pollable:
@@ -264,8 +273,8 @@ class StdioHub:
                 w = dst.write(buf[:n])
             except (BlockingIOError, InterruptedError):
                 w = 0
-            except OSError:
-                return self._close(stream, broken=True)
+            except OSError as e:
+                return self._write_failed(stream, e)
             if w < n:
                 stream.pending = memoryview(bytes(buf[w:n]))   # the only copy: <= CHUNK
             if src.blocking and src.pollable:
@@ -273,6 +282,12 @@ class StdioHub:
                                   selectors.EVENT_WRITE if stream.pending is not None
                                   else selectors.EVENT_READ)
         self._wait(stream, None, 0)   # more to do: after the other streams' turn
+
+    def _write_failed(self, stream: Stream, e: OSError) -> None:
+        """The destination refused a write: its reader left (EPIPE), or it failed."""
+        if e.errno not in READER_GONE:
+            stream.error = e
+        self._close(stream, broken=True)
 
     def _wait(self, stream: Stream, ep: Endpoint | None, events: int) -> None:
         old = stream.waiting

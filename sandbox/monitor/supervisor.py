@@ -335,6 +335,7 @@ class Supervisor:
             self.stub.go.close()
         if self.stdio is not None:
             self.stdio.finish()  # every byte of output reaches the caller before the report
+            self.report.output_error = self.stdio.write_error
         self._check_scratch()
         self._copy_out()
         self._export_workdir()
