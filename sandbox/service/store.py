@@ -100,6 +100,20 @@ class TokenRow:
     queues: list[str] | None = None   # None: any queue a live worker serves
 
 
+@dataclass(frozen=True)
+class RunHead:
+    """The few columns the queues, the report stream and the owner checks need: a
+    run's whole row holds its request and its result (megabytes of output), and
+    these are read many times a second."""
+    id: str
+    token_id: str
+    status: str
+    attempts: int
+    started_at: float | None
+    host: str
+
+
+_HEAD_COLS = "id, token_id, status, attempts, started_at, host"
 _RUN_COLS = ("seq, id, token_id, status, kind, request, policy, created_at, started_at, "
              "finished_at, attempts, retries, reason, result, host, idem_key, has_secrets")
 
@@ -224,6 +238,15 @@ class Store:
     def run(self, run_id: str) -> RunRow | None:
         rows = self._q(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
         return _run(rows[0]) if rows else None
+
+    def run_head(self, run_id: str) -> RunHead | None:
+        rows = self._q(f"SELECT {_HEAD_COLS} FROM runs WHERE id=?", (run_id,))
+        return RunHead(*rows[0]) if rows else None
+
+    def heads(self, status: str) -> list[RunHead]:
+        """Every run in `status`, oldest first, without request or result."""
+        return [RunHead(*r) for r in
+                self._q(f"SELECT {_HEAD_COLS} FROM runs WHERE status=? ORDER BY seq", (status,))]
 
     def list_runs(self, *, token_id: str | None = None, status: str | None = None,
                   since: float | None = None, until: float | None = None,
