@@ -25,7 +25,7 @@ from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
 from sandbox.service.store import RunRow, Store, TokenRow
-from sandbox.service.streams import MessageBudget, OutputStream, mask, message_event
+from sandbox.service.streams import MessageBudget, OutputStream, Secrets, mask, message_event
 from sandbox.service import tenancy
 
 MAX_DENIED_EVENTS = 1000
@@ -185,7 +185,7 @@ class Runs:
             return
         self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         token = self.store.token(row.token_id)
-        secrets = sorted(secret_env.values(), key=len, reverse=True)
+        secrets = Secrets(secret_env.values())     # one pattern for the whole run
         try:
             if token is None or token.revoked_at is not None:
                 raise tenancy.Forbidden("the token that submitted it was revoked")

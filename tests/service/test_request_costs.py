@@ -77,3 +77,14 @@ def test_stdin_is_not_kept_in_the_request_and_listings_stay_small(server):
         # the runs' stdin together is 48 MiB (64 MiB as base64): a listing that
         # read it back grew the server by more than that
         assert grown < 24 * MiB, grown
+
+
+def test_secret_values_are_bounded_together(server):
+    """Masking makes one pattern of a run's secret values; 256 values of 32 KiB
+    (8 MiB) took seconds to make, so together they are bounded at submit."""
+    with server.client() as c:
+        big = {f"S{i}": "s" * 32000 for i in range(9)}
+        r = c.post("/v1/runs", json={"argv": ["true"], "secret_env": big})
+        assert r.status_code == 422 and "secret_env" in r.text and "262144" in r.text, r.text
+        ok = c.post("/v1/runs", json={"argv": ["true"], "secret_env": dict(list(big.items())[:8])})
+        assert ok.status_code == 202, ok.text
