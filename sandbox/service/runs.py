@@ -17,7 +17,7 @@ import secrets as _secrets
 import shutil
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sandbox.errors import InputError
 from sandbox.service.config import ServiceConfig
@@ -119,9 +119,14 @@ class Runs:
                                 "its limit")
 
     def submit(self, req: RunRequest, token: TokenRow, idem_key: str | None,
-               uploads: Sequence[tuple[str, bytes, bool]] = ()) -> tuple[RunRow, bool]:
+               uploads: Sequence[tuple[str, bytes, bool]] = (),
+               hold_secrets: Callable[[str, dict[str, str] | None], None] | None = None
+               ) -> tuple[RunRow, bool]:
         """Persist a new run (or return the one this idempotency key made);
-        (row, created). Raises InputError, Forbidden, QuotaExceeded."""
+        (row, created). `hold_secrets` (the queue's) gets the secret values before
+        the run is in the store, where an executor may claim it at once, and None
+        when no run was made after all. Raises InputError, Forbidden, QuotaExceeded."""
+        hold = hold_secrets or (lambda _run_id, _secrets: None)
         if idem_key is not None:
             old = self.store.run_by_idem(token.id, idem_key)
             if old is not None:
@@ -153,6 +158,7 @@ class Runs:
                 stored["files"] = [n for n, _, _ in files]
                 stored["stdin_bytes"] = None if stdin is None else len(stdin)
                 stored["secret_names"] = sorted(req.secret_env)
+                hold(run_id, req.secret_env)
                 row = RunRow(seq=0, id=run_id, token_id=token.id, status="queued",
                              kind="exec" if req.argv is not None else "workflow",
                              request=stored, policy=policy_name, created_at=time.time(),
@@ -162,9 +168,11 @@ class Runs:
                              has_secrets=bool(req.secret_env))
                 got = self.store.insert_run(row)
             except BaseException:
+                hold(run_id, None)
                 shutil.rmtree(rundir, ignore_errors=True)
                 raise
             if got.id != run_id:     # the same key won a race meanwhile
+                hold(run_id, None)
                 shutil.rmtree(rundir, ignore_errors=True)
                 return got, False
         self.bus.publish(run_id, "queued", {"status": "queued"})

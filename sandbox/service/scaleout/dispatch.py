@@ -219,6 +219,8 @@ class BrokerQueue(QueueBase):
             attempt = self.store.claim(run_id, time.time())
             if attempt is None:
                 continue
+            with self._cond:      # taken at the claim: no way out of here leaves them
+                secrets = self._secrets.pop(run_id, {})
             tok = self.store.token(token_id)
             if tok is None or tok.revoked_at is not None:
                 # as the in-process queue does: a revoked token's queued runs never
@@ -233,8 +235,6 @@ class BrokerQueue(QueueBase):
             claimed = self.store.run(run_id)
             if claimed is None:
                 continue
-            with self._cond:
-                secrets = self._secrets.pop(run_id, {})
             if secrets:     # a retry finds them still there (NX: never overwritten)
                 self.redis.set(keys.secrets(run_id), json.dumps(secrets),
                                ex=keys.SECRET_TTL, nx=True)
