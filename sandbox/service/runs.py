@@ -252,7 +252,7 @@ class Runs:
         now = time.time()
         if self.store.finish(row.id, attempt, status, reason, result, now):
             if self.metrics is not None:
-                started = self.store.run(row.id)
+                started = self.store.run_head(row.id)    # not its result, just written
                 self.metrics.ended(status, now - started.started_at if started is not None
                                    and started.started_at else None, result)
             self.bus.publish(row.id, "exit", {"status": status, "reason": reason,

@@ -88,7 +88,7 @@ class BrokerQueue(QueueBase):
         dispatcher claims meanwhile is running by the time the key is read)."""
         if self._cancel_queued(run_id):
             return True
-        row = self.store.run(run_id)
+        row = self.store.run_head(run_id)
         if row is None or row.status != "running":
             return False
         self.redis.set(keys.cancel(run_id), "1", ex=keys.MARK_TTL)
