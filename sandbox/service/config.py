@@ -54,6 +54,11 @@ class ServiceConfig:
     def output_dir(self, run_id: str) -> str:
         return os.path.join(self.runs_dir, run_id, "output")
 
+    def stdin_file(self, run_id: str) -> str:
+        """The run's stdin, kept beside (never in) its input directory and out of the
+        store: every listing read the stored request back, stdin and all."""
+        return os.path.join(self.runs_dir, run_id, "stdin")
+
 
 def default_state() -> str:
     """The state directory of `sandbox serve` and `sandbox token` without --state."""

@@ -1,7 +1,8 @@
 """Run events: numbered per run, stored, and fanned out to live listeners.
 
 An event is (seq, type, data). Types: queued, started, stdout, stderr,
-message (an IPC message), log, denied (an audit denial), exit, status (on
+message (an IPC message), log, denied (an audit denial), truncated, refused
+(a scale-out report the server refused), exit, status (on
 the global stream). Workers publish from their threads; listeners are
 asyncio queues on the server's loop, fed with call_soon_threadsafe. Every
 event is stored before it is published, so a listener that reconnects with

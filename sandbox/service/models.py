@@ -17,6 +17,9 @@ MAX_ARGV = 4096
 MAX_ARG_CHARS = 128 * 1024
 MAX_ENV = 256
 MAX_ENV_VALUE = 32 * 1024
+# every secret value together: each run's outputs are masked with one pattern made
+# from them (streams.Secrets), at about a second of CPU per MiB of secrets to make
+MAX_SECRET_CHARS = 256 * 1024
 MAX_FILES = 256
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Names the service sets itself: a submitter may not override them.
@@ -107,6 +110,14 @@ class RunRequest(Strict):
                 raise ValueError(f"{name} is set by the service and cannot be given")
             if "\0" in value or len(value) > MAX_ENV_VALUE:
                 raise ValueError(f"{name}: a NUL byte, or longer than {MAX_ENV_VALUE} characters")
+        return v
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_total(cls, v: dict[str, str]) -> dict[str, str]:
+        if sum(len(value) for value in v.values()) > MAX_SECRET_CHARS:
+            raise ValueError(f"secret values may hold at most {MAX_SECRET_CHARS} characters "
+                             "together")
         return v
 
     @field_validator("labels")

@@ -117,8 +117,9 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
                 if not tok.admin:
                     owner = owners.get(ev.run_id)
                     if owner is None:
-                        row = await run_in_threadpool(svc.store.run, ev.run_id)
-                        owner = row.token_id if row is not None else ""
+                        # its owner only: a whole row is its request and its result
+                        head = await run_in_threadpool(svc.store.run_head, ev.run_id)
+                        owner = head.token_id if head is not None else ""
                         if len(owners) > 10000:
                             owners.clear()
                         owners[ev.run_id] = owner

@@ -133,9 +133,9 @@ async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
     tenancy.check_queue(tok.queues, tok.name, req.labels)
     await run_in_threadpool(svc.queue.check_labels, req.labels)
     row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
-                                           uploads)
+                                           uploads, svc.queue.hold_secrets)
     if created:
-        svc.queue.submitted(row.id, req.secret_env)
+        svc.queue.submitted(row.id)
     if wait > 0:
         row = await wait_final(svc, row.id, wait) or row
     if row.status in FINAL_STATES and wait > 0:

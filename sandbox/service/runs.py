@@ -4,7 +4,9 @@ A submitted run gets fresh directories under <state>/runs/<id>/: `input`
 (its ${WORKDIR}: the uploaded files, read-only to it) and `output` (its
 ${OUTPUT}); HOME is the launcher's /tmp/home, in the run's private /tmp. The request
 is stored without `secret_env`; secret values live in memory only until the
-run starts, and are masked out of everything recorded about the run.
+run starts, and are masked out of everything recorded about the run. Its
+stdin is a file, <state>/runs/<id>/stdin, read only by the executor: kept in
+the stored request, 64 MB of it was read back by every listing.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import secrets as _secrets
 import shutil
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sandbox.errors import InputError
 from sandbox.service.config import ServiceConfig
@@ -23,7 +25,7 @@ from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
 from sandbox.service.store import RunRow, Store, TokenRow
-from sandbox.service.streams import MessageBudget, OutputStream, mask, message_event
+from sandbox.service.streams import MessageBudget, OutputStream, Secrets, mask, message_event
 from sandbox.service import tenancy
 
 MAX_DENIED_EVENTS = 1000
@@ -44,6 +46,26 @@ def decode_b64(text: str, what: str) -> bytes:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise InputError(f"{what}: not valid base64") from None
+
+
+def read_stdin(text: Any, b64: Any) -> bytes | None:
+    """A request's stdin as bytes (`stdin` text or `stdin_b64`), None without one."""
+    if text is not None:
+        return str(text).encode()
+    if b64 is not None:
+        return decode_b64(str(b64), "stdin_b64")
+    return None
+
+
+def write_private(path: str, data: bytes) -> None:
+    """A new file of the service's own (0600, never through a link)."""
+    from sandbox.service.files import write_all
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def links(run_id: str) -> Links:
@@ -97,9 +119,14 @@ class Runs:
                                 "its limit")
 
     def submit(self, req: RunRequest, token: TokenRow, idem_key: str | None,
-               uploads: Sequence[tuple[str, bytes, bool]] = ()) -> tuple[RunRow, bool]:
+               uploads: Sequence[tuple[str, bytes, bool]] = (),
+               hold_secrets: Callable[[str, dict[str, str] | None], None] | None = None
+               ) -> tuple[RunRow, bool]:
         """Persist a new run (or return the one this idempotency key made);
-        (row, created). Raises InputError, Forbidden, QuotaExceeded."""
+        (row, created). `hold_secrets` (the queue's) gets the secret values before
+        the run is in the store, where an executor may claim it at once, and None
+        when no run was made after all. Raises InputError, Forbidden, QuotaExceeded."""
+        hold = hold_secrets or (lambda _run_id, _secrets: None)
         if idem_key is not None:
             old = self.store.run_by_idem(token.id, idem_key)
             if old is not None:
@@ -109,8 +136,7 @@ class Runs:
         files: list[tuple[str, bytes, bool]] = list(uploads)
         for f in req.files:
             files.append((f.name, decode_b64(f.content_b64, f"files[{f.name}]"), f.mode == "rx"))
-        if req.stdin_b64 is not None:
-            decode_b64(req.stdin_b64, "stdin_b64")
+        stdin = read_stdin(req.stdin, req.stdin_b64)
         for name, data, _ in files:
             if len(data) > self.config.max_file:
                 raise InputError(f"files[{name}]: {len(data)} bytes, over the "
@@ -126,9 +152,13 @@ class Runs:
                 os.mkdir(inp, 0o700)
                 for name, data, executable in files:
                     write_input(inp, name, data, executable)
-                stored = req.model_dump(exclude={"secret_env", "files"})
+                if stdin is not None:
+                    write_private(self.config.stdin_file(run_id), stdin)
+                stored = req.model_dump(exclude={"secret_env", "files", "stdin", "stdin_b64"})
                 stored["files"] = [n for n, _, _ in files]
+                stored["stdin_bytes"] = None if stdin is None else len(stdin)
                 stored["secret_names"] = sorted(req.secret_env)
+                hold(run_id, req.secret_env)
                 row = RunRow(seq=0, id=run_id, token_id=token.id, status="queued",
                              kind="exec" if req.argv is not None else "workflow",
                              request=stored, policy=policy_name, created_at=time.time(),
@@ -138,9 +168,11 @@ class Runs:
                              has_secrets=bool(req.secret_env))
                 got = self.store.insert_run(row)
             except BaseException:
+                hold(run_id, None)
                 shutil.rmtree(rundir, ignore_errors=True)
                 raise
             if got.id != run_id:     # the same key won a race meanwhile
+                hold(run_id, None)
                 shutil.rmtree(rundir, ignore_errors=True)
                 return got, False
         self.bus.publish(run_id, "queued", {"status": "queued"})
@@ -161,7 +193,7 @@ class Runs:
             return
         self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         token = self.store.token(row.token_id)
-        secrets = sorted(secret_env.values(), key=len, reverse=True)
+        secrets = Secrets(secret_env.values())     # one pattern for the whole run
         try:
             if token is None or token.revoked_at is not None:
                 raise tenancy.Forbidden("the token that submitted it was revoked")
@@ -171,11 +203,7 @@ class Runs:
             inp, out = self.config.input_dir(row.id), self.config.output_dir(row.id)
             tenancy.check(policy, ceiling, state=self.config.state, workdir=inp, output=out)
             shutil.rmtree(out, ignore_errors=True)    # a re-queued run starts afresh
-            stdin: bytes | None = None
-            if req.get("stdin") is not None:
-                stdin = str(req["stdin"]).encode()
-            elif req.get("stdin_b64") is not None:
-                stdin = decode_b64(req["stdin_b64"], "stdin_b64")
+            stdin = self.stdin_of(row)
             # HOME stays the launcher's: /tmp/home in the run's private /tmp, empty
             env = {**(req.get("env") or {}), **secret_env}
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
@@ -209,13 +237,22 @@ class Runs:
             self.bus.publish(row.id, "denied", {"record": record})
         self._end(row, attempt, str(result.status), data.get("reason") or None, data)
 
+    def stdin_of(self, row: RunRow) -> bytes | None:
+        """The run's stdin: its file (written at submit), else what the request holds
+        (a store of an older version, or a scale-out worker's job)."""
+        if row.request.get("stdin_bytes") is not None:
+            with open(self.config.stdin_file(row.id), "rb") as f:
+                return f.read()
+        req = row.request
+        return read_stdin(req.get("stdin"), req.get("stdin_b64"))
+
     def _end(self, row: RunRow, attempt: int, status: str, reason: str | None,
              result: dict[str, Any] | None) -> None:
         assert status in FINAL_STATES, status
         now = time.time()
         if self.store.finish(row.id, attempt, status, reason, result, now):
             if self.metrics is not None:
-                started = self.store.run(row.id)
+                started = self.store.run_head(row.id)    # not its result, just written
                 self.metrics.ended(status, now - started.started_at if started is not None
                                    and started.started_at else None, result)
             self.bus.publish(row.id, "exit", {"status": status, "reason": reason,

@@ -100,14 +100,35 @@ class TokenRow:
     queues: list[str] | None = None   # None: any queue a live worker serves
 
 
+@dataclass(frozen=True)
+class RunHead:
+    """The few columns the queues, the report stream and the owner checks need: a
+    run's whole row holds its request and its result (megabytes of output), and
+    these are read many times a second."""
+    id: str
+    token_id: str
+    status: str
+    attempts: int
+    started_at: float | None
+    host: str
+
+
+_HEAD_COLS = "id, token_id, status, attempts, started_at, host"
 _RUN_COLS = ("seq, id, token_id, status, kind, request, policy, created_at, started_at, "
              "finished_at, attempts, retries, reason, result, host, idem_key, has_secrets")
 
 
 BULKY = ("stdout", "stderr", "logs", "store")
+# a listing's request: what a run's view shows of it (its argv, labels and workflow's
+# name), made by SQLite: a request may hold megabytes (env, a workflow, its store)
+_BRIEF_REQUEST = ("json_object('argv', json_extract(request, '$.argv'), "
+                  "'labels', json_extract(request, '$.labels'), "
+                  "'workflow', CASE WHEN kind='workflow' THEN json_object('name', "
+                  "COALESCE(json_extract(request, '$.workflow.name'), 'workflow')) END)")
 _BRIEF_COLS = _RUN_COLS.replace(
-    " result,", " json_remove(result, " + ", ".join(f"'$.{k}'" for k in BULKY) + "),")
-assert _BRIEF_COLS != _RUN_COLS
+    " result,", " json_remove(result, " + ", ".join(f"'$.{k}'" for k in BULKY) + "),").replace(
+    " request,", f" {_BRIEF_REQUEST},")
+assert "json_remove" in _BRIEF_COLS and "json_object" in _BRIEF_COLS
 
 
 def _run(row: tuple[Any, ...]) -> RunRow:
@@ -225,13 +246,36 @@ class Store:
         rows = self._q(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,))
         return _run(rows[0]) if rows else None
 
+    def run_head(self, run_id: str) -> RunHead | None:
+        rows = self._q(f"SELECT {_HEAD_COLS} FROM runs WHERE id=?", (run_id,))
+        return RunHead(*rows[0]) if rows else None
+
+    def heads(self, status: str, limit: int = -1) -> list[RunHead]:
+        """Runs in `status`, oldest first, without request or result: the queues scan
+        the running ones several times a second."""
+        return [RunHead(*r) for r in self._q(
+            f"SELECT {_HEAD_COLS} FROM runs WHERE status=? ORDER BY seq LIMIT ?",
+            (status, limit))]
+
+    def running_per_token(self) -> dict[str, int]:
+        return {t: int(n) for t, n in self._q(
+            "SELECT token_id, COUNT(*) FROM runs WHERE status='running' GROUP BY token_id")}
+
+    def generation(self) -> tuple[int, int]:
+        """Changes so far: this connection's writes, and another process's commits (the
+        CLI's `token revoke`, `gc`); equal twice, nothing in the store changed."""
+        with self._lock:
+            return (self._db.total_changes,
+                    int(self._db.execute("PRAGMA data_version").fetchone()[0]))
+
     def list_runs(self, *, token_id: str | None = None, status: str | None = None,
                   since: float | None = None, until: float | None = None,
                   after_seq: int | None = None, limit: int = 50,
                   brief: bool = False) -> list[RunRow]:
         """Newest first; `after_seq` continues below that seq (cursor pagination).
         `brief`: each result without its `BULKY` parts, left in the database (a run's
-        output is up to 16 MiB a stream: a listing of 500 held gigabytes)."""
+        output is up to 16 MiB a stream: a listing of 500 held gigabytes), and of
+        its request only argv, labels and the workflow's name."""
         where, args = [], []
         for cond, val in (("token_id=?", token_id), ("status=?", status),
                           ("created_at>=?", since), ("created_at<?", until),

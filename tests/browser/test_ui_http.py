@@ -170,6 +170,32 @@ def test_a_file_download_through_the_page_is_streamed_not_held(server):
     assert _peak_kib(pid) - before < (size >> 10), (before, _peak_kib(pid))
 
 
+def _read_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_a_run_page_hashes_within_a_byte_budget(server):
+    """Found by an attack probe (2026-12-06): 50 sparse files of 8 MiB (4 KiB on
+    disk) made each view of the run's page read and hash 400 MiB, buffered (four
+    views at once: 1.08 GB peak). Judged by the bytes the server process reads
+    for one view; a small file still gets its sha256."""
+    import hashlib
+    run = server.wait(server.submit({"argv": ["/bin/sh", "-c",
+                                              'printf small > "$SANDBOX_OUTPUT/a-small"; '
+                                              'for i in $(seq 1 50); do truncate -s 8388608 '
+                                              '"$SANDBOX_OUTPUT/f$i"; done']})["id"])
+    assert run["status"] == "ok", run
+    pid = server.server.proc.pid
+    with closing(session(server)) as c:
+        before = _read_bytes(pid)
+        page = c.get(f"/ui/runs/{run['id']}")
+        read = _read_bytes(pid) - before
+    assert page.status_code == 200
+    assert hashlib.sha256(b"small").hexdigest() in page.text
+    assert read < 64 << 20, read
+
+
 def test_logout_ends_the_session_on_the_server(server):
     c = session(server)
     sid = c.cookies.get("sbx_session")

@@ -44,6 +44,7 @@ from sandbox.service.store import RunRow, Store
 log = logging.getLogger("sandbox.service")
 
 DEFAULT_LEASE_MS = 10000
+IDLE_PASS = 5.0      # seconds between dispatch passes while nothing in the store changes
 
 
 class BrokerQueue(QueueBase):
@@ -87,7 +88,7 @@ class BrokerQueue(QueueBase):
         dispatcher claims meanwhile is running by the time the key is read)."""
         if self._cancel_queued(run_id):
             return True
-        row = self.store.run(run_id)
+        row = self.store.run_head(run_id)
         if row is None or row.status != "running":
             return False
         self.redis.set(keys.cancel(run_id), "1", ex=keys.MARK_TTL)
@@ -166,7 +167,7 @@ class BrokerQueue(QueueBase):
                             "queues": [q for q in d.get("queues", "").split(",") if q],
                             "up_s": round(now - float(d.get("started_at", now)), 1),
                             "heartbeat_age_s": round(now - float(d.get("seen_at", now)), 2)})
-        rows = self.store.list_runs(status="running", limit=1000)
+        rows = self.store.heads("running", limit=1000)
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
             pipe.pttl(keys.lease(row.id, row.attempts))
@@ -182,12 +183,22 @@ class BrokerQueue(QueueBase):
 
     # -- dispatch -------------------------------------------------------------
     def _dispatch_loop(self) -> None:
+        """A pass when the store changed since the last pass that sent nothing (a run
+        queued or ended, a token revoked), else every IDLE_PASS seconds: a queued run
+        waiting on its token's limit made every 0.2 s pass read every running run."""
+        seen: tuple[int, int] | None = None
+        last = 0.0
         while not self._stop.is_set():
+            sent = 0
             try:
-                sent = self._dispatch_some()
+                now = time.monotonic()
+                if seen is None or now - last >= IDLE_PASS or self.store.generation() != seen:
+                    last = now
+                    sent = self._dispatch_some()
+                    seen = None if sent else self.store.generation()
             except Exception as exc:
                 log.warning("dispatch: %s; retrying", exc)
-                sent = 0
+                seen = None
                 self._stop.wait(0.5)
             if not sent:
                 with self._cond:
@@ -197,9 +208,7 @@ class BrokerQueue(QueueBase):
         queued = self.store.queued()
         if not queued:          # the idle loop's common case: no need to count running runs
             return 0
-        running: dict[str, int] = {}
-        for r in self.store.list_runs(status="running", limit=100000):
-            running[r.token_id] = running.get(r.token_id, 0) + 1
+        running = self.store.running_per_token()
         sent = 0
         for run_id, token_id in queued:
             if self._stop.is_set():
@@ -210,6 +219,8 @@ class BrokerQueue(QueueBase):
             attempt = self.store.claim(run_id, time.time())
             if attempt is None:
                 continue
+            with self._cond:      # taken at the claim: no way out of here leaves them
+                secrets = self._secrets.pop(run_id, {})
             tok = self.store.token(token_id)
             if tok is None or tok.revoked_at is not None:
                 # as the in-process queue does: a revoked token's queued runs never
@@ -224,8 +235,6 @@ class BrokerQueue(QueueBase):
             claimed = self.store.run(run_id)
             if claimed is None:
                 continue
-            with self._cond:
-                secrets = self._secrets.pop(run_id, {})
             if secrets:     # a retry finds them still there (NX: never overwritten)
                 self.redis.set(keys.secrets(run_id), json.dumps(secrets),
                                ex=keys.SECRET_TTL, nx=True)
@@ -244,8 +253,14 @@ class BrokerQueue(QueueBase):
                 data = f.read()
             files.append(InputFile(name=name, content_b64=base64.b64encode(data).decode(),
                                    executable=bool(os.stat(path).st_mode & 0o100)))
+        request = dict(row.request)
+        if request.pop("stdin_bytes", None) is not None:
+            # kept out of the store (a file beside the run's inputs), but a worker
+            # reads it from its message
+            with open(self.config.stdin_file(row.id), "rb") as f:
+                request["stdin_b64"] = base64.b64encode(f.read()).decode()
         return Job(run_id=row.id, attempt=attempt, kind=row.kind,  # type: ignore[arg-type]
-                   request=row.request, token_id=row.token_id,
+                   request=request, token_id=row.token_id,
                    token_name=tok.name if tok is not None else "(deleted)",
                    ceiling=tok.ceiling if tok is not None else None,
                    has_secrets=row.has_secrets, files=files,
@@ -266,10 +281,12 @@ class BrokerQueue(QueueBase):
         again under the same attempt; the worker's `started` mark drops the
         duplicate."""
         again = []
-        for row in self.store.list_runs(status="running", limit=100000):
-            if not self.redis.exists(keys.started(row.id, row.attempts)):
-                self._enqueue(row, row.attempts)
-                again.append(row.id)
+        for head in self.store.heads("running"):
+            if not self.redis.exists(keys.started(head.id, head.attempts)):
+                row = self.store.run(head.id)
+                if row is not None and row.status == "running":
+                    self._enqueue(row, row.attempts)
+                    again.append(row.id)
         return again
 
     # -- leases ---------------------------------------------------------------
@@ -282,7 +299,7 @@ class BrokerQueue(QueueBase):
 
     def reap(self) -> list[str]:
         """End or re-queue every running attempt whose worker stopped renewing."""
-        rows = self.store.list_runs(status="running", limit=100000)
+        rows = self.store.heads("running")
         if not rows:
             return []
         pipe = self.redis.pipeline(transaction=False)

@@ -37,7 +37,7 @@ class Job(BaseModel):
 
 
 ReportType = Literal["started", "stdout", "stderr", "message", "log", "denied",
-                     "exit", "file", "audit_file", "finish"]
+                     "exit", "file", "audit_file", "finish", "refused"]
 
 
 class Report(BaseModel):

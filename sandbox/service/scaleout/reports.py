@@ -8,12 +8,22 @@ is the report's (a re-queued or lost run ignores its old worker). Output file
 names are checked again here (`files.write_input`: relative, no `..`, no
 link followed); content arrives in chunks and is written when the last one
 does.
+
+A report that cannot be applied is refused: acknowledged like any other, and
+said to the run's readers as a `refused` event. Only an outage of the
+server's own stores (Redis, SQLite, its disk) leaves an entry unacknowledged
+to be read again: a report that raised anything else was retried twice a
+second for ever (across restarts too), and no other run's report was applied
+meanwhile (one output file 17 directories deep stopped scale-out for every
+tenant).
 """
 from __future__ import annotations
 
 import base64
+import errno
 import logging
 import os
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -30,6 +40,18 @@ log = logging.getLogger("sandbox.service")
 
 MAX_PENDING_FILE = 64 * 1024 * 1024     # bytes of one output file held while it arrives
 MAX_APPARENT = 1 << 40                   # the length an output file may claim (holes)
+MAX_REASON = 500                         # characters of a refusal's reason in its event
+# errors of this server's own disk: the next try may succeed, the report is not at fault
+OUTAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE,
+                           errno.ENFILE, errno.ENOMEM})
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An error of the server's own stores (retried), not of the report (refused)."""
+    import redis.exceptions
+    if isinstance(exc, (redis.exceptions.RedisError, sqlite3.OperationalError, MemoryError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in OUTAGE_ERRNOS
 
 
 class ReportApplier:
@@ -91,11 +113,32 @@ class ReportApplier:
             return
         try:
             self.apply(rep)
-        except InputError as exc:
-            log.warning("run %s: a report was refused: %s", rep.run_id, exc)
+        except Exception as exc:
+            if is_outage(exc):
+                raise                     # not acknowledged: read again after a pause
+            self._refuse(rep, exc)
+
+    def _refuse(self, rep: Report, exc: Exception) -> None:
+        """Drop what a refused report began, and say so in its run's events (only
+        for the run's current attempt: a stale or unknown one changes nothing)."""
+        path = str(rep.data.get("path", ""))[:1024] if rep.type == "file" else None
+        if path is not None:
+            self._extents.pop((rep.run_id, rep.attempt, path), None)
+        elif rep.type == "audit_file":
+            self._files.pop((rep.run_id, rep.attempt, f"audit:{rep.data.get('run', '')}"), None)
+        why = exc if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        reason = str(why)[:MAX_REASON]
+        log.warning("run %s: a %s report was refused: %s", rep.run_id, rep.type, reason)
+        head = self.store.run_head(rep.run_id)
+        if head is None or head.attempts != rep.attempt:
+            return
+        data: dict[str, Any] = {"what": f"{rep.type} report", "reason": reason}
+        if path is not None:
+            data.update(what="output file", path=path)
+        self.bus.publish(rep.run_id, "refused", data)
 
     def apply(self, rep: Report) -> None:
-        row = self.store.run(rep.run_id)
+        row = self.store.run_head(rep.run_id)     # never the request nor the result
         if row is None or row.attempts != rep.attempt:
             return                        # deleted, or an attempt that is no longer current
         if rep.type == "started":
@@ -175,7 +218,7 @@ class ReportApplier:
     def _file(self, rep: Report) -> None:
         """One output file: its data extents at their offsets (holes stay holes), kept
         until its last report; or (`link`) another name of a file already written."""
-        from sandbox.service.files import link_input, write_extents
+        from sandbox.service.files import check_input_name, link_input, write_extents
         d = rep.data
         path = str(d.get("path", ""))
         out = self.output_dir(rep.run_id)
@@ -187,6 +230,7 @@ class ReportApplier:
                 raise InputError(f"{path!r}: not a link to a file shipped before: {exc}") \
                     from None
             return
+        check_input_name(path)      # at its first chunk: nothing kept for a name refused
         key = (rep.run_id, rep.attempt, path)
         parts = self._extents.setdefault(key, [])
         offset = int(d.get("offset", -1))

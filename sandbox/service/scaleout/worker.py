@@ -32,6 +32,7 @@ from sandbox.service.scaleout.messages import MAX_CHUNK, Job, Report
 log = logging.getLogger("sandbox.worker")
 
 MAX_SHIPPED = 256 * 1024 * 1024    # bytes of outputs one attempt sends back
+MAX_REFUSED_EVENTS = 100           # output names refused one by one in the run's events
 REPORT_RETRY = 120.0               # seconds a report is retried while Redis is away
 HEARTBEAT_EVERY = 2.0              # seconds between a worker's heartbeats
 HEARTBEAT_TTL = 30                 # seconds a silent worker stays listed
@@ -192,6 +193,14 @@ def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
+            why = _unshippable(rel)
+            if why is not None:
+                # the server would refuse it; said here, the tenant learns which and why
+                if skipped < MAX_REFUSED_EVENTS:
+                    reporter.send("refused", {"what": "output file", "reason": why,
+                                              "path": _shown(rel)})
+                skipped += 1
+                continue
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
@@ -217,6 +226,24 @@ def ship_outputs(root: str, reporter: Reporter) -> dict[str, int]:
             finally:
                 os.close(fd)
     return {"files": files, "bytes": sent, "skipped": skipped}
+
+
+def _shown(rel: str) -> str:
+    return os.fsencode(rel).decode("utf-8", "replace")[:1024]
+
+
+def _unshippable(rel: str) -> str | None:
+    """Why the server would refuse this output name (None: it may travel): its input
+    names' rules, and UTF-8 (a report is JSON; such a name made the run a setup_error)."""
+    from sandbox.service.files import check_input_name
+    try:
+        rel.encode("utf-8")
+        check_input_name(rel)
+    except UnicodeEncodeError:
+        return "a file name must be UTF-8"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _ship_data(fd: int, size: int, reporter: Reporter, budget: int,
