@@ -73,7 +73,7 @@ class Explanation(BaseModel):
 
 def _load(ref: PolicyRef, tok: TokenRow, svc: Service) -> Any:
     return tenancy.load_requested(ref.policy, ref.policy_inline,
-                                  tok.ceiling or svc.config.default_policy)
+                                  tenancy.ceiling_name(tok) or svc.config.default_policy)
 
 
 @router.get("/v1/policies", response_model=PolicyList)

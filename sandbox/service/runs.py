@@ -81,9 +81,10 @@ class Runs:
         so it is recorded as "inline:NAME": recorded as "default", an admin's re-run
         from the web page ran the tenant's program under the real `default`."""
         from sandbox.policy.loader import load_policy_cached
+        held_to = tenancy.ceiling_name(token)
         policy = tenancy.load_requested(req.policy, req.policy_inline,
-                                        token.ceiling or self.config.default_policy)
-        ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+                                        held_to or self.config.default_policy)
+        ceiling = load_policy_cached(held_to) if held_to else None
         tenancy.check(policy, ceiling, state=self.config.state,
                       workdir=self.config.input_dir(run_id),
                       output=self.config.output_dir(run_id))
@@ -165,9 +166,10 @@ class Runs:
         try:
             if token is None or token.revoked_at is not None:
                 raise tenancy.Forbidden("the token that submitted it was revoked")
+            held_to = tenancy.ceiling_name(token)
             policy = tenancy.load_requested(req.get("policy"), req.get("policy_inline"),
-                                            token.ceiling or self.config.default_policy)
-            ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+                                            held_to or self.config.default_policy)
+            ceiling = load_policy_cached(held_to) if held_to else None
             inp, out = self.config.input_dir(row.id), self.config.output_dir(row.id)
             tenancy.check(policy, ceiling, state=self.config.state, workdir=inp, output=out)
             shutil.rmtree(out, ignore_errors=True)    # a re-queued run starts afresh

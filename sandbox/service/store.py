@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from sandbox import sqlite_pin
 from sandbox.errors import InputError
+from sandbox.service.models import DEFAULT_CEILING
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs, tokens, events
@@ -121,6 +122,8 @@ def _run(row: tuple[Any, ...]) -> RunRow:
 def _token(row: tuple[Any, ...]) -> TokenRow:
     r = list(row)
     r[7] = bool(r[7])
+    if not r[7] and not r[3]:    # a tenant row from before every tenant had a ceiling
+        r[3] = DEFAULT_CEILING
     r[10] = json.loads(r[10]) if r[10] is not None else None
     return TokenRow(*r)
 

@@ -248,6 +248,7 @@ class BrokerQueue(QueueBase):
                    request=row.request, token_id=row.token_id,
                    token_name=tok.name if tok is not None else "(deleted)",
                    ceiling=tok.ceiling if tok is not None else None,
+                   admin=tok is not None and tok.admin,
                    has_secrets=row.has_secrets, files=files,
                    lease_ms=self.lease_ms, dispatched_at=time.time(),
                    claim_ms=0.0 if t0 is None else (time.perf_counter() - t0) * 1000)

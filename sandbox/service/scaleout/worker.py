@@ -162,7 +162,7 @@ class _JobStore:
         from sandbox.service.store import TokenRow
         j = self.job
         return TokenRow(id=j.token_id, name=j.token_name, hash="", ceiling=j.ceiling,
-                        max_concurrent=1, max_queued=0, rate=None, admin=False,
+                        max_concurrent=1, max_queued=0, rate=None, admin=j.admin,
                         created_at=0.0, revoked_at=None)
 
     def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
