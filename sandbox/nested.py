@@ -26,7 +26,9 @@ messages meanwhile), by calling the same `Launcher.spawn`:
 - every nested run counts against the launcher's ``max_concurrent``: it
   borrows the slot of the run that asked for it (one child at a time), and
   its siblings wait for a free slot (`sandbox.launcher.slots`: never a
-  deadlock, at most ``max_concurrent`` sandboxes running at once);
+  deadlock, at most ``max_concurrent`` sandboxes running at once), which the
+  root's `Lineage.gate` may refuse (the service counts them against the
+  token's concurrency);
 - messages of a nested run go to the launcher's handlers and hooks and to
   every ancestor run's own handlers, with ``RunInfo.depth`` set: that is how
   a grandchild's ``store_put`` is observable at the top. Stores do not merge
@@ -64,6 +66,7 @@ class Lineage:
     ceiling: Ceiling | None = None        # the parent run's resolved policy
     lender: Any = None    # the requesting run's slot Lease, which this run may borrow
     slot: Any = None      # the Lease this run holds (set by the launcher once it has one)
+    gate: Any = None      # who lets its nested runs take a free slot (launcher.slots.Gate)
 
 
 def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
@@ -191,7 +194,7 @@ class NestedService:
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
                           handler_sets=self.lineage.handler_sets + self._own_handlers,
                           ceiling=self.ceiling,
-                          lender=self.lineage.slot)
+                          lender=self.lineage.slot, gate=self.lineage.gate)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,

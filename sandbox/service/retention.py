@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 
 from sandbox.service.config import ServiceConfig
+from sandbox.service.periodic import Periodic
 from sandbox.service.store import Store
 
 SETTING = "retain_seconds"
@@ -64,25 +64,16 @@ class Reaper:
 
     def __init__(self, store: Store, config: ServiceConfig) -> None:
         self.store, self.config = store, config
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: Periodic | None = None
 
     def start(self) -> None:
-        if self.config.retain is None:
+        retain = self.config.retain
+        if retain is None:
             return
-        interval = min(60.0, max(0.2, self.config.retain / 4))
-
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    apply(self.store, self.config, float(self.config.retain or 0))
-                except Exception:   # housekeeping never takes the server down
-                    pass
-        self._thread = threading.Thread(target=loop, name="sandbox-service-retention",
-                                        daemon=True)
-        self._thread.start()
+        self._loop = Periodic("sandbox-service-retention", min(60.0, max(0.2, retain / 4)),
+                              lambda: apply(self.store, self.config, float(retain)))
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._loop is not None:
+            self._loop.stop()

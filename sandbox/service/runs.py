@@ -15,13 +15,15 @@ import secrets as _secrets
 import shutil
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sandbox.errors import InputError
+from sandbox.launcher.slots import BorrowOnly
 from sandbox.service.config import ServiceConfig
 from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
+from sandbox.service.revocation import REVOKED
 from sandbox.service.store import RunRow, Store, TokenRow
 from sandbox.service.streams import MessageBudget, OutputStream, mask, message_event
 from sandbox.service import tenancy
@@ -71,6 +73,10 @@ class Runs:
     def __init__(self, store: Store, bus: Bus, config: ServiceConfig) -> None:
         self.store, self.bus, self.config = store, bus, config
         self.launcher: Any = None      # set by the app: sandbox.Launcher
+        # who lets a run's nested spawns take a free launcher slot (launcher.slots.Gate),
+        # by token id: the in-process queue counts them against the token's concurrency;
+        # by default none may (a tree then runs in its root's slot, one at a time)
+        self.nested_gate: Callable[[str], Any] = lambda _token_id: BorrowOnly()
         self.metrics: Any = None       # sandbox.service.metrics.Metrics
         self._lock = threading.Lock()
 
@@ -160,12 +166,13 @@ class Runs:
             self._end(row, attempt, "lost", "its secret environment values are kept in memory "
                       "only and did not survive a restart of the server; submit it again", None)
             return
-        self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         token = self.store.token(row.token_id)
+        if token is None or token.revoked_at is not None:   # revocation.py's rule
+            self._end(row, attempt, "cancelled", REVOKED, None)
+            return
+        self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         secrets = sorted(secret_env.values(), key=len, reverse=True)
         try:
-            if token is None or token.revoked_at is not None:
-                raise tenancy.Forbidden("the token that submitted it was revoked")
             held_to = tenancy.ceiling_name(token)
             policy = tenancy.load_requested(req.get("policy"), req.get("policy_inline"),
                                             held_to or self.config.default_policy)
@@ -181,8 +188,9 @@ class Runs:
             # HOME stays the launcher's: /tmp/home in the run's private /tmp, empty
             env = {**(req.get("env") or {}), **secret_env}
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
-            lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
-                if ceiling is not None else None
+            lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")
+                              if ceiling is not None else None,
+                              gate=self.nested_gate(row.token_id))
             def publish(type_: str, data: dict[str, Any]) -> None:
                 self.bus.publish(row.id, type_, data)
             output = OutputStream(publish, secrets)

@@ -201,6 +201,17 @@ class Store:
         return self._x("UPDATE tokens SET revoked_at=? WHERE (id=? OR name=?) "
                        "AND revoked_at IS NULL", (time.time(), ident, ident)) > 0
 
+    def revoked_token_ids(self) -> set[str]:
+        """Every revoked token's id: the server polls this to notice a revocation
+        `sandbox token revoke` wrote into the store (one small indexed read)."""
+        return {str(r[0]) for r in self._q("SELECT id FROM tokens WHERE revoked_at IS NOT NULL")}
+
+    def unfinished(self, token_id: str) -> list[tuple[str, str]]:
+        """(run id, status) of the token's queued and running runs, oldest first."""
+        return [(str(a), str(b)) for a, b in self._q(
+            "SELECT id, status FROM runs WHERE token_id=? AND status IN ('queued', 'running') "
+            "ORDER BY seq", (token_id,))]
+
     # -- runs ------------------------------------------------------------------
     def insert_run(self, r: RunRow) -> RunRow:
         """Persist a new queued run (before the 202); an idempotency key already

@@ -159,6 +159,9 @@ class _JobStore:
         self.audit_dir = audit_dir
 
     def token(self, token_id: str) -> Any:
+        """The token as the Job gives it. A worker cannot read the store, so this
+        never says revoked: revocation reaches a worker as the run's cancel key
+        (sandbox.service.revocation), read before the run starts and while it runs."""
         from sandbox.service.store import TokenRow
         j = self.job
         return TokenRow(id=j.token_id, name=j.token_name, hash="", ceiling=j.ceiling,
