@@ -200,3 +200,24 @@ def test_secret_values_never_ride_in_a_message_and_leave_redis_with_the_run(
         assert v["status"] == "ok" and v["result"]["stdout"] == "same\n", v
         assert secret.encode() not in redis_values(redis_server)
 
+
+def test_a_worker_keeps_no_audit_file_of_a_run_or_its_nested_runs(broker_server, start_worker):
+    """The server holds the audit record (shipped with the result); a worker's own
+    copies of the run's and its nested runs' audit files were kept for ever
+    (found with probe2 finding 8)."""
+    import base64
+    import os
+    from service.test_retention import TREE, _audit_files
+    w = start_worker("alpha")
+    state = str(w.root / "state")
+    wf = {"id": "tree", "name": "tree", "imports": ["tree_actions"],
+          "stages": [{"id": "s", "actions": ["top"]}]}
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"workflow": wf, "policy": "strict", "files": [
+            {"name": "tree_actions.py", "content_b64": base64.b64encode(TREE).decode()}]})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        assert c.get(f"/v1/runs/{v['id']}/audit").status_code == 200
+    assert os.path.isdir(os.path.join(state, "audit"))
+    assert _audit_files(state) == set()
+

@@ -173,6 +173,10 @@ class _JobStore:
         shipped = ship_outputs(self.output_dir, self.reporter)
         if isinstance(result, dict) and isinstance(result.get("run_id"), str):
             ship_audit(self.audit_dir, result["run_id"], self.reporter)
+        # the server keeps the record; this host's copies (the run's, its nested
+        # runs') would stay for ever: no retention runs on a worker
+        from sandbox.service.retention import remove_audit
+        remove_audit(self.audit_dir, result)
         r = self.reporter     # one ordered queue: the result follows every event and chunk
         self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
                                       "finished_at": finished_at, "outputs": shipped,
