@@ -215,6 +215,10 @@ class Runs:
             self._end(row, attempt, "setup_error", mask(str(exc), secrets), None)
             return
         data = mask(result.to_dict(), secrets)
+        if secrets:     # the last moment the values are known (audit_mask.py)
+            from sandbox.service.audit_mask import mask_run
+            mask_run(self.config.audit_dir, {"run_id": result.run_id, "nested": result.nested},
+                     secrets)
         for record in (data.get("denied") or [])[:MAX_DENIED_EVENTS]:
             self.bus.publish(row.id, "denied", {"record": record})
         self._end(row, attempt, str(result.status), data.get("reason") or None, data)

@@ -221,3 +221,17 @@ def test_a_worker_keeps_no_audit_file_of_a_run_or_its_nested_runs(broker_server,
     assert os.path.isdir(os.path.join(state, "audit"))
     assert _audit_files(state) == set()
 
+
+def test_a_remote_runs_audit_holds_no_secret_value(broker_server, start_worker):
+    """The worker masks secret values in the audit file before shipping it (probe2
+    finding 11: the file also travelled through Redis as it was)."""
+    start_worker("alpha")
+    secret = "topsecretvalue123"
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", "cat /root/$K 2>/dev/null; true"],
+                                     "policy": "strict", "secret_env": {"K": secret}})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        audit = c.get(f"/v1/runs/{v['id']}/audit", params={"denied": 1}).json()
+        assert "/root/[secret]" in [i["path"] for i in audit["items"]], audit
+        assert secret not in str(audit)
