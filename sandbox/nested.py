@@ -26,7 +26,9 @@ messages meanwhile), by calling the same `Launcher.spawn`:
 - every nested run counts against the launcher's ``max_concurrent``: it
   borrows the slot of the run that asked for it (one child at a time), and
   its siblings wait for a free slot (`sandbox.launcher.slots`: never a
-  deadlock, at most ``max_concurrent`` sandboxes running at once);
+  deadlock, at most ``max_concurrent`` sandboxes running at once), which the
+  root's `Lineage.gate` may refuse (the service counts them against the
+  token's concurrency);
 - messages of a nested run go to the launcher's handlers and hooks and to
   every ancestor run's own handlers, with ``RunInfo.depth`` set: that is how
   a grandchild's ``store_put`` is observable at the top. Stores do not merge
@@ -64,6 +66,7 @@ class Lineage:
     ceiling: Ceiling | None = None        # the parent run's resolved policy
     lender: Any = None    # the requesting run's slot Lease, which this run may borrow
     slot: Any = None      # the Lease this run holds (set by the launcher once it has one)
+    gate: Any = None      # who lets its nested runs take a free slot (launcher.slots.Gate)
 
 
 def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
@@ -163,42 +166,48 @@ class NestedService:
         t.start()
 
     def _serve(self, rid: str, payload: dict[str, Any], depth: int) -> None:
+        below: list[dict[str, Any]] = []
         try:
-            result = self._spawn(payload, depth)
+            result, below = self._spawn(payload, depth)
         except Exception as exc:  # a bug here must still answer the waiting child
             result = refused(f"nested spawn failed: {type(exc).__name__}: {exc}", depth)
+        entry = {"request_id": rid, "run_id": result.get("run_id"), "depth": depth,
+                 "status": result["status"], "reason": result.get("reason", "")}
+        if below:   # the child's own spawns: whoever keeps its records finds the whole tree
+            entry["nested"] = below
         with self._lock:
-            self.runs.append({"request_id": rid, "run_id": result.get("run_id"), "depth": depth,
-                              "status": result["status"], "reason": result.get("reason", "")})
+            self.runs.append(entry)
         self._reply(rid, result)
 
-    def _spawn(self, payload: dict[str, Any], depth: int) -> dict[str, Any]:
+    def _spawn(self, payload: dict[str, Any], depth: int
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(what the requesting action gets, the nested runs of the child's own)."""
         max_depth = getattr(self.launcher, "max_depth", DEFAULT_MAX_DEPTH)
         if depth > max_depth:
             return refused(f"nesting depth limit reached: depth {depth} > max_depth {max_depth}",
-                           depth)
+                           depth), []
         workflow = payload.get("workflow")
         if not isinstance(workflow, dict):
-            return refused("spawn_request: 'workflow' must be a workflow object", depth)
+            return refused("spawn_request: 'workflow' must be a workflow object", depth), []
         try:
             policy = requested_policy(payload.get("policy") or workflow.get("policy"),
                                       self.policy)
         except Exception as exc:
-            return refused(f"policy refused: {exc}", depth)
+            return refused(f"policy refused: {exc}", depth), []
         if self.cancel.is_set():
-            return refused("cancelled", depth)
+            return refused("cancelled", depth), []
         # Narrower-or-equal is decided on the resolved policy and plan, in `prepare`.
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
                           handler_sets=self.lineage.handler_sets + self._own_handlers,
                           ceiling=self.ceiling,
-                          lender=self.lineage.slot)
+                          lender=self.lineage.slot, gate=self.lineage.gate)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,
                                          lineage=lineage)
         except SandboxError as exc:     # a bad workflow: InputError, WorkflowError, ...
-            return refused(f"{type(exc).__name__}: {exc}", depth)
-        return summarize(result, depth, self.max_frame)
+            return refused(f"{type(exc).__name__}: {exc}", depth), []
+        return summarize(result, depth, self.max_frame), list(result.nested or ())
 
     _own_handlers: tuple[Any, ...] = ()
 

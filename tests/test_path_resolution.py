@@ -177,6 +177,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("service/auth.py", "ensure_admin", "lexists"):
         (T, "the admin token file in the state directory; opened O_NOFOLLOW"),
     ("service/privdrop.py", "_chown_group", "exists"): (T, "a cgroup directory (cgroupfs)"),
+    ("service/audit_mask.py", "mask_file", "isfile"):
+        (T, "a run's file in the audit store: the launcher's own state, hidden from every view"),
     ("service/scaleout/worker.py", "ship_outputs", "isdir"):
         (R, "whether a run left outputs; shipped through service.files' O_NOFOLLOW walk"),
     # -- the caller's own tools and state ---------------------------------------------------

@@ -451,7 +451,8 @@ class Launcher:
         results: list[RunResult] = []
         try:
             # A nested run may borrow the slot of the parent waiting for it (slots.py).
-            lease = self._slots.acquire(lineage.lender, cancel)
+            lease = self._slots.acquire(lineage.lender, cancel,
+                                        lineage.gate if lineage.depth > 0 else None)
             if lease is None:
                 results.append(RunResult(run_id=info.run_id, status=Status.CANCELLED,
                                          reason="cancelled while waiting for a sandbox slot"))

@@ -16,11 +16,39 @@ back to its parent. By induction every tree completes, with any cap >= 1.
 What it bounds: at most N sandboxes *run* at once; with the chains of waiting
 parents, at most N x (max_depth + 1) sandbox processes exist (depth 5, N = 1:
 six, where nested spawns used to ignore the cap entirely: 73 at once).
+
+A `Gate` narrows who may take a *free* slot for a nested run: the service
+gives its runs one that counts against the submitting token's concurrency
+(`sandbox.service.queue`), so one tenant's fan-out cannot take every slot
+of the server (probe2 finding 3: a `max_concurrent = 1` token held all four).
+A refused child waits for its parent's slot, so the argument above holds.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Gate(Protocol):
+    """Permission for a nested run to take a free slot beyond its parent's."""
+
+    def take(self) -> bool:
+        """True and count it, or False (never blocks: called under the slots' lock)."""
+
+    def give(self) -> None:
+        """A slot `take` allowed is free again."""
+
+
+class BorrowOnly:
+    """A gate that never allows one: a tree of nested runs uses its root's slot only
+    (a scale-out worker's runs, whose token's other runs are on other hosts)."""
+
+    def take(self) -> bool:
+        return False
+
+    def give(self) -> None:
+        pass
 
 _POLL = 0.05   # seconds between looks at a waiter's cancel event
 
@@ -32,6 +60,7 @@ class Lease:
     lent: bool = False          # a nested run is using this lease's slot now
     done: bool = False          # the run holding it has ended
     borrowers: int = field(default=0)   # how many children borrowed it, over time
+    gate: "Gate | None" = None  # the gate that allowed this (free) slot, told when it frees
 
 
 class Slots:
@@ -40,10 +69,10 @@ class Slots:
         self.free = cap
         self._cond = threading.Condition()
 
-    def acquire(self, lender: Lease | None = None,
-                cancel: threading.Event | None = None) -> Lease | None:
-        """A lease: the lender's slot if it is idle, else a free one; waits for either.
-        None when `cancel` is set first."""
+    def acquire(self, lender: Lease | None = None, cancel: threading.Event | None = None,
+                gate: Gate | None = None) -> Lease | None:
+        """A lease: the lender's slot if it is idle, else a free one (when `gate`
+        allows it); waits for either. None when `cancel` is set first."""
         with self._cond:
             while True:
                 if cancel is not None and cancel.is_set():
@@ -52,10 +81,11 @@ class Slots:
                     lender.lent = True
                     lender.borrowers += 1
                     return Lease(lender=lender)
-                if self.free > 0:
+                if self.free > 0 and (gate is None or gate.take()):
                     self.free -= 1
-                    return Lease()
-                self._cond.wait(_POLL if cancel is not None else None)
+                    return Lease(gate=gate)
+                # a gate opens without notifying: look again at a poll
+                self._cond.wait(_POLL if cancel is not None or gate is not None else None)
 
     def release(self, lease: Lease) -> None:
         with self._cond:
@@ -68,6 +98,8 @@ class Slots:
             return      # still lent to a child (it gives the slot back when it ends)
         if lease.lender is None:
             self.free += 1
+            if lease.gate is not None:
+                lease.gate.give()
         else:
             parent = lease.lender
             parent.lent = False

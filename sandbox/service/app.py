@@ -96,14 +96,17 @@ def build_service(config: ServiceConfig) -> Service:
         queue = BrokerQueue(store, bus, config, config.broker, lease_ms=config.lease_ms)
     else:
         queue = RunQueue(store, bus, config, runs.execute)
+        runs.nested_gate = queue.nested_gate
     from sandbox.service.metrics import Metrics
     from sandbox.service.ratelimit import RateLimiter
     metrics = Metrics(store, queue.running_count)
     runs.metrics = metrics
     if config.broker:
         queue.reports.metrics = metrics     # remote runs end where their reports land
+    from sandbox.service.revocation import Revocations
     return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
-                   admin_file=admin_file, rate=RateLimiter(), metrics=metrics)
+                   admin_file=admin_file, rate=RateLimiter(), metrics=metrics,
+                   revocations=Revocations(store, bus, queue))
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -126,9 +129,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if requeued or lost:
             log.warning("recovered after a restart: %d run(s) re-queued, %d lost",
                         len(requeued), len(lost))
+        svc.revocations.start()
         try:
             yield
         finally:
+            svc.revocations.stop()
             reaper.stop()
             await asyncio.get_running_loop().run_in_executor(None, svc.queue.stop)
             await asyncio.get_running_loop().run_in_executor(None, svc.launcher.close)

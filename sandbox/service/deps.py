@@ -39,6 +39,7 @@ class Service:
     launcher: Any = None
     rate: Any = None     # sandbox.service.ratelimit.RateLimiter
     metrics: Any = None  # sandbox.service.metrics.Metrics
+    revocations: Any = None  # sandbox.service.revocation.Revocations
 
     def rate_check(self, tok: TokenRow) -> None:
         if self.rate is not None:

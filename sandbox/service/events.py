@@ -84,7 +84,7 @@ class Bus:
                 self._put(q, ev)
 
     @staticmethod
-    def _put(q: "asyncio.Queue[Event | None]", ev: Event) -> None:
+    def _put(q: "asyncio.Queue[Event | None]", ev: Event | None) -> None:
         try:
             q.put_nowait(ev)
         except asyncio.QueueFull:
@@ -92,6 +92,17 @@ class Bus:
             while not q.empty():
                 q.get_nowait()
             q.put_nowait(None)
+
+    def close(self, q: "asyncio.Queue[Event | None]") -> None:
+        """End one listener's stream (from any thread): it reads None, as a
+        listener cut off for lagging does (a revoked token's streams)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._put, q, None)
+        except RuntimeError:   # loop closing
+            pass
 
     # -- listeners (the loop's thread) ----------------------------------------
     def subscribe(self, run_id: str | None) -> "asyncio.Queue[Event | None]":

@@ -58,6 +58,10 @@ class FileInput(Strict):
 MAX_LABEL = 256
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 DEFAULT_QUEUE = "default"          # a run's scale-out queue when its labels name none
+# The ceiling of a tenant (non-admin) token made without one, and of an old store row
+# that has none: a tenant token never goes without (probe2 finding 6: one made through
+# the API had none, and its runs took the host's network and reached Redis).
+DEFAULT_CEILING = "default"
 
 
 class RunRequest(Strict):
@@ -199,7 +203,9 @@ class Health(BaseModel):
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     ceiling: str | None = Field(default=None, max_length=128,
-                                description="a policy name no run may exceed (None: admin only)")
+                                description="a policy name no run may exceed; a token that is "
+                                f"not an admin always has one ({DEFAULT_CEILING!r} when none "
+                                "is given); an admin token may have none")
     max_concurrent: int = Field(default=4, ge=1, le=1024)
     max_queued: int = Field(default=100, ge=0, le=100000)
     rate: float | None = Field(default=None, gt=0, description="submissions per second")
@@ -215,6 +221,12 @@ class TokenCreate(Strict):
             if not QUEUE_NAME.match(q):
                 raise ValueError(f"queue {q[:64]!r}: letters, digits, '-' and '_' (at most 64)")
         return sorted(set(v)) if v is not None else None
+
+    @model_validator(mode="after")
+    def _tenant_ceiling(self) -> "TokenCreate":
+        if not self.admin and not self.ceiling:
+            self.ceiling = DEFAULT_CEILING
+        return self
 
 
 class TokenView(BaseModel):

@@ -60,15 +60,14 @@ class QueueBase:
         """InputError for labels this executor cannot honour (the in-process queue
         routes nothing by label; a broker refuses a queue no worker serves)."""
 
-    def _cancel_queued(self, run_id: str) -> bool:
+    def _cancel_queued(self, run_id: str, reason: str | None = None) -> bool:
         """End a run that has not started; False when it is no longer queued."""
+        why = reason or "cancelled before it started"
         with self._cond:
-            done = self.store.fail_queued(run_id, "cancelled", "cancelled before it started",
-                                          time.time())
+            done = self.store.fail_queued(run_id, "cancelled", why, time.time())
             self._secrets.pop(run_id, None)
         if done:
-            self.bus.publish(run_id, "exit", {"status": "cancelled",
-                                              "reason": "cancelled before it started"})
+            self.bus.publish(run_id, "exit", {"status": "cancelled", "reason": why})
             self.bus.forget(run_id)
         return done
 
@@ -130,18 +129,38 @@ class RunQueue(QueueBase):
             t.join(max(0.0, deadline - time.monotonic()))
 
     # -- from the API ---------------------------------------------------------
-    def cancel(self, run_id: str) -> bool:
-        """Cancel a queued run (it never starts) or a running one (killed)."""
+    def cancel(self, run_id: str, reason: str | None = None) -> bool:
+        """Cancel a queued run (it never starts, ended with `reason`) or a running
+        one (killed)."""
         with self._cond:   # held across both, so no worker claims the run in between
             ev = self._cancel.get(run_id)
             if ev is not None:
                 ev.set()
                 return True
-            return self._cancel_queued(run_id)
+            return self._cancel_queued(run_id, reason)
 
     def running_count(self) -> int:
+        """Sandboxes of the service's runs going: their own and the nested ones
+        that took a slot of their own (`nested_gate`)."""
         with self._cond:
             return sum(self._running.values())
+
+    def nested_gate(self, token_id: str) -> "TokenGate":
+        """The gate of a run's nested spawns: a free launcher slot counts as one of
+        the token's running sandboxes, so it is taken only below `max_concurrent`."""
+        return TokenGate(self, token_id)
+
+    def _take_nested(self, token_id: str) -> bool:
+        with self._cond:
+            if self._running.get(token_id, 0) >= self._limit(token_id):
+                return False
+            self._running[token_id] = self._running.get(token_id, 0) + 1
+            return True
+
+    def _give_nested(self, token_id: str) -> None:
+        with self._cond:
+            self._running[token_id] -= 1
+            self._cond.notify_all()
 
     # -- workers --------------------------------------------------------------
     def _next(self) -> tuple[RunRow, int, threading.Event, dict[str, str]] | None:
@@ -201,3 +220,18 @@ class RunQueue(QueueBase):
                 "workers": [{"host": self.config.hostname, "slots": self.config.max_concurrent,
                              "running": running, "queues": ["local"], "up_s": None,
                              "heartbeat_age_s": 0.0}], "leases": []}
+
+
+class TokenGate:
+    """launcher.slots.Gate for one run's nested spawns: counted with the token's
+    runs in `RunQueue._running` (probe2 finding 3: a `max_concurrent = 1` token's
+    fan-out took every slot of the server, and /healthz said `running: 1`)."""
+
+    def __init__(self, queue: RunQueue, token_id: str) -> None:
+        self.queue, self.token_id = queue, token_id
+
+    def take(self) -> bool:
+        return self.queue._take_nested(self.token_id)
+
+    def give(self) -> None:
+        self.queue._give_nested(self.token_id)

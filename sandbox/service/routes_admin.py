@@ -73,7 +73,7 @@ class Explanation(BaseModel):
 
 def _load(ref: PolicyRef, tok: TokenRow, svc: Service) -> Any:
     return tenancy.load_requested(ref.policy, ref.policy_inline,
-                                  tok.ceiling or svc.config.default_policy)
+                                  tenancy.ceiling_name(tok) or svc.config.default_policy)
 
 
 @router.get("/v1/policies", response_model=PolicyList)
@@ -210,7 +210,7 @@ def revoke_token(token_id: str, tok: Admin, svc: Svc) -> TokenView:
     if row is None:
         raise NotFound(f"no token {token_id[:64]!r}")
     svc.store.revoke_token(token_id)
-    svc.queue.forget_token(token_id)
+    svc.revocations.sweep()     # its runs end and its streams close now, not at the next poll
     return row_view(svc.store.token(token_id) or row)
 
 

@@ -71,6 +71,8 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
         q = svc.bus.subscribe(run_id)
         last = start
         try:
+            if not svc.revocations.watch(tok.id, q):   # revoked: the stream closes
+                return
             async for seq, type_, data in stored(last):
                 yield _sse(seq, type_, data)
                 last = seq
@@ -95,6 +97,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
                 if ev.type == "exit":
                     return
         finally:
+            svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(run_id, q)
 
     return EventSourceResponse(stream(), ping=PING, sep="\n")
@@ -110,6 +113,8 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
     async def stream() -> AsyncIterator[ServerSentEvent]:
         q = svc.bus.subscribe(None)
         try:
+            if not svc.revocations.watch(tok.id, q):   # revoked: the stream closes
+                return
             while True:
                 ev = await q.get()
                 if ev is None:
@@ -127,6 +132,7 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
                         continue
                 yield _sse(f"{ev.run_id}:{ev.seq}", ev.type, {"run_id": ev.run_id, **ev.data})
         finally:
+            svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(None, q)
 
     return EventSourceResponse(stream(), ping=PING, sep="\n")

@@ -20,10 +20,12 @@ import time
 from typing import Any, Callable, Sequence
 
 from sandbox.errors import InputError
+from sandbox.launcher.slots import BorrowOnly
 from sandbox.service.config import ServiceConfig
 from sandbox.service.events import Bus
 from sandbox.service.files import write_input
 from sandbox.service.models import FINAL_STATES, Links, RunRequest, RunView
+from sandbox.service.revocation import REVOKED
 from sandbox.service.store import RunRow, Store, TokenRow
 from sandbox.service.streams import MessageBudget, OutputStream, Secrets, mask, message_event
 from sandbox.service import tenancy
@@ -93,6 +95,10 @@ class Runs:
     def __init__(self, store: Store, bus: Bus, config: ServiceConfig) -> None:
         self.store, self.bus, self.config = store, bus, config
         self.launcher: Any = None      # set by the app: sandbox.Launcher
+        # who lets a run's nested spawns take a free launcher slot (launcher.slots.Gate),
+        # by token id: the in-process queue counts them against the token's concurrency;
+        # by default none may (a tree then runs in its root's slot, one at a time)
+        self.nested_gate: Callable[[str], Any] = lambda _token_id: BorrowOnly()
         self.metrics: Any = None       # sandbox.service.metrics.Metrics
         self._lock = threading.Lock()
 
@@ -103,9 +109,10 @@ class Runs:
         so it is recorded as "inline:NAME": recorded as "default", an admin's re-run
         from the web page ran the tenant's program under the real `default`."""
         from sandbox.policy.loader import load_policy_cached
+        held_to = tenancy.ceiling_name(token)
         policy = tenancy.load_requested(req.policy, req.policy_inline,
-                                        token.ceiling or self.config.default_policy)
-        ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+                                        held_to or self.config.default_policy)
+        ceiling = load_policy_cached(held_to) if held_to else None
         tenancy.check(policy, ceiling, state=self.config.state,
                       workdir=self.config.input_dir(run_id),
                       output=self.config.output_dir(run_id))
@@ -191,15 +198,17 @@ class Runs:
             self._end(row, attempt, "lost", "its secret environment values are kept in memory "
                       "only and did not survive a restart of the server; submit it again", None)
             return
-        self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         token = self.store.token(row.token_id)
+        if token is None or token.revoked_at is not None:   # revocation.py's rule
+            self._end(row, attempt, "cancelled", REVOKED, None)
+            return
+        self.bus.publish(row.id, "started", {"status": "running", "attempt": attempt})
         secrets = Secrets(secret_env.values())     # one pattern for the whole run
         try:
-            if token is None or token.revoked_at is not None:
-                raise tenancy.Forbidden("the token that submitted it was revoked")
+            held_to = tenancy.ceiling_name(token)
             policy = tenancy.load_requested(req.get("policy"), req.get("policy_inline"),
-                                            token.ceiling or self.config.default_policy)
-            ceiling = load_policy_cached(token.ceiling) if token.ceiling else None
+                                            held_to or self.config.default_policy)
+            ceiling = load_policy_cached(held_to) if held_to else None
             inp, out = self.config.input_dir(row.id), self.config.output_dir(row.id)
             tenancy.check(policy, ceiling, state=self.config.state, workdir=inp, output=out)
             shutil.rmtree(out, ignore_errors=True)    # a re-queued run starts afresh
@@ -207,8 +216,9 @@ class Runs:
             # HOME stays the launcher's: /tmp/home in the run's private /tmp, empty
             env = {**(req.get("env") or {}), **secret_env}
             target: Any = req["argv"] if row.kind == "exec" else req["workflow"]
-            lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")) \
-                if ceiling is not None else None
+            lineage = Lineage(ceiling=Ceiling(ceiling, what="the token's ceiling")
+                              if ceiling is not None else None,
+                              gate=self.nested_gate(row.token_id))
             def publish(type_: str, data: dict[str, Any]) -> None:
                 self.bus.publish(row.id, type_, data)
             output = OutputStream(publish, secrets)
@@ -233,6 +243,10 @@ class Runs:
             self._end(row, attempt, "setup_error", mask(str(exc), secrets), None)
             return
         data = mask(result.to_dict(), secrets)
+        if secrets:     # the last moment the values are known (audit_mask.py)
+            from sandbox.service.audit_mask import mask_run
+            mask_run(self.config.audit_dir, {"run_id": result.run_id, "nested": result.nested},
+                     list(secret_env.values()))
         for record in (data.get("denied") or [])[:MAX_DENIED_EVENTS]:
             self.bus.publish(row.id, "denied", {"record": record})
         self._end(row, attempt, str(result.status), data.get("reason") or None, data)

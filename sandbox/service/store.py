@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from sandbox import sqlite_pin
 from sandbox.errors import InputError
+from sandbox.service.models import DEFAULT_CEILING
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs, tokens, events
@@ -142,6 +143,8 @@ def _run(row: tuple[Any, ...]) -> RunRow:
 def _token(row: tuple[Any, ...]) -> TokenRow:
     r = list(row)
     r[7] = bool(r[7])
+    if not r[7] and not r[3]:    # a tenant row from before every tenant had a ceiling
+        r[3] = DEFAULT_CEILING
     r[10] = json.loads(r[10]) if r[10] is not None else None
     return TokenRow(*r)
 
@@ -218,6 +221,17 @@ class Store:
         """Revoke by id or name (every live token of that name)."""
         return self._x("UPDATE tokens SET revoked_at=? WHERE (id=? OR name=?) "
                        "AND revoked_at IS NULL", (time.time(), ident, ident)) > 0
+
+    def revoked_token_ids(self) -> set[str]:
+        """Every revoked token's id: the server polls this to notice a revocation
+        `sandbox token revoke` wrote into the store (one small indexed read)."""
+        return {str(r[0]) for r in self._q("SELECT id FROM tokens WHERE revoked_at IS NOT NULL")}
+
+    def unfinished(self, token_id: str) -> list[tuple[str, str]]:
+        """(run id, status) of the token's queued and running runs, oldest first."""
+        return [(str(a), str(b)) for a, b in self._q(
+            "SELECT id, status FROM runs WHERE token_id=? AND status IN ('queued', 'running') "
+            "ORDER BY seq", (token_id,))]
 
     # -- runs ------------------------------------------------------------------
     def insert_run(self, r: RunRow) -> RunRow:

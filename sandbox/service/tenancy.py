@@ -29,6 +29,18 @@ class Forbidden(Exception):
     """The run is over its token's ceiling or reaches into the state directory (403)."""
 
 
+def ceiling_name(token: Any) -> str | None:
+    """The policy name a token's runs are held to; None only for an admin token.
+    Forbidden for a tenant token without one, whatever made it: fail closed where
+    a run is checked or started, rather than run it unbounded (probe2 finding 6)."""
+    if token.ceiling:
+        return str(token.ceiling)
+    if token.admin:
+        return None
+    raise Forbidden(f"token {token.name!r} has no ceiling; an admin must give it one "
+                    "(sandbox token create --ceiling NAME)")
+
+
 def check_queue(queues: list[str] | None, token_name: str, labels: dict[str, str]) -> None:
     """Forbidden when the token's queue list does not hold the run's queue (the
     queue picks the workers: a tenant kept off the GPU hosts stays off them)."""

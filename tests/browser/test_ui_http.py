@@ -361,6 +361,19 @@ def test_admin_creates_and_revokes_a_token_and_its_session_ends(server):
                 if t["name"] == "made-in-ui"][0]["revoked_at"] is not None
 
 
+def test_a_token_made_with_the_ceiling_cleared_gets_default(server):
+    """The form's ceiling left empty made a non-admin token with no ceiling (probe2
+    finding 6): its runs could ask for the host's network."""
+    with closing(session(server)) as admin:
+        page = admin.get("/ui/admin/tokens")
+        made = admin.post("/ui/admin/tokens", data={
+            "csrf": _csrf(page.text), "name": "no-ceiling-in-ui", "ceiling": "",
+            "max_concurrent": "", "max_queued": "", "rate": ""}, headers={"origin": server.url})
+        assert made.status_code == 200, made.text[:300]
+    listed = [t for t in server.api("GET", "/v1/tokens") if t["name"] == "no-ceiling-in-ui"]
+    assert listed[0]["admin"] is False and listed[0]["ceiling"] == "default", listed
+
+
 def test_a_workflow_run_page_shows_its_logs_and_store(server):
     import base64
     import json

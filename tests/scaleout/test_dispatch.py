@@ -111,9 +111,9 @@ def test_a_revoked_tokens_queued_runs_never_start(broker_server, start_worker):
                     "revoke", "t"], check=True, capture_output=True, timeout=120)
     with broker_server.client() as c:
         ends = [wait_final(c, i) for i in ids]
-    refused = [v for v in ends if v["status"] == "setup_error"]
+    refused = [v for v in ends if v["reason"] == "the token that submitted it was revoked"]
     assert len(refused) >= 2, [(v["status"], v["reason"]) for v in ends]
-    assert all(v["reason"] == "the token that submitted it was revoked" for v in refused)
+    assert all(v["status"] == "cancelled" for v in refused)
 
 
 def test_a_run_no_worker_took_is_cancelled_at_once(broker_server):
@@ -222,3 +222,39 @@ def test_stdin_reaches_a_worker_and_stays_out_of_the_store(broker_server, start_
         assert (t["status"], t["result"]["stdout"]) == ("ok", "hello\n"), t
     db = sqlite3.connect(f"file:{broker_server.state}/service.db?mode=ro", uri=True)
     assert db.execute("SELECT MAX(LENGTH(request)) FROM runs").fetchone()[0] < 4096
+
+
+def test_a_worker_keeps_no_audit_file_of_a_run_or_its_nested_runs(broker_server, start_worker):
+    """The server holds the audit record (shipped with the result); a worker's own
+    copies of the run's and its nested runs' audit files were kept for ever
+    (found with probe2 finding 8)."""
+    import base64
+    import os
+    from service.test_retention import TREE, _audit_files
+    w = start_worker("alpha")
+    state = str(w.root / "state")
+    wf = {"id": "tree", "name": "tree", "imports": ["tree_actions"],
+          "stages": [{"id": "s", "actions": ["top"]}]}
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"workflow": wf, "policy": "strict", "files": [
+            {"name": "tree_actions.py", "content_b64": base64.b64encode(TREE).decode()}]})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        assert c.get(f"/v1/runs/{v['id']}/audit").status_code == 200
+    assert os.path.isdir(os.path.join(state, "audit"))
+    assert _audit_files(state) == set()
+
+
+def test_a_remote_runs_audit_holds_no_secret_value(broker_server, start_worker):
+    """The worker masks secret values in the audit file before shipping it (probe2
+    finding 11: the file also travelled through Redis as it was)."""
+    start_worker("alpha")
+    secret = "topsecretvalue123"
+    with broker_server.client() as c:
+        r = c.post("/v1/runs", json={"argv": ["sh", "-c", "cat /root/$K 2>/dev/null; true"],
+                                     "policy": "strict", "secret_env": {"K": secret}})
+        v = wait_final(c, r.json()["id"])
+        assert v["status"] == "ok", v
+        audit = c.get(f"/v1/runs/{v['id']}/audit", params={"denied": 1}).json()
+        assert "/root/[secret]" in [i["path"] for i in audit["items"]], audit
+        assert secret not in str(audit)

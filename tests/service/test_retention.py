@@ -63,3 +63,53 @@ def test_sandbox_gc_applies_the_servers_retention(start_server) -> None:
     srv.start()
     with srv.client() as http:
         assert http.get("/v1/runs").json()["items"] == []
+
+
+TREE = b'''
+from sandbox.workflow import action
+
+def _wf(act):
+    return {"id": "c", "name": "c", "imports": ["tree_actions"],
+            "stages": [{"id": "s", "actions": [act]}]}
+
+@action("leaf")
+def leaf(ctx):
+    ctx.store.put("leaf", True)
+
+@action("mid")
+def mid(ctx):
+    assert ctx.spawn(_wf("leaf"), policy="strict")["status"] == "ok"
+
+@action("top")
+def top(ctx):
+    assert ctx.spawn(_wf("mid"), policy="strict")["status"] == "ok"
+    assert ctx.spawn(_wf("leaf"), policy="strict")["status"] == "ok"
+'''
+
+
+def _audit_files(state: str) -> set[str]:
+    d = os.path.join(state, "audit")
+    return {f for f in os.listdir(d) if f.endswith(".sqlite")} if os.path.isdir(d) else set()
+
+
+def test_retention_removes_the_audit_files_of_nested_runs(start_server) -> None:
+    """A run's nested spawns each have an audit file; retention removed only the
+    top run's (probe2 finding 8: 20 of 21 stayed, whatever --retain said)."""
+    import base64
+    srv = start_server("--retain", "3s")
+    before = _audit_files(srv.state)
+    wf = {"id": "tree", "name": "tree", "imports": ["tree_actions"],
+          "stages": [{"id": "s", "actions": ["top"]}]}
+    with srv.client() as http:
+        v = http.post("/v1/runs", params={"wait": 120}, json={
+            "workflow": wf, "policy": "strict", "files": [
+                {"name": "tree_actions.py", "content_b64": base64.b64encode(TREE).decode()}]}
+        ).json()
+        assert v["status"] == "ok", v
+        made = _audit_files(srv.state) - before
+        assert len(made) == 4, made          # the run, two children, one grandchild
+        deadline = time.monotonic() + 60
+        while http.get(f"/v1/runs/{v['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "the ended run was never deleted"
+            time.sleep(0.5)
+    assert not (_audit_files(srv.state) & made), _audit_files(srv.state) & made

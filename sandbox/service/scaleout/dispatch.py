@@ -36,6 +36,7 @@ from sandbox.errors import InputError
 from sandbox.service.config import ServiceConfig
 from sandbox.service.events import Bus
 from sandbox.service.queue import QueueBase
+from sandbox.service.revocation import REVOKED
 from sandbox.service.scaleout import keys
 from sandbox.service.scaleout.messages import InputFile, Job
 from sandbox.service.scaleout.reports import ReportApplier
@@ -83,10 +84,11 @@ class BrokerQueue(QueueBase):
         self.reports.stop()
 
     # -- from the API ---------------------------------------------------------
-    def cancel(self, run_id: str) -> bool:
+    def cancel(self, run_id: str, reason: str | None = None) -> bool:
         """A queued run ends here; a dispatched one gets its cancel key (a run the
-        dispatcher claims meanwhile is running by the time the key is read)."""
-        if self._cancel_queued(run_id):
+        dispatcher claims meanwhile is running by the time the key is read).
+        `reason`: why a run that never started ended (default: a cancel)."""
+        if self._cancel_queued(run_id, reason):
             return True
         row = self.store.run_head(run_id)
         if row is None or row.status != "running":
@@ -97,7 +99,7 @@ class BrokerQueue(QueueBase):
             # takes it later reads the cancel key and drops it). Before, a run sent to
             # a queue no worker serves stayed "running" however often it was cancelled.
             self._end_unstarted(run_id, row.attempts, "cancelled",
-                                "cancelled before a worker started it")
+                                reason or "cancelled before a worker started it")
         return True
 
     def _end_unstarted(self, run_id: str, attempt: int, status: str, why: str) -> None:
@@ -225,8 +227,7 @@ class BrokerQueue(QueueBase):
             if tok is None or tok.revoked_at is not None:
                 # as the in-process queue does: a revoked token's queued runs never
                 # start (here all four queued before a revocation still ran)
-                self._end_unstarted(run_id, attempt, "setup_error",
-                                    "the token that submitted it was revoked")
+                self._end_unstarted(run_id, attempt, "cancelled", REVOKED)
                 continue
             running[token_id] = running.get(token_id, 0) + 1
             # claimed = handed to the broker: no host and no start time until a
@@ -263,6 +264,7 @@ class BrokerQueue(QueueBase):
                    request=request, token_id=row.token_id,
                    token_name=tok.name if tok is not None else "(deleted)",
                    ceiling=tok.ceiling if tok is not None else None,
+                   admin=tok is not None and tok.admin,
                    has_secrets=row.has_secrets, files=files,
                    lease_ms=self.lease_ms, dispatched_at=time.time(),
                    claim_ms=0.0 if t0 is None else (time.perf_counter() - t0) * 1000)

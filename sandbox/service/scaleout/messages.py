@@ -28,7 +28,8 @@ class Job(BaseModel):
     request: dict[str, Any]           # the stored request (no secret values)
     token_id: str
     token_name: str
-    ceiling: str | None
+    ceiling: str | None               # None only with `admin` (tenancy.ceiling_name)
+    admin: bool = False
     has_secrets: bool = False         # the values wait under keys.secrets(run_id), never here
     files: list[InputFile] = []
     lease_ms: int = Field(ge=200)

@@ -160,10 +160,13 @@ class _JobStore:
         self.audit_dir = audit_dir
 
     def token(self, token_id: str) -> Any:
+        """The token as the Job gives it. A worker cannot read the store, so this
+        never says revoked: revocation reaches a worker as the run's cancel key
+        (sandbox.service.revocation), read before the run starts and while it runs."""
         from sandbox.service.store import TokenRow
         j = self.job
         return TokenRow(id=j.token_id, name=j.token_name, hash="", ceiling=j.ceiling,
-                        max_concurrent=1, max_queued=0, rate=None, admin=False,
+                        max_concurrent=1, max_queued=0, rate=None, admin=j.admin,
                         created_at=0.0, revoked_at=None)
 
     def finish(self, run_id: str, attempt: int | None, status: str, reason: str | None,
@@ -171,6 +174,10 @@ class _JobStore:
         shipped = ship_outputs(self.output_dir, self.reporter)
         if isinstance(result, dict) and isinstance(result.get("run_id"), str):
             ship_audit(self.audit_dir, result["run_id"], self.reporter)
+        # the server keeps the record; this host's copies (the run's, its nested
+        # runs') would stay for ever: no retention runs on a worker
+        from sandbox.service.retention import remove_audit
+        remove_audit(self.audit_dir, result)
         r = self.reporter     # one ordered queue: the result follows every event and chunk
         self.reporter.send("finish", {"status": status, "reason": reason, "result": result,
                                       "finished_at": finished_at, "outputs": shipped,
