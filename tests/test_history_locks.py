@@ -17,12 +17,16 @@ on the unfixed code; 0 of 3 with one History per process). Judged by the file:
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from sandbox.history import History
 from sandbox.launcher.result import RunResult
+from sandbox.thin import control as D
 
 SHARED_FIRST = 0x40000000 + 2     # SQLite's SHARED lock range on the database file
 
@@ -33,14 +37,15 @@ def _rec(h: History, run_id: str, denied: int = 0) -> None:
              kind="exec", command="[]", own_output=False)
 
 
-def _my_read_locks(path: str) -> list[str]:
-    """This process's POSIX read locks on SQLite's SHARED range of `path` (/proc/locks)."""
+def _my_read_locks(path: str, pid: int | None = None) -> list[str]:
+    """The POSIX read locks of this process (or `pid`) on SQLite's SHARED range of
+    `path` (/proc/locks)."""
     st = os.stat(path)
     ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     with open("/proc/locks") as f:
         return [line for line in f
                 if (fields := line.split())[1] == "POSIX" and fields[3] == "READ"
-                and fields[4] == str(os.getpid()) and fields[5] == ident
+                and fields[4] == str(pid or os.getpid()) and fields[5] == ident
                 and fields[6] == str(SHARED_FIRST)]
 
 
@@ -59,6 +64,27 @@ def test_a_second_history_of_the_file_leaves_the_first_connections_lock(tmp_path
     _rec(first, "c" * 32)
     first.close()
     assert sorted(e.run_id for e in History(path).list()) == ["a" * 32, "b" * 32, "c" * 32]
+
+
+@pytest.mark.isolation
+def test_the_daemon_keeps_its_lock_when_clients_name_the_file_differently(tmp_path):
+    """The real warm daemon: two `sandbox exec` clients whose SANDBOX_HOME names the
+    same directory differently give the relay two History objects of one file
+    (measured before the fix: the daemon then held no lock on it)."""
+    home = str(tmp_path / "state")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env["SANDBOX_HOME"] = home
+    daemon = int(D.start(env).split("running pid ")[1].split()[0])
+    try:
+        for name in (home, os.path.join(home, ".")):
+            run = subprocess.run([sys.executable, "-m", "sandbox", "exec", "--", "/bin/true"],
+                                 env={**env, "SANDBOX_HOME": name}, timeout=120)
+            assert run.returncode == 0
+        path = os.path.join(home, "history", "runs.sqlite")
+        assert len(History(path).list()) == 2
+        assert _my_read_locks(path, daemon), "the daemon's writer lost SQLite's lock"
+    finally:
+        os.kill(daemon, signal.SIGKILL)
 
 
 _WRITER = """
