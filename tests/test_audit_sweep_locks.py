@@ -11,20 +11,13 @@ from __future__ import annotations
 
 import os
 
+from proc_locks import RESERVED_BYTE, posix_locks
 from sandbox.audit import store
-
-PENDING_BYTE = 0x40000000
 
 
 def _write_locks(path: str) -> list[str]:
-    """This process's POSIX write locks on SQLite's RESERVED byte of `path`."""
-    st = os.stat(path)
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    with open("/proc/locks") as f:
-        return [line for line in f
-                if (x := line.split())[1] == "POSIX" and x[3] == "WRITE"
-                and x[4] == str(os.getpid()) and x[5] == ident
-                and x[6] == str(PENDING_BYTE + 1)]
+    """This process's write locks on SQLite's RESERVED byte of `path`."""
+    return posix_locks(path, "WRITE", RESERVED_BYTE)
 
 
 def test_the_sweep_leaves_the_locks_of_a_run_this_process_writes(tmp_path):

@@ -24,11 +24,10 @@ import sys
 
 import pytest
 
+from proc_locks import SHARED_FIRST, posix_locks
 from sandbox.history import History
 from sandbox.launcher.result import RunResult
 from sandbox.thin import control as D
-
-SHARED_FIRST = 0x40000000 + 2     # SQLite's SHARED lock range on the database file
 
 
 def _rec(h: History, run_id: str, denied: int = 0) -> None:
@@ -38,15 +37,8 @@ def _rec(h: History, run_id: str, denied: int = 0) -> None:
 
 
 def _my_read_locks(path: str, pid: int | None = None) -> list[str]:
-    """The POSIX read locks of this process (or `pid`) on SQLite's SHARED range of
-    `path` (/proc/locks)."""
-    st = os.stat(path)
-    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    with open("/proc/locks") as f:
-        return [line for line in f
-                if (fields := line.split())[1] == "POSIX" and fields[3] == "READ"
-                and fields[4] == str(pid or os.getpid()) and fields[5] == ident
-                and fields[6] == str(SHARED_FIRST)]
+    """The read locks of this process (or `pid`) on SQLite's SHARED range of `path`."""
+    return posix_locks(path, "READ", SHARED_FIRST, pid)
 
 
 def test_a_second_history_of_the_file_leaves_the_first_connections_lock(tmp_path):
