@@ -155,11 +155,18 @@ def _private_file(path: str) -> None:
     """Create `path` 0600 (and its directory 0700) if missing, as every state file is:
     the directory by `private_dir` (never a top-level one, so a HOME that does not
     exist is an error, not created), the file by `private_file` (O_NOFOLLOW, a
-    regular singly linked file of the caller's)."""
+    regular singly linked file of the caller's).
+
+    An existing file is checked by lstat, never opened: closing any descriptor of it
+    would drop every POSIX lock this process holds on it, SQLite's included, while
+    another connection to it (another History of the same file) is open here; the
+    WAL and -shm were then deleted under that connection and the file was damaged
+    (tests/test_history_locks.py). Nothing else of ours opens the file, its -wal or
+    its -shm by name: only SQLite does."""
     from sandbox.launcher.output_path import private_dir, private_file
     private_dir(os.path.dirname(path), what="run history directory", empty=False,
                 system_check=False)
-    private_file(path, what="run history")
+    private_file(path, what="run history", open_existing=False)
 
 
 P = ParamSpec("P")

@@ -165,6 +165,9 @@ class RunFile:
     def __init__(self, path: str, lock_fd: int, conn: sqlite3.Connection | None = None) -> None:
         self.path = path
         self.lock_fd = lock_fd
+        st = os.fstat(lock_fd)
+        self._key = (st.st_dev, st.st_ino)
+        _WRITING.add(self._key)
         # pinned: a fork of the monitor host (a broker) never closes or frees it, nor
         # plays its open transaction's journal back into the file (sandbox.sqlite_pin)
         self._conn = None if conn is None else sqlite_pin.pin(conn, path, self)
@@ -192,6 +195,12 @@ class RunFile:
             pass
         self.idle()
         os.close(self.lock_fd)   # after the connection: closing it drops our POSIX locks too
+        _WRITING.discard(self._key)
+
+
+# (st_dev, st_ino) of the run files this process writes (a RunFile not closed yet): the
+# sweep never opens them (`_idle`). A forked child keeps the copy: it skips them too.
+_WRITING: set[tuple[int, int]] = set()
 
 
 def _writer_conn(path: str) -> sqlite3.Connection:
@@ -213,6 +222,8 @@ def create_run(directory: str, run_id: str, *, policy: str, files: str, mode: st
     ensure_dir(directory)
     path = run_file(directory, run_id)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    st = os.fstat(fd)
+    _WRITING.add((st.st_dev, st.st_ino))     # before SQLite takes any lock on it
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         conn = _writer_conn(path)
@@ -226,6 +237,7 @@ def create_run(directory: str, run_id: str, *, policy: str, files: str, mode: st
             raise
     except BaseException:
         os.close(fd)
+        _WRITING.discard((st.st_dev, st.st_ino))
         raise
     return RunFile(path, fd, conn)
 
@@ -396,6 +408,16 @@ def sweep(directory: str, cap: int, keep: str | None = None) -> int | None:
 
 
 def _idle(path: str) -> bool:
+    """Whether no monitor writes the run file at `path` (its flock is free). A file this
+    process writes is not opened: closing any descriptor of it would drop the POSIX
+    locks its SQLite connection holds (a RESERVED lock mid-transaction: a reader could
+    then play the writer's journal back under it; tests/test_audit_sweep_locks.py)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if (st.st_dev, st.st_ino) in _WRITING:
+        return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:

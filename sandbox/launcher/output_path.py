@@ -210,7 +210,8 @@ def private_dir(path: str, *, what: str = "--output", empty: bool = True,
         walk.close()
 
 
-def private_file(path: str, *, what: str, keep: bool = False) -> int | None:
+def private_file(path: str, *, what: str, keep: bool = False,
+                 open_existing: bool = True) -> int | None:
     """Create `path` (or check it) as a regular file of the caller's, mode 0600.
 
     The directory holding it passes the same checks as an output's parents;
@@ -220,6 +221,10 @@ def private_file(path: str, *, what: str, keep: bool = False) -> int | None:
     write on a directory on the way (another user cannot, the checks say so;
     a sandbox runs as the caller) may rename it and plant a link there while it
     runs (`tests/test_path_swaps.py`).
+    `open_existing=False`: a file already there is checked by lstat and never opened
+    (only a file this call creates is): closing any descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's included (the run history's
+    connections: tests/test_history_locks.py).
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise OutputPathError(f"{what}: not a usable path: {path!r}")
@@ -230,19 +235,26 @@ def private_file(path: str, *, what: str, keep: bool = False) -> int | None:
     walk = _Walk(what)
     try:
         walk.walk(parts[:-1], create=False)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                         | os.O_NONBLOCK, 0o600, dir_fd=walk.fd)
+            fd = os.open(parts[-1], flags | (0 if open_existing else os.O_EXCL), 0o600,
+                         dir_fd=walk.fd)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            if exc.errno == errno.EEXIST and not open_existing:
+                there = os.stat(parts[-1], dir_fd=walk.fd, follow_symlinks=False)
+                if not stat.S_ISLNK(there.st_mode):
+                    _check_private(there, what, path)
+                    if stat.S_IMODE(there.st_mode) & 0o077:
+                        # by name: the directory is the caller's alone (checked above)
+                        os.chmod(parts[-1], 0o600, dir_fd=walk.fd)
+                    return None
+            if exc.errno in (errno.ELOOP, errno.EEXIST):
                 raise OutputPathError(f"{what}: {path} is a symlink; it is never "
                                       "followed") from None
             raise OutputPathError(f"{what}: {path}: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
-                raise OutputPathError(f"{what}: {path} exists and is not a regular file of "
-                                      "yours with a single link")
+            _check_private(st, what, path)
             if stat.S_IMODE(st.st_mode) & 0o077:
                 os.fchmod(fd, 0o600)
             if keep:
@@ -257,3 +269,10 @@ def private_file(path: str, *, what: str, keep: bool = False) -> int | None:
         raise OutputPathError(f"{what}: {path}: {exc.strerror or exc}") from None
     finally:
         walk.close()
+
+
+def _check_private(st: os.stat_result, what: str, path: str) -> None:
+    """A regular, singly linked file of the caller's, or OutputPathError."""
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+        raise OutputPathError(f"{what}: {path} exists and is not a regular file of "
+                              "yours with a single link")

@@ -10,9 +10,11 @@ the one with `secret_env` removed (sandbox.service.runs).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -149,12 +151,29 @@ def _token(row: tuple[Any, ...]) -> TokenRow:
     return TokenRow(*r)
 
 
+def _private(path: str) -> None:
+    """Create the store file 0600 if missing; an existing one is checked by lstat and
+    never opened: closing any descriptor of it would drop every POSIX lock this
+    process holds on it, SQLite's for another Store of the file included
+    (tests/test_service_store_locks.py)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+        return
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(errno.ELOOP, "the service store is a symlink; it is never followed",
+                      path)
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        os.chmod(path, 0o600)
+
+
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)
-        os.close(fd)
+        _private(path)
         # pinned: a forked child of the server never closes or frees it (sandbox.sqlite_pin)
         self._db = sqlite_pin.pin(sqlite3.connect(path, check_same_thread=False,
                                                   isolation_level=None, timeout=30), path, self)
