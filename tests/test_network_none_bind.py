@@ -37,6 +37,8 @@ attempt("tcp_any", socket.AF_INET, socket.SOCK_STREAM, ("0.0.0.0", 0))
 attempt("tcp6", socket.AF_INET6, socket.SOCK_STREAM, ("::1", 8001))
 attempt("udp", socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", 8002))
 attempt("unix", socket.AF_UNIX, socket.SOCK_STREAM, "/tmp/s.sock")
+# an abstract name whose address length is an IPv4 one's (16): notified, the kernel's
+attempt("unix16", socket.AF_UNIX, socket.SOCK_STREAM, "\0" + "u" * 13)
 print(repr(res))
 """
 
@@ -56,7 +58,7 @@ def _spawn(tmp_path, py, mode: str):
 def test_a_tcp_bind_under_none_is_refused_and_recorded(tmp_path, py):
     r, seen = _spawn(tmp_path, py, "none")
     assert seen == {"tcp": "EACCES", "tcp_any": "EACCES", "tcp6": "EACCES",
-                    "udp": "bound", "unix": "bound"}, seen
+                    "udp": "bound", "unix": "bound", "unix16": "bound"}, seen
     binds = {(d["path"], d["rule"]) for d in r.denied if d.get("operation") == "bind"}
     assert ("127.0.0.1:8000", "network.none: the sandbox has no network") in binds, r.denied
     assert ("[::1]:8001", "network.none: the sandbox has no network") in binds, r.denied
@@ -78,3 +80,27 @@ def test_the_cli_says_why_a_server_cannot_listen(tmp_path, py):
     hint = [ln for ln in proc.stderr.splitlines() if ln.startswith("sandbox: hint:")]
     assert any("127.0.0.1:8000" in ln and "the sandbox has no network" in ln
                and "--net loopback gives it its own loopback" in ln for ln in hint), proc.stderr
+
+
+UNIX_BINDS = r"""
+import socket, sys
+for i in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(f"\0c{i}")      # address length 5..7: never an INET one's (16, 28)
+    s.close()
+"""
+
+
+def test_unix_binds_cost_no_round_trip(tmp_path, py):
+    """Counted, not timed: 300 abstract UNIX binds add no notification to the run."""
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.policy import load_policy
+    checked = {}
+    for n in (0, 300):
+        la = Launcher(capture_output=True)
+        la.audit_db = str(tmp_path / "audit.sqlite")
+        r = la.spawn([py, "-I", "-c", UNIX_BINDS, str(n)], policy=load_policy("strict"),
+                     timeout=90)
+        assert r.status == "ok", (r.status, r.reason, r.stderr[-2000:])
+        checked[n] = r.to_dict()["audit"]["checked"]
+    assert checked[300] - checked[0] < 30, checked
