@@ -52,6 +52,10 @@ DEFAULT_CHARS = 256
 DEFAULT_ITEMS = 64
 EXIT_REPORT_MAX = 4 << 20   # bytes: the exit frame's limit on both ends (max_size is below)
 SPEC_MAX = 4 << 20          # bytes: the spec's policy, plan and environment together
+# The longest string execve accepts (32 pages, "NAME=VALUE" and its NUL): an environment
+# value's bound is the kernel's, not a smaller one of ours (a new-user probe: 100000
+# characters were refused as "env{}: over its 65536", directly they run)
+MAX_ARG_STRLEN = 32 * 4096
 # One SOCK_SEQPACKET datagram must fit the sender's socket buffer (net.core.wmem_default,
 # ~208 KiB unprivileged): the largest datagram any sender here makes. A spec over it
 # cannot go to a spare's stub in one datagram and takes the cold path (monitor/spare.py).
@@ -311,7 +315,7 @@ class Spec:
     run_id: str = bound(chars=128, default="")
     mode: str = bound(chars=16, default="exec")          # exec | workflow
     argv: list[str] | None = bound(chars=1 << 17, items=1 << 18, default=None)   # ~ARG_MAX
-    env: dict[str, str] = bound(chars=1 << 16, items=1024, default_factory=dict)
+    env: dict[str, str] = bound(chars=MAX_ARG_STRLEN, items=1024, default_factory=dict)
     policy: Json = bound(budget=1 << 20, default_factory=dict)
     fs_plan: Json = bound(budget=2 << 20, default_factory=dict)
     paths: RunPathsWire = field(default_factory=RunPathsWire)
@@ -399,7 +403,7 @@ class Pid1Plan:
     whose Python would be the program's own (docs/benchmarks.md)."""
     # (layer, text) of a SetupError (or of a spec that did not decode: layer "stub")
     error: list[str] | None = bound(chars=4096, items=2, default=None)
-    env: dict[str, str] = bound(chars=1 << 16, items=1100, default_factory=dict)
+    env: dict[str, str] = bound(chars=MAX_ARG_STRLEN, items=1100, default_factory=dict)
     stdio_tty: bool = False   # the run has a terminal (the program takes it)
     # the descriptors beside the plan: which ContainContext field each one is
     fds: list[str] = bound(chars=32, items=8, default_factory=list)

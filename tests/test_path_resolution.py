@@ -81,9 +81,10 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (T, "the launcher's own state directories, denied to the run"),
     ("launcher/prepare.py", "runtime_rules", "isdir"):
         (R, "an InputError for a code path that is no directory; the rule is planned"),
-    ("launcher/workdir_cow.py", "grant", "realpath"):
-        (P, "the work directory the caller named, resolved with the plan; the overlay's "
-            "lower layer is opened at it with RESOLVE_NO_SYMLINKS (beneath.open_source)"),
+    ("policy/workdir_overlay.py", "overlaid", "realpath"):
+        (P, "the work directory the caller named, resolved with the plan (for the launcher's "
+            "grant and for policy explain); the overlay's lower layer is opened at it with "
+            "RESOLVE_NO_SYMLINKS (beneath.open_source)"),
     ("launcher/workdir_cow.py", "mark", "realpath"):
         (P, "the same real path, to flag the plan's rule; nothing is opened"),
     ("launcher/launcher.py", "_mask_state", "isdir"):

@@ -91,8 +91,8 @@ def test_a_message_round_trips_or_is_refused_whole(msg):
 
 
 def test_a_spec_is_never_cut_short():
-    spec = P.Spec(run_id="r", argv=["x"], env={"A": "v" * (1 << 17)})
-    with pytest.raises(ProtocolError, match=r"env\{\}: 131072 characters, over its 65536 "
+    spec = P.Spec(run_id="r", argv=["x"], env={"A": "v" * (1 << 18)})
+    with pytest.raises(ProtocolError, match=r"env\{\}: 262144 characters, over its 131072 "
                                             r"\(refused whole, never cut short\)"):
         P.to_frame(spec, P.SPEC_MAX)
     spec.env = {"A": "v"}

@@ -151,10 +151,26 @@ def test_notify_set_routes_allowed_calls_only():
     seal = seccomp.SEAL_SYSCALLS
     assert seccomp.notify_set_for("denied") == seccomp.FILE_SYSCALLS | seal
     assert seccomp.notify_set_for("all") == seccomp.FILE_SYSCALLS | seccomp.STAT_SYSCALLS | seal
-    assert seccomp.notify_set_for("none", "none") == seccomp.NET_SYSCALLS | seal
+    assert seccomp.notify_set_for("none", "none") == \
+        seccomp.NET_SYSCALLS | seccomp.BIND_SYSCALLS | seal
+    assert seccomp.notify_set_for("none", "loopback") == seccomp.NET_SYSCALLS | seal
     assert seccomp.notify_set_for("none", "host", "kill") == seal
     with pytest.raises(ValueError):
         seccomp.notify_set_for("everything")
+
+
+def test_bind_goes_to_the_monitor_with_an_inet_address_length_only():
+    """Mode "none": a bind with the length of a sockaddr_in/_in6 is the monitor's (it
+    refuses a TCP one, recorded); a UNIX bind (any other length) costs no round trip."""
+    prog = seccomp.compile_program(SyscallPolicy(), notify=seccomp.notify_set_for(
+        "none", "none"))
+    assert bpf.run(prog, NR("bind"), [3, 0, 16, 0, 0, 0]) == bpf.RET_USER_NOTIF
+    assert bpf.run(prog, NR("bind"), [3, 0, 28, 0, 0, 0]) == bpf.RET_USER_NOTIF
+    assert bpf.run(prog, NR("bind"), [3, 0, 1 << 32 | 16, 0, 0, 0]) == bpf.RET_USER_NOTIF
+    assert bpf.run(prog, NR("bind"), [3, 0, 110, 0, 0, 0]) == bpf.RET_ALLOW
+    loop = seccomp.compile_program(SyscallPolicy(), notify=seccomp.notify_set_for(
+        "none", "loopback"))
+    assert bpf.run(loop, NR("bind"), [3, 0, 16, 0, 0, 0]) == bpf.RET_ALLOW
 
 
 def test_memfds_without_the_exec_seal_go_to_the_monitor():

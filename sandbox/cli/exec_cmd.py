@@ -66,11 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sandbox and relayed; window size and keys pass through). "
                         "stdout and stderr are then both the terminal. The default when "
                         "stdin, stdout and stderr are all the caller's terminal and "
-                        "sandbox exec is its foreground job")
+                        "sandbox exec is its foreground job. With a stdin that is no "
+                        "terminal, the terminal echoes it into the output (warned)")
     p.add_argument("-T", "--no-tty", action="store_true",
                    help="never a pseudo-terminal: pipes even at an interactive terminal")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(func=run)
+
+
+PIPED_TTY = ("sandbox: warning: stdin is not a terminal: what it sends is echoed by the "
+             "program's terminal (-t), so it appears in the output too; leave -t out for "
+             "piped input")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,6 +111,11 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
     if not tty and not args.no_tty and stdin is not None:
         from sandbox.cli import terminal
         tty = terminal.interactive(common.CLI_CALLER_PID or os.getpid())
+    elif tty and stdin is not None and not os.isatty(stdin):
+        # the pty echoes what is written to it, as a terminal echoes keys: piped input
+        # comes back in the output (`echo hi | sandbox exec -t -- cat` printed hi twice).
+        # Kept, as asked (the program sets its terminal's modes), and said, as ssh -t does
+        print(PIPED_TTY, file=sys.stderr)
     raw = RawTerminal(0) if tty and stdin is not None else contextlib.nullcontext()
     with raw:
         if common.CLI_FORKSERVER is not None:

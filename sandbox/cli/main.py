@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None,
         parser = build_parser(args0[0] if args0 and args0[0] in COMMANDS else None)
     args, extra = parser.parse_known_args(argv)
     runs = args.command in RUN_COMMANDS
+    from sandbox.cli.inside import refusal
+    nested = refusal(args.command)
+    if nested is not None:
+        print(f"sandbox: error: {nested}", file=sys.stderr)
+        return EXIT_RUN_INPUT
     if extra:
         print(f"sandbox {args.command}: error: unrecognized arguments: {' '.join(extra)} "
               f"(see sandbox {args.command} --help)", file=sys.stderr)

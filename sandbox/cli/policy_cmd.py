@@ -138,6 +138,7 @@ def explain(args: argparse.Namespace) -> int:
         from sandbox.cli.policy_connect import explain_connect
         return explain_connect(args, resolved_policy(args))
     from sandbox.policy import decide
+    from sandbox.policy import workdir_overlay as overlay
     from sandbox.policy.canonical import kernel_path
     policy = resolved_policy(args)
     given = os.path.abspath(args.path)
@@ -145,6 +146,10 @@ def explain(args: argparse.Namespace) -> int:
     # follow the last one, and a directory missing from the sandbox's view stops the walk.
     canonical = kernel_path(args.path, args.operation, policy=policy)
     verdict = decide(policy, args.operation, canonical)
+    # copy-on-write: a write in the work directory is the run's own layer's, as the
+    # launcher grants it (sandbox/policy/workdir_overlay.py)
+    verdict = overlay.explain(policy, args.workdir or current_dir(), args.operation,
+                              canonical, verdict)
     if args.json:
         print(json.dumps({"policy": policy.name, "operation": args.operation, "path": args.path,
                           "absolute": given, "canonical": canonical,

@@ -98,6 +98,11 @@ AUDIT_DENY: tuple[str, ...] = ("io_uring_setup", "io_uring_enter", "io_uring_reg
 # and Landlock (ABI 7) cannot restrict pathname connects. sendto is notified only
 # with a destination address (syscall_profiles.NOTIFY_GUARDS).
 NET_SYSCALLS: frozenset[str] = frozenset({"connect", "sendto", "sendmsg", "sendmmsg"})
+# With mode "none" only: an IPv4/IPv6 TCP bind, which Landlock refuses, is refused by
+# the monitor with the same EACCES and recorded, so that the run says why a server
+# could not listen (a new-user probe: a test suite's local server got a bare EACCES).
+# Notified only with an INET address length (syscall_profiles.NOTIFY_ONLY_WHEN).
+BIND_SYSCALLS: frozenset[str] = frozenset({"bind"})
 
 
 # Wherever there is a listener: memfds are made by the monitor with MFD_NOEXEC_SEAL,
@@ -116,6 +121,8 @@ def notify_set_for(audit_files: str, network: str = "host",
     """The syscalls to route to the monitor for `policy.audit.files`, the network mode
     and `syscalls.on_violation`."""
     net = NET_SYSCALLS if network != "host" else frozenset()
+    if network == "none":
+        net = net | BIND_SYSCALLS
     if wants_listener(on_violation, audit_files, network):
         net = net | SEAL_SYSCALLS
     if audit_files == "none":

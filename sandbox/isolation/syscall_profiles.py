@@ -281,6 +281,11 @@ class Table:
 # for with MFD_NOEXEC_SEAL is already what the monitor would make (memfd_seal).
 NOTIFY_GUARDS: dict[str, tuple[Cmp, ...]] = {"sendto": (Cmp(4, MASK64, 0),),
                                              "memfd_create": (bits_set(1, MFD_NOEXEC_SEAL),)}
+# A notified syscall that is notified only when one of these holds (else plain ALLOW):
+# bind under network "none" with the length of a sockaddr_in or sockaddr_in6, the
+# binds Landlock refuses and the monitor records (a UNIX bind, which a program's
+# own helpers make, costs no round trip; another length meets Landlock unrecorded).
+NOTIFY_ONLY_WHEN: dict[str, tuple[Cmp, ...]] = {"bind": (low32_eq(2, 16), low32_eq(2, 28))}
 
 
 @functools.lru_cache(maxsize=64)
@@ -306,6 +311,9 @@ def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...
         notified = rule.remap(lambda a: NOTIFY if a == ALLOW else a)
         if guard is not None and rule.unconditional and rule.otherwise == ALLOW:
             notified = Rule(((guard, ALLOW),) + notified.cases, notified.otherwise)
+        when = NOTIFY_ONLY_WHEN.get(name)
+        if when is not None and rule.unconditional and rule.otherwise == ALLOW:
+            notified = Rule(tuple(((c,), NOTIFY) for c in when), ALLOW)
         rules[name] = notified
     by_nr: dict[int, Rule] = {}
     explicit = set(allow) | set(deny) | set(notify)

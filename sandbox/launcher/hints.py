@@ -95,11 +95,17 @@ def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> s
             f"[filesystem] (or --read {where})")
 
 
-def for_connection(target: str, rule: str) -> str | None:
-    """The hint of a refused connection: mode "none" (the monitor), or "allowlist"
+def for_connection(target: str, rule: str, op: str = "connect") -> str | None:
+    """The hint of a refused connection, or (`op` "bind") of a server's refused bind
+    under mode "none" (any port: 0 is a server's ask for any port): mode "none" (the
+    monitor), or "allowlist"
     (the monitor, or its proxy: sandbox/netproxy). None for port 0: no connection
     was asked for, only a route (getaddrinfo sorts its answers by a UDP connect to
     each address, port 0; git's identity probe looked like a network need)."""
+    if op == "bind" and rule.startswith("network.none"):
+        return (f"a bind of {target} was refused (EACCES): the sandbox has no network, not "
+                'even a loopback to listen on (network mode "none"; --net loopback gives it '
+                "its own loopback)")
     if target.endswith(":0"):
         return None
     if rule.startswith("network.none"):
@@ -197,8 +203,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
     for n, rec in enumerate(result.denied):
         op, path, rule = str(rec.get("operation", "")), str(rec.get("path", "")), \
             str(rec.get("rule", ""))
-        if op == "connect" and not path.startswith("/"):
-            text = for_connection(path, rule) if ("net", path) not in seen else None
+        if op in ("connect", "bind") and not path.startswith("/"):
+            text = for_connection(path, rule, op) if ("net", path) not in seen else None
             if text is not None:
                 seen.add(("net", path))
                 found.append((_PRIORITY["write"], n, text))

@@ -19,7 +19,7 @@ from sandbox.launcher.output_path import private_dir
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
 from sandbox.policy.sources import Sources
-from sandbox.protocol import POLICY_SOURCES_MAX, PolicySource
+from sandbox.protocol import MAX_ARG_STRLEN, POLICY_SOURCES_MAX, PolicySource
 
 if TYPE_CHECKING:
     from threading import Event
@@ -170,7 +170,19 @@ def build_env(policy: Policy, paths: RunPaths, run_id: str, namespaces: bool,
     env.update(extra or {})
     env.update({"SANDBOX_IPC_FD": str(ipc_fd), "SANDBOX_RUN_ID": run_id,
                 "SANDBOX_OUTPUT": paths.output})
+    for name, value in env.items():
+        check_exec_string(name, value)
     return env
+
+
+def check_exec_string(name: str, value: str) -> None:
+    """An InputError naming `name` when "NAME=VALUE" is longer than execve accepts
+    (MAX_ARG_STRLEN): said here, in one line, not as a wire bound or an E2BIG."""
+    size = len(f"{name}={value}".encode("utf-8", "surrogatepass")) + 1
+    if size > MAX_ARG_STRLEN:
+        raise InputError(f"environment variable {name}: {size} bytes as NAME=VALUE, over the "
+                         f"{MAX_ARG_STRLEN} that exec accepts per string (MAX_ARG_STRLEN); "
+                         "pass a value this long in a file")
 
 
 def runtime_rules(mode: str, code_paths: Sequence[str]) -> tuple[FsRule, ...]:
@@ -258,10 +270,10 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
         raise
     try:
         extra = runtime_rules(mode, code_paths)
+        run_env = build_env(resolved, paths, run_id, True, env, ipc_fd)
     except BaseException:
         _discard(paths, own_output, owner)
         raise
     plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
-    return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths,
-                    env=build_env(resolved, paths, run_id, True, env, ipc_fd),
+    return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths, env=run_env,
                     own_output=own_output, owner=owner)

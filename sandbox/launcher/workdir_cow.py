@@ -41,6 +41,7 @@ from sandbox.isolation.context import RunPaths
 from sandbox.monitor.workdir_export import CHANGES, DELETED
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
+from sandbox.policy.workdir_overlay import overlaid, with_write
 
 
 
@@ -56,14 +57,11 @@ def grant(policy: Policy, paths: RunPaths) -> tuple[Policy, bool]:
     """The resolved `policy` with the work directory writable (to be overlaid)
     and the output's changes directory, made here, denied to the run; and
     whether the overlay applies (not when a rule already grants the write)."""
-    from sandbox.policy import decide
-    work = os.path.realpath(paths.workdir)
-    if work == "/":
-        return policy, False   # an overlay of the whole root is no work directory: the rules decide
-    if decide(policy, "write", work).allowed:
-        return policy, False   # an explicit write grant (`--write .`) wins: the host's, directly
-    if not decide(policy, "read", work).allowed:
-        return policy, False   # the work directory is not in the view: nothing to overlay
+    # "/" is no work directory (the rules decide); an explicit write grant (`--write .`)
+    # wins (the host's, directly); a work directory not in the view is not overlaid
+    work = overlaid(policy, paths.workdir)
+    if work is None:
+        return policy, False
     out = beneath.open_dir(paths.output)   # the launcher's real path: no link on it now
     try:
         try:
@@ -77,11 +75,11 @@ def grant(policy: Policy, paths: RunPaths) -> tuple[Policy, bool]:
     finally:
         os.close(out)
     os.makedirs(cow_dir(paths), 0o700, exist_ok=True)   # rundir: the launcher's own mkdtemp
+    policy = with_write(policy, work)
     fs = policy.filesystem
     # Link-free by construction (paths.output is), so the deny names what was made.
     changes, deleted = os.path.join(paths.output, CHANGES), os.path.join(paths.output, DELETED)
-    return policy.replace(filesystem=replace(
-        fs, write=tuple(fs.write) + (work,), deny=tuple(fs.deny) + (changes, deleted))), True
+    return policy.replace(filesystem=replace(fs, deny=tuple(fs.deny) + (changes, deleted))), True
 
 
 def mark(plan: FsPlan, paths: RunPaths) -> FsPlan:

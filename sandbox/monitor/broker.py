@@ -231,7 +231,8 @@ class Broker:
         sockets can leave the network namespace (a pathname), and only connect and
         datagram sends take a peer's name: those are performed by the broker on our
         copy. An AF_INET/AF_INET6 connect is answered here, never allowed: with mode
-        "none" ENETUNREACH, with "allowlist" EACCES unless it is the proxy's port.
+        "none" ENETUNREACH, with "allowlist" EACCES unless it is the proxy's port. A bind
+        (notified under "none" only) is `_bind`'s.
         Anything else is CONTINUEd (its family is the socket's, fixed, and the
         namespace bounds it), see broker_net.py."""
         loop, lst = self.loop, self.loop.listener
@@ -249,6 +250,9 @@ class Broker:
             with socket.socket(fileno=os.dup(sock)) as s:
                 family = s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
                 stype = s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            if name == "bind":
+                self._bind(n, family, stype)
+                return
             inet = None     # an IPv4/IPv6 connect answered here (either mode), never allowed
             if name == "connect" and family in (socket.AF_INET, socket.AF_INET6) and (
                     self.no_network or (self.proxy_only and stype == socket.SOCK_STREAM)):
@@ -298,6 +302,19 @@ class Broker:
             os.close(sock)
             for fd in rights:
                 os.close(fd)
+
+    def _bind(self, n: Any, family: int, stype: int) -> None:
+        """bind under mode "none" (notified with an INET address length only): an IPv4 or
+        IPv6 TCP bind is refused here with EACCES, what Landlock says to it (and still
+        says to one the filter let through), and recorded, so that the run can say why a
+        server could not listen. The address is never checked, only the socket's family
+        and type (fixed): anything else is the kernel's (a UDP or UNIX bind works)."""
+        if family in (socket.AF_INET, socket.AF_INET6) and stype == socket.SOCK_STREAM:
+            inet = self._inet_target(n)
+            self._net_answer(n, "bind", errno.EACCES, [(
+                "bind", _target_text(*inet) if inet else "?", False, NO_NETWORK_RULE)])
+            return
+        self.loop.listener.respond_continue(n.id)
 
     def _inet_target(self, n: Any) -> tuple[str, int] | None:
         """(address, port) of a connect's AF_INET/AF_INET6 sockaddr, read from the caller's

@@ -114,7 +114,7 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
                                 and table.by_nr[nr].unconditional
                                 and table.by_nr[nr].otherwise == sp.NOTIFY))
     net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
-                                  if n in notify) if nr is not None)
+                                  | seccomp.BIND_SYSCALLS if n in notify) if nr is not None)
     return table, MappingProxyType(specs), guarded, net
 
 
