@@ -164,9 +164,13 @@ def table_for(syscalls: SyscallPolicy, notify: frozenset[str] | set[str] = froze
     `network` = "allowlist": socket families are only those the mode needs (UNIX, INET,
     INET6, NETLINK_ROUTE: `sp.SOCKET_STRICT`) whatever the profile, unless the policy's
     `syscalls.allow` names `socket` itself."""
+    # a file audit notifies every bind (a UNIX socket's file: probe 1, F8); only mode
+    # "none" without one notifies just the INET-length binds it refuses
+    whole = frozenset(notify) & BIND_SYSCALLS if frozenset(notify) & (
+        FILE_SYSCALLS - BIND_SYSCALLS) else frozenset()
     return sp.resolve(syscalls.profile, tuple(sorted(set(syscalls.allow))),
                       tuple(sorted(set(syscalls.deny))), frozenset(notify),
-                      families_only=network == "allowlist")
+                      families_only=network == "allowlist", whole=whole)
 
 
 @functools.lru_cache(maxsize=64)

@@ -290,12 +290,15 @@ NOTIFY_ONLY_WHEN: dict[str, tuple[Cmp, ...]] = {"bind": (low32_eq(2, 16), low32_
 
 @functools.lru_cache(maxsize=64)
 def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...] = (),
-            notify: frozenset[str] = frozenset(), families_only: bool = False) -> Table:
+            notify: frozenset[str] = frozenset(), families_only: bool = False,
+            whole: frozenset[str] = frozenset()) -> Table:
     """Profile + policy adjustments + notify set -> Table. Unknown names raise ValueError.
 
     Order: profile rules, then `allow` (unconditional), then `deny` (deny wins),
     then every ALLOW outcome of a `notify` syscall becomes NOTIFY (a denied call
-    is never notified as an audit event: it is a violation or an error).
+    is never notified as an audit event: it is a violation or an error), only under
+    NOTIFY_ONLY_WHEN's conditions for a name not in `whole` (notified for another
+    reason too: a bind the file audit records whatever its address).
     """
     prof = profile(profile_name)
     rules: dict[str, Rule] = dict(prof.rules)
@@ -311,7 +314,7 @@ def resolve(profile_name: str, allow: tuple[str, ...] = (), deny: tuple[str, ...
         notified = rule.remap(lambda a: NOTIFY if a == ALLOW else a)
         if guard is not None and rule.unconditional and rule.otherwise == ALLOW:
             notified = Rule(((guard, ALLOW),) + notified.cases, notified.otherwise)
-        when = NOTIFY_ONLY_WHEN.get(name)
+        when = NOTIFY_ONLY_WHEN.get(name) if name not in whole else None
         if when is not None and rule.unconditional and rule.otherwise == ALLOW:
             notified = Rule(tuple(((c,), NOTIFY) for c in when), ALLOW)
         rules[name] = notified

@@ -113,9 +113,16 @@ def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_vi
                         if not (table.by_nr.get(nr) is not None
                                 and table.by_nr[nr].unconditional
                                 and table.by_nr[nr].otherwise == sp.NOTIFY))
-    net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS
-                                  | seccomp.BIND_SYSCALLS if n in notify) if nr is not None)
+    # bind is a network call under "none" only; elsewhere an audit notifies it as the
+    # file a pathname UNIX socket makes (probe 1, F8), never refused as a network bind
+    bind = seccomp.BIND_SYSCALLS if network == "none" else frozenset()
+    net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS | bind
+                                  if n in notify) if nr is not None)
     return table, MappingProxyType(specs), guarded, net
+
+
+_BIND_NR = sp.syscall_number("bind")
+_INET_LENS = (16, 28)     # sizeof(struct sockaddr_in), sizeof(struct sockaddr_in6)
 
 
 class AuditLoop:
@@ -362,9 +369,10 @@ class AuditLoop:
         """One notification received and not yet answered."""
         assert self.listener is not None, "attach() starts the loop"
         tally = self.tally
-        if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64:
-            tally.checked += 1
-            return self._net_call(n)
+        if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64 and not (
+                n.nr == _BIND_NR and n.args[2] & 0xFFFFFFFF not in _INET_LENS):
+            tally.checked += 1     # (a bind with another address is the audit's: a UNIX
+            return self._net_call(n)   # socket's file, probe 1 F8)
         if n.nr == memfd_seal.NR and n.arch == AUDIT_ARCH_X86_64 \
                 and self.table.decide(n.nr, n.args) == sp.NOTIFY:
             tally.checked += 1   # made here without an exec bit (memfd_seal)
