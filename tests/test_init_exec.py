@@ -94,9 +94,10 @@ def test_the_program_starts_with_the_shells_signal_state_and_its_own_session(py)
 @pytest.mark.parametrize("argv, code, says", [
     (["no-such-program-xyz"], 127, "no-such-program-xyz: command not found on the sandbox's PATH"),
     (["/etc/hostname"], 126, "cannot execute /etc/hostname: the policy grants no exec under /etc"),
-    # quotes, a backslash, UTF-8, the cut's own text, an undecodable byte: all reach it
+    # quotes, a backslash, UTF-8, the cut's own text, an undecodable byte: all reach it,
+    # the byte as itself (os.fsdecode's surrogate), not the text "\\udcff"
     (['a "b" \\c \u00e9 "errno":0 \udcff'], 127,
-     'a "b" \\c \u00e9 "errno":0 \\udcff: command not found'),
+     'a "b" \\c \u00e9 "errno":0 \udcff: command not found'),
 ])
 def test_an_exec_failure_is_the_same_explained_report(argv, code, says):
     with Launcher(capture_output=True) as launcher:
