@@ -381,6 +381,45 @@ def test_ctrl_c_stops_the_callers_shell_loop():
     assert b"next" not in out and b"loop-done" not in out, out
 
 
+GRANDCHILD = r"""
+import os, signal, sys, time
+signal.signal(int(sys.argv[1]), lambda s, f: (os.write(1, b"child got %d\n" % s), os._exit(0)))
+os.write(1, b"ready\n")   # not print: the handler may come while print holds stdout
+time.sleep(30)
+"""
+
+
+def group_signal_reaches(argv: list[str], sig: int, env=None) -> str:
+    """Run `argv` (a shell that runs GRANDCHILD and waits for it) in a new process group,
+    signal the group once it is ready; what it printed."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+        os.killpg(proc.pid, sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_a_terminal_signal_to_the_callers_group_reaches_the_programs_children(sig, py):
+    """^C (or `timeout -s INT`) is sent to a whole process group: a direct run's program
+    and its children all get it. The sandbox relayed it to the program's process only
+    (probe4 M1: `timeout -s INT 1 ... sh -c 'sleep 5'` took 5 s); the init now passes
+    SIGINT to the program's process group."""
+    # the shell ignores it (its end would end the sandbox, and the child with it)
+    shell = ["sh", "-c", f'trap "" {int(sig)}; {py} -c "$0" {int(sig)}; echo after',
+             GRANDCHILD]
+    direct = group_signal_reaches(shell, sig)
+    assert f"child got {int(sig)}\n" in direct
+    sandboxed = group_signal_reaches([*SANDBOX, "exec", "--", *shell], sig)
+    assert f"child got {int(sig)}\n" in sandboxed
+
+
 GROUP_CALLER = r"""
 import os, signal
 from sandbox import Launcher

@@ -604,6 +604,18 @@ def test_ctrl_c_stops_the_callers_shell_loop(served):
     assert b"next" not in out and b"loop-done" not in out, out
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_a_terminal_signal_to_the_clients_group_reaches_the_programs_children(
+        served, sig, py):
+    """As on the cold path (test_runner_stdio, probe4 M1)."""
+    from test_runner_stdio import GRANDCHILD, group_signal_reaches
+    # the shell ignores it (its end would end the sandbox, and the child with it)
+    shell = ["sh", "-c", f'trap "" {int(sig)}; {py} -c "$0" {int(sig)}; echo after',
+             GRANDCHILD]
+    out = group_signal_reaches([*served.cmd, "exec", "--", *shell], sig, env=served.env)
+    assert f"child got {int(sig)}\n" in out
+
+
 # -- a terminal (-t) ----------------------------------------------------------------------
 
 def test_tty_size_and_window_changes(served):
