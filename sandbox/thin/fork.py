@@ -85,7 +85,17 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
     (sandbox.thin.relay)."""
     from sandbox.thin import relay
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    # The client's signals are blocked across the fork until the child holds them
+    # (`detach`): one that came first had the daemon's disposition there (SIGINT's
+    # KeyboardInterrupt ended the fork with a silent 125: probe4 H9)
+    signal.pthread_sigmask(signal.SIG_BLOCK, wire.SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
+        raise
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
     if pid == 0:
         code, history = 125, relay.RelayedHistory()
         try:
@@ -93,6 +103,7 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
             for s in drop:
                 s.close()
             detach(daemon)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
             tidy.hold()     # the run's directories go after the answer (relay.finish)
             got = request()
             if got is not None:
