@@ -305,7 +305,7 @@ def preload() -> None:
 LAZY = (
     "sandbox.monitor.stdio", "sandbox.isolation.identity", "sandbox.audit",
     "sandbox.audit.store", "sandbox.monitor.stdio_hub", "sandbox.monitor.per_process",
-    "sandbox._native", "sandbox.cli.terminal", "sandbox.process_end",
+    "sandbox._native", "sandbox.cli.terminal", "sandbox.process_end", "sandbox.cli.inside",
 )
 
 
