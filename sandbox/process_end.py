@@ -23,9 +23,42 @@ daemon), whose frozen garbage would stay.
 from __future__ import annotations
 
 import gc
+import os
 
 
 def ending(code: int) -> int:
     """`code`, once the garbage collector no longer visits what this process holds."""
     gc.freeze()
     return code
+
+
+# The signals a caller's shell must see `sandbox exec` die of, when the program did:
+# ^C and ^\ at the terminal go to the whole foreground group, and a shell runs on after
+# a child that merely exited 130 (bash's wait-and-cooperative-exit aborts a loop or a
+# script only when the child died of SIGINT: probe4 M2). Any other signal's death stays
+# the exit code 128+N, the table of `sandbox exec --help`.
+DIE_WITH = (2, 3)   # SIGINT, SIGQUIT (x86_64 numbers; `signal` would import enum)
+
+
+def die_by(sig: int) -> int:
+    """End this process by `sig`, as the program ended (its disposition reset first, no
+    core file for SIGQUIT); returns 128+sig if that did not end it (a caller's mask the
+    program had too: then the exit code says it, as before)."""
+    import resource
+    import sys
+
+    import _signal  # type: ignore[import-not-found]
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:
+            pass
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    except (OSError, ValueError):
+        pass
+    _signal.signal(sig, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [sig])
+    os.kill(os.getpid(), sig)
+    return 128 + sig

@@ -290,6 +290,22 @@ class StdioWire:
 
 
 @dataclass
+class CallerWire:
+    """What a directly exec'd program inherits from its caller besides stdio, cwd and
+    environment (sandbox.launcher.caller_state): on the cold path the monitor inherits it
+    too, but a warm run's monitor and sandbox are forks of the daemon's, so the caller's
+    (the thin client's) travels here and PID 1 applies it (sandbox.sandboxee.inherit).
+    Signal sets are the kernel's, bit N-1 for signal N. None: leave it as it is."""
+    sig_ignored: int = 0     # SIG_IGN survives execve: nohup, `trap '' HUP`
+    sig_blocked: int = 0     # the signal mask survives execve too
+    umask: int | None = None
+    nice: int | None = None
+    ioprio: int | None = None            # ioprio_get's value: class << 13 | level
+    oom_score_adj: int | None = None
+    rlimits: dict[str, int] = bound(chars=32, items=32, default_factory=dict)   # soft, -1: none
+
+
+@dataclass
 class PolicySource:
     """A file (or search directory) the run's policy was read from, as the launcher's
     loader saw it (sandbox.policy.sources.SourceFile): a warm pool kept for that
@@ -325,6 +341,7 @@ class Spec:
     init_path: str | None = bound(chars=4096, default=None)
     clock: dict[str, float] = bound(chars=64, items=16, default_factory=dict)
     stdio: StdioWire = field(default_factory=StdioWire)
+    caller: CallerWire = field(default_factory=CallerWire)
     namespaces: bool = True
     # what the policy was read from (empty: a policy given as an object)
     policy_sources: list[PolicySource] = bound(items=POLICY_SOURCES_MAX,

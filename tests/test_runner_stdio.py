@@ -273,6 +273,157 @@ def test_a_signal_to_the_callers_process_group_is_the_programs(sig, code):
         proc.wait()
 
 
+# Every signal a caller may send to its whole process group whose default is to end a
+# process (not the faults a process raises on itself: SEGV, BUS, FPE, ILL, TRAP, SYS)
+GROUP_KILLERS = ["HUP", "INT", "QUIT", "USR1", "USR2", "PIPE", "ALRM", "TERM", "STKFLT",
+                 "XCPU", "XFSZ", "VTALRM", "PROF", "IO", "PWR", "RTMIN", "RTMAX"]
+COUNTING = r"""
+import signal, sys, time
+got = []
+signal.signal(int(sys.argv[1]), lambda s, f: got.append(s))
+print("ready", flush=True)
+while not got:
+    time.sleep(0.02)
+time.sleep(1)   # room for a second delivery, which must not come
+print("got", len(got), flush=True)
+sys.exit(3)
+"""
+
+
+def _signal_number(name: str) -> int:
+    return int(getattr(signal, "SIG" + name))
+
+
+@pytest.mark.parametrize("name", GROUP_KILLERS)
+def test_every_signal_to_the_callers_group_reaches_the_program_once(name, py):
+    """`kill -USR1 -- -PGID` (and any signal a caller sends its group whose default is
+    to terminate): a direct run's program gets it once and its handler runs; no process
+    of the sandbox's in the caller's group (the launcher, the monitor host, its zygote,
+    a stub) may die of it, and the program must not get it twice (probe4 H7: USR1 and
+    USR2 killed the cold monitor, exit 1)."""
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", py, "-c", COUNTING,
+                             str(_signal_number(name))], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, _signal_number(name))
+        assert proc.wait(timeout=60) == 3, proc.stderr.read()
+        assert proc.stdout.read() == "got 1\n"
+        assert proc.stderr.read() == ""
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _ignoring_hup_blocking_usr1() -> None:
+    """The caller's state of `nohup` (SIGHUP ignored) with SIGUSR1 blocked besides."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+
+SIGNAL_STATE = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+
+
+def test_the_callers_ignored_and_blocked_signals_are_the_programs():
+    """SIG_IGN and the signal mask survive an execve: `nohup PROGRAM` keeps SIGHUP
+    ignored in PROGRAM. Under sandbox exec the init started the program with every
+    signal at its default (probe4 H6: `trap '' INT QUIT` showed SigIgn 0 inside)."""
+    direct = subprocess.run(SIGNAL_STATE, capture_output=True, text=True,
+                            preexec_fn=_ignoring_hup_blocking_usr1)
+    sandboxed = sandbox("exec", "--", *SIGNAL_STATE, preexec_fn=_ignoring_hup_blocking_usr1)
+    assert sandboxed.returncode == 0, sandboxed.stderr
+    assert sandboxed.stdout == direct.stdout
+    assert "0000000000000005" in direct.stdout   # HUP and QUIT: the test means something
+
+
+def test_a_nohup_run_survives_the_sighup_of_its_group():
+    """`nohup sandbox exec ... &` then the terminal closes: the program lives on, as
+    directly (it was killed, 129)."""
+    proc = subprocess.Popen([*SANDBOX, "exec", "--", "sh", "-c",
+                             "echo ready; read x; echo survived"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_ignoring_hup_blocking_usr1)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGHUP)
+        out, err = proc.communicate("go\n", timeout=60)
+        assert (proc.returncode, out, err) == (0, "survived\n", "")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+DIES_OF = {"INT": "kill -INT $$", "QUIT": "kill -QUIT $$", "TERM": "kill -TERM $$",
+           "exit130": "exit 130"}
+
+
+@pytest.mark.parametrize("how", list(DIES_OF))
+def test_the_caller_sees_a_death_by_ctrl_c_as_the_programs(how):
+    """A program that dies of SIGINT or SIGQUIT (^C, ^\\ at the terminal) makes
+    `sandbox exec` die of it too, as its shell expects of a direct child: bash aborts a
+    loop only when the child died of the ^C (probe4 M2: exit 130, and the loop went
+    on). Other deaths keep the exit code 128+N; a plain `exit 130` stays an exit."""
+    direct = subprocess.run(["sh", "-c", DIES_OF[how]]).returncode
+    p = sandbox("exec", "--", "sh", "-c", DIES_OF[how])
+    expected = {"INT": -signal.SIGINT, "QUIT": -signal.SIGQUIT, "TERM": 143,
+                "exit130": 130}[how]
+    assert p.returncode == expected, p.stderr
+    assert direct == (expected if how != "TERM" else -signal.SIGTERM)
+
+
+def test_ctrl_c_stops_the_callers_shell_loop():
+    """probe4 M2's reproduction (pipes, -T: the terminal signals its foreground group,
+    the shell with its child; bash aborts its loop only if the child died of it too)."""
+    script = ("for i in 1 2 3; do echo in$i; " + " ".join(SANDBOX) +
+              " exec -T -- sleep 20; echo next $i; done; echo loop-done")
+    out, _ = run_on_pty(["/bin/bash", "-c", script], {**os.environ, "SANDBOX_DAEMON": "0"},
+                        [("in1", lambda fd: (time.sleep(1), os.write(fd, b"\x03")))])
+    assert b"next" not in out and b"loop-done" not in out, out
+
+
+GRANDCHILD = r"""
+import os, signal, sys, time
+signal.signal(int(sys.argv[1]), lambda s, f: (os.write(1, b"child got %d\n" % s), os._exit(0)))
+os.write(1, b"ready\n")   # not print: the handler may come while print holds stdout
+time.sleep(30)
+"""
+
+
+def group_signal_reaches(argv: list[str], sig: int, env=None) -> str:
+    """Run `argv` (a shell that runs GRANDCHILD and waits for it) in a new process group,
+    signal the group once it is ready; what it printed."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+        os.killpg(proc.pid, sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_a_terminal_signal_to_the_callers_group_reaches_the_programs_children(sig, py):
+    """^C (or `timeout -s INT`) is sent to a whole process group: a direct run's program
+    and its children all get it. The sandbox relayed it to the program's process only
+    (probe4 M1: `timeout -s INT 1 ... sh -c 'sleep 5'` took 5 s); the init now passes
+    SIGINT to the program's process group."""
+    # the shell ignores it (its end would end the sandbox, and the child with it)
+    shell = ["sh", "-c", f'trap "" {int(sig)}; {py} -c "$0" {int(sig)}; echo after',
+             GRANDCHILD]
+    direct = group_signal_reaches(shell, sig)
+    assert f"child got {int(sig)}\n" in direct
+    sandboxed = group_signal_reaches([*SANDBOX, "exec", "--", *shell], sig)
+    assert f"child got {int(sig)}\n" in sandboxed
+
+
 GROUP_CALLER = r"""
 import os, signal
 from sandbox import Launcher
@@ -358,7 +509,7 @@ def test_tty_with_input_from_dev_null_runs():
 def test_ctrl_c_on_the_terminal_interrupts_the_program():
     out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
                            steps=[("go", type_keys(b"\x03"))])
-    assert code == 130, out
+    assert code == -signal.SIGINT, out   # as the program died: of the ^C (probe4 M2)
 
 
 def test_an_interactive_repl_on_the_terminal(py):

@@ -7,6 +7,7 @@ really went through the daemon, so a silent fall-back to the cold path cannot pa
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -485,6 +486,164 @@ def test_signals_to_the_client_reach_the_program(served, sig, code, group):
     assert served.count() == before + 1
 
 
+from test_runner_stdio import (COUNTING, GROUP_KILLERS, SIGNAL_STATE,  # noqa: E402
+                               _ignoring_hup_blocking_usr1, _signal_number)
+
+
+def test_the_client_relays_what_the_group_signals_as_the_cold_path(served):
+    """wire.SIGNALS (the client's list, without `signal`) is the cold path's
+    sandbox.group_signals.RELAYED and WINCH."""
+    from sandbox import group_signals
+    assert sorted(wire.SIGNALS) == sorted((*group_signals.RELAYED, signal.SIGWINCH))
+
+
+@pytest.mark.parametrize("name", GROUP_KILLERS)
+def test_every_signal_to_the_clients_group_reaches_the_program_once(served, name, py):
+    """As on the cold path (test_runner_stdio): the client, alone in the caller's group,
+    must relay every signal a caller may send its group (it died of ALRM, PIPE...)."""
+    if name == "RTMIN" and served.cmd == _compiled() and _native_is_musl():
+        pytest.skip("musl keeps signal 34 for itself: the compiled client cannot catch it")
+    before = served.count()
+    proc = subprocess.Popen([*served.cmd, "exec", "--", py, "-c", COUNTING,
+                             str(_signal_number(name))], cwd=ROOT, env=served.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, _signal_number(name))
+        assert proc.wait(timeout=60) == 3, proc.stderr.read()
+        assert proc.stdout.read() == "got 1\n"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert served.count() == before + 1
+
+
+def _native_is_musl() -> bool:
+    with open(_compiled()[0], "rb") as f:
+        return b"musl" in f.read() or not _has_interpreter(_compiled()[0])
+
+
+def test_the_clients_ignored_and_blocked_signals_are_the_programs(served):
+    """nohup through the daemon: the client's SIG_IGN and mask, not the daemon's fork's
+    defaults (probe4 H6)."""
+    direct = subprocess.run(SIGNAL_STATE, capture_output=True, text=True,
+                            preexec_fn=_ignoring_hup_blocking_usr1)
+    p = served.run("exec", "--", *SIGNAL_STATE, preexec_fn=_ignoring_hup_blocking_usr1)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == direct.stdout
+
+
+ATTRIBUTES = "umask; nice; ionice; cat /proc/self/oom_score_adj; ulimit -S -s"
+
+
+def _unlike_the_daemon() -> None:
+    """A caller whose process attributes differ from the daemon's (probe4 H8, M4)."""
+    import resource
+    os.umask(0o077)
+    os.nice(7)
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("300")
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    resource.setrlimit(resource.RLIMIT_STACK, (4096 * 1024, hard))
+    subprocess.run(["ionice", "-c", "3", "-p", str(os.getpid())], check=True)
+
+
+def test_the_clients_umask_nice_ionice_oom_and_limits_are_the_programs(served):
+    """A direct exec keeps the caller's umask, nice value, I/O class, oom_score_adj and
+    soft limits; a warm run had the daemon's (umask 0022 for the caller's 077: files
+    made with more permissions than asked). Judged against the direct run."""
+    direct = subprocess.run(["sh", "-c", ATTRIBUTES], capture_output=True, text=True,
+                            preexec_fn=_unlike_the_daemon)
+    assert direct.stdout.split("\n")[:3] == ["0077", "7", "idle"], direct.stdout
+    p = served.run("exec", "--", "sh", "-c", ATTRIBUTES, preexec_fn=_unlike_the_daemon)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == direct.stdout
+
+
+EARLY = ["exec", "--", "sh", "-c", "echo started; sleep 4; echo finished"]
+
+
+def _ends_by(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert b"finished" not in out, (out, err)
+    assert proc.returncode in (-sig, 128 + sig), (proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("delay", [0, 0.002, 0.005, 0.01, 0.02, 0.04])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_compiled_clients_first_milliseconds_is_the_programs(
+        served, delay, sig):
+    """`timeout` or ^C right after the client started: the program gets the signal and
+    dies of it (or never starts); the run must not go on to its end (exit 0) nor end as
+    a silent 125 (probe4 H9: the client's handlers came after its request, the daemon's
+    fork was signalled before it relayed anything, the monitor dropped a signal that
+    came before PID 1 was ready, or one read with the spec)."""
+    if served.cmd != _compiled():
+        pytest.skip("the Python client's own start (the interpreter's) is not ours: "
+                    "test_a_signal_as_the_daemon_takes_the_request")
+    proc = subprocess.Popen([*served.cmd, *EARLY], cwd=ROOT, env=served.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(delay)
+    os.killpg(proc.pid, sig)
+    _ends_by(proc, sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_as_the_daemon_takes_the_request_is_the_programs(served, sig):
+    """The signal sent the moment the daemon counted the request: its fork has not yet
+    a run to relay it to; it must keep it for the program."""
+    before = served.count()
+    proc = subprocess.Popen([*served.cmd, *EARLY], cwd=ROOT, env=served.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while served.count() == before and time.monotonic() < deadline:
+        pass
+    os.killpg(proc.pid, sig)
+    _ends_by(proc, sig)
+
+
+@pytest.mark.parametrize("how", ["INT", "QUIT", "TERM", "exit130"])
+def test_the_client_dies_of_the_programs_ctrl_c(served, how):
+    """As on the cold path (test_runner_stdio): the daemon answers "K<signum>" and the
+    client dies of it; other ends stay exit codes."""
+    from test_runner_stdio import DIES_OF
+    p = served.run("exec", "--", "sh", "-c", DIES_OF[how])
+    assert p.returncode == {"INT": -signal.SIGINT, "QUIT": -signal.SIGQUIT, "TERM": 143,
+                            "exit130": 130}[how], p.stderr
+
+
+def test_ctrl_c_stops_the_callers_shell_loop(served):
+    """probe4 M2's reproduction: ^C at the terminal during a loop of runs ends the loop
+    (pipes, -T: the terminal signals its foreground group, the shell with its child; a
+    shell aborts only if the child died of it too)."""
+    script = ("for i in 1 2 3; do echo in$i; " + " ".join(served.cmd) +
+              " exec -T -- sleep 20; echo next $i; done; echo loop-done")
+    out, code = run_on_pty(["/bin/bash", "-c", script], served.env,
+                           [("in1", lambda fd: (time.sleep(1), os.write(fd, b"\x03")))])
+    assert b"next" not in out and b"loop-done" not in out, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_a_terminal_signal_to_the_clients_group_reaches_the_programs_children(
+        served, sig, py):
+    """As on the cold path (test_runner_stdio, probe4 M1)."""
+    from test_runner_stdio import GRANDCHILD, group_signal_reaches
+    # the shell ignores it (its end would end the sandbox, and the child with it)
+    shell = ["sh", "-c", f'trap "" {int(sig)}; {py} -c "$0" {int(sig)}; echo after',
+             GRANDCHILD]
+    out = group_signal_reaches([*served.cmd, "exec", "--", *shell], sig, env=served.env)
+    assert f"child got {int(sig)}\n" in out
+
+
 # -- a terminal (-t) ----------------------------------------------------------------------
 
 def test_tty_size_and_window_changes(served):
@@ -513,7 +672,7 @@ def test_an_interactive_terminal_gets_a_tty_without_asking(served):
 def test_ctrl_c_on_the_terminal_and_a_repl(served):
     out, code = run_on_pty([*served.cmd, "exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
                            served.env, [("go", type_keys(b"\x03"))])
-    assert code == 130, out
+    assert code == -signal.SIGINT, out   # as the program died: of the ^C (probe4 M2)
     out, code = run_on_pty([*served.cmd, "exec", "-t", "--", sys.executable, "-I", "-q"],
                            served.env, [(">>>", type_keys(b"print(6 * 7)\nexit(4)\n"))])
     assert code == 4 and b"42" in out, out

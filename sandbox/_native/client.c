@@ -7,9 +7,12 @@
  * When a daemon of the caller's runs (`sandbox daemon start`), this sends it the
  * request (a 4-byte little-endian length, then NUL-separated fields: "exec", argc,
  * the arguments, the environment entries), with stdin, stdout, stderr and an
- * O_PATH descriptor of the working directory (SCM_RIGHTS); forwards HUP INT QUIT
- * USR1 USR2 TERM WINCH as "S<signum>"; and exits with the code of the daemon's
- * "X<code>". The socket's directory must be a 0700 directory of the caller's and
+ * O_PATH descriptor of the working directory (SCM_RIGHTS); forwards every signal
+ * a caller may send its group (wire.SIGNALS: HUP INT QUIT USR1 USR2 PIPE ALRM TERM
+ * ... the real-time ones) and WINCH as "S<signum>", from before it connects (queued
+ * until the request is sent: probe4 H9), except those the caller ignores (nohup:
+ * the program ignores them too); and exits with the code of the daemon's "X<code>",
+ * or dies of the signal of its "K<signum>" (the program died of ^C). The socket's directory must be a 0700 directory of the caller's and
  * the daemon must have the caller's uid (SO_PEERCRED), as in client.py.
  *
  * Anything else (another subcommand, no daemon, SANDBOX_DAEMON=0) is handed to
@@ -25,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -37,11 +41,19 @@
 
 extern char **environ;
 static int sock = -1;
-static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM, SIGWINCH};
+/* wire.SIGNALS; 0 ends the list, then the real-time signals libc lets us catch */
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM,
+                                SIGTERM, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF,
+                                SIGIO, SIGPWR, SIGWINCH, 0};
+static volatile sig_atomic_t started;          /* the request is sent: forward at once */
+static volatile sig_atomic_t queued[65];       /* before that: how many of each came */
+
+static void give_back(void);
 
 static void cold(char **argv)
 {
     int argc = 0;
+    give_back();
     while (argv[argc])
         argc++;
     char **args = calloc((size_t)argc + 4, sizeof(char *));
@@ -166,9 +178,78 @@ static void forward(int sig)
 {
     int saved = errno;
     char msg[2] = {'S', (char)sig};
-    if (sock >= 0)
+    if (!started) {
+        if (sig > 0 && sig < 65)
+            queued[sig]++;
+    } else if (sock >= 0)
         (void)send(sock, msg, 2, MSG_NOSIGNAL);
     errno = saved;
+}
+
+/* The handlers, first thing: a signal in the client's first milliseconds is the
+ * program's too. A signal the caller ignores stays ignored. */
+static void catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = forward, .sa_flags = SA_RESTART}, old;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0;; i++) {
+        int sig = forwarded[i];
+        if (sig == 0)
+            break;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sig, &sa, NULL);
+    }
+    for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(sig, &sa, NULL);
+}
+
+/* The request is sent: the queued signals go, in the order of their numbers. */
+static void start_forwarding(void)
+{
+    sigset_t all, was;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &was);
+    started = 1;
+    for (int sig = 1; sig < 65; sig++)
+        for (; queued[sig] > 0; queued[sig]--)
+            forward(sig);
+    sigprocmask(SIG_SETMASK, &was, NULL);
+}
+
+/* No daemon run: the dispositions back to their defaults (an exec would do it for the
+ * caught ones) and what was queued raised again, for the cold path to act on. */
+static void give_back(void)
+{
+    struct sigaction sa = {.sa_handler = SIG_DFL}, old;
+    sigemptyset(&sa.sa_mask);
+    for (int sig = 1; sig < 65; sig++) {
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == forward) {
+            sigaction(sig, &sa, NULL);
+            for (; queued[sig] > 0; queued[sig]--)
+                raise(sig);
+        }
+    }
+}
+
+/* End by `sig`, as the program did (sandbox.process_end.die_by): a shell aborts its
+ * loop only when its child died of the ^C. No core file for SIGQUIT. */
+static int die_by(int sig)
+{
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    struct rlimit rl;
+    sigset_t one;
+    if (getrlimit(RLIMIT_CORE, &rl) == 0) {
+        rl.rlim_cur = 0;
+        setrlimit(RLIMIT_CORE, &rl);
+    }
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    raise(sig);
+    return 128 + sig;
 }
 
 int main(int argc, char **argv)
@@ -186,6 +267,7 @@ int main(int argc, char **argv)
         if (fds[fd] < 0)
             cold(argv);
     }
+    catch_signals();
     struct buf b = {0};
     if (request(&b, argv))
         cold(argv);            /* too large for the daemon: the cold path takes it */
@@ -219,11 +301,7 @@ int main(int argc, char **argv)
         off += (size_t)w;
     }
     free(b.p);
-    struct sigaction sa = {.sa_handler = forward};
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++)
-        sigaction(forwarded[i], &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    start_forwarding();
     char got[2];
     size_t have = 0;
     for (;;) {
@@ -236,6 +314,8 @@ int main(int argc, char **argv)
         if (have == 2) {
             if (got[0] == 'X')
                 return (unsigned char)got[1];
+            if (got[0] == 'K')   /* the program died of ^C or ^\: so does the client */
+                return die_by((unsigned char)got[1]);
             have = 0;          /* nothing else is sent; ignore it */
         }
     }

@@ -21,6 +21,9 @@ CLI_HISTORY: Any = None
 # ...and the pid of the thin client it serves: whose terminal decides an automatic -t
 # (sandbox.cli.terminal); None on the cold path, where that is this process
 CLI_CALLER_PID: int | None = None
+# The signal this process ends by, once all is written: the program's death by ^C or
+# ^\ (sandbox.process_end.die_by); None: it exits with its code
+CLI_DIE_BY: int | None = None
 
 from sandbox.errors import InputError
 

@@ -20,7 +20,9 @@ when the run did not end normally.
 
 exit codes (docs/run-result.md):
   N        the program's own exit code
-  128+N    the program was killed by signal N (a limit kill: 137)
+  128+N    the program was killed by signal N (a limit kill: 137); killed by
+           SIGINT or SIGQUIT (^C, ^\\), sandbox exec dies of it too, as the
+           calling shell expects
   124      the wall-clock limit (--timeout or the policy's) was reached
   125      the sandbox failed before the program ran, bad input included
   126      the program cannot be executed (e.g. the policy grants no exec there)
@@ -36,8 +38,11 @@ caller's descriptors: its stdin, stdout and stderr are pipes (or that pty)
 relayed by the sandbox's monitor, so a program that reads ahead and seeks back
 on a file (GNU head -n) takes what it read ahead, as from a pipe; stdout and
 stderr sent to one place (2>&1) share one pipe and keep their order.
-SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to sandbox exec are
-relayed to the program.
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and every other signal whose
+default ends a process, sent to sandbox exec or its process group, are relayed
+to the program once. The program inherits the caller's ignored signals (nohup)
+and signal mask, umask, nice value, I/O priority, oom_score_adj and soft limits
+(the policy's [limits] over them), as a direct exec does.
 
 The working directory is the current one (${WORKDIR}); the policy decides
 whether the program may read it. The program runs as PID 2, under the
@@ -123,6 +128,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
                                 history=common.CLI_HISTORY or True)
         else:
             launcher = Launcher(start=common.CLI_START, early=early)
+        launcher.caller_pid = common.CLI_CALLER_PID   # a warm run: the client's state
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or current_dir(), output_dir=args.output,
@@ -137,4 +143,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         note = common.shadowed_program(argv, result)
         if note:
             print(note, file=sys.stderr)
+    from sandbox.process_end import DIE_WITH
+    if result.status == "signaled" and result.signal in DIE_WITH:
+        common.CLI_DIE_BY = result.signal   # as the program did: the shell sees a ^C
     return common.exit_code_for(result)

@@ -147,6 +147,11 @@ class Channel:
                     self._inbox.append(kept)
         return self._inbox.pop(0)
 
+    def buffered(self) -> bool:
+        """A message already read off the socket is waiting: one read can hold several
+        frames, and a reader woken by the socket's readiness would not be woken for it."""
+        return bool(self._inbox)
+
     def fileno(self) -> int:
         return self.sock.fileno()
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Uni
 from sandbox import protocol
 from sandbox.errors import InputError, SandboxError
 from sandbox.ipc.frames import encode
-from sandbox.launcher import monitors, signals, tidy, workdir_cow
+from sandbox.launcher import caller_state, monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.launcher.early import EarlyMonitor
@@ -226,6 +226,9 @@ class Launcher:
         self._closed = False
         self.default_policy = policy
         self.start_mode = start
+        # whose process state (signals ignored and blocked, umask, nice, limits...) a
+        # program inherits: None, this process; the warm path's fork sets its client's pid
+        self.caller_pid: int | None = None
         self._slots = Slots(max_concurrent)   # nested runs count too (launcher/slots.py)
         self.budget = budget or Budget()
         self.capture_output = capture_output
@@ -342,8 +345,9 @@ class Launcher:
         stdout and stderr are pipes (relayed to this process's 1 and 2, or
         captured), or with `tty=True` a pseudo-terminal the monitor made, sized
         like this process's terminal. `forward_signals` (main thread only)
-        relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 (and window
-        size changes with a tty) to the program while it runs. `on_output(name,
+        relays SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and the rest of
+        sandbox.group_signals.RELAYED (and window size changes with a tty) to the
+        program while it runs. `on_output(name,
         chunk)` ("stdout" or "stderr") sees captured output as it arrives, in the
         launcher's reading thread (a service streams it; it must not block).
 
@@ -569,6 +573,7 @@ class Launcher:
             spec = self._spec(prep, mode, body)
             spec.clock = clock
             spec.policy_sources = P.wire_sources(sources)
+            spec.caller = caller_state.capture(self.caller_pid)
             spec.stdio = protocol.StdioWire(
                 relay=list(relay),
                 tty=protocol.WinSize(*signals.window_size()) if io.tty else None)

@@ -100,7 +100,9 @@ class Session:
         by the loop, not here."""
         frame = protocol.to_frame(msg, protocol.SPEC_MAX)
         try:
-            self.ctl.sendall(frame)
+            # MSG_NOSIGNAL: the Forwarder relays SIGPIPE, so a send to a gone monitor
+            # raising one at this process would be relayed, fail, raise one again...
+            self.ctl.sendall(frame, socket.MSG_NOSIGNAL)
         except OSError:
             pass
 

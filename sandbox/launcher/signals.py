@@ -19,10 +19,10 @@ import threading
 from types import FrameType
 from typing import Any, Protocol
 
-from sandbox import protocol
+from sandbox import group_signals, protocol
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-             signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = group_signals.RELAYED   # every signal a caller may send its whole group
+PYTHONS_OWN = group_signals.PYTHONS_OWN   # ignored by Python, not the caller: relayed
 
 
 def window_size() -> tuple[int, int]:
@@ -36,6 +36,24 @@ def window_size() -> tuple[int, int]:
         if rows and cols:
             return rows, cols
     return 24, 80
+
+
+_held: list[int] = []   # signals taken before a run could relay them (`hold`)
+
+
+def _keep(sig: int, _frame: FrameType | None) -> None:
+    _held.append(int(sig))
+
+
+def hold() -> None:
+    """From now on (main thread), every signal a Forwarder relays that the caller does not
+    ignore is kept, not acted on, until the next Forwarder relays it: a warm run's fork
+    (sandbox.thin.fork) takes the client's signals from its very start, where they had
+    their default action and killed the fork (a silent 125) or were dropped (the program
+    ran on to exit 0: probe4 H9)."""
+    for sig in FORWARDED:
+        if signal.getsignal(sig) is not signal.SIG_IGN or sig in PYTHONS_OWN:
+            signal.signal(sig, _keep)
 
 
 class Control(Protocol):
@@ -63,14 +81,18 @@ class Forwarder:
         if threading.current_thread() is not threading.main_thread():
             return self
         for sig in FORWARDED:
+            if signal.getsignal(sig) is signal.SIG_IGN and sig not in PYTHONS_OWN:
+                continue   # the caller ignores it (nohup): so does the program (caller_state)
             self._saved[sig] = signal.signal(sig, self._forward)
+        while _held:   # taken before this run could relay them (`hold`): the program's
+            self._forward(_held.pop(0), None)
         if self.tty:
             self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler)   # in a warm fork `_keep`: a late one is dropped
         self._saved.clear()
 
 

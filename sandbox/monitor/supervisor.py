@@ -71,6 +71,11 @@ class Supervisor:
         self.status: int | None = None  # PID 1's wait status once known (-1: none)
         self.pid1: int | None = None          # PID 1's host pid, for reports only
         self.pid1_fd: int | None = None       # ...and what every signal to it goes through
+        # the caller's signals that came before PID 1 was Ready (None once it was): kept,
+        # then sent; they were dropped, and a ^C right after `sandbox exec` started was
+        # lost, the program running on to its end (probe4 H9)
+        self._early_signals: list[int] | None = []
+        self.host_watches_ctl = False    # on_ctl is called (the launcher is heard)
         self.stub_pid: int | None = None
         self.stub_fd: int | None = None
         # Times count from the launcher's call when it sent its clock (CLOCK_MONOTONIC
@@ -165,8 +170,11 @@ class Supervisor:
         if self.cpu.wants_ticks():
             self._next_cpu = now + self.cpu.next_tick()
         self.host.watch(self.ctl.sock, self.on_ctl)
+        self.host_watches_ctl = True
         if pre.ready is not None:
             self._stub_ready(pre.ready)
+        if self.ctl.buffered():   # read with the spec (Channel.buffered)
+            self.on_ctl()
 
     def _take_stub(self, pre: stubs.Prestarted) -> None:
         self.stub = pre
@@ -286,9 +294,18 @@ class Supervisor:
             self.host.unwatch(self.stub.setup)
 
     def on_ctl(self) -> None:
+        """Every message of the launcher's that has arrived: the one the socket's
+        readiness announced and those read with it (a Signal right behind the Spec, or
+        two signals, sat in the channel unseen: probe4 H9's lost early ^C)."""
+        self._one_ctl()
+        while self.ctl.buffered() and self.host_watches_ctl:
+            self._one_ctl()
+
+    def _one_ctl(self) -> None:
         msg = self._ctl_message()
         if msg is None:
             self.host.unwatch(self.ctl.sock)
+            self.host_watches_ctl = False
             self._kill()
         elif isinstance(msg, Cancel):
             self.report.cancelled = True
@@ -326,6 +343,7 @@ class Supervisor:
             for s in (self.stub.status, self.stub.setup):
                 self.host.unwatch(s)
         self.host.unwatch(self.ctl.sock)
+        self.host_watches_ctl = False
 
     def end(self) -> ExitReport:
         """Off the loop, once `done`: output, audit, cost; the report."""
@@ -530,6 +548,9 @@ class Supervisor:
             self.report.layers = list(msg.active)
             self.report.skipped = {**self._skipped, **msg.skipped}
             self._mark("sandboxee_ready")
+            early, self._early_signals = self._early_signals or [], None
+            for sig in early:
+                self._relay_signal(sig)
             for layer, secs in msg.timings.items():
                 self.timings[sys.intern(f"layer.{layer}")] = secs   # every run's keys
         elif isinstance(msg, SetupFailure):
@@ -601,8 +622,13 @@ class Supervisor:
     def _relay_signal(self, sig: int) -> None:
         """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
         to the init, which forwards it to PID 2."""
-        if not 0 < sig < signal.NSIG or self.pid1_fd is None \
-                or sig in (signal.SIGKILL, signal.SIGSTOP):
+        if not 0 < sig < signal.NSIG or sig in (signal.SIGKILL, signal.SIGSTOP):
+            return
+        if self._early_signals is not None:   # PID 1 not Ready: it would drop it
+            if len(self._early_signals) < 64:
+                self._early_signals.append(sig)
+            return
+        if self.pid1_fd is None:
             return
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 

@@ -54,7 +54,7 @@ from typing import Callable
 import prctl
 
 from sandbox import _native, protocol
-from sandbox import fdwait
+from sandbox import fdwait, group_signals
 from sandbox.errors import ZygoteGone
 from sandbox.protocol import ForkStub, Forked, Refused, Spec
 from sandbox.sandboxee import forking, template
@@ -62,20 +62,12 @@ from sandbox.sandboxee import forking, template
 STUB_FDS = 3   # the stub's ends of its status, setup and go sockets
 COMMAND = [sys.executable, "-I", "-m", "sandbox.monitor.zygote"]
 DEATHS_KEPT = 16   # past zygotes whose death a late stub's run may still ask about
-# What the monitor host, its zygotes, stubs and pooled PID 1s ignore (ignore_group_signals;
-# each sandbox's init and program start with every signal at its default: init.c,
-# entry._program).
-# They run in the caller's process group, and what is sent to that whole group is the
-# program's, which the launcher relays once: ^C and ^\ at the caller's terminal; the
-# SIGHUP of a closed terminal; the SIGTERM of `timeout`, `kill -- -PGID` or a service
-# manager stopping a group, which killed the monitor before (the run then ended as a
-# lost monitor, exit 1, and `sandbox worker` lost the runs it meant to finish). A
-# caller in the background (`sandbox exec ... &`) must not be stopped because a stdin
-# relay reads its terminal: the read fails (EIO), the program sees EOF. The monitor's
-# life is its launcher's: it ends when the launcher's socket closes, and SIGKILL
-# still ends it.
-GROUP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP,
-                 signal.SIGTTIN, signal.SIGTTOU)
+# What the monitor host, its zygotes, stubs and pooled PID 1s ignore: every signal the
+# caller may send its whole process group, where they sit, which the launcher relays to
+# the program once (sandbox.group_signals). Each sandbox's init and program start with
+# the caller's dispositions instead (init.c, entry._program). The monitor's life is its
+# launcher's: it ends when the launcher's socket closes, and SIGKILL still ends it.
+GROUP_SIGNALS = group_signals.IGNORED_BY_HELPERS
 
 
 def ignore_group_signals() -> None:

@@ -46,9 +46,9 @@ from sandbox.errors import SetupError
 from sandbox.isolation import apart, syscall_table  # noqa: F401
 from sandbox.isolation.contain import contain
 from sandbox.isolation.context import ContainContext
-from sandbox.protocol import (CowFd, ExecError, ExecFailure, OutputFd, ScratchFd,
+from sandbox.protocol import (CallerWire, CowFd, ExecError, ExecFailure, OutputFd, ScratchFd,
                               SetupFailure, ShmFd, Spec)
-from sandbox.sandboxee import forking, memtrace
+from sandbox.sandboxee import forking, inherit, memtrace
 
 EXIT_SETUP = 125   # an exec failure's 126 and 127 are init.c's (start_program)
 
@@ -77,6 +77,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
         prctl.set_pdeathsig(signal.SIGKILL)
         os.environ.clear()
         os.environ.update(spec.env)
+        inherit.apply(spec.caller)
         init_fd = _native.open_init(spec.init_path)
         if spec.stdio.tty is not None and os.isatty(0):
             ctx.tty = os.ttyname(0)   # the monitor's pty, named in the host's /dev/pts
@@ -96,7 +97,8 @@ def main(ctx: ContainContext, spec: Spec) -> None:
     except BaseException as exc:
         protocol.send(mon, _setup_failure("sandboxee", f"{type(exc).__name__}: {exc}"))
         os._exit(EXIT_SETUP)
-    start_program(ctx, mon, tty=spec.stdio.tty is not None, mode=spec.mode, argv=spec.argv)
+    start_program(ctx, mon, tty=spec.stdio.tty is not None, mode=spec.mode, argv=spec.argv,
+                  caller=spec.caller)
 
 
 def _last_unfiltered(ctx: ContainContext, mon: socket.socket) -> None:
@@ -152,28 +154,33 @@ def report(ctx: ContainContext, mon: socket.socket) -> None:
     hand_over(ctx, mon)
     memtrace.mark("pid1.ready")
     ctx.timings.update(memtrace.MARKS)
+    # Every signal blocked before Ready: the monitor relays what the caller sent before
+    # now once Ready came, and PID 1, a namespace's init, would drop a signal it neither
+    # handles nor blocks; blocked, it waits for the init, which passes it on (init.c)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals())
     mon.send(protocol.ready_datagram(ctx.active, ctx.skipped, ctx.timings))
 
 
 def start_program(ctx: ContainContext, mon: socket.socket, *, tty: bool, mode: str,
-                  argv: list[str] | None) -> None:
+                  argv: list[str] | None, caller: CallerWire | None = None) -> None:
     """Fork PID 2 (the program) and become the init. Never returns."""
     apart.reap()
     # `_signal`, not `signal`'s wrappers, which make an enum member of each signal
     _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals())
     if mode == "exec":
-        _exec_through_init(ctx, mon, tty, argv or [])   # never returns
+        _exec_through_init(ctx, mon, tty, argv or [], caller)   # never returns
     try:
         child = forking.fork_single_threaded()
     except OSError as exc:
         protocol.send(mon, _setup_failure("init", f"fork: {exc}"))
         os._exit(EXIT_SETUP)
     if child == 0:
-        _program(ctx, mon, tty)  # never returns
+        _program(ctx, mon, tty, caller)  # never returns
     _become_init(ctx, mon, child)
 
 
-def _program(ctx: ContainContext, mon: socket.socket, tty: bool) -> None:
+def _program(ctx: ContainContext, mon: socket.socket, tty: bool,
+             caller: CallerWire | None) -> None:
     """PID 2 of a workflow, with the signal state a shell would give it (an exec'd
     program's PID 2 is the init's fork: init.c). Never returns."""
     code = EXIT_SETUP
@@ -193,6 +200,8 @@ def _program(ctx: ContainContext, mon: socket.socket, tty: bool) -> None:
                 except (OSError, ValueError):
                     pass
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+        if caller is not None:
+            inherit.signal_state(caller)   # what the caller ignored or blocked, as exec keeps
         os.setsid()  # a session of its own, as PID 1's was: no terminal but its own pty
         if tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -219,7 +228,7 @@ def exec_error_halves(program: str, path: str, searched: bool) -> tuple[bytes, b
 
 
 def _exec_through_init(ctx: ContainContext, mon: socket.socket, tty: bool,
-                       argv: list[str]) -> None:
+                       argv: list[str], caller: CallerWire | None) -> None:
     """An exec'd program: search PATH here, then become the init, which forks PID 2 and
     execs the program (init.c ``--exec``). Never returns."""
     path = argv[0]
@@ -227,13 +236,16 @@ def _exec_through_init(ctx: ContainContext, mon: socket.socket, tty: bool,
         path = shutil.which(path, path=os.environ.get("PATH", "")) or path
     head, tail = exec_error_halves(argv[0], path, "/" not in argv[0] and path == argv[0])
     exit_fd = ctx.exit_fd
+    # "TTY,IGNORED,BLOCKED": the caller's signal state, which PID 2 keeps (init.c)
+    sets = ("1" if tty else "0") + inherit.init_sets(caller or CallerWire())
     try:
         if exit_fd >= 0:
             os.set_inheritable(exit_fd, True)
         os.set_inheritable(mon.fileno(), True)
-        os.execve(ctx.init_fd, ["sandbox-init", "--exec",
-                                str(exit_fd if exit_fd >= 0 else 255), str(mon.fileno()),
-                                "1" if tty else "0", head, tail, path, *argv], os.environ)
+        init_argv: list[str | bytes] = [
+            "sandbox-init", "--exec", str(exit_fd if exit_fd >= 0 else 255),
+            str(mon.fileno()), sets, head, tail, path, *argv]
+        os.execve(ctx.init_fd, init_argv, os.environ)
     except (OSError, ValueError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else str(exc)
         try:

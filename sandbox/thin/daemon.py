@@ -149,7 +149,7 @@ class Daemon:
             return
         conn.settimeout(5.0)
         try:
-            op, argv, env, fds = fork.receive(conn)
+            op, argv, env, fds, after = fork.receive(conn)
         except (OSError, ValueError):
             conn.close()
             return
@@ -164,7 +164,7 @@ class Daemon:
             self.sel.unregister(self.listen)
             self._reply(conn, "stopping\n")
         elif op == "exec" and len(fds) == 4 and not self.stopping:
-            self._start(conn, argv, env, fds, pid)
+            self._signals(self._start(conn, argv, env, fds, pid), after)
         else:
             for fd in fds:
                 os.close(fd)
@@ -179,7 +179,7 @@ class Daemon:
         conn.close()
 
     def _start(self, conn: socket.socket, argv: list[str], env: dict[str, str],
-               fds: list[int], caller: int) -> None:
+               fds: list[int], caller: int) -> Run:
         self.forkserver.ensure()     # one that died since the last run is replaced first
         spare, self.spare = self.spare, None
         if spare is not None and spare.server != self.forkserver.pid:
@@ -199,6 +199,7 @@ class Daemon:
         self.sel.register(conn, selectors.EVENT_READ, run)
         self.sel.register(run.pidfd, selectors.EVENT_READ, run)
         self.sel.register(run.done, selectors.EVENT_READ, run)
+        return run
 
     def _refill(self) -> None:
         """A spare for the next request (sandbox.thin.fork), made once a client has its
@@ -220,6 +221,12 @@ class Daemon:
             self.sel.unregister(run.conn)
             _kill(run.pid, signal.SIGHUP)
             return
+        self._signals(run, data)
+
+    @staticmethod
+    def _signals(run: Run, data: bytes) -> None:
+        """The client's "S<signum>"s, for the fork, which holds each until its run relays
+        it (sandbox.launcher.signals.hold)."""
         for i in range(0, len(data) - 1, 2):
             if data[i:i + 1] == b"S" and data[i + 1] in wire.SIGNALS:
                 _kill(run.pid, data[i + 1])
@@ -235,9 +242,9 @@ class Daemon:
         os.close(run.done)
         run.done = -1
         if got is not None:
-            code, rows = got
+            code, rows, die_by = got
             self.histories.record(rows)
-            self._answer(run, code)
+            self._answer(run, code, die_by)
 
     def _ended(self, run: Run) -> None:
         _, status = os.waitpid(run.pid, 0)
@@ -248,7 +255,9 @@ class Daemon:
         del self.runs[run.pidfd]
         self._answer(run, code if 0 <= code <= 255 else 125)
 
-    def _answer(self, run: Run, code: int) -> None:
+    def _answer(self, run: Run, code: int, die_by: int | None = None) -> None:
+        """"X<code>", or "K<signum>" when the client is to end by that signal (the
+        program died of ^C: sandbox.process_end.die_by)."""
         if run.answered:
             return
         run.answered = True
@@ -258,7 +267,7 @@ class Daemon:
             pass
         try:
             run.conn.setblocking(True)
-            run.conn.sendall(b"X" + bytes([code]))
+            run.conn.sendall(b"K" + bytes([die_by]) if die_by else b"X" + bytes([code]))
         except OSError:
             pass
         run.conn.close()
@@ -296,7 +305,7 @@ def preload() -> None:
 LAZY = (
     "sandbox.monitor.stdio", "sandbox.isolation.identity", "sandbox.audit",
     "sandbox.audit.store", "sandbox.monitor.stdio_hub", "sandbox.monitor.per_process",
-    "sandbox._native",
+    "sandbox._native", "sandbox.cli.terminal", "sandbox.process_end", "sandbox.cli.inside",
 )
 
 

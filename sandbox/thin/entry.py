@@ -23,5 +23,11 @@ def run() -> int:
     """The process's entry: `main`, then `process_end.ending` (the CLI's finalization
     without its collections: ~10 ms of every command)."""
     code = main()
-    from sandbox.process_end import ending
+    from sandbox.process_end import die_by, ending
+    common = sys.modules.get("sandbox.cli.common")   # the full CLI ran (never imported here)
+    sig = getattr(common, "CLI_DIE_BY", None)
+    if sig:
+        from sandbox.launcher import tidy
+        tidy.drain()   # the run's directories, which atexit would have removed
+        code = die_by(sig)
     return ending(code)

@@ -85,7 +85,17 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
     (sandbox.thin.relay)."""
     from sandbox.thin import relay
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    # The client's signals are blocked across the fork until the child holds them
+    # (`detach`): one that came first had the daemon's disposition there (SIGINT's
+    # KeyboardInterrupt ended the fork with a silent 125: probe4 H9)
+    signal.pthread_sigmask(signal.SIG_BLOCK, wire.SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
+        raise
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
     if pid == 0:
         code, history = 125, relay.RelayedHistory()
         try:
@@ -93,12 +103,14 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
             for s in drop:
                 s.close()
             detach(daemon)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
             tidy.hold()     # the run's directories go after the answer (relay.finish)
             got = request()
             if got is not None:
                 code = child(daemon, *got, history)
         finally:
-            relay.finish(done_w, code, history)
+            from sandbox.cli import common
+            relay.finish(done_w, code, history, common.CLI_DIE_BY)
     os.close(done_w)
     return pid, done_r
 
@@ -111,10 +123,13 @@ def make(daemon: Daemon) -> Spare:
     return Spare(pid, ours, done_r, daemon.forkserver.pid or 0)
 
 
-def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[int]]:
-    """One request on `sock` (sandbox.thin.wire): (op, argv, env, descriptors). Raises
-    ValueError on a malformed one and OSError; the descriptors received are closed
-    then."""
+def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[int], bytes]:
+    """One request on `sock` (sandbox.thin.wire): (op, argv, env, descriptors, what came
+    after it). A client sends its first signals ("S<signum>") right after its request,
+    so one read may hold both: they are returned, not decoded as part of the request
+    (they were taken for the tail of its last environment entry, and the signal was
+    lost: probe4 H9). Raises ValueError on a malformed one and OSError; the descriptors
+    received are closed then."""
     fds: list[int] = []
     try:
         data, got, _, _ = socket.recv_fds(sock, 65536, 8)
@@ -130,12 +145,12 @@ def receive(sock: socket.socket) -> tuple[str, list[str], dict[str, str], list[i
             if not chunk:
                 raise ValueError("truncated request")
             body += chunk
-        op, argv, env = wire.decode(bytes(body))
+        op, argv, env = wire.decode(bytes(body[:size]))
     except (OSError, ValueError):
         for fd in fds:
             os.close(fd)
         raise
-    return op, argv, env, fds
+    return op, argv, env, fds, bytes(body[size:])
 
 
 def _wait(sock: socket.socket) -> Request | None:
@@ -146,7 +161,7 @@ def _wait(sock: socket.socket) -> Request | None:
     if not fdwait.readable([sock], 0):
         prefault.prefault()
     try:
-        op, argv, env, fds = receive(sock)
+        op, argv, env, fds, _ = receive(sock)   # the daemon's: nothing follows
     except (OSError, ValueError):
         return None
     finally:
@@ -175,6 +190,8 @@ def detach(daemon: Daemon) -> None:
         daemon.spare = None
     for sig in wire.SIGNALS + (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
+    from sandbox.launcher import signals
+    signals.hold()   # the client's, relayed by the daemon from now on: the program's
 
 
 def child(daemon: Daemon, argv: list[str], env: dict[str, str], fds: list[int],

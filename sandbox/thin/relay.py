@@ -50,9 +50,11 @@ class RelayedHistory(History):
         pass
 
 
-def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
+def finish(fd: int, code: int, history: RelayedHistory | None,
+           die_by: int | None = None) -> NoReturn:
     """In the fork, its last step: flush and close the client's stdio, send the frame
-    on `fd`, wait until the run's private directory is removed, exit with `code`."""
+    on `fd`, wait until the run's private directory is removed, exit with `code`.
+    `die_by`: the signal the client is to end by (sandbox.process_end.die_by)."""
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
@@ -63,8 +65,8 @@ def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
             os.close(std)
         except OSError:
             pass
-    body = json.dumps({"code": code, "history": history.rows if history else []},
-                      default=str).encode()
+    body = json.dumps({"code": code, "history": history.rows if history else [],
+                       "die_by": die_by}, default=str).encode()
     data = len(body).to_bytes(4, "little") + body
     try:
         while data:
@@ -80,10 +82,10 @@ def finish(fd: int, code: int, history: RelayedHistory | None) -> NoReturn:
     os._exit(code)
 
 
-def read(fd: int) -> tuple[int, list[Row]] | None:
+def read(fd: int) -> tuple[int, list[Row], int | None] | None:
     """In the daemon: the frame on `fd` (the fork writes it whole at once, so this
-    waits at most for the rest of one write), or None (no frame: the fork died first,
-    or sent something else)."""
+    waits at most for the rest of one write) as (code, rows, the signal the client is
+    to end by), or None (no frame: the fork died first, or sent something else)."""
     data = b""
     want = 4
     while len(data) < want:
@@ -104,11 +106,14 @@ def read(fd: int) -> tuple[int, list[Row]] | None:
         code = got["code"]
         rows = [(str(p), list(r), None if k is None else float(k))
                 for p, r, k in got["history"]]
-    except (ValueError, TypeError, KeyError):
+        die_by = got.get("die_by")
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
     if not isinstance(code, int) or not 0 <= code <= 255:
         return None
-    return code, rows
+    if not isinstance(die_by, int) or not 0 < die_by < 65:
+        die_by = None
+    return code, rows, die_by
 
 
 class Writers:

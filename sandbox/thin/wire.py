@@ -5,7 +5,8 @@ then NUL-separated fields ``op, argc, argv..., env entries (NAME=VALUE)...``;
 with an ``exec`` request, its stdin, stdout, stderr and working directory (an
 O_PATH descriptor) ride along with SCM_RIGHTS. While the run lasts the client
 sends ``S<signum>`` (one byte each) for every signal it is to forward; the
-daemon ends the run with ``X<exit code>``. ``status`` and ``stop`` are
+daemon ends the run with ``X<exit code>``, or ``K<signum>`` when the client is to
+die of that signal, as the program did (^C: sandbox.process_end.die_by). ``status`` and ``stop`` are
 answered with one line of text. NUL cannot occur in an argument or an
 environment entry, so the framing is unambiguous.
 
@@ -20,7 +21,12 @@ import os
 import sys
 
 MAX_REQUEST = 1 << 20
-SIGNALS = (1, 2, 3, 10, 12, 15, 28)   # HUP INT QUIT USR1 USR2 TERM WINCH (x86_64 numbers)
+# What the client relays (x86_64 numbers): sandbox.group_signals.RELAYED (HUP INT QUIT
+# USR1 USR2 PIPE ALRM TERM STKFLT XCPU XFSZ VTALRM PROF IO PWR, SIGRTMIN..SIGRTMAX) and
+# WINCH; tests/test_thin_exec.py holds them equal.
+SIGNALS = (1, 2, 3, 10, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, *range(34, 65), 28)
+# ignored by Python itself at start: a Python client's SIG_IGN of them is not its caller's
+PYTHONS_OWN = (13, 25)
 
 
 def state_dir(env: "os._Environ[str] | dict[str, str]") -> str:
