@@ -6,6 +6,29 @@ import sys
 
 import pytest
 
+
+def _as_an_interactive_caller() -> None:
+    """The suite runs as a caller at a terminal would: no signal ignored or blocked
+    but Python's own. A sandboxed program now keeps its caller's ignored signals and
+    mask (`nohup` is honoured, probe 4), so a suite started under `nohup` (a CI job)
+    handed SIG_IGN for SIGHUP to every program it ran, and the tests of default
+    dispositions and of SIGHUP delivery failed. The tests of inheritance set their
+    own dispositions explicitly."""
+    import signal
+    own = {signal.SIGPIPE, signal.SIGXFSZ}     # Python ignores these itself at start
+    for sig in signal.valid_signals():
+        if sig in own or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+_as_an_interactive_caller()
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
