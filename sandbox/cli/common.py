@@ -3,10 +3,11 @@ and age arguments of `gc`, `serve` and `worker`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 # How the CLI starts its one run's monitor. Never a fork of the CLI process: that
 # process holds the caller's whole environment, and a workflow's PID 1 does not
@@ -343,6 +344,21 @@ def shadowed_program(argv: list[str], result: Any) -> str | None:
     return (f"sandbox: note: {printable(first)}, first on your PATH, is not in the sandbox's "
             f"view, so the sandbox ran the next {printable(argv[0])} on PATH, if any "
             f"(--exec {printable(where)} to run it, or name the program by its path)")
+
+
+@contextlib.contextmanager
+def stderr_may_be_full() -> Iterator[None]:
+    """Around the CLI's own lines after a run: when stderr cannot take them (2>/dev/full,
+    whose failure the run itself reports), fd 2 is pointed at /dev/null, so that the
+    interpreter's flush at exit does not turn the run's exit code into 120."""
+    import sys
+    try:
+        yield
+        sys.stderr.flush()
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
 
 
 def print_hints(result: Any) -> None:

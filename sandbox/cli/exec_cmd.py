@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
             stdin=stdin, tty=tty, forward_signals=True)
     common.write_result(args.result, result, getattr(args, "result_fd", None))
     common.write_audit_log(args.audit_log, result, getattr(args, "audit_log_fd", None))
-    try:
+    with common.stderr_may_be_full():
         common.report_run(args, result)
         if common.needs_explaining(result):
             print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
@@ -144,13 +144,6 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
             note = common.shadowed_program(argv, result)
             if note:
                 print(note, file=sys.stderr)
-        sys.stderr.flush()
-    except OSError:
-        # stderr cannot take our line (2>/dev/full: the run's own error says so); the
-        # interpreter's flush at exit would fail too and exit 120 for the run's code
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
     from sandbox.process_end import DIE_WITH
     if result.status == "signaled" and result.signal in DIE_WITH:
         common.CLI_DIE_BY = result.signal   # as the program did: the shell sees a ^C

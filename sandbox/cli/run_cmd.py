@@ -114,7 +114,8 @@ def _run(args: argparse.Namespace, early: EarlyMonitor | None) -> int:
         print()
     else:
         print(summary(result))
-    if common.needs_explaining(result) and result.status not in ("ok", "error"):
-        print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
-    common.print_hints(result)
+    with common.stderr_may_be_full():
+        if common.needs_explaining(result) and result.status not in ("ok", "error"):
+            print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
+        common.print_hints(result)
     return common.exit_code_for(result)
