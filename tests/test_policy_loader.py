@@ -128,7 +128,7 @@ def test_file_name_is_default_name(tmp_path):
     ('[filesystem]\nread = [\n  "/usr",\n  "home/me",\n]\n', "filesystem.read", 4, "relative"),
     ('[filesystem]\nwrite = ["${OUTPT}/x"]\n', "filesystem.write", 2, "unknown variable"),
     ('[filesystem]\nwrite = ["/a/${OUTPUT"]\n', "filesystem.write", 2, "unterminated"),
-    ('[filesystem]\nread = "/usr"\n', "filesystem.read", 2, "array"),
+    ('[filesystem]\nread = "/usr"\n', "filesystem.read", 2, 'write read = ["/usr"]'),
     ('[filesystem]\nread = [1]\n', "filesystem.read", 2, "string"),
     ('[filesystem]\ndeny = [""]\n', "filesystem.deny", 2, "empty"),
     ('[filesystem]\ntmp_size = "1 bucket"\n', "filesystem.tmp_size", 2, "bad size"),
@@ -139,7 +139,7 @@ def test_file_name_is_default_name(tmp_path):
     ('[env]\nset = { A = 1 }\n', "env.set.A", 2, "string"),
     ('[env.set]\nB = "ok"\nA = 1\n', "env.set.A", 3, "string"),
     ('network = "none"\n', "network", 1, "table"),
-    ('extends = "base"\n', "extends", 1, "array"),
+    ('extends = "base"\n', "extends", 1, 'write extends = ["base"]'),
     ('limits.memory = "x"\n', "limits.memory", 1, "bad size"),
     ('name = "n"\nlimits = { wall = "1s", memory = "x" }\n', "limits.memory", 2, "bad size"),
     ('[filesystem]\n"read" = ["rel"]\n', "filesystem.read", 2, "relative"),
@@ -151,6 +151,11 @@ def test_validation_errors_are_located(text, key, line, words):
     assert err.line == line, str(err)
     assert words in str(err)
     assert str(err).startswith(f"p.toml:{line}: {key}: ")
+
+
+def test_a_directory_given_as_the_policy_says_so(tmp_path):
+    with pytest.raises(PolicyError, match="is a directory, not a policy file"):
+        load_policy(str(tmp_path))
 
 
 def test_toml_syntax_error_has_line():

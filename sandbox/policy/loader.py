@@ -16,6 +16,7 @@ are the file's own. A syscall denied anywhere in the chain is removed from
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -131,6 +132,9 @@ class _Checker:
                     ok = False
             return dict(value) if ok else None
         # the list kinds
+        if isinstance(value, str):   # the commonest slip: one value without brackets
+            return self.err(key, f"must be an array of strings: write "
+                                 f"{key.rsplit('.', 1)[-1]} = [{json.dumps(value)}]")
         if not isinstance(value, list):
             return self.err(key, f"must be an array of strings, got {_tname(value)}")
         out: list[str] = []
@@ -458,6 +462,8 @@ def _load(loader: "_Loader", name_or_path: str, search_path: list[str] | None) -
                               f"search path (known: {known})")
     else:
         path = os.path.expanduser(name_or_path)
+        if os.path.isdir(path):
+            raise PolicyError(f"{name_or_path}: is a directory, not a policy file")
         if not os.path.isfile(path):
             raise PolicyError(f"policy file not found: {name_or_path}")
     return _build(loader.load_file(path), path)
