@@ -119,6 +119,8 @@ def test_audit_cli_list_show_summary(tmp_path, py, monkeypatch, capsys):
     capsys.readouterr()
     assert cli(["audit", "list"]) == 0
     assert r.run_id in capsys.readouterr().out
+    assert cli(["audit"]) == 0   # `sandbox audit` alone lists
+    assert r.run_id in capsys.readouterr().out
     assert cli(["audit", "show", r.run_id[:8], "--denied"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and "DENY" in lines[0] and "/etc/shadow" in lines[0] \

@@ -42,6 +42,8 @@ def test_exec_is_recorded_and_shown(tmp_path):
     assert [(e["run_id"], e["status"], e["exit_code"], e["kind"]) for e in listed] == \
         [(run_id, "error", 3, "exec")]
     assert json.loads(listed[0]["command"]) == ["sh", "-c", "echo out; exit 3"]
+    assert cli(state, "runs").stdout == cli(state, "runs", "list").stdout   # list by default
+    assert run_id[:12] in cli(state, "runs").stdout
     shown = json.loads(cli(state, "runs", "show", run_id[:8], "--json").stdout)
     assert shown["run_id"] == run_id and shown["exit_code"] == 3
     text = cli(state, "runs", "show", run_id[:8]).stdout

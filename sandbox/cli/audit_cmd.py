@@ -19,7 +19,8 @@ Read the file-access records the monitor wrote for audited runs
 file per run: $SANDBOX_AUDIT_DB, else $SANDBOX_HOME/audit
 (~/.local/state/sandbox/audit). RUN_ID may be a unique prefix. Repeats of a
 record are one line with a count (xN). Control characters and bytes that are
-not UTF-8 are shown escaped (\\x1b, \\u009b, \\xff).
+not UTF-8 are shown escaped (\\x1b, \\u009b, \\xff). `sandbox audit` alone
+is `sandbox audit list`.
 
 examples:
   sandbox audit list
@@ -34,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", metavar="DIR", help="the audit store (default: see above)")
     actions = p.add_subparsers(dest="audit_action", metavar="ACTION")
-    actions.required = True
     ls = actions.add_parser("list", help="audited runs, newest first")
     _db_here_too(ls)
     ls.add_argument("-n", type=int, default=50, help="at most N runs (default 50)")
@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     su.add_argument("--top", type=int, default=10)
     su.add_argument("--json", action="store_true")
     su.set_defaults(func=summary)
+    from sandbox.cli.common import default_action
+    default_action(p, actions, "list")
 
 
 def _db_here_too(p: argparse.ArgumentParser) -> None:

@@ -371,6 +371,23 @@ def print_hints(result: Any) -> None:
         print(f"sandbox: hint: {printable(hint)}", file=sys.stderr)
 
 
+def default_action(parent: argparse.ArgumentParser, actions: argparse._SubParsersAction,
+                   name: str) -> None:
+    """`sandbox runs` alone is `sandbox runs list`, as `git stash` is `git stash list`:
+    a command that reads state answers its commonest question rather than an argparse
+    error. Call once every action is registered (and its `func` set)."""
+    actions.required = False
+    chosen = actions.choices[name]
+
+    def run(args: argparse.Namespace) -> int:
+        for key, value in vars(chosen.parse_args([])).items():
+            if not hasattr(args, key):
+                setattr(args, key, value)
+        func = chosen.get_default("func")
+        return int(func(args) or 0)
+    parent.set_defaults(func=run)
+
+
 def policy_path_hint(value: str | None) -> str | None:
     if value and os.sep in value and not os.path.exists(value):
         raise InputError(f"{value}: policy file not found")

@@ -11,7 +11,7 @@ Every run started by `sandbox exec`, `sandbox run` or a Launcher is recorded
 as it ends, with its whole RunResult, in $SANDBOX_HOME/history/runs.sqlite
 (default ~/.local/state/sandbox/, 0700; hidden from every sandbox). Records
 older than 30 days go by themselves; `sandbox gc` prunes sooner. RUN_ID may be
-a unique prefix.
+a unique prefix. `sandbox runs` alone is `sandbox runs list`.
 
 examples:
   sandbox runs list
@@ -45,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from sandbox.cli import remote
     remote.add_server_options(p, env_default=False)
     actions = p.add_subparsers(dest="runs_action", metavar="ACTION")
-    actions.required = True
     ls = actions.add_parser("list", help="recorded runs, newest first")
     ls.add_argument("-n", type=int, default=50, metavar="N", help="at most N runs (default 50)")
     ls.add_argument("--status", metavar="STATUS", help="only runs that ended with this status")
@@ -83,6 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, action in actions.choices.items():
         remote.add_server_options(action, env_default=False, suppress=True)
         action.set_defaults(func=_dispatch(name, action.get_default("func")))
+    from sandbox.cli.common import default_action
+    default_action(p, actions, "list")
 
 
 def _dispatch(name: str, local: object) -> object:
