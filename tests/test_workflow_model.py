@@ -49,14 +49,14 @@ def test_unknown_key_names_source_and_path():
 
 
 @pytest.mark.parametrize("doc, where, what", [
-    ({"stages": []}, "stages", "non-empty list"),
+    ({"stages": []}, "stages", "non-empty list of stages, got empty list"),
     ({}, "", "missing required key 'stages'"),
     ({"stages": [{"actions": []}]}, "stages[0].actions", "non-empty list"),
     ({"stages": [{"id": "a"}]}, "stages[0]", "missing required key 'actions'"),
     ({"stages": [{"actions": [{"params": {}}]}]}, "stages[0].actions[0]", "missing required key 'name'"),
     ({"stages": [{"actions": [{"name": 3}]}]}, "stages[0].actions[0].name", "expected a string, got number"),
     ({"stages": [{"actions": [{"name": "a", "params": []}]}]}, "stages[0].actions[0].params",
-     "expected an object, got list"),
+     "expected an object, got empty list"),
     (minimal(tags="x"), "tags", "expected a list of strings"),
     (minimal(tags=["ok", 1]), "tags[1]", "expected a non-empty string"),
     (minimal(policy=""), "policy", "must not be empty"),

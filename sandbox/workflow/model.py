@@ -264,7 +264,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
-        return "list"
+        return "empty list" if not value else "list"
     if isinstance(value, dict):
-        return "object"
+        return "empty object" if not value else "object"
     return type(value).__name__
