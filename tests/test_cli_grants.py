@@ -124,6 +124,9 @@ def test_env_grants(tmp_path):
     p = sandbox("exec", "--env", "A", "--env", "B=set-here", "--", "sh", "-c", show,
                 env={"A": "from-caller"})
     assert p.stdout == "A=from-caller B=set-here\n", p.stderr
+    short = sandbox("exec", "-e", "A", "-e", "B=set-here", "--", "sh", "-c", show,
+                    env={"A": "from-caller"})   # -e, as docker run and podman take it
+    assert short.stdout == p.stdout, short.stderr
 
 
 @pytest.mark.isolation

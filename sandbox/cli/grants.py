@@ -52,7 +52,7 @@ def add_grant_options(p: argparse.ArgumentParser, *, env: bool = True) -> None:
                         "can only shorten it)")
     g.add_argument("--processes", metavar="N", help="at most N processes")
     if env:
-        g.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+        g.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                        help="set NAME in the sandbox, or pass the caller's NAME through "
                             "(repeatable); nothing else of the caller's environment passes "
                             "unless the policy keeps it")
