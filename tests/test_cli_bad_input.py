@@ -125,6 +125,10 @@ CASES = [
     Case("runs-list-bad-status", ["runs", "list", "--status", "weird"], 2, "weird"),
     Case("runs-rm-nothing", ["runs", "rm"], 2),
     Case("gc-bad-age", ["gc", "--older-than", "soon"], 2, "soon"),
+    Case("submit-no-server", ["submit", "--server", "http://127.0.0.1:1", "--", *PROG], 125,
+         "is `sandbox serve` running there?"),
+    Case("exec-policy-is-a-directory", ["exec", "--policy", "{d}", "--", *PROG], 125,
+         "is a directory, not a policy file"),
     Case("unknown-command", ["frobnicate"], 2, "frobnicate"),
     Case("no-command", [], 2),
 ]

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import sandbox
 from sandbox.cli.plugins import optional_module
-from sandbox.client.errors import ClientError
+from sandbox.client.errors import ClientError, ConnectionFailed
 from sandbox.errors import InputError, SandboxError
 
 # Subcommands that run a program: their own failures use 125, as docker run does.
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None,
         return EXIT_RUN_INPUT if runs else EXIT_INPUT
     except ClientError as exc:
         # the service refused, or could not be reached: its reason, on one line
-        print(f"sandbox {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        where = "; is `sandbox serve` running there?" if isinstance(exc, ConnectionFailed) \
+            else ""
+        print(f"sandbox {args.command}: error: {_one_line(str(exc))}{where}", file=sys.stderr)
         return EXIT_RUN_INPUT if runs else EXIT_INPUT
     except SandboxError as exc:
         # not the input, but something the user can act on (a damaged history file)
