@@ -164,10 +164,17 @@ def test_a_file_download_through_the_page_is_streamed_not_held(server):
         def fetch(_):
             with c.stream("GET", f"/ui/runs/{run['id']}/files/big") as r:
                 assert r.status_code == 200
-                return sum(len(chunk) for chunk in r.iter_bytes())
+                chunks = r.iter_bytes()
+                got = len(next(chunks))
+                # a reader slower than the disk: whatever the server queues between
+                # the API and the page's response fills up now (the bridge's queue
+                # of 64 chunks of 256 KiB held 16 MiB per download, and this test
+                # failed under load)
+                time.sleep(1.0)
+                return got + sum(len(chunk) for chunk in chunks)
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(fetch, range(4))) == [size] * 4
-    assert _peak_kib(pid) - before < (size >> 10), (before, _peak_kib(pid))
+    assert _peak_kib(pid) - before < (size >> 11), (before, _peak_kib(pid))
 
 
 def _read_bytes(pid: int) -> int:
