@@ -72,6 +72,14 @@ def _descends(pids: dict[str, int], launcher: int, server: int | None) -> bool:
     return parent is not None and parent == server and _ppid(server) == launcher
 
 
+def _lineage(pids: dict[str, int], launcher: int) -> str:
+    monitor, parent = pids.get("monitor"), pids.get("monitor_parent")
+    if parent == launcher:
+        return f"monitor {monitor} is a child of this launcher ({launcher})"
+    return (f"monitor {monitor} has parent {parent} (the fork server), whose parent is "
+            f"{_ppid(parent)} (this launcher: {launcher})")
+
+
 def _ppid(pid: int | None) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -98,9 +106,7 @@ def run_demo(out=print) -> bool:
         ("child's parent is the sandbox's init (PID 1)", s.get("child_ppid") == 1,
          f"getppid() in the child = {s.get('child_ppid')}"),
         ("the sandbox descends from this launcher", _descends(result.pids, me, launcher.forkserver_pid),
-         f"monitor {result.pids.get('monitor')} has parent {result.pids.get('monitor_parent')}"
-         f"{' (the fork server)' if result.pids.get('monitor_parent') != me else ''},"
-         f" whose parent is {me}"),
+         _lineage(result.pids, me)),
         ("child has its own hostname", s.get("child_hostname") == "sandbox"
          and socket.gethostname() != "sandbox", f"{s.get('child_hostname')!r}"),
         ("items processed, ints kept", s.get("processed") == [10, 20, 30, 40, 50]
