@@ -131,15 +131,15 @@ def test_a_pinned_connection_goes_to_the_checked_address(proxy):
     c.sendall(f"CONNECT pinned.example:{up_port} HTTP/1.1\r\n\r\n".encode())
     assert c.recv(100).startswith(b"HTTP/1.1 200")
     conn, _ = upstream.accept()
-    c.sendall(b"ping")
-    assert conn.recv(4) == b"ping"
+    c.sendall(b"ping\n")       # a line (an unended word could still become a request)
+    assert conn.recv(5) == b"ping\n"
     conn.close()
     c.close()
     deadline = time.monotonic() + 30
     while not records and time.monotonic() < deadline:
         time.sleep(0.05)
     rec = [r for r in records if r.host == "pinned.example"][0]
-    assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 4
+    assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 5
 
 
 def test_a_slow_reader_gets_every_byte(proxy):
