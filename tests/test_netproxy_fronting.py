@@ -217,3 +217,53 @@ def test_a_sandboxed_curl_cannot_pick_the_virtual_host(tmp_path, proxy):
     finally:
         vh.close()
 
+
+class _Lenient(socketserver.ThreadingTCPServer):
+    """An upstream built on Python's http.server, which ends a header line at a bare
+    LF (as many servers do): it keeps every `Host` header each request carried."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        import http.server
+        hosts: list[list[str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hosts.append(self.headers.get_all("Host") or [])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port, self.hosts = self.server_address[1], hosts
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+@pytest.mark.parametrize("line", [b"X-A: 1\nHost: admin.internal", b"X-A: 1\rHost: admin.internal",
+                                  b"X-A: 1\x00\nHost: admin.internal"])
+def test_a_line_break_inside_a_header_cannot_add_one(via, line):
+    """Found by probing (2026-12-07): the proxy split headers at CRLF only, so `X-A: 1`
+    LF `Host: admin.internal` went up as one line, and a server ending lines at LF
+    read a second Host header (or, the same way, a Transfer-Encoding the proxy never
+    saw: a body read as a second request)."""
+    up = _Lenient()
+    p, port, _ = start_proxy(up.port)
+    try:
+        req = b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n"
+        if via == "absolute":
+            req = req.replace(b"GET /", f"GET http://{NAME}:{up.port}/".encode(), 1)
+        else:
+            req = _connect(0, up.port) + req
+        out = _talk(port, req, read=2.0)
+        assert all(h == [f"{NAME}:{up.port}"] for h in up.hosts), up.hosts
+        assert b" 400 " in out or (via == "connect" and not up.hosts), out
+    finally:
+        p.stop()
+        up.shutdown()
+        up.server_close()

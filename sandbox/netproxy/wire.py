@@ -60,8 +60,16 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
+# A control character other than HTAB anywhere in a head: a bare LF or CR ends a line for
+# many servers (a header the proxy never saw: a second Host, a Transfer-Encoding), a NUL
+# ends a string for others. RFC 9110 field values and request lines have none.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes]:
     """(method, target, version, the header block) of a request head."""
+    if _CONTROL.search(head.removesuffix(b"\r\n\r\n").replace(b"\r\n", b"")):
+        raise WireError("a control character (a bare CR or LF, a NUL) in the request head")
     try:
         text_line, _, rest = head.partition(b"\r\n")
         parts = text_line.split(b" ")
