@@ -152,6 +152,11 @@ class ProxyServer:
             except OSError:
                 return
             conn.setblocking(True)
+            try:
+                relay.bound_buffers(conn)
+            except OSError:
+                conn.close()
+                continue
             pid = 0
             if not self.slots.acquire(blocking=False):
                 conn.close()
@@ -340,6 +345,7 @@ class ProxyServer:
         for addr in verdict.addresses:
             fam = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_STREAM)
+            relay.bound_buffers(s)
             s.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 s.connect((str(addr), rec.port))     # the checked address, never the name
