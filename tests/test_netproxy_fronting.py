@@ -29,8 +29,10 @@ class VirtualHosts(socketserver.ThreadingTCPServer):
     servers do), by the virtual host its `Host` header names."""
 
     daemon_threads = True
+    read_timeout = 1.0        # a silent client is dropped after this long
 
-    def __init__(self) -> None:
+    def __init__(self, read_timeout: float = 1.0) -> None:
+        self.read_timeout = read_timeout
         super().__init__(("127.0.0.1", 0), _Answer)
         self.port = self.server_address[1]
         self.hosts: list[str] = []
@@ -47,7 +49,7 @@ class _Answer(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         c, data = self.request, b""
-        c.settimeout(1.0)
+        c.settimeout(self.server.read_timeout)
         try:
             while more := c.recv(65536):
                 data += more
@@ -67,31 +69,46 @@ class _Answer(socketserver.BaseRequestHandler):
             pass
 
 
-@pytest.fixture
-def front():
-    vh = VirtualHosts()
+def start_proxy(upstream: int) -> tuple[srv.ProxyServer, int, list[srv.ConnRecord]]:
+    """A proxy allowing only NAME:`upstream` (NAME resolving to 127.0.0.1): the proxy,
+    its port, its records."""
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen(16)
     records: list[srv.ConnRecord] = []
-    allow = Allowlist((parse_rule(f"{NAME}:{vh.port}"),), deny_private=False)
+    allow = Allowlist((parse_rule(f"{NAME}:{upstream}"),), deny_private=False)
     p = srv.ProxyServer(lst, allow, records.append,
                         resolve=lambda name, port: ["127.0.0.1"] if name == NAME else []).start()
-    yield vh, lst.getsockname()[1], records
+    return p, lst.getsockname()[1], records
+
+
+@pytest.fixture
+def front():
+    vh = VirtualHosts()
+    p, port, records = start_proxy(vh.port)
+    yield vh, port, records
     p.stop()
     vh.close()
 
 
-def _talk(port: int, *sends: bytes) -> bytes:
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+def _talk(port: int, *sends: bytes | float, read: float = 5.0) -> bytes:
+    """Send each bytes step (a float step: a pause of that many seconds), then read
+    until the proxy closes or `read` seconds pass without a byte."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read)
     try:
         for data in sends:
-            s.sendall(data)
+            if isinstance(data, float):
+                time.sleep(data)
+                continue
+            try:
+                s.sendall(data)
+            except OSError:
+                break
         out = b""
         while True:
             try:
                 more = s.recv(65536)
-            except socket.timeout:
+            except OSError:       # a timeout, or reset by a refusal
                 break
             if not more:
                 break
@@ -199,3 +216,54 @@ def test_a_sandboxed_curl_cannot_pick_the_virtual_host(tmp_path, proxy):
         assert vh.hosts and set(vh.hosts) == {f"localhost:{vh.port}"}, vh.hosts
     finally:
         vh.close()
+
+
+class _Lenient(socketserver.ThreadingTCPServer):
+    """An upstream built on Python's http.server, which ends a header line at a bare
+    LF (as many servers do): it keeps every `Host` header each request carried."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        import http.server
+        hosts: list[list[str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                hosts.append(self.headers.get_all("Host") or [])
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port, self.hosts = self.server_address[1], hosts
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+@pytest.mark.parametrize("line", [b"X-A: 1\nHost: admin.internal", b"X-A: 1\rHost: admin.internal",
+                                  b"X-A: 1\x00\nHost: admin.internal"])
+def test_a_line_break_inside_a_header_cannot_add_one(via, line):
+    """Found by probing (2026-12-07): the proxy split headers at CRLF only, so `X-A: 1`
+    LF `Host: admin.internal` went up as one line, and a server ending lines at LF
+    read a second Host header (or, the same way, a Transfer-Encoding the proxy never
+    saw: a body read as a second request)."""
+    up = _Lenient()
+    p, port, _ = start_proxy(up.port)
+    try:
+        req = b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n"
+        if via == "absolute":
+            req = req.replace(b"GET /", f"GET http://{NAME}:{up.port}/".encode(), 1)
+        else:
+            req = _connect(0, up.port) + req
+        out = _talk(port, req, read=2.0)
+        assert all(h == [f"{NAME}:{up.port}"] for h in up.hosts), up.hosts
+        assert b" 400 " in out or (via == "connect" and not up.hosts), out
+    finally:
+        p.stop()
+        up.shutdown()
+        up.server_close()

@@ -131,15 +131,15 @@ def test_a_pinned_connection_goes_to_the_checked_address(proxy):
     c.sendall(f"CONNECT pinned.example:{up_port} HTTP/1.1\r\n\r\n".encode())
     assert c.recv(100).startswith(b"HTTP/1.1 200")
     conn, _ = upstream.accept()
-    c.sendall(b"ping")
-    assert conn.recv(4) == b"ping"
+    c.sendall(b"ping\n")       # a line (an unended word could still become a request)
+    assert conn.recv(5) == b"ping\n"
     conn.close()
     c.close()
     deadline = time.monotonic() + 30
     while not records and time.monotonic() < deadline:
         time.sleep(0.05)
     rec = [r for r in records if r.host == "pinned.example"][0]
-    assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 4
+    assert rec.address == "127.0.0.1" and rec.resolved == ["127.0.0.1"] and rec.up == 5
 
 
 def test_a_slow_reader_gets_every_byte(proxy):
@@ -168,3 +168,41 @@ def test_a_slow_reader_gets_every_byte(proxy):
         time.sleep(0.01)
     c.close()
     assert got == size
+
+
+def test_a_client_that_reads_nothing_makes_the_proxy_hold_little(proxy):
+    """Found by probing (2026-12-07): a sandbox that opened 60 tunnels to a server
+    sending without end, and read nothing, made the monitor's upstream sockets hold
+    167 MiB of kernel receive buffers after 10 s (the kernel's autotuning grows each
+    to tcp_rmem's maximum, 32 MiB here), none of it the sandbox's memory. Judged at
+    the upstream: what it could send into the proxy's connections, its own send
+    buffer fixed small, while the clients read nothing."""
+    p, port, upstream, _ = proxy
+    up_port = upstream.getsockname()[1]
+    sent = [0] * 4
+    clients = []
+
+    def push(i: int, conn: socket.socket) -> None:
+        chunk = b"x" * 65536
+        try:
+            while True:
+                sent[i] += conn.send(chunk)
+        except OSError:
+            pass
+    for i in range(len(sent)):
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.connect(("127.0.0.1", port))
+        c.sendall(f"CONNECT 127.0.0.1:{up_port} HTTP/1.1\r\n\r\n".encode())
+        clients.append(c)
+        conn, _ = upstream.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        threading.Thread(target=push, args=(i, conn), daemon=True).start()
+    last, deadline = -1, time.monotonic() + 20
+    while sum(sent) != last and time.monotonic() < deadline:   # until nothing more moves
+        last = sum(sent)
+        time.sleep(1.0)
+    for c in clients:
+        c.close()
+    per_connection = max(sent)
+    assert per_connection <= 4 * 1024 * 1024, sent

@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sandbox import fdwait
-from sandbox.netproxy import relay, wire
+from sandbox.netproxy import relay, tunnel, wire
 from sandbox.netproxy.rules import Allowlist, Verdict, normalize_name, parse_addr
 
 MAX_CONNECTIONS = 64
 HEAD_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
-SNI_WAIT = 2.0                   # how long a CONNECT's first bytes are awaited for the SNI check
 STOP_WAIT = 2.0                  # seconds the end of a run waits for connection threads
 
 
@@ -153,6 +152,11 @@ class ProxyServer:
             except OSError:
                 return
             conn.setblocking(True)
+            try:
+                relay.bound_buffers(conn)
+            except OSError:
+                conn.close()
+                continue
             pid = 0
             if not self.slots.acquire(blocking=False):
                 conn.close()
@@ -279,7 +283,7 @@ class ProxyServer:
             return None, _NOTHING
         if req.tunnel:
             conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            return upstream, self._tunnel_start(conn, rest, rec)
+            return upstream, self._tunnel_start(conn, upstream, rest, rec)
         return upstream, _one_request(req.head, req.body, rest)
 
     def _socks(self, conn: socket.socket, rec: ConnRecord) -> tuple[socket.socket | None, _Pending]:
@@ -318,7 +322,7 @@ class ProxyServer:
             conn.sendall(wire.socks_reply(wire.REP_REFUSED))
             return None, _NOTHING
         conn.sendall(wire.socks_reply(wire.REP_OK))
-        return upstream, self._tunnel_start(conn, buf[used:], rec)
+        return upstream, self._tunnel_start(conn, upstream, buf[used:], rec)
 
     def _open(self, rec: ConnRecord) -> socket.socket:
         """Decide, resolve on the host, check every address, connect to a checked one."""
@@ -341,6 +345,7 @@ class ProxyServer:
         for addr in verdict.addresses:
             fam = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_STREAM)
+            relay.bound_buffers(s)
             s.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 s.connect((str(addr), rec.port))     # the checked address, never the name
@@ -354,55 +359,19 @@ class ProxyServer:
             return s
         raise err or OSError("no address to connect to")
 
-    def _tunnel_start(self, conn: socket.socket, rest: bytes, rec: ConnRecord) -> _Pending:
-        """A tunnel to a name: what the client says first must not choose another server.
-        TLS: its ClientHello's server name (SNI) must be the tunnel's name. Cleartext
-        HTTP: its request is rewritten to name the tunnel's host (`wire.origin_request`)
-        and is the only one the tunnel carries: a `Host` header (or an absolute URL)
-        inside a tunnel to an allowed front reached any virtual host behind it."""
+    def _tunnel_start(self, conn: socket.socket, upstream: socket.socket, rest: bytes,
+                      rec: ConnRecord) -> _Pending:
+        """A tunnel to a name: what the client says first must not choose another server
+        (`tunnel.first_bytes`: the TLS server name, or one rewritten HTTP request)."""
         name = normalize_name(rec.host)
         if name is None or parse_addr(rec.host) is not None:
             return _Pending(rest)
-        buf = rest
-        deadline = time.monotonic() + SNI_WAIT
-        while True:
-            sni = wire.client_hello_sni(buf)
-            http = wire.http_request_start(buf)
-            tls_pending = sni is False and buf[:1] in (b"", b"\x16")
-            if (http is True and b"\r\n\r\n" in buf) or len(buf) > wire.MAX_HEAD \
-                    or not (tls_pending or http is not False):
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            r, _ = fdwait.ready([conn], (), left)
-            if not r:
-                break
-            more = conn.recv(4096)
-            if not more:
-                break
-            buf += more
-        if http is True:
-            head, sep, body = buf.partition(b"\r\n\r\n")
-            if not sep:
-                rec.allowed = False
-                rec.rule = "proxy: an HTTP request head in a tunnel not complete in time"
-                raise _Refused(Verdict(False, rec.rule), rec.resolved)
-            authority = f"[{name}]:{rec.port}" if ":" in name else f"{name}:{rec.port}"
-            try:
-                out, length = wire.origin_request(head + sep, authority)
-            except wire.WireError as exc:
-                rec.allowed, rec.rule = False, f"proxy: bad request in a tunnel: {exc}"
-                raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
-            return _one_request(out, length, body)
-        if sni is False and buf[:2] == b"\x16\x03":
-            rec.allowed, rec.rule = False, "proxy: TLS ClientHello not readable (split?)"
-            raise _Refused(Verdict(False, rec.rule), rec.resolved)
-        if isinstance(sni, str) and sni != name:
-            rule = f"proxy: TLS server name {sni!r} differs from the CONNECT host {name!r}"
-            rec.allowed, rec.rule = False, rule
-            raise _Refused(Verdict(False, rule), rec.resolved)
-        return _Pending(buf)
+        try:
+            data, more = tunnel.first_bytes(conn, upstream, rest, name, rec.port)
+        except tunnel.TunnelRefused as exc:
+            rec.allowed, rec.rule = False, str(exc)
+            raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
+        return _Pending(data, more)
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:

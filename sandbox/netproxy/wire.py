@@ -60,8 +60,16 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
     return host, int(port_text)
 
 
+# A control character other than HTAB anywhere in a head: a bare LF or CR ends a line for
+# many servers (a header the proxy never saw: a second Host, a Transfer-Encoding), a NUL
+# ends a string for others. RFC 9110 field values and request lines have none.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes]:
     """(method, target, version, the header block) of a request head."""
+    if _CONTROL.search(head.removesuffix(b"\r\n\r\n").replace(b"\r\n", b"")):
+        raise WireError("a control character (a bare CR or LF, a NUL) in the request head")
     try:
         text_line, _, rest = head.partition(b"\r\n")
         parts = text_line.split(b" ")
@@ -144,21 +152,6 @@ def parse_http_head(head: bytes) -> HttpRequest:
     return HttpRequest(m, host, port, False, out, body)
 
 
-_REQUEST_START = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP/")
-_REQUEST_PREFIX = re.compile(
-    rb"[!#$%&'*+.^_`|~0-9A-Za-z-]*(?: [^ \r\n]*(?: (?:H(?:T(?:T(?:P)?)?)?)?)?)?")
-
-
-def http_request_start(data: bytes) -> bool | None:
-    """Do the first bytes of a tunnel start an HTTP request? None: not yet known (they
-    are still a beginning of one; a client may send them a byte at a time)."""
-    if _REQUEST_START.match(data):
-        return True
-    if len(data) <= MAX_HEAD and _REQUEST_PREFIX.fullmatch(data):
-        return None
-    return False
-
-
 # -- SOCKS5 (RFC 1928), CONNECT only ------------------------------------------------------
 SOCKS_VERSION = 5
 REP_OK, REP_FAIL, REP_NOT_ALLOWED, REP_HOST_UNREACHABLE, REP_REFUSED = 0, 1, 2, 4, 5
@@ -219,6 +212,8 @@ def client_hello_sni(data: bytes) -> str | None | bool:
     body = data[5:5 + rec_len]
     if len(body) < rec_len or len(body) < 4 or body[0] != 1:
         return False
+    if 4 + int.from_bytes(body[1:4], "big") > len(body):
+        return False        # the hello goes on in a later record: its name may be there
     try:
         p = 4 + 2 + 32                      # handshake header, version, random
         p += 1 + body[p]                    # session id

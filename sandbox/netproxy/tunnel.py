@@ -1,0 +1,116 @@
+"""The first bytes of a tunnel to a name: what they may choose, decided before any goes up.
+
+A CONNECT or SOCKS5 tunnel to an allowed name on a shared front (a CDN, a
+reverse proxy with virtual hosts) must not carry a request for another server
+behind it. So the client's first bytes are read before anything is relayed:
+
+- a TLS ClientHello (first byte 0x16) whole in its first record: its server
+  name (SNI), if any, must be the tunnel's name;
+- anything a lenient HTTP server could read as a request line (a token, blanks,
+  then a path, an absolute URL or `HTTP/`, in any case, after blank lines;
+  `looks_like_http`): it must be one strict HTTP/1.x request, which is
+  rewritten to name the tunnel's host and is all the tunnel carries
+  (`wire.origin_request`); a lenient server reads two spaces, tabs, a blank
+  line first, `http/1.1` or HTTP/0.9 as a request, so these are refused, not
+  relayed as "another protocol";
+- anything else (a binary protocol, `SSH-2.0-...`) is relayed as it is.
+
+WHY IT FAILS CLOSED. Until those bytes decide, nothing goes up; bytes still
+undecided after `SNI_WAIT` (a line not ended, a ClientHello not whole, a
+ClientHello split over two records) are refused. Before (found by probing,
+2026-12-07) the check gave up after 2 s and relayed what came next unchecked:
+`GET / HTT`, a pause, then the rest reached any virtual host. A client that
+sends nothing is waited for (up to the relay's idle bound) unless the server
+speaks first: an HTTP server never does, and a protocol whose server does
+(SMTP, FTP, MySQL) is relayed as it is.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+from sandbox import fdwait
+from sandbox.netproxy import relay, wire
+
+SNI_WAIT = 2.0        # seconds from the client's first byte for its first bytes to decide
+
+_TOKEN_CHARS = rb"!#$%&'*+.^_`|~0-9A-Za-z-"
+# What may still become a request line: blank lines, a method, blanks, the rest of a line.
+_UNDECIDED = re.compile(rb"[\r\n\t ]*(?:[" + _TOKEN_CHARS + rb"]+(?:[\t ]+[^\r\n]*)?)?")
+# A first line a lenient server reads as a request (HTTP/0.9 included).
+_REQUEST_LIKE = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[\t ]+(?:/|[^\t ]*://|.*[\t ]HTTP/)",
+                           re.IGNORECASE)
+
+
+class TunnelRefused(Exception):
+    """The tunnel's first bytes are refused; the message says why (for the record)."""
+
+
+def looks_like_http(data: bytes) -> bool | None:
+    """Could a lenient HTTP server read `data` as the start of a request? None while the
+    first line has not ended and could still be one."""
+    if _UNDECIDED.fullmatch(data):
+        return None if len(data) <= wire.MAX_HEAD else True
+    line = re.split(rb"[\r\n]", data.lstrip(b"\r\n\t "), maxsplit=1)[0]
+    return bool(_REQUEST_LIKE.match(line))
+
+
+def _tls_decided(data: bytes) -> bool:
+    """A ClientHello whole in its first record (or a first record that is not one)."""
+    if len(data) < 5:
+        return False
+    return wire.client_hello_sni(data) is not False or len(data) >= 5 + \
+        int.from_bytes(data[3:5], "big")
+
+
+def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name: str,
+                port: int) -> tuple[bytes, int | None]:
+    """(what goes up first, how many more client bytes may follow: None for any) for a
+    tunnel to `name`:`port`; TunnelRefused when the first bytes must not go up."""
+    buf = rest
+    if not buf:
+        r, _ = fdwait.ready([conn, upstream], (), relay.IDLE_TIMEOUT)
+        if conn in r:
+            buf = conn.recv(4096)
+            if not buf:
+                return b"", None        # the client ended its side: nothing to check
+        elif upstream in r:
+            return b"", None            # the server speaks first: not an HTTP server
+        else:
+            raise TunnelRefused(f"proxy: nothing sent in {relay.IDLE_TIMEOUT:.0f} s")
+    deadline = time.monotonic() + SNI_WAIT
+    while True:
+        tls = buf[:1] == b"\x16"
+        http = None if tls else looks_like_http(buf)
+        decided = _tls_decided(buf) if tls else http is False or (
+            http is True and b"\r\n\r\n" in buf)
+        if decided or len(buf) > wire.MAX_HEAD:
+            break
+        left = deadline - time.monotonic()
+        r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
+        more = conn.recv(4096) if r else b""
+        if not more:
+            raise TunnelRefused("proxy: the first bytes of a tunnel did not say in time "
+                                "what they are (a TLS ClientHello or an HTTP request head)")
+        buf += more
+    if tls:
+        sni = wire.client_hello_sni(buf)
+        if sni is False:
+            raise TunnelRefused("proxy: TLS ClientHello not readable in its first record")
+        if isinstance(sni, str) and sni != name:
+            raise TunnelRefused(f"proxy: TLS server name {sni!r} differs from the "
+                                f"CONNECT host {name!r}")
+        return buf, None
+    if not http:
+        return buf, None
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        raise TunnelRefused("proxy: an HTTP request head in a tunnel not complete in time")
+    authority = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    try:
+        out, length = wire.origin_request(head + sep, authority)
+    except wire.WireError as exc:
+        raise TunnelRefused(f"proxy: bad request in a tunnel: {exc}") from None
+    sent = body[:length]
+    return out + sent, length - len(sent)

@@ -1,0 +1,176 @@
+"""What a tunnel to an allowed name carries first decides what it may carry at all.
+
+A CONNECT (or SOCKS5) tunnel to a name is checked on the client's first bytes: a
+TLS ClientHello must name the tunnel's host, a cleartext HTTP request is rewritten
+to name it (`test_netproxy_fronting.py`). The attacks here (found by probing,
+2026-12-07) got past that check, each reaching `admin.internal` behind the allowed
+front `front.test`:
+
+- waiting: the check gave up after 2 s and relayed whatever came next unchecked
+  (`GET / HTT`, a pause, the rest; a pause before any byte; a lone 0x16, a pause,
+  a ClientHello naming another server);
+- a request line lenient servers read but the strict check did not recognise as
+  HTTP (two spaces, tabs, a blank line first, `http/1.1`, HTTP/0.9 with an
+  absolute URL): relayed raw, `Host` and pipelining included;
+- a ClientHello split over two TLS records (the first without the server name).
+
+Judged at the upstream: a lenient virtual-host server never answers the admin
+host, a raw server never receives the name `admin.internal`.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+
+import pytest
+
+from sandbox.netproxy import tunnel
+from tests.test_netproxy_fronting import NAME, VirtualHosts, _socks, start_proxy
+from tests.test_netproxy_fronting import _connect as _connect_to, _talk as _talk_to
+
+ADMIN_HOST = "admin.internal"
+
+
+class Raw:
+    """A TCP server that keeps every byte each connection sent it (and may speak first)."""
+
+    def __init__(self, banner: bytes = b"") -> None:
+        self.lst = socket.socket()
+        self.lst.bind(("127.0.0.1", 0))
+        self.lst.listen(16)
+        self.port = self.lst.getsockname()[1]
+        self.banner = banner
+        self.got: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.lst.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c: socket.socket) -> None:
+        c.settimeout(5)
+        i = len(self.got)
+        self.got.append(b"")
+        try:
+            if self.banner:
+                c.sendall(self.banner)
+            while more := c.recv(65536):
+                self.got[i] += more
+                c.sendall(b"echo:" + more)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.lst.close()
+
+
+def _talk(port: int, *steps: bytes | float) -> bytes:
+    return _talk_to(port, *steps, read=1.5)
+
+
+def _connect(upstream: int) -> bytes:
+    return _connect_to(0, upstream)
+
+
+PAUSE = tunnel.SNI_WAIT + 0.5
+ADMIN = f"GET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode()
+LENIENT_LINES = {
+    "two-spaces": f"GET  / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "tabs": f"GET\t/\tHTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "blank-line-first": f"\r\nGET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "lower-case-version": f"GET / http/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "http09-absolute": f"GET http://{ADMIN_HOST}/\r\n\r\n".encode(),
+}
+
+
+@pytest.fixture
+def front():
+    vh = VirtualHosts(read_timeout=10.0)   # waits out every pause of the client
+    p, port, records = start_proxy(vh.port)
+    yield vh, port, records
+    p.stop()
+    vh.close()
+
+
+@pytest.mark.parametrize("how", ["socks", "connect"])
+@pytest.mark.parametrize("way", ["pause-mid-line", "pause-first", *LENIENT_LINES])
+def test_a_tunnel_cannot_pass_the_http_check(front, way, how):
+    vh, port, _ = front
+    start = _connect(vh.port) if how == "connect" else _socks(vh.port)
+    if way == "pause-mid-line":
+        steps: list[bytes | float] = [start, ADMIN[:9], PAUSE, ADMIN[9:]]
+    elif way == "pause-first":
+        steps = [start, PAUSE, ADMIN]
+    else:
+        steps = [start, LENIENT_LINES[way]]
+    out = _talk(port, *steps)
+    assert b"ADMIN-SECRET" not in out, out
+    assert all(h == f"{NAME}:{vh.port}" for h in vh.hosts), vh.hosts
+
+
+def _client_hello(server_name: str) -> bytes:
+    """A real ClientHello (one TLS record) naming `server_name`."""
+    ctx = ssl.create_default_context()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname=server_name)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def _split_records(hello: bytes, at: int) -> bytes:
+    """The same handshake message in two records: its first `at` bytes, then the rest."""
+    version, body = hello[1:3], hello[5:]
+    one, two = body[:at], body[at:]
+    return (b"\x16" + version + struct.pack(">H", len(one)) + one
+            + b"\x16" + version + struct.pack(">H", len(two)) + two)
+
+
+@pytest.mark.parametrize("way", ["split-early", "split-in-extensions", "lone-0x16-then-pause"])
+def test_a_tunnel_cannot_hide_the_tls_server_name(way):
+    raw = Raw()
+    p, port, records = start_proxy(raw.port)
+    try:
+        hello = _client_hello(ADMIN_HOST)
+        if way.startswith("split"):
+            at = 40 if way == "split-early" else hello.find(ADMIN_HOST.encode()) - 5 - 9
+            steps: list[bytes | float] = [_connect(raw.port), _split_records(hello, at)]
+        else:
+            steps = [_connect(raw.port), hello[:1], PAUSE, hello[1:]]
+        _talk(port, *steps)
+        assert not any(ADMIN_HOST.encode() in g for g in raw.got), raw.got
+    finally:
+        p.stop()
+        raw.close()
+
+
+def test_what_should_pass_still_passes():
+    """A ClientHello naming the tunnel's host sent a few bytes at a time, a protocol
+    whose server speaks first (the client answers after a pause), and a binary one."""
+    raw, banner = Raw(), Raw(banner=b"220 ready\r\n")
+    p, port, _ = start_proxy(raw.port)
+    p2, port2, _ = start_proxy(banner.port)
+    try:
+        hello = _client_hello(NAME)
+        _talk(port, _connect(raw.port), hello[:3], 0.2, hello[3:50], 0.2, hello[50:])
+        assert raw.got[-1] == hello
+        out = _talk(port2, _connect(banner.port), PAUSE, b"EHLO me\r\n")
+        assert b"220 ready" in out and b"echo:EHLO me" in out
+        _talk(port, _connect(raw.port), b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+        assert raw.got[-1] == b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+        _talk(port, _connect(raw.port), b"SSH-2.0-client\r\n")
+        assert raw.got[-1] == b"SSH-2.0-client\r\n"
+    finally:
+        p.stop()
+        p2.stop()
+        raw.close()
+        banner.close()
