@@ -34,7 +34,13 @@ sandbox is why, from what the trusted side knows for certain:
   command line (`for_arguments`: ``bash /tmp/x.sh``, ``cat /tmp/data.csv``):
   the sandbox's are its own and start empty, and the audit records the open as
   allowed (the private area), so no refusal says it; the host is consulted for
-  the caller's own arguments only, as `exec_failure` does for the program.
+  the caller's own arguments only, as `exec_failure` does for the program;
+- a work directory inside a git work tree the view does not show
+  (`for_enclosing_repository`): git stops at the work directory ("not a git
+  repository") and pytest or a build misses the project's configuration; the
+  ``--read`` of the tree's top (never ``/`` or the caller's home, or a tree
+  above it) and, where the work directory is a mount of its own
+  (copy-on-write), the variable that lets git cross into it.
 
 A hint never widens more than the refusal asks: no read of all of ``/`` (a
 top-level name is granted itself), no write to the sandbox's own areas
@@ -174,6 +180,37 @@ def for_arguments(argv: list[str], policy: Policy) -> list[tuple[str, str]]:
     return out
 
 
+# how far up from the work directory a repository is looked for
+MAX_DEPTH = 64
+
+
+def for_enclosing_repository(workdir: str, policy: Policy) -> str | None:
+    """The hint of a work directory strictly inside a git work tree whose top the view
+    does not show (the caller's own directories, looked at after the run)."""
+    from sandbox.policy import decide
+    home = os.path.realpath(os.path.expanduser("~"))
+    here = os.path.normpath(workdir)
+    for _ in range(MAX_DEPTH):
+        up = _dir(here)
+        if up == here:
+            return None
+        here = up
+        if os.path.lexists(os.path.join(here, ".git")):
+            break
+    else:
+        return None
+    seen = decide(policy, "read", os.path.join(here, ".git"))
+    if here == "/" or _inside(home, here) or (seen.allowed and not seen.rule.startswith(
+            "private ")):   # the sandbox's own /tmp is not the host's tree
+        return None
+    cross = (" and --env GIT_DISCOVERY_ACROSS_FILESYSTEM=1 (the copy-on-write work directory "
+             "is a mount of its own)" if policy.filesystem.workdir == "copy-on-write" else "")
+    return (f"the work directory is inside the git work tree {here}, which the view does not "
+            "show (git stops at the work directory, \"not a git repository\"; pytest and "
+            "builds miss the project's configuration): if the program needs it, add read = "
+            f"[{_q(here)}] to [filesystem] (or --read {here}){cross}")
+
+
 # What a sandbox never does itself: allowing these would hand the program the kernel's
 # namespace and mount code (the nested-userns attack surface), so no hint says "allow it"
 NAMESPACE_CALLS = frozenset({
@@ -270,5 +307,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         if ("read", _dir(path)) not in seen:
             seen.add(("read", _dir(path)))
             found.append((_PRIORITY["read"], n, text))
+    repo = for_enclosing_repository(workdir, policy) if argv is not None else None
+    if repo is not None:
+        found.append((_PRIORITY["read"] + 1, 0, repo))
     out += [text for _p, _n, text in sorted(found)]
     return out[:MAX_HINTS]
