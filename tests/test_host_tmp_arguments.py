@@ -15,22 +15,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
+from cli_env import SANDBOX, cli_env as _env, own_daemon, served
+
 pytestmark = pytest.mark.isolation
-SANDBOX = [sys.executable, "-m", "sandbox"]
 FLAG = re.compile(r"--(read|exec) (/\S+)")
-
-
-def _env(home: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-    env["SANDBOX_DAEMON"] = "0"
-    if home is not None:
-        env.update(SANDBOX_HOME=home, SANDBOX_DAEMON="1")
-    return env
 
 
 def cli(*args: str, work: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -113,12 +105,7 @@ def test_no_hint_for_a_run_that_worked_or_a_path_the_host_lacks_too(host_tmp, wo
 
 
 def test_the_hint_comes_through_the_daemon_too(host_tmp, work, tmp_path):
-    home = str(tmp_path / "home")
-    env = _env(home)
-    start = subprocess.run([*SANDBOX, "daemon", "start"], env=env, capture_output=True,
-                           text=True, timeout=120)
-    assert start.returncode == 0, start.stderr
-    try:
+    with own_daemon(str(tmp_path / "home")) as env:
         data = os.path.join(host_tmp, "data.txt")
         with open(data, "w") as f:
             f.write("warm\n")
@@ -126,8 +113,4 @@ def test_the_hint_comes_through_the_daemon_too(host_tmp, work, tmp_path):
         p = cli("exec", "--", "python3", data, work=work, env=env)
         assert p.returncode == 2, p.stderr
         assert _flags(p.stderr) == ["--read", host_tmp], p.stderr
-        status = subprocess.run([*SANDBOX, "daemon", "status"], env=env, capture_output=True,
-                                text=True, timeout=60).stdout
-        assert " served 1 " in status, status
-    finally:
-        subprocess.run([*SANDBOX, "daemon", "stop"], env=env, capture_output=True, timeout=60)
+        assert served(env) == 1
