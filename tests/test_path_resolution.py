@@ -97,6 +97,14 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("launcher/exec_failure.py", "describe", "isdir"): (R, "ditto"),
     ("launcher/hints.py", "make", "lexists"):
         (R, "whether a denied path exists on the host, for a hint's wording"),
+    ("launcher/hints.py", "for_enclosing_repository", "lexists"):
+        (R, "a .git in a parent of the work directory, for a hint's wording after the run "
+            "(a sandbox that may write there can at most add or drop that hint)"),
+    ("launcher/hints.py", "for_enclosing_repository", "realpath"):
+        (T, "the caller's home, never offered as a grant"),
+    ("launcher/hints.py", "for_arguments", "lexists"):
+        (R, "whether a path the caller named (an argument) is in the host's /tmp, for a "
+            "hint: the caller's own input, after the run"),
     # -- the monitor -------------------------------------------------------------------
     ("monitor/root_walk.py", "Root.fd_path", "readlink"):
         (K, "the link of a descriptor the kernel resolved in the sandbox's root"),

@@ -346,6 +346,19 @@ def shadowed_program(argv: list[str], result: Any) -> str | None:
             f"(--exec {printable(where)} to run it, or name the program by its path)")
 
 
+def workdir_note(result: Any) -> str | None:
+    """Where a copy-on-write run's writes to the work directory went: the program ended
+    well and its files are not in the work directory (`make` built nothing, to a person
+    at a terminal: everyday probe 3, E4). None when the run changed nothing there."""
+    changes = getattr(result, "workdir_changes", None)
+    if not changes:
+        return None
+    from sandbox.printable import printable
+    return (f"sandbox: note: the work directory was copy-on-write, the host's is untouched: "
+            f"the changes are in {printable(changes)} (deleted names in "
+            "workdir.deleted.json beside it; --write . changes the host's in place)")
+
+
 @contextlib.contextmanager
 def stderr_may_be_full() -> Iterator[None]:
     """Around the CLI's own lines after a run: when stderr cannot take them (2>/dev/full,

@@ -141,9 +141,9 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
             print(common.describe_failure(result, args.timeout, args), file=sys.stderr)
         common.print_hints(result)
         if args.verbose or sys.stderr.isatty():   # a person reads it; a script's is kept
-            note = common.shadowed_program(argv, result)
-            if note:
-                print(note, file=sys.stderr)
+            for note in (common.shadowed_program(argv, result), common.workdir_note(result)):
+                if note:
+                    print(note, file=sys.stderr)
     from sandbox.process_end import DIE_WITH
     if result.status == "signaled" and result.signal in DIE_WITH:
         common.CLI_DIE_BY = result.signal   # as the program did: the shell sees a ^C

@@ -15,11 +15,9 @@ import errno
 import os
 import shutil
 
+from sandbox.launcher.hints import grant_target as _grant_dir
 from sandbox.policy.model import Policy
 from sandbox.protocol import ExecFailure
-
-def _grant_dir(path: str) -> str:
-    return os.path.dirname(path) or "/"
 
 
 def _quote(path: str) -> str:

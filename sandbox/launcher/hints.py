@@ -29,7 +29,18 @@ sandbox is why, from what the trusted side knows for certain:
 - the refused connections of a ``mode = "allowlist"`` run (always recorded):
   the entry to add, or that the program bypassed the proxy;
 - an unaudited run (``[audit] files = "none"``): only what the monitor measured
-  (the full ``/tmp``); file refusals are not known, and nothing is guessed.
+  (the full ``/tmp``); file refusals are not known, and nothing is guessed;
+- a file of the host's ``/tmp`` or ``/dev/shm`` that the caller named on the
+  command line (`for_arguments`: ``bash /tmp/x.sh``, ``cat /tmp/data.csv``):
+  the sandbox's are its own and start empty, and the audit records the open as
+  allowed (the private area), so no refusal says it; the host is consulted for
+  the caller's own arguments only, as `exec_failure` does for the program;
+- a work directory inside a git work tree the view does not show
+  (`for_enclosing_repository`): git stops at the work directory ("not a git
+  repository") and pytest or a build misses the project's configuration; the
+  ``--read`` of the tree's top (never ``/`` or the caller's home, or a tree
+  above it) and, where the work directory is a mount of its own
+  (copy-on-write), the variable that lets git cross into it.
 
 A hint never widens more than the refusal asks: no read of all of ``/`` (a
 top-level name is granted itself), no write to the sandbox's own areas
@@ -57,8 +68,21 @@ OWN_AREAS = ("sandbox: /proc", "sandbox: /sys/fs/cgroup", "sandbox: /dev")
 _PRIORITY = {"exec": 0, "write": 1, "create": 1, "delete": 1, "read": 2}
 
 
+# the sandbox's own areas a policy may grant parts of, never the whole (policy.loader)
+PRIVATE_AREAS = ("/tmp", "/dev/shm")
+# the caller's arguments looked at for `for_arguments`: bounded (an xargs-sized argv)
+MAX_ARGUMENTS, MAX_ARGUMENT = 256, 4096
+
+
 def _dir(path: str) -> str:
     return os.path.dirname(path.rstrip("/")) or "/"
+
+
+def grant_target(path: str) -> str:
+    """What a hint offers to grant for `path`: its directory, unless that is the root or a
+    private area that cannot be granted whole (``--read /tmp`` is refused): then the path."""
+    where = _dir(path)
+    return path if where == "/" or where in PRIVATE_AREAS else where
 
 
 def _q(path: str) -> str:
@@ -71,9 +95,7 @@ def _inside(path: str, top: str) -> bool:
 
 def for_denied(op: str, path: str, rule: str, workdir: str, policy: Policy) -> str:
     """The hint of one denied record."""
-    where = _dir(path)
-    if where == "/":
-        where = path    # a top-level name: never a grant of the whole root
+    where = grant_target(path)   # a top-level name: never a grant of the whole root
     if rule.startswith("filesystem.deny"):
         return (f"{op} of {path} was refused by {rule} (deny beats every allow): "
                 "remove that deny rule from the policy if the program needs it")
@@ -131,6 +153,64 @@ def for_connection(target: str, rule: str, op: str = "connect") -> str | None:
     return None
 
 
+def for_arguments(argv: list[str], policy: Policy) -> list[tuple[str, str]]:
+    """(path, hint) for each absolute path among the caller's arguments (``NAME=/path``
+    too) that the host has in its /tmp or /dev/shm where the view shows the sandbox's own,
+    which starts empty: the program's "No such file" is the view's doing."""
+    from sandbox.policy import decide
+    out: list[tuple[str, str]] = []
+    for arg in argv[1:MAX_ARGUMENTS]:
+        if len(arg) > MAX_ARGUMENT:
+            continue
+        value = arg.split("=", 1)[1] if "=" in arg and not arg.startswith("/") else arg
+        if not value.startswith(PRIVATE_AREAS):
+            continue
+        path = os.path.normpath(value)
+        if not path.startswith(tuple(a + "/" for a in PRIVATE_AREAS)) or \
+                not os.path.lexists(path):
+            continue
+        verdict = decide(policy, "read", path)
+        if not verdict.rule.startswith("private "):
+            continue    # granted from the host (the work directory, a read rule)
+        area, where = verdict.rule.split(" ", 1)[1], grant_target(path)
+        out.append((path, f"{path} is in the host's {area}, which the sandbox does not see: "
+                          f"its {area} is its own and starts empty (add read = [{_q(where)}] "
+                          f"to [filesystem], or --read {where}; or put it in the work "
+                          "directory)"))
+    return out
+
+
+# how far up from the work directory a repository is looked for
+MAX_DEPTH = 64
+
+
+def for_enclosing_repository(workdir: str, policy: Policy) -> str | None:
+    """The hint of a work directory strictly inside a git work tree whose top the view
+    does not show (the caller's own directories, looked at after the run)."""
+    from sandbox.policy import decide
+    home = os.path.realpath(os.path.expanduser("~"))
+    here = os.path.normpath(workdir)
+    for _ in range(MAX_DEPTH):
+        up = _dir(here)
+        if up == here:
+            return None
+        here = up
+        if os.path.lexists(os.path.join(here, ".git")):
+            break
+    else:
+        return None
+    seen = decide(policy, "read", os.path.join(here, ".git"))
+    if here == "/" or _inside(home, here) or (seen.allowed and not seen.rule.startswith(
+            "private ")):   # the sandbox's own /tmp is not the host's tree
+        return None
+    cross = (" and --env GIT_DISCOVERY_ACROSS_FILESYSTEM=1 (the copy-on-write work directory "
+             "is a mount of its own)" if policy.filesystem.workdir == "copy-on-write" else "")
+    return (f"the work directory is inside the git work tree {here}, which the view does not "
+            "show (git stops at the work directory, \"not a git repository\"; pytest and "
+            "builds miss the project's configuration): if the program needs it, add read = "
+            f"[{_q(here)}] to [filesystem] (or --read {here}){cross}")
+
+
 # What a sandbox never does itself: allowing these would hand the program the kernel's
 # namespace and mount code (the nested-userns attack surface), so no hint says "allow it"
 NAMESPACE_CALLS = frozenset({
@@ -156,9 +236,10 @@ def for_syscall(name: str, count: int, policy: Policy) -> str:
 
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
          exec_failed: bool = False, workdir_full: bool = False,
-         shm_full: bool = False) -> list[str]:
+         shm_full: bool = False, argv: list[str] | None = None) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
-    started at all already has its one line (`exec_failure.describe`)."""
+    started at all already has its one line (`exec_failure.describe`). `argv`: the
+    command the caller asked to run (exec mode), for `for_arguments`."""
     if str(result.status) == "ok" or exec_failed:
         return []
     out: list[str] = []
@@ -222,5 +303,12 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
             continue    # missing everywhere (a PATH search, a probe): not the view's doing
         seen.add(key)
         found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))
+    for n, (path, text) in enumerate(for_arguments(argv or [], policy), len(result.denied)):
+        if ("read", _dir(path)) not in seen:
+            seen.add(("read", _dir(path)))
+            found.append((_PRIORITY["read"], n, text))
+    repo = for_enclosing_repository(workdir, policy) if argv is not None else None
+    if repo is not None:
+        found.append((_PRIORITY["read"] + 1, 0, repo))
     out += [text for _p, _n, text in sorted(found)]
     return out[:MAX_HINTS]
