@@ -161,6 +161,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("policy/canonical.py", "kernel_path", "readlink"): (R, "ditto"),
     ("policy/canonical.py", "kernel_path", "isdir"): (R, "ditto"),
     ("policy/loader.py", "_load", "isfile"): (T, "a policy file the caller named"),
+    ("policy/loader.py", "_load", "isdir"): (T, "ditto: said to be a directory, not a file"),
     ("policy/loader.py", "_Loader.load_file", "realpath"):
         (T, "the caller's policy file, for the cache key and `extends` cycles"),
     ("policy/loader.py", "_Loader.load_data", "realpath"): (T, "ditto"),
