@@ -40,7 +40,11 @@ sandbox is why, from what the trusted side knows for certain:
   repository") and pytest or a build misses the project's configuration; the
   ``--read`` of the tree's top (never ``/`` or the caller's home, or a tree
   above it) and, where the work directory is a mount of its own
-  (copy-on-write), the variable that lets git cross into it.
+  (copy-on-write), the variable that lets git cross into it;
+- the caller's module search paths (`SEARCH_PATHS`: PYTHONPATH, NODE_PATH, ...)
+  that did not reach the program (`for_dropped_env`): its environment is built
+  from scratch, so `PYTHONPATH=src sandbox exec -- python3 -m app` meets
+  ModuleNotFoundError; the names and ``--env NAME``, never the values.
 
 A hint never widens more than the refusal asks: no read of all of ``/`` (a
 top-level name is granted itself), no write to the sandbox's own areas
@@ -56,7 +60,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, Mapping
 
 from sandbox.policy.model import Policy
 
@@ -180,6 +184,23 @@ def for_arguments(argv: list[str], policy: Policy) -> list[tuple[str, str]]:
     return out
 
 
+# variables that only tell a runtime or a linker where to find code: a caller who set one
+# most likely ran the program with it (values are never shown: names only)
+SEARCH_PATHS = ("PYTHONPATH", "NODE_PATH", "PERL5LIB", "PERLLIB", "RUBYLIB", "CLASSPATH",
+                "GOPATH", "LD_LIBRARY_PATH")
+
+
+def for_dropped_env(caller: Mapping[str, str], program: Mapping[str, str]) -> str | None:
+    """The hint of the caller's search-path variables the program's environment lacks."""
+    names = [n for n in SEARCH_PATHS if caller.get(n) and n not in program]
+    if not names:
+        return None
+    flags = " ".join(f"--env {n}" for n in names)
+    return (f"{', '.join(names)}, set in your environment, did not reach the program (its "
+            "environment is built from scratch: [env] keep lists what passes): if it needs "
+            f"{'it' if len(names) == 1 else 'them'}, {flags}")
+
+
 # how far up from the work directory a repository is looked for
 MAX_DEPTH = 64
 
@@ -236,10 +257,12 @@ def for_syscall(name: str, count: int, policy: Policy) -> str:
 
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
          exec_failed: bool = False, workdir_full: bool = False,
-         shm_full: bool = False, argv: list[str] | None = None) -> list[str]:
+         shm_full: bool = False, argv: list[str] | None = None,
+         env: Mapping[str, str] | None = None) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
     started at all already has its one line (`exec_failure.describe`). `argv`: the
-    command the caller asked to run (exec mode), for `for_arguments`."""
+    command the caller asked to run (exec mode), for `for_arguments`; `env`: the
+    program's environment, for `for_dropped_env` (the caller's is this process's)."""
     if str(result.status) == "ok" or exec_failed:
         return []
     out: list[str] = []
@@ -310,5 +333,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
     repo = for_enclosing_repository(workdir, policy) if argv is not None else None
     if repo is not None:
         found.append((_PRIORITY["read"] + 1, 0, repo))
+    dropped = for_dropped_env(os.environ, env) if env is not None else None
+    if dropped is not None:
+        found.append((_PRIORITY["read"] + 1, 1, dropped))
     out += [text for _p, _n, text in sorted(found)]
     return out[:MAX_HINTS]
