@@ -314,7 +314,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
                 found.append((_PRIORITY["write"], n, text))
             continue
         kind = op if op in ("exec", "write", "create", "delete") else "read"
-        key = (kind, _dir(path))
+        # a write, create and delete in one directory ask for the same grant: one line
+        key = ("write" if _PRIORITY[kind] == _PRIORITY["write"] else kind, _dir(path))
         if not path or key in seen:
             continue
         if kind != "read" and rule.startswith(OWN_AREAS):
