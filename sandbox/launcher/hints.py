@@ -44,7 +44,11 @@ sandbox is why, from what the trusted side knows for certain:
 - the caller's module search paths (`SEARCH_PATHS`: PYTHONPATH, NODE_PATH, ...)
   that did not reach the program (`for_dropped_env`): its environment is built
   from scratch, so `PYTHONPATH=src sandbox exec -- python3 -m app` meets
-  ModuleNotFoundError; the names and ``--env NAME``, never the values.
+  ModuleNotFoundError; the names and ``--env NAME``, never the values;
+- a refused look at ``DIR/NAME`` for a DIR of the program's PATH
+  (`for_path_search`): none when a later PATH entry the view shows has NAME
+  (the search went on: pyenv's shims or ~/.local/bin hidden, /usr/bin's
+  python3 run), else NAME with the grant that runs it (``--exec DIR``).
 
 A hint never widens more than the refusal asks: no read of all of ``/`` (a
 top-level name is granted itself), no write to the sandbox's own areas
@@ -201,6 +205,25 @@ def for_dropped_env(caller: Mapping[str, str], program: Mapping[str, str]) -> st
             f"{'it' if len(names) == 1 else 'them'}, {flags}")
 
 
+def for_path_search(path: str, rule: str, search: list[str], policy: Policy) -> str | None:
+    """For a refused look at `path` in a directory of the program's PATH (`search`): ""
+    when a later entry the view shows has the same name (the search went on there, so
+    the refusal is not why the run failed), else the hint naming the grant that runs it;
+    None when `path` is not a PATH search's."""
+    from sandbox.policy import decide
+    where, name = os.path.split(path)
+    if not name or where not in search or rule.startswith("filesystem.deny"):
+        return None
+    for later in search[search.index(where) + 1:]:
+        found = os.path.join(later, name)
+        if later.startswith("/") and os.path.isfile(found) and \
+                decide(policy, "exec", found).allowed:
+            return ""
+    return (f"{path}, on the program's PATH, is not in the sandbox's view ({rule}): "
+            f"add read = [{_q(where)}] and exec = [{_q(where)}] to [filesystem] "
+            f"(or --exec {where})")
+
+
 # how far up from the work directory a repository is looked for
 MAX_DEPTH = 64
 
@@ -304,6 +327,7 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
                    "[filesystem] output_size or output_inodes)")
     seen: set[tuple[str, str]] = set()
     found: list[tuple[int, int, str]] = []
+    search = [os.path.normpath(d) for d in (env or {}).get("PATH", "").split(":") if d]
     for n, rec in enumerate(result.denied):
         op, path, rule = str(rec.get("operation", "")), str(rec.get("path", "")), \
             str(rec.get("rule", ""))
@@ -325,8 +349,12 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         if kind in ("read", "exec") and not rule.startswith("filesystem.deny") and \
                 rule != "private /tmp" and not os.path.lexists(path):
             continue    # missing everywhere (a PATH search, a probe): not the view's doing
+        searched = for_path_search(path, rule, search, policy) if kind != "write" else None
+        if searched == "":
+            continue    # the PATH search went on to one the view shows
         seen.add(key)
-        found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))
+        found.append((_PRIORITY[kind], n, searched or for_denied(op, path, rule, workdir,
+                                                                 policy)))
     for n, (path, text) in enumerate(for_arguments(argv or [], policy), len(result.denied)):
         if ("read", _dir(path)) not in seen:
             seen.add(("read", _dir(path)))
