@@ -237,3 +237,18 @@ def test_a_current_directory_the_caller_cannot_enter_is_one_line(tmp_path):
     assert p.returncode == 125 and p.stdout == "", p
     assert p.stderr == f"sandbox: error: the current directory {d} is not one you may enter; " \
                        "cd elsewhere or give --workdir DIR\n"
+
+
+def test_writes_creates_and_deletes_in_one_directory_are_one_hint(launcher, tmp_path):
+    """sqlite3 reading a WAL database in strict's read-only work directory was told twice
+    (a write of db, a create of db-wal) to make the same directory writable (everyday
+    probe 3): one line per directory for every kind of write."""
+    (tmp_path / "kept").write_text("x\n")
+    (tmp_path / "db").write_text("x\n")
+    r = launcher.spawn(["sh", "-c", "echo >> db; touch new; rm -f kept; exit 1"],
+                       policy="strict", workdir=str(tmp_path))
+    assert r.exit_code == 1
+    ops = {d["operation"] for d in r.denied}
+    assert {"write", "create", "delete"} <= ops, r.denied   # all three were refused
+    said = [h for h in r.hints if "work directory is read-only" in h]
+    assert len(said) == 1, r.hints

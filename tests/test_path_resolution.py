@@ -102,6 +102,9 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
             "(a sandbox that may write there can at most add or drop that hint)"),
     ("launcher/hints.py", "for_enclosing_repository", "realpath"):
         (T, "the caller's home, never offered as a grant"),
+    ("launcher/hints.py", "for_path_search", "isfile"):
+        (R, "whether a later PATH entry has the name a refused look was for, for a hint "
+            "after the run (the engine decides whether the view shows it)"),
     ("launcher/hints.py", "for_arguments", "lexists"):
         (R, "whether a path the caller named (an argument) is in the host's /tmp, for a "
             "hint: the caller's own input, after the run"),

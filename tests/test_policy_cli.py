@@ -161,3 +161,27 @@ def test_extra_policy_actions_plug_in(monkeypatch):
     fake.register = register
     monkeypatch.setitem(sys.modules, "sandbox.cli.policy_suggest_cmd", fake)
     assert cli_main.main(["policy", "suggest"]) == 42
+
+
+def test_list_names_every_policy_with_its_description_and_file(tmp_path):
+    """`sandbox policy list` (everyday probe 3, E5: a new user's first question was an
+    argparse error): every name `--policy` takes, its description and where it is; a
+    policy of SANDBOX_POLICY_PATH that does not load is listed with its error, not fatal."""
+    (tmp_path / "mine.toml").write_text('name = "mine"\ndescription = "my own"\n'
+                                        'extends = ["strict"]\n')
+    (tmp_path / "broken.toml").write_text("this is not toml = = \n")
+    r = run("list", env={"SANDBOX_POLICY_PATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()}
+    from sandbox.policy import available_policies, load_policy
+    for name in ("base", "strict", "default", "build"):
+        assert load_policy(name).description in rows[name], r.stdout
+        assert available_policies()[name] in rows[name], r.stdout
+    assert "my own" in rows["mine"] and str(tmp_path / "mine.toml") in rows["mine"]
+    assert "does not load" in rows["broken"], r.stdout
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert names == sorted(names)
+    j = run("list", "--json", env={"SANDBOX_POLICY_PATH": str(tmp_path)})
+    listed = {p["name"]: p for p in json.loads(j.stdout)}
+    assert listed["strict"]["description"] == load_policy("strict").description
+    assert listed["broken"]["error"] and listed["mine"]["file"] == str(tmp_path / "mine.toml")

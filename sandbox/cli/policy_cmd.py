@@ -1,4 +1,4 @@
-"""`sandbox policy check|explain|show`: inspect policies without running anything.
+"""`sandbox policy check|explain|show|list`: inspect policies without running anything.
 
 Each action is a (register, handler) pair in ACTIONS; further actions live in
 their own modules `sandbox/cli/policy_<name>_cmd.py` exposing
@@ -18,7 +18,7 @@ from sandbox.cli.plugins import optional_module
 from sandbox.current_dir import current_dir
 from sandbox.errors import PolicyError
 
-EXTRA_ACTIONS = ("suggest",)
+EXTRA_ACTIONS = ("suggest", "list")
 
 HELP = """\
 Check, explain and show policies. POLICY is a name on the policy search path
@@ -30,6 +30,7 @@ examples:
   sandbox policy explain default write out/x --output out
   sandbox policy show strict                    the merged, resolved policy as TOML
   sandbox policy show strict --read ~/data --net loopback    with command-line grants
+  sandbox policy list                           the policies --policy can name
 """
 
 

@@ -34,7 +34,8 @@ def _decode_status(raw: int) -> tuple[int | None, int | None]:
 
 def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
              env_path: str = "", workdir: str = "/",
-             argv: list[str] | None = None) -> R.RunResult:
+             argv: list[str] | None = None,
+             env: dict[str, str] | None = None) -> R.RunResult:
     rep = st.monitor_report or ExitReport(monitor_lost=True)
     res.exit_code, res.signal = _decode_status(rep.status)
     res.cpu_time = rep.cpu_time
@@ -82,7 +83,8 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
         res.reason = describe(rep.exec_failure, rep.exec_error or "", policy, env_path, workdir)
     res.hints = hints.make(res, policy, tmp_full=rep.tmp_full, workdir=workdir,
                            exec_failed=rep.exec_failure is not None,
-                           workdir_full=rep.workdir_full, shm_full=rep.shm_full, argv=argv)
+                           workdir_full=rep.workdir_full, shm_full=rep.shm_full, argv=argv,
+                           env=env)
     return res
 
 

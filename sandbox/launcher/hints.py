@@ -40,7 +40,15 @@ sandbox is why, from what the trusted side knows for certain:
   repository") and pytest or a build misses the project's configuration; the
   ``--read`` of the tree's top (never ``/`` or the caller's home, or a tree
   above it) and, where the work directory is a mount of its own
-  (copy-on-write), the variable that lets git cross into it.
+  (copy-on-write), the variable that lets git cross into it;
+- the caller's module search paths (`SEARCH_PATHS`: PYTHONPATH, NODE_PATH, ...)
+  that did not reach the program (`for_dropped_env`): its environment is built
+  from scratch, so `PYTHONPATH=src sandbox exec -- python3 -m app` meets
+  ModuleNotFoundError; the names and ``--env NAME``, never the values;
+- a refused look at ``DIR/NAME`` for a DIR of the program's PATH
+  (`for_path_search`): none when a later PATH entry the view shows has NAME
+  (the search went on: pyenv's shims or ~/.local/bin hidden, /usr/bin's
+  python3 run), else NAME with the grant that runs it (``--exec DIR``).
 
 A hint never widens more than the refusal asks: no read of all of ``/`` (a
 top-level name is granted itself), no write to the sandbox's own areas
@@ -56,7 +64,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, Mapping
 
 from sandbox.policy.model import Policy
 
@@ -180,6 +188,42 @@ def for_arguments(argv: list[str], policy: Policy) -> list[tuple[str, str]]:
     return out
 
 
+# variables that only tell a runtime or a linker where to find code: a caller who set one
+# most likely ran the program with it (values are never shown: names only)
+SEARCH_PATHS = ("PYTHONPATH", "NODE_PATH", "PERL5LIB", "PERLLIB", "RUBYLIB", "CLASSPATH",
+                "GOPATH", "LD_LIBRARY_PATH")
+
+
+def for_dropped_env(caller: Mapping[str, str], program: Mapping[str, str]) -> str | None:
+    """The hint of the caller's search-path variables the program's environment lacks."""
+    names = [n for n in SEARCH_PATHS if caller.get(n) and n not in program]
+    if not names:
+        return None
+    flags = " ".join(f"--env {n}" for n in names)
+    return (f"{', '.join(names)}, set in your environment, did not reach the program (its "
+            "environment is built from scratch: [env] keep lists what passes): if it needs "
+            f"{'it' if len(names) == 1 else 'them'}, {flags}")
+
+
+def for_path_search(path: str, rule: str, search: list[str], policy: Policy) -> str | None:
+    """For a refused look at `path` in a directory of the program's PATH (`search`): ""
+    when a later entry the view shows has the same name (the search went on there, so
+    the refusal is not why the run failed), else the hint naming the grant that runs it;
+    None when `path` is not a PATH search's."""
+    from sandbox.policy import decide
+    where, name = os.path.split(path)
+    if not name or where not in search or rule.startswith("filesystem.deny"):
+        return None
+    for later in search[search.index(where) + 1:]:
+        found = os.path.join(later, name)
+        if later.startswith("/") and os.path.isfile(found) and \
+                decide(policy, "exec", found).allowed:
+            return ""
+    return (f"{path}, on the program's PATH, is not in the sandbox's view ({rule}): "
+            f"add read = [{_q(where)}] and exec = [{_q(where)}] to [filesystem] "
+            f"(or --exec {where})")
+
+
 # how far up from the work directory a repository is looked for
 MAX_DEPTH = 64
 
@@ -236,10 +280,12 @@ def for_syscall(name: str, count: int, policy: Policy) -> str:
 
 def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
          exec_failed: bool = False, workdir_full: bool = False,
-         shm_full: bool = False, argv: list[str] | None = None) -> list[str]:
+         shm_full: bool = False, argv: list[str] | None = None,
+         env: Mapping[str, str] | None = None) -> list[str]:
     """The hints of a finished run (see the module doc). A program that could not be
     started at all already has its one line (`exec_failure.describe`). `argv`: the
-    command the caller asked to run (exec mode), for `for_arguments`."""
+    command the caller asked to run (exec mode), for `for_arguments`; `env`: the
+    program's environment, for `for_dropped_env` (the caller's is this process's)."""
     if str(result.status) == "ok" or exec_failed:
         return []
     out: list[str] = []
@@ -281,6 +327,7 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
                    "[filesystem] output_size or output_inodes)")
     seen: set[tuple[str, str]] = set()
     found: list[tuple[int, int, str]] = []
+    search = [os.path.normpath(d) for d in (env or {}).get("PATH", "").split(":") if d]
     for n, rec in enumerate(result.denied):
         op, path, rule = str(rec.get("operation", "")), str(rec.get("path", "")), \
             str(rec.get("rule", ""))
@@ -291,7 +338,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
                 found.append((_PRIORITY["write"], n, text))
             continue
         kind = op if op in ("exec", "write", "create", "delete") else "read"
-        key = (kind, _dir(path))
+        # a write, create and delete in one directory ask for the same grant: one line
+        key = ("write" if _PRIORITY[kind] == _PRIORITY["write"] else kind, _dir(path))
         if not path or key in seen:
             continue
         if kind != "read" and rule.startswith(OWN_AREAS):
@@ -301,8 +349,12 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
         if kind in ("read", "exec") and not rule.startswith("filesystem.deny") and \
                 rule != "private /tmp" and not os.path.lexists(path):
             continue    # missing everywhere (a PATH search, a probe): not the view's doing
+        searched = for_path_search(path, rule, search, policy) if kind != "write" else None
+        if searched == "":
+            continue    # the PATH search went on to one the view shows
         seen.add(key)
-        found.append((_PRIORITY[kind], n, for_denied(op, path, rule, workdir, policy)))
+        found.append((_PRIORITY[kind], n, searched or for_denied(op, path, rule, workdir,
+                                                                 policy)))
     for n, (path, text) in enumerate(for_arguments(argv or [], policy), len(result.denied)):
         if ("read", _dir(path)) not in seen:
             seen.add(("read", _dir(path)))
@@ -310,5 +362,8 @@ def make(result: Any, policy: Policy, *, tmp_full: bool, workdir: str,
     repo = for_enclosing_repository(workdir, policy) if argv is not None else None
     if repo is not None:
         found.append((_PRIORITY["read"] + 1, 0, repo))
+    dropped = for_dropped_env(os.environ, env) if env is not None else None
+    if dropped is not None:
+        found.append((_PRIORITY["read"] + 1, 1, dropped))
     out += [text for _p, _n, text in sorted(found)]
     return out[:MAX_HINTS]

@@ -588,7 +588,8 @@ class Launcher:
             rep.monitor_exit = proc.returncode
         result.wall_time = time.monotonic() - t0
         assemble(result, state, prep.policy, mode, env_path=prep.env.get("PATH", ""),
-                 workdir=prep.paths.workdir, argv=list(body) if mode == "exec" else None)
+                 workdir=prep.paths.workdir, argv=list(body) if mode == "exec" else None,
+                 env=prep.env)
         if result.timings:
             result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
         self._merge_store(result, state, initial, store)

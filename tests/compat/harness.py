@@ -30,7 +30,11 @@ _ME = pwd.getpwuid(os.getuid())
 # version of HOME, USER, LOGNAME and SHELL, not inherit these.
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "xterm",
             "PY": PYTHON, "HOME": _ME.pw_dir, "USER": _ME.pw_name,
-            "LOGNAME": _ME.pw_name, "SHELL": _ME.pw_shell or "/bin/sh"}
+            "LOGNAME": _ME.pw_name, "SHELL": _ME.pw_shell or "/bin/sh",
+            # the cold path, always: a daemon already running for this user (another
+            # checkout's, on a shared machine) would otherwise serve the runs with its
+            # own code and its own ${PYTHON}, and "$PY" was then not in the view
+            "SANDBOX_DAEMON": "0"}
 
 
 @dataclass(frozen=True)
