@@ -206,6 +206,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("thin/daemon.py", "Daemon.bind", "lexists"):
         (T, "the daemon's socket in a private (0700) directory of the caller's"),
     ("thin/control.py", "stop", "lexists"): (T, "ditto"),
+    ("thin/wire.py", "package_dir", "realpath"):
+        (T, "this install's own package directory, from its code's path (the daemon's name)"),
     ("_native/__init__.py", "_compile", "exists"):
         (T, "a temporary file of its own in the launcher's state directory (0700), where "
             "the init or the thin client is built"),

@@ -29,6 +29,8 @@ from stdin_probes import socket_stdin_left, to_dev_full
 from sandbox.thin import control as D
 from sandbox.thin import wire
 
+SOCK = os.path.basename(wire.socket_path({"SANDBOX_HOME": "/"}))   # this install's socket
+
 pytestmark = pytest.mark.isolation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANARY_DIR = os.path.join(ROOT, "tests", "canary")
@@ -44,7 +46,7 @@ def _compiled() -> list[str]:
 class Served:
     def __init__(self, home: str, values: dict[str, str], cmd: list[str]) -> None:
         self.home, self.values, self.cmd = home, values, cmd
-        self.path = os.path.join(home, "daemon", "sock")
+        self.path = wire.socket_path({"SANDBOX_HOME": home})
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
         self.env.update(SANDBOX_HOME=home, SBX_CALLER="from-the-caller")
 
@@ -74,7 +76,7 @@ def served(request, tmp_path_factory):
             "AWS_SECRET_ACCESS_KEY": values["daemon"], "SBX_CALLER": "from-the-daemon",
             "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.thin.daemon",
-                             os.path.join(home, "daemon", "sock")], env=denv,
+                             wire.socket_path({"SANDBOX_HOME": home})], env=denv,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     s = Served(home, values, SANDBOX if request.param == "python" else _compiled())
@@ -740,7 +742,7 @@ def test_a_daemon_socket_in_a_shared_directory_is_not_used(served, tmp_path):
     (home / "daemon").chmod(0o755)
     env = {**served.env, "SANDBOX_HOME": str(home)}
     # a way to the real daemon, planted in a directory others could write: never taken
-    os.symlink(served.path, home / "daemon" / "sock")
+    os.symlink(served.path, home / "daemon" / SOCK)
     before = served.count()
     p = subprocess.run([*served.cmd, "exec", "--", "sh", "-c", "exit 9"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
@@ -816,7 +818,7 @@ def test_daemon_start_status_stop_use_the_callers_state_directory(tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*SANDBOX, *args], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
-    sock = home / "daemon" / "sock"
+    sock = home / "daemon" / SOCK
     try:
         p = cli("daemon", "start")
         assert p.returncode == 0 and p.stdout.startswith("running pid"), (p.stdout, p.stderr)
@@ -843,12 +845,12 @@ def test_start_uses_the_state_directory_of_the_environment_it_is_given(tmp_path,
     env = {**os.environ, "SANDBOX_HOME": str(theirs)}
     try:
         assert D.start(env).startswith("running pid")
-        assert stat.S_ISSOCK(os.lstat(theirs / "daemon" / "sock").st_mode)
+        assert stat.S_ISSOCK(os.lstat(theirs / "daemon" / SOCK).st_mode)
         assert not os.path.lexists(mine / "daemon")
     finally:
         D.stop(wire.socket_path(env))
         D.stop(wire.socket_path(os.environ))
-    assert not os.path.lexists(theirs / "daemon" / "sock")
+    assert not os.path.lexists(theirs / "daemon" / SOCK)
 
 
 def test_a_reply_left_by_a_killed_run_is_not_taken_by_the_next(tmp_path):

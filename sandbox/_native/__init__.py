@@ -110,7 +110,10 @@ def client_path() -> str:
             os.stat(CLIENT_SOURCE).st_mtime:
         return CLIENT_PATH
     cc, base = client_build(os.environ.get("CC", "cc"))
-    flags = (*base, f'-DSANDBOX_PYTHON="{sys.executable}"')
+    # built outside the package: it cannot find its install from its own path
+    # (client.c install_id), so the package directory is given
+    from sandbox.thin.wire import package_dir
+    flags = (*base, f'-DSANDBOX_PYTHON="{sys.executable}"', f'-DSANDBOX_PACKAGE="{package_dir()}"')
     digest = _digest(CLIENT_SOURCE, cc, flags)
     from sandbox.launcher.prepare import state_dir
     target = os.path.join(state_dir(), "native", f"sandbox-client-{digest}")

@@ -4,7 +4,8 @@
  *
  *   sandbox exec [OPTIONS] -- PROGRAM [ARGS...]
  *
- * When a daemon of the caller's runs (`sandbox daemon start`), this sends it the
+ * When a daemon of the caller's runs (`sandbox daemon start`, of this install: its
+ * socket is named by install_id), this sends it the
  * request (a 4-byte little-endian length, then NUL-separated fields: "exec", argc,
  * the arguments, the environment entries), with stdin, stdout, stderr and an
  * O_PATH descriptor of the working directory (SCM_RIGHTS); forwards every signal
@@ -71,6 +72,33 @@ static void cold(char **argv)
     _exit(125);
 }
 
+/* This install's id, as wire.install_id: FNV-1a (64-bit, folded to 32) of the real path
+ * of the package directory this binary sits in (<package>/_native/sandbox), so that only
+ * a daemon of this install serves it. */
+static int install_id(unsigned *id)
+{
+#ifdef SANDBOX_PACKAGE   /* built outside the package (sandbox._native.client_path) */
+    const char *exe = SANDBOX_PACKAGE;
+#else
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = 0;
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(exe, '/');
+        if (!slash || slash == exe)
+            return -1;
+        *slash = 0;
+    }
+#endif
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)exe; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    *id = (unsigned)((h ^ (h >> 32)) & 0xffffffffu);
+    return 0;
+}
+
 /* The state directory's daemon socket, as wire.socket_path. */
 static int socket_path(char *out, size_t size, char *dir, size_t dsize)
 {
@@ -93,7 +121,10 @@ static int socket_path(char *out, size_t size, char *dir, size_t dsize)
     }
     if (n < 0 || (size_t)n >= dsize)
         return -1;
-    n = snprintf(out, size, "%s/sock", dir);
+    unsigned id;
+    if (install_id(&id))
+        return -1;
+    n = snprintf(out, size, "%s/sock-%08x", dir, id);
     return (n < 0 || (size_t)n >= size) ? -1 : 0;
 }
 

@@ -8,10 +8,12 @@ import sys
 HELP = """\
 A per-user daemon that keeps the CLI warm: while it runs, `sandbox exec` hands
 it its stdin, stdout, stderr, working directory and environment over a 0600
-socket in a 0700 directory of yours (<state>/daemon/sock) and the run skips
-Python's imports of the CLI. Everything else about `sandbox exec` is the same
-(exit codes, stdin, -t, signals, the environment allowlist). Without a daemon,
-or with SANDBOX_DAEMON=0, `sandbox exec` starts cold as before.
+socket in a 0700 directory of yours (<state>/daemon/sock-<install id>) and the
+run skips Python's imports of the CLI. Everything else about `sandbox exec` is
+the same (exit codes, stdin, -t, signals, the environment allowlist). Without
+a daemon, or with SANDBOX_DAEMON=0, `sandbox exec` starts cold as before. A
+daemon serves only its own install's `sandbox exec`, and restarts itself when
+that install's code changes (runs in flight finish first).
 
   start    start it (detached; prints its status)
   stop     stop it (runs in flight finish first)

@@ -120,7 +120,7 @@ def _exec(argv: list[str], env: "os._Environ[str]", relay: _Relay) -> int | None
     d = wire.socket_dir(env)
     if not wire.private_dir_ok(d):
         return None
-    s = _connect(os.path.join(d, "sock"))
+    s = _connect(wire.socket_path(env))
     if s is None:
         return None
     import _socket

@@ -27,12 +27,16 @@ def start(env: "os._Environ[str] | dict[str, str]", timeout: float = 20.0) -> st
                         empty=False, system_check=False)
     d = private_dir(os.path.join(state, "daemon"), what="state directory", empty=False,
                     system_check=False)
-    path = os.path.join(d, "sock")
+    path = os.path.join(d, os.path.basename(wire.socket_path(env)))
     line = status(path)
     if line:
         return "already " + line
     keep = {k: env[k] for k in ("SANDBOX_HOME", "XDG_STATE_HOME", "HOME") if k in env}
-    subprocess.Popen([sys.executable, "-I", "-m", "sandbox.thin.daemon", path], env=keep,
+    # this install's daemon, whatever the interpreter's own path holds (a checkout on
+    # PYTHONPATH would otherwise start the venv's installed copy under its name)
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(wire.package_dir())!r}); "
+            "from sandbox.thin.daemon import main; sys.exit(main(sys.argv[1:]))")
+    subprocess.Popen([sys.executable, "-I", "-c", code, path], env=keep,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout

@@ -59,6 +59,9 @@ class Daemon:
     parser: Any = None           # exec's argparse parser, built once by warm()
     spare: Spare | None = None   # a fork ready for the next request (sandbox.thin.fork)
     from_spare: int = 0          # runs served by a spare
+    restart: bool = False        # its install changed: exec a fresh daemon once idle
+    stamp: tuple[tuple[str, int, int], ...] = ()   # the install's directories (package_stamp)
+    checked: float = 0.0
 
     def __post_init__(self) -> None:
         from sandbox.thin.relay import Writers
@@ -117,6 +120,7 @@ class Daemon:
             events = self.sel.select(timeout=1.0)
             if not self.stopping:
                 self.forkserver.ensure()     # a dead one is restarted for the next run
+                self._check_install()
             for key, _ in events:
                 what = key.data
                 if what == "accept":
@@ -127,16 +131,42 @@ class Daemon:
                     self._finished(what)
                 elif isinstance(what, Run) and key.fileobj == what.pidfd:
                     self._ended(what)
-        self.listen.close()
+        self._close_listen()
         if self.spare is not None:
             self.spare.drop()
             self.spare = None
+        self.forkserver.close()
+        self.histories.close()
+
+    def _check_install(self) -> None:
+        """Once a second: has this install's code changed under us (`pip install -U`, a
+        checkout moved to another commit)? A daemon kept serving the code it imported
+        at its start, fixes included, until someone restarted it. Then it stops
+        listening (a client runs cold meanwhile), lets its runs finish, and `main`
+        execs a fresh daemon. A stat of each package directory: ~30 us."""
+        now = time.monotonic()
+        if now - self.checked < 1.0:
+            return
+        self.checked = now
+        dirs = [d for d, _, _ in self.stamp]
+        if self.stamp and package_stamp(wire.package_dir(), dirs) != self.stamp:
+            self.restart = self.stopping = True
+            self._close_listen()
+
+    def _close_listen(self) -> None:
+        """Stop taking requests: the socket is unlinked at once, so clients start cold
+        (and a new daemon may bind the name) while the runs in flight finish."""
+        if self.listen.fileno() < 0:
+            return
+        try:
+            self.sel.unregister(self.listen)
+        except KeyError:
+            pass     # `stop` unregistered it
+        self.listen.close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
-        self.forkserver.close()
-        self.histories.close()
 
     def _accept(self) -> None:
         try:
@@ -274,6 +304,26 @@ class Daemon:
         self._refill()
 
 
+def package_stamp(root: str, dirs: list[str] | None = None) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime, inode) of the package's directories but __pycache__ (`dirs`: the
+    ones listed before; a directory added or removed changes its parent's mtime). An
+    install replaces files (a rename or an unlink and create), which moves the
+    directory's mtime; an editor's in-place write does not, and is not seen."""
+    if dirs is None:
+        dirs = []
+        for d, subdirs, _ in os.walk(root):
+            subdirs[:] = sorted(x for x in subdirs if x != "__pycache__")
+            dirs.append(d)
+    out = []
+    for d in dirs:
+        try:
+            st = os.stat(d)
+        except OSError:
+            return ()
+        out.append((d, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -322,6 +372,7 @@ def warm_plan(policy: Policy) -> None:
 
 def main(argv: list[str]) -> int:
     daemon = Daemon(argv[0])
+    daemon.stamp = package_stamp(wire.package_dir())   # the code it is about to import
     daemon.warm()
     # Every run is a fork of this process: objects the collector would visit in a run
     # (writing their headers: a page copy each) are moved out of its reach, as the fork
@@ -338,6 +389,9 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         if exc.errno != errno.EINTR:
             raise
+    if daemon.restart:
+        # the same command line, now importing the install's new code
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0
 
 

@@ -10,10 +10,11 @@ die of that signal, as the program did (^C: sandbox.process_end.die_by). ``statu
 answered with one line of text. NUL cannot occur in an argument or an
 environment entry, so the framing is unambiguous.
 
-Where: ``<state>/daemon/sock`` (the launcher's state directory: $SANDBOX_HOME,
-else $XDG_STATE_HOME/sandbox, else ~/.local/state/sandbox); the directory is
-0700 and the caller's, the socket 0600, and each side checks the other's
-uid with SO_PEERCRED.
+Where: ``<state>/daemon/sock-<install id>`` (the launcher's state directory:
+$SANDBOX_HOME, else $XDG_STATE_HOME/sandbox, else ~/.local/state/sandbox; the id
+names the install, so a client is served only by a daemon of its own code); the
+directory is 0700 and the caller's, the socket 0600, and each side checks the
+other's uid with SO_PEERCRED.
 """
 from __future__ import annotations
 
@@ -43,8 +44,25 @@ def socket_dir(env: "os._Environ[str] | dict[str, str]") -> str:
     return os.path.join(state_dir(env), "daemon")
 
 
+def package_dir() -> str:
+    """This install's `sandbox` package directory, its real path."""
+    return os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def install_id(package: str | None = None) -> str:
+    """Eight hex digits naming an install: FNV-1a (64-bit, folded to 32) of its package
+    directory's real path. client.c computes the same from /proc/self/exe. WHY: a
+    daemon serves only the clients of its own install (a second venv's `sandbox exec`
+    ran the first one's code, ${PYTHON} included: found by the everyday probe)."""
+    h = 0xcbf29ce484222325
+    for b in os.fsencode(package or package_dir()):
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{(h ^ (h >> 32)) & 0xFFFFFFFF:08x}"
+
+
 def socket_path(env: "os._Environ[str] | dict[str, str]") -> str:
-    return os.path.join(socket_dir(env), "sock")
+    """One socket per install in the state directory (`sock-<install_id>`)."""
+    return os.path.join(socket_dir(env), f"sock-{install_id()}")
 
 
 def encode(op: str, argv: list[str], env: dict[str, str]) -> bytes:
