@@ -106,6 +106,7 @@ def test_audit_cli_never_prints_the_programs_escapes(tmp_path, py, monkeypatch):
                        env=env, capture_output=True, timeout=120, check=True)
     got = set()
     for line in p.stdout.decode("utf-8").splitlines():
+        assert clean(line), line         # ASCII: a C1 CSI or a bidi override is escaped too
         rec = json.loads(line)
         got.add(bytes.fromhex(rec["path_hex"]) if "path_hex" in rec else rec["path"].encode())
     assert set(names) <= got
@@ -122,6 +123,47 @@ def test_run_summary_and_error_line_are_printable(tmp_path):
     for line in out.splitlines():
         assert clean(line), line                     # ... and nothing in it acts on the terminal
     assert "\\u001b]0;pwned\\u0007" in out and "\\u202eexe.txt" in out
+
+
+HOSTILE_LOGS = r"""
+import json, os, struct
+fd = int(os.environ["SANDBOX_IPC_FD"])
+def send(t, p):
+    b = json.dumps({"type": t, "payload": p}).encode()
+    os.write(fd, struct.pack(">I", len(b)) + b)
+bad = "\x1b]0;pwned\x07\x1b[2J\u009b\rOVER \u202eexe.txt"
+send("log", {"level": "info" + bad, "message": "said" + bad, "action": "act" + bad,
+             "stage": bad})
+"""
+
+
+def test_the_run_history_never_prints_the_programs_escapes(tmp_path):
+    """`sandbox runs show/logs/list` print what a run's program chose (its log records
+    sent over the IPC descriptor, an action's exception message as the reason): raw
+    before (found by an attack probe, 2026-12-07), where `sandbox run` printed them
+    escaped. The program's own stdout and stderr pass as they are, as with exec."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "SANDBOX_HOME": str(tmp_path / "state"), "SANDBOX_DAEMON": "0"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=root, env=env,
+                              capture_output=True, timeout=120)
+
+    assert cli("exec", "--policy", "strict", "--", "python3", "-c", HOSTILE_LOGS).returncode == 0
+    logged = cli("runs", "list", "-q", "-n", "1").stdout.decode().strip()
+    assert cli("run", "tests/probes/hostile_error.json").returncode != 0
+    raised = cli("runs", "list", "-q", "-n", "1").stdout.decode().strip()
+    for args in (["runs", "logs", logged], ["runs", "show", logged], ["runs", "show", raised],
+                 ["runs", "logs", raised], ["runs", "list"]):
+        p = cli(*args)
+        assert p.returncode == 0, p.stderr
+        text = p.stdout.decode("utf-8")
+        for line in text.splitlines():
+            assert clean(line), (args, line)
+        if args[:2] == ["runs", "logs"] and args[2] == logged:
+            assert "said\\u001b]0;pwned\\u0007" in text, text   # shown, escaped
+        if args[:2] == ["runs", "show"] and args[2] == raised:
+            assert "\\u202eexe.txt" in text, text
 
 
 def test_policy_suggest_output_is_printable():

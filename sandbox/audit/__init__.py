@@ -79,7 +79,7 @@ def export_jsonl(run_id: str, path: str | TextIO, *, db: str | None = None) -> i
         if store.run_info(st, run_id) is None:
             return 0
         for rec in store.records(st, run_id):
-            path.write(json.dumps(jsonable(rec), ensure_ascii=False) + "\n")
+            path.write(json.dumps(jsonable(rec)) + "\n")   # ASCII: see docs/audit.md
             n += 1
     finally:
         st.close()

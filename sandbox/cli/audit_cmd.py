@@ -89,7 +89,8 @@ def show(args: argparse.Namespace) -> int:
     out = sys.stdout
     for r in recs:
         if args.json:
-            out.write(json.dumps(sandbox.audit.jsonable(r), ensure_ascii=False) + "\n")
+            # ASCII: U+009B (a one-byte CSI) and bidi overrides are valid JSON text
+            out.write(json.dumps(sandbox.audit.jsonable(r)) + "\n")
         else:
             out.write(show_line(r) + "\n")
     return 0

@@ -1,10 +1,18 @@
-"""`sandbox runs list|show|logs|rm`: the run history (sandbox.history)."""
+"""`sandbox runs list|show|logs|rm`: the run history (sandbox.history).
+
+What a run chose (its log records, an action's exception message as the reason,
+the names in its result) is printed through `sandbox.printable`, as `sandbox run`
+and `sandbox runs --server` print it: one line, nothing a terminal acts on. Only
+the program's own stdout and stderr pass as they are, as `sandbox exec` relays
+them."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
+
+from sandbox.printable import printable as P
 
 HELP = """\
 Every run started by `sandbox exec`, `sandbox run` or a Launcher is recorded
@@ -136,8 +144,9 @@ def list_runs(args: argparse.Namespace) -> int:
     for e in entries:
         code = f"signal {e.signal}" if e.signal is not None else \
             ("" if e.exit_code is None else f"exit {e.exit_code}")
-        print(f"{e.run_id[:12]}  {_when(e.ended)}  {e.status:<14} {code:<10} "
-              f"{e.wall_time:>8.3f}s  {e.policy or '-':<10} {_command(e.kind, e.command)[:60]}")
+        print(f"{e.run_id[:12]}  {_when(e.ended)}  {P(e.status):<14} {code:<10} "
+              f"{e.wall_time:>8.3f}s  {P(e.policy or '-'):<10} "
+              f"{P(_command(e.kind, e.command))[:60]}")
     return 0
 
 
@@ -148,25 +157,25 @@ def show(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f"run {entry.run_id}")
-    print(f"  command:  {_command(entry.kind, entry.command)}")
-    print(f"  status:   {entry.status}" + (f" ({result.get('reason')})" if result.get("reason")
-                                            else ""))
+    print(f"  command:  {P(_command(entry.kind, entry.command))}")
+    print(f"  status:   {P(entry.status)}" + (f" ({P(str(result.get('reason')))})"
+                                               if result.get("reason") else ""))
     if entry.exit_code is not None:
         print(f"  exit:     {entry.exit_code}")
     if entry.signal is not None:
         print(f"  signal:   {entry.signal}")
     print(f"  started:  {_when(entry.started)}   wall {entry.wall_time:.3f}s   "
           f"cpu {result.get('cpu_time', 0):.3f}s")
-    print(f"  policy:   {entry.policy}")
-    print(f"  output:   {entry.output_dir or '(none: the run wrote nothing)'}")
-    print(f"  layers:   {', '.join(result.get('layers') or []) or 'none'}")
+    print(f"  policy:   {P(entry.policy)}")
+    print(f"  output:   {P(entry.output_dir) or '(none: the run wrote nothing)'}")
+    print(f"  layers:   {P(', '.join(map(str, result.get('layers') or []))) or 'none'}")
     if result.get("store"):
         print(f"  store:    {len(result['store'])} keys")
     if result.get("logs"):
         print(f"  logs:     {len(result['logs'])} records (sandbox runs logs {entry.run_id[:12]})")
     cut = result.get("history_trimmed")
     if cut:
-        what = ", ".join(f"{k} ({v} more)" for k, v in sorted(cut.items()))
+        what = P(", ".join(f"{k} ({v} more)" for k, v in sorted(cut.items())))
         print(f"  trimmed:  {what}: the history keeps 1 MiB of a result; --result has it whole")
     return 0
 
@@ -176,9 +185,12 @@ def logs(args: argparse.Namespace) -> int:
     _, result = History().get(args.run_id)
     out = sys.stdout
     for rec in result.get("logs") or []:
-        level = str(rec.get("level", "info")).upper()
-        where = f" [{rec['action']}]" if rec.get("action") else ""
-        out.write(f"{level:<7}{where} {rec.get('message', rec)}\n")
+        if not isinstance(rec, dict):
+            out.write(f"{P(str(rec))}\n")
+            continue
+        level = P(str(rec.get("level", "info")).upper())
+        where = f" [{P(str(rec['action']))}]" if rec.get("action") else ""
+        out.write(f"{level:<7}{where} {P(str(rec.get('message', rec)))}\n")
     for stream in ("stdout", "stderr"):
         text = result.get(stream)
         if text:

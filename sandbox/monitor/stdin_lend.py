@@ -25,6 +25,14 @@ program controls is only what is left in its pipe, and it can add to it (its
 stdin reopened for writing through /proc/self/fd/0): so what is taken is never
 more than was lent, and a pipe fuller than lent is taken from not at all.
 A datagram socket is not lent (its reads are whole messages): it is copied.
+
+The program holds the read end of its pipe, so it can resize it (F_SETPIPE_SZ):
+a bigger pipe is writable while it still holds what was lent, and the hub
+looked again at once, for ever (a sleeping program kept the monitor at 87% of
+a CPU, outside its limits: `tests/test_stdin_lend_costs.py`). So every look
+puts the pipe back to one page first (`fit`: the kernel shrinks a pipe holding
+at most that much); one holding more (the program wrote into it) is looked at
+again after `RECHECK` seconds, not at once.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ import selectors
 import socket
 import struct
 import termios
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,11 +51,24 @@ from sandbox.isolation import libc
 from sandbox.monitor.stdio_hub import StdioHub
 
 LEND_MAX = 4096     # the most lent at once: the program's pipe holds one page
+RECHECK = 0.05      # seconds between looks at a pipe the program keeps over one page
 
 
 def pipe_for_lending(write_end: int) -> None:
     """Make the program's stdin pipe one page: writable exactly when it is empty."""
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, LEND_MAX)
+
+
+def fit(write_end: int) -> bool:
+    """Is the program's stdin pipe one page again (see the module's docstring)? Put it
+    back when the program grew it; False when it holds more than a page."""
+    if fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) <= LEND_MAX:
+        return True
+    try:
+        pipe_for_lending(write_end)
+    except OSError:       # EBUSY: more than one page in it
+        return False
+    return True
 
 
 def lendable_socket(fd: int) -> bool:
@@ -84,22 +106,26 @@ class Lender:
         self.lent = 0
         self.done = False
         self.watching: int | None = None    # the descriptor a `watch` of ours is on
+        self.timed = False                  # a timer of ours is set (`_wait_empty`)
+        self.pipe = os.fstat(dst).st_ino     # which pipe `dst` is (a timer checks it)
 
     def start(self) -> None:
         self._look()
 
     def _look(self) -> None:
         self.watching = None                    # a watch fires once
+        self.timed = False                      # and so does a timer
         if self.done:
             return
         try:
+            one_page = fit(self.dst)
             if self.lent:
                 if unread(self.peek):           # not all read yet (or the program's own)
-                    return self._wait(self.dst, selectors.EVENT_WRITE)
+                    return self._wait_empty(one_page)
                 self._take(self.lent)           # it read all it was lent
                 self.lent = 0
             if unread(self.peek):               # it wrote into its own pipe: wait it out
-                return self._wait(self.dst, selectors.EVENT_WRITE)
+                return self._wait_empty(one_page)
             n = self._lend()
             if n == 0:                          # the caller's stdin ended
                 self.done = True
@@ -112,7 +138,7 @@ class Lender:
                 # to wait for; `settle` takes what it read
                 self.lent_all()
                 return
-            self._wait(self.dst, selectors.EVENT_WRITE)
+            self._wait_empty(one_page)
         except BlockingIOError:                 # nothing to lend yet: wait for some
             self._wait(self.src, selectors.EVENT_READ)
         except OSError:
@@ -129,6 +155,26 @@ class Lender:
         self.hub.watch(fd, self._look, events)
         self.watching = fd
 
+    def _wait_empty(self, one_page: bool) -> None:
+        """Look again once the program's pipe is empty: when it is writable, if it is one
+        page; else (the program keeps more than a page in it) after RECHECK seconds."""
+        if one_page:
+            return self._wait(self.dst, selectors.EVENT_WRITE)
+        self.hub.set_timer(self, time.monotonic() + RECHECK, self._timed_look)
+        self.timed = True
+
+    def _timed_look(self) -> None:
+        """A timer's look, only while `dst` is still the program's pipe: unlike a watch,
+        which the kernel drops with the descriptor, a timer outlives a close."""
+        try:
+            same = os.fstat(self.dst).st_ino == self.pipe
+        except OSError:
+            same = False
+        if not same:
+            self.timed, self.done = False, True
+            return
+        self._look()
+
     def settle(self) -> None:
         """The sandbox is gone: take from the caller's stdin what the program read."""
         if self.done:
@@ -137,6 +183,9 @@ class Lender:
         if self.watching is not None:
             self.hub.unwatch(self.watching)
             self.watching = None
+        if self.timed:
+            self.hub.cancel_timer(self)
+            self.timed = False
         if self.lent:
             try:
                 self._take(self.lent - unread(self.peek))
