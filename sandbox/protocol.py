@@ -61,6 +61,7 @@ MAX_ARG_STRLEN = 32 * 4096
 # cannot go to a spare's stub in one datagram and takes the cold path (monitor/spare.py).
 DATAGRAM_MAX = 150_000
 MAX_FDS = 8                 # descriptors beside one datagram
+TYPED_AHEAD = 1024          # bytes of a terminal's typed-ahead lines a `-t` run takes
 
 # Plain JSON (a policy or a plan as its own to_dict makes it): any JSON object whose
 # encoding fits the field's `budget` bytes; parsed by the strict JSON reader.
@@ -287,6 +288,9 @@ class StdioWire:
     caller's terminal size when the run has a pty."""
     relay: list[bool] = bound(items=3, default_factory=lambda: [True, True, True])
     tty: WinSize | None = None
+    # keys the caller's terminal held as whole lines (and end-of-input) when `-t` made
+    # it raw, hex: typed into the program's pty first (sandbox.launcher.signals.RawTerminal)
+    ahead: str = bound(chars=2 * TYPED_AHEAD, default="")
 
 
 @dataclass

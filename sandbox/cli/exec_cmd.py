@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         else:
             launcher = Launcher(start=common.CLI_START, early=early)
         launcher.caller_pid = common.CLI_CALLER_PID   # a warm run: the client's state
+        if isinstance(raw, RawTerminal):
+            launcher.typed_ahead = raw.ahead
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or current_dir(), output_dir=args.output,

@@ -229,6 +229,9 @@ class Launcher:
         # whose process state (signals ignored and blocked, umask, nice, limits...) a
         # program inherits: None, this process; the warm path's fork sets its client's pid
         self.caller_pid: int | None = None
+        # whole lines the caller's terminal held when `sandbox exec -t` made it raw
+        # (signals.RawTerminal.ahead): typed into the run's pty first
+        self.typed_ahead = b""
         self._slots = Slots(max_concurrent)   # nested runs count too (launcher/slots.py)
         self.budget = budget or Budget()
         self.capture_output = capture_output
@@ -576,7 +579,8 @@ class Launcher:
             spec.caller = caller_state.capture(self.caller_pid)
             spec.stdio = protocol.StdioWire(
                 relay=list(relay),
-                tty=protocol.WinSize(*signals.window_size()) if io.tty else None)
+                tty=protocol.WinSize(*signals.window_size()) if io.tty else None,
+                ahead=self.typed_ahead.hex() if io.tty else "")
             session.send_msg(spec)
             if mode == "workflow":
                 self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,

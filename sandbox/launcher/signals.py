@@ -96,18 +96,58 @@ class Forwarder:
         self._saved.clear()
 
 
+def typed_ahead(fd: int, lflag: int, cc: list[bytes | int],
+                limit: int = protocol.TYPED_AHEAD) -> bytes:
+    """The whole lines a canonical terminal (`lflag`, `cc`: its modes) holds, as typed: a read in canonical mode
+    returns one line, ended by its newline, or by the end-of-input key (^D), which the
+    read consumes: that key is given back as the terminal's VEOF character. A partial
+    line is left where it is (raw mode hands it over as it is). Never blocks: a line
+    is read only when poll says one is ready."""
+    import select
+    if not lflag & termios.ICANON:
+        return b""
+    veof = cc[termios.VEOF]
+    eof = veof if isinstance(veof, bytes) else bytes([veof])
+    ends = {b"\n", *(c for c in (cc[termios.VEOL], cc[termios.VEOL2])
+                     if isinstance(c, bytes) and c != b"\0")}
+    got = b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while len(got) < limit and poller.poll(0):
+        room = limit - len(got)
+        try:
+            line = os.read(fd, room)
+        except OSError:
+            break
+        if len(line) == room and line[-1:] not in ends:
+            got += line    # a line longer than the room: its rest stays, no end added
+            break
+        got += line if line[-1:] in ends or eof == b"\0" else line + eof
+        if not line:
+            break   # end of input: what follows is for a later reader
+    return got[:limit]
+
+
 class RawTerminal:
     """The caller's terminal in raw mode for `-t`: every key goes to the program's pty,
-    whose own line discipline interprets it. Restored on exit."""
+    whose own line discipline interprets it. Restored on exit.
+
+    Lines typed ahead are taken first, in canonical mode, into `ahead` (the launcher
+    types them into the program's pty): made raw, the terminal would hand them over
+    with each end-of-input (^D) turned into a NUL byte, which the program read and
+    then waited for an end that never came (`script -qec 'sandbox exec -- cat'
+    /dev/null </dev/null` printed ^@ and hung; found by the everyday probe)."""
 
     def __init__(self, fd: int = 0) -> None:
         self.fd = fd
         self._saved: list[Any] | None = None
+        self.ahead = b""
 
     def __enter__(self) -> "RawTerminal":
         if os.isatty(self.fd):
             import tty
             self._saved = termios.tcgetattr(self.fd)
+            self.ahead = typed_ahead(self.fd, self._saved[3], self._saved[6])   # lflag, cc
             tty.setraw(self.fd, termios.TCSADRAIN)   # not TCSAFLUSH: keep keys typed ahead
         return self
 

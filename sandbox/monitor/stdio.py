@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 from sandbox import fdwait
 from sandbox.monitor import stdin_lend, stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
+from sandbox.protocol import TYPED_AHEAD
 from sandbox.std_fds import ensure_open
 
 DRAIN_TIMEOUT = 2.0   # seconds to finish copying output after the sandbox is gone
@@ -58,6 +59,7 @@ class StdioSpec:
     """What the launcher asks for (spec["stdio"])."""
     relay: tuple[bool, bool, bool] = (True, True, True)
     tty: tuple[int, int] | None = None    # (rows, cols): make a pty of this size
+    ahead: bytes = b""    # typed into the pty first: the caller's lines typed ahead
 
     @classmethod
     def from_spec(cls, raw: Any) -> "StdioSpec":
@@ -69,7 +71,34 @@ class StdioSpec:
                   and all(isinstance(v, int) and 0 <= v < 1 << 16 for v in tty))
         return cls(tuple(bool(r) for r in relay[:3]) if isinstance(relay, (list, tuple))
                    and len(relay) == 3 else (True, True, True),  # type: ignore[arg-type]
-                   (int(tty[0]), int(tty[1])) if ok_tty and tty is not None else None)
+                   (int(tty[0]), int(tty[1])) if ok_tty and tty is not None else None,
+                   _hex(raw.get("ahead")))
+
+
+def _hex(text: Any) -> bytes:
+    try:
+        return bytes.fromhex(text)[:TYPED_AHEAD] if isinstance(text, str) else b""
+    except ValueError:
+        return b""
+
+
+def type_ahead(master: int, slave: int, keys: bytes) -> None:
+    """What the caller typed before its terminal went raw, typed into the new pty (at
+    most TYPED_AHEAD bytes: its input queue takes them without blocking), without an
+    echo: the caller's terminal showed them already. The line discipline handles input
+    on a worker, later; a poll of the slave has it done now, while echo is off."""
+    import select
+    modes = termios.tcgetattr(master)
+    quiet = list(modes)
+    quiet[3] &= ~(termios.ECHO | termios.ECHONL)
+    termios.tcsetattr(master, termios.TCSANOW, quiet)
+    try:
+        os.write(master, keys)
+        poller = select.poll()
+        poller.register(slave, select.POLLIN)
+        poller.poll(0)
+    finally:
+        termios.tcsetattr(master, termios.TCSANOW, modes)
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -176,6 +205,8 @@ class StdioRelay:
         os.set_inheritable(slave, False)
         self.master = master
         set_winsize(master, rows or 24, cols or 80)
+        if self.spec.ahead:
+            type_ahead(master, slave, self.spec.ahead)
         self.sandbox = [slave, os.dup(slave), os.dup(slave)]
         # the program's stdin is the pty: whatever the launcher gave (the caller's own
         # descriptor, or a pipe of its own holding stdin bytes or nothing) is typed in

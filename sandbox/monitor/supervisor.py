@@ -229,7 +229,8 @@ class Supervisor:
         exit_w = self._exit_pipe()
         tty = self.spec.stdio.tty
         self.stdio = StdioRelay(StdioSpec.from_spec(
-            {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols]}),
+            {"relay": self.spec.stdio.relay, "tty": None if tty is None else [tty.rows, tty.cols],
+             "ahead": self.spec.stdio.ahead}),
             (self.caller_stdio[0], self.caller_stdio[1], self.caller_stdio[2]))
         self.caller_stdio = []
         try:
