@@ -177,6 +177,10 @@ def test_a_request_body_goes_up_whole_and_nothing_after_it(front):
     (b"X-A: 1\r\n Host: admin.internal\r\n", b"folded"),
     (b"Host : admin.internal\r\n", b"bad header line"),
     (b"Content-Length: 1\r\nContent-Length: 2\r\n", b"Content-Length"),
+    # found by probing (2026-12-07): servers behind a CGI/WSGI-style gateway read an
+    # underscore as a dash (HTTP_TRANSFER_ENCODING): a framing header the proxy never saw
+    (b"Transfer_Encoding: chunked\r\n", b"read as"),
+    (b"Content_Length: 5\r\n", b"read as"),
 ])
 def test_heads_servers_read_differently_are_refused(front, head, why):
     vh, port, records = front

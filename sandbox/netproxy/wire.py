@@ -66,6 +66,11 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Headers that say where a request ends or whom it is for; a gateway that maps names to
+# variables (CGI, WSGI: HTTP_TRANSFER_ENCODING) reads an underscore in them as a dash.
+_FRAMING = {b"transfer-encoding", b"content-length", b"host"}
+
+
 def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes]:
     """(method, target, version, the header block) of a request head."""
     if _CONTROL.search(head.removesuffix(b"\r\n\r\n").replace(b"\r\n", b"")):
@@ -114,6 +119,9 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
         if not colon or not _TOKEN.match(name or b"\0"):
             raise WireError("bad header line")
         key = name.lower()
+        if b"_" in key and key.replace(b"_", b"-") in _FRAMING:
+            raise WireError(f"header {name.decode()!r} is read as "
+                            f"{key.replace(b'_', b'-').decode()!r} by some servers")
         if key == b"transfer-encoding":
             raise WireError("a request body in chunks (Transfer-Encoding) is not forwarded: "
                             "send its length (Content-Length)")
