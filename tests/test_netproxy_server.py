@@ -206,3 +206,24 @@ def test_a_client_that_reads_nothing_makes_the_proxy_hold_little(proxy):
         c.close()
     per_connection = max(sent)
     assert per_connection <= 4 * 1024 * 1024, sent
+
+
+@pytest.mark.parametrize("greeting", [b"\x05\xff", b"\x05\x01\x00\x05\x01\x00\x03\xff"])
+def test_a_socks_greeting_a_byte_at_a_time_is_cut_at_the_head_bound(proxy, greeting):
+    """Found by probing (2026-12-07): HEAD_TIMEOUT bounded each SOCKS5 read, not the
+    whole greeting and request, so a client sending a byte every few seconds held a
+    slot (a thread, a descriptor) for up to 555 reads. Judged by how many bytes the
+    proxy took before it closed (HEAD_TIMEOUT is 1 s here, a byte goes every 0.25 s)."""
+    _, port, _, _ = proxy
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(greeting)
+    sent = 0
+    try:
+        for _ in range(60):
+            time.sleep(0.25)
+            c.sendall(b"a")
+            sent += 1
+    except OSError:
+        pass
+    c.close()
+    assert sent < 30, sent
