@@ -135,6 +135,53 @@ def _split_records(hello: bytes, at: int) -> bytes:
             + b"\x16" + version + struct.pack(">H", len(two)) + two)
 
 
+def _with_server_names(hello: bytes, *lists: list[tuple[int, str]]) -> bytes:
+    """`hello` (one record) with its server_name extension replaced by one extension per
+    list, each listing its (name type, name) entries."""
+    body = hello[5:]
+    p = 4 + 2 + 32
+    p += 1 + body[p]
+    p += 2 + int.from_bytes(body[p:p + 2], "big")
+    p += 1 + body[p]
+    ext_start, ext_end = p + 2, p + 2 + int.from_bytes(body[p:p + 2], "big")
+    out, q = b"", ext_start
+    while q < ext_end:
+        etype, elen = int.from_bytes(body[q:q + 2], "big"), int.from_bytes(body[q + 2:q + 4], "big")
+        if etype == 0:
+            for entries in lists:
+                names = b"".join(bytes([t]) + struct.pack(">H", len(n)) + n.encode()
+                                 for t, n in entries)
+                ext = struct.pack(">H", len(names)) + names
+                out += struct.pack(">HH", 0, len(ext)) + ext
+        else:
+            out += body[q:q + 4 + elen]
+        q += 4 + elen
+    hs_body = body[4:p] + struct.pack(">H", len(out)) + out
+    hs = b"\x01" + len(hs_body).to_bytes(3, "big") + hs_body
+    return hello[:3] + struct.pack(">H", len(hs)) + hs
+
+
+@pytest.mark.parametrize("names", [
+    [[(1, "x"), (0, ADMIN_HOST)]],            # a Go server skips the unknown type
+    [[(0, NAME), (0, ADMIN_HOST)]],           # two host names: which one is read?
+    [[(0, NAME)], [(0, ADMIN_HOST)]],         # two server_name extensions
+])
+def test_a_client_hello_names_one_server_only(names):
+    """Found by probing (2026-12-07): only the first entry of the first server_name
+    extension was read, so a list whose first entry was of another name type hid the
+    host name a Go TLS server (Caddy, Traefik) then picks."""
+    raw = Raw()
+    p, port, _ = start_proxy(raw.port)
+    try:
+        real = _client_hello(NAME)
+        assert _with_server_names(real, [(0, NAME)]) == real      # the helper rebuilds it
+        _talk(port, _connect(raw.port), _with_server_names(real, *names))
+        assert not any(ADMIN_HOST.encode() in g for g in raw.got), raw.got
+    finally:
+        p.stop()
+        raw.close()
+
+
 @pytest.mark.parametrize("way", ["split-early", "split-in-extensions", "lone-0x16-then-pause"])
 def test_a_tunnel_cannot_hide_the_tls_server_name(way):
     raw = Raw()

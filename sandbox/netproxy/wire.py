@@ -213,32 +213,53 @@ def parse_socks_request(data: bytes) -> tuple[tuple[str, int], int] | None:
 # -- TLS ClientHello: the server name -----------------------------------------------------
 def client_hello_sni(data: bytes) -> str | None | bool:
     """The SNI of a TLS ClientHello at the start of `data`: the name, None when the hello
-    has none, False when `data` is not (yet) a complete ClientHello record."""
+    has none, False when `data` is not (yet) one complete ClientHello record, or is one
+    that servers may read as naming another server.
+
+    Read strictly, as the most lenient server would, because the name decides where the
+    tunnel may go: every extension must fit the message, and the hello must carry at
+    most one server_name extension listing exactly one entry, of the host-name type (a
+    Go server skips entries of other types and takes a later host name; which of two
+    host names, or of two extensions, a server reads varies)."""
     if len(data) < 5 or data[0] != 0x16 or data[1] != 3:
         return False
     rec_len = int.from_bytes(data[3:5], "big")
     body = data[5:5 + rec_len]
     if len(body) < rec_len or len(body) < 4 or body[0] != 1:
         return False
-    if 4 + int.from_bytes(body[1:4], "big") > len(body):
+    msg_end = 4 + int.from_bytes(body[1:4], "big")
+    if msg_end > len(body):
         return False        # the hello goes on in a later record: its name may be there
     try:
         p = 4 + 2 + 32                      # handshake header, version, random
         p += 1 + body[p]                    # session id
         p += 2 + int.from_bytes(body[p:p + 2], "big")   # cipher suites
         p += 1 + body[p]                    # compression methods
-        if p + 2 > len(body):
-            return None
+        if p == msg_end:
+            return None                     # no extensions at all
         end = p + 2 + int.from_bytes(body[p:p + 2], "big")
+        if end > msg_end:
+            return False
         p += 2
-        while p + 4 <= end:
+        names: list[bytes] = []
+        while p < end:
             etype = int.from_bytes(body[p:p + 2], "big")
             elen = int.from_bytes(body[p + 2:p + 4], "big")
-            ext = body[p + 4:p + 4 + elen]
-            if etype == 0 and len(ext) >= 5 and ext[2] == 0:
-                n = int.from_bytes(ext[3:5], "big")
-                return ext[5:5 + n].decode("ascii").lower().rstrip(".")
+            if p + 4 + elen > end:
+                return False
+            if etype == 0:
+                names.append(body[p + 4:p + 4 + elen])
             p += 4 + elen
+        if not names:
+            return None
+        if len(names) > 1:
+            return False
+        ext = names[0]
+        if len(ext) < 5 or int.from_bytes(ext[:2], "big") != len(ext) - 2 or ext[2] != 0:
+            return False
+        n = int.from_bytes(ext[3:5], "big")
+        if 5 + n != len(ext):
+            return False                    # another entry follows the first
+        return ext[5:].decode("ascii").lower().rstrip(".")
     except (IndexError, UnicodeDecodeError):
         return False
-    return None
