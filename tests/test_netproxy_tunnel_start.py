@@ -221,3 +221,44 @@ def test_what_should_pass_still_passes():
         p2.stop()
         raw.close()
         banner.close()
+
+
+PAUSING_CLIENT = r"""
+import socket, sys, time
+port, pause = int(sys.argv[1]), float(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % port)
+s.recv(100)
+req = b"GET / HTTP/1.1\r\nHost: admin.internal\r\n\r\n"
+try:
+    s.sendall(req[:9])
+    time.sleep(pause)
+    s.sendall(req[9:])
+    s.settimeout(5)
+    print(s.recv(1000))
+except OSError as exc:
+    print("cut:", exc)
+"""
+
+
+@pytest.mark.isolation
+def test_a_sandboxed_client_cannot_outwait_the_check(tmp_path):
+    """The same through the monitor's proxy, from inside a sandbox."""
+    import sys
+    from dataclasses import replace
+
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.policy import load_policy
+    vh = VirtualHosts(read_timeout=10.0)
+    try:
+        pol = load_policy("default")
+        pol = pol.replace(network=replace(pol.network, mode="allowlist", deny_private=False,
+                                          allow=(f"localhost:{vh.port}",)))
+        r = Launcher(capture_output=True).spawn(
+            [sys.executable, "-I", "-S", "-c", PAUSING_CLIENT, str(vh.port),
+             str(tunnel.SNI_WAIT + 0.5)], policy=pol, timeout=120)
+        assert r.status == "ok", (r.reason, r.stderr)
+        assert "ADMIN-SECRET" not in (r.stdout or "")
+        assert all(h.startswith("localhost") for h in vh.hosts), vh.hosts
+    finally:
+        vh.close()
