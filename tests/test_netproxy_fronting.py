@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from sandbox.netproxy import server as srv
+from sandbox.netproxy import server as srv, wire
 from sandbox.netproxy.rules import Allowlist, parse_rule
 
 NAME = "front.test"
@@ -232,9 +232,12 @@ class _Lenient(socketserver.ThreadingTCPServer):
         import http.server
         hosts: list[list[str]] = []
 
+        names: list[str] = []
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 hosts.append(self.headers.get_all("Host") or [])
+                names.extend(k.lower() for k in self.headers.keys())
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -244,7 +247,7 @@ class _Lenient(socketserver.ThreadingTCPServer):
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.port, self.hosts = self.server_address[1], hosts
+        self.port, self.hosts, self.names = self.server_address[1], hosts, names
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
@@ -267,6 +270,31 @@ def test_a_line_break_inside_a_header_cannot_add_one(via, line):
         out = _talk(port, req, read=2.0)
         assert all(h == [f"{NAME}:{up.port}"] for h in up.hosts), up.hosts
         assert b" 400 " in out or (via == "connect" and not up.hosts), out
+    finally:
+        p.stop()
+        up.shutdown()
+        up.server_close()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+def test_headers_that_name_another_host_do_not_go_up(via):
+    """Found by probing (2026-12-07): X-Forwarded-Host, Forwarded, X-Original-URL and
+    their kind went up as sent; an application that trusts them (Express with `trust
+    proxy`, Django's USE_X_FORWARDED_HOST, Symfony's X-Original-URL routing) picked the
+    host or route they named, behind a request the proxy had rewritten for the allowed
+    host. Judged at the upstream: none of them arrives, the request does."""
+    up = _Lenient()
+    p, port, _ = start_proxy(up.port)
+    try:
+        extra = "".join(f"{h.decode()}: admin.internal\r\n" for h in sorted(wire.HOST_NAMING))
+        req = f"GET / HTTP/1.1\r\n{extra}X-Kept: 1\r\n\r\n".encode()
+        if via == "absolute":
+            req = req.replace(b"GET /", f"GET http://{NAME}:{up.port}/".encode(), 1)
+        else:
+            req = _connect(0, up.port) + req
+        _talk(port, req, read=2.0)
+        assert up.hosts == [[f"{NAME}:{up.port}"]] and "x-kept" in up.names, up.names
+        assert not set(up.names) & {h.decode() for h in wire.HOST_NAMING}, up.names
     finally:
         p.stop()
         up.shutdown()

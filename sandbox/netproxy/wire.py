@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 MAX_HEAD = 16 * 1024          # request line + headers
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers an application behind a trusted reverse proxy may take as the host or the path
+# asked for (Express `trust proxy`, Django USE_X_FORWARDED_HOST, Symfony X-Original-URL):
+# a sandboxed client setting them would choose another site behind the allowed one.
+HOST_NAMING = {b"forwarded", b"x-forwarded-host", b"x-forwarded-server", b"x-host",
+               b"x-http-host-override", b"x-original-host", b"x-original-url",
+               b"x-rewrite-url", b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
+               b"x-forwarded-port", b"x-forwarded-prefix"}
 HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive",
                b"te", b"trailer", b"upgrade", b"proxy-authenticate"}
 
@@ -95,7 +102,7 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
     The head names that authority and nothing else: the target in origin form, one
     `Host` header (the client's are dropped: a server picks its virtual host by it,
     and `Host: admin.internal` sent to an allowed front reached the admin site),
-    hop-by-hop headers dropped, `Connection: close`. Exactly one request goes up a
+    hop-by-hop headers and those naming another host or path (`HOST_NAMING`) dropped, `Connection: close`. Exactly one request goes up a
     connection: its body is `Content-Length` bytes, a chunked body is refused (a
     second request smuggled after the first would again choose its own host), and
     a folded header line or one with a space before its colon (read differently by
@@ -127,7 +134,7 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
                             "send its length (Content-Length)")
         if key == b"content-length":
             lengths.add(value.strip())
-        if key in HOP_HEADERS or key == b"host":
+        if key in HOP_HEADERS or key in HOST_NAMING or key == b"host":
             continue
         lines.append(raw)
     if len(lengths) > 1 or not all(v.isdigit() and len(v) <= 15 for v in lengths):
