@@ -299,3 +299,30 @@ def test_headers_that_name_another_host_do_not_go_up(via):
         p.stop()
         up.shutdown()
         up.server_close()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+@pytest.mark.parametrize("body", [ADMIN, b"\r\n" + ADMIN, b"get / http/1.1\r\nHost: admin.internal\r\n\r\n"])
+@pytest.mark.parametrize("apart", [False, True])
+def test_a_body_cannot_carry_a_request_for_another_host(front, via, body, apart):
+    """Found by probing (2026-12-07): a GET whose Content-Length body is itself a
+    request for admin.internal went up as that body; a server that ignores a request's
+    Content-Length (a known desync, "CL.0": some endpoints, some servers) read it as a
+    second request and answered it. The body is now refused when it starts like a
+    request (HTTP/1.x request line), also when it arrives after the head."""
+    vh, port, _ = front
+    head = f"GET http://{NAME}:{vh.port}/ HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    first = head.encode() if via == "absolute" else _connect(0, vh.port) + head.replace(
+        f"http://{NAME}:{vh.port}", "").encode()
+    steps: list[bytes | float] = [first, 0.3, body] if apart else [first + body]
+    out = _talk(port, *steps, read=2.0)
+    assert b"ADMIN-SECRET" not in out, out
+    assert all(h == f"{NAME}:{vh.port}" for h in vh.hosts), vh.hosts
+
+
+def test_ordinary_bodies_still_go_up(front):
+    vh, port, _ = front
+    for body in (b'{"query": {"match_all": {}}}', b"hello", b"a=1&b=GET / HTTP/1.1"):
+        out = _talk(port, f"GET http://{NAME}:{vh.port}/ HTTP/1.1\r\nContent-Length: "
+                    f"{len(body)}\r\n\r\n".encode() + body, read=2.0)
+        assert out.startswith(b"HTTP/1.1 200"), (body, out)

@@ -267,6 +267,13 @@ class ProxyServer:
             return None, _NOTHING
         rec.proto = "connect" if req.tunnel else "http"
         rec.host, rec.port = req.host, req.port
+        if req.body:
+            try:
+                rest = tunnel.body_start(conn, rest, req.body)
+            except tunnel.TunnelRefused as exc:
+                rec.rule, rec.result = str(exc), "400"
+                _http_reply(conn, 400, "Bad Request", str(exc))
+                return None, _NOTHING
         try:
             upstream = self._open(rec)
         except _Refused as r:

@@ -43,6 +43,11 @@ _REQUEST_LIKE = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[\t ]+(?:/|[^\t ]*://|.*[
                            re.IGNORECASE)
 
 
+# A request line with a version: what a request smuggled in a body needs to carry headers.
+_VERSIONED = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[\t ]+[^\r\n]*[\t ]HTTP/", re.IGNORECASE)
+BODY_WAIT = 10.0      # seconds for a body's first line to say whether it starts a request
+
+
 class TunnelRefused(Exception):
     """The tunnel's first bytes are refused; the message says why (for the record)."""
 
@@ -112,5 +117,40 @@ def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name:
         out, length = wire.origin_request(head + sep, authority)
     except wire.WireError as exc:
         raise TunnelRefused(f"proxy: bad request in a tunnel: {exc}") from None
-    sent = body[:length]
+    sent = body_start(conn, body, length)[:length]
     return out + sent, length - len(sent)
+
+
+def body_start(conn: socket.socket, body: bytes, length: int) -> bytes:
+    """`body` and what more of it `conn` sends until its first line says whether it starts
+    another request; TunnelRefused when it does (or cannot say in BODY_WAIT).
+
+    WHY: a server that ignores a request's Content-Length (a known desync, "CL.0", of
+    some servers and endpoints) reads its body as the next request on the connection,
+    and that request names its own host. Only a body starting with an HTTP/1.x request
+    line (after blank lines, in any case) is refused."""
+    if length == 0:
+        return body
+    deadline = time.monotonic() + BODY_WAIT
+    while True:
+        seen = body[:min(length, wire.MAX_HEAD)]
+        if seen:
+            if _UNDECIDED.fullmatch(seen) is None:
+                line = re.split(rb"[\r\n]", seen.lstrip(b"\r\n\t "), maxsplit=1)[0]
+                if _VERSIONED.match(line):
+                    raise TunnelRefused("proxy: a request body that starts another request "
+                                        "(a server ignoring Content-Length would read it so)")
+                return body
+            if len(seen) == length:
+                return body         # all of it, and no line of it ended: no request
+            if len(seen) == wire.MAX_HEAD:   # a line longer than a head: a request's?
+                if re.match(rb"[\r\n\t ]*[" + _TOKEN_CHARS + rb"]+[\t ]", seen):
+                    raise TunnelRefused("proxy: a request body that may start another "
+                                        "request (a first line over 16 KiB)")
+                return body
+        left = deadline - time.monotonic()
+        r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
+        more = conn.recv(4096) if r else b""
+        if not more:
+            raise TunnelRefused("proxy: a request body whose first line did not end in time")
+        body += more
