@@ -88,6 +88,12 @@ LENIENT_LINES = {
     "blank-line-first": f"\r\nGET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
     "lower-case-version": f"GET / http/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
     "http09-absolute": f"GET http://{ADMIN_HOST}/\r\n\r\n".encode(),
+    # Python's http.server splits a request line with str.split(): any whitespace of
+    # latin-1, vertical tab, form feed, \x1c-\x1f, NEL and NBSP too (found 2026-12-07)
+    "vertical-tab-first": f"\x0bGET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "form-feeds": f"GET\x0c/\x0cHTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "nbsp": b"GET\xa0/\xa0HTTP/1.1\r\nHost: " + ADMIN_HOST.encode() + b"\r\n\r\n",
+    "unit-separator": f"GET\x1f/\x1fHTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
 }
 
 
