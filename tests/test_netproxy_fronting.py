@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from sandbox.netproxy import server as srv
+from sandbox.netproxy import server as srv, wire
 from sandbox.netproxy.rules import Allowlist, parse_rule
 
 NAME = "front.test"
@@ -177,6 +177,10 @@ def test_a_request_body_goes_up_whole_and_nothing_after_it(front):
     (b"X-A: 1\r\n Host: admin.internal\r\n", b"folded"),
     (b"Host : admin.internal\r\n", b"bad header line"),
     (b"Content-Length: 1\r\nContent-Length: 2\r\n", b"Content-Length"),
+    # found by probing (2026-12-07): servers behind a CGI/WSGI-style gateway read an
+    # underscore as a dash (HTTP_TRANSFER_ENCODING): a framing header the proxy never saw
+    (b"Transfer_Encoding: chunked\r\n", b"read as"),
+    (b"Content_Length: 5\r\n", b"read as"),
 ])
 def test_heads_servers_read_differently_are_refused(front, head, why):
     vh, port, records = front
@@ -228,9 +232,12 @@ class _Lenient(socketserver.ThreadingTCPServer):
         import http.server
         hosts: list[list[str]] = []
 
+        names: list[str] = []
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 hosts.append(self.headers.get_all("Host") or [])
+                names.extend(k.lower() for k in self.headers.keys())
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -240,7 +247,7 @@ class _Lenient(socketserver.ThreadingTCPServer):
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.port, self.hosts = self.server_address[1], hosts
+        self.port, self.hosts, self.names = self.server_address[1], hosts, names
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
@@ -267,3 +274,55 @@ def test_a_line_break_inside_a_header_cannot_add_one(via, line):
         p.stop()
         up.shutdown()
         up.server_close()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+def test_headers_that_name_another_host_do_not_go_up(via):
+    """Found by probing (2026-12-07): X-Forwarded-Host, Forwarded, X-Original-URL and
+    their kind went up as sent; an application that trusts them (Express with `trust
+    proxy`, Django's USE_X_FORWARDED_HOST, Symfony's X-Original-URL routing) picked the
+    host or route they named, behind a request the proxy had rewritten for the allowed
+    host. Judged at the upstream: none of them arrives, the request does."""
+    up = _Lenient()
+    p, port, _ = start_proxy(up.port)
+    try:
+        extra = "".join(f"{h.decode()}: admin.internal\r\n" for h in sorted(wire.HOST_NAMING))
+        req = f"GET / HTTP/1.1\r\n{extra}X-Kept: 1\r\n\r\n".encode()
+        if via == "absolute":
+            req = req.replace(b"GET /", f"GET http://{NAME}:{up.port}/".encode(), 1)
+        else:
+            req = _connect(0, up.port) + req
+        _talk(port, req, read=2.0)
+        assert up.hosts == [[f"{NAME}:{up.port}"]] and "x-kept" in up.names, up.names
+        assert not set(up.names) & {h.decode() for h in wire.HOST_NAMING}, up.names
+    finally:
+        p.stop()
+        up.shutdown()
+        up.server_close()
+
+
+@pytest.mark.parametrize("via", ["absolute", "connect"])
+@pytest.mark.parametrize("body", [ADMIN, b"\r\n" + ADMIN, b"get / http/1.1\r\nHost: admin.internal\r\n\r\n"])
+@pytest.mark.parametrize("apart", [False, True])
+def test_a_body_cannot_carry_a_request_for_another_host(front, via, body, apart):
+    """Found by probing (2026-12-07): a GET whose Content-Length body is itself a
+    request for admin.internal went up as that body; a server that ignores a request's
+    Content-Length (a known desync, "CL.0": some endpoints, some servers) read it as a
+    second request and answered it. The body is now refused when it starts like a
+    request (HTTP/1.x request line), also when it arrives after the head."""
+    vh, port, _ = front
+    head = f"GET http://{NAME}:{vh.port}/ HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    first = head.encode() if via == "absolute" else _connect(0, vh.port) + head.replace(
+        f"http://{NAME}:{vh.port}", "").encode()
+    steps: list[bytes | float] = [first, 0.3, body] if apart else [first + body]
+    out = _talk(port, *steps, read=2.0)
+    assert b"ADMIN-SECRET" not in out, out
+    assert all(h == f"{NAME}:{vh.port}" for h in vh.hosts), vh.hosts
+
+
+def test_ordinary_bodies_still_go_up(front):
+    vh, port, _ = front
+    for body in (b'{"query": {"match_all": {}}}', b"hello", b"a=1&b=GET / HTTP/1.1"):
+        out = _talk(port, f"GET http://{NAME}:{vh.port}/ HTTP/1.1\r\nContent-Length: "
+                    f"{len(body)}\r\n\r\n".encode() + body, read=2.0)
+        assert out.startswith(b"HTTP/1.1 200"), (body, out)

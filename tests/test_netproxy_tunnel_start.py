@@ -88,6 +88,12 @@ LENIENT_LINES = {
     "blank-line-first": f"\r\nGET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
     "lower-case-version": f"GET / http/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
     "http09-absolute": f"GET http://{ADMIN_HOST}/\r\n\r\n".encode(),
+    # Python's http.server splits a request line with str.split(): any whitespace of
+    # latin-1, vertical tab, form feed, \x1c-\x1f, NEL and NBSP too (found 2026-12-07)
+    "vertical-tab-first": f"\x0bGET / HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "form-feeds": f"GET\x0c/\x0cHTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
+    "nbsp": b"GET\xa0/\xa0HTTP/1.1\r\nHost: " + ADMIN_HOST.encode() + b"\r\n\r\n",
+    "unit-separator": f"GET\x1f/\x1fHTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n".encode(),
 }
 
 
@@ -135,6 +141,53 @@ def _split_records(hello: bytes, at: int) -> bytes:
             + b"\x16" + version + struct.pack(">H", len(two)) + two)
 
 
+def _with_server_names(hello: bytes, *lists: list[tuple[int, str]]) -> bytes:
+    """`hello` (one record) with its server_name extension replaced by one extension per
+    list, each listing its (name type, name) entries."""
+    body = hello[5:]
+    p = 4 + 2 + 32
+    p += 1 + body[p]
+    p += 2 + int.from_bytes(body[p:p + 2], "big")
+    p += 1 + body[p]
+    ext_start, ext_end = p + 2, p + 2 + int.from_bytes(body[p:p + 2], "big")
+    out, q = b"", ext_start
+    while q < ext_end:
+        etype, elen = int.from_bytes(body[q:q + 2], "big"), int.from_bytes(body[q + 2:q + 4], "big")
+        if etype == 0:
+            for entries in lists:
+                names = b"".join(bytes([t]) + struct.pack(">H", len(n)) + n.encode()
+                                 for t, n in entries)
+                ext = struct.pack(">H", len(names)) + names
+                out += struct.pack(">HH", 0, len(ext)) + ext
+        else:
+            out += body[q:q + 4 + elen]
+        q += 4 + elen
+    hs_body = body[4:p] + struct.pack(">H", len(out)) + out
+    hs = b"\x01" + len(hs_body).to_bytes(3, "big") + hs_body
+    return hello[:3] + struct.pack(">H", len(hs)) + hs
+
+
+@pytest.mark.parametrize("names", [
+    [[(1, "x"), (0, ADMIN_HOST)]],            # a Go server skips the unknown type
+    [[(0, NAME), (0, ADMIN_HOST)]],           # two host names: which one is read?
+    [[(0, NAME)], [(0, ADMIN_HOST)]],         # two server_name extensions
+])
+def test_a_client_hello_names_one_server_only(names):
+    """Found by probing (2026-12-07): only the first entry of the first server_name
+    extension was read, so a list whose first entry was of another name type hid the
+    host name a Go TLS server (Caddy, Traefik) then picks."""
+    raw = Raw()
+    p, port, _ = start_proxy(raw.port)
+    try:
+        real = _client_hello(NAME)
+        assert _with_server_names(real, [(0, NAME)]) == real      # the helper rebuilds it
+        _talk(port, _connect(raw.port), _with_server_names(real, *names))
+        assert not any(ADMIN_HOST.encode() in g for g in raw.got), raw.got
+    finally:
+        p.stop()
+        raw.close()
+
+
 @pytest.mark.parametrize("way", ["split-early", "split-in-extensions", "lone-0x16-then-pause"])
 def test_a_tunnel_cannot_hide_the_tls_server_name(way):
     raw = Raw()
@@ -174,3 +227,44 @@ def test_what_should_pass_still_passes():
         p2.stop()
         raw.close()
         banner.close()
+
+
+PAUSING_CLIENT = r"""
+import socket, sys, time
+port, pause = int(sys.argv[1]), float(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % port)
+s.recv(100)
+req = b"GET / HTTP/1.1\r\nHost: admin.internal\r\n\r\n"
+try:
+    s.sendall(req[:9])
+    time.sleep(pause)
+    s.sendall(req[9:])
+    s.settimeout(5)
+    print(s.recv(1000))
+except OSError as exc:
+    print("cut:", exc)
+"""
+
+
+@pytest.mark.isolation
+def test_a_sandboxed_client_cannot_outwait_the_check(tmp_path):
+    """The same through the monitor's proxy, from inside a sandbox."""
+    import sys
+    from dataclasses import replace
+
+    from sandbox.launcher.launcher import Launcher
+    from sandbox.policy import load_policy
+    vh = VirtualHosts(read_timeout=10.0)
+    try:
+        pol = load_policy("default")
+        pol = pol.replace(network=replace(pol.network, mode="allowlist", deny_private=False,
+                                          allow=(f"localhost:{vh.port}",)))
+        r = Launcher(capture_output=True).spawn(
+            [sys.executable, "-I", "-S", "-c", PAUSING_CLIENT, str(vh.port),
+             str(tunnel.SNI_WAIT + 0.5)], policy=pol, timeout=120)
+        assert r.status == "ok", (r.reason, r.stderr)
+        assert "ADMIN-SECRET" not in (r.stdout or "")
+        assert all(h.startswith("localhost") for h in vh.hosts), vh.hosts
+    finally:
+        vh.close()

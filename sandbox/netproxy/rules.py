@@ -176,6 +176,8 @@ def private_reason(addr: IPAddress) -> str | None:
         return "link-local (cloud metadata)"
     if addr.is_link_local:
         return "link-local"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local:
+        return "site-local (fec0::/10, deprecated but routed inside some sites)"
     if addr.is_multicast:
         return "multicast"
     if addr.is_unspecified:

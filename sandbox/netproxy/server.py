@@ -208,7 +208,7 @@ class ProxyServer:
                 return   # opened and closed: nothing asked, nothing recorded
             if first[0] == wire.SOCKS_VERSION:
                 rec.proto = "socks5"
-                upstream, pending = self._socks(conn, rec)
+                upstream, pending = self._socks(conn, rec, t0 + HEAD_TIMEOUT)
             else:
                 upstream, pending = self._http(conn, first, rec, t0)
             if upstream is None:
@@ -247,11 +247,7 @@ class ProxyServer:
         while b"\r\n\r\n" not in buf:
             if len(buf) > wire.MAX_HEAD:
                 raise wire.WireError(f"request head over {wire.MAX_HEAD} bytes")
-            left = HEAD_TIMEOUT - (time.monotonic() - t0)
-            if left <= 0:
-                raise wire.WireError("request head not complete in time")
-            conn.settimeout(left)
-            more = conn.recv(4096)
+            more = _recv_before(conn, 4096, t0 + HEAD_TIMEOUT)
             if not more:
                 raise wire.WireError("closed before the request head ended")
             buf += more
@@ -271,6 +267,13 @@ class ProxyServer:
             return None, _NOTHING
         rec.proto = "connect" if req.tunnel else "http"
         rec.host, rec.port = req.host, req.port
+        if req.body:
+            try:
+                rest = tunnel.body_start(conn, rest, req.body)
+            except tunnel.TunnelRefused as exc:
+                rec.rule, rec.result = str(exc), "400"
+                _http_reply(conn, 400, "Bad Request", str(exc))
+                return None, _NOTHING
         try:
             upstream = self._open(rec)
         except _Refused as r:
@@ -286,9 +289,11 @@ class ProxyServer:
             return upstream, self._tunnel_start(conn, upstream, rest, rec)
         return upstream, _one_request(req.head, req.body, rest)
 
-    def _socks(self, conn: socket.socket, rec: ConnRecord) -> tuple[socket.socket | None, _Pending]:
-        n = _recv_exact(conn, 1)[0]
-        methods = _recv_exact(conn, n) if n else b""
+    def _socks(self, conn: socket.socket, rec: ConnRecord,
+               deadline: float) -> tuple[socket.socket | None, _Pending]:
+        """The greeting and the request, whole before `deadline` (as an HTTP head)."""
+        n = _recv_exact(conn, 1, deadline)[0]
+        methods = _recv_exact(conn, n, deadline) if n else b""
         if 0 not in methods:
             conn.sendall(b"\x05\xff")
             rec.rule, rec.result = "proxy: SOCKS5 without the no-authentication method", "refused"
@@ -306,7 +311,7 @@ class ProxyServer:
                 break
             if len(buf) > 300:
                 raise wire.WireError("SOCKS5 request too long")
-            more = conn.recv(300)
+            more = _recv_before(conn, 300, deadline)
             if not more:
                 return None, _NOTHING
             buf += more
@@ -374,10 +379,20 @@ class ProxyServer:
         return _Pending(data, more)
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_before(conn: socket.socket, size: int, deadline: float) -> bytes:
+    """One read that ends by `deadline` (monotonic): the bound is on the whole head, so a
+    byte every few seconds does not keep a slot (a thread, a descriptor) for long."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise wire.WireError("request head not complete in time")
+    conn.settimeout(left)
+    return conn.recv(size)
+
+
+def _recv_exact(conn: socket.socket, n: int, deadline: float) -> bytes:
     out = b""
     while len(out) < n:
-        more = conn.recv(n - len(out))
+        more = _recv_before(conn, n - len(out), deadline)
         if not more:
             raise wire.WireError("closed mid-request")
         out += more

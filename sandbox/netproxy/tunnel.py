@@ -10,8 +10,8 @@ behind it. So the client's first bytes are read before anything is relayed:
   then a path, an absolute URL or `HTTP/`, in any case, after blank lines;
   `looks_like_http`): it must be one strict HTTP/1.x request, which is
   rewritten to name the tunnel's host and is all the tunnel carries
-  (`wire.origin_request`); a lenient server reads two spaces, tabs, a blank
-  line first, `http/1.1` or HTTP/0.9 as a request, so these are refused, not
+  (`wire.origin_request`); a lenient server reads two spaces, tabs (any
+  Latin-1 whitespace for Python's http.server), a blank line first, `http/1.1` or HTTP/0.9 as a request, so these are refused, not
   relayed as "another protocol";
 - anything else (a binary protocol, `SSH-2.0-...`) is relayed as it is.
 
@@ -36,11 +36,23 @@ from sandbox.netproxy import relay, wire
 SNI_WAIT = 2.0        # seconds from the client's first byte for its first bytes to decide
 
 _TOKEN_CHARS = rb"!#$%&'*+.^_`|~0-9A-Za-z-"
+# Blanks as the most lenient server reads them: Python's http.server splits a request
+# line with str.split() on latin-1 text, so vertical tab, form feed, \x1c-\x1f, NEL and
+# NBSP separate words too ("GET\x0b/\x0bHTTP/1.1" is a request to it).
+_BLANK = rb"\t\x0b\x0c\x1c-\x1f \x85\xa0"
+_LEADING = re.compile(rb"[\r\n" + _BLANK + rb"]*")
 # What may still become a request line: blank lines, a method, blanks, the rest of a line.
-_UNDECIDED = re.compile(rb"[\r\n\t ]*(?:[" + _TOKEN_CHARS + rb"]+(?:[\t ]+[^\r\n]*)?)?")
+_UNDECIDED = re.compile(rb"[\r\n" + _BLANK + rb"]*(?:[" + _TOKEN_CHARS + rb"]+(?:["
+                        + _BLANK + rb"]+[^\r\n]*)?)?")
 # A first line a lenient server reads as a request (HTTP/0.9 included).
-_REQUEST_LIKE = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[\t ]+(?:/|[^\t ]*://|.*[\t ]HTTP/)",
-                           re.IGNORECASE)
+_REQUEST_LIKE = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[" + _BLANK + rb"]+(?:/|[^" + _BLANK
+                           + rb"]*://|.*[" + _BLANK + rb"]HTTP/)", re.IGNORECASE)
+
+
+# A request line with a version: what a request smuggled in a body needs to carry headers.
+_VERSIONED = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[" + _BLANK + rb"]+[^\r\n]*[" + _BLANK
+                        + rb"]HTTP/", re.IGNORECASE)
+BODY_WAIT = 10.0      # seconds for a body's first line to say whether it starts a request
 
 
 class TunnelRefused(Exception):
@@ -52,8 +64,12 @@ def looks_like_http(data: bytes) -> bool | None:
     first line has not ended and could still be one."""
     if _UNDECIDED.fullmatch(data):
         return None if len(data) <= wire.MAX_HEAD else True
-    line = re.split(rb"[\r\n]", data.lstrip(b"\r\n\t "), maxsplit=1)[0]
-    return bool(_REQUEST_LIKE.match(line))
+    return bool(_REQUEST_LIKE.match(_first_line(data)))
+
+
+def _first_line(data: bytes) -> bytes:
+    """The first line of `data` after leading blank lines and blanks."""
+    return re.split(rb"[\r\n]", data[_LEADING.match(data).end():], maxsplit=1)[0]  # type: ignore[union-attr]
 
 
 def _tls_decided(data: bytes) -> bool:
@@ -112,5 +128,40 @@ def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name:
         out, length = wire.origin_request(head + sep, authority)
     except wire.WireError as exc:
         raise TunnelRefused(f"proxy: bad request in a tunnel: {exc}") from None
-    sent = body[:length]
+    sent = body_start(conn, body, length)[:length]
     return out + sent, length - len(sent)
+
+
+def body_start(conn: socket.socket, body: bytes, length: int) -> bytes:
+    """`body` and what more of it `conn` sends until its first line says whether it starts
+    another request; TunnelRefused when it does (or cannot say in BODY_WAIT).
+
+    WHY: a server that ignores a request's Content-Length (a known desync, "CL.0", of
+    some servers and endpoints) reads its body as the next request on the connection,
+    and that request names its own host. Only a body starting with an HTTP/1.x request
+    line (after blank lines, in any case) is refused."""
+    if length == 0:
+        return body
+    deadline = time.monotonic() + BODY_WAIT
+    while True:
+        seen = body[:min(length, wire.MAX_HEAD)]
+        if seen:
+            if _UNDECIDED.fullmatch(seen) is None:
+                if _VERSIONED.match(_first_line(seen)):
+                    raise TunnelRefused("proxy: a request body that starts another request "
+                                        "(a server ignoring Content-Length would read it so)")
+                return body
+            if len(seen) == length:
+                return body         # all of it, and no line of it ended: no request
+            if len(seen) == wire.MAX_HEAD:   # a line longer than a head: a request's?
+                if re.match(rb"[\r\n" + _BLANK + rb"]*[" + _TOKEN_CHARS + rb"]+[" + _BLANK + rb"]",
+                            seen):
+                    raise TunnelRefused("proxy: a request body that may start another "
+                                        "request (a first line over 16 KiB)")
+                return body
+        left = deadline - time.monotonic()
+        r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
+        more = conn.recv(4096) if r else b""
+        if not more:
+            raise TunnelRefused("proxy: a request body whose first line did not end in time")
+        body += more

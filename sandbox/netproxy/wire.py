@@ -13,6 +13,13 @@ from dataclasses import dataclass
 
 MAX_HEAD = 16 * 1024          # request line + headers
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers an application behind a trusted reverse proxy may take as the host or the path
+# asked for (Express `trust proxy`, Django USE_X_FORWARDED_HOST, Symfony X-Original-URL):
+# a sandboxed client setting them would choose another site behind the allowed one.
+HOST_NAMING = {b"forwarded", b"x-forwarded-host", b"x-forwarded-server", b"x-host",
+               b"x-http-host-override", b"x-original-host", b"x-original-url",
+               b"x-rewrite-url", b"x-forwarded-for", b"x-real-ip", b"x-forwarded-proto",
+               b"x-forwarded-port", b"x-forwarded-prefix"}
 HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive",
                b"te", b"trailer", b"upgrade", b"proxy-authenticate"}
 
@@ -66,6 +73,11 @@ def split_hostport(text: str, default: int | None) -> tuple[str, int]:
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Headers that say where a request ends or whom it is for; a gateway that maps names to
+# variables (CGI, WSGI: HTTP_TRANSFER_ENCODING) reads an underscore in them as a dash.
+_FRAMING = {b"transfer-encoding", b"content-length", b"host"}
+
+
 def _request_line(head: bytes) -> tuple[bytes, str, bytes, bytes]:
     """(method, target, version, the header block) of a request head."""
     if _CONTROL.search(head.removesuffix(b"\r\n\r\n").replace(b"\r\n", b"")):
@@ -90,7 +102,7 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
     The head names that authority and nothing else: the target in origin form, one
     `Host` header (the client's are dropped: a server picks its virtual host by it,
     and `Host: admin.internal` sent to an allowed front reached the admin site),
-    hop-by-hop headers dropped, `Connection: close`. Exactly one request goes up a
+    hop-by-hop headers and those naming another host or path (`HOST_NAMING`) dropped, `Connection: close`. Exactly one request goes up a
     connection: its body is `Content-Length` bytes, a chunked body is refused (a
     second request smuggled after the first would again choose its own host), and
     a folded header line or one with a space before its colon (read differently by
@@ -114,12 +126,15 @@ def origin_request(head: bytes, authority: str) -> tuple[bytes, int]:
         if not colon or not _TOKEN.match(name or b"\0"):
             raise WireError("bad header line")
         key = name.lower()
+        if b"_" in key and key.replace(b"_", b"-") in _FRAMING:
+            raise WireError(f"header {name.decode()!r} is read as "
+                            f"{key.replace(b'_', b'-').decode()!r} by some servers")
         if key == b"transfer-encoding":
             raise WireError("a request body in chunks (Transfer-Encoding) is not forwarded: "
                             "send its length (Content-Length)")
         if key == b"content-length":
             lengths.add(value.strip())
-        if key in HOP_HEADERS or key == b"host":
+        if key in HOP_HEADERS or key in HOST_NAMING or key == b"host":
             continue
         lines.append(raw)
     if len(lengths) > 1 or not all(v.isdigit() and len(v) <= 15 for v in lengths):
@@ -205,32 +220,53 @@ def parse_socks_request(data: bytes) -> tuple[tuple[str, int], int] | None:
 # -- TLS ClientHello: the server name -----------------------------------------------------
 def client_hello_sni(data: bytes) -> str | None | bool:
     """The SNI of a TLS ClientHello at the start of `data`: the name, None when the hello
-    has none, False when `data` is not (yet) a complete ClientHello record."""
+    has none, False when `data` is not (yet) one complete ClientHello record, or is one
+    that servers may read as naming another server.
+
+    Read strictly, as the most lenient server would, because the name decides where the
+    tunnel may go: every extension must fit the message, and the hello must carry at
+    most one server_name extension listing exactly one entry, of the host-name type (a
+    Go server skips entries of other types and takes a later host name; which of two
+    host names, or of two extensions, a server reads varies)."""
     if len(data) < 5 or data[0] != 0x16 or data[1] != 3:
         return False
     rec_len = int.from_bytes(data[3:5], "big")
     body = data[5:5 + rec_len]
     if len(body) < rec_len or len(body) < 4 or body[0] != 1:
         return False
-    if 4 + int.from_bytes(body[1:4], "big") > len(body):
+    msg_end = 4 + int.from_bytes(body[1:4], "big")
+    if msg_end > len(body):
         return False        # the hello goes on in a later record: its name may be there
     try:
         p = 4 + 2 + 32                      # handshake header, version, random
         p += 1 + body[p]                    # session id
         p += 2 + int.from_bytes(body[p:p + 2], "big")   # cipher suites
         p += 1 + body[p]                    # compression methods
-        if p + 2 > len(body):
-            return None
+        if p == msg_end:
+            return None                     # no extensions at all
         end = p + 2 + int.from_bytes(body[p:p + 2], "big")
+        if end > msg_end:
+            return False
         p += 2
-        while p + 4 <= end:
+        names: list[bytes] = []
+        while p < end:
             etype = int.from_bytes(body[p:p + 2], "big")
             elen = int.from_bytes(body[p + 2:p + 4], "big")
-            ext = body[p + 4:p + 4 + elen]
-            if etype == 0 and len(ext) >= 5 and ext[2] == 0:
-                n = int.from_bytes(ext[3:5], "big")
-                return ext[5:5 + n].decode("ascii").lower().rstrip(".")
+            if p + 4 + elen > end:
+                return False
+            if etype == 0:
+                names.append(body[p + 4:p + 4 + elen])
             p += 4 + elen
+        if not names:
+            return None
+        if len(names) > 1:
+            return False
+        ext = names[0]
+        if len(ext) < 5 or int.from_bytes(ext[:2], "big") != len(ext) - 2 or ext[2] != 0:
+            return False
+        n = int.from_bytes(ext[3:5], "big")
+        if 5 + n != len(ext):
+            return False                    # another entry follows the first
+        return ext[5:].decode("ascii").lower().rstrip(".")
     except (IndexError, UnicodeDecodeError):
         return False
-    return None
