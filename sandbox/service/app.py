@@ -104,9 +104,10 @@ def build_service(config: ServiceConfig) -> Service:
     if config.broker:
         queue.reports.metrics = metrics     # remote runs end where their reports land
     from sandbox.service.revocation import Revocations
+    from sandbox.service.streamslots import StreamSlots
     return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
                    admin_file=admin_file, rate=RateLimiter(), metrics=metrics,
-                   revocations=Revocations(store, bus, queue))
+                   revocations=Revocations(store, bus, queue), streams=StreamSlots())
 
 
 def create_app(config: ServiceConfig) -> FastAPI:

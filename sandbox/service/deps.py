@@ -40,6 +40,7 @@ class Service:
     rate: Any = None     # sandbox.service.ratelimit.RateLimiter
     metrics: Any = None  # sandbox.service.metrics.Metrics
     revocations: Any = None  # sandbox.service.revocation.Revocations
+    streams: Any = None     # sandbox.service.streamslots.StreamSlots
 
     def rate_check(self, tok: TokenRow) -> None:
         if self.rate is not None:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.errors import InputError, PolicyError
 from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, admin_token, current_token, service
-from sandbox.service.models import Strict, TokenCreate, TokenCreated, TokenView
+from sandbox.service.models import InlinePolicy, Strict, TokenCreate, TokenCreated, TokenView
 from sandbox.service.routes_runs import visible_run
 from sandbox.service.store import TokenRow
 
@@ -43,7 +43,7 @@ class PolicyDoc(PolicyInfo):
 
 class PolicyRef(Strict):
     policy: str | None = Field(default=None, max_length=128)
-    policy_inline: dict[str, Any] | None = None
+    policy_inline: InlinePolicy = None
 
 
 class PolicyCheck(BaseModel):

@@ -51,6 +51,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
     the stream ends after the `exit` event."""
     await run_in_threadpool(visible_run, svc, tok, run_id)
     start = _after(last_event_id, after)
+    slot = svc.streams.take(tok)     # 429 over the token's open streams (streamslots.py)
 
     async def stored(after: int, upto: int | None = None
                      ) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
@@ -97,6 +98,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
                 if ev.type == "exit":
                     return
         finally:
+            slot.release()
             svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(run_id, q)
 
@@ -109,6 +111,7 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
     """Live status changes (queued, started, exit) of every run this token can see;
     `data` holds `run_id` too. `id:` is RUN_ID:SEQ (no replay: list with GET /v1/runs)."""
     owners: dict[str, str | None] = {}
+    slot = svc.streams.take(tok)     # 429 over the token's open streams (streamslots.py)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         q = svc.bus.subscribe(None)
@@ -132,6 +135,7 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
                         continue
                 yield _sse(f"{ev.run_id}:{ev.seq}", ev.type, {"run_id": ev.run_id, **ev.data})
         finally:
+            slot.release()
             svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(None, q)
 

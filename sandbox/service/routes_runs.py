@@ -129,15 +129,21 @@ async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
     part and `files` parts). 202 with the run and its links; with ?wait=SECONDS,
     200 and the finished run when it ends in time."""
     svc.rate_check(tok)
-    req, uploads = await read_request(request, svc)
-    tenancy.check_queue(tok.queues, tok.name, req.labels)
-    await run_in_threadpool(svc.queue.check_labels, req.labels)
-    row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
-                                           uploads, svc.queue.hold_secrets)
-    if created:
-        svc.queue.submitted(row.id)
-    if wait > 0:
-        row = await wait_final(svc, row.id, wait) or row
+    # a wait holds a connection: its slot is taken before a run is made (429: none made)
+    slot = svc.streams.take(tok) if wait > 0 else None
+    try:
+        req, uploads = await read_request(request, svc)
+        tenancy.check_queue(tok.queues, tok.name, req.labels)
+        await run_in_threadpool(svc.queue.check_labels, req.labels)
+        row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
+                                               uploads, svc.queue.hold_secrets)
+        if created:
+            svc.queue.submitted(row.id)
+        if wait > 0:
+            row = await wait_final(svc, row.id, wait) or row
+    finally:
+        if slot is not None:
+            slot.release()
     if row.status in FINAL_STATES and wait > 0:
         response.status_code = 200
     response.headers["Location"] = f"/v1/runs/{row.id}"
@@ -187,7 +193,8 @@ async def get_run(run_id: str, tok: Tok, svc: Svc,
     ?wait=SECONDS waits for it to end first."""
     row = await run_in_threadpool(visible_run, svc, tok, run_id)
     if wait > 0 and row.status not in FINAL_STATES:
-        row = await wait_final(svc, run_id, wait) or row
+        with svc.streams.take(tok):     # a wait holds a connection (streamslots.py)
+            row = await wait_final(svc, run_id, wait) or row
     return view(row, svc.token_name(row.token_id))
 
 

@@ -393,3 +393,31 @@ def test_a_workflow_run_page_shows_its_logs_and_store(server):
         logs = c.get(f"/ui/runs/{run['id']}/download/logs.jsonl")
         assert any("hello, sandbox!" in json.loads(line).get("message", "")
                    for line in logs.text.splitlines())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_policy_check_page_locates_many_errors_in_one_pass(server):
+    """A tenant's pasted policy of 4000 bad rules (51 KB) made the check page index
+    the whole text again for every error, on the server's event loop: 24 s of the
+    server's CPU for one form post while every other request waited (probe
+    2026-12-07). The text is indexed once, and the page lists a bounded number."""
+    from service.helpers import make_token
+    tenant = make_token(server.server, "checker")
+    rules = 4000
+    text = ('name = "many"\n[filesystem]\nread = [\n'
+            + "".join(f'  "rel{i}",\n' for i in range(rules)) + "]\n")
+    pid = server.server.proc.pid
+    with closing(session(server, tenant)) as c:
+        token = _csrf(c.get("/ui/policies/check").text)
+        before = _cpu_seconds(pid)
+        r = c.post("/ui/policies/check", data={"csrf": token, "policy": text},
+                   headers={"origin": server.url}, timeout=600)
+        spent = _cpu_seconds(pid) - before
+    assert r.status_code == 200, r.text[:300]
+    assert re.search(r"line 3: <code>filesystem.read</code>", r.text), r.text[-1500:]
+    assert r.text.count("<li>") < 200 and f"{rules - 100} more" in r.text, r.text[-1500:]
+    assert spent < 5.0, spent
