@@ -131,9 +131,32 @@ def explain_policy(req: ExplainRequest, tok: Tok, svc: Svc) -> Explanation:
         raise InputError("path: give an absolute path")
     p = resolve(_load(req, tok, svc), default_variables(EXAMPLE_WORKDIR, EXAMPLE_OUTPUT))
     path = os.path.normpath(req.path)
-    v = decide(p, req.operation, path)
+    v = _in_own_layer(p, req.operation, path, decide(p, req.operation, path))
     return Explanation(policy=p.name, operation=req.operation, path=path, allowed=v.allowed,
                        rule=v.rule, reason=v.reason)
+
+
+def _in_own_layer(policy: Any, operation: str, path: str, verdict: Any) -> Any:
+    """`verdict`, or, for a change beneath the stand-in ${WORKDIR} that only its
+    copy-on-write layer allows, the verdict saying where the change goes: what
+    `sandbox policy explain` says (sandbox.policy.workdir_overlay), with the
+    stand-in taken as written, never resolved on the server's disk (a run of
+    `default` writes there; this endpoint said "denied")."""
+    from sandbox.policy import decide
+    from sandbox.policy import workdir_overlay as overlay
+    from sandbox.policy.engine import Verdict
+    work = EXAMPLE_WORKDIR
+    if verdict.allowed or operation not in overlay.WRITE_OPS \
+            or policy.filesystem.workdir != "copy-on-write" \
+            or not (path == work or path.startswith(work + "/")) \
+            or decide(policy, "write", work).allowed or not decide(policy, "read", work).allowed:
+        return verdict
+    if not decide(overlay.with_write(policy, work), operation, path).allowed:
+        return verdict      # a deny rule, a masked path: the layer does not change it
+    return Verdict(True, overlay.RULE,
+                   f"{operation} of {path} goes to the run's own layer over its work directory "
+                   f"{work}: the run's input files stay untouched (the changes are copied to "
+                   "${OUTPUT}/workdir.changes when the run ends)", path)
 
 
 # -- a run's audit ------------------------------------------------------------------

@@ -57,3 +57,37 @@ def test_metrics_in_prometheus_format(http) -> None:
     assert 'sandbox_runs{status="ok"} 1.0' in text
     assert "sandbox_queue_depth 0.0" in text and "sandbox_live_sandboxes" in text
     assert 'sandbox_run_duration_seconds_count{status="ok"} 1.0' in text
+
+
+def test_explain_knows_the_copy_on_write_work_directory(service_server, http) -> None:
+    """A run of `default` writes in its work directory (its own layer over it):
+    explain said "denied" there, as `sandbox policy explain` once did
+    (tests/test_policy_explain_cow.py). It now says where the write goes, for the
+    stand-in ${WORKDIR}, never looking at the server's disk."""
+    import os
+
+    for op in ("write", "create", "delete"):
+        ex = http.post("/v1/policies/explain", json={
+            "policy": "default", "operation": op, "path": "/run/sandbox/input/sub/x"}).json()
+        assert ex["allowed"] is True, ex
+        assert "copy-on-write" in ex["rule"] and "own layer" in ex["reason"], ex
+    # what a run does agrees: it writes in its work directory, and the server's copy
+    # of its input directory stays as it was (the input files themselves are 0400)
+    run = http.post("/v1/runs", params={"wait": 120}, json={
+        "policy": "default", "argv": ["sh", "-c", "echo run > new.txt && cat new.txt"],
+        "files": [{"name": "in.txt", "content_b64": "aG9zdAo="}]}).json()
+    assert run["status"] == "ok" and run["result"]["stdout"] == "run\n", run
+    inputs = os.path.join(service_server.state, "runs", run["id"], "input")
+    assert sorted(os.listdir(inputs)) == ["in.txt"]
+    # strict has no overlay, a read is not a write, and a path outside stays denied
+    for body in ({"policy": "strict", "operation": "write", "path": "/run/sandbox/input/x"},
+                 {"policy": "default", "operation": "write", "path": "/run/sandbox/inputx"},
+                 {"policy": "default", "operation": "write", "path": "/usr/x"}):
+        ex = http.post("/v1/policies/explain", json=body).json()
+        assert ex["allowed"] is False and "own layer" not in ex["reason"], (body, ex)
+    # an inline policy that grants the work directory itself is the host's directory
+    ex = http.post("/v1/policies/explain", json={
+        "policy_inline": {"name": "w", "extends": ["default"],
+                          "filesystem": {"write": ["${WORKDIR}"]}},
+        "operation": "write", "path": "/run/sandbox/input/x"}).json()
+    assert ex["allowed"] is True and "own layer" not in ex["reason"], ex
