@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.service.deps import Service, current_token, service
 from sandbox.service.events import Event
 from sandbox.service.routes_runs import visible_run
-from sandbox.service.store import TokenRow
+from sandbox.service.store import MAX_SEQ, TokenRow, seq_of
 
 router = APIRouter()
 Tok = Annotated[TokenRow, Depends(current_token)]
@@ -34,17 +34,17 @@ def _sse(seq: int | str, type_: str, data: dict[str, Any]) -> ServerSentEvent:
 
 
 def _after(last_event_id: str | None, after: int | None) -> int:
+    """Where a stream starts: ?after=, else Last-Event-ID, else the start (an id
+    this server could not have given, too)."""
     if after is not None:
         return after
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
-    return 0
+    return seq_of(last_event_id) or 0
 
 
 @router.get("/v1/runs/{run_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def run_events(run_id: str, tok: Tok, svc: Svc,
-                     after: Annotated[int | None, Query(ge=0)] = None,
+                     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
                      last_event_id: Annotated[str | None, Header(max_length=32)] = None
                      ) -> EventSourceResponse:
     """The run's events from after `Last-Event-ID` (or ?after=N), stored then live;

@@ -13,7 +13,7 @@ from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, current_token, service
 from sandbox.service.models import FINAL_STATES, Health, RunList, RunRequest, RunView
 from sandbox.service.runs import view
-from sandbox.service.store import RunRow, TokenRow
+from sandbox.service.store import RunRow, TokenRow, seq_of
 
 router = APIRouter()
 MAX_WAIT = 300.0
@@ -163,9 +163,9 @@ def list_runs(tok: Tok, svc: Svc,
     from sandbox.errors import InputError
     after = None
     if cursor is not None:
-        if not cursor.isdigit():
+        after = seq_of(cursor)
+        if after is None:
             raise InputError("cursor: not a cursor this server gave")
-        after = int(cursor)
     token_ids: list[str | None] = [tok.id]
     if tok.admin:
         token_ids = [None] if token is None else \
