@@ -421,3 +421,24 @@ def test_policy_check_page_locates_many_errors_in_one_pass(server):
     assert re.search(r"line 3: <code>filesystem.read</code>", r.text), r.text[-1500:]
     assert r.text.count("<li>") < 200 and f"{rules - 100} more" in r.text, r.text[-1500:]
     assert spent < 5.0, spent
+
+
+def test_one_token_cannot_crowd_out_other_sessions(server):
+    """The server keeps at most 10,000 sessions and dropped the oldest for a new
+    one: a tenant logging in 10,000 times logged every other user out, the admin
+    included (probe 2026-12-07). A token keeps at most SESSIONS_PER_TOKEN
+    sessions; its own oldest makes room, never another token's."""
+    from service.helpers import make_token
+
+    from sandbox.service.web.session import SESSIONS_PER_TOKEN
+    tenant = make_token(server.server, "crowd")
+    with closing(session(server)) as admin:
+        clients = [session(server, tenant) for _ in range(SESSIONS_PER_TOKEN + 8)]
+        try:
+            live = [c.get("/ui/runs").status_code for c in clients]
+            # the newest are live, the oldest of this token were ended
+            assert live == [303] * 8 + [200] * SESSIONS_PER_TOKEN, live
+            assert admin.get("/ui/runs").status_code == 200
+        finally:
+            for c in clients:
+                c.close()
