@@ -15,6 +15,7 @@ from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, admin_token, current_token, service
 from sandbox.service.models import InlinePolicy, Strict, TokenCreate, TokenCreated, TokenView
 from sandbox.service.routes_runs import visible_run
+from sandbox.service.streamslots import large_json
 from sandbox.service.store import TokenRow
 
 router = APIRouter()
@@ -167,7 +168,10 @@ def _text(v: Any) -> Any:
 
 
 def _audit_run(svc: Service, tok: TokenRow, run_id: str) -> str:
-    row = visible_run(svc, tok, run_id)
+    visible_run(svc, tok, run_id)
+    row = svc.store.run(run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id[:64]!r}")
     rid = (row.result or {}).get("run_id")
     if not isinstance(rid, str) or not (row.result or {}).get("audit"):
         raise NotFound(f"run {run_id} has no audit records (not ended, or not audited)")
@@ -175,16 +179,22 @@ def _audit_run(svc: Service, tok: TokenRow, run_id: str) -> str:
 
 
 @router.get("/v1/runs/{run_id}/audit")
-def run_audit(run_id: str, tok: Tok, svc: Svc, denied: Annotated[int, Query(ge=0, le=1)] = 0,
-              limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 1000) -> JSONResponse:
+async def run_audit(run_id: str, tok: Tok, svc: Svc,
+                    denied: Annotated[int, Query(ge=0, le=1)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 1000) -> JSONResponse:
     """The run's audit records ({"summary", "items": [record]}); ?denied=1: denials only."""
+    rid = await run_in_threadpool(_audit_run, svc, tok, run_id)
+    # 10,000 records of long paths are tens of MB, held until read (streamslots.py)
+    return await large_json(svc, tok, lambda: _records(svc, run_id, rid, bool(denied), limit))
+
+
+def _records(svc: Service, run_id: str, rid: str, denied: bool, limit: int) -> dict[str, Any]:
     from sandbox.audit import store as audit
-    rid = _audit_run(svc, tok, run_id)
     row = svc.store.run(run_id)
     conn = audit.Store(svc.config.audit_dir)
     items = []
     try:
-        for rec in audit.records(conn, rid, denied_only=bool(denied)):
+        for rec in audit.records(conn, rid, denied_only=denied):
             items.append({k: _text(v) for k, v in rec.items() if k != "run_id"})
             if len(items) >= limit:
                 break
@@ -193,7 +203,7 @@ def run_audit(run_id: str, tok: Tok, svc: Svc, denied: Annotated[int, Query(ge=0
     finally:
         conn.close()
     summary = (row.result or {}).get("audit") if row else None
-    return JSONResponse({"summary": summary, "items": items, "truncated": len(items) >= limit})
+    return {"summary": summary, "items": items, "truncated": len(items) >= limit}
 
 
 class Suggestion(BaseModel):

@@ -149,3 +149,97 @@ def test_an_inline_policy_is_bounded_before_it_is_read(server):
         fits = _big_policy(MAX_INLINE_ITEMS - 16)
         r = c.post("/v1/policies/check", json={"policy_inline": fits}, timeout=600)
         assert r.status_code == 200 and r.json()["ok"], r.text[:300]
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _slow_reader(server, token: str, path: str) -> socket.socket:
+    """A client that asks and never reads past the status line: a 4 KiB receive
+    buffer, so the server's send blocks once the kernel's buffers are full."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(60)
+    s.connect(("127.0.0.1", server.port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+              .encode())
+    return s
+
+
+def _answered(s: socket.socket, wait: float) -> bool:
+    import select
+    return bool(select.select([s], [], [], wait)[0])
+
+
+def test_readers_that_never_read_a_large_result_are_bounded(server):
+    """Found by the probe: a run that printed its 16 MiB of stdout and of stderr, and
+    20 requests for it whose client never read the answer, took the server from 474
+    MiB to 1.36 GB (44 MiB held for each, for as long as the client liked). A token
+    now has at most MAX_LARGE answers over LARGE_BODY bytes in flight; the next
+    waits for one of them to be read, holding nothing but its connection."""
+    from sandbox.service.streamslots import MAX_LARGE
+    alice = make_token(server, "alice")
+    bob = make_token(server, "bob")
+    assert server.proc is not None
+    pid = server.proc.pid
+    with server.client(alice) as c:
+        r = c.post("/v1/runs", params={"wait": 120}, json={"argv": ["sh", "-c",
+                   "head -c 12000000 /dev/urandom | base64 -w 200; "
+                   "head -c 12000000 /dev/urandom | base64 -w 200 >&2; "
+                   "echo x > $SANDBOX_OUTPUT/f"]}, timeout=180)
+        run = r.json()
+        assert run["status"] == "ok", run
+        assert len(run["result"]["stdout"]) + len(run["result"]["stderr"]) > 30 << 20
+    path = f"/v1/runs/{run['id']}"
+    # MAX_LARGE readers are answered (and their answers held while unread) ...
+    socks = [_slow_reader(server, alice, path) for _ in range(MAX_LARGE)]
+    try:
+        assert all(_answered(s, 60) and _status(s) == 200 for s in socks)
+        time.sleep(2)
+        held = _rss_kib(pid)
+        # ... and 16 more hold nothing but their connections until one is read
+        socks += [_slow_reader(server, alice, path) for _ in range(16)]
+        time.sleep(5)
+        answered = [s for s in socks if _answered(s, 0.1)]
+        assert answered == socks[:MAX_LARGE], len(answered)
+        grown = _rss_kib(pid) - held
+        # held for each of them, they were 16 x 44 MiB more
+        assert grown < 64 * 1024, grown
+        # small answers are not held back, nor is another tenant's large one
+        with server.client(alice) as c:
+            assert c.get("/v1/runs").status_code == 200
+            assert c.get(f"{path}/files").status_code == 200
+        with server.client() as admin:
+            assert admin.get(path).status_code == 200
+        # a reader that goes away lets a waiting one be answered
+        for s in answered:
+            s.close()
+        waiting = [s for s in socks if s not in answered]
+        deadline = time.monotonic() + 60
+        while not any(_answered(s, 0) for s in waiting):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        for s in socks:
+            s.close()
+    # every slot comes back once the readers are gone
+    deadline = time.monotonic() + 60
+    while True:
+        with server.client(alice) as c:
+            got = [c.get(path, timeout=5).status_code for _ in range(2)]
+        if got == [200, 200]:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
+    # downloads hold a descriptor each: they take the stream slots, and a client that
+    # leaves at once leaves neither a slot nor a descriptor behind
+    before = _fds(pid)
+    for _ in range(3 * MAX_STREAMS):
+        s = _slow_reader(server, alice, f"{path}/files/f")
+        s.close()
+    time.sleep(2)
+    assert _fds(pid) - before < 8, (before, _fds(pid))
+    with server.client(bob) as c:
+        assert c.get("/v1/runs").status_code == 200
