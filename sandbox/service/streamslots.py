@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -131,8 +131,8 @@ class StreamSlots:
                 self._held.pop(token_id, None)
 
 
-class PacedJSON(JSONResponse):
-    """A JSON answer sent a CHUNK at a time: the server's next send waits until the
+class Paced(Response):
+    """An answer sent a CHUNK at a time: the server's next send waits until the
     client has taken the last (uvicorn's flow control), so the answer's slot is held
     until its client has read it. Sent whole, the body went into the connection's
     buffer at once, and its slot came back while the server still held all of it."""
@@ -148,6 +148,13 @@ class PacedJSON(JSONResponse):
             await self.background()
 
 
+class PacedJSON(Paced, JSONResponse):
+    """A JSON answer, paced."""
+
+
+P = TypeVar("P", bound=Paced)
+
+
 async def _waiting(svc: Any, token: Any, slots: StreamSlots, held: bool) -> Slot:
     """A slot of `slots`, waited for; the wait holds one of the token's stream slots
     (a connection held), unless the caller holds one already."""
@@ -158,8 +165,16 @@ async def _waiting(svc: Any, token: Any, slots: StreamSlots, held: bool) -> Slot
 async def large_json(svc: Any, token: Any, build: Callable[[], Any], *, key: str | None = None,
                      held: bool = False, status_code: int = 200,
                      headers: dict[str, str] | None = None) -> PacedJSON:
-    """The JSON answer of `build()`, made in a worker thread while holding one of
-    the token's `svc.building` slots (at most MAX_LARGE made at once). One of over
+    """The JSON answer of `build()`, as `large_answer` makes and holds it."""
+    return await large_answer(svc, token, lambda: PacedJSON(build(), status_code=status_code,
+                                                            headers=headers),
+                              key=key, held=held)
+
+
+async def large_answer(svc: Any, token: Any, make: Callable[[], P], *,
+                       key: str | None = None, held: bool = False) -> P:
+    """The answer `make()` makes, in a worker thread while holding one of the
+    token's `svc.building` slots (at most MAX_LARGE made at once). One of over
     LARGE_BODY bytes holds one of its `svc.large` slots until its client has read
     it; when none is free, the answer is dropped, and made again once one is. An
     answer known to be large (by `key`, e.g. a run's id: a result does not shrink)
@@ -177,8 +192,7 @@ async def large_json(svc: Any, token: Any, build: Callable[[], Any], *, key: str
             try:
                 if large is None and key is not None and svc.large.known_large(key):
                     continue            # learnt while it waited: its large slot first
-                response = PacedJSON(await run_in_threadpool(build),
-                                     status_code=status_code, headers=headers)
+                response = await run_in_threadpool(make)
             finally:
                 building.release()
             if len(response.body) <= LARGE_BODY:

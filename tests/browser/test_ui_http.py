@@ -442,3 +442,51 @@ def test_one_token_cannot_crowd_out_other_sessions(server):
         finally:
             for c in clients:
                 c.close()
+
+
+def test_page_downloads_of_a_runs_output_are_held_for_few_readers(server):
+    """The page's stdout.txt download was made whole (16 MiB) for every request and
+    went whole into the connection's buffer: readers that never read held it all,
+    as many as they liked (probe 2026-12-07). It is now the API's own paced answer
+    (GET /v1/runs/{id}/stdout), with the API's bound on a token's large answers."""
+    import select
+    import socket
+    from service.helpers import make_token
+
+    from sandbox.service.streamslots import MAX_LARGE
+    tenant = make_token(server.server, "reader")
+    run = server.wait(server.submit({"argv": ["sh", "-c", "head -c 9000000 /dev/urandom "
+                                              "| base64 -w 200"]}, tenant)["id"])
+    assert run["status"] == "ok", run
+    pid = server.server.proc.pid
+    with closing(session(server, tenant)) as c:
+        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+        whole = c.get(f"/ui/runs/{run['id']}/download/stdout.txt")
+        assert whole.status_code == 200 and len(whole.content) > 11 << 20
+        assert whole.headers["content-disposition"].startswith("attachment;")
+
+    def reader() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.server.port))
+        s.sendall(f"GET /ui/runs/{run['id']}/download/stdout.txt HTTP/1.1\r\nHost: t\r\n"
+                  f"Cookie: {cookie}\r\n\r\n".encode())
+        return s
+    socks = [reader() for _ in range(MAX_LARGE)]
+    try:
+        assert all(select.select([s], [], [], 60)[0] for s in socks)
+        time.sleep(2)
+        held = _rss_kib(pid)
+        socks += [reader() for _ in range(16)]
+        time.sleep(5)
+        answered = [s for s in socks if select.select([s], [], [], 0)[0]]
+        assert answered == socks[:MAX_LARGE], len(answered)
+        assert _rss_kib(pid) - held < 64 * 1024, _rss_kib(pid) - held
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))

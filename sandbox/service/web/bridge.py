@@ -90,7 +90,9 @@ class Stream:
     def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
+        # a few messages: the API's next send waits for the page's client to read,
+        # so the API holds its answer's slot (and the page no copy) while it does not
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=4)
         self._gone = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
