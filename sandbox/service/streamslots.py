@@ -59,7 +59,9 @@ class Slot:
             owner._give_back(self._token_id)
 
     def __del__(self) -> None:
-        self.release()
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner._later.append(self._token_id)
 
     def __enter__(self) -> "Slot":
         return self
@@ -76,6 +78,9 @@ class StreamSlots:
         self.limit, self.what = limit, what
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
+        # slots given back by the collector (Slot.__del__): it may run at any
+        # allocation, this lock held or not, so it only appends here (atomic)
+        self._later: list[str] = []
         self._large: OrderedDict[str, None] = OrderedDict()
 
     def take(self, token: Any) -> Slot:
@@ -92,6 +97,7 @@ class StreamSlots:
         if token.admin:
             return Slot(None, token.id)
         with self._lock:
+            self._collected()
             held = self._held.get(token.id, 0)
             if held >= self.limit:
                 return None
@@ -120,15 +126,24 @@ class StreamSlots:
 
     def held(self, token_id: str) -> int:
         with self._lock:
+            self._collected()
             return self._held.get(token_id, 0)
 
     def _give_back(self, token_id: str) -> None:
         with self._lock:
-            left = self._held.get(token_id, 0) - 1
-            if left > 0:
-                self._held[token_id] = left
-            else:
-                self._held.pop(token_id, None)
+            self._one_less(token_id)
+
+    def _collected(self) -> None:
+        """Apply the slots the collector gave back (the lock held)."""
+        while self._later:
+            self._one_less(self._later.pop())
+
+    def _one_less(self, token_id: str) -> None:
+        left = self._held.get(token_id, 0) - 1
+        if left > 0:
+            self._held[token_id] = left
+        else:
+            self._held.pop(token_id, None)
 
 
 class Paced(Response):
