@@ -170,6 +170,13 @@ class PacedJSON(Paced, JSONResponse):
 P = TypeVar("P", bound=Paced)
 
 
+async def making(svc: Any, token: Any, held: bool = False) -> Slot:
+    """One of the token's `svc.building` slots, waited for: what a request makes in
+    memory (a submission read and decoded, about three times its body; an answer)
+    is made at most MAX_LARGE at a time per token."""
+    return svc.building.try_take(token) or await _waiting(svc, token, svc.building, held)
+
+
 async def _waiting(svc: Any, token: Any, slots: StreamSlots, held: bool) -> Slot:
     """A slot of `slots`, waited for; the wait holds one of the token's stream slots
     (a connection held), unless the caller holds one already."""
@@ -202,8 +209,7 @@ async def large_answer(svc: Any, token: Any, make: Callable[[], P], *,
             if large is None and key is not None and svc.large.known_large(key):
                 large = svc.large.try_take(token) or await _waiting(svc, token, svc.large,
                                                                      held)
-            building = svc.building.try_take(token) or await _waiting(svc, token,
-                                                                      svc.building, held)
+            building = await making(svc, token, held)
             try:
                 if large is None and key is not None and svc.large.known_large(key):
                     continue            # learnt while it waited: its large slot first

@@ -239,3 +239,48 @@ def test_readers_that_never_read_a_large_result_are_bounded(server):
     assert _fds(pid) - before < 8, (before, _fds(pid))
     with server.client(bob) as c:
         assert c.get("/v1/runs").status_code == 200
+
+
+def _peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_one_tokens_large_submissions_are_read_a_few_at_a_time(server):
+    """A 60 MiB submission costs the server about 190 MiB while it is read and
+    decoded (the JSON text, its objects, the files' bytes); eight at once from one
+    tenant took it to 1.34 GB, and nothing bounded how many (probe 2026-12-07). A
+    token's submissions are read at most MAX_LARGE at once; the rest wait unread."""
+    import base64
+    import json
+    import threading
+
+    from sandbox.service.streamslots import MAX_LARGE
+    alice = make_token(server, "alice")
+    assert server.proc is not None
+    pid = server.proc.pid
+    body = {"argv": ["true"], "files": [
+        {"name": f"f{i}", "content_b64": base64.b64encode(os.urandom(6 << 20)).decode()}
+        for i in range(3)]}
+    size = len(json.dumps(body)) >> 10         # KiB
+    with server.client(alice) as c:
+        assert c.post("/v1/runs", json=body, timeout=300).status_code == 202
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    base = _peak_kib(pid)
+    statuses: list[int] = []
+
+    def submit() -> None:
+        with server.client(alice) as c:
+            statuses.append(c.post("/v1/runs", json=body, timeout=300).status_code)
+    many = 3 * MAX_LARGE
+    threads = [threading.Thread(target=submit) for _ in range(many)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [202] * many, statuses
+    grown = _peak_kib(pid) - base
+    # each costs about three times its body while it is read; read all at once,
+    # `many` of them; MAX_LARGE at a time, MAX_LARGE of them
+    assert grown < many // 2 * 3 * size, (grown, size)
