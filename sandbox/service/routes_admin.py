@@ -61,6 +61,9 @@ class ExplainRequest(PolicyRef):
     operation: Literal["read", "write", "exec", "create", "delete", "connect", "bind",
                        "stat"] = "read"
     path: str = Field(min_length=1, max_length=4096)
+    run: str | None = Field(default=None, max_length=64, description=(
+        "explain as in this run (one the token sees): ${WORKDIR} and ${OUTPUT} are its "
+        "directories, as in its audit records"))
 
 
 class Explanation(BaseModel):
@@ -126,27 +129,33 @@ def check_policy(ref: PolicyRef, tok: Tok, svc: Svc) -> PolicyCheck:
 def explain_policy(req: ExplainRequest, tok: Tok, svc: Svc) -> Explanation:
     """May a run of this policy do OPERATION on PATH, and which rule says so. The
     path is taken as written (normalised, never resolved on the server's disk);
-    ${WORKDIR} is /run/sandbox/input and ${OUTPUT} /run/sandbox/output here."""
+    ${WORKDIR} is /run/sandbox/input and ${OUTPUT} /run/sandbox/output here, or,
+    with `run`, that run's directories (the paths of its audit records: the web
+    page's Explain said "denied", or another rule, of a file the run read from
+    its own input directory)."""
     from sandbox.policy import decide, default_variables, resolve
     if not req.path.startswith("/") or "\0" in req.path:
         raise InputError("path: give an absolute path")
-    p = resolve(_load(req, tok, svc), default_variables(EXAMPLE_WORKDIR, EXAMPLE_OUTPUT))
+    work, out = EXAMPLE_WORKDIR, EXAMPLE_OUTPUT
+    if req.run is not None:
+        visible_run(svc, tok, req.run)
+        work, out = svc.config.input_dir(req.run), svc.config.output_dir(req.run)
+    p = resolve(_load(req, tok, svc), default_variables(work, out))
     path = os.path.normpath(req.path)
-    v = _in_own_layer(p, req.operation, path, decide(p, req.operation, path))
+    v = _in_own_layer(p, req.operation, path, decide(p, req.operation, path), work)
     return Explanation(policy=p.name, operation=req.operation, path=path, allowed=v.allowed,
                        rule=v.rule, reason=v.reason)
 
 
-def _in_own_layer(policy: Any, operation: str, path: str, verdict: Any) -> Any:
-    """`verdict`, or, for a change beneath the stand-in ${WORKDIR} that only its
-    copy-on-write layer allows, the verdict saying where the change goes: what
-    `sandbox policy explain` says (sandbox.policy.workdir_overlay), with the
-    stand-in taken as written, never resolved on the server's disk (a run of
+def _in_own_layer(policy: Any, operation: str, path: str, verdict: Any, work: str) -> Any:
+    """`verdict`, or, for a change beneath ${WORKDIR} (`work`: the stand-in or the
+    run's) that only its copy-on-write layer allows, the verdict saying where the
+    change goes: what `sandbox policy explain` says (sandbox.policy.workdir_overlay),
+    with `work` taken as written, never resolved on the server's disk (a run of
     `default` writes there; this endpoint said "denied")."""
     from sandbox.policy import decide
     from sandbox.policy import workdir_overlay as overlay
     from sandbox.policy.engine import Verdict
-    work = EXAMPLE_WORKDIR
     if verdict.allowed or operation not in overlay.WRITE_OPS \
             or policy.filesystem.workdir != "copy-on-write" \
             or not (path == work or path.startswith(work + "/")) \

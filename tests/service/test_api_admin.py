@@ -91,3 +91,30 @@ def test_explain_knows_the_copy_on_write_work_directory(service_server, http) ->
                           "filesystem": {"write": ["${WORKDIR}"]}},
         "operation": "write", "path": "/run/sandbox/input/x"}).json()
     assert ex["allowed"] is True and "own layer" not in ex["reason"], ex
+
+
+def test_explain_as_in_a_run_agrees_with_its_audit(service_server, http) -> None:
+    """The web page's Explain on an audit row asked about the run's real input and
+    output paths with ${WORKDIR} and ${OUTPUT} as stand-ins, so it named another rule
+    (or "denied") for a file the run read from its own input directory. With `run`,
+    explain takes that run's directories, and agrees with its audit; another
+    tenant's run is a 404."""
+    from service.helpers import make_token
+    run = http.post("/v1/runs", params={"wait": 120}, json={
+        "policy": "strict", "argv": ["sh", "-c", 'cat in.txt; echo o > "$SANDBOX_OUTPUT/o"'],
+        "files": [{"name": "in.txt", "content_b64": "aG9zdAo="}]}).json()
+    assert run["status"] == "ok", run
+    records = http.get(f"/v1/runs/{run['id']}/audit").json()["items"]
+    mine = [r for r in records if r.get("path", "").endswith(("/input/in.txt", "/output/o"))
+            and r.get("operation") in ("read", "create")]
+    assert {r["operation"] for r in mine} == {"read", "create"}, records[:20]
+    for rec in mine:
+        body = {"policy": "strict", "operation": rec["operation"], "path": rec["path"]}
+        ex = http.post("/v1/policies/explain", json={**body, "run": run["id"]}).json()
+        assert ex["allowed"] is True and ex["rule"] == rec["rule"], (rec, ex)
+        stand_in = http.post("/v1/policies/explain", json=body).json()
+        assert stand_in["rule"] != rec["rule"], (rec, stand_in)
+    with service_server.client(make_token(service_server, "other")) as c:
+        r = c.post("/v1/policies/explain", json={"policy": "strict", "path": "/x",
+                                                 "run": run["id"]})
+        assert r.status_code == 404, r.text
