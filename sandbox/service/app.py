@@ -104,9 +104,12 @@ def build_service(config: ServiceConfig) -> Service:
     if config.broker:
         queue.reports.metrics = metrics     # remote runs end where their reports land
     from sandbox.service.revocation import Revocations
+    from sandbox.service.streamslots import MAX_LARGE, StreamSlots
     return Service(config=config, store=store, bus=bus, runs=runs, queue=queue,
                    admin_file=admin_file, rate=RateLimiter(), metrics=metrics,
-                   revocations=Revocations(store, bus, queue))
+                   revocations=Revocations(store, bus, queue), streams=StreamSlots(),
+                   large=StreamSlots(MAX_LARGE, "large answers (over 1 MiB)"),
+                   building=StreamSlots(MAX_LARGE, "answers being made"))
 
 
 def create_app(config: ServiceConfig) -> FastAPI:

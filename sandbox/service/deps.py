@@ -40,6 +40,9 @@ class Service:
     rate: Any = None     # sandbox.service.ratelimit.RateLimiter
     metrics: Any = None  # sandbox.service.metrics.Metrics
     revocations: Any = None  # sandbox.service.revocation.Revocations
+    streams: Any = None     # sandbox.service.streamslots.StreamSlots: held requests
+    large: Any = None       # and answers over streamslots.LARGE_BODY in flight
+    building: Any = None    # and answers being made
 
     def rate_check(self, tok: TokenRow) -> None:
         if self.rate is not None:

@@ -8,9 +8,10 @@ rename or remove one (docs/service.md is the contract).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, field_validator,
+                      model_validator)
 
 # Limits on what a request may carry (the body as a whole is capped too: 413).
 MAX_ARGV = 4096
@@ -21,6 +22,13 @@ MAX_ENV_VALUE = 32 * 1024
 # from them (streams.Secrets), at about a second of CPU per MiB of secrets to make
 MAX_SECRET_CHARS = 256 * 1024
 MAX_FILES = 256
+# An inline policy, every value of it (strings, numbers, list elements, tables) and
+# the characters of its strings and keys: reading a policy costs more than linear
+# time in its rules (50,000 rules, a 2.5 MB body, cost 31 s of the server's CPU,
+# attack probe 2026-12-07), so its size is bounded before it is read. A person's
+# policy has dozens of rules; a suggested one, a few hundred.
+MAX_INLINE_ITEMS = 4096
+MAX_INLINE_CHARS = 1 << 20
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Names the service sets itself: a submitter may not override them.
 RESERVED_ENV = frozenset({"SANDBOX_IPC_FD", "SANDBOX_RUN_ID", "SANDBOX_OUTPUT", "HOME",
@@ -31,6 +39,33 @@ RunState = Literal["queued", "running", "ok", "error", "timeout", "limit_exceede
 FINAL_STATES: frozenset[str] = frozenset({"ok", "error", "timeout", "limit_exceeded",
                                           "signaled", "violation", "setup_error", "cancelled",
                                           "lost"})
+
+
+def bounded_policy(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`doc` when it holds at most MAX_INLINE_ITEMS values and MAX_INLINE_CHARS
+    characters; ValueError otherwise. The walk stops at the first value over."""
+    if doc is None:
+        return doc
+    items = chars = 0
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        items += 1
+        if isinstance(value, dict):
+            chars += sum(len(str(k)) for k in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            chars += len(value)
+        if items > MAX_INLINE_ITEMS or chars > MAX_INLINE_CHARS:
+            raise ValueError(f"an inline policy may hold at most {MAX_INLINE_ITEMS} values "
+                             f"and {MAX_INLINE_CHARS} characters; register a larger one "
+                             "(sandbox policy) and name it")
+    return doc
+
+
+InlinePolicy = Annotated[dict[str, Any] | None, AfterValidator(bounded_policy)]
 
 
 class Strict(BaseModel):
@@ -72,7 +107,7 @@ class RunRequest(Strict):
     policy: str | None = Field(default=None, max_length=128,
                                description="a built-in or registered policy name (default: the "
                                "token's ceiling, or 'default')")
-    policy_inline: dict[str, Any] | None = Field(
+    policy_inline: InlinePolicy = Field(
         default=None, description="an inline policy document (TOML's shape as JSON); its "
         "`extends` may name only built-in or registered policies")
     stdin: str | None = Field(default=None, description="the program's whole stdin, as text")

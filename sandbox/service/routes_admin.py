@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.errors import InputError, PolicyError
 from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, admin_token, current_token, service
-from sandbox.service.models import Strict, TokenCreate, TokenCreated, TokenView
+from sandbox.service.models import InlinePolicy, Strict, TokenCreate, TokenCreated, TokenView
 from sandbox.service.routes_runs import visible_run
+from sandbox.service.streamslots import large_json
 from sandbox.service.store import TokenRow
 
 router = APIRouter()
@@ -43,7 +44,7 @@ class PolicyDoc(PolicyInfo):
 
 class PolicyRef(Strict):
     policy: str | None = Field(default=None, max_length=128)
-    policy_inline: dict[str, Any] | None = None
+    policy_inline: InlinePolicy = None
 
 
 class PolicyCheck(BaseModel):
@@ -60,6 +61,9 @@ class ExplainRequest(PolicyRef):
     operation: Literal["read", "write", "exec", "create", "delete", "connect", "bind",
                        "stat"] = "read"
     path: str = Field(min_length=1, max_length=4096)
+    run: str | None = Field(default=None, max_length=64, description=(
+        "explain as in this run (one the token sees): ${WORKDIR} and ${OUTPUT} are its "
+        "directories, as in its audit records"))
 
 
 class Explanation(BaseModel):
@@ -125,15 +129,44 @@ def check_policy(ref: PolicyRef, tok: Tok, svc: Svc) -> PolicyCheck:
 def explain_policy(req: ExplainRequest, tok: Tok, svc: Svc) -> Explanation:
     """May a run of this policy do OPERATION on PATH, and which rule says so. The
     path is taken as written (normalised, never resolved on the server's disk);
-    ${WORKDIR} is /run/sandbox/input and ${OUTPUT} /run/sandbox/output here."""
+    ${WORKDIR} is /run/sandbox/input and ${OUTPUT} /run/sandbox/output here, or,
+    with `run`, that run's directories (the paths of its audit records: the web
+    page's Explain said "denied", or another rule, of a file the run read from
+    its own input directory)."""
     from sandbox.policy import decide, default_variables, resolve
     if not req.path.startswith("/") or "\0" in req.path:
         raise InputError("path: give an absolute path")
-    p = resolve(_load(req, tok, svc), default_variables(EXAMPLE_WORKDIR, EXAMPLE_OUTPUT))
+    work, out = EXAMPLE_WORKDIR, EXAMPLE_OUTPUT
+    if req.run is not None:
+        visible_run(svc, tok, req.run)
+        work, out = svc.config.input_dir(req.run), svc.config.output_dir(req.run)
+    p = resolve(_load(req, tok, svc), default_variables(work, out))
     path = os.path.normpath(req.path)
-    v = decide(p, req.operation, path)
+    v = _in_own_layer(p, req.operation, path, decide(p, req.operation, path), work)
     return Explanation(policy=p.name, operation=req.operation, path=path, allowed=v.allowed,
                        rule=v.rule, reason=v.reason)
+
+
+def _in_own_layer(policy: Any, operation: str, path: str, verdict: Any, work: str) -> Any:
+    """`verdict`, or, for a change beneath ${WORKDIR} (`work`: the stand-in or the
+    run's) that only its copy-on-write layer allows, the verdict saying where the
+    change goes: what `sandbox policy explain` says (sandbox.policy.workdir_overlay),
+    with `work` taken as written, never resolved on the server's disk (a run of
+    `default` writes there; this endpoint said "denied")."""
+    from sandbox.policy import decide
+    from sandbox.policy import workdir_overlay as overlay
+    from sandbox.policy.engine import Verdict
+    if verdict.allowed or operation not in overlay.WRITE_OPS \
+            or policy.filesystem.workdir != "copy-on-write" \
+            or not (path == work or path.startswith(work + "/")) \
+            or decide(policy, "write", work).allowed or not decide(policy, "read", work).allowed:
+        return verdict
+    if not decide(overlay.with_write(policy, work), operation, path).allowed:
+        return verdict      # a deny rule, a masked path: the layer does not change it
+    return Verdict(True, overlay.RULE,
+                   f"{operation} of {path} goes to the run's own layer over its work directory "
+                   f"{work}: the run's input files stay untouched (the changes are copied to "
+                   "${OUTPUT}/workdir.changes when the run ends)", path)
 
 
 # -- a run's audit ------------------------------------------------------------------
@@ -144,7 +177,10 @@ def _text(v: Any) -> Any:
 
 
 def _audit_run(svc: Service, tok: TokenRow, run_id: str) -> str:
-    row = visible_run(svc, tok, run_id)
+    visible_run(svc, tok, run_id)
+    row = svc.store.run(run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id[:64]!r}")
     rid = (row.result or {}).get("run_id")
     if not isinstance(rid, str) or not (row.result or {}).get("audit"):
         raise NotFound(f"run {run_id} has no audit records (not ended, or not audited)")
@@ -152,16 +188,22 @@ def _audit_run(svc: Service, tok: TokenRow, run_id: str) -> str:
 
 
 @router.get("/v1/runs/{run_id}/audit")
-def run_audit(run_id: str, tok: Tok, svc: Svc, denied: Annotated[int, Query(ge=0, le=1)] = 0,
-              limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 1000) -> JSONResponse:
+async def run_audit(run_id: str, tok: Tok, svc: Svc,
+                    denied: Annotated[int, Query(ge=0, le=1)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = 1000) -> JSONResponse:
     """The run's audit records ({"summary", "items": [record]}); ?denied=1: denials only."""
+    rid = await run_in_threadpool(_audit_run, svc, tok, run_id)
+    # 10,000 records of long paths are tens of MB, held until read (streamslots.py)
+    return await large_json(svc, tok, lambda: _records(svc, run_id, rid, bool(denied), limit))
+
+
+def _records(svc: Service, run_id: str, rid: str, denied: bool, limit: int) -> dict[str, Any]:
     from sandbox.audit import store as audit
-    rid = _audit_run(svc, tok, run_id)
     row = svc.store.run(run_id)
     conn = audit.Store(svc.config.audit_dir)
     items = []
     try:
-        for rec in audit.records(conn, rid, denied_only=bool(denied)):
+        for rec in audit.records(conn, rid, denied_only=denied):
             items.append({k: _text(v) for k, v in rec.items() if k != "run_id"})
             if len(items) >= limit:
                 break
@@ -170,7 +212,7 @@ def run_audit(run_id: str, tok: Tok, svc: Svc, denied: Annotated[int, Query(ge=0
     finally:
         conn.close()
     summary = (row.result or {}).get("audit") if row else None
-    return JSONResponse({"summary": summary, "items": items, "truncated": len(items) >= limit})
+    return {"summary": summary, "items": items, "truncated": len(items) >= limit}
 
 
 class Suggestion(BaseModel):

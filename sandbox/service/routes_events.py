@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from sandbox.service.deps import Service, current_token, service
 from sandbox.service.events import Event
 from sandbox.service.routes_runs import visible_run
-from sandbox.service.store import TokenRow
+from sandbox.service.store import MAX_SEQ, TokenRow, seq_of
 
 router = APIRouter()
 Tok = Annotated[TokenRow, Depends(current_token)]
@@ -34,23 +34,24 @@ def _sse(seq: int | str, type_: str, data: dict[str, Any]) -> ServerSentEvent:
 
 
 def _after(last_event_id: str | None, after: int | None) -> int:
+    """Where a stream starts: ?after=, else Last-Event-ID, else the start (an id
+    this server could not have given, too)."""
     if after is not None:
         return after
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
-    return 0
+    return seq_of(last_event_id) or 0
 
 
 @router.get("/v1/runs/{run_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def run_events(run_id: str, tok: Tok, svc: Svc,
-                     after: Annotated[int | None, Query(ge=0)] = None,
+                     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
                      last_event_id: Annotated[str | None, Header(max_length=32)] = None
                      ) -> EventSourceResponse:
     """The run's events from after `Last-Event-ID` (or ?after=N), stored then live;
     the stream ends after the `exit` event."""
     await run_in_threadpool(visible_run, svc, tok, run_id)
     start = _after(last_event_id, after)
+    slot = svc.streams.take(tok)     # 429 over the token's open streams (streamslots.py)
 
     async def stored(after: int, upto: int | None = None
                      ) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
@@ -97,6 +98,7 @@ async def run_events(run_id: str, tok: Tok, svc: Svc,
                 if ev.type == "exit":
                     return
         finally:
+            slot.release()
             svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(run_id, q)
 
@@ -109,6 +111,7 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
     """Live status changes (queued, started, exit) of every run this token can see;
     `data` holds `run_id` too. `id:` is RUN_ID:SEQ (no replay: list with GET /v1/runs)."""
     owners: dict[str, str | None] = {}
+    slot = svc.streams.take(tok)     # 429 over the token's open streams (streamslots.py)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         q = svc.bus.subscribe(None)
@@ -132,6 +135,7 @@ async def all_events(tok: Tok, svc: Svc) -> EventSourceResponse:
                         continue
                 yield _sse(f"{ev.run_id}:{ev.seq}", ev.type, {"run_id": ev.run_id, **ev.data})
         finally:
+            slot.release()
             svc.revocations.unwatch(tok.id, q)
             svc.bus.unsubscribe(None, q)
 

@@ -5,7 +5,8 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import sandbox
@@ -13,7 +14,8 @@ from sandbox.service import tenancy
 from sandbox.service.deps import NotFound, Service, current_token, service
 from sandbox.service.models import FINAL_STATES, Health, RunList, RunRequest, RunView
 from sandbox.service.runs import view
-from sandbox.service.store import RunRow, TokenRow
+from sandbox.service.store import RunHead, RunRow, TokenRow, seq_of
+from sandbox.service.streamslots import large_json, making
 
 router = APIRouter()
 MAX_WAIT = 300.0
@@ -21,10 +23,12 @@ Tok = Annotated[TokenRow, Depends(current_token)]
 Svc = Annotated[Service, Depends(service)]
 
 
-def visible_run(svc: Service, tok: TokenRow, run_id: str) -> RunRow:
-    """The run if this token may see it; 404 otherwise (another tenant's run does
-    not exist, as far as this token can tell)."""
-    row = svc.store.run(run_id) if len(run_id) <= 64 else None
+def visible_run(svc: Service, tok: TokenRow, run_id: str) -> RunHead:
+    """The run's head if this token may see it; 404 otherwise (another tenant's run
+    does not exist, as far as this token can tell). The head only: the whole row
+    holds the run's result, and every request about a run (one 4-byte file of it,
+    its events) read and decoded its 40 MB of output to check who owns it."""
+    row = svc.store.run_head(run_id) if len(run_id) <= 64 else None
     if row is None or (not tok.admin and row.token_id != tok.id):
         raise NotFound(f"no run {run_id[:64]!r}")
     return row
@@ -121,27 +125,49 @@ async def read_request(request: Request, svc: Service) -> tuple[RunRequest,
              openapi_extra=_body_doc(),
              responses={200: {"model": RunView, "description": "finished within ?wait="},
                         401: {}, 403: {}, 413: {}, 422: {}, 429: {}})
-async def submit(request: Request, tok: Tok, svc: Svc, response: Response,
+async def submit(request: Request, tok: Tok, svc: Svc,
                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None
-                 ) -> RunView:
+                 ) -> JSONResponse:
     """Queue a program or workflow run (a JSON RunRequest, or multipart: a `request`
     part and `files` parts). 202 with the run and its links; with ?wait=SECONDS,
     200 and the finished run when it ends in time."""
     svc.rate_check(tok)
-    req, uploads = await read_request(request, svc)
-    tenancy.check_queue(tok.queues, tok.name, req.labels)
-    await run_in_threadpool(svc.queue.check_labels, req.labels)
-    row, created = await run_in_threadpool(svc.runs.submit, req, tok, idempotency_key,
-                                           uploads, svc.queue.hold_secrets)
-    if created:
-        svc.queue.submitted(row.id)
-    if wait > 0:
-        row = await wait_final(svc, row.id, wait) or row
-    if row.status in FINAL_STATES and wait > 0:
-        response.status_code = 200
-    response.headers["Location"] = f"/v1/runs/{row.id}"
-    return view(row, tok.name if row.token_id == tok.id else svc.token_name(row.token_id))
+    # a wait holds a connection: its slot is taken before a run is made (429: none made)
+    slot = svc.streams.take(tok) if wait > 0 else None
+    try:
+        # read, decoded and written a few at a time: a 60 MiB body costs ~190 MiB while
+        # it is, and eight at once from one tenant took the server to 1.34 GB
+        with await making(svc, tok, held=slot is not None):
+            req, uploads = await read_request(request, svc)
+            tenancy.check_queue(tok.queues, tok.name, req.labels)
+            await run_in_threadpool(svc.queue.check_labels, req.labels)
+            row, created = await run_in_threadpool(svc.runs.submit, req, tok,
+                                                   idempotency_key, uploads,
+                                                   svc.queue.hold_secrets)
+            del req, uploads
+        if created:
+            svc.queue.submitted(row.id)
+        if wait > 0:
+            row = await wait_final(svc, row.id, wait) or row
+        done = row.status in FINAL_STATES and wait > 0
+        run_id = row.id
+        del row         # a large answer may wait for a slot: the row is read again then
+        return await large_json(svc, tok, lambda: _answer(svc, tok, run_id),
+                                key=run_id, held=slot is not None, status_code=200 if done else 202,
+                                headers={"Location": f"/v1/runs/{run_id}"})
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _answer(svc: Service, tok: TokenRow, run_id: str) -> object:
+    """A run's view as JSON data (its row read now)."""
+    row = svc.store.run(run_id)
+    if row is None:     # removed by retention meanwhile
+        raise NotFound(f"no run {run_id[:64]!r}")
+    return view(row, tok.name if row.token_id == tok.id
+                else svc.token_name(row.token_id)).model_dump(mode="json")
 
 
 @router.get("/v1/runs", response_model=RunList)
@@ -157,9 +183,9 @@ def list_runs(tok: Tok, svc: Svc,
     from sandbox.errors import InputError
     after = None
     if cursor is not None:
-        if not cursor.isdigit():
+        after = seq_of(cursor)
+        if after is None:
             raise InputError("cursor: not a cursor this server gave")
-        after = int(cursor)
     token_ids: list[str | None] = [tok.id]
     if tok.admin:
         token_ids = [None] if token is None else \
@@ -182,24 +208,27 @@ def list_runs(tok: Tok, svc: Svc,
 
 @router.get("/v1/runs/{run_id}", response_model=RunView)
 async def get_run(run_id: str, tok: Tok, svc: Svc,
-                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> RunView:
+                  wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0) -> JSONResponse:
     """One run: its status, times, attempts and (once ended) its RunResult.
     ?wait=SECONDS waits for it to end first."""
     row = await run_in_threadpool(visible_run, svc, tok, run_id)
     if wait > 0 and row.status not in FINAL_STATES:
-        row = await wait_final(svc, run_id, wait) or row
-    return view(row, svc.token_name(row.token_id))
+        with svc.streams.take(tok):     # a wait holds a connection (streamslots.py)
+            await wait_final(svc, run_id, wait)
+    del row
+    # a result may be 40 MB of JSON, held until its client reads it (streamslots.py)
+    return await large_json(svc, tok, lambda: _answer(svc, tok, run_id), key=run_id)
 
 
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunView, status_code=202)
-def cancel(run_id: str, tok: Tok, svc: Svc) -> RunView:
+async def cancel(run_id: str, tok: Tok, svc: Svc) -> JSONResponse:
     """Cancel a queued run (it never starts) or kill a running one. 202; a run
     that already ended is returned as it is (409 is not used: cancel is idempotent)."""
-    row = visible_run(svc, tok, run_id)
-    if row.status not in FINAL_STATES:
-        svc.queue.cancel(run_id)
-        row = svc.store.run(run_id) or row
-    return view(row, svc.token_name(row.token_id))
+    head = await run_in_threadpool(visible_run, svc, tok, run_id)
+    if head.status not in FINAL_STATES:
+        await run_in_threadpool(svc.queue.cancel, run_id)
+    return await large_json(svc, tok, lambda: _answer(svc, tok, run_id), key=run_id,
+                            status_code=202)
 
 
 @router.get("/healthz", response_model=Health)

@@ -24,6 +24,21 @@ from sandbox import sqlite_pin
 from sandbox.errors import InputError
 from sandbox.service.models import DEFAULT_CEILING
 
+# The largest integer SQLite stores: a sequence number a client gives back (a cursor,
+# an event id) is checked against it, or binding it raises OverflowError (a 500)
+MAX_SEQ = (1 << 63) - 1
+
+
+def seq_of(text: str | None) -> int | None:
+    """`text` as a sequence number this store could have given (ASCII digits, at most
+    MAX_SEQ), else None. str.isdigit alone takes '²', which int() refuses."""
+    text = (text or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_SEQ else None
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs, tokens, events
     """

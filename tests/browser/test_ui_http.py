@@ -400,3 +400,100 @@ def test_a_workflow_run_page_shows_its_logs_and_store(server):
         logs = c.get(f"/ui/runs/{run['id']}/download/logs.jsonl")
         assert any("hello, sandbox!" in json.loads(line).get("message", "")
                    for line in logs.text.splitlines())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_policy_check_page_locates_many_errors_in_one_pass(server):
+    """A tenant's pasted policy of 4000 bad rules (51 KB) made the check page index
+    the whole text again for every error, on the server's event loop: 24 s of the
+    server's CPU for one form post while every other request waited (probe
+    2026-12-07). The text is indexed once, and the page lists a bounded number."""
+    from service.helpers import make_token
+    tenant = make_token(server.server, "checker")
+    rules = 4000
+    text = ('name = "many"\n[filesystem]\nread = [\n'
+            + "".join(f'  "rel{i}",\n' for i in range(rules)) + "]\n")
+    pid = server.server.proc.pid
+    with closing(session(server, tenant)) as c:
+        token = _csrf(c.get("/ui/policies/check").text)
+        before = _cpu_seconds(pid)
+        r = c.post("/ui/policies/check", data={"csrf": token, "policy": text},
+                   headers={"origin": server.url}, timeout=600)
+        spent = _cpu_seconds(pid) - before
+    assert r.status_code == 200, r.text[:300]
+    assert re.search(r"line 3: <code>filesystem.read</code>", r.text), r.text[-1500:]
+    assert r.text.count("<li>") < 200 and f"{rules - 100} more" in r.text, r.text[-1500:]
+    assert spent < 5.0, spent
+
+
+def test_one_token_cannot_crowd_out_other_sessions(server):
+    """The server keeps at most 10,000 sessions and dropped the oldest for a new
+    one: a tenant logging in 10,000 times logged every other user out, the admin
+    included (probe 2026-12-07). A token keeps at most SESSIONS_PER_TOKEN
+    sessions; its own oldest makes room, never another token's."""
+    from service.helpers import make_token
+
+    from sandbox.service.web.session import SESSIONS_PER_TOKEN
+    tenant = make_token(server.server, "crowd")
+    with closing(session(server)) as admin:
+        clients = [session(server, tenant) for _ in range(SESSIONS_PER_TOKEN + 8)]
+        try:
+            live = [c.get("/ui/runs").status_code for c in clients]
+            # the newest are live, the oldest of this token were ended
+            assert live == [303] * 8 + [200] * SESSIONS_PER_TOKEN, live
+            assert admin.get("/ui/runs").status_code == 200
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_page_downloads_of_a_runs_output_are_held_for_few_readers(server):
+    """The page's stdout.txt download was made whole (16 MiB) for every request and
+    went whole into the connection's buffer: readers that never read held it all,
+    as many as they liked (probe 2026-12-07). It is now the API's own paced answer
+    (GET /v1/runs/{id}/stdout), with the API's bound on a token's large answers."""
+    import select
+    import socket
+    from service.helpers import make_token
+
+    from sandbox.service.streamslots import MAX_LARGE
+    tenant = make_token(server.server, "reader")
+    run = server.wait(server.submit({"argv": ["sh", "-c", "head -c 9000000 /dev/urandom "
+                                              "| base64 -w 200"]}, tenant)["id"])
+    assert run["status"] == "ok", run
+    pid = server.server.proc.pid
+    with closing(session(server, tenant)) as c:
+        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+        whole = c.get(f"/ui/runs/{run['id']}/download/stdout.txt")
+        assert whole.status_code == 200 and len(whole.content) > 11 << 20
+        assert whole.headers["content-disposition"].startswith("attachment;")
+
+    def reader() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.server.port))
+        s.sendall(f"GET /ui/runs/{run['id']}/download/stdout.txt HTTP/1.1\r\nHost: t\r\n"
+                  f"Cookie: {cookie}\r\n\r\n".encode())
+        return s
+    socks = [reader() for _ in range(MAX_LARGE)]
+    try:
+        assert all(select.select([s], [], [], 60)[0] for s in socks)
+        time.sleep(2)
+        held = _rss_kib(pid)
+        socks += [reader() for _ in range(16)]
+        time.sleep(5)
+        answered = [s for s in socks if select.select([s], [], [], 0)[0]]
+        assert answered == socks[:MAX_LARGE], len(answered)
+        assert _rss_kib(pid) - held < 64 * 1024, _rss_kib(pid) - held
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))

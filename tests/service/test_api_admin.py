@@ -57,3 +57,64 @@ def test_metrics_in_prometheus_format(http) -> None:
     assert 'sandbox_runs{status="ok"} 1.0' in text
     assert "sandbox_queue_depth 0.0" in text and "sandbox_live_sandboxes" in text
     assert 'sandbox_run_duration_seconds_count{status="ok"} 1.0' in text
+
+
+def test_explain_knows_the_copy_on_write_work_directory(service_server, http) -> None:
+    """A run of `default` writes in its work directory (its own layer over it):
+    explain said "denied" there, as `sandbox policy explain` once did
+    (tests/test_policy_explain_cow.py). It now says where the write goes, for the
+    stand-in ${WORKDIR}, never looking at the server's disk."""
+    import os
+
+    for op in ("write", "create", "delete"):
+        ex = http.post("/v1/policies/explain", json={
+            "policy": "default", "operation": op, "path": "/run/sandbox/input/sub/x"}).json()
+        assert ex["allowed"] is True, ex
+        assert "copy-on-write" in ex["rule"] and "own layer" in ex["reason"], ex
+    # what a run does agrees: it writes in its work directory, and the server's copy
+    # of its input directory stays as it was (the input files themselves are 0400)
+    run = http.post("/v1/runs", params={"wait": 120}, json={
+        "policy": "default", "argv": ["sh", "-c", "echo run > new.txt && cat new.txt"],
+        "files": [{"name": "in.txt", "content_b64": "aG9zdAo="}]}).json()
+    assert run["status"] == "ok" and run["result"]["stdout"] == "run\n", run
+    inputs = os.path.join(service_server.state, "runs", run["id"], "input")
+    assert sorted(os.listdir(inputs)) == ["in.txt"]
+    # strict has no overlay, a read is not a write, and a path outside stays denied
+    for body in ({"policy": "strict", "operation": "write", "path": "/run/sandbox/input/x"},
+                 {"policy": "default", "operation": "write", "path": "/run/sandbox/inputx"},
+                 {"policy": "default", "operation": "write", "path": "/usr/x"}):
+        ex = http.post("/v1/policies/explain", json=body).json()
+        assert ex["allowed"] is False and "own layer" not in ex["reason"], (body, ex)
+    # an inline policy that grants the work directory itself is the host's directory
+    ex = http.post("/v1/policies/explain", json={
+        "policy_inline": {"name": "w", "extends": ["default"],
+                          "filesystem": {"write": ["${WORKDIR}"]}},
+        "operation": "write", "path": "/run/sandbox/input/x"}).json()
+    assert ex["allowed"] is True and "own layer" not in ex["reason"], ex
+
+
+def test_explain_as_in_a_run_agrees_with_its_audit(service_server, http) -> None:
+    """The web page's Explain on an audit row asked about the run's real input and
+    output paths with ${WORKDIR} and ${OUTPUT} as stand-ins, so it named another rule
+    (or "denied") for a file the run read from its own input directory. With `run`,
+    explain takes that run's directories, and agrees with its audit; another
+    tenant's run is a 404."""
+    from service.helpers import make_token
+    run = http.post("/v1/runs", params={"wait": 120}, json={
+        "policy": "strict", "argv": ["sh", "-c", 'cat in.txt; echo o > "$SANDBOX_OUTPUT/o"'],
+        "files": [{"name": "in.txt", "content_b64": "aG9zdAo="}]}).json()
+    assert run["status"] == "ok", run
+    records = http.get(f"/v1/runs/{run['id']}/audit").json()["items"]
+    mine = [r for r in records if r.get("path", "").endswith(("/input/in.txt", "/output/o"))
+            and r.get("operation") in ("read", "create")]
+    assert {r["operation"] for r in mine} == {"read", "create"}, records[:20]
+    for rec in mine:
+        body = {"policy": "strict", "operation": rec["operation"], "path": rec["path"]}
+        ex = http.post("/v1/policies/explain", json={**body, "run": run["id"]}).json()
+        assert ex["allowed"] is True and ex["rule"] == rec["rule"], (rec, ex)
+        stand_in = http.post("/v1/policies/explain", json=body).json()
+        assert stand_in["rule"] != rec["rule"], (rec, stand_in)
+    with service_server.client(make_token(service_server, "other")) as c:
+        r = c.post("/v1/policies/explain", json={"policy": "strict", "path": "/x",
+                                                 "run": run["id"]})
+        assert r.status_code == 404, r.text

@@ -67,3 +67,24 @@ def test_hostile_outputs_are_never_followed_and_served_inert(service_server, htt
     assert page.headers["content-disposition"].startswith("attachment")
     weird = http.get(run["links"]["files"] + "/d/..%252f..%252fx")
     assert weird.status_code == 200 and weird.content == b"x\n"
+
+
+def test_a_runs_stdout_stderr_and_logs_download(service_server, http) -> None:
+    """GET /v1/runs/{id}/streams/{stdout,stderr,logs}: the result's own text, as an
+    attachment; another tenant's run is a 404, another name a 422."""
+    from service.helpers import make_token
+    run = http.post("/v1/runs", params={"wait": 60}, json={
+        "argv": ["sh", "-c", "printf '<b>out\\n'; printf 'err\\377' >&2"]}).json()
+    assert run["status"] == "ok", run
+    base = f"/v1/runs/{run['id']}/streams"
+    out = http.get(f"{base}/stdout")
+    assert out.status_code == 200 and out.text == run["result"]["stdout"] == "<b>out\n"
+    assert out.headers["content-type"].startswith("text/plain")
+    assert out.headers["content-disposition"].startswith("attachment;")
+    assert out.headers["x-content-type-options"] == "nosniff"
+    assert http.get(f"{base}/stderr").content.decode("utf-8", "replace") == \
+        run["result"]["stderr"]
+    assert http.get(f"{base}/logs").status_code == 200
+    assert http.get(f"{base}/store").status_code == 422
+    with service_server.client(make_token(service_server, "other")) as c:
+        assert c.get(f"{base}/stdout").status_code == 404

@@ -101,3 +101,23 @@ def test_cancel_a_running_run(http) -> None:
     assert r.status_code == 202
     done = http.get(f"/v1/runs/{run['id']}", params={"wait": 60}).json()
     assert done["status"] == "cancelled", done
+
+
+def test_numbers_past_the_store_are_422_not_a_server_error(service_server, http) -> None:
+    """A cursor of digits that are not ASCII ('²' is a digit to str.isdigit, not to
+    int), or one past SQLite's 64 bits, was a 500 with a traceback in the server's
+    log; so was ?after= of a run's events past 64 bits (the stream broke after its
+    200), and a Last-Event-ID of '²' (probe 2026-12-07)."""
+    run = http.post("/v1/runs", params={"wait": 60}, json={"argv": ["true"]}).json()
+    assert run["status"] == "ok", run
+    huge = str(1 << 64)
+    for cursor in ("\u00b2", "\u0663", huge, "9" * 32):
+        r = http.get("/v1/runs", params={"cursor": cursor})
+        assert r.status_code == 422 and "cursor" in r.text, (cursor, r.status_code, r.text)
+    r = http.get(f"/v1/runs/{run['id']}/events", params={"after": huge})
+    assert r.status_code == 422 and "after" in r.text, r.text
+    for last in (b"\xb2", huge.encode()):     # the server reads header bytes as latin-1
+        r = http.get(f"/v1/runs/{run['id']}/events", headers={"last-event-id": last})
+        # an id this server never gave: the whole stream, from the start
+        assert r.status_code == 200 and "event: exit" in r.text, (last, r.text[:300])
+    assert "Traceback" not in open(service_server.log).read()

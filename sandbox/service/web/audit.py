@@ -66,8 +66,10 @@ async def explain_page(request: Request, run_id: str) -> Response:
     operation = request.query_params.get("operation", "")[:32]
     try:
         run = await ctx.api.get(f"/runs/{quote(run_id, safe='')}")
+        # as in the run: its audit's paths are in its own directories
         body: dict[str, Any] = {"path": path, "policy": run.get("policy"),
-                                "operation": EXPLAIN_OPS.get(operation, "read")}
+                                "operation": EXPLAIN_OPS.get(operation, "read"),
+                                "run": run.get("id")}
         explained = await ctx.api.post("/policies/explain", body)
     except ApiError as err:
         return api_error_page(ctx, err)

@@ -90,9 +90,10 @@ class Stream:
     def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
-        # two messages: the endpoint waits for the page's reader, so a download
-        # holds at most two of its chunks here (64 held 16 MiB per download of
-        # 256 KiB chunks, for a reader slower than the disk)
+        # two messages: the API's next send waits for the page's client to read, so
+        # the API holds its answer's slot (and the page no copy) while it does not;
+        # a download holds at most two of its chunks here (64 held 16 MiB per download
+        # of 256 KiB chunks, for a reader slower than the disk)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=2)
         self._gone = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

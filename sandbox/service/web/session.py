@@ -26,6 +26,10 @@ LOGIN_COOKIE = "sbx_login"
 COOKIE_PATH = "/ui"
 IDLE_SECONDS = 8 * 3600
 MAX_SESSIONS = 10_000
+# sessions one token keeps (its browsers and tabs); a login past it ends that token's
+# own oldest session: with only the server-wide bound, one tenant logging in 10,000
+# times ended every other user's session, the admin's too (probe 2026-12-07)
+SESSIONS_PER_TOKEN = 16
 
 
 @dataclass
@@ -46,6 +50,9 @@ class Sessions:
 
     def create(self, token: str, name: str, admin: bool) -> Session:
         self._sweep()
+        own = [s for s in self._by_id.values() if s.token == token]
+        if len(own) >= SESSIONS_PER_TOKEN:
+            self._by_id.pop(min(own, key=lambda s: s.last_seen).sid, None)
         if len(self._by_id) >= MAX_SESSIONS:
             oldest = min(self._by_id.values(), key=lambda s: s.last_seen)
             self._by_id.pop(oldest.sid, None)
