@@ -127,24 +127,22 @@ def expand(path: str, variables: Variables, *, key: str = "", file: str | None =
         for combo in itertools.product(*choices):
             it = iter(combo)
             values.append(VAR_RE.sub(lambda _m: next(it), path))
-    out: list[str] = []
+    out: dict[str, None] = {}   # ordered, and linear in the number of values
     for v in values:
         if not v.startswith("/"):
             raise PolicyError(f"{path!r} expands to the relative path {v!r}", file=file, key=key)
         n = os.path.normpath(v)
         if n.startswith("//"):
             n = "/" + n.lstrip("/")
-        if n not in out:
-            out.append(n)
-    return out
+        out[n] = None
+    return list(out)
 
 
 def _expand_all(paths: Iterable[str], variables: Variables, key: str, file: str | None) -> tuple[str, ...]:
-    out: list[str] = []
+    out: dict[str, None] = {}   # ordered, and linear in the number of rules
     for p in paths:
         for e in expand(p, variables, key=key, file=file):
-            if e not in out:
-                out.append(e)
+            out[e] = None
     return tuple(out)
 
 
@@ -176,7 +174,7 @@ def with_real_paths(paths: tuple[str, ...], memo: dict[str, str] | None = None) 
     (`/proc/self` would name the launcher; the sandbox has its own /proc).
     """
     from sandbox.policy import globs
-    out = list(paths)
+    out = dict.fromkeys(paths)   # ordered, and linear in the number of rules
     for p in paths:
         prefix = globs.static_prefix(p) if globs.is_glob(p) else p
         real = memo.get(prefix) if memo is not None else None
@@ -187,8 +185,7 @@ def with_real_paths(paths: tuple[str, ...], memo: dict[str, str] | None = None) 
         if real == prefix or real == "/proc" or real.startswith("/proc/"):
             continue
         alias = real + p[len(prefix):] if prefix != "/" else p
-        if alias not in out:
-            out.append(alias)
+        out[alias] = None
     return tuple(out)
 
 
@@ -214,8 +211,8 @@ def resolve(policy: Policy, variables: Variables) -> Policy:
     exe = concrete(fs.exec, "filesystem.exec")
     deny = _expand_all(fs.deny, variables, "filesystem.deny", src)
     # Credential stores under every home a grant reaches (see sandbox.policy.credentials).
-    deny += tuple(d for d in denies((*read, *write, *exe), variables, fs.allow_credentials)
-                  if d not in deny)
+    deny = tuple(dict.fromkeys((*deny, *denies((*read, *write, *exe), variables,
+                                             fs.allow_credentials))))
     new_fs = FilesystemPolicy(read=read, write=write, exec=exe,
                               deny=with_real_paths(deny, memo), tmp_size=fs.tmp_size,
                               allow_credentials=fs.allow_credentials, scratch_exec=fs.scratch_exec,
