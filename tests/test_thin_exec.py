@@ -942,3 +942,59 @@ def test_a_run_meeting_a_dying_fork_server_starts_its_monitor_cold(tmp_path):
     finally:
         launcher.close()
     assert (r.exit_code, r.stdout) == (3, "hi\n"), r.reason
+
+
+# -- the caller's identity ----------------------------------------------------------------
+
+def _other_groups() -> None:
+    """A caller whose supplementary groups and gid are not the daemon's (`sg`, `newgrp`,
+    `setpriv --groups`, a group added since the daemon started)."""
+    os.setgroups([4, 27])
+    os.setregid(4, 4)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to change its groups")
+def test_the_callers_groups_and_gid_are_the_programs_not_the_daemons(served):
+    """A warm run's program held the daemon's groups (its monitor and stubs are forks of
+    the daemon's), where the cold path's holds the caller's (mapped ones; 65534 for the
+    others in a user namespace): a caller without a group could reach its files through
+    the daemon. The warm run must give what the cold one gives."""
+    show = ["exec", "--", "sh", "-c", "id -g; id -G"]
+    cold = subprocess.run([*SANDBOX, *show], cwd=ROOT, env={**served.env, "SANDBOX_DAEMON": "0"},
+                          capture_output=True, text=True, timeout=120, preexec_fn=_other_groups)
+    assert cold.returncode == 0, cold.stderr
+    warm = subprocess.run([*served.cmd, *show], cwd=ROOT, env=served.env, capture_output=True,
+                          text=True, timeout=120, preexec_fn=_other_groups)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout == cold.stdout, (warm.stdout, cold.stdout)
+    assert served.run(*show).stdout == "0\n0\n"     # the daemon's own still go warm
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to change its groups")
+def test_a_client_with_other_groups_that_asks_anyway_gets_nothing_run(served, tmp_path):
+    """A client that skips its own check (not ours) is refused by the daemon: our uid
+    with fewer groups must not get a program holding the daemon's."""
+    marker = tmp_path / "ran"
+    before = served.count()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([4])
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(served.path)
+            msg = wire.encode("exec", ["exec", "--", "/bin/touch", str(marker)], dict(served.env))
+            s.settimeout(10)
+            try:
+                socket.send_fds(s, [msg], [0, 1, 2, os.open("/", os.O_PATH)])
+                code = 0 if s.recv(16) == b"" else 2     # closed without an answer
+            except (BrokenPipeError, ConnectionResetError):
+                code = 0
+        except BaseException as exc:
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    time.sleep(0.5)
+    assert served.count() == before and not marker.exists()

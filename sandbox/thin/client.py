@@ -34,9 +34,10 @@ def _connect(path: str) -> _socket.socket | None:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.connect(path)
-        # the peer must be a daemon of ours (SO_PEERCRED: pid, uid, gid as 3 ints)
+        # the peer must be a daemon of ours, with our groups (wire.same_identity)
         cred = s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-        if int.from_bytes(cred[4:8], "little") != os.getuid():
+        groups = s.getsockopt(_socket.SOL_SOCKET, wire.SO_PEERGROUPS, wire.PEERGROUPS_BYTES)
+        if not wire.same_identity(cred, groups):
             s.close()
             return None
     except OSError:
