@@ -176,9 +176,18 @@ def test_a_caller_with_closed_stdio_still_runs(served):
     before = served.count()
     p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, env=served.env, capture_output=True,
                        text=True, timeout=120)
-    assert (p.returncode, p.stderr) == (0, "done\n")
+    assert (p.returncode, p.stderr.splitlines()[-1:]) == (0, ["done"]), p.stderr
     assert served.count() == before + 1
 
+
+
+@pytest.mark.parametrize("closing", ["<&-", ">&-", "2>&-", "<&- >&- 2>&-"])
+def test_a_callers_closed_std_descriptor_is_closed_for_the_program(served, closing, py):
+    """As on the cold path (test_runner_stdio): closed, not /dev/null."""
+    from test_runner_stdio import closed_as_direct
+    before = served.count()
+    closed_as_direct([*served.cmd, "exec"], closing, py, env=served.env)
+    assert served.count() > before
 
 
 def _running(path: str) -> int:

@@ -294,12 +294,14 @@ int main(int argc, char **argv)
     const char *opt = getenv("SANDBOX_DAEMON");
     if (!argv[1] || strcmp(argv[1], "exec") || (opt && !strcmp(opt, "0")))
         cold(argv);
-    /* A closed 0, 1 or 2 is sent as /dev/null (and must not be taken by the socket). */
+    /* A closed 0, 1 or 2 is sent as an O_PATH descriptor of /dev/null, which the run
+     * takes for closed (sandbox/std_fds.py: the program's is closed too); it must not be
+     * taken by the socket. Without a daemon it is closed again by the exec (CLOEXEC). */
     int fds[4];
     for (int fd = 0; fd < 3; fd++) {
         fds[fd] = fd;
         if (fcntl(fd, F_GETFD) < 0)
-            fds[fd] = open("/dev/null", O_RDWR | O_CLOEXEC);
+            fds[fd] = open("/dev/null", O_PATH | O_CLOEXEC);
         if (fds[fd] < 0)
             cold(argv);
     }

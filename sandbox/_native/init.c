@@ -24,8 +24,10 @@
  *
  * An exec'd program's PID 1 replaces itself with this binary at once, before any
  * program exists (`sandbox-init --exec STATUS_FD SETUP_FD TTY HEAD TAIL PATH ARGV...`,
- * TTY being "T,IGNORED,BLOCKED": 0 or 1, then two hexadecimal signal sets, bit N-1 for
- * signal N, of the caller's, which PID 2 inherits as a direct exec would;
+ * TTY being "T,IGNORED,BLOCKED[,CLOSED]": 0 or 1, then two hexadecimal signal sets, bit
+ * N-1 for signal N, of the caller's, which PID 2 inherits as a direct exec would, then
+ * bit N for each of 0, 1, 2 the caller had closed, which PID 2 closes before its exec
+ * (a direct run's `cat <&-` fails with EBADF: sandbox/std_fds.py);
  * its environment the program's), and the init forks PID 2 itself: a fork of the
  * small init, not of the sandboxee's Python (a copy of its ~25 MiB of page tables,
  * then that copy's Python up to the exec: ~4-5 ms of CPU per run). PID 2 gets the
@@ -297,7 +299,7 @@ static int stub(int status_fd, pid_t pid1)
 /* The program's process, forked here (file comment); returns its pid, or -1 with errno
  * when the fork failed. The signal dispositions are all default already (main). */
 static pid_t start_program(int status_fd, int setup_fd, int tty, ksigset ignored,
-                           ksigset blocked, const char *head, const char *tail,
+                           ksigset blocked, ksigset closed, const char *head, const char *tail,
                            const char *path, char **argv)
 {
     size_t size;
@@ -317,6 +319,9 @@ static pid_t start_program(int status_fd, int setup_fd, int tty, ksigset ignored
     kmask(blocked & ~((1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1))));
     if (setsid() < 0 || (tty && ioctl(0, TIOCSCTTY, 0) < 0))
         _exit(125);
+    for (int fd = 0; fd < 3; fd++)
+        if (closed >> fd & 1 && fd != setup_fd)
+            close(fd);
     execve(path, argv, environ);
     err = errno;
     /* mmap, not malloc: the allocator's state would be more of every init's pages */
@@ -341,7 +346,7 @@ static void setup_failure(int setup_fd, const char *what, int err)
 
 int main(int argc, char **argv)
 {
-    ksigset all = ~0ULL, ignored = 0, blocked = 0;
+    ksigset all = ~0ULL, ignored = 0, blocked = 0, closed = 0;
     char *sets = NULL;
     int status_fd, child = 0, setup_fd = -1;
     int exec_mode = argc >= 9 && strcmp(argv[1], "--exec") == 0;
@@ -359,7 +364,8 @@ int main(int argc, char **argv)
         setup_fd = parse(argv[3]);
         if (status_fd < 0 || setup_fd < 0 || (argv[4][0] != '0' && argv[4][0] != '1')
             || argv[4][1] != ',' || parse_set(argv[4] + 2, &ignored) < 0
-            || (sets = strchr(argv[4] + 2, ',')) == NULL || parse_set(sets + 1, &blocked) < 0)
+            || (sets = strchr(argv[4] + 2, ',')) == NULL || parse_set(sets + 1, &blocked) < 0
+            || ((sets = strchr(sets + 1, ',')) != NULL && parse_set(sets + 1, &closed) < 0))
             return 125;
     } else if (argc == 3) {
         status_fd = parse(argv[1]);
@@ -379,7 +385,7 @@ int main(int argc, char **argv)
             kdisposition(sig, SIG_DFL);
     if (exec_mode) {
         child = start_program(status_fd, setup_fd, argv[4][0] == '1', ignored, blocked,
-                              argv[5], argv[6], argv[7], &argv[8]);
+                              closed, argv[5], argv[6], argv[7], &argv[8]);
         if (child < 0) {
             setup_failure(setup_fd, "fork", errno);
             return 125;

@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         else:
             launcher = Launcher(start=common.CLI_START, early=early)
         launcher.caller_pid = common.CLI_CALLER_PID   # a warm run: the client's state
+        from sandbox import std_fds
+        launcher.caller_closed = std_fds.CALLER_CLOSED   # closed for the program too
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or current_dir(), output_dir=args.output,

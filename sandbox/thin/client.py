@@ -47,14 +47,15 @@ def _connect(path: str) -> _socket.socket | None:
 
 
 def _std_fds() -> list[int]:
-    """0, 1, 2 -- a closed one is sent as /dev/null, as the cold path makes it."""
+    """0, 1, 2 -- a closed one is sent as an O_PATH descriptor of /dev/null, which the
+    run takes for closed (sandbox.std_fds: the program's is closed too)."""
     out = []
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
             out.append(fd)
         except OSError:
-            out.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            out.append(os.open(os.devnull, os.O_PATH | os.O_CLOEXEC))   # std_fds
     return out
 
 
