@@ -649,7 +649,14 @@ def test_ctrl_c_stops_the_callers_shell_loop(served):
     assert b"next" not in out and b"loop-done" not in out, out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_hangup_of_the_clients_group_ends_the_program_as_directly(served, sig):
+    """As on the cold path (test_runner_stdio)."""
+    from test_runner_stdio import ends_as_direct
+    ends_as_direct([*served.cmd, "exec"], sig, env=served.env)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT, signal.SIGHUP])
 def test_a_terminal_signal_to_the_clients_group_reaches_the_programs_children(
         served, sig, py):
     """As on the cold path (test_runner_stdio, probe4 M1)."""
