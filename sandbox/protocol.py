@@ -307,6 +307,7 @@ class CallerWire:
     ioprio: int | None = None            # ioprio_get's value: class << 13 | level
     oom_score_adj: int | None = None
     rlimits: dict[str, int] = bound(chars=32, items=32, default_factory=dict)   # soft, -1: none
+    closed_std: int = 0      # bit N: the caller's descriptor N (0, 1, 2) was closed
 
 
 @dataclass

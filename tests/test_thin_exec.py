@@ -178,9 +178,18 @@ def test_a_caller_with_closed_stdio_still_runs(served):
     before = served.count()
     p = subprocess.run(["sh", "-c", cmd], cwd=ROOT, env=served.env, capture_output=True,
                        text=True, timeout=120)
-    assert (p.returncode, p.stderr) == (0, "done\n")
+    assert (p.returncode, p.stderr.splitlines()[-1:]) == (0, ["done"]), p.stderr
     assert served.count() == before + 1
 
+
+
+@pytest.mark.parametrize("closing", ["<&-", ">&-", "2>&-", "<&- >&- 2>&-"])
+def test_a_callers_closed_std_descriptor_is_closed_for_the_program(served, closing, py):
+    """As on the cold path (test_runner_stdio): closed, not /dev/null."""
+    from test_runner_stdio import closed_as_direct
+    before = served.count()
+    closed_as_direct([*served.cmd, "exec"], closing, py, env=served.env)
+    assert served.count() > before
 
 
 def _running(path: str) -> int:
@@ -642,7 +651,14 @@ def test_ctrl_c_stops_the_callers_shell_loop(served):
     assert b"next" not in out and b"loop-done" not in out, out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_hangup_of_the_clients_group_ends_the_program_as_directly(served, sig):
+    """As on the cold path (test_runner_stdio)."""
+    from test_runner_stdio import ends_as_direct
+    ends_as_direct([*served.cmd, "exec"], sig, env=served.env)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT, signal.SIGHUP])
 def test_a_terminal_signal_to_the_clients_group_reaches_the_programs_children(
         served, sig, py):
     """As on the cold path (test_runner_stdio, probe4 M1)."""
@@ -944,3 +960,59 @@ def test_a_run_meeting_a_dying_fork_server_starts_its_monitor_cold(tmp_path):
     finally:
         launcher.close()
     assert (r.exit_code, r.stdout) == (3, "hi\n"), r.reason
+
+
+# -- the caller's identity ----------------------------------------------------------------
+
+def _other_groups() -> None:
+    """A caller whose supplementary groups and gid are not the daemon's (`sg`, `newgrp`,
+    `setpriv --groups`, a group added since the daemon started)."""
+    os.setgroups([4, 27])
+    os.setregid(4, 4)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to change its groups")
+def test_the_callers_groups_and_gid_are_the_programs_not_the_daemons(served):
+    """A warm run's program held the daemon's groups (its monitor and stubs are forks of
+    the daemon's), where the cold path's holds the caller's (mapped ones; 65534 for the
+    others in a user namespace): a caller without a group could reach its files through
+    the daemon. The warm run must give what the cold one gives."""
+    show = ["exec", "--", "sh", "-c", "id -g; id -G"]
+    cold = subprocess.run([*SANDBOX, *show], cwd=ROOT, env={**served.env, "SANDBOX_DAEMON": "0"},
+                          capture_output=True, text=True, timeout=120, preexec_fn=_other_groups)
+    assert cold.returncode == 0, cold.stderr
+    warm = subprocess.run([*served.cmd, *show], cwd=ROOT, env=served.env, capture_output=True,
+                          text=True, timeout=120, preexec_fn=_other_groups)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout == cold.stdout, (warm.stdout, cold.stdout)
+    assert served.run(*show).stdout == "0\n0\n"     # the daemon's own still go warm
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to change its groups")
+def test_a_client_with_other_groups_that_asks_anyway_gets_nothing_run(served, tmp_path):
+    """A client that skips its own check (not ours) is refused by the daemon: our uid
+    with fewer groups must not get a program holding the daemon's."""
+    marker = tmp_path / "ran"
+    before = served.count()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([4])
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(served.path)
+            msg = wire.encode("exec", ["exec", "--", "/bin/touch", str(marker)], dict(served.env))
+            s.settimeout(10)
+            try:
+                socket.send_fds(s, [msg], [0, 1, 2, os.open("/", os.O_PATH)])
+                code = 0 if s.recv(16) == b"" else 2     # closed without an answer
+            except (BrokenPipeError, ConnectionResetError):
+                code = 0
+        except BaseException as exc:
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    time.sleep(0.5)
+    assert served.count() == before and not marker.exists()

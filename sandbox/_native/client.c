@@ -14,7 +14,8 @@
  * until the request is sent: probe4 H9), except those the caller ignores (nohup:
  * the program ignores them too); and exits with the code of the daemon's "X<code>",
  * or dies of the signal of its "K<signum>" (the program died of ^C). The socket's directory must be a 0700 directory of the caller's and
- * the daemon must have the caller's uid (SO_PEERCRED), as in client.py.
+ * the daemon must have the caller's uid, gid and groups (SO_PEERCRED, SO_PEERGROUPS),
+ * as in client.py.
  *
  * Anything else (another subcommand, no daemon, SANDBOX_DAEMON=0) is handed to
  * the Python CLI: execv(SANDBOX_PYTHON, {python, "-P", "-m", "sandbox", ...}),
@@ -135,6 +136,41 @@ static int private_dir_ok(const char *dir)
            (st.st_mode & 077) == 0;
 }
 
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
+#define GROUPS_MAX 65536   /* NGROUPS_MAX */
+
+static int has_group(const gid_t *set, int n, gid_t g)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i] == g)
+            return 1;
+    return 0;
+}
+
+/* The daemon has our uid, gid and supplementary groups (wire.same_identity): its runs'
+ * programs hold its groups, not ours, so a caller with other groups runs cold. */
+static int same_identity(int s, const struct ucred *cred)
+{
+    static gid_t theirs[GROUPS_MAX], ours[GROUPS_MAX];
+    socklen_t len = sizeof theirs;
+    int n, m;
+    if (cred->uid != getuid() || cred->uid != geteuid() || cred->gid != getgid() ||
+        cred->gid != getegid())
+        return 0;
+    if (getsockopt(s, SOL_SOCKET, SO_PEERGROUPS, theirs, &len) || len % sizeof(gid_t))
+        return 0;
+    n = (int)(len / sizeof(gid_t));
+    m = getgroups(GROUPS_MAX, ours);
+    if (m != n)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (!has_group(ours, m, theirs[i]) || !has_group(theirs, n, ours[i]))
+            return 0;
+    return 1;
+}
+
 static int connect_daemon(void)
 {
     char path[4096], dir[4096];
@@ -150,7 +186,7 @@ static int connect_daemon(void)
     socklen_t len = sizeof cred;
     if (connect(s, (struct sockaddr *)&sa, sizeof sa) || getsockopt(s, SOL_SOCKET, SO_PEERCRED,
                                                                    &cred, &len) ||
-        cred.uid != getuid()) {
+        !same_identity(s, &cred)) {
         close(s);
         return -1;
     }
@@ -289,12 +325,14 @@ int main(int argc, char **argv)
     const char *opt = getenv("SANDBOX_DAEMON");
     if (!argv[1] || strcmp(argv[1], "exec") || (opt && !strcmp(opt, "0")))
         cold(argv);
-    /* A closed 0, 1 or 2 is sent as /dev/null (and must not be taken by the socket). */
+    /* A closed 0, 1 or 2 is sent as an O_PATH descriptor of /dev/null, which the run
+     * takes for closed (sandbox/std_fds.py: the program's is closed too); it must not be
+     * taken by the socket. Without a daemon it is closed again by the exec (CLOEXEC). */
     int fds[4];
     for (int fd = 0; fd < 3; fd++) {
         fds[fd] = fd;
         if (fcntl(fd, F_GETFD) < 0)
-            fds[fd] = open("/dev/null", O_RDWR | O_CLOEXEC);
+            fds[fd] = open("/dev/null", O_PATH | O_CLOEXEC);
         if (fds[fd] < 0)
             cold(argv);
     }

@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         else:
             launcher = Launcher(start=common.CLI_START, early=early)
         launcher.caller_pid = common.CLI_CALLER_PID   # a warm run: the client's state
+        from sandbox import std_fds
+        launcher.caller_closed = std_fds.CALLER_CLOSED   # closed for the program too
         if isinstance(raw, RawTerminal):
             launcher.typed_ahead = raw.ahead
         result = launcher.spawn(

@@ -83,10 +83,14 @@ def _one_line(text: str) -> str:
 def _hold_stdio() -> None:
     """A caller may start us with stdin, stdout or stderr closed: put /dev/null there
     first, so no socket or pipe opened later takes the number and is mistaken for one
-    (a sandbox's output relayed into the launcher's own control socket)."""
-    from sandbox.std_fds import ensure_open
-    for fd in (0, 1, 2):
-        ensure_open(fd)
+    (a sandbox's output relayed into the launcher's own control socket); which were
+    closed is kept for the program (sandbox.std_fds.CALLER_CLOSED)."""
+    from sandbox.std_fds import hold_caller_fds
+    closed = hold_caller_fds()
+    # Python started without one has None there; our own lines then go to /dev/null
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if closed >> fd & 1 and getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))
 
 
 def main(argv: list[str] | None = None,

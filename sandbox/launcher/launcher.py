@@ -229,6 +229,7 @@ class Launcher:
         # whose process state (signals ignored and blocked, umask, nice, limits...) a
         # program inherits: None, this process; the warm path's fork sets its client's pid
         self.caller_pid: int | None = None
+        self.caller_closed = 0      # `sandbox exec`'s closed 0, 1, 2 (sandbox.std_fds)
         # whole lines the caller's terminal held when `sandbox exec -t` made it raw
         # (signals.RawTerminal.ahead): typed into the run's pty first
         self.typed_ahead = b""
@@ -577,6 +578,7 @@ class Launcher:
             spec.clock = clock
             spec.policy_sources = P.wire_sources(sources)
             spec.caller = caller_state.capture(self.caller_pid)
+            spec.caller.closed_std = self.caller_closed & 0b111
             spec.stdio = protocol.StdioWire(
                 relay=list(relay),
                 tty=protocol.WinSize(*signals.window_size()) if io.tty else None,

@@ -236,7 +236,8 @@ def _exec_through_init(ctx: ContainContext, mon: socket.socket, tty: bool,
         path = shutil.which(path, path=os.environ.get("PATH", "")) or path
     head, tail = exec_error_halves(argv[0], path, "/" not in argv[0] and path == argv[0])
     exit_fd = ctx.exit_fd
-    # "TTY,IGNORED,BLOCKED": the caller's signal state, which PID 2 keeps (init.c)
+    # "TTY,IGNORED,BLOCKED,CLOSED": the caller's signal state, which PID 2 keeps, and
+    # its closed standard descriptors, closed in PID 2 (init.c)
     sets = ("1" if tty else "0") + inherit.init_sets(caller or CallerWire())
     try:
         if exit_fd >= 0:

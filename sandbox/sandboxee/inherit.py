@@ -58,8 +58,9 @@ def _quietly(act: Callable[[], object]) -> None:
 
 
 def init_sets(caller: CallerWire) -> str:
-    """The init's TTY argument's tail: ",IGNORED,BLOCKED" in hexadecimal (init.c)."""
-    return f",{caller.sig_ignored:x},{caller.sig_blocked:x}"
+    """The init's TTY argument's tail: ",IGNORED,BLOCKED,CLOSED" in hexadecimal (init.c);
+    CLOSED: the standard descriptors PID 2 closes before its exec (std_fds)."""
+    return f",{caller.sig_ignored:x},{caller.sig_blocked:x},{caller.closed_std & 7:x}"
 
 
 def signal_state(caller: CallerWire) -> None:

@@ -34,9 +34,10 @@ def _connect(path: str) -> _socket.socket | None:
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.connect(path)
-        # the peer must be a daemon of ours (SO_PEERCRED: pid, uid, gid as 3 ints)
+        # the peer must be a daemon of ours, with our groups (wire.same_identity)
         cred = s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
-        if int.from_bytes(cred[4:8], "little") != os.getuid():
+        groups = s.getsockopt(_socket.SOL_SOCKET, wire.SO_PEERGROUPS, wire.PEERGROUPS_BYTES)
+        if not wire.same_identity(cred, groups):
             s.close()
             return None
     except OSError:
@@ -46,14 +47,15 @@ def _connect(path: str) -> _socket.socket | None:
 
 
 def _std_fds() -> list[int]:
-    """0, 1, 2 -- a closed one is sent as /dev/null, as the cold path makes it."""
+    """0, 1, 2 -- a closed one is sent as an O_PATH descriptor of /dev/null, which the
+    run takes for closed (sandbox.std_fds: the program's is closed too)."""
     out = []
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
             out.append(fd)
         except OSError:
-            out.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            out.append(os.open(os.devnull, os.O_PATH | os.O_CLOEXEC))   # std_fds
     return out
 
 

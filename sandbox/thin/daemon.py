@@ -193,7 +193,7 @@ class Daemon:
             self.stopping = True     # the spare is dropped as the loop ends
             self.sel.unregister(self.listen)
             self._reply(conn, "stopping\n")
-        elif op == "exec" and len(fds) == 4 and not self.stopping:
+        elif op == "exec" and len(fds) == 4 and not self.stopping and _same_groups(conn):
             self._signals(self._start(conn, argv, env, fds, pid), after)
         else:
             for fd in fds:
@@ -322,6 +322,17 @@ def package_stamp(root: str, dirs: list[str] | None = None) -> tuple[tuple[str, 
             return ()
         out.append((d, st.st_mtime_ns, st.st_ino))
     return tuple(out)
+
+
+def _same_groups(conn: socket.socket) -> bool:
+    """The client has our gid and groups (wire.same_identity): else its run, whose
+    program would hold ours, is not ours to serve (its client runs cold)."""
+    try:
+        return wire.same_identity(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12),
+            conn.getsockopt(socket.SOL_SOCKET, wire.SO_PEERGROUPS, wire.PEERGROUPS_BYTES))
+    except OSError:
+        return False
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -90,6 +90,29 @@ def decode(body: bytes) -> tuple[str, list[str], dict[str, str]]:
     return op, argv, env
 
 
+SO_PEERGROUPS = 59    # asm-generic/socket.h (Linux 4.13); not in Python 3.11's socket
+# Python's getsockopt takes at most 1024 bytes: 256 groups, 4 bytes each (more: the
+# call fails, and the client runs cold)
+PEERGROUPS_BYTES = 1024
+
+
+def same_identity(cred: bytes, groups: bytes) -> bool:
+    """The peer's SO_PEERCRED (pid, uid, gid) and SO_PEERGROUPS are this process's own
+    uid, gid and supplementary groups (real and effective alike). WHY: a warm run's
+    monitor and stubs are forks of the daemon's, so its program holds the daemon's
+    groups and gid, where a cold run's holds its caller's: a caller started with fewer
+    (`setpriv --clear-groups`, `sg`, a service's own group list) must not get the
+    daemon's by asking it to run something. Each side checks: the client runs cold,
+    the daemon runs nothing (tests/test_thin_exec.py)."""
+    if len(cred) < 12 or len(groups) % 4:
+        return False
+    uid, gid = int.from_bytes(cred[4:8], "little"), int.from_bytes(cred[8:12], "little")
+    if {uid} != {os.getuid(), os.geteuid()} or {gid} != {os.getgid(), os.getegid()}:
+        return False
+    theirs = sorted(int.from_bytes(groups[i:i + 4], "little") for i in range(0, len(groups), 4))
+    return theirs == sorted(os.getgroups())
+
+
 def private_dir_ok(path: str) -> bool:
     """The socket's directory is a real directory of ours, 0700 (no one else can
     put a socket there, or replace ours)."""
