@@ -12,6 +12,7 @@ import traceback
 from typing import Any, Callable
 
 from sandbox.ipc.frames import Message
+from sandbox.launcher.records import add_record
 
 Handler = Callable[[Message, "RunInfo"], Any]
 WILDCARD = "*"
@@ -72,6 +73,6 @@ def dispatch(sets: list[HandlerSet], msg: Message, info: RunInfo,
             try:
                 handler(msg, info)
             except Exception as exc:
-                errors.append({"handler_id": hid, "message_type": msg.type,
-                               "type": type(exc).__name__, "message": str(exc),
-                               "traceback": traceback.format_exc()})
+                add_record(errors, lambda: {
+                    "handler_id": hid, "message_type": msg.type, "type": type(exc).__name__,
+                    "message": str(exc), "traceback": traceback.format_exc()})
