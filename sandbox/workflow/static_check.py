@@ -117,6 +117,7 @@ WORKER_WALL = 10.0       # seconds; the worker also limits its own CPU and memor
 WORKER_OUTPUT = 1 << 20  # bytes of JSON accepted back
 MAX_MODULE_NAME = 256
 MAX_SCANNED = 2 << 20   # bytes of source one check parses in all; the rest: not read
+MAX_WORKERS = 8         # worker interpreters one check may start; the rest: not read
 _SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
 _lock = threading.Lock()
 
@@ -136,6 +137,8 @@ def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
         hit = _SCANNED.get(source)
     if hit is not None and hit[0] == key:
         return hit[1]
+    if budget is not None and not budget.start_worker():
+        return _NOT_READ
     found = _run_worker(source)
     with _lock:
         if len(_SCANNED) > 256:
@@ -145,13 +148,32 @@ def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
 
 
 class _Budget:
-    """The source bytes one check may have parsed: a workflow listing 40 uploaded
-    modules of 512 KiB each took 24 s of the server's CPU before its run was refused.
-    Past the budget a module is left unread, which makes the check refuse nothing
-    (the child finds an unknown action itself, inside its limits)."""
+    """The source bytes one check may have parsed, and the worker interpreters it may
+    start: a workflow listing 40 uploaded modules of 512 KiB each took 24 s of the
+    server's CPU before its run was refused, and one listing 672 small modules of
+    the standard library (they fit the byte budget) started 672 workers, ~30 s of
+    the launcher's host for one nested request (found by an attack probe). Past
+    either budget a module is left unread, which makes the check refuse nothing
+    (the child finds an unknown action itself, inside its limits). Each module is
+    looked up once per check (`find`), however often the workflow names it."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Sequence[str] = ()) -> None:
         self.left = MAX_SCANNED
+        self.workers = MAX_WORKERS
+        self.path = path
+        self._found: dict[str, str | None | object] = {}
+
+    def find(self, module: str) -> str | None | object:
+        if module not in self._found:
+            self._found[module] = find_source(module, self.path)
+        return self._found[module]
+
+    def start_worker(self) -> bool:
+        """Whether one more worker may run (once refused, none does)."""
+        if self.workers <= 0:
+            return False
+        self.workers -= 1
+        return True
 
     def take(self, size: int) -> bool:
         """Whether `size` more bytes may be parsed (once refused, nothing more is)."""
@@ -201,10 +223,10 @@ def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
     path = [os.path.abspath(p) for p in code_paths] + list(child_base_path())
     registered: set[str] = set(registry.names())
     complete = True
-    budget = _Budget()
+    budget = _Budget(path)
     for i, module in enumerate(workflow.imports):
         _check_module_name(module, f"{where}: imports[{i}]")
-        src = find_source(module, path)
+        src = budget.find(module)
         if src is None:
             raise WorkflowError(f"{where}: imports: module {module!r} not found on the "
                                 f"child's path (code paths: {', '.join(code_paths) or 'none'})")
@@ -219,7 +241,7 @@ def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
             if ":" in ref.name:
                 module, _, attr = ref.name.partition(":")
                 _check_module_name(module, at)
-                src = find_source(module, path)
+                src = budget.find(module)
                 if src is None:
                     raise WorkflowError(f"{at}: action {ref.name!r}: module {module!r} not "
                                         "found on the child's path")

@@ -28,3 +28,13 @@ def plant_and_nest(ctx):
 @action("plant.noop")
 def noop(ctx):
     pass
+
+
+@action("plant.nest_imports")
+def nest_imports(ctx):
+    """A nested request whose workflow lists many modules that exist (the standard
+    library's): each distinct one was a source-scan worker in the launcher."""
+    child = {"name": "many", "imports": list(ctx.params["imports"]),
+             "stages": [{"id": "s", "actions": [{"name": "plant.noop"}]}]}
+    result = ctx.spawn(child)
+    ctx.store.put("child", {"status": result["status"], "reason": result["reason"]})
