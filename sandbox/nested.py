@@ -216,10 +216,22 @@ class NestedService:
         self._own_handlers = tuple(handler_sets)
 
     def _reply(self, rid: str, result: dict[str, Any]) -> None:
+        """Answer the waiting action, always: a result that cannot be sent (an outbound
+        middleware raised, it would not encode) is answered by a refusal saying why;
+        a dropped reply left the action waiting until the parent's wall limit."""
         try:
             self.send("spawn_result", {"request_id": rid, "result": result})
+            return
+        except OSError:
+            return  # the child is gone (or its socket closed): nobody waits any more
+        except Exception as exc:
+            why = f"the nested run's result could not be sent: {type(exc).__name__}: {exc}"
+        try:
+            self.send("spawn_result", {"request_id": rid, "result": {
+                **refused(why[:2000], result.get("depth", self.lineage.depth + 1)),
+                "run_id": result.get("run_id")}})
         except Exception:
-            pass  # the child is gone (or its socket closed): nobody waits any more
+            pass
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel nested runs still going and wait (bounded) for their threads."""
