@@ -67,6 +67,7 @@ class Lineage:
     lender: Any = None    # the requesting run's slot Lease, which this run may borrow
     slot: Any = None      # the Lease this run holds (set by the launcher once it has one)
     gate: Any = None      # who lets its nested runs take a free slot (launcher.slots.Gate)
+    scans: Any = None     # source-scan workers it shares with its siblings (WorkerAllowance)
 
 
 def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
@@ -141,6 +142,8 @@ class NestedService:
         self.runs: list[dict[str, Any]] = []      # summaries, for the parent's RunResult
         self.requests = 0
         self._lock = threading.Lock()
+        from sandbox.workflow.static_check import WorkerAllowance
+        self.scans = WorkerAllowance()   # shared by the checks of this run's requests
 
     def submit(self, payload: Any) -> None:
         """Handle one ``spawn_request`` (called from the session loop: never blocks)."""
@@ -200,7 +203,8 @@ class NestedService:
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
                           handler_sets=self.lineage.handler_sets + self._own_handlers,
                           ceiling=self.ceiling,
-                          lender=self.lineage.slot, gate=self.lineage.gate)
+                          lender=self.lineage.slot, gate=self.lineage.gate,
+                          scans=self.scans)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,

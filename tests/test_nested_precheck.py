@@ -190,3 +190,23 @@ def test_a_nested_request_naming_many_modules_costs_few_workers(monkeypatch):
     assert r.store["child"]["status"] in ("ok", "error"), r.store
     plant = [p for p in parsed if p.endswith("plant_actions.py")]
     assert len(parsed) - len(plant) <= static_check.MAX_WORKERS, len(parsed)
+
+
+@pytest.mark.isolation
+def test_the_nested_requests_of_one_run_share_a_bound_on_workers(monkeypatch):
+    """Each request's check is bounded (MAX_WORKERS), but a run may send 256 of them:
+    20 requests naming 8 fresh modules each were 160 workers, 256 would be 2,048
+    (~60 s of the launcher's CPU) for a child that spent nothing. The requests of one
+    run now share MAX_WORKERS_PER_RUN."""
+    from sandbox.launcher.launcher import Launcher
+    parsed = _counting_workers(monkeypatch)
+    names = _small_stdlib_modules(160)
+    batches = [names[i:i + 8] for i in range(0, 160, 8)]
+    wf = {"name": "attack", "imports": ["plant_actions"],
+          "stages": [{"id": "s", "actions": [{"name": "plant.nest_many", "params": {
+              "batches": batches}}]}]}
+    r = Launcher(capture_output=True).spawn(wf, code_paths=[CODE])
+    assert r.status == "ok", (r.status, r.reason)
+    assert len(r.store["statuses"]) == 20
+    nested = [p for p in parsed if not p.endswith("plant_actions.py")]
+    assert len(nested) <= static_check.MAX_WORKERS_PER_RUN < 160, len(nested)

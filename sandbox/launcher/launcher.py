@@ -505,7 +505,8 @@ class Launcher:
         (mode, body), pol = _as_target(req.target), req.policy
         if mode == "workflow":  # unknown actions are input errors: nothing runs
             from sandbox.workflow.static_check import check_actions
-            check_actions(body, code_paths, where=f"workflow {body.name!r}")
+            check_actions(body, code_paths, where=f"workflow {body.name!r}",
+                          allowance=lineage.scans)
         run_id = info.run_id
         session: Session | None = None
         capture = self.capture_output if capture_output is None else capture_output

@@ -118,6 +118,7 @@ WORKER_OUTPUT = 1 << 20  # bytes of JSON accepted back
 MAX_MODULE_NAME = 256
 MAX_SCANNED = 2 << 20   # bytes of source one check parses in all; the rest: not read
 MAX_WORKERS = 8         # worker interpreters one check may start; the rest: not read
+MAX_WORKERS_PER_RUN = 32  # ... and the checks of one run's nested requests, together
 _SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
 _lock = threading.Lock()
 
@@ -147,6 +148,25 @@ def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
     return found
 
 
+class WorkerAllowance:
+    """The workers the checks of one run's nested requests may start, together: each
+    check is bounded, but a run may send 256 requests, each naming 8 fresh modules
+    and then a function none defines (refused after the scans: no sandbox starts, the
+    child pays nothing): 2,048 workers, ~60 s of the launcher's CPU. Shared by the
+    requests' threads (sandbox.nested.NestedService holds one per run)."""
+
+    def __init__(self, workers: int = MAX_WORKERS_PER_RUN) -> None:
+        self.left = workers
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
 class _Budget:
     """The source bytes one check may have parsed, and the worker interpreters it may
     start: a workflow listing 40 uploaded modules of 512 KiB each took 24 s of the
@@ -157,9 +177,11 @@ class _Budget:
     (the child finds an unknown action itself, inside its limits). Each module is
     looked up once per check (`find`), however often the workflow names it."""
 
-    def __init__(self, path: Sequence[str] = ()) -> None:
+    def __init__(self, path: Sequence[str] = (),
+                 shared: WorkerAllowance | None = None) -> None:
         self.left = MAX_SCANNED
         self.workers = MAX_WORKERS
+        self.shared = shared
         self.path = path
         self._found: dict[str, str | None | object] = {}
 
@@ -170,10 +192,12 @@ class _Budget:
 
     def start_worker(self) -> bool:
         """Whether one more worker may run (once refused, none does)."""
-        if self.workers <= 0:
+        if self.workers <= 0 or (self.shared is not None and not self.shared.take()):
+            self.workers = 0
             return False
         self.workers -= 1
         return True
+
 
     def take(self, size: int) -> bool:
         """Whether `size` more bytes may be parsed (once refused, nothing more is)."""
@@ -217,13 +241,15 @@ def _check_module_name(module: str, at: str) -> None:
 
 
 def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
-                  registry: Registry | None = None, where: str = "<workflow>") -> None:
-    """Raise WorkflowError for an action name that provably does not exist."""
+                  registry: Registry | None = None, where: str = "<workflow>",
+                  allowance: WorkerAllowance | None = None) -> None:
+    """Raise WorkflowError for an action name that provably does not exist.
+    `allowance`: the workers this check shares with others (a nested request's)."""
     registry = registry or default_registry
     path = [os.path.abspath(p) for p in code_paths] + list(child_base_path())
     registered: set[str] = set(registry.names())
     complete = True
-    budget = _Budget(path)
+    budget = _Budget(path, allowance)
     for i, module in enumerate(workflow.imports):
         _check_module_name(module, f"{where}: imports[{i}]")
         src = budget.find(module)

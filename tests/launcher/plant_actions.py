@@ -38,3 +38,16 @@ def nest_imports(ctx):
              "stages": [{"id": "s", "actions": [{"name": "plant.noop"}]}]}
     result = ctx.spawn(child)
     ctx.store.put("child", {"status": result["status"], "reason": result["reason"]})
+
+
+@action("plant.nest_many")
+def nest_many(ctx):
+    """Many nested requests, each naming a few modules that exist and then a function
+    none defines: refused by the launcher's check after scanning them, so no sandbox
+    starts and the child pays nothing."""
+    statuses = []
+    for names in ctx.params["batches"]:
+        child = {"name": "many", "imports": names,
+                 "stages": [{"id": "s", "actions": [{"name": "json:no_such_function"}]}]}
+        statuses.append(ctx.spawn(child)["status"])
+    ctx.store.put("statuses", statuses)
