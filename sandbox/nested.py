@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 
 from sandbox.errors import SandboxError
 from sandbox.ipc.frames import encode
+from sandbox.launcher.records import clip_text
 from sandbox.policy.confine import Ceiling
 from sandbox.policy.model import Policy
 
@@ -101,7 +102,10 @@ def requested_policy(req: Any, parent: Policy) -> Policy:
 
 
 def refused(reason: str, depth: int) -> dict[str, Any]:
-    return {"run_id": None, "status": "error", "reason": reason, "depth": depth,
+    """A refusal's result. The reason may quote what the child sent (a policy name,
+    a key): clipped (records.clip_text), as every record the launcher keeps of a
+    request (`NestedService.runs`); 256 requests of 600 KB names were ~150 MB kept."""
+    return {"run_id": None, "status": "error", "reason": clip_text(reason), "depth": depth,
             "store": {}, "changed_keys": [], "deleted_keys": [], "bailed": False,
             "bail_reason": None, "error": None, "exit_code": None, "messages": {}, "logs": []}
 
@@ -175,7 +179,7 @@ class NestedService:
         except Exception as exc:  # a bug here must still answer the waiting child
             result = refused(f"nested spawn failed: {type(exc).__name__}: {exc}", depth)
         entry = {"request_id": rid, "run_id": result.get("run_id"), "depth": depth,
-                 "status": result["status"], "reason": result.get("reason", "")}
+                 "status": result["status"], "reason": clip_text(result.get("reason", ""))}
         if below:   # the child's own spawns: whoever keeps its records finds the whole tree
             entry["nested"] = below
         with self._lock:
@@ -232,7 +236,7 @@ class NestedService:
             why = f"the nested run's result could not be sent: {type(exc).__name__}: {exc}"
         try:
             self.send("spawn_result", {"request_id": rid, "result": {
-                **refused(why[:2000], result.get("depth", self.lineage.depth + 1)),
+                **refused(why, result.get("depth", self.lineage.depth + 1)),
                 "run_id": result.get("run_id")}})
         except Exception:
             pass

@@ -51,3 +51,16 @@ def nest_many(ctx):
                  "stages": [{"id": "s", "actions": [{"name": "json:no_such_function"}]}]}
         statuses.append(ctx.spawn(child)["status"])
     ctx.store.put("statuses", statuses)
+
+
+@action("plant.nest_odd")
+def nest_odd(ctx):
+    """Nested requests whose refusal reasons quote what the child sent."""
+    import json
+    fill = "@" * int(ctx.params.get("long", 0))      # grown here: the start frame is bounded
+    reasons = []
+    for request in ctx.params["requests"]:
+        policy, child = json.loads(json.dumps(request).replace("@@", fill))
+        got = ctx.spawn(child, policy=policy)
+        reasons.append(len(got["reason"]))
+    ctx.store.put("reason_lengths", reasons)
