@@ -119,7 +119,9 @@ MAX_MODULE_NAME = 256
 MAX_SCANNED = 2 << 20   # bytes of source one check parses in all; the rest: not read
 MAX_WORKERS = 8         # worker interpreters one check may start; the rest: not read
 MAX_WORKERS_PER_RUN = 32  # ... and the checks of one run's nested requests, together
+CACHE_BYTES = 8 << 20    # estimated memory of the scans kept (names), all runs together
 _SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
+_cached_bytes = 0   # _cost of the entries of _SCANNED
 _lock = threading.Lock()
 
 
@@ -141,11 +143,37 @@ def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
     if budget is not None and not budget.start_worker():
         return _NOT_READ
     found = _run_worker(source)
-    with _lock:
-        if len(_SCANNED) > 256:
-            _SCANNED.clear()
-        _SCANNED[source] = (key, found)
+    _remember(source, key, found)
     return found
+
+
+def _cost(found: Scanned) -> int:
+    """Estimated memory of an entry: its names (a str object is ~50 bytes plus its
+    characters, a set slot ~30)."""
+    return 200 + sum(len(n) + 80 for n in (*found.registered, *found.defined))
+
+
+def _remember(source: str, key: tuple[int, int, int], found: Scanned) -> None:
+    """Cache a scan, oldest entries out first, within 256 files and CACHE_BYTES: the
+    cache lives as long as the launcher, and a file a sandbox planted (a class with a
+    long name and 4,000 methods) is ~1.2 MB of names, 256 such ~300 MB kept after
+    the runs that planted them (found by an attack probe, tests/test_scan_cache.py)."""
+    global _cached_bytes
+    cost = _cost(found)
+    if cost > CACHE_BYTES:
+        return
+    with _lock:
+        if not _SCANNED:
+            _cached_bytes = 0     # (tests clear the cache by hand)
+        old = _SCANNED.pop(source, None)
+        if old is not None:
+            _cached_bytes -= _cost(old[1])
+        while _SCANNED and (len(_SCANNED) >= 256 or _cached_bytes + cost > CACHE_BYTES):
+            _gone, (_k, dropped) = next(iter(_SCANNED.items()))
+            del _SCANNED[_gone]
+            _cached_bytes -= _cost(dropped)
+        _SCANNED[source] = (key, found)
+        _cached_bytes += cost
 
 
 class WorkerAllowance:
