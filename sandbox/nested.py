@@ -113,15 +113,17 @@ def refused(reason: str, depth: int) -> dict[str, Any]:
 def summarize(result: Any, depth: int, max_frame: int) -> dict[str, Any]:
     out = {k: getattr(result, k) for k in RESULT_KEYS}
     out["depth"] = depth
+    why = ""
     for drop in ((), ("logs",), ("logs", "error", "messages")):
         trimmed = {k: v for k, v in out.items() if k not in drop}
         try:
             encode("spawn_result", {"request_id": "x" * 64, "result": trimmed},
                    max_frame=max_frame - 512)
             return trimmed
-        except Exception:
-            continue
-    return refused(f"the nested run's result ({result.status}) is too large for one frame",
+        except Exception as exc:
+            why = str(exc)
+    return refused(f"the nested run's result ({result.status}) cannot be sent back "
+                   f"(too large or too deep for one frame): {why}",
                    depth) | {"run_id": result.run_id}
 
 

@@ -64,3 +64,21 @@ def nest_odd(ctx):
         got = ctx.spawn(child, policy=policy)
         reasons.append(len(got["reason"]))
     ctx.store.put("reason_lengths", reasons)
+
+
+@action("plant.deep_store")
+def deep_store(ctx):
+    """A store value as deep as a store_put frame allows (62 levels): fine on its own
+    frame, 66 levels inside a spawn_result, which the requesting child must refuse."""
+    value: list = []
+    for _ in range(61):
+        value = [value]
+    ctx.store.put("deep", value)
+
+
+@action("plant.nest_deep")
+def nest_deep(ctx):
+    child = {"name": "deep", "imports": ["plant_actions"],
+             "stages": [{"id": "s", "actions": ["plant.deep_store"]}]}
+    got = ctx.spawn(child)
+    ctx.store.put("child", {"status": got["status"], "reason": got["reason"]})
