@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 
 from sandbox.errors import SandboxError
 from sandbox.ipc.frames import encode
+from sandbox.launcher.records import clip_text
 from sandbox.policy.confine import Ceiling
 from sandbox.policy.model import Policy
 
@@ -67,6 +68,7 @@ class Lineage:
     lender: Any = None    # the requesting run's slot Lease, which this run may borrow
     slot: Any = None      # the Lease this run holds (set by the launcher once it has one)
     gate: Any = None      # who lets its nested runs take a free slot (launcher.slots.Gate)
+    scans: Any = None     # source-scan workers it shares with its siblings (WorkerAllowance)
 
 
 def ceilings(lineage: Lineage, hooked_from: Policy | None) -> tuple[Ceiling, ...]:
@@ -100,7 +102,10 @@ def requested_policy(req: Any, parent: Policy) -> Policy:
 
 
 def refused(reason: str, depth: int) -> dict[str, Any]:
-    return {"run_id": None, "status": "error", "reason": reason, "depth": depth,
+    """A refusal's result. The reason may quote what the child sent (a policy name,
+    a key): clipped (records.clip_text), as every record the launcher keeps of a
+    request (`NestedService.runs`); 256 requests of 600 KB names were ~150 MB kept."""
+    return {"run_id": None, "status": "error", "reason": clip_text(reason), "depth": depth,
             "store": {}, "changed_keys": [], "deleted_keys": [], "bailed": False,
             "bail_reason": None, "error": None, "exit_code": None, "messages": {}, "logs": []}
 
@@ -108,15 +113,17 @@ def refused(reason: str, depth: int) -> dict[str, Any]:
 def summarize(result: Any, depth: int, max_frame: int) -> dict[str, Any]:
     out = {k: getattr(result, k) for k in RESULT_KEYS}
     out["depth"] = depth
+    why = ""
     for drop in ((), ("logs",), ("logs", "error", "messages")):
         trimmed = {k: v for k, v in out.items() if k not in drop}
         try:
             encode("spawn_result", {"request_id": "x" * 64, "result": trimmed},
                    max_frame=max_frame - 512)
             return trimmed
-        except Exception:
-            continue
-    return refused(f"the nested run's result ({result.status}) is too large for one frame",
+        except Exception as exc:
+            why = str(exc)
+    return refused(f"the nested run's result ({result.status}) cannot be sent back "
+                   f"(too large or too deep for one frame): {why}",
                    depth) | {"run_id": result.run_id}
 
 
@@ -141,6 +148,8 @@ class NestedService:
         self.runs: list[dict[str, Any]] = []      # summaries, for the parent's RunResult
         self.requests = 0
         self._lock = threading.Lock()
+        from sandbox.workflow.static_check import WorkerAllowance
+        self.scans = WorkerAllowance()   # shared by the checks of this run's requests
 
     def submit(self, payload: Any) -> None:
         """Handle one ``spawn_request`` (called from the session loop: never blocks)."""
@@ -172,7 +181,7 @@ class NestedService:
         except Exception as exc:  # a bug here must still answer the waiting child
             result = refused(f"nested spawn failed: {type(exc).__name__}: {exc}", depth)
         entry = {"request_id": rid, "run_id": result.get("run_id"), "depth": depth,
-                 "status": result["status"], "reason": result.get("reason", "")}
+                 "status": result["status"], "reason": clip_text(result.get("reason", ""))}
         if below:   # the child's own spawns: whoever keeps its records finds the whole tree
             entry["nested"] = below
         with self._lock:
@@ -200,7 +209,8 @@ class NestedService:
         lineage = Lineage(depth=depth, parent_run_id=self.run_id,
                           handler_sets=self.lineage.handler_sets + self._own_handlers,
                           ceiling=self.ceiling,
-                          lender=self.lineage.slot, gate=self.lineage.gate)
+                          lender=self.lineage.slot, gate=self.lineage.gate,
+                          scans=self.scans)
         try:
             result = self.launcher.spawn(workflow, policy=policy, code_paths=self.code_paths,
                                          middleware=self.middleware, cancel=self.cancel,
@@ -216,10 +226,22 @@ class NestedService:
         self._own_handlers = tuple(handler_sets)
 
     def _reply(self, rid: str, result: dict[str, Any]) -> None:
+        """Answer the waiting action, always: a result that cannot be sent (an outbound
+        middleware raised, it would not encode) is answered by a refusal saying why;
+        a dropped reply left the action waiting until the parent's wall limit."""
         try:
             self.send("spawn_result", {"request_id": rid, "result": result})
+            return
+        except OSError:
+            return  # the child is gone (or its socket closed): nobody waits any more
+        except Exception as exc:
+            why = f"the nested run's result could not be sent: {type(exc).__name__}: {exc}"
+        try:
+            self.send("spawn_result", {"request_id": rid, "result": {
+                **refused(why, result.get("depth", self.lineage.depth + 1)),
+                "run_id": result.get("run_id")}})
         except Exception:
-            pass  # the child is gone (or its socket closed): nobody waits any more
+            pass
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel nested runs still going and wait (bounded) for their threads."""

@@ -98,6 +98,10 @@ CASES = [
     Case("run-no-workflow", ["run"], 125),
     Case("run-store-no-value", ["run", "--store", "items", "docs/examples/hello.json"], 125,
          "--store"),
+    # a value the child's end of the IPC channel must refuse (over 64 levels in the start
+    # frame): it was sent anyway, the sandbox started and the run ended as an error
+    Case("run-store-too-deep", ["run", "--store", "k=" + "[" * 62 + "]" * 62,
+                                "docs/examples/hello.json"], 125, "deeper than 64"),
     # -- other subcommands: 2 -------------------------------------------------
     Case("policy-check-wall-1e9", ["policy", "check", "{p:wall = 1e9}"], 2, ":3: limits.wall"),
     Case("policy-check-cpu-1e19", ["policy", "check", "{p:cpu = 1e19}"], 2, ":3: limits.cpu"),

@@ -109,3 +109,32 @@ def test_progress_bar_on_a_terminal_and_no_escape_from_the_child(tmp_path):
     assert b"step" in seen and b"%" in seen            # the bar with its description
     assert b"\x1b]0;pwned" not in seen                  # the child's OSC never reached the tty
     assert out.startswith(b"run ")                      # stdout stays the summary
+
+
+@pytest.mark.isolation
+def test_a_long_progress_or_log_text_is_clipped_before_it_is_escaped(monkeypatch):
+    """Only MAX_TEXT characters are shown, but the whole text was escaped first: a 1 MiB
+    frame of DEL characters (one byte each in JSON, each escaped) cost the launcher
+    ~0.3 s of CPU in printable(), 256 frames (the run's byte budget) ~80 s, from a
+    child that spent almost nothing. Judged by the characters the live view escapes."""
+    import io
+    from sandbox.cli import live
+    from sandbox.launcher.launcher import Launcher
+    escaped: list[int] = []
+    real = live.printable
+    monkeypatch.setattr(live, "printable",
+                        lambda s: escaped.append(len(s) if isinstance(s, str) else 0) or real(s))
+    code = ("import os, struct, json\nfd = int(os.environ['SANDBOX_IPC_FD'])\n"
+            "text = '\\x7f' * 500_000\n"
+            "for t, p in [('progress', {'done': 1, 'of': 2, 'message': text}),"
+            " ('log', {'level': text, 'message': text}), ('progress', {'message': [text]})]:\n"
+            "    b = json.dumps({'type': t, 'payload': p}, ensure_ascii=False).encode()\n"
+            "    os.write(fd, struct.pack('>I', len(b)) + b)\n")
+    la = Launcher(capture_output=True)
+    out = io.StringIO()
+    with la, live.LiveView(la, follow=True, bar=False, stream=out):
+        r = la.spawn([sys.executable, "-I", "-c", code])
+    assert r.status == "ok", (r.status, r.reason)
+    assert r.messages == {"progress": 2, "log": 1}
+    assert out.getvalue().count("\\x7f") > 0            # shown, escaped
+    assert sum(escaped) <= 4 * 2 * live.MAX_TEXT, sum(escaped)

@@ -212,3 +212,41 @@ def test_bail_ends_ok_with_reason_and_skips_the_rest(launcher):
     r = spawn(launcher, wf("mw.bail", "mw.after_bail"))
     assert (r.status, r.bailed, r.bail_reason) == ("ok", True, "nothing more to do")
     assert r.store == {"before_bail": 1}
+
+
+def test_hmac_signs_text_that_is_not_utf8(launcher):
+    """A name that is not UTF-8 reaches Python as a lone surrogate; the wire carries it
+    as its JSON escape. HMAC's canonical form encoded it as strict UTF-8 and raised:
+    under HmacAuth the honest action's log call failed in the child."""
+    launcher.use(HmacAuth)
+    r = spawn(launcher, wf("mw.undecodable"))
+    assert r.status == "ok", (r.status, r.reason, r.error)
+    assert r.store["file"] == os.fsdecode(b"report-\xff.txt")
+    assert r.metrics["auth"]["rejected"] == 0, r.rejected
+
+
+def test_hmac_nested_result_holding_text_that_is_not_utf8_reaches_the_waiting_action(launcher):
+    """The launcher signs the spawn_result it sends; when signing raised, the reply was
+    dropped and the action waited for it until the parent's wall limit."""
+    launcher.use(HmacAuth)
+    child = {"name": "c", "imports": ["mw_actions"],
+             "stages": [{"id": "s", "actions": ["mw.undecodable"]}]}
+    r = spawn(launcher, wf({"name": "mw.nest", "params": {"child": child}}), timeout=60)
+    assert r.status == "ok", (r.status, r.reason, r.error)
+    assert r.store["child_result"]["status"] == "ok", r.store["child_result"]
+
+
+def test_a_spawn_result_that_cannot_be_sent_still_answers_the_waiting_action(launcher):
+    """A launcher-side outbound middleware raising on the spawn_result dropped the
+    reply: the action waited until the parent's wall limit (status timeout)."""
+    def refuse_ok(t, p):
+        if t == "spawn_result" and p["result"]["status"] == "ok":
+            raise ValueError("this middleware refuses ok results")
+        return t, p
+    child = {"name": "c", "imports": ["mw_actions"],
+             "stages": [{"id": "s", "actions": ["mw.chat"]}]}
+    r = spawn(launcher, wf({"name": "mw.nest", "params": {"child": child}}),
+              middleware=[transform(outbound=refuse_ok, name="refuse_ok")], timeout=20)
+    assert r.status == "ok", (r.status, r.reason, r.error)
+    got = r.store["child_result"]
+    assert got["status"] == "error" and "refuses ok results" in got["reason"], got

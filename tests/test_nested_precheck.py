@@ -126,3 +126,87 @@ def test_one_check_parses_a_bounded_amount_of_source(tmp_path, monkeypatch):
     static_check._SCANNED.clear()
     static_check.check_actions(_wf(imports=names, actions=["nowhere"]), [str(tmp_path)])
     assert len(parsed) == static_check.MAX_SCANNED // size < len(names)
+
+
+def _small_stdlib_modules(n: int) -> list[str]:
+    """`n` distinct standard-library modules, smallest sources first (no worker is
+    needed to find them: they exist on every child's path)."""
+    found: list[tuple[int, str]] = []
+    for base in static_check.child_base_path():
+        if "site-packages" in base or not base.startswith(sys.base_prefix):
+            continue
+        for root, _dirs, files in os.walk(base):
+            for f in files:
+                if not f.endswith(".py") or f == "__init__.py":
+                    continue
+                rel = os.path.relpath(os.path.join(root, f), base)[:-3].split(os.sep)
+                if all(p.isidentifier() for p in rel) and "test" not in rel[0]:
+                    found.append((os.path.getsize(os.path.join(root, f)), ".".join(rel)))
+    names = [m for _, m in sorted(found)]
+    assert len(names) >= n
+    return names[:n]
+
+
+def _counting_workers(monkeypatch) -> list[str]:
+    parsed: list[str] = []
+    real = static_check._run_worker
+    monkeypatch.setattr(static_check, "_run_worker",
+                        lambda src: parsed.append(src) or real(src))
+    static_check._SCANNED.clear()
+    return parsed
+
+
+def test_one_check_starts_a_bounded_number_of_workers(monkeypatch):
+    """Small modules fit the byte budget by the hundred: 672 standard-library modules
+    were 672 worker interpreters (~30 s of the launcher's host, 17 s of CPU) for one
+    nested request. One check now starts at most MAX_WORKERS; the rest are unread,
+    so the check refuses nothing and the child decides."""
+    parsed = _counting_workers(monkeypatch)
+    names = _small_stdlib_modules(200)
+    static_check.check_actions(_wf(imports=names, actions=["nowhere"]))
+    assert 0 < len(parsed) <= static_check.MAX_WORKERS
+
+
+def test_one_module_named_many_times_is_looked_up_once(monkeypatch):
+    looked: list[str] = []
+    real = static_check.find_source
+    monkeypatch.setattr(static_check, "find_source",
+                        lambda m, path: looked.append(m) or real(m, path))
+    static_check.check_actions(_wf(actions=["json:dumps"] * 5000))
+    assert looked == ["json"]
+
+
+@pytest.mark.isolation
+def test_a_nested_request_naming_many_modules_costs_few_workers(monkeypatch):
+    """End to end: the action asks for a nested spawn importing 200 standard-library
+    modules; the launcher (this process) serves it."""
+    from sandbox.launcher.launcher import Launcher
+    parsed = _counting_workers(monkeypatch)
+    wf = {"name": "attack", "imports": ["plant_actions"],
+          "stages": [{"id": "s", "actions": [{"name": "plant.nest_imports", "params": {
+              "imports": _small_stdlib_modules(200)}}]}]}
+    r = Launcher(capture_output=True).spawn(wf, code_paths=[CODE])
+    assert r.status == "ok", (r.status, r.reason)
+    assert r.store["child"]["status"] in ("ok", "error"), r.store
+    plant = [p for p in parsed if p.endswith("plant_actions.py")]
+    assert len(parsed) - len(plant) <= static_check.MAX_WORKERS, len(parsed)
+
+
+@pytest.mark.isolation
+def test_the_nested_requests_of_one_run_share_a_bound_on_workers(monkeypatch):
+    """Each request's check is bounded (MAX_WORKERS), but a run may send 256 of them:
+    20 requests naming 8 fresh modules each were 160 workers, 256 would be 2,048
+    (~60 s of the launcher's CPU) for a child that spent nothing. The requests of one
+    run now share MAX_WORKERS_PER_RUN."""
+    from sandbox.launcher.launcher import Launcher
+    parsed = _counting_workers(monkeypatch)
+    names = _small_stdlib_modules(160)
+    batches = [names[i:i + 8] for i in range(0, 160, 8)]
+    wf = {"name": "attack", "imports": ["plant_actions"],
+          "stages": [{"id": "s", "actions": [{"name": "plant.nest_many", "params": {
+              "batches": batches}}]}]}
+    r = Launcher(capture_output=True).spawn(wf, code_paths=[CODE])
+    assert r.status == "ok", (r.status, r.reason)
+    assert len(r.store["statuses"]) == 20
+    nested = [p for p in parsed if not p.endswith("plant_actions.py")]
+    assert len(nested) <= static_check.MAX_WORKERS_PER_RUN < 160, len(nested)

@@ -182,6 +182,14 @@ def encode(type_: str, payload: Any = None, *, max_frame: int = DEFAULT_MAX_FRAM
     if len(body) > max_frame:
         raise ProtocolError(f"message {type_!r} is {len(body)} bytes, over the "
                             f"{max_frame}-byte frame limit")
+    # What the peer's parse_json refuses is refused here, where the sender can say so:
+    # a store value 62 levels deep went out in a `start` frame (66 levels) and the
+    # child failed with a ProtocolError of its own. Fewer brackets than the limit
+    # (brackets inside strings count too) cannot nest deeper than it.
+    if len(body) > MAX_DEPTH and body.count(b"[") + body.count(b"{") > MAX_DEPTH \
+            and not _depth_ok(obj, MAX_DEPTH):
+        raise ProtocolError(f"message {type_!r} nests deeper than {MAX_DEPTH} levels "
+                            "(the frame's own object included)")
     return HEADER.pack(len(body)) + body
 
 

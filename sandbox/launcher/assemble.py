@@ -65,7 +65,13 @@ def assemble(res: R.RunResult, st: SessionState, policy: Policy, mode: str, *,
     if rep.output is not None:
         res.output = dataclasses.asdict(rep.output)
     res.logs, res.error = st.logs, st.error
-    res.handler_errors = st.handler_errors
+    # a plain list from here: what the trusted side adds later (after_spawn hooks,
+    # middleware.finish) is kept whatever the child filled the run's records with
+    res.handler_errors = list(st.handler_errors)
+    for name in ("handler_errors", "rejected"):
+        dropped = getattr(st, name).dropped
+        if dropped:
+            res.clipped[name] = dropped
     res.messages = dict(st.counts)
     if st.child_result:
         res.bailed = bool(st.child_result.get("bailed"))

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union, cast
 
 from sandbox import protocol
-from sandbox.errors import InputError, SandboxError
+from sandbox.errors import InputError, ProtocolError, SandboxError
 from sandbox.ipc.frames import encode
 from sandbox.launcher import caller_state, monitors, signals, tidy, workdir_cow
 from sandbox.launcher import prepare as P
@@ -509,7 +509,9 @@ class Launcher:
         (mode, body), pol = _as_target(req.target), req.policy
         if mode == "workflow":  # unknown actions are input errors: nothing runs
             from sandbox.workflow.static_check import check_actions
-            check_actions(body, code_paths, where=f"workflow {body.name!r}")
+            check_actions(body, code_paths, where=f"workflow {body.name!r}",
+                          allowance=lineage.scans)
+            self._check_start(body, store, item, index, code_paths)
         run_id = info.run_id
         session: Session | None = None
         capture = self.capture_output if capture_output is None else capture_output
@@ -671,11 +673,22 @@ class Launcher:
     def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
                     initial: dict[str, Any], item: Any, index: int | None,
                     code_paths: Sequence[str], middleware: list[Any]) -> None:
-        payload = {"sys_path": [os.path.abspath(p) for p in code_paths],
-                   "workflow": wf.to_dict(), "store": initial, "run_id": prep.run_id,
-                   "output_dir": prep.paths.output, "imports": list(getattr(wf, "imports", ())),
-                   "item": item, "index": index, "middleware": middleware}
-        ipc.sendall(encode("start", payload, max_frame=self.budget.max_frame))
+        ipc.sendall(encode("start", _start_payload(wf, initial, prep.run_id, prep.paths.output,
+                                                   item, index, code_paths, middleware),
+                           max_frame=self.budget.max_frame))
+
+    def _check_start(self, wf: Any, store: dict[str, Any] | None, item: Any,
+                     index: int | None, code_paths: Sequence[str]) -> None:
+        """The `start` frame must be one the child accepts (size, depth), decided before
+        anything runs: a store value 62 levels deep (a `--store`, or one a child sent
+        back) started a sandbox that failed with a ProtocolError of its own."""
+        payload = _start_payload(wf, {**wf.store, **(store or {})}, "", "", item, index,
+                                 code_paths, [])
+        try:
+            encode("start", payload, max_frame=self.budget.max_frame - 4096)
+        except ProtocolError as exc:
+            raise InputError(f"workflow {wf.name!r}: its store, params or item cannot be "
+                             f"sent to the sandbox: {exc}") from None
 
     @staticmethod
     def _merge_store(result: RunResult, state: Any, initial: dict[str, Any],
@@ -706,3 +719,12 @@ class Launcher:
                 caller_store[key] = copy.deepcopy(merged[key])
             for key in result.deleted_keys:
                 caller_store.pop(key, None)
+
+
+def _start_payload(wf: Any, initial: dict[str, Any], run_id: str, output_dir: str | None,
+                   item: Any, index: int | None, code_paths: Sequence[str],
+                   middleware: list[Any]) -> dict[str, Any]:
+    return {"sys_path": [os.path.abspath(p) for p in code_paths],
+            "workflow": wf.to_dict(), "store": initial, "run_id": run_id,
+            "output_dir": output_dir, "imports": list(getattr(wf, "imports", ())),
+            "item": item, "index": index, "middleware": middleware}

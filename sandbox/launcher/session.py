@@ -24,6 +24,7 @@ from sandbox.errors import ProtocolError
 from sandbox import protocol
 from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message
 from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
+from sandbox.launcher.records import Records
 from sandbox.protocol import EXIT_REPORT_MAX, ExitReport
 from sandbox.jsontypes import JSON
 
@@ -60,8 +61,9 @@ class SessionState:
     bytes: int = 0
     retained: int = 0   # estimated memory of the payloads kept (Budget.max_retained)
     violation: dict[str, Any] | None = None
-    handler_errors: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)   # refused by inbound middleware
+    # bounded (sandbox.launcher.records): the child decides how many there are
+    handler_errors: Records = field(default_factory=Records)
+    rejected: Records = field(default_factory=Records)   # refused by inbound middleware
     monitor_report: ExitReport | None = None
     stdout: bytearray | None = None
     stderr: bytearray | None = None

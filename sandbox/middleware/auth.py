@@ -41,10 +41,15 @@ class AuthError(ValueError):
 
 
 def canonical(direction: str, msg: Message) -> bytes:
+    """The bytes the MAC covers. A lone surrogate (a name that is not UTF-8, as
+    os.fsdecode gives it) is kept as its code point (`surrogatepass`): the wire
+    carries it as a JSON escape and both ends decode the same string, so both get
+    the same bytes here; strict UTF-8 raised, and an honest action logging such a
+    name failed under HmacAuth (and the launcher's signed spawn_result was lost)."""
     obj = {k: v for k, v in msg.extra.items() if k != "mac"}
     obj.update({"dir": direction, "type": msg.type, "payload": msg.payload})
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+                      allow_nan=False).encode("utf-8", "surrogatepass")
 
 
 def mac_of(key: bytes, direction: str, msg: Message) -> str:

@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from sandbox.launcher.records import add_record
 from sandbox.middleware.base import SpawnInfo
 from sandbox.policy.compare import is_narrower_or_equal
 from sandbox.policy.model import Policy
@@ -107,8 +108,8 @@ class Hooks:
             try:
                 fn(msg, run_info)
             except Exception as exc:
-                errors.append({**error_record("on_child_message", fn, exc),
-                               "message_type": msg.type})
+                add_record(errors, lambda: {**error_record("on_child_message", fn, exc),
+                                            "message_type": msg.type})
 
 
 def error_record(stage: str, fn: Callable, exc: BaseException) -> dict[str, Any]:

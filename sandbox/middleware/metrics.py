@@ -25,6 +25,15 @@ from sandbox.ipc.frames import Message, encode
 from sandbox.middleware.base import IpcMiddleware, SpawnInfo
 
 
+# The child chooses type names, and Metrics may see frames an inner middleware then
+# drops or rejects (the run's retained budget never charges those): registered after
+# a filter it kept 150 distinct 100 KB names, 30 MB of result JSON, growing with the
+# byte budget (found by an attack probe). Past these, a type is counted as OTHER.
+MAX_TYPES = 100     # distinct names counted per direction
+MAX_NAME = 200      # characters of a name counted by itself
+OTHER = "(other)"
+
+
 class Metrics(IpcMiddleware):
     name = "metrics"
 
@@ -39,8 +48,11 @@ class Metrics(IpcMiddleware):
     def _count(self, direction: str, msg: Message, size: int) -> None:
         with self._lock:
             m, b = self.messages[direction], self.bytes[direction]
-            m[msg.type] = m.get(msg.type, 0) + 1
-            b[msg.type] = b.get(msg.type, 0) + size
+            name = msg.type
+            if name not in m and (len(m) >= MAX_TYPES or len(name) > MAX_NAME):
+                name = OTHER
+            m[name] = m.get(name, 0) + 1
+            b[name] = b.get(name, 0) + size
 
     def inbound(self, msg: Message) -> Message | None:
         if self.first is None:

@@ -41,6 +41,9 @@ def variables_in(path: str) -> list[str]:
     return VAR_RE.findall(path)
 
 
+PATH_MAX = 4096   # characters of a policy path or pattern (Linux's PATH_MAX)
+
+
 def check_path_syntax(path: str) -> str | None:
     """Why `path` is not an acceptable policy path, or None when it is.
 
@@ -54,6 +57,10 @@ def check_path_syntax(path: str) -> str | None:
         return "empty path"
     if "\0" in path:
         return "path contains a NUL byte"
+    if len(path) > PATH_MAX:
+        # it cannot name a path, and every pattern is compiled and compared (a nested
+        # request's 200,000-character glob cost the launcher seconds of CPU)
+        return f"{len(path)} characters, longer than any path Linux can name ({PATH_MAX})"
     if ".." in path.split("/"):
         return "'..' segment: name the directory directly (a '..' after a variable escapes it)"
     for name in variables_in(path):

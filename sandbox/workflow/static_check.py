@@ -117,7 +117,11 @@ WORKER_WALL = 10.0       # seconds; the worker also limits its own CPU and memor
 WORKER_OUTPUT = 1 << 20  # bytes of JSON accepted back
 MAX_MODULE_NAME = 256
 MAX_SCANNED = 2 << 20   # bytes of source one check parses in all; the rest: not read
+MAX_WORKERS = 8         # worker interpreters one check may start; the rest: not read
+MAX_WORKERS_PER_RUN = 32  # ... and the checks of one run's nested requests, together
+CACHE_BYTES = 8 << 20    # estimated memory of the scans kept (names), all runs together
 _SCANNED: dict[str, tuple[tuple[int, int, int], Scanned]] = {}
+_cached_bytes = 0   # _cost of the entries of _SCANNED
 _lock = threading.Lock()
 
 
@@ -136,22 +140,92 @@ def _scan(source: str, budget: "_Budget | None" = None) -> Scanned:
         hit = _SCANNED.get(source)
     if hit is not None and hit[0] == key:
         return hit[1]
+    if budget is not None and not budget.start_worker():
+        return _NOT_READ
     found = _run_worker(source)
-    with _lock:
-        if len(_SCANNED) > 256:
-            _SCANNED.clear()
-        _SCANNED[source] = (key, found)
+    _remember(source, key, found)
     return found
 
 
-class _Budget:
-    """The source bytes one check may have parsed: a workflow listing 40 uploaded
-    modules of 512 KiB each took 24 s of the server's CPU before its run was refused.
-    Past the budget a module is left unread, which makes the check refuse nothing
-    (the child finds an unknown action itself, inside its limits)."""
+def _cost(found: Scanned) -> int:
+    """Estimated memory of an entry: its names (a str object is ~50 bytes plus its
+    characters, a set slot ~30)."""
+    return 200 + sum(len(n) + 80 for n in (*found.registered, *found.defined))
 
-    def __init__(self) -> None:
+
+def _remember(source: str, key: tuple[int, int, int], found: Scanned) -> None:
+    """Cache a scan, oldest entries out first, within 256 files and CACHE_BYTES: the
+    cache lives as long as the launcher, and a file a sandbox planted (a class with a
+    long name and 4,000 methods) is ~1.2 MB of names, 256 such ~300 MB kept after
+    the runs that planted them (found by an attack probe, tests/test_scan_cache.py)."""
+    global _cached_bytes
+    cost = _cost(found)
+    if cost > CACHE_BYTES:
+        return
+    with _lock:
+        if not _SCANNED:
+            _cached_bytes = 0     # (tests clear the cache by hand)
+        old = _SCANNED.pop(source, None)
+        if old is not None:
+            _cached_bytes -= _cost(old[1])
+        while _SCANNED and (len(_SCANNED) >= 256 or _cached_bytes + cost > CACHE_BYTES):
+            _gone, (_k, dropped) = next(iter(_SCANNED.items()))
+            del _SCANNED[_gone]
+            _cached_bytes -= _cost(dropped)
+        _SCANNED[source] = (key, found)
+        _cached_bytes += cost
+
+
+class WorkerAllowance:
+    """The workers the checks of one run's nested requests may start, together: each
+    check is bounded, but a run may send 256 requests, each naming 8 fresh modules
+    and then a function none defines (refused after the scans: no sandbox starts, the
+    child pays nothing): 2,048 workers, ~60 s of the launcher's CPU. Shared by the
+    requests' threads (sandbox.nested.NestedService holds one per run)."""
+
+    def __init__(self, workers: int = MAX_WORKERS_PER_RUN) -> None:
+        self.left = workers
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+class _Budget:
+    """The source bytes one check may have parsed, and the worker interpreters it may
+    start: a workflow listing 40 uploaded modules of 512 KiB each took 24 s of the
+    server's CPU before its run was refused, and one listing 672 small modules of
+    the standard library (they fit the byte budget) started 672 workers, ~30 s of
+    the launcher's host for one nested request (found by an attack probe). Past
+    either budget a module is left unread, which makes the check refuse nothing
+    (the child finds an unknown action itself, inside its limits). Each module is
+    looked up once per check (`find`), however often the workflow names it."""
+
+    def __init__(self, path: Sequence[str] = (),
+                 shared: WorkerAllowance | None = None) -> None:
         self.left = MAX_SCANNED
+        self.workers = MAX_WORKERS
+        self.shared = shared
+        self.path = path
+        self._found: dict[str, str | None | object] = {}
+
+    def find(self, module: str) -> str | None | object:
+        if module not in self._found:
+            self._found[module] = find_source(module, self.path)
+        return self._found[module]
+
+    def start_worker(self) -> bool:
+        """Whether one more worker may run (once refused, none does)."""
+        if self.workers <= 0 or (self.shared is not None and not self.shared.take()):
+            self.workers = 0
+            return False
+        self.workers -= 1
+        return True
+
 
     def take(self, size: int) -> bool:
         """Whether `size` more bytes may be parsed (once refused, nothing more is)."""
@@ -195,16 +269,18 @@ def _check_module_name(module: str, at: str) -> None:
 
 
 def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
-                  registry: Registry | None = None, where: str = "<workflow>") -> None:
-    """Raise WorkflowError for an action name that provably does not exist."""
+                  registry: Registry | None = None, where: str = "<workflow>",
+                  allowance: WorkerAllowance | None = None) -> None:
+    """Raise WorkflowError for an action name that provably does not exist.
+    `allowance`: the workers this check shares with others (a nested request's)."""
     registry = registry or default_registry
     path = [os.path.abspath(p) for p in code_paths] + list(child_base_path())
     registered: set[str] = set(registry.names())
     complete = True
-    budget = _Budget()
+    budget = _Budget(path, allowance)
     for i, module in enumerate(workflow.imports):
         _check_module_name(module, f"{where}: imports[{i}]")
-        src = find_source(module, path)
+        src = budget.find(module)
         if src is None:
             raise WorkflowError(f"{where}: imports: module {module!r} not found on the "
                                 f"child's path (code paths: {', '.join(code_paths) or 'none'})")
@@ -219,7 +295,7 @@ def check_actions(workflow: Workflow, code_paths: Iterable[str] = (), *,
             if ":" in ref.name:
                 module, _, attr = ref.name.partition(":")
                 _check_module_name(module, at)
-                src = find_source(module, path)
+                src = budget.find(module)
                 if src is None:
                     raise WorkflowError(f"{at}: action {ref.name!r}: module {module!r} not "
                                         "found on the child's path")

@@ -147,3 +147,12 @@ def fan(ctx):
                            "bad": [r["reason"] for r in statuses if r["status"] != "ok"]
                            + [b for r in statuses for b in r["store"].get("tree", {}).get("bad", [])]})
     ctx.send("fan", "done")
+
+
+@action("mw.undecodable")
+def undecodable(ctx):
+    """An honest action naming a file whose name is not UTF-8 (os.listdir gives it as
+    a lone surrogate, surrogateescape): in a log record and a store value."""
+    name = os.fsdecode(b"report-\xff.txt")
+    ctx.logger.info(f"wrote {name}")
+    ctx.store.put("file", name)

@@ -1,0 +1,50 @@
+"""A nested request's policy patterns cost the launcher once each, and are bounded.
+
+Comparing a child's policy with its parent's compiled each of the child's deny
+globs once per parent deny rule (~70), uncached, and a pattern could be as long
+as the frame: one request with a 200,000-character deny glob took 8.6 s of the
+launcher's CPU in `prepare`, 3.1 s end to end; 20 requests with three such
+patterns did not finish in 300 s (found by an attack probe). Now a policy path
+longer than PATH_MAX (4096) is refused at load (it cannot name a path), and
+each compiled glob is reused. Judged by the compilations counted.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sandbox.errors import PolicyError
+from sandbox.policy import globs, load_policy
+from sandbox.policy.loader import parse_policy_data
+
+
+def test_a_policy_path_longer_than_path_max_is_refused():
+    with pytest.raises(PolicyError, match="4096"):
+        parse_policy_data({"filesystem": {"deny": ["/tmp/*" + "x" * 5000]}}, file="<t>")
+    with pytest.raises(PolicyError, match="4096"):
+        parse_policy_data({"filesystem": {"read": ["/usr/" + "x" * 5000]}}, file="<t>")
+    parse_policy_data({"filesystem": {"deny": ["/tmp/*" + "x" * 4000]}}, file="<t>")
+
+
+def test_the_ceiling_check_compiles_each_child_glob_once(monkeypatch):
+    from sandbox.launcher import prepare as P
+    from sandbox.policy.confine import Ceiling
+    parent = P.prepare(uuid.uuid4().hex, load_policy("default"), mode="workflow",
+                       workdir=None, output_dir=None, env=None, ipc_fd=3)
+    pattern = "/tmp/*" + "q" * 4000
+    child = parse_policy_data({"filesystem": {"deny": [pattern]}}, file="<t>")
+    compiled: list[str] = []
+    real = globs._compile
+    monkeypatch.setattr(globs, "_compile",
+                        lambda p, subtree: compiled.append(p) or real(p, subtree))
+    for fn in (globs.compile_rule, globs.compile_exact):
+        getattr(fn, "cache_clear", lambda: None)()
+    try:
+        P.prepare(uuid.uuid4().hex, child, mode="workflow", workdir=None, output_dir=None,
+                  env=None, ipc_fd=3,
+                  ceilings=(Ceiling(parent.policy, own_roots=True, what="parent"),))
+    except PolicyError:
+        pass
+    mine = [p for p in compiled if "qqqq" in p]
+    assert 0 < len(mine) <= 2, len(mine)
