@@ -30,7 +30,17 @@ RELAYED: tuple[int, ...] = tuple(
 
 # Ignored besides by our processes in the caller's group: a background caller's stdin
 # relay reading its terminal must not stop the monitor (the read fails, EIO).
-IGNORED_BY_HELPERS: tuple[int, ...] = RELAYED + (int(signal.SIGTTIN), int(signal.SIGTTOU))
+# SIGTSTP too: a ^Z at the caller's terminal stops its foreground group, and the monitor
+# must stay up to relay it to the program (JOB_CONTROL).
+IGNORED_BY_HELPERS: tuple[int, ...] = RELAYED + (int(signal.SIGTTIN), int(signal.SIGTTOU),
+                                                 int(signal.SIGTSTP))
+
+# Job control without a pty of the program's own (its output piped on, `-T`): a ^Z stops
+# the caller's foreground group, `sandbox exec` in it, and `fg` continues it. Relayed to
+# the program's process group, after which `sandbox exec` stops itself (a thin client:
+# it does; its daemon's fork only relays), so the shell sees a stopped job whose
+# program is stopped too, and SIGCONT resumes both (tests: ctrl_z_stops_the_job).
+JOB_CONTROL: tuple[int, ...] = (int(signal.SIGTSTP), int(signal.SIGCONT))
 
 # Python ignores these itself at start (as `subprocess` restores them for a child): a
 # Python process's SIG_IGN of them says nothing of its caller's

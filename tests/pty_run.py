@@ -53,6 +53,8 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str] | None = None,
         if not chunk:
             break
         out += chunk
+    else:   # the time is up: a hung command fails its test, it does not hang it
+        os.kill(pid, 9)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return out, os.waitstatus_to_exitcode(status)
@@ -77,3 +79,51 @@ def at_a_terminal(sandbox: Sequence[str], env: Mapping[str, str] | None = None) 
     assert run(wrap='exec "$@" 2>/dev/null') == b"pipes\n"
     said = run(code=GETPASS, steps=[("Password:", type_keys(b"hunter2\n"))])
     assert b"got 7" in said and b"hunter2" not in said, said
+
+
+def _state_of(token: str) -> str:
+    """The state letter (/proc/PID/stat) of the process whose argv holds `token`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+            if argv[1:2] != [b"-c"] or argv[-1:] != [token.encode()]:
+                continue     # not the program (its `sandbox exec` names it too)
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+    return "?"
+
+
+def ctrl_z_stops_the_job(sandbox: Sequence[str], py: str,
+                         env: Mapping[str, str] | None = None) -> None:
+    """At an interactive shell, ^Z stops the foreground job, `fg` resumes it: with
+    `sandbox exec` as the job and its output piped on (so no pty of its own), the
+    program's process stops too, and runs again after `fg`, as directly; the program
+    ran on while the shell said "Stopped"."""
+    token = "sbx-job-" + os.urandom(4).hex()
+    prog = f"import sys, time\nprint('up', flush=True)\nwhile True: time.sleep(0.05)\n"
+    # stdin elsewhere: a warm run's relay, outside the caller's session, would read the
+    # terminal while the job is stopped and take the shell's `fg` (an open finding)
+    line = " ".join([*sandbox, "--", py, "-c", f'"{prog}"', token]) + " </dev/null | cat\n"
+    seen: list[str] = []
+
+    def stopped(fd: int) -> None:
+        time.sleep(1)
+        seen.append(_state_of(token))
+        os.write(fd, b"fg\n")
+
+    def resumed(fd: int) -> None:
+        time.sleep(1)
+        seen.append(_state_of(token))
+        os.write(fd, b"\x03")
+        time.sleep(0.5)
+        os.write(fd, b"exit\n")
+    shell_env = dict(os.environ if env is None else env, PS1="$ ")
+    out, _ = run_on_pty(["/bin/bash", "--norc", "--noprofile", "-i"], shell_env,
+                        [("$ ", type_keys(line.encode())), ("\rup\r\n", lambda fd: (
+                            time.sleep(0.5), os.write(fd, b"\x1a"))),
+                         ("Stopped", stopped), ("cat\r\n", resumed)], timeout=60)
+    assert b"Stopped" in out, out
+    assert seen[0] == "T" and seen[1] in ("R", "S"), (seen, out)

@@ -58,9 +58,11 @@ def test_the_real_wait_status_reaches_the_run_result(launcher):
 
 
 def test_the_program_is_pid_2_and_its_parent_the_init(launcher, py):
+    # it leads a process group in the init's session (with no terminal), so that group
+    # is not orphaned and a relayed ^Z stops it (init.c start_program)
     r = launcher.spawn([py, "-I", "-c", "import os; print(os.getpid(), os.getppid(), "
-                                        "os.getsid(0) == os.getpid())"])
-    assert (r.status, r.stdout) == ("ok", "2 1 True\n"), r.reason
+                                        "os.getpgid(0) == os.getpid(), os.getsid(0))"])
+    assert (r.status, r.stdout) == ("ok", "2 1 True 1\n"), r.reason
 
 
 ORPHANS = """

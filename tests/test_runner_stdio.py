@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pty_run import at_a_terminal, run_on_pty, type_keys
+from pty_run import at_a_terminal, ctrl_z_stops_the_job, run_on_pty, type_keys
 from stdin_probes import pipe_split, socket_stdin_left, to_dev_full
 
 pytestmark = pytest.mark.isolation
@@ -548,6 +548,10 @@ def test_ctrl_c_on_the_terminal_interrupts_the_program():
     out, code = run_on_pty([*SANDBOX, "exec", "-t", "--", "sh", "-c", "echo go; sleep 30"],
                            steps=[("go", type_keys(b"\x03"))])
     assert code == -signal.SIGINT, out   # as the program died: of the ^C (probe4 M2)
+
+
+def test_ctrl_z_stops_the_program_and_fg_resumes_it(py):
+    ctrl_z_stops_the_job([*SANDBOX, "exec"], py, {**os.environ, "SANDBOX_DAEMON": "0"})
 
 
 def test_an_interactive_repl_on_the_terminal(py):

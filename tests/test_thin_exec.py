@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from pty_run import at_a_terminal, run_on_pty, type_keys
+from pty_run import at_a_terminal, ctrl_z_stops_the_job, run_on_pty, type_keys
 from stdin_probes import socket_stdin_left, to_dev_full
 from sandbox.thin import control as D
 from sandbox.thin import wire
@@ -693,6 +693,13 @@ def test_an_interactive_terminal_gets_a_tty_without_asking(served):
     before = served.count()
     at_a_terminal(served.cmd, served.env)
     assert served.count() == before + 4
+
+
+def test_ctrl_z_stops_the_program_and_fg_resumes_it(served, py):
+    """As on the cold path (test_runner_stdio)."""
+    before = served.count()
+    ctrl_z_stops_the_job([*served.cmd, "exec"], py, served.env)
+    assert served.count() == before + 1
 
 
 def test_ctrl_c_on_the_terminal_and_a_repl(served):

@@ -10,7 +10,8 @@
  * the arguments, the environment entries), with stdin, stdout, stderr and an
  * O_PATH descriptor of the working directory (SCM_RIGHTS); forwards every signal
  * a caller may send its group (wire.SIGNALS: HUP INT QUIT USR1 USR2 PIPE ALRM TERM
- * ... the real-time ones) and WINCH as "S<signum>", from before it connects (queued
+ * ... the real-time ones), WINCH, and TSTP and CONT (^Z, after which the client stops
+ * itself, and fg: sandbox.group_signals.JOB_CONTROL) as "S<signum>", from before it connects (queued
  * until the request is sent: probe4 H9), except those the caller ignores (nohup:
  * the program ignores them too); and exits with the code of the daemon's "X<code>",
  * or dies of the signal of its "K<signum>" (the program died of ^C). The socket's directory must be a 0700 directory of the caller's and
@@ -46,7 +47,7 @@ static int sock = -1;
 /* wire.SIGNALS; 0 ends the list, then the real-time signals libc lets us catch */
 static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM,
                                 SIGTERM, SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF,
-                                SIGIO, SIGPWR, SIGWINCH, 0};
+                                SIGIO, SIGPWR, SIGWINCH, SIGTSTP, SIGCONT, 0};
 static volatile sig_atomic_t started;          /* the request is sent: forward at once */
 static volatile sig_atomic_t queued[65];       /* before that: how many of each came */
 
@@ -248,8 +249,11 @@ static void forward(int sig)
     if (!started) {
         if (sig > 0 && sig < 65)
             queued[sig]++;
-    } else if (sock >= 0)
+    } else if (sock >= 0) {
         (void)send(sock, msg, 2, MSG_NOSIGNAL);
+        if (sig == SIGTSTP)     /* ^Z: the program's group stops, then we do (fg: CONT) */
+            kill(getpid(), SIGSTOP);
+    }
     errno = saved;
 }
 

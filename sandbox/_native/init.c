@@ -13,8 +13,8 @@
  *   - reaps every process re-parented to it (orphans), so zombies never fill
  *     a small process limit;
  *   - forwards the signals it receives (the monitor relays the caller's) to
- *     CHILD_PID (SIGINT, SIGQUIT and SIGHUP to its process group, as a terminal
- *     sends ^C, ^\\ and a hangup): the init of a PID namespace ignores a signal it has no
+ *     CHILD_PID (SIGINT, SIGQUIT, SIGHUP, and SIGTSTP, SIGCONT, SIGTTIN, SIGTTOU to
+ *     its process group, as a terminal sends ^C, ^\\, a hangup and ^Z, and `fg`): the init of a PID namespace ignores a signal it has no
  *     handler for; the program, as PID 2, has ordinary signal semantics;
  *   - when CHILD_PID ends, writes its raw wait status on STATUS_FD (a
  *     non-blocking pipe the monitor reads: an init's own exit code cannot say
@@ -33,8 +33,9 @@
  * small init, not of the sandboxee's Python (a copy of its ~25 MiB of page tables,
  * then that copy's Python up to the exec: ~4-5 ms of CPU per run). PID 2 gets the
  * caller's signal state (what it ignored stays ignored, what it blocked stays blocked,
- * every other disposition default: SIG_IGN and the mask survive an execve), a session
- * of its own and, with TTY 1, its terminal as the controlling one, then execs
+ * every other disposition default: SIG_IGN and the mask survive an execve), a process
+ * group of its own in the init's session (TTY 0) or, with TTY 1, a session of its own
+ * with its terminal as the controlling one, then execs
  * PATH (the sandboxee searched PATH already). If the exec fails, it sends the
  * sandboxee's ExecError message, encoded in Python as HEAD, the errno, TAIL, on
  * SETUP_FD and exits 127 (not found) or 126.
@@ -318,7 +319,11 @@ static pid_t start_program(int status_fd, int setup_fd, int tty, ksigset ignored
         if (ignored >> (sig - 1) & 1 && sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
             kdisposition(sig, SIG_IGN);
     kmask(blocked & ~((1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1))));
-    if (setsid() < 0 || (tty && ioctl(0, TIOCSCTTY, 0) < 0))
+    /* With a pty, PID 2 leads the pty's session. Without, it leads a process group in
+     * the init's session: a group whose parent is in another group of its session is
+     * not orphaned, so a relayed ^Z (SIGTSTP) stops it, as a direct run's (the kernel
+     * ignores SIGTSTP, SIGTTIN and SIGTTOU of default action in an orphaned group). */
+    if ((tty ? setsid() : setpgid(0, 0)) < 0 || (tty && ioctl(0, TIOCSCTTY, 0) < 0))
         _exit(125);
     for (int fd = 0; fd < 3; fd++)
         if (closed >> fd & 1 && fd != setup_fd)
@@ -420,13 +425,20 @@ int main(int argc, char **argv)
          * goes to the program's whole process group, as a direct run's program and its
          * children all get it (probe4 M1: `sh -c 'sleep 5'` ran on 5 s after a ^C, sh
          * waiting for its sleep; a hangup left `sleep 100 &` to die of the namespace's
-         * SIGKILL, its handler never run). PID 2 leads a session, so its group is
-         * -child. The rest go to PID 2 alone, as `kill PID`. A shell that traps the
+         * SIGKILL, its handler never run; a ^Z stopped `sandbox exec` alone). PID 2
+         * leads a process group (start_program), so its group is -child. The rest go to PID 2 alone, as `kill PID`. A shell that traps the
          * signal may then say how its child died ("Hangup", from dash) when it reaps
          * the child before running its trap: a race of dash's own, seen directly too
          * (under strace; bwrap --unshare-pid 1 to 3 times in 10), more often here. */
-        if ((sig == SIGINT || sig == SIGQUIT || sig == SIGHUP) && kill(-child, sig) == 0)
+        if ((sig == SIGINT || sig == SIGQUIT || sig == SIGHUP || sig == SIGTSTP ||
+             sig == SIGCONT || sig == SIGTTIN || sig == SIGTTOU) && kill(-child, sig) == 0) {
+            /* A hangup continues a stopped group, as a terminal's does (the client gone
+             * while its job was stopped: the daemon's SIGHUP): else it waits stopped,
+             * its SIGHUP pending, until the wall time ends the run. */
+            if (sig == SIGHUP)
+                kill(-child, SIGCONT);
             continue;
+        }
         kill(child, sig);
     }
 }

@@ -574,8 +574,9 @@ class Launcher:
                              if proc.poll() is None and _lost(session) else None)
             cleanup.callback(plumbing.close, grace)
             plumbing.attach(session, ipc_parent, run_handlers)
-            forwarding = signals.Forwarder(session, tty=io.tty) if io.forward_signals \
-                else contextlib.nullcontext()
+            forwarding = signals.Forwarder(session, tty=io.tty,
+                                           stop_self=self.caller_pid is None) \
+                if io.forward_signals else contextlib.nullcontext()
             spec = self._spec(prep, mode, body)
             spec.clock = clock
             spec.policy_sources = P.wire_sources(sources)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from sandbox import group_signals, protocol
 
 FORWARDED = group_signals.RELAYED   # every signal a caller may send its whole group
+JOB_CONTROL = group_signals.JOB_CONTROL   # ^Z and fg, without a pty (group_signals)
 PYTHONS_OWN = group_signals.PYTHONS_OWN   # ignored by Python, not the caller: relayed
 
 
@@ -51,7 +52,7 @@ def hold() -> None:
     (sandbox.thin.fork) takes the client's signals from its very start, where they had
     their default action and killed the fork (a silent 125) or were dropped (the program
     ran on to exit 0: probe4 H9)."""
-    for sig in FORWARDED:
+    for sig in FORWARDED + JOB_CONTROL:
         if signal.getsignal(sig) is not signal.SIG_IGN or sig in PYTHONS_OWN:
             signal.signal(sig, _keep)
 
@@ -65,13 +66,21 @@ class Control(Protocol):
 class Forwarder:
     """While entered (in the main thread): the caller's signals go to the program."""
 
-    def __init__(self, session: Control, *, tty: bool = False) -> None:
+    def __init__(self, session: Control, *, tty: bool = False, stop_self: bool = True) -> None:
         self.session = session
         self.tty = tty
+        self.stop_self = stop_self   # False in a warm fork: its client stops itself
         self._saved: dict[int, Any] = {}
 
     def _forward(self, sig: int, _frame: FrameType | None) -> None:
         self.session.send_msg(protocol.Signal(int(sig)))
+
+    def _stop(self, sig: int, _frame: FrameType | None) -> None:
+        """^Z (or `kill -TSTP`): the program's group stops, then this process, as the
+        shell's job (group_signals.JOB_CONTROL)."""
+        self.session.send_msg(protocol.Signal(int(sig)))
+        if self.stop_self:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def _winch(self, _sig: int, _frame: FrameType | None) -> None:
         rows, cols = window_size()
@@ -88,6 +97,11 @@ class Forwarder:
             self._forward(_held.pop(0), None)
         if self.tty:
             self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
+        else:   # with a pty, ^Z is a key for the program's own terminal
+            for sig in JOB_CONTROL:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._saved[sig] = signal.signal(
+                        sig, self._stop if sig == signal.SIGTSTP else self._forward)
         return self
 
     def __exit__(self, *exc: object) -> None:

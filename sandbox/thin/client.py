@@ -72,7 +72,7 @@ class _Relay:
         self.sock: _socket.socket | None = None
         self.queued: list[int] = []
         self.saved: dict[int, object] = {}
-        for sig in wire.SIGNALS:
+        for sig in wire.SIGNALS + wire.JOB_CONTROL:
             old = _signal.getsignal(sig)
             if old == _signal.SIG_IGN and sig not in wire.PYTHONS_OWN:
                 continue
@@ -87,6 +87,8 @@ class _Relay:
             self.sock.send(b"S" + bytes([signum]), 0x4000)   # MSG_NOSIGNAL
         except OSError:
             pass
+        if signum == wire.JOB_CONTROL[0]:   # ^Z: the program's group stops, then we do
+            os.kill(os.getpid(), 19)        # SIGSTOP
 
     def start(self, sock: _socket.socket) -> None:
         """The request is sent: what was queued goes now, the rest as it comes."""

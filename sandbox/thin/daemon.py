@@ -258,7 +258,8 @@ class Daemon:
         """The client's "S<signum>"s, for the fork, which holds each until its run relays
         it (sandbox.launcher.signals.hold)."""
         for i in range(0, len(data) - 1, 2):
-            if data[i:i + 1] == b"S" and data[i + 1] in wire.SIGNALS:
+            if data[i:i + 1] == b"S" and (data[i + 1] in wire.SIGNALS
+                                          or data[i + 1] in wire.JOB_CONTROL):
                 _kill(run.pid, data[i + 1])
 
     def _finished(self, run: Run) -> None:

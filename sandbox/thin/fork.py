@@ -41,6 +41,7 @@ FDS = 4        # the client's stdin, stdout, stderr and working directory
 # argv, environment, FDS descriptors, and the client's pid (SO_PEERCRED; its terminal
 # decides an automatic -t: sandbox.cli.terminal)
 Request = tuple[list[str], dict[str, str], list[int], int]
+HELD = wire.SIGNALS + wire.JOB_CONTROL   # the client's, which a fork relays
 
 
 @dataclass
@@ -88,14 +89,14 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
     # The client's signals are blocked across the fork until the child holds them
     # (`detach`): one that came first had the daemon's disposition there (SIGINT's
     # KeyboardInterrupt ended the fork with a silent 125: probe4 H9)
-    signal.pthread_sigmask(signal.SIG_BLOCK, wire.SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
     try:
         pid = os.fork()
     except OSError:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
         raise
     if pid != 0:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
     if pid == 0:
         code, history = 125, relay.RelayedHistory()
         try:
@@ -103,7 +104,7 @@ def start(daemon: Daemon, request: Callable[[], Request | None],
             for s in drop:
                 s.close()
             detach(daemon)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, wire.SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
             tidy.hold()     # the run's directories go after the answer (relay.finish)
             got = request()
             if got is not None:
@@ -188,7 +189,7 @@ def detach(daemon: Daemon) -> None:
         daemon.spare.sock.close()
         os.close(daemon.spare.done)
         daemon.spare = None
-    for sig in wire.SIGNALS + (signal.SIGCHLD, signal.SIGPIPE):
+    for sig in HELD + (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     from sandbox.launcher import signals
     signals.hold()   # the client's, relayed by the daemon from now on: the program's

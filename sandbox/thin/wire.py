@@ -26,6 +26,8 @@ MAX_REQUEST = 1 << 20
 # USR1 USR2 PIPE ALRM TERM STKFLT XCPU XFSZ VTALRM PROF IO PWR, SIGRTMIN..SIGRTMAX) and
 # WINCH; tests/test_thin_exec.py holds them equal.
 SIGNALS = (1, 2, 3, 10, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, *range(34, 65), 28)
+# ^Z and fg without a pty (sandbox.group_signals.JOB_CONTROL): TSTP, CONT
+JOB_CONTROL = (20, 18)
 # ignored by Python itself at start: a Python client's SIG_IGN of them is not its caller's
 PYTHONS_OWN = (13, 25)
 
