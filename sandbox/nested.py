@@ -148,8 +148,18 @@ class NestedService:
         self.runs: list[dict[str, Any]] = []      # summaries, for the parent's RunResult
         self.requests = 0
         self._lock = threading.Lock()
-        from sandbox.workflow.static_check import WorkerAllowance
-        self.scans = WorkerAllowance()   # shared by the checks of this run's requests
+        self._scans: Any = None
+
+    @property
+    def scans(self) -> Any:
+        """The source-scan workers this run's requests share (WorkerAllowance), made at
+        the first request: every run has a NestedService, and the workflow package is
+        no import of a plain `sandbox exec` (tests/test_daemon_preload.py)."""
+        with self._lock:
+            if self._scans is None:
+                from sandbox.workflow.static_check import WorkerAllowance
+                self._scans = WorkerAllowance()
+            return self._scans
 
     def submit(self, payload: Any) -> None:
         """Handle one ``spawn_request`` (called from the session loop: never blocks)."""
