@@ -97,7 +97,10 @@ def requested_policy(req: Any, parent: Policy) -> Policy:
         limits = data.get("limits")
         if isinstance(limits, dict):   # Policy.to_dict() spells "unlimited" as None
             data["limits"] = {k: v for k, v in limits.items() if v is not None}
-        return parse_policy_data(data, file="<nested spawn request>")
+        from sandbox.policy.planner import check_glob_count
+        policy = parse_policy_data(data, file="<nested spawn request>")
+        check_glob_count(policy)   # before anything compiles its patterns
+        return policy
     raise SandboxError(f"policy must be null, a name or a dict, not {type(req).__name__}")
 
 

@@ -48,3 +48,23 @@ def test_the_ceiling_check_compiles_each_child_glob_once(monkeypatch):
         pass
     mine = [p for p in compiled if "qqqq" in p]
     assert 0 < len(mine) <= 2, len(mine)
+
+
+def test_a_nested_request_with_too_many_globs_is_refused_before_any_is_compiled(monkeypatch):
+    """207 deny globs of 4,000 characters cost the launcher 1.1 s of compiling before the
+    plan's count (64) refused them (found by an attack probe): counted first now."""
+    from sandbox.errors import SandboxError
+    from sandbox.nested import requested_policy
+    compiled: list[str] = []
+    real = globs._compile
+    monkeypatch.setattr(globs, "_compile",
+                        lambda p, subtree: compiled.append(p) or real(p, subtree))
+    for fn in (globs.compile_rule, globs.compile_exact):
+        getattr(fn, "cache_clear", lambda: None)()
+    request = {"filesystem": {"deny": [f"/tmp/{i}*" + "q" * 4000 for i in range(207)]}}
+    with pytest.raises((PolicyError, SandboxError), match="207 glob rules"):
+        requested_policy(request, load_policy("default"))
+    assert [p for p in compiled if "qqqq" in p] == []
+    # at the bound, the request is a policy
+    request["filesystem"]["deny"] = request["filesystem"]["deny"][:64]
+    assert len(requested_policy(request, load_policy("default")).filesystem.deny) >= 64
