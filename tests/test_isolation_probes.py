@@ -64,7 +64,12 @@ def test_strict_probe_sees_a_closed_world(host_listener):
     assert p["hostname"] == "sandbox"
     assert set(p["caps"].values()) == {"0000000000000000"}
     assert p["no_new_privs"] == "1" and p["seccomp"] == "2"
-    assert p["sid_is_self"] is True
+    # a session of the sandbox's own (its init's, whose pid is 1 here; a session led
+    # outside the PID namespace would read 0), a process group of the program's own
+    # (a shell's job control: a terminal's ^Z or hangup reaches its group), and no
+    # controlling terminal
+    assert p["session"]["sid"] in (1, p["pid"]) and p["session"]["pgid"] == p["pid"]
+    assert p["session"]["tty_nr"] == 0
     assert p["interfaces"] == ["lo"]
     assert p["host_connect"] != 0               # no route out: the host listener is unreachable
     assert p["ptrace"] == errno.EPERM

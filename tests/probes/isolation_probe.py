@@ -45,7 +45,9 @@ try:
     out["tiocsti"] = 0
 except OSError as e:
     out["tiocsti"] = e.errno
-out["sid_is_self"] = os.getsid(0) == os.getpid()
+with open("/proc/self/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+out["session"] = {"sid": os.getsid(0), "pgid": os.getpgid(0), "tty_nr": int(fields[4])}
 port = int(os.environ.get("PROBE_PORT", "0"))
 if port:
     try:
