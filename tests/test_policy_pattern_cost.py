@@ -27,19 +27,24 @@ def test_a_policy_path_longer_than_path_max_is_refused():
     parse_policy_data({"filesystem": {"deny": ["/tmp/*" + "x" * 4000]}}, file="<t>")
 
 
-def test_the_ceiling_check_compiles_each_child_glob_once(monkeypatch):
+@pytest.fixture
+def compiled(monkeypatch) -> list[str]:
+    """Every pattern globs compiles from here on (its caches emptied first)."""
+    seen: list[str] = []
+    real = globs._compile
+    monkeypatch.setattr(globs, "_compile", lambda p, subtree: seen.append(p) or real(p, subtree))
+    for fn in (globs.compile_rule, globs.compile_exact):
+        getattr(fn, "cache_clear", lambda: None)()
+    return seen
+
+
+def test_the_ceiling_check_compiles_each_child_glob_once(compiled):
     from sandbox.launcher import prepare as P
     from sandbox.policy.confine import Ceiling
     parent = P.prepare(uuid.uuid4().hex, load_policy("default"), mode="workflow",
                        workdir=None, output_dir=None, env=None, ipc_fd=3)
     pattern = "/tmp/*" + "q" * 4000
     child = parse_policy_data({"filesystem": {"deny": [pattern]}}, file="<t>")
-    compiled: list[str] = []
-    real = globs._compile
-    monkeypatch.setattr(globs, "_compile",
-                        lambda p, subtree: compiled.append(p) or real(p, subtree))
-    for fn in (globs.compile_rule, globs.compile_exact):
-        getattr(fn, "cache_clear", lambda: None)()
     try:
         P.prepare(uuid.uuid4().hex, child, mode="workflow", workdir=None, output_dir=None,
                   env=None, ipc_fd=3,
@@ -50,17 +55,11 @@ def test_the_ceiling_check_compiles_each_child_glob_once(monkeypatch):
     assert 0 < len(mine) <= 2, len(mine)
 
 
-def test_a_nested_request_with_too_many_globs_is_refused_before_any_is_compiled(monkeypatch):
+def test_a_nested_request_with_too_many_globs_is_refused_before_any_is_compiled(compiled):
     """207 deny globs of 4,000 characters cost the launcher 1.1 s of compiling before the
     plan's count (64) refused them (found by an attack probe): counted first now."""
     from sandbox.errors import SandboxError
     from sandbox.nested import requested_policy
-    compiled: list[str] = []
-    real = globs._compile
-    monkeypatch.setattr(globs, "_compile",
-                        lambda p, subtree: compiled.append(p) or real(p, subtree))
-    for fn in (globs.compile_rule, globs.compile_exact):
-        getattr(fn, "cache_clear", lambda: None)()
     request = {"filesystem": {"deny": [f"/tmp/{i}*" + "q" * 4000 for i in range(207)]}}
     with pytest.raises((PolicyError, SandboxError), match="207 glob rules"):
         requested_policy(request, load_policy("default"))
