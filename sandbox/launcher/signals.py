@@ -112,9 +112,10 @@ class Forwarder:
 
 def typed_ahead(fd: int, lflag: int, cc: list[bytes | int],
                 limit: int = protocol.TYPED_AHEAD) -> bytes:
-    """The whole lines a canonical terminal (`lflag`, `cc`: its modes) holds, as typed: a read in canonical mode
-    returns one line, ended by its newline, or by the end-of-input key (^D), which the
-    read consumes: that key is given back as the terminal's VEOF character. A partial
+    """The whole lines a canonical terminal (`lflag`, `cc`: its modes) holds, as typed:
+    a read in canonical mode returns one line, ended by its newline, or by the
+    end-of-input key (^D), which the read consumes: that key is given back as the
+    terminal's VEOF character. A partial
     line is left where it is (raw mode hands it over as it is). Never blocks: a line
     is read only when poll says one is ready."""
     import select
