@@ -29,8 +29,8 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str] | None = None,
                steps: Sequence[Step] = (), *, rows: int = 33, columns: int = 101,
                timeout: float = 60.0) -> tuple[bytes, int]:
     """Run `argv` (from the checkout's root) on a new pty of `rows` x `columns`; each
-    step, in order, waits until the output holds its text, then calls its action
-    with the terminal's descriptor. Returns the output and the exit code once the
+    step, in order, waits until the output after the previous step's text holds its
+    own text, then calls its action with the terminal's descriptor. Returns the output and the exit code once the
     terminal's other side is closed (or `timeout` seconds have passed)."""
     pid, fd = pty.fork()
     if pid == 0:
@@ -39,9 +39,12 @@ def run_on_pty(argv: Sequence[str], env: Mapping[str, str] | None = None,
         os.execve(argv[0], list(argv), dict(os.environ if env is None else env))
     out = b""
     todo = list(steps)
+    matched = 0     # where the previous step's text ended: a step waits for new output
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if todo and todo[0][0].encode() in out:
+        at = out.find(todo[0][0].encode(), matched) if todo else -1
+        if at >= 0:
+            matched = at + len(todo[0][0])
             todo.pop(0)[1](fd)
         ready, _, _ = select.select([fd], [], [], 0.5)
         if not ready:
@@ -122,8 +125,9 @@ def ctrl_z_stops_the_job(sandbox: Sequence[str], py: str,
         os.write(fd, b"exit\n")
     shell_env = dict(os.environ if env is None else env, PS1="$ ")
     out, _ = run_on_pty(["/bin/bash", "--norc", "--noprofile", "-i"], shell_env,
-                        [("$ ", type_keys(line.encode())), ("\rup\r\n", lambda fd: (
+                        [("$ ", type_keys(line.encode())), ("up\r\n", lambda fd: (
                             time.sleep(0.5), os.write(fd, b"\x1a"))),
-                         ("Stopped", stopped), ("cat\r\n", resumed)], timeout=60)
+                         ("Stopped", stopped), ("fg\r\n", lambda fd: None),
+                         ("cat\r\n", resumed)], timeout=60)
     assert b"Stopped" in out, out
     assert seen[0] == "T" and seen[1] in ("R", "S"), (seen, out)
