@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pty_run import at_a_terminal, ctrl_z_stops_the_job, run_on_pty, type_keys
+from pty_run import (at_a_terminal, ctrl_z_stops_the_job, run_on_pty, stopped_job_keeps_its_terminal,
+                     type_keys)
 from stdin_probes import pipe_split, socket_stdin_left, to_dev_full
 
 pytestmark = pytest.mark.isolation
@@ -552,6 +553,12 @@ def test_ctrl_c_on_the_terminal_interrupts_the_program():
 
 def test_ctrl_z_stops_the_program_and_fg_resumes_it(py):
     ctrl_z_stops_the_job([*SANDBOX, "exec"], py, {**os.environ, "SANDBOX_DAEMON": "0"})
+
+
+@pytest.mark.parametrize("bg", [False, True], ids=["fg", "bg-then-fg"])
+def test_a_job_stopped_and_resumed_still_reads_its_terminal(py, bg):
+    stopped_job_keeps_its_terminal([*SANDBOX, "exec"], py,
+                                   {**os.environ, "SANDBOX_DAEMON": "0"}, bg=bg)
 
 
 def test_an_interactive_repl_on_the_terminal(py):

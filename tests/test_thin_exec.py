@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from pty_run import at_a_terminal, ctrl_z_stops_the_job, run_on_pty, type_keys
+from pty_run import (at_a_terminal, ctrl_z_stops_the_job, run_on_pty, stopped_job_keeps_its_terminal,
+                     type_keys)
 from stdin_probes import socket_stdin_left, to_dev_full
 from sandbox.thin import control as D
 from sandbox.thin import wire
@@ -699,6 +700,13 @@ def test_ctrl_z_stops_the_program_and_fg_resumes_it(served, py):
     """As on the cold path (test_runner_stdio)."""
     before = served.count()
     ctrl_z_stops_the_job([*served.cmd, "exec"], py, served.env)
+    assert served.count() == before + 1
+
+
+def test_a_job_stopped_and_resumed_still_reads_its_terminal(served, py):
+    """As on the cold path (test_runner_stdio)."""
+    before = served.count()
+    stopped_job_keeps_its_terminal([*served.cmd, "exec"], py, served.env)
     assert served.count() == before + 1
 
 

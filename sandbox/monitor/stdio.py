@@ -233,6 +233,12 @@ class StdioRelay:
             except OSError:
                 pass
 
+    def job_stopped(self, stopped: bool) -> None:
+        """The caller's job was stopped (^Z: True) or continued (`fg`: False): the
+        caller's terminal is not read meanwhile (`StdioHub.hold`)."""
+        if self._state == "started":
+            self.hub.call(lambda: self._hold_terminal(stopped))
+
     def finish(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """After the sandbox is gone: wait until its output reached the caller (or
         `timeout` passed: a reader that takes nothing does not hold the report)."""
@@ -295,6 +301,11 @@ class StdioRelay:
                 self.hub.add(stream)
         if lent is not None:
             lent.start()
+
+    def _hold_terminal(self, stopped: bool) -> None:
+        for stream in self._streams:
+            if stream not in self._outputs and stream.src.terminal:
+                (self.hub.hold if stopped else self.hub.release)(stream)
 
     def _type_end(self) -> None:
         """The caller's input to the pty has ended (`echo hi | sandbox exec -t -- cat`,

@@ -46,6 +46,7 @@ from sandbox.monitor.per_process import PerProcess
 CHUNK = 16384          # bytes per read, and the most a stream holds for a slow reader
 BLOCKING_SLICE = 4096  # PIPE_BUF: what a ready, blocking pipe takes without waiting
 TURN = 4               # chunks a stream may copy before the others get their turn
+BACKGROUND_RETRY = 0.1  # seconds between reads of a terminal our job does not have
 # A write failing with these means the reader left (`| head`): the program gets
 # SIGPIPE, as directly, and nothing is said. Any other (ENOSPC on /dev/full or a full
 # disk, EIO, EDQUOT, EFBIG) is the caller's output failing: `Stream.error` (finding H4).
@@ -53,12 +54,15 @@ READER_GONE = (errno.EPIPE, errno.ECONNRESET)
 
 
 class Endpoint:
-    """One side of a stream: a descriptor and how to use it without waiting."""
-    __slots__ = ("fd", "sock", "pollable", "blocking")
+    """One side of a stream: a descriptor and how to use it without waiting.
+    `terminal`: the caller's terminal, whose reads job control may refuse."""
+    __slots__ = ("fd", "sock", "pollable", "blocking", "terminal")
 
     def __init__(self, fd: int, *, sock: socket.socket | None = None,
-                 pollable: bool = True, blocking: bool = False) -> None:
+                 pollable: bool = True, blocking: bool = False,
+                 terminal: bool = False) -> None:
         self.fd, self.sock, self.pollable, self.blocking = fd, sock, pollable, blocking
+        self.terminal = terminal
 
     def read(self, buf: memoryview) -> int:
         if self.sock is not None:
@@ -99,15 +103,29 @@ def caller_end(fd: int, *, writing: bool) -> Endpoint:
         return Endpoint(fd, pollable=False, blocking=True)
     if stat.S_ISSOCK(mode):
         return Endpoint(fd, sock=socket.socket(fileno=fd))
+    terminal = stat.S_ISCHR(mode) and os.isatty(fd)
     if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
-        return Endpoint(fd)
+        return Endpoint(fd, terminal=terminal)
     try:
         mine = os.open(f"/proc/self/fd/{fd}", (os.O_WRONLY if writing else os.O_RDONLY)
                        | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
-        return Endpoint(fd, blocking=True)
+        return Endpoint(fd, blocking=True, terminal=terminal)
     os.close(fd)
-    return Endpoint(mine)
+    return Endpoint(mine, terminal=terminal)
+
+
+def in_background(fd: int) -> bool:
+    """Whether `fd` is this process's controlling terminal and another process group
+    has it: a read of it is then refused (EIO, as this process does not stop for
+    SIGTTIN) and takes nothing. The cold monitor is in the caller's job's group but not
+    stopped with it: after ^Z and `bg` its read is refused, and is tried again until
+    `fg` (a direct program would stop for SIGTTIN until then). A job started in the
+    background reads end of input instead: it is not stopped, nor waits unseen."""
+    try:
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:   # not our controlling terminal: job control does not apply
+        return False
 
 
 class Stream:
@@ -115,7 +133,8 @@ class Stream:
     the hub's thread once, when the source ended (broken False) or the destination
     failed (broken True); both descriptors are closed by then. `error` is the
     destination's failure when it was not its reader leaving (`READER_GONE`)."""
-    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended", "error")
+    __slots__ = ("src", "dst", "on_end", "pending", "waiting", "ended", "error", "held",
+                 "was_held")
 
     def __init__(self, src: Endpoint, dst: Endpoint,
                  on_end: Callable[["Stream", bool], None]) -> None:
@@ -124,6 +143,8 @@ class Stream:
         self.waiting: tuple[Endpoint, int] | None = None
         self.ended = False
         self.error: OSError | None = None
+        self.held = False   # not copied until `release` (the caller's job is stopped)
+        self.was_held = False   # the caller's job was stopped once (and may be `bg`'d)
 
 
 class StdioHub:
@@ -180,6 +201,19 @@ class StdioHub:
             return
         if isinstance(key.data, _Once):
             self._sel.unregister(fd)
+
+    def hold(self, stream: Stream) -> None:
+        """Copy nothing more of `stream` until `release`: the caller's job was stopped
+        (^Z), and what is typed at its terminal meanwhile is its shell's. A relay outside
+        the caller's session (the daemon's) is not stopped by the kernel's job control."""
+        stream.held = stream.was_held = True
+        self._unregister(stream)
+
+    def release(self, stream: Stream) -> None:
+        if stream.held:
+            stream.held = False
+            if not stream.ended:
+                self._guarded(stream)
 
     def set_timer(self, key: object, deadline: float, fn: Callable[[], None]) -> None:
         self._timers[key] = (deadline, fn)
@@ -238,6 +272,8 @@ class StdioHub:
             pass   # a relay's own failure must not end every other relay's copying
 
     def _guarded(self, stream: Stream) -> None:
+        if stream.held or stream.ended:   # (a timer's retry may outlive its stream)
+            return
         try:
             self._step(stream)
         except Exception:
@@ -265,8 +301,12 @@ class StdioHub:
                 n = src.read(buf)
             except (BlockingIOError, InterruptedError):
                 return self._wait(stream, src, selectors.EVENT_READ)
-            except OSError:
-                n = 0   # EIO: the pty's last slave closed, or a background terminal read
+            except OSError as e:
+                if (e.errno == errno.EIO and src.terminal and stream.was_held
+                        and in_background(src.fd)):   # `bg` after ^Z: wait for `fg`
+                    return self.set_timer(stream, time.monotonic() + BACKGROUND_RETRY,
+                                          lambda: self._guarded(stream))
+                n = 0   # EIO: the pty's last slave closed, or a job started in the background
             if n == 0:
                 return self._close(stream, broken=False)
             try:

@@ -631,6 +631,8 @@ class Supervisor:
             return
         if self.pid1_fd is None:
             return
+        if sig in (signal.SIGTSTP, signal.SIGCONT) and self.stdio is not None:
+            self.stdio.job_stopped(sig == signal.SIGTSTP)
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
     def on_monitor_budget(self) -> None:
