@@ -564,6 +564,14 @@ class ProgramExited:
     status: int = -1
 
 
+@dataclass
+class ProgramStopped:
+    """The program (PID 2) stopped at its pty (^Z, or a stop signal): from the compiled
+    init on the setup socket, then from the monitor to the launcher, which stops the
+    caller's job as a terminal's ^Z would (sandbox.launcher.signals.Forwarder)."""
+    signal: int = 0
+
+
 # -- PID 1 <-> monitor (setup socket) -----------------------------------------------
 @dataclass
 class ListenerAt:
@@ -633,7 +641,7 @@ MESSAGES: dict[str, type] = {
     "monitor_exit": MonitorExited,
     "fork_stub": ForkStub, "forked": Forked,
     "stub_ready": StubReady, "view_ready": ViewReady, "pid1_exit": Pid1Exited,
-    "program_exit": ProgramExited,
+    "program_exit": ProgramExited, "program_stopped": ProgramStopped,
     "listener": ListenerAt, "ack": Ack, "output": OutputFd, "cow": CowFd, "shm": ShmFd,
     "scratch": ScratchFd, "proxy": ProxyFds,
     "ready": Ready, "setup_error": SetupFailure, "exec_error": ExecError,

@@ -135,7 +135,7 @@ def ctrl_z_stops_the_job(sandbox: Sequence[str], py: str,
 
 def stopped_job_keeps_its_terminal(sandbox: Sequence[str], py: str,
                                    env: Mapping[str, str] | None = None, *,
-                                   bg: bool = False) -> None:
+                                   bg: bool = False, pty: bool = False) -> None:
     """A job reading the terminal, stopped by ^Z: what is typed at the shell meanwhile
     is the shell's, and after `fg` the program reads the terminal again, as directly.
     The cold monitor, in the job's process group but not stopped with it, read the
@@ -143,21 +143,26 @@ def stopped_job_keeps_its_terminal(sandbox: Sequence[str], py: str,
     (EIO), and the relay took it for the end of input: the resumed program read EOF
     and exited 0, and the next line typed went to the shell. With `bg`, the job is
     continued in the background first: the program waits for `fg` to read (directly,
-    it would stop for SIGTTIN until then), and the shell still gets its line."""
+    it would stop for SIGTTIN until then), and the shell still gets its line.
+    With `pty`, the output is not piped on, so the program has a pty of its own
+    (sandbox exec at a terminal acts as with -t) and ^Z is a key typed into that
+    pty: it stops the program there, and its caller's job with it, as directly (it
+    was ignored: the program led the pty's session, an orphaned group)."""
     prog = "import sys\nprint('up', flush=True)\nfor l in sys.stdin: print('got', l.strip(), flush=True)\n"
-    line = " ".join([*sandbox, "--", py, "-c", f'"{prog}"']) + " | cat\n"
+    line = " ".join([*sandbox, "--", py, "-c", f'"{prog}"']) + ("\n" if pty else " | cat\n")
+    job_line = f'"{prog}"'.replace("\n", "\r\n")[-20:]   # the end of bash's job line
 
     def after_a_while(keys: bytes) -> Callable[[int], object]:
         return lambda fd: (time.sleep(0.5), os.write(fd, keys))
     shell_env = dict(os.environ if env is None else env, PS1="$ ")
     out, _ = run_on_pty(["/bin/bash", "--norc", "--noprofile", "-i"], shell_env,
                         [("$ ", type_keys(line.encode())), ("up\r\n", after_a_while(b"\x1a")),
-                         *([("Stopped", after_a_while(b"bg\n")), ("cat &", lambda fd: None)]
+                         *([("Stopped", after_a_while(b"bg\n")), (" &", lambda fd: None)]
                            if bg else []),
                          ("$ ", after_a_while(b"echo shell-$((6 * 7))\n")),
                          ("shell-42", after_a_while(b"fg\n")),
                          ("fg\r\n", lambda fd: None),
-                         ("cat\r\n", after_a_while(b"hello\n")),
+                         ("cat\r\n" if not pty else job_line, after_a_while(b"hello\n")),
                          ("got hello", after_a_while(b"\x04")),
                          ("$ ", type_keys(b"echo rc=$?; exit\n"))], timeout=60)
     assert b"Stopped" in out and b"\ngot hello" in out and b"rc=0" in out, out

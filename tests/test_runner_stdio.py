@@ -150,6 +150,41 @@ def test_the_api_types_stdin_bytes_into_a_tty(launcher):
     assert (r.status, r.stdout) == ("ok", "end\r\n")
 
 
+STOPS = """
+import os, signal, sys, time
+parent = os.getpid()
+if os.fork() == 0:        # continues its parent, again and again, while it lives
+    while True:
+        try:
+            os.kill(parent, signal.SIGCONT)
+            os.kill(1, signal.SIGCONT)   # the init too: it must not take this for `fg`
+        except ProcessLookupError:
+            os._exit(0)
+        time.sleep(0.001)
+for _ in range(300):
+    os.kill(parent, signal.SIGSTOP)
+print("stopped 300 times")
+"""
+
+
+def test_a_program_stopping_itself_in_a_loop_tells_the_launcher_once(launcher, monkeypatch):
+    """With a pty, each stop of the program is its caller's job's to follow (^Z): the
+    init reports it, the monitor passes it on. A program that stops itself in a loop,
+    its own child continuing it (and signalling the init), must cost the trusted side
+    one report until the caller continues the job, not one per stop (300 here)."""
+    from sandbox.launcher import session as session_mod
+    seen: list[str] = []
+    parse = session_mod.protocol.parse
+
+    def counting(type_, payload, *accept):
+        seen.append(type_)
+        return parse(type_, payload, *accept)
+    monkeypatch.setattr(session_mod.protocol, "parse", counting)
+    r = launcher.spawn([sys.executable, "-I", "-c", STOPS], tty=True, timeout=60)
+    assert (r.status, "stopped 300 times" in r.stdout) == ("ok", True), (r.reason, r.stdout)
+    assert seen.count("program_stopped") == 1, seen
+
+
 def test_all_output_reaches_the_caller_before_the_exit(tmp_path):
     out = tmp_path / "out"
     with open(out, "wb") as f:
@@ -555,10 +590,11 @@ def test_ctrl_z_stops_the_program_and_fg_resumes_it(py):
     ctrl_z_stops_the_job([*SANDBOX, "exec"], py, {**os.environ, "SANDBOX_DAEMON": "0"})
 
 
-@pytest.mark.parametrize("bg", [False, True], ids=["fg", "bg-then-fg"])
-def test_a_job_stopped_and_resumed_still_reads_its_terminal(py, bg):
+@pytest.mark.parametrize("how", [{}, {"bg": True}, {"pty": True}, {"pty": True, "bg": True}],
+                         ids=["fg", "bg-then-fg", "pty", "pty-bg-then-fg"])
+def test_a_job_stopped_and_resumed_still_reads_its_terminal(py, how):
     stopped_job_keeps_its_terminal([*SANDBOX, "exec"], py,
-                                   {**os.environ, "SANDBOX_DAEMON": "0"}, bg=bg)
+                                   {**os.environ, "SANDBOX_DAEMON": "0"}, **how)
 
 
 def test_an_interactive_repl_on_the_terminal(py):

@@ -23,6 +23,12 @@ from sandbox.errors import SetupError
 HERE = os.path.dirname(os.path.abspath(__file__))
 INIT_PATH = os.path.join(HERE, "sandbox-init")
 SOURCE = os.path.join(HERE, "init.c")
+HEADERS = (os.path.join(HERE, "fds.h"),)   # included by init.c and stub_fork.c
+
+
+def newest_source(source: str) -> float:
+    """The mtime of `source` or of a header it includes, whichever is newer."""
+    return max(os.stat(p).st_mtime for p in (source, *HEADERS))
 
 
 def init_path() -> str:
@@ -50,8 +56,11 @@ def init_path() -> str:
 def _digest(source: str, cc: str, flags: tuple[str, ...]) -> str:
     """The name of a build of `source` with `cc` and `flags`: a change to any is a new one."""
     import hashlib
-    with open(source, "rb") as f:
-        return hashlib.sha256(f.read() + " ".join((cc, *flags)).encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for path in (source, *HEADERS):   # a header that changed is a new build too
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return hashlib.sha256(h.digest() + " ".join((cc, *flags)).encode()).hexdigest()[:16]
 
 
 def _compile(cc: str, flags: tuple[str, ...], source: str, target: str, layer: str,
@@ -81,7 +90,7 @@ def _older_than_source(binary: str) -> bool:
     """An editable checkout updated without a rebuild: its binary may lack a mode the
     Python side now uses (the stub's `--stub`); build a current one instead."""
     try:
-        return os.stat(binary).st_mtime < os.stat(SOURCE).st_mtime
+        return os.stat(binary).st_mtime < newest_source(SOURCE)
     except OSError:
         return False
 

@@ -33,9 +33,11 @@
  * small init, not of the sandboxee's Python (a copy of its ~25 MiB of page tables,
  * then that copy's Python up to the exec: ~4-5 ms of CPU per run). PID 2 gets the
  * caller's signal state (what it ignored stays ignored, what it blocked stays blocked,
- * every other disposition default: SIG_IGN and the mask survive an execve), a process
- * group of its own in the init's session (TTY 0) or, with TTY 1, a session of its own
- * with its terminal as the controlling one, then execs
+ * every other disposition default: SIG_IGN and the mask survive an execve) and a process
+ * group of its own in the init's session; with TTY 1 the init's session takes the pty as
+ * its controlling terminal and PID 2's group is its foreground one, so the pty's ^Z
+ * stops PID 2 and the init reports it (ProgramStopped, on SETUP_FD, which the init then
+ * keeps) for the caller's job to stop too. Then PID 2 execs
  * PATH (the sandboxee searched PATH already). If the exec fails, it sends the
  * sandboxee's ExecError message, encoded in Python as HEAD, the errno, TAIL, on
  * SETUP_FD and exits 127 (not found) or 126.
@@ -59,7 +61,8 @@
  *
  * It holds nothing worth taking: no descriptor but STATUS_FD (on which the
  * program could only claim a status it can produce anyway by exiting or
- * killing itself), and it makes itself non-dumpable first, so even a policy
+ * killing itself) and, with a pty, SETUP_FD (on which it says only that PID 2
+ * stopped, which the program can cause anyway), and it makes itself non-dumpable first, so even a policy
  * that allows ptrace or pidfd_getfd cannot reach its memory or descriptors.
  */
 #include <dirent.h>
@@ -78,6 +81,8 @@
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
+
+#include "fds.h"
 
 extern char **environ;
 
@@ -139,6 +144,18 @@ static void report(int fd, int status)
         /* the monitor falls back to our exit code */
     }
     close(fd);
+}
+
+/* PID 2 stopped (^Z at its pty, or a stop signal): said on the setup socket, for the
+ * monitor to stop the caller's job too (supervisor.py). Never waits: a report the
+ * socket has no room for is dropped (the caller's side then stays running). */
+static void report_stop(int fd, int sig)
+{
+    char buf[MSG_MAX];
+    int n = snprintf(buf, sizeof buf, "{\"type\":\"program_stopped\",\"payload\":"
+                     "{\"signal\":%d}}", sig);
+    if (fd >= 0 && n > 0 && n < (int)sizeof buf)
+        (void)send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static int shell_code(int status)
@@ -318,13 +335,16 @@ static pid_t start_program(int status_fd, int setup_fd, int tty, ksigset ignored
     for (int sig = 1; sig <= 64; sig++)
         if (ignored >> (sig - 1) & 1 && sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
             kdisposition(sig, SIG_IGN);
-    kmask(blocked & ~((1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1))));
-    /* With a pty, PID 2 leads the pty's session. Without, it leads a process group in
-     * the init's session: a group whose parent is in another group of its session is
-     * not orphaned, so a relayed ^Z (SIGTSTP) stops it, as a direct run's (the kernel
-     * ignores SIGTSTP, SIGTTIN and SIGTTOU of default action in an orphaned group). */
-    if ((tty ? setsid() : setpgid(0, 0)) < 0 || (tty && ioctl(0, TIOCSCTTY, 0) < 0))
+    /* PID 2 leads a process group in the init's session: a group whose parent is in
+     * another group of its session is not orphaned, so a SIGTSTP stops it, as a direct
+     * run's (the kernel ignores SIGTSTP, SIGTTIN and SIGTTOU of default action in an
+     * orphaned group): a relayed one without a pty, or the pty's own ^Z with one, where
+     * the init holds the pty as its session's terminal (main) and PID 2's group is made
+     * its foreground (every signal is still blocked here, SIGTTOU too, so the init's
+     * background child may set it). */
+    if (setpgid(0, 0) < 0 || (tty && ioctl(0, TIOCSPGRP, &(pid_t){getpid()}) < 0))
         _exit(125);
+    kmask(blocked & ~((1ULL << (SIGKILL - 1)) | (1ULL << (SIGSTOP - 1))));
     for (int fd = 0; fd < 3; fd++)
         if (closed >> fd & 1 && fd != setup_fd)
             close(fd);
@@ -354,7 +374,7 @@ int main(int argc, char **argv)
 {
     ksigset all = ~0ULL, ignored = 0, blocked = 0, closed = 0;
     char *sets = NULL;
-    int status_fd, child = 0, setup_fd = -1;
+    int status_fd, child = 0, setup_fd = -1, tty = 0, stop_said = 0;
     int exec_mode = argc >= 9 && strcmp(argv[1], "--exec") == 0;
 
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -389,6 +409,13 @@ int main(int argc, char **argv)
     for (int sig = 1; sig <= 64; sig++)   /* an inherited SIG_IGN must not drop a signal */
         if (sig != SIGKILL && sig != SIGSTOP)
             kdisposition(sig, SIG_DFL);
+    tty = exec_mode && argv[4][0] == '1';
+    /* With a pty, the init's session (PID 1's own: the sandboxee's setsid) takes it as
+     * its controlling terminal, and PID 2's group is its foreground (start_program). */
+    if (tty && ioctl(0, TIOCSCTTY, 0) < 0) {
+        setup_failure(setup_fd, "TIOCSCTTY", errno);
+        return 125;
+    }
     if (exec_mode) {
         child = start_program(status_fd, setup_fd, argv[4][0] == '1', ignored, blocked,
                               closed, argv[5], argv[6], argv[7], &argv[8]);
@@ -396,18 +423,24 @@ int main(int argc, char **argv)
             setup_failure(setup_fd, "fork", errno);
             return 125;
         }
-        /* The init holds nothing but its status pipe: not the program's stdio, its
-         * IPC socket, nor the setup socket. */
-        if (status_fd > 0)
-            syscall(SYS_close_range, 0U, (unsigned)status_fd - 1, 0U);
-        syscall(SYS_close_range, (unsigned)status_fd + 1, ~0U, 0U);
+        /* The init holds nothing but its status pipe (and, with a pty, the setup
+         * socket, for report_stop): not the program's stdio nor its IPC socket. */
+        close_except(status_fd, tty ? setup_fd : status_fd);
     }
     for (;;) {
         siginfo_t si;
         int st = 0, sig;
         pid_t pid;
         /* Reap everything that has ended; the program's end ends the init. */
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        while ((pid = waitpid(-1, &st, WNOHANG | (tty ? WUNTRACED : 0))) > 0) {
+            if (WIFSTOPPED(st)) {   /* with a pty: the caller's job stops with it */
+                /* once until the caller's SIGCONT: a program stopping itself in a
+                 * loop (continued by its own child) costs the monitor one message */
+                if (pid == child && !stop_said)
+                    report_stop(setup_fd, WSTOPSIG(st));
+                stop_said |= pid == child;
+                continue;
+            }
             if (pid == child) {
                 report(status_fd, st);
                 _exit(shell_code(st));
@@ -420,6 +453,8 @@ int main(int argc, char **argv)
         sig = (int)syscall(SYS_rt_sigtimedwait, &all, &si, NULL, sizeof all);
         if (sig <= 0 || sig == SIGCHLD)
             continue;
+        if (sig == SIGCONT && si.si_pid == 0)   /* the monitor's (no pid in here): `fg` */
+            stop_said = 0;
         /* SIGKILL and SIGSTOP never get here. What a terminal sends its foreground
          * group -- ^C, ^\\, a hangup -- (and `timeout -s INT`, `kill -HUP -- -PGID`)
          * goes to the program's whole process group, as a direct run's program and its

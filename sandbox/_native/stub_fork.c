@@ -50,6 +50,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fds.h"
+
 #define SF_API 3
 #define MAX_PROCS 16        /* ForkStub.cgroup_procs: items=16 */
 #define MAX_CHARS 4096      /* ... chars=4096 each */
@@ -239,17 +241,6 @@ static int write_file(const char *path, const char *text)
     err = n < 0 ? errno : 0;
     close(fd);
     return err;
-}
-
-/* Close every descriptor but `a` and `b`. */
-static void close_except(int a, int b)
-{
-    int lo = a < b ? a : b, hi = a < b ? b : a;
-    if (lo > 0)
-        syscall(SYS_close_range, 0U, (unsigned)lo - 1, 0U);
-    if (hi > lo + 1)
-        syscall(SYS_close_range, (unsigned)lo + 1, (unsigned)hi - 1, 0U);
-    syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0U);
 }
 
 /* The stub's answer to the host, as protocol.forked_datagram(pid) writes it, with the

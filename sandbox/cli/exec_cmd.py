@@ -133,6 +133,7 @@ def _run(args: argparse.Namespace, argv: list[str], stdin: int | None,
         launcher.caller_closed = std_fds.CALLER_CLOSED   # closed for the program too
         if isinstance(raw, RawTerminal):
             launcher.typed_ahead = raw.ahead
+            launcher.terminal = raw
         result = launcher.spawn(
             argv, policy=policy, timeout=args.timeout,
             workdir=args.workdir or current_dir(), output_dir=args.output,

@@ -233,6 +233,8 @@ class Launcher:
         # whole lines the caller's terminal held when `sandbox exec -t` made it raw
         # (signals.RawTerminal.ahead): typed into the run's pty first
         self.typed_ahead = b""
+        # that terminal, given back while a ^Z keeps the job stopped (signals.Forwarder)
+        self.terminal: "signals.Terminal | None" = None
         self._slots = Slots(max_concurrent)   # nested runs count too (launcher/slots.py)
         self.budget = budget or Budget()
         self.capture_output = capture_output
@@ -575,7 +577,8 @@ class Launcher:
             cleanup.callback(plumbing.close, grace)
             plumbing.attach(session, ipc_parent, run_handlers)
             forwarding = signals.Forwarder(session, tty=io.tty,
-                                           stop_self=self.caller_pid is None) \
+                                           stop_self=self.caller_pid is None,
+                                           terminal=self.terminal, client=self.caller_pid) \
                 if io.forward_signals else contextlib.nullcontext()
             spec = self._spec(prep, mode, body)
             spec.clock = clock

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,7 +26,7 @@ from sandbox import protocol
 from sandbox.ipc.frames import DEFAULT_MAX_FRAME, FrameDecoder, Message
 from sandbox.launcher.handlers import HandlerSet, RunInfo, dispatch
 from sandbox.launcher.records import Records
-from sandbox.protocol import EXIT_REPORT_MAX, ExitReport
+from sandbox.protocol import EXIT_REPORT_MAX, ExitReport, ProgramStopped
 from sandbox.jsontypes import JSON
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Session:
                  on_output: Callable[[str, bytes], None] | None = None) -> None:
         self.run_id, self.proc, self.ipc, self.ctl = run_id, proc, ipc, ctl
         self.on_output = on_output   # captured stdout/stderr chunks, as they arrive
+        self.on_stopped: Callable[[], None] | None = None   # the program stopped at its pty
         self.budget = budget
         self.handler_sets = handler_sets
         self.inbound = inbound
@@ -202,9 +204,13 @@ class Session:
         try:
             messages = self.ctl_decoder.feed(data)
             for msg in messages:
-                report = protocol.parse(msg.type, msg.payload, ExitReport)
-                if self.state.monitor_report is None:
-                    self.state.monitor_report = report
+                got = typing.cast("ExitReport | ProgramStopped", protocol.parse(
+                    msg.type, msg.payload, ExitReport, ProgramStopped))
+                if isinstance(got, ProgramStopped):
+                    if self.on_stopped is not None:
+                        self.on_stopped()   # (signals.Forwarder.program_stopped)
+                elif self.state.monitor_report is None:
+                    self.state.monitor_report = got
         except ProtocolError as exc:
             # Exactly the shape the monitor may send, or nothing of it: a report
             # that does not parse cannot say what happened.

@@ -6,10 +6,14 @@ meant for the program. The launcher catches them (main thread only, for the
 run's duration) and sends each on the control channel; the monitor signals
 the sandbox's init, which forwards it to the program. With a pty (`-t`),
 keystrokes such as ^C travel as bytes and the pty's line discipline signals
-the program itself; only the window size (SIGWINCH) needs relaying then.
+the program itself; the window size (SIGWINCH) is relayed, and a ^Z that stops
+the program comes back as the monitor's ProgramStopped: the caller's terminal is
+given back as it was and the caller's job stops (`Forwarder.program_stopped`),
+until `fg` continues it.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -17,7 +21,7 @@ import struct
 import termios
 import threading
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from sandbox import group_signals, protocol
 
@@ -59,17 +63,29 @@ def hold() -> None:
 
 class Control(Protocol):
     """What the forwarder needs of the run's session (sandbox.launcher.session)."""
+    on_stopped: Callable[[], None] | None
 
     def send_msg(self, msg: protocol.Signal | protocol.WinSize) -> None: ...
+
+
+class Terminal(Protocol):
+    """The caller's terminal made raw for `-t` (RawTerminal)."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
 
 
 class Forwarder:
     """While entered (in the main thread): the caller's signals go to the program."""
 
-    def __init__(self, session: Control, *, tty: bool = False, stop_self: bool = True) -> None:
+    def __init__(self, session: Control, *, tty: bool = False, stop_self: bool = True,
+                 terminal: Terminal | None = None, client: int | None = None) -> None:
         self.session = session
         self.tty = tty
         self.stop_self = stop_self   # False in a warm fork: its client stops itself
+        self.terminal = terminal     # with -t: given back while the job is stopped
+        self.client = client         # a warm fork's client (pid), which stops for it
         self._saved: dict[int, Any] = {}
 
     def _forward(self, sig: int, _frame: FrameType | None) -> None:
@@ -81,6 +97,35 @@ class Forwarder:
         self.session.send_msg(protocol.Signal(int(sig)))
         if self.stop_self:
             os.kill(os.getpid(), signal.SIGSTOP)
+
+    def program_stopped(self) -> None:
+        """With a pty, the program stopped (its ^Z, or a stop signal): as at a terminal,
+        the caller's job stops too. The caller's terminal is given back as it was (its
+        shell is to read it), then this process stops, or, in a warm fork, its client,
+        whose SIGTSTP handler stops it (sandbox/thin/client.py, client.c). `fg` sends
+        the job SIGCONT: `_continued`."""
+        if self.terminal is not None:
+            self.terminal.pause()
+        self._stop_job()
+
+    def _stop_job(self) -> None:
+        if self.stop_self:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif self.client:
+            try:
+                os.kill(self.client, signal.SIGTSTP)
+            except OSError:
+                pass   # the client is gone: its hangup ends the run
+
+    def _continued(self, sig: int, frame: FrameType | None) -> None:
+        """`fg`: the terminal raw again for the program, which continues. After `bg` the
+        job does not have the terminal: it stops again, as a direct program that sets
+        its terminal's modes does (SIGTTOU: "Stopped (tty output)"), until `fg`."""
+        if self.terminal is not None:
+            if not foreground(self.client or os.getpid()):
+                return self._stop_job()
+            self.terminal.resume()
+        self._forward(sig, frame)
 
     def _winch(self, _sig: int, _frame: FrameType | None) -> None:
         rows, cols = window_size()
@@ -97,14 +142,21 @@ class Forwarder:
             self._forward(_held.pop(0), None)
         if self.tty:
             self._saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, self._winch)
-        else:   # with a pty, ^Z is a key for the program's own terminal
-            for sig in JOB_CONTROL:
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._saved[sig] = signal.signal(
-                        sig, self._stop if sig == signal.SIGTSTP else self._forward)
+            # ^Z is a key for the program's own pty, whose stop comes back to
+            # `program_stopped`; a SIGTSTP sent to this process stops the program first
+            # (so does a warm client's, relayed here), and SIGCONT continues it
+            handlers: dict[int, Any] = {signal.SIGTSTP: self._forward,
+                                        signal.SIGCONT: self._continued}
+            self.session.on_stopped = self.program_stopped
+        else:
+            handlers = {signal.SIGTSTP: self._stop, signal.SIGCONT: self._forward}
+        for sig in JOB_CONTROL:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._saved[sig] = signal.signal(sig, handlers[sig])
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.session.on_stopped = None
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)   # in a warm fork `_keep`: a late one is dropped
         self._saved.clear()
@@ -143,6 +195,28 @@ def typed_ahead(fd: int, lflag: int, cc: list[bytes | int],
     return got[:limit]
 
 
+def foreground(pid: int) -> bool:
+    """Whether the process `pid`'s group has its terminal (/proc/PID/stat: tpgid is the
+    terminal's foreground group, pgrp its own): told of the caller's client too, whose
+    terminal is not a warm fork's own."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[5]) == int(fields[2])   # tpgid, pgrp
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def _retrying(fn: Callable[[], None]) -> None:
+    """A termios call, again when a signal interrupted it (termios does not retry)."""
+    while True:
+        try:
+            return fn()
+        except termios.error as exc:
+            if exc.args[:1] != (errno.EINTR,):
+                raise
+
+
 class RawTerminal:
     """The caller's terminal in raw mode for `-t`: every key goes to the program's pty,
     whose own line discipline interprets it. Restored on exit.
@@ -166,6 +240,17 @@ class RawTerminal:
             tty.setraw(self.fd, termios.TCSADRAIN)   # not TCSAFLUSH: keep keys typed ahead
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def pause(self) -> None:
+        """The terminal as it was, while the caller's job is stopped (^Z)."""
+        saved = self._saved
+        if saved is not None:
+            _retrying(lambda: termios.tcsetattr(self.fd, termios.TCSADRAIN, saved))
+
+    def resume(self) -> None:
+        """Raw again once the job continues."""
         if self._saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+            import tty
+            _retrying(lambda: tty.setraw(self.fd, termios.TCSADRAIN))
+
+    def __exit__(self, *exc: object) -> None:
+        self.pause()

@@ -29,7 +29,8 @@ from sandbox.monitor import runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
-                              OutputSummary, Pid1Exited, ProgramExited, ProxyFds,
+                              OutputSummary, Pid1Exited, ProgramExited, ProgramStopped,
+                              ProxyFds,
                               Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, StubReady,
                               Violation, WinSize)
 
@@ -93,6 +94,7 @@ class Supervisor:
         self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
         self._shm_fd: int | None = None     # the private /dev/shm, from PID 1
         self.stdio: StdioRelay | None = None
+        self._stop_said = False   # ProgramStopped sent, no SIGCONT relayed since
         self.usage = Pid1Exited()           # the run's CPU and memory, from its stub
         self._skipped: dict[str, str] = {}  # layers skipped before PID 1 (best effort)
         self.status_open = False            # the stub's status socket is still open
@@ -556,6 +558,8 @@ class Supervisor:
                 self.timings[sys.intern(f"layer.{layer}")] = secs   # every run's keys
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
+        elif isinstance(msg, ProgramStopped):
+            self._program_stopped(msg, sender)
         elif isinstance(msg, ExecError):
             # worded here when PID 2 (the compiled init's fork) sent only the errno
             self.report.exec_error = msg.message or protocol.exec_message(msg.failure)
@@ -620,6 +624,22 @@ class Supervisor:
         except (OSError, ProtocolError):
             return None
 
+    def _program_stopped(self, msg: ProgramStopped, sender: int) -> None:
+        """The init says PID 2 stopped at its pty (^Z): the caller's job is to stop too,
+        as at a terminal (the launcher restores the caller's terminal and stops itself,
+        or its client). Believed of the init alone, and said once until the caller
+        continues the job (a SIGCONT relayed): a program stopping itself in a loop,
+        continued by its own child, sends the launcher one message, not one per stop."""
+        if sender != self.pid1 or self.stdio is None or self.stdio.master is None \
+                or self._stop_said:
+            return
+        self._stop_said = True
+        self.stdio.job_stopped(True)
+        try:
+            self.ctl.sock.sendall(protocol.to_frame(msg, protocol.EXIT_REPORT_MAX))
+        except OSError:
+            pass   # the launcher is gone
+
     def _relay_signal(self, sig: int) -> None:
         """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
         to the init, which forwards it to PID 2."""
@@ -633,6 +653,7 @@ class Supervisor:
             return
         if sig in (signal.SIGTSTP, signal.SIGCONT) and self.stdio is not None:
             self.stdio.job_stopped(sig == signal.SIGTSTP)
+            self._stop_said = sig == signal.SIGTSTP and self._stop_said
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
     def on_monitor_budget(self) -> None:
@@ -722,6 +743,5 @@ class Supervisor:
 
 
 _SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, ShmFd, OutputFd,
-                   ProxyFds,
-                   CowFd)
+                   ProxyFds, CowFd, ProgramStopped)
 

@@ -42,7 +42,7 @@ def load(init_path: str = _native.INIT_PATH) -> tuple[Spawn, Callable[[], bool]]
     if os.environ.get("SANDBOX_STUB_C", "1") == "0" or not os.access(init_path, os.X_OK):
         return None
     try:
-        if os.stat(LIB_PATH).st_mtime < os.stat(SOURCE).st_mtime:
+        if os.stat(LIB_PATH).st_mtime < _native.newest_source(SOURCE):
             return None        # an editable checkout updated without a rebuild
         # PyDLL: called with the GIL held, as os.fork() is; PID 1 returns through it
         lib: Any = ctypes.PyDLL(LIB_PATH, use_errno=True)
