@@ -458,8 +458,11 @@ class Cancel:
 
 @dataclass
 class Signal:
-    """A signal the caller got, for the program (relayed by the init)."""
+    """A signal the caller got, for the program (relayed by the init). `hold_input`, with
+    SIGCONT: the job was continued in the background (`bg`), so the caller's terminal
+    input stays held (sandbox.monitor.stdio_hub.StdioHub.hold) until a SIGCONT without it."""
     signal: int = 0
+    hold_input: bool = False
 
 
 # -- launcher <-> fork server <-> spare (datagrams) -----------------------------------

@@ -703,11 +703,12 @@ def test_ctrl_z_stops_the_program_and_fg_resumes_it(served, py):
     assert served.count() == before + 1
 
 
-@pytest.mark.parametrize("pty", [False, True], ids=["piped", "pty"])
-def test_a_job_stopped_and_resumed_still_reads_its_terminal(served, py, pty):
+@pytest.mark.parametrize("how", [{}, {"bg": True}, {"pty": True}, {"pty": True, "bg": True}],
+                         ids=["fg", "bg-then-fg", "pty", "pty-bg-then-fg"])
+def test_a_job_stopped_and_resumed_still_reads_its_terminal(served, py, how):
     """As on the cold path (test_runner_stdio)."""
     before = served.count()
-    stopped_job_keeps_its_terminal([*served.cmd, "exec"], py, served.env, pty=pty)
+    stopped_job_keeps_its_terminal([*served.cmd, "exec"], py, served.env, **how)
     assert served.count() == before + 1
 
 

@@ -87,16 +87,57 @@ class Forwarder:
         self.terminal = terminal     # with -t: given back while the job is stopped
         self.client = client         # a warm fork's client (pid), which stops for it
         self._saved: dict[int, Any] = {}
+        self._send_lock = threading.Lock()   # the main thread's and `_watch`'s sends
+        self._watching: threading.Event | None = None   # set: stop watching
 
-    def _forward(self, sig: int, _frame: FrameType | None) -> None:
-        self.session.send_msg(protocol.Signal(int(sig)))
+    def _forward(self, sig: int, _frame: FrameType | None, *, hold_input: bool = False) -> None:
+        with self._send_lock:
+            self.session.send_msg(protocol.Signal(int(sig), hold_input))
 
     def _stop(self, sig: int, _frame: FrameType | None) -> None:
         """^Z (or `kill -TSTP`): the program's group stops, then this process, as the
         shell's job (group_signals.JOB_CONTROL)."""
-        self.session.send_msg(protocol.Signal(int(sig)))
+        self._unwatch()
+        self._forward(sig, _frame)
         if self.stop_self:
             os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _resumed(self, sig: int, frame: FrameType | None) -> None:
+        """SIGCONT of a job without a pty: `fg`, or `bg`. A warm fork's relay is outside the
+        caller's session, where job control does not refuse its reads of the caller's
+        terminal (the cold monitor's are: stdio_hub.in_background), so after `bg` the
+        program runs on with that input held, and what is typed is the shell's, until
+        the client's group has the terminal again. `fg` of a running job sends no
+        signal: that is watched for (`_watch`)."""
+        if self.client and not foreground(self.client):
+            self._forward(sig, frame, hold_input=True)
+            self._watch()
+        else:
+            self._unwatch()
+            self._forward(sig, frame)
+
+    def _watch(self) -> None:
+        """Until the client's group has its terminal again (`fg`), or the job is stopped
+        again, or the run ends: then SIGCONT once more, which releases the input."""
+        if self._watching is not None:
+            return
+        done = self._watching = threading.Event()
+        client = self.client or 0
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                if foreground(client):
+                    if not done.is_set():
+                        self._forward(signal.SIGCONT, None)
+                    break
+            if self._watching is done:
+                self._watching = None
+        threading.Thread(target=watch, name="sandbox-fg-watch", daemon=True).start()
+
+    def _unwatch(self) -> None:
+        if self._watching is not None:
+            self._watching.set()
+            self._watching = None
 
     def program_stopped(self) -> None:
         """With a pty, the program stopped (its ^Z, or a stop signal): as at a terminal,
@@ -149,13 +190,14 @@ class Forwarder:
                                         signal.SIGCONT: self._continued}
             self.session.on_stopped = self.program_stopped
         else:
-            handlers = {signal.SIGTSTP: self._stop, signal.SIGCONT: self._forward}
+            handlers = {signal.SIGTSTP: self._stop, signal.SIGCONT: self._resumed}
         for sig in JOB_CONTROL:
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 self._saved[sig] = signal.signal(sig, handlers[sig])
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._unwatch()
         self.session.on_stopped = None
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)   # in a warm fork `_keep`: a late one is dropped

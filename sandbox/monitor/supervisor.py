@@ -314,7 +314,7 @@ class Supervisor:
             self.report.cancelled = True
             self._kill()
         elif isinstance(msg, Signal):
-            self._relay_signal(msg.signal)
+            self._relay_signal(msg.signal, msg.hold_input)
         elif isinstance(msg, WinSize) and self.stdio is not None:
             self.stdio.resize(msg.rows, msg.cols)
 
@@ -640,7 +640,7 @@ class Supervisor:
         except OSError:
             pass   # the launcher is gone
 
-    def _relay_signal(self, sig: int) -> None:
+    def _relay_signal(self, sig: int, hold_input: bool = False) -> None:
         """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
         to the init, which forwards it to PID 2."""
         if not 0 < sig < signal.NSIG or sig in (signal.SIGKILL, signal.SIGSTOP):
@@ -652,7 +652,7 @@ class Supervisor:
         if self.pid1_fd is None:
             return
         if sig in (signal.SIGTSTP, signal.SIGCONT) and self.stdio is not None:
-            self.stdio.job_stopped(sig == signal.SIGTSTP)
+            self.stdio.job_stopped(sig == signal.SIGTSTP or hold_input)
             self._stop_said = sig == signal.SIGTSTP and self._stop_said
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
