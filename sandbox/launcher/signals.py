@@ -144,10 +144,11 @@ class Forwarder:
         the caller's job stops too. The caller's terminal is given back as it was (its
         shell is to read it), then this process stops, or, in a warm fork, its client,
         whose SIGTSTP handler stops it (sandbox/thin/client.py, client.c). `fg` sends
-        the job SIGCONT: `_continued`."""
+        the job SIGCONT: `_continued`. Only `sandbox exec` (its terminal given) stands in
+        for the program so: an API caller waits, as for a stopped child."""
         if self.terminal is not None:
             self.terminal.pause()
-        self._stop_job()
+            self._stop_job()
 
     def _stop_job(self) -> None:
         if self.stop_self:
