@@ -22,19 +22,7 @@ from __future__ import annotations
 import os
 import stat
 
-
-def _proc_terminal(pid: int) -> tuple[int, int, int] | None:
-    """(pgrp, tty_nr, tpgid) of `pid`, from /proc/PID/stat (fields 5, 7, 8)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(fields[2]), int(fields[4]), int(fields[5])
-    except (IndexError, ValueError):
-        return None
+from sandbox.launcher.signals import proc_terminal
 
 
 def _device(tty_nr: int) -> tuple[int, int]:
@@ -56,7 +44,7 @@ def interactive(caller_pid: int) -> bool:
         if rdev is not None and st.st_rdev != rdev:
             return False
         rdev = st.st_rdev
-    got = _proc_terminal(caller_pid)
+    got = proc_terminal(caller_pid)
     if rdev is None or got is None:
         return False
     pgrp, tty_nr, tpgid = got

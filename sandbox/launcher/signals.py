@@ -238,16 +238,26 @@ def typed_ahead(fd: int, lflag: int, cc: list[bytes | int],
     return got[:limit]
 
 
-def foreground(pid: int) -> bool:
-    """Whether the process `pid`'s group has its terminal (/proc/PID/stat: tpgid is the
-    terminal's foreground group, pgrp its own): told of the caller's client too, whose
-    terminal is not a warm fork's own."""
+def proc_terminal(pid: int) -> tuple[int, int, int] | None:
+    """(pgrp, tty_nr, tpgid) of `pid`, from /proc/PID/stat (fields 5, 7, 8): what a
+    warm fork knows of its client's terminal, which is not its own."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[5]) == int(fields[2])   # tpgid, pgrp
-    except (OSError, ValueError, IndexError):
-        return True
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(fields[2]), int(fields[4]), int(fields[5])
+    except (IndexError, ValueError):
+        return None
+
+
+def foreground(pid: int) -> bool:
+    """Whether the process `pid`'s group has its terminal (tpgid, the terminal's
+    foreground group, is its pgrp); True when that cannot be read."""
+    got = proc_terminal(pid)
+    return got is None or got[2] == got[0]
 
 
 def _retrying(fn: Callable[[], None]) -> None:
