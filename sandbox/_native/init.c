@@ -62,8 +62,9 @@
  * It holds nothing worth taking: no descriptor but STATUS_FD (on which the
  * program could only claim a status it can produce anyway by exiting or
  * killing itself) and, with a pty, SETUP_FD (on which it says only that PID 2
- * stopped, which the program can cause anyway), and it makes itself non-dumpable first, so even a policy
- * that allows ptrace or pidfd_getfd cannot reach its memory or descriptors.
+ * stopped, which the program can cause anyway), and it makes itself
+ * non-dumpable first, so even a policy that allows ptrace or pidfd_getfd
+ * cannot reach its memory or descriptors.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -417,7 +418,7 @@ int main(int argc, char **argv)
         return 125;
     }
     if (exec_mode) {
-        child = start_program(status_fd, setup_fd, argv[4][0] == '1', ignored, blocked,
+        child = start_program(status_fd, setup_fd, tty, ignored, blocked,
                               closed, argv[5], argv[6], argv[7], &argv[8]);
         if (child < 0) {
             setup_failure(setup_fd, "fork", errno);

@@ -653,7 +653,8 @@ class Supervisor:
             return
         if sig in (signal.SIGTSTP, signal.SIGCONT) and self.stdio is not None:
             self.stdio.job_stopped(sig == signal.SIGTSTP or hold_input)
-            self._stop_said = sig == signal.SIGTSTP and self._stop_said
+            if sig == signal.SIGCONT:
+                self._stop_said = False   # the init's next stop is the launcher's again
         tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
     def on_monitor_budget(self) -> None:
