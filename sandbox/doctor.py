@@ -276,7 +276,7 @@ def probe_cgroup_attach() -> Check:
                      f"fast: {where} has favordynmods")
     return Check("cgroup_attach", "cgroup attach (speed)", False,
                  f"slow (an RCU grace period per sandbox): to speed up, as root, "
-                 f"`mount -o remount,favordynmods {where}` (system-wide; docs/benchmarks.md)")
+                 f"`mount -o remount,favordynmods {where}` (system-wide; docs/benchmarks-journal.md)")
 
 
 PROBES: list[tuple[str, Callable[[], Check | list[Check]]]] = [

@@ -4,7 +4,7 @@
 every leaf, strings and numbers included, through `copy.deepcopy`. The
 launcher turns the resolved policy, its plan and the result into plain values
 on every run (the spec, the run history): about a quarter of its CPU per run
-went there (docs/benchmarks.md, "Where a warm run's CPU goes"). Here the field
+went there (docs/benchmarks-journal.md, "Where a warm run's CPU goes"). Here the field
 names are read once per class and immutable leaves are returned as they are;
 anything else is still deep-copied, so the result equals `dataclasses.asdict`'s
 (tests/test_plain.py checks them against each other).

@@ -364,7 +364,7 @@ class Pid1Start:
     `context` is pickled, taken back by the C unpickler. Why: PID 1 is a fresh fork
     of the template, where decoding the spec's JSON and running the policy's
     constructors again wrote ~330 of the template's pages (1.5-2.8 ms a run,
-    docs/benchmarks.md); the C unpickler builds the same objects in a third of that."""
+    docs/benchmarks-journal.md); the C unpickler builds the same objects in a third of that."""
     mode: str = "exec"         # the spec's: a Python action's PID 1 leaves `context` to
                                # its setup child (sandbox/sandboxee/planned.py); "view":
                                # no run yet, a pooled view to build (runspec.view_start)
@@ -422,7 +422,7 @@ class Pid1Plan:
     before anything untrusted runs, as `marshal` of its fields (`plan_to_bytes`), at
     most PLAN_MAX bytes, and `context` is a pickled `ContainContext`, taken back by the
     C unpickler: PID 1 decodes no JSON and runs no policy constructor, each page of
-    whose Python would be the program's own (docs/benchmarks.md)."""
+    whose Python would be the program's own (docs/benchmarks-journal.md)."""
     # (layer, text) of a SetupError (or of a spec that did not decode: layer "stub")
     error: list[str] | None = bound(chars=4096, items=2, default=None)
     env: dict[str, str] = bound(chars=MAX_ARG_STRLEN, items=1100, default_factory=dict)
@@ -1174,7 +1174,7 @@ def resolve_all() -> None:
 
 # PID 1's messages to the monitor that have a fixed form, as bytes made once, in the
 # template: the typed codec's Python in PID 1 writes pages that are then its Python
-# action's own (docs/benchmarks.md). tests/test_protocol.py holds them to the codec.
+# action's own (docs/benchmarks-journal.md). tests/test_protocol.py holds them to the codec.
 ACK_OK = to_datagram(Ack(ok=True))
 FD_DATAGRAMS: dict[type, bytes] = {cls: to_datagram(cls())
                                    for cls in (OutputFd, CowFd, ScratchFd, ShmFd)}

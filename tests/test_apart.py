@@ -83,7 +83,7 @@ def test_the_setup_child_relays_its_results_and_fails_closed():
 
 
 def test_pid1_keeps_no_copy_of_the_namespace_layers_pages():
-    """SANDBOX_MEMTRACE's marks (docs/benchmarks.md): PID 1's private pages grew by
+    """SANDBOX_MEMTRACE's marks (docs/benchmarks-journal.md): PID 1's private pages grew by
     ~1.1 MiB over the namespace, mount and network layers when it ran them itself
     (a Python action's PID 2 inherits them); their child takes them away with it.
     The median of five runs, either way of which a single run can be off: PID 1's

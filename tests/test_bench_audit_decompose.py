@@ -1,5 +1,5 @@
 """`python -m sandbox.bench.audit --decompose`: the C floor with each part of the audited
-round trip added (notify_floor.c's switches), the measure docs/benchmarks.md's "The
+round trip added (notify_floor.c's switches), the measure docs/benchmarks-journal.md's "The
 audit loop" decomposes the missed 0.7x target with."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A Python action's PID 2 is a fork of PID 1, a fork of the stub, a fork of the
 zygote; every page one of them writes is copied and, once the stub and PID 1
-have exec'd, PID 2's own (docs/benchmarks.md). So the zygote, the stub and
+have exec'd, PID 2's own (docs/benchmarks-journal.md). So the zygote, the stub and
 PID 1 fork with `forking.fork_single_threaded` (no at-fork hooks: they are
 single-threaded), and the work every sandbox would do the same way is done
 once in the template (sandbox.sandboxee.template). What the hooks did that
@@ -115,7 +115,7 @@ def test_the_template_plugs_the_allocators_free_blocks():
 
 @pytest.mark.parametrize("compiled", ["1", "0"])
 def test_memtrace_reports_the_private_memory_of_each_phase(compiled):
-    """SANDBOX_MEMTRACE=1 (docs/benchmarks.md): the stub's and PID 1's Private_Dirty at
+    """SANDBOX_MEMTRACE=1 (docs/benchmarks-journal.md): the stub's and PID 1's Private_Dirty at
     each phase, in RunResult.timings, in KiB; it grows along the sequence. The compiled
     stub (sandbox/_native/stub_fork.c) runs no Python, so it has no marks of its own:
     PID 1's come first ("stub.spec" is PID 1's, as it was)."""

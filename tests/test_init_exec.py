@@ -3,7 +3,7 @@
 PID 1 (Python, after the containment sequence) searches PATH and replaces itself
 with `sandbox-init --exec`, which forks PID 2 and execs the program: no fork of
 the sandboxee's ~25 MiB Python, whose copy only ran up to its exec
-(docs/benchmarks.md). What must hold: the program still gets the shell's signal
+(docs/benchmarks-journal.md). What must hold: the program still gets the shell's signal
 state, its session and terminal, its descriptors and nothing of the init's; the
 init keeps none of the program's; an exec failure still reaches the launcher as
 the same typed `ExecError`, whose halves the sandboxee encodes and the init

@@ -3,7 +3,7 @@
 The stub forks PID 1, which leaves the run's pickled start as it came, and PID 1's
 setup child unpickles it, applies the namespace-wide layers and answers
 with a `Pid1Plan`: the pages that Python copies die with the child instead of
-being the program's own (docs/benchmarks.md). What must hold: a start that is
+being the program's own (docs/benchmarks-journal.md). What must hold: a start that is
 not a Python action's, or not a start, still fails the run, the action's environment, capabilities
 and descriptors are what they were, and the stub and PID 1 copy less.
 """

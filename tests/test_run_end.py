@@ -3,7 +3,7 @@
 The stub's waiter (`sandbox-init --stub`, init.c) writes `pid1_exit` once PID 1 and
 every process left of the run are reaped, and says nothing after it; its status
 socket reaches its end only when the stub itself has exited, after the kernel tore
-its namespaces down. The run is over at the message (docs/benchmarks.md, "From
+its namespaces down. The run is over at the message (docs/benchmarks-journal.md, "From
 ready to exited"); the cgroup, which the exiting stub is still in, goes once it
 is gone (`Supervisor.cleanup`).
 """

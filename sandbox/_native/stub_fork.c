@@ -9,7 +9,7 @@
  * on this machine, each fault a template page copied and then PID 1's, and a
  * Python action's PID 2's after it; and the zygote's fork of it (a copy of the
  * template's page tables, ~1 ms) and its exec (their teardown) on top
- * (docs/benchmarks.md, "The stub in C").
+ * (docs/benchmarks-journal.md, "The stub in C").
  *
  * Here the zygote calls `sf_spawn` with the request's raw bytes. They are read on
  * the C stack; the stub is a clone that *shares* the zygote's memory (CLONE_VM:

@@ -6,7 +6,7 @@ package is installed. Two `sandbox-init` processes live for every live sandbox
 memory per sandbox. Linked statically against musl (Debian's musl-tools, which
 scripts/install.sh installs), one keeps 16-20 KiB of private pages and maps ~70
 KiB; against glibc's static libc, 44-48 KiB private and ~700 KiB mapped
-(docs/benchmarks.md, "The init's own pages"). Without musl it is built with the
+(docs/benchmarks-journal.md, "The init's own pages"). Without musl it is built with the
 system compiler as before: the same program, only heavier.
 """
 from __future__ import annotations

@@ -346,7 +346,7 @@ def sweep_due(directory: str, every: float = SWEEP_SECONDS) -> bool:
     A sweep lists and stats every file of the store: with tens of thousands of
     runs kept that is hundreds of milliseconds, which every run used to pay
     before its report (the writer's join), and which still took ~3% of a CPU of
-    the monitor host every 10 s with 50,000 runs kept (docs/benchmarks.md). The
+    the monitor host every 10 s with 50,000 runs kept (docs/benchmarks-journal.md). The
     period grows with the store, so a sweep costs at most 1/SWEEP_SHARE of one
     CPU. Between two sweeps the directory can outgrow the cap only by what the
     runs of that period write, each bounded by its own record budget. A stamp

@@ -7,7 +7,7 @@ every thread), the monitor host (the fork server: its loop thread and its other
 threads, i.e. the notification hub, the audit writer, the end workers), the
 zygote, and what the zygote reaped (each run's stub, PID 1 and program).
 ``python -m sandbox.bench.cpu [RUNS] [--exec]`` prints it for warm runs one at a
-time (docs/benchmarks.md, "Where a warm run's CPU goes").
+time (docs/benchmarks-journal.md, "Where a warm run's CPU goes").
 """
 from __future__ import annotations
 

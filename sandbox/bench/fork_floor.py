@@ -16,7 +16,7 @@ the zygote does), with the forks the sandboxee's lineage makes
   action and sleeping, over a socketpair.
 
 What a real sandbox adds to ``worker`` is the stub's decoding of the run's
-`Spec` and the containment sequence in PID 1 (docs/benchmarks.md). Run as ``python -m sandbox.bench.fork_floor``
+`Spec` and the containment sequence in PID 1 (docs/benchmarks-journal.md). Run as ``python -m sandbox.bench.fork_floor``
 (a fresh interpreter becomes the template).
 """
 from __future__ import annotations

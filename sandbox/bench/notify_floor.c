@@ -19,7 +19,7 @@
  *
  * The options add, one at a time, what the project's audit loop and sandbox add to this
  * floor, so that `python -m sandbox.bench.audit --decompose` can measure each apart
- * (docs/benchmarks.md, "The audit loop"). None is on in the floor `sandbox bench` divides by.
+ * (docs/benchmarks-journal.md, "The audit loop"). None is on in the floor `sandbox bench` divides by.
  *   --poll      wait with poll(2) on the listener and an (idle) epoll descriptor before each
  *               RECV, with a timeout, as sandbox/_native/notify_fast.c does for fairness
  *   --readlink  readlinkat(2) of PATH's final name through a kept descriptor of its

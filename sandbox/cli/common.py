@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 # How the CLI starts its one run's monitor. Never a fork of the CLI process: that
 # process holds the caller's whole environment, and a workflow's PID 1 does not
 # exec (issue 10 finding 4). A fork server would be started, warmed and used once:
-# an exec'd monitor costs less for a single run (docs/benchmarks.md).
+# an exec'd monitor costs less for a single run (docs/benchmarks-journal.md).
 CLI_START = os.environ.get("SANDBOX_CLI_START", "exec")
 # ...unless the process runs in the `sandbox exec` daemon (sandbox.thin.daemon), which
 # sets this to its warm fork server, shared by all its runs (sandbox.thin.shared).

@@ -2,7 +2,7 @@
 
 Why: a Python action's program (PID 2) is a fork of PID 1, and every page of
 the warm template that PID 1's Python writes is copied then and becomes PID
-2's own once PID 1 has exec'd the compiled init (docs/benchmarks.md, "Where a
+2's own once PID 1 has exec'd the compiled init (docs/benchmarks-journal.md, "Where a
 Python action's program memory comes from"). These three layers were the
 largest writers (~1.1 MiB of the program's pages: the mount table, its ~40
 helpers, the system view), yet what they make belongs to the namespaces, not

@@ -40,7 +40,7 @@ _libc.syscall.restype = ctypes.c_long
 # Each function looked up now, in the warm template: the first `_libc.NAME` makes its
 # function pointer in ctypes' Python (CDLL.__getattr__) and stores it on the handle,
 # ~100 KiB of page copies in each stub that unshares or PID 1 that calls it
-# (docs/benchmarks.md); looked up here, every fork finds it made.
+# (docs/benchmarks-journal.md); looked up here, every fork finds it made.
 for _name in ("unshare", "setns", "mount", "umount2", "prctl", "faccessat",
               "statx", "process_vm_readv"):
     getattr(_libc, _name, None)
@@ -137,7 +137,7 @@ def fork_without_hooks() -> int:
     checks: sandbox.sandboxee.forking). `os.fork()` runs every `os.register_at_fork`
     hook in the child (threading's, logging's, random's) and the interpreter's own
     re-init; in a fork of the warm template they write ~760 KiB of its pages
-    (docs/benchmarks.md), copies a Python action's PID 2 inherits. With one thread
+    (docs/benchmarks-journal.md), copies a Python action's PID 2 inherits. With one thread
     there is no lock another thread could hold and no thread to forget, so none of it
     is needed; the GIL stays held across the call (`_HoldingGil`), as `os.fork()`
     holds it. Raises OSError."""
@@ -222,7 +222,7 @@ def set_environ(entries: list[bytes]) -> None:
     """The C environment (`environ`) becomes `entries`, each ``KEY=VALUE``, in one
     buffer and one pointer array: what clearenv(3) and a setenv per variable do, without a
     malloc per variable (in a fork of the template each one copied a page or two of
-    its heap: docs/benchmarks.md). A later setenv copies the array first, as glibc does
+    its heap: docs/benchmarks-journal.md). A later setenv copies the array first, as glibc does
     for any environment it did not allocate. Raises ValueError as os.putenv does."""
     for entry in entries:
         if b"\0" in entry or entry.startswith(b"=") or b"=" not in entry:

@@ -63,7 +63,7 @@ _CAPS: list[dict[str, int]] = []   # read once in the warm template (`warm_user_
 def warm_user_ns_caps() -> None:
     """Read the caps once in the fork server's template, before the zygote is forked:
     every stub is a fork of it, and reading ten /proc files in each would write ~300
-    KiB of the template's pages that its sandbox's PID 2 then owns (docs/benchmarks.md).
+    KiB of the template's pages that its sandbox's PID 2 then owns (docs/benchmarks-journal.md).
     A cap the host changes later is still enforced: a user namespace's counts are
     charged to its parent's too, so a stale share is never above the real bound."""
     _CAPS[:] = [user_ns_caps(cached=False)]

@@ -1,7 +1,7 @@
 """A pooled sandbox's view, built in two parts: the policy's before the run, the run's after.
 
 Why: the mount layer is the largest step of a start (3.5-4.7 ms of a ~25 ms
-strict `/bin/true`, docs/benchmarks.md), and most of it (the directories the
+strict `/bin/true`, docs/benchmarks-journal.md), and most of it (the directories the
 policy binds, /dev, /proc, /tmp, the masks, the generated /etc files, the
 cgroup tree) is the same for every run of one policy. A pooled PID 1
 (sandbox/monitor/pool_stubs.py, level "view") builds that part while it waits

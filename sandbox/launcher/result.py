@@ -71,7 +71,7 @@ class RunResult:
     warm: bool = False   # its cgroups and namespaces were made before the request (a spare)
     pooled: bool = False  # ... and taken from its policy's warm pool, limits already written
     view_prebuilt: bool = False   # ... with the policy's part of its view already mounted
-    timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks.md)
+    timings: dict[str, float] = field(default_factory=dict)  # setup breakdown, ms (docs/benchmarks-journal.md)
     clipped: dict[str, int] = field(default_factory=dict)  # monitor report parts cut to bound
     # filesystem.workdir = "copy-on-write": ${OUTPUT}/workdir.changes, None if nothing changed
     workdir_changes: str | None = None

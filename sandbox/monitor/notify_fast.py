@@ -22,7 +22,7 @@ name re-examined as Python's resolver would) and comes back with the name, which
 lookups name each file once: without these keys every one of them was Python's.
 
 Why: a Python loop between two system calls costs more than the kernel's whole
-round trip (docs/benchmarks.md, "The audit loop"); answering repeats without
+round trip (docs/benchmarks-journal.md, "The audit loop"); answering repeats without
 the interpreter is what brings audited opens near the C floor.
 
 The library is built by setup.py's `build_native` (no Python headers: a plain

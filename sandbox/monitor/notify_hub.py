@@ -183,7 +183,7 @@ class Hub:
         (another run, a broker's reply, a command) or after LINGER_MS of silence; after
         MAX_BATCH calls (`AGAIN`) its records are replayed and it is served again
         without an epoll round. poll keeps SYNC_WAKE_UP's same-CPU wake-up, which epoll's
-        callback drops (docs/benchmarks.md)."""
+        callback drops (docs/benchmarks-journal.md)."""
         self._unwatch(slot)
         epfd, again = self._ep.fileno(), False
         while True:

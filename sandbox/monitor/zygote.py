@@ -257,7 +257,8 @@ def _serve(sock: socket.socket) -> int:
             continue
         # The request is taken raw and read by the child (`_stub`) or by C: every page
         # this loop writes while a stub lives becomes that stub's own copy, and then its
-        # sandbox's PID 2's (docs/benchmarks.md, "the zygote's churn").
+        # sandbox's PID 2's (docs/benchmarks-journal.md, "PID 2's private pages by
+        # phase", 1).
         data, fds, flags, _ = socket.recv_fds(sock, protocol.DATAGRAM_MAX + 1, STUB_FDS + 1)
         if not data and not fds:
             return 0

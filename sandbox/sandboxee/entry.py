@@ -12,7 +12,7 @@ Order, once every layer is applied (the init is under every one of them):
 1. ``ready`` goes to the monitor; every signal is blocked;
 2. a program: this process searches PATH and execs the init at once, which
    forks PID 2 (init.c ``--exec``): no fork of this Python process, whose
-   copy would only exec (~4-5 ms of CPU per run, docs/benchmarks.md);
+   copy would only exec (~4-5 ms of CPU per run, docs/benchmarks-journal.md);
    a workflow: fork, and the child (PID 2) runs it while the parent closes
    everything but the exit pipe and execs the init;
 3. PID 2 has default signal dispositions and an empty mask, a session of its
@@ -86,7 +86,7 @@ def main(ctx: ContainContext, spec: Spec) -> None:
         # The setup child (isolation/apart.py) keeps the namespace layers' pages out of
         # a Python action's PID 2, a fork of this process. A program's PID 2 execs and
         # this process execs the init: their pages go then, and the child would only
-        # cost its fork (+4.4 ms of CPU per run, docs/benchmarks.md).
+        # cost its fork (+4.4 ms of CPU per run, docs/benchmarks-journal.md).
         contain(ctx, apart=spec.mode != "exec", before_filter=lambda c: _last_unfiltered(c, mon))
         if not ctx.namespaces and ctx.listener_fd is None:
             os.chdir(ctx.paths.workdir)     # no filter was installed (nothing to wait on)

@@ -1,7 +1,7 @@
 """fork(2) for the sandboxee's lineage: the zygote, the stub and PID 1.
 
 They fork with `libc.fork_without_hooks` (no at-fork hooks: each copies pages a
-Python action's PID 2 would inherit, docs/benchmarks.md), which is sound only
+Python action's PID 2 would inherit, docs/benchmarks-journal.md), which is sound only
 in a process with one thread: no lock another thread holds at the fork, no
 thread the child would believe alive. This checks it, with `threading` (whose
 count is right in a fork of a process that had threads, too: its own at-fork

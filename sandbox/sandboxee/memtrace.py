@@ -3,7 +3,7 @@
 Set ``SANDBOX_MEMTRACE=1`` in the fork server's environment: the stub and PID 1
 then read their own Private_Dirty at each phase and PID 1 reports the figures
 with its layer timings (``RunResult.timings["layer.mem.PHASE"]``, in KiB, not
-ms). PID 2 inherits every page its lineage dirtied (docs/benchmarks.md), so
+ms). PID 2 inherits every page its lineage dirtied (docs/benchmarks-journal.md), so
 these marks say which phase a Python action's private memory comes from.
 Off (the default), `mark` is one test of a module constant.
 """

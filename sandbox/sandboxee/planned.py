@@ -2,7 +2,7 @@
 
 Why: a Python action's program (PID 2) is a fork of PID 1, a fork of the stub;
 once both have exec'd the compiled init and waiter, every page of the warm
-template that their Python wrote is the program's own (docs/benchmarks.md,
+template that their Python wrote is the program's own (docs/benchmarks-journal.md,
 "Where a Python action's program memory comes from"). Taking the run's
 containment context (the policy, the filesystem plan, the mount table) was
 among the largest writers. So a Python action's PID 1 keeps its `Pid1Start`'s

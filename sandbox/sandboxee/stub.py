@@ -15,7 +15,7 @@ built by the monitor host, pickled) and descriptors and takes them itself, while
 becomes the waiter at once. So a run taken from a warm pool starts in a PID 1
 that already exists: the stub's fork of it (a Python process's page tables)
 and the stub's exec of the waiter are no longer between the spec and the
-run's first layer (docs/benchmarks.md).
+run's first layer (docs/benchmarks-journal.md).
 
 It is the run's child subreaper: without a PID namespace (best_effort on a
 machine without user namespaces) the program's orphans re-parent to it, and

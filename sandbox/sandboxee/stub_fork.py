@@ -5,7 +5,7 @@ exec'd the waiter: decoding its request, joining the cgroups, entering the
 namespaces, mapping its ids, forking PID 1. Each template page that Python wrote
 was copied, then PID 1's and a Python action's PID 2's own; the work, the fork's
 copy of the template's page tables and their teardown at the exec cost every run
-CPU it need not (docs/benchmarks.md, "The stub in C"). `spawn` hands the
+CPU it need not (docs/benchmarks-journal.md, "The stub in C"). `spawn` hands the
 request's raw bytes to C, which starts the stub as a clone sharing the zygote's
 memory (a vfork: the OOM killer never chooses it), which answers the host itself;
 the call returns once the stub has exec'd; PID 1

@@ -3,7 +3,7 @@
 A Python action's program (PID 2) is a fork of PID 1, a fork of the stub, a
 fork of the zygote: every page of the template that one of them *writes* is
 copied, and once the stub and PID 1 have exec'd the compiled init the copies
-are PID 2's own (docs/benchmarks.md, "Where a Python action's program memory
+are PID 2's own (docs/benchmarks-journal.md, "Where a Python action's program memory
 comes from"). CPython 3.11 writes a page for almost anything it does: a
 reference count on each object touched, a warm-up counter and specialised
 instructions in each code object run, a lazy cache filled on first use, an
@@ -220,7 +220,7 @@ def plug_heap(rounds: int = 3) -> int:
     somewhere in its ~4 MiB heap, and writing the chunk copies its page: twelve
     `setenv` in a fork of the template copied ~210 KiB, one or two pages each. Once
     the free chunks are held, a fork's mallocs are carved from the top chunk, side by
-    side: the same twelve copy ~85 KiB (docs/benchmarks.md). Each size class is asked
+    side: the same twelve copy ~85 KiB (docs/benchmarks-journal.md). Each size class is asked
     for until a request no longer shrinks the free bytes below the top (it came from
     the top chunk): first `_TCACHE` times regardless, since glibc's per-size caches
     hold freed chunks that its counts report as in use."""

@@ -4,7 +4,7 @@
 or None when there is no usable daemon (the caller then cold-starts, as
 without one). Only `os`, `sys`, `_socket` and `_signal` are used: the `socket`
 and `signal` modules would bring `enum`, and `json` would bring `re`
-(measured with ``python -X importtime``: docs/benchmarks.md).
+(measured with ``python -X importtime``: docs/benchmarks-journal.md).
 
 What the client passes: its stdin, stdout and stderr (the descriptors
 themselves, SCM_RIGHTS), its working directory (an O_PATH descriptor), its

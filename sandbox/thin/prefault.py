@@ -6,7 +6,7 @@ fault that copies it. Python writes nearly every object it touches (reference
 counts), so the fork's `sandbox exec` code took ~1,300 such faults between
 the request and its end, about 3.7 us each on the 2-core machine: ~4 ms of a
 warm `sandbox exec -- /bin/true` (page-fault counts from getrusage at marks in
-the fork, 25 alternated runs, docs/benchmarks.md). The spare fork
+the fork, 25 alternated runs, docs/benchmarks-journal.md). The spare fork
 (sandbox.thin.fork) waits for its request anyway, so it copies those pages
 while it waits: MADV_POPULATE_WRITE over the pages it still shares, one call
 per run of them, in the kernel.

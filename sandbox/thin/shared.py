@@ -3,7 +3,7 @@
 WHY: each run the daemon serves is a fork of the daemon running the unchanged
 `sandbox exec` code. Left to itself that code exec's a fresh monitor
 interpreter per run (a Python start-up plus the monitor's imports: about 60 ms
-here, docs/benchmarks.md), and a fork server of its own would cost the same
+here, docs/benchmarks-journal.md), and a fork server of its own would cost the same
 once per run. The daemon instead starts one fork server when it starts
 (preloaded, filters compiled, cgroups probed, a spare sandbox ready) and every
 forked run asks that one for its monitor.
