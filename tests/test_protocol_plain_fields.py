@@ -1,4 +1,4 @@
-"""The codec's inline path for plain fields (protocol._plain, and its twin in _Dec.obj)
+"""The codec's inline path for plain fields (codec._plain, and its twin in _Dec.obj)
 gives exactly what the full path gives: every field through `value`, as before."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from sandbox import protocol
+from sandbox.ipc.frames import json_bytes
+from sandbox.protocol import codec
 from sandbox.errors import ProtocolError
 from sandbox.protocol import StubReady, bound
 
@@ -32,7 +33,7 @@ class MountTable:
                                         default_factory=list)
 
 
-class _FullEnc(protocol._Enc):
+class _FullEnc(codec._Enc):
     """The encoder as it was: every field through `value`."""
 
     def obj(self, cls: Any, v: Any, where: str) -> dict[str, Any]:
@@ -40,37 +41,37 @@ class _FullEnc(protocol._Enc):
             raise ProtocolError(f"{where or cls.__name__}: not {cls.__name__}")
         return {name: self.value(hint, getattr(v, name), meta,
                                  f"{where}.{name}" if where else name)
-                for name, hint, meta in protocol._fields(cls)
+                for name, hint, meta in codec._fields(cls)
                 if not (name == "clipped" and not where)}
 
     def value(self, tp: Any, v: Any, meta: dict[str, Any], where: str) -> Any:
-        tp2, _, kind, args = protocol._kind(tp)
-        if kind == protocol._LIST and v is not None:   # item by item, measured each
+        tp2, _, kind, args = codec._kind(tp)
+        if kind == codec._LIST and v is not None:   # item by item, measured each
             seq, out = list(v), []
-            items, budget, used = meta.get("items", protocol.DEFAULT_ITEMS), meta.get("budget"), 2
+            items, budget, used = meta.get("items", codec.DEFAULT_ITEMS), meta.get("budget"), 2
             for i, item in enumerate(seq):
                 if len(out) >= items:
                     self.clip(where, len(seq) - i, f"{len(seq)} items, over its {items}")
                     break
                 enc = self.value(args[0], item, meta, where + "[]")
                 if budget is not None:
-                    used += len(protocol.json_bytes(enc)) + 1
+                    used += len(json_bytes(enc)) + 1
                     if used > budget:
                         self.clip(where, len(seq) - i, f"over its {budget} bytes")
                         break
                 out.append(enc)
             return out
-        if kind == protocol._TUPLE and v is not None:
+        if kind == codec._TUPLE and v is not None:
             return [self.value(a, x, meta, f"{where}[{i}]")
                     for i, (a, x) in enumerate(zip(args, v, strict=True))]
         return super().value(tp, v, meta, where)
 
 
-class _FullDec(protocol._Dec):
+class _FullDec(codec._Dec):
     """The decoder as it was: every field through `value`."""
 
     def obj(self, cls: Any, v: Any, where: str) -> Any:
-        fields = protocol._fields(cls)
+        fields = codec._fields(cls)
         if not isinstance(v, dict) or set(v) - {n for n, _, _ in fields}:
             raise ProtocolError("shape")
         if self.strict and {n for n, _, _ in fields} - set(v):
@@ -113,7 +114,7 @@ def test_encoding_a_mount_table_is_what_every_field_through_value_gives(
         s: list[MountStep], real: list[tuple[Any, Any]]) -> None:
     table = MountTable(steps=s, real=real)
     for clip in (True, False):
-        fast, full = protocol._Enc(clip=clip), _FullEnc(clip=clip)
+        fast, full = codec._Enc(clip=clip), _FullEnc(clip=clip)
         a = _outcome(lambda: fast.obj(MountTable, table, ""))
         b = _outcome(lambda: full.obj(MountTable, table, ""))
         assert a == b
@@ -125,7 +126,7 @@ def test_encoding_a_mount_table_is_what_every_field_through_value_gives(
        st.booleans())
 def test_decoding_is_what_every_field_through_value_gives(obj: dict[str, Any],
                                                           strict: bool) -> None:
-    a = _outcome(lambda: protocol._Dec(strict=strict).obj(StubReady, obj, ""))
+    a = _outcome(lambda: codec._Dec(strict=strict).obj(StubReady, obj, ""))
     b = _outcome(lambda: _FullDec(strict=strict).obj(StubReady, obj, ""))
     assert a == b
     if a[0] == "ok":
@@ -137,10 +138,10 @@ def test_decoding_is_what_every_field_through_value_gives(obj: dict[str, Any],
 def test_a_string_the_inline_path_must_not_take(value: str) -> None:
     """Non-ASCII (a lone surrogate is escaped), over its bound, a str subclass: the full
     path (escaped, clipped, made a plain str), never passed through as it is."""
-    enc = protocol._Enc(clip=True)
+    enc = codec._Enc(clip=True)
     out = enc.obj(MountStep, MountStep(kind=value), "")
     assert type(out["kind"]) is str
-    assert out["kind"] == protocol._Enc(clip=True).value(str, value, {"chars": 16}, "kind")
+    assert out["kind"] == codec._Enc(clip=True).value(str, value, {"chars": 16}, "kind")
 
 
 short = st.one_of(st.text(max_size=8), st.text(alphabet="aé\udc80", max_size=8))
@@ -156,7 +157,7 @@ def test_a_budgeted_list_measured_whole_is_what_the_item_by_item_loop_gives(
     or with an item the codec refuses, the loop decides, with the same clippings."""
     meta = {"items": items, "budget": budget, "chars": 6}
     for tp in (list[str], list[tuple[str, str]], list[int]):
-        fast, full = protocol._Enc(clip=clip), _FullEnc(clip=clip)
+        fast, full = codec._Enc(clip=clip), _FullEnc(clip=clip)
         fast.clipped, full.clipped = {"before": 1}, {"before": 1}
         assert _outcome(lambda: fast.value(tp, seq, meta, "x")) == \
             _outcome(lambda: full.value(tp, seq, meta, "x"))

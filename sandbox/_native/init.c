@@ -18,7 +18,7 @@
  *     handler for; the program, as PID 2, has ordinary signal semantics;
  *   - when CHILD_PID ends, writes its raw wait status on STATUS_FD (a
  *     non-blocking pipe the monitor reads: an init's own exit code cannot say
- *     "killed by signal N") as one message of sandbox/protocol.py,
+ *     "killed by signal N") as one message of sandbox/protocol/,
  *     ProgramExited: {"type":"program_exit","payload":{"status":N}}, and exits
  *     with the shell's convention (the code, or 128+N). The kernel then kills
  *     whatever is left in the namespace.
@@ -54,7 +54,7 @@
  *   - sends PID 1's raw wait status and the run's resource usage (wait4 of
  *     PID 1, which reaped the whole tree, plus every orphan reaped here) on
  *     STATUS_FD (the stub's SOCK_SEQPACKET status socket) as the one message of
- *     sandbox/protocol.py it ever sends, Pid1Exited. So the monitor needs no
+ *     sandbox/protocol/ it ever sends, Pid1Exited. So the monitor needs no
  *     process-wide figure (RUSAGE_CHILDREN) nor a walk of its own descendants,
  *     and a live sandbox costs no Python interpreter between the monitor and
  *     PID 1 (issue 14).
