@@ -91,6 +91,7 @@ class _Pending:
     any; a tunnel relays until either side ends)."""
     data: bytes
     more: int | None = None
+    hello: tunnel.HelloSent | None = None   # a ClientHello: `tunnel.after_hello` first
 
 
 _NOTHING = _Pending(b"")
@@ -218,6 +219,11 @@ class ProxyServer:
             if pending.data:
                 upstream.sendall(pending.data)
                 rec.up += len(pending.data)
+            if pending.hello is not None:
+                held, down = self._after_hello(conn, upstream, pending.hello, rec)
+                rec.down += down
+                upstream.sendall(held)
+                rec.up += len(held)
             relay.relay(conn, upstream, rec, pending.more, lambda: self.stopping, self.over_budget)
             rec.result = rec.result or "ok"
         except _Refused as r:
@@ -372,11 +378,21 @@ class ProxyServer:
         if name is None or parse_addr(rec.host) is not None:
             return _Pending(rest)
         try:
-            data, more = tunnel.first_bytes(conn, upstream, rest, name, rec.port)
+            data, more, hello = tunnel.first_bytes(conn, upstream, rest, name, rec.port)
         except tunnel.TunnelRefused as exc:
             rec.allowed, rec.rule = False, str(exc)
             raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
-        return _Pending(data, more)
+        return _Pending(data, more, hello)
+
+    @staticmethod
+    def _after_hello(conn: socket.socket, upstream: socket.socket, hello: tunnel.HelloSent,
+                     rec: ConnRecord) -> tuple[bytes, int]:
+        """`tunnel.after_hello`, its refusal recorded as the first bytes' are."""
+        try:
+            return tunnel.after_hello(conn, upstream, hello)
+        except tunnel.TunnelRefused as exc:
+            rec.allowed, rec.rule = False, str(exc)
+            raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
 
 
 def _recv_before(conn: socket.socket, size: int, deadline: float) -> bytes:

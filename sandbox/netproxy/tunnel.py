@@ -15,6 +15,14 @@ behind it. So the client's first bytes are read before anything is relayed:
   relayed as "another protocol";
 - anything else (a binary protocol, `SSH-2.0-...`) is relayed as it is.
 
+After a ClientHello only that record goes up; what the client sends next is held
+until the server's first answer (`after_hello`). When that answer is a TLS 1.3
+HelloRetryRequest, the client sends a second ClientHello, in the clear, which the
+server reads as the connection's hello: it must name the same server as the first.
+Before (found by probing, 2026-12-07) a client that forced a retry (a key share of
+a group the front does not take) named another site of the same front in its
+second hello, and the front answered for it.
+
 WHY IT FAILS CLOSED. Until those bytes decide, nothing goes up; bytes still
 undecided after `SNI_WAIT` (a line not ended, a ClientHello not whole, a
 ClientHello split over two records) are refused. Before (found by probing,
@@ -29,6 +37,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from dataclasses import dataclass
 
 from sandbox import fdwait
 from sandbox.netproxy import relay, wire
@@ -55,8 +64,23 @@ _VERSIONED = re.compile(rb"[" + _TOKEN_CHARS + rb"]+[" + _BLANK + rb"]+[^\r\n]*[
 BODY_WAIT = 10.0      # seconds for a body's first line to say whether it starts a request
 
 
+# RFC 8446 4.1.3: a ServerHello whose random is this is a HelloRetryRequest.
+HELLO_RETRY_RANDOM = bytes.fromhex(
+    "CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
+_SERVER_HELLO_SEEN = 5 + 4 + 2 + 32     # record header, handshake header, version, random
+HOLD_MAX = 64 * 1024   # bytes of the client held while the server's first answer is awaited
+
+
 class TunnelRefused(Exception):
     """The tunnel's first bytes are refused; the message says why (for the record)."""
+
+
+@dataclass(frozen=True)
+class HelloSent:
+    """A ClientHello went up alone: its server name, and what the client sent after it
+    (held until the server's first answer: `after_hello`)."""
+    server_name: str | None
+    held: bytes
 
 
 def looks_like_http(data: bytes) -> bool | None:
@@ -81,18 +105,19 @@ def _tls_decided(data: bytes) -> bool:
 
 
 def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name: str,
-                port: int) -> tuple[bytes, int | None]:
-    """(what goes up first, how many more client bytes may follow: None for any) for a
-    tunnel to `name`:`port`; TunnelRefused when the first bytes must not go up."""
+                port: int) -> tuple[bytes, int | None, HelloSent | None]:
+    """(what goes up first, how many more client bytes may follow: None for any, and
+    for a ClientHello what `after_hello` must see before the rest goes up) for a tunnel
+    to `name`:`port`; TunnelRefused when the first bytes must not go up."""
     buf = rest
     if not buf:
         r, _ = fdwait.ready([conn, upstream], (), relay.IDLE_TIMEOUT)
         if conn in r:
             buf = conn.recv(4096)
             if not buf:
-                return b"", None        # the client ended its side: nothing to check
+                return b"", None, None  # the client ended its side: nothing to check
         elif upstream in r:
-            return b"", None            # the server speaks first: not an HTTP server
+            return b"", None, None      # the server speaks first: not an HTTP server
         else:
             raise TunnelRefused(f"proxy: nothing sent in {relay.IDLE_TIMEOUT:.0f} s")
     deadline = time.monotonic() + SNI_WAIT
@@ -117,9 +142,10 @@ def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name:
         if isinstance(sni, str) and sni != name:
             raise TunnelRefused(f"proxy: TLS server name {sni!r} differs from the "
                                 f"CONNECT host {name!r}")
-        return buf, None
+        end = 5 + int.from_bytes(buf[3:5], "big")
+        return buf[:end], None, HelloSent(sni if isinstance(sni, str) else None, buf[end:])
     if not http:
-        return buf, None
+        return buf, None, None
     head, sep, body = buf.partition(b"\r\n\r\n")
     if not sep:
         raise TunnelRefused("proxy: an HTTP request head in a tunnel not complete in time")
@@ -129,7 +155,75 @@ def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name:
     except wire.WireError as exc:
         raise TunnelRefused(f"proxy: bad request in a tunnel: {exc}") from None
     sent = body_start(conn, body, length)[:length]
-    return out + sent, length - len(sent)
+    return out + sent, length - len(sent), None
+
+
+def is_hello_retry(data: bytes) -> bool:
+    """Whether a server's first bytes are a HelloRetryRequest (a ServerHello record with
+    the retry's random)."""
+    return (len(data) >= _SERVER_HELLO_SEEN and data[0] == 0x16 and data[5] == 0x02
+            and data[11:_SERVER_HELLO_SEEN] == HELLO_RETRY_RANDOM)
+
+
+def after_hello(conn: socket.socket, upstream: socket.socket,
+                sent: HelloSent) -> tuple[bytes, int]:
+    """(the client's bytes that now go up, how many of the server's went down) once the
+    server has answered the ClientHello that went up alone; TunnelRefused when the
+    answer is a HelloRetryRequest and the client's second ClientHello does not name the
+    server its first named (another, none where the first had one, or not readable).
+
+    The client's bytes are held until the server's first bytes say whether they
+    are a retry, so a second hello sent ahead, before the retry was asked for, is
+    checked too; the server's bytes are passed to the client as they come."""
+    held, down, client_open = sent.held, 0, True
+    first = b""
+    while len(first) < _SERVER_HELLO_SEEN:
+        watch = [upstream, conn] if client_open and len(held) < HOLD_MAX else [upstream]
+        r, _ = fdwait.ready(watch, (), relay.IDLE_TIMEOUT)
+        if not r:
+            raise TunnelRefused("proxy: no answer to a TLS ClientHello in "
+                                f"{relay.IDLE_TIMEOUT:.0f} s")
+        if conn in r:
+            more = conn.recv(4096)
+            held += more
+            client_open = bool(more)
+        if upstream in r:
+            more = upstream.recv(4096)
+            if not more:
+                break
+            conn.sendall(more)
+            down += len(more)
+            first += more
+            if first[:1] != b"\x16":
+                break           # not a handshake record (an alert, not TLS): no retry
+    if not is_hello_retry(first):
+        return held, down
+    deadline = time.monotonic() + SNI_WAIT
+    while (at := _past_change_cipher_spec(held)) is None or not _tls_decided(held[at:]):
+        left = deadline - time.monotonic()
+        r, _ = fdwait.ready([conn], (), left) if left > 0 and len(held) <= HOLD_MAX else ([], [])
+        more = conn.recv(4096) if r else b""
+        if not more:
+            raise TunnelRefused("proxy: no whole second ClientHello in time after the "
+                                "server's HelloRetryRequest")
+        held += more
+    sni = wire.client_hello_sni(held[at:])
+    if sni is False or sni != sent.server_name:
+        raise TunnelRefused(f"proxy: the second TLS ClientHello (after a HelloRetryRequest) "
+                            f"names {sni if sni is not False else 'no readable server'!r}, "
+                            f"not {sent.server_name!r} as the first")
+    return held, down
+
+
+def _past_change_cipher_spec(held: bytes) -> int | None:
+    """Where the client's second flight's ClientHello starts: after at most one
+    ChangeCipherSpec record of one byte (RFC 8446 D.4: the middlebox-compatibility one
+    a client sends before its second hello); None while that record is not whole."""
+    if held[:1] != b"\x14":
+        return 0
+    if len(held) < 6:
+        return None
+    return 6 if held[3:5] == b"\x00\x01" else 0
 
 
 def body_start(conn: socket.socket, body: bytes, length: int) -> bytes:
