@@ -104,7 +104,9 @@ def _direct(workdir: str, outputs: str, audit_db: str, concurrency: int) -> Call
     return run
 
 
-def _api(url: str, token: str) -> Callable[[], None]:
+def _api(url: str, token: str, health: bool = False) -> Callable[[], None]:
+    """One run through the API; with `health`, one `GET /healthz` through the same
+    client instead (the floor: an HTTP round trip to the server that runs nothing)."""
     from sandbox.client.sync import Client
     local = threading.local()
 
@@ -112,6 +114,9 @@ def _api(url: str, token: str) -> Callable[[], None]:
         c = getattr(local, "client", None)
         if c is None:
             c = local.client = Client(url, token)
+        if health:
+            c.health()
+            return
         v = c.run(PROGRAM, policy=POLICY)
         if v.status != "ok":
             raise RuntimeError(f"API run failed: {v.status} {v.reason}")
@@ -135,13 +140,13 @@ def run_service(runs: int = 50, total: int = 200, concurrency: int = 4,
         direct = _direct(workdir, os.path.join(work, "out"), os.path.join(work, "audit"),
                          concurrency)
         with served(concurrency) as (url, token):
-            api = _api(url, token)
-            for fn in (direct, api, direct, api):      # warm both (spares, imports, caches)
+            api, health = _api(url, token), _api(url, token, health=True)
+            for fn in (direct, api, health, direct, api):   # warm (spares, imports, caches)
                 fn()
             log(f"service latency ({runs} interleaved runs each) ...")
-            lat: dict[str, list[float]] = {"direct": [], "api": []}
+            lat: dict[str, list[float]] = {"direct": [], "api": [], "health": []}
             for _ in range(runs):
-                for name, fn in (("direct", direct), ("api", api)):
+                for name, fn in (("direct", direct), ("api", api), ("health", health)):
                     t0 = time.perf_counter()
                     fn()
                     lat[name].append(time.perf_counter() - t0)
@@ -155,12 +160,16 @@ def run_service(runs: int = 50, total: int = 200, concurrency: int = 4,
         shutil.rmtree(work, ignore_errors=True)
     d, a = _summary("direct Launcher.spawn", lat["direct"]), _summary("API POST ?wait=",
                                                                       lat["api"])
+    h = _summary("API GET /healthz", lat["health"])
     overhead = a["p50_ms"] - d["p50_ms"]
     ratio = rates["api"] / rates["direct"]
     return {
         "program": " ".join(PROGRAM), "policy": POLICY, "concurrency": concurrency,
-        "latency": {"direct": d, "api": a},
+        "latency": {"direct": d, "api": a, "health": h},
         "http_overhead_p50_ms": round(overhead, 3),
+        # the floor under the overhead: a round trip through the same client and server
+        # that runs nothing (uvicorn, FastAPI and the client's own time)
+        "http_floor_p50_ms": h["p50_ms"],
         "runs_per_s": {k: round(v, 1) for k, v in rates.items()},
         "api_over_direct": round(ratio, 3),
         "targets": [
@@ -181,6 +190,10 @@ def render(res: dict[str, Any]) -> str:
              f"{res['runs_per_s']['direct']:>9.1f}",
              f"  {a['name']:<24}{a['p50_ms']:>9.2f}{a['p99_ms']:>9.2f}"
              f"{res['runs_per_s']['api']:>9.1f}"]
+    h = res["latency"].get("health")
+    if h is not None:
+        lines.append(f"  {h['name']:<24}{h['p50_ms']:>9.2f}{h['p99_ms']:>9.2f}"
+                     f"{'-':>9}  (the floor: an HTTP round trip that runs nothing)")
     for t in res["targets"]:
         verdict = "met" if t["met"] else "MISSED"
         lines.append(f"  {t['target']}: {t['value']} {t['unit']} (goal "

@@ -37,7 +37,7 @@ from sandbox.policy import globs
 from sandbox.policy.engine import Engine, Verdict, area_of, engine_for, normalize
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan, FsRule
-from sandbox.policy.variables import _real
+from sandbox.policy.variables import real_path
 
 MAX_GLOB_ENTRIES = 200_000       # directory entries one glob may visit before it is refused
 _NO_WALK = ("/proc", "/sys", "/dev")   # `**` never descends into these
@@ -270,7 +270,7 @@ def build_plan(policy: Policy, *, glob_limit: int = MAX_GLOB_ENTRIES,
         if parent is not None and same_area and (parent.read, parent.write, parent.exec) == (read, write, exe) \
                 and not os.path.islink(p):
             continue     # adds nothing to the enclosing bind
-        kept.append(FsRule(path=p, read=read, write=write, exec=exe, rule=text, real=_real(p)))
+        kept.append(FsRule(path=p, read=read, write=write, exec=exe, rule=text, real=real_path(p)))
 
     masks: list[str] = []
     for d in sorted(_concrete(fs.deny, "filesystem.deny", glob_limit, shared), key=_sort_key):

@@ -153,7 +153,7 @@ def _expand_all(paths: Iterable[str], variables: Variables, key: str, file: str 
     return tuple(out)
 
 
-def _real(path: str) -> str:
+def real_path(path: str) -> str:
     """os.path.realpath, but let the kernel walk an existing path (open O_PATH, read
     the descriptor's link): a few system calls instead of an lstat per component,
     which made `resolve` ten times slower for a typical policy."""
@@ -186,7 +186,7 @@ def with_real_paths(paths: tuple[str, ...], memo: dict[str, str] | None = None) 
         prefix = globs.static_prefix(p) if globs.is_glob(p) else p
         real = memo.get(prefix) if memo is not None else None
         if real is None:
-            real = _real(prefix)
+            real = real_path(prefix)
             if memo is not None:
                 memo[prefix] = real
         if real == prefix or real == "/proc" or real.startswith("/proc/"):

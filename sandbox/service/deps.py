@@ -56,13 +56,15 @@ class Service:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def service(request: Request) -> Service:
+async def service(request: Request) -> Service:
+    """The app's service. `async`: FastAPI runs a plain function dependency in its thread
+    pool, a trip on every request for one attribute."""
     return request.app.state.service   # type: ignore[no-any-return]
 
 
 def current_token(request: Request,
                   creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenRow:
-    svc = service(request)
+    svc: Service = request.app.state.service
     tok = auth.lookup(svc.store, creds.credentials if creds is not None else None)
     if tok is None:
         raise Unauthorized("a valid bearer token is required (Authorization: Bearer sbx_...)")

@@ -34,13 +34,16 @@ def visible_run(svc: Service, tok: TokenRow, run_id: str) -> RunHead:
     return row
 
 
-async def wait_final(svc: Service, run_id: str, seconds: float) -> RunRow | None:
-    """The run once it ended, or as it is after `seconds`."""
+async def wait_final(svc: Service, run_id: str, seconds: float) -> bool:
+    """Whether the run has ended, waiting up to `seconds` for it. Its head is read, not
+    its row (the answer reads the row once, after), and not again after its `exit`
+    event: every writer of that event has made the run final in the store first. Each
+    read is a trip through the thread pool, on the path of every `?wait=` answer."""
     q = svc.bus.subscribe(run_id)
     try:
-        row = await run_in_threadpool(svc.store.run, run_id)
-        if row is None or row.status in FINAL_STATES or seconds <= 0:
-            return row
+        head = await run_in_threadpool(svc.store.run_head, run_id)
+        if head is None or head.status in FINAL_STATES or seconds <= 0:
+            return head is not None and head.status in FINAL_STATES
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
@@ -51,11 +54,14 @@ async def wait_final(svc: Service, run_id: str, seconds: float) -> RunRow | None
                 ev = await asyncio.wait_for(q.get(), left)
             except (asyncio.TimeoutError, TimeoutError):
                 break
-            if ev is None or ev.type == "exit":
-                break
+            if ev is not None and ev.type == "exit":
+                return True
+            if ev is None:
+                break           # cut off as a slow listener: the store says
     finally:
         svc.bus.unsubscribe(run_id, q)
-    return await run_in_threadpool(svc.store.run, run_id)
+    head = await run_in_threadpool(svc.store.run_head, run_id)
+    return head is not None and head.status in FINAL_STATES
 
 
 def _body_doc() -> dict:
@@ -141,16 +147,12 @@ async def submit(request: Request, tok: Tok, svc: Svc,
         with await making(svc, tok, held=slot is not None):
             req, uploads = await read_request(request, svc)
             tenancy.check_queue(tok.queues, tok.name, req.labels)
-            await run_in_threadpool(svc.queue.check_labels, req.labels)
-            row, created = await run_in_threadpool(svc.runs.submit, req, tok,
-                                                   idempotency_key, uploads,
-                                                   svc.queue.hold_secrets)
+            row, created = await run_in_threadpool(_submit, svc, req, tok, idempotency_key,
+                                                   uploads)
             del req, uploads
         if created:
             svc.queue.submitted(row.id)
-        if wait > 0:
-            row = await wait_final(svc, row.id, wait) or row
-        done = row.status in FINAL_STATES and wait > 0
+        done = wait > 0 and await wait_final(svc, row.id, wait)
         run_id = row.id
         del row         # a large answer may wait for a slot: the row is read again then
         return await large_json(svc, tok, lambda: _answer(svc, tok, run_id),
@@ -159,6 +161,14 @@ async def submit(request: Request, tok: Tok, svc: Svc,
     finally:
         if slot is not None:
             slot.release()
+
+
+def _submit(svc: Service, req: RunRequest, tok: TokenRow, idempotency_key: str | None,
+            uploads: list[tuple[str, bytes, bool]]) -> tuple[RunRow, bool]:
+    """The queue's label check (a broker's may ask Redis) and the submit, in one trip
+    through the thread pool."""
+    svc.queue.check_labels(req.labels)
+    return svc.runs.submit(req, tok, idempotency_key, uploads, svc.queue.hold_secrets)
 
 
 def _answer(svc: Service, tok: TokenRow, run_id: str) -> object:

@@ -71,7 +71,10 @@ def _inside(path: str, root: str) -> bool:
 
 
 def state_overlap(resolved: Policy, state: str, own: tuple[str, ...]) -> list[str]:
-    """Grants of `resolved` that would put part of `state` other than `own` in view."""
+    """Grants of `resolved` that would put part of `state` other than `own` in view.
+    Each grant's real path is the kernel's walk (`real_path`), not os.path.realpath's
+    lstat per component: that was half of every submitted run's check, twice a run."""
+    from sandbox.policy.variables import real_path
     state = os.path.realpath(state)
     bad: list[str] = []
     fs = resolved.filesystem
@@ -79,7 +82,7 @@ def state_overlap(resolved: Policy, state: str, own: tuple[str, ...]) -> list[st
         for grant in getattr(fs, kind):
             path = globs.static_prefix(grant) if globs.is_glob(grant) else grant
             path = os.path.normpath(path) if path else "/"
-            for p in dict.fromkeys((path, os.path.realpath(path))):
+            for p in dict.fromkeys((path, real_path(path))):
                 if any(_inside(p, o) for o in own):
                     continue
                 if _inside(p, state) or _inside(state, p):
