@@ -161,3 +161,34 @@ def test_a_real_handshake_with_a_retry_passes(tmp_path, monkeypatch):
     finally:
         p.stop()
         lst.close()
+
+
+def test_a_client_that_ends_after_its_hello_is_not_held(tmp_path):
+    """A client that sends its ClientHello and ends its side: the end goes up at once, as
+    it did before the hold (a server that answers only at the client's end answers)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+
+    def serve() -> None:
+        c, _ = lst.accept()
+        c.settimeout(10)
+        got = b""
+        while more := c.recv(65536):
+            got += more
+        c.sendall(b"got %d bytes" % len(got))
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    p, port, _ = start_proxy(lst.getsockname()[1])
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(_connect_to(0, lst.getsockname()[1]))
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        hello = _client_hello(NAME)
+        s.sendall(hello)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(100) == b"got %d bytes" % len(hello)
+    finally:
+        p.stop()
+        lst.close()

@@ -174,7 +174,9 @@ def after_hello(conn: socket.socket, upstream: socket.socket,
 
     The client's bytes are held until the server's first bytes say whether they
     are a retry, so a second hello sent ahead, before the retry was asked for, is
-    checked too; the server's bytes are passed to the client as they come."""
+    checked too; the server's bytes are passed to the client as they come. A client
+    that ends its side with nothing held is not held: the relay passes its end on
+    (a server may answer only then)."""
     held, down, client_open = sent.held, 0, True
     first = b""
     while len(first) < _SERVER_HELLO_SEEN:
@@ -187,6 +189,8 @@ def after_hello(conn: socket.socket, upstream: socket.socket,
             more = conn.recv(4096)
             held += more
             client_open = bool(more)
+            if not client_open and not held:
+                return b"", down    # it ended with nothing more: its end goes up now
         if upstream in r:
             more = upstream.recv(4096)
             if not more:
