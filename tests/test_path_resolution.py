@@ -132,9 +132,9 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
         (T, "a stale run's freezer cgroup (cgroupfs on the host, no sandbox's view)"),
     ("monitor/cgroup_probe.py", "_probe_v1", "isdir"): (T, "/sys/fs/cgroup on the host"),
     # -- the policy engine: plan time ------------------------------------------------------
-    ("policy/variables.py", "_real", "readlink"):
+    ("policy/variables.py", "real_path", "readlink"):
         (K, "/proc/self/fd/N of an O_PATH descriptor: the kernel's walk"),
-    ("policy/variables.py", "_real", "realpath"): (P, "its fallback without /proc"),
+    ("policy/variables.py", "real_path", "realpath"): (P, "its fallback without /proc"),
     ("policy/variables.py", "_python_paths", "realpath"):
         (T, "the interpreter's and this package's own directories"),
     ("policy/planner.py", "_concrete", "exists"):
@@ -181,8 +181,8 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("service/config.py", "prepare_state", "realpath"):
         (T, "the service's state directory, opened O_NOFOLLOW and checked first"),
     ("service/tenancy.py", "state_overlap", "realpath"):
-        (P, "a grant at its path and its real path against the state directory, at "
-            "submit; the launcher's plan is checked again when the run starts"),
+        (T, "the service's own state directory; each grant's real path is the kernel's "
+            "walk (variables.real_path), at submit and again when the run starts"),
     ("service/tenancy.py", "check", "realpath"): (P, "the run's own directories, ditto"),
     ("service/files.py", "list_outputs", "isdir"):
         (R, "an early empty answer; the walk opens O_NOFOLLOW per component"),
