@@ -29,9 +29,11 @@ per direction, the monitor's CPU). Everything ends with the run (`stop`).
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -220,7 +222,8 @@ class ProxyServer:
                 upstream.sendall(pending.data)
                 rec.up += len(pending.data)
             if pending.hello is not None:
-                held, down = self._after_hello(conn, upstream, pending.hello, rec)
+                with _refusing(rec):
+                    held, down = tunnel.after_hello(conn, upstream, pending.hello)
                 rec.down += down
                 upstream.sendall(held)
                 rec.up += len(held)
@@ -377,22 +380,20 @@ class ProxyServer:
         name = normalize_name(rec.host)
         if name is None or parse_addr(rec.host) is not None:
             return _Pending(rest)
-        try:
+        with _refusing(rec):
             data, more, hello = tunnel.first_bytes(conn, upstream, rest, name, rec.port)
-        except tunnel.TunnelRefused as exc:
-            rec.allowed, rec.rule = False, str(exc)
-            raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
         return _Pending(data, more, hello)
 
-    @staticmethod
-    def _after_hello(conn: socket.socket, upstream: socket.socket, hello: tunnel.HelloSent,
-                     rec: ConnRecord) -> tuple[bytes, int]:
-        """`tunnel.after_hello`, its refusal recorded as the first bytes' are."""
-        try:
-            return tunnel.after_hello(conn, upstream, hello)
-        except tunnel.TunnelRefused as exc:
-            rec.allowed, rec.rule = False, str(exc)
-            raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
+
+@contextlib.contextmanager
+def _refusing(rec: ConnRecord) -> Iterator[None]:
+    """A tunnel's refusal (`tunnel.TunnelRefused`: its first bytes, or its second TLS
+    hello) recorded as the connection's and raised as a refusal."""
+    try:
+        yield
+    except tunnel.TunnelRefused as exc:
+        rec.allowed, rec.rule = False, str(exc)
+        raise _Refused(Verdict(False, rec.rule), rec.resolved) from None
 
 
 def _recv_before(conn: socket.socket, size: int, deadline: float) -> bytes:

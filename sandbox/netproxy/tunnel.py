@@ -83,6 +83,18 @@ class HelloSent:
     held: bytes
 
 
+def _more(conn: socket.socket, deadline: float, why: str) -> bytes:
+    """The client's next bytes, if they come before `deadline`; TunnelRefused(`why`)
+    when they do not or the client ended: every wait here for bytes that must decide
+    fails closed."""
+    left = deadline - time.monotonic()
+    r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
+    more = conn.recv(4096) if r else b""
+    if not more:
+        raise TunnelRefused(why)
+    return more
+
+
 def looks_like_http(data: bytes) -> bool | None:
     """Could a lenient HTTP server read `data` as the start of a request? None while the
     first line has not ended and could still be one."""
@@ -128,13 +140,8 @@ def first_bytes(conn: socket.socket, upstream: socket.socket, rest: bytes, name:
             http is True and b"\r\n\r\n" in buf)
         if decided or len(buf) > wire.MAX_HEAD:
             break
-        left = deadline - time.monotonic()
-        r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
-        more = conn.recv(4096) if r else b""
-        if not more:
-            raise TunnelRefused("proxy: the first bytes of a tunnel did not say in time "
-                                "what they are (a TLS ClientHello or an HTTP request head)")
-        buf += more
+        buf += _more(conn, deadline, "proxy: the first bytes of a tunnel did not say in time "
+                     "what they are (a TLS ClientHello or an HTTP request head)")
     if tls:
         sni = wire.client_hello_sni(buf)
         if sni is False:
@@ -177,8 +184,7 @@ def after_hello(conn: socket.socket, upstream: socket.socket,
     checked too; the server's bytes are passed to the client as they come. A client
     that ends its side with nothing held is not held: the relay passes its end on
     (a server may answer only then)."""
-    held, down, client_open = sent.held, 0, True
-    first = b""
+    held, first, client_open = sent.held, b"", True
     while len(first) < _SERVER_HELLO_SEEN:
         watch = [upstream, conn] if client_open and len(held) < HOLD_MAX else [upstream]
         r, _ = fdwait.ready(watch, (), relay.IDLE_TIMEOUT)
@@ -190,33 +196,29 @@ def after_hello(conn: socket.socket, upstream: socket.socket,
             held += more
             client_open = bool(more)
             if not client_open and not held:
-                return b"", down    # it ended with nothing more: its end goes up now
+                return b"", len(first)  # it ended with nothing more: its end goes up now
         if upstream in r:
             more = upstream.recv(4096)
             if not more:
                 break
             conn.sendall(more)
-            down += len(more)
             first += more
             if first[:1] != b"\x16":
                 break           # not a handshake record (an alert, not TLS): no retry
     if not is_hello_retry(first):
-        return held, down
+        return held, len(first)
     deadline = time.monotonic() + SNI_WAIT
+    late = "proxy: no whole second ClientHello in time after the server's HelloRetryRequest"
     while (at := _past_change_cipher_spec(held)) is None or not _tls_decided(held[at:]):
-        left = deadline - time.monotonic()
-        r, _ = fdwait.ready([conn], (), left) if left > 0 and len(held) <= HOLD_MAX else ([], [])
-        more = conn.recv(4096) if r else b""
-        if not more:
-            raise TunnelRefused("proxy: no whole second ClientHello in time after the "
-                                "server's HelloRetryRequest")
-        held += more
+        if len(held) > HOLD_MAX:
+            raise TunnelRefused(late)
+        held += _more(conn, deadline, late)
     sni = wire.client_hello_sni(held[at:])
     if sni is False or sni != sent.server_name:
         raise TunnelRefused(f"proxy: the second TLS ClientHello (after a HelloRetryRequest) "
                             f"names {sni if sni is not False else 'no readable server'!r}, "
                             f"not {sent.server_name!r} as the first")
-    return held, down
+    return held, len(first)
 
 
 def _past_change_cipher_spec(held: bytes) -> int | None:
@@ -257,9 +259,5 @@ def body_start(conn: socket.socket, body: bytes, length: int) -> bytes:
                     raise TunnelRefused("proxy: a request body that may start another "
                                         "request (a first line over 16 KiB)")
                 return body
-        left = deadline - time.monotonic()
-        r, _ = fdwait.ready([conn], (), left) if left > 0 else ([], [])
-        more = conn.recv(4096) if r else b""
-        if not more:
-            raise TunnelRefused("proxy: a request body whose first line did not end in time")
-        body += more
+        body += _more(conn, deadline,
+                      "proxy: a request body whose first line did not end in time")

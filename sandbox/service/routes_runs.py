@@ -42,8 +42,8 @@ async def wait_final(svc: Service, run_id: str, seconds: float) -> bool:
     q = svc.bus.subscribe(run_id)
     try:
         head = await run_in_threadpool(svc.store.run_head, run_id)
-        if head is None or head.status in FINAL_STATES or seconds <= 0:
-            return head is not None and head.status in FINAL_STATES
+        if head is None or _final(head) or seconds <= 0:
+            return _final(head)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
@@ -54,13 +54,16 @@ async def wait_final(svc: Service, run_id: str, seconds: float) -> bool:
                 ev = await asyncio.wait_for(q.get(), left)
             except (asyncio.TimeoutError, TimeoutError):
                 break
-            if ev is not None and ev.type == "exit":
-                return True
             if ev is None:
                 break           # cut off as a slow listener: the store says
+            if ev.type == "exit":
+                return True
     finally:
         svc.bus.unsubscribe(run_id, q)
-    head = await run_in_threadpool(svc.store.run_head, run_id)
+    return _final(await run_in_threadpool(svc.store.run_head, run_id))
+
+
+def _final(head: RunHead | None) -> bool:
     return head is not None and head.status in FINAL_STATES
 
 
