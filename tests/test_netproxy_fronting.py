@@ -9,11 +9,14 @@ request it receives names the allowed host, and it receives one per connection.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -82,13 +85,22 @@ def start_proxy(upstream: int) -> tuple[srv.ProxyServer, int, list[srv.ConnRecor
     return p, lst.getsockname()[1], records
 
 
+@contextlib.contextmanager
+def proxied(server: Any) -> Iterator[tuple[Any, int, list[srv.ConnRecord]]]:
+    """`server` (with .port and .close) behind a proxy allowing it (`start_proxy`):
+    (server, the proxy's port, its records); both stopped after."""
+    p, port, records = start_proxy(server.port)
+    try:
+        yield server, port, records
+    finally:
+        p.stop()
+        server.close()
+
+
 @pytest.fixture
 def front():
-    vh = VirtualHosts()
-    p, port, records = start_proxy(vh.port)
-    yield vh, port, records
-    p.stop()
-    vh.close()
+    with proxied(VirtualHosts()) as f:
+        yield f
 
 
 def _talk(port: int, *sends: bytes | float, read: float = 5.0) -> bytes:

@@ -18,11 +18,12 @@ import ssl
 import struct
 import subprocess
 import threading
+from typing import Any
 
 import pytest
 
 from sandbox.netproxy import tunnel, wire
-from tests.test_netproxy_fronting import NAME, _connect as _connect_to, _talk, start_proxy
+from tests.test_netproxy_fronting import NAME, _connect as _connect_to, _talk, proxied, start_proxy
 from tests.test_netproxy_tunnel_start import ADMIN_HOST, Raw, _client_hello
 
 # RFC 8446 4.1.3: a ServerHello whose random is this is a HelloRetryRequest
@@ -80,11 +81,18 @@ class RetryingFront(Raw):
 
 @pytest.fixture
 def front():
-    f = RetryingFront()
-    p, port, records = start_proxy(f.port)
-    yield f, port, records
-    p.stop()
-    f.close()
+    with proxied(RetryingFront()) as f:
+        yield f
+
+
+def _tunnel(upstream: int) -> tuple[socket.socket, Any]:
+    """A CONNECT tunnel to NAME:`upstream` through a proxy allowing it: (the client's
+    socket, the proxy to stop)."""
+    p, port, _ = start_proxy(upstream)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(_connect_to(0, upstream))
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    return s, p
 
 
 @pytest.mark.parametrize("way", ["after-the-retry", "with-a-ccs-first", "blind-in-one-send",
@@ -147,11 +155,8 @@ def test_a_real_handshake_with_a_retry_passes(tmp_path, monkeypatch):
     real = tunnel.is_hello_retry
     monkeypatch.setattr(tunnel, "is_hello_retry", lambda data: retries.append(real(data))
                         or retries[-1])
-    p, port, records = start_proxy(lst.getsockname()[1])
+    s, p = _tunnel(lst.getsockname()[1])
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(_connect_to(0, lst.getsockname()[1]))
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
         client_ctx = ssl.create_default_context(cafile=str(cert))
         with client_ctx.wrap_socket(s, server_hostname=NAME) as t:
             assert t.version() == "TLSv1.3"
@@ -180,11 +185,8 @@ def test_a_client_that_ends_after_its_hello_is_not_held(tmp_path):
         c.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    p, port, _ = start_proxy(lst.getsockname()[1])
+    s, p = _tunnel(lst.getsockname()[1])
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(_connect_to(0, lst.getsockname()[1]))
-        assert s.recv(4096).startswith(b"HTTP/1.1 200")
         hello = _client_hello(NAME)
         s.sendall(hello)
         s.shutdown(socket.SHUT_WR)

@@ -27,7 +27,7 @@ import threading
 import pytest
 
 from sandbox.netproxy import tunnel
-from tests.test_netproxy_fronting import NAME, VirtualHosts, _socks, start_proxy
+from tests.test_netproxy_fronting import NAME, VirtualHosts, _socks, proxied, start_proxy
 from tests.test_netproxy_fronting import _connect as _connect_to, _talk as _talk_to
 
 ADMIN_HOST = "admin.internal"
@@ -99,11 +99,8 @@ LENIENT_LINES = {
 
 @pytest.fixture
 def front():
-    vh = VirtualHosts(read_timeout=10.0)   # waits out every pause of the client
-    p, port, records = start_proxy(vh.port)
-    yield vh, port, records
-    p.stop()
-    vh.close()
+    with proxied(VirtualHosts(read_timeout=10.0)) as f:   # waits out every client pause
+        yield f
 
 
 @pytest.mark.parametrize("how", ["socks", "connect"])
