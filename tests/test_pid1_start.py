@@ -200,3 +200,20 @@ def test_a_start_over_one_datagram_arrives_whole_through_a_memfd(tree):
         for r, w in pipes:
             os.close(r)
             os.close(w)
+
+
+def test_the_host_hands_its_table_over_and_keeps_none(tree):
+    """Issue 14: a live run's context is the host's memory for the run's whole life, and
+    its mount table (made when the run took a pooled view) was ~8 KiB of it, kept after
+    the start that carried it. The start takes it; a second start (a restub) makes it
+    again from the plan."""
+    plan = FsPlan(rules=(FsRule(str(tree / "ro")),), masks=(str(tree / "ro" / "secret"),))
+    spec = _spec(plan)
+    host = runspec.build_context(spec)
+    host.mount_table = table = mount_plan.prepare(host.fs_plan)
+    first = runspec.from_start(runspec.pid1_start(spec, host).context, 3, 7, 5)[1]
+    assert host.mount_table is None
+    assert first.mount_table is not None and first.mount_table.steps == table.steps
+    again = runspec.from_start(runspec.pid1_start(spec, host).context, 3, 7, 5)[1]
+    assert host.mount_table is None
+    assert again.mount_table is not None and again.mount_table.steps == table.steps

@@ -55,8 +55,13 @@ def pid1_start(spec: Spec, ctx: ContainContext) -> Pid1Start:
     policy and plan (the context holds them, parsed). No table when it cannot be made:
     PID 1 then computes it itself, and fails the mount layer with the reason (a rule
     path swapped for a link since the plan: ELOOP). Over one datagram, `context` goes
-    in a memfd (stubs.go); over SPEC_MAX it is a ProtocolError, as the spec was."""
-    table = ctx.mount_table   # made when the run took a pooled view (pool_stubs)
+    in a memfd (stubs.go); over SPEC_MAX it is a ProtocolError, as the spec was.
+
+    The table is handed over, not copied: `ctx` (the host's) holds none afterwards.
+    A live run's context is the host's memory for the run's whole life (issue 14: at
+    most 64 KiB of the host per live run), and its table was ~8 KiB of it; nothing in
+    the host reads it after the start, and a restub makes it again."""
+    table, ctx.mount_table = ctx.mount_table, None   # made when the run took a pooled view
     if not ctx.namespaces:   # without them the mount layer is skipped
         table = None
     elif table is None or table.plan is not ctx.fs_plan:

@@ -236,9 +236,7 @@ class Supervisor:
             (self.caller_stdio[0], self.caller_stdio[1], self.caller_stdio[2]))
         self.caller_stdio = []
         try:
-            # the mount table goes with it: the host keeps no copy of it for the run's
-            # life (~7 KiB of objects per live run; issue 14: <= 64 KiB of the host per
-            # run). A restub makes it again.
+            # the mount table goes with it (pid1_start takes it out of self.ctx)
             stubs.go(pre, runspec.pid1_start(self.spec, self.ctx), self.ctx.ipc_fd, exit_w,
                      self.stdio.sandbox)
         finally:
