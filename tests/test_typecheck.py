@@ -32,7 +32,7 @@ START_PATH = [
     "protocol/fixed.py", "jsontypes.py",
     "monitor/main.py", "monitor/runspec.py", "monitor/stubs.py", "monitor/supervisor.py",
     "monitor/host.py", "monitor/zygote.py", "monitor/preload.py", "monitor/pool_stubs.py",
-    "monitor/pool_key.py",
+    "monitor/pool_key.py", "monitor/interned.py",
     "monitor/pools.py",
     "sandboxee/stub.py", "sandboxee/entry.py",
     "isolation/contain.py", "isolation/context.py", "isolation/namespaces.py",

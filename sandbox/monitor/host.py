@@ -246,8 +246,6 @@ class Host:
         if run.fds.ipc >= 0:   # handed over: the descriptor arrived with a new number
             runspec.use_ipc_fd(spec, run.fds.ipc)
         run.fds.ipc = -1
-        spec.policy = runspec.shared_strings(spec.policy)   # held while the run lives
-        spec.fs_plan = runspec.shared_strings(spec.fs_plan)
         try:
             ctx = runspec.build_context(spec)
         except Exception:   # this run's alone: the host serves other runs (a spec value

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
-import sys
-from typing import Mapping, Sequence, TypeVar
+from typing import Mapping, Sequence
 
 from sandbox.isolation.context import ContainContext, RunPaths
 from sandbox.isolation.mount_steps import KINDS
+from sandbox.monitor.interned import share
 from sandbox.policy.model import Policy
 from sandbox.policy.plan import FsPlan
 from sandbox.errors import ProtocolError
@@ -21,9 +21,10 @@ from sandbox.protocol import SPEC_MAX, Pid1Start, Spec
 
 
 def build_context(spec: Spec) -> ContainContext:
-    """The monitor host's context of a run, from the spec it decoded."""
-    policy = Policy.from_dict(spec.policy)
-    plan = FsPlan.from_dict(spec.fs_plan)
+    """The monitor host's context of a run, from the spec it decoded: its policy and
+    plan made of the parts the host already holds for other runs (`interned`)."""
+    policy = share(Policy.from_dict(spec.policy))
+    plan = share(FsPlan.from_dict(spec.fs_plan))
     return ContainContext(
         policy=policy,
         paths=RunPaths(rundir=spec.paths.rundir, workdir=spec.paths.workdir,
@@ -126,31 +127,6 @@ def from_start(context: bytes, ipc_fd: int, exit_fd: int,
     use_ipc_fd(spec, ipc_fd)
     ctx.ipc_fd, ctx.monitor_fd, ctx.exit_fd = ipc_fd, monitor_fd, exit_fd
     return spec, ctx
-
-
-J = TypeVar("J")
-
-
-def shared_strings(obj: J) -> J:
-    """`obj` (a JSON value) with every string interned. The monitor host keeps each live
-    run's policy and plan (issue 14: at most 64 KiB of the host per run), and the runs
-    of one policy spell the same rules: decoded apart, each run held its own copy of
-    every path and pattern (~11 KiB per run); interned, they hold one between them, and
-    a run's own strings (its directories) go with it (3.11's interned strings are
-    freed with their last reference)."""
-    # A string in a list or a value is interned in place, without a call of its own:
-    # most of a policy's values are strings (this walk was ~6% of the host's loop
-    # thread per run).
-    _i = sys.intern
-    if isinstance(obj, str):
-        return _i(obj)  # type: ignore[return-value]
-    if isinstance(obj, list):
-        return [_i(x) if type(x) is str else shared_strings(x)
-                for x in obj]  # type: ignore[return-value]
-    if isinstance(obj, dict):
-        return {_i(k) if isinstance(k, str) else k: _i(v) if type(v) is str
-                else shared_strings(v) for k, v in obj.items()}  # type: ignore[return-value]
-    return obj
 
 
 def use_ipc_fd(spec: Spec, fd: int) -> None:
