@@ -157,6 +157,32 @@ def test_the_audit_engine_keeps_one_cache_of_verdicts():
     assert len(eng.engine._cache) == 0       # the inner engine decides, never keeps
 
 
+def test_engines_of_one_policy_share_each_paths_rules_but_their_own_directories(tmp_path):
+    """The host builds an engine per live run; each literal path's {kind: rule} was a dict
+    of that engine's own (~2 KiB per run). Runs of one policy now share them, but for the
+    paths that are the run's own, and decide alike."""
+    from sandbox.policy import default_variables, load_policy, resolve
+    from sandbox.policy.engine import Engine
+    engines = []
+    for i in range(2):
+        for d in (f"w{i}", f"o{i}"):
+            (tmp_path / d).mkdir()
+        pol = resolve(load_policy("default"), default_variables(str(tmp_path / f"w{i}"),
+                                                                str(tmp_path / f"o{i}")))
+        engines.append(Engine(pol))
+    a, b = engines
+    common = set(a.allow_literal) & set(b.allow_literal)
+    assert common and all(a.allow_literal[k] is b.allow_literal[k] for k in common)
+    own = set(a.allow_literal) - common
+    assert own and all(k.startswith(str(tmp_path)) for k in own)
+    theirs = [id(v) for v in b.allow_literal.values()]
+    assert all(id(a.allow_literal[k]) not in theirs for k in own)
+    assert any("write" in a.allow_literal[k] for k in own)   # the run's ${OUTPUT}
+    for k in common:
+        for op in ("read", "write", "exec"):
+            assert a.decide(op, k).allowed == b.decide(op, k).allowed
+
+
 def test_dispatch_tables_are_shared_by_the_runs_of_one_syscall_policy():
     from sandbox.monitor import notify_loop
     a = notify_loop._dispatch("default", (), (), "errno", "all", "host")

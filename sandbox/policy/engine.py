@@ -159,6 +159,13 @@ def _deny_rule(pat: str) -> tuple[bool, str, "_Match | None", str]:
     return False, _i(normalize(pat)), None, text
 
 
+@functools.lru_cache(maxsize=256)
+def _kinds(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """One path's {kind: rule text}, shared by the engines whose rules give it the same
+    (issue 14: the host keeps an engine per live run; ~2 KiB of these per run)."""
+    return dict(items)
+
+
 @functools.lru_cache(maxsize=128)
 def _allow_rule(kind: str, pat: str
                 ) -> tuple[bool, str, "_Match | None", str, tuple[str, ...]]:
@@ -220,6 +227,10 @@ class Engine:
                     self.allow_literal.setdefault(key, {}).setdefault(kind, text)
                 for a in chain:
                     self.parents.setdefault(a, text)
+        # each path's kinds, one dict for every engine that spells them alike (never
+        # written after this: `_allow` only reads them)
+        for key, kinds in self.allow_literal.items():
+            self.allow_literal[key] = _kinds(tuple(kinds.items()))
         self._cache: dict[tuple[str, str], Verdict] = {}
         self._paths: dict[str, tuple[str, list[str], str | None]] = {}
         self._caching = cache
