@@ -11,9 +11,8 @@ Only immutable values are shared: strings (`sys.intern`), tuples, and frozen
 dataclasses whose fields are all shareable, rebuilt from shared parts. A value
 that holds anything else (a dict, a list) is rebuilt around it: that field stays
 the run's own, the others are shared. What one run holds never changes under
-another. The
-table lets go of a value once no run holds it (`_prune`), and is bounded
-(`TABLE_MAX`): past it, it starts again, which costs only sharing.
+another. The table lets go of a value once no run holds it (`_prune`), and is
+bounded (`TABLE_MAX`): past it, it starts again, which costs only sharing.
 """
 from __future__ import annotations
 
@@ -36,52 +35,88 @@ def share(value: T) -> T:
     return _share(value)[0]   # type: ignore[no-any-return]
 
 
-def _share(value: Any) -> tuple[Any, bool]:
-    """(the value to keep, whether it is immutable all the way down: held and shared)."""
+# What `_share` says of the value it returns (a container's is its worst part's):
+HELD = 0      # the one copy (a string interned, a scalar, a value found or just held)
+NEW = 1       # immutable, but holds a part first seen now: not held (see `_share`)
+MUTABLE = 2   # holds something mutable: the run's own, never held
+
+
+def _share(value: Any) -> tuple[Any, int]:
+    """(the value to keep, MUTABLE, HELD or NEW). A container with a part first seen now
+    (a run's own directory) cannot be in the table, and is not put there: no lookup,
+    no hash of it, no entry that only its run would use. It is held the next time it
+    is seen whole, when its parts are all held."""
     kind = type(value)
     if kind is str:
-        return sys.intern(value), True
+        return sys.intern(value), HELD
     if kind in _SCALARS:
-        return value, True
+        return value, HELD
     if kind is tuple:
-        got = [_share(v) for v in value]
-        parts = [p for p, _ in got]
-        if all(ok for _, ok in got):
-            return _held(tuple, parts), True
-        return tuple(parts), False
-    if dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        fields = dataclasses.fields(kind)
-        if not all(f.init for f in fields):
-            return value, False
-        names = [f.name for f in fields]
-        got = [_share(getattr(value, n)) for n in names]
-        parts = [p for p, _ in got]
-        if all(ok for _, ok in got):
-            return _held(kind, parts, names), True
-        # a mutable field (a dict): this value is the run's own, its other fields shared
-        return kind(**dict(zip(names, parts))), False
-    return value, False
+        names = None
+        values: Any = value
+    else:
+        names = _names(kind)
+        if names is None:
+            return value, MUTABLE
+        values = [getattr(value, n) for n in names]
+    parts = []
+    worst = HELD
+    for v in values:   # (strings and scalars inline: most parts are; a call each was half
+        t = type(v)    # the cost of a run's policy and plan)
+        if t is str:
+            parts.append(_intern(v))
+        elif t in _SCALARS:
+            parts.append(v)
+        else:
+            p, st = _share(v)
+            parts.append(p)
+            worst = max(worst, st)
+    if worst == HELD:
+        return _held(kind, parts, names)
+    same = all(p is v for p, v in zip(parts, values))
+    out = value if same else tuple(parts) if names is None else kind(*parts)
+    return out, worst
 
 
 _SCALARS = (int, bool, float, type(None))
+_intern = sys.intern
+
+_shapes: dict[type, tuple[str, ...] | None] = {}
 
 
-def _held(kind: Any, parts: list[Any], names: list[str] | None = None) -> Any:
-    """The held value of `kind` made of `parts` (each already shared). The table's key is
-    the value itself (no key of its own to keep), so an equal value of other types would
-    match (True == 1, but a rule's `True` must stay a bool): a match is taken only when
-    each part is the very same shared object, or a scalar of the same type."""
-    value = tuple(parts) if names is None else kind(**dict(zip(names, parts)))
+def _names(kind: type) -> tuple[str, ...] | None:
+    """A frozen dataclass's fields, in the order its __init__ takes them positionally;
+    None for any other type, or one whose __init__ does not take every field so."""
+    try:
+        return _shapes[kind]
+    except KeyError:
+        pass
+    names = None
+    if dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        fields = dataclasses.fields(kind)
+        if all(f.init and not f.kw_only for f in fields):
+            names = tuple(f.name for f in fields)
+    _shapes[kind] = names
+    return names
+
+
+def _held(kind: Any, parts: list[Any], names: tuple[str, ...] | None) -> tuple[Any, int]:
+    """The held value of `kind` made of `parts` (each held): (it, HELD) when found, else
+    (it, NEW), held from now. The table's key is the value itself (no key of its own to
+    keep), so an equal value of other types would match (True == 1, but a rule's `True`
+    must stay a bool): a match is taken only when each part is the very same held
+    object, or a scalar of the same type; otherwise the value is this run's own."""
+    value = tuple(parts) if names is None else kind(*parts)
     got = _table.get(value)
     if got is None:
         if len(_table) >= _state["prune_at"]:
             _prune()
         _table[value] = value
-        return value
+        return value, NEW
     held = got if names is None else [getattr(got, n) for n in names]
     if all(h is p or (type(h) is type(p) and type(p) in _SCALARS) for h, p in zip(held, parts)):
-        return got
-    return value   # equal, not the same types: this run's own
+        return got, HELD
+    return value, NEW
 
 
 def _alone() -> int:
