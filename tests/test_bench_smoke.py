@@ -16,7 +16,9 @@ TARGETS = ("no-op Python action round trip vs bwrap", "no-op actions per second 
            "audited opens per second vs a minimal C notify loop", "throughput at 64 concurrent",
            "p99 latency at 64 concurrent", "memory per live sandbox, exec'd program",
            "memory per live sandbox, Python action", "IPC messages per second",
-           "proxied / direct loopback throughput", "proxy's added connect latency, p50")
+           "proxied / direct loopback throughput", "proxy's added connect latency, p50",
+           "the monitor host's own growth per live sandbox, exec'd program",
+           "the monitor host's own growth per live sandbox, Python action")
 
 
 @pytest.mark.slow

@@ -122,6 +122,12 @@ def evaluate(res: dict[str, Any]) -> list[Target]:
                           f"{n if alive == n else f'{alive} of {n}'} alive (PSS)",
                           f"<= {limit:g} MiB (issue 14)", f"{v} MiB vs bwrap {bwm} MiB",
                           v, limit, False))
+    for key, label in (("exec_program", "exec'd program"), ("python_action", "Python action")):
+        g = last.get(f"{key}_host_growth_kib")
+        out.append(Target(f"the monitor host's own growth per live sandbox, {label}, "
+                          f"{last.get(f'{key}_alive', n)} alive (private)",
+                          "<= 64 KiB (issue 14)", f"{g} KiB", g, 64, False,
+                          "" if g is not None else "not measured in this run"))
     proxy, why = res.get("netproxy", {}), res.get("notes", {}).get("netproxy", "")
     out.append(Target("proxied / direct loopback throughput", ">= 0.5x (issue 18)",
                       f"{proxy.get('proxied_mb_per_s')} vs {proxy.get('direct_mb_per_s')} MB/s",
