@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from sandbox.audit.store import BUMP_RECORD, INSERT_RECORD, TEXT_PER_RECORD, with_tx
 from sandbox.isolation import libc
+from sandbox.latch import Latch
 from sandbox.monitor.per_process import PerProcess
 from sandbox.printable import as_bytes
 
@@ -68,7 +69,7 @@ class Writer:
         events already queue up."""
         self._opener = opener if callable(opener) else None
         self.file: Any = None if callable(opener) else opener
-        self._opened = threading.Event()
+        self._opened = Latch()
         if self.file is not None:
             self._opened.set()
         self.budget = budget

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Generator
 
 from sandbox.audit.writer import BACKPRESSURE_SECONDS
+from sandbox.latch import Latch
 from sandbox.monitor.notify_fast import AGAIN
 from sandbox.monitor.per_process import PerProcess
 
@@ -96,7 +97,7 @@ class Hub:
     # -- the runs' side ----------------------------------------------------------------------
     def attach(self, run: Any) -> None:
         """Start watching `run.fileno()`; `run.dispatch()` is called per notification."""
-        run.hub_done = threading.Event()
+        run.hub_done = Latch()
         self._cmds.append(("add", run))
         with self._lock:
             if self._thread is None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from sandbox import fdwait
+from sandbox.latch import Latch
 from sandbox.monitor import stdin_lend, stdio_hub
 from sandbox.monitor.stdio_hub import Endpoint, Stream, caller_end, own_end
 from sandbox.protocol import TYPED_AHEAD
@@ -137,7 +138,7 @@ class StdioRelay:
         self._unused: list[int] = []            # caller descriptors nothing copies
         self._state = "made"                    # made, started, finishing, closed
         self._done_callbacks: list[Callable[[], None]] = []
-        self._closed = threading.Event()
+        self._closed = Latch()
         self._lock = threading.Lock()
         # the hub's thread alone uses these once started:
         self._streams: list[Stream] = []
