@@ -62,6 +62,7 @@ import functools
 import json
 import os
 import stat
+import sys
 import threading
 import time
 from types import MappingProxyType
@@ -69,6 +70,7 @@ from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
+from sandbox.latch import Latch
 from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
 from sandbox.protocol import AuditSummary, Denied, Violation
+
+_intern = sys.intern
 
 _EACCES = errno.EACCES
 MAX_DENIED_NAMES = 16   # syscall names counted in errno mode (RunResult.denied_syscalls)
@@ -131,6 +135,17 @@ class AuditLoop:
     syscall tables, broker), while the stub and PID 1 build the namespaces and
     layers on the other core; `attach` takes the listener when it arrives and
     hands it to the process's hub."""
+
+    # slotted: one per live run in the monitor host, ~1.5 KiB less than a dict of
+    # its attributes (issue 14: the host's growth per live run)
+    __slots__ = (
+        "_detached", "_fast", "_hub", "_init_exec_seen", "_keys", "_rec_lock", "_spec",
+        "_stop", "_store_file", "audit", "broker", "broker_rusage", "budget", "cpu", "ctx",
+        "db_error", "db_path", "denied_syscalls", "engine", "fast_answered", "files",
+        "guarded_nrs", "hub_done", "kill_mode", "lingers", "listener", "net_audit",
+        "net_nrs", "net_summary", "over_budget", "paths", "proxy_cpu", "record_all",
+        "run_id", "seq", "specs", "sup", "sync_wakeup", "table", "tally", "writer",
+    )
 
     def __init__(self, supervisor: Any) -> None:
         self.sup = supervisor
@@ -181,7 +196,7 @@ class AuditLoop:
         self._store_file: Any = None   # `_finish_store`'s, for `release` to close
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
-        self.hub_done: threading.Event | None = None   # set by the hub once it forgot us
+        self.hub_done: Latch | None = None   # set by the hub once it forgot us
         self._hub: Any = None
         self._fast: Any = None         # the compiled fast path (notify_fast), once attached
         self.lingers = False           # the hub lets `dispatch` wait on its epoll descriptor
@@ -507,8 +522,10 @@ class AuditLoop:
                 if kind == "stat":
                     return False       # fstat(2) by another name: not a path lookup
             path = paths.absolute(pid, None if dirfd_arg is None else args[dirfd_arg], raw)
-            path = paths.canonical(path, S.follows(follow, flags),
-                                   info if raw.startswith("/") else None, pid)
+            # interned: the records, verdicts and compiled keys of every run that names
+            # this file hold one string (issue 14: the host's growth per live run)
+            path = _intern(paths.canonical(path, S.follows(follow, flags),
+                                           info if raw.startswith("/") else None, pid))
             if op is None:
                 op = S.open_operation(flags)
             verdict = self.engine.decide(op, path)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import sys
 from typing import Any, Callable
 
 from sandbox.monitor.root_walk import (DIR_CACHE_KEY, DIR_CACHE_MAX, MAX_LINKS, RESOLVE_IN_ROOT,
@@ -88,7 +89,8 @@ def canonical(root: Root, path: str, follow_last: bool, info: list[Any] | None =
                         root._dirs.clear()
                         if root.on_forget is not None:   # what rested on it goes too
                             root.on_forget()
-                    root._dirs[key] = d
+                    # interned: runs of one program name the same directories
+                    root._dirs[sys.intern(key)] = d = sys.intern(d)
             if name is None:
                 if info is not None and not links:
                     info[:] = [None, None]

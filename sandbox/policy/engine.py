@@ -262,7 +262,7 @@ class Engine:
             return False
         if self._child_dirs is None:
             keys = [*self.deny_literal, *self.allow_literal, *self.parents]
-            self._child_dirs = frozenset(os.path.dirname(k) for k in keys)
+            self._child_dirs = frozenset(sys.intern(os.path.dirname(k)) for k in keys)
         if d in self._child_dirs:
             return False
         prefixes = [g[0] for g in self.deny_globs] + [g[0] for g in self.allow_globs]

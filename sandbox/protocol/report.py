@@ -121,7 +121,7 @@ class OutputSummary:
     error: str | None = bound(chars=1024, default=None)   # the copy stopped early
 
 
-@dataclass
+@dataclass(slots=True)
 class ExitReport:
     """What the monitor tells the launcher once the sandbox is gone.
 
