@@ -292,3 +292,62 @@ def test_a_live_audited_run_holds_little_c_heap_in_the_host(tmp_path):
     # the caller's next page, for one, is the Python loop's): its cache was measured
     answered = [r.loop.fast_answered for r in runs]
     assert sum(answered) >= len(runs) * len(files) // 2, answered
+
+
+def test_runs_of_one_program_share_their_verdict_and_record_keys(tmp_path):
+    """Each run's audit cached its verdicts under (operation, path) and folded its records
+    under an 8-item key: tuples of its own, the same as the run before it (~6 KiB per
+    live run of `ls`). Held once now, and each run still decides, folds and stores as
+    before: equal keys, by the dicts' own equality."""
+    from sandbox.audit import records, store as st_
+    from sandbox.audit.verdicts import AuditEngine
+    from sandbox.audit.writer import Writer, WriterPool
+    from sandbox.policy import default_variables, load_policy, resolve
+    from sandbox.policy.plan import FsPlan
+    pol = resolve(load_policy("default"), default_variables("/nonexistent-w", "/nonexistent-o"))
+    engines = [AuditEngine(pol, FsPlan()) for _ in range(2)]
+    for eng in engines:
+        for i in range(20):       # paths made anew per run, as the resolver makes them
+            assert eng.decide("read", "/usr/lib/" + f"x{i}").allowed
+            assert not eng.decide("write", "/etc/" + f"y{i}").allowed
+    a, b = (list(e._cache) for e in engines)
+    assert a == b and all(x is y for x, y in zip(a, b))
+
+    d = str(tmp_path / "audit")
+    pool = WriterPool()
+    ws = [Writer(lambda r=r: st_.create_run(d, r, policy="p", files="all", mode="exec",
+                                            argv=None), pool=pool) for r in ("r1", "r2")]
+    for w in ws:
+        w.wait_open()
+        for i in range(30):
+            w.put((i + 1, 1.0, 7, "read", "openat", "/usr/lib/" + f"x{i % 10}", None, True,
+                   "filesystem.read: /usr", "kernel", None))
+        w.close()
+        w.file.close()
+    ka, kb = (sorted(w._keys, key=lambda k: k[2]) for w in ws)
+    assert ka == kb and all(x is y for x, y in zip(ka, kb))
+    for r in ("r1", "r2"):
+        got = {x["path"]: x["count"] for x in records(r, db=d)}
+        assert got == {f"/usr/lib/x{i}": 3 for i in range(10)}
+
+
+def test_a_locked_table_gives_every_thread_the_one_copy_and_lets_go_of_the_unheld():
+    from sandbox.monitor.interned import Table
+    table = Table(locked=True)
+    got: list[list[tuple[str, int]]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def worker(out: list[tuple[str, int]]) -> None:
+        start.wait()
+        for i in range(500):
+            out.append(table.hold(("k", i)))
+    threads = [threading.Thread(target=worker, args=(g,)) for g in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for i in range(500):
+        assert len({id(g[i]) for g in got}) == 1     # one copy, whoever asked first
+    del got, threads
+    table.prune()
+    assert len(table.held) == 0                      # nothing else holds them

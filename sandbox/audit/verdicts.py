@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
+from sandbox.monitor import interned
 from sandbox.policy import globs
 from sandbox.policy.engine import GRANTS, Engine, Verdict, normalize
 from sandbox.policy.model import Policy
@@ -25,6 +26,9 @@ WRITABLE_AREAS = ("/tmp", "/dev/shm")   # the sandbox's own writable areas
 
 
 CACHE_MAX, CACHE_KEY = 8192, 256
+# Every run's cache keys, each held once: runs of one program decide the same
+# (operation, path) pairs (issue 14: the host's growth per live run).
+_KEYS = interned.Table(locked=True)
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -79,7 +83,7 @@ class AuditEngine:
             if len(path) <= CACHE_KEY:
                 if len(self._cache) >= CACHE_MAX:
                     self._cache.clear()
-                self._cache[key] = v
+                self._cache[_KEYS.hold(key)] = v
         return v
 
     def _decide(self, op: str, path: str) -> Verdict:

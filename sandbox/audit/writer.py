@@ -32,6 +32,7 @@ from typing import Any, Callable
 from sandbox.audit.store import BUMP_RECORD, INSERT_RECORD, TEXT_PER_RECORD, with_tx
 from sandbox.isolation import libc
 from sandbox.latch import Latch
+from sandbox.monitor import interned
 from sandbox.monitor.per_process import PerProcess
 from sandbox.printable import as_bytes
 
@@ -239,6 +240,7 @@ class Writer:
             if len(keys) >= self.budget or self.text_used + size > self.text_budget:
                 self.not_stored += count
                 continue
+            key = _KEYS.hold(key)   # runs of one program fold the same records: one key
             keys[key] = seq
             self.text_used += size
             new.append((seq, ts, ts, 1, pid, op, syscall, pb, fb, 1 if allowed else 0, rule,
@@ -319,6 +321,13 @@ class Writer:
     def wait_open(self) -> Any:
         self._opened.wait()
         return self.file
+
+
+# Every run's fold keys, each held once (`interned.Table`): a key is ~110 bytes, and a
+# run of `ls` folds ~40 of them, the same as the run before it (issue 14: the host's
+# growth per live run). Folded by the dict's equality, as `keys` already does. The
+# shared thread and a run's `close` (its caller's thread) both fold: locked.
+_KEYS = interned.Table(locked=True)
 
 
 def _weight(entry: tuple[Any, ...]) -> int:

@@ -18,7 +18,10 @@ Used by the host's loop thread alone (runspec.build_context), or before a fork.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import threading
+import weakref
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,8 +30,6 @@ TABLE_MAX = 4096
 
 PRUNE_FIRST = 256
 
-_table: dict[Any, Any] = {}
-_state = {"prune_at": PRUNE_FIRST}
 
 
 def share(value: T) -> T:
@@ -110,9 +111,7 @@ def _held(kind: Any, parts: list[Any], names: tuple[str, ...] | None) -> tuple[A
     value = tuple(parts) if names is None else kind(*parts)
     got = _table.get(value)
     if got is None:
-        if len(_table) >= _state["prune_at"]:
-            _prune()
-        _table[value] = value
+        _host.put(value)
         return value, NEW
     held = got if names is None else [getattr(got, n) for n in names]
     if all(h is p or (type(h) is type(p) and type(p) in _SCALARS) for h, p in zip(held, parts)):
@@ -133,18 +132,70 @@ def _alone() -> int:
 _ALONE = _alone()
 
 
-def _prune() -> None:
-    """Drop the values no run holds any more (the table's reference is their only one),
-    then the parts only they held, and so on: a run's own values (its directories' rules)
-    go soon after the run. Next time when the table has doubled (amortised: each value
-    is looked at a bounded number of times); past TABLE_MAX, it starts again."""
-    while True:
-        dead = [k for k in _table if sys.getrefcount(k) <= _ALONE]
-        if not dead:
-            break
-        for k in dead:
-            del _table[k]
-        del dead, k   # (the list holds the dropped values, and so their parts: let go first)
-    if len(_table) >= TABLE_MAX:
-        _table.clear()
-    _state["prune_at"] = max(PRUNE_FIRST, 2 * len(_table))
+class Table:
+    """Values held once, each for as long as something outside the table holds it too.
+
+    `hold(value)` returns the equal value already held, or holds `value`. Equality
+    is the dict's: only for values whose equal ones may stand for each other (the
+    audit's record and verdict keys, which dicts already fold by that equality).
+    `share` adds the type checks a policy needs on top of its own table. One
+    thread's, or `locked` for several (the lock is made anew in a forked child:
+    another thread may have held it at the fork)."""
+
+    __slots__ = ("held", "prune_at", "_lock", "__weakref__")
+
+    def __init__(self, locked: bool = False) -> None:
+        self.held: dict[Any, Any] = {}
+        self.prune_at = PRUNE_FIRST
+        self._lock: threading.Lock | None = None
+        if locked:
+            self._lock = threading.Lock()
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _relock(ref))
+
+    def hold(self, value: T) -> T:
+        got = self.held.get(value)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+        if self._lock is None:
+            self.put(value)
+            return value
+        with self._lock:
+            got = self.held.get(value)
+            if got is not None:
+                return got  # type: ignore[no-any-return]
+            self.put(value)
+            return value
+
+    def put(self, value: object) -> None:
+        if len(self.held) >= self.prune_at:
+            self.prune()
+        self.held[value] = value
+
+    def prune(self) -> None:
+        """Drop the values nothing else holds any more (the table's reference is their
+        only one), then the parts only they held, and so on: a run's own values go soon
+        after the run. Next time when the table has doubled (amortised: each value is
+        looked at a bounded number of times); past TABLE_MAX, it starts again."""
+        held = self.held
+        while True:
+            dead = [k for k in held if sys.getrefcount(k) <= _ALONE]
+            if not dead:
+                break
+            for k in dead:
+                del held[k]
+            del dead, k   # (the list holds the dropped values, and so their parts: let go first)
+        if len(held) >= TABLE_MAX:
+            held.clear()
+        self.prune_at = max(PRUNE_FIRST, 2 * len(held))
+
+
+def _relock(ref: "weakref.ref[Table]") -> None:
+    table = ref()
+    if table is not None:
+        table._lock = threading.Lock()
+
+
+_host = Table()          # the host loop's: `share`
+_table = _host.held
+_prune = _host.prune
