@@ -182,6 +182,12 @@ def _allow_rule(kind: str, pat: str
     return False, p, None, text, tuple(_i(a) for a in _ancestors(p)[1:])
 
 
+@functools.lru_cache(maxsize=64)
+def _dirnames(paths: tuple[str, ...]) -> frozenset[str]:
+    """The directories `paths` are in: one set for every engine with these paths."""
+    return frozenset(sys.intern(os.path.dirname(p)) for p in paths)
+
+
 class Engine:
     """A resolved policy's filesystem rules, compiled once for fast decisions."""
 
@@ -235,7 +241,7 @@ class Engine:
         self._paths: dict[str, tuple[str, list[str], str | None]] = {}
         self._caching = cache
         self._alike: dict[str, bool] = {}
-        self._child_dirs: frozenset[str] | None = None   # made at the first children_alike
+        self._deny_dirs: frozenset[str] | None = None   # made at the first children_alike
 
     def children_alike(self, d: str) -> bool:
         """True when every path ``d/NAME`` (NAME one component, not "." or "..") gets
@@ -260,10 +266,15 @@ class Engine:
         if area_of(under + "x") is not None or (under + "x").startswith(CGROUP_VIEW + "/") \
                 or CGROUP_VIEW.startswith(under):
             return False
-        if self._child_dirs is None:
-            keys = [*self.deny_literal, *self.allow_literal, *self.parents]
-            self._child_dirs = frozenset(sys.intern(os.path.dirname(k)) for k in keys)
-        if d in self._child_dirs:
+        # a rule's path is a child of `d` (the dirnames of every literal key): `parents`
+        # holds each allow path's directories, and each glob's anchor with its own; an
+        # anchor is decided by the prefix test below all the same. The denies' own
+        # directories are one set for the engines of one deny list.
+        if d in self.parents:
+            return False
+        if self._deny_dirs is None:
+            self._deny_dirs = _dirnames(tuple(self.deny_literal))
+        if d in self._deny_dirs:
             return False
         prefixes = [g[0] for g in self.deny_globs] + [g[0] for g in self.allow_globs]
         return not any(under.startswith(p) for p in prefixes)
