@@ -13,7 +13,9 @@ that holds anything else (a dict, a list) is rebuilt around it: that field stays
 the run's own, the others are shared. What one run holds never changes under
 another. The table lets go of a value once no run holds it (`_prune`), and is
 bounded (`TABLE_MAX`): past it, it starts again, which costs only sharing.
-Used by the host's loop thread alone (runspec.build_context), or before a fork.
+`share` is used by the host's loop thread alone (runspec.build_context), or
+before a fork. Its table is a `Table`; the audit holds its verdict and record
+keys in locked ones of their own (sandbox/audit/verdicts.py, writer.py).
 """
 from __future__ import annotations
 
