@@ -351,3 +351,14 @@ def test_a_locked_table_gives_every_thread_the_one_copy_and_lets_go_of_the_unhel
     del got, threads
     table.prune()
     assert len(table.held) == 0                      # nothing else holds them
+
+
+def test_a_table_of_keys_the_sandbox_chooses_stays_bounded():
+    """The audit's key tables hold what sandboxes name (paths): a run that opens 20,000
+    distinct files, each key still held by its run, must not grow them without bound.
+    Past TABLE_MAX live keys a table starts again (costing only sharing)."""
+    from sandbox.monitor.interned import TABLE_MAX, Table
+    table = Table(locked=True)
+    live = [table.hold(("read", f"/tmp/f{i}")) for i in range(20_000)]
+    assert len(table.held) <= 2 * TABLE_MAX
+    assert all(k == ("read", f"/tmp/f{i}") for i, k in enumerate(live))
