@@ -191,7 +191,7 @@ def memory_sweep(levels: list[int], *, policy: str = "strict",
                     # counted on both sides of the reading, the smaller count kept: a
                     # sandbox that ended meanwhile makes the figure larger, never smaller
                     before = sandboxes_alive()
-                    peak = owned_pss([launcher.forkserver_pid or 0])
+                    peak = owned_pss([host])
                     live = private_kib(rollup(host))
                     alive = min(before, sandboxes_alive())
                 finally:

@@ -52,7 +52,7 @@ def _share(value: Any) -> tuple[Any, int]:
     is seen whole, when its parts are all held."""
     kind = type(value)
     if kind is str:
-        return sys.intern(value), HELD
+        return _intern(value), HELD
     if kind in _SCALARS:
         return value, HELD
     if kind is tuple:
