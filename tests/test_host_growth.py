@@ -331,9 +331,11 @@ def test_runs_of_one_program_share_their_verdict_and_record_keys(tmp_path):
         assert got == {f"/usr/lib/x{i}": 3 for i in range(10)}
 
 
-def test_a_locked_table_gives_every_thread_the_one_copy_and_lets_go_of_the_unheld():
+def test_a_table_gives_every_thread_the_one_copy_and_lets_go_of_the_unheld():
+    """No lock (the broker child, forked while threads run, uses one): each step is one
+    dict operation, so threads racing to hold equal values all get the first one."""
     from sandbox.monitor.interned import Table
-    table = Table(locked=True)
+    table = Table()
     got: list[list[tuple[str, int]]] = [[] for _ in range(4)]
     start = threading.Barrier(4)
 
@@ -358,7 +360,7 @@ def test_a_table_of_keys_the_sandbox_chooses_stays_bounded():
     distinct files, each key still held by its run, must not grow them without bound.
     Past TABLE_MAX live keys a table starts again (costing only sharing)."""
     from sandbox.monitor.interned import TABLE_MAX, Table
-    table = Table(locked=True)
+    table = Table()
     live = [table.hold(("read", f"/tmp/f{i}")) for i in range(20_000)]
     assert len(table.held) <= 2 * TABLE_MAX
     assert all(k == ("read", f"/tmp/f{i}") for i, k in enumerate(live))

@@ -28,7 +28,7 @@ WRITABLE_AREAS = ("/tmp", "/dev/shm")   # the sandbox's own writable areas
 CACHE_MAX, CACHE_KEY = 8192, 256
 # Every run's cache keys, each held once: runs of one program decide the same
 # (operation, path) pairs (issue 14: the host's growth per live run).
-_KEYS = interned.Table(locked=True)
+_KEYS = interned.Table()
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -326,8 +326,8 @@ class Writer:
 # Every run's fold keys, each held once (`interned.Table`): a key is ~110 bytes, and a
 # run of `ls` folds ~40 of them, the same as the run before it (issue 14: the host's
 # growth per live run). Folded by the dict's equality, as `keys` already does. The
-# shared thread and a run's `close` (its caller's thread) both fold: locked.
-_KEYS = interned.Table(locked=True)
+# shared thread and a run's `close` (its caller's thread) both fold (see `Table`).
+_KEYS = interned.Table()
 
 
 def _weight(entry: tuple[Any, ...]) -> int:

@@ -15,15 +15,13 @@ another. The table lets go of a value once no run holds it (`_prune`), and is
 bounded (`TABLE_MAX`): past it, it starts again, which costs only sharing.
 `share` is used by the host's loop thread alone (runspec.build_context), or
 before a fork. Its table is a `Table`; the audit holds its verdict and record
-keys in locked ones of their own (sandbox/audit/verdicts.py, writer.py).
+keys in tables of their own (sandbox/audit/verdicts.py, writer.py), which
+several threads use (see `Table`).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import threading
-import weakref
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -122,13 +120,14 @@ def _held(kind: Any, parts: list[Any], names: tuple[str, ...] | None) -> tuple[A
 
 
 def _alone() -> int:
-    """The reference count `_prune` reads of a value held by a table alone (its key and
-    value, the loop's name, getrefcount's argument), measured here rather than assumed."""
+    """The reference count `Table.prune` reads of a value held by a table alone (its key
+    and value, the snapshot's item, the loop's name, getrefcount's argument), measured
+    here the way `prune` reads it rather than assumed."""
     table = {}
     probe = (object(),)
     table[probe] = probe
     del probe
-    return max(sys.getrefcount(k) for k in table)
+    return max(sys.getrefcount(k) for k in list(table))
 
 
 _ALONE = _alone()
@@ -140,34 +139,29 @@ class Table:
     `hold(value)` returns the equal value already held, or holds `value`. Equality
     is the dict's: only for values whose equal ones may stand for each other (the
     audit's record and verdict keys, which dicts already fold by that equality).
-    `share` adds the type checks a policy needs on top of its own table. One
-    thread's, or `locked` for several (the lock is made anew in a forked child:
-    another thread may have held it at the fork)."""
+    `share` adds the type checks a policy needs on top of its own table.
 
-    __slots__ = ("held", "prune_at", "_lock", "__weakref__")
+    WHY NO LOCK: several threads use the audit's tables (the hub, the writer's
+    thread, a run's close), and the broker child, forked from the host while they
+    run, uses the verdicts' (tests/test_broker_fork_safety.py: a lock another thread
+    held at the fork stays held there for ever). Each step is one dict operation on
+    keys hashed and compared in C (tuples of strings, booleans and None), so atomic
+    under the GIL; `prune` reads a snapshot. A race costs only sharing: two equal
+    values both kept, or one dropped from the table while a caller takes it."""
 
-    def __init__(self, locked: bool = False) -> None:
+    __slots__ = ("held", "prune_at")
+
+    def __init__(self) -> None:
         self.held: dict[Any, Any] = {}
         self.prune_at = PRUNE_FIRST
-        self._lock: threading.Lock | None = None
-        if locked:
-            self._lock = threading.Lock()
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _relock(ref))
 
     def hold(self, value: T) -> T:
         got = self.held.get(value)
         if got is not None:
             return got  # type: ignore[no-any-return]
-        if self._lock is None:
-            self.put(value)
-            return value
-        with self._lock:
-            got = self.held.get(value)
-            if got is not None:
-                return got  # type: ignore[no-any-return]
-            self.put(value)
-            return value
+        if len(self.held) >= self.prune_at:
+            self.prune()
+        return self.held.setdefault(value, value)  # type: ignore[no-any-return]
 
     def put(self, value: object) -> None:
         if len(self.held) >= self.prune_at:
@@ -181,21 +175,15 @@ class Table:
         looked at a bounded number of times); past TABLE_MAX, it starts again."""
         held = self.held
         while True:
-            dead = [k for k in held if sys.getrefcount(k) <= _ALONE]
+            dead = [k for k in list(held) if sys.getrefcount(k) <= _ALONE]
             if not dead:
                 break
             for k in dead:
-                del held[k]
+                held.pop(k, None)
             del dead, k   # (the list holds the dropped values, and so their parts: let go first)
         if len(held) >= TABLE_MAX:
             held.clear()
         self.prune_at = max(PRUNE_FIRST, 2 * len(held))
-
-
-def _relock(ref: "weakref.ref[Table]") -> None:
-    table = ref()
-    if table is not None:
-        table._lock = threading.Lock()
 
 
 _host = Table()          # the host loop's: `share`
