@@ -337,6 +337,9 @@ class Host:
                 return
             if run in self.runs:
                 self.runs.remove(run)
+            sup, run.sup = run.sup, None
+            if sup is not None:     # ended and reported: its parts go now (`dispose`)
+                sup.dispose()
 
     # -- the loop ------------------------------------------------------------------------
     def step(self) -> None:

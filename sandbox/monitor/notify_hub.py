@@ -174,6 +174,10 @@ class Hub:
                         self._forget(found)
                     else:
                         run.hub_done.set()
+                # (these names held the last forgotten run until the next command came:
+                # an ended run is freed as soon as the host lets go of it)
+                found = run = None
+            slot = None
             if self._paused:
                 self._check_paused()
 

@@ -748,6 +748,16 @@ class AuditLoop:
             if self.listener is not None:
                 self.listener.close()   # pending callers (none, normally) fail with ENOSYS
 
+    def dispose(self) -> bool:
+        """After `release`, from `Supervisor.dispose`: let go of every part (see there);
+        whether it did. Not while the hub may still hold the run (it could not let go
+        of it): the hub dispatches to it until it does."""
+        if not self._detached:
+            return False
+        for name in AuditLoop.__slots__:
+            setattr(self, name, None)
+        return True
+
     def _finish_store(self) -> dict[str, Any]:
         """Flush the writer; the summary with what was stored, truncated and lost.
 

@@ -461,6 +461,20 @@ class Supervisor:
         if self.cgroup is not None:
             self.cgroup.remove()
 
+    def dispose(self) -> None:
+        """After `end` and `cleanup` (the report is out): let go of the run's parts now.
+
+        WHY: they refer back to the supervisor and to one another (the audit loop,
+        its compiled keys and broker, their callbacks), so refcounting never freed an
+        ended run: each one's whole graph, ~13 KiB, waited in the host for a full
+        collection of the cyclic GC, and the pages it had spread over stayed the
+        host's (~30 KiB per ended run, growing burst after burst)."""
+        loop = self.listener
+        if loop is not None and not loop.dispose():
+            return      # the hub still holds the run: it may call back here (GC's, then)
+        for name in Supervisor.__slots__:
+            setattr(self, name, None)
+
     def _needs_task_sampling(self) -> bool:
         """Without a pids cgroup, RLIMIT_NPROC stops a fork bomb but says nothing;
         sampling the sandbox's task count is how the result can still name the cause."""
