@@ -424,3 +424,15 @@ def test_an_ended_run_leaves_nothing_for_the_cyclic_gc(tmp_path):
     finally:
         la.close()
     assert left == "none", f"ended runs' objects left for the cyclic GC: {left}"
+
+
+def test_a_proxy_thread_that_outlives_its_run_records_nothing_after_dispose():
+    """The proxy's stop joins its threads within a bound; one stuck in a lookup may
+    record after the run's supervisor let go of its parts. It finds the loop disposed
+    and keeps nothing, rather than failing in its thread."""
+    from sandbox.monitor.notify_loop import AuditLoop
+    loop = AuditLoop.__new__(AuditLoop)
+    loop._detached = True
+    assert loop.dispose()
+    assert loop.sup is None and loop.writer is None
+    loop.record_net(7, "example.test:443", "", False, "network: none", "refused")

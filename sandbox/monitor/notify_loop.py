@@ -673,8 +673,13 @@ class AuditLoop:
     def record_net(self, pid: int, target: str, flags: str, allowed: bool, rule: str,
                    result: str, op: str = "connect", name: str = "proxy") -> None:
         """One connection attempt through the proxy (or a query to its DNS stub: op
-        "resolve", name "dns"): always stored (allowed ones too), enforced by the monitor."""
-        with self._rec_lock:
+        "resolve", name "dns"): always stored (allowed ones too), enforced by the monitor.
+        A proxy thread that outlived its run's end (a lookup the stop could not wake)
+        finds the loop disposed: the run's records are closed, nothing is kept."""
+        lock = self._rec_lock
+        if lock is None:
+            return
+        with lock:
             self.seq += 1
             seq = self.seq
             self.tally.add(seq, pid, op, name, target, allowed, rule)

@@ -58,6 +58,8 @@ class ProxyRun:
     def _over_budget(self) -> bool:
         if self.budget is None:
             return False
+        if getattr(self.sup, "ctx", None) is None:
+            return False      # the run is over: its supervisor let go of its parts
         loop = self._loop()   # its notifications, writer, broker and this proxy together
         used = loop.cpu_used() if hasattr(loop, "cpu_used") else self.cpu_used()
         if used <= self.budget:
