@@ -29,6 +29,24 @@ def _as_an_interactive_caller() -> None:
 
 _as_an_interactive_caller()
 
+
+def _hypothesis_examples_kept_where_writable() -> None:
+    """Hypothesis keeps the examples that failed in `.hypothesis/` under the working
+    directory. The unprivileged pass runs in a root-owned copy it cannot write, where
+    every property test warned "database location unusable" (20 warnings in CI) and
+    kept nothing: there they go under the user's own cache directory instead."""
+    if os.access(os.getcwd(), os.W_OK):
+        return
+    from hypothesis import settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+    where = os.path.join(os.path.expanduser("~"), ".cache", "sandbox-tests", "hypothesis")
+    settings.register_profile("read-only-checkout",
+                              database=DirectoryBasedExampleDatabase(where))
+    settings.load_profile("read-only-checkout")
+
+
+_hypothesis_examples_kept_where_writable()
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
