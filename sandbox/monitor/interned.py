@@ -111,7 +111,7 @@ def _held(kind: Any, parts: list[Any], names: tuple[str, ...] | None) -> tuple[A
     value = tuple(parts) if names is None else kind(*parts)
     got = _table.get(value)
     if got is None:
-        _host.put(value)
+        _host.hold(value)
         return value, NEW
     held = got if names is None else [getattr(got, n) for n in names]
     if all(h is p or (type(h) is type(p) and type(p) in _SCALARS) for h, p in zip(held, parts)):
@@ -162,11 +162,6 @@ class Table:
         if len(self.held) >= self.prune_at:
             self.prune()
         return self.held.setdefault(value, value)  # type: ignore[no-any-return]
-
-    def put(self, value: object) -> None:
-        if len(self.held) >= self.prune_at:
-            self.prune()
-        self.held[value] = value
 
     def prune(self) -> None:
         """Drop the values nothing else holds any more (the table's reference is their
