@@ -184,11 +184,11 @@ def test_engines_of_one_policy_share_each_paths_rules_but_their_own_directories(
 
 
 def test_dispatch_tables_are_shared_by_the_runs_of_one_syscall_policy():
-    from sandbox.monitor import notify_loop
-    a = notify_loop._dispatch("default", (), (), "errno", "all", "host")
-    b = notify_loop._dispatch("default", (), (), "errno", "all", "host")
+    from sandbox.monitor import notify_dispatch
+    a = notify_dispatch.table("default", (), (), "errno", "all", "host")
+    b = notify_dispatch.table("default", (), (), "errno", "all", "host")
     assert all(x is y for x, y in zip(a, b))
-    c = notify_loop._dispatch("default", (), (), "errno", "none", "host")
+    c = notify_dispatch.table("default", (), (), "errno", "none", "host")
     assert c[1] is not a[1] and len(c[1]) < len(a[1])
     try:
         a[1][0] = ("x", None)  # type: ignore[index]

@@ -124,7 +124,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("monitor/supervisor.py", "Supervisor._copy_out", "isdir"):
         (R, "whether to sanitize in place at all; sanitize opens the output with "
             "RESOLVE_NO_SYMLINKS (copy_out.open_dest) and fails closed on a swap"),
-    ("monitor/notify_loop.py", "AuditLoop._open_store", "realpath"):
+    ("monitor/notify_store.py", "open_writer", "realpath"):
         (T, "the audit store: the launcher's own state, hidden from every view"),
     ("monitor/cgroups.py", "_write_limits", "exists"):
         (T, "a file of the run's cgroup (cgroupfs), made by the monitor"),

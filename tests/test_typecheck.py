@@ -48,6 +48,7 @@ START_PATH = [
 NEXT_TO_START = [
     "errors.py", "launcher/exec_failure.py", "launcher/signals.py",
     "monitor/copy_out.py", "monitor/workdir_export.py", "netproxy/inside.py",
+    "monitor/notify_args.py", "monitor/notify_dispatch.py",
     "thin/client.py", "thin/daemon.py", "thin/entry.py", "thin/shared.py", "thin/wire.py",
 ]
 
@@ -58,6 +59,8 @@ STRICT_ONLY = [
     "ipc/frames.py",
     # AuditLoop(supervisor) takes the whole Supervisor; a narrow Protocol is still to do
     "monitor/notify_loop.py",
+    # its summary is the tally's dict of JSON (AuditSummary is built from it)
+    "monitor/notify_store.py",
     # its records are notify_loop's record tuples, and the syscall table's entries
     "monitor/fast_keys.py",
 ]

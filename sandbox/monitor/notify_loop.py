@@ -30,11 +30,11 @@ For each notification:
      monitor (a deny rule may name paths the layers could not hide);
    - an access(X_OK) of an executable regular file in the view where the
      policy refuses exec (a noexec area: strict's private /tmp) is answered
-     "yes" (`_refused_exec`): the kernel's EACCES made bash and `command -v`
+     "yes" (`notify_args.refused_exec`): the kernel's EACCES made bash and `command -v`
      skip it silently down PATH (an activated venv ran the system's pip); now
      the program execs it and the kernel refuses that loudly (EACCES, 126),
      recorded, with a hint. Only an answer changes, nothing is done for the
-     caller, so the race is harmless;
+     caller, so the race is harmless (`notify_args.refused_exec`);
    - when the policy has such deny rules inside writable trees ("guarded"
      trees, `sandbox.audit.verdicts.guarded_prefixes`), every open and every
      name-changing call is *performed for the sandbox* on the path it read
@@ -58,15 +58,11 @@ cleared whenever the resolver's is (a rename, link or unlink in the sandbox).
 from __future__ import annotations
 
 import errno
-import functools
-import json
 import os
-import stat
 import sys
 import threading
 import time
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Generator
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
@@ -77,10 +73,11 @@ if TYPE_CHECKING:
     from sandbox.audit.writer import Writer
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
-from sandbox.policy.model import SyscallPolicy
 from sandbox.monitor import audit_syscalls as S
 from sandbox.monitor import cost
-from sandbox.monitor import fast_keys, memfd_seal, notify_fast, root_walk
+from sandbox.monitor import fast_keys, memfd_seal, notify_dispatch, notify_fast, root_walk
+from sandbox.monitor import notify_args as A
+from sandbox.monitor import notify_store
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
@@ -90,43 +87,6 @@ _intern = sys.intern
 
 _EACCES = errno.EACCES
 MAX_DENIED_NAMES = 16   # syscall names counted in errno mode (RunResult.denied_syscalls)
-X_OK = 1
-_ACCESS_MODE = {"access": 1, "faccessat": 2, "faccessat2": 2}   # the mode argument
-
-
-@functools.lru_cache(maxsize=64)
-def _dispatch(profile: str, allow: tuple[str, ...], deny: tuple[str, ...], on_violation: str,
-              files: str, network: str
-              ) -> tuple[sp.Table, Mapping[int, tuple[str, S.Spec]], frozenset[int],
-                         frozenset[int]]:
-    """What a run's notifications are dispatched by, built once per syscall policy, audit
-    level and network mode and shared, read-only, by every run of them (the monitor host
-    watches every run of a launcher: issue 14 allows it 64 KiB per run). The resolved
-    table; audited syscall numbers -> (name, spec); those whose table rule is not plain
-    NOTIFY (a deny list entry); the network calls its broker performs (issue 10.6)."""
-    syscalls = seccomp.audited_syscalls(
-        SyscallPolicy(profile=profile, allow=allow, deny=deny, on_violation=on_violation), files)
-    notify = seccomp.notify_set_for(files, network, on_violation)
-    table = seccomp.table_for(syscalls, notify, network)
-    specs: dict[int, tuple[str, S.Spec]] = {}
-    for name in notify:
-        nr = sp.syscall_number(name)
-        if nr is not None and name in S.SPECS:
-            specs[nr] = (name, S.SPECS[name])
-    guarded = frozenset(nr for nr in specs
-                        if not (table.by_nr.get(nr) is not None
-                                and table.by_nr[nr].unconditional
-                                and table.by_nr[nr].otherwise == sp.NOTIFY))
-    # bind is a network call under "none" only; elsewhere an audit notifies it as the
-    # file a pathname UNIX socket makes (probe 1, F8), never refused as a network bind
-    bind = seccomp.BIND_SYSCALLS if network == "none" else frozenset()
-    net = frozenset(nr for nr in (sp.syscall_number(n) for n in seccomp.NET_SYSCALLS | bind
-                                  if n in notify) if nr is not None)
-    return table, MappingProxyType(specs), guarded, net
-
-
-_BIND_NR = sp.syscall_number("bind")
-_INET_LENS = (16, 28)     # sizeof(struct sockaddr_in), sizeof(struct sockaddr_in6)
 
 
 class AuditLoop:
@@ -163,11 +123,9 @@ class AuditLoop:
         self.record_all = self.files == "all"
         self.listener: Listener | None = None
         self.sync_wakeup = False
-        sc = policy.syscalls
         # shared by every run of the same syscall policy, audit level and network mode
-        self.table, self.specs, self.guarded_nrs, self.net_nrs = _dispatch(
-            sc.profile, tuple(sorted(set(sc.allow))), tuple(sorted(set(sc.deny))),
-            sc.on_violation, self.files, policy.network.mode)
+        self.table, self.specs, self.guarded_nrs, self.net_nrs = notify_dispatch.for_policy(
+            policy.syscalls, self.files, policy.network.mode)
         self.kill_mode = policy.syscalls.on_violation == "kill"
         self.denied_syscalls: dict[str, int] = {}   # errno mode: refusals by name
         self.tally = Tally(self.files)
@@ -193,7 +151,7 @@ class AuditLoop:
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
         self._detached = False   # set by `finish`: the hub let go of the run (`release`)
-        self._store_file: Any = None   # `_finish_store`'s, for `release` to close
+        self._store_file: Any = None   # notify_store.summary leaves it for `release`
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: Latch | None = None   # set by the hub once it forgot us
@@ -214,7 +172,7 @@ class AuditLoop:
         except OSError:
             self.sync_wakeup = False
         if self.audit or self.net_audit:
-            self._open_store(self._spec, self.sup.ctx.policy)
+            self.writer = notify_store.open_writer(self, self._spec, self.sup.ctx.policy)
         if self.audit:
             self._start_fast(fd)
         self._spec = None   # what the store's row needs is in its opener now
@@ -226,14 +184,14 @@ class AuditLoop:
         """The compiled loop for repeats of calls decided here (notify_fast), when built.
         Eligible: one path, answered CONTINUE whatever the caller's other arguments say,
         decided by this loop alone (not the broker's, not a deny-list entry's, not an
-        access(X_OK) that may be answered "yes": see `_refused_exec`)."""
+        access(X_OK) that may be answered "yes": see `notify_args.refused_exec`)."""
         lib = notify_fast.load()
         if lib is None:
             return
         eligible: dict[int, tuple[int, int | None]] = {}
         for nr, (name, spec) in self.specs.items():
             if spec.kind not in ("open", "stat") or len(spec.slots) != 1 \
-                    or name in _ACCESS_MODE or nr in self.guarded_nrs or nr in self.net_nrs \
+                    or name in A.ACCESS_MODE or nr in self.guarded_nrs or nr in self.net_nrs \
                     or (self.broker is not None and self.broker.handles(name)):
                 continue
             eligible[nr] = (spec.slots[0][1] | (notify_fast.EMPTY_FSTAT if spec.kind == "stat"
@@ -270,32 +228,6 @@ class AuditLoop:
         if proxy is not None and hasattr(proxy, "cpu_used"):
             w += proxy.cpu_used()
         return w + cost.child_cpu(self.broker.pid if self.broker else None)
-
-    # -- store -------------------------------------------------------------------------------
-    def _open_store(self, spec: Any, policy: Any) -> None:
-        """This run's own file in the store directory (sandbox.audit.store: one file
-        per run, so no other run, and no sandbox, can lock or slow it)."""
-        from sandbox.audit import store, writer
-        self.db_path = db_path = spec.audit_db or store.default_path()
-        argv = json.dumps(spec.argv) if spec.argv is not None else None
-        learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
-        store_dir = os.path.realpath(self.db_path)   # own deny of the store (prepare.hide)
-        learning["filesystem"]["deny"] = [d for d in learning["filesystem"]["deny"]
-                                          if d != store_dir]
-        paths = json.dumps({"workdir": spec.paths.workdir, "output": spec.paths.output,
-                            "policy": learning})
-        cap = int(spec.audit_max_bytes or store.max_bytes())
-
-        def opener() -> store.RunFile:  # runs on the writer's thread (see writer.Writer)
-            f = store.create_run(db_path, self.run_id, policy=policy.name,
-                                 files=self.files, mode=spec.mode, argv=argv,
-                                 paths=paths)
-            try:
-                store.sweep(db_path, cap, keep=f.path)
-            except OSError:
-                pass   # retention is housekeeping: never the run's problem
-            return f
-        self.writer = writer.Writer(opener, budget=policy.audit.records)
 
     # -- one notification (called by the hub when the listener is ready) ---------------------
     def dispatch(self, epfd: int = -1, linger_ms: int = 0, again: bool = False
@@ -385,7 +317,8 @@ class AuditLoop:
         assert self.listener is not None, "attach() starts the loop"
         tally = self.tally
         if n.nr in self.net_nrs and n.arch == AUDIT_ARCH_X86_64 and not (
-                n.nr == _BIND_NR and n.args[2] & 0xFFFFFFFF not in _INET_LENS):
+                n.nr == notify_dispatch.BIND_NR
+                and n.args[2] & 0xFFFFFFFF not in notify_dispatch.INET_LENS):
             tally.checked += 1     # (a bind with another address is the audit's: a UNIX
             return self._net_call(n)   # socket's file, probe 1 F8)
         if n.nr == memfd_seal.NR and n.arch == AUDIT_ARCH_X86_64 \
@@ -489,7 +422,7 @@ class AuditLoop:
             paths.set_root(pid)
         kind = spec.kind
         if kind == "openat2":
-            flags = self._openat2_flags(pid, args[2], args[3])
+            flags = A.openat2_flags(paths, pid, args[2], args[3])
         elif kind == "creat":
             flags = S.O_CREAT | S.O_WRONLY | S.O_TRUNC
         elif spec.flags_arg is not None:
@@ -530,7 +463,7 @@ class AuditLoop:
                 op = S.open_operation(flags)
             verdict = self.engine.decide(op, path)
             if op == "create" and not verdict.allowed and kind != "bind" \
-                    and self._exists(path, flags):
+                    and A.exists(paths, path, flags):
                 # O_CREAT on what exists creates nothing: the kernel opens it as it is
                 # (`2>/dev/null`), so it is decided and recorded as that open, as the
                 # broker does; never cached (it holds while the file does)
@@ -549,9 +482,9 @@ class AuditLoop:
         plain = False
         if deny:
             answered = self.listener.respond_error(n.id, _EACCES)
-        elif name in _ACCESS_MODE and results and results[0][2].allowed and \
-                self._refused_exec(args[_ACCESS_MODE[name]], results[0][1]):
-            answered = self.listener.respond_value(n.id, 0)   # see _refused_exec
+        elif name in A.ACCESS_MODE and results and results[0][2].allowed and \
+                A.refused_exec(paths, self.engine, args[A.ACCESS_MODE[name]], results[0][1]):
+            answered = self.listener.respond_value(n.id, 0)   # see notify_args.refused_exec
         else:
             answered = self.listener.respond_continue(n.id)
             plain = True
@@ -576,40 +509,6 @@ class AuditLoop:
                                                     v.rule))
         return True
 
-    def _in_root(self, path: str) -> os.stat_result | None:
-        """What `path` (canonical: a link it still ends in was not to be followed) names
-        in the sandbox's root, or None. Looked up by the kernel (openat2
-        RESOLVE_IN_ROOT), the final name never followed: a raced path only changes what
-        the caller is told about its own view."""
-        from sandbox.monitor import root_walk as W
-        root = self.paths.root_fd
-        if root is None:
-            return None
-        try:
-            fd = W.openat2(root, path.lstrip("/") or ".",
-                           os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
-                           resolve=W.RESOLVE_IN_ROOT | W.RESOLVE_NO_MAGICLINKS)
-        except OSError:
-            return None
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
-
-    def _exists(self, path: str, flags: int) -> bool:
-        """For an O_CREAT open: does it open what exists (no O_EXCL)?"""
-        return not flags & S.O_EXCL and self._in_root(path) is not None
-
-    def _refused_exec(self, mode: int, path: str) -> bool:
-        """Is this access(X_OK) of an executable regular file that only the policy keeps
-        from running (see the module doc)? Looked up in the sandbox's root by the
-        kernel (openat2 RESOLVE_IN_ROOT), the final name never followed (`path` is
-        canonical: a link it still ends in was not to be followed)."""
-        if mode & 7 != X_OK or self.engine is None or self.engine.decide("exec", path).allowed:
-            return False
-        st = self._in_root(path)
-        return st is not None and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)
-
     def _is_init_exec(self, pid: int, name: str, args: Any) -> bool:
         """The sandbox's own init, started once by PID 1 with execveat(fd, "", AT_EMPTY_PATH)
         after the filter is in place: the runtime's act, not the program's, so neither
@@ -623,38 +522,7 @@ class AuditLoop:
         return True
 
     def _flag_text(self, name: str, kind: str, flags: int, pid: int, args: Any) -> str | None:
-        if kind in ("open", "openat2", "creat"):
-            return S.format_open(flags)
-        if kind == "symlink":
-            try:
-                return "target=" + self.paths.read(pid, args[0])
-            except PathError:
-                return "target=?"
-        if kind == "xattr":
-            return self._xattr_text(name, flags, pid, args)
-        if kind == "watch":
-            return f"mask={flags:#x}"
-        if flags:
-            return S.format_bits(flags, "rename" if kind == "rename" else "at")
-        return None
-
-    def _xattr_text(self, name: str, flags: int, pid: int, args: Any) -> str | None:
-        """AT_* flags of the *at forms and ``name=`` the attribute (XATTR_NAME_MAX 255)."""
-        parts = [S.format_bits(flags, "at")] if flags else []
-        arg = S.XATTR_NAME.get(name)
-        if arg is not None:
-            try:
-                parts.append("name=" + self.paths.read(pid, args[arg], 256))
-            except PathError:
-                parts.append("name=?")
-        return " ".join(parts) or None
-
-    def _openat2_flags(self, pid: int, how: int, size: int) -> int:
-        """open_how.flags (advisory, like every argument read from memory)."""
-        if not how or size < 8:
-            return 0
-        data = self.paths.mem.read(pid, how, 8)
-        return int.from_bytes(data, "little") if len(data) == 8 else 0
+        return A.flag_text(self.paths, name, kind, flags, pid, args)
 
     def record(self, pid: int, op: str, name: str, path: str, flags: str | None,
                allowed: bool, rule: str, enforced: str = "kernel",
@@ -716,7 +584,7 @@ class AuditLoop:
         out: tuple[AuditSummary | None, list[Denied]] = (None, [])
         if self.audit or self.net_audit:
             try:
-                summary = self._finish_store()
+                summary = notify_store.summary(self)
             except Exception as exc:   # the run's status never depends on the store
                 summary = self.tally.summary(dropped=self.tally.recorded, stored=0,
                                              truncated=False, not_stored=0,
@@ -762,45 +630,6 @@ class AuditLoop:
         for name in AuditLoop.__slots__:
             setattr(self, name, None)
         return True
-
-    def _finish_store(self) -> dict[str, Any]:
-        """Flush the writer; the summary with what was stored, truncated and lost.
-
-        Every recorded event is accounted for exactly once:
-        ``records == stored_events + not_stored + dropped``."""
-        extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
-                                 "sync_wakeup": self.sync_wakeup,
-                                 "fast_answered": self.fast_answered,
-                                 "guarded": list(self.broker.guarded) if self.broker else [],
-                                 "budget": self.sup.ctx.policy.audit.records}
-        if self.net_summary is not None:
-            extra["network"] = self.net_summary
-        if self.broker is not None and (self.broker.pid or self.broker.failed):
-            extra.update(broker_pid=self.broker.pid, broker_error=self.broker.failed)
-        w = self.writer
-        if w is None:
-            return self.tally.summary(dropped=self.tally.recorded, stored=0, stored_events=0,
-                                      truncated=False, not_stored=0,
-                                      db_error=self.db_error or "no store", **extra)
-        w.close()
-        extra["queue_peak"] = w.queue_peak
-        lost = self.tally.recorded - w.events     # never reached the writer (cannot happen)
-        dropped = w.dropped + max(0, lost)
-        if w.error:
-            extra["db_error"] = json_text(w.error)[0]
-        summary = self.tally.summary(dropped=dropped, stored=w.stored,
-                                     stored_events=w.stored_events, truncated=w.truncated,
-                                     not_stored=w.not_stored, **extra)
-        if w.file is not None:
-            from sandbox.audit import store
-            try:
-                store.end_run(w.file.conn, self.run_id, records=self.tally.recorded,
-                              stored=w.stored, dropped=dropped, not_stored=w.not_stored,
-                              truncated=w.truncated, summary=json.dumps(summary))
-            except Exception as exc:
-                summary["db_error"] = json_text(f"{type(exc).__name__}: {exc}")[0]
-            self._store_file = w.file   # closed by `release`, after the report
-        return summary
 
 
 def prepare(supervisor: Any) -> AuditLoop:
