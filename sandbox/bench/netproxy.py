@@ -12,6 +12,13 @@ its explicit address) and going through the monitor's proxy with CONNECT.
   added latency is the proxied median minus the direct one.
 
 Targets: proxied throughput >= 50% of direct, added latency <= 1 ms at p50.
+
+The floor, measured in the same run: the same program unsandboxed through the
+proxy's own relay (`sandbox.netproxy.relay.relay`, its buffers bounded as the
+proxy bounds them) running in a thread here, with no sandbox, no CONNECT and no
+policy: what the second hop costs by itself. On this 2-core machine the server,
+the relay and the client each want a core, so the hop alone reads ~0.4x of
+direct loopback (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -26,9 +33,10 @@ from typing import Any
 PROGRAM = r"""
 import json, socket, sys, time
 port, size, n, proxied = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+via = int(sys.argv[5]) if len(sys.argv) > 5 else port   # a bare relay's port, else the server's
 def open_conn():
     if not proxied:
-        return socket.create_connection(("127.0.0.1", port))
+        return socket.create_connection(("127.0.0.1", via))
     s = socket.create_connection(("127.0.0.1", 3128))
     s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % port)
     head = b""
@@ -105,16 +113,42 @@ class _Server:
         self.sock.close()
 
 
-def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[str, Any]:
-    """Medians of `repeat` interleaved runs each way (a shared machine is noisy)."""
+class _BareRelay(_Server):
+    """The floor: each connection relayed to `upstream` by the proxy's own relay, in a
+    thread of this process, outside any sandbox."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        super().__init__(0)
+
+    def _serve(self, c: socket.socket) -> None:
+        from sandbox.netproxy import relay
+
+        class Counts:
+            up = down = 0
+            result = ""
+        with c, socket.socket() as u:
+            try:
+                relay.bound_buffers(c)
+                relay.bound_buffers(u)
+                u.connect(("127.0.0.1", self.upstream))
+                relay.relay(c, u, Counts(), None, lambda: False, lambda: False)
+            except OSError:
+                pass
+
+
+def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 5) -> dict[str, Any]:
+    """Medians of `repeat` interleaved runs each way (a shared machine is noisy): direct,
+    through the bare relay (the floor), through the sandbox's proxy."""
     import json
     import statistics
     from dataclasses import replace
     from sandbox.launcher.launcher import Launcher
     from sandbox.policy import load_policy
     srv = _Server(size)
+    bare = _BareRelay(srv.port)
     argv = [sys.executable, "-I", "-S", "-c", PROGRAM, str(srv.port), str(size), str(n)]
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], "proxied": []}
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "bare": [], "proxied": []}
     try:
         with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
             la = Launcher(capture_output=True)
@@ -123,9 +157,10 @@ def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[
             pol = pol.replace(network=replace(pol.network, mode="allowlist",
                                               allow=(f"127.0.0.1:{srv.port}",)))
             for _ in range(repeat):
-                runs["direct"].append(json.loads(subprocess.run(
-                    argv + ["0"], capture_output=True, text=True, check=True,
-                    timeout=300).stdout))
+                for kind, tail in (("direct", ["0"]), ("bare", ["0", str(bare.port)])):
+                    runs[kind].append(json.loads(subprocess.run(
+                        argv + tail, capture_output=True, text=True, check=True,
+                        timeout=300).stdout))
                 r = la.spawn(argv + ["1"], policy=pol, output_dir=os.path.join(tmp, "out"),
                              timeout=300)
                 if r.status != "ok":
@@ -134,6 +169,7 @@ def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[
                 runs["proxied"].append(json.loads(r.stdout or ""))
     finally:
         srv.close()
+        bare.close()
 
     def med(kind: str, f) -> float:
         return statistics.median(f(x) for x in runs[kind])
@@ -143,6 +179,9 @@ def bench_proxy(size: int = 100_000_000, n: int = 200, repeat: int = 3) -> dict[
             "direct_mb_per_s": round(mbps["direct"], 1),
             "proxied_mb_per_s": round(mbps["proxied"], 1),
             "throughput_ratio": round(mbps["proxied"] / mbps["direct"], 3),
+            "bare_relay_mb_per_s": round(mbps["bare"], 1),
+            "bare_relay_ratio": round(mbps["bare"] / mbps["direct"], 3),
+            "bare_relay_connect_p50_ms": round(p50["bare"] * 1000, 3),
             "direct_connect_p50_ms": round(p50["direct"] * 1000, 3),
             "proxied_connect_p50_ms": round(p50["proxied"] * 1000, 3),
             "added_connect_p50_ms": round((p50["proxied"] - p50["direct"]) * 1000, 3),

@@ -88,7 +88,7 @@ def _netproxy(out: dict, quick: bool, log: Callable[[str], None]) -> None:
     size = 20_000_000 if quick else 100_000_000
     log(f"allowlist proxy ({size // 1_000_000} MB, connect latency) ...")
     try:
-        out["netproxy"] = bench_proxy(size, n=50 if quick else 200, repeat=1 if quick else 3)
+        out["netproxy"] = bench_proxy(size, n=50 if quick else 200, repeat=1 if quick else 5)
     except (OSError, RuntimeError, ValueError) as exc:
         out["notes"]["netproxy"] = f"allowlist proxy benchmark failed: {exc}"
 
