@@ -121,7 +121,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
     ("monitor/audit_paths.py", "Paths.base", "readlink"):
         (R, "the directory a relative audited path starts from, as text for the record "
             "and the decision; acting (the broker, access(X_OK)) goes through root_walk"),
-    ("monitor/supervisor.py", "Supervisor._copy_out", "isdir"):
+    ("monitor/run_end.py", "output", "isdir"):
         (R, "whether to sanitize in place at all; sanitize opens the output with "
             "RESOLVE_NO_SYMLINKS (copy_out.open_dest) and fails closed on a swap"),
     ("monitor/notify_store.py", "open_writer", "realpath"):

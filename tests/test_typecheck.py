@@ -48,7 +48,7 @@ START_PATH = [
 NEXT_TO_START = [
     "errors.py", "launcher/exec_failure.py", "launcher/signals.py",
     "monitor/copy_out.py", "monitor/workdir_export.py", "netproxy/inside.py",
-    "monitor/notify_args.py", "monitor/notify_dispatch.py",
+    "monitor/notify_args.py", "monitor/notify_dispatch.py", "monitor/run_end.py",
     "thin/client.py", "thin/daemon.py", "thin/entry.py", "thin/shared.py", "thin/wire.py",
 ]
 

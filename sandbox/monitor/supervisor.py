@@ -25,11 +25,11 @@ from sandbox import fdwait, protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext
-from sandbox.monitor import runspec, stubs, tree
+from sandbox.monitor import run_end, runspec, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
 from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
-                              OutputSummary, Pid1Exited, ProgramExited, ProgramStopped,
+                              Pid1Exited, ProgramExited, ProgramStopped,
                               ProxyFds,
                               Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, StubReady,
                               Violation, WinSize)
@@ -37,10 +37,6 @@ from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, 
 
 SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits processes
 
-
-# bytes left on the private /tmp at or below which it counts as full (a tmpfs fills
-# page by page; a failed write leaves less than one chunk of a typical writer)
-SCRATCH_FULL = 64 * 1024
 STUB_EXIT_WAIT = 2.0  # seconds `cleanup` waits for a stub whose last message came, at most
 
 class HostLoop(Protocol):
@@ -365,30 +361,13 @@ class Supervisor:
         if self.stdio is not None:
             self.stdio.finish()  # every byte of output reaches the caller before the report
             self.report.output_error = self.stdio.write_error
-        self._check_scratch()
+        tmp, shm, self._scratch_fd, self._shm_fd = self._scratch_fd, self._shm_fd, None, None
+        run_end.scratch(self.report, tmp, shm)
         self._copy_out()
         self._export_workdir()
         self._finish(self.t0)   # stops the notification thread, the other caller of _kill
         self._close_pidfds(("pid1_fd",))   # the stub's: `cleanup` waits on it
         return self.report
-
-    def _check_scratch(self) -> None:
-        """Was the private /tmp (or /dev/shm) full when the program ended? Its free space, read on the
-        descriptor the sandboxee sent (a kernel figure, nothing the program can forge
-        but by filling it), then the descriptor goes and the tmpfs with it."""
-        for attr, field in (("_scratch_fd", "tmp_full"), ("_shm_fd", "shm_full")):
-            fd = getattr(self, attr, None)
-            if fd is None:
-                continue
-            setattr(self, attr, None)
-            try:
-                st = os.fstatvfs(fd)
-                setattr(self.report, field, st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
-                    st.f_files > 0 and st.f_favail == 0))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
 
     def abort(self) -> None:
         """After a failure of the monitor itself: take the sandbox down now. PID 1 is
@@ -401,45 +380,16 @@ class Supervisor:
 
     def _copy_out(self) -> None:
         """Hand ${OUTPUT} back inert, now that no process of the sandbox is left."""
-        from sandbox.monitor import copy_out
-        plan, dest = self.ctx.fs_plan, self.ctx.paths.output
+        fd, self.output_fd = self.output_fd, None
         self._mark("output_copy_started")
-        if self.output_fd is not None:
-            try:
-                rep = copy_out.copy_out(self.output_fd, dest, max_bytes=plan.output_size,
-                                        max_entries=plan.output_inodes)
-            finally:
-                os.close(self.output_fd)   # the last reference: the tmpfs goes away
-                self.output_fd = None
-        elif os.path.isdir(dest):
-            # No output tmpfs (best_effort without namespaces: the program wrote to the
-            # host directory itself; or the view did not hold it): same rules in place.
-            rep = copy_out.sanitize(dest)
-        else:
-            return
-        self.report.output = rep
-        self._mark("output_copied")
+        if run_end.output(self.report, self.ctx.fs_plan, self.ctx.paths.output, fd):
+            self._mark("output_copied")
 
     def _export_workdir(self) -> None:
-        """The copy-on-write layer's changes into ${OUTPUT} (workdir_export), then the
-        descriptor goes, and the tmpfs with it."""
-        from sandbox.monitor import workdir_export
         fd, self.cow_fd = self.cow_fd, None
-        if fd is None:
-            return
-        plan = self.ctx.fs_plan
-        try:
-            st = os.fstatvfs(fd)
-            self.report.workdir_full = st.f_bavail * st.f_frsize <= SCRATCH_FULL or (
-                st.f_files > 0 and st.f_favail == 0)
-            self.report.workdir = workdir_export.export(
-                fd, self.ctx.paths.output, max_bytes=plan.output_size,
-                max_entries=plan.output_inodes)
-        except OSError as exc:
-            self.report.workdir = OutputSummary(error=f"exporting the work directory: {exc}")
-        finally:
-            os.close(fd)
-        self._mark("workdir_exported")
+        if fd is not None:
+            run_end.workdir(self.report, self.ctx.fs_plan, self.ctx.paths.output, fd)
+            self._mark("workdir_exported")
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
