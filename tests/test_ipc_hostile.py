@@ -139,11 +139,11 @@ def _session():
 
 def _assemble(s, mode):
     from sandbox.launcher.assemble import assemble
-    from sandbox.launcher.launcher import Launcher
+    from sandbox.launcher import workflow_store
     from sandbox.policy import load_policy
     res = R.RunResult(run_id="fuzz")
     assemble(res, s.state, load_policy("default"), mode)
-    Launcher._merge_store(res, s.state, {"k": 1}, {"k": 1})
+    workflow_store.merge(res, s.state, {"k": 1}, {"k": 1})
     json.loads(res.to_json(allow_nan=False))
     assert res.status in R.STATUSES
     return res

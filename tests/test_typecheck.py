@@ -27,6 +27,7 @@ PKG = ROOT / "sandbox"
 START_PATH = [
     "launcher/launcher.py", "launcher/monitors.py", "launcher/session.py",
     "launcher/prepare.py", "launcher/assemble.py", "launcher/slots.py",
+    "launcher/workflow_store.py",
     "forkserver.py", "protocol/__init__.py", "protocol/bounds.py", "protocol/report.py",
     "protocol/messages.py", "protocol/pid1.py", "protocol/codec.py", "protocol/wire.py",
     "protocol/fixed.py", "jsontypes.py",

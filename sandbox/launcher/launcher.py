@@ -32,9 +32,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union, cast
 
 from sandbox import protocol
-from sandbox.errors import InputError, ProtocolError, SandboxError
-from sandbox.ipc.frames import encode
-from sandbox.launcher import caller_state, monitors, signals, tidy, workdir_cow
+from sandbox.errors import InputError, SandboxError
+from sandbox.launcher import caller_state, monitors, signals, tidy, workdir_cow, workflow_store
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.launcher.early import EarlyMonitor
@@ -160,11 +159,6 @@ class RunIO:
     stdin: bytes | int | None = None
     tty: bool = False
     forward_signals: bool = False
-
-
-def _names(keys: Any) -> set[str]:
-    """The store keys a final_store frame lists (a list of strings; anything else: none)."""
-    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
 class Launcher:
@@ -513,7 +507,8 @@ class Launcher:
             from sandbox.workflow.static_check import check_actions
             check_actions(body, code_paths, where=f"workflow {body.name!r}",
                           allowance=lineage.scans)
-            self._check_start(body, store, item, index, code_paths)
+            workflow_store.check(body, store, item, index, code_paths,
+                                 self.budget.max_frame)
         run_id = info.run_id
         session: Session | None = None
         capture = self.capture_output if capture_output is None else capture_output
@@ -591,8 +586,9 @@ class Launcher:
                 ahead=self.typed_ahead.hex() if io.tty else "")
             session.send_msg(spec)
             if mode == "workflow":
-                self._send_start(ipc_parent, prep, body, initial, item, index, code_paths,
-                                 plumbing.child_specs)
+                workflow_store.send(ipc_parent, body, initial, prep.run_id, prep.paths.output,
+                                    item, index, code_paths, plumbing.child_specs,
+                                    self.budget.max_frame)
             with forwarding:
                 state = session.run()
         rep = state.monitor_report
@@ -604,7 +600,7 @@ class Launcher:
                  env=prep.env)
         if result.timings:
             result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
-        self._merge_store(result, state, initial, store)
+        workflow_store.merge(result, state, initial, store)
         plumbing.finish(result)
         self._keep(result, prep, mode, body, lineage)
         return result
@@ -673,62 +669,3 @@ class Launcher:
             ipc_fd=int(prep.env["SANDBOX_IPC_FD"]),
             audit_db=self.audit_db or _audit_db_default(),
             audit_max_bytes=self.audit_max_bytes, init_path=_init_path())
-
-    def _send_start(self, ipc: socket.socket, prep: P.Prepared, wf: Any,
-                    initial: dict[str, Any], item: Any, index: int | None,
-                    code_paths: Sequence[str], middleware: list[Any]) -> None:
-        ipc.sendall(encode("start", _start_payload(wf, initial, prep.run_id, prep.paths.output,
-                                                   item, index, code_paths, middleware),
-                           max_frame=self.budget.max_frame))
-
-    def _check_start(self, wf: Any, store: dict[str, Any] | None, item: Any,
-                     index: int | None, code_paths: Sequence[str]) -> None:
-        """The `start` frame must be one the child accepts (size, depth), decided before
-        anything runs: a store value 62 levels deep (a `--store`, or one a child sent
-        back) started a sandbox that failed with a ProtocolError of its own."""
-        payload = _start_payload(wf, {**wf.store, **(store or {})}, "", "", item, index,
-                                 code_paths, [])
-        try:
-            encode("start", payload, max_frame=self.budget.max_frame - 4096)
-        except ProtocolError as exc:
-            raise InputError(f"workflow {wf.name!r}: its store, params or item cannot be "
-                             f"sent to the sandbox: {exc}") from None
-
-    @staticmethod
-    def _merge_store(result: RunResult, state: Any, initial: dict[str, Any],
-                     caller_store: dict[str, Any] | None) -> None:
-        """Only the keys the child changed or deleted move; the final_store frame wins.
-        The frame is the child's: a key it calls changed without giving its value (or a
-        key that is not a string) changes nothing. Before, `changed: ["ghost"]` with an
-        empty store raised KeyError here, and the run's whole result was lost."""
-        changed, deleted = set(state.changed), set(state.deleted)
-        values = dict(state.store)
-        if state.final is not None:
-            final = state.final.get("store", {})
-            final = final if isinstance(final, dict) else {}
-            changed = _names(state.final.get("changed")) | changed
-            deleted = _names(state.final.get("deleted")) | deleted
-            values.update({k: final[k] for k in changed if k in final})
-        changed &= values.keys()
-        merged = dict(initial)
-        for key in sorted(changed):
-            merged[key] = values[key]
-        for key in deleted - changed:
-            merged.pop(key, None)
-        result.store = merged
-        result.changed_keys = sorted(changed)
-        result.deleted_keys = sorted(deleted - changed)
-        if caller_store is not None:
-            for key in result.changed_keys:
-                caller_store[key] = copy.deepcopy(merged[key])
-            for key in result.deleted_keys:
-                caller_store.pop(key, None)
-
-
-def _start_payload(wf: Any, initial: dict[str, Any], run_id: str, output_dir: str | None,
-                   item: Any, index: int | None, code_paths: Sequence[str],
-                   middleware: list[Any]) -> dict[str, Any]:
-    return {"sys_path": [os.path.abspath(p) for p in code_paths],
-            "workflow": wf.to_dict(), "store": initial, "run_id": run_id,
-            "output_dir": output_dir, "imports": list(getattr(wf, "imports", ())),
-            "item": item, "index": index, "middleware": middleware}
