@@ -121,7 +121,7 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 raise errors.ConnectionFailed(f"{self.url}: {exc}") from exc
             out.append(sink.path)
-        return out + [files.link_under(dest_dir, e.name, files.local_name(e.target, ""))
+        return out + [files.link_under(dest_dir, e.name, models.local_name(e.target, ""))
                       for e in links]
 
     async def events(self, run_id: str, last_event_id: str | None = None, *,

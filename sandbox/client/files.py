@@ -55,13 +55,6 @@ def parts(name: str) -> list[str]:
     return out
 
 
-def local_name(href: str | None, path: str) -> str:
-    """The name an entry stands for, exactly: its `href` decoded to the name's bytes (a
-    name that is not UTF-8 is listed as text with `\\xNN`), else its `path`."""
-    from sandbox.service.files import from_href    # the service's own reading of it
-    return from_href(href) if href else path
-
-
 def plan(entries: Sequence["FileEntry"], max_bytes: int = MAX_BYTES
          ) -> tuple[list["FileEntry"], list["FileEntry"]]:
     """(files to fetch, second names to link) of a listing, every name checked first;

@@ -34,8 +34,14 @@ class FileEntry:
     @property
     def name(self) -> str:
         """The exact name (surrogate-escaped bytes where not UTF-8), for a local path."""
-        from sandbox.client.files import local_name
         return local_name(self.href, self.path)
+
+
+def local_name(href: str | None, path: str) -> str:
+    """The name an entry stands for, exactly: its `href` decoded to the name's bytes (a
+    name that is not UTF-8 is listed as text with `\\xNN`), else its `path`."""
+    from sandbox.service.files import from_href    # the service's own reading of it
+    return from_href(href) if href else path
 
 
 def _validate(model: Any, data: Any) -> Any:

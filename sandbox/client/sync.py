@@ -154,7 +154,7 @@ class Client:
         `max_bytes` to fetch (TooLarge) raise before anything is written."""
         fetch, links = files.plan(self.files(run_id), max_bytes)
         out = [str(self.download(run_id, e.name, dest_dir)) for e in fetch]
-        return out + [files.link_under(dest_dir, e.name, files.local_name(e.target, ""))
+        return out + [files.link_under(dest_dir, e.name, models.local_name(e.target, ""))
                       for e in links]
 
     # -- events ---------------------------------------------------------------
