@@ -151,7 +151,7 @@ class AuditLoop:
         self._init_exec_seen = False   # PID 1 starting sandbox-init (see _is_init_exec)
         self._stop = False
         self._detached = False   # set by `finish`: the hub let go of the run (`release`)
-        self._store_file: Any = None   # notify_store.summary leaves it for `release`
+        self._store_file: Any = None   # `_summary` leaves it for `release`
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: Latch | None = None   # set by the hub once it forgot us
@@ -172,7 +172,8 @@ class AuditLoop:
         except OSError:
             self.sync_wakeup = False
         if self.audit or self.net_audit:
-            self.writer = notify_store.open_writer(self, self._spec, self.sup.ctx.policy)
+            self.writer, self.db_path = notify_store.open_writer(
+                self.run_id, self.files, self._spec, self.sup.ctx.policy)
         if self.audit:
             self._start_fast(fd)
         self._spec = None   # what the store's row needs is in its opener now
@@ -584,7 +585,7 @@ class AuditLoop:
         out: tuple[AuditSummary | None, list[Denied]] = (None, [])
         if self.audit or self.net_audit:
             try:
-                summary = notify_store.summary(self)
+                summary = self._summary()
             except Exception as exc:   # the run's status never depends on the store
                 summary = self.tally.summary(dropped=self.tally.recorded, stored=0,
                                              truncated=False, not_stored=0,
@@ -630,6 +631,23 @@ class AuditLoop:
         for name in AuditLoop.__slots__:
             setattr(self, name, None)
         return True
+
+    def _summary(self) -> dict[str, Any]:
+        """The audit summary of the run's store (notify_store.summary), with this loop's
+        own figures; the store file kept for `release`."""
+        broker = self.broker
+        extra: dict[str, Any] = {"run_id": self.run_id, "db": self.db_path,
+                                 "sync_wakeup": self.sync_wakeup,
+                                 "fast_answered": self.fast_answered,
+                                 "guarded": list(broker.guarded) if broker else [],
+                                 "budget": self.sup.ctx.policy.audit.records}
+        if self.net_summary is not None:
+            extra["network"] = self.net_summary
+        if broker is not None and (broker.pid or broker.failed):
+            extra.update(broker_pid=broker.pid, broker_error=broker.failed)
+        out, self._store_file = notify_store.summary(self.tally, self.writer, self.run_id,
+                                                     self.db_error, extra)
+        return out
 
 
 def prepare(supervisor: Any) -> AuditLoop:

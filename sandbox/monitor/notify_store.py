@@ -5,7 +5,7 @@ WHY a file per run (sandbox.audit.store): no other run, and no sandbox, can lock
 slow it. The writer (sandbox.audit.writer) opens it on its own thread, so the
 notification loop never waits for SQLite; `summary` flushes it and accounts for
 every recorded event exactly once. Split from notify_loop.py, whose `AuditLoop`
-holds the writer and the tally these read.
+holds the writer and the tally.
 """
 from __future__ import annotations
 
@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Any
 from sandbox.printable import json_text
 
 if TYPE_CHECKING:
+    from sandbox.audit.store import RunFile
+    from sandbox.audit.tally import Tally
     from sandbox.audit.writer import Writer
-    from sandbox.monitor.notify_loop import AuditLoop
     from sandbox.policy.model import Policy
     from sandbox.protocol import Spec
 
 
-def open_writer(loop: "AuditLoop", spec: "Spec", policy: "Policy") -> "Writer":
-    """The writer of this run's own file in the store directory; sets `loop.db_path`."""
+def open_writer(run_id: str, files: str, spec: "Spec", policy: "Policy"
+                ) -> tuple["Writer", str]:
+    """The writer of this run's own file in the store directory, and the directory."""
     from sandbox.audit import store, writer
-    loop.db_path = db_path = spec.audit_db or store.default_path()
-    run_id, files = loop.run_id, loop.files
+    db_path = spec.audit_db or store.default_path()
     argv = json.dumps(spec.argv) if spec.argv is not None else None
     learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
     store_dir = os.path.realpath(db_path)   # own deny of the store (prepare.hide)
@@ -44,31 +45,21 @@ def open_writer(loop: "AuditLoop", spec: "Spec", policy: "Policy") -> "Writer":
         except OSError:
             pass   # retention is housekeeping: never the run's problem
         return f
-    return writer.Writer(opener, budget=policy.audit.records)
+    return writer.Writer(opener, budget=policy.audit.records), db_path
 
 
-def summary(loop: "AuditLoop") -> dict[str, Any]:
-    """Flush the writer; the summary with what was stored, truncated and lost, its
-    closing row written. The store file is left open in `loop._store_file` for
-    `AuditLoop.release`, after the report.
+def summary(tally: "Tally", w: "Writer | None", run_id: str, db_error: str | None,
+            extra: dict[str, Any]) -> tuple[dict[str, Any], "RunFile | None"]:
+    """Flush the writer; the summary (with the run's `extra` fields) of what was
+    stored, truncated and lost, its closing row written; and the store file, left
+    open for the caller to close after the report (AuditLoop.release).
 
     Every recorded event is accounted for exactly once:
     ``records == stored_events + not_stored + dropped``."""
-    tally, broker = loop.tally, loop.broker
-    extra: dict[str, Any] = {"run_id": loop.run_id, "db": loop.db_path,
-                             "sync_wakeup": loop.sync_wakeup,
-                             "fast_answered": loop.fast_answered,
-                             "guarded": list(broker.guarded) if broker else [],
-                             "budget": loop.sup.ctx.policy.audit.records}
-    if loop.net_summary is not None:
-        extra["network"] = loop.net_summary
-    if broker is not None and (broker.pid or broker.failed):
-        extra.update(broker_pid=broker.pid, broker_error=broker.failed)
-    w = loop.writer
     if w is None:
         return tally.summary(dropped=tally.recorded, stored=0, stored_events=0,
                              truncated=False, not_stored=0,
-                             db_error=loop.db_error or "no store", **extra)
+                             db_error=db_error or "no store", **extra), None
     w.close()
     extra["queue_peak"] = w.queue_peak
     lost = tally.recorded - w.events     # never reached the writer (cannot happen)
@@ -80,10 +71,9 @@ def summary(loop: "AuditLoop") -> dict[str, Any]:
     if w.file is not None:
         from sandbox.audit import store
         try:
-            store.end_run(w.file.conn, loop.run_id, records=tally.recorded,
+            store.end_run(w.file.conn, run_id, records=tally.recorded,
                           stored=w.stored, dropped=dropped, not_stored=w.not_stored,
                           truncated=w.truncated, summary=json.dumps(out))
         except Exception as exc:
             out["db_error"] = json_text(f"{type(exc).__name__}: {exc}")[0]
-        loop._store_file = w.file   # closed by `release`, after the report
-    return out
+    return out, w.file
