@@ -71,6 +71,21 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.listen = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
 
+    def let_go(self) -> None:
+        """In a fork of the daemon (fork.detach): close what is the daemon's, its
+        listening socket, its selector, every run's and the spare's descriptors."""
+        self.sel.close()
+        self.listen.close()
+        for run in self.runs.values():
+            os.close(run.pidfd)
+            if run.done >= 0:
+                os.close(run.done)
+            run.conn.close()
+        if self.spare is not None:
+            self.spare.sock.close()
+            os.close(self.spare.done)
+            self.spare = None
+
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
         d = os.path.dirname(self.path)

@@ -27,21 +27,32 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from sandbox import fdwait
 from sandbox.launcher import tidy
 from sandbox.thin import prefault, wire
 
 if TYPE_CHECKING:
-    from sandbox.thin.daemon import Daemon
     from sandbox.thin.relay import RelayedHistory
+    from sandbox.thin.shared import Owner
 
 FDS = 4        # the client's stdin, stdout, stderr and working directory
 # argv, environment, FDS descriptors, and the client's pid (SO_PEERCRED; its terminal
 # decides an automatic -t: sandbox.cli.terminal)
 Request = tuple[list[str], dict[str, str], list[int], int]
 HELD = wire.SIGNALS + wire.JOB_CONTROL   # the client's, which a fork relays
+
+
+class Daemon(Protocol):
+    """What a fork takes of the daemon (sandbox.thin.daemon.Daemon, which forks it):
+    where its socket is, exec's parser and the fork server, built once there, and
+    what it holds that is not a run's (`let_go`)."""
+    path: str
+    parser: Any        # exec's argparse parser (sandbox.cli.main)
+    forkserver: "Owner"
+
+    def let_go(self) -> None: ...
 
 
 @dataclass
@@ -178,17 +189,7 @@ def detach(daemon: Daemon) -> None:
     """In any fork of the daemon, first: close what is the daemon's (its listening
     socket, its selector, every run's and the spare's descriptors) and give the signals
     the daemon handles their default disposition."""
-    daemon.sel.close()
-    daemon.listen.close()
-    for run in daemon.runs.values():
-        os.close(run.pidfd)
-        if run.done >= 0:
-            os.close(run.done)
-        run.conn.close()
-    if daemon.spare is not None:
-        daemon.spare.sock.close()
-        os.close(daemon.spare.done)
-        daemon.spare = None
+    daemon.let_go()
     for sig in HELD + (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     from sandbox.launcher import signals
