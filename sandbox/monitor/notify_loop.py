@@ -34,7 +34,7 @@ For each notification:
      skip it silently down PATH (an activated venv ran the system's pip); now
      the program execs it and the kernel refuses that loudly (EACCES, 126),
      recorded, with a hint. Only an answer changes, nothing is done for the
-     caller, so the race is harmless (`notify_args.refused_exec`);
+     caller, so the race is harmless;
    - when the policy has such deny rules inside writable trees ("guarded"
      trees, `sandbox.audit.verdicts.guarded_prefixes`), every open and every
      name-changing call is *performed for the sandbox* on the path it read
@@ -43,6 +43,10 @@ For each notification:
      The monitor only copies the arguments: the call is performed by a
      broker process with the sandbox's credentials, namespaces and Landlock
      domain and no capabilities (broker_process.py).
+
+Beside it: the dispatch tables every run of one syscall policy shares
+(notify_dispatch.py), what is read of a call beyond its path (notify_args.py) and
+the run's store file (notify_store.py).
 
 SYNC_WAKE_UP is set on the listener (by value) so the round trip stays on one
 CPU. Nothing is logged per call; failures are counted in the summary.
