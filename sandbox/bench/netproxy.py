@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 PROGRAM = r"""
@@ -84,7 +85,7 @@ class _Server:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
-        self.chunk = b"\0" * (1 << 20)
+        self.chunk = b"\0" * min(size, 1 << 20)   # none for the bare relay (size 0)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -113,6 +114,14 @@ class _Server:
         self.sock.close()
 
 
+@dataclass
+class _Counts:
+    """What the relay counts (relay.Counts), for nobody: the figure is the client's."""
+    up: int = 0
+    down: int = 0
+    result: str = ""
+
+
 class _BareRelay(_Server):
     """The floor: each connection relayed to `upstream` by the proxy's own relay, in a
     thread of this process, outside any sandbox."""
@@ -124,15 +133,12 @@ class _BareRelay(_Server):
     def _serve(self, c: socket.socket) -> None:
         from sandbox.netproxy import relay
 
-        class Counts:
-            up = down = 0
-            result = ""
         with c, socket.socket() as u:
             try:
                 relay.bound_buffers(c)
                 relay.bound_buffers(u)
                 u.connect(("127.0.0.1", self.upstream))
-                relay.relay(c, u, Counts(), None, lambda: False, lambda: False)
+                relay.relay(c, u, _Counts(), None, lambda: False, lambda: False)
             except OSError:
                 pass
 

@@ -113,6 +113,6 @@ class Keys:
             except OSError:
                 return
         self._fast.dput(nr, flags, prefix, dirfd, dirfd >= 0 and prefix == plain,
-                        (op, call, d, self.flag_text(call, spec.kind, flags, 0, None),
+                        (op, call, d, self.flag_text(call, spec.kind, flags, 0, ()),
                          v.allowed, v.rule))
 

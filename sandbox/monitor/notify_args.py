@@ -58,14 +58,15 @@ def refused_exec(paths: Paths, engine: AuditEngine | None, mode: int, path: str)
 
 
 def flag_text(paths: Paths, name: str, kind: str, flags: int, pid: int,
-              args: Sequence[int] | None) -> str | None:
+              args: Sequence[int]) -> str | None:
     """The record's flags column: open flags, AT_* or RENAME_* bits, an inotify mask, a
-    symlink's target or an attribute's name."""
+    symlink's target or an attribute's name (the last two read at `args`, of a symlink
+    or xattr call: a key of the compiled loop, an open or stat, passes none)."""
     if kind in ("open", "openat2", "creat"):
         return S.format_open(flags)
     if kind == "symlink":
         try:
-            return "target=" + paths.read(pid, args[0])  # type: ignore[index]
+            return "target=" + paths.read(pid, args[0])
         except PathError:
             return "target=?"
     if kind == "xattr":
@@ -78,13 +79,13 @@ def flag_text(paths: Paths, name: str, kind: str, flags: int, pid: int,
 
 
 def xattr_text(paths: Paths, name: str, flags: int, pid: int,
-               args: Sequence[int] | None) -> str | None:
+               args: Sequence[int]) -> str | None:
     """AT_* flags of the *at forms and ``name=`` the attribute (XATTR_NAME_MAX 255)."""
     parts = [S.format_bits(flags, "at")] if flags else []
     arg = S.XATTR_NAME.get(name)
     if arg is not None:
         try:
-            parts.append("name=" + paths.read(pid, args[arg], 256))  # type: ignore[index]
+            parts.append("name=" + paths.read(pid, args[arg], 256))
         except PathError:
             parts.append("name=?")
     return " ".join(parts) or None
