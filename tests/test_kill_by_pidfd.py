@@ -93,7 +93,7 @@ def _supervisor_kill_stale_pid1() -> str:
     n, innocent = _recycled_pid()
     if n != innocent:
         return f"setup: pid {n} was not reused (got {innocent})"
-    sup = Supervisor.__new__(Supervisor)   # only the parts _status_message/_kill use
+    sup = Supervisor.__new__(Supervisor)   # only the parts _status_message/kill use
     sup.ctx = types.SimpleNamespace(namespaces=True)
     sup.cgroup, sup.stub_pid, sup.pid1_fd, sup.status = None, stub, None, None
     sup.stub_fd, sup.stub = None, None        # no pidfd of the stub: nothing to kill by it
@@ -104,7 +104,7 @@ def _supervisor_kill_stale_pid1() -> str:
     sup._sample_tasks()                          # must not count the innocent's tree
     if sup.report.max_tasks or sup.report.pids_limit_hit:
         return "counted the innocent"
-    sup._kill()
+    sup.kill()
     time.sleep(0.05)
     verdict = "innocent alive" if _alive(innocent) else "innocent killed"
     for p in (stub, innocent):

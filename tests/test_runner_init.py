@@ -278,16 +278,14 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 def _read_status(data: bytes, init_status: int) -> int:
-    from sandbox.monitor.supervisor import Supervisor
+    from sandbox.monitor.setup_messages import program_status
     from sandbox.protocol import ExitReport
-    sup = Supervisor.__new__(Supervisor)
     r, w = os.pipe()
     os.write(w, data)
     os.close(w)
     os.set_blocking(r, False)
-    sup._exit_r, sup.report = r, ExitReport()
     try:
-        return sup._program_status(init_status)
+        return program_status(r, init_status, ExitReport())
     finally:
         os.close(r)
 

@@ -273,7 +273,7 @@ class Host:
             self._retire(run)
         else:   # PID 1 (or the stub) killed: the rest follows, never waited for here
             run.sup.report.cancelled = True
-            run.sup._kill()
+            run.sup.kill()
 
     @staticmethod
     def _failed(sup: Supervisor, exc: BaseException) -> None:

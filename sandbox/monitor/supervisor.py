@@ -25,14 +25,10 @@ from sandbox import fdwait, protocol
 from sandbox.errors import ProtocolError
 from sandbox.ipc.channel import Channel
 from sandbox.isolation.context import ContainContext
-from sandbox.monitor import run_end, runspec, stubs, tree
+from sandbox.monitor import caller_control, run_end, runspec, setup_messages, stubs, tree
 from sandbox.monitor.cpu_budget import CpuBudget
 from sandbox.monitor.stdio import StdioRelay, StdioSpec
-from sandbox.protocol import (Cancel, CowFd, ExecError, ExitReport, ListenerAt, OutputFd,
-                              Pid1Exited, ProgramExited, ProgramStopped,
-                              ProxyFds,
-                              Ready, ScratchFd, SetupFailure, ShmFd, Signal, Spec, StubReady,
-                              Violation, WinSize)
+from sandbox.protocol import ExitReport, Pid1Exited, SetupFailure, Spec, StubReady, Violation
 
 
 SAMPLE_EVERY = 0.05  # seconds between task counts when only RLIMIT_NPROC limits processes
@@ -62,11 +58,11 @@ class Supervisor:
     # slotted: one per live run in the monitor host, ~1.5 KiB less than a dict of
     # its attributes (issue 14: the host's growth per live run)
     __slots__ = (
-        "_early_signals", "_exit_r", "_next_cpu", "_next_sample", "_pending_loop",
-        "_scratch_fd", "_shm_fd", "_skipped", "_stop_said", "caller_stdio", "cgroup",
-        "cow_fd", "cpu", "ctl", "ctx", "deadline", "host", "host_watches_ctl", "listener",
-        "output_fd", "pid1", "pid1_fd", "proxy", "report", "spec", "status", "status_open",
-        "stdio", "stub", "stub_fd", "stub_pid", "t0", "timings", "usage",
+        "_exit_r", "_next_cpu", "_next_sample", "_pending_loop", "caller_stdio", "cgroup",
+        "cow_fd", "cpu", "ctl", "ctx", "deadline", "early_signals", "host",
+        "host_watches_ctl", "listener", "output_fd", "pid1", "pid1_fd", "proxy", "report",
+        "scratch_fd", "shm_fd", "skipped", "spec", "status", "status_open", "stdio",
+        "stop_said", "stub", "stub_fd", "stub_pid", "t0", "timings", "usage",
     )
 
     def __init__(self, spec: Spec, ctx: ContainContext, ctl: Channel, host: HostLoop,
@@ -81,7 +77,7 @@ class Supervisor:
         # the caller's signals that came before PID 1 was Ready (None once it was): kept,
         # then sent; they were dropped, and a ^C right after `sandbox exec` started was
         # lost, the program running on to its end (probe4 H9)
-        self._early_signals: list[int] | None = []
+        self.early_signals: list[int] | None = []
         self.host_watches_ctl = False    # on_ctl is called (the launcher is heard)
         self.stub_pid: int | None = None
         self.stub_fd: int | None = None
@@ -90,19 +86,20 @@ class Supervisor:
         clock = spec.clock
         self.t0 = clock.get("t0", time.monotonic())
         self.timings: dict[str, float] = {k: v for k, v in clock.items() if k != "t0"}
-        self._mark("spec_received")
+        self.mark("spec_received")
         self.cgroup: Any = None             # cgroups.RunCgroup, when the run has one
         self.listener: Any = None           # notify_loop.AuditLoop, once attached
         self.output_fd: int | None = None   # the run's ${OUTPUT} tmpfs, from PID 1
-        self._scratch_fd: int | None = None  # the private /tmp, from PID 1
+        self.scratch_fd: int | None = None  # the private /tmp, from PID 1
         self._exit_r: int | None = None     # the init's exit pipe, read end
         self._pending_loop: Any = None
         self.cow_fd: int | None = None      # the copy-on-write layer's tmpfs, from PID 1
-        self._shm_fd: int | None = None     # the private /dev/shm, from PID 1
+        self.shm_fd: int | None = None      # the private /dev/shm, from PID 1
+        self.proxy: Any = None              # the allowlist proxy (netproxy.monitor_side)
         self.stdio: StdioRelay | None = None
-        self._stop_said = False   # ProgramStopped sent, no SIGCONT relayed since
+        self.stop_said = False              # ProgramStopped sent, no SIGCONT relayed since
         self.usage = Pid1Exited()           # the run's CPU and memory, from its stub
-        self._skipped: dict[str, str] = {}  # layers skipped before PID 1 (best effort)
+        self.skipped: dict[str, str] = {}   # layers skipped before PID 1 (best effort)
         self.status_open = False            # the stub's status socket is still open
         self.deadline: float | None = None  # the wall-clock limit
         self._next_sample: float | None = None
@@ -164,7 +161,7 @@ class Supervisor:
             pre = stubs.make(self.host.zygote, cg, namespaces=self.ctx.namespaces,
                              network=network)
         self._take_stub(pre)
-        self._mark("cgroup_ready")
+        self.mark("cgroup_ready")
         self.cpu = CpuBudget.for_run(self.ctx.policy.limits.cpu, self.cgroup, pre.stub_pid,
                                      pre.stub_fd)   # the run's tree, not ours
         if self.cpu.limit is not None:
@@ -189,7 +186,7 @@ class Supervisor:
         self.stub_pid, self.stub_fd = pre.stub_pid, pre.stub_fd
         self.status_open = True
         self.host.watch(pre.status, self.on_status)
-        self._mark("stub_forked")
+        self.mark("stub_forked")
 
     def _stub_ready(self, ready: StubReady) -> None:
         """The stub's namespaces are entered (or not: a best-effort policy then runs
@@ -205,7 +202,7 @@ class Supervisor:
             return
         layer = ready.layer or "namespaces"
         if self.ctx.policy.best_effort and pre.request.namespaces:
-            self._skipped[layer] = ready.why
+            self.skipped[layer] = ready.why
             self.host.unwatch(pre.status)
             pre.discard()
             self.ctx.namespaces = self.spec.namespaces = False
@@ -215,7 +212,7 @@ class Supervisor:
             return
         self.report.setup_error = SetupFailure(layer, ready.why)
         self.status = -1
-        self._kill()
+        self.kill()
 
     def _restub(self, pre: stubs.Prestarted) -> bool:
         """A stub that died with its zygote before the run was handed to it: the same
@@ -292,35 +289,16 @@ class Supervisor:
                 readable = fdwait.readable([sock.fileno()], 0)
             except (OSError, ValueError):   # closed already
                 return
-            if not readable or not self._setup_message(sock):
+            if not readable or not setup_messages.read_one(self, sock):
                 return
 
     def on_setup(self) -> None:
         assert self.stub is not None
-        if not self._setup_message(self.stub.setup):
+        if not setup_messages.read_one(self, self.stub.setup):
             self.host.unwatch(self.stub.setup)
 
     def on_ctl(self) -> None:
-        """Every message of the launcher's that has arrived: the one the socket's
-        readiness announced and those read with it (a Signal right behind the Spec, or
-        two signals, sat in the channel unseen: probe4 H9's lost early ^C)."""
-        self._one_ctl()
-        while self.ctl.buffered() and self.host_watches_ctl:
-            self._one_ctl()
-
-    def _one_ctl(self) -> None:
-        msg = self._ctl_message()
-        if msg is None:
-            self.host.unwatch(self.ctl.sock)
-            self.host_watches_ctl = False
-            self._kill()
-        elif isinstance(msg, Cancel):
-            self.report.cancelled = True
-            self._kill()
-        elif isinstance(msg, Signal):
-            self._relay_signal(msg.signal, msg.hold_input)
-        elif isinstance(msg, WinSize) and self.stdio is not None:
-            self.stdio.resize(msg.rows, msg.cols)
+        caller_control.handle(self)
 
     def next_time(self) -> float | None:
         """When `on_time` is next due (CLOCK_MONOTONIC), or None."""
@@ -336,13 +314,13 @@ class Supervisor:
             self._next_cpu = None
             if not cpu.exceeded:
                 if cpu.sample():
-                    self._kill()  # the whole sandbox's CPU budget is spent
+                    self.kill()  # the whole sandbox's CPU budget is spent
                 else:
                     self._next_cpu = now + cpu.next_tick()
         if self.deadline is not None and now >= self.deadline:
             self.report.timed_out = True
             self.deadline = None
-            self._kill()
+            self.kill()
 
     def detach(self) -> None:
         """Off the loop: every source of this run leaves the host's selector."""
@@ -361,7 +339,7 @@ class Supervisor:
         if self.stdio is not None:
             self.stdio.finish()  # every byte of output reaches the caller before the report
             self.report.output_error = self.stdio.write_error
-        tmp, shm, self._scratch_fd, self._shm_fd = self._scratch_fd, self._shm_fd, None, None
+        tmp, shm, self.scratch_fd, self.shm_fd = self.scratch_fd, self.shm_fd, None, None
         run_end.scratch(self.report, tmp, shm)
         self._copy_out()
         self._export_workdir()
@@ -374,22 +352,22 @@ class Supervisor:
         killed, not the stub: without a PID namespace the stub (the run's subreaper)
         kills and reaps what is left once PID 1 ended (before PID 1 is known, `_kill`
         kills the stub, and PID 1 dies with it)."""
-        self._kill()
+        self.kill()
         if self.cgroup is not None:
             self.cgroup.kill_all()
 
     def _copy_out(self) -> None:
         """Hand ${OUTPUT} back inert, now that no process of the sandbox is left."""
         fd, self.output_fd = self.output_fd, None
-        self._mark("output_copy_started")
+        self.mark("output_copy_started")
         if run_end.output(self.report, self.ctx.fs_plan, self.ctx.paths.output, fd):
-            self._mark("output_copied")
+            self.mark("output_copied")
 
     def _export_workdir(self) -> None:
         fd, self.cow_fd = self.cow_fd, None
         if fd is not None:
             run_end.workdir(self.report, self.ctx.fs_plan, self.ctx.paths.output, fd)
-            self._mark("workdir_exported")
+            self.mark("workdir_exported")
 
     def cleanup(self) -> None:
         """After the report went out: what the caller need not wait for."""
@@ -446,7 +424,7 @@ class Supervisor:
         if n >= (self.ctx.policy.limits.processes or 0):
             self.report.pids_limit_hit = True
 
-    def _mark(self, phase: str) -> None:
+    def mark(self, phase: str) -> None:
         """Seconds since the monitor got its spec: the setup-latency breakdown."""
         self.timings.setdefault(phase, time.monotonic() - self.t0)
 
@@ -465,7 +443,8 @@ class Supervisor:
                 self.stub.ready = msg
                 self._stub_ready(msg)
         elif isinstance(msg, Pid1Exited):
-            self.status = self._program_status(msg.status)
+            self.status = setup_messages.program_status(self._exit_r, msg.status,
+                                                        self.report)
             self.usage = msg
             # The waiter's one message, written once PID 1 and every process left of
             # the run are reaped: nothing of the sandbox runs any more, and the stub
@@ -473,100 +452,13 @@ class Supervisor:
             # own exit, its namespaces torn down (~0.3-1 ms): the run ends now, and
             # `cleanup` waits for that exit before it removes the cgroup.
             self.status_open = False
-            self._mark("exited")
+            self.mark("exited")
             if self.listener is not None:
                 self.listener.ending()   # its store's last steps, readied meanwhile
         elif isinstance(msg, SetupFailure):
             self.report.setup_error = msg
             self.status = -1
         return True
-
-    def _program_status(self, init_status: int) -> int:
-        """The program's own wait status, as the init reported it, when it agrees with the
-        init's exit code (the code, or 128+N); else the init's status (e.g. killed by us)."""
-        fd = getattr(self, "_exit_r", None)
-        limit = protocol.envelope_max(ProgramExited)
-        try:
-            data = os.read(fd, limit + 1) if fd is not None else b""
-            raw: int | None = protocol.from_envelope(data, ProgramExited, limit=limit).status
-        except (OSError, ProtocolError):
-            raw = None
-        if raw is None or not 0 <= raw <= 0xFFFF or not os.WIFEXITED(init_status):
-            return init_status
-        expect = os.WEXITSTATUS(raw) if os.WIFEXITED(raw) else \
-            128 + os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else 255
-        if (expect & 0xFF) != os.WEXITSTATUS(init_status):
-            return init_status
-        self.report.init_status = init_status
-        return raw
-
-    def _setup_message(self, sock: socket.socket) -> bool:
-        """One message of PID 1's (or PID 2's exec_error). PID 1 is trusted until the
-        program starts, but a message may arrive later from nobody but the program's
-        parent; anything not of the protocol's shape ends this source."""
-        try:
-            msg, fds, sender = stubs.recv_setup(sock, _SETUP_MESSAGES)   # SO_PASSCRED
-        except (OSError, ProtocolError):
-            return False
-        if msg is None:
-            return False
-        if isinstance(msg, ListenerAt) and not fds:
-            # PID 1 cannot sendmsg its listener once the filter mediates sendmsg (it
-            # would wait on itself): the monitor takes it (pidfd_getfd) from the
-            # sender the kernel names, and says so
-            fds = self._take_listener(sender or self.pid1 or 0, msg.fd)
-            try:
-                protocol.send(sock, protocol.Ack(bool(fds)))
-            except OSError:
-                pass
-        if isinstance(msg, Ready):
-            self.report.layers = list(msg.active)
-            self.report.skipped = {**self._skipped, **msg.skipped}
-            self._mark("sandboxee_ready")
-            early, self._early_signals = self._early_signals or [], None
-            for sig in early:
-                self._relay_signal(sig)
-            for layer, secs in msg.timings.items():
-                self.timings[sys.intern(f"layer.{layer}")] = secs   # every run's keys
-        elif isinstance(msg, SetupFailure):
-            self.report.setup_error = msg
-        elif isinstance(msg, ProgramStopped):
-            self._program_stopped(msg, sender)
-        elif isinstance(msg, ExecError):
-            # worded here when PID 2 (the compiled init's fork) sent only the errno
-            self.report.exec_error = msg.message or protocol.exec_message(msg.failure)
-            self.report.exec_failure = msg.failure
-        elif isinstance(msg, ScratchFd) and fds and getattr(self, "_scratch_fd", None) is None:
-            self._mark("scratch_received")   # before the filter (entry.hand_over)
-            self._scratch_fd = fds.pop(0)
-        elif isinstance(msg, ShmFd) and fds and self._shm_fd is None:
-            self._shm_fd = fds.pop(0)
-        elif isinstance(msg, ListenerAt) and fds:
-            self._mark("listener_received")
-            self._start_listener(fds.pop(0))
-            self._mark("listener_started")
-        elif isinstance(msg, ProxyFds) and fds and getattr(self, "proxy", None) is None \
-                and self.ctx.policy.network.mode == "allowlist":
-            from sandbox.netproxy import monitor_side   # issue 18: the allowlist proxy
-            self.proxy = monitor_side.start(self, fds)   # the proxy's, the DNS stub's
-            fds = []
-        elif isinstance(msg, OutputFd) and fds and self.output_fd is None:
-            self.output_fd = fds.pop(0)
-        elif isinstance(msg, CowFd) and fds and self.cow_fd is None:
-            self.cow_fd = fds.pop(0)
-        for extra in fds:
-            os.close(extra)
-        return True
-
-    @staticmethod
-    def _take_listener(pid: int, fd: int) -> list[int]:
-        from sandbox.monitor.broker import take_fd
-        if pid <= 0:
-            return []
-        try:
-            return [take_fd(pid, fd)]
-        except OSError:
-            return []
 
     def _prepare_listener(self) -> None:
         """Build the notification loop now if this run will hand us a listener."""
@@ -577,75 +469,29 @@ class Supervisor:
             from sandbox.monitor import notify_loop
             self._pending_loop = notify_loop.prepare(self)
 
-    def _start_listener(self, fd: int) -> None:
+    def start_listener(self, fd: int) -> None:
         """Seccomp notifications: violations (kill mode) and file audit."""
         from sandbox.monitor import notify_loop
-        loop = getattr(self, "_pending_loop", None) or notify_loop.prepare(self)
+        loop = self._pending_loop or notify_loop.prepare(self)
         self.listener = loop.attach(fd)
-
-    def _ctl_message(self) -> Cancel | Signal | WinSize | None:
-        """The launcher's next message; None at its end (or one the launcher should never
-        send: the monitor then treats the launcher as gone, and ends the sandbox)."""
-        try:
-            msg = self.ctl.recv()
-            if msg is None:
-                return None
-            got = protocol.parse(msg.type, msg.payload, Cancel, Signal, WinSize)
-            assert isinstance(got, (Cancel, Signal, WinSize))
-            return got
-        except (OSError, ProtocolError):
-            return None
-
-    def _program_stopped(self, msg: ProgramStopped, sender: int) -> None:
-        """The init says PID 2 stopped at its pty (^Z): the caller's job is to stop too,
-        as at a terminal (the launcher restores the caller's terminal and stops itself,
-        or its client). Believed of the init alone, and said once until the caller
-        continues the job (a SIGCONT relayed): a program stopping itself in a loop,
-        continued by its own child, sends the launcher one message, not one per stop."""
-        if sender != self.pid1 or self.stdio is None or self.stdio.master is None \
-                or self._stop_said:
-            return
-        self._stop_said = True
-        self.stdio.job_stopped(True)
-        try:
-            self.ctl.sock.sendall(protocol.to_frame(msg, protocol.EXIT_REPORT_MAX))
-        except OSError:
-            pass   # the launcher is gone
-
-    def _relay_signal(self, sig: int, hold_input: bool = False) -> None:
-        """A signal the caller got (sandbox exec's SIGTERM, SIGHUP, ...), for the program:
-        to the init, which forwards it to PID 2."""
-        if not 0 < sig < signal.NSIG or sig in (signal.SIGKILL, signal.SIGSTOP):
-            return
-        if self._early_signals is not None:   # PID 1 not Ready: it would drop it
-            if len(self._early_signals) < 64:
-                self._early_signals.append(sig)
-            return
-        if self.pid1_fd is None:
-            return
-        if sig in (signal.SIGTSTP, signal.SIGCONT) and self.stdio is not None:
-            self.stdio.job_stopped(sig == signal.SIGTSTP or hold_input)
-            if sig == signal.SIGCONT:
-                self._stop_said = False   # the init's next stop is the launcher's again
-        tree.send(self.pid1_fd, sig)   # by pidfd, never by number
 
     def on_monitor_budget(self) -> None:
         """Called by the notification loop: the run made the monitor and its broker
         spend more CPU than limits.monitor_cpu; end the sandbox (issue 11.7)."""
         self.report.monitor_limit_hit = True
-        self._kill()
+        self.kill()
 
     def on_violation(self, violation: Violation) -> None:
         """Called by the notification loop: record the first violation, end the sandbox."""
         if self.report.violation is None:
             self.report.violation = violation
-        self._kill()
+        self.kill()
 
     def _pid1_started(self, pid: int) -> None:
         """PID 1 exists (forked ahead by the stub, waiting for the spec): its pidfd."""
         self.pid1 = pid
         self.pid1_fd = self._open_pid1(pid)
-        self._mark("pid1_forked")
+        self.mark("pid1_forked")
 
     def _open_pid1(self, pid: int) -> int | None:
         """PID 1's pidfd. The stub may already have reaped it and its number gone to
@@ -668,7 +514,7 @@ class Supervisor:
             if fd is not None:
                 os.close(fd)
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
         fd = self.pid1_fd
         if fd is not None:
             tree.send(fd)   # never os.kill(pid): the number may be another process's now
@@ -694,10 +540,10 @@ class Supervisor:
         rep.max_rss = max(0, ru.max_rss_kib) * 1024
         rep.pids = {"monitor": os.getpid(), "monitor_parent": os.getppid(),
                     "sandboxee": self.pid1 or 0}
-        if getattr(self, "proxy", None) is not None:
+        if self.proxy is not None:
             self.proxy.stop()   # before the audit loop: its last records, its summary
         if self.listener is not None:
-            self._mark("audit_finishing")
+            self.mark("audit_finishing")
             rep.audit, rep.denied = self.listener.finish(release=False)   # `cleanup` does
             rep.denied_syscalls = dict(self.listener.denied_syscalls)
         from sandbox.monitor import cost
@@ -711,10 +557,6 @@ class Supervisor:
             peak = self.cgroup.max_memory()
             if peak:
                 rep.max_rss = max(rep.max_rss, peak)
-        self._mark("finished")
+        self.mark("finished")
         rep.timings = {k: round(v * 1000, 3) for k, v in self.timings.items()}
-
-
-_SETUP_MESSAGES = (ListenerAt, Ready, SetupFailure, ExecError, ScratchFd, ShmFd, OutputFd,
-                   ProxyFds, CowFd, ProgramStopped)
 

@@ -221,7 +221,7 @@ class ProgramExited:
     carry (it says 128+N for "killed by signal N" and for "exit(128+N)" alike). The
     compiled init writes it once, as one envelope in one write(2) of at most
     `envelope_max` bytes, on its non-blocking exit pipe; the monitor believes it only
-    when it agrees with the init's exit code (supervisor.py `_program_status`)."""
+    when it agrees with the init's exit code (setup_messages.py `program_status`)."""
     status: int = -1
 
 
