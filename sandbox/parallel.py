@@ -46,8 +46,8 @@ def run_parallel(launcher: Launcher, workflow: Any, items: Iterable[Any], *,
     """Run `workflow` once per item in separate sandboxes; list of RunResults in item order."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    from sandbox.launcher.launcher import _as_target
-    _, body = _as_target(workflow)          # parse once, fail before anything runs
+    from sandbox.launcher.target import classify
+    _, body = classify(workflow)            # parse once, fail before anything runs
     items = list(items)
     stop = cancel if cancel is not None else threading.Event()
 

@@ -87,7 +87,7 @@ ALLOWED: dict[tuple[str, str, str], tuple[str, str]] = {
             "RESOLVE_NO_SYMLINKS (beneath.open_source)"),
     ("launcher/workdir_cow.py", "mark", "realpath"):
         (P, "the same real path, to flag the plan's rule; nothing is opened"),
-    ("launcher/launcher.py", "_mask_state", "isdir"):
+    ("launcher/keep.py", "hide_history", "isdir"):
         (T, "the history directory: the launcher's own state"),
     ("launcher/output_path.py", "_Walk.step", "readlink"):
         (K, "readlinkat on the walk's directory descriptor, after fstat said it is a "

@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import os
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 import weakref
@@ -32,17 +30,19 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar, Union, cast
 
 from sandbox import protocol
-from sandbox.errors import InputError, SandboxError
-from sandbox.launcher import caller_state, monitors, signals, tidy, workdir_cow, workflow_store
+from sandbox.errors import InputError
+from sandbox.launcher import caller_state, keep, monitors, signals, tidy, workflow_store
+from sandbox.launcher import spec as run_spec
 from sandbox.launcher import prepare as P
 from sandbox.launcher.assemble import assemble
 from sandbox.launcher.early import EarlyMonitor
-from sandbox.history import History, remove_if_empty, runs_dir
+from sandbox.history import History
 from sandbox.launcher.handle import RunHandle
 from sandbox.launcher.handlers import Handler, HandlerSet
 from sandbox.launcher.result import SETUP_ERROR, RunResult, Status
 from sandbox.launcher.session import Budget, Session, kill_quietly
 from sandbox.launcher.slots import Slots
+from sandbox.launcher.target import classify as target_of, with_dir
 from sandbox.middleware.base import IpcMiddleware, SpawnInfo
 from sandbox.middleware.hooks import HookRefused, Hooks, SpawnRequest
 from sandbox.middleware.run import RunPlumbing
@@ -68,89 +68,6 @@ def _lost(session: Session | None) -> bool:
     """No report from the monitor (yet): its own exit status is the only word left."""
     rep = None if session is None else session.state.monitor_report
     return rep is None or rep.monitor_lost or rep.monitor_killed
-
-
-def _as_target(target: Any) -> tuple[str, Any]:
-    if isinstance(target, (list, tuple)) and target and all(isinstance(a, str) for a in target):
-        return "exec", list(target)  # before importing the workflow package: the CLI's fast path
-    from sandbox.workflow import Workflow, load_workflow
-    if isinstance(target, Workflow):
-        return "workflow", target
-    if isinstance(target, Mapping):
-        return "workflow", Workflow.from_dict(dict(target))
-    if isinstance(target, str):
-        if target.endswith(".json"):
-            return "workflow", load_workflow(target)
-        raise InputError(f"{target!r}: give a program as a list of arguments, "
-                         "e.g. ['sh', '-c', 'echo hi'], or a workflow .json file")
-    if isinstance(target, Sequence) and target and all(isinstance(a, str) for a in target):
-        return "exec", list(target)
-    raise InputError("spawn() takes a Workflow, a workflow dict or .json path, "
-                     "or a command as a non-empty list of strings")
-
-
-def _mask_state(plan: Any, history: History | None) -> Any:
-    """Hide the run-history directory from the sandbox's view when a rule would
-    show it (e.g. ${WORKDIR} = $HOME): a program must not read earlier runs'
-    argv, stores and logs, nor forge records."""
-    if history is None:
-        return plan
-    hidden = os.path.dirname(os.path.abspath(history.path))
-    if not os.path.isdir(hidden) or hidden in plan.masks:
-        return plan
-    if not any(hidden == r.path or hidden.startswith(r.path.rstrip("/") + "/")
-               for r in plan.rules):
-        return plan
-    return dataclasses.replace(plan, masks=(*plan.masks, hidden))
-
-
-def _with_dir(code_paths: Sequence[str], wf_dir: str) -> list[str]:
-    """`code_paths` plus the workflow file's directory (once)."""
-    paths = [os.path.abspath(p) for p in code_paths]
-    return paths if wf_dir in paths else [*paths, wf_dir]
-
-
-_stale_cleaned = False
-
-
-def _clean_stale_cgroups() -> None:
-    """Once per process: remove cgroups left by a launcher that crashed."""
-    global _stale_cleaned
-    if _stale_cleaned:
-        return
-    _stale_cleaned = True
-    try:
-        from sandbox.monitor import cgroups
-        cgroups.cleanup_stale(cgroups.probe_cached())
-    except Exception:  # never let housekeeping stop a run
-        pass
-
-
-def _init_path() -> str:
-    """The sandbox's init binary (built now if this install predates it); when that fails,
-    the installed path, and the sandboxee reports the missing binary as a setup error."""
-    from sandbox import _native
-    from sandbox.errors import SetupError
-    try:
-        return _native.init_path()
-    except SetupError:
-        return _native.INIT_PATH
-
-
-def _audit_db_default() -> str:
-    from sandbox.audit.store import default_path
-    return default_path()
-
-
-def _audit_store(configured: str | None) -> tuple[str, ...]:
-    """The audit store directory, created (0700) so the planner can mask it; none
-    when it would need a new top-level directory (a HOME that does not exist:
-    then there is nothing to hide, and the monitor counts its records as lost)."""
-    from sandbox.audit.store import NoHome, ensure_dir
-    try:
-        return (ensure_dir(os.path.abspath(configured or _audit_db_default())),)
-    except NoHome:
-        return ()
 
 
 @dataclass(frozen=True)
@@ -236,7 +153,7 @@ class Launcher:
         self.hooks = Hooks()
         self.middleware: list[Any] = []
         self.max_depth = max_depth
-        _clean_stale_cgroups()
+        tidy.clean_stale_cgroups()
 
     # -- lifetime ------------------------------------------------------------
     def __enter__(self) -> Launcher:
@@ -414,7 +331,7 @@ class Launcher:
             base_dir = getattr(target, "base_dir", None)
             if base_dir is not None:
                 # as `sandbox run`: a workflow file's action code lives beside it
-                kw["code_paths"] = _with_dir(kw.get("code_paths", ()), base_dir)
+                kw["code_paths"] = with_dir(kw.get("code_paths", ()), base_dir)
         except BaseException as exc:
             handle._finish(None, exc)
             raise
@@ -490,7 +407,7 @@ class Launcher:
                on_output: Callable[[str, bytes], None] | None = None) -> RunResult:
         t_start = time.monotonic()  # the setup-latency breakdown counts from here
         item, index = info.item, info.index
-        mode, body = _as_target(target)
+        mode, body = target_of(target)
         wf_policy = getattr(body, "policy", None) if mode == "workflow" else None
         loaded, sources = P.load_sourced(policy or wf_policy or self.default_policy)
         pol = P.tighten_wall(loaded, timeout)
@@ -502,7 +419,7 @@ class Launcher:
         hooked_from = pol if req.policy is not pol else None   # re-checked once resolved
         if hooked_from is not None:
             sources = ()    # a hook's policy is not the files': pooled by its content alone
-        (mode, body), pol = _as_target(req.target), req.policy
+        (mode, body), pol = target_of(req.target), req.policy
         if mode == "workflow":  # unknown actions are input errors: nothing runs
             from sandbox.workflow.static_check import check_actions
             check_actions(body, code_paths, where=f"workflow {body.name!r}",
@@ -528,13 +445,13 @@ class Launcher:
                                  output_dir=output_dir, env=env, ipc_fd=ipc_child.fileno(),
                                  code_paths=code_paths,
                                  ceilings=_ceilings(lineage, hooked_from), cancel=cancel,
-                                 hidden=_audit_store(self.audit_db))
+                                 hidden=run_spec.audit_store(self.audit_db))
                 cleanup.callback(tidy.remove_later, prep.paths.rundir, prep.owner)   # last, off the return path
                 result = RunResult(run_id=run_id, policy=prep.policy.name,
                                    output_dir=prep.paths.output)
                 started: list[Any] = []
-                cleanup.callback(self._export_workdir, prep, result, started)
-                prep.plan = _mask_state(prep.plan, self.history)
+                cleanup.callback(keep.export_workdir, prep, result, started)
+                prep.plan = keep.hide_history(prep.plan, self.history)
                 initial = copy.deepcopy(store) if store is not None else {}
                 if mode == "workflow":
                     initial = {**copy.deepcopy(body.store), **initial}
@@ -575,7 +492,7 @@ class Launcher:
                                            stop_self=self.caller_pid is None,
                                            terminal=self.terminal, client=self.caller_pid) \
                 if io.forward_signals else contextlib.nullcontext()
-            spec = self._spec(prep, mode, body)
+            spec = run_spec.spec(prep, mode, body, self.audit_db, self.audit_max_bytes)
             spec.clock = clock
             spec.policy_sources = P.wire_sources(sources)
             spec.caller = caller_state.capture(self.caller_pid)
@@ -602,7 +519,8 @@ class Launcher:
             result.timings["launcher.done"] = round((time.monotonic() - t_start) * 1000, 3)
         workflow_store.merge(result, state, initial, store)
         plumbing.finish(result)
-        self._keep(result, prep, mode, body, lineage)
+        keep.leftovers(result, prep, mode, body,
+                       self.history if lineage.depth == 0 else None)
         return result
 
     def _take_early(self, capture: bool, stdin: object) -> EarlyMonitor | None:
@@ -613,59 +531,3 @@ class Launcher:
                 return None
             self._early = None
             return early
-
-    @staticmethod
-    def _export_workdir(prep: P.Prepared, result: RunResult, started: list[Any]) -> None:
-        """A copy-on-write work directory's changes into the output (workdir_cow), once
-        a run started; its layer goes either way (a started run's mountpoint with its
-        rundir, by tidy's thread: it may still be a mountpoint of the sandbox's mount
-        namespace, whose rmdir waits). What stayed empty in an output the launcher
-        made is left to `_keep`, which discards that whole output when nothing else
-        is in it."""
-        if not workdir_cow.wanted(prep.policy):
-            return
-        if not started:
-            workdir_cow.cleanup(prep.paths)
-            return
-        try:
-            result.workdir_changes, _deleted = workdir_cow.export(
-                prep.paths, remove_empty=not prep.own_output)
-        except OSError as exc:
-            result.workdir_changes = None
-            result.hints.append(f"the work directory's changes could not be exported: {exc}")
-
-    def _keep(self, result: RunResult, prep: P.Prepared, mode: str, body: Any,
-              lineage: Lineage) -> None:
-        """An empty output directory the launcher made goes (output_dir = None);
-        a top-level run is recorded in the run history."""
-        if prep.own_output:
-            cow = workdir_cow.wanted(prep.policy)
-            if tidy.discard_empty_run(prep.paths.output, runs_dir(),
-                                      workdir_cow.EMPTIES if cow else ()):
-                result.output_dir = None
-            else:
-                if cow:
-                    try:
-                        workdir_cow.export(prep.paths)   # what stayed empty goes in place
-                    except OSError:
-                        pass
-                if remove_if_empty(prep.paths.output):
-                    result.output_dir = None
-        if self.history is None or lineage.depth != 0:
-            return
-        command = json.dumps(body) if mode == "exec" else str(getattr(body, "name", "workflow"))
-        try:
-            self.history.record(result, kind=mode, command=command, own_output=prep.own_output)
-        except (OSError, sqlite3.Error, SandboxError):
-            pass    # history is housekeeping: it never fails a run
-
-    # -- pieces ----------------------------------------------------------------
-
-    def _spec(self, prep: P.Prepared, mode: str, body: Any) -> protocol.Spec:
-        return protocol.Spec(
-            run_id=prep.run_id, mode=mode, argv=list(body) if mode == "exec" else None,
-            env=dict(prep.env), policy=prep.policy.to_dict(), fs_plan=prep.plan.to_dict(),
-            paths=protocol.RunPathsWire(**vars(prep.paths)),
-            ipc_fd=int(prep.env["SANDBOX_IPC_FD"]),
-            audit_db=self.audit_db or _audit_db_default(),
-            audit_max_bytes=self.audit_max_bytes, init_path=_init_path())

@@ -1,4 +1,4 @@
-"""Turning a spawn request into a run: policy, directories, environment, spec.
+"""Turning a spawn request into a run: policy, directories, environment.
 
 Everything here happens in the launcher before any process starts, so a bad
 policy or workflow fails with an `InputError` and nothing runs.
@@ -277,3 +277,4 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths, env=run_env,
                     own_output=own_output, owner=owner)
+

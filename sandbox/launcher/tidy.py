@@ -283,3 +283,20 @@ def _empty_run(run_dir: str, output: str, empties: tuple[str, ...]) -> bool:
         return False
     finally:
         os.close(top)
+
+
+_stale_cleaned = False
+
+
+def clean_stale_cgroups() -> None:
+    """Once per process: remove cgroups left by a launcher that crashed (every
+    `Launcher()` calls it; the `sandbox exec` daemon once, before its forks)."""
+    global _stale_cleaned
+    if _stale_cleaned:
+        return
+    _stale_cleaned = True
+    try:
+        from sandbox.monitor import cgroups
+        cgroups.cleanup_stale(cgroups.probe_cached())
+    except Exception:  # never let housekeeping stop a run
+        pass

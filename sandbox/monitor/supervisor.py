@@ -15,9 +15,7 @@ children, descendants or rusage, which are every run's (issue 14).
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import sys
 import time
 from typing import Any, Callable, Protocol
 

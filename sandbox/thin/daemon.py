@@ -114,11 +114,10 @@ class Daemon:
         server every run takes its monitor from (sandbox.thin.shared)."""
         preload()
         from sandbox.cli import main
-        from sandbox.launcher import launcher
+        from sandbox.launcher import launcher, tidy  # noqa: F401  (launcher: imported once, here)
         from sandbox.policy.loader import load_policy_cached
         self.parser = main.build_parser("exec")   # the client sends exec requests only
-        launcher._clean_stale_cgroups()     # once here, not in every run's fork
-        from sandbox.launcher import tidy
+        tidy.clean_stale_cgroups()          # once here, not in every run's fork
         tidy.sweep_once()                   # ditto: killed launchers' run directories
         for name in ("default", "strict"):
             try:

@@ -131,7 +131,7 @@ class Writers:
             try:
                 h.record_row(tuple(row), retention)
             except (OSError, sqlite3.Error, SandboxError):
-                pass    # history is housekeeping: it never fails a run (as Launcher._keep)
+                pass    # history is housekeeping: it never fails a run (as launcher/keep.py)
 
     def close(self) -> None:
         for h in self._by_path.values():
