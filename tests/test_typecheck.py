@@ -50,7 +50,7 @@ NEXT_TO_START = [
     "errors.py", "launcher/exec_failure.py", "launcher/signals.py",
     "monitor/copy_out.py", "monitor/workdir_export.py", "netproxy/inside.py",
     "monitor/notify_args.py", "monitor/notify_dispatch.py", "monitor/run_end.py",
-    "monitor/setup_messages.py", "monitor/caller_control.py",
+    "monitor/setup_messages.py", "monitor/caller_control.py", "monitor/notify_loop.py",
     "thin/client.py", "thin/daemon.py", "thin/entry.py", "thin/shared.py", "thin/wire.py",
 ]
 
@@ -59,8 +59,6 @@ STRICT_ONLY = [
     # the public IPC frames carry whatever JSON the program sends (docs/ipc-protocol.md);
     # typing them JSON moves ~40 checks into every reader of a payload
     "ipc/frames.py",
-    # AuditLoop(supervisor) takes the whole Supervisor; a narrow Protocol is still to do
-    "monitor/notify_loop.py",
     # its summary is the tally's dict of JSON (AuditSummary is built from it)
     "monitor/notify_store.py",
     # its records are notify_loop's record tuples, and the syscall table's entries

@@ -66,7 +66,7 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Generator, Protocol
 
 from sandbox.audit.tally import Tally
 from sandbox.printable import json_text
@@ -75,6 +75,7 @@ from sandbox.audit.verdicts import AuditEngine, guarded_prefixes
 
 if TYPE_CHECKING:
     from sandbox.audit.writer import Writer
+    from sandbox.monitor.notify_hub import Hub
 from sandbox.isolation import seccomp
 from sandbox.isolation import syscall_profiles as sp
 from sandbox.monitor import audit_syscalls as S
@@ -85,12 +86,25 @@ from sandbox.monitor import notify_store
 from sandbox.monitor.audit_paths import PathError, Paths
 from sandbox.monitor.seccomp_notify import AUDIT_ARCH_X86_64, Listener, Notification
 from sandbox import protocol
-from sandbox.protocol import AuditSummary, Denied, Violation
+from sandbox.isolation.context import ContainContext
+from sandbox.protocol import AuditSummary, Denied, Spec, Violation
 
 _intern = sys.intern
 
 _EACCES = errno.EACCES
 MAX_DENIED_NAMES = 16   # syscall names counted in errno mode (RunResult.denied_syscalls)
+
+
+class RunSide(Protocol):
+    """What the loop reads of its run's Supervisor (sandbox.monitor.supervisor), and the
+    two calls it makes back (tests/notify_hub_harness.py's stand-in has just these)."""
+    spec: Spec
+    ctx: ContainContext
+    pid1: int | None
+
+    def on_violation(self, violation: Violation) -> None: ...
+
+    def on_monitor_budget(self) -> None: ...
 
 
 class AuditLoop:
@@ -111,7 +125,7 @@ class AuditLoop:
         "run_id", "seq", "specs", "sup", "sync_wakeup", "table", "tally", "writer",
     )
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: RunSide) -> None:
         self.sup = supervisor
         spec, ctx = supervisor.spec, supervisor.ctx
         self.ctx = ctx          # the broker process applies the sandbox's Landlock from it
@@ -148,7 +162,7 @@ class AuditLoop:
         if guarded or self.net_nrs:
             from sandbox.monitor.broker import Broker
             self.broker = Broker(self, guarded)
-        self._spec = spec
+        self._spec: Spec | None = spec
         self.budget = policy.limits.monitor_cpu     # the trusted side's CPU (issue 11.7)
         self.over_budget = False
         self.broker_rusage = None
@@ -159,13 +173,13 @@ class AuditLoop:
         self.cpu = 0.0                 # the hub's thread CPU spent on this run (notify_hub)
         self.proxy_cpu = 0.0           # its allowlist proxy's threads, set when they stop
         self.hub_done: Latch | None = None   # set by the hub once it forgot us
-        self._hub: Any = None
+        self._hub: Hub | None = None
         self._fast: Any = None         # the compiled fast path (notify_fast), once attached
         self.lingers = False           # the hub lets `dispatch` wait on its epoll descriptor
         self.fast_answered = 0         # calls the compiled loop answered
         self._keys: fast_keys.Keys | None = None   # what Python puts in it (fast_keys)
 
-    def attach(self, fd: int, hub: Any = None) -> "AuditLoop":
+    def attach(self, fd: int, hub: "Hub | None" = None) -> "AuditLoop":
         """Take the listener descriptor; open the store; hand the listener to the hub
         (the process's, unless one is given)."""
         from sandbox.monitor import notify_hub
@@ -175,7 +189,7 @@ class AuditLoop:
             self.listener.set_sync_wakeup()
         except OSError:
             self.sync_wakeup = False
-        if self.audit or self.net_audit:
+        if (self.audit or self.net_audit) and self._spec is not None:
             self.writer, self.db_path = notify_store.open_writer(
                 self.run_id, self.files, self._spec, self.sup.ctx.policy)
         if self.audit:
@@ -654,9 +668,9 @@ class AuditLoop:
         return out
 
 
-def prepare(supervisor: Any) -> AuditLoop:
+def prepare(supervisor: RunSide) -> AuditLoop:
     return AuditLoop(supervisor)
 
 
-def start(fd: int, supervisor: Any) -> AuditLoop:
+def start(fd: int, supervisor: RunSide) -> AuditLoop:
     return AuditLoop(supervisor).attach(fd)
