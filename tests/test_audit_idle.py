@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sandbox.audit
-from sandbox.audit import store
+from sandbox.audit import retention, store
 from sandbox.audit.writer import FLUSH_SECONDS, Writer, WriterPool
 
 
@@ -85,7 +85,7 @@ def test_a_quiet_run_holds_only_its_lock_and_a_capped_store_keeps_it(tmp_path):
     assert store.run_info(reader, "quiet")["ended"] is None
     reader.close()
     # ... and live: the size cap never deletes it.
-    assert store.enforce_cap(d, 0) == 0 and os.path.exists(f.path)
+    assert retention.enforce_cap(d, 0) == 0 and os.path.exists(f.path)
     for i in range(1, 6):
         w.put(_event(i, f"/burst/{i % 3}"))
     assert _until(lambda: w.events == 5 and _holds("self", f.path) == (1, False))

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import sandbox.audit
-from sandbox.audit import store
+from sandbox.audit import retention, store
 from sandbox.isolation import seccomp
 from sandbox.monitor import seccomp_notify as sn
 from sandbox.policy import load_policy
@@ -100,20 +100,20 @@ def test_the_calls_right_before_exit_are_all_recorded(tmp_path, py, n):
 
 def test_the_cap_sweep_is_due_once_per_period(tmp_path):
     d = str(tmp_path)
-    assert store.sweep_due(d, every=60)
-    assert not store.sweep_due(d, every=60)            # swept a moment ago
-    stamp = os.path.join(d, store.SWEPT)
+    assert retention.sweep_due(d, every=60)
+    assert not retention.sweep_due(d, every=60)            # swept a moment ago
+    stamp = os.path.join(d, retention.SWEPT)
     os.utime(stamp, (time.time() - 120, time.time() - 120))
-    assert store.sweep_due(d, every=60)                # long enough ago
+    assert retention.sweep_due(d, every=60)                # long enough ago
     os.utime(stamp, (time.time() + 3600, time.time() + 3600))
-    assert store.sweep_due(d, every=60)                # a stamp in the future stops nothing
+    assert retention.sweep_due(d, every=60)                # a stamp in the future stops nothing
     os.unlink(stamp)
     target = tmp_path / "elsewhere"
     target.write_text("")
     os.utime(target, (1000, 1000))
     os.symlink(target, stamp)
     os.utime(stamp, (time.time() - 120, time.time() - 120), follow_symlinks=False)
-    assert store.sweep_due(d, every=60)
+    assert retention.sweep_due(d, every=60)
     assert target.stat().st_mtime == 1000                # the stamp is never followed
 
 
@@ -121,20 +121,20 @@ def test_the_sweep_period_grows_with_what_the_last_sweep_cost(tmp_path):
     """A sweep of a big store takes hundreds of ms of the monitor host's CPU: its period
     is at least SWEEP_SHARE times that, at most SWEEP_MAX whatever the stamp says."""
     d = str(tmp_path)
-    assert store.sweep(d, 1 << 40) == 0                 # due: swept, nothing over the cap
-    stamp = os.path.join(d, store.SWEPT)
+    assert retention.sweep(d, 1 << 40) == 0                 # due: swept, nothing over the cap
+    stamp = os.path.join(d, retention.SWEPT)
     took = float(open(stamp).read())                    # the CPU it took, for the next period
     assert 0 <= took < 60
-    assert store.sweep(d, 1 << 40) is None              # not due again at once
+    assert retention.sweep(d, 1 << 40) is None              # not due again at once
 
     def due_after(text: str, ago: float) -> bool:
         with open(stamp, "w") as f:
             f.write(text)
         os.utime(stamp, (time.time() - ago, time.time() - ago))
-        return store.sweep_due(d, every=10)
+        return retention.sweep_due(d, every=10)
     assert not due_after("2.0", 120)                    # 2 s of CPU: every 200 s
     assert due_after("2.0", 250)
     assert not due_after("0.001", 5) and due_after("0.001", 11)   # never below `every`
-    assert due_after("1e9", store.SWEEP_MAX + 5)        # never beyond SWEEP_MAX
+    assert due_after("1e9", retention.SWEEP_MAX + 5)        # never beyond SWEEP_MAX
     for junk in ("nan", "-5", "inf-ish", "\xff", ""):
         assert due_after(junk, 11), junk                # anything else: the default period

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sandbox.audit
-from sandbox.audit import store
+from sandbox.audit import retention, store
 from sandbox.audit.writer import Writer
 from sandbox.policy import load_policy
 from sandbox.policy.model import AuditPolicy
@@ -131,7 +131,7 @@ def test_store_cap_deletes_the_oldest_finished_runs_never_a_live_one(tmp_path):
     for i in range(1, 5):
         os.utime(files[i].path, (1000 + i, 1000 + i))
     size = sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d))
-    deleted = store.enforce_cap(d, size // 2)
+    deleted = retention.enforce_cap(d, size // 2)
     left = sorted(n for n in os.listdir(d) if n.endswith(".sqlite"))
     assert "run0.sqlite" in left                     # live: never deleted
     assert deleted >= 1 and "run1.sqlite" not in left and "run4.sqlite" in left

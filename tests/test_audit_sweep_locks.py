@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from proc_locks import RESERVED_BYTE, posix_locks
-from sandbox.audit import store
+from sandbox.audit import retention, store
 
 
 def _write_locks(path: str) -> list[str]:
@@ -27,7 +27,7 @@ def test_the_sweep_leaves_the_locks_of_a_run_this_process_writes(tmp_path):
         run.conn.execute("BEGIN IMMEDIATE")          # the writer mid-transaction
         run.conn.execute("UPDATE runs SET records = 1")
         assert _write_locks(run.path), "SQLite holds RESERVED during the transaction"
-        assert store.enforce_cap(directory, cap=0) == 0    # the live run is kept
+        assert retention.enforce_cap(directory, cap=0) == 0    # the live run is kept
         assert _write_locks(run.path), "the sweep dropped the writer's lock"
         run.conn.execute("COMMIT")
     finally:

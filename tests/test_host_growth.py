@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandbox.audit import store
+from sandbox.audit import retention, store
 
 
 def _runs(d: str, spec: list[tuple[int, int]]) -> list[str]:
@@ -67,7 +67,7 @@ def test_the_cap_deletes_the_oldest_runs_until_the_store_fits(tmp_path_factory, 
     paths = _runs(d, spec)
     keep = paths[0] if with_keep else None
     want = _reference(spec, paths, cap, keep)
-    deleted = store.enforce_cap(d, cap, keep=keep)
+    deleted = retention.enforce_cap(d, cap, keep=keep)
     left = {os.path.join(d, n) for n in os.listdir(d)}
     assert deleted == len(want)
     assert {p for p in paths if p not in left} == want     # the oldest, and no more
@@ -88,7 +88,7 @@ def test_the_cap_sweep_holds_what_it_deletes_not_the_directory(tmp_path):
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        deleted = store.enforce_cap(d, cap)
+        deleted = retention.enforce_cap(d, cap)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -105,7 +105,7 @@ def test_a_live_run_is_skipped_and_the_next_oldest_goes(tmp_path):
     fd = os.open(paths[0], os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)                    # run 0 is still being written
-        assert store.enforce_cap(d, 800) == 2
+        assert retention.enforce_cap(d, 800) == 2
     finally:
         os.close(fd)
     assert os.path.exists(paths[0])

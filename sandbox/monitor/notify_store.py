@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def open_writer(run_id: str, files: str, spec: "Spec", policy: "Policy"
                 ) -> tuple["Writer", str]:
     """The writer of this run's own file in the store directory, and the directory."""
-    from sandbox.audit import store, writer
+    from sandbox.audit import retention, store, writer
     db_path = spec.audit_db or store.default_path()
     argv = json.dumps(spec.argv) if spec.argv is not None else None
     learning = policy.to_dict()   # what `policy suggest` keeps, without the launcher's
@@ -41,7 +41,7 @@ def open_writer(run_id: str, files: str, spec: "Spec", policy: "Policy"
         f = store.create_run(db_path, run_id, policy=policy.name, files=files,
                              mode=spec.mode, argv=argv, paths=paths)
         try:
-            store.sweep(db_path, cap, keep=f.path)
+            retention.sweep(db_path, cap, keep=f.path)
         except OSError:
             pass   # retention is housekeeping: never the run's problem
         return f
