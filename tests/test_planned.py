@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -118,6 +117,7 @@ def test_a_python_action_keeps_its_environment_privileges_and_descriptors(tmp_pa
 
 
 def _marks(runs: int, compiled: str = "1") -> list[dict[str, float]]:
+    """SANDBOX_MEMTRACE's marks of `runs` no-op actions of one launcher."""
     code = textwrap.dedent(f"""
         import json, os
         os.environ["SANDBOX_MEMTRACE"] = "1"
@@ -141,26 +141,27 @@ def _marks(runs: int, compiled: str = "1") -> list[dict[str, float]]:
 
 
 def test_the_stub_and_pid1_copy_less_for_a_python_action():
-    """SANDBOX_MEMTRACE (the least of five runs, KiB), with the Python stub: the stub no
-    longer decodes the spec nor builds the context (~980 KiB of it when it did), and
-    the lineage's pages when PID 1 forks the program grew by ~1.8 MiB from the stub's
-    unshare when PID 1 took the spec from the stub (~1.1 MiB now). The compiled stub
-    (sandbox/_native/stub_fork.c) runs no Python: PID 1 has fewer pages of the
-    template's when it forks the program. That is compared by the median of five runs:
-    a launcher's first run starts before its pools and reads ~0.2 MiB less under either
-    stub, and the Python stub's second run sometimes reads ~0.1 MiB less than the rest,
-    so a least-of-runs comparison flipped (CI as root: 2152 against 2132 KiB). Eight runs
-    each as root (2026-12-06), the first left out: compiled 2144-2180, Python 2144-2260,
-    medians 2168 against 2250; the stub before it was a vfork read 2220-2256."""
-    marks = _marks(5, compiled="0")
+    """SANDBOX_MEMTRACE (KiB), with the Python stub: the stub no longer decodes the spec
+    nor builds the context (~980 KiB of it when it did), and the lineage's pages when
+    PID 1 forks the program grew by ~1.8 MiB from the stub's unshare when PID 1 took the
+    spec from the stub (~1.1 MiB now); the least of six runs. The compiled stub
+    (sandbox/_native/stub_fork.c) runs no Python in the lineage: no stub phase is marked.
+
+    What PID 1 then holds is measured, not asserted: Private_Dirty counts only the
+    pages no other process maps, so it moves with whether the stub and the zygote have
+    written theirs yet, i.e. with the timing. Quiet (2026-12-07, five rounds of six, the
+    median of the runs a view pool served in each): Python stub 2280-2316, compiled
+    2172-2244, 40-128 less; with three CPU-bound processes beside them, two rounds of
+    five read the Python stub's at 1888-1900, ~330 below the compiled stub's. A
+    comparison of the two flipped in CI as root under load (2220 compiled against 2180
+    Python), so it is no test."""
+    marks = _marks(6, compiled="0")
     stub_kib = min(m["stub.context"] - m["stub.unshared"] for m in marks)
     assert stub_kib < 400, marks
     lineage_kib = min(m["pid1.ready"] - m["stub.unshared"] for m in marks)
     assert lineage_kib < 1400, marks
-    compiled = _marks(5)
-    assert not any("stub.unshared" in m for m in compiled), compiled
-    assert statistics.median(m["pid1.ready"] for m in compiled) < \
-        statistics.median(m["pid1.ready"] for m in marks), (compiled, marks)
+    compiled = _marks(6)
+    assert not any("stub.forked" in m or "stub.unshared" in m for m in compiled), compiled
 
 
 def test_pid1s_policy_is_what_its_layers_read_of_the_run_s():
