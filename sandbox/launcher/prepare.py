@@ -277,4 +277,3 @@ def prepare(run_id: str, policy: Policy, *, mode: str, workdir: str | None,
     plan = replace(plan, rules=tuple(plan.rules) + extra, output=paths.output)
     return Prepared(run_id=run_id, policy=resolved, plan=plan, paths=paths, env=run_env,
                     own_output=own_output, owner=owner)
-

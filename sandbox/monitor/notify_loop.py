@@ -189,7 +189,8 @@ class AuditLoop:
             self.listener.set_sync_wakeup()
         except OSError:
             self.sync_wakeup = False
-        if (self.audit or self.net_audit) and self._spec is not None:
+        if self.audit or self.net_audit:
+            assert self._spec is not None, "attach() once"
             self.writer, self.db_path = notify_store.open_writer(
                 self.run_id, self.files, self._spec, self.sup.ctx.policy)
         if self.audit:
